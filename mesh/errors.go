@@ -1,0 +1,34 @@
+package mesh
+
+import "errors"
+
+var (
+	// ErrBadID is returned for a string that is not a node ID.
+	ErrBadID = errors.New("mesh: bad node id")
+	// ErrNotConnected is returned when there is no link to the node asked for.
+	ErrNotConnected = errors.New("mesh: not connected")
+	// ErrLinkClosed is returned when a link closes while a call waits on it.
+	ErrLinkClosed = errors.New("mesh: link closed")
+	// ErrIdentityMismatch is returned when the remote end of a link proves a
+	// key that does not hash to the node ID that was meant.
+	ErrIdentityMismatch = errors.New("mesh: remote identity mismatch")
+	// ErrTooLarge is returned for a payload that does not fit in one frame.
+	ErrTooLarge = errors.New("mesh: payload too large")
+	// ErrNoHandler is returned by Request when the remote node has no
+	// handler for the protocol.
+	ErrNoHandler = errors.New("mesh: no handler for protocol")
+	// ErrClosed is returned after the node has stopped.
+	ErrClosed = errors.New("mesh: node closed")
+
+	errBadFrame = errors.New("mesh: bad frame")
+)
+
+// RemoteError is an error that the remote handler returned for a request.
+type RemoteError struct {
+	Peer ID
+	Msg  string
+}
+
+func (e *RemoteError) Error() string {
+	return "mesh: remote " + e.Peer.Short() + ": " + e.Msg
+}

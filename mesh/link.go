@@ -1,0 +1,348 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+)
+
+// maxViolations is how many malformed frames a link tolerates before the
+// node closes it.
+const maxViolations = 16
+
+// maxNameLen bounds the name a peer announces, in runes.
+const maxNameLen = 64
+
+// hello is the first frame each end sends on a new link.
+type hello struct {
+	Name    string `json:"name"`
+	Version int    `json:"v"`
+}
+
+const helloVersion = 1
+
+type result struct {
+	payload []byte
+	err     error
+}
+
+// link is the node's state for one Conn.
+type link struct {
+	n      *Node
+	conn   Conn
+	remote ID
+	since  time.Time
+
+	name      atomic.Pointer[string]
+	lastRecv  atomic.Int64 // nanoseconds since n.start
+	rtt       atomic.Int64 // smoothed, nanoseconds; 0 until measured
+	nextReqID atomic.Uint64
+	bad       atomic.Int32
+
+	hello chan hello      // first hello from the peer
+	pongs chan []byte     // pings to answer; answered by the pinger
+	msgs  chan *Message   // one-way messages, handled in order
+	slots chan struct{}   // request handler slots
+	done  <-chan struct{} // conn.Done()
+	wg    sync.WaitGroup  // goroutines of this link
+	mu    sync.Mutex      // guards pending
+	pend  map[uint64]chan result
+	ctx   context.Context // the link's lifetime, for handlers started from recv
+}
+
+func newLink(ctx context.Context, n *Node, c Conn) *link {
+	l := &link{
+		n:      n,
+		conn:   c,
+		remote: c.Remote(),
+		since:  time.Now(),
+		hello:  make(chan hello, 1),
+		pongs:  make(chan []byte, 1),
+		msgs:   make(chan *Message, 64),
+		slots:  make(chan struct{}, n.cfg.MaxConcurrentRequests),
+		done:   c.Done(),
+		pend:   make(map[uint64]chan result),
+		ctx:    ctx,
+	}
+	empty := ""
+	l.name.Store(&empty)
+	l.lastRecv.Store(n.now())
+	return l
+}
+
+func (l *link) info() PeerInfo {
+	return PeerInfo{
+		ID:       l.remote,
+		Name:     *l.name.Load(),
+		RTT:      time.Duration(l.rtt.Load()),
+		Outbound: l.conn.Outbound(),
+		Since:    l.since,
+	}
+}
+
+// send encodes and writes one frame.
+func (l *link) send(ctx context.Context, ch Channel, f frame) error {
+	buf := appendFrame(make([]byte, 0, maxFrameHeader+len(f.payload)), f)
+	if len(buf) > maxFrame(ch) {
+		return fmt.Errorf("%w: %d bytes on %s", ErrTooLarge, len(f.payload), ch)
+	}
+	if err := l.conn.Send(ctx, ch, buf); err != nil {
+		select {
+		case <-l.done:
+			return fmt.Errorf("%w: %s: %v", ErrLinkClosed, l.remote.Short(), err)
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// recv is the Conn's receive callback: it runs on the Conn's goroutine for
+// ch and may block, which holds back the peer.
+func (l *link) recv(ch Channel, b []byte) {
+	l.lastRecv.Store(l.n.now())
+	f, err := parseFrame(b, maxFrame(ch))
+	if err != nil {
+		l.violation(err)
+		return
+	}
+	switch f.kind {
+	case kindHello:
+		var h hello
+		if err := json.Unmarshal(f.payload, &h); err != nil {
+			l.violation(fmt.Errorf("bad hello: %w", err))
+			return
+		}
+		select {
+		case l.hello <- h:
+		default: // only the first counts
+		}
+	case kindPing:
+		if len(f.payload) > 16 {
+			l.violation(errors.New("oversized ping"))
+			return
+		}
+		select {
+		case l.pongs <- f.payload:
+		default: // a pong is already due; one answer is enough
+		}
+	case kindPong:
+		if len(f.payload) == 8 {
+			sent := int64(binary.BigEndian.Uint64(f.payload))
+			if d := l.n.now() - sent; d >= 0 {
+				l.observeRTT(time.Duration(d))
+			}
+		}
+	case kindMsg:
+		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch}
+		select {
+		case l.msgs <- m:
+		case <-l.done:
+		}
+	case kindReq:
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return
+		}
+		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch, Request: true}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer func() { <-l.slots }()
+			l.serveRequest(f.id, m)
+		}()
+	case kindResp, kindErr, kindNoHandle:
+		l.mu.Lock()
+		c := l.pend[f.id]
+		delete(l.pend, f.id)
+		l.mu.Unlock()
+		if c == nil {
+			return // the caller gave up
+		}
+		switch f.kind {
+		case kindResp:
+			c <- result{payload: f.payload}
+		case kindErr:
+			c <- result{err: &RemoteError{Peer: l.remote, Msg: string(f.payload)}}
+		default:
+			c <- result{err: fmt.Errorf("%w: %s", ErrNoHandler, string(f.payload))}
+		}
+	}
+}
+
+func (l *link) violation(err error) {
+	n := l.bad.Add(1)
+	l.n.log.Warn("bad frame from peer", "peer", l.remote.Short(), "err", err, "count", n)
+	if n >= maxViolations {
+		l.n.log.Warn("closing link after repeated bad frames", "peer", l.remote.Short())
+		l.conn.Close()
+	}
+}
+
+func (l *link) observeRTT(d time.Duration) {
+	old := l.rtt.Load()
+	if old == 0 {
+		l.rtt.Store(int64(d))
+		return
+	}
+	l.rtt.Store((old*4 + int64(d)) / 5)
+}
+
+func (l *link) serveRequest(id uint64, m *Message) {
+	h := l.n.handler(m.Protocol)
+	if h == nil {
+		l.send(l.ctx, m.Channel, frame{kind: kindNoHandle, id: id, payload: []byte(m.Protocol)})
+		return
+	}
+	resp, err := safeServe(l.ctx, h, m)
+	if err == nil && len(resp) > MaxPayload(m.Channel) {
+		err = fmt.Errorf("answer of %d bytes is too large", len(resp))
+	}
+	if err != nil {
+		l.send(l.ctx, m.Channel, frame{kind: kindErr, id: id, payload: []byte(err.Error())})
+		return
+	}
+	if err := l.send(l.ctx, m.Channel, frame{kind: kindResp, id: id, payload: resp}); err != nil {
+		l.n.log.Debug("send answer", "peer", l.remote.Short(), "proto", m.Protocol, "err", err)
+	}
+}
+
+// safeServe runs a handler, turning a panic into an error so one bad
+// message cannot take the node down.
+func safeServe(ctx context.Context, h Handler, m *Message) (resp []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler for %s panicked: %v", m.Protocol, r)
+		}
+	}()
+	return h.ServeMesh(ctx, m)
+}
+
+// dispatch handles one-way messages in order until the link closes.
+func (l *link) dispatch() {
+	for {
+		select {
+		case m := <-l.msgs:
+			h := l.n.handler(m.Protocol)
+			if h == nil {
+				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)
+				continue
+			}
+			if _, err := safeServe(l.ctx, h, m); err != nil {
+				l.n.log.Debug("message handler", "peer", l.remote.Short(), "proto", m.Protocol, "err", err)
+			}
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// keepalive pings the peer, answers its pings, and closes the link when
+// the peer has been silent past the timeout.
+func (l *link) keepalive() {
+	cfg := &l.n.cfg
+	tick := time.NewTicker(min(cfg.PingInterval, cfg.PeerTimeout/4))
+	defer tick.Stop()
+	lastPing := time.Time{}
+	for {
+		select {
+		case p := <-l.pongs:
+			l.send(l.ctx, Ctl, frame{kind: kindPong, payload: p})
+		case <-tick.C:
+			silent := time.Duration(l.n.now() - l.lastRecv.Load())
+			if silent > cfg.PeerTimeout {
+				l.n.log.Info("peer timed out", "peer", l.remote.Short(), "silent", silent.Round(time.Millisecond))
+				l.conn.Close()
+				return
+			}
+			if time.Since(lastPing) >= cfg.PingInterval {
+				lastPing = time.Now()
+				l.ping()
+			}
+		case <-l.done:
+			return
+		}
+	}
+}
+
+func (l *link) ping() {
+	var p [8]byte
+	binary.BigEndian.PutUint64(p[:], uint64(l.n.now()))
+	l.send(l.ctx, Ctl, frame{kind: kindPing, payload: p[:]})
+}
+
+// exchangeHello sends our hello and waits for the peer's.
+func (l *link) exchangeHello(ctx context.Context) error {
+	b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion})
+	if err := l.send(ctx, Ctl, frame{kind: kindHello, payload: b}); err != nil {
+		return err
+	}
+	t := time.NewTimer(l.n.cfg.HelloTimeout)
+	defer t.Stop()
+	select {
+	case h := <-l.hello:
+		name := cleanName(h.Name)
+		l.name.Store(&name)
+		return nil
+	case <-t.C:
+		return errors.New("no hello from peer")
+	case <-l.done:
+		return ErrLinkClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// cleanName keeps a peer's name printable and short.
+func cleanName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if r := []rune(s); len(r) > maxNameLen {
+		s = string(r[:maxNameLen])
+	}
+	return s
+}
+
+// call sends a request and waits for its answer.
+func (l *link) call(ctx context.Context, ch Channel, proto string, payload []byte) ([]byte, error) {
+	id := l.nextReqID.Add(1)
+	c := make(chan result, 1)
+	l.mu.Lock()
+	l.pend[id] = c
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pend, id)
+		l.mu.Unlock()
+	}()
+	if err := l.send(ctx, ch, frame{kind: kindReq, id: id, proto: proto, payload: payload}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-c:
+		return r.payload, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.done:
+		// An answer may have raced the close.
+		select {
+		case r := <-c:
+			return r.payload, r.err
+		default:
+		}
+		return nil, fmt.Errorf("%w: %s", ErrLinkClosed, l.remote.Short())
+	}
+}

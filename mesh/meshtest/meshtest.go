@@ -1,0 +1,361 @@
+// Package meshtest provides an in-memory network of mesh nodes for tests
+// and simulations. Nodes on it are real *mesh.Node values; only the
+// transport differs: links are pairs of bounded in-memory queues, with an
+// optional one-way latency, so backpressure behaves as on a real link.
+package meshtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// queueFrames is how many frames one direction of one channel buffers
+// before Send blocks.
+const queueFrames = 64
+
+// Network is a set of in-memory transports that can dial each other.
+type Network struct {
+	// Latency is the one-way delay of every frame. Set it before dialing.
+	Latency time.Duration
+
+	mu    sync.Mutex
+	nodes map[mesh.ID]*Transport
+}
+
+// NewNetwork returns an empty network.
+func NewNetwork() *Network {
+	return &Network{nodes: make(map[mesh.ID]*Transport)}
+}
+
+// Transport returns the transport of node id on this network.
+func (nw *Network) Transport(id mesh.ID) *Transport {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if t := nw.nodes[id]; t != nil {
+		return t
+	}
+	t := &Transport{nw: nw, id: id, conns: make(map[*conn]struct{}), serving: make(chan struct{})}
+	nw.nodes[id] = t
+	return t
+}
+
+// Options changes a node made by NewNode.
+type Options struct {
+	// Configure, if set, edits the config before the node is made.
+	Configure func(*mesh.Config)
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// NewNode makes a node on the network with a fresh identity and serves it
+// until the test ends. Its maintainer links it to about TargetPeers of the
+// other nodes.
+func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.Node {
+	tb.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	ident, err := mesh.NewIdentity()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := mesh.DefaultConfig()
+	cfg.Identity = ident
+	cfg.Name = name
+	cfg.Transport = nw.Transport(ident.ID)
+	cfg.MaintainInterval = 200 * time.Millisecond
+	cfg.Logger = o.Logger
+	if o.Configure != nil {
+		o.Configure(&cfg)
+	}
+	n, err := mesh.NewNode(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Serve(ctx) }()
+	select {
+	case <-cfg.Transport.(*Transport).serving:
+	case err := <-done:
+		cancel()
+		tb.Fatalf("node %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("node %s: %v", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			tb.Errorf("node %s did not stop", name)
+		}
+	})
+	return n
+}
+
+// Kill cuts every link of node id and takes it off the network, as if its
+// machine had lost power.
+func (nw *Network) Kill(id mesh.ID) {
+	nw.mu.Lock()
+	t := nw.nodes[id]
+	delete(nw.nodes, id)
+	nw.mu.Unlock()
+	if t != nil {
+		t.closeAll(true)
+	}
+}
+
+// Freeze makes node id silent without closing its links: frames to and
+// from it are dropped, as when a machine hangs or its network goes away.
+func (nw *Network) Freeze(id mesh.ID) {
+	nw.mu.Lock()
+	t := nw.nodes[id]
+	nw.mu.Unlock()
+	if t != nil {
+		t.frozen.Store(true)
+	}
+}
+
+// Transport is one node's in-memory transport.
+type Transport struct {
+	nw     *Network
+	id     mesh.ID
+	frozen atomic.Bool
+	// serving is closed once Serve accepts links.
+	serving chan struct{}
+
+	mu      sync.Mutex
+	accept  func(mesh.Conn)
+	stopped bool // Serve is ending: start no more goroutines
+	dead    bool
+	conns   map[*conn]struct{}
+	wg      sync.WaitGroup
+}
+
+var errUnreachable = errors.New("meshtest: node not reachable")
+
+// Serve accepts links until ctx ends.
+func (t *Transport) Serve(ctx context.Context, accept func(mesh.Conn)) error {
+	t.mu.Lock()
+	if t.accept != nil {
+		t.mu.Unlock()
+		return errors.New("meshtest: Serve called twice")
+	}
+	t.accept = accept
+	t.mu.Unlock()
+	close(t.serving)
+	<-ctx.Done()
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+	t.closeAll(false)
+	t.wg.Wait()
+	return nil
+}
+
+// spawn runs f on a goroutine that Serve waits for, unless Serve is ending.
+func (t *Transport) spawn(f func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
+	t.wg.Go(f)
+	return true
+}
+
+func (t *Transport) closeAll(dead bool) {
+	t.mu.Lock()
+	t.accept = nil
+	if dead {
+		t.dead = true
+	}
+	cs := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		cs = append(cs, c)
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// Candidates lists every live node on the network.
+func (t *Transport) Candidates(context.Context) ([]mesh.ID, error) {
+	t.nw.mu.Lock()
+	defer t.nw.mu.Unlock()
+	ids := make([]mesh.ID, 0, len(t.nw.nodes))
+	for id, o := range t.nw.nodes {
+		if id != t.id {
+			o.mu.Lock()
+			up := o.accept != nil
+			o.mu.Unlock()
+			if up {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// Dial links to node id if it is on the network and serving.
+func (t *Transport) Dial(ctx context.Context, id mesh.ID) (mesh.Conn, error) {
+	t.nw.mu.Lock()
+	r := t.nw.nodes[id]
+	t.nw.mu.Unlock()
+	if r == nil {
+		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
+	}
+	r.mu.Lock()
+	accept := r.accept
+	r.mu.Unlock()
+	t.mu.Lock()
+	dead := t.dead
+	t.mu.Unlock()
+	if accept == nil || dead {
+		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
+	}
+	local, remote := newPair(t, r, t.nw.Latency)
+	if !t.track(local) || !r.track(remote) {
+		local.Close()
+		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
+	}
+	if !r.spawn(func() { accept(remote) }) {
+		local.Close()
+		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
+	}
+	select {
+	case <-ctx.Done():
+		local.Close()
+		return nil, ctx.Err()
+	default:
+	}
+	return local, nil
+}
+
+func (t *Transport) track(c *conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dead {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *Transport) untrack(c *conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+type item struct {
+	b   []byte
+	due time.Time
+}
+
+// conn is one end of an in-memory link.
+type conn struct {
+	t        *Transport
+	peer     *Transport
+	remote   mesh.ID
+	outbound bool
+	latency  time.Duration
+	in       [2]chan item // frames for this end
+	out      [2]chan item // the peer's in
+	recv     func(mesh.Channel, []byte)
+	done     chan struct{} // shared by both ends
+	once     *sync.Once
+	start    sync.Once
+}
+
+func newPair(a, b *Transport, latency time.Duration) (*conn, *conn) {
+	done := make(chan struct{})
+	once := new(sync.Once)
+	var ab, ba [2]chan item
+	for i := range ab {
+		ab[i] = make(chan item, queueFrames)
+		ba[i] = make(chan item, queueFrames)
+	}
+	ca := &conn{t: a, peer: b, remote: b.id, outbound: true, latency: latency, in: ba, out: ab, done: done, once: once}
+	cb := &conn{t: b, peer: a, remote: a.id, outbound: false, latency: latency, in: ab, out: ba, done: done, once: once}
+	return ca, cb
+}
+
+func (c *conn) Remote() mesh.ID { return c.remote }
+func (c *conn) Outbound() bool  { return c.outbound }
+
+func (c *conn) Start(recv func(mesh.Channel, []byte)) {
+	c.start.Do(func() {
+		c.recv = recv
+		for i := range c.in {
+			ch := mesh.Channel(i)
+			c.t.spawn(func() { c.deliver(ch) })
+		}
+	})
+}
+
+func (c *conn) deliver(ch mesh.Channel) {
+	for {
+		select {
+		case it := <-c.in[ch]:
+			if d := time.Until(it.due); d > 0 {
+				tm := time.NewTimer(d)
+				select {
+				case <-tm.C:
+				case <-c.done:
+					tm.Stop()
+					return
+				}
+			}
+			c.recv(ch, it.b)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *conn) Send(ctx context.Context, ch mesh.Channel, b []byte) error {
+	if int(ch) >= len(c.out) {
+		return fmt.Errorf("meshtest: no channel %d", ch)
+	}
+	if c.t.frozen.Load() || c.peer.frozen.Load() {
+		return nil // lost on the way
+	}
+	it := item{b: append([]byte(nil), b...)}
+	if c.latency > 0 {
+		it.due = time.Now().Add(c.latency)
+	}
+	select {
+	case <-c.done:
+		return mesh.ErrLinkClosed
+	default:
+	}
+	select {
+	case c.out[ch] <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return mesh.ErrLinkClosed
+	}
+}
+
+func (c *conn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	c.t.untrack(c)
+	return nil
+}
+
+func (c *conn) Done() <-chan struct{} { return c.done }

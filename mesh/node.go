@@ -1,0 +1,508 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Node is one member of the mesh: it keeps links to other nodes, serves
+// the protocols registered with Handle, and sends messages and requests.
+// Its methods are safe for concurrent use.
+type Node struct {
+	cfg       Config
+	id        ID
+	log       *slog.Logger
+	transport Transport
+	start     time.Time
+
+	conns chan newConn  // links to run, from the transport and Connect
+	wake  chan struct{} // pokes the maintainer
+	done  chan struct{} // closed when Serve ends
+	hmu   sync.RWMutex  // guards handlers
+	hand  map[string]Handler
+
+	mu      sync.Mutex
+	serving bool
+	links   map[ID]*link
+	dialing map[ID]bool
+	backoff map[ID]dialBackoff
+	subs    map[chan PeerEvent]struct{}
+}
+
+type newConn struct {
+	conn  Conn
+	ready chan error // nil, or told whether the link came up
+}
+
+type dialBackoff struct {
+	until time.Time
+	wait  time.Duration
+}
+
+// NewNode creates a node. It does nothing until Serve is called.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("mesh: Config.Identity is required")
+	}
+	cfg.fillDefaults()
+	cfg.Name = cleanName(cfg.Name)
+	if cfg.Name == "" {
+		cfg.Name = cfg.Identity.ID.Short()
+	}
+	n := &Node{
+		cfg:     cfg,
+		id:      cfg.Identity.ID,
+		log:     cfg.Logger.With("node", cfg.Identity.ID.Short()),
+		start:   time.Now(),
+		conns:   make(chan newConn),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		hand:    make(map[string]Handler),
+		links:   make(map[ID]*link),
+		dialing: make(map[ID]bool),
+		backoff: make(map[ID]dialBackoff),
+		subs:    make(map[chan PeerEvent]struct{}),
+	}
+	n.transport = cfg.Transport
+	if n.transport == nil {
+		if cfg.SignalURL == "" {
+			return nil, errors.New("mesh: Config.SignalURL or Config.Transport is required")
+		}
+		t, err := newRTCTransport(&n.cfg, n.log)
+		if err != nil {
+			return nil, err
+		}
+		n.transport = t
+	}
+	return n, nil
+}
+
+// now is a monotonic clock reading in nanoseconds, for atomics.
+func (n *Node) now() int64 { return int64(time.Since(n.start)) }
+
+// ID is this node's ID.
+func (n *Node) ID() ID { return n.id }
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Handle registers h for protocol proto (e.g. "chat/1"), replacing any
+// earlier handler. It panics on an invalid name, as http.Handle does.
+func (n *Node) Handle(proto string, h Handler) {
+	if err := checkProtocol(proto); err != nil {
+		panic("mesh: Handle: " + err.Error())
+	}
+	n.hmu.Lock()
+	n.hand[proto] = h
+	n.hmu.Unlock()
+}
+
+func (n *Node) handler(proto string) Handler {
+	n.hmu.RLock()
+	defer n.hmu.RUnlock()
+	return n.hand[proto]
+}
+
+// Serve runs the node until ctx ends: it accepts links, keeps about
+// Config.TargetPeers of them, and closes them all before it returns.
+func (n *Node) Serve(ctx context.Context) error {
+	n.mu.Lock()
+	if n.serving {
+		n.mu.Unlock()
+		return errors.New("mesh: Serve called twice")
+	}
+	n.serving = true
+	n.mu.Unlock()
+	defer close(n.done)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Go(func() {
+		errc <- n.transport.Serve(ctx, func(c Conn) {
+			select {
+			case n.conns <- newConn{conn: c}:
+			case <-ctx.Done():
+				c.Close()
+			}
+		})
+	})
+	if !n.cfg.ManualLinks {
+		wg.Go(func() { n.maintain(ctx) })
+	}
+	n.log.Info("node started", "id", string(n.id), "name", n.cfg.Name)
+
+	var err error
+loop:
+	for {
+		select {
+		case nc := <-n.conns:
+			wg.Go(func() { n.runLink(ctx, nc) })
+		case err = <-errc:
+			if err != nil {
+				err = fmt.Errorf("mesh: transport: %w", err)
+			}
+			cancel()
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	n.mu.Lock()
+	for _, l := range n.links {
+		l.conn.Close()
+	}
+	n.mu.Unlock()
+	wg.Wait()
+	return err
+}
+
+// Connect opens a link to id, unless there is one already. It returns when
+// the link is ready for traffic.
+func (n *Node) Connect(ctx context.Context, id ID) error {
+	if id == n.id {
+		return errors.New("mesh: cannot link to self")
+	}
+	if n.link(id) != nil {
+		return nil
+	}
+	c, err := n.transport.Dial(ctx, id)
+	if err != nil {
+		return err
+	}
+	ready := make(chan error, 1)
+	select {
+	case n.conns <- newConn{conn: c, ready: ready}:
+	case <-n.done:
+		c.Close()
+		return ErrClosed
+	case <-ctx.Done():
+		c.Close()
+		return ctx.Err()
+	}
+	select {
+	case err := <-ready:
+		if errors.Is(err, ErrLinkClosed) {
+			// The other end may have closed this link for losing a
+			// simultaneous-dial race; the winner may still be in its hello.
+			if n.waitLink(ctx, id, n.cfg.HelloTimeout) {
+				return nil
+			}
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitLink waits up to d for a link to id.
+func (n *Node) waitLink(ctx context.Context, id ID, d time.Duration) bool {
+	events, stop := n.SubscribePeers()
+	defer stop()
+	if n.link(id) != nil {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case e := <-events:
+			if e.Kind == PeerUp && e.Peer.ID == id {
+				return true
+			}
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// Disconnect closes the link to id, if any.
+func (n *Node) Disconnect(id ID) {
+	if l := n.link(id); l != nil {
+		l.conn.Close()
+	}
+}
+
+func (n *Node) link(id ID) *link {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.links[id]
+}
+
+// Send delivers a one-way message to the linked node to. It returns once
+// the message is handed to the link, not when it is handled.
+func (n *Node) Send(ctx context.Context, to ID, proto string, payload []byte, opts ...SendOption) error {
+	o := sendOpts(opts)
+	if err := checkProtocol(proto); err != nil {
+		return fmt.Errorf("mesh: %w", err)
+	}
+	l := n.link(to)
+	if l == nil {
+		return fmt.Errorf("%w: %s", ErrNotConnected, to.Short())
+	}
+	return l.send(ctx, o.ch, frame{kind: kindMsg, proto: proto, payload: payload})
+}
+
+// Request sends a request to the linked node to and waits for the answer
+// until ctx ends. An error the remote handler returned comes back as a
+// *RemoteError.
+func (n *Node) Request(ctx context.Context, to ID, proto string, payload []byte, opts ...SendOption) ([]byte, error) {
+	o := sendOpts(opts)
+	if err := checkProtocol(proto); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	l := n.link(to)
+	if l == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotConnected, to.Short())
+	}
+	return l.call(ctx, o.ch, proto, payload)
+}
+
+func sendOpts(opts []SendOption) sendOptions {
+	var o sendOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// Peers lists the live links, sorted by ID.
+func (n *Node) Peers() []PeerInfo {
+	n.mu.Lock()
+	ps := make([]PeerInfo, 0, len(n.links))
+	for _, l := range n.links {
+		ps = append(ps, l.info())
+	}
+	n.mu.Unlock()
+	slices.SortFunc(ps, func(a, b PeerInfo) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return ps
+}
+
+// SubscribePeers returns a channel of link changes and a function that
+// ends the subscription. Events are dropped when the channel's buffer is
+// full, so a reader that needs the whole set should re-read Peers.
+func (n *Node) SubscribePeers() (<-chan PeerEvent, func()) {
+	c := make(chan PeerEvent, 64)
+	n.mu.Lock()
+	n.subs[c] = struct{}{}
+	n.mu.Unlock()
+	var once sync.Once
+	return c, func() {
+		once.Do(func() {
+			n.mu.Lock()
+			delete(n.subs, c)
+			n.mu.Unlock()
+		})
+	}
+}
+
+// publish sends e to subscribers; n.mu is held.
+func (n *Node) publish(e PeerEvent) {
+	for c := range n.subs {
+		select {
+		case c <- e:
+		default:
+		}
+	}
+}
+
+// runLink runs one link from hello to close.
+func (n *Node) runLink(ctx context.Context, nc newConn) {
+	c := nc.conn
+	ready := func(err error) {
+		if nc.ready != nil {
+			nc.ready <- err
+		}
+	}
+	if c.Remote() == n.id {
+		c.Close()
+		ready(errors.New("mesh: link to self"))
+		return
+	}
+	if !c.Outbound() && n.full(c.Remote()) {
+		// Refuse before the hello, so the dialer never counts the link.
+		n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
+		c.Close()
+		ready(errors.New("mesh: at the high mark"))
+		return
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l := newLink(lctx, n, c)
+	c.Start(l.recv)
+	l.wg.Go(l.dispatch)
+	l.wg.Go(l.keepalive)
+	defer func() {
+		c.Close()
+		cancel()
+		l.wg.Wait()
+	}()
+
+	if err := l.exchangeHello(lctx); err != nil {
+		n.log.Info("link failed before hello", "peer", c.Remote().Short(), "err", err)
+		ready(err)
+		return
+	}
+	if err := n.register(l); err != nil {
+		n.log.Debug("link not kept", "peer", c.Remote().Short(), "err", err)
+		// Losing a simultaneous-dial race still leaves the nodes linked.
+		if n.link(c.Remote()) != nil {
+			err = nil
+		}
+		ready(err)
+		return
+	}
+	ready(nil)
+	n.log.Info("peer up", "peer", l.remote.Short(), "name", l.info().Name, "outbound", c.Outbound())
+	l.ping()
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+	}
+	n.unregister(l)
+}
+
+// dialer is the node that started a link.
+func (l *link) dialer() ID {
+	if l.conn.Outbound() {
+		return l.n.id
+	}
+	return l.remote
+}
+
+// full reports whether a new link to id would pass the high mark.
+func (n *Node) full(id ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.links[id] == nil && len(n.links) >= n.cfg.HighPeers
+}
+
+// register makes l the link to its peer. When both nodes dialed at once,
+// the link dialed by the smaller ID wins on both ends.
+func (n *Node) register(l *link) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := n.links[l.remote]
+	if old != nil {
+		select {
+		case <-old.done:
+			old = nil // dead, its runLink has yet to unregister it
+		default:
+		}
+	}
+	if old != nil {
+		od, nd := old.dialer(), l.dialer()
+		if od != nd && od < nd {
+			return errors.New("duplicate link: keeping the one dialed by the smaller id")
+		}
+		// Either the new link wins the race, or the same node dialed
+		// again, which means it lost the old link.
+		n.log.Debug("replacing link", "peer", l.remote.Short(), "old_dialer", od.Short(), "new_dialer", nd.Short())
+		old.conn.Close()
+	} else if len(n.links) >= n.cfg.HighPeers {
+		return fmt.Errorf("at the high mark of %d links", n.cfg.HighPeers)
+	}
+	n.links[l.remote] = l
+	delete(n.backoff, l.remote)
+	if old == nil {
+		n.publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
+	}
+	return nil
+}
+
+func (n *Node) unregister(l *link) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.links[l.remote] != l {
+		return // replaced by a newer link
+	}
+	delete(n.links, l.remote)
+	n.publish(PeerEvent{Kind: PeerDown, Peer: l.info()})
+	n.log.Info("peer down", "peer", l.remote.Short())
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// maintain keeps the node at its target link count.
+func (n *Node) maintain(ctx context.Context) {
+	t := time.NewTicker(n.cfg.MaintainInterval)
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		n.fill(ctx, &wg)
+		select {
+		case <-t.C:
+		case <-n.wake:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// fill dials random candidates until links plus dials reach the target.
+func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
+	n.mu.Lock()
+	need := n.cfg.TargetPeers - len(n.links) - len(n.dialing)
+	n.mu.Unlock()
+	if need <= 0 {
+		return
+	}
+	cands, err := n.transport.Candidates(ctx)
+	if err != nil {
+		n.log.Debug("no candidates", "err", err)
+	}
+	cands = append(cands, n.cfg.Bootstrap...)
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+
+	now := time.Now()
+	n.mu.Lock()
+	var picks []ID
+	for _, id := range cands {
+		if need == 0 {
+			break
+		}
+		if id == n.id || n.links[id] != nil || n.dialing[id] || slices.Contains(picks, id) {
+			continue
+		}
+		if b, ok := n.backoff[id]; ok && now.Before(b.until) {
+			continue
+		}
+		picks = append(picks, id)
+		n.dialing[id] = true
+		need--
+	}
+	n.mu.Unlock()
+
+	for _, id := range picks {
+		wg.Go(func() {
+			dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+			err := n.Connect(dctx, id)
+			cancel()
+			n.mu.Lock()
+			delete(n.dialing, id)
+			if err != nil && ctx.Err() == nil {
+				b := n.backoff[id]
+				b.wait = min(max(2*b.wait, n.cfg.MaintainInterval), time.Minute)
+				b.until = time.Now().Add(b.wait)
+				n.backoff[id] = b
+			}
+			n.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				n.log.Info("dial failed", "peer", id.Short(), "err", err)
+			}
+		})
+	}
+}

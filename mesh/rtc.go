@@ -1,0 +1,660 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/catnest/catnest/mesh/signal"
+)
+
+// Bounds on what signaling peers can make this node hold.
+const (
+	maxEarlyConns        = 64  // connection ids with candidates that came before their offer
+	maxCandidates        = 64  // remote candidates per connection
+	maxInboundHandshakes = 16  // offers being answered at once
+	maxSessions          = 256 // connections being set up or up
+)
+
+// offerPayload is the PeerJS OFFER payload, so that the reference
+// PeerServer relays it like any other.
+type offerPayload struct {
+	SDP           webrtc.SessionDescription `json:"sdp"`
+	Type          string                    `json:"type"`
+	ConnectionID  string                    `json:"connectionId"`
+	Label         string                    `json:"label,omitempty"`
+	Reliable      bool                      `json:"reliable"`
+	Serialization string                    `json:"serialization,omitempty"`
+	Metadata      json.RawMessage           `json:"metadata,omitempty"`
+}
+
+type answerPayload struct {
+	SDP          webrtc.SessionDescription `json:"sdp"`
+	Type         string                    `json:"type"`
+	ConnectionID string                    `json:"connectionId"`
+}
+
+type candidatePayload struct {
+	Candidate    webrtc.ICECandidateInit `json:"candidate"`
+	Type         string                  `json:"type"`
+	ConnectionID string                  `json:"connectionId"`
+}
+
+// rtcTransport makes links as WebRTC PeerConnections, signaled through a
+// PeerServer-compatible rendezvous.
+type rtcTransport struct {
+	cfg   *Config
+	log   *slog.Logger
+	id    ID
+	api   *webrtc.API
+	cert  webrtc.Certificate
+	slots chan struct{} // inbound handshakes
+	// closing tracks PeerConnection closes, which run on their own
+	// goroutines; Serve waits for them.
+	closing sync.WaitGroup
+
+	mu       sync.Mutex
+	sig      *signal.Client
+	sessions map[string]*rtcConn // by connection id
+	early    map[string]*earlyCandidates
+}
+
+type earlyCandidates struct {
+	from  ID
+	at    time.Time
+	cands []webrtc.ICECandidateInit
+}
+
+func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
+	cert, err := newCertificate(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	return &rtcTransport{
+		cfg:      cfg,
+		log:      log,
+		id:       cfg.Identity.ID,
+		api:      newAPI(cfg.RTC, log),
+		cert:     *cert,
+		slots:    make(chan struct{}, maxInboundHandshakes),
+		sessions: make(map[string]*rtcConn),
+		early:    make(map[string]*earlyCandidates),
+	}, nil
+}
+
+// newCertificate makes a DTLS certificate for the node key, so that the
+// handshake proves the node ID.
+func newCertificate(ident *Identity) (*webrtc.Certificate, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	cert, err := webrtc.NewCertificate(ident.Key, x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: string(ident.ID)},
+		NotBefore:    now.Add(-24 * time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mesh: DTLS certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// newAPI builds the pion API with catnest's settings.
+func newAPI(rc RTCConfig, log *slog.Logger) *webrtc.API {
+	var se webrtc.SettingEngine
+	se.LoggerFactory = slogFactory{log: log}
+	// Nodes on one host link over loopback; pion leaves it out by default.
+	se.SetIncludeLoopbackCandidate(true)
+	if rc.LoopbackOnly {
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	}
+	se.SetSCTPMaxReceiveBufferSize(rc.SCTPReceiveBuffer)
+	se.EnableSCTPZeroChecksum(!rc.DisableZeroChecksum)
+	// pion enforces this on inbound messages too: larger ones close the channel.
+	se.SetSCTPMaxMessageSize(MaxBulkFrame)
+	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
+}
+
+// Serve registers with the rendezvous and answers offers until ctx ends.
+func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
+	var wg sync.WaitGroup
+	sig, err := signal.NewClient(signal.ClientConfig{
+		URL:    t.cfg.SignalURL,
+		Key:    t.cfg.SignalKey,
+		ID:     string(t.id),
+		Logger: t.log,
+		OnMessage: func(m signal.Message) {
+			t.onSignal(ctx, &wg, m, accept)
+		},
+		OnState: func(up bool) {
+			if up {
+				t.log.Info("registered with rendezvous", "url", t.cfg.SignalURL)
+			} else {
+				t.log.Info("rendezvous connection lost; links stay up", "url", t.cfg.SignalURL)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.sig = sig
+	t.mu.Unlock()
+	err = sig.Serve(ctx)
+	t.mu.Lock()
+	t.sig = nil
+	conns := make([]*rtcConn, 0, len(t.sessions))
+	for _, c := range t.sessions {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	wg.Wait()
+	t.closing.Wait()
+	return err
+}
+
+// Candidates lists the rendezvous's peers, when it allows discovery.
+func (t *rtcTransport) Candidates(ctx context.Context) ([]ID, error) {
+	t.mu.Lock()
+	sig := t.sig
+	t.mu.Unlock()
+	if sig == nil {
+		return nil, nil
+	}
+	ids, err := sig.Peers(ctx)
+	if errors.Is(err, signal.ErrDiscoveryDisabled) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ID, 0, len(ids))
+	for _, s := range ids {
+		if id, err := ParseID(s); err == nil {
+			out = append(out, id) // other ids are PeerJS pages, not nodes
+		}
+	}
+	return out, nil
+}
+
+func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, payload any) error {
+	t.mu.Lock()
+	sig := t.sig
+	t.mu.Unlock()
+	if sig == nil {
+		return signal.ErrNotConnected
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	return sig.Send(ctx, signal.Message{Type: typ, Dst: string(dst), Payload: b})
+}
+
+// Dial opens a link to id through the rendezvous.
+func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
+	c, err := t.newConn(id, true, "dc_"+rand.Text())
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	offer, err := c.pc.CreateOffer(nil)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: create offer: %w", err)
+	}
+	if err := c.pc.SetLocalDescription(offer); err != nil {
+		return nil, fmt.Errorf("mesh: set local description: %w", err)
+	}
+	meta, _ := json.Marshal(map[string]int{"catnest": 1})
+	if err := t.sendSignal(ctx, signal.TypeOffer, id, offerPayload{
+		SDP: offer, Type: "data", ConnectionID: c.connID, Label: "catnest",
+		Reliable: true, Serialization: "raw", Metadata: meta,
+	}); err != nil {
+		return nil, fmt.Errorf("mesh: send offer to %s: %w", id.Short(), err)
+	}
+	select {
+	case ans := <-c.answer:
+		if err := c.setRemote(ans); err != nil {
+			return nil, err
+		}
+	case <-c.failed:
+		return nil, c.failure()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("mesh: no answer from %s: %w", id.Short(), ctx.Err())
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+// onSignal handles a message the rendezvous relayed to us. It runs on the
+// signal client's read goroutine, so slow work moves to goroutines.
+func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signal.Message, accept func(Conn)) {
+	src, err := ParseID(m.Src)
+	if err != nil {
+		t.log.Debug("signal from a non-node id", "src", m.Src, "type", m.Type)
+		return
+	}
+	switch m.Type {
+	case signal.TypeOffer:
+		var p offerPayload
+		if err := json.Unmarshal(m.Payload, &p); err != nil || p.SDP.Type != webrtc.SDPTypeOffer || p.ConnectionID == "" {
+			t.log.Info("bad offer", "src", src.Short(), "err", err)
+			return
+		}
+		select {
+		case t.slots <- struct{}{}:
+		default:
+			t.log.Warn("too many handshakes at once; offer dropped", "src", src.Short())
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-t.slots }()
+			c, err := t.answerOffer(ctx, src, p)
+			if err != nil {
+				t.log.Info("inbound link failed", "src", src.Short(), "err", err)
+				return
+			}
+			accept(c)
+		})
+	case signal.TypeAnswer:
+		var p answerPayload
+		if err := json.Unmarshal(m.Payload, &p); err != nil || p.SDP.Type != webrtc.SDPTypeAnswer {
+			t.log.Info("bad answer", "src", src.Short(), "err", err)
+			return
+		}
+		if c := t.session(p.ConnectionID, src); c != nil && c.outbound {
+			select {
+			case c.answer <- p.SDP:
+			default:
+			}
+		}
+	case signal.TypeCandidate:
+		var p candidatePayload
+		if err := json.Unmarshal(m.Payload, &p); err != nil || p.ConnectionID == "" {
+			t.log.Info("bad candidate", "src", src.Short(), "err", err)
+			return
+		}
+		if c := t.session(p.ConnectionID, src); c != nil {
+			c.addCandidate(p.Candidate)
+			return
+		}
+		t.keepEarly(src, p)
+	case signal.TypeLeave, signal.TypeExpire:
+		// The peer is gone or never came: fail dials to it still waiting.
+		t.mu.Lock()
+		for _, c := range t.sessions {
+			if c.remote == src && !c.isReady() {
+				c.fail(fmt.Errorf("mesh: %s is not at the rendezvous (%s)", src.Short(), m.Type))
+			}
+		}
+		t.mu.Unlock()
+	}
+}
+
+// session finds the connection with id connID set up with src.
+func (t *rtcTransport) session(connID string, src ID) *rtcConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.sessions[connID]; c != nil && c.remote == src {
+		return c
+	}
+	return nil
+}
+
+// keepEarly holds candidates that came before their offer, within bounds.
+func (t *rtcTransport) keepEarly(src ID, p candidatePayload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.early[p.ConnectionID]
+	if e == nil {
+		if len(t.early) >= maxEarlyConns {
+			var oldest string
+			for k, v := range t.early {
+				if oldest == "" || v.at.Before(t.early[oldest].at) {
+					oldest = k
+				}
+			}
+			delete(t.early, oldest)
+		}
+		e = &earlyCandidates{from: src, at: time.Now()}
+		t.early[p.ConnectionID] = e
+	}
+	if e.from == src && len(e.cands) < maxCandidates {
+		e.cands = append(e.cands, p.Candidate)
+	}
+}
+
+// answerOffer sets up the inbound side of a link.
+func (t *rtcTransport) answerOffer(ctx context.Context, src ID, p offerPayload) (Conn, error) {
+	c, err := t.newConn(src, false, p.ConnectionID)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	t.mu.Lock()
+	early := t.early[p.ConnectionID]
+	delete(t.early, p.ConnectionID)
+	t.mu.Unlock()
+	if err := c.setRemote(p.SDP); err != nil {
+		return nil, err
+	}
+	if early != nil && early.from == src {
+		for _, cand := range early.cands {
+			c.addCandidate(cand)
+		}
+	}
+	ans, err := c.pc.CreateAnswer(nil)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: create answer: %w", err)
+	}
+	if err := c.pc.SetLocalDescription(ans); err != nil {
+		return nil, fmt.Errorf("mesh: set local description: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
+	defer cancel()
+	if err := t.sendSignal(ctx, signal.TypeAnswer, src, answerPayload{SDP: ans, Type: "data", ConnectionID: c.connID}); err != nil {
+		return nil, fmt.Errorf("mesh: send answer to %s: %w", src.Short(), err)
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+// rtcConn is a Conn over one PeerConnection.
+type rtcConn struct {
+	t        *rtcTransport
+	pc       *webrtc.PeerConnection
+	connID   string
+	remote   ID
+	outbound bool
+	dc       [2]*webrtc.DataChannel
+	low      [2]chan struct{}
+	answer   chan webrtc.SessionDescription
+
+	started chan struct{}
+	recv    func(Channel, []byte)
+	opened  chan struct{} // both channels open and the remote proven
+	failed  chan struct{}
+	done    chan struct{}
+
+	mu        sync.Mutex
+	remoteSet bool
+	cands     []webrtc.ICECandidateInit
+	nCands    int
+	openCount int
+	err       error
+	startOnce sync.Once
+	failOnce  sync.Once
+	closeOnce sync.Once
+}
+
+func (t *rtcTransport) newConn(remote ID, outbound bool, connID string) (*rtcConn, error) {
+	pc, err := t.api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:   t.cfg.ICEServers,
+		Certificates: []webrtc.Certificate{t.cert},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mesh: new peer connection: %w", err)
+	}
+	c := &rtcConn{
+		t: t, pc: pc, connID: connID, remote: remote, outbound: outbound,
+		low:     [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
+		answer:  make(chan webrtc.SessionDescription, 1),
+		started: make(chan struct{}),
+		opened:  make(chan struct{}),
+		failed:  make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	t.mu.Lock()
+	if len(t.sessions) >= maxSessions || t.sessions[connID] != nil {
+		t.mu.Unlock()
+		pc.Close()
+		return nil, fmt.Errorf("mesh: cannot set up connection %q now", connID)
+	}
+	t.sessions[connID] = c
+	t.mu.Unlock()
+
+	ordered := true
+	for i, label := range [2]string{"ctl", "bulk"} {
+		ch := Channel(i)
+		id := uint16(i)
+		negotiated := true
+		ord := ordered
+		if ch == Bulk && t.cfg.RTC.UnorderedBulk {
+			ord = false
+		}
+		dc, err := pc.CreateDataChannel(label, &webrtc.DataChannelInit{Negotiated: &negotiated, ID: &id, Ordered: &ord})
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("mesh: create %s channel: %w", label, err)
+		}
+		dc.SetBufferedAmountLowThreshold(t.cfg.RTC.SendBufferLow)
+		dc.OnBufferedAmountLow(func() {
+			select {
+			case c.low[ch] <- struct{}{}:
+			default:
+			}
+		})
+		dc.OnOpen(c.channelOpen)
+		dc.OnClose(func() { c.Close() })
+		dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			select {
+			case <-c.started:
+			case <-c.done:
+				return
+			}
+			c.recv(ch, m.Data)
+		})
+		c.dc[i] = dc
+	}
+	pc.OnICECandidate(func(cand *webrtc.ICECandidate) {
+		if cand == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := t.sendSignal(ctx, signal.TypeCandidate, remote, candidatePayload{
+			Candidate: cand.ToJSON(), Type: "data", ConnectionID: connID,
+		}); err != nil {
+			t.log.Debug("send candidate", "peer", remote.Short(), "err", err)
+		}
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		switch s {
+		case webrtc.PeerConnectionStateFailed:
+			c.fail(errors.New("mesh: connection failed"))
+			c.Close()
+		case webrtc.PeerConnectionStateClosed:
+			c.Close()
+		}
+	})
+	return c, nil
+}
+
+// channelOpen runs when a data channel opens; once both have, it checks
+// that the DTLS peer holds the key of the node we meant.
+func (c *rtcConn) channelOpen() {
+	c.mu.Lock()
+	c.openCount++
+	both := c.openCount == 2
+	c.mu.Unlock()
+	if !both {
+		return
+	}
+	der := c.pc.SCTP().Transport().GetRemoteCertificate()
+	got, err := idFromCertificate(der)
+	if err != nil {
+		c.fail(fmt.Errorf("%w: %v", ErrIdentityMismatch, err))
+		return
+	}
+	if got != c.remote {
+		c.t.log.Warn("remote identity mismatch: closing", "want", c.remote.Short(), "got", got.Short())
+		c.fail(fmt.Errorf("%w: wanted %s, the remote proved %s", ErrIdentityMismatch, c.remote.Short(), got.Short()))
+		c.Close()
+		return
+	}
+	close(c.opened)
+}
+
+func (c *rtcConn) isReady() bool {
+	select {
+	case <-c.opened:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *rtcConn) waitReady(ctx context.Context) error {
+	select {
+	case <-c.opened:
+		return nil
+	case <-c.failed:
+		return c.failure()
+	case <-c.done:
+		if err := c.failure(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: during setup", ErrLinkClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("mesh: link to %s not ready: %w", c.remote.Short(), ctx.Err())
+	}
+}
+
+func (c *rtcConn) fail(err error) {
+	c.failOnce.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.failed)
+	})
+}
+
+func (c *rtcConn) failure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *rtcConn) setRemote(sd webrtc.SessionDescription) error {
+	if err := c.pc.SetRemoteDescription(sd); err != nil {
+		return fmt.Errorf("mesh: set remote description: %w", err)
+	}
+	c.mu.Lock()
+	c.remoteSet = true
+	cands := c.cands
+	c.cands = nil
+	c.mu.Unlock()
+	for _, cand := range cands {
+		c.addCandidate(cand)
+	}
+	return nil
+}
+
+func (c *rtcConn) addCandidate(cand webrtc.ICECandidateInit) {
+	c.mu.Lock()
+	if c.nCands >= maxCandidates {
+		c.mu.Unlock()
+		return
+	}
+	c.nCands++
+	if !c.remoteSet {
+		c.cands = append(c.cands, cand)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if err := c.pc.AddICECandidate(cand); err != nil {
+		c.t.log.Debug("bad remote candidate", "peer", c.remote.Short(), "err", err)
+	}
+}
+
+func (c *rtcConn) Remote() ID     { return c.remote }
+func (c *rtcConn) Outbound() bool { return c.outbound }
+
+func (c *rtcConn) Start(recv func(Channel, []byte)) {
+	c.startOnce.Do(func() {
+		c.recv = recv
+		close(c.started)
+	})
+}
+
+func (c *rtcConn) Send(ctx context.Context, ch Channel, b []byte) error {
+	if int(ch) >= len(c.dc) {
+		return fmt.Errorf("mesh: no channel %d", ch)
+	}
+	dc := c.dc[ch]
+	high := c.t.cfg.RTC.SendBufferHigh
+	waited := false
+	for dc.BufferedAmount() > high {
+		waited = true
+		select {
+		case <-c.low[ch]:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return ErrLinkClosed
+		}
+	}
+	if waited {
+		// Another sender may be waiting on the same drain: pass it on.
+		select {
+		case c.low[ch] <- struct{}{}:
+		default:
+		}
+	}
+	return dc.Send(b)
+}
+
+func (c *rtcConn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.t.mu.Lock()
+		if c.t.sessions[c.connID] == c {
+			delete(c.t.sessions, c.connID)
+		}
+		c.t.mu.Unlock()
+		// Close may wait on pion's goroutines, some of which may be the
+		// caller (a data channel callback): do it on its own goroutine.
+		c.t.closing.Go(func() { c.pc.Close() })
+	})
+	return nil
+}
+
+func (c *rtcConn) Done() <-chan struct{} { return c.done }
