@@ -1,0 +1,62 @@
+// Package webui serves a node's local web interface: a small JSON API under
+// /api/, a stream of live updates as server-sent events at /api/events, and
+// a single-page UI (plain ES modules, embedded in the binary, no build step)
+// at /.
+//
+// # Basics
+//
+// cmd/catnest builds a Server with New from a Config and the node (anything
+// that has the methods of Node; the concrete *mesh.Node does), then runs
+// Serve with a listener until its context ends:
+//
+//	srv, err := webui.New(webui.Config{Addr: "127.0.0.1:7070", Logger: log}, node)
+//	ln, err := net.Listen("tcp", cfg.Addr)
+//	err = srv.Serve(ctx, ln)
+//
+// Handler returns the same routes as an http.Handler, for tests or for
+// mounting in another server.
+//
+// # API
+//
+//	GET /api/node    {"id", "name", "version"}
+//	GET /api/peers   [{"id", "name", "rtt_ms", "outbound", "since"}, ...] sorted by name, then id
+//	GET /api/events  text/event-stream; "peers" events carry the /api/peers array
+//
+// Errors are JSON objects {"error": "message"} with a matching status code.
+// Each service adds its routes to the route table (see apiRoutes) and its
+// live feeds to the event stream (see feeds); the UI adds a view module to
+// the view registry in static/app.js.
+//
+// # Security
+//
+// A web server on localhost can be reached by any web page the user opens,
+// so every request passes three checks, in this order:
+//
+//   - On a loopback address, the Host header must name a loopback host
+//     (127.0.0.1, ::1, localhost) and the port the request came in on, else
+//     403. This defeats DNS rebinding, where a hostile name is made to
+//     resolve to 127.0.0.1.
+//   - When Config.Token is set (it must be for a non-loopback address), the
+//     request must carry "Authorization: Bearer TOKEN", the query parameter
+//     token=TOKEN, or the cookie that such a query sets, else 401. The query
+//     form sets an HttpOnly, SameSite=Strict cookie so that the page's own
+//     fetches and EventSource work; a page load with ?token is redirected to
+//     the same URL without it, to keep the token out of history.
+//   - A request with a method other than GET, HEAD or OPTIONS must carry an
+//     Origin header equal to its own origin, or no Origin and
+//     "Sec-Fetch-Site: same-origin", else 403. This stops cross-site form
+//     posts; scripts outside a browser must send Origin themselves.
+//
+// Responses carry a strict Content-Security-Policy: the page loads scripts,
+// styles and connections from its own origin only.
+//
+// # Caveats
+//
+// The Host check also wants the port: to reach a loopback UI through a
+// tunnel, keep the port number (ssh -L 7070:127.0.0.1:7070).
+// Serve may be called on several listeners at once (for example IPv4 and
+// IPv6); each stops when its context ends. Event streams end when the
+// client goes away or Serve's context ends; Handler used on its own ends a
+// stream only when its client goes away. The token is sent in clear text:
+// use a non-loopback address only on a network you trust, or behind TLS.
+package webui

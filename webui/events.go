@@ -1,0 +1,202 @@
+package webui
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// feed is one kind of live update on /api/events. Each client gets the
+// snapshot on connect, again shortly after watch reports a change (bursts
+// are coalesced), and every refresh interval.
+type feed struct {
+	// event is the SSE event name; the UI listens for it.
+	event string
+	// snapshot returns the current state as a JSON-encodable value. It is
+	// called on the stream's goroutine.
+	snapshot func() any
+	// watch subscribes to changes: it calls changed (which does not block)
+	// from any goroutine whenever the state may have changed, until stop is
+	// called. stop waits until changed is no longer called.
+	watch func(changed func()) (stop func())
+}
+
+// feeds lists the live updates of the event stream. A service adds its feed
+// here.
+func (s *Server) feeds() []feed {
+	return []feed{
+		{
+			event:    "peers",
+			snapshot: func() any { return s.peerList() },
+			watch: func(changed func()) func() {
+				return forward(s.node.SubscribePeers())(changed)
+			},
+		},
+	}
+}
+
+// forward adapts a subscription (a channel of events and its cancel func)
+// to feed.watch: every value received, and the channel closing, is only a
+// hint that the state changed.
+func forward[T any](ch <-chan T, cancel func()) func(changed func()) (stop func()) {
+	return func(changed func()) func() {
+		quit, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-quit:
+					return
+				case _, ok := <-ch:
+					if !ok {
+						return
+					}
+					changed()
+				}
+			}
+		}()
+		var once sync.Once
+		return func() {
+			once.Do(func() {
+				close(quit)
+				<-done
+				cancel()
+			})
+		}
+	}
+}
+
+func (s *Server) eventRoutes() []route {
+	return []route{
+		{http.MethodGet, "/api/events", s.handleEvents},
+	}
+}
+
+// handleEvents streams every feed as server-sent events until the client
+// goes away or the server shuts down.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // ask proxies not to buffer the stream
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+
+	feeds := s.feeds()
+	dirty := make([]atomic.Bool, len(feeds))
+	wake := make(chan struct{}, 1)
+	for i, f := range feeds {
+		stop := f.watch(func() {
+			dirty[i].Store(true)
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		defer stop()
+	}
+
+	st := &stream{
+		w:       bufio.NewWriter(w),
+		rc:      http.NewResponseController(w),
+		timeout: s.timing.write,
+	}
+	defer st.rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
+	s.log.Debug("event stream opened", "remote", r.RemoteAddr)
+	err := s.stream(r.Context(), st, feeds, dirty, wake)
+	s.log.Debug("event stream closed", "remote", r.RemoteAddr, "err", err)
+}
+
+func (s *Server) stream(ctx context.Context, st *stream, feeds []feed, dirty []atomic.Bool, wake <-chan struct{}) error {
+	t := s.timing
+	fmt.Fprintf(st.w, "retry: %d\n\n", t.retry.Milliseconds())
+	for _, f := range feeds {
+		st.event(f.event, f.snapshot())
+	}
+	if err := st.flush(); err != nil {
+		return err
+	}
+
+	refresh := time.NewTicker(t.refresh)
+	defer refresh.Stop()
+	keepAlive := time.NewTicker(t.keepAlive)
+	defer keepAlive.Stop()
+	coalesce := time.NewTimer(t.coalesce)
+	coalesce.Stop()
+	armed := false
+	defer coalesce.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+			if !armed {
+				coalesce.Reset(t.coalesce)
+				armed = true
+			}
+			continue
+		case <-coalesce.C:
+			armed = false
+			for i, f := range feeds {
+				if dirty[i].Swap(false) {
+					st.event(f.event, f.snapshot())
+				}
+			}
+		case <-refresh.C:
+			for i, f := range feeds {
+				dirty[i].Store(false)
+				st.event(f.event, f.snapshot())
+			}
+		case <-keepAlive.C:
+			st.w.WriteString(": keep-alive\n\n")
+		}
+		if err := st.flush(); err != nil {
+			return err
+		}
+	}
+}
+
+// stream writes server-sent events to one client.
+type stream struct {
+	w       *bufio.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error // first encoding error
+}
+
+// event buffers one event; flush sends it.
+func (st *stream) event(name string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		if st.err == nil {
+			st.err = fmt.Errorf("encode %s event: %w", name, err)
+		}
+		return
+	}
+	// json.Marshal never emits a newline, so data fits one "data:" line.
+	fmt.Fprintf(st.w, "event: %s\ndata: %s\n\n", name, data)
+}
+
+// flush sends what is buffered, giving up on a client that does not take it
+// within the write timeout.
+func (st *stream) flush() error {
+	if st.err != nil {
+		return st.err
+	}
+	if err := st.rc.SetWriteDeadline(time.Now().Add(st.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	if err := st.w.Flush(); err != nil {
+		return err
+	}
+	return st.rc.Flush()
+}

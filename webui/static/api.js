@@ -1,0 +1,86 @@
+// Talking to the node: JSON requests and the shared event stream.
+
+// getJSON fetches a JSON API path; a non-2xx answer throws the server's
+// {"error": ...} message.
+export async function getJSON(path, { signal } = {}) {
+  const res = await fetch(path, { headers: { Accept: 'application/json' }, signal });
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`;
+    try {
+      msg = (await res.json()).error || msg;
+    } catch {
+      // not JSON: keep the status line
+    }
+    throw new Error(msg);
+  }
+  return res.json();
+}
+
+// EventStream is the page's one connection to /api/events. Views subscribe
+// to named events with on(); the last value of each event is kept, so a view
+// that mounts later renders at once. EventSource reconnects by itself after
+// a network error; when it gives up (an HTTP error), we start a new one.
+export class EventStream {
+  constructor(url) {
+    this.url = url;
+    this.handlers = new Map(); // event name → Set of fns
+    this.latest = new Map(); // event name → last data
+    this.statusFns = new Set();
+    this.state = 'connecting';
+    this.retryTimer = 0;
+    this.connect();
+  }
+
+  connect() {
+    const es = new EventSource(this.url);
+    this.es = es;
+    es.onopen = () => this.setState('open');
+    es.onerror = () => {
+      this.setState('connecting');
+      if (es.readyState === EventSource.CLOSED) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => this.connect(), 3000);
+      }
+    };
+    for (const name of this.handlers.keys()) this.listen(name);
+  }
+
+  listen(name) {
+    this.es.addEventListener(name, (e) => {
+      let data;
+      try {
+        data = JSON.parse(e.data);
+      } catch (err) {
+        console.error(`bad ${name} event`, err);
+        return;
+      }
+      this.latest.set(name, data);
+      for (const fn of this.handlers.get(name) || []) fn(data);
+    });
+  }
+
+  setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    for (const fn of this.statusFns) fn(state);
+  }
+
+  // on calls fn(data) for every event of this name, and at once with the
+  // last one if there was one. It returns an unsubscribe func.
+  on(name, fn) {
+    if (!this.handlers.has(name)) {
+      this.handlers.set(name, new Set());
+      this.listen(name);
+    }
+    this.handlers.get(name).add(fn);
+    if (this.latest.has(name)) fn(this.latest.get(name));
+    return () => this.handlers.get(name).delete(fn);
+  }
+
+  // onStatus calls fn('open' | 'connecting') on every change of the
+  // connection; it returns an unsubscribe func.
+  onStatus(fn) {
+    this.statusFns.add(fn);
+    return () => this.statusFns.delete(fn);
+  }
+}

@@ -1,0 +1,136 @@
+// catnest web UI: header, navigation and the view registry.
+import { apply, lang, setLang, onLangChange, t } from './i18n/index.js';
+import { getJSON, EventStream } from './api.js';
+import { h, shortID } from './dom.js';
+import peers from './views/peers.js';
+
+// views is the registry of the UI's views, in nav order. A view is a module
+// whose default export is {id, title (an i18n key), mount(root, ctx) →
+// cleanup}. Adding a view is adding it here; it gets a nav entry and the
+// route #/id.
+const views = [peers];
+
+const $ = (sel) => document.querySelector(sel);
+const events = new EventStream('api/events');
+let node = null;
+
+// ---- header: node name and ID ----
+
+function renderNode() {
+  const name = $('#node-name');
+  const chip = $('#node-id');
+  if (!node) return;
+  name.textContent = node.name || t('peers.unnamed');
+  name.removeAttribute('data-i18n');
+  chip.textContent = shortID(node.id);
+  chip.title = t('node.copyId', { id: node.id });
+  chip.dataset.id = node.id;
+  chip.hidden = false;
+  $('#version').textContent = t('footer.version', { version: node.version || '' });
+  document.title = `${node.name || shortID(node.id)} · catnest`;
+}
+
+async function loadNode() {
+  try {
+    node = await getJSON('api/node');
+    renderNode();
+  } catch (err) {
+    toast(t('node.error', { msg: err.message }));
+  }
+}
+
+let toastTimer = 0;
+function toast(msg) {
+  const el = $('#toast');
+  el.textContent = msg;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 2500);
+}
+
+async function copyID() {
+  const chip = $('#node-id');
+  const id = chip.dataset.id;
+  if (!id) return;
+  try {
+    await navigator.clipboard.writeText(id);
+    toast(t('node.copied'));
+  } catch {
+    // No clipboard (not a secure context): select the full ID instead, so
+    // the user can copy it by hand.
+    chip.textContent = id;
+    getSelection().selectAllChildren(chip);
+    toast(t('node.copyFailed'));
+  }
+}
+
+// ---- connection indicator ----
+
+function renderConn(state) {
+  const el = $('#conn');
+  el.dataset.state = state;
+  $('#conn-text').textContent = t(state === 'open' ? 'conn.live' : 'conn.connecting');
+  $('#offline').hidden = state === 'open';
+}
+
+// ---- language switch ----
+
+function renderLang() {
+  for (const b of document.querySelectorAll('#lang button')) {
+    b.setAttribute('aria-pressed', String(b.dataset.lang === lang()));
+  }
+}
+
+// ---- navigation ----
+
+let current = null; // {view, cleanup}
+
+function route() {
+  const id = location.hash.replace(/^#\/?/, '');
+  const view = views.find((v) => v.id === id) || views[0];
+  if (current && current.view === view) return;
+  if (current) current.cleanup();
+  const root = $('#view');
+  root.replaceChildren();
+  root.dataset.view = view.id;
+  current = { view, cleanup: view.mount(root, { events, onLang: onLangChange }) || (() => {}) };
+  renderNav();
+}
+
+function renderNav() {
+  $('#nav').replaceChildren(...views.map((v) => h('a', {
+    href: `#/${v.id}`,
+    class: 'nav-link',
+    dataset: { view: v.id },
+    'aria-current': current && current.view === v ? 'page' : null,
+  }, t(v.title))));
+}
+
+// ---- start ----
+
+function start() {
+  apply();
+  renderLang();
+  renderConn(events.state);
+  onLangChange(() => {
+    apply();
+    renderLang();
+    renderNav();
+    renderNode();
+    renderConn(events.state);
+  });
+  $('#lang').addEventListener('click', (e) => {
+    const b = e.target.closest('button[data-lang]');
+    if (b) setLang(b.dataset.lang);
+  });
+  $('#node-id').addEventListener('click', copyID);
+  events.onStatus((state) => {
+    renderConn(state);
+    if (state === 'open') loadNode(); // the node may have restarted or been renamed
+  });
+  addEventListener('hashchange', route);
+  route();
+  loadNode();
+}
+
+start();

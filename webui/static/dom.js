@@ -1,0 +1,23 @@
+// Small DOM helpers. Text always goes in through textContent, never as
+// HTML: names and other strings come from remote nodes.
+
+// h creates an element: h('td', {class: 'num'}, child, 'text', ...).
+// Attributes that are null, undefined or false are left out.
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'dataset') Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// shortID is the first 8 characters of a node ID, as mesh.ID.Short.
+export function shortID(id) {
+  return id.length > 8 ? id.slice(0, 8) : id;
+}
