@@ -51,31 +51,37 @@ type link struct {
 	msgs  chan *Message   // one-way messages, handled in order
 	slots chan struct{}   // request handler slots
 	done  <-chan struct{} // conn.Done()
-	wg    sync.WaitGroup  // goroutines of this link
-	mu    sync.Mutex      // guards pending
-	pend  map[uint64]chan result
-	ctx   context.Context // the link's lifetime, for handlers started from recv
+	// retired is closed when a newer link to the same peer replaced this one.
+	retired    chan struct{}
+	retireOnce sync.Once
+	wg         sync.WaitGroup // goroutines of this link
+	mu         sync.Mutex     // guards pending
+	pend       map[uint64]chan result
+	ctx        context.Context // the link's lifetime, for handlers started from recv
 }
 
 func newLink(ctx context.Context, n *Node, c Conn) *link {
 	l := &link{
-		n:      n,
-		conn:   c,
-		remote: c.Remote(),
-		since:  time.Now(),
-		hello:  make(chan hello, 1),
-		pongs:  make(chan []byte, 1),
-		msgs:   make(chan *Message, 64),
-		slots:  make(chan struct{}, n.cfg.MaxConcurrentRequests),
-		done:   c.Done(),
-		pend:   make(map[uint64]chan result),
-		ctx:    ctx,
+		n:       n,
+		conn:    c,
+		remote:  c.Remote(),
+		since:   time.Now(),
+		hello:   make(chan hello, 1),
+		pongs:   make(chan []byte, 1),
+		msgs:    make(chan *Message, 64),
+		slots:   make(chan struct{}, n.cfg.MaxConcurrentRequests),
+		done:    c.Done(),
+		retired: make(chan struct{}),
+		pend:    make(map[uint64]chan result),
+		ctx:     ctx,
 	}
 	empty := ""
 	l.name.Store(&empty)
 	l.lastRecv.Store(n.now())
 	return l
 }
+
+func (l *link) retire() { l.retireOnce.Do(func() { close(l.retired) }) }
 
 func (l *link) info() PeerInfo {
 	return PeerInfo{

@@ -34,6 +34,8 @@ type Node struct {
 	dialing map[ID]bool
 	backoff map[ID]dialBackoff
 	subs    map[chan PeerEvent]struct{}
+	// admitting counts inbound links in their hello, which hold a slot.
+	admitting int
 }
 
 type newConn struct {
@@ -124,10 +126,14 @@ func (n *Node) Serve(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+	// The transport outlives the links, so that closing them is done
+	// while it still runs; it stops last.
+	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer tcancel()
+	var wg, twg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Go(func() {
-		errc <- n.transport.Serve(ctx, func(c Conn) {
+	twg.Go(func() {
+		errc <- n.transport.Serve(tctx, func(c Conn) {
 			select {
 			case n.conns <- newConn{conn: c}:
 			case <-ctx.Done():
@@ -162,6 +168,8 @@ loop:
 	}
 	n.mu.Unlock()
 	wg.Wait()
+	tcancel()
+	twg.Wait()
 	return err
 }
 
@@ -329,13 +337,24 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		ready(errors.New("mesh: link to self"))
 		return
 	}
-	if !c.Outbound() && n.full(c.Remote()) {
-		// Refuse before the hello, so the dialer never counts the link.
-		n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
-		c.Close()
-		ready(errors.New("mesh: at the high mark"))
-		return
+	if !c.Outbound() {
+		// Hold a slot through the hello, and refuse before it when there
+		// is none, so that the dialer never counts a link we will drop.
+		if !n.reserve(c.Remote()) {
+			n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
+			c.Close()
+			ready(errors.New("mesh: at the high mark"))
+			return
+		}
 	}
+	reserved := !c.Outbound()
+	unreserve := func() {
+		if reserved {
+			reserved = false
+			n.unreserve()
+		}
+	}
+	defer unreserve()
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := newLink(lctx, n, c)
@@ -353,13 +372,19 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		ready(err)
 		return
 	}
-	if err := n.register(l); err != nil {
+	err := n.register(l)
+	unreserve()
+	if err != nil {
 		n.log.Debug("link not kept", "peer", c.Remote().Short(), "err", err)
-		// Losing a simultaneous-dial race still leaves the nodes linked.
-		if n.link(c.Remote()) != nil {
-			err = nil
+		if !errors.Is(err, errDuplicate) {
+			ready(err)
+			return
 		}
-		ready(err)
+		// Losing a simultaneous-dial race still leaves the nodes linked.
+		ready(nil)
+		// The peer may have kept this link for a moment and sent on it:
+		// receive for a grace period before closing.
+		l.drain(ctx)
 		return
 	}
 	ready(nil)
@@ -368,8 +393,45 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	select {
 	case <-c.Done():
 	case <-ctx.Done():
+	case <-l.retired:
+		l.drain(ctx)
 	}
 	n.unregister(l)
+}
+
+// duplicateGrace is how long a link that lost a simultaneous-dial race
+// keeps receiving what the peer sent on it before it switched.
+const duplicateGrace = 2 * time.Second
+
+var errDuplicate = errors.New("duplicate link: keeping the one dialed by the smaller id")
+
+// drain keeps receiving on a link nobody sends on any more, then closes it.
+func (l *link) drain(ctx context.Context) {
+	t := time.NewTimer(duplicateGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.done:
+	case <-ctx.Done():
+	}
+	l.conn.Close()
+}
+
+// reserve holds a link slot for an inbound link in its hello.
+func (n *Node) reserve(id ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.links[id] == nil && len(n.links)+n.admitting >= n.cfg.HighPeers {
+		return false
+	}
+	n.admitting++
+	return true
+}
+
+func (n *Node) unreserve() {
+	n.mu.Lock()
+	n.admitting--
+	n.mu.Unlock()
 }
 
 // dialer is the node that started a link.
@@ -378,13 +440,6 @@ func (l *link) dialer() ID {
 		return l.n.id
 	}
 	return l.remote
-}
-
-// full reports whether a new link to id would pass the high mark.
-func (n *Node) full(id ID) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.links[id] == nil && len(n.links) >= n.cfg.HighPeers
 }
 
 // register makes l the link to its peer. When both nodes dialed at once,
@@ -403,12 +458,12 @@ func (n *Node) register(l *link) error {
 	if old != nil {
 		od, nd := old.dialer(), l.dialer()
 		if od != nd && od < nd {
-			return errors.New("duplicate link: keeping the one dialed by the smaller id")
+			return errDuplicate
 		}
 		// Either the new link wins the race, or the same node dialed
 		// again, which means it lost the old link.
 		n.log.Debug("replacing link", "peer", l.remote.Short(), "old_dialer", od.Short(), "new_dialer", nd.Short())
-		old.conn.Close()
+		old.retire()
 	} else if len(n.links) >= n.cfg.HighPeers {
 		return fmt.Errorf("at the high mark of %d links", n.cfg.HighPeers)
 	}

@@ -2,11 +2,11 @@ package mesh_test
 
 import (
 	"bytes"
-	"log/slog"
-	"os"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"

@@ -66,6 +66,7 @@ type rtcTransport struct {
 	closing sync.WaitGroup
 
 	mu       sync.Mutex
+	stopping bool // Serve is ending: closes are no longer tracked
 	sig      *signal.Client
 	sessions map[string]*rtcConn // by connection id
 	early    map[string]*earlyCandidates
@@ -161,6 +162,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 	err = sig.Serve(ctx)
 	t.mu.Lock()
 	t.sig = nil
+	t.stopping = true
 	conns := make([]*rtcConn, 0, len(t.sessions))
 	for _, c := range t.sessions {
 		conns = append(conns, c)
@@ -645,14 +647,19 @@ func (c *rtcConn) Send(ctx context.Context, ch Channel, b []byte) error {
 func (c *rtcConn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)
+		// pc.Close may wait on pion's goroutines, some of which may be the
+		// caller (a data channel callback): do it on its own goroutine,
+		// which Serve waits for unless it is already ending.
 		c.t.mu.Lock()
 		if c.t.sessions[c.connID] == c {
 			delete(c.t.sessions, c.connID)
 		}
+		if c.t.stopping {
+			go c.pc.Close()
+		} else {
+			c.t.closing.Go(func() { c.pc.Close() })
+		}
 		c.t.mu.Unlock()
-		// Close may wait on pion's goroutines, some of which may be the
-		// caller (a data channel callback): do it on its own goroutine.
-		c.t.closing.Go(func() { c.pc.Close() })
 	})
 	return nil
 }

@@ -1,0 +1,45 @@
+// Package signal is catnest's rendezvous: a PeerJS PeerServer-compatible
+// server and a Go client for it. Nodes use it only to get into the mesh;
+// after that, new links are signaled through the mesh itself.
+//
+// # Basics
+//
+// The protocol is that of the npm package peer (1.0.x) and the peerjs
+// browser client (1.5.x), so catnest nodes, PeerJS pages and either server
+// can be mixed. A client registers an id over a WebSocket at
+// {path}peerjs?key=K&id=ID&token=T and then exchanges Messages
+// ({type, src, dst, payload}) with other ids: the server sets src to the
+// sender's id and relays OFFER, ANSWER, CANDIDATE, LEAVE and EXPIRE to dst,
+// holding them for a while (ExpireTimeout) if dst is offline. HTTP routes
+// give a fresh id ({path}{key}/id) and, if allowed, the list of ids
+// ({path}{key}/peers).
+//
+// Server serves it all: run Serve with a listener, or mount it with
+// ServeHTTP and run Maintain for its timers. Client keeps one id
+// registered, reconnecting with backoff, and passes relayed messages to a
+// callback.
+//
+// # Caveats
+//
+// Server: each WebSocket has a reading goroutine (the HTTP handler) and a
+// writing one; both end before Serve or Maintain returns. Messages to a
+// client go through a bounded queue and a write timeout: a client that does
+// not keep up is dropped, and the sender of the message that did not fit
+// gets a LEAVE, as with the reference server. Malformed or oversized input
+// (over MaxMessageSize), unknown types and a missing dst get an ERROR and a
+// close for that client alone. Messages held for offline peers are bounded
+// per peer and in total; past the bound the sender gets EXPIRE at once.
+// When a client goes away the server tells no one, like the reference; its
+// peers learn it from their links or from a LEAVE when sending to it. A
+// Server serves once: when Serve or Maintain returns it is closed for good.
+//
+// Client: Serve runs its callbacks, OnMessage and OnState, on its own
+// goroutine, one at a time and in order; they must not block for long, as
+// heartbeats wait for them, but they may call Send. A server that
+// re-attaches a known token sends no OPEN, so a client that hears no
+// refusal within a second of connecting counts itself registered. Send
+// returns ErrNotConnected between sockets; callers retry or wait for
+// OnState(true).
+//
+// Messages hold no reference to the buffers they were decoded from.
+package signal
