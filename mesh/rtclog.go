@@ -8,8 +8,10 @@ import (
 	"github.com/pion/logging"
 )
 
-// slogFactory routes pion's logs to slog. pion's Info is chatty about
-// routine ICE and SCTP events, so it is logged at Debug; Trace is dropped.
+// slogFactory routes pion's logs to slog. pion's Info and Warn are chatty
+// about routine ICE and SCTP events (a trickled candidate that arrives
+// late is a warning there), so they are logged at Debug and pion's errors
+// at Warn: the node itself logs why a link failed. Trace is dropped.
 type slogFactory struct{ log *slog.Logger }
 
 func (f slogFactory) NewLogger(scope string) logging.LeveledLogger {

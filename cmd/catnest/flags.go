@@ -1,0 +1,242 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/signal"
+	"github.com/catnest/catnest/webui"
+)
+
+// ServeConfig is what `catnest serve` runs.
+type ServeConfig struct {
+	// Data is the node's data dir: its key, and later its database.
+	Data string
+	// HTTP is the web UI's listen address.
+	HTTP string
+	// Token guards the web UI; required (and made up if empty) when HTTP
+	// is not a loopback address.
+	Token string
+	// SignalURL is the rendezvous server's base URL including its path.
+	SignalURL string
+	// SignalKey is the rendezvous API key.
+	SignalKey string
+	// Name is the node's human name.
+	Name string
+	// Bootstrap lists nodes to link to when the rendezvous hides its peers.
+	Bootstrap []mesh.ID
+	// ICEServers are STUN and TURN servers.
+	ICEServers []webrtc.ICEServer
+	// Verbose turns on debug logs.
+	Verbose bool
+	// LoopbackOnly keeps WebRTC on loopback (demo, tests).
+	LoopbackOnly bool
+}
+
+// defaultDataDir is catnest under the XDG data home.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "catnest")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "catnest")
+	}
+	return "catnest-data"
+}
+
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// msDuration reads "5000" as milliseconds, like PeerServer's CLI, and
+// also Go durations such as "5s".
+type msDuration struct{ d *time.Duration }
+
+func (m msDuration) String() string {
+	if m.d == nil {
+		return ""
+	}
+	return strconv.FormatInt(m.d.Milliseconds(), 10)
+}
+
+func (m msDuration) Set(s string) error {
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if ms <= 0 {
+			return fmt.Errorf("must be positive")
+		}
+		*m.d = time.Duration(ms) * time.Millisecond
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("want milliseconds or a duration such as 5s")
+	}
+	*m.d = d
+	return nil
+}
+
+func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: catnest %s [flags]\n\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
+	cfg := ServeConfig{}
+	fs := newFlagSet("serve", "Run a personal node: it joins the mesh through a rendezvous server,\nkeeps about four links, and serves a web UI.", stderr)
+	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "data `dir` (the node key lives here)")
+	fs.StringVar(&cfg.HTTP, "http", webui.DefaultAddr, "web UI listen `address`")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "web UI access `token`, required off loopback (default $CATNEST_TOKEN, or made up)")
+	fs.StringVar(&cfg.SignalURL, "signal", "", "rendezvous base `URL` including its path, e.g. http://127.0.0.1:9000/myapp (required)")
+	fs.StringVar(&cfg.SignalKey, "signal-key", "peerjs", "rendezvous API `key`")
+	fs.StringVar(&cfg.Name, "name", "", "node `name` shown to others (default: the start of the node ID)")
+	var boot, stun, turn listFlag
+	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
+	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
+	fs.Var(&turn, "turn", "TURN server `URL`, e.g. turn:user:pass@turn.example.org:3478 (repeatable)")
+	fs.BoolVar(&cfg.LoopbackOnly, "loopback", false, "link over loopback addresses only (every node on this machine)")
+	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.SignalURL == "" {
+		return cfg, fmt.Errorf("serve: --signal is required (the rendezvous URL, e.g. http://127.0.0.1:9000/myapp)")
+	}
+	if err := checkSignalURL(cfg.SignalURL); err != nil {
+		return cfg, fmt.Errorf("serve: --signal: %w", err)
+	}
+	for _, s := range boot {
+		id, err := mesh.ParseID(s)
+		if err != nil {
+			return cfg, fmt.Errorf("serve: --bootstrap: %w", err)
+		}
+		cfg.Bootstrap = append(cfg.Bootstrap, id)
+	}
+	ice, err := parseICE(stun, turn)
+	if err != nil {
+		return cfg, fmt.Errorf("serve: %w", err)
+	}
+	cfg.ICEServers = ice
+	return cfg, nil
+}
+
+func checkSignalURL(s string) error {
+	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+		return fmt.Errorf("%q: want an http or https URL", s)
+	}
+	return nil
+}
+
+// parseICE turns --stun and --turn values into ICE servers. A TURN URL
+// may carry its credentials as turn:user:pass@host:port.
+func parseICE(stun, turn []string) ([]webrtc.ICEServer, error) {
+	var out []webrtc.ICEServer
+	for _, s := range stun {
+		if !strings.HasPrefix(s, "stun:") && !strings.HasPrefix(s, "stuns:") {
+			return nil, fmt.Errorf("--stun %q: want stun:host:port", s)
+		}
+		out = append(out, webrtc.ICEServer{URLs: []string{s}})
+	}
+	for _, s := range turn {
+		scheme, rest, ok := strings.Cut(s, ":")
+		if !ok || (scheme != "turn" && scheme != "turns") {
+			return nil, fmt.Errorf("--turn %q: want turn:[user:pass@]host:port", s)
+		}
+		srv := webrtc.ICEServer{}
+		if cred, hostport, ok := strings.Cut(rest, "@"); ok {
+			user, pass, ok := strings.Cut(cred, ":")
+			if !ok {
+				return nil, fmt.Errorf("--turn %q: credentials must be user:pass", s)
+			}
+			srv.Username, srv.Credential = user, pass
+			rest = hostport
+		}
+		srv.URLs = []string{scheme + ":" + rest}
+		out = append(out, srv)
+	}
+	return out, nil
+}
+
+// SignalConfig is what `catnest signal` runs.
+type SignalConfig struct {
+	Host    string
+	Port    int
+	Server  signal.ServerConfig
+	Verbose bool
+}
+
+func parseSignal(args []string, stderr io.Writer) (SignalConfig, error) {
+	cfg := SignalConfig{Server: signal.DefaultServerConfig()}
+	fs := newFlagSet("signal", "Run a rendezvous server that speaks the PeerJS PeerServer protocol, so that\ncatnest nodes (and PeerJS pages) can find each other.", stderr)
+	fs.StringVar(&cfg.Host, "host", "", "listen `address` (default: all interfaces)")
+	fs.IntVar(&cfg.Port, "port", 9000, "listen `port`")
+	fs.StringVar(&cfg.Server.Key, "key", cfg.Server.Key, "API `key` clients must present")
+	fs.StringVar(&cfg.Server.Path, "path", cfg.Server.Path, "URL `path` the server is mounted at")
+	fs.BoolVar(&cfg.Server.AllowDiscovery, "allow-discovery", false, "let clients list the connected ids (GET {path}{key}/peers)")
+	fs.Var(msDuration{&cfg.Server.ExpireTimeout}, "expire-timeout", "`ms` (or duration) to hold messages for an offline peer before answering EXPIRE")
+	fs.Var(msDuration{&cfg.Server.AliveTimeout}, "alive-timeout", "`ms` (or duration) without a heartbeat before a client is dropped")
+	fs.IntVar(&cfg.Server.ConcurrentLimit, "concurrent-limit", cfg.Server.ConcurrentLimit, "most clients connected at `once`")
+	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("signal: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return cfg, fmt.Errorf("signal: --port %d out of range", cfg.Port)
+	}
+	if cfg.Server.ConcurrentLimit <= 0 {
+		return cfg, fmt.Errorf("signal: --concurrent-limit must be positive")
+	}
+	return cfg, nil
+}
+
+// DemoConfig is what `catnest demo` runs.
+type DemoConfig struct {
+	// HTTP is the first node's web UI address; the others take the next ports.
+	HTTP string
+	// Nodes is how many nodes to run.
+	Nodes int
+	// Data is where the nodes keep their data; empty means a temp dir
+	// removed at exit.
+	Data    string
+	Verbose bool
+}
+
+func parseDemo(args []string, stderr io.Writer) (DemoConfig, error) {
+	cfg := DemoConfig{}
+	fs := newFlagSet("demo", "Run a small mesh in one process on loopback: an embedded rendezvous server and\nseveral nodes, each with its own web UI.", stderr)
+	fs.StringVar(&cfg.HTTP, "http", webui.DefaultAddr, "first node's web UI `address`; the others use the following ports")
+	fs.IntVar(&cfg.Nodes, "nodes", 4, "`number` of nodes")
+	fs.StringVar(&cfg.Data, "data", "", "data `dir` for the nodes (default: a temp dir removed at exit)")
+	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("demo: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Nodes < 2 || cfg.Nodes > 32 {
+		return cfg, fmt.Errorf("demo: --nodes must be 2..32")
+	}
+	return cfg, nil
+}

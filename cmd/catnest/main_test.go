@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/catnest/catnest/internal/browsertest"
+)
+
+// TestMain lets a test run this binary as the catnest command: with
+// CATNEST_RUN_MAIN=1 it runs main() on its arguments instead of the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("CATNEST_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestHelpAndUsage(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		args []string
+		want string
+		err  error
+	}{
+		{[]string{"serve", "--help"}, "-signal", flag.ErrHelp},
+		{[]string{"signal", "--help"}, "-allow-discovery", flag.ErrHelp},
+		{[]string{"demo", "--help"}, "-nodes", flag.ErrHelp},
+		{nil, "Usage:", errUsage},
+		{[]string{"frobnicate"}, "unknown command", errUsage},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(ctx, tt.args, &out, &errOut)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("run = %v, want %v", err, tt.err)
+			}
+			if !strings.Contains(out.String()+errOut.String(), tt.want) {
+				t.Fatalf("output lacks %q:\n%s%s", tt.want, out.String(), errOut.String())
+			}
+		})
+	}
+}
+
+func TestServeFlagErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "--signal is required"},
+		{[]string{"--signal", "ws://x/y"}, "http or https"},
+		{[]string{"--signal", "http://x/y", "--bootstrap", "nope"}, "bad node id"},
+		{[]string{"--signal", "http://x/y", "--stun", "http://x"}, "stun:host:port"},
+		{[]string{"--signal", "http://x/y", "--turn", "turn:alice@x:1"}, "user:pass"},
+		{[]string{"--signal", "http://x/y", "extra"}, "unexpected argument"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			_, err := parseServe(tt.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("parseServe(%q) = %v, want an error with %q", tt.args, err, tt.want)
+			}
+		})
+	}
+	cfg, err := parseServe([]string{"--signal", "http://127.0.0.1:9000/myapp", "--turn", "turn:u:p@127.0.0.1:3478", "--stun", "stun:127.0.0.1:3478"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.ICEServers) != 2 || cfg.ICEServers[1].Username != "u" || cfg.ICEServers[1].Credential != "p" || cfg.ICEServers[1].URLs[0] != "turn:127.0.0.1:3478" {
+		t.Fatalf("ICE servers: %+v", cfg.ICEServers)
+	}
+}
+
+func TestSignalFlags(t *testing.T) {
+	cfg, err := parseSignal([]string{"--port", "9100", "--expire-timeout", "2500", "--alive-timeout", "90s", "--allow-discovery"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 9100 || cfg.Server.ExpireTimeout != 2500*time.Millisecond || cfg.Server.AliveTimeout != 90*time.Second || !cfg.Server.AllowDiscovery {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	def, _ := parseSignal(nil, io.Discard)
+	if def.Port != 9000 || def.Server.Key != "peerjs" || def.Server.Path != "/" || def.Server.ExpireTimeout != 5*time.Second ||
+		def.Server.AliveTimeout != 60*time.Second || def.Server.ConcurrentLimit != 5000 || def.Server.AllowDiscovery {
+		t.Fatalf("defaults differ from PeerServer's: %+v", def)
+	}
+	if _, err := parseSignal([]string{"--expire-timeout", "-1"}, io.Discard); err == nil {
+		t.Fatal("a negative timeout was accepted")
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// proc is catnest running as a child process.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string
+	mu    sync.Mutex
+	out   strings.Builder
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "CATNEST_RUN_MAIN=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100)}
+	cmd.Stderr = &lockedWriter{p: p}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.write(sc.Text() + "\n")
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("%s did not stop on SIGTERM", args[0])
+		}
+		<-done
+		if t.Failed() {
+			t.Logf("output of catnest %s:\n%s", strings.Join(args, " "), p.output())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct{ p *proc }
+
+func (w *lockedWriter) Write(b []byte) (int, error) { w.p.write(string(b)); return len(b), nil }
+
+func (p *proc) write(s string) {
+	p.mu.Lock()
+	p.out.WriteString(s)
+	p.mu.Unlock()
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// expect waits for a stdout line matching re and returns its submatches.
+func (p *proc) expect(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case line := <-p.lines:
+			if m := rx.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no line matching %q; output:\n%s", re, p.output())
+		}
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+type apiPeer struct {
+	ID   string  `json:"id"`
+	Name string  `json:"name"`
+	RTT  float64 `json:"rtt_ms"`
+}
+
+func peerNames(t *testing.T, ui string) map[string]apiPeer {
+	t.Helper()
+	var ps []apiPeer
+	getJSON(t, ui+"api/peers", &ps)
+	m := make(map[string]apiPeer)
+	for _, p := range ps {
+		m[p.Name] = p
+	}
+	return m
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestServeEndToEnd runs `catnest signal` and three `catnest serve`
+// processes as a user would, checks the API, then kills one node with
+// SIGKILL and sees it leave the others' peer lists within 30 s.
+func TestServeEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	port := freePort(t)
+	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--path", "/myapp", "--allow-discovery")
+	sig.expect(t, `catnest rendezvous on http://127\.0\.0\.1:\d+/myapp`)
+	signalURL := fmt.Sprintf("http://127.0.0.1:%d/myapp", port)
+
+	uis := map[string]string{}
+	ids := map[string]string{}
+	procs := map[string]*proc{}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		data := filepath.Join(t.TempDir(), name)
+		p := startProc(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--signal", signalURL, "--name", name, "--loopback")
+		ids[name] = p.expect(t, `^catnest node ([a-z2-7]{32}) \(`+name+`\)$`)[1]
+		uis[name] = p.expect(t, `^web UI: (http://127\.0\.0\.1:\d+/)$`)[1]
+		procs[name] = p
+	}
+	var node struct{ ID, Name string }
+	getJSON(t, uis["alice"]+"api/node", &node)
+	if node.ID != ids["alice"] || node.Name != "alice" {
+		t.Fatalf("/api/node = %+v", node)
+	}
+	waitFor(t, 30*time.Second, "a full mesh of three", func() bool {
+		for name, ui := range uis {
+			ps := peerNames(t, ui)
+			for other := range uis {
+				if other != name && ps[other].ID != ids[other] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	waitFor(t, 15*time.Second, "round-trip times", func() bool { return peerNames(t, uis["alice"])["bob"].RTT > 0 })
+
+	procs["carol"].cmd.Process.Kill() // kill -9: no goodbye
+	took := waitFor(t, 30*time.Second, "carol to leave the others' peer lists", func() bool {
+		_, a := peerNames(t, uis["alice"])["carol"]
+		_, b := peerNames(t, uis["bob"])["carol"]
+		return !a && !b
+	})
+	t.Logf("a killed peer left the peer lists after %v", took.Round(100*time.Millisecond))
+	if _, ok := peerNames(t, uis["alice"])["bob"]; !ok {
+		t.Fatal("alice lost bob too")
+	}
+}
+
+// TestBrowserSeesRealPeer loads a real node's web UI in Chromium in a
+// two-node WebRTC mesh and sees the other node appear in the peers view.
+func TestBrowserSeesRealPeer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}, io.Discard, io.Discard); err != nil {
+			t.Errorf("signal: %v", err)
+		}
+	})
+	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	nodes := map[string]*node{}
+	for _, name := range []string{"alice", "bob"} {
+		n, err := newNode(ServeConfig{Data: filepath.Join(t.TempDir(), name), HTTP: "127.0.0.1:0", SignalURL: signalURL,
+			SignalKey: "peerjs", Name: name, LoopbackOnly: true}, newLogger(false).With("test", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[name] = n
+		wg.Go(func() {
+			if err := n.run(ctx); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		})
+	}
+	bctx := browsertest.New(t)
+	if err := chromedp.Do(bctx, chromedp.Navigate(nodes["alice"].url)); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, bctx, 10*time.Second, `document.querySelector("#node-name").textContent === "alice"`)
+	bobRow := `document.querySelector('#peers-table tr[data-id="` + string(nodes["bob"].mesh.ID()) + `"]')`
+	browsertest.Until(t, bctx, 30*time.Second, bobRow+` !== null && `+bobRow+`.textContent.includes("bob")`)
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/signal"
+	"github.com/catnest/catnest/webui"
+)
+
+func newLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// node is one running node with its web UI.
+type node struct {
+	mesh *mesh.Node
+	ui   *webui.Server
+	ln   net.Listener
+	url  string // the web UI, with the token when one is needed
+}
+
+// newNode builds a node and its web UI from cfg and binds the UI's port.
+func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
+	ident, err := mesh.LoadOrCreateIdentity(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	mcfg := mesh.DefaultConfig()
+	mcfg.Identity = ident
+	mcfg.Name = cfg.Name
+	mcfg.SignalURL = cfg.SignalURL
+	mcfg.SignalKey = cfg.SignalKey
+	mcfg.Bootstrap = cfg.Bootstrap
+	mcfg.ICEServers = cfg.ICEServers
+	mcfg.RTC.LoopbackOnly = cfg.LoopbackOnly
+	mcfg.Logger = log
+	mn, err := mesh.NewNode(mcfg)
+	if err != nil {
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(cfg.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("--http %q: %w", cfg.HTTP, err)
+	}
+	token := cfg.Token
+	if token == "" && !isLoopback(host) {
+		token = rand.Text()
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, Logger: log}, mn)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("web UI: %w", err)
+	}
+	u := url.URL{Scheme: "http", Host: displayHost(ln.Addr()), Path: "/"}
+	if token != "" {
+		u.RawQuery = url.Values{"token": {token}}.Encode()
+	}
+	return &node{mesh: mn, ui: ui, ln: ln, url: u.String()}, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// displayHost is the address to print for a listener: a wildcard address
+// is shown as the loopback one, which a local browser can open.
+func displayHost(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if ta.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
+	}
+	return ta.String()
+}
+
+// run serves the node and its UI until ctx ends or one of them fails.
+func (n *node) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
+	wg.Go(func() { errs[1] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Serve runs `catnest serve`.
+func Serve(ctx context.Context, cfg ServeConfig, stdout io.Writer) error {
+	log := newLogger(cfg.Verbose)
+	n, err := newNode(cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "catnest node %s (%s)\nweb UI: %s\nrendezvous: %s\n", n.mesh.ID(), n.mesh.Name(), n.url, cfg.SignalURL)
+	return n.run(ctx)
+}
+
+// RunSignal runs `catnest signal`.
+func RunSignal(ctx context.Context, cfg SignalConfig, stdout io.Writer) error {
+	cfg.Server.Logger = newLogger(cfg.Verbose)
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return err
+	}
+	srv := signal.NewServer(cfg.Server)
+	fmt.Fprintf(stdout, "catnest rendezvous on http://%s%s (key %q, discovery %v)\n",
+		displayHost(ln.Addr()), cfg.Server.Path, cfg.Server.Key, cfg.Server.AllowDiscovery)
+	return srv.Serve(ctx, ln)
+}
+
+// Demo runs `catnest demo`: a rendezvous and several nodes on loopback.
+func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
+	log := newLogger(cfg.Verbose)
+	data := cfg.Data
+	if data == "" {
+		dir, err := os.MkdirTemp("", "catnest-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		data = dir
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	scfg := signal.DefaultServerConfig()
+	scfg.Path = "/catnest"
+	scfg.AllowDiscovery = true
+	scfg.Logger = log.With("part", "rendezvous")
+	srv := signal.NewServer(scfg)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		if err := srv.Serve(ctx, ln); err != nil {
+			log.Error("rendezvous", "err", err)
+			cancel()
+		}
+	})
+	signalURL := "http://" + ln.Addr().String() + "/catnest"
+
+	host, portStr, err := net.SplitHostPort(cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("--http %q: %w", cfg.HTTP, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("--http %q: bad port", cfg.HTTP)
+	}
+	names := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
+	fmt.Fprintf(stdout, "catnest demo: %d nodes on loopback, rendezvous at %s\n", cfg.Nodes, signalURL)
+	errc := make(chan error, cfg.Nodes)
+	for i := range cfg.Nodes {
+		name := names[i%len(names)]
+		if i >= len(names) {
+			name += strconv.Itoa(i / len(names))
+		}
+		addr := net.JoinHostPort(host, "0")
+		if port != 0 {
+			addr = net.JoinHostPort(host, strconv.Itoa(port+i))
+		}
+		n, err := newNode(ServeConfig{
+			Data: data + "/" + name, HTTP: addr, SignalURL: signalURL, SignalKey: scfg.Key,
+			Name: name, LoopbackOnly: true,
+		}, log.With("demo", name))
+		if err != nil {
+			return fmt.Errorf("demo node %s: %w", name, err)
+		}
+		fmt.Fprintf(stdout, "  %-6s %s  web UI: %s\n", name, n.mesh.ID().Short(), n.url)
+		wg.Go(func() {
+			if err := n.run(ctx); err != nil {
+				errc <- fmt.Errorf("demo node %s: %w", name, err)
+				cancel()
+			}
+		})
+	}
+	fmt.Fprintln(stdout, "Open a web UI above; press Ctrl-C to stop.")
+	<-ctx.Done()
+	cancel()
+	wg.Wait()
+	close(errc)
+	var all []error
+	for err := range errc {
+		all = append(all, err)
+	}
+	// Give the last log lines a moment; then report.
+	time.Sleep(10 * time.Millisecond)
+	return errors.Join(all...)
+}
