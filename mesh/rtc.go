@@ -267,9 +267,9 @@ func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signa
 	}
 	switch m.Type {
 	case signal.TypeOffer:
-		var p offerPayload
-		if err := json.Unmarshal(m.Payload, &p); err != nil || p.SDP.Type != webrtc.SDPTypeOffer || p.ConnectionID == "" {
-			t.log.Info("bad offer", "src", src.Short(), "err", err)
+		p, err := decodeOffer(m.Payload)
+		if err != nil {
+			t.log.Info("signal rejected", "src", src.Short(), "err", err)
 			return
 		}
 		select {
@@ -288,9 +288,9 @@ func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signa
 			accept(c)
 		})
 	case signal.TypeAnswer:
-		var p answerPayload
-		if err := json.Unmarshal(m.Payload, &p); err != nil || p.SDP.Type != webrtc.SDPTypeAnswer {
-			t.log.Info("bad answer", "src", src.Short(), "err", err)
+		p, err := decodeAnswer(m.Payload)
+		if err != nil {
+			t.log.Info("signal rejected", "src", src.Short(), "err", err)
 			return
 		}
 		if c := t.session(p.ConnectionID, src); c != nil && c.outbound {
@@ -300,9 +300,9 @@ func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signa
 			}
 		}
 	case signal.TypeCandidate:
-		var p candidatePayload
-		if err := json.Unmarshal(m.Payload, &p); err != nil || p.ConnectionID == "" {
-			t.log.Info("bad candidate", "src", src.Short(), "err", err)
+		p, err := decodeCandidate(m.Payload)
+		if err != nil {
+			t.log.Info("signal rejected", "src", src.Short(), "err", err)
 			return
 		}
 		if c := t.session(p.ConnectionID, src); c != nil {

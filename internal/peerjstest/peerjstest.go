@@ -1,13 +1,15 @@
 // Package peerjstest starts the reference PeerJS server (the npm package
-// peer, pinned in npm/package.json) for interop tests.
+// peer, pinned in npm/package.json) for interop tests, and hands browser
+// tests the reference PeerJS client (the npm package peerjs, pinned there
+// too) with ClientScript.
 //
-// The npm package is installed once per checkout with
+// The npm packages are installed once per checkout with
 //
 //	npm ci --prefix internal/peerjstest/npm
 //
-// Without it, Start skips the calling test, unless the environment sets
-// CATNEST_REQUIRE_INTEROP=1 (as CI does), in which case the test fails, so an
-// interop test can never pass by silently not running.
+// Without them, Start and ClientScript skip the calling test, unless the
+// environment sets CATNEST_REQUIRE_INTEROP=1 (as CI does), in which case the
+// test fails, so an interop test can never pass by silently not running.
 package peerjstest
 
 import (
@@ -200,4 +202,18 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// ClientScript returns the PeerJS browser client (the npm package peerjs,
+// pinned in npm/package.json) as the script dist/peerjs.min.js, for a test
+// page to load. Without it, it skips the calling test, or fails it when
+// EnvRequire is set.
+func ClientScript(t testing.TB) []byte {
+	t.Helper()
+	p := filepath.Join(NPMDir(), "node_modules", "peerjs", "dist", "peerjs.min.js")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		unavailable(t, "npm package peerjs not installed: run npm ci --prefix internal/peerjstest/npm ("+err.Error()+")")
+	}
+	return b
 }

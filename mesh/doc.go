@@ -1,0 +1,48 @@
+// Package mesh is catnest's peer-to-peer layer: node identity, WebRTC
+// links, signaling through a PeerServer-compatible rendezvous, and
+// messages and requests between linked nodes. It knows nothing of chat,
+// music or files: services register protocols on a Node and the mesh
+// carries their bytes.
+//
+// # Basics
+//
+// A node's identity is an ECDSA P-256 key kept in its data dir
+// ([LoadOrCreateIdentity]); its [ID] is derived from the public key. The
+// same key signs the node's DTLS certificate, and after the handshake each
+// end checks that the other's certificate hashes to the ID it meant to
+// reach, so a rendezvous server that lies cannot make a node link to an
+// impostor ([ErrIdentityMismatch]).
+//
+// [NewNode] makes a node from a [Config]; [Node.Serve] runs it until its
+// context ends. The node keeps about Config.TargetPeers links, dialing
+// random candidates that the rendezvous lists (or Config.Bootstrap), and
+// accepts links up to Config.HighPeers. There is one link per pair of
+// nodes: when two nodes dial each other at once, both keep the link dialed
+// by the smaller ID.
+//
+// A link has two channels: [Ctl] for control traffic and requests, and
+// [Bulk] for large transfers ([OverBulk]), so a transfer never delays a
+// control message. Each message is one frame, at most [MaxCtlFrame] or
+// [MaxBulkFrame] bytes; a peer that sends malformed or oversized frames is
+// logged and, after repeated offences, cut off.
+//
+// Services use [Node.Handle] to serve a protocol, [Node.Send] for one-way
+// messages, [Node.Request] for a request with an answer, and
+// [Node.Peers] / [Node.SubscribePeers] to follow the set of links.
+// Package meshtest provides an in-memory [Transport] so that tests can run
+// whole networks of nodes without WebRTC.
+//
+// # Caveats
+//
+// Send returns once the frame is handed to the link; a frame in flight
+// when a link closes is lost, so services must tolerate lost messages
+// (retry a request, reconcile state on the next link). Senders block while
+// the link's send buffer is full, so memory stays bounded whatever the
+// peer's speed; pass a context with a deadline to bound the wait.
+//
+// Handlers own the payload they receive. One-way messages from one peer
+// are handled in order, one at a time; requests run concurrently, up to
+// Config.MaxConcurrentRequests per link (see [Handler]).
+//
+// A [Node] is safe for concurrent use. Serve may be called once.
+package mesh

@@ -1,0 +1,127 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+// FuzzSignalPayload feeds arbitrary payloads to the decoders of relayed
+// OFFER, ANSWER and CANDIDATE messages: they must fail cleanly or return
+// a payload with a bounded connection id.
+func FuzzSignalPayload(f *testing.F) {
+	f.Add([]byte(`{"sdp":{"type":"offer","sdp":"v=0\r\n"},"type":"data","connectionId":"dc_1","reliable":true}`))
+	f.Add([]byte(`{"sdp":{"type":"answer","sdp":"v=0\r\n"},"type":"data","connectionId":"dc_1"}`))
+	f.Add([]byte(`{"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0"},"type":"data","connectionId":"dc_1"}`))
+	f.Add([]byte(`{"sdp":{"type":"bogus"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if p, err := decodeOffer(b); err == nil && (len(p.ConnectionID) == 0 || len(p.ConnectionID) > maxConnectionID || p.SDP.SDP == "") {
+			t.Fatalf("accepted offer %+v", p)
+		}
+		if p, err := decodeAnswer(b); err == nil && (len(p.ConnectionID) == 0 || len(p.ConnectionID) > maxConnectionID) {
+			t.Fatalf("accepted answer %+v", p)
+		}
+		if p, err := decodeCandidate(b); err == nil && (len(p.ConnectionID) == 0 || len(p.ConnectionID) > maxConnectionID) {
+			t.Fatalf("accepted candidate %+v", p)
+		}
+	})
+}
+
+// nopTransport lets a Node be built without a network.
+type nopTransport struct{}
+
+func (nopTransport) Dial(context.Context, ID) (Conn, error) { return nil, ErrNotConnected }
+func (nopTransport) Serve(ctx context.Context, _ func(Conn)) error {
+	<-ctx.Done()
+	return nil
+}
+func (nopTransport) Candidates(context.Context) ([]ID, error) { return nil, nil }
+
+// sinkConn is a Conn whose sends vanish.
+type sinkConn struct {
+	remote ID
+	mu     sync.Mutex
+	sent   int
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (c *sinkConn) Remote() ID                  { return c.remote }
+func (c *sinkConn) Outbound() bool              { return false }
+func (c *sinkConn) Start(func(Channel, []byte)) {}
+func (c *sinkConn) Send(ctx context.Context, ch Channel, b []byte) error {
+	c.mu.Lock()
+	c.sent++
+	c.mu.Unlock()
+	return nil
+}
+func (c *sinkConn) Close() error          { c.once.Do(func() { close(c.done) }); return nil }
+func (c *sinkConn) Done() <-chan struct{} { return c.done }
+
+// FuzzLinkRecv feeds a sequence of arbitrary frames, as a hostile peer
+// could send them, to a link's receive path with handlers registered: the
+// node must neither panic nor hold on to anything after the link closes.
+// The input is a list of (channel byte, uint16 length, frame) records.
+func FuzzLinkRecv(f *testing.F) {
+	rec := func(ch Channel, fr frame) []byte {
+		b := appendFrame(nil, fr)
+		out := []byte{byte(ch), 0, 0}
+		binary.BigEndian.PutUint16(out[1:], uint16(len(b)))
+		return append(out, b...)
+	}
+	f.Add(rec(Ctl, frame{kind: kindHello, payload: []byte(`{"name":"x","v":1}`)}))
+	f.Add(append(rec(Ctl, frame{kind: kindReq, id: 1, proto: "echo/1", payload: []byte("hi")}),
+		rec(Bulk, frame{kind: kindMsg, proto: "note/1", payload: []byte("yo")})...))
+	f.Add(rec(Ctl, frame{kind: kindResp, id: 7, payload: []byte("stray answer")}))
+	f.Add(rec(Ctl, frame{kind: kindPing, payload: make([]byte, 8)}))
+	f.Add([]byte{0, 0, 3, 99, 1, 2})
+	ident, err := NewIdentity()
+	if err != nil {
+		f.Fatal(err)
+	}
+	peer, err := NewIdentity()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		n, err := NewNode(Config{Identity: ident, Transport: nopTransport{}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var handled sync.WaitGroup
+		n.Handle("echo/1", HandlerFunc(func(ctx context.Context, m *Message) ([]byte, error) { return m.Payload, nil }))
+		n.Handle("note/1", HandlerFunc(func(ctx context.Context, m *Message) ([]byte, error) { return nil, nil }))
+		c := &sinkConn{remote: peer.ID, done: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		l := newLink(ctx, n, c)
+		l.wg.Go(l.dispatch)
+		frames := 0
+		for len(in) >= 3 {
+			ch := Channel(in[0] & 1)
+			size := int(binary.BigEndian.Uint16(in[1:3]))
+			in = in[3:]
+			size = min(size, len(in))
+			l.recv(ch, append([]byte(nil), in[:size]...))
+			in = in[size:]
+			frames++
+		}
+		if bad := int(l.bad.Load()); bad > frames {
+			t.Fatalf("%d violations from %d frames", bad, frames)
+		}
+		c.Close()
+		cancel()
+		done := make(chan struct{})
+		go func() { l.wg.Wait(); handled.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("link goroutines did not end after close")
+		}
+		if len(l.pend) != 0 {
+			t.Fatalf("%d pending calls left", len(l.pend))
+		}
+	})
+}
