@@ -3,12 +3,18 @@ package signal_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,6 +40,90 @@ window.t = {log: [], opened: {}, errors: {}, bobGot: null, aliceGot: null, bobFr
             bobReliable: null, aliceConnOpen: false};
 function log(...a) { t.log.push(a.map(String).join(" ")); }
 window.addEventListener("error", e => log("page error:", e.message));
+
+// Loopback only. Chromium gives a page that has no camera or microphone
+// permission one UDP socket per address family, bound to the wildcard
+// address, and announces it as a host candidate on the default route's
+// address (eth0's). Every candidate either Peer learns from the other
+// passes through loopbackCandidate: one on a loopback address is kept, a
+// UDP host candidate on any other address is rewritten to the loopback
+// address of its family (the wildcard socket receives there too), and
+// anything else is dropped. So every connectivity check, and then the
+// DataConnection, goes to 127.0.0.1 or ::1 and, sent from a wildcard
+// socket, comes from there too; the test checks that with getStats.
+t.cands = {kept: [], rewritten: [], dropped: [], inSDP: 0};
+function isLoopback(a) {
+  a = String(a || "").replace(/^\[|\]$/g, "");
+  return /^127\.\d+\.\d+\.\d+$/.test(a) || a === "::1";
+}
+// loopbackCandidate returns the candidate line to use instead of line, or
+// "" to drop it.
+function loopbackCandidate(line) {
+  // [a=]candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+  const f = String(line).split(" ");
+  if (f.length < 8 || f[6] !== "typ") { t.cands.dropped.push(line); return ""; }
+  if (isLoopback(f[4])) { t.cands.kept.push(line); return line; }
+  if (f[2].toLowerCase() !== "udp" || f[7] !== "host") { t.cands.dropped.push(line); return ""; }
+  f[4] = f[4].includes(":") ? "::1" : "127.0.0.1";
+  const out = f.join(" ");
+  t.cands.rewritten.push(line + " => " + f[4]);
+  return out;
+}
+const origAddIce = RTCPeerConnection.prototype.addIceCandidate;
+RTCPeerConnection.prototype.addIceCandidate = function(c, ...rest) {
+  if (c && c.candidate) {
+    const line = loopbackCandidate(c.candidate);
+    if (!line) return Promise.resolve();
+    c = {candidate: line, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex,
+         usernameFragment: c.usernameFragment};
+  }
+  return origAddIce.call(this, c, ...rest);
+};
+// PeerJS trickles its candidates, so SDPs carry none; should one carry
+// some, they get the same treatment.
+const origSetRemote = RTCPeerConnection.prototype.setRemoteDescription;
+RTCPeerConnection.prototype.setRemoteDescription = function(d, ...rest) {
+  if (d && typeof d.sdp === "string") {
+    const lines = d.sdp.split("\r\n").flatMap(l => {
+      if (!l.startsWith("a=candidate:")) return [l];
+      t.cands.inSDP++;
+      const c = loopbackCandidate(l.slice(2));
+      return c ? ["a=" + c] : [];
+    });
+    d = {type: d.type, sdp: lines.join("\r\n")};
+  }
+  return origSetRemote.call(this, d, ...rest);
+};
+
+// pcStats reads the ICE side of pc's stats: the selected candidate pair
+// and every pair and candidate getStats knows of.
+async function pcStats(pc) {
+  const out = {selected: null, pairs: [], candidates: []};
+  if (!pc) return out;
+  const stats = await pc.getStats();
+  const byId = new Map();
+  stats.forEach(s => byId.set(s.id, s));
+  const cand = id => { const c = byId.get(id); return c ? {address: c.address ?? c.ip, port: c.port, protocol: c.protocol, type: c.candidateType} : null; };
+  let selectedId = null;
+  stats.forEach(s => { if (s.type === "transport" && s.selectedCandidatePairId) selectedId = s.selectedCandidatePairId; });
+  stats.forEach(s => {
+    if (s.type === "candidate-pair") {
+      const p = {id: s.id, state: s.state, nominated: !!s.nominated, requestsSent: s.requestsSent || 0,
+                 local: cand(s.localCandidateId), remote: cand(s.remoteCandidateId)};
+      out.pairs.push(p);
+      if (s.id === selectedId || (!selectedId && s.nominated && s.state === "succeeded")) out.selected = p;
+    } else if (s.type === "local-candidate" || s.type === "remote-candidate") {
+      out.candidates.push({kind: s.type, address: s.address ?? s.ip, port: s.port, protocol: s.protocol, type: s.candidateType});
+    }
+  });
+  return out;
+}
+window.conns = {};
+window.readStats = async () => {
+  t.stats = {alice: await pcStats(conns.alice && conns.alice.peerConnection),
+             bob: await pcStats(conns.bob && conns.bob.peerConnection)};
+  return JSON.stringify(t.stats);
+};
 function options(key) {
   // No STUN or TURN: the test has no internet, and loopback needs none.
   return {host: "127.0.0.1", port: cfg.port, path: cfg.path, key, secure: false,
@@ -54,6 +144,7 @@ window.start = () => {
   peers.bob.on("connection", c => {
     log("bob: connection from", c.peer, "reliable", c.reliable);
     t.bobFrom = c.peer;
+    conns.bob = c;
     t.bobReliable = c.reliable;
     c.on("open", () => log("bob: connection open"));
     c.on("data", d => { t.bobGot = d; log("bob got", JSON.stringify(d)); c.send(cfg.reply); });
@@ -63,6 +154,7 @@ window.start = () => {
 
 window.connect = () => {
   const c = peers.alice.connect(cfg.bob, {reliable: true});
+  conns.alice = c;
   c.on("open", () => { t.aliceConnOpen = true; log("alice: connection open"); c.send(cfg.hello); });
   c.on("data", d => { t.aliceGot = d; log("alice got", JSON.stringify(d)); });
   c.on("error", e => log("alice: connection error", e.type, e.message));
@@ -168,7 +260,7 @@ func TestPeerJSBrowserClient(t *testing.T) {
 	}))
 	t.Cleanup(page.Close)
 
-	ctx := browsertest.New(t)
+	ctx := browsertest.NewWithFlags(t, chromeLoopbackFlags...)
 	if err := chromedp.Do(ctx, chromedp.Navigate(page.URL+"/")); err != nil {
 		t.Fatalf("load the test page: %v", err)
 	}
@@ -201,6 +293,7 @@ func TestPeerJSBrowserClient(t *testing.T) {
 	if got, want := srv.Clients(), sortedIDs(cfg.Alice, cfg.Bob); !slices.Equal(got, want) {
 		p.fatalf("server has clients %v, want %v", got, want)
 	}
+	p.checkLoopback()
 
 	// Refusals: PeerJS turns ID-TAKEN into an "unavailable-id" error and
 	// an ERROR payload into a "server-error" with the server's words.
@@ -293,4 +386,181 @@ func (p *peerPage) fatalf(format string, args ...any) {
 		rec += ": " + err.Error()
 	}
 	p.t.Fatalf("%s\nserver clients: %v\npage record (window.t):\n%s", fmt.Sprintf(format, args...), p.srv.Clients(), rec)
+}
+
+// chromeLoopbackFlags keep Chromium's WebRTC on loopback, together with
+// the page's loopbackCandidate.
+//
+// WebRtcHideLocalIpsWithMdns, on by default, lets Chromium enumerate the
+// network interfaces and announce each host candidate under a random
+// .local name (resolved with multicast DNS on the real network). With it
+// off, and with no camera or microphone permission, Chromium instead
+// binds one UDP socket per address family to the wildcard address and
+// announces it under the default route's address, which the page can
+// turn into loopback. --allow-loopback-in-peer-connection is not used:
+// it adds loopback candidates only where interfaces are enumerated, and
+// there it comes with sockets bound to eth0's addresses, which libwebrtc
+// pairs with the loopback candidates and even prefers (eth0 has network
+// cost 0, the loopback networks 50), so checks go out from eth0's address.
+var chromeLoopbackFlags = []string{
+	"--disable-features=WebRtcHideLocalIpsWithMdns",
+}
+
+// iceStats mirrors what the page's pcStats returns.
+type iceStats struct {
+	Selected   *icePair       `json:"selected"`
+	Pairs      []icePair      `json:"pairs"`
+	Candidates []iceCandidate `json:"candidates"`
+}
+
+type icePair struct {
+	ID           string        `json:"id"`
+	State        string        `json:"state"`
+	Nominated    bool          `json:"nominated"`
+	RequestsSent int           `json:"requestsSent"`
+	Local        *iceCandidate `json:"local"`
+	Remote       *iceCandidate `json:"remote"`
+}
+
+type iceCandidate struct {
+	Kind     string `json:"kind,omitempty"`
+	Address  string `json:"address"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+	Type     string `json:"type"`
+}
+
+func (c *iceCandidate) String() string {
+	if c == nil {
+		return "<none>"
+	}
+	return fmt.Sprintf("%s/%s %s", net.JoinHostPort(c.Address, strconv.Itoa(c.Port)), c.Protocol, c.Type)
+}
+
+func isLoopback(addr string) bool {
+	ip := net.ParseIP(addr)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkLoopback fails the test unless the DataConnection provably runs
+// over loopback: on both ends the selected ICE pair's remote candidate is
+// a loopback host candidate whose port is the other end's local one; no
+// end saw a check from an address it was not told of (a peer-reflexive
+// candidate, as eth0's address would be); every candidate pair has a
+// loopback remote; and every local candidate's socket is bound to the
+// wildcard address or a loopback one, so that what it sends to loopback
+// leaves from loopback.
+func (p *peerPage) checkLoopback() {
+	p.t.Helper()
+	var cands struct {
+		Kept      []string `json:"kept"`
+		Rewritten []string `json:"rewritten"`
+		Dropped   []string `json:"dropped"`
+		InSDP     int      `json:"inSDP"`
+	}
+	p.evalJSON(`JSON.stringify(t.cands)`, &cands)
+	var stats map[string]iceStats
+	p.evalJSON(`readStats()`, &stats)
+	other := map[string]string{"alice": "bob", "bob": "alice"}
+	for _, name := range []string{"alice", "bob"} {
+		st := stats[name]
+		sel := st.Selected
+		if sel == nil || sel.Local == nil || sel.Remote == nil {
+			p.fatalf("%s: getStats has no selected candidate pair: %+v", name, st)
+		}
+		if sel.Remote.Type != "host" || !isLoopback(sel.Remote.Address) {
+			p.fatalf("%s: the DataConnection runs to %v, want a loopback host candidate", name, sel.Remote)
+		}
+		if peer := stats[other[name]].Selected; peer == nil || peer.Local == nil || peer.Local.Port != sel.Remote.Port || peer.Local.Protocol != sel.Remote.Protocol {
+			p.fatalf("%s: the DataConnection runs to %v, which is not %s's local candidate of its selected pair", name, sel.Remote, other[name])
+		}
+		p.t.Logf("%s: selected ICE pair %v -> %v (%s, nominated %v)", name, sel.Local, sel.Remote, sel.State, sel.Nominated)
+		for _, pr := range st.Pairs {
+			if pr.Remote == nil || pr.Remote.Type == "prflx" || !isLoopback(pr.Remote.Address) {
+				p.fatalf("%s: ICE candidate pair %v -> %v (%s, %d requests sent) does not go to a loopback host candidate", name, pr.Local, pr.Remote, pr.State, pr.RequestsSent)
+			}
+		}
+		for _, c := range st.Candidates {
+			switch {
+			case c.Kind == "remote-candidate" && (c.Type == "prflx" || !isLoopback(c.Address)):
+				p.fatalf("%s: a connectivity check came from %v, not from a loopback candidate", name, &c)
+			case c.Kind == "local-candidate":
+				if err := checkUDPBound(c); err != nil {
+					p.fatalf("%s: local candidate %v: %v", name, &c, err)
+				}
+			}
+		}
+	}
+	if cands.InSDP > 0 {
+		p.t.Logf("the SDPs carried %d candidates", cands.InSDP)
+	}
+	p.t.Logf("remote candidates: kept %q; rewritten to loopback %q; dropped %q", cands.Kept, cands.Rewritten, cands.Dropped)
+}
+
+// checkUDPBound checks, on Linux, that the UDP socket behind the local
+// candidate c is bound to a loopback address or the wildcard one, so that
+// datagrams it sends to loopback carry a loopback source.
+func checkUDPBound(c iceCandidate) error {
+	if isLoopback(c.Address) {
+		return nil
+	}
+	if c.Protocol != "udp" {
+		return fmt.Errorf("a %s candidate on a non-loopback address", c.Protocol)
+	}
+	ip := net.ParseIP(c.Address)
+	if ip == nil {
+		return fmt.Errorf("unparsable address %q", c.Address)
+	}
+	table := "/proc/net/udp6"
+	if ip.To4() != nil {
+		table = "/proc/net/udp"
+	}
+	if runtime.GOOS != "linux" {
+		return nil // no way to look; the checks on the remote ends still hold
+	}
+	data, err := os.ReadFile(table)
+	if err != nil {
+		return err
+	}
+	var bound []string
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] == "sl" {
+			continue
+		}
+		hexAddr, hexPort, ok := strings.Cut(f[1], ":")
+		if port, err := strconv.ParseUint(hexPort, 16, 16); !ok || err != nil || int(port) != c.Port {
+			continue
+		}
+		raw, err := hex.DecodeString(hexAddr)
+		if err != nil || len(raw)%4 != 0 {
+			return fmt.Errorf("%s: bad address %q", table, f[1])
+		}
+		// The kernel prints each 32-bit word in host byte order.
+		addr := make(net.IP, len(raw))
+		for i := 0; i < len(raw); i += 4 {
+			binary.BigEndian.PutUint32(addr[i:], binary.NativeEndian.Uint32(raw[i:]))
+		}
+		if !addr.IsUnspecified() && !addr.IsLoopback() {
+			return fmt.Errorf("its UDP port %d is bound to %s", c.Port, addr)
+		}
+		bound = append(bound, addr.String())
+	}
+	if len(bound) == 0 {
+		return fmt.Errorf("no UDP socket on port %d in %s", c.Port, table)
+	}
+	return nil
+}
+
+// evalJSON evaluates js, which returns a JSON string (or a promise of one),
+// into v.
+func (p *peerPage) evalJSON(js string, v any) {
+	p.t.Helper()
+	s, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.fatalf("evaluate %s: %v", js, err)
+	}
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		p.fatalf("decode %s = %s: %v", js, s, err)
+	}
 }
