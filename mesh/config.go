@@ -53,9 +53,56 @@ type Config struct {
 	// handlers at once; more wait, which holds back that peer.
 	MaxConcurrentRequests int
 
+	// ReplaceInterval is about how often a node at its target swaps its
+	// worst link for a random new one (with jitter); negative disables it.
+	ReplaceInterval time.Duration
+	// IdleTimeout: a temporary link (see Node.Expand) idle this long is
+	// dropped while the node is above its target.
+	IdleTimeout time.Duration
+
+	// RecordRefresh is how often the node re-advertises its record.
+	RecordRefresh time.Duration
+	// RecordTTL: a record not refreshed for this long leaves the directory.
+	RecordTTL time.Duration
+	// RecordDebounce lets a burst of changes settle before re-advertising.
+	RecordDebounce time.Duration
+
+	// BroadcastMode selects Plumtree (the default) or plain flooding,
+	// which benchmarks compare against.
+	BroadcastMode BroadcastMode
+	// IHaveInterval batches lazy announcements.
+	IHaveInterval time.Duration
+	// GraftTimeout is how long a node that heard of a message by IHAVE
+	// waits for it before asking for it; GraftRetry, before asking the
+	// next announcer.
+	GraftTimeout, GraftRetry time.Duration
+	// BroadcastMaxAge: older messages are dropped, and seen ids are
+	// remembered this long, so a message is never delivered twice.
+	BroadcastMaxAge time.Duration
+	// SeenCacheSize bounds the remembered message ids.
+	SeenCacheSize int
+	// MessageCacheAge and MessageCacheBytes bound the messages kept to
+	// answer GRAFTs.
+	MessageCacheAge   time.Duration
+	MessageCacheBytes int
+	// BroadcastRate and BroadcastBurst limit the broadcast frames a peer
+	// may send per second; beyond, frames are dropped and the peer scored down.
+	BroadcastRate  float64
+	BroadcastBurst int
+
 	// Logger receives the node's logs, and pion's. Nil discards them.
 	Logger *slog.Logger
 }
+
+// BroadcastMode selects how broadcasts travel.
+type BroadcastMode int
+
+const (
+	// PlumtreeMode: an epidemic broadcast tree, about one copy per node.
+	PlumtreeMode BroadcastMode = iota
+	// FloodMode: every node sends every message on every link.
+	FloodMode
+)
 
 // RTCConfig tunes the WebRTC transport. Zero values take the defaults.
 type RTCConfig struct {
@@ -91,6 +138,20 @@ func DefaultConfig() Config {
 		PeerTimeout:           20 * time.Second,
 		HelloTimeout:          10 * time.Second,
 		MaxConcurrentRequests: 32,
+		ReplaceInterval:       30 * time.Second,
+		IdleTimeout:           30 * time.Second,
+		RecordRefresh:         20 * time.Second,
+		RecordTTL:             65 * time.Second,
+		RecordDebounce:        300 * time.Millisecond,
+		IHaveInterval:         20 * time.Millisecond,
+		GraftTimeout:          250 * time.Millisecond,
+		GraftRetry:            125 * time.Millisecond,
+		BroadcastMaxAge:       10 * time.Minute,
+		SeenCacheSize:         200000,
+		MessageCacheAge:       time.Minute,
+		MessageCacheBytes:     16 << 20,
+		BroadcastRate:         2000,
+		BroadcastBurst:        8000,
 	}
 }
 
@@ -125,6 +186,48 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MaxConcurrentRequests <= 0 {
 		c.MaxConcurrentRequests = d.MaxConcurrentRequests
+	}
+	if c.ReplaceInterval == 0 {
+		c.ReplaceInterval = d.ReplaceInterval
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.RecordRefresh <= 0 {
+		c.RecordRefresh = d.RecordRefresh
+	}
+	if c.RecordTTL <= c.RecordRefresh {
+		c.RecordTTL = max(d.RecordTTL, 3*c.RecordRefresh+5*time.Second)
+	}
+	if c.RecordDebounce <= 0 {
+		c.RecordDebounce = d.RecordDebounce
+	}
+	if c.IHaveInterval <= 0 {
+		c.IHaveInterval = d.IHaveInterval
+	}
+	if c.GraftTimeout <= 0 {
+		c.GraftTimeout = d.GraftTimeout
+	}
+	if c.GraftRetry <= 0 {
+		c.GraftRetry = d.GraftRetry
+	}
+	if c.BroadcastMaxAge <= 0 {
+		c.BroadcastMaxAge = d.BroadcastMaxAge
+	}
+	if c.SeenCacheSize <= 0 {
+		c.SeenCacheSize = d.SeenCacheSize
+	}
+	if c.MessageCacheAge <= 0 {
+		c.MessageCacheAge = d.MessageCacheAge
+	}
+	if c.MessageCacheBytes <= 0 {
+		c.MessageCacheBytes = d.MessageCacheBytes
+	}
+	if c.BroadcastRate <= 0 {
+		c.BroadcastRate = d.BroadcastRate
+	}
+	if c.BroadcastBurst <= 0 {
+		c.BroadcastBurst = d.BroadcastBurst
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

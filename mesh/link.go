@@ -45,6 +45,13 @@ type link struct {
 	rtt       atomic.Int64 // smoothed, nanoseconds; 0 until measured
 	nextReqID atomic.Uint64
 	bad       atomic.Int32
+	// For scoring: frames that failed or offended, bytes received, and
+	// when the last message or request came (pings aside).
+	failures   atomic.Int32
+	bytesIn    atomic.Int64
+	lastActive atomic.Int64
+	// temporary links are dropped again when idle (Node.Expand).
+	temporary atomic.Bool
 
 	hello chan hello      // first hello from the peer
 	pongs chan []byte     // pings to answer; answered by the pinger
@@ -85,11 +92,13 @@ func (l *link) retire() { l.retireOnce.Do(func() { close(l.retired) }) }
 
 func (l *link) info() PeerInfo {
 	return PeerInfo{
-		ID:       l.remote,
-		Name:     *l.name.Load(),
-		RTT:      time.Duration(l.rtt.Load()),
-		Outbound: l.conn.Outbound(),
-		Since:    l.since,
+		ID:        l.remote,
+		Name:      *l.name.Load(),
+		RTT:       time.Duration(l.rtt.Load()),
+		Outbound:  l.conn.Outbound(),
+		Since:     l.since,
+		Failures:  int(l.failures.Load()),
+		Temporary: l.temporary.Load(),
 	}
 }
 
@@ -113,7 +122,9 @@ func (l *link) send(ctx context.Context, ch Channel, f frame) error {
 // recv is the Conn's receive callback: it runs on the Conn's goroutine for
 // ch and may block, which holds back the peer.
 func (l *link) recv(ch Channel, b []byte) {
-	l.lastRecv.Store(l.n.now())
+	now := l.n.now()
+	l.lastRecv.Store(now)
+	l.bytesIn.Add(int64(len(b)))
 	f, err := parseFrame(b, maxFrame(ch))
 	if err != nil {
 		l.violation(err)
@@ -147,12 +158,16 @@ func (l *link) recv(ch Channel, b []byte) {
 			}
 		}
 	case kindMsg:
+		if !internalProto(f.proto) {
+			l.lastActive.Store(now)
+		}
 		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch}
 		select {
 		case l.msgs <- m:
 		case <-l.done:
 		}
 	case kindReq:
+		l.lastActive.Store(now)
 		select {
 		case l.slots <- struct{}{}:
 		case <-l.done:
@@ -184,7 +199,12 @@ func (l *link) recv(ch Channel, b []byte) {
 	}
 }
 
+// internalProto reports whether proto is the mesh's own traffic, which
+// does not count as use of a temporary link.
+func internalProto(proto string) bool { return strings.HasPrefix(proto, "mesh/") }
+
 func (l *link) violation(err error) {
+	l.failures.Add(1)
 	n := l.bad.Add(1)
 	l.n.log.Warn("bad frame from peer", "peer", l.remote.Short(), "err", err, "count", n)
 	if n >= maxViolations {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +33,12 @@ type Node struct {
 	dialing map[ID]bool
 	backoff map[ID]dialBackoff
 	subs    map[chan PeerEvent]struct{}
+	// interest rates how much a link to a node is wanted (SetInterest).
+	interest func(Record) float64
+
+	bc     *broadcaster
+	dir    *directory
+	routes routes
 	// admitting counts inbound links in their hello, which hold a slot.
 	admitting int
 }
@@ -72,6 +77,12 @@ func NewNode(cfg Config) (*Node, error) {
 		backoff: make(map[ID]dialBackoff),
 		subs:    make(map[chan PeerEvent]struct{}),
 	}
+	n.bc = newBroadcaster(n)
+	n.dir = newDirectory(n)
+	n.Handle(bcastProto, HandlerFunc(n.bc.handle))
+	n.Handle(dirProto, HandlerFunc(n.dir.handleSnapshot))
+	n.Handle(sigProto, HandlerFunc(n.handleRelay))
+	n.HandleBroadcast(dirTopic, n.dir.onBroadcast)
 	n.transport = cfg.Transport
 	if n.transport == nil {
 		if cfg.SignalURL == "" {
@@ -81,6 +92,7 @@ func NewNode(cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		t.route = n.routeSignal
 		n.transport = t
 	}
 	return n, nil
@@ -143,7 +155,10 @@ func (n *Node) Serve(ctx context.Context) error {
 	})
 	if !n.cfg.ManualLinks {
 		wg.Go(func() { n.maintain(ctx) })
+		wg.Go(func() { n.explorer(ctx) })
 	}
+	wg.Go(func() { n.bc.run(ctx) })
+	wg.Go(func() { n.dir.run(ctx) })
 	n.log.Info("node started", "id", string(n.id), "name", n.cfg.Name)
 
 	var err error
@@ -168,6 +183,7 @@ loop:
 	}
 	n.mu.Unlock()
 	wg.Wait()
+	n.bc.stop()
 	tcancel()
 	twg.Wait()
 	return err
@@ -390,6 +406,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	ready(nil)
 	n.log.Info("peer up", "peer", l.remote.Short(), "name", l.info().Name, "outbound", c.Outbound())
 	l.ping()
+	l.wg.Go(func() { n.dir.sendSnapshot(lctx, l.remote) })
 	select {
 	case <-c.Done():
 	case <-ctx.Done():
@@ -471,6 +488,8 @@ func (n *Node) register(l *link) error {
 	delete(n.backoff, l.remote)
 	if old == nil {
 		n.publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
+		n.bc.peerUp(l.remote)
+		n.dir.markDirty()
 	}
 	return nil
 }
@@ -483,6 +502,8 @@ func (n *Node) unregister(l *link) {
 	}
 	delete(n.links, l.remote)
 	n.publish(PeerEvent{Kind: PeerDown, Peer: l.info()})
+	n.bc.peerDown(l.remote)
+	n.dir.markDirty()
 	n.log.Info("peer down", "peer", l.remote.Short())
 	select {
 	case n.wake <- struct{}{}:
@@ -498,6 +519,11 @@ func (n *Node) maintain(ctx context.Context) {
 	defer wg.Wait()
 	for {
 		n.fill(ctx, &wg)
+		n.dropIdle()
+		// Shed links above the target to peers that have more than
+		// theirs, so that nodes that started together leave room for
+		// the ones that came later.
+		n.trim(n.cfg.TargetPeers)
 		select {
 		case <-t.C:
 		case <-n.wake:
@@ -515,12 +541,7 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 	if need <= 0 {
 		return
 	}
-	cands, err := n.transport.Candidates(ctx)
-	if err != nil {
-		n.log.Debug("no candidates", "err", err)
-	}
-	cands = append(cands, n.cfg.Bootstrap...)
-	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	cands := n.candidates(ctx)
 
 	now := time.Now()
 	n.mu.Lock()

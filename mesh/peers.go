@@ -9,6 +9,11 @@ type PeerInfo struct {
 	RTT      time.Duration `json:"-"`
 	Outbound bool          `json:"outbound"` // this node dialed
 	Since    time.Time     `json:"since"`
+	// Failures counts the peer's offences on this link: malformed frames,
+	// forged records, floods.
+	Failures int `json:"failures"`
+	// Temporary is set for a link made for a transfer (Node.Expand).
+	Temporary bool `json:"temporary"`
 }
 
 // PeerEventKind says whether a link came up or went down.

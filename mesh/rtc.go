@@ -65,6 +65,11 @@ type rtcTransport struct {
 	// goroutines; Serve waits for them.
 	closing sync.WaitGroup
 
+	// route sends a signal through the mesh (Node.routeSignal); relayed
+	// holds signals that came that way, for Serve to handle.
+	route   func(ctx context.Context, dst ID, m signal.Message) error
+	relayed chan signal.Message
+
 	mu       sync.Mutex
 	stopping bool // Serve is ending: closes are no longer tracked
 	sig      *signal.Client
@@ -90,6 +95,7 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		api:      newAPI(cfg.RTC, log),
 		cert:     *cert,
 		slots:    make(chan struct{}, maxInboundHandshakes),
+		relayed:  make(chan signal.Message, 256),
 		sessions: make(map[string]*rtcConn),
 		early:    make(map[string]*earlyCandidates),
 	}, nil
@@ -159,6 +165,16 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 	t.mu.Lock()
 	t.sig = sig
 	t.mu.Unlock()
+	wg.Go(func() {
+		for {
+			select {
+			case m := <-t.relayed:
+				t.onSignal(ctx, &wg, m, accept)
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
 	err = sig.Serve(ctx)
 	t.mu.Lock()
 	t.sig = nil
@@ -200,18 +216,37 @@ func (t *rtcTransport) Candidates(ctx context.Context) ([]ID, error) {
 	return out, nil
 }
 
+// deliverSignal takes a signal that came through the mesh. It does not
+// block: when the queue is full the signal is dropped, and the dial it
+// belongs to will time out and be retried.
+func (t *rtcTransport) deliverSignal(m signal.Message) {
+	select {
+	case t.relayed <- m:
+	default:
+		t.log.Debug("relayed signal dropped: queue full", "src", m.Src)
+	}
+}
+
+// sendSignal sends a signal through the mesh when there is a path to dst,
+// else through the rendezvous.
 func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, payload any) error {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	m := signal.Message{Type: typ, Dst: string(dst), Payload: b}
+	if t.route != nil {
+		if err := t.route(ctx, dst, m); err == nil {
+			return nil
+		}
+	}
 	t.mu.Lock()
 	sig := t.sig
 	t.mu.Unlock()
 	if sig == nil {
 		return signal.ErrNotConnected
 	}
-	b, err := json.Marshal(payload)
-	if err != nil {
-		return err
-	}
-	return sig.Send(ctx, signal.Message{Type: typ, Dst: string(dst), Payload: b})
+	return sig.Send(ctx, m)
 }
 
 // Dial opens a link to id through the rendezvous.

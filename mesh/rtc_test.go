@@ -241,6 +241,8 @@ func TestRTCRendezvousRestart(t *testing.T) {
 	b, _ := rtcNode(t, rv.url(), rtcOpts{name: "bob"})
 	b.Handle("echo/1", mesh.HandlerFunc(echo))
 	waitFor(t, 20*time.Second, "first links", func() bool { return fullyLinked(a, b) })
+	// Both nodes may have dialed at once; let the tie-break settle.
+	time.Sleep(time.Second)
 	since := a.Peers()[0].Since
 
 	rv.stop()

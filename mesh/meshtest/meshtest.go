@@ -71,11 +71,13 @@ func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.No
 	cfg := mesh.DefaultConfig()
 	cfg.Identity = ident
 	cfg.Name = name
-	cfg.Transport = nw.Transport(ident.ID)
 	cfg.MaintainInterval = 200 * time.Millisecond
 	cfg.Logger = o.Logger
 	if o.Configure != nil {
 		o.Configure(&cfg)
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = nw.Transport(cfg.Identity.ID)
 	}
 	n, err := mesh.NewNode(cfg)
 	if err != nil {

@@ -1,0 +1,608 @@
+package mesh
+
+import (
+	"container/list"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Broadcast is an epidemic broadcast tree (Plumtree, Leitão et al. 2007).
+// Each link is eager or lazy: a new message travels in full along eager
+// links and as an id (IHAVE) along lazy ones. A node that receives a
+// message twice asks the second sender to turn lazy (PRUNE), so the eager
+// links converge to a spanning tree; a node that hears of a message by
+// IHAVE and does not receive it in time asks for it (GRAFT), which also
+// turns that link eager again and so repairs the tree.
+
+const bcastProto = "mesh/bc/1"
+
+// Broadcast limits.
+const (
+	// MaxBroadcast bounds the payload of one broadcast.
+	MaxBroadcast = 64 << 10
+	// maxIHave bounds the ids in one IHAVE frame.
+	maxIHave = 512
+	// maxAnnouncers bounds the peers remembered per missing message.
+	maxAnnouncers = 8
+	// maxMissing bounds the messages known by IHAVE only.
+	maxMissing = 4096
+	// peerQueueLen bounds the frames waiting to be sent to one peer.
+	peerQueueLen = 512
+)
+
+type bcKind byte
+
+const (
+	bcGossip bcKind = 1
+	bcIHave  bcKind = 2
+	bcGraft  bcKind = 3
+	bcPrune  bcKind = 4
+)
+
+// MsgID names a broadcast message.
+type MsgID [16]byte
+
+func (id MsgID) String() string { return hex.EncodeToString(id[:]) }
+
+// BroadcastMsg is a broadcast message as a subscriber receives it.
+type BroadcastMsg struct {
+	ID      MsgID
+	Origin  ID        // the node that broadcast it (as it claims)
+	Topic   string    //
+	Payload []byte    // owned by the receiver
+	Sent    time.Time // the origin's clock when it broadcast
+	Hops    int       // links travelled
+	From    ID        // the neighbour it came from
+}
+
+// BroadcastStats counts what the broadcast layer did since the node started.
+type BroadcastStats struct {
+	Originated uint64 // messages this node broadcast
+	Delivered  uint64 // messages handed to local handlers (once each)
+	Received   uint64 // full copies received (Delivered + Duplicates + stale)
+	Duplicates uint64 // copies of a message already seen
+	Gossips    uint64 // full copies sent
+	IHaves     uint64 // ids announced lazily
+	Grafts     uint64 // GRAFTs sent
+	Prunes     uint64 // PRUNEs sent
+	Dropped    uint64 // frames dropped: a full peer queue, a rate limit or a bad frame
+}
+
+// BroadcastHandler receives broadcasts of one topic, once per message, on
+// the goroutine of the link it came on; it may block, which holds back
+// that link.
+type BroadcastHandler func(m BroadcastMsg)
+
+type bcMsg struct {
+	id      MsgID
+	origin  ID
+	sent    int64 // unix ms
+	hops    int
+	topic   string
+	payload []byte
+}
+
+type missing struct {
+	announcers []ID
+	deadline   time.Time
+	grafted    int // announcers asked so far
+}
+
+type bcPeer struct {
+	eager   bool
+	queue   chan []byte
+	pending []MsgID // ids to announce by IHAVE
+	limit   *rate.Limiter
+	stop    chan struct{}
+}
+
+// broadcaster is the node's Plumtree state.
+type broadcaster struct {
+	n *Node
+
+	mu       sync.Mutex
+	peers    map[ID]*bcPeer
+	seen     map[MsgID]time.Time
+	seenList *list.List // of seenEntry, oldest first
+	cache    map[MsgID]*list.Element
+	cached   *list.List // of *bcMsg, oldest first
+	cacheLen int        // payload bytes in the cache
+	missing  map[MsgID]*missing
+	handlers map[string]BroadcastHandler
+	stats    BroadcastStats
+	byTopic  map[string]*TopicStats
+	wg       sync.WaitGroup
+	stopped  bool
+}
+
+type seenEntry struct {
+	id MsgID
+	at time.Time
+}
+
+func newBroadcaster(n *Node) *broadcaster {
+	return &broadcaster{
+		n:        n,
+		peers:    make(map[ID]*bcPeer),
+		seen:     make(map[MsgID]time.Time),
+		seenList: list.New(),
+		cache:    make(map[MsgID]*list.Element),
+		cached:   list.New(),
+		missing:  make(map[MsgID]*missing),
+		handlers: make(map[string]BroadcastHandler),
+		byTopic:  make(map[string]*TopicStats),
+	}
+}
+
+// TopicStats counts the full copies of one topic's messages a node received.
+type TopicStats struct {
+	Received   uint64 // every copy
+	Duplicates uint64 // copies of a message already seen
+}
+
+// TopicStats reports the copies of topic's messages received, for the
+// topics this node has a handler for.
+func (n *Node) TopicStats(topic string) TopicStats {
+	n.bc.mu.Lock()
+	defer n.bc.mu.Unlock()
+	if s := n.bc.byTopic[topic]; s != nil {
+		return *s
+	}
+	return TopicStats{}
+}
+
+// HandleBroadcast registers h for broadcasts on topic, replacing any
+// earlier handler. A node's own broadcasts are not handed to it.
+func (n *Node) HandleBroadcast(topic string, h BroadcastHandler) {
+	if err := checkProtocol(topic); err != nil {
+		panic("mesh: HandleBroadcast: " + err.Error())
+	}
+	n.bc.mu.Lock()
+	n.bc.handlers[topic] = h
+	n.bc.mu.Unlock()
+}
+
+// Broadcast sends payload to every node of the connected mesh, each of
+// which hands it to its handler for topic once.
+func (n *Node) Broadcast(ctx context.Context, topic string, payload []byte) (MsgID, error) {
+	var id MsgID
+	if err := checkProtocol(topic); err != nil {
+		return id, fmt.Errorf("mesh: %w", err)
+	}
+	if len(payload) > MaxBroadcast {
+		return id, fmt.Errorf("%w: broadcast of %d bytes, limit %d", ErrTooLarge, len(payload), MaxBroadcast)
+	}
+	rand.Read(id[:])
+	m := &bcMsg{id: id, origin: n.id, sent: time.Now().UnixMilli(), topic: topic, payload: append([]byte(nil), payload...)}
+	b := n.bc
+	b.mu.Lock()
+	b.markSeen(id, time.Now())
+	b.remember(m)
+	b.stats.Originated++
+	b.spread(m, "")
+	b.mu.Unlock()
+	return id, nil
+}
+
+// BroadcastStats reports the broadcast counters.
+func (n *Node) BroadcastStats() BroadcastStats {
+	n.bc.mu.Lock()
+	defer n.bc.mu.Unlock()
+	return n.bc.stats
+}
+
+// spread sends m in full to eager peers and announces it to lazy ones,
+// except to from. b.mu is held.
+func (b *broadcaster) spread(m *bcMsg, from ID) {
+	var frame []byte
+	for id, p := range b.peers {
+		if id == from || id == m.origin {
+			continue
+		}
+		if p.eager {
+			if frame == nil {
+				frame = encodeGossip(m)
+			}
+			if b.enqueue(p, frame) {
+				b.stats.Gossips++
+			}
+		} else if len(p.pending) < 4*maxIHave {
+			p.pending = append(p.pending, m.id)
+		}
+	}
+}
+
+// enqueue queues a frame for a peer without blocking; a full queue drops
+// it (the peer can still GRAFT what it misses). b.mu is held.
+func (b *broadcaster) enqueue(p *bcPeer, frame []byte) bool {
+	select {
+	case p.queue <- frame:
+		return true
+	default:
+		b.stats.Dropped++
+		return false
+	}
+}
+
+// peerUp makes a new link eager, as Plumtree starts every link.
+func (b *broadcaster) peerUp(id ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped || b.peers[id] != nil {
+		return
+	}
+	cfg := &b.n.cfg
+	p := &bcPeer{
+		eager: true,
+		queue: make(chan []byte, peerQueueLen),
+		limit: rate.NewLimiter(rate.Limit(cfg.BroadcastRate), cfg.BroadcastBurst),
+		stop:  make(chan struct{}),
+	}
+	b.peers[id] = p
+	b.wg.Go(func() { b.sender(id, p) })
+}
+
+func (b *broadcaster) peerDown(id ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.peers[id]; p != nil {
+		close(p.stop)
+		delete(b.peers, id)
+	}
+	for mid, ms := range b.missing {
+		for i, a := range ms.announcers {
+			if a == id {
+				ms.announcers = append(ms.announcers[:i], ms.announcers[i+1:]...)
+				if i < ms.grafted {
+					ms.grafted--
+				}
+				break
+			}
+		}
+		if len(ms.announcers) == 0 {
+			delete(b.missing, mid)
+		}
+	}
+}
+
+// sender writes a peer's queued frames until the peer goes away.
+func (b *broadcaster) sender(id ID, p *bcPeer) {
+	for {
+		select {
+		case f := <-p.queue:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := b.n.Send(ctx, id, bcastProto, f)
+			cancel()
+			if err != nil && errors.Is(err, ErrNotConnected) {
+				return
+			}
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+// stop ends the sender goroutines.
+func (b *broadcaster) stop() {
+	b.mu.Lock()
+	b.stopped = true
+	for id, p := range b.peers {
+		close(p.stop)
+		delete(b.peers, id)
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// run flushes IHAVE batches and sends GRAFTs for overdue messages until
+// ctx ends.
+func (b *broadcaster) run(ctx context.Context) {
+	t := time.NewTicker(b.n.cfg.IHaveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			b.tick(now)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (b *broadcaster) tick(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.peers {
+		for len(p.pending) > 0 {
+			k := min(len(p.pending), maxIHave)
+			if b.enqueue(p, encodeIHave(p.pending[:k])) {
+				b.stats.IHaves += uint64(k)
+			}
+			p.pending = p.pending[k:]
+		}
+		p.pending = nil
+	}
+	for id, ms := range b.missing {
+		if now.Before(ms.deadline) {
+			continue
+		}
+		if ms.grafted >= len(ms.announcers) {
+			delete(b.missing, id)
+			continue
+		}
+		a := ms.announcers[ms.grafted]
+		ms.grafted++
+		ms.deadline = now.Add(b.n.cfg.GraftRetry)
+		if p := b.peers[a]; p != nil {
+			p.eager = true
+			if b.enqueue(p, encodeGraft(id)) {
+				b.stats.Grafts++
+			}
+		}
+	}
+	b.expire(now)
+}
+
+// expire forgets seen ids and cached messages past their age. b.mu is held.
+func (b *broadcaster) expire(now time.Time) {
+	maxAge := b.n.cfg.BroadcastMaxAge
+	for e := b.seenList.Front(); e != nil; e = b.seenList.Front() {
+		s := e.Value.(seenEntry)
+		if now.Sub(s.at) < maxAge && b.seenList.Len() <= b.n.cfg.SeenCacheSize {
+			break
+		}
+		b.seenList.Remove(e)
+		delete(b.seen, s.id)
+	}
+	for e := b.cached.Front(); e != nil; e = b.cached.Front() {
+		m := e.Value.(*bcMsg)
+		if now.Sub(time.UnixMilli(m.sent)) < b.n.cfg.MessageCacheAge && b.cacheLen <= b.n.cfg.MessageCacheBytes {
+			break
+		}
+		b.cached.Remove(e)
+		delete(b.cache, m.id)
+		b.cacheLen -= len(m.payload)
+	}
+}
+
+// markSeen records id. b.mu is held.
+func (b *broadcaster) markSeen(id MsgID, now time.Time) {
+	b.seen[id] = now
+	b.seenList.PushBack(seenEntry{id: id, at: now})
+	delete(b.missing, id)
+}
+
+// remember caches m to answer GRAFTs. b.mu is held.
+func (b *broadcaster) remember(m *bcMsg) {
+	b.cache[m.id] = b.cached.PushBack(m)
+	b.cacheLen += len(m.payload)
+}
+
+// handle is the mesh handler of the broadcast protocol.
+func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) {
+	from := msg.From
+	b.mu.Lock()
+	p := b.peers[from]
+	if p == nil {
+		b.mu.Unlock()
+		return nil, nil // the link is going away
+	}
+	if !p.limit.Allow() {
+		b.stats.Dropped++
+		b.mu.Unlock()
+		b.n.penalize(from, "broadcast flood")
+		return nil, nil
+	}
+	b.mu.Unlock()
+
+	kind, m, ids, err := decodeBcast(msg.Payload)
+	if err != nil {
+		b.mu.Lock()
+		b.stats.Dropped++
+		b.mu.Unlock()
+		b.n.penalize(from, err.Error())
+		return nil, nil
+	}
+	now := time.Now()
+	b.mu.Lock()
+	switch kind {
+	case bcGossip:
+		b.stats.Received++
+		// Count per topic only for topics with a handler, so that a peer
+		// cannot grow the map with made-up topics.
+		ts := b.byTopic[m.topic]
+		if ts == nil && b.handlers[m.topic] != nil {
+			ts = &TopicStats{}
+			b.byTopic[m.topic] = ts
+		}
+		if ts != nil {
+			ts.Received++
+		}
+		age := now.Sub(time.UnixMilli(m.sent))
+		if _, dup := b.seen[m.id]; dup || age > b.n.cfg.BroadcastMaxAge || age < -b.n.cfg.BroadcastMaxAge {
+			// A copy of what we have (or too old to tell): prune the sender.
+			b.stats.Duplicates++
+			if ts != nil {
+				ts.Duplicates++
+			}
+			if p.eager && b.n.cfg.BroadcastMode == PlumtreeMode {
+				p.eager = false
+				if b.enqueue(p, []byte{byte(bcPrune)}) {
+					b.stats.Prunes++
+				}
+			}
+			b.mu.Unlock()
+			return nil, nil
+		}
+		m.hops++
+		b.markSeen(m.id, now)
+		b.remember(m)
+		p.eager = true
+		b.spread(m, from)
+		h := b.handlers[m.topic]
+		b.stats.Delivered++
+		b.mu.Unlock()
+		if h != nil {
+			h(BroadcastMsg{ID: m.id, Origin: m.origin, Topic: m.topic, Payload: m.payload,
+				Sent: time.UnixMilli(m.sent), Hops: m.hops, From: from})
+		}
+		return nil, nil
+	case bcIHave:
+		for _, id := range ids {
+			if _, ok := b.seen[id]; ok {
+				continue
+			}
+			ms := b.missing[id]
+			if ms == nil {
+				if len(b.missing) >= maxMissing {
+					continue
+				}
+				ms = &missing{deadline: now.Add(b.n.cfg.GraftTimeout)}
+				b.missing[id] = ms
+			}
+			if len(ms.announcers) < maxAnnouncers && !containsID(ms.announcers, from) {
+				ms.announcers = append(ms.announcers, from)
+			}
+		}
+	case bcGraft:
+		p.eager = true
+		if e := b.cache[ids[0]]; e != nil {
+			if b.enqueue(p, encodeGossip(e.Value.(*bcMsg))) {
+				b.stats.Gossips++
+			}
+		}
+	case bcPrune:
+		if b.n.cfg.BroadcastMode == PlumtreeMode {
+			p.eager = false
+		}
+	}
+	b.mu.Unlock()
+	return nil, nil
+}
+
+func containsID(ids []ID, id ID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Wire format of the broadcast protocol, one frame per message:
+//
+//	GOSSIP: 1 | id[16] | sent (uvarint, unix ms) | hops (uvarint) | origin (len byte + bytes) | topic (len byte + bytes) | payload
+//	IHAVE:  2 | id[16]...
+//	GRAFT:  3 | id[16]
+//	PRUNE:  4
+func encodeGossip(m *bcMsg) []byte {
+	b := make([]byte, 0, 1+16+20+2+len(m.origin)+len(m.topic)+len(m.payload))
+	b = append(b, byte(bcGossip))
+	b = append(b, m.id[:]...)
+	b = binary.AppendUvarint(b, uint64(m.sent))
+	b = binary.AppendUvarint(b, uint64(m.hops))
+	b = append(b, byte(len(m.origin)))
+	b = append(b, m.origin...)
+	b = append(b, byte(len(m.topic)))
+	b = append(b, m.topic...)
+	return append(b, m.payload...)
+}
+
+func encodeIHave(ids []MsgID) []byte {
+	b := make([]byte, 1, 1+16*len(ids))
+	b[0] = byte(bcIHave)
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+func encodeGraft(id MsgID) []byte {
+	return append([]byte{byte(bcGraft)}, id[:]...)
+}
+
+var errBadBcast = errors.New("bad broadcast frame")
+
+// decodeBcast parses one broadcast frame. The payload of a GOSSIP is
+// copied, so the caller may keep it.
+func decodeBcast(b []byte) (bcKind, *bcMsg, []MsgID, error) {
+	if len(b) == 0 {
+		return 0, nil, nil, errBadBcast
+	}
+	kind, b := bcKind(b[0]), b[1:]
+	switch kind {
+	case bcGossip:
+		if len(b) < 16 {
+			return 0, nil, nil, errBadBcast
+		}
+		m := &bcMsg{}
+		copy(m.id[:], b)
+		b = b[16:]
+		sent, n := binary.Uvarint(b)
+		if n <= 0 || sent > 1<<53 {
+			return 0, nil, nil, errBadBcast
+		}
+		b = b[n:]
+		hops, n := binary.Uvarint(b)
+		if n <= 0 || hops > 1<<16 {
+			return 0, nil, nil, errBadBcast
+		}
+		b = b[n:]
+		m.sent, m.hops = int64(sent), int(hops)
+		origin, rest, ok := cutLenPrefixed(b)
+		if !ok {
+			return 0, nil, nil, errBadBcast
+		}
+		id, err := ParseID(origin)
+		if err != nil {
+			return 0, nil, nil, fmt.Errorf("%w: %v", errBadBcast, err)
+		}
+		topic, rest, ok := cutLenPrefixed(rest)
+		if !ok || checkProtocol(topic) != nil {
+			return 0, nil, nil, errBadBcast
+		}
+		if len(rest) > MaxBroadcast {
+			return 0, nil, nil, fmt.Errorf("%w: payload of %d bytes", errBadBcast, len(rest))
+		}
+		m.origin, m.topic, m.payload = id, topic, append([]byte(nil), rest...)
+		return kind, m, nil, nil
+	case bcIHave:
+		if len(b) == 0 || len(b)%16 != 0 || len(b)/16 > maxIHave {
+			return 0, nil, nil, errBadBcast
+		}
+		ids := make([]MsgID, len(b)/16)
+		for i := range ids {
+			copy(ids[i][:], b[16*i:])
+		}
+		return kind, nil, ids, nil
+	case bcGraft:
+		if len(b) != 16 {
+			return 0, nil, nil, errBadBcast
+		}
+		var id MsgID
+		copy(id[:], b)
+		return kind, nil, []MsgID{id}, nil
+	case bcPrune:
+		if len(b) != 0 {
+			return 0, nil, nil, errBadBcast
+		}
+		return kind, nil, nil, nil
+	}
+	return 0, nil, nil, errBadBcast
+}
+
+func cutLenPrefixed(b []byte) (string, []byte, bool) {
+	if len(b) == 0 || int(b[0]) > len(b)-1 {
+		return "", nil, false
+	}
+	n := int(b[0])
+	return string(b[1 : 1+n]), b[1+n:], true
+}

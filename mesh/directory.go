@@ -1,0 +1,432 @@
+package mesh
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The directory is the list of online nodes. Every node advertises a
+// signed Record, broadcast when it changes and refreshed periodically; a
+// record that is not refreshed within Config.RecordTTL expires. When a link
+// comes up, each end also sends the other every record it holds, so a
+// newcomer learns the whole directory at once.
+
+const (
+	dirTopic = "mesh/dir"   // broadcast topic of records
+	dirProto = "mesh/dir/1" // directory snapshot to a new neighbour
+
+	// MaxRecordSize bounds one signed record on the wire.
+	MaxRecordSize = 8 << 10
+	// MaxResourceSize bounds the summary one service contributes.
+	MaxResourceSize = 2 << 10
+	// maxNeighbors bounds the neighbour list of a record.
+	maxNeighbors = 64
+	// maxRecords bounds the directory.
+	maxRecords = 10000
+)
+
+var (
+	errRecordSize   = errors.New("record over the size limit")
+	errRecordSig    = errors.New("record signature does not verify")
+	errRecordKey    = errors.New("record key does not match its id")
+	errRecordReplay = errors.New("record older than one held")
+)
+
+// wireRecord is the signed body of a Record.
+type wireRecord struct {
+	ID        ID                         `json:"id"`
+	Name      string                     `json:"name"`
+	Seq       uint64                     `json:"seq"`
+	Neighbors []ID                       `json:"nb"`
+	Resources map[string]json.RawMessage `json:"res,omitempty"`
+}
+
+// directory holds the records of online nodes.
+type directory struct {
+	n *Node
+
+	mu        sync.Mutex
+	records   map[ID]*Record
+	envelopes map[ID][]byte // the signed form of each record, to pass on
+	resources map[string]json.RawMessage
+	seq       uint64
+	subs      map[chan struct{}]struct{}
+	dirty     chan struct{} // our record needs re-issuing
+}
+
+func newDirectory(n *Node) *directory {
+	return &directory{
+		n:         n,
+		records:   make(map[ID]*Record),
+		envelopes: make(map[ID][]byte),
+		resources: make(map[string]json.RawMessage),
+		subs:      make(map[chan struct{}]struct{}),
+		dirty:     make(chan struct{}, 1),
+	}
+}
+
+// SetResource sets this node's advertised summary for a service (e.g.
+// "music": {"tracks": 120, "version": 7}); nil removes it. The record is
+// re-advertised at once. The summary must be at most MaxResourceSize bytes
+// of JSON.
+func (n *Node) SetResource(service string, summary any) error {
+	if err := checkProtocol(service); err != nil {
+		return fmt.Errorf("mesh: SetResource: %w", err)
+	}
+	d := n.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if summary == nil {
+		delete(d.resources, service)
+	} else {
+		b, err := json.Marshal(summary)
+		if err != nil {
+			return fmt.Errorf("mesh: SetResource %s: %w", service, err)
+		}
+		if len(b) > MaxResourceSize {
+			return fmt.Errorf("%w: resource %s is %d bytes, limit %d", ErrTooLarge, service, len(b), MaxResourceSize)
+		}
+		d.resources[service] = b
+	}
+	d.markDirty()
+	return nil
+}
+
+// Directory lists the online nodes this node knows, itself included,
+// sorted by name then ID.
+func (n *Node) Directory() []Record {
+	d := n.dir
+	d.mu.Lock()
+	out := make([]Record, 0, len(d.records))
+	for _, r := range d.records {
+		c := *r
+		c.Neighbors = slices.Clone(r.Neighbors)
+		c.Resources = maps.Clone(r.Resources)
+		out = append(out, c)
+	}
+	d.mu.Unlock()
+	slices.SortFunc(out, func(a, b Record) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.ID), string(b.ID))
+	})
+	return out
+}
+
+// Lookup returns the record of node id, if it is online.
+func (n *Node) Lookup(id ID) (Record, bool) {
+	d := n.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.records[id]
+	if r == nil {
+		return Record{}, false
+	}
+	c := *r
+	c.Neighbors = slices.Clone(r.Neighbors)
+	c.Resources = maps.Clone(r.Resources)
+	return c, true
+}
+
+// SubscribeDirectory returns a channel that receives a value whenever the
+// directory changes, and a function that ends the subscription. Changes
+// coalesce: re-read Directory on each value.
+func (n *Node) SubscribeDirectory() (<-chan struct{}, func()) {
+	c := make(chan struct{}, 1)
+	d := n.dir
+	d.mu.Lock()
+	d.subs[c] = struct{}{}
+	d.mu.Unlock()
+	var once sync.Once
+	return c, func() {
+		once.Do(func() {
+			d.mu.Lock()
+			delete(d.subs, c)
+			d.mu.Unlock()
+		})
+	}
+}
+
+// changed tells subscribers. d.mu is held.
+func (d *directory) changed() {
+	for c := range d.subs {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (d *directory) markDirty() {
+	select {
+	case d.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// run issues this node's record when it changes (debounced) and
+// periodically, and expires stale records, until ctx ends.
+func (d *directory) run(ctx context.Context) {
+	cfg := &d.n.cfg
+	d.issue(ctx)
+	refresh := time.NewTicker(cfg.RecordRefresh)
+	defer refresh.Stop()
+	sweep := time.NewTicker(time.Second)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-d.dirty:
+			// Let a burst of changes (links coming up together) settle.
+			t := time.NewTimer(cfg.RecordDebounce)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			d.issue(ctx)
+		case <-refresh.C:
+			d.issue(ctx)
+		case now := <-sweep.C:
+			d.expire(now)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// issue signs and broadcasts a fresh record of this node.
+func (d *directory) issue(ctx context.Context) {
+	n := d.n
+	peers := n.Peers()
+	nb := make([]ID, 0, len(peers))
+	for _, p := range peers {
+		nb = append(nb, p.ID)
+	}
+	if len(nb) > maxNeighbors {
+		nb = nb[:maxNeighbors]
+	}
+	d.mu.Lock()
+	// Seq is the clock in nanoseconds, so a restarted node's records
+	// still beat the ones it sent before.
+	d.seq = max(d.seq+1, uint64(time.Now().UnixNano()))
+	w := wireRecord{ID: n.id, Name: n.cfg.Name, Seq: d.seq, Neighbors: nb, Resources: maps.Clone(d.resources)}
+	d.mu.Unlock()
+	env, err := signRecord(n.cfg.Identity, w)
+	if err != nil {
+		n.log.Error("cannot sign own record", "err", err)
+		return
+	}
+	d.mu.Lock()
+	d.store(w, env, time.Now())
+	d.mu.Unlock()
+	if _, err := n.Broadcast(ctx, dirTopic, env); err != nil {
+		n.log.Warn("broadcast own record", "err", err)
+	}
+}
+
+// store keeps a verified record. d.mu is held.
+func (d *directory) store(w wireRecord, env []byte, now time.Time) {
+	d.records[w.ID] = &Record{ID: w.ID, Name: w.Name, Seq: w.Seq, Neighbors: w.Neighbors, Resources: w.Resources, Heard: now}
+	d.envelopes[w.ID] = env
+	d.changed()
+}
+
+// merge verifies a signed record from peer from and keeps it if it is
+// newer than the one held. It returns an error for a record the sender
+// should be scored down for.
+func (d *directory) merge(env []byte, from ID) error {
+	w, err := openRecord(env)
+	if err != nil {
+		return err
+	}
+	if w.ID == d.n.id {
+		return nil // our own, echoed back
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old := d.records[w.ID]; old != nil {
+		if w.Seq < old.Seq {
+			return errRecordReplay
+		}
+		if w.Seq == old.Seq {
+			return nil // the same record by another path
+		}
+	} else if len(d.records) >= maxRecords {
+		return errors.New("directory full")
+	}
+	d.store(w, env, time.Now())
+	return nil
+}
+
+// expire drops records not refreshed within the TTL.
+func (d *directory) expire(now time.Time) {
+	ttl := d.n.cfg.RecordTTL
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gone := false
+	for id, r := range d.records {
+		if id != d.n.id && now.Sub(r.Heard) > ttl {
+			delete(d.records, id)
+			delete(d.envelopes, id)
+			gone = true
+		}
+	}
+	if gone {
+		d.changed()
+	}
+}
+
+// onBroadcast takes a record that arrived by broadcast.
+func (d *directory) onBroadcast(m BroadcastMsg) {
+	if err := d.merge(m.Payload, m.From); err != nil && !errors.Is(err, errRecordReplay) {
+		// A replay can be honest (an old copy by a slow path); anything
+		// else was forged or broken by whoever passed it on.
+		d.n.penalize(m.From, "directory: "+err.Error())
+	}
+}
+
+// snapshot encodes every held record for a new neighbour: a list of
+// uvarint-length-prefixed envelopes, cut at the frame limit.
+func (d *directory) snapshot() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var b []byte
+	for _, env := range d.envelopes {
+		if len(b)+len(env)+binary.MaxVarintLen32 > MaxPayload(Ctl) {
+			break
+		}
+		b = binary.AppendUvarint(b, uint64(len(env)))
+		b = append(b, env...)
+	}
+	return b
+}
+
+// handleSnapshot merges a neighbour's directory snapshot.
+func (d *directory) handleSnapshot(ctx context.Context, m *Message) ([]byte, error) {
+	b := m.Payload
+	bad := 0
+	for len(b) > 0 {
+		size, k := binary.Uvarint(b)
+		if k <= 0 || size > MaxRecordSize || size > uint64(len(b)-k) {
+			d.n.penalize(m.From, "directory snapshot: bad framing")
+			return nil, nil
+		}
+		env := b[k : k+int(size)]
+		b = b[k+int(size):]
+		if err := d.merge(env, m.From); err != nil && !errors.Is(err, errRecordReplay) {
+			bad++
+		}
+	}
+	if bad > 0 {
+		d.n.penalize(m.From, fmt.Sprintf("directory snapshot: %d bad records", bad))
+	}
+	return nil, nil
+}
+
+// sendSnapshot gives a new neighbour our directory.
+func (d *directory) sendSnapshot(ctx context.Context, to ID) {
+	if err := d.n.Send(ctx, to, dirProto, d.snapshot()); err != nil {
+		d.n.log.Debug("directory snapshot", "peer", to.Short(), "err", err)
+	}
+}
+
+// Envelope: uvarint len + SPKI | uvarint len + ASN.1 signature | body JSON.
+// The signature is ECDSA P-256 over SHA-256 of the body.
+
+func signRecord(ident *Identity, w wireRecord) ([]byte, error) {
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	spki, err := x509.MarshalPKIXPublicKey(&ident.Key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(body)
+	sig, err := ecdsa.SignASN1(rand.Reader, ident.Key, sum[:])
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(spki)))
+	b = append(b, spki...)
+	b = binary.AppendUvarint(b, uint64(len(sig)))
+	b = append(b, sig...)
+	b = append(b, body...)
+	if len(b) > MaxRecordSize {
+		return nil, errRecordSize
+	}
+	return b, nil
+}
+
+// openRecord checks a signed record and returns its body.
+func openRecord(env []byte) (wireRecord, error) {
+	var w wireRecord
+	if len(env) > MaxRecordSize {
+		return w, errRecordSize
+	}
+	spki, rest, ok := cutUvarintPrefixed(env, 256)
+	if !ok {
+		return w, errors.New("record: bad key field")
+	}
+	sig, body, ok := cutUvarintPrefixed(rest, 128)
+	if !ok {
+		return w, errors.New("record: bad signature field")
+	}
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return w, fmt.Errorf("record key: %w", err)
+	}
+	ek, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return w, errors.New("record key is not ECDSA")
+	}
+	sum := sha256.Sum256(body)
+	if !ecdsa.VerifyASN1(ek, sum[:], sig) {
+		return w, errRecordSig
+	}
+	if err := json.Unmarshal(body, &w); err != nil {
+		return w, fmt.Errorf("record body: %w", err)
+	}
+	if w.ID != idFromSPKI(spki) {
+		return w, errRecordKey
+	}
+	if len(w.Neighbors) > maxNeighbors {
+		return w, fmt.Errorf("record lists %d neighbours, limit %d", len(w.Neighbors), maxNeighbors)
+	}
+	for _, id := range w.Neighbors {
+		if _, err := ParseID(string(id)); err != nil {
+			return w, fmt.Errorf("record neighbour: %w", err)
+		}
+	}
+	w.Name = cleanName(w.Name)
+	if w.Neighbors == nil {
+		w.Neighbors = []ID{}
+	}
+	if w.Resources == nil {
+		w.Resources = map[string]json.RawMessage{}
+	}
+	return w, nil
+}
+
+func cutUvarintPrefixed(b []byte, limit uint64) ([]byte, []byte, bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > limit || n > uint64(len(b)-k) {
+		return nil, nil, false
+	}
+	return b[k : k+int(n)], b[k+int(n):], true
+}

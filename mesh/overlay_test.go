@@ -1,0 +1,356 @@
+package mesh_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// fastOverlay makes the overlay's timers short for tests.
+func fastOverlay(c *mesh.Config) {
+	c.MaintainInterval = 200 * time.Millisecond
+	c.RecordRefresh = time.Second
+	c.RecordTTL = 4 * time.Second
+	c.RecordDebounce = 50 * time.Millisecond
+	c.GraftTimeout = 100 * time.Millisecond
+	c.GraftRetry = 50 * time.Millisecond
+	c.IHaveInterval = 10 * time.Millisecond
+}
+
+// connected reports whether the link graph of nodes is connected.
+func connected(nodes []*mesh.Node) bool {
+	if len(nodes) == 0 {
+		return true
+	}
+	in := map[mesh.ID]*mesh.Node{}
+	for _, n := range nodes {
+		in[n.ID()] = n
+	}
+	seen := map[mesh.ID]bool{nodes[0].ID(): true}
+	queue := []*mesh.Node{nodes[0]}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		for _, p := range n.Peers() {
+			if o := in[p.ID]; o != nil && !seen[p.ID] {
+				seen[p.ID] = true
+				queue = append(queue, o)
+			}
+		}
+	}
+	return len(seen) == len(nodes)
+}
+
+func knowsAll(n *mesh.Node, nodes []*mesh.Node) bool {
+	dir := n.Directory()
+	ids := map[mesh.ID]bool{}
+	for _, r := range dir {
+		ids[r.ID] = true
+	}
+	for _, o := range nodes {
+		if !ids[o.ID()] {
+			return false
+		}
+	}
+	return len(dir) == len(nodes)
+}
+
+// deliveries counts, per node, the broadcasts of a topic it was handed.
+type deliveries struct {
+	mu  sync.Mutex
+	got map[mesh.ID]map[mesh.MsgID]int
+}
+
+func countDeliveries(topic string, nodes ...*mesh.Node) *deliveries {
+	d := &deliveries{got: map[mesh.ID]map[mesh.MsgID]int{}}
+	for _, n := range nodes {
+		id := n.ID()
+		d.got[id] = map[mesh.MsgID]int{}
+		n.HandleBroadcast(topic, func(m mesh.BroadcastMsg) {
+			d.mu.Lock()
+			d.got[id][m.ID]++
+			d.mu.Unlock()
+		})
+	}
+	return d
+}
+
+// all reports whether every node but the origin got msg, and whether any
+// got it more than once.
+func (d *deliveries) all(msg mesh.MsgID, origin mesh.ID) (complete, dup bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	complete = true
+	for id, m := range d.got {
+		if id == origin {
+			continue
+		}
+		switch m[msg] {
+		case 0:
+			complete = false
+		case 1:
+		default:
+			dup = true
+		}
+	}
+	return complete, dup
+}
+
+func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	var nodes []*mesh.Node
+	for i := range 30 {
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprintf("n%02d", i), meshtest.Options{Configure: fastOverlay}))
+	}
+	if err := nodes[3].SetResource("music", map[string]int{"tracks": 42}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a connected mesh where every directory lists all 30", func() bool {
+		if !connected(nodes) {
+			return false
+		}
+		for _, n := range nodes {
+			if k := len(n.Peers()); k < 3 || k > 8 || !knowsAll(n, nodes) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 5*time.Second, "the resource summary to spread", func() bool {
+		r, ok := nodes[20].Lookup(nodes[3].ID())
+		return ok && string(r.Resources["music"]) == `{"tracks":42}`
+	})
+	r, _ := nodes[0].Lookup(nodes[1].ID())
+	if r.Name != "n01" || len(r.Neighbors) == 0 {
+		t.Fatalf("record of n01: %+v", r)
+	}
+
+	d := countDeliveries("test/1", nodes...)
+	ctx := context.Background()
+	var ids []mesh.MsgID
+	for i := range 20 {
+		id, err := nodes[i%len(nodes)].Broadcast(ctx, "test/1", []byte(fmt.Sprint("hello ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for i, id := range ids {
+		origin := nodes[i%len(nodes)].ID()
+		waitFor(t, 10*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
+	}
+	time.Sleep(500 * time.Millisecond) // let any duplicate arrive
+	for i, id := range ids {
+		if _, dup := d.all(id, nodes[i%len(nodes)].ID()); dup {
+			t.Fatalf("broadcast %d was delivered twice somewhere", i)
+		}
+	}
+}
+
+func TestNodeLeavesDirectoryWhenGone(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	var nodes []*mesh.Node
+	for i := range 6 {
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: fastOverlay}))
+	}
+	waitFor(t, 10*time.Second, "full directories", func() bool {
+		for _, n := range nodes {
+			if !knowsAll(n, nodes) {
+				return false
+			}
+		}
+		return true
+	})
+	gone := nodes[5]
+	nw.Kill(gone.ID())
+	waitFor(t, 15*time.Second, "the dead node to expire from every directory", func() bool {
+		for _, n := range nodes[:5] {
+			if _, ok := n.Lookup(gone.ID()); ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestBroadcastTreeConverges(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	nw.Latency = 2 * time.Millisecond
+	var nodes []*mesh.Node
+	for i := range 30 {
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: func(c *mesh.Config) {
+			fastOverlay(c)
+			c.RecordRefresh, c.RecordTTL = 10*time.Second, 35*time.Second
+			c.ReplaceInterval = -1 // a fixed graph, so the tree can settle
+			// Measure the tree, not early GRAFTs on a slow machine (-race).
+			c.GraftTimeout = time.Second
+		}}))
+	}
+	waitFor(t, 20*time.Second, "a connected mesh", func() bool {
+		for _, n := range nodes {
+			if len(n.Peers()) < 3 {
+				return false
+			}
+		}
+		return connected(nodes) && knowsAll(nodes[0], nodes)
+	})
+	waitStable(t, nodes)
+	ctx := context.Background()
+	d := countDeliveries("tree/1", nodes...)
+	send := func(k int) uint64 {
+		before := uint64(0)
+		for _, n := range nodes {
+			before += n.TopicStats("tree/1").Received
+		}
+		for i := range k {
+			id, err := nodes[0].Broadcast(ctx, "tree/1", []byte(fmt.Sprint(i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "delivery", func() bool { c, _ := d.all(id, nodes[0].ID()); return c })
+		}
+		time.Sleep(200 * time.Millisecond)
+		after := uint64(0)
+		for _, n := range nodes {
+			after += n.TopicStats("tree/1").Received
+		}
+		return after - before
+	}
+	send(20) // the tree forms
+	copies := float64(send(20)) / float64(20*(len(nodes)-1))
+	t.Logf("copies per node per message once the tree has formed: %.3f", copies)
+	if copies > 1.3 {
+		t.Fatalf("%.2f copies per node per message, want at most 1.3", copies)
+	}
+}
+
+func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	manual := func(ident *mesh.Identity) meshtest.Options {
+		return meshtest.Options{Configure: func(c *mesh.Config) {
+			fastOverlay(c)
+			c.ManualLinks = true
+			if ident != nil {
+				c.Identity = ident
+			}
+		}}
+	}
+	victimKey, _ := mesh.NewIdentity()
+	honestKey, _ := mesh.NewIdentity()
+	a := nw.NewNode(t, "a", manual(victimKey))
+	honest := nw.NewNode(t, "honest", manual(honestKey))
+	mallory := nw.NewNode(t, "mallory", manual(nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, n := range []*mesh.Node{honest, mallory} {
+		if err := n.Connect(ctx, a.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "a to link both and know honest", func() bool {
+		_, ok := a.Lookup(honest.ID())
+		return ok && hasPeer(a, mallory.ID()) && hasPeer(a, honest.ID())
+	})
+	failures := func() int {
+		for _, p := range a.Peers() {
+			if p.ID == mallory.ID() {
+				return p.Failures
+			}
+		}
+		t.Fatalf("mallory's link is gone; a has %+v", a.Peers())
+		return 0
+	}
+	malloryKey, _ := mesh.NewIdentity() // any key that is not honest's
+
+	gossip := func(env []byte) {
+		t.Helper()
+		if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, mesh.EncodeGossip(mallory.ID(), mesh.DirTopic, env, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur, _ := a.Lookup(honest.ID())
+	tests := []struct {
+		name string
+		env  func() []byte
+	}{
+		{"record for honest signed by another key", func() []byte {
+			env, err := mesh.SignRecord(malloryKey, mesh.WireRecord{ID: honest.ID(), Name: "evil", Seq: cur.Seq + 1e12})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return env
+		}},
+		{"bad signature", func() []byte {
+			env, _ := mesh.SignRecord(honestKey, mesh.WireRecord{ID: honest.ID(), Name: "honest", Seq: cur.Seq + 1e12})
+			i := strings.Index(string(env), `"honest"`)
+			env[i+1] = 'e' // "eonest": the body no longer matches the signature
+			return env
+		}},
+		{"replayed older record", func() []byte {
+			env, _ := mesh.SignRecord(honestKey, mesh.WireRecord{ID: honest.ID(), Name: "old name", Seq: 1})
+			return env
+		}},
+		{"record over the size limit", func() []byte {
+			env, _ := mesh.SignRecord(honestKey, mesh.WireRecord{ID: honest.ID(), Name: "honest", Seq: cur.Seq + 1e12})
+			return append(env, make([]byte, mesh.MaxRecordSize)...)
+		}},
+		{"garbage", func() []byte { return []byte("not a record at all") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := failures()
+			gossip(tt.env())
+			waitFor(t, 5*time.Second, "mallory to be scored down", func() bool { return failures() > before || tt.name == "replayed older record" })
+			time.Sleep(100 * time.Millisecond)
+			r, ok := a.Lookup(honest.ID())
+			if !ok || r.Name != "honest" || r.Seq < cur.Seq {
+				t.Fatalf("the directory took the forged record: %+v", r)
+			}
+		})
+	}
+
+	// A flood of broadcast frames is cut by the rate limit.
+	before := failures()
+	junk := mesh.EncodeIHave(mesh.MsgID{1})
+	for range 12000 {
+		if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the flood to be rate-limited", func() bool { return a.BroadcastStats().Dropped > 0 && failures() > before })
+	// a still serves honest traffic.
+	d := countDeliveries("after/1", a)
+	id, err := honest.Broadcast(ctx, "after/1", []byte("still here"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "an honest broadcast after the flood", func() bool { c, _ := d.all(id, honest.ID()); return c })
+}
+
+// waitStable waits until no node's links have changed for a second.
+func waitStable(t *testing.T, nodes []*mesh.Node) {
+	t.Helper()
+	snapshot := func() string {
+		var b strings.Builder
+		for _, n := range nodes {
+			for _, p := range n.Peers() {
+				b.WriteString(string(p.ID))
+			}
+			b.WriteByte('|')
+		}
+		return b.String()
+	}
+	last, since := snapshot(), time.Now()
+	waitFor(t, 30*time.Second, "the links to settle", func() bool {
+		if s := snapshot(); s != last {
+			last, since = s, time.Now()
+		}
+		return time.Since(since) > time.Second
+	})
+}
