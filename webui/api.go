@@ -16,6 +16,7 @@ import (
 func (s *Server) apiRoutes() []route {
 	return slices.Concat(
 		s.nodeRoutes(),
+		s.directoryRoutes(),
 		s.eventRoutes(),
 	)
 }

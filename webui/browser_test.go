@@ -18,10 +18,22 @@ var screenshotDir = flag.String("webui.screenshots", "", "write screenshots of t
 // screenshot saves the page as name.png when -webui.screenshots is set.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	saveScreenshot(t, ctx, name, chromedp.FullScreenshot(100))
+}
+
+// screenshotViewport saves what the window shows (not the whole page) as
+// name.png when -webui.screenshots is set.
+func screenshotViewport(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	saveScreenshot(t, ctx, name, chromedp.CaptureScreenshot())
+}
+
+func saveScreenshot(t *testing.T, ctx context.Context, name string, shoot chromedp.Action[[]byte]) {
+	t.Helper()
 	if *screenshotDir == "" {
 		return
 	}
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	buf, err := chromedp.Run(ctx, shoot)
 	if err != nil {
 		t.Errorf("screenshot %s: %v", name, err)
 		return

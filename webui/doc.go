@@ -18,9 +18,13 @@
 //
 // # API
 //
-//	GET /api/node    {"id", "name", "version"}
-//	GET /api/peers   [{"id", "name", "rtt_ms", "outbound", "since"}, ...] sorted by name, then id
-//	GET /api/events  text/event-stream; "peers" events carry the /api/peers array
+//	GET /api/node       {"id", "name", "version"}
+//	GET /api/peers      [{"id", "name", "rtt_ms", "outbound", "since"}, ...] sorted by name, then id
+//	GET /api/directory  [{"id", "name", "seq", "neighbors", "resources", "heard", "self"}, ...]
+//	                    the online nodes, this one included (self: true), sorted by name, then id;
+//	                    neighbors and resources are never null
+//	GET /api/events     text/event-stream; "peers" events carry the /api/peers array,
+//	                    "directory" events the /api/directory array
 //
 // Errors are JSON objects {"error": "message"} with a matching status code.
 // Each service adds its routes to the route table (see apiRoutes) and its

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,9 @@ type feed struct {
 	// from any goroutine whenever the state may have changed, until stop is
 	// called. stop waits until changed is no longer called.
 	watch func(changed func()) (stop func())
+	// coalesce is how long to wait after a change for more before sending;
+	// zero means timing.coalesce.
+	coalesce time.Duration
 }
 
 // feeds lists the live updates of the event stream. A service adds its feed
@@ -37,6 +41,14 @@ func (s *Server) feeds() []feed {
 			watch: func(changed func()) func() {
 				return forward(s.node.SubscribePeers())(changed)
 			},
+		},
+		{
+			event:    "directory",
+			snapshot: func() any { return s.directoryList() },
+			watch: func(changed func()) func() {
+				return forward(s.node.SubscribeDirectory())(changed)
+			},
+			coalesce: s.timing.coalesceDirectory,
 		},
 	}
 }
@@ -129,28 +141,50 @@ func (s *Server) stream(ctx context.Context, st *stream, feeds []feed, dirty []a
 	defer refresh.Stop()
 	keepAlive := time.NewTicker(t.keepAlive)
 	defer keepAlive.Stop()
-	coalesce := time.NewTimer(t.coalesce)
+
+	// due[i] is when feed i's pending change is sent (zero: none pending);
+	// one timer fires at the earliest.
+	due := make([]time.Time, len(feeds))
+	coalesce := time.NewTimer(time.Hour)
 	coalesce.Stop()
-	armed := false
 	defer coalesce.Stop()
+	arm := func(now time.Time) {
+		var next time.Time
+		for _, d := range due {
+			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
+				next = d
+			}
+		}
+		if !next.IsZero() {
+			coalesce.Reset(next.Sub(now))
+		}
+	}
 
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
-			if !armed {
-				coalesce.Reset(t.coalesce)
-				armed = true
+			now := time.Now()
+			for i, f := range feeds {
+				if due[i].IsZero() && dirty[i].Load() {
+					due[i] = now.Add(cmp.Or(f.coalesce, t.coalesce))
+				}
 			}
+			arm(now)
 			continue
 		case <-coalesce.C:
-			armed = false
+			now := time.Now()
 			for i, f := range feeds {
+				if due[i].IsZero() || due[i].After(now) {
+					continue
+				}
+				due[i] = time.Time{}
 				if dirty[i].Swap(false) {
 					st.event(f.event, f.snapshot())
 				}
 			}
+			arm(now)
 		case <-refresh.C:
 			for i, f := range feeds {
 				dirty[i].Store(false)

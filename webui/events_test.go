@@ -218,8 +218,8 @@ func TestEventsEndOnShutdown(t *testing.T) {
 	base, stop := newEventServer(t, node, nil)
 	events, _ := openEvents(t, newClient(t), base)
 	nextPeers(t, events, 5*time.Second)
-	if n := node.subscribers(); n != 1 {
-		t.Fatalf("%d subscriptions while streaming, want 1", n)
+	if n := node.subscribers(); n != 2 {
+		t.Fatalf("%d subscriptions while streaming, want 2 (peers and directory)", n)
 	}
 
 	// Serve's context ends: the stream must end at once, not when the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -22,9 +23,11 @@ type fakeNode struct {
 	id   mesh.ID
 	name string
 
-	mu    sync.Mutex
-	peers map[mesh.ID]mesh.PeerInfo
-	subs  map[chan mesh.PeerEvent]struct{}
+	mu      sync.Mutex
+	peers   map[mesh.ID]mesh.PeerInfo
+	subs    map[chan mesh.PeerEvent]struct{}
+	dir     map[mesh.ID]mesh.Record
+	dirSubs map[chan struct{}]struct{}
 }
 
 var (
@@ -34,10 +37,12 @@ var (
 
 func newFakeNode(name string) *fakeNode {
 	return &fakeNode{
-		id:    fakeID(name),
-		name:  name,
-		peers: map[mesh.ID]mesh.PeerInfo{},
-		subs:  map[chan mesh.PeerEvent]struct{}{},
+		id:      fakeID(name),
+		name:    name,
+		peers:   map[mesh.ID]mesh.PeerInfo{},
+		subs:    map[chan mesh.PeerEvent]struct{}{},
+		dir:     map[mesh.ID]mesh.Record{},
+		dirSubs: map[chan struct{}]struct{}{},
 	}
 }
 
@@ -81,11 +86,84 @@ func (f *fakeNode) SubscribePeers() (<-chan mesh.PeerEvent, func()) {
 	}
 }
 
-// subscribers is the number of subscriptions not yet cancelled.
+// subscribers is the number of subscriptions not yet cancelled, of peers
+// and of the directory together.
 func (f *fakeNode) subscribers() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.subs)
+	return len(f.subs) + len(f.dirSubs)
+}
+
+// Directory returns the records in no particular order (the real node
+// sorts them; the server must not rely on it).
+func (f *fakeNode) Directory() []mesh.Record {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]mesh.Record, 0, len(f.dir))
+	for _, r := range f.dir {
+		out = append(out, r)
+	}
+	return out
+}
+
+func (f *fakeNode) SubscribeDirectory() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	f.mu.Lock()
+	f.dirSubs[ch] = struct{}{}
+	f.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			f.mu.Lock()
+			delete(f.dirSubs, ch)
+			f.mu.Unlock()
+		})
+	}
+}
+
+// setRecords adds or replaces directory records and tells subscribers once.
+func (f *fakeNode) setRecords(recs ...mesh.Record) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range recs {
+		f.dir[r.ID] = r
+	}
+	f.notifyDirectory()
+}
+
+// removeRecord drops a node from the directory and tells subscribers.
+func (f *fakeNode) removeRecord(id mesh.ID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.dir, id)
+	f.notifyDirectory()
+}
+
+// notifyDirectory signals every directory subscriber, coalescing like the
+// real node. f.mu is held.
+func (f *fakeNode) notifyDirectory() {
+	for ch := range f.dirSubs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fakeRecord is the record of the node called name, linked to the nodes
+// called neighbors, offering resources (service → JSON text).
+func fakeRecord(name string, heard time.Time, resources map[string]string, neighbors ...string) mesh.Record {
+	r := mesh.Record{ID: fakeID(name), Name: name, Seq: 1, Heard: heard}
+	for _, n := range neighbors {
+		r.Neighbors = append(r.Neighbors, fakeID(n))
+	}
+	if resources != nil {
+		r.Resources = map[string]json.RawMessage{}
+		for k, v := range resources {
+			r.Resources[k] = json.RawMessage(v)
+		}
+	}
+	return r
 }
 
 // add brings a link up (or updates it) and tells subscribers.

@@ -32,6 +32,12 @@ type Node interface {
 	// SubscribePeers returns a channel of link changes and a cancel func. The channel is buffered and
 	// events may be dropped if the reader falls behind, so on each event re-read Peers().
 	SubscribePeers() (<-chan mesh.PeerEvent, func())
+	// Directory lists the online nodes this node knows, itself included.
+	Directory() []mesh.Record
+	// SubscribeDirectory returns a channel that receives a value whenever
+	// the directory changes, and a cancel func. Values are coalesced and may
+	// be dropped when the reader is slow, so on each one re-read Directory().
+	SubscribeDirectory() (<-chan struct{}, func())
 }
 
 // Config configures a Server.
@@ -56,19 +62,24 @@ func DefaultConfig() Config {
 
 // timing holds the intervals of the event stream; tests shorten them.
 type timing struct {
-	coalesce  time.Duration // wait this long after a change for more before sending
-	refresh   time.Duration // resend snapshots this often, so RTT changes show
-	keepAlive time.Duration // send a comment line this often
-	retry     time.Duration // tell EventSource to reconnect after this long
-	write     time.Duration // give up on a client that takes longer to accept a write
+	coalesce time.Duration // wait this long after a change for more before sending
+	// coalesceDirectory is coalesce for the directory feed: a node coming
+	// or going changes several records in a burst (its own and its
+	// neighbours'), and each snapshot is the whole directory.
+	coalesceDirectory time.Duration
+	refresh           time.Duration // resend snapshots this often, so RTT changes show
+	keepAlive         time.Duration // send a comment line this often
+	retry             time.Duration // tell EventSource to reconnect after this long
+	write             time.Duration // give up on a client that takes longer to accept a write
 }
 
 var defaultTiming = timing{
-	coalesce:  100 * time.Millisecond,
-	refresh:   5 * time.Second,
-	keepAlive: 15 * time.Second,
-	retry:     2 * time.Second,
-	write:     10 * time.Second,
+	coalesce:          100 * time.Millisecond,
+	coalesceDirectory: 200 * time.Millisecond,
+	refresh:           5 * time.Second,
+	keepAlive:         15 * time.Second,
+	retry:             2 * time.Second,
+	write:             10 * time.Second,
 }
 
 // Server is the web UI of one node. It is safe for concurrent use.

@@ -3,12 +3,13 @@ import { apply, lang, setLang, onLangChange, t } from './i18n/index.js';
 import { getJSON, EventStream } from './api.js';
 import { h, shortID } from './dom.js';
 import peers from './views/peers.js';
+import mesh from './views/mesh.js';
 
 // views is the registry of the UI's views, in nav order. A view is a module
 // whose default export is {id, title (an i18n key), mount(root, ctx) →
 // cleanup}. Adding a view is adding it here; it gets a nav entry and the
 // route #/id.
-const views = [peers];
+const views = [peers, mesh];
 
 const $ = (sel) => document.querySelector(sel);
 const events = new EventStream('api/events');

@@ -1,6 +1,7 @@
 // The peers view: the node's live links, from the "peers" event.
 import { h, shortID } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
+import { formatSince } from '../format.js';
 
 // formatRTT shows a round-trip time in milliseconds.
 function formatRTT(ms) {
@@ -15,21 +16,6 @@ function rttClass(ms) {
   if (ms < 50) return 'rtt-good';
   if (ms < 200) return 'rtt-fair';
   return 'rtt-poor';
-}
-
-// formatSince says how long ago a link came up, e.g. "5 minutes ago".
-function formatSince(iso, now) {
-  const when = new Date(iso);
-  if (Number.isNaN(when.getTime()) || when.getFullYear() < 2000) return ['—', ''];
-  const secs = Math.round((when.getTime() - now) / 1000);
-  const rtf = new Intl.RelativeTimeFormat(locale(), { numeric: 'auto' });
-  const abs = Math.abs(secs);
-  let text;
-  if (abs < 60) text = rtf.format(secs, 'second');
-  else if (abs < 3600) text = rtf.format(Math.round(secs / 60), 'minute');
-  else if (abs < 86400) text = rtf.format(Math.round(secs / 3600), 'hour');
-  else text = rtf.format(Math.round(secs / 86400), 'day');
-  return [text, when.toLocaleString(locale())];
 }
 
 function row(p, now) {
