@@ -29,6 +29,30 @@ type relayFrame struct {
 	Msg  json.RawMessage `json:"m"`
 }
 
+// maxRelayFrame bounds a relay frame: a signal message and a path.
+const maxRelayFrame = signal.MaxMessageSize*2 + maxPath*(idLen+4) + 64
+
+// decodeRelay parses a relay frame that from passed to self.
+func decodeRelay(b []byte, self, from ID) (relayFrame, error) {
+	var f relayFrame
+	if len(b) > maxRelayFrame {
+		return f, errors.New("relay frame over the size limit")
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("bad relay frame: %w", err)
+	}
+	if len(f.Path) < 2 || len(f.Path) > maxPath || f.Hop < 1 || f.Hop >= len(f.Path) ||
+		f.Path[f.Hop] != self || f.Path[f.Hop-1] != from {
+		return f, errors.New("bad relay path")
+	}
+	for _, id := range f.Path {
+		if _, err := ParseID(string(id)); err != nil {
+			return f, fmt.Errorf("bad relay path: %w", err)
+		}
+	}
+	return f, nil
+}
+
 // routes remembers, for nodes that signaled us through the mesh, the path
 // back, so that the answer can follow it even before the directory knows
 // the sender.
@@ -129,21 +153,10 @@ func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error 
 // handleRelay passes a relayed signal on, or hands it to the transport
 // when this node is the destination.
 func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
-	var f relayFrame
-	if len(msg.Payload) > signal.MaxMessageSize+maxPath*(idLen+4)+64 {
-		n.penalize(msg.From, "relay frame over the size limit")
+	f, err := decodeRelay(msg.Payload, n.id, msg.From)
+	if err != nil {
+		n.penalize(msg.From, err.Error())
 		return nil, nil
-	}
-	if err := json.Unmarshal(msg.Payload, &f); err != nil || len(f.Path) < 2 || len(f.Path) > maxPath ||
-		f.Hop < 1 || f.Hop >= len(f.Path) || f.Path[f.Hop] != n.id || f.Path[f.Hop-1] != msg.From {
-		n.penalize(msg.From, "bad relay frame")
-		return nil, nil
-	}
-	for _, id := range f.Path {
-		if _, err := ParseID(string(id)); err != nil {
-			n.penalize(msg.From, "bad relay path")
-			return nil, nil
-		}
 	}
 	if f.Hop < len(f.Path)-1 {
 		next := f.Path[f.Hop+1]

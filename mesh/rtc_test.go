@@ -79,6 +79,7 @@ type rtcOpts struct {
 	manual    bool
 	ident     *mesh.Identity
 	name      string
+	configure func(*mesh.Config)
 }
 
 // rtcNode runs a node over real WebRTC on loopback until the test ends or
@@ -101,6 +102,9 @@ func rtcNode(t testing.TB, signalURL string, o rtcOpts) (*mesh.Node, func()) {
 	cfg.RTC.LoopbackOnly = true
 	cfg.MaintainInterval = 300 * time.Millisecond
 	cfg.Logger = testLogger(t)
+	if o.configure != nil {
+		o.configure(&cfg)
+	}
 	n, err := mesh.NewNode(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,409 @@
+package mesh_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// Knobs of BenchmarkBroadcast, after -args:
+//
+//	go test -run '^$' -bench BenchmarkBroadcast -benchtime 1x ./mesh/ -args -bcast.nodes=200
+var (
+	bcastNodes   = flag.Int("bcast.nodes", 500, "BenchmarkBroadcast: nodes at the start")
+	bcastMsgs    = flag.Int("bcast.msgs", 100, "BenchmarkBroadcast: measured broadcasts")
+	bcastWarmup  = flag.Int("bcast.warmup", 30, "BenchmarkBroadcast: broadcasts before measuring, so that the tree forms")
+	bcastRate    = flag.Float64("bcast.rate", 10, "BenchmarkBroadcast: broadcasts per second")
+	bcastLatency = flag.Duration("bcast.latency", 5*time.Millisecond, "BenchmarkBroadcast: one-way delay of every frame on every link")
+	bcastPayload = flag.Int("bcast.payload", 256, "BenchmarkBroadcast: payload bytes per broadcast")
+	bcastSeed    = flag.Uint64("bcast.seed", 1, "BenchmarkBroadcast: seed of the choice of origins and of the nodes that leave")
+)
+
+const (
+	bcastWarmTopic  = "bench/warm"
+	bcastMeasured   = "bench/bc"
+	bcastDeliverMax = time.Minute // a message not everywhere by then is lost
+)
+
+// bcastConfig sets the timers of the nodes of BenchmarkBroadcast. The
+// broadcast timers (IHaveInterval, GraftTimeout, GraftRetry) keep their
+// defaults: they are what is measured. The rest keeps 500 nodes in one
+// process from spending the run on directory traffic, each record of
+// which every node verifies (an ECDSA signature):
+//   - RecordRefresh 10 min, RecordTTL 30 min: no periodic re-advertising
+//     and no expiry during a run; records are issued only when a node's
+//     links change (RecordDebounce stays 300 ms).
+//   - ReplaceInterval -1: no exploring, so the graph changes only by the
+//     churn and the maintainer's refills and trims.
+//   - MaintainInterval 500 ms (meshtest's default is 200 ms).
+func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
+	return func(c *mesh.Config) {
+		c.BroadcastMode = mode
+		c.MaintainInterval = 500 * time.Millisecond
+		c.ReplaceInterval = -1
+		c.RecordRefresh = 10 * time.Minute
+		c.RecordTTL = 30 * time.Minute
+	}
+}
+
+// BenchmarkBroadcast measures Plumtree against plain flooding on an
+// in-memory network of -bcast.nodes real nodes (500) with a one-way delay
+// of -bcast.latency (5 ms) on every frame. After the links settle and a
+// warm-up stream (-bcast.warmup broadcasts) has let the tree form, it
+// sends -bcast.msgs broadcasts (100) at -bcast.rate per second (10), each
+// from a random node that stays online. With churn=10%, 10% of the nodes
+// leave (meshtest's Kill) and as many new nodes join, spread evenly over
+// the measured stream.
+//
+// Figures are over the nodes online for the whole run ("stable"), and the
+// benchmark fails unless each of them got every measured message exactly
+// once; no node, stable or not, may get any message twice:
+//   - delivery-ratio: (stable node, message) pairs delivered / expected.
+//   - copies/node/msg: full copies of the measured topic received by stable
+//     nodes (TopicStats.Received) / expected pairs; 1.0 is a perfect tree.
+//   - p50-ms, p99-ms: time from the Broadcast call to the handler, over the
+//     delivered pairs (the benchmark's own clock, not the ms-grained Sent).
+//   - hops-p50, hops-max: BroadcastMsg.Hops of those deliveries.
+//   - links/node: mean links per node when the measured stream starts.
+//   - grafts/msg: GRAFTs sent by stable nodes during the stream, all
+//     topics (with churn, directory records travel too), per message.
+//   - heap-MiB, goroutines: after the links settle (runtime.GC first).
+//
+// ns/op is meaningless (one run is minutes of set-up) and reported as 0;
+// run with -benchtime 1x.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		mode mesh.BroadcastMode
+	}{{"plumtree", mesh.PlumtreeMode}, {"flood", mesh.FloodMode}} {
+		b.Run("mode="+mode.name, func(b *testing.B) {
+			for _, churn := range []struct {
+				name string
+				frac float64
+			}{{"0", 0}, {"10%", 0.1}} {
+				b.Run("churn="+churn.name, func(b *testing.B) {
+					runBroadcastBench(b, mode.mode, churn.frac)
+				})
+			}
+		})
+	}
+}
+
+// bcastKey is one delivery: node index, message.
+type bcastKey struct {
+	node int
+	msg  mesh.MsgID
+}
+
+type bcastDelivery struct {
+	at   time.Time
+	hops int
+}
+
+// bcastRecorder notes every handler call of every node.
+type bcastRecorder struct {
+	mu     sync.Mutex
+	stable []bool // by node index; fixed before any broadcast
+	got    map[bcastKey]bcastDelivery
+	calls  map[bcastKey]int
+	dups   []string
+	// firsts counts first deliveries to stable nodes, by topic.
+	firsts map[string]int
+}
+
+func newBcastRecorder() *bcastRecorder {
+	return &bcastRecorder{got: map[bcastKey]bcastDelivery{}, calls: map[bcastKey]int{}, firsts: map[string]int{}}
+}
+
+// watch registers the handlers of node index idx.
+func (r *bcastRecorder) watch(n *mesh.Node, idx int) {
+	for _, topic := range []string{bcastWarmTopic, bcastMeasured} {
+		n.HandleBroadcast(topic, func(m mesh.BroadcastMsg) {
+			now := time.Now()
+			k := bcastKey{idx, m.ID}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.calls[k]++
+			if r.calls[k] > 1 {
+				r.dups = append(r.dups, fmt.Sprintf("node %d (%s) got %s %d times, last from %s after %d hops",
+					idx, n.Name(), m.ID, r.calls[k], m.From.Short(), m.Hops))
+				return
+			}
+			r.got[k] = bcastDelivery{at: now, hops: m.Hops}
+			if idx < len(r.stable) && r.stable[idx] {
+				r.firsts[topic]++
+			}
+		})
+	}
+}
+
+func (r *bcastRecorder) count(topic string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.firsts[topic]
+}
+
+// bcastSent is one broadcast of the stream.
+type bcastSent struct {
+	id     mesh.MsgID
+	origin int
+	at     time.Time
+}
+
+func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
+	nNodes, nMsgs := *bcastNodes, *bcastMsgs
+	nChurn := int(math.Round(churn * float64(nNodes)))
+	if nMsgs < 1 || nNodes < 2+nChurn {
+		b.Fatalf("need at least one message and more nodes than leave")
+	}
+	rng := rand.New(rand.NewPCG(*bcastSeed, 0))
+	nw := meshtest.NewNetwork()
+	nw.Latency = *bcastLatency
+	configure := bcastConfig(mode)
+	rec := newBcastRecorder()
+	var nodes []*mesh.Node // every node made; the index is the recorder's
+	add := func(name string) *mesh.Node {
+		n := nw.NewNode(b, name, meshtest.Options{Configure: configure})
+		rec.watch(n, len(nodes))
+		nodes = append(nodes, n)
+		return n
+	}
+	// Take every node off the network before the nodes' own clean-ups
+	// stop them one by one, so that the survivors do not spend that time
+	// relinking and re-advertising.
+	defer func() {
+		for _, n := range nodes {
+			nw.Kill(n.ID())
+		}
+	}()
+
+	setup := time.Now()
+	for i := range nNodes {
+		add(fmt.Sprintf("n%03d", i))
+	}
+	// The nodes that will leave are chosen now, so that the origins can
+	// be nodes that stay: an origin that dies at once may take its message
+	// with it, which says nothing of the broadcast.
+	leave := rng.Perm(nNodes)[:nChurn]
+	rec.mu.Lock()
+	rec.stable = make([]bool, nNodes)
+	for i := range rec.stable {
+		rec.stable[i] = true
+	}
+	for _, i := range leave {
+		rec.stable[i] = false
+	}
+	rec.mu.Unlock()
+	var stable []int
+	for i := range nNodes {
+		if rec.stable[i] {
+			stable = append(stable, i)
+		}
+	}
+
+	bcastPoll(b, 3*time.Minute, "every node at 3 or more links in a connected mesh", func() bool {
+		for _, n := range nodes {
+			if len(n.Peers()) < 3 {
+				return false
+			}
+		}
+		return connected(nodes)
+	})
+	bcastSettle(b, nodes, 3*time.Second, 3*time.Minute)
+	setupTime := time.Since(setup)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	goroutines := runtime.NumGoroutine()
+	b.Logf("%d nodes linked and settled in %v; heap in use %.0f MiB (%.0f KiB/node), %d goroutines",
+		nNodes, setupTime.Round(time.Millisecond), float64(ms.HeapInuse)/(1<<20), float64(ms.HeapInuse)/1024/float64(nNodes), goroutines)
+
+	ctx := context.Background()
+	payload := make([]byte, *bcastPayload)
+	interval := time.Duration(float64(time.Second) / *bcastRate)
+	stream := func(topic string, k int, perTick func(i int)) []bcastSent {
+		sent := make([]bcastSent, 0, k)
+		t0 := time.Now()
+		for i := range k {
+			time.Sleep(time.Until(t0.Add(time.Duration(i) * interval)))
+			if perTick != nil {
+				perTick(i)
+			}
+			origin := stable[rng.IntN(len(stable))]
+			at := time.Now()
+			id, err := nodes[origin].Broadcast(ctx, topic, payload)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sent = append(sent, bcastSent{id: id, origin: origin, at: at})
+		}
+		return sent
+	}
+	waitAll := func(topic string, sent []bcastSent) {
+		want := len(sent) * (len(stable) - 1)
+		if bcastWaitCount(rec, topic, want, bcastDeliverMax) {
+			return
+		}
+		b.Fatalf("%s: %d of %d deliveries to nodes online throughout after %v:\n%s",
+			topic, rec.count(topic), want, bcastDeliverMax, bcastMissing(rec, nodes, stable, sent))
+	}
+
+	// Warm-up: the tree forms.
+	warm := stream(bcastWarmTopic, *bcastWarmup, nil)
+	waitAll(bcastWarmTopic, warm)
+	time.Sleep(time.Second)
+
+	// The measured stream.
+	var links float64
+	for _, n := range nodes {
+		links += float64(len(n.Peers()))
+	}
+	links /= float64(len(nodes))
+	sumStats := func() (copies, grafts uint64) {
+		for _, i := range stable {
+			copies += nodes[i].TopicStats(bcastMeasured).Received
+			grafts += nodes[i].BroadcastStats().Grafts
+		}
+		return copies, grafts
+	}
+	copies0, grafts0 := sumStats()
+	left, joined := 0, 0
+	sent := stream(bcastMeasured, nMsgs, func(i int) {
+		// Churn due by message i, spread evenly over the stream.
+		for ; left < (i+1)*nChurn/nMsgs; left++ {
+			nw.Kill(nodes[leave[left]].ID())
+		}
+		for ; joined < (i+1)*nChurn/nMsgs; joined++ {
+			add(fmt.Sprintf("j%03d", joined))
+		}
+	})
+	streamTime := time.Since(sent[0].at)
+	waitAll(bcastMeasured, sent)
+	// Let late copies (duplicates, answers to GRAFTs) arrive.
+	time.Sleep(2 * time.Second)
+	copies1, grafts1 := sumStats()
+
+	rec.mu.Lock()
+	dups := slices.Clone(rec.dups)
+	var lat, hops []float64
+	for _, s := range sent {
+		for _, i := range stable {
+			if i == s.origin {
+				continue
+			}
+			d := rec.got[bcastKey{i, s.id}]
+			lat = append(lat, float64(d.at.Sub(s.at))/float64(time.Millisecond))
+			hops = append(hops, float64(d.hops))
+		}
+	}
+	rec.mu.Unlock()
+	if len(dups) > 0 {
+		b.Fatalf("%d messages delivered more than once, e.g.:\n%s", len(dups), strings.Join(dups[:min(len(dups), 10)], "\n"))
+	}
+	pairs := float64(len(sent) * (len(stable) - 1))
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(len(lat))/pairs, "delivery-ratio")
+	b.ReportMetric(float64(copies1-copies0)/pairs, "copies/node/msg")
+	b.ReportMetric(bcastQuantile(lat, 0.5), "p50-ms")
+	b.ReportMetric(bcastQuantile(lat, 0.99), "p99-ms")
+	b.ReportMetric(bcastQuantile(hops, 0.5), "hops-p50")
+	b.ReportMetric(slices.Max(hops), "hops-max")
+	b.ReportMetric(links, "links/node")
+	b.ReportMetric(float64(grafts1-grafts0)/float64(len(sent)), "grafts/msg")
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
+	b.ReportMetric(float64(goroutines), "goroutines")
+	b.Logf("%d messages in %v to %d stable nodes (%d left, %d joined); latency max %.1f ms, hops p99 %.0f",
+		len(sent), streamTime.Round(time.Millisecond), len(stable), left, joined, slices.Max(lat), bcastQuantile(hops, 0.99))
+}
+
+// bcastPoll waits for cond, checking every 200 ms: asking 500 nodes for
+// their links is not free.
+func bcastPoll(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// bcastSettle waits until no node's links have changed for quiet.
+func bcastSettle(tb testing.TB, nodes []*mesh.Node, quiet, timeout time.Duration) {
+	tb.Helper()
+	snapshot := func() string {
+		var s strings.Builder
+		for _, n := range nodes {
+			for _, p := range n.Peers() {
+				s.WriteString(string(p.ID))
+			}
+			s.WriteByte('|')
+		}
+		return s.String()
+	}
+	last, since := snapshot(), time.Now()
+	bcastPoll(tb, timeout, "the links to settle", func() bool {
+		if s := snapshot(); s != last {
+			last, since = s, time.Now()
+		}
+		return time.Since(since) > quiet
+	})
+}
+
+// bcastWaitCount waits until want first deliveries of topic reached
+// stable nodes.
+func bcastWaitCount(r *bcastRecorder, topic string, want int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for r.count(topic) < want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+// bcastMissing describes the deliveries that did not happen.
+func bcastMissing(r *bcastRecorder, nodes []*mesh.Node, stable []int, sent []bcastSent) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var s strings.Builder
+	lines := 0
+	for k, m := range sent {
+		var miss []string
+		for _, i := range stable {
+			if _, ok := r.got[bcastKey{i, m.id}]; !ok && i != m.origin {
+				miss = append(miss, fmt.Sprintf("%s (%d links)", nodes[i].Name(), len(nodes[i].Peers())))
+			}
+		}
+		if len(miss) > 0 && lines < 20 {
+			fmt.Fprintf(&s, "message %d (%s, from %s): missing at %d nodes: %s\n",
+				k, m.id, nodes[m.origin].Name(), len(miss), strings.Join(miss[:min(len(miss), 8)], ", "))
+			lines++
+		}
+	}
+	return s.String()
+}
+
+// bcastQuantile is the q-quantile of v (nearest rank).
+func bcastQuantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
