@@ -11,6 +11,11 @@ import (
 // random node and then drops its worst-scoring link, so the mesh does not
 // settle on the first links it happened to make.
 
+// Penalize scores a peer down for bad input that a service rejected (a
+// forged message, say): a peer with many offences is the first link the
+// node drops when it explores.
+func (n *Node) Penalize(id ID, reason string) { n.penalize(id, reason) }
+
 // penalize scores a peer down for bad input: a malformed frame, a forged
 // record, a flood.
 func (n *Node) penalize(id ID, reason string) {

@@ -38,7 +38,7 @@ func (l slogLeveled) Debug(msg string)          { l.emit(slog.LevelDebug, msg) }
 func (l slogLeveled) Debugf(f string, a ...any) { l.emitf(slog.LevelDebug, f, a...) }
 func (l slogLeveled) Info(msg string)           { l.emit(slog.LevelDebug, msg) }
 func (l slogLeveled) Infof(f string, a ...any)  { l.emitf(slog.LevelDebug, f, a...) }
-func (l slogLeveled) Warn(msg string)           { l.emit(slog.LevelWarn, msg) }
-func (l slogLeveled) Warnf(f string, a ...any)  { l.emitf(slog.LevelWarn, f, a...) }
-func (l slogLeveled) Error(msg string)          { l.emit(slog.LevelError, msg) }
-func (l slogLeveled) Errorf(f string, a ...any) { l.emitf(slog.LevelError, f, a...) }
+func (l slogLeveled) Warn(msg string)           { l.emit(slog.LevelDebug, msg) }
+func (l slogLeveled) Warnf(f string, a ...any)  { l.emitf(slog.LevelDebug, f, a...) }
+func (l slogLeveled) Error(msg string)          { l.emit(slog.LevelWarn, msg) }
+func (l slogLeveled) Errorf(f string, a ...any) { l.emitf(slog.LevelWarn, f, a...) }

@@ -28,6 +28,7 @@ type Network struct {
 
 	mu    sync.Mutex
 	nodes map[mesh.ID]*Transport
+	group map[mesh.ID]int // partition group of each node; nil: none
 }
 
 // NewNetwork returns an empty network.
@@ -116,6 +117,46 @@ func (nw *Network) Kill(id mesh.ID) {
 	if t != nil {
 		t.closeAll(true)
 	}
+}
+
+// Partition splits the network: nodes in different groups lose their links
+// and cannot dial each other until Heal. Nodes in no group can reach
+// everyone.
+func (nw *Network) Partition(groups ...[]mesh.ID) {
+	nw.mu.Lock()
+	nw.group = make(map[mesh.ID]int)
+	for i, g := range groups {
+		for _, id := range g {
+			nw.group[id] = i + 1
+		}
+	}
+	var cut []*conn
+	for _, t := range nw.nodes {
+		t.mu.Lock()
+		for c := range t.conns {
+			if nw.apart(t.id, c.remote) {
+				cut = append(cut, c)
+			}
+		}
+		t.mu.Unlock()
+	}
+	nw.mu.Unlock()
+	for _, c := range cut {
+		c.Close()
+	}
+}
+
+// Heal ends a partition.
+func (nw *Network) Heal() {
+	nw.mu.Lock()
+	nw.group = nil
+	nw.mu.Unlock()
+}
+
+// apart reports whether a partition separates a and b; nw.mu is held.
+func (nw *Network) apart(a, b mesh.ID) bool {
+	ga, gb := nw.group[a], nw.group[b]
+	return ga != 0 && gb != 0 && ga != gb
 }
 
 // Freeze makes node id silent without closing its links: frames to and
@@ -215,8 +256,9 @@ func (t *Transport) Candidates(context.Context) ([]mesh.ID, error) {
 func (t *Transport) Dial(ctx context.Context, id mesh.ID) (mesh.Conn, error) {
 	t.nw.mu.Lock()
 	r := t.nw.nodes[id]
+	apart := t.nw.apart(t.id, id)
 	t.nw.mu.Unlock()
-	if r == nil {
+	if r == nil || apart {
 		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
 	}
 	r.mu.Lock()

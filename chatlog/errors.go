@@ -1,0 +1,31 @@
+package chatlog
+
+import "errors"
+
+// Errors that callers branch on. Every error that Decode returns wraps
+// ErrBadMessage; errors from Check wrap the sentinel named for the rule that
+// failed.
+var (
+	// ErrBadMessage is returned for input that is not a well-formed message:
+	// a peer that sends it is misbehaving.
+	ErrBadMessage = errors.New("chatlog: bad message")
+	// ErrBadSignature is returned when a message's signature does not verify
+	// against its key. Such an error also wraps ErrBadMessage.
+	ErrBadSignature = errors.New("chatlog: bad signature")
+	// ErrUnknownKind is returned by Check for a kind this version does not
+	// know. A newer peer may send it; it is dropped, not held against the peer.
+	ErrUnknownKind = errors.New("chatlog: unknown message kind")
+	// ErrTooLarge is returned for a body over MaxBody or an encoding over
+	// MaxEncoded.
+	ErrTooLarge = errors.New("chatlog: message too large")
+	// ErrFuture is returned by Check for a message stamped more than
+	// MaxSkew ahead of the receiver's clock. It may be valid later.
+	ErrFuture = errors.New("chatlog: message from the future")
+	// ErrBurn is returned by Store.Put for a message of a burn-after-read
+	// channel: such messages are never written to disk.
+	ErrBurn = errors.New("chatlog: burn-after-read channel is not stored")
+	// ErrBadChannel is returned for a channel whose ID does not match its
+	// owner, name and nonce, or whose name is not allowed, and for a string
+	// that is not a channel ID.
+	ErrBadChannel = errors.New("chatlog: bad channel")
+)

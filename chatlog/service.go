@@ -1,0 +1,842 @@
+package chatlog
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// The chat service over the mesh:
+//
+//   - Live: every new message is broadcast on topic "chat/1" (one topic
+//     for all channels; nodes not in a channel pass its messages on and
+//     ignore them).
+//   - Discovery: a node advertises the channels it has joined in its
+//     directory record (resource "chat").
+//   - History: two nodes that share a channel reconcile the messages in
+//     the overlap of their storage ranges (protocol "chat/sync/1"), with
+//     range-based set reconciliation, then send each other only what is
+//     missing. Burn channels are never synced.
+
+const (
+	liveTopic = "chat/1"
+	syncProto = "chat/sync/1"
+	resource  = "chat"
+
+	// maxBurnLive bounds the unread burn messages kept in memory per channel.
+	maxBurnLive = 1000
+	// maxSessions bounds the reconciliations this node answers at once.
+	maxSessions = 64
+	// syncBatch bounds the bytes of messages in one sync frame.
+	syncBatch = 192 << 10
+	// maxAdvertised bounds the channels advertised in the directory.
+	maxAdvertised = 8
+)
+
+// Mesh is what the chat service needs of the mesh node.
+type Mesh interface {
+	ID() mesh.ID
+	Name() string
+	Handle(proto string, h mesh.Handler)
+	HandleBroadcast(topic string, h mesh.BroadcastHandler)
+	Broadcast(ctx context.Context, topic string, payload []byte) (mesh.MsgID, error)
+	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
+	Directory() []mesh.Record
+	Lookup(id mesh.ID) (mesh.Record, bool)
+	SetResource(service string, summary any) error
+	Peers() []mesh.PeerInfo
+	SubscribePeers() (<-chan mesh.PeerEvent, func())
+	Expand(ctx context.Context, ids ...mesh.ID) error
+	Penalize(id mesh.ID, reason string)
+}
+
+// ServiceConfig configures a Service.
+type ServiceConfig struct {
+	// Identity signs this node's messages; it must be the mesh node's.
+	Identity *mesh.Identity
+	// DefaultRange is the storage range of a newly joined channel.
+	DefaultRange Range
+	// SyncInterval is how often each joined channel is reconciled with a
+	// random peer that holds it.
+	SyncInterval time.Duration
+	// SyncTimeout bounds one reconciliation.
+	SyncTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// DefaultServiceConfig returns the settings for a real node.
+func DefaultServiceConfig() ServiceConfig {
+	return ServiceConfig{
+		DefaultRange: Range{Days: 30},
+		SyncInterval: time.Minute,
+		SyncTimeout:  30 * time.Second,
+	}
+}
+
+// Service is a node's channel chat.
+type Service struct {
+	cfg   ServiceConfig
+	mesh  Mesh
+	store *Store
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	burnLive map[ChannelID][]*Message // unread burn messages, oldest first
+	subs     map[chan Event]struct{}
+	sessions map[string]*responder
+	syncing  map[syncKey]bool
+}
+
+type syncKey struct {
+	ch   ChannelID
+	peer mesh.ID
+}
+
+// NewService makes the chat service of a node and registers its protocols.
+func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
+	if cfg.Identity == nil || cfg.Identity.ID != m.ID() {
+		return nil, errors.New("chatlog: ServiceConfig.Identity must be the node's")
+	}
+	d := DefaultServiceConfig()
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = d.SyncInterval
+	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = d.SyncTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		cfg: cfg, mesh: m, store: store, log: cfg.Logger.With("service", "chat"),
+		burnLive: make(map[ChannelID][]*Message),
+		subs:     make(map[chan Event]struct{}),
+		sessions: make(map[string]*responder),
+		syncing:  make(map[syncKey]bool),
+	}
+	m.HandleBroadcast(liveTopic, s.onLive)
+	m.Handle(syncProto, mesh.HandlerFunc(s.handleSync))
+	return s, s.advertise()
+}
+
+// Serve syncs channels with peers as they come and periodically, until
+// ctx ends.
+func (s *Service) Serve(ctx context.Context) error {
+	events, stop := s.mesh.SubscribePeers()
+	defer stop()
+	t := time.NewTicker(s.cfg.SyncInterval)
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, p := range s.mesh.Peers() {
+		s.syncWithPeer(ctx, &wg, p.ID)
+	}
+	for {
+		select {
+		case e := <-events:
+			if e.Kind == mesh.PeerUp {
+				s.syncWithPeer(ctx, &wg, e.Peer.ID)
+			}
+		case <-t.C:
+			s.syncRound(ctx, &wg)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// SubscribeChat returns a channel of chat events and a cancel func; events
+// are dropped when the reader falls behind.
+func (s *Service) SubscribeChat() (<-chan Event, func()) {
+	c := make(chan Event, 256)
+	s.mu.Lock()
+	s.subs[c] = struct{}{}
+	s.mu.Unlock()
+	var once sync.Once
+	return c, func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.subs, c)
+			s.mu.Unlock()
+		})
+	}
+}
+
+func (s *Service) publish(e Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.subs {
+		select {
+		case c <- e:
+		default:
+		}
+	}
+}
+
+// advert is one channel in this node's directory record.
+type advert struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Owner string `json:"owner"`
+	Nonce string `json:"nonce"`
+	Burn  bool   `json:"burn,omitempty"`
+	// Setting is the owner's newest signed setting, so that a joiner can
+	// check the burn flag; base64 of the encoded message.
+	Setting string `json:"setting,omitempty"`
+}
+
+// advertise puts the joined channels into the directory record.
+func (s *Service) advertise() error {
+	chs, err := s.store.Channels()
+	if err != nil {
+		return err
+	}
+	var ads []advert
+	for _, c := range chs {
+		if !c.Joined || len(ads) == maxAdvertised {
+			continue
+		}
+		a := advert{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), Nonce: base64.RawStdEncoding.EncodeToString(c.Nonce), Burn: c.Burn}
+		if c.Burn {
+			if m := s.newestSetting(c.ID); m != nil {
+				a.Setting = base64.RawStdEncoding.EncodeToString(m.Encode())
+			}
+		}
+		ads = append(ads, a)
+	}
+	return s.mesh.SetResource(resource, map[string]any{"channels": ads})
+}
+
+// newestSetting finds the owner's newest setting message of a channel.
+func (s *Service) newestSetting(ch ChannelID) *Message {
+	ms, err := s.store.List(ch, 0, 500)
+	if err != nil {
+		return nil
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		if ms[i].Kind == KindSetting {
+			return ms[i]
+		}
+	}
+	return nil
+}
+
+// adverts reads the channels a directory record advertises.
+func adverts(r mesh.Record) []advert {
+	raw, ok := r.Resources[resource]
+	if !ok {
+		return nil
+	}
+	var v struct {
+		Channels []advert `json:"channels"`
+	}
+	if json.Unmarshal(raw, &v) != nil {
+		return nil
+	}
+	return v.Channels
+}
+
+// discover finds the channel id among the online nodes' adverts.
+func (s *Service) discover(id ChannelID) (Channel, []mesh.ID, bool) {
+	var found Channel
+	ok := false
+	var holders []mesh.ID
+	for _, r := range s.mesh.Directory() {
+		for _, a := range adverts(r) {
+			if a.ID != id.String() {
+				continue
+			}
+			if r.ID != s.mesh.ID() {
+				holders = append(holders, r.ID)
+			}
+			if ok {
+				continue
+			}
+			nonce, err := base64.RawStdEncoding.DecodeString(a.Nonce)
+			if err != nil {
+				continue
+			}
+			c := Channel{ID: id, Name: a.Name, Owner: mesh.ID(a.Owner), Nonce: nonce}
+			if c.Verify() != nil {
+				continue
+			}
+			if a.Setting != "" {
+				if b, err := base64.RawStdEncoding.DecodeString(a.Setting); err == nil {
+					if m, err := Decode(b); err == nil && m.Kind == KindSetting && m.Author == c.Owner && m.Channel == id {
+						var st Settings
+						if json.Unmarshal(m.Body, &st) == nil {
+							c.Burn, c.SettingTime = st.Burn, m.Time
+						}
+					}
+				}
+			}
+			found, ok = c, true
+		}
+	}
+	return found, holders, ok
+}
+
+// Channels lists the channels this node has joined or knows, and the ones
+// online nodes advertise.
+func (s *Service) Channels(ctx context.Context) ([]ChannelInfo, error) {
+	chs, err := s.store.Channels()
+	if err != nil {
+		return nil, err
+	}
+	members := map[string]int{}
+	infos := map[string]ChannelInfo{}
+	for _, r := range s.mesh.Directory() {
+		for _, a := range adverts(r) {
+			members[a.ID]++
+			if _, ok := infos[a.ID]; !ok {
+				infos[a.ID] = ChannelInfo{ID: a.ID, Name: a.Name, Owner: a.Owner, Burn: a.Burn}
+			}
+		}
+	}
+	for _, c := range chs {
+		infos[c.ID.String()] = ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), Joined: c.Joined, Burn: c.Burn, Range: c.Range}
+	}
+	out := make([]ChannelInfo, 0, len(infos))
+	for id, ci := range infos {
+		ci.Members = members[id]
+		ci.OwnerName = s.name(mesh.ID(ci.Owner))
+		out = append(out, ci)
+	}
+	slices.SortFunc(out, func(a, b ChannelInfo) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+func (s *Service) name(id mesh.ID) string {
+	if id == s.mesh.ID() {
+		return s.mesh.Name()
+	}
+	if r, ok := s.mesh.Lookup(id); ok {
+		return r.Name
+	}
+	return id.Short()
+}
+
+// CreateChannel makes a channel owned by this node and joins it.
+func (s *Service) CreateChannel(ctx context.Context, name string, burn bool) (ChannelInfo, error) {
+	name = strings.TrimSpace(name)
+	c := NewChannel(s.mesh.ID(), name)
+	if err := c.Verify(); err != nil {
+		return ChannelInfo{}, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+	}
+	c.Joined, c.Range = true, s.cfg.DefaultRange
+	if err := s.store.PutChannel(c); err != nil {
+		return ChannelInfo{}, err
+	}
+	if burn {
+		if err := s.setBurn(ctx, c.ID, true); err != nil {
+			return ChannelInfo{}, err
+		}
+	}
+	if err := s.advertise(); err != nil {
+		return ChannelInfo{}, err
+	}
+	s.publish(Event{Type: "channel", Channel: c.ID.String()})
+	c, _, _ = s.store.Channel(c.ID)
+	return s.info(c), nil
+}
+
+func (s *Service) info(c Channel) ChannelInfo {
+	return ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), OwnerName: s.name(c.Owner),
+		Joined: c.Joined, Burn: c.Burn, Range: c.Range}
+}
+
+func (s *Service) channel(id string) (Channel, error) {
+	cid, err := ParseChannelID(id)
+	if err != nil {
+		return Channel{}, fmt.Errorf("%w: %v", ErrUnknownChannel, err)
+	}
+	c, ok, err := s.store.Channel(cid)
+	if err != nil {
+		return Channel{}, err
+	}
+	if !ok {
+		return Channel{}, ErrUnknownChannel
+	}
+	return c, nil
+}
+
+func (s *Service) joined(id string) (Channel, error) {
+	c, err := s.channel(id)
+	if err != nil {
+		return c, err
+	}
+	if !c.Joined {
+		return c, ErrNotJoined
+	}
+	return c, nil
+}
+
+// Join joins a channel that this node knows or an online node advertises,
+// and fetches its history from the nodes that hold it.
+func (s *Service) Join(ctx context.Context, id string) error {
+	cid, err := ParseChannelID(id)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownChannel, err)
+	}
+	c, ok, err := s.store.Channel(cid)
+	if err != nil {
+		return err
+	}
+	found, holders, seen := s.discover(cid)
+	if !ok {
+		if !seen {
+			return ErrUnknownChannel
+		}
+		c, c.Range = found, s.cfg.DefaultRange
+	}
+	if found.SettingTime > c.SettingTime {
+		c.Burn, c.SettingTime = found.Burn, found.SettingTime
+	}
+	c.Joined = true
+	if err := s.store.PutChannel(c); err != nil {
+		return err
+	}
+	if err := s.advertise(); err != nil {
+		return err
+	}
+	s.publish(Event{Type: "channel", Channel: id})
+	if !c.Burn && len(holders) > 0 {
+		go s.fetchHistory(context.WithoutCancel(ctx), cid, holders)
+	}
+	return nil
+}
+
+// fetchHistory syncs a channel with a few of the nodes that hold it,
+// asking the mesh for temporary links to those not linked.
+func (s *Service) fetchHistory(ctx context.Context, ch ChannelID, holders []mesh.ID) {
+	rand.Shuffle(len(holders), func(i, j int) { holders[i], holders[j] = holders[j], holders[i] })
+	holders = holders[:min(len(holders), 3)]
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+	defer cancel()
+	if err := s.mesh.Expand(ctx, holders...); err != nil {
+		s.log.Debug("history: extra links", "err", err)
+	}
+	for _, h := range holders {
+		if err := s.syncChannel(ctx, ch, h); err != nil {
+			s.log.Info("history sync failed", "channel", ch, "peer", h.Short(), "err", err)
+		}
+	}
+}
+
+// Leave leaves a channel; its stored history stays until pruned.
+func (s *Service) Leave(ctx context.Context, id string) error {
+	c, err := s.channel(id)
+	if err != nil {
+		return err
+	}
+	c.Joined = false
+	if err := s.store.PutChannel(c); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.burnLive, c.ID)
+	s.mu.Unlock()
+	s.publish(Event{Type: "channel", Channel: id})
+	return s.advertise()
+}
+
+// Messages lists a channel's text messages, newest last.
+func (s *Service) Messages(ctx context.Context, id string, before time.Time, limit int) ([]MessageView, error) {
+	c, err := s.channel(id)
+	if err != nil {
+		return nil, err
+	}
+	if c.Burn {
+		s.mu.Lock()
+		live := slices.Clone(s.burnLive[c.ID])
+		s.mu.Unlock()
+		out := make([]MessageView, 0, len(live))
+		for _, m := range live {
+			out = append(out, s.view(m, false, false, true))
+		}
+		return out, nil
+	}
+	var b int64
+	if !before.IsZero() {
+		b = before.UnixMilli()
+	}
+	out := []MessageView{}
+	// Page over stored messages until limit text messages are found.
+	for len(out) < limit {
+		ms, err := s.store.List(c.ID, b, limit)
+		if err != nil {
+			return nil, err
+		}
+		var page []MessageView
+		for _, m := range ms {
+			if m.Kind != KindText {
+				continue
+			}
+			retracted, _ := s.store.Retracted(m.ID)
+			marked, _ := s.store.Marked(m.ID)
+			page = append(page, s.view(m, retracted, marked, false))
+		}
+		out = append(page, out...)
+		if len(ms) < limit {
+			break
+		}
+		b = ms[0].Time
+		if len(ms) > 0 && ms[0].Time == ms[len(ms)-1].Time {
+			break // a page of one instant: stop rather than loop
+		}
+	}
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
+	v := MessageView{
+		ID: m.ID.String(), Channel: m.Channel.String(), Author: string(m.Author), AuthorName: s.name(m.Author),
+		Time: m.When().UTC(), Retracted: retracted, Marked: marked, Burn: burn, Mine: m.Author == s.mesh.ID(),
+	}
+	if !retracted {
+		v.Text = string(m.Body)
+	}
+	return v
+}
+
+// Post writes a text message to a joined channel. For a normal channel it
+// returns once the message is durably stored; for a burn channel it is
+// only sent live.
+func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
+	c, err := s.joined(id)
+	if err != nil {
+		return MessageView{}, err
+	}
+	if strings.TrimSpace(text) == "" || len(text) > MaxBody || !utf8.ValidString(text) {
+		return MessageView{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
+	}
+	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, time.Now())
+	if err != nil {
+		return MessageView{}, err
+	}
+	if c.Burn {
+		s.keepBurn(m)
+	} else if _, err := s.store.Put(ctx, m); err != nil {
+		return MessageView{}, err
+	}
+	s.send(ctx, m)
+	v := s.view(m, false, false, c.Burn)
+	s.publish(Event{Type: "message", Channel: id, Message: &v})
+	return v, nil
+}
+
+// send broadcasts a message live.
+func (s *Service) send(ctx context.Context, m *Message) {
+	if _, err := s.mesh.Broadcast(ctx, liveTopic, m.Encode()); err != nil {
+		s.log.Warn("broadcast message", "err", err)
+	}
+}
+
+func (s *Service) keepBurn(m *Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := s.burnLive[m.Channel]
+	for _, o := range live {
+		if o.ID == m.ID {
+			return
+		}
+	}
+	if len(live) >= maxBurnLive {
+		live = live[1:]
+	}
+	s.burnLive[m.Channel] = append(live, m)
+}
+
+// Read forgets a burn message once the user has seen it.
+func (s *Service) Read(ctx context.Context, id, msgID string) error {
+	c, err := s.channel(id)
+	if err != nil {
+		return err
+	}
+	mid, err := ParseID(msgID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownMessage, err)
+	}
+	if !c.Burn {
+		return nil // only burn messages vanish when read
+	}
+	s.mu.Lock()
+	live := s.burnLive[c.ID]
+	i := slices.IndexFunc(live, func(m *Message) bool { return m.ID == mid })
+	if i >= 0 {
+		s.burnLive[c.ID] = slices.Delete(live, i, i+1)
+	}
+	s.mu.Unlock()
+	if i < 0 {
+		return ErrUnknownMessage
+	}
+	s.publish(Event{Type: "burned", Channel: id, ID: msgID})
+	return nil
+}
+
+// Retract withdraws one of this node's messages everywhere.
+func (s *Service) Retract(ctx context.Context, id, msgID string) error {
+	c, err := s.joined(id)
+	if err != nil {
+		return err
+	}
+	mid, err := ParseID(msgID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownMessage, err)
+	}
+	orig, ok, err := s.store.Get(mid)
+	if err != nil {
+		return err
+	}
+	if !ok || orig.Channel != c.ID {
+		return ErrUnknownMessage
+	}
+	if orig.Author != s.mesh.ID() {
+		return ErrNotAuthor
+	}
+	m, err := NewMessage(s.cfg.Identity, c.ID, KindRetract, nil, mid, time.Now())
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.Put(ctx, m); err != nil {
+		return err
+	}
+	s.send(ctx, m)
+	s.publish(Event{Type: "retract", Channel: id, ID: msgID})
+	return nil
+}
+
+// Mark keeps (on) or releases a message regardless of the storage range.
+func (s *Service) Mark(ctx context.Context, id, msgID string, on bool) error {
+	c, err := s.channel(id)
+	if err != nil {
+		return err
+	}
+	mid, err := ParseID(msgID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnknownMessage, err)
+	}
+	m, ok, err := s.store.Get(mid)
+	if err != nil {
+		return err
+	}
+	if !ok || m.Channel != c.ID {
+		return ErrUnknownMessage
+	}
+	return s.store.SetMark(mid, on)
+}
+
+// SetSettings changes this device's storage range and, for the owner, the
+// channel's burn setting. Nil leaves a setting as it is.
+func (s *Service) SetSettings(ctx context.Context, id string, r *Range, burn *bool) error {
+	c, err := s.channel(id)
+	if err != nil {
+		return err
+	}
+	if r != nil {
+		if r.Days < 0 || r.Count < 0 {
+			return fmt.Errorf("%w: range must not be negative", ErrInvalidInput)
+		}
+		c.Range = *r
+		if err := s.store.PutChannel(c); err != nil {
+			return err
+		}
+		if _, err := s.store.Prune(c.ID, c.Range, time.Now()); err != nil {
+			return err
+		}
+	}
+	if burn != nil && *burn != c.Burn {
+		if c.Owner != s.mesh.ID() {
+			return ErrNotOwner
+		}
+		if err := s.setBurn(ctx, c.ID, *burn); err != nil {
+			return err
+		}
+		if err := s.advertise(); err != nil {
+			return err
+		}
+	}
+	s.publish(Event{Type: "channel", Channel: id})
+	return nil
+}
+
+// setBurn signs and sends the owner's burn setting.
+func (s *Service) setBurn(ctx context.Context, ch ChannelID, on bool) error {
+	body, _ := json.Marshal(Settings{Burn: on})
+	m, err := NewMessage(s.cfg.Identity, ch, KindSetting, body, ID{}, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := s.applySetting(ctx, m); err != nil {
+		return err
+	}
+	s.send(ctx, m)
+	return nil
+}
+
+// applySetting takes an owner's verified setting message.
+func (s *Service) applySetting(ctx context.Context, m *Message) error {
+	var st Settings
+	if err := json.Unmarshal(m.Body, &st); err != nil {
+		return err
+	}
+	c, ok, err := s.store.Channel(m.Channel)
+	if err != nil || !ok {
+		return err
+	}
+	if m.Time <= c.SettingTime {
+		return nil // an older setting
+	}
+	if !c.Burn {
+		// Keep the setting in the history while the channel still stores.
+		if _, err := s.store.Put(ctx, m); err != nil && !errors.Is(err, ErrBurn) {
+			return err
+		}
+	}
+	c.Burn, c.SettingTime = st.Burn, m.Time
+	if err := s.store.PutChannel(c); err != nil {
+		return err
+	}
+	s.publish(Event{Type: "channel", Channel: c.ID.String()})
+	return nil
+}
+
+// accept checks a message from a peer and stores or shows it. It returns
+// an error, with the reason, for a message the sender is to be scored down
+// for; a message for a channel this node is not in is ignored.
+func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
+	if err := m.Check(time.Now()); err != nil {
+		return err
+	}
+	c, ok, err := s.store.Channel(m.Channel)
+	if err != nil || !ok || !c.Joined {
+		return nil
+	}
+	switch m.Kind {
+	case KindSetting:
+		if m.Author != c.Owner {
+			return ErrNotOwner
+		}
+		return s.applySetting(ctx, m)
+	case KindRetract:
+		if orig, ok, _ := s.store.Get(m.Ref); ok && orig.Author != m.Author {
+			return ErrNotAuthor
+		}
+		if c.Burn {
+			return nil
+		}
+		added, err := s.store.Put(ctx, m)
+		if err != nil {
+			return err
+		}
+		if added > 0 {
+			s.publish(Event{Type: "retract", Channel: c.ID.String(), ID: m.Ref.String()})
+		}
+		return nil
+	}
+	if c.Burn {
+		if !live {
+			return nil
+		}
+		s.keepBurn(m)
+		v := s.view(m, false, false, true)
+		s.publish(Event{Type: "message", Channel: c.ID.String(), Message: &v})
+		return nil
+	}
+	if lower, err := s.store.Lower(c.ID, c.Range, time.Now()); err == nil && m.Time < lower {
+		return nil // outside this device's range
+	}
+	added, err := s.store.Put(ctx, m)
+	if err != nil {
+		return err
+	}
+	if added > 0 {
+		retracted, _ := s.store.Retracted(m.ID)
+		v := s.view(m, retracted, false, false)
+		s.publish(Event{Type: "message", Channel: c.ID.String(), Message: &v})
+	}
+	return nil
+}
+
+// acceptMany takes messages from a sync: each is checked as accept does,
+// and the text and retract messages are stored in one commit, so a
+// history costs one fsync, not one per message.
+func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) error {
+	c, ok, err := s.store.Channel(ch)
+	if err != nil || !ok || !c.Joined || c.Burn {
+		return err
+	}
+	lower, err := s.store.Lower(ch, c.Range, time.Now())
+	if err != nil {
+		return err
+	}
+	var batch, fresh []*Message
+	for _, m := range ms {
+		if m.Channel != ch {
+			return fmt.Errorf("%w: message for another channel", ErrInvalidInput)
+		}
+		if m.Kind != KindText {
+			if err := s.accept(ctx, m, false); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := m.Check(time.Now()); err != nil {
+			return err
+		}
+		if m.Time < lower {
+			continue // outside this device's range
+		}
+		if has, _ := s.store.Has(m.ID); !has {
+			fresh = append(fresh, m)
+		}
+		batch = append(batch, m)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	if _, err := s.store.Put(ctx, batch...); err != nil {
+		return err
+	}
+	for _, m := range fresh {
+		retracted, _ := s.store.Retracted(m.ID)
+		v := s.view(m, retracted, false, false)
+		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
+	}
+	return nil
+}
+
+// onLive takes a message broadcast live.
+func (s *Service) onLive(b mesh.BroadcastMsg) {
+	m, err := Decode(b.Payload)
+	if err == nil {
+		err = s.accept(context.Background(), m, true)
+	}
+	if err != nil {
+		s.reject(b.From, err)
+	}
+}
+
+func (s *Service) reject(from mesh.ID, err error) {
+	s.log.Info("chat message rejected", "from", from.Short(), "reason", err)
+	s.mesh.Penalize(from, "chat: "+err.Error())
+}

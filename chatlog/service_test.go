@@ -1,0 +1,490 @@
+package chatlog_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// chatNode is a mesh node with a chat service and its own data dir.
+type chatNode struct {
+	*chatlog.Service
+	node  *mesh.Node
+	ident *mesh.Identity
+	store *chatlog.Store
+	dir   string
+}
+
+func fastMesh(c *mesh.Config) {
+	c.MaintainInterval = 100 * time.Millisecond
+	c.RecordRefresh = time.Second
+	c.RecordTTL = 4 * time.Second
+	c.RecordDebounce = 30 * time.Millisecond
+	c.GraftTimeout = 100 * time.Millisecond
+	c.IHaveInterval = 10 * time.Millisecond
+}
+
+func newChatNode(t *testing.T, nw *meshtest.Network, name string, configure ...func(*mesh.Config)) *chatNode {
+	return newChatNodeWith(t, nw, name, nil, configure...)
+}
+
+func newChatNodeWith(t *testing.T, nw *meshtest.Network, name string, svc func(*chatlog.ServiceConfig), configure ...func(*mesh.Config)) *chatNode {
+	t.Helper()
+	ident, err := mesh.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	n := nw.NewNode(t, name, meshtest.Options{Configure: func(c *mesh.Config) {
+		c.Identity = ident
+		fastMesh(c)
+		for _, f := range configure {
+			f(c)
+		}
+	}})
+	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := chatlog.OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := chatlog.DefaultServiceConfig()
+	cfg.Identity = ident
+	cfg.SyncInterval = 500 * time.Millisecond
+	cfg.SyncTimeout = 10 * time.Second
+	if svc != nil {
+		svc(&cfg)
+	}
+	service, err := chatlog.NewService(cfg, n, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { service.Serve(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		db.Close()
+	})
+	return &chatNode{Service: service, node: n, ident: ident, store: store, dir: dir}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func texts(t *testing.T, n *chatNode, ch string) []string {
+	t.Helper()
+	ms, err := n.Messages(context.Background(), ch, time.Time{}, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Retracted {
+			out = append(out, "(retracted)")
+		} else {
+			out = append(out, m.Text)
+		}
+	}
+	return out
+}
+
+func hasTexts(t *testing.T, n *chatNode, ch string, want ...string) bool {
+	got := texts(t, n, ch)
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// joinWhenSeen joins a channel as soon as the directory shows it.
+func joinWhenSeen(t *testing.T, n *chatNode, ch string) {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, 10*time.Second, n.node.Name()+" to join "+ch, func() bool {
+		err := n.Join(ctx, ch)
+		if err != nil && !errors.Is(err, chatlog.ErrUnknownChannel) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+}
+
+func TestHistoryToNewcomerFromNonAuthors(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNode(t, nw, "alice")
+	bob := newChatNode(t, nw, "bob")
+	ch, err := alice.CreateChannel(ctx, "lobby", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinWhenSeen(t, bob, ch.ID)
+	var want []string
+	for i := range 20 {
+		text := fmt.Sprint("history ", i)
+		if _, err := alice.Post(ctx, ch.ID, text); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, text)
+	}
+	waitFor(t, 10*time.Second, "bob to have alice's history", func() bool { return hasTexts(t, bob, ch.ID, want...) })
+
+	// Alice, the only author, leaves for good; a newcomer still gets
+	// everything, from bob.
+	nw.Kill(alice.node.ID())
+	carol := newChatNode(t, nw, "carol")
+	joinWhenSeen(t, carol, ch.ID)
+	waitFor(t, 15*time.Second, "carol to get the history from bob", func() bool { return hasTexts(t, carol, ch.ID, want...) })
+	got := texts(t, carol, ch.ID)
+	if !slices.Equal(got, want) {
+		t.Fatalf("carol's history %q, want %q in order", got, want)
+	}
+}
+
+func TestPartitionConverges(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	nodes := []*chatNode{newChatNode(t, nw, "a"), newChatNode(t, nw, "b"), newChatNode(t, nw, "c"), newChatNode(t, nw, "d")}
+	ch, err := nodes[0].CreateChannel(ctx, "team", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		joinWhenSeen(t, n, ch.ID)
+	}
+	nw.Partition([]mesh.ID{nodes[0].node.ID(), nodes[1].node.ID()}, []mesh.ID{nodes[2].node.ID(), nodes[3].node.ID()})
+	waitFor(t, 10*time.Second, "the partition to cut every cross link", func() bool {
+		for _, p := range nodes[0].node.Peers() {
+			if p.ID == nodes[2].node.ID() || p.ID == nodes[3].node.ID() {
+				return false
+			}
+		}
+		for _, p := range nodes[1].node.Peers() {
+			if p.ID == nodes[2].node.ID() || p.ID == nodes[3].node.ID() {
+				return false
+			}
+		}
+		return true
+	})
+	var want []string
+	for i, n := range nodes {
+		for j := range 5 {
+			text := fmt.Sprintf("%s during the partition %d", n.node.Name(), j)
+			if _, err := n.Post(ctx, ch.ID, text); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, text)
+		}
+		_ = i
+	}
+	time.Sleep(500 * time.Millisecond)
+	if hasTexts(t, nodes[0], ch.ID, "c during the partition 0") {
+		t.Fatal("a message crossed the partition")
+	}
+	nw.Heal()
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, n.node.Name()+" to converge after the partition", func() bool { return hasTexts(t, n, ch.ID, want...) })
+	}
+}
+
+func TestRangeRespected(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNode(t, nw, "alice")
+	ch, err := alice.CreateChannel(ctx, "archive", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	// Alice holds old history: ten days and two days old.
+	old := map[string]time.Time{"ten days ago": time.Now().Add(-240 * time.Hour), "two days ago": time.Now().Add(-48 * time.Hour)}
+	for text, when := range old {
+		m, err := chatlog.NewMessage(alice.ident, cid, chatlog.KindText, []byte(text), chatlog.ID{}, when)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.store.Put(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.Post(ctx, ch.ID, "today"); err != nil {
+		t.Fatal(err)
+	}
+	// Bob keeps three days: he must get "two days ago" and "today" only,
+	// and the ten-day-old message must never be sent to him.
+	bob := newChatNodeWith(t, nw, "bob", func(c *chatlog.ServiceConfig) { c.DefaultRange = chatlog.Range{Days: 3} })
+	joinWhenSeen(t, bob, ch.ID)
+	waitFor(t, 15*time.Second, "bob's history inside his range", func() bool { return hasTexts(t, bob, ch.ID, "two days ago", "today") })
+	time.Sleep(time.Second) // further syncs must not bring more
+	if hasTexts(t, bob, ch.ID, "ten days ago") {
+		t.Fatal("bob received a message older than his range")
+	}
+	bobCID, _ := chatlog.ParseChannelID(ch.ID)
+	items, err := bob.store.Items(bobCID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if it.Time < time.Now().Add(-72*time.Hour).UnixMilli() {
+			t.Fatalf("bob's store holds an item from %v", time.UnixMilli(it.Time))
+		}
+	}
+}
+
+func TestMarkedSurvivesRetention(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNode(t, nw, "alice")
+	ch, err := alice.CreateChannel(ctx, "notes", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep chatlog.MessageView
+	for i := range 10 {
+		v, err := alice.Post(ctx, ch.ID, fmt.Sprint("note ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			keep = v
+		}
+	}
+	if err := alice.Mark(ctx, ch.ID, keep.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetSettings(ctx, ch.ID, &chatlog.Range{Count: 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := texts(t, alice, ch.ID)
+	want := []string{"note 2", "note 7", "note 8", "note 9"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("after keeping the last 3 with note 2 marked: %q, want %q", got, want)
+	}
+	ms, _ := alice.Messages(ctx, ch.ID, time.Time{}, 10)
+	if !ms[0].Marked {
+		t.Fatal("the kept message is not shown as marked")
+	}
+}
+
+func TestRetractionHonouredEverywhere(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNode(t, nw, "alice")
+	bob := newChatNode(t, nw, "bob")
+	ch, err := alice.CreateChannel(ctx, "oops", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinWhenSeen(t, bob, ch.ID)
+	v, err := alice.Post(ctx, ch.ID, "secret typo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Post(ctx, ch.ID, "fine"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob to get both", func() bool { return hasTexts(t, bob, ch.ID, "secret typo", "fine") })
+
+	if err := bob.Retract(ctx, ch.ID, v.ID); !errors.Is(err, chatlog.ErrNotAuthor) && !errors.Is(err, chatlog.ErrNotJoined) {
+		t.Fatalf("bob retracting alice's message: %v, want ErrNotAuthor", err)
+	}
+	if err := alice.Retract(ctx, ch.ID, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*chatNode{alice, bob} {
+		waitFor(t, 10*time.Second, n.node.Name()+" to show the retraction", func() bool {
+			return hasTexts(t, n, ch.ID, "(retracted)", "fine") && !hasTexts(t, n, ch.ID, "secret typo")
+		})
+	}
+	// The record is kept, not deleted.
+	mid, _ := chatlog.ParseID(v.ID)
+	if _, ok, _ := bob.store.Get(mid); !ok {
+		t.Fatal("bob deleted the retracted record; retraction is not deletion")
+	}
+	// A newcomer gets the rest of the history, but not the retracted text.
+	carol := newChatNode(t, nw, "carol")
+	joinWhenSeen(t, carol, ch.ID)
+	waitFor(t, 15*time.Second, "carol's history", func() bool { return hasTexts(t, carol, ch.ID, "fine") })
+	time.Sleep(time.Second)
+	if _, ok, _ := carol.store.Get(mid); ok {
+		t.Fatal("the retracted message was served to a newcomer")
+	}
+}
+
+func TestBurnNeverOnDisk(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNode(t, nw, "alice")
+	bob := newChatNode(t, nw, "bob")
+	ch, err := alice.CreateChannel(ctx, "whisper", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinWhenSeen(t, bob, ch.ID)
+	burn := true
+	if err := bob.SetSettings(ctx, ch.ID, nil, &burn); !errors.Is(err, chatlog.ErrNotOwner) {
+		t.Fatalf("bob switching burn on: %v, want ErrNotOwner", err)
+	}
+	if err := alice.SetSettings(ctx, ch.ID, nil, &burn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob to see the burn setting", func() bool {
+		chs, _ := bob.Channels(ctx)
+		for _, c := range chs {
+			if c.ID == ch.ID {
+				return c.Burn
+			}
+		}
+		return false
+	})
+	events, stop := bob.SubscribeChat()
+	defer stop()
+	marker := fmt.Sprintf("burn-marker-%d-%x", time.Now().UnixNano(), time.Now().UnixNano()*7919)
+	if _, err := alice.Post(ctx, ch.ID, marker); err != nil {
+		t.Fatal(err)
+	}
+	var seen *chatlog.MessageView
+	deadline := time.After(10 * time.Second)
+	for seen == nil {
+		select {
+		case e := <-events:
+			if e.Type == "message" && e.Message != nil && e.Message.Text == marker {
+				seen = e.Message
+			}
+		case <-deadline:
+			t.Fatal("bob did not see the burn message live")
+		}
+	}
+	if !seen.Burn {
+		t.Fatal("the live message is not flagged burn")
+	}
+	if !hasTexts(t, bob, ch.ID, marker) {
+		t.Fatal("the unread burn message is not in bob's view")
+	}
+	if err := bob.Read(ctx, ch.ID, seen.ID); err != nil {
+		t.Fatal(err)
+	}
+	if hasTexts(t, bob, ch.ID, marker) {
+		t.Fatal("the burn message is still in bob's view after being read")
+	}
+	// Nothing on disk anywhere: every node's files, the database included.
+	for _, n := range []*chatNode{alice, bob} {
+		filepath.WalkDir(n.dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(b, []byte(marker)) {
+				t.Fatalf("the burn marker is on disk in %s", path)
+			}
+			return nil
+		})
+	}
+	// And a newcomer's sync brings nothing of the burn channel.
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	if items, _ := alice.store.Items(cid, 0); len(items) > 1 {
+		t.Fatalf("alice stored %d items in the burn channel", len(items))
+	}
+}
+
+func TestRejectedMessagesScoreTheSenderDown(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNode(t, nw, "alice")
+	bob := newChatNode(t, nw, "bob")
+	mallory := newChatNode(t, nw, "mallory")
+	ch, err := alice.CreateChannel(ctx, "guarded", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	joinWhenSeen(t, bob, ch.ID)
+	joinWhenSeen(t, mallory, ch.ID)
+	orig, err := alice.Post(ctx, ch.ID, "alice's words")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origID, _ := chatlog.ParseID(orig.ID)
+	waitFor(t, 10*time.Second, "bob and mallory to have alice's message", func() bool {
+		return hasTexts(t, bob, ch.ID, "alice's words") && hasTexts(t, mallory, ch.ID, "alice's words")
+	})
+	waitFor(t, 10*time.Second, "bob to link mallory", func() bool {
+		for _, p := range bob.node.Peers() {
+			if p.ID == mallory.node.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	failures := func() int {
+		total := 0
+		for _, p := range bob.node.Peers() {
+			total += p.Failures
+		}
+		return total
+	}
+	now := time.Now()
+	badSig := chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, []byte("forged"), chatlog.ID{}, now).Encode()
+	badSig[len(badSig)-1] ^= 0x55
+	settingBody := []byte(`{"burn":true}`)
+	tests := []struct {
+		name string
+		msg  []byte
+	}{
+		{"bad signature", badSig},
+		{"retraction not by the author", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindRetract, nil, origID, now).Encode()},
+		{"setting not by the owner", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindSetting, settingBody, chatlog.ID{}, now).Encode()},
+		{"body over the limit", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, bytes.Repeat([]byte("a"), chatlog.MaxBody+1), chatlog.ID{}, now).Encode()},
+		{"time too far in the future", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, []byte("from tomorrow"), chatlog.ID{}, now.Add(24*time.Hour)).Encode()},
+		{"unknown kind", chatlog.SignUnchecked(mallory.ident, cid, chatlog.Kind(9), []byte("?"), chatlog.ID{}, now).Encode()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := failures()
+			if _, err := mallory.node.Broadcast(ctx, "chat/1", tt.msg); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "the sender to be scored down", func() bool { return failures() > before })
+			got := texts(t, bob, ch.ID)
+			if !slices.Equal(got, []string{"alice's words"}) {
+				t.Fatalf("bob's channel changed: %q", got)
+			}
+			chs, _ := bob.Channels(ctx)
+			for _, c := range chs {
+				if c.ID == ch.ID && c.Burn {
+					t.Fatal("a setting not by the owner took effect")
+				}
+			}
+		})
+	}
+}

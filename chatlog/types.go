@@ -1,0 +1,89 @@
+package chatlog
+
+import (
+	"encoding/hex"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// ID names a message: SHA-256 of its signed fields.
+type ID [32]byte
+
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// IsZero reports whether id is the zero ID (no reference).
+func (id ID) IsZero() bool { return id == ID{} }
+
+// ChannelID names a channel: the first 16 bytes of SHA-256 over its
+// owner, name and nonce (see NewChannelID).
+type ChannelID [16]byte
+
+func (id ChannelID) String() string { return hex.EncodeToString(id[:]) }
+
+// Kind is what a message does.
+type Kind uint8
+
+const (
+	// KindText is a chat message; Body is UTF-8 text.
+	KindText Kind = 1
+	// KindRetract withdraws the message Ref; only its author may send it.
+	KindRetract Kind = 2
+	// KindSetting changes the channel's settings; only its owner may send
+	// it. Body is JSON Settings.
+	KindSetting Kind = 3
+)
+
+// MaxBody bounds a message body.
+const MaxBody = 16 << 10
+
+// Message is a signed chat message. Decode checks the signature and ID;
+// a *Message from this package has passed that check.
+type Message struct {
+	ID      ID
+	Channel ChannelID
+	Author  mesh.ID // derived from Key
+	Key     []byte  // the author's SubjectPublicKeyInfo
+	Time    int64   // unix milliseconds, the author's clock
+	Kind    Kind
+	Body    []byte
+	Ref     ID // the retracted message, for KindRetract
+	Sig     []byte
+}
+
+// When is the message time as a time.Time.
+func (m *Message) When() time.Time { return time.UnixMilli(m.Time) }
+
+// Settings are a channel's owner-controlled settings, the body of a
+// KindSetting message.
+type Settings struct {
+	Burn bool `json:"burn"`
+}
+
+// Range is how much of a channel's history this device keeps: messages of
+// the last Days days and/or the last Count messages (0 = no limit on that
+// axis; both 0 keeps everything). Marked messages are kept regardless.
+type Range struct {
+	Days  int `json:"days"`
+	Count int `json:"count"`
+}
+
+// Channel is a channel as this device knows it.
+type Channel struct {
+	ID      ChannelID `json:"-"`
+	Name    string    `json:"name"`
+	Owner   mesh.ID   `json:"owner"`
+	Nonce   []byte    `json:"nonce"`
+	Created int64     `json:"created"` // unix ms
+	// Burn and SettingTime come from the newest owner setting seen.
+	Burn        bool  `json:"burn"`
+	SettingTime int64 `json:"setting_time"`
+	Joined      bool  `json:"joined"`
+	Range       Range `json:"range"`
+}
+
+// Item is what reconciliation compares: a message's time and ID.
+type Item struct {
+	Time int64
+	ID   ID
+}
