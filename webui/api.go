@@ -17,6 +17,7 @@ func (s *Server) apiRoutes() []route {
 	return slices.Concat(
 		s.nodeRoutes(),
 		s.directoryRoutes(),
+		s.chatRoutes(),
 		s.eventRoutes(),
 	)
 }

@@ -24,12 +24,35 @@
 //	                    the online nodes, this one included (self: true), sorted by name, then id;
 //	                    neighbors and resources are never null
 //	GET /api/events     text/event-stream; "peers" events carry the /api/peers array,
-//	                    "directory" events the /api/directory array
+//	                    "directory" events the /api/directory array, "chat" events
+//	                    each chatlog.Event as it happens ({"type": "resync"} stands for
+//	                    events dropped because the client was slow: fetch again)
+//
+// With Config.Chat set, the chat API (chatlog.ChannelInfo and
+// chatlog.MessageView are the shapes; arrays are never null):
+//
+//	GET    /api/channels                              joined channels first, then by name
+//	POST   /api/channels                              {"name", "burn"} → 201 and the channel
+//	POST   /api/channels/{id}/join                    204
+//	POST   /api/channels/{id}/leave                   204
+//	PUT    /api/channels/{id}/settings                {"range": {"days", "count"}, "burn"}, each optional → 204
+//	GET    /api/channels/{id}/messages                ?before=RFC3339|unix-ms&limit=N (default 100, at most 500); newest last
+//	POST   /api/channels/{id}/messages                {"text"} (at most 16 KiB) → 201 and the message
+//	POST   /api/channels/{id}/messages/{mid}/retract  204
+//	POST   /api/channels/{id}/messages/{mid}/mark     204; DELETE unmarks
+//	POST   /api/channels/{id}/messages/{mid}/read     204: a burn message was shown, forget it
+//
+// Request bodies are at most 64 KiB (else 413) and hold one JSON object
+// without unknown fields. The chatlog errors map to 404 (unknown channel or
+// message), 403 (not owner or author), 400 (invalid input) and 409 (not
+// joined). Without Config.Chat every chat endpoint answers 404 and the UI
+// leaves out its Chat view.
 //
 // Errors are JSON objects {"error": "message"} with a matching status code.
 // Each service adds its routes to the route table (see apiRoutes) and its
-// live feeds to the event stream (see feeds); the UI adds a view module to
-// the view registry in static/app.js.
+// live feeds to the event stream (see feeds for states, relays for
+// discrete events); the UI adds a view module to the view registry in
+// static/app.js.
 //
 // # Security
 //

@@ -53,11 +53,91 @@ func (s *Server) feeds() []feed {
 	}
 }
 
+// relay is a live feed of discrete events rather than of states: each value
+// is sent as an event of its own, in order, as soon as possible, with no
+// snapshot on connect (the UI fetches the state when the stream opens).
+type relay struct {
+	// event is the SSE event name; the UI listens for it.
+	event string
+	// subscribe starts calling push (which does not block) from any
+	// goroutine with every new value, until stop is called. stop waits
+	// until push is no longer called.
+	subscribe func(push func(any)) (stop func())
+	// lost is sent once in place of values dropped because the client fell
+	// behind by more than maxBacklog events; the UI then re-fetches.
+	lost any
+}
+
+// relays lists the event relays of the event stream. A service adds its
+// relays here.
+func (s *Server) relays() []relay {
+	return s.chatRelays()
+}
+
+// maxBacklog is how many relayed events wait for one slow client before
+// newer ones are dropped (and the relay's lost value sent instead).
+const maxBacklog = 1024
+
+// backlog holds the relayed events of one stream until it sends them. It
+// is safe for concurrent use.
+type backlog struct {
+	mu    sync.Mutex
+	queue []relayed
+	lost  []bool // by relay index: values were dropped
+}
+
+// relayed is one value of relay number relay.
+type relayed struct {
+	relay int
+	v     any
+}
+
+func newBacklog(relays int) *backlog {
+	return &backlog{lost: make([]bool, relays)}
+}
+
+// push queues v for relay i; it drops v when the backlog is full.
+func (b *backlog) push(i int, v any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) >= maxBacklog {
+		b.lost[i] = true
+		return
+	}
+	b.queue = append(b.queue, relayed{i, v})
+}
+
+// take returns the queued values and, after them, the lost value of every
+// relay that dropped some, and empties the backlog.
+func (b *backlog) take(relays []relay) []relayed {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := b.queue
+	b.queue = nil
+	for i, lost := range b.lost {
+		if lost {
+			out = append(out, relayed{i, relays[i].lost})
+			b.lost[i] = false
+		}
+	}
+	return out
+}
+
 // forward adapts a subscription (a channel of events and its cancel func)
 // to feed.watch: every value received, and the channel closing, is only a
 // hint that the state changed.
 func forward[T any](ch <-chan T, cancel func()) func(changed func()) (stop func()) {
 	return func(changed func()) func() {
+		return each(ch, cancel)(func(T) { changed() })
+	}
+}
+
+// each adapts a subscription (a channel of events and its cancel func) to
+// a func that calls fn with every value received, on a goroutine of its
+// own, until stop is called or the channel closes. stop waits for that
+// goroutine, then cancels the subscription.
+func each[T any](ch <-chan T, cancel func()) func(fn func(T)) (stop func()) {
+	return func(fn func(T)) func() {
 		quit, done := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
@@ -65,11 +145,11 @@ func forward[T any](ch <-chan T, cancel func()) func(changed func()) (stop func(
 				select {
 				case <-quit:
 					return
-				case _, ok := <-ch:
+				case v, ok := <-ch:
 					if !ok {
 						return
 					}
-					changed()
+					fn(v)
 				}
 			}
 		}()
@@ -105,13 +185,25 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	feeds := s.feeds()
 	dirty := make([]atomic.Bool, len(feeds))
 	wake := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
 	for i, f := range feeds {
 		stop := f.watch(func() {
 			dirty[i].Store(true)
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
+			signal()
+		})
+		defer stop()
+	}
+	relays := s.relays()
+	queued := newBacklog(len(relays))
+	for i, rl := range relays {
+		stop := rl.subscribe(func(v any) {
+			queued.push(i, v)
+			signal()
 		})
 		defer stop()
 	}
@@ -123,11 +215,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer st.rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
 	s.log.Debug("event stream opened", "remote", r.RemoteAddr)
-	err := s.stream(r.Context(), st, feeds, dirty, wake)
+	err := s.stream(r.Context(), st, feeds, dirty, wake, relays, queued)
 	s.log.Debug("event stream closed", "remote", r.RemoteAddr, "err", err)
 }
 
-func (s *Server) stream(ctx context.Context, st *stream, feeds []feed, dirty []atomic.Bool, wake <-chan struct{}) error {
+func (s *Server) stream(ctx context.Context, st *stream, feeds []feed, dirty []atomic.Bool, wake <-chan struct{}, relays []relay, queued *backlog) error {
 	t := s.timing
 	fmt.Fprintf(st.w, "retry: %d\n\n", t.retry.Milliseconds())
 	for _, f := range feeds {
@@ -172,7 +264,15 @@ func (s *Server) stream(ctx context.Context, st *stream, feeds []feed, dirty []a
 				}
 			}
 			arm(now)
-			continue
+			// Relayed events go out at once; state changes wait for the
+			// coalescing timer.
+			sent := queued.take(relays)
+			if len(sent) == 0 {
+				continue
+			}
+			for _, e := range sent {
+				st.event(relays[e.relay].event, e.v)
+			}
 		case <-coalesce.C:
 			now := time.Now()
 			for i, f := range feeds {

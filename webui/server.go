@@ -53,6 +53,10 @@ type Config struct {
 	Version string
 	// Logger receives request errors and stream starts and ends. Nil discards.
 	Logger *slog.Logger
+	// Chat is the chat service behind /api/channels and the "chat" events.
+	// Nil leaves chat out: its endpoints answer 404 and the UI shows no
+	// Chat view.
+	Chat Chat
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.

@@ -84,3 +84,27 @@ export class EventStream {
     return () => this.statusFns.delete(fn);
   }
 }
+
+// sendJSON does a state-changing request with an optional JSON body and
+// returns the decoded answer, or null for 204 No Content; a non-2xx answer
+// throws the server's {"error": ...} message, with the status in .status.
+export async function sendJSON(method, path, body) {
+  const init = { method, headers: { Accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`;
+    try {
+      msg = (await res.json()).error || msg;
+    } catch {
+      // not JSON: keep the status line
+    }
+    const err = new Error(msg);
+    err.status = res.status;
+    throw err;
+  }
+  return res.status === 204 ? null : res.json();
+}

@@ -4,12 +4,19 @@ import { getJSON, EventStream } from './api.js';
 import { h, shortID } from './dom.js';
 import peers from './views/peers.js';
 import mesh from './views/mesh.js';
+import chat from './views/chat.js';
 
 // views is the registry of the UI's views, in nav order. A view is a module
 // whose default export is {id, title (an i18n key), mount(root, ctx) →
-// cleanup}. Adding a view is adding it here; it gets a nav entry and the
-// route #/id.
-const views = [peers, mesh];
+// cleanup}, and optionally available() → Promise<boolean> for a view that
+// depends on a service the node may not run. Adding a view is adding it
+// here; it gets a nav entry and the route #/id (once available, if it asks).
+// ctx is {events, onLang, toast}.
+const views = [peers, mesh, chat];
+
+// shown holds the views that are available; the others have no nav entry
+// and no route.
+const shown = new Set(views.filter((v) => !v.available));
 
 const $ = (sel) => document.querySelector(sel);
 const events = new EventStream('api/events');
@@ -88,18 +95,40 @@ let current = null; // {view, cleanup}
 
 function route() {
   const id = location.hash.replace(/^#\/?/, '');
-  const view = views.find((v) => v.id === id) || views[0];
+  const view = views.find((v) => v.id === id && shown.has(v)) || views.find((v) => shown.has(v));
   if (current && current.view === view) return;
   if (current) current.cleanup();
   const root = $('#view');
   root.replaceChildren();
   root.dataset.view = view.id;
-  current = { view, cleanup: view.mount(root, { events, onLang: onLangChange }) || (() => {}) };
+  current = { view, cleanup: view.mount(root, { events, onLang: onLangChange, toast }) || (() => {}) };
   renderNav();
 }
 
+// probe asks the views that may be unavailable whether they are, and
+// updates the nav and the route. A failed probe (node unreachable) changes
+// nothing; it runs again when the stream reconnects.
+async function probe() {
+  for (const v of views) {
+    if (!v.available) continue;
+    let ok;
+    try {
+      ok = await v.available();
+    } catch {
+      continue;
+    }
+    if (ok === shown.has(v)) continue;
+    if (ok) shown.add(v);
+    else shown.delete(v);
+    renderNav();
+    route();
+  }
+  // Tests wait for this before they check which views are offered.
+  document.documentElement.dataset.probed = 'true';
+}
+
 function renderNav() {
-  $('#nav').replaceChildren(...views.map((v) => h('a', {
+  $('#nav').replaceChildren(...views.filter((v) => shown.has(v)).map((v) => h('a', {
     href: `#/${v.id}`,
     class: 'nav-link',
     dataset: { view: v.id },
@@ -127,11 +156,15 @@ function start() {
   $('#node-id').addEventListener('click', copyID);
   events.onStatus((state) => {
     renderConn(state);
-    if (state === 'open') loadNode(); // the node may have restarted or been renamed
+    if (state === 'open') { // the node may have restarted, been renamed or changed its services
+      loadNode();
+      probe();
+    }
   });
   addEventListener('hashchange', route);
   route();
   loadNode();
+  probe();
 }
 
 start();
