@@ -3,6 +3,7 @@
 //	catnest serve  [flags]   run a personal node with a web UI
 //	catnest signal [flags]   run a PeerServer-compatible rendezvous server
 //	catnest demo   [flags]   run four nodes in one process, on loopback
+//	catnest chat   [flags] CHANNEL   chat from a terminal through a running node
 package main
 
 import (
@@ -22,6 +23,7 @@ Usage:
   catnest serve  [flags]   run a personal node with a web UI
   catnest signal [flags]   run a PeerServer-compatible rendezvous server
   catnest demo   [flags]   run four nodes in one process on loopback, to try catnest
+  catnest chat   [flags] CHANNEL   chat in a channel from a terminal, through a running node
 
 Run "catnest COMMAND --help" for the flags of a command.
 `
@@ -71,6 +73,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return Demo(ctx, cfg, stdout)
+	case "chat":
+		cfg, err := parseChat(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return RunChat(ctx, cfg, os.Stdin, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -23,6 +23,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
 )
 
@@ -300,11 +301,11 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
-// TestBrowserSeesRealPeer loads a real node's web UI in Chromium in a
-// two-node WebRTC mesh and sees the other node appear in the peers view.
-func TestBrowserSeesRealPeer(t *testing.T) {
+// twoNodes runs a rendezvous and nodes alice and bob in this process over
+// real WebRTC on loopback, until the test ends.
+func twoNodes(t *testing.T) map[string]*node {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -312,8 +313,7 @@ func TestBrowserSeesRealPeer(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	t.Cleanup(func() { cancel(); wg.Wait() })
 	wg.Go(func() {
 		if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}, io.Discard, io.Discard); err != nil {
 			t.Errorf("signal: %v", err)
@@ -334,6 +334,13 @@ func TestBrowserSeesRealPeer(t *testing.T) {
 			}
 		})
 	}
+	return nodes
+}
+
+// TestBrowserSeesRealPeer loads a real node's web UI in Chromium in a
+// two-node WebRTC mesh and sees the other node appear in the peers view.
+func TestBrowserSeesRealPeer(t *testing.T) {
+	nodes := twoNodes(t)
 	bctx := browsertest.New(t)
 	if err := chromedp.Do(bctx, chromedp.Navigate(nodes["alice"].url)); err != nil {
 		t.Fatal(err)
@@ -341,4 +348,148 @@ func TestBrowserSeesRealPeer(t *testing.T) {
 	browsertest.Until(t, bctx, 10*time.Second, `document.querySelector("#node-name").textContent === "alice"`)
 	bobRow := `document.querySelector('#peers-table tr[data-id="` + string(nodes["bob"].mesh.ID()) + `"]')`
 	browsertest.Until(t, bctx, 30*time.Second, bobRow+` !== null && `+bobRow+`.textContent.includes("bob")`)
+}
+
+// joinSoon joins a channel once the owner's advertisement has reached n.
+func joinSoon(t *testing.T, n *node, id string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "to join "+id, func() bool {
+		err := n.chat.Join(context.Background(), id)
+		if err != nil && !errors.Is(err, chatlog.ErrUnknownChannel) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+}
+
+// TestBrowserChatAcrossNodes posts on one real node and watches bob's web
+// UI in Chromium: the message arrives, is retracted, and in a burn channel
+// is shown and then vanishes.
+func TestBrowserChatAcrossNodes(t *testing.T) {
+	nodes := twoNodes(t)
+	alice, bob := nodes["alice"], nodes["bob"]
+	ctx := context.Background()
+	lobby, err := alice.chat.CreateChannel(ctx, "lobby", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whisper, err := alice.chat.CreateChannel(ctx, "whisper", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinSoon(t, bob, lobby.ID)
+	joinSoon(t, bob, whisper.ID)
+
+	bctx := browsertest.New(t)
+	if err := chromedp.Do(bctx, chromedp.Navigate(bob.url+"#/chat")); err != nil {
+		t.Fatal(err)
+	}
+	const wait = 30 * time.Second
+	open := func(id string) {
+		t.Helper()
+		sel := `.chan[data-id="` + id + `"]`
+		browsertest.Until(t, bctx, wait, `document.querySelector('`+sel+`') !== null`)
+		browsertest.Until(t, bctx, wait, `(document.querySelector('`+sel+`').click(), document.querySelector(".chan.active") !== null
+			&& document.querySelector(".chan.active").dataset.id === "`+id+`")`)
+	}
+	row := func(id string) string { return `document.querySelector('#chat-messages li[data-id="` + id + `"]')` }
+
+	open(lobby.ID)
+	m, err := alice.chat.Post(ctx, lobby.ID, "hello bob, from alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, bctx, wait, row(m.ID)+` !== null && `+row(m.ID)+`.querySelector(".msg-text").textContent === "hello bob, from alice"
+		&& `+row(m.ID)+`.querySelector(".msg-author").textContent === "alice"`)
+	if err := alice.chat.Retract(ctx, lobby.ID, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, bctx, wait, row(m.ID)+`.querySelector(".msg-text").textContent === "Message retracted"`)
+
+	open(whisper.ID)
+	b, err := alice.chat.Post(ctx, whisper.ID, "this line burns after reading")
+	if err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, bctx, wait, row(b.ID)+` !== null && `+row(b.ID)+`.classList.contains("burn")`)
+	browsertest.Until(t, bctx, wait, row(b.ID)+` === null`)
+	ms, err := bob.chat.Messages(ctx, whisper.ID, time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 0 {
+		t.Fatalf("bob still holds the read burn message: %+v", ms)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestChatCommand drives `catnest chat` against a real node: it shows the
+// history, sends what is typed, and prints live messages.
+func TestChatCommand(t *testing.T) {
+	nodes := twoNodes(t)
+	alice, bob := nodes["alice"], nodes["bob"]
+	ctx := context.Background()
+	lobby, err := alice.chat.CreateChannel(ctx, "lobby", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.chat.Post(ctx, lobby.ID, "said before you came"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "bob to see the lobby", func() bool {
+		chs, _ := bob.chat.Channels(ctx)
+		return len(chs) == 1
+	})
+
+	stdin, typing := io.Pipe()
+	var out syncBuffer
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunChat(cctx, ChatConfig{Node: strings.TrimSuffix(bob.url, "/"), Channel: "lobby", History: 10}, stdin, &out)
+	}()
+	waitFor(t, 30*time.Second, "the history in the terminal", func() bool { return strings.Contains(out.String(), "alice: said before you came") })
+
+	fmt.Fprintln(typing, "typed in a terminal")
+	waitFor(t, 30*time.Second, "alice to get the typed line", func() bool {
+		ms, _ := alice.chat.Messages(ctx, lobby.ID, time.Time{}, 10)
+		for _, m := range ms {
+			if m.Text == "typed in a terminal" && m.AuthorName == "bob" {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := alice.chat.Post(ctx, lobby.ID, "a live reply"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the live reply in the terminal", func() bool { return strings.Contains(out.String(), "alice: a live reply") })
+	if n := strings.Count(out.String(), "bob: typed in a terminal"); n != 1 {
+		t.Fatalf("the sent line shows %d times:\n%s", n, out.String())
+	}
+	typing.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("catnest chat did not end with its input")
+	}
+	if _, err := parseChat([]string{"--node", "ftp://x", "lobby"}, io.Discard); err == nil {
+		t.Fatal("a non-http --node was accepted")
+	}
 }

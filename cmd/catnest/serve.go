@@ -10,10 +10,15 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/webui"
@@ -27,12 +32,35 @@ func newLogger(verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// node is one running node with its web UI.
+// node is one running node with its services and web UI.
 type node struct {
 	mesh *mesh.Node
+	db   *bbolt.DB
+	chat *chatlog.Service
 	ui   *webui.Server
 	ln   net.Listener
 	url  string // the web UI, with the token when one is needed
+}
+
+// DBFile is the node's database inside its data dir; each service owns
+// its own top-level buckets.
+const DBFile = "catnest.db"
+
+// openDB opens the node's database, failing fast when another catnest
+// holds it.
+func openDB(dir string) (*bbolt.DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, DBFile)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("%s is in use: is another catnest running with --data %s?", path, dir)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
 }
 
 // newNode builds a node and its web UI from cfg and binds the UI's port.
@@ -58,11 +86,32 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--http %q: %w", cfg.HTTP, err)
 	}
+	db, err := openDB(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			db.Close()
+		}
+	}()
+	store, err := chatlog.OpenStore(db)
+	if err != nil {
+		return nil, err
+	}
+	ccfg := chatlog.DefaultServiceConfig()
+	ccfg.Identity = ident
+	ccfg.Logger = log
+	chat, err := chatlog.NewService(ccfg, mn, store)
+	if err != nil {
+		return nil, err
+	}
 	token := cfg.Token
 	if token == "" && !isLoopback(host) {
 		token = rand.Text()
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, Logger: log}, mn)
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, Logger: log, Chat: chat}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +123,8 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if token != "" {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
-	return &node{mesh: mn, ui: ui, ln: ln, url: u.String()}, nil
+	ok = true
+	return &node{mesh: mn, db: db, chat: chat, ui: ui, ln: ln, url: u.String()}, nil
 }
 
 func isLoopback(host string) bool {
@@ -103,10 +153,12 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	errs := make([]error, 4)
 	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
-	wg.Go(func() { errs[1] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
+	wg.Go(func() { errs[2] = n.ui.Serve(ctx, n.ln); cancel() })
 	wg.Wait()
+	errs[3] = n.db.Close()
 	return errors.Join(errs...)
 }
 
@@ -180,6 +232,7 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 	names := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
 	fmt.Fprintf(stdout, "catnest demo: %d nodes on loopback, rendezvous at %s\n", cfg.Nodes, signalURL)
 	errc := make(chan error, cfg.Nodes)
+	var nodes []*node
 	for i := range cfg.Nodes {
 		name := names[i%len(names)]
 		if i >= len(names) {
@@ -197,6 +250,7 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 			return fmt.Errorf("demo node %s: %w", name, err)
 		}
 		fmt.Fprintf(stdout, "  %-6s %s  web UI: %s\n", name, n.mesh.ID().Short(), n.url)
+		nodes = append(nodes, n)
 		wg.Go(func() {
 			if err := n.run(ctx); err != nil {
 				errc <- fmt.Errorf("demo node %s: %w", name, err)
@@ -205,6 +259,11 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 		})
 	}
 	fmt.Fprintln(stdout, "Open a web UI above; press Ctrl-C to stop.")
+	wg.Go(func() {
+		if err := demoLobby(ctx, nodes); err != nil && ctx.Err() == nil {
+			log.Warn("demo lobby", "err", err)
+		}
+	})
 	<-ctx.Done()
 	cancel()
 	wg.Wait()
@@ -216,4 +275,44 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 	// Give the last log lines a moment; then report.
 	time.Sleep(10 * time.Millisecond)
 	return errors.Join(all...)
+}
+
+// demoLobby has the first node create a "lobby" channel, the others join
+// it, and a few messages start its history.
+func demoLobby(ctx context.Context, nodes []*node) error {
+	owner := nodes[0]
+	ch, err := owner.chat.CreateChannel(ctx, "lobby", false)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes[1:] {
+		// The channel is joinable once the owner's record reaches n.
+		for {
+			err := n.chat.Join(ctx, ch.ID)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, chatlog.ErrUnknownChannel) {
+				return err
+			}
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	lines := []string{
+		"Welcome to catnest! This lobby lives on every node that joined it.",
+		"Messages are signed by their author and synced between nodes, even when the author is offline.",
+		"Try retracting one of your messages, or marking one to keep it forever.",
+		"Open another node's web UI and watch messages arrive live.",
+	}
+	for i, text := range lines {
+		n := nodes[i%len(nodes)]
+		if _, err := n.chat.Post(ctx, ch.ID, text); err != nil {
+			return err
+		}
+	}
+	return nil
 }

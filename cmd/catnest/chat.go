@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/webui"
+)
+
+// ChatConfig is what `catnest chat` runs.
+type ChatConfig struct {
+	// Node is the web address of a running node.
+	Node string
+	// Token is the node's web UI token, if it needs one.
+	Token string
+	// Channel is a channel name or id.
+	Channel string
+	// History is how many past messages to show.
+	History int
+}
+
+func parseChat(args []string, stderr io.Writer) (ChatConfig, error) {
+	cfg := ChatConfig{}
+	fs := newFlagSet("chat", "Chat in a channel from a terminal, through a running node: prints the\nhistory, then live messages; each line you type is sent. CHANNEL is a name or an id.\nUsage: catnest chat [flags] CHANNEL", stderr)
+	fs.StringVar(&cfg.Node, "node", "http://"+webui.DefaultAddr, "web `URL` of the running node")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "the node's web UI `token`, if it has one")
+	fs.IntVar(&cfg.History, "history", 50, "past `messages` to show")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return cfg, fmt.Errorf("chat: want one CHANNEL argument")
+	}
+	cfg.Channel = fs.Arg(0)
+	u, err := url.Parse(cfg.Node)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return cfg, fmt.Errorf("chat: --node %q: want an http URL such as http://127.0.0.1:7070", cfg.Node)
+	}
+	cfg.Node = u.Scheme + "://" + u.Host
+	if cfg.History < 0 || cfg.History > 500 {
+		return cfg, fmt.Errorf("chat: --history must be 0..500")
+	}
+	return cfg, nil
+}
+
+// chatClient talks to a node's HTTP API.
+type chatClient struct {
+	cfg  ChatConfig
+	http *http.Client
+}
+
+func (c *chatClient) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.cfg.Node+path, rd)
+	if err != nil {
+		return err
+	}
+	// The node checks that state changes come from its own origin.
+	req.Header.Set("Origin", c.cfg.Node)
+	req.Header.Set("Content-Type", "application/json")
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the node at %s (is `catnest serve` running?): %w", c.cfg.Node, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return fmt.Errorf("%s %s: %s", method, path, e.Error)
+	}
+	if out != nil {
+		return json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out)
+	}
+	return nil
+}
+
+// findChannel resolves a name or id, joining the channel if needed.
+func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, error) {
+	var chs []chatlog.ChannelInfo
+	if err := c.do(ctx, http.MethodGet, "/api/channels", nil, &chs); err != nil {
+		return chatlog.ChannelInfo{}, err
+	}
+	var match []chatlog.ChannelInfo
+	for _, ch := range chs {
+		if ch.ID == c.cfg.Channel || ch.Name == c.cfg.Channel {
+			match = append(match, ch)
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return chatlog.ChannelInfo{}, fmt.Errorf("no channel %q among the %d the node knows", c.cfg.Channel, len(chs))
+	case len(match) > 1:
+		// Prefer the joined one; else ask for an id.
+		var joined []chatlog.ChannelInfo
+		for _, m := range match {
+			if m.Joined {
+				joined = append(joined, m)
+			}
+		}
+		if len(joined) != 1 {
+			ids := make([]string, len(match))
+			for i, m := range match {
+				ids[i] = m.ID + " (owner " + m.OwnerName + ")"
+			}
+			return chatlog.ChannelInfo{}, fmt.Errorf("%d channels are named %q; give an id: %s", len(match), c.cfg.Channel, strings.Join(ids, ", "))
+		}
+		match = joined
+	}
+	ch := match[0]
+	if !ch.Joined {
+		if err := c.do(ctx, http.MethodPost, "/api/channels/"+ch.ID+"/join", nil, nil); err != nil {
+			return ch, err
+		}
+		ch.Joined = true
+	}
+	return ch, nil
+}
+
+// printer writes messages once each, in a fixed form.
+type printer struct {
+	mu   sync.Mutex
+	out  io.Writer
+	seen map[string]bool
+}
+
+func (p *printer) message(m chatlog.MessageView) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen[m.ID] {
+		return
+	}
+	p.seen[m.ID] = true
+	text := m.Text
+	if m.Retracted {
+		text = "(retracted)"
+	}
+	mark := ""
+	if m.Marked {
+		mark = " *"
+	}
+	fmt.Fprintf(p.out, "[%s] %s: %s%s\n", m.Time.Local().Format("01-02 15:04"), m.AuthorName, text, mark)
+}
+
+func (p *printer) line(format string, a ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.out, format+"\n", a...)
+}
+
+// RunChat runs `catnest chat`: history, then live messages and sending
+// until stdin ends or ctx does.
+func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Writer) error {
+	c := &chatClient{cfg: cfg, http: &http.Client{}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := c.findChannel(ctx)
+	if err != nil {
+		return err
+	}
+	p := &printer{out: stdout, seen: map[string]bool{}}
+	burn := ""
+	if ch.Burn {
+		burn = " (burn after read: messages are not kept)"
+	}
+	p.line("# %s%s — type a line to send, Ctrl-D to quit", ch.Name, burn)
+	if cfg.History > 0 {
+		var ms []chatlog.MessageView
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/channels/%s/messages?limit=%d", ch.ID, cfg.History), nil, &ms); err != nil {
+			return err
+		}
+		for _, m := range ms {
+			p.message(m)
+		}
+	}
+	live := make(chan error, 1)
+	go func() { live <- c.follow(ctx, ch.ID, p) }()
+
+	in := bufio.NewScanner(stdin)
+	in.Buffer(make([]byte, 64<<10), chatlog.MaxBody+1)
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		for in.Scan() {
+			lines <- in.Text()
+		}
+	}()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return nil
+			}
+			if strings.TrimSpace(l) == "" {
+				continue
+			}
+			var m chatlog.MessageView
+			if err := c.do(ctx, http.MethodPost, "/api/channels/"+ch.ID+"/messages", map[string]string{"text": l}, &m); err != nil {
+				p.line("! not sent: %v", err)
+				continue
+			}
+			p.message(m)
+		case err := <-live:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("lost the node's event stream: %w", err)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// follow prints the channel's live messages from the node's event stream.
+func (c *chatClient) follow(ctx context.Context, channel string, p *printer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.Node+"/api/events", nil)
+	if err != nil {
+		return err
+	}
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("events: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	event := ""
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event:"):
+			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:") && event == "chat":
+			var e chatlog.Event
+			if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &e) != nil || e.Channel != channel {
+				continue
+			}
+			switch e.Type {
+			case "message":
+				if e.Message != nil {
+					p.message(*e.Message)
+				}
+			case "retract":
+				p.line("  (a message was retracted)")
+			}
+		case line == "":
+			event = ""
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.EOF
+}
