@@ -493,3 +493,66 @@ func TestChatCommand(t *testing.T) {
 		t.Fatal("a non-http --node was accepted")
 	}
 }
+
+// postJSON sends a state-changing request as the web UI would.
+func postJSON(t *testing.T, ui, path string, body, out any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, ui+path, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", strings.TrimSuffix(ui, "/"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		msg, _ := io.ReadAll(resp.Body)
+		t.Fatalf("POST %s: %s %s", path, resp.Status, msg)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAcknowledgedMessageSurvivesKill9 posts messages through the API of
+// a `catnest serve` process, kills it with SIGKILL right after the last
+// acknowledgement, and finds every acknowledged message after a restart.
+func TestAcknowledgedMessageSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	port := freePort(t)
+	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery")
+	sig.expect(t, `catnest rendezvous`)
+	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	data := filepath.Join(t.TempDir(), "node")
+	serve := func() (*proc, string) {
+		p := startProc(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--signal", signalURL, "--name", "solo", "--loopback")
+		return p, p.expect(t, `^web UI: (http://127\.0\.0\.1:\d+/)$`)[1]
+	}
+	p, ui := serve()
+	var ch chatlog.ChannelInfo
+	postJSON(t, ui, "api/channels", map[string]any{"name": "durable"}, &ch)
+	var acked []string
+	for i := range 20 {
+		var m chatlog.MessageView
+		postJSON(t, ui, "api/channels/"+ch.ID+"/messages", map[string]string{"text": fmt.Sprint("acked ", i)}, &m)
+		acked = append(acked, m.ID)
+	}
+	p.cmd.Process.Kill() // kill -9, straight after the last acknowledgement
+	p.cmd.Wait()
+
+	_, ui = serve()
+	var ms []chatlog.MessageView
+	getJSON(t, ui+"api/channels/"+ch.ID+"/messages?limit=100", &ms)
+	have := map[string]bool{}
+	for _, m := range ms {
+		have[m.ID] = true
+	}
+	for i, id := range acked {
+		if !have[id] {
+			t.Fatalf("acknowledged message %d (%s) is gone after kill -9", i, id)
+		}
+	}
+}
