@@ -599,17 +599,11 @@ func (s *Service) Retract(ctx context.Context, id, msgID string) error {
 	if err != nil {
 		return err
 	}
-	mid, err := ParseID(msgID)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnknownMessage, err)
-	}
-	orig, ok, err := s.store.Get(mid)
+	orig, err := s.stored(c, msgID)
 	if err != nil {
 		return err
 	}
-	if !ok || orig.Channel != c.ID {
-		return ErrUnknownMessage
-	}
+	mid := orig.ID
 	if orig.Author != s.mesh.ID() {
 		return ErrNotAuthor
 	}
@@ -631,18 +625,27 @@ func (s *Service) Mark(ctx context.Context, id, msgID string, on bool) error {
 	if err != nil {
 		return err
 	}
-	mid, err := ParseID(msgID)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnknownMessage, err)
-	}
-	m, ok, err := s.store.Get(mid)
+	m, err := s.stored(c, msgID)
 	if err != nil {
 		return err
 	}
-	if !ok || m.Channel != c.ID {
-		return ErrUnknownMessage
+	return s.store.SetMark(m.ID, on)
+}
+
+// stored finds a stored message of channel c by its hex id.
+func (s *Service) stored(c Channel, msgID string) (*Message, error) {
+	mid, err := ParseID(msgID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnknownMessage, err)
 	}
-	return s.store.SetMark(mid, on)
+	m, ok, err := s.store.Get(mid)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || m.Channel != c.ID {
+		return nil, ErrUnknownMessage
+	}
+	return m, nil
 }
 
 // SetSettings changes this device's storage range and, for the owner, the

@@ -2,11 +2,9 @@ package browsertest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,93 +57,7 @@ func isExecutable(p string) bool {
 // profile removed when the test ends.
 func New(t testing.TB) context.Context {
 	t.Helper()
-	exe, err := Find()
-	if err != nil {
-		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("browsertest: %v (and %s=1)", err, EnvRequire)
-		}
-		t.Skipf("chromium not installed: apt-get install -y chromium (%v)", err)
-	}
-	profile := t.TempDir()
-
-	timeout := DefaultTimeout
-	if d, ok := deadline(t); ok {
-		if left := time.Until(d) - 5*time.Second; left < timeout {
-			timeout = max(left, time.Second)
-		}
-	}
-	base, cancelBase := context.WithTimeout(context.Background(), timeout)
-
-	// logf writes to the test log until the test is over: chromedp may still
-	// report something while it shuts down, and t.Logf after the test has
-	// finished panics.
-	var (
-		logMu   sync.Mutex
-		logDone bool
-	)
-	logf := func(format string, args ...any) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		if !logDone {
-			t.Logf("browser: "+format, args...)
-		}
-	}
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(profile),
-		chromedp.Headless,
-		chromedp.NoSandbox, // containers and root often have no usable sandbox
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.WindowSize(1280, 800),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(base, opts...)
-	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logf))
-
-	// Start the browser now, so that a broken installation fails here with
-	// a clear message and the console is watched from the first page on.
-	if err := chromedp.Do(ctx); err != nil {
-		cancelCtx()
-		cancelAlloc()
-		cancelBase()
-		t.Fatalf("browsertest: start %s: %v", exe, err)
-	}
-
-	consoleDone := make(chan struct{})
-	messages := chromedp.Console(ctx)
-	go func() {
-		defer close(consoleDone)
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			logf("console %s", m)
-		}
-	}()
-
-	t.Cleanup(func() {
-		// Close the browser gracefully first; the cancels below then stop
-		// whatever is left and wait for the process to exit, before
-		// t.TempDir removes the profile.
-		closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
-		if err := chromedp.Cancel(closeCtx); err != nil && !errors.Is(err, context.Canceled) {
-			logf("close: %v", err)
-		}
-		cancelClose()
-		cancelCtx()
-		cancelAlloc()
-		cancelBase()
-		<-consoleDone
-		logMu.Lock()
-		logDone = true
-		logMu.Unlock()
-	})
-	return ctx
+	return newBrowser(t, nil)
 }
 
 // deadline reports the test's deadline when t has one (testing.B has none).

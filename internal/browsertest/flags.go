@@ -86,9 +86,8 @@ func splitFeatures(v string) []string {
 	return out
 }
 
-// newBrowser is the body of New with extra allocator options applied after
-// New's own. It repeats New's setup step for step, so that a browser from
-// NewWithFlags differs from one from New only by the extra options.
+// newBrowser starts the browser for New and NewWithFlags, with extra
+// allocator options applied after the standard ones.
 func newBrowser(t testing.TB, extra []chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	exe, err := Find()
