@@ -50,6 +50,7 @@ type Mesh interface {
 	Name() string
 	Handle(proto string, h mesh.Handler)
 	HandleBroadcast(topic string, h mesh.BroadcastHandler)
+	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
 	Broadcast(ctx context.Context, topic string, payload []byte) (mesh.MsgID, error)
 	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
 	Directory() []mesh.Record
@@ -125,6 +126,7 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
 	}
+	m.ValidateBroadcast(liveTopic, validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
 	m.Handle(syncProto, mesh.HandlerFunc(s.handleSync))
 	return s, s.advertise()
@@ -826,6 +828,16 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
+}
+
+// validLive is the check every node runs on a live chat message before it
+// passes it on: signature, form, size, kind and time.
+func validLive(b mesh.BroadcastMsg) error {
+	m, err := Decode(b.Payload)
+	if err != nil {
+		return err
+	}
+	return m.Check(time.Now())
 }
 
 // onLive takes a message broadcast live.

@@ -117,6 +117,7 @@ type broadcaster struct {
 	cacheLen int        // payload bytes in the cache
 	missing  map[MsgID]*missing
 	handlers map[string]BroadcastHandler
+	valid    map[string]func(BroadcastMsg) error
 	stats    BroadcastStats
 	byTopic  map[string]*TopicStats
 	wg       sync.WaitGroup
@@ -138,6 +139,7 @@ func newBroadcaster(n *Node) *broadcaster {
 		cached:   list.New(),
 		missing:  make(map[MsgID]*missing),
 		handlers: make(map[string]BroadcastHandler),
+		valid:    make(map[string]func(BroadcastMsg) error),
 		byTopic:  make(map[string]*TopicStats),
 	}
 }
@@ -167,6 +169,22 @@ func (n *Node) HandleBroadcast(topic string, h BroadcastHandler) {
 	}
 	n.bc.mu.Lock()
 	n.bc.handlers[topic] = h
+	n.bc.mu.Unlock()
+}
+
+// ValidateBroadcast registers a check that every message of topic must
+// pass before this node relays it or hands it to the handler: one that
+// fails is dropped, and the neighbour that sent it is scored down. The
+// check runs on the link's goroutine and must be fast and not depend on
+// this node's state (a signature check, not a database lookup); nodes
+// without a handler for the topic run it too, so bad messages stop at
+// the first node that sees them.
+func (n *Node) ValidateBroadcast(topic string, check func(BroadcastMsg) error) {
+	if err := checkProtocol(topic); err != nil {
+		panic("mesh: ValidateBroadcast: " + err.Error())
+	}
+	n.bc.mu.Lock()
+	n.bc.valid[topic] = check
 	n.bc.mu.Unlock()
 }
 
@@ -443,6 +461,26 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 			return nil, nil
 		}
 		m.hops++
+		bm := BroadcastMsg{ID: m.id, Origin: m.origin, Topic: m.topic, Payload: m.payload,
+			Sent: time.UnixMilli(m.sent), Hops: m.hops, From: from}
+		if check := b.valid[m.topic]; check != nil {
+			b.mu.Unlock()
+			err := check(bm)
+			if err != nil {
+				// Not marked seen: a valid copy under the same id may follow.
+				b.mu.Lock()
+				b.stats.Dropped++
+				b.mu.Unlock()
+				b.n.penalize(from, "broadcast "+m.topic+": "+err.Error())
+				return nil, nil
+			}
+			b.mu.Lock()
+			if _, dup := b.seen[m.id]; dup {
+				b.stats.Duplicates++ // another copy won the race
+				b.mu.Unlock()
+				return nil, nil
+			}
+		}
 		b.markSeen(m.id, now)
 		b.remember(m)
 		p.eager = true
@@ -451,8 +489,7 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 		b.stats.Delivered++
 		b.mu.Unlock()
 		if h != nil {
-			h(BroadcastMsg{ID: m.id, Origin: m.origin, Topic: m.topic, Payload: m.payload,
-				Sent: time.UnixMilli(m.sent), Hops: m.hops, From: from})
+			h(bm)
 		}
 		return nil, nil
 	case bcIHave:

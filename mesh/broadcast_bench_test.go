@@ -23,7 +23,7 @@ import (
 var (
 	bcastNodes   = flag.Int("bcast.nodes", 500, "BenchmarkBroadcast: nodes at the start")
 	bcastMsgs    = flag.Int("bcast.msgs", 100, "BenchmarkBroadcast: measured broadcasts")
-	bcastWarmup  = flag.Int("bcast.warmup", 30, "BenchmarkBroadcast: broadcasts before measuring, so that the tree forms")
+	bcastWarmup  = flag.Int("bcast.warmup", 100, "BenchmarkBroadcast: broadcasts before measuring, so that the tree forms")
 	bcastRate    = flag.Float64("bcast.rate", 10, "BenchmarkBroadcast: broadcasts per second")
 	bcastLatency = flag.Duration("bcast.latency", 5*time.Millisecond, "BenchmarkBroadcast: one-way delay of every frame on every link")
 	bcastPayload = flag.Int("bcast.payload", 256, "BenchmarkBroadcast: payload bytes per broadcast")
@@ -43,7 +43,9 @@ const (
 // which every node verifies (an ECDSA signature):
 //   - RecordRefresh 10 min, RecordTTL 30 min: no periodic re-advertising
 //     and no expiry during a run; records are issued only when a node's
-//     links change (RecordDebounce stays 300 ms).
+//     links change.
+//   - RecordDebounce 5 s (default 300 ms): a node re-advertises once per
+//     burst of link changes, not once per change, while the mesh forms.
 //   - ReplaceInterval -1: no exploring, so the graph changes only by the
 //     churn and the maintainer's refills and trims.
 //   - MaintainInterval 500 ms (meshtest's default is 200 ms).
@@ -54,6 +56,7 @@ func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
 		c.ReplaceInterval = -1
 		c.RecordRefresh = 10 * time.Minute
 		c.RecordTTL = 30 * time.Minute
+		c.RecordDebounce = 5 * time.Second
 	}
 }
 
@@ -78,6 +81,8 @@ func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
 //   - links/node: mean links per node when the measured stream starts.
 //   - grafts/msg: GRAFTs sent by stable nodes during the stream, all
 //     topics (with churn, directory records travel too), per message.
+//   - warmup-copies/node/msg: copies/node/msg over the warm-up stream,
+//     while the tree forms.
 //   - heap-MiB, goroutines: after the links settle (runtime.GC first).
 //
 // ns/op is meaningless (one run is minutes of set-up) and reported as 0;
@@ -212,22 +217,45 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 		}
 	}
 
+	lastLog := time.Now()
 	bcastPoll(b, 3*time.Minute, "every node at 3 or more links in a connected mesh", func() bool {
+		few, total := 0, 0
 		for _, n := range nodes {
-			if len(n.Peers()) < 3 {
-				return false
+			k := len(n.Peers())
+			total += k
+			if k < 3 {
+				few++
 			}
 		}
-		return connected(nodes)
+		if time.Since(lastLog) > 10*time.Second {
+			lastLog = time.Now()
+			b.Logf("%v: %d nodes under 3 links, %.2f links/node", time.Since(setup).Round(time.Second), few, float64(total)/float64(len(nodes)))
+		}
+		return few == 0 && connected(nodes)
 	})
 	bcastSettle(b, nodes, 3*time.Second, 3*time.Minute)
+	records := func() (r uint64) {
+		for _, n := range nodes {
+			r += n.BroadcastStats().Originated
+		}
+		return r
+	}
+	// And the directory: no record issued for longer than the debounce.
+	last, since := records(), time.Now()
+	bcastPoll(b, 3*time.Minute, "the directory to go quiet", func() bool {
+		if r := records(); r != last {
+			last, since = r, time.Now()
+		}
+		return time.Since(since) > 6*time.Second
+	})
 	setupTime := time.Since(setup)
+	records0 := records()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	goroutines := runtime.NumGoroutine()
-	b.Logf("%d nodes linked and settled in %v; heap in use %.0f MiB (%.0f KiB/node), %d goroutines",
-		nNodes, setupTime.Round(time.Millisecond), float64(ms.HeapInuse)/(1<<20), float64(ms.HeapInuse)/1024/float64(nNodes), goroutines)
+	b.Logf("%d nodes linked and settled in %v, %d records issued; heap in use %.0f MiB (%.0f KiB/node), %d goroutines",
+		nNodes, setupTime.Round(time.Millisecond), records0, float64(ms.HeapInuse)/(1<<20), float64(ms.HeapInuse)/1024/float64(nNodes), goroutines)
 
 	ctx := context.Background()
 	payload := make([]byte, *bcastPayload)
@@ -263,6 +291,10 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 	warm := stream(bcastWarmTopic, *bcastWarmup, nil)
 	waitAll(bcastWarmTopic, warm)
 	time.Sleep(time.Second)
+	var warmCopies uint64
+	for _, i := range stable {
+		warmCopies += nodes[i].TopicStats(bcastWarmTopic).Received
+	}
 
 	// The measured stream.
 	var links float64
@@ -321,10 +353,14 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 	b.ReportMetric(slices.Max(hops), "hops-max")
 	b.ReportMetric(links, "links/node")
 	b.ReportMetric(float64(grafts1-grafts0)/float64(len(sent)), "grafts/msg")
+	if len(warm) > 0 {
+		b.ReportMetric(float64(warmCopies)/float64(len(warm)*(len(stable)-1)), "warmup-copies/node/msg")
+	}
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(goroutines), "goroutines")
-	b.Logf("%d messages in %v to %d stable nodes (%d left, %d joined); latency max %.1f ms, hops p99 %.0f",
-		len(sent), streamTime.Round(time.Millisecond), len(stable), left, joined, slices.Max(lat), bcastQuantile(hops, 0.99))
+	b.Logf("%d messages in %v to %d stable nodes (%d left, %d joined); latency max %.1f ms, hops p99 %.0f; %d records issued since set-up",
+		len(sent), streamTime.Round(time.Millisecond), len(stable), left, joined, slices.Max(lat), bcastQuantile(hops, 0.99),
+		records()-records0-uint64(len(warm)+len(sent)))
 }
 
 // bcastPoll waits for cond, checking every 200 ms: asking 500 nodes for

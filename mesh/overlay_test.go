@@ -354,3 +354,51 @@ func waitStable(t *testing.T, nodes []*mesh.Node) {
 		return time.Since(since) > time.Second
 	})
 }
+
+func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	manual := meshtest.Options{Configure: func(c *mesh.Config) { fastOverlay(c); c.ManualLinks = true }}
+	mallory := nw.NewNode(t, "mallory", manual)
+	a := nw.NewNode(t, "a", manual)
+	honest := nw.NewNode(t, "honest", manual)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := mallory.Connect(ctx, a.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := honest.Connect(ctx, a.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a to link both", func() bool { return hasPeer(a, mallory.ID()) && hasPeer(a, honest.ID()) })
+	for _, n := range []*mesh.Node{a, honest} {
+		n.ValidateBroadcast("v/1", func(m mesh.BroadcastMsg) error {
+			if string(m.Payload) == "bad" {
+				return fmt.Errorf("payload is bad")
+			}
+			return nil
+		})
+	}
+	d := countDeliveries("v/1", a, honest)
+	if _, err := mallory.Broadcast(ctx, "v/1", []byte("bad")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a to drop it and score mallory down", func() bool {
+		for _, p := range a.Peers() {
+			if p.ID == mallory.ID() {
+				return p.Failures > 0
+			}
+		}
+		return false
+	})
+	good, err := mallory.Broadcast(ctx, "v/1", []byte("good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the good message to reach honest", func() bool { c, _ := d.all(good, mallory.ID()); return c })
+	if got := honest.TopicStats("v/1").Received; got != 1 {
+		t.Fatalf("honest received %d copies on v/1, want only the good one", got)
+	}
+	if got := a.TopicStats("v/1").Received; got != 2 {
+		t.Fatalf("a received %d copies, want 2 (bad and good)", got)
+	}
+}
