@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,7 @@ func newLink(ctx context.Context, n *Node, c Conn) *link {
 	empty := ""
 	l.name.Store(&empty)
 	l.lastRecv.Store(n.now())
+	l.lastActive.Store(math.MinInt64 / 2) // never used yet
 	return l
 }
 
@@ -104,6 +106,9 @@ func (l *link) info() PeerInfo {
 
 // send encodes and writes one frame.
 func (l *link) send(ctx context.Context, ch Channel, f frame) error {
+	if (f.kind == kindMsg || f.kind == kindReq) && !internalProto(f.proto) {
+		l.lastActive.Store(l.n.now()) // use in either direction keeps a temporary link
+	}
 	buf := appendFrame(make([]byte, 0, maxFrameHeader+len(f.payload)), f)
 	if len(buf) > maxFrame(ch) {
 		return fmt.Errorf("%w: %d bytes on %s", ErrTooLarge, len(f.payload), ch)

@@ -63,6 +63,10 @@ func (n *Node) explore(ctx context.Context) {
 	if count < n.cfg.TargetPeers {
 		return // fill is still at work
 	}
+	if count >= n.cfg.HighPeers {
+		// No room to dial: make room first.
+		n.trim(n.cfg.LowPeers)
+	}
 	cands := n.candidates(ctx)
 	for _, id := range cands {
 		if n.link(id) != nil {
@@ -82,9 +86,9 @@ func (n *Node) explore(ctx context.Context) {
 }
 
 // trim drops the worst-scoring link when the node is above its target.
-// It spares temporary links (dropIdle's business), links younger than
-// minLinkAge, and links whose peer advertises spare or fewer links, so
-// that the peer does not fall below that count.
+// It spares temporary links (dropIdle's business), links in use by a
+// service, links younger than minLinkAge, and links whose peer advertises
+// spare or fewer links, so that the peer does not fall below that count.
 func (n *Node) trim(spare int) {
 	n.mu.Lock()
 	if len(n.links) <= n.cfg.TargetPeers {
@@ -103,6 +107,9 @@ func (n *Node) trim(spare int) {
 	for _, l := range links {
 		if l.temporary.Load() || time.Since(l.since) < n.minLinkAge() {
 			continue
+		}
+		if time.Duration(n.now()-l.lastActive.Load()) < n.cfg.IdleTimeout {
+			continue // in use by a service (a transfer, a sync): not now
 		}
 		if r, ok := n.Lookup(l.remote); !ok || len(r.Neighbors) <= spare {
 			continue // the peer needs this link more than we need to shed it

@@ -402,3 +402,108 @@ func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
 		t.Fatalf("a received %d copies, want 2 (bad and good)", got)
 	}
 }
+
+func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	opt := meshtest.Options{Configure: func(c *mesh.Config) {
+		fastOverlay(c)
+		c.TargetPeers, c.LowPeers, c.HighPeers = 1, 1, 8
+		c.IdleTimeout = 500 * time.Millisecond
+		c.ReplaceInterval = -1
+	}}
+	var nodes []*mesh.Node
+	n := nw.NewNode(t, "n0", opt)
+	for i := range 4 {
+		// The others keep to themselves, so that only n0 makes links.
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("o", i), meshtest.Options{Configure: func(c *mesh.Config) {
+			fastOverlay(c)
+			c.ManualLinks = true
+		}}))
+	}
+	nodes = append([]*mesh.Node{n}, nodes...)
+	waitFor(t, 5*time.Second, "n0 at its target", func() bool { return len(n.Peers()) == 1 })
+	var want []mesh.ID
+	for _, o := range nodes[1:] {
+		if !hasPeer(n, o.ID()) {
+			want = append(want, o.ID())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Expand(ctx, want...); err != nil {
+		t.Fatal(err)
+	}
+	temp := 0
+	for _, p := range n.Peers() {
+		if p.Temporary {
+			temp++
+		}
+	}
+	if temp != len(want) || len(n.Peers()) < 4 {
+		t.Fatalf("after Expand: %d links, %d temporary; want all 4 nodes, %d temporary", len(n.Peers()), temp, len(want))
+	}
+	// In use, they stay; idle, they go, back down to the target.
+	for range 5 {
+		for _, id := range want {
+			n.Request(ctx, id, "ping/1", nil)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if k := len(n.Peers()); k < 4 {
+		t.Fatalf("temporary links in use were dropped: %d left", k)
+	}
+	waitFor(t, 5*time.Second, "idle temporary links to be dropped", func() bool {
+		for _, p := range n.Peers() {
+			if p.Temporary {
+				return false
+			}
+		}
+		return len(n.Peers()) >= 1
+	})
+}
+
+func TestLinksKeepExploring(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	var nodes []*mesh.Node
+	for i := range 12 {
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: func(c *mesh.Config) {
+			fastOverlay(c)
+			c.ReplaceInterval = 300 * time.Millisecond
+		}}))
+	}
+	set := func(n *mesh.Node) map[mesh.ID]bool {
+		m := map[mesh.ID]bool{}
+		for _, p := range n.Peers() {
+			m[p.ID] = true
+		}
+		return m
+	}
+	waitFor(t, 10*time.Second, "a connected mesh", func() bool { return connected(nodes) })
+	first := set(nodes[0])
+	changed := false
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && !changed {
+		time.Sleep(200 * time.Millisecond)
+		for id := range set(nodes[0]) {
+			if !first[id] {
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		for _, n := range nodes {
+			r, _ := nodes[0].Lookup(n.ID())
+			t.Logf("%s: %d links, advertises %d", n.Name(), len(n.Peers()), len(r.Neighbors))
+		}
+		t.Fatalf("n0 kept the same links %v for 10 s: no exploration", first)
+	}
+	// Exploring keeps every node at its low mark or more, and the mesh whole.
+	waitFor(t, 10*time.Second, "every node at 3+ links and connected", func() bool {
+		for _, n := range nodes {
+			if len(n.Peers()) < 3 {
+				return false
+			}
+		}
+		return connected(nodes)
+	})
+}
