@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +50,10 @@ const (
 //   - ReplaceInterval -1: no exploring, so the graph changes only by the
 //     churn and the maintainer's refills and trims.
 //   - MaintainInterval 500 ms (meshtest's default is 200 ms).
+//   - PeerTimeout 2 min (default 20 s): while the mesh forms, a node's
+//     link goroutines can be busy verifying records for longer than 20 s
+//     at 500 nodes on 2 cores, and links that time out then are relinked,
+//     which sends more records; the benchmark closes links itself.
 func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
 	return func(c *mesh.Config) {
 		c.BroadcastMode = mode
@@ -57,6 +62,7 @@ func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
 		c.RecordRefresh = 10 * time.Minute
 		c.RecordTTL = 30 * time.Minute
 		c.RecordDebounce = 5 * time.Second
+		c.PeerTimeout = 2 * time.Minute
 	}
 }
 
@@ -81,6 +87,9 @@ func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
 //   - links/node: mean links per node when the measured stream starts.
 //   - grafts/msg: GRAFTs sent by stable nodes during the stream, all
 //     topics (with churn, directory records travel too), per message.
+//   - stream-cores: process CPU time (user + system) during the measured
+//     stream / its length; near the core count means the figures include
+//     waiting for CPU.
 //   - warmup-copies/node/msg: copies/node/msg over the warm-up stream,
 //     while the tree forms.
 //   - heap-MiB, goroutines: after the links settle (runtime.GC first).
@@ -310,6 +319,7 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 		return copies, grafts
 	}
 	copies0, grafts0 := sumStats()
+	cpu0 := bcastCPU()
 	left, joined := 0, 0
 	sent := stream(bcastMeasured, nMsgs, func(i int) {
 		// Churn due by message i, spread evenly over the stream.
@@ -321,6 +331,7 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 		}
 	})
 	streamTime := time.Since(sent[0].at)
+	cpuUse := (bcastCPU() - cpu0).Seconds() / streamTime.Seconds()
 	waitAll(bcastMeasured, sent)
 	// Let late copies (duplicates, answers to GRAFTs) arrive.
 	time.Sleep(2 * time.Second)
@@ -356,6 +367,7 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 	if len(warm) > 0 {
 		b.ReportMetric(float64(warmCopies)/float64(len(warm)*(len(stable)-1)), "warmup-copies/node/msg")
 	}
+	b.ReportMetric(cpuUse, "stream-cores")
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(goroutines), "goroutines")
 	b.Logf("%d messages in %v to %d stable nodes (%d left, %d joined); latency max %.1f ms, hops p99 %.0f; %d records issued since set-up",
@@ -431,6 +443,15 @@ func bcastMissing(r *bcastRecorder, nodes []*mesh.Node, stable []int, sent []bca
 		}
 	}
 	return s.String()
+}
+
+// bcastCPU is the process's CPU time so far, user + system.
+func bcastCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // bcastQuantile is the q-quantile of v (nearest rank).

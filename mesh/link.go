@@ -25,7 +25,12 @@ const maxNameLen = 64
 type hello struct {
 	Name    string `json:"name"`
 	Version int    `json:"v"`
+	// Full: the sender is at its high mark and closes the link.
+	Full bool `json:"full,omitempty"`
 }
+
+// errPeerFull is returned when the dialed node is at its high mark.
+var errPeerFull = errors.New("mesh: peer at its high mark")
 
 const helloVersion = 1
 
@@ -320,6 +325,9 @@ func (l *link) exchangeHello(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case h := <-l.hello:
+		if h.Full {
+			return errPeerFull
+		}
 		name := cleanName(h.Name)
 		l.name.Store(&name)
 		return nil

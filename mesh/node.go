@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -362,7 +363,14 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		// is none, so that the dialer never counts a link we will drop.
 		if !n.reserve(c.Remote()) {
 			n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
-			c.Close()
+			// Say why, so the dialer does not wait for a link to come.
+			// The dialer closes the link when it has read this; close it
+			// here too after a moment, in case it does not.
+			b, _ := json.Marshal(hello{Name: n.cfg.Name, Version: helloVersion, Full: true})
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			c.Send(sctx, Ctl, appendFrame(nil, frame{kind: kindHello, payload: b}))
+			cancel()
+			time.AfterFunc(time.Second, func() { c.Close() })
 			ready(errors.New("mesh: at the high mark"))
 			return
 		}
