@@ -36,8 +36,9 @@ const (
 
 	// maxBurnLive bounds the unread burn messages kept in memory per channel.
 	maxBurnLive = 1000
-	// maxSessions bounds the reconciliations this node answers at once.
-	maxSessions = 64
+	// maxSessions bounds the reconciliations this node answers at once
+	// (one per peer and channel): each holds the items of a channel's window.
+	maxSessions = 16
 	// syncBatch bounds the bytes of messages in one sync frame.
 	syncBatch = 192 << 10
 	// maxAdvertised bounds the channels advertised in the directory.
@@ -92,7 +93,14 @@ type Service struct {
 	store *Store
 	log   *slog.Logger
 
+	// life ends when Serve does; background work (history fetches) runs
+	// under it and Serve waits for it.
+	life    context.Context
+	endLife context.CancelFunc
+	bg      sync.WaitGroup
+
 	mu       sync.Mutex
+	closed   bool
 	burnLive map[ChannelID][]*Message // unread burn messages, oldest first
 	subs     map[chan Event]struct{}
 	sessions map[string]*responder
@@ -126,6 +134,7 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
 	}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	m.ValidateBroadcast(liveTopic, validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
 	m.Handle(syncProto, mesh.HandlerFunc(s.handleSync))
@@ -141,6 +150,13 @@ func (s *Service) Serve(ctx context.Context) error {
 	defer t.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.endLife()
+		s.bg.Wait()
+	}()
 	for _, p := range s.mesh.Peers() {
 		s.syncWithPeer(ctx, &wg, p.ID)
 	}
@@ -419,9 +435,20 @@ func (s *Service) Join(ctx context.Context, id string) error {
 	}
 	s.publish(Event{Type: "channel", Channel: id})
 	if !c.Burn && len(holders) > 0 {
-		go s.fetchHistory(context.WithoutCancel(ctx), cid, holders)
+		s.background(func(ctx context.Context) { s.fetchHistory(ctx, cid, holders) })
 	}
 	return nil
+}
+
+// background runs f on a goroutine that Serve waits for, with a context
+// that ends with Serve; after Serve it does nothing.
+func (s *Service) background(f func(ctx context.Context)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.bg.Go(func() { f(s.life) })
 }
 
 // fetchHistory syncs a channel with a few of the nodes that hold it,

@@ -350,7 +350,8 @@ func (s *Service) respond(ctx context.Context, from mesh.ID, req syncMsg) (syncM
 			session: recon.NewSession(recon.NewSet(toRecon(items)), recon.Options{})}
 		s.mu.Lock()
 		for k, o := range s.sessions {
-			if now.After(o.expires) {
+			// One session per peer and channel: a new open ends the last.
+			if now.After(o.expires) || (o.peer == from && o.ch == ch) {
 				delete(s.sessions, k)
 			}
 		}
