@@ -140,11 +140,9 @@ func (s *Service) syncOnce(ctx context.Context, ch ChannelID, peer mesh.ID) {
 	}
 }
 
-// SyncStats describes one finished sync, for tests and benchmarks.
-type SyncStats struct {
-	Rounds   int // reconciliation round trips
-	Received int // messages received
-	Sent     int // messages sent
+// syncStats counts what one sync took, for the log.
+type syncStats struct {
+	rounds, received, sent int
 }
 
 func (s *Service) call(ctx context.Context, peer mesh.ID, req syncMsg, bulk bool) (syncMsg, error) {
@@ -167,16 +165,17 @@ func (s *Service) call(ctx context.Context, peer mesh.ID, req syncMsg, bulk bool
 	return resp, nil
 }
 
-// syncChannel reconciles one channel with peer, as the initiator.
+// syncChannel reconciles one channel with a linked peer, as the initiator.
 func (s *Service) syncChannel(ctx context.Context, ch ChannelID, peer mesh.ID) error {
-	_, err := s.SyncChannel(ctx, ch, peer)
+	st, err := s.reconcile(ctx, ch, peer)
+	if err == nil && st.received+st.sent > 0 {
+		s.log.Debug("synced", "channel", ch, "peer", peer.Short(), "rounds", st.rounds, "received", st.received, "sent", st.sent)
+	}
 	return err
 }
 
-// SyncChannel reconciles one channel with a linked peer now and reports
-// what it took.
-func (s *Service) SyncChannel(ctx context.Context, ch ChannelID, peer mesh.ID) (SyncStats, error) {
-	var st SyncStats
+func (s *Service) reconcile(ctx context.Context, ch ChannelID, peer mesh.ID) (syncStats, error) {
+	var st syncStats
 	c, ok, err := s.store.Channel(ch)
 	if err != nil || !ok || !c.Joined || c.Burn {
 		return st, err
@@ -200,7 +199,7 @@ func (s *Service) SyncChannel(ctx context.Context, ch ChannelID, peer mesh.ID) (
 		return st, err
 	}
 	for {
-		if st.Rounds++; st.Rounds > maxSyncRounds {
+		if st.rounds++; st.rounds > maxSyncRounds {
 			return st, errors.New("reconciliation did not finish")
 		}
 		resp, err := s.call(ctx, peer, syncMsg{Op: "recon", Session: open.Session, Msg: out}, false)
@@ -252,7 +251,7 @@ func (s *Service) SyncChannel(ctx context.Context, ch ChannelID, peer mesh.ID) (
 			s.reject(peer, err)
 			return st, err
 		}
-		st.Received += len(ms)
+		st.received += len(ms)
 		if len(resp.Msgs) == 0 {
 			break // the peer serves no more of these
 		}
@@ -278,7 +277,7 @@ func (s *Service) SyncChannel(ctx context.Context, ch ChannelID, peer mesh.ID) (
 			return nil
 		}
 		_, err := s.call(ctx, peer, syncMsg{Op: "put", Session: open.Session, Msgs: batch}, true)
-		st.Sent += len(batch)
+		st.sent += len(batch)
 		batch, size = nil, 0
 		return err
 	}
