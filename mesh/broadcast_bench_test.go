@@ -90,6 +90,8 @@ func bcastConfig(mode mesh.BroadcastMode) func(*mesh.Config) {
 //   - stream-cores: process CPU time (user + system) during the measured
 //     stream / its length; near the core count means the figures include
 //     waiting for CPU.
+//   - dropped-frames: broadcast frames dropped by all nodes (full peer
+//     queue, rate limit, bad frame) from the start of the stream to the end.
 //   - warmup-copies/node/msg: copies/node/msg over the warm-up stream,
 //     while the tree forms.
 //   - heap-MiB, goroutines: after the links settle (runtime.GC first).
@@ -318,7 +320,16 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 		}
 		return copies, grafts
 	}
+	// Frames the broadcast layer dropped (full peer queues, rate limits),
+	// by every node made so far.
+	dropped := func() (d uint64) {
+		for _, n := range nodes {
+			d += n.BroadcastStats().Dropped
+		}
+		return d
+	}
 	copies0, grafts0 := sumStats()
+	dropped0 := dropped()
 	cpu0 := bcastCPU()
 	left, joined := 0, 0
 	sent := stream(bcastMeasured, nMsgs, func(i int) {
@@ -332,6 +343,8 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 	})
 	streamTime := time.Since(sent[0].at)
 	cpuUse := (bcastCPU() - cpu0).Seconds() / streamTime.Seconds()
+	b.Logf("measured stream sent in %v, %.2f cores busy; %d records issued, %d broadcast frames dropped so far",
+		streamTime.Round(time.Millisecond), cpuUse, records()-records0-uint64(len(warm)+len(sent)), dropped()-dropped0)
 	waitAll(bcastMeasured, sent)
 	// Let late copies (duplicates, answers to GRAFTs) arrive.
 	time.Sleep(2 * time.Second)
@@ -368,6 +381,7 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 		b.ReportMetric(float64(warmCopies)/float64(len(warm)*(len(stable)-1)), "warmup-copies/node/msg")
 	}
 	b.ReportMetric(cpuUse, "stream-cores")
+	b.ReportMetric(float64(dropped()-dropped0), "dropped-frames")
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(goroutines), "goroutines")
 	b.Logf("%d messages in %v to %d stable nodes (%d left, %d joined); latency max %.1f ms, hops p99 %.0f; %d records issued since set-up",
