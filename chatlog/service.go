@@ -52,7 +52,8 @@ type Mesh interface {
 	Handle(proto string, h mesh.Handler)
 	HandleBroadcast(topic string, h mesh.BroadcastHandler)
 	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
-	Broadcast(ctx context.Context, topic string, payload []byte) (mesh.MsgID, error)
+	BroadcastID(ctx context.Context, topic string, id mesh.MsgID, payload []byte) error
+	ForgetBroadcast(id mesh.MsgID)
 	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
 	Directory() []mesh.Record
 	Lookup(id mesh.ID) (mesh.Record, bool)
@@ -135,7 +136,7 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		syncing:  make(map[syncKey]bool),
 	}
 	s.life, s.endLife = context.WithCancel(context.Background())
-	m.ValidateBroadcast(liveTopic, validLive)
+	m.ValidateBroadcast(liveTopic, s.validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
 	m.Handle(syncProto, mesh.HandlerFunc(s.handleSync))
 	return s, s.advertise()
@@ -573,9 +574,16 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	return v, nil
 }
 
+// broadcastID is the broadcast id of a chat message: the start of its id,
+// so that a retraction can name the broadcast to forget.
+func broadcastID(id ID) mesh.MsgID { return mesh.MsgID(id[:16]) }
+
 // send broadcasts a message live.
 func (s *Service) send(ctx context.Context, m *Message) {
-	if _, err := s.mesh.Broadcast(ctx, liveTopic, m.Encode()); err != nil {
+	if m.Kind == KindRetract {
+		s.mesh.ForgetBroadcast(broadcastID(m.Ref))
+	}
+	if err := s.mesh.BroadcastID(ctx, liveTopic, broadcastID(m.ID), m.Encode()); err != nil {
 		s.log.Warn("broadcast message", "err", err)
 	}
 }
@@ -858,13 +866,27 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 }
 
 // validLive is the check every node runs on a live chat message before it
-// passes it on: signature, form, size, kind and time.
-func validLive(b mesh.BroadcastMsg) error {
+// passes it on: signature, form, size, kind, time, and that the broadcast
+// id is the message's. A valid retraction also makes the node forget the
+// retracted message's broadcast, so no node passes it on any more, channel
+// member or not. (Whether the retraction is by the author is checked by
+// members; a forged one can only make relays forget a copy that history
+// sync still carries.)
+func (s *Service) validLive(b mesh.BroadcastMsg) error {
 	m, err := Decode(b.Payload)
 	if err != nil {
 		return err
 	}
-	return m.Check(time.Now())
+	if err := m.Check(time.Now()); err != nil {
+		return err
+	}
+	if b.ID != broadcastID(m.ID) {
+		return fmt.Errorf("%w: broadcast id is not the message's", ErrInvalidInput)
+	}
+	if m.Kind == KindRetract {
+		s.mesh.ForgetBroadcast(broadcastID(m.Ref))
+	}
+	return nil
 }
 
 // onLive takes a message broadcast live.
@@ -873,9 +895,16 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	if err == nil {
 		err = s.accept(context.Background(), m, true)
 	}
-	if err != nil {
-		s.reject(b.From, err)
+	if err == nil {
+		return
 	}
+	// Who may retract or change settings needs this node's state, so an
+	// honest relay cannot check it: score down only the author itself.
+	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner)) && m.Author != b.From {
+		s.log.Info("chat message rejected", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
+		return
+	}
+	s.reject(b.From, err)
 }
 
 func (s *Service) reject(from mesh.ID, err error) {

@@ -454,24 +454,35 @@ func TestRejectedMessagesScoreTheSenderDown(t *testing.T) {
 		return total
 	}
 	now := time.Now()
-	badSig := chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, []byte("forged"), chatlog.ID{}, now).Encode()
+	forged := chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, []byte("forged"), chatlog.ID{}, now)
+	badSig := forged.Encode()
 	badSig[len(badSig)-1] ^= 0x55
 	settingBody := []byte(`{"burn":true}`)
+	// Each is sent under its own message's broadcast id, as a real node
+	// sends, so that it is refused for its own reason.
+	sign := func(kind chatlog.Kind, body []byte, ref chatlog.ID, at time.Time) *chatlog.Message {
+		return chatlog.SignUnchecked(mallory.ident, cid, kind, body, ref, at)
+	}
 	tests := []struct {
 		name string
+		m    *chatlog.Message
 		msg  []byte
 	}{
-		{"bad signature", badSig},
-		{"retraction not by the author", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindRetract, nil, origID, now).Encode()},
-		{"setting not by the owner", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindSetting, settingBody, chatlog.ID{}, now).Encode()},
-		{"body over the limit", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, bytes.Repeat([]byte("a"), chatlog.MaxBody+1), chatlog.ID{}, now).Encode()},
-		{"time too far in the future", chatlog.SignUnchecked(mallory.ident, cid, chatlog.KindText, []byte("from tomorrow"), chatlog.ID{}, now.Add(24*time.Hour)).Encode()},
-		{"unknown kind", chatlog.SignUnchecked(mallory.ident, cid, chatlog.Kind(9), []byte("?"), chatlog.ID{}, now).Encode()},
+		{"bad signature", forged, badSig},
+		{"retraction not by the author", sign(chatlog.KindRetract, nil, origID, now), nil},
+		{"setting not by the owner", sign(chatlog.KindSetting, settingBody, chatlog.ID{}, now), nil},
+		{"body over the limit", sign(chatlog.KindText, bytes.Repeat([]byte("a"), chatlog.MaxBody+1), chatlog.ID{}, now), nil},
+		{"time too far in the future", sign(chatlog.KindText, []byte("from tomorrow"), chatlog.ID{}, now.Add(24*time.Hour)), nil},
+		{"unknown kind", sign(chatlog.Kind(9), []byte("?"), chatlog.ID{}, now), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := failures()
-			if _, err := mallory.node.Broadcast(ctx, "chat/1", tt.msg); err != nil {
+			msg := tt.msg
+			if msg == nil {
+				msg = tt.m.Encode()
+			}
+			if err := mallory.node.BroadcastID(ctx, "chat/1", mesh.MsgID(tt.m.ID[:16]), msg); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, 5*time.Second, "the sender to be scored down", func() bool { return failures() > before })

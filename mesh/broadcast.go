@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -192,13 +193,26 @@ func (n *Node) ValidateBroadcast(topic string, check func(BroadcastMsg) error) {
 // which hands it to its handler for topic once.
 func (n *Node) Broadcast(ctx context.Context, topic string, payload []byte) (MsgID, error) {
 	var id MsgID
+	rand.Read(id[:])
+	return id, n.BroadcastID(ctx, topic, id, payload)
+}
+
+// BroadcastID is Broadcast with an id the caller derives from the content
+// (say a hash), so that it can later ForgetBroadcast it. An id already
+// seen is not sent again.
+func (n *Node) BroadcastID(ctx context.Context, topic string, id MsgID, payload []byte) error {
 	if err := checkProtocol(topic); err != nil {
-		return id, fmt.Errorf("mesh: %w", err)
+		return fmt.Errorf("mesh: %w", err)
 	}
 	if len(payload) > MaxBroadcast {
-		return id, fmt.Errorf("%w: broadcast of %d bytes, limit %d", ErrTooLarge, len(payload), MaxBroadcast)
+		return fmt.Errorf("%w: broadcast of %d bytes, limit %d", ErrTooLarge, len(payload), MaxBroadcast)
 	}
-	rand.Read(id[:])
+	n.bc.mu.Lock()
+	_, seen := n.bc.seen[id]
+	n.bc.mu.Unlock()
+	if seen {
+		return nil
+	}
 	m := &bcMsg{id: id, origin: n.id, sent: time.Now().UnixMilli(), topic: topic, payload: append([]byte(nil), payload...)}
 	b := n.bc
 	b.mu.Lock()
@@ -207,7 +221,22 @@ func (n *Node) Broadcast(ctx context.Context, topic string, payload []byte) (Msg
 	b.stats.Originated++
 	b.spread(m, "")
 	b.mu.Unlock()
-	return id, nil
+	return nil
+}
+
+// ForgetBroadcast stops this node from passing on message id: it leaves
+// the cache that answers GRAFTs and late announcements (a retracted chat
+// message, say). Copies other nodes already hold are theirs to forget.
+func (n *Node) ForgetBroadcast(id MsgID) {
+	b := n.bc
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.cache[id]; e != nil {
+		b.cacheLen -= len(e.Value.(*bcMsg).payload)
+		b.cached.Remove(e)
+		delete(b.cache, id)
+	}
+	b.markSeen(id, time.Now()) // and never take it again
 }
 
 // BroadcastStats reports the broadcast counters.
@@ -265,7 +294,28 @@ func (b *broadcaster) peerUp(id ID) {
 		stop:  make(chan struct{}),
 	}
 	b.peers[id] = p
+	// A new link may be a node's way back after it lost links: tell it
+	// what passed recently, so it can GRAFT what it missed.
+	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now())
 	b.wg.Go(func() { b.sender(id, p) })
+}
+
+// recent lists the cached messages sent in [from, to), oldest first, at
+// most 4*maxIHave. b.mu is held.
+func (b *broadcaster) recent(from, to time.Time) []MsgID {
+	var ids []MsgID
+	for e := b.cached.Back(); e != nil && len(ids) < 4*maxIHave; e = e.Prev() {
+		m := e.Value.(*bcMsg)
+		sent := time.UnixMilli(m.sent)
+		if sent.Before(from) {
+			break
+		}
+		if sent.Before(to) {
+			ids = append(ids, m.id)
+		}
+	}
+	slices.Reverse(ids)
+	return ids
 }
 
 func (b *broadcaster) peerDown(id ID) {
@@ -299,8 +349,13 @@ func (b *broadcaster) sender(id ID, p *bcPeer) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			err := b.n.Send(ctx, id, bcastProto, f)
 			cancel()
-			if err != nil && errors.Is(err, ErrNotConnected) {
-				return
+			if err != nil {
+				b.mu.Lock()
+				b.stats.Dropped++
+				b.mu.Unlock()
+				if errors.Is(err, ErrNotConnected) {
+					return
+				}
 			}
 		case <-p.stop:
 			return
@@ -325,12 +380,42 @@ func (b *broadcaster) stop() {
 func (b *broadcaster) run(ctx context.Context) {
 	t := time.NewTicker(b.n.cfg.IHaveInterval)
 	defer t.Stop()
+	gossip := time.NewTicker(b.n.cfg.GossipInterval)
+	defer gossip.Stop()
+	// Messages younger than GraftTimeout may still be on their way down
+	// the tree; they are announced in the next round.
+	last := time.Now().Add(-b.n.cfg.GraftTimeout)
 	for {
 		select {
 		case now := <-t.C:
 			b.tick(now)
+		case now := <-gossip.C:
+			upto := now.Add(-b.n.cfg.GraftTimeout)
+			b.gossip(last, upto)
+			last = upto
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// gossip announces to every peer the messages that passed since the last
+// round. A frame lost in flight (a link that closed, a peer that lagged)
+// is then still heard of by IHAVE, and grafted: Plumtree alone announces
+// each message once per lazy link.
+func (b *broadcaster) gossip(from, to time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n.cfg.BroadcastMode != PlumtreeMode {
+		return
+	}
+	ids := b.recent(from, to)
+	if len(ids) == 0 {
+		return
+	}
+	for _, p := range b.peers {
+		if len(p.pending)+len(ids) <= 4*maxIHave {
+			p.pending = append(p.pending, ids...)
 		}
 	}
 }
@@ -451,7 +536,9 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 			if ts != nil {
 				ts.Duplicates++
 			}
-			if p.eager && b.n.cfg.BroadcastMode == PlumtreeMode {
+			// PRUNE on every duplicate, as the paper does: if our PRUNE
+			// crossed the sender's GRAFT, it still hears it next time.
+			if b.n.cfg.BroadcastMode == PlumtreeMode {
 				p.eager = false
 				if b.enqueue(p, []byte{byte(bcPrune)}) {
 					b.stats.Prunes++

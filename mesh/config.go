@@ -72,6 +72,10 @@ type Config struct {
 	BroadcastMode BroadcastMode
 	// IHaveInterval batches lazy announcements.
 	IHaveInterval time.Duration
+	// GossipInterval is how often a node announces to all its peers the
+	// ids of the messages that passed since the last time, so that one
+	// that lost a frame in flight still hears of the message.
+	GossipInterval time.Duration
 	// GraftTimeout is how long a node that heard of a message by IHAVE
 	// waits for it before asking for it; GraftRetry, before asking the
 	// next announcer.
@@ -144,6 +148,7 @@ func DefaultConfig() Config {
 		RecordTTL:             65 * time.Second,
 		RecordDebounce:        300 * time.Millisecond,
 		IHaveInterval:         20 * time.Millisecond,
+		GossipInterval:        time.Second,
 		GraftTimeout:          250 * time.Millisecond,
 		GraftRetry:            125 * time.Millisecond,
 		BroadcastMaxAge:       10 * time.Minute,
@@ -204,6 +209,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.IHaveInterval <= 0 {
 		c.IHaveInterval = d.IHaveInterval
+	}
+	if c.GossipInterval <= 0 {
+		c.GossipInterval = d.GossipInterval
 	}
 	if c.GraftTimeout <= 0 {
 		c.GraftTimeout = d.GraftTimeout

@@ -245,11 +245,12 @@ func (d *directory) store(w wireRecord, env []byte, now time.Time) {
 	d.changed()
 }
 
-// merge verifies a signed record from peer from and keeps it if it is
-// newer than the one held. It returns an error for a record the sender
-// should be scored down for.
-func (d *directory) merge(env []byte, from ID) error {
-	w, err := openRecord(env)
+// merge keeps a signed record from peer from if it is newer than the one
+// held. The signature is checked only for a record that would be kept,
+// and not at all when verified says the broadcast validator did. It
+// returns an error for a record the sender should be scored down for.
+func (d *directory) merge(env []byte, from ID, verified bool) error {
+	w, err := parseRecord(env)
 	if err != nil {
 		return err
 	}
@@ -257,16 +258,27 @@ func (d *directory) merge(env []byte, from ID) error {
 		return nil // our own, echoed back
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if old := d.records[w.ID]; old != nil {
+	old := d.records[w.ID]
+	full := old == nil && len(d.records) >= maxRecords
+	d.mu.Unlock()
+	if old != nil && w.Seq <= old.Seq {
 		if w.Seq < old.Seq {
 			return errRecordReplay
 		}
-		if w.Seq == old.Seq {
-			return nil // the same record by another path
-		}
-	} else if len(d.records) >= maxRecords {
+		return nil // the same record by another path
+	}
+	if full {
 		return errors.New("directory full")
+	}
+	if !verified {
+		if _, err := openRecord(env); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur := d.records[w.ID]; cur != nil && cur.Seq >= w.Seq {
+		return nil // a newer one came meanwhile
 	}
 	d.store(w, env, time.Now())
 	return nil
@@ -292,7 +304,7 @@ func (d *directory) expire(now time.Time) {
 
 // onBroadcast takes a record that arrived by broadcast.
 func (d *directory) onBroadcast(m BroadcastMsg) {
-	if err := d.merge(m.Payload, m.From); err != nil && !errors.Is(err, errRecordReplay) {
+	if err := d.merge(m.Payload, m.From, true); err != nil && !errors.Is(err, errRecordReplay) {
 		// A replay can be honest (an old copy by a slow path); anything
 		// else was forged or broken by whoever passed it on.
 		d.n.penalize(m.From, "directory: "+err.Error())
@@ -327,7 +339,7 @@ func (d *directory) handleSnapshot(ctx context.Context, m *Message) ([]byte, err
 		}
 		env := b[k : k+int(size)]
 		b = b[k+int(size):]
-		if err := d.merge(env, m.From); err != nil && !errors.Is(err, errRecordReplay) {
+		if err := d.merge(env, m.From, false); err != nil && !errors.Is(err, errRecordReplay) {
 			bad++
 		}
 	}
@@ -375,18 +387,12 @@ func signRecord(ident *Identity, w wireRecord) ([]byte, error) {
 
 // openRecord checks a signed record and returns its body.
 func openRecord(env []byte) (wireRecord, error) {
-	var w wireRecord
-	if len(env) > MaxRecordSize {
-		return w, errRecordSize
+	w, err := parseRecord(env)
+	if err != nil {
+		return w, err
 	}
-	spki, rest, ok := cutUvarintPrefixed(env, 256)
-	if !ok {
-		return w, errors.New("record: bad key field")
-	}
-	sig, body, ok := cutUvarintPrefixed(rest, 128)
-	if !ok {
-		return w, errors.New("record: bad signature field")
-	}
+	spki, rest, _ := cutUvarintPrefixed(env, 256)
+	sig, body, _ := cutUvarintPrefixed(rest, 128)
 	pub, err := x509.ParsePKIXPublicKey(spki)
 	if err != nil {
 		return w, fmt.Errorf("record key: %w", err)
@@ -398,6 +404,24 @@ func openRecord(env []byte) (wireRecord, error) {
 	sum := sha256.Sum256(body)
 	if !ecdsa.VerifyASN1(ek, sum[:], sig) {
 		return w, errRecordSig
+	}
+	return w, nil
+}
+
+// parseRecord checks a record's form, size and that its key hashes to its
+// id, without the (costly) signature check.
+func parseRecord(env []byte) (wireRecord, error) {
+	var w wireRecord
+	if len(env) > MaxRecordSize {
+		return w, errRecordSize
+	}
+	spki, rest, ok := cutUvarintPrefixed(env, 256)
+	if !ok {
+		return w, errors.New("record: bad key field")
+	}
+	_, body, ok := cutUvarintPrefixed(rest, 128)
+	if !ok {
+		return w, errors.New("record: bad signature field")
 	}
 	if err := json.Unmarshal(body, &w); err != nil {
 		return w, fmt.Errorf("record body: %w", err)
