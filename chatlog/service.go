@@ -891,7 +891,8 @@ func (s *Service) validLive(b mesh.BroadcastMsg) error {
 
 // onLive takes a message broadcast live.
 func (s *Service) onLive(b mesh.BroadcastMsg) {
-	m, err := Decode(b.Payload)
+	// validLive has verified these very bytes.
+	m, err := decode(b.Payload, false)
 	if err == nil {
 		err = s.accept(context.Background(), m, true)
 	}

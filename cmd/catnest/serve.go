@@ -272,8 +272,6 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 	for err := range errc {
 		all = append(all, err)
 	}
-	// Give the last log lines a moment; then report.
-	time.Sleep(10 * time.Millisecond)
 	return errors.Join(all...)
 }
 
