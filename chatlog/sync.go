@@ -305,15 +305,42 @@ func (s *Service) reconcile(ctx context.Context, ch ChannelID, peer mesh.ID) (sy
 	return st, nil
 }
 
+// decodeSyncRequest parses a peer's sync request and checks its form:
+// size, op, and the sizes of its ids and messages.
+func decodeSyncRequest(b []byte) (syncMsg, error) {
+	var req syncMsg
+	if len(b) > maxSyncRequest {
+		return req, fmt.Errorf("%w: sync request of %d bytes", ErrInvalidInput, len(b))
+	}
+	if err := json.Unmarshal(b, &req); err != nil {
+		return req, fmt.Errorf("%w: sync request: %v", ErrInvalidInput, err)
+	}
+	switch req.Op {
+	case "open", "recon", "get", "put", "close":
+	default:
+		return req, fmt.Errorf("%w: sync op %q", ErrInvalidInput, req.Op)
+	}
+	if len(req.IDs) > maxGetIDs {
+		return req, fmt.Errorf("%w: %d ids", ErrInvalidInput, len(req.IDs))
+	}
+	for _, id := range req.IDs {
+		if len(id) != len(ID{}) {
+			return req, fmt.Errorf("%w: id of %d bytes", ErrInvalidInput, len(id))
+		}
+	}
+	for _, m := range req.Msgs {
+		if len(m) > MaxEncoded {
+			return req, fmt.Errorf("%w: message of %d bytes", ErrInvalidInput, len(m))
+		}
+	}
+	return req, nil
+}
+
 // handleSync answers a peer's sync requests, as the responder.
 func (s *Service) handleSync(ctx context.Context, msg *mesh.Message) ([]byte, error) {
-	if len(msg.Payload) > maxSyncRequest {
-		s.reject(msg.From, errors.New("sync request over the size limit"))
-		return nil, ErrInvalidInput
-	}
-	var req syncMsg
-	if err := json.Unmarshal(msg.Payload, &req); err != nil {
-		s.reject(msg.From, fmt.Errorf("bad sync request: %w", err))
+	req, err := decodeSyncRequest(msg.Payload)
+	if err != nil {
+		s.reject(msg.From, err)
 		return nil, ErrInvalidInput
 	}
 	resp, err := s.respond(ctx, msg.From, req)
@@ -385,16 +412,10 @@ func (s *Service) respond(ctx context.Context, from mesh.ID, req syncMsg) (syncM
 		}
 		return syncMsg{Msg: out}, nil
 	case "get":
-		if len(req.IDs) > maxGetIDs {
-			return syncMsg{}, ErrInvalidInput
-		}
 		var msgs [][]byte
 		size := 0
 		done := true
 		for _, raw := range req.IDs {
-			if len(raw) != len(ID{}) {
-				return syncMsg{}, ErrInvalidInput
-			}
 			id := ID(raw)
 			m, ok, err := s.store.Get(id)
 			if err != nil || !ok || m.Channel != r.ch || m.Time < r.lower {
