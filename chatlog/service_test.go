@@ -48,6 +48,13 @@ func newChatNodeWith(t *testing.T, nw *meshtest.Network, name string, svc func(*
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	// Cleanups run last first: the database, opened before the node, is
+	// closed after the node and the service have stopped using it.
+	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
 	n := nw.NewNode(t, name, meshtest.Options{Configure: func(c *mesh.Config) {
 		c.Identity = ident
 		fastMesh(c)
@@ -55,10 +62,6 @@ func newChatNodeWith(t *testing.T, nw *meshtest.Network, name string, svc func(*
 			f(c)
 		}
 	}})
-	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	store, err := chatlog.OpenStore(db)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +83,6 @@ func newChatNodeWith(t *testing.T, nw *meshtest.Network, name string, svc func(*
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		db.Close()
 	})
 	return &chatNode{Service: service, node: n, ident: ident, store: store, dir: dir}
 }
