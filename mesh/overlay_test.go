@@ -69,9 +69,13 @@ type deliveries struct {
 
 func countDeliveries(topic string, nodes ...*mesh.Node) *deliveries {
 	d := &deliveries{got: map[mesh.ID]map[mesh.MsgID]int{}}
+	// Every map exists before the first handler can run: a node already
+	// handed a broadcast would otherwise read d.got while it grows.
+	for _, n := range nodes {
+		d.got[n.ID()] = map[mesh.MsgID]int{}
+	}
 	for _, n := range nodes {
 		id := n.ID()
-		d.got[id] = map[mesh.MsgID]int{}
 		n.HandleBroadcast(topic, func(m mesh.BroadcastMsg) {
 			d.mu.Lock()
 			d.got[id][m.ID]++
