@@ -1,0 +1,42 @@
+package testutil
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestWaitForReturnsOnceTrue(t *testing.T) {
+	var calls atomic.Int32
+	WaitFor(t, 10*time.Second, "third call", func() bool { return calls.Add(1) >= 3 })
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("cond called %d times, want 3", n)
+	}
+}
+
+// fakeTB records Fatalf instead of ending the test.
+type fakeTB struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Fatalf(string, ...any) {
+	f.failed = true
+	panic(f) // Fatalf does not return
+}
+
+func TestWaitForFailsAfterTimeout(t *testing.T) {
+	f := &fakeTB{TB: t}
+	func() {
+		defer func() {
+			if r := recover(); r != nil && r != any(f) {
+				panic(r)
+			}
+		}()
+		WaitFor(f, 50*time.Millisecond, "never", func() bool { return false })
+	}()
+	if !f.failed {
+		t.Fatal("WaitFor returned without failing for a condition that never holds")
+	}
+}
