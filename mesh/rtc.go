@@ -147,6 +147,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		URL:    t.cfg.SignalURL,
 		Key:    t.cfg.SignalKey,
 		ID:     string(t.id),
+		Signer: t.cfg.Identity.Key, // proves the id: nobody else can hold it, a restart takes it back
 		Logger: t.log,
 		OnMessage: func(m signal.Message) {
 			t.onSignal(ctx, &wg, m, accept)

@@ -194,6 +194,7 @@ func parseSignal(args []string, stderr io.Writer) (SignalConfig, error) {
 	fs.Var(msDuration{&cfg.Server.ExpireTimeout}, "expire-timeout", "`ms` (or duration) to hold messages for an offline peer before answering EXPIRE")
 	fs.Var(msDuration{&cfg.Server.AliveTimeout}, "alive-timeout", "`ms` (or duration) without a heartbeat before a client is dropped")
 	fs.IntVar(&cfg.Server.ConcurrentLimit, "concurrent-limit", cfg.Server.ConcurrentLimit, "most clients connected at `once`")
+	fs.IntVar(&cfg.Server.PerAddressLimit, "per-address-limit", cfg.Server.PerAddressLimit, "most WebSockets open from one IP address (IPv6: one /64) at `once`; behind a reverse proxy, set it to --concurrent-limit")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -206,6 +207,9 @@ func parseSignal(args []string, stderr io.Writer) (SignalConfig, error) {
 	}
 	if cfg.Server.ConcurrentLimit <= 0 {
 		return cfg, fmt.Errorf("signal: --concurrent-limit must be positive")
+	}
+	if cfg.Server.PerAddressLimit <= 0 {
+		return cfg, fmt.Errorf("signal: --per-address-limit must be positive")
 	}
 	return cfg, nil
 }

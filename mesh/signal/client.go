@@ -2,6 +2,7 @@ package signal
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -49,8 +50,17 @@ type ClientConfig struct {
 	ID string
 	// Token proves to the server that a reconnect is this client again;
 	// empty: a random base-36 string, kept for the client's lifetime so that
-	// reconnects re-attach to the session the server may still hold.
+	// reconnects re-attach to the session the server may still hold. Leave
+	// it empty when Signer is set.
 	Token string
+	// Signer, if set, is the node's ECDSA P-256 key, and ID must be its
+	// catnest node ID. The client then registers with a proof of id signed
+	// with it as its token, so that on a catnest server nobody without the
+	// key can hold the id, and a restarted node takes its id back at once.
+	// A PeerJS server takes the proof as an ordinary token. The proof is
+	// kept for reconnects and renewed when the server says it is out of
+	// date or the id is taken.
+	Signer crypto.Signer
 	// Heartbeat is how often the client tells the server it is alive;
 	// default 5s. Keep it well under the server's alive timeout.
 	Heartbeat time.Duration
@@ -81,14 +91,15 @@ type ClientConfig struct {
 type Client struct {
 	cfg     ClientConfig
 	base    *url.URL // cfg.URL with the path ending in a slash
-	wsURL   string
+	ws      url.URL  // the WebSocket URL without its query
 	log     *slog.Logger
 	http    *http.Client
 	dialer  *http.Client // http without Timeout, which websocket.Dial refuses
 	serving atomic.Bool
 
-	mu   sync.Mutex
-	conn *websocket.Conn // the registered socket; nil when not registered
+	mu    sync.Mutex
+	conn  *websocket.Conn // the registered socket; nil when not registered
+	token string          // cfg.Token, or the current proof of id
 }
 
 // NewClient checks cfg and returns a client for it, with defaults filled
@@ -118,8 +129,23 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Key == "" {
 		cfg.Key = "peerjs"
 	}
-	if cfg.Token == "" {
-		cfg.Token = randomToken()
+	token := cfg.Token
+	switch {
+	case cfg.Signer != nil && token != "":
+		return nil, errors.New("signal: a client with a Signer makes its own token; leave Token empty")
+	case cfg.Signer != nil:
+		id, err := signerID(cfg.Signer)
+		if err != nil {
+			return nil, err
+		}
+		if id != cfg.ID {
+			return nil, fmt.Errorf("signal: the signer's key has node ID %s, not the client id %s", id, cfg.ID)
+		}
+		if token, err = makeProof(cfg.Signer, cfg.Key, cfg.ID, time.Now()); err != nil {
+			return nil, err
+		}
+	case token == "":
+		token = randomToken()
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
@@ -147,22 +173,49 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 
 	ws.Path = base.Path + "peerjs"
-	ws.RawPath, ws.Fragment = "", ""
-	ws.RawQuery = url.Values{
-		"key":     {cfg.Key},
-		"id":      {cfg.ID},
-		"token":   {cfg.Token},
-		"version": {clientVersion},
-	}.Encode()
+	ws.RawPath, ws.RawQuery, ws.Fragment = "", "", ""
 
 	return &Client{
 		cfg:    cfg,
 		base:   base,
-		wsURL:  ws.String(),
+		ws:     ws,
 		log:    log.With("id", cfg.ID),
 		http:   hc,
 		dialer: dialer,
+		token:  token,
 	}, nil
+}
+
+// wsURL returns the WebSocket URL with the current token.
+func (c *Client) wsURL() string {
+	c.mu.Lock()
+	token := c.token
+	c.mu.Unlock()
+	u := c.ws
+	u.RawQuery = url.Values{
+		"key":     {c.cfg.Key},
+		"id":      {c.cfg.ID},
+		"token":   {token},
+		"version": {clientVersion},
+	}.Encode()
+	return u.String()
+}
+
+// renewProof replaces the token with a new proof of id, if the client has
+// a Signer: a catnest server refuses an old proof for a new session, and
+// lets a newer one take over an id held with an older one.
+func (c *Client) renewProof() {
+	if c.cfg.Signer == nil {
+		return
+	}
+	token, err := makeProof(c.cfg.Signer, c.cfg.Key, c.cfg.ID, time.Now())
+	if err != nil {
+		c.log.Error("signal: cannot renew proof of id", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.token = token
+	c.mu.Unlock()
 }
 
 // randomToken returns a random base-36 string like the tokens of PeerJS.
@@ -185,7 +238,9 @@ func (c *Client) Connected() bool {
 // relayed messages to OnMessage. When the socket drops or the server
 // cannot be reached it reconnects, waiting between attempts with
 // exponential backoff and jitter. If the id is taken it keeps retrying
-// the same way (the old session may expire). It returns nil when ctx
+// the same way (the old session may expire); with a Signer it renews its
+// proof of id first, which on a catnest server takes the id over, unless
+// a client with the same key took it from this one. It returns nil when ctx
 // ends, or an error wrapping ErrRejected when the server refuses the
 // client for good (a wrong key, say). Serve must not run twice at once.
 func (c *Client) Serve(ctx context.Context) error {
@@ -194,6 +249,10 @@ func (c *Client) Serve(ctx context.Context) error {
 	}
 	defer c.serving.Store(false)
 	backoff := c.cfg.MinBackoff
+	// ousted: a client with our key took our id over with a newer proof.
+	// Then ID-TAKEN means that it is still there, and taking the id back
+	// with a newer proof would only start a tug of war: wait for it to go.
+	ousted := false
 	for {
 		registered, err := c.session(ctx)
 		if ctx.Err() != nil {
@@ -205,6 +264,14 @@ func (c *Client) Serve(ctx context.Context) error {
 		}
 		if registered {
 			backoff = c.cfg.MinBackoff
+			ousted = false
+		}
+		switch {
+		case errors.Is(err, errOusted):
+			c.log.Warn("signal: another client with this node's key took over the id; waiting for it to leave")
+			ousted = true
+		case errors.Is(err, errStaleProof), errors.Is(err, errIDTaken) && !ousted:
+			c.renewProof()
 		}
 		// Wait between backoff/2 and backoff.
 		wait := backoff/2 + mrand.N(backoff/2+1)
@@ -220,14 +287,20 @@ func (c *Client) Serve(ctx context.Context) error {
 	}
 }
 
-// errIDTaken ends a session whose id another client holds.
-var errIDTaken = errors.New("signal: id is taken")
+var (
+	// errIDTaken ends a session whose id another client holds.
+	errIDTaken = errors.New("signal: id is taken")
+	// errStaleProof ends a session refused for an out-of-date proof of id.
+	errStaleProof = errors.New("signal: proof of id is out of date")
+	// errOusted ends a session whose id a newer proof took over.
+	errOusted = errors.New("signal: id taken over by another client with the same key")
+)
 
 // session runs one socket from dial to its end and reports whether it got
 // registered and why it ended.
 func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	ws, _, err := websocket.Dial(dctx, c.wsURL, &websocket.DialOptions{HTTPClient: c.dialer})
+	ws, _, err := websocket.Dial(dctx, c.wsURL(), &websocket.DialOptions{HTTPClient: c.dialer})
 	cancel()
 	if err != nil {
 		return false, err
@@ -275,6 +348,9 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 			return registered, nil
 		case err := <-readErr:
 			readErr <- err // for the deferred receive
+			if ce := (websocket.CloseError{}); errors.As(err, &ce) && ce.Reason == closeOusted {
+				err = fmt.Errorf("%w: %v", errOusted, err)
+			}
 			return registered, err
 		case <-grace.C:
 			markRegistered()
@@ -336,6 +412,9 @@ func serverError(m Message, registered bool) error {
 		Msg string `json:"msg"`
 	}
 	_ = json.Unmarshal(m.Payload, &p)
+	if p.Msg == reasonStaleProof {
+		return fmt.Errorf("%w (is this machine's clock right?)", errStaleProof)
+	}
 	if !registered {
 		for _, prefix := range []string{reasonNoParams, reasonBadKey, reasonBadToken, "Invalid id"} {
 			if strings.HasPrefix(p.Msg, prefix) {

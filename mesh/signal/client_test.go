@@ -123,16 +123,16 @@ func TestNewClientChecksConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "wss://signal.example:8443/app/peerjs?"; !strings.HasPrefix(c.wsURL, want) {
-		t.Errorf("WebSocket URL %q, want prefix %q", c.wsURL, want)
+	if want := "wss://signal.example:8443/app/peerjs?"; !strings.HasPrefix(c.wsURL(), want) {
+		t.Errorf("WebSocket URL %q, want prefix %q", c.wsURL(), want)
 	}
-	for _, p := range []string{"key=peerjs", "id=node+1", "token=" + c.cfg.Token} {
-		if !strings.Contains(c.wsURL, p) {
-			t.Errorf("WebSocket URL %q lacks %q", c.wsURL, p)
+	for _, p := range []string{"key=peerjs", "id=node+1", "token=" + c.token} {
+		if !strings.Contains(c.wsURL(), p) {
+			t.Errorf("WebSocket URL %q lacks %q", c.wsURL(), p)
 		}
 	}
-	if c.cfg.Token == "" || strings.Trim(c.cfg.Token, "0123456789abcdefghijklmnopqrstuvwxyz") != "" {
-		t.Errorf("token %q is not base 36", c.cfg.Token)
+	if c.token == "" || strings.Trim(c.token, "0123456789abcdefghijklmnopqrstuvwxyz") != "" {
+		t.Errorf("token %q is not base 36", c.token)
 	}
 }
 
@@ -316,5 +316,30 @@ func TestClientPeers(t *testing.T) {
 				t.Fatalf("Peers: %v, %v; want [alice bob]", ids, err)
 			}
 		})
+	}
+}
+
+func TestNewClientSigner(t *testing.T) {
+	key, id := newNodeKey(t)
+	_, otherID := newNodeKey(t)
+	if _, err := NewClient(ClientConfig{URL: "http://127.0.0.1:1", ID: otherID, Signer: key}); err == nil {
+		t.Error("NewClient accepted a signer whose key is not the id's")
+	}
+	if _, err := NewClient(ClientConfig{URL: "http://127.0.0.1:1", ID: id, Signer: key, Token: "t"}); err == nil {
+		t.Error("NewClient accepted both a signer and a token")
+	}
+	c, err := NewClient(ClientConfig{URL: "http://127.0.0.1:1", Key: "k1", ID: id, Signer: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := parseProof(c.token)
+	if err == nil {
+		err = p.verify("k1", id)
+	}
+	if err != nil || !p.fresh(time.Now()) {
+		t.Fatalf("client token %q is not a fresh proof: %v", c.token, err)
+	}
+	if !strings.Contains(c.wsURL(), "token="+c.token) {
+		t.Fatalf("WebSocket URL %q does not carry the proof", c.wsURL())
 	}
 }

@@ -19,16 +19,34 @@
 // registered, reconnecting with backoff, and passes relayed messages to a
 // callback.
 //
+// # Proof of id
+//
+// An id of the form of a catnest node ID (32 characters of [a-z2-7]) can
+// be held on our server only with the node key: its token must be a
+// proof of id, a signature by the key whose SPKI hashes to the id over
+// the server's key, the id, a time and a nonce (see proof.go). A new
+// session needs a proof made within 5 minutes of the server's clock; a
+// reconnect with the token the server holds re-attaches as in PeerJS; a
+// newer proof takes the id over at once (a restarted node), an older one
+// gets ID-TAKEN (a replay). A Client with a Signer makes and renews these
+// proofs; to the npm peer server a proof is an opaque token. Ids of every
+// other form keep PeerJS's plain tokens, so PeerJS clients work as before.
+//
 // # Caveats
 //
 // Server: each WebSocket has a reading goroutine (the HTTP handler) and a
 // writing one; both end before Serve or Maintain returns. Messages to a
-// client go through a bounded queue and a write timeout: a client that does
-// not keep up is dropped, and the sender of the message that did not fit
-// gets a LEAVE, as with the reference server. Malformed or oversized input
-// (over MaxMessageSize), unknown types and a missing dst get an ERROR and a
-// close for that client alone. Messages held for offline peers are bounded
-// per peer and in total; past the bound the sender gets EXPIRE at once.
+// client go through a bounded queue, of which one sender may fill a
+// quarter: a message that does not fit is not delivered and its sender
+// gets EXPIRE at once, so nobody can flood a client off the server. A
+// client whose socket does not take a write within 10 s is dropped.
+// Malformed or oversized input (over MaxMessageSize), unknown types and a
+// missing dst get an ERROR and a close for that client alone. Every close
+// ends within a few seconds, even when the client stops mid-message. One
+// address (IPv6: one /64) may hold PerAddressLimit sockets; Serve also
+// times out slow requests and idle keep-alive connections. Messages held
+// for offline peers are bounded per peer, per sender and in total; past
+// the bound the sender gets EXPIRE at once.
 // When a client goes away the server tells no one, like the reference; its
 // peers learn it from their links or from a LEAVE when sending to it. A
 // Server serves once: when Serve or Maintain returns it is closed for good.

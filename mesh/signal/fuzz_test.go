@@ -70,7 +70,7 @@ func FuzzServerInbound(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := NewServer(ServerConfig{})
-		sa, sb := newSocket(nil), newSocket(nil)
+		sa, sb := newSocket(nil, nil), newSocket(nil, nil)
 		a := &client{id: "a", token: "t", sock: sa, lastPing: time.Now()}
 		s.clients["a"] = a
 		s.clients["b"] = &client{id: "b", token: "t", sock: sb, lastPing: time.Now()}
@@ -88,7 +88,7 @@ func FuzzServerInbound(f *testing.F) {
 			}
 		}
 		for len(sb.out) > 0 {
-			out := <-sb.out
+			out := (<-sb.out).b
 			m, err := DecodeMessage(out)
 			if err != nil {
 				t.Fatalf("relayed an undecodable %q: %v", out, err)

@@ -147,16 +147,29 @@ type rawConn struct {
 // from the socket, as with a stuck client.
 func dialRaw(t *testing.T, base string, q url.Values, read bool) *rawConn {
 	t.Helper()
+	return dialRawFrom(t, base, q, read, "")
+}
+
+// dialRawFrom is dialRaw from the local IP address local ("": any), such
+// as 127.0.0.2, to look like another host.
+func dialRawFrom(t *testing.T, base string, q url.Values, read bool, local string) *rawConn {
+	t.Helper()
 	u := "ws" + strings.TrimPrefix(base, "http") + "/peerjs?" + q.Encode()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	var opts *websocket.DialOptions
-	if !read {
-		// A small receive buffer, so that the server's writes back up
-		// after less data.
+	if !read || local != "" {
+		d := net.Dialer{}
+		if !read {
+			// A small receive buffer, so that the server's writes back up
+			// after less data.
+			d.Control = smallReceiveBuffer
+		}
+		if local != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+		}
 		opts = &websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				d := net.Dialer{Control: smallReceiveBuffer}
 				return d.DialContext(ctx, network, addr)
 			},
 		}}}

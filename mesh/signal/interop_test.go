@@ -170,6 +170,39 @@ func TestConformance(t *testing.T) {
 				a.send(Message{Type: TypeAnswer, Dst: "again-b"})
 				b.expect(Message{Type: TypeAnswer, Src: "again-a", Dst: "again-b"})
 			})
+			t.Run("proof of id", func(t *testing.T) {
+				// A catnest node's token: a proof to ours, an opaque token to
+				// the reference; both register it and re-attach with it.
+				key, id := newNodeKey(t)
+				token := mustProof(t, key, "k1", id, time.Now())
+				a := connectOpen(t, base, "k1", "proof-a")
+				connect(t, base, "k1", id, token).expect(Message{Type: TypeOpen})
+				b := connect(t, base, "k1", id, token)
+				b.expectNothing(200 * time.Millisecond) // no OPEN
+				a.send(Message{Type: TypeOffer, Dst: id})
+				b.expect(Message{Type: TypeOffer, Src: "proof-a", Dst: id})
+				b.send(Message{Type: TypeAnswer, Dst: "proof-a"})
+				a.expect(Message{Type: TypeAnswer, Src: id, Dst: "proof-a"})
+			})
 		})
 	}
+}
+
+func TestInteropSignerWithReferenceServer(t *testing.T) {
+	checkGoroutines(t)
+	base := startReference(t)
+	key, id := newNodeKey(t)
+	node := runClient(t, ClientConfig{URL: base, Key: "k1", ID: id, Signer: key})
+	node.expectState(t, true)
+	a := runClient(t, ClientConfig{URL: base, Key: "k1", ID: "alice"})
+	a.expectState(t, true)
+	ctx := context.Background()
+	if err := a.Send(ctx, Message{Type: TypeOffer, Dst: id}); err != nil {
+		t.Fatal(err)
+	}
+	node.expectMessage(t, Message{Type: TypeOffer, Src: "alice", Dst: id})
+	if err := node.Send(ctx, Message{Type: TypeAnswer, Dst: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	a.expectMessage(t, Message{Type: TypeAnswer, Src: id, Dst: "alice"})
 }

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -10,10 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -32,6 +33,15 @@ const (
 	reasonBadType    = "Invalid message type"
 	reasonNoDst      = "No dst supplied"
 	reasonBadDst     = "Invalid dst"
+	// reasonBadProof starts with reasonBadToken, so that clients take it
+	// as a refusal that retrying cannot fix.
+	reasonBadProof = reasonBadToken + ": ids of the form of a catnest node ID need a proof signed with the node key"
+	// reasonStaleProof is worth retrying with a fresh proof.
+	reasonStaleProof   = "Proof of id is out of date: make a new one, and check the clock"
+	reasonAddressLimit = "Too many connections from your address"
+	// closeOusted is the close reason for a socket whose id a newer proof
+	// of id took over.
+	closeOusted = "replaced by a newer proof of id"
 )
 
 const (
@@ -41,13 +51,23 @@ const (
 	expireInterval = time.Second
 
 	// sendQueueLen and sendQueueBytes bound the messages waiting to be
-	// written to one socket; a client that lets them fill up is dropped, so
-	// a slow reader never blocks the server or grows its memory.
+	// written to one socket, so a slow reader never blocks the server or
+	// grows its memory. A message that does not fit is not delivered and
+	// its sender gets EXPIRE: the sender bears a full queue, never the
+	// destination, which others could otherwise flood off the server.
 	sendQueueLen   = 256
 	sendQueueBytes = 1 << 20
+	// maxSenderShare: one sender may hold at most 1/maxSenderShare of a
+	// destination's send queue (or of the queue held for it while it is
+	// offline), so a flooder cannot crowd out the others' messages.
+	maxSenderShare = 4
 	// writeTimeout bounds one WebSocket write; a client that cannot take a
 	// message in that time is dropped.
 	writeTimeout = 10 * time.Second
+	// closeTimeout bounds a graceful close: writing what is queued, the
+	// close frame, and reading until the peer's close frame (which may sit
+	// behind the rest of a huge frame the peer announced and never sends).
+	closeTimeout = 3 * time.Second
 
 	// Bounds of the messages held for offline peers. Past them a message is
 	// answered with EXPIRE at once instead of being held.
@@ -60,8 +80,15 @@ const (
 	// before it hangs up.
 	shutdownGrace = 2 * time.Second
 
-	// maxTokenLength bounds the client token; PeerJS tokens are ~11 chars.
+	// maxTokenLength bounds the client token; PeerJS tokens are ~11 chars,
+	// proofs of id at most maxProofLength.
 	maxTokenLength = 256
+
+	// Timeouts of the HTTP server Serve runs. WebSockets are not bound by
+	// them: a hijacked connection has its deadlines cleared.
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second
+	httpWriteTimeout      = 30 * time.Second
 )
 
 // ServerConfig configures a Server. The zero value of each field selects
@@ -83,6 +110,15 @@ type ServerConfig struct {
 	AliveTimeout time.Duration
 	// ConcurrentLimit is the most clients registered at once; default 5000.
 	ConcurrentLimit int
+	// PerAddressLimit is the most WebSockets open at once from one address
+	// (an IPv4 address or an IPv6 /64), so that one host cannot take all
+	// ConcurrentLimit slots; default 64. Behind a reverse proxy every
+	// client has the proxy's address: set it to ConcurrentLimit there.
+	PerAddressLimit int
+	// IdleTimeout is how long Serve keeps an idle HTTP keep-alive
+	// connection open; default 30s. (With ServeHTTP, the http.Server's own
+	// settings apply.)
+	IdleTimeout time.Duration
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -96,6 +132,8 @@ func DefaultServerConfig() ServerConfig {
 		ExpireTimeout:   5 * time.Second,
 		AliveTimeout:    60 * time.Second,
 		ConcurrentLimit: 5000,
+		PerAddressLimit: 64,
+		IdleTimeout:     30 * time.Second,
 	}
 }
 
@@ -114,12 +152,14 @@ type Server struct {
 	queued      int               // messages in all queues
 	queuedBytes int
 	sockets     map[*socket]struct{} // every open socket, registered or not
+	addrs       map[string]int       // open sockets by addressKey, those over the limit not counted
 	handlers    sync.WaitGroup       // WebSocket handlers; Add only under mu while !closed
 }
 
 // client is one registered id.
 type client struct {
 	id, token string
+	proofAt   int64     // the time of the token's proof of id (Unix ms); 0 for other ids
 	sock      *socket   // the current socket; replaced on re-attach
 	lastPing  time.Time // last HEARTBEAT (or registration)
 }
@@ -128,8 +168,12 @@ type client struct {
 type queue struct {
 	created time.Time // the reference expires a queue this long after it was made
 	msgs    []queued
-	size    int // bytes in msgs
+	size    int             // bytes in msgs
+	senders map[string]load // msgs by src
 }
+
+// load is what one sender has in a queue.
+type load struct{ n, size int }
 
 type queued struct {
 	src, dst string
@@ -151,6 +195,12 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.ConcurrentLimit <= 0 {
 		cfg.ConcurrentLimit = def.ConcurrentLimit
 	}
+	if cfg.PerAddressLimit <= 0 {
+		cfg.PerAddressLimit = def.PerAddressLimit
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = def.IdleTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -162,6 +212,7 @@ func NewServer(cfg ServerConfig) *Server {
 		clients: make(map[string]*client),
 		queues:  make(map[string]*queue),
 		sockets: make(map[*socket]struct{}),
+		addrs:   make(map[string]int),
 	}
 }
 
@@ -187,8 +238,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return ErrServerClosed
 	}
 	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: s,
+		// Every connection ends: one that sends its request slowly, one
+		// that does not read the answer, one that idles between requests.
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	serveErr := make(chan error, 1)
@@ -196,9 +252,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	err := s.maintain(ctx, serveErr)
 
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = srv.Shutdown(shutCtx) // hijacked WebSockets are not waited for; shutdown closes them
+	// Requests are short, so a moment is enough for those in flight; then
+	// every other connection is closed. Hijacked WebSockets are not
+	// tracked by srv: shutdown closes them.
+	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	_ = srv.Shutdown(shutCtx)
 	cancel()
+	srv.Close()
 	s.shutdown()
 	if err == nil {
 		err = <-serveErr
@@ -265,7 +325,8 @@ func (s *Server) shutdown() {
 		return
 	case <-time.After(shutdownGrace):
 	}
-	// Some peers do not answer the close handshake: hang up on them.
+	// Some peers do not answer the close handshake (closeTimeout also ends
+	// it, but later): hang up on them.
 	s.mu.Lock()
 	for sock := range s.sockets {
 		sock.hangUp()
@@ -399,7 +460,8 @@ func (s *Server) freshID() string {
 
 // serveWS runs one WebSocket from the handshake to its end.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	hj := &hijackRecorder{ResponseWriter: w}
+	ws, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		// PeerJS pages are served from other origins than the server's.
 		InsecureSkipVerify: true,
 	})
@@ -410,15 +472,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Oversized messages are caught below, so that the client gets an
 	// ERROR before the close rather than a bare close frame.
 	ws.SetReadLimit(-1)
-	sock := newSocket(ws)
+	sock := newSocket(ws, hj.conn)
+	addr := addressKey(r.RemoteAddr)
 
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		ws.Close(websocket.StatusGoingAway, "server shutting down")
+		ws.CloseNow()
 		return
 	}
 	s.sockets[sock] = struct{}{}
+	overLimit := s.addrs[addr] >= s.cfg.PerAddressLimit
+	if !overLimit {
+		s.addrs[addr]++
+	}
 	s.handlers.Add(1)
 	s.mu.Unlock()
 	defer s.handlers.Done()
@@ -428,6 +495,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		<-sock.done
 		s.mu.Lock()
 		delete(s.sockets, sock)
+		if !overLimit {
+			if s.addrs[addr]--; s.addrs[addr] <= 0 {
+				delete(s.addrs, addr)
+			}
+		}
 		s.mu.Unlock()
 	}()
 
@@ -450,8 +522,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	case len(token) > maxTokenLength:
 		refuse(reasonBadToken)
 		return
+	case overLimit:
+		refuse(reasonAddressLimit)
+		return
 	}
-	c, refusal := s.register(id, token, sock)
+	var pr *proof
+	if isNodeID(id) {
+		// Checked here, outside the lock: a signature check takes a while.
+		p, err := parseProof(token)
+		if err == nil {
+			err = p.verify(s.cfg.Key, id)
+		}
+		if err != nil {
+			s.log.Debug("signal: bad proof of id", "id", id, "remote", r.RemoteAddr, "err", err)
+			refuse(reasonBadProof)
+			return
+		}
+		pr = &p
+	}
+	c, refusal := s.register(id, token, pr, sock)
 	if c == nil {
 		if refusal != "" {
 			refuse(refusal)
@@ -497,9 +586,10 @@ func readMessage(ws *websocket.Conn) ([]byte, error) {
 }
 
 // register adds a client for id or re-attaches sock to the existing one
-// with the same token. It returns nil and the reason for an ERROR, or nil
-// and "" when sock has already been told why (ID-TAKEN).
-func (s *Server) register(id, token string, sock *socket) (*client, string) {
+// with the same token. pr is the token's checked proof of id, for ids
+// that need one (isNodeID), else nil. It returns nil and the reason for
+// an ERROR, or nil and "" when sock has already been told why (ID-TAKEN).
+func (s *Server) register(id, token string, pr *proof, sock *socket) (*client, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -507,30 +597,48 @@ func (s *Server) register(id, token string, sock *socket) (*client, string) {
 	}
 	now := time.Now()
 	c := s.clients[id]
+	open, _ := encodeMessage(Message{Type: TypeOpen})
 	switch {
-	case c != nil && c.token != token:
-		b, _ := encodeMessage(Message{Type: TypeIDTaken, Payload: json.RawMessage(`{"msg":"ID is taken"}`)})
-		sock.closeWith(b, websocket.StatusPolicyViolation, "id taken")
-		return nil, ""
-	case c != nil:
+	case c != nil && c.token == token:
 		// The same client on a new socket: re-attach without OPEN, as the
 		// reference does. The old socket can no longer speak for the id.
+		// The token is the client's secret, so an old proof does.
 		c.sock.closeWith(nil, websocket.StatusNormalClosure, "replaced by a new connection")
 		c.sock = sock
 		c.lastPing = now
+	case pr != nil && !pr.fresh(now):
+		return nil, reasonStaleProof
+	case c != nil && pr != nil && pr.at > c.proofAt:
+		// The key's holder with a newer proof, such as the node restarted:
+		// it takes its id over at once rather than wait for the old session
+		// to time out. An older proof (a replay) gets ID-TAKEN below.
+		s.log.Debug("signal: id taken over by a newer proof", "id", id)
+		c.sock.closeWith(nil, websocket.StatusNormalClosure, closeOusted)
+		c.sock, c.token, c.proofAt, c.lastPing = sock, token, pr.at, now
+		sock.send("", open, false)
+	case c != nil:
+		b, _ := encodeMessage(Message{Type: TypeIDTaken, Payload: json.RawMessage(`{"msg":"ID is taken"}`)})
+		sock.closeWith(b, websocket.StatusPolicyViolation, "id taken")
+		return nil, ""
 	default:
 		if len(s.clients) >= s.cfg.ConcurrentLimit {
 			return nil, reasonLimit
 		}
 		c = &client{id: id, token: token, sock: sock, lastPing: now}
+		if pr != nil {
+			c.proofAt = pr.at
+		}
 		s.clients[id] = c
-		open, _ := encodeMessage(Message{Type: TypeOpen})
-		sock.send(open)
+		sock.send("", open, false)
 	}
 	if q := s.queues[id]; q != nil {
 		s.dropQueueLocked(id)
 		for _, m := range q.msgs {
-			s.sendLocked(c, m.b)
+			// Held messages fit in an empty queue, whatever their senders'
+			// shares; they count towards them from now on.
+			if !sock.send(m.src, m.b, false) {
+				s.notifyLocked(m.src, Message{Type: TypeExpire, Src: id, Dst: m.src})
+			}
 		}
 	}
 	return c, ""
@@ -610,21 +718,27 @@ func (s *Server) handle(c *client, sock *socket, b []byte) bool {
 }
 
 // routeLocked delivers b (of type typ, from src) to dst, or holds it while
-// dst is offline.
+// dst is offline. A message that finds no room is not delivered and its
+// sender gets EXPIRE at once, as for an offline dst whose messages were
+// not picked up: dst stays, however hard others send to it.
 func (s *Server) routeLocked(typ, src, dst string, b []byte) {
+	notice := typ != TypeLeave && typ != TypeExpire // the others are not answered
 	if d := s.clients[dst]; d != nil {
-		if !s.sendLocked(d, b) {
-			// As the reference does when a send fails: the sender
-			// learns that dst is gone.
-			s.notifyLocked(src, Message{Type: TypeLeave, Src: dst, Dst: src})
+		if !d.sock.send(src, b, true) && notice {
+			s.notifyLocked(src, Message{Type: TypeExpire, Src: dst, Dst: src})
 		}
 		return
 	}
-	if typ == TypeLeave || typ == TypeExpire {
+	if !notice {
 		return
 	}
 	q := s.queues[dst]
+	var l load
+	if q != nil {
+		l = q.senders[src]
+	}
 	if (q != nil && (len(q.msgs) >= maxQueuedPerPeer || q.size+len(b) > maxQueuedPeerSize)) ||
+		l.n >= maxQueuedPerPeer/maxSenderShare || l.size+len(b) > maxQueuedPeerSize/maxSenderShare ||
 		s.queued >= maxQueuedMessages || s.queuedBytes+len(b) > maxQueuedBytes {
 		// No room: tell the sender now rather than holding nothing for
 		// ExpireTimeout.
@@ -632,30 +746,18 @@ func (s *Server) routeLocked(typ, src, dst string, b []byte) {
 		return
 	}
 	if q == nil {
-		q = &queue{created: time.Now()}
+		q = &queue{created: time.Now(), senders: make(map[string]load)}
 		s.queues[dst] = q
 	}
 	q.msgs = append(q.msgs, queued{src: src, dst: dst, b: b})
 	q.size += len(b)
+	q.senders[src] = load{l.n + 1, l.size + len(b)}
 	s.queued++
 	s.queuedBytes += len(b)
 }
 
-// sendLocked queues b on c's socket. If the socket cannot take it, c is
-// dropped and sendLocked reports false.
-func (s *Server) sendLocked(c *client, b []byte) bool {
-	if c.sock.send(b) {
-		return true
-	}
-	s.log.Warn("signal: dropping client that does not keep up", "id", c.id)
-	if s.clients[c.id] == c {
-		delete(s.clients, c.id)
-	}
-	c.sock.abort()
-	return false
-}
-
-// notifyLocked sends a message of the server's own to id, if connected.
+// notifyLocked sends a message of the server's own to id, if connected and
+// if it has room: a client that does not read what it is told misses it.
 func (s *Server) notifyLocked(id string, m Message) {
 	c := s.clients[id]
 	if c == nil {
@@ -665,7 +767,7 @@ func (s *Server) notifyLocked(id string, m Message) {
 	if err != nil {
 		return
 	}
-	s.sendLocked(c, b)
+	c.sock.send("", b, false)
 }
 
 func (s *Server) dropQueueLocked(id string) {
@@ -720,14 +822,18 @@ func (s *Server) expireQueues(now time.Time) {
 }
 
 // socket is one WebSocket with its own writer goroutine, so that no client
-// can block the server: messages go through a bounded queue, and writes
-// have a timeout.
+// can block the server: messages go through a bounded queue, writes have
+// a timeout, and a close has a deadline.
 type socket struct {
-	ws      *websocket.Conn
-	out     chan []byte
-	pending atomic.Int64  // bytes in out; added to under Server.mu only
-	stop    chan struct{} // closed once, by closeWith or abort
-	done    chan struct{} // closed when the writer has closed ws and ended
+	ws   *websocket.Conn
+	nc   net.Conn // the hijacked connection under ws; nil in fuzz tests
+	out  chan outgoing
+	stop chan struct{} // closed once, by closeWith or abort
+	done chan struct{} // closed when the writer has closed ws and ended
+
+	mu      sync.Mutex // guards pending and senders; taken under Server.mu
+	pending int        // bytes in out
+	senders map[string]load
 
 	once     sync.Once
 	graceful bool // set before stop is closed; read by the writer after
@@ -736,42 +842,66 @@ type socket struct {
 	reason   string
 }
 
-func newSocket(ws *websocket.Conn) *socket {
+// outgoing is a message waiting in a socket's queue, with the id of its
+// sender ("" for the server's own).
+type outgoing struct {
+	src string
+	b   []byte
+}
+
+func newSocket(ws *websocket.Conn, nc net.Conn) *socket {
 	return &socket{
-		ws:   ws,
-		out:  make(chan []byte, sendQueueLen),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		ws:      ws,
+		nc:      nc,
+		out:     make(chan outgoing, sendQueueLen),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		senders: make(map[string]load),
 	}
 }
 
-// send queues b without blocking and reports whether it fit. Callers hold
-// Server.mu, so that the check of pending and the add are one step.
-func (s *socket) send(b []byte) bool {
+// send queues b from src without blocking and reports whether it fit.
+// With share, src may not hold more than 1/maxSenderShare of the queue.
+func (s *socket) send(src string, b []byte, share bool) bool {
 	select {
 	case <-s.stop:
 		return false
 	default:
 	}
-	if s.pending.Load()+int64(len(b)) > sendQueueBytes {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending+len(b) > sendQueueBytes {
+		return false
+	}
+	l := s.senders[src]
+	if share && (l.n >= sendQueueLen/maxSenderShare || l.size+len(b) > sendQueueBytes/maxSenderShare) {
 		return false
 	}
 	select {
-	case s.out <- b:
-		s.pending.Add(int64(len(b)))
+	case s.out <- outgoing{src, b}:
+		s.pending += len(b)
+		s.senders[src] = load{l.n + 1, l.size + len(b)}
 		return true
 	default:
 		return false
 	}
 }
 
-// took accounts for b having been taken from the queue.
-func (s *socket) took(b []byte) {
-	s.pending.Add(-int64(len(b)))
+// took accounts for m having been taken from the queue.
+func (s *socket) took(m outgoing) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending -= len(m.b)
+	l := s.senders[m.src]
+	if l.n <= 1 {
+		delete(s.senders, m.src)
+		return
+	}
+	s.senders[m.src] = load{l.n - 1, l.size - len(m.b)}
 }
 
 // closeWith asks the writer to write what is queued, then final (if not
-// nil), then to close with the close handshake.
+// nil), then to close with the close handshake, all within closeTimeout.
 func (s *socket) closeWith(final []byte, code websocket.StatusCode, reason string) {
 	s.once.Do(func() {
 		s.graceful, s.final, s.code, s.reason = true, final, code, reason
@@ -792,9 +922,15 @@ func (s *socket) abort() {
 	}
 }
 
-// hangUp closes the connection at once, even during a graceful close.
+// hangUp closes the connection at once, even during a graceful close. It
+// closes the connection under the WebSocket, as the library's CloseNow
+// waits for a close handshake already under way.
 func (s *socket) hangUp() {
 	s.once.Do(func() { close(s.stop) })
+	if s.nc != nil {
+		s.nc.Close()
+		return
+	}
 	s.ws.CloseNow()
 }
 
@@ -802,15 +938,24 @@ func (s *socket) writeLoop() {
 	defer close(s.done)
 	for {
 		select {
-		case b := <-s.out:
-			s.took(b)
-			if s.write(b) != nil {
+		case m := <-s.out:
+			s.took(m)
+			if s.write(m.b) != nil {
 				s.ws.CloseNow()
 				return
 			}
 		case <-s.stop:
-			if s.graceful && s.flush() == nil {
-				s.ws.Close(s.code, s.reason)
+			if s.graceful {
+				// The close handshake reads until the peer's close frame,
+				// first skipping the rest of any message the peer started:
+				// without a deadline, a peer that announced a huge frame and
+				// went quiet would hold the connection for ever.
+				if s.nc != nil {
+					s.nc.SetDeadline(time.Now().Add(closeTimeout))
+				}
+				if s.flush() == nil {
+					s.ws.Close(s.code, s.reason)
+				}
 			}
 			s.ws.CloseNow()
 			return
@@ -822,9 +967,9 @@ func (s *socket) writeLoop() {
 func (s *socket) flush() error {
 	for {
 		select {
-		case b := <-s.out:
-			s.took(b)
-			if err := s.write(b); err != nil {
+		case m := <-s.out:
+			s.took(m)
+			if err := s.write(m.b); err != nil {
 				return err
 			}
 		default:
@@ -840,4 +985,40 @@ func (s *socket) write(b []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
 	return s.ws.Write(ctx, websocket.MessageText, b)
+}
+
+// hijackRecorder passes the WebSocket handshake through and keeps the
+// connection it hijacks, so that the server can put a deadline on it and
+// close it whatever state the WebSocket library is in.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, brw, err
+}
+
+// Unwrap lets http.ResponseController find the writer's other methods.
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// addressKey is what PerAddressLimit counts by: the IP of remote (a
+// host:port), or its /64 for IPv6, where one host often has a whole /64.
+func addressKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.String()
 }

@@ -165,16 +165,36 @@ func TestServerQueueAndExpire(t *testing.T) {
 func TestServerQueueBound(t *testing.T) {
 	checkGoroutines(t)
 	s := startServer(t, testConfig(), "")
-	a := connectOpen(t, s.url, "k1", "alice")
-	for i := range maxQueuedPerPeer + 1 {
-		a.send(Message{Type: TypeOffer, Dst: "bob", Payload: json.RawMessage(strconvI(i))})
+	share := maxQueuedPerPeer / maxSenderShare
+	var senders []*rawConn
+	for i := range maxSenderShare + 1 {
+		senders = append(senders, connectOpen(t, s.url, "k1", "s"+strconvI(i)))
 	}
-	// The one that did not fit is answered at once.
-	a.expect(Message{Type: TypeExpire, Src: "bob", Dst: "alice"})
+	// One sender gets its share of the queue for offline bob, no more: the
+	// one past it is answered at once.
+	for i := range share + 1 {
+		senders[0].send(Message{Type: TypeOffer, Dst: "bob", Payload: json.RawMessage(strconvI(i))})
+	}
+	senders[0].expect(Message{Type: TypeExpire, Src: "bob", Dst: "s0"})
+	// The others fill the queue; past that, everyone is answered at once.
+	// (Once sink has a sender's last message, the server has handled the
+	// ones before it.)
+	sink := connectOpen(t, s.url, "k1", "sink")
+	for j := 1; j < maxSenderShare; j++ {
+		for i := range share {
+			senders[j].send(Message{Type: TypeOffer, Dst: "bob", Payload: json.RawMessage(strconvI(j*share + i))})
+		}
+		senders[j].send(Message{Type: TypeOffer, Dst: "sink"})
+		sink.expect(Message{Type: TypeOffer, Src: "s" + strconvI(j), Dst: "sink"})
+	}
+	last := senders[maxSenderShare]
+	last.send(Message{Type: TypeOffer, Dst: "bob"})
+	last.expect(Message{Type: TypeExpire, Src: "bob", Dst: "s" + strconvI(maxSenderShare)})
 	b := connect(t, s.url, "k1", "bob", "t")
 	b.expect(Message{Type: TypeOpen})
 	for i := range maxQueuedPerPeer {
-		b.expect(Message{Type: TypeOffer, Src: "alice", Dst: "bob", Payload: json.RawMessage(strconvI(i))})
+		src := "s" + strconvI(i/share)
+		b.expect(Message{Type: TypeOffer, Src: src, Dst: "bob", Payload: json.RawMessage(strconvI(i))})
 	}
 	b.expectNothing(100 * time.Millisecond)
 	s.mu.Lock()
@@ -387,15 +407,36 @@ func TestServerSlowReader(t *testing.T) {
 	slow := dialRaw(t, s.url, url.Values{"key": {"k1"}, "id": {"bob"}, "token": {"t"}}, false)
 	eventually(t, "bob to register", func() bool { return slices.Contains(s.Clients(), "bob") })
 
+	// Once bob's queue is full, alice's messages expire; bob is not
+	// dropped for that (others could flood him off the server)...
 	flood := []byte(`{"type":"CANDIDATE","dst":"bob","payload":"` + strings.Repeat("x", 60<<10) + `"}`)
-	start := time.Now()
 	n := 0
-	for ; n < 2000 && slices.Contains(s.Clients(), "bob"); n++ {
+	for expired := false; !expired; n++ {
+		if n == 2000 {
+			t.Fatal("no EXPIRE after 2000 messages to a client that does not read")
+		}
 		a.sendRaw(flood)
+		select {
+		case b := <-a.msgs:
+			if m := a.decode(b); !sameMessage(m, Message{Type: TypeExpire, Src: "bob", Dst: "alice"}) {
+				t.Fatalf("got %s while flooding bob", show(m))
+			}
+			expired = true
+		default:
+		}
 	}
-	t.Logf("bob dropped after %d messages, %v", n, time.Since(start))
-	eventually(t, "bob to be dropped", func() bool { return !slices.Contains(s.Clients(), "bob") })
-	a.expect(Message{Type: TypeLeave, Src: "bob", Dst: "alice"})
+	t.Logf("first EXPIRE after %d messages", n)
+	if !slices.Contains(s.Clients(), "bob") {
+		t.Fatal("bob dropped because others sent him more than his queue holds")
+	}
+	// ...but for a write that does not end within writeTimeout.
+	deadline := time.Now().Add(writeTimeout + waitFor)
+	for slices.Contains(s.Clients(), "bob") {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob not dropped within %v of not reading", writeTimeout+waitFor)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	_ = slow
 	// The server still relays for others.
 	c := connectOpen(t, s.url, "k1", "carol")
