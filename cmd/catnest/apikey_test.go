@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -113,6 +114,33 @@ func TestServeAPIKey(t *testing.T) {
 	getJSON(t, ui+"api/channels/"+ch.ID+"/messages", &ms)
 	if len(ms) != 1 || ms[0].Text != "hi from curl" {
 		t.Fatalf("messages %+v", ms)
+	}
+
+	// README's curl lines, as a user pastes them.
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("no curl to run README's examples with")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```sh\n(KEY=.*?)```").FindSubmatch(readme)
+	if block == nil {
+		t.Fatal("README has no curl example starting with KEY=")
+	}
+	script := strings.NewReplacer("~/.catnest-alice", data, "http://127.0.0.1:7071", strings.TrimSuffix(ui, "/"), "CHANNEL_ID", ch.ID).
+		Replace(string(block[1]))
+	out, err := exec.Command("sh", "-ec", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("README's example:\n%s\nfailed: %v\n%s", script, err, out)
+	}
+	if !strings.Contains(string(out), `"name":"bots"`) {
+		t.Errorf("README's channel listing printed %s", out)
+	}
+	ms = nil
+	getJSON(t, ui+"api/channels/"+ch.ID+"/messages", &ms)
+	if len(ms) != 2 || ms[1].Text != "hi from a script" {
+		t.Fatalf("after README's example: messages %+v", ms)
 	}
 }
 
