@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/catnest/catnest/mesh/signal"
 )
 
 // Node is one member of the mesh: it keeps links to other nodes, serves
@@ -588,7 +590,14 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 				n.backoff[id] = b
 			}
 			n.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, signal.ErrNotConnected):
+				// Not registered with the rendezvous yet (a node's first
+				// dials race its registration), or between sockets: the
+				// dial is retried, nothing is wrong.
+				n.log.Debug("dial failed", "peer", id.Short(), "err", err)
+			default:
 				n.log.Info("dial failed", "peer", id.Short(), "err", err)
 			}
 		})

@@ -26,7 +26,32 @@ func (s *Server) nodeRoutes() []route {
 	return []route{
 		{http.MethodGet, "/api/node", s.handleNode},
 		{http.MethodGet, "/api/peers", s.handlePeers},
+		{http.MethodGet, "/api/apikey", s.handleAPIKey},
 	}
+}
+
+// handleAPIKey shows the API key to the node's own page, for its settings.
+// Only our page may read it: a browser tells where a request comes from
+// (Origin, Sec-Fetch-Site), and without CORS headers it would not let a page
+// elsewhere read the answer anyway; DNS rebinding is stopped by the Host
+// check before this. A script that holds the key may ask too.
+func (s *Server) handleAPIKey(w http.ResponseWriter, r *http.Request) {
+	if s.apiKey == nil {
+		writeError(w, http.StatusNotFound, "this node has no API key")
+		return
+	}
+	if !sameOrigin(r) && !byScript(r) {
+		writeError(w, http.StatusForbidden, "the API key is shown only to the node's own page; scripts read it from "+APIKeyFile+" in the node's data dir")
+		return
+	}
+	w.Header().Set("Cross-Origin-Resource-Policy", "same-origin")
+	writeJSON(w, http.StatusOK, apiKeyJSON{Key: s.cfg.APIKey, Header: APIKeyHeader})
+}
+
+// apiKeyJSON is the body of GET /api/apikey.
+type apiKeyJSON struct {
+	Key    string `json:"key"`
+	Header string `json:"header"`
 }
 
 // nodeJSON is the body of GET /api/node.

@@ -315,3 +315,86 @@ func TestBrowserChatHidden(t *testing.T) {
 	}
 	browsertest.Until(t, ctx, 10*time.Second, `document.querySelector("#view").dataset.view === "peers"`)
 }
+
+// TestBrowserChatOpensChannel checks where the Chat view opens: on the only
+// joined channel, and later on the channel used last; and that a channel
+// another node creates shows up in the browse list, without a chat event,
+// and can be joined from there.
+func TestBrowserChatOpensChannel(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id, "alpha")
+	bravo := string(fakeID("bravo"))
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: bravo, OwnerName: "bravo", Joined: true, Members: 2})
+	start := time.Now().Add(-time.Hour)
+	for i := range 250 {
+		chat.receive(generalID, chatlog.MessageView{Author: bravo, AuthorName: "bravo", Text: "line " + strconv.Itoa(i),
+			Time: start.Add(time.Duration(i) * time.Second)})
+	}
+	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Chat: chat}, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serve(t, s)
+	ctx := browsertest.New(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/chat")); err != nil {
+		t.Fatal(err)
+	}
+	const wait = 10 * time.Second
+
+	// The only joined channel opens by itself, at its newest message.
+	browsertest.Until(t, ctx, wait, `document.querySelector(".chan.active") !== null
+		&& document.querySelector(".chan.active").dataset.id === "`+generalID+`"
+		&& document.querySelector("#chat-pick") === null
+		&& document.querySelector("#chat-placeholder").dataset.state === "ready"
+		&& document.querySelectorAll("#chat-messages .msg").length === 100
+		&& document.querySelector("#chat-messages .msg:last-child .msg-text").textContent === "line 249"`)
+	browsertest.Until(t, ctx, wait, `document.querySelector("#chat-discover") === null`)
+
+	// Other nodes create channels: they come with the directory, which
+	// raises no chat event, and show in the browse list.
+	const musicID = "0000000000000000000000000000a005"
+	for i := range 30 {
+		id := fmt.Sprintf("00000000000000000000000000000b%02d", i)
+		chat.addChannel(chatlog.ChannelInfo{ID: id, Name: fmt.Sprintf("room %02d", i), Owner: bravo, OwnerName: "bravo", Members: 1 + i%4})
+	}
+	chat.addChannel(chatlog.ChannelInfo{ID: musicID, Name: "music", Owner: bravo, OwnerName: "bravo", Members: 3})
+	chat.mu.Lock() // history that arrives with the join: no event
+	chat.channels[musicID].msgs = append(chat.channels[musicID].msgs, chatlog.MessageView{ID: "music-1", Channel: musicID,
+		Author: bravo, AuthorName: "bravo", Text: "welcome to music", Time: time.Now()})
+	chat.mu.Unlock()
+	node.setRecords(fakeRecord("bravo", time.Now(), map[string]string{"chat": `{"n":31}`}))
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-discover .chan").length === 31
+		&& document.querySelector('#chat-discover .chan[data-id="`+musicID+`"]').textContent.includes("music")
+		&& document.querySelector(".chan.active").dataset.id === "`+generalID+`"`)
+	screenshot(t, ctx, "chat-browse-en")
+
+	// Join from the browse list: the channel moves to the joined ones and
+	// opens, with its history.
+	click(t, ctx, `#chat-discover button[data-act="join"][data-id="`+musicID+`"]`)
+	browsertest.Until(t, ctx, wait, `document.querySelector('#chat-joined .chan[data-id="`+musicID+`"]') !== null
+		&& document.querySelector('#chat-discover .chan[data-id="`+musicID+`"]') === null
+		&& document.querySelector(".chan.active").dataset.id === "`+musicID+`"
+		&& document.querySelector("#chat-messages .msg .msg-text").textContent === "welcome to music"`)
+	chat.mu.Lock()
+	joined := chat.channels[musicID].info.Joined
+	chat.mu.Unlock()
+	if !joined {
+		t.Fatal("the join did not reach the service")
+	}
+
+	// With two joined channels, a reload opens the one used last.
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.querySelector(".chan.active") !== null
+		&& document.querySelector(".chan.active").dataset.id === "`+musicID+`"
+		&& document.querySelector("#chat-messages .msg .msg-text").textContent === "welcome to music"`)
+	openChannel(t, ctx, generalID)
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.querySelector(".chan.active") !== null
+		&& document.querySelector(".chan.active").dataset.id === "`+generalID+`"
+		&& document.querySelectorAll("#chat-messages .msg").length === 100`)
+}

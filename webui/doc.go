@@ -19,6 +19,8 @@
 // # API
 //
 //	GET /api/node       {"id", "name", "version"}
+//	GET /api/apikey     {"key", "header"}: the API key, for the UI's settings; only to
+//	                    the node's own page (or a script that has the key); 404 without a key
 //	GET /api/peers      [{"id", "name", "rtt_ms", "outbound", "since"}, ...] sorted by name, then id
 //	GET /api/directory  [{"id", "name", "seq", "neighbors", "resources", "heard", "self"}, ...]
 //	                    the online nodes, this one included (self: true), sorted by name, then id;
@@ -57,22 +59,32 @@
 // # Security
 //
 // A web server on localhost can be reached by any web page the user opens,
-// so every request passes three checks, in this order:
+// so every request passes these checks, in this order:
 //
 //   - On a loopback address, the Host header must name a loopback host
 //     (127.0.0.1, ::1, localhost) and the port the request came in on, else
 //     403. This defeats DNS rebinding, where a hostile name is made to
 //     resolve to 127.0.0.1.
+//   - A request that carries Config.APIKey, as "X-API-Key: KEY" or
+//     "Authorization: Bearer KEY", is a script's: it needs no token and no
+//     Origin. A wrong key in X-API-Key, or a Bearer value that is neither
+//     the key nor the token, gets 401. Keys are compared in constant time.
 //   - When Config.Token is set (it must be for a non-loopback address), the
-//     request must carry "Authorization: Bearer TOKEN", the query parameter
-//     token=TOKEN, or the cookie that such a query sets, else 401. The query
-//     form sets an HttpOnly, SameSite=Strict cookie so that the page's own
-//     fetches and EventSource work; a page load with ?token is redirected to
-//     the same URL without it, to keep the token out of history.
+//     request must carry the API key, "Authorization: Bearer TOKEN", the
+//     query parameter token=TOKEN, or the cookie that such a query sets,
+//     else 401. The query form sets an HttpOnly, SameSite=Strict cookie so
+//     that the page's own fetches and EventSource work; a page load with
+//     ?token is redirected to the same URL without it, to keep the token
+//     out of history. The token is the browser's credential; the API key
+//     is accepted wherever the token is, so scripts need only the key.
 //   - A request with a method other than GET, HEAD or OPTIONS must carry an
 //     Origin header equal to its own origin, or no Origin and
 //     "Sec-Fetch-Site: same-origin", else 403. This stops cross-site form
-//     posts; scripts outside a browser must send Origin themselves.
+//     posts, which ride on the user's cookies. A script with the API key
+//     may send no Origin; a foreign Origin is refused even with the key.
+//     A browser never adds the key by itself, and a page elsewhere cannot
+//     read it: GET /api/apikey answers only same-origin requests, and
+//     carries no CORS headers.
 //
 // Responses carry a strict Content-Security-Policy: the page loads scripts,
 // styles and connections from its own origin only.
@@ -84,6 +96,10 @@
 // Serve may be called on several listeners at once (for example IPv4 and
 // IPv6); each stops when its context ends. Event streams end when the
 // client goes away or Serve's context ends; Handler used on its own ends a
-// stream only when its client goes away. The token is sent in clear text:
-// use a non-loopback address only on a network you trust, or behind TLS.
+// stream only when its client goes away. The token and the API key are
+// sent in clear text: use a non-loopback address only on a network you
+// trust, or behind TLS. On loopback, other users of the machine can reach
+// the port too; without the key they can still read, and a program (unlike
+// a browser) can forge an Origin header, so share the machine only with
+// people you trust.
 package webui

@@ -3,7 +3,6 @@ package webui
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/hex"
 	"errors"
@@ -46,8 +45,17 @@ type Config struct {
 	// a loopback host accepts only loopback Host headers. Default DefaultAddr.
 	Addr string
 	// Token is required when Addr is not loopback; when set, every request
-	// must present it (see the package doc). Use a long random string.
+	// must present it or the API key (see the package doc). Use a long
+	// random string.
 	Token string
+	// APIKey lets scripts in: a request that carries it as
+	// "Authorization: Bearer KEY" or "X-API-Key: KEY" needs neither the
+	// token nor an Origin. Browsers keep the Origin rules, which stop
+	// cross-site requests that ride on the user's cookies; a key in a
+	// header is never sent by a browser on its own. Empty: no key, and
+	// only the node's own page can change anything. cmd/catnest keeps it
+	// in <data>/api.key (LoadOrCreateAPIKey).
+	APIKey string
 	// Version is shown in the UI and /api/node. Empty means the version of
 	// the main module from the build info.
 	Version string
@@ -91,8 +99,9 @@ type Server struct {
 	cfg      Config
 	node     Node
 	log      *slog.Logger
-	loopback bool   // cfg.Addr is a loopback address: check Host
-	port     string // port of cfg.Addr, used when the connection's is unknown
+	apiKey   *secret // cfg.APIKey; nil when there is none
+	loopback bool    // cfg.Addr is a loopback address: check Host
+	port     string  // port of cfg.Addr, used when the connection's is unknown
 	timing   timing
 	handler  http.Handler
 	etags    map[string]string // static file name -> ETag
@@ -123,6 +132,12 @@ func New(cfg Config, node Node) (*Server, error) {
 	}
 	if !s.loopback && cfg.Token == "" {
 		return nil, fmt.Errorf("%w (address %s)", ErrNoToken, cfg.Addr)
+	}
+	if cfg.APIKey != "" {
+		if err := checkAPIKey(cfg.APIKey); err != nil {
+			return nil, fmt.Errorf("webui: %w", err)
+		}
+		s.apiKey = newSecret(cfg.APIKey)
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -196,7 +211,7 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
 	mux.Handle("/", s.staticHandler())
-	return s.checkHost(s.checkToken(checkOrigin(securityHeaders(mux))))
+	return s.checkHost(s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux)))))
 }
 
 // route is one API endpoint. path is a http.ServeMux pattern without a
@@ -352,19 +367,41 @@ func (s *Server) hostAllowed(r *http.Request) bool {
 // tokenCookie is the cookie that carries the token after a ?token= request.
 const tokenCookie = "catnest_token"
 
-// checkToken enforces cfg.Token when it is set.
+// checkAPIKey marks a request that presents the API key (see byScript),
+// and refuses one that presents a wrong key. A Bearer value that is not the
+// key may be the token, which checkToken judges.
+func (s *Server) checkAPIKey(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, inKeyHeader, ok := presentedKey(r)
+		switch {
+		case !ok:
+		case s.apiKey.matches(key):
+			r = r.WithContext(context.WithValue(r.Context(), scriptKey{}, true))
+		case !inKeyHeader && s.cfg.Token != "":
+		default:
+			s.log.Warn("web UI: request with a wrong API key refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="catnest"`)
+			writeError(w, http.StatusUnauthorized, "bad API key: use the key in "+APIKeyFile+" in the node's data dir, which catnest serve prints")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkToken enforces cfg.Token when it is set. A request with the API key
+// needs no token: both are secrets of the node's owner, and scripts should
+// not need two.
 func (s *Server) checkToken(next http.Handler) http.Handler {
 	if s.cfg.Token == "" {
 		return next
 	}
-	want := sha256.Sum256([]byte(s.cfg.Token))
-	valid := func(got string) bool {
-		// Compare hashes, so the comparison takes the same time whatever
-		// the lengths.
-		sum := sha256.Sum256([]byte(got))
-		return got != "" && subtle.ConstantTimeCompare(sum[:], want[:]) == 1
-	}
+	token := newSecret(s.cfg.Token)
+	valid := token.matches
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if byScript(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if auth, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && valid(auth) {
 			next.ServeHTTP(w, r)
 			return
@@ -403,7 +440,9 @@ func (s *Server) checkToken(next http.Handler) http.Handler {
 
 // checkOrigin makes state-changing requests prove they come from our own
 // page (CSRF): Origin equal to the request's origin, or, without Origin,
-// Sec-Fetch-Site: same-origin.
+// Sec-Fetch-Site: same-origin. A script with the API key may send no
+// Origin; one that sends a foreign Origin is refused all the same, as a
+// browser would be.
 func checkOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
@@ -411,21 +450,31 @@ func checkOrigin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		if origin := r.Header.Get("Origin"); origin != "" {
-			if !strings.EqualFold(origin, scheme+"://"+r.Host) {
-				writeError(w, http.StatusForbidden, "cross-origin request refused")
-				return
-			}
-		} else if r.Header.Get("Sec-Fetch-Site") != "same-origin" {
-			writeError(w, http.StatusForbidden, "request without Origin refused")
+		switch {
+		case sameOrigin(r), byScript(r) && r.Header.Get("Origin") == "":
+		case r.Header.Get("Origin") != "":
+			writeError(w, http.StatusForbidden, "cross-origin request refused")
+			return
+		default:
+			writeError(w, http.StatusForbidden, "request without Origin refused: scripts send the API key ("+APIKeyHeader+": KEY, from "+APIKeyFile+" in the node's data dir)")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// sameOrigin reports whether a browser says that r comes from our own page:
+// Origin equal to the request's origin, or no Origin and Sec-Fetch-Site:
+// same-origin (browsers send no Origin on a same-origin GET).
+func sameOrigin(r *http.Request) bool {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		return strings.EqualFold(origin, scheme+"://"+r.Host)
+	}
+	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
 }
 
 // buildVersion is the main module's version from the build info.

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,8 +23,14 @@ import (
 type ChatConfig struct {
 	// Node is the web address of a running node.
 	Node string
-	// Token is the node's web UI token, if it needs one.
+	// Token is the node's web UI token, if it needs one. The API key
+	// stands in for it, so it is needed only with a key from elsewhere.
 	Token string
+	// APIKey is the node's API key, which lets the command change things
+	// without posing as the node's page; empty means the one in Data.
+	APIKey string
+	// Data is the node's data dir, where its API key is kept.
+	Data string
 	// Channel is a channel name or id.
 	Channel string
 	// History is how many past messages to show.
@@ -33,7 +41,9 @@ func parseChat(args []string, stderr io.Writer) (ChatConfig, error) {
 	cfg := ChatConfig{}
 	fs := newFlagSet("chat", "Chat in a channel from a terminal, through a running node: prints the\nhistory, then live messages; each line you type is sent. CHANNEL is a name or an id.\nUsage: catnest chat [flags] CHANNEL", stderr)
 	fs.StringVar(&cfg.Node, "node", "http://"+webui.DefaultAddr, "web `URL` of the running node")
-	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "the node's web UI `token`, if it has one")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "the node's web UI `token`, if it has one (the API key stands in for it)")
+	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("CATNEST_API_KEY"), "the node's API `key` (default $CATNEST_API_KEY, else the one in --data)")
+	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "the node's data `dir`, to read its API key ("+webui.APIKeyFile+") from")
 	fs.IntVar(&cfg.History, "history", 50, "past `messages` to show")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -73,12 +83,8 @@ func (c *chatClient) do(ctx context.Context, method, path string, body, out any)
 	if err != nil {
 		return err
 	}
-	// The node checks that state changes come from its own origin.
-	req.Header.Set("Origin", c.cfg.Node)
 	req.Header.Set("Content-Type", "application/json")
-	if c.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	}
+	c.auth(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the node at %s (is `catnest serve` running?): %w", c.cfg.Node, err)
@@ -96,6 +102,15 @@ func (c *chatClient) do(ctx context.Context, method, path string, body, out any)
 		return json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out)
 	}
 	return nil
+}
+
+// auth adds the API key, which lets a script change things without an
+// Origin, and the token if there is one.
+func (c *chatClient) auth(req *http.Request) {
+	req.Header.Set(webui.APIKeyHeader, c.cfg.APIKey)
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
 }
 
 // findChannel resolves a name or id, joining the channel if needed.
@@ -124,7 +139,7 @@ func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, erro
 		if len(joined) != 1 {
 			ids := make([]string, len(match))
 			for i, m := range match {
-				ids[i] = m.ID + " (owner " + m.OwnerName + ")"
+				ids[i] = m.ID + " (owner " + termText(m.OwnerName, false) + ")"
 			}
 			return chatlog.ChannelInfo{}, fmt.Errorf("%d channels are named %q; give an id: %s", len(match), c.cfg.Channel, strings.Join(ids, ", "))
 		}
@@ -154,7 +169,14 @@ func (p *printer) message(m chatlog.MessageView) {
 		return
 	}
 	p.seen[m.ID] = true
-	text := m.Text
+	fmt.Fprint(p.out, messageLine(m))
+}
+
+// messageLine is how a message shows in the terminal: one line, or a first
+// line and continuation lines that start with contLine, and nothing a
+// terminal would act on (see termText).
+func messageLine(m chatlog.MessageView) string {
+	text := termText(m.Text, true)
 	if m.Retracted {
 		text = "(retracted)"
 	}
@@ -162,7 +184,7 @@ func (p *printer) message(m chatlog.MessageView) {
 	if m.Marked {
 		mark = " *"
 	}
-	fmt.Fprintf(p.out, "[%s] %s: %s%s\n", m.Time.Local().Format("01-02 15:04"), m.AuthorName, text, mark)
+	return fmt.Sprintf("[%s] %s: %s%s\n", m.Time.Local().Format("01-02 15:04"), termText(m.AuthorName, false), text, mark)
 }
 
 func (p *printer) line(format string, a ...any) {
@@ -172,8 +194,23 @@ func (p *printer) line(format string, a ...any) {
 }
 
 // RunChat runs `catnest chat`: history, then live messages and sending
-// until stdin ends or ctx does.
+// until stdin ends, the node's event stream ends, or ctx does. It closes
+// stdin, when it is an io.Closer, before it returns, so that its reader
+// goroutine ends.
 func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Writer) error {
+	if c, ok := stdin.(io.Closer); ok {
+		defer c.Close()
+	}
+	if cfg.APIKey == "" {
+		key, err := webui.ReadAPIKey(cfg.Data)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("no API key in %s: give the node's data dir (--data) or its key (--api-key), which catnest serve prints", cfg.Data)
+		}
+		if err != nil {
+			return err
+		}
+		cfg.APIKey = key
+	}
 	c := &chatClient{cfg: cfg, http: &http.Client{}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -186,7 +223,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	if ch.Burn {
 		burn = " (burn after read: messages are not kept)"
 	}
-	p.line("# %s%s — type a line to send, Ctrl-D to quit", ch.Name, burn)
+	p.line("# %s%s — type a line to send, Ctrl-D to quit", termText(ch.Name, false), burn)
 	if cfg.History > 0 {
 		var ms []chatlog.MessageView
 		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/channels/%s/messages?limit=%d", ch.ID, cfg.History), nil, &ms); err != nil {
@@ -197,7 +234,11 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 		}
 	}
 	live := make(chan error, 1)
-	go func() { live <- c.follow(ctx, ch.ID, p) }()
+	var following sync.WaitGroup
+	following.Go(func() { live <- c.follow(ctx, ch.ID, p) })
+	// Nothing is printed after RunChat returns.
+	defer following.Wait()
+	defer cancel()
 
 	in := bufio.NewScanner(stdin)
 	in.Buffer(make([]byte, 64<<10), chatlog.MaxBody+1)
@@ -205,7 +246,11 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	go func() {
 		defer close(lines)
 		for in.Scan() {
-			lines <- in.Text()
+			select {
+			case lines <- in.Text():
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	for {
@@ -219,7 +264,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 			}
 			var m chatlog.MessageView
 			if err := c.do(ctx, http.MethodPost, "/api/channels/"+ch.ID+"/messages", map[string]string{"text": l}, &m); err != nil {
-				p.line("! not sent: %v", err)
+				p.line("! not sent: %s", termText(err.Error(), false))
 				continue
 			}
 			p.message(m)
@@ -240,9 +285,7 @@ func (c *chatClient) follow(ctx context.Context, channel string, p *printer) err
 	if err != nil {
 		return err
 	}
-	if c.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	}
+	c.auth(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err

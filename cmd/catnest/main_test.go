@@ -459,7 +459,7 @@ func TestChatCommand(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- RunChat(cctx, ChatConfig{Node: strings.TrimSuffix(bob.url, "/"), Channel: "lobby", History: 10}, stdin, &out)
+		done <- RunChat(cctx, ChatConfig{Node: strings.TrimSuffix(bob.url, "/"), APIKey: bob.apiKey, Channel: "lobby", History: 10}, stdin, &out)
 	}()
 	waitFor(t, 30*time.Second, "the history in the terminal", func() bool { return strings.Contains(out.String(), "alice: said before you came") })
 
@@ -479,6 +479,18 @@ func TestChatCommand(t *testing.T) {
 	waitFor(t, 30*time.Second, "the live reply in the terminal", func() bool { return strings.Contains(out.String(), "alice: a live reply") })
 	if n := strings.Count(out.String(), "bob: typed in a terminal"); n != 1 {
 		t.Fatalf("the sent line shows %d times:\n%s", n, out.String())
+	}
+	// A member's message reaches the terminal inert: no escape sequence,
+	// no line that poses as someone else's.
+	if _, err := alice.chat.Post(ctx, lobby.ID, "title\x1b]0;pwned\x07 clip\x1b]52;c;cm0=\x07\n[01-02 10:00] bob: I never said this\u202e"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the hostile message in the terminal", func() bool { return strings.Contains(out.String(), "alice: title") })
+	if r, bad := rawDanger(out.String()); bad {
+		t.Fatalf("raw %U reached the terminal:\n%q", r, out.String())
+	}
+	if want := `alice: title\x1b]0;pwned\x07 clip\x1b]52;c;cm0=\x07` + "\n" + contLine + `[01-02 10:00] bob: I never said this\u202e`; !strings.Contains(out.String(), want) {
+		t.Fatalf("terminal lacks %q:\n%s", want, out.String())
 	}
 	typing.Close()
 	select {

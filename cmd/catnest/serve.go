@@ -40,6 +40,8 @@ type node struct {
 	ui   *webui.Server
 	ln   net.Listener
 	url  string // the web UI, with the token when one is needed
+	// apiKey lets scripts and `catnest chat` use the web UI's API.
+	apiKey string
 }
 
 // DBFile is the node's database inside its data dir; each service owns
@@ -111,7 +113,11 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if token == "" && !isLoopback(host) {
 		token = rand.Text()
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, Logger: log, Chat: chat}, mn)
+	apiKey, err := webui.LoadOrCreateAPIKey(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +130,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, ui: ui, ln: ln, url: u.String()}, nil
+	return &node{mesh: mn, db: db, chat: chat, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 func isLoopback(host string) bool {
@@ -169,7 +175,8 @@ func Serve(ctx context.Context, cfg ServeConfig, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "catnest node %s (%s)\nweb UI: %s\nrendezvous: %s\n", n.mesh.ID(), n.mesh.Name(), n.url, cfg.SignalURL)
+	fmt.Fprintf(stdout, "catnest node %s (%s)\nweb UI: %s\nAPI key: %s (for scripts; kept in %s)\nrendezvous: %s\n",
+		n.mesh.ID(), n.mesh.Name(), n.url, n.apiKey, filepath.Join(cfg.Data, webui.APIKeyFile), cfg.SignalURL)
 	return n.run(ctx)
 }
 
@@ -258,7 +265,8 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 			}
 		})
 	}
-	fmt.Fprintln(stdout, "Open a web UI above; press Ctrl-C to stop.")
+	fmt.Fprintf(stdout, "Open a web UI above, or chat from a terminal: catnest chat --node %s --data %s lobby\nPress Ctrl-C to stop.\n",
+		"http://"+displayHost(nodes[0].ln.Addr()), filepath.Join(data, names[0]))
 	wg.Go(func() {
 		if err := demoLobby(ctx, nodes); err != nil && ctx.Err() == nil {
 			log.Warn("demo lobby", "err", err)

@@ -6,6 +6,7 @@ export default {
   'nav.peers': 'Peers',
   'nav.mesh': 'Mesh',
   'nav.chat': 'Chat',
+  'nav.settings': 'Settings',
 
   'node.loading': 'Loading…',
   'node.copyId': 'Full node ID: {id} — click to copy',
@@ -115,6 +116,18 @@ export default {
   'chat.tooLong': 'The message is too long: {n} bytes, at most {max}.',
   'chat.sendFailed': 'Not sent: {msg}',
   'chat.actionFailed': 'That did not work: {msg}',
+
+  'settings.title': 'Settings',
+  'settings.apiKey.title': 'API key for scripts',
+  'settings.apiKey.body': 'Scripts and the catnest chat command send this key, in the {header} header or as "Authorization: Bearer", to use the node’s API without a browser. Whoever has it can act as this node: keep it secret.',
+  'settings.apiKey.file': 'It is kept in api.key in the node’s data folder. To change it, stop the node, delete that file and start the node again.',
+  'settings.apiKey.show': 'Show',
+  'settings.apiKey.hide': 'Hide',
+  'settings.apiKey.copy': 'Copy',
+  'settings.apiKey.copied': 'API key copied',
+  'settings.apiKey.copyFailed': 'Could not copy; the key is selected',
+  'settings.apiKey.example': 'For example, list the channels and post a message:',
+  'settings.apiKey.error': 'Could not load the key: {msg}',
 
   'footer.version': 'catnest {version}',
 };

@@ -5,6 +5,7 @@ export default {
   'nav.peers': '对等节点',
   'nav.mesh': '网络',
   'nav.chat': '聊天',
+  'nav.settings': '设置',
 
   'node.loading': '加载中…',
   'node.copyId': '完整节点 ID：{id}（点击复制）',
@@ -114,6 +115,18 @@ export default {
   'chat.tooLong': '消息过长：{n} 字节，最多 {max} 字节。',
   'chat.sendFailed': '未发送：{msg}',
   'chat.actionFailed': '操作失败：{msg}',
+
+  'settings.title': '设置',
+  'settings.apiKey.title': '脚本的 API 密钥',
+  'settings.apiKey.body': '脚本和 catnest chat 命令在 {header} 请求头（或 "Authorization: Bearer"）中发送此密钥，即可不经浏览器使用节点的 API。持有密钥者可以代表本节点操作：请妥善保密。',
+  'settings.apiKey.file': '密钥保存在节点数据目录的 api.key 中。要更换密钥，请停止节点、删除该文件后重新启动。',
+  'settings.apiKey.show': '显示',
+  'settings.apiKey.hide': '隐藏',
+  'settings.apiKey.copy': '复制',
+  'settings.apiKey.copied': '已复制 API 密钥',
+  'settings.apiKey.copyFailed': '无法复制；密钥已选中',
+  'settings.apiKey.example': '例如，列出频道并发送一条消息：',
+  'settings.apiKey.error': '无法加载密钥：{msg}',
 
   'footer.version': 'catnest {version}',
 };

@@ -8,6 +8,10 @@
 // (POST .../read), which forgets it, and removes it; other open views drop
 // it on the "burned" event. A burn message the user never looked at long
 // enough (left the channel first) stays unread and is shown again.
+//
+// The view opens on the channel used last (kept in localStorage), or on the
+// only joined channel. Channels other nodes created come with the directory,
+// which raises no chat event: the list is fetched again when it changes.
 import { h, shortID } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
@@ -24,7 +28,7 @@ const enc = new TextEncoder();
 
 function remembered() {
   try {
-    return sessionStorage.getItem(storageKey);
+    return localStorage.getItem(storageKey);
   } catch {
     return null;
   }
@@ -32,8 +36,8 @@ function remembered() {
 
 function remember(id) {
   try {
-    if (id) sessionStorage.setItem(storageKey, id);
-    else sessionStorage.removeItem(storageKey);
+    if (id) localStorage.setItem(storageKey, id);
+    else localStorage.removeItem(storageKey);
   } catch {
     // not remembered
   }
@@ -95,6 +99,7 @@ export default {
     let loadToken = 0;
     let settingsOpen = false;
     let mainFor = null; // the channel the main pane was built for, and how
+    let sideFor = null; // what the channel list was built from
 
     const rows = new Map(); // message ID → {key, el}
     const burn = new Map(); // message ID → {seen ms, visible, reading}
@@ -125,6 +130,9 @@ export default {
 
     const current = () => (channels || []).find((c) => c.id === selected) || null;
 
+    // loadChannels fetches the channel list. With no channel (or one that
+    // is gone) selected, it opens the only joined channel, if there is
+    // one, and then returns true: select has loaded its messages.
     async function loadChannels() {
       try {
         channels = await getJSON('api/channels');
@@ -132,10 +140,28 @@ export default {
       } catch (err) {
         channelsError = err.message;
       }
-      const c = current();
-      if (channels && selected && !c) select(null);
+      if (channels && !current()) {
+        const joined = channels.filter((c) => c.joined);
+        const pick = joined.length === 1 ? joined[0].id : null;
+        if (pick || selected) {
+          select(pick);
+          return true;
+        }
+      }
       renderSide();
       renderMain();
+      return false;
+    }
+
+    // reload fetches the channels and the messages of the selected one.
+    const reload = () => loadChannels().then((picked) => picked || loadMessages());
+
+    // The directory changes when a node comes, goes or changes what it
+    // offers, channels included; fetch the list again once it settles.
+    let dirTimer = 0;
+    function directoryChanged() {
+      clearTimeout(dirTimer);
+      dirTimer = setTimeout(loadChannels, 300);
     }
 
     async function loadMessages() {
@@ -215,7 +241,7 @@ export default {
           loadChannels();
           return;
         case 'resync':
-          loadChannels().then(loadMessages);
+          reload();
           return;
         default:
       }
@@ -450,6 +476,11 @@ export default {
     }
 
     function renderSide() {
+      // Rebuild only on a change, so a half-typed channel name keeps its
+      // focus when the list is fetched again.
+      const key = JSON.stringify([channels, channelsError, selected, [...unread]]);
+      if (key === sideFor) return;
+      sideFor = key;
       const joined = (channels || []).filter((c) => c.joined);
       const other = (channels || []).filter((c) => !c.joined);
       const nameInput = h('input', { name: 'name', id: 'chat-new-name', maxlength: '64', required: true, autocomplete: 'off', placeholder: t('chat.create.placeholder') });
@@ -636,6 +667,7 @@ export default {
     function renderAll() {
       title.textContent = t('chat.title');
       mainFor = null;
+      sideFor = null;
       // Strings changed: build every row anew.
       for (const row of rows.values()) row.key = '';
       renderSide();
@@ -713,19 +745,22 @@ export default {
       mainFor = null;
       renderMain();
     }).catch(() => {});
-    loadChannels().then(loadMessages);
+    reload();
     burnTimer = setInterval(tick, 200);
 
     const offChat = events.on('chat', apply);
+    const offDirectory = events.on('directory', directoryChanged);
     // After a reconnect, events may have been missed: fetch again.
     let wasOpen = events.state === 'open';
     const offStatus = events.onStatus((state) => {
-      if (state === 'open' && !wasOpen) loadChannels().then(loadMessages);
+      if (state === 'open' && !wasOpen) reload();
       wasOpen = state === 'open';
     });
     const offLang = onLang(renderAll);
     return () => {
       offChat();
+      offDirectory();
+      clearTimeout(dirTimer);
       offStatus();
       offLang();
       clearInterval(burnTimer);

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/webui"
+)
+
+// curl does what README's curl lines do: a request with the API key in a
+// header and no Origin, no cookie, no Sec-Fetch-* header.
+func curl(t *testing.T, method, url, key string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("User-Agent", "curl/8.5.0")
+	if key != "" {
+		req.Header.Set("X-API-Key", key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestServeAPIKey runs `catnest serve` as a user would: it prints the API
+// key, keeps it in <data>/api.key with mode 0600, and the same key after a
+// restart lets a script without an Origin create a channel and post; a
+// wrong key does not.
+func TestServeAPIKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	port := freePort(t)
+	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery")
+	sig.expect(t, `catnest rendezvous`)
+	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	data := filepath.Join(t.TempDir(), "node")
+	serve := func() (p *proc, ui, key string) {
+		p = startProc(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--signal", signalURL, "--name", "solo", "--loopback")
+		ui = p.expect(t, `^web UI: (http://127\.0\.0\.1:\d+/)$`)[1]
+		m := p.expect(t, `^API key: ([A-Z2-7]{26}) \(for scripts; kept in (.+)\)$`)
+		if m[2] != filepath.Join(data, webui.APIKeyFile) {
+			t.Errorf("key kept in %q, want %q", m[2], filepath.Join(data, webui.APIKeyFile))
+		}
+		return p, ui, m[1]
+	}
+	p, ui, key := serve()
+	fi, err := os.Stat(filepath.Join(data, webui.APIKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Fatalf("api.key has mode %#o, want 0600", perm)
+	}
+	if b, _ := os.ReadFile(filepath.Join(data, webui.APIKeyFile)); strings.TrimSpace(string(b)) != key {
+		t.Fatalf("api.key holds %q, serve printed %q", b, key)
+	}
+
+	// Without the key a script is refused, as before.
+	if st, b := curl(t, "POST", ui+"api/channels", "", map[string]any{"name": "bots"}); st != http.StatusForbidden {
+		t.Fatalf("no key: %d %s, want 403", st, b)
+	}
+	if st, b := curl(t, "POST", ui+"api/channels", "NOTTHEKEY0123456789ABCDEFG", map[string]any{"name": "bots"}); st != http.StatusUnauthorized {
+		t.Fatalf("wrong key: %d %s, want 401", st, b)
+	}
+	st, b := curl(t, "POST", ui+"api/channels", key, map[string]any{"name": "bots"})
+	if st != http.StatusCreated {
+		t.Fatalf("create a channel with the key: %d %s", st, b)
+	}
+	var ch chatlog.ChannelInfo
+	if err := json.Unmarshal(b, &ch); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	p.cmd.Wait()
+
+	_, ui, again := serve()
+	if again != key {
+		t.Fatalf("key after a restart %q, want %q", again, key)
+	}
+	if st, b := curl(t, "POST", ui+"api/channels/"+ch.ID+"/messages", key, map[string]string{"text": "hi from curl"}); st != http.StatusCreated {
+		t.Fatalf("post with the key after a restart: %d %s", st, b)
+	}
+	var ms []chatlog.MessageView
+	getJSON(t, ui+"api/channels/"+ch.ID+"/messages", &ms)
+	if len(ms) != 1 || ms[0].Text != "hi from curl" {
+		t.Fatalf("messages %+v", ms)
+	}
+
+	// README's curl lines, as a user pastes them.
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("no curl to run README's examples with")
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```sh\n(KEY=.*?)```").FindSubmatch(readme)
+	if block == nil {
+		t.Fatal("README has no curl example starting with KEY=")
+	}
+	script := strings.NewReplacer("~/.catnest-alice", data, "http://127.0.0.1:7071", strings.TrimSuffix(ui, "/"), "CHANNEL_ID", ch.ID).
+		Replace(string(block[1]))
+	out, err := exec.Command("sh", "-ec", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("README's example:\n%s\nfailed: %v\n%s", script, err, out)
+	}
+	if !strings.Contains(string(out), `"name":"bots"`) {
+		t.Errorf("README's channel listing printed %s", out)
+	}
+	ms = nil
+	getJSON(t, ui+"api/channels/"+ch.ID+"/messages", &ms)
+	if len(ms) != 2 || ms[1].Text != "hi from a script" {
+		t.Fatalf("after README's example: messages %+v", ms)
+	}
+}
+
+// goroutinesOf lists the stacks of running goroutines that mention fn.
+func goroutinesOf(fn string) []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for _, st := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(st, fn) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// TestChatEndsWithEventStream runs `catnest chat` against a node whose
+// event stream ends: it returns, and leaves no goroutine reading its input
+// behind. The node checks that the command sends its key and no Origin.
+func TestChatEndsWithEventStream(t *testing.T) {
+	const key = "KEYFORTHECHATCOMMAND234567"
+	posted := make(chan string, 1)
+	var mu sync.Mutex
+	var bad []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+	})
+	mux.HandleFunc("GET /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]chatlog.MessageView{})
+	})
+	mux.HandleFunc("POST /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-API-Key") != key || r.Header.Get("Origin") != "" {
+			mu.Lock()
+			bad = append(bad, fmt.Sprintf("POST with key %q, Origin %q", r.Header.Get("X-API-Key"), r.Header.Get("Origin")))
+			mu.Unlock()
+		}
+		var req struct{ Text string }
+		json.NewDecoder(r.Body).Decode(&req)
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(chatlog.MessageView{ID: "m1", Channel: "c1", AuthorName: "me", Text: req.Text, Time: time.Now()})
+		posted <- req.Text
+	})
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		// The stream ends once the line typed has been posted (the node
+		// restarts, say).
+		select {
+		case <-posted:
+		case <-r.Context().Done():
+		}
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	stdin, typing := io.Pipe()
+	defer typing.Close()
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: key, Channel: "lobby"}, stdin, &out)
+	}()
+	go fmt.Fprintln(typing, "one line, then the node goes away")
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "lost the node's event stream") {
+			t.Fatalf("RunChat = %v, want the stream lost", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("RunChat did not return when the event stream ended")
+	}
+	mu.Lock()
+	if len(bad) > 0 {
+		t.Errorf("requests: %v", bad)
+	}
+	mu.Unlock()
+	// The input stays open (a terminal nobody types in): RunChat's reader
+	// must end all the same.
+	var left []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if left = goroutinesOf("cmd/catnest.RunChat"); len(left) == 0 {
+			break
+		}
+	}
+	if len(left) > 0 {
+		t.Fatalf("%d goroutines of RunChat left running:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+}
+
+// TestChatNeedsKey checks that `catnest chat` reads the key from --data,
+// and says what to do when there is none.
+func TestChatNeedsKey(t *testing.T) {
+	dir := t.TempDir()
+	err := RunChat(context.Background(), ChatConfig{Node: "http://127.0.0.1:1", Data: dir, Channel: "lobby"}, strings.NewReader(""), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--api-key") {
+		t.Fatalf("without a key: %v, want a hint at --api-key", err)
+	}
+	key, err := webui.LoadOrCreateAPIKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("X-API-Key")
+		http.Error(w, `{"error":"stop here"}`, http.StatusTeapot)
+	}))
+	defer srv.Close()
+	err = RunChat(context.Background(), ChatConfig{Node: srv.URL, Data: dir, Channel: "lobby"}, strings.NewReader(""), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "stop here") || got != key {
+		t.Fatalf("RunChat = %v, key sent %q, want %q", err, got, key)
+	}
+	cfg, err := parseChat([]string{"--data", dir, "--api-key", key, "lobby"}, io.Discard)
+	if err != nil || cfg.Data != dir || cfg.APIKey != key {
+		t.Fatalf("parseChat: %+v, %v", cfg, err)
+	}
+}
+
+// TestDemoStartsQuietly runs `catnest demo` and reads its logs until every
+// node has peers and the lobby's messages: a newcomer's first screen holds
+// no warnings or errors, and no "dial failed" at INFO (a node that dials
+// before it has registered with the rendezvous is not an error).
+func TestDemoStartsQuietly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	const nodes = 6
+	p := startProc(t, "demo", "--http", "127.0.0.1:0", "--nodes", fmt.Sprint(nodes))
+	var uis []string
+	for range nodes {
+		uis = append(uis, p.expect(t, `web UI: (http://127\.0\.0\.1:\d+/)$`)[1])
+	}
+	waitFor(t, 60*time.Second, "every demo node to have peers and the lobby's four messages", func() bool {
+		for _, ui := range uis {
+			if len(peerNames(t, ui)) < 2 {
+				return false
+			}
+			var chs []chatlog.ChannelInfo
+			getJSON(t, ui+"api/channels", &chs)
+			if len(chs) != 1 || !chs[0].Joined {
+				return false
+			}
+			var ms []chatlog.MessageView
+			getJSON(t, ui+"api/channels/"+chs[0].ID+"/messages", &ms)
+			if len(ms) < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	noisy := regexp.MustCompile(`level=(WARN|ERROR)|level=INFO msg="[^"]*dial failed`)
+	var bad []string
+	for _, line := range strings.Split(p.output(), "\n") {
+		if noisy.MatchString(line) {
+			bad = append(bad, line)
+		}
+	}
+	if len(bad) > 0 {
+		t.Fatalf("the demo's start logs %d noisy lines:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+}

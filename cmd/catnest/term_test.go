@@ -1,0 +1,132 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/catnest/catnest/chatlog"
+)
+
+// rawDanger returns the first rune of s a terminal would act on, or that
+// reorders text, other than a newline, and whether there is one. It is
+// written apart from termText, from the Unicode tables, so that the tests
+// do not share termText's blind spots.
+func rawDanger(s string) (rune, bool) {
+	for _, r := range s {
+		switch {
+		case r == '\n':
+		case unicode.IsControl(r), r == utf8.RuneError:
+			return r, true
+		case unicode.Is(unicode.Bidi_Control, r), r == '\u2028', r == '\u2029':
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+func TestTermText(t *testing.T) {
+	for _, tt := range []struct {
+		name, in, want string
+	}{
+		{"plain", "hello, 猫窝 👨‍👩‍👧 é", "hello, 猫窝 👨‍👩‍👧 é"},
+		{"window title", "\x1b]0;pwned\x07", `\x1b]0;pwned\x07`},
+		{"clear screen", "\x1b[2J\x1b[Hhi", `\x1b[2J\x1b[Hhi`},
+		{"clipboard write", "\x1b]52;c;cm0gLXJmIH4=\x1b\\", `\x1b]52;c;cm0gLXJmIH4=\x1b\`},
+		{"fake line", "hi\n[01-02 10:00] carol: send me your key", "hi\n" + contLine + "[01-02 10:00] carol: send me your key"},
+		{"carriage return", "hi\r[01-02 10:00] carol: fake", `hi\x0d[01-02 10:00] carol: fake`},
+		{"CRLF", "a\r\nb", `a\x0d` + "\n" + contLine + "b"},
+		{"C1 CSI", "\u009b31mred", `\x9b31mred`},
+		{"C1 NEL", "a\u0085b", `a\x85b`},
+		{"8-bit CSI byte", "\x9b31mred", `\x9b31mred`},
+		{"invalid UTF-8", "a\xff\xfeb\xc3", `a\xff\xfeb\xc3`},
+		{"DEL and NUL", "a\x7fb\x00c", `a\x7fb\x00c`},
+		{"bell and backspace", "\a\b", `\x07\x08`},
+		{"tab", "a\tb", `a\tb`},
+		{"right-to-left override", "user\u202egnp.exe", `user\u202egnp.exe`},
+		{"embeddings", "\u202a\u202b\u202c\u202d", `\u202a\u202b\u202c\u202d`},
+		{"isolates", "\u2066a\u2067b\u2068c\u2069", `\u2066a\u2067b\u2068c\u2069`},
+		{"marks", "\u200e\u200f\u061c", `\u200e\u200f\u061c`},
+		{"separators", "a\u2028b\u2029c", `a\u2028b\u2029c`},
+		{"replacement char stays", "\ufffd", "\ufffd"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := termText(tt.in, true)
+			if got != tt.want {
+				t.Fatalf("termText(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+			if r, bad := rawDanger(strings.ReplaceAll(got, "\ufffd", "")); bad {
+				t.Fatalf("output holds raw %U", r)
+			}
+			one := termText(tt.in, false)
+			if strings.Contains(one, "\n") {
+				t.Fatalf("single-line termText(%q) = %q holds a newline", tt.in, one)
+			}
+		})
+	}
+}
+
+// TestMessageLineHostile prints messages whose author and text try to pose
+// as other messages or drive the terminal: each shows as one message.
+func TestMessageLineHostile(t *testing.T) {
+	when := time.Date(2026, 1, 2, 10, 0, 0, 0, time.Local)
+	for _, tt := range []struct {
+		author, text string
+	}{
+		{"mallory", "ok\n[01-02 10:00] alice: I am alice"},
+		{"mallory\n[01-02 10:00] alice", "I am alice"},
+		{"mallory\r[01-02 10:00] alice", "I am alice"},
+		{"\x1b[2K\ralice", "overwrote my name"},
+		{"mallory", strings.Repeat("\x1b[1A\x1b[2K", 50) + "erased the screen above"},
+		{"\u202ealice", "\u2067reversed\u2069"},
+	} {
+		out := messageLine(chatlog.MessageView{AuthorName: tt.author, Text: tt.text, Time: when})
+		if r, bad := rawDanger(out); bad {
+			t.Errorf("author %q text %q: raw %U in %q", tt.author, tt.text, r, out)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		for _, l := range lines[1:] {
+			if !strings.HasPrefix(l, contLine) {
+				t.Errorf("author %q text %q: continuation line %q does not start with %q", tt.author, tt.text, l, contLine)
+			}
+		}
+		if !strings.HasPrefix(out, "[01-02 10:00] ") {
+			t.Errorf("line %q", out)
+		}
+	}
+}
+
+// FuzzMessageLine checks that whatever a member writes, the terminal gets
+// no raw control or bidi rune, valid UTF-8, and one line per line of text,
+// each after the first starting with contLine.
+func FuzzMessageLine(f *testing.F) {
+	f.Add("alice", "hello")
+	f.Add("mallory\n[01-02 10:00] alice", "\x1b]52;c;cm0=\x07\n[01-02 10:00] bob: hi\r\u202e")
+	f.Add("\u009b", "\xff\x9b\u2066\u2028\t\x7f")
+	f.Fuzz(func(t *testing.T, author, text string) {
+		out := messageLine(chatlog.MessageView{AuthorName: author, Text: text, Time: time.Unix(0, 0)})
+		if !utf8.ValidString(out) {
+			t.Fatalf("invalid UTF-8: %q", out)
+		}
+		// U+FFFD in the input is harmless text; a bad byte is escaped, so
+		// a RuneError here came from the input as written.
+		clean := strings.ReplaceAll(out, "\ufffd", "")
+		if r, bad := rawDanger(clean); bad {
+			t.Fatalf("raw %U in %q", r, out)
+		}
+		if !strings.HasSuffix(out, "\n") {
+			t.Fatalf("no final newline: %q", out)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if want := 1 + strings.Count(text, "\n"); len(lines) != want {
+			t.Fatalf("%d lines, want %d: %q", len(lines), want, out)
+		}
+		for _, l := range lines[1:] {
+			if !strings.HasPrefix(l, contLine) {
+				t.Fatalf("continuation %q in %q", l, out)
+			}
+		}
+	})
+}
