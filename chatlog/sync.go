@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -445,14 +446,14 @@ func (s *Service) get(ctx context.Context, src source, ids []ID) getAnswer {
 	}
 	a.consumed = consumed
 	a.msgs = make([]*Message, 0, len(raw))
+	ms, err := decodeAll(raw)
+	if err != nil {
+		s.reject(src.peer, err)
+		a.err = err
+		return a
+	}
 	k := 0
-	for _, b := range raw {
-		m, err := Decode(b)
-		if err != nil {
-			s.reject(src.peer, err)
-			a.err = err
-			return a
-		}
+	for _, m := range ms {
 		for k < consumed && ids[k] != m.ID {
 			a.missing = append(a.missing, ids[k])
 			k++
@@ -467,6 +468,24 @@ func (s *Service) get(ctx context.Context, src source, ids []ID) getAnswer {
 	}
 	a.missing = append(a.missing, ids[k:consumed]...)
 	return a
+}
+
+// decodeAll decodes and verifies messages on every core: signature checks
+// are most of a newcomer's work.
+func decodeAll(raw [][]byte) ([]*Message, error) {
+	ms := make([]*Message, len(raw))
+	errs := make([]error, len(raw))
+	workers := min(runtime.GOMAXPROCS(0), (len(raw)+31)/32)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(raw); i += workers {
+				ms[i], errs[i] = Decode(raw[i])
+			}
+		})
+	}
+	wg.Wait()
+	return ms, errors.Join(errs...)
 }
 
 // fetchFrom fetches batches from one source until the queue has nothing
