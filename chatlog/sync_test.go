@@ -141,13 +141,13 @@ func TestSyncLargeBodies(t *testing.T) {
 	waitHistory(t, bob, cid, itemsOf(ms), true, 2*time.Minute)
 }
 
-// TestSyncManySmallMessages: a newcomer gets a channel of 12,000 short
+// TestSyncManySmallMessages: a newcomer gets a channel of 10,000 short
 // messages from one peer: the ID lists of reconciliation and the answers
 // are full by count of messages, not by their size.
 func TestSyncManySmallMessages(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	rng := rand.New(rand.NewPCG(3, 4))
-	sizes := make([]int, 12_000)
+	sizes := make([]int, 10_000)
 	for i := range sizes {
 		sizes[i] = 20 + rng.IntN(200)
 	}
@@ -217,7 +217,7 @@ func TestSyncHalvesConverge(t *testing.T) {
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	rng := rand.New(rand.NewPCG(5, 6))
-	sizes := make([]int, 10_000)
+	sizes := make([]int, 6000)
 	for i := range sizes {
 		sizes[i] = 20 + rng.IntN(400)
 	}
