@@ -24,7 +24,7 @@ import (
 //   - Discovery: a node advertises the channels it has joined in its
 //     directory record (resource "chat").
 //   - History: two nodes that share a channel reconcile the messages in
-//     the overlap of their storage ranges (protocol "chat/sync/1"), with
+//     the overlap of their storage ranges (protocol "chat/sync/2"), with
 //     range-based set reconciliation, then send each other only what is
 //     missing. Burn channels are never synced.
 
