@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -25,13 +24,13 @@ import (
 //   - Discovery: a node advertises the channels it has joined in its
 //     directory record (resource "chat").
 //   - History: two nodes that share a channel reconcile the messages in
-//     the overlap of their storage ranges (protocol "chat/sync/1"), with
+//     the overlap of their storage ranges (protocol "chat/sync/2"), with
 //     range-based set reconciliation, then send each other only what is
 //     missing. Burn channels are never synced.
 
 const (
 	liveTopic = "chat/1"
-	syncProto = "chat/sync/1"
+	syncProto = "chat/sync/2"
 	resource  = "chat"
 
 	// maxBurnLive bounds the unread burn messages kept in memory per channel.
@@ -39,8 +38,6 @@ const (
 	// maxSessions bounds the reconciliations this node answers at once
 	// (one per peer and channel): each holds the items of a channel's window.
 	maxSessions = 16
-	// syncBatch bounds the bytes of messages in one sync frame.
-	syncBatch = 192 << 10
 	// maxAdvertised bounds the channels advertised in the directory.
 	maxAdvertised = 8
 )
@@ -73,7 +70,8 @@ type ServiceConfig struct {
 	// SyncInterval is how often each joined channel is reconciled with a
 	// random peer that holds it.
 	SyncInterval time.Duration
-	// SyncTimeout bounds one reconciliation.
+	// SyncTimeout bounds each step of a sync (one request and its answer);
+	// a whole sync takes as long as its history needs.
 	SyncTimeout time.Duration
 	Logger      *slog.Logger
 }
@@ -450,23 +448,6 @@ func (s *Service) background(f func(ctx context.Context)) {
 		return
 	}
 	s.bg.Go(func() { f(s.life) })
-}
-
-// fetchHistory syncs a channel with a few of the nodes that hold it,
-// asking the mesh for temporary links to those not linked.
-func (s *Service) fetchHistory(ctx context.Context, ch ChannelID, holders []mesh.ID) {
-	rand.Shuffle(len(holders), func(i, j int) { holders[i], holders[j] = holders[j], holders[i] })
-	holders = holders[:min(len(holders), 3)]
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
-	defer cancel()
-	if err := s.mesh.Expand(ctx, holders...); err != nil {
-		s.log.Debug("history: extra links", "err", err)
-	}
-	for _, h := range holders {
-		if err := s.syncChannel(ctx, ch, h); err != nil {
-			s.log.Info("history sync failed", "channel", ch, "peer", h.Short(), "err", err)
-		}
-	}
 }
 
 // Leave leaves a channel; its stored history stays until pruned.

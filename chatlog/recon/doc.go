@@ -13,7 +13,9 @@
 // until Next returns nil or [Session.Done] reports true after a reply (the
 // peer will not answer it). Then [Session.Have] lists the IDs this side has
 // and the peer lacks, and [Session.Need] the IDs the peer has and this side
-// lacks; both sides know both.
+// lacks; both sides know both. Both lists are in (time, ID) order, oldest
+// first, so that a caller can move the newest first; Need gets that order
+// from the ranges its IDs came in, without the peer's times.
 //
 //	msg, _ := s.Start() // initiator only; the responder waits for a message
 //	send(msg)
@@ -24,6 +26,10 @@
 //			send(reply)
 //		}
 //	}
+//
+// Options.MaxMessage must fit what carries the messages, with the caller's
+// own framing: the default (256 KiB) is a ceiling, not a fit for any one
+// transport.
 //
 // Both sides must build their sets over the same window: the caller agrees
 // on the overlap of the two devices' storage ranges and puts only the items

@@ -1,7 +1,6 @@
 package recon
 
 import (
-	"bytes"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -77,12 +76,15 @@ func run(tb testing.TB, a, b *Set, oa, ob Options) outcome {
 	return o
 }
 
-// minus is the oracle: the IDs of the items of a that are not in b.
+// minus is the oracle: the IDs of the items of a that are not in b, in
+// (Time, ID) order.
 func minus(a, b []Item) [][32]byte {
 	inB := make(map[Item]bool, len(b))
 	for _, it := range b {
 		inB[it] = true
 	}
+	a = slices.Clone(a)
+	slices.SortFunc(a, compareItems)
 	seen := make(map[[32]byte]bool)
 	var ids [][32]byte
 	for _, it := range a {
@@ -91,7 +93,6 @@ func minus(a, b []Item) [][32]byte {
 			ids = append(ids, it.ID)
 		}
 	}
-	slices.SortFunc(ids, func(x, y [32]byte) int { return bytes.Compare(x[:], y[:]) })
 	return ids
 }
 
@@ -108,7 +109,7 @@ func checkOutcome(tb testing.TB, o outcome, a, b []Item) {
 		{"B.Need", o.b.Need(), aMinusB},
 	} {
 		if !slices.Equal(c.got, c.want) {
-			tb.Errorf("%s: got %d ids, want %d (or different ids)", c.name, len(c.got), len(c.want))
+			tb.Errorf("%s: got %d ids, want %d (or different ids, or not in (time, ID) order)", c.name, len(c.got), len(c.want))
 		}
 	}
 }

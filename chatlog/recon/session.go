@@ -71,18 +71,38 @@ type Session struct {
 	rounds  int
 	err     error
 	have    map[[32]byte]struct{}
-	need    map[[32]byte]struct{}
-	own     map[[32]byte]struct{} // scratch: this side's IDs in one range
+	// need maps each ID the peer has and this side lacks to where it was
+	// learned: the range (an index into needRanges, by its lower bound)
+	// and the order within the range. Ranges that yield IDs are disjoint
+	// and list their IDs in the peer's order, so (range, seq) is the
+	// peer's (time, ID) order without knowing the times.
+	need       map[[32]byte]needAt
+	needRanges []bound
+	rangeIndex map[boundKey]int // index of each bound in needRanges
+	needSeq    int
+	own        map[[32]byte]struct{} // scratch: this side's IDs in one range
+}
+
+type needAt struct {
+	rng, seq int
+}
+
+// boundKey is what compareBounds compares of a bound.
+type boundKey struct {
+	kind int
+	time int64
+	id   [32]byte
 }
 
 // NewSession starts one side of a reconciliation of s.
 func NewSession(s *Set, opts Options) *Session {
 	return &Session{
-		set:  s,
-		opt:  opts.normalize(),
-		have: make(map[[32]byte]struct{}),
-		need: make(map[[32]byte]struct{}),
-		own:  make(map[[32]byte]struct{}),
+		set:        s,
+		opt:        opts.normalize(),
+		have:       make(map[[32]byte]struct{}),
+		need:       make(map[[32]byte]needAt),
+		rangeIndex: make(map[boundKey]int),
+		own:        make(map[[32]byte]struct{}),
 	}
 }
 
@@ -124,19 +144,60 @@ func (x *Session) Next(msg []byte) ([]byte, error) {
 // Done, Have and Need are complete.
 func (x *Session) Done() bool { return x.done }
 
-// Have returns the IDs this side has and the peer lacks, sorted.
-func (x *Session) Have() [][32]byte { return sortedKeys(x.have) }
-
-// Need returns the IDs the peer has and this side lacks, sorted.
-func (x *Session) Need() [][32]byte { return sortedKeys(x.need) }
-
-func sortedKeys(m map[[32]byte]struct{}) [][32]byte {
-	ids := make([][32]byte, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
+// Have returns the IDs this side has and the peer lacks, oldest first
+// (in (Time, ID) order), so that a caller can send the newest first.
+func (x *Session) Have() [][32]byte {
+	ids := make([][32]byte, 0, len(x.have))
+	for k := range x.set.items {
+		if _, ok := x.have[x.set.items[k].ID]; ok {
+			ids = append(ids, x.set.items[k].ID)
+		}
 	}
-	slices.SortFunc(ids, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	return slices.CompactFunc(ids, func(a, b [32]byte) bool { return a == b })
+}
+
+// Need returns the IDs the peer has and this side lacks in the peer's
+// (Time, ID) order, oldest first, although this side never learns their
+// times: so that a caller can fetch the newest first.
+func (x *Session) Need() [][32]byte {
+	type entry struct {
+		id [32]byte
+		at needAt
+	}
+	es := make([]entry, 0, len(x.need))
+	for id, at := range x.need {
+		es = append(es, entry{id, at})
+	}
+	slices.SortFunc(es, func(a, b entry) int {
+		if a.at.rng != b.at.rng {
+			return compareBounds(&x.needRanges[a.at.rng], &x.needRanges[b.at.rng])
+		}
+		return a.at.seq - b.at.seq
+	})
+	ids := make([][32]byte, len(es))
+	for k := range es {
+		ids[k] = es[k].id
+	}
 	return ids
+}
+
+// addNeed records id, which the peer has in the range from lower on. IDs
+// must come in the peer's order within a range. A range listed again
+// (after a prefix collision) lists all its IDs again, so the later place
+// wins.
+func (x *Session) addNeed(id [32]byte, lower *bound) {
+	r := len(x.needRanges) - 1
+	if r < 0 || compareBounds(&x.needRanges[r], lower) != 0 {
+		key := boundKey{lower.kind, lower.time, lower.id}
+		var ok bool
+		if r, ok = x.rangeIndex[key]; !ok {
+			x.needRanges = append(x.needRanges, *lower)
+			r = len(x.needRanges) - 1
+			x.rangeIndex[key] = r
+		}
+	}
+	x.needSeq++
+	x.need[id] = needAt{rng: r, seq: x.needSeq}
 }
 
 // checkpoint lets the encoder undo an entry that does not fit.
@@ -246,7 +307,7 @@ func (x *Session) entry(r *reader, w *writer, mode int, lower, upper *bound, i, 
 	case modeReply:
 		return x.reply(r, w, lower, upper, i, j)
 	case modeIDs:
-		return x.ids(r, i, j)
+		return x.ids(r, lower, i, j)
 	}
 	return badf("bad mode %d", mode)
 }
@@ -343,7 +404,7 @@ func (x *Session) list(r *reader, w *writer, lower, upper *bound, i, j int) erro
 		if !matched[string(prefixes[p*width:(p+1)*width])] {
 			missing = append(missing, p)
 			if width == 32 {
-				x.need[[32]byte(prefixes[p*32:])] = struct{}{}
+				x.addNeed([32]byte(prefixes[p*32:]), lower)
 			}
 		}
 	}
@@ -448,7 +509,7 @@ func (x *Session) reply(r *reader, w *writer, lower, upper *bound, i, j int) err
 		if _, ok := x.own[id]; ok {
 			return badf("reply lists an ID this side has")
 		}
-		x.need[id] = struct{}{}
+		x.addNeed(id, lower)
 	}
 	sum := x.set.sums[j].sub(x.set.sums[i])
 	for _, q := range missing {
@@ -474,7 +535,7 @@ func (x *Session) reply(r *reader, w *writer, lower, upper *bound, i, j int) err
 	return nil
 }
 
-func (x *Session) ids(r *reader, i, j int) error {
+func (x *Session) ids(r *reader, lower *bound, i, j int) error {
 	k, err := r.count(maxList, 32)
 	if err != nil {
 		return err
@@ -489,7 +550,7 @@ func (x *Session) ids(r *reader, i, j int) error {
 		if _, ok := x.own[id]; ok {
 			return badf("ids entry lists an ID this side has")
 		}
-		x.need[id] = struct{}{}
+		x.addNeed(id, lower)
 	}
 	return nil
 }
