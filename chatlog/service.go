@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -43,7 +45,13 @@ const (
 	syncBatch = 192 << 10
 	// maxAdvertised bounds the channels advertised in the directory.
 	maxAdvertised = 8
+	// maxLimiters bounds the authors whose live rate is tracked.
+	maxLimiters = 4096
 )
+
+// errRateLimited is returned by accept for a live message past its
+// author's rate.
+var errRateLimited = errors.New("chatlog: author over the live message rate")
 
 // Mesh is what the chat service needs of the mesh node.
 type Mesh interface {
@@ -75,7 +83,23 @@ type ServiceConfig struct {
 	SyncInterval time.Duration
 	// SyncTimeout bounds one reconciliation.
 	SyncTimeout time.Duration
-	Logger      *slog.Logger
+	// Quota bounds what each channel keeps of the messages this node did
+	// not choose to keep, live or synced (see Quota). A zero field takes
+	// the default; a negative one sets no limit on that axis.
+	Quota Quota
+	// AuthorRate (messages per second) and AuthorBurst (messages at once)
+	// limit each author's live messages: past them, a live message is
+	// dropped unstored and the neighbour that sent it is scored down, so a
+	// member cannot make every other member fsync thousands of messages a
+	// second. History sync is not limited this way (a history comes in
+	// bulk, thousands of messages by one author at once); the quota bounds
+	// it. Zero takes the default; a negative AuthorRate sets no limit.
+	AuthorRate  float64
+	AuthorBurst int
+	// PruneInterval is how often the day ranges are applied again, as
+	// time moves their cutoff.
+	PruneInterval time.Duration
+	Logger        *slog.Logger
 }
 
 // DefaultServiceConfig returns the settings for a real node.
@@ -84,6 +108,12 @@ func DefaultServiceConfig() ServiceConfig {
 		DefaultRange: Range{Days: 30},
 		SyncInterval: time.Minute,
 		SyncTimeout:  30 * time.Second,
+		// Room for a channel of 100,000 messages of 1 KiB.
+		Quota: Quota{Bytes: 128 << 20, Count: 250_000},
+		// A person types far slower; a script that posts may burst.
+		AuthorRate:    5,
+		AuthorBurst:   30,
+		PruneInterval: 10 * time.Minute,
 	}
 }
 
@@ -106,6 +136,10 @@ type Service struct {
 	subs     map[chan Event]struct{}
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
+
+	// limitMu guards limiters: the live rate of each author.
+	limitMu  sync.Mutex
+	limiters map[mesh.ID]*rate.Limiter
 }
 
 type syncKey struct {
@@ -125,6 +159,17 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = d.SyncTimeout
 	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = d.PruneInterval
+	}
+	cfg.Quota.Bytes = orDefault(cfg.Quota.Bytes, d.Quota.Bytes)
+	cfg.Quota.Count = orDefault(cfg.Quota.Count, d.Quota.Count)
+	if cfg.AuthorRate == 0 {
+		cfg.AuthorRate = d.AuthorRate
+	}
+	if cfg.AuthorBurst <= 0 {
+		cfg.AuthorBurst = d.AuthorBurst
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,7 +179,9 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		subs:     make(map[chan Event]struct{}),
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
+		limiters: make(map[mesh.ID]*rate.Limiter),
 	}
+	store.SetQuota(cfg.Quota)
 	s.life, s.endLife = context.WithCancel(context.Background())
 	m.ValidateBroadcast(liveTopic, s.validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
@@ -142,13 +189,26 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 	return s, s.advertise()
 }
 
-// Serve syncs channels with peers as they come and periodically, until
-// ctx ends.
+// orDefault is v, or def for 0, or 0 (no limit) for a negative v.
+func orDefault[T int | int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Serve syncs channels with peers as they come and periodically, and
+// applies the day ranges as time passes, until ctx ends.
 func (s *Service) Serve(ctx context.Context) error {
 	events, stop := s.mesh.SubscribePeers()
 	defer stop()
 	t := time.NewTicker(s.cfg.SyncInterval)
 	defer t.Stop()
+	prune := time.NewTicker(s.cfg.PruneInterval)
+	defer prune.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer func() {
@@ -169,6 +229,12 @@ func (s *Service) Serve(ctx context.Context) error {
 			}
 		case <-t.C:
 			s.syncRound(ctx, &wg)
+		case <-prune.C:
+			if n, err := s.store.PruneAll(time.Now()); err != nil {
+				s.log.Warn("prune", "err", err)
+			} else if n > 0 {
+				s.log.Debug("pruned", "messages", n)
+			}
 		case <-ctx.Done():
 			return nil
 		}
@@ -694,13 +760,11 @@ func (s *Service) SetSettings(ctx context.Context, id string, r *Range, burn *bo
 	}
 	if r != nil {
 		if r.Days < 0 || r.Count < 0 {
-			return fmt.Errorf("%w: range must not be negative", ErrInvalidInput)
+			return fmt.Errorf("%w: range of %d days and %d messages: neither may be negative (0 keeps any age or number)", ErrInvalidInput, r.Days, r.Count)
 		}
 		c.Range = *r
+		// PutChannel applies the new range at once.
 		if err := s.store.PutChannel(c); err != nil {
-			return err
-		}
-		if _, err := s.store.Prune(c.ID, c.Range, time.Now()); err != nil {
 			return err
 		}
 	}
@@ -753,8 +817,12 @@ func (s *Service) applySetting(ctx context.Context, m *Message) error {
 		}
 	}
 	c.Burn, c.SettingTime = st.Burn, m.Time
+	// With burn on, PutChannel deletes and scrubs the stored history.
 	if err := s.store.PutChannel(c); err != nil {
-		return err
+		if !errors.Is(err, errScrub) {
+			return err
+		}
+		s.log.Warn("burn: history deleted, but free pages not all scrubbed", "channel", c.ID, "err", err)
 	}
 	s.publish(Event{Type: "channel", Channel: c.ID.String()})
 	return nil
@@ -770,6 +838,9 @@ func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
 	c, ok, err := s.store.Channel(m.Channel)
 	if err != nil || !ok || !c.Joined {
 		return nil
+	}
+	if live && !s.allowLive(m.Author) {
+		return fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
 	}
 	switch m.Kind {
 	case KindSetting:
@@ -858,11 +929,51 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		return err
 	}
 	for _, m := range fresh {
+		if kept, _ := s.store.Has(m.ID); !kept {
+			continue // outside the range or the quota
+		}
 		retracted, _ := s.store.Retracted(m.ID)
 		v := s.view(m, retracted, false, false)
 		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
+}
+
+// allowLive takes one live message of author from its rate limit, and
+// reports whether there was room for it.
+func (s *Service) allowLive(author mesh.ID) bool {
+	if s.cfg.AuthorRate < 0 {
+		return true
+	}
+	now := time.Now()
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
+	l := s.limiters[author]
+	if l == nil {
+		if len(s.limiters) >= maxLimiters {
+			s.dropLimiters(now)
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.AuthorRate), s.cfg.AuthorBurst)
+		s.limiters[author] = l
+	}
+	return l.AllowN(now, 1)
+}
+
+// dropLimiters makes room in the full limiter map: first the limiters that
+// have refilled (a new one is the same), then, if every author is active
+// (many keys flooding at once), any half of them.
+func (s *Service) dropLimiters(now time.Time) {
+	for id, l := range s.limiters {
+		if l.TokensAt(now) >= float64(s.cfg.AuthorBurst) {
+			delete(s.limiters, id)
+		}
+	}
+	for id := range s.limiters {
+		if len(s.limiters) < maxLimiters/2 {
+			break
+		}
+		delete(s.limiters, id)
+	}
 }
 
 // validLive is the check every node runs on a live chat message before it
