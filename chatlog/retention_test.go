@@ -402,3 +402,67 @@ func TestStoreBurnScrubs(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreUsageCountedOnUpgrade opens a database written before usage was
+// counted: OpenStore counts it once, and the range applies from there.
+func TestStoreUsageCountedOnUpgrade(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catnest.db")
+	alice := newIdent(t)
+	db := openDB(t, path)
+	s, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewChannel(alice.ID, "old")
+	c.Joined = true
+	if err := s.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().Add(-time.Hour).UnixMilli()
+	var ms []*Message
+	for i := range 2000 {
+		ms = append(ms, msgAt(t, alice, c.ID, KindText, fmt.Sprint("m", i), ID{}, start+int64(i)))
+	}
+	ms = append(ms, msgAt(t, alice, c.ID, KindSetting, `{"burn":false}`, ID{}, start), msgAt(t, alice, c.ID, KindRetract, "", ms[3].ID, start+3000))
+	mustPut(t, s, ms...)
+	if err := s.SetMark(ms[10].ID, true); err != nil {
+		t.Fatal(err)
+	}
+	// As an older version left it: no usage, and a scrub cut short.
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.DeleteBucket(bucketUsage); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketScrub)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db = openDB(t, path)
+	defer db.Close()
+	if s, err = OpenStore(db); err != nil {
+		t.Fatal(err)
+	}
+	if u := checkUsage(t, s, c.ID); u.Texts != 2000 || u.Count != 2000 {
+		t.Fatalf("usage after upgrade %+v, want 2,000 texts and 2,000 counted (one marked, one retract)", u)
+	}
+	if err := db.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketScrub) != nil {
+			return fmt.Errorf("scratch bucket left")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.Range = Range{Count: 100}
+	if err := s.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(textsOf(t, s, c.ID)); got != 101 {
+		t.Errorf("%d texts after a count of 100, want 100 and the marked one", got)
+	}
+	checkUsage(t, s, c.ID)
+}
