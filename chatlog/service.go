@@ -140,6 +140,9 @@ type Service struct {
 	// limitMu guards limiters: the live rate of each author.
 	limitMu  sync.Mutex
 	limiters map[mesh.ID]*rate.Limiter
+	// pacer keeps this node's own live messages to the rate that members
+	// enforce (nil: no limit).
+	pacer *rate.Limiter
 }
 
 type syncKey struct {
@@ -180,6 +183,11 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
 		limiters: make(map[mesh.ID]*rate.Limiter),
+	}
+	if cfg.AuthorRate > 0 {
+		// Half the burst that others allow: room for the jitter of the
+		// mesh, which can bunch messages sent apart.
+		s.pacer = rate.NewLimiter(rate.Limit(cfg.AuthorRate), max(1, cfg.AuthorBurst/2))
 	}
 	store.SetQuota(cfg.Quota)
 	s.life, s.endLife = context.WithCancel(context.Background())
@@ -616,7 +624,10 @@ func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
 
 // Post writes a text message to a joined channel. For a normal channel it
 // returns once the message is durably stored; for a burn channel it is
-// only sent live.
+// only sent live. It waits, if need be, to keep to the live rate that
+// members enforce on every author (ServiceConfig.AuthorRate), so that a
+// script that posts fast is slowed down here rather than dropped and
+// scored down by the others.
 func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
 	c, err := s.joined(id)
 	if err != nil {
@@ -624,6 +635,9 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	}
 	if strings.TrimSpace(text) == "" || len(text) > MaxBody || !utf8.ValidString(text) {
 		return MessageView{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
+	}
+	if err := s.pace(ctx); err != nil {
+		return MessageView{}, err
 	}
 	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, time.Now())
 	if err != nil {
@@ -638,6 +652,17 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	v := s.view(m, false, false, c.Burn)
 	s.publish(Event{Type: "message", Channel: id, Message: &v})
 	return v, nil
+}
+
+// pace waits until this node may send another live message (see Post).
+func (s *Service) pace(ctx context.Context) error {
+	if s.pacer == nil {
+		return nil
+	}
+	if err := s.pacer.Wait(ctx); err != nil {
+		return fmt.Errorf("chatlog: waiting to send: %w", err)
+	}
+	return nil
 }
 
 // broadcastID is the broadcast id of a chat message: the start of its id,
@@ -709,6 +734,9 @@ func (s *Service) Retract(ctx context.Context, id, msgID string) error {
 	mid := orig.ID
 	if orig.Author != s.mesh.ID() {
 		return ErrNotAuthor
+	}
+	if err := s.pace(ctx); err != nil {
+		return err
 	}
 	m, err := NewMessage(s.cfg.Identity, c.ID, KindRetract, nil, mid, time.Now())
 	if err != nil {
@@ -785,6 +813,9 @@ func (s *Service) SetSettings(ctx context.Context, id string, r *Range, burn *bo
 
 // setBurn signs and sends the owner's burn setting.
 func (s *Service) setBurn(ctx context.Context, ch ChannelID, on bool) error {
+	if err := s.pace(ctx); err != nil {
+		return err
+	}
 	body, _ := json.Marshal(Settings{Burn: on})
 	m, err := NewMessage(s.cfg.Identity, ch, KindSetting, body, ID{}, time.Now())
 	if err != nil {
