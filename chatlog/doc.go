@@ -32,7 +32,13 @@
 //   - Put trusts that messages were verified by Decode or made by
 //     NewMessage; it does not verify signatures again.
 //   - A channel stored with Burn set is never written to: Put refuses its
-//     messages with ErrBurn, and Forget deletes what was stored before.
+//     messages with ErrBurn, and PutChannel, when it sets Burn, deletes what
+//     was stored before (but the owner's settings) and overwrites the free
+//     pages of the file, so that the deleted bytes are gone from the disk.
+//   - Put, PutChannel and SetMark apply the channel's stored Range and the
+//     store's Quota in their transaction, from the oldest end; PruneAll
+//     applies day ranges as time passes. Per-channel counts (Usage) are
+//     kept with every change, so none of this scans a channel.
 //   - A retract takes effect only on a text message of the same channel
 //     and author. A retract that arrives before its message is kept
 //     pending and applied when the message is stored (see Store.Put).

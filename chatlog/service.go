@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -40,7 +42,13 @@ const (
 	maxSessions = 16
 	// maxAdvertised bounds the channels advertised in the directory.
 	maxAdvertised = 8
+	// maxLimiters bounds the authors whose live rate is tracked.
+	maxLimiters = 4096
 )
+
+// errRateLimited is returned by accept for a live message past its
+// author's rate.
+var errRateLimited = errors.New("chatlog: author over the live message rate")
 
 // Mesh is what the chat service needs of the mesh node.
 type Mesh interface {
@@ -73,7 +81,23 @@ type ServiceConfig struct {
 	// SyncTimeout bounds each step of a sync (one request and its answer);
 	// a whole sync takes as long as its history needs.
 	SyncTimeout time.Duration
-	Logger      *slog.Logger
+	// Quota bounds what each channel keeps of the messages this node did
+	// not choose to keep, live or synced (see Quota). A zero field takes
+	// the default; a negative one sets no limit on that axis.
+	Quota Quota
+	// AuthorRate (messages per second) and AuthorBurst (messages at once)
+	// limit each author's live messages: past them, a live message is
+	// dropped unstored and the neighbour that sent it is scored down, so a
+	// member cannot make every other member fsync thousands of messages a
+	// second. History sync is not limited this way (a history comes in
+	// bulk, thousands of messages by one author at once); the quota bounds
+	// it. Zero takes the default; a negative AuthorRate sets no limit.
+	AuthorRate  float64
+	AuthorBurst int
+	// PruneInterval is how often the day ranges are applied again, as
+	// time moves their cutoff.
+	PruneInterval time.Duration
+	Logger        *slog.Logger
 }
 
 // DefaultServiceConfig returns the settings for a real node.
@@ -82,6 +106,12 @@ func DefaultServiceConfig() ServiceConfig {
 		DefaultRange: Range{Days: 30},
 		SyncInterval: time.Minute,
 		SyncTimeout:  30 * time.Second,
+		// Room for a channel of 100,000 messages of 1 KiB.
+		Quota: Quota{Bytes: 128 << 20, Count: 250_000},
+		// A person types far slower; a script that posts may burst.
+		AuthorRate:    5,
+		AuthorBurst:   30,
+		PruneInterval: 10 * time.Minute,
 	}
 }
 
@@ -104,6 +134,13 @@ type Service struct {
 	subs     map[chan Event]struct{}
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
+
+	// limitMu guards limiters: the live rate of each author.
+	limitMu  sync.Mutex
+	limiters map[mesh.ID]*rate.Limiter
+	// pacer keeps this node's own live messages to the rate that members
+	// enforce (nil: no limit).
+	pacer *rate.Limiter
 }
 
 type syncKey struct {
@@ -123,6 +160,17 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = d.SyncTimeout
 	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = d.PruneInterval
+	}
+	cfg.Quota.Bytes = orDefault(cfg.Quota.Bytes, d.Quota.Bytes)
+	cfg.Quota.Count = orDefault(cfg.Quota.Count, d.Quota.Count)
+	if cfg.AuthorRate == 0 {
+		cfg.AuthorRate = d.AuthorRate
+	}
+	if cfg.AuthorBurst <= 0 {
+		cfg.AuthorBurst = d.AuthorBurst
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -132,7 +180,14 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		subs:     make(map[chan Event]struct{}),
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
+		limiters: make(map[mesh.ID]*rate.Limiter),
 	}
+	if cfg.AuthorRate > 0 {
+		// Half the burst that others allow: room for the jitter of the
+		// mesh, which can bunch messages sent apart.
+		s.pacer = rate.NewLimiter(rate.Limit(cfg.AuthorRate), max(1, cfg.AuthorBurst/2))
+	}
+	store.SetQuota(cfg.Quota)
 	s.life, s.endLife = context.WithCancel(context.Background())
 	m.ValidateBroadcast(liveTopic, s.validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
@@ -140,13 +195,26 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 	return s, s.advertise()
 }
 
-// Serve syncs channels with peers as they come and periodically, until
-// ctx ends.
+// orDefault is v, or def for 0, or 0 (no limit) for a negative v.
+func orDefault[T int | int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Serve syncs channels with peers as they come and periodically, and
+// applies the day ranges as time passes, until ctx ends.
 func (s *Service) Serve(ctx context.Context) error {
 	events, stop := s.mesh.SubscribePeers()
 	defer stop()
 	t := time.NewTicker(s.cfg.SyncInterval)
 	defer t.Stop()
+	prune := time.NewTicker(s.cfg.PruneInterval)
+	defer prune.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer func() {
@@ -167,6 +235,12 @@ func (s *Service) Serve(ctx context.Context) error {
 			}
 		case <-t.C:
 			s.syncRound(ctx, &wg)
+		case <-prune.C:
+			if n, err := s.store.PruneAll(time.Now()); err != nil {
+				s.log.Warn("prune", "err", err)
+			} else if n > 0 {
+				s.log.Debug("pruned", "messages", n)
+			}
 		case <-ctx.Done():
 			return nil
 		}
@@ -531,7 +605,10 @@ func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
 
 // Post writes a text message to a joined channel. For a normal channel it
 // returns once the message is durably stored; for a burn channel it is
-// only sent live.
+// only sent live. It waits, if need be, to keep to the live rate that
+// members enforce on every author (ServiceConfig.AuthorRate), so that a
+// script that posts fast is slowed down here rather than dropped and
+// scored down by the others.
 func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
 	c, err := s.joined(id)
 	if err != nil {
@@ -539,6 +616,9 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	}
 	if strings.TrimSpace(text) == "" || len(text) > MaxBody || !utf8.ValidString(text) {
 		return MessageView{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
+	}
+	if err := s.pace(ctx); err != nil {
+		return MessageView{}, err
 	}
 	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, time.Now())
 	if err != nil {
@@ -553,6 +633,17 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	v := s.view(m, false, false, c.Burn)
 	s.publish(Event{Type: "message", Channel: id, Message: &v})
 	return v, nil
+}
+
+// pace waits until this node may send another live message (see Post).
+func (s *Service) pace(ctx context.Context) error {
+	if s.pacer == nil {
+		return nil
+	}
+	if err := s.pacer.Wait(ctx); err != nil {
+		return fmt.Errorf("chatlog: waiting to send: %w", err)
+	}
+	return nil
 }
 
 // broadcastID is the broadcast id of a chat message: the start of its id,
@@ -625,6 +716,9 @@ func (s *Service) Retract(ctx context.Context, id, msgID string) error {
 	if orig.Author != s.mesh.ID() {
 		return ErrNotAuthor
 	}
+	if err := s.pace(ctx); err != nil {
+		return err
+	}
 	m, err := NewMessage(s.cfg.Identity, c.ID, KindRetract, nil, mid, time.Now())
 	if err != nil {
 		return err
@@ -675,13 +769,11 @@ func (s *Service) SetSettings(ctx context.Context, id string, r *Range, burn *bo
 	}
 	if r != nil {
 		if r.Days < 0 || r.Count < 0 {
-			return fmt.Errorf("%w: range must not be negative", ErrInvalidInput)
+			return fmt.Errorf("%w: range of %d days and %d messages: neither may be negative (0 keeps any age or number)", ErrInvalidInput, r.Days, r.Count)
 		}
 		c.Range = *r
+		// PutChannel applies the new range at once.
 		if err := s.store.PutChannel(c); err != nil {
-			return err
-		}
-		if _, err := s.store.Prune(c.ID, c.Range, time.Now()); err != nil {
 			return err
 		}
 	}
@@ -702,6 +794,9 @@ func (s *Service) SetSettings(ctx context.Context, id string, r *Range, burn *bo
 
 // setBurn signs and sends the owner's burn setting.
 func (s *Service) setBurn(ctx context.Context, ch ChannelID, on bool) error {
+	if err := s.pace(ctx); err != nil {
+		return err
+	}
 	body, _ := json.Marshal(Settings{Burn: on})
 	m, err := NewMessage(s.cfg.Identity, ch, KindSetting, body, ID{}, time.Now())
 	if err != nil {
@@ -734,8 +829,12 @@ func (s *Service) applySetting(ctx context.Context, m *Message) error {
 		}
 	}
 	c.Burn, c.SettingTime = st.Burn, m.Time
+	// With burn on, PutChannel deletes and scrubs the stored history.
 	if err := s.store.PutChannel(c); err != nil {
-		return err
+		if !errors.Is(err, errScrub) {
+			return err
+		}
+		s.log.Warn("burn: history deleted, but free pages not all scrubbed", "channel", c.ID, "err", err)
 	}
 	s.publish(Event{Type: "channel", Channel: c.ID.String()})
 	return nil
@@ -751,6 +850,9 @@ func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
 	c, ok, err := s.store.Channel(m.Channel)
 	if err != nil || !ok || !c.Joined {
 		return nil
+	}
+	if live && !s.allowLive(m.Author) {
+		return fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
 	}
 	switch m.Kind {
 	case KindSetting:
@@ -839,11 +941,51 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		return err
 	}
 	for _, m := range fresh {
+		if kept, _ := s.store.Has(m.ID); !kept {
+			continue // outside the range or the quota
+		}
 		retracted, _ := s.store.Retracted(m.ID)
 		v := s.view(m, retracted, false, false)
 		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
+}
+
+// allowLive takes one live message of author from its rate limit, and
+// reports whether there was room for it.
+func (s *Service) allowLive(author mesh.ID) bool {
+	if s.cfg.AuthorRate < 0 {
+		return true
+	}
+	now := time.Now()
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
+	l := s.limiters[author]
+	if l == nil {
+		if len(s.limiters) >= maxLimiters {
+			s.dropLimiters(now)
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.AuthorRate), s.cfg.AuthorBurst)
+		s.limiters[author] = l
+	}
+	return l.AllowN(now, 1)
+}
+
+// dropLimiters makes room in the full limiter map: first the limiters that
+// have refilled (a new one is the same), then, if every author is active
+// (many keys flooding at once), any half of them.
+func (s *Service) dropLimiters(now time.Time) {
+	for id, l := range s.limiters {
+		if l.TokensAt(now) >= float64(s.cfg.AuthorBurst) {
+			delete(s.limiters, id)
+		}
+	}
+	for id := range s.limiters {
+		if len(s.limiters) < maxLimiters/2 {
+			break
+		}
+		delete(s.limiters, id)
+	}
 }
 
 // validLive is the check every node runs on a live chat message before it

@@ -33,6 +33,12 @@ var (
 	bucketPending = []byte("chat/pending")
 	// ID -> empty: messages the user marked to keep.
 	bucketMarks = []byte("chat/marks")
+	// ChannelID -> encoded Usage: kept up to date with every change, so
+	// that enforcing a range or the quota does not scan the channel.
+	bucketUsage = []byte("chat/usage")
+	// Scratch data written over free pages (see scrub); absent between
+	// scrubs.
+	bucketScrub = []byte("chat/scrub")
 )
 
 const (
@@ -43,6 +49,10 @@ const (
 	maxList = 1000
 	// defaultList is the page size for limit <= 0.
 	defaultList = 100
+	// dayMs is a day in unix milliseconds.
+	dayMs = int64(24 * time.Hour / time.Millisecond)
+	// usageLen is the length of an encoded Usage.
+	usageLen = 3 * 8
 )
 
 // timeKey encodes t so that big-endian byte order is numeric order,
@@ -79,6 +89,13 @@ type Store struct {
 	// commits counts the transactions of the group commit, for the
 	// benchmark.
 	commits atomic.Int64
+
+	// quota applies to every channel (see SetQuota).
+	quota atomic.Pointer[Quota]
+	// now is the clock of the day ranges; tests set it.
+	now func() time.Time
+	// scrubMu lets one scrub run at a time.
+	scrubMu sync.Mutex
 }
 
 // OpenStore creates the store's buckets in db if they are missing. The
@@ -90,26 +107,71 @@ func OpenStore(db *bbolt.DB) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		// A scrub that did not finish left its scratch data.
+		if tx.Bucket(bucketScrub) != nil {
+			if err := tx.DeleteBucket(bucketScrub); err != nil {
+				return err
+			}
+		}
+		if tx.Bucket(bucketUsage) != nil {
+			return nil
+		}
+		// A database from before usage was counted: count it once.
+		if _, err := tx.CreateBucket(bucketUsage); err != nil {
+			return err
+		}
+		return countUsage(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chatlog: open store: %w", err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, now: time.Now}
+	s.quota.Store(&Quota{})
+	return s, nil
 }
 
-// PutChannel stores c, replacing what was stored under c.ID. It does not
-// verify c; callers do that for channels from peers.
+// SetQuota sets the quota of every channel; the zero Quota (the default)
+// sets none. It applies from the next message stored and to PruneAll.
+func (s *Store) SetQuota(q Quota) { s.quota.Store(&q) }
+
+func (s *Store) getQuota() Quota { return *s.quota.Load() }
+
+// PutChannel stores c, replacing what was stored under c.ID, and applies
+// c.Range (and the quota) to the channel's messages. It does not verify c;
+// callers do that for channels from peers.
+//
+// With c.Burn set, the messages of the channel already stored are deleted
+// in the same transaction (the owner's settings stay, so that the channel
+// can still prove it burns), and then scrubbed from the database file
+// (see scrub): switching burn-after-read on leaves no earlier message on
+// disk.
 func (s *Store) PutChannel(c Channel) error {
 	v, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("chatlog: put channel: %w", err)
 	}
+	q, now := s.getQuota(), s.now()
+	forgot := 0
 	err = s.db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketChannels).Put(c.ID[:], v)
+		forgot = 0
+		if err := tx.Bucket(bucketChannels).Put(c.ID[:], v); err != nil {
+			return err
+		}
+		if c.Burn {
+			var err error
+			forgot, err = forgetTx(tx, c.ID)
+			return err
+		}
+		_, err := trimTx(tx, c.ID, c.Range, q, now)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("chatlog: put channel: %w", err)
+	}
+	if forgot > 0 {
+		if err := s.scrub(); err != nil {
+			return fmt.Errorf("chatlog: put channel: %w", err)
+		}
 	}
 	return nil
 }
@@ -174,6 +236,11 @@ func (s *Store) Channels() ([]Channel, error) {
 // arrives, the same rule is applied then, so the message is hidden from
 // Items from the moment it is stored. A retract by someone else than the
 // author is stored (it is a message of the channel) but never takes effect.
+//
+// In the same transaction, Put applies the stored range of each channel it
+// wrote to and the quota (see Prune), from the oldest end of the channel:
+// a message that falls outside them is not kept, and added does not count
+// it.
 func (s *Store) Put(ctx context.Context, ms ...*Message) (added int, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -195,9 +262,10 @@ func (s *Store) Put(ctx context.Context, ms ...*Message) (added int, err error) 
 		v = append(v, m.Author...)
 		vals[i] = append(v, enc...)
 	}
+	q, now := s.getQuota(), s.now()
 	apply := func(tx *bbolt.Tx) error {
 		added = 0 // apply may run more than once
-		return putTx(tx, ms, vals, &added)
+		return putTx(tx, ms, vals, q, now, &added)
 	}
 	if s.useBatch {
 		err = s.db.Batch(apply)
@@ -210,24 +278,27 @@ func (s *Store) Put(ctx context.Context, ms ...*Message) (added int, err error) 
 	return added, nil
 }
 
-func putTx(tx *bbolt.Tx, ms []*Message, vals [][]byte, added *int) error {
+func putTx(tx *bbolt.Tx, ms []*Message, vals [][]byte, q Quota, now time.Time, added *int) error {
 	msgs := tx.Bucket(bucketMessages)
 	index := tx.Bucket(bucketIndex)
-	burn := make(map[ChannelID]bool, 1)
+	// The channels written to, with their stored record (zero if none).
+	chans := make(map[ChannelID]Channel, 1)
+	var order []ChannelID
 	for _, m := range ms {
-		b, seen := burn[m.Channel]
+		c, seen := chans[m.Channel]
 		if !seen {
-			c, ok, err := getChannel(tx, m.Channel)
-			if err != nil {
+			var err error
+			if c, _, err = getChannel(tx, m.Channel); err != nil {
 				return err
 			}
-			b = ok && c.Burn
-			burn[m.Channel] = b
+			chans[m.Channel] = c
+			order = append(order, m.Channel)
 		}
-		if b {
+		if c.Burn {
 			return fmt.Errorf("%w: channel %v", ErrBurn, m.Channel)
 		}
 	}
+	fresh := make(map[ID]bool, len(ms))
 	for i, m := range ms {
 		if index.Get(m.ID[:]) != nil {
 			continue
@@ -245,6 +316,15 @@ func putTx(tx *bbolt.Tx, ms []*Message, vals [][]byte, added *int) error {
 		if err := index.Put(m.ID[:], loc); err != nil {
 			return err
 		}
+		u, err := getUsage(tx, m.Channel)
+		if err != nil {
+			return err
+		}
+		u.add(m.Kind, len(vals[i]), 1)
+		if err := putUsage(tx, m.Channel, u); err != nil {
+			return err
+		}
+		fresh[m.ID] = true
 		*added++
 		switch m.Kind {
 		case KindRetract:
@@ -254,6 +334,17 @@ func putTx(tx *bbolt.Tx, ms []*Message, vals [][]byte, added *int) error {
 		case KindText:
 			if err := applyPending(tx, m); err != nil {
 				return err
+			}
+		}
+	}
+	for _, ch := range order {
+		gone, err := trimTx(tx, ch, chans[ch].Range, q, now)
+		if err != nil {
+			return err
+		}
+		for _, m := range gone {
+			if fresh[m.ID] {
+				*added--
 			}
 		}
 	}
@@ -545,18 +636,77 @@ func (s *Store) Retracted(id ID) (ok bool, err error) {
 }
 
 // SetMark marks (on) or unmarks message id. A marked message is kept by
-// Prune whatever the range. The message must be stored.
+// Prune whatever the range, and does not count against the quota. The
+// message must be stored to be marked. Unmarking applies the channel's
+// range and the quota again, so a message outside them goes at once.
 func (s *Store) SetMark(id ID, on bool) error {
+	q, now := s.getQuota(), s.now()
 	return s.db.Update(func(tx *bbolt.Tx) error {
 		marks := tx.Bucket(bucketMarks)
-		if !on {
+		marked := marks.Get(id[:]) != nil
+		ch, v, ok, err := storedValue(tx, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if on {
+				return fmt.Errorf("chatlog: mark %v: message not stored", id)
+			}
 			return marks.Delete(id[:])
 		}
-		if tx.Bucket(bucketIndex).Get(id[:]) == nil {
-			return fmt.Errorf("chatlog: mark %v: message not stored", id)
+		if on == marked {
+			return nil
 		}
-		return marks.Put(id[:], nil)
+		u, err := getUsage(tx, ch)
+		if err != nil {
+			return err
+		}
+		kind := storedKind(v)
+		if on {
+			u.uncount(kind, len(v))
+			if err := marks.Put(id[:], nil); err != nil {
+				return err
+			}
+		} else {
+			u.recount(kind, len(v))
+			if err := marks.Delete(id[:]); err != nil {
+				return err
+			}
+		}
+		if err := putUsage(tx, ch, u); err != nil {
+			return err
+		}
+		if on {
+			return nil
+		}
+		c, _, err := getChannel(tx, ch)
+		if err != nil {
+			return err
+		}
+		_, err = trimTx(tx, ch, c.Range, q, now)
+		return err
 	})
+}
+
+// storedValue finds the stored value of message id and its channel.
+func storedValue(tx *bbolt.Tx, id ID) (ch ChannelID, v []byte, ok bool, err error) {
+	loc := tx.Bucket(bucketIndex).Get(id[:])
+	if loc == nil {
+		return ch, nil, false, nil
+	}
+	if len(loc) != indexLen {
+		return ch, nil, false, fmt.Errorf("chatlog: index entry of %v is corrupt", id)
+	}
+	ch = ChannelID(loc[:len(ChannelID{})])
+	cb := tx.Bucket(bucketMessages).Bucket(ch[:])
+	if cb == nil {
+		return ch, nil, false, fmt.Errorf("chatlog: message %v: channel bucket missing", id)
+	}
+	v = cb.Get(msgKey(keyTime(loc[len(ChannelID{}):]), id))
+	if v == nil {
+		return ch, nil, false, fmt.Errorf("chatlog: message %v: indexed but missing", id)
+	}
+	return ch, v, true, nil
 }
 
 // Marked reports whether message id is marked.
@@ -569,82 +719,276 @@ func (s *Store) Marked(id ID) (ok bool, err error) {
 }
 
 // Lower returns the oldest time (unix ms) that this device keeps of ch
-// under r: the later of now minus r.Days days and the time of the
-// r.Count-th newest stored text message; 0 when r sets no limit, or when
-// fewer than r.Count text messages are stored and r.Days is 0.
+// under r and the quota: the latest of now minus r.Days days, the time of
+// the r.Count-th newest stored text message, and, once the channel's quota
+// is full, the time of its oldest message that the quota counts. It is 0
+// when none of them limits. A message older than Lower would not be kept,
+// so sync neither asks for nor serves one.
 func (s *Store) Lower(ch ChannelID, r Range, now time.Time) (lower int64, err error) {
+	q := s.getQuota()
 	err = s.db.View(func(tx *bbolt.Tx) error {
-		lower = lowerTx(tx, ch, r, now)
+		cb := tx.Bucket(bucketMessages).Bucket(ch[:])
+		if cb == nil {
+			lower, _ = daysLower(r.Days, now)
+			return nil
+		}
+		u, err := getUsage(tx, ch)
+		if err != nil {
+			return err
+		}
+		l, ok := rangeLower(cb, u, r, now)
+		if q.full(u) {
+			if ql, found := oldestCounted(tx, cb); found && (!ok || ql > l) {
+				l, ok = ql, true
+			}
+		}
+		if ok {
+			lower = l
+		}
 		return nil
 	})
 	return lower, err
 }
 
-func lowerTx(tx *bbolt.Tx, ch ChannelID, r Range, now time.Time) int64 {
-	var lower int64
-	if r.Days > 0 {
-		lower = now.Add(-time.Duration(r.Days) * 24 * time.Hour).UnixMilli()
+// daysLower is the oldest time that a range of days keeps at now, and
+// whether it limits at all. It counts in milliseconds: as a time.Duration,
+// days*24h overflows from 106,752 days up and puts the cutoff in the
+// future, which would drop everything. Days that reach back before 1970
+// keep messages of any age.
+func daysLower(days int, now time.Time) (int64, bool) {
+	n := now.UnixMilli()
+	if days <= 0 || n <= 0 || int64(days) > n/dayMs {
+		return 0, false
 	}
-	if r.Count <= 0 {
-		return lower
+	return n - int64(days)*dayMs, true
+}
+
+// rangeLower is the oldest time that r keeps of a channel with usage u,
+// and whether r limits at all. For a count it walks from the oldest end
+// past the text messages in excess of r.Count, which after enforcement
+// are only the marked ones, so it does not read the channel.
+func rangeLower(cb *bbolt.Bucket, u Usage, r Range, now time.Time) (int64, bool) {
+	lower, ok := daysLower(r.Days, now)
+	if r.Count <= 0 || u.Texts <= r.Count {
+		return lower, ok
 	}
-	cb := tx.Bucket(bucketMessages).Bucket(ch[:])
-	if cb == nil {
-		return lower
-	}
+	excess := u.Texts - r.Count
+	seen := 0
 	c := cb.Cursor()
-	n := 0
-	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if storedKind(v) != KindText {
 			continue
 		}
-		if n++; n == r.Count {
-			return max(lower, keyTime(k))
+		if seen == excess {
+			// The r.Count-th newest text message.
+			if t := keyTime(k); !ok || t > lower {
+				lower, ok = t, true
+			}
+			break
 		}
+		seen++
 	}
-	return lower
+	return lower, ok
 }
 
-// Prune drops the messages of ch that r does not keep: those with Time
-// before Lower(ch, r, now). Marked messages and setting messages are kept.
-// It returns how many it dropped.
+// oldestCounted is the time of the oldest message of a channel that the
+// quota counts.
+func oldestCounted(tx *bbolt.Tx, cb *bbolt.Bucket) (int64, bool) {
+	marks := tx.Bucket(bucketMarks)
+	c := cb.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if storedKind(v) != KindSetting && marks.Get(k[timeKeyLen:]) == nil {
+			return keyTime(k), true
+		}
+	}
+	return 0, false
+}
+
+// Prune drops the messages of ch that r and the quota do not keep: those
+// with Time before the range's lower bound (see Lower), then, while the
+// channel is over the quota, the oldest of those the quota counts. Marked
+// messages and setting messages are kept. It returns how many it dropped.
+// Put and PutChannel apply the channel's stored range this way already;
+// Prune is for another range, PruneAll for the passing of time.
 func (s *Store) Prune(ch ChannelID, r Range, now time.Time) (removed int, err error) {
+	q := s.getQuota()
 	err = s.db.Update(func(tx *bbolt.Tx) error {
-		removed = 0
-		lower := lowerTx(tx, ch, r, now)
-		if lower == 0 && r.Days <= 0 {
-			return nil // keeps everything
-		}
-		cb := tx.Bucket(bucketMessages).Bucket(ch[:])
-		if cb == nil {
-			return nil
-		}
-		marks := tx.Bucket(bucketMarks)
-		var gone []*Message
-		var keys [][]byte
-		c := cb.Cursor()
-		lk := timeKey(lower)
-		for k, v := c.First(); k != nil && bytes.Compare(k, lk[:]) < 0; k, v = c.Next() {
-			id := ID(k[timeKeyLen:])
-			if storedKind(v) == KindSetting || marks.Get(id[:]) != nil {
-				continue
-			}
-			m, err := decodeStored(id, v)
-			if err != nil {
-				return err
-			}
-			gone = append(gone, m)
-			keys = append(keys, bytes.Clone(k))
-		}
-		for _, k := range keys {
-			if err := cb.Delete(k); err != nil {
-				return err
-			}
-		}
+		gone, err := trimTx(tx, ch, r, q, now)
 		removed = len(gone)
-		return dropAll(tx, gone)
+		return err
 	})
 	return removed, err
+}
+
+// PruneAll applies every channel's stored range and the quota as Prune
+// does. Day ranges move with the clock, so a node calls it periodically.
+func (s *Store) PruneAll(now time.Time) (removed int, err error) {
+	var chs []ChannelID
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketMessages).ForEachBucket(func(k []byte) error {
+			chs = append(chs, ChannelID(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("chatlog: prune: %w", err)
+	}
+	q := s.getQuota()
+	for _, ch := range chs {
+		// One transaction per channel, so that writers wait for one
+		// channel at most.
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			c, _, err := getChannel(tx, ch)
+			if err != nil || c.Burn {
+				return err
+			}
+			gone, err := trimTx(tx, ch, c.Range, q, now)
+			removed += len(gone)
+			return err
+		})
+		if err != nil {
+			return removed, fmt.Errorf("chatlog: prune: %w", err)
+		}
+	}
+	return removed, nil
+}
+
+// trimTx drops the messages of ch that r and q do not keep (see Prune),
+// walking from the oldest end: it reads what it drops, plus the marked and
+// setting messages it passes, never the whole channel.
+func trimTx(tx *bbolt.Tx, ch ChannelID, r Range, q Quota, now time.Time) ([]*Message, error) {
+	cb := tx.Bucket(bucketMessages).Bucket(ch[:])
+	if cb == nil {
+		return nil, nil
+	}
+	u, err := getUsage(tx, ch)
+	if err != nil {
+		return nil, err
+	}
+	lower, limited := rangeLower(cb, u, r, now)
+	if !limited && !q.over(u) {
+		return nil, nil
+	}
+	marks := tx.Bucket(bucketMarks)
+	var gone []*Message
+	var keys [][]byte
+	c := cb.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if !(limited && keyTime(k) < lower) && !q.over(u) {
+			break
+		}
+		id := ID(k[timeKeyLen:])
+		kind := storedKind(v)
+		if kind == KindSetting || marks.Get(id[:]) != nil {
+			continue
+		}
+		m, err := decodeStored(id, v)
+		if err != nil {
+			return nil, err
+		}
+		gone = append(gone, m)
+		keys = append(keys, bytes.Clone(k))
+		u.add(kind, len(v), -1)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	for _, k := range keys {
+		if err := cb.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	if err := putUsage(tx, ch, u); err != nil {
+		return nil, err
+	}
+	return gone, dropAll(tx, gone)
+}
+
+// add counts n messages of a kind and stored size (n = -1 for a message
+// that goes); a new or deleted message is never marked.
+func (u *Usage) add(kind Kind, size, n int) {
+	if kind == KindText {
+		u.Texts += n
+	}
+	if kind != KindSetting {
+		u.Count += n
+		u.Bytes += int64(n * size)
+	}
+}
+
+// uncount takes a message that is being marked out of the quota.
+func (u *Usage) uncount(kind Kind, size int) {
+	if kind != KindSetting {
+		u.Count--
+		u.Bytes -= int64(size)
+	}
+}
+
+// recount puts a message that is being unmarked back into the quota.
+func (u *Usage) recount(kind Kind, size int) {
+	if kind != KindSetting {
+		u.Count++
+		u.Bytes += int64(size)
+	}
+}
+
+func getUsage(tx *bbolt.Tx, ch ChannelID) (Usage, error) {
+	v := tx.Bucket(bucketUsage).Get(ch[:])
+	if v == nil {
+		return Usage{}, nil
+	}
+	if len(v) != usageLen {
+		return Usage{}, fmt.Errorf("chatlog: usage of channel %v is corrupt", ch)
+	}
+	return Usage{
+		Texts: int(binary.BigEndian.Uint64(v)),
+		Count: int(binary.BigEndian.Uint64(v[8:])),
+		Bytes: int64(binary.BigEndian.Uint64(v[16:])),
+	}, nil
+}
+
+func putUsage(tx *bbolt.Tx, ch ChannelID, u Usage) error {
+	if u.Texts < 0 || u.Count < 0 || u.Bytes < 0 {
+		return fmt.Errorf("chatlog: usage of channel %v went negative: %+v", ch, u)
+	}
+	if u == (Usage{}) {
+		return tx.Bucket(bucketUsage).Delete(ch[:])
+	}
+	v := make([]byte, usageLen)
+	binary.BigEndian.PutUint64(v, uint64(u.Texts))
+	binary.BigEndian.PutUint64(v[8:], uint64(u.Count))
+	binary.BigEndian.PutUint64(v[16:], uint64(u.Bytes))
+	return tx.Bucket(bucketUsage).Put(ch[:], v)
+}
+
+// countUsage counts the usage of every channel from its messages.
+func countUsage(tx *bbolt.Tx) error {
+	msgs := tx.Bucket(bucketMessages)
+	marks := tx.Bucket(bucketMarks)
+	return msgs.ForEachBucket(func(ch []byte) error {
+		var u Usage
+		err := msgs.Bucket(ch).ForEach(func(k, v []byte) error {
+			kind := storedKind(v)
+			u.add(kind, len(v), 1)
+			if marks.Get(k[timeKeyLen:]) != nil {
+				u.uncount(kind, len(v))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return putUsage(tx, ChannelID(ch), u)
+	})
+}
+
+// Usage returns what channel ch holds, as its range and the quota count it.
+func (s *Store) Usage(ch ChannelID) (u Usage, err error) {
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		u, err = getUsage(tx, ch)
+		return err
+	})
+	return u, err
 }
 
 // dropAll removes the index entries of messages already deleted from their
@@ -683,31 +1027,153 @@ func dropAll(tx *bbolt.Tx, gone []*Message) error {
 	return nil
 }
 
-// Forget deletes every message of ch, with their marks and retraction
-// records; the channel itself stays. It is used when burn-after-read is
-// switched on.
+// Forget deletes every message of ch but the owner's settings, with their
+// marks and retraction records, and scrubs them from the database file
+// (see scrub); the channel itself stays. PutChannel does it when
+// burn-after-read is switched on.
 func (s *Store) Forget(ch ChannelID) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
-		msgs := tx.Bucket(bucketMessages)
-		cb := msgs.Bucket(ch[:])
-		if cb == nil {
+	forgot := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		var err error
+		forgot, err = forgetTx(tx, ch)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("chatlog: forget: %w", err)
+	}
+	if forgot > 0 {
+		if err := s.scrub(); err != nil {
+			return fmt.Errorf("chatlog: forget: %w", err)
+		}
+	}
+	return nil
+}
+
+// forgetTx deletes the messages of ch but settings, and returns how many.
+func forgetTx(tx *bbolt.Tx, ch ChannelID) (int, error) {
+	cb := tx.Bucket(bucketMessages).Bucket(ch[:])
+	if cb == nil {
+		return 0, nil
+	}
+	var gone []*Message
+	var keys [][]byte
+	err := cb.ForEach(func(k, v []byte) error {
+		if storedKind(v) == KindSetting {
 			return nil
 		}
-		var gone []*Message
-		err := cb.ForEach(func(k, v []byte) error {
-			m, err := decodeStored(ID(k[timeKeyLen:]), v)
-			if err != nil {
-				return err
-			}
-			gone = append(gone, m)
-			return nil
-		})
+		m, err := decodeStored(ID(k[timeKeyLen:]), v)
 		if err != nil {
 			return err
 		}
-		if err := msgs.DeleteBucket(ch[:]); err != nil {
-			return err
-		}
-		return dropAll(tx, gone)
+		gone = append(gone, m)
+		keys = append(keys, bytes.Clone(k))
+		return nil
 	})
+	if err != nil || len(gone) == 0 {
+		return 0, err
+	}
+	for _, k := range keys {
+		if err := cb.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	if err := putUsage(tx, ch, Usage{}); err != nil {
+		return 0, err
+	}
+	return len(gone), dropAll(tx, gone)
+}
+
+// Scrubbing free pages (see scrub).
+const (
+	// scrubValue is the size of one scratch value: eight fit in a 4 KiB
+	// page, so that every leaf takes one page, which bbolt can take from
+	// anywhere in its freelist.
+	scrubValue = 480
+	// scrubPass bounds the scratch bytes written in one transaction.
+	scrubPass = 8 << 20
+	// scrubSlack is how many pending pages a pass may leave: the old
+	// copies of the pages it changed itself (root, branches, freelist),
+	// which hold nothing deleted.
+	scrubSlack = 32
+	// scrubSettle and scrubNap: once no page is free, how many times scrub
+	// waits for readers that hold pending pages, and how long each time.
+	scrubSettle = 5
+	scrubNap    = 10 * time.Millisecond
+	// scrubWait bounds a scrub, in case other writers keep freeing pages
+	// as fast as it writes them.
+	scrubWait = 30 * time.Second
+)
+
+// errScrub is returned when a scrub ran out of time.
+var errScrub = errors.New("chatlog: scrub of free pages did not finish")
+
+// scrub overwrites the free pages of the database file with zeros, so that
+// deleted messages are gone from the file and not only unreachable: bbolt
+// copies a page on every write and puts the old copy on its freelist as it
+// is, so the bytes of a deleted message stay in the file until the page is
+// used again. (Overwriting a value before deleting it would not help, for
+// the same reason; compacting into a new file would, but the file is shared
+// with other services that hold it open.)
+//
+// scrub writes a scratch bucket of one-page leaves of zeros, which bbolt
+// allocates from its freelist before it grows the file, until no free page
+// is left unwritten, then deletes the bucket: its pages, all zeros, are
+// free again for later writes. The file grows by a few pages at most.
+// Pages that a read transaction still holds are freed when it ends; scrub
+// waits a little for that (scrubSettle × scrubNap): the store's readers
+// are short.
+func (s *Store) scrub() error {
+	s.scrubMu.Lock()
+	defer s.scrubMu.Unlock()
+	pageSize := s.db.Info().PageSize
+	perPage := max(1, (pageSize-16)/(16+8+scrubValue))
+	zeros := make([]byte, scrubValue)
+	var seq uint64
+	deadline := time.Now().Add(scrubWait)
+	settled := 0
+	for {
+		st := s.db.Stats()
+		if st.FreePageN == 0 {
+			if st.PendingPageN <= scrubSlack || settled == scrubSettle {
+				break
+			}
+			settled++
+			time.Sleep(scrubNap)
+		}
+		if time.Now().After(deadline) {
+			return errScrub
+		}
+		// Pending pages become free when a write transaction starts, if
+		// no reader holds them: then the next pass writes them.
+		n := min(max(1, st.FreePageN*perPage), scrubPass/scrubValue)
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(bucketScrub)
+			if err != nil {
+				return err
+			}
+			b.FillPercent = 1 // full leaves: one page each
+			var k [8]byte
+			for range n {
+				seq++
+				binary.BigEndian.PutUint64(k[:], seq)
+				if err := b.Put(k[:], zeros); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("chatlog: scrub: %w", err)
+		}
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketScrub) == nil {
+			return nil
+		}
+		return tx.DeleteBucket(bucketScrub)
+	})
+	if err != nil {
+		return fmt.Errorf("chatlog: scrub: %w", err)
+	}
+	return nil
 }

@@ -421,8 +421,10 @@ func TestStorePersistence(t *testing.T) {
 	alice := newIdent(t)
 	c := NewChannel(alice.ID, "kept")
 	c.Joined, c.Range = true, Range{Days: 7}
-	m := msgAt(t, alice, c.ID, KindText, "still here", ID{}, 1000)
-	r := msgAt(t, alice, c.ID, KindRetract, "", m.ID, 2000)
+	// Inside the range: Put applies it.
+	now := time.Now().UnixMilli()
+	m := msgAt(t, alice, c.ID, KindText, "still here", ID{}, now-2000)
+	r := msgAt(t, alice, c.ID, KindRetract, "", m.ID, now-1000)
 
 	db := openDB(t, path)
 	s, err := OpenStore(db)

@@ -63,9 +63,48 @@ type Settings struct {
 // Range is how much of a channel's history this device keeps: messages of
 // the last Days days and/or the last Count messages (0 = no limit on that
 // axis; both 0 keeps everything). Marked messages are kept regardless.
+// Days that reach back before 1970 keep messages of any age: users type a
+// huge number to mean "forever". The store enforces the range whenever a
+// message is stored and periodically (see Store.Put, Store.PruneAll).
 type Range struct {
 	Days  int `json:"days"`
 	Count int `json:"count"`
+}
+
+// Quota bounds what one channel may hold of the messages this device did
+// not choose to keep: every message but marked ones and the owner's
+// settings, whoever wrote them, so that a member who floods a channel, live
+// or through history sync, cannot fill the disk. When a new message takes
+// a channel over its quota, the oldest such messages make room (one older
+// than all of them is not kept). 0 on an axis is no limit.
+type Quota struct {
+	Bytes int64 `json:"bytes"` // stored bytes
+	Count int   `json:"count"` // messages
+}
+
+// maxStoredLen bounds one stored value: author length, author, encoding.
+const maxStoredLen = 1 + 255 + MaxEncoded
+
+// over reports whether u is more than q allows.
+func (q Quota) over(u Usage) bool {
+	return q.Bytes > 0 && u.Bytes > q.Bytes || q.Count > 0 && u.Count > q.Count
+}
+
+// full reports whether one more message could take u over q: from then on
+// a channel keeps only messages newer than its oldest counted one.
+func (q Quota) full(u Usage) bool {
+	return q.Bytes > 0 && u.Bytes > q.Bytes-maxStoredLen || q.Count > 0 && u.Count >= q.Count
+}
+
+// Usage is what a channel holds, as its range and the quota count it.
+type Usage struct {
+	// Texts counts the text messages, marked or not: a count range keeps
+	// the newest Count of them.
+	Texts int `json:"texts"`
+	// Count and Bytes are what the quota bounds: every message but marked
+	// ones and settings, and their stored size.
+	Count int   `json:"count"`
+	Bytes int64 `json:"bytes"`
 }
 
 // Channel is a channel as this device knows it.
