@@ -14,10 +14,6 @@ import (
 	"unicode"
 )
 
-// maxViolations is how many malformed frames a link tolerates before the
-// node closes it.
-const maxViolations = 16
-
 // maxNameLen bounds the name a peer announces, in runes.
 const maxNameLen = 64
 
@@ -58,6 +54,11 @@ type link struct {
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
+	// olevel is the leaky count of the peer's offences, as of oat
+	// (see offend).
+	omu    sync.Mutex
+	olevel float64
+	oat    time.Time
 
 	hello chan hello      // first hello from the peer
 	pongs chan []byte     // pings to answer; answered by the pinger
@@ -213,14 +214,11 @@ func (l *link) recv(ch Channel, b []byte) {
 // does not count as use of a temporary link.
 func internalProto(proto string) bool { return strings.HasPrefix(proto, "mesh/") }
 
+// violation counts a malformed frame as an offence of the peer.
 func (l *link) violation(err error) {
-	l.failures.Add(1)
 	n := l.bad.Add(1)
 	l.n.log.Warn("bad frame from peer", "peer", l.remote.Short(), "err", err, "count", n)
-	if n >= maxViolations {
-		l.n.log.Warn("closing link after repeated bad frames", "peer", l.remote.Short())
-		l.conn.Close()
-	}
+	l.offend("bad frame: " + err.Error())
 }
 
 func (l *link) observeRTT(d time.Duration) {
