@@ -18,10 +18,10 @@ func TestBackoffsGrowDecayAndStayBounded(t *testing.T) {
 		at       time.Duration // after t0
 		wantWait time.Duration
 	}{
-		{0, time.Minute},                         // first offence
-		{2 * time.Minute, 2 * time.Minute},       // again soon after the ban ended: doubled
-		{5 * time.Minute, 4 * time.Minute},       // and again
-		{10 * time.Minute, 5 * time.Minute},      // capped
+		{0, time.Minute},                    // first offence
+		{2 * time.Minute, 2 * time.Minute},  // again soon after the ban ended: doubled
+		{5 * time.Minute, 4 * time.Minute},  // and again
+		{10 * time.Minute, 5 * time.Minute}, // capped
 		{15*time.Minute + time.Second, 5 * time.Minute},
 		{2 * time.Hour, time.Minute}, // clear for long: starts over
 	}
