@@ -43,6 +43,8 @@ type Node struct {
 	bc     *broadcaster
 	dir    *directory
 	routes routes
+	// relaySeen holds the relayed signals handled, against replays.
+	relaySeen relaySeen
 	// admitting counts inbound links in their hello, which hold a slot.
 	admitting int
 	// cands caches the transport's candidates (a rendezvous's peer
@@ -109,6 +111,8 @@ func NewNode(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		t.route = n.routeSignal
+		t.refuse = n.banned
+		t.known = func(id ID) bool { _, ok := n.Lookup(id); return ok }
 		n.transport = t
 	}
 	return n, nil
