@@ -60,11 +60,15 @@ type link struct {
 	olevel float64
 	oat    time.Time
 
-	hello chan hello      // first hello from the peer
-	pongs chan []byte     // pings to answer; answered by the pinger
-	msgs  chan *Message   // one-way messages, handled in order
-	slots chan struct{}   // request handler slots
-	done  <-chan struct{} // conn.Done()
+	hello chan hello    // first hello from the peer
+	pongs chan []byte   // pings to answer; answered by the pinger
+	msgs  chan *Message // one-way messages, handled in order by dispatch
+	// queued counts the payload bytes in msgs; dropped, the messages
+	// that found msgs full (see Config.MessageQueue).
+	queued  atomic.Int64
+	dropped atomic.Int64
+	slots   chan struct{}   // request handler slots
+	done    <-chan struct{} // conn.Done()
 	// retired is closed when a newer link to the same peer replaced this one.
 	retired    chan struct{}
 	retireOnce sync.Once
@@ -82,7 +86,7 @@ func newLink(ctx context.Context, n *Node, c Conn) *link {
 		since:   time.Now(),
 		hello:   make(chan hello, 1),
 		pongs:   make(chan []byte, 1),
-		msgs:    make(chan *Message, 64),
+		msgs:    make(chan *Message, n.cfg.MessageQueue),
 		slots:   make(chan struct{}, n.cfg.MaxConcurrentRequests),
 		done:    c.Done(),
 		retired: make(chan struct{}),
@@ -106,6 +110,7 @@ func (l *link) info() PeerInfo {
 		Outbound:  l.conn.Outbound(),
 		Since:     l.since,
 		Failures:  int(l.failures.Load()),
+		Dropped:   int(l.dropped.Load()),
 		Temporary: l.temporary.Load(),
 	}
 }
@@ -172,11 +177,7 @@ func (l *link) recv(ch Channel, b []byte) {
 		if !internalProto(f.proto) {
 			l.lastActive.Store(now)
 		}
-		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch}
-		select {
-		case l.msgs <- m:
-		case <-l.done:
-		}
+		l.enqueue(&Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch})
 	case kindReq:
 		l.lastActive.Store(now)
 		select {
@@ -207,6 +208,29 @@ func (l *link) recv(ch Channel, b []byte) {
 		default:
 			c <- result{err: fmt.Errorf("%w: %s", ErrNoHandler, string(f.payload))}
 		}
+	}
+}
+
+// maxQueuedBytes bounds the payload bytes of one link's queued one-way
+// messages.
+const maxQueuedBytes = 16 << 20
+
+// enqueue hands a one-way message to dispatch without waiting, so that a
+// slow handler never holds back the frames behind it (answers to this
+// node's requests, the peer's requests). When the queue is full the
+// message is dropped, as a frame lost with a link would be, and counted.
+func (l *link) enqueue(m *Message) {
+	size := int64(len(m.Payload))
+	if l.queued.Add(size) <= maxQueuedBytes {
+		select {
+		case l.msgs <- m:
+			return
+		default:
+		}
+	}
+	l.queued.Add(-size)
+	if d := l.dropped.Add(1); d&(d-1) == 0 { // the 1st, 2nd, 4th, 8th...
+		l.n.log.Warn("one-way messages dropped: handlers fall behind", "peer", l.remote.Short(), "proto", m.Protocol, "dropped", d)
 	}
 }
 
@@ -265,6 +289,7 @@ func (l *link) dispatch() {
 	for {
 		select {
 		case m := <-l.msgs:
+			l.queued.Add(-int64(len(m.Payload)))
 			h := l.n.handler(m.Protocol)
 			if h == nil {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)
