@@ -63,6 +63,7 @@ type link struct {
 	hello chan hello    // first hello from the peer
 	pongs chan []byte   // pings to answer; answered by the pinger
 	msgs  chan *Message // one-way messages, handled in order by dispatch
+	sys   chan *Message // the same for the mesh's own protocols
 	// queued counts the payload bytes in msgs; dropped, the messages
 	// that found msgs full (see Config.MessageQueue).
 	queued  atomic.Int64
@@ -87,6 +88,7 @@ func newLink(ctx context.Context, n *Node, c Conn) *link {
 		hello:   make(chan hello, 1),
 		pongs:   make(chan []byte, 1),
 		msgs:    make(chan *Message, n.cfg.MessageQueue),
+		sys:     make(chan *Message, n.cfg.MessageQueue),
 		slots:   make(chan struct{}, n.cfg.MaxConcurrentRequests),
 		done:    c.Done(),
 		retired: make(chan struct{}),
@@ -221,9 +223,13 @@ const maxQueuedBytes = 16 << 20
 // message is dropped, as a frame lost with a link would be, and counted.
 func (l *link) enqueue(m *Message) {
 	size := int64(len(m.Payload))
+	q := l.msgs
+	if internalProto(m.Protocol) {
+		q = l.sys
+	}
 	if l.queued.Add(size) <= maxQueuedBytes {
 		select {
-		case l.msgs <- m:
+		case q <- m:
 			return
 		default:
 		}
@@ -284,11 +290,18 @@ func safeServe(ctx context.Context, h Handler, m *Message) (resp []byte, err err
 	return h.ServeMesh(ctx, m)
 }
 
-// dispatch handles one-way messages in order until the link closes.
+// dispatch handles one-way messages in order until the link closes: the
+// mesh's own on one goroutine, the services' on another, so that a slow
+// service handler never holds back the mesh's gossip and directory.
 func (l *link) dispatch() {
+	l.wg.Go(func() { l.serveQueue(l.sys) })
+	l.serveQueue(l.msgs)
+}
+
+func (l *link) serveQueue(q chan *Message) {
 	for {
 		select {
-		case m := <-l.msgs:
+		case m := <-q:
 			l.queued.Add(-int64(len(m.Payload)))
 			h := l.n.handler(m.Protocol)
 			if h == nil {

@@ -2,7 +2,9 @@ package mesh_test
 
 import (
 	"context"
-	"sync/atomic"
+	"encoding/binary"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,13 +26,16 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 	a := nw.NewNode(t, "a", opt)
 	b := nw.NewNode(t, "b", opt)
 	release := make(chan struct{})
-	var handled atomic.Int64
+	var mu sync.Mutex
+	var order []int // the sequence numbers handled, in order
 	b.Handle("slow/1", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
 		}
-		handled.Add(1)
+		mu.Lock()
+		order = append(order, int(binary.BigEndian.Uint32(m.Payload)))
+		mu.Unlock()
 		return nil, nil
 	}))
 	released := false
@@ -50,10 +55,14 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 	waitFor(t, 10*time.Second, "b to link a", func() bool { return hasPeer(b, a.ID()) })
 
 	const sent = 4 * queue
-	for range sent {
-		if err := a.Send(ctx, b.ID(), "slow/1", []byte("wait for me")); err != nil {
+	send := func(seq int) {
+		t.Helper()
+		if err := a.Send(ctx, b.ID(), "slow/1", binary.BigEndian.AppendUint32(nil, uint32(seq))); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for i := range sent {
+		send(i)
 	}
 	for i := range 20 {
 		rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
@@ -64,19 +73,37 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 			t.Fatalf("request %d while a one-way handler is stuck: a->b %v, b->a %v", i, errA, errB)
 		}
 	}
-	dropped := func() int64 {
+	dropped := func() int {
 		for _, p := range b.Peers() {
 			if p.ID == a.ID() {
-				return int64(p.Dropped)
+				return p.Dropped
 			}
 		}
-		return -1
+		t.Fatal("the link closed")
+		return 0
 	}
 	waitFor(t, 20*time.Second, "b to drop what its queue cannot hold", func() bool { return dropped() >= sent-queue-1 })
 	close(release)
 	released = true
-	waitFor(t, 20*time.Second, "b to handle the rest", func() bool { return handled.Load()+dropped() == sent })
-	if d := dropped(); d > sent-queue {
-		t.Fatalf("b dropped %d of %d with a queue of %d", d, sent, queue)
+	waitFor(t, 20*time.Second, "b to handle what it queued", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order)+dropped() == sent
+	})
+	// A last message, now that the queue has room again, comes through
+	// after the ones that waited, all in the order sent.
+	send(sent)
+	waitFor(t, 20*time.Second, "b to handle the last message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) > 0 && order[len(order)-1] == sent
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if order[0] != 0 || len(order) > queue+2 || !slices.IsSorted(order) {
+		t.Fatalf("handled %v", order)
+	}
+	if len(order)+dropped() != sent+1 {
+		t.Fatalf("handled %d and dropped %d of %d", len(order), dropped(), sent+1)
 	}
 }
