@@ -42,8 +42,10 @@
 // peer's speed; pass a context with a deadline to bound the wait.
 //
 // Handlers own the payload they receive. One-way messages from one peer
-// are handled in order, one at a time; requests run concurrently, up to
-// Config.MaxConcurrentRequests per link (see [Handler]).
+// are handled in order, one at a time; while a handler is slow, later ones
+// wait in a bounded queue and beyond it are dropped (PeerInfo.Dropped), so
+// a slow handler never holds back answers. Requests run concurrently, up
+// to Config.MaxConcurrentRequests per link (see [Handler]).
 //
 // A [Node] is safe for concurrent use. Serve may be called once.
 package mesh
