@@ -52,6 +52,32 @@ type Config struct {
 	// MaxConcurrentRequests bounds the requests one link may have in
 	// handlers at once; more wait, which holds back that peer.
 	MaxConcurrentRequests int
+	// MessageQueue bounds the one-way messages from one peer that wait
+	// for their handler. The queue is what lets a slow handler hold back
+	// only that peer's one-way messages, never its answers and requests;
+	// when it is full, further messages are dropped (counted in
+	// PeerInfo.Dropped), as a lost frame would be.
+	MessageQueue int
+	// CandidatesTimeout bounds one request for the transport's candidates
+	// (a rendezvous's peer list). Maintenance never waits for it: it uses
+	// the last list while a new one is fetched.
+	CandidatesTimeout time.Duration
+
+	// PenaltyThreshold and PenaltyWindow decide when a peer's offences
+	// (malformed frames, forged records or signals, floods, input a
+	// service rejected) cut it off: a peer is disconnected and banned
+	// once it offends more than PenaltyThreshold times faster than
+	// PenaltyThreshold per PenaltyWindow. Older offences decay, so an
+	// honest peer with an occasional fault is kept. A negative threshold
+	// disables bans (offences still score the link down).
+	PenaltyThreshold int
+	PenaltyWindow    time.Duration
+	// PenaltyBackoff is how long a banned peer is neither dialed nor
+	// accepted, nor are its offers answered; it doubles, up to
+	// PenaltyBackoffMax, each time the peer is banned again before it has
+	// behaved for as long as its last ban.
+	PenaltyBackoff    time.Duration
+	PenaltyBackoffMax time.Duration
 
 	// ReplaceInterval is about how often a node at its target swaps its
 	// worst link for a random new one (with jitter); negative disables it.
@@ -142,6 +168,12 @@ func DefaultConfig() Config {
 		PeerTimeout:           20 * time.Second,
 		HelloTimeout:          10 * time.Second,
 		MaxConcurrentRequests: 32,
+		MessageQueue:          1024,
+		CandidatesTimeout:     10 * time.Second,
+		PenaltyThreshold:      32,
+		PenaltyWindow:         time.Minute,
+		PenaltyBackoff:        time.Minute,
+		PenaltyBackoffMax:     time.Hour,
 		ReplaceInterval:       30 * time.Second,
 		IdleTimeout:           30 * time.Second,
 		RecordRefresh:         20 * time.Second,
@@ -191,6 +223,24 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MaxConcurrentRequests <= 0 {
 		c.MaxConcurrentRequests = d.MaxConcurrentRequests
+	}
+	if c.MessageQueue <= 0 {
+		c.MessageQueue = d.MessageQueue
+	}
+	if c.CandidatesTimeout <= 0 {
+		c.CandidatesTimeout = d.CandidatesTimeout
+	}
+	if c.PenaltyThreshold == 0 {
+		c.PenaltyThreshold = d.PenaltyThreshold
+	}
+	if c.PenaltyWindow <= 0 {
+		c.PenaltyWindow = d.PenaltyWindow
+	}
+	if c.PenaltyBackoff <= 0 {
+		c.PenaltyBackoff = d.PenaltyBackoff
+	}
+	if c.PenaltyBackoffMax < c.PenaltyBackoff {
+		c.PenaltyBackoffMax = max(d.PenaltyBackoffMax, c.PenaltyBackoff)
 	}
 	if c.ReplaceInterval == 0 {
 		c.ReplaceInterval = d.ReplaceInterval

@@ -23,8 +23,9 @@
 // A link has two channels: [Ctl] for control traffic and requests, and
 // [Bulk] for large transfers ([OverBulk]), so a transfer never delays a
 // control message. Each message is one frame, at most [MaxCtlFrame] or
-// [MaxBulkFrame] bytes; a peer that sends malformed or oversized frames is
-// logged and, after repeated offences, cut off.
+// [MaxBulkFrame] bytes; a peer that sends malformed or oversized frames,
+// forged records or signals, or floods is scored down and, when its
+// offences outpace Config.PenaltyThreshold, cut off and banned for a while.
 //
 // Services use [Node.Handle] to serve a protocol, [Node.Send] for one-way
 // messages, [Node.Request] for a request with an answer, and
@@ -41,8 +42,10 @@
 // peer's speed; pass a context with a deadline to bound the wait.
 //
 // Handlers own the payload they receive. One-way messages from one peer
-// are handled in order, one at a time; requests run concurrently, up to
-// Config.MaxConcurrentRequests per link (see [Handler]).
+// are handled in order, one at a time; while a handler is slow, later ones
+// wait in a bounded queue and beyond it are dropped (PeerInfo.Dropped), so
+// a slow handler never holds back answers. Requests run concurrently, up
+// to Config.MaxConcurrentRequests per link (see [Handler]).
 //
 // A [Node] is safe for concurrent use. Serve may be called once.
 package mesh

@@ -3,10 +3,13 @@ package mesh
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/catnest/catnest/mesh/signal"
 )
 
 // FuzzSignalPayload feeds arbitrary payloads to the decoders of relayed
@@ -17,9 +20,22 @@ func FuzzSignalPayload(f *testing.F) {
 	f.Add([]byte(`{"sdp":{"type":"answer","sdp":"v=0\r\n"},"type":"data","connectionId":"dc_1"}`))
 	f.Add([]byte(`{"candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0"},"type":"data","connectionId":"dc_1"}`))
 	f.Add([]byte(`{"sdp":{"type":"bogus"}}`))
+	f.Add([]byte(`{"sdp":{"type":"offer","sdp":"v=0\r\na=fingerprint:sha-256 AB:CD\r\n"},"connectionId":"dc_1","metadata":{"catnest":1,"cert":"MIIB"}}`))
+	src, err := NewIdentity()
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if p, err := decodeOffer(b); err == nil && (len(p.ConnectionID) == 0 || len(p.ConnectionID) > maxConnectionID || p.SDP.SDP == "") {
-			t.Fatalf("accepted offer %+v", p)
+		src := src.ID
+		if p, err := decodeOffer(b); err == nil {
+			if len(p.ConnectionID) == 0 || len(p.ConnectionID) > maxConnectionID || p.SDP.SDP == "" {
+				t.Fatalf("accepted offer %+v", p)
+			}
+			// An offer's certificate cannot be src's: fuzz input holds no
+			// key whose hash is an id chosen here.
+			if err := checkOfferCert(src, p); err == nil {
+				t.Fatalf("accepted the certificate of offer %+v", p)
+			}
 		}
 		if p, err := decodeAnswer(b); err == nil && (len(p.ConnectionID) == 0 || len(p.ConnectionID) > maxConnectionID) {
 			t.Fatalf("accepted answer %+v", p)
@@ -189,20 +205,64 @@ func FuzzRecord(f *testing.F) {
 	})
 }
 
-// FuzzRelayFrame checks the decoder of signals relayed through the mesh.
+// relayFuzzKeys are fixed node keys, so that the seed corpus of
+// FuzzRelayFrame holds frames that these nodes signed. Test keys only.
+var relayFuzzKeys = [3]string{
+	"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBSRh41CgV0a6zCFLa8249AU70RE31bff6fBCtYkc+wroAoGCCqGSM49\nAwEHoUQDQgAEgM8Vg9LhYyFSVk6GUfE3+19cXf2ixldQ8o8hqGPjoWWDAWaJdA1k\nBycDu9LDrjmw63Bv0PtohQRIW0ovWOaa/g==\n-----END EC PRIVATE KEY-----\n",
+	"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEILswbFcOSxhQPgGr30z+pXhsGv9WEnKpUuPsEpVX9EGSoAoGCCqGSM49\nAwEHoUQDQgAEuOsy2XngOf1jtTqm64FDjAFChrzoamSDm4FWCfsNkuCxNh0I3kGe\njUPfqqKx0ycY/FEPi/t/tmlq+MKvRPbefw==\n-----END EC PRIVATE KEY-----\n",
+	"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIMlAHSpu8kFwVzRYdBgDAx6aidSo/JLB+fN0GLjCBlL3oAoGCCqGSM49\nAwEHoUQDQgAE9cL260cs0EkjYo13M6M5IhIJxV6rDhddUOffWB7BaPoivtfiNRlW\nuyj4Ry4lnygG3po4MTTc3uP06Kj84G+nUw==\n-----END EC PRIVATE KEY-----\n",
+}
+
+// relayFuzzNow is the clock of FuzzRelayFrame; its seeds were signed then.
+var relayFuzzNow = time.UnixMilli(1_700_000_000_000)
+
+func relayFuzzIdents(tb testing.TB) (a, b, c *Identity) {
+	var ids [3]*Identity
+	for i, k := range relayFuzzKeys {
+		id, err := parseKeyPEM("test key", []byte(k))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ids[i] = id
+	}
+	return ids[0], ids[1], ids[2]
+}
+
+// FuzzRelayFrame checks the decoder of signals relayed through the mesh:
+// anything it accepts has a sound path and is signed by the path's first
+// node, at a time near the receiver's clock. Node b receives from node a.
 func FuzzRelayFrame(f *testing.F) {
-	a, _ := NewIdentity()
-	b, _ := NewIdentity()
-	c, _ := NewIdentity()
-	f.Add([]byte(`{"p":["` + string(a.ID) + `","` + string(b.ID) + `","` + string(c.ID) + `"],"h":1,"m":{"type":"OFFER","dst":"x"}}`))
+	a, b, c := relayFuzzIdents(f)
+	msg := []byte(`{"type":"OFFER","src":"` + string(a.ID) + `","dst":"` + string(c.ID) + `","payload":{}}`)
+	fr, err := signRelay(a, []ID{a.ID, b.ID, c.ID}, msg, relayFuzzNow)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := json.Marshal(fr)
+	f.Add(good)
+	fr.Sig[len(fr.Sig)/2] ^= 1
+	bad, _ := json.Marshal(fr)
+	f.Add(bad)
 	f.Add([]byte(`{"p":[],"h":0}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		fr, err := decodeRelay(in, b.ID, a.ID)
+		fr, err := decodeRelay(in, b.ID, a.ID, relayFuzzNow)
 		if err != nil {
 			return
 		}
 		if len(fr.Path) < 2 || len(fr.Path) > maxPath || fr.Path[fr.Hop] != b.ID || fr.Path[fr.Hop-1] != a.ID {
+			t.Fatalf("accepted path %v at hop %d", fr.Path, fr.Hop)
+		}
+		if idFromSPKI(fr.Key) != fr.Path[0] || len(fr.Nonce) != relayNonceLen || len(fr.Msg) > signal.MaxMessageSize {
 			t.Fatalf("accepted %+v", fr)
+		}
+		if d := relayFuzzNow.Sub(time.UnixMilli(fr.Time)); d > relayMaxAge || d < -relayMaxAge {
+			t.Fatalf("accepted a signal signed %v from now", d)
+		}
+		// The signature covers the message: changing it must break it.
+		fr.Msg = append(fr.Msg, ' ')
+		again, _ := json.Marshal(fr)
+		if _, err := decodeRelay(again, b.ID, a.ID, relayFuzzNow); err == nil {
+			t.Fatal("a relayed signal still verified after its message changed")
 		}
 	})
 }

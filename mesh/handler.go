@@ -22,9 +22,13 @@ type Message struct {
 //
 // One-way messages from one peer are handled one at a time, in the order
 // they were sent, on a goroutine of that link: a handler that blocks holds
-// back further messages from that peer (but not its answers to this node's
-// requests). Requests run concurrently, up to Config.MaxConcurrentRequests
-// per link. ctx ends when the link or the node closes.
+// back further one-way messages from that peer (but not its answers to
+// this node's requests, nor its requests, nor the mesh's own traffic from
+// it, which has a queue of its own). Up to Config.MessageQueue of
+// them wait; more are dropped and counted in PeerInfo.Dropped, so a
+// handler that may block for long should hand work off. Requests run
+// concurrently, up to Config.MaxConcurrentRequests per link. ctx ends when
+// the link or the node closes.
 type Handler interface {
 	ServeMesh(ctx context.Context, m *Message) ([]byte, error)
 }

@@ -14,10 +14,6 @@ import (
 	"unicode"
 )
 
-// maxViolations is how many malformed frames a link tolerates before the
-// node closes it.
-const maxViolations = 16
-
 // maxNameLen bounds the name a peer announces, in runes.
 const maxNameLen = 64
 
@@ -58,12 +54,22 @@ type link struct {
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
+	// olevel is the leaky count of the peer's offences, as of oat
+	// (see offend).
+	omu    sync.Mutex
+	olevel float64
+	oat    time.Time
 
-	hello chan hello      // first hello from the peer
-	pongs chan []byte     // pings to answer; answered by the pinger
-	msgs  chan *Message   // one-way messages, handled in order
-	slots chan struct{}   // request handler slots
-	done  <-chan struct{} // conn.Done()
+	hello chan hello    // first hello from the peer
+	pongs chan []byte   // pings to answer; answered by the pinger
+	msgs  chan *Message // one-way messages, handled in order by dispatch
+	sys   chan *Message // the same for the mesh's own protocols
+	// queued counts the payload bytes in msgs; dropped, the messages
+	// that found msgs full (see Config.MessageQueue).
+	queued  atomic.Int64
+	dropped atomic.Int64
+	slots   chan struct{}   // request handler slots
+	done    <-chan struct{} // conn.Done()
 	// retired is closed when a newer link to the same peer replaced this one.
 	retired    chan struct{}
 	retireOnce sync.Once
@@ -81,7 +87,8 @@ func newLink(ctx context.Context, n *Node, c Conn) *link {
 		since:   time.Now(),
 		hello:   make(chan hello, 1),
 		pongs:   make(chan []byte, 1),
-		msgs:    make(chan *Message, 64),
+		msgs:    make(chan *Message, n.cfg.MessageQueue),
+		sys:     make(chan *Message, n.cfg.MessageQueue),
 		slots:   make(chan struct{}, n.cfg.MaxConcurrentRequests),
 		done:    c.Done(),
 		retired: make(chan struct{}),
@@ -105,6 +112,7 @@ func (l *link) info() PeerInfo {
 		Outbound:  l.conn.Outbound(),
 		Since:     l.since,
 		Failures:  int(l.failures.Load()),
+		Dropped:   int(l.dropped.Load()),
 		Temporary: l.temporary.Load(),
 	}
 }
@@ -171,11 +179,7 @@ func (l *link) recv(ch Channel, b []byte) {
 		if !internalProto(f.proto) {
 			l.lastActive.Store(now)
 		}
-		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch}
-		select {
-		case l.msgs <- m:
-		case <-l.done:
-		}
+		l.enqueue(&Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch})
 	case kindReq:
 		l.lastActive.Store(now)
 		select {
@@ -209,18 +213,42 @@ func (l *link) recv(ch Channel, b []byte) {
 	}
 }
 
+// maxQueuedBytes bounds the payload bytes of one link's queued one-way
+// messages.
+const maxQueuedBytes = 16 << 20
+
+// enqueue hands a one-way message to dispatch without waiting, so that a
+// slow handler never holds back the frames behind it (answers to this
+// node's requests, the peer's requests). When the queue is full the
+// message is dropped, as a frame lost with a link would be, and counted.
+func (l *link) enqueue(m *Message) {
+	size := int64(len(m.Payload))
+	q := l.msgs
+	if internalProto(m.Protocol) {
+		q = l.sys
+	}
+	if l.queued.Add(size) <= maxQueuedBytes {
+		select {
+		case q <- m:
+			return
+		default:
+		}
+	}
+	l.queued.Add(-size)
+	if d := l.dropped.Add(1); d&(d-1) == 0 { // the 1st, 2nd, 4th, 8th...
+		l.n.log.Warn("one-way messages dropped: handlers fall behind", "peer", l.remote.Short(), "proto", m.Protocol, "dropped", d)
+	}
+}
+
 // internalProto reports whether proto is the mesh's own traffic, which
 // does not count as use of a temporary link.
 func internalProto(proto string) bool { return strings.HasPrefix(proto, "mesh/") }
 
+// violation counts a malformed frame as an offence of the peer.
 func (l *link) violation(err error) {
-	l.failures.Add(1)
 	n := l.bad.Add(1)
 	l.n.log.Warn("bad frame from peer", "peer", l.remote.Short(), "err", err, "count", n)
-	if n >= maxViolations {
-		l.n.log.Warn("closing link after repeated bad frames", "peer", l.remote.Short())
-		l.conn.Close()
-	}
+	l.offend("bad frame: " + err.Error())
 }
 
 func (l *link) observeRTT(d time.Duration) {
@@ -262,11 +290,19 @@ func safeServe(ctx context.Context, h Handler, m *Message) (resp []byte, err err
 	return h.ServeMesh(ctx, m)
 }
 
-// dispatch handles one-way messages in order until the link closes.
+// dispatch handles one-way messages in order until the link closes: the
+// mesh's own on one goroutine, the services' on another, so that a slow
+// service handler never holds back the mesh's gossip and directory.
 func (l *link) dispatch() {
+	l.wg.Go(func() { l.serveQueue(l.sys) })
+	l.serveQueue(l.msgs)
+}
+
+func (l *link) serveQueue(q chan *Message) {
 	for {
 		select {
-		case m := <-l.msgs:
+		case m := <-q:
+			l.queued.Add(-int64(len(m.Payload)))
 			h := l.n.handler(m.Protocol)
 			if h == nil {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)

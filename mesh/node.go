@@ -34,7 +34,10 @@ type Node struct {
 	serving bool
 	links   map[ID]*link
 	dialing map[ID]bool
-	backoff map[ID]dialBackoff
+	// backoff holds nodes whose dial failed; bans, nodes cut off for
+	// their offences (see Config.PenaltyThreshold). Both are bounded.
+	backoff *backoffs
+	bans    *backoffs
 	subs    map[chan PeerEvent]struct{}
 	// interest rates how much a link to a node is wanted (SetInterest).
 	interest func(Record) float64
@@ -42,8 +45,16 @@ type Node struct {
 	bc     *broadcaster
 	dir    *directory
 	routes routes
+	// relaySeen holds the relayed signals handled, against replays.
+	relaySeen relaySeen
 	// admitting counts inbound links in their hello, which hold a slot.
 	admitting int
+	// cands caches the transport's candidates (a rendezvous's peer
+	// list), renewed in the background by refreshCandidates so that
+	// maintenance never waits on a slow or hung rendezvous.
+	cands     []ID
+	candsAt   time.Time
+	candsWant chan struct{}
 }
 
 type newConn struct {
@@ -51,10 +62,9 @@ type newConn struct {
 	ready chan error // nil, or told whether the link came up
 }
 
-type dialBackoff struct {
-	until time.Time
-	wait  time.Duration
-}
+// maxBackoffs bounds the nodes remembered in each of the dial backoff and
+// the ban lists.
+const maxBackoffs = 4096
 
 // NewNode creates a node. It does nothing until Serve is called.
 func NewNode(cfg Config) (*Node, error) {
@@ -77,8 +87,11 @@ func NewNode(cfg Config) (*Node, error) {
 		hand:    make(map[string]Handler),
 		links:   make(map[ID]*link),
 		dialing: make(map[ID]bool),
-		backoff: make(map[ID]dialBackoff),
+		backoff: newBackoffs(maxBackoffs),
+		bans:    newBackoffs(maxBackoffs),
 		subs:    make(map[chan PeerEvent]struct{}),
+
+		candsWant: make(chan struct{}, 1),
 	}
 	n.bc = newBroadcaster(n)
 	n.dir = newDirectory(n)
@@ -100,6 +113,8 @@ func NewNode(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		t.route = n.routeSignal
+		t.refuse = n.banned
+		t.known = func(id ID) bool { _, ok := n.Lookup(id); return ok }
 		n.transport = t
 	}
 	return n, nil
@@ -163,6 +178,7 @@ func (n *Node) Serve(ctx context.Context) error {
 	if !n.cfg.ManualLinks {
 		wg.Go(func() { n.maintain(ctx) })
 		wg.Go(func() { n.explorer(ctx) })
+		wg.Go(func() { n.refreshCandidates(ctx) })
 	}
 	wg.Go(func() { n.bc.run(ctx) })
 	wg.Go(func() { n.dir.run(ctx) })
@@ -204,6 +220,9 @@ func (n *Node) Connect(ctx context.Context, id ID) error {
 	}
 	if n.link(id) != nil {
 		return nil
+	}
+	if n.banned(id) {
+		return fmt.Errorf("mesh: %s is banned for its offences", id.Short())
 	}
 	c, err := n.transport.Dial(ctx, id)
 	if err != nil {
@@ -360,6 +379,12 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		ready(errors.New("mesh: link to self"))
 		return
 	}
+	if n.banned(c.Remote()) {
+		n.log.Debug("link from a banned peer refused", "peer", c.Remote().Short())
+		c.Close()
+		ready(fmt.Errorf("mesh: %s is banned for its offences", c.Remote().Short()))
+		return
+	}
 	if !c.Outbound() {
 		// Hold a slot through the hello, and refuse before it when there
 		// is none, so that the dialer never counts a link we will drop.
@@ -499,7 +524,7 @@ func (n *Node) register(l *link) error {
 		return fmt.Errorf("at the high mark of %d links", n.cfg.HighPeers)
 	}
 	n.links[l.remote] = l
-	delete(n.backoff, l.remote)
+	n.backoff.clear(l.remote)
 	if old == nil {
 		n.publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
 		n.bc.peerUp(l.remote)
@@ -532,6 +557,11 @@ func (n *Node) maintain(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
+		n.mu.Lock()
+		now := time.Now()
+		n.backoff.sweep(now)
+		n.bans.sweep(now)
+		n.mu.Unlock()
 		n.fill(ctx, &wg)
 		n.dropIdle()
 		// Shed links above the target to peers that have more than
@@ -555,7 +585,7 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 	if need <= 0 {
 		return
 	}
-	cands := n.candidates(ctx)
+	cands := n.candidates()
 
 	now := time.Now()
 	n.mu.Lock()
@@ -567,7 +597,10 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 		if id == n.id || n.links[id] != nil || n.dialing[id] || slices.Contains(picks, id) {
 			continue
 		}
-		if b, ok := n.backoff[id]; ok && now.Before(b.until) {
+		if _, ok := n.backoff.blocked(id, now); ok {
+			continue
+		}
+		if _, ok := n.bans.blocked(id, now); ok {
 			continue
 		}
 		picks = append(picks, id)
@@ -584,10 +617,7 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 			n.mu.Lock()
 			delete(n.dialing, id)
 			if err != nil && ctx.Err() == nil {
-				b := n.backoff[id]
-				b.wait = min(max(2*b.wait, n.cfg.MaintainInterval), time.Minute)
-				b.until = time.Now().Add(b.wait)
-				n.backoff[id] = b
+				n.backoff.add(id, time.Now(), n.cfg.MaintainInterval, max(n.cfg.MaintainInterval, time.Minute))
 			}
 			n.mu.Unlock()
 			switch {

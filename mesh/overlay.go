@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -13,16 +14,71 @@ import (
 
 // Penalize scores a peer down for bad input that a service rejected (a
 // forged message, say): a peer with many offences is the first link the
-// node drops when it explores.
+// node drops when it explores, and one that offends faster than
+// Config.PenaltyThreshold per Config.PenaltyWindow is disconnected and
+// banned for a while.
 func (n *Node) Penalize(id ID, reason string) { n.penalize(id, reason) }
 
 // penalize scores a peer down for bad input: a malformed frame, a forged
 // record, a flood.
 func (n *Node) penalize(id ID, reason string) {
 	if l := n.link(id); l != nil {
-		l.failures.Add(1)
+		l.offend(reason)
+		return
 	}
-	n.log.Debug("peer scored down", "peer", id.Short(), "reason", reason)
+	n.log.Debug("offence from a peer no longer linked", "peer", id.Short(), "reason", reason)
+}
+
+// offend counts one offence of the link's peer and bans the peer when its
+// offences outpace the threshold. The count leaks at PenaltyThreshold per
+// PenaltyWindow, so only a peer that keeps offending faster than that
+// fills it.
+func (l *link) offend(reason string) {
+	n := l.n
+	l.failures.Add(1)
+	n.log.Debug("peer scored down", "peer", l.remote.Short(), "reason", reason)
+	limit := n.cfg.PenaltyThreshold
+	if limit < 0 {
+		return
+	}
+	now := time.Now()
+	l.omu.Lock()
+	if !l.oat.IsZero() {
+		leak := float64(limit) * float64(now.Sub(l.oat)) / float64(n.cfg.PenaltyWindow)
+		l.olevel = max(0, l.olevel-leak)
+	}
+	l.oat = now
+	l.olevel++
+	over := l.olevel > float64(limit)
+	l.omu.Unlock()
+	if over {
+		n.ban(l, reason)
+	}
+}
+
+// ban cuts l's peer off: it closes the link, and for the ban's time the
+// node neither dials the peer nor accepts its links or offers.
+func (n *Node) ban(l *link, reason string) {
+	now := time.Now()
+	n.mu.Lock()
+	_, already := n.bans.blocked(l.remote, now)
+	var wait time.Duration
+	if !already {
+		wait = n.bans.add(l.remote, now, n.cfg.PenaltyBackoff, n.cfg.PenaltyBackoffMax)
+	}
+	n.mu.Unlock()
+	if !already {
+		n.log.Warn("peer banned for its offences", "peer", l.remote.Short(), "for", wait, "last", reason)
+	}
+	l.conn.Close()
+}
+
+// banned reports whether id is banned now.
+func (n *Node) banned(id ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.bans.blocked(id, time.Now())
+	return ok
 }
 
 // SetInterest installs a function that says how much this node wants a
@@ -67,9 +123,9 @@ func (n *Node) explore(ctx context.Context) {
 		// No room to dial: make room first.
 		n.trim(n.cfg.LowPeers)
 	}
-	cands := n.candidates(ctx)
+	cands := n.candidates()
 	for _, id := range cands {
-		if n.link(id) != nil {
+		if n.link(id) != nil || n.banned(id) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
@@ -176,21 +232,66 @@ func (n *Node) dropIdle() {
 
 // candidates lists nodes that may be dialed, in random order: the online
 // nodes of the directory, the transport's candidates and the bootstrap list.
-func (n *Node) candidates(ctx context.Context) []ID {
+// It does not wait for the transport: it takes the last list the
+// transport gave and, when that is older than MaintainInterval, asks
+// refreshCandidates for a new one.
+func (n *Node) candidates() []ID {
 	var ids []ID
 	for _, r := range n.Directory() {
 		if r.ID != n.id {
 			ids = append(ids, r.ID)
 		}
 	}
-	if more, err := n.transport.Candidates(ctx); err == nil {
-		ids = append(ids, more...)
-	} else {
-		n.log.Debug("transport candidates", "err", err)
+	n.mu.Lock()
+	ids = append(ids, n.cands...)
+	stale := time.Since(n.candsAt) >= n.cfg.MaintainInterval
+	n.mu.Unlock()
+	if stale {
+		select {
+		case n.candsWant <- struct{}{}:
+		default: // a refresh is already asked for
+		}
 	}
 	ids = append(ids, n.cfg.Bootstrap...)
 	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	return ids
+}
+
+// refreshCandidates renews the transport's candidate list when
+// candidates asks, one request at a time, each bounded by
+// CandidatesTimeout, until ctx ends. A failed request keeps the last list.
+// A new list wakes the maintainer.
+func (n *Node) refreshCandidates(ctx context.Context) {
+	for {
+		select {
+		case <-n.candsWant:
+		case <-ctx.Done():
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, n.cfg.CandidatesTimeout)
+		ids, err := n.transport.Candidates(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		n.mu.Lock()
+		n.candsAt = time.Now()
+		changed := err == nil && !slices.Equal(ids, n.cands)
+		if changed {
+			n.cands = ids
+		}
+		n.mu.Unlock()
+		if err != nil {
+			n.log.Debug("transport candidates", "err", err)
+			continue
+		}
+		if changed {
+			select {
+			case n.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // explorer runs explore every ReplaceInterval, with jitter so that the

@@ -319,15 +319,17 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 		})
 	}
 
-	// A flood of broadcast frames is cut by the rate limit.
-	before := failures()
+	// A flood of broadcast frames is cut by the rate limit, and the
+	// flooder, who offends with every frame over it, is cut off.
 	junk := mesh.EncodeIHave(mesh.MsgID{1})
 	for range 12000 {
 		if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, junk); err != nil {
-			t.Fatal(err)
+			break // cut off
 		}
 	}
-	waitFor(t, 10*time.Second, "the flood to be rate-limited", func() bool { return a.BroadcastStats().Dropped > 0 && failures() > before })
+	waitFor(t, 10*time.Second, "the flood to be rate-limited and mallory cut off", func() bool {
+		return a.BroadcastStats().Dropped > 0 && !hasPeer(a, mallory.ID())
+	})
 	// a still serves honest traffic.
 	d := countDeliveries("after/1", a)
 	id, err := honest.Broadcast(ctx, "after/1", []byte("still here"))
@@ -408,11 +410,14 @@ func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
 }
 
 func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
+	// Requests come far more often than the idle timeout, so that a
+	// loaded machine's pauses do not make links in use look idle.
+	const idle = 2 * time.Second
 	nw := meshtest.NewNetwork()
 	opt := meshtest.Options{Configure: func(c *mesh.Config) {
 		fastOverlay(c)
 		c.TargetPeers, c.LowPeers, c.HighPeers = 1, 1, 8
-		c.IdleTimeout = 500 * time.Millisecond
+		c.IdleTimeout = idle
 		c.ReplaceInterval = -1
 	}}
 	var nodes []*mesh.Node
@@ -432,7 +437,7 @@ func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
 			want = append(want, o.ID())
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := n.Expand(ctx, want...); err != nil {
 		t.Fatal(err)
@@ -447,16 +452,16 @@ func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
 		t.Fatalf("after Expand: %d links, %d temporary; want all 4 nodes, %d temporary", len(n.Peers()), temp, len(want))
 	}
 	// In use, they stay; idle, they go, back down to the target.
-	for range 5 {
+	for end := time.Now().Add(2 * idle); time.Now().Before(end); {
 		for _, id := range want {
 			n.Request(ctx, id, "ping/1", nil)
 		}
-		time.Sleep(200 * time.Millisecond)
+		if k := len(n.Peers()); k < 4 {
+			t.Fatalf("temporary links in use were dropped: %d left", k)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if k := len(n.Peers()); k < 4 {
-		t.Fatalf("temporary links in use were dropped: %d left", k)
-	}
-	waitFor(t, 5*time.Second, "idle temporary links to be dropped", func() bool {
+	waitFor(t, 20*time.Second, "idle temporary links to be dropped", func() bool {
 		for _, p := range n.Peers() {
 			if p.Temporary {
 				return false

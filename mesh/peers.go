@@ -12,6 +12,9 @@ type PeerInfo struct {
 	// Failures counts the peer's offences on this link: malformed frames,
 	// forged records, floods.
 	Failures int `json:"failures"`
+	// Dropped counts the peer's one-way messages dropped because this
+	// node's handlers fell behind (see Config.MessageQueue).
+	Dropped int `json:"dropped"`
 	// Temporary is set for a link made for a transfer (Node.Expand).
 	Temporary bool `json:"temporary"`
 }

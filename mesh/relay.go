@@ -2,9 +2,15 @@ package mesh
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,17 +29,84 @@ const maxPath = 10
 
 var errNoRoute = errors.New("mesh: no route through the mesh")
 
+// A relayed signal is signed by the node that sent it (the path's first
+// node) with its node key, over the path, the time, a nonce and the
+// message, and carries the key, whose hash must be that node's ID. Every
+// node on the path checks it before passing it on, so a neighbour can
+// neither speak for another node (forge its LEAVE, or an OFFER that would
+// plant a route to itself) nor bend the path; a signal older than
+// relayMaxAge, or seen before, is dropped, so a captured one cannot be
+// replayed.
 type relayFrame struct {
-	Path []ID            `json:"p"`
-	Hop  int             `json:"h"`
-	Msg  json.RawMessage `json:"m"`
+	Path []ID `json:"p"`
+	Hop  int  `json:"h"`
+	// Msg is the signal.Message as its sender encoded it.
+	Msg []byte `json:"m"`
+	// Time is when the sender signed, in Unix milliseconds.
+	Time  int64  `json:"t"`
+	Nonce []byte `json:"n"`
+	// Key is the sender's SubjectPublicKeyInfo; Sig its ASN.1 ECDSA
+	// signature over relaySigned.
+	Key []byte `json:"k"`
+	Sig []byte `json:"s"`
 }
 
-// maxRelayFrame bounds a relay frame: a signal message and a path.
-const maxRelayFrame = signal.MaxMessageSize*2 + maxPath*(idLen+4) + 64
+const (
+	relayNonceLen = 16
+	// maxRelayKey and maxRelaySig bound the key and signature fields
+	// (a P-256 SPKI is 91 bytes, its signatures at most 72).
+	maxRelayKey = 256
+	maxRelaySig = 128
+	// relayMaxAge bounds how far a relayed signal's time may be from the
+	// receiver's clock, either way: signals are used at once, and a
+	// replay must come within this time to be caught by the seen set.
+	relayMaxAge = 5 * time.Minute
+	// maxRelaySeen bounds the remembered signals.
+	maxRelaySeen = 8192
+)
 
-// decodeRelay parses a relay frame that from passed to self.
-func decodeRelay(b []byte, self, from ID) (relayFrame, error) {
+// maxRelayFrame bounds a relay frame: a signal message (base64), a path,
+// a key, a signature, a nonce and the field names.
+const maxRelayFrame = signal.MaxMessageSize*4/3 + 4 + maxPath*(idLen+3) + (maxRelayKey+maxRelaySig+relayNonceLen)*4/3 + 128
+
+var (
+	errRelayStale  = errors.New("relayed signal too old or from the future")
+	errRelayReplay = errors.New("relayed signal seen before")
+)
+
+// relaySigned is what the sender of a relayed signal signs.
+func relaySigned(path []ID, t int64, nonce, msg []byte) []byte {
+	b := make([]byte, 0, 32+len(path)*idLen+8+len(nonce)+len(msg))
+	b = append(b, "catnest relayed signal 1\n"...)
+	b = append(b, byte(len(path)))
+	for _, id := range path {
+		b = append(b, id...)
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(t))
+	b = append(b, nonce...)
+	return append(b, msg...)
+}
+
+// signRelay makes the frame that sends msg from ident's node along path.
+func signRelay(ident *Identity, path []ID, msg []byte, now time.Time) (relayFrame, error) {
+	f := relayFrame{Path: path, Hop: 1, Msg: msg, Time: now.UnixMilli(), Nonce: make([]byte, relayNonceLen)}
+	rand.Read(f.Nonce)
+	spki, err := x509.MarshalPKIXPublicKey(&ident.Key.PublicKey)
+	if err != nil {
+		return f, fmt.Errorf("mesh: encode public key: %w", err)
+	}
+	sum := sha256.Sum256(relaySigned(path, f.Time, f.Nonce, msg))
+	sig, err := ecdsa.SignASN1(rand.Reader, ident.Key, sum[:])
+	if err != nil {
+		return f, fmt.Errorf("mesh: sign relayed signal: %w", err)
+	}
+	f.Key, f.Sig = spki, sig
+	return f, nil
+}
+
+// decodeRelay parses a relay frame that from passed to self and checks its
+// signature and age against now.
+func decodeRelay(b []byte, self, from ID, now time.Time) (relayFrame, error) {
 	var f relayFrame
 	if len(b) > maxRelayFrame {
 		return f, errors.New("relay frame over the size limit")
@@ -50,7 +123,88 @@ func decodeRelay(b []byte, self, from ID) (relayFrame, error) {
 			return f, fmt.Errorf("bad relay path: %w", err)
 		}
 	}
+	if len(f.Msg) > signal.MaxMessageSize || len(f.Nonce) != relayNonceLen ||
+		len(f.Key) > maxRelayKey || len(f.Sig) > maxRelaySig {
+		return f, errors.New("bad relay frame: a field is over its limit")
+	}
+	if idFromSPKI(f.Key) != f.Path[0] {
+		return f, errors.New("relayed signal: the key is not the sender's")
+	}
+	pub, err := x509.ParsePKIXPublicKey(f.Key)
+	if err != nil {
+		return f, fmt.Errorf("relayed signal key: %w", err)
+	}
+	ek, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return f, errors.New("relayed signal key is not ECDSA")
+	}
+	sum := sha256.Sum256(relaySigned(f.Path, f.Time, f.Nonce, f.Msg))
+	if !ecdsa.VerifyASN1(ek, sum[:], f.Sig) {
+		return f, errors.New("relayed signal: bad signature")
+	}
+	if d := now.Sub(time.UnixMilli(f.Time)); d > relayMaxAge || d < -relayMaxAge {
+		return f, errRelayStale
+	}
 	return f, nil
+}
+
+// relaySeen remembers the relayed signals a node handled, by sender and
+// nonce, for as long as they are young enough to be taken, so that each
+// is taken once. When full, it forgets the older half and from then on
+// refuses signals signed at or before those (floor), so that eviction
+// opens no door to replays.
+type relaySeen struct {
+	mu    sync.Mutex
+	m     map[relayKey]int64 // signing time, Unix ms
+	floor int64
+}
+
+type relayKey struct {
+	from  ID
+	nonce [relayNonceLen]byte
+}
+
+// first records f and reports whether it is the first time.
+func (r *relaySeen) first(f relayFrame, now time.Time) bool {
+	k := relayKey{from: f.Path[0]}
+	copy(k.nonce[:], f.Nonce)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[relayKey]int64)
+	}
+	if _, dup := r.m[k]; dup || f.Time <= r.floor {
+		return false
+	}
+	if len(r.m) >= maxRelaySeen {
+		old := now.Add(-relayMaxAge).UnixMilli()
+		for k, t := range r.m {
+			if t < old {
+				delete(r.m, k)
+			}
+		}
+		if len(r.m) >= maxRelaySeen {
+			// Forget the older half at once, so that a flood costs
+			// one sort per maxRelaySeen/2 signals.
+			times := make([]int64, 0, len(r.m))
+			for _, t := range r.m {
+				times = append(times, t)
+			}
+			slices.Sort(times)
+			cut := times[len(times)/2]
+			for k, t := range r.m {
+				if t <= cut {
+					delete(r.m, k)
+				}
+			}
+			r.floor = max(r.floor, cut)
+		}
+		if f.Time <= r.floor {
+			return false
+		}
+	}
+	r.m[k] = f.Time
+	return true
 }
 
 // routes remembers, for nodes that signaled us through the mesh, the path
@@ -132,7 +286,7 @@ func (n *Node) pathTo(dst ID) []ID {
 	return nil
 }
 
-// routeSignal sends a signaling message to dst through the mesh.
+// routeSignal sends a signaling message to dst through the mesh, signed.
 func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error {
 	path := n.pathTo(dst)
 	if len(path) < 2 {
@@ -143,19 +297,36 @@ func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error 
 	if err != nil {
 		return err
 	}
-	f, err := json.Marshal(relayFrame{Path: path, Hop: 1, Msg: b})
+	fr, err := signRelay(n.cfg.Identity, path, b, time.Now())
+	if err != nil {
+		return err
+	}
+	f, err := json.Marshal(fr)
 	if err != nil {
 		return err
 	}
 	return n.Send(ctx, path[1], sigProto, f)
 }
 
-// handleRelay passes a relayed signal on, or hands it to the transport
-// when this node is the destination.
+// handleRelay checks a relayed signal and passes it on, or hands it to the
+// transport when this node is the destination. A frame that is malformed
+// or not signed by its sender scores down the neighbour that passed it
+// (honest nodes check before passing on); a stale or replayed one is only
+// dropped, as an honest relay may pass on a signal from a node whose clock
+// is off.
 func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
-	f, err := decodeRelay(msg.Payload, n.id, msg.From)
+	now := time.Now()
+	f, err := decodeRelay(msg.Payload, n.id, msg.From, now)
+	if errors.Is(err, errRelayStale) {
+		n.log.Debug("relayed signal dropped", "from", msg.From.Short(), "err", err)
+		return nil, nil
+	}
 	if err != nil {
 		n.penalize(msg.From, err.Error())
+		return nil, nil
+	}
+	if !n.relaySeen.first(f, now) {
+		n.log.Debug("relayed signal dropped", "from", msg.From.Short(), "sender", f.Path[0].Short(), "err", errRelayReplay)
 		return nil, nil
 	}
 	if f.Hop < len(f.Path)-1 {
@@ -179,8 +350,8 @@ func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
 		back[len(f.Path)-1-i] = id
 	}
 	n.routes.put(src, back)
-	if d, ok := n.transport.(interface{ deliverSignal(signal.Message) }); ok {
-		d.deliverSignal(m)
+	if d, ok := n.transport.(interface{ deliverSignal(signal.Message, ID) }); ok {
+		d.deliverSignal(m, msg.From)
 	}
 	return nil, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,10 +23,25 @@ import (
 
 // Bounds on what signaling peers can make this node hold.
 const (
-	maxEarlyConns        = 64  // connection ids with candidates that came before their offer
-	maxCandidates        = 64  // remote candidates per connection
-	maxInboundHandshakes = 16  // offers being answered at once
-	maxSessions          = 256 // connections being set up or up
+	maxEarlyConns = 64  // connection ids with candidates that came before their offer
+	maxCandidates = 64  // remote candidates per connection
+	maxSessions   = 256 // connections being set up or up
+)
+
+// Bounds on inbound handshakes (offers being answered), which hold a
+// PeerConnection until the link is up or the attempt times out. Each
+// source has at most one: a new offer from it replaces the old, which the
+// source has given up. Ids are free to make, so sources are also bounded
+// by where their offers come from: ids the directory does not list get at
+// most half the slots, which leaves the rest to nodes of the mesh, and one
+// neighbour may relay only a few. An offer must also carry its sender's
+// DTLS certificate, whose key hashes to the sender's id and which the SDP
+// fingerprints, so that a captured offer replayed under other ids is
+// refused before it costs anything.
+const (
+	maxInboundHandshakes = 16 // at once, in all
+	maxUnknownHandshakes = 8  // from ids the directory does not list
+	maxHandshakesVia     = 4  // from offers one neighbour relayed
 )
 
 // offerPayload is the PeerJS OFFER payload, so that the reference
@@ -55,12 +71,13 @@ type candidatePayload struct {
 // rtcTransport makes links as WebRTC PeerConnections, signaled through a
 // PeerServer-compatible rendezvous.
 type rtcTransport struct {
-	cfg   *Config
-	log   *slog.Logger
-	id    ID
-	api   *webrtc.API
-	cert  webrtc.Certificate
-	slots chan struct{} // inbound handshakes
+	cfg  *Config
+	log  *slog.Logger
+	id   ID
+	api  *webrtc.API
+	cert webrtc.Certificate
+	// certDER is cert in DER, which offers carry (see checkOfferCert).
+	certDER []byte
 	// closing tracks PeerConnection closes, which run on their own
 	// goroutines; Serve waits for them.
 	closing sync.WaitGroup
@@ -68,13 +85,32 @@ type rtcTransport struct {
 	// route sends a signal through the mesh (Node.routeSignal); relayed
 	// holds signals that came that way, for Serve to handle.
 	route   func(ctx context.Context, dst ID, m signal.Message) error
-	relayed chan signal.Message
+	relayed chan relayedSignal
+	// refuse reports whether offers from a node are refused (it is
+	// banned); known, whether the directory lists it. Both may be nil.
+	refuse, known func(ID) bool
 
 	mu       sync.Mutex
 	stopping bool // Serve is ending: closes are no longer tracked
 	sig      *signal.Client
 	sessions map[string]*rtcConn // by connection id
 	early    map[string]*earlyCandidates
+	inbound  map[ID]*handshake // inbound handshakes, by source
+}
+
+// relayedSignal is a signal that came through the mesh, and the neighbour
+// that passed it to this node.
+type relayedSignal struct {
+	msg signal.Message
+	via ID
+}
+
+// handshake is an inbound handshake holding a slot.
+type handshake struct {
+	src    ID
+	via    ID // the neighbour that relayed the offer; "" for the rendezvous
+	known  bool
+	cancel context.CancelFunc
 }
 
 type earlyCandidates struct {
@@ -88,16 +124,34 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 	if err != nil {
 		return nil, err
 	}
+	pemCert, err := cert.PEM()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: DTLS certificate: %w", err)
+	}
+	var der []byte
+	for rest := []byte(pemCert); ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type == "CERTIFICATE" {
+			der = blk.Bytes
+		}
+	}
+	if der == nil {
+		return nil, errors.New("mesh: DTLS certificate: no certificate in its PEM")
+	}
 	return &rtcTransport{
 		cfg:      cfg,
 		log:      log,
 		id:       cfg.Identity.ID,
 		api:      newAPI(cfg.RTC, log),
 		cert:     *cert,
-		slots:    make(chan struct{}, maxInboundHandshakes),
-		relayed:  make(chan signal.Message, 256),
+		certDER:  der,
+		relayed:  make(chan relayedSignal, 256),
 		sessions: make(map[string]*rtcConn),
 		early:    make(map[string]*earlyCandidates),
+		inbound:  make(map[ID]*handshake),
 	}, nil
 }
 
@@ -169,8 +223,8 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 	wg.Go(func() {
 		for {
 			select {
-			case m := <-t.relayed:
-				t.onSignal(ctx, &wg, m, accept)
+			case r := <-t.relayed:
+				t.onSignalVia(ctx, &wg, r.msg, r.via, accept)
 			case <-ctx.Done():
 				return
 			}
@@ -217,12 +271,12 @@ func (t *rtcTransport) Candidates(ctx context.Context) ([]ID, error) {
 	return out, nil
 }
 
-// deliverSignal takes a signal that came through the mesh. It does not
-// block: when the queue is full the signal is dropped, and the dial it
-// belongs to will time out and be retried.
-func (t *rtcTransport) deliverSignal(m signal.Message) {
+// deliverSignal takes a signal that came through the mesh from neighbour
+// via. It does not block: when the queue is full the signal is dropped,
+// and the dial it belongs to will time out and be retried.
+func (t *rtcTransport) deliverSignal(m signal.Message, via ID) {
 	select {
-	case t.relayed <- m:
+	case t.relayed <- relayedSignal{msg: m, via: via}:
 	default:
 		t.log.Debug("relayed signal dropped: queue full", "src", m.Src)
 	}
@@ -269,7 +323,7 @@ func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
 	if err := c.pc.SetLocalDescription(offer); err != nil {
 		return nil, fmt.Errorf("mesh: set local description: %w", err)
 	}
-	meta, _ := json.Marshal(map[string]int{"catnest": 1})
+	meta, _ := json.Marshal(offerMeta{Catnest: 1, Cert: t.certDER})
 	if err := t.sendSignal(ctx, signal.TypeOffer, id, offerPayload{
 		SDP: offer, Type: "data", ConnectionID: c.connID, Label: "catnest",
 		Reliable: true, Serialization: "raw", Metadata: meta,
@@ -296,6 +350,12 @@ func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
 // onSignal handles a message the rendezvous relayed to us. It runs on the
 // signal client's read goroutine, so slow work moves to goroutines.
 func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signal.Message, accept func(Conn)) {
+	t.onSignalVia(ctx, wg, m, "", accept)
+}
+
+// onSignalVia handles a signal that came from the rendezvous (via is "")
+// or through the mesh from neighbour via.
+func (t *rtcTransport) onSignalVia(ctx context.Context, wg *sync.WaitGroup, m signal.Message, via ID, accept func(Conn)) {
 	src, err := ParseID(m.Src)
 	if err != nil {
 		t.log.Debug("signal from a non-node id", "src", m.Src, "type", m.Type)
@@ -303,20 +363,26 @@ func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signa
 	}
 	switch m.Type {
 	case signal.TypeOffer:
-		p, err := decodeOffer(m.Payload)
-		if err != nil {
-			t.log.Info("signal rejected", "src", src.Short(), "err", err)
+		if t.refuse != nil && t.refuse(src) {
+			t.log.Debug("offer from a banned node refused", "src", src.Short())
 			return
 		}
-		select {
-		case t.slots <- struct{}{}:
-		default:
-			t.log.Warn("too many handshakes at once; offer dropped", "src", src.Short())
+		p, err := decodeOffer(m.Payload)
+		if err == nil {
+			err = checkOfferCert(src, p)
+		}
+		if err != nil {
+			t.log.Debug("offer refused", "src", src.Short(), "via", via.Short(), "err", err)
+			return
+		}
+		hctx, h, err := t.admit(ctx, src, via)
+		if err != nil {
+			t.log.Info("offer dropped", "src", src.Short(), "via", via.Short(), "err", err)
 			return
 		}
 		wg.Go(func() {
-			defer func() { <-t.slots }()
-			c, err := t.answerOffer(ctx, src, p)
+			defer t.release(h)
+			c, err := t.answerOffer(hctx, src, p)
 			if err != nil {
 				t.log.Info("inbound link failed", "src", src.Short(), "err", err)
 				return
@@ -356,6 +422,50 @@ func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signa
 		}
 		t.mu.Unlock()
 	}
+}
+
+// admit takes a handshake slot for an offer from src that came via (see
+// maxInboundHandshakes). An earlier handshake with src is cancelled: src
+// has given it up, since it offers again.
+func (t *rtcTransport) admit(ctx context.Context, src, via ID) (context.Context, *handshake, error) {
+	known := t.known != nil && t.known(src)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := t.inbound[src]; old != nil {
+		old.cancel()
+		delete(t.inbound, src)
+	}
+	unknown, viaCount := 0, 0
+	for _, h := range t.inbound {
+		if !h.known {
+			unknown++
+		}
+		if via != "" && h.via == via {
+			viaCount++
+		}
+	}
+	switch {
+	case len(t.inbound) >= maxInboundHandshakes:
+		return nil, nil, fmt.Errorf("%d handshakes at once", len(t.inbound))
+	case !known && unknown >= maxUnknownHandshakes:
+		return nil, nil, fmt.Errorf("%d handshakes at once with nodes the directory does not list", unknown)
+	case via != "" && viaCount >= maxHandshakesVia:
+		return nil, nil, fmt.Errorf("%d handshakes at once relayed by %s", viaCount, via.Short())
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	h := &handshake{src: src, via: via, known: known, cancel: cancel}
+	t.inbound[src] = h
+	return hctx, h, nil
+}
+
+// release frees h's slot, unless a newer offer from its source took it.
+func (t *rtcTransport) release(h *handshake) {
+	h.cancel()
+	t.mu.Lock()
+	if t.inbound[h.src] == h {
+		delete(t.inbound, h.src)
+	}
+	t.mu.Unlock()
 }
 
 // session finds the connection with id connID set up with src.

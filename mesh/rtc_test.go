@@ -24,13 +24,20 @@ import (
 	"github.com/catnest/catnest/mesh/signal"
 )
 
-// rendezvous runs our signal server on a loopback port until stopped.
+// rendezvous runs our signal server on a loopback port until the test
+// ends. stop takes it down and start brings up a fresh one on the same
+// port: the listener stays open in between (refusing every request), so
+// that no other process can take the port meanwhile.
 type rendezvous struct {
 	t    testing.TB
 	addr string
 	cfg  signal.ServerConfig
+	// srv is the running server, nil while stopped.
 	srv  *signal.Server
 	stop func()
+
+	mu  sync.Mutex
+	cur *signal.Server
 }
 
 func startRendezvous(t testing.TB, discovery bool) *rendezvous {
@@ -38,38 +45,62 @@ func startRendezvous(t testing.TB, discovery bool) *rendezvous {
 	cfg := signal.DefaultServerConfig()
 	cfg.Path = "/myapp"
 	cfg.AllowDiscovery = discovery
-	r := &rendezvous{t: t, addr: "127.0.0.1:0", cfg: cfg}
+	r := &rendezvous{t: t, cfg: cfg}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	hs := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() { defer close(served); hs.Serve(ln) }()
 	r.start()
-	t.Cleanup(func() { r.stop() })
+	t.Cleanup(func() {
+		r.stop()
+		hs.Close()
+		<-served
+	})
 	return r
+}
+
+// ServeHTTP passes requests to the running server; while it is stopped,
+// it answers 503, as a proxy in front of a dead rendezvous would.
+func (r *rendezvous) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	srv := r.cur
+	r.mu.Unlock()
+	if srv == nil {
+		http.Error(w, "rendezvous down", http.StatusServiceUnavailable)
+		return
+	}
+	srv.ServeHTTP(w, req)
 }
 
 func (r *rendezvous) start() {
 	r.t.Helper()
-	var ln net.Listener
-	var err error
-	// After a stop the port may take a moment to be free again.
-	for range 50 {
-		if ln, err = net.Listen("tcp", r.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.addr = ln.Addr().String()
-	r.srv = signal.NewServer(r.cfg)
+	srv := signal.NewServer(r.cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := r.srv.Serve(ctx, ln); err != nil {
+		if err := srv.Maintain(ctx); err != nil {
 			r.t.Errorf("rendezvous: %v", err)
 		}
 	}()
+	r.srv = srv
+	r.mu.Lock()
+	r.cur = srv
+	r.mu.Unlock()
 	var once sync.Once
-	r.stop = func() { once.Do(func() { cancel(); <-done }) }
+	r.stop = func() {
+		once.Do(func() {
+			r.mu.Lock()
+			r.cur = nil
+			r.mu.Unlock()
+			cancel() // Maintain closes every socket
+			<-done
+		})
+	}
 }
 
 func (r *rendezvous) url() string { return "http://" + r.addr + "/myapp" }
@@ -128,6 +159,23 @@ func rtcNode(t testing.TB, signalURL string, o rtcOpts) (*mesh.Node, func()) {
 	}
 	t.Cleanup(stop)
 	return n, stop
+}
+
+// waitSettledPair waits until a and b, which dialed each other at once,
+// hold one link between them, the one the smaller ID dialed, which is
+// where the tie-break settles, and returns when a's end of it came up.
+func waitSettledPair(t testing.TB, a, b *mesh.Node, timeout time.Duration) time.Time {
+	t.Helper()
+	var since time.Time
+	waitFor(t, timeout, "one link between the pair, dialed by the smaller id", func() bool {
+		pa, pb := a.Peers(), b.Peers()
+		if len(pa) != 1 || len(pb) != 1 || pa[0].ID != b.ID() || pb[0].ID != a.ID() {
+			return false
+		}
+		since = pa[0].Since
+		return pa[0].Outbound == (a.ID() < b.ID()) && pb[0].Outbound == (b.ID() < a.ID())
+	})
+	return since
 }
 
 func fullyLinked(nodes ...*mesh.Node) bool {
@@ -242,11 +290,11 @@ func TestRTCRestartKeepsID(t *testing.T) {
 func TestRTCRendezvousRestart(t *testing.T) {
 	rv := startRendezvous(t, true)
 	a, _ := rtcNode(t, rv.url(), rtcOpts{name: "alice"})
-	b, _ := rtcNode(t, rv.url(), rtcOpts{name: "bob"})
+	// Only alice dials, so that no simultaneous dial replaces the link
+	// after the test has noted it.
+	b, _ := rtcNode(t, rv.url(), rtcOpts{name: "bob", manual: true})
 	b.Handle("echo/1", mesh.HandlerFunc(echo))
 	waitFor(t, 20*time.Second, "first links", func() bool { return fullyLinked(a, b) })
-	// Both nodes may have dialed at once; let the tie-break settle.
-	time.Sleep(time.Second)
 	since := a.Peers()[0].Since
 
 	rv.stop()

@@ -1,0 +1,152 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh/signal"
+)
+
+// signalSink is a transport that records the signals the mesh delivers.
+type signalSink struct {
+	nopTransport
+	mu  sync.Mutex
+	got []signal.Message
+}
+
+func (s *signalSink) deliverSignal(m signal.Message, via ID) {
+	s.mu.Lock()
+	s.got = append(s.got, m)
+	s.mu.Unlock()
+}
+
+func (s *signalSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
+}
+
+// TestRelayedSignalsMustBeSignedBySender: a neighbour cannot speak for
+// another node through the mesh (forge its LEAVE, plant a route to itself
+// for it, bend the path of its signal), nor replay one of its signals.
+func TestRelayedSignalsMustBeSignedBySender(t *testing.T) {
+	self, _ := NewIdentity()
+	bob, _ := NewIdentity()
+	mallory, _ := NewIdentity()
+	carol, _ := NewIdentity()
+	sink := &signalSink{}
+	n, err := NewNode(Config{Identity: self, Transport: sink, Logger: slog.New(slog.DiscardHandler), PenaltyThreshold: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &sinkConn{remote: mallory.ID, done: make(chan struct{})}
+	l := newLink(ctx, n, c)
+	n.links[mallory.ID] = l
+	defer c.Close()
+
+	leave := []byte(`{"type":"LEAVE"}`)
+	now := time.Now()
+	frame := func(t *testing.T, f relayFrame) []byte {
+		t.Helper()
+		b, err := json.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	sign := func(t *testing.T, by *Identity, path []ID, at time.Time) relayFrame {
+		t.Helper()
+		f, err := signRelay(by, path, leave, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Hop = len(path) - 1
+		return f
+	}
+	viaMallory := []ID{bob.ID, mallory.ID, self.ID}
+	genuine := sign(t, bob, viaMallory, now)
+	bent := sign(t, bob, []ID{bob.ID, carol.ID, self.ID}, now)
+	bent.Path = viaMallory
+
+	refused := []struct {
+		name    string
+		payload []byte
+		offence bool
+	}{
+		{"unsigned, as before", []byte(`{"p":["` + string(bob.ID) + `","` + string(mallory.ID) + `","` + string(self.ID) + `"],"h":2,"m":"eyJ0eXBlIjoiTEVBVkUifQ=="}`), true},
+		{"signed by mallory for bob", frame(t, func() relayFrame {
+			f := sign(t, mallory, viaMallory, now)
+			f.Path = viaMallory
+			return f
+		}()), true},
+		{"mallory's key and signature, bob's path", frame(t, func() relayFrame {
+			f := sign(t, mallory, []ID{mallory.ID, self.ID}, now)
+			f.Path, f.Hop = viaMallory, 2
+			return f
+		}()), true},
+		{"bob's signal with its path bent", frame(t, bent), true},
+		{"bob's signal, ten minutes old", frame(t, sign(t, bob, viaMallory, now.Add(-10*time.Minute))), false},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			before := l.failures.Load()
+			n.handleRelay(ctx, &Message{From: mallory.ID, Protocol: sigProto, Payload: tt.payload})
+			if sink.count() != 0 {
+				t.Fatalf("delivered %+v", sink.got)
+			}
+			if r := n.routes.get(bob.ID); r != nil {
+				t.Fatalf("a route to bob was planted: %v", r)
+			}
+			if got := l.failures.Load() > before; got != tt.offence {
+				t.Fatalf("mallory scored down: %v, want %v", got, tt.offence)
+			}
+		})
+	}
+
+	// Bob's own signal, relayed honestly, gets through once.
+	n.handleRelay(ctx, &Message{From: mallory.ID, Protocol: sigProto, Payload: frame(t, genuine)})
+	if sink.count() != 1 || sink.got[0].Src != string(bob.ID) || sink.got[0].Type != signal.TypeLeave {
+		t.Fatalf("bob's signal: delivered %+v", sink.got)
+	}
+	if r := n.routes.get(bob.ID); len(r) != 3 || r[1] != mallory.ID {
+		t.Fatalf("route back to bob: %v", r)
+	}
+	n.handleRelay(ctx, &Message{From: mallory.ID, Protocol: sigProto, Payload: frame(t, genuine)})
+	if sink.count() != 1 {
+		t.Fatalf("a replayed signal was delivered again: %+v", sink.got)
+	}
+}
+
+// TestRelaySeenIsBounded: the replay guard holds at most maxRelaySeen
+// signals, and one it had to forget is still refused.
+func TestRelaySeenIsBounded(t *testing.T) {
+	var r relaySeen
+	now := time.Now()
+	origin, _ := NewIdentity()
+	mk := func(i int, at time.Time) relayFrame {
+		f := relayFrame{Path: []ID{origin.ID}, Time: at.UnixMilli(), Nonce: make([]byte, relayNonceLen)}
+		f.Nonce[0], f.Nonce[1], f.Nonce[2] = byte(i), byte(i>>8), byte(i>>16)
+		return f
+	}
+	first := mk(0, now.Add(-time.Minute))
+	if !r.first(first, now) {
+		t.Fatal("a new signal was refused")
+	}
+	for i := 1; i < 3*maxRelaySeen; i++ {
+		if !r.first(mk(i, now.Add(time.Duration(i)*time.Microsecond)), now) {
+			t.Fatalf("new signal %d refused", i)
+		}
+	}
+	if len(r.m) > maxRelaySeen {
+		t.Fatalf("%d signals remembered, limit %d", len(r.m), maxRelaySeen)
+	}
+	if r.first(first, now) {
+		t.Fatal("a forgotten signal was taken again")
+	}
+}
