@@ -95,10 +95,18 @@ func (r *recorder) count(src string) int {
 	return r.from[src]
 }
 
-// Two clients flood a node, which reads slowly, with large OFFERs. The
-// node must stay registered (the flooders' messages expire, not the
-// node), and an honest peer's OFFERs must still reach it.
+// Clients flood a node, which reads slowly, with large OFFERs. The node
+// must stay registered (the flooders' messages expire, not the node), and
+// an honest peer's OFFERs must still reach it: two flooders as in the
+// attack seen, and more than maxSenderShare of them from one address, as
+// one attacker opening several ids would.
 func TestServerFloodersCannotDropVictim(t *testing.T) {
+	for _, flooders := range []int{2, 2 * maxSenderShare} {
+		t.Run(fmt.Sprintf("%d flooders", flooders), func(t *testing.T) { floodVictim(t, flooders) })
+	}
+}
+
+func floodVictim(t *testing.T, flooders int) {
 	checkGoroutines(t)
 	s := startServer(t, testConfig(), "")
 	key, id := newNodeKey(t)
@@ -111,7 +119,7 @@ func TestServerFloodersCannotDropVictim(t *testing.T) {
 	stop := make(chan struct{})
 	var overflows atomic.Int64 // answers from the server about the victim
 	var wg sync.WaitGroup
-	for i := range 2 {
+	for i := range flooders {
 		f := connectOpen(t, s.url, "k1", fmt.Sprintf("flooder-%d", i))
 		wg.Go(func() {
 			for range 5000 {

@@ -57,9 +57,9 @@ const (
 	// destination, which others could otherwise flood off the server.
 	sendQueueLen   = 256
 	sendQueueBytes = 1 << 20
-	// maxSenderShare: one sender may hold at most 1/maxSenderShare of a
-	// destination's send queue (or of the queue held for it while it is
-	// offline), so a flooder cannot crowd out the others' messages.
+	// maxSenderShare: one sender may hold at most 1/maxSenderShare of the
+	// room the other senders leave in a destination's send queue (or in
+	// the queue held for it while it is offline); see fairShare.
 	maxSenderShare = 4
 	// writeTimeout bounds one WebSocket write; a client that cannot take a
 	// message in that time is dropped.
@@ -737,8 +737,11 @@ func (s *Server) routeLocked(typ, src, dst string, b []byte) {
 	if q != nil {
 		l = q.senders[src]
 	}
-	if (q != nil && (len(q.msgs) >= maxQueuedPerPeer || q.size+len(b) > maxQueuedPeerSize)) ||
-		l.n >= maxQueuedPerPeer/maxSenderShare || l.size+len(b) > maxQueuedPeerSize/maxSenderShare ||
+	var held, size int
+	if q != nil {
+		held, size = len(q.msgs), q.size
+	}
+	if !fairShare(l.n, held, 1, maxQueuedPerPeer) || !fairShare(l.size, size, len(b), maxQueuedPeerSize) ||
 		s.queued >= maxQueuedMessages || s.queuedBytes+len(b) > maxQueuedBytes {
 		// No room: tell the sender now rather than holding nothing for
 		// ExpireTimeout.
@@ -874,7 +877,7 @@ func (s *socket) send(src string, b []byte, share bool) bool {
 		return false
 	}
 	l := s.senders[src]
-	if share && (l.n >= sendQueueLen/maxSenderShare || l.size+len(b) > sendQueueBytes/maxSenderShare) {
+	if share && (!fairShare(l.n, len(s.out), 1, sendQueueLen) || !fairShare(l.size, s.pending, len(b), sendQueueBytes)) {
 		return false
 	}
 	select {
@@ -885,6 +888,16 @@ func (s *socket) send(src string, b []byte, share bool) bool {
 	default:
 		return false
 	}
+}
+
+// fairShare reports whether a sender that holds own (messages or bytes)
+// of a queue of the given capacity, holding used in all, may add n more:
+// it may hold at most 1/maxSenderShare of the room the other senders
+// leave. Alone, a sender gets a quarter of the queue; k senders flooding
+// it together leave about 3/(k+3) of it free, so a few ids opened by one
+// attacker cannot crowd out everyone else, as a fixed quarter each would.
+func fairShare(own, used, n, capacity int) bool {
+	return maxSenderShare*(own+n) <= capacity-used+own
 }
 
 // took accounts for m having been taken from the queue.
