@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -470,6 +471,60 @@ func TestServerPerAddressLimit(t *testing.T) {
 	if n := len(s.Clients()); n != 2*cfg.PerAddressLimit {
 		t.Fatalf("%d clients registered, want %d", n, 2*cfg.PerAddressLimit)
 	}
+}
+
+// One address cannot hold more than connsPerAddress TCP connections to
+// Serve, idle or not, so that it cannot exhaust the server's descriptors
+// within the idle and header timeouts; another address is still served,
+// and a connection closed frees its slot.
+func TestServerPerAddressConnLimit(t *testing.T) {
+	checkGoroutines(t)
+	cfg := testConfig()
+	cfg.PerAddressLimit = 5
+	s := startServer(t, cfg, "")
+	dial := func(local string) net.Conn {
+		t.Helper()
+		d := net.Dialer{Timeout: waitFor, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// get asks for the server info on a new connection from local.
+	get := func(local string) error {
+		c := dial(local)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(waitFor))
+		fmt.Fprintf(c, "GET /myapp/ HTTP/1.1\r\nHost: %s\r\n\r\n", s.addr)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET: %s", resp.Status)
+		}
+		return nil
+	}
+	// Idle connections, as a client opening many and sending nothing.
+	var idle []net.Conn
+	for range connsPerAddress(cfg.PerAddressLimit) {
+		idle = append(idle, dial("127.0.0.2"))
+	}
+	for i := range 20 {
+		c := dial("127.0.0.2")
+		c.SetReadDeadline(time.Now().Add(waitFor))
+		if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("connection %d over the limit: read %d, %v; want it closed at once", i, n, err)
+		}
+	}
+	if err := get("127.0.0.3"); err != nil {
+		t.Fatalf("another address is not served: %v", err)
+	}
+	idle[0].Close()
+	eventually(t, "a slot to be free", func() bool { return get("127.0.0.2") == nil })
 }
 
 func TestAddressKey(t *testing.T) {

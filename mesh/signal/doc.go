@@ -44,8 +44,9 @@
 // Malformed or oversized input (over MaxMessageSize), unknown types and a
 // missing dst get an ERROR and a close for that client alone. Every close
 // ends within a few seconds, even when the client stops mid-message. One
-// address (IPv6: one /64) may hold PerAddressLimit sockets; Serve also
-// times out slow requests and idle keep-alive connections. Messages held
+// address (IPv6: one /64) may hold PerAddressLimit sockets, and with
+// Serve four times that in TCP connections; Serve also times out slow
+// requests and idle keep-alive connections. Messages held
 // for offline peers are bounded per peer, per sender and in total; past
 // the bound the sender gets EXPIRE at once.
 // When a client goes away the server tells no one, like the reference; its

@@ -112,7 +112,10 @@ type ServerConfig struct {
 	ConcurrentLimit int
 	// PerAddressLimit is the most WebSockets open at once from one address
 	// (an IPv4 address or an IPv6 /64), so that one host cannot take all
-	// ConcurrentLimit slots; default 64. Behind a reverse proxy every
+	// ConcurrentLimit slots; default 64. Serve also accepts at most four
+	// times as many TCP connections from one address (each node also keeps
+	// idle HTTP connections), so that one host cannot use up the server's
+	// file descriptors. Behind a reverse proxy every
 	// client has the proxy's address: set it to ConcurrentLimit there.
 	PerAddressLimit int
 	// IdleTimeout is how long Serve keeps an idle HTTP keep-alive
@@ -248,7 +251,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	lim := &addrLimitListener{Listener: ln, limit: connsPerAddress(s.cfg.PerAddressLimit), log: s.log, conns: make(map[string]int)}
+	go func() { serveErr <- srv.Serve(lim) }()
 
 	err := s.maintain(ctx, serveErr)
 
@@ -1034,4 +1038,72 @@ func addressKey(remote string) string {
 	}
 	p, _ := ip.WithZone("").Prefix(64)
 	return p.String()
+}
+
+// connsPerAddress is how many TCP connections Serve accepts at once from
+// one address: its WebSockets and as many plain requests or connections
+// waiting to become one.
+func connsPerAddress(perAddressLimit int) int { return 4 * perAddressLimit }
+
+// addrLimitListener closes at once each connection from an address (see
+// addressKey) that already has limit open. The HTTP server's timeouts end
+// idle and slow connections, but only after seconds: without this, one
+// host opening connections faster than that could hold every descriptor.
+type addrLimitListener struct {
+	net.Listener
+	limit int
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]int // open connections by addressKey
+}
+
+func (l *addrLimitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key := addressKey(c.RemoteAddr().String())
+		l.mu.Lock()
+		over := l.conns[key] >= l.limit
+		if !over {
+			l.conns[key]++
+		}
+		l.mu.Unlock()
+		if !over {
+			return &addrLimitConn{Conn: c, l: l, key: key}, nil
+		}
+		l.log.Debug("signal: too many connections from one address", "remote", c.RemoteAddr())
+		c.Close()
+	}
+}
+
+// addrLimitConn gives its slot back when closed, also after a hijack.
+type addrLimitConn struct {
+	net.Conn
+	l    *addrLimitListener
+	key  string
+	once sync.Once
+}
+
+// CloseWrite passes a half-close through, which net/http uses to end a
+// connection gracefully.
+func (c *addrLimitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *addrLimitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.conns[c.key]--; c.l.conns[c.key] <= 0 {
+			delete(c.l.conns, c.key)
+		}
+		c.l.mu.Unlock()
+	})
+	return err
 }
