@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -95,10 +96,18 @@ func (r *recorder) count(src string) int {
 	return r.from[src]
 }
 
-// Two clients flood a node, which reads slowly, with large OFFERs. The
-// node must stay registered (the flooders' messages expire, not the
-// node), and an honest peer's OFFERs must still reach it.
+// Clients flood a node, which reads slowly, with large OFFERs. The node
+// must stay registered (the flooders' messages expire, not the node), and
+// an honest peer's OFFERs must still reach it: two flooders as in the
+// attack seen, and more than maxSenderShare of them from one address, as
+// one attacker opening several ids would.
 func TestServerFloodersCannotDropVictim(t *testing.T) {
+	for _, flooders := range []int{2, 2 * maxSenderShare} {
+		t.Run(fmt.Sprintf("%d flooders", flooders), func(t *testing.T) { floodVictim(t, flooders) })
+	}
+}
+
+func floodVictim(t *testing.T, flooders int) {
 	checkGoroutines(t)
 	s := startServer(t, testConfig(), "")
 	key, id := newNodeKey(t)
@@ -111,7 +120,7 @@ func TestServerFloodersCannotDropVictim(t *testing.T) {
 	stop := make(chan struct{})
 	var overflows atomic.Int64 // answers from the server about the victim
 	var wg sync.WaitGroup
-	for i := range 2 {
+	for i := range flooders {
 		f := connectOpen(t, s.url, "k1", fmt.Sprintf("flooder-%d", i))
 		wg.Go(func() {
 			for range 5000 {
@@ -462,6 +471,60 @@ func TestServerPerAddressLimit(t *testing.T) {
 	if n := len(s.Clients()); n != 2*cfg.PerAddressLimit {
 		t.Fatalf("%d clients registered, want %d", n, 2*cfg.PerAddressLimit)
 	}
+}
+
+// One address cannot hold more than connsPerAddress TCP connections to
+// Serve, idle or not, so that it cannot exhaust the server's descriptors
+// within the idle and header timeouts; another address is still served,
+// and a connection closed frees its slot.
+func TestServerPerAddressConnLimit(t *testing.T) {
+	checkGoroutines(t)
+	cfg := testConfig()
+	cfg.PerAddressLimit = 5
+	s := startServer(t, cfg, "")
+	dial := func(local string) net.Conn {
+		t.Helper()
+		d := net.Dialer{Timeout: waitFor, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// get asks for the server info on a new connection from local.
+	get := func(local string) error {
+		c := dial(local)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(waitFor))
+		fmt.Fprintf(c, "GET /myapp/ HTTP/1.1\r\nHost: %s\r\n\r\n", s.addr)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET: %s", resp.Status)
+		}
+		return nil
+	}
+	// Idle connections, as a client opening many and sending nothing.
+	var idle []net.Conn
+	for range connsPerAddress(cfg.PerAddressLimit) {
+		idle = append(idle, dial("127.0.0.2"))
+	}
+	for i := range 20 {
+		c := dial("127.0.0.2")
+		c.SetReadDeadline(time.Now().Add(waitFor))
+		if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("connection %d over the limit: read %d, %v; want it closed at once", i, n, err)
+		}
+	}
+	if err := get("127.0.0.3"); err != nil {
+		t.Fatalf("another address is not served: %v", err)
+	}
+	idle[0].Close()
+	eventually(t, "a slot to be free", func() bool { return get("127.0.0.2") == nil })
 }
 
 func TestAddressKey(t *testing.T) {

@@ -37,14 +37,16 @@
 // Server: each WebSocket has a reading goroutine (the HTTP handler) and a
 // writing one; both end before Serve or Maintain returns. Messages to a
 // client go through a bounded queue, of which one sender may fill a
-// quarter: a message that does not fit is not delivered and its sender
-// gets EXPIRE at once, so nobody can flood a client off the server. A
+// quarter of what the other senders leave: a message that does not fit is
+// not delivered and its sender gets EXPIRE at once, so nobody can flood a
+// client off the server, nor a handful of ids crowd out the others. A
 // client whose socket does not take a write within 10 s is dropped.
 // Malformed or oversized input (over MaxMessageSize), unknown types and a
 // missing dst get an ERROR and a close for that client alone. Every close
 // ends within a few seconds, even when the client stops mid-message. One
-// address (IPv6: one /64) may hold PerAddressLimit sockets; Serve also
-// times out slow requests and idle keep-alive connections. Messages held
+// address (IPv6: one /64) may hold PerAddressLimit sockets, and with
+// Serve four times that in TCP connections; Serve also times out slow
+// requests and idle keep-alive connections. Messages held
 // for offline peers are bounded per peer, per sender and in total; past
 // the bound the sender gets EXPIRE at once.
 // When a client goes away the server tells no one, like the reference; its

@@ -57,9 +57,9 @@ const (
 	// destination, which others could otherwise flood off the server.
 	sendQueueLen   = 256
 	sendQueueBytes = 1 << 20
-	// maxSenderShare: one sender may hold at most 1/maxSenderShare of a
-	// destination's send queue (or of the queue held for it while it is
-	// offline), so a flooder cannot crowd out the others' messages.
+	// maxSenderShare: one sender may hold at most 1/maxSenderShare of the
+	// room the other senders leave in a destination's send queue (or in
+	// the queue held for it while it is offline); see fairShare.
 	maxSenderShare = 4
 	// writeTimeout bounds one WebSocket write; a client that cannot take a
 	// message in that time is dropped.
@@ -112,7 +112,10 @@ type ServerConfig struct {
 	ConcurrentLimit int
 	// PerAddressLimit is the most WebSockets open at once from one address
 	// (an IPv4 address or an IPv6 /64), so that one host cannot take all
-	// ConcurrentLimit slots; default 64. Behind a reverse proxy every
+	// ConcurrentLimit slots; default 64. Serve also accepts at most four
+	// times as many TCP connections from one address (each node also keeps
+	// idle HTTP connections), so that one host cannot use up the server's
+	// file descriptors. Behind a reverse proxy every
 	// client has the proxy's address: set it to ConcurrentLimit there.
 	PerAddressLimit int
 	// IdleTimeout is how long Serve keeps an idle HTTP keep-alive
@@ -248,7 +251,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	lim := &addrLimitListener{Listener: ln, limit: connsPerAddress(s.cfg.PerAddressLimit), log: s.log, conns: make(map[string]int)}
+	go func() { serveErr <- srv.Serve(lim) }()
 
 	err := s.maintain(ctx, serveErr)
 
@@ -737,8 +741,11 @@ func (s *Server) routeLocked(typ, src, dst string, b []byte) {
 	if q != nil {
 		l = q.senders[src]
 	}
-	if (q != nil && (len(q.msgs) >= maxQueuedPerPeer || q.size+len(b) > maxQueuedPeerSize)) ||
-		l.n >= maxQueuedPerPeer/maxSenderShare || l.size+len(b) > maxQueuedPeerSize/maxSenderShare ||
+	var held, size int
+	if q != nil {
+		held, size = len(q.msgs), q.size
+	}
+	if !fairShare(l.n, held, 1, maxQueuedPerPeer) || !fairShare(l.size, size, len(b), maxQueuedPeerSize) ||
 		s.queued >= maxQueuedMessages || s.queuedBytes+len(b) > maxQueuedBytes {
 		// No room: tell the sender now rather than holding nothing for
 		// ExpireTimeout.
@@ -874,7 +881,7 @@ func (s *socket) send(src string, b []byte, share bool) bool {
 		return false
 	}
 	l := s.senders[src]
-	if share && (l.n >= sendQueueLen/maxSenderShare || l.size+len(b) > sendQueueBytes/maxSenderShare) {
+	if share && (!fairShare(l.n, len(s.out), 1, sendQueueLen) || !fairShare(l.size, s.pending, len(b), sendQueueBytes)) {
 		return false
 	}
 	select {
@@ -885,6 +892,16 @@ func (s *socket) send(src string, b []byte, share bool) bool {
 	default:
 		return false
 	}
+}
+
+// fairShare reports whether a sender that holds own (messages or bytes)
+// of a queue of the given capacity, holding used in all, may add n more:
+// it may hold at most 1/maxSenderShare of the room the other senders
+// leave. Alone, a sender gets a quarter of the queue; k senders flooding
+// it together leave about 3/(k+3) of it free, so a few ids opened by one
+// attacker cannot crowd out everyone else, as a fixed quarter each would.
+func fairShare(own, used, n, capacity int) bool {
+	return maxSenderShare*(own+n) <= capacity-used+own
 }
 
 // took accounts for m having been taken from the queue.
@@ -1021,4 +1038,72 @@ func addressKey(remote string) string {
 	}
 	p, _ := ip.WithZone("").Prefix(64)
 	return p.String()
+}
+
+// connsPerAddress is how many TCP connections Serve accepts at once from
+// one address: its WebSockets and as many plain requests or connections
+// waiting to become one.
+func connsPerAddress(perAddressLimit int) int { return 4 * perAddressLimit }
+
+// addrLimitListener closes at once each connection from an address (see
+// addressKey) that already has limit open. The HTTP server's timeouts end
+// idle and slow connections, but only after seconds: without this, one
+// host opening connections faster than that could hold every descriptor.
+type addrLimitListener struct {
+	net.Listener
+	limit int
+	log   *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]int // open connections by addressKey
+}
+
+func (l *addrLimitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key := addressKey(c.RemoteAddr().String())
+		l.mu.Lock()
+		over := l.conns[key] >= l.limit
+		if !over {
+			l.conns[key]++
+		}
+		l.mu.Unlock()
+		if !over {
+			return &addrLimitConn{Conn: c, l: l, key: key}, nil
+		}
+		l.log.Debug("signal: too many connections from one address", "remote", c.RemoteAddr())
+		c.Close()
+	}
+}
+
+// addrLimitConn gives its slot back when closed, also after a hijack.
+type addrLimitConn struct {
+	net.Conn
+	l    *addrLimitListener
+	key  string
+	once sync.Once
+}
+
+// CloseWrite passes a half-close through, which net/http uses to end a
+// connection gracefully.
+func (c *addrLimitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *addrLimitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.conns[c.key]--; c.l.conns[c.key] <= 0 {
+			delete(c.l.conns, c.key)
+		}
+		c.l.mu.Unlock()
+	})
+	return err
 }

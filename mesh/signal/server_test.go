@@ -162,39 +162,53 @@ func TestServerQueueAndExpire(t *testing.T) {
 	d.expectNothing(100 * time.Millisecond)
 }
 
+// Messages held for an offline peer are bounded per peer and shared out
+// among their senders: the first sender gets a quarter of the queue, each
+// next one a quarter of the room left, so that more senders than
+// maxSenderShare (one attacker's ids) still leave room for another's
+// message. The peer gets all that was held when it comes.
 func TestServerQueueBound(t *testing.T) {
 	checkGoroutines(t)
 	s := startServer(t, testConfig(), "")
-	share := maxQueuedPerPeer / maxSenderShare
-	var senders []*rawConn
-	for i := range maxSenderShare + 1 {
-		senders = append(senders, connectOpen(t, s.url, "k1", "s"+strconvI(i)))
-	}
-	// One sender gets its share of the queue for offline bob, no more: the
-	// one past it is answered at once.
-	for i := range share + 1 {
-		senders[0].send(Message{Type: TypeOffer, Dst: "bob", Payload: json.RawMessage(strconvI(i))})
-	}
-	senders[0].expect(Message{Type: TypeExpire, Src: "bob", Dst: "s0"})
-	// The others fill the queue; past that, everyone is answered at once.
-	// (Once sink has a sender's last message, the server has handled the
-	// ones before it.)
 	sink := connectOpen(t, s.url, "k1", "sink")
-	for j := 1; j < maxSenderShare; j++ {
-		for i := range share {
-			senders[j].send(Message{Type: TypeOffer, Dst: "bob", Payload: json.RawMessage(strconvI(j*share + i))})
+	heldFor := func(id string) (n, total int) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if q := s.queues["bob"]; q != nil {
+			return q.senders[id].n, len(q.msgs)
 		}
-		senders[j].send(Message{Type: TypeOffer, Dst: "sink"})
-		sink.expect(Message{Type: TypeOffer, Src: "s" + strconvI(j), Dst: "sink"})
+		return 0, 0
 	}
-	last := senders[maxSenderShare]
-	last.send(Message{Type: TypeOffer, Dst: "bob"})
-	last.expect(Message{Type: TypeExpire, Src: "bob", Dst: "s" + strconvI(maxSenderShare)})
+	const senders = 3 * maxSenderShare
+	var want []Message // what bob must get, in order
+	for j := range senders + 1 {
+		id := "s" + strconvI(j)
+		c := connectOpen(t, s.url, "k1", id)
+		for i := range maxQueuedPerPeer {
+			c.send(Message{Type: TypeOffer, Dst: "bob", Payload: json.RawMessage(strconvI(1000*j + i))})
+		}
+		// Once sink has it, the server has handled the ones before.
+		c.send(Message{Type: TypeOffer, Dst: "sink"})
+		sink.expect(Message{Type: TypeOffer, Src: id, Dst: "sink"})
+		n, total := heldFor(id)
+		switch {
+		case j == 0 && n != maxQueuedPerPeer/maxSenderShare:
+			t.Fatalf("the first sender got %d messages held, want %d", n, maxQueuedPerPeer/maxSenderShare)
+		case n == 0:
+			t.Fatalf("sender %d found no room: the others took it all", j)
+		case total > maxQueuedPerPeer:
+			t.Fatalf("%d messages held for bob, over %d", total, maxQueuedPerPeer)
+		}
+		// The messages that did not fit are answered at once.
+		c.expect(Message{Type: TypeExpire, Src: "bob", Dst: id})
+		for i := range n {
+			want = append(want, Message{Type: TypeOffer, Src: id, Dst: "bob", Payload: json.RawMessage(strconvI(1000*j + i))})
+		}
+	}
 	b := connect(t, s.url, "k1", "bob", "t")
 	b.expect(Message{Type: TypeOpen})
-	for i := range maxQueuedPerPeer {
-		src := "s" + strconvI(i/share)
-		b.expect(Message{Type: TypeOffer, Src: src, Dst: "bob", Payload: json.RawMessage(strconvI(i))})
+	for _, m := range want {
+		b.expect(m)
 	}
 	b.expectNothing(100 * time.Millisecond)
 	s.mu.Lock()
