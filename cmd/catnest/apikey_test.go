@@ -312,3 +312,53 @@ func TestDemoStartsQuietly(t *testing.T) {
 		t.Fatalf("the demo's start logs %d noisy lines:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 }
+
+// TestChatKeepsLocalKeyHome checks that `catnest chat` sends the key of
+// the node on this machine (from the default data dir) only to a node on
+// this machine: a --node elsewhere needs its own key, and gets no request
+// carrying this one.
+func TestChatKeepsLocalKeyHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", home)
+	t.Setenv("CATNEST_API_KEY", "")
+	local, err := webui.LoadOrCreateAPIKey(filepath.Join(home, "catnest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// 192.0.2.1 (TEST-NET-1) stands for a node on another machine: no
+	// request may leave for it.
+	cfg, err := parseChat([]string{"--node", "http://192.0.2.1:7070", "--token", "their-token", "lobby"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = RunChat(ctx, cfg, strings.NewReader(""), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "not on this machine") || !strings.Contains(err.Error(), "--api-key") {
+		t.Fatalf("chat with a node elsewhere and no key: %v, want a hint at --api-key", err)
+	}
+
+	// A node on this machine gets the local key.
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("X-API-Key"))
+		mu.Unlock()
+		http.Error(w, `{"error":"stop here"}`, http.StatusTeapot)
+	}))
+	defer srv.Close()
+	cfg, err = parseChat([]string{"--node", srv.URL, "lobby"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RunChat(ctx, cfg, strings.NewReader(""), io.Discard); err == nil || !strings.Contains(err.Error(), "stop here") {
+		t.Fatalf("chat with a node here: %v, want the node's answer", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != local {
+		t.Fatalf("keys sent %q, want the local key %q once", got, local)
+	}
+}

@@ -29,7 +29,9 @@ type ChatConfig struct {
 	// APIKey is the node's API key, which lets the command change things
 	// without posing as the node's page; empty means the one in Data.
 	APIKey string
-	// Data is the node's data dir, where its API key is kept.
+	// Data is the node's data dir, where its API key is kept. Empty means
+	// the default data dir, and only when Node is on this machine: the
+	// key of a node here is not sent to a node elsewhere.
 	Data string
 	// Channel is a channel name or id.
 	Channel string
@@ -43,7 +45,7 @@ func parseChat(args []string, stderr io.Writer) (ChatConfig, error) {
 	fs.StringVar(&cfg.Node, "node", "http://"+webui.DefaultAddr, "web `URL` of the running node")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "the node's web UI `token`, if it has one (the API key stands in for it)")
 	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("CATNEST_API_KEY"), "the node's API `key` (default $CATNEST_API_KEY, else the one in --data)")
-	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "the node's data `dir`, to read its API key ("+webui.APIKeyFile+") from")
+	fs.StringVar(&cfg.Data, "data", "", "the node's data `dir`, to read its API key ("+webui.APIKeyFile+") from (default "+defaultDataDir()+" for a node on this machine)")
 	fs.IntVar(&cfg.History, "history", 50, "past `messages` to show")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -202,6 +204,15 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 		defer c.Close()
 	}
 	if cfg.APIKey == "" {
+		if cfg.Data == "" {
+			// The default data dir holds the key of the node on this
+			// machine: sending it to another would give that one's owner
+			// the key (and fail there).
+			if u, err := url.Parse(cfg.Node); err != nil || !isLoopback(u.Hostname()) {
+				return fmt.Errorf("%s is not on this machine: give its API key (--api-key or $CATNEST_API_KEY), which its catnest serve prints, or its data dir (--data)", cfg.Node)
+			}
+			cfg.Data = defaultDataDir()
+		}
 		key, err := webui.ReadAPIKey(cfg.Data)
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("no API key in %s: give the node's data dir (--data) or its key (--api-key), which catnest serve prints", cfg.Data)
