@@ -362,3 +362,71 @@ func TestChatKeepsLocalKeyHome(t *testing.T) {
 		t.Fatalf("keys sent %q, want the local key %q once", got, local)
 	}
 }
+
+// TestChatCatchesUpAfterResync runs `catnest chat` against a node that,
+// having dropped events for it (it fell behind in a burst), sends a resync
+// event: the messages it missed show, each once.
+func TestChatCatchesUpAfterResync(t *testing.T) {
+	const missed = 300
+	var mu sync.Mutex
+	var msgs []chatlog.MessageView // what the node holds
+	start := time.Date(2026, 1, 2, 10, 0, 0, 0, time.Local)
+	add := func(n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for range n {
+			i := len(msgs)
+			msgs = append(msgs, chatlog.MessageView{ID: fmt.Sprintf("m%04d", i), Channel: "c1", AuthorName: "bot",
+				Text: fmt.Sprintf("burst line %04d", i), Time: start.Add(time.Duration(i) * time.Second)})
+		}
+	}
+	add(5) // the history
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+	})
+	mux.HandleFunc("GET /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
+		var limit int
+		fmt.Sscan(r.URL.Query().Get("limit"), &limit)
+		mu.Lock()
+		defer mu.Unlock()
+		json.NewEncoder(w).Encode(msgs[max(0, len(msgs)-limit):])
+	})
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		// Events for another channel, then a burst this client fell
+		// behind in: the node sends resync in place of the dropped events.
+		fmt.Fprint(w, "event: chat\ndata: {\"type\":\"message\",\"channel\":\"c2\",\"message\":{\"id\":\"x\",\"text\":\"elsewhere\"}}\n\n")
+		add(missed)
+		fmt.Fprint(w, "event: chat\ndata: {\"type\":\"resync\"}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	stdin, typing := io.Pipe()
+	defer typing.Close()
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: "KEYFORTHECHATCOMMAND234567", Channel: "lobby", History: 5}, stdin, &out)
+	}()
+	last := fmt.Sprintf("burst line %04d", 5+missed-1)
+	waitFor(t, 20*time.Second, "the missed messages", func() bool { return strings.Contains(out.String(), last) })
+	typing.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 + missed {
+		if n := strings.Count(out.String(), fmt.Sprintf("burst line %04d", i)); n != 1 {
+			t.Fatalf("line %d shows %d times:\n%s", i, n, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "elsewhere") {
+		t.Fatalf("a message of another channel shows:\n%s", out.String())
+	}
+}

@@ -290,6 +290,22 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	}
 }
 
+// catchUpLimit is how many of the newest messages catchUp fetches: the
+// most GET .../messages returns.
+const catchUpLimit = 500
+
+// catchUp prints the channel's newest messages that have not been shown.
+func (c *chatClient) catchUp(ctx context.Context, channel string, p *printer) error {
+	var ms []chatlog.MessageView
+	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/channels/%s/messages?limit=%d", channel, catchUpLimit), nil, &ms); err != nil {
+		return fmt.Errorf("catch up after dropped events: %w", err)
+	}
+	for _, m := range ms {
+		p.message(m)
+	}
+	return nil
+}
+
 // follow prints the channel's live messages from the node's event stream.
 func (c *chatClient) follow(ctx context.Context, channel string, p *printer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.Node+"/api/events", nil)
@@ -315,15 +331,21 @@ func (c *chatClient) follow(ctx context.Context, channel string, p *printer) err
 			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
 		case strings.HasPrefix(line, "data:") && event == "chat":
 			var e chatlog.Event
-			if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &e) != nil || e.Channel != channel {
+			if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &e) != nil {
 				continue
 			}
-			switch e.Type {
-			case "message":
-				if e.Message != nil {
-					p.message(*e.Message)
+			switch {
+			case e.Type == "resync":
+				// The node dropped events because we fell behind (a
+				// burst, or a terminal paused with Ctrl-S); it names no
+				// channel. Fetch what we missed.
+				if err := c.catchUp(ctx, channel, p); err != nil && ctx.Err() == nil {
+					p.line("! %s", termText(err.Error(), false))
 				}
-			case "retract":
+			case e.Channel != channel:
+			case e.Type == "message" && e.Message != nil:
+				p.message(*e.Message)
+			case e.Type == "retract":
 				p.line("  (a message was retracted)")
 			}
 		case line == "":
