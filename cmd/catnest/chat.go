@@ -161,6 +161,7 @@ func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, erro
 type printer struct {
 	mu   sync.Mutex
 	out  io.Writer
+	head headerStyle
 	seen map[string]bool
 }
 
@@ -171,13 +172,14 @@ func (p *printer) message(m chatlog.MessageView) {
 		return
 	}
 	p.seen[m.ID] = true
-	fmt.Fprint(p.out, messageLine(m))
+	fmt.Fprint(p.out, messageLine(m, p.head))
 }
 
 // messageLine is how a message shows in the terminal: one line, or a first
 // line and continuation lines that start with contLine, and nothing a
-// terminal would act on (see termText).
-func messageLine(m chatlog.MessageView) string {
+// terminal would act on (see termText). The line's head, "[time] author:",
+// is framed by head.
+func messageLine(m chatlog.MessageView, head headerStyle) string {
 	text := termText(m.Text, true)
 	if m.Retracted {
 		text = "(retracted)"
@@ -186,7 +188,7 @@ func messageLine(m chatlog.MessageView) string {
 	if m.Marked {
 		mark = " *"
 	}
-	return fmt.Sprintf("[%s] %s: %s%s\n", m.Time.Local().Format("01-02 15:04"), termText(m.AuthorName, false), text, mark)
+	return fmt.Sprintf("%s[%s] %s:%s %s%s\n", head.start, m.Time.Local().Format("01-02 15:04"), termText(m.AuthorName, false), head.end(), text, mark)
 }
 
 func (p *printer) line(format string, a ...any) {
@@ -229,7 +231,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	if err != nil {
 		return err
 	}
-	p := &printer{out: stdout, seen: map[string]bool{}}
+	p := &printer{out: stdout, head: headerStyleFor(stdout), seen: map[string]bool{}}
 	burn := ""
 	if ch.Burn {
 		burn = " (burn after read: messages are not kept)"
