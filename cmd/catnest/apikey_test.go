@@ -430,3 +430,27 @@ func TestChatCatchesUpAfterResync(t *testing.T) {
 		t.Fatalf("a message of another channel shows:\n%s", out.String())
 	}
 }
+
+// TestChatInputTooLong pipes a line longer than the input allows into
+// `catnest chat`: it says so instead of ending as if the input had ended.
+func TestChatInputTooLong(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+	})
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	input := strings.NewReader(strings.Repeat("x", 100<<10) + "\n")
+	err := RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: "KEYFORTHECHATCOMMAND234567", Channel: "lobby"}, input, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("RunChat = %v, want an error about the long line", err)
+	}
+}

@@ -253,8 +253,10 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	defer following.Wait()
 	defer cancel()
 
+	// A line longer than a message may be is read whole, so that the
+	// node says why it is not sent; one much longer ends the input.
 	in := bufio.NewScanner(stdin)
-	in.Buffer(make([]byte, 64<<10), chatlog.MaxBody+1)
+	in.Buffer(make([]byte, 0, 64<<10), maxInputLine)
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -270,6 +272,10 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 		select {
 		case l, ok := <-lines:
 			if !ok {
+				// lines is closed after the last Scan: in.Err is set.
+				if err := in.Err(); err != nil {
+					return fmt.Errorf("reading what you type: %w (a line may hold at most %d bytes)", err, maxInputLine)
+				}
 				return nil
 			}
 			if strings.TrimSpace(l) == "" {
@@ -291,6 +297,9 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 		}
 	}
 }
+
+// maxInputLine bounds a line of input: a few times the longest message.
+const maxInputLine = 4 * chatlog.MaxBody
 
 // catchUpLimit is how many of the newest messages catchUp fetches: the
 // most GET .../messages returns.
