@@ -200,7 +200,9 @@ func (p *printer) line(format string, a ...any) {
 // RunChat runs `catnest chat`: history, then live messages and sending
 // until stdin ends, the node's event stream ends, or ctx does. It closes
 // stdin, when it is an io.Closer, before it returns, so that its reader
-// goroutine ends.
+// goroutine ends (a pipe's read ends at once; a read from a terminal in
+// blocking mode, as os.Stdin usually is, ends only with the next line or
+// the process).
 func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Writer) error {
 	if c, ok := stdin.(io.Closer); ok {
 		defer c.Close()
