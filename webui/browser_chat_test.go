@@ -397,4 +397,37 @@ func TestBrowserChatOpensChannel(t *testing.T) {
 	browsertest.Until(t, ctx, wait, `document.querySelector(".chan.active") !== null
 		&& document.querySelector(".chan.active").dataset.id === "`+generalID+`"
 		&& document.querySelectorAll("#chat-messages .msg").length === 100`)
+
+	// Members come and go while the user types: the channel's header
+	// changes with the directory, and the half-typed message keeps its
+	// text and the focus.
+	browsertest.Until(t, ctx, wait, `(() => {
+		const log = document.querySelector("#chat-log");
+		return log.scrollTop > 0 && log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+	})()`)
+	click(t, ctx, "#chat-input")
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("half typed")); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.activeElement === document.querySelector("#chat-input")
+		&& document.querySelector("#chat-input").value === "half typed"`)
+	chat.mu.Lock()
+	chat.channels[generalID].info.Members = 7
+	chat.mu.Unlock()
+	node.setRecords(fakeRecord("bravo", time.Now(), map[string]string{"chat": `{"n":32}`}), fakeRecord("charlie", time.Now(), nil))
+	browsertest.Until(t, ctx, wait, `document.querySelector("#chat-channel-name").parentElement.textContent.includes("7 members")`)
+	// and the log stays where it was, at the newest message.
+	atBottom, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+		const log = document.querySelector("#chat-log");
+		return log.scrollTop > 0 && log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+	})()`))
+	if err != nil || !atBottom {
+		t.Errorf("the log left the newest message when the header changed (%v)", err)
+	}
+	// Keys go where the focus is, as a user's do.
+	if err := chromedp.Do(ctx, chromedp.KeyEvent(" and more")); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.activeElement === document.querySelector("#chat-input")
+		&& document.querySelector("#chat-input").value === "half typed and more"`)
 }

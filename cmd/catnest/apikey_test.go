@@ -312,3 +312,145 @@ func TestDemoStartsQuietly(t *testing.T) {
 		t.Fatalf("the demo's start logs %d noisy lines:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 }
+
+// TestChatKeepsLocalKeyHome checks that `catnest chat` sends the key of
+// the node on this machine (from the default data dir) only to a node on
+// this machine: a --node elsewhere needs its own key, and gets no request
+// carrying this one.
+func TestChatKeepsLocalKeyHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", home)
+	t.Setenv("CATNEST_API_KEY", "")
+	local, err := webui.LoadOrCreateAPIKey(filepath.Join(home, "catnest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// 192.0.2.1 (TEST-NET-1) stands for a node on another machine: no
+	// request may leave for it.
+	cfg, err := parseChat([]string{"--node", "http://192.0.2.1:7070", "--token", "their-token", "lobby"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = RunChat(ctx, cfg, strings.NewReader(""), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "not on this machine") || !strings.Contains(err.Error(), "--api-key") {
+		t.Fatalf("chat with a node elsewhere and no key: %v, want a hint at --api-key", err)
+	}
+
+	// A node on this machine gets the local key.
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("X-API-Key"))
+		mu.Unlock()
+		http.Error(w, `{"error":"stop here"}`, http.StatusTeapot)
+	}))
+	defer srv.Close()
+	cfg, err = parseChat([]string{"--node", srv.URL, "lobby"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RunChat(ctx, cfg, strings.NewReader(""), io.Discard); err == nil || !strings.Contains(err.Error(), "stop here") {
+		t.Fatalf("chat with a node here: %v, want the node's answer", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != local {
+		t.Fatalf("keys sent %q, want the local key %q once", got, local)
+	}
+}
+
+// TestChatCatchesUpAfterResync runs `catnest chat` against a node that,
+// having dropped events for it (it fell behind in a burst), sends a resync
+// event: the messages it missed show, each once.
+func TestChatCatchesUpAfterResync(t *testing.T) {
+	const missed = 300
+	var mu sync.Mutex
+	var msgs []chatlog.MessageView // what the node holds
+	start := time.Date(2026, 1, 2, 10, 0, 0, 0, time.Local)
+	add := func(n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for range n {
+			i := len(msgs)
+			msgs = append(msgs, chatlog.MessageView{ID: fmt.Sprintf("m%04d", i), Channel: "c1", AuthorName: "bot",
+				Text: fmt.Sprintf("burst line %04d", i), Time: start.Add(time.Duration(i) * time.Second)})
+		}
+	}
+	add(5) // the history
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+	})
+	mux.HandleFunc("GET /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
+		var limit int
+		fmt.Sscan(r.URL.Query().Get("limit"), &limit)
+		mu.Lock()
+		defer mu.Unlock()
+		json.NewEncoder(w).Encode(msgs[max(0, len(msgs)-limit):])
+	})
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		// Events for another channel, then a burst this client fell
+		// behind in: the node sends resync in place of the dropped events.
+		fmt.Fprint(w, "event: chat\ndata: {\"type\":\"message\",\"channel\":\"c2\",\"message\":{\"id\":\"x\",\"text\":\"elsewhere\"}}\n\n")
+		add(missed)
+		fmt.Fprint(w, "event: chat\ndata: {\"type\":\"resync\"}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	stdin, typing := io.Pipe()
+	defer typing.Close()
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: "KEYFORTHECHATCOMMAND234567", Channel: "lobby", History: 5}, stdin, &out)
+	}()
+	last := fmt.Sprintf("burst line %04d", 5+missed-1)
+	waitFor(t, 20*time.Second, "the missed messages", func() bool { return strings.Contains(out.String(), last) })
+	typing.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 + missed {
+		if n := strings.Count(out.String(), fmt.Sprintf("burst line %04d", i)); n != 1 {
+			t.Fatalf("line %d shows %d times:\n%s", i, n, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "elsewhere") {
+		t.Fatalf("a message of another channel shows:\n%s", out.String())
+	}
+}
+
+// TestChatInputTooLong pipes a line longer than the input allows into
+// `catnest chat`: it says so instead of ending as if the input had ended.
+func TestChatInputTooLong(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+	})
+	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	input := strings.NewReader(strings.Repeat("x", 100<<10) + "\n")
+	err := RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: "KEYFORTHECHATCOMMAND234567", Channel: "lobby"}, input, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("RunChat = %v, want an error about the long line", err)
+	}
+}

@@ -29,7 +29,9 @@ type ChatConfig struct {
 	// APIKey is the node's API key, which lets the command change things
 	// without posing as the node's page; empty means the one in Data.
 	APIKey string
-	// Data is the node's data dir, where its API key is kept.
+	// Data is the node's data dir, where its API key is kept. Empty means
+	// the default data dir, and only when Node is on this machine: the
+	// key of a node here is not sent to a node elsewhere.
 	Data string
 	// Channel is a channel name or id.
 	Channel string
@@ -43,7 +45,7 @@ func parseChat(args []string, stderr io.Writer) (ChatConfig, error) {
 	fs.StringVar(&cfg.Node, "node", "http://"+webui.DefaultAddr, "web `URL` of the running node")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "the node's web UI `token`, if it has one (the API key stands in for it)")
 	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("CATNEST_API_KEY"), "the node's API `key` (default $CATNEST_API_KEY, else the one in --data)")
-	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "the node's data `dir`, to read its API key ("+webui.APIKeyFile+") from")
+	fs.StringVar(&cfg.Data, "data", "", "the node's data `dir`, to read its API key ("+webui.APIKeyFile+") from (default "+defaultDataDir()+" for a node on this machine)")
 	fs.IntVar(&cfg.History, "history", 50, "past `messages` to show")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -159,6 +161,7 @@ func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, erro
 type printer struct {
 	mu   sync.Mutex
 	out  io.Writer
+	head headerStyle
 	seen map[string]bool
 }
 
@@ -169,13 +172,14 @@ func (p *printer) message(m chatlog.MessageView) {
 		return
 	}
 	p.seen[m.ID] = true
-	fmt.Fprint(p.out, messageLine(m))
+	fmt.Fprint(p.out, messageLine(m, p.head))
 }
 
 // messageLine is how a message shows in the terminal: one line, or a first
 // line and continuation lines that start with contLine, and nothing a
-// terminal would act on (see termText).
-func messageLine(m chatlog.MessageView) string {
+// terminal would act on (see termText). The line's head, "[time] author:",
+// is framed by head.
+func messageLine(m chatlog.MessageView, head headerStyle) string {
 	text := termText(m.Text, true)
 	if m.Retracted {
 		text = "(retracted)"
@@ -184,7 +188,7 @@ func messageLine(m chatlog.MessageView) string {
 	if m.Marked {
 		mark = " *"
 	}
-	return fmt.Sprintf("[%s] %s: %s%s\n", m.Time.Local().Format("01-02 15:04"), termText(m.AuthorName, false), text, mark)
+	return fmt.Sprintf("%s[%s] %s:%s %s%s\n", head.start, m.Time.Local().Format("01-02 15:04"), termText(m.AuthorName, false), head.end(), text, mark)
 }
 
 func (p *printer) line(format string, a ...any) {
@@ -196,12 +200,23 @@ func (p *printer) line(format string, a ...any) {
 // RunChat runs `catnest chat`: history, then live messages and sending
 // until stdin ends, the node's event stream ends, or ctx does. It closes
 // stdin, when it is an io.Closer, before it returns, so that its reader
-// goroutine ends.
+// goroutine ends (a pipe's read ends at once; a read from a terminal in
+// blocking mode, as os.Stdin usually is, ends only with the next line or
+// the process).
 func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Writer) error {
 	if c, ok := stdin.(io.Closer); ok {
 		defer c.Close()
 	}
 	if cfg.APIKey == "" {
+		if cfg.Data == "" {
+			// The default data dir holds the key of the node on this
+			// machine: sending it to another would give that one's owner
+			// the key (and fail there).
+			if u, err := url.Parse(cfg.Node); err != nil || !isLoopback(u.Hostname()) {
+				return fmt.Errorf("%s is not on this machine: give its API key (--api-key or $CATNEST_API_KEY), which its catnest serve prints, or its data dir (--data)", cfg.Node)
+			}
+			cfg.Data = defaultDataDir()
+		}
 		key, err := webui.ReadAPIKey(cfg.Data)
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("no API key in %s: give the node's data dir (--data) or its key (--api-key), which catnest serve prints", cfg.Data)
@@ -218,7 +233,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	if err != nil {
 		return err
 	}
-	p := &printer{out: stdout, seen: map[string]bool{}}
+	p := &printer{out: stdout, head: headerStyleFor(stdout), seen: map[string]bool{}}
 	burn := ""
 	if ch.Burn {
 		burn = " (burn after read: messages are not kept)"
@@ -240,8 +255,10 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	defer following.Wait()
 	defer cancel()
 
+	// A line longer than a message may be is read whole, so that the
+	// node says why it is not sent; one much longer ends the input.
 	in := bufio.NewScanner(stdin)
-	in.Buffer(make([]byte, 64<<10), chatlog.MaxBody+1)
+	in.Buffer(make([]byte, 0, 64<<10), maxInputLine)
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -257,6 +274,10 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 		select {
 		case l, ok := <-lines:
 			if !ok {
+				// lines is closed after the last Scan: in.Err is set.
+				if err := in.Err(); err != nil {
+					return fmt.Errorf("reading what you type: %w (a line may hold at most %d bytes)", err, maxInputLine)
+				}
 				return nil
 			}
 			if strings.TrimSpace(l) == "" {
@@ -277,6 +298,25 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 			return nil
 		}
 	}
+}
+
+// maxInputLine bounds a line of input: a few times the longest message.
+const maxInputLine = 4 * chatlog.MaxBody
+
+// catchUpLimit is how many of the newest messages catchUp fetches: the
+// most GET .../messages returns.
+const catchUpLimit = 500
+
+// catchUp prints the channel's newest messages that have not been shown.
+func (c *chatClient) catchUp(ctx context.Context, channel string, p *printer) error {
+	var ms []chatlog.MessageView
+	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/channels/%s/messages?limit=%d", channel, catchUpLimit), nil, &ms); err != nil {
+		return fmt.Errorf("catch up after dropped events: %w", err)
+	}
+	for _, m := range ms {
+		p.message(m)
+	}
+	return nil
 }
 
 // follow prints the channel's live messages from the node's event stream.
@@ -304,15 +344,21 @@ func (c *chatClient) follow(ctx context.Context, channel string, p *printer) err
 			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
 		case strings.HasPrefix(line, "data:") && event == "chat":
 			var e chatlog.Event
-			if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &e) != nil || e.Channel != channel {
+			if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &e) != nil {
 				continue
 			}
-			switch e.Type {
-			case "message":
-				if e.Message != nil {
-					p.message(*e.Message)
+			switch {
+			case e.Type == "resync":
+				// The node dropped events because we fell behind (a
+				// burst, or a terminal paused with Ctrl-S); it names no
+				// channel. Fetch what we missed.
+				if err := c.catchUp(ctx, channel, p); err != nil && ctx.Err() == nil {
+					p.line("! %s", termText(err.Error(), false))
 				}
-			case "retract":
+			case e.Channel != channel:
+			case e.Type == "message" && e.Message != nil:
+				p.message(*e.Message)
+			case e.Type == "retract":
 				p.line("  (a message was retracted)")
 			}
 		case line == "":

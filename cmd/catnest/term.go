@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"runtime"
 	"strings"
 	"unicode/utf8"
 )
@@ -61,4 +64,50 @@ func isBidiControl(r rune) bool {
 		return true
 	}
 	return false
+}
+
+// headerStyle is how the head of a message line, "[time] author:", is set
+// apart on a terminal: start is an SGR sequence ("" for none), ended by a
+// reset. Only catnest prints escape sequences (termText shows a member's
+// as text), so a head in color is one no member wrote. Escaping newlines
+// is not enough: a long message wraps, and a member can pad one so that
+// "[01-02 10:00] alice: …" starts a screen row. Wrapping lines ourselves at
+// the terminal's width would not hold either: terminals disagree on the
+// width of emoji and ambiguous characters, and most reflow old lines when
+// the window is resized.
+type headerStyle struct{ start string }
+
+func (h headerStyle) end() string {
+	if h.start == "" {
+		return ""
+	}
+	return "\x1b[0m"
+}
+
+var (
+	plainHeader = headerStyle{}
+	// colorHeader is bold cyan: neither can be written in plain text
+	// (unlike bold alone, which Unicode's mathematical bold letters mimic).
+	colorHeader = headerStyle{start: "\x1b[1;36m"}
+	// boldHeader is for users who set NO_COLOR.
+	boldHeader = headerStyle{start: "\x1b[1m"}
+)
+
+// headerStyleFor returns the header style for output to w: colorHeader
+// on a terminal, plainHeader for a pipe or file (which is read without a
+// terminal's wrapping, or by a program), and boldHeader on a terminal when
+// NO_COLOR is set (https://no-color.org). Windows consoles are left plain:
+// they show SGR sequences only once asked to.
+func headerStyleFor(w io.Writer) headerStyle {
+	f, ok := w.(*os.File)
+	if !ok || runtime.GOOS == "windows" || os.Getenv("TERM") == "dumb" {
+		return plainHeader
+	}
+	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return plainHeader
+	}
+	if os.Getenv("NO_COLOR") != "" {
+		return boldHeader
+	}
+	return colorHeader
 }

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +74,9 @@ func TestTermText(t *testing.T) {
 }
 
 // TestMessageLineHostile prints messages whose author and text try to pose
-// as other messages or drive the terminal: each shows as one message.
+// as other messages or drive the terminal: each shows as one message, and
+// on a terminal only its head is in color, which no member can write (a
+// text padded to wrap puts a fake head at the start of a row, in plain).
 func TestMessageLineHostile(t *testing.T) {
 	when := time.Date(2026, 1, 2, 10, 0, 0, 0, time.Local)
 	for _, tt := range []struct {
@@ -81,8 +88,18 @@ func TestMessageLineHostile(t *testing.T) {
 		{"\x1b[2K\ralice", "overwrote my name"},
 		{"mallory", strings.Repeat("\x1b[1A\x1b[2K", 50) + "erased the screen above"},
 		{"\u202ealice", "\u2067reversed\u2069"},
+		{"mallory", strings.Repeat(" ", 200) + "[01-02 10:00] alice: wrapped to the start of a row"},
+		{"mallory", strings.Repeat("猫", 100) + "[01-02 10:00] alice: after wide characters"},
 	} {
-		out := messageLine(chatlog.MessageView{AuthorName: tt.author, Text: tt.text, Time: when})
+		colored := messageLine(chatlog.MessageView{AuthorName: tt.author, Text: tt.text, Time: when}, colorHeader)
+		wantHead := colorHeader.start + "[01-02 10:00] " + termText(tt.author, false) + ":" + colorHeader.end() + " "
+		if !strings.HasPrefix(colored, wantHead) || strings.Count(colored, "\x1b") != 2 {
+			t.Errorf("author %q text %q: %q, want only the head %q in color", tt.author, tt.text, colored, wantHead)
+		}
+		out := messageLine(chatlog.MessageView{AuthorName: tt.author, Text: tt.text, Time: when}, plainHeader)
+		if out != strings.TrimPrefix(strings.Replace(colored, colorHeader.end(), "", 1), colorHeader.start) {
+			t.Errorf("plain %q and colored %q differ in more than the color", out, colored)
+		}
 		if r, bad := rawDanger(out); bad {
 			t.Errorf("author %q text %q: raw %U in %q", tt.author, tt.text, r, out)
 		}
@@ -106,7 +123,15 @@ func FuzzMessageLine(f *testing.F) {
 	f.Add("mallory\n[01-02 10:00] alice", "\x1b]52;c;cm0=\x07\n[01-02 10:00] bob: hi\r\u202e")
 	f.Add("\u009b", "\xff\x9b\u2066\u2028\t\x7f")
 	f.Fuzz(func(t *testing.T, author, text string) {
-		out := messageLine(chatlog.MessageView{AuthorName: author, Text: text, Time: time.Unix(0, 0)})
+		m := chatlog.MessageView{AuthorName: author, Text: text, Time: time.Unix(0, 0)}
+		out := messageLine(m, plainHeader)
+		// On a terminal the head is in color, and nothing else is.
+		colored := messageLine(m, colorHeader)
+		head, rest, ok := strings.Cut(colored, colorHeader.end())
+		if !ok || !strings.HasPrefix(head, colorHeader.start) || strings.Count(colored, "\x1b") != 2 ||
+			strings.TrimPrefix(head, colorHeader.start)+rest != out {
+			t.Fatalf("colored %q, plain %q", colored, out)
+		}
 		if !utf8.ValidString(out) {
 			t.Fatalf("invalid UTF-8: %q", out)
 		}
@@ -129,4 +154,51 @@ func FuzzMessageLine(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHeaderStyleFor(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("Windows consoles get no colors")
+	}
+	t.Setenv("TERM", "xterm-256color")
+	t.Setenv("NO_COLOR", "")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	// A character device, as a terminal is.
+	dev, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	file, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for _, tt := range []struct {
+		name string
+		w    io.Writer
+		want headerStyle
+	}{
+		{"buffer", &bytes.Buffer{}, plainHeader},
+		{"pipe", w, plainHeader},
+		{"file", file, plainHeader},
+		{"character device", dev, colorHeader},
+	} {
+		if got := headerStyleFor(tt.w); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got.start, tt.want.start)
+		}
+	}
+	t.Setenv("NO_COLOR", "1")
+	if got := headerStyleFor(dev); got != boldHeader {
+		t.Errorf("NO_COLOR: %q, want bold", got.start)
+	}
+	t.Setenv("TERM", "dumb")
+	if got := headerStyleFor(dev); got != plainHeader {
+		t.Errorf("TERM=dumb: %q, want plain", got.start)
+	}
 }

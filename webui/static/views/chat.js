@@ -569,7 +569,18 @@ export default {
       input.setAttribute('aria-label', t('chat.composer.label'));
       send.textContent = t('chat.send');
       composerHint.replaceChildren(...(c.burn ? [icon('burn'), ' ', t('chat.composer.burnHint')] : [t('chat.composer.hint')]));
+      // The channel's header changes as members come and go: the log keeps
+      // its place, and a message being typed the focus and its caret
+      // (moving an element out of the page loses both).
+      const typing = document.activeElement === input;
+      const { selectionStart, selectionEnd } = input;
+      const { scrollTop } = log;
       main.replaceChildren(header, settingsOpen ? settingsPanel(c) : '', log, composer);
+      log.scrollTop = scrollTop;
+      if (typing) {
+        input.focus({ preventScroll: true });
+        input.setSelectionRange(selectionStart, selectionEnd);
+      }
       renderOlder();
     }
 
