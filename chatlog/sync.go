@@ -586,13 +586,7 @@ func (s *Service) respond(ctx context.Context, from mesh.ID, req syncReq) ([]byt
 		}
 		return out, nil
 	case opGet:
-		limit := maxSyncFrame - uvarintLen(uint64(len(req.ids)))
-		entries, n, err := s.store.appendEncoded(make([]byte, 0, limit), limit, r.ch, r.lower, req.ids)
-		if err != nil {
-			return nil, err
-		}
-		ans := binary.AppendUvarint(make([]byte, 0, maxSyncFrame), uint64(n))
-		return append(ans, entries...), nil
+		return s.store.getAnswer(r.ch, r.lower, req.ids)
 	case opPut:
 		ms := make([]*Message, 0, len(req.msgs))
 		for _, b := range req.msgs {

@@ -55,7 +55,7 @@ func TestGetAnswerChecked(t *testing.T) {
 		missing []ID
 	}{
 		{"honest, part served", answer(3, ms[0], ms[2]), 2, []ID{ids[1]}},
-		{"honest, cut by size", answer(1, ms[0]), 1, nil},
+		{"stopped short with room left", answer(1, ms[0]), -1, nil},
 		{"honest, none held", answer(3), 0, asked},
 		{"not asked for", answer(3, ms[0], ms[3]), -1, nil},
 		{"beyond what it went through", answer(1, ms[0], ms[1]), -1, nil},
@@ -89,6 +89,34 @@ func TestGetAnswerChecked(t *testing.T) {
 				t.Fatalf("served %d, missing %d; want %d, %d", len(a.msgs), len(a.missing), c.served, len(c.missing))
 			}
 		})
+	}
+}
+
+// TestGetAnswerCutBySize: a holder's answer to a get of more messages
+// than a frame holds goes through as many as fit and is taken whole; the
+// rest is asked again.
+func TestGetAnswerCutBySize(t *testing.T) {
+	store := newStore(t)
+	ident := newIdent(t)
+	body := string(make([]byte, MaxBody))
+	var ids []ID
+	for i := range 20 {
+		m := msgAt(t, ident, testChannel, KindText, body, ID{}, int64(1000+i))
+		mustPut(t, store, m)
+		ids = append(ids, m.ID)
+	}
+	ans, err := store.getAnswer(testChannel, 0, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	am := &answerMesh{answer: ans}
+	s := &Service{cfg: DefaultServiceConfig(), mesh: am, log: slog.New(slog.DiscardHandler)}
+	a := s.get(context.Background(), source{peer: "peer"}, ids)
+	if a.err != nil || len(am.penalties) > 0 {
+		t.Fatalf("honest answer: %v, penalties %q", a.err, am.penalties)
+	}
+	if a.consumed == len(ids) || a.consumed != len(a.msgs) || len(a.missing) != 0 || len(ans) > maxSyncFrame {
+		t.Fatalf("answer of %d bytes went through %d of %d ids, served %d, missing %d", len(ans), a.consumed, len(ids), len(a.msgs), len(a.missing))
 	}
 }
 
