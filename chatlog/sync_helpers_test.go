@@ -1,0 +1,190 @@
+package chatlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// routeMesh is the Mesh of a node whose sync requests go straight to
+// handler functions, one a peer: a network of honest and hostile holders
+// without links. Only what a sync uses is implemented.
+type routeMesh struct {
+	Mesh
+	id    mesh.ID
+	peers map[mesh.ID]func(ctx context.Context, req []byte) ([]byte, error)
+
+	mu        sync.Mutex
+	penalties map[mesh.ID]int
+}
+
+func (m *routeMesh) ID() mesh.ID                        { return m.id }
+func (m *routeMesh) Name() string                       { return string(m.id) }
+func (m *routeMesh) Lookup(mesh.ID) (mesh.Record, bool) { return mesh.Record{}, false }
+func (m *routeMesh) Penalize(id mesh.ID, reason string) {
+	m.mu.Lock()
+	m.penalties[id]++
+	m.mu.Unlock()
+}
+func (m *routeMesh) penalized(id mesh.ID) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.penalties[id]
+}
+func (m *routeMesh) handle(id mesh.ID, h func(context.Context, []byte) ([]byte, error)) {
+	m.peers[id] = h
+}
+
+func (m *routeMesh) Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error) {
+	h := m.peers[to]
+	if h == nil || proto != syncProto {
+		return nil, fmt.Errorf("%w: %s", mesh.ErrNotConnected, to)
+	}
+	return h(ctx, payload)
+}
+
+// routedService is a service of a node with its own store, joined to c.
+func routedService(t *testing.T, id mesh.ID, c Channel) (*Service, *routeMesh) {
+	t.Helper()
+	store := newStore(t)
+	c.Joined = true
+	if err := store.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	rm := &routeMesh{id: id, peers: map[mesh.ID]func(context.Context, []byte) ([]byte, error){}, penalties: map[mesh.ID]int{}}
+	s := &Service{cfg: DefaultServiceConfig(), mesh: rm, store: store, log: slog.New(slog.DiscardHandler),
+		sessions: map[string]*responder{}, syncing: map[syncKey]bool{}}
+	return s, rm
+}
+
+// serveAs answers requests from peer as s does.
+func serveAs(s *Service, peer mesh.ID) func(context.Context, []byte) ([]byte, error) {
+	return func(ctx context.Context, req []byte) ([]byte, error) {
+		return s.handleSync(ctx, &mesh.Message{From: peer, Payload: req, Channel: mesh.Bulk, Request: true})
+	}
+}
+
+// TestFetchFromHostileHelpers: a newcomer fetches a history of 4,000
+// messages from an honest holder and three helpers at once: one that says
+// it holds nothing it is asked for, one that goes away when asked its
+// first batch, and one that serves a message it was not asked for. The
+// newcomer ends up with the whole history, the lies cost it only time,
+// and only the forger is scored down.
+func TestFetchFromHostileHelpers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	owner := newIdent(t)
+	c := NewChannel(owner.ID, "archive")
+	start := time.Now().Add(-2 * time.Hour).UnixMilli()
+	var history []*Message
+	for i := range 4000 {
+		history = append(history, msgAt(t, owner, c.ID, KindText, fmt.Sprint("message ", i), ID{}, start+int64(i)*1000))
+	}
+	alien := msgAt(t, owner, c.ID, KindText, "never in the history", ID{}, start)
+
+	bob, bm := routedService(t, "bob", c)
+	holders := map[mesh.ID]*Service{}
+	for _, id := range []mesh.ID{"alice", "liar", "ghost", "forger"} {
+		h, _ := routedService(t, id, c)
+		for rest := history; len(rest) > 0; rest = rest[min(len(rest), 1000):] {
+			mustPut(t, h.store, rest[:min(len(rest), 1000)]...)
+		}
+		holders[id] = h
+	}
+
+	// Each helper has had a get before alice answers her second: so that
+	// all of them take part however the goroutines are scheduled.
+	var mu sync.Mutex
+	gets := map[mesh.ID]int{}
+	helped := make(chan struct{})
+	countGet := func(id mesh.ID, req []byte) int {
+		if syncOp(req[0]) != opGet {
+			return 0
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		gets[id]++
+		if id != "alice" && gets["liar"] > 0 && gets["ghost"] > 0 && gets["forger"] > 0 && gets["alice"] > 0 {
+			select {
+			case <-helped:
+			default:
+				close(helped)
+			}
+		}
+		return gets[id]
+	}
+	honest := serveAs(holders["alice"], "bob")
+	bm.handle("alice", func(ctx context.Context, req []byte) ([]byte, error) {
+		if countGet("alice", req) == 2 {
+			select {
+			case <-helped:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return honest(ctx, req)
+	})
+	liar := serveAs(holders["liar"], "bob")
+	bm.handle("liar", func(ctx context.Context, req []byte) ([]byte, error) {
+		if countGet("liar", req) == 0 {
+			return liar(ctx, req)
+		}
+		r, err := decodeSyncRequest(req)
+		if err != nil {
+			t.Error(err)
+		}
+		return binary.AppendUvarint(nil, uint64(len(r.ids))), nil // went through all, holds none
+	})
+	ghost := serveAs(holders["ghost"], "bob")
+	bm.handle("ghost", func(ctx context.Context, req []byte) ([]byte, error) {
+		if countGet("ghost", req) > 0 {
+			return nil, mesh.ErrLinkClosed
+		}
+		return ghost(ctx, req)
+	})
+	forger := serveAs(holders["forger"], "bob")
+	bm.handle("forger", func(ctx context.Context, req []byte) ([]byte, error) {
+		if countGet("forger", req) == 0 {
+			return forger(ctx, req)
+		}
+		b, _ := appendEntry(binary.AppendUvarint(nil, 1), maxSyncFrame, alien.Encode())
+		return b, nil
+	})
+
+	if err := bob.syncOnce(ctx, c.ID, "alice", "liar", "ghost", "forger"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bob.store.Items(c.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := holders["alice"].store.Items(c.ID, 0)
+	if !slices.Equal(got, want) {
+		t.Fatalf("bob stores %d of %d messages", len(got), len(want))
+	}
+	if ok, _ := bob.store.Has(alien.ID); ok {
+		t.Fatal("bob stored a message served unasked")
+	}
+	mu.Lock()
+	t.Logf("gets: %v", gets)
+	mu.Unlock()
+	if bm.penalized("forger") == 0 {
+		t.Error("the forger was not scored down")
+	}
+	for _, id := range []mesh.ID{"alice", "liar", "ghost"} {
+		if n := bm.penalized(id); n > 0 {
+			t.Errorf("%s was scored down %d times", id, n)
+		}
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("the sync took the whole timeout")
+	}
+}
