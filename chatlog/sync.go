@@ -650,7 +650,11 @@ func (r *responder) next(s *Service, msg []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.session = recon.NewSession(recon.NewSet(toRecon(items)), reconOptions())
+		// The initiator sends what this side lacks: keeping the IDs it
+		// lists would only let a hostile one fill memory.
+		opts := reconOptions()
+		opts.SkipNeed = true
+		r.session = recon.NewSession(recon.NewSet(toRecon(items)), opts)
 	}
 	out, err := r.session.Next(msg)
 	if err != nil || out == nil || r.session.Done() {

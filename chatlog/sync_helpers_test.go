@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/chatlog/recon"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -186,5 +188,71 @@ func TestFetchFromHostileHelpers(t *testing.T) {
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal("the sync took the whole timeout")
+	}
+}
+
+// TestResponderKeepsNoNeed: a peer that reconciles a channel against
+// this node's few messages with a set of 30,000 of its own makes the
+// answering session list none of them: it would be memory that a hostile
+// peer fills at will, and the answering side is sent what it lacks.
+func TestResponderKeepsNoNeed(t *testing.T) {
+	owner := newIdent(t)
+	c := NewChannel(owner.ID, "archive")
+	alice, _ := routedService(t, "alice", c)
+	now := time.Now().UnixMilli()
+	for i := range 100 {
+		mustPut(t, alice.store, msgAt(t, owner, c.ID, KindText, fmt.Sprint("message ", i), ID{}, now-int64(i)*1000))
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	var made []recon.Item
+	for range 30_000 {
+		it := recon.Item{Time: now - rng.Int64N(3600_000)}
+		for k := range 4 {
+			binary.LittleEndian.PutUint64(it.ID[8*k:], rng.Uint64())
+		}
+		made = append(made, it)
+	}
+	ctx := context.Background()
+	serve := serveAs(alice, "mallory")
+	ans, err := serve(ctx, openRequest(c.ID, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, _, err := decodeOpenAnswer(ans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := recon.NewSession(recon.NewSet(made), reconOptions())
+	msg, err := x.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	most := 0
+	for rounds := 0; msg != nil && !x.Done(); rounds++ {
+		ans, err := serve(ctx, append(appendSyncHeader(nil, opRecon, sid), msg...))
+		if err != nil {
+			t.Fatalf("round %d: %v", rounds, err)
+		}
+		alice.mu.Lock()
+		if r := alice.sessions[string(sid[:])]; r != nil {
+			r.mu.Lock()
+			if r.session != nil {
+				most = max(most, len(r.session.Need()))
+			}
+			r.mu.Unlock()
+		}
+		alice.mu.Unlock()
+		if len(ans) == 0 {
+			break
+		}
+		if msg, err = x.Next(ans); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(x.Have()); n != len(made) {
+		t.Fatalf("the peer found %d of its %d messages missing at alice", n, len(made))
+	}
+	if most > 0 {
+		t.Fatalf("alice's session listed up to %d of the peer's IDs", most)
 	}
 }
