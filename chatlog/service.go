@@ -104,6 +104,7 @@ type Service struct {
 	subs     map[chan Event]struct{}
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
+	builds   syncBuilds // see buildAllowed in sync.go
 }
 
 type syncKey struct {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/chatlog/recon"
 	"github.com/catnest/catnest/mesh"
 )
@@ -43,6 +45,13 @@ const (
 	// firstGet is how many IDs the first get of a source asks for; later
 	// gets ask for about what the last answer had room for.
 	firstGet = 256
+	// peerBuilds is how many reconciliation sets this node builds for one
+	// peer per SyncInterval, and at once: twice what an honest peer with
+	// the same interval asks for (a sync of each channel it shares, at
+	// most maxAdvertised).
+	peerBuilds = 2 * maxAdvertised
+	// maxBuildPeers bounds the peers whose builds are counted.
+	maxBuildPeers = 256
 )
 
 // reconOptions are the recon options of both sides of a sync: the message
@@ -646,6 +655,9 @@ func (r *responder) next(s *Service, msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the reconciliation is over", recon.ErrBadMessage)
 	}
 	if r.session == nil {
+		if !s.buildAllowed(r.peer) {
+			return nil, errors.New("busy: too many syncs from this peer")
+		}
 		items, err := s.store.Items(r.ch, r.lower)
 		if err != nil {
 			return nil, err
@@ -661,4 +673,37 @@ func (r *responder) next(s *Service, msg []byte) ([]byte, error) {
 		r.session, r.over = nil, true
 	}
 	return out, err
+}
+
+// syncBuilds holds each peer's budget of reconciliation sets.
+type syncBuilds map[mesh.ID]*rate.Limiter
+
+// buildAllowed reports whether this node may build one more reconciliation
+// set for peer now. A set costs a load of the channel's items (40 ms and
+// 36 MB at 100,000 messages, see BenchmarkSyncItems) for a few bytes from
+// the peer; without a budget, a peer that opened and started syncs in a
+// loop would keep a core busy.
+func (s *Service) buildAllowed(peer mesh.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.builds[peer]
+	if l == nil {
+		if s.builds == nil {
+			s.builds = make(syncBuilds)
+		}
+		if len(s.builds) >= maxBuildPeers {
+			// A full budget is what a new peer gets anyway.
+			for p, o := range s.builds {
+				if o.Tokens() >= peerBuilds {
+					delete(s.builds, p)
+				}
+			}
+			if len(s.builds) >= maxBuildPeers {
+				return false
+			}
+		}
+		l = rate.NewLimiter(rate.Every(s.cfg.SyncInterval/peerBuilds), peerBuilds)
+		s.builds[peer] = l
+	}
+	return l.Allow()
 }

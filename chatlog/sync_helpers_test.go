@@ -256,3 +256,48 @@ func TestResponderKeepsNoNeed(t *testing.T) {
 		t.Fatalf("alice's session listed up to %d of the peer's IDs", most)
 	}
 }
+
+// TestResponderBuildBudget: a peer that opens and starts syncs in a loop
+// has this node load a channel's items and build its set a few times, not
+// each time (each costs 40 ms at 100,000 messages), and other peers are
+// still answered.
+func TestResponderBuildBudget(t *testing.T) {
+	owner := newIdent(t)
+	c := NewChannel(owner.ID, "archive")
+	alice, _ := routedService(t, "alice", c)
+	alice.cfg.SyncInterval = time.Hour // no refill during the test
+	now := time.Now().UnixMilli()
+	for i := range 100 {
+		mustPut(t, alice.store, msgAt(t, owner, c.ID, KindText, fmt.Sprint("message ", i), ID{}, now-int64(i)*1000))
+	}
+	start, err := recon.NewSession(recon.NewSet(nil), reconOptions()).Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	startSync := func(peer mesh.ID) error {
+		serve := serveAs(alice, peer)
+		ans, err := serve(ctx, openRequest(c.ID, 0))
+		if err != nil {
+			return err
+		}
+		sid, _, err := decodeOpenAnswer(ans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = serve(ctx, append(appendSyncHeader(nil, opRecon, sid), start...))
+		return err
+	}
+	served := 0
+	for range 5 * peerBuilds {
+		if startSync("mallory") == nil {
+			served++
+		}
+	}
+	if served != peerBuilds {
+		t.Fatalf("served %d of %d syncs started in a loop, want %d", served, 5*peerBuilds, peerBuilds)
+	}
+	if err := startSync("bob"); err != nil {
+		t.Fatalf("another peer: %v", err)
+	}
+}
