@@ -52,6 +52,10 @@ const (
 	peerBuilds = 2 * maxAdvertised
 	// maxBuildPeers bounds the peers whose builds are counted.
 	maxBuildPeers = 256
+	// maxPeerSessions bounds the sessions of one peer, so that it cannot
+	// hold all maxSessions: an honest one opens at most one for each
+	// channel this node advertises.
+	maxPeerSessions = maxAdvertised
 )
 
 // reconOptions are the recon options of both sides of a sync: the message
@@ -630,13 +634,16 @@ func (s *Service) openSession(from mesh.ID, req syncReq, now time.Time) ([]byte,
 	rand.Read(sid[:])
 	r := &responder{peer: from, ch: req.channel, lower: max(lower, req.lower), expires: now.Add(sessionTTL)}
 	s.mu.Lock()
+	theirs := 0
 	for k, o := range s.sessions {
 		// One session per peer and channel: a new open ends the last.
 		if now.After(o.expires) || (o.peer == from && o.ch == req.channel) {
 			delete(s.sessions, k)
+		} else if o.peer == from {
+			theirs++
 		}
 	}
-	if len(s.sessions) >= maxSessions {
+	if len(s.sessions) >= maxSessions || theirs >= maxPeerSessions {
 		s.mu.Unlock()
 		return nil, errors.New("busy: too many syncs")
 	}

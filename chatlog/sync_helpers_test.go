@@ -301,3 +301,33 @@ func TestResponderBuildBudget(t *testing.T) {
 		t.Fatalf("another peer: %v", err)
 	}
 }
+
+// TestResponderSessionsPerPeer: one peer that opens a session in each of
+// maxSessions channels gets maxPeerSessions of them, and another peer can
+// still sync.
+func TestResponderSessionsPerPeer(t *testing.T) {
+	owner := newIdent(t)
+	alice, _ := routedService(t, "alice", NewChannel(owner.ID, "c0"))
+	var chs []ChannelID
+	for i := range maxSessions {
+		c := NewChannel(owner.ID, fmt.Sprint("c", i))
+		c.Joined = true
+		if err := alice.store.PutChannel(c); err != nil {
+			t.Fatal(err)
+		}
+		chs = append(chs, c.ID)
+	}
+	ctx := context.Background()
+	opened := 0
+	for _, ch := range chs {
+		if _, err := serveAs(alice, "mallory")(ctx, openRequest(ch, 0)); err == nil {
+			opened++
+		}
+	}
+	if opened != maxPeerSessions {
+		t.Fatalf("one peer opened %d sessions, want %d", opened, maxPeerSessions)
+	}
+	if _, err := serveAs(alice, "bob")(ctx, openRequest(chs[0], 0)); err != nil {
+		t.Fatalf("another peer: %v", err)
+	}
+}
