@@ -538,7 +538,9 @@ func (s *Service) fetchFrom(ctx context.Context, ch ChannelID, q *fetchQueue, sr
 			go func() { next <- s.get(ctx, src, ids) }()
 		}
 		err := s.acceptMany(ctx, ch, a.msgs)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
+			// Not when the sync was called off (this node stops, or the
+			// first source failed while a helper's batch was stored).
 			s.reject(src.peer, err)
 		}
 		if err == nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -163,5 +164,32 @@ func TestSyncFrameLimits(t *testing.T) {
 			}
 			rest = rest[n:]
 		}
+	}
+}
+
+// TestFetchCalledOffNoPenalty: a batch that cannot be stored because the
+// sync was called off (this node stops, or the first source failed while
+// a helper's batch was being stored) does not score the holder down.
+func TestFetchCalledOffNoPenalty(t *testing.T) {
+	ident := newIdent(t)
+	c := NewChannel(ident.ID, "archive")
+	c.Joined = true
+	store := newStore(t)
+	if err := store.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	m := msgAt(t, ident, c.ID, KindText, "hello", ID{}, time.Now().UnixMilli())
+	ans, _ := appendEntry(binary.AppendUvarint(nil, 1), maxSyncFrame, m.Encode())
+	am := &answerMesh{answer: ans}
+	s := &Service{cfg: DefaultServiceConfig(), mesh: am, store: store, log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	q := newFetchQueue([]ID{m.ID})
+	var st syncStats
+	if err := s.fetchFrom(ctx, c.ID, q, source{peer: "peer"}, false, nil, &st); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if len(am.penalties) > 0 {
+		t.Fatalf("the holder was scored down: %q", am.penalties)
 	}
 }
