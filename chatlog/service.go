@@ -134,6 +134,7 @@ type Service struct {
 	subs     map[chan Event]struct{}
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
+	builds   syncBuilds // see buildAllowed in sync.go
 
 	// limitMu guards limiters: the live rate of each author.
 	limitMu  sync.Mutex

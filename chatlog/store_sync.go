@@ -1,6 +1,10 @@
 package chatlog
 
-import "go.etcd.io/bbolt"
+import (
+	"encoding/binary"
+
+	"go.etcd.io/bbolt"
+)
 
 // appendEncoded appends to b, for ids in order, the encoding of each stored
 // message as a sync entry (uvarint length, bytes), while b stays within
@@ -49,4 +53,16 @@ func (s *Store) appendEncoded(b []byte, limit int, ch ChannelID, since int64, id
 		return nil
 	})
 	return b, done, err
+}
+
+// getAnswer is a responder's answer to a get of ids in ch, serving what it
+// holds from since on.
+func (s *Store) getAnswer(ch ChannelID, since int64, ids []ID) ([]byte, error) {
+	room := getAnswerRoom(len(ids))
+	entries, n, err := s.appendEncoded(make([]byte, 0, room), room, ch, since, ids)
+	if err != nil {
+		return nil, err
+	}
+	ans := binary.AppendUvarint(make([]byte, 0, uvarintLen(uint64(n))+len(entries)), uint64(n))
+	return append(ans, entries...), nil
 }

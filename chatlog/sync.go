@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/chatlog/recon"
 	"github.com/catnest/catnest/mesh"
 )
@@ -43,6 +45,17 @@ const (
 	// firstGet is how many IDs the first get of a source asks for; later
 	// gets ask for about what the last answer had room for.
 	firstGet = 256
+	// peerBuilds is how many reconciliation sets this node builds for one
+	// peer per SyncInterval, and at once: twice what an honest peer with
+	// the same interval asks for (a sync of each channel it shares, at
+	// most maxAdvertised).
+	peerBuilds = 2 * maxAdvertised
+	// maxBuildPeers bounds the peers whose builds are counted.
+	maxBuildPeers = 256
+	// maxPeerSessions bounds the sessions of one peer, so that it cannot
+	// hold all maxSessions: an honest one opens at most one for each
+	// channel this node advertises.
+	maxPeerSessions = maxAdvertised
 )
 
 // reconOptions are the recon options of both sides of a sync: the message
@@ -525,7 +538,9 @@ func (s *Service) fetchFrom(ctx context.Context, ch ChannelID, q *fetchQueue, sr
 			go func() { next <- s.get(ctx, src, ids) }()
 		}
 		err := s.acceptMany(ctx, ch, a.msgs)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
+			// Not when the sync was called off (this node stops, or the
+			// first source failed while a helper's batch was stored).
 			s.reject(src.peer, err)
 		}
 		if err == nil {
@@ -586,13 +601,7 @@ func (s *Service) respond(ctx context.Context, from mesh.ID, req syncReq) ([]byt
 		}
 		return out, nil
 	case opGet:
-		limit := maxSyncFrame - uvarintLen(uint64(len(req.ids)))
-		entries, n, err := s.store.appendEncoded(make([]byte, 0, limit), limit, r.ch, r.lower, req.ids)
-		if err != nil {
-			return nil, err
-		}
-		ans := binary.AppendUvarint(make([]byte, 0, maxSyncFrame), uint64(n))
-		return append(ans, entries...), nil
+		return s.store.getAnswer(r.ch, r.lower, req.ids)
 	case opPut:
 		ms := make([]*Message, 0, len(req.msgs))
 		for _, b := range req.msgs {
@@ -627,13 +636,16 @@ func (s *Service) openSession(from mesh.ID, req syncReq, now time.Time) ([]byte,
 	rand.Read(sid[:])
 	r := &responder{peer: from, ch: req.channel, lower: max(lower, req.lower), expires: now.Add(sessionTTL)}
 	s.mu.Lock()
+	theirs := 0
 	for k, o := range s.sessions {
 		// One session per peer and channel: a new open ends the last.
 		if now.After(o.expires) || (o.peer == from && o.ch == req.channel) {
 			delete(s.sessions, k)
+		} else if o.peer == from {
+			theirs++
 		}
 	}
-	if len(s.sessions) >= maxSessions {
+	if len(s.sessions) >= maxSessions || theirs >= maxPeerSessions {
 		s.mu.Unlock()
 		return nil, errors.New("busy: too many syncs")
 	}
@@ -652,15 +664,55 @@ func (r *responder) next(s *Service, msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the reconciliation is over", recon.ErrBadMessage)
 	}
 	if r.session == nil {
+		if !s.buildAllowed(r.peer) {
+			return nil, errors.New("busy: too many syncs from this peer")
+		}
 		items, err := s.store.Items(r.ch, r.lower)
 		if err != nil {
 			return nil, err
 		}
-		r.session = recon.NewSession(recon.NewSet(toRecon(items)), reconOptions())
+		// The initiator sends what this side lacks: keeping the IDs it
+		// lists would only let a hostile one fill memory.
+		opts := reconOptions()
+		opts.SkipNeed = true
+		r.session = recon.NewSession(recon.NewSet(toRecon(items)), opts)
 	}
 	out, err := r.session.Next(msg)
 	if err != nil || out == nil || r.session.Done() {
 		r.session, r.over = nil, true
 	}
 	return out, err
+}
+
+// syncBuilds holds each peer's budget of reconciliation sets.
+type syncBuilds map[mesh.ID]*rate.Limiter
+
+// buildAllowed reports whether this node may build one more reconciliation
+// set for peer now. A set costs a load of the channel's items (40 ms and
+// 36 MB at 100,000 messages, see BenchmarkSyncItems) for a few bytes from
+// the peer; without a budget, a peer that opened and started syncs in a
+// loop would keep a core busy.
+func (s *Service) buildAllowed(peer mesh.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.builds[peer]
+	if l == nil {
+		if s.builds == nil {
+			s.builds = make(syncBuilds)
+		}
+		if len(s.builds) >= maxBuildPeers {
+			// A full budget is what a new peer gets anyway.
+			for p, o := range s.builds {
+				if o.Tokens() >= peerBuilds {
+					delete(s.builds, p)
+				}
+			}
+			if len(s.builds) >= maxBuildPeers {
+				return false
+			}
+		}
+		l = rate.NewLimiter(rate.Every(s.cfg.SyncInterval/peerBuilds), peerBuilds)
+		s.builds[peer] = l
+	}
+	return l.Allow()
 }

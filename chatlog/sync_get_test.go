@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -55,7 +56,7 @@ func TestGetAnswerChecked(t *testing.T) {
 		missing []ID
 	}{
 		{"honest, part served", answer(3, ms[0], ms[2]), 2, []ID{ids[1]}},
-		{"honest, cut by size", answer(1, ms[0]), 1, nil},
+		{"stopped short with room left", answer(1, ms[0]), -1, nil},
 		{"honest, none held", answer(3), 0, asked},
 		{"not asked for", answer(3, ms[0], ms[3]), -1, nil},
 		{"beyond what it went through", answer(1, ms[0], ms[1]), -1, nil},
@@ -89,6 +90,34 @@ func TestGetAnswerChecked(t *testing.T) {
 				t.Fatalf("served %d, missing %d; want %d, %d", len(a.msgs), len(a.missing), c.served, len(c.missing))
 			}
 		})
+	}
+}
+
+// TestGetAnswerCutBySize: a holder's answer to a get of more messages
+// than a frame holds goes through as many as fit and is taken whole; the
+// rest is asked again.
+func TestGetAnswerCutBySize(t *testing.T) {
+	store := newStore(t)
+	ident := newIdent(t)
+	body := string(make([]byte, MaxBody))
+	var ids []ID
+	for i := range 20 {
+		m := msgAt(t, ident, testChannel, KindText, body, ID{}, int64(1000+i))
+		mustPut(t, store, m)
+		ids = append(ids, m.ID)
+	}
+	ans, err := store.getAnswer(testChannel, 0, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	am := &answerMesh{answer: ans}
+	s := &Service{cfg: DefaultServiceConfig(), mesh: am, log: slog.New(slog.DiscardHandler)}
+	a := s.get(context.Background(), source{peer: "peer"}, ids)
+	if a.err != nil || len(am.penalties) > 0 {
+		t.Fatalf("honest answer: %v, penalties %q", a.err, am.penalties)
+	}
+	if a.consumed == len(ids) || a.consumed != len(a.msgs) || len(a.missing) != 0 || len(ans) > maxSyncFrame {
+		t.Fatalf("answer of %d bytes went through %d of %d ids, served %d, missing %d", len(ans), a.consumed, len(ids), len(a.msgs), len(a.missing))
 	}
 }
 
@@ -135,5 +164,32 @@ func TestSyncFrameLimits(t *testing.T) {
 			}
 			rest = rest[n:]
 		}
+	}
+}
+
+// TestFetchCalledOffNoPenalty: a batch that cannot be stored because the
+// sync was called off (this node stops, or the first source failed while
+// a helper's batch was being stored) does not score the holder down.
+func TestFetchCalledOffNoPenalty(t *testing.T) {
+	ident := newIdent(t)
+	c := NewChannel(ident.ID, "archive")
+	c.Joined = true
+	store := newStore(t)
+	if err := store.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	m := msgAt(t, ident, c.ID, KindText, "hello", ID{}, time.Now().UnixMilli())
+	ans, _ := appendEntry(binary.AppendUvarint(nil, 1), maxSyncFrame, m.Encode())
+	am := &answerMesh{answer: ans}
+	s := &Service{cfg: DefaultServiceConfig(), mesh: am, store: store, log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	q := newFetchQueue([]ID{m.ID})
+	var st syncStats
+	if err := s.fetchFrom(ctx, c.ID, q, source{peer: "peer"}, false, nil, &st); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if len(am.penalties) > 0 {
+		t.Fatalf("the holder was scored down: %q", am.penalties)
 	}
 }

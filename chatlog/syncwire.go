@@ -25,7 +25,11 @@ import (
 //	open   session [12], lower: varint
 //	recon  a recon message; empty when the responder has nothing to say
 //	get    consumed: uvarint, messages: of the first `consumed` IDs asked
-//	       for, those the responder serves, in the order asked
+//	       for, those the responder serves, in the order asked. It goes
+//	       through every ID asked unless the next message to serve does
+//	       not fit: an answer that stops short with room left for any
+//	       message (maxEntry) is refused, so that a holder cannot make a
+//	       sync crawl one ID a round trip.
 //	put, close: empty
 //
 // Every frame fits mesh.MaxPayload(mesh.Bulk) by construction: the recon
@@ -79,6 +83,8 @@ var (
 	// recon request (header + message) fits a frame. Both sides derive it
 	// from the same frame limit, as recon requires.
 	maxReconMessage = maxSyncFrame - syncHeader
+	// maxEntry is the most bytes one message takes in a frame.
+	maxEntry = uvarintLen(MaxEncoded) + MaxEncoded
 )
 
 // syncReq is a decoded sync request.
@@ -247,5 +253,12 @@ func decodeGetAnswer(b []byte, asked int) (int, [][]byte, error) {
 	if uint64(len(msgs)) > k {
 		return 0, nil, badSync("%d messages for %d ids", len(msgs), k)
 	}
+	if int(k) < asked && len(b)-n <= getAnswerRoom(asked)-maxEntry {
+		return 0, nil, badSync("get answer stopped after %d of %d ids with %d bytes free", k, asked, getAnswerRoom(asked)-(len(b)-n))
+	}
 	return int(k), msgs, nil
 }
+
+// getAnswerRoom is the room for messages in the answer to a get of asked
+// IDs: the frame less the largest count it can start with.
+func getAnswerRoom(asked int) int { return maxSyncFrame - uvarintLen(uint64(asked)) }

@@ -1,10 +1,12 @@
 package recon
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -256,6 +258,54 @@ func TestSplitBound(t *testing.T) {
 		got, mode, err := r.entry()
 		if err != nil || mode != modeSkip || compareBounds(&got, &b) != 0 || len(r.buf) != 0 {
 			t.Fatalf("decoded %+v, %d, %v; want %+v", got, mode, err, b)
+		}
+	}
+}
+
+// hostileIDs is a message a peer could send in round r: as many one-ID
+// ranges of made-up IDs as fit, then a fingerprint that differs, so that
+// the session goes on to the next round.
+func hostileIDs(r int, max int, rng *rand.Rand) []byte {
+	msg := []byte{byte(headerBase + 8)}
+	msg = binary.AppendUvarint(msg, 32) // s = 31, q = 0: a varint delta follows
+	msg = binary.AppendUvarint(msg, uint64(r)*1_000_000+1)
+	msg = append(msg, modeSkip*33)
+	for len(msg)+3+32+2+8 <= max {
+		msg = append(msg, 33, modeIDs*33, 1) // delta 1, ids, one
+		for range 4 {
+			msg = binary.LittleEndian.AppendUint64(msg, rng.Uint64())
+		}
+	}
+	msg = append(msg, 0, modeFingerprint*33)
+	return append(msg, make([]byte, 8)...)
+}
+
+// TestSkipNeed: a side with SkipNeed keeps nothing of the IDs a peer lists,
+// however many rounds of them it sends, and a reconciliation with it still
+// settles both sides' Have and the other's Need.
+func TestSkipNeed(t *testing.T) {
+	a, b := pair(21, 5000, 800, 700, year)
+	o := run(t, NewSet(a), NewSet(b), Options{}, Options{SkipNeed: true})
+	if !slices.Equal(o.a.Have(), minus(a, b)) || !slices.Equal(o.a.Need(), minus(b, a)) || !slices.Equal(o.b.Have(), minus(b, a)) {
+		t.Fatal("Have and Need differ from the oracle")
+	}
+	if n := len(o.b.Need()); n != 0 {
+		t.Fatalf("Need of a SkipNeed side lists %d IDs", n)
+	}
+
+	set := NewSet(b[:100])
+	rng := rand.New(rand.NewPCG(22, 1))
+	for _, skip := range []bool{false, true} {
+		opts := Options{MaxMessage: 64 << 10, MaxRounds: 8, SkipNeed: skip}
+		x := NewSession(set, opts)
+		for r := range opts.MaxRounds {
+			if _, err := x.Next(hostileIDs(r, opts.MaxMessage, rng)); err != nil || x.Done() {
+				t.Fatalf("round %d: %v, done %v", r, err, x.Done())
+			}
+		}
+		held := len(x.need) + len(x.needRanges)
+		if skip && held != 0 || !skip && held < opts.MaxRounds*opts.MaxMessage/40 {
+			t.Fatalf("SkipNeed %v: %d IDs and ranges held after %d rounds", skip, held, opts.MaxRounds)
 		}
 	}
 }

@@ -41,6 +41,12 @@ type Options struct {
 	// about MaxMessage/33 missing IDs, so with the defaults a session can
 	// settle up to roughly 250,000 differences.
 	MaxRounds int
+	// SkipNeed makes the session keep no list of the IDs the peer has and
+	// this side lacks ([Session.Need] returns none): for a side that is
+	// sent what it lacks rather than fetching it, so that the IDs a peer
+	// lists cost it no memory. Without it a session holds up to about
+	// 100 bytes for each ID it is sent, MaxRounds × MaxMessage / 35 IDs.
+	SkipNeed bool
 }
 
 func clamp(v, def, lo, hi int) int {
@@ -78,7 +84,6 @@ type Session struct {
 	// peer's (time, ID) order without knowing the times.
 	need       map[[32]byte]needAt
 	needRanges []bound
-	rangeIndex map[boundKey]int // index of each bound in needRanges
 	needSeq    int
 	own        map[[32]byte]struct{} // scratch: this side's IDs in one range
 }
@@ -87,22 +92,14 @@ type needAt struct {
 	rng, seq int
 }
 
-// boundKey is what compareBounds compares of a bound.
-type boundKey struct {
-	kind int
-	time int64
-	id   [32]byte
-}
-
 // NewSession starts one side of a reconciliation of s.
 func NewSession(s *Set, opts Options) *Session {
 	return &Session{
-		set:        s,
-		opt:        opts.normalize(),
-		have:       make(map[[32]byte]struct{}),
-		need:       make(map[[32]byte]needAt),
-		rangeIndex: make(map[boundKey]int),
-		own:        make(map[[32]byte]struct{}),
+		set:  s,
+		opt:  opts.normalize(),
+		have: make(map[[32]byte]struct{}),
+		need: make(map[[32]byte]needAt),
+		own:  make(map[[32]byte]struct{}),
 	}
 }
 
@@ -184,17 +181,15 @@ func (x *Session) Need() [][32]byte {
 // addNeed records id, which the peer has in the range from lower on. IDs
 // must come in the peer's order within a range. A range listed again
 // (after a prefix collision) lists all its IDs again, so the later place
-// wins.
+// wins: Need orders equal ranges by seq.
 func (x *Session) addNeed(id [32]byte, lower *bound) {
+	if x.opt.SkipNeed {
+		return
+	}
 	r := len(x.needRanges) - 1
 	if r < 0 || compareBounds(&x.needRanges[r], lower) != 0 {
-		key := boundKey{lower.kind, lower.time, lower.id}
-		var ok bool
-		if r, ok = x.rangeIndex[key]; !ok {
-			x.needRanges = append(x.needRanges, *lower)
-			r = len(x.needRanges) - 1
-			x.rangeIndex[key] = r
-		}
+		x.needRanges = append(x.needRanges, *lower)
+		r++
 	}
 	x.needSeq++
 	x.need[id] = needAt{rng: r, seq: x.needSeq}
