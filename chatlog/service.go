@@ -87,9 +87,10 @@ type ServiceConfig struct {
 	Quota Quota
 	// AuthorRate (messages per second) and AuthorBurst (messages at once)
 	// limit each author's live messages: past them, a live message is
-	// dropped unstored and the neighbour that sent it is scored down, so a
-	// member cannot make every other member fsync thousands of messages a
-	// second. History sync is not limited this way (a history comes in
+	// dropped unstored, and scored against the neighbour that sent it if
+	// that is the author itself (a relay cannot know the rate an author
+	// keeps at this node), so a member cannot make every other member
+	// fsync thousands of messages a second. History sync is not limited this way (a history comes in
 	// bulk, thousands of messages by one author at once); the quota bounds
 	// it. Zero takes the default; a negative AuthorRate sets no limit.
 	AuthorRate  float64
@@ -1022,9 +1023,10 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	if err == nil {
 		return
 	}
-	// Who may retract or change settings needs this node's state, so an
-	// honest relay cannot check it: score down only the author itself.
-	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner)) && m.Author != b.From {
+	// Who may retract or change settings, and an author's live rate, need
+	// this node's state, so an honest relay cannot check them: score down
+	// only the author itself.
+	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited)) && m.Author != b.From {
 		s.log.Info("chat message rejected", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
 		return
 	}
