@@ -919,12 +919,23 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 			return fmt.Errorf("%w: message for another channel", ErrInvalidInput)
 		}
 		if m.Kind != KindText {
-			if err := s.accept(ctx, m, false); err != nil {
+			switch err := s.accept(ctx, m, false); {
+			case errors.Is(err, ErrNotAuthor):
+				// A retract by someone else than the author of a message
+				// this node holds: the peer may not hold the message, so
+				// it could not tell. Stored without effect, as Put does,
+				// so that the two sets agree.
+				batch = append(batch, m)
+			case notTheSenders(err):
+				// Skipped, but the sync goes on.
+			case err != nil:
 				return err
 			}
 			continue
 		}
-		if err := m.Check(time.Now()); err != nil {
+		if err := m.Check(time.Now()); notTheSenders(err) {
+			continue
+		} else if err != nil {
 			return err
 		}
 		if m.Time < lower {
@@ -950,6 +961,15 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
+}
+
+// notTheSenders reports whether err, for a message that a peer passes on
+// by sync, is no fault of that peer: a message stamped ahead of this
+// node's clock (it may be valid later, and the peer's clock may be ahead),
+// or of a kind that a newer version knows. Scoring the peer down for it
+// would ban honest peers; the sync skips the message instead.
+func notTheSenders(err error) bool {
+	return errors.Is(err, ErrFuture) || errors.Is(err, ErrUnknownKind)
 }
 
 // allowLive takes one live message of author from its rate limit, and
