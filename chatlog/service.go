@@ -225,6 +225,8 @@ func (s *Service) Serve(ctx context.Context) error {
 		s.endLife()
 		s.bg.Wait()
 	}()
+	// A scrub cut short by a crash or a stop is still due.
+	s.scrubLater()
 	for _, p := range s.mesh.Peers() {
 		s.syncWithPeer(ctx, &wg, p.ID)
 	}
@@ -242,6 +244,7 @@ func (s *Service) Serve(ctx context.Context) error {
 			} else if n > 0 {
 				s.log.Debug("pruned", "messages", n)
 			}
+			s.scrubLater()
 		case <-ctx.Done():
 			return nil
 		}
@@ -830,15 +833,29 @@ func (s *Service) applySetting(ctx context.Context, m *Message) error {
 		}
 	}
 	c.Burn, c.SettingTime = st.Burn, m.Time
-	// With burn on, PutChannel deletes and scrubs the stored history.
-	if err := s.store.PutChannel(c); err != nil {
-		if !errors.Is(err, errScrub) {
-			return err
-		}
-		s.log.Warn("burn: history deleted, but free pages not all scrubbed", "channel", c.ID, "err", err)
+	// With burn on, this deletes the stored history; the scrub of its
+	// bytes from the file follows in the background, as it writes as much
+	// as the file has free and this runs as messages come in.
+	forgot, err := s.store.putChannel(c)
+	if err != nil {
+		return err
+	}
+	if forgot > 0 {
+		s.scrubLater()
 	}
 	s.publish(Event{Type: "channel", Channel: c.ID.String()})
 	return nil
+}
+
+// scrubLater scrubs deleted messages from the database file in the
+// background, if a scrub is due (see Store.Scrub). One that cannot finish
+// is tried again at the next prune.
+func (s *Service) scrubLater() {
+	s.background(func(ctx context.Context) {
+		if err := s.store.Scrub(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("burn: deleted messages not yet scrubbed from the file", "err", err)
+		}
+	})
 }
 
 // accept checks a message from a peer and stores or shows it. It returns
