@@ -2,7 +2,9 @@ package chatlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,5 +140,38 @@ func TestSyncSkipsWhatThePeerCannotKnow(t *testing.T) {
 	broken.Body = []byte("changed after signing")
 	if err := svc.acceptMany(ctx, ch, []*Message{broken}); err == nil {
 		t.Error("a message whose signature does not verify was accepted")
+	}
+}
+
+// TestPostWaitBounded posts faster than a rate of one message every 100
+// seconds: the post past the burst fails at once, asking to back off, so
+// that a script's requests do not hang for minutes.
+func TestPostWaitBounded(t *testing.T) {
+	cfg := DefaultServiceConfig()
+	cfg.AuthorRate, cfg.AuthorBurst = 0.01, 2 // the node's own burst is 1
+	svc, _ := liveService(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	info, err := svc.CreateChannel(ctx, "slow", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Post(ctx, info.ID, "first"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := svc.Post(ctx, info.ID, "second")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), "try again") {
+			t.Fatalf("the post past the rate: %v, want ErrInvalidInput asking to try again", err)
+		}
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the post past the rate waits for its turn, 100 s away")
 	}
 }

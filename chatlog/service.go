@@ -44,6 +44,8 @@ const (
 	maxAdvertised = 8
 	// maxLimiters bounds the authors whose live rate is tracked.
 	maxLimiters = 4096
+	// maxPaceWait bounds how long Post waits for its turn (see pace).
+	maxPaceWait = 10 * time.Second
 )
 
 // errRateLimited is returned by accept for a live message past its
@@ -612,7 +614,8 @@ func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
 // only sent live. It waits, if need be, to keep to the live rate that
 // members enforce on every author (ServiceConfig.AuthorRate), so that a
 // script that posts fast is slowed down here rather than dropped and
-// scored down by the others.
+// scored down by the others; past maxPaceWait it fails with
+// ErrInvalidInput instead.
 func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
 	c, err := s.joined(id)
 	if err != nil {
@@ -639,15 +642,33 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	return v, nil
 }
 
-// pace waits until this node may send another live message (see Post).
+// pace waits until this node may send another live message (see Post),
+// for at most maxPaceWait: a script that sends far faster than the rate
+// gets an error to back off on, rather than requests that queue for
+// minutes.
 func (s *Service) pace(ctx context.Context) error {
 	if s.pacer == nil {
 		return nil
 	}
-	if err := s.pacer.Wait(ctx); err != nil {
-		return fmt.Errorf("chatlog: waiting to send: %w", err)
+	r := s.pacer.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return nil
 	}
-	return nil
+	if d > maxPaceWait {
+		r.Cancel()
+		return fmt.Errorf("%w: sending faster than the %g messages a second that members accept; try again in %v",
+			ErrInvalidInput, s.cfg.AuthorRate, d.Round(time.Second))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return fmt.Errorf("chatlog: waiting to send: %w", ctx.Err())
+	}
 }
 
 // broadcastID is the broadcast id of a chat message: the start of its id,
