@@ -506,8 +506,14 @@ func (s *Service) Join(ctx context.Context, id string) error {
 		c.Burn, c.SettingTime = found.Burn, found.SettingTime
 	}
 	c.Joined = true
-	if err := s.store.PutChannel(c); err != nil {
+	// A channel that turned burn while this node was away loses its
+	// history here; the scrub follows in the background.
+	forgot, err := s.store.putChannel(c)
+	if err != nil {
 		return err
+	}
+	if forgot > 0 {
+		s.scrubLater()
 	}
 	if err := s.advertise(); err != nil {
 		return err
