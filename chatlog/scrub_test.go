@@ -90,23 +90,30 @@ func fillChannel(t *testing.T, s *Store, ch ChannelID, marker string) []*Message
 func TestScrubDueAfterCrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "catnest.db")
 	owner := newIdent(t)
-	n := serveAt(t, path, owner)
-	info, err := n.svc.CreateChannel(context.Background(), "soon secret", false)
+	// No service yet: it would scrub as soon as the scrub is due.
+	db := openDB(t, path)
+	s, err := OpenStore(db)
 	if err != nil {
+		db.Close()
 		t.Fatal(err)
 	}
-	ch, _ := ParseChannelID(info.ID)
+	c := NewChannel(owner.ID, "soon secret")
+	c.Joined = true
+	if err := s.PutChannel(c); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
 	marker := fmt.Sprintf("crash-marker-%x", time.Now().UnixNano())
-	fillChannel(t, n.store, ch, marker)
+	fillChannel(t, s, c.ID, marker)
 	// The deletion commits; the process dies before its scrub.
-	err = n.db.Update(func(tx *bbolt.Tx) error {
-		_, err := forgetTx(tx, ch)
+	err = db.Update(func(tx *bbolt.Tx) error {
+		_, err := forgetTx(tx, c.ID)
 		return err
 	})
+	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.stop()
 	if !fileHas(t, path, []byte(marker)) {
 		t.Fatal("the marker is not in the file after the deletion: the check is broken")
 	}
