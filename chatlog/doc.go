@@ -34,7 +34,9 @@
 //   - A channel stored with Burn set is never written to: Put refuses its
 //     messages with ErrBurn, and PutChannel, when it sets Burn, deletes what
 //     was stored before (but the owner's settings) and overwrites the free
-//     pages of the file, so that the deleted bytes are gone from the disk.
+//     pages of the file, so that the deleted bytes are gone from the disk
+//     (Store.Scrub; the service runs it in the background, and a scrub cut
+//     short stays due across restarts).
 //   - Put, PutChannel and SetMark apply the channel's stored Range and the
 //     store's Quota in their transaction, from the oldest end; PruneAll
 //     applies day ranges as time passes. Per-channel counts (Usage) are

@@ -2,7 +2,9 @@ package chatlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +84,94 @@ func TestLimitersBounded(t *testing.T) {
 		if n := len(svc.limiters); n > maxLimiters {
 			t.Fatalf("%d limiters after %d authors", n, i+1)
 		}
+	}
+}
+
+// TestSyncSkipsWhatThePeerCannotKnow syncs a history of 2,000 messages in
+// which a member slipped a retract of someone else's message (which the
+// peer that serves it did not hold), a message stamped an hour ahead and
+// one of a kind from a newer version. The rest of the history is stored
+// and the batch does not fail: a failed batch scores the peer down, and
+// penalties ban, so one forged retract would have cut an honest peer off
+// and stopped its history.
+func TestSyncSkipsWhatThePeerCannotKnow(t *testing.T) {
+	svc, s := liveService(t, DefaultServiceConfig())
+	ctx := context.Background()
+	info, err := svc.CreateChannel(ctx, "history", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := ParseChannelID(info.ID)
+	alice, mallory := newIdent(t), newIdent(t)
+	start := time.Now().Add(-time.Hour).UnixMilli()
+	target := msgAt(t, alice, ch, KindText, "alice's", ID{}, start-1)
+	mustPut(t, s, target)
+	var history []*Message
+	for i := range 2000 {
+		history = append(history, msgAt(t, alice, ch, KindText, fmt.Sprint("old ", i), ID{}, start+int64(i)))
+	}
+	forged := msgAt(t, mallory, ch, KindRetract, "", target.ID, start+500)
+	ahead := msgAt(t, alice, ch, KindText, "from the future", ID{}, time.Now().Add(time.Hour).UnixMilli())
+	newer := signRaw(t, alice, &Message{Channel: ch, Kind: 9, Time: start + 700})
+	bad := append([]*Message{}, history[:1000]...)
+	bad = append(bad, forged, ahead, newer)
+	bad = append(bad, history[1000:]...)
+	for i := 0; i < len(bad); i += 500 {
+		if err := svc.acceptMany(ctx, ch, bad[i:min(i+500, len(bad))]); err != nil {
+			t.Fatalf("sync batch at %d: %v", i, err)
+		}
+	}
+	if u := checkUsage(t, s, ch); u.Texts != 2001 {
+		t.Errorf("%d of 2,001 texts stored", u.Texts)
+	}
+	if ok, _ := s.Has(forged.ID); !ok {
+		t.Error("the forged retract is not stored: every sync would fetch it again")
+	}
+	if r, _ := s.Retracted(target.ID); r {
+		t.Error("mallory's retract took effect on alice's message")
+	}
+	for _, m := range []*Message{ahead, newer} {
+		if ok, _ := s.Has(m.ID); ok {
+			t.Errorf("stored %q, which Check refuses", m.Body)
+		}
+	}
+	// A forgery by the peer itself still fails the batch.
+	broken := msgAt(t, alice, ch, KindText, "tampered", ID{}, start+3000)
+	broken.Body = []byte("changed after signing")
+	if err := svc.acceptMany(ctx, ch, []*Message{broken}); err == nil {
+		t.Error("a message whose signature does not verify was accepted")
+	}
+}
+
+// TestPostWaitBounded posts faster than a rate of one message every 100
+// seconds: the post past the burst fails at once, asking to back off, so
+// that a script's requests do not hang for minutes.
+func TestPostWaitBounded(t *testing.T) {
+	cfg := DefaultServiceConfig()
+	cfg.AuthorRate, cfg.AuthorBurst = 0.01, 2 // the node's own burst is 1
+	svc, _ := liveService(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	info, err := svc.CreateChannel(ctx, "slow", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Post(ctx, info.ID, "first"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := svc.Post(ctx, info.ID, "second")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), "try again") {
+			t.Fatalf("the post past the rate: %v, want ErrInvalidInput asking to try again", err)
+		}
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the post past the rate waits for its turn, 100 s away")
 	}
 }

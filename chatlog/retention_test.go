@@ -2,6 +2,7 @@ package chatlog
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"os"
@@ -449,9 +450,26 @@ func TestStoreUsageCountedOnUpgrade(t *testing.T) {
 	if u := checkUsage(t, s, c.ID); u.Texts != 2000 || u.Count != 2000 {
 		t.Fatalf("usage after upgrade %+v, want 2,000 texts and 2,000 counted (one marked, one retract)", u)
 	}
+	// The scrub cut short is still due: its scratch data is freed, and
+	// the next Scrub runs it.
+	if err := db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketScrub)
+		if b == nil {
+			return fmt.Errorf("the scrub cut short is no longer due")
+		}
+		if k, _ := b.Cursor().First(); k != nil {
+			return fmt.Errorf("scratch data left")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Scrub(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err := db.View(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketScrub) != nil {
-			return fmt.Errorf("scratch bucket left")
+			return fmt.Errorf("scratch bucket left after the scrub")
 		}
 		return nil
 	}); err != nil {

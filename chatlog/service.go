@@ -44,6 +44,8 @@ const (
 	maxAdvertised = 8
 	// maxLimiters bounds the authors whose live rate is tracked.
 	maxLimiters = 4096
+	// maxPaceWait bounds how long Post waits for its turn (see pace).
+	maxPaceWait = 10 * time.Second
 )
 
 // errRateLimited is returned by accept for a live message past its
@@ -87,9 +89,10 @@ type ServiceConfig struct {
 	Quota Quota
 	// AuthorRate (messages per second) and AuthorBurst (messages at once)
 	// limit each author's live messages: past them, a live message is
-	// dropped unstored and the neighbour that sent it is scored down, so a
-	// member cannot make every other member fsync thousands of messages a
-	// second. History sync is not limited this way (a history comes in
+	// dropped unstored, and scored against the neighbour that sent it if
+	// that is the author itself (a relay cannot know the rate an author
+	// keeps at this node), so a member cannot make every other member
+	// fsync thousands of messages a second. History sync is not limited this way (a history comes in
 	// bulk, thousands of messages by one author at once); the quota bounds
 	// it. Zero takes the default; a negative AuthorRate sets no limit.
 	AuthorRate  float64
@@ -225,6 +228,8 @@ func (s *Service) Serve(ctx context.Context) error {
 		s.endLife()
 		s.bg.Wait()
 	}()
+	// A scrub cut short by a crash or a stop is still due.
+	s.scrubLater()
 	for _, p := range s.mesh.Peers() {
 		s.syncWithPeer(ctx, &wg, p.ID)
 	}
@@ -242,6 +247,7 @@ func (s *Service) Serve(ctx context.Context) error {
 			} else if n > 0 {
 				s.log.Debug("pruned", "messages", n)
 			}
+			s.scrubLater()
 		case <-ctx.Done():
 			return nil
 		}
@@ -501,8 +507,14 @@ func (s *Service) Join(ctx context.Context, id string) error {
 		c.Burn, c.SettingTime = found.Burn, found.SettingTime
 	}
 	c.Joined = true
-	if err := s.store.PutChannel(c); err != nil {
+	// A channel that turned burn while this node was away loses its
+	// history here; the scrub follows in the background.
+	forgot, err := s.store.putChannel(c)
+	if err != nil {
 		return err
+	}
+	if forgot > 0 {
+		s.scrubLater()
 	}
 	if err := s.advertise(); err != nil {
 		return err
@@ -609,7 +621,8 @@ func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
 // only sent live. It waits, if need be, to keep to the live rate that
 // members enforce on every author (ServiceConfig.AuthorRate), so that a
 // script that posts fast is slowed down here rather than dropped and
-// scored down by the others.
+// scored down by the others; past maxPaceWait it fails with
+// ErrInvalidInput instead.
 func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
 	c, err := s.joined(id)
 	if err != nil {
@@ -636,15 +649,33 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	return v, nil
 }
 
-// pace waits until this node may send another live message (see Post).
+// pace waits until this node may send another live message (see Post),
+// for at most maxPaceWait: a script that sends far faster than the rate
+// gets an error to back off on, rather than requests that queue for
+// minutes.
 func (s *Service) pace(ctx context.Context) error {
 	if s.pacer == nil {
 		return nil
 	}
-	if err := s.pacer.Wait(ctx); err != nil {
-		return fmt.Errorf("chatlog: waiting to send: %w", err)
+	r := s.pacer.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return nil
 	}
-	return nil
+	if d > maxPaceWait {
+		r.Cancel()
+		return fmt.Errorf("%w: sending faster than the %g messages a second that members accept; try again in %v",
+			ErrInvalidInput, s.cfg.AuthorRate, d.Round(time.Second))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return fmt.Errorf("chatlog: waiting to send: %w", ctx.Err())
+	}
 }
 
 // broadcastID is the broadcast id of a chat message: the start of its id,
@@ -830,15 +861,29 @@ func (s *Service) applySetting(ctx context.Context, m *Message) error {
 		}
 	}
 	c.Burn, c.SettingTime = st.Burn, m.Time
-	// With burn on, PutChannel deletes and scrubs the stored history.
-	if err := s.store.PutChannel(c); err != nil {
-		if !errors.Is(err, errScrub) {
-			return err
-		}
-		s.log.Warn("burn: history deleted, but free pages not all scrubbed", "channel", c.ID, "err", err)
+	// With burn on, this deletes the stored history; the scrub of its
+	// bytes from the file follows in the background, as it writes as much
+	// as the file has free and this runs as messages come in.
+	forgot, err := s.store.putChannel(c)
+	if err != nil {
+		return err
+	}
+	if forgot > 0 {
+		s.scrubLater()
 	}
 	s.publish(Event{Type: "channel", Channel: c.ID.String()})
 	return nil
+}
+
+// scrubLater scrubs deleted messages from the database file in the
+// background, if a scrub is due (see Store.Scrub). One that cannot finish
+// is tried again at the next prune.
+func (s *Service) scrubLater() {
+	s.background(func(ctx context.Context) {
+		if err := s.store.Scrub(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("burn: deleted messages not yet scrubbed from the file", "err", err)
+		}
+	})
 }
 
 // accept checks a message from a peer and stores or shows it. It returns
@@ -919,12 +964,23 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 			return fmt.Errorf("%w: message for another channel", ErrInvalidInput)
 		}
 		if m.Kind != KindText {
-			if err := s.accept(ctx, m, false); err != nil {
+			switch err := s.accept(ctx, m, false); {
+			case errors.Is(err, ErrNotAuthor):
+				// A retract by someone else than the author of a message
+				// this node holds: the peer may not hold the message, so
+				// it could not tell. Stored without effect, as Put does,
+				// so that the two sets agree.
+				batch = append(batch, m)
+			case notTheSenders(err):
+				// Skipped, but the sync goes on.
+			case err != nil:
 				return err
 			}
 			continue
 		}
-		if err := m.Check(time.Now()); err != nil {
+		if err := m.Check(time.Now()); notTheSenders(err) {
+			continue
+		} else if err != nil {
 			return err
 		}
 		if m.Time < lower {
@@ -950,6 +1006,15 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
+}
+
+// notTheSenders reports whether err, for a message that a peer passes on
+// by sync, is no fault of that peer: a message stamped ahead of this
+// node's clock (it may be valid later, and the peer's clock may be ahead),
+// or of a kind that a newer version knows. Scoring the peer down for it
+// would ban honest peers; the sync skips the message instead.
+func notTheSenders(err error) bool {
+	return errors.Is(err, ErrFuture) || errors.Is(err, ErrUnknownKind)
 }
 
 // allowLive takes one live message of author from its rate limit, and
@@ -1023,9 +1088,10 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	if err == nil {
 		return
 	}
-	// Who may retract or change settings needs this node's state, so an
-	// honest relay cannot check it: score down only the author itself.
-	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner)) && m.Author != b.From {
+	// Who may retract or change settings, and an author's live rate, need
+	// this node's state, so an honest relay cannot check them: score down
+	// only the author itself.
+	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited)) && m.Author != b.From {
 		s.log.Info("chat message rejected", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
 		return
 	}

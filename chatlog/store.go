@@ -36,8 +36,10 @@ var (
 	// ChannelID -> encoded Usage: kept up to date with every change, so
 	// that enforcing a range or the quota does not scan the channel.
 	bucketUsage = []byte("chat/usage")
-	// Scratch data written over free pages (see scrub); absent between
-	// scrubs.
+	// Scratch data written over free pages (see Scrub). It is created,
+	// empty, in the transaction that deletes a burnt history and deleted
+	// when a scrub has finished: while it exists, free pages may still
+	// hold deleted messages, and a scrub is due (after a crash too).
 	bucketScrub = []byte("chat/scrub")
 )
 
@@ -107,9 +109,13 @@ func OpenStore(db *bbolt.DB) (*Store, error) {
 				return err
 			}
 		}
-		// A scrub that did not finish left its scratch data.
+		// A scrub that did not finish left its scratch data: free it,
+		// and keep the bucket, empty, as the sign that a scrub is due.
 		if tx.Bucket(bucketScrub) != nil {
 			if err := tx.DeleteBucket(bucketScrub); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(bucketScrub); err != nil {
 				return err
 			}
 		}
@@ -143,15 +149,29 @@ func (s *Store) getQuota() Quota { return *s.quota.Load() }
 // With c.Burn set, the messages of the channel already stored are deleted
 // in the same transaction (the owner's settings stay, so that the channel
 // can still prove it burns), and then scrubbed from the database file
-// (see scrub): switching burn-after-read on leaves no earlier message on
+// (see Scrub): switching burn-after-read on leaves no earlier message on
 // disk.
 func (s *Store) PutChannel(c Channel) error {
+	forgot, err := s.putChannel(c)
+	if err != nil {
+		return err
+	}
+	if forgot > 0 {
+		if err := s.Scrub(context.Background()); err != nil {
+			return fmt.Errorf("chatlog: put channel: %w", err)
+		}
+	}
+	return nil
+}
+
+// putChannel is PutChannel but for the scrub, which is due when it forgot
+// messages (see Scrub).
+func (s *Store) putChannel(c Channel) (forgot int, err error) {
 	v, err := json.Marshal(c)
 	if err != nil {
-		return fmt.Errorf("chatlog: put channel: %w", err)
+		return 0, fmt.Errorf("chatlog: put channel: %w", err)
 	}
 	q, now := s.getQuota(), s.now()
-	forgot := 0
 	err = s.db.Update(func(tx *bbolt.Tx) error {
 		forgot = 0
 		if err := tx.Bucket(bucketChannels).Put(c.ID[:], v); err != nil {
@@ -166,14 +186,9 @@ func (s *Store) PutChannel(c Channel) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("chatlog: put channel: %w", err)
+		return 0, fmt.Errorf("chatlog: put channel: %w", err)
 	}
-	if forgot > 0 {
-		if err := s.scrub(); err != nil {
-			return fmt.Errorf("chatlog: put channel: %w", err)
-		}
-	}
-	return nil
+	return forgot, nil
 }
 
 // Channel returns the stored channel id.
@@ -1029,7 +1044,7 @@ func dropAll(tx *bbolt.Tx, gone []*Message) error {
 
 // Forget deletes every message of ch but the owner's settings, with their
 // marks and retraction records, and scrubs them from the database file
-// (see scrub); the channel itself stays. PutChannel does it when
+// (see Scrub); the channel itself stays. PutChannel does it when
 // burn-after-read is switched on.
 func (s *Store) Forget(ch ChannelID) error {
 	forgot := 0
@@ -1042,7 +1057,7 @@ func (s *Store) Forget(ch ChannelID) error {
 		return fmt.Errorf("chatlog: forget: %w", err)
 	}
 	if forgot > 0 {
-		if err := s.scrub(); err != nil {
+		if err := s.Scrub(context.Background()); err != nil {
 			return fmt.Errorf("chatlog: forget: %w", err)
 		}
 	}
@@ -1080,10 +1095,14 @@ func forgetTx(tx *bbolt.Tx, ch ChannelID) (int, error) {
 	if err := putUsage(tx, ch, Usage{}); err != nil {
 		return 0, err
 	}
+	// A scrub is due, even if this process ends before it runs.
+	if _, err := tx.CreateBucketIfNotExists(bucketScrub); err != nil {
+		return 0, err
+	}
 	return len(gone), dropAll(tx, gone)
 }
 
-// Scrubbing free pages (see scrub).
+// Scrubbing free pages (see Scrub).
 const (
 	// scrubValue is the size of one scratch value: eight fit in a 4 KiB
 	// page, so that every leaf takes one page, which bbolt can take from
@@ -1095,36 +1114,48 @@ const (
 	// copies of the pages it changed itself (root, branches, freelist),
 	// which hold nothing deleted.
 	scrubSlack = 32
-	// scrubSettle and scrubNap: once no page is free, how many times scrub
+	// scrubSettle and scrubNap: once no page is free, how many times Scrub
 	// waits for readers that hold pending pages, and how long each time.
-	scrubSettle = 5
-	scrubNap    = 10 * time.Millisecond
+	scrubSettle = 100
+	scrubNap    = 20 * time.Millisecond
 	// scrubWait bounds a scrub, in case other writers keep freeing pages
 	// as fast as it writes them.
 	scrubWait = 30 * time.Second
 )
 
-// errScrub is returned when a scrub ran out of time.
+// errScrub is returned when a scrub did not finish: it is still due.
 var errScrub = errors.New("chatlog: scrub of free pages did not finish")
 
-// scrub overwrites the free pages of the database file with zeros, so that
-// deleted messages are gone from the file and not only unreachable: bbolt
-// copies a page on every write and puts the old copy on its freelist as it
-// is, so the bytes of a deleted message stay in the file until the page is
-// used again. (Overwriting a value before deleting it would not help, for
-// the same reason; compacting into a new file would, but the file is shared
-// with other services that hold it open.)
+// Scrub overwrites the free pages of the database file with zeros if a
+// deletion of burnt messages left them (see PutChannel), so that deleted
+// messages are gone from the file and not only unreachable: bbolt copies a
+// page on every write and puts the old copy on its freelist as it is, so
+// the bytes of a deleted message stay in the file until the page is used
+// again. (Overwriting a value before deleting it would not help, for the
+// same reason; compacting into a new file would, but the file is shared
+// with other services that hold it open.) Otherwise it does nothing.
 //
-// scrub writes a scratch bucket of one-page leaves of zeros, which bbolt
+// Scrub writes a scratch bucket of one-page leaves of zeros, which bbolt
 // allocates from its freelist before it grows the file, until no free page
 // is left unwritten, then deletes the bucket: its pages, all zeros, are
-// free again for later writes. The file grows by a few pages at most.
-// Pages that a read transaction still holds are freed when it ends; scrub
-// waits a little for that (scrubSettle × scrubNap): the store's readers
-// are short.
-func (s *Store) scrub() error {
+// free again for later writes. The file grows by a few pages at most. It
+// writes as many bytes as the file has free, in transactions of at most
+// scrubPass bytes, so it can take seconds: run it off the paths that
+// messages come in by. Pages that a read transaction still holds are freed
+// when it ends; Scrub waits a little for that (scrubSettle × scrubNap).
+// If it cannot finish (those readers, writers that keep freeing pages,
+// ctx), it returns an error and the scrub stays due, also across restarts,
+// for the next call.
+func (s *Store) Scrub(ctx context.Context) error {
 	s.scrubMu.Lock()
 	defer s.scrubMu.Unlock()
+	due := false
+	if err := s.db.View(func(tx *bbolt.Tx) error {
+		due = tx.Bucket(bucketScrub) != nil
+		return nil
+	}); err != nil || !due {
+		return err
+	}
 	pageSize := s.db.Info().PageSize
 	perPage := max(1, (pageSize-16)/(16+8+scrubValue))
 	zeros := make([]byte, scrubValue)
@@ -1132,16 +1163,26 @@ func (s *Store) scrub() error {
 	deadline := time.Now().Add(scrubWait)
 	settled := 0
 	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: %w", errScrub, err)
+		}
 		st := s.db.Stats()
 		if st.FreePageN == 0 {
-			if st.PendingPageN <= scrubSlack || settled == scrubSettle {
+			if st.PendingPageN <= scrubSlack {
 				break
 			}
+			if settled == scrubSettle {
+				return fmt.Errorf("%w: %d pages still held by readers", errScrub, st.PendingPageN)
+			}
 			settled++
-			time.Sleep(scrubNap)
+			select {
+			case <-time.After(scrubNap):
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", errScrub, ctx.Err())
+			}
 		}
 		if time.Now().After(deadline) {
-			return errScrub
+			return fmt.Errorf("%w in %v", errScrub, scrubWait)
 		}
 		// Pending pages become free when a write transaction starts, if
 		// no reader holds them: then the next pass writes them.
@@ -1152,6 +1193,9 @@ func (s *Store) scrub() error {
 				return err
 			}
 			b.FillPercent = 1 // full leaves: one page each
+			if seq == 0 {
+				seq = b.Sequence() // what a scrub cut short wrote stays
+			}
 			var k [8]byte
 			for range n {
 				seq++
@@ -1160,7 +1204,7 @@ func (s *Store) scrub() error {
 					return err
 				}
 			}
-			return nil
+			return b.SetSequence(seq)
 		})
 		if err != nil {
 			return fmt.Errorf("chatlog: scrub: %w", err)
