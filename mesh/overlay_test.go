@@ -65,6 +65,16 @@ func knowsAll(n *mesh.Node, nodes []*mesh.Node) bool {
 type deliveries struct {
 	mu  sync.Mutex
 	got map[mesh.ID]map[mesh.MsgID]int
+	t   *testing.T // set by failOnDuplicate
+}
+
+// failOnDuplicate makes a second delivery of a message to a node fail t
+// when it happens, at any time until the nodes stop: no window to wait
+// for a duplicate that may come late.
+func (d *deliveries) failOnDuplicate(t *testing.T) {
+	d.mu.Lock()
+	d.t = t
+	d.mu.Unlock()
 }
 
 func countDeliveries(topic string, nodes ...*mesh.Node) *deliveries {
@@ -75,6 +85,9 @@ func countDeliveries(topic string, nodes ...*mesh.Node) *deliveries {
 		n.HandleBroadcast(topic, func(m mesh.BroadcastMsg) {
 			d.mu.Lock()
 			d.got[id][m.ID]++
+			if d.got[id][m.ID] == 2 && d.t != nil {
+				d.t.Errorf("%s got broadcast %s twice", n.Name(), m.ID)
+			}
 			d.mu.Unlock()
 		})
 	}
