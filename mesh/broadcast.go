@@ -248,7 +248,7 @@ func (n *Node) BroadcastID(ctx context.Context, topic string, id MsgID, payload 
 	b.markSeen(id, time.Now())
 	b.remember(m)
 	b.stats.Originated++
-	b.spread(m, "")
+	b.spread(m, "", nil)
 	b.mu.Unlock()
 	return nil
 }
@@ -297,11 +297,12 @@ func (n *Node) BroadcastStats() BroadcastStats {
 }
 
 // spread sends m in full to eager peers and announces it to lazy ones,
-// except to from. b.mu is held.
-func (b *broadcaster) spread(m *bcMsg, from ID) {
+// except to from and to the peers in holders, which announced it to this
+// node and so have it. b.mu is held.
+func (b *broadcaster) spread(m *bcMsg, from ID, holders []ID) {
 	var frame []byte
 	for id, p := range b.peers {
-		if id == from || id == m.origin {
+		if id == from || id == m.origin || containsID(holders, id) {
 			continue
 		}
 		if p.eager {
@@ -726,10 +727,18 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 				return nil, nil
 			}
 		}
+		// Peers that announced it have it: a node that catches up on a
+		// new link (every neighbour announces what passed in the last
+		// MessageCacheAge) pulls each message once and pushes it to
+		// none of them.
+		var holders []ID
+		if ms := b.missing[m.id]; ms != nil {
+			holders = ms.announcers
+		}
 		b.markSeen(m.id, now)
 		b.remember(m)
 		p.eager = true
-		b.spread(m, from)
+		b.spread(m, from, holders)
 		h := b.handlers[m.topic]
 		b.stats.Delivered++
 		b.mu.Unlock()

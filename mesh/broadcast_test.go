@@ -311,3 +311,58 @@ func TestForgetBroadcastOnlyWhatMatches(t *testing.T) {
 	c.send(t, a.ID(), mesh.EncodeGossipID(gone, b.ID(), "f/1", []byte(gone.String()), time.Now()))
 	c.flush(t, a)
 }
+
+// A node that pulls a message it heard of by IHAVE (one that catches up
+// on new links, say: every neighbour announces what passed in the last
+// MessageCacheAge) pushes it on only to the peers that did not announce
+// it: those that did have it, and a copy would be a duplicate.
+func TestPulledMessageIsNotPushedToItsAnnouncers(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	var announcers []*rawPeer
+	var peers []*mesh.Node
+	for i := range 3 {
+		p := newRawPeer(t, nw, fmt.Sprint("a", i))
+		announcers = append(announcers, p)
+		peers = append(peers, p.Node)
+	}
+	other := newRawPeer(t, nw, "other")
+	linkAll(t, n, append(peers, other.Node)...)
+
+	var ids []mesh.MsgID
+	for range 20 {
+		id := randomID()
+		ids = append(ids, id)
+		frame := mesh.EncodeGossipID(id, announcers[0].ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+		for _, a := range announcers {
+			a.mu.Lock()
+			a.serve[id] = frame
+			a.mu.Unlock()
+		}
+	}
+	for _, a := range announcers {
+		a.send(t, n.ID(), mesh.EncodeIHave(ids...))
+	}
+	for _, id := range ids {
+		waitFor(t, 20*time.Second, "n to pull every announced message", func() bool { c, _ := d.all(id, announcers[0].ID()); return c })
+	}
+	// n queued its pushes as it took each message: one more frame through
+	// each link and they have all arrived.
+	for _, p := range append(announcers, other) {
+		p.flush(t, n)
+	}
+	for _, id := range ids {
+		pushed := 0
+		for _, a := range announcers {
+			pushed += a.gossiped(id)
+		}
+		if pushed != 0 {
+			t.Fatalf("n pushed a message %d times to peers that had announced it", pushed)
+		}
+		if other.gossiped(id) != 1 {
+			t.Fatalf("n pushed a message %d times to the peer that had not announced it, want once", other.gossiped(id))
+		}
+	}
+}
