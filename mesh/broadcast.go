@@ -71,7 +71,7 @@ type BroadcastMsg struct {
 type BroadcastStats struct {
 	Originated uint64 // messages this node broadcast
 	Delivered  uint64 // messages handed to local handlers (once each)
-	Received   uint64 // full copies received (Delivered + Duplicates + stale)
+	Received   uint64 // full copies received (Delivered + Duplicates + Rejected + stale)
 	Duplicates uint64 // copies of a message already seen
 	Gossips    uint64 // full copies sent
 	IHaves     uint64 // ids announced lazily
