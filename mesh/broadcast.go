@@ -40,6 +40,9 @@ const (
 	maxRejected = 4096
 	// peerQueueLen bounds the frames waiting to be sent to one peer.
 	peerQueueLen = 512
+	// maxGraftsPerTick bounds the GRAFTs queued for one peer per
+	// IHaveInterval; the rest wait for the next tick.
+	maxGraftsPerTick = 64
 )
 
 type bcKind byte
@@ -484,18 +487,36 @@ func (b *broadcaster) tick(now time.Time) {
 		}
 		p.pending = nil
 	}
+	// GRAFTs are paced, maxGraftsPerTick per peer: a node that hears of
+	// hundreds of messages at once (catching up on a new link) would
+	// otherwise fill the peer's queue, and a GRAFT dropped there counts
+	// as asked, so the message is lost if that peer was its only
+	// announcer. The rest wait for the next tick; a peer that does not
+	// drain its queue still has its GRAFTs dropped and counted as asked,
+	// so that it cannot hold missing messages for ever.
+	queued := make(map[ID]int)
 	for id, ms := range b.missing {
 		if now.Before(ms.deadline) {
 			continue
 		}
-		a, ok := b.nextAnnouncer(id, ms, now)
+		r := b.rejection(id, now)
+		a, ok := nextAnnouncer(ms, r)
 		if !ok {
 			delete(b.missing, id)
 			continue
 		}
+		p := b.peers[a]
+		if p != nil && queued[a] >= maxGraftsPerTick {
+			continue
+		}
+		ms.grafted++
+		if r != nil {
+			r.from = append(r.from, a)
+		}
 		ms.deadline = now.Add(b.n.cfg.GraftRetry)
-		if p := b.peers[a]; p != nil {
+		if p != nil {
 			p.eager = true
+			queued[a]++
 			if b.enqueue(p, encodeGraft(id)) {
 				b.stats.Grafts++
 			}
@@ -504,21 +525,17 @@ func (b *broadcaster) tick(now time.Time) {
 	b.expire(now)
 }
 
-// nextAnnouncer picks the next announcer of a missing message to GRAFT it
-// from, skipping those that already sent a copy that failed validation or
-// were asked for it since. b.mu is held.
-func (b *broadcaster) nextAnnouncer(id MsgID, ms *missing, now time.Time) (ID, bool) {
-	r := b.rejection(id, now)
+// nextAnnouncer returns the next announcer of a missing message to GRAFT
+// it from (ms.announcers[ms.grafted] once the caller has asked it),
+// passing for good over those that sent a copy that failed validation or
+// were asked for it already. b.mu is held.
+func nextAnnouncer(ms *missing, r *rejection) (ID, bool) {
 	for ms.grafted < len(ms.announcers) {
 		a := ms.announcers[ms.grafted]
+		if r == nil || (!containsID(r.from, a) && len(r.from) < maxAnnouncers) {
+			return a, true
+		}
 		ms.grafted++
-		if r == nil {
-			return a, true
-		}
-		if !containsID(r.from, a) && len(r.from) < maxAnnouncers {
-			r.from = append(r.from, a)
-			return a, true
-		}
 	}
 	return "", false
 }

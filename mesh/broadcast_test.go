@@ -366,3 +366,40 @@ func TestPulledMessageIsNotPushedToItsAnnouncers(t *testing.T) {
 		}
 	}
 }
+
+// A node that hears of many messages at once (catching up on a new link:
+// the neighbour announces all it passed in the last MessageCacheAge) asks
+// for every one of them, paced to what its link takes, and gets them all:
+// no GRAFT is dropped at a full queue and taken for asked.
+func TestCatchUpGraftsEveryMessage(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	a := newRawPeer(t, nw, "a")
+	linkAll(t, n, a.Node)
+
+	const k = 1500 // 150 s of chat at 10 messages a second
+	var ids []mesh.MsgID
+	a.mu.Lock()
+	for range k {
+		id := randomID()
+		ids = append(ids, id)
+		a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+	}
+	a.mu.Unlock()
+	for i := 0; i < k; i += 500 {
+		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+	}
+	waitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
+		for _, id := range ids {
+			if c, _ := d.all(id, a.ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+	if s := n.BroadcastStats(); s.Dropped != 0 || s.Grafts < k {
+		t.Fatalf("n's stats %+v: want no frame dropped and a GRAFT for each of %d", s, k)
+	}
+}
