@@ -1,6 +1,11 @@
 package chatlog
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/catnest/catnest/mesh"
+)
 
 // Errors that callers branch on. Every error that Decode returns wraps
 // ErrBadMessage; errors from Check wrap the sentinel named for the rule that
@@ -19,8 +24,9 @@ var (
 	// MaxEncoded.
 	ErrTooLarge = errors.New("chatlog: message too large")
 	// ErrFuture is returned by Check for a message stamped more than
-	// MaxSkew ahead of the receiver's clock. It may be valid later.
-	ErrFuture = errors.New("chatlog: message from the future")
+	// MaxSkew ahead of the receiver's clock. It may be valid later, so it
+	// wraps mesh.ErrNotYetValid: the mesh holds it against nobody.
+	ErrFuture = fmt.Errorf("chatlog: message from the future: %w", mesh.ErrNotYetValid)
 	// ErrBurn is returned by Store.Put for a message of a burn-after-read
 	// channel: such messages are never written to disk.
 	ErrBurn = errors.New("chatlog: burn-after-read channel is not stored")

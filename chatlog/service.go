@@ -60,7 +60,7 @@ type Mesh interface {
 	HandleBroadcast(topic string, h mesh.BroadcastHandler)
 	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
 	BroadcastID(ctx context.Context, topic string, id mesh.MsgID, payload []byte) error
-	ForgetBroadcast(id mesh.MsgID)
+	ForgetBroadcast(id mesh.MsgID, match func(payload []byte) bool) bool
 	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
 	Directory() []mesh.Record
 	Lookup(id mesh.ID) (mesh.Record, bool)
@@ -685,7 +685,7 @@ func broadcastID(id ID) mesh.MsgID { return mesh.MsgID(id[:16]) }
 // send broadcasts a message live.
 func (s *Service) send(ctx context.Context, m *Message) {
 	if m.Kind == KindRetract {
-		s.mesh.ForgetBroadcast(broadcastID(m.Ref))
+		s.mesh.ForgetBroadcast(broadcastID(m.Ref), retracts(m))
 	}
 	if err := s.mesh.BroadcastID(ctx, liveTopic, broadcastID(m.ID), m.Encode()); err != nil {
 		s.log.Warn("broadcast message", "err", err)
@@ -1056,11 +1056,15 @@ func (s *Service) dropLimiters(now time.Time) {
 
 // validLive is the check every node runs on a live chat message before it
 // passes it on: signature, form, size, kind, time, and that the broadcast
-// id is the message's. A valid retraction also makes the node forget the
-// retracted message's broadcast, so no node passes it on any more, channel
-// member or not. (Whether the retraction is by the author is checked by
-// members; a forged one can only make relays forget a copy that history
-// sync still carries.)
+// id is the message's. A message stamped too far ahead fails with ErrFuture,
+// which wraps mesh.ErrNotYetValid: this node's clock may be the one that
+// is wrong, so the neighbour that relayed it is not scored down.
+//
+// A valid retraction also makes the node forget the retracted message's
+// broadcast if it holds it and the retraction is by its author, so no node
+// passes it on any more, channel member or not. A retraction that comes
+// first forgets nothing: the message is still delivered and relayed, and
+// members' stores, which keep the retraction, show it retracted.
 func (s *Service) validLive(b mesh.BroadcastMsg) error {
 	m, err := Decode(b.Payload)
 	if err != nil {
@@ -1073,9 +1077,22 @@ func (s *Service) validLive(b mesh.BroadcastMsg) error {
 		return fmt.Errorf("%w: broadcast id is not the message's", ErrInvalidInput)
 	}
 	if m.Kind == KindRetract {
-		s.mesh.ForgetBroadcast(broadcastID(m.Ref))
+		s.mesh.ForgetBroadcast(broadcastID(m.Ref), retracts(m))
 	}
 	return nil
+}
+
+// retracts returns a match for ForgetBroadcast that approves the payload
+// of the message that retraction r names, by r's author: anyone can sign
+// a retraction of someone else's message, and it must not stop that
+// message from travelling.
+func retracts(r *Message) func(payload []byte) bool {
+	return func(payload []byte) bool {
+		// The payload passed validLive when it was taken: parse it, do not
+		// verify its signature again.
+		m, err := decode(payload, false)
+		return err == nil && m.ID == r.Ref && m.Author == r.Author
+	}
 }
 
 // onLive takes a message broadcast live.
@@ -1093,6 +1110,11 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	// only the author itself.
 	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited)) && m.Author != b.From {
 		s.log.Info("chat message rejected", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
+		return
+	}
+	// A clock ahead of this node's is nobody's fault that this node can tell.
+	if errors.Is(err, mesh.ErrNotYetValid) {
+		s.log.Info("chat message not yet valid", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
 		return
 	}
 	s.reject(b.From, err)

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -35,8 +36,13 @@ const (
 	maxAnnouncers = 8
 	// maxMissing bounds the messages known by IHAVE only.
 	maxMissing = 4096
+	// maxRejected bounds the remembered messages that failed validation.
+	maxRejected = 4096
 	// peerQueueLen bounds the frames waiting to be sent to one peer.
 	peerQueueLen = 512
+	// maxGraftsPerTick bounds the GRAFTs queued for one peer per
+	// IHaveInterval; the rest wait for the next tick.
+	maxGraftsPerTick = 64
 )
 
 type bcKind byte
@@ -68,13 +74,14 @@ type BroadcastMsg struct {
 type BroadcastStats struct {
 	Originated uint64 // messages this node broadcast
 	Delivered  uint64 // messages handed to local handlers (once each)
-	Received   uint64 // full copies received (Delivered + Duplicates + stale)
+	Received   uint64 // full copies received (Delivered + Duplicates + Rejected + stale)
 	Duplicates uint64 // copies of a message already seen
 	Gossips    uint64 // full copies sent
 	IHaves     uint64 // ids announced lazily
 	Grafts     uint64 // GRAFTs sent
 	Prunes     uint64 // PRUNEs sent
 	Dropped    uint64 // frames dropped: a full peer queue, a rate limit or a bad frame
+	Rejected   uint64 // full copies that failed validation, or matched one that did
 }
 
 // BroadcastHandler receives broadcasts of one topic, once per message, on
@@ -97,6 +104,18 @@ type missing struct {
 	grafted    int // announcers asked so far
 }
 
+// rejection remembers a message that failed validation, so that it is
+// not pulled again: an IHAVE for it is not grafted from a peer that
+// already sent it, and a copy with the same content is dropped unchecked.
+// A copy with other content is checked: a hostile peer that sends a
+// corrupt copy of a message under its id must not keep the real one out.
+type rejection struct {
+	id    MsgID
+	sum   [32]byte  // contentSum of the rejected copy
+	until time.Time // forgotten after this
+	from  []ID      // peers that sent that copy or were asked for it
+}
+
 type bcPeer struct {
 	eager   bool
 	queue   chan []byte
@@ -117,6 +136,8 @@ type broadcaster struct {
 	cached   *list.List // of *bcMsg, oldest first
 	cacheLen int        // payload bytes in the cache
 	missing  map[MsgID]*missing
+	rejected map[MsgID]*list.Element // of *rejection
+	rejList  *list.List              // of *rejection, oldest first
 	handlers map[string]BroadcastHandler
 	valid    map[string]func(BroadcastMsg) error
 	stats    BroadcastStats
@@ -139,6 +160,8 @@ func newBroadcaster(n *Node) *broadcaster {
 		cache:    make(map[MsgID]*list.Element),
 		cached:   list.New(),
 		missing:  make(map[MsgID]*missing),
+		rejected: make(map[MsgID]*list.Element),
+		rejList:  list.New(),
 		handlers: make(map[string]BroadcastHandler),
 		valid:    make(map[string]func(BroadcastMsg) error),
 		byTopic:  make(map[string]*TopicStats),
@@ -176,8 +199,17 @@ func (n *Node) HandleBroadcast(topic string, h BroadcastHandler) {
 // ValidateBroadcast registers a check that every message of topic must
 // pass before this node relays it or hands it to the handler: one that
 // fails is dropped, and the neighbour that sent it is scored down. The
-// check runs on the link's goroutine and must be fast and not depend on
-// this node's state (a signature check, not a database lookup); nodes
+// message is remembered as bad for BroadcastMaxAge, so that its later
+// announcements are not pulled again and further copies of it are
+// dropped unchecked and held against nobody (they may come from nodes
+// that do not check this topic). A check that fails with an error
+// wrapping ErrNotYetValid (a message stamped ahead of this node's clock)
+// scores nobody down, and the message is remembered for two
+// GossipIntervals only: relays announce a message again when its send
+// time has passed, and it is then checked again.
+//
+// The check runs on the link's goroutine and must be fast and not depend
+// on this node's state (a signature check, not a database lookup); nodes
 // without a handler for the topic run it too, so bad messages stop at
 // the first node that sees them.
 func (n *Node) ValidateBroadcast(topic string, check func(BroadcastMsg) error) {
@@ -219,24 +251,45 @@ func (n *Node) BroadcastID(ctx context.Context, topic string, id MsgID, payload 
 	b.markSeen(id, time.Now())
 	b.remember(m)
 	b.stats.Originated++
-	b.spread(m, "")
+	b.spread(m, "", nil)
 	b.mu.Unlock()
 	return nil
 }
 
-// ForgetBroadcast stops this node from passing on message id: it leaves
-// the cache that answers GRAFTs and late announcements (a retracted chat
-// message, say). Copies other nodes already hold are theirs to forget.
-func (n *Node) ForgetBroadcast(id MsgID) {
+// ForgetBroadcast stops this node from passing on message id if it holds
+// it and match(payload) says so (nil match: whatever it holds under id).
+// The message leaves the cache that answers GRAFTs and late announcements
+// (a chat message its author retracted, say) and stays seen, so it is not
+// taken again. It reports whether it forgot a message.
+//
+// An id this node does not hold is left alone: it is not marked seen, so
+// that nobody can keep a message from being delivered by asking nodes to
+// forget it before it arrives; match lets the caller check that the
+// message is the one the request may name (say, by the same author).
+// Copies other nodes hold are theirs to forget.
+//
+// match runs without the node's locks; it must not keep or change payload.
+func (n *Node) ForgetBroadcast(id MsgID, match func(payload []byte) bool) bool {
 	b := n.bc
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if e := b.cache[id]; e != nil {
-		b.cacheLen -= len(e.Value.(*bcMsg).payload)
-		b.cached.Remove(e)
-		delete(b.cache, id)
+	e := b.cache[id]
+	b.mu.Unlock()
+	if e == nil {
+		return false
 	}
-	b.markSeen(id, time.Now()) // and never take it again
+	m := e.Value.(*bcMsg) // set once by remember; the payload is never changed
+	if match != nil && !match(m.payload) {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cache[id] != e {
+		return false // it left the cache meanwhile
+	}
+	b.cacheLen -= len(m.payload)
+	b.cached.Remove(e)
+	delete(b.cache, id)
+	return true
 }
 
 // BroadcastStats reports the broadcast counters.
@@ -247,11 +300,12 @@ func (n *Node) BroadcastStats() BroadcastStats {
 }
 
 // spread sends m in full to eager peers and announces it to lazy ones,
-// except to from. b.mu is held.
-func (b *broadcaster) spread(m *bcMsg, from ID) {
+// except to from and to the peers in holders, which announced it to this
+// node and so have it. b.mu is held.
+func (b *broadcaster) spread(m *bcMsg, from ID, holders []ID) {
 	var frame []byte
 	for id, p := range b.peers {
-		if id == from || id == m.origin {
+		if id == from || id == m.origin || containsID(holders, id) {
 			continue
 		}
 		if p.eager {
@@ -433,19 +487,36 @@ func (b *broadcaster) tick(now time.Time) {
 		}
 		p.pending = nil
 	}
+	// GRAFTs are paced, maxGraftsPerTick per peer: a node that hears of
+	// hundreds of messages at once (catching up on a new link) would
+	// otherwise fill the peer's queue, and a GRAFT dropped there counts
+	// as asked, so the message is lost if that peer was its only
+	// announcer. The rest wait for the next tick; a peer that does not
+	// drain its queue still has its GRAFTs dropped and counted as asked,
+	// so that it cannot hold missing messages for ever.
+	queued := make(map[ID]int)
 	for id, ms := range b.missing {
 		if now.Before(ms.deadline) {
 			continue
 		}
-		if ms.grafted >= len(ms.announcers) {
+		r := b.rejection(id, now)
+		a, ok := nextAnnouncer(ms, r)
+		if !ok {
 			delete(b.missing, id)
 			continue
 		}
-		a := ms.announcers[ms.grafted]
+		p := b.peers[a]
+		if p != nil && queued[a] >= maxGraftsPerTick {
+			continue
+		}
 		ms.grafted++
+		if r != nil {
+			r.from = append(r.from, a)
+		}
 		ms.deadline = now.Add(b.n.cfg.GraftRetry)
-		if p := b.peers[a]; p != nil {
+		if p != nil {
 			p.eager = true
+			queued[a]++
 			if b.enqueue(p, encodeGraft(id)) {
 				b.stats.Grafts++
 			}
@@ -454,8 +525,93 @@ func (b *broadcaster) tick(now time.Time) {
 	b.expire(now)
 }
 
-// expire forgets seen ids and cached messages past their age. b.mu is held.
+// nextAnnouncer returns the next announcer of a missing message to GRAFT
+// it from (ms.announcers[ms.grafted] once the caller has asked it),
+// passing for good over those that sent a copy that failed validation or
+// were asked for it already. b.mu is held.
+func nextAnnouncer(ms *missing, r *rejection) (ID, bool) {
+	for ms.grafted < len(ms.announcers) {
+		a := ms.announcers[ms.grafted]
+		if r == nil || (!containsID(r.from, a) && len(r.from) < maxAnnouncers) {
+			return a, true
+		}
+		ms.grafted++
+	}
+	return "", false
+}
+
+// rejection returns the live record of a rejected message id, or nil.
+// b.mu is held.
+func (b *broadcaster) rejection(id MsgID, now time.Time) *rejection {
+	e := b.rejected[id]
+	if e == nil {
+		return nil
+	}
+	r := e.Value.(*rejection)
+	if now.After(r.until) {
+		b.dropRejection(e)
+		return nil
+	}
+	return r
+}
+
+// reject remembers that a copy of m from peer from failed validation, so
+// that m is not pulled again from the peers that offered it. b.mu is held.
+func (b *broadcaster) reject(m *bcMsg, from ID, notYet bool, now time.Time) {
+	hold := b.n.cfg.BroadcastMaxAge
+	if notYet {
+		// Not the message's fault, maybe: check a copy offered after the
+		// relays' next gossip rounds, which announce a message again
+		// once its send time has passed.
+		hold = 2 * b.n.cfg.GossipInterval
+	}
+	r := &rejection{id: m.id, sum: contentSum(m), until: now.Add(hold), from: []ID{from}}
+	if e := b.rejected[m.id]; e != nil {
+		// Another bad copy: the peers that offered the first are not
+		// asked again either.
+		for _, a := range e.Value.(*rejection).from {
+			if !containsID(r.from, a) && len(r.from) < maxAnnouncers {
+				r.from = append(r.from, a)
+			}
+		}
+		b.rejList.Remove(e)
+	}
+	b.rejected[m.id] = b.rejList.PushBack(r)
+	for b.rejList.Len() > maxRejected {
+		b.dropRejection(b.rejList.Front())
+	}
+}
+
+func (b *broadcaster) dropRejection(e *list.Element) {
+	r := e.Value.(*rejection)
+	b.rejList.Remove(e)
+	if b.rejected[r.id] == e {
+		delete(b.rejected, r.id)
+	}
+}
+
+// contentSum hashes what a validator sees of a message, but the hops and
+// the sender, which differ between honest copies.
+func contentSum(m *bcMsg) [32]byte {
+	h := sha256.New()
+	var hdr [binary.MaxVarintLen64 + 1]byte
+	h.Write(binary.AppendUvarint(hdr[:0], uint64(m.sent)))
+	h.Write([]byte{byte(len(m.origin))})
+	h.Write([]byte(m.origin))
+	h.Write([]byte{byte(len(m.topic))})
+	h.Write([]byte(m.topic))
+	h.Write(m.payload)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// expire forgets seen ids, rejected ids and cached messages past their
+// age. b.mu is held.
 func (b *broadcaster) expire(now time.Time) {
+	for e := b.rejList.Front(); e != nil && now.After(e.Value.(*rejection).until); e = b.rejList.Front() {
+		b.dropRejection(e)
+	}
 	maxAge := b.n.cfg.BroadcastMaxAge
 	for e := b.seenList.Front(); e != nil; e = b.seenList.Front() {
 		s := e.Value.(seenEntry)
@@ -481,6 +637,9 @@ func (b *broadcaster) markSeen(id MsgID, now time.Time) {
 	b.seen[id] = now
 	b.seenList.PushBack(seenEntry{id: id, at: now})
 	delete(b.missing, id)
+	if e := b.rejected[id]; e != nil {
+		b.dropRejection(e) // a valid copy came after a bad one
+	}
 }
 
 // remember caches m to answer GRAFTs. b.mu is held.
@@ -551,14 +710,31 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 		bm := BroadcastMsg{ID: m.id, Origin: m.origin, Topic: m.topic, Payload: m.payload,
 			Sent: time.UnixMilli(m.sent), Hops: m.hops, From: from}
 		if check := b.valid[m.topic]; check != nil {
+			if r := b.rejection(m.id, now); r != nil && r.sum == contentSum(m) {
+				// The copy that failed already: not checked again, and
+				// not held against this sender, which may not check
+				// this topic.
+				b.stats.Rejected++
+				if !containsID(r.from, from) && len(r.from) < maxAnnouncers {
+					r.from = append(r.from, from)
+				}
+				b.mu.Unlock()
+				return nil, nil
+			}
 			b.mu.Unlock()
 			err := check(bm)
 			if err != nil {
-				// Not marked seen: a valid copy under the same id may follow.
+				// Not marked seen: a valid copy under the same id may
+				// follow (a hostile peer can send a corrupt copy of a
+				// message under its id).
+				notYet := errors.Is(err, ErrNotYetValid)
 				b.mu.Lock()
-				b.stats.Dropped++
+				b.stats.Rejected++
+				b.reject(m, from, notYet, now)
 				b.mu.Unlock()
-				b.n.penalize(from, "broadcast "+m.topic+": "+err.Error())
+				if !notYet {
+					b.n.penalize(from, "broadcast "+m.topic+": "+err.Error())
+				}
 				return nil, nil
 			}
 			b.mu.Lock()
@@ -568,10 +744,18 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 				return nil, nil
 			}
 		}
+		// Peers that announced it have it: a node that catches up on a
+		// new link (every neighbour announces what passed in the last
+		// MessageCacheAge) pulls each message once and pushes it to
+		// none of them.
+		var holders []ID
+		if ms := b.missing[m.id]; ms != nil {
+			holders = ms.announcers
+		}
 		b.markSeen(m.id, now)
 		b.remember(m)
 		p.eager = true
-		b.spread(m, from)
+		b.spread(m, from, holders)
 		h := b.handlers[m.topic]
 		b.stats.Delivered++
 		b.mu.Unlock()
@@ -583,6 +767,9 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 		for _, id := range ids {
 			if _, ok := b.seen[id]; ok {
 				continue
+			}
+			if r := b.rejection(id, now); r != nil && (containsID(r.from, from) || len(r.from) >= maxAnnouncers) {
+				continue // it sent the copy that failed, or was asked for it
 			}
 			ms := b.missing[id]
 			if ms == nil {

@@ -19,6 +19,12 @@ var (
 	ErrNoHandler = errors.New("mesh: no handler for protocol")
 	// ErrClosed is returned after the node has stopped.
 	ErrClosed = errors.New("mesh: node closed")
+	// ErrNotYetValid is for a broadcast validator to wrap when a message
+	// fails for a reason of this node's own that may pass later: a message
+	// stamped ahead of this node's clock, say. It is dropped, but the
+	// neighbour that passed it on is not scored down, and it is checked
+	// again when offered again later (see ValidateBroadcast).
+	ErrNotYetValid = errors.New("mesh: broadcast not yet valid")
 
 	errBadFrame = errors.New("mesh: bad frame")
 )

@@ -25,3 +25,19 @@ func EncodeGossip(origin ID, topic string, payload []byte, sent time.Time) []byt
 
 // EncodeIHave builds an IHAVE frame.
 func EncodeIHave(ids ...MsgID) []byte { return encodeIHave(ids) }
+
+// EncodeGossipID builds a broadcast GOSSIP frame with a chosen id, as a
+// peer that relays (or forges) a given message sends it.
+func EncodeGossipID(id MsgID, origin ID, topic string, payload []byte, sent time.Time) []byte {
+	return encodeGossip(&bcMsg{id: id, origin: origin, topic: topic, payload: payload, sent: sent.UnixMilli()})
+}
+
+// Frame kinds of the broadcast protocol, for tests that play a peer.
+const (
+	BcGossip = byte(bcGossip)
+	BcIHave  = byte(bcIHave)
+	BcGraft  = byte(bcGraft)
+)
+
+// EncodeGraftFrame builds a GRAFT frame.
+func EncodeGraftFrame(id MsgID) []byte { return encodeGraft(id) }

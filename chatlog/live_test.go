@@ -1,0 +1,297 @@
+package chatlog_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// broadcastLive sends m on the live topic as a node's service does.
+func broadcastLive(t *testing.T, n *chatNode, m *chatlog.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.node.BroadcastID(ctx, "chat/1", mesh.MsgID(m.ID[:16]), m.Encode()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitStored waits until every node has stored m (a retract is stored as
+// soon as it comes, whether or not its target has).
+func waitStored(t *testing.T, nodes []*chatNode, m *chatlog.Message) {
+	t.Helper()
+	for _, n := range nodes {
+		waitFor(t, 30*time.Second, n.node.Name()+" to store "+m.ID.String(), func() bool {
+			ok, err := n.store.Has(m.ID)
+			return err == nil && ok
+		})
+	}
+}
+
+// Nobody but its author can stop a message: a retract that mallory signs
+// for alice's message, sent before the message or after it, does not keep
+// it from any node, and nodes show it unretracted. A quick retract by the
+// author herself that overtakes her message leaves it shown retracted.
+// Sync is off (an hour apart, and no link changes once the mesh has
+// settled), so the messages must travel live.
+func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	noSync := func(c *chatlog.ServiceConfig) { c.SyncInterval = time.Hour }
+	fixed := func(c *mesh.Config) { c.ReplaceInterval = -1 }
+	var nodes []*chatNode
+	for i := range 16 {
+		name := fmt.Sprintf("n%02d", i)
+		switch i {
+		case 0:
+			name = "alice"
+		case 1:
+			name = "mallory"
+		}
+		nodes = append(nodes, newChatNodeWith(t, nw, name, noSync, fixed))
+	}
+	alice, mallory := nodes[0], nodes[1]
+	ch, err := alice.CreateChannel(ctx, "open", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	for _, n := range nodes[1:] {
+		joinWhenSeen(t, n, ch.ID)
+	}
+	meshNodes := make([]*mesh.Node, len(nodes))
+	for i, n := range nodes {
+		meshNodes[i] = n.node
+	}
+	waitFor(t, 30*time.Second, "every node at 3+ links", func() bool {
+		for _, n := range meshNodes {
+			if len(n.Peers()) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	others := nodes[2:]
+	// shows reports whether n shows alice's message text, unretracted.
+	shows := func(n *chatNode, text string) bool {
+		ms, err := n.Messages(ctx, ch.ID, time.Time{}, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(ms, func(m chatlog.MessageView) bool {
+			return m.Text == text && !m.Retracted && m.Author == string(alice.node.ID())
+		})
+	}
+	showsRetracted := func(n *chatNode, id chatlog.ID) bool {
+		ms, err := n.Messages(ctx, ch.ID, time.Time{}, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(ms, func(m chatlog.MessageView) bool { return m.ID == id.String() && m.Retracted })
+	}
+
+	t.Run("forged retract first", func(t *testing.T) {
+		x, err := chatlog.NewMessage(alice.ident, cid, chatlog.KindText, []byte("alice's first words"), chatlog.ID{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Mallory computes the id of alice's message ahead (in real life:
+		// a message she is shown first, or one she can predict) and
+		// retracts it before it is sent.
+		forged, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindRetract, nil, x.ID, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		broadcastLive(t, mallory, forged)
+		waitStored(t, append([]*chatNode{alice}, others...), forged)
+		if _, err := alice.store.Put(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		broadcastLive(t, alice, x)
+		for _, n := range append([]*chatNode{mallory}, others...) {
+			waitFor(t, 30*time.Second, n.node.Name()+" to get alice's message live", func() bool { return shows(n, "alice's first words") })
+		}
+	})
+
+	t.Run("forged retract after", func(t *testing.T) {
+		v, err := alice.Post(ctx, ch.ID, "alice's second words")
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, _ := chatlog.ParseID(v.ID)
+		for _, n := range append([]*chatNode{mallory}, others...) {
+			waitFor(t, 30*time.Second, n.node.Name()+" to get alice's second message live", func() bool { return shows(n, "alice's second words") })
+		}
+		forged, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindRetract, nil, y, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		broadcastLive(t, mallory, forged)
+		// Every node still passes alice's message on: asked for it by
+		// GRAFT, as any neighbour may, it answers, once it has taken
+		// mallory's retract (it answers a GRAFT for that too).
+		p := newProbe(t, nw)
+		probed := 0
+		for _, n := range others {
+			if !p.link(n.node.ID()) {
+				continue // a node at its high mark refuses
+			}
+			probed++
+			p.pull(n.node.ID(), mesh.MsgID(forged.ID[:16]))
+			p.pull(n.node.ID(), mesh.MsgID(y[:16]))
+		}
+		if probed < len(others)/2 {
+			t.Fatalf("only %d of %d nodes took a link from the probe", probed, len(others))
+		}
+		for _, n := range nodes {
+			if showsRetracted(n, y) || !shows(n, "alice's second words") {
+				t.Fatalf("%s shows alice's message retracted by mallory", n.node.Name())
+			}
+		}
+	})
+
+	t.Run("author's retract first", func(t *testing.T) {
+		x, err := chatlog.NewMessage(alice.ident, cid, chatlog.KindText, []byte("alice's regret"), chatlog.ID{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		retract, err := chatlog.NewMessage(alice.ident, cid, chatlog.KindRetract, nil, x.ID, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The retract overtakes the message on every node.
+		broadcastLive(t, alice, retract)
+		waitStored(t, others, retract)
+		if _, err := alice.store.Put(ctx, x, retract); err != nil {
+			t.Fatal(err)
+		}
+		broadcastLive(t, alice, x)
+		waitStored(t, others, x)
+		for _, n := range others {
+			if !showsRetracted(n, x.ID) {
+				t.Fatalf("%s stored alice's retracted message but does not show it retracted", n.node.Name())
+			}
+			if shows(n, "alice's regret") {
+				t.Fatalf("%s shows the text of a retracted message", n.node.Name())
+			}
+		}
+	})
+}
+
+// A message stamped ahead of this node's clock may be honest (this clock
+// may be the one behind): the node that relayed it is not scored down.
+func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	manual := func(c *mesh.Config) { c.ManualLinks = true }
+	alice := newChatNode(t, nw, "alice", manual)
+	carol := newChatNode(t, nw, "carol", manual)
+	// The relay runs no chat service, so it passes chat messages on
+	// unchecked, as nodes with a clock like alice's would.
+	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { fastMesh(c); c.ManualLinks = true }})
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for _, n := range []*chatNode{alice, carol} {
+		if err := n.node.Connect(cctx, relay.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := alice.CreateChannel(ctx, "clocks", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	joinWhenSeen(t, carol, ch.ID)
+
+	ahead, err := chatlog.NewMessage(alice.ident, cid, chatlog.KindText, []byte("from a fast clock"), chatlog.ID{}, time.Now().Add(chatlog.MaxSkew+2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broadcastLive(t, alice, ahead)
+	// The relay passes messages on in order: once carol has the next one,
+	// she has dealt with the early one.
+	if _, err := alice.Post(ctx, ch.ID, "on time"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "carol to get the message after the early one", func() bool { return hasTexts(t, carol, ch.ID, "on time") })
+	if hasTexts(t, carol, ch.ID, "from a fast clock") {
+		t.Fatal("carol took a message stamped beyond her clock's skew")
+	}
+	for _, p := range carol.node.Peers() {
+		if p.Failures != 0 {
+			t.Fatalf("carol scored %s down %d times for her own clock", p.Name, p.Failures)
+		}
+	}
+}
+
+// probe is a node that asks others for broadcasts by hand, with the
+// broadcast wire format (mesh/broadcast.go): GRAFT is 3 | id, and a GOSSIP
+// answer starts 1 | id.
+type probe struct {
+	t    *testing.T
+	node *mesh.Node
+	got  chan [2]string // sender, id of each GOSSIP received
+}
+
+const bcastProto = "mesh/bc/1"
+
+func newProbe(t *testing.T, nw *meshtest.Network) *probe {
+	p := &probe{t: t, got: make(chan [2]string, 256)}
+	p.node = nw.NewNode(t, "probe", meshtest.Options{Configure: func(c *mesh.Config) {
+		fastMesh(c)
+		c.ManualLinks = true
+		c.HighPeers = 64
+	}})
+	p.node.Handle(bcastProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		if len(m.Payload) >= 17 && m.Payload[0] == 1 {
+			select {
+			case p.got <- [2]string{string(m.From), string(m.Payload[1:17])}:
+			default: // what the probe does not wait for
+			}
+		}
+		return nil, nil
+	}))
+	return p
+}
+
+func (p *probe) link(id mesh.ID) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return p.node.Connect(ctx, id) == nil
+}
+
+// pull asks node from for broadcast id by GRAFT until it answers.
+func (p *probe) pull(from mesh.ID, id mesh.MsgID) {
+	p.t.Helper()
+	graft := append([]byte{3}, id[:]...)
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := p.node.Send(ctx, from, bcastProto, graft)
+		cancel()
+		if err != nil {
+			p.t.Fatalf("graft %s from %s: %v", id, from.Short(), err)
+		}
+	wait:
+		for {
+			select {
+			case g := <-p.got:
+				if g[0] == string(from) && g[1] == string(id[:]) {
+					return
+				}
+			case <-tick.C:
+				break wait
+			case <-deadline:
+				p.t.Fatalf("%s does not pass on broadcast %s", from.Short(), id)
+			}
+		}
+	}
+}

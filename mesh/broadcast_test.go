@@ -1,0 +1,405 @@
+package mesh_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// rawPeer is a node that plays the broadcast protocol by hand, as a
+// hostile peer or one that does not check a topic would: its own
+// broadcaster never sees the broadcast frames it is sent. It records the
+// GRAFTs and GOSSIPs it gets and answers a GRAFT with the frame it was
+// given for that id, if any.
+type rawPeer struct {
+	*mesh.Node
+	mu     sync.Mutex
+	grafts map[mesh.MsgID]int
+	gossip map[mesh.MsgID]int
+	serve  map[mesh.MsgID][]byte
+}
+
+func manualNode(c *mesh.Config) { fastOverlay(c); c.ManualLinks = true }
+
+func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
+	t.Helper()
+	p := &rawPeer{
+		Node:   nw.NewNode(t, name, meshtest.Options{Configure: manualNode}),
+		grafts: map[mesh.MsgID]int{},
+		gossip: map[mesh.MsgID]int{},
+		serve:  map[mesh.MsgID][]byte{},
+	}
+	p.Handle(mesh.BcastProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		if len(m.Payload) < 17 {
+			return nil, nil
+		}
+		id := mesh.MsgID(m.Payload[1:17])
+		p.mu.Lock()
+		var answer []byte
+		switch m.Payload[0] {
+		case mesh.BcGraft:
+			p.grafts[id]++
+			answer = p.serve[id]
+		case mesh.BcGossip:
+			p.gossip[id]++
+		}
+		p.mu.Unlock()
+		if answer != nil {
+			p.Send(ctx, m.From, mesh.BcastProto, answer)
+		}
+		return nil, nil
+	}))
+	return p
+}
+
+func (p *rawPeer) grafted(id mesh.MsgID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.grafts[id]
+}
+
+func (p *rawPeer) gossiped(id mesh.MsgID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gossip[id]
+}
+
+func (p *rawPeer) send(t *testing.T, to mesh.ID, frame []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Send(ctx, to, mesh.BcastProto, frame); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flush waits until n has handled every frame p sent it so far, and has
+// sent p every GRAFT it decided on before: p announces a fresh id, which
+// n has never seen and so grafts from p. One link is in order both ways,
+// and a GRAFT decided at the same tick as an earlier one may be queued
+// before or after it, so it takes two rounds.
+func (p *rawPeer) flush(t *testing.T, n *mesh.Node) {
+	t.Helper()
+	for range 2 {
+		id := randomID()
+		p.send(t, n.ID(), mesh.EncodeIHave(id))
+		waitFor(t, 20*time.Second, n.Name()+" to graft a fresh id from "+p.Name(), func() bool { return p.grafted(id) > 0 })
+	}
+}
+
+func randomID() mesh.MsgID {
+	var id mesh.MsgID
+	rand.Read(id[:])
+	return id
+}
+
+// linkAll links every peer to n by hand and waits for n to see them all.
+func linkAll(t *testing.T, n *mesh.Node, peers ...*mesh.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, p := range peers {
+		if err := p.Connect(ctx, n.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, n.Name()+" to link every peer", func() bool {
+		for _, p := range peers {
+			if !hasPeer(n, p.ID()) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// offences sums the failures n holds against its peers.
+func offences(n *mesh.Node) int {
+	total := 0
+	for _, p := range n.Peers() {
+		total += p.Failures
+	}
+	return total
+}
+
+// A message that failed validation is remembered: when the nodes around
+// pass the same copy on (they do not check the topic) and announce it
+// again, it is neither checked again nor pulled again, and nobody is
+// scored down again.
+func TestRejectedBroadcastIsNotPulledAgain(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	a := nw.NewNode(t, "a", meshtest.Options{Configure: manualNode})
+	checks := atomic.Int64{}
+	a.ValidateBroadcast("v/1", func(m mesh.BroadcastMsg) error {
+		checks.Add(1)
+		if string(m.Payload) == "bad" {
+			return errors.New("payload is bad")
+		}
+		return nil
+	})
+	var relays []*rawPeer
+	var nodes []*mesh.Node
+	for i := range 6 {
+		r := newRawPeer(t, nw, fmt.Sprint("r", i))
+		relays = append(relays, r)
+		nodes = append(nodes, r.Node)
+	}
+	linkAll(t, a, nodes...)
+
+	bad := randomID()
+	frame := mesh.EncodeGossipID(bad, relays[0].ID(), "v/1", []byte("bad"), time.Now())
+	relays[0].send(t, a.ID(), frame)
+	waitFor(t, 10*time.Second, "a to reject the bad message and score its sender down", func() bool { return offences(a) == 1 })
+
+	for _, r := range relays {
+		r.send(t, a.ID(), frame)
+		r.send(t, a.ID(), mesh.EncodeIHave(bad))
+	}
+	for _, r := range relays {
+		r.flush(t, a)
+	}
+	for _, r := range relays {
+		if n := r.grafted(bad); n != 0 {
+			t.Errorf("a grafted the rejected message %d times from %s", n, r.Name())
+		}
+	}
+	if n := offences(a); n != 1 {
+		t.Errorf("a holds %d offences against its peers, want 1: copies of a rejected message scored them down again", n)
+	}
+	if n := checks.Load(); n != 1 {
+		t.Errorf("a checked the rejected message %d times, want once", n)
+	}
+	if n := a.BroadcastStats().Rejected; n != 7 {
+		t.Errorf("a counted %d copies rejected, want 7", n)
+	}
+}
+
+// A hostile peer that sends a corrupt copy of a message under its id
+// does not keep the real message out: it is pulled from a peer that
+// announced it, which did not send the corrupt copy.
+func TestCorruptCopyDoesNotKeepMessageOut(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	a := nw.NewNode(t, "a", meshtest.Options{Configure: manualNode})
+	a.ValidateBroadcast("v/1", func(m mesh.BroadcastMsg) error {
+		if string(m.Payload) != "the real one" {
+			return errors.New("not the message its id names")
+		}
+		return nil
+	})
+	d := countDeliveries("v/1", a)
+	d.failOnDuplicate(t)
+	mallory := newRawPeer(t, nw, "mallory")
+	honest := newRawPeer(t, nw, "honest")
+	linkAll(t, a, mallory.Node, honest.Node)
+
+	id := randomID()
+	sent := time.Now()
+	honest.mu.Lock()
+	honest.serve[id] = mesh.EncodeGossipID(id, honest.ID(), "v/1", []byte("the real one"), sent)
+	honest.mu.Unlock()
+	// Mallory has the message (she is on the tree) and races a corrupt
+	// copy to a; honest only announces it, as a lazy link does.
+	mallory.send(t, a.ID(), mesh.EncodeGossipID(id, honest.ID(), "v/1", []byte("forged"), sent))
+	waitFor(t, 10*time.Second, "a to reject the corrupt copy", func() bool { return offences(a) == 1 })
+	mallory.send(t, a.ID(), mesh.EncodeIHave(id))
+	honest.send(t, a.ID(), mesh.EncodeIHave(id))
+	waitFor(t, 10*time.Second, "a to pull the real message from honest", func() bool { c, _ := d.all(id, honest.ID()); return c })
+	mallory.flush(t, a)
+	if n := mallory.grafted(id); n != 0 {
+		t.Errorf("a asked mallory %d times for the message she sent corrupt", n)
+	}
+}
+
+// A validator that says "not yet" (this node's clock is behind the
+// origin's) scores nobody down, and the message is taken when it is
+// offered again once valid.
+func TestNotYetValidBroadcastIsTakenLater(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	a := nw.NewNode(t, "a", meshtest.Options{Configure: func(c *mesh.Config) {
+		manualNode(c)
+		c.GossipInterval = 100 * time.Millisecond
+	}})
+	var early atomic.Bool
+	early.Store(true)
+	a.ValidateBroadcast("v/1", func(m mesh.BroadcastMsg) error {
+		if early.Load() {
+			return fmt.Errorf("stamped ahead of this clock: %w", mesh.ErrNotYetValid)
+		}
+		return nil
+	})
+	d := countDeliveries("v/1", a)
+	d.failOnDuplicate(t)
+	relay := newRawPeer(t, nw, "relay")
+	linkAll(t, a, relay.Node)
+
+	id := randomID()
+	frame := mesh.EncodeGossipID(id, relay.ID(), "v/1", []byte("from a fast clock"), time.Now())
+	relay.mu.Lock()
+	relay.serve[id] = frame
+	relay.mu.Unlock()
+	relay.send(t, a.ID(), frame)
+	waitFor(t, 10*time.Second, "a to drop the early message", func() bool { return a.BroadcastStats().Rejected == 1 })
+	if n := offences(a); n != 0 {
+		t.Fatalf("a scored the relay down %d times for a's own clock", n)
+	}
+	early.Store(false) // a's clock has caught up
+	waitFor(t, 20*time.Second, "a to take the message when announced again", func() bool {
+		relay.send(t, a.ID(), mesh.EncodeIHave(id))
+		c, _ := d.all(id, relay.ID())
+		return c
+	})
+	if n := offences(a); n != 0 {
+		t.Fatalf("a scored the relay down %d times", n)
+	}
+}
+
+// ForgetBroadcast forgets only a message this node holds and match
+// approves; an id it has not seen stays unseen, so the message is still
+// delivered when it comes.
+func TestForgetBroadcastOnlyWhatMatches(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	a := nw.NewNode(t, "a", meshtest.Options{Configure: manualNode})
+	b := nw.NewNode(t, "b", meshtest.Options{Configure: manualNode})
+	c := newRawPeer(t, nw, "c")
+	linkAll(t, a, b, c.Node)
+	d := countDeliveries("f/1", a)
+	d.failOnDuplicate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	unseen := randomID()
+	if a.ForgetBroadcast(unseen, nil) {
+		t.Fatal("ForgetBroadcast of an unseen id reported that it forgot something")
+	}
+	if err := b.BroadcastID(ctx, "f/1", unseen, []byte("named before it was sent")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a to get the message it was asked to forget before it came", func() bool { c, _ := d.all(unseen, b.ID()); return c })
+
+	kept, gone := randomID(), randomID()
+	for _, id := range []mesh.MsgID{kept, gone} {
+		if err := b.BroadcastID(ctx, "f/1", id, []byte(id.String())); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "a to get "+id.String(), func() bool { c, _ := d.all(id, b.ID()); return c })
+	}
+	// a passed both on to c, as to any eager peer.
+	waitFor(t, 10*time.Second, "c to get both from a", func() bool { return c.gossiped(kept) == 1 && c.gossiped(gone) == 1 })
+	if a.ForgetBroadcast(kept, func(p []byte) bool { return string(p) != kept.String() }) {
+		t.Fatal("ForgetBroadcast forgot a message that match refused")
+	}
+	if !a.ForgetBroadcast(gone, func(p []byte) bool { return string(p) == gone.String() }) {
+		t.Fatal("ForgetBroadcast kept a message that match approved")
+	}
+	// a answers a GRAFT for what it kept, not for what it forgot; GRAFTs
+	// are handled in order, so the answer for kept comes after any for gone.
+	c.send(t, a.ID(), mesh.EncodeGraftFrame(gone))
+	c.send(t, a.ID(), mesh.EncodeGraftFrame(kept))
+	waitFor(t, 10*time.Second, "a to answer the GRAFT for the kept message", func() bool { return c.gossiped(kept) == 2 })
+	if n := c.gossiped(gone); n != 1 {
+		t.Fatalf("a sent the forgotten message again after forgetting it (%d copies in all)", n)
+	}
+	// And the forgotten message stays seen: a copy is not taken again.
+	c.send(t, a.ID(), mesh.EncodeGossipID(gone, b.ID(), "f/1", []byte(gone.String()), time.Now()))
+	c.flush(t, a)
+}
+
+// A node that pulls a message it heard of by IHAVE (one that catches up
+// on new links, say: every neighbour announces what passed in the last
+// MessageCacheAge) pushes it on only to the peers that did not announce
+// it: those that did have it, and a copy would be a duplicate.
+func TestPulledMessageIsNotPushedToItsAnnouncers(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	var announcers []*rawPeer
+	var peers []*mesh.Node
+	for i := range 3 {
+		p := newRawPeer(t, nw, fmt.Sprint("a", i))
+		announcers = append(announcers, p)
+		peers = append(peers, p.Node)
+	}
+	other := newRawPeer(t, nw, "other")
+	linkAll(t, n, append(peers, other.Node)...)
+
+	var ids []mesh.MsgID
+	for range 20 {
+		id := randomID()
+		ids = append(ids, id)
+		frame := mesh.EncodeGossipID(id, announcers[0].ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+		for _, a := range announcers {
+			a.mu.Lock()
+			a.serve[id] = frame
+			a.mu.Unlock()
+		}
+	}
+	for _, a := range announcers {
+		a.send(t, n.ID(), mesh.EncodeIHave(ids...))
+	}
+	for _, id := range ids {
+		waitFor(t, 20*time.Second, "n to pull every announced message", func() bool { c, _ := d.all(id, announcers[0].ID()); return c })
+	}
+	// n queued its pushes as it took each message: one more frame through
+	// each link and they have all arrived.
+	for _, p := range append(announcers, other) {
+		p.flush(t, n)
+	}
+	for _, id := range ids {
+		pushed := 0
+		for _, a := range announcers {
+			pushed += a.gossiped(id)
+		}
+		if pushed != 0 {
+			t.Fatalf("n pushed a message %d times to peers that had announced it", pushed)
+		}
+		if other.gossiped(id) != 1 {
+			t.Fatalf("n pushed a message %d times to the peer that had not announced it, want once", other.gossiped(id))
+		}
+	}
+}
+
+// A node that hears of many messages at once (catching up on a new link:
+// the neighbour announces all it passed in the last MessageCacheAge) asks
+// for every one of them, paced to what its link takes, and gets them all:
+// no GRAFT is dropped at a full queue and taken for asked.
+func TestCatchUpGraftsEveryMessage(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	a := newRawPeer(t, nw, "a")
+	linkAll(t, n, a.Node)
+
+	const k = 1500 // 150 s of chat at 10 messages a second
+	var ids []mesh.MsgID
+	a.mu.Lock()
+	for range k {
+		id := randomID()
+		ids = append(ids, id)
+		a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+	}
+	a.mu.Unlock()
+	for i := 0; i < k; i += 500 {
+		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+	}
+	waitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
+		for _, id := range ids {
+			if c, _ := d.all(id, a.ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+	if s := n.BroadcastStats(); s.Dropped != 0 || s.Grafts < k {
+		t.Fatalf("n's stats %+v: want no frame dropped and a GRAFT for each of %d", s, k)
+	}
+}
