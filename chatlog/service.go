@@ -138,6 +138,9 @@ type Service struct {
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
 	builds   syncBuilds // see buildAllowed in sync.go
+	// lastStamp is the time, in ms, of the last message this node wrote
+	// (see stamp); guarded by mu.
+	lastStamp int64
 
 	// limitMu guards limiters: the live rate of each author.
 	limitMu  sync.Mutex
@@ -634,7 +637,7 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	if err := s.pace(ctx); err != nil {
 		return MessageView{}, err
 	}
-	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, time.Now())
+	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, s.stamp())
 	if err != nil {
 		return MessageView{}, err
 	}
@@ -647,6 +650,21 @@ func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error
 	v := s.view(m, false, false, c.Burn)
 	s.publish(Event{Type: "message", Channel: id, Message: &v})
 	return v, nil
+}
+
+// stamp returns the time of a message this node writes: now, or one
+// millisecond after the last one it stamped when the clock has not moved
+// on (or went back), so that this node's own messages keep the order they
+// were written in: messages order by time, then by id.
+func (s *Service) stamp() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().UnixMilli()
+	if now <= s.lastStamp {
+		now = s.lastStamp + 1
+	}
+	s.lastStamp = now
+	return time.UnixMilli(now)
 }
 
 // pace waits until this node may send another live message (see Post),
@@ -751,7 +769,7 @@ func (s *Service) Retract(ctx context.Context, id, msgID string) error {
 	if err := s.pace(ctx); err != nil {
 		return err
 	}
-	m, err := NewMessage(s.cfg.Identity, c.ID, KindRetract, nil, mid, time.Now())
+	m, err := NewMessage(s.cfg.Identity, c.ID, KindRetract, nil, mid, s.stamp())
 	if err != nil {
 		return err
 	}
@@ -830,7 +848,7 @@ func (s *Service) setBurn(ctx context.Context, ch ChannelID, on bool) error {
 		return err
 	}
 	body, _ := json.Marshal(Settings{Burn: on})
-	m, err := NewMessage(s.cfg.Identity, ch, KindSetting, body, ID{}, time.Now())
+	m, err := NewMessage(s.cfg.Identity, ch, KindSetting, body, ID{}, s.stamp())
 	if err != nil {
 		return err
 	}

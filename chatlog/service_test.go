@@ -504,3 +504,40 @@ func TestRejectedMessagesScoreTheSenderDown(t *testing.T) {
 		})
 	}
 }
+
+// A node's own messages keep the order they were written in, however many
+// it writes within one millisecond (messages sort by time, then by id).
+func TestOwnPostsKeepTheirOrder(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	alice := newChatNodeWith(t, nw, "alice", func(c *chatlog.ServiceConfig) { c.AuthorRate = -1 })
+	ch, err := alice.CreateChannel(ctx, "fast", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	var want []string
+	for i := range n {
+		text := fmt.Sprint("post ", i)
+		if _, err := alice.Post(ctx, ch.ID, text); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, text)
+	}
+	ms, err := alice.Messages(ctx, ch.ID, time.Time{}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.Text)
+	}
+	if !slices.Equal(got, want) {
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Fatalf("%d messages; first out of order at %d: %q, want %q", len(got), i, got[i], want[i])
+			}
+		}
+		t.Fatalf("got %d messages, want %d", len(got), n)
+	}
+}
