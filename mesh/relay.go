@@ -142,6 +142,12 @@ func decodeRelay(b []byte, self, from ID, now time.Time) (relayFrame, error) {
 	if !ecdsa.VerifyASN1(ek, sum[:], f.Sig) {
 		return f, errors.New("relayed signal: bad signature")
 	}
+	// Every hop checks the message too, not only its destination: the
+	// destination scores down the neighbour that passed it, so an honest
+	// relay must never pass on what the destination would refuse.
+	if _, err := signal.DecodeMessage(f.Msg); err != nil {
+		return f, fmt.Errorf("relayed signal: %w", err)
+	}
 	if d := now.Sub(time.UnixMilli(f.Time)); d > relayMaxAge || d < -relayMaxAge {
 		return f, errRelayStale
 	}
@@ -339,8 +345,7 @@ func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
 		return nil, nil
 	}
 	m, err := signal.DecodeMessage(f.Msg)
-	if err != nil {
-		n.penalize(msg.From, fmt.Sprintf("relayed signal: %v", err))
+	if err != nil { // decodeRelay checked it
 		return nil, nil
 	}
 	src := f.Path[0]

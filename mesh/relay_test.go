@@ -150,3 +150,44 @@ func TestRelaySeenIsBounded(t *testing.T) {
 		t.Fatal("a forgotten signal was taken again")
 	}
 }
+
+// TestRelayPassesOnOnlyWhatTheDestinationTakes: a signed signal whose
+// message does not decode is refused at the first hop, and its sender
+// scored down there, not passed on for the destination to score down the
+// honest relay (enough of them would get the relay banned).
+func TestRelayPassesOnOnlyWhatTheDestinationTakes(t *testing.T) {
+	self, _ := NewIdentity()
+	mallory, _ := NewIdentity()
+	carol, _ := NewIdentity()
+	n, err := NewNode(Config{Identity: self, Transport: &signalSink{}, Logger: slog.New(slog.DiscardHandler), PenaltyThreshold: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conns := map[ID]*sinkConn{}
+	for _, id := range []ID{mallory.ID, carol.ID} {
+		c := &sinkConn{remote: id, done: make(chan struct{})}
+		defer c.Close()
+		conns[id] = c
+		n.links[id] = newLink(ctx, n, c)
+	}
+	for _, msg := range []string{`not json`, `["OFFER"]`, `{"type":"OFFER","type":"LEAVE"}`} {
+		f, err := signRelay(mallory, []ID{mallory.ID, self.ID, carol.ID}, []byte(msg), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(f)
+		before := n.links[mallory.ID].failures.Load()
+		n.handleRelay(ctx, &Message{From: mallory.ID, Protocol: sigProto, Payload: b})
+		conns[carol.ID].mu.Lock()
+		sent := conns[carol.ID].sent
+		conns[carol.ID].mu.Unlock()
+		if sent != 0 {
+			t.Fatalf("message %q passed on to carol, who would score this node down for it", msg)
+		}
+		if n.links[mallory.ID].failures.Load() == before {
+			t.Fatalf("message %q: its sender was not scored down", msg)
+		}
+	}
+}
