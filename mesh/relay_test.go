@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -189,5 +190,66 @@ func TestRelayPassesOnOnlyWhatTheDestinationTakes(t *testing.T) {
 		if n.links[mallory.ID].failures.Load() == before {
 			t.Fatalf("message %q: its sender was not scored down", msg)
 		}
+	}
+}
+
+// TestRelaySeenFloodCannotShutOutOthers: signals dated as far ahead as
+// relayMaxAge allows, from one sender or from thousands, fill the replay
+// guard; other senders' signals, dated now or by a clock two minutes
+// behind, are still taken, and the flood's own forgotten signals are not.
+func TestRelaySeenFloodCannotShutOutOthers(t *testing.T) {
+	ids := make([]ID, 64)
+	for i := range ids {
+		id, _ := NewIdentity()
+		ids[i] = id.ID
+	}
+	frame := func(from ID, i int, at time.Time) relayFrame {
+		f := relayFrame{Path: []ID{from}, Time: at.UnixMilli(), Nonce: make([]byte, relayNonceLen)}
+		f.Nonce[0], f.Nonce[1], f.Nonce[2] = byte(i), byte(i>>8), byte(i>>16)
+		return f
+	}
+	for _, tt := range []struct {
+		name    string
+		senders int // of the flood
+	}{{"one sender", 1}, {"many senders", 3 * maxRelaySeen}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var r relaySeen
+			now := time.Now()
+			ahead := now.Add(relayMaxAge - time.Second)
+			honest := ids[0]
+			if !r.first(frame(honest, 0, now.Add(-time.Second)), now) {
+				t.Fatal("an honest signal was refused")
+			}
+			var firstFlood relayFrame
+			for i := range 3 * maxRelaySeen {
+				from := ids[1]
+				if tt.senders > 1 {
+					from = ID(fmt.Sprintf("sender%06d", i))
+				}
+				f := frame(from, i, ahead.Add(time.Duration(i)*time.Microsecond))
+				if i == 0 {
+					firstFlood = f
+				}
+				r.first(f, now)
+				if len(r.m) > maxRelaySeen || len(r.floors) > maxRelaySeen {
+					t.Fatalf("after %d signals: %d remembered and %d floors, limit %d", i+1, len(r.m), len(r.floors), maxRelaySeen)
+				}
+			}
+			later := now.Add(time.Millisecond)
+			if !r.first(frame(honest, 1, later), later) {
+				t.Fatal("after the flood, an honest signal dated now was refused")
+			}
+			if tt.senders == 1 {
+				if !r.first(frame(ids[2], 0, later.Add(-2*time.Minute)), later) {
+					t.Fatal("after the flood, a signal from a clock two minutes behind was refused")
+				}
+				if r.first(firstFlood, later) {
+					t.Fatal("a forgotten signal of the flood was taken again")
+				}
+			}
+			if r.first(frame(honest, 0, now.Add(-time.Second)), later) {
+				t.Fatal("an honest signal was taken twice")
+			}
+		})
 	}
 }
