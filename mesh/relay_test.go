@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -251,5 +252,50 @@ func TestRelaySeenFloodCannotShutOutOthers(t *testing.T) {
 				t.Fatal("an honest signal was taken twice")
 			}
 		})
+	}
+}
+
+// TestFullDirectoryIsNoOffence: once the directory is full (a flood of
+// made-up records can fill it), the new records honest neighbours pass
+// on, by broadcast or in a snapshot, are not held against them; a broken
+// record still is.
+func TestFullDirectoryIsNoOffence(t *testing.T) {
+	self, _ := NewIdentity()
+	honest, _ := NewIdentity()
+	newcomer, _ := NewIdentity()
+	n, err := NewNode(Config{Identity: self, Transport: nopTransport{}, Logger: slog.New(slog.DiscardHandler), PenaltyThreshold: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &sinkConn{remote: honest.ID, done: make(chan struct{})}
+	defer c.Close()
+	l := newLink(ctx, n, c)
+	n.links[honest.ID] = l
+	n.dir.mu.Lock()
+	for i := len(n.dir.records); i < maxRecords; i++ {
+		id := ID(fmt.Sprintf("made-up-%06d", i))
+		n.dir.records[id] = &Record{ID: id, Heard: time.Now()}
+	}
+	n.dir.mu.Unlock()
+
+	env, err := signRecord(newcomer, wireRecord{ID: newcomer.ID, Name: "newcomer", Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.dir.onBroadcast(BroadcastMsg{Topic: dirTopic, Payload: env, From: honest.ID})
+	n.dir.handleSnapshot(ctx, &Message{From: honest.ID, Protocol: dirProto, Payload: append(binary.AppendUvarint(nil, uint64(len(env))), env...)})
+	if f := l.failures.Load(); f != 0 {
+		t.Fatalf("an honest neighbour was scored down %d times for a record this node had no room for", f)
+	}
+	if _, ok := n.Lookup(newcomer.ID); ok || len(n.Directory()) > maxRecords {
+		t.Fatalf("the full directory took a record: %d records", len(n.Directory()))
+	}
+	broken := append([]byte(nil), env...)
+	broken[len(broken)-3] ^= 1
+	n.dir.handleSnapshot(ctx, &Message{From: honest.ID, Protocol: dirProto, Payload: append(binary.AppendUvarint(nil, uint64(len(broken))), broken...)})
+	if l.failures.Load() == 0 {
+		t.Fatal("a broken record in a snapshot was not held against its sender")
 	}
 }
