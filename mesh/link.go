@@ -54,11 +54,6 @@ type link struct {
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
-	// olevel is the leaky count of the peer's offences, as of oat
-	// (see offend).
-	omu    sync.Mutex
-	olevel float64
-	oat    time.Time
 
 	hello chan hello    // first hello from the peer
 	pongs chan []byte   // pings to answer; answered by the pinger
