@@ -576,3 +576,55 @@ func TestOwnPostsPaced(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayOfAFloodIsNoOffence: mallory floods a channel live through
+// alice, its only link to bob. Bob refuses what is past mallory's rate,
+// but alice only passed it on: bob neither scores her down nor, as
+// enough offences would, bans her.
+func TestRelayOfAFloodIsNoOffence(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	manual := func(c *mesh.Config) { c.ManualLinks = true }
+	alice := newChatNode(t, nw, "alice", manual)
+	bob := newChatNodeWith(t, nw, "bob", func(c *chatlog.ServiceConfig) { c.AuthorRate, c.AuthorBurst = 1, 5 }, manual)
+	mallory := newChatNode(t, nw, "mallory", manual)
+	if err := alice.node.Connect(ctx, mallory.node.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.node.Connect(ctx, alice.node.ID()); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := bob.CreateChannel(ctx, "open", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	delivered := bob.node.BroadcastStats().Delivered
+	began := time.Now()
+	const flood = 200
+	for i := range flood {
+		m, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindText, fmt.Appendf(nil, "flood %d", i), chatlog.ID{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mallory.node.BroadcastID(ctx, "chat/1", mesh.MsgID(m.ID[:16]), m.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "bob to take the flood", func() bool {
+		return bob.node.BroadcastStats().Delivered-delivered >= flood || !linked(bob, alice)
+	})
+	if !linked(bob, alice) {
+		t.Fatal("bob cut alice off for relaying mallory's flood")
+	}
+	for _, p := range bob.node.Peers() {
+		if p.ID == alice.node.ID() && p.Failures != 0 {
+			t.Fatalf("bob scored alice down %d times for relaying mallory's flood", p.Failures)
+		}
+	}
+	// The flood did meet bob's rate: a burst of 5 and 1 a second.
+	if n, most := len(texts(t, bob, ch.ID)), 5+int(time.Since(began).Seconds())+1; n > most {
+		t.Fatalf("bob stores %d of mallory's %d posts, more than its rate lets through (%d)", n, flood, most)
+	}
+}

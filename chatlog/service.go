@@ -1123,10 +1123,12 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	if err == nil {
 		return
 	}
-	// Who may retract or change settings, and an author's live rate, need
-	// this node's state, so an honest relay cannot check them: score down
-	// only the author itself.
-	if (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited)) && m.Author != b.From {
+	// validLive, which every relay runs too, has passed these bytes: what
+	// fails here depends on this node's state (who may retract or change
+	// settings, the author's live rate, the store), which an honest relay
+	// cannot check. Score down only the author itself, or a relay would be
+	// banned for passing on another node's flood.
+	if m != nil && m.Author != b.From {
 		s.log.Info("chat message rejected", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
 		return
 	}

@@ -103,3 +103,23 @@ func TestDialBackoffStaysBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestOffencesBounded: offence counts of thousands of peers stay bounded,
+// and a peer over the threshold is still found over it.
+func TestOffencesBounded(t *testing.T) {
+	o := make(offences)
+	t0 := time.Now()
+	for i := range 3 * maxBackoffs {
+		o.add(ID(fmt.Sprintf("%032d", i)), t0.Add(time.Duration(i)*time.Microsecond), 8, time.Minute)
+		if len(o) > maxBackoffs {
+			t.Fatalf("%d offence counts held, limit %d", len(o), maxBackoffs)
+		}
+	}
+	over := false
+	for range 9 {
+		over = o.add("offender", t0.Add(time.Second), 8, time.Minute)
+	}
+	if !over {
+		t.Fatal("nine offences at once, threshold 8, not over it")
+	}
+}

@@ -43,6 +43,9 @@ var (
 	errRecordSig    = errors.New("record signature does not verify")
 	errRecordKey    = errors.New("record key does not match its id")
 	errRecordReplay = errors.New("record older than one held")
+	// errDirectoryFull: a new record finds the directory full. It is this
+	// node's state, not the sender's fault, so it is no offence.
+	errDirectoryFull = errors.New("directory full")
 )
 
 // wireRecord is the signed body of a Record.
@@ -249,7 +252,8 @@ func (d *directory) store(w wireRecord, env []byte, now time.Time) {
 // merge keeps a signed record from peer from if it is newer than the one
 // held. The signature is checked only for a record that would be kept,
 // and not at all when verified says the broadcast validator did. It
-// returns an error for a record the sender should be scored down for.
+// returns an error for a record the sender should be scored down for (see
+// offence).
 func (d *directory) merge(env []byte, from ID, verified bool) error {
 	if d.holds(env) {
 		return nil // the same record by another path: nothing to parse
@@ -272,7 +276,7 @@ func (d *directory) merge(env []byte, from ID, verified bool) error {
 		return nil // the same record by another path
 	}
 	if full {
-		return errors.New("directory full")
+		return errDirectoryFull
 	}
 	if !verified {
 		if _, err := openRecord(env); err != nil {
@@ -335,11 +339,16 @@ func (d *directory) expire(now time.Time) {
 
 // onBroadcast takes a record that arrived by broadcast.
 func (d *directory) onBroadcast(m BroadcastMsg) {
-	if err := d.merge(m.Payload, m.From, true); err != nil && !errors.Is(err, errRecordReplay) {
-		// A replay can be honest (an old copy by a slow path); anything
-		// else was forged or broken by whoever passed it on.
+	if err := d.merge(m.Payload, m.From, true); offence(err) {
 		d.n.penalize(m.From, "directory: "+err.Error())
 	}
+}
+
+// offence reports whether merge's err is the sender's fault. A replay can
+// be honest (an old copy by a slow path), and a full directory is this
+// node's state; anything else was forged or broken by whoever passed it on.
+func offence(err error) bool {
+	return err != nil && !errors.Is(err, errRecordReplay) && !errors.Is(err, errDirectoryFull)
 }
 
 // snapshot encodes every held record for a new neighbour: a list of
@@ -370,7 +379,7 @@ func (d *directory) handleSnapshot(ctx context.Context, m *Message) ([]byte, err
 		}
 		env := b[k : k+int(size)]
 		b = b[k+int(size):]
-		if err := d.merge(env, m.From, false); err != nil && !errors.Is(err, errRecordReplay) {
+		if err := d.merge(env, m.From, false); offence(err) {
 			bad++
 		}
 	}

@@ -258,6 +258,9 @@ func FuzzRelayFrame(f *testing.F) {
 		if d := relayFuzzNow.Sub(time.UnixMilli(fr.Time)); d > relayMaxAge || d < -relayMaxAge {
 			t.Fatalf("accepted a signal signed %v from now", d)
 		}
+		if _, err := signal.DecodeMessage(fr.Msg); err != nil {
+			t.Fatalf("passed on a message its destination refuses: %v", err)
+		}
 		// The signature covers the message: changing it must break it.
 		fr.Msg = append(fr.Msg, ' ')
 		again, _ := json.Marshal(fr)

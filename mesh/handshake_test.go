@@ -14,14 +14,15 @@ import (
 )
 
 // fakeClient registers a made-up id on the rendezvous, as an attacker
-// does for free, until the test ends. Signals to it go to got, if set.
+// does for free (a key is all a proof of id needs), until the test ends.
+// Signals to it go to got, if set.
 func fakeClient(t *testing.T, url string, got chan<- signal.Message) *signal.Client {
 	t.Helper()
 	ident, err := mesh.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := signal.NewClient(signal.ClientConfig{URL: url, ID: string(ident.ID), OnMessage: func(m signal.Message) {
+	c, err := signal.NewClient(signal.ClientConfig{URL: url, ID: string(ident.ID), Signer: ident.Key, OnMessage: func(m signal.Message) {
 		if got != nil {
 			select {
 			case got <- m:

@@ -54,22 +54,20 @@ type link struct {
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
-	// olevel is the leaky count of the peer's offences, as of oat
-	// (see offend).
-	omu    sync.Mutex
-	olevel float64
-	oat    time.Time
 
 	hello chan hello    // first hello from the peer
 	pongs chan []byte   // pings to answer; answered by the pinger
 	msgs  chan *Message // one-way messages, handled in order by dispatch
 	sys   chan *Message // the same for the mesh's own protocols
-	// queued counts the payload bytes in msgs; dropped, the messages
-	// that found msgs full (see Config.MessageQueue).
-	queued  atomic.Int64
-	dropped atomic.Int64
-	slots   chan struct{}   // request handler slots
-	done    <-chan struct{} // conn.Done()
+	// queued and sysQueued count the payload bytes in msgs and sys, each
+	// bounded on its own, so that a slow service's backlog never takes
+	// the room of the mesh's own messages; dropped, the messages that
+	// found their queue full (see Config.MessageQueue).
+	queued    atomic.Int64
+	sysQueued atomic.Int64
+	dropped   atomic.Int64
+	slots     chan struct{}   // request handler slots
+	done      <-chan struct{} // conn.Done()
 	// retired is closed when a newer link to the same peer replaced this one.
 	retired    chan struct{}
 	retireOnce sync.Once
@@ -214,8 +212,8 @@ func (l *link) recv(ch Channel, b []byte) {
 }
 
 // maxQueuedBytes bounds the payload bytes of one link's queued one-way
-// messages.
-const maxQueuedBytes = 16 << 20
+// messages, in each of its two queues (16 MiB a link in all).
+const maxQueuedBytes = 8 << 20
 
 // enqueue hands a one-way message to dispatch without waiting, so that a
 // slow handler never holds back the frames behind it (answers to this
@@ -223,18 +221,18 @@ const maxQueuedBytes = 16 << 20
 // message is dropped, as a frame lost with a link would be, and counted.
 func (l *link) enqueue(m *Message) {
 	size := int64(len(m.Payload))
-	q := l.msgs
+	q, queued := l.msgs, &l.queued
 	if internalProto(m.Protocol) {
-		q = l.sys
+		q, queued = l.sys, &l.sysQueued
 	}
-	if l.queued.Add(size) <= maxQueuedBytes {
+	if queued.Add(size) <= maxQueuedBytes {
 		select {
 		case q <- m:
 			return
 		default:
 		}
 	}
-	l.queued.Add(-size)
+	queued.Add(-size)
 	if d := l.dropped.Add(1); d&(d-1) == 0 { // the 1st, 2nd, 4th, 8th...
 		l.n.log.Warn("one-way messages dropped: handlers fall behind", "peer", l.remote.Short(), "proto", m.Protocol, "dropped", d)
 	}
@@ -294,15 +292,15 @@ func safeServe(ctx context.Context, h Handler, m *Message) (resp []byte, err err
 // mesh's own on one goroutine, the services' on another, so that a slow
 // service handler never holds back the mesh's gossip and directory.
 func (l *link) dispatch() {
-	l.wg.Go(func() { l.serveQueue(l.sys) })
-	l.serveQueue(l.msgs)
+	l.wg.Go(func() { l.serveQueue(l.sys, &l.sysQueued) })
+	l.serveQueue(l.msgs, &l.queued)
 }
 
-func (l *link) serveQueue(q chan *Message) {
+func (l *link) serveQueue(q chan *Message, queued *atomic.Int64) {
 	for {
 		select {
 		case m := <-q:
-			l.queued.Add(-int64(len(m.Payload)))
+			queued.Add(-int64(len(m.Payload)))
 			h := l.n.handler(m.Protocol)
 			if h == nil {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)

@@ -35,10 +35,12 @@ type Node struct {
 	links   map[ID]*link
 	dialing map[ID]bool
 	// backoff holds nodes whose dial failed; bans, nodes cut off for
-	// their offences (see Config.PenaltyThreshold). Both are bounded.
-	backoff *backoffs
-	bans    *backoffs
-	subs    map[chan PeerEvent]struct{}
+	// their offences (see Config.PenaltyThreshold); offences, the counts
+	// that lead there. All are bounded.
+	backoff  *backoffs
+	bans     *backoffs
+	offences offences
+	subs     map[chan PeerEvent]struct{}
 	// interest rates how much a link to a node is wanted (SetInterest).
 	interest func(Record) float64
 
@@ -91,6 +93,7 @@ func NewNode(cfg Config) (*Node, error) {
 		bans:    newBackoffs(maxBackoffs),
 		subs:    make(map[chan PeerEvent]struct{}),
 
+		offences:  make(offences),
 		candsWant: make(chan struct{}, 1),
 	}
 	n.bc = newBroadcaster(n)

@@ -32,28 +32,57 @@ func (n *Node) penalize(id ID, reason string) {
 // offend counts one offence of the link's peer and bans the peer when its
 // offences outpace the threshold. The count leaks at PenaltyThreshold per
 // PenaltyWindow, so only a peer that keeps offending faster than that
-// fills it.
+// fills it. It is kept by node, not by link, so that a peer cannot empty
+// it by linking again.
 func (l *link) offend(reason string) {
 	n := l.n
 	l.failures.Add(1)
 	n.log.Debug("peer scored down", "peer", l.remote.Short(), "reason", reason)
-	limit := n.cfg.PenaltyThreshold
-	if limit < 0 {
+	if n.cfg.PenaltyThreshold < 0 {
 		return
 	}
-	now := time.Now()
-	l.omu.Lock()
-	if !l.oat.IsZero() {
-		leak := float64(limit) * float64(now.Sub(l.oat)) / float64(n.cfg.PenaltyWindow)
-		l.olevel = max(0, l.olevel-leak)
-	}
-	l.oat = now
-	l.olevel++
-	over := l.olevel > float64(limit)
-	l.omu.Unlock()
+	n.mu.Lock()
+	over := n.offences.add(l.remote, time.Now(), n.cfg.PenaltyThreshold, n.cfg.PenaltyWindow)
+	n.mu.Unlock()
 	if over {
 		n.ban(l, reason)
 	}
+}
+
+// offences holds, per node, the leaky count of its offences (see offend).
+// It is bounded: when full, the counts that have leaked away are
+// forgotten, then the lowest. The node's mutex guards it.
+type offences map[ID]offenceCount
+
+type offenceCount struct {
+	level float64
+	at    time.Time
+}
+
+// add counts one offence of id at now and reports whether its count is
+// over limit.
+func (o offences) add(id ID, now time.Time, limit int, window time.Duration) bool {
+	level := func(c offenceCount) float64 {
+		leak := float64(limit) * float64(now.Sub(c.at)) / float64(window)
+		return max(0, c.level-leak)
+	}
+	c, ok := o[id]
+	if !ok && len(o) >= maxBackoffs {
+		var low ID
+		for k, v := range o {
+			if level(v) == 0 {
+				delete(o, k)
+			} else if low == "" || level(v) < level(o[low]) {
+				low = k
+			}
+		}
+		if len(o) >= maxBackoffs {
+			delete(o, low)
+		}
+	}
+	c = offenceCount{level: level(c) + 1, at: now}
+	o[id] = c
+	return c.level > float64(limit)
 }
 
 // ban cuts l's peer off: it closes the link, and for the ban's time the

@@ -88,3 +88,47 @@ func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 		return false
 	})
 }
+
+// TestOffencesOutliveTheLink: a peer that stops just short of the
+// threshold, links again and goes on is banned all the same; its count is
+// the node's, not the link's.
+func TestOffencesOutliveTheLink(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	opt := meshtest.Options{Configure: func(c *mesh.Config) {
+		fastOverlay(c)
+		c.ManualLinks = true
+		c.HelloTimeout = 2 * time.Second
+		c.PenaltyThreshold, c.PenaltyWindow = 8, time.Hour // nothing leaks during the test
+		c.PenaltyBackoff = 10 * time.Minute
+	}, Logger: testLogger(t)}
+	a := nw.NewNode(t, "a", opt)
+	mallory := nw.NewNode(t, "mallory", opt)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	failures := func() int {
+		for _, p := range a.Peers() {
+			if p.ID == mallory.ID() {
+				return p.Failures
+			}
+		}
+		return -1
+	}
+	for round := range 3 {
+		if err := mallory.Connect(ctx, a.ID()); err != nil {
+			if round == 0 {
+				t.Fatal(err)
+			}
+			return // banned: the count carried over
+		}
+		waitFor(t, 10*time.Second, "a to link mallory", func() bool { return hasPeer(a, mallory.ID()) })
+		for range 6 {
+			if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, []byte("not a broadcast frame")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 10*time.Second, "a to count mallory's offences", func() bool { return failures() < 0 || failures() >= 6 })
+		mallory.Disconnect(a.ID())
+		waitFor(t, 10*time.Second, "the link to go", func() bool { return !hasPeer(a, mallory.ID()) })
+	}
+	t.Fatal("mallory offended 18 times over three links, threshold 8, and was never banned")
+}

@@ -107,3 +107,62 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 		t.Fatalf("handled %d and dropped %d of %d", len(order), dropped(), sent+1)
 	}
 }
+
+// TestServiceBacklogLeavesRoomForTheMesh: a stuck service handler whose
+// queue is full up to its byte bound (8 MiB of one-way messages) does
+// not take the room of the mesh's own traffic: a broadcast still arrives.
+func TestServiceBacklogLeavesRoomForTheMesh(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	opt := meshtest.Options{Configure: func(c *mesh.Config) { c.ManualLinks = true }, Logger: testLogger(t)}
+	a := nw.NewNode(t, "a", opt)
+	b := nw.NewNode(t, "b", opt)
+	release := make(chan struct{})
+	defer close(release)
+	b.Handle("slow/1", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}))
+	got := make(chan []byte, 1)
+	b.HandleBroadcast("news/1", func(m mesh.BroadcastMsg) {
+		select {
+		case got <- m.Payload:
+		default:
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "b to link a", func() bool { return hasPeer(b, a.ID()) })
+
+	const size, held = 64 << 10, 128 // 8 MiB
+	const sent = held + 44
+	for range sent {
+		if err := a.Send(ctx, b.ID(), "slow/1", make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "b's service queue to fill", func() bool {
+		for _, p := range b.Peers() {
+			if p.ID == a.ID() {
+				return p.Dropped >= sent-held-1 // one is in the handler
+			}
+		}
+		return false
+	})
+	if _, err := a.Broadcast(ctx, "news/1", []byte("still heard")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if string(p) != "still heard" {
+			t.Fatalf("got %q", p)
+		}
+	case <-ctx.Done():
+		t.Fatal("a broadcast did not reach b while a service's queue was full")
+	}
+}

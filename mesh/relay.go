@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -142,6 +143,12 @@ func decodeRelay(b []byte, self, from ID, now time.Time) (relayFrame, error) {
 	if !ecdsa.VerifyASN1(ek, sum[:], f.Sig) {
 		return f, errors.New("relayed signal: bad signature")
 	}
+	// Every hop checks the message too, not only its destination: the
+	// destination scores down the neighbour that passed it, so an honest
+	// relay must never pass on what the destination would refuse.
+	if _, err := signal.DecodeMessage(f.Msg); err != nil {
+		return f, fmt.Errorf("relayed signal: %w", err)
+	}
 	if d := now.Sub(time.UnixMilli(f.Time)); d > relayMaxAge || d < -relayMaxAge {
 		return f, errRelayStale
 	}
@@ -151,12 +158,22 @@ func decodeRelay(b []byte, self, from ID, now time.Time) (relayFrame, error) {
 // relaySeen remembers the relayed signals a node handled, by sender and
 // nonce, for as long as they are young enough to be taken, so that each
 // is taken once. When full, it forgets the older half and from then on
-// refuses signals signed at or before those (floor), so that eviction
-// opens no door to replays.
+// refuses each sender's signals signed at or before the newest of its own
+// it forgot (floors), so that eviction opens no door to replays.
+//
+// The floors are per sender because senders pick their signing times: one
+// global floor would let a flood of signals dated relayMaxAge ahead push
+// it past the present and shut out every honest signal for that long. A
+// sender's floor only holds back that sender's own older signals. The
+// floors are bounded too; when they overflow, the older half is folded
+// into floor, which is never set past the present: at worst a node whose
+// clock runs behind loses the signals it signed just before, and a sender
+// whose folded floor was in the future could replay its own signals.
 type relaySeen struct {
-	mu    sync.Mutex
-	m     map[relayKey]int64 // signing time, Unix ms
-	floor int64
+	mu     sync.Mutex
+	m      map[relayKey]int64 // signing time, Unix ms
+	floors map[ID]int64
+	floor  int64
 }
 
 type relayKey struct {
@@ -171,40 +188,68 @@ func (r *relaySeen) first(f relayFrame, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
-		r.m = make(map[relayKey]int64)
+		r.m, r.floors = make(map[relayKey]int64), make(map[ID]int64)
 	}
-	if _, dup := r.m[k]; dup || f.Time <= r.floor {
+	if _, dup := r.m[k]; dup || r.refused(k.from, f.Time) {
 		return false
 	}
 	if len(r.m) >= maxRelaySeen {
-		old := now.Add(-relayMaxAge).UnixMilli()
-		for k, t := range r.m {
-			if t < old {
-				delete(r.m, k)
-			}
-		}
-		if len(r.m) >= maxRelaySeen {
-			// Forget the older half at once, so that a flood costs
-			// one sort per maxRelaySeen/2 signals.
-			times := make([]int64, 0, len(r.m))
-			for _, t := range r.m {
-				times = append(times, t)
-			}
-			slices.Sort(times)
-			cut := times[len(times)/2]
-			for k, t := range r.m {
-				if t <= cut {
-					delete(r.m, k)
-				}
-			}
-			r.floor = max(r.floor, cut)
-		}
-		if f.Time <= r.floor {
+		r.evict(now)
+		if r.refused(k.from, f.Time) {
 			return false
 		}
 	}
 	r.m[k] = f.Time
 	return true
+}
+
+func (r *relaySeen) refused(from ID, t int64) bool {
+	fl, ok := r.floors[from]
+	return t <= r.floor || ok && t <= fl
+}
+
+// evict makes room: it forgets what is too old to be taken anyway and,
+// if that is not enough, the older half, raising the floors.
+func (r *relaySeen) evict(now time.Time) {
+	old := now.Add(-relayMaxAge).UnixMilli()
+	for k, t := range r.m {
+		if t < old {
+			delete(r.m, k)
+		}
+	}
+	for id, t := range r.floors {
+		if t < old {
+			delete(r.floors, id)
+		}
+	}
+	if len(r.m) >= maxRelaySeen {
+		// Forget the older half at once, so that a flood costs one sort
+		// per maxRelaySeen/2 signals.
+		cut := median(slices.Collect(maps.Values(r.m)))
+		for k, t := range r.m {
+			if t <= cut {
+				delete(r.m, k)
+				if fl, ok := r.floors[k.from]; !ok || t > fl {
+					r.floors[k.from] = t
+				}
+			}
+		}
+	}
+	if len(r.floors) > maxRelaySeen {
+		cut := median(slices.Collect(maps.Values(r.floors)))
+		for id, t := range r.floors {
+			if t <= cut {
+				delete(r.floors, id)
+			}
+		}
+		r.floor = max(r.floor, min(cut, now.UnixMilli()))
+	}
+}
+
+// median returns the middle of ts, which it sorts.
+func median(ts []int64) int64 {
+	slices.Sort(ts)
+	return ts[len(ts)/2]
 }
 
 // routes remembers, for nodes that signaled us through the mesh, the path
@@ -339,8 +384,7 @@ func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
 		return nil, nil
 	}
 	m, err := signal.DecodeMessage(f.Msg)
-	if err != nil {
-		n.penalize(msg.From, fmt.Sprintf("relayed signal: %v", err))
+	if err != nil { // decodeRelay checked it
 		return nil, nil
 	}
 	src := f.Path[0]
