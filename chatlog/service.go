@@ -125,13 +125,14 @@ type Service struct {
 	store *Store
 	log   *slog.Logger
 
-	// life ends when Serve does; background work (history fetches) runs
-	// under it and Serve waits for it.
-	life    context.Context
-	endLife context.CancelFunc
-	bg      sync.WaitGroup
+	// kick wakes Serve to start the background work queued in jobs.
+	kick chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// jobs is background work (history fetches, scrubs) that Serve starts
+	// under its context and waits for; closed is set when Serve ends, and
+	// work queued after it is dropped.
+	jobs     []func(ctx context.Context)
 	closed   bool
 	burnLive map[ChannelID][]*Message // unread burn messages, oldest first
 	subs     map[chan Event]struct{}
@@ -185,6 +186,7 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
 		limiters: make(map[mesh.ID]*rate.Limiter),
+		kick:     make(chan struct{}, 1),
 	}
 	if cfg.AuthorRate > 0 {
 		// Half the burst that others allow: room for the jitter of the
@@ -192,7 +194,6 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		s.pacer = rate.NewLimiter(rate.Limit(cfg.AuthorRate), max(1, cfg.AuthorBurst/2))
 	}
 	store.SetQuota(cfg.Quota)
-	s.life, s.endLife = context.WithCancel(context.Background())
 	m.ValidateBroadcast(liveTopic, s.validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
 	m.Handle(syncProto, mesh.HandlerFunc(s.handleSync))
@@ -223,10 +224,8 @@ func (s *Service) Serve(ctx context.Context) error {
 	defer wg.Wait()
 	defer func() {
 		s.mu.Lock()
-		s.closed = true
+		s.closed, s.jobs = true, nil
 		s.mu.Unlock()
-		s.endLife()
-		s.bg.Wait()
 	}()
 	// A scrub cut short by a crash or a stop is still due.
 	s.scrubLater()
@@ -238,6 +237,14 @@ func (s *Service) Serve(ctx context.Context) error {
 		case e := <-events:
 			if e.Kind == mesh.PeerUp {
 				s.syncWithPeer(ctx, &wg, e.Peer.ID)
+			}
+		case <-s.kick:
+			s.mu.Lock()
+			jobs := s.jobs
+			s.jobs = nil
+			s.mu.Unlock()
+			for _, f := range jobs {
+				wg.Go(func() { f(ctx) })
 			}
 		case <-t.C:
 			s.syncRound(ctx, &wg)
@@ -526,15 +533,22 @@ func (s *Service) Join(ctx context.Context, id string) error {
 	return nil
 }
 
-// background runs f on a goroutine that Serve waits for, with a context
-// that ends with Serve; after Serve it does nothing.
+// background has Serve run f on a goroutine that it waits for, with its
+// context, so that the work of a request (a history fetch after Join)
+// outlives the request but not the service. Work queued before Serve
+// starts runs when it does; after Serve, background does nothing.
 func (s *Service) background(f func(ctx context.Context)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return
 	}
-	s.bg.Go(func() { f(s.life) })
+	s.jobs = append(s.jobs, f)
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default: // Serve is already woken for the queue
+	}
 }
 
 // Leave leaves a channel; its stored history stays until pruned.
