@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/catnest/catnest/internal/pubsub"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -125,6 +126,7 @@ type Service struct {
 	store *Store
 	log   *slog.Logger
 
+	events pubsub.Topic[Event]
 	// kick wakes Serve to start the background work queued in jobs.
 	kick chan struct{}
 
@@ -135,7 +137,6 @@ type Service struct {
 	jobs     []func(ctx context.Context)
 	closed   bool
 	burnLive map[ChannelID][]*Message // unread burn messages, oldest first
-	subs     map[chan Event]struct{}
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
 	builds   syncBuilds // see buildAllowed in sync.go
@@ -182,7 +183,6 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 	s := &Service{
 		cfg: cfg, mesh: m, store: store, log: cfg.Logger.With("service", "chat"),
 		burnLive: make(map[ChannelID][]*Message),
-		subs:     make(map[chan Event]struct{}),
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
 		limiters: make(map[mesh.ID]*rate.Limiter),
@@ -261,33 +261,18 @@ func (s *Service) Serve(ctx context.Context) error {
 	}
 }
 
-// SubscribeChat returns a channel of chat events and a cancel func; events
-// are dropped when the reader falls behind.
-func (s *Service) SubscribeChat() (<-chan Event, func()) {
-	c := make(chan Event, 256)
-	s.mu.Lock()
-	s.subs[c] = struct{}{}
-	s.mu.Unlock()
-	var once sync.Once
-	return c, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			delete(s.subs, c)
-			s.mu.Unlock()
-		})
-	}
+// chatBuffer is how many chat events wait for a subscriber before newer
+// ones are dropped for it.
+const chatBuffer = 256
+
+// SubscribeChat returns a subscription to the chat events. Events are
+// dropped when the reader falls behind, and its Missed counts them: the
+// reader then re-reads what it shows. Close it when done.
+func (s *Service) SubscribeChat() *pubsub.Subscription[Event] {
+	return s.events.Subscribe(chatBuffer)
 }
 
-func (s *Service) publish(e Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.subs {
-		select {
-		case c <- e:
-		default:
-		}
-	}
-}
+func (s *Service) publish(e Event) { s.events.Publish(e) }
 
 // advert is one channel in this node's directory record.
 type advert struct {

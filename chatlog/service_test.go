@@ -366,8 +366,9 @@ func TestBurnNeverOnDisk(t *testing.T) {
 		}
 		return false
 	})
-	events, stop := bob.SubscribeChat()
-	defer stop()
+	sub := bob.SubscribeChat()
+	defer sub.Close()
+	events := sub.C()
 	marker := fmt.Sprintf("burn-marker-%d-%x", time.Now().UnixNano(), time.Now().UnixNano()*7919)
 	if _, err := alice.Post(ctx, ch.ID, marker); err != nil {
 		t.Fatal(err)

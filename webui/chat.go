@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/pubsub"
 )
 
 // Chat is what the web UI needs of the chat service. Its methods are called
@@ -37,9 +38,9 @@ type Chat interface {
 	SetSettings(ctx context.Context, channel string, r *chatlog.Range, burn *bool) error
 	// Read says that a burn message was shown: forget it.
 	Read(ctx context.Context, channel, id string) error
-	// SubscribeChat returns a buffered channel of changes and a cancel
-	// func. Events may be dropped when the reader is slow.
-	SubscribeChat() (<-chan chatlog.Event, func())
+	// SubscribeChat returns a subscription to the changes. Events may be
+	// dropped when the reader is slow; Missed counts them.
+	SubscribeChat() *pubsub.Subscription[chatlog.Event]
 }
 
 // Limits of the chat API.
@@ -353,22 +354,33 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 }
 
 // chatRelays is the chat service's part of the event stream: every
-// chatlog.Event as a "chat" event.
+// chatlog.Event as a "chat" event, and a resync event when the service
+// dropped some for this stream, as when the stream's own backlog does.
 func (s *Server) chatRelays() []relay {
 	if s.cfg.Chat == nil {
 		return nil
 	}
+	lost := chatlog.Event{Type: eventResync}
 	return []relay{{
 		event: "chat",
 		subscribe: func(push func(any)) func() {
-			return each(s.cfg.Chat.SubscribeChat())(func(ev chatlog.Event) {
+			sub := s.cfg.Chat.SubscribeChat()
+			var missed uint64 // dropped, not yet followed by lost
+			return each(sub.C(), sub.Close)(func(ev chatlog.Event) {
 				if ev.Message != nil {
 					m := messageJSON(*ev.Message)
 					ev.Message = &m
 				}
 				push(ev)
+				// The events dropped came after those still buffered: the
+				// resync follows the last of these, so the UI re-fetches
+				// once, after everything it will be sent.
+				if missed += sub.Missed(); missed > 0 && len(sub.C()) == 0 {
+					push(lost)
+					missed = 0
+				}
 			})
 		},
-		lost: chatlog.Event{Type: eventResync},
+		lost: lost,
 	}}
 }

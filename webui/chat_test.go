@@ -569,6 +569,29 @@ func TestChatEvents(t *testing.T) {
 	}
 }
 
+// TestChatEventsDroppedByService checks that events the chat service
+// dropped for a slow stream are followed by a resync event, so the UI
+// re-fetches instead of showing a history with holes.
+func TestChatEventsDroppedByService(t *testing.T) {
+	checkGoroutines(t)
+	f := newChatFixture(t)
+	// Three buffers' worth arrive before the stream reads any: all but the
+	// first buffer are dropped.
+	for i := range 3 * fakeChatBuffer {
+		f.chat.stalled = append(f.chat.stalled, chatlog.Event{Type: "burned", Channel: generalID, ID: fmt.Sprint(i)})
+	}
+	events, cancel := openEvents(t, f.c, f.base)
+	defer cancel()
+	for i := range fakeChatBuffer {
+		if ev := nextChat(t, events, 10*time.Second); ev.Type != "burned" || ev.ID != fmt.Sprint(i) {
+			t.Fatalf("event %d: %+v, want the kept events in order", i, ev.Event)
+		}
+	}
+	if ev := nextChat(t, events, 10*time.Second); ev.Type != eventResync {
+		t.Fatalf("after the kept events: %+v, want a %q event for the dropped ones", ev.Event, eventResync)
+	}
+}
+
 // TestBacklog checks that a slow client's backlog drops what does not fit
 // and says so once, after what it kept.
 func TestBacklog(t *testing.T) {

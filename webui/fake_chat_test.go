@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/pubsub"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -21,11 +22,14 @@ type fakeChat struct {
 
 	mu       sync.Mutex
 	channels map[string]*fakeChannel
-	subs     map[chan chatlog.Event]struct{}
-	seq      int
-	reads    []string // IDs passed to Read, in order
-	fail     error    // returned once by the next call, when set
-	now      func() time.Time
+	events   pubsub.Topic[chatlog.Event]
+	// stalled, when set, is published to each new subscription before
+	// its reader starts, as if the reader had been too slow for them.
+	stalled []chatlog.Event
+	seq     int
+	reads   []string // IDs passed to Read, in order
+	fail    error    // returned once by the next call, when set
+	now     func() time.Time
 }
 
 type fakeChannel struct {
@@ -43,7 +47,6 @@ func newFakeChat(self mesh.ID, selfName string) *fakeChat {
 		self:     self,
 		selfName: selfName,
 		channels: map[string]*fakeChannel{},
-		subs:     map[chan chatlog.Event]struct{}{},
 		now:      time.Now,
 	}
 }
@@ -109,11 +112,7 @@ func (f *fakeChat) message(channel, id string) (chatlog.MessageView, bool) {
 }
 
 // subscribers is the number of subscriptions not yet cancelled.
-func (f *fakeChat) subscribers() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.subs)
-}
+func (f *fakeChat) subscribers() int { return f.events.Len() }
 
 func (f *fakeChat) nextID() string {
 	f.seq++
@@ -122,14 +121,7 @@ func (f *fakeChat) nextID() string {
 
 // notify sends ev to every subscriber, dropping it for those that are
 // full. f.mu is held.
-func (f *fakeChat) notify(ev chatlog.Event) {
-	for ch := range f.subs {
-		select {
-		case ch <- ev:
-		default:
-		}
-	}
-}
+func (f *fakeChat) notify(ev chatlog.Event) { f.events.Publish(ev) }
 
 // begin locks f and returns the injected failure, if any. The caller
 // unlocks.
@@ -349,17 +341,15 @@ func (f *fakeChat) Read(ctx context.Context, channel, id string) error {
 	return nil
 }
 
-func (f *fakeChat) SubscribeChat() (<-chan chatlog.Event, func()) {
-	ch := make(chan chatlog.Event, 64)
+// fakeChatBuffer is the buffer of the fake's subscriptions.
+const fakeChatBuffer = 64
+
+func (f *fakeChat) SubscribeChat() *pubsub.Subscription[chatlog.Event] {
+	sub := f.events.Subscribe(fakeChatBuffer)
 	f.mu.Lock()
-	f.subs[ch] = struct{}{}
-	f.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			f.mu.Lock()
-			delete(f.subs, ch)
-			f.mu.Unlock()
-		})
+	for _, ev := range f.stalled {
+		f.events.Publish(ev)
 	}
+	f.mu.Unlock()
+	return sub
 }
