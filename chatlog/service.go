@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -885,67 +886,109 @@ func (s *Service) scrubLater() {
 	})
 }
 
-// accept checks a message from a peer and stores or shows it. It returns
-// an error, with the reason, for a message the sender is to be scored down
-// for; a message for a channel this node is not in is ignored.
-func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
+// verdict is what to do with a message from a peer that passed judge.
+type verdict int
+
+const (
+	skip     verdict = iota // not for this node: channel not joined, outside the range, a synced burn message
+	store                   // a text or retraction to store
+	setting                 // an owner's setting to apply
+	showBurn                // a live message of a burn channel: keep it in memory until read
+)
+
+// judge holds the rules that every message from a peer passes, live or
+// synced, so they are written once. c is m's channel as stored (known
+// false: none), lower returns the bound of its storage range, and live
+// says that m came by broadcast, not sync. An error is the reason the
+// sender is to be scored down for m (a sync skips, rather than fails on,
+// the errors notTheSenders names).
+func (s *Service) judge(c Channel, known bool, m *Message, lower func() int64, live bool) (verdict, error) {
 	if err := m.Check(time.Now()); err != nil {
-		return err
+		return skip, err
 	}
-	c, ok, err := s.store.Channel(m.Channel)
-	if err != nil || !ok || !c.Joined {
-		return nil
+	if !known || !c.Joined {
+		return skip, nil
 	}
 	if live && !s.allowLive(m.Author) {
-		return fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
+		return skip, fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
 	}
 	switch m.Kind {
 	case KindSetting:
 		if m.Author != c.Owner {
-			return ErrNotOwner
+			return skip, ErrNotOwner
 		}
-		return s.applySetting(ctx, m)
+		return setting, nil
 	case KindRetract:
 		if orig, ok, _ := s.store.Get(m.Ref); ok && orig.Author != m.Author {
-			return ErrNotAuthor
+			return skip, ErrNotAuthor
 		}
 		if c.Burn {
-			return nil
+			return skip, nil
 		}
+		return store, nil
+	}
+	switch {
+	case c.Burn && live:
+		return showBurn, nil
+	case c.Burn, m.Time < lower():
+		return skip, nil
+	}
+	return store, nil
+}
+
+// announce publishes the event of a message that has just been stored (or
+// kept, for a burn channel).
+func (s *Service) announce(m *Message, burn bool) {
+	if m.Kind == KindRetract {
+		s.publish(Event{Type: "retract", Channel: m.Channel.String(), ID: m.Ref.String()})
+		return
+	}
+	retracted := false
+	if !burn {
+		retracted, _ = s.store.Retracted(m.ID)
+	}
+	v := s.view(m, retracted, false, burn)
+	s.publish(Event{Type: "message", Channel: m.Channel.String(), Message: &v})
+}
+
+// accept checks a message from a peer and stores or shows it. It returns
+// an error, with the reason, for a message the sender is to be scored down
+// for; a message for a channel this node is not in is ignored.
+func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
+	c, known, err := s.store.Channel(m.Channel)
+	if err != nil {
+		known = false // not stored where this node can read it: ignored
+	}
+	lower := func() int64 {
+		l, err := s.store.Lower(c.ID, c.Range, time.Now())
+		if err != nil {
+			return math.MinInt64 // no bound known: keep it
+		}
+		return l
+	}
+	v, err := s.judge(c, known, m, lower, live)
+	if err != nil {
+		return err
+	}
+	switch v {
+	case setting:
+		return s.applySetting(ctx, m)
+	case showBurn:
+		s.keepBurn(m)
+		s.announce(m, true)
+	case store:
 		added, err := s.store.Put(ctx, m)
 		if err != nil {
 			return err
 		}
 		if added > 0 {
-			s.publish(Event{Type: "retract", Channel: c.ID.String(), ID: m.Ref.String()})
+			s.announce(m, false)
 		}
-		return nil
-	}
-	if c.Burn {
-		if !live {
-			return nil
-		}
-		s.keepBurn(m)
-		v := s.view(m, false, false, true)
-		s.publish(Event{Type: "message", Channel: c.ID.String(), Message: &v})
-		return nil
-	}
-	if lower, err := s.store.Lower(c.ID, c.Range, time.Now()); err == nil && m.Time < lower {
-		return nil // outside this device's range
-	}
-	added, err := s.store.Put(ctx, m)
-	if err != nil {
-		return err
-	}
-	if added > 0 {
-		retracted, _ := s.store.Retracted(m.ID)
-		v := s.view(m, retracted, false, false)
-		s.publish(Event{Type: "message", Channel: c.ID.String(), Message: &v})
 	}
 	return nil
 }
 
-// acceptMany takes messages from a sync: each is checked as accept does,
+// acceptMany takes messages from a sync: each is judged as accept does,
 // and the text and retract messages are stored in one commit, so a
 // history costs one fsync, not one per message.
 func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) error {
@@ -962,33 +1005,31 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		if m.Channel != ch {
 			return fmt.Errorf("%w: message for another channel", ErrInvalidInput)
 		}
-		if m.Kind != KindText {
-			switch err := s.accept(ctx, m, false); {
-			case errors.Is(err, ErrNotAuthor):
-				// A retract by someone else than the author of a message
-				// this node holds: the peer may not hold the message, so
-				// it could not tell. Stored without effect, as Put does,
-				// so that the two sets agree.
-				batch = append(batch, m)
-			case notTheSenders(err):
-				// Skipped, but the sync goes on.
-			case err != nil:
-				return err
-			}
+		v, err := s.judge(c, true, m, func() int64 { return lower }, false)
+		switch {
+		case errors.Is(err, ErrNotAuthor):
+			// A retract by someone else than the author of a message
+			// this node holds: the peer may not hold the message, so
+			// it could not tell. Stored without effect, as Put does,
+			// so that the two sets agree.
+			batch = append(batch, m)
 			continue
-		}
-		if err := m.Check(time.Now()); notTheSenders(err) {
-			continue
-		} else if err != nil {
+		case notTheSenders(err):
+			continue // skipped, but the sync goes on
+		case err != nil:
 			return err
 		}
-		if m.Time < lower {
-			continue // outside this device's range
+		switch v {
+		case setting:
+			if err := s.applySetting(ctx, m); err != nil {
+				return err
+			}
+		case store:
+			if has, _ := s.store.Has(m.ID); !has {
+				fresh = append(fresh, m)
+			}
+			batch = append(batch, m)
 		}
-		if has, _ := s.store.Has(m.ID); !has {
-			fresh = append(fresh, m)
-		}
-		batch = append(batch, m)
 	}
 	if len(batch) == 0 {
 		return nil
@@ -997,12 +1038,9 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		return err
 	}
 	for _, m := range fresh {
-		if kept, _ := s.store.Has(m.ID); !kept {
-			continue // outside the range or the quota
+		if kept, _ := s.store.Has(m.ID); kept { // else outside the range or the quota
+			s.announce(m, false)
 		}
-		retracted, _ := s.store.Retracted(m.ID)
-		v := s.view(m, retracted, false, false)
-		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
 }
