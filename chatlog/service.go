@@ -54,23 +54,18 @@ const (
 // author's rate.
 var errRateLimited = errors.New("chatlog: author over the live message rate")
 
-// Mesh is what the chat service needs of the mesh node.
+// Mesh is what the chat service needs of the mesh node (*mesh.Node): its
+// identity and the roles below, each declared beside the code that uses it
+// (Broadcaster, Directory, Penalizer here; Requester and Neighbours in
+// sync.go).
 type Mesh interface {
 	ID() mesh.ID
 	Name() string
-	Handle(proto string, h mesh.Handler)
-	HandleBroadcast(topic string, h mesh.BroadcastHandler)
-	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
-	BroadcastID(ctx context.Context, topic string, id mesh.MsgID, payload []byte) error
-	ForgetBroadcast(id mesh.MsgID, match func(payload []byte) bool) bool
-	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
-	Directory() []mesh.Record
-	Lookup(id mesh.ID) (mesh.Record, bool)
-	SetResource(service string, summary any) error
-	Peers() []mesh.PeerInfo
-	SubscribePeers() (<-chan mesh.PeerEvent, func())
-	Expand(ctx context.Context, ids ...mesh.ID) error
-	Penalize(id mesh.ID, reason string)
+	Broadcaster
+	Directory
+	Requester
+	Neighbours
+	Penalizer
 }
 
 // ServiceConfig configures a Service.
@@ -274,6 +269,15 @@ func (s *Service) SubscribeChat() *pubsub.Subscription[Event] {
 }
 
 func (s *Service) publish(e Event) { s.events.Publish(e) }
+
+// Directory is the mesh directory: this node advertises its channels in
+// its record (SetResource), and finds channels and who holds them in the
+// records of the others.
+type Directory interface {
+	Directory() []mesh.Record
+	Lookup(id mesh.ID) (mesh.Record, bool)
+	SetResource(service string, summary any) error
+}
 
 // advert is one channel in this node's directory record.
 type advert struct {
@@ -676,6 +680,17 @@ func (s *Service) pace(ctx context.Context) error {
 		r.Cancel()
 		return fmt.Errorf("chatlog: waiting to send: %w", ctx.Err())
 	}
+}
+
+// Broadcaster carries the live messages: every node checks each one
+// before it passes it on (ValidateBroadcast), members take it
+// (HandleBroadcast), and a retraction stops the message it retracts
+// (ForgetBroadcast).
+type Broadcaster interface {
+	HandleBroadcast(topic string, h mesh.BroadcastHandler)
+	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
+	BroadcastID(ctx context.Context, topic string, id mesh.MsgID, payload []byte) error
+	ForgetBroadcast(id mesh.MsgID, match func(payload []byte) bool) bool
 }
 
 // broadcastID is the broadcast id of a chat message: the start of its id,
@@ -1155,6 +1170,11 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 		return
 	}
 	s.reject(b.From, err)
+}
+
+// Penalizer scores down a neighbour that sent what no honest node sends.
+type Penalizer interface {
+	Penalize(id mesh.ID, reason string)
 }
 
 func (s *Service) reject(from mesh.ID, err error) {

@@ -19,25 +19,43 @@ import (
 	"github.com/catnest/catnest/internal/pubsub"
 )
 
-// Chat is what the web UI needs of the chat service. Its methods are called
-// from request goroutines, several at a time.
+// Chat is what the web UI needs of the chat service (*chatlog.Service): the
+// roles below. Its methods are called from request goroutines, several at
+// a time.
 type Chat interface {
+	ChatChannels
+	ChatMessages
+	ChatEvents
+}
+
+// ChatChannels is the channel list and each channel's settings, behind
+// /api/channels and /api/channels/{id}/….
+type ChatChannels interface {
 	// Channels lists the joined channels and the discoverable ones.
 	Channels(ctx context.Context) ([]chatlog.ChannelInfo, error)
 	CreateChannel(ctx context.Context, name string, burn bool) (chatlog.ChannelInfo, error)
 	Join(ctx context.Context, channel string) error
 	Leave(ctx context.Context, channel string) error
+	// SetSettings changes this device's range and, for the owner, burn;
+	// nil leaves a setting as it is.
+	SetSettings(ctx context.Context, channel string, r *chatlog.Range, burn *bool) error
+}
+
+// ChatMessages is a channel's messages, behind
+// /api/channels/{id}/messages/….
+type ChatMessages interface {
 	// Messages returns up to limit messages older than before (zero: now),
 	// newest last.
 	Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.MessageView, error)
 	Post(ctx context.Context, channel, text string) (chatlog.MessageView, error)
 	Retract(ctx context.Context, channel, id string) error
 	Mark(ctx context.Context, channel, id string, on bool) error
-	// SetSettings changes this device's range and, for the owner, burn;
-	// nil leaves a setting as it is.
-	SetSettings(ctx context.Context, channel string, r *chatlog.Range, burn *bool) error
 	// Read says that a burn message was shown: forget it.
 	Read(ctx context.Context, channel, id string) error
+}
+
+// ChatEvents is the live feed behind the "chat" events of /api/events.
+type ChatEvents interface {
 	// SubscribeChat returns a subscription to the changes. Events may be
 	// dropped when the reader is slow; Missed counts them.
 	SubscribeChat() *pubsub.Subscription[chatlog.Event]
