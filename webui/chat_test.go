@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
 )
 
 // chatFixture is a server with a fakeChat: channels "general" (joined,
@@ -560,13 +561,9 @@ func TestChatEvents(t *testing.T) {
 	}
 
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.chat.subscribers() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("chat subscription not cancelled after the stream ended")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, "the chat subscription to be cancelled after the stream ended", func() bool {
+		return f.chat.subscribers() == 0
+	})
 }
 
 // TestChatEventsDroppedByService checks that events the chat service

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -283,7 +284,7 @@ func TestDemoStartsQuietly(t *testing.T) {
 	for range nodes {
 		uis = append(uis, p.expect(t, `web UI: (http://127\.0\.0\.1:\d+/)$`)[1])
 	}
-	waitFor(t, 60*time.Second, "every demo node to have peers and the lobby's four messages", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "every demo node to have peers and the lobby's four messages", func() bool {
 		for _, ui := range uis {
 			if len(peerNames(t, ui)) < 2 {
 				return false
@@ -416,7 +417,7 @@ func TestChatCatchesUpAfterResync(t *testing.T) {
 		done <- RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: "KEYFORTHECHATCOMMAND234567", Channel: "lobby", History: 5}, stdin, &out)
 	}()
 	last := fmt.Sprintf("burst line %04d", 5+missed-1)
-	waitFor(t, 20*time.Second, "the missed messages", func() bool { return strings.Contains(out.String(), last) })
+	testutil.WaitFor(t, 20*time.Second, "the missed messages", func() bool { return strings.Contains(out.String(), last) })
 	typing.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
