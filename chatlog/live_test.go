@@ -85,8 +85,8 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.ContainsFunc(ms, func(m chatlog.MessageView) bool {
-			return m.Text == text && !m.Retracted && m.Author == string(alice.node.ID())
+		return slices.ContainsFunc(ms, func(m chatlog.Entry) bool {
+			return m.Text == text && !m.Retracted && m.Author == alice.node.ID()
 		})
 	}
 	showsRetracted := func(n *chatNode, id chatlog.ID) bool {
@@ -94,7 +94,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.ContainsFunc(ms, func(m chatlog.MessageView) bool { return m.ID == id.String() && m.Retracted })
+		return slices.ContainsFunc(ms, func(m chatlog.Entry) bool { return m.ID == id.String() && m.Retracted })
 	}
 
 	t.Run("forged retract first", func(t *testing.T) {

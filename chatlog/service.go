@@ -60,7 +60,6 @@ var errRateLimited = errors.New("chatlog: author over the live message rate")
 // sync.go).
 type Mesh interface {
 	ID() mesh.ID
-	Name() string
 	Broadcaster
 	Directory
 	Requester
@@ -395,17 +394,16 @@ func (s *Service) Channels(ctx context.Context) ([]ChannelInfo, error) {
 		for _, a := range adverts(r) {
 			members[a.ID]++
 			if _, ok := infos[a.ID]; !ok {
-				infos[a.ID] = ChannelInfo{ID: a.ID, Name: a.Name, Owner: a.Owner, Burn: a.Burn}
+				infos[a.ID] = ChannelInfo{ID: a.ID, Name: a.Name, Owner: mesh.ID(a.Owner), Burn: a.Burn}
 			}
 		}
 	}
 	for _, c := range chs {
-		infos[c.ID.String()] = ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), Joined: c.Joined, Burn: c.Burn, Range: c.Range}
+		infos[c.ID.String()] = info(c)
 	}
 	out := make([]ChannelInfo, 0, len(infos))
 	for id, ci := range infos {
 		ci.Members = members[id]
-		ci.OwnerName = s.name(mesh.ID(ci.Owner))
 		out = append(out, ci)
 	}
 	slices.SortFunc(out, func(a, b ChannelInfo) int {
@@ -415,16 +413,6 @@ func (s *Service) Channels(ctx context.Context) ([]ChannelInfo, error) {
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out, nil
-}
-
-func (s *Service) name(id mesh.ID) string {
-	if id == s.mesh.ID() {
-		return s.mesh.Name()
-	}
-	if r, ok := s.mesh.Lookup(id); ok {
-		return r.Name
-	}
-	return id.Short()
 }
 
 // CreateChannel makes a channel owned by this node and joins it.
@@ -448,12 +436,11 @@ func (s *Service) CreateChannel(ctx context.Context, name string, burn bool) (Ch
 	}
 	s.publish(Event{Type: "channel", Channel: c.ID.String()})
 	c, _, _ = s.store.Channel(c.ID)
-	return s.info(c), nil
+	return info(c), nil
 }
 
-func (s *Service) info(c Channel) ChannelInfo {
-	return ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), OwnerName: s.name(c.Owner),
-		Joined: c.Joined, Burn: c.Burn, Range: c.Range}
+func info(c Channel) ChannelInfo {
+	return ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: c.Owner, Joined: c.Joined, Burn: c.Burn, Range: c.Range}
 }
 
 func (s *Service) channel(id string) (Channel, error) {
@@ -559,7 +546,7 @@ func (s *Service) Leave(ctx context.Context, id string) error {
 }
 
 // Messages lists a channel's text messages, newest last.
-func (s *Service) Messages(ctx context.Context, id string, before time.Time, limit int) ([]MessageView, error) {
+func (s *Service) Messages(ctx context.Context, id string, before time.Time, limit int) ([]Entry, error) {
 	c, err := s.channel(id)
 	if err != nil {
 		return nil, err
@@ -568,9 +555,9 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 		s.mu.Lock()
 		live := slices.Clone(s.burnLive[c.ID])
 		s.mu.Unlock()
-		out := make([]MessageView, 0, len(live))
+		out := make([]Entry, 0, len(live))
 		for _, m := range live {
-			out = append(out, s.view(m, false, false, true))
+			out = append(out, entry(m, false, false, true))
 		}
 		return out, nil
 	}
@@ -578,21 +565,21 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 	if !before.IsZero() {
 		b = before.UnixMilli()
 	}
-	out := []MessageView{}
+	out := []Entry{}
 	// Page over stored messages until limit text messages are found.
 	for len(out) < limit {
 		ms, err := s.store.List(c.ID, b, limit)
 		if err != nil {
 			return nil, err
 		}
-		var page []MessageView
+		var page []Entry
 		for _, m := range ms {
 			if m.Kind != KindText {
 				continue
 			}
 			retracted, _ := s.store.Retracted(m.ID)
 			marked, _ := s.store.Marked(m.ID)
-			page = append(page, s.view(m, retracted, marked, false))
+			page = append(page, entry(m, retracted, marked, false))
 		}
 		out = append(page, out...)
 		if len(ms) < limit {
@@ -609,10 +596,11 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 	return out, nil
 }
 
-func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
-	v := MessageView{
-		ID: m.ID.String(), Channel: m.Channel.String(), Author: string(m.Author), AuthorName: s.name(m.Author),
-		Time: m.When().UTC(), Retracted: retracted, Marked: marked, Burn: burn, Mine: m.Author == s.mesh.ID(),
+// entry is m as a channel shows it, with its state at this node.
+func entry(m *Message, retracted, marked, burn bool) Entry {
+	v := Entry{
+		ID: m.ID.String(), Channel: m.Channel.String(), Author: m.Author,
+		Time: m.When(), Retracted: retracted, Marked: marked, Burn: burn,
 	}
 	if !retracted {
 		v.Text = string(m.Body)
@@ -627,28 +615,28 @@ func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
 // script that posts fast is slowed down here rather than dropped and
 // scored down by the others; past maxPaceWait it fails with
 // ErrInvalidInput instead.
-func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
+func (s *Service) Post(ctx context.Context, id, text string) (Entry, error) {
 	c, err := s.joined(id)
 	if err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	if strings.TrimSpace(text) == "" || len(text) > MaxBody || !utf8.ValidString(text) {
-		return MessageView{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
+		return Entry{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
 	}
 	if err := s.pace(ctx); err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, time.Now())
 	if err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	if c.Burn {
 		s.keepBurn(m)
 	} else if _, err := s.store.Put(ctx, m); err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	s.send(ctx, m)
-	v := s.view(m, false, false, c.Burn)
+	v := entry(m, false, false, c.Burn)
 	s.publish(Event{Type: "message", Channel: id, Message: &v})
 	return v, nil
 }
@@ -962,7 +950,7 @@ func (s *Service) announce(m *Message, burn bool) {
 	if !burn {
 		retracted, _ = s.store.Retracted(m.ID)
 	}
-	v := s.view(m, retracted, false, burn)
+	v := entry(m, retracted, false, burn)
 	s.publish(Event{Type: "message", Channel: m.Channel.String(), Message: &v})
 }
 

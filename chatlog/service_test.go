@@ -258,7 +258,7 @@ func TestMarkedSurvivesRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keep chatlog.MessageView
+	var keep chatlog.Entry
 	for i := range 10 {
 		v, err := alice.Post(ctx, ch.ID, fmt.Sprint("note ", i))
 		if err != nil {
@@ -363,7 +363,7 @@ func TestBurnNeverOnDisk(t *testing.T) {
 	if _, err := alice.Post(ctx, ch.ID, marker); err != nil {
 		t.Fatal(err)
 	}
-	var seen *chatlog.MessageView
+	var seen *chatlog.Entry
 	deadline := time.After(10 * time.Second)
 	for seen == nil {
 		select {

@@ -17,8 +17,7 @@ import (
 // authorship, echoes changes as events, and forgets a burn message once it
 // is read. It is safe for concurrent use.
 type fakeChat struct {
-	self     mesh.ID
-	selfName string
+	self mesh.ID
 
 	mu       sync.Mutex
 	channels map[string]*fakeChannel
@@ -34,7 +33,7 @@ type fakeChat struct {
 
 type fakeChannel struct {
 	info chatlog.ChannelInfo
-	msgs []chatlog.MessageView // oldest first
+	msgs []chatlog.Entry // oldest first
 }
 
 var (
@@ -42,10 +41,9 @@ var (
 	_ Chat = (*chatlog.Service)(nil) // cmd/catnest passes the real service
 )
 
-func newFakeChat(self mesh.ID, selfName string) *fakeChat {
+func newFakeChat(self mesh.ID) *fakeChat {
 	return &fakeChat{
 		self:     self,
-		selfName: selfName,
 		channels: map[string]*fakeChannel{},
 		now:      time.Now,
 	}
@@ -60,7 +58,7 @@ func (f *fakeChat) addChannel(info chatlog.ChannelInfo) {
 
 // receive adds a message from someone, as if it arrived from the mesh, and
 // sends the "message" event. It returns the message with its ID.
-func (f *fakeChat) receive(channel string, m chatlog.MessageView) chatlog.MessageView {
+func (f *fakeChat) receive(channel string, m chatlog.Entry) chatlog.Entry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ch := f.channels[channel]
@@ -98,7 +96,7 @@ func (f *fakeChat) readIDs() []string {
 }
 
 // message returns a message by channel and ID.
-func (f *fakeChat) message(channel, id string) (chatlog.MessageView, bool) {
+func (f *fakeChat) message(channel, id string) (chatlog.Entry, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if ch := f.channels[channel]; ch != nil {
@@ -108,7 +106,7 @@ func (f *fakeChat) message(channel, id string) (chatlog.MessageView, bool) {
 			}
 		}
 	}
-	return chatlog.MessageView{}, false
+	return chatlog.Entry{}, false
 }
 
 // subscribers is the number of subscriptions not yet cancelled.
@@ -152,7 +150,7 @@ func (f *fakeChat) joined(id string) (*fakeChannel, error) {
 
 // find returns the index of message id in ch; f.mu is held.
 func (ch *fakeChannel) find(id string) (int, error) {
-	i := slices.IndexFunc(ch.msgs, func(m chatlog.MessageView) bool { return m.ID == id })
+	i := slices.IndexFunc(ch.msgs, func(m chatlog.Entry) bool { return m.ID == id })
 	if i < 0 {
 		return 0, fmt.Errorf("message %q: %w", id, chatlog.ErrUnknownMessage)
 	}
@@ -178,13 +176,12 @@ func (f *fakeChat) CreateChannel(ctx context.Context, name string, burn bool) (c
 	}
 	f.seq++
 	info := chatlog.ChannelInfo{
-		ID:        fmt.Sprintf("%032x", f.seq),
-		Name:      name,
-		Owner:     string(f.self),
-		OwnerName: f.selfName,
-		Joined:    true,
-		Burn:      burn,
-		Members:   1,
+		ID:      fmt.Sprintf("%032x", f.seq),
+		Name:    name,
+		Owner:   f.self,
+		Joined:  true,
+		Burn:    burn,
+		Members: 1,
 	}
 	f.channels[info.ID] = &fakeChannel{info: info}
 	f.notify(chatlog.Event{Type: "channel", Channel: info.ID})
@@ -213,7 +210,7 @@ func (f *fakeChat) Leave(ctx context.Context, channel string) error {
 	return f.setJoined(channel, false)
 }
 
-func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.MessageView, error) {
+func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.Entry, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {
 		return nil, err
@@ -222,7 +219,7 @@ func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Tim
 	if err != nil {
 		return nil, err
 	}
-	var out []chatlog.MessageView // nil when empty: the server must send []
+	var out []chatlog.Entry // nil when empty: the server must send []
 	for _, m := range ch.msgs {
 		if before.IsZero() || m.Time.Before(before) {
 			out = append(out, m)
@@ -234,24 +231,22 @@ func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Tim
 	return slices.Clone(out), nil
 }
 
-func (f *fakeChat) Post(ctx context.Context, channel, text string) (chatlog.MessageView, error) {
+func (f *fakeChat) Post(ctx context.Context, channel, text string) (chatlog.Entry, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {
-		return chatlog.MessageView{}, err
+		return chatlog.Entry{}, err
 	}
 	ch, err := f.joined(channel)
 	if err != nil {
-		return chatlog.MessageView{}, err
+		return chatlog.Entry{}, err
 	}
-	m := chatlog.MessageView{
-		ID:         f.nextID(),
-		Channel:    channel,
-		Author:     string(f.self),
-		AuthorName: f.selfName,
-		Time:       f.now(),
-		Text:       text,
-		Burn:       ch.info.Burn,
-		Mine:       true,
+	m := chatlog.Entry{
+		ID:      f.nextID(),
+		Channel: channel,
+		Author:  f.self,
+		Time:    f.now(),
+		Text:    text,
+		Burn:    ch.info.Burn,
 	}
 	ch.msgs = append(ch.msgs, m)
 	f.notify(chatlog.Event{Type: "message", Channel: channel, Message: &m})
@@ -271,7 +266,7 @@ func (f *fakeChat) Retract(ctx context.Context, channel, id string) error {
 	if err != nil {
 		return err
 	}
-	if !ch.msgs[i].Mine {
+	if ch.msgs[i].Author != f.self {
 		return fmt.Errorf("retract %s: %w", id, chatlog.ErrNotAuthor)
 	}
 	ch.msgs[i].Retracted = true
@@ -306,7 +301,7 @@ func (f *fakeChat) SetSettings(ctx context.Context, channel string, r *chatlog.R
 	if err != nil {
 		return err
 	}
-	if burn != nil && ch.info.Owner != string(f.self) {
+	if burn != nil && ch.info.Owner != f.self {
 		return fmt.Errorf("burn setting: %w", chatlog.ErrNotOwner)
 	}
 	if r != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/webui"
 )
 
 // TestMain lets a test run this binary as the catnest command: with
@@ -456,7 +457,7 @@ func TestChatCommand(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "alice to get the typed line", func() bool {
 		ms, _ := alice.chat.Messages(ctx, lobby.ID, time.Time{}, 10)
 		for _, m := range ms {
-			if m.Text == "typed in a terminal" && m.AuthorName == "bob" {
+			if m.Text == "typed in a terminal" && m.Author == bob.mesh.ID() {
 				return true
 			}
 		}
@@ -533,11 +534,11 @@ func TestAcknowledgedMessageSurvivesKill9(t *testing.T) {
 		return p, p.expect(t, `^web UI: (http://127\.0\.0\.1:\d+/)$`)[1]
 	}
 	p, ui := serve()
-	var ch chatlog.ChannelInfo
+	var ch webui.Channel
 	postJSON(t, ui, "api/channels", map[string]any{"name": "durable"}, &ch)
 	var acked []string
 	for i := range 20 {
-		var m chatlog.MessageView
+		var m webui.Message
 		postJSON(t, ui, "api/channels/"+ch.ID+"/messages", map[string]string{"text": fmt.Sprint("acked ", i)}, &m)
 		acked = append(acked, m.ID)
 	}
@@ -545,7 +546,7 @@ func TestAcknowledgedMessageSurvivesKill9(t *testing.T) {
 	p.cmd.Wait()
 
 	_, ui = serve()
-	var ms []chatlog.MessageView
+	var ms []webui.Message
 	getJSON(t, ui+"api/channels/"+ch.ID+"/messages?limit=100", &ms)
 	have := map[string]bool{}
 	for _, m := range ms {
