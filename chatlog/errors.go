@@ -35,3 +35,19 @@ var (
 	// that is not a channel ID.
 	ErrBadChannel = errors.New("chatlog: bad channel")
 )
+
+// Errors of the chat service that callers (the web API) map to statuses.
+var (
+	// ErrUnknownChannel: no such channel (404).
+	ErrUnknownChannel = errors.New("chatlog: unknown channel")
+	// ErrUnknownMessage: no such message in the channel (404).
+	ErrUnknownMessage = errors.New("chatlog: unknown message")
+	// ErrNotOwner: only the channel's owner may do that (403).
+	ErrNotOwner = errors.New("chatlog: only the channel owner may do that")
+	// ErrNotAuthor: only the message's author may do that (403).
+	ErrNotAuthor = errors.New("chatlog: only the author may do that")
+	// ErrInvalidInput: the request is malformed (400).
+	ErrInvalidInput = errors.New("chatlog: invalid input")
+	// ErrNotJoined: join the channel first (409).
+	ErrNotJoined = errors.New("chatlog: not joined to the channel")
+)

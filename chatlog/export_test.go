@@ -1,10 +1,13 @@
 package chatlog
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -24,4 +27,22 @@ func SignUnchecked(ident *mesh.Identity, ch ChannelID, kind Kind, body []byte, r
 		panic(err)
 	}
 	return m
+}
+
+// putVia returns Put through the group commit (batch false) or through
+// bbolt's db.Batch, for the test and the benchmark that compare the two.
+func (s *Store) putVia(batch bool) func(ctx context.Context, ms ...*Message) (int, error) {
+	if !batch {
+		return s.Put
+	}
+	return func(ctx context.Context, ms ...*Message) (int, error) { return s.put(ctx, s.db.Batch, ms) }
+}
+
+// commits returns the id of the database's newest write transaction: each
+// commit adds one, so the difference of two readings counts the commits
+// between them.
+func (s *Store) commits() int {
+	var id int
+	s.db.View(func(tx *bbolt.Tx) error { id = tx.ID(); return nil })
+	return id
 }

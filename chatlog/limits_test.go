@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -104,11 +105,11 @@ func TestRangeEnforcedOnStore(t *testing.T) {
 		}
 	}
 	last50 := posts[len(posts)-50:]
-	waitFor(t, 20*time.Second, "bob to get the last post", func() bool { return hasTexts(t, bob, ch.ID, posts[499]) })
+	testutil.WaitFor(t, 20*time.Second, "bob to get the last post", func() bool { return hasTexts(t, bob, ch.ID, posts[499]) })
 	// A newcomer's history comes by sync from alice, who keeps all 500.
 	carol := newChatNodeWith(t, nw, "carol", keep50)
 	joinWhenSeen(t, carol, ch.ID)
-	waitFor(t, 20*time.Second, "carol's history", func() bool { return hasTexts(t, carol, ch.ID, last50...) })
+	testutil.WaitFor(t, 20*time.Second, "carol's history", func() bool { return hasTexts(t, carol, ch.ID, last50...) })
 	for _, n := range []*chatNode{bob, carol} {
 		keptNewest(t, n, ch.ID, posts, 50)
 	}
@@ -248,7 +249,7 @@ func TestDaysPrunedAsTimePasses(t *testing.T) {
 	if _, err := alice.Post(ctx, ch.ID, "fresh"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the expired messages to be pruned", func() bool { return usage(t, alice, ch.ID).Texts == 1 })
+	testutil.WaitFor(t, 20*time.Second, "the expired messages to be pruned", func() bool { return usage(t, alice, ch.ID).Texts == 1 })
 	if got := texts(t, alice, ch.ID); !slices.Equal(got, []string{"fresh"}) {
 		t.Fatalf("after the day passed: %q", got)
 	}
@@ -298,7 +299,7 @@ func TestBurnForgetsHistoryEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		waitFor(t, 10*time.Second, n.node.Name()+" to get the markers", func() bool { return hasTexts(t, n, ch.ID, marker, marker+" retracted") })
+		testutil.WaitFor(t, 10*time.Second, n.node.Name()+" to get the markers", func() bool { return hasTexts(t, n, ch.ID, marker, marker+" retracted") })
 	}
 	if err := bob.Retract(ctx, ch.ID, gone.ID); err != nil {
 		t.Fatal(err)
@@ -317,7 +318,7 @@ func TestBurnForgetsHistoryEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		waitFor(t, 20*time.Second, "the marker to leave "+n.node.Name()+"'s disk", func() bool { return onDisk(t, n, []byte(marker)) == "" })
+		testutil.WaitFor(t, 20*time.Second, "the marker to leave "+n.node.Name()+"'s disk", func() bool { return onDisk(t, n, []byte(marker)) == "" })
 		items, err := n.store.Items(cid, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -361,8 +362,8 @@ func TestLiveFloodLimited(t *testing.T) {
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	joinWhenSeen(t, mallory, ch.ID)
-	waitFor(t, 10*time.Second, "mallory to link bob", func() bool { return linked(bob, mallory) })
-	waitFor(t, 10*time.Second, "alice to link bob", func() bool { return linked(bob, alice) })
+	testutil.WaitFor(t, 10*time.Second, "mallory to link bob", func() bool { return linked(bob, mallory) })
+	testutil.WaitFor(t, 10*time.Second, "alice to link bob", func() bool { return linked(bob, alice) })
 	sizeBefore := dbSize(t, bob)
 
 	// Signed beforehand, so that the flood is as fast as mallory's links.
@@ -390,7 +391,7 @@ func TestLiveFloodLimited(t *testing.T) {
 	}
 	// Past the burst, every message of hers that bob drops is an offence
 	// of his neighbour mallory: he bans her.
-	waitFor(t, 60*time.Second, "bob to cut mallory off", func() bool { return !linked(bob, mallory) })
+	testutil.WaitFor(t, 60*time.Second, "bob to cut mallory off", func() bool { return !linked(bob, mallory) })
 	for i := range 5 {
 		text := fmt.Sprint("honest after the flood ", i)
 		if _, err := alice.Post(ctx, ch.ID, text); err != nil {
@@ -398,7 +399,7 @@ func TestLiveFloodLimited(t *testing.T) {
 		}
 		honest = append(honest, text)
 	}
-	waitFor(t, 20*time.Second, "alice's posts to reach bob", func() bool { return hasTexts(t, bob, ch.ID, honest[len(honest)-5:]...) })
+	testutil.WaitFor(t, 20*time.Second, "alice's posts to reach bob", func() bool { return hasTexts(t, bob, ch.ID, honest[len(honest)-5:]...) })
 	elapsed := time.Since(began)
 
 	if !linked(bob, alice) {
@@ -450,7 +451,7 @@ func TestRateLimitSparesRelays(t *testing.T) {
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	joinWhenSeen(t, mallory, ch.ID)
-	waitFor(t, 10*time.Second, "alice to link bob and mallory", func() bool { return linked(alice, bob) && linked(alice, mallory) })
+	testutil.WaitFor(t, 10*time.Second, "alice to link bob and mallory", func() bool { return linked(alice, bob) && linked(alice, mallory) })
 	delivered := bob.node.BroadcastStats().Delivered
 	const n = 300
 	for i := range n {
@@ -464,7 +465,7 @@ func TestRateLimitSparesRelays(t *testing.T) {
 	}
 	// 100 messages past a burst of 5 are far more offences than the
 	// penalty threshold (32 a minute) that bans a peer.
-	waitFor(t, 60*time.Second, "bob to get 100 of the flood through alice, or to cut her off", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "bob to get 100 of the flood through alice, or to cut her off", func() bool {
 		return bob.node.BroadcastStats().Delivered-delivered >= 100 || !linked(bob, alice)
 	})
 	if !linked(bob, alice) {
@@ -478,7 +479,7 @@ func TestRateLimitSparesRelays(t *testing.T) {
 	if _, err := alice.Post(ctx, ch.ID, "still linked"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "alice's post to reach bob", func() bool { return hasTexts(t, bob, ch.ID, "still linked") })
+	testutil.WaitFor(t, 20*time.Second, "alice's post to reach bob", func() bool { return hasTexts(t, bob, ch.ID, "still linked") })
 }
 
 // TestSyncFloodQuota has a member hold 1,000 messages of 16 KB that a
@@ -515,7 +516,7 @@ func TestSyncFloodQuota(t *testing.T) {
 	sizeBefore := dbSize(t, bob)
 	joinWhenSeen(t, bob, ch.ID)
 	// The newest of the history are kept, the oldest made room.
-	waitFor(t, 60*time.Second, "bob to fill his quota with the newest history", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "bob to fill his quota with the newest history", func() bool {
 		u := usage(t, bob, ch.ID)
 		if u.Bytes > quota {
 			t.Fatalf("bob stores %d bytes, quota %d", u.Bytes, quota)
@@ -528,7 +529,7 @@ func TestSyncFloodQuota(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "alice's posts to reach bob", func() bool { return hasTexts(t, bob, ch.ID, "honest 0", "honest 9") })
+	testutil.WaitFor(t, 20*time.Second, "alice's posts to reach bob", func() bool { return hasTexts(t, bob, ch.ID, "honest 0", "honest 9") })
 	if ok, _ := bob.store.Has(flood[0].ID); ok {
 		t.Error("the oldest history message was kept over the quota")
 	}
@@ -560,7 +561,7 @@ func TestOwnPostsPaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	joinWhenSeen(t, bob, ch.ID)
-	waitFor(t, 10*time.Second, "alice and bob to link", func() bool { return linked(bob, alice) })
+	testutil.WaitFor(t, 10*time.Second, "alice and bob to link", func() bool { return linked(bob, alice) })
 	var posts []string
 	for i := range 60 {
 		text := fmt.Sprint("line ", i)
@@ -569,7 +570,7 @@ func TestOwnPostsPaced(t *testing.T) {
 		}
 		posts = append(posts, text)
 	}
-	waitFor(t, 20*time.Second, "every post to reach bob", func() bool { return hasTexts(t, bob, ch.ID, posts...) })
+	testutil.WaitFor(t, 20*time.Second, "every post to reach bob", func() bool { return hasTexts(t, bob, ch.ID, posts...) })
 	for _, p := range bob.node.Peers() {
 		if p.ID == alice.node.ID() && p.Failures > 0 {
 			t.Fatalf("bob scored alice's link down %d times for posting", p.Failures)

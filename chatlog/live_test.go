@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -27,7 +28,7 @@ func broadcastLive(t *testing.T, n *chatNode, m *chatlog.Message) {
 func waitStored(t *testing.T, nodes []*chatNode, m *chatlog.Message) {
 	t.Helper()
 	for _, n := range nodes {
-		waitFor(t, 30*time.Second, n.node.Name()+" to store "+m.ID.String(), func() bool {
+		testutil.WaitFor(t, 30*time.Second, n.node.Name()+" to store "+m.ID.String(), func() bool {
 			ok, err := n.store.Has(m.ID)
 			return err == nil && ok
 		})
@@ -69,7 +70,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 	for i, n := range nodes {
 		meshNodes[i] = n.node
 	}
-	waitFor(t, 30*time.Second, "every node at 3+ links", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "every node at 3+ links", func() bool {
 		for _, n := range meshNodes {
 			if len(n.Peers()) < 3 {
 				return false
@@ -84,8 +85,8 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.ContainsFunc(ms, func(m chatlog.MessageView) bool {
-			return m.Text == text && !m.Retracted && m.Author == string(alice.node.ID())
+		return slices.ContainsFunc(ms, func(m chatlog.Entry) bool {
+			return m.Text == text && !m.Retracted && m.Author == alice.node.ID()
 		})
 	}
 	showsRetracted := func(n *chatNode, id chatlog.ID) bool {
@@ -93,7 +94,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.ContainsFunc(ms, func(m chatlog.MessageView) bool { return m.ID == id.String() && m.Retracted })
+		return slices.ContainsFunc(ms, func(m chatlog.Entry) bool { return m.ID == id.String() && m.Retracted })
 	}
 
 	t.Run("forged retract first", func(t *testing.T) {
@@ -115,7 +116,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		}
 		broadcastLive(t, alice, x)
 		for _, n := range append([]*chatNode{mallory}, others...) {
-			waitFor(t, 30*time.Second, n.node.Name()+" to get alice's message live", func() bool { return shows(n, "alice's first words") })
+			testutil.WaitFor(t, 30*time.Second, n.node.Name()+" to get alice's message live", func() bool { return shows(n, "alice's first words") })
 		}
 	})
 
@@ -126,7 +127,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		}
 		y, _ := chatlog.ParseID(v.ID)
 		for _, n := range append([]*chatNode{mallory}, others...) {
-			waitFor(t, 30*time.Second, n.node.Name()+" to get alice's second message live", func() bool { return shows(n, "alice's second words") })
+			testutil.WaitFor(t, 30*time.Second, n.node.Name()+" to get alice's second message live", func() bool { return shows(n, "alice's second words") })
 		}
 		forged, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindRetract, nil, y, time.Now())
 		if err != nil {
@@ -219,7 +220,7 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 	if _, err := alice.Post(ctx, ch.ID, "on time"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "carol to get the message after the early one", func() bool { return hasTexts(t, carol, ch.ID, "on time") })
+	testutil.WaitFor(t, 10*time.Second, "carol to get the message after the early one", func() bool { return hasTexts(t, carol, ch.ID, "on time") })
 	if hasTexts(t, carol, ch.ID, "from a fast clock") {
 		t.Fatal("carol took a message stamped beyond her clock's skew")
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/catnest/catnest/internal/pubsub"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -52,23 +54,17 @@ const (
 // author's rate.
 var errRateLimited = errors.New("chatlog: author over the live message rate")
 
-// Mesh is what the chat service needs of the mesh node.
+// Mesh is what the chat service needs of the mesh node (*mesh.Node): its
+// identity and the roles below, each declared beside the code that uses it
+// (Broadcaster, Directory, Penalizer here; Requester and Neighbours in
+// sync.go).
 type Mesh interface {
 	ID() mesh.ID
-	Name() string
-	Handle(proto string, h mesh.Handler)
-	HandleBroadcast(topic string, h mesh.BroadcastHandler)
-	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
-	BroadcastID(ctx context.Context, topic string, id mesh.MsgID, payload []byte) error
-	ForgetBroadcast(id mesh.MsgID, match func(payload []byte) bool) bool
-	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
-	Directory() []mesh.Record
-	Lookup(id mesh.ID) (mesh.Record, bool)
-	SetResource(service string, summary any) error
-	Peers() []mesh.PeerInfo
-	SubscribePeers() (<-chan mesh.PeerEvent, func())
-	Expand(ctx context.Context, ids ...mesh.ID) error
-	Penalize(id mesh.ID, reason string)
+	Broadcaster
+	Directory
+	Requester
+	Neighbours
+	Penalizer
 }
 
 // ServiceConfig configures a Service.
@@ -125,16 +121,17 @@ type Service struct {
 	store *Store
 	log   *slog.Logger
 
-	// life ends when Serve does; background work (history fetches) runs
-	// under it and Serve waits for it.
-	life    context.Context
-	endLife context.CancelFunc
-	bg      sync.WaitGroup
+	events pubsub.Topic[Event]
+	// kick wakes Serve to start the background work queued in jobs.
+	kick chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// jobs is background work (history fetches, scrubs) that Serve starts
+	// under its context and waits for; closed is set when Serve ends, and
+	// work queued after it is dropped.
+	jobs     []func(ctx context.Context)
 	closed   bool
 	burnLive map[ChannelID][]*Message // unread burn messages, oldest first
-	subs     map[chan Event]struct{}
 	sessions map[string]*responder
 	syncing  map[syncKey]bool
 	builds   syncBuilds // see buildAllowed in sync.go
@@ -184,10 +181,10 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 	s := &Service{
 		cfg: cfg, mesh: m, store: store, log: cfg.Logger.With("service", "chat"),
 		burnLive: make(map[ChannelID][]*Message),
-		subs:     make(map[chan Event]struct{}),
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
 		limiters: make(map[mesh.ID]*rate.Limiter),
+		kick:     make(chan struct{}, 1),
 	}
 	if cfg.AuthorRate > 0 {
 		// Half the burst that others allow: room for the jitter of the
@@ -195,7 +192,6 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		s.pacer = rate.NewLimiter(rate.Limit(cfg.AuthorRate), max(1, cfg.AuthorBurst/2))
 	}
 	store.SetQuota(cfg.Quota)
-	s.life, s.endLife = context.WithCancel(context.Background())
 	m.ValidateBroadcast(liveTopic, s.validLive)
 	m.HandleBroadcast(liveTopic, s.onLive)
 	m.Handle(syncProto, mesh.HandlerFunc(s.handleSync))
@@ -226,10 +222,8 @@ func (s *Service) Serve(ctx context.Context) error {
 	defer wg.Wait()
 	defer func() {
 		s.mu.Lock()
-		s.closed = true
+		s.closed, s.jobs = true, nil
 		s.mu.Unlock()
-		s.endLife()
-		s.bg.Wait()
 	}()
 	// A scrub cut short by a crash or a stop is still due.
 	s.scrubLater()
@@ -241,6 +235,14 @@ func (s *Service) Serve(ctx context.Context) error {
 		case e := <-events:
 			if e.Kind == mesh.PeerUp {
 				s.syncWithPeer(ctx, &wg, e.Peer.ID)
+			}
+		case <-s.kick:
+			s.mu.Lock()
+			jobs := s.jobs
+			s.jobs = nil
+			s.mu.Unlock()
+			for _, f := range jobs {
+				wg.Go(func() { f(ctx) })
 			}
 		case <-t.C:
 			s.syncRound(ctx, &wg)
@@ -257,32 +259,26 @@ func (s *Service) Serve(ctx context.Context) error {
 	}
 }
 
-// SubscribeChat returns a channel of chat events and a cancel func; events
-// are dropped when the reader falls behind.
-func (s *Service) SubscribeChat() (<-chan Event, func()) {
-	c := make(chan Event, 256)
-	s.mu.Lock()
-	s.subs[c] = struct{}{}
-	s.mu.Unlock()
-	var once sync.Once
-	return c, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			delete(s.subs, c)
-			s.mu.Unlock()
-		})
-	}
+// chatBuffer is how many chat events wait for a subscriber before newer
+// ones are dropped for it.
+const chatBuffer = 256
+
+// SubscribeChat returns a subscription to the chat events. Events are
+// dropped when the reader falls behind, and its Missed counts them: the
+// reader then re-reads what it shows. Close it when done.
+func (s *Service) SubscribeChat() *pubsub.Subscription[Event] {
+	return s.events.Subscribe(chatBuffer)
 }
 
-func (s *Service) publish(e Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.subs {
-		select {
-		case c <- e:
-		default:
-		}
-	}
+func (s *Service) publish(e Event) { s.events.Publish(e) }
+
+// Directory is the mesh directory: this node advertises its channels in
+// its record (SetResource), and finds channels and who holds them in the
+// records of the others.
+type Directory interface {
+	Directory() []mesh.Record
+	Lookup(id mesh.ID) (mesh.Record, bool)
+	SetResource(service string, summary any) error
 }
 
 // advert is one channel in this node's directory record.
@@ -401,17 +397,16 @@ func (s *Service) Channels(ctx context.Context) ([]ChannelInfo, error) {
 		for _, a := range adverts(r) {
 			members[a.ID]++
 			if _, ok := infos[a.ID]; !ok {
-				infos[a.ID] = ChannelInfo{ID: a.ID, Name: a.Name, Owner: a.Owner, Burn: a.Burn}
+				infos[a.ID] = ChannelInfo{ID: a.ID, Name: a.Name, Owner: mesh.ID(a.Owner), Burn: a.Burn}
 			}
 		}
 	}
 	for _, c := range chs {
-		infos[c.ID.String()] = ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), Joined: c.Joined, Burn: c.Burn, Range: c.Range}
+		infos[c.ID.String()] = info(c)
 	}
 	out := make([]ChannelInfo, 0, len(infos))
 	for id, ci := range infos {
 		ci.Members = members[id]
-		ci.OwnerName = s.name(mesh.ID(ci.Owner))
 		out = append(out, ci)
 	}
 	slices.SortFunc(out, func(a, b ChannelInfo) int {
@@ -421,16 +416,6 @@ func (s *Service) Channels(ctx context.Context) ([]ChannelInfo, error) {
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out, nil
-}
-
-func (s *Service) name(id mesh.ID) string {
-	if id == s.mesh.ID() {
-		return s.mesh.Name()
-	}
-	if r, ok := s.mesh.Lookup(id); ok {
-		return r.Name
-	}
-	return id.Short()
 }
 
 // CreateChannel makes a channel owned by this node and joins it.
@@ -454,12 +439,11 @@ func (s *Service) CreateChannel(ctx context.Context, name string, burn bool) (Ch
 	}
 	s.publish(Event{Type: "channel", Channel: c.ID.String()})
 	c, _, _ = s.store.Channel(c.ID)
-	return s.info(c), nil
+	return info(c), nil
 }
 
-func (s *Service) info(c Channel) ChannelInfo {
-	return ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: string(c.Owner), OwnerName: s.name(c.Owner),
-		Joined: c.Joined, Burn: c.Burn, Range: c.Range}
+func info(c Channel) ChannelInfo {
+	return ChannelInfo{ID: c.ID.String(), Name: c.Name, Owner: c.Owner, Joined: c.Joined, Burn: c.Burn, Range: c.Range}
 }
 
 func (s *Service) channel(id string) (Channel, error) {
@@ -529,15 +513,22 @@ func (s *Service) Join(ctx context.Context, id string) error {
 	return nil
 }
 
-// background runs f on a goroutine that Serve waits for, with a context
-// that ends with Serve; after Serve it does nothing.
+// background has Serve run f on a goroutine that it waits for, with its
+// context, so that the work of a request (a history fetch after Join)
+// outlives the request but not the service. Work queued before Serve
+// starts runs when it does; after Serve, background does nothing.
 func (s *Service) background(f func(ctx context.Context)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return
 	}
-	s.bg.Go(func() { f(s.life) })
+	s.jobs = append(s.jobs, f)
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default: // Serve is already woken for the queue
+	}
 }
 
 // Leave leaves a channel; its stored history stays until pruned.
@@ -558,7 +549,7 @@ func (s *Service) Leave(ctx context.Context, id string) error {
 }
 
 // Messages lists a channel's text messages, newest last.
-func (s *Service) Messages(ctx context.Context, id string, before time.Time, limit int) ([]MessageView, error) {
+func (s *Service) Messages(ctx context.Context, id string, before time.Time, limit int) ([]Entry, error) {
 	c, err := s.channel(id)
 	if err != nil {
 		return nil, err
@@ -567,9 +558,9 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 		s.mu.Lock()
 		live := slices.Clone(s.burnLive[c.ID])
 		s.mu.Unlock()
-		out := make([]MessageView, 0, len(live))
+		out := make([]Entry, 0, len(live))
 		for _, m := range live {
-			out = append(out, s.view(m, false, false, true))
+			out = append(out, entry(m, false, false, true))
 		}
 		return out, nil
 	}
@@ -577,21 +568,21 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 	if !before.IsZero() {
 		b = before.UnixMilli()
 	}
-	out := []MessageView{}
+	out := []Entry{}
 	// Page over stored messages until limit text messages are found.
 	for len(out) < limit {
 		ms, err := s.store.List(c.ID, b, limit)
 		if err != nil {
 			return nil, err
 		}
-		var page []MessageView
+		var page []Entry
 		for _, m := range ms {
 			if m.Kind != KindText {
 				continue
 			}
 			retracted, _ := s.store.Retracted(m.ID)
 			marked, _ := s.store.Marked(m.ID)
-			page = append(page, s.view(m, retracted, marked, false))
+			page = append(page, entry(m, retracted, marked, false))
 		}
 		out = append(page, out...)
 		if len(ms) < limit {
@@ -608,10 +599,11 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 	return out, nil
 }
 
-func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
-	v := MessageView{
-		ID: m.ID.String(), Channel: m.Channel.String(), Author: string(m.Author), AuthorName: s.name(m.Author),
-		Time: m.When().UTC(), Retracted: retracted, Marked: marked, Burn: burn, Mine: m.Author == s.mesh.ID(),
+// entry is m as a channel shows it, with its state at this node.
+func entry(m *Message, retracted, marked, burn bool) Entry {
+	v := Entry{
+		ID: m.ID.String(), Channel: m.Channel.String(), Author: m.Author,
+		Time: m.When(), Retracted: retracted, Marked: marked, Burn: burn,
 	}
 	if !retracted {
 		v.Text = string(m.Body)
@@ -626,28 +618,28 @@ func (s *Service) view(m *Message, retracted, marked, burn bool) MessageView {
 // script that posts fast is slowed down here rather than dropped and
 // scored down by the others; past maxPaceWait it fails with
 // ErrInvalidInput instead.
-func (s *Service) Post(ctx context.Context, id, text string) (MessageView, error) {
+func (s *Service) Post(ctx context.Context, id, text string) (Entry, error) {
 	c, err := s.joined(id)
 	if err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	if strings.TrimSpace(text) == "" || len(text) > MaxBody || !utf8.ValidString(text) {
-		return MessageView{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
+		return Entry{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
 	}
 	if err := s.pace(ctx); err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, s.stamp())
 	if err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	if c.Burn {
 		s.keepBurn(m)
 	} else if _, err := s.store.Put(ctx, m); err != nil {
-		return MessageView{}, err
+		return Entry{}, err
 	}
 	s.send(ctx, m)
-	v := s.view(m, false, false, c.Burn)
+	v := entry(m, false, false, c.Burn)
 	s.publish(Event{Type: "message", Channel: id, Message: &v})
 	return v, nil
 }
@@ -694,6 +686,17 @@ func (s *Service) pace(ctx context.Context) error {
 		r.Cancel()
 		return fmt.Errorf("chatlog: waiting to send: %w", ctx.Err())
 	}
+}
+
+// Broadcaster carries the live messages: every node checks each one
+// before it passes it on (ValidateBroadcast), members take it
+// (HandleBroadcast), and a retraction stops the message it retracts
+// (ForgetBroadcast).
+type Broadcaster interface {
+	HandleBroadcast(topic string, h mesh.BroadcastHandler)
+	ValidateBroadcast(topic string, check func(mesh.BroadcastMsg) error)
+	BroadcastID(ctx context.Context, topic string, id mesh.MsgID, payload []byte) error
+	ForgetBroadcast(id mesh.MsgID, match func(payload []byte) bool) bool
 }
 
 // broadcastID is the broadcast id of a chat message: the start of its id,
@@ -904,67 +907,109 @@ func (s *Service) scrubLater() {
 	})
 }
 
-// accept checks a message from a peer and stores or shows it. It returns
-// an error, with the reason, for a message the sender is to be scored down
-// for; a message for a channel this node is not in is ignored.
-func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
+// verdict is what to do with a message from a peer that passed judge.
+type verdict int
+
+const (
+	skip     verdict = iota // not for this node: channel not joined, outside the range, a synced burn message
+	store                   // a text or retraction to store
+	setting                 // an owner's setting to apply
+	showBurn                // a live message of a burn channel: keep it in memory until read
+)
+
+// judge holds the rules that every message from a peer passes, live or
+// synced, so they are written once. c is m's channel as stored (known
+// false: none), lower returns the bound of its storage range, and live
+// says that m came by broadcast, not sync. An error is the reason the
+// sender is to be scored down for m (a sync skips, rather than fails on,
+// the errors notTheSenders names).
+func (s *Service) judge(c Channel, known bool, m *Message, lower func() int64, live bool) (verdict, error) {
 	if err := m.Check(time.Now()); err != nil {
-		return err
+		return skip, err
 	}
-	c, ok, err := s.store.Channel(m.Channel)
-	if err != nil || !ok || !c.Joined {
-		return nil
+	if !known || !c.Joined {
+		return skip, nil
 	}
 	if live && !s.allowLive(m.Author) {
-		return fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
+		return skip, fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
 	}
 	switch m.Kind {
 	case KindSetting:
 		if m.Author != c.Owner {
-			return ErrNotOwner
+			return skip, ErrNotOwner
 		}
-		return s.applySetting(ctx, m)
+		return setting, nil
 	case KindRetract:
 		if orig, ok, _ := s.store.Get(m.Ref); ok && orig.Author != m.Author {
-			return ErrNotAuthor
+			return skip, ErrNotAuthor
 		}
 		if c.Burn {
-			return nil
+			return skip, nil
 		}
+		return store, nil
+	}
+	switch {
+	case c.Burn && live:
+		return showBurn, nil
+	case c.Burn, m.Time < lower():
+		return skip, nil
+	}
+	return store, nil
+}
+
+// announce publishes the event of a message that has just been stored (or
+// kept, for a burn channel).
+func (s *Service) announce(m *Message, burn bool) {
+	if m.Kind == KindRetract {
+		s.publish(Event{Type: "retract", Channel: m.Channel.String(), ID: m.Ref.String()})
+		return
+	}
+	retracted := false
+	if !burn {
+		retracted, _ = s.store.Retracted(m.ID)
+	}
+	v := entry(m, retracted, false, burn)
+	s.publish(Event{Type: "message", Channel: m.Channel.String(), Message: &v})
+}
+
+// accept checks a message from a peer and stores or shows it. It returns
+// an error, with the reason, for a message the sender is to be scored down
+// for; a message for a channel this node is not in is ignored.
+func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
+	c, known, err := s.store.Channel(m.Channel)
+	if err != nil {
+		known = false // not stored where this node can read it: ignored
+	}
+	lower := func() int64 {
+		l, err := s.store.Lower(c.ID, c.Range, time.Now())
+		if err != nil {
+			return math.MinInt64 // no bound known: keep it
+		}
+		return l
+	}
+	v, err := s.judge(c, known, m, lower, live)
+	if err != nil {
+		return err
+	}
+	switch v {
+	case setting:
+		return s.applySetting(ctx, m)
+	case showBurn:
+		s.keepBurn(m)
+		s.announce(m, true)
+	case store:
 		added, err := s.store.Put(ctx, m)
 		if err != nil {
 			return err
 		}
 		if added > 0 {
-			s.publish(Event{Type: "retract", Channel: c.ID.String(), ID: m.Ref.String()})
+			s.announce(m, false)
 		}
-		return nil
-	}
-	if c.Burn {
-		if !live {
-			return nil
-		}
-		s.keepBurn(m)
-		v := s.view(m, false, false, true)
-		s.publish(Event{Type: "message", Channel: c.ID.String(), Message: &v})
-		return nil
-	}
-	if lower, err := s.store.Lower(c.ID, c.Range, time.Now()); err == nil && m.Time < lower {
-		return nil // outside this device's range
-	}
-	added, err := s.store.Put(ctx, m)
-	if err != nil {
-		return err
-	}
-	if added > 0 {
-		retracted, _ := s.store.Retracted(m.ID)
-		v := s.view(m, retracted, false, false)
-		s.publish(Event{Type: "message", Channel: c.ID.String(), Message: &v})
 	}
 	return nil
 }
 
-// acceptMany takes messages from a sync: each is checked as accept does,
+// acceptMany takes messages from a sync: each is judged as accept does,
 // and the text and retract messages are stored in one commit, so a
 // history costs one fsync, not one per message.
 func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) error {
@@ -981,33 +1026,31 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		if m.Channel != ch {
 			return fmt.Errorf("%w: message for another channel", ErrInvalidInput)
 		}
-		if m.Kind != KindText {
-			switch err := s.accept(ctx, m, false); {
-			case errors.Is(err, ErrNotAuthor):
-				// A retract by someone else than the author of a message
-				// this node holds: the peer may not hold the message, so
-				// it could not tell. Stored without effect, as Put does,
-				// so that the two sets agree.
-				batch = append(batch, m)
-			case notTheSenders(err):
-				// Skipped, but the sync goes on.
-			case err != nil:
-				return err
-			}
+		v, err := s.judge(c, true, m, func() int64 { return lower }, false)
+		switch {
+		case errors.Is(err, ErrNotAuthor):
+			// A retract by someone else than the author of a message
+			// this node holds: the peer may not hold the message, so
+			// it could not tell. Stored without effect, as Put does,
+			// so that the two sets agree.
+			batch = append(batch, m)
 			continue
-		}
-		if err := m.Check(time.Now()); notTheSenders(err) {
-			continue
-		} else if err != nil {
+		case notTheSenders(err):
+			continue // skipped, but the sync goes on
+		case err != nil:
 			return err
 		}
-		if m.Time < lower {
-			continue // outside this device's range
+		switch v {
+		case setting:
+			if err := s.applySetting(ctx, m); err != nil {
+				return err
+			}
+		case store:
+			if has, _ := s.store.Has(m.ID); !has {
+				fresh = append(fresh, m)
+			}
+			batch = append(batch, m)
 		}
-		if has, _ := s.store.Has(m.ID); !has {
-			fresh = append(fresh, m)
-		}
-		batch = append(batch, m)
 	}
 	if len(batch) == 0 {
 		return nil
@@ -1016,12 +1059,9 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		return err
 	}
 	for _, m := range fresh {
-		if kept, _ := s.store.Has(m.ID); !kept {
-			continue // outside the range or the quota
+		if kept, _ := s.store.Has(m.ID); kept { // else outside the range or the quota
+			s.announce(m, false)
 		}
-		retracted, _ := s.store.Retracted(m.ID)
-		v := s.view(m, retracted, false, false)
-		s.publish(Event{Type: "message", Channel: ch.String(), Message: &v})
 	}
 	return nil
 }
@@ -1138,6 +1178,11 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 		return
 	}
 	s.reject(b.From, err)
+}
+
+// Penalizer scores down a neighbour that sent what no honest node sends.
+type Penalizer interface {
+	Penalize(id mesh.ID, reason string)
 }
 
 func (s *Service) reject(from mesh.ID, err error) {

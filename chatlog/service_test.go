@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -87,17 +88,6 @@ func newChatNodeWith(t *testing.T, nw *meshtest.Network, name string, svc func(*
 	return &chatNode{Service: service, node: n, ident: ident, store: store, dir: dir}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func texts(t *testing.T, n *chatNode, ch string) []string {
 	t.Helper()
 	ms, err := n.Messages(context.Background(), ch, time.Time{}, 500)
@@ -129,7 +119,7 @@ func hasTexts(t *testing.T, n *chatNode, ch string, want ...string) bool {
 func joinWhenSeen(t *testing.T, n *chatNode, ch string) {
 	t.Helper()
 	ctx := context.Background()
-	waitFor(t, 10*time.Second, n.node.Name()+" to join "+ch, func() bool {
+	testutil.WaitFor(t, 10*time.Second, n.node.Name()+" to join "+ch, func() bool {
 		err := n.Join(ctx, ch)
 		if err != nil && !errors.Is(err, chatlog.ErrUnknownChannel) {
 			t.Fatal(err)
@@ -156,14 +146,14 @@ func TestHistoryToNewcomerFromNonAuthors(t *testing.T) {
 		}
 		want = append(want, text)
 	}
-	waitFor(t, 10*time.Second, "bob to have alice's history", func() bool { return hasTexts(t, bob, ch.ID, want...) })
+	testutil.WaitFor(t, 10*time.Second, "bob to have alice's history", func() bool { return hasTexts(t, bob, ch.ID, want...) })
 
 	// Alice, the only author, leaves for good; a newcomer still gets
 	// everything, from bob.
 	nw.Kill(alice.node.ID())
 	carol := newChatNode(t, nw, "carol")
 	joinWhenSeen(t, carol, ch.ID)
-	waitFor(t, 15*time.Second, "carol to get the history from bob", func() bool { return hasTexts(t, carol, ch.ID, want...) })
+	testutil.WaitFor(t, 15*time.Second, "carol to get the history from bob", func() bool { return hasTexts(t, carol, ch.ID, want...) })
 	got := texts(t, carol, ch.ID)
 	if !slices.Equal(got, want) {
 		t.Fatalf("carol's history %q, want %q in order", got, want)
@@ -182,7 +172,7 @@ func TestPartitionConverges(t *testing.T) {
 		joinWhenSeen(t, n, ch.ID)
 	}
 	nw.Partition([]mesh.ID{nodes[0].node.ID(), nodes[1].node.ID()}, []mesh.ID{nodes[2].node.ID(), nodes[3].node.ID()})
-	waitFor(t, 10*time.Second, "the partition to cut every cross link", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the partition to cut every cross link", func() bool {
 		for _, p := range nodes[0].node.Peers() {
 			if p.ID == nodes[2].node.ID() || p.ID == nodes[3].node.ID() {
 				return false
@@ -212,7 +202,7 @@ func TestPartitionConverges(t *testing.T) {
 	}
 	nw.Heal()
 	for _, n := range nodes {
-		waitFor(t, 20*time.Second, n.node.Name()+" to converge after the partition", func() bool { return hasTexts(t, n, ch.ID, want...) })
+		testutil.WaitFor(t, 20*time.Second, n.node.Name()+" to converge after the partition", func() bool { return hasTexts(t, n, ch.ID, want...) })
 	}
 }
 
@@ -243,7 +233,7 @@ func TestRangeRespected(t *testing.T) {
 	// and the ten-day-old message must never be sent to him.
 	bob := newChatNodeWith(t, nw, "bob", func(c *chatlog.ServiceConfig) { c.DefaultRange = chatlog.Range{Days: 3} })
 	joinWhenSeen(t, bob, ch.ID)
-	waitFor(t, 15*time.Second, "bob's history inside his range", func() bool { return hasTexts(t, bob, ch.ID, "two days ago", "today") })
+	testutil.WaitFor(t, 15*time.Second, "bob's history inside his range", func() bool { return hasTexts(t, bob, ch.ID, "two days ago", "today") })
 	time.Sleep(time.Second) // further syncs must not bring more
 	if hasTexts(t, bob, ch.ID, "ten days ago") {
 		t.Fatal("bob received a message older than his range")
@@ -268,7 +258,7 @@ func TestMarkedSurvivesRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keep chatlog.MessageView
+	var keep chatlog.Entry
 	for i := range 10 {
 		v, err := alice.Post(ctx, ch.ID, fmt.Sprint("note ", i))
 		if err != nil {
@@ -312,7 +302,7 @@ func TestRetractionHonouredEverywhere(t *testing.T) {
 	if _, err := alice.Post(ctx, ch.ID, "fine"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "bob to get both", func() bool { return hasTexts(t, bob, ch.ID, "secret typo", "fine") })
+	testutil.WaitFor(t, 10*time.Second, "bob to get both", func() bool { return hasTexts(t, bob, ch.ID, "secret typo", "fine") })
 
 	if err := bob.Retract(ctx, ch.ID, v.ID); !errors.Is(err, chatlog.ErrNotAuthor) && !errors.Is(err, chatlog.ErrNotJoined) {
 		t.Fatalf("bob retracting alice's message: %v, want ErrNotAuthor", err)
@@ -321,7 +311,7 @@ func TestRetractionHonouredEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []*chatNode{alice, bob} {
-		waitFor(t, 10*time.Second, n.node.Name()+" to show the retraction", func() bool {
+		testutil.WaitFor(t, 10*time.Second, n.node.Name()+" to show the retraction", func() bool {
 			return hasTexts(t, n, ch.ID, "(retracted)", "fine") && !hasTexts(t, n, ch.ID, "secret typo")
 		})
 	}
@@ -333,7 +323,7 @@ func TestRetractionHonouredEverywhere(t *testing.T) {
 	// A newcomer gets the rest of the history, but not the retracted text.
 	carol := newChatNode(t, nw, "carol")
 	joinWhenSeen(t, carol, ch.ID)
-	waitFor(t, 15*time.Second, "carol's history", func() bool { return hasTexts(t, carol, ch.ID, "fine") })
+	testutil.WaitFor(t, 15*time.Second, "carol's history", func() bool { return hasTexts(t, carol, ch.ID, "fine") })
 	time.Sleep(time.Second)
 	if _, ok, _ := carol.store.Get(mid); ok {
 		t.Fatal("the retracted message was served to a newcomer")
@@ -357,7 +347,7 @@ func TestBurnNeverOnDisk(t *testing.T) {
 	if err := alice.SetSettings(ctx, ch.ID, nil, &burn); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "bob to see the burn setting", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "bob to see the burn setting", func() bool {
 		chs, _ := bob.Channels(ctx)
 		for _, c := range chs {
 			if c.ID == ch.ID {
@@ -366,13 +356,14 @@ func TestBurnNeverOnDisk(t *testing.T) {
 		}
 		return false
 	})
-	events, stop := bob.SubscribeChat()
-	defer stop()
+	sub := bob.SubscribeChat()
+	defer sub.Close()
+	events := sub.C()
 	marker := fmt.Sprintf("burn-marker-%d-%x", time.Now().UnixNano(), time.Now().UnixNano()*7919)
 	if _, err := alice.Post(ctx, ch.ID, marker); err != nil {
 		t.Fatal(err)
 	}
-	var seen *chatlog.MessageView
+	var seen *chatlog.Entry
 	deadline := time.After(10 * time.Second)
 	for seen == nil {
 		select {
@@ -437,14 +428,14 @@ func TestRejectedMessagesScoreTheSenderDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	origID, _ := chatlog.ParseID(orig.ID)
-	waitFor(t, 10*time.Second, "bob and mallory to have alice's message", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "bob and mallory to have alice's message", func() bool {
 		return hasTexts(t, bob, ch.ID, "alice's words") && hasTexts(t, mallory, ch.ID, "alice's words")
 	})
 	// A line, alice - bob - mallory: what mallory sends reaches bob from
 	// her, never first by way of alice, who is not to blame for what only
 	// bob's state can refuse.
 	nw.Partition([]mesh.ID{alice.node.ID()}, []mesh.ID{mallory.node.ID()})
-	waitFor(t, 10*time.Second, "bob to link alice and mallory, and alice not mallory", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "bob to link alice and mallory, and alice not mallory", func() bool {
 		linked := func(n *chatNode, id mesh.ID) bool {
 			return slices.ContainsFunc(n.node.Peers(), func(p mesh.PeerInfo) bool { return p.ID == id })
 		}
@@ -490,7 +481,7 @@ func TestRejectedMessagesScoreTheSenderDown(t *testing.T) {
 			if err := mallory.node.BroadcastID(ctx, "chat/1", mesh.MsgID(tt.m.ID[:16]), msg); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 5*time.Second, "the sender to be scored down", func() bool { return failures() > before })
+			testutil.WaitFor(t, 5*time.Second, "the sender to be scored down", func() bool { return failures() > before })
 			got := texts(t, bob, ch.ID)
 			if !slices.Equal(got, []string{"alice's words"}) {
 				t.Fatalf("bob's channel changed: %q", got)

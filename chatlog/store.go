@@ -85,13 +85,6 @@ type Store struct {
 	queue   []*commitReq
 	leading bool
 
-	// useBatch makes Put go through db.Batch instead, for the benchmark
-	// that compares the two.
-	useBatch bool
-	// commits counts the transactions of the group commit, for the
-	// benchmark.
-	commits atomic.Int64
-
 	// quota applies to every channel (see SetQuota).
 	quota atomic.Pointer[Quota]
 	// now is the clock of the day ranges; tests set it.
@@ -257,6 +250,12 @@ func (s *Store) Channels() ([]Channel, error) {
 // a message that falls outside them is not kept, and added does not count
 // it.
 func (s *Store) Put(ctx context.Context, ms ...*Message) (added int, err error) {
+	return s.put(ctx, s.update, ms)
+}
+
+// put is Put with the way of committing given: the group commit (update),
+// or, for the benchmark that compares them, bbolt's db.Batch.
+func (s *Store) put(ctx context.Context, commit func(func(*bbolt.Tx) error) error, ms []*Message) (added int, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -282,12 +281,7 @@ func (s *Store) Put(ctx context.Context, ms ...*Message) (added int, err error) 
 		added = 0 // apply may run more than once
 		return putTx(tx, ms, vals, q, now, &added)
 	}
-	if s.useBatch {
-		err = s.db.Batch(apply)
-	} else {
-		err = s.update(apply)
-	}
-	if err != nil {
+	if err := commit(apply); err != nil {
 		return 0, fmt.Errorf("chatlog: put: %w", err)
 	}
 	return added, nil
@@ -480,7 +474,6 @@ func (s *Store) commit(batch []*commitReq) {
 			}
 			return nil
 		})
-		s.commits.Add(1)
 		if err == nil || failed < 0 {
 			for _, q := range batch {
 				q.err = err

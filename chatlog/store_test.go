@@ -470,7 +470,7 @@ func TestStoreConcurrentPut(t *testing.T) {
 	for _, viaBatch := range []bool{false, true} {
 		t.Run(fmt.Sprint("batch=", viaBatch), func(t *testing.T) {
 			s := newStore(t)
-			s.useBatch = viaBatch
+			put := s.putVia(viaBatch)
 			alice := newIdent(t)
 			burn := NewChannel(alice.ID, "burn")
 			burn.Burn = true
@@ -493,16 +493,16 @@ func TestStoreConcurrentPut(t *testing.T) {
 			for w := range writers {
 				wg.Go(func() {
 					for i, m := range msgs[w] {
-						n, err := s.Put(ctx, m)
+						n, err := put(ctx, m)
 						if err != nil {
 							errs <- err
 						}
 						added[w] += n
 						if i%10 == 0 {
-							if _, err := s.Put(ctx, msgAt(t, alice, burn.ID, KindText, "x", ID{}, 1)); !errors.Is(err, ErrBurn) {
+							if _, err := put(ctx, msgAt(t, alice, burn.ID, KindText, "x", ID{}, 1)); !errors.Is(err, ErrBurn) {
 								errs <- fmt.Errorf("burn Put = %v", err)
 							}
-							n, err := s.Put(ctx, dup)
+							n, err := put(ctx, dup)
 							if err != nil {
 								errs <- err
 							}

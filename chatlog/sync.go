@@ -82,6 +82,22 @@ func toRecon(items []Item) []recon.Item {
 	return out
 }
 
+// Requester carries the history sync: this node answers peers' requests
+// (Handle) and asks its own (Request).
+type Requester interface {
+	Handle(proto string, h mesh.Handler)
+	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
+}
+
+// Neighbours are the peers this node is linked to, which it syncs with:
+// those linked now, those that link later, and the temporary links that
+// fetching a history asks for (Expand).
+type Neighbours interface {
+	Peers() []mesh.PeerInfo
+	SubscribePeers() (<-chan mesh.PeerEvent, func())
+	Expand(ctx context.Context, ids ...mesh.ID) error
+}
+
 // syncWithPeer starts syncs of the channels this node shares with a peer
 // that just linked. Only the end with the smaller ID starts, so that a new
 // link is reconciled once.

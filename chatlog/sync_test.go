@@ -166,8 +166,9 @@ func TestSyncNewestFirst(t *testing.T) {
 	_, ch, cid, ms := newHolder(t, nw, "alice", 2000, func(i int) int { return 2<<10 + i%(2<<10) })
 	want := itemsOf(ms)
 	bob := newChatNodeWith(t, nw, "bob", bigSync)
-	events, stop := bob.SubscribeChat()
-	defer stop()
+	sub := bob.SubscribeChat()
+	defer sub.Close()
+	events := sub.C()
 	joinWhenSeen(t, bob, ch)
 
 	first := make(chan chatlog.Event, 1)

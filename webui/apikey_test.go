@@ -27,8 +27,8 @@ type keyFixture struct {
 func newKeyFixture(t *testing.T, addr, token string) *keyFixture {
 	t.Helper()
 	node := newFakeNode("alpha")
-	chat := newFakeChat(node.id, "alpha")
-	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: string(node.id), OwnerName: "alpha", Joined: true})
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: node.id, Joined: true})
 	s, err := New(Config{Addr: addr, Token: token, APIKey: testAPIKey, Chat: chat}, node)
 	if err != nil {
 		t.Fatal(err)

@@ -48,8 +48,8 @@ func TestBrowserCrossSiteRefused(t *testing.T) {
 	checkGoroutines(t)
 	const token = "browser-token-0123456789"
 	node := newFakeNode("alpha")
-	chat := newFakeChat(node.id, "alpha")
-	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: string(node.id), OwnerName: "alpha", Joined: true})
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: node.id, Joined: true})
 	// Off loopback, so that the browser holds the token cookie.
 	s, err := New(Config{Addr: "0.0.0.0:7070", Token: token, APIKey: testAPIKey, Chat: chat}, node)
 	if err != nil {

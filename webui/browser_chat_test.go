@@ -10,6 +10,7 @@ import (
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/mesh"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -24,23 +25,24 @@ const (
 // (joined, three messages) and random (not joined), plus secret (joined,
 // burn after read, owned by bravo) and history (joined, 130 messages).
 func browserChat(node *fakeNode) *fakeChat {
-	chat := newFakeChat(node.id, "alpha")
-	bravo := string(fakeID("bravo"))
-	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: bravo, OwnerName: "bravo", Joined: true, Members: 3,
+	chat := newFakeChat(node.id)
+	bravo := fakeID("bravo")
+	node.setRecords(mesh.Record{ID: bravo, Name: "bravo"}) // names come from the directory
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: bravo, Joined: true, Members: 3,
 		Range: chatlog.Range{Days: 30}})
-	chat.addChannel(chatlog.ChannelInfo{ID: randomID, Name: "random", Owner: bravo, OwnerName: "bravo", Members: 2})
-	chat.addChannel(chatlog.ChannelInfo{ID: secretID, Name: "secret", Owner: bravo, OwnerName: "bravo", Joined: true, Burn: true, Members: 2})
-	chat.addChannel(chatlog.ChannelInfo{ID: historyID, Name: "history", Owner: string(node.id), OwnerName: "alpha", Joined: true, Members: 1})
+	chat.addChannel(chatlog.ChannelInfo{ID: randomID, Name: "random", Owner: bravo, Members: 2})
+	chat.addChannel(chatlog.ChannelInfo{ID: secretID, Name: "secret", Owner: bravo, Joined: true, Burn: true, Members: 2})
+	chat.addChannel(chatlog.ChannelInfo{ID: historyID, Name: "history", Owner: node.id, Joined: true, Members: 1})
 	start := time.Now().Add(-2 * time.Hour)
 	for i, text := range []string{"hello everyone", "hi bravo", "<b>not bold</b> & fine\nsecond line"} {
-		m := chatlog.MessageView{Author: bravo, AuthorName: "bravo", Text: text, Time: start.Add(time.Duration(i) * time.Minute)}
+		m := chatlog.Entry{Author: bravo, Text: text, Time: start.Add(time.Duration(i) * time.Minute)}
 		if i == 1 {
-			m.Author, m.AuthorName, m.Mine = string(node.id), "alpha", true
+			m.Author = node.id
 		}
 		chat.receive(generalID, m)
 	}
 	for i := range 130 {
-		chat.receive(historyID, chatlog.MessageView{Author: bravo, AuthorName: "bravo", Text: "old " + strconv.Itoa(i),
+		chat.receive(historyID, chatlog.Entry{Author: bravo, Text: "old " + strconv.Itoa(i),
 			Time: start.Add(time.Duration(i) * time.Second)})
 	}
 	return chat
@@ -155,7 +157,7 @@ func TestBrowserChat(t *testing.T) {
 	}
 
 	// A message from someone else arrives live.
-	live := chat.receive(generalID, chatlog.MessageView{Author: string(fakeID("bravo")), AuthorName: "bravo", Text: "welcome!"})
+	live := chat.receive(generalID, chatlog.Entry{Author: fakeID("bravo"), Text: "welcome!"})
 	browsertest.Until(t, ctx, wait, msgRow(live.ID)+` !== null && document.querySelectorAll("#chat-messages .msg").length === 5`)
 
 	// Mark bravo's message; retract our own (it asks first). Someone
@@ -246,7 +248,7 @@ func TestBrowserChat(t *testing.T) {
 	// Measured from before the message exists, so a slow check or screenshot
 	// cannot shorten the time it was visible: the page holds it ~5 s.
 	sent := time.Now()
-	burn := chat.receive(secretID, chatlog.MessageView{Author: string(fakeID("bravo")), AuthorName: "bravo", Text: "this will self-destruct", Burn: true})
+	burn := chat.receive(secretID, chatlog.Entry{Author: fakeID("bravo"), Text: "this will self-destruct", Burn: true})
 	browsertest.Until(t, ctx, wait, msgRow(burn.ID)+` !== null && `+msgRow(burn.ID)+`.classList.contains("burn")`)
 	screenshot(t, ctx, "chat-burn-en")
 	if got := chat.readIDs(); len(got) != 0 {
@@ -260,7 +262,7 @@ func TestBrowserChat(t *testing.T) {
 		t.Errorf("Read called with %v, want [%s]", got, burn.ID)
 	}
 	// A burn message read elsewhere disappears here with the event.
-	other := chat.receive(secretID, chatlog.MessageView{Author: string(fakeID("bravo")), AuthorName: "bravo", Text: "read on another device", Burn: true})
+	other := chat.receive(secretID, chatlog.Entry{Author: fakeID("bravo"), Text: "read on another device", Burn: true})
 	browsertest.Until(t, ctx, wait, msgRow(other.ID)+` !== null`)
 	if err := chat.Read(context.Background(), secretID, other.ID); err != nil {
 		t.Fatal(err)
@@ -325,12 +327,13 @@ func TestBrowserChatHidden(t *testing.T) {
 func TestBrowserChatOpensChannel(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	chat := newFakeChat(node.id, "alpha")
-	bravo := string(fakeID("bravo"))
-	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: bravo, OwnerName: "bravo", Joined: true, Members: 2})
+	chat := newFakeChat(node.id)
+	bravo := fakeID("bravo")
+	node.setRecords(mesh.Record{ID: bravo, Name: "bravo"}) // names come from the directory
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: bravo, Joined: true, Members: 2})
 	start := time.Now().Add(-time.Hour)
 	for i := range 250 {
-		chat.receive(generalID, chatlog.MessageView{Author: bravo, AuthorName: "bravo", Text: "line " + strconv.Itoa(i),
+		chat.receive(generalID, chatlog.Entry{Author: bravo, Text: "line " + strconv.Itoa(i),
 			Time: start.Add(time.Duration(i) * time.Second)})
 	}
 	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Chat: chat}, node)
@@ -358,12 +361,12 @@ func TestBrowserChatOpensChannel(t *testing.T) {
 	const musicID = "0000000000000000000000000000a005"
 	for i := range 30 {
 		id := fmt.Sprintf("00000000000000000000000000000b%02d", i)
-		chat.addChannel(chatlog.ChannelInfo{ID: id, Name: fmt.Sprintf("room %02d", i), Owner: bravo, OwnerName: "bravo", Members: 1 + i%4})
+		chat.addChannel(chatlog.ChannelInfo{ID: id, Name: fmt.Sprintf("room %02d", i), Owner: bravo, Members: 1 + i%4})
 	}
-	chat.addChannel(chatlog.ChannelInfo{ID: musicID, Name: "music", Owner: bravo, OwnerName: "bravo", Members: 3})
+	chat.addChannel(chatlog.ChannelInfo{ID: musicID, Name: "music", Owner: bravo, Members: 3})
 	chat.mu.Lock() // history that arrives with the join: no event
-	chat.channels[musicID].msgs = append(chat.channels[musicID].msgs, chatlog.MessageView{ID: "music-1", Channel: musicID,
-		Author: bravo, AuthorName: "bravo", Text: "welcome to music", Time: time.Now()})
+	chat.channels[musicID].msgs = append(chat.channels[musicID].msgs, chatlog.Entry{ID: "music-1", Channel: musicID,
+		Author: bravo, Text: "welcome to music", Time: time.Now()})
 	chat.mu.Unlock()
 	node.setRecords(fakeRecord("bravo", time.Now(), map[string]string{"chat": `{"n":31}`}))
 	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-discover .chan").length === 31

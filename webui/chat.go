@@ -16,30 +16,50 @@ import (
 	"unicode/utf8"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/pubsub"
+	"github.com/catnest/catnest/mesh"
 )
 
-// Chat is what the web UI needs of the chat service. Its methods are called
-// from request goroutines, several at a time.
+// Chat is what the web UI needs of the chat service (*chatlog.Service): the
+// roles below. Its methods are called from request goroutines, several at
+// a time.
 type Chat interface {
+	ChatChannels
+	ChatMessages
+	ChatEvents
+}
+
+// ChatChannels is the channel list and each channel's settings, behind
+// /api/channels and /api/channels/{id}/….
+type ChatChannels interface {
 	// Channels lists the joined channels and the discoverable ones.
 	Channels(ctx context.Context) ([]chatlog.ChannelInfo, error)
 	CreateChannel(ctx context.Context, name string, burn bool) (chatlog.ChannelInfo, error)
 	Join(ctx context.Context, channel string) error
 	Leave(ctx context.Context, channel string) error
-	// Messages returns up to limit messages older than before (zero: now),
-	// newest last.
-	Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.MessageView, error)
-	Post(ctx context.Context, channel, text string) (chatlog.MessageView, error)
-	Retract(ctx context.Context, channel, id string) error
-	Mark(ctx context.Context, channel, id string, on bool) error
 	// SetSettings changes this device's range and, for the owner, burn;
 	// nil leaves a setting as it is.
 	SetSettings(ctx context.Context, channel string, r *chatlog.Range, burn *bool) error
+}
+
+// ChatMessages is a channel's messages, behind
+// /api/channels/{id}/messages/….
+type ChatMessages interface {
+	// Messages returns up to limit messages older than before (zero: now),
+	// newest last.
+	Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.Entry, error)
+	Post(ctx context.Context, channel, text string) (chatlog.Entry, error)
+	Retract(ctx context.Context, channel, id string) error
+	Mark(ctx context.Context, channel, id string, on bool) error
 	// Read says that a burn message was shown: forget it.
 	Read(ctx context.Context, channel, id string) error
-	// SubscribeChat returns a buffered channel of changes and a cancel
-	// func. Events may be dropped when the reader is slow.
-	SubscribeChat() (<-chan chatlog.Event, func())
+}
+
+// ChatEvents is the live feed behind the "chat" events of /api/events.
+type ChatEvents interface {
+	// SubscribeChat returns a subscription to the changes. Events may be
+	// dropped when the reader is slow; Missed counts them.
+	SubscribeChat() *pubsub.Subscription[chatlog.Event]
 }
 
 // Limits of the chat API.
@@ -56,6 +76,82 @@ const (
 	defaultPage = 100
 	maxPage     = 500
 )
+
+// Channel is a channel as the API shows it.
+type Channel struct {
+	ID        string        `json:"id"`
+	Name      string        `json:"name"`
+	Owner     string        `json:"owner"`
+	OwnerName string        `json:"owner_name"`
+	Joined    bool          `json:"joined"`
+	Burn      bool          `json:"burn"`
+	Range     chatlog.Range `json:"range"`
+	// Members counts the online nodes that advertise the channel.
+	Members int `json:"members"`
+}
+
+// Message is a message as the API shows it.
+type Message struct {
+	ID         string    `json:"id"`
+	Channel    string    `json:"channel"`
+	Author     string    `json:"author"`
+	AuthorName string    `json:"author_name"`
+	Time       time.Time `json:"time"` // UTC
+	Text       string    `json:"text"` // empty once retracted
+	Retracted  bool      `json:"retracted"`
+	Marked     bool      `json:"marked"`
+	// Burn: delivered live from a burn-after-read channel; gone once read.
+	Burn bool `json:"burn"`
+	// Mine: written by this node.
+	Mine bool `json:"mine"`
+}
+
+// ChatEvent is a "chat" event of /api/events.
+type ChatEvent struct {
+	// Type is "message" (new), "retract", "burned" (a burn message was
+	// read and is gone), "channel" (the channel list changed), or
+	// eventResync.
+	Type    string   `json:"type"`
+	Channel string   `json:"channel,omitempty"`
+	Message *Message `json:"message,omitempty"`
+	// ID is the retracted or burned message.
+	ID string `json:"id,omitempty"`
+}
+
+// names returns the name to show for a node ID: its own name for this
+// node, else the one in its directory record, else the start of the ID.
+// Names come from the directory as it is now, once per answer.
+func (s *Server) names() func(mesh.ID) string {
+	self, selfName := s.node.ID(), s.node.Name()
+	recs := s.node.Directory()
+	byID := make(map[mesh.ID]string, len(recs))
+	for _, r := range recs {
+		byID[r.ID] = r.Name
+	}
+	return func(id mesh.ID) string {
+		if id == self {
+			return selfName
+		}
+		if name, ok := byID[id]; ok {
+			return name
+		}
+		return id.Short()
+	}
+}
+
+// channelJSON is a channel for the API, with its owner's name.
+func channelJSON(c chatlog.ChannelInfo, name func(mesh.ID) string) Channel {
+	return Channel{ID: c.ID, Name: c.Name, Owner: string(c.Owner), OwnerName: name(c.Owner),
+		Joined: c.Joined, Burn: c.Burn, Range: c.Range, Members: c.Members}
+}
+
+// messageJSON is a message for the API: with its author's name, and
+// times in UTC, as the rest of it.
+func (s *Server) messageJSON(m chatlog.Entry, name func(mesh.ID) string) Message {
+	return Message{ID: m.ID, Channel: m.Channel, Author: string(m.Author), AuthorName: name(m.Author),
+		Time: m.Time.UTC(), Text: m.Text, Retracted: m.Retracted, Marked: m.Marked, Burn: m.Burn,
+		Mine: m.Author == s.node.ID()}
+}
 
 // eventResync is the type of the "chat" event sent in place of events that
 // were dropped because the client was slow: re-fetch what is shown.
@@ -206,11 +302,15 @@ func parseLimit(v string) (int, error) {
 	return min(n, maxPage), nil
 }
 
-// channelList sorts channels: joined first, then by name, then ID; never
-// nil.
-func channelList(chs []chatlog.ChannelInfo) []chatlog.ChannelInfo {
-	out := append(make([]chatlog.ChannelInfo, 0, len(chs)), chs...)
-	slices.SortFunc(out, func(a, b chatlog.ChannelInfo) int {
+// channelList is channels for the API, sorted: joined first, then by
+// name, then ID; never nil.
+func (s *Server) channelList(chs []chatlog.ChannelInfo) []Channel {
+	name := s.names()
+	out := make([]Channel, 0, len(chs))
+	for _, c := range chs {
+		out = append(out, channelJSON(c, name))
+	}
+	slices.SortFunc(out, func(a, b Channel) int {
 		if a.Joined != b.Joined {
 			if a.Joined {
 				return -1
@@ -222,19 +322,13 @@ func channelList(chs []chatlog.ChannelInfo) []chatlog.ChannelInfo {
 	return out
 }
 
-// messageJSON is a message for the API: times in UTC, as the rest of it.
-func messageJSON(m chatlog.MessageView) chatlog.MessageView {
-	m.Time = m.Time.UTC()
-	return m
-}
-
 func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 	chs, err := s.cfg.Chat.Channels(r.Context())
 	if err != nil {
 		s.chatError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, channelList(chs))
+	writeJSON(w, http.StatusOK, s.channelList(chs))
 }
 
 func (s *Server) handleCreateChannel(w http.ResponseWriter, r *http.Request) {
@@ -255,7 +349,7 @@ func (s *Server) handleCreateChannel(w http.ResponseWriter, r *http.Request) {
 		s.chatError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, ch)
+	writeJSON(w, http.StatusCreated, channelJSON(ch, s.names()))
 }
 
 // done answers a state change that has nothing to return.
@@ -312,9 +406,10 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		s.chatError(w, r, err)
 		return
 	}
-	out := make([]chatlog.MessageView, 0, len(msgs))
+	name := s.names()
+	out := make([]Message, 0, len(msgs))
 	for _, m := range msgs {
-		out = append(out, messageJSON(m))
+		out = append(out, s.messageJSON(m, name))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -335,7 +430,7 @@ func (s *Server) handlePost(w http.ResponseWriter, r *http.Request) {
 		s.chatError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, messageJSON(m))
+	writeJSON(w, http.StatusCreated, s.messageJSON(m, s.names()))
 }
 
 func (s *Server) handleRetract(w http.ResponseWriter, r *http.Request) {
@@ -353,22 +448,34 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 }
 
 // chatRelays is the chat service's part of the event stream: every
-// chatlog.Event as a "chat" event.
+// chatlog.Event as a "chat" event (ChatEvent), and a resync event when the service
+// dropped some for this stream, as when the stream's own backlog does.
 func (s *Server) chatRelays() []relay {
 	if s.cfg.Chat == nil {
 		return nil
 	}
+	lost := ChatEvent{Type: eventResync}
 	return []relay{{
 		event: "chat",
 		subscribe: func(push func(any)) func() {
-			return each(s.cfg.Chat.SubscribeChat())(func(ev chatlog.Event) {
+			sub := s.cfg.Chat.SubscribeChat()
+			var missed uint64 // dropped, not yet followed by lost
+			return each(sub.C(), sub.Close)(func(ev chatlog.Event) {
+				out := ChatEvent{Type: ev.Type, Channel: ev.Channel, ID: ev.ID}
 				if ev.Message != nil {
-					m := messageJSON(*ev.Message)
-					ev.Message = &m
+					m := s.messageJSON(*ev.Message, s.names())
+					out.Message = &m
 				}
-				push(ev)
+				push(out)
+				// The events dropped came after those still buffered: the
+				// resync follows the last of these, so the UI re-fetches
+				// once, after everything it will be sent.
+				if missed += sub.Missed(); missed > 0 && len(sub.C()) == 0 {
+					push(lost)
+					missed = 0
+				}
 			})
 		},
-		lost: chatlog.Event{Type: eventResync},
+		lost: lost,
 	}}
 }

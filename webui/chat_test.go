@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
 )
 
 // chatFixture is a server with a fakeChat: channels "general" (joined,
@@ -23,7 +25,7 @@ type chatFixture struct {
 	c    *http.Client
 	chat *fakeChat
 	node *fakeNode
-	msgs []chatlog.MessageView // general's messages, oldest first
+	msgs []chatlog.Entry // general's messages, oldest first
 }
 
 const (
@@ -36,17 +38,18 @@ var fixtureStart = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 func newChatFixture(t *testing.T) *chatFixture {
 	t.Helper()
 	node := newFakeNode("alpha")
-	chat := newFakeChat(node.id, "alpha")
+	chat := newFakeChat(node.id)
 	bravo := fakeID("bravo")
-	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: string(bravo), OwnerName: "bravo", Joined: true, Members: 3,
+	node.setRecords(mesh.Record{ID: bravo, Name: "bravo"}) // names come from the directory
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Owner: bravo, Joined: true, Members: 3,
 		Range: chatlog.Range{Days: 30}})
-	chat.addChannel(chatlog.ChannelInfo{ID: randomID, Name: "random", Owner: string(bravo), OwnerName: "bravo", Members: 2})
+	chat.addChannel(chatlog.ChannelInfo{ID: randomID, Name: "random", Owner: bravo, Members: 2})
 	f := &chatFixture{t: t, chat: chat, node: node}
 	for i, text := range []string{"hello", "hi bravo", "how are you?"} {
-		m := chatlog.MessageView{Author: string(bravo), AuthorName: "bravo", Text: text,
+		m := chatlog.Entry{Author: bravo, Text: text,
 			Time: fixtureStart.Add(time.Duration(i) * time.Minute)}
 		if i == 1 {
-			m.Author, m.AuthorName, m.Mine = string(node.id), "alpha", true
+			m.Author = node.id
 		}
 		f.msgs = append(f.msgs, chat.receive(generalID, m))
 	}
@@ -119,24 +122,24 @@ func TestChatChannels(t *testing.T) {
 	}
 
 	// Create: 201 with the new channel; it is listed, joined and ours.
-	created := decode[chatlog.ChannelInfo](t, f.want(201, "POST", "/api/channels", `{"name": "  猫窝 ", "burn": true}`))
+	created := decode[Channel](t, f.want(201, "POST", "/api/channels", `{"name": "  猫窝 ", "burn": true}`))
 	if created.ID == "" || created.Name != "猫窝" || !created.Burn || created.Owner != string(f.node.id) {
 		t.Errorf("created %+v, want a burn channel 猫窝 owned by this node with an id", created)
 	}
-	list := decode[[]chatlog.ChannelInfo](t, f.want(200, "GET", "/api/channels", ""))
-	if i := slices.IndexFunc(list, func(c chatlog.ChannelInfo) bool { return c.ID == created.ID }); i < 0 || !list[i].Joined {
+	list := decode[[]Channel](t, f.want(200, "GET", "/api/channels", ""))
+	if i := slices.IndexFunc(list, func(c Channel) bool { return c.ID == created.ID }); i < 0 || !list[i].Joined {
 		t.Errorf("created channel not listed as joined: %+v", list)
 	}
 
 	// Leave and join change the list.
 	f.want(204, "POST", "/api/channels/"+randomID+"/join", "")
-	list = decode[[]chatlog.ChannelInfo](t, f.want(200, "GET", "/api/channels", ""))
-	if i := slices.IndexFunc(list, func(c chatlog.ChannelInfo) bool { return c.ID == randomID }); i < 0 || !list[i].Joined {
+	list = decode[[]Channel](t, f.want(200, "GET", "/api/channels", ""))
+	if i := slices.IndexFunc(list, func(c Channel) bool { return c.ID == randomID }); i < 0 || !list[i].Joined {
 		t.Errorf("after join: %+v", list)
 	}
 	f.want(204, "POST", "/api/channels/"+randomID+"/leave", "")
-	list = decode[[]chatlog.ChannelInfo](t, f.want(200, "GET", "/api/channels", ""))
-	if i := slices.IndexFunc(list, func(c chatlog.ChannelInfo) bool { return c.ID == randomID }); i < 0 || list[i].Joined {
+	list = decode[[]Channel](t, f.want(200, "GET", "/api/channels", ""))
+	if i := slices.IndexFunc(list, func(c Channel) bool { return c.ID == randomID }); i < 0 || list[i].Joined {
 		t.Errorf("after leave: %+v", list)
 	}
 
@@ -166,7 +169,7 @@ func TestChatChannels(t *testing.T) {
 	}
 
 	// An empty list is [], not null.
-	empty := newFakeChat(f.node.id, "alpha")
+	empty := newFakeChat(f.node.id)
 	s, err := New(Config{Addr: "127.0.0.1:0", Chat: empty}, f.node)
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +177,48 @@ func TestChatChannels(t *testing.T) {
 	base, _ := serve(t, s)
 	if resp, b := do(t, f.c, newRequest(t, "GET", base+"/api/channels")); resp.StatusCode != 200 || strings.TrimSpace(string(b)) != "[]" {
 		t.Errorf("no channels: status %d, body %q, want []", resp.StatusCode, b)
+	}
+}
+
+// TestChatNames checks the names the API shows for authors and owners:
+// this node's own, the directory's for others, the start of the ID for a
+// node the directory does not hold, and a rename as soon as the directory
+// has it, live events included.
+func TestChatNames(t *testing.T) {
+	checkGoroutines(t)
+	f := newChatFixture(t)
+	stranger := fakeID("stranger")
+	f.chat.receive(generalID, chatlog.Entry{Author: stranger, Text: "who am I", Time: fixtureStart.Add(time.Hour)})
+	msgs := "/api/channels/" + generalID + "/messages"
+	names := func() []string {
+		var out []string
+		for _, m := range decode[[]Message](t, f.want(200, "GET", msgs, "")) {
+			out = append(out, m.AuthorName)
+		}
+		return out
+	}
+	if got, want := names(), []string{"bravo", "alpha", "bravo", stranger.Short()}; !slices.Equal(got, want) {
+		t.Errorf("author names %q, want %q", got, want)
+	}
+	list := decode[[]Channel](t, f.want(200, "GET", "/api/channels", ""))
+	if len(list) != 2 || list[0].OwnerName != "bravo" || list[1].OwnerName != "bravo" {
+		t.Errorf("channels %+v, want bravo as the owner's name", list)
+	}
+
+	events, cancel := openEvents(t, f.c, f.base)
+	defer cancel()
+	nextPeers(t, events, 5*time.Second)
+	f.node.setRecords(mesh.Record{ID: fakeID("bravo"), Name: "bravo 2"}, mesh.Record{ID: stranger, Name: "stranger"})
+	if got, want := names(), []string{"bravo 2", "alpha", "bravo 2", "stranger"}; !slices.Equal(got, want) {
+		t.Errorf("after the renames: author names %q, want %q", got, want)
+	}
+	f.chat.receive(generalID, chatlog.Entry{Author: stranger, Text: "now known"})
+	if ev := nextChat(t, events, 5*time.Second); ev.Message == nil || ev.Message.AuthorName != "stranger" || ev.Message.Mine {
+		t.Errorf("event %+v, want the stranger's message under its name", ev.ChatEvent)
+	}
+	mine := decode[Message](t, f.want(201, "POST", msgs, `{"text": "me"}`))
+	if mine.AuthorName != "alpha" || !mine.Mine || mine.Author != string(f.node.id) {
+		t.Errorf("posted %+v, want it as this node's", mine)
 	}
 }
 
@@ -201,7 +246,7 @@ func TestChatMessages(t *testing.T) {
 	// Paging: before as RFC 3339 or unix ms, and limit.
 	texts := func(b []byte) string {
 		var out []string
-		for _, m := range decode[[]chatlog.MessageView](t, b) {
+		for _, m := range decode[[]Message](t, b) {
 			out = append(out, m.Text)
 		}
 		return strings.Join(out, "|")
@@ -227,11 +272,11 @@ func TestChatMessages(t *testing.T) {
 	}
 
 	// Post: 201 with the stored message; then it is the newest.
-	posted := decode[chatlog.MessageView](t, f.want(201, "POST", msgs, `{"text": "line one\nline two <b>"}`))
+	posted := decode[Message](t, f.want(201, "POST", msgs, `{"text": "line one\nline two <b>"}`))
 	if posted.ID == "" || !posted.Mine || posted.Text != "line one\nline two <b>" {
 		t.Errorf("posted %+v", posted)
 	}
-	if all := decode[[]chatlog.MessageView](t, f.want(200, "GET", msgs, "")); len(all) != 4 || all[3].ID != posted.ID {
+	if all := decode[[]Message](t, f.want(200, "GET", msgs, "")); len(all) != 4 || all[3].ID != posted.ID {
 		t.Errorf("after post: %+v", all)
 	}
 	// Exactly the limit is fine.
@@ -239,12 +284,12 @@ func TestChatMessages(t *testing.T) {
 
 	// Over 500 is lowered to 500.
 	for i := range 600 {
-		f.chat.receive(generalID, chatlog.MessageView{Text: fmt.Sprint(i), Time: fixtureStart.Add(time.Hour + time.Duration(i)*time.Second)})
+		f.chat.receive(generalID, chatlog.Entry{Text: fmt.Sprint(i), Time: fixtureStart.Add(time.Hour + time.Duration(i)*time.Second)})
 	}
-	if n := len(decode[[]chatlog.MessageView](t, f.want(200, "GET", msgs+"?limit=10000", ""))); n != maxPage {
+	if n := len(decode[[]Message](t, f.want(200, "GET", msgs+"?limit=10000", ""))); n != maxPage {
 		t.Errorf("limit=10000: %d messages, want %d", n, maxPage)
 	}
-	if n := len(decode[[]chatlog.MessageView](t, f.want(200, "GET", msgs, ""))); n != defaultPage {
+	if n := len(decode[[]Message](t, f.want(200, "GET", msgs, ""))); n != defaultPage {
 		t.Errorf("no limit: %d messages, want %d", n, defaultPage)
 	}
 
@@ -288,7 +333,7 @@ func TestChatMessageActions(t *testing.T) {
 	checkGoroutines(t)
 	f := newChatFixture(t)
 	msg := func(i int) string { return "/api/channels/" + generalID + "/messages/" + f.msgs[i].ID }
-	state := func(i int) chatlog.MessageView {
+	state := func(i int) chatlog.Entry {
 		t.Helper()
 		m, ok := f.chat.message(generalID, f.msgs[i].ID)
 		if !ok {
@@ -318,19 +363,19 @@ func TestChatMessageActions(t *testing.T) {
 	// Settings: the range is ours to set; burn only the owner's.
 	settings := "/api/channels/" + generalID + "/settings"
 	f.want(204, "PUT", settings, `{"range": {"days": 7, "count": 200}}`)
-	list := decode[[]chatlog.ChannelInfo](t, f.want(200, "GET", "/api/channels", ""))
+	list := decode[[]Channel](t, f.want(200, "GET", "/api/channels", ""))
 	if list[0].Range != (chatlog.Range{Days: 7, Count: 200}) {
 		t.Errorf("range %+v after PUT, want 7 days, 200 messages", list[0].Range)
 	}
 	f.want(403, "PUT", settings, `{"burn": true}`)
-	mine := decode[chatlog.ChannelInfo](t, f.want(201, "POST", "/api/channels", `{"name": "own"}`))
+	mine := decode[Channel](t, f.want(201, "POST", "/api/channels", `{"name": "own"}`))
 	f.want(204, "PUT", "/api/channels/"+mine.ID+"/settings", `{"burn": true}`)
 	f.want(204, "PUT", "/api/channels/"+mine.ID+"/settings", `{"burn": false, "range": {"days": 1, "count": 0}}`)
 
 	// Read forgets a burn message.
-	burnMsg := decode[chatlog.MessageView](t, f.want(201, "POST", "/api/channels/"+mine.ID+"/messages", `{"text": "x"}`))
+	burnMsg := decode[Message](t, f.want(201, "POST", "/api/channels/"+mine.ID+"/messages", `{"text": "x"}`))
 	f.want(204, "PUT", "/api/channels/"+mine.ID+"/settings", `{"burn": true}`)
-	burnMsg = decode[chatlog.MessageView](t, f.want(201, "POST", "/api/channels/"+mine.ID+"/messages", `{"text": "gone soon"}`))
+	burnMsg = decode[Message](t, f.want(201, "POST", "/api/channels/"+mine.ID+"/messages", `{"text": "gone soon"}`))
 	if !burnMsg.Burn {
 		t.Fatalf("message in a burn channel: %+v", burnMsg)
 	}
@@ -450,14 +495,14 @@ func TestChatOrigin(t *testing.T) {
 		}
 	}
 	// Nothing changed.
-	list := decode[[]chatlog.ChannelInfo](t, f.want(200, "GET", "/api/channels", ""))
+	list := decode[[]Channel](t, f.want(200, "GET", "/api/channels", ""))
 	if len(list) != 2 || !list[0].Joined || list[1].Joined || list[0].Range.Days != 30 {
 		t.Errorf("channels changed by refused requests: %+v", list)
 	}
 	if got, _ := f.chat.message(generalID, f.msgs[1].ID); got.Retracted || got.Marked {
 		t.Errorf("message changed by refused requests: %+v", got)
 	}
-	if all := decode[[]chatlog.MessageView](t, f.want(200, "GET", ch+"/messages", "")); len(all) != 3 {
+	if all := decode[[]Message](t, f.want(200, "GET", ch+"/messages", "")); len(all) != 3 {
 		t.Errorf("%d messages after refused posts, want 3", len(all))
 	}
 }
@@ -490,7 +535,7 @@ func TestChatDisabled(t *testing.T) {
 
 // chatEvent is a "chat" event decoded, and as it came.
 type chatEvent struct {
-	chatlog.Event
+	ChatEvent
 	raw []byte
 }
 
@@ -507,7 +552,7 @@ func nextChat(t *testing.T, events <-chan sseEvent, timeout time.Duration) chatE
 			if ev.name != "chat" {
 				continue
 			}
-			return chatEvent{decode[chatlog.Event](t, []byte(ev.data)), []byte(ev.data)}
+			return chatEvent{decode[ChatEvent](t, []byte(ev.data)), []byte(ev.data)}
 		case <-deadline:
 			t.Fatalf("no chat event within %v", timeout)
 		}
@@ -544,7 +589,7 @@ func TestChatEvents(t *testing.T) {
 	// message, time in UTC.
 	local := time.FixedZone("CST", 8*3600)
 	f.chat.now = func() time.Time { return time.Date(2025, 6, 2, 8, 0, 0, 0, local) }
-	posted := decode[chatlog.MessageView](t, f.want(201, "POST", "/api/channels/"+generalID+"/messages", `{"text": "hi all"}`))
+	posted := decode[Message](t, f.want(201, "POST", "/api/channels/"+generalID+"/messages", `{"text": "hi all"}`))
 	ev := nextChat(t, events, 5*time.Second)
 	if ev.Type != "message" || ev.Channel != generalID || ev.Message == nil || ev.Message.ID != posted.ID || ev.Message.Text != "hi all" {
 		t.Fatalf("event %+v, want the posted message", ev)
@@ -560,12 +605,31 @@ func TestChatEvents(t *testing.T) {
 	}
 
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.chat.subscribers() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("chat subscription not cancelled after the stream ended")
+	testutil.WaitFor(t, 5*time.Second, "the chat subscription to be cancelled after the stream ended", func() bool {
+		return f.chat.subscribers() == 0
+	})
+}
+
+// TestChatEventsDroppedByService checks that events the chat service
+// dropped for a slow stream are followed by a resync event, so the UI
+// re-fetches instead of showing a history with holes.
+func TestChatEventsDroppedByService(t *testing.T) {
+	checkGoroutines(t)
+	f := newChatFixture(t)
+	// Three buffers' worth arrive before the stream reads any: all but the
+	// first buffer are dropped.
+	for i := range 3 * fakeChatBuffer {
+		f.chat.stalled = append(f.chat.stalled, chatlog.Event{Type: "burned", Channel: generalID, ID: fmt.Sprint(i)})
+	}
+	events, cancel := openEvents(t, f.c, f.base)
+	defer cancel()
+	for i := range fakeChatBuffer {
+		if ev := nextChat(t, events, 10*time.Second); ev.Type != "burned" || ev.ID != fmt.Sprint(i) {
+			t.Fatalf("event %d: %+v, want the kept events in order", i, ev.ChatEvent)
 		}
-		time.Sleep(10 * time.Millisecond)
+	}
+	if ev := nextChat(t, events, 10*time.Second); ev.Type != eventResync {
+		t.Fatalf("after the kept events: %+v, want a %q event for the dropped ones", ev.ChatEvent, eventResync)
 	}
 }
 

@@ -27,11 +27,11 @@
 //	                    neighbors and resources are never null
 //	GET /api/events     text/event-stream; "peers" events carry the /api/peers array,
 //	                    "directory" events the /api/directory array, "chat" events
-//	                    each chatlog.Event as it happens ({"type": "resync"} stands for
+//	                    each ChatEvent as it happens ({"type": "resync"} stands for
 //	                    events dropped because the client was slow: fetch again)
 //
-// With Config.Chat set, the chat API (chatlog.ChannelInfo and
-// chatlog.MessageView are the shapes; arrays are never null):
+// With Config.Chat set, the chat API (Channel and Message are the
+// shapes; arrays are never null):
 //
 //	GET    /api/channels                              joined channels first, then by name
 //	POST   /api/channels                              {"name", "burn"} → 201 and the channel

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
 )
 
 // sseEvent is one parsed server-sent event; a comment line is an event
@@ -252,13 +254,9 @@ func TestEventsEndOnDisconnect(t *testing.T) {
 		nextPeers(t, events, 5*time.Second)
 		cancel()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for node.subscribers() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d subscriptions left after clients went away", node.subscribers())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, "no subscriptions left after the clients went away", func() bool {
+		return node.subscribers() == 0
+	})
 }
 
 func TestEventsHead(t *testing.T) {

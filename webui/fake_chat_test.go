@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/pubsub"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -16,21 +17,23 @@ import (
 // authorship, echoes changes as events, and forgets a burn message once it
 // is read. It is safe for concurrent use.
 type fakeChat struct {
-	self     mesh.ID
-	selfName string
+	self mesh.ID
 
 	mu       sync.Mutex
 	channels map[string]*fakeChannel
-	subs     map[chan chatlog.Event]struct{}
-	seq      int
-	reads    []string // IDs passed to Read, in order
-	fail     error    // returned once by the next call, when set
-	now      func() time.Time
+	events   pubsub.Topic[chatlog.Event]
+	// stalled, when set, is published to each new subscription before
+	// its reader starts, as if the reader had been too slow for them.
+	stalled []chatlog.Event
+	seq     int
+	reads   []string // IDs passed to Read, in order
+	fail    error    // returned once by the next call, when set
+	now     func() time.Time
 }
 
 type fakeChannel struct {
 	info chatlog.ChannelInfo
-	msgs []chatlog.MessageView // oldest first
+	msgs []chatlog.Entry // oldest first
 }
 
 var (
@@ -38,12 +41,10 @@ var (
 	_ Chat = (*chatlog.Service)(nil) // cmd/catnest passes the real service
 )
 
-func newFakeChat(self mesh.ID, selfName string) *fakeChat {
+func newFakeChat(self mesh.ID) *fakeChat {
 	return &fakeChat{
 		self:     self,
-		selfName: selfName,
 		channels: map[string]*fakeChannel{},
-		subs:     map[chan chatlog.Event]struct{}{},
 		now:      time.Now,
 	}
 }
@@ -57,7 +58,7 @@ func (f *fakeChat) addChannel(info chatlog.ChannelInfo) {
 
 // receive adds a message from someone, as if it arrived from the mesh, and
 // sends the "message" event. It returns the message with its ID.
-func (f *fakeChat) receive(channel string, m chatlog.MessageView) chatlog.MessageView {
+func (f *fakeChat) receive(channel string, m chatlog.Entry) chatlog.Entry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ch := f.channels[channel]
@@ -95,7 +96,7 @@ func (f *fakeChat) readIDs() []string {
 }
 
 // message returns a message by channel and ID.
-func (f *fakeChat) message(channel, id string) (chatlog.MessageView, bool) {
+func (f *fakeChat) message(channel, id string) (chatlog.Entry, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if ch := f.channels[channel]; ch != nil {
@@ -105,15 +106,11 @@ func (f *fakeChat) message(channel, id string) (chatlog.MessageView, bool) {
 			}
 		}
 	}
-	return chatlog.MessageView{}, false
+	return chatlog.Entry{}, false
 }
 
 // subscribers is the number of subscriptions not yet cancelled.
-func (f *fakeChat) subscribers() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.subs)
-}
+func (f *fakeChat) subscribers() int { return f.events.Len() }
 
 func (f *fakeChat) nextID() string {
 	f.seq++
@@ -122,14 +119,7 @@ func (f *fakeChat) nextID() string {
 
 // notify sends ev to every subscriber, dropping it for those that are
 // full. f.mu is held.
-func (f *fakeChat) notify(ev chatlog.Event) {
-	for ch := range f.subs {
-		select {
-		case ch <- ev:
-		default:
-		}
-	}
-}
+func (f *fakeChat) notify(ev chatlog.Event) { f.events.Publish(ev) }
 
 // begin locks f and returns the injected failure, if any. The caller
 // unlocks.
@@ -160,7 +150,7 @@ func (f *fakeChat) joined(id string) (*fakeChannel, error) {
 
 // find returns the index of message id in ch; f.mu is held.
 func (ch *fakeChannel) find(id string) (int, error) {
-	i := slices.IndexFunc(ch.msgs, func(m chatlog.MessageView) bool { return m.ID == id })
+	i := slices.IndexFunc(ch.msgs, func(m chatlog.Entry) bool { return m.ID == id })
 	if i < 0 {
 		return 0, fmt.Errorf("message %q: %w", id, chatlog.ErrUnknownMessage)
 	}
@@ -186,13 +176,12 @@ func (f *fakeChat) CreateChannel(ctx context.Context, name string, burn bool) (c
 	}
 	f.seq++
 	info := chatlog.ChannelInfo{
-		ID:        fmt.Sprintf("%032x", f.seq),
-		Name:      name,
-		Owner:     string(f.self),
-		OwnerName: f.selfName,
-		Joined:    true,
-		Burn:      burn,
-		Members:   1,
+		ID:      fmt.Sprintf("%032x", f.seq),
+		Name:    name,
+		Owner:   f.self,
+		Joined:  true,
+		Burn:    burn,
+		Members: 1,
 	}
 	f.channels[info.ID] = &fakeChannel{info: info}
 	f.notify(chatlog.Event{Type: "channel", Channel: info.ID})
@@ -221,7 +210,7 @@ func (f *fakeChat) Leave(ctx context.Context, channel string) error {
 	return f.setJoined(channel, false)
 }
 
-func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.MessageView, error) {
+func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Time, limit int) ([]chatlog.Entry, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {
 		return nil, err
@@ -230,7 +219,7 @@ func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Tim
 	if err != nil {
 		return nil, err
 	}
-	var out []chatlog.MessageView // nil when empty: the server must send []
+	var out []chatlog.Entry // nil when empty: the server must send []
 	for _, m := range ch.msgs {
 		if before.IsZero() || m.Time.Before(before) {
 			out = append(out, m)
@@ -242,24 +231,22 @@ func (f *fakeChat) Messages(ctx context.Context, channel string, before time.Tim
 	return slices.Clone(out), nil
 }
 
-func (f *fakeChat) Post(ctx context.Context, channel, text string) (chatlog.MessageView, error) {
+func (f *fakeChat) Post(ctx context.Context, channel, text string) (chatlog.Entry, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {
-		return chatlog.MessageView{}, err
+		return chatlog.Entry{}, err
 	}
 	ch, err := f.joined(channel)
 	if err != nil {
-		return chatlog.MessageView{}, err
+		return chatlog.Entry{}, err
 	}
-	m := chatlog.MessageView{
-		ID:         f.nextID(),
-		Channel:    channel,
-		Author:     string(f.self),
-		AuthorName: f.selfName,
-		Time:       f.now(),
-		Text:       text,
-		Burn:       ch.info.Burn,
-		Mine:       true,
+	m := chatlog.Entry{
+		ID:      f.nextID(),
+		Channel: channel,
+		Author:  f.self,
+		Time:    f.now(),
+		Text:    text,
+		Burn:    ch.info.Burn,
 	}
 	ch.msgs = append(ch.msgs, m)
 	f.notify(chatlog.Event{Type: "message", Channel: channel, Message: &m})
@@ -279,7 +266,7 @@ func (f *fakeChat) Retract(ctx context.Context, channel, id string) error {
 	if err != nil {
 		return err
 	}
-	if !ch.msgs[i].Mine {
+	if ch.msgs[i].Author != f.self {
 		return fmt.Errorf("retract %s: %w", id, chatlog.ErrNotAuthor)
 	}
 	ch.msgs[i].Retracted = true
@@ -314,7 +301,7 @@ func (f *fakeChat) SetSettings(ctx context.Context, channel string, r *chatlog.R
 	if err != nil {
 		return err
 	}
-	if burn != nil && ch.info.Owner != string(f.self) {
+	if burn != nil && ch.info.Owner != f.self {
 		return fmt.Errorf("burn setting: %w", chatlog.ErrNotOwner)
 	}
 	if r != nil {
@@ -349,17 +336,15 @@ func (f *fakeChat) Read(ctx context.Context, channel, id string) error {
 	return nil
 }
 
-func (f *fakeChat) SubscribeChat() (<-chan chatlog.Event, func()) {
-	ch := make(chan chatlog.Event, 64)
+// fakeChatBuffer is the buffer of the fake's subscriptions.
+const fakeChatBuffer = 64
+
+func (f *fakeChat) SubscribeChat() *pubsub.Subscription[chatlog.Event] {
+	sub := f.events.Subscribe(fakeChatBuffer)
 	f.mu.Lock()
-	f.subs[ch] = struct{}{}
-	f.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			f.mu.Lock()
-			delete(f.subs, ch)
-			f.mu.Unlock()
-		})
+	for _, ev := range f.stalled {
+		f.events.Publish(ev)
 	}
+	f.mu.Unlock()
+	return sub
 }

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -96,7 +96,7 @@ func TestServeAPIKey(t *testing.T) {
 	if st != http.StatusCreated {
 		t.Fatalf("create a channel with the key: %d %s", st, b)
 	}
-	var ch chatlog.ChannelInfo
+	var ch webui.Channel
 	if err := json.Unmarshal(b, &ch); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestServeAPIKey(t *testing.T) {
 	if st, b := curl(t, "POST", ui+"api/channels/"+ch.ID+"/messages", key, map[string]string{"text": "hi from curl"}); st != http.StatusCreated {
 		t.Fatalf("post with the key after a restart: %d %s", st, b)
 	}
-	var ms []chatlog.MessageView
+	var ms []webui.Message
 	getJSON(t, ui+"api/channels/"+ch.ID+"/messages", &ms)
 	if len(ms) != 1 || ms[0].Text != "hi from curl" {
 		t.Fatalf("messages %+v", ms)
@@ -174,10 +174,10 @@ func TestChatEndsWithEventStream(t *testing.T) {
 	var bad []string
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+		json.NewEncoder(w).Encode([]webui.Channel{{ID: "c1", Name: "lobby", Joined: true}})
 	})
 	mux.HandleFunc("GET /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]chatlog.MessageView{})
+		json.NewEncoder(w).Encode([]webui.Message{})
 	})
 	mux.HandleFunc("POST /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-API-Key") != key || r.Header.Get("Origin") != "" {
@@ -188,7 +188,7 @@ func TestChatEndsWithEventStream(t *testing.T) {
 		var req struct{ Text string }
 		json.NewDecoder(r.Body).Decode(&req)
 		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(chatlog.MessageView{ID: "m1", Channel: "c1", AuthorName: "me", Text: req.Text, Time: time.Now()})
+		json.NewEncoder(w).Encode(webui.Message{ID: "m1", Channel: "c1", AuthorName: "me", Text: req.Text, Time: time.Now()})
 		posted <- req.Text
 	})
 	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
@@ -283,17 +283,17 @@ func TestDemoStartsQuietly(t *testing.T) {
 	for range nodes {
 		uis = append(uis, p.expect(t, `web UI: (http://127\.0\.0\.1:\d+/)$`)[1])
 	}
-	waitFor(t, 60*time.Second, "every demo node to have peers and the lobby's four messages", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "every demo node to have peers and the lobby's four messages", func() bool {
 		for _, ui := range uis {
 			if len(peerNames(t, ui)) < 2 {
 				return false
 			}
-			var chs []chatlog.ChannelInfo
+			var chs []webui.Channel
 			getJSON(t, ui+"api/channels", &chs)
 			if len(chs) != 1 || !chs[0].Joined {
 				return false
 			}
-			var ms []chatlog.MessageView
+			var ms []webui.Message
 			getJSON(t, ui+"api/channels/"+chs[0].ID+"/messages", &ms)
 			if len(ms) < 4 {
 				return false
@@ -369,21 +369,21 @@ func TestChatKeepsLocalKeyHome(t *testing.T) {
 func TestChatCatchesUpAfterResync(t *testing.T) {
 	const missed = 300
 	var mu sync.Mutex
-	var msgs []chatlog.MessageView // what the node holds
+	var msgs []webui.Message // what the node holds
 	start := time.Date(2026, 1, 2, 10, 0, 0, 0, time.Local)
 	add := func(n int) {
 		mu.Lock()
 		defer mu.Unlock()
 		for range n {
 			i := len(msgs)
-			msgs = append(msgs, chatlog.MessageView{ID: fmt.Sprintf("m%04d", i), Channel: "c1", AuthorName: "bot",
+			msgs = append(msgs, webui.Message{ID: fmt.Sprintf("m%04d", i), Channel: "c1", AuthorName: "bot",
 				Text: fmt.Sprintf("burst line %04d", i), Time: start.Add(time.Duration(i) * time.Second)})
 		}
 	}
 	add(5) // the history
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+		json.NewEncoder(w).Encode([]webui.Channel{{ID: "c1", Name: "lobby", Joined: true}})
 	})
 	mux.HandleFunc("GET /api/channels/c1/messages", func(w http.ResponseWriter, r *http.Request) {
 		var limit int
@@ -416,7 +416,7 @@ func TestChatCatchesUpAfterResync(t *testing.T) {
 		done <- RunChat(ctx, ChatConfig{Node: srv.URL, APIKey: "KEYFORTHECHATCOMMAND234567", Channel: "lobby", History: 5}, stdin, &out)
 	}()
 	last := fmt.Sprintf("burst line %04d", 5+missed-1)
-	waitFor(t, 20*time.Second, "the missed messages", func() bool { return strings.Contains(out.String(), last) })
+	testutil.WaitFor(t, 20*time.Second, "the missed messages", func() bool { return strings.Contains(out.String(), last) })
 	typing.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -436,7 +436,7 @@ func TestChatCatchesUpAfterResync(t *testing.T) {
 func TestChatInputTooLong(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/channels", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode([]chatlog.ChannelInfo{{ID: "c1", Name: "lobby", Joined: true}})
+		json.NewEncoder(w).Encode([]webui.Channel{{ID: "c1", Name: "lobby", Joined: true}})
 	})
 	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")

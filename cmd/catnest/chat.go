@@ -116,12 +116,12 @@ func (c *chatClient) auth(req *http.Request) {
 }
 
 // findChannel resolves a name or id, joining the channel if needed.
-func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, error) {
-	var chs []chatlog.ChannelInfo
+func (c *chatClient) findChannel(ctx context.Context) (webui.Channel, error) {
+	var chs []webui.Channel
 	if err := c.do(ctx, http.MethodGet, "/api/channels", nil, &chs); err != nil {
-		return chatlog.ChannelInfo{}, err
+		return webui.Channel{}, err
 	}
-	var match []chatlog.ChannelInfo
+	var match []webui.Channel
 	for _, ch := range chs {
 		if ch.ID == c.cfg.Channel || ch.Name == c.cfg.Channel {
 			match = append(match, ch)
@@ -129,10 +129,10 @@ func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, erro
 	}
 	switch {
 	case len(match) == 0:
-		return chatlog.ChannelInfo{}, fmt.Errorf("no channel %q among the %d the node knows", c.cfg.Channel, len(chs))
+		return webui.Channel{}, fmt.Errorf("no channel %q among the %d the node knows", c.cfg.Channel, len(chs))
 	case len(match) > 1:
 		// Prefer the joined one; else ask for an id.
-		var joined []chatlog.ChannelInfo
+		var joined []webui.Channel
 		for _, m := range match {
 			if m.Joined {
 				joined = append(joined, m)
@@ -143,7 +143,7 @@ func (c *chatClient) findChannel(ctx context.Context) (chatlog.ChannelInfo, erro
 			for i, m := range match {
 				ids[i] = m.ID + " (owner " + termText(m.OwnerName, false) + ")"
 			}
-			return chatlog.ChannelInfo{}, fmt.Errorf("%d channels are named %q; give an id: %s", len(match), c.cfg.Channel, strings.Join(ids, ", "))
+			return webui.Channel{}, fmt.Errorf("%d channels are named %q; give an id: %s", len(match), c.cfg.Channel, strings.Join(ids, ", "))
 		}
 		match = joined
 	}
@@ -165,7 +165,7 @@ type printer struct {
 	seen map[string]bool
 }
 
-func (p *printer) message(m chatlog.MessageView) {
+func (p *printer) message(m webui.Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.seen[m.ID] {
@@ -179,7 +179,7 @@ func (p *printer) message(m chatlog.MessageView) {
 // line and continuation lines that start with contLine, and nothing a
 // terminal would act on (see termText). The line's head, "[time] author:",
 // is framed by head.
-func messageLine(m chatlog.MessageView, head headerStyle) string {
+func messageLine(m webui.Message, head headerStyle) string {
 	text := termText(m.Text, true)
 	if m.Retracted {
 		text = "(retracted)"
@@ -240,7 +240,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	}
 	p.line("# %s%s — type a line to send, Ctrl-D to quit", termText(ch.Name, false), burn)
 	if cfg.History > 0 {
-		var ms []chatlog.MessageView
+		var ms []webui.Message
 		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/channels/%s/messages?limit=%d", ch.ID, cfg.History), nil, &ms); err != nil {
 			return err
 		}
@@ -283,7 +283,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 			if strings.TrimSpace(l) == "" {
 				continue
 			}
-			var m chatlog.MessageView
+			var m webui.Message
 			if err := c.do(ctx, http.MethodPost, "/api/channels/"+ch.ID+"/messages", map[string]string{"text": l}, &m); err != nil {
 				p.line("! not sent: %s", termText(err.Error(), false))
 				continue
@@ -309,7 +309,7 @@ const catchUpLimit = 500
 
 // catchUp prints the channel's newest messages that have not been shown.
 func (c *chatClient) catchUp(ctx context.Context, channel string, p *printer) error {
-	var ms []chatlog.MessageView
+	var ms []webui.Message
 	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/channels/%s/messages?limit=%d", channel, catchUpLimit), nil, &ms); err != nil {
 		return fmt.Errorf("catch up after dropped events: %w", err)
 	}
@@ -343,7 +343,7 @@ func (c *chatClient) follow(ctx context.Context, channel string, p *printer) err
 		case strings.HasPrefix(line, "event:"):
 			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
 		case strings.HasPrefix(line, "data:") && event == "chat":
-			var e chatlog.Event
+			var e webui.ChatEvent
 			if json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "data:"))), &e) != nil {
 				continue
 			}

@@ -25,6 +25,8 @@ import (
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/webui"
 )
 
 // TestMain lets a test run this binary as the catnest command: with
@@ -237,18 +239,6 @@ func peerNames(t *testing.T, ui string) map[string]apiPeer {
 	return m
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestServeEndToEnd runs `catnest signal` and three `catnest serve`
 // processes as a user would, checks the API, then kills one node with
 // SIGKILL and sees it leave the others' peer lists within 30 s.
@@ -276,7 +266,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if node.ID != ids["alice"] || node.Name != "alice" {
 		t.Fatalf("/api/node = %+v", node)
 	}
-	waitFor(t, 30*time.Second, "a full mesh of three", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "a full mesh of three", func() bool {
 		for name, ui := range uis {
 			ps := peerNames(t, ui)
 			for other := range uis {
@@ -287,10 +277,10 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, 15*time.Second, "round-trip times", func() bool { return peerNames(t, uis["alice"])["bob"].RTT > 0 })
+	testutil.WaitFor(t, 15*time.Second, "round-trip times", func() bool { return peerNames(t, uis["alice"])["bob"].RTT > 0 })
 
 	procs["carol"].cmd.Process.Kill() // kill -9: no goodbye
-	took := waitFor(t, 30*time.Second, "carol to leave the others' peer lists", func() bool {
+	took := testutil.WaitFor(t, 30*time.Second, "carol to leave the others' peer lists", func() bool {
 		_, a := peerNames(t, uis["alice"])["carol"]
 		_, b := peerNames(t, uis["bob"])["carol"]
 		return !a && !b
@@ -353,7 +343,7 @@ func TestBrowserSeesRealPeer(t *testing.T) {
 // joinSoon joins a channel once the owner's advertisement has reached n.
 func joinSoon(t *testing.T, n *node, id string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "to join "+id, func() bool {
+	testutil.WaitFor(t, 30*time.Second, "to join "+id, func() bool {
 		err := n.chat.Join(context.Background(), id)
 		if err != nil && !errors.Is(err, chatlog.ErrUnknownChannel) {
 			t.Fatal(err)
@@ -448,7 +438,7 @@ func TestChatCommand(t *testing.T) {
 	if _, err := alice.chat.Post(ctx, lobby.ID, "said before you came"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "bob to see the lobby", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "bob to see the lobby", func() bool {
 		chs, _ := bob.chat.Channels(ctx)
 		return len(chs) == 1
 	})
@@ -461,13 +451,13 @@ func TestChatCommand(t *testing.T) {
 	go func() {
 		done <- RunChat(cctx, ChatConfig{Node: strings.TrimSuffix(bob.url, "/"), APIKey: bob.apiKey, Channel: "lobby", History: 10}, stdin, &out)
 	}()
-	waitFor(t, 30*time.Second, "the history in the terminal", func() bool { return strings.Contains(out.String(), "alice: said before you came") })
+	testutil.WaitFor(t, 30*time.Second, "the history in the terminal", func() bool { return strings.Contains(out.String(), "alice: said before you came") })
 
 	fmt.Fprintln(typing, "typed in a terminal")
-	waitFor(t, 30*time.Second, "alice to get the typed line", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "alice to get the typed line", func() bool {
 		ms, _ := alice.chat.Messages(ctx, lobby.ID, time.Time{}, 10)
 		for _, m := range ms {
-			if m.Text == "typed in a terminal" && m.AuthorName == "bob" {
+			if m.Text == "typed in a terminal" && m.Author == bob.mesh.ID() {
 				return true
 			}
 		}
@@ -476,7 +466,7 @@ func TestChatCommand(t *testing.T) {
 	if _, err := alice.chat.Post(ctx, lobby.ID, "a live reply"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the live reply in the terminal", func() bool { return strings.Contains(out.String(), "alice: a live reply") })
+	testutil.WaitFor(t, 30*time.Second, "the live reply in the terminal", func() bool { return strings.Contains(out.String(), "alice: a live reply") })
 	if n := strings.Count(out.String(), "bob: typed in a terminal"); n != 1 {
 		t.Fatalf("the sent line shows %d times:\n%s", n, out.String())
 	}
@@ -485,7 +475,7 @@ func TestChatCommand(t *testing.T) {
 	if _, err := alice.chat.Post(ctx, lobby.ID, "title\x1b]0;pwned\x07 clip\x1b]52;c;cm0=\x07\n[01-02 10:00] bob: I never said this\u202e"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the hostile message in the terminal", func() bool { return strings.Contains(out.String(), "alice: title") })
+	testutil.WaitFor(t, 30*time.Second, "the hostile message in the terminal", func() bool { return strings.Contains(out.String(), "alice: title") })
 	if r, bad := rawDanger(out.String()); bad {
 		t.Fatalf("raw %U reached the terminal:\n%q", r, out.String())
 	}
@@ -544,11 +534,11 @@ func TestAcknowledgedMessageSurvivesKill9(t *testing.T) {
 		return p, p.expect(t, `^web UI: (http://127\.0\.0\.1:\d+/)$`)[1]
 	}
 	p, ui := serve()
-	var ch chatlog.ChannelInfo
+	var ch webui.Channel
 	postJSON(t, ui, "api/channels", map[string]any{"name": "durable"}, &ch)
 	var acked []string
 	for i := range 20 {
-		var m chatlog.MessageView
+		var m webui.Message
 		postJSON(t, ui, "api/channels/"+ch.ID+"/messages", map[string]string{"text": fmt.Sprint("acked ", i)}, &m)
 		acked = append(acked, m.ID)
 	}
@@ -556,7 +546,7 @@ func TestAcknowledgedMessageSurvivesKill9(t *testing.T) {
 	p.cmd.Wait()
 
 	_, ui = serve()
-	var ms []chatlog.MessageView
+	var ms []webui.Message
 	getJSON(t, ui+"api/channels/"+ch.ID+"/messages?limit=100", &ms)
 	have := map[string]bool{}
 	for _, m := range ms {

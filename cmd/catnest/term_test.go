@@ -12,7 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/webui"
 )
 
 // rawDanger returns the first rune of s a terminal would act on, or that
@@ -91,12 +91,12 @@ func TestMessageLineHostile(t *testing.T) {
 		{"mallory", strings.Repeat(" ", 200) + "[01-02 10:00] alice: wrapped to the start of a row"},
 		{"mallory", strings.Repeat("猫", 100) + "[01-02 10:00] alice: after wide characters"},
 	} {
-		colored := messageLine(chatlog.MessageView{AuthorName: tt.author, Text: tt.text, Time: when}, colorHeader)
+		colored := messageLine(webui.Message{AuthorName: tt.author, Text: tt.text, Time: when}, colorHeader)
 		wantHead := colorHeader.start + "[01-02 10:00] " + termText(tt.author, false) + ":" + colorHeader.end() + " "
 		if !strings.HasPrefix(colored, wantHead) || strings.Count(colored, "\x1b") != 2 {
 			t.Errorf("author %q text %q: %q, want only the head %q in color", tt.author, tt.text, colored, wantHead)
 		}
-		out := messageLine(chatlog.MessageView{AuthorName: tt.author, Text: tt.text, Time: when}, plainHeader)
+		out := messageLine(webui.Message{AuthorName: tt.author, Text: tt.text, Time: when}, plainHeader)
 		if out != strings.TrimPrefix(strings.Replace(colored, colorHeader.end(), "", 1), colorHeader.start) {
 			t.Errorf("plain %q and colored %q differ in more than the color", out, colored)
 		}
@@ -123,7 +123,7 @@ func FuzzMessageLine(f *testing.F) {
 	f.Add("mallory\n[01-02 10:00] alice", "\x1b]52;c;cm0=\x07\n[01-02 10:00] bob: hi\r\u202e")
 	f.Add("\u009b", "\xff\x9b\u2066\u2028\t\x7f")
 	f.Fuzz(func(t *testing.T, author, text string) {
-		m := chatlog.MessageView{AuthorName: author, Text: text, Time: time.Unix(0, 0)}
+		m := webui.Message{AuthorName: author, Text: text, Time: time.Unix(0, 0)}
 		out := messageLine(m, plainHeader)
 		// On a terminal the head is in color, and nothing else is.
 		colored := messageLine(m, colorHeader)
