@@ -613,7 +613,7 @@ func TestRelayOfAFloodIsNoOffence(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "bob to take the flood", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "bob to take the flood", func() bool {
 		return bob.node.BroadcastStats().Delivered-delivered >= flood || !linked(bob, alice)
 	})
 	if !linked(bob, alice) {
