@@ -175,3 +175,48 @@ func TestPostWaitBounded(t *testing.T) {
 		t.Fatal("the post past the rate waits for its turn, 100 s away")
 	}
 }
+
+// TestSyncBatchTurnsBurnOn checks a synced batch that carries the owner's
+// setting turning burn on: the channel then stores nothing, so the rest of
+// the batch, retractions included, is not stored, as if each message had
+// come alone, and the batch is no error for which its sender is scored
+// down (it would be the ErrBurn of a store of a burn channel).
+func TestSyncBatchTurnsBurnOn(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now().Add(-time.Minute).UnixMilli()
+	for _, tt := range []struct {
+		name  string
+		batch func(on, text, retract *Message) []*Message
+	}{
+		{"retraction after the setting", func(on, text, retract *Message) []*Message { return []*Message{on, retract} }},
+		{"text after the setting", func(on, text, retract *Message) []*Message { return []*Message{on, text} }},
+		{"setting amid the batch", func(on, text, retract *Message) []*Message { return []*Message{text, on, retract} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			svc, s := liveService(t, DefaultServiceConfig())
+			owner, author := newIdent(t), newIdent(t)
+			c := NewChannel(owner.ID, "room")
+			c.Joined, c.Range = true, Range{Days: 30}
+			if err := s.PutChannel(c); err != nil {
+				t.Fatal(err)
+			}
+			held := msgAt(t, author, c.ID, KindText, "held", ID{}, now-10)
+			mustPut(t, s, held)
+			on := msgAt(t, owner, c.ID, KindSetting, `{"burn":true}`, ID{}, now)
+			text := msgAt(t, author, c.ID, KindText, "synced", ID{}, now-5)
+			retract := msgAt(t, author, c.ID, KindRetract, "", held.ID, now+5)
+			if err := svc.acceptMany(ctx, c.ID, tt.batch(on, text, retract)); err != nil {
+				t.Fatalf("acceptMany: %v, want nil (the sender did nothing wrong)", err)
+			}
+			got, _, err := s.Channel(c.ID)
+			if err != nil || !got.Burn {
+				t.Fatalf("channel %+v (%v), want burn on", got, err)
+			}
+			for _, m := range []*Message{held, text, retract} {
+				if has, _ := s.Has(m.ID); has {
+					t.Errorf("message %v of kind %d is stored in a burn channel", m.ID, m.Kind)
+				}
+			}
+		})
+	}
+}

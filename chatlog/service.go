@@ -1045,6 +1045,12 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 			if err := s.applySetting(ctx, m); err != nil {
 				return err
 			}
+			// The setting may have turned burn on: the channel stores
+			// nothing from now, neither the rest of the batch nor what
+			// it brought before the setting.
+			if c, ok, err = s.store.Channel(ch); err != nil || !ok || c.Burn {
+				return err
+			}
 		case store:
 			if has, _ := s.store.Has(m.ID); !has {
 				fresh = append(fresh, m)

@@ -120,22 +120,25 @@ type ChatEvent struct {
 
 // names returns the name to show for a node ID: its own name for this
 // node, else the one in its directory record, else the start of the ID.
-// Names come from the directory as it is now, once per answer.
+// Names are read from the directory as it is now, each ID once per answer;
+// a lookup per ID, not a copy of the directory, as an event names one
+// author and a page few.
 func (s *Server) names() func(mesh.ID) string {
 	self, selfName := s.node.ID(), s.node.Name()
-	recs := s.node.Directory()
-	byID := make(map[mesh.ID]string, len(recs))
-	for _, r := range recs {
-		byID[r.ID] = r.Name
-	}
+	known := map[mesh.ID]string{}
 	return func(id mesh.ID) string {
 		if id == self {
 			return selfName
 		}
-		if name, ok := byID[id]; ok {
+		if name, ok := known[id]; ok {
 			return name
 		}
-		return id.Short()
+		name := id.Short()
+		if r, ok := s.node.Lookup(id); ok {
+			name = r.Name
+		}
+		known[id] = name
+		return name
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -630,6 +631,58 @@ func TestChatEventsDroppedByService(t *testing.T) {
 	}
 	if ev := nextChat(t, events, 10*time.Second); ev.Type != eventResync {
 		t.Fatalf("after the kept events: %+v, want a %q event for the dropped ones", ev.ChatEvent, eventResync)
+	}
+}
+
+// TestChatEventNamesAtScale relays a burst of 1,000 new messages, from 50
+// authors, to a stream of a node whose directory holds 500 records: each
+// event names its author, and naming costs a lookup of that author, not a
+// copy of the whole directory per message (500,000 records), which would
+// also hold the mesh's directory lock for each and make the stream fall
+// behind.
+func TestChatEventNamesAtScale(t *testing.T) {
+	checkGoroutines(t)
+	const records, authors, messages = 500, 50, 1000
+	node := newFakeNode("alpha")
+	var recs []mesh.Record
+	for i := range records {
+		name := fmt.Sprintf("node %03d", i)
+		recs = append(recs, mesh.Record{ID: fakeID(name), Name: name})
+	}
+	node.setRecords(recs...)
+	chat := newFakeChat(node.id)
+	s, err := New(Config{Addr: "127.0.0.1:0", Chat: chat}, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []ChatEvent
+	received := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+	stop := s.chatRelays()[0].subscribe(func(v any) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, v.(ChatEvent))
+	})
+	defer stop()
+
+	before := node.recordsCopied()
+	for i := range messages {
+		// Sent a buffer at a time, so that none is dropped.
+		if i%fakeChatBuffer == 0 {
+			testutil.WaitFor(t, 30*time.Second, "the relay to take the last buffer of events", func() bool { return received() == i })
+		}
+		m := chatlog.Entry{ID: fmt.Sprint(i), Channel: generalID, Author: recs[i%authors].ID, Text: "hi", Time: fixtureStart}
+		chat.emit(chatlog.Event{Type: "message", Channel: generalID, Message: &m})
+	}
+	testutil.WaitFor(t, 30*time.Second, "every event relayed", func() bool { return received() == messages })
+	stop()
+	for i, ev := range got {
+		if want := recs[i%authors].Name; ev.Type != "message" || ev.Message == nil || ev.Message.AuthorName != want {
+			t.Fatalf("event %d: %+v, want a message by %q", i, ev, want)
+		}
+	}
+	if n := node.recordsCopied() - before; n > messages {
+		t.Errorf("naming the authors of %d events copied %d directory records, want at most one per event", messages, n)
 	}
 }
 

@@ -28,6 +28,9 @@ type fakeNode struct {
 	subs    map[chan mesh.PeerEvent]struct{}
 	dir     map[mesh.ID]mesh.Record
 	dirSubs map[chan struct{}]struct{}
+	// copied counts the directory records handed out, by Directory and
+	// Lookup: what reading the directory costs the real node.
+	copied int
 }
 
 var (
@@ -103,7 +106,26 @@ func (f *fakeNode) Directory() []mesh.Record {
 	for _, r := range f.dir {
 		out = append(out, r)
 	}
+	f.copied += len(out)
 	return out
+}
+
+func (f *fakeNode) Lookup(id mesh.ID) (mesh.Record, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.dir[id]
+	if ok {
+		f.copied++
+	}
+	return r, ok
+}
+
+// recordsCopied returns how many directory records Directory and Lookup
+// have handed out.
+func (f *fakeNode) recordsCopied() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.copied
 }
 
 func (f *fakeNode) SubscribeDirectory() (<-chan struct{}, func()) {

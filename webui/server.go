@@ -33,6 +33,9 @@ type Node interface {
 	SubscribePeers() (<-chan mesh.PeerEvent, func())
 	// Directory lists the online nodes this node knows, itself included.
 	Directory() []mesh.Record
+	// Lookup returns the directory record of one online node: the names
+	// of authors and owners, without a copy of the whole directory.
+	Lookup(id mesh.ID) (mesh.Record, bool)
 	// SubscribeDirectory returns a channel that receives a value whenever
 	// the directory changes, and a cancel func. Values are coalesced and may
 	// be dropped when the reader is slow, so on each one re-read Directory().
