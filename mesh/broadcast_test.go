@@ -74,9 +74,14 @@ func (p *rawPeer) gossiped(id mesh.MsgID) int {
 
 func (p *rawPeer) send(t *testing.T, to mesh.ID, frame []byte) {
 	t.Helper()
+	p.sendProto(t, to, mesh.BcastProto, frame)
+}
+
+func (p *rawPeer) sendProto(t *testing.T, to mesh.ID, proto string, payload []byte) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Send(ctx, to, mesh.BcastProto, frame); err != nil {
+	if err := p.Send(ctx, to, proto, payload); err != nil {
 		t.Fatal(err)
 	}
 }

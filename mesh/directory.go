@@ -43,6 +43,9 @@ var (
 	errRecordSig    = errors.New("record signature does not verify")
 	errRecordKey    = errors.New("record key does not match its id")
 	errRecordReplay = errors.New("record older than one held")
+	// errDirectoryFull is this node's limit, not the sender's fault: a
+	// relay cannot know that the directory is full here.
+	errDirectoryFull = errors.New("directory full")
 )
 
 // wireRecord is the signed body of a Record.
@@ -272,7 +275,7 @@ func (d *directory) merge(env []byte, from ID, verified bool) error {
 		return nil // the same record by another path
 	}
 	if full {
-		return errors.New("directory full")
+		return errDirectoryFull
 	}
 	if !verified {
 		if _, err := openRecord(env); err != nil {
@@ -335,11 +338,18 @@ func (d *directory) expire(now time.Time) {
 
 // onBroadcast takes a record that arrived by broadcast.
 func (d *directory) onBroadcast(m BroadcastMsg) {
-	if err := d.merge(m.Payload, m.From, true); err != nil && !errors.Is(err, errRecordReplay) {
-		// A replay can be honest (an old copy by a slow path); anything
-		// else was forged or broken by whoever passed it on.
+	if err := d.merge(m.Payload, m.From, true); err != nil && !notSendersFault(err) {
+		// Anything else was forged or broken by whoever passed it on.
 		d.n.penalize(m.From, "directory: "+err.Error())
 	}
+}
+
+// notSendersFault reports whether merge refused a record for a reason that
+// does not make its sender dishonest: a replay (an old copy by a slow
+// path) or a full directory. Penalties ban, so scoring a relay down for
+// them would let whoever fills the directory cut this node off.
+func notSendersFault(err error) bool {
+	return errors.Is(err, errRecordReplay) || errors.Is(err, errDirectoryFull)
 }
 
 // snapshot encodes every held record for a new neighbour: a list of
@@ -370,7 +380,7 @@ func (d *directory) handleSnapshot(ctx context.Context, m *Message) ([]byte, err
 		}
 		env := b[k : k+int(size)]
 		b = b[k+int(size):]
-		if err := d.merge(env, m.From, false); err != nil && !errors.Is(err, errRecordReplay) {
+		if err := d.merge(env, m.From, false); err != nil && !notSendersFault(err) {
 			bad++
 		}
 	}
