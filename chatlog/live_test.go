@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/mesh"
@@ -185,7 +188,9 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 }
 
 // A message stamped ahead of this node's clock may be honest (this clock
-// may be the one behind): the node that relayed it is not scored down.
+// may be the one behind), and one of a kind this version does not know
+// comes from a newer version: the node that relayed it is not scored down
+// (penalties ban, and it did nothing wrong).
 func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
@@ -214,8 +219,10 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	broadcastLive(t, alice, ahead)
+	newer := chatlog.SignUnchecked(alice.ident, cid, chatlog.Kind(9), []byte("a kind of a later version"), chatlog.ID{}, time.Now())
+	broadcastLive(t, alice, newer)
 	// The relay passes messages on in order: once carol has the next one,
-	// she has dealt with the early one.
+	// she has dealt with the early ones.
 	if _, err := alice.Post(ctx, ch.ID, "on time"); err != nil {
 		t.Fatal(err)
 	}
@@ -223,9 +230,12 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 	if hasTexts(t, carol, ch.ID, "from a fast clock") {
 		t.Fatal("carol took a message stamped beyond her clock's skew")
 	}
+	if ok, _ := carol.store.Has(newer.ID); ok {
+		t.Fatal("carol stored a message of a kind she does not know")
+	}
 	for _, p := range carol.node.Peers() {
 		if p.Failures != 0 {
-			t.Fatalf("carol scored %s down %d times for her own clock", p.Name, p.Failures)
+			t.Fatalf("carol scored %s down %d times for what her own clock or version refuses", p.Name, p.Failures)
 		}
 	}
 }
@@ -293,5 +303,71 @@ func (p *probe) pull(from mesh.ID, id mesh.MsgID) {
 				p.t.Fatalf("%s does not pass on broadcast %s", from.Short(), id)
 			}
 		}
+	}
+}
+
+// A node whose store fails (a full disk, here the database's size limit)
+// scores down none of the neighbours that pass it messages: they cannot
+// know, and penalties ban, so the node would cut itself off.
+func TestFullStoreScoresNobodyDown(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	manual := func(c *mesh.Config) { c.ManualLinks = true }
+	noLimit := func(c *chatlog.ServiceConfig) { c.AuthorRate = -1 }
+	alice := newChatNodeWith(t, nw, "alice", noLimit, manual)
+	carol := newChatNodeOn(t, nw, "carol", &bbolt.Options{Timeout: time.Second, MaxSize: 1 << 20}, noLimit, manual)
+	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { fastMesh(c); c.ManualLinks = true }})
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for _, n := range []*chatNode{alice, carol} {
+		if err := n.node.Connect(cctx, relay.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := alice.CreateChannel(ctx, "big", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinWhenSeen(t, carol, ch.ID)
+	// A broadcast on a topic of its own, after the chat messages: the
+	// relay passes them on in order, so when carol gets it she has dealt
+	// with every chat message.
+	done := make(chan struct{})
+	carol.node.HandleBroadcast("end/1", func(mesh.BroadcastMsg) { close(done) })
+
+	const k = 128 // 2 MiB of messages for a database of at most 1 MiB
+	body := strings.Repeat("x", chatlog.MaxBody-16)
+	for i := range k {
+		if _, err := alice.Post(ctx, ch.ID, fmt.Sprintf("%04d %s", i, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.node.Broadcast(cctx, "end/1", nil); err != nil {
+		t.Fatal(err)
+	}
+	linked := func() (mesh.PeerInfo, bool) {
+		for _, p := range carol.node.Peers() {
+			if p.ID == relay.ID() {
+				return p, true
+			}
+		}
+		return mesh.PeerInfo{}, false
+	}
+	waitFor(t, 60*time.Second, "carol to get the broadcast sent after the chat messages", func() bool {
+		if _, ok := linked(); !ok {
+			t.Fatal("carol cut off the relay")
+		}
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if n := len(texts(t, carol, ch.ID)); n >= k {
+		t.Fatalf("carol stored all %d messages: the database's limit did not hold", n)
+	}
+	if p, _ := linked(); p.Failures != 0 {
+		t.Fatalf("carol scored the relay down %d times for her own full store", p.Failures)
 	}
 }
