@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/testutil"
@@ -39,13 +42,14 @@ func waitStored(t *testing.T, nodes []*chatNode, m *chatlog.Message) {
 // for alice's message, sent before the message or after it, does not keep
 // it from any node, and nodes show it unretracted. A quick retract by the
 // author herself that overtakes her message leaves it shown retracted.
-// Sync is off (an hour apart, and no link changes once the mesh has
-// settled), so the messages must travel live.
+// Periodic sync is off, but a link that comes up starts one, so each node
+// is also checked to hold the message in its broadcast cache: only a node
+// that took it live holds it there, to pass on to neighbours that ask.
 func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	noSync := func(c *chatlog.ServiceConfig) { c.SyncInterval = time.Hour }
-	fixed := func(c *mesh.Config) { c.ReplaceInterval = -1 }
+	fixed := func(c *mesh.Config) { c.ReplaceInterval, c.MessageCacheAge = -1, time.Hour }
 	var nodes []*chatNode
 	for i := range 16 {
 		name := fmt.Sprintf("n%02d", i)
@@ -79,6 +83,19 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		return true
 	})
 	others := nodes[2:]
+	// pulled checks that every node but alice took m live and passes it
+	// on. ForgetBroadcast calls match only for a message the node holds;
+	// one that says no forgets nothing.
+	pulled := func(t *testing.T, m chatlog.ID) {
+		t.Helper()
+		for _, n := range nodes[1:] {
+			held := false
+			n.node.ForgetBroadcast(mesh.MsgID(m[:16]), func([]byte) bool { held = true; return false })
+			if !held {
+				t.Fatalf("%s does not hold broadcast %v: it did not take it live", n.node.Name(), m)
+			}
+		}
+	}
 	// shows reports whether n shows alice's message text, unretracted.
 	shows := func(n *chatNode, text string) bool {
 		ms, err := n.Messages(ctx, ch.ID, time.Time{}, 100)
@@ -118,6 +135,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		for _, n := range append([]*chatNode{mallory}, others...) {
 			testutil.WaitFor(t, 30*time.Second, n.node.Name()+" to get alice's message live", func() bool { return shows(n, "alice's first words") })
 		}
+		pulled(t, x.ID)
 	})
 
 	t.Run("forged retract after", func(t *testing.T) {
@@ -134,22 +152,16 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 			t.Fatal(err)
 		}
 		broadcastLive(t, mallory, forged)
-		// Every node still passes alice's message on: asked for it by
-		// GRAFT, as any neighbour may, it answers, once it has taken
-		// mallory's retract (it answers a GRAFT for that too).
-		p := newProbe(t, nw)
-		probed := 0
-		for _, n := range others {
-			if !p.link(n.node.ID()) {
-				continue // a node at its high mark refuses
-			}
-			probed++
-			p.pull(n.node.ID(), mesh.MsgID(forged.ID[:16]))
-			p.pull(n.node.ID(), mesh.MsgID(y[:16]))
+		// Every node still passes alice's message on (it answers a GRAFT
+		// for it) once it has taken mallory's retract.
+		for _, n := range nodes[1:] {
+			testutil.WaitFor(t, 30*time.Second, n.node.Name()+" to take mallory's retract live", func() bool {
+				held := false
+				n.node.ForgetBroadcast(mesh.MsgID(forged.ID[:16]), func([]byte) bool { held = true; return false })
+				return held
+			})
 		}
-		if probed < len(others)/2 {
-			t.Fatalf("only %d of %d nodes took a link from the probe", probed, len(others))
-		}
+		pulled(t, y)
 		for _, n := range nodes {
 			if showsRetracted(n, y) || !shows(n, "alice's second words") {
 				t.Fatalf("%s shows alice's message retracted by mallory", n.node.Name())
@@ -174,6 +186,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		}
 		broadcastLive(t, alice, x)
 		waitStored(t, others, x)
+		pulled(t, x.ID)
 		for _, n := range others {
 			if !showsRetracted(n, x.ID) {
 				t.Fatalf("%s stored alice's retracted message but does not show it retracted", n.node.Name())
@@ -186,7 +199,9 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 }
 
 // A message stamped ahead of this node's clock may be honest (this clock
-// may be the one behind): the node that relayed it is not scored down.
+// may be the one behind), and one of a kind this version does not know
+// comes from a newer version: the node that relayed it is not scored down
+// (penalties ban, and it did nothing wrong).
 func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
@@ -215,8 +230,10 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	broadcastLive(t, alice, ahead)
+	newer := chatlog.SignUnchecked(alice.ident, cid, chatlog.Kind(9), []byte("a kind of a later version"), chatlog.ID{}, time.Now())
+	broadcastLive(t, alice, newer)
 	// The relay passes messages on in order: once carol has the next one,
-	// she has dealt with the early one.
+	// she has dealt with the early ones.
 	if _, err := alice.Post(ctx, ch.ID, "on time"); err != nil {
 		t.Fatal(err)
 	}
@@ -224,75 +241,78 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 	if hasTexts(t, carol, ch.ID, "from a fast clock") {
 		t.Fatal("carol took a message stamped beyond her clock's skew")
 	}
+	if ok, _ := carol.store.Has(newer.ID); ok {
+		t.Fatal("carol stored a message of a kind she does not know")
+	}
 	for _, p := range carol.node.Peers() {
 		if p.Failures != 0 {
-			t.Fatalf("carol scored %s down %d times for her own clock", p.Name, p.Failures)
+			t.Fatalf("carol scored %s down %d times for what her own clock or version refuses", p.Name, p.Failures)
 		}
 	}
 }
 
-// probe is a node that asks others for broadcasts by hand, with the
-// broadcast wire format (mesh/broadcast.go): GRAFT is 3 | id, and a GOSSIP
-// answer starts 1 | id.
-type probe struct {
-	t    *testing.T
-	node *mesh.Node
-	got  chan [2]string // sender, id of each GOSSIP received
-}
-
-const bcastProto = "mesh/bc/1"
-
-func newProbe(t *testing.T, nw *meshtest.Network) *probe {
-	p := &probe{t: t, got: make(chan [2]string, 256)}
-	p.node = nw.NewNode(t, "probe", meshtest.Options{Configure: func(c *mesh.Config) {
-		fastMesh(c)
-		c.ManualLinks = true
-		c.HighPeers = 64
-	}})
-	p.node.Handle(bcastProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
-		if len(m.Payload) >= 17 && m.Payload[0] == 1 {
-			select {
-			case p.got <- [2]string{string(m.From), string(m.Payload[1:17])}:
-			default: // what the probe does not wait for
-			}
-		}
-		return nil, nil
-	}))
-	return p
-}
-
-func (p *probe) link(id mesh.ID) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// A node whose store fails (a full disk, here the database's size limit)
+// scores down none of the neighbours that pass it messages: they cannot
+// know, and penalties ban, so the node would cut itself off.
+func TestFullStoreScoresNobodyDown(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	ctx := context.Background()
+	manual := func(c *mesh.Config) { c.ManualLinks = true }
+	noLimit := func(c *chatlog.ServiceConfig) { c.AuthorRate = -1 }
+	alice := newChatNodeWith(t, nw, "alice", noLimit, manual)
+	carol := newChatNodeOn(t, nw, "carol", &bbolt.Options{Timeout: time.Second, MaxSize: 1 << 20}, noLimit, manual)
+	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { fastMesh(c); c.ManualLinks = true }})
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	return p.node.Connect(ctx, id) == nil
-}
-
-// pull asks node from for broadcast id by GRAFT until it answers.
-func (p *probe) pull(from mesh.ID, id mesh.MsgID) {
-	p.t.Helper()
-	graft := append([]byte{3}, id[:]...)
-	deadline := time.After(30 * time.Second)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := p.node.Send(ctx, from, bcastProto, graft)
-		cancel()
-		if err != nil {
-			p.t.Fatalf("graft %s from %s: %v", id, from.Short(), err)
+	for _, n := range []*chatNode{alice, carol} {
+		if err := n.node.Connect(cctx, relay.ID()); err != nil {
+			t.Fatal(err)
 		}
-	wait:
-		for {
-			select {
-			case g := <-p.got:
-				if g[0] == string(from) && g[1] == string(id[:]) {
-					return
-				}
-			case <-tick.C:
-				break wait
-			case <-deadline:
-				p.t.Fatalf("%s does not pass on broadcast %s", from.Short(), id)
+	}
+	ch, err := alice.CreateChannel(ctx, "big", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinWhenSeen(t, carol, ch.ID)
+	// A broadcast on a topic of its own, after the chat messages: the
+	// relay passes them on in order, so when carol gets it she has dealt
+	// with every chat message.
+	done := make(chan struct{})
+	carol.node.HandleBroadcast("end/1", func(mesh.BroadcastMsg) { close(done) })
+
+	const k = 128 // 2 MiB of messages for a database of at most 1 MiB
+	body := strings.Repeat("x", chatlog.MaxBody-16)
+	for i := range k {
+		if _, err := alice.Post(ctx, ch.ID, fmt.Sprintf("%04d %s", i, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.node.Broadcast(cctx, "end/1", nil); err != nil {
+		t.Fatal(err)
+	}
+	linked := func() (mesh.PeerInfo, bool) {
+		for _, p := range carol.node.Peers() {
+			if p.ID == relay.ID() {
+				return p, true
 			}
 		}
+		return mesh.PeerInfo{}, false
+	}
+	testutil.WaitFor(t, 60*time.Second, "carol to get the broadcast sent after the chat messages", func() bool {
+		if _, ok := linked(); !ok {
+			t.Fatal("carol cut off the relay")
+		}
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if n := len(texts(t, carol, ch.ID)); n >= k {
+		t.Fatalf("carol stored all %d messages: the database's limit did not hold", n)
+	}
+	if p, _ := linked(); p.Failures != 0 {
+		t.Fatalf("carol scored the relay down %d times for her own full store", p.Failures)
 	}
 }

@@ -1122,7 +1122,9 @@ func (s *Service) dropLimiters(now time.Time) {
 // passes it on: signature, form, size, kind, time, and that the broadcast
 // id is the message's. A message stamped too far ahead fails with ErrFuture,
 // which wraps mesh.ErrNotYetValid: this node's clock may be the one that
-// is wrong, so the neighbour that relayed it is not scored down.
+// is wrong, so the neighbour that relayed it is not scored down. So does a
+// message of a kind this version does not know: a newer node passes it on
+// in good faith, and penalties ban.
 //
 // A valid retraction also makes the node forget the retracted message's
 // broadcast if it holds it and the retraction is by its author, so no node
@@ -1134,7 +1136,9 @@ func (s *Service) validLive(b mesh.BroadcastMsg) error {
 	if err != nil {
 		return err
 	}
-	if err := m.Check(time.Now()); err != nil {
+	if err := m.Check(time.Now()); errors.Is(err, ErrUnknownKind) {
+		return fmt.Errorf("%w (%w)", err, mesh.ErrNotYetValid)
+	} else if err != nil {
 		return err
 	}
 	if b.ID != broadcastID(m.ID) {
@@ -1169,21 +1173,20 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	if err == nil {
 		return
 	}
-	// validLive, which every relay runs too, has passed these bytes: what
-	// fails here depends on this node's state (who may retract or change
-	// settings, the author's live rate, the store), which an honest relay
-	// cannot check. Score down only the author itself, or a relay would be
-	// banned for passing on another node's flood.
-	if m != nil && m.Author != b.From {
-		s.log.Info("chat message rejected", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
+	// validLive has checked all that a relay can check. What accept refuses
+	// beyond that needs this node's state: who may retract or change
+	// settings, an author's live rate, this node's clock (it moved since
+	// validLive) and its store (a full disk). Penalties ban, so score down
+	// only an author that sent its own message and broke a rule of its own.
+	if m != nil && m.Author == b.From && (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited)) {
+		s.reject(b.From, err)
 		return
 	}
-	// A clock ahead of this node's is nobody's fault that this node can tell.
-	if errors.Is(err, mesh.ErrNotYetValid) {
-		s.log.Info("chat message not yet valid", "author", m.Author.Short(), "via", b.From.Short(), "reason", err)
+	if errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited) || errors.Is(err, mesh.ErrNotYetValid) {
+		s.log.Debug("chat message rejected", "via", b.From.Short(), "reason", err)
 		return
 	}
-	s.reject(b.From, err)
+	s.log.Warn("live chat message not taken", "via", b.From.Short(), "err", err)
 }
 
 // Penalizer scores down a neighbour that sent what no honest node sends.

@@ -119,8 +119,9 @@ type rejection struct {
 type bcPeer struct {
 	eager   bool
 	queue   chan []byte
-	pending []MsgID // ids to announce by IHAVE
-	limit   *rate.Limiter
+	pending []MsgID       // ids to announce by IHAVE
+	limit   *rate.Limiter // frames taken from the peer
+	out     *rate.Limiter // frames sent to the peer
 	stop    chan struct{}
 }
 
@@ -345,7 +346,10 @@ func (b *broadcaster) peerUp(id ID) {
 		eager: true,
 		queue: make(chan []byte, peerQueueLen),
 		limit: rate.NewLimiter(rate.Limit(cfg.BroadcastRate), cfg.BroadcastBurst),
-		stop:  make(chan struct{}),
+		// Half the burst the peer takes: frames sent spaced out may
+		// still arrive bunched.
+		out:  rate.NewLimiter(rate.Limit(cfg.BroadcastRate), max(1, cfg.BroadcastBurst/2)),
+		stop: make(chan struct{}),
 	}
 	b.peers[id] = p
 	// A new link may be a node's way back after it lost links: tell it
@@ -395,11 +399,24 @@ func (b *broadcaster) peerDown(id ID) {
 	}
 }
 
-// sender writes a peer's queued frames until the peer goes away.
+// sender writes a peer's queued frames until the peer goes away, no faster
+// than the peer takes them (BroadcastRate): a node passes on what all its
+// neighbours send it, and a peer scores down, then bans, a neighbour that
+// sends faster. Past the rate, frames wait in the queue, and a full queue
+// drops them (enqueue) without blame.
 func (b *broadcaster) sender(id ID, p *bcPeer) {
 	for {
 		select {
 		case f := <-p.queue:
+			if d := p.out.Reserve().Delay(); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-p.stop:
+					t.Stop()
+					return
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			err := b.n.Send(ctx, id, bcastProto, f)
 			cancel()

@@ -74,9 +74,14 @@ func (p *rawPeer) gossiped(id mesh.MsgID) int {
 
 func (p *rawPeer) send(t *testing.T, to mesh.ID, frame []byte) {
 	t.Helper()
+	p.sendProto(t, to, mesh.BcastProto, frame)
+}
+
+func (p *rawPeer) sendProto(t *testing.T, to mesh.ID, proto string, payload []byte) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Send(ctx, to, mesh.BcastProto, frame); err != nil {
+	if err := p.Send(ctx, to, proto, payload); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -401,5 +406,47 @@ func TestCatchUpGraftsEveryMessage(t *testing.T) {
 	})
 	if s := n.BroadcastStats(); s.Dropped != 0 || s.Grafts < k {
 		t.Fatalf("n's stats %+v: want no frame dropped and a GRAFT for each of %d", s, k)
+	}
+}
+
+// A node passes on what all its neighbours send it, so two of them that
+// each keep to the rate a node takes from one peer make it send more than
+// that to a third. It paces what it sends to the rate instead: the third
+// takes every message and scores it down for none (penalties ban, and a
+// ban of every honest relay would cut the mesh).
+func TestRelayKeepsToThePeersRate(t *testing.T) {
+	slow := func(c *mesh.Config) {
+		manualNode(c)
+		c.BroadcastRate, c.BroadcastBurst = 100, 200
+	}
+	nw := meshtest.NewNetwork()
+	h := nw.NewNode(t, "h", meshtest.Options{Configure: slow})
+	r := nw.NewNode(t, "r", meshtest.Options{Configure: slow})
+	d := countDeliveries("t/1", r)
+	d.failOnDuplicate(t)
+	s1, s2 := newRawPeer(t, nw, "s1"), newRawPeer(t, nw, "s2")
+	linkAll(t, h, s1.Node, s2.Node, r)
+
+	var ids []mesh.MsgID
+	for _, s := range []*rawPeer{s1, s2} {
+		for range 190 { // within the burst h takes from each
+			id := randomID()
+			ids = append(ids, id)
+			s.send(t, h.ID(), mesh.EncodeGossipID(id, s.ID(), "t/1", id[:], time.Now()))
+		}
+	}
+	waitFor(t, 60*time.Second, fmt.Sprintf("r to get all %d messages from h", len(ids)), func() bool {
+		if !hasPeer(r, h.ID()) {
+			t.Fatal("r cut h off")
+		}
+		for _, id := range ids {
+			if c, _ := d.all(id, h.ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+	if n := offences(r); n != 0 {
+		t.Fatalf("r scored h down %d times", n)
 	}
 }
