@@ -399,10 +399,10 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	defer unreserve()
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	l := newLink(lctx, n, c)
-	c.Start(l.recv)
-	l.wg.Go(l.dispatch)
-	l.wg.Go(l.keepalive)
+	l := newLink(n, c)
+	c.Start(func(ch Channel, b []byte) { l.recv(lctx, ch, b) })
+	l.wg.Go(func() { l.dispatch(lctx) })
+	l.wg.Go(func() { l.keepalive(lctx) })
 	defer func() {
 		c.Close()
 		cancel()
@@ -431,7 +431,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	}
 	ready(nil)
 	n.log.Info("peer up", "peer", l.remote.Short(), "name", l.info().Name, "outbound", c.Outbound())
-	l.ping()
+	l.ping(lctx)
 	l.wg.Go(func() { n.dir.sendSnapshot(lctx, l.remote) })
 	select {
 	case <-c.Done():
