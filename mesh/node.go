@@ -44,8 +44,6 @@ type Node struct {
 	// peerEvents carries link changes to SubscribePeers; published with
 	// mu held, so that subscribers see them in the order of the changes.
 	peerEvents pubsub.Topic[PeerEvent]
-	// interest rates how much a link to a node is wanted (SetInterest).
-	interest func(Record) float64
 
 	bc     *broadcaster
 	dir    *directory
