@@ -28,7 +28,13 @@ type hello struct {
 // errPeerFull is returned when the dialed node is at its high mark.
 var errPeerFull = errors.New("mesh: peer at its high mark")
 
+// helloVersion is the version of the link protocol (framing, hello and the
+// mesh's own protocols) this node speaks. Nodes of different versions do
+// not link: neither could read the other reliably.
 const helloVersion = 1
+
+// errVersion is returned when the peer speaks another link protocol version.
+var errVersion = errors.New("mesh: peer speaks another link protocol version")
 
 type result struct {
 	payload []byte
@@ -359,6 +365,9 @@ func (l *link) exchangeHello(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case h := <-l.hello:
+		if h.Version != helloVersion {
+			return fmt.Errorf("%w: it speaks %d, this node %d", errVersion, h.Version, helloVersion)
+		}
 		if h.Full {
 			return errPeerFull
 		}

@@ -408,7 +408,11 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	}()
 
 	if err := l.exchangeHello(lctx); err != nil {
-		n.log.Info("link failed before hello", "peer", c.Remote().Short(), "err", err)
+		level := slog.LevelInfo
+		if errors.Is(err, errVersion) {
+			level = slog.LevelWarn // one of the two nodes needs an upgrade
+		}
+		n.log.Log(lctx, level, "link failed before hello", "peer", c.Remote().Short(), "err", err)
 		ready(err)
 		return
 	}
