@@ -19,6 +19,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -309,7 +310,7 @@ func newMeshPair(b *testing.B, signalURL string, rc mesh.RTCConfig) *meshPair {
 	if err != nil {
 		b.Fatal(err)
 	}
-	waitFor(b, 20*time.Second, "both ends of the link", func() bool { return fullyLinked(p.a, p.b) })
+	testutil.WaitFor(b, 20*time.Second, "both ends of the link", func() bool { return fullyLinked(p.a, p.b) })
 	return p
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -27,7 +28,7 @@ type rawPeer struct {
 	serve  map[mesh.MsgID][]byte
 }
 
-func manualNode(c *mesh.Config) { fastOverlay(c); c.ManualLinks = true }
+func manualNode(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
 
 func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
 	t.Helper()
@@ -96,7 +97,7 @@ func (p *rawPeer) flush(t *testing.T, n *mesh.Node) {
 	for range 2 {
 		id := randomID()
 		p.send(t, n.ID(), mesh.EncodeIHave(id))
-		waitFor(t, 20*time.Second, n.Name()+" to graft a fresh id from "+p.Name(), func() bool { return p.grafted(id) > 0 })
+		testutil.WaitFor(t, 20*time.Second, n.Name()+" to graft a fresh id from "+p.Name(), func() bool { return p.grafted(id) > 0 })
 	}
 }
 
@@ -116,7 +117,7 @@ func linkAll(t *testing.T, n *mesh.Node, peers ...*mesh.Node) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, n.Name()+" to link every peer", func() bool {
+	testutil.WaitFor(t, 20*time.Second, n.Name()+" to link every peer", func() bool {
 		for _, p := range peers {
 			if !hasPeer(n, p.ID()) {
 				return false
@@ -162,7 +163,7 @@ func TestRejectedBroadcastIsNotPulledAgain(t *testing.T) {
 	bad := randomID()
 	frame := mesh.EncodeGossipID(bad, relays[0].ID(), "v/1", []byte("bad"), time.Now())
 	relays[0].send(t, a.ID(), frame)
-	waitFor(t, 10*time.Second, "a to reject the bad message and score its sender down", func() bool { return offences(a) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "a to reject the bad message and score its sender down", func() bool { return offences(a) == 1 })
 
 	for _, r := range relays {
 		r.send(t, a.ID(), frame)
@@ -213,10 +214,10 @@ func TestCorruptCopyDoesNotKeepMessageOut(t *testing.T) {
 	// Mallory has the message (she is on the tree) and races a corrupt
 	// copy to a; honest only announces it, as a lazy link does.
 	mallory.send(t, a.ID(), mesh.EncodeGossipID(id, honest.ID(), "v/1", []byte("forged"), sent))
-	waitFor(t, 10*time.Second, "a to reject the corrupt copy", func() bool { return offences(a) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "a to reject the corrupt copy", func() bool { return offences(a) == 1 })
 	mallory.send(t, a.ID(), mesh.EncodeIHave(id))
 	honest.send(t, a.ID(), mesh.EncodeIHave(id))
-	waitFor(t, 10*time.Second, "a to pull the real message from honest", func() bool { c, _ := d.all(id, honest.ID()); return c })
+	testutil.WaitFor(t, 10*time.Second, "a to pull the real message from honest", func() bool { c, _ := d.all(id, honest.ID()); return c })
 	mallory.flush(t, a)
 	if n := mallory.grafted(id); n != 0 {
 		t.Errorf("a asked mallory %d times for the message she sent corrupt", n)
@@ -251,12 +252,12 @@ func TestNotYetValidBroadcastIsTakenLater(t *testing.T) {
 	relay.serve[id] = frame
 	relay.mu.Unlock()
 	relay.send(t, a.ID(), frame)
-	waitFor(t, 10*time.Second, "a to drop the early message", func() bool { return a.BroadcastStats().Rejected == 1 })
+	testutil.WaitFor(t, 10*time.Second, "a to drop the early message", func() bool { return a.BroadcastStats().Rejected == 1 })
 	if n := offences(a); n != 0 {
 		t.Fatalf("a scored the relay down %d times for a's own clock", n)
 	}
 	early.Store(false) // a's clock has caught up
-	waitFor(t, 20*time.Second, "a to take the message when announced again", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "a to take the message when announced again", func() bool {
 		relay.send(t, a.ID(), mesh.EncodeIHave(id))
 		c, _ := d.all(id, relay.ID())
 		return c
@@ -287,17 +288,17 @@ func TestForgetBroadcastOnlyWhatMatches(t *testing.T) {
 	if err := b.BroadcastID(ctx, "f/1", unseen, []byte("named before it was sent")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a to get the message it was asked to forget before it came", func() bool { c, _ := d.all(unseen, b.ID()); return c })
+	testutil.WaitFor(t, 10*time.Second, "a to get the message it was asked to forget before it came", func() bool { c, _ := d.all(unseen, b.ID()); return c })
 
 	kept, gone := randomID(), randomID()
 	for _, id := range []mesh.MsgID{kept, gone} {
 		if err := b.BroadcastID(ctx, "f/1", id, []byte(id.String())); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "a to get "+id.String(), func() bool { c, _ := d.all(id, b.ID()); return c })
+		testutil.WaitFor(t, 10*time.Second, "a to get "+id.String(), func() bool { c, _ := d.all(id, b.ID()); return c })
 	}
 	// a passed both on to c, as to any eager peer.
-	waitFor(t, 10*time.Second, "c to get both from a", func() bool { return c.gossiped(kept) == 1 && c.gossiped(gone) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "c to get both from a", func() bool { return c.gossiped(kept) == 1 && c.gossiped(gone) == 1 })
 	if a.ForgetBroadcast(kept, func(p []byte) bool { return string(p) != kept.String() }) {
 		t.Fatal("ForgetBroadcast forgot a message that match refused")
 	}
@@ -308,7 +309,7 @@ func TestForgetBroadcastOnlyWhatMatches(t *testing.T) {
 	// are handled in order, so the answer for kept comes after any for gone.
 	c.send(t, a.ID(), mesh.EncodeGraftFrame(gone))
 	c.send(t, a.ID(), mesh.EncodeGraftFrame(kept))
-	waitFor(t, 10*time.Second, "a to answer the GRAFT for the kept message", func() bool { return c.gossiped(kept) == 2 })
+	testutil.WaitFor(t, 10*time.Second, "a to answer the GRAFT for the kept message", func() bool { return c.gossiped(kept) == 2 })
 	if n := c.gossiped(gone); n != 1 {
 		t.Fatalf("a sent the forgotten message again after forgetting it (%d copies in all)", n)
 	}
@@ -351,7 +352,7 @@ func TestPulledMessageIsNotPushedToItsAnnouncers(t *testing.T) {
 		a.send(t, n.ID(), mesh.EncodeIHave(ids...))
 	}
 	for _, id := range ids {
-		waitFor(t, 20*time.Second, "n to pull every announced message", func() bool { c, _ := d.all(id, announcers[0].ID()); return c })
+		testutil.WaitFor(t, 20*time.Second, "n to pull every announced message", func() bool { c, _ := d.all(id, announcers[0].ID()); return c })
 	}
 	// n queued its pushes as it took each message: one more frame through
 	// each link and they have all arrived.
@@ -396,7 +397,7 @@ func TestCatchUpGraftsEveryMessage(t *testing.T) {
 	for i := 0; i < k; i += 500 {
 		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
 	}
-	waitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
 		for _, id := range ids {
 			if c, _ := d.all(id, a.ID()); !c {
 				return false

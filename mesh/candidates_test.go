@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -76,8 +77,8 @@ func TestHungRendezvousDoesNotStopMaintenance(t *testing.T) {
 	b := serveNode(t, cfg)
 
 	// a from the bootstrap list, then c from the directory a sends.
-	waitFor(t, 20*time.Second, "b to link a and c", func() bool { return hasPeer(b, a.ID()) && hasPeer(b, c.ID()) })
-	waitFor(t, 20*time.Second, "the hung candidate request to be given up", func() bool { return hung.abandoned.Load() > 0 })
+	testutil.WaitFor(t, 20*time.Second, "b to link a and c", func() bool { return hasPeer(b, a.ID()) && hasPeer(b, c.ID()) })
+	testutil.WaitFor(t, 20*time.Second, "the hung candidate request to be given up", func() bool { return hung.abandoned.Load() > 0 })
 	if n := hung.asked.Load() - hung.abandoned.Load(); n > 1 {
 		t.Fatalf("%d candidate requests hang at once, want at most one", n)
 	}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/catnest/catnest/internal/pubsub"
 )
 
 // The directory is the list of online nodes. Every node advertises a
@@ -66,8 +68,11 @@ type directory struct {
 	envelopes map[ID][]byte // the signed form of each record, to pass on
 	resources map[string]json.RawMessage
 	seq       uint64
-	subs      map[chan struct{}]struct{}
 	dirty     chan struct{} // our record needs re-issuing
+
+	// subs hears of changes. Each subscriber's buffer holds one value,
+	// so changes coalesce while it reads.
+	subs pubsub.Topic[struct{}]
 }
 
 func newDirectory(n *Node) *directory {
@@ -76,7 +81,6 @@ func newDirectory(n *Node) *directory {
 		records:   make(map[ID]*Record),
 		envelopes: make(map[ID][]byte),
 		resources: make(map[string]json.RawMessage),
-		subs:      make(map[chan struct{}]struct{}),
 		dirty:     make(chan struct{}, 1),
 	}
 }
@@ -149,30 +153,12 @@ func (n *Node) Lookup(id ID) (Record, bool) {
 // directory changes, and a function that ends the subscription. Changes
 // coalesce: re-read Directory on each value.
 func (n *Node) SubscribeDirectory() (<-chan struct{}, func()) {
-	c := make(chan struct{}, 1)
-	d := n.dir
-	d.mu.Lock()
-	d.subs[c] = struct{}{}
-	d.mu.Unlock()
-	var once sync.Once
-	return c, func() {
-		once.Do(func() {
-			d.mu.Lock()
-			delete(d.subs, c)
-			d.mu.Unlock()
-		})
-	}
+	s := n.dir.subs.Subscribe(1)
+	return s.C(), s.Close
 }
 
 // changed tells subscribers. d.mu is held.
-func (d *directory) changed() {
-	for c := range d.subs {
-		select {
-		case c <- struct{}{}:
-		default:
-		}
-	}
-}
+func (d *directory) changed() { d.subs.Publish(struct{}{}) }
 
 func (d *directory) markDirty() {
 	select {

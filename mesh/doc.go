@@ -18,7 +18,9 @@
 // random candidates that the rendezvous lists (or Config.Bootstrap), and
 // accepts links up to Config.HighPeers. There is one link per pair of
 // nodes: when two nodes dial each other at once, both keep the link dialed
-// by the smaller ID.
+// by the smaller ID. The two ends of a new link first exchange a hello
+// that carries the link protocol version; nodes of different versions do
+// not link, and the dialer's error says so.
 //
 // A link has two channels: [Ctl] for control traffic and requests, and
 // [Bulk] for large transfers ([OverBulk]), so a transfer never delays a
@@ -26,12 +28,16 @@
 // [MaxBulkFrame] bytes; a peer that sends malformed or oversized frames,
 // forged records or signals, or floods is scored down and, when its
 // offences outpace Config.PenaltyThreshold, cut off and banned for a while.
+// A service that rejects a peer's input scores it down the same way with
+// [Node.Penalize].
 //
 // Services use [Node.Handle] to serve a protocol, [Node.Send] for one-way
 // messages, [Node.Request] for a request with an answer, and
-// [Node.Peers] / [Node.SubscribePeers] to follow the set of links.
-// Package meshtest provides an in-memory [Transport] so that tests can run
-// whole networks of nodes without WebRTC.
+// [Node.Peers] / [Node.SubscribePeers] to follow the set of links (a
+// subscriber that falls behind misses events; re-read Peers). Package
+// meshtest provides an in-memory [Transport] so that tests can run whole
+// networks of nodes without WebRTC, and meshtest.Fast, short timers for
+// them.
 //
 // # Caveats
 //

@@ -111,15 +111,15 @@ func FuzzLinkRecv(f *testing.F) {
 		n.Handle("note/1", HandlerFunc(func(ctx context.Context, m *Message) ([]byte, error) { return nil, nil }))
 		c := &sinkConn{remote: peer.ID, done: make(chan struct{})}
 		ctx, cancel := context.WithCancel(context.Background())
-		l := newLink(ctx, n, c)
-		l.wg.Go(l.dispatch)
+		l := newLink(n, c)
+		l.wg.Go(func() { l.dispatch(ctx) })
 		frames := 0
 		for len(in) >= 3 {
 			ch := Channel(in[0] & 1)
 			size := int(binary.BigEndian.Uint16(in[1:3]))
 			in = in[3:]
 			size = min(size, len(in))
-			l.recv(ch, append([]byte(nil), in[:size]...))
+			l.recv(ctx, ch, append([]byte(nil), in[:size]...))
 			in = in[size:]
 			frames++
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 )
@@ -37,7 +38,7 @@ func fakeClient(t *testing.T, url string, got chan<- signal.Message) *signal.Cli
 	done := make(chan struct{})
 	go func() { defer close(done); c.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, 20*time.Second, "a fake client to register", c.Connected)
+	testutil.WaitFor(t, 20*time.Second, "a fake client to register", c.Connected)
 	return c
 }
 
@@ -55,7 +56,7 @@ func TestRTCOfferFloodLeavesRoomForNewcomers(t *testing.T) {
 	offers := make(chan signal.Message, 8)
 	sniffer := fakeClient(t, rv.url(), offers)
 	orig, _ := rtcNode(t, rv.url(), rtcOpts{name: "orig", manual: true})
-	waitFor(t, 20*time.Second, "orig and the victim to register", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "orig and the victim to register", func() bool {
 		ids := rv.srv.Clients()
 		return slices.Contains(ids, string(orig.ID())) && slices.Contains(ids, string(victim.ID()))
 	})
@@ -108,10 +109,10 @@ func TestRTCOfferFloodLeavesRoomForNewcomers(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, 20*time.Second, "the flood to start", func() bool { mu.Lock(); defer mu.Unlock(); return sent >= 50 })
+	testutil.WaitFor(t, 20*time.Second, "the flood to start", func() bool { mu.Lock(); defer mu.Unlock(); return sent >= 50 })
 
 	newcomer, _ := rtcNode(t, rv.url(), rtcOpts{name: "newcomer", manual: true})
-	waitFor(t, 20*time.Second, "the newcomer to register", func() bool { return slices.Contains(rv.srv.Clients(), string(newcomer.ID())) })
+	testutil.WaitFor(t, 20*time.Second, "the newcomer to register", func() bool { return slices.Contains(rv.srv.Clients(), string(newcomer.ID())) })
 	deadline := time.Now().Add(60 * time.Second)
 	var err error
 	for attempt := 1; ; attempt++ {
@@ -128,7 +129,7 @@ func TestRTCOfferFloodLeavesRoomForNewcomers(t *testing.T) {
 			t.Fatalf("the newcomer could not link while %d replayed offers flooded the victim: %v", sent, err)
 		}
 	}
-	waitFor(t, 20*time.Second, "the victim to list the newcomer", func() bool { return hasPeer(victim, newcomer.ID()) })
+	testutil.WaitFor(t, 20*time.Second, "the victim to list the newcomer", func() bool { return hasPeer(victim, newcomer.ID()) })
 	for _, p := range victim.Peers() {
 		if p.ID != newcomer.ID() {
 			t.Fatalf("the victim linked to %s (%s), not the newcomer", p.Name, p.ID.Short())

@@ -28,7 +28,13 @@ type hello struct {
 // errPeerFull is returned when the dialed node is at its high mark.
 var errPeerFull = errors.New("mesh: peer at its high mark")
 
+// helloVersion is the version of the link protocol (framing, hello and the
+// mesh's own protocols) this node speaks. Nodes of different versions do
+// not link: neither could read the other reliably.
 const helloVersion = 1
+
+// errVersion is returned when the peer speaks another link protocol version.
+var errVersion = errors.New("mesh: peer speaks another link protocol version")
 
 type result struct {
 	payload []byte
@@ -74,10 +80,9 @@ type link struct {
 	wg         sync.WaitGroup // goroutines of this link
 	mu         sync.Mutex     // guards pending
 	pend       map[uint64]chan result
-	ctx        context.Context // the link's lifetime, for handlers started from recv
 }
 
-func newLink(ctx context.Context, n *Node, c Conn) *link {
+func newLink(n *Node, c Conn) *link {
 	l := &link{
 		n:       n,
 		conn:    c,
@@ -91,7 +96,6 @@ func newLink(ctx context.Context, n *Node, c Conn) *link {
 		done:    c.Done(),
 		retired: make(chan struct{}),
 		pend:    make(map[uint64]chan result),
-		ctx:     ctx,
 	}
 	empty := ""
 	l.name.Store(&empty)
@@ -135,9 +139,11 @@ func (l *link) send(ctx context.Context, ch Channel, f frame) error {
 	return nil
 }
 
-// recv is the Conn's receive callback: it runs on the Conn's goroutine for
-// ch and may block, which holds back the peer.
-func (l *link) recv(ch Channel, b []byte) {
+// recv handles one frame from the Conn: it runs on the Conn's goroutine for
+// ch and may block, which holds back the peer. ctx is the link's lifetime,
+// handed to the request handlers it starts; runLink passes it in the
+// Conn's receive callback.
+func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 	now := l.n.now()
 	l.lastRecv.Store(now)
 	l.bytesIn.Add(int64(len(b)))
@@ -190,7 +196,7 @@ func (l *link) recv(ch Channel, b []byte) {
 		go func() {
 			defer l.wg.Done()
 			defer func() { <-l.slots }()
-			l.serveRequest(f.id, m)
+			l.serveRequest(ctx, f.id, m)
 		}()
 	case kindResp, kindErr, kindNoHandle:
 		l.mu.Lock()
@@ -258,21 +264,21 @@ func (l *link) observeRTT(d time.Duration) {
 	l.rtt.Store((old*4 + int64(d)) / 5)
 }
 
-func (l *link) serveRequest(id uint64, m *Message) {
+func (l *link) serveRequest(ctx context.Context, id uint64, m *Message) {
 	h := l.n.handler(m.Protocol)
 	if h == nil {
-		l.send(l.ctx, m.Channel, frame{kind: kindNoHandle, id: id, payload: []byte(m.Protocol)})
+		l.send(ctx, m.Channel, frame{kind: kindNoHandle, id: id, payload: []byte(m.Protocol)})
 		return
 	}
-	resp, err := safeServe(l.ctx, h, m)
+	resp, err := safeServe(ctx, h, m)
 	if err == nil && len(resp) > MaxPayload(m.Channel) {
 		err = fmt.Errorf("answer of %d bytes is too large", len(resp))
 	}
 	if err != nil {
-		l.send(l.ctx, m.Channel, frame{kind: kindErr, id: id, payload: []byte(err.Error())})
+		l.send(ctx, m.Channel, frame{kind: kindErr, id: id, payload: []byte(err.Error())})
 		return
 	}
-	if err := l.send(l.ctx, m.Channel, frame{kind: kindResp, id: id, payload: resp}); err != nil {
+	if err := l.send(ctx, m.Channel, frame{kind: kindResp, id: id, payload: resp}); err != nil {
 		l.n.log.Debug("send answer", "peer", l.remote.Short(), "proto", m.Protocol, "err", err)
 	}
 }
@@ -291,12 +297,12 @@ func safeServe(ctx context.Context, h Handler, m *Message) (resp []byte, err err
 // dispatch handles one-way messages in order until the link closes: the
 // mesh's own on one goroutine, the services' on another, so that a slow
 // service handler never holds back the mesh's gossip and directory.
-func (l *link) dispatch() {
-	l.wg.Go(func() { l.serveQueue(l.sys, &l.sysQueued) })
-	l.serveQueue(l.msgs, &l.queued)
+func (l *link) dispatch(ctx context.Context) {
+	l.wg.Go(func() { l.serveQueue(ctx, l.sys, &l.sysQueued) })
+	l.serveQueue(ctx, l.msgs, &l.queued)
 }
 
-func (l *link) serveQueue(q chan *Message, queued *atomic.Int64) {
+func (l *link) serveQueue(ctx context.Context, q chan *Message, queued *atomic.Int64) {
 	for {
 		select {
 		case m := <-q:
@@ -306,7 +312,7 @@ func (l *link) serveQueue(q chan *Message, queued *atomic.Int64) {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)
 				continue
 			}
-			if _, err := safeServe(l.ctx, h, m); err != nil {
+			if _, err := safeServe(ctx, h, m); err != nil {
 				l.n.log.Debug("message handler", "peer", l.remote.Short(), "proto", m.Protocol, "err", err)
 			}
 		case <-l.done:
@@ -317,7 +323,7 @@ func (l *link) serveQueue(q chan *Message, queued *atomic.Int64) {
 
 // keepalive pings the peer, answers its pings, and closes the link when
 // the peer has been silent past the timeout.
-func (l *link) keepalive() {
+func (l *link) keepalive(ctx context.Context) {
 	cfg := &l.n.cfg
 	tick := time.NewTicker(min(cfg.PingInterval, cfg.PeerTimeout/4))
 	defer tick.Stop()
@@ -325,7 +331,7 @@ func (l *link) keepalive() {
 	for {
 		select {
 		case p := <-l.pongs:
-			l.send(l.ctx, Ctl, frame{kind: kindPong, payload: p})
+			l.send(ctx, Ctl, frame{kind: kindPong, payload: p})
 		case <-tick.C:
 			silent := time.Duration(l.n.now() - l.lastRecv.Load())
 			if silent > cfg.PeerTimeout {
@@ -335,7 +341,7 @@ func (l *link) keepalive() {
 			}
 			if time.Since(lastPing) >= cfg.PingInterval {
 				lastPing = time.Now()
-				l.ping()
+				l.ping(ctx)
 			}
 		case <-l.done:
 			return
@@ -343,10 +349,10 @@ func (l *link) keepalive() {
 	}
 }
 
-func (l *link) ping() {
+func (l *link) ping(ctx context.Context) {
 	var p [8]byte
 	binary.BigEndian.PutUint64(p[:], uint64(l.n.now()))
-	l.send(l.ctx, Ctl, frame{kind: kindPing, payload: p[:]})
+	l.send(ctx, Ctl, frame{kind: kindPing, payload: p[:]})
 }
 
 // exchangeHello sends our hello and waits for the peer's.
@@ -359,6 +365,9 @@ func (l *link) exchangeHello(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case h := <-l.hello:
+		if h.Version != helloVersion {
+			return fmt.Errorf("%w: it speaks %d, this node %d", errVersion, h.Version, helloVersion)
+		}
 		if h.Full {
 			return errPeerFull
 		}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/catnest/catnest/internal/pubsub"
 	"github.com/catnest/catnest/mesh/signal"
 )
 
@@ -40,9 +41,9 @@ type Node struct {
 	backoff  *backoffs
 	bans     *backoffs
 	offences offences
-	subs     map[chan PeerEvent]struct{}
-	// interest rates how much a link to a node is wanted (SetInterest).
-	interest func(Record) float64
+	// peerEvents carries link changes to SubscribePeers; published with
+	// mu held, so that subscribers see them in the order of the changes.
+	peerEvents pubsub.Topic[PeerEvent]
 
 	bc     *broadcaster
 	dir    *directory
@@ -91,7 +92,6 @@ func NewNode(cfg Config) (*Node, error) {
 		dialing: make(map[ID]bool),
 		backoff: newBackoffs(maxBackoffs),
 		bans:    newBackoffs(maxBackoffs),
-		subs:    make(map[chan PeerEvent]struct{}),
 
 		offences:  make(offences),
 		candsWant: make(chan struct{}, 1),
@@ -340,31 +340,16 @@ func (n *Node) Peers() []PeerInfo {
 
 // SubscribePeers returns a channel of link changes and a function that
 // ends the subscription. Events are dropped when the channel's buffer is
-// full, so a reader that needs the whole set should re-read Peers.
+// full, so a reader that needs the whole set should re-read Peers. The
+// channel is never closed.
 func (n *Node) SubscribePeers() (<-chan PeerEvent, func()) {
-	c := make(chan PeerEvent, 64)
-	n.mu.Lock()
-	n.subs[c] = struct{}{}
-	n.mu.Unlock()
-	var once sync.Once
-	return c, func() {
-		once.Do(func() {
-			n.mu.Lock()
-			delete(n.subs, c)
-			n.mu.Unlock()
-		})
-	}
+	s := n.peerEvents.Subscribe(peerEventBuffer)
+	return s.C(), s.Close
 }
 
-// publish sends e to subscribers; n.mu is held.
-func (n *Node) publish(e PeerEvent) {
-	for c := range n.subs {
-		select {
-		case c <- e:
-		default:
-		}
-	}
-}
+// peerEventBuffer is how many link changes a subscriber may fall behind
+// before it misses some.
+const peerEventBuffer = 64
 
 // runLink runs one link from hello to close.
 func (n *Node) runLink(ctx context.Context, nc newConn) {
@@ -412,10 +397,10 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	defer unreserve()
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	l := newLink(lctx, n, c)
-	c.Start(l.recv)
-	l.wg.Go(l.dispatch)
-	l.wg.Go(l.keepalive)
+	l := newLink(n, c)
+	c.Start(func(ch Channel, b []byte) { l.recv(lctx, ch, b) })
+	l.wg.Go(func() { l.dispatch(lctx) })
+	l.wg.Go(func() { l.keepalive(lctx) })
 	defer func() {
 		c.Close()
 		cancel()
@@ -423,7 +408,11 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	}()
 
 	if err := l.exchangeHello(lctx); err != nil {
-		n.log.Info("link failed before hello", "peer", c.Remote().Short(), "err", err)
+		level := slog.LevelInfo
+		if errors.Is(err, errVersion) {
+			level = slog.LevelWarn // one of the two nodes needs an upgrade
+		}
+		n.log.Log(lctx, level, "link failed before hello", "peer", c.Remote().Short(), "err", err)
 		ready(err)
 		return
 	}
@@ -444,7 +433,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	}
 	ready(nil)
 	n.log.Info("peer up", "peer", l.remote.Short(), "name", l.info().Name, "outbound", c.Outbound())
-	l.ping()
+	l.ping(lctx)
 	l.wg.Go(func() { n.dir.sendSnapshot(lctx, l.remote) })
 	select {
 	case <-c.Done():
@@ -526,7 +515,7 @@ func (n *Node) register(l *link) error {
 	n.links[l.remote] = l
 	n.backoff.clear(l.remote)
 	if old == nil {
-		n.publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
+		n.peerEvents.Publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
 		n.bc.peerUp(l.remote)
 		n.dir.markDirty()
 	}
@@ -540,7 +529,7 @@ func (n *Node) unregister(l *link) {
 		return // replaced by a newer link
 	}
 	delete(n.links, l.remote)
-	n.publish(PeerEvent{Kind: PeerDown, Peer: l.info()})
+	n.peerEvents.Publish(PeerEvent{Kind: PeerDown, Peer: l.info()})
 	n.bc.peerDown(l.remote)
 	n.dir.markDirty()
 	n.log.Info("peer down", "peer", l.remote.Short())

@@ -11,21 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func hasPeer(n *mesh.Node, id mesh.ID) bool {
 	for _, p := range n.Peers() {
@@ -63,7 +52,7 @@ func TestSendAndRequest(t *testing.T) {
 	if err := a.Connect(ctx, b.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b to see a", func() bool { return hasPeer(b, a.ID()) })
+	testutil.WaitFor(t, 5*time.Second, "b to see a", func() bool { return hasPeer(b, a.ID()) })
 
 	for i := range 3 {
 		if err := a.Send(ctx, b.ID(), "note/1", []byte{byte(i)}); err != nil {
@@ -159,7 +148,7 @@ func TestNodesFillToTarget(t *testing.T) {
 			c.TargetPeers, c.LowPeers, c.HighPeers = 3, 2, 5
 		}}))
 	}
-	waitFor(t, 10*time.Second, "every node to hold 3..5 links", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "every node to hold 3..5 links", func() bool {
 		for _, n := range nodes {
 			if k := len(n.Peers()); k < 3 || k > 5 {
 				return false
@@ -241,7 +230,7 @@ func TestPeerEventsAndSilentPeerRemoved(t *testing.T) {
 	if e := next(mesh.PeerUp); e.Peer.Name != "b" {
 		t.Fatalf("peer up with name %q, want b", e.Peer.Name)
 	}
-	waitFor(t, 5*time.Second, "an RTT measurement", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "an RTT measurement", func() bool {
 		p := a.Peers()
 		return len(p) == 1 && p[0].RTT > 0
 	})
@@ -267,7 +256,7 @@ func TestHighMarkRefusesExtraLinks(t *testing.T) {
 			ok++
 		}
 	}
-	waitFor(t, 5*time.Second, "hub at its high mark", func() bool { return len(hub.Peers()) == 2 })
+	testutil.WaitFor(t, 5*time.Second, "hub at its high mark", func() bool { return len(hub.Peers()) == 2 })
 	if ok != 2 {
 		t.Fatalf("%d dials succeeded, want 2", ok)
 	}

@@ -110,25 +110,12 @@ func (n *Node) banned(id ID) bool {
 	return ok
 }
 
-// SetInterest installs a function that says how much this node wants a
-// link to the node of a record (e.g. it shares a channel, or holds a wanted
-// file): 0 for none, 1 for strong. Links with more interest are kept over
-// others. f is called with the node's lock not held; it must be fast.
-func (n *Node) SetInterest(f func(Record) float64) {
-	n.mu.Lock()
-	n.interest = f
-	n.mu.Unlock()
-}
-
 // score rates a link: higher is better. Round-trip time and failures
-// count against it; goodput and interest for it.
-func (n *Node) score(l *link, interest func(Record) float64) float64 {
+// count against it, goodput for it. DESIGN §5 also counts whether the peer
+// shares this node's channels or holds what it fetches; that term comes
+// with the services that need it (shards), through the directory records.
+func (n *Node) score(l *link) float64 {
 	s := 0.0
-	if interest != nil {
-		if r, ok := n.Lookup(l.remote); ok {
-			s += 2 * interest(r)
-		}
-	}
 	rttMS := float64(l.rtt.Load()) / 1e6
 	s -= rttMS / 200
 	s -= float64(l.failures.Load())
@@ -184,7 +171,6 @@ func (n *Node) trim(spare int) {
 	for _, l := range n.links {
 		links = append(links, l)
 	}
-	interest := n.interest
 	n.mu.Unlock()
 
 	var worst *link
@@ -199,7 +185,7 @@ func (n *Node) trim(spare int) {
 		if r, ok := n.Lookup(l.remote); !ok || len(r.Neighbors) <= spare {
 			continue // the peer needs this link more than we need to shed it
 		}
-		if s := n.score(l, interest); worst == nil || s < worstScore {
+		if s := n.score(l); worst == nil || s < worstScore {
 			worst, worstScore = l, s
 		}
 	}

@@ -8,20 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
-
-// fastOverlay makes the overlay's timers short for tests.
-func fastOverlay(c *mesh.Config) {
-	c.MaintainInterval = 200 * time.Millisecond
-	c.RecordRefresh = time.Second
-	c.RecordTTL = 4 * time.Second
-	c.RecordDebounce = 50 * time.Millisecond
-	c.GraftTimeout = 100 * time.Millisecond
-	c.GraftRetry = 50 * time.Millisecond
-	c.IHaveInterval = 10 * time.Millisecond
-}
 
 // connected reports whether the link graph of nodes is connected.
 func connected(nodes []*mesh.Node) bool {
@@ -124,7 +114,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 	var nodes []*mesh.Node
 	for i := range 30 {
 		nodes = append(nodes, nw.NewNode(t, fmt.Sprintf("n%02d", i), meshtest.Options{Configure: func(c *mesh.Config) {
-			fastOverlay(c)
+			meshtest.Fast(c)
 			// Expiry is TestNodeLeavesDirectoryWhenGone's to test: a
 			// refresh every second costs 30 nodes 900 signature checks a
 			// second, more than a loaded machine under -race can spare,
@@ -135,7 +125,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 	if err := nodes[3].SetResource("music", map[string]int{"tracks": 42}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "a connected mesh where every directory lists all 30", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "a connected mesh where every directory lists all 30", func() bool {
 		if !connected(nodes) {
 			return false
 		}
@@ -146,7 +136,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, 20*time.Second, "the resource summary to spread", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the resource summary to spread", func() bool {
 		r, ok := nodes[20].Lookup(nodes[3].ID())
 		return ok && string(r.Resources["music"]) == `{"tracks":42}`
 	})
@@ -168,7 +158,7 @@ func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
 	}
 	for i, id := range ids {
 		origin := nodes[i%len(nodes)].ID()
-		waitFor(t, 30*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
+		testutil.WaitFor(t, 30*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
 	}
 }
 
@@ -176,9 +166,9 @@ func TestNodeLeavesDirectoryWhenGone(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	var nodes []*mesh.Node
 	for i := range 6 {
-		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: fastOverlay}))
+		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: meshtest.Fast}))
 	}
-	waitFor(t, 10*time.Second, "full directories", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "full directories", func() bool {
 		for _, n := range nodes {
 			if !knowsAll(n, nodes) {
 				return false
@@ -188,7 +178,7 @@ func TestNodeLeavesDirectoryWhenGone(t *testing.T) {
 	})
 	gone := nodes[5]
 	nw.Kill(gone.ID())
-	waitFor(t, 15*time.Second, "the dead node to expire from every directory", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the dead node to expire from every directory", func() bool {
 		for _, n := range nodes[:5] {
 			if _, ok := n.Lookup(gone.ID()); ok {
 				return false
@@ -211,12 +201,12 @@ func TestBroadcastTreeDeliversOnce(t *testing.T) {
 	var nodes []*mesh.Node
 	for i := range 30 {
 		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: func(c *mesh.Config) {
-			fastOverlay(c)
+			meshtest.Fast(c)
 			c.RecordRefresh, c.RecordTTL = 10*time.Second, 35*time.Second
 			c.ReplaceInterval = -1 // a fixed graph, so the tree can settle
 		}}))
 	}
-	waitFor(t, 60*time.Second, "a connected mesh", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "a connected mesh", func() bool {
 		for _, n := range nodes {
 			if len(n.Peers()) < 3 {
 				return false
@@ -238,7 +228,7 @@ func TestBroadcastTreeDeliversOnce(t *testing.T) {
 		}
 		for i, id := range ids {
 			origin := nodes[(7*i)%len(nodes)].ID()
-			waitFor(t, 30*time.Second, "delivery to every node", func() bool { c, _ := d.all(id, origin); return c })
+			testutil.WaitFor(t, 30*time.Second, "delivery to every node", func() bool { c, _ := d.all(id, origin); return c })
 		}
 	}
 }
@@ -247,7 +237,7 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	manual := func(ident *mesh.Identity) meshtest.Options {
 		return meshtest.Options{Configure: func(c *mesh.Config) {
-			fastOverlay(c)
+			meshtest.Fast(c)
 			c.ManualLinks = true
 			if ident != nil {
 				c.Identity = ident
@@ -266,7 +256,7 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "a to link both and know honest", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a to link both and know honest", func() bool {
 		_, ok := a.Lookup(honest.ID())
 		return ok && hasPeer(a, mallory.ID()) && hasPeer(a, honest.ID())
 	})
@@ -297,7 +287,7 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 		if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, mesh.EncodeGossipID(id, mallory.ID(), "barrier/1", nil, time.Now())); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "a to handle mallory's frames", func() bool { c, _ := barrier.all(id, mallory.ID()); return c })
+		testutil.WaitFor(t, 10*time.Second, "a to handle mallory's frames", func() bool { c, _ := barrier.all(id, mallory.ID()); return c })
 	}
 	cur, _ := a.Lookup(honest.ID())
 	tests := []struct {
@@ -350,7 +340,7 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 			break // cut off
 		}
 	}
-	waitFor(t, 10*time.Second, "the flood to be rate-limited and mallory cut off", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the flood to be rate-limited and mallory cut off", func() bool {
 		return a.BroadcastStats().Dropped > 0 && !hasPeer(a, mallory.ID())
 	})
 	// a still serves honest traffic.
@@ -359,7 +349,7 @@ func TestForgedRecordsAndFloodsAreDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "an honest broadcast after the flood", func() bool { c, _ := d.all(id, honest.ID()); return c })
+	testutil.WaitFor(t, 5*time.Second, "an honest broadcast after the flood", func() bool { c, _ := d.all(id, honest.ID()); return c })
 }
 
 // waitStable waits until no node's links have changed for a second.
@@ -376,7 +366,7 @@ func waitStable(t *testing.T, nodes []*mesh.Node) {
 		return b.String()
 	}
 	last, since := snapshot(), time.Now()
-	waitFor(t, 30*time.Second, "the links to settle", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the links to settle", func() bool {
 		if s := snapshot(); s != last {
 			last, since = s, time.Now()
 		}
@@ -386,7 +376,7 @@ func waitStable(t *testing.T, nodes []*mesh.Node) {
 
 func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
 	nw := meshtest.NewNetwork()
-	manual := meshtest.Options{Configure: func(c *mesh.Config) { fastOverlay(c); c.ManualLinks = true }}
+	manual := meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }}
 	mallory := nw.NewNode(t, "mallory", manual)
 	a := nw.NewNode(t, "a", manual)
 	honest := nw.NewNode(t, "honest", manual)
@@ -398,7 +388,7 @@ func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
 	if err := honest.Connect(ctx, a.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a to link both", func() bool { return hasPeer(a, mallory.ID()) && hasPeer(a, honest.ID()) })
+	testutil.WaitFor(t, 5*time.Second, "a to link both", func() bool { return hasPeer(a, mallory.ID()) && hasPeer(a, honest.ID()) })
 	for _, n := range []*mesh.Node{a, honest} {
 		n.ValidateBroadcast("v/1", func(m mesh.BroadcastMsg) error {
 			if string(m.Payload) == "bad" {
@@ -411,7 +401,7 @@ func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
 	if _, err := mallory.Broadcast(ctx, "v/1", []byte("bad")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a to drop it and score mallory down", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a to drop it and score mallory down", func() bool {
 		for _, p := range a.Peers() {
 			if p.ID == mallory.ID() {
 				return p.Failures > 0
@@ -423,7 +413,7 @@ func TestInvalidBroadcastIsNotRelayed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the good message to reach honest", func() bool { c, _ := d.all(good, mallory.ID()); return c })
+	testutil.WaitFor(t, 5*time.Second, "the good message to reach honest", func() bool { c, _ := d.all(good, mallory.ID()); return c })
 	if got := honest.TopicStats("v/1").Received; got != 1 {
 		t.Fatalf("honest received %d copies on v/1, want only the good one", got)
 	}
@@ -438,7 +428,7 @@ func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
 	const idle = 2 * time.Second
 	nw := meshtest.NewNetwork()
 	opt := meshtest.Options{Configure: func(c *mesh.Config) {
-		fastOverlay(c)
+		meshtest.Fast(c)
 		c.TargetPeers, c.LowPeers, c.HighPeers = 1, 1, 8
 		c.IdleTimeout = idle
 		c.ReplaceInterval = -1
@@ -448,12 +438,12 @@ func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
 	for i := range 4 {
 		// The others keep to themselves, so that only n0 makes links.
 		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("o", i), meshtest.Options{Configure: func(c *mesh.Config) {
-			fastOverlay(c)
+			meshtest.Fast(c)
 			c.ManualLinks = true
 		}}))
 	}
 	nodes = append([]*mesh.Node{n}, nodes...)
-	waitFor(t, 5*time.Second, "n0 at its target", func() bool { return len(n.Peers()) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "n0 at its target", func() bool { return len(n.Peers()) == 1 })
 	var want []mesh.ID
 	for _, o := range nodes[1:] {
 		if !hasPeer(n, o.ID()) {
@@ -484,7 +474,7 @@ func TestTemporaryLinksAreReleasedWhenIdle(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor(t, 20*time.Second, "idle temporary links to be dropped", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "idle temporary links to be dropped", func() bool {
 		for _, p := range n.Peers() {
 			if p.Temporary {
 				return false
@@ -499,7 +489,7 @@ func TestLinksKeepExploring(t *testing.T) {
 	var nodes []*mesh.Node
 	for i := range 12 {
 		nodes = append(nodes, nw.NewNode(t, fmt.Sprint("n", i), meshtest.Options{Configure: func(c *mesh.Config) {
-			fastOverlay(c)
+			meshtest.Fast(c)
 			c.ReplaceInterval = 300 * time.Millisecond
 		}}))
 	}
@@ -510,7 +500,7 @@ func TestLinksKeepExploring(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, 10*time.Second, "a connected mesh", func() bool { return connected(nodes) })
+	testutil.WaitFor(t, 10*time.Second, "a connected mesh", func() bool { return connected(nodes) })
 	first := set(nodes[0])
 	changed := false
 	deadline := time.Now().Add(10 * time.Second)
@@ -530,7 +520,7 @@ func TestLinksKeepExploring(t *testing.T) {
 		t.Fatalf("n0 kept the same links %v for 10 s: no exploration", first)
 	}
 	// Exploring keeps every node at its low mark or more, and the mesh whole.
-	waitFor(t, 10*time.Second, "every node at 3+ links and connected", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "every node at 3+ links and connected", func() bool {
 		for _, n := range nodes {
 			if len(n.Peers()) < 3 {
 				return false

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -17,7 +18,7 @@ import (
 func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	opt := meshtest.Options{Configure: func(c *mesh.Config) {
-		fastOverlay(c)
+		meshtest.Fast(c)
 		c.ManualLinks = true
 		c.HelloTimeout = 2 * time.Second
 		// Eight offences in a burst, or more than four a second for long.
@@ -34,7 +35,7 @@ func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "a to link both", func() bool { return hasPeer(a, honest.ID()) && hasPeer(a, mallory.ID()) })
+	testutil.WaitFor(t, 10*time.Second, "a to link both", func() bool { return hasPeer(a, honest.ID()) && hasPeer(a, mallory.ID()) })
 
 	// The honest peer: a bad frame every half second, twice the threshold
 	// in all but at half the rate the window forgives.
@@ -63,7 +64,7 @@ func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 			break // cut off
 		}
 	}
-	waitFor(t, 20*time.Second, "a to cut mallory off", func() bool { return !hasPeer(a, mallory.ID()) })
+	testutil.WaitFor(t, 20*time.Second, "a to cut mallory off", func() bool { return !hasPeer(a, mallory.ID()) })
 	for range 3 {
 		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 		errIn := mallory.Connect(dctx, a.ID())
@@ -78,7 +79,7 @@ func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 	}
 
 	wg.Wait()
-	waitFor(t, 10*time.Second, "a to count all of honest's faults", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a to count all of honest's faults", func() bool {
 		for _, p := range a.Peers() {
 			if p.ID == honest.ID() {
 				return p.Failures >= honestFaults
@@ -95,7 +96,7 @@ func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 func TestOffencesOutliveTheLink(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	opt := meshtest.Options{Configure: func(c *mesh.Config) {
-		fastOverlay(c)
+		meshtest.Fast(c)
 		c.ManualLinks = true
 		c.HelloTimeout = 2 * time.Second
 		c.PenaltyThreshold, c.PenaltyWindow = 8, time.Hour // nothing leaks during the test
@@ -120,15 +121,15 @@ func TestOffencesOutliveTheLink(t *testing.T) {
 			}
 			return // banned: the count carried over
 		}
-		waitFor(t, 10*time.Second, "a to link mallory", func() bool { return hasPeer(a, mallory.ID()) })
+		testutil.WaitFor(t, 10*time.Second, "a to link mallory", func() bool { return hasPeer(a, mallory.ID()) })
 		for range 6 {
 			if err := mallory.Send(ctx, a.ID(), mesh.BcastProto, []byte("not a broadcast frame")); err != nil {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, 10*time.Second, "a to count mallory's offences", func() bool { return failures() < 0 || failures() >= 6 })
+		testutil.WaitFor(t, 10*time.Second, "a to count mallory's offences", func() bool { return failures() < 0 || failures() >= 6 })
 		mallory.Disconnect(a.ID())
-		waitFor(t, 10*time.Second, "the link to go", func() bool { return !hasPeer(a, mallory.ID()) })
+		testutil.WaitFor(t, 10*time.Second, "the link to go", func() bool { return !hasPeer(a, mallory.ID()) })
 	}
 	t.Fatal("mallory offended 18 times over three links, threshold 8, and was never banned")
 }

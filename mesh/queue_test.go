@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -52,7 +53,7 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 	if err := a.Connect(ctx, b.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "b to link a", func() bool { return hasPeer(b, a.ID()) })
+	testutil.WaitFor(t, 10*time.Second, "b to link a", func() bool { return hasPeer(b, a.ID()) })
 
 	const sent = 4 * queue
 	send := func(seq int) {
@@ -82,10 +83,10 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 		t.Fatal("the link closed")
 		return 0
 	}
-	waitFor(t, 20*time.Second, "b to drop what its queue cannot hold", func() bool { return dropped() >= sent-queue-1 })
+	testutil.WaitFor(t, 20*time.Second, "b to drop what its queue cannot hold", func() bool { return dropped() >= sent-queue-1 })
 	close(release)
 	released = true
-	waitFor(t, 20*time.Second, "b to handle what it queued", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "b to handle what it queued", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order)+dropped() == sent
@@ -93,7 +94,7 @@ func TestBlockedOneWayHandlerHoldsBackNothingElse(t *testing.T) {
 	// A last message, now that the queue has room again, comes through
 	// after the ones that waited, all in the order sent.
 	send(sent)
-	waitFor(t, 20*time.Second, "b to handle the last message", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "b to handle the last message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order) > 0 && order[len(order)-1] == sent
@@ -137,7 +138,7 @@ func TestServiceBacklogLeavesRoomForTheMesh(t *testing.T) {
 	if err := a.Connect(ctx, b.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "b to link a", func() bool { return hasPeer(b, a.ID()) })
+	testutil.WaitFor(t, 10*time.Second, "b to link a", func() bool { return hasPeer(b, a.ID()) })
 
 	const size, held = 64 << 10, 128 // 8 MiB
 	const sent = held + 44
@@ -146,7 +147,7 @@ func TestServiceBacklogLeavesRoomForTheMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "b's service queue to fill", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "b's service queue to fill", func() bool {
 		for _, p := range b.Peers() {
 			if p.ID == a.ID() {
 				return p.Dropped >= sent-held-1 // one is in the handler

@@ -48,7 +48,7 @@ func TestRelayedSignalsMustBeSignedBySender(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := &sinkConn{remote: mallory.ID, done: make(chan struct{})}
-	l := newLink(ctx, n, c)
+	l := newLink(n, c)
 	n.links[mallory.ID] = l
 	defer c.Close()
 
@@ -172,7 +172,7 @@ func TestRelayPassesOnOnlyWhatTheDestinationTakes(t *testing.T) {
 		c := &sinkConn{remote: id, done: make(chan struct{})}
 		defer c.Close()
 		conns[id] = c
-		n.links[id] = newLink(ctx, n, c)
+		n.links[id] = newLink(n, c)
 	}
 	for _, msg := range []string{`not json`, `["OFFER"]`, `{"type":"OFFER","type":"LEAVE"}`} {
 		f, err := signRelay(mallory, []ID{mallory.ID, self.ID, carol.ID}, []byte(msg), time.Now())
@@ -271,7 +271,7 @@ func TestFullDirectoryIsNoOffence(t *testing.T) {
 	defer cancel()
 	c := &sinkConn{remote: honest.ID, done: make(chan struct{})}
 	defer c.Close()
-	l := newLink(ctx, n, c)
+	l := newLink(n, c)
 	n.links[honest.ID] = l
 	n.dir.mu.Lock()
 	for i := len(n.dir.records); i < maxRecords; i++ {

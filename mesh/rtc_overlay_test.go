@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
 )
 
 // TestRTCTenNodesSurviveRendezvousLoss runs ten nodes over real WebRTC on
@@ -24,14 +26,14 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 	stops := map[mesh.ID]func(){}
 	for i := range 10 {
 		n, stop := rtcNode(t, rv.url(), rtcOpts{name: fmt.Sprint("n", i), configure: func(c *mesh.Config) {
-			fastOverlay(c)
+			meshtest.Fast(c)
 			c.RecordRefresh, c.RecordTTL = 2*time.Second, 7*time.Second
 			c.ReplaceInterval = -1
 		}})
 		nodes = append(nodes, n)
 		stops[n.ID()] = stop
 	}
-	waitFor(t, 60*time.Second, "10 nodes with 3..8 links each, connected, each directory listing all 10", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "10 nodes with 3..8 links each, connected, each directory listing all 10", func() bool {
 		for _, n := range nodes {
 			if k := len(n.Peers()); k < 3 || k > 8 || !knowsAll(n, nodes) {
 				return false
@@ -92,7 +94,7 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 		}
 	}
 	low := min(3, len(alive)-1)
-	waitFor(t, 90*time.Second, "the hub to make a new link through the mesh, and every survivor to hold enough links to survivors, all connected", func() bool {
+	testutil.WaitFor(t, 90*time.Second, "the hub to make a new link through the mesh, and every survivor to hold enough links to survivors, all connected", func() bool {
 		for _, n := range alive {
 			if len(n.Peers()) < low {
 				return false
@@ -116,7 +118,7 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the broadcast to reach every survivor", func() bool { c, _ := d.all(id, alive[0].ID()); return c })
+	testutil.WaitFor(t, 20*time.Second, "the broadcast to reach every survivor", func() bool { c, _ := d.all(id, alive[0].ID()); return c })
 	time.Sleep(500 * time.Millisecond)
 	if _, dup := d.all(id, alive[0].ID()); dup {
 		t.Fatal("a node got the broadcast twice")

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/catnest/catnest/internal/peerjstest"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 )
@@ -170,7 +171,7 @@ func rtcNode(t testing.TB, signalURL string, o rtcOpts) (*mesh.Node, func()) {
 func waitSettledPair(t testing.TB, a, b *mesh.Node, timeout time.Duration) time.Time {
 	t.Helper()
 	var since time.Time
-	waitFor(t, timeout, "one link between the pair", func() bool {
+	testutil.WaitFor(t, timeout, "one link between the pair", func() bool {
 		pa, pb := a.Peers(), b.Peers()
 		if len(pa) != 1 || len(pb) != 1 || pa[0].ID != b.ID() || pb[0].ID != a.ID() {
 			return false
@@ -202,7 +203,7 @@ func TestRTCTwoNodesMessagesAndRequests(t *testing.T) {
 		return nil, nil
 	}))
 	b.Handle("echo/1", mesh.HandlerFunc(echo))
-	waitFor(t, 20*time.Second, "alice and bob to link", func() bool { return fullyLinked(a, b) })
+	testutil.WaitFor(t, 20*time.Second, "alice and bob to link", func() bool { return fullyLinked(a, b) })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -230,7 +231,7 @@ func TestRTCTwoNodesMessagesAndRequests(t *testing.T) {
 	if len(p) != 1 || p[0].Name != "bob" {
 		t.Fatalf("alice's peers: %+v", p)
 	}
-	waitFor(t, 15*time.Second, "a round-trip time", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "a round-trip time", func() bool {
 		p := a.Peers()
 		return len(p) == 1 && p[0].RTT > 0
 	})
@@ -243,7 +244,7 @@ func TestRTCThreeNodesThroughOurRendezvous(t *testing.T) {
 		n, _ := rtcNode(t, rv.url(), rtcOpts{name: name})
 		nodes = append(nodes, n)
 	}
-	waitFor(t, 30*time.Second, "three nodes fully linked", func() bool { return fullyLinked(nodes...) })
+	testutil.WaitFor(t, 30*time.Second, "three nodes fully linked", func() bool { return fullyLinked(nodes...) })
 }
 
 func TestRTCThreeNodesThroughNpmPeerServer(t *testing.T) {
@@ -253,7 +254,7 @@ func TestRTCThreeNodesThroughNpmPeerServer(t *testing.T) {
 		n, _ := rtcNode(t, base, rtcOpts{name: name})
 		nodes = append(nodes, n)
 	}
-	waitFor(t, 30*time.Second, "three nodes fully linked through npm peer", func() bool { return fullyLinked(nodes...) })
+	testutil.WaitFor(t, 30*time.Second, "three nodes fully linked through npm peer", func() bool { return fullyLinked(nodes...) })
 }
 
 func TestRTCBootstrapWithoutDiscovery(t *testing.T) {
@@ -261,7 +262,7 @@ func TestRTCBootstrapWithoutDiscovery(t *testing.T) {
 	a, _ := rtcNode(t, rv.url(), rtcOpts{name: "alice"})
 	b, _ := rtcNode(t, rv.url(), rtcOpts{name: "bob", bootstrap: []mesh.ID{a.ID()}})
 	c, _ := rtcNode(t, rv.url(), rtcOpts{name: "carol", bootstrap: []mesh.ID{a.ID(), b.ID()}})
-	waitFor(t, 30*time.Second, "bootstrap links", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "bootstrap links", func() bool {
 		return hasPeer(a, b.ID()) && hasPeer(a, c.ID()) && hasPeer(b, c.ID())
 	})
 }
@@ -275,9 +276,9 @@ func TestRTCRestartKeepsID(t *testing.T) {
 	rv := startRendezvous(t, true)
 	peer, _ := rtcNode(t, rv.url(), rtcOpts{name: "peer"})
 	n, stop := rtcNode(t, rv.url(), rtcOpts{name: "n", ident: first})
-	waitFor(t, 20*time.Second, "first link", func() bool { return fullyLinked(n, peer) })
+	testutil.WaitFor(t, 20*time.Second, "first link", func() bool { return fullyLinked(n, peer) })
 	stop()
-	waitFor(t, 30*time.Second, "the stopped node to leave", func() bool { return !hasPeer(peer, first.ID) })
+	testutil.WaitFor(t, 30*time.Second, "the stopped node to leave", func() bool { return !hasPeer(peer, first.ID) })
 
 	again, err := mesh.LoadOrCreateIdentity(dir)
 	if err != nil {
@@ -287,7 +288,7 @@ func TestRTCRestartKeepsID(t *testing.T) {
 	if n2.ID() != first.ID {
 		t.Fatalf("restart changed the id from %s to %s", first.ID, n2.ID())
 	}
-	waitFor(t, 20*time.Second, "the restarted node to link again under its id", func() bool { return fullyLinked(n2, peer) })
+	testutil.WaitFor(t, 20*time.Second, "the restarted node to link again under its id", func() bool { return fullyLinked(n2, peer) })
 }
 
 func TestRTCRendezvousRestart(t *testing.T) {
@@ -297,7 +298,7 @@ func TestRTCRendezvousRestart(t *testing.T) {
 	// after the test has noted it.
 	b, _ := rtcNode(t, rv.url(), rtcOpts{name: "bob", manual: true})
 	b.Handle("echo/1", mesh.HandlerFunc(echo))
-	waitFor(t, 20*time.Second, "first links", func() bool { return fullyLinked(a, b) })
+	testutil.WaitFor(t, 20*time.Second, "first links", func() bool { return fullyLinked(a, b) })
 	since := a.Peers()[0].Since
 
 	rv.stop()
@@ -313,12 +314,12 @@ func TestRTCRendezvousRestart(t *testing.T) {
 	}
 
 	rv.start()
-	waitFor(t, 30*time.Second, "both nodes to register again", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "both nodes to register again", func() bool {
 		ids := rv.srv.Clients()
 		return slices.Contains(ids, string(a.ID())) && slices.Contains(ids, string(b.ID()))
 	})
 	c, _ := rtcNode(t, rv.url(), rtcOpts{name: "carol"})
-	waitFor(t, 30*time.Second, "a newcomer to link with both", func() bool { return fullyLinked(a, b, c) })
+	testutil.WaitFor(t, 30*time.Second, "a newcomer to link with both", func() bool { return fullyLinked(a, b, c) })
 	if p := a.Peers(); !slices.ContainsFunc(p, func(p mesh.PeerInfo) bool { return p.ID == b.ID() && p.Since.Equal(since) }) {
 		t.Fatalf("the original link was replaced: %+v", p)
 	}
@@ -400,7 +401,7 @@ func TestRTCIdentityMismatchRefused(t *testing.T) {
 	}
 	mallory, _ := rtcNode(t, rv.url(), rtcOpts{name: "mallory", manual: true})
 	victim, _ := rtcNode(t, lyingRelay(t, rv.url(), bobIdent.ID, mallory.ID()), rtcOpts{name: "victim", manual: true})
-	waitFor(t, 10*time.Second, "both registered", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "both registered", func() bool {
 		ids := rv.srv.Clients()
 		return slices.Contains(ids, string(mallory.ID())) && slices.Contains(ids, string(victim.ID()))
 	})

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/catnest/catnest/internal/loopback"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -129,7 +130,7 @@ func New(cfg Config, node Node) (*Server, error) {
 		cfg:      cfg,
 		node:     node,
 		log:      cfg.Logger,
-		loopback: isLoopbackHost(host),
+		loopback: loopback.IsHost(host),
 		port:     port,
 		timing:   defaultTiming,
 	}
@@ -317,16 +318,6 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// isLoopbackHost reports whether a host name or address means this machine
-// only. An empty host (":7070") means every interface, so it is not.
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // checkHost rejects, on a loopback server, requests whose Host is not a
 // loopback name with the port the request arrived on (DNS rebinding).
 func (s *Server) checkHost(next http.Handler) http.Handler {
@@ -352,7 +343,7 @@ func (s *Server) hostAllowed(r *http.Request) bool {
 			port = "443"
 		}
 	}
-	if !isLoopbackHost(host) {
+	if !loopback.IsHost(host) {
 		return false
 	}
 	want := s.port

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/loopback"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -212,7 +213,7 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 			// The default data dir holds the key of the node on this
 			// machine: sending it to another would give that one's owner
 			// the key (and fail there).
-			if u, err := url.Parse(cfg.Node); err != nil || !isLoopback(u.Hostname()) {
+			if u, err := url.Parse(cfg.Node); err != nil || !loopback.IsHost(u.Hostname()) {
 				return fmt.Errorf("%s is not on this machine: give its API key (--api-key or $CATNEST_API_KEY), which its catnest serve prints, or its data dir (--data)", cfg.Node)
 			}
 			cfg.Data = defaultDataDir()

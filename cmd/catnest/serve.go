@@ -19,6 +19,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/loopback"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/webui"
@@ -110,7 +111,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	token := cfg.Token
-	if token == "" && !isLoopback(host) {
+	if token == "" && !loopback.IsHost(host) {
 		token = rand.Text()
 	}
 	apiKey, err := webui.LoadOrCreateAPIKey(cfg.Data)
@@ -131,14 +132,6 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	}
 	ok = true
 	return &node{mesh: mn, db: db, chat: chat, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // displayHost is the address to print for a listener: a wildcard address

@@ -107,6 +107,20 @@ func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.No
 	return n
 }
 
+// Fast makes a node's timers short, for tests that want a small mesh to
+// settle, spread records and heal within seconds: maintenance, directory
+// refresh and expiry, and the broadcast's repair of lost messages. Apply
+// it in Options.Configure, before a test's own changes.
+func Fast(c *mesh.Config) {
+	c.MaintainInterval = 100 * time.Millisecond
+	c.RecordRefresh = time.Second
+	c.RecordTTL = 4 * time.Second
+	c.RecordDebounce = 30 * time.Millisecond
+	c.GraftTimeout = 100 * time.Millisecond
+	c.GraftRetry = 50 * time.Millisecond
+	c.IHaveInterval = 10 * time.Millisecond
+}
+
 // Kill cuts every link of node id and takes it off the network, as if its
 // machine had lost power.
 func (nw *Network) Kill(id mesh.ID) {
