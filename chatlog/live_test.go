@@ -210,7 +210,7 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 	carol := newChatNode(t, nw, "carol", manual)
 	// The relay runs no chat service, so it passes chat messages on
 	// unchecked, as nodes with a clock like alice's would.
-	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { fastMesh(c); c.ManualLinks = true }})
+	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }})
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for _, n := range []*chatNode{alice, carol} {
@@ -261,7 +261,7 @@ func TestFullStoreScoresNobodyDown(t *testing.T) {
 	noLimit := func(c *chatlog.ServiceConfig) { c.AuthorRate = -1 }
 	alice := newChatNodeWith(t, nw, "alice", noLimit, manual)
 	carol := newChatNodeOn(t, nw, "carol", &bbolt.Options{Timeout: time.Second, MaxSize: 1 << 20}, noLimit, manual)
-	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { fastMesh(c); c.ManualLinks = true }})
+	relay := nw.NewNode(t, "relay", meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }})
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for _, n := range []*chatNode{alice, carol} {

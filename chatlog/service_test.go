@@ -29,15 +29,6 @@ type chatNode struct {
 	dir   string
 }
 
-func fastMesh(c *mesh.Config) {
-	c.MaintainInterval = 100 * time.Millisecond
-	c.RecordRefresh = time.Second
-	c.RecordTTL = 4 * time.Second
-	c.RecordDebounce = 30 * time.Millisecond
-	c.GraftTimeout = 100 * time.Millisecond
-	c.IHaveInterval = 10 * time.Millisecond
-}
-
 func newChatNode(t *testing.T, nw *meshtest.Network, name string, configure ...func(*mesh.Config)) *chatNode {
 	return newChatNodeWith(t, nw, name, nil, configure...)
 }
@@ -64,7 +55,7 @@ func newChatNodeOn(t *testing.T, nw *meshtest.Network, name string, opts *bbolt.
 	t.Cleanup(func() { db.Close() })
 	n := nw.NewNode(t, name, meshtest.Options{Configure: func(c *mesh.Config) {
 		c.Identity = ident
-		fastMesh(c)
+		meshtest.Fast(c)
 		for _, f := range configure {
 			f(c)
 		}

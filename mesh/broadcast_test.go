@@ -436,7 +436,7 @@ func TestRelayKeepsToThePeersRate(t *testing.T) {
 			s.send(t, h.ID(), mesh.EncodeGossipID(id, s.ID(), "t/1", id[:], time.Now()))
 		}
 	}
-	waitFor(t, 60*time.Second, fmt.Sprintf("r to get all %d messages from h", len(ids)), func() bool {
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("r to get all %d messages from h", len(ids)), func() bool {
 		if !hasPeer(r, h.ID()) {
 			t.Fatal("r cut h off")
 		}
