@@ -677,7 +677,7 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 	if !p.limit.Allow() {
 		b.stats.Dropped++
 		b.mu.Unlock()
-		b.n.penalize(from, "broadcast flood")
+		b.n.Penalize(from, "broadcast flood")
 		return nil, nil
 	}
 	b.mu.Unlock()
@@ -687,7 +687,7 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 		b.mu.Lock()
 		b.stats.Dropped++
 		b.mu.Unlock()
-		b.n.penalize(from, err.Error())
+		b.n.Penalize(from, err.Error())
 		return nil, nil
 	}
 	now := time.Now()
@@ -750,7 +750,7 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 				b.reject(m, from, notYet, now)
 				b.mu.Unlock()
 				if !notYet {
-					b.n.penalize(from, "broadcast "+m.topic+": "+err.Error())
+					b.n.Penalize(from, "broadcast "+m.topic+": "+err.Error())
 				}
 				return nil, nil
 			}

@@ -326,7 +326,7 @@ func (d *directory) expire(now time.Time) {
 // onBroadcast takes a record that arrived by broadcast.
 func (d *directory) onBroadcast(m BroadcastMsg) {
 	if err := d.merge(m.Payload, m.From, true); offence(err) {
-		d.n.penalize(m.From, "directory: "+err.Error())
+		d.n.Penalize(m.From, "directory: "+err.Error())
 	}
 }
 
@@ -360,7 +360,7 @@ func (d *directory) handleSnapshot(ctx context.Context, m *Message) ([]byte, err
 	for len(b) > 0 {
 		size, k := binary.Uvarint(b)
 		if k <= 0 || size > MaxRecordSize || size > uint64(len(b)-k) {
-			d.n.penalize(m.From, "directory snapshot: bad framing")
+			d.n.Penalize(m.From, "directory snapshot: bad framing")
 			return nil, nil
 		}
 		env := b[k : k+int(size)]
@@ -370,7 +370,7 @@ func (d *directory) handleSnapshot(ctx context.Context, m *Message) ([]byte, err
 		}
 	}
 	if bad > 0 {
-		d.n.penalize(m.From, fmt.Sprintf("directory snapshot: %d bad records", bad))
+		d.n.Penalize(m.From, fmt.Sprintf("directory snapshot: %d bad records", bad))
 	}
 	return nil, nil
 }

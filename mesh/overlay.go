@@ -12,16 +12,14 @@ import (
 // random node and then drops its worst-scoring link, so the mesh does not
 // settle on the first links it happened to make.
 
-// Penalize scores a peer down for bad input that a service rejected (a
-// forged message, say): a peer with many offences is the first link the
-// node drops when it explores, and one that offends faster than
-// Config.PenaltyThreshold per Config.PenaltyWindow is disconnected and
-// banned for a while.
-func (n *Node) Penalize(id ID, reason string) { n.penalize(id, reason) }
-
-// penalize scores a peer down for bad input: a malformed frame, a forged
-// record, a flood.
-func (n *Node) penalize(id ID, reason string) {
+// Penalize scores a peer down for bad input: a malformed frame, a forged
+// record or message, a flood. The mesh's own protocols call it, and so do
+// services that reject a peer's input. A peer with many offences is the
+// first link the node drops when it explores, and one that offends faster
+// than Config.PenaltyThreshold per Config.PenaltyWindow is disconnected
+// and banned for a while. A peer no longer linked is let go (the offence
+// is logged at debug).
+func (n *Node) Penalize(id ID, reason string) {
 	if l := n.link(id); l != nil {
 		l.offend(reason)
 		return

@@ -367,7 +367,7 @@ func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
 		return nil, nil
 	}
 	if err != nil {
-		n.penalize(msg.From, err.Error())
+		n.Penalize(msg.From, err.Error())
 		return nil, nil
 	}
 	if !n.relaySeen.first(f, now) {
