@@ -665,23 +665,17 @@ func (b *broadcaster) remember(m *bcMsg) {
 	b.cacheLen += len(m.payload)
 }
 
-// handle is the mesh handler of the broadcast protocol.
+// handle is the mesh handler of the broadcast protocol: it admits a frame
+// (the sender's rate limit, decoding) and passes it to the function for
+// its kind. Those functions are called without b.mu and take it
+// themselves; the Penalize calls and the topic handler run without it,
+// since a ban takes the link down, which takes b.mu.
 func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) {
 	from := msg.From
-	b.mu.Lock()
-	p := b.peers[from]
-	if p == nil {
-		b.mu.Unlock()
-		return nil, nil // the link is going away
-	}
-	if !p.limit.Allow() {
-		b.stats.Dropped++
-		b.mu.Unlock()
-		b.n.Penalize(from, "broadcast flood")
+	p, ok := b.admit(from)
+	if !ok {
 		return nil, nil
 	}
-	b.mu.Unlock()
-
 	kind, m, ids, err := decodeBcast(msg.Payload)
 	if err != nil {
 		b.mu.Lock()
@@ -691,129 +685,209 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 		return nil, nil
 	}
 	now := time.Now()
-	b.mu.Lock()
 	switch kind {
 	case bcGossip:
-		b.stats.Received++
-		// Count per topic only for topics with a handler, so that a peer
-		// cannot grow the map with made-up topics.
-		ts := b.byTopic[m.topic]
-		if ts == nil && b.handlers[m.topic] != nil {
-			ts = &TopicStats{}
-			b.byTopic[m.topic] = ts
-		}
-		if ts != nil {
-			ts.Received++
-		}
-		age := now.Sub(time.UnixMilli(m.sent))
-		if _, dup := b.seen[m.id]; dup || age > b.n.cfg.BroadcastMaxAge || age < -b.n.cfg.BroadcastMaxAge {
-			// A copy of what we have (or too old to tell): prune the sender.
-			b.stats.Duplicates++
-			if ts != nil {
-				ts.Duplicates++
-			}
-			// PRUNE on every duplicate, as the paper does: if our PRUNE
-			// crossed the sender's GRAFT, it still hears it next time.
-			if b.n.cfg.BroadcastMode == PlumtreeMode {
-				p.eager = false
-				if b.enqueue(p, []byte{byte(bcPrune)}) {
-					b.stats.Prunes++
-				}
-			}
-			b.mu.Unlock()
-			return nil, nil
-		}
-		m.hops++
-		bm := BroadcastMsg{ID: m.id, Origin: m.origin, Topic: m.topic, Payload: m.payload,
-			Sent: time.UnixMilli(m.sent), Hops: m.hops, From: from}
-		if check := b.valid[m.topic]; check != nil {
-			if r := b.rejection(m.id, now); r != nil && r.sum == contentSum(m) {
-				// The copy that failed already: not checked again, and
-				// not held against this sender, which may not check
-				// this topic.
-				b.stats.Rejected++
-				if !containsID(r.from, from) && len(r.from) < maxAnnouncers {
-					r.from = append(r.from, from)
-				}
-				b.mu.Unlock()
-				return nil, nil
-			}
-			b.mu.Unlock()
-			err := check(bm)
-			if err != nil {
-				// Not marked seen: a valid copy under the same id may
-				// follow (a hostile peer can send a corrupt copy of a
-				// message under its id).
-				notYet := errors.Is(err, ErrNotYetValid)
-				b.mu.Lock()
-				b.stats.Rejected++
-				b.reject(m, from, notYet, now)
-				b.mu.Unlock()
-				if !notYet {
-					b.n.Penalize(from, "broadcast "+m.topic+": "+err.Error())
-				}
-				return nil, nil
-			}
-			b.mu.Lock()
-			if _, dup := b.seen[m.id]; dup {
-				b.stats.Duplicates++ // another copy won the race
-				b.mu.Unlock()
-				return nil, nil
-			}
-		}
-		// Peers that announced it have it: a node that catches up on a
-		// new link (every neighbour announces what passed in the last
-		// MessageCacheAge) pulls each message once and pushes it to
-		// none of them.
-		var holders []ID
-		if ms := b.missing[m.id]; ms != nil {
-			holders = ms.announcers
-		}
-		b.markSeen(m.id, now)
-		b.remember(m)
-		p.eager = true
-		b.spread(m, from, holders)
-		h := b.handlers[m.topic]
-		b.stats.Delivered++
-		b.mu.Unlock()
-		if h != nil {
-			h(bm)
-		}
-		return nil, nil
+		b.onGossip(p, from, m, now)
 	case bcIHave:
-		for _, id := range ids {
-			if _, ok := b.seen[id]; ok {
-				continue
-			}
-			if r := b.rejection(id, now); r != nil && (containsID(r.from, from) || len(r.from) >= maxAnnouncers) {
-				continue // it sent the copy that failed, or was asked for it
-			}
-			ms := b.missing[id]
-			if ms == nil {
-				if len(b.missing) >= maxMissing {
-					continue
-				}
-				ms = &missing{deadline: now.Add(b.n.cfg.GraftTimeout)}
-				b.missing[id] = ms
-			}
-			if len(ms.announcers) < maxAnnouncers && !containsID(ms.announcers, from) {
-				ms.announcers = append(ms.announcers, from)
-			}
-		}
+		b.onIHave(from, ids, now)
 	case bcGraft:
-		p.eager = true
-		if e := b.cache[ids[0]]; e != nil {
-			if b.enqueue(p, encodeGossip(e.Value.(*bcMsg))) {
-				b.stats.Gossips++
-			}
-		}
+		b.onGraft(p, ids[0])
 	case bcPrune:
-		if b.n.cfg.BroadcastMode == PlumtreeMode {
-			p.eager = false
-		}
+		b.onPrune(p)
+	}
+	return nil, nil
+}
+
+// admit returns the state of the peer a frame came from, or false if the
+// frame is to be dropped: the link is going away, or the peer sends faster
+// than BroadcastRate (and is scored down for it). Called without b.mu.
+func (b *broadcaster) admit(from ID) (*bcPeer, bool) {
+	b.mu.Lock()
+	p := b.peers[from]
+	if p == nil {
+		b.mu.Unlock()
+		return nil, false // the link is going away
+	}
+	if !p.limit.Allow() {
+		b.stats.Dropped++
+		b.mu.Unlock()
+		b.n.Penalize(from, "broadcast flood")
+		return nil, false
 	}
 	b.mu.Unlock()
-	return nil, nil
+	return p, true
+}
+
+// onGossip handles a full copy of a message: a copy of one already seen
+// prunes the sender; a new one is validated, then delivered and passed
+// on. Called without b.mu.
+func (b *broadcaster) onGossip(p *bcPeer, from ID, m *bcMsg, now time.Time) {
+	b.mu.Lock()
+	if !b.fresh(p, m, now) {
+		b.mu.Unlock()
+		return
+	}
+	m.hops++
+	bm := BroadcastMsg{ID: m.id, Origin: m.origin, Topic: m.topic, Payload: m.payload,
+		Sent: time.UnixMilli(m.sent), Hops: m.hops, From: from}
+	if check := b.valid[m.topic]; check != nil {
+		ok, blame := b.validate(check, m, bm, from, now)
+		if !ok {
+			b.mu.Unlock()
+			if blame != nil {
+				b.n.Penalize(from, "broadcast "+m.topic+": "+blame.Error())
+			}
+			return
+		}
+	}
+	h := b.deliver(p, from, m, now)
+	b.mu.Unlock()
+	if h != nil {
+		h(bm)
+	}
+}
+
+// fresh counts a full copy of m and reports whether m is new. A copy of a
+// message already seen (or too old to tell) is a duplicate: in Plumtree
+// mode it turns the sender's link lazy with a PRUNE. b.mu is held.
+func (b *broadcaster) fresh(p *bcPeer, m *bcMsg, now time.Time) bool {
+	b.stats.Received++
+	// Count per topic only for topics with a handler, so that a peer
+	// cannot grow the map with made-up topics.
+	ts := b.byTopic[m.topic]
+	if ts == nil && b.handlers[m.topic] != nil {
+		ts = &TopicStats{}
+		b.byTopic[m.topic] = ts
+	}
+	if ts != nil {
+		ts.Received++
+	}
+	age := now.Sub(time.UnixMilli(m.sent))
+	if _, dup := b.seen[m.id]; !dup && age <= b.n.cfg.BroadcastMaxAge && age >= -b.n.cfg.BroadcastMaxAge {
+		return true
+	}
+	// A copy of what we have (or too old to tell): prune the sender.
+	b.stats.Duplicates++
+	if ts != nil {
+		ts.Duplicates++
+	}
+	// PRUNE on every duplicate, as the paper does: if our PRUNE
+	// crossed the sender's GRAFT, it still hears it next time.
+	if b.n.cfg.BroadcastMode == PlumtreeMode {
+		p.eager = false
+		if b.enqueue(p, []byte{byte(bcPrune)}) {
+			b.stats.Prunes++
+		}
+	}
+	return false
+}
+
+// validate runs the topic's check on a new message m (bm as the check
+// sees it) and reports whether to deliver it, and, if not, the error to
+// hold against the sender (nil: nobody is to blame). It is called with
+// b.mu held and returns with it held, but releases it while check runs:
+// the caller must not rely on what it read under b.mu before.
+func (b *broadcaster) validate(check func(BroadcastMsg) error, m *bcMsg, bm BroadcastMsg, from ID, now time.Time) (bool, error) {
+	if r := b.rejection(m.id, now); r != nil && r.sum == contentSum(m) {
+		// The copy that failed already: not checked again, and not held
+		// against this sender, which may not check this topic.
+		b.stats.Rejected++
+		if !containsID(r.from, from) && len(r.from) < maxAnnouncers {
+			r.from = append(r.from, from)
+		}
+		return false, nil
+	}
+	b.mu.Unlock()
+	err := check(bm)
+	b.mu.Lock()
+	if err != nil {
+		// Not marked seen: a valid copy under the same id may follow (a
+		// hostile peer can send a corrupt copy of a message under its
+		// id).
+		notYet := errors.Is(err, ErrNotYetValid)
+		b.stats.Rejected++
+		b.reject(m, from, notYet, now)
+		if notYet {
+			return false, nil
+		}
+		return false, err
+	}
+	if _, dup := b.seen[m.id]; dup {
+		b.stats.Duplicates++ // another copy won the race
+		return false, nil
+	}
+	return true, nil
+}
+
+// deliver marks a new, valid message seen, caches it, turns the sender's
+// link eager and passes the message on. It returns the topic's handler
+// (or nil), for the caller to run once it has released b.mu. b.mu is
+// held.
+func (b *broadcaster) deliver(p *bcPeer, from ID, m *bcMsg, now time.Time) BroadcastHandler {
+	// Peers that announced it have it: a node that catches up on a new
+	// link (every neighbour announces what passed in the last
+	// MessageCacheAge) pulls each message once and pushes it to none of
+	// them.
+	var holders []ID
+	if ms := b.missing[m.id]; ms != nil {
+		holders = ms.announcers
+	}
+	b.markSeen(m.id, now)
+	b.remember(m)
+	p.eager = true
+	b.spread(m, from, holders)
+	b.stats.Delivered++
+	return b.handlers[m.topic]
+}
+
+// onIHave records the announcer of each announced message not seen yet,
+// for tick to GRAFT it from if it does not arrive in GraftTimeout.
+// Called without b.mu.
+func (b *broadcaster) onIHave(from ID, ids []MsgID, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := b.seen[id]; ok {
+			continue
+		}
+		if r := b.rejection(id, now); r != nil && (containsID(r.from, from) || len(r.from) >= maxAnnouncers) {
+			continue // it sent the copy that failed, or was asked for it
+		}
+		ms := b.missing[id]
+		if ms == nil {
+			if len(b.missing) >= maxMissing {
+				continue
+			}
+			ms = &missing{deadline: now.Add(b.n.cfg.GraftTimeout)}
+			b.missing[id] = ms
+		}
+		if len(ms.announcers) < maxAnnouncers && !containsID(ms.announcers, from) {
+			ms.announcers = append(ms.announcers, from)
+		}
+	}
+}
+
+// onGraft turns the peer's link eager and sends it the message it asks
+// for, if still cached. Called without b.mu.
+func (b *broadcaster) onGraft(p *bcPeer, id MsgID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p.eager = true
+	if e := b.cache[id]; e != nil {
+		if b.enqueue(p, encodeGossip(e.Value.(*bcMsg))) {
+			b.stats.Gossips++
+		}
+	}
+}
+
+// onPrune turns the peer's link lazy (in Plumtree mode; flooding keeps
+// every link eager). Called without b.mu.
+func (b *broadcaster) onPrune(p *bcPeer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n.cfg.BroadcastMode == PlumtreeMode {
+		p.eager = false
+	}
 }
 
 func containsID(ids []ID, id ID) bool {
