@@ -1022,15 +1022,16 @@ func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
 
 // acceptMany takes messages from a sync: each is judged as accept does,
 // and the text and retract messages are stored in one commit, so a
-// history costs one fsync, not one per message.
+// history costs one fsync, not one per message. An error is the sender's
+// fault unless it wraps errLocal (this node's store failed).
 func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) error {
 	c, ok, err := s.store.Channel(ch)
 	if err != nil || !ok || !c.Joined || c.Burn {
-		return err
+		return local(err)
 	}
 	lower, err := s.store.Lower(ch, c.Range, time.Now())
 	if err != nil {
-		return err
+		return local(err)
 	}
 	var batch, fresh []*Message
 	for _, m := range ms {
@@ -1053,14 +1054,16 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		}
 		switch v {
 		case setting:
+			// The owner signed it: whatever fails here is not the
+			// sender's doing.
 			if err := s.applySetting(ctx, m); err != nil {
-				return err
+				return local(err)
 			}
 			// The setting may have turned burn on: the channel stores
 			// nothing from now, neither the rest of the batch nor what
 			// it brought before the setting.
 			if c, ok, err = s.store.Channel(ch); err != nil || !ok || c.Burn {
-				return err
+				return local(err)
 			}
 		case store:
 			if has, _ := s.store.Has(m.ID); !has {
@@ -1073,7 +1076,7 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		return nil
 	}
 	if _, err := s.store.Put(ctx, batch...); err != nil {
-		return err
+		return local(err)
 	}
 	for _, m := range fresh {
 		if kept, _ := s.store.Has(m.ID); kept { // else outside the range or the quota
