@@ -51,3 +51,16 @@ var (
 	// ErrNotJoined: join the channel first (409).
 	ErrNotJoined = errors.New("chatlog: not joined to the channel")
 )
+
+// errLocal marks an error of this node's own (its store failed, say, on a
+// full disk) among the errors of taking a peer's messages, which are
+// otherwise the peer's fault: it is not held against the peer.
+var errLocal = errors.New("chatlog: this node failed")
+
+// local marks err, if any, as this node's own (see errLocal).
+func local(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", errLocal, err)
+}

@@ -80,7 +80,7 @@ func TestHistoryNotRateLimited(t *testing.T) {
 func TestLimitersBounded(t *testing.T) {
 	svc, _ := liveService(t, DefaultServiceConfig())
 	for i := range 10_000 {
-		svc.allowLive(mesh.ID(fmt.Sprintf("author%06d", i)))
+		svc.allowLive(mesh.ID(fmt.Sprintf("author%06d", i)), time.Now().UnixMilli())
 		if n := len(svc.limiters); n > maxLimiters {
 			t.Fatalf("%d limiters after %d authors", n, i+1)
 		}

@@ -54,6 +54,11 @@ const (
 // author's rate.
 var errRateLimited = errors.New("chatlog: author over the live message rate")
 
+// errSignedTooFast wraps errRateLimited for a live message past its
+// author's rate whose author also signed the messages refused faster than
+// that rate: a flood, not a burst of honest messages arriving at once.
+var errSignedTooFast = fmt.Errorf("%w, and it signed them faster", errRateLimited)
+
 // Mesh is what the chat service needs of the mesh node (*mesh.Node): its
 // identity and the roles below, each declared beside the code that uses it
 // (Broadcaster, Directory, Penalizer here; Requester and Neighbours in
@@ -87,7 +92,9 @@ type ServiceConfig struct {
 	// limit each author's live messages: past them, a live message is
 	// dropped unstored, and scored against the neighbour that sent it if
 	// that is the author itself (a relay cannot know the rate an author
-	// keeps at this node), so a member cannot make every other member
+	// keeps at this node) and the author signed the refused messages
+	// faster than the rate too (a neighbour that catches up pulls a
+	// minute of an author's messages at once), so a member cannot make every other member
 	// fsync thousands of messages a second. History sync is not limited this way (a history comes in
 	// bulk, thousands of messages by one author at once); the quota bounds
 	// it. Zero takes the default; a negative AuthorRate sets no limit.
@@ -141,7 +148,7 @@ type Service struct {
 
 	// limitMu guards limiters: the live rate of each author.
 	limitMu  sync.Mutex
-	limiters map[mesh.ID]*rate.Limiter
+	limiters map[mesh.ID]*authorLimit
 	// pacer keeps this node's own live messages to the rate that members
 	// enforce (nil: no limit).
 	pacer *rate.Limiter
@@ -183,7 +190,7 @@ func NewService(cfg ServiceConfig, m Mesh, store *Store) (*Service, error) {
 		burnLive: make(map[ChannelID][]*Message),
 		sessions: make(map[string]*responder),
 		syncing:  make(map[syncKey]bool),
-		limiters: make(map[mesh.ID]*rate.Limiter),
+		limiters: make(map[mesh.ID]*authorLimit),
 		kick:     make(chan struct{}, 1),
 	}
 	if cfg.AuthorRate > 0 {
@@ -930,8 +937,12 @@ func (s *Service) judge(c Channel, known bool, m *Message, lower func() int64, l
 	if !known || !c.Joined {
 		return skip, nil
 	}
-	if live && !s.allowLive(m.Author) {
-		return skip, fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
+	if live {
+		if ok, signedFast := s.allowLive(m.Author, m.Time); signedFast {
+			return skip, fmt.Errorf("%w: %s", errSignedTooFast, m.Author.Short())
+		} else if !ok {
+			return skip, fmt.Errorf("%w: %s", errRateLimited, m.Author.Short())
+		}
 	}
 	switch m.Kind {
 	case KindSetting:
@@ -1011,15 +1022,16 @@ func (s *Service) accept(ctx context.Context, m *Message, live bool) error {
 
 // acceptMany takes messages from a sync: each is judged as accept does,
 // and the text and retract messages are stored in one commit, so a
-// history costs one fsync, not one per message.
+// history costs one fsync, not one per message. An error is the sender's
+// fault unless it wraps errLocal (this node's store failed).
 func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) error {
 	c, ok, err := s.store.Channel(ch)
 	if err != nil || !ok || !c.Joined || c.Burn {
-		return err
+		return local(err)
 	}
 	lower, err := s.store.Lower(ch, c.Range, time.Now())
 	if err != nil {
-		return err
+		return local(err)
 	}
 	var batch, fresh []*Message
 	for _, m := range ms {
@@ -1042,14 +1054,16 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		}
 		switch v {
 		case setting:
+			// The owner signed it: whatever fails here is not the
+			// sender's doing.
 			if err := s.applySetting(ctx, m); err != nil {
-				return err
+				return local(err)
 			}
 			// The setting may have turned burn on: the channel stores
 			// nothing from now, neither the rest of the batch nor what
 			// it brought before the setting.
 			if c, ok, err = s.store.Channel(ch); err != nil || !ok || c.Burn {
-				return err
+				return local(err)
 			}
 		case store:
 			if has, _ := s.store.Has(m.ID); !has {
@@ -1062,7 +1076,7 @@ func (s *Service) acceptMany(ctx context.Context, ch ChannelID, ms []*Message) e
 		return nil
 	}
 	if _, err := s.store.Put(ctx, batch...); err != nil {
-		return err
+		return local(err)
 	}
 	for _, m := range fresh {
 		if kept, _ := s.store.Has(m.ID); kept { // else outside the range or the quota
@@ -1081,11 +1095,28 @@ func notTheSenders(err error) bool {
 	return errors.Is(err, ErrFuture) || errors.Is(err, ErrUnknownKind)
 }
 
-// allowLive takes one live message of author from its rate limit, and
-// reports whether there was room for it.
-func (s *Service) allowLive(author mesh.ID) bool {
+// authorLimit is the live rate limit of one author.
+type authorLimit struct {
+	// arrival takes the live messages as they come.
+	arrival *rate.Limiter
+	// refused holds the stamps (ms) of the last messages arrival
+	// refused, up to twice the burst, oldest first.
+	refused []int64
+}
+
+// allowLive takes one live message of author, stamped at (ms), from its
+// rate limit, and reports whether there was room for it. When there was
+// not, signedFast reports whether the author signed the last refused
+// messages faster than the rate as well: twice the burst of them within
+// the time the rate takes to refill one burst. Only that is a flood. A
+// neighbour that catches up pulls the messages of the last minute at once
+// and in any order (see mesh.Config.MessageCacheAge): they arrive far
+// faster than the rate, but their author, pacing its posts to half the
+// burst (see pace), signed any twice the burst of them over at least one
+// and a half times that.
+func (s *Service) allowLive(author mesh.ID, at int64) (ok, signedFast bool) {
 	if s.cfg.AuthorRate < 0 {
-		return true
+		return true, false
 	}
 	now := time.Now()
 	s.limitMu.Lock()
@@ -1095,10 +1126,22 @@ func (s *Service) allowLive(author mesh.ID) bool {
 		if len(s.limiters) >= maxLimiters {
 			s.dropLimiters(now)
 		}
-		l = rate.NewLimiter(rate.Limit(s.cfg.AuthorRate), s.cfg.AuthorBurst)
+		l = &authorLimit{arrival: rate.NewLimiter(rate.Limit(s.cfg.AuthorRate), s.cfg.AuthorBurst)}
 		s.limiters[author] = l
 	}
-	return l.AllowN(now, 1)
+	if l.arrival.AllowN(now, 1) {
+		return true, false
+	}
+	keep := 2 * s.cfg.AuthorBurst
+	if len(l.refused) >= keep {
+		l.refused = append(l.refused[:0], l.refused[len(l.refused)-keep+1:]...)
+	}
+	l.refused = append(l.refused, at)
+	if len(l.refused) < keep {
+		return false, false
+	}
+	span := slices.Max(l.refused) - slices.Min(l.refused)
+	return false, float64(span) < 1000*float64(s.cfg.AuthorBurst)/s.cfg.AuthorRate
 }
 
 // dropLimiters makes room in the full limiter map: first the limiters that
@@ -1106,7 +1149,7 @@ func (s *Service) allowLive(author mesh.ID) bool {
 // (many keys flooding at once), any half of them.
 func (s *Service) dropLimiters(now time.Time) {
 	for id, l := range s.limiters {
-		if l.TokensAt(now) >= float64(s.cfg.AuthorBurst) {
+		if l.arrival.TokensAt(now) >= float64(s.cfg.AuthorBurst) {
 			delete(s.limiters, id)
 		}
 	}
@@ -1177,8 +1220,9 @@ func (s *Service) onLive(b mesh.BroadcastMsg) {
 	// beyond that needs this node's state: who may retract or change
 	// settings, an author's live rate, this node's clock (it moved since
 	// validLive) and its store (a full disk). Penalties ban, so score down
-	// only an author that sent its own message and broke a rule of its own.
-	if m != nil && m.Author == b.From && (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errRateLimited)) {
+	// only an author that sent its own message and broke a rule of its own
+	// (for the rate: signed its messages too fast, see allowLive).
+	if m != nil && m.Author == b.From && (errors.Is(err, ErrNotAuthor) || errors.Is(err, ErrNotOwner) || errors.Is(err, errSignedTooFast)) {
 		s.reject(b.From, err)
 		return
 	}

@@ -554,9 +554,10 @@ func (s *Service) fetchFrom(ctx context.Context, ch ChannelID, q *fetchQueue, sr
 			go func() { next <- s.get(ctx, src, ids) }()
 		}
 		err := s.acceptMany(ctx, ch, a.msgs)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errLocal) {
 			// Not when the sync was called off (this node stops, or the
-			// first source failed while a helper's batch was stored).
+			// first source failed while a helper's batch was stored),
+			// nor for a failure of this node's own.
 			s.reject(src.peer, err)
 		}
 		if err == nil {
@@ -628,7 +629,9 @@ func (s *Service) respond(ctx context.Context, from mesh.ID, req syncReq) ([]byt
 			}
 			ms = append(ms, m)
 		}
-		if err := s.acceptMany(ctx, r.ch, ms); err != nil {
+		if err := s.acceptMany(ctx, r.ch, ms); errors.Is(err, errLocal) {
+			return nil, err
+		} else if err != nil {
 			s.reject(from, err)
 			return nil, ErrInvalidInput
 		}

@@ -28,6 +28,19 @@ func TestIsHost(t *testing.T) {
 		{"evil-localhost", false},
 		{"192.168.1.10", false},
 		{"128.0.0.1", false},
+		// Names a DNS rebinding page can point at 127.0.0.1, and forms
+		// that browsers normalise before they send a Host: none passes.
+		{"127.0.0.1.nip.io", false},
+		{"localhost.nip.io", false},
+		{"0x7f.1", false},
+		{"0x7f000001", false},
+		{"2130706433", false},
+		{"0177.0.0.1", false},
+		{"127.1", false},
+		{"localhost:80", false},
+		{"[::1]:80", false},
+		{"::1%lo", false},
+		{"[::ffff:127.0.0.1]", true},
 		{"[", false},
 		{"]", false},
 	} {
