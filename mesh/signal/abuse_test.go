@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/coder/websocket"
 )
 
@@ -112,7 +113,7 @@ func floodVictim(t *testing.T, flooders int) {
 	s := startServer(t, testConfig(), "")
 	key, id := newNodeKey(t)
 	victim := runRecorder(t, ClientConfig{URL: s.url, Key: "k1", ID: id, Signer: key}, 10*time.Millisecond)
-	eventually(t, "the victim to register", func() bool { return slices.Equal(victim.stateLog(), []bool{true}) })
+	testutil.WaitFor(t, waitFor, "the victim to register", func() bool { return slices.Equal(victim.stateLog(), []bool{true}) })
 	honest := connectOpen(t, s.url, "k1", "honest")
 
 	flood := []byte(`{"type":"OFFER","dst":"` + id + `","payload":"` + strings.Repeat("x", 60<<10) + `"}`)
@@ -222,7 +223,7 @@ func TestServerNodeIDNeedsProof(t *testing.T) {
 	node.expectMessage(t, Message{Type: TypeOffer, Src: "alice", Dst: id})
 
 	node.stop()
-	eventually(t, "the node to leave", func() bool { return !slices.Contains(s.Clients(), id) })
+	testutil.WaitFor(t, waitFor, "the node to leave", func() bool { return !slices.Contains(s.Clients(), id) })
 	for _, tc := range online[:3] {
 		t.Run("offline/"+tc.name, func(t *testing.T) { squat(t, tc.token, tc.want) })
 	}
@@ -264,10 +265,10 @@ func TestClientOustedWaits(t *testing.T) {
 	s := startServer(t, testConfig(), "")
 	key, id := newNodeKey(t)
 	first := runRecorder(t, ClientConfig{URL: s.url, Key: "k1", ID: id, Signer: key}, 0)
-	eventually(t, "the first client to register", func() bool { return slices.Equal(first.stateLog(), []bool{true}) })
+	testutil.WaitFor(t, waitFor, "the first client to register", func() bool { return slices.Equal(first.stateLog(), []bool{true}) })
 	second := runClient(t, ClientConfig{URL: s.url, Key: "k1", ID: id, Signer: key})
 	second.expectState(t, true)
-	eventually(t, "the first client to lose the id", func() bool { return slices.Equal(first.stateLog(), []bool{true, false}) })
+	testutil.WaitFor(t, waitFor, "the first client to lose the id", func() bool { return slices.Equal(first.stateLog(), []bool{true, false}) })
 	s.mu.Lock()
 	token := s.clients[id].token
 	s.mu.Unlock()
@@ -288,7 +289,7 @@ func TestClientOustedWaits(t *testing.T) {
 		}
 	}
 	second.stop()
-	eventually(t, "the first client to get the id back", func() bool { return slices.Equal(first.stateLog(), []bool{true, false, true}) })
+	testutil.WaitFor(t, waitFor, "the first client to get the id back", func() bool { return slices.Equal(first.stateLog(), []bool{true, false, true}) })
 }
 
 // dialOversized opens a WebSocket to the server as id and starts a
@@ -376,13 +377,13 @@ func TestServerOversizedFrameSlowloris(t *testing.T) {
 		}
 		c.Close()
 	}
-	eventually(t, "every socket to be gone", func() bool {
+	testutil.WaitFor(t, waitFor, "every socket to be gone", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.sockets) == 0 && len(s.clients) == 0 && len(s.addrs) == 0
 	})
 	if fds >= 0 {
-		eventually(t, "descriptors to be closed", func() bool { return openFDs() <= fds+5 })
+		testutil.WaitFor(t, waitFor, "descriptors to be closed", func() bool { return openFDs() <= fds+5 })
 	}
 
 	for i := range clients / 2 {
@@ -464,7 +465,7 @@ func TestServerPerAddressLimit(t *testing.T) {
 	}
 	first[0].send(Message{Type: TypeLeave})
 	first[0].expectClosed()
-	eventually(t, "a slot to be free", func() bool {
+	testutil.WaitFor(t, waitFor, "a slot to be free", func() bool {
 		c := dialRawFrom(t, s.url, q("d"), true, "127.0.0.2")
 		return sameMessage(c.next(), Message{Type: TypeOpen})
 	})
@@ -524,7 +525,7 @@ func TestServerPerAddressConnLimit(t *testing.T) {
 		t.Fatalf("another address is not served: %v", err)
 	}
 	idle[0].Close()
-	eventually(t, "a slot to be free", func() bool { return get("127.0.0.2") == nil })
+	testutil.WaitFor(t, waitFor, "a slot to be free", func() bool { return get("127.0.0.2") == nil })
 }
 
 func TestAddressKey(t *testing.T) {

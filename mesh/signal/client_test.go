@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
 )
 
 // testClient is a Client run by a test, with its callbacks recorded.
@@ -206,7 +208,7 @@ func TestClientRelayAndHeartbeat(t *testing.T) {
 	if err := a.Send(ctx, Message{Type: TypeOffer, Dst: "nobody"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the offer to be held", func() bool {
+	testutil.WaitFor(t, waitFor, "the offer to be held", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.queues["nobody"] != nil
@@ -216,7 +218,7 @@ func TestClientRelayAndHeartbeat(t *testing.T) {
 
 	a.stop()
 	a.expectState(t, false)
-	eventually(t, "alice to leave the server", func() bool { return slices.Equal(s.Clients(), []string{"bob"}) })
+	testutil.WaitFor(t, waitFor, "alice to leave the server", func() bool { return slices.Equal(s.Clients(), []string{"bob"}) })
 }
 
 func TestClientReconnects(t *testing.T) {

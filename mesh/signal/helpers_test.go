@@ -330,18 +330,6 @@ func errorMsg(reason string) Message {
 	return Message{Type: TypeError, Payload: p}
 }
 
-// eventually polls cond until it holds or waitFor passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // httpGet returns the status, Content-Type and body of GET u.
 func httpGet(t *testing.T, u string) (int, http.Header, string) {
 	t.Helper()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/coder/websocket"
 )
 
@@ -336,7 +337,7 @@ func TestServerRefusals(t *testing.T) {
 		c := connect(t, s.url, "k1", "carol", "t")
 		c.expectClosed(errorMsg(reasonLimit))
 	})
-	eventually(t, "only alice to be registered", func() bool { return slices.Equal(s.Clients(), []string{"alice"}) })
+	testutil.WaitFor(t, waitFor, "only alice to be registered", func() bool { return slices.Equal(s.Clients(), []string{"alice"}) })
 }
 
 func TestServerReattach(t *testing.T) {
@@ -393,7 +394,7 @@ func TestServerBadInput(t *testing.T) {
 			m := connectOpen(t, s.url, "k1", "mallory")
 			m.sendRaw([]byte(tc.input))
 			m.expectClosed(errorMsg(tc.reason))
-			eventually(t, "mallory to be unregistered", func() bool {
+			testutil.WaitFor(t, waitFor, "mallory to be unregistered", func() bool {
 				return !slices.Contains(s.Clients(), "mallory")
 			})
 			// Everyone else is still served.
@@ -419,7 +420,7 @@ func TestServerSlowReader(t *testing.T) {
 	a := connectOpen(t, s.url, "k1", "alice")
 	// bob registers and then never reads again.
 	slow := dialRaw(t, s.url, url.Values{"key": {"k1"}, "id": {"bob"}, "token": {"t"}}, false)
-	eventually(t, "bob to register", func() bool { return slices.Contains(s.Clients(), "bob") })
+	testutil.WaitFor(t, waitFor, "bob to register", func() bool { return slices.Contains(s.Clients(), "bob") })
 
 	// Once bob's queue is full, alice's messages expire; bob is not
 	// dropped for that (others could flood him off the server)...
