@@ -69,8 +69,14 @@ func (t *Topic[T]) Len() int {
 func (s *Subscription[T]) C() <-chan T { return s.c }
 
 // Missed returns how many values were dropped for this subscriber since the
-// last call, and resets the count.
-func (s *Subscription[T]) Missed() uint64 { return s.missed.Swap(0) }
+// last call, and resets the count. It waits for a Publish under way, so a
+// reader that has emptied C and then sees 0 has missed nothing: a value
+// published after this call finds room in C.
+func (s *Subscription[T]) Missed() uint64 {
+	s.topic.mu.Lock()
+	defer s.topic.mu.Unlock()
+	return s.missed.Swap(0)
+}
 
 // Close ends the subscription; no value is delivered after it returns. It
 // is safe to call more than once.
