@@ -64,7 +64,11 @@ func TestOffendingPeerIsCutOffAndBackedOff(t *testing.T) {
 			break // cut off
 		}
 	}
-	testutil.WaitFor(t, 20*time.Second, "a to cut mallory off", func() bool { return !hasPeer(a, mallory.ID()) })
+	// Both ends: until mallory sees the close, its Connect finds the old
+	// link and returns at once.
+	testutil.WaitFor(t, 20*time.Second, "a to cut mallory off", func() bool {
+		return !hasPeer(a, mallory.ID()) && !hasPeer(mallory, a.ID())
+	})
 	for range 3 {
 		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 		errIn := mallory.Connect(dctx, a.ID())
