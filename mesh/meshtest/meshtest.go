@@ -29,6 +29,11 @@ type Network struct {
 	mu    sync.Mutex
 	nodes map[mesh.ID]*Transport
 	group map[mesh.ID]int // partition group of each node; nil: none
+	// stops holds, per test, the cancel funcs of the nodes NewNode served
+	// for it, so that the first node to stop at the test's end stops all
+	// of them at once: stopped one after another, a thousand nodes each
+	// wait for the rest to be slow.
+	stops map[testing.TB][]context.CancelFunc
 }
 
 // NewNetwork returns an empty network.
@@ -85,6 +90,12 @@ func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.No
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	nw.mu.Lock()
+	if nw.stops == nil {
+		nw.stops = make(map[testing.TB][]context.CancelFunc)
+	}
+	nw.stops[tb] = append(nw.stops[tb], cancel)
+	nw.mu.Unlock()
 	done := make(chan error, 1)
 	go func() { done <- n.Serve(ctx) }()
 	select {
@@ -94,6 +105,13 @@ func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.No
 		tb.Fatalf("node %s: %v", name, err)
 	}
 	tb.Cleanup(func() {
+		nw.mu.Lock()
+		stops := nw.stops[tb]
+		delete(nw.stops, tb)
+		nw.mu.Unlock()
+		for _, stop := range stops {
+			stop()
+		}
 		cancel()
 		select {
 		case err := <-done:
