@@ -454,15 +454,7 @@ func TestRateLimitSparesRelays(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "alice to link bob and mallory", func() bool { return linked(alice, bob) && linked(alice, mallory) })
 	delivered := bob.node.BroadcastStats().Delivered
 	const n = 300
-	for i := range n {
-		m, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindText, fmt.Appendf(nil, "flood %d", i), chatlog.ID{}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := mallory.node.BroadcastID(ctx, "chat/1", mesh.MsgID(m.ID[:16]), m.Encode()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	floodLive(t, mallory, cid, n)
 	// 100 messages past a burst of 5 are far more offences than the
 	// penalty threshold (32 a minute) that bans a peer.
 	testutil.WaitFor(t, 60*time.Second, "bob to get 100 of the flood through alice, or to cut her off", func() bool {
@@ -604,15 +596,7 @@ func TestRelayOfAFloodIsNoOffence(t *testing.T) {
 	delivered := bob.node.BroadcastStats().Delivered
 	began := time.Now()
 	const flood = 200
-	for i := range flood {
-		m, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindText, fmt.Appendf(nil, "flood %d", i), chatlog.ID{}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := mallory.node.BroadcastID(ctx, "chat/1", mesh.MsgID(m.ID[:16]), m.Encode()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	floodLive(t, mallory, cid, flood)
 	testutil.WaitFor(t, 30*time.Second, "bob to take the flood", func() bool {
 		return bob.node.BroadcastStats().Delivered-delivered >= flood || !linked(bob, alice)
 	})

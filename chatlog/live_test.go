@@ -26,6 +26,19 @@ func broadcastLive(t *testing.T, n *chatNode, m *chatlog.Message) {
 	}
 }
 
+// floodLive has n sign count text messages "flood 0", "flood 1", … in
+// channel cid and broadcast them live, as a member flooding a channel would.
+func floodLive(t *testing.T, n *chatNode, cid chatlog.ChannelID, count int) {
+	t.Helper()
+	for i := range count {
+		m, err := chatlog.NewMessage(n.ident, cid, chatlog.KindText, fmt.Appendf(nil, "flood %d", i), chatlog.ID{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		broadcastLive(t, n, m)
+	}
+}
+
 // waitStored waits until every node has stored m (a retract is stored as
 // soon as it comes, whether or not its target has).
 func waitStored(t *testing.T, nodes []*chatNode, m *chatlog.Message) {
