@@ -27,3 +27,19 @@ type Node interface {
 }
 
 var _ Node = (*mesh.Node)(nil)
+
+// pieceSource holds resources whose verified pieces this node serves: the
+// shares (files of the user's, served in place) and the downloads (pieces
+// in the data dir) both are one. The block handler asks each in turn.
+type pieceSource interface {
+	// manifestOf returns the manifest of a resource it holds.
+	manifestOf(id MD5) (*Manifest, bool)
+	// haveOf returns what it holds of id; nil if nothing.
+	haveOf(id MD5) Bitfield
+	// readBlock reads the block r into p (len(p) == r.Len), only from a
+	// piece it holds verified; a piece that changed since (a user's file
+	// edited on disk) is an error and is never served.
+	readBlock(ctx context.Context, r blockReq, p []byte) error
+	// sentBlock counts n bytes of id served to a peer (Transfer.Uploaded).
+	sentBlock(id MD5, to mesh.ID, n int)
+}
