@@ -18,6 +18,7 @@ func (s *Server) apiRoutes() []route {
 		s.nodeRoutes(),
 		s.directoryRoutes(),
 		s.chatRoutes(),
+		s.filesRoutes(),
 		s.eventRoutes(),
 	)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,7 +72,7 @@ type relay struct {
 // relays lists the event relays of the event stream. A service adds its
 // relays here.
 func (s *Server) relays() []relay {
-	return s.chatRelays()
+	return slices.Concat(s.chatRelays(), s.filesRelays())
 }
 
 // maxBacklog is how many relayed events wait for one slow client before

@@ -69,6 +69,10 @@ type Config struct {
 	// Nil leaves chat out: its endpoints answer 404 and the UI shows no
 	// Chat view.
 	Chat Chat
+	// Files is the shards service behind /api/shards, /api/files and the
+	// "shards" events. Nil leaves file sharing out: its endpoints answer
+	// 404 and the UI shows no Files view.
+	Files Files
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.
