@@ -50,6 +50,27 @@
 // joined). Without Config.Chat every chat endpoint answers 404 and the UI
 // leaves out its Chat view.
 //
+// With Config.Files set, the files API (shards.Transfer, shards.File and
+// shards.PushStatus are the shapes; arrays are never null, "sources" never
+// null):
+//
+//	GET    /api/shards                  this node's shares and transfers, newest first
+//	POST   /api/shards                  {"path"} (absolute, a readable regular file) → 201 and the share
+//	POST   /api/shards/fetch            {"link"} or {"id"} → 201 and the transfer
+//	POST   /api/shards/{id}/pause       204; …/resume likewise
+//	DELETE /api/shards/{id}             204: cancel a download and delete its partial data, or stop sharing
+//	POST   /api/shards/push             {"id", "to": [node ids], "plan": "matrix" | "chain"} → 201 {"id"}
+//	GET    /api/shards/push/{pid}       the push's progress
+//	GET    /api/shards/{id}/content     the bytes, with Range (206), a Content-Type from the name and
+//	                                    a sandbox Content-Security-Policy; ?download asks to save it
+//	GET    /api/files                   every online node's files with their holders, by name
+//
+// and "shards" events: each shards.Event ({"resync": true} stands for
+// events dropped because the client was slow). The shards errors map to
+// 400 (bad id, link or path, too large) and 404 (unknown resource, no
+// holders). A request for content that a browser says comes from another
+// site is refused (403): opening a remote resource starts fetching it.
+//
 // Errors are JSON objects {"error": "message"} with a matching status code.
 // Each service adds its routes to the route table (see apiRoutes) and its
 // live feeds to the event stream (see feeds for states, relays for

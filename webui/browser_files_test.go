@@ -1,0 +1,151 @@
+package webui
+
+import (
+	"context"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/shards"
+	"github.com/chromedp/chromedp"
+)
+
+// filesPage starts the web UI of node with files on loopback and a
+// browser that speaks lang, opens the page and goes to the Files view.
+func filesPage(t *testing.T, node Node, files Files, lang string) context.Context {
+	t.Helper()
+	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Files: files}, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serve(t, s)
+	ctx := browsertest.New(t)
+	if err := browsertest.SetLanguage(ctx, lang); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, 10*time.Second, `document.querySelector('.nav-link[data-view="files"]') !== null`)
+	click(t, ctx, `.nav-link[data-view="files"]`)
+	return ctx
+}
+
+// TestBrowserFiles walks through the Files view: another node's image in
+// the gallery and the viewer, the list with search, a download whose
+// progress bar and sources follow the service, pause and resume, sharing a
+// file by path and a bad link.
+func TestBrowserFiles(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	bravo, charlie := fakeID("bravo"), fakeID("charlie")
+	node.setRecords(mesh.Record{ID: node.id, Name: "alpha"}, mesh.Record{ID: bravo, Name: "bravo"},
+		mesh.Record{ID: charlie, Name: "charlie"})
+	files := newFakeFiles(node.id)
+	cat := files.addRemote("cat.png", testPNG(t, 64, 48, color.RGBA{200, 120, 60, 255}), bravo)
+	files.addRemote("sunset.png", testPNG(t, 80, 40, color.RGBA{40, 60, 180, 255}), bravo, charlie)
+	bigB := make([]byte, 10<<20)
+	big := files.addRemote("holiday.mkv", bigB, bravo, charlie)
+	ctx := filesPage(t, node, files, "en-US")
+	const wait = 10 * time.Second
+
+	// The gallery shows bravo's image, loaded from the content endpoint.
+	tile := `document.querySelector('#files-gallery .tile[data-id="` + cat.ID.String() + `"]')`
+	browsertest.Until(t, ctx, wait, `document.querySelector("#files-title").textContent === "Files"
+		&& document.querySelectorAll("#files-gallery .tile").length === 2
+		&& `+tile+`.classList.contains("loaded")
+		&& `+tile+`.querySelector("img").naturalWidth === 64
+		&& `+tile+`.querySelector(".tile-name").textContent === "cat.png"
+		&& `+tile+`.querySelector(".tile-meta").textContent.includes("1 holder")`)
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#files-table tbody tr").length === 3
+		&& document.querySelector("#files-count").textContent === "3 files online"`)
+	screenshot(t, ctx, "files-en")
+
+	// The full-size viewer; Escape closes it.
+	click(t, ctx, `#files-gallery .tile[data-id="`+cat.ID.String()+`"] .tile-open`)
+	browsertest.Until(t, ctx, wait, `!document.querySelector("#files-viewer").hidden
+		&& document.querySelector("#files-viewer-img").naturalWidth === 64
+		&& document.querySelector("#files-viewer-name").textContent.startsWith("cat.png")`)
+	screenshotViewport(t, ctx, "files-viewer-en")
+	click(t, ctx, "#files-viewer-next")
+	browsertest.Until(t, ctx, wait, `document.querySelector("#files-viewer-img").naturalWidth === 80`)
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\x1b")); err != nil { // Escape
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.querySelector("#files-viewer").hidden`)
+
+	// Search narrows the list.
+	if err := chromedp.Do(ctx, chromedp.SendKeys("#files-search", "holi")); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#files-table tbody tr").length === 1
+		&& document.querySelector("#files-table tbody tr").dataset.id === "`+big.ID.String()+`"
+		&& document.querySelector("#files-gallery").hidden`)
+
+	// Download: the progress bar, rate, ETA and sources follow the service.
+	click(t, ctx, `#files-table button[data-act="fetch"][data-id="`+big.ID.String()+`"]`)
+	row := `document.querySelector('#files-transfers li[data-id="` + big.ID.String() + `"]')`
+	fill := row + `.querySelector(".progress-fill").style.width`
+	browsertest.Until(t, ctx, wait, row+` !== null && `+row+`.dataset.state === "downloading" && `+fill+` === "0%"`)
+	files.advance(big.ID, big.Size/4, 2<<20, map[mesh.ID]int64{bravo: big.Size / 4})
+	browsertest.Until(t, ctx, wait, fill+` === "25%"
+		&& `+row+`.querySelector(".progress").getAttribute("aria-valuenow") === "25"
+		&& `+row+`.querySelector(".transfer-stats").textContent === "2.5 MiB / 10 MiB · 25% · 2 MiB/s · 4 s left"
+		&& `+row+`.querySelectorAll(".source-seg").length === 1
+		&& `+row+`.querySelector(".sources-legend").textContent === "bravo 100%"`)
+	files.advance(big.ID, big.Size*6/10, 1<<20, map[mesh.ID]int64{bravo: big.Size * 4 / 10, charlie: big.Size * 2 / 10})
+	browsertest.Until(t, ctx, wait, fill+` === "60%"
+		&& `+row+`.querySelector(".transfer-stats").textContent.includes("60%")
+		&& `+row+`.querySelectorAll(".source-seg").length === 2
+		&& `+row+`.querySelector(".sources-legend").textContent === "bravo 67%charlie 33%"`)
+	screenshot(t, ctx, "files-download-en")
+
+	// Pause and resume reach the service and show.
+	click(t, ctx, `#files-transfers button[data-act="pause"][data-id="`+big.ID.String()+`"]`)
+	browsertest.Until(t, ctx, wait, row+`.dataset.state === "paused"
+		&& `+row+`.querySelector(".transfer-state").textContent === "Paused"
+		&& `+row+`.querySelector('button[data-act="resume"]') !== null`)
+	if tr, _ := files.transfer(big.ID); tr.State != shards.StatePaused {
+		t.Errorf("after pause: %s", tr.State)
+	}
+	click(t, ctx, `#files-transfers button[data-act="resume"][data-id="`+big.ID.String()+`"]`)
+	browsertest.Until(t, ctx, wait, row+`.dataset.state === "downloading"`)
+	files.advance(big.ID, big.Size, 0, map[mesh.ID]int64{bravo: big.Size / 2, charlie: big.Size / 2})
+	browsertest.Until(t, ctx, wait, fill+` === "100%" && `+row+`.dataset.state === "done"
+		&& document.querySelector('#files-table tr[data-id="`+big.ID.String()+`"] .badge').textContent === "Done"`)
+
+	// Share a file by path.
+	path := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(path, []byte("shared from alpha\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys("#files-share-path", path)); err != nil {
+		t.Fatal(err)
+	}
+	click(t, ctx, "#files-share-btn")
+	browsertest.Until(t, ctx, wait, `[...document.querySelectorAll('#files-transfers li[data-state="seeding"] .transfer-name')].some((e) => e.textContent === "notes.txt")
+		&& document.querySelector("#files-share-path").value === ""
+		&& document.querySelector('#files-push-id option') !== null`)
+
+	// A bad link says what is wrong.
+	if err := chromedp.Do(ctx, chromedp.SendKeys("#files-link", "http://example.com/cat.png")); err != nil {
+		t.Fatal(err)
+	}
+	click(t, ctx, "#files-link-btn")
+	browsertest.Until(t, ctx, wait, `document.querySelector("#files-link-error").textContent.includes("bad link")`)
+
+	// Cancel asks first, then removes the download.
+	remove := `#files-transfers button[data-act="remove"][data-id="` + big.ID.String() + `"]`
+	click(t, ctx, remove)
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`document.querySelector(%q).textContent === "Delete the download?"`, remove))
+	click(t, ctx, remove)
+	browsertest.Until(t, ctx, wait, row+` === null`)
+	if _, ok := files.transfer(big.ID); ok {
+		t.Error("the download was not removed")
+	}
+}

@@ -1,0 +1,681 @@
+// The files view: what every online node shares (a gallery of the images
+// and a table of all files, with search and sort), this node's transfers
+// with their progress, and forms to share a file by path, fetch one by
+// link and push one to a group. Data comes from /api/files and
+// /api/shards; "shards" events keep the transfers live, and the file list
+// is fetched again when they say it changed or the directory does.
+//
+// Transfer rows and gallery tiles are kept by id and updated in place, so
+// that progress a few times a second neither reloads thumbnails nor eats
+// a click.
+import { h, shortID } from '../dom.js';
+import { t, plural } from '../i18n/index.js';
+import { getJSON, sendJSON } from '../api.js';
+import { formatBytes, formatRate, formatETA } from '../format.js';
+
+const contentPath = (id) => `api/shards/${encodeURIComponent(id)}/content`;
+const shardPath = (id) => `api/shards/${encodeURIComponent(id)}`;
+
+const imageExt = /\.(png|jpe?g|gif|webp|avif|bmp|svg)$/i;
+const isImage = (f) => (f.type ? f.type.startsWith('image/') : imageExt.test(f.name));
+
+// kind is a short label for a MIME type.
+function kind(type) {
+  if (!type) return '';
+  const [major, minor = ''] = type.split(';')[0].split('/');
+  if (['image', 'audio', 'video', 'text'].includes(major)) return t(`files.kind.${major}`);
+  return minor.replace(/^x-/, '') || major;
+}
+
+// peerColor is a stable colour for a node, for the contribution bar.
+function peerColor(id) {
+  let n = 0;
+  for (const c of id) n = (n * 31 + c.charCodeAt(0)) >>> 0;
+  return `hsl(${n % 360} 65% 52%)`;
+}
+
+const sorts = {
+  name: (a, b) => a.name.localeCompare(b.name),
+  size: (a, b) => b.size - a.size,
+  type: (a, b) => (a.type || '').localeCompare(b.type || '') || a.name.localeCompare(b.name),
+  holders: (a, b) => b.holders.length - a.holders.length || a.name.localeCompare(b.name),
+};
+
+export default {
+  id: 'files',
+  title: 'nav.files',
+
+  // available says whether the node shares files: without the service
+  // /api/files answers 404.
+  async available() {
+    const res = await fetch('api/files', { headers: { Accept: 'application/json' } });
+    return res.status !== 404;
+  },
+
+  mount(root, { events, onLang, toast }) {
+    let files = null; // null until loaded
+    let filesError = '';
+    const transfers = new Map(); // id → transfer
+    let dir = []; // the directory: [{id, name, self}]
+    let query = '';
+    let sortBy = 'name';
+    const pushes = new Map(); // push id → status
+    let viewing = null; // the id shown in the viewer
+
+    // ---- skeleton ----
+
+    const title = h('h1', { id: 'files-title' });
+    const count = h('span', { class: 'count', id: 'files-count' });
+    const sharePath = h('input', { id: 'files-share-path', type: 'text', autocomplete: 'off', spellcheck: 'false' });
+    const shareBtn = h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-share-btn' });
+    const shareLabel = h('label', { for: 'files-share-path', class: 'form-label' });
+    const shareError = h('p', { class: 'form-error', id: 'files-share-error', role: 'alert' });
+    const shareForm = h('form', { class: 'files-form', id: 'files-share' }, shareLabel,
+      h('div', { class: 'form-row' }, sharePath, shareBtn), shareError);
+    const linkInput = h('input', { id: 'files-link', type: 'text', autocomplete: 'off', spellcheck: 'false' });
+    const linkBtn = h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-link-btn' });
+    const linkLabel = h('label', { for: 'files-link', class: 'form-label' });
+    const linkError = h('p', { class: 'form-error', id: 'files-link-error', role: 'alert' });
+    const linkForm = h('form', { class: 'files-form', id: 'files-fetch' }, linkLabel,
+      h('div', { class: 'form-row' }, linkInput, linkBtn), linkError);
+
+    const transfersTitle = h('h2', { class: 'section-title' });
+    const transferList = h('ul', { class: 'transfers', id: 'files-transfers' });
+    const transfersEmpty = h('p', { class: 'muted', id: 'files-transfers-empty' });
+    const rows = new Map(); // id → {li, refs}
+
+    const pushTitle = h('h2', { class: 'section-title' });
+    const pushBody = h('div', { class: 'card files-push', id: 'files-push' });
+    const pushStatus = h('ul', { class: 'push-list', id: 'files-push-status' });
+
+    const galleryTitle = h('h2', { class: 'section-title' });
+    const gallery = h('div', { class: 'gallery', id: 'files-gallery' });
+    const tiles = new Map(); // id → figure
+
+    const allTitle = h('h2', { class: 'section-title' });
+    const search = h('input', { id: 'files-search', type: 'search', autocomplete: 'off' });
+    const sortSel = h('select', { id: 'files-sort' });
+    const table = h('div', { id: 'files-all' });
+
+    const viewerImg = h('img', { id: 'files-viewer-img', alt: '' });
+    const viewerName = h('p', { class: 'viewer-name', id: 'files-viewer-name' });
+    const viewerClose = h('button', { type: 'button', class: 'btn viewer-close', id: 'files-viewer-close' }, '✕');
+    const viewerPrev = h('button', { type: 'button', class: 'btn viewer-nav', id: 'files-viewer-prev' }, '‹');
+    const viewerNext = h('button', { type: 'button', class: 'btn viewer-nav', id: 'files-viewer-next' }, '›');
+    const viewer = h('div', { class: 'viewer', id: 'files-viewer', role: 'dialog', 'aria-modal': 'true', hidden: true },
+      viewerClose, viewerPrev, h('figure', {}, viewerImg, viewerName), viewerNext);
+
+    root.replaceChildren(
+      h('div', { class: 'view-head' }, title, count),
+      h('div', { class: 'card files-forms' }, shareForm, linkForm),
+      transfersTitle, transfersEmpty, transferList,
+      galleryTitle, gallery,
+      allTitle,
+      h('div', { class: 'files-tools' }, search, sortSel),
+      table,
+      pushTitle, pushBody, pushStatus,
+      viewer);
+
+    // ---- names ----
+
+    const nameOf = (id) => {
+      const r = dir.find((d) => d.id === id);
+      return r ? (r.self ? t('files.you') : r.name || shortID(id)) : shortID(id);
+    };
+    const selfID = () => (dir.find((d) => d.self) || {}).id;
+
+    // ---- data ----
+
+    async function loadFiles() {
+      try {
+        files = await getJSON('api/files');
+        filesError = '';
+      } catch (err) {
+        filesError = err.message;
+      }
+      renderFiles();
+    }
+
+    async function loadTransfers() {
+      try {
+        const got = await getJSON('api/shards');
+        transfers.clear();
+        for (const x of got) transfers.set(x.id, x);
+      } catch (err) {
+        toast(t('files.loadFailed', { msg: err.message }));
+      }
+      renderTransfers();
+      renderPushForm();
+      renderFiles();
+    }
+
+    let filesTimer = 0;
+    function filesChanged() {
+      clearTimeout(filesTimer);
+      filesTimer = setTimeout(loadFiles, 300);
+    }
+
+    // apply brings the view up to date with one "shards" event.
+    function apply(ev) {
+      if (!ev || typeof ev !== 'object') return;
+      if (ev.resync) {
+        loadTransfers();
+        loadFiles();
+        return;
+      }
+      if (ev.transfer) {
+        const known = transfers.has(ev.transfer.id);
+        transfers.set(ev.transfer.id, ev.transfer);
+        if (known) updateRow(ev.transfer);
+        else {
+          renderTransfers();
+          renderPushForm();
+          renderFiles();
+        }
+      }
+      if (ev.removed) {
+        transfers.delete(ev.removed);
+        renderTransfers();
+        renderPushForm();
+        renderFiles();
+      }
+      if (ev.push) {
+        pushes.set(ev.push.id, ev.push);
+        renderPushes();
+      }
+      if (ev.files) filesChanged();
+    }
+
+    // ---- transfers ----
+
+    function stateLabel(x) {
+      return t(`files.state.${x.state}`);
+    }
+
+    function newRow(x) {
+      const refs = {
+        name: h('span', { class: 'transfer-name' }),
+        state: h('span', { class: 'badge transfer-state' }),
+        bar: h('div', { class: 'progress-fill' }),
+        progress: null,
+        stats: h('span', { class: 'transfer-stats muted' }),
+        sources: h('div', { class: 'sources-bar', 'aria-hidden': 'true' }),
+        legend: h('ul', { class: 'sources-legend' }),
+        error: h('p', { class: 'form-error transfer-error' }),
+        actions: h('div', { class: 'transfer-actions' }),
+      };
+      refs.progress = h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' }, refs.bar);
+      const li = h('li', { class: 'transfer card', dataset: { id: x.id } },
+        h('div', { class: 'transfer-head' }, refs.name, refs.state, refs.actions),
+        refs.progress, refs.stats, refs.sources, refs.legend, refs.error);
+      return { li, refs, actionsFor: '' };
+    }
+
+    function updateRow(x) {
+      const row = rows.get(x.id);
+      if (!row) return;
+      const { li, refs } = row;
+      const pct = x.size > 0 ? Math.min(100, (100 * x.have) / x.size) : 100;
+      li.dataset.state = x.state;
+      refs.name.textContent = x.name;
+      refs.name.title = x.path || '';
+      refs.state.textContent = stateLabel(x);
+      refs.state.dataset.state = x.state;
+      refs.bar.style.width = `${pct.toFixed(1)}%`;
+      refs.progress.setAttribute('aria-valuenow', pct.toFixed(0));
+      refs.progress.setAttribute('aria-label', t('files.progress', { name: x.name }));
+      const parts = [`${formatBytes(x.have)} / ${formatBytes(x.size)}`, `${Math.floor(pct)}%`];
+      if (x.state === 'downloading') {
+        parts.push(formatRate(x.rate));
+        if (x.rate > 0) parts.push(t('files.eta', { eta: formatETA((x.size - x.have) / x.rate) }));
+      } else if (x.state === 'seeding' || x.state === 'done') {
+        parts.push(t('files.uploaded', { n: formatBytes(x.uploaded || 0) }));
+      }
+      refs.stats.textContent = parts.join(' · ');
+      // Who it came from: one segment per peer, as wide as its share.
+      const src = Object.entries(x.sources || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+      const total = src.reduce((s, [, n]) => s + n, 0);
+      refs.sources.hidden = src.length === 0;
+      refs.legend.hidden = src.length === 0;
+      refs.sources.replaceChildren(...src.map(([id, n]) => {
+        const seg = h('span', { class: 'source-seg', dataset: { peer: id }, title: `${nameOf(id)}: ${formatBytes(n)}` });
+        seg.style.width = `${((100 * n) / total).toFixed(2)}%`;
+        seg.style.background = peerColor(id);
+        return seg;
+      }));
+      refs.legend.replaceChildren(...src.map(([id, n]) => {
+        const dot = h('span', { class: 'source-dot', 'aria-hidden': 'true' });
+        dot.style.background = peerColor(id);
+        return h('li', { dataset: { peer: id } }, dot, `${nameOf(id)} ${Math.round((100 * n) / total)}%`);
+      }));
+      refs.error.textContent = x.state === 'failed' && x.error ? x.error : '';
+      // Buttons only when what they can do changes, so a click lands.
+      const can = x.state === 'downloading' ? 'pause' : x.state === 'paused' || x.state === 'failed' ? 'resume' : '';
+      const key = `${can}|${x.state}|${x.link ? 1 : 0}`;
+      if (row.actionsFor !== key) {
+        row.actionsFor = key;
+        const btn = (act, label) => h('button', { type: 'button', class: 'btn btn-small', dataset: { act, id: x.id } }, label);
+        const seeding = x.state === 'seeding' || x.state === 'done';
+        refs.actions.replaceChildren(...[
+          can && btn(can, t(`files.${can}`)),
+          x.link && btn('copy', t('files.copyLink')),
+          seeding && h('a', { class: 'btn btn-small', href: contentPath(x.id), target: '_blank', rel: 'noopener' }, t('files.open')),
+          btn('remove', t(x.state === 'seeding' ? 'files.unshare' : x.state === 'done' ? 'files.remove' : 'files.cancel')),
+        ].filter(Boolean));
+      }
+    }
+
+    function renderTransfers() {
+      transfersTitle.textContent = t('files.transfers');
+      const list = [...transfers.values()].sort((a, b) => Date.parse(b.added || 0) - Date.parse(a.added || 0) || (a.id < b.id ? -1 : 1));
+      transfersEmpty.hidden = list.length > 0;
+      transfersEmpty.textContent = t('files.noTransfers');
+      for (const id of rows.keys()) {
+        if (!transfers.has(id)) rows.delete(id);
+      }
+      transferList.replaceChildren(...list.map((x) => {
+        if (!rows.has(x.id)) rows.set(x.id, newRow(x));
+        updateRow(x);
+        return rows.get(x.id).li;
+      }));
+    }
+
+    // ---- files: gallery and table ----
+
+    function visible() {
+      const q = query.trim().toLowerCase();
+      return (files || []).filter((f) => !q || f.name.toLowerCase().includes(q) || (f.type || '').includes(q))
+        .sort(sorts[sortBy] || sorts.name);
+    }
+
+    function tile(f) {
+      const img = h('img', { src: contentPath(f.id), alt: f.name, loading: 'lazy', decoding: 'async' });
+      const fig = h('figure', { class: 'tile', dataset: { id: f.id } },
+        h('button', { type: 'button', class: 'tile-open', dataset: { act: 'view', id: f.id }, title: f.name }, img),
+        h('figcaption', {}, h('span', { class: 'tile-name' }, f.name), h('span', { class: 'tile-meta muted' })));
+      img.addEventListener('load', () => fig.classList.add('loaded'));
+      img.addEventListener('error', () => fig.classList.add('broken'));
+      return fig;
+    }
+
+    function renderGallery(list) {
+      const images = list.filter(isImage);
+      galleryTitle.textContent = t('files.gallery');
+      galleryTitle.hidden = images.length === 0;
+      gallery.hidden = images.length === 0;
+      for (const id of tiles.keys()) {
+        if (!images.some((f) => f.id === id)) tiles.delete(id);
+      }
+      gallery.replaceChildren(...images.map((f) => {
+        if (!tiles.has(f.id)) tiles.set(f.id, tile(f));
+        const fig = tiles.get(f.id);
+        fig.querySelector('.tile-meta').textContent = `${formatBytes(f.size)} · ${plural('files.holders', f.holders.length)}`;
+        return fig;
+      }));
+    }
+
+    function fileRow(f) {
+      const x = transfers.get(f.id);
+      const holders = f.holders.map(nameOf);
+      let action;
+      if (x) {
+        action = h('span', { class: 'badge', dataset: { state: x.state } }, stateLabel(x));
+      } else {
+        action = h('button', { type: 'button', class: 'btn btn-small', dataset: { act: 'fetch', id: f.id } }, t('files.download'));
+      }
+      return h('tr', { dataset: { id: f.id } },
+        h('td', { class: 'file-name' }, f.name),
+        h('td', { class: 'num' }, formatBytes(f.size)),
+        h('td', { title: f.type || '' }, kind(f.type)),
+        h('td', { class: 'num', title: holders.join(', ') }, String(f.holders.length)),
+        h('td', { class: 'file-actions' },
+          h('a', { class: 'btn btn-small btn-quiet', href: contentPath(f.id), target: '_blank', rel: 'noopener' }, t('files.open')),
+          action));
+    }
+
+    function renderFiles() {
+      title.textContent = t('files.title');
+      allTitle.textContent = t('files.all');
+      search.placeholder = t('files.search');
+      search.setAttribute('aria-label', t('files.search'));
+      sortSel.setAttribute('aria-label', t('files.sort'));
+      if (sortSel.options.length === 0 || sortSel.dataset.lang !== t('files.sort')) {
+        sortSel.dataset.lang = t('files.sort');
+        sortSel.replaceChildren(...Object.keys(sorts).map((k) => h('option', { value: k, selected: k === sortBy }, t(`files.sortBy.${k}`))));
+      }
+      count.textContent = files ? plural('files.count', files.length) : '';
+      const list = visible();
+      renderGallery(list);
+      let body;
+      if (files === null) {
+        body = h('p', { class: 'muted' }, filesError ? t('files.loadFailed', { msg: filesError }) : t('node.loading'));
+      } else if (files.length === 0) {
+        body = h('div', { class: 'empty', id: 'files-empty' },
+          h('div', { class: 'empty-icon', 'aria-hidden': 'true' }, '▤'),
+          h('h2', {}, t('files.empty.title')),
+          h('p', {}, t('files.empty.body')));
+      } else if (list.length === 0) {
+        body = h('p', { class: 'muted', id: 'files-nomatch' }, t('files.noMatch', { q: query }));
+      } else {
+        body = h('div', { class: 'card' }, h('table', { class: 'table', id: 'files-table' },
+          h('thead', {}, h('tr', {},
+            h('th', { scope: 'col' }, t('files.col.name')),
+            h('th', { scope: 'col', class: 'num' }, t('files.col.size')),
+            h('th', { scope: 'col' }, t('files.col.type')),
+            h('th', { scope: 'col', class: 'num' }, t('files.col.holders')),
+            h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, t('files.col.actions'))))),
+          h('tbody', {}, list.map(fileRow))));
+      }
+      table.replaceChildren(body);
+      if (viewing) showViewer(viewing);
+    }
+
+    // ---- viewer ----
+
+    function showViewer(id) {
+      const images = visible().filter(isImage);
+      const f = images.find((x) => x.id === id);
+      if (!f) {
+        closeViewer();
+        return;
+      }
+      viewing = id;
+      if (viewerImg.dataset.id !== id) {
+        viewerImg.src = contentPath(id);
+        viewerImg.dataset.id = id;
+      }
+      viewerImg.alt = f.name;
+      viewerName.textContent = `${f.name} · ${formatBytes(f.size)}`;
+      viewerClose.setAttribute('aria-label', t('files.viewer.close'));
+      viewerPrev.setAttribute('aria-label', t('files.viewer.prev'));
+      viewerNext.setAttribute('aria-label', t('files.viewer.next'));
+      viewerPrev.disabled = images.length < 2;
+      viewerNext.disabled = images.length < 2;
+      viewer.setAttribute('aria-label', f.name);
+      if (viewer.hidden) {
+        viewer.hidden = false;
+        viewerClose.focus();
+      }
+    }
+
+    function step(d) {
+      const images = visible().filter(isImage);
+      const i = images.findIndex((x) => x.id === viewing);
+      if (i >= 0 && images.length > 1) showViewer(images[(i + d + images.length) % images.length].id);
+    }
+
+    function closeViewer() {
+      viewing = null;
+      viewer.hidden = true;
+    }
+
+    // ---- push ----
+
+    function renderPushForm() {
+      pushTitle.textContent = t('files.push.title');
+      const mine = [...transfers.values()].filter((x) => x.state === 'seeding' || x.state === 'done');
+      const others = dir.filter((d) => !d.self);
+      const form = pushBody.querySelector('form');
+      // Keep what the user picked across re-renders.
+      const picked = form ? new FormData(form) : null;
+      const was = {
+        id: picked ? picked.get('id') : '',
+        to: new Set(picked ? picked.getAll('to') : []),
+        plan: picked ? picked.get('plan') : 'matrix',
+      };
+      if (mine.length === 0) {
+        pushBody.replaceChildren(h('p', { class: 'muted', id: 'files-push-none' }, t('files.push.nothing')));
+        return;
+      }
+      pushBody.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
+        h('p', { class: 'muted small' }, t('files.push.body')),
+        h('label', { class: 'form-label', for: 'files-push-id' }, t('files.push.file')),
+        h('select', { id: 'files-push-id', name: 'id' }, mine.map((x) => h('option', { value: x.id, selected: x.id === was.id }, x.name))),
+        h('fieldset', { class: 'push-to' }, h('legend', {}, t('files.push.to')),
+          others.length === 0
+            ? h('p', { class: 'muted small' }, t('files.push.noNodes'))
+            : others.map((d) => h('label', { class: 'check' },
+              h('input', { type: 'checkbox', name: 'to', value: d.id, checked: was.to.has(d.id) }),
+              d.name || shortID(d.id), h('code', { class: 'id' }, shortID(d.id))))),
+        h('fieldset', { class: 'push-plan' }, h('legend', {}, t('files.push.plan')),
+          ['matrix', 'chain'].map((p) => h('label', { class: 'check' },
+            h('input', { type: 'radio', name: 'plan', value: p, checked: (was.plan || 'matrix') === p }),
+            t(`files.push.plan.${p}`)))),
+        h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }, t('files.push.submit')),
+        h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' })));
+    }
+
+    function renderPushes() {
+      pushStatus.replaceChildren(...[...pushes.values()].map((p) => {
+        const name = (transfers.get(p.resource) || {}).name || shortID(p.resource);
+        return h('li', { class: 'card push', dataset: { id: p.id } },
+          h('div', { class: 'transfer-head' }, h('span', { class: 'transfer-name' }, name),
+            h('span', { class: 'badge' }, t(`files.push.plan.${p.plan}`)),
+            h('span', { class: 'muted small' }, t('files.push.sent', { n: formatBytes(p.uploaded), size: formatBytes(p.size) }))),
+          h('ul', { class: 'push-receivers' }, (p.receivers || []).map((r) => {
+            const pct = p.size > 0 ? Math.min(100, (100 * r.have) / p.size) : 100;
+            const fill = h('div', { class: 'progress-fill' });
+            fill.style.width = `${pct.toFixed(1)}%`;
+            return h('li', { dataset: { node: r.node, state: r.state } },
+              h('span', { class: 'push-node' }, nameOf(r.node)),
+              h('div', { class: 'progress', role: 'progressbar', 'aria-valuenow': pct.toFixed(0) }, fill),
+              h('span', { class: 'muted small' }, t(`files.push.state.${r.state}`)));
+          })));
+      }));
+    }
+
+    // pollPush follows a push until it is done, for a node whose service
+    // sends no push events.
+    async function pollPush(pid) {
+      while (!unmounted) {
+        try {
+          const st = await getJSON(`api/shards/push/${encodeURIComponent(pid)}`);
+          pushes.set(pid, st);
+          renderPushes();
+          if (st.done) return;
+        } catch {
+          return;
+        }
+        await new Promise((r) => { setTimeout(r, 1000); });
+      }
+    }
+
+    // ---- actions ----
+
+    async function act(b) {
+      const { act: what, id } = b.dataset;
+      try {
+        switch (what) {
+          case 'pause':
+          case 'resume':
+            await sendJSON('POST', `${shardPath(id)}/${what}`);
+            break;
+          case 'remove': {
+            const x = transfers.get(id);
+            if (x && x.state !== 'seeding' && b.dataset.confirm !== '1') {
+              b.dataset.confirm = '1';
+              b.textContent = t('files.cancelConfirm');
+              setTimeout(() => {
+                const r = rows.get(id);
+                if (!r || !b.dataset.confirm) return;
+                r.actionsFor = ''; // rebuild the buttons, label and all
+                if (transfers.has(id)) updateRow(transfers.get(id));
+              }, 4000);
+              return;
+            }
+            await sendJSON('DELETE', shardPath(id));
+            transfers.delete(id);
+            renderTransfers();
+            renderPushForm();
+            renderFiles();
+            break;
+          }
+          case 'copy':
+            await copy(transfers.get(id).link);
+            break;
+          case 'fetch': {
+            b.disabled = true;
+            const x = await sendJSON('POST', 'api/shards/fetch', { id });
+            transfers.set(x.id, x);
+            renderTransfers();
+            renderFiles();
+            break;
+          }
+          case 'view':
+            showViewer(id);
+            break;
+          default:
+        }
+      } catch (err) {
+        b.disabled = false;
+        toast(t('files.actionFailed', { msg: err.message }));
+      }
+    }
+
+    async function copy(text) {
+      try {
+        await navigator.clipboard.writeText(text);
+        toast(t('files.linkCopied'));
+      } catch {
+        // No clipboard (not a secure context): put the link where it can be
+        // copied by hand.
+        linkInput.value = text;
+        linkInput.select();
+        toast(t('files.copyFailed'));
+      }
+    }
+
+    async function submit(form, input, error, button, body, done) {
+      const v = input.value.trim();
+      if (!v) {
+        error.textContent = t('files.required');
+        return;
+      }
+      button.disabled = true;
+      error.textContent = '';
+      try {
+        const x = await sendJSON('POST', body.path, body.make(v));
+        input.value = '';
+        done(x);
+      } catch (err) {
+        error.textContent = err.message;
+      } finally {
+        button.disabled = false;
+      }
+    }
+
+    shareForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      submit(shareForm, sharePath, shareError, shareBtn, { path: 'api/shards', make: (path) => ({ path }) }, (x) => {
+        transfers.set(x.id, x);
+        renderTransfers();
+        renderPushForm();
+        toast(t('files.shared', { name: x.name }));
+        filesChanged();
+      });
+    });
+    linkForm.addEventListener('submit', (e) => {
+      e.preventDefault();
+      submit(linkForm, linkInput, linkError, linkBtn, { path: 'api/shards/fetch', make: (link) => ({ link }) }, (x) => {
+        transfers.set(x.id, x);
+        renderTransfers();
+        renderFiles();
+      });
+    });
+    pushBody.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const form = e.target;
+      const data = new FormData(form);
+      const error = form.querySelector('#files-push-error');
+      const to = data.getAll('to');
+      if (to.length === 0) {
+        error.textContent = t('files.push.pickNodes');
+        return;
+      }
+      try {
+        const got = await sendJSON('POST', 'api/shards/push', { id: data.get('id'), to, plan: data.get('plan') });
+        error.textContent = '';
+        pollPush(got.id);
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    });
+
+    root.addEventListener('click', (e) => {
+      const b = e.target.closest('button[data-act]');
+      if (b && root.contains(b)) act(b);
+    });
+    viewerClose.addEventListener('click', closeViewer);
+    viewerPrev.addEventListener('click', () => step(-1));
+    viewerNext.addEventListener('click', () => step(1));
+    viewer.addEventListener('click', (e) => {
+      if (e.target === viewer) closeViewer();
+    });
+    const onKey = (e) => {
+      if (viewer.hidden) return;
+      if (e.key === 'Escape') closeViewer();
+      else if (e.key === 'ArrowLeft') step(-1);
+      else if (e.key === 'ArrowRight') step(1);
+    };
+    document.addEventListener('keydown', onKey);
+    search.addEventListener('input', () => {
+      query = search.value;
+      renderFiles();
+    });
+    sortSel.addEventListener('change', () => {
+      sortBy = sortSel.value;
+      renderFiles();
+    });
+
+    const renderAll = () => {
+      shareLabel.textContent = t('files.share.label');
+      sharePath.placeholder = t('files.share.placeholder');
+      shareBtn.textContent = t('files.share.submit');
+      linkLabel.textContent = t('files.link.label');
+      linkInput.placeholder = 'webrtc://NODE@HOST:PORT/files/MD5?…';
+      linkBtn.textContent = t('files.link.submit');
+      renderTransfers();
+      renderFiles();
+      renderPushForm();
+      renderPushes();
+    };
+
+    let unmounted = false;
+    renderAll();
+    loadFiles();
+    loadTransfers();
+    const offShards = events.on('shards', apply);
+    const setDir = (data) => {
+      dir = Array.isArray(data) ? data : [];
+      renderTransfers();
+      renderPushForm();
+    };
+    // The stream sends the directory when it connects and when it
+    // changes; a view mounted in between asks for it.
+    getJSON('api/directory').then(setDir, () => {});
+    const offDir = events.on('directory', (data) => {
+      setDir(data);
+      filesChanged(); // a node that came or went changes who holds what
+    });
+    // After a reconnect, events may have been missed.
+    const offStatus = events.onStatus((state) => {
+      if (state === 'open') {
+        loadTransfers();
+        loadFiles();
+      }
+    });
+    const offLang = onLang(() => {
+      for (const r of rows.values()) r.actionsFor = '';
+      renderAll();
+    });
+    return () => {
+      unmounted = true;
+      clearTimeout(filesTimer);
+      document.removeEventListener('keydown', onKey);
+      offShards();
+      offDir();
+      offStatus();
+      offLang();
+    };
+  },
+};
