@@ -67,6 +67,29 @@ func parseChat(args []string, stderr io.Writer) (ChatConfig, error) {
 	return cfg, nil
 }
 
+// apiKeyFor returns the API key to send to the node at node: key when
+// given, else the one in the data dir data, else, for a node on this
+// machine, the one in the default data dir.
+func apiKeyFor(node, key, data string) (string, error) {
+	if key != "" {
+		return key, nil
+	}
+	if data == "" {
+		// The default data dir holds the key of the node on this
+		// machine: sending it to another would give that one's owner
+		// the key (and fail there).
+		if u, err := url.Parse(node); err != nil || !loopback.IsHost(u.Hostname()) {
+			return "", fmt.Errorf("%s is not on this machine: give its API key (--api-key or $CATNEST_API_KEY), which its catnest serve prints, or its data dir (--data)", node)
+		}
+		data = defaultDataDir()
+	}
+	key, err := webui.ReadAPIKey(data)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("no API key in %s: give the node's data dir (--data) or its key (--api-key), which catnest serve prints", data)
+	}
+	return key, err
+}
+
 // chatClient talks to a node's HTTP API.
 type chatClient struct {
 	cfg  ChatConfig
@@ -208,25 +231,11 @@ func RunChat(ctx context.Context, cfg ChatConfig, stdin io.Reader, stdout io.Wri
 	if c, ok := stdin.(io.Closer); ok {
 		defer c.Close()
 	}
-	if cfg.APIKey == "" {
-		if cfg.Data == "" {
-			// The default data dir holds the key of the node on this
-			// machine: sending it to another would give that one's owner
-			// the key (and fail there).
-			if u, err := url.Parse(cfg.Node); err != nil || !loopback.IsHost(u.Hostname()) {
-				return fmt.Errorf("%s is not on this machine: give its API key (--api-key or $CATNEST_API_KEY), which its catnest serve prints, or its data dir (--data)", cfg.Node)
-			}
-			cfg.Data = defaultDataDir()
-		}
-		key, err := webui.ReadAPIKey(cfg.Data)
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("no API key in %s: give the node's data dir (--data) or its key (--api-key), which catnest serve prints", cfg.Data)
-		}
-		if err != nil {
-			return err
-		}
-		cfg.APIKey = key
+	key, err := apiKeyFor(cfg.Node, cfg.APIKey, cfg.Data)
+	if err != nil {
+		return err
 	}
+	cfg.APIKey = key
 	c := &chatClient{cfg: cfg, http: &http.Client{}}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -40,6 +40,9 @@ type ServeConfig struct {
 	Verbose bool
 	// LoopbackOnly keeps WebRTC on loopback (demo, tests).
 	LoopbackOnly bool
+	// Shares are folders whose files the node shares in place, absolute
+	// and checked to be readable directories (shards.Config.Folders).
+	Shares []string
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -105,7 +108,8 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.StringVar(&cfg.SignalURL, "signal", "", "rendezvous base `URL` including its path, e.g. http://127.0.0.1:9000/myapp (required)")
 	fs.StringVar(&cfg.SignalKey, "signal-key", "peerjs", "rendezvous API `key`")
 	fs.StringVar(&cfg.Name, "name", "", "node `name` shown to others (default: the start of the node ID)")
-	var boot, stun, turn listFlag
+	var boot, stun, turn, share listFlag
+	fs.Var(&share, "share", "share every file under `DIR`, in place, following changes (repeatable)")
 	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
 	fs.Var(&turn, "turn", "TURN server `URL`, e.g. turn:user:pass@turn.example.org:3478 (repeatable)")
@@ -130,12 +134,47 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 		}
 		cfg.Bootstrap = append(cfg.Bootstrap, id)
 	}
+	for _, d := range share {
+		dir, err := checkShareDir(d)
+		if err != nil {
+			return cfg, fmt.Errorf("serve: --share: %w", err)
+		}
+		cfg.Shares = append(cfg.Shares, dir)
+	}
 	ice, err := parseICE(stun, turn)
 	if err != nil {
 		return cfg, fmt.Errorf("serve: %w", err)
 	}
 	cfg.ICEServers = ice
 	return cfg, nil
+}
+
+// checkShareDir returns the absolute form of a folder to share, or why it
+// cannot be shared: it must be a directory this process can list.
+func checkShareDir(d string) (string, error) {
+	if d == "" {
+		return "", fmt.Errorf("empty folder name")
+	}
+	abs, err := filepath.Abs(d)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory (to share one file, use catnest share)", abs)
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); err != nil && err != io.EOF {
+		return "", fmt.Errorf("%s cannot be read: %w", abs, err)
+	}
+	return abs, nil
 }
 
 func checkSignalURL(s string) error {

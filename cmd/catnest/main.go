@@ -4,6 +4,8 @@
 //	catnest signal [flags]   run a PeerServer-compatible rendezvous server
 //	catnest demo   [flags]   run four nodes in one process, on loopback
 //	catnest chat   [flags] CHANNEL   chat from a terminal through a running node
+//	catnest share  [flags] PATH      share a file through a running node
+//	catnest get    [flags] LINK      download a file through a running node
 package main
 
 import (
@@ -24,6 +26,8 @@ Usage:
   catnest signal [flags]   run a PeerServer-compatible rendezvous server
   catnest demo   [flags]   run four nodes in one process on loopback, to try catnest
   catnest chat   [flags] CHANNEL   chat in a channel from a terminal, through a running node
+  catnest share  [flags] PATH      share a file through a running node; prints its link
+  catnest get    [flags] LINK      download a file through a running node, into a folder
 
 Run "catnest COMMAND --help" for the flags of a command.
 `
@@ -79,6 +83,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return RunChat(ctx, cfg, os.Stdin, stdout)
+	case "share":
+		cfg, err := parseShare(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return RunShare(ctx, cfg, stdout)
+	case "get":
+		cfg, err := parseGet(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return RunGet(ctx, cfg, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,420 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/shards"
+	"github.com/catnest/catnest/webui"
+)
+
+const fakeKey = "FAKEKEY0123456789ABCDEFGHI"
+
+// fakeNodeAPI is a node's HTTP API as far as `catnest share` and `catnest
+// get` use it, speaking the contract of issue 9: it shares files by path
+// and serves one resource, whose download goes through the steps a test
+// gives (each a transfer sent as a "shards" event).
+type fakeNodeAPI struct {
+	t       *testing.T
+	srv     *httptest.Server
+	node    mesh.ID
+	content []byte
+	id      shards.MD5
+	name    string // the name the node gives the resource
+	steps   []shards.Transfer
+	corrupt bool // serve content with a byte flipped
+
+	mu     sync.Mutex
+	shared []string
+	events chan any
+	wg     sync.WaitGroup
+	stop   chan struct{}
+}
+
+func newFakeNodeAPI(t *testing.T, content []byte, name string) *fakeNodeAPI {
+	f := &fakeNodeAPI{t: t, node: mesh.ID(strings.Repeat("b", 32)), content: content, id: md5.Sum(content), name: name,
+		events: make(chan any, 64), stop: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/shards", f.share)
+	mux.HandleFunc("POST /api/shards/fetch", f.fetch)
+	mux.HandleFunc("GET /api/shards", f.list)
+	mux.HandleFunc("GET /api/shards/{id}/content", f.serveContent)
+	mux.HandleFunc("GET /api/events", f.stream)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(webui.APIKeyHeader) != fakeKey {
+			writeErr(w, 401, "bad API key")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		close(f.stop)
+		f.wg.Wait()
+		f.srv.Close()
+	})
+	return f
+}
+
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func (f *fakeNodeAPI) transfer(have int64, state shards.State) shards.Transfer {
+	return shards.Transfer{ID: f.id, Name: f.name, Size: int64(len(f.content)), Have: have, State: state,
+		Sources: map[mesh.ID]int64{}}
+}
+
+func (f *fakeNodeAPI) share(w http.ResponseWriter, r *http.Request) {
+	var req struct{ Path string }
+	json.NewDecoder(r.Body).Decode(&req)
+	if !filepath.IsAbs(req.Path) {
+		writeErr(w, 400, "the path is not absolute")
+		return
+	}
+	b, err := os.ReadFile(req.Path)
+	if err != nil {
+		writeErr(w, 400, "shards: not a readable regular file")
+		return
+	}
+	f.mu.Lock()
+	f.shared = append(f.shared, req.Path)
+	f.mu.Unlock()
+	id := shards.MD5(md5.Sum(b))
+	t := shards.Transfer{ID: id, Name: filepath.Base(req.Path), Size: int64(len(b)), State: shards.StateSeeding}
+	t.Link = shards.Link{Node: f.node, Rendezvous: "127.0.0.1:9000", Channel: "files", ID: id, Name: t.Name, Size: t.Size}.String()
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(t)
+}
+
+func (f *fakeNodeAPI) fetch(w http.ResponseWriter, r *http.Request) {
+	var req struct{ Link string }
+	json.NewDecoder(r.Body).Decode(&req)
+	l, err := shards.ParseLink(req.Link)
+	if err != nil {
+		writeErr(w, 400, err.Error())
+		return
+	}
+	if l.ID != f.id {
+		writeErr(w, 404, "shards: no online node holds the resource")
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(f.transfer(0, shards.StateDownloading))
+	f.wg.Go(func() {
+		for _, s := range f.steps {
+			select {
+			case f.events <- shards.Event{Transfer: &s}:
+			case <-f.stop:
+				return
+			}
+		}
+	})
+}
+
+func (f *fakeNodeAPI) list(w http.ResponseWriter, r *http.Request) {
+	json.NewEncoder(w).Encode([]shards.Transfer{f.steps[len(f.steps)-1]})
+}
+
+func (f *fakeNodeAPI) serveContent(w http.ResponseWriter, r *http.Request) {
+	b := bytes.Clone(f.content)
+	if f.corrupt {
+		b[len(b)/2] ^= 1
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+}
+
+func (f *fakeNodeAPI) stream(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	w.(http.Flusher).Flush()
+	for {
+		select {
+		case ev := <-f.events:
+			b, _ := json.Marshal(ev)
+			fmt.Fprintf(w, "event: peers\ndata: []\n\nevent: shards\ndata: %s\n\n", b)
+			w.(http.Flusher).Flush()
+		case <-r.Context().Done():
+			return
+		case <-f.stop:
+			return
+		}
+	}
+}
+
+// runCmd runs the catnest command line with args and returns its output.
+func runCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, args, &out, &errOut)
+	return out.String() + errOut.String(), err
+}
+
+func TestShareCommand(t *testing.T) {
+	content := []byte("a file to share\n")
+	f := newFakeNodeAPI(t, content, "x")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	out, err := runCmd(t, "share", "--node", f.srv.URL, "--api-key", fakeKey, "notes.txt")
+	if err != nil {
+		t.Fatalf("share: %v\n%s", err, out)
+	}
+	l, err := shards.ParseLink(strings.TrimSpace(out))
+	if err != nil || l.ID != md5.Sum(content) || l.Name != "notes.txt" {
+		t.Fatalf("share printed %q (%v), want the file's link", out, err)
+	}
+	if want := filepath.Join(dir, "notes.txt"); len(f.shared) != 1 || f.shared[0] != want {
+		t.Errorf("node was asked to share %q, want the absolute path %q", f.shared, want)
+	}
+
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a folder", []string{"--node", f.srv.URL, "--api-key", fakeKey, dir}, "not a regular file"},
+		{"no such file", []string{"--node", f.srv.URL, "--api-key", fakeKey, "nope.txt"}, "no such file"},
+		{"no path", []string{"--node", f.srv.URL}, "want one PATH"},
+		{"bad node", []string{"--node", "ftp://x", "notes.txt"}, "want an http URL"},
+		{"wrong key", []string{"--node", f.srv.URL, "--api-key", "WRONG", "notes.txt"}, "bad API key"},
+		{"node elsewhere without a key", []string{"--node", "http://192.0.2.1:7070", "notes.txt"}, "not on this machine"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CATNEST_API_KEY", "")
+			out, err := runCmd(t, append([]string{"share"}, tt.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("share %q = %v, want an error with %q\n%s", tt.args, err, tt.want, out)
+			}
+		})
+	}
+}
+
+// steps are a download's progress in n equal steps, then done.
+func steps(f *fakeNodeAPI, n int) []shards.Transfer {
+	var out []shards.Transfer
+	size := int64(len(f.content))
+	for i := 1; i < n; i++ {
+		tr := f.transfer(size*int64(i)/int64(n), shards.StateDownloading)
+		tr.Rate = 1 << 20
+		out = append(out, tr)
+	}
+	return append(out, f.transfer(size, shards.StateDone))
+}
+
+func TestGetCommand(t *testing.T) {
+	content := bytes.Repeat([]byte("catnest "), 64000) // 500 KiB
+	f := newFakeNodeAPI(t, content, "song.mp3")
+	f.steps = steps(f, 10)
+	link := shards.Link{Node: f.node, Rendezvous: "127.0.0.1:9000", Channel: "files", ID: f.id, Name: "song.mp3",
+		Size: int64(len(content))}
+	dir := t.TempDir()
+	get := func(l shards.Link) (string, error) {
+		return runCmd(t, "get", "--node", f.srv.URL, "--api-key", fakeKey, "-o", dir, l.String())
+	}
+	out, err := get(link)
+	if err != nil {
+		t.Fatalf("get: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "song.mp3")); err != nil || !bytes.Equal(b, content) {
+		t.Fatalf("saved file: %v, %d bytes, want %d", err, len(b), len(content))
+	}
+	// Progress lines (not a terminal: plain lines), then where it went.
+	for _, want := range []string{"song.mp3  10%  50.0 KiB of 500.0 KiB  1.0 MiB/s  ETA 0:00", " 50%", "100%  500.0 KiB of 500.0 KiB  done",
+		"saved " + filepath.Join(dir, "song.mp3")} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\r") || strings.Contains(out, "\x1b") {
+		t.Errorf("output to a file has terminal controls: %q", out)
+	}
+
+	// Again: the file is there, so the copy gets a name of its own.
+	if out, err := get(link); err != nil || !strings.Contains(out, "song (1).mp3") {
+		t.Fatalf("second get: %v\n%s", err, out)
+	}
+
+	// A node that names the resource "../x" cannot make get write
+	// outside the folder: without a name in the link, the file is saved
+	// under its id.
+	f.name = "../../escape.mp3"
+	f.steps = steps(f, 2)
+	noName := link
+	noName.Name = ""
+	if out, err := get(noName); err != nil || !strings.Contains(out, "saved "+filepath.Join(dir, f.id.String())) {
+		t.Fatalf("get with a hostile name: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "..", "..", "escape.mp3")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a file was written outside the folder: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		t.Errorf("folder holds %d entries, want 3 (no partial files)", len(entries))
+	}
+}
+
+func TestGetCommandFails(t *testing.T) {
+	content := []byte("some bytes that will not arrive")
+	f := newFakeNodeAPI(t, content, "a.txt")
+	link := shards.Link{Node: f.node, Channel: "files", ID: f.id, Name: "a.txt", Size: int64(len(content))}
+	dir := t.TempDir()
+	get := func(args ...string) (string, error) {
+		return runCmd(t, append([]string{"get", "--node", f.srv.URL, "--api-key", fakeKey, "-o", dir}, args...)...)
+	}
+
+	// The transfer fails on the node: get says why and exits non-zero.
+	failed := f.transfer(10, shards.StateFailed)
+	failed.Error = "every holder went offline"
+	f.steps = []shards.Transfer{f.transfer(10, shards.StateDownloading), failed}
+	out, err := get(link.String())
+	if err == nil || !strings.Contains(err.Error(), "the download failed: every holder went offline") || exitCode(err) == 0 {
+		t.Fatalf("failing transfer: %v\n%s", err, out)
+	}
+
+	// A copy that does not match the MD5 is not saved.
+	f.steps = steps(f, 1)
+	f.corrupt = true
+	out, err = get(link.String())
+	if err == nil || !strings.Contains(err.Error(), "nothing saved") {
+		t.Fatalf("corrupt copy: %v\n%s", err, out)
+	}
+	f.corrupt = false
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("folder holds %v after failures, want nothing", entries)
+	}
+
+	// Bad links and folders, told before anything is asked of the node.
+	other := link
+	other.ID = shards.MD5{1}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"not a link", []string{"http://example.com/a.txt"}, "bad link"},
+		{"bad md5", []string{"webrtc://" + string(f.node) + "@127.0.0.1:9000/files/1234"}, "bad link"},
+		{"name with a slash", []string{"webrtc://" + string(f.node) + "@127.0.0.1:9000/files/" + f.id.String() + "?n=..%2Fx"}, "bad link"},
+		{"no link", nil, "want one LINK"},
+		{"unknown resource", []string{other.String()}, "no online node holds"},
+		{"-o not a folder", []string{"-o", filepath.Join(dir, "nope"), link.String()}, "no such file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := get(tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || exitCode(err) == 0 {
+				t.Fatalf("get %q = %v, want an error with %q\n%s", tt.args, err, tt.want, out)
+			}
+		})
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	tr := shards.Transfer{Name: "猫.png", Size: 100 << 20, Have: 25 << 20, State: shards.StateDownloading}
+	got := progressLine("猫.png", tr, 5<<20, true)
+	want := "猫.png [======>                 ]  25%  25.0 MiB of 100.0 MiB  5.0 MiB/s  ETA 0:15"
+	if got != want {
+		t.Errorf("progressLine\n got %q\nwant %q", got, want)
+	}
+	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "0 B/s  ETA --:--") {
+		t.Errorf("no rate: %q", got)
+	}
+	tr.State = shards.StatePaused
+	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "paused on the node") {
+		t.Errorf("paused: %q", got)
+	}
+	for _, tt := range []struct {
+		left, rate float64
+		want       string
+	}{{90, 1, "1:30"}, {3725, 1, "1:02:05"}, {1, 0, "--:--"}, {1e9, 1, "--:--"}} {
+		if got := formatETA(tt.left, tt.rate); got != tt.want {
+			t.Errorf("formatETA(%v, %v) = %q, want %q", tt.left, tt.rate, got, tt.want)
+		}
+	}
+
+	// On a terminal the line is redrawn in place, and ends with a newline.
+	var buf bytes.Buffer
+	p := &progressBar{out: &buf, tty: true, name: "a", lastTick: -1, prevAt: time.Now()}
+	now := time.Now()
+	tr.State = shards.StateDownloading
+	p.update(tr, now)
+	p.update(tr, now.Add(10*time.Millisecond)) // too soon: not drawn
+	tr.Have = tr.Size
+	tr.State = shards.StateDone
+	p.update(tr, now.Add(20*time.Millisecond)) // done: always drawn
+	p.end()
+	if got := buf.String(); strings.Count(got, "\r") != 2 || strings.Count(got, "\x1b[K") != 2 || !strings.HasSuffix(got, "done\x1b[K\n") {
+		t.Errorf("terminal output %q", got)
+	}
+}
+
+func TestServeShareFlag(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	file := filepath.Join(a, "f.txt")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--signal", "http://127.0.0.1:9000/x"}
+	cfg, err := parseServe(append(base, "--share", a, "--share", b), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Shares) != 2 || cfg.Shares[0] != a || cfg.Shares[1] != b {
+		t.Fatalf("shares %q, want %q, %q", cfg.Shares, a, b)
+	}
+	t.Chdir(a)
+	cfg, err = parseServe(append(base, "--share", "."), io.Discard)
+	if err != nil || len(cfg.Shares) != 1 || cfg.Shares[0] != a {
+		t.Fatalf("relative share: %q, %v; want %q", cfg.Shares, err, a)
+	}
+	locked := filepath.Join(b, "locked")
+	if err := os.Mkdir(locked, 0o000); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(locked, 0o700) })
+	for _, tt := range []struct{ dir, want string }{
+		{filepath.Join(a, "nope"), "no such file"},
+		{file, "not a directory"},
+		{"", "empty"},
+	} {
+		if _, err := parseServe(append(base, "--share", tt.dir), io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("--share %q: %v, want an error with %q", tt.dir, err, tt.want)
+		}
+	}
+	if os.Geteuid() != 0 { // root reads anything
+		if _, err := parseServe(append(base, "--share", locked), io.Discard); err == nil || !strings.Contains(err.Error(), "cannot be read") {
+			t.Errorf("unreadable --share: %v", err)
+		}
+	}
+}
+
+func TestFilesHelp(t *testing.T) {
+	for _, cmd := range []string{"share", "get"} {
+		out, err := runCmd(t, cmd, "--help")
+		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(out, "-node") || !strings.Contains(out, "catnest "+cmd) {
+			t.Errorf("%s --help: %v\n%s", cmd, err, out)
+		}
+	}
+	if out, _ := runCmd(t, "serve", "--help"); !strings.Contains(out, "-share") {
+		t.Errorf("serve --help lacks --share:\n%s", out)
+	}
+}
