@@ -237,7 +237,10 @@ func (s *Service) Files(ctx context.Context) ([]File, error) {
 	sem := make(chan struct{}, maxFetches)
 	for _, r := range dir {
 		if r.ID == self {
-			lists[self], _ = s.catalog.entries()
+			own, _ := s.catalog.entries()
+			mu.Lock()
+			lists[self] = own
+			mu.Unlock()
 			continue
 		}
 		sm, ok := advertised(r)
@@ -245,7 +248,9 @@ func (s *Service) Files(ctx context.Context) ([]File, error) {
 			continue
 		}
 		if entries, ok := s.remote.cached(r.ID, sm.Version); ok {
+			mu.Lock()
 			lists[r.ID] = entries
+			mu.Unlock()
 			continue
 		}
 		wg.Go(func() {
@@ -423,7 +428,7 @@ func (s *Service) fetchPages(ctx context.Context, node mesh.ID, version uint64) 
 			return nil, 0, fmt.Errorf("%w: catalog page of %s goes back", ErrBadFrame, node.Short())
 		}
 		if len(entries)+len(p.Entries) > s.cfg.MaxRemoteEntries {
-			return nil, 0, fmt.Errorf("%w: catalog of %s is over %d entries", ErrTooLarge, node.Short(), s.cfg.MaxRemoteEntries)
+			return nil, 0, fmt.Errorf("shards: catalog of %s is over %d entries; not taken", node.Short(), s.cfg.MaxRemoteEntries)
 		}
 		entries = append(entries, p.Entries...)
 		if !p.More {
