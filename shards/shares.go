@@ -110,6 +110,9 @@ type shares struct {
 	gone map[fileKey]goneFile
 	// byIno finds a shared file by inode, for renames.
 	byIno map[fileKey]string
+
+	// hashed counts the files hashed, for Scan and tests.
+	hashed atomic.Int64
 }
 
 type fileKey struct{ dev, ino uint64 }
@@ -324,6 +327,7 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		s.mu.Lock()
 		s.hashing = path
 		s.mu.Unlock()
+		s.hashed.Add(1)
 		man, id, err := hashFile(ctx, f, before.Size, nil)
 		var after stamp
 		if err == nil {
