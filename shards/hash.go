@@ -23,18 +23,24 @@ const hashBuffers = 4
 // single pass: its piece is the whole. progress, if not nil, is called from
 // the calling goroutine with the bytes read so far, after each chunk.
 func hashFile(ctx context.Context, r io.Reader, size int64, progress func(done int64)) (*Manifest, MD5, error) {
+	return hashChunked(ctx, r, size, hashChunk, progress)
+}
+
+// hashChunked is hashFile reading chunk bytes at a time; chunk is a power
+// of two, so that chunks and pieces line up.
+func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progress func(done int64)) (*Manifest, MD5, error) {
 	if size < 0 || size > MaxFileSize {
 		return nil, MD5{}, fmt.Errorf("%w: %d bytes (the most is %d)", ErrTooLarge, size, MaxFileSize)
 	}
 	psize := PieceSizeFor(size)
 	m := &Manifest{Size: size, PieceSize: psize, Pieces: make([]MD5, 0, (size+psize-1)/psize)}
 	if size <= psize {
-		return hashOnePiece(ctx, r, m, progress)
+		return hashOnePiece(ctx, r, m, chunk, progress)
 	}
 
 	free := make(chan []byte, hashBuffers)
 	for range hashBuffers {
-		free <- make([]byte, hashChunk)
+		free <- make([]byte, chunk)
 	}
 	full := make(chan []byte, hashBuffers)
 	pieces := make(chan []MD5, 1)
@@ -74,7 +80,7 @@ func hashFile(ctx context.Context, r io.Reader, size int64, progress func(done i
 			break
 		}
 		buf := <-free
-		n := min(int64(hashChunk), size-done)
+		n := min(int64(chunk), size-done)
 		if _, err = io.ReadFull(r, buf[:n]); err != nil {
 			err = fmt.Errorf("shards: read at %d of %d: %w", done, size, err)
 			break
@@ -98,9 +104,9 @@ func hashFile(ctx context.Context, r io.Reader, size int64, progress func(done i
 
 // hashOnePiece hashes a file of at most one piece: one MD5 is both its
 // piece's and its id.
-func hashOnePiece(ctx context.Context, r io.Reader, m *Manifest, progress func(int64)) (*Manifest, MD5, error) {
+func hashOnePiece(ctx context.Context, r io.Reader, m *Manifest, chunk int, progress func(int64)) (*Manifest, MD5, error) {
 	h := md5.New()
-	buf := make([]byte, min(m.Size, hashChunk))
+	buf := make([]byte, min(m.Size, int64(chunk)))
 	var done int64
 	for done < m.Size {
 		if err := ctx.Err(); err != nil {
