@@ -36,8 +36,12 @@ type catalog struct {
 
 type catalogItem struct {
 	e      Entry
-	owners uint8 // which parts hold it: ownShares, and the downloads
+	owners uint8 // which parts hold it: ownShares, ownDownloads
 }
+
+// ownDownloads marks the catalog entries of finished downloads, which
+// this node serves too.
+const ownDownloads = 2
 
 func newCatalog() *catalog { return &catalog{items: make(map[MD5]catalogItem)} }
 

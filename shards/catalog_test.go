@@ -94,13 +94,27 @@ func TestCatalog100k(t *testing.T) {
 		t.Fatalf("holders %v", h)
 	}
 
-	// Changed: fetched again, once.
+	// Changed: fetched again, once, and b's subscribers told.
+	sub := sb.SubscribeShards()
+	defer sub.Close()
 	extra := fakeEntries(1, 99)[0]
 	sa.catalog.put(ownShares, extra)
 	sa.catalog.remove(ownShares, entries[0].ID)
 	sa.changed()
 	_, v2 := sa.catalog.summary()
 	waitAdvertised(t, b, a.ID(), summary{Count: n, Version: v2})
+	testutil.WaitFor(t, 10*time.Second, "a files event", func() bool {
+		for {
+			select {
+			case e := <-sub.C():
+				if e.Files {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
 	if files, err = sb.Files(ctx); err != nil || len(files) != n {
 		t.Fatalf("Files after a change: %d, %v", len(files), err)
 	}
@@ -377,4 +391,3 @@ func FuzzAdvertised(f *testing.F) {
 		}
 	})
 }
-

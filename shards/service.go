@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -190,17 +191,38 @@ func (s *Service) Serve(ctx context.Context) error {
 	}
 	dir, stop := s.node.SubscribeDirectory()
 	defer stop()
+	var online uint64
 	for {
 		select {
 		case <-ctx.Done():
-			s.shares.flush()
+			if err := s.shares.flush(); err != nil {
+				s.log.Warn("write shares", "err", err)
+			}
 			return nil
 		case <-s.kick:
 			s.advertise()
 		case <-dir:
-			s.remote.forgetOffline(s.node.Directory())
+			recs := s.node.Directory()
+			s.remote.forgetOffline(recs)
+			// The web UI re-reads Files when the online catalogs change,
+			// not on every directory refresh.
+			if f := onlineCatalogs(recs); f != online {
+				online = f
+				s.events.Publish(Event{Files: true})
+			}
 		}
 	}
+}
+
+// onlineCatalogs fingerprints the catalog summaries in a directory.
+func onlineCatalogs(recs []mesh.Record) uint64 {
+	h := fnv.New64a()
+	for _, r := range recs {
+		if sm, ok := advertised(r); ok {
+			fmt.Fprintf(h, "%s %d %d\n", r.ID, sm.Count, sm.Version)
+		}
+	}
+	return h.Sum64()
 }
 
 // changed is called when the catalog changes: Serve advertises the new

@@ -439,3 +439,36 @@ func fakeEntries(n int, seed uint64) []Entry {
 	}
 	return out
 }
+
+func TestWaitUpload(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	a, _ := newPair(t)
+	cfg := testConfig(t, a)
+	cfg.UploadRate = 1 << 20
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// More than the burst passes, in pieces.
+	if err := s.waitUpload(ctx, 3*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	// A wait that cannot end before ctx does gives up at once.
+	short, cancel2 := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel2()
+	if err := s.waitUpload(short, 100*BlockSize); err == nil {
+		t.Fatal("waited past the context's deadline")
+	}
+	if _, err := New(Config{Node: a, DB: cfg.DB, UploadRate: -1}); err == nil {
+		t.Fatal("a negative rate was taken")
+	}
+	none, err := New(Config{Node: a, DB: cfg.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := none.waitUpload(short, 1<<30); err != nil {
+		t.Fatalf("no cap: %v", err)
+	}
+}

@@ -530,25 +530,32 @@ func (s *shares) queuePath(path, folder string, delay time.Duration) {
 	}
 }
 
-// serve hashes queued paths and writes changes until ctx ends.
+// serve hashes queued paths and writes changes until ctx ends. During a
+// long scan it still writes and advertises every flushInterval, so what
+// was hashed is neither lost to a crash nor hidden until the scan ends.
 func (s *shares) serve(ctx context.Context) {
 	flush := time.NewTicker(flushInterval)
 	defer flush.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	checkpoint := func() {
+		s.markUploads()
+		if err := s.flush(); err != nil {
+			s.svc.log.Warn("write shares", "err", err)
+		}
+		s.svc.changed()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-flush.C:
-			s.markUploads()
-			if err := s.flush(); err != nil {
-				s.svc.log.Warn("write shares", "err", err)
-			}
+			checkpoint()
 			continue
 		case <-s.wake:
 		case <-timer.C:
 		}
+		last := time.Now()
 		for {
 			path, q, next, ok := s.nextDue(time.Now())
 			if !ok {
@@ -564,6 +571,10 @@ func (s *shares) serve(ctx context.Context) {
 			s.update(ctx, path, q.folder)
 			if ctx.Err() != nil {
 				return
+			}
+			if time.Since(last) > flushInterval {
+				checkpoint()
+				last = time.Now()
 			}
 		}
 		s.svc.changed()
