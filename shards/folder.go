@@ -1,0 +1,230 @@
+package shards
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// ScanStatus is how far the shared folders' scan has got.
+type ScanStatus struct {
+	Folders []string `json:"folders"`
+	// Scanning is true until every folder has been walked once and every
+	// file found hashed (or found unchanged).
+	Scanning bool `json:"scanning"`
+	// Found is the files the walks found; Pending those still to look at.
+	Found   int `json:"found"`
+	Pending int `json:"pending"`
+	// Hashing is the file being hashed now, if any.
+	Hashing string `json:"hashing,omitempty"`
+}
+
+// Scan reports the progress of the shared folders' scan.
+func (s *Service) Scan() ScanStatus {
+	st := ScanStatus{Folders: slices.Clone(s.cfg.Folders)}
+	s.scanMu.Lock()
+	st.Found = s.scanFound
+	st.Scanning = s.scanning
+	s.scanMu.Unlock()
+	st.Pending = s.shares.pending()
+	s.shares.mu.Lock()
+	st.Hashing = s.shares.hashing
+	s.shares.mu.Unlock()
+	if st.Pending > 0 || st.Hashing != "" {
+		st.Scanning = true
+	}
+	return st
+}
+
+// folders watches the shared folders: every regular file under each is
+// shared in place, and fsnotify reports what changes. Changed paths go
+// to the shares' queue, which hashes them once they have been quiet for
+// Config.WatchDelay.
+type folders struct {
+	svc   *Service
+	roots []string
+}
+
+func newFolders(svc *Service, dirs []string) (*folders, error) {
+	f := &folders{svc: svc}
+	for _, d := range dirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return nil, fmt.Errorf("shards: shared folder %s: %w", d, err)
+		}
+		fi, err := os.Stat(abs)
+		if err != nil {
+			return nil, fmt.Errorf("shards: shared folder: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("shards: shared folder %s is not a folder", d)
+		}
+		f.roots = append(f.roots, abs)
+	}
+	return f, nil
+}
+
+// serve walks the folders once and then follows their changes until ctx
+// ends.
+func (f *folders) serve(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		f.svc.log.Error("cannot watch the shared folders; they are scanned once", "err", err)
+	}
+	if w != nil {
+		defer w.Close()
+	}
+	f.dropUnlisted()
+	f.scanAll(w)
+	if w == nil {
+		<-ctx.Done()
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			f.event(w, ev)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				// Events were lost: look at everything again.
+				f.svc.log.Warn("shared folders: too many changes at once; rescanning")
+				f.scanAll(w)
+				continue
+			}
+			f.svc.log.Warn("shared folders: watch", "err", err)
+		}
+	}
+}
+
+// root is the shared folder path lies under, or "".
+func (f *folders) root(path string) string {
+	for _, r := range f.roots {
+		if path == r || strings.HasPrefix(path, r+string(filepath.Separator)) {
+			return r
+		}
+	}
+	return ""
+}
+
+// dropUnlisted takes out the files of folders no longer shared.
+func (f *folders) dropUnlisted() {
+	sh := f.svc.shares
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for path, id := range sh.byPath {
+		for _, file := range sh.byID[id].files {
+			if file.Path == path && file.Folder != "" && !slices.Contains(f.roots, file.Folder) {
+				sh.detachLocked(path)
+			}
+		}
+	}
+}
+
+// scanAll walks every folder: each file found is queued (an unchanged one
+// costs a stat), each file shared before and not found is queued to go.
+func (f *folders) scanAll(w *fsnotify.Watcher) {
+	f.svc.scanMu.Lock()
+	f.svc.scanning = true
+	f.svc.scanFound = 0
+	f.svc.scanMu.Unlock()
+	for _, r := range f.roots {
+		f.scan(w, r, r)
+	}
+	f.svc.scanMu.Lock()
+	f.svc.scanning = false
+	f.svc.scanMu.Unlock()
+}
+
+// scan walks dir under root, watching each folder and queueing each file.
+func (f *folders) scan(w *fsnotify.Watcher, root, dir string) {
+	seen := make(map[string]bool)
+	found := 0
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			f.svc.log.Debug("shared folder: walk", "path", path, "err", err)
+			return nil
+		}
+		if d.IsDir() {
+			if w != nil {
+				if err := w.Add(path); err != nil {
+					f.svc.log.Warn("shared folder: cannot watch", "path", path, "err", err)
+				}
+			}
+			return nil
+		}
+		if d.Type().IsRegular() {
+			seen[path] = true
+			found++
+			f.svc.shares.queuePath(path, root, 0)
+		}
+		return nil
+	})
+	f.svc.scanMu.Lock()
+	f.svc.scanFound += found
+	f.svc.scanMu.Unlock()
+	for _, p := range f.sharedUnder(dir) {
+		if !seen[p] {
+			f.svc.shares.queuePath(p, root, 0)
+		}
+	}
+}
+
+// sharedUnder lists the shared paths under dir.
+func (f *folders) sharedUnder(dir string) []string {
+	sh := f.svc.shares
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var out []string
+	for p := range sh.byPath {
+		if p == dir || strings.HasPrefix(p, dir+string(filepath.Separator)) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// event queues what a change touches: the path itself, and for a folder
+// created, moved in, removed or moved out, everything under it.
+func (f *folders) event(w *fsnotify.Watcher, ev fsnotify.Event) {
+	path := filepath.Clean(ev.Name)
+	root := f.root(path)
+	if root == "" {
+		return
+	}
+	delay := f.svc.cfg.WatchDelay
+	if ev.Has(fsnotify.Create) {
+		if fi, err := os.Lstat(path); err == nil && fi.IsDir() {
+			f.scan(w, root, path)
+			return
+		}
+	}
+	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+		for _, p := range f.sharedUnder(path) {
+			f.svc.shares.queuePath(p, root, delay)
+		}
+	}
+	f.svc.shares.queuePath(path, root, delay)
+}
+
+// scanState is the Service's record of the folder scan.
+type scanState struct {
+	scanMu    sync.Mutex
+	scanning  bool
+	scanFound int
+}

@@ -1,0 +1,882 @@
+package shards
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"mime"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// The shares' buckets: resource id -> shareRecord (JSON), and the paths
+// under shared folders that the user unshared (path -> nothing), which a
+// rescan leaves alone.
+var (
+	bucketShares   = []byte("shards/shares")
+	bucketUnshared = []byte("shards/unshared")
+)
+
+// flushInterval is how often changed share records and upload counters
+// are written: a folder scan of thousands of files writes them in a few
+// transactions, not one each. A file shared by Share is written at once.
+const flushInterval = time.Second
+
+// maxHashRetries bounds how often a file that changes while it is hashed is
+// hashed again before it is left for its next change.
+const maxHashRetries = 3
+
+// errChanged is returned inside the shares when a file no longer matches
+// its stamp or its manifest.
+var errChanged = errors.New("shards: shared file changed on disk")
+
+// shareFile is one user's file that holds a shared resource's bytes.
+type shareFile struct {
+	Path string `json:"path"`
+	// Folder is the shared folder the file was found under; empty for a
+	// file shared by itself.
+	Folder string `json:"folder,omitempty"`
+	Stamp  stamp  `json:"stamp"`
+	// Racy is set when the file changed so shortly before it was hashed
+	// that a later edit could leave Stamp as it is: every piece served
+	// from it is checked against its MD5 first.
+	Racy bool `json:"racy,omitempty"`
+}
+
+// shareRecord is a share as the bucket keeps it.
+type shareRecord struct {
+	Name     string      `json:"name"`
+	Manifest []byte      `json:"manifest"`
+	Added    time.Time   `json:"added"`
+	Uploaded int64       `json:"uploaded"`
+	Files    []shareFile `json:"files"`
+}
+
+// share is one shared resource. Several of the user's files may hold the
+// same bytes (a copy in two folders): they are one resource, served from
+// the first file that is still as it was.
+type share struct {
+	id    MD5
+	name  string
+	man   *Manifest
+	hash  Hash
+	added time.Time
+	files []shareFile // guarded by shares.mu; never changed in place
+
+	uploaded atomic.Int64
+	rate     rateMeter
+}
+
+// shares is the index of this node's shared files. It serves their pieces
+// in place, from the user's files, after checking each file is as it was
+// hashed; a file that changed is hashed again in the background, and never
+// served stale meanwhile.
+type shares struct {
+	svc   *Service
+	cache *pieceCache
+	// reads bounds the whole pieces read at once to check them.
+	reads chan struct{}
+
+	mu       sync.Mutex
+	byID     map[MD5]*share
+	byPath   map[string]MD5
+	unshared map[string]bool
+	// dirty holds the records to write at the next flush (a nil share
+	// deletes), and unsharedDirty the unshared paths to write or delete.
+	dirty         map[MD5]*share
+	unsharedDirty map[string]bool
+	// queue holds the paths to look at again and when; wake tells serve.
+	queue map[string]queued
+	wake  chan struct{}
+	// hashing is the path being hashed, for Scan.
+	hashing string
+	// gone holds the files found missing since the queue was last empty,
+	// by inode, so that a rename whose new name is looked at after its old
+	// one is still known as a rename.
+	gone map[fileKey]goneFile
+	// byIno finds a shared file by inode, for renames.
+	byIno map[fileKey]string
+
+	// hashed counts the files hashed, for Scan and tests.
+	hashed atomic.Int64
+}
+
+type fileKey struct{ dev, ino uint64 }
+
+type goneFile struct {
+	man  *Manifest
+	id   MD5
+	file shareFile
+}
+
+// queued is a path waiting to be looked at again.
+type queued struct {
+	folder string
+	due    time.Time
+}
+
+func openShares(svc *Service) (*shares, error) {
+	s := &shares{
+		svc:           svc,
+		cache:         newPieceCache(svc.cfg.PieceCache),
+		reads:         make(chan struct{}, 4),
+		byID:          make(map[MD5]*share),
+		byPath:        make(map[string]MD5),
+		unshared:      make(map[string]bool),
+		dirty:         make(map[MD5]*share),
+		unsharedDirty: make(map[string]bool),
+		queue:         make(map[string]queued),
+		gone:          make(map[fileKey]goneFile),
+		byIno:         make(map[fileKey]string),
+		wake:          make(chan struct{}, 1),
+	}
+	var bad [][]byte
+	err := svc.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketShares)
+		if err != nil {
+			return err
+		}
+		u, err := tx.CreateBucketIfNotExists(bucketUnshared)
+		if err != nil {
+			return err
+		}
+		if err := u.ForEach(func(k, _ []byte) error {
+			s.unshared[string(k)] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			sh, err := decodeShare(k, v)
+			if err != nil {
+				svc.log.Warn("dropping a share record that does not decode", "id", fmt.Sprintf("%x", k), "err", err)
+				bad = append(bad, slices.Clone(k))
+				return nil
+			}
+			s.byID[sh.id] = sh
+			for _, f := range sh.files {
+				s.byPath[f.Path] = sh.id
+				if f.Stamp.Ino != 0 {
+					s.byIno[fileKey{f.Stamp.Dev, f.Stamp.Ino}] = f.Path
+				}
+			}
+			return nil
+		})
+	})
+	if err == nil && len(bad) > 0 {
+		err = svc.db.Update(func(tx *bbolt.Tx) error {
+			for _, k := range bad {
+				if err := tx.Bucket(bucketShares).Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shards: open shares: %w", err)
+	}
+	// Files that changed while the node was down are hashed again
+	// before they are served.
+	now := time.Now()
+	for _, sh := range s.byID {
+		for _, f := range sh.files {
+			if fi, err := os.Stat(f.Path); err != nil || stampOf(fi) != f.Stamp {
+				s.detachLocked(f.Path)
+				s.queue[f.Path] = queued{folder: f.Folder, due: now}
+			}
+		}
+	}
+	for _, sh := range s.byID {
+		svc.catalog.put(ownShares, sh.entry())
+	}
+	return s, nil
+}
+
+func decodeShare(k, v []byte) (*share, error) {
+	var id MD5
+	if len(k) != len(id) {
+		return nil, fmt.Errorf("key of %d bytes", len(k))
+	}
+	copy(id[:], k)
+	var rec shareRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, err
+	}
+	man, err := DecodeManifest(rec.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	if len(rec.Files) == 0 {
+		return nil, errors.New("no files")
+	}
+	sh := &share{id: id, name: rec.Name, man: man, hash: man.Hash(), added: rec.Added, files: rec.Files}
+	sh.uploaded.Store(rec.Uploaded)
+	return sh, nil
+}
+
+func (sh *share) record() shareRecord {
+	return shareRecord{
+		Name:     sh.name,
+		Manifest: sh.man.Encode(),
+		Added:    sh.added,
+		Uploaded: sh.uploaded.Load(),
+		Files:    sh.files,
+	}
+}
+
+// ownShares marks the catalog entries the shares put there.
+const ownShares = 1
+
+func (sh *share) entry() Entry {
+	return Entry{ID: sh.id, Manifest: sh.hash, Size: sh.man.Size, Name: sh.name, Type: typeFor(sh.name)}
+}
+
+// transfer is the share as the API lists it. s.mu is held.
+func (s *shares) transferLocked(sh *share) Transfer {
+	l := Link{
+		Node:       s.svc.node.ID(),
+		Rendezvous: s.svc.cfg.Rendezvous,
+		Channel:    FilesChannel,
+		ID:         sh.id,
+		Manifest:   sh.hash,
+		Name:       sh.name,
+		Size:       sh.man.Size,
+	}
+	return Transfer{
+		ID:       sh.id,
+		Name:     sh.name,
+		Size:     sh.man.Size,
+		Type:     typeFor(sh.name),
+		Manifest: sh.hash,
+		Link:     l.String(),
+		Have:     sh.man.Size,
+		State:    StateSeeding,
+		Path:     sh.files[0].Path,
+		Uploaded: sh.uploaded.Load(),
+		Sources:  map[mesh.ID]int64{},
+		Rate:     sh.rate.rate(time.Now()),
+		Added:    sh.added,
+	}
+}
+
+// share hashes the file at path and shares it. folder is the shared folder
+// it lies under, or empty for a file the user shared by itself (followed if
+// it is a symlink, and written to the database before share returns).
+func (s *shares) share(ctx context.Context, path, folder string) (Transfer, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Transfer{}, fmt.Errorf("%w: %s: %v", ErrNotFile, path, err)
+	}
+	st, racy, man, id, err := s.hashPath(ctx, abs, folder != "")
+	if err != nil {
+		return Transfer{}, err
+	}
+	t := s.add(id, man, shareFile{Path: abs, Folder: folder, Stamp: st, Racy: racy})
+	if folder == "" {
+		if err := s.flush(); err != nil {
+			return Transfer{}, err
+		}
+	}
+	return t, nil
+}
+
+// hashPath hashes a file and returns the stamp it had throughout. A file
+// that changes while it is read is read again. lstat refuses symlinks (a
+// link in a shared folder must not share what it points to outside).
+func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, bool, *Manifest, MD5, error) {
+	if lstat {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %v", ErrNotFile, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %s is a %s", ErrNotFile, path, fi.Mode().Type())
+		}
+	}
+	for range maxHashRetries {
+		start := time.Now()
+		f, err := os.Open(path)
+		if err != nil {
+			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %v", ErrNotFile, err)
+		}
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %s", ErrNotFile, path)
+		}
+		if fi.Size() > MaxFileSize {
+			f.Close()
+			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %s is %d bytes (the most is %d)", ErrTooLarge, path, fi.Size(), MaxFileSize)
+		}
+		before := stampOf(fi)
+		s.mu.Lock()
+		s.hashing = path
+		s.mu.Unlock()
+		s.hashed.Add(1)
+		man, id, err := hashFile(ctx, f, before.Size, nil)
+		var after stamp
+		if err == nil {
+			if fi, err = f.Stat(); err == nil {
+				after = stampOf(fi)
+			}
+		}
+		f.Close()
+		s.mu.Lock()
+		s.hashing = ""
+		s.mu.Unlock()
+		if err != nil {
+			if ctx.Err() != nil {
+				return stamp{}, false, nil, MD5{}, ctx.Err()
+			}
+			return stamp{}, false, nil, MD5{}, fmt.Errorf("shards: hash %s: %w", path, err)
+		}
+		if after == before {
+			return before, before.racy(start), man, id, nil
+		}
+	}
+	return stamp{}, false, nil, MD5{}, fmt.Errorf("shards: %s kept changing while it was hashed", path)
+}
+
+// add shares file f as resource id and returns the share's transfer.
+func (s *shares) add(id MD5, man *Manifest, f shareFile) Transfer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.byPath[f.Path]; ok && old != id {
+		s.detachLocked(f.Path)
+	}
+	if s.unshared[f.Path] {
+		delete(s.unshared, f.Path)
+		s.unsharedDirty[f.Path] = false
+	}
+	sh := s.byID[id]
+	if sh == nil {
+		sh = &share{id: id, name: nameFor(f.Path), man: man, hash: man.Hash(), added: time.Now().UTC()}
+		s.byID[id] = sh
+	}
+	files := slices.DeleteFunc(slices.Clone(sh.files), func(g shareFile) bool { return g.Path == f.Path })
+	sh.files = append(files, f)
+	s.byPath[f.Path] = id
+	if f.Stamp.Ino != 0 {
+		s.byIno[fileKey{f.Stamp.Dev, f.Stamp.Ino}] = f.Path
+	}
+	s.dirty[id] = sh
+	s.svc.catalog.put(ownShares, sh.entry())
+	t := s.transferLocked(sh)
+	s.svc.events.Publish(Event{Transfer: &t})
+	return t
+}
+
+// detachLocked takes path out of its share; a share left with no file
+// goes. s.mu is held.
+func (s *shares) detachLocked(path string) {
+	id, ok := s.byPath[path]
+	if !ok {
+		return
+	}
+	delete(s.byPath, path)
+	sh := s.byID[id]
+	if sh == nil {
+		return
+	}
+	for _, f := range sh.files {
+		k := fileKey{f.Stamp.Dev, f.Stamp.Ino}
+		if f.Path == path && s.byIno[k] == path {
+			delete(s.byIno, k)
+		}
+	}
+	sh.files = slices.DeleteFunc(slices.Clone(sh.files), func(f shareFile) bool { return f.Path == path })
+	if len(sh.files) > 0 {
+		s.dirty[id] = sh
+		return
+	}
+	s.dropLocked(sh)
+}
+
+// dropLocked forgets a share. s.mu is held.
+func (s *shares) dropLocked(sh *share) {
+	delete(s.byID, sh.id)
+	for _, f := range sh.files {
+		delete(s.byPath, f.Path)
+		k := fileKey{f.Stamp.Dev, f.Stamp.Ino}
+		if s.byIno[k] == f.Path {
+			delete(s.byIno, k)
+		}
+	}
+	s.dirty[sh.id] = nil
+	s.cache.drop(sh.id)
+	s.svc.catalog.remove(ownShares, sh.id)
+	id := sh.id
+	s.svc.events.Publish(Event{Removed: &id})
+}
+
+// unshare stops sharing id; files under a shared folder stay unshared
+// until they are deleted. The files themselves are left alone.
+func (s *shares) unshare(id MD5) error {
+	s.mu.Lock()
+	sh := s.byID[id]
+	if sh == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	for _, f := range sh.files {
+		if f.Folder != "" {
+			s.unshared[f.Path] = true
+			s.unsharedDirty[f.Path] = true
+		}
+	}
+	s.dropLocked(sh)
+	s.mu.Unlock()
+	return s.flush()
+}
+
+// list is the shares as transfers, newest first.
+func (s *shares) list() []Transfer {
+	s.mu.Lock()
+	out := make([]Transfer, 0, len(s.byID))
+	for _, sh := range s.byID {
+		out = append(out, s.transferLocked(sh))
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b Transfer) int {
+		if c := b.Added.Compare(a.Added); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// flush writes the changed records.
+func (s *shares) flush() error {
+	s.mu.Lock()
+	if len(s.dirty) == 0 && len(s.unsharedDirty) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	recs := make(map[MD5][]byte, len(s.dirty))
+	for id, sh := range s.dirty {
+		if sh == nil {
+			recs[id] = nil
+			continue
+		}
+		b, err := json.Marshal(sh.record())
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("shards: encode share: %w", err)
+		}
+		recs[id] = b
+	}
+	unshared := s.unsharedDirty
+	s.dirty = make(map[MD5]*share)
+	s.unsharedDirty = make(map[string]bool)
+	s.mu.Unlock()
+	err := s.svc.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketShares)
+		for id, v := range recs {
+			var err error
+			if v == nil {
+				err = b.Delete(id[:])
+			} else {
+				err = b.Put(id[:], v)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		u := tx.Bucket(bucketUnshared)
+		for p, on := range unshared {
+			var err error
+			if on {
+				err = u.Put([]byte(p), nil)
+			} else {
+				err = u.Delete([]byte(p))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("shards: write shares: %w", err)
+	}
+	return nil
+}
+
+// queuePath asks serve to look at path again once it has been quiet for
+// delay: hash it if it is new or changed, drop it if it is gone.
+func (s *shares) queuePath(path, folder string, delay time.Duration) {
+	s.mu.Lock()
+	s.queue[path] = queued{folder: folder, due: time.Now().Add(delay)}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// serve hashes queued paths and writes changes until ctx ends. During a
+// long scan it still writes and advertises every flushInterval, so what
+// was hashed is neither lost to a crash nor hidden until the scan ends.
+func (s *shares) serve(ctx context.Context) {
+	flush := time.NewTicker(flushInterval)
+	defer flush.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	checkpoint := func() {
+		s.markUploads()
+		if err := s.flush(); err != nil {
+			s.svc.log.Warn("write shares", "err", err)
+		}
+		s.svc.changed()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-flush.C:
+			checkpoint()
+			continue
+		case <-s.wake:
+		case <-timer.C:
+		}
+		last := time.Now()
+		for {
+			path, q, next, ok := s.nextDue(time.Now())
+			if !ok {
+				if !next.IsZero() {
+					timer.Reset(time.Until(next))
+				} else {
+					s.mu.Lock()
+					clear(s.gone)
+					s.mu.Unlock()
+				}
+				break
+			}
+			s.update(ctx, path, q.folder)
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(last) > flushInterval {
+				checkpoint()
+				last = time.Now()
+			}
+		}
+		s.svc.changed()
+	}
+}
+
+// nextDue takes the first path due by now; otherwise it returns when the
+// next one is due (zero if none is queued).
+func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	for p, q := range s.queue {
+		if !q.due.After(now) {
+			delete(s.queue, p)
+			return p, q, time.Time{}, true
+		}
+		if next.IsZero() || q.due.Before(next) {
+			next = q.due
+		}
+	}
+	return "", queued{}, next, false
+}
+
+// pending is the number of queued paths.
+func (s *shares) pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+// markUploads queues the records whose upload counters moved.
+func (s *shares) markUploads() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, sh := range s.byID {
+		if sh.rate.takeMoved() {
+			s.dirty[id] = sh
+		}
+	}
+}
+
+// update looks at path again: shares it if it is a new or changed regular
+// file, takes it out if it is gone, unreadable or no longer a file.
+func (s *shares) update(ctx context.Context, path, folder string) {
+	var fi fs.FileInfo
+	var err error
+	if folder != "" {
+		fi, err = os.Lstat(path)
+	} else {
+		fi, err = os.Stat(path)
+	}
+	if err != nil || !fi.Mode().IsRegular() {
+		s.mu.Lock()
+		if id, ok := s.byPath[path]; ok && errors.Is(err, fs.ErrNotExist) {
+			sh := s.byID[id]
+			for _, f := range sh.files {
+				if f.Path == path && f.Stamp.Ino != 0 {
+					s.gone[fileKey{f.Stamp.Dev, f.Stamp.Ino}] = goneFile{man: sh.man, id: id, file: f}
+				}
+			}
+		}
+		s.detachLocked(path)
+		if folder != "" && s.unshared[path] && errors.Is(err, fs.ErrNotExist) {
+			delete(s.unshared, path)
+			s.unsharedDirty[path] = false
+		}
+		s.mu.Unlock()
+		return
+	}
+	st := stampOf(fi)
+	s.mu.Lock()
+	if folder != "" && s.unshared[path] {
+		s.mu.Unlock()
+		return
+	}
+	if id, ok := s.byPath[path]; ok {
+		for _, f := range s.byID[id].files {
+			if f.Path == path && f.Stamp == st {
+				s.mu.Unlock()
+				return
+			}
+		}
+	}
+	if g, ok := s.movedLocked(st); ok {
+		// A rename keeps the inode, size and mtime: the bytes are the
+		// ones hashed under the old name.
+		s.detachLocked(g.file.Path)
+		s.mu.Unlock()
+		s.add(g.id, g.man, shareFile{Path: path, Folder: folder, Stamp: st, Racy: g.file.Racy})
+		return
+	}
+	s.mu.Unlock()
+	st, racy, man, id, err := s.hashPath(ctx, path, folder != "")
+	if err != nil {
+		if ctx.Err() == nil {
+			s.svc.log.Debug("not sharing", "path", path, "err", err)
+			s.mu.Lock()
+			s.detachLocked(path)
+			s.mu.Unlock()
+		}
+		return
+	}
+	s.add(id, man, shareFile{Path: path, Folder: folder, Stamp: st, Racy: racy})
+}
+
+// movedLocked finds a shared file that was renamed to a file stamped st:
+// the same inode, size and mtime, and its old path no longer that inode.
+// s.mu is held.
+func (s *shares) movedLocked(st stamp) (goneFile, bool) {
+	if st.Ino == 0 {
+		return goneFile{}, false
+	}
+	same := func(f shareFile) bool {
+		return f.Stamp.Ino == st.Ino && f.Stamp.Dev == st.Dev && f.Stamp.Mtime == st.Mtime && f.Stamp.Size == st.Size
+	}
+	if g, ok := s.gone[fileKey{st.Dev, st.Ino}]; ok && same(g.file) {
+		delete(s.gone, fileKey{st.Dev, st.Ino})
+		return g, true
+	}
+	old, ok := s.byIno[fileKey{st.Dev, st.Ino}]
+	if !ok {
+		return goneFile{}, false
+	}
+	if fi, err := os.Lstat(old); err == nil && stampOf(fi).Ino == st.Ino {
+		return goneFile{}, false // a hard link, still there: not a rename
+	}
+	sh := s.byID[s.byPath[old]]
+	if sh == nil {
+		return goneFile{}, false
+	}
+	for _, f := range sh.files {
+		if f.Path == old && same(f) {
+			return goneFile{man: sh.man, id: sh.id, file: f}, true
+		}
+	}
+	return goneFile{}, false
+}
+
+// changedFile takes a file that no longer matches its stamp out of its
+// share and queues it to be hashed again.
+func (s *shares) changedFile(f shareFile) {
+	s.svc.log.Info("shared file changed on disk; hashing it again", "path", f.Path)
+	s.mu.Lock()
+	s.detachLocked(f.Path)
+	s.mu.Unlock()
+	s.queuePath(f.Path, f.Folder, 0)
+	s.svc.changed()
+}
+
+// The pieceSource of the shares.
+
+func (s *shares) get(id MD5) *share {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byID[id]
+}
+
+func (s *shares) manifestOf(id MD5) (*Manifest, bool) {
+	if sh := s.get(id); sh != nil {
+		return sh.man, true
+	}
+	return nil, false
+}
+
+func (s *shares) haveOf(id MD5) Bitfield {
+	sh := s.get(id)
+	if sh == nil {
+		return nil
+	}
+	n := sh.man.NumPieces()
+	b := NewBitfield(n)
+	for i := range n {
+		b.Set(i)
+	}
+	return b
+}
+
+// readBlock reads a block from the first of the resource's files that is
+// still as it was hashed. A file that is not is taken out of the share
+// and hashed again; if none is left, the block is refused.
+func (s *shares) readBlock(ctx context.Context, r blockReq, p []byte) error {
+	s.mu.Lock()
+	sh := s.byID[r.ID]
+	var files []shareFile
+	if sh != nil {
+		files = sh.files
+	}
+	s.mu.Unlock()
+	if sh == nil {
+		return fmt.Errorf("%w: %s", ErrUnknown, r.ID)
+	}
+	for _, f := range files {
+		err := s.readFrom(ctx, sh, f, r, p)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errChanged) {
+			return err
+		}
+		s.changedFile(f)
+	}
+	return fmt.Errorf("%w: %s changed on disk and is being hashed again", ErrUnknown, r.ID)
+}
+
+// readFrom reads block r from file f. The file is stat'ed through the
+// open descriptor before the read and after it, so an edit before or
+// during the read is caught; a racy file's piece is read whole and checked
+// against its MD5.
+func (s *shares) readFrom(ctx context.Context, sh *share, f shareFile, r blockReq, p []byte) error {
+	fd, err := os.Open(f.Path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errChanged, err)
+	}
+	defer fd.Close()
+	if err := sameStamp(fd, f.Stamp); err != nil {
+		return err
+	}
+	off := sh.man.PieceOffset(int(r.Piece))
+	if !f.Racy {
+		if _, err := fd.ReadAt(p, off+int64(r.Off)); err != nil {
+			return fmt.Errorf("%w: read: %v", errChanged, err)
+		}
+		return sameStamp(fd, f.Stamp)
+	}
+	if piece := s.cache.get(sh.id, r.Piece); piece != nil {
+		copy(p, piece[r.Off:])
+		return nil
+	}
+	select {
+	case s.reads <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.reads }()
+	piece := make([]byte, sh.man.PieceLen(int(r.Piece)))
+	if _, err := fd.ReadAt(piece, off); err != nil {
+		return fmt.Errorf("%w: read: %v", errChanged, err)
+	}
+	if !sh.man.Verify(int(r.Piece), piece) {
+		return fmt.Errorf("%w: piece %d no longer matches", errChanged, r.Piece)
+	}
+	s.cache.put(sh.id, r.Piece, piece)
+	copy(p, piece[r.Off:])
+	return nil
+}
+
+// sameStamp checks an open file against its stamp.
+func sameStamp(fd *os.File, want stamp) error {
+	fi, err := fd.Stat()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errChanged, err)
+	}
+	if got := stampOf(fi); got != want {
+		return fmt.Errorf("%w: %s", errChanged, fd.Name())
+	}
+	return nil
+}
+
+func (s *shares) sentBlock(id MD5, to mesh.ID, n int) {
+	if sh := s.get(id); sh != nil {
+		sh.uploaded.Add(int64(n))
+		sh.rate.add(n, time.Now())
+	}
+}
+
+// nameFor is the resource name of a file: its base name, made a plain
+// CleanName-valid name if it is not one.
+func nameFor(path string) string {
+	base := filepath.Base(path)
+	if n, err := CleanName(base); err == nil {
+		return n
+	}
+	var b strings.Builder
+	for _, r := range base {
+		switch {
+		case r == utf8.RuneError, r == '/', r == '\\', !unicode.IsPrint(r) && r != ' ':
+			r = '_'
+		}
+		if b.Len()+utf8.RuneLen(r) > MaxNameLen {
+			break
+		}
+		b.WriteRune(r)
+	}
+	n := strings.TrimSpace(b.String())
+	if _, err := CleanName(n); err != nil {
+		return "file"
+	}
+	return n
+}
+
+// typeFor is the MIME type of a name, from its extension.
+func typeFor(name string) string {
+	t := mime.TypeByExtension(filepath.Ext(name))
+	if t == "" {
+		return "application/octet-stream"
+	}
+	if len(t) > MaxTypeLen {
+		if i := strings.IndexByte(t, ';'); i >= 0 && i <= MaxTypeLen {
+			return t[:i]
+		}
+		return "application/octet-stream"
+	}
+	return t
+}
