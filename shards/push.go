@@ -291,9 +291,9 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	}
 	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
 		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
-		asked: make([]map[int]int, len(members))}
+		asked: make([]map[int][]int, len(members))}
 	for k := range members {
-		op.asked[k] = make(map[int]int)
+		op.asked[k] = make(map[int][]int)
 		op.have[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
 	}
@@ -334,7 +334,7 @@ type outPush struct {
 	have     []Bitfield    // per receiver: answered sends and its reports
 	state    []string      // "receiving", "done", "gone"
 	stalled  []int         // repair ticks without progress
-	asked    []map[int]int // per receiver: piece -> times repair asked for it
+	asked    []map[int][]int // per receiver: piece -> holders repair asked for it
 	last     []int         // have count at the last repair tick
 	uploaded int64
 	finished bool
@@ -502,9 +502,9 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 
 // repair checks the receivers once: it reports true when every receiver
 // still there holds every piece. A receiver that made no progress for two
-// checks has each missing piece ordered from a receiver that holds it,
-// a different holder each time it is asked again, or sent by the source
-// once every holder had its turn or none is left. So a receiver that lies
+// checks has each missing piece ordered from a receiver that holds it and
+// was not asked for it before, or sent by the source once every holder
+// had its turn. So a receiver that lies
 // about what it holds, or relays corrupt bytes, costs each piece at most a
 // turn, and the source uploads only what no honest receiver can give.
 func (p *pushes) repair(ctx context.Context, op *outPush) bool {
@@ -556,10 +556,11 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 					holders = append(holders, h)
 				}
 			}
-			turn := op.asked[k][i]
-			op.asked[k][i]++
-			if turn < len(holders) {
-				h := holders[(i+turn)%len(holders)]
+			asked := op.asked[k][i]
+			holders = slices.DeleteFunc(holders, func(h int) bool { return slices.Contains(asked, h) })
+			if len(holders) > 0 {
+				h := holders[i%len(holders)]
+				op.asked[k][i] = append(asked, h)
 				if len(orders[job{h, k}]) < maxOrderPieces {
 					orders[job{h, k}] = append(orders[job{h, k}], uint32(i))
 				}

@@ -122,6 +122,9 @@ func (s *memSink) count() int {
 // whole reports whether the sink holds every piece and their MD5 is the
 // resource id.
 func (s *memSink) whole(id MD5) bool {
+	if s == nil {
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.held.Count() == s.m.NumPieces() && MD5(md5.Sum(s.data)) == id
@@ -287,4 +290,141 @@ func TestPushOneLeavesHalfWay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPushCorruptRelayNeitherStoredNorRelayed has one of five receivers
+// flip a byte in every piece it relays: the other four never store a
+// corrupt piece, never pass one on (none of them scores another honest one
+// down), score the liar down, and still end with the file, its pieces
+// ordered from honest receivers or the source instead.
+func TestPushCorruptRelayNeitherStoredNorRelayed(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 8 << 20
+	want := randomFile(2, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	const liar = 2
+	peers := pushNet(t, nw, 6, want, cfg, 0, func(k int) bool { return k == liar })
+	src, recv := peers[0], peers[1:]
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	honest := func(k int) bool { return k != liar }
+	testutil.WaitFor(t, 90*time.Second, "the honest receivers to hold the file", func() bool {
+		for k, pp := range peers[1:] {
+			if honest(k+1) && !pp.getSink().whole(src.src.id) {
+				return false
+			}
+		}
+		return true
+	})
+	liarID := peers[liar].node.ID()
+	scored := false
+	for k, pp := range peers {
+		if k == 0 || !honest(k) {
+			continue
+		}
+		if bad := pp.getSink().bad; bad != 0 {
+			t.Errorf("receiver %d stored %d corrupt pieces", k, bad)
+		}
+		for _, pi := range pp.node.Peers() {
+			if pi.ID == liarID {
+				scored = scored || pi.Failures > 0
+			} else if pi.Failures != 0 {
+				t.Errorf("receiver %d scored honest %s down %d times: a corrupt piece was relayed", k, pi.ID.Short(), pi.Failures)
+			}
+		}
+	}
+	if !scored {
+		t.Error("no honest receiver scored the liar down")
+	}
+	st, err := src.p.status(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the source uploaded %.3fx the file", float64(st.Uploaded)/size)
+	// The liar's stripe is a fifth of the file, which only the source can
+	// give again, once.
+	if st.Uploaded > size*13/10 {
+		t.Errorf("the source uploaded %.3fx the file (at most 1.3x)", float64(st.Uploaded)/size)
+	}
+}
+
+// TestPushRefused: a node takes a push only from the nodes its Accept
+// names, and only up to MaxBytes; a refused push opens no sink there and
+// does not stop the receivers that took it. The default takes none.
+func TestPushRefused(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 1 << 20
+	want := randomFile(3, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	peers := pushNet(t, nw, 5, want, cfg, 0, nil)
+	src := peers[0]
+	peers[1].p.cfg.Accept = AcceptFrom(src.node.ID())
+	// peers[2] keeps the default: no pushes at all.
+	peers[3].p.cfg.Accept = AcceptFrom(peers[1].node.ID()) // someone else
+	peers[4].p.cfg.Accept = AcceptFrom(src.node.ID())
+	peers[4].p.cfg.MaxBytes = size - 1
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(peers[1:]), PlanMatrix, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the push to end", func() bool {
+		st, err := src.p.status(pid)
+		return err == nil && st.Done
+	})
+	st, _ := src.p.status(pid)
+	if !peers[1].getSink().whole(src.src.id) || st.Receivers[0].State != "done" {
+		t.Errorf("the willing receiver: %+v", st.Receivers[0])
+	}
+	for k := 2; k < 5; k++ {
+		if n := peers[k].opened.Load(); n != 0 || st.Receivers[k-1].State != "gone" {
+			t.Errorf("receiver %d opened %d sinks and is %q", k, n, st.Receivers[k-1].State)
+		}
+	}
+}
+
+// pushStubNode is a Node that records penalties, for driving the handler
+// directly.
+type pushStubNode struct {
+	id        mesh.ID
+	penalties atomic.Int32
+}
+
+func (n *pushStubNode) ID() mesh.ID                   { return n.id }
+func (n *pushStubNode) Handle(string, mesh.Handler)   {}
+func (n *pushStubNode) Peers() []mesh.PeerInfo        { return nil }
+func (n *pushStubNode) Directory() []mesh.Record      { return nil }
+func (n *pushStubNode) SetResource(string, any) error { return nil }
+func (n *pushStubNode) Penalize(mesh.ID, string)      { n.penalties.Add(1) }
+func (n *pushStubNode) Request(context.Context, mesh.ID, string, []byte, ...mesh.SendOption) ([]byte, error) {
+	return nil, mesh.ErrNotConnected
+}
+func (n *pushStubNode) Send(context.Context, mesh.ID, string, []byte, ...mesh.SendOption) error {
+	return mesh.ErrNotConnected
+}
+func (n *pushStubNode) SubscribePeers() (<-chan mesh.PeerEvent, func()) { return nil, func() {} }
+func (n *pushStubNode) Lookup(mesh.ID) (mesh.Record, bool)              { return mesh.Record{}, false }
+func (n *pushStubNode) SubscribeDirectory() (<-chan struct{}, func())   { return nil, func() {} }
+func (n *pushStubNode) Expand(context.Context, ...mesh.ID) error        { return mesh.ErrNotConnected }
+func (n *pushStubNode) Connect(context.Context, mesh.ID) error          { return mesh.ErrNotConnected }
+
+func testID(t testing.TB) mesh.ID {
+	t.Helper()
+	ident, err := mesh.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ident.ID
 }
