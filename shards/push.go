@@ -331,11 +331,11 @@ type outPush struct {
 	started time.Time
 
 	mu       sync.Mutex
-	have     []Bitfield    // per receiver: answered sends and its reports
-	state    []string      // "receiving", "done", "gone"
-	stalled  []int         // repair ticks without progress
+	have     []Bitfield      // per receiver: answered sends and its reports
+	state    []string        // "receiving", "done", "gone"
+	stalled  []int           // repair ticks without progress
 	asked    []map[int][]int // per receiver: piece -> holders repair asked for it
-	last     []int         // have count at the last repair tick
+	last     []int           // have count at the last repair tick
 	uploaded int64
 	finished bool
 }
