@@ -91,8 +91,8 @@ type PushConfig struct {
 	// MaxIncoming bounds the pushes this node receives at once.
 	MaxIncoming int
 	// Window is how many pieces a sender (source or relay) has in flight
-	// at once; each sends its blocks one after the other, so a window of
-	// 8 keeps 8 blocks (2 MiB) in flight.
+	// at once, each sending its blocks one after the other; large pieces
+	// are fewer, so that no more than windowBytes are unanswered.
 	Window int
 	// Repair is how often the source looks for receivers that stopped
 	// making progress after its first pass, to have their missing pieces
@@ -404,7 +404,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	// The first pass: each piece once, to its owner (or, if the owner
 	// is gone, to the next receiver still there), in order, Window
 	// pieces at once.
-	sem := make(chan struct{}, p.cfg.Window)
+	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
 	for i := range op.Manifest.NumPieces() {
 		select {
@@ -588,7 +588,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			}
 		})
 	}
-	sem := make(chan struct{}, p.cfg.Window)
+	sem := make(chan struct{}, p.window(op.Manifest))
 	for _, j := range mine {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -598,6 +598,13 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	}
 	wg.Wait()
 	return false
+}
+
+// window is how many pieces of m a sender has in flight: Window, fewer
+// for large pieces, so that a sender has about windowBytes unanswered
+// (what a receiver holds half-assembled for it).
+func (p *pushes) window(m *Manifest) int {
+	return max(1, min(p.cfg.Window, int(windowBytes/m.PieceSize)))
 }
 
 // call sends one push message to a peer and waits for its answer, linking
@@ -675,9 +682,13 @@ type assembly struct {
 	next int64
 }
 
-// maxAssemblies bounds the pieces one sender may have half-sent to this
-// node: an honest sender has at most Window of them.
-const maxAssemblies = 16
+// maxAssemblies and maxAssemblyBytes bound the pieces one sender may have
+// half-sent to this node: an honest sender has at most a window of them.
+const (
+	maxAssemblies    = 16
+	windowBytes      = 2 << 20
+	maxAssemblyBytes = 2 * windowBytes
+)
 
 type relayJob struct{ to, piece int }
 
@@ -827,7 +838,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	a := ip.asm[key]
 	switch {
 	case a == nil && r.Off == 0:
-		if ip.perPeer[k] >= maxAssemblies {
+		if ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize) {
 			ip.mu.Unlock()
 			p.node.Penalize(from, "too many pushed pieces at once")
 			return fmt.Errorf("%w: %d pieces half-sent at once", ErrBadFrame, maxAssemblies)
@@ -945,7 +956,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, p.cfg.Window)
+	sem := make(chan struct{}, p.window(ip.Manifest))
 	idle := time.NewTicker(100 * time.Millisecond)
 	defer idle.Stop()
 	reported := -1
