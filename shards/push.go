@@ -291,9 +291,10 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	}
 	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
 		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
-		asked: make([]map[int][]int, len(members))}
+		asked: make([]map[int]int, len(members)), refused: make([]map[int]bool, len(members))}
 	for k := range members {
-		op.asked[k] = make(map[int][]int)
+		op.asked[k] = make(map[int]int)
+		op.refused[k] = make(map[int]bool)
 		op.have[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
 	}
@@ -331,11 +332,12 @@ type outPush struct {
 	started time.Time
 
 	mu       sync.Mutex
-	have     []Bitfield      // per receiver: answered sends and its reports
-	state    []string        // "receiving", "done", "gone"
-	stalled  []int           // repair ticks without progress
-	asked    []map[int][]int // per receiver: piece -> holders repair asked for it
-	last     []int           // have count at the last repair tick
+	have     []Bitfield     // per receiver: answered sends and its reports
+	state    []string       // "receiving", "done", "gone"
+	stalled  []int          // repair ticks without progress
+	asked    []map[int]int  // per receiver: piece -> times repair asked for it
+	refused  []map[int]bool // per receiver: the members it caught sending corrupt pieces
+	last     []int          // have count at the last repair tick
 	uploaded int64
 	finished bool
 }
@@ -502,11 +504,12 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 
 // repair checks the receivers once: it reports true when every receiver
 // still there holds every piece. A receiver that made no progress for two
-// checks has each missing piece ordered from a receiver that holds it and
-// was not asked for it before, or sent by the source once every holder
-// had its turn. So a receiver that lies
-// about what it holds, or relays corrupt bytes, costs each piece at most a
-// turn, and the source uploads only what no honest receiver can give.
+// checks has each missing piece ordered from a receiver that holds it (a
+// different one each time it is asked again), leaving out those the
+// receiver caught sending corrupt pieces; the source sends it itself only
+// when no such holder is left, or after each had three turns (one that
+// claims pieces it does not send). So the source uploads little more than
+// what no honest receiver can give.
 func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	n, np := len(op.Members), op.Manifest.NumPieces()
 	linked := make(map[mesh.ID]bool)
@@ -556,11 +559,11 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 					holders = append(holders, h)
 				}
 			}
-			asked := op.asked[k][i]
-			holders = slices.DeleteFunc(holders, func(h int) bool { return slices.Contains(asked, h) })
-			if len(holders) > 0 {
-				h := holders[i%len(holders)]
-				op.asked[k][i] = append(asked, h)
+			holders = slices.DeleteFunc(holders, func(h int) bool { return op.refused[k][h] })
+			turn := op.asked[k][i]
+			if len(holders) > 0 && turn < 3*len(holders) {
+				op.asked[k][i]++
+				h := holders[(i+turn)%len(holders)]
 				if len(orders[job{h, k}]) < maxOrderPieces {
 					orders[job{h, k}] = append(orders[job{h, k}], uint32(i))
 				}
@@ -934,12 +937,17 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
 		p.node.Penalize(from, "push report from outside the push")
 		return fmt.Errorf("%w: %s is not in push %s", ErrBadFrame, from.Short(), pid)
 	}
-	h, err := decodeHave(b, op.Manifest.NumPieces())
+	bad, h, err := decodeReport(b, len(op.Members), op.Manifest.NumPieces())
 	if err != nil {
 		p.node.Penalize(from, "bad push report")
 		return err
 	}
 	op.got(k, h)
+	op.mu.Lock()
+	for _, r := range bad {
+		op.refused[k][r] = true
+	}
+	op.mu.Unlock()
 	return nil
 }
 
@@ -969,7 +977,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 			j = ip.queue[0]
 			ip.queue = ip.queue[1:]
 		}
-		count := ip.have.Count()
+		count := ip.have.Count() + len(ip.bad)<<20 // a new corrupt sender is news too
 		seen := ip.lastSeen
 		ip.mu.Unlock()
 		// Report what it holds to the source when it changed, at most
@@ -977,7 +985,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		if count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond) {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()
-			msg := append(append([]byte{pushHave}, ip.Push[:]...), encodeHave(ip.have, ip.Manifest.NumPieces())...)
+			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())
 			ip.mu.Unlock()
 			wg.Go(func() { _ = p.call(ctx, ip.source, msg) })
 		}
@@ -1169,4 +1177,47 @@ func decodeOrder(b []byte, members, np int) (int, []uint32, error) {
 		}
 	}
 	return to, pieces, nil
+}
+
+// encodeReport is a receiver's report to the source: the members it caught
+// sending corrupt pieces (the source counts them out as holders for it),
+// then what it holds (encodeHave).
+func encodeReport(pid pushID, bad map[int]bool, have Bitfield, np int) []byte {
+	b := append([]byte{pushHave}, pid[:]...)
+	var idx []int
+	for k := range bad {
+		if k >= 0 {
+			idx = append(idx, k)
+		}
+	}
+	slices.Sort(idx)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(idx)))
+	for _, k := range idx {
+		b = binary.BigEndian.AppendUint16(b, uint16(k))
+	}
+	return append(b, encodeHave(have, np)...)
+}
+
+// decodeReport decodes a report (after the push header) of a push of
+// members receivers and np pieces.
+func decodeReport(b []byte, members, np int) ([]int, Bitfield, error) {
+	if len(b) < 2 {
+		return nil, nil, fmt.Errorf("%w: short push report", ErrBadFrame)
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if n > members || len(b) < 2*n {
+		return nil, nil, fmt.Errorf("%w: push report names %d members", ErrBadFrame, n)
+	}
+	bad := make([]int, n)
+	for i := range bad {
+		if bad[i] = int(binary.BigEndian.Uint16(b[2*i:])); bad[i] >= members {
+			return nil, nil, fmt.Errorf("%w: push report names member %d of %d", ErrBadFrame, bad[i], members)
+		}
+	}
+	h, err := decodeHave(b[2*n:], np)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bad, h, nil
 }

@@ -82,7 +82,7 @@ func FuzzPushMessage(f *testing.F) {
 	f.Add(append(block, data[:64<<10]...), byte(1))
 	f.Add(append(block, data[64<<10:128<<10]...), byte(2))
 	f.Add(encodeOrder(o.Push, 1, []uint32{0, 1}), byte(0))
-	f.Add(append(append([]byte{pushHave}, o.Push[:]...), haveAll), byte(1))
+	f.Add(encodeReport(o.Push, map[int]bool{0: true}, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces()), byte(1))
 	f.Add(append([]byte{pushEnd}, o.Push[:]...), byte(0))
 	f.Fuzz(func(t *testing.T, b []byte, who byte) {
 		src := mesh.ID("dddddddddddddddddddddddddddddddd")

@@ -302,8 +302,7 @@ func TestPushCorruptRelayNeitherStoredNorRelayed(t *testing.T) {
 	const size = 8 << 20
 	want := randomFile(2, size)
 	nw := meshtest.NewNetwork()
-	cfg := DefaultPushConfig()
-	cfg.Repair = 100 * time.Millisecond
+	cfg := DefaultPushConfig() // the default repair period: honest holders get time to answer orders
 	const liar = 2
 	peers := pushNet(t, nw, 6, want, cfg, 0, func(k int) bool { return k == liar })
 	src, recv := peers[0], peers[1:]
