@@ -914,11 +914,17 @@ func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
 	ip.lastSeen = time.Now()
 	if to != ip.self {
 		ip.gone[to] = false // the source still counts it in
+		// Orders go before the plan's relays: they are what a stalled
+		// receiver waits for, and the source sends them itself if they
+		// wait too long.
+		var front []relayJob
 		for _, i := range pieces {
-			if ip.have.Has(int(i)) {
-				ip.enqueue(relayJob{to, int(i)})
+			if j := (relayJob{to, int(i)}); ip.have.Has(int(i)) && !ip.queued[j] {
+				ip.queued[j] = true
+				front = append(front, j)
 			}
 		}
+		ip.queue = append(front, ip.queue...)
 	}
 	ip.mu.Unlock()
 	ip.poke()
@@ -946,6 +952,23 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
 	op.mu.Lock()
 	for _, r := range bad {
 		op.refused[k][r] = true
+		// A member that half the others caught sending corrupt pieces
+		// leaves the push: the source stops feeding it, so a receiver
+		// that poisons what it relays cannot have the source upload the
+		// file to it again. A liar's own reports cannot reach half.
+		live, caught := 0, 0
+		for j := range op.Members {
+			if j != r && op.live(j) {
+				live++
+				if op.refused[j][r] {
+					caught++
+				}
+			}
+		}
+		if 2*caught >= live && op.state[r] != "gone" {
+			p.log.Info("push receiver sends corrupt pieces: dropped", "push", op.Push, "peer", op.Members[r].Short())
+			op.state[r] = "gone"
+		}
 	}
 	op.mu.Unlock()
 	return nil
