@@ -70,6 +70,9 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 						if all {
 							break
 						}
+						if st, err := src.p.status(pid); err == nil && st.Done {
+							b.Fatalf("the push ended with receivers missing pieces: %+v", st.Receivers)
+						}
 						time.Sleep(5 * time.Millisecond)
 					}
 				}
