@@ -1,0 +1,84 @@
+package shards
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestPlanPush checks the schedule's three promises for both plans over
+// sizes a user pushes (up to thousands of pieces, dozens to hundreds of
+// receivers, and the odd cases of fewer pieces than receivers): every
+// receiver ends with every piece, the source sends each piece once, and no
+// receiver gets from two senders (nor sends twice) in the same relay round. It also checks
+// that a relay is only of a piece its sender already holds, so that the
+// rounds can run in order.
+func TestPlanPush(t *testing.T) {
+	for _, plan := range []Plan{PlanMatrix, PlanChain} {
+		for _, c := range []struct{ pieces, n int }{
+			{1, 1}, {1, 6}, {5, 6}, {6, 6}, {7, 6}, {2048, 8}, {2000, 64}, {1000, 256}, {512, 2},
+		} {
+			t.Run(fmt.Sprintf("%s/%dpieces/%dreceivers", plan, c.pieces, c.n), func(t *testing.T) {
+				s := planPush(plan, c.pieces, c.n)
+				// When each receiver got each piece: -1 from the source
+				// (before every relay round), else the relay round.
+				got := make([]map[int]int, c.n)
+				for k := range got {
+					got[k] = make(map[int]int)
+				}
+				sent := make(map[int]int)
+				for _, st := range s.Source {
+					if st.From != -1 || st.To < 0 || st.To >= c.n {
+						t.Fatalf("source step %+v", st)
+					}
+					sent[st.Piece]++
+					got[st.To][st.Piece] = -1
+				}
+				for i := range c.pieces {
+					if sent[i] != 1 {
+						t.Fatalf("the source sends piece %d %d times", i, sent[i])
+					}
+				}
+				if len(sent) != c.pieces {
+					t.Fatalf("the source sends %d distinct pieces of %d", len(sent), c.pieces)
+				}
+				for r, round := range s.Relays {
+					from := make(map[int]int) // receiver -> its sender this round
+					sends := make(map[int]bool)
+					for _, st := range round {
+						if st.Round != r || st.From < 0 || st.From >= c.n || st.To < 0 || st.To >= c.n || st.From == st.To {
+							t.Fatalf("round %d: step %+v", r, st)
+						}
+						if f, dup := from[st.To]; dup {
+							t.Fatalf("round %d: receiver %d gets from %d and %d", r, st.To, f, st.From)
+						}
+						from[st.To] = st.From
+						if sends[st.From] {
+							t.Fatalf("round %d: %d sends twice", r, st.From)
+						}
+						sends[st.From] = true
+						if when, ok := got[st.From][st.Piece]; !ok || when >= r {
+							t.Fatalf("round %d: %d relays piece %d it does not hold yet", r, st.From, st.Piece)
+						}
+						if _, dup := got[st.To][st.Piece]; dup {
+							t.Fatalf("round %d: %d gets piece %d twice", r, st.To, st.Piece)
+						}
+						got[st.To][st.Piece] = r
+					}
+				}
+				for k := range got {
+					if len(got[k]) != c.pieces {
+						t.Fatalf("receiver %d ends with %d pieces of %d", k, len(got[k]), c.pieces)
+					}
+				}
+				// Matrix: each receiver sends at most one piece a round,
+				// and the rounds are as few as the striping allows.
+				if plan == PlanMatrix && c.n > 1 {
+					batches := (c.pieces + c.n - 1) / c.n
+					if want := batches * (c.n - 1); len(s.Relays) != want {
+						t.Fatalf("%d relay rounds, want %d", len(s.Relays), want)
+					}
+				}
+			})
+		}
+	}
+}

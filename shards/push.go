@@ -1,0 +1,1246 @@
+package shards
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// ProtoPush carries pushes (DESIGN §7): a source offers a resource to a
+// group, sends each piece about once, striped over the receivers, and the
+// receivers relay what they got to one another (plan.go).
+//
+// Every push message is a request over the bulk channel whose answer is an
+// empty acknowledgement or an error. Requests rather than one-way messages,
+// because one-way messages from a peer wait in a bounded queue and are
+// dropped when it is full: a receiver whose disk or relays are slow would
+// lose pieces. An answered block is also a receipt: the source knows which
+// pieces each receiver holds without waiting for its reports, and the
+// number of blocks a sender has unanswered is its window.
+//
+// The first byte of a message is its kind; then the push id (16 bytes):
+//
+//	offer: id, plan, name, members (node ids), manifest   source -> receiver
+//	block: piece, offset, flags, bytes                    sender -> receiver
+//	have:  encodeHave of what it holds                    receiver -> source
+//	order: member index, pieces                           source -> receiver
+//	end:   (nothing)                                      source -> receiver
+const ProtoPush = "shards/push/1"
+
+const (
+	pushOffer byte = 1 + iota
+	pushBlock
+	pushHave
+	pushOrder
+	pushEnd
+)
+
+// Push limits.
+const (
+	// MaxPushReceivers bounds the receivers of one push: the matrix plan
+	// links every receiver to every other one.
+	MaxPushReceivers = 256
+	// maxPushMsg bounds a push message: one bulk frame's payload.
+	maxPushMsg = mesh.MaxBulkFrame - 128
+	// maxOrderPieces bounds the pieces one order lists.
+	maxOrderPieces = (maxPushMsg - pushHeader - 2 - 2) / 4
+	pushHeader     = 1 + 16
+	blockHeader    = pushHeader + 4 + 4 + 1
+	idSize         = 32 // a mesh.ID's length
+)
+
+// relayFlag on a block asks its receiver to pass the piece on to its relay
+// targets; the source sets it on the first sending of each piece.
+const relayFlag byte = 1
+
+// pushID names a push.
+type pushID [16]byte
+
+func (p pushID) String() string { return hex.EncodeToString(p[:]) }
+
+func parsePushID(s string) (pushID, error) {
+	var p pushID
+	if len(s) != 2*len(p) {
+		return p, fmt.Errorf("%w: push id %.40q is not 32 hex digits", ErrBadID, s)
+	}
+	if _, err := hex.Decode(p[:], []byte(s)); err != nil {
+		return p, fmt.Errorf("%w: push id %.40q is not 32 hex digits", ErrBadID, s)
+	}
+	return p, nil
+}
+
+// PushConfig is how a node takes part in pushes.
+type PushConfig struct {
+	// Accept decides whether to take a push a peer offers: it is called
+	// with the source and what it offers, on the handler's goroutine, and
+	// must not block. Nil refuses every push: a node stores nothing it
+	// did not ask for unless its user said whom to take pushes from
+	// (AcceptFrom, or the members of the channels it joined).
+	Accept func(from mesh.ID, id MD5, name string, size int64) bool
+	// MaxBytes bounds the size of a push this node accepts.
+	MaxBytes int64
+	// MaxIncoming bounds the pushes this node receives at once.
+	MaxIncoming int
+	// Window is how many pieces a sender (source or relay) has in flight
+	// at once, each sending its blocks one after the other; large pieces
+	// are fewer, so that no more than windowBytes are unanswered.
+	Window int
+	// Repair is how often the source looks for receivers that stopped
+	// making progress after its first pass, to have their missing pieces
+	// sent by a receiver that holds them, or by itself if none does.
+	Repair time.Duration
+	// Idle: a push received with no message for this long is forgotten
+	// (its pieces stay in the sink).
+	Idle time.Duration
+	// BlockTimeout bounds the sending of one block: a receiver that hangs
+	// counts as gone.
+	BlockTimeout time.Duration
+	// Keep is how many finished pushes PushStatus still reports.
+	Keep int
+}
+
+// DefaultPushConfig refuses pushes (see Accept) and sends with a window of
+// 8 pieces.
+func DefaultPushConfig() PushConfig {
+	return PushConfig{
+		MaxBytes:     4 << 30,
+		MaxIncoming:  4,
+		Window:       8,
+		Repair:       500 * time.Millisecond,
+		Idle:         2 * time.Minute,
+		BlockTimeout: 30 * time.Second,
+		Keep:         64,
+	}
+}
+
+// AcceptFrom is an Accept that takes pushes from the given nodes only.
+func AcceptFrom(ids ...mesh.ID) func(from mesh.ID, id MD5, name string, size int64) bool {
+	set := make(map[mesh.ID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	return func(from mesh.ID, _ MD5, _ string, _ int64) bool { return set[from] }
+}
+
+// pieceSink is where a receiver of a push keeps the pieces: a download
+// (DOWNLOAD's downloads make one per offer). Pieces reach it verified.
+type pieceSink interface {
+	// putPiece stores piece i, whose MD5 the caller has checked.
+	putPiece(ctx context.Context, i int, data []byte) error
+	// have returns which pieces it holds (a copy).
+	have() Bitfield
+	// readBlock reads the block r of a piece it holds, to relay it.
+	readBlock(ctx context.Context, r blockReq, p []byte) error
+}
+
+// offer is what a source proposes: the push, the resource and the group.
+type offer struct {
+	Push     pushID
+	ID       MD5
+	Plan     Plan
+	Name     string
+	Members  []mesh.ID
+	Manifest *Manifest
+}
+
+// openSink makes the sink a receiver stores an accepted push in.
+type openSink func(ctx context.Context, from mesh.ID, o offer) (pieceSink, error)
+
+// pushes runs this node's pushes, as source and as receiver. Its handler
+// is ServeMesh for ProtoPush; serve runs its workers.
+type pushes struct {
+	node    Node
+	log     *slog.Logger
+	cfg     PushConfig
+	sources []pieceSource
+	open    openSink
+	// waitUpload paces every block this node sends (Config.UploadRate).
+	waitUpload func(ctx context.Context, n int) error
+	// publish, if set, is told of a push's progress (Event.Push).
+	publish func(Event)
+
+	mu      sync.Mutex
+	runCtx  context.Context // set while serve runs; workers start under it
+	wg      sync.WaitGroup
+	out     map[pushID]*outPush
+	done    []pushID // finished outgoing pushes, oldest first
+	in      map[pushID]*inPush
+	started chan struct{}
+}
+
+func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSource, open openSink) *pushes {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := DefaultPushConfig()
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = d.MaxBytes
+	}
+	if cfg.MaxIncoming <= 0 {
+		cfg.MaxIncoming = d.MaxIncoming
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = d.Window
+	}
+	if cfg.Repair <= 0 {
+		cfg.Repair = d.Repair
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = d.Idle
+	}
+	if cfg.BlockTimeout <= 0 {
+		cfg.BlockTimeout = d.BlockTimeout
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = d.Keep
+	}
+	return &pushes{
+		node: node, log: log, cfg: cfg, sources: sources, open: open,
+		waitUpload: func(context.Context, int) error { return nil },
+		out:        make(map[pushID]*outPush),
+		in:         make(map[pushID]*inPush),
+		started:    make(chan struct{}),
+	}
+}
+
+// serve registers the handler and runs until ctx ends; then every push
+// worker has stopped.
+func (p *pushes) serve(ctx context.Context) error {
+	p.mu.Lock()
+	p.runCtx = ctx
+	p.mu.Unlock()
+	p.node.Handle(ProtoPush, p)
+	close(p.started)
+	<-ctx.Done()
+	p.mu.Lock()
+	p.runCtx = nil
+	p.mu.Unlock()
+	p.wg.Wait()
+	return nil
+}
+
+// spawn runs f on a worker goroutine under the serving context, unless
+// serve is not running.
+func (p *pushes) spawn(f func(ctx context.Context)) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.runCtx == nil || p.runCtx.Err() != nil {
+		return false
+	}
+	ctx := p.runCtx
+	p.wg.Go(func() { f(ctx) })
+	return true
+}
+
+// findSource returns a source that holds all of id.
+func (p *pushes) findSource(id MD5) (pieceSource, *Manifest, bool) {
+	for _, s := range p.sources {
+		m, ok := s.manifestOf(id)
+		if !ok {
+			continue
+		}
+		if h := s.haveOf(id); h != nil && h.Count() == m.NumPieces() {
+			return s, m, true
+		}
+	}
+	return nil, nil, false
+}
+
+// push starts pushing resource id, which this node holds whole, to the
+// receivers to under plan, and returns the push's id for status.
+func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name string) (string, error) {
+	switch plan {
+	case PlanMatrix, PlanChain:
+	case "":
+		plan = PlanMatrix
+	default:
+		return "", fmt.Errorf("%w: plan %q (matrix or chain)", ErrBadID, plan)
+	}
+	src, m, ok := p.findSource(id)
+	if !ok {
+		return "", fmt.Errorf("%w: %s is not held whole here", ErrUnknown, id)
+	}
+	members := make([]mesh.ID, 0, len(to))
+	for _, r := range to {
+		if r == p.node.ID() || slices.Contains(members, r) {
+			continue
+		}
+		if _, err := mesh.ParseID(string(r)); err != nil {
+			return "", fmt.Errorf("%w: receiver: %v", ErrBadID, err)
+		}
+		members = append(members, r)
+	}
+	if len(members) == 0 || len(members) > MaxPushReceivers {
+		return "", fmt.Errorf("%w: %d receivers (1 to %d)", ErrBadID, len(members), MaxPushReceivers)
+	}
+	var pid pushID
+	rand.Read(pid[:])
+	o := offer{Push: pid, ID: id, Plan: plan, Name: name, Members: members, Manifest: m}
+	msg, err := encodeOffer(o)
+	if err != nil {
+		return "", err
+	}
+	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
+		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
+		asked: make([]map[int]int, len(members)), refused: make([]map[int]bool, len(members))}
+	for k := range members {
+		op.asked[k] = make(map[int]int)
+		op.refused[k] = make(map[int]bool)
+		op.have[k] = NewBitfield(m.NumPieces())
+		op.state[k] = "receiving"
+	}
+	p.mu.Lock()
+	p.out[pid] = op
+	p.mu.Unlock()
+	if !p.spawn(func(ctx context.Context) { p.runSource(ctx, op, msg) }) {
+		p.mu.Lock()
+		delete(p.out, pid)
+		p.mu.Unlock()
+		return "", fmt.Errorf("shards: push: %w", mesh.ErrClosed)
+	}
+	return pid.String(), nil
+}
+
+// status reports a push this node sends.
+func (p *pushes) status(pid string) (PushStatus, error) {
+	id, err := parsePushID(pid)
+	if err != nil {
+		return PushStatus{}, err
+	}
+	p.mu.Lock()
+	op := p.out[id]
+	p.mu.Unlock()
+	if op == nil {
+		return PushStatus{}, fmt.Errorf("%w: push %s", ErrUnknown, pid)
+	}
+	return op.status(), nil
+}
+
+// outPush is a push this node is the source of.
+type outPush struct {
+	offer
+	src     pieceSource
+	started time.Time
+
+	mu       sync.Mutex
+	have     []Bitfield     // per receiver: answered sends and its reports
+	state    []string       // "receiving", "done", "gone"
+	stalled  []int          // repair ticks without progress
+	asked    []map[int]int  // per receiver: piece -> times repair asked for it
+	refused  []map[int]bool // per receiver: the members it caught sending corrupt pieces
+	last     []int          // have count at the last repair tick
+	uploaded int64
+	finished bool
+}
+
+func (op *outPush) status() PushStatus {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	st := PushStatus{ID: op.Push.String(), Resource: op.ID, Plan: op.Plan, Size: op.Manifest.Size,
+		Uploaded: op.uploaded, Started: op.started, Done: op.finished}
+	for k, id := range op.Members {
+		var have int64
+		for i := range op.Manifest.NumPieces() {
+			if op.have[k].Has(i) {
+				have += op.Manifest.PieceLen(i)
+			}
+		}
+		st.Receivers = append(st.Receivers, PushReceiver{Node: id, Have: have, State: op.state[k]})
+	}
+	return st
+}
+
+// live reports whether receiver k is still in the push; op.mu is held.
+func (op *outPush) live(k int) bool { return op.state[k] != "gone" }
+
+// setGone drops receiver k from the push.
+func (op *outPush) setGone(k int) {
+	op.mu.Lock()
+	op.state[k] = "gone"
+	op.mu.Unlock()
+}
+
+// got records that receiver k holds the pieces in b.
+func (op *outPush) got(k int, b Bitfield) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	for i := range b {
+		op.have[k][i] |= b[i]
+	}
+	if op.state[k] == "receiving" && op.have[k].Count() == op.Manifest.NumPieces() {
+		op.state[k] = "done"
+	}
+}
+
+func (p *pushes) notify(op *outPush) {
+	if p.publish != nil {
+		st := op.status()
+		p.publish(Event{Push: &st})
+	}
+}
+
+// runSource runs a push from this node: the offers, one pass over the
+// pieces, and repair until every receiver still there holds every piece.
+func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
+	n := len(op.Members)
+	var wg sync.WaitGroup
+	for k, to := range op.Members {
+		wg.Go(func() {
+			if err := p.call(ctx, to, offerMsg); err != nil {
+				p.log.Info("push receiver refused or unreachable", "push", op.Push, "peer", to.Short(), "err", err)
+				op.setGone(k)
+			}
+		})
+	}
+	wg.Wait()
+	p.notify(op)
+	// The first pass: each piece once, to its owner (or, if the owner
+	// is gone, to the next receiver still there), in order, Window
+	// pieces at once.
+	sem := make(chan struct{}, p.window(op.Manifest))
+	lastNotify := time.Now()
+	for i := range op.Manifest.NumPieces() {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			owner := pieceOwner(op.Plan, i, n)
+			for range n {
+				op.mu.Lock()
+				live, has := op.live(owner), op.have[owner].Has(i)
+				op.mu.Unlock()
+				if has {
+					return
+				}
+				if live {
+					if p.sendSource(ctx, op, owner, i, relayFlag) == nil {
+						return
+					}
+					if ctx.Err() != nil {
+						return
+					}
+				}
+				owner = (owner + 1) % n
+			}
+		})
+		if time.Since(lastNotify) > 250*time.Millisecond {
+			lastNotify = time.Now()
+			p.notify(op)
+		}
+	}
+	wg.Wait()
+	p.notify(op)
+	t := time.NewTicker(p.cfg.Repair)
+	defer t.Stop()
+	for {
+		if p.repair(ctx, op) {
+			break
+		}
+		p.notify(op)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+	op.mu.Lock()
+	op.finished = true
+	op.mu.Unlock()
+	p.notify(op)
+	end := append([]byte{pushEnd}, op.Push[:]...)
+	for k, to := range op.Members {
+		op.mu.Lock()
+		live := op.live(k)
+		op.mu.Unlock()
+		if live {
+			wg.Go(func() { _ = p.call(ctx, to, end) })
+		}
+	}
+	wg.Wait()
+	p.mu.Lock()
+	p.done = append(p.done, op.Push)
+	for len(p.done) > p.cfg.Keep {
+		delete(p.out, p.done[0])
+		p.done = p.done[1:]
+	}
+	p.mu.Unlock()
+}
+
+// sendSource sends piece i from the source to receiver k; a receiver that
+// cannot be reached or refuses is gone.
+func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags byte) error {
+	to := op.Members[k]
+	err := p.sendPiece(ctx, to, op.Push, op.Manifest, op.ID, i, flags, op.src.readBlock, func(n int) {
+		op.src.sentBlock(op.ID, to, n)
+		op.mu.Lock()
+		op.uploaded += int64(n)
+		op.mu.Unlock()
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Info("push receiver gone", "push", op.Push, "peer", to.Short(), "err", err)
+			op.setGone(k)
+		}
+		return err
+	}
+	b := NewBitfield(op.Manifest.NumPieces())
+	b.Set(i)
+	op.got(k, b)
+	return nil
+}
+
+// repair checks the receivers once: it reports true when every receiver
+// still there holds every piece. A receiver that made no progress for two
+// checks has each missing piece ordered from a receiver that holds it (a
+// different one each time it is asked again), leaving out those the
+// receiver caught sending corrupt pieces; the source sends it itself only
+// when no such holder is left, or after each had three turns (one that
+// claims pieces it does not send). So the source uploads little more than
+// what no honest receiver can give.
+func (p *pushes) repair(ctx context.Context, op *outPush) bool {
+	n, np := len(op.Members), op.Manifest.NumPieces()
+	linked := make(map[mesh.ID]bool)
+	for _, pi := range p.node.Peers() {
+		linked[pi.ID] = true
+	}
+	type job struct{ holder, to int }
+	orders := make(map[job][]uint32)
+	var mine []job // pieces (in holder) the source sends itself to receiver to
+	op.mu.Lock()
+	all := true
+	for k := range n {
+		if op.state[k] != "receiving" {
+			continue
+		}
+		if !linked[op.Members[k]] {
+			// No link: its machine went away, or the mesh dropped the
+			// link; one Connect attempt tells.
+			op.mu.Unlock()
+			cctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout/4)
+			err := p.node.Connect(cctx, op.Members[k])
+			cancel()
+			op.mu.Lock()
+			if err != nil {
+				op.state[k] = "gone"
+				continue
+			}
+		}
+		all = false
+		c := op.have[k].Count()
+		if c != op.last[k] {
+			op.last[k], op.stalled[k] = c, 0
+			continue
+		}
+		if op.stalled[k]++; op.stalled[k] < 2 {
+			continue
+		}
+		op.stalled[k] = 0
+		sentHere := make(map[int]bool)
+		for i := range np {
+			if op.have[k].Has(i) {
+				continue
+			}
+			var holders []int
+			for h := range n {
+				if h != k && op.live(h) && op.have[h].Has(i) {
+					holders = append(holders, h)
+				}
+			}
+			holders = slices.DeleteFunc(holders, func(h int) bool { return op.refused[k][h] })
+			turn := op.asked[k][i]
+			if len(holders) > 0 && turn < 3*len(holders) {
+				op.asked[k][i]++
+				h := holders[(i+turn)%len(holders)]
+				if len(orders[job{h, k}]) < maxOrderPieces {
+					orders[job{h, k}] = append(orders[job{h, k}], uint32(i))
+				}
+				continue
+			}
+			// Nobody left holds it: the source sends it, once per
+			// check, to one receiver; the others get it from that one
+			// at a later check.
+			if !sentHere[i] {
+				sentHere[i] = true
+				mine = append(mine, job{i, k})
+			}
+		}
+	}
+	op.mu.Unlock()
+	if all {
+		return true
+	}
+	var wg sync.WaitGroup
+	for j, pieces := range orders {
+		msg := encodeOrder(op.Push, j.to, pieces)
+		wg.Go(func() {
+			if err := p.call(ctx, op.Members[j.holder], msg); err != nil && ctx.Err() == nil {
+				op.setGone(j.holder)
+			}
+		})
+	}
+	sem := make(chan struct{}, p.window(op.Manifest))
+	for _, j := range mine {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = p.sendSource(ctx, op, j.to, j.holder, relayFlag)
+		})
+	}
+	wg.Wait()
+	return false
+}
+
+// window is how many pieces of m a sender has in flight: Window, fewer
+// for large pieces, so that a sender has about windowBytes unanswered
+// (what a receiver holds half-assembled for it).
+func (p *pushes) window(m *Manifest) int {
+	return max(1, min(p.cfg.Window, int(windowBytes/m.PieceSize)))
+}
+
+// call sends one push message to a peer and waits for its answer, linking
+// to it first if need be.
+func (p *pushes) call(ctx context.Context, to mesh.ID, msg []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout)
+	defer cancel()
+	_, err := p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+	if errors.Is(err, mesh.ErrNotConnected) {
+		if err = p.node.Expand(ctx, to); err == nil {
+			_, err = p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+		}
+	}
+	return err
+}
+
+// sendPiece sends piece i of resource id, read by read, to a peer as
+// blocks one after the other, each paced by waitUpload; sent is told of
+// each block answered.
+func (p *pushes) sendPiece(ctx context.Context, to mesh.ID, pid pushID, m *Manifest, id MD5, i int, flags byte,
+	read func(context.Context, blockReq, []byte) error, sent func(n int)) error {
+	plen := m.PieceLen(i)
+	buf := make([]byte, blockHeader+min(plen, BlockSize))
+	for off := int64(0); off < plen; off += BlockSize {
+		n := min(plen-off, BlockSize)
+		r := blockReq{ID: id, Piece: uint32(i), Off: uint32(off), Len: uint32(n)}
+		msg := buf[:blockHeader+n]
+		msg[0] = pushBlock
+		copy(msg[1:], pid[:])
+		binary.BigEndian.PutUint32(msg[17:], r.Piece)
+		binary.BigEndian.PutUint32(msg[21:], r.Off)
+		msg[25] = flags
+		if err := read(ctx, r, msg[blockHeader:]); err != nil {
+			return fmt.Errorf("shards: read piece %d: %w", i, err)
+		}
+		if err := p.waitUpload(ctx, int(n)); err != nil {
+			return err
+		}
+		if err := p.call(ctx, to, msg); err != nil {
+			return fmt.Errorf("shards: push piece %d to %s: %w", i, to.Short(), err)
+		}
+		sent(int(n))
+	}
+	return nil
+}
+
+// inPush is a push this node receives.
+type inPush struct {
+	offer
+	source mesh.ID
+	self   int
+	sink   pieceSink
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	have     Bitfield
+	gone     []bool
+	bad      map[int]bool // senders that sent a corrupt piece: refused since
+	asm      map[asmKey]*assembly
+	perPeer  map[int]int // assemblies per sender (-1 the source)
+	queue    []relayJob
+	queued   map[relayJob]bool
+	wake     chan struct{} // relay work or a have change
+	lastSeen time.Time
+}
+
+// asmKey is a piece being assembled from one sender's blocks.
+type asmKey struct {
+	from  int // member index, -1 the source
+	piece int
+}
+
+type assembly struct {
+	buf  []byte
+	next int64
+}
+
+// maxAssemblies and maxAssemblyBytes bound the pieces one sender may have
+// half-sent to this node: an honest sender has at most a window of them.
+const (
+	maxAssemblies    = 16
+	windowBytes      = 2 << 20
+	maxAssemblyBytes = 2 * windowBytes
+)
+
+type relayJob struct{ to, piece int }
+
+// ServeMesh handles ProtoPush requests.
+func (p *pushes) ServeMesh(ctx context.Context, m *mesh.Message) ([]byte, error) {
+	if !m.Request {
+		return nil, fmt.Errorf("%w: push messages are requests", ErrBadFrame)
+	}
+	b := m.Payload
+	if len(b) > maxPushMsg || len(b) < pushHeader {
+		return nil, fmt.Errorf("%w: push message of %d bytes", ErrBadFrame, len(b))
+	}
+	var pid pushID
+	copy(pid[:], b[1:])
+	switch b[0] {
+	case pushOffer:
+		return nil, p.onOffer(ctx, m.From, b)
+	case pushBlock:
+		return nil, p.onBlock(ctx, m.From, pid, b)
+	case pushHave:
+		return nil, p.onHave(m.From, pid, b[pushHeader:])
+	case pushOrder:
+		return nil, p.onOrder(m.From, pid, b)
+	case pushEnd:
+		p.mu.Lock()
+		ip := p.in[pid]
+		if ip != nil && ip.source == m.From {
+			delete(p.in, pid)
+			ip.cancel()
+		}
+		p.mu.Unlock()
+		return nil, nil
+	}
+	p.node.Penalize(m.From, "push message of unknown kind")
+	return nil, fmt.Errorf("%w: push message kind %d", ErrBadFrame, b[0])
+}
+
+func (p *pushes) onOffer(ctx context.Context, from mesh.ID, b []byte) error {
+	o, err := decodeOffer(b)
+	if err != nil {
+		p.node.Penalize(from, "bad push offer")
+		return err
+	}
+	self := slices.Index(o.Members, p.node.ID())
+	if self < 0 || slices.Contains(o.Members, from) {
+		p.node.Penalize(from, "bad push offer")
+		return fmt.Errorf("%w: offer's members leave this node out, or name its source", ErrBadFrame)
+	}
+	if o.Manifest.Size > p.cfg.MaxBytes {
+		return fmt.Errorf("%w: push of %d bytes (this node takes up to %d)", ErrTooLarge, o.Manifest.Size, p.cfg.MaxBytes)
+	}
+	if p.cfg.Accept == nil || !p.cfg.Accept(from, o.ID, o.Name, o.Manifest.Size) {
+		return errors.New("shards: push refused: this node does not take pushes from " + from.Short())
+	}
+	p.mu.Lock()
+	if ip := p.in[o.Push]; ip != nil {
+		p.mu.Unlock()
+		if ip.source == from {
+			return nil // the same offer again
+		}
+		return fmt.Errorf("%w: push id taken", ErrBadFrame)
+	}
+	busy := len(p.in) >= p.cfg.MaxIncoming
+	p.mu.Unlock()
+	if busy {
+		return fmt.Errorf("shards: push refused: %d pushes under way", p.cfg.MaxIncoming)
+	}
+	sink, err := p.open(ctx, from, o)
+	if err != nil {
+		return fmt.Errorf("shards: push refused: %w", err)
+	}
+	ip := &inPush{offer: o, source: from, self: self, sink: sink, have: sink.have(),
+		gone: make([]bool, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly), perPeer: make(map[int]int),
+		queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), lastSeen: time.Now()}
+	if !ip.have.Valid(o.Manifest.NumPieces()) {
+		return fmt.Errorf("shards: push refused: sink holds a bitfield of %d bytes", len(ip.have))
+	}
+	p.mu.Lock()
+	if p.runCtx == nil || len(p.in) >= p.cfg.MaxIncoming || p.in[o.Push] != nil {
+		p.mu.Unlock()
+		return errors.New("shards: push refused: busy")
+	}
+	wctx, cancel := context.WithCancel(p.runCtx)
+	ip.cancel = cancel
+	p.in[o.Push] = ip
+	p.wg.Go(func() { p.runReceiver(wctx, ip) })
+	p.mu.Unlock()
+	ip.poke()
+	return nil
+}
+
+func (ip *inPush) poke() {
+	select {
+	case ip.wake <- struct{}{}:
+	default:
+	}
+}
+
+// member is the index of a node among the senders of ip: -1 the source,
+// -2 a stranger.
+func (ip *inPush) member(id mesh.ID) int {
+	if id == ip.source {
+		return -1
+	}
+	if k := slices.Index(ip.Members, id); k >= 0 && k != ip.self {
+		return k
+	}
+	return -2
+}
+
+func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte) error {
+	p.mu.Lock()
+	ip := p.in[pid]
+	p.mu.Unlock()
+	if ip == nil {
+		return fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+	}
+	k := ip.member(from)
+	if k == -2 {
+		p.node.Penalize(from, "pushed block from outside the push")
+		return fmt.Errorf("%w: %s is not in push %s", ErrBadFrame, from.Short(), pid)
+	}
+	if len(b) <= blockHeader {
+		p.node.Penalize(from, "bad pushed block")
+		return fmt.Errorf("%w: pushed block of %d bytes", ErrBadFrame, len(b))
+	}
+	r := blockReq{ID: ip.ID, Piece: binary.BigEndian.Uint32(b[17:]), Off: binary.BigEndian.Uint32(b[21:]),
+		Len: uint32(len(b) - blockHeader)}
+	flags, data := b[25], b[blockHeader:]
+	if r.Len > BlockSize || !blockInPiece(ip.Manifest, r) || flags&^relayFlag != 0 {
+		p.node.Penalize(from, "bad pushed block")
+		return fmt.Errorf("%w: pushed block %d+%d of piece %d", ErrBadFrame, r.Off, r.Len, r.Piece)
+	}
+	i := int(r.Piece)
+	key := asmKey{k, i}
+	ip.mu.Lock()
+	ip.lastSeen = time.Now()
+	if ip.bad[k] {
+		ip.mu.Unlock()
+		return fmt.Errorf("%w: %s sent a corrupt piece of this push before", ErrCorrupt, from.Short())
+	}
+	if ip.have.Has(i) {
+		delete(ip.asm, key) // a copy it holds already: nothing to do
+		ip.mu.Unlock()
+		return nil
+	}
+	a := ip.asm[key]
+	switch {
+	case a == nil && r.Off == 0:
+		if ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize) {
+			ip.mu.Unlock()
+			p.node.Penalize(from, "too many pushed pieces at once")
+			return fmt.Errorf("%w: %d pieces half-sent at once", ErrBadFrame, maxAssemblies)
+		}
+		a = &assembly{buf: make([]byte, ip.Manifest.PieceLen(i))}
+		ip.asm[key] = a
+		ip.perPeer[k]++
+	case a == nil || int64(r.Off) != a.next:
+		ip.mu.Unlock()
+		p.node.Penalize(from, "pushed block out of order")
+		return fmt.Errorf("%w: block at %d of piece %d out of order", ErrBadFrame, r.Off, i)
+	}
+	copy(a.buf[r.Off:], data)
+	a.next = int64(r.Off) + int64(r.Len)
+	if a.next < int64(len(a.buf)) {
+		ip.mu.Unlock()
+		return nil
+	}
+	delete(ip.asm, key)
+	ip.perPeer[k]--
+	ip.mu.Unlock()
+	if !ip.Manifest.Verify(i, a.buf) {
+		ip.mu.Lock()
+		ip.bad[k] = true
+		ip.mu.Unlock()
+		p.node.Penalize(from, "pushed piece does not match its md5")
+		return fmt.Errorf("%w: pushed piece %d", ErrCorrupt, i)
+	}
+	if err := ip.sink.putPiece(ctx, i, a.buf); err != nil {
+		return fmt.Errorf("shards: store pushed piece %d: %w", i, err)
+	}
+	ip.mu.Lock()
+	ip.have.Set(i)
+	if flags&relayFlag != 0 {
+		targets := relayTargets(ip.Plan, ip.self, len(ip.Members))
+		for _, to := range targets {
+			ip.enqueue(relayJob{to, i})
+		}
+	}
+	ip.mu.Unlock()
+	ip.poke()
+	return nil
+}
+
+// enqueue adds a relay unless it waits already; ip.mu is held.
+func (ip *inPush) enqueue(j relayJob) {
+	if !ip.queued[j] {
+		ip.queued[j] = true
+		ip.queue = append(ip.queue, j)
+	}
+}
+
+func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
+	p.mu.Lock()
+	ip := p.in[pid]
+	p.mu.Unlock()
+	if ip == nil {
+		return fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+	}
+	if from != ip.source {
+		p.node.Penalize(from, "push order from outside the push")
+		return fmt.Errorf("%w: order from %s, not the source", ErrBadFrame, from.Short())
+	}
+	to, pieces, err := decodeOrder(b, len(ip.Members), ip.Manifest.NumPieces())
+	if err != nil {
+		p.node.Penalize(from, "bad push order")
+		return err
+	}
+	ip.mu.Lock()
+	ip.lastSeen = time.Now()
+	if to != ip.self {
+		ip.gone[to] = false // the source still counts it in
+		// Orders go before the plan's relays: they are what a stalled
+		// receiver waits for, and the source sends them itself if they
+		// wait too long.
+		var front []relayJob
+		for _, i := range pieces {
+			if j := (relayJob{to, int(i)}); ip.have.Has(int(i)) && !ip.queued[j] {
+				ip.queued[j] = true
+				front = append(front, j)
+			}
+		}
+		ip.queue = append(front, ip.queue...)
+	}
+	ip.mu.Unlock()
+	ip.poke()
+	return nil
+}
+
+func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
+	p.mu.Lock()
+	op := p.out[pid]
+	p.mu.Unlock()
+	if op == nil {
+		return fmt.Errorf("%w: no push %s from here", ErrUnknown, pid)
+	}
+	k := slices.Index(op.Members, from)
+	if k < 0 {
+		p.node.Penalize(from, "push report from outside the push")
+		return fmt.Errorf("%w: %s is not in push %s", ErrBadFrame, from.Short(), pid)
+	}
+	bad, h, err := decodeReport(b, len(op.Members), op.Manifest.NumPieces())
+	if err != nil {
+		p.node.Penalize(from, "bad push report")
+		return err
+	}
+	op.got(k, h)
+	op.mu.Lock()
+	for _, r := range bad {
+		op.refused[k][r] = true
+		// A member that half the others caught sending corrupt pieces
+		// leaves the push: the source stops feeding it, so a receiver
+		// that poisons what it relays cannot have the source upload the
+		// file to it again. A liar's own reports cannot reach half.
+		live, caught := 0, 0
+		for j := range op.Members {
+			if j != r && op.live(j) {
+				live++
+				if op.refused[j][r] {
+					caught++
+				}
+			}
+		}
+		if 2*caught >= live && op.state[r] != "gone" {
+			p.log.Info("push receiver sends corrupt pieces: dropped", "push", op.Push, "peer", op.Members[r].Short())
+			op.state[r] = "gone"
+		}
+	}
+	op.mu.Unlock()
+	return nil
+}
+
+// runReceiver relays and reports for a push this node receives, until
+// the source ends it, it goes idle, or the node stops.
+func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
+	defer func() {
+		ip.cancel()
+		p.mu.Lock()
+		if p.in[ip.Push] == ip {
+			delete(p.in, ip.Push)
+		}
+		p.mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, p.window(ip.Manifest))
+	idle := time.NewTicker(100 * time.Millisecond)
+	defer idle.Stop()
+	reported := -1
+	var lastReport time.Time
+	for {
+		ip.mu.Lock()
+		var j relayJob
+		ok := len(ip.queue) > 0
+		if ok {
+			j = ip.queue[0]
+			ip.queue = ip.queue[1:]
+		}
+		count := ip.have.Count() + len(ip.bad)<<20 // a new corrupt sender is news too
+		seen := ip.lastSeen
+		ip.mu.Unlock()
+		// Report what it holds to the source when it changed, at most
+		// every 100 ms, and at once when it is whole.
+		if count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond) {
+			reported, lastReport = count, time.Now()
+			ip.mu.Lock()
+			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())
+			ip.mu.Unlock()
+			wg.Go(func() { _ = p.call(ctx, ip.source, msg) })
+		}
+		if ok {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				p.relay(ctx, ip, j)
+			})
+			continue
+		}
+		if time.Since(seen) > p.cfg.Idle {
+			return
+		}
+		select {
+		case <-ip.wake:
+		case <-idle.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// relay sends one piece to one member; a chain skips members that are
+// gone, a matrix leaves them out.
+func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
+	defer func() {
+		ip.mu.Lock()
+		delete(ip.queued, j)
+		ip.mu.Unlock()
+		ip.poke() // its report may be due
+	}()
+	n := len(ip.Members)
+	to := j.to
+	for range n {
+		ip.mu.Lock()
+		gone := ip.gone[to]
+		ip.mu.Unlock()
+		if !gone {
+			err := p.sendPiece(ctx, ip.Members[to], ip.Push, ip.Manifest, ip.ID, j.piece, relayFlagFor(ip.Plan, to, n),
+				ip.sink.readBlock, func(int) {})
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			p.log.Debug("push relay failed", "push", ip.Push, "peer", ip.Members[to].Short(), "err", err)
+			ip.mu.Lock()
+			ip.gone[to] = true
+			ip.mu.Unlock()
+		}
+		if ip.Plan != PlanChain {
+			return
+		}
+		if to = to + 1; to >= n {
+			return
+		}
+	}
+}
+
+// relayFlagFor is the flag of a relay to member to: in a chain every
+// member but the last passes the piece on.
+func relayFlagFor(plan Plan, to, n int) byte {
+	if plan == PlanChain && to+1 < n {
+		return relayFlag
+	}
+	return 0
+}
+
+// encodeOffer is the offer's wire form; an offer that does not fit one
+// bulk frame (a manifest of over ~15,000 pieces, a file over ~120 GiB) is
+// ErrTooLarge.
+func encodeOffer(o offer) ([]byte, error) {
+	if len(o.Name) > MaxNameLen || len(o.Members) == 0 || len(o.Members) > MaxPushReceivers {
+		return nil, fmt.Errorf("%w: offer with a name of %d bytes and %d members", ErrBadFrame, len(o.Name), len(o.Members))
+	}
+	man := o.Manifest.Encode()
+	b := make([]byte, 0, pushHeader+16+1+2+len(o.Name)+2+idSize*len(o.Members)+len(man))
+	b = append(b, pushOffer)
+	b = append(b, o.Push[:]...)
+	b = append(b, o.ID[:]...)
+	var plan byte
+	if o.Plan == PlanChain {
+		plan = 1
+	}
+	b = append(b, plan)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(o.Name)))
+	b = append(b, o.Name...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(o.Members)))
+	for _, id := range o.Members {
+		if len(id) != idSize {
+			return nil, fmt.Errorf("%w: member %q", ErrBadID, id)
+		}
+		b = append(b, id...)
+	}
+	b = append(b, man...)
+	if len(b) > maxPushMsg {
+		return nil, fmt.Errorf("%w: a push offer of %d pieces to %d receivers does not fit a frame", ErrTooLarge, len(o.Manifest.Pieces), len(o.Members))
+	}
+	return b, nil
+}
+
+// decodeOffer decodes an offer from a peer: every member must be a node
+// id, once; the name must pass CleanName; the manifest must decode.
+func decodeOffer(b []byte) (offer, error) {
+	var o offer
+	if len(b) > maxPushMsg {
+		return o, fmt.Errorf("%w: offer of %d bytes", ErrBadFrame, len(b))
+	}
+	if len(b) < pushHeader+16+1+2 || b[0] != pushOffer {
+		return o, fmt.Errorf("%w: short offer", ErrBadFrame)
+	}
+	copy(o.Push[:], b[1:])
+	copy(o.ID[:], b[pushHeader:])
+	b = b[pushHeader+16:]
+	switch b[0] {
+	case 0:
+		o.Plan = PlanMatrix
+	case 1:
+		o.Plan = PlanChain
+	default:
+		return o, fmt.Errorf("%w: offer plan %d", ErrBadFrame, b[0])
+	}
+	nl := int(binary.BigEndian.Uint16(b[1:]))
+	b = b[3:]
+	if nl > MaxNameLen || len(b) < nl+2 {
+		return o, fmt.Errorf("%w: offer name of %d bytes", ErrBadFrame, nl)
+	}
+	name, err := CleanName(string(b[:nl]))
+	if err != nil {
+		return o, fmt.Errorf("%w: offer name: %v", ErrBadFrame, err)
+	}
+	o.Name = name
+	nm := int(binary.BigEndian.Uint16(b[nl:]))
+	b = b[nl+2:]
+	if nm == 0 || nm > MaxPushReceivers || len(b) < nm*idSize {
+		return o, fmt.Errorf("%w: offer of %d members", ErrBadFrame, nm)
+	}
+	seen := make(map[mesh.ID]bool, nm)
+	for range nm {
+		id, err := mesh.ParseID(string(b[:idSize]))
+		if err != nil {
+			return o, fmt.Errorf("%w: offer member: %v", ErrBadFrame, err)
+		}
+		if seen[id] {
+			return o, fmt.Errorf("%w: offer names %s twice", ErrBadFrame, id.Short())
+		}
+		seen[id] = true
+		o.Members = append(o.Members, id)
+		b = b[idSize:]
+	}
+	if o.Manifest, err = DecodeManifest(b); err != nil {
+		return o, fmt.Errorf("%w: offer: %w", ErrBadFrame, err)
+	}
+	return o, nil
+}
+
+// encodeOrder asks a receiver to send pieces to member to.
+func encodeOrder(pid pushID, to int, pieces []uint32) []byte {
+	b := make([]byte, 0, pushHeader+4+4*len(pieces))
+	b = append(b, pushOrder)
+	b = append(b, pid[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(to))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(pieces)))
+	for _, i := range pieces {
+		b = binary.BigEndian.AppendUint32(b, i)
+	}
+	return b
+}
+
+// decodeOrder decodes an order for a push of members receivers and np
+// pieces.
+func decodeOrder(b []byte, members, np int) (int, []uint32, error) {
+	if len(b) < pushHeader+4 || b[0] != pushOrder {
+		return 0, nil, fmt.Errorf("%w: short order", ErrBadFrame)
+	}
+	to := int(binary.BigEndian.Uint16(b[pushHeader:]))
+	n := int(binary.BigEndian.Uint16(b[pushHeader+2:]))
+	b = b[pushHeader+4:]
+	if to >= members || n > maxOrderPieces || len(b) != 4*n {
+		return 0, nil, fmt.Errorf("%w: order of %d pieces to member %d", ErrBadFrame, n, to)
+	}
+	pieces := make([]uint32, n)
+	for i := range pieces {
+		if pieces[i] = binary.BigEndian.Uint32(b[4*i:]); int(pieces[i]) >= np {
+			return 0, nil, fmt.Errorf("%w: order of piece %d of %d", ErrBadFrame, pieces[i], np)
+		}
+	}
+	return to, pieces, nil
+}
+
+// encodeReport is a receiver's report to the source: the members it caught
+// sending corrupt pieces (the source counts them out as holders for it),
+// then what it holds (encodeHave).
+func encodeReport(pid pushID, bad map[int]bool, have Bitfield, np int) []byte {
+	b := append([]byte{pushHave}, pid[:]...)
+	var idx []int
+	for k := range bad {
+		if k >= 0 {
+			idx = append(idx, k)
+		}
+	}
+	slices.Sort(idx)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(idx)))
+	for _, k := range idx {
+		b = binary.BigEndian.AppendUint16(b, uint16(k))
+	}
+	return append(b, encodeHave(have, np)...)
+}
+
+// decodeReport decodes a report (after the push header) of a push of
+// members receivers and np pieces.
+func decodeReport(b []byte, members, np int) ([]int, Bitfield, error) {
+	if len(b) < 2 {
+		return nil, nil, fmt.Errorf("%w: short push report", ErrBadFrame)
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if n > members || len(b) < 2*n {
+		return nil, nil, fmt.Errorf("%w: push report names %d members", ErrBadFrame, n)
+	}
+	bad := make([]int, n)
+	for i := range bad {
+		if bad[i] = int(binary.BigEndian.Uint16(b[2*i:])); bad[i] >= members {
+			return nil, nil, fmt.Errorf("%w: push report names member %d of %d", ErrBadFrame, bad[i], members)
+		}
+	}
+	h, err := decodeHave(b[2*n:], np)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bad, h, nil
+}

@@ -1,0 +1,164 @@
+package shards
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// fuzzMembers are fixed node ids, so that seeds stay valid across runs.
+var fuzzMembers = []mesh.ID{
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+	"cccccccccccccccccccccccccccccccc",
+}
+
+func fuzzOffer(t testing.TB) offer {
+	data := randomFile(9, 200<<10)
+	m, id, err := BuildManifest(context.Background(), bytes.NewReader(data), int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offer{Push: pushID{7}, ID: id, Plan: PlanMatrix, Name: "a.bin", Members: fuzzMembers[1:], Manifest: m}
+}
+
+// FuzzDecodeOffer: an offer from a peer decodes only within its limits,
+// and what decodes encodes back to the same bytes.
+func FuzzDecodeOffer(f *testing.F) {
+	o := fuzzOffer(f)
+	b, err := encodeOffer(o)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	o.Plan = PlanChain
+	b, _ = encodeOffer(o)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := decodeOffer(b)
+		if err != nil {
+			return
+		}
+		if len(b) > maxPushMsg || len(o.Members) > MaxPushReceivers {
+			t.Fatalf("an offer of %d bytes and %d members decoded", len(b), len(o.Members))
+		}
+		again, err := encodeOffer(o)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("a decoded offer does not encode to its input: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeOrder: orders name members and pieces in range only.
+func FuzzDecodeOrder(f *testing.F) {
+	f.Add(encodeOrder(pushID{1}, 1, []uint32{0, 3}), 3, 4)
+	f.Fuzz(func(t *testing.T, b []byte, members, np int) {
+		to, pieces, err := decodeOrder(b, members, np)
+		if err != nil {
+			return
+		}
+		if to >= members || slices.ContainsFunc(pieces, func(i uint32) bool { return int(i) >= np }) {
+			t.Fatalf("order to %d of %v for %d members and %d pieces", to, pieces, members, np)
+		}
+	})
+}
+
+// FuzzPushMessage feeds any bytes, from the source, a member or a
+// stranger, to the handler of a node that receives a push: it never
+// panics, never stores a piece that does not match its MD5, and scores
+// down a stranger's blocks.
+func FuzzPushMessage(f *testing.F) {
+	o := fuzzOffer(f)
+	data := randomFile(9, 200<<10)
+	off, _ := encodeOffer(offer{Push: pushID{8}, ID: o.ID, Plan: PlanMatrix, Name: "b.bin", Members: fuzzMembers[:2], Manifest: o.Manifest})
+	f.Add(off, byte(0))
+	block := append([]byte{pushBlock}, o.Push[:]...)
+	block = append(block, 0, 0, 0, 1, 0, 0, 0, 0, relayFlag)
+	f.Add(append(block, data[64<<10:128<<10]...), byte(0))
+	f.Add(append(block, data[:64<<10]...), byte(1))
+	f.Add(append(block, data[64<<10:128<<10]...), byte(2))
+	f.Add(encodeOrder(o.Push, 1, []uint32{0, 1}), byte(0))
+	f.Add(encodeReport(o.Push, map[int]bool{0: true}, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces()), byte(1))
+	f.Add(append([]byte{pushEnd}, o.Push[:]...), byte(0))
+	f.Fuzz(func(t *testing.T, b []byte, who byte) {
+		src := mesh.ID("dddddddddddddddddddddddddddddddd")
+		node := &pushStubNode{id: fuzzMembers[0]}
+		cfg := DefaultPushConfig()
+		cfg.Accept = func(mesh.ID, MD5, string, int64) bool { return true }
+		sink := &memSink{want: data, m: o.Manifest, data: make([]byte, len(data)), held: NewBitfield(o.Manifest.NumPieces())}
+		p := newPushes(node, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) { return sink, nil })
+		ip := &inPush{offer: o, source: src, self: -1, sink: sink, have: NewBitfield(o.Manifest.NumPieces()),
+			gone: make([]bool, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly),
+			perPeer: make(map[int]int), queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), cancel: func() {}}
+		o.Members = fuzzMembers[:]
+		ip.Members = o.Members
+		ip.gone = make([]bool, len(o.Members))
+		p.in[o.Push] = ip
+		from := []mesh.ID{src, fuzzMembers[1], "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"}[int(who)%3]
+		_, err := p.ServeMesh(context.Background(), &mesh.Message{From: from, Protocol: ProtoPush, Payload: b, Request: true, Channel: mesh.Bulk})
+		if sink.bad != 0 {
+			t.Fatal("a piece that does not match its md5 was stored")
+		}
+		if errors.Is(err, ErrCorrupt) && node.penalties.Load() == 0 {
+			t.Fatal("a corrupt piece went unpunished")
+		}
+		if len(b) > 0 && b[0] == pushBlock && int(who)%3 == 2 && node.penalties.Load() == 0 && err == nil {
+			t.Fatal("a stranger's block was taken")
+		}
+	})
+}
+
+// TestPushOfferLimits: an offer too large for a frame is refused when it is
+// made, a message over the limit is refused before it is decoded, and an
+// offer that leaves the receiver out or names its source is refused.
+func TestPushOfferLimits(t *testing.T) {
+	o := fuzzOffer(t)
+	// The largest manifest fits an offer to a few receivers, not to the
+	// most receivers a push may have.
+	big := &Manifest{Size: MaxFileSize, PieceSize: PieceSizeFor(MaxFileSize), Pieces: make([]MD5, MaxPieces)}
+	if _, err := encodeOffer(offer{Push: o.Push, ID: o.ID, Plan: PlanMatrix, Members: fuzzMembers, Manifest: big}); err != nil {
+		t.Errorf("an offer of the largest manifest to 3: %v", err)
+	}
+	many := make([]mesh.ID, MaxPushReceivers)
+	for k := range many {
+		many[k] = testID(t)
+	}
+	if _, err := encodeOffer(offer{Push: o.Push, ID: o.ID, Plan: PlanMatrix, Members: many, Manifest: big}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("an offer of the largest manifest to %d: %v, want ErrTooLarge", len(many), err)
+	}
+	if _, err := encodeOffer(offer{Push: o.Push, ID: o.ID, Plan: PlanMatrix, Members: append(many, testID(t)), Manifest: o.Manifest}); !errors.Is(err, ErrBadFrame) {
+		t.Errorf("an offer to %d: %v, want ErrBadFrame", len(many)+1, err)
+	}
+	node := &pushStubNode{id: fuzzMembers[0]}
+	cfg := DefaultPushConfig()
+	cfg.Accept = func(mesh.ID, MD5, string, int64) bool { return true }
+	opened := 0
+	p := newPushes(node, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) {
+		opened++
+		return nil, errors.New("not in this test")
+	})
+	serve := func(from mesh.ID, b []byte) error {
+		_, err := p.ServeMesh(context.Background(), &mesh.Message{From: from, Protocol: ProtoPush, Payload: b, Request: true, Channel: mesh.Bulk})
+		return err
+	}
+	if err := serve(fuzzMembers[1], make([]byte, maxPushMsg+1)); !errors.Is(err, ErrBadFrame) {
+		t.Errorf("an oversized message: %v", err)
+	}
+	notMe, _ := encodeOffer(offer{Push: o.Push, ID: o.ID, Plan: PlanMatrix, Members: fuzzMembers[1:], Manifest: o.Manifest})
+	if err := serve(testID(t), notMe); !errors.Is(err, ErrBadFrame) {
+		t.Errorf("an offer that leaves this node out: %v", err)
+	}
+	withSource, _ := encodeOffer(offer{Push: o.Push, ID: o.ID, Plan: PlanMatrix, Members: fuzzMembers[:2], Manifest: o.Manifest})
+	if err := serve(fuzzMembers[1], withSource); !errors.Is(err, ErrBadFrame) {
+		t.Errorf("an offer that names its source: %v", err)
+	}
+	// The oversized message cannot come through a mesh frame: refused,
+	// not scored; the two bad offers are.
+	if opened != 0 || node.penalties.Load() != 2 {
+		t.Errorf("%d sinks opened, %d penalties (want 0, 2)", opened, node.penalties.Load())
+	}
+}

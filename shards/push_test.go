@@ -1,0 +1,438 @@
+package shards
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// memSource serves one resource held whole in memory, as the shares do
+// from a user's file. corrupt, if set, flips a byte of every block it
+// reads: a hostile sender.
+type memSource struct {
+	id      MD5
+	m       *Manifest
+	data    []byte
+	corrupt bool
+	sent    atomic.Int64
+}
+
+func newMemSource(t testing.TB, data []byte) *memSource {
+	t.Helper()
+	m, id, err := BuildManifest(context.Background(), bytes.NewReader(data), int64(len(data)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &memSource{id: id, m: m, data: data}
+}
+
+func (s *memSource) manifestOf(id MD5) (*Manifest, bool) { return s.m, id == s.id }
+
+func (s *memSource) haveOf(id MD5) Bitfield {
+	if id != s.id {
+		return nil
+	}
+	b := NewBitfield(s.m.NumPieces())
+	for i := range s.m.NumPieces() {
+		b.Set(i)
+	}
+	return b
+}
+
+func (s *memSource) readBlock(_ context.Context, r blockReq, p []byte) error {
+	if r.ID != s.id || !blockInPiece(s.m, r) || len(p) != int(r.Len) {
+		return ErrUnknown
+	}
+	copy(p, s.data[s.m.PieceOffset(int(r.Piece))+int64(r.Off):])
+	if s.corrupt {
+		p[len(p)/2] ^= 0x55
+	}
+	return nil
+}
+
+func (s *memSource) sentBlock(_ MD5, _ mesh.ID, n int) { s.sent.Add(int64(n)) }
+
+// memSink keeps a pushed resource in memory and checks every piece it is
+// given against the true bytes, which the test knows: a corrupt piece that
+// reached it is counted in bad. corrupt makes its relays flip a byte.
+type memSink struct {
+	want    []byte
+	m       *Manifest
+	corrupt bool
+
+	mu   sync.Mutex
+	data []byte
+	held Bitfield
+	puts int
+	bad  int
+}
+
+func (s *memSink) putPiece(_ context.Context, i int, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	off := s.m.PieceOffset(i)
+	if !bytes.Equal(data, s.want[off:off+s.m.PieceLen(i)]) {
+		s.bad++
+	}
+	copy(s.data[off:], data)
+	s.held.Set(i)
+	s.puts++
+	return nil
+}
+
+func (s *memSink) have() Bitfield {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(Bitfield(nil), s.held...)
+}
+
+func (s *memSink) readBlock(_ context.Context, r blockReq, p []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.held.Has(int(r.Piece)) || !blockInPiece(s.m, r) {
+		return ErrUnknown
+	}
+	copy(p, s.data[s.m.PieceOffset(int(r.Piece))+int64(r.Off):])
+	if s.corrupt {
+		p[len(p)/2] ^= 0x55
+	}
+	return nil
+}
+
+func (s *memSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held.Count()
+}
+
+// whole reports whether the sink holds every piece and their MD5 is the
+// resource id.
+func (s *memSink) whole(id MD5) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held.Count() == s.m.NumPieces() && MD5(md5.Sum(s.data)) == id
+}
+
+// pushPeer is a node on a meshtest network with its pushes running.
+type pushPeer struct {
+	node   *mesh.Node
+	p      *pushes
+	src    *memSource
+	opened atomic.Int32
+
+	mu   sync.Mutex
+	sink *memSink
+}
+
+func (pp *pushPeer) getSink() *memSink {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.sink
+}
+
+// pushNet starts n nodes on one network, each with its pushes: want is
+// the file (receivers' sinks check against it), cfg their settings, rate
+// (bytes/s, 0 none) the upload cap of every node.
+func pushNet(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushConfig, upload float64, corrupt func(k int) bool) []*pushPeer {
+	t.Helper()
+	peers := make([]*pushPeer, n)
+	for k := range peers {
+		pp := &pushPeer{}
+		pp.node = nw.NewNode(t, fmt.Sprintf("n%d", k), meshtest.Options{Configure: func(c *mesh.Config) {
+			meshtest.Fast(c)
+			c.HighPeers = 2*n + 8
+			c.ManualLinks = true
+		}})
+		bad := corrupt != nil && corrupt(k)
+		pp.src = newMemSource(t, want)
+		pp.p = newPushes(pp.node, nil, cfg, []pieceSource{pp.src}, func(_ context.Context, _ mesh.ID, o offer) (pieceSink, error) {
+			pp.opened.Add(1)
+			pp.mu.Lock()
+			defer pp.mu.Unlock()
+			pp.sink = &memSink{want: want, m: o.Manifest, corrupt: bad, data: make([]byte, o.Manifest.Size), held: NewBitfield(o.Manifest.NumPieces())}
+			return pp.sink, nil
+		})
+		if upload > 0 {
+			lim := rate.NewLimiter(rate.Limit(upload), BlockSize)
+			pp.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { pp.p.serve(ctx); close(done) }()
+		<-pp.p.started
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("pushes of %s did not stop", pp.node.ID().Short())
+			}
+		})
+		peers[k] = pp
+	}
+	return peers
+}
+
+func ids(peers []*pushPeer) []mesh.ID {
+	out := make([]mesh.ID, len(peers))
+	for k, pp := range peers {
+		out[k] = pp.node.ID()
+	}
+	return out
+}
+
+func randomFile(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// checkPushGoroutines fails the test if push workers outlive it. Registered
+// first, it runs after every node has stopped.
+func checkPushGoroutines(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		testutil.WaitFor(t, 10*time.Second, "push goroutines to end", func() bool {
+			buf := make([]byte, 1<<22)
+			st := string(buf[:runtime.Stack(buf, true)])
+			return !strings.Contains(st, "shards.(*pushes)")
+		})
+	})
+}
+
+// TestPushOneLeavesHalfWay pushes a 16 MiB file from a source to six
+// receivers, every node's upload capped alike, and takes one receiver off
+// the network once it holds half the file: the five others end with the
+// file (its MD5), the source's status says so, and the source uploaded at
+// most 1.1x the file.
+func TestPushOneLeavesHalfWay(t *testing.T) {
+	for _, plan := range []Plan{PlanMatrix, PlanChain} {
+		t.Run(string(plan), func(t *testing.T) {
+			checkPushGoroutines(t)
+			const size = 16 << 20
+			want := randomFile(1, size)
+			nw := meshtest.NewNetwork()
+			cfg := DefaultPushConfig()
+			cfg.Repair = 100 * time.Millisecond
+			peers := pushNet(t, nw, 7, want, cfg, 0, nil)
+			src, recv := peers[0], peers[1:]
+			for _, pp := range recv {
+				pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+			}
+			// The source's upload is capped so that the push takes a
+			// while: the receiver leaves in the middle, not at the end.
+			lim := rate.NewLimiter(rate.Limit(8<<20), BlockSize)
+			src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			pid, err := src.p.push(ctx, src.src.id, ids(recv), plan, "file.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaver := recv[2]
+			testutil.WaitFor(t, time.Minute, "the leaver to hold half the file", func() bool {
+				s := leaver.getSink()
+				return s != nil && s.count() >= src.src.m.NumPieces()/2
+			})
+			nw.Kill(leaver.node.ID())
+			testutil.WaitFor(t, 90*time.Second, "the push to end", func() bool {
+				st, err := src.p.status(pid)
+				return err == nil && st.Done
+			})
+			st, err := src.p.status(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, pp := range recv {
+				r := st.Receivers[k]
+				if pp == leaver {
+					if r.State != "gone" {
+						t.Errorf("the leaver is %q", r.State)
+					}
+					continue
+				}
+				if !pp.getSink().whole(src.src.id) {
+					t.Errorf("receiver %d has %d pieces of %d, or the wrong bytes", k, pp.getSink().count(), src.src.m.NumPieces())
+				}
+				if r.State != "done" || r.Have != size {
+					t.Errorf("receiver %d: status %+v", k, r)
+				}
+				if pp.getSink().bad != 0 {
+					t.Errorf("receiver %d stored %d corrupt pieces", k, pp.getSink().bad)
+				}
+			}
+			t.Logf("%s: the source uploaded %.3fx the file", plan, float64(st.Uploaded)/size)
+			if st.Uploaded != src.src.sent.Load() {
+				t.Errorf("status says %d uploaded, the source counted %d", st.Uploaded, src.src.sent.Load())
+			}
+			if st.Uploaded > size*11/10 {
+				t.Errorf("the source uploaded %d bytes, %.3fx the file (at most 1.1x)", st.Uploaded, float64(st.Uploaded)/size)
+			}
+		})
+	}
+}
+
+// TestPushCorruptRelayNeitherStoredNorRelayed has one of five receivers
+// flip a byte in every piece it relays: the other four never store a
+// corrupt piece, never pass one on (none of them scores another honest one
+// down), score the liar down, and still end with the file, its pieces
+// ordered from honest receivers or the source instead.
+func TestPushCorruptRelayNeitherStoredNorRelayed(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 8 << 20
+	want := randomFile(2, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig() // the default repair period: honest holders get time to answer orders
+	const liar = 2
+	peers := pushNet(t, nw, 6, want, cfg, 0, func(k int) bool { return k == liar })
+	src, recv := peers[0], peers[1:]
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	honest := func(k int) bool { return k != liar }
+	testutil.WaitFor(t, 90*time.Second, "the honest receivers to hold the file", func() bool {
+		for k, pp := range peers[1:] {
+			if honest(k+1) && !pp.getSink().whole(src.src.id) {
+				return false
+			}
+		}
+		return true
+	})
+	liarID := peers[liar].node.ID()
+	scored := false
+	for k, pp := range peers {
+		if k == 0 || !honest(k) {
+			continue
+		}
+		if bad := pp.getSink().bad; bad != 0 {
+			t.Errorf("receiver %d stored %d corrupt pieces", k, bad)
+		}
+		linked := false
+		for _, pi := range pp.node.Peers() {
+			if pi.ID == liarID {
+				linked = true
+				scored = scored || pi.Failures > 0
+			} else if pi.Failures != 0 {
+				t.Errorf("receiver %d scored honest %s down %d times: a corrupt piece was relayed", k, pi.ID.Short(), pi.Failures)
+			}
+		}
+		scored = scored || !linked // scored down until banned: the mesh cut the link
+	}
+	if !scored {
+		t.Error("no honest receiver scored the liar down")
+	}
+	var st PushStatus
+	testutil.WaitFor(t, 30*time.Second, "the push to end", func() bool {
+		st, err = src.p.status(pid)
+		return err == nil && st.Done
+	})
+	if s := st.Receivers[liar-1].State; s != "gone" {
+		t.Errorf("the liar is %q, want gone", s)
+	}
+	t.Logf("the source uploaded %.3fx the file", float64(st.Uploaded)/size)
+	// The liar's stripe is a fifth of the file, which only the source can
+	// give again, once; a loaded machine adds a few pieces whose honest
+	// holders did not answer three orders in time. Feeding the liar, or
+	// the others once each, would be 1.8x.
+	if st.Uploaded > size*3/2 {
+		t.Errorf("the source uploaded %.3fx the file (at most 1.5x)", float64(st.Uploaded)/size)
+	}
+}
+
+// TestPushRefused: a node takes a push only from the nodes its Accept
+// names, and only up to MaxBytes; a refused push opens no sink there and
+// does not stop the receivers that took it. The default takes none.
+func TestPushRefused(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 1 << 20
+	want := randomFile(3, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	peers := pushNet(t, nw, 5, want, cfg, 0, nil)
+	src := peers[0]
+	peers[1].p.cfg.Accept = AcceptFrom(src.node.ID())
+	// peers[2] keeps the default: no pushes at all.
+	peers[3].p.cfg.Accept = AcceptFrom(peers[1].node.ID()) // someone else
+	peers[4].p.cfg.Accept = AcceptFrom(src.node.ID())
+	peers[4].p.cfg.MaxBytes = size - 1
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(peers[1:]), PlanMatrix, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the push to end", func() bool {
+		st, err := src.p.status(pid)
+		return err == nil && st.Done
+	})
+	st, _ := src.p.status(pid)
+	if !peers[1].getSink().whole(src.src.id) || st.Receivers[0].State != "done" {
+		t.Errorf("the willing receiver: %+v", st.Receivers[0])
+	}
+	for k := 2; k < 5; k++ {
+		if n := peers[k].opened.Load(); n != 0 || st.Receivers[k-1].State != "gone" {
+			t.Errorf("receiver %d opened %d sinks and is %q", k, n, st.Receivers[k-1].State)
+		}
+	}
+}
+
+// pushStubNode is a Node that records penalties, for driving the handler
+// directly.
+type pushStubNode struct {
+	id        mesh.ID
+	penalties atomic.Int32
+}
+
+func (n *pushStubNode) ID() mesh.ID                   { return n.id }
+func (n *pushStubNode) Handle(string, mesh.Handler)   {}
+func (n *pushStubNode) Peers() []mesh.PeerInfo        { return nil }
+func (n *pushStubNode) Directory() []mesh.Record      { return nil }
+func (n *pushStubNode) SetResource(string, any) error { return nil }
+func (n *pushStubNode) Penalize(mesh.ID, string)      { n.penalties.Add(1) }
+func (n *pushStubNode) Request(context.Context, mesh.ID, string, []byte, ...mesh.SendOption) ([]byte, error) {
+	return nil, mesh.ErrNotConnected
+}
+func (n *pushStubNode) Send(context.Context, mesh.ID, string, []byte, ...mesh.SendOption) error {
+	return mesh.ErrNotConnected
+}
+func (n *pushStubNode) SubscribePeers() (<-chan mesh.PeerEvent, func()) { return nil, func() {} }
+func (n *pushStubNode) Lookup(mesh.ID) (mesh.Record, bool)              { return mesh.Record{}, false }
+func (n *pushStubNode) SubscribeDirectory() (<-chan struct{}, func())   { return nil, func() {} }
+func (n *pushStubNode) Expand(context.Context, ...mesh.ID) error        { return mesh.ErrNotConnected }
+func (n *pushStubNode) Connect(context.Context, mesh.ID) error          { return mesh.ErrNotConnected }
+
+func testID(t testing.TB) mesh.ID {
+	t.Helper()
+	ident, err := mesh.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ident.ID
+}
