@@ -256,4 +256,3 @@ func waitState(t testing.TB, d *downloads, id MD5, want State, timeout time.Dura
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
