@@ -30,6 +30,8 @@ type testServer struct {
 	limit *rate.Limiter
 	// corrupt flips a byte in every block it serves.
 	corrupt bool
+	// refuse, if set, is a node this server answers that it has nothing.
+	refuse mesh.ID
 	// onBlock, if set, sees every block request served.
 	onBlock func(from mesh.ID, r blockReq)
 	served  atomic.Int64
@@ -42,6 +44,9 @@ func (s *testServer) register(n Node) {
 }
 
 func (s *testServer) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, error) {
+	if s.refuse != "" && m.From == s.refuse {
+		return nil, ErrUnknown
+	}
 	switch m.Protocol {
 	case ProtoManifest, ProtoHave:
 		if len(m.Payload) != len(MD5{}) {
