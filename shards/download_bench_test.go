@@ -155,15 +155,29 @@ func downloadOnce(tb testing.TB, d *runningDownloads, src *memSource, holder mes
 
 const benchLinkProto = "shards-bench/link/1"
 
+// linkSink counts what a link transfer delivers.
+type linkSink struct {
+	got, want atomic.Int64
+	done      atomic.Pointer[chan struct{}]
+}
+
+func (k *linkSink) ServeMesh(ctx context.Context, m *mesh.Message) ([]byte, error) {
+	if k.got.Add(int64(len(m.Payload))) == k.want.Load() {
+		close(*k.done.Load())
+	}
+	return nil, nil
+}
+
 // linkOnce sends size bytes from a to b over the bulk channel in 64 KiB
 // messages, the link's best case, and returns MB/s once b has them all.
-func linkOnce(tb testing.TB, a, b *mesh.Node, got *atomic.Int64, done *atomic.Pointer[chan struct{}], size int64) float64 {
+func linkOnce(tb testing.TB, a, b *mesh.Node, sink *linkSink, size int64) float64 {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ch := make(chan struct{})
-	got.Store(0)
-	done.Store(&ch)
+	sink.got.Store(0)
+	sink.want.Store(size)
+	sink.done.Store(&ch)
 	msg := make([]byte, 64<<10)
 	start := time.Now()
 	for sent := int64(0); sent < size; sent += int64(len(msg)) {
@@ -174,7 +188,7 @@ func linkOnce(tb testing.TB, a, b *mesh.Node, got *atomic.Int64, done *atomic.Po
 	select {
 	case <-ch:
 	case <-ctx.Done():
-		tb.Fatalf("link transfer: %v (%d of %d bytes)", ctx.Err(), got.Load(), size)
+		tb.Fatalf("link transfer: %v (%d of %d bytes)", ctx.Err(), sink.got.Load(), size)
 	}
 	return float64(size) / time.Since(start).Seconds() / 1e6
 }
@@ -190,28 +204,22 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	size := *benchMiB << 20
 	_, src := testFile(b, size, 9)
 	(&testServer{sources: []pieceSource{src}}).register(holder)
-	var got atomic.Int64
-	var done atomic.Pointer[chan struct{}]
-	downloader.Handle(benchLinkProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
-		if got.Add(int64(len(m.Payload))) == int64(size) {
-			close(*done.Load())
-		}
-		return nil, nil
-	}))
+	sink := new(linkSink)
+	downloader.Handle(benchLinkProto, sink)
 	dir := b.TempDir()
 	d := startDownloads(b, downloader, dir, openTestDB(b, filepath.Join(dir, "db")), nil, nil)
 	b.Cleanup(func() { d.db.Close() })
 	// Warm up: the congestion window, the first allocations.
-	linkOnce(b, holder, downloader, &got, &done, 4<<20)
+	linkOnce(b, holder, downloader, sink, 4<<20)
 	b.ResetTimer()
 	var dls, links, ratios []float64
 	for i := range b.N * *benchRounds {
 		var dl, link float64
 		if i%2 == 0 {
 			dl = downloadOnce(b, d, src, holder.ID())
-			link = linkOnce(b, holder, downloader, &got, &done, int64(size))
+			link = linkOnce(b, holder, downloader, sink, int64(size))
 		} else {
-			link = linkOnce(b, holder, downloader, &got, &done, int64(size))
+			link = linkOnce(b, holder, downloader, sink, int64(size))
 			dl = downloadOnce(b, d, src, holder.ID())
 		}
 		dls, links, ratios = append(dls, dl), append(links, link), append(ratios, dl/link)
