@@ -3,6 +3,7 @@ package shards
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -279,4 +280,104 @@ func TestReaderRemote(t *testing.T) {
 		t.Fatal("seek before the start accepted")
 	}
 	testutil.WaitFor(t, time.Minute, "the download to finish", func() bool { return d.get(src.id).transfer().State == StateDone })
+}
+
+// TestDownloadPauseResumeRemove: a paused download stops taking pieces and
+// keeps them; resumed, it finishes; a removed one leaves no partial data,
+// no record and an event.
+func TestDownloadPauseResumeRemove(t *testing.T) {
+	checkGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 8<<20, 5)
+	_, other := testFile(t, 8<<20, 6)
+	(&testServer{sources: []pieceSource{src, other}, limit: rate.NewLimiter(rate.Limit(4<<20), BlockSize)}).register(nodes[0])
+	dir := t.TempDir()
+	var afterPause atomic.Int64
+	var paused atomic.Bool
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil, func(_ *downloadsConfig, d *downloads) {
+		d.afterWrite = func(id MD5, _ int, _ []byte) {
+			if id == src.id && paused.Load() {
+				afterPause.Add(1)
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "a.bin")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "some pieces", func() bool { return d.get(src.id).transfer().Have > 0 })
+	if err := d.pause(ctx, src.id); err != nil {
+		t.Fatal(err)
+	}
+	paused.Store(true)
+	tr := d.get(src.id).transfer()
+	if tr.State != StatePaused || tr.Have == 0 || tr.Have == tr.Size {
+		t.Fatalf("after pause: %+v", tr)
+	}
+	// Another download runs meanwhile; the paused one must not move.
+	if _, err := d.fetch(ctx, other.link(nodes[0].ID(), "b.bin")); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d.downloads, other.id, StateDone, time.Minute)
+	if n := afterPause.Load(); n != 0 || d.get(src.id).transfer().Have != tr.Have {
+		t.Fatalf("%d pieces written while paused", n)
+	}
+	paused.Store(false)
+	if err := d.resume(ctx, src.id); err != nil {
+		t.Fatal(err)
+	}
+	done := waitState(t, d.downloads, src.id, StateDone, time.Minute)
+	if fileMD5(t, done.Path) != src.id {
+		t.Fatal("wrong bytes after resume")
+	}
+
+	// Remove a download under way: its part file and record go.
+	if err := os.Remove(done.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.remove(ctx, src.id); err != nil {
+		t.Fatal(err)
+	}
+	sub := d.events.Subscribe(16)
+	defer sub.Close()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "a.bin")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "some pieces again", func() bool { return d.get(src.id).transfer().Have > 0 })
+	if err := d.remove(ctx, src.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(partPath(dir, src.id)); !os.IsNotExist(err) {
+		t.Fatalf("part file after remove: %v", err)
+	}
+	for _, x := range d.transfers() {
+		if x.ID == src.id {
+			t.Fatalf("removed download still listed: %+v", x)
+		}
+	}
+	recs, _, _, err := loadDownloads(d.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.ID == src.id {
+			t.Fatal("removed download still stored")
+		}
+	}
+	testutil.WaitFor(t, 10*time.Second, "a removed event", func() bool {
+		for {
+			select {
+			case e := <-sub.C():
+				if e.Removed != nil && *e.Removed == src.id {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	if err := d.pause(ctx, src.id); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("pause of a removed download: %v", err)
+	}
 }
