@@ -57,6 +57,13 @@ type Config struct {
 	// PieceCache bounds the bytes of verified pieces kept to serve the
 	// blocks of recently read pieces (see shares.readBlock).
 	PieceCache int64
+	// Downloads tunes the downloads; its Dir is Dir. Zero values take
+	// the defaults (finished files go to Dir/downloads).
+	Downloads DownloadsConfig
+	// Push says whose pushes this node takes and how it sends its own.
+	// Its Accept is nil by default: no push is taken unless the caller
+	// says from whom.
+	Push PushConfig
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -83,8 +90,10 @@ type Service struct {
 	db   *bbolt.DB
 	log  *slog.Logger
 
-	shares  *shares
-	catalog *catalog
+	shares    *shares
+	downloads *downloads
+	pushes    *pushes
+	catalog   *catalog
 	remote  *remoteCatalogs
 	// sources are asked in turn for a resource's manifest, bitfield and
 	// blocks: the shares first, then the downloads.
@@ -105,8 +114,8 @@ type Service struct {
 
 // New makes a service from cfg. Serve makes it answer peers.
 func New(cfg Config) (*Service, error) {
-	if cfg.Node == nil || cfg.DB == nil {
-		return nil, errors.New("shards: New needs a Node and a DB")
+	if cfg.Node == nil || cfg.DB == nil || cfg.Dir == "" {
+		return nil, errors.New("shards: New needs a Node, a DB and a Dir")
 	}
 	d := DefaultConfig()
 	if cfg.WatchDelay <= 0 {
@@ -150,7 +159,27 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.shares = sh
-	s.sources = []pieceSource{sh}
+	dcfg := cfg.Downloads
+	dcfg.Dir = cfg.Dir
+	dl, err := newDownloads(dcfg, cfg.Node, cfg.DB, s.downloadHolders, &s.events, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.downloads = dl
+	dl.onDone = s.downloadDone
+	dl.onRemoved = func(id MD5) {
+		s.catalog.remove(ownDownloads, id)
+		s.changed()
+	}
+	for _, t := range dl.transfers() {
+		if t.State == StateDone {
+			s.catalog.put(ownDownloads, Entry{ID: t.ID, Manifest: t.Manifest, Size: t.Size, Name: t.Name, Type: typeFor(t.Name)})
+		}
+	}
+	s.sources = []pieceSource{sh, dl}
+	s.pushes = newPushes(cfg.Node, s.log, cfg.Push, s.sources, dl.pushSink)
+	s.pushes.waitUpload = s.waitUpload
+	s.pushes.publish = s.events.Publish
 	return s, nil
 }
 
@@ -182,6 +211,8 @@ func (s *Service) Serve(ctx context.Context) error {
 
 	s.advertise()
 	wg.Go(func() { s.shares.serve(ctx) })
+	wg.Go(func() { s.downloads.serve(ctx) })
+	wg.Go(func() { s.pushes.serve(ctx) })
 	if len(s.cfg.Folders) > 0 {
 		f, err := newFolders(s, s.cfg.Folders)
 		if err != nil {
@@ -265,10 +296,6 @@ func (s *Service) Share(ctx context.Context, path string) (Transfer, error) {
 // Unshare stops sharing a resource. The user's file is left alone.
 func (s *Service) Unshare(id MD5) error { return s.shares.unshare(id) }
 
-// Shares lists this node's shared files.
-func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
-	return s.shares.list(), nil
-}
 
 // waitUpload waits until the upload cap lets n more bytes go out; every
 // byte this node serves or pushes passes it.

@@ -464,7 +464,7 @@ func TestWaitUpload(t *testing.T) {
 	if _, err := New(Config{Node: a, DB: cfg.DB, UploadRate: -1}); err == nil {
 		t.Fatal("a negative rate was taken")
 	}
-	none, err := New(Config{Node: a, DB: cfg.DB})
+	none, err := New(Config{Node: a, DB: cfg.DB, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -725,6 +725,17 @@ func (s *shares) changedFile(f shareFile) {
 	s.svc.changed()
 }
 
+// transfer is the share of id as the API lists it.
+func (s *shares) transfer(id MD5) (Transfer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.byID[id]
+	if sh == nil {
+		return Transfer{}, false
+	}
+	return s.transferLocked(sh), true
+}
+
 // The pieceSource of the shares.
 
 func (s *shares) get(id MD5) *share {

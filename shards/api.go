@@ -1,0 +1,169 @@
+package shards
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// The Service's API, as the web UI and cmd/catnest call it (webui.Files).
+
+// holdersTimeout bounds the catalog lookups a download makes for holders.
+const holdersTimeout = 10 * time.Second
+
+// downloadHolders is the downloads' view of the catalog: the online nodes
+// that list id, after bringing the changed catalogs up to date.
+func (s *Service) downloadHolders(id MD5) []mesh.ID {
+	ctx, cancel := context.WithTimeout(context.Background(), holdersTimeout)
+	defer cancel()
+	ids, err := s.lookupHolders(ctx, id)
+	if err != nil {
+		s.log.Debug("holders lookup", "id", id, "err", err)
+		return s.holders(id)
+	}
+	return ids
+}
+
+// downloadDone lists a finished download in the catalog: this node serves
+// it from then on.
+func (s *Service) downloadDone(t Transfer) {
+	s.catalog.put(ownDownloads, Entry{ID: t.ID, Manifest: t.Manifest, Size: t.Size, Name: t.Name, Type: typeFor(t.Name)})
+	s.changed()
+}
+
+// Fetch starts downloading the resource a link names (or, for a Link with
+// only an ID, whatever the catalogs say holds it) and returns the transfer;
+// a resource this node already shares or downloads returns that one.
+func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
+	if l.ID.IsZero() {
+		return Transfer{}, fmt.Errorf("%w: no resource id", ErrBadLink)
+	}
+	if t, ok := s.shares.transfer(l.ID); ok {
+		return t, nil
+	}
+	return s.downloads.fetch(ctx, l)
+}
+
+// Pause stops a download and keeps what it has.
+func (s *Service) Pause(ctx context.Context, id MD5) error { return s.downloads.pause(ctx, id) }
+
+// Resume starts a paused (or failed) download again.
+func (s *Service) Resume(ctx context.Context, id MD5) error { return s.downloads.resume(ctx, id) }
+
+// Remove cancels a download and deletes its partial data, or stops sharing
+// a file. A user's own file, or a finished download's, is never deleted.
+func (s *Service) Remove(ctx context.Context, id MD5) error {
+	shared := s.shares.get(id) != nil
+	if shared {
+		if err := s.shares.unshare(id); err != nil {
+			return err
+		}
+	}
+	if s.downloads.get(id) != nil {
+		return s.downloads.remove(ctx, id)
+	}
+	if !shared {
+		return fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	return nil
+}
+
+// Shares lists this node's shared files and its downloads. A resource both
+// shared and downloaded is listed once, as shared.
+func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
+	out := s.shares.list()
+	for _, t := range s.downloads.transfers() {
+		if !slices.ContainsFunc(out, func(o Transfer) bool { return o.ID == t.ID }) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// Open returns a seekable reader over a resource: a shared file is read in
+// place (checked as peers' reads are), a download's pieces as they arrive,
+// and a resource this node does not have is fetched from its holders.
+func (s *Service) Open(ctx context.Context, id MD5) (Content, error) {
+	if sh := s.shares.get(id); sh != nil {
+		return &sourceReader{ctx: ctx, src: s.shares, id: id, man: sh.man, name: sh.name}, nil
+	}
+	return s.downloads.open(ctx, id)
+}
+
+// Push sends a resource this node holds whole to a group with the given
+// plan (matrix when empty) and returns the push's id for PushStatus.
+func (s *Service) Push(ctx context.Context, id MD5, to []mesh.ID, plan Plan) (string, error) {
+	name := id.String()
+	if sh := s.shares.get(id); sh != nil {
+		name = sh.name
+	} else if dl := s.downloads.get(id); dl != nil {
+		name = dl.transfer().Name
+	} else {
+		return "", fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	return s.pushes.push(ctx, id, to, plan, name)
+}
+
+// PushStatus reports a push this node started (or receives).
+func (s *Service) PushStatus(ctx context.Context, pid string) (PushStatus, error) {
+	return s.pushes.status(pid)
+}
+
+// sourceReader is a Content over a resource a pieceSource holds whole: the
+// shares. Every read goes through readBlock, so it gets only bytes that
+// still match the manifest, as a peer would.
+type sourceReader struct {
+	ctx  context.Context // of the caller that opened it; Content has no ctx per call
+	src  pieceSource
+	id   MD5
+	man  *Manifest
+	name string
+	pos  int64
+}
+
+var _ Content = (*sourceReader)(nil)
+
+func (r *sourceReader) Read(p []byte) (int, error) {
+	if r.pos >= r.man.Size {
+		return 0, io.EOF
+	}
+	piece := int(r.pos / r.man.PieceSize)
+	off := r.pos - r.man.PieceOffset(piece)
+	n := min(int64(len(p)), BlockSize, r.man.PieceLen(piece)-off)
+	if n <= 0 {
+		return 0, nil
+	}
+	req := blockReq{ID: r.id, Piece: uint32(piece), Off: uint32(off), Len: uint32(n)}
+	if err := r.src.readBlock(r.ctx, req, p[:n]); err != nil {
+		return 0, err
+	}
+	r.pos += n
+	return int(n), nil
+}
+
+func (r *sourceReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += r.man.Size
+	default:
+		return 0, errors.New("shards: bad whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("shards: seek before the start")
+	}
+	r.pos = offset
+	return offset, nil
+}
+
+func (r *sourceReader) Close() error       { return nil }
+func (r *sourceReader) Name() string       { return r.name }
+func (r *sourceReader) Size() int64        { return r.man.Size }
+func (r *sourceReader) ModTime() time.Time { return time.Time{} }

@@ -1,0 +1,147 @@
+package shards
+
+import (
+	"context"
+	"crypto/md5"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// TestServiceEndToEnd runs whole Services: a file one node shares is found
+// in the others' Files, fetched by id alone (holders from the catalog),
+// listed in the downloader's catalog once done, then fetched by a third
+// node from both; a push through the Service reaches a node that accepts
+// pushes from the source; Open reads a share and a download.
+func TestServiceEndToEnd(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	nw := meshtest.NewNetwork()
+	var nodes []*mesh.Node
+	for _, name := range []string{"a", "b", "c", "d"} {
+		nodes = append(nodes, nw.NewNode(t, name, meshtest.Options{Configure: meshtest.Fast}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, n := range nodes[1:] {
+		if err := n.Connect(ctx, nodes[0].ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var svcs []*Service
+	for i, n := range nodes {
+		cfg := testConfig(t, n)
+		if i == 3 {
+			cfg.Push.Accept = AcceptFrom(nodes[0].ID())
+		}
+		svcs = append(svcs, serveTest(t, cfg))
+	}
+	a, b, c, d := svcs[0], svcs[1], svcs[2], svcs[3]
+
+	path := filepath.Join(t.TempDir(), "movie.bin")
+	data := writeRandom(t, path, 6<<20+123, 7)
+	shared, err := a.Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shared.ID != md5.Sum(data) {
+		t.Fatalf("shared id %s", shared.ID)
+	}
+	testutil.WaitFor(t, 30*time.Second, "b to list a's file", func() bool {
+		fs, err := b.Files(ctx)
+		return err == nil && len(fs) == 1 && fs[0].ID == shared.ID && len(fs[0].Holders) == 1
+	})
+	if _, err := b.Fetch(ctx, Link{ID: shared.ID}); err != nil {
+		t.Fatal(err)
+	}
+	done := func(s *Service) func() bool {
+		return func() bool {
+			ts, _ := s.Shares(ctx)
+			for _, t := range ts {
+				if t.ID == shared.ID && t.State == StateDone {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, "b's download to finish", done(b))
+	testutil.WaitFor(t, 30*time.Second, "c to see a and b hold the file", func() bool {
+		fs, err := c.Files(ctx)
+		return err == nil && len(fs) == 1 && len(fs[0].Holders) == 2
+	})
+	for _, s := range []*Service{a, b} {
+		r, err := s.Open(ctx, shared.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || md5.Sum(got) != shared.ID {
+			t.Fatalf("Open read %d bytes, %v", len(got), err)
+		}
+	}
+	// c reads through Open before anything is downloaded: the reader
+	// fetches.
+	r, err := c.Open(ctx, shared.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Seek(5<<20, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	tail, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || string(tail) != string(data[5<<20:]) {
+		t.Fatalf("c read %d bytes of the tail, %v", len(tail), err)
+	}
+
+	pid, err := a.Push(ctx, shared.ID, []mesh.ID{nodes[3].ID()}, PlanMatrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "the push to reach d", done(d))
+	st, err := a.PushStatus(ctx, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Uploaded < int64(len(data)) || st.Uploaded > int64(len(data))*11/10 {
+		t.Errorf("push: the source uploaded %d bytes of a %d-byte file", st.Uploaded, len(data))
+	}
+	ts, _ := d.Shares(ctx)
+	got, err := os.ReadFile(ts[0].Path)
+	if err != nil || md5.Sum(got) != shared.ID {
+		t.Fatalf("d's pushed file: %v", err)
+	}
+	// A node that takes no pushes refuses one.
+	if pid, err := a.Push(ctx, shared.ID, []mesh.ID{nodes[2].ID()}, PlanMatrix); err == nil {
+		testutil.WaitFor(t, 30*time.Second, "the refused push to end", func() bool {
+			st, err := a.PushStatus(ctx, pid)
+			return err == nil && st.Done
+		})
+		st, _ := a.PushStatus(ctx, pid)
+		if st.Receivers[0].State == "done" {
+			t.Error("a node that takes no pushes took one")
+		}
+	}
+	if ts, _ := c.Shares(ctx); len(ts) != 1 || ts[0].State == StateDone && ts[0].Have != int64(len(data)) {
+		t.Errorf("c's transfers after a refused push: %+v", ts)
+	}
+	if err := b.Remove(ctx, shared.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a's file after b's remove: %v", err)
+	}
+	if err := a.Remove(ctx, shared.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the user's file after unsharing: %v", err)
+	}
+}

@@ -1,0 +1,215 @@
+package shards
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// A partial download keeps its pieces in <Dir>/shards/<md5>.part, each
+// written at its offset once verified (the file is sparse until then), and
+// its record and bitfield in the bbolt bucket "shards/downloads": the record
+// under the resource id, the bitfield under the id followed by 'h', so that
+// the bitfield, written often, does not rewrite the manifest each time.
+//
+// The bitfield is committed behind the writes (see download.persist), so a
+// crash can lose the last few bits of pieces that are on disk; recheck finds
+// those again on the next start, and no verified piece is fetched twice.
+
+var bucketDownloads = []byte("shards/downloads")
+
+// maxRecordSize bounds a stored record; it holds a manifest of at most
+// MaxManifestSize bytes (base64 in JSON) and a few small fields.
+const maxRecordSize = 2*MaxManifestSize + 64<<10
+
+// downloadRecord is what the store keeps of one download, besides its
+// bitfield.
+type downloadRecord struct {
+	ID           MD5               `json:"id"`
+	ManifestHash Hash              `json:"manifestHash"`
+	Manifest     []byte            `json:"manifest,omitempty"` // encoded; nil until fetched
+	Link         Link              `json:"link"`
+	Name         string            `json:"name"`
+	State        State             `json:"state"`
+	Error        string            `json:"error,omitempty"`
+	Path         string            `json:"path,omitempty"` // the finished file
+	ModTime      time.Time         `json:"modTime,omitzero"`
+	Added        time.Time         `json:"added"`
+	Uploaded     int64             `json:"uploaded"`
+	Sources      map[mesh.ID]int64 `json:"sources,omitempty"`
+}
+
+func haveKey(id MD5) []byte { return append(id[:len(id):len(id)], 'h') }
+
+// partPath is where the pieces of id are kept until it is done.
+func partPath(dir string, id MD5) string {
+	return filepath.Join(dir, "shards", id.String()+".part")
+}
+
+// loadDownloads reads every stored download. A record that does not decode
+// (a store written by a later version, a damaged one) is skipped with an
+// error in errs, so one bad record does not lose the others.
+func loadDownloads(db *bolt.DB) (recs []downloadRecord, haves map[MD5]Bitfield, errs []error, err error) {
+	haves = make(map[MD5]Bitfield)
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketDownloads)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			switch len(k) {
+			case len(MD5{}):
+				var r downloadRecord
+				if len(v) > maxRecordSize {
+					errs = append(errs, fmt.Errorf("shards: download record %x: %d bytes", k, len(v)))
+					return nil
+				}
+				if err := json.Unmarshal(v, &r); err != nil || MD5(k) != r.ID {
+					errs = append(errs, fmt.Errorf("shards: download record %x: %v", k, err))
+					return nil
+				}
+				recs = append(recs, r)
+			case len(MD5{}) + 1:
+				haves[MD5(k[:len(MD5{})])] = bytes.Clone(v)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("shards: load downloads: %w", err)
+	}
+	return recs, haves, errs, nil
+}
+
+// putRecord stores r.
+func putRecord(db *bolt.DB, r *downloadRecord) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("shards: encode download record: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketDownloads)
+		if err != nil {
+			return err
+		}
+		return b.Put(r.ID[:], v)
+	})
+	if err != nil {
+		return fmt.Errorf("shards: store download %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// putHave stores the bitfield of id.
+func putHave(db *bolt.DB, id MD5, have Bitfield) error {
+	err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketDownloads)
+		if err != nil {
+			return err
+		}
+		return b.Put(haveKey(id), have)
+	})
+	if err != nil {
+		return fmt.Errorf("shards: store bitfield of %s: %w", id, err)
+	}
+	return nil
+}
+
+// deleteDownload drops the record and bitfield of id.
+func deleteDownload(db *bolt.DB, id MD5) error {
+	err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDownloads)
+		if b == nil {
+			return nil
+		}
+		if err := b.Delete(id[:]); err != nil {
+			return err
+		}
+		return b.Delete(haveKey(id))
+	})
+	if err != nil {
+		return fmt.Errorf("shards: delete download %s: %w", id, err)
+	}
+	return nil
+}
+
+// recheck looks at the pieces of f that have lacks and sets those whose
+// bytes verify: pieces written before a crash whose bits were not yet
+// committed. A region that is all zeros (a hole of the sparse file) is not
+// hashed unless the piece's MD5 is that of zeros. It reads one piece at a
+// time into one buffer.
+func recheck(ctx context.Context, f io.ReaderAt, m *Manifest, have Bitfield) (found int, err error) {
+	buf := make([]byte, m.PieceSize)
+	var zeroSum MD5
+	zeroLen := int64(-1)
+	for i := range m.NumPieces() {
+		if have.Has(i) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return found, err
+		}
+		n := m.PieceLen(i)
+		p := buf[:n]
+		if _, err := f.ReadAt(p, m.PieceOffset(i)); err != nil && !errors.Is(err, io.EOF) {
+			return found, fmt.Errorf("shards: recheck piece %d: %w", i, err)
+		}
+		if allZero(p) {
+			if zeroLen != n {
+				zeroSum, zeroLen = md5.Sum(p), n
+			}
+			if zeroSum != m.Pieces[i] {
+				continue
+			}
+		}
+		if m.Verify(i, p) {
+			have.Set(i)
+			found++
+		}
+	}
+	return found, nil
+}
+
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if p[0]|p[1]|p[2]|p[3]|p[4]|p[5]|p[6]|p[7] != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// createPart opens (creating) the part file of a download of size bytes.
+func createPart(path string, size int64) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("shards: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("shards: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("shards: size the part file: %w", err)
+		}
+	}
+	return f, nil
+}

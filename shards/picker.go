@@ -1,0 +1,114 @@
+package shards
+
+// The piece picker decides which piece a peer fetches next. It is a pure
+// function over the small pieceStates interface, so that its policy can be
+// tested without a network (the model is anacrolix/torrent's request
+// strategy):
+//
+//   - pieces a reader is waiting on, or will soon (its position and the
+//     readahead after it), come first, nearest first: WebTorrent's critical
+//     pieces, so playback starts at once and a seek is served before the rest;
+//   - then the rarest pieces among the holders, so a piece only one holder has
+//     is fetched while that holder is still there, and holders that also
+//     download get something to pass on; ties go to the lower index;
+//   - outside endgame a piece is fetched from one peer at a time;
+//   - endgame: once every missing piece is being fetched, an idle peer
+//     fetches a piece that another peer is already fetching (the fewest
+//     attempts first, at most maxAttempts at once), so that one slow or gone
+//     peer does not hold up the end.
+
+// maxAttempts bounds how many peers fetch one piece at once in endgame.
+const maxAttempts = 3
+
+// pieceStates is what the picker reads of a download. The caller holds
+// whatever lock keeps the answers consistent during one pick.
+type pieceStates interface {
+	numPieces() int
+	// verified reports whether piece i is held and checked.
+	verified(i int) bool
+	// attempts is how many peers are fetching piece i now.
+	attempts(i int) int
+	// availability is how many usable peers hold piece i.
+	availability(i int) int
+}
+
+// pickFor is one peer's side of a pick.
+type pickFor struct {
+	// has is what the peer holds.
+	has Bitfield
+	// busy reports whether this peer is already fetching piece i.
+	busy func(i int) bool
+	// readers are the pieces readers are waiting at; critical are the
+	// pieces from each reader's position on that come before the rest.
+	readers  []int
+	critical int
+}
+
+// pick returns the piece the peer should fetch next, and whether it is an
+// endgame duplicate; ok is false when the peer has nothing to fetch.
+func pick(s pieceStates, p pickFor) (piece int, endgame, ok bool) {
+	n := s.numPieces()
+	// Endgame only once no missing piece is left unrequested anywhere: a
+	// peer that merely lacks the unrequested pieces waits for its have to
+	// change instead of duplicating others' work.
+	endgame = true
+	for i := range n {
+		if !s.verified(i) && s.attempts(i) == 0 {
+			endgame = false
+			break
+		}
+	}
+	best, bestKey := -1, pickKey{}
+	for i := range n {
+		if s.verified(i) || !p.has.Has(i) || (p.busy != nil && p.busy(i)) {
+			continue
+		}
+		a := s.attempts(i)
+		if endgame && a >= maxAttempts || !endgame && a > 0 {
+			continue
+		}
+		k := pickKey{tier: 1, order: s.availability(i), index: i}
+		if d, ok := criticalDistance(i, p.readers, p.critical); ok {
+			k = pickKey{tier: 0, order: d, index: i}
+		}
+		if endgame {
+			k.attempts = a
+		}
+		if best < 0 || k.less(bestKey) {
+			best, bestKey = i, k
+		}
+	}
+	return best, endgame, best >= 0
+}
+
+// pickKey orders candidate pieces: fewer endgame attempts, then critical
+// before the rest, then distance (critical) or availability (rest), then
+// index.
+type pickKey struct {
+	attempts, tier, order, index int
+}
+
+func (k pickKey) less(o pickKey) bool {
+	if k.attempts != o.attempts {
+		return k.attempts < o.attempts
+	}
+	if k.tier != o.tier {
+		return k.tier < o.tier
+	}
+	if k.order != o.order {
+		return k.order < o.order
+	}
+	return k.index < o.index
+}
+
+// criticalDistance is how far piece i lies after the nearest reader
+// position that it is critical for.
+func criticalDistance(i int, readers []int, critical int) (int, bool) {
+	best, ok := 0, false
+	for _, r := range readers {
+		if d := i - r; d >= 0 && d < max(critical, 1) && (!ok || d < best) {
+			best, ok = d, true
+		}
+	}
+	return best, ok
+}

@@ -1,0 +1,127 @@
+package shards
+
+import "testing"
+
+// fakePieces is a pieceStates written out by hand.
+type fakePieces struct {
+	done  []bool
+	tries []int
+	avail []int
+}
+
+func newFakePieces(n int) *fakePieces {
+	f := &fakePieces{done: make([]bool, n), tries: make([]int, n), avail: make([]int, n)}
+	for i := range f.avail {
+		f.avail[i] = 3
+	}
+	return f
+}
+
+func (f *fakePieces) numPieces() int         { return len(f.done) }
+func (f *fakePieces) verified(i int) bool    { return f.done[i] }
+func (f *fakePieces) attempts(i int) int     { return f.tries[i] }
+func (f *fakePieces) availability(i int) int { return f.avail[i] }
+func allPieces(n int) Bitfield               { b := NewBitfield(n); setAll(b, n); return b }
+func setAll(b Bitfield, n int) {
+	for i := range n {
+		b.Set(i)
+	}
+}
+func onlyPieces(n int, which ...int) Bitfield {
+	b := NewBitfield(n)
+	for _, i := range which {
+		b.Set(i)
+	}
+	return b
+}
+
+func TestPick(t *testing.T) {
+	const n = 2000
+	for _, tc := range []struct {
+		name    string
+		setup   func(f *fakePieces)
+		p       pickFor
+		want    int
+		endgame bool
+		ok      bool
+	}{
+		{"in order when all are as rare", func(f *fakePieces) {}, pickFor{has: allPieces(n)}, 0, false, true},
+		{"rarest first", func(f *fakePieces) { f.avail[1234] = 1; f.avail[77] = 2 }, pickFor{has: allPieces(n)}, 1234, false, true},
+		{"skips verified and requested", func(f *fakePieces) { f.done[0] = true; f.tries[1] = 1 }, pickFor{has: allPieces(n)}, 2, false, true},
+		{"only what the peer has", func(f *fakePieces) {}, pickFor{has: onlyPieces(n, 1500)}, 1500, false, true},
+		{"reader's position before rarity", func(f *fakePieces) { f.avail[3] = 1 }, pickFor{has: allPieces(n), readers: []int{900}, critical: 4}, 900, false, true},
+		{"next after the reader's position once it is requested", func(f *fakePieces) { f.tries[900] = 1; f.avail[3] = 1 }, pickFor{has: allPieces(n), readers: []int{900}, critical: 4}, 901, false, true},
+		{"past the readahead, rarity again", func(f *fakePieces) {
+			for i := 900; i < 904; i++ {
+				f.tries[i] = 1
+			}
+			f.avail[3] = 1
+		}, pickFor{has: allPieces(n), readers: []int{900}, critical: 4}, 3, false, true},
+		{"nearest of two readers", func(f *fakePieces) {}, pickFor{has: allPieces(n), readers: []int{10, 500}, critical: 8}, 10, false, true},
+		{"nothing the peer has is unrequested, not endgame: wait", func(f *fakePieces) { f.tries[5] = 1 }, pickFor{has: onlyPieces(n, 5)}, -1, false, false},
+		{"endgame: duplicate the least attempted", func(f *fakePieces) {
+			for i := range n {
+				f.done[i] = i < n-3
+			}
+			f.tries[n-3], f.tries[n-2], f.tries[n-1] = 2, 1, 2
+		}, pickFor{has: allPieces(n)}, n - 2, true, true},
+		{"endgame: not what the peer already fetches", func(f *fakePieces) {
+			for i := range n {
+				f.done[i] = i < n-2
+			}
+			f.tries[n-2], f.tries[n-1] = 1, 1
+		}, pickFor{has: allPieces(n), busy: func(i int) bool { return i == n-2 }}, n - 1, true, true},
+		{"endgame: at most maxAttempts", func(f *fakePieces) {
+			for i := range n {
+				f.done[i] = i < n-1
+			}
+			f.tries[n-1] = maxAttempts
+		}, pickFor{has: allPieces(n)}, -1, true, false},
+		{"all verified", func(f *fakePieces) {
+			for i := range n {
+				f.done[i] = true
+			}
+		}, pickFor{has: allPieces(n)}, -1, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakePieces(n)
+			tc.setup(f)
+			got, endgame, ok := pick(f, tc.p)
+			if got != tc.want || endgame != tc.endgame || ok != tc.ok {
+				t.Fatalf("pick = %d, endgame %v, ok %v; want %d, %v, %v", got, endgame, ok, tc.want, tc.endgame, tc.ok)
+			}
+		})
+	}
+}
+
+// TestPickSpreadsPeers: three peers picking in turn from a download where
+// every piece is as rare never pick the same piece outside endgame, and
+// between them fetch every piece once.
+func TestPickSpreadsPeers(t *testing.T) {
+	const n = 300
+	f := newFakePieces(n)
+	has := allPieces(n)
+	seen := make(map[int]bool)
+	for round := 0; ; round++ {
+		i, endgame, ok := pick(f, pickFor{has: has})
+		if !ok || endgame {
+			break
+		}
+		if seen[i] {
+			t.Fatalf("piece %d picked twice outside endgame", i)
+		}
+		seen[i] = true
+		f.tries[i]++
+		if round%3 == 2 { // the oldest attempt finishes
+			for j := range n {
+				if f.tries[j] > 0 {
+					f.tries[j], f.done[j] = 0, true
+					break
+				}
+			}
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d of %d pieces picked", len(seen), n)
+	}
+}

@@ -1,0 +1,123 @@
+package shards
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// pushHold is how long a download fed by a push waits after the last pushed
+// piece before it pulls what is missing itself: while a push runs, pulling
+// the same pieces would only double the traffic.
+const pushHold = 10 * time.Second
+
+// pushSink makes (or finds) the download an accepted push's pieces go into.
+// It is the Service's openSink: the push checks each piece's MD5 before it
+// reaches the sink.
+func (d *downloads) pushSink(ctx context.Context, from mesh.ID, o offer) (pieceSink, error) {
+	if o.Manifest == nil || o.Manifest.Size > 0 && o.Manifest.NumPieces() == 0 {
+		return nil, fmt.Errorf("%w: push without a manifest", ErrBadManifest)
+	}
+	h := o.Manifest.Hash()
+	name, err := CleanName(o.Name)
+	if err != nil {
+		name = o.ID.String()
+	}
+	d.mu.Lock()
+	dl := d.all[o.ID]
+	created := false
+	if dl == nil {
+		dl = d.newDownload(Link{Node: from, Channel: FilesChannel, ID: o.ID, Manifest: h, Name: name, Size: o.Manifest.Size})
+		dl.name = name
+		dl.setManifest(o.Manifest, h)
+		dl.state = StateDownloading
+		dl.pushUntil = time.Now().Add(pushHold)
+		d.all[o.ID] = dl
+		created = true
+	}
+	d.mu.Unlock()
+	if created {
+		if err := dl.saveRecord(); err != nil {
+			d.mu.Lock()
+			delete(d.all, o.ID)
+			d.mu.Unlock()
+			return nil, err
+		}
+		d.enqueue(dl)
+		dl.publish(true)
+		return &pushTarget{dl: dl, from: from}, nil
+	}
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	switch {
+	case dl.man == nil && (dl.manHash.IsZero() || dl.manHash == h):
+		dl.setManifest(o.Manifest, h)
+	case dl.man == nil || dl.manHash != h:
+		return nil, fmt.Errorf("%w: the push's manifest is not the one this node holds for %s", ErrBadManifest, o.ID)
+	}
+	dl.pushUntil = time.Now().Add(pushHold)
+	return &pushTarget{dl: dl, from: from}, nil
+}
+
+// pushTarget is a download as a push's sink.
+type pushTarget struct {
+	dl   *download
+	from mesh.ID // the push's source, credited with what it brings
+}
+
+// putPiece writes a pushed piece the push has verified, as commit does for
+// a pulled one.
+func (t *pushTarget) putPiece(ctx context.Context, i int, data []byte) error {
+	dl := t.dl
+	dl.mu.Lock()
+	if dl.removed || dl.man == nil || !dl.man.Verify(i, data) {
+		dl.mu.Unlock()
+		return fmt.Errorf("%w: pushed piece %d of %s", ErrCorrupt, i, dl.id)
+	}
+	dl.pushUntil = time.Now().Add(pushHold)
+	dup := dl.have.Has(i)
+	off := dl.man.PieceOffset(i)
+	dl.mu.Unlock()
+	if dup {
+		return nil
+	}
+	f, err := dl.openFile()
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("shards: write pushed piece %d: %w", i, err)
+	}
+	if h := dl.d.afterWrite; h != nil {
+		h(dl.id, i, data)
+	}
+	dl.mu.Lock()
+	if !dl.have.Has(i) {
+		dl.have.Set(i)
+		dl.haveBytes += int64(len(data))
+		dl.sources[t.from] += int64(len(data))
+		dl.rate.add(len(data), time.Now())
+		select {
+		case dl.dirty <- struct{}{}:
+		default:
+		}
+	}
+	dl.signal()
+	dl.mu.Unlock()
+	err = dl.hashAhead(f, i, data)
+	dl.publish(false)
+	return err
+}
+
+func (t *pushTarget) have() Bitfield {
+	t.dl.mu.Lock()
+	defer t.dl.mu.Unlock()
+	return slices.Clone(t.dl.have)
+}
+
+func (t *pushTarget) readBlock(ctx context.Context, r blockReq, p []byte) error {
+	return t.dl.d.readBlock(ctx, r, p)
+}
