@@ -450,7 +450,7 @@ type download struct {
 	// pushUntil: pieces are being pushed to this download (pushsink.go);
 	// until then it does not pull, which would fetch the same pieces twice.
 	pushUntil time.Time
-	path      string  // the finished file
+	path      string // the finished file
 	modTime   time.Time
 	file      *os.File // open for reads and writes; nil when closed
 	peers     map[mesh.ID]*peer

@@ -94,7 +94,7 @@ type Service struct {
 	downloads *downloads
 	pushes    *pushes
 	catalog   *catalog
-	remote  *remoteCatalogs
+	remote    *remoteCatalogs
 	// sources are asked in turn for a resource's manifest, bitfield and
 	// blocks: the shares first, then the downloads.
 	sources []pieceSource
@@ -295,7 +295,6 @@ func (s *Service) Share(ctx context.Context, path string) (Transfer, error) {
 
 // Unshare stops sharing a resource. The user's file is left alone.
 func (s *Service) Unshare(id MD5) error { return s.shares.unshare(id) }
-
 
 // waitUpload waits until the upload cap lets n more bytes go out; every
 // byte this node serves or pushes passes it.
