@@ -165,10 +165,12 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The event stream ends once the transfer is complete; ctx itself
+	// (Ctrl-C) still stops the copy that follows.
+	evCtx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
 	// Listen before fetching, so that no event is missed.
-	evs, err := c.shardsEvents(ctx)
+	evs, err := c.shardsEvents(evCtx)
 	if err != nil {
 		return fmt.Errorf("get: %w", err)
 	}
@@ -209,9 +211,12 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 	}
 	bar.update(t, time.Now())
 	bar.end()
-	cancel() // the event stream
-	path, err := c.save(context.WithoutCancel(ctx), t, cfg.Link, cfg.Dir)
+	stopEvents()
+	path, err := c.save(ctx, t, cfg.Link, cfg.Dir)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("get: interrupted while saving the file; nothing saved (the node keeps it): run the same command again")
+		}
 		return fmt.Errorf("get: %w", err)
 	}
 	fmt.Fprintf(stdout, "saved %s (%s)\n", termText(path, false), formatBytes(float64(t.Size)))
