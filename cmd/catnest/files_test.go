@@ -430,6 +430,39 @@ func TestServeShareFlag(t *testing.T) {
 			t.Errorf("--share %q: %v, want an error with %q", tt.dir, err, tt.want)
 		}
 	}
+	// Folders that hold the node's data dir (keys, database, partial
+	// downloads), or that overlap, are refused.
+	home := t.TempDir()
+	data := filepath.Join(home, "sub", "catnest") // not made yet: a first run
+	link := filepath.Join(t.TempDir(), "home")
+	inB := filepath.Join(b, "in")
+	if err := os.Mkdir(inB, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(home, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data", data, "--share", home}, "holds the node's data dir"},
+		{[]string{"--data", data, "--share", link}, "holds the node's data dir"},
+		{[]string{"--data", filepath.Join(link, "sub", "catnest"), "--share", home}, "holds the node's data dir"},
+		{[]string{"--data", data, "--share", a, "--share", a}, "overlap"},
+		{[]string{"--data", data, "--share", b, "--share", inB}, "overlap"},
+		{[]string{"--data", data, "--share", inB, "--share", b}, "overlap"},
+	} {
+		if _, err := parseServe(append(base, tt.args...), io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("serve %q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(home, "sub", "pictures"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := parseServe(append(base, "--data", data, "--share", filepath.Join(home, "sub", "pictures"), "--share", a), io.Discard); err != nil || len(cfg.Shares) != 2 {
+		t.Errorf("a folder beside the data dir: %q, %v", cfg.Shares, err)
+	}
 	if os.Geteuid() != 0 { // root reads anything
 		if _, err := parseServe(append(base, "--share", locked), io.Discard); err == nil || !strings.Contains(err.Error(), "cannot be read") {
 			t.Errorf("unreadable --share: %v", err)
