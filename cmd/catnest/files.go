@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -342,8 +343,10 @@ func (c *chatClient) save(ctx context.Context, t shards.Transfer, l shards.Link,
 	if err != nil {
 		return "", err
 	}
-	tmp := "." + name + ".catnest-part"
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A name of its own, short whatever the file's name (which may take
+	// all of NAME_MAX) and never shared with another get into dir.
+	tmp := ".catnest-" + rand.Text()[:16] + ".part"
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return "", err
 	}

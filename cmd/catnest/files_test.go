@@ -298,9 +298,16 @@ func TestGetCommand(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "..", "..", "escape.mp3")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a file was written outside the folder: %v", err)
 	}
+	// A name as long as a file name may be is saved under that name.
+	long := link
+	long.Name = strings.Repeat("n", 251) + ".mp3"
+	f.steps = steps(f, 2)
+	if out, err := get(long); err != nil || !strings.Contains(out, "saved "+filepath.Join(dir, long.Name)) {
+		t.Fatalf("get with a name of %d bytes: %v\n%s", len(long.Name), err, out)
+	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 3 {
-		t.Errorf("folder holds %d entries, want 3 (no partial files)", len(entries))
+	if len(entries) != 4 {
+		t.Errorf("folder holds %d entries, want 4 (no partial files)", len(entries))
 	}
 }
 
