@@ -40,7 +40,7 @@ func checkNoGoroutinesLeft(t *testing.T) {
 }
 
 // testDB opens a bbolt file in dir, closed when the test ends.
-func testDB(t *testing.T, dir string) *bbolt.DB {
+func testDB(t testing.TB, dir string) *bbolt.DB {
 	t.Helper()
 	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {

@@ -599,6 +599,14 @@ func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
 	return "", queued{}, next, false
 }
 
+// isShared reports whether path is one of the shared files.
+func (s *shares) isShared(path string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.byPath[path]
+	return ok
+}
+
 // pending is the number of queued paths.
 func (s *shares) pending() int {
 	s.mu.Lock()
