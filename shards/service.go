@@ -54,6 +54,12 @@ type Config struct {
 	// MaxRemoteEntries bounds the entries taken from one remote catalog,
 	// so a hostile node cannot make this one hold an endless list.
 	MaxRemoteEntries int
+	// MaxRemoteBytes bounds the memory all remote catalogs take together,
+	// cached and being fetched (names, types and entries counted): one
+	// hostile node, or many, cannot make this node hold more. To make
+	// room the least recently used catalogs go; a catalog that still does
+	// not fit is not taken (its node is left out of Files).
+	MaxRemoteBytes int64
 	// PieceCache bounds the bytes of verified pieces kept to serve the
 	// blocks of recently read pieces (see shares.readBlock).
 	PieceCache int64
@@ -70,6 +76,7 @@ func DefaultConfig() Config {
 		RequestTimeout:   20 * time.Second,
 		CatalogCache:     256,
 		MaxRemoteEntries: 1_000_000,
+		MaxRemoteBytes:   256 << 20,
 		PieceCache:       32 << 20,
 	}
 }
@@ -121,6 +128,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxRemoteEntries <= 0 {
 		cfg.MaxRemoteEntries = d.MaxRemoteEntries
 	}
+	if cfg.MaxRemoteBytes <= 0 {
+		cfg.MaxRemoteBytes = d.MaxRemoteBytes
+	}
 	if cfg.PieceCache <= 0 {
 		cfg.PieceCache = d.PieceCache
 	}
@@ -144,7 +154,7 @@ func New(cfg Config) (*Service, error) {
 		s.upload = rate.NewLimiter(rate.Limit(cfg.UploadRate), BlockSize)
 	}
 	s.catalog = newCatalog()
-	s.remote = newRemoteCatalogs(cfg.CatalogCache)
+	s.remote = newRemoteCatalogs(cfg.CatalogCache, cfg.MaxRemoteBytes)
 	sh, err := openShares(s)
 	if err != nil {
 		return nil, err
