@@ -3,6 +3,7 @@ package shards
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -481,5 +482,33 @@ func TestRemoteCatalogsMemoryBounded(t *testing.T) {
 	sa.remote.mu.Unlock()
 	if used <= 0 || used > budget {
 		t.Fatalf("%d bytes held, budget %d", used, budget)
+	}
+}
+
+// BenchmarkMergeCatalogs: the merge of Files over 100 online nodes of
+// 10,000 files each, all different (a million files) and all the same.
+func BenchmarkMergeCatalogs(b *testing.B) {
+	for _, same := range []bool{false, true} {
+		b.Run(fmt.Sprintf("same=%v", same), func(b *testing.B) {
+			lists := make(map[mesh.ID][]Entry, 100)
+			shared := fakeEntries(10000, 1)
+			var self mesh.ID
+			for i := range 100 {
+				id := mesh.ID(fmt.Sprintf("%032x", i+1))
+				if i == 0 {
+					self = id
+				}
+				if same {
+					lists[id] = shared
+				} else {
+					lists[id] = fakeEntries(10000, uint64(i+10))
+				}
+			}
+			var n int
+			for b.Loop() {
+				n = len(mergeCatalogs(self, lists))
+			}
+			b.ReportMetric(float64(n), "files")
+		})
 	}
 }
