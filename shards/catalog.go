@@ -418,7 +418,14 @@ func (s *Service) remoteCatalog(ctx context.Context, node mesh.ID, version uint6
 			rc.mu.Unlock()
 			var v uint64
 			var cost int64
-			call.entries, v, cost, call.err = s.fetchCatalog(ctx, node, version)
+			fctx, cancel := context.WithTimeout(ctx, s.cfg.CatalogTimeout)
+			call.entries, v, cost, call.err = s.fetchCatalog(fctx, node, version)
+			if call.err != nil && ctx.Err() == nil && fctx.Err() != nil {
+				// Not a caller giving up, which the next one would retry:
+				// the node is too slow, for them all.
+				call.err = fmt.Errorf("shards: catalog of %s not listed within %v", node.Short(), s.cfg.CatalogTimeout)
+			}
+			cancel()
 			if call.err == nil {
 				rc.store(node, v, call.entries, cost)
 			}

@@ -512,3 +512,58 @@ func BenchmarkMergeCatalogs(b *testing.B) {
 		})
 	}
 }
+
+// TestSlowCatalogLeftOut: a node that answers every catalog page slowly
+// and never ends is left out of Files after CatalogTimeout, for every
+// caller asking at once; Files lists the rest.
+func TestSlowCatalogLeftOut(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	a, slow := newPair(t)
+	cfg := testConfig(t, a)
+	cfg.CatalogTimeout = 2 * time.Second
+	sa := serveTest(t, cfg)
+	own := fakeEntries(3, 5)
+	for _, e := range own {
+		sa.catalog.put(ownShares, e)
+	}
+	sa.changed()
+	quit := make(chan struct{})
+	defer close(quit)
+	slow.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		req, err := decodeListReq(m.Payload)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-quit:
+		case <-ctx.Done():
+		}
+		return encodeListPage(listPage{More: true, Entries: []Entry{{ID: incID(req.After), Name: "x"}}})
+	}))
+	if err := slow.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the slow node's record", func() bool {
+		r, ok := a.Lookup(slow.ID())
+		_, adv := advertised(r)
+		return ok && adv
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			files, err := sa.Files(ctx)
+			if err == nil && len(files) != len(own) {
+				err = fmt.Errorf("%d files listed, want this node's %d", len(files), len(own))
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -47,6 +47,10 @@ type Config struct {
 	// RequestTimeout bounds one request to a peer (a catalog page), so a
 	// peer that never answers cannot hold a listing up.
 	RequestTimeout time.Duration
+	// CatalogTimeout bounds the listing of one remote catalog, all its
+	// pages: a node that answers each page just inside RequestTimeout,
+	// and never ends, would otherwise hold Files up for hours.
+	CatalogTimeout time.Duration
 	// CatalogCache is how many remote catalogs are kept (each cached by
 	// its node and version, so an unchanged catalog is never fetched
 	// twice); the least recently used goes first.
@@ -74,6 +78,7 @@ func DefaultConfig() Config {
 		UploadRate:       0,
 		WatchDelay:       500 * time.Millisecond,
 		RequestTimeout:   20 * time.Second,
+		CatalogTimeout:   time.Minute,
 		CatalogCache:     256,
 		MaxRemoteEntries: 1_000_000,
 		MaxRemoteBytes:   256 << 20,
@@ -121,6 +126,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = d.RequestTimeout
+	}
+	if cfg.CatalogTimeout <= 0 {
+		cfg.CatalogTimeout = d.CatalogTimeout
 	}
 	if cfg.CatalogCache <= 0 {
 		cfg.CatalogCache = d.CatalogCache
