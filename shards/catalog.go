@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -131,6 +132,9 @@ type remoteCatalogs struct {
 	mu     sync.Mutex
 	limit  int
 	byNode map[mesh.ID]*remoteCatalog
+	// used is the bytes the cached catalogs and the fetches under way
+	// hold (entryCost), at most maxBytes.
+	used, maxBytes int64
 	// fetching holds the fetches under way, so that callers asking at
 	// once share one.
 	fetching map[mesh.ID]*fetchCall
@@ -139,7 +143,21 @@ type remoteCatalogs struct {
 type remoteCatalog struct {
 	version uint64
 	entries []Entry // by id
+	cost    int64   // reserved from remoteCatalogs.used
 	used    time.Time
+}
+
+// entrySize is what an Entry takes in a slice, besides its strings.
+const entrySize = int64(unsafe.Sizeof(Entry{}))
+
+// entriesCost is the memory entries take, counted against MaxRemoteBytes:
+// their slice's capacity and their strings.
+func entriesCost(entries []Entry) int64 {
+	n := int64(cap(entries)) * entrySize
+	for _, e := range entries {
+		n += int64(len(e.Name) + len(e.Type))
+	}
+	return n
 }
 
 type fetchCall struct {
@@ -149,8 +167,49 @@ type fetchCall struct {
 	err     error
 }
 
-func newRemoteCatalogs(limit int) *remoteCatalogs {
-	return &remoteCatalogs{limit: limit, byNode: make(map[mesh.ID]*remoteCatalog), fetching: make(map[mesh.ID]*fetchCall)}
+func newRemoteCatalogs(limit int, maxBytes int64) *remoteCatalogs {
+	return &remoteCatalogs{limit: limit, maxBytes: maxBytes, byNode: make(map[mesh.ID]*remoteCatalog), fetching: make(map[mesh.ID]*fetchCall)}
+}
+
+// reserve takes n bytes of the budget for a fetch under way, dropping the
+// least recently used catalogs to make room; false if they do not fit.
+func (rc *remoteCatalogs) reserve(n int64) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for rc.used+n > rc.maxBytes && len(rc.byNode) > 0 {
+		rc.evictLocked()
+	}
+	if rc.used+n > rc.maxBytes {
+		return false
+	}
+	rc.used += n
+	return true
+}
+
+// release gives back n reserved bytes.
+func (rc *remoteCatalogs) release(n int64) {
+	rc.mu.Lock()
+	rc.used -= n
+	rc.mu.Unlock()
+}
+
+// evictLocked drops the least recently used catalog. rc.mu is held.
+func (rc *remoteCatalogs) evictLocked() {
+	var oldest mesh.ID
+	var at time.Time
+	for id, c := range rc.byNode {
+		if at.IsZero() || c.used.Before(at) {
+			oldest, at = id, c.used
+		}
+	}
+	rc.dropLocked(oldest)
+}
+
+func (rc *remoteCatalogs) dropLocked(node mesh.ID) {
+	if c := rc.byNode[node]; c != nil {
+		rc.used -= c.cost
+		delete(rc.byNode, node)
+	}
 }
 
 // cached returns the catalog of node at version, if held.
@@ -165,19 +224,15 @@ func (rc *remoteCatalogs) cached(node mesh.ID, version uint64) ([]Entry, bool) {
 	return c.entries, true
 }
 
-func (rc *remoteCatalogs) store(node mesh.ID, version uint64, entries []Entry) {
+// store caches node's catalog; cost, reserved by its fetch, is now the
+// cache's.
+func (rc *remoteCatalogs) store(node mesh.ID, version uint64, entries []Entry, cost int64) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	rc.byNode[node] = &remoteCatalog{version: version, entries: entries, used: time.Now()}
+	rc.dropLocked(node)
+	rc.byNode[node] = &remoteCatalog{version: version, entries: entries, cost: cost, used: time.Now()}
 	for len(rc.byNode) > rc.limit {
-		var oldest mesh.ID
-		var at time.Time
-		for id, c := range rc.byNode {
-			if at.IsZero() || c.used.Before(at) {
-				oldest, at = id, c.used
-			}
-		}
-		delete(rc.byNode, oldest)
+		rc.evictLocked()
 	}
 }
 
@@ -191,7 +246,7 @@ func (rc *remoteCatalogs) forgetOffline(dir []mesh.Record) {
 	defer rc.mu.Unlock()
 	for id := range rc.byNode {
 		if !online[id] {
-			delete(rc.byNode, id)
+			rc.dropLocked(id)
 		}
 	}
 }
@@ -362,9 +417,17 @@ func (s *Service) remoteCatalog(ctx context.Context, node mesh.ID, version uint6
 			rc.fetching[node] = call
 			rc.mu.Unlock()
 			var v uint64
-			call.entries, v, call.err = s.fetchCatalog(ctx, node, version)
+			var cost int64
+			fctx, cancel := context.WithTimeout(ctx, s.cfg.CatalogTimeout)
+			call.entries, v, cost, call.err = s.fetchCatalog(fctx, node, version)
+			if call.err != nil && ctx.Err() == nil && fctx.Err() != nil {
+				// Not a caller giving up, which the next one would retry:
+				// the node is too slow, for them all.
+				call.err = fmt.Errorf("shards: catalog of %s not listed within %v", node.Short(), s.cfg.CatalogTimeout)
+			}
+			cancel()
 			if call.err == nil {
-				rc.store(node, v, call.entries)
+				rc.store(node, v, call.entries, cost)
 			}
 			rc.mu.Lock()
 			delete(rc.fetching, node)
@@ -391,32 +454,39 @@ func (s *Service) remoteCatalog(ctx context.Context, node mesh.ID, version uint6
 // it is paged (a page carries another version), it starts over at the new
 // version, up to maxVersionRetries times. A page that breaks the rules
 // (out of order, no progress, past MaxRemoteEntries) scores the node down.
-func (s *Service) fetchCatalog(ctx context.Context, node mesh.ID, version uint64) ([]Entry, uint64, error) {
+func (s *Service) fetchCatalog(ctx context.Context, node mesh.ID, version uint64) ([]Entry, uint64, int64, error) {
 	for range maxVersionRetries {
-		entries, got, err := s.fetchPages(ctx, node, version)
+		entries, got, cost, err := s.fetchPages(ctx, node, version)
 		if err == nil || !errors.Is(err, errVersionMoved) {
-			return entries, got, err
+			return entries, got, cost, err
 		}
 		version = got
 	}
-	return nil, 0, fmt.Errorf("shards: catalog of %s kept changing while it was listed", node.Short())
+	return nil, 0, 0, fmt.Errorf("shards: catalog of %s kept changing while it was listed", node.Short())
 }
 
 var errVersionMoved = errors.New("shards: catalog changed while listed")
 
-func (s *Service) fetchPages(ctx context.Context, node mesh.ID, version uint64) ([]Entry, uint64, error) {
-	var entries []Entry
+// fetchPages pages through node's catalog at one version. What it holds
+// is reserved from MaxRemoteBytes as it comes; on success the reservation
+// (cost) goes with the entries, on failure it is given back.
+func (s *Service) fetchPages(ctx context.Context, node mesh.ID, version uint64) (entries []Entry, _ uint64, cost int64, err error) {
+	defer func() {
+		if err != nil {
+			s.remote.release(cost)
+		}
+	}()
 	var after MD5
 	first := true
 	for {
 		b, err := s.request(ctx, node, ProtoList, encodeListReq(listReq{After: after, Limit: MaxListPage}))
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, cost, err
 		}
 		p, err := decodeListPage(b)
 		if err != nil {
 			s.node.Penalize(node, "shards: bad catalog page")
-			return nil, 0, err
+			return nil, 0, cost, err
 		}
 		if first {
 			first = false
@@ -425,22 +495,28 @@ func (s *Service) fetchPages(ctx context.Context, node mesh.ID, version uint64) 
 				version = p.Version
 			}
 		} else if p.Version != version {
-			return nil, p.Version, errVersionMoved
+			return nil, p.Version, cost, errVersionMoved
 		}
 		if len(p.Entries) > 0 && compareID(p.Entries[0].ID, after) <= 0 && len(entries) > 0 {
 			s.node.Penalize(node, "shards: catalog page out of order")
-			return nil, 0, fmt.Errorf("%w: catalog page of %s goes back", ErrBadFrame, node.Short())
+			return nil, 0, cost, fmt.Errorf("%w: catalog page of %s goes back", ErrBadFrame, node.Short())
 		}
 		if len(entries)+len(p.Entries) > s.cfg.MaxRemoteEntries {
-			return nil, 0, fmt.Errorf("shards: catalog of %s is over %d entries; not taken", node.Short(), s.cfg.MaxRemoteEntries)
+			return nil, 0, cost, fmt.Errorf("shards: catalog of %s is over %d entries; not taken", node.Short(), s.cfg.MaxRemoteEntries)
 		}
-		entries = append(entries, p.Entries...)
+		grown := slices.Grow(entries, len(p.Entries))
+		more := int64(cap(grown)-cap(entries))*entrySize + entriesCost(p.Entries) - int64(cap(p.Entries))*entrySize
+		if !s.remote.reserve(more) {
+			return nil, 0, cost, fmt.Errorf("shards: catalog of %s is over the %d bytes kept of remote catalogs; not taken", node.Short(), s.cfg.MaxRemoteBytes)
+		}
+		cost += more
+		entries = append(grown, p.Entries...)
 		if !p.More {
-			return slices.Clip(entries), version, nil
+			return entries, version, cost, nil
 		}
 		if len(p.Entries) == 0 {
 			s.node.Penalize(node, "shards: empty catalog page with more to come")
-			return nil, 0, fmt.Errorf("%w: empty catalog page of %s says more follow", ErrBadFrame, node.Short())
+			return nil, 0, cost, fmt.Errorf("%w: empty catalog page of %s says more follow", ErrBadFrame, node.Short())
 		}
 		after = p.Entries[len(p.Entries)-1].ID
 	}

@@ -47,6 +47,10 @@ type Config struct {
 	// RequestTimeout bounds one request to a peer (a catalog page), so a
 	// peer that never answers cannot hold a listing up.
 	RequestTimeout time.Duration
+	// CatalogTimeout bounds the listing of one remote catalog, all its
+	// pages: a node that answers each page just inside RequestTimeout,
+	// and never ends, would otherwise hold Files up for hours.
+	CatalogTimeout time.Duration
 	// CatalogCache is how many remote catalogs are kept (each cached by
 	// its node and version, so an unchanged catalog is never fetched
 	// twice); the least recently used goes first.
@@ -54,6 +58,12 @@ type Config struct {
 	// MaxRemoteEntries bounds the entries taken from one remote catalog,
 	// so a hostile node cannot make this one hold an endless list.
 	MaxRemoteEntries int
+	// MaxRemoteBytes bounds the memory all remote catalogs take together,
+	// cached and being fetched (names, types and entries counted): one
+	// hostile node, or many, cannot make this node hold more. To make
+	// room the least recently used catalogs go; a catalog that still does
+	// not fit is not taken (its node is left out of Files).
+	MaxRemoteBytes int64
 	// PieceCache bounds the bytes of verified pieces kept to serve the
 	// blocks of recently read pieces (see shares.readBlock).
 	PieceCache int64
@@ -75,8 +85,10 @@ func DefaultConfig() Config {
 		UploadRate:       0,
 		WatchDelay:       500 * time.Millisecond,
 		RequestTimeout:   20 * time.Second,
+		CatalogTimeout:   time.Minute,
 		CatalogCache:     256,
 		MaxRemoteEntries: 1_000_000,
+		MaxRemoteBytes:   256 << 20,
 		PieceCache:       32 << 20,
 	}
 }
@@ -124,11 +136,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = d.RequestTimeout
 	}
+	if cfg.CatalogTimeout <= 0 {
+		cfg.CatalogTimeout = d.CatalogTimeout
+	}
 	if cfg.CatalogCache <= 0 {
 		cfg.CatalogCache = d.CatalogCache
 	}
 	if cfg.MaxRemoteEntries <= 0 {
 		cfg.MaxRemoteEntries = d.MaxRemoteEntries
+	}
+	if cfg.MaxRemoteBytes <= 0 {
+		cfg.MaxRemoteBytes = d.MaxRemoteBytes
 	}
 	if cfg.PieceCache <= 0 {
 		cfg.PieceCache = d.PieceCache
@@ -153,7 +171,7 @@ func New(cfg Config) (*Service, error) {
 		s.upload = rate.NewLimiter(rate.Limit(cfg.UploadRate), BlockSize)
 	}
 	s.catalog = newCatalog()
-	s.remote = newRemoteCatalogs(cfg.CatalogCache)
+	s.remote = newRemoteCatalogs(cfg.CatalogCache, cfg.MaxRemoteBytes)
 	sh, err := openShares(s)
 	if err != nil {
 		return nil, err
