@@ -53,6 +53,8 @@ func (d *downloads) pushSink(ctx context.Context, from mesh.ID, o offer) (pieceS
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	switch {
+	case dl.rejected[h]:
+		return nil, fmt.Errorf("%w: the push's manifest for %s describes another file", ErrBadManifest, o.ID)
 	case dl.man == nil && (dl.manHash.IsZero() || dl.manHash == h):
 		dl.setManifest(o.Manifest, h)
 	case dl.man == nil || dl.manHash != h:
