@@ -153,9 +153,19 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 				log.Warn("stored manifest does not match; fetching it again", "id", r.ID, "err", err)
 			} else {
 				dl.setManifest(m, r.ManifestHash)
-				if h := haves[r.ID]; h.Valid(m.NumPieces()) {
+				// Bits without their part file (lost, or of another size)
+				// name nothing: they are dropped before anyone reads them.
+				fi, err := os.Stat(dl.part)
+				partOK := err == nil && fi.Size() == m.Size
+				if h := haves[r.ID]; h.Valid(m.NumPieces()) && (partOK || dl.state == StateDone) {
 					copy(dl.have, h)
 					dl.countHave()
+				} else if h.Count() > 0 {
+					// Else a crash after the new part file is made would
+					// bring the stale bits back over its holes.
+					if err := putHave(db, r.ID, dl.have); err != nil {
+						return nil, err
+					}
 				}
 				// Pieces written after the last commit of the bitfield
 				// are on disk unrecorded: find them before fetching.
@@ -983,17 +993,36 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	if dl.removed || dl.man == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknown, dl.id)
 	}
-	var f *os.File
-	var err error
 	if dl.state == StateDone {
-		f, err = os.Open(dl.path)
-	} else {
-		f, err = createPart(dl.part, dl.man.Size)
+		f, err := os.Open(dl.path)
+		if err != nil {
+			return nil, fmt.Errorf("shards: %w", err)
+		}
+		dl.file = f
+		return f, nil
 	}
+	// The bits name bytes in the part file; if it is gone or of another
+	// size, a new one would serve its holes as verified pieces.
+	lost := false
+	if fi, err := os.Stat(dl.part); (err != nil || fi.Size() != dl.man.Size) && dl.have.Count() > 0 {
+		dl.have = NewBitfield(dl.man.NumPieces())
+		dl.haveBytes = 0
+		dl.signal()
+		if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+			return nil, err
+		}
+		lost = true
+	}
+	f, err := createPart(dl.part, dl.man.Size)
 	if err != nil {
 		return nil, fmt.Errorf("shards: %w", err)
 	}
 	dl.file = f
+	if lost {
+		// The caller checked a bit that is no more.
+		dl.d.log.Warn("the part file was lost; its pieces are fetched again", "id", dl.id, "path", dl.part)
+		return nil, fmt.Errorf("%w: %s: the part file was lost", ErrUnknown, dl.id)
+	}
 	return f, nil
 }
 
