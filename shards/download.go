@@ -47,6 +47,12 @@ type DownloadsConfig struct {
 	// ProgressInterval: a transfer's progress events are published at most
 	// this often (state changes at once); default 250 ms.
 	ProgressInterval time.Duration
+	// RequestTimeout bounds a manifest or have request to a peer, and how
+	// long a peer with block requests in flight may go without answering
+	// any before it is given up on (its pieces go to others); default 20 s.
+	// Without it one peer that takes requests and never answers holds a
+	// download, or the pieces a reader waits on, for good.
+	RequestTimeout time.Duration
 }
 
 func (c *DownloadsConfig) fillDefaults() {
@@ -68,6 +74,9 @@ func (c *DownloadsConfig) fillDefaults() {
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = 250 * time.Millisecond
 	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 20 * time.Second
+	}
 }
 
 // Errors of a download that a peer caused; they end one peer's part, not
@@ -82,6 +91,9 @@ var (
 	// errRefetch: the finished file failed its MD5; what was wrong has
 	// been dropped and the download goes on.
 	errRefetch = errors.New("shards: the finished file is not the resource")
+	// errStalled: the peer answered none of its block requests for
+	// RequestTimeout.
+	errStalled = errors.New("shards: peer stopped answering block requests")
 )
 
 // maxRefetch bounds how many times one run starts over after a finished
@@ -708,6 +720,10 @@ func (dl *download) runOnce(ctx context.Context) error {
 			if quiet {
 				wait *= 3
 			}
+			if errors.Is(e.err, errStalled) {
+				// Not straight back to taking pieces it may sit on again.
+				wait = max(wait, dl.d.cfg.RequestTimeout)
+			}
 			retryAt[e.id] = time.Now().Add(wait)
 		case <-tick.C:
 		case <-changed:
@@ -788,6 +804,8 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 // the peer serves a manifest that is not the resource's). Without, one
 // rejected before or of another size than the link's is refused.
 func (dl *download) askManifest(ctx context.Context, id mesh.ID, want Hash, strict bool) (*Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
+	defer cancel()
 	if err := dl.d.node.Expand(ctx, id); err != nil {
 		return nil, err
 	}
@@ -1194,6 +1212,11 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	pipe := pipeline{depth: max(dl.d.cfg.MaxDepth/2, 2), max: dl.d.cfg.MaxDepth}
 	refresh := time.NewTicker(dl.d.cfg.HaveInterval)
 	defer refresh.Stop()
+	// stall fires when blocks are in flight and none has come back for
+	// RequestTimeout: a slow peer still answers some, a dead or hostile
+	// one none, and its pieces would wait for endgame.
+	stall := time.NewTimer(dl.d.cfg.RequestTimeout)
+	defer stall.Stop()
 	failures := 0
 	for {
 		dl.mu.Lock()
@@ -1217,8 +1240,14 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-stall.C:
+			if inflight > 0 {
+				return fmt.Errorf("%w: %s, %d in flight", errStalled, id.Short(), inflight)
+			}
+			stall.Reset(dl.d.cfg.RequestTimeout)
 		case r := <-results:
 			inflight--
+			stall.Reset(dl.d.cfg.RequestTimeout)
 			if err := dl.onBlock(p, r, &pipe); err != nil {
 				if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
 					return err
@@ -1253,6 +1282,8 @@ func (dl *download) peerComplete(p *peer) bool {
 
 // askHave asks a peer what it holds of the resource.
 func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
+	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
+	defer cancel()
 	b, err := dl.d.node.Request(ctx, id, ProtoHave, dl.id[:])
 	if err != nil {
 		var re *mesh.RemoteError

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,4 +115,111 @@ func TestDownloadPartFileLost(t *testing.T) {
 	if got := fileMD5(t, tr.Path); got != src.id {
 		t.Fatalf("finished file md5 %s, want %s", got, src.id)
 	}
+}
+
+// staller takes requests and never answers them (until the test ends):
+// answerHave, if set, is what it says it holds.
+type staller struct {
+	stop       chan struct{}
+	answerHave *readerSource
+	asked      atomic.Int64
+}
+
+func (s *staller) register(t *testing.T, n Node, protos ...string) {
+	s.stop = make(chan struct{})
+	t.Cleanup(func() { close(s.stop) })
+	for _, p := range protos {
+		n.Handle(p, mesh.HandlerFunc(s.serveMesh))
+	}
+}
+
+func (s *staller) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, error) {
+	if s.answerHave != nil {
+		switch m.Protocol {
+		case ProtoManifest:
+			return s.answerHave.man.Encode(), nil
+		case ProtoHave:
+			return encodeHave(allPieces(s.answerHave.man.NumPieces()), s.answerHave.man.NumPieces()), nil
+		}
+	}
+	s.asked.Add(1)
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	return nil, ErrUnknown
+}
+
+// TestDownloadManifestStall: the link's node takes the manifest request and
+// never answers; the honest holder the catalog lists must still be asked.
+func TestDownloadManifestStall(t *testing.T) {
+	checkGoroutines(t)
+	_, nodes := newTestNet(t, "stall", "honest", "dl")
+	_, src := testFile(t, 2<<20, 14)
+	st := &staller{}
+	st.register(t, nodes[0], ProtoManifest, ProtoHave, ProtoBlock)
+	(&testServer{sources: []pieceSource{src}}).register(nodes[1])
+	holders := nodeIDs(nodes[:2]...)
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders },
+		func(c *DownloadsConfig, _ *downloads) { c.RequestTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "stall.bin")); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitState(t, d.downloads, src.id, StateDone, time.Minute)
+	if got := fileMD5(t, tr.Path); got != src.id {
+		t.Fatalf("finished file md5 %s, want %s", got, src.id)
+	}
+	if st.asked.Load() == 0 {
+		t.Fatal("the staller was never asked: the test proves nothing")
+	}
+}
+
+// TestDownloadBlockStall: a holder says it has every piece, takes block
+// requests and never answers. Once it has pieces in hand, a reader asks
+// for piece 0, which it holds: the read must not wait for endgame (the
+// whole rest of the file from the honest holder) but be served once the
+// staller is given up on.
+func TestDownloadBlockStall(t *testing.T) {
+	checkGoroutines(t)
+	_, nodes := newTestNet(t, "stall", "honest", "dl")
+	data, src := testFile(t, 16<<20, 15)
+	st := &staller{answerHave: src}
+	st.register(t, nodes[0], ProtoManifest, ProtoHave, ProtoBlock)
+	(&testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(rate.Limit(2<<20), BlockSize)}).register(nodes[1])
+	var withHonest atomic.Bool
+	holders := func(MD5) []mesh.ID {
+		if withHonest.Load() {
+			return nodeIDs(nodes[:2]...)
+		}
+		return nodeIDs(nodes[0])
+	}
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), holders,
+		func(c *DownloadsConfig, _ *downloads) { c.RequestTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, Link{ID: src.id, Name: "stall.bin"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the staller to hold requests", func() bool { return st.asked.Load() > 0 })
+	withHonest.Store(true)
+	c, err := d.open(ctx, src.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, src.man.PieceSize)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, data[:len(buf)]) {
+		t.Fatal("wrong bytes")
+	}
+	if tr := d.get(src.id).transfer(); tr.Have > int64(len(data))/2 {
+		t.Fatalf("the read of piece 0 waited for %d of %d bytes: the staller kept it until endgame", tr.Have, len(data))
+	}
+	waitState(t, d.downloads, src.id, StateDone, time.Minute)
 }
