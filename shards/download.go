@@ -53,6 +53,10 @@ type DownloadsConfig struct {
 	// Without it one peer that takes requests and never answers holds a
 	// download, or the pieces a reader waits on, for good.
 	RequestTimeout time.Duration
+	// PushHold: a download fed by a push does not pull until this long
+	// after the last new piece the push brought (pulling the same pieces
+	// would double the traffic); default 10 s.
+	PushHold time.Duration
 }
 
 func (c *DownloadsConfig) fillDefaults() {
@@ -73,6 +77,9 @@ func (c *DownloadsConfig) fillDefaults() {
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = 250 * time.Millisecond
+	}
+	if c.PushHold <= 0 {
+		c.PushHold = 10 * time.Second
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 20 * time.Second

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -222,4 +223,49 @@ func TestDownloadBlockStall(t *testing.T) {
 		t.Fatalf("the read of piece 0 waited for %d of %d bytes: the staller kept it until endgame", tr.Have, len(data))
 	}
 	waitState(t, d.downloads, src.id, StateDone, time.Minute)
+}
+
+// TestPushStallDoesNotHoldPull: a push makes a download and then only ever
+// sends a piece it already gave (a stuck or hostile pusher). The download
+// holds its pulls while the push brings pieces, not for as long as the
+// pusher keeps repeating itself: it pulls the rest and finishes.
+func TestPushStallDoesNotHoldPull(t *testing.T) {
+	checkGoroutines(t)
+	_, nodes := newTestNet(t, "pusher", "holder", "dl")
+	data, src := testFile(t, 2<<20, 16)
+	(&testServer{sources: []pieceSource{src}}).register(nodes[1])
+	holders := []mesh.ID{nodes[1].ID()}
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders },
+		func(c *DownloadsConfig, _ *downloads) { c.PushHold = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sink, err := d.pushSink(ctx, nodes[0].ID(), offer{ID: src.id, Name: "pushed.bin", Manifest: src.man})
+	if err != nil {
+		t.Fatal(err)
+	}
+	piece0 := data[:src.man.PieceLen(0)]
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if err := sink.putPiece(ctx, 0, piece0); err != nil {
+				t.Errorf("put piece 0: %v", err)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	defer wg.Wait()
+	defer close(stop)
+	tr := waitState(t, d.downloads, src.id, StateDone, 45*time.Second)
+	if got := fileMD5(t, tr.Path); got != src.id {
+		t.Fatalf("finished file md5 %s, want %s", got, src.id)
+	}
 }
