@@ -372,9 +372,15 @@ func (d *downloads) remove(ctx context.Context, id MD5) error {
 	d.mu.Lock()
 	delete(d.all, id)
 	d.mu.Unlock()
-	dl.closeFile()
+	// Marked removed as the file closes, in one step: in between, a
+	// reader's or a peer's read would make a new part file (its holes
+	// read as the verified pieces they had checked) and keep it open.
 	dl.mu.Lock()
 	dl.removed = true
+	if dl.file != nil {
+		dl.file.Close()
+		dl.file = nil
+	}
 	dl.signal()
 	dl.mu.Unlock()
 	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -859,12 +865,16 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 		if ctx.Err() != nil {
 			return
 		}
-		if err := f.Sync(); err != nil {
-			dl.d.log.Warn("sync of a partial download", "id", dl.id, "err", err)
-		}
+		// The bits are taken before the sync, so that each names a piece
+		// written before it; a piece verified during the sync waits for
+		// the next commit.
 		dl.mu.Lock()
 		have := slices.Clone(dl.have)
 		dl.mu.Unlock()
+		if err := f.Sync(); err != nil {
+			dl.d.log.Warn("sync of a partial download", "id", dl.id, "err", err)
+			continue
+		}
 		if ctx.Err() != nil {
 			return
 		}
