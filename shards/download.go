@@ -512,6 +512,11 @@ type download struct {
 	// use: when it is rejected they are banned.
 	rejected map[Hash]bool
 	manPeers map[mesh.ID]bool
+	// holderIDs is the last catalog lookup of the holders, made at
+	// holdersAt: the run loop wakes at every verified piece, and a lookup
+	// merges every online catalog.
+	holderIDs []mesh.ID
+	holdersAt time.Time
 	// changed is closed and replaced whenever a piece is verified, a
 	// reader moves, a peer leaves or the state changes: readers and peer
 	// loops wait on it.
@@ -758,7 +763,16 @@ func (dl *download) candidates() []mesh.ID {
 		out = append(out, id)
 	}
 	add(dl.link.Node)
-	for _, id := range dl.d.holdersOf(dl.id) {
+	dl.mu.Lock()
+	holders, fresh := dl.holderIDs, !dl.holdersAt.IsZero() && time.Since(dl.holdersAt) < dl.d.cfg.HaveInterval
+	dl.mu.Unlock()
+	if !fresh {
+		holders = dl.d.holdersOf(dl.id)
+		dl.mu.Lock()
+		dl.holderIDs, dl.holdersAt = holders, time.Now()
+		dl.mu.Unlock()
+	}
+	for _, id := range holders {
 		add(id)
 	}
 	for _, p := range dl.d.node.Peers() {

@@ -269,3 +269,35 @@ func TestPushStallDoesNotHoldPull(t *testing.T) {
 		t.Fatalf("finished file md5 %s, want %s", got, src.id)
 	}
 }
+
+// TestDownloadHolderLookups: the catalog lookup of a resource's holders
+// (in the Service: every online catalog brought up to date and merged, a
+// hundred thousand entries on a large mesh) is made about once per
+// HaveInterval, not once per verified piece.
+func TestDownloadHolderLookups(t *testing.T) {
+	checkGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 16<<20, 17)
+	(&testServer{sources: []pieceSource{src}}).register(nodes[0])
+	var lookups atomic.Int64
+	holders := func(MD5) []mesh.ID {
+		lookups.Add(1)
+		return nodeIDs(nodes[0])
+	}
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), holders,
+		func(c *DownloadsConfig, _ *downloads) { c.HaveInterval = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if _, err := d.fetch(ctx, Link{ID: src.id, Name: "many.bin"}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d.downloads, src.id, StateDone, time.Minute)
+	// One lookup on fetch, one for the manifest, then one per interval:
+	// however long the download took on a busy machine.
+	limit := 3 + int64(time.Since(start)/time.Second)
+	if n, pieces := lookups.Load(), src.man.NumPieces(); n > limit {
+		t.Fatalf("%d holder lookups for %d pieces, want at most %d", n, pieces, limit)
+	}
+}
