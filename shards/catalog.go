@@ -288,6 +288,16 @@ func advertised(r mesh.Record) (summary, bool) {
 // version is unchanged, else from their own node, paged; a node that
 // cannot be reached is left out (and logged), not an error.
 func (s *Service) Files(ctx context.Context) ([]File, error) {
+	lists, err := s.catalogLists(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return mergeCatalogs(s.node.ID(), lists), nil
+}
+
+// catalogLists returns the catalog of every online node, this one's
+// included, fetching those whose version changed since they were cached.
+func (s *Service) catalogLists(ctx context.Context) (map[mesh.ID][]Entry, error) {
 	dir := s.node.Directory()
 	self := s.node.ID()
 	lists := make(map[mesh.ID][]Entry, len(dir))
@@ -333,7 +343,7 @@ func (s *Service) Files(ctx context.Context) ([]File, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return mergeCatalogs(self, lists), nil
+	return lists, nil
 }
 
 // mergeCatalogs lists each resource once with its holders. Nodes that
@@ -557,14 +567,34 @@ func (s *Service) holders(id MD5) []mesh.ID {
 	return out
 }
 
-// lookupHolders is holders after bringing the online catalogs up to date.
+// lookupHolders brings the online catalogs up to date and returns the
+// nodes that list id under the manifest most of them agree on (this node's
+// own first, as Files has it), and that manifest's hash. It looks id up in
+// each catalog rather than merging them all, which at 100 nodes of 10,000
+// files each would cost seconds.
 func (s *Service) lookupHolders(ctx context.Context, id MD5) ([]mesh.ID, error) {
-	if _, err := s.Files(ctx); err != nil {
-		return nil, err
+	h, _, err := s.lookup(ctx, id)
+	return h, err
+}
+
+func (s *Service) lookup(ctx context.Context, id MD5) ([]mesh.ID, Hash, error) {
+	lists, err := s.catalogLists(ctx)
+	if err != nil {
+		return nil, Hash{}, err
 	}
-	h := s.holders(id)
-	if len(h) == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNoHolders, id)
+	found := make(map[mesh.ID][]Entry, 4)
+	for node, entries := range lists {
+		if i, ok := slices.BinarySearchFunc(entries, id, func(e Entry, id MD5) int { return compareID(e.ID, id) }); ok {
+			found[node] = entries[i : i+1]
+		}
 	}
-	return h, nil
+	files := mergeCatalogs(s.node.ID(), found)
+	if len(files) == 0 {
+		return nil, Hash{}, fmt.Errorf("%w: %s", ErrNoHolders, id)
+	}
+	holders := slices.DeleteFunc(files[0].Holders, func(n mesh.ID) bool { return n == s.node.ID() })
+	if len(holders) == 0 {
+		return nil, Hash{}, fmt.Errorf("%w: %s", ErrNoHolders, id)
+	}
+	return holders, files[0].Manifest, nil
 }
