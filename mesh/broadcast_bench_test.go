@@ -186,6 +186,9 @@ func runBroadcastBench(b *testing.B, mode mesh.BroadcastMode, churn float64) {
 	rng := rand.New(rand.NewPCG(*bcastSeed, 0))
 	nw := meshtest.NewNetwork()
 	nw.Latency = *bcastLatency
+	// Each directory record's signature is checked once in the process,
+	// not by every node: see ShareSignatureChecks.
+	nw.ShareSignatureChecks = true
 	configure := bcastConfig(mode)
 	rec := newBcastRecorder()
 	var nodes []*mesh.Node // every node made; the index is the recorder's
