@@ -35,7 +35,13 @@ const (
 	// maxAnnouncers bounds the peers remembered per missing message.
 	maxAnnouncers = 8
 	// maxMissing bounds the messages known by IHAVE only.
-	maxMissing = 4096
+	maxMissing = 4 * maxMissingPerPeer
+	// maxMissingPerPeer bounds the messages known by IHAVE only that
+	// one peer was the first to announce: the most an honest peer
+	// announces at once (what passed recently, to a new link), so that
+	// a peer announcing made-up ids fills its own share and never the
+	// room other peers' announcements need.
+	maxMissingPerPeer = 4 * maxIHave
 	// maxRejected bounds the remembered messages that failed validation.
 	maxRejected = 4096
 	// peerQueueLen bounds the frames waiting to be sent to one peer.
@@ -99,6 +105,7 @@ type bcMsg struct {
 }
 
 type missing struct {
+	owner      ID // the first announcer, whose share it counts in
 	announcers []ID
 	deadline   time.Time
 	grafted    int // announcers asked so far
@@ -137,6 +144,7 @@ type broadcaster struct {
 	cached   *list.List // of *bcMsg, oldest first
 	cacheLen int        // payload bytes in the cache
 	missing  map[MsgID]*missing
+	owned    map[ID]int              // missing messages by owner
 	rejected map[MsgID]*list.Element // of *rejection
 	rejList  *list.List              // of *rejection, oldest first
 	handlers map[string]BroadcastHandler
@@ -161,6 +169,7 @@ func newBroadcaster(n *Node) *broadcaster {
 		cache:    make(map[MsgID]*list.Element),
 		cached:   list.New(),
 		missing:  make(map[MsgID]*missing),
+		owned:    make(map[ID]int),
 		rejected: make(map[MsgID]*list.Element),
 		rejList:  list.New(),
 		handlers: make(map[string]BroadcastHandler),
@@ -393,9 +402,30 @@ func (b *broadcaster) peerDown(id ID) {
 				break
 			}
 		}
-		if len(ms.announcers) == 0 {
-			delete(b.missing, mid)
+		switch {
+		case len(ms.announcers) == 0:
+			b.dropMissing(mid)
+		case ms.owner == id:
+			// The next announcer's share carries it now.
+			ms.owner = ms.announcers[0]
+			b.owned[ms.owner]++
 		}
+	}
+	delete(b.owned, id)
+}
+
+// dropMissing forgets a message known by IHAVE only, if it is. b.mu is
+// held.
+func (b *broadcaster) dropMissing(id MsgID) {
+	ms := b.missing[id]
+	if ms == nil {
+		return
+	}
+	delete(b.missing, id)
+	if k := b.owned[ms.owner] - 1; k > 0 {
+		b.owned[ms.owner] = k
+	} else {
+		delete(b.owned, ms.owner)
 	}
 }
 
@@ -519,7 +549,7 @@ func (b *broadcaster) tick(now time.Time) {
 		r := b.rejection(id, now)
 		a, ok := nextAnnouncer(ms, r)
 		if !ok {
-			delete(b.missing, id)
+			b.dropMissing(id)
 			continue
 		}
 		p := b.peers[a]
@@ -653,7 +683,7 @@ func (b *broadcaster) expire(now time.Time) {
 func (b *broadcaster) markSeen(id MsgID, now time.Time) {
 	b.seen[id] = now
 	b.seenList.PushBack(seenEntry{id: id, at: now})
-	delete(b.missing, id)
+	b.dropMissing(id)
 	if e := b.rejected[id]; e != nil {
 		b.dropRejection(e) // a valid copy came after a bad one
 	}
@@ -855,11 +885,12 @@ func (b *broadcaster) onIHave(from ID, ids []MsgID, now time.Time) {
 		}
 		ms := b.missing[id]
 		if ms == nil {
-			if len(b.missing) >= maxMissing {
+			if len(b.missing) >= maxMissing || b.owned[from] >= maxMissingPerPeer {
 				continue
 			}
-			ms = &missing{deadline: now.Add(b.n.cfg.GraftTimeout)}
+			ms = &missing{owner: from, deadline: now.Add(b.n.cfg.GraftTimeout)}
 			b.missing[id] = ms
+			b.owned[from]++
 		}
 		if len(ms.announcers) < maxAnnouncers && !containsID(ms.announcers, from) {
 			ms.announcers = append(ms.announcers, from)

@@ -451,3 +451,74 @@ func TestRelayKeepsToThePeersRate(t *testing.T) {
 		t.Fatalf("r scored h down %d times", n)
 	}
 }
+
+// A peer that announces made-up ids as fast as it may fills only its own
+// share of the messages a node tracks as missing: the node still pulls
+// every message an honest peer announces meanwhile.
+func TestMadeUpAnnouncementsDoNotCrowdOutOthers(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	h := newRawPeer(t, nw, "hostile")
+	a := newRawPeer(t, nw, "honest")
+	linkAll(t, n, h.Node, a.Node)
+
+	// h announces 8 frames of fresh ids (4,096, the whole table before
+	// the fix) every 50 ms, well inside the frame rate a peer may send.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	flood := func() {
+		for range 8 {
+			ids := make([]mesh.MsgID, 512)
+			for i := range ids {
+				ids[i] = randomID()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h.Send(ctx, n.ID(), mesh.BcastProto, mesh.EncodeIHave(ids...))
+			cancel()
+		}
+	}
+	flood()
+	// n tracks h's ids before a announces: it has asked h for hundreds.
+	testutil.WaitFor(t, 20*time.Second, "n to graft made-up ids from h", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.grafts) >= 500
+	})
+	wg.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				flood()
+			}
+		}
+	})
+
+	const k = 1000
+	var ids []mesh.MsgID
+	a.mu.Lock()
+	for range k {
+		id := randomID()
+		ids = append(ids, id)
+		a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+	}
+	a.mu.Unlock()
+	for i := 0; i < k; i += 500 {
+		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+	}
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages the honest peer announced", k), func() bool {
+		for _, id := range ids {
+			if c, _ := d.all(id, a.ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+}
