@@ -187,6 +187,14 @@ func (d *directory) run(ctx context.Context) {
 				t.Stop()
 				return
 			}
+			// The record about to be issued reads the links and
+			// resources now, so it covers the changes marked while
+			// waiting: without this, a link lost and refilled within
+			// one debounce cost two records, each checked by every node.
+			select {
+			case <-d.dirty:
+			default:
+			}
 			d.issue(ctx)
 		case <-refresh.C:
 			d.issue(ctx)
