@@ -49,6 +49,10 @@ const (
 	// maxGraftsPerTick bounds the GRAFTs queued for one peer per
 	// IHaveInterval; the rest wait for the next tick.
 	maxGraftsPerTick = 64
+	// graftRounds is how many times a node asks each announcer of a
+	// missing message before it gives the message up, waiting twice as
+	// long after each round (GraftRetry, then 2, 4 and 8 times that).
+	graftRounds = 4
 )
 
 type bcKind byte
@@ -108,7 +112,8 @@ type missing struct {
 	owner      ID // the first announcer, whose share it counts in
 	announcers []ID
 	deadline   time.Time
-	grafted    int // announcers asked so far
+	grafted    int // announcers asked so far in this round
+	round      int // rounds over the announcers begun, less one
 }
 
 // rejection remembers a message that failed validation, so that it is
@@ -560,7 +565,7 @@ func (b *broadcaster) tick(now time.Time) {
 		if r != nil {
 			r.from = append(r.from, a)
 		}
-		ms.deadline = now.Add(b.n.cfg.GraftRetry)
+		ms.deadline = now.Add(b.n.cfg.GraftRetry << ms.round)
 		if p != nil {
 			p.eager = true
 			queued[a]++
@@ -575,16 +580,26 @@ func (b *broadcaster) tick(now time.Time) {
 // nextAnnouncer returns the next announcer of a missing message to GRAFT
 // it from (ms.announcers[ms.grafted] once the caller has asked it),
 // passing for good over those that sent a copy that failed validation or
-// were asked for it already. b.mu is held.
+// were asked for it already. Past the last announcer it starts the next
+// round, up to graftRounds: a GRAFT or its answer may be lost with a link
+// that closes or at a full queue, and once a node gives a message up, it
+// has it again only if someone announces it again, which its neighbours,
+// having announced it already, do not. b.mu is held.
 func nextAnnouncer(ms *missing, r *rejection) (ID, bool) {
-	for ms.grafted < len(ms.announcers) {
-		a := ms.announcers[ms.grafted]
-		if r == nil || (!containsID(r.from, a) && len(r.from) < maxAnnouncers) {
-			return a, true
+	for {
+		for ms.grafted < len(ms.announcers) {
+			a := ms.announcers[ms.grafted]
+			if r == nil || (!containsID(r.from, a) && len(r.from) < maxAnnouncers) {
+				return a, true
+			}
+			ms.grafted++
 		}
-		ms.grafted++
+		if r != nil || ms.round+1 >= graftRounds || len(ms.announcers) == 0 {
+			return "", false
+		}
+		ms.round++
+		ms.grafted = 0
 	}
-	return "", false
 }
 
 // rejection returns the live record of a rejected message id, or nil.

@@ -26,6 +26,9 @@ type rawPeer struct {
 	grafts map[mesh.MsgID]int
 	gossip map[mesh.MsgID]int
 	serve  map[mesh.MsgID][]byte
+	// ignore is how many GRAFTs of each id go unanswered before one is
+	// answered, as when the answers are lost on the way.
+	ignore int
 }
 
 func manualNode(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
@@ -48,7 +51,9 @@ func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
 		switch m.Payload[0] {
 		case mesh.BcGraft:
 			p.grafts[id]++
-			answer = p.serve[id]
+			if p.grafts[id] > p.ignore {
+				answer = p.serve[id]
+			}
 		case mesh.BcGossip:
 			p.gossip[id]++
 		}
@@ -516,6 +521,53 @@ func TestMadeUpAnnouncementsDoNotCrowdOutOthers(t *testing.T) {
 	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages the honest peer announced", k), func() bool {
 		for _, id := range ids {
 			if c, _ := d.all(id, a.ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A node asks every announcer of a missing message again, in rounds,
+// before it gives the message up: GRAFTs and their answers are lost when
+// links close or queues fill under churn, and a node that gave a message
+// up gets it again only if someone announces it again, which neighbours
+// that announced it already do not.
+func TestLostGraftAnswersAreAskedAgain(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	var announcers []*rawPeer
+	var peers []*mesh.Node
+	for i := range 2 {
+		p := newRawPeer(t, nw, fmt.Sprint("a", i))
+		p.ignore = 1 // the answer to the first GRAFT of each id is lost
+		announcers = append(announcers, p)
+		peers = append(peers, p.Node)
+	}
+	linkAll(t, n, peers...)
+
+	const k = 1000
+	var ids []mesh.MsgID
+	for range k {
+		id := randomID()
+		ids = append(ids, id)
+		frame := mesh.EncodeGossipID(id, announcers[0].ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+		for _, a := range announcers {
+			a.mu.Lock()
+			a.serve[id] = frame
+			a.mu.Unlock()
+		}
+	}
+	for _, a := range announcers {
+		for i := 0; i < k; i += 500 {
+			a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
+		for _, id := range ids {
+			if c, _ := d.all(id, announcers[0].ID()); !c {
 				return false
 			}
 		}
