@@ -103,6 +103,7 @@ type bcMsg struct {
 	id      MsgID
 	origin  ID
 	sent    int64 // unix ms
+	at      int64 // unix ms, when this node took it (set by remember)
 	hops    int
 	topic   string
 	payload []byte
@@ -367,28 +368,45 @@ func (b *broadcaster) peerUp(id ID) {
 	}
 	b.peers[id] = p
 	// A new link may be a node's way back after it lost links: tell it
-	// what passed recently, so it can GRAFT what it missed.
-	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now())
+	// what passed recently, so it can GRAFT what it missed. Directory
+	// records are left out: the snapshot each end sends a new link
+	// holds the latest record of every node, and a newcomer would
+	// otherwise pull again every record issued in the last
+	// MessageCacheAge (thousands, in a mesh of hundreds under churn).
+	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now(), true)
 	b.wg.Go(func() { b.sender(id, p) })
 }
 
-// recent lists the cached messages sent in [from, to), oldest first, at
-// most 4*maxIHave. b.mu is held.
-func (b *broadcaster) recent(from, to time.Time) []MsgID {
+// recent lists the cached messages due in [from, to), oldest first, at
+// most 4*maxIHave, without directory records if skipDir. A message is
+// due when this node took it, or at its send time if that is later (a
+// message stamped ahead of a validator's clock is announced again once
+// its time has come; see ValidateBroadcast). Not its send time alone: a
+// node that takes a message late (pulled after a lost frame, under
+// churn) must still announce it, or the nodes around it that lost it too
+// never hear of it again. b.mu is held.
+func (b *broadcaster) recent(from, to time.Time, skipDir bool) []MsgID {
+	f, t := from.UnixMilli(), to.UnixMilli()
+	// The cache is in the order messages were taken; those stamped ahead
+	// are looked for this far back.
+	stop := f - (maxAheadRounds * b.n.cfg.GossipInterval).Milliseconds()
 	var ids []MsgID
 	for e := b.cached.Back(); e != nil && len(ids) < 4*maxIHave; e = e.Prev() {
 		m := e.Value.(*bcMsg)
-		sent := time.UnixMilli(m.sent)
-		if sent.Before(from) {
+		if m.at < stop {
 			break
 		}
-		if sent.Before(to) {
+		if due := max(m.at, m.sent); due >= f && due < t && !(skipDir && m.topic == dirTopic) {
 			ids = append(ids, m.id)
 		}
 	}
 	slices.Reverse(ids)
 	return ids
 }
+
+// maxAheadRounds bounds, in GossipIntervals, how far ahead of its taking a
+// message's send time may be for the message to be announced again then.
+const maxAheadRounds = 4
 
 func (b *broadcaster) peerDown(id ID) {
 	b.mu.Lock()
@@ -515,7 +533,7 @@ func (b *broadcaster) gossip(from, to time.Time) {
 	if b.n.cfg.BroadcastMode != PlumtreeMode {
 		return
 	}
-	ids := b.recent(from, to)
+	ids := b.recent(from, to, false)
 	if len(ids) == 0 {
 		return
 	}
@@ -706,6 +724,7 @@ func (b *broadcaster) markSeen(id MsgID, now time.Time) {
 
 // remember caches m to answer GRAFTs. b.mu is held.
 func (b *broadcaster) remember(m *bcMsg) {
+	m.at = time.Now().UnixMilli()
 	b.cache[m.id] = b.cached.PushBack(m)
 	b.cacheLen += len(m.payload)
 }

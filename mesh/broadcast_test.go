@@ -25,6 +25,7 @@ type rawPeer struct {
 	mu     sync.Mutex
 	grafts map[mesh.MsgID]int
 	gossip map[mesh.MsgID]int
+	ihaves map[mesh.MsgID]int
 	serve  map[mesh.MsgID][]byte
 	// ignore is how many GRAFTs of each id go unanswered before one is
 	// answered, as when the answers are lost on the way.
@@ -39,6 +40,7 @@ func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
 		Node:   nw.NewNode(t, name, meshtest.Options{Configure: manualNode}),
 		grafts: map[mesh.MsgID]int{},
 		gossip: map[mesh.MsgID]int{},
+		ihaves: map[mesh.MsgID]int{},
 		serve:  map[mesh.MsgID][]byte{},
 	}
 	p.Handle(mesh.BcastProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
@@ -56,6 +58,10 @@ func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
 			}
 		case mesh.BcGossip:
 			p.gossip[id]++
+		case mesh.BcIHave:
+			for b := m.Payload[1:]; len(b) >= 16; b = b[16:] {
+				p.ihaves[mesh.MsgID(b[:16])]++
+			}
 		}
 		p.mu.Unlock()
 		if answer != nil {
@@ -70,6 +76,12 @@ func (p *rawPeer) grafted(id mesh.MsgID) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.grafts[id]
+}
+
+func (p *rawPeer) announced(id mesh.MsgID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ihaves[id]
 }
 
 func (p *rawPeer) gossiped(id mesh.MsgID) int {
@@ -573,4 +585,91 @@ func TestLostGraftAnswersAreAskedAgain(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A node that takes a message late (pulled long after it was sent, as
+// under churn) still announces it to its peers in its next gossip round,
+// as it does a message it takes on time: the round is the way back for
+// neighbours that lost it too, and one keyed on the send time passed
+// over every message taken after its round had gone.
+func TestLateMessageIsGossiped(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	a := newRawPeer(t, nw, "a")
+	b := newRawPeer(t, nw, "b")
+	linkAll(t, n, a.Node, b.Node)
+
+	const k = 200
+	var ids []mesh.MsgID
+	for i := range k {
+		id := randomID()
+		ids = append(ids, id)
+		// Sent from 40 s to 10 s ago: each is taken well after the
+		// gossip round of its send time.
+		a.send(t, n.ID(), mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-40*time.Second+time.Duration(i)*150*time.Millisecond)))
+	}
+	// n passes each on to b (in full: a new link is eager), then
+	// announces it in its next gossip round.
+	testutil.WaitFor(t, 30*time.Second, "n to announce every late message in a gossip round", func() bool {
+		for _, id := range ids {
+			if b.gossiped(id)+b.announced(id) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// The ids a node announces to a new link (what passed in the last
+// MessageCacheAge, for a node that comes back after losing links) leave
+// out directory records: the snapshot sent on the link holds every
+// record already, and a newcomer would otherwise pull each one again.
+func TestCatchUpLeavesOutDirectoryRecords(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	src := newRawPeer(t, nw, "src")
+	linkAll(t, n, src.Node)
+
+	const records, msgs = 100, 100
+	var recIDs []mesh.MsgID
+	for i := range records {
+		ident, err := mesh.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := mesh.SignRecord(ident, mesh.WireRecord{ID: ident.ID, Name: fmt.Sprint("r", i), Seq: 1, Neighbors: []mesh.ID{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := randomID()
+		recIDs = append(recIDs, id)
+		src.send(t, n.ID(), mesh.EncodeGossipID(id, ident.ID, mesh.DirTopic, env, time.Now()))
+	}
+	testutil.WaitFor(t, 20*time.Second, "n to take every record", func() bool { return len(n.Directory()) >= records+1 })
+	var msgIDs []mesh.MsgID
+	for range msgs {
+		id, err := n.Broadcast(context.Background(), "c/1", []byte("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgIDs = append(msgIDs, id)
+	}
+
+	c := newRawPeer(t, nw, "newcomer")
+	linkAll(t, n, c.Node)
+	// The catch-up list is in the order n took the messages, records
+	// first: once the last message's id has come, so have the rest.
+	testutil.WaitFor(t, 20*time.Second, "the newcomer to hear of every recent message", func() bool {
+		for _, id := range msgIDs {
+			if c.announced(id) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range recIDs {
+		if c.announced(id) != 0 {
+			t.Fatalf("n announced a directory record to a new link, which its snapshot holds")
+		}
+	}
 }
