@@ -41,7 +41,9 @@ const (
 // broadcast timers (IHaveInterval, GraftTimeout, GraftRetry) keep their
 // defaults: they are what is measured. The rest keeps 500 nodes in one
 // process from spending the run on directory traffic, each record of
-// which every node verifies (an ECDSA signature):
+// which every node parses (its ECDSA signature is checked once in the
+// process: the network shares signature checks, see
+// meshtest.Network.ShareSignatureChecks):
 //   - RecordRefresh 10 min, RecordTTL 30 min: no periodic re-advertising
 //     and no expiry during a run; records are issued only when a node's
 //     links change.
