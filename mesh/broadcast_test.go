@@ -626,7 +626,13 @@ func TestLateMessageIsGossiped(t *testing.T) {
 // record already, and a newcomer would otherwise pull each one again.
 func TestCatchUpLeavesOutDirectoryRecords(t *testing.T) {
 	nw := meshtest.NewNetwork()
-	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: func(c *mesh.Config) {
+		manualNode(c)
+		// No gossip round, which announces to every peer, the new
+		// one too, what passed since the last round: only the
+		// catch-up list is looked at.
+		c.GossipInterval = time.Hour
+	}})
 	src := newRawPeer(t, nw, "src")
 	linkAll(t, n, src.Node)
 
