@@ -66,7 +66,7 @@ type testNode struct {
 
 // newTestNode serves shards and music on n until the test ends (or
 // stop); folders are music folders, shared by shards too.
-func newTestNode(t *testing.T, n *mesh.Node, folders ...string) *testNode {
+func newTestNode(t testing.TB, n *mesh.Node, folders ...string) *testNode {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: 5 * time.Second})
@@ -78,7 +78,7 @@ func newTestNode(t *testing.T, n *mesh.Node, folders ...string) *testNode {
 	return tn
 }
 
-func (tn *testNode) start(t *testing.T, folders ...string) {
+func (tn *testNode) start(t testing.TB, folders ...string) {
 	t.Helper()
 	scfg := shards.DefaultConfig()
 	scfg.Node, scfg.DB, scfg.Dir = tn.node, tn.db, tn.dir
@@ -212,7 +212,7 @@ func tracksBy(t *testing.T, tn *testNode, what string, cond func(map[shards.MD5]
 }
 
 // newMesh makes n linked nodes on a fresh network.
-func newMesh(t *testing.T, n int) (*meshtest.Network, []*mesh.Node) {
+func newMesh(t testing.TB, n int) (*meshtest.Network, []*mesh.Node) {
 	t.Helper()
 	nw := meshtest.NewNetwork()
 	nodes := make([]*mesh.Node, n)

@@ -124,11 +124,11 @@ type Service struct {
 	cached map[shards.MD5]bool
 	// known are tracks of peers this node streamed or attached to: their
 	// entry, so that a cached copy keeps its tags when its holders leave.
-	known map[shards.MD5]entry
-	atts  map[shards.MD5]attachment
-	bans  []*regexp.Regexp
+	known  map[shards.MD5]entry
+	atts   map[shards.MD5]attachment
+	bans   []*regexp.Regexp
 	banSrc []string
-	scan  ScanStatus
+	scan   ScanStatus
 	// lib is the last merged library, valid while libGen == gen; gen
 	// moves with this node's list and the online lists' summaries.
 	lib         map[shards.MD5]*libTrack
