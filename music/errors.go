@@ -17,3 +17,7 @@ var (
 	ErrNoCover  = errors.New("music: no cover")
 	ErrNoLyrics = errors.New("music: no lyrics")
 )
+
+// ErrBadPage is returned for a track list page from a peer that breaks
+// the rules; the peer is scored down.
+var ErrBadPage = errors.New("music: bad track list page")

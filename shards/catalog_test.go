@@ -290,7 +290,7 @@ func TestHostileCatalog(t *testing.T) {
 			if got := calls.Load(); got == 0 || got > 2*int64(cfg.MaxRemoteEntries/MaxListPage+2) {
 				t.Fatalf("%d pages asked of the liar", got)
 			}
-			if len(sa.remote.all()) != 0 {
+			if len(sa.remote.All()) != 0 {
 				t.Fatal("the liar's catalog was cached")
 			}
 		})
@@ -447,11 +447,9 @@ func TestRemoteCatalogsMemoryBounded(t *testing.T) {
 	if got := calls.Load(); got > budget/perPage+2 {
 		t.Fatalf("%d pages of %d bytes taken of the liar with a budget of %d", got, perPage, budget)
 	}
-	sa.remote.mu.Lock()
-	used := sa.remote.used
-	sa.remote.mu.Unlock()
-	if used != 0 || len(sa.remote.all()) != 0 {
-		t.Fatalf("after the refusal %d bytes held, %d catalogs cached", used, len(sa.remote.all()))
+	used := sa.remote.Used()
+	if used != 0 || len(sa.remote.All()) != 0 {
+		t.Fatalf("after the refusal %d bytes held, %d catalogs cached", used, len(sa.remote.All()))
 	}
 
 	// Two honest catalogs each of more than half the budget: the second
@@ -473,13 +471,11 @@ func TestRemoteCatalogsMemoryBounded(t *testing.T) {
 			t.Fatalf("an honest catalog: %d entries, %v", len(got), err)
 		}
 	}
-	all := sa.remote.all()
+	all := sa.remote.All()
 	if _, ok := all[h2.ID()]; !ok || len(all) != 1 {
 		t.Fatalf("cached %d catalogs, want h2's alone", len(all))
 	}
-	sa.remote.mu.Lock()
-	used = sa.remote.used
-	sa.remote.mu.Unlock()
+	used = sa.remote.Used()
 	if used <= 0 || used > budget {
 		t.Fatalf("%d bytes held, budget %d", used, budget)
 	}

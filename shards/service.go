@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/catnest/catnest/internal/pubsub"
+	"github.com/catnest/catnest/internal/reslist"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -106,7 +107,7 @@ type Service struct {
 	downloads *downloads
 	pushes    *pushes
 	catalog   *catalog
-	remote    *remoteCatalogs
+	remote    *reslist.Remote[Entry]
 	// sources are asked in turn for a resource's manifest, bitfield and
 	// blocks: the shares first, then the downloads.
 	sources []pieceSource
@@ -171,7 +172,7 @@ func New(cfg Config) (*Service, error) {
 		s.upload = rate.NewLimiter(rate.Limit(cfg.UploadRate), BlockSize)
 	}
 	s.catalog = newCatalog()
-	s.remote = newRemoteCatalogs(cfg.CatalogCache, cfg.MaxRemoteBytes)
+	s.remote = s.newRemoteCatalogs()
 	sh, err := openShares(s)
 	if err != nil {
 		return nil, err
@@ -252,7 +253,7 @@ func (s *Service) Serve(ctx context.Context) error {
 			s.advertise()
 		case <-dir:
 			recs := s.node.Directory()
-			s.remote.forgetOffline(recs)
+			s.remote.ForgetOffline(recs)
 			// The web UI re-reads Files when the online catalogs change,
 			// not on every directory refresh.
 			if f := onlineCatalogs(recs); f != online {
