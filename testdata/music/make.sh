@@ -25,7 +25,7 @@ convert -size 300x300 gradient:orange-purple -quality 70 cover.jpg
 convert -size 64x48 gradient:navy-gold folder.png
 
 # MP3: CBR with an Info header and ID3v2.3 (UTF-16 text, a cover, lyrics).
-lame --quiet -b 32 -m m "$tmp/mix.wav" "$tmp/cbr.mp3"
+lame --quiet -b 64 -m m "$tmp/mix.wav" "$tmp/cbr.mp3"
 cp "$tmp/cbr.mp3" cbr_v23.mp3
 python3 - <<'PY'
 from mutagen.id3 import ID3, TIT2, TPE1, TALB, TRCK, TYER, APIC, USLT, Encoding
