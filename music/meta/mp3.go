@@ -110,8 +110,8 @@ const syncWindow = 64 << 10
 // findFrame finds the first frame at or after off whose successor is a
 // frame too: one lone 0xFFE sync in text or a picture is not an MP3.
 func findFrame(r io.ReaderAt, off, end int64) (int64, frameHeader, bool) {
-	buf := make([]byte, syncWindow+4)
-	n, _ := r.ReadAt(buf[:min(int64(len(buf)), max(end-off, 0))], off)
+	buf := make([]byte, min(syncWindow+4, max(end-off, 0)))
+	n, _ := r.ReadAt(buf, off)
 	buf = buf[:n]
 	for i := 0; i+4 <= len(buf); i++ {
 		if buf[i] != 0xff {
@@ -249,7 +249,7 @@ func vbrHeader(r io.ReaderAt, off int64, h frameHeader) (frames, bytes, delay in
 // syncWindow, past which the walk stops.
 func walkFrames(r io.ReaderAt, off, end int64) (frames, samples, audio int64, err error) {
 	const block = 256 << 10
-	buf := make([]byte, block)
+	buf := make([]byte, min(block, max(end-off, 0)))
 	var bufOff int64 = -1
 	var bufLen int
 	at := func(p int64) []byte { // the 4 bytes at p, or nil past end
@@ -257,7 +257,7 @@ func walkFrames(r io.ReaderAt, off, end int64) (frames, samples, audio int64, er
 			return nil
 		}
 		if bufOff < 0 || p < bufOff || p+4 > bufOff+int64(bufLen) {
-			n, _ := r.ReadAt(buf[:min(block, end-p)], p)
+			n, _ := r.ReadAt(buf[:min(int64(len(buf)), end-p)], p)
 			bufOff, bufLen = p, n
 			if n < 4 {
 				return nil
