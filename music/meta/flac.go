@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strings"
@@ -21,6 +22,9 @@ func readFLAC(r io.ReaderAt, off, size int64) (info Info, err error) {
 			info, err = Info{}, fmt.Errorf("%w: FLAC parser: %v", ErrCorrupt, p)
 		}
 	}()
+	if err := checkFLACBlocks(r, off, size); err != nil {
+		return Info{}, err
+	}
 	stream, err := flac.Parse(io.NewSectionReader(r, off, size-off))
 	if err != nil {
 		return Info{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -52,6 +56,53 @@ func readFLAC(r io.ReaderAt, off, size int64) (info Info, err error) {
 		info.Bitrate = int(float64((size-off-metaBytes)*8) / info.Duration)
 	}
 	return info, nil
+}
+
+// checkFLACBlocks walks the metadata block headers before mewkiz/flac
+// parses them: every block must fit in the file, and a PICTURE's declared
+// data length in its block. mewkiz/flac bounds strings by the block but
+// allocates a picture of any declared length up to 128 MB first, so a
+// 100-byte file could cost 128 MB.
+func checkFLACBlocks(r io.ReaderAt, off, size int64) error {
+	p := off + 4
+	for {
+		var h [4]byte
+		if _, err := r.ReadAt(h[:], p); err != nil {
+			return fmt.Errorf("%w: FLAC metadata block header at %d: %w", ErrCorrupt, p, err)
+		}
+		n := int64(h[1])<<16 | int64(h[2])<<8 | int64(h[3])
+		p += 4
+		if n > size-p {
+			return fmt.Errorf("%w: FLAC metadata block of %d bytes overruns the file (%d left)", ErrCorrupt, n, size-p)
+		}
+		if h[0]&0x7f == 6 { // PICTURE: type, MIME, description, 4 numbers, data
+			q := p + 4
+			for i := 0; i < 2; i++ {
+				l, err := flacUint32(r, q)
+				if err != nil || l > p+n-q-4 {
+					return fmt.Errorf("%w: FLAC picture string overruns its block", ErrCorrupt)
+				}
+				q += 4 + l
+			}
+			q += 16
+			l, err := flacUint32(r, q)
+			if err != nil || l > p+n-q-4 {
+				return fmt.Errorf("%w: FLAC picture data of %d bytes overruns its block of %d", ErrCorrupt, l, n)
+			}
+		}
+		p += n
+		if h[0]&0x80 != 0 {
+			return nil
+		}
+	}
+}
+
+func flacUint32(r io.ReaderAt, off int64) (int64, error) {
+	var b [4]byte
+	if _, err := r.ReadAt(b[:], off); err != nil {
+		return 0, err
+	}
+	return int64(binary.BigEndian.Uint32(b[:])), nil
 }
 
 // vorbis applies Vorbis comments (FLAC's tags) to the fields still empty.

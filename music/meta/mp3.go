@@ -273,12 +273,37 @@ func walkFrames(r io.ReaderAt, off, end int64) (frames, samples, audio int64, er
 			break
 		}
 		h, ok := parseFrameHeader(b)
-		if ok && (h.sampleRate != first.sampleRate || h.layer != first.layer) {
+		if ok && !same(h, first) {
 			ok = false
 		}
 		if !ok {
-			next, nh, found := findFrame(r, off+1, end)
-			if !found || next-off > syncWindow || nh.sampleRate != first.sampleRate {
+			// Resync: the next header of the same stream followed by
+			// another (or the end), within syncWindow, scanned through
+			// the same buffer so junk costs its length once.
+			next := int64(-1)
+			for p := off + 1; p < end && p-off <= syncWindow; p++ {
+				b := at(p)
+				if b == nil {
+					break
+				}
+				if b[0] != 0xff {
+					continue
+				}
+				if nh, ok := parseFrameHeader(b); ok && same(nh, first) {
+					q := p + int64(nh.size)
+					if q == end {
+						next = p
+						break
+					}
+					if hb := at(q); hb != nil {
+						if h2, ok := parseFrameHeader(hb); ok && same(h2, first) {
+							next = p
+							break
+						}
+					}
+				}
+			}
+			if next < 0 {
 				break
 			}
 			off = next
@@ -293,4 +318,9 @@ func walkFrames(r io.ReaderAt, off, end int64) (frames, samples, audio int64, er
 		off += int64(h.size)
 	}
 	return frames, samples, audio, nil
+}
+
+// same tells whether two frame headers are of one stream.
+func same(a, b frameHeader) bool {
+	return a.version == b.version && a.layer == b.layer && a.sampleRate == b.sampleRate
 }
