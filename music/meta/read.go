@@ -10,6 +10,21 @@ import (
 	"unicode/utf8"
 )
 
+// What reads what, and why:
+//   - FLAC: mewkiz/flac parses the metadata blocks (STREAMINFO, Vorbis
+//     comments, PICTURE); it bounds strings by their block, and the block
+//     headers are checked here first (see checkFLACBlocks).
+//   - MP3 audio: hand-written frame headers, Xing/Info (with the LAME tag's
+//     delay and padding) and VBRI. go-mp3 keeps its frame header parser
+//     internal and its NewDecoder decodes the first frame and reads every
+//     frame's body into a new buffer to find the length; Read needs only the
+//     4-byte headers, read in blocks.
+//   - ID3v2/ID3v1: hand-written. dhowden/tag, the one maintained Go tag
+//     reader, drops the whole tag on one bad frame, reads a frame's declared
+//     length without bounding it by the tag (a 2.3 frame may declare 4 GB),
+//     and treats 2.4's data length indicator as the stored length.
+//   - WAV: RIFF chunks are a few lines; no library needed.
+//
 // Limits on what Read keeps from a file: anything larger is skipped without
 // being read, so a file that declares a gigabyte of tag costs nothing.
 const (
