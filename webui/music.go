@@ -233,8 +233,10 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", typ)
 	h.Set("Content-Security-Policy", contentPolicy)
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
-	h.Set("ETag", `"`+id.String()+`"`) // the MD5 names the bytes
-	h.Set("Cache-Control", "private, max-age=86400")
+	// The MD5 names the bytes, but the browser must ask each time: a
+	// track banned since it was cached must not play from its cache.
+	h.Set("ETag", `"`+id.String()+`"`)
+	h.Set("Cache-Control", "private, no-cache")
 	http.ServeContent(&jsonErrors{ResponseWriter: w}, r, "", c.ModTime(), c)
 }
 

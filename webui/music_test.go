@@ -143,7 +143,8 @@ func TestMusicStream(t *testing.T) {
 		t.Fatalf("GET stream: %d, %d bytes, want 200 and %d", resp.StatusCode, len(b), len(f.songB))
 	}
 	if h.Get("Content-Type") != "audio/wav" || h.Get("Accept-Ranges") != "bytes" || h.Get("ETag") != `"`+f.song.MD5.String()+`"` ||
-		h.Get("Cross-Origin-Resource-Policy") != "same-origin" || !strings.HasPrefix(h.Get("Content-Security-Policy"), "sandbox") {
+		h.Get("Cross-Origin-Resource-Policy") != "same-origin" || !strings.HasPrefix(h.Get("Content-Security-Policy"), "sandbox") ||
+		h.Get("Cache-Control") != "private, no-cache" {
 		t.Errorf("headers %v", h)
 	}
 	// A seek to 75%, as the player does it.
