@@ -38,6 +38,10 @@ type fakeMusic struct {
 	opened  int      // stream readers open now
 	streams map[shards.MD5]int
 	seeks   map[shards.MD5][]int64 // where readers of a track started reading
+	// throttle, when set, makes every read of a stream return at most
+	// 4 KiB after waiting this long, like a reader whose pieces come from
+	// a peer: the browser cannot have a track whole before it seeks.
+	throttle time.Duration
 	// stalled, when set, is published to each new subscription before
 	// its reader starts, as if the reader had been too slow for them.
 	stalled []music.Event
@@ -181,7 +185,7 @@ func (f *fakeMusic) Stream(ctx context.Context, id shards.MD5) (shards.Content, 
 	}
 	f.opened++
 	f.streams[id]++
-	return &fakeStream{Reader: bytes.NewReader(f.bytes[id]), f: f, id: id, name: t.Name, size: t.Size}, nil
+	return &fakeStream{Reader: bytes.NewReader(f.bytes[id]), f: f, id: id, name: t.Name, size: t.Size, throttle: f.throttle}, nil
 }
 
 func (f *fakeMusic) Cover(ctx context.Context, id shards.MD5, thumb bool) (string, []byte, error) {
@@ -313,12 +317,13 @@ func (f *fakeMusic) SubscribeMusic() *pubsub.Subscription[music.Event] {
 // fakeStream reads a track of a fakeMusic and records where reads start.
 type fakeStream struct {
 	*bytes.Reader
-	f      *fakeMusic
-	id     shards.MD5
-	name   string
-	size   int64
-	closed bool
-	seeked bool // a read after a seek is recorded
+	f        *fakeMusic
+	id       shards.MD5
+	name     string
+	size     int64
+	closed   bool
+	seeked   bool // a read after a seek is recorded
+	throttle time.Duration
 }
 
 func (s *fakeStream) Seek(offset int64, whence int) (int64, error) {
@@ -337,6 +342,10 @@ func (s *fakeStream) Read(p []byte) (int, error) {
 		s.f.mu.Lock()
 		s.f.seeks[s.id] = append(s.f.seeks[s.id], off)
 		s.f.mu.Unlock()
+	}
+	if s.throttle > 0 {
+		time.Sleep(s.throttle)
+		p = p[:min(len(p), 4<<10)]
 	}
 	return s.Reader.Read(p)
 }
