@@ -76,9 +76,9 @@ class Player {
         h('div', { class: 'player-main' },
           h('div', { class: 'player-controls' },
             btn('player-shuffle', 'player.shuffle', '⤮', { 'aria-pressed': 'false' }),
-            btn('player-prev', 'player.prev', '⏮'),
-            btn('player-play', 'player.play', '▶'),
-            btn('player-next', 'player.next', '⏭'),
+            btn('player-prev', 'player.prev', h('span', { class: 'icon icon-prev', 'aria-hidden': 'true' })),
+            btn('player-play', 'player.play', h('span', { class: 'icon icon-play', 'aria-hidden': 'true' })),
+            btn('player-next', 'player.next', h('span', { class: 'icon icon-next', 'aria-hidden': 'true' })),
             btn('player-repeat', 'player.repeat.off', '↻', { 'data-mode': 'off' })),
           h('div', { class: 'player-seek' },
             h('span', { id: 'player-time', class: 'player-time' }, '0:00'),
@@ -429,7 +429,7 @@ class Player {
   renderButtons() {
     const playing = !this.audio.paused;
     const play = this.$('player-play');
-    play.textContent = playing ? '⏸' : '▶';
+    play.firstChild.className = `icon ${playing ? 'icon-pause' : 'icon-play'}`;
     play.dataset.label = playing ? 'player.pause' : 'player.play';
     play.title = t(play.dataset.label);
     play.setAttribute('aria-label', play.title);
