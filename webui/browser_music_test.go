@@ -242,6 +242,17 @@ func TestBrowserMusicAttach(t *testing.T) {
 	browsertest.Until(t, ctx, wait, `document.querySelector("#music-detail-status").textContent === "歌词已添加"`)
 	screenshot(t, ctx, "music-detail-zh")
 
+	// Scan progress and the files it skipped.
+	m.setScan(music.ScanStatus{State: "scanning", Files: 10, Done: 4, Bytes: 3 << 20,
+		Errors: []music.ScanError{{Path: "/music/bad.mp3", Reason: "not an MP3 file"}}})
+	browsertest.Until(t, ctx, wait, `!document.querySelector("#music-scan").hidden
+		&& document.querySelector("#music-scan-text").textContent === "正在扫描音乐文件夹：10 个文件中的 4 个，3 MiB"
+		&& document.querySelector("#music-scan .progress").getAttribute("aria-valuenow") === "40"
+		&& document.querySelector("#music-scan summary").textContent === "跳过了 1 个文件"
+		&& document.querySelector("#music-scan li").textContent === "/music/bad.mp3: not an MP3 file"`)
+	m.setScan(music.ScanStatus{State: "idle", Files: 10, Done: 10})
+	browsertest.Until(t, ctx, wait, `document.querySelector("#music-scan").hidden`)
+
 	// Remove the local copy: asked first.
 	click(t, ctx, "#music-remove-cache")
 	browsertest.Until(t, ctx, wait, `document.querySelector("#music-remove-cache").textContent === "删除缓存的副本？"`)

@@ -67,6 +67,7 @@ export default {
     let scan = null;
     let detail = null; // md5 of the track whose details are open
     let detailMsg = null; // {text, error} under the details; kept when they redraw
+    let confirmRemove = null; // md5 whose "remove local copy" asks to confirm
     let alive = true;
 
     const search = h('input', { id: 'music-search', type: 'search', class: 'input', autocomplete: 'off' });
@@ -414,7 +415,8 @@ export default {
         tr.banned ? null : h('button', { type: 'button', class: 'btn btn-primary', id: 'music-detail-play' }, t('music.play')),
         h('label', { class: 'btn', for: 'music-cover-file' }, t('music.attachCover')), coverInput,
         h('label', { class: 'btn', for: 'music-lyrics-file' }, t('music.attachLyrics')), lyricsInput,
-        tr.cached ? h('button', { type: 'button', class: 'btn', id: 'music-remove-cache' }, t('music.removeCache')) : null,
+        tr.cached ? h('button', { type: 'button', class: 'btn', id: 'music-remove-cache' },
+          t(confirmRemove === tr.md5 ? 'music.removeCache.confirm' : 'music.removeCache')) : null,
         h('button', { type: 'button', class: 'btn btn-quiet', id: 'music-detail-close' }, t('music.close')),
       ];
       detailBox.dataset.id = tr.md5;
@@ -443,11 +445,12 @@ export default {
       const rm = detailBox.querySelector('#music-remove-cache');
       if (rm) {
         rm.addEventListener('click', async () => {
-          if (rm.dataset.confirm !== 'true') {
-            rm.dataset.confirm = 'true';
+          if (confirmRemove !== tr.md5) {
+            confirmRemove = tr.md5;
             rm.textContent = t('music.removeCache.confirm');
             return;
           }
+          confirmRemove = null;
           try {
             await sendJSON('DELETE', `${trackPath(tr.md5)}/cache`);
             toast(t('music.removeCache.done'));
