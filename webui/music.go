@@ -57,17 +57,13 @@ type Music interface {
 	SubscribeMusic() *pubsub.Subscription[music.Event]
 }
 
-// Limits of the music API.
+// Limits of the music API: the service's own, checked here too so that
+// a body over them is refused before it is read whole.
 const (
-	// maxCoverBody bounds an attached cover image: a front cover scan
-	// is rarely over 2 MiB.
-	maxCoverBody = 8 << 20
-	// maxLyricsBody bounds attached lyrics: an LRC file of a long track
-	// is a few KiB.
-	maxLyricsBody = 256 << 10
-	// maxBans and maxBanPattern bound the ban list.
-	maxBans       = 1000
-	maxBanPattern = 1024
+	maxCoverBody  = music.MaxCover
+	maxLyricsBody = music.MaxLyrics
+	maxBans       = music.MaxBans
+	maxBanPattern = music.MaxBanPattern
 )
 
 // coverTypes are the image types a cover may be served or attached as:
@@ -196,14 +192,6 @@ func fromOurPage(w http.ResponseWriter, r *http.Request) bool {
 	}
 	writeError(w, http.StatusForbidden, "cross-site request for a track refused")
 	return false
-}
-
-// audioTypes are the Content-Types of the formats the library holds, by
-// the format names of music.Track.
-var audioTypes = map[string]string{
-	"mp3":  "audio/mpeg",
-	"flac": "audio/flac",
-	"wav":  "audio/wav",
 }
 
 // handleStream serves a track's bytes through the seekable reader, with
