@@ -153,6 +153,17 @@ func TestBrowserMusic(t *testing.T) {
 	m.setSources(far.MD5, bravo)
 	browsertest.Until(t, ctx, wait, fmt.Sprintf(`!%s.paused && %s.currentTime > %f && window.loads === 0`, audio, audio, at+1))
 
+	// The playing track clicked again (a double click): it plays on from
+	// where it is, on the stream it has.
+	at = eval[float64](t, ctx, audio+`.currentTime`)
+	playingRow := `#music-list .music-track[data-id="` + long.MD5.String() + `"] .music-name`
+	click(t, ctx, playingRow)
+	click(t, ctx, playingRow)
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`!%s.paused && %s.currentTime > %f`, audio, audio, at+1))
+	if loads := eval[int](t, ctx, `window.loads`); loads != 0 {
+		t.Errorf("clicking the playing track again loaded it %d times", loads)
+	}
+
 	// Next: the next track plays and is highlighted.
 	click(t, ctx, "#player-next")
 	browsertest.Until(t, ctx, wait, audio+`.src.endsWith("/api/music/tracks/`+far.MD5.String()+`/stream")
@@ -300,4 +311,38 @@ func TestBrowserMusicAtScale(t *testing.T) {
 	}
 	browsertest.Until(t, ctx, wait, `document.querySelector("#music-count").textContent === "40 of 20,000 tracks"
 		&& document.querySelectorAll("#music-list .music-group").length === 1`)
+}
+
+// TestBrowserMusicBannedElsewhere bans the playing track while another
+// view is shown (as another tab or a script would): the player stops it,
+// without the Music view that refreshes it.
+func TestBrowserMusicBannedElsewhere(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	m := newFakeMusic()
+	m.throttle = 40 * time.Millisecond // the stream stays open: the track is never had whole
+	long := m.add(music.Track{Title: "Long Song", Artist: "Ann", Duration: 60, Format: "wav", Local: true,
+		Sources: []mesh.ID{node.id}}, testWAV(60, 8000, 1))
+	ctx := musicPage(t, node, m, "en-US")
+	const wait = 15 * time.Second
+	audio := `document.querySelector("#player-audio")`
+	click(t, ctx, `#music-list .music-track[data-id="`+long.MD5.String()+`"] .music-name`)
+	browsertest.Until(t, ctx, wait, `!`+audio+`.paused && `+audio+`.currentTime > 0.3`)
+	click(t, ctx, `.nav-link[data-view="peers"]`)
+	browsertest.Until(t, ctx, wait, `document.querySelector("#view").dataset.view === "peers" && !`+audio+`.paused`)
+
+	if err := m.SetBans(context.Background(), []string{"^Long Song$"}); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, audio+`.paused && !`+audio+`.hasAttribute("src")
+		&& document.querySelector("#player-status").textContent.includes("banned")`)
+	// Play (the button, as the media keys do) asks the node again, which
+	// refuses.
+	opens, _ := m.streamed(long.MD5)
+	click(t, ctx, "#player-play")
+	browsertest.Until(t, ctx, wait, audio+`.hasAttribute("src") && `+audio+`.error !== null
+		&& document.querySelector("#player-status").textContent.includes("banned")`)
+	if now, _ := m.streamed(long.MD5); now != opens {
+		t.Errorf("the banned track was opened %d times after its ban", now-opens)
+	}
 }

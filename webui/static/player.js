@@ -143,13 +143,64 @@ class Player {
 
   // ---- public API ----
 
-  // play replaces the queue and plays queue[index].
+  // play replaces the queue and plays queue[index]. The track already
+  // playing, clicked again (a double click, or in a list sorted anew),
+  // plays on from where it is: loading it again would restart it and
+  // open a second stream of it.
   play(queue, index) {
+    const was = this.current();
     this.queue = queue.slice();
     this.order = queue.map((_, i) => i);
     if (this.shuffle) this.shuffleOrder(index);
     this.pos = this.order.indexOf(index);
+    const tr = this.current();
+    if (was && tr && was.md5 === tr.md5 && this.loaded(tr)) {
+      if (this.audio.paused) this.audio.play().catch(() => {});
+      this.renderTrack();
+      if (!this.audio.paused) this.prefetchNext();
+      for (const fn of this.listeners) fn(tr);
+      return;
+    }
     this.load();
+  }
+
+  // loaded reports whether the audio element holds tr, still playable.
+  loaded(tr) {
+    return this.audio.getAttribute('src') === streamPath(tr.md5) && !this.audio.error && this.playable(tr);
+  }
+
+  // follow re-checks the current track whenever the library changes or
+  // the event stream reconnects: a ban set while the Music view is not
+  // shown (or in another tab) stops it, as the view's refresh does. A
+  // stream already open would otherwise play on, and the media keys
+  // could resume it.
+  follow(events) {
+    if (this.following) return;
+    this.following = true;
+    let timer = 0;
+    const soon = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => this.recheck(), 300);
+    };
+    events.on('music', (ev) => {
+      if (ev.library) soon();
+    });
+    events.onStatus((st) => {
+      if (st === 'open') soon();
+    });
+  }
+
+  // recheck asks the node whether the current track may still play.
+  async recheck() {
+    const tr = this.current();
+    if (!tr || !this.audio.getAttribute('src')) return;
+    try {
+      const res = await fetch(streamPath(tr.md5), { method: 'HEAD' });
+      const cur = this.current();
+      if (res.status === 403 && cur && cur.md5 === tr.md5) this.stopBanned();
+    } catch {
+      // the next change checks again
+    }
   }
 
   // current is the playing track, or null.
@@ -171,13 +222,16 @@ class Player {
   refresh(byID) {
     this.queue = this.queue.map((tr) => byID.get(tr.md5) || tr);
     const cur = this.current();
-    if (cur && !this.playable(cur)) {
-      this.audio.pause();
-      this.audio.removeAttribute('src');
-      this.audio.load();
-      this.setStatus(t('player.banned'));
-    }
+    if (cur && !this.playable(cur) && this.audio.getAttribute('src')) this.stopBanned();
     this.renderTrack();
+  }
+
+  // stopBanned stops the current track, now banned.
+  stopBanned() {
+    this.audio.pause();
+    this.audio.removeAttribute('src');
+    this.audio.load();
+    this.setStatus(t('player.banned'));
   }
 
   // ---- playback ----
@@ -216,8 +270,17 @@ class Player {
 
   toggle() {
     if (!this.current()) return;
-    if (this.audio.paused) this.audio.play().catch(() => {});
+    if (this.audio.paused) this.resume();
     else this.audio.pause();
+  }
+
+  // resume plays the current track on, or loads it again when it was
+  // stopped (banned): an <audio> without a source would only pretend to
+  // play, and the node says whether the track may play now.
+  resume() {
+    if (!this.current()) return;
+    if (!this.audio.getAttribute('src')) this.load();
+    else this.audio.play().catch(() => {});
   }
 
   // step returns the position after pos in direction dir (1 or -1),
@@ -466,7 +529,7 @@ class Player {
         // an action this browser does not know
       }
     };
-    on('play', () => this.audio.play().catch(() => {}));
+    on('play', () => this.resume());
     on('pause', () => this.audio.pause());
     on('previoustrack', () => this.prev());
     on('nexttrack', () => this.next(true));

@@ -52,6 +52,7 @@ export default {
 
   mount(root, { events, onLang, toast }) {
     const pl = player();
+    pl.follow(events);
     let library = null; // every track, banned ones too; null until loaded
     let tracks = null; // what may be shown: library without the banned unless showBanned
     let byID = new Map();
