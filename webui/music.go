@@ -190,7 +190,7 @@ func fromOurPage(w http.ResponseWriter, r *http.Request) bool {
 	case "", "same-origin", "none":
 		return true
 	}
-	writeError(w, http.StatusForbidden, "cross-site request for a track refused")
+	writeError(w, http.StatusForbidden, "cross-site request for a track's bytes, cover or lyrics refused")
 	return false
 }
 
@@ -308,8 +308,13 @@ func (s *Server) handleSetCover(w http.ResponseWriter, r *http.Request) {
 	s.musicDone(w, r, s.cfg.Music.SetCover(r.Context(), id, typ, data))
 }
 
-// handleLyrics is GET /api/music/tracks/{md5}/lyrics.
+// handleLyrics is GET /api/music/tracks/{md5}/lyrics. A remote track's
+// lyrics are fetched from its holders, as its cover is: not for a page
+// elsewhere.
 func (s *Server) handleLyrics(w http.ResponseWriter, r *http.Request) {
+	if !fromOurPage(w, r) {
+		return
+	}
 	id, ok := resourceID(w, r)
 	if !ok {
 		return

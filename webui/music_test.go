@@ -302,6 +302,11 @@ func TestMusicLyrics(t *testing.T) {
 	if n := len(f.music.callLog()) - before; n != 0 {
 		t.Errorf("%d refused uploads reached the service: %v", n, f.music.callLog())
 	}
+	for _, site := range []string{"cross-site", "same-site"} {
+		if resp, _ := f.call("GET", trackPath(f.song.MD5, "lyrics"), "", "Sec-Fetch-Site", site); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("lyrics from %s: %d, want 403", site, resp.StatusCode)
+		}
+	}
 }
 
 // TestMusicBans edits the ban list: an invalid pattern is refused with
