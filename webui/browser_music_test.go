@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"image/color"
 	"os"
@@ -354,4 +355,41 @@ func TestBrowserMusicBannedElsewhere(t *testing.T) {
 	if now, _ := m.streamed(long.MD5); now != opens {
 		t.Errorf("the banned track was opened %d times after its ban", now-opens)
 	}
+}
+
+// TestBrowserMusicHostileText: a peer's title, artist, album, file name
+// and lyrics are shown as text wherever they appear (list, details,
+// player, lyrics), never parsed as HTML.
+func TestBrowserMusicHostileText(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	m := newFakeMusic()
+	const bad = `<img src=x onerror="window.pwned=1">`
+	tr := m.add(music.Track{Title: bad, Artist: `<b onmouseover="window.pwned=2">A</b>`, Album: `</div><script>window.pwned=3</script>`,
+		Name: `<svg onload="window.pwned=4">.wav`, Duration: 5, Format: "wav", Sources: []mesh.ID{fakeID("bravo")}},
+		testWAV(5, 8000, 1))
+	m.setLyrics(tr.MD5, music.Lyrics{Synced: true, Lines: []music.Line{{T: 0, Text: `<img src=y onerror="window.pwned=5">`}}})
+	ctx := musicPage(t, node, m, "en-US")
+	const wait = 15 * time.Second
+	id := tr.MD5.String()
+	browsertest.Until(t, ctx, wait, trackRow(id)+` !== null && `+trackRow(id)+`.querySelector(".music-name").textContent === `+jsString(bad))
+	click(t, ctx, `#music-list button[data-act="detail"][data-id="`+id+`"]`)
+	click(t, ctx, `#music-list .music-track[data-id="`+id+`"] .music-name`)
+	click(t, ctx, "#player-lyrics-btn")
+	browsertest.Until(t, ctx, wait, `document.querySelector("#music-detail-title").textContent === `+jsString(bad)+`
+		&& document.querySelector("#player-title").textContent === `+jsString(bad)+`
+		&& document.querySelector("#player-lyrics-lines li.current") !== null
+		&& document.querySelector("#player-lyrics-lines li.current").textContent.startsWith("<img")`)
+	if n := eval[int](t, ctx, `document.querySelectorAll("#music-list img, #music-detail img:not(.music-detail-cover), #player img, svg[onload], script:not([src]), b[onmouseover]").length`); n != 0 {
+		t.Errorf("%d elements made of a peer's text", n)
+	}
+	if p := eval[string](t, ctx, `String(window.pwned)`); p != "undefined" {
+		t.Errorf("a peer's text ran as script: window.pwned = %s", p)
+	}
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
