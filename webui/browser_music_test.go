@@ -274,6 +274,20 @@ func TestBrowserMusicAttach(t *testing.T) {
 	m.setScan(music.ScanStatus{State: "idle", Files: 10, Done: 10})
 	browsertest.Until(t, ctx, wait, `document.querySelector("#music-scan").hidden`)
 
+	// A library change that changes nothing the page shows (a scan's,
+	// many a second) keeps the rows and the details as they are: one
+	// drawn anew between a mousedown and its mouseup loses the click.
+	eval[bool](t, ctx, `(() => { window.trackLoads = 0; const f = window.fetch;
+		window.fetch = (...a) => { if (String(a[0]).startsWith("api/music/tracks?")) window.trackLoads++; return f(...a); };
+		`+trackRow(id)+`.kept = true; document.querySelector("#music-remove-cache").kept = true; return true; })()`)
+	for i := 1; i <= 2; i++ {
+		m.events.Publish(music.Event{Library: true})
+		browsertest.Until(t, ctx, wait, fmt.Sprintf(`window.trackLoads >= %d`, i))
+	}
+	if !eval[bool](t, ctx, trackRow(id)+`.kept === true && document.querySelector("#music-remove-cache").kept === true`) {
+		t.Error("a library change that changed nothing drew the track's row or details anew")
+	}
+
 	// Remove the local copy: asked first.
 	click(t, ctx, "#music-remove-cache")
 	browsertest.Until(t, ctx, wait, `document.querySelector("#music-remove-cache").textContent === "删除缓存的副本？"`)

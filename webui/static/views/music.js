@@ -67,6 +67,7 @@ export default {
     let names = new Map(); // node id → name
     let scan = null;
     let detail = null; // md5 of the track whose details are open
+    let detailShown = ''; // the details' track as last drawn, as JSON
     let detailMsg = null; // {text, error} under the details; kept when they redraw
     let confirmRemove = null; // md5 whose "remove local copy" asks to confirm
     let alive = true;
@@ -145,7 +146,10 @@ export default {
           if (!alive) return;
           pl.refresh(byID);
           rebuild();
-          if (detail) renderDetail();
+          // Only a change redraws the details: a redraw between the
+          // mousedown and mouseup of a click would swallow the click,
+          // and a scan changes the library several times a second.
+          if (detail && JSON.stringify(byID.get(detail)) !== detailShown) renderDetail();
         } while (again);
       })();
       try {
@@ -211,12 +215,19 @@ export default {
           h('p', {}, t(tracks.length ? 'music.noMatch' : 'music.empty')));
       }
       spacer.style.height = `${rows.length * rowHeight}px`;
-      drawn.clear();
-      spacer.replaceChildren();
       draw();
     }
 
+    // drawn are the rows in the DOM; draw keeps a row's element while
+    // what it shows is the same (rowKey), so that a library change does
+    // not replace the row under the pointer and swallow a click on it.
     const drawn = new Map(); // row index → element
+    let langGen = 0; // moves with the language: every row is drawn anew
+    function rowKey(row) {
+      return row.group
+        ? `g${langGen}\u0000${row.group.key}\u0000${row.group.n}\u0000${row.group.cover}`
+        : `t${langGen}\u0000${sort === 'artist'}\u0000${JSON.stringify(row.track)}\u0000${sourcesText(row.track)}`;
+    }
     let drawPending = false;
     function scheduleDraw() {
       if (drawPending) return;
@@ -234,7 +245,7 @@ export default {
       const from = Math.max(0, Math.floor(top / rowHeight) - overscan);
       const to = Math.min(rows.length, Math.ceil((top + height) / rowHeight) + overscan);
       for (const [i, el] of drawn) {
-        if (i < from || i >= to) {
+        if (i < from || i >= to || el.rowKey !== rowKey(rows[i])) {
           el.remove();
           drawn.delete(i);
         }
@@ -244,6 +255,7 @@ export default {
         let el = drawn.get(i);
         if (!el) {
           el = rowElement(rows[i]);
+          el.rowKey = rowKey(rows[i]);
           el.style.top = `${i * rowHeight}px`;
           drawn.set(i, el);
           spacer.append(el);
@@ -396,6 +408,7 @@ export default {
     function renderDetail() {
       const tr = detail && byID.get(detail);
       detailBox.hidden = !tr;
+      detailShown = JSON.stringify(tr);
       if (!tr) {
         detail = null;
         return;
@@ -542,6 +555,7 @@ export default {
       }
     });
     const offLang = onLang(() => {
+      langGen++;
       renderStatic();
       rebuild();
       renderScan();
