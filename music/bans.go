@@ -38,6 +38,7 @@ func (s *Service) SetBans(ctx context.Context, patterns []string) error {
 	}
 	s.mu.Lock()
 	s.bans, s.banSrc = res, patterns
+	s.bansSeq++
 	s.mu.Unlock()
 	s.events.Publish(Event{Library: true})
 	return nil
@@ -74,3 +75,6 @@ func isBanned(bans []*regexp.Regexp, t Track) bool {
 	}
 	return false
 }
+
+// banned reports whether the track is banned.
+func (t *libTrack) banned(bans []*regexp.Regexp) bool { return isBanned(bans, t.Track) }

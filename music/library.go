@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/catnest/catnest/internal/reslist"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/shards"
 )
@@ -19,48 +20,63 @@ import (
 // Remote lists come from the cache when their version is unchanged, else
 // from their own node; a node that cannot be listed is left out.
 func (s *Service) Tracks(ctx context.Context, banned bool) ([]Track, error) {
-	lib, err := s.library(ctx)
+	lib, seq, err := s.libraryAt(ctx)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	bans := s.bans
+	bans, bansSeq, v := s.bans, s.bansSeq, s.view
 	s.mu.Unlock()
-	out := make([]Track, 0, len(lib))
-	for _, t := range lib {
-		tr := t.Track
-		tr.Banned = isBanned(bans, tr)
+	if v == nil || v.libSeq != seq || v.bansSeq != bansSeq {
+		v = &tracksView{libSeq: seq, bansSeq: bansSeq, all: make([]Track, 0, len(lib))}
+		for _, t := range lib {
+			tr := t.Track
+			tr.Banned = t.banned(bans)
+			v.all = append(v.all, tr)
+		}
+		slices.SortFunc(v.all, func(a, b Track) int {
+			return cmp.Or(cmp.Compare(a.Artist, b.Artist), cmp.Compare(a.Album, b.Album), cmp.Compare(a.Track, b.Track),
+				cmp.Compare(a.Title, b.Title), reslist.CompareKey(a.MD5, b.MD5))
+		})
+		s.mu.Lock()
+		s.view = v
+		s.mu.Unlock()
+	}
+	out := make([]Track, 0, len(v.all))
+	for _, tr := range v.all {
 		if tr.Banned && !banned {
 			continue
 		}
 		out = append(out, tr)
 	}
-	slices.SortFunc(out, func(a, b Track) int {
-		return cmp.Or(cmp.Compare(a.Artist, b.Artist), cmp.Compare(a.Album, b.Album), cmp.Compare(a.Track, b.Track),
-			cmp.Compare(a.Title, b.Title), cmp.Compare(a.MD5.String(), b.MD5.String()))
-	})
 	return out, nil
 }
 
 // library returns the merged library, merging again when this node's
 // list or an online node's summary changed since the last merge.
 func (s *Service) library(ctx context.Context) (map[shards.MD5]*libTrack, error) {
+	lib, _, err := s.libraryAt(ctx)
+	return lib, err
+}
+
+// libraryAt is library and the merge it comes from (libSeq).
+func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint64, error) {
 	s.mu.Lock()
 	if s.lib != nil && s.libGen == s.gen {
-		lib := s.lib
+		lib, seq := s.lib, s.libSeq
 		s.mu.Unlock()
-		return lib, nil
+		return lib, seq, nil
 	}
 	gen := s.gen
 	s.mu.Unlock()
 	own, _ := s.own.Entries()
 	lists, err := s.remote.Lists(ctx, s.node.Directory(), s.node.ID(), own)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	all, err := s.shards.Shares(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	downloads := make(map[shards.MD5]bool)
 	for _, t := range all {
@@ -80,8 +96,9 @@ func (s *Service) library(ctx context.Context) (map[shards.MD5]*libTrack, error)
 	}
 	// A list fetched while the directory moved on stays valid for its
 	// versions; the next call merges again if gen moved meanwhile.
+	s.libSeq++
 	s.lib, s.libGen = lib, gen
-	return lib, nil
+	return lib, s.libSeq, nil
 }
 
 // merge makes one library of the nodes' lists: each MD5 once, with the
@@ -175,7 +192,7 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 		return nil, err
 	}
 	s.mu.Lock()
-	banned := isBanned(s.bans, t.Track)
+	banned := t.banned(s.bans)
 	s.mu.Unlock()
 	if banned {
 		return nil, fmt.Errorf("%w: %s", ErrBanned, id)
