@@ -27,11 +27,12 @@ const (
 	MaxLyrics = 256 << 10
 )
 
-// Cover returns a track's cover: the user's attachment (the newest of any
-// node's), else the embedded or sidecar one; with thumb, a JPEG of at
+// Cover returns a track's cover (ErrBanned for a banned track, whose
+// cover is fetched no more than its audio): the user's attachment (the
+// newest of any node's), else the embedded or sidecar one; with thumb, a JPEG of at
 // most Config.ThumbSize pixels a side, kept once made.
 func (s *Service) Cover(ctx context.Context, id shards.MD5, thumb bool) (string, []byte, error) {
-	t, err := s.lookup(ctx, id)
+	t, err := s.playable(ctx, id)
 	if err != nil {
 		return "", nil, err
 	}
@@ -60,10 +61,11 @@ func (s *Service) Cover(ctx context.Context, id shards.MD5, thumb bool) (string,
 	return "image/jpeg", small, nil
 }
 
-// Lyrics returns a track's lyrics, parsed: synced lines when they have
+// Lyrics returns a track's lyrics (ErrBanned for a banned track),
+// parsed: synced lines when they have
 // time tags, else the plain text.
 func (s *Service) Lyrics(ctx context.Context, id shards.MD5) (Lyrics, error) {
-	t, err := s.lookup(ctx, id)
+	t, err := s.playable(ctx, id)
 	if err != nil {
 		return Lyrics{}, err
 	}

@@ -134,8 +134,11 @@ func merge(self mesh.ID, lists map[mesh.ID][]entry) map[shards.MD5]*libTrack {
 				// Tags of a node that holds the file over those of one
 				// that only attached something.
 				src := t.Sources
+				t.addAlt(t.e)
 				t.Track, t.e = trackOf(e), e
 				t.Sources = src
+			} else {
+				t.addAlt(e)
 			}
 			if !e.NoAudio {
 				t.Sources = append(t.Sources, node)
@@ -152,6 +155,16 @@ func merge(self mesh.ID, lists map[mesh.ID][]entry) map[shards.MD5]*libTrack {
 		t.HasCover, t.HasLyrics = !t.cover.IsZero(), !t.lyrics.IsZero()
 	}
 	return lib
+}
+
+// addAlt keeps what e names the track by when it differs from the tags
+// shown, so that a ban matches a track by any holder's names: a node
+// cannot unban a track by listing it under other tags.
+func (t *libTrack) addAlt(e entry) {
+	n := names{e.Title, e.Artist, e.Album, e.Name}
+	if n != (names{t.Title, t.Artist, t.Album, t.Name}) && !slices.Contains(t.alts, n) {
+		t.alts = append(t.alts, n)
+	}
 }
 
 func b2i(b bool) int {
@@ -187,15 +200,9 @@ func (s *Service) lookup(ctx context.Context, id shards.MD5) (*libTrack, error) 
 // nodes that hold it (shards.Open; a second Stream of the same track, from
 // another tab, shares its download). Reads end with ctx.
 func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, error) {
-	t, err := s.lookup(ctx, id)
+	t, err := s.playable(ctx, id)
 	if err != nil {
 		return nil, err
-	}
-	s.mu.Lock()
-	banned := t.banned(s.bans)
-	s.mu.Unlock()
-	if banned {
-		return nil, fmt.Errorf("%w: %s", ErrBanned, id)
 	}
 	if !t.Local {
 		if err := s.remember(t); err != nil {

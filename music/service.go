@@ -155,7 +155,13 @@ type libTrack struct {
 	Track
 	cover, lyrics shards.MD5
 	e             entry // the entry its tags came from
+	// alts are the other names its holders list it by.
+	alts []names
 }
+
+// names are what a ban matches: a track's title, artist, album and file
+// name.
+type names struct{ title, artist, album, file string }
 
 // New makes a service from cfg and loads what it keeps in the DB. Serve
 // makes it answer peers and follow the shares.
