@@ -1,9 +1,11 @@
 package music
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,5 +89,65 @@ func TestHostileAttachments(t *testing.T) {
 	}
 	if !held(bigID) {
 		t.Fatal("the user's own download was removed")
+	}
+}
+
+// TestRemoveCacheKeepsEditedFile plays a peer's track whole (its download
+// finishes): RemoveCache deletes the finished file. Cached again, the user
+// edits the file: RemoveCache drops the download but leaves the file,
+// which is the user's now.
+func TestRemoveCacheKeepsEditedFile(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	id := writeWAV(t, filepath.Join(dirA, "Song.wav"), 6)
+	newTestNode(t, nodes[0], dirA)
+	b := newTestNode(t, nodes[1])
+	tracksBy(t, b, "a's track", func(m map[shards.MD5]Track) bool { return m[id].Title == "Song" })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cache := func() string {
+		t.Helper()
+		c, err := b.music.Stream(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, c)
+		c.Close()
+		var path string
+		testutil.WaitFor(t, 30*time.Second, "the download to finish", func() bool {
+			all, _ := b.shards.Shares(ctx)
+			i := slices.IndexFunc(all, func(t shards.Transfer) bool { return t.ID == id && t.State == shards.StateDone })
+			if i >= 0 {
+				path = all[i].Path
+			}
+			return i >= 0
+		})
+		return path
+	}
+	// Unedited, the cached copy goes.
+	path := cache()
+	if err := b.music.RemoveCache(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the cached copy after RemoveCache: %v", err)
+	}
+	path = cache()
+	// An edit that keeps the size, as a tag editor writing into the
+	// padding does.
+	edited, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(edited[100:], "the user's own edit")
+	if err := os.WriteFile(path, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.music.RemoveCache(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, edited) {
+		t.Fatalf("the user's edited file after RemoveCache: %d bytes, %v", len(got), err)
 	}
 }

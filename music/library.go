@@ -3,6 +3,7 @@ package music
 import (
 	"cmp"
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
@@ -264,7 +265,7 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 	s.mu.Lock()
 	_, played := s.known[id]
 	s.mu.Unlock()
-	if t.State == shards.StateDone && played && t.Path != "" && !s.inFolders(t.Path) {
+	if t.State == shards.StateDone && played && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {
 		if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
@@ -281,4 +282,37 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 		s.events.Publish(Event{Library: true})
 	}
 	return nil
+}
+
+// unchanged reports whether a finished download's file still holds what
+// it downloaded (a regular file of its size and MD5): a file the user
+// edited since, or put in its place, is theirs.
+func unchanged(ctx context.Context, t shards.Transfer) bool {
+	f, err := os.Open(t.Path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != t.Size {
+		return false
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return false
+	}
+	return shards.MD5(h.Sum(nil)) == t.ID
+}
+
+// ctxReader stops reading when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }
