@@ -229,20 +229,16 @@ func TestRemoteHostile(t *testing.T) {
 		{name: "empty page with more", err: "says more follow", penalty: true, maxCalls: 1, serve: func(p Page[tentry], call int64) Page[tentry] {
 			return Page[tentry]{Version: p.Version, More: true}
 		}},
-		{name: "slow", err: "not listed within", maxCalls: 1_000_000, tweak: func(c *RemoteConfig[tentry]) { c.Timeout = 300 * time.Millisecond },
+		{name: "slow", err: "not listed within", maxCalls: 20, tweak: func(c *RemoteConfig[tentry]) { c.Timeout = 300 * time.Millisecond },
 			serve: func(p Page[tentry], call int64) Page[tentry] {
-				time.Sleep(time.Millisecond)
+				time.Sleep(50 * time.Millisecond) // 20 pages: over a second
 				return p
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			l := filled(1000)
-			if tc.name == "slow" {
-				l = filled(1_000_000 / 50) // more pages than the timeout lets through
-			}
-			p := &peer{l: l, serve: tc.serve}
+			p := &peer{l: filled(1000), serve: tc.serve}
 			rc := newRemote(t, p, tc.tweak)
 			_, err := rc.Get(ctx, "liar", 1)
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
