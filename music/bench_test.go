@@ -23,12 +23,11 @@ func BenchmarkRescanUnchanged10k(b *testing.B) {
 	_, nodes := newMesh(b, 1)
 	dir := b.TempDir()
 	hdr := make([]byte, 2048)
-	copy(hdr, "RIFF")
-	copy(hdr[8:], "WAVE")
+	wavHeader(hdr)
 	for i := range n {
 		p := filepath.Join(dir, fmt.Sprintf("artist-%d", i%100), fmt.Sprintf("%05d.wav", i))
 		os.MkdirAll(filepath.Dir(p), 0o700)
-		copy(hdr[12:], fmt.Sprint(i))
+		copy(hdr[44:], fmt.Sprint(i))
 		if err := os.WriteFile(p, hdr, 0o600); err != nil {
 			b.Fatal(err)
 		}
