@@ -9,6 +9,7 @@ import (
 	_ "image/png"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -27,11 +28,12 @@ const (
 	MaxLyrics = 256 << 10
 )
 
-// Cover returns a track's cover: the user's attachment (the newest of any
-// node's), else the embedded or sidecar one; with thumb, a JPEG of at
+// Cover returns a track's cover (ErrBanned for a banned track, whose
+// cover is fetched no more than its audio): the user's attachment (the
+// newest of any node's), else the embedded or sidecar one; with thumb, a JPEG of at
 // most Config.ThumbSize pixels a side, kept once made.
 func (s *Service) Cover(ctx context.Context, id shards.MD5, thumb bool) (string, []byte, error) {
-	t, err := s.lookup(ctx, id)
+	t, err := s.playable(ctx, id)
 	if err != nil {
 		return "", nil, err
 	}
@@ -45,9 +47,14 @@ func (s *Service) Cover(ctx context.Context, id shards.MD5, thumb bool) (string,
 	}
 	data, err := s.readResource(ctx, t.cover, MaxCover)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: %s: %v", ErrNoCover, id, err)
+		return "", nil, fmt.Errorf("%w: %s: %w", ErrNoCover, id, err)
 	}
 	if !thumb {
+		// Any node can name any resource as a track's cover: what is
+		// not an image it could be attached as is no cover.
+		if err := checkImage(data); err != nil {
+			return "", nil, fmt.Errorf("%w: %s: %w", ErrNoCover, id, err)
+		}
 		return http.DetectContentType(data), data, nil
 	}
 	small, err := meta.Thumbnail(data, s.cfg.ThumbSize)
@@ -60,10 +67,11 @@ func (s *Service) Cover(ctx context.Context, id shards.MD5, thumb bool) (string,
 	return "image/jpeg", small, nil
 }
 
-// Lyrics returns a track's lyrics, parsed: synced lines when they have
+// Lyrics returns a track's lyrics (ErrBanned for a banned track),
+// parsed: synced lines when they have
 // time tags, else the plain text.
 func (s *Service) Lyrics(ctx context.Context, id shards.MD5) (Lyrics, error) {
-	t, err := s.lookup(ctx, id)
+	t, err := s.playable(ctx, id)
 	if err != nil {
 		return Lyrics{}, err
 	}
@@ -72,7 +80,7 @@ func (s *Service) Lyrics(ctx context.Context, id shards.MD5) (Lyrics, error) {
 	}
 	data, err := s.readResource(ctx, t.lyrics, MaxLyrics)
 	if err != nil {
-		return Lyrics{}, fmt.Errorf("%w: %s: %v", ErrNoLyrics, id, err)
+		return Lyrics{}, fmt.Errorf("%w: %s: %w", ErrNoLyrics, id, err)
 	}
 	return parseLyrics(string(data)), nil
 }
@@ -89,17 +97,51 @@ func parseLyrics(raw string) Lyrics {
 
 // readResource reads a small resource whole (an attachment): in place if
 // this node holds it, else fetched from its holders. More than max bytes
-// is an error.
+// is an error, and the download that opening it started is removed: a
+// peer may name a film as a track's lyrics, and opening a resource
+// fetches all of it.
 func (s *Service) readResource(ctx context.Context, id shards.MD5, max int64) ([]byte, error) {
+	start := time.Now()
 	c, err := s.shards.Open(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	if c.Size() > max {
-		return nil, fmt.Errorf("%d bytes (at most %d)", c.Size(), max)
+	if size := c.Size(); size > max {
+		c.Close()
+		s.dropStarted(ctx, id, start)
+		return nil, fmt.Errorf("attachment of %d bytes (at most %d)", size, max)
 	}
+	defer c.Close()
 	return io.ReadAll(io.LimitReader(c, max))
+}
+
+// dropStarted removes the download of id if it began at start or later
+// (by this node's reads, not one the user started before).
+func (s *Service) dropStarted(ctx context.Context, id shards.MD5, start time.Time) {
+	all, err := s.shards.Shares(ctx)
+	if err != nil {
+		return
+	}
+	i := slices.IndexFunc(all, func(t shards.Transfer) bool { return t.ID == id })
+	if i < 0 || all[i].State == shards.StateSeeding || all[i].Added.Before(start) {
+		return
+	}
+	if err := s.shards.Remove(ctx, id); err != nil {
+		s.log.Warn("oversized attachment not removed", "id", id, "err", err)
+	}
+}
+
+// checkImage reports whether data is a JPEG or PNG image within
+// MaxCoverPixels, as SetCover takes.
+func checkImage(data []byte) error {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("not a JPEG or PNG image: %w", err)
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > MaxCoverPixels {
+		return fmt.Errorf("image of %dx%d pixels", cfg.Width, cfg.Height)
+	}
+	return nil
 }
 
 // SetCover attaches a cover (JPEG or PNG) to a track; it travels with

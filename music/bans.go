@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+
+	"github.com/catnest/catnest/shards"
 )
 
 // Limits of the ban list.
@@ -38,6 +40,7 @@ func (s *Service) SetBans(ctx context.Context, patterns []string) error {
 	}
 	s.mu.Lock()
 	s.bans, s.banSrc = res, patterns
+	s.bansSeq++
 	s.mu.Unlock()
 	s.events.Publish(Event{Library: true})
 	return nil
@@ -64,13 +67,46 @@ func compileBans(patterns []string) ([]*regexp.Regexp, error) {
 	return out, nil
 }
 
-// isBanned reports whether a pattern matches the track's title, artist,
-// album or file name.
-func isBanned(bans []*regexp.Regexp, t Track) bool {
+// isBanned reports whether a pattern matches the title, artist, album or
+// file name.
+func isBanned(bans []*regexp.Regexp, n names) bool {
 	for _, re := range bans {
-		if re.MatchString(t.Title) || re.MatchString(t.Artist) || re.MatchString(t.Album) || re.MatchString(t.Name) {
+		if re.MatchString(n.title) || re.MatchString(n.artist) || re.MatchString(n.album) || re.MatchString(n.file) {
 			return true
 		}
 	}
 	return false
+}
+
+// banned reports whether the track is banned by the names of any of its
+// holders' entries.
+func (t *libTrack) banned(bans []*regexp.Regexp) bool {
+	if len(bans) == 0 {
+		return false
+	}
+	if isBanned(bans, names{t.Title, t.Artist, t.Album, t.Name}) {
+		return true
+	}
+	for _, n := range t.alts {
+		if isBanned(bans, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// playable returns the track of the library that id names, unless it is
+// banned: what Stream, Prefetch, Cover and Lyrics serve.
+func (s *Service) playable(ctx context.Context, id shards.MD5) (*libTrack, error) {
+	t, err := s.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	banned := t.banned(s.bans)
+	s.mu.Unlock()
+	if banned {
+		return nil, fmt.Errorf("%w: %s", ErrBanned, id)
+	}
+	return t, nil
 }

@@ -3,6 +3,7 @@ package music
 import (
 	"context"
 	"crypto/md5"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -174,14 +175,13 @@ func (tn *testNode) addExtra(t testing.TB, ts []shards.Transfer, tags map[shards
 }
 
 // writeWAV writes a small WAV file (a RIFF/WAVE header and random
-// samples) and returns its MD5.
+// samples, 1.7 s) and returns its MD5.
 func writeWAV(t *testing.T, path string, seed uint64) shards.MD5 {
 	t.Helper()
 	data := make([]byte, 300<<10)
 	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
 	r.Read(data)
-	copy(data, "RIFF")
-	copy(data[8:], "WAVE")
+	wavHeader(data)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -227,4 +227,23 @@ func newMesh(t testing.TB, n int) (*meshtest.Network, []*mesh.Node) {
 		}
 	}
 	return nw, nodes
+}
+
+// wavHeader writes over the start of data a RIFF/WAVE header with a PCM
+// fmt chunk (44.1 kHz, 16-bit stereo) and a data chunk of the rest: what
+// meta.Read takes for a WAV.
+func wavHeader(data []byte) {
+	le := binary.LittleEndian
+	copy(data, "RIFF")
+	le.PutUint32(data[4:], uint32(len(data)-8))
+	copy(data[8:], "WAVEfmt ")
+	le.PutUint32(data[16:], 16)
+	le.PutUint16(data[20:], 1)
+	le.PutUint16(data[22:], 2)
+	le.PutUint32(data[24:], 44100)
+	le.PutUint32(data[28:], 44100*4)
+	le.PutUint16(data[32:], 4)
+	le.PutUint16(data[34:], 16)
+	copy(data[36:], "data")
+	le.PutUint32(data[40:], uint32(len(data)-44))
 }

@@ -3,12 +3,14 @@ package music
 import (
 	"cmp"
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 
+	"github.com/catnest/catnest/internal/reslist"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/shards"
 )
@@ -19,48 +21,63 @@ import (
 // Remote lists come from the cache when their version is unchanged, else
 // from their own node; a node that cannot be listed is left out.
 func (s *Service) Tracks(ctx context.Context, banned bool) ([]Track, error) {
-	lib, err := s.library(ctx)
+	lib, seq, err := s.libraryAt(ctx)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	bans := s.bans
+	bans, bansSeq, v := s.bans, s.bansSeq, s.view
 	s.mu.Unlock()
-	out := make([]Track, 0, len(lib))
-	for _, t := range lib {
-		tr := t.Track
-		tr.Banned = isBanned(bans, tr)
+	if v == nil || v.libSeq != seq || v.bansSeq != bansSeq {
+		v = &tracksView{libSeq: seq, bansSeq: bansSeq, all: make([]Track, 0, len(lib))}
+		for _, t := range lib {
+			tr := t.Track
+			tr.Banned = t.banned(bans)
+			v.all = append(v.all, tr)
+		}
+		slices.SortFunc(v.all, func(a, b Track) int {
+			return cmp.Or(cmp.Compare(a.Artist, b.Artist), cmp.Compare(a.Album, b.Album), cmp.Compare(a.Track, b.Track),
+				cmp.Compare(a.Title, b.Title), reslist.CompareKey(a.MD5, b.MD5))
+		})
+		s.mu.Lock()
+		s.view = v
+		s.mu.Unlock()
+	}
+	out := make([]Track, 0, len(v.all))
+	for _, tr := range v.all {
 		if tr.Banned && !banned {
 			continue
 		}
 		out = append(out, tr)
 	}
-	slices.SortFunc(out, func(a, b Track) int {
-		return cmp.Or(cmp.Compare(a.Artist, b.Artist), cmp.Compare(a.Album, b.Album), cmp.Compare(a.Track, b.Track),
-			cmp.Compare(a.Title, b.Title), cmp.Compare(a.MD5.String(), b.MD5.String()))
-	})
 	return out, nil
 }
 
 // library returns the merged library, merging again when this node's
 // list or an online node's summary changed since the last merge.
 func (s *Service) library(ctx context.Context) (map[shards.MD5]*libTrack, error) {
+	lib, _, err := s.libraryAt(ctx)
+	return lib, err
+}
+
+// libraryAt is library and the merge it comes from (libSeq).
+func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint64, error) {
 	s.mu.Lock()
 	if s.lib != nil && s.libGen == s.gen {
-		lib := s.lib
+		lib, seq := s.lib, s.libSeq
 		s.mu.Unlock()
-		return lib, nil
+		return lib, seq, nil
 	}
 	gen := s.gen
 	s.mu.Unlock()
 	own, _ := s.own.Entries()
 	lists, err := s.remote.Lists(ctx, s.node.Directory(), s.node.ID(), own)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	all, err := s.shards.Shares(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	downloads := make(map[shards.MD5]bool)
 	for _, t := range all {
@@ -80,8 +97,9 @@ func (s *Service) library(ctx context.Context) (map[shards.MD5]*libTrack, error)
 	}
 	// A list fetched while the directory moved on stays valid for its
 	// versions; the next call merges again if gen moved meanwhile.
+	s.libSeq++
 	s.lib, s.libGen = lib, gen
-	return lib, nil
+	return lib, s.libSeq, nil
 }
 
 // merge makes one library of the nodes' lists: each MD5 once, with the
@@ -117,8 +135,11 @@ func merge(self mesh.ID, lists map[mesh.ID][]entry) map[shards.MD5]*libTrack {
 				// Tags of a node that holds the file over those of one
 				// that only attached something.
 				src := t.Sources
+				t.addAlt(t.e)
 				t.Track, t.e = trackOf(e), e
 				t.Sources = src
+			} else {
+				t.addAlt(e)
 			}
 			if !e.NoAudio {
 				t.Sources = append(t.Sources, node)
@@ -135,6 +156,16 @@ func merge(self mesh.ID, lists map[mesh.ID][]entry) map[shards.MD5]*libTrack {
 		t.HasCover, t.HasLyrics = !t.cover.IsZero(), !t.lyrics.IsZero()
 	}
 	return lib
+}
+
+// addAlt keeps what e names the track by when it differs from the tags
+// shown, so that a ban matches a track by any holder's names: a node
+// cannot unban a track by listing it under other tags.
+func (t *libTrack) addAlt(e entry) {
+	n := names{e.Title, e.Artist, e.Album, e.Name}
+	if n != (names{t.Title, t.Artist, t.Album, t.Name}) && !slices.Contains(t.alts, n) {
+		t.alts = append(t.alts, n)
+	}
 }
 
 func b2i(b bool) int {
@@ -170,15 +201,9 @@ func (s *Service) lookup(ctx context.Context, id shards.MD5) (*libTrack, error) 
 // nodes that hold it (shards.Open; a second Stream of the same track, from
 // another tab, shares its download). Reads end with ctx.
 func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, error) {
-	t, err := s.lookup(ctx, id)
+	t, err := s.playable(ctx, id)
 	if err != nil {
 		return nil, err
-	}
-	s.mu.Lock()
-	banned := isBanned(s.bans, t.Track)
-	s.mu.Unlock()
-	if banned {
-		return nil, fmt.Errorf("%w: %s", ErrBanned, id)
 	}
 	if !t.Local {
 		if err := s.remember(t); err != nil {
@@ -240,7 +265,7 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 	s.mu.Lock()
 	_, played := s.known[id]
 	s.mu.Unlock()
-	if t.State == shards.StateDone && played && t.Path != "" && !s.inFolders(t.Path) {
+	if t.State == shards.StateDone && played && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {
 		if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
@@ -257,4 +282,37 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 		s.events.Publish(Event{Library: true})
 	}
 	return nil
+}
+
+// unchanged reports whether a finished download's file still holds what
+// it downloaded (a regular file of its size and MD5): a file the user
+// edited since, or put in its place, is theirs.
+func unchanged(ctx context.Context, t shards.Transfer) bool {
+	f, err := os.Open(t.Path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != t.Size {
+		return false
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return false
+	}
+	return shards.MD5(h.Sum(nil)) == t.ID
+}
+
+// ctxReader stops reading when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }

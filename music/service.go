@@ -133,7 +133,20 @@ type Service struct {
 	// moves with this node's list and the online lists' summaries.
 	lib         map[shards.MD5]*libTrack
 	libGen, gen uint64
-	served      bool
+	// libSeq counts the merges (s.lib replaced), bansSeq the ban list
+	// changes: view, what Tracks lists, is made of the library and the
+	// bans they name, so a request costs a copy, not a sort and a
+	// match of every pattern against every track.
+	libSeq, bansSeq uint64
+	view            *tracksView
+	served          bool
+}
+
+// tracksView is the library as Tracks lists it: sorted, banned tracks
+// marked. Its slice is shared: callers copy it.
+type tracksView struct {
+	libSeq, bansSeq uint64
+	all             []Track
 }
 
 // libTrack is a track of the merged library and the resources of its
@@ -142,7 +155,13 @@ type libTrack struct {
 	Track
 	cover, lyrics shards.MD5
 	e             entry // the entry its tags came from
+	// alts are the other names its holders list it by.
+	alts []names
 }
+
+// names are what a ban matches: a track's title, artist, album and file
+// name.
+type names struct{ title, artist, album, file string }
 
 // New makes a service from cfg and loads what it keeps in the DB. Serve
 // makes it answer peers and follow the shares.

@@ -229,7 +229,14 @@ func TestStreamAttachRemoveCache(t *testing.T) {
 	tracksBy(t, a, "b's cover and lyrics to reach a", func(m map[shards.MD5]Track) bool {
 		return m[id].HasCover && m[id].HasLyrics
 	})
-	mime, got, err := a.music.Cover(ctx, id, false)
+	// b's shards advertise the attachments' resources on their own
+	// round, which may reach a after b's track list.
+	var mime string
+	var got []byte
+	testutil.WaitFor(t, 30*time.Second, "b's cover to be fetched", func() bool {
+		mime, got, err = a.music.Cover(ctx, id, false)
+		return err == nil
+	})
 	if err != nil || mime != "image/png" || !bytes.Equal(got, cover) {
 		t.Fatalf("a's cover: %s %d bytes, %v", mime, len(got), err)
 	}
