@@ -126,8 +126,20 @@ type id3Tag struct {
 	lyrics    string
 	coverType string
 	cover     []byte
-	coverKind byte // picture type of cover; 3 is the front cover
+	coverKind byte  // picture type of cover; 3 is the front cover
+	inflated  int64 // bytes decompressed so far, at most maxInflate
 }
+
+// id3Text are the text frames apply uses: others are skipped unread.
+var id3Text = map[string]bool{
+	"TIT2": true, "TPE1": true, "TPE2": true, "TALB": true, "TRCK": true,
+	"TDRC": true, "TYER": true, "TDOR": true, "TORY": true,
+}
+
+// maxInflate bounds what a tag's compressed frames decompress to in all:
+// zlib turns 16 KiB into 16 MiB, so a tag of a thousand small compressed
+// pictures would otherwise cost 16 GB of work.
+const maxInflate = 2 * MaxCover
 
 // v22 maps ID3v2.2's three-letter frame ids to 2.3's.
 var v22 = map[string]string{
@@ -176,20 +188,22 @@ func (t *id3Tag) frames(body io.ReaderAt, off, bodyLen int64) error {
 				id = ""
 			}
 		}
-		limit := int64(MaxText)
+		// What is not used, or already found, is skipped unread.
+		limit := int64(-1)
 		switch {
-		case id == "APIC":
+		case id == "APIC" && t.coverKind != 3:
 			limit = MaxCover + 1024
-		case id == "USLT" || strings.HasPrefix(id, "T") && id != "TXXX":
-		default:
-			limit = -1 // not used
+		case id == "USLT" && t.lyrics == "":
+			limit = MaxText
+		case id3Text[id] && t.text[id] == "":
+			limit = MaxText
 		}
 		if limit >= 0 && size <= limit {
 			data, err := readFull(body, off, size, limit)
 			if err != nil {
 				return err
 			}
-			if data, ok := t.unwrap(data, flags); ok {
+			if data, ok := t.unwrap(data, flags, limit); ok {
 				t.frame(id, data)
 			}
 		}
@@ -209,9 +223,9 @@ func validFrameID(id string) bool {
 }
 
 // unwrap undoes a frame's format flags (2.3 and 2.4): grouping, data length
-// indicator, per-frame unsynchronisation, zlib compression. Encrypted
-// frames are dropped.
-func (t *id3Tag) unwrap(data []byte, flags uint16) ([]byte, bool) {
+// indicator, per-frame unsynchronisation, zlib compression (to at most
+// limit bytes, and maxInflate for the tag). Encrypted frames are dropped.
+func (t *id3Tag) unwrap(data []byte, flags uint16, limit int64) ([]byte, bool) {
 	var group, compressed, encrypted, unsync, dli bool
 	switch t.version {
 	case 3:
@@ -249,8 +263,10 @@ func (t *id3Tag) unwrap(data []byte, flags uint16) ([]byte, bool) {
 		if err != nil {
 			return nil, false
 		}
-		out, err := io.ReadAll(io.LimitReader(zr, MaxCover+1))
-		if err != nil || len(out) > MaxCover {
+		limit = min(limit, maxInflate-t.inflated)
+		out, err := io.ReadAll(io.LimitReader(zr, limit+1))
+		t.inflated += int64(len(out))
+		if err != nil || int64(len(out)) > limit {
 			return nil, false
 		}
 		data = out
@@ -289,7 +305,7 @@ func (t *id3Tag) frame(id string, data []byte) {
 		if t.text == nil {
 			t.text = make(map[string]string)
 		}
-		if _, ok := t.text[id]; ok {
+		if t.text[id] != "" {
 			return
 		}
 		v, _ := splitText(data[0], data[1:]) // the first of 2.4's values

@@ -279,3 +279,28 @@ func TestHeaderlessVBRMeasured(t *testing.T) {
 		t.Fatalf("duration %.3f, want 12 within 1%%", got.Duration)
 	}
 }
+
+// TestID3CompressedFramesBounded: a tag of 100 compressed pictures, each
+// 16 KiB inflating to 16 MiB (none a front cover, so none ends the search),
+// does not decompress 1.6 GB: the tag's frames inflate to maxInflate in all.
+func TestID3CompressedFramesBounded(t *testing.T) {
+	var z bytes.Buffer
+	w := zlib.NewWriter(&z)
+	w.Write(append(append(latin("image/png"), 0, 4, 0), make([]byte, MaxCover-64)...))
+	w.Close()
+	frame := frame23("APIC", 0x80, append([]byte{0, 0xff, 0, 0}, z.Bytes()...))
+	body := bytes.Repeat(frame, 100)
+	body = append(body, frame23("TIT2", 0, latin("Bomb"))...)
+	file := append(tag(3, 0, body), audio(t)...)
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "bomb.mp3")
+	runtime.ReadMemStats(&after)
+	if err != nil || got.Title != "Bomb" {
+		t.Fatalf("title %q, %v", got.Title, err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*maxInflate {
+		t.Errorf("allocated %d MB reading a %d KB tag", alloc>>20, len(file)>>10)
+	}
+}
