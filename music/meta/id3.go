@@ -389,6 +389,11 @@ func decodeText(enc byte, b []byte) string {
 				big, b = false, b[2:]
 			case b[0] == 0xfe && b[1] == 0xff:
 				b = b[2:]
+			default:
+				// No byte order mark (against the spec, but some Windows
+				// taggers did so, in little-endian): the zero high bytes of
+				// Latin text say which.
+				big = zeroBytes(b, 0) >= zeroBytes(b, 1)
 			}
 		}
 		u := make([]uint16, len(b)/2)
@@ -405,6 +410,17 @@ func decodeText(enc byte, b []byte) string {
 	default:
 		return clean(latin1(b))
 	}
+}
+
+// zeroBytes counts the zero bytes of b at positions of parity odd.
+func zeroBytes(b []byte, odd int) int {
+	n := 0
+	for i := odd; i < len(b); i += 2 {
+		if b[i] == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (t *id3Tag) apply(info *Info) {

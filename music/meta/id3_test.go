@@ -304,3 +304,24 @@ func TestID3CompressedFramesBounded(t *testing.T) {
 		t.Errorf("allocated %d MB reading a %d KB tag", alloc>>20, len(file)>>10)
 	}
 }
+
+// TestID3UTF16WithoutBOM: encoding 1 without its byte order mark is read
+// in the byte order its text shows, big- or little-endian.
+func TestID3UTF16WithoutBOM(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		text []byte
+	}{
+		{"little-endian", utf16le("Zoë Lane")[3:]},
+		{"big-endian", utf16be("Zoë Lane")[1:]},
+		{"with BOM", utf16le("Zoë Lane")[1:]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := append(tag(3, 0, frame23("TPE1", 0, append([]byte{1}, tt.text...))), audio(t)...)
+			got, err := Read(bytes.NewReader(file), int64(len(file)), "x.mp3")
+			if err != nil || got.Artist != "Zoë Lane" {
+				t.Errorf("artist %q, %v", got.Artist, err)
+			}
+		})
+	}
+}
