@@ -325,3 +325,36 @@ func TestID3UTF16WithoutBOM(t *testing.T) {
 		})
 	}
 }
+
+// TestID3v24Appended: an ID3v2.4 tag appended to the audio (found by its
+// footer, before an ID3v1 tag) gives the tags, ID3v1 only what it lacks,
+// and is not counted as audio.
+func TestID3v24Appended(t *testing.T) {
+	a := audio(t)
+	plain, err := Read(bytes.NewReader(a), int64(len(a)), "plain.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Join([][]byte{
+		frame24("TIT2", 0, latin("Appended")), frame24("TPE1", 0, latin("Artist")),
+		frame24("APIC", 0, append(append(latin("image/png"), 0, 3), append([]byte{0}, bytes.Repeat([]byte{0xff, 0xfb, 0x50, 0xc4}, 2000)...)...)),
+	}, nil)
+	app := append([]byte{'I', 'D', '3', 4, 0, id3Footer}, ss(len(body))...)
+	app = append(append(app, body...), append([]byte{'3', 'D', 'I', 4, 0, id3Footer}, ss(len(body))...)...)
+	v1 := make([]byte, 128)
+	copy(v1, "TAG")
+	copy(v1[3:], "V1 Title")
+	copy(v1[63:], "V1 Album")
+	v1[126] = 7
+	file := append(append(bytes.Clone(a), app...), v1...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "x.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Title != "Appended" || got.Artist != "Artist" || got.Album != "V1 Album" || got.Track != 7 || got.CoverType != "image/png" {
+		t.Errorf("tags %q %q %q %d, cover %q", got.Title, got.Artist, got.Album, got.Track, got.CoverType)
+	}
+	if got.Duration != plain.Duration || got.Bitrate != plain.Bitrate {
+		t.Errorf("duration %v bitrate %v, want %v %v", got.Duration, got.Bitrate, plain.Duration, plain.Bitrate)
+	}
+}

@@ -144,10 +144,21 @@ func readMP3(r io.ReaderAt, size int64) (Info, error) {
 	}
 	end := size
 	hasTags := start > 0
-	if readID3v1(r, size, &info) {
+	var v1 Info
+	if readID3v1(r, size, &v1) {
 		end -= 128
 		hasTags = true
 	}
+	// An ID3v2.4 tag may be appended, found by its footer (before ID3v1);
+	// its fields come after the prepended tag's, before ID3v1's.
+	if tagStart, ok := appendedID3v2(r, start, end); ok {
+		var app Info
+		if _, err := readID3v2(io.NewSectionReader(r, tagStart, end-tagStart), end-tagStart, &app); err == nil {
+			fill(&info, app)
+		}
+		end, hasTags = tagStart, true
+	}
+	fill(&info, v1)
 	first, h, ok := findFrame(r, start, end)
 	if !ok {
 		if hasTags {
@@ -323,4 +334,43 @@ func walkFrames(r io.ReaderAt, off, end int64) (frames, samples, audio int64, er
 // same tells whether two frame headers are of one stream.
 func same(a, b frameHeader) bool {
 	return a.version == b.version && a.layer == b.layer && a.sampleRate == b.sampleRate
+}
+
+// appendedID3v2 finds an ID3v2.4 tag ending at end by its footer ("3DI",
+// the header's fields) and returns where it starts, after from.
+func appendedID3v2(r io.ReaderAt, from, end int64) (int64, bool) {
+	var f [10]byte
+	if end-from < 20 {
+		return 0, false
+	}
+	if _, err := r.ReadAt(f[:], end-10); err != nil || string(f[:3]) != "3DI" || f[3] != 4 || f[5]&id3Footer == 0 {
+		return 0, false
+	}
+	n, ok := syncsafe(f[6:10])
+	start := end - 20 - n
+	if !ok || start < from {
+		return 0, false
+	}
+	var h [3]byte
+	if _, err := r.ReadAt(h[:], start); err != nil || string(h[:]) != "ID3" {
+		return 0, false
+	}
+	return start, true
+}
+
+// fill sets the fields of dst still empty from src.
+func fill(dst *Info, src Info) {
+	setStr(&dst.Title, src.Title)
+	setStr(&dst.Artist, src.Artist)
+	setStr(&dst.Album, src.Album)
+	setStr(&dst.Lyrics, src.Lyrics)
+	if dst.Track == 0 {
+		dst.Track = src.Track
+	}
+	if dst.Year == 0 {
+		dst.Year = src.Year
+	}
+	if dst.Cover == nil {
+		dst.CoverType, dst.Cover = src.CoverType, src.Cover
+	}
 }
