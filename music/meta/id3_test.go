@@ -358,3 +358,39 @@ func TestID3v24Appended(t *testing.T) {
 		t.Errorf("duration %v bitrate %v, want %v %v", got.Duration, got.Bitrate, plain.Duration, plain.Bitrate)
 	}
 }
+
+// TestAPETagNotAudio: an APEv2 tag (before ID3v1) whose items look like
+// MPEG frames is not walked as audio.
+func TestAPETagNotAudio(t *testing.T) {
+	a := audio(t)
+	plain, err := Read(bytes.NewReader(a), int64(len(a)), "plain.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := bytes.Repeat([]byte{0xff, 0xfb, 0x50, 0xc4}, 2000) // frames of the audio's stream
+	items := binary.LittleEndian.AppendUint32(nil, uint32(len(item)))
+	items = append(append(items, 0, 0, 0, 0), "Cover Art (Front)\x00"...)
+	items = append(items, item...)
+	field := func(b []byte, hdr bool) []byte {
+		b = append(b, "APETAGEX"...)
+		b = binary.LittleEndian.AppendUint32(b, 2000)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(items)+32))
+		b = binary.LittleEndian.AppendUint32(b, 1)
+		flags := uint32(1 << 31)
+		if hdr {
+			flags |= 1 << 29
+		}
+		return append(binary.LittleEndian.AppendUint32(b, flags), make([]byte, 8)...)
+	}
+	ape := append(append(field(nil, true), items...), field(nil, false)...)
+	v1 := make([]byte, 128)
+	copy(v1, "TAGTitle")
+	file := append(append(bytes.Clone(a), ape...), v1...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "x.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Title != "Title" || got.Duration != plain.Duration || got.Bitrate != plain.Bitrate {
+		t.Errorf("title %q, duration %v bitrate %v, want %v %v", got.Title, got.Duration, got.Bitrate, plain.Duration, plain.Bitrate)
+	}
+}

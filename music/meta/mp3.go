@@ -158,6 +158,9 @@ func readMP3(r io.ReaderAt, size int64) (Info, error) {
 		}
 		end, hasTags = tagStart, true
 	}
+	if tagStart, ok := apeTag(r, start, end); ok {
+		end, hasTags = tagStart, true // its tags are not read
+	}
 	fill(&info, v1)
 	first, h, ok := findFrame(r, start, end)
 	if !ok {
@@ -356,6 +359,28 @@ func appendedID3v2(r io.ReaderAt, from, end int64) (int64, bool) {
 		return 0, false
 	}
 	return start, true
+}
+
+// apeTag finds an APEv2 (or v1) tag ending at end by its 32-byte footer
+// ("APETAGEX", version, size with the footer, items, flags) and returns
+// where it starts, after from. Its items (a cover among them) are not
+// audio: walked as such, their bytes could pass for frames.
+func apeTag(r io.ReaderAt, from, end int64) (int64, bool) {
+	var f [32]byte
+	if end-from < 32 {
+		return 0, false
+	}
+	if _, err := r.ReadAt(f[:], end-32); err != nil || string(f[:8]) != "APETAGEX" {
+		return 0, false
+	}
+	n := int64(binary.LittleEndian.Uint32(f[12:]))
+	if binary.LittleEndian.Uint32(f[20:])&(1<<31) != 0 {
+		n += 32 // a header too
+	}
+	if n < 32 || end-n < from {
+		return 0, false
+	}
+	return end - n, true
 }
 
 // fill sets the fields of dst still empty from src.
