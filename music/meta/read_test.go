@@ -107,3 +107,25 @@ func TestReadBroken(t *testing.T) {
 		})
 	}
 }
+
+// TestTruncatedVBR: a VBR file cut in half keeps its Xing header, which
+// tells the whole length; the half is measured instead.
+func TestTruncatedVBR(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(fixtures, "vbr_xing_v24.mp3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := id3v2End(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := start + (int64(len(b))-start)/2
+	got, err := Read(bytes.NewReader(b[:cut]), cut, "half.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// `lame --decode` of the half makes 4.0327 s of audio.
+	if want := 4.0327; math.Abs(got.Duration-want) > want/100 {
+		t.Errorf("half a 12 s file: %.3f s, want %.3f", got.Duration, want)
+	}
+}
