@@ -2,6 +2,7 @@ package meta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"os"
@@ -127,5 +128,47 @@ func TestTruncatedVBR(t *testing.T) {
 	// `lame --decode` of the half makes 4.0327 s of audio.
 	if want := 4.0327; math.Abs(got.Duration-want) > want/100 {
 		t.Errorf("half a 12 s file: %.3f s, want %.3f", got.Duration, want)
+	}
+}
+
+// TestReadFLACAfterID3: a FLAC stream behind an ID3v2 tag is read as FLAC,
+// its own tags winning.
+func TestReadFLACAfterID3(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(fixtures, "tagged.flac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := append(tag(3, 0, frame23("TIT2", 0, latin("From ID3"))), b...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "x.flac")
+	if err != nil || got.Format != "flac" || got.Title != "Flac Song" || math.Abs(got.Duration-12) > 0.01 {
+		t.Errorf("%s %q %.3f s, %v", got.Format, got.Title, got.Duration, err)
+	}
+}
+
+// TestReadWAVOddChunks: chunks of odd size are followed by a pad byte that
+// their size does not count, in the file and in LIST INFO.
+func TestReadWAVOddChunks(t *testing.T) {
+	chunk := func(id string, b []byte) []byte {
+		out := binary.LittleEndian.AppendUint32([]byte(id), uint32(len(b)))
+		out = append(out, b...)
+		if len(b)&1 == 1 {
+			out = append(out, 0)
+		}
+		return out
+	}
+	fmtChunk := []byte{1, 0, 1, 0} // PCM, mono
+	fmtChunk = binary.LittleEndian.AppendUint32(fmtChunk, 8000)
+	fmtChunk = binary.LittleEndian.AppendUint32(fmtChunk, 8000) // bytes/s
+	fmtChunk = append(fmtChunk, 1, 0, 8, 0)
+	info := append([]byte("INFO"), chunk("INAM", []byte("Odd"))...) // 3 bytes, padded
+	info = append(info, chunk("IART", []byte("Pad\x00"))...)
+	body := append([]byte("WAVE"), chunk("junk", []byte{1, 2, 3})...)
+	body = append(body, chunk("fmt ", fmtChunk)...)
+	body = append(body, chunk("LIST", info)...)
+	body = append(body, chunk("data", make([]byte, 8001))...)
+	file := append(binary.LittleEndian.AppendUint32([]byte("RIFF"), uint32(len(body))), body...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "odd.wav")
+	if err != nil || got.Title != "Odd" || got.Artist != "Pad" || got.Duration != 8001.0/8000 {
+		t.Errorf("%q %q %v s, %v", got.Title, got.Artist, got.Duration, err)
 	}
 }
