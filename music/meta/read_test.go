@@ -143,6 +143,11 @@ func TestReadFLACAfterID3(t *testing.T) {
 	if err != nil || got.Format != "flac" || got.Title != "Flac Song" || math.Abs(got.Duration-12) > 0.01 {
 		t.Errorf("%s %q %.3f s, %v", got.Format, got.Title, got.Duration, err)
 	}
+	// Cut inside its picture: corrupt, not an empty Info without error.
+	cut := file[:len(file)-len(b)+1000]
+	if got, err := Read(bytes.NewReader(cut), int64(len(cut)), "x.flac"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("cut FLAC after ID3: %+v, %v", got, err)
+	}
 }
 
 // TestReadWAVOddChunks: chunks of odd size are followed by a pad byte that
