@@ -81,7 +81,9 @@ func readID3v2(r io.ReaderAt, fileSize int64, info *Info) (int64, error) {
 	if h.version == 2 && h.flags&id3Extended != 0 {
 		return end, nil // 2.2 compression has no defined scheme: ignore the tag
 	}
-	var body io.ReaderAt = io.NewSectionReader(r, 10, h.size)
+	// Frame headers are read through a window: a tag of a million empty
+	// frames is then a few hundred reads, not a million.
+	var body io.ReaderAt = &windowReader{r: io.NewSectionReader(r, 10, h.size), buf: make([]byte, min(h.size, 64<<10))}
 	bodyLen := h.size
 	if h.flags&id3Unsync != 0 && h.version < 4 {
 		b, err := readFull(r, 10, h.size, MaxUnsyncTag)
@@ -472,4 +474,30 @@ func readID3v1(r io.ReaderAt, size int64, info *Info) bool {
 		info.Track = int(b[126])
 	}
 	return true
+}
+
+// windowReader serves small reads at increasing offsets from one read of
+// buf's size; reads larger than buf go to r.
+type windowReader struct {
+	r   io.ReaderAt
+	buf []byte
+	off int64 // of buf[0]
+	n   int   // bytes valid in buf
+}
+
+func (w *windowReader) ReadAt(b []byte, off int64) (int, error) {
+	if len(b) > len(w.buf) {
+		return w.r.ReadAt(b, off)
+	}
+	if off < w.off || off+int64(len(b)) > w.off+int64(w.n) {
+		n, err := w.r.ReadAt(w.buf, off)
+		w.off, w.n = off, n
+		if n < len(b) {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return copy(b, w.buf[:n]), err
+		}
+	}
+	return copy(b, w.buf[off-w.off:]), nil
 }
