@@ -280,16 +280,16 @@ func TestHeaderlessVBRMeasured(t *testing.T) {
 	}
 }
 
-// TestID3CompressedFramesBounded: a tag of 100 compressed pictures, each
-// 16 KiB inflating to 16 MiB (none a front cover, so none ends the search),
-// does not decompress 1.6 GB: the tag's frames inflate to maxInflate in all.
+// TestID3CompressedFramesBounded: a tag of 200 compressed pictures, each
+// 4 KiB inflating to 4 MiB (none a front cover, so none ends the search),
+// does not decompress 800 MB: the tag's frames inflate to maxInflate in all.
 func TestID3CompressedFramesBounded(t *testing.T) {
 	var z bytes.Buffer
-	w := zlib.NewWriter(&z)
-	w.Write(append(append(latin("image/png"), 0, 4, 0), make([]byte, MaxCover-64)...))
+	w, _ := zlib.NewWriterLevel(&z, zlib.BestSpeed)
+	w.Write(append(append(latin("image/png"), 0, 4, 0), make([]byte, 4<<20)...))
 	w.Close()
-	frame := frame23("APIC", 0x80, append([]byte{0, 0xff, 0, 0}, z.Bytes()...))
-	body := bytes.Repeat(frame, 100)
+	frame := frame23("APIC", 0x80, append([]byte{0, 0x40, 0, 0}, z.Bytes()...))
+	body := bytes.Repeat(frame, 200)
 	body = append(body, frame23("TIT2", 0, latin("Bomb"))...)
 	file := append(tag(3, 0, body), audio(t)...)
 
