@@ -177,3 +177,18 @@ func TestReadWAVOddChunks(t *testing.T) {
 		t.Errorf("%q %q %v s, %v", got.Title, got.Artist, got.Duration, err)
 	}
 }
+
+// TestReadWAVManyChunks: a WAV of a million empty chunks before its fmt
+// and data is refused after maxChunks of them.
+func TestReadWAVManyChunks(t *testing.T) {
+	body := append([]byte("WAVE"), bytes.Repeat([]byte("junk\x00\x00\x00\x00"), 1<<20)...)
+	body = append(body, "fmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00\x40\x1f\x00\x00\x01\x00\x08\x00data\x00\x00\x00\x00"...)
+	file := append(binary.LittleEndian.AppendUint32([]byte("RIFF"), uint32(len(body))), body...)
+	r := &countingReader{r: bytes.NewReader(file)}
+	if _, err := Read(r, int64(len(file)), "chunks.wav"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("err %v, want ErrCorrupt", err)
+	}
+	if r.n > 2*maxChunks {
+		t.Errorf("%d reads", r.n)
+	}
+}
