@@ -14,6 +14,13 @@ func FuzzParse(f *testing.F) {
 		if len(l.Lines) > len(s)+1 {
 			t.Fatalf("%d lines from %d bytes", len(l.Lines), len(s))
 		}
+		total := 0
+		for _, x := range l.Lines {
+			total += len(x.Text)
+		}
+		if total > max(len(s), maxLinesText) {
+			t.Fatalf("%d bytes of line text from %d bytes", total, len(s))
+		}
 		if !l.Synced {
 			return
 		}

@@ -16,6 +16,12 @@ import (
 // is a few KiB.
 const MaxSize = 1 << 20
 
+// maxLinesText bounds the text of all Lines together. A line with n time
+// tags becomes n Lines of the same text: they share it in memory, but the
+// API's JSON repeats it, so 100 KiB of tags before 100 KiB of text would
+// otherwise make gigabytes of JSON. Time tags past the budget are dropped.
+const maxLinesText = 2 * MaxSize
+
 // Lyrics are parsed lyrics: synced lines sorted by time when the text had
 // time tags, else every line of the text with T = 0.
 type Lyrics struct {
@@ -44,6 +50,7 @@ func Parse(text string) Lyrics {
 	text = strings.TrimPrefix(text, "\uFEFF")
 	var l Lyrics
 	var plain []string
+	textBytes := 0
 	for _, raw := range splitLines(text) {
 		line := strings.TrimSpace(raw)
 		var times []float64
@@ -73,6 +80,10 @@ func Parse(text string) Lyrics {
 		if len(times) > 0 {
 			text := dropWordTags(line)
 			for _, t := range times {
+				if textBytes+len(text) > maxLinesText {
+					break
+				}
+				textBytes += len(text)
 				l.Lines = append(l.Lines, Line{T: t, Text: text})
 			}
 			continue
@@ -111,7 +122,7 @@ func splitLines(s string) []string {
 
 // parseTime parses mm:ss, mm:ss.f…, mm:ss:ff and hh:mm:ss.f… into seconds.
 func parseTime(s string) (float64, bool) {
-	parts := strings.Split(s, ":")
+	parts := strings.SplitN(s, ":", 4) // not Split: [::::…] is a MiB of colons
 	if len(parts) < 2 || len(parts) > 3 {
 		return 0, false
 	}

@@ -3,6 +3,7 @@ package lrc
 import (
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -69,5 +70,34 @@ func TestParseBounded(t *testing.T) {
 	got := Parse(huge + "x")
 	if len(got.Lines) != MaxSize/10 {
 		t.Errorf("%d lines from %d bytes", len(got.Lines), len(huge))
+	}
+}
+
+// TestParseRepeatedTextBounded: a line of many time tags before a long
+// text must not make Lines whose text (repeated in the API's JSON) is
+// gigabytes: 100,000 tags × 500 KiB of text.
+func TestParseRepeatedTextBounded(t *testing.T) {
+	tags := strings.Repeat("[0:1]", 100_000)
+	text := tags + strings.Repeat("x", MaxSize-len(tags))
+	got := Parse(text)
+	total := 0
+	for _, l := range got.Lines {
+		total += len(l.Text)
+	}
+	if !got.Synced || len(got.Lines) == 0 || total > maxLinesText {
+		t.Errorf("synced=%v, %d lines of %d bytes in all from %d bytes", got.Synced, len(got.Lines), total, len(text))
+	}
+}
+
+// TestParseManyColons: a tag of a MiB of colons is text, and parsing it
+// does not split it into a million strings (16 MiB).
+func TestParseManyColons(t *testing.T) {
+	s := "[" + strings.Repeat(":", MaxSize-3) + "]x"
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got := Parse(s)
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; got.Synced || len(got.Lines) != 1 || alloc > 4<<20 {
+		t.Errorf("synced=%v, %d lines, %d bytes allocated", got.Synced, len(got.Lines), alloc)
 	}
 }

@@ -1,19 +1,26 @@
 package meta
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"strings"
 
-	"github.com/mewkiz/flac"
 	flacmeta "github.com/mewkiz/flac/meta"
 )
 
-// readFLAC reads the metadata blocks of the FLAC stream at off with
-// mewkiz/flac, which bounds each block by its 24-bit length (16 MiB) and
-// checks declared string and picture lengths against it before allocating.
-// Audio frames are not read.
+// maxFLACBlocks bounds the metadata blocks walked: a file has a handful
+// (STREAMINFO, SEEKTABLE, VORBIS_COMMENT, PICTURE, PADDING); a gigabyte of
+// empty 4-byte blocks would otherwise cost 250 million reads.
+const maxFLACBlocks = 4096
+
+// readFLAC reads the metadata blocks of the FLAC stream at off. The block
+// headers are walked here; mewkiz/flac parses the blocks Read uses
+// (STREAMINFO, VORBIS_COMMENT, and a PICTURE when it is better than the
+// cover already found) one at a time, so what stays in memory is one
+// cover and the tags, whatever else the file holds. Audio frames are not
+// read.
 func readFLAC(r io.ReaderAt, off, size int64) (info Info, err error) {
 	defer func() {
 		// The library is fuzzed upstream, but a panic on a hostile file
@@ -22,79 +29,110 @@ func readFLAC(r io.ReaderAt, off, size int64) (info Info, err error) {
 			info, err = Info{}, fmt.Errorf("%w: FLAC parser: %v", ErrCorrupt, p)
 		}
 	}()
-	if err := checkFLACBlocks(r, off, size); err != nil {
-		return Info{}, err
-	}
-	stream, err := flac.Parse(io.NewSectionReader(r, off, size-off))
-	if err != nil {
-		return Info{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
-	}
-	si := stream.Info
-	if si == nil || si.SampleRate == 0 {
-		return Info{}, fmt.Errorf("%w: FLAC without a sample rate", ErrCorrupt)
-	}
-	info = Info{Format: "flac", SampleRate: int(si.SampleRate), Channels: int(si.NChannels)}
-	info.Duration = float64(si.NSamples) / float64(si.SampleRate)
-	metaBytes := int64(4 + 4 + 34) // "fLaC", STREAMINFO
+	info = Info{Format: "flac"}
 	var coverKind uint32
-	for _, b := range stream.Blocks {
-		metaBytes += 4 + b.Header.Length
-		switch body := b.Body.(type) {
-		case *flacmeta.VorbisComment:
-			vorbis(body.Tags, &info)
-		case *flacmeta.Picture:
-			if len(body.Data) == 0 || len(body.Data) > MaxCover {
-				continue
+	var haveInfo bool
+	p := off + 4
+	for i := 0; ; i++ {
+		if i == maxFLACBlocks {
+			return Info{}, fmt.Errorf("%w: over %d FLAC metadata blocks", ErrCorrupt, maxFLACBlocks)
+		}
+		typ, last, n, picLen, err := flacBlock(r, p, size)
+		if err != nil {
+			return Info{}, err
+		}
+		parse := func() (any, error) {
+			block, err := flacmeta.Parse(bufio.NewReader(io.NewSectionReader(r, p, 4+n)))
+			if err != nil {
+				return nil, fmt.Errorf("%w: FLAC metadata block of type %d: %w", ErrCorrupt, typ, err)
 			}
-			if info.Cover != nil && (coverKind == 3 || body.Type != 3) {
-				continue
+			return block.Body, nil
+		}
+		switch {
+		case i == 0:
+			if typ != 0 {
+				return Info{}, fmt.Errorf("%w: FLAC without STREAMINFO first", ErrCorrupt)
 			}
-			info.CoverType, info.Cover, coverKind = strings.ToLower(body.MIME), body.Data, body.Type
+			body, err := parse()
+			if err != nil {
+				return Info{}, err
+			}
+			si := body.(*flacmeta.StreamInfo)
+			if si.SampleRate == 0 {
+				return Info{}, fmt.Errorf("%w: FLAC without a sample rate", ErrCorrupt)
+			}
+			info.SampleRate, info.Channels = int(si.SampleRate), int(si.NChannels)
+			info.Duration = float64(si.NSamples) / float64(si.SampleRate)
+			haveInfo = true
+		case typ == 4:
+			body, err := parse()
+			if err != nil {
+				return Info{}, err
+			}
+			vorbis(body.(*flacmeta.VorbisComment).Tags, &info)
+		case typ == 6 && picLen > 0 && picLen <= MaxCover:
+			kind, err := flacUint32(r, p+4)
+			if err != nil {
+				return Info{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+			}
+			if info.Cover != nil && (coverKind == 3 || kind != 3) {
+				break // not better than the cover kept: not read
+			}
+			body, err := parse()
+			if err != nil {
+				return Info{}, err
+			}
+			pic := body.(*flacmeta.Picture)
+			info.CoverType, info.Cover, coverKind = strings.ToLower(pic.MIME), pic.Data, pic.Type
+		}
+		p += 4 + n
+		if last {
+			break
 		}
 	}
-	if info.Duration > 0 && size-off > metaBytes {
-		info.Bitrate = int(float64((size-off-metaBytes)*8) / info.Duration)
+	if !haveInfo {
+		return Info{}, fmt.Errorf("%w: FLAC without STREAMINFO", ErrCorrupt)
+	}
+	if audio := size - p; info.Duration > 0 && audio > 0 {
+		info.Bitrate = int(float64(audio*8) / info.Duration)
 	}
 	return info, nil
 }
 
-// checkFLACBlocks walks the metadata block headers before mewkiz/flac
-// parses them: every block must fit in the file, and a PICTURE's declared
-// data length in its block. mewkiz/flac bounds strings by the block but
-// allocates a picture of any declared length up to 128 MB first, so a
-// 100-byte file could cost 128 MB.
-func checkFLACBlocks(r io.ReaderAt, off, size int64) error {
-	p := off + 4
-	for {
-		var h [4]byte
-		if _, err := r.ReadAt(h[:], p); err != nil {
-			return fmt.Errorf("%w: FLAC metadata block header at %d: %w", ErrCorrupt, p, err)
-		}
-		n := int64(h[1])<<16 | int64(h[2])<<8 | int64(h[3])
-		p += 4
-		if n > size-p {
-			return fmt.Errorf("%w: FLAC metadata block of %d bytes overruns the file (%d left)", ErrCorrupt, n, size-p)
-		}
-		if h[0]&0x7f == 6 { // PICTURE: type, MIME, description, 4 numbers, data
-			q := p + 4
-			for i := 0; i < 2; i++ {
-				l, err := flacUint32(r, q)
-				if err != nil || l > p+n-q-4 {
-					return fmt.Errorf("%w: FLAC picture string overruns its block", ErrCorrupt)
-				}
-				q += 4 + l
-			}
-			q += 16
-			l, err := flacUint32(r, q)
-			if err != nil || l > p+n-q-4 {
-				return fmt.Errorf("%w: FLAC picture data of %d bytes overruns its block of %d", ErrCorrupt, l, n)
-			}
-		}
-		p += n
-		if h[0]&0x80 != 0 {
-			return nil
-		}
+// flacBlock reads the metadata block header at p and checks, before
+// mewkiz/flac parses anything, that the block fits in the file and a
+// PICTURE's strings and data fit in the block: mewkiz/flac bounds strings
+// by the block but allocates a picture of any declared length up to 128 MB
+// first, so a 100-byte file could cost 128 MB. picLen is a PICTURE's data
+// length.
+func flacBlock(r io.ReaderAt, p, size int64) (typ byte, last bool, n, picLen int64, err error) {
+	var h [4]byte
+	if _, err := r.ReadAt(h[:], p); err != nil {
+		return 0, false, 0, 0, fmt.Errorf("%w: FLAC metadata block header at %d: %w", ErrCorrupt, p, err)
 	}
+	typ, last = h[0]&0x7f, h[0]&0x80 != 0
+	n = int64(h[1])<<16 | int64(h[2])<<8 | int64(h[3])
+	body := p + 4
+	if n > size-body {
+		return 0, false, 0, 0, fmt.Errorf("%w: FLAC metadata block of %d bytes overruns the file (%d left)", ErrCorrupt, n, size-body)
+	}
+	if typ == 6 { // PICTURE: type, MIME, description, 4 numbers, data
+		q := body + 4
+		for i := 0; i < 2; i++ {
+			l, err := flacUint32(r, q)
+			if err != nil || l > body+n-q-4 {
+				return 0, false, 0, 0, fmt.Errorf("%w: FLAC picture string overruns its block", ErrCorrupt)
+			}
+			q += 4 + l
+		}
+		q += 16
+		l, err := flacUint32(r, q)
+		if err != nil || l > body+n-q-4 {
+			return 0, false, 0, 0, fmt.Errorf("%w: FLAC picture data of %d bytes overruns its block of %d", ErrCorrupt, l, n)
+		}
+		picLen = l
+	}
+	return typ, last, n, picLen, nil
 }
 
 func flacUint32(r io.ReaderAt, off int64) (int64, error) {

@@ -81,7 +81,9 @@ func readID3v2(r io.ReaderAt, fileSize int64, info *Info) (int64, error) {
 	if h.version == 2 && h.flags&id3Extended != 0 {
 		return end, nil // 2.2 compression has no defined scheme: ignore the tag
 	}
-	var body io.ReaderAt = io.NewSectionReader(r, 10, h.size)
+	// Frame headers are read through a window: a tag of a million empty
+	// frames is then a few hundred reads, not a million.
+	var body io.ReaderAt = &windowReader{r: io.NewSectionReader(r, 10, h.size), buf: make([]byte, min(h.size, 64<<10))}
 	bodyLen := h.size
 	if h.flags&id3Unsync != 0 && h.version < 4 {
 		b, err := readFull(r, 10, h.size, MaxUnsyncTag)
@@ -126,8 +128,20 @@ type id3Tag struct {
 	lyrics    string
 	coverType string
 	cover     []byte
-	coverKind byte // picture type of cover; 3 is the front cover
+	coverKind byte  // picture type of cover; 3 is the front cover
+	inflated  int64 // bytes decompressed so far, at most maxInflate
 }
+
+// id3Text are the text frames apply uses: others are skipped unread.
+var id3Text = map[string]bool{
+	"TIT2": true, "TPE1": true, "TPE2": true, "TALB": true, "TRCK": true,
+	"TDRC": true, "TYER": true, "TDOR": true, "TORY": true,
+}
+
+// maxInflate bounds what a tag's compressed frames decompress to in all:
+// zlib turns 16 KiB into 16 MiB, so a tag of a thousand small compressed
+// pictures would otherwise cost 16 GB of work.
+const maxInflate = 2 * MaxCover
 
 // v22 maps ID3v2.2's three-letter frame ids to 2.3's.
 var v22 = map[string]string{
@@ -176,20 +190,22 @@ func (t *id3Tag) frames(body io.ReaderAt, off, bodyLen int64) error {
 				id = ""
 			}
 		}
-		limit := int64(MaxText)
+		// What is not used, or already found, is skipped unread.
+		limit := int64(-1)
 		switch {
-		case id == "APIC":
+		case id == "APIC" && t.coverKind != 3:
 			limit = MaxCover + 1024
-		case id == "USLT" || strings.HasPrefix(id, "T") && id != "TXXX":
-		default:
-			limit = -1 // not used
+		case id == "USLT" && t.lyrics == "":
+			limit = MaxText
+		case id3Text[id] && t.text[id] == "":
+			limit = MaxText
 		}
 		if limit >= 0 && size <= limit {
 			data, err := readFull(body, off, size, limit)
 			if err != nil {
 				return err
 			}
-			if data, ok := t.unwrap(data, flags); ok {
+			if data, ok := t.unwrap(data, flags, limit); ok {
 				t.frame(id, data)
 			}
 		}
@@ -209,9 +225,9 @@ func validFrameID(id string) bool {
 }
 
 // unwrap undoes a frame's format flags (2.3 and 2.4): grouping, data length
-// indicator, per-frame unsynchronisation, zlib compression. Encrypted
-// frames are dropped.
-func (t *id3Tag) unwrap(data []byte, flags uint16) ([]byte, bool) {
+// indicator, per-frame unsynchronisation, zlib compression (to at most
+// limit bytes, and maxInflate for the tag). Encrypted frames are dropped.
+func (t *id3Tag) unwrap(data []byte, flags uint16, limit int64) ([]byte, bool) {
 	var group, compressed, encrypted, unsync, dli bool
 	switch t.version {
 	case 3:
@@ -249,8 +265,10 @@ func (t *id3Tag) unwrap(data []byte, flags uint16) ([]byte, bool) {
 		if err != nil {
 			return nil, false
 		}
-		out, err := io.ReadAll(io.LimitReader(zr, MaxCover+1))
-		if err != nil || len(out) > MaxCover {
+		limit = min(limit, maxInflate-t.inflated)
+		out, err := io.ReadAll(io.LimitReader(zr, limit+1))
+		t.inflated += int64(len(out))
+		if err != nil || int64(len(out)) > limit {
 			return nil, false
 		}
 		data = out
@@ -289,7 +307,7 @@ func (t *id3Tag) frame(id string, data []byte) {
 		if t.text == nil {
 			t.text = make(map[string]string)
 		}
-		if _, ok := t.text[id]; ok {
+		if t.text[id] != "" {
 			return
 		}
 		v, _ := splitText(data[0], data[1:]) // the first of 2.4's values
@@ -373,6 +391,11 @@ func decodeText(enc byte, b []byte) string {
 				big, b = false, b[2:]
 			case b[0] == 0xfe && b[1] == 0xff:
 				b = b[2:]
+			default:
+				// No byte order mark (against the spec, but some Windows
+				// taggers did so, in little-endian): the zero high bytes of
+				// Latin text say which.
+				big = zeroBytes(b, 0) >= zeroBytes(b, 1)
 			}
 		}
 		u := make([]uint16, len(b)/2)
@@ -389,6 +412,17 @@ func decodeText(enc byte, b []byte) string {
 	default:
 		return clean(latin1(b))
 	}
+}
+
+// zeroBytes counts the zero bytes of b at positions of parity odd.
+func zeroBytes(b []byte, odd int) int {
+	n := 0
+	for i := odd; i < len(b); i += 2 {
+		if b[i] == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (t *id3Tag) apply(info *Info) {
@@ -440,4 +474,30 @@ func readID3v1(r io.ReaderAt, size int64, info *Info) bool {
 		info.Track = int(b[126])
 	}
 	return true
+}
+
+// windowReader serves small reads at increasing offsets from one read of
+// buf's size; reads larger than buf go to r.
+type windowReader struct {
+	r   io.ReaderAt
+	buf []byte
+	off int64 // of buf[0]
+	n   int   // bytes valid in buf
+}
+
+func (w *windowReader) ReadAt(b []byte, off int64) (int, error) {
+	if len(b) > len(w.buf) {
+		return w.r.ReadAt(b, off)
+	}
+	if off < w.off || off+int64(len(b)) > w.off+int64(w.n) {
+		n, err := w.r.ReadAt(w.buf, off)
+		w.off, w.n = off, n
+		if n < len(b) {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return copy(b, w.buf[:n]), err
+		}
+	}
+	return copy(b, w.buf[off-w.off:]), nil
 }

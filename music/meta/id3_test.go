@@ -279,3 +279,133 @@ func TestHeaderlessVBRMeasured(t *testing.T) {
 		t.Fatalf("duration %.3f, want 12 within 1%%", got.Duration)
 	}
 }
+
+// TestID3CompressedFramesBounded: a tag of 200 compressed pictures, each
+// 4 KiB inflating to 4 MiB (none a front cover, so none ends the search),
+// does not decompress 800 MB: the tag's frames inflate to maxInflate in all.
+func TestID3CompressedFramesBounded(t *testing.T) {
+	var z bytes.Buffer
+	w, _ := zlib.NewWriterLevel(&z, zlib.BestSpeed)
+	w.Write(append(append(latin("image/png"), 0, 4, 0), make([]byte, 4<<20)...))
+	w.Close()
+	frame := frame23("APIC", 0x80, append([]byte{0, 0x40, 0, 0}, z.Bytes()...))
+	body := bytes.Repeat(frame, 200)
+	body = append(body, frame23("TIT2", 0, latin("Bomb"))...)
+	file := append(tag(3, 0, body), audio(t)...)
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "bomb.mp3")
+	runtime.ReadMemStats(&after)
+	if err != nil || got.Title != "Bomb" {
+		t.Fatalf("title %q, %v", got.Title, err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*maxInflate {
+		t.Errorf("allocated %d MB reading a %d KB tag", alloc>>20, len(file)>>10)
+	}
+}
+
+// TestID3UTF16WithoutBOM: encoding 1 without its byte order mark is read
+// in the byte order its text shows, big- or little-endian.
+func TestID3UTF16WithoutBOM(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		text []byte
+	}{
+		{"little-endian", utf16le("Zoë Lane")[3:]},
+		{"big-endian", utf16be("Zoë Lane")[1:]},
+		{"with BOM", utf16le("Zoë Lane")[1:]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := append(tag(3, 0, frame23("TPE1", 0, append([]byte{1}, tt.text...))), audio(t)...)
+			got, err := Read(bytes.NewReader(file), int64(len(file)), "x.mp3")
+			if err != nil || got.Artist != "Zoë Lane" {
+				t.Errorf("artist %q, %v", got.Artist, err)
+			}
+		})
+	}
+}
+
+// TestID3v24Appended: an ID3v2.4 tag appended to the audio (found by its
+// footer, before an ID3v1 tag) gives the tags, ID3v1 only what it lacks,
+// and is not counted as audio.
+func TestID3v24Appended(t *testing.T) {
+	a := audio(t)
+	plain, err := Read(bytes.NewReader(a), int64(len(a)), "plain.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Join([][]byte{
+		frame24("TIT2", 0, latin("Appended")), frame24("TPE1", 0, latin("Artist")),
+		frame24("APIC", 0, append(append(latin("image/png"), 0, 3), append([]byte{0}, bytes.Repeat([]byte{0xff, 0xfb, 0x50, 0xc4}, 2000)...)...)),
+	}, nil)
+	app := append([]byte{'I', 'D', '3', 4, 0, id3Footer}, ss(len(body))...)
+	app = append(append(app, body...), append([]byte{'3', 'D', 'I', 4, 0, id3Footer}, ss(len(body))...)...)
+	v1 := make([]byte, 128)
+	copy(v1, "TAG")
+	copy(v1[3:], "V1 Title")
+	copy(v1[63:], "V1 Album")
+	v1[126] = 7
+	file := append(append(bytes.Clone(a), app...), v1...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "x.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Title != "Appended" || got.Artist != "Artist" || got.Album != "V1 Album" || got.Track != 7 || got.CoverType != "image/png" {
+		t.Errorf("tags %q %q %q %d, cover %q", got.Title, got.Artist, got.Album, got.Track, got.CoverType)
+	}
+	if got.Duration != plain.Duration || got.Bitrate != plain.Bitrate {
+		t.Errorf("duration %v bitrate %v, want %v %v", got.Duration, got.Bitrate, plain.Duration, plain.Bitrate)
+	}
+}
+
+// TestAPETagNotAudio: an APEv2 tag (before ID3v1) whose items look like
+// MPEG frames is not walked as audio.
+func TestAPETagNotAudio(t *testing.T) {
+	a := audio(t)
+	plain, err := Read(bytes.NewReader(a), int64(len(a)), "plain.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := bytes.Repeat([]byte{0xff, 0xfb, 0x50, 0xc4}, 2000) // frames of the audio's stream
+	items := binary.LittleEndian.AppendUint32(nil, uint32(len(item)))
+	items = append(append(items, 0, 0, 0, 0), "Cover Art (Front)\x00"...)
+	items = append(items, item...)
+	field := func(b []byte, hdr bool) []byte {
+		b = append(b, "APETAGEX"...)
+		b = binary.LittleEndian.AppendUint32(b, 2000)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(items)+32))
+		b = binary.LittleEndian.AppendUint32(b, 1)
+		flags := uint32(1 << 31)
+		if hdr {
+			flags |= 1 << 29
+		}
+		return append(binary.LittleEndian.AppendUint32(b, flags), make([]byte, 8)...)
+	}
+	ape := append(append(field(nil, true), items...), field(nil, false)...)
+	v1 := make([]byte, 128)
+	copy(v1, "TAGTitle")
+	file := append(append(bytes.Clone(a), ape...), v1...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "x.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Title != "Title" || got.Duration != plain.Duration || got.Bitrate != plain.Bitrate {
+		t.Errorf("title %q, duration %v bitrate %v, want %v %v", got.Title, got.Duration, got.Bitrate, plain.Duration, plain.Bitrate)
+	}
+}
+
+// TestID3ManyFramesFewReads: a tag of 100,000 empty frames is read in a
+// few reads of the file, not one per frame (a 15 MB file of them took 3 s).
+func TestID3ManyFramesFewReads(t *testing.T) {
+	body := append(bytes.Repeat(frame23("TXXX", 0, nil), 100_000), frame23("TIT2", 0, latin("Last"))...)
+	file := append(tag(3, 0, body), audio(t)...)
+	r := &countingReader{r: bytes.NewReader(file)}
+	got, err := Read(r, int64(len(file)), "x.mp3")
+	if err != nil || got.Title != "Last" {
+		t.Fatalf("title %q, %v", got.Title, err)
+	}
+	if r.n > 100 {
+		t.Errorf("%d reads", r.n)
+	}
+}

@@ -144,10 +144,24 @@ func readMP3(r io.ReaderAt, size int64) (Info, error) {
 	}
 	end := size
 	hasTags := start > 0
-	if readID3v1(r, size, &info) {
+	var v1 Info
+	if readID3v1(r, size, &v1) {
 		end -= 128
 		hasTags = true
 	}
+	// An ID3v2.4 tag may be appended, found by its footer (before ID3v1);
+	// its fields come after the prepended tag's, before ID3v1's.
+	if tagStart, ok := appendedID3v2(r, start, end); ok {
+		var app Info
+		if _, err := readID3v2(io.NewSectionReader(r, tagStart, end-tagStart), end-tagStart, &app); err == nil {
+			fill(&info, app)
+		}
+		end, hasTags = tagStart, true
+	}
+	if tagStart, ok := apeTag(r, start, end); ok {
+		end, hasTags = tagStart, true // its tags are not read
+	}
+	fill(&info, v1)
 	first, h, ok := findFrame(r, start, end)
 	if !ok {
 		if hasTags {
@@ -156,8 +170,12 @@ func readMP3(r io.ReaderAt, size int64) (Info, error) {
 		return Info{}, ErrNotAudio
 	}
 	info.SampleRate, info.Channels = h.sampleRate, h.channels
-	if frames, bytes, delay, ok := vbrHeader(r, first, h); ok {
-		samples := frames*int64(h.samples) - delay
+	// A Xing/VBRI header tells the length of the whole stream: if the file
+	// holds less of it than its header says (a download cut short), it is
+	// measured instead.
+	frames, bytes, delay, pad, vbr := vbrHeader(r, first, h)
+	if vbr && (bytes <= 0 || end-first >= bytes-bytes/100) {
+		samples := frames*int64(h.samples) - delay - pad
 		if samples > 0 {
 			info.Duration = float64(samples) / float64(h.sampleRate)
 		}
@@ -173,6 +191,11 @@ func readMP3(r io.ReaderAt, size int64) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
+	if vbr && frames > 1 {
+		// Cut short: the header frame is not audio, and the encoder's
+		// delay still stands at the start (its padding went with the end).
+		frames, samples, audio = frames-1, max(0, samples-int64(h.samples)-delay), audio-int64(h.size)
+	}
 	if frames < 2 {
 		return Info{}, fmt.Errorf("%w: %d MPEG audio frame(s)", ErrCorrupt, frames)
 	}
@@ -187,13 +210,13 @@ func readMP3(r io.ReaderAt, size int64) (Info, error) {
 // number of audio frames and bytes, and the samples of encoder delay and
 // padding a LAME tag says to drop (0 without one). The header frame itself
 // is not audio.
-func vbrHeader(r io.ReaderAt, off int64, h frameHeader) (frames, bytes, delay int64, ok bool) {
+func vbrHeader(r io.ReaderAt, off int64, h frameHeader) (frames, bytes, delay, pad int64, ok bool) {
 	if h.layer != 3 || h.size < 4+h.sideInfo()+8 {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	b := make([]byte, h.size)
 	if n, _ := r.ReadAt(b, off); n < len(b) {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	x := 4 + h.sideInfo()
 	if tag := string(b[x : x+4]); tag == "Xing" || tag == "Info" {
@@ -208,10 +231,10 @@ func vbrHeader(r io.ReaderAt, off int64, h frameHeader) (frames, bytes, delay in
 			return v, true
 		}
 		if flags&1 == 0 {
-			return 0, 0, 0, false // no frame count: measure instead
+			return 0, 0, 0, 0, false // no frame count: measure instead
 		}
 		if frames, ok = field(); !ok || frames == 0 {
-			return 0, 0, 0, false
+			return 0, 0, 0, 0, false
 		}
 		if flags&2 != 0 {
 			bytes, _ = field()
@@ -225,23 +248,22 @@ func vbrHeader(r io.ReaderAt, off int64, h frameHeader) (frames, bytes, delay in
 		// LAME extension: 9 bytes of version, 12 of settings, then 12 bits
 		// each of delay and padding.
 		if p+24 <= len(b) && (string(b[p:p+4]) == "LAME" || string(b[p:p+4]) == "Lavf" || string(b[p:p+4]) == "Lavc") {
-			d := int64(b[p+21])<<4 | int64(b[p+22])>>4
-			pad := int64(b[p+22]&0x0f)<<8 | int64(b[p+23])
-			delay = d + pad
-			if delay >= frames*int64(h.samples) {
-				delay = 0
+			delay = int64(b[p+21])<<4 | int64(b[p+22])>>4
+			pad = int64(b[p+22]&0x0f)<<8 | int64(b[p+23])
+			if delay+pad >= frames*int64(h.samples) {
+				delay, pad = 0, 0
 			}
 		}
-		return frames, bytes, delay, true
+		return frames, bytes, delay, pad, true
 	}
 	// VBRI (Fraunhofer) stands 32 bytes after the header whatever the mode.
 	const v = 4 + 32
 	if len(b) >= v+18 && string(b[v:v+4]) == "VBRI" {
 		bytes = int64(binary.BigEndian.Uint32(b[v+10:]))
 		frames = int64(binary.BigEndian.Uint32(b[v+14:]))
-		return frames, bytes, 0, frames > 0
+		return frames, bytes, 0, 0, frames > 0
 	}
-	return 0, 0, 0, false
+	return 0, 0, 0, 0, false
 }
 
 // walkFrames counts the frames from off to end by their headers alone,
@@ -323,4 +345,65 @@ func walkFrames(r io.ReaderAt, off, end int64) (frames, samples, audio int64, er
 // same tells whether two frame headers are of one stream.
 func same(a, b frameHeader) bool {
 	return a.version == b.version && a.layer == b.layer && a.sampleRate == b.sampleRate
+}
+
+// appendedID3v2 finds an ID3v2.4 tag ending at end by its footer ("3DI",
+// the header's fields) and returns where it starts, after from.
+func appendedID3v2(r io.ReaderAt, from, end int64) (int64, bool) {
+	var f [10]byte
+	if end-from < 20 {
+		return 0, false
+	}
+	if _, err := r.ReadAt(f[:], end-10); err != nil || string(f[:3]) != "3DI" || f[3] != 4 || f[5]&id3Footer == 0 {
+		return 0, false
+	}
+	n, ok := syncsafe(f[6:10])
+	start := end - 20 - n
+	if !ok || start < from {
+		return 0, false
+	}
+	var h [3]byte
+	if _, err := r.ReadAt(h[:], start); err != nil || string(h[:]) != "ID3" {
+		return 0, false
+	}
+	return start, true
+}
+
+// apeTag finds an APEv2 (or v1) tag ending at end by its 32-byte footer
+// ("APETAGEX", version, size with the footer, items, flags) and returns
+// where it starts, after from. Its items (a cover among them) are not
+// audio: walked as such, their bytes could pass for frames.
+func apeTag(r io.ReaderAt, from, end int64) (int64, bool) {
+	var f [32]byte
+	if end-from < 32 {
+		return 0, false
+	}
+	if _, err := r.ReadAt(f[:], end-32); err != nil || string(f[:8]) != "APETAGEX" {
+		return 0, false
+	}
+	n := int64(binary.LittleEndian.Uint32(f[12:]))
+	if binary.LittleEndian.Uint32(f[20:])&(1<<31) != 0 {
+		n += 32 // a header too
+	}
+	if n < 32 || end-n < from {
+		return 0, false
+	}
+	return end - n, true
+}
+
+// fill sets the fields of dst still empty from src.
+func fill(dst *Info, src Info) {
+	setStr(&dst.Title, src.Title)
+	setStr(&dst.Artist, src.Artist)
+	setStr(&dst.Album, src.Album)
+	setStr(&dst.Lyrics, src.Lyrics)
+	if dst.Track == 0 {
+		dst.Track = src.Track
+	}
+	if dst.Year == 0 {
+		dst.Year = src.Year
+	}
+	if dst.Cover == nil {
+		dst.CoverType, dst.Cover = src.CoverType, src.Cover
+	}
 }

@@ -64,7 +64,7 @@ func Read(r io.ReaderAt, size int64, name string) (Info, error) {
 			return Info{}, fmt.Errorf("meta: %s: %w", name, herr)
 		}
 		var sig [4]byte
-		if _, err := r.ReadAt(sig[:], end); err == nil && string(sig[:]) == "fLaC" {
+		if _, serr := r.ReadAt(sig[:], end); serr == nil && string(sig[:]) == "fLaC" {
 			info, err = readFLAC(r, end, size)
 			break
 		}

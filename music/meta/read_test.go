@@ -2,6 +2,7 @@ package meta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
 	"os"
@@ -105,5 +106,89 @@ func TestReadBroken(t *testing.T) {
 				t.Fatalf("err %v (info %+v), want %v", err, info, tt.want)
 			}
 		})
+	}
+}
+
+// TestTruncatedVBR: a VBR file cut in half keeps its Xing header, which
+// tells the whole length; the half is measured instead.
+func TestTruncatedVBR(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(fixtures, "vbr_xing_v24.mp3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := id3v2End(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := start + (int64(len(b))-start)/2
+	got, err := Read(bytes.NewReader(b[:cut]), cut, "half.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// `lame --decode` of the half makes 4.0327 s of audio.
+	if want := 4.0327; math.Abs(got.Duration-want) > want/100 {
+		t.Errorf("half a 12 s file: %.3f s, want %.3f", got.Duration, want)
+	}
+}
+
+// TestReadFLACAfterID3: a FLAC stream behind an ID3v2 tag is read as FLAC,
+// its own tags winning.
+func TestReadFLACAfterID3(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(fixtures, "tagged.flac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := append(tag(3, 0, frame23("TIT2", 0, latin("From ID3"))), b...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "x.flac")
+	if err != nil || got.Format != "flac" || got.Title != "Flac Song" || math.Abs(got.Duration-12) > 0.01 {
+		t.Errorf("%s %q %.3f s, %v", got.Format, got.Title, got.Duration, err)
+	}
+	// Cut inside its picture: corrupt, not an empty Info without error.
+	cut := file[:len(file)-len(b)+1000]
+	if got, err := Read(bytes.NewReader(cut), int64(len(cut)), "x.flac"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("cut FLAC after ID3: %+v, %v", got, err)
+	}
+}
+
+// TestReadWAVOddChunks: chunks of odd size are followed by a pad byte that
+// their size does not count, in the file and in LIST INFO.
+func TestReadWAVOddChunks(t *testing.T) {
+	chunk := func(id string, b []byte) []byte {
+		out := binary.LittleEndian.AppendUint32([]byte(id), uint32(len(b)))
+		out = append(out, b...)
+		if len(b)&1 == 1 {
+			out = append(out, 0)
+		}
+		return out
+	}
+	fmtChunk := []byte{1, 0, 1, 0} // PCM, mono
+	fmtChunk = binary.LittleEndian.AppendUint32(fmtChunk, 8000)
+	fmtChunk = binary.LittleEndian.AppendUint32(fmtChunk, 8000) // bytes/s
+	fmtChunk = append(fmtChunk, 1, 0, 8, 0)
+	info := append([]byte("INFO"), chunk("INAM", []byte("Odd"))...) // 3 bytes, padded
+	info = append(info, chunk("IART", []byte("Pad\x00"))...)
+	body := append([]byte("WAVE"), chunk("junk", []byte{1, 2, 3})...)
+	body = append(body, chunk("fmt ", fmtChunk)...)
+	body = append(body, chunk("LIST", info)...)
+	body = append(body, chunk("data", make([]byte, 8001))...)
+	file := append(binary.LittleEndian.AppendUint32([]byte("RIFF"), uint32(len(body))), body...)
+	got, err := Read(bytes.NewReader(file), int64(len(file)), "odd.wav")
+	if err != nil || got.Title != "Odd" || got.Artist != "Pad" || got.Duration != 8001.0/8000 {
+		t.Errorf("%q %q %v s, %v", got.Title, got.Artist, got.Duration, err)
+	}
+}
+
+// TestReadWAVManyChunks: a WAV of a million empty chunks before its fmt
+// and data is refused after maxChunks of them.
+func TestReadWAVManyChunks(t *testing.T) {
+	body := append([]byte("WAVE"), bytes.Repeat([]byte("junk\x00\x00\x00\x00"), 1<<20)...)
+	body = append(body, "fmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00\x40\x1f\x00\x00\x01\x00\x08\x00data\x00\x00\x00\x00"...)
+	file := append(binary.LittleEndian.AppendUint32([]byte("RIFF"), uint32(len(body))), body...)
+	r := &countingReader{r: bytes.NewReader(file)}
+	if _, err := Read(r, int64(len(file)), "chunks.wav"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("err %v, want ErrCorrupt", err)
+	}
+	if r.n > 2*maxChunks {
+		t.Errorf("%d reads", r.n)
 	}
 }

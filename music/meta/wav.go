@@ -9,6 +9,10 @@ import (
 // maxInfoChunk bounds the RIFF LIST chunk read for INFO tags.
 const maxInfoChunk = 1 << 20
 
+// maxChunks bounds the RIFF chunks walked: a WAV has a handful, and a
+// gigabyte of empty 8-byte chunks would otherwise cost 125 million reads.
+const maxChunks = 4096
+
 // readWAV walks the RIFF chunks: fmt gives the sample format, data the
 // length, LIST INFO the tags. Chunks are skipped by their size, never read
 // whole except fmt and a LIST of at most maxInfoChunk.
@@ -17,7 +21,7 @@ func readWAV(r io.ReaderAt, size int64) (Info, error) {
 	var byteRate, dataLen int64
 	var haveFmt, haveData bool
 	off := int64(12)
-	for off+8 <= size {
+	for i := 0; off+8 <= size && i < maxChunks; i++ {
 		var h [8]byte
 		if _, err := r.ReadAt(h[:], off); err != nil {
 			return Info{}, fmt.Errorf("%w: RIFF chunk header at %d: %w", ErrCorrupt, off, err)
