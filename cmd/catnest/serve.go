@@ -43,8 +43,8 @@ type node struct {
 	// files shares files and runs downloads and pushes.
 	files *shards.Service
 	ui    *webui.Server
-	ln   net.Listener
-	url  string // the web UI, with the token when one is needed
+	ln    net.Listener
+	url   string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 }
