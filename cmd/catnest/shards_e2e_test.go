@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -381,4 +382,106 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 		t.Fatalf("bob's download: %+v", tr)
 	}
 	checkFile(t, tr.Path, big)
+}
+
+func TestServeFilesFlags(t *testing.T) {
+	base := []string{"--signal", "http://127.0.0.1:9000/x"}
+	id := mesh.ID(strings.Repeat("a", 32))
+	for _, tt := range []struct {
+		rate string
+		want int64
+	}{
+		{"2MiB", 2 << 20},
+		{"1.5 MB", 1_500_000},
+		{"500000", 500_000},
+		{"64KiB/s", 64 << 10},
+		{"0", 0},
+	} {
+		cfg, err := parseServe(append(base, "--upload-rate", tt.rate, "--accept-push", string(id)), io.Discard)
+		if err != nil {
+			t.Fatalf("--upload-rate %q: %v", tt.rate, err)
+		}
+		if cfg.UploadRate != tt.want || len(cfg.AcceptPush) != 1 || cfg.AcceptPush[0] != id {
+			t.Errorf("--upload-rate %q: %d, accept %v; want %d", tt.rate, cfg.UploadRate, cfg.AcceptPush, tt.want)
+		}
+	}
+	cfg, err := parseServe(base, io.Discard)
+	if err != nil || cfg.UploadRate != 0 || cfg.AcceptPush != nil {
+		t.Fatalf("defaults: %+v, %v; want no cap and no pushes taken", cfg, err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--upload-rate", "fast"}, "bytes per second"},
+		{[]string{"--upload-rate", "-1"}, "bytes per second"},
+		{[]string{"--upload-rate", "9EiB"}, "too large"},
+		{[]string{"--accept-push", "bob"}, "--accept-push"},
+	} {
+		if _, err := parseServe(append(base, tt.args...), io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	for _, tt := range []struct{ url, want string }{
+		{"http://127.0.0.1:9000/x", "127.0.0.1:9000"},
+		{"https://rv.example.org/catnest", "rv.example.org:443"},
+		{"http://rv.example.org/", "rv.example.org:80"},
+		{"http://[::1]:9000/", "[::1]:9000"},
+	} {
+		if got, err := rendezvousHost(tt.url); err != nil || got != tt.want {
+			t.Errorf("rendezvousHost(%q) = %q, %v; want %q", tt.url, got, err, tt.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	run(context.Background(), []string{"serve", "--help"}, &out, &errOut)
+	for _, want := range []string{"-share DIR", "-upload-rate BYTES", "-accept-push ID", "catnest get"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("serve --help lacks %q:\n%s", want, errOut.String())
+		}
+	}
+}
+
+// TestPushTakenOnlyFromAccepted: alice pushes a file to bob, who was
+// started with --accept-push alice, and to carol, who was not: bob ends
+// with the file, carol refuses it and stores nothing.
+func TestPushTakenOnlyFromAccepted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	signalURL := startSignalProc(t)
+	shared := t.TempDir()
+	content := randomFile(t, shared, "album.flac", 6<<20+99, 5)
+	alice := serveNode(t, signalURL, "alice", filepath.Join(t.TempDir(), "alice"), "--share", shared)
+	bob := serveNode(t, signalURL, "bob", filepath.Join(t.TempDir(), "bob"), "--accept-push", string(alice.id))
+	carol := serveNode(t, signalURL, "carol", filepath.Join(t.TempDir(), "carol"))
+	tr := alice.seeding(t, content)
+	testutil.WaitFor(t, 60*time.Second, "alice to link bob and carol", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		ps := peerNames(t, alice.ui)
+		return ps["bob"].ID == string(bob.id) && ps["carol"].ID == string(carol.id)
+	})
+
+	var created struct{ ID string }
+	alice.api(t, http.MethodPost, "api/shards/push", map[string]any{"id": tr.ID, "to": []mesh.ID{bob.id, carol.id}, "plan": "matrix"}, &created)
+	var st shards.PushStatus
+	testutil.WaitFor(t, 2*time.Minute, "bob to have the pushed file and carol to be given up", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		alice.api(t, http.MethodGet, "api/shards/push/"+created.ID, nil, &st)
+		return st.Done
+	})
+	states := map[mesh.ID]string{}
+	for _, r := range st.Receivers {
+		states[r.Node] = r.State
+	}
+	if states[bob.id] != "done" || states[carol.id] == "done" {
+		t.Fatalf("push receivers %+v: want bob done and carol not", st.Receivers)
+	}
+	got, ok := bob.transfer(t, tr.ID)
+	if !ok || got.State != shards.StateDone {
+		t.Fatalf("bob after the push: %+v (listed %v)", got, ok)
+	}
+	checkFile(t, got.Path, content)
+	if c, ok := carol.transfer(t, tr.ID); ok {
+		t.Fatalf("carol took a push she never accepted: %+v", c)
+	}
 }
