@@ -476,10 +476,14 @@ func TestPushTakenOnlyFromAccepted(t *testing.T) {
 	if states[bob.id] != "done" || states[carol.id] == "done" {
 		t.Fatalf("push receivers %+v: want bob done and carol not", st.Receivers)
 	}
-	got, ok := bob.transfer(t, tr.ID)
-	if !ok || got.State != shards.StateDone {
-		t.Fatalf("bob after the push: %+v (listed %v)", got, ok)
-	}
+	// The push ends when bob has every piece; he then checks the whole
+	// file and moves it into place.
+	var got shards.Transfer
+	testutil.WaitFor(t, time.Minute, "bob's pushed download to be done", func() bool {
+		time.Sleep(50 * time.Millisecond)
+		got, _ = bob.transfer(t, tr.ID)
+		return got.State == shards.StateDone
+	})
 	checkFile(t, got.Path, content)
 	if c, ok := carol.transfer(t, tr.ID); ok {
 		t.Fatalf("carol took a push she never accepted: %+v", c)
