@@ -485,6 +485,11 @@ func TestPushTakenOnlyFromAccepted(t *testing.T) {
 		return got.State == shards.StateDone
 	})
 	checkFile(t, got.Path, content)
+	// bob serves the file now: its link names him and his rendezvous.
+	al, _ := shards.ParseLink(tr.Link)
+	if l, err := shards.ParseLink(got.Link); err != nil || l.Node != bob.id || l.Rendezvous == "" || l.Rendezvous != al.Rendezvous {
+		t.Errorf("bob's link to the pushed file %q (%v): want his node and the rendezvous", got.Link, err)
+	}
 	if c, ok := carol.transfer(t, tr.ID); ok {
 		t.Fatalf("carol took a push she never accepted: %+v", c)
 	}
