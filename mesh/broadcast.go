@@ -35,7 +35,13 @@ const (
 	// maxAnnouncers bounds the peers remembered per missing message.
 	maxAnnouncers = 8
 	// maxMissing bounds the messages known by IHAVE only.
-	maxMissing = 4096
+	maxMissing = 4 * maxMissingPerPeer
+	// maxMissingPerPeer bounds the messages known by IHAVE only that
+	// one peer was the first to announce: the most an honest peer
+	// announces at once (what passed recently, to a new link), so that
+	// a peer announcing made-up ids fills its own share and never the
+	// room other peers' announcements need.
+	maxMissingPerPeer = 4 * maxIHave
 	// maxRejected bounds the remembered messages that failed validation.
 	maxRejected = 4096
 	// peerQueueLen bounds the frames waiting to be sent to one peer.
@@ -43,6 +49,10 @@ const (
 	// maxGraftsPerTick bounds the GRAFTs queued for one peer per
 	// IHaveInterval; the rest wait for the next tick.
 	maxGraftsPerTick = 64
+	// graftRounds is how many times a node asks each announcer of a
+	// missing message before it gives the message up, waiting twice as
+	// long after each round (GraftRetry, then 2, 4 and 8 times that).
+	graftRounds = 4
 )
 
 type bcKind byte
@@ -93,15 +103,18 @@ type bcMsg struct {
 	id      MsgID
 	origin  ID
 	sent    int64 // unix ms
+	at      int64 // unix ms, when this node took it (set by remember)
 	hops    int
 	topic   string
 	payload []byte
 }
 
 type missing struct {
+	owner      ID // the first announcer, whose share it counts in
 	announcers []ID
 	deadline   time.Time
-	grafted    int // announcers asked so far
+	grafted    int // announcers asked so far in this round
+	round      int // rounds over the announcers begun, less one
 }
 
 // rejection remembers a message that failed validation, so that it is
@@ -137,6 +150,7 @@ type broadcaster struct {
 	cached   *list.List // of *bcMsg, oldest first
 	cacheLen int        // payload bytes in the cache
 	missing  map[MsgID]*missing
+	owned    map[ID]int              // missing messages by owner
 	rejected map[MsgID]*list.Element // of *rejection
 	rejList  *list.List              // of *rejection, oldest first
 	handlers map[string]BroadcastHandler
@@ -161,6 +175,7 @@ func newBroadcaster(n *Node) *broadcaster {
 		cache:    make(map[MsgID]*list.Element),
 		cached:   list.New(),
 		missing:  make(map[MsgID]*missing),
+		owned:    make(map[ID]int),
 		rejected: make(map[MsgID]*list.Element),
 		rejList:  list.New(),
 		handlers: make(map[string]BroadcastHandler),
@@ -353,28 +368,45 @@ func (b *broadcaster) peerUp(id ID) {
 	}
 	b.peers[id] = p
 	// A new link may be a node's way back after it lost links: tell it
-	// what passed recently, so it can GRAFT what it missed.
-	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now())
+	// what passed recently, so it can GRAFT what it missed. Directory
+	// records are left out: the snapshot each end sends a new link
+	// holds the latest record of every node, and a newcomer would
+	// otherwise pull again every record issued in the last
+	// MessageCacheAge (thousands, in a mesh of hundreds under churn).
+	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now(), true)
 	b.wg.Go(func() { b.sender(id, p) })
 }
 
-// recent lists the cached messages sent in [from, to), oldest first, at
-// most 4*maxIHave. b.mu is held.
-func (b *broadcaster) recent(from, to time.Time) []MsgID {
+// recent lists the cached messages due in [from, to), oldest first, at
+// most 4*maxIHave, without directory records if skipDir. A message is
+// due when this node took it, or at its send time if that is later (a
+// message stamped ahead of a validator's clock is announced again once
+// its time has come; see ValidateBroadcast). Not its send time alone: a
+// node that takes a message late (pulled after a lost frame, under
+// churn) must still announce it, or the nodes around it that lost it too
+// never hear of it again. b.mu is held.
+func (b *broadcaster) recent(from, to time.Time, skipDir bool) []MsgID {
+	f, t := from.UnixMilli(), to.UnixMilli()
+	// The cache is in the order messages were taken; those stamped ahead
+	// are looked for this far back.
+	stop := f - (maxAheadRounds * b.n.cfg.GossipInterval).Milliseconds()
 	var ids []MsgID
 	for e := b.cached.Back(); e != nil && len(ids) < 4*maxIHave; e = e.Prev() {
 		m := e.Value.(*bcMsg)
-		sent := time.UnixMilli(m.sent)
-		if sent.Before(from) {
+		if m.at < stop {
 			break
 		}
-		if sent.Before(to) {
+		if due := max(m.at, m.sent); due >= f && due < t && !(skipDir && m.topic == dirTopic) {
 			ids = append(ids, m.id)
 		}
 	}
 	slices.Reverse(ids)
 	return ids
 }
+
+// maxAheadRounds bounds, in GossipIntervals, how far ahead of its taking a
+// message's send time may be for the message to be announced again then.
+const maxAheadRounds = 4
 
 func (b *broadcaster) peerDown(id ID) {
 	b.mu.Lock()
@@ -393,9 +425,30 @@ func (b *broadcaster) peerDown(id ID) {
 				break
 			}
 		}
-		if len(ms.announcers) == 0 {
-			delete(b.missing, mid)
+		switch {
+		case len(ms.announcers) == 0:
+			b.dropMissing(mid)
+		case ms.owner == id:
+			// The next announcer's share carries it now.
+			ms.owner = ms.announcers[0]
+			b.owned[ms.owner]++
 		}
+	}
+	delete(b.owned, id)
+}
+
+// dropMissing forgets a message known by IHAVE only, if it is. b.mu is
+// held.
+func (b *broadcaster) dropMissing(id MsgID) {
+	ms := b.missing[id]
+	if ms == nil {
+		return
+	}
+	delete(b.missing, id)
+	if k := b.owned[ms.owner] - 1; k > 0 {
+		b.owned[ms.owner] = k
+	} else {
+		delete(b.owned, ms.owner)
 	}
 }
 
@@ -480,7 +533,7 @@ func (b *broadcaster) gossip(from, to time.Time) {
 	if b.n.cfg.BroadcastMode != PlumtreeMode {
 		return
 	}
-	ids := b.recent(from, to)
+	ids := b.recent(from, to, false)
 	if len(ids) == 0 {
 		return
 	}
@@ -519,7 +572,7 @@ func (b *broadcaster) tick(now time.Time) {
 		r := b.rejection(id, now)
 		a, ok := nextAnnouncer(ms, r)
 		if !ok {
-			delete(b.missing, id)
+			b.dropMissing(id)
 			continue
 		}
 		p := b.peers[a]
@@ -530,7 +583,7 @@ func (b *broadcaster) tick(now time.Time) {
 		if r != nil {
 			r.from = append(r.from, a)
 		}
-		ms.deadline = now.Add(b.n.cfg.GraftRetry)
+		ms.deadline = now.Add(b.n.cfg.GraftRetry << ms.round)
 		if p != nil {
 			p.eager = true
 			queued[a]++
@@ -545,16 +598,26 @@ func (b *broadcaster) tick(now time.Time) {
 // nextAnnouncer returns the next announcer of a missing message to GRAFT
 // it from (ms.announcers[ms.grafted] once the caller has asked it),
 // passing for good over those that sent a copy that failed validation or
-// were asked for it already. b.mu is held.
+// were asked for it already. Past the last announcer it starts the next
+// round, up to graftRounds: a GRAFT or its answer may be lost with a link
+// that closes or at a full queue, and once a node gives a message up, it
+// has it again only if someone announces it again, which its neighbours,
+// having announced it already, do not. b.mu is held.
 func nextAnnouncer(ms *missing, r *rejection) (ID, bool) {
-	for ms.grafted < len(ms.announcers) {
-		a := ms.announcers[ms.grafted]
-		if r == nil || (!containsID(r.from, a) && len(r.from) < maxAnnouncers) {
-			return a, true
+	for {
+		for ms.grafted < len(ms.announcers) {
+			a := ms.announcers[ms.grafted]
+			if r == nil || (!containsID(r.from, a) && len(r.from) < maxAnnouncers) {
+				return a, true
+			}
+			ms.grafted++
 		}
-		ms.grafted++
+		if r != nil || ms.round+1 >= graftRounds || len(ms.announcers) == 0 {
+			return "", false
+		}
+		ms.round++
+		ms.grafted = 0
 	}
-	return "", false
 }
 
 // rejection returns the live record of a rejected message id, or nil.
@@ -653,7 +716,7 @@ func (b *broadcaster) expire(now time.Time) {
 func (b *broadcaster) markSeen(id MsgID, now time.Time) {
 	b.seen[id] = now
 	b.seenList.PushBack(seenEntry{id: id, at: now})
-	delete(b.missing, id)
+	b.dropMissing(id)
 	if e := b.rejected[id]; e != nil {
 		b.dropRejection(e) // a valid copy came after a bad one
 	}
@@ -661,6 +724,7 @@ func (b *broadcaster) markSeen(id MsgID, now time.Time) {
 
 // remember caches m to answer GRAFTs. b.mu is held.
 func (b *broadcaster) remember(m *bcMsg) {
+	m.at = time.Now().UnixMilli()
 	b.cache[m.id] = b.cached.PushBack(m)
 	b.cacheLen += len(m.payload)
 }
@@ -855,11 +919,12 @@ func (b *broadcaster) onIHave(from ID, ids []MsgID, now time.Time) {
 		}
 		ms := b.missing[id]
 		if ms == nil {
-			if len(b.missing) >= maxMissing {
+			if len(b.missing) >= maxMissing || b.owned[from] >= maxMissingPerPeer {
 				continue
 			}
-			ms = &missing{deadline: now.Add(b.n.cfg.GraftTimeout)}
+			ms = &missing{owner: from, deadline: now.Add(b.n.cfg.GraftTimeout)}
 			b.missing[id] = ms
+			b.owned[from]++
 		}
 		if len(ms.announcers) < maxAnnouncers && !containsID(ms.announcers, from) {
 			ms.announcers = append(ms.announcers, from)

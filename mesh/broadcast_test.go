@@ -25,7 +25,11 @@ type rawPeer struct {
 	mu     sync.Mutex
 	grafts map[mesh.MsgID]int
 	gossip map[mesh.MsgID]int
+	ihaves map[mesh.MsgID]int
 	serve  map[mesh.MsgID][]byte
+	// ignore is how many GRAFTs of each id go unanswered before one is
+	// answered, as when the answers are lost on the way.
+	ignore int
 }
 
 func manualNode(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
@@ -36,6 +40,7 @@ func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
 		Node:   nw.NewNode(t, name, meshtest.Options{Configure: manualNode}),
 		grafts: map[mesh.MsgID]int{},
 		gossip: map[mesh.MsgID]int{},
+		ihaves: map[mesh.MsgID]int{},
 		serve:  map[mesh.MsgID][]byte{},
 	}
 	p.Handle(mesh.BcastProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
@@ -48,9 +53,15 @@ func newRawPeer(t *testing.T, nw *meshtest.Network, name string) *rawPeer {
 		switch m.Payload[0] {
 		case mesh.BcGraft:
 			p.grafts[id]++
-			answer = p.serve[id]
+			if p.grafts[id] > p.ignore {
+				answer = p.serve[id]
+			}
 		case mesh.BcGossip:
 			p.gossip[id]++
+		case mesh.BcIHave:
+			for b := m.Payload[1:]; len(b) >= 16; b = b[16:] {
+				p.ihaves[mesh.MsgID(b[:16])]++
+			}
 		}
 		p.mu.Unlock()
 		if answer != nil {
@@ -65,6 +76,12 @@ func (p *rawPeer) grafted(id mesh.MsgID) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.grafts[id]
+}
+
+func (p *rawPeer) announced(id mesh.MsgID) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ihaves[id]
 }
 
 func (p *rawPeer) gossiped(id mesh.MsgID) int {
@@ -449,5 +466,216 @@ func TestRelayKeepsToThePeersRate(t *testing.T) {
 	})
 	if n := offences(r); n != 0 {
 		t.Fatalf("r scored h down %d times", n)
+	}
+}
+
+// A peer that announces made-up ids as fast as it may fills only its own
+// share of the messages a node tracks as missing: the node still pulls
+// every message an honest peer announces meanwhile.
+func TestMadeUpAnnouncementsDoNotCrowdOutOthers(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	h := newRawPeer(t, nw, "hostile")
+	a := newRawPeer(t, nw, "honest")
+	linkAll(t, n, h.Node, a.Node)
+
+	// h announces 8 frames of fresh ids (4,096, the whole table before
+	// the fix) every 50 ms, well inside the frame rate a peer may send.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	flood := func() {
+		for range 8 {
+			ids := make([]mesh.MsgID, 512)
+			for i := range ids {
+				ids[i] = randomID()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h.Send(ctx, n.ID(), mesh.BcastProto, mesh.EncodeIHave(ids...))
+			cancel()
+		}
+	}
+	flood()
+	// n tracks h's ids before a announces: it has asked h for hundreds.
+	testutil.WaitFor(t, 20*time.Second, "n to graft made-up ids from h", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.grafts) >= 500
+	})
+	wg.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				flood()
+			}
+		}
+	})
+
+	const k = 1000
+	var ids []mesh.MsgID
+	a.mu.Lock()
+	for range k {
+		id := randomID()
+		ids = append(ids, id)
+		a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+	}
+	a.mu.Unlock()
+	for i := 0; i < k; i += 500 {
+		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+	}
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages the honest peer announced", k), func() bool {
+		for _, id := range ids {
+			if c, _ := d.all(id, a.ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A node asks every announcer of a missing message again, in rounds,
+// before it gives the message up: GRAFTs and their answers are lost when
+// links close or queues fill under churn, and a node that gave a message
+// up gets it again only if someone announces it again, which neighbours
+// that announced it already do not.
+func TestLostGraftAnswersAreAskedAgain(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	d := countDeliveries("c/1", n)
+	d.failOnDuplicate(t)
+	var announcers []*rawPeer
+	var peers []*mesh.Node
+	for i := range 2 {
+		p := newRawPeer(t, nw, fmt.Sprint("a", i))
+		p.ignore = 1 // the answer to the first GRAFT of each id is lost
+		announcers = append(announcers, p)
+		peers = append(peers, p.Node)
+	}
+	linkAll(t, n, peers...)
+
+	const k = 1000
+	var ids []mesh.MsgID
+	for range k {
+		id := randomID()
+		ids = append(ids, id)
+		frame := mesh.EncodeGossipID(id, announcers[0].ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+		for _, a := range announcers {
+			a.mu.Lock()
+			a.serve[id] = frame
+			a.mu.Unlock()
+		}
+	}
+	for _, a := range announcers {
+		for i := 0; i < k; i += 500 {
+			a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
+		for _, id := range ids {
+			if c, _ := d.all(id, announcers[0].ID()); !c {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A node that takes a message late (pulled long after it was sent, as
+// under churn) still announces it to its peers in its next gossip round,
+// as it does a message it takes on time: the round is the way back for
+// neighbours that lost it too, and one keyed on the send time passed
+// over every message taken after its round had gone.
+func TestLateMessageIsGossiped(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+	a := newRawPeer(t, nw, "a")
+	b := newRawPeer(t, nw, "b")
+	linkAll(t, n, a.Node, b.Node)
+
+	const k = 200
+	var ids []mesh.MsgID
+	for i := range k {
+		id := randomID()
+		ids = append(ids, id)
+		// Sent from 40 s to 10 s ago: each is taken well after the
+		// gossip round of its send time.
+		a.send(t, n.ID(), mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-40*time.Second+time.Duration(i)*150*time.Millisecond)))
+	}
+	// n passes each on to b (in full: a new link is eager), then
+	// announces it in its next gossip round.
+	testutil.WaitFor(t, 30*time.Second, "n to announce every late message in a gossip round", func() bool {
+		for _, id := range ids {
+			if b.gossiped(id)+b.announced(id) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// The ids a node announces to a new link (what passed in the last
+// MessageCacheAge, for a node that comes back after losing links) leave
+// out directory records: the snapshot sent on the link holds every
+// record already, and a newcomer would otherwise pull each one again.
+func TestCatchUpLeavesOutDirectoryRecords(t *testing.T) {
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: func(c *mesh.Config) {
+		manualNode(c)
+		// No gossip round, which announces to every peer, the new
+		// one too, what passed since the last round: only the
+		// catch-up list is looked at.
+		c.GossipInterval = time.Hour
+	}})
+	src := newRawPeer(t, nw, "src")
+	linkAll(t, n, src.Node)
+
+	const records, msgs = 100, 100
+	var recIDs []mesh.MsgID
+	for i := range records {
+		ident, err := mesh.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := mesh.SignRecord(ident, mesh.WireRecord{ID: ident.ID, Name: fmt.Sprint("r", i), Seq: 1, Neighbors: []mesh.ID{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := randomID()
+		recIDs = append(recIDs, id)
+		src.send(t, n.ID(), mesh.EncodeGossipID(id, ident.ID, mesh.DirTopic, env, time.Now()))
+	}
+	testutil.WaitFor(t, 20*time.Second, "n to take every record", func() bool { return len(n.Directory()) >= records+1 })
+	var msgIDs []mesh.MsgID
+	for range msgs {
+		id, err := n.Broadcast(context.Background(), "c/1", []byte("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgIDs = append(msgIDs, id)
+	}
+
+	c := newRawPeer(t, nw, "newcomer")
+	linkAll(t, n, c.Node)
+	// The catch-up list is in the order n took the messages, records
+	// first: once the last message's id has come, so have the rest.
+	testutil.WaitFor(t, 20*time.Second, "the newcomer to hear of every recent message", func() bool {
+		for _, id := range msgIDs {
+			if c.announced(id) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range recIDs {
+		if c.announced(id) != 0 {
+			t.Fatalf("n announced a directory record to a new link, which its snapshot holds")
+		}
 	}
 }

@@ -120,6 +120,15 @@ type Config struct {
 	BroadcastRate  float64
 	BroadcastBurst int
 
+	// SignatureCache, if set, is shared by the nodes of one process (a
+	// simulation, see meshtest) so that each directory record's signature
+	// is checked once in the process rather than once by every node: with
+	// hundreds of nodes on a few cores, those checks, which grow with the
+	// square of the node count, would otherwise be most of the work and
+	// the simulation would measure the CPU rather than the protocol. Nil
+	// (the default, and what a real node uses): every node checks.
+	SignatureCache *SignatureCache
+
 	// Logger receives the node's logs, and pion's. Nil discards them.
 	Logger *slog.Logger
 }

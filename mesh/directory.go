@@ -187,6 +187,14 @@ func (d *directory) run(ctx context.Context) {
 				t.Stop()
 				return
 			}
+			// The record about to be issued reads the links and
+			// resources now, so it covers the changes marked while
+			// waiting: without this, a link lost and refilled within
+			// one debounce cost two records, each checked by every node.
+			select {
+			case <-d.dirty:
+			default:
+			}
 			d.issue(ctx)
 		case <-refresh.C:
 			d.issue(ctx)
@@ -265,7 +273,7 @@ func (d *directory) merge(env []byte, from ID, verified bool) error {
 		return errDirectoryFull
 	}
 	if !verified {
-		if _, err := openRecord(env); err != nil {
+		if _, err := d.open(env); err != nil {
 			return err
 		}
 	}
@@ -301,8 +309,62 @@ func (d *directory) validate(m BroadcastMsg) error {
 	if d.holds(m.Payload) {
 		return nil
 	}
-	_, err := openRecord(m.Payload)
+	_, err := d.open(m.Payload)
 	return err
+}
+
+// open is openRecord, through the shared SignatureCache if there is one.
+func (d *directory) open(env []byte) (wireRecord, error) {
+	c := d.n.cfg.SignatureCache
+	if c == nil {
+		return openRecord(env)
+	}
+	sum := sha256.Sum256(env)
+	if c.verified(sum) {
+		return parseRecord(env)
+	}
+	w, err := openRecord(env)
+	if err == nil {
+		c.add(sum)
+	}
+	return w, err
+}
+
+// SignatureCache remembers the records whose signature verified, by the
+// SHA-256 of their signed bytes, for the nodes that share it (see
+// Config.SignatureCache). Only records that verified are kept, so a forged
+// or altered record is always checked, and fails. It holds up to twice
+// the size NewSignatureCache was given. It is safe for concurrent use.
+type SignatureCache struct {
+	mu       sync.Mutex
+	size     int
+	cur, old map[[32]byte]struct{}
+}
+
+// NewSignatureCache returns a cache of about size records.
+func NewSignatureCache(size int) *SignatureCache {
+	return &SignatureCache{size: max(1, size), cur: make(map[[32]byte]struct{})}
+}
+
+func (c *SignatureCache) verified(sum [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.cur[sum]; ok {
+		return true
+	}
+	_, ok := c.old[sum]
+	return ok
+}
+
+// add keeps sum; when the current generation is full, the older one is
+// dropped, so the cache stays bounded and keeps the recent records.
+func (c *SignatureCache) add(sum [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cur) >= c.size {
+		c.old, c.cur = c.cur, make(map[[32]byte]struct{}, c.size)
+	}
+	c.cur[sum] = struct{}{}
 }
 
 // expire drops records not refreshed within the TTL.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -51,5 +52,40 @@ func TestFullDirectoryScoresNobodyDown(t *testing.T) {
 	}
 	if n := offences(a); n != 0 {
 		t.Fatalf("a scored its relay down %d times for a's own full directory", n)
+	}
+}
+
+// Changes that come while a node waits out RecordDebounce go into the one
+// record it issues then, not into a second one a debounce later: under
+// churn, a link lost and refilled within one debounce would otherwise
+// cost two records, each checked by every node of the mesh.
+func TestChangesWithinDebounceMakeOneRecord(t *testing.T) {
+	const debounce = time.Second
+	nw := meshtest.NewNetwork()
+	n := nw.NewNode(t, "n", meshtest.Options{Configure: func(c *mesh.Config) {
+		manualNode(c)
+		c.RecordDebounce = debounce
+		c.RecordRefresh = time.Hour
+		c.RecordTTL = 2 * time.Hour
+	}})
+	testutil.WaitFor(t, 20*time.Second, "n's first record", func() bool { return n.BroadcastStats().Originated >= 1 })
+	base := n.BroadcastStats().Originated
+	// Two changes in a row: the second comes while the first waits.
+	for v := range 2 {
+		if err := n.SetResource("svc", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 20*time.Second, "n's record with both changes", func() bool {
+		r, _ := n.Lookup(n.ID())
+		return string(r.Resources["svc"]) == "1"
+	})
+	if got := n.BroadcastStats().Originated - base; got != 1 {
+		t.Fatalf("%d records issued for one burst of changes, want 1", got)
+	}
+	// A redundant record would follow one debounce later.
+	time.Sleep(3 * debounce)
+	if got := n.BroadcastStats().Originated - base; got != 1 {
+		t.Fatalf("%d records issued for one burst of changes, want 1", got)
 	}
 }

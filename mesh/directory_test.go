@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -111,5 +112,63 @@ func TestHeldRecordSkipsOnlyIdenticalBytes(t *testing.T) {
 	}
 	if r, _ := n.Lookup(ident.ID); r.Name != "held" {
 		t.Fatalf("the directory changed: %+v", r)
+	}
+}
+
+// Nodes that share a SignatureCache check a record's signature once
+// between them, but only for the very bytes that verified: a node that
+// does not hold the record yet still refuses a copy with another
+// signature or another body, and a cache filled past its size forgets
+// the oldest records rather than growing.
+func TestSharedSignatureCacheSkipsOnlyVerifiedBytes(t *testing.T) {
+	cache := NewSignatureCache(64)
+	var nodes []*Node
+	for range 2 {
+		ident, _ := NewIdentity()
+		n, err := NewNode(Config{Identity: ident, Transport: nopTransport{}, SignatureCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	a, b := nodes[0], nodes[1]
+	ident, _ := NewIdentity()
+	env, err := signRecord(ident, wireRecord{ID: ident.ID, Name: "shared", Seq: 7, Neighbors: []ID{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.dir.validate(BroadcastMsg{Payload: env}); err != nil {
+		t.Fatalf("a genuine record: %v", err)
+	}
+	if !cache.verified(sha256.Sum256(env)) {
+		t.Fatal("the record that verified is not in the shared cache")
+	}
+	badSig := append([]byte(nil), env...)
+	_, rest, _ := cutUvarintPrefixed(badSig, 256)
+	badSig[len(badSig)-len(rest)+9] ^= 0x40
+	otherBody := append([]byte(nil), env...)
+	i := bytes.Index(otherBody, []byte(`"shared"`))
+	otherBody[i+1] = 'S'
+	for name, forged := range map[string][]byte{"another signature": badSig, "another body": otherBody} {
+		if err := b.dir.validate(BroadcastMsg{Payload: forged}); err == nil {
+			t.Errorf("%s: passed on the strength of the genuine record's cached check", name)
+		}
+		if err := b.dir.merge(forged, "x", false); !offence(err) {
+			t.Errorf("%s: a snapshot's forged record merged (err %v)", name, err)
+		}
+	}
+	if _, ok := b.Lookup(ident.ID); ok {
+		t.Fatal("a forged record reached the directory")
+	}
+	if err := b.dir.merge(env, "x", false); err != nil {
+		t.Fatalf("the genuine record through the other node: %v", err)
+	}
+	for k := range 1000 {
+		var sum [32]byte
+		binary.BigEndian.PutUint64(sum[:], uint64(k))
+		cache.add(sum)
+	}
+	if n := len(cache.cur) + len(cache.old); n > 2*64 {
+		t.Fatalf("the cache holds %d sums, bound %d", n, 2*64)
 	}
 }

@@ -46,6 +46,19 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 	if t, ok := s.shares.transfer(l.ID); ok {
 		return t, nil
 	}
+	if l.Manifest.IsZero() && s.downloads.get(l.ID) == nil {
+		// A link without a manifest hash (an id, a link typed by hand):
+		// take the one the catalogs agree on, so that every piece is
+		// checked against it from the first, not only the whole file at
+		// the end. Without one, the download takes the first manifest a
+		// holder serves.
+		lctx, cancel := context.WithTimeout(ctx, holdersTimeout)
+		_, h, err := s.lookup(lctx, l.ID)
+		cancel()
+		if err == nil {
+			l.Manifest = h
+		}
+	}
 	return s.downloads.fetch(ctx, l)
 }
 

@@ -56,8 +56,10 @@ func TestServiceEndToEnd(t *testing.T) {
 		fs, err := b.Files(ctx)
 		return err == nil && len(fs) == 1 && fs[0].ID == shared.ID && len(fs[0].Holders) == 1
 	})
-	if _, err := b.Fetch(ctx, Link{ID: shared.ID}); err != nil {
+	if tr, err := b.Fetch(ctx, Link{ID: shared.ID}); err != nil {
 		t.Fatal(err)
+	} else if tr.Manifest != shared.Manifest {
+		t.Fatalf("a fetch by id has manifest %s, not the catalog's %s", tr.Manifest, shared.Manifest)
 	}
 	done := func(s *Service) func() bool {
 		return func() bool {

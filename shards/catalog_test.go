@@ -3,7 +3,9 @@ package shards
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -288,7 +290,7 @@ func TestHostileCatalog(t *testing.T) {
 			if got := calls.Load(); got == 0 || got > 2*int64(cfg.MaxRemoteEntries/MaxListPage+2) {
 				t.Fatalf("%d pages asked of the liar", got)
 			}
-			if len(sa.remote.all()) != 0 {
+			if len(sa.remote.All()) != 0 {
 				t.Fatal("the liar's catalog was cached")
 			}
 		})
@@ -390,4 +392,174 @@ func FuzzAdvertised(f *testing.F) {
 			t.Fatalf("negative count %d accepted", sm.Count)
 		}
 	})
+}
+
+// TestRemoteCatalogsMemoryBounded: a node with an endless catalog of long
+// names, within the entry bound, is refused once its catalog outgrows
+// MaxRemoteBytes, and the budget is given back; an honest catalog fetched
+// later is taken, pushing out the least recently used when the budget is
+// full.
+func TestRemoteCatalogsMemoryBounded(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	nw := meshtest.NewNetwork()
+	a := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
+	liar := nw.NewNode(t, "liar", meshtest.Options{Configure: meshtest.Fast})
+	h1 := nw.NewNode(t, "h1", meshtest.Options{Configure: meshtest.Fast})
+	h2 := nw.NewNode(t, "h2", meshtest.Options{Configure: meshtest.Fast})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, n := range []*mesh.Node{liar, h1, h2} {
+		if err := n.Connect(ctx, a.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const budget = 4 << 20
+	cfg := testConfig(t, a)
+	cfg.MaxRemoteBytes = budget
+	sa := serveTest(t, cfg)
+
+	long := strings.Repeat("n", MaxNameLen-4) + ".txt"
+	var calls atomic.Int64
+	liar.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		req, err := decodeListReq(m.Payload)
+		if err != nil {
+			return nil, err
+		}
+		calls.Add(1)
+		p := listPage{More: true}
+		next := req.After
+		for range req.Limit {
+			next = incID(next)
+			p.Entries = append(p.Entries, Entry{ID: next, Name: long, Type: "text/plain"})
+		}
+		return encodeListPage(p)
+	}))
+	if err := liar.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sa.remoteCatalog(ctx, liar.ID(), 1); err == nil {
+		t.Fatal("the endless catalog was taken")
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	// A page holds about MaxListPage*(entrySize+len(long)) bytes.
+	perPage := int64(MaxListPage) * (entrySize + int64(len(long)))
+	if got := calls.Load(); got > budget/perPage+2 {
+		t.Fatalf("%d pages of %d bytes taken of the liar with a budget of %d", got, perPage, budget)
+	}
+	used := sa.remote.Used()
+	if used != 0 || len(sa.remote.All()) != 0 {
+		t.Fatalf("after the refusal %d bytes held, %d catalogs cached", used, len(sa.remote.All()))
+	}
+
+	// Two honest catalogs each of more than half the budget: the second
+	// pushes the first out, and is held within the budget.
+	big := fakeEntries(int(budget/2/(entrySize+60)), 8)
+	for i := range big {
+		big[i].Name = strings.Repeat("b", 50) + big[i].Name[:min(len(big[i].Name), 10)]
+	}
+	slices.SortFunc(big, func(a, b Entry) int { return compareID(a.ID, b.ID) })
+	for _, n := range []*mesh.Node{h1, h2} {
+		sn := serveTest(t, testConfig(t, n))
+		for _, e := range big {
+			sn.catalog.put(ownShares, e)
+		}
+		sn.changed()
+		_, v := sn.catalog.summary()
+		got, err := sa.remoteCatalog(ctx, n.ID(), v)
+		if err != nil || len(got) != len(big) {
+			t.Fatalf("an honest catalog: %d entries, %v", len(got), err)
+		}
+	}
+	all := sa.remote.All()
+	if _, ok := all[h2.ID()]; !ok || len(all) != 1 {
+		t.Fatalf("cached %d catalogs, want h2's alone", len(all))
+	}
+	used = sa.remote.Used()
+	if used <= 0 || used > budget {
+		t.Fatalf("%d bytes held, budget %d", used, budget)
+	}
+}
+
+// BenchmarkMergeCatalogs: the merge of Files over 100 online nodes of
+// 10,000 files each, all different (a million files) and all the same.
+func BenchmarkMergeCatalogs(b *testing.B) {
+	for _, same := range []bool{false, true} {
+		b.Run(fmt.Sprintf("same=%v", same), func(b *testing.B) {
+			lists := make(map[mesh.ID][]Entry, 100)
+			shared := fakeEntries(10000, 1)
+			var self mesh.ID
+			for i := range 100 {
+				id := mesh.ID(fmt.Sprintf("%032x", i+1))
+				if i == 0 {
+					self = id
+				}
+				if same {
+					lists[id] = shared
+				} else {
+					lists[id] = fakeEntries(10000, uint64(i+10))
+				}
+			}
+			var n int
+			for b.Loop() {
+				n = len(mergeCatalogs(self, lists))
+			}
+			b.ReportMetric(float64(n), "files")
+		})
+	}
+}
+
+// TestSlowCatalogLeftOut: a node that answers every catalog page slowly
+// and never ends is left out of Files after CatalogTimeout, for every
+// caller asking at once; Files lists the rest.
+func TestSlowCatalogLeftOut(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	a, slow := newPair(t)
+	cfg := testConfig(t, a)
+	cfg.CatalogTimeout = 2 * time.Second
+	sa := serveTest(t, cfg)
+	own := fakeEntries(3, 5)
+	for _, e := range own {
+		sa.catalog.put(ownShares, e)
+	}
+	sa.changed()
+	quit := make(chan struct{})
+	defer close(quit)
+	slow.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		req, err := decodeListReq(m.Payload)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-quit:
+		case <-ctx.Done():
+		}
+		return encodeListPage(listPage{More: true, Entries: []Entry{{ID: incID(req.After), Name: "x"}}})
+	}))
+	if err := slow.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the slow node's record", func() bool {
+		r, ok := a.Lookup(slow.ID())
+		_, adv := advertised(r)
+		return ok && adv
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			files, err := sa.Files(ctx)
+			if err == nil && len(files) != len(own) {
+				err = fmt.Errorf("%d files listed, want this node's %d", len(files), len(own))
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

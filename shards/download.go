@@ -50,6 +50,16 @@ type DownloadsConfig struct {
 	// ProgressInterval: a transfer's progress events are published at most
 	// this often (state changes at once); default 250 ms.
 	ProgressInterval time.Duration
+	// RequestTimeout bounds a manifest or have request to a peer, and how
+	// long a peer with block requests in flight may go without answering
+	// any before it is given up on (its pieces go to others); default 20 s.
+	// Without it one peer that takes requests and never answers holds a
+	// download, or the pieces a reader waits on, for good.
+	RequestTimeout time.Duration
+	// PushHold: a download fed by a push does not pull until this long
+	// after the last new piece the push brought (pulling the same pieces
+	// would double the traffic); default 10 s.
+	PushHold time.Duration
 }
 
 func (c *DownloadsConfig) fillDefaults() {
@@ -71,6 +81,12 @@ func (c *DownloadsConfig) fillDefaults() {
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = 250 * time.Millisecond
 	}
+	if c.PushHold <= 0 {
+		c.PushHold = 10 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 20 * time.Second
+	}
 }
 
 // Errors of a download that a peer caused; they end one peer's part, not
@@ -78,7 +94,22 @@ func (c *DownloadsConfig) fillDefaults() {
 var (
 	errBanned   = errors.New("shards: peer banned for this resource")
 	errNoPieces = errors.New("shards: peer holds none of the pieces")
+	// errOtherManifest: the peer serves another manifest than the one in
+	// use, taken without a hash to check it by; either may be the true
+	// one, so the peer is left alone rather than scored down.
+	errOtherManifest = errors.New("shards: peer serves another manifest")
+	// errRefetch: the finished file failed its MD5; what was wrong has
+	// been dropped and the download goes on.
+	errRefetch = errors.New("shards: the finished file is not the resource")
+	// errStalled: the peer answered none of its block requests for
+	// RequestTimeout.
+	errStalled = errors.New("shards: peer stopped answering block requests")
 )
+
+// maxRefetch bounds how many times one run starts over after a finished
+// file failed its MD5 (each time dropping a lying manifest and banning
+// its senders, or re-fetching pieces that went bad on disk).
+const maxRefetch = 4
 
 // downloads are this node's downloads: it fetches them (download.run), keeps
 // their state (partial.go), opens readers over them (reader.go) and serves
@@ -144,9 +175,19 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 				log.Warn("stored manifest does not match; fetching it again", "id", r.ID, "err", err)
 			} else {
 				dl.setManifest(m, r.ManifestHash)
-				if h := haves[r.ID]; h.Valid(m.NumPieces()) {
+				// Bits without their part file (lost, or of another size)
+				// name nothing: they are dropped before anyone reads them.
+				fi, err := os.Stat(dl.part)
+				partOK := err == nil && fi.Size() == m.Size
+				if h := haves[r.ID]; h.Valid(m.NumPieces()) && (partOK || dl.state == StateDone) {
 					copy(dl.have, h)
 					dl.countHave()
+				} else if h.Count() > 0 {
+					// Else a crash after the new part file is made would
+					// bring the stale bits back over its holes.
+					if err := putHave(db, r.ID, dl.have); err != nil {
+						return nil, err
+					}
 				}
 				// Pieces written after the last commit of the bitfield
 				// are on disk unrecorded: find them before fetching.
@@ -164,7 +205,8 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 func (d *downloads) newDownload(l Link) *download {
 	return &download{d: d, id: l.ID, link: l, part: partPath(d.cfg.Dir, l.ID), added: time.Now(),
 		sources: make(map[mesh.ID]int64), bad: make(map[mesh.ID]int), banned: make(map[mesh.ID]bool),
-		peers: make(map[mesh.ID]*peer), readers: make(map[*reader]int), changed: make(chan struct{})}
+		peers: make(map[mesh.ID]*peer), readers: make(map[*reader]int), changed: make(chan struct{}),
+		rejected: make(map[Hash]bool), manPeers: make(map[mesh.ID]bool)}
 }
 
 // serve runs the downloads until ctx ends; it returns once every one has
@@ -333,9 +375,15 @@ func (d *downloads) remove(ctx context.Context, id MD5) error {
 	d.mu.Lock()
 	delete(d.all, id)
 	d.mu.Unlock()
-	dl.closeFile()
+	// Marked removed as the file closes, in one step: in between, a
+	// reader's or a peer's read would make a new part file (its holes
+	// read as the verified pieces they had checked) and keep it open.
 	dl.mu.Lock()
 	dl.removed = true
+	if dl.file != nil {
+		dl.file.Close()
+		dl.file = nil
+	}
 	dl.signal()
 	dl.mu.Unlock()
 	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -462,6 +510,16 @@ type download struct {
 	uploaded  int64
 	bad       map[mesh.ID]int
 	banned    map[mesh.ID]bool
+	// rejected are manifests whose pieces all verified while the file
+	// was another one; manPeers are the peers that served the manifest in
+	// use: when it is rejected they are banned.
+	rejected map[Hash]bool
+	manPeers map[mesh.ID]bool
+	// holderIDs is the last catalog lookup of the holders, made at
+	// holdersAt: the run loop wakes at every verified piece, and a lookup
+	// merges every online catalog.
+	holderIDs []mesh.ID
+	holdersAt time.Time
 	// changed is closed and replaced whenever a piece is verified, a
 	// reader moves, a peer leaves or the state changes: readers and peer
 	// loops wait on it.
@@ -484,6 +542,14 @@ type download struct {
 func (dl *download) signal() {
 	close(dl.changed)
 	dl.changed = make(chan struct{})
+}
+
+// trusted reports whether the manifest in use was checked against a hash
+// the user's link carries (and not since rejected); dl.mu is held.
+// Otherwise it is one peer's word, and peers are fetched from only if
+// they serve the same manifest.
+func (dl *download) trusted() bool {
+	return !dl.link.Manifest.IsZero() && !dl.rejected[dl.link.Manifest]
 }
 
 // setManifest installs m; dl.mu is held or dl is not yet shared.
@@ -568,6 +634,16 @@ func (dl *download) stop() <-chan struct{} {
 // run fetches the manifest if need be, then the pieces from every holder at
 // once, then checks the whole file and moves it into place.
 func (dl *download) run(ctx context.Context) error {
+	for n := 0; ; n++ {
+		err := dl.runOnce(ctx)
+		if !errors.Is(err, errRefetch) || n >= maxRefetch {
+			return err
+		}
+		dl.d.log.Warn("download starts over", "id", dl.id, "err", err)
+	}
+}
+
+func (dl *download) runOnce(ctx context.Context) error {
 	if err := dl.fetchManifest(ctx); err != nil {
 		return err
 	}
@@ -658,11 +734,16 @@ func (dl *download) run(ctx context.Context) error {
 		case e := <-endedC:
 			delete(running, e.id)
 			wait := dl.d.cfg.HaveInterval
-			if !errors.Is(e.err, errNoPieces) && !errors.Is(e.err, errBanned) {
+			quiet := errors.Is(e.err, errNoPieces) || errors.Is(e.err, errOtherManifest)
+			if !quiet && !errors.Is(e.err, errBanned) {
 				dl.d.log.Debug("download: a peer's part ended", "id", dl.id, "peer", e.id.Short(), "err", e.err)
 			}
-			if errors.Is(e.err, errNoPieces) {
+			if quiet {
 				wait *= 3
+			}
+			if errors.Is(e.err, errStalled) {
+				// Not straight back to taking pieces it may sit on again.
+				wait = max(wait, dl.d.cfg.RequestTimeout)
 			}
 			retryAt[e.id] = time.Now().Add(wait)
 		case <-tick.C:
@@ -685,7 +766,16 @@ func (dl *download) candidates() []mesh.ID {
 		out = append(out, id)
 	}
 	add(dl.link.Node)
-	for _, id := range dl.d.holdersOf(dl.id) {
+	dl.mu.Lock()
+	holders, fresh := dl.holderIDs, !dl.holdersAt.IsZero() && time.Since(dl.holdersAt) < dl.d.cfg.HaveInterval
+	dl.mu.Unlock()
+	if !fresh {
+		holders = dl.d.holdersOf(dl.id)
+		dl.mu.Lock()
+		dl.holderIDs, dl.holdersAt = holders, time.Now()
+		dl.mu.Unlock()
+	}
+	for _, id := range holders {
 		add(id)
 	}
 	for _, p := range dl.d.node.Peers() {
@@ -698,18 +788,24 @@ func (dl *download) candidates() []mesh.ID {
 
 // fetchManifest gets the manifest from a holder and checks it against the
 // hash the link carries. Without a hash (a link typed by hand, an id from
-// the catalog) the first manifest that decodes and fits the size is used:
-// the whole-file MD5 at the end still guards the result.
+// the catalog) the first manifest that decodes, fits the size and was not
+// rejected before is used; only peers that serve that same manifest are
+// fetched from, and the whole-file MD5 at the end decides: a manifest that
+// fails it is rejected, its senders banned, and the download goes on with
+// another (finish).
 func (dl *download) fetchManifest(ctx context.Context) error {
 	dl.mu.Lock()
 	have, want := dl.man != nil, dl.manHash
+	if dl.rejected[want] {
+		want = Hash{}
+	}
 	dl.mu.Unlock()
 	if have {
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
 		for _, id := range dl.candidates() {
-			m, err := dl.askManifest(ctx, id, want)
+			m, err := dl.askManifest(ctx, id, want, true)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -719,6 +815,8 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 			}
 			dl.mu.Lock()
 			dl.setManifest(m, m.Hash())
+			clear(dl.manPeers)
+			dl.manPeers[id] = true
 			dl.mu.Unlock()
 			dl.publish(true)
 			return dl.saveRecord()
@@ -731,7 +829,13 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 	}
 }
 
-func (dl *download) askManifest(ctx context.Context, id mesh.ID, want Hash) (*Manifest, error) {
+// askManifest asks peer id for the manifest. With want set, another one
+// is refused, and the peer scored down when strict (want is the link's:
+// the peer serves a manifest that is not the resource's). Without, one
+// rejected before or of another size than the link's is refused.
+func (dl *download) askManifest(ctx context.Context, id mesh.ID, want Hash, strict bool) (*Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
+	defer cancel()
 	if err := dl.d.node.Expand(ctx, id); err != nil {
 		return nil, err
 	}
@@ -744,9 +848,19 @@ func (dl *download) askManifest(ctx context.Context, id mesh.ID, want Hash) (*Ma
 		dl.d.node.Penalize(id, "bad manifest")
 		return nil, err
 	}
-	if !want.IsZero() && m.Hash() != want {
+	h := m.Hash()
+	if !want.IsZero() && h != want {
+		if !strict {
+			return nil, fmt.Errorf("%w: %s, not %s", errOtherManifest, h, want)
+		}
 		dl.d.node.Penalize(id, "manifest does not match its hash")
-		return nil, fmt.Errorf("%w: hash %s, want %s", ErrBadManifest, m.Hash(), want)
+		return nil, fmt.Errorf("%w: hash %s, want %s", ErrBadManifest, h, want)
+	}
+	dl.mu.Lock()
+	rejected := dl.rejected[h]
+	dl.mu.Unlock()
+	if rejected {
+		return nil, fmt.Errorf("%w: %s was rejected: it describes another file", ErrBadManifest, h)
 	}
 	if want.IsZero() && dl.link.Size > 0 && m.Size != dl.link.Size {
 		return nil, fmt.Errorf("%w: size %d, the link says %d", ErrBadManifest, m.Size, dl.link.Size)
@@ -768,12 +882,16 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 		if ctx.Err() != nil {
 			return
 		}
-		if err := f.Sync(); err != nil {
-			dl.d.log.Warn("sync of a partial download", "id", dl.id, "err", err)
-		}
+		// The bits are taken before the sync, so that each names a piece
+		// written before it; a piece verified during the sync waits for
+		// the next commit.
 		dl.mu.Lock()
 		have := slices.Clone(dl.have)
 		dl.mu.Unlock()
+		if err := f.Sync(); err != nil {
+			dl.d.log.Warn("sync of a partial download", "id", dl.id, "err", err)
+			continue
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -797,15 +915,7 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	dl.whole = nil
 	dl.hashMu.Unlock()
 	if got != dl.id {
-		// Only a manifest taken without its hash can get here: its
-		// pieces all verified, yet the file is another one.
-		dl.mu.Lock()
-		dl.have = NewBitfield(dl.man.NumPieces())
-		dl.haveBytes = 0
-		dl.man = nil
-		dl.mu.Unlock()
-		putHave(dl.d.db, dl.id, nil)
-		return fmt.Errorf("%w: the finished file's md5 is %s", ErrCorrupt, got)
+		return dl.wrongFile(ctx, f, got)
 	}
 	dst, err := dl.finalPath()
 	if err != nil {
@@ -837,6 +947,64 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 		dl.d.onDone(dl.transfer())
 	}
 	return nil
+}
+
+// wrongFile handles a finished file whose MD5 is not the resource id. If
+// some pieces on disk no longer verify (the part file changed under the
+// download) those are dropped and fetched again. If all do, the manifest
+// describes another file: a manifest taken without a hash from a lying
+// peer (or a link made to lie). It is rejected for good, the peers that
+// served it are banned for this resource, and the download starts over
+// with another manifest, keeping the pieces on disk that fit it (recheck).
+// Either way it returns errRefetch.
+func (dl *download) wrongFile(ctx context.Context, f *os.File, got MD5) error {
+	dl.mu.Lock()
+	m := dl.man
+	have := slices.Clone(dl.have)
+	dl.mu.Unlock()
+	ok := NewBitfield(m.NumPieces()) // the pieces that verify on disk
+	if _, err := recheck(ctx, f, m, ok); err != nil {
+		return err
+	}
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	lost := 0
+	for i := range m.NumPieces() {
+		if have.Has(i) && !ok.Has(i) {
+			lost++
+		}
+	}
+	if lost > 0 {
+		for i := range m.NumPieces() {
+			if have.Has(i) && !ok.Has(i) {
+				dl.have.Clear(i)
+				dl.haveBytes -= m.PieceLen(i)
+			}
+		}
+		dl.signal()
+		if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %d pieces changed on disk", errRefetch, lost)
+	}
+	h := dl.manHash
+	dl.rejected[h] = true
+	liars := slices.Collect(maps.Keys(dl.manPeers))
+	for _, id := range liars {
+		dl.banned[id] = true
+		dl.d.node.Penalize(id, "manifest of another file")
+	}
+	clear(dl.manPeers)
+	dl.man, dl.manHash, dl.have, dl.haveBytes = nil, Hash{}, nil, 0
+	if dl.trusted() {
+		dl.manHash = dl.link.Manifest
+	}
+	dl.recheck = true
+	dl.signal()
+	if err := putHave(dl.d.db, dl.id, nil); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: its md5 is %s under manifest %s from %v", errRefetch, got, h, liars)
 }
 
 // finalPath picks a free name for the finished file in OutDir: the
@@ -877,17 +1045,36 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	if dl.removed || dl.man == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknown, dl.id)
 	}
-	var f *os.File
-	var err error
 	if dl.state == StateDone {
-		f, err = os.Open(dl.path)
-	} else {
-		f, err = createPart(dl.part, dl.man.Size)
+		f, err := os.Open(dl.path)
+		if err != nil {
+			return nil, fmt.Errorf("shards: %w", err)
+		}
+		dl.file = f
+		return f, nil
 	}
+	// The bits name bytes in the part file; if it is gone or of another
+	// size, a new one would serve its holes as verified pieces.
+	lost := false
+	if fi, err := os.Stat(dl.part); (err != nil || fi.Size() != dl.man.Size) && dl.have.Count() > 0 {
+		dl.have = NewBitfield(dl.man.NumPieces())
+		dl.haveBytes = 0
+		dl.signal()
+		if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+			return nil, err
+		}
+		lost = true
+	}
+	f, err := createPart(dl.part, dl.man.Size)
 	if err != nil {
 		return nil, fmt.Errorf("shards: %w", err)
 	}
 	dl.file = f
+	if lost {
+		// The caller checked a bit that is no more.
+		dl.d.log.Warn("the part file was lost; its pieces are fetched again", "id", dl.id, "path", dl.part)
+		return nil, fmt.Errorf("%w: %s: the part file was lost", ErrUnknown, dl.id)
+	}
 	return f, nil
 }
 
@@ -1016,6 +1203,17 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	if err := node.Expand(ctx, id); err != nil {
 		return err
 	}
+	dl.mu.Lock()
+	trusted, want := dl.trusted(), dl.manHash
+	dl.mu.Unlock()
+	if !trusted {
+		if _, err := dl.askManifest(ctx, id, want, false); err != nil {
+			return err
+		}
+		dl.mu.Lock()
+		dl.manPeers[id] = true
+		dl.mu.Unlock()
+	}
 	has, err := dl.askHave(ctx, id)
 	if err != nil {
 		return err
@@ -1048,6 +1246,11 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	pipe := pipeline{depth: max(dl.d.cfg.MaxDepth/2, 2), max: dl.d.cfg.MaxDepth}
 	refresh := time.NewTicker(dl.d.cfg.HaveInterval)
 	defer refresh.Stop()
+	// stall fires when blocks are in flight and none has come back for
+	// RequestTimeout: a slow peer still answers some, a dead or hostile
+	// one none, and its pieces would wait for endgame.
+	stall := time.NewTimer(dl.d.cfg.RequestTimeout)
+	defer stall.Stop()
 	failures := 0
 	for {
 		dl.mu.Lock()
@@ -1071,8 +1274,14 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-stall.C:
+			if inflight > 0 {
+				return fmt.Errorf("%w: %s, %d in flight", errStalled, id.Short(), inflight)
+			}
+			stall.Reset(dl.d.cfg.RequestTimeout)
 		case r := <-results:
 			inflight--
+			stall.Reset(dl.d.cfg.RequestTimeout)
 			if err := dl.onBlock(p, r, &pipe); err != nil {
 				if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
 					return err
@@ -1107,6 +1316,8 @@ func (dl *download) peerComplete(p *peer) bool {
 
 // askHave asks a peer what it holds of the resource.
 func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
+	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
+	defer cancel()
 	b, err := dl.d.node.Request(ctx, id, ProtoHave, dl.id[:])
 	if err != nil {
 		var re *mesh.RemoteError

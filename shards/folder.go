@@ -191,8 +191,9 @@ func (f *folders) sharedUnder(dir string) []string {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	var out []string
+	prefix := dir + string(filepath.Separator)
 	for p := range sh.byPath {
-		if p == dir || strings.HasPrefix(p, dir+string(filepath.Separator)) {
+		if p == dir || strings.HasPrefix(p, prefix) {
 			out = append(out, p)
 		}
 	}
@@ -214,7 +215,10 @@ func (f *folders) event(w *fsnotify.Watcher, ev fsnotify.Event) {
 			return
 		}
 	}
-	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+	if (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) && !f.svc.shares.isShared(path) {
+		// A folder (a shared file has nothing under it): the files under
+		// it went with it. Looking under a file too would make removing
+		// n shared files cost n² (rm -rf of a big folder).
 		for _, p := range f.sharedUnder(path) {
 			f.svc.shares.queuePath(p, root, delay)
 		}

@@ -3,12 +3,16 @@ package shards
 import (
 	"context"
 	"crypto/md5"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
+
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh/meshtest"
 )
 
 // sharedPaths maps each shared path to its resource id.
@@ -186,5 +190,73 @@ func TestFolderRescanAfterRestart(t *testing.T) {
 	}
 	if n := s2.shares.hashed.Load(); n != 1 {
 		t.Fatalf("%d files hashed after the restart; only the new one should be", n)
+	}
+}
+
+// stormShares fills s with n shared files under root, as a scan of a
+// folder of n files leaves it, without hashing any.
+func stormShares(s *Service, root string, n int) []string {
+	paths := make([]string, n)
+	s.shares.mu.Lock()
+	defer s.shares.mu.Unlock()
+	for i := range paths {
+		paths[i] = filepath.Join(root, "sub", fmt.Sprintf("f%05d.bin", i))
+		id := MD5(md5.Sum([]byte(paths[i])))
+		s.shares.byID[id] = &share{id: id, name: "f.bin", man: &Manifest{}, files: []shareFile{{Path: paths[i], Folder: root}}}
+		s.shares.byPath[paths[i]] = id
+	}
+	return paths
+}
+
+// TestFolderRemoveStormIsLinear: removing one shared file of a folder of
+// 20,000 (rm -rf sends one event per file) must not look at every shared
+// path: that made rm -rf of the folder cost 20,000² string compares, all
+// under the lock the block handler needs. A removed folder still queues
+// the files under it.
+func TestFolderRemoveStormIsLinear(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	a, _ := newPair(t)
+	s, err := New(testConfig(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	paths := stormShares(s, root, 20000)
+	f := &folders{svc: s, roots: []string{root}}
+	i := 0
+	allocs := testing.AllocsPerRun(200, func() {
+		f.event(nil, fsnotify.Event{Name: paths[i], Op: fsnotify.Remove})
+		i++
+	})
+	if allocs > 20 {
+		t.Fatalf("a removed file's event cost %.0f allocations with 20,000 files shared", allocs)
+	}
+	f.event(nil, fsnotify.Event{Name: filepath.Join(root, "sub"), Op: fsnotify.Remove})
+	if n := s.shares.pending(); n != len(paths)+1 {
+		t.Fatalf("a removed folder queued %d paths, want its %d files and itself", n, len(paths)+1)
+	}
+}
+
+// BenchmarkFolderRemoveStorm: the events of rm -rf on a shared folder of
+// 20,000 files.
+func BenchmarkFolderRemoveStorm(b *testing.B) {
+	a := meshtest.NewNetwork().NewNode(b, "a", meshtest.Options{Configure: meshtest.Fast})
+	dir := b.TempDir()
+	cfg := DefaultConfig()
+	cfg.Node = a
+	cfg.DB = testDB(b, dir)
+	for b.Loop() {
+		b.StopTimer()
+		s, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		paths := stormShares(s, dir, 20000)
+		f := &folders{svc: s, roots: []string{dir}}
+		b.StartTimer()
+		for _, p := range paths {
+			f.event(nil, fsnotify.Event{Name: p, Op: fsnotify.Remove})
+		}
+		f.event(nil, fsnotify.Event{Name: filepath.Join(dir, "sub"), Op: fsnotify.Remove})
 	}
 }

@@ -9,11 +9,6 @@ import (
 	"github.com/catnest/catnest/mesh"
 )
 
-// pushHold is how long a download fed by a push waits after the last pushed
-// piece before it pulls what is missing itself: while a push runs, pulling
-// the same pieces would only double the traffic.
-const pushHold = 10 * time.Second
-
 // pushSink makes (or finds) the download an accepted push's pieces go into.
 // It is the Service's openSink: the push checks each piece's MD5 before it
 // reaches the sink.
@@ -34,7 +29,7 @@ func (d *downloads) pushSink(ctx context.Context, from mesh.ID, o offer) (pieceS
 		dl.name = name
 		dl.setManifest(o.Manifest, h)
 		dl.state = StateDownloading
-		dl.pushUntil = time.Now().Add(pushHold)
+		dl.pushUntil = time.Now().Add(d.cfg.PushHold)
 		d.all[o.ID] = dl
 		created = true
 	}
@@ -53,12 +48,14 @@ func (d *downloads) pushSink(ctx context.Context, from mesh.ID, o offer) (pieceS
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	switch {
+	case dl.rejected[h]:
+		return nil, fmt.Errorf("%w: the push's manifest for %s describes another file", ErrBadManifest, o.ID)
 	case dl.man == nil && (dl.manHash.IsZero() || dl.manHash == h):
 		dl.setManifest(o.Manifest, h)
 	case dl.man == nil || dl.manHash != h:
 		return nil, fmt.Errorf("%w: the push's manifest is not the one this node holds for %s", ErrBadManifest, o.ID)
 	}
-	dl.pushUntil = time.Now().Add(pushHold)
+	dl.pushUntil = time.Now().Add(d.cfg.PushHold)
 	return &pushTarget{dl: dl, from: from}, nil
 }
 
@@ -77,8 +74,12 @@ func (t *pushTarget) putPiece(ctx context.Context, i int, data []byte) error {
 		dl.mu.Unlock()
 		return fmt.Errorf("%w: pushed piece %d of %s", ErrCorrupt, i, dl.id)
 	}
-	dl.pushUntil = time.Now().Add(pushHold)
 	dup := dl.have.Has(i)
+	if !dup {
+		// Only a piece the download lacked holds its pulls off: a pusher
+		// that repeats itself would hold them off for good.
+		dl.pushUntil = time.Now().Add(dl.d.cfg.PushHold)
+	}
 	off := dl.man.PieceOffset(i)
 	dl.mu.Unlock()
 	if dup {

@@ -91,10 +91,15 @@ func (r *reader) Read(p []byte) (int, error) {
 		dl.mu.Lock()
 		has, changed, removed := dl.have.Has(i), dl.changed, dl.removed
 		_, open := dl.readers[r]
-		st, msg := dl.state, dl.err
+		st, msg, sameMan := dl.state, dl.err, dl.man == m
 		dl.mu.Unlock()
 		if !open {
 			return 0, errors.New("shards: read of a closed content")
+		}
+		if !sameMan {
+			// The manifest it was opened with was rejected (wrongFile):
+			// its pieces and offsets say nothing of the resource.
+			return 0, fmt.Errorf("%w: %s: its manifest was another file's", ErrCorrupt, dl.id)
 		}
 		if has {
 			break

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/catnest/catnest/internal/pubsub"
+	"github.com/catnest/catnest/internal/reslist"
 	"github.com/catnest/catnest/mesh"
 )
 
@@ -47,6 +48,10 @@ type Config struct {
 	// RequestTimeout bounds one request to a peer (a catalog page), so a
 	// peer that never answers cannot hold a listing up.
 	RequestTimeout time.Duration
+	// CatalogTimeout bounds the listing of one remote catalog, all its
+	// pages: a node that answers each page just inside RequestTimeout,
+	// and never ends, would otherwise hold Files up for hours.
+	CatalogTimeout time.Duration
 	// CatalogCache is how many remote catalogs are kept (each cached by
 	// its node and version, so an unchanged catalog is never fetched
 	// twice); the least recently used goes first.
@@ -54,6 +59,12 @@ type Config struct {
 	// MaxRemoteEntries bounds the entries taken from one remote catalog,
 	// so a hostile node cannot make this one hold an endless list.
 	MaxRemoteEntries int
+	// MaxRemoteBytes bounds the memory all remote catalogs take together,
+	// cached and being fetched (names, types and entries counted): one
+	// hostile node, or many, cannot make this node hold more. To make
+	// room the least recently used catalogs go; a catalog that still does
+	// not fit is not taken (its node is left out of Files).
+	MaxRemoteBytes int64
 	// PieceCache bounds the bytes of verified pieces kept to serve the
 	// blocks of recently read pieces (see shares.readBlock).
 	PieceCache int64
@@ -76,8 +87,10 @@ func DefaultConfig() Config {
 		UploadRate:       0,
 		WatchDelay:       500 * time.Millisecond,
 		RequestTimeout:   20 * time.Second,
+		CatalogTimeout:   time.Minute,
 		CatalogCache:     256,
 		MaxRemoteEntries: 1_000_000,
+		MaxRemoteBytes:   256 << 20,
 		PieceCache:       32 << 20,
 	}
 }
@@ -95,7 +108,7 @@ type Service struct {
 	downloads *downloads
 	pushes    *pushes
 	catalog   *catalog
-	remote    *remoteCatalogs
+	remote    *reslist.Remote[Entry]
 	// sources are asked in turn for a resource's manifest, bitfield and
 	// blocks: the shares first, then the downloads.
 	sources []pieceSource
@@ -125,11 +138,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = d.RequestTimeout
 	}
+	if cfg.CatalogTimeout <= 0 {
+		cfg.CatalogTimeout = d.CatalogTimeout
+	}
 	if cfg.CatalogCache <= 0 {
 		cfg.CatalogCache = d.CatalogCache
 	}
 	if cfg.MaxRemoteEntries <= 0 {
 		cfg.MaxRemoteEntries = d.MaxRemoteEntries
+	}
+	if cfg.MaxRemoteBytes <= 0 {
+		cfg.MaxRemoteBytes = d.MaxRemoteBytes
 	}
 	if cfg.PieceCache <= 0 {
 		cfg.PieceCache = d.PieceCache
@@ -154,7 +173,7 @@ func New(cfg Config) (*Service, error) {
 		s.upload = rate.NewLimiter(rate.Limit(cfg.UploadRate), BlockSize)
 	}
 	s.catalog = newCatalog()
-	s.remote = newRemoteCatalogs(cfg.CatalogCache)
+	s.remote = s.newRemoteCatalogs()
 	sh, err := openShares(s)
 	if err != nil {
 		return nil, err
@@ -236,7 +255,7 @@ func (s *Service) Serve(ctx context.Context) error {
 			s.advertise()
 		case <-dir:
 			recs := s.node.Directory()
-			s.remote.forgetOffline(recs)
+			s.remote.ForgetOffline(recs)
 			// The web UI re-reads Files when the online catalogs change,
 			// not on every directory refresh.
 			if f := onlineCatalogs(recs); f != online {

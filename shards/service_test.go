@@ -40,7 +40,7 @@ func checkNoGoroutinesLeft(t *testing.T) {
 }
 
 // testDB opens a bbolt file in dir, closed when the test ends.
-func testDB(t *testing.T, dir string) *bbolt.DB {
+func testDB(t testing.TB, dir string) *bbolt.DB {
 	t.Helper()
 	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
@@ -470,5 +470,56 @@ func TestWaitUpload(t *testing.T) {
 	}
 	if err := none.waitUpload(short, 1<<30); err != nil {
 		t.Fatalf("no cap: %v", err)
+	}
+}
+
+// TestRacyFileCheckedByPiece: an edit made within the file system's clock
+// tick of the hashing leaves the stamp as it was (simulated here by
+// stamping the share with the edited file's stamp). Such a racy file's
+// pieces are checked against their MD5s before they are served, so the
+// edit never goes out under the old id.
+func TestRacyFileCheckedByPiece(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	a, b := newPair(t)
+	sa := serveTest(t, testConfig(t, a))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "racy.bin")
+	old := writeRandom(t, path, 1<<20+100, 31)
+	tr, err := sa.Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := fetchManifest(ctx, b, a.ID(), tr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := append([]byte(nil), old...)
+	for i := range m.NumPieces() {
+		edited[m.PieceOffset(i)+3] ^= 0xff
+	}
+	if err := os.WriteFile(path, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa.shares.mu.Lock()
+	sh := sa.shares.byID[tr.ID]
+	files := append([]shareFile(nil), sh.files...)
+	files[0].Stamp, files[0].Racy = stampOf(fi), true
+	sh.files = files
+	sa.shares.mu.Unlock()
+	for i := range m.NumPieces() {
+		r := blockReq{ID: tr.ID, Piece: uint32(i), Len: uint32(min(BlockSize, m.PieceLen(i)))}
+		blk, err := fetchBlock(ctx, b, a.ID(), r)
+		if err != nil {
+			continue
+		}
+		off := m.PieceOffset(i)
+		if !bytes.Equal(blk, old[off:off+int64(len(blk))]) {
+			t.Fatalf("piece %d of a racy file served stale", i)
+		}
 	}
 }

@@ -310,7 +310,7 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 	}
 	for range maxHashRetries {
 		start := time.Now()
-		f, err := os.Open(path)
+		f, err := openShared(path, lstat)
 		if err != nil {
 			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %v", ErrNotFile, err)
 		}
@@ -599,6 +599,14 @@ func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
 	return "", queued{}, next, false
 }
 
+// isShared reports whether path is one of the shared files.
+func (s *shares) isShared(path string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.byPath[path]
+	return ok
+}
+
 // pending is the number of queued paths.
 func (s *shares) pending() int {
 	s.mu.Lock()
@@ -796,7 +804,7 @@ func (s *shares) readBlock(ctx context.Context, r blockReq, p []byte) error {
 // during the read is caught; a racy file's piece is read whole and checked
 // against its MD5.
 func (s *shares) readFrom(ctx context.Context, sh *share, f shareFile, r blockReq, p []byte) error {
-	fd, err := os.Open(f.Path)
+	fd, err := openShared(f.Path, f.Folder != "")
 	if err != nil {
 		return fmt.Errorf("%w: %v", errChanged, err)
 	}

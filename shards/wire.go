@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/catnest/catnest/internal/reslist"
 )
 
 // The request protocols nodes serve one another (mesh.Node.Handle). Every
@@ -170,11 +172,7 @@ func decodeListReq(p []byte) (listReq, error) {
 
 // listPage is a page of a catalog: its version when the page was cut, its
 // entries in id order, and whether more follow.
-type listPage struct {
-	Version uint64
-	Entries []Entry
-	More    bool
-}
+type listPage = reslist.Page[Entry]
 
 func encodeListPage(p listPage) ([]byte, error) {
 	if len(p.Entries) > MaxListPage {

@@ -19,6 +19,7 @@ func (s *Server) apiRoutes() []route {
 		s.directoryRoutes(),
 		s.chatRoutes(),
 		s.filesRoutes(),
+		s.musicRoutes(),
 		s.eventRoutes(),
 	)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/shards"
 	"github.com/chromedp/chromedp"
@@ -148,4 +149,85 @@ func TestBrowserFiles(t *testing.T) {
 	if _, ok := files.transfer(big.ID); ok {
 		t.Error("the download was not removed")
 	}
+}
+
+// TestBrowserFilesAtScale: with thousands of files online the view draws a
+// page of them and a button for more; a large image is not fetched for its
+// thumbnail; and the directory the stream resends every few seconds does
+// not make the view read the whole file list again, only a node coming
+// does.
+func TestBrowserFilesAtScale(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	bravo := fakeID("bravo")
+	node.setRecords(mesh.Record{ID: node.id, Name: "alpha"}, mesh.Record{ID: bravo, Name: "bravo"})
+	files := newFakeFiles(node.id)
+	const images, others = 1500, 3000
+	for i := range images {
+		files.addRemote(fmt.Sprintf("img-%05d.png", i), []byte(fmt.Sprintf("image %d", i)), bravo)
+	}
+	for i := range others {
+		files.addRemote(fmt.Sprintf("doc-%05d.txt", i), []byte(fmt.Sprintf("text %d", i)), bravo)
+	}
+	hugeB := make([]byte, 20<<20)
+	hugeB[0] = 1
+	huge := files.addRemote("a-huge.png", hugeB, bravo)
+	const total = images + others + 1
+
+	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Files: files}, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.timing.refresh = 500 * time.Millisecond // the directory, resent
+	base, _ := serve(t, s)
+	ctx := browsertest.New(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	const wait = 20 * time.Second
+	browsertest.Until(t, ctx, wait, `document.querySelector('.nav-link[data-view="files"]') !== null`)
+	click(t, ctx, `.nav-link[data-view="files"]`)
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`document.querySelector("#files-count") !== null
+		&& document.querySelector("#files-count").textContent === "%d files online"
+		&& document.querySelectorAll("#files-table tbody tr").length === 500
+		&& document.querySelector("#files-all [data-more=rows]").textContent.startsWith("Showing 500 of %d.")
+		&& document.querySelectorAll("#files-gallery .tile").length === 120
+		&& document.querySelectorAll("#files-gallery .tile.loaded, #files-gallery .tile.broken").length > 0`, total, total))
+
+	// The large image has a tile without a thumbnail, and was not fetched.
+	bigTile := `document.querySelector('#files-gallery .tile[data-id="` + huge.ID.String() + `"]')`
+	browsertest.Until(t, ctx, wait, bigTile+` !== null && `+bigTile+`.querySelector("img") === null
+		&& `+bigTile+`.querySelector(".tile-big").textContent.startsWith("Large image (20 MiB)")`)
+	if _, opens := files.counts(huge.ID); opens != 0 {
+		t.Errorf("the large image was opened %d times for its thumbnail", opens)
+	}
+
+	// More rows on demand.
+	click(t, ctx, `#files-all button[data-act="more"]`)
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#files-table tbody tr").length === 1000`)
+
+	// The directory comes again and again, unchanged: the file list is
+	// not read again.
+	listed, _ := files.counts(huge.ID)
+	snapshots := func() int { return node.recordsCopied() / 2 }
+	from := snapshots()
+	testutil.WaitFor(t, wait, "five more directory snapshots", func() bool { return snapshots() >= from+5 })
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#files-table tbody tr").length === 1000`)
+	if now, _ := files.counts(huge.ID); now != listed {
+		t.Errorf("the file list was read %d more times while the directory did not change", now-listed)
+	}
+
+	// A node comes online: the list is read again.
+	node.setRecords(mesh.Record{ID: fakeID("charlie"), Name: "charlie"})
+	testutil.WaitFor(t, wait, "the file list to be read again", func() bool {
+		now, _ := files.counts(huge.ID)
+		return now > listed
+	})
+
+	// Opening the large image loads it.
+	click(t, ctx, `#files-gallery .tile[data-id="`+huge.ID.String()+`"] .tile-open`)
+	testutil.WaitFor(t, wait, "the viewer to open the large image", func() bool {
+		_, opens := files.counts(huge.ID)
+		return opens > 0
+	})
 }

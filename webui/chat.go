@@ -218,7 +218,12 @@ func (s *Server) chatError(w http.ResponseWriter, r *http.Request, err error) {
 // one JSON object with only known fields into v. On failure it answers the
 // request and returns false.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxChatBody))
+	return readJSONMax(w, r, v, maxChatBody)
+}
+
+// readJSONMax is readJSON for a body of at most limit bytes.
+func readJSONMax(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {

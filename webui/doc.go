@@ -71,6 +71,33 @@
 // holders). A request for content that a browser says comes from another
 // site is refused (403): opening a remote resource starts fetching it.
 //
+// With Config.Music set, the music API (music.Track, music.Lyrics and
+// music.ScanStatus are the shapes; arrays are never null):
+//
+//	GET    /api/music/tracks                  the mesh-wide library, each MD5 once; ?banned=1 adds the
+//	                                          banned tracks, marked "banned": true
+//	GET    /api/music/tracks/{md5}/stream     the bytes, with Range (206) and the format's Content-Type;
+//	                                          403 banned, 404 unknown; revalidated on every use (no-cache)
+//	GET    /api/music/tracks/{md5}/cover      the cover (JPEG, PNG, GIF or WebP; anything else as
+//	                                          application/octet-stream); ?thumb=1 for the list's thumbnail
+//	PUT    /api/music/tracks/{md5}/cover      body: the image, at most 8 MiB, its type read from its bytes → 204
+//	GET    /api/music/tracks/{md5}/lyrics     {"synced", "lines": [{"t", "text"}], "raw"}
+//	PUT    /api/music/tracks/{md5}/lyrics     {"raw"}, or the LRC or text file itself (UTF-8, at most 256 KiB) → 204
+//	DELETE /api/music/tracks/{md5}/cache      204: the cached copy of a fetched track goes
+//	GET    /api/music/bans                    {"patterns": [...]}
+//	PUT    /api/music/bans                    {"patterns": [...]} (at most 1000, each at most 1 KiB, not
+//	                                          empty) → 200 and the list; an invalid one → 400 with the
+//	                                          reason, and nothing changes
+//	GET    /api/music/scan                    {"state", "files", "done", "bytes", "errors": [{"path", "reason"}]}
+//
+// and "music" events: each music.Event ({"library": true}: read the
+// library again; {"scan": {...}}: progress). Events dropped for a slow
+// client are replaced by one {"library": true}. The music errors map to
+// 400 (bad id, input or pattern), 403 (banned) and 404 (unknown track, no
+// cover, no lyrics). Like a file's content, a track's stream and cover
+// are refused (403) to a request a browser says comes from another site:
+// opening a remote track fetches it.
+//
 // Errors are JSON objects {"error": "message"} with a matching status code.
 // Each service adds its routes to the route table (see apiRoutes) and its
 // live feeds to the event stream (see feeds for states, relays for

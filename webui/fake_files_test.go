@@ -31,10 +31,12 @@ type fakeFiles struct {
 	bytes     map[shards.MD5][]byte      // every resource's content
 	pushes    map[string]*shards.PushStatus
 	events    pubsub.Topic[shards.Event]
-	arrived   chan struct{} // closed and replaced when a download advances
-	fail      error         // returned once by the next call, when set
-	calls     []string      // "pause ID", "resume ID", "remove ID", "push ID plan n"
-	opened    int           // Content readers open now
+	arrived   chan struct{}      // closed and replaced when a download advances
+	fail      error              // returned once by the next call, when set
+	calls     []string           // "pause ID", "resume ID", "remove ID", "push ID plan n"
+	opened    int                // Content readers open now
+	opens     map[shards.MD5]int // Open calls by resource
+	listed    int                // Files calls
 	// stalled, when set, is published to each new subscription before
 	// its reader starts, as if the reader had been too slow for them.
 	stalled []shards.Event
@@ -52,6 +54,7 @@ func newFakeFiles(self mesh.ID) *fakeFiles {
 		bytes:     map[shards.MD5][]byte{},
 		pushes:    map[string]*shards.PushStatus{},
 		arrived:   make(chan struct{}),
+		opens:     map[shards.MD5]int{},
 	}
 }
 
@@ -100,6 +103,13 @@ func (f *fakeFiles) openReaders() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.opened
+}
+
+// counts returns how often Files was called and id opened.
+func (f *fakeFiles) counts(id shards.MD5) (listed, opens int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listed, f.opens[id]
 }
 
 func (f *fakeFiles) transfer(id shards.MD5) (shards.Transfer, bool) {
@@ -241,6 +251,7 @@ func (f *fakeFiles) Files(ctx context.Context) ([]shards.File, error) {
 	if err := f.begin(); err != nil {
 		return nil, err
 	}
+	f.listed++
 	var out []shards.File
 	for _, file := range f.remote {
 		file.Holders = slices.Clone(file.Holders)
@@ -303,6 +314,7 @@ func (f *fakeFiles) Open(ctx context.Context, id shards.MD5) (shards.Content, er
 		name = f.remote[id].Name
 	}
 	f.opened++
+	f.opens[id]++
 	return &fakeContent{ctx: ctx, f: f, id: id, name: name, b: b}, nil
 }
 

@@ -73,6 +73,10 @@ type Config struct {
 	// "shards" events. Nil leaves file sharing out: its endpoints answer
 	// 404 and the UI shows no Files view.
 	Files Files
+	// Music is the music service behind /api/music and the "music"
+	// events. Nil leaves music out: its endpoints answer 404 and the UI
+	// shows no Music view.
+	Music Music
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.

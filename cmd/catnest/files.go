@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -165,10 +166,12 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The event stream ends once the transfer is complete; ctx itself
+	// (Ctrl-C) still stops the copy that follows.
+	evCtx, stopEvents := context.WithCancel(ctx)
+	defer stopEvents()
 	// Listen before fetching, so that no event is missed.
-	evs, err := c.shardsEvents(ctx)
+	evs, err := c.shardsEvents(evCtx)
 	if err != nil {
 		return fmt.Errorf("get: %w", err)
 	}
@@ -209,9 +212,12 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 	}
 	bar.update(t, time.Now())
 	bar.end()
-	cancel() // the event stream
-	path, err := c.save(context.WithoutCancel(ctx), t, cfg.Link, cfg.Dir)
+	stopEvents()
+	path, err := c.save(ctx, t, cfg.Link, cfg.Dir)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("get: interrupted while saving the file; nothing saved (the node keeps it): run the same command again")
+		}
 		return fmt.Errorf("get: %w", err)
 	}
 	fmt.Fprintf(stdout, "saved %s (%s)\n", termText(path, false), formatBytes(float64(t.Size)))
@@ -337,8 +343,10 @@ func (c *chatClient) save(ctx context.Context, t shards.Transfer, l shards.Link,
 	if err != nil {
 		return "", err
 	}
-	tmp := "." + name + ".catnest-part"
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A name of its own, short whatever the file's name (which may take
+	// all of NAME_MAX) and never shared with another get into dir.
+	tmp := ".catnest-" + rand.Text()[:16] + ".part"
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return "", err
 	}

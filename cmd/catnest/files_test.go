@@ -38,17 +38,23 @@ type fakeNodeAPI struct {
 	name    string // the name the node gives the resource
 	steps   []shards.Transfer
 	corrupt bool // serve content with a byte flipped
+	// stalled, if set, makes content send half the bytes, then receive
+	// a value, then wait for the client to go away.
+	stalled chan struct{}
 
 	mu     sync.Mutex
 	shared []string
-	events chan any
-	wg     sync.WaitGroup
-	stop   chan struct{}
+	// streams are the open event streams; each gets every event, so
+	// that a stream of an earlier command that the server has not yet
+	// seen closing takes none from the next one.
+	streams map[chan any]bool
+	wg      sync.WaitGroup
+	stop    chan struct{}
 }
 
 func newFakeNodeAPI(t *testing.T, content []byte, name string) *fakeNodeAPI {
 	f := &fakeNodeAPI{t: t, node: mesh.ID(strings.Repeat("b", 32)), content: content, id: md5.Sum(content), name: name,
-		events: make(chan any, 64), stop: make(chan struct{})}
+		streams: map[chan any]bool{}, stop: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/shards", f.share)
 	mux.HandleFunc("POST /api/shards/fetch", f.fetch)
@@ -119,11 +125,15 @@ func (f *fakeNodeAPI) fetch(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(f.transfer(0, shards.StateDownloading))
 	f.wg.Go(func() {
 		for _, s := range f.steps {
-			select {
-			case f.events <- shards.Event{Transfer: &s}:
-			case <-f.stop:
-				return
+			f.mu.Lock()
+			for c := range f.streams {
+				select {
+				case c <- shards.Event{Transfer: &s}:
+				default:
+					f.t.Error("fake node: a stream is full")
+				}
 			}
+			f.mu.Unlock()
 		}
 	})
 }
@@ -137,16 +147,36 @@ func (f *fakeNodeAPI) serveContent(w http.ResponseWriter, r *http.Request) {
 	if f.corrupt {
 		b[len(b)/2] ^= 1
 	}
+	if f.stalled != nil {
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		f.stalled <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-f.stop:
+		}
+		return
+	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 }
 
 func (f *fakeNodeAPI) stream(w http.ResponseWriter, r *http.Request) {
+	events := make(chan any, 64)
+	f.mu.Lock()
+	f.streams[events] = true
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.streams, events)
+		f.mu.Unlock()
+	}()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(200)
 	w.(http.Flusher).Flush()
 	for {
 		select {
-		case ev := <-f.events:
+		case ev := <-events:
 			b, _ := json.Marshal(ev)
 			fmt.Fprintf(w, "event: peers\ndata: []\n\nevent: shards\ndata: %s\n\n", b)
 			w.(http.Flusher).Flush()
@@ -268,9 +298,16 @@ func TestGetCommand(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "..", "..", "escape.mp3")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a file was written outside the folder: %v", err)
 	}
+	// A name as long as a file name may be is saved under that name.
+	long := link
+	long.Name = strings.Repeat("n", 251) + ".mp3"
+	f.steps = steps(f, 2)
+	if out, err := get(long); err != nil || !strings.Contains(out, "saved "+filepath.Join(dir, long.Name)) {
+		t.Fatalf("get with a name of %d bytes: %v\n%s", len(long.Name), err, out)
+	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 3 {
-		t.Errorf("folder holds %d entries, want 3 (no partial files)", len(entries))
+	if len(entries) != 4 {
+		t.Errorf("folder holds %d entries, want 4 (no partial files)", len(entries))
 	}
 }
 
@@ -400,6 +437,39 @@ func TestServeShareFlag(t *testing.T) {
 			t.Errorf("--share %q: %v, want an error with %q", tt.dir, err, tt.want)
 		}
 	}
+	// Folders that hold the node's data dir (keys, database, partial
+	// downloads), or that overlap, are refused.
+	home := t.TempDir()
+	data := filepath.Join(home, "sub", "catnest") // not made yet: a first run
+	link := filepath.Join(t.TempDir(), "home")
+	inB := filepath.Join(b, "in")
+	if err := os.Mkdir(inB, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(home, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data", data, "--share", home}, "holds the node's data dir"},
+		{[]string{"--data", data, "--share", link}, "holds the node's data dir"},
+		{[]string{"--data", filepath.Join(link, "sub", "catnest"), "--share", home}, "holds the node's data dir"},
+		{[]string{"--data", data, "--share", a, "--share", a}, "overlap"},
+		{[]string{"--data", data, "--share", b, "--share", inB}, "overlap"},
+		{[]string{"--data", data, "--share", inB, "--share", b}, "overlap"},
+	} {
+		if _, err := parseServe(append(base, tt.args...), io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("serve %q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(home, "sub", "pictures"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := parseServe(append(base, "--data", data, "--share", filepath.Join(home, "sub", "pictures"), "--share", a), io.Discard); err != nil || len(cfg.Shares) != 2 {
+		t.Errorf("a folder beside the data dir: %q, %v", cfg.Shares, err)
+	}
 	if os.Geteuid() != 0 { // root reads anything
 		if _, err := parseServe(append(base, "--share", locked), io.Discard); err == nil || !strings.Contains(err.Error(), "cannot be read") {
 			t.Errorf("unreadable --share: %v", err)
@@ -416,5 +486,43 @@ func TestFilesHelp(t *testing.T) {
 	}
 	if out, _ := runCmd(t, "serve", "--help"); !strings.Contains(out, "-share") {
 		t.Errorf("serve --help lacks --share:\n%s", out)
+	}
+}
+
+// TestGetInterruptedWhileSaving: Ctrl-C while the file is copied out of
+// the node stops the copy and leaves nothing in the folder.
+func TestGetInterruptedWhileSaving(t *testing.T) {
+	content := bytes.Repeat([]byte("catnest "), 64000)
+	f := newFakeNodeAPI(t, content, "big.bin")
+	f.steps = steps(f, 2)
+	f.stalled = make(chan struct{}, 1)
+	link := shards.Link{Node: f.node, Channel: "files", ID: f.id, Name: "big.bin", Size: int64(len(content))}
+	dir := t.TempDir()
+	cfg, err := parseGet([]string{"--node", f.srv.URL, "--api-key", fakeKey, "-o", dir, link.String()}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	done := make(chan error, 1)
+	go func() { done <- RunGet(ctx, cfg, io.Discard) }()
+	select {
+	case <-f.stalled:
+	case err := <-done:
+		t.Fatalf("get ended before the copy: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the copy did not start")
+	}
+	interrupt() // Ctrl-C
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "interrupted while saving") {
+			t.Fatalf("get = %v, want interrupted while saving", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("get went on copying after Ctrl-C")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("folder holds %v after an interrupted save, want nothing", entries)
 	}
 }

@@ -182,6 +182,9 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 		}
 		cfg.Shares = append(cfg.Shares, dir)
 	}
+	if err := checkShareOverlap(cfg.Shares, cfg.Data); err != nil {
+		return cfg, fmt.Errorf("serve: --share: %w", err)
+	}
 	ice, err := parseICE(stun, turn)
 	if err != nil {
 		return cfg, fmt.Errorf("serve: %w", err)
@@ -216,6 +219,57 @@ func checkShareDir(d string) (string, error) {
 		return "", fmt.Errorf("%s cannot be read: %w", abs, err)
 	}
 	return abs, nil
+}
+
+// checkShareOverlap refuses shared folders that hold the node's data dir
+// (its private key, API key and database, and the partial downloads that
+// would be shared back while they arrive) and folders given twice or one
+// inside another (their files would be hashed and watched twice).
+func checkShareOverlap(shares []string, data string) error {
+	real := make([]string, len(shares))
+	for i, d := range shares {
+		real[i] = realPath(d)
+	}
+	dataReal := realPath(data)
+	for i, d := range real {
+		if within(dataReal, d) {
+			return fmt.Errorf("%s holds the node's data dir %s (its keys and database): share a folder that does not", shares[i], data)
+		}
+		for j, e := range real[:i] {
+			if within(d, e) || within(e, d) {
+				return fmt.Errorf("%s and %s overlap: give each folder once", shares[j], shares[i])
+			}
+		}
+	}
+	return nil
+}
+
+// realPath is p absolute with its symlinks resolved, as far as it exists
+// (a data dir may not exist before the first run).
+func realPath(p string) string {
+	p, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	var rest []string
+	for {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(append([]string{r}, rest...)...)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return filepath.Join(append([]string{p}, rest...)...)
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+		p = parent
+	}
+}
+
+// within reports whether path p is dir or inside it (both clean and
+// absolute).
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func checkSignalURL(s string) error {

@@ -21,12 +21,25 @@ import (
 // before Send blocks.
 const queueFrames = 64
 
+// sharedSignatures is the size of the signature cache of a network with
+// ShareSignatureChecks: more than the records a simulation issues in the
+// time they travel.
+const sharedSignatures = 1 << 16
+
 // Network is a set of in-memory transports that can dial each other.
 type Network struct {
 	// Latency is the one-way delay of every frame. Set it before dialing.
 	Latency time.Duration
+	// ShareSignatureChecks makes the nodes NewNode makes share one
+	// mesh.SignatureCache, so that a directory record's signature is
+	// checked once on the network rather than once by each node: for
+	// simulations of hundreds of nodes, where those checks (nodes² of
+	// them) would take most of the CPU. Tests of signatures leave it
+	// off. Set it before NewNode.
+	ShareSignatureChecks bool
 
 	mu    sync.Mutex
+	sigs  *mesh.SignatureCache
 	nodes map[mesh.ID]*Transport
 	group map[mesh.ID]int // partition group of each node; nil: none
 	// stops holds, per test, the cancel funcs of the nodes NewNode served
@@ -84,6 +97,14 @@ func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.No
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = nw.Transport(cfg.Identity.ID)
+	}
+	if nw.ShareSignatureChecks && cfg.SignatureCache == nil {
+		nw.mu.Lock()
+		if nw.sigs == nil {
+			nw.sigs = mesh.NewSignatureCache(sharedSignatures)
+		}
+		cfg.SignatureCache = nw.sigs
+		nw.mu.Unlock()
 	}
 	n, err := mesh.NewNode(cfg)
 	if err != nil {

@@ -6,6 +6,7 @@ import peers from './views/peers.js';
 import mesh from './views/mesh.js';
 import chat from './views/chat.js';
 import files from './views/files.js';
+import music from './views/music.js';
 import settings from './views/settings.js';
 
 // views is the registry of the UI's views, in nav order. A view is a module
@@ -14,7 +15,7 @@ import settings from './views/settings.js';
 // depends on a service the node may not run. Adding a view is adding it
 // here; it gets a nav entry and the route #/id (once available, if it asks).
 // ctx is {events, onLang, toast}.
-const views = [peers, mesh, chat, files, settings];
+const views = [peers, mesh, chat, files, music, settings];
 
 // shown holds the views that are available; the others have no nav entry
 // and no route.

@@ -16,6 +16,17 @@ import { formatBytes, formatRate, formatETA } from '../format.js';
 const contentPath = (id) => `api/shards/${encodeURIComponent(id)}/content`;
 const shardPath = (id) => `api/shards/${encodeURIComponent(id)}`;
 
+// The lists show this many at first, and a button for more: a mesh can
+// share 100,000 files, and a DOM of them all would stall the page on
+// every update.
+const pageRows = 500;
+const pageTiles = 120;
+const pageTransfers = 200;
+// thumbMax is the largest image the gallery loads as a thumbnail on its
+// own: opening a remote file fetches it, and a 1 GiB image should not be
+// fetched because it scrolled into view. Bigger ones load when opened.
+const thumbMax = 16 << 20;
+
 const imageExt = /\.(png|jpe?g|gif|webp|avif|bmp|svg)$/i;
 const isImage = (f) => (f.type ? f.type.startsWith('image/') : imageExt.test(f.name));
 
@@ -34,11 +45,14 @@ function peerColor(id) {
   return `hsl(${n % 360} 65% 52%)`;
 }
 
+// A collator compares many times faster than localeCompare, which
+// matters when 100,000 names are sorted.
+const byName = new Intl.Collator().compare;
 const sorts = {
-  name: (a, b) => a.name.localeCompare(b.name),
+  name: (a, b) => byName(a.name, b.name),
   size: (a, b) => b.size - a.size,
-  type: (a, b) => (a.type || '').localeCompare(b.type || '') || a.name.localeCompare(b.name),
-  holders: (a, b) => b.holders.length - a.holders.length || a.name.localeCompare(b.name),
+  type: (a, b) => byName(a.type || '', b.type || '') || byName(a.name, b.name),
+  holders: (a, b) => b.holders.length - a.holders.length || byName(a.name, b.name),
 };
 
 export default {
@@ -57,6 +71,12 @@ export default {
     let filesError = '';
     const transfers = new Map(); // id → transfer
     let dir = []; // the directory: [{id, name, self}]
+    let dirByID = new Map();
+    let dirIDs = null; // the online node ids, as a key; null until known
+    let dirNames = '';
+    let rowLimit = pageRows;
+    let tileLimit = pageTiles;
+    let transferLimit = pageTransfers;
     let query = '';
     let sortBy = 'name';
     const pushes = new Map(); // push id → status
@@ -81,6 +101,7 @@ export default {
 
     const transfersTitle = h('h2', { class: 'section-title' });
     const transferList = h('ul', { class: 'transfers', id: 'files-transfers' });
+    const transfersMore = h('div', { id: 'files-transfers-more' });
     const transfersEmpty = h('p', { class: 'muted', id: 'files-transfers-empty' });
     const rows = new Map(); // id → {li, refs}
 
@@ -108,7 +129,7 @@ export default {
     root.replaceChildren(
       h('div', { class: 'view-head' }, title, count),
       h('div', { class: 'card files-forms' }, shareForm, linkForm),
-      transfersTitle, transfersEmpty, transferList,
+      transfersTitle, transfersEmpty, transferList, transfersMore,
       galleryTitle, gallery,
       allTitle,
       h('div', { class: 'files-tools' }, search, sortSel),
@@ -119,9 +140,19 @@ export default {
     // ---- names ----
 
     const nameOf = (id) => {
-      const r = dir.find((d) => d.id === id);
+      const r = dirByID.get(id);
       return r ? (r.self ? t('files.you') : r.name || shortID(id)) : shortID(id);
     };
+
+    // more is the line under a list cut at its limit: how many are shown,
+    // and a button for the next page.
+    function more(what, shown, total, page) {
+      if (shown >= total) return null;
+      return h('p', { class: 'muted small list-more', dataset: { more: what } },
+        `${t('files.showing', { shown, total })} `,
+        h('button', { type: 'button', class: 'btn btn-small', dataset: { act: 'more', id: what } },
+          t('files.more', { n: Math.min(page, total - shown) })));
+    }
     const selfID = () => (dir.find((d) => d.self) || {}).id;
 
     // ---- data ----
@@ -164,10 +195,15 @@ export default {
         return;
       }
       if (ev.transfer) {
-        const known = transfers.has(ev.transfer.id);
+        const was = transfers.get(ev.transfer.id);
         transfers.set(ev.transfer.id, ev.transfer);
-        if (known) updateRow(ev.transfer);
-        else {
+        if (was && was.state === ev.transfer.state) updateRow(ev.transfer);
+        else if (was) {
+          // The file list's badge and the push form follow the state.
+          updateRow(ev.transfer);
+          renderPushForm();
+          renderFiles();
+        } else {
           renderTransfers();
           renderPushForm();
           renderFiles();
@@ -270,14 +306,17 @@ export default {
       const list = [...transfers.values()].sort((a, b) => Date.parse(b.added || 0) - Date.parse(a.added || 0) || (a.id < b.id ? -1 : 1));
       transfersEmpty.hidden = list.length > 0;
       transfersEmpty.textContent = t('files.noTransfers');
+      const shown = list.slice(0, transferLimit);
+      const keep = new Set(shown.map((x) => x.id));
       for (const id of rows.keys()) {
-        if (!transfers.has(id)) rows.delete(id);
+        if (!keep.has(id)) rows.delete(id);
       }
-      transferList.replaceChildren(...list.map((x) => {
+      transferList.replaceChildren(...shown.map((x) => {
         if (!rows.has(x.id)) rows.set(x.id, newRow(x));
         updateRow(x);
         return rows.get(x.id).li;
       }));
+      transfersMore.replaceChildren(...[more('transfers', shown.length, list.length, pageTransfers)].filter(Boolean));
     }
 
     // ---- files: gallery and table ----
@@ -289,12 +328,18 @@ export default {
     }
 
     function tile(f) {
-      const img = h('img', { src: contentPath(f.id), alt: f.name, loading: 'lazy', decoding: 'async' });
+      let thumb;
+      if (f.size > thumbMax) {
+        thumb = h('span', { class: 'tile-big' }, t('files.bigImage', { size: formatBytes(f.size) }));
+      } else {
+        thumb = h('img', { src: contentPath(f.id), alt: f.name, loading: 'lazy', decoding: 'async' });
+      }
       const fig = h('figure', { class: 'tile', dataset: { id: f.id } },
-        h('button', { type: 'button', class: 'tile-open', dataset: { act: 'view', id: f.id }, title: f.name }, img),
+        h('button', { type: 'button', class: 'tile-open', dataset: { act: 'view', id: f.id }, title: f.name }, thumb),
         h('figcaption', {}, h('span', { class: 'tile-name' }, f.name), h('span', { class: 'tile-meta muted' })));
-      img.addEventListener('load', () => fig.classList.add('loaded'));
-      img.addEventListener('error', () => fig.classList.add('broken'));
+      if (f.size > thumbMax) fig.classList.add('big');
+      thumb.addEventListener('load', () => fig.classList.add('loaded'));
+      thumb.addEventListener('error', () => fig.classList.add('broken'));
       return fig;
     }
 
@@ -303,15 +348,17 @@ export default {
       galleryTitle.textContent = t('files.gallery');
       galleryTitle.hidden = images.length === 0;
       gallery.hidden = images.length === 0;
+      const shown = images.slice(0, tileLimit);
+      const keep = new Set(shown.map((f) => f.id));
       for (const id of tiles.keys()) {
-        if (!images.some((f) => f.id === id)) tiles.delete(id);
+        if (!keep.has(id)) tiles.delete(id);
       }
-      gallery.replaceChildren(...images.map((f) => {
+      gallery.replaceChildren(...shown.map((f) => {
         if (!tiles.has(f.id)) tiles.set(f.id, tile(f));
         const fig = tiles.get(f.id);
         fig.querySelector('.tile-meta').textContent = `${formatBytes(f.size)} · ${plural('files.holders', f.holders.length)}`;
         return fig;
-      }));
+      }), ...[more('tiles', shown.length, images.length, pageTiles)].filter(Boolean));
     }
 
     function fileRow(f) {
@@ -364,7 +411,8 @@ export default {
             h('th', { scope: 'col' }, t('files.col.type')),
             h('th', { scope: 'col', class: 'num' }, t('files.col.holders')),
             h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, t('files.col.actions'))))),
-          h('tbody', {}, list.map(fileRow))));
+          h('tbody', {}, list.slice(0, rowLimit).map(fileRow))),
+        more('rows', Math.min(rowLimit, list.length), list.length, pageRows));
       }
       table.replaceChildren(body);
       if (viewing) showViewer(viewing);
@@ -524,6 +572,16 @@ export default {
           case 'view':
             showViewer(id);
             break;
+          case 'more':
+            if (id === 'transfers') {
+              transferLimit += pageTransfers;
+              renderTransfers();
+            } else {
+              if (id === 'rows') rowLimit += pageRows;
+              else tileLimit += pageTiles;
+              renderFiles();
+            }
+            break;
           default:
         }
       } catch (err) {
@@ -620,10 +678,14 @@ export default {
     document.addEventListener('keydown', onKey);
     search.addEventListener('input', () => {
       query = search.value;
+      rowLimit = pageRows;
+      tileLimit = pageTiles;
       renderFiles();
     });
     sortSel.addEventListener('change', () => {
       sortBy = sortSel.value;
+      rowLimit = pageRows;
+      tileLimit = pageTiles;
       renderFiles();
     });
 
@@ -645,18 +707,28 @@ export default {
     loadFiles();
     loadTransfers();
     const offShards = events.on('shards', apply);
+    // The stream resends the directory every few seconds. The files are
+    // read again only when who is online changes (the file list can be
+    // 100,000 entries), and the view redrawn only when that or a name
+    // does (a redraw of the push form would drop a half-made choice).
     const setDir = (data) => {
       dir = Array.isArray(data) ? data : [];
+      dirByID = new Map(dir.map((d) => [d.id, d]));
+      const ids = dir.map((d) => d.id).sort().join(' ');
+      const names = dir.map((d) => `${d.id}=${d.name || ''}`).sort().join(' ');
+      const joined = dirIDs !== null && ids !== dirIDs;
+      if (ids === dirIDs && names === dirNames) return;
+      dirIDs = ids;
+      dirNames = names;
       renderTransfers();
       renderPushForm();
+      if (joined) filesChanged(); // a node that came or went changes who holds what
+      else if (files) renderFiles(); // holders' names
     };
     // The stream sends the directory when it connects and when it
     // changes; a view mounted in between asks for it.
     getJSON('api/directory').then(setDir, () => {});
-    const offDir = events.on('directory', (data) => {
-      setDir(data);
-      filesChanged(); // a node that came or went changes who holds what
-    });
+    const offDir = events.on('directory', setDir);
     // After a reconnect, events may have been missed.
     const offStatus = events.onStatus((state) => {
       if (state === 'open') {

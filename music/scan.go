@@ -1,0 +1,344 @@
+package music
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/catnest/catnest/music/meta"
+	"github.com/catnest/catnest/shards"
+)
+
+// audioExt are the files the library takes.
+var audioExt = map[string]bool{".mp3": true, ".flac": true, ".wav": true}
+
+// sidecarCover ranks the names of sidecar covers: cover.* before
+// folder.* before front.*.
+var sidecarCover = map[string]int{"cover": 3, "folder": 2, "front": 1}
+
+var imageExt = map[string]bool{".jpg": true, ".jpeg": true, ".png": true}
+
+// maxScanErrors bounds the skipped files ScanStatus lists.
+const maxScanErrors = 1000
+
+// tagBatch is how many parsed files share one DB write.
+const tagBatch = 256
+
+// rescan brings the library up to date with the shares: shards has
+// walked and hashed the music folders; music reads the tags of MD5s it
+// has not read before (an unchanged, renamed or moved file costs a map
+// lookup), finds sidecar covers and lyrics, and publishes its list.
+func (s *Service) rescan(ctx context.Context) {
+	all, err := s.shards.Shares(ctx)
+	if err != nil {
+		s.log.Warn("rescan: shares", "err", err)
+		return
+	}
+	local := make(map[shards.MD5]string)
+	sizes := make(map[shards.MD5]int64)
+	lrcs := make(map[string]shards.MD5)   // path without extension -> .lrc
+	covers := make(map[string]shards.MD5) // dir -> best sidecar cover
+	coverRank := make(map[string]int)
+	done := make(map[shards.MD5]bool)
+	for _, t := range all {
+		if t.State == shards.StateDone {
+			done[t.ID] = true
+			continue
+		}
+		if t.State != shards.StateSeeding || !s.inFolders(t.Path) {
+			continue
+		}
+		ext := strings.ToLower(filepath.Ext(t.Path))
+		switch {
+		case audioExt[ext]:
+			if p, ok := local[t.ID]; !ok || t.Path < p {
+				local[t.ID] = t.Path
+				sizes[t.ID] = t.Size
+			}
+		case ext == ".lrc":
+			lrcs[strings.TrimSuffix(t.Path, filepath.Ext(t.Path))] = t.ID
+		case imageExt[ext]:
+			base := strings.ToLower(strings.TrimSuffix(filepath.Base(t.Path), filepath.Ext(t.Path)))
+			dir := filepath.Dir(t.Path)
+			if r := sidecarCover[base]; r > coverRank[dir] {
+				covers[dir], coverRank[dir] = t.ID, r
+			}
+		}
+	}
+
+	// Tags: from memory, else the DB, else the file.
+	s.mu.Lock()
+	tags := make(map[shards.MD5]tagRecord, len(local))
+	var need []shards.MD5
+	for id := range local {
+		if r, ok := s.tags[id]; ok {
+			tags[id] = r
+		} else {
+			need = append(need, id)
+		}
+	}
+	s.mu.Unlock()
+	fromDB, err := s.cachedTags(need)
+	if err != nil {
+		s.log.Warn("rescan: tag cache", "err", err)
+	}
+	var parse []shards.MD5
+	for _, id := range need {
+		if r, ok := fromDB[id]; ok {
+			tags[id] = r
+		} else {
+			parse = append(parse, id)
+		}
+	}
+	s.setScan(func(st *ScanStatus) {
+		st.State = "scanning"
+		st.Files = len(local)
+		st.Done = len(local) - len(parse)
+		st.Bytes = 0
+	})
+	s.parseAll(ctx, parse, local, sizes, tags)
+
+	s.mu.Lock()
+	s.local, s.tags, s.sizes = local, tags, sizes
+	s.sideCover = make(map[shards.MD5]shards.MD5)
+	s.sideLyrics = make(map[shards.MD5]shards.MD5)
+	var errs []ScanError
+	for id, p := range local {
+		if c, ok := covers[filepath.Dir(p)]; ok {
+			s.sideCover[id] = c
+		}
+		if l, ok := lrcs[strings.TrimSuffix(p, filepath.Ext(p))]; ok {
+			s.sideLyrics[id] = l
+		}
+		if r := tags[id]; r.Err != "" && len(errs) < maxScanErrors {
+			errs = append(errs, ScanError{Path: p, Reason: r.Err})
+		}
+	}
+	s.cached = make(map[shards.MD5]bool)
+	for id := range done {
+		if _, ok := s.known[id]; ok {
+			s.cached[id] = true
+		}
+	}
+	s.scan.State, s.scan.Errors = "idle", errs
+	if s.scan.Errors == nil {
+		s.scan.Errors = []ScanError{}
+	}
+	st := s.scan
+	s.mu.Unlock()
+	s.events.Publish(Event{Scan: &st})
+	if s.syncOwn() {
+		s.changed()
+	}
+}
+
+// setScan changes the scan status under the lock.
+func (s *Service) setScan(f func(*ScanStatus)) {
+	s.mu.Lock()
+	f(&s.scan)
+	s.mu.Unlock()
+}
+
+// parseAll reads the tags of the files of ids, storing them in the DB in
+// batches, and reports progress at most every 250 ms.
+func (s *Service) parseAll(ctx context.Context, ids []shards.MD5, paths map[shards.MD5]string, sizes map[shards.MD5]int64, out map[shards.MD5]tagRecord) {
+	last := time.Now()
+	var batch []shards.MD5
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			b := tx.Bucket(bucketTags)
+			for _, id := range batch {
+				v, err := jsonBytes(out[id])
+				if err != nil {
+					return err
+				}
+				if err := b.Put(id[:], v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			s.log.Warn("store tags", "err", err)
+		}
+		batch = batch[:0]
+	}
+	defer flush()
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		out[id] = s.parse(ctx, paths[id])
+		batch = append(batch, id)
+		if len(batch) >= tagBatch {
+			flush()
+		}
+		s.setScan(func(st *ScanStatus) {
+			st.Done++
+			st.Bytes += sizes[id]
+		})
+		if time.Since(last) > 250*time.Millisecond {
+			last = time.Now()
+			s.mu.Lock()
+			st := s.scan
+			st.Errors = nil
+			s.mu.Unlock()
+			s.events.Publish(Event{Scan: &st})
+		}
+	}
+}
+
+// parse reads one file's tags; a file that is not what its name says, or
+// cannot be read, gets a record with the reason.
+func (s *Service) parse(ctx context.Context, path string) tagRecord {
+	f, err := os.Open(path)
+	if err != nil {
+		return tagRecord{Err: err.Error()}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return tagRecord{Err: err.Error()}
+	}
+	info, err := meta.Read(f, fi.Size(), filepath.Base(path))
+	if err != nil {
+		s.log.Info("music file skipped", "path", path, "err", err)
+		return tagRecord{Err: err.Error()}
+	}
+	r := tagRecord{
+		Title: info.Title, Artist: info.Artist, Album: info.Album, Track: info.Track, Year: info.Year,
+		Duration: info.Duration, Format: info.Format, Bitrate: info.Bitrate, SampleRate: info.SampleRate, Channels: info.Channels,
+	}
+	if len(info.Cover) > 0 {
+		if id, err := s.storeAttachment(ctx, info.Cover, coverExt(info.CoverType, info.Cover)); err == nil {
+			r.Cover = id
+		} else {
+			s.log.Info("embedded cover not kept", "path", path, "err", err)
+		}
+	}
+	if info.Lyrics != "" && len(info.Lyrics) <= MaxLyrics {
+		if id, err := s.storeAttachment(ctx, []byte(info.Lyrics), ".lrc"); err == nil {
+			r.Lyrics = id
+		} else {
+			s.log.Info("embedded lyrics not kept", "path", path, "err", err)
+		}
+	}
+	return r
+}
+
+// storeAttachment keeps data as Dir/music/<md5>.<ext> and shares it, so
+// that peers can fetch it as they fetch any resource; its MD5 goes in the
+// track's list entry.
+func (s *Service) storeAttachment(ctx context.Context, data []byte, ext string) (shards.MD5, error) {
+	sum := md5.Sum(data)
+	dir := filepath.Join(s.cfg.Dir, "music")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return shards.MD5{}, fmt.Errorf("music: %w", err)
+	}
+	path := filepath.Join(dir, hex.EncodeToString(sum[:])+ext)
+	if _, err := os.Stat(path); err != nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			return shards.MD5{}, fmt.Errorf("music: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return shards.MD5{}, fmt.Errorf("music: %w", err)
+		}
+	}
+	t, err := s.shards.Share(ctx, path)
+	if err != nil {
+		return shards.MD5{}, fmt.Errorf("music: share attachment: %w", err)
+	}
+	return t.ID, nil
+}
+
+// syncOwn makes this node's list what the folders, the cached downloads
+// and the attachments say; it reports whether the list changed.
+func (s *Service) syncOwn() bool {
+	before := s.own.Summary()
+	s.mu.Lock()
+	want := make(map[shards.MD5]entry, len(s.local)+len(s.cached)+len(s.atts))
+	for id := range s.local {
+		if e, ok := s.ownEntryLocked(id); ok {
+			want[id] = e
+		}
+	}
+	for id := range s.cached {
+		if e, ok := s.ownEntryLocked(id); ok {
+			want[id] = e
+		}
+	}
+	for id := range s.atts {
+		if e, ok := s.ownEntryLocked(id); ok {
+			want[id] = e
+		}
+	}
+	s.mu.Unlock()
+	have, _ := s.own.Entries()
+	for _, e := range have {
+		if _, ok := want[e.ID]; !ok {
+			s.own.Remove(1, e.ID)
+		}
+	}
+	for _, e := range want {
+		s.own.Put(1, e)
+	}
+	return s.own.Summary() != before
+}
+
+// ownEntryLocked is this node's entry for a track: the tags of its file
+// (or, for a peer's track, those it was listed with), its cover and
+// lyrics, the user's attachments over them. s.mu is held.
+func (s *Service) ownEntryLocked(id shards.MD5) (entry, bool) {
+	var e entry
+	path, isLocal := s.local[id]
+	r, tagged := s.tags[id]
+	switch {
+	case isLocal && tagged && r.Err == "":
+		name := filepath.Base(path)
+		e = entry{
+			ID: id, Name: cleanText(name), Title: cleanText(r.Title), Artist: cleanText(r.Artist), Album: cleanText(r.Album),
+			Track: r.Track, Year: r.Year, Duration: r.Duration, Format: cleanText(r.Format), Bitrate: r.Bitrate,
+			SampleRate: r.SampleRate, Channels: r.Channels, Cover: r.Cover, Lyrics: r.Lyrics,
+		}
+		e.Size = s.sizes[id]
+		if e.Title == "" {
+			e.Title = cleanText(strings.TrimSuffix(name, filepath.Ext(name)))
+		}
+		if e.Cover.IsZero() {
+			e.Cover = s.sideCover[id]
+		}
+		if l, ok := s.sideLyrics[id]; ok {
+			e.Lyrics = l
+		}
+	case isLocal:
+		return entry{}, false // skipped: not audio, unreadable
+	default:
+		k, ok := s.known[id]
+		if !ok {
+			return entry{}, false
+		}
+		e = k
+		e.NoAudio = !s.cached[id]
+	}
+	if a, ok := s.atts[id]; ok {
+		if !a.Cover.IsZero() {
+			e.Cover = a.Cover
+		}
+		if !a.Lyrics.IsZero() {
+			e.Lyrics = a.Lyrics
+		}
+		e.AttAt = a.At
+	}
+	return e, true
+}
