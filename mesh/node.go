@@ -224,8 +224,11 @@ func (n *Node) Connect(ctx context.Context, id ID) error {
 	if n.banned(id) {
 		return fmt.Errorf("mesh: %s is banned for its offences", id.Short())
 	}
-	c, err := n.transport.Dial(ctx, id)
+	c, err := n.dial(ctx, id)
 	if err != nil {
+		if n.link(id) != nil {
+			return nil // id linked to us while we dialed
+		}
 		return err
 	}
 	ready := make(chan error, 1)
@@ -252,6 +255,40 @@ func (n *Node) Connect(ctx context.Context, id ID) error {
 		return ctx.Err()
 	}
 }
+
+// dial dials id for Connect. An offer can go unanswered for good (the other
+// end may still hold a link to this node's previous run, killed and
+// restarted, and drop it), so the dial is bounded by DialTimeout whatever
+// ctx allows, and it stops as soon as id links to us from its side.
+func (n *Node) dial(ctx context.Context, id ID) (Conn, error) {
+	events, stop := n.SubscribePeers()
+	defer stop()
+	dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // ends the watcher before wg.Wait
+	wg.Go(func() {
+		for {
+			select {
+			case e := <-events:
+				if e.Kind == PeerUp && e.Peer.ID == id {
+					cancel()
+					return
+				}
+			case <-dctx.Done():
+				return
+			}
+		}
+	})
+	if n.link(id) != nil { // linked between Connect's check and the subscription
+		return nil, errLinkedMeanwhile
+	}
+	return n.transport.Dial(dctx, id)
+}
+
+// errLinkedMeanwhile ends a dial whose link the other end made first.
+var errLinkedMeanwhile = errors.New("mesh: linked from the other end")
 
 // waitLink waits up to d for a link to id.
 func (n *Node) waitLink(ctx context.Context, id ID, d time.Duration) bool {

@@ -27,6 +27,9 @@ import (
 type DownloadsConfig struct {
 	// Dir is the data dir: partial downloads are kept in Dir/shards.
 	Dir string
+	// Rendezvous is this node's rendezvous (host:port), written into the
+	// links of its downloads: they name this node, which serves them.
+	Rendezvous string
 	// OutDir is where finished files go; default Dir/downloads.
 	OutDir string
 	// Readahead is how many bytes from a reader's position on are fetched
@@ -1145,7 +1148,7 @@ func (dl *download) transferLocked(now time.Time) Transfer {
 		t.Rate = dl.rate.rate(now)
 	}
 	l := dl.link
-	l.Node, l.Manifest, l.Name, l.Size = dl.d.node.ID(), dl.manHash, dl.name, t.Size
+	l.Node, l.Rendezvous, l.Manifest, l.Name, l.Size = dl.d.node.ID(), dl.d.cfg.Rendezvous, dl.manHash, dl.name, t.Size
 	t.Link = l.String()
 	return t
 }

@@ -68,7 +68,8 @@ type Config struct {
 	// PieceCache bounds the bytes of verified pieces kept to serve the
 	// blocks of recently read pieces (see shares.readBlock).
 	PieceCache int64
-	// Downloads tunes the downloads; its Dir is Dir. Zero values take
+	// Downloads tunes the downloads; its Dir is Dir and its Rendezvous
+	// Rendezvous. Zero values take
 	// the defaults (finished files go to Dir/downloads).
 	Downloads DownloadsConfig
 	// Push says whose pushes this node takes and how it sends its own.
@@ -180,6 +181,7 @@ func New(cfg Config) (*Service, error) {
 	s.shares = sh
 	dcfg := cfg.Downloads
 	dcfg.Dir = cfg.Dir
+	dcfg.Rendezvous = cfg.Rendezvous
 	dl, err := newDownloads(dcfg, cfg.Node, cfg.DB, s.downloadHolders, &s.events, s.log)
 	if err != nil {
 		return nil, err

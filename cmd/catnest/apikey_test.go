@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/shards"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -301,6 +303,41 @@ func TestDemoStartsQuietly(t *testing.T) {
 		}
 		return true
 	})
+	// Each node shares its sample files: every node lists all of them,
+	// and another node's image comes whole through the content endpoint.
+	var files []shards.File
+	testutil.WaitFor(t, 60*time.Second, "every node to list every node's sample files", func() bool {
+		for _, ui := range uis {
+			getJSON(t, ui+"api/files", &files)
+			if len(files) != 3*nodes {
+				time.Sleep(100 * time.Millisecond)
+				return false
+			}
+		}
+		return true
+	})
+	var self struct{ ID string }
+	getJSON(t, uis[0]+"api/node", &self)
+	images := 0
+	for _, f := range files {
+		if f.Type != "image/png" || len(f.Holders) != 1 || string(f.Holders[0]) == self.ID {
+			continue
+		}
+		images++
+		resp, err := http.Get(uis[0] + "api/shards/" + f.ID.String() + "/content")
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(resp.Body)
+		resp.Body.Close()
+		if err != nil || img.Bounds().Dx() != demoW || img.Bounds().Dy() != demoH {
+			t.Fatalf("%s from another node: %v, %v", f.Name, img, err)
+		}
+		break
+	}
+	if images == 0 {
+		t.Fatalf("no other node's image among %+v", files)
+	}
 	noisy := regexp.MustCompile(`level=(WARN|ERROR)|level=INFO msg="[^"]*dial failed`)
 	var bad []string
 	for _, line := range strings.Split(p.output(), "\n") {

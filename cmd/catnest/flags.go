@@ -4,12 +4,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/catnest/catnest/mesh"
@@ -43,6 +45,12 @@ type ServeConfig struct {
 	// Shares are folders whose files the node shares in place, absolute
 	// and checked to be readable directories (shards.Config.Folders).
 	Shares []string
+	// UploadRate caps the bytes per second the node sends to peers for
+	// the files it shares and relays; 0 is no cap.
+	UploadRate int64
+	// AcceptPush lists the nodes whose pushes this node takes: a push
+	// writes a file into the data dir unasked, so by default nobody's is.
+	AcceptPush []mesh.ID
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -61,6 +69,30 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// byteRate reads a number of bytes per second: plain bytes ("500000") or
+// with a unit ("2MiB", "1.5 MB"; binary and decimal units as go-humanize
+// reads them).
+type byteRate struct{ n *int64 }
+
+func (b byteRate) String() string {
+	if b.n == nil || *b.n == 0 {
+		return "0"
+	}
+	return strconv.FormatInt(*b.n, 10)
+}
+
+func (b byteRate) Set(s string) error {
+	n, err := humanize.ParseBytes(strings.TrimSuffix(strings.TrimSpace(s), "/s"))
+	if err != nil {
+		return fmt.Errorf("want bytes per second, such as 2MiB or 500000")
+	}
+	if n > math.MaxInt64 {
+		return fmt.Errorf("%s is too large", s)
+	}
+	*b.n = int64(n)
+	return nil
+}
 
 // msDuration reads "5000" as milliseconds, like PeerServer's CLI, and
 // also Go durations such as "5s".
@@ -101,15 +133,17 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 
 func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	cfg := ServeConfig{}
-	fs := newFlagSet("serve", "Run a personal node: it joins the mesh through a rendezvous server,\nkeeps about four links, and serves a web UI.", stderr)
+	fs := newFlagSet("serve", "Run a personal node: it joins the mesh through a rendezvous server,\nkeeps about four links, and serves a web UI. It shares the files under each\n--share folder (and those added with catnest share), downloads what catnest get\nor the web UI asks for into <data>/downloads, and takes pushed files only from\nthe nodes named with --accept-push.", stderr)
 	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "data `dir` (the node key lives here)")
 	fs.StringVar(&cfg.HTTP, "http", webui.DefaultAddr, "web UI listen `address`")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "web UI access `token`, required off loopback (default $CATNEST_TOKEN, or made up)")
 	fs.StringVar(&cfg.SignalURL, "signal", "", "rendezvous base `URL` including its path, e.g. http://127.0.0.1:9000/myapp (required)")
 	fs.StringVar(&cfg.SignalKey, "signal-key", "peerjs", "rendezvous API `key`")
 	fs.StringVar(&cfg.Name, "name", "", "node `name` shown to others (default: the start of the node ID)")
-	var boot, stun, turn, share listFlag
+	var boot, stun, turn, share, acceptPush listFlag
 	fs.Var(&share, "share", "share every file under `DIR`, in place, following changes (repeatable)")
+	fs.Var(byteRate{&cfg.UploadRate}, "upload-rate", "cap what this node sends to peers at `BYTES` per second, e.g. 2MiB or 500000 (0: no cap)")
+	fs.Var(&acceptPush, "accept-push", "take files pushed by node `ID` (repeatable); pushes from other nodes are refused")
 	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
 	fs.Var(&turn, "turn", "TURN server `URL`, e.g. turn:user:pass@turn.example.org:3478 (repeatable)")
@@ -133,6 +167,13 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 			return cfg, fmt.Errorf("serve: --bootstrap: %w", err)
 		}
 		cfg.Bootstrap = append(cfg.Bootstrap, id)
+	}
+	for _, s := range acceptPush {
+		id, err := mesh.ParseID(s)
+		if err != nil {
+			return cfg, fmt.Errorf("serve: --accept-push: %w", err)
+		}
+		cfg.AcceptPush = append(cfg.AcceptPush, id)
 	}
 	for _, d := range share {
 		dir, err := checkShareDir(d)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/catnest/catnest/internal/loopback"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
+	"github.com/catnest/catnest/shards"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -38,9 +40,11 @@ type node struct {
 	mesh *mesh.Node
 	db   *bbolt.DB
 	chat *chatlog.Service
-	ui   *webui.Server
-	ln   net.Listener
-	url  string // the web UI, with the token when one is needed
+	// files shares files and runs downloads and pushes.
+	files *shards.Service
+	ui    *webui.Server
+	ln    net.Listener
+	url   string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 }
@@ -118,7 +122,11 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat}, mn)
+	files, err := newFiles(cfg, mn, db, log)
+	if err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +139,58 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+}
+
+// The web UI's files API is the shards service.
+var _ webui.Files = (*shards.Service)(nil)
+
+// newFiles makes the node's shards service: it keeps its records in the
+// node's database and its downloads under the data dir, and writes the
+// rendezvous into the links it makes, so that a link tells where to find
+// the node.
+func newFiles(cfg ServeConfig, mn *mesh.Node, db *bbolt.DB, log *slog.Logger) (*shards.Service, error) {
+	rv, err := rendezvousHost(cfg.SignalURL)
+	if err != nil {
+		return nil, err
+	}
+	scfg := shards.DefaultConfig()
+	scfg.Node = mn
+	scfg.DB = db
+	scfg.Dir = cfg.Data
+	scfg.Folders = cfg.Shares
+	scfg.Rendezvous = rv
+	scfg.UploadRate = cfg.UploadRate
+	scfg.Push = shards.DefaultPushConfig()
+	// A push writes a file into the data dir unasked, so it is taken only
+	// from nodes the user named. Members of the chat channels this node
+	// joined are not enough: a channel's members are whoever advertises
+	// it, and anyone who learns an open channel's id can.
+	if len(cfg.AcceptPush) > 0 {
+		scfg.Push.Accept = shards.AcceptFrom(cfg.AcceptPush...)
+	}
+	scfg.Logger = log
+	return shards.New(scfg)
+}
+
+// rendezvousHost is the host:port of a rendezvous URL, as links carry it;
+// a URL without a port gets its scheme's.
+func rendezvousHost(signalURL string) (string, error) {
+	if signalURL == "" {
+		return "", nil
+	}
+	u, err := url.Parse(signalURL)
+	if err != nil {
+		return "", fmt.Errorf("--signal %q: %w", signalURL, err)
+	}
+	if u.Port() != "" {
+		return u.Host, nil
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
 // displayHost is the address to print for a listener: a wildcard address
@@ -152,12 +211,13 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
 	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
-	wg.Go(func() { errs[2] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Go(func() { errs[2] = n.files.Serve(ctx); cancel() })
+	wg.Go(func() { errs[3] = n.ui.Serve(ctx, n.ln); cancel() })
 	wg.Wait()
-	errs[3] = n.db.Close()
+	errs[4] = n.db.Close()
 	return errors.Join(errs...)
 }
 
@@ -170,6 +230,9 @@ func Serve(ctx context.Context, cfg ServeConfig, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "catnest node %s (%s)\nweb UI: %s\nAPI key: %s (for scripts; kept in %s)\nrendezvous: %s\n",
 		n.mesh.ID(), n.mesh.Name(), n.url, n.apiKey, filepath.Join(cfg.Data, webui.APIKeyFile), cfg.SignalURL)
+	for _, d := range cfg.Shares {
+		fmt.Fprintf(stdout, "sharing: %s\n", d)
+	}
 	return n.run(ctx)
 }
 
@@ -232,19 +295,37 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 	names := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
 	fmt.Fprintf(stdout, "catnest demo: %d nodes on loopback, rendezvous at %s\n", cfg.Nodes, signalURL)
 	errc := make(chan error, cfg.Nodes)
-	var nodes []*node
+	demoNames := make([]string, cfg.Nodes)
+	ids := make([]mesh.ID, cfg.Nodes)
 	for i := range cfg.Nodes {
 		name := names[i%len(names)]
 		if i >= len(names) {
 			name += strconv.Itoa(i / len(names))
 		}
+		demoNames[i] = name
+		// The keys first, so that each node can take the others' pushes.
+		ident, err := mesh.LoadOrCreateIdentity(filepath.Join(data, name))
+		if err != nil {
+			return fmt.Errorf("demo node %s: %w", name, err)
+		}
+		ids[i] = ident.ID
+	}
+	var nodes []*node
+	for i, name := range demoNames {
 		addr := net.JoinHostPort(host, "0")
 		if port != 0 {
 			addr = net.JoinHostPort(host, strconv.Itoa(port+i))
 		}
+		// Each node shares sample files of its own, so that the Files
+		// view has a gallery out of the box.
+		shared := filepath.Join(data, name, "shared")
+		if _, err := writeDemoFiles(shared, name); err != nil {
+			return fmt.Errorf("demo node %s: %w", name, err)
+		}
 		n, err := newNode(ServeConfig{
-			Data: data + "/" + name, HTTP: addr, SignalURL: signalURL, SignalKey: scfg.Key,
-			Name: name, LoopbackOnly: true,
+			Data: filepath.Join(data, name), HTTP: addr, SignalURL: signalURL, SignalKey: scfg.Key,
+			Name: name, LoopbackOnly: true, Shares: []string{shared},
+			AcceptPush: slices.Concat(ids[:i], ids[i+1:]),
 		}, log.With("demo", name))
 		if err != nil {
 			return fmt.Errorf("demo node %s: %w", name, err)
