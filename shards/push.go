@@ -834,13 +834,16 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return fmt.Errorf("%w: %s sent a corrupt piece of this push before", ErrCorrupt, from.Short())
 	}
 	if ip.have.Has(i) {
-		delete(ip.asm, key) // a copy it holds already: nothing to do
+		ip.dropAssembly(key) // a copy it holds already: nothing to do
 		ip.mu.Unlock()
 		return nil
 	}
 	a := ip.asm[key]
 	switch {
-	case a == nil && r.Off == 0:
+	case r.Off == 0:
+		// A first block: a piece begun again (its sender's request timed
+		// out half-way) starts over.
+		ip.dropAssembly(key)
 		if ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize) {
 			ip.mu.Unlock()
 			p.node.Penalize(from, "too many pushed pieces at once")
@@ -860,8 +863,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip.mu.Unlock()
 		return nil
 	}
-	delete(ip.asm, key)
-	ip.perPeer[k]--
+	ip.dropAssembly(key)
 	ip.mu.Unlock()
 	if !ip.Manifest.Verify(i, a.buf) {
 		ip.mu.Lock()
@@ -884,6 +886,15 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	ip.mu.Unlock()
 	ip.poke()
 	return nil
+}
+
+// dropAssembly forgets a half-built piece, if there is one, so that it no
+// longer counts against its sender's bound; ip.mu is held.
+func (ip *inPush) dropAssembly(key asmKey) {
+	if ip.asm[key] != nil {
+		delete(ip.asm, key)
+		ip.perPeer[key.from]--
+	}
 }
 
 // enqueue adds a relay unless it waits already; ip.mu is held.
