@@ -291,9 +291,10 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	}
 	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
 		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
-		asked: make([]map[int]int, len(members)), refused: make([]map[int]bool, len(members))}
+		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
+		fed: make([][]int, len(members)), changed: make(chan struct{}, 1)}
 	for k := range members {
-		op.asked[k] = make(map[int]int)
+		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
 		op.have[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
@@ -331,15 +332,65 @@ type outPush struct {
 	src     pieceSource
 	started time.Time
 
-	mu       sync.Mutex
-	have     []Bitfield     // per receiver: answered sends and its reports
-	state    []string       // "receiving", "done", "gone"
-	stalled  []int          // repair ticks without progress
-	asked    []map[int]int  // per receiver: piece -> times repair asked for it
-	refused  []map[int]bool // per receiver: the members it caught sending corrupt pieces
-	last     []int          // have count at the last repair tick
+	mu      sync.Mutex
+	have    []Bitfield              // per receiver: answered sends and its reports
+	state   []string                // "receiving", "done", "gone"
+	stalled []int                   // repair ticks without progress
+	orders  []map[int]*pushOrderRec // per receiver: piece -> the repair order for it
+	refused []map[int]bool          // per receiver: the members it caught sending corrupt pieces
+	last    []int                   // have count at the last repair tick
+	// fed lists, per receiver, the pieces the first pass sent it that no
+	// other receiver was seen to hold yet (see awaitSpread).
+	fed      [][]int
 	uploaded int64
 	finished bool
+	// changed is poked when a receiver's pieces or state change.
+	changed chan struct{}
+}
+
+// pushOrderRec is a repair order: holder was asked to send a piece to a
+// receiver at at; tried are the holders that were asked before and did
+// not deliver within BlockTimeout.
+type pushOrderRec struct {
+	holder int
+	at     time.Time
+	tried  []int
+}
+
+func (op *outPush) poke() {
+	select {
+	case op.changed <- struct{}{}:
+	default:
+	}
+}
+
+// unspread is how many pieces of k's first-pass feed no other live
+// receiver holds yet, 0 when no other receiver is left to take them; it
+// drops those that spread from the feed. op.mu is held.
+func (op *outPush) unspread(k int) int {
+	others := false
+	for h := range op.Members {
+		others = others || (h != k && op.live(h))
+	}
+	if !others {
+		op.fed[k] = op.fed[k][:0]
+		return 0
+	}
+	kept := op.fed[k][:0]
+	for _, i := range op.fed[k] {
+		spread := false
+		for h := range op.Members {
+			if h != k && op.live(h) && op.have[h].Has(i) {
+				spread = true
+				break
+			}
+		}
+		if !spread {
+			kept = append(kept, i)
+		}
+	}
+	op.fed[k] = kept
+	return len(kept)
 }
 
 func (op *outPush) status() PushStatus {
@@ -367,6 +418,7 @@ func (op *outPush) setGone(k int) {
 	op.mu.Lock()
 	op.state[k] = "gone"
 	op.mu.Unlock()
+	op.poke()
 }
 
 // got records that receiver k holds the pieces in b.
@@ -379,6 +431,7 @@ func (op *outPush) got(k int, b Bitfield) {
 	if op.state[k] == "receiving" && op.have[k].Count() == op.Manifest.NumPieces() {
 		op.state[k] = "done"
 	}
+	op.poke()
 }
 
 func (p *pushes) notify(op *outPush) {
@@ -405,22 +458,45 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.notify(op)
 	// The first pass: each piece once, to its owner (or, if the owner
 	// is gone, to the next receiver still there), in order, Window
-	// pieces at once.
+	// pieces at once, and no faster than the owner passes them on.
 	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
 	for i := range op.Manifest.NumPieces() {
+		// Its owner, or the next receiver still there.
+		first := pieceOwner(op.Plan, i, n)
+		op.mu.Lock()
+		for range n {
+			if op.live(first) {
+				break
+			}
+			first = (first + 1) % n
+		}
+		op.mu.Unlock()
+		if err := p.awaitSpread(ctx, op, first); err != nil {
+			wg.Wait()
+			return
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
 			return
 		}
+		// Counted as fed now, before the next awaitSpread looks.
+		op.mu.Lock()
+		if op.live(first) && !op.have[first].Has(i) {
+			op.fed[first] = append(op.fed[first], i)
+		}
+		op.mu.Unlock()
 		wg.Go(func() {
 			defer func() { <-sem }()
-			owner := pieceOwner(op.Plan, i, n)
+			owner := first
 			for range n {
 				op.mu.Lock()
 				live, has := op.live(owner), op.have[owner].Has(i)
+				if live && !has && owner != first {
+					op.fed[owner] = append(op.fed[owner], i)
+				}
 				op.mu.Unlock()
 				if has {
 					return
@@ -479,6 +555,47 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.mu.Unlock()
 }
 
+// awaitSpread holds the first pass back while receiver k holds
+// spreadPieces pieces it was fed that no other receiver holds yet. So a
+// receiver that leaves takes at most that many pieces only the source can
+// give again, whatever the load: the source's extra upload for a leaver is
+// bounded by construction, not by how fast the others notice. A receiver
+// that spreads none of them within BlockTimeout (it hangs, or swallows
+// what it should relay) is dropped from the push.
+func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
+	limit := p.spreadPieces(op.Manifest)
+	deadline := time.Now().Add(p.cfg.BlockTimeout)
+	t := time.NewTicker(p.cfg.Repair)
+	defer t.Stop()
+	for {
+		op.mu.Lock()
+		open := !op.live(k) || op.unspread(k) < limit
+		op.mu.Unlock()
+		if open {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			p.log.Info("push receiver passes nothing on: dropped", "push", op.Push, "peer", op.Members[k].Short())
+			op.setGone(k)
+			return nil
+		}
+		select {
+		case <-op.changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// spreadPieces is how many pieces of m a receiver may hold from the first
+// pass before any other receiver has them: what a leaver costs the source
+// at most. About spreadBytes, and at least a window, so that the source
+// is not held back by the receivers' report period (see runReceiver).
+func (p *pushes) spreadPieces(m *Manifest) int {
+	return max(p.window(m), int(spreadBytes/m.PieceSize))
+}
+
 // sendSource sends piece i from the source to receiver k; a receiver that
 // cannot be reached or refuses is gone.
 func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags byte) error {
@@ -504,12 +621,13 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 
 // repair checks the receivers once: it reports true when every receiver
 // still there holds every piece. A receiver that made no progress for two
-// checks has each missing piece ordered from a receiver that holds it (a
-// different one each time it is asked again), leaving out those the
-// receiver caught sending corrupt pieces; the source sends it itself only
-// when no such holder is left, or after each had three turns (one that
-// claims pieces it does not send). So the source uploads little more than
-// what no honest receiver can give.
+// checks has each missing piece ordered from a receiver that holds it,
+// leaving out those the receiver caught sending corrupt pieces. The order
+// stands (it is sent again, which costs nothing) until the piece arrives,
+// the holder leaves or is caught, or BlockTimeout passes; then another
+// holder is asked. The source sends a piece itself only when no holder is
+// left to ask: so what it uploads again does not depend on how fast the
+// receivers are, only on which pieces no honest receiver holds.
 func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	n, np := len(op.Members), op.Manifest.NumPieces()
 	linked := make(map[mesh.ID]bool)
@@ -519,6 +637,8 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	type job struct{ holder, to int }
 	orders := make(map[job][]uint32)
 	var mine []job // pieces (in holder) the source sends itself to receiver to
+	now := time.Now()
+	sentHere := make(map[int]bool) // pieces the source sends in this check
 	op.mu.Lock()
 	all := true
 	for k := range n {
@@ -548,27 +668,41 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			continue
 		}
 		op.stalled[k] = 0
-		sentHere := make(map[int]bool)
 		for i := range np {
 			if op.have[k].Has(i) {
+				delete(op.orders[k], i)
 				continue
 			}
-			var holders []int
-			for h := range n {
-				if h != k && op.live(h) && op.have[h].Has(i) {
-					holders = append(holders, h)
+			rec := op.orders[k][i]
+			if rec == nil {
+				rec = &pushOrderRec{holder: -1}
+				op.orders[k][i] = rec
+			}
+			h := rec.holder
+			if h >= 0 && (!op.live(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
+				rec.tried = append(rec.tried, h)
+				h = -1
+			}
+			if h < 0 {
+				var holders []int
+				for g := range n {
+					if g != k && op.live(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
+						holders = append(holders, g)
+					}
+				}
+				if len(holders) > 0 {
+					h = holders[(i+k)%len(holders)]
+					rec.holder, rec.at = h, now
 				}
 			}
-			holders = slices.DeleteFunc(holders, func(h int) bool { return op.refused[k][h] })
-			turn := op.asked[k][i]
-			if len(holders) > 0 && turn < 3*len(holders) {
-				op.asked[k][i]++
-				h := holders[(i+turn)%len(holders)]
+			if h >= 0 {
+				rec.holder = h
 				if len(orders[job{h, k}]) < maxOrderPieces {
 					orders[job{h, k}] = append(orders[job{h, k}], uint32(i))
 				}
 				continue
 			}
+			rec.holder = -1
 			// Nobody left holds it: the source sends it, once per
 			// check, to one receiver; the others get it from that one
 			// at a later check.
@@ -691,6 +825,8 @@ const (
 	maxAssemblies    = 16
 	windowBytes      = 2 << 20
 	maxAssemblyBytes = 2 * windowBytes
+	// spreadBytes: see spreadPieces.
+	spreadBytes = 1 << 20
 )
 
 type relayJob struct{ to, piece int }
@@ -928,14 +1064,31 @@ func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
 		// Orders go before the plan's relays: they are what a stalled
 		// receiver waits for, and the source sends them itself if they
 		// wait too long.
+		// An ordered relay that waits in the queue already (the plan's,
+		// behind many others) moves to the front too; one in flight is
+		// left alone.
 		var front []relayJob
+		want := make(map[relayJob]bool, len(pieces))
 		for _, i := range pieces {
-			if j := (relayJob{to, int(i)}); ip.have.Has(int(i)) && !ip.queued[j] {
+			j := relayJob{to, int(i)}
+			if !ip.have.Has(int(i)) || want[j] {
+				continue
+			}
+			want[j] = true
+			if !ip.queued[j] {
 				ip.queued[j] = true
 				front = append(front, j)
 			}
 		}
-		ip.queue = append(front, ip.queue...)
+		rest := make([]relayJob, 0, len(ip.queue))
+		for _, j := range ip.queue {
+			if want[j] {
+				front = append(front, j)
+			} else {
+				rest = append(rest, j)
+			}
+		}
+		ip.queue = append(front, rest...)
 	}
 	ip.mu.Unlock()
 	ip.poke()
