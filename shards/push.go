@@ -98,8 +98,9 @@ type PushConfig struct {
 	// making progress after its first pass, to have their missing pieces
 	// sent by a receiver that holds them, or by itself if none does.
 	Repair time.Duration
-	// Idle: a push received with no message for this long is forgotten
-	// (its pieces stay in the sink).
+	// Idle: a push received whose source neither sent anything nor
+	// answered a report (runReceiver) for this long is forgotten (its
+	// pieces stay in the sink).
 	Idle time.Duration
 	// BlockTimeout bounds the sending of one block: a receiver that hangs
 	// counts as gone.
@@ -1112,6 +1113,14 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
 		p.node.Penalize(from, "bad push report")
 		return err
 	}
+	op.mu.Lock()
+	finished := op.finished
+	op.mu.Unlock()
+	if finished {
+		// An error, so that a receiver that missed the end does not
+		// take the answer for a push still on (runReceiver).
+		return fmt.Errorf("%w: push %s has ended", ErrUnknown, pid)
+	}
 	op.got(k, h)
 	op.mu.Lock()
 	for _, r := range bad {
@@ -1168,13 +1177,24 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		seen := ip.lastSeen
 		ip.mu.Unlock()
 		// Report what it holds to the source when it changed, at most
-		// every 100 ms, and at once when it is whole.
-		if count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond) {
+		// every 100 ms, and at once when it is whole; and every Idle/4
+		// even when nothing changed: the source's answer says the push
+		// is still on, so that a receiver that hears nothing for a
+		// while (a slow source, a stall waiting for repair) does not
+		// forget it.
+		changed := count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond)
+		if changed || time.Since(lastReport) > p.cfg.Idle/4 {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()
 			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())
 			ip.mu.Unlock()
-			wg.Go(func() { _ = p.call(ctx, ip.source, msg) })
+			wg.Go(func() {
+				if p.call(ctx, ip.source, msg) == nil {
+					ip.mu.Lock()
+					ip.lastSeen = time.Now()
+					ip.mu.Unlock()
+				}
+			})
 		}
 		if ok {
 			select {
