@@ -168,6 +168,8 @@ type pushes struct {
 	waitUpload func(ctx context.Context, n int) error
 	// publish, if set, is told of a push's progress (Event.Push).
 	publish func(Event)
+	// maxBuffered: see the constant; tests lower it.
+	maxBuffered int64
 
 	mu      sync.Mutex
 	runCtx  context.Context // set while serve runs; workers start under it
@@ -206,10 +208,11 @@ func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSourc
 	}
 	return &pushes{
 		node: node, log: log, cfg: cfg, sources: sources, open: open,
-		waitUpload: func(context.Context, int) error { return nil },
-		out:        make(map[pushID]*outPush),
-		in:         make(map[pushID]*inPush),
-		started:    make(chan struct{}),
+		waitUpload:  func(context.Context, int) error { return nil },
+		maxBuffered: maxBuffered,
+		out:         make(map[pushID]*outPush),
+		in:          make(map[pushID]*inPush),
+		started:     make(chan struct{}),
 	}
 }
 
@@ -803,6 +806,7 @@ type inPush struct {
 	bad      map[int]bool // senders that sent a corrupt piece: refused since
 	asm      map[asmKey]*assembly
 	perPeer  map[int]int // assemblies per sender (-1 the source)
+	asmBytes int64       // the bytes of all of them
 	queue    []relayJob
 	queued   map[relayJob]bool
 	wake     chan struct{} // relay work or a have change
@@ -828,6 +832,9 @@ const (
 	maxAssemblyBytes = 2 * windowBytes
 	// spreadBytes: see spreadPieces.
 	spreadBytes = 1 << 20
+	// maxBuffered bounds the half-sent pieces of one incoming push, all
+	// senders together: a receiver holds at most MaxIncoming times this.
+	maxBuffered = 64 << 20
 )
 
 type relayJob struct{ to, piece int }
@@ -986,9 +993,18 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			p.node.Penalize(from, "too many pushed pieces at once")
 			return fmt.Errorf("%w: %d pieces half-sent at once", ErrBadFrame, maxAssemblies)
 		}
+		// All senders together: a source may name up to
+		// MaxPushReceivers members, each within its own bound. Not an
+		// offence: honest senders of large pieces reach it too; the
+		// sender gives up this piece and repair sends it again later.
+		if ip.asmBytes+ip.Manifest.PieceLen(i) > p.maxBuffered {
+			ip.mu.Unlock()
+			return fmt.Errorf("%w: %d bytes of pushed pieces half-sent here already", ErrTooLarge, ip.asmBytes)
+		}
 		a = &assembly{buf: make([]byte, ip.Manifest.PieceLen(i))}
 		ip.asm[key] = a
 		ip.perPeer[k]++
+		ip.asmBytes += int64(len(a.buf))
 	case a == nil || int64(r.Off) != a.next:
 		ip.mu.Unlock()
 		p.node.Penalize(from, "pushed block out of order")
@@ -1028,9 +1044,10 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 // dropAssembly forgets a half-built piece, if there is one, so that it no
 // longer counts against its sender's bound; ip.mu is held.
 func (ip *inPush) dropAssembly(key asmKey) {
-	if ip.asm[key] != nil {
+	if a := ip.asm[key]; a != nil {
 		delete(ip.asm, key)
 		ip.perPeer[key.from]--
+		ip.asmBytes -= int64(len(a.buf))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/catnest/catnest/mesh"
@@ -113,5 +114,34 @@ func TestPushPieceSentAgainFromTheStart(t *testing.T) {
 	// it has not begun.
 	if err := h.block(m2, 2, BlockSize); err == nil || h.node.penalties.Load() != 1 {
 		t.Errorf("a block out of order: %v, %d penalties", err, h.node.penalties.Load())
+	}
+}
+
+// TestPushHalfSentBytesBounded: the pieces half-sent to a receiver by all
+// the members of a push together are bounded (a source may name 255
+// members, each within its own bound): past it a new piece is refused,
+// without scoring its honest sender down, and taken again once room is
+// made.
+func TestPushHalfSentBytesBounded(t *testing.T) {
+	h := newHandlerPush(t, 8, 2*BlockSize)
+	h.p.maxBuffered = 4 * 2 * BlockSize
+	m1, m2 := fuzzMembers[1], fuzzMembers[2]
+	for i := range 3 {
+		if err := h.block(m1, i, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.block(m2, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.block(m2, 4, 0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a fifth half-sent piece over the bound: %v, want ErrTooLarge", err)
+	}
+	if err := h.block(m1, 0, BlockSize); err != nil { // piece 0 is whole: room again
+		t.Fatal(err)
+	}
+	h.piece(t, m2, 4)
+	if !h.sink.held.Has(0) || !h.sink.held.Has(4) || h.node.penalties.Load() != 0 {
+		t.Errorf("held 0: %v, 4: %v; %d penalties", h.sink.held.Has(0), h.sink.held.Has(4), h.node.penalties.Load())
 	}
 }
