@@ -658,6 +658,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			cancel()
 			op.mu.Lock()
 			if err != nil {
+				p.log.Info("push receiver unreachable", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
 				op.state[k] = "gone"
 				continue
 			}
@@ -725,6 +726,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 		msg := encodeOrder(op.Push, j.to, pieces)
 		wg.Go(func() {
 			if err := p.call(ctx, op.Members[j.holder], msg); err != nil && ctx.Err() == nil {
+				p.log.Info("push receiver refused an order or unreachable", "push", op.Push, "peer", op.Members[j.holder].Short(), "err", err)
 				op.setGone(j.holder)
 			}
 		})
