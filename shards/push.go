@@ -971,6 +971,13 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		p.node.Penalize(from, "bad pushed block")
 		return fmt.Errorf("%w: pushed block %d+%d of piece %d", ErrBadFrame, r.Off, r.Len, r.Piece)
 	}
+	// Only the source asks for relays, and in a chain the members before
+	// this one: a member that could would have this node upload every
+	// piece it is sent to all the others again.
+	if flags&relayFlag != 0 && k >= 0 && (ip.Plan != PlanChain || k > ip.self) {
+		p.node.Penalize(from, "pushed block asks for a relay")
+		return fmt.Errorf("%w: member %s may not ask for relays", ErrBadFrame, from.Short())
+	}
 	i := int(r.Piece)
 	key := asmKey{k, i}
 	ip.mu.Lock()

@@ -145,3 +145,33 @@ func TestPushHalfSentBytesBounded(t *testing.T) {
 		t.Errorf("held 0: %v, 4: %v; %d penalties", h.sink.held.Has(0), h.sink.held.Has(4), h.node.penalties.Load())
 	}
 }
+
+// TestPushRelayAskedOnlyBySource: in a matrix push a member cannot have
+// this node relay what it sends (that would make it upload every piece to
+// all the others again): such a block is refused and scored down; the
+// source's is taken and relayed to every other member.
+func TestPushRelayAskedOnlyBySource(t *testing.T) {
+	h := newHandlerPush(t, 4, MinPieceSize)
+	frame := func(from mesh.ID, i int) error {
+		b := make([]byte, blockHeader+MinPieceSize)
+		b[0] = pushBlock
+		copy(b[1:], h.ip.Push[:])
+		binary.BigEndian.PutUint32(b[17:], uint32(i))
+		b[25] = relayFlag
+		copy(b[blockHeader:], h.data[h.ip.Manifest.PieceOffset(i):])
+		_, err := h.p.ServeMesh(context.Background(), &mesh.Message{From: from, Protocol: ProtoPush, Payload: b, Request: true, Channel: mesh.Bulk})
+		return err
+	}
+	if err := frame(fuzzMembers[1], 1); !errors.Is(err, ErrBadFrame) || h.node.penalties.Load() != 1 {
+		t.Errorf("a member asking for relays: %v, %d penalties", err, h.node.penalties.Load())
+	}
+	if h.sink.held.Has(1) || len(h.ip.queue) != 0 {
+		t.Errorf("the member's block was taken: held %v, %d relays queued", h.sink.held.Has(1), len(h.ip.queue))
+	}
+	if err := frame(h.src, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.ip.queue) != len(fuzzMembers)-1 {
+		t.Errorf("the source's block: %d relays queued, want %d", len(h.ip.queue), len(fuzzMembers)-1)
+	}
+}
