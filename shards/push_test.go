@@ -147,6 +147,9 @@ func (pp *pushPeer) getSink() *memSink {
 	return pp.sink
 }
 
+// fastNodes: nets of up to this many nodes run meshtest.Fast (see pushNet).
+const fastNodes = 16
+
 // pushNet starts n nodes on one network, each with its pushes: want is
 // the file (receivers' sinks check against it), cfg their settings, rate
 // (bytes/s, 0 none) the upload cap of every node.
@@ -160,7 +163,7 @@ func pushNet(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushCon
 			// the fast directory refresh of a large net linked all to
 			// all (N² links, a signed record per node a second) would
 			// take the CPU that the simulation measures.
-			if n <= 16 {
+			if n <= fastNodes {
 				meshtest.Fast(c)
 			}
 			c.HighPeers = 2*n + 8
