@@ -78,8 +78,10 @@ type link struct {
 	retired    chan struct{}
 	retireOnce sync.Once
 	wg         sync.WaitGroup // goroutines of this link
-	mu         sync.Mutex     // guards pending
+	mu         sync.Mutex     // guards pend and stopped
 	pend       map[uint64]chan result
+	// stopped: runLink is waiting for wg, so recv adds nothing to it.
+	stopped bool
 }
 
 func newLink(n *Node, c Conn) *link {
@@ -192,7 +194,17 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 			return
 		}
 		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch, Request: true}
+		// A Conn may deliver after the link shut down (its goroutine
+		// races with Close): once runLink waits for the link's
+		// goroutines, start none.
+		l.mu.Lock()
+		if l.stopped {
+			l.mu.Unlock()
+			<-l.slots
+			return
+		}
 		l.wg.Add(1)
+		l.mu.Unlock()
 		go func() {
 			defer l.wg.Done()
 			defer func() { <-l.slots }()

@@ -441,6 +441,9 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	defer func() {
 		c.Close()
 		cancel()
+		l.mu.Lock()
+		l.stopped = true // frames the Conn still delivers start no handler
+		l.mu.Unlock()
 		l.wg.Wait()
 	}()
 

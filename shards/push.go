@@ -98,8 +98,9 @@ type PushConfig struct {
 	// making progress after its first pass, to have their missing pieces
 	// sent by a receiver that holds them, or by itself if none does.
 	Repair time.Duration
-	// Idle: a push received with no message for this long is forgotten
-	// (its pieces stay in the sink).
+	// Idle: a push received whose source neither sent anything nor
+	// answered a report (runReceiver) for this long is forgotten (its
+	// pieces stay in the sink).
 	Idle time.Duration
 	// BlockTimeout bounds the sending of one block: a receiver that hangs
 	// counts as gone.
@@ -167,6 +168,8 @@ type pushes struct {
 	waitUpload func(ctx context.Context, n int) error
 	// publish, if set, is told of a push's progress (Event.Push).
 	publish func(Event)
+	// maxBuffered: see the constant; tests lower it.
+	maxBuffered int64
 
 	mu      sync.Mutex
 	runCtx  context.Context // set while serve runs; workers start under it
@@ -205,10 +208,11 @@ func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSourc
 	}
 	return &pushes{
 		node: node, log: log, cfg: cfg, sources: sources, open: open,
-		waitUpload: func(context.Context, int) error { return nil },
-		out:        make(map[pushID]*outPush),
-		in:         make(map[pushID]*inPush),
-		started:    make(chan struct{}),
+		waitUpload:  func(context.Context, int) error { return nil },
+		maxBuffered: maxBuffered,
+		out:         make(map[pushID]*outPush),
+		in:          make(map[pushID]*inPush),
+		started:     make(chan struct{}),
 	}
 }
 
@@ -291,9 +295,10 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	}
 	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
 		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
-		asked: make([]map[int]int, len(members)), refused: make([]map[int]bool, len(members))}
+		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
+		fed: make([][]int, len(members)), changed: make(chan struct{}, 1)}
 	for k := range members {
-		op.asked[k] = make(map[int]int)
+		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
 		op.have[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
@@ -331,15 +336,65 @@ type outPush struct {
 	src     pieceSource
 	started time.Time
 
-	mu       sync.Mutex
-	have     []Bitfield     // per receiver: answered sends and its reports
-	state    []string       // "receiving", "done", "gone"
-	stalled  []int          // repair ticks without progress
-	asked    []map[int]int  // per receiver: piece -> times repair asked for it
-	refused  []map[int]bool // per receiver: the members it caught sending corrupt pieces
-	last     []int          // have count at the last repair tick
+	mu      sync.Mutex
+	have    []Bitfield              // per receiver: answered sends and its reports
+	state   []string                // "receiving", "done", "gone"
+	stalled []int                   // repair ticks without progress
+	orders  []map[int]*pushOrderRec // per receiver: piece -> the repair order for it
+	refused []map[int]bool          // per receiver: the members it caught sending corrupt pieces
+	last    []int                   // have count at the last repair tick
+	// fed lists, per receiver, the pieces the first pass sent it that no
+	// other receiver was seen to hold yet (see awaitSpread).
+	fed      [][]int
 	uploaded int64
 	finished bool
+	// changed is poked when a receiver's pieces or state change.
+	changed chan struct{}
+}
+
+// pushOrderRec is a repair order: holder was asked to send a piece to a
+// receiver at at; tried are the holders that were asked before and did
+// not deliver within BlockTimeout.
+type pushOrderRec struct {
+	holder int
+	at     time.Time
+	tried  []int
+}
+
+func (op *outPush) poke() {
+	select {
+	case op.changed <- struct{}{}:
+	default:
+	}
+}
+
+// unspread is how many pieces of k's first-pass feed no other live
+// receiver holds yet, 0 when no other receiver is left to take them; it
+// drops those that spread from the feed. op.mu is held.
+func (op *outPush) unspread(k int) int {
+	others := false
+	for h := range op.Members {
+		others = others || (h != k && op.live(h))
+	}
+	if !others {
+		op.fed[k] = op.fed[k][:0]
+		return 0
+	}
+	kept := op.fed[k][:0]
+	for _, i := range op.fed[k] {
+		spread := false
+		for h := range op.Members {
+			if h != k && op.live(h) && op.have[h].Has(i) {
+				spread = true
+				break
+			}
+		}
+		if !spread {
+			kept = append(kept, i)
+		}
+	}
+	op.fed[k] = kept
+	return len(kept)
 }
 
 func (op *outPush) status() PushStatus {
@@ -367,6 +422,7 @@ func (op *outPush) setGone(k int) {
 	op.mu.Lock()
 	op.state[k] = "gone"
 	op.mu.Unlock()
+	op.poke()
 }
 
 // got records that receiver k holds the pieces in b.
@@ -379,6 +435,7 @@ func (op *outPush) got(k int, b Bitfield) {
 	if op.state[k] == "receiving" && op.have[k].Count() == op.Manifest.NumPieces() {
 		op.state[k] = "done"
 	}
+	op.poke()
 }
 
 func (p *pushes) notify(op *outPush) {
@@ -405,22 +462,45 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.notify(op)
 	// The first pass: each piece once, to its owner (or, if the owner
 	// is gone, to the next receiver still there), in order, Window
-	// pieces at once.
+	// pieces at once, and no faster than the owner passes them on.
 	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
 	for i := range op.Manifest.NumPieces() {
+		// Its owner, or the next receiver still there.
+		first := pieceOwner(op.Plan, i, n)
+		op.mu.Lock()
+		for range n {
+			if op.live(first) {
+				break
+			}
+			first = (first + 1) % n
+		}
+		op.mu.Unlock()
+		if err := p.awaitSpread(ctx, op, first); err != nil {
+			wg.Wait()
+			return
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
 			return
 		}
+		// Counted as fed now, before the next awaitSpread looks.
+		op.mu.Lock()
+		if op.live(first) && !op.have[first].Has(i) {
+			op.fed[first] = append(op.fed[first], i)
+		}
+		op.mu.Unlock()
 		wg.Go(func() {
 			defer func() { <-sem }()
-			owner := pieceOwner(op.Plan, i, n)
+			owner := first
 			for range n {
 				op.mu.Lock()
 				live, has := op.live(owner), op.have[owner].Has(i)
+				if live && !has && owner != first {
+					op.fed[owner] = append(op.fed[owner], i)
+				}
 				op.mu.Unlock()
 				if has {
 					return
@@ -479,6 +559,47 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.mu.Unlock()
 }
 
+// awaitSpread holds the first pass back while receiver k holds
+// spreadPieces pieces it was fed that no other receiver holds yet. So a
+// receiver that leaves takes at most that many pieces only the source can
+// give again, whatever the load: the source's extra upload for a leaver is
+// bounded by construction, not by how fast the others notice. A receiver
+// that spreads none of them within BlockTimeout (it hangs, or swallows
+// what it should relay) is dropped from the push.
+func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
+	limit := p.spreadPieces(op.Manifest)
+	deadline := time.Now().Add(p.cfg.BlockTimeout)
+	t := time.NewTicker(p.cfg.Repair)
+	defer t.Stop()
+	for {
+		op.mu.Lock()
+		open := !op.live(k) || op.unspread(k) < limit
+		op.mu.Unlock()
+		if open {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			p.log.Info("push receiver passes nothing on: dropped", "push", op.Push, "peer", op.Members[k].Short())
+			op.setGone(k)
+			return nil
+		}
+		select {
+		case <-op.changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// spreadPieces is how many pieces of m a receiver may hold from the first
+// pass before any other receiver has them: what a leaver costs the source
+// at most. About spreadBytes, and at least a window, so that the source
+// is not held back by the receivers' report period (see runReceiver).
+func (p *pushes) spreadPieces(m *Manifest) int {
+	return max(p.window(m), int(spreadBytes/m.PieceSize))
+}
+
 // sendSource sends piece i from the source to receiver k; a receiver that
 // cannot be reached or refuses is gone.
 func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags byte) error {
@@ -504,12 +625,13 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 
 // repair checks the receivers once: it reports true when every receiver
 // still there holds every piece. A receiver that made no progress for two
-// checks has each missing piece ordered from a receiver that holds it (a
-// different one each time it is asked again), leaving out those the
-// receiver caught sending corrupt pieces; the source sends it itself only
-// when no such holder is left, or after each had three turns (one that
-// claims pieces it does not send). So the source uploads little more than
-// what no honest receiver can give.
+// checks has each missing piece ordered from a receiver that holds it,
+// leaving out those the receiver caught sending corrupt pieces. The order
+// stands (it is sent again, which costs nothing) until the piece arrives,
+// the holder leaves or is caught, or BlockTimeout passes; then another
+// holder is asked. The source sends a piece itself only when no holder is
+// left to ask: so what it uploads again does not depend on how fast the
+// receivers are, only on which pieces no honest receiver holds.
 func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	n, np := len(op.Members), op.Manifest.NumPieces()
 	linked := make(map[mesh.ID]bool)
@@ -519,6 +641,8 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	type job struct{ holder, to int }
 	orders := make(map[job][]uint32)
 	var mine []job // pieces (in holder) the source sends itself to receiver to
+	now := time.Now()
+	sentHere := make(map[int]bool) // pieces the source sends in this check
 	op.mu.Lock()
 	all := true
 	for k := range n {
@@ -534,6 +658,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			cancel()
 			op.mu.Lock()
 			if err != nil {
+				p.log.Info("push receiver unreachable", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
 				op.state[k] = "gone"
 				continue
 			}
@@ -548,27 +673,41 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			continue
 		}
 		op.stalled[k] = 0
-		sentHere := make(map[int]bool)
 		for i := range np {
 			if op.have[k].Has(i) {
+				delete(op.orders[k], i)
 				continue
 			}
-			var holders []int
-			for h := range n {
-				if h != k && op.live(h) && op.have[h].Has(i) {
-					holders = append(holders, h)
+			rec := op.orders[k][i]
+			if rec == nil {
+				rec = &pushOrderRec{holder: -1}
+				op.orders[k][i] = rec
+			}
+			h := rec.holder
+			if h >= 0 && (!op.live(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
+				rec.tried = append(rec.tried, h)
+				h = -1
+			}
+			if h < 0 {
+				var holders []int
+				for g := range n {
+					if g != k && op.live(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
+						holders = append(holders, g)
+					}
+				}
+				if len(holders) > 0 {
+					h = holders[(i+k)%len(holders)]
+					rec.holder, rec.at = h, now
 				}
 			}
-			holders = slices.DeleteFunc(holders, func(h int) bool { return op.refused[k][h] })
-			turn := op.asked[k][i]
-			if len(holders) > 0 && turn < 3*len(holders) {
-				op.asked[k][i]++
-				h := holders[(i+turn)%len(holders)]
+			if h >= 0 {
+				rec.holder = h
 				if len(orders[job{h, k}]) < maxOrderPieces {
 					orders[job{h, k}] = append(orders[job{h, k}], uint32(i))
 				}
 				continue
 			}
+			rec.holder = -1
 			// Nobody left holds it: the source sends it, once per
 			// check, to one receiver; the others get it from that one
 			// at a later check.
@@ -587,6 +726,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 		msg := encodeOrder(op.Push, j.to, pieces)
 		wg.Go(func() {
 			if err := p.call(ctx, op.Members[j.holder], msg); err != nil && ctx.Err() == nil {
+				p.log.Info("push receiver refused an order or unreachable", "push", op.Push, "peer", op.Members[j.holder].Short(), "err", err)
 				op.setGone(j.holder)
 			}
 		})
@@ -668,6 +808,7 @@ type inPush struct {
 	bad      map[int]bool // senders that sent a corrupt piece: refused since
 	asm      map[asmKey]*assembly
 	perPeer  map[int]int // assemblies per sender (-1 the source)
+	asmBytes int64       // the bytes of all of them
 	queue    []relayJob
 	queued   map[relayJob]bool
 	wake     chan struct{} // relay work or a have change
@@ -691,6 +832,11 @@ const (
 	maxAssemblies    = 16
 	windowBytes      = 2 << 20
 	maxAssemblyBytes = 2 * windowBytes
+	// spreadBytes: see spreadPieces.
+	spreadBytes = 1 << 20
+	// maxBuffered bounds the half-sent pieces of one incoming push, all
+	// senders together: a receiver holds at most MaxIncoming times this.
+	maxBuffered = 64 << 20
 )
 
 type relayJob struct{ to, piece int }
@@ -825,6 +971,13 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		p.node.Penalize(from, "bad pushed block")
 		return fmt.Errorf("%w: pushed block %d+%d of piece %d", ErrBadFrame, r.Off, r.Len, r.Piece)
 	}
+	// Only the source asks for relays, and in a chain the members before
+	// this one: a member that could would have this node upload every
+	// piece it is sent to all the others again.
+	if flags&relayFlag != 0 && k >= 0 && (ip.Plan != PlanChain || k > ip.self) {
+		p.node.Penalize(from, "pushed block asks for a relay")
+		return fmt.Errorf("%w: member %s may not ask for relays", ErrBadFrame, from.Short())
+	}
 	i := int(r.Piece)
 	key := asmKey{k, i}
 	ip.mu.Lock()
@@ -834,21 +987,33 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return fmt.Errorf("%w: %s sent a corrupt piece of this push before", ErrCorrupt, from.Short())
 	}
 	if ip.have.Has(i) {
-		delete(ip.asm, key) // a copy it holds already: nothing to do
+		ip.dropAssembly(key) // a copy it holds already: nothing to do
 		ip.mu.Unlock()
 		return nil
 	}
 	a := ip.asm[key]
 	switch {
-	case a == nil && r.Off == 0:
+	case r.Off == 0:
+		// A first block: a piece begun again (its sender's request timed
+		// out half-way) starts over.
+		ip.dropAssembly(key)
 		if ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize) {
 			ip.mu.Unlock()
 			p.node.Penalize(from, "too many pushed pieces at once")
 			return fmt.Errorf("%w: %d pieces half-sent at once", ErrBadFrame, maxAssemblies)
 		}
+		// All senders together: a source may name up to
+		// MaxPushReceivers members, each within its own bound. Not an
+		// offence: honest senders of large pieces reach it too; the
+		// sender gives up this piece and repair sends it again later.
+		if ip.asmBytes+ip.Manifest.PieceLen(i) > p.maxBuffered {
+			ip.mu.Unlock()
+			return fmt.Errorf("%w: %d bytes of pushed pieces half-sent here already", ErrTooLarge, ip.asmBytes)
+		}
 		a = &assembly{buf: make([]byte, ip.Manifest.PieceLen(i))}
 		ip.asm[key] = a
 		ip.perPeer[k]++
+		ip.asmBytes += int64(len(a.buf))
 	case a == nil || int64(r.Off) != a.next:
 		ip.mu.Unlock()
 		p.node.Penalize(from, "pushed block out of order")
@@ -860,8 +1025,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip.mu.Unlock()
 		return nil
 	}
-	delete(ip.asm, key)
-	ip.perPeer[k]--
+	ip.dropAssembly(key)
 	ip.mu.Unlock()
 	if !ip.Manifest.Verify(i, a.buf) {
 		ip.mu.Lock()
@@ -884,6 +1048,16 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	ip.mu.Unlock()
 	ip.poke()
 	return nil
+}
+
+// dropAssembly forgets a half-built piece, if there is one, so that it no
+// longer counts against its sender's bound; ip.mu is held.
+func (ip *inPush) dropAssembly(key asmKey) {
+	if a := ip.asm[key]; a != nil {
+		delete(ip.asm, key)
+		ip.perPeer[key.from]--
+		ip.asmBytes -= int64(len(a.buf))
+	}
 }
 
 // enqueue adds a relay unless it waits already; ip.mu is held.
@@ -917,14 +1091,31 @@ func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
 		// Orders go before the plan's relays: they are what a stalled
 		// receiver waits for, and the source sends them itself if they
 		// wait too long.
+		// An ordered relay that waits in the queue already (the plan's,
+		// behind many others) moves to the front too; one in flight is
+		// left alone.
 		var front []relayJob
+		want := make(map[relayJob]bool, len(pieces))
 		for _, i := range pieces {
-			if j := (relayJob{to, int(i)}); ip.have.Has(int(i)) && !ip.queued[j] {
+			j := relayJob{to, int(i)}
+			if !ip.have.Has(int(i)) || want[j] {
+				continue
+			}
+			want[j] = true
+			if !ip.queued[j] {
 				ip.queued[j] = true
 				front = append(front, j)
 			}
 		}
-		ip.queue = append(front, ip.queue...)
+		rest := make([]relayJob, 0, len(ip.queue))
+		for _, j := range ip.queue {
+			if want[j] {
+				front = append(front, j)
+			} else {
+				rest = append(rest, j)
+			}
+		}
+		ip.queue = append(front, rest...)
 	}
 	ip.mu.Unlock()
 	ip.poke()
@@ -947,6 +1138,14 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
 	if err != nil {
 		p.node.Penalize(from, "bad push report")
 		return err
+	}
+	op.mu.Lock()
+	finished := op.finished
+	op.mu.Unlock()
+	if finished {
+		// An error, so that a receiver that missed the end does not
+		// take the answer for a push still on (runReceiver).
+		return fmt.Errorf("%w: push %s has ended", ErrUnknown, pid)
 	}
 	op.got(k, h)
 	op.mu.Lock()
@@ -1004,13 +1203,24 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		seen := ip.lastSeen
 		ip.mu.Unlock()
 		// Report what it holds to the source when it changed, at most
-		// every 100 ms, and at once when it is whole.
-		if count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond) {
+		// every 100 ms, and at once when it is whole; and every Idle/4
+		// even when nothing changed: the source's answer says the push
+		// is still on, so that a receiver that hears nothing for a
+		// while (a slow source, a stall waiting for repair) does not
+		// forget it.
+		changed := count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond)
+		if changed || time.Since(lastReport) > p.cfg.Idle/4 {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()
 			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())
 			ip.mu.Unlock()
-			wg.Go(func() { _ = p.call(ctx, ip.source, msg) })
+			wg.Go(func() {
+				if p.call(ctx, ip.source, msg) == nil {
+					ip.mu.Lock()
+					ip.lastSeen = time.Now()
+					ip.mu.Unlock()
+				}
+			})
 		}
 		if ok {
 			select {
