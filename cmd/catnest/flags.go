@@ -83,12 +83,18 @@ func (b byteRate) String() string {
 }
 
 func (b byteRate) Set(s string) error {
-	n, err := humanize.ParseBytes(strings.TrimSuffix(strings.TrimSpace(s), "/s"))
+	v := strings.TrimSuffix(strings.TrimSpace(s), "/s")
+	n, err := humanize.ParseBytes(v)
 	if err != nil {
 		return fmt.Errorf("want bytes per second, such as 2MiB or 500000")
 	}
 	if n > math.MaxInt64 {
 		return fmt.Errorf("%s is too large", s)
+	}
+	// A cap under one byte a second (0.5) would round to 0, which is no
+	// cap at all: the opposite of what was asked.
+	if n == 0 && strings.ContainsAny(v, "123456789") {
+		return fmt.Errorf("%s is under one byte per second (0 is no cap)", s)
 	}
 	*b.n = int64(n)
 	return nil
@@ -142,7 +148,7 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.StringVar(&cfg.Name, "name", "", "node `name` shown to others (default: the start of the node ID)")
 	var boot, stun, turn, share, acceptPush listFlag
 	fs.Var(&share, "share", "share every file under `DIR`, in place, following changes (repeatable)")
-	fs.Var(byteRate{&cfg.UploadRate}, "upload-rate", "cap what this node sends to peers at `BYTES` per second, e.g. 2MiB or 500000 (0: no cap)")
+	fs.Var(byteRate{&cfg.UploadRate}, "upload-rate", "cap the file pieces this node serves and pushes to peers at `BYTES` per second, e.g. 2MiB or 500000 (0: no cap)")
 	fs.Var(&acceptPush, "accept-push", "take files pushed by node `ID` (repeatable); pushes from other nodes are refused")
 	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")

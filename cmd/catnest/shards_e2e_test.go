@@ -396,6 +396,8 @@ func TestServeFilesFlags(t *testing.T) {
 		{"500000", 500_000},
 		{"64KiB/s", 64 << 10},
 		{"0", 0},
+		{"0.0 MiB", 0},
+		{"5 MiB/s", 5 << 20},
 	} {
 		cfg, err := parseServe(append(base, "--upload-rate", tt.rate, "--accept-push", string(id)), io.Discard)
 		if err != nil {
@@ -416,6 +418,9 @@ func TestServeFilesFlags(t *testing.T) {
 		{[]string{"--upload-rate", "fast"}, "bytes per second"},
 		{[]string{"--upload-rate", "-1"}, "bytes per second"},
 		{[]string{"--upload-rate", "9EiB"}, "too large"},
+		{[]string{"--upload-rate", "1e100"}, "bytes per second"},
+		{[]string{"--upload-rate", "0.5"}, "under one byte"},
+		{[]string{"--upload-rate", "0.4 B/s"}, "under one byte"},
 		{[]string{"--accept-push", "bob"}, "--accept-push"},
 	} {
 		if _, err := parseServe(append(base, tt.args...), io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
