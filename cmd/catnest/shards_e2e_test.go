@@ -216,8 +216,10 @@ func sumSources(tr shards.Transfer) int64 {
 // TestGetResumesAfterKill9 kills the downloading node with SIGKILL half-way
 // through a file from a holder whose uploads are capped, restarts it on the
 // same data dir, and runs `catnest get` again: the pieces verified before
-// the kill are kept (none is received twice), the holder sends the file
-// about once, and the saved file has the right MD5.
+// the kill are found on disk again, the holder sends the file once plus at
+// most what was in flight at the kill, and the saved file has the right MD5.
+// (Sources counts only pieces newly verified, so bob's own counts cannot
+// show a piece received twice: alice's upload count is what shows it.)
 func TestGetResumesAfterKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -295,10 +297,6 @@ func TestGetResumesAfterKill9(t *testing.T) {
 	t.Logf("received %d bytes before the kill and %d after: %d in all for a file of %d", before.Have, again, before.Have+again, size)
 	if after.State != shards.StateDone || after.Have != size {
 		t.Fatalf("bob's download after get: %+v", after)
-	}
-	if before.Have+again > size {
-		t.Errorf("bob received %d bytes before the kill and %d after, %d more than the file: verified pieces were fetched again",
-			before.Have, again, before.Have+again-size)
 	}
 	// The holder's side: it sent the file once, plus at most the requests
 	// in flight when bob died (a few MiB: MaxDepth blocks per link).
