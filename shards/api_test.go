@@ -147,3 +147,59 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatalf("the user's file after unsharing: %v", err)
 	}
 }
+
+// TestServicePushCreditsRelays: a matrix push through Services credits each
+// receiver's pieces to whoever sent them, the source or a relaying member,
+// so the per-peer contribution bar shows the relays' share.
+func TestServicePushCreditsRelays(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	nw := meshtest.NewNetwork()
+	var nodes []*mesh.Node
+	for _, name := range []string{"src", "r1", "r2", "r3"} {
+		nodes = append(nodes, nw.NewNode(t, name, meshtest.Options{Configure: meshtest.Fast}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var svcs []*Service
+	for i, n := range nodes {
+		cfg := testConfig(t, n)
+		if i > 0 {
+			cfg.Push.Accept = AcceptFrom(nodes[0].ID())
+		}
+		svcs = append(svcs, serveTest(t, cfg))
+	}
+	path := filepath.Join(t.TempDir(), "album.zip")
+	data := writeRandom(t, path, 4<<20, 9)
+	shared, err := svcs[0].Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var to []mesh.ID
+	for _, n := range nodes[1:] {
+		to = append(to, n.ID())
+	}
+	if _, err := svcs[0].Push(ctx, shared.ID, to, PlanMatrix); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range svcs[1:] {
+		var tr Transfer
+		testutil.WaitFor(t, 60*time.Second, "the push to finish at "+nodes[i+1].Name(), func() bool {
+			ts, _ := s.Shares(ctx)
+			if len(ts) == 1 && ts[0].State == StateDone {
+				tr = ts[0]
+				return true
+			}
+			return false
+		})
+		var sum int64
+		for _, n := range tr.Sources {
+			sum += n
+		}
+		if sum != int64(len(data)) {
+			t.Errorf("%s: sources add up to %d of %d bytes: %v", nodes[i+1].Name(), sum, len(data), tr.Sources)
+		}
+		if tr.Sources[nodes[0].ID()] >= int64(len(data)) || len(tr.Sources) < 2 {
+			t.Errorf("%s: every byte credited to the source, none to the relays: %v", nodes[i+1].Name(), tr.Sources)
+		}
+	}
+}

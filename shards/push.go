@@ -135,8 +135,9 @@ func AcceptFrom(ids ...mesh.ID) func(from mesh.ID, id MD5, name string, size int
 // pieceSink is where a receiver of a push keeps the pieces: a download
 // (DOWNLOAD's downloads make one per offer). Pieces reach it verified.
 type pieceSink interface {
-	// putPiece stores piece i, whose MD5 the caller has checked.
-	putPiece(ctx context.Context, i int, data []byte) error
+	// putPiece stores piece i, whose MD5 the caller has checked; from
+	// is the node that sent it (the source or a relaying member).
+	putPiece(ctx context.Context, from mesh.ID, i int, data []byte) error
 	// have returns which pieces it holds (a copy).
 	have() Bitfield
 	// readBlock reads the block r of a piece it holds, to relay it.
@@ -1034,7 +1035,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		p.node.Penalize(from, "pushed piece does not match its md5")
 		return fmt.Errorf("%w: pushed piece %d", ErrCorrupt, i)
 	}
-	if err := ip.sink.putPiece(ctx, i, a.buf); err != nil {
+	if err := ip.sink.putPiece(ctx, from, i, a.buf); err != nil {
 		return fmt.Errorf("shards: store pushed piece %d: %w", i, err)
 	}
 	ip.mu.Lock()

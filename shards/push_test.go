@@ -81,7 +81,7 @@ type memSink struct {
 	bad  int
 }
 
-func (s *memSink) putPiece(_ context.Context, i int, data []byte) error {
+func (s *memSink) putPiece(_ context.Context, _ mesh.ID, i int, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	off := s.m.PieceOffset(i)

@@ -62,15 +62,27 @@ func (d *downloads) pushSink(ctx context.Context, from mesh.ID, o offer) (pieceS
 // pushTarget is a download as a push's sink.
 type pushTarget struct {
 	dl   *download
-	from mesh.ID // the push's source, credited with what it brings
+	from mesh.ID // the push's source
 }
 
 // putPiece writes a pushed piece the push has verified, as commit does for
 // a pulled one.
-func (t *pushTarget) putPiece(ctx context.Context, i int, data []byte) error {
+func (t *pushTarget) putPiece(ctx context.Context, from mesh.ID, i int, data []byte) error {
 	dl := t.dl
+	if from == "" {
+		from = t.from
+	}
 	dl.mu.Lock()
-	if dl.removed || dl.man == nil || !dl.man.Verify(i, data) {
+	man := dl.man
+	dl.mu.Unlock()
+	// The push checked the piece against its manifest; this checks it
+	// against the download's, which a push cannot change (outside the
+	// lock: an MD5 of a large piece takes a while).
+	if man == nil || !man.Verify(i, data) {
+		return fmt.Errorf("%w: pushed piece %d of %s", ErrCorrupt, i, dl.id)
+	}
+	dl.mu.Lock()
+	if dl.removed || dl.man != man {
 		dl.mu.Unlock()
 		return fmt.Errorf("%w: pushed piece %d of %s", ErrCorrupt, i, dl.id)
 	}
@@ -99,7 +111,7 @@ func (t *pushTarget) putPiece(ctx context.Context, i int, data []byte) error {
 	if !dl.have.Has(i) {
 		dl.have.Set(i)
 		dl.haveBytes += int64(len(data))
-		dl.sources[t.from] += int64(len(data))
+		dl.sources[from] += int64(len(data))
 		dl.rate.add(len(data), time.Now())
 		select {
 		case dl.dirty <- struct{}{}:

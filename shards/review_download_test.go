@@ -251,7 +251,7 @@ func TestPushStallDoesNotHoldPull(t *testing.T) {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if err := sink.putPiece(ctx, 0, piece0); err != nil {
+			if err := sink.putPiece(ctx, "", 0, piece0); err != nil {
 				t.Errorf("put piece 0: %v", err)
 				return
 			}
