@@ -74,7 +74,9 @@ func writeDemoMusic(dir, name string, i, n int) ([]string, error) {
 		}
 		paths = append(paths, base+".wav")
 	}
-	cover, err := demoImage(name, float64(sum%360), rings)
+	// Not the image the node shares in its files folder: shards lists
+	// one path for each MD5, and it could be that one, outside the album.
+	cover, err := demoImage(name, float64(sum%360)+90, rings)
 	if err != nil {
 		return nil, err
 	}

@@ -69,6 +69,18 @@ func TestDemoMusic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Shards lists one path for each MD5: a cover with the bytes of
+		// an image in the node's files folder could be listed there,
+		// outside the album, and the album would have no cover.
+		files, err := writeDemoFiles(filepath.Join(dir, name+"-files"), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if b, _ := os.ReadFile(f); bytes.Equal(b, img) {
+				t.Errorf("%s's album cover is the same file as %s", name, f)
+			}
+		}
 		if _, err := png.Decode(bytes.NewReader(img)); err != nil {
 			t.Errorf("%s's cover: %v", name, err)
 		}
