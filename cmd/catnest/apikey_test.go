@@ -14,12 +14,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/shards"
 	"github.com/catnest/catnest/webui"
 )
@@ -305,11 +307,40 @@ func TestDemoStartsQuietly(t *testing.T) {
 	})
 	// Each node shares its sample files: every node lists all of them,
 	// and another node's image comes whole through the content endpoint.
+	// (Their music folders are shared too: the sample files are those
+	// writeDemoFiles names.)
+	sample := regexp.MustCompile(`^[a-z]+-(rings\.png|stripes\.png|readme\.txt)$`)
 	var files []shards.File
 	testutil.WaitFor(t, 60*time.Second, "every node to list every node's sample files", func() bool {
 		for _, ui := range uis {
-			getJSON(t, ui+"api/files", &files)
+			var all []shards.File
+			getJSON(t, ui+"api/files", &all)
+			files = slices.DeleteFunc(all, func(f shards.File) bool { return !sample.MatchString(f.Name) })
 			if len(files) != 3*nodes {
+				time.Sleep(100 * time.Millisecond)
+				return false
+			}
+		}
+		return true
+	})
+	// And their music: every node lists the whole demo library, each
+	// track once, in the three formats, the one track two nodes hold with
+	// both.
+	testutil.WaitFor(t, 60*time.Second, "every node to list every node's music", func() bool {
+		for _, ui := range uis {
+			var ts []music.Track
+			getJSON(t, ui+"api/music/tracks", &ts)
+			seen, formats, twice := map[shards.MD5]bool{}, map[string]bool{}, 0
+			for _, tr := range ts {
+				if seen[tr.MD5] {
+					t.Fatalf("%s lists %s twice", ui, tr.MD5)
+				}
+				seen[tr.MD5], formats[tr.Format] = true, true
+				if len(tr.Sources) == 2 {
+					twice++
+				}
+			}
+			if len(ts) != nodes*len(demoProgressions)+len(demoFixtures) || len(formats) != 3 || twice != 1 {
 				time.Sleep(100 * time.Millisecond)
 				return false
 			}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,10 @@ type ServeConfig struct {
 	// Shares are folders whose files the node shares in place, absolute
 	// and checked to be readable directories (shards.Config.Folders).
 	Shares []string
+	// Music are the music folders (serve --music), absolute and checked
+	// like Shares: shards shares them too (it hashes each file once) and
+	// the music service makes its library of their audio files.
+	Music []string
 	// UploadRate caps the bytes per second the node sends to peers for
 	// the files it shares and relays; 0 is no cap.
 	UploadRate int64
@@ -139,15 +144,16 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 
 func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	cfg := ServeConfig{}
-	fs := newFlagSet("serve", "Run a personal node: it joins the mesh through a rendezvous server,\nkeeps about four links, and serves a web UI. It shares the files under each\n--share folder (and those added with catnest share), downloads what catnest get\nor the web UI asks for into <data>/downloads, and takes pushed files only from\nthe nodes named with --accept-push.", stderr)
+	fs := newFlagSet("serve", "Run a personal node: it joins the mesh through a rendezvous server,\nkeeps about four links, and serves a web UI. It shares the files under each\n--share folder (and those added with catnest share), downloads what catnest get\nor the web UI asks for into <data>/downloads, and takes pushed files only from\nthe nodes named with --accept-push. The audio files (MP3, FLAC, WAV) under each\n--music folder join the mesh-wide library of the web UI's Music view.", stderr)
 	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "data `dir` (the node key lives here)")
 	fs.StringVar(&cfg.HTTP, "http", webui.DefaultAddr, "web UI listen `address`")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("CATNEST_TOKEN"), "web UI access `token`, required off loopback (default $CATNEST_TOKEN, or made up)")
 	fs.StringVar(&cfg.SignalURL, "signal", "", "rendezvous base `URL` including its path, e.g. http://127.0.0.1:9000/myapp (required)")
 	fs.StringVar(&cfg.SignalKey, "signal-key", "peerjs", "rendezvous API `key`")
 	fs.StringVar(&cfg.Name, "name", "", "node `name` shown to others (default: the start of the node ID)")
-	var boot, stun, turn, share, acceptPush listFlag
+	var boot, stun, turn, share, musicDirs, acceptPush listFlag
 	fs.Var(&share, "share", "share every file under `DIR`, in place, following changes (repeatable)")
+	fs.Var(&musicDirs, "music", "share the music under `DIR` (MP3, FLAC, WAV, with .lrc lyrics and cover images beside them) in the mesh-wide library, following changes (repeatable)")
 	fs.Var(byteRate{&cfg.UploadRate}, "upload-rate", "cap the file pieces this node serves and pushes to peers at `BYTES` per second, e.g. 2MiB or 500000 (0: no cap)")
 	fs.Var(&acceptPush, "accept-push", "take files pushed by node `ID` (repeatable); pushes from other nodes are refused")
 	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
@@ -190,6 +196,19 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	}
 	if err := checkShareOverlap(cfg.Shares, cfg.Data); err != nil {
 		return cfg, fmt.Errorf("serve: --share: %w", err)
+	}
+	for _, d := range musicDirs {
+		dir, err := checkShareDir(d)
+		if err != nil {
+			return cfg, fmt.Errorf("serve: --music: %w", err)
+		}
+		cfg.Music = append(cfg.Music, dir)
+	}
+	// A music folder may lie in a shared one, or hold one (sharedFolders
+	// shares each file once), but must not hold the data dir nor be
+	// given twice.
+	if err := checkShareOverlap(cfg.Music, cfg.Data); err != nil {
+		return cfg, fmt.Errorf("serve: --music: %w", err)
 	}
 	ice, err := parseICE(stun, turn)
 	if err != nil {
@@ -248,6 +267,53 @@ func checkShareOverlap(shares []string, data string) error {
 		}
 	}
 	return nil
+}
+
+// sharedFolders are the folders shards shares for the --share and
+// --music folders, each file once: a folder inside another is left to
+// the outer one. music are the music folders as the music service must
+// name them: within the shared folder holding them, under that folder's
+// name (shards names files by the folder it was given, and a music folder
+// may be reached through a symlink).
+func sharedFolders(shares, musicDirs []string) (folders, music []string) {
+	all := slices.Concat(shares, musicDirs)
+	real := make([]string, len(all))
+	for i, d := range all {
+		real[i] = realPath(d)
+	}
+	// outer is the folder that holds all[i]: the first of the outermost
+	// folders it lies within.
+	outer := func(i int) int {
+		for j := range all {
+			if j != i && within(real[i], real[j]) && (real[i] != real[j] || j < i) {
+				return j
+			}
+		}
+		return i
+	}
+	for i, d := range all {
+		if outer(i) == i {
+			folders = append(folders, d)
+		}
+	}
+	for i, d := range musicDirs {
+		k := len(shares) + i
+		j := k
+		for o := outer(j); o != j; o = outer(j) {
+			j = o
+		}
+		if j == k {
+			music = append(music, d)
+			continue
+		}
+		rel, err := filepath.Rel(real[j], real[k])
+		if err != nil {
+			music = append(music, d)
+			continue
+		}
+		music = append(music, filepath.Join(all[j], rel))
+	}
+	return folders, music
 }
 
 // realPath is p absolute with its symlinks resolved, as far as it exists

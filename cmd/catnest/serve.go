@@ -23,6 +23,7 @@ import (
 	"github.com/catnest/catnest/internal/loopback"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
+	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/shards"
 	"github.com/catnest/catnest/webui"
 )
@@ -42,6 +43,10 @@ type node struct {
 	chat *chatlog.Service
 	// files shares files and runs downloads and pushes.
 	files *shards.Service
+	// music makes the mesh-wide library of the --music folders' tracks
+	// and those of every online node; a node without music folders plays
+	// the others'.
+	music *music.Service
 	ui    *webui.Server
 	ln    net.Listener
 	url   string // the web UI, with the token when one is needed
@@ -126,7 +131,18 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files}, mn)
+	mucfg := music.DefaultConfig()
+	mucfg.Shards = files
+	mucfg.Node = mn
+	mucfg.DB = db
+	mucfg.Dir = cfg.Data
+	_, mucfg.Folders = sharedFolders(cfg.Shares, cfg.Music)
+	mucfg.Logger = log
+	mus, err := music.New(mucfg)
+	if err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -139,11 +155,14 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 // The web UI's files API is the shards service.
 var _ webui.Files = (*shards.Service)(nil)
+
+// The web UI's music API is the music service.
+var _ webui.Music = (*music.Service)(nil)
 
 // newFiles makes the node's shards service: it keeps its records in the
 // node's database and its downloads under the data dir, and writes the
@@ -158,7 +177,9 @@ func newFiles(cfg ServeConfig, mn *mesh.Node, db *bbolt.DB, log *slog.Logger) (*
 	scfg.Node = mn
 	scfg.DB = db
 	scfg.Dir = cfg.Data
-	scfg.Folders = cfg.Shares
+	// The music folders are shared too: music takes each file's MD5
+	// from shards, which hashes it once.
+	scfg.Folders, _ = sharedFolders(cfg.Shares, cfg.Music)
 	scfg.Rendezvous = rv
 	scfg.UploadRate = cfg.UploadRate
 	scfg.Push = shards.DefaultPushConfig()
@@ -211,13 +232,14 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 5)
+	errs := make([]error, 6)
 	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
 	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
 	wg.Go(func() { errs[2] = n.files.Serve(ctx); cancel() })
-	wg.Go(func() { errs[3] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Go(func() { errs[3] = n.music.Serve(ctx); cancel() })
+	wg.Go(func() { errs[4] = n.ui.Serve(ctx, n.ln); cancel() })
 	wg.Wait()
-	errs[4] = n.db.Close()
+	errs[5] = n.db.Close()
 	return errors.Join(errs...)
 }
 
@@ -232,6 +254,9 @@ func Serve(ctx context.Context, cfg ServeConfig, stdout io.Writer) error {
 		n.mesh.ID(), n.mesh.Name(), n.url, n.apiKey, filepath.Join(cfg.Data, webui.APIKeyFile), cfg.SignalURL)
 	for _, d := range cfg.Shares {
 		fmt.Fprintf(stdout, "sharing: %s\n", d)
+	}
+	for _, d := range cfg.Music {
+		fmt.Fprintf(stdout, "music: %s\n", d)
 	}
 	return n.run(ctx)
 }
@@ -322,9 +347,15 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 		if _, err := writeDemoFiles(shared, name); err != nil {
 			return fmt.Errorf("demo node %s: %w", name, err)
 		}
+		// And music of its own, so that the Music view plays out of the
+		// box: a part of the library no other node holds.
+		library := filepath.Join(data, name, "library")
+		if _, err := writeDemoMusic(library, name, i, len(demoNames)); err != nil {
+			return fmt.Errorf("demo node %s: %w", name, err)
+		}
 		n, err := newNode(ServeConfig{
 			Data: filepath.Join(data, name), HTTP: addr, SignalURL: signalURL, SignalKey: scfg.Key,
-			Name: name, LoopbackOnly: true, Shares: []string{shared},
+			Name: name, LoopbackOnly: true, Shares: []string{shared}, Music: []string{library},
 			AcceptPush: slices.Concat(ids[:i], ids[i+1:]),
 		}, log.With("demo", name))
 		if err != nil {

@@ -57,7 +57,16 @@ func isExecutable(p string) bool {
 // profile removed when the test ends.
 func New(t testing.TB) context.Context {
 	t.Helper()
-	return newBrowser(t, nil)
+	return newBrowser(t, DefaultTimeout, nil)
+}
+
+// NewFor is New for a test that needs the browser longer than
+// DefaultTimeout, such as one that waits for a node to go offline while
+// a track plays: its context ends after timeout (or shortly before the
+// test's deadline).
+func NewFor(t testing.TB, timeout time.Duration) context.Context {
+	t.Helper()
+	return newBrowser(t, timeout, nil)
 }
 
 // deadline reports the test's deadline when t has one (testing.B has none).

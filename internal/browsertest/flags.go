@@ -53,7 +53,7 @@ func NewWithFlags(t testing.TB, extra ...string) context.Context {
 			}
 		}))
 	}
-	return newBrowser(t, opts)
+	return newBrowser(t, DefaultTimeout, opts)
 }
 
 // mergeFeatures adds the comma-separated features in add to the switch
@@ -88,7 +88,7 @@ func splitFeatures(v string) []string {
 
 // newBrowser starts the browser for New and NewWithFlags, with extra
 // allocator options applied after the standard ones.
-func newBrowser(t testing.TB, extra []chromedp.ExecAllocatorOption) context.Context {
+func newBrowser(t testing.TB, timeout time.Duration, extra []chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	exe, err := Find()
 	if err != nil {
@@ -99,7 +99,6 @@ func newBrowser(t testing.TB, extra []chromedp.ExecAllocatorOption) context.Cont
 	}
 	profile := t.TempDir()
 
-	timeout := DefaultTimeout
 	if d, ok := deadline(t); ok {
 		if left := time.Until(d) - 5*time.Second; left < timeout {
 			timeout = max(left, time.Second)
