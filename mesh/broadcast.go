@@ -730,8 +730,9 @@ func (b *broadcaster) remember(m *bcMsg) {
 }
 
 // handle is the mesh handler of the broadcast protocol: it admits a frame
-// (the sender's rate limit, decoding) and passes it to the function for
-// its kind. Those functions are called without b.mu and take it
+// (the link is still up, decoding; the sender's rate limit was charged as
+// the frame arrived, see arrive) and passes it to the function for its
+// kind. Those functions are called without b.mu and take it
 // themselves; the Penalize calls and the topic handler run without it,
 // since a ban takes the link down, which takes b.mu.
 func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) {
@@ -763,23 +764,35 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 }
 
 // admit returns the state of the peer a frame came from, or false if the
-// frame is to be dropped: the link is going away, or the peer sends faster
-// than BroadcastRate (and is scored down for it). Called without b.mu.
+// link is going away and the frame is to be dropped. Called without b.mu.
 func (b *broadcaster) admit(from ID) (*bcPeer, bool) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	p := b.peers[from]
-	if p == nil {
+	return p, p != nil
+}
+
+// arrive charges a broadcast frame to its sender's rate limit as it comes
+// off the link, and reports false if the sender is over BroadcastRate: the
+// frame is dropped and the sender scored down. It is charged on arrival,
+// not when handled: a flood that outruns this node's handlers would
+// otherwise overflow the link's queue, where frames are dropped without
+// blame, and reach the limit only at the rate this node handles frames,
+// so that a peer that floods a busy node faster than it can handle
+// would never be cut off. A frame that arrives before the link is
+// registered is let through (handle drops it if the link never comes
+// up). Called without b.mu, on the link's receiving goroutine.
+func (b *broadcaster) arrive(from ID) bool {
+	b.mu.Lock()
+	p := b.peers[from]
+	if p == nil || p.limit.Allow() {
 		b.mu.Unlock()
-		return nil, false // the link is going away
+		return true
 	}
-	if !p.limit.Allow() {
-		b.stats.Dropped++
-		b.mu.Unlock()
-		b.n.Penalize(from, "broadcast flood")
-		return nil, false
-	}
+	b.stats.Dropped++
 	b.mu.Unlock()
-	return p, true
+	b.n.Penalize(from, "broadcast flood")
+	return false
 }
 
 // onGossip handles a full copy of a message: a copy of one already seen
