@@ -373,8 +373,19 @@ func (b *broadcaster) peerUp(id ID) {
 	// holds the latest record of every node, and a newcomer would
 	// otherwise pull again every record issued in the last
 	// MessageCacheAge (thousands, in a mesh of hundreds under churn).
-	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now(), true)
+	p.pending = b.catchUp(time.Now())
 	b.wg.Go(func() { b.sender(id, p) })
+}
+
+// catchUp lists what a link that comes up at now is told of: the cached
+// messages due in the last MessageCacheAge, directory records left out,
+// up to and including now's millisecond. Times are kept to the
+// millisecond, and a message taken in the same millisecond as the link
+// came up, but before, was spread before the peer was known: leaving it
+// out (recent's bound is exclusive) left the new link to hear of it only
+// at the next gossip round, and never outside PlumtreeMode. b.mu is held.
+func (b *broadcaster) catchUp(now time.Time) []MsgID {
+	return b.recent(now.Add(-b.n.cfg.MessageCacheAge), now.Add(time.Millisecond), true)
 }
 
 // recent lists the cached messages due in [from, to), oldest first, at
