@@ -373,8 +373,19 @@ func (b *broadcaster) peerUp(id ID) {
 	// holds the latest record of every node, and a newcomer would
 	// otherwise pull again every record issued in the last
 	// MessageCacheAge (thousands, in a mesh of hundreds under churn).
-	p.pending = b.recent(time.Now().Add(-b.n.cfg.MessageCacheAge), time.Now(), true)
+	p.pending = b.catchUp(time.Now())
 	b.wg.Go(func() { b.sender(id, p) })
+}
+
+// catchUp lists what a link that comes up at now is told of: the cached
+// messages due in the last MessageCacheAge, directory records left out,
+// up to and including now's millisecond. Times are kept to the
+// millisecond, and a message taken in the same millisecond as the link
+// came up, but before, was spread before the peer was known: leaving it
+// out (recent's bound is exclusive) left the new link to hear of it only
+// at the next gossip round, and never outside PlumtreeMode. b.mu is held.
+func (b *broadcaster) catchUp(now time.Time) []MsgID {
+	return b.recent(now.Add(-b.n.cfg.MessageCacheAge), now.Add(time.Millisecond), true)
 }
 
 // recent lists the cached messages due in [from, to), oldest first, at
@@ -730,8 +741,9 @@ func (b *broadcaster) remember(m *bcMsg) {
 }
 
 // handle is the mesh handler of the broadcast protocol: it admits a frame
-// (the sender's rate limit, decoding) and passes it to the function for
-// its kind. Those functions are called without b.mu and take it
+// (the link is still up, decoding; the sender's rate limit was charged as
+// the frame arrived, see arrive) and passes it to the function for its
+// kind. Those functions are called without b.mu and take it
 // themselves; the Penalize calls and the topic handler run without it,
 // since a ban takes the link down, which takes b.mu.
 func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) {
@@ -763,23 +775,35 @@ func (b *broadcaster) handle(ctx context.Context, msg *Message) ([]byte, error) 
 }
 
 // admit returns the state of the peer a frame came from, or false if the
-// frame is to be dropped: the link is going away, or the peer sends faster
-// than BroadcastRate (and is scored down for it). Called without b.mu.
+// link is going away and the frame is to be dropped. Called without b.mu.
 func (b *broadcaster) admit(from ID) (*bcPeer, bool) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	p := b.peers[from]
-	if p == nil {
+	return p, p != nil
+}
+
+// arrive charges a broadcast frame to its sender's rate limit as it comes
+// off the link, and reports false if the sender is over BroadcastRate: the
+// frame is dropped and the sender scored down. It is charged on arrival,
+// not when handled: a flood that outruns this node's handlers would
+// otherwise overflow the link's queue, where frames are dropped without
+// blame, and reach the limit only at the rate this node handles frames,
+// so that a peer that floods a busy node faster than it can handle
+// would never be cut off. A frame that arrives before the link is
+// registered is let through (handle drops it if the link never comes
+// up). Called without b.mu, on the link's receiving goroutine.
+func (b *broadcaster) arrive(from ID) bool {
+	b.mu.Lock()
+	p := b.peers[from]
+	if p == nil || p.limit.Allow() {
 		b.mu.Unlock()
-		return nil, false // the link is going away
+		return true
 	}
-	if !p.limit.Allow() {
-		b.stats.Dropped++
-		b.mu.Unlock()
-		b.n.Penalize(from, "broadcast flood")
-		return nil, false
-	}
+	b.stats.Dropped++
 	b.mu.Unlock()
-	return p, true
+	b.n.Penalize(from, "broadcast flood")
+	return false
 }
 
 // onGossip handles a full copy of a message: a copy of one already seen

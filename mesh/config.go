@@ -116,7 +116,8 @@ type Config struct {
 	MessageCacheAge   time.Duration
 	MessageCacheBytes int
 	// BroadcastRate and BroadcastBurst limit the broadcast frames a peer
-	// may send per second; beyond, frames are dropped and the peer scored down.
+	// may send per second, counted as they arrive (not as this node gets
+	// round to them); beyond, frames are dropped and the peer scored down.
 	BroadcastRate  float64
 	BroadcastBurst int
 

@@ -55,3 +55,22 @@ const (
 
 // EncodeGraftFrame builds a GRAFT frame.
 func EncodeGraftFrame(id MsgID) []byte { return encodeGraft(id) }
+
+// CatchUpAt is the list n would send a link that came up at now.
+func CatchUpAt(n *Node, now time.Time) []MsgID {
+	n.bc.mu.Lock()
+	defer n.bc.mu.Unlock()
+	return n.bc.catchUp(now)
+}
+
+// TakenAt is when n took message id (to the millisecond, as n keeps it),
+// or false if n does not hold it.
+func TakenAt(n *Node, id MsgID) (time.Time, bool) {
+	n.bc.mu.Lock()
+	defer n.bc.mu.Unlock()
+	e := n.bc.cache[id]
+	if e == nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(e.Value.(*bcMsg).at), true
+}

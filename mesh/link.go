@@ -154,6 +154,9 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 		l.violation(err)
 		return
 	}
+	if (f.kind == kindMsg || f.kind == kindReq) && f.proto == bcastProto && !l.n.bc.arrive(l.remote) {
+		return // over the sender's broadcast rate: dropped and scored down
+	}
 	switch f.kind {
 	case kindHello:
 		var h hello
