@@ -26,17 +26,44 @@ import (
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/webui"
 )
 
 // TestMain lets a test run this binary as the catnest command: with
-// CATNEST_RUN_MAIN=1 it runs main() on its arguments instead of the tests.
+// CATNEST_RUN_MAIN=1 it runs main() on its arguments instead of the tests
+// (and with CATNEST_TEST_RECORD_TTL, see shortRecordTTL, its nodes' records
+// expire after that long).
 func TestMain(m *testing.M) {
 	if os.Getenv("CATNEST_RUN_MAIN") == "1" {
+		if v := os.Getenv(recordTTLEnv); v != "" {
+			ttl, err := time.ParseDuration(v)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", recordTTLEnv, err)
+				os.Exit(2)
+			}
+			testMeshConfig = func(c *mesh.Config) {
+				c.RecordTTL = ttl
+				c.RecordRefresh = ttl / 5
+			}
+		}
 		main()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+const recordTTLEnv = "CATNEST_TEST_RECORD_TTL"
+
+// shortRecordTTL makes the nodes this test starts from here on expire a
+// record not refreshed within ttl (and refresh their own five times as
+// often), so that a node that stops leaves the others' directory, and
+// the music library, within seconds instead of after mesh's default
+// RecordTTL of 65 s. Every node of the mesh must have it: a node with
+// the default refresh (20 s) would flap in the directory of one with a
+// short TTL.
+func shortRecordTTL(t *testing.T, ttl time.Duration) {
+	t.Setenv(recordTTLEnv, ttl.String())
 }
 
 func TestHelpAndUsage(t *testing.T) {

@@ -174,6 +174,8 @@ func TestMusicLibraryAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	// carol's leaving is seen when her record expires: 10 s, not 65.
+	shortRecordTTL(t, 10*time.Second)
 	signalURL := startSignalProc(t)
 	aliceDir, carolDir := t.TempDir(), t.TempDir()
 	x, _ := writeChords(t, filepath.Join(aliceDir, "Album"), "x", shortChords("Only Alice", "Alice", 0))
@@ -266,10 +268,12 @@ func TestBrowserMusicAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	// carol's leaving is seen when her record expires: 10 s, not 65.
+	shortRecordTTL(t, 10*time.Second)
 	signalURL := startSignalProc(t)
 	aliceDir, carolDir := t.TempDir(), t.TempDir()
-	// Long enough to play on while carol comes and goes (her record
-	// leaves the directory a minute after she stops) before the seek.
+	// Long enough to play on while carol comes and goes, with the seek
+	// to 75% well ahead of the download (at twice the track's rate).
 	const secs = 300
 	long, longBytes := writeChords(t, aliceDir, "long", chordTrack{Title: "Long Song", Artist: "Ann", Album: "First", Track: 1, Year: 2025,
 		Root: 3, Degrees: []int{1, 5, 6, 4}, Beat: 1, Secs: secs, Rate: 8000})
@@ -283,9 +287,9 @@ func TestBrowserMusicAcrossNodes(t *testing.T) {
 		return sameSources(lib[long], alice.id) && sameSources(lib[noise], alice.id)
 	})
 
-	// The browser's context outlives carol's record (a minute after she
-	// stops).
-	ctx := browsertest.NewFor(t, 5*time.Minute)
+	// The browser's context outlives DefaultTimeout: the test plays on
+	// while carol comes and goes.
+	ctx := browsertest.NewFor(t, 4*time.Minute)
 	if err := chromedp.Do(ctx, chromedp.Navigate(bob.ui)); err != nil {
 		t.Fatal(err)
 	}
@@ -326,13 +330,14 @@ func TestBrowserMusicAcrossNodes(t *testing.T) {
 	browsertest.Until(t, ctx, wait, row(visit)+` !== null`)
 	carol.stop(t)
 	// A node that stops is offline when its directory record expires
-	// (mesh Config.RecordTTL, 65 s).
-	browsertest.Until(t, ctx, 3*wait, row(visit)+` === null`)
+	// (mesh Config.RecordTTL, 10 s here).
+	browsertest.Until(t, ctx, wait, row(visit)+` === null`)
 	browsertest.Until(t, ctx, wait, fmt.Sprintf(`!%s.paused && %s.currentTime > %f && window.loads === 0
 		&& %s.classList.contains("playing")`, audio, audio, now+1, row(long)))
 
 	// Seek to 75%: it plays from there. Where it landed is taken when it
 	// lands, not polled.
+	seekStart := time.Now()
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.seekedAt = undefined;
 		`+audio+`.addEventListener("seeked", (e) => { window.seekedAt = e.target.currentTime; }, { once: true });
 		const s = document.querySelector("#player-seek"); s.value = "750";
@@ -340,6 +345,7 @@ func TestBrowserMusicAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	browsertest.Until(t, ctx, wait, `window.seekedAt !== undefined`)
+	t.Logf("the seek to 75%% landed within %v (alice sends at 32 KiB/s)", time.Since(seekStart).Round(time.Millisecond))
 	at, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`window.seekedAt`))
 	if err != nil {
 		t.Fatal(err)

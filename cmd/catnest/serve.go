@@ -90,6 +90,9 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	mcfg.ICEServers = cfg.ICEServers
 	mcfg.RTC.LoopbackOnly = cfg.LoopbackOnly
 	mcfg.Logger = log
+	if testMeshConfig != nil {
+		testMeshConfig(&mcfg)
+	}
 	mn, err := mesh.NewNode(mcfg)
 	if err != nil {
 		return nil, err
@@ -157,6 +160,13 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	ok = true
 	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
+
+// testMeshConfig, set only by this package's tests (in the test binary
+// that runs as catnest), adjusts each node's mesh config: the end-to-end
+// tests shorten the directory's record timers so that a stopped node
+// leaves the others' directory in seconds rather than after RecordTTL's
+// minute. Always nil in catnest itself.
+var testMeshConfig func(*mesh.Config)
 
 // The web UI's files API is the shards service.
 var _ webui.Files = (*shards.Service)(nil)
