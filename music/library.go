@@ -209,6 +209,11 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 		if err := s.remember(t); err != nil {
 			return nil, err
 		}
+		// Start the download under the track's name; Open then reads
+		// through it. A failure here is Open's to report.
+		if _, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size}); err != nil {
+			s.log.Debug("fetch of a streamed track", "id", id, "err", err)
+		}
 	}
 	c, err := s.shards.Open(ctx, id)
 	if err != nil {

@@ -28,6 +28,9 @@ type Shards interface {
 	Share(ctx context.Context, path string) (shards.Transfer, error)
 	Shares(ctx context.Context) ([]shards.Transfer, error)
 	Open(ctx context.Context, id shards.MD5) (shards.Content, error)
+	// Fetch starts a download under the track's file name, so the cached
+	// copy is named (and typed) after it, not after its MD5.
+	Fetch(ctx context.Context, l shards.Link) (shards.Transfer, error)
 	Remove(ctx context.Context, id shards.MD5) error
 	Scan() shards.ScanStatus
 	SubscribeShards() *pubsub.Subscription[shards.Event]

@@ -205,6 +205,11 @@ func TestStreamAttachRemoveCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The stream is named after the track (the web UI types it by its
+	// name), and so is the cached copy.
+	if c.Name() != "A Song.wav" {
+		t.Errorf("a remote stream is named %q", c.Name())
+	}
 	if _, err := c.Seek(int64(len(want))*3/4, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
