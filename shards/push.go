@@ -1247,8 +1247,10 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	}
 }
 
-// relay sends one piece to one member; a chain skips members that are
-// gone, a matrix leaves them out.
+// relay sends one piece to one member; a chain skips members after this
+// one that are gone, a matrix leaves them out. A repair order to a member
+// before this one in a chain is sent to that member alone: skipping on
+// would come round to this node itself.
 func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 	defer func() {
 		ip.mu.Lock()
@@ -1263,7 +1265,7 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 		gone := ip.gone[to]
 		ip.mu.Unlock()
 		if !gone {
-			err := p.sendPiece(ctx, ip.Members[to], ip.Push, ip.Manifest, ip.ID, j.piece, relayFlagFor(ip.Plan, to, n),
+			err := p.sendPiece(ctx, ip.Members[to], ip.Push, ip.Manifest, ip.ID, j.piece, relayFlagFor(ip.Plan, ip.self, to, n),
 				ip.sink.readBlock, func(int) {})
 			if err == nil || ctx.Err() != nil {
 				return
@@ -1273,7 +1275,7 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 			ip.gone[to] = true
 			ip.mu.Unlock()
 		}
-		if ip.Plan != PlanChain {
+		if ip.Plan != PlanChain || to < ip.self {
 			return
 		}
 		if to = to + 1; to >= n {
@@ -1282,10 +1284,14 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 	}
 }
 
-// relayFlagFor is the flag of a relay to member to: in a chain every
-// member but the last passes the piece on.
-func relayFlagFor(plan Plan, to, n int) byte {
-	if plan == PlanChain && to+1 < n {
+// relayFlagFor is the flag of a relay from member from to member to: in a
+// chain every member but the last passes on what a member before it sends
+// it. A member after it may not ask that (onBlock refuses the block and
+// scores its sender down), so a repair order to a member before this one
+// goes without the flag; the source orders each member's missing pieces
+// itself.
+func relayFlagFor(plan Plan, from, to, n int) byte {
+	if plan == PlanChain && from < to && to+1 < n {
 		return relayFlag
 	}
 	return 0

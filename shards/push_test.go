@@ -136,9 +136,26 @@ type pushPeer struct {
 	p      *pushes
 	src    *memSource
 	opened atomic.Int32
+	// penalties counts the peers its pushes scored down.
+	penalties atomic.Int64
 
 	mu   sync.Mutex
 	sink *memSink
+	// preheld, if set before the offer, names the pieces its sink holds
+	// already when the push is offered (a resumed download).
+	preheld func(i int) bool
+}
+
+// countPenalties is a node whose push handler's penalties are counted,
+// so that a test can tell an honest sender was never scored down.
+type countPenalties struct {
+	*mesh.Node
+	n *atomic.Int64
+}
+
+func (c countPenalties) Penalize(id mesh.ID, reason string) {
+	c.n.Add(1)
+	c.Node.Penalize(id, reason)
 }
 
 func (pp *pushPeer) getSink() *memSink {
@@ -171,11 +188,18 @@ func pushNet(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushCon
 		}})
 		bad := corrupt != nil && corrupt(k)
 		pp.src = newMemSource(t, want)
-		pp.p = newPushes(pp.node, nil, cfg, []pieceSource{pp.src}, func(_ context.Context, _ mesh.ID, o offer) (pieceSink, error) {
+		pp.p = newPushes(countPenalties{pp.node, &pp.penalties}, nil, cfg, []pieceSource{pp.src}, func(_ context.Context, _ mesh.ID, o offer) (pieceSink, error) {
 			pp.opened.Add(1)
 			pp.mu.Lock()
 			defer pp.mu.Unlock()
 			pp.sink = &memSink{want: want, m: o.Manifest, corrupt: bad, data: make([]byte, o.Manifest.Size), held: NewBitfield(o.Manifest.NumPieces())}
+			for i := range o.Manifest.NumPieces() {
+				if pp.preheld != nil && pp.preheld(i) {
+					off := o.Manifest.PieceOffset(i)
+					copy(pp.sink.data[off:], want[off:off+o.Manifest.PieceLen(i)])
+					pp.sink.held.Set(i)
+				}
+			}
 			return pp.sink, nil
 		})
 		if upload > 0 {
@@ -290,6 +314,13 @@ func TestPushOneLeavesHalfWay(t *testing.T) {
 					t.Errorf("receiver %d stored %d corrupt pieces", k, pp.getSink().bad)
 				}
 			}
+			// Every node is honest: none may be scored down for what it
+			// sent while the push worked round the leaver.
+			for k, pp := range peers {
+				if pp != leaver && pp.penalties.Load() != 0 {
+					t.Errorf("node %d scored honest peers down %d times", k, pp.penalties.Load())
+				}
+			}
 			t.Logf("%s: the source uploaded %.3fx the file", plan, float64(st.Uploaded)/size)
 			if st.Uploaded != src.src.sent.Load() {
 				t.Errorf("status says %d uploaded, the source counted %d", st.Uploaded, src.src.sent.Load())
@@ -303,6 +334,63 @@ func TestPushOneLeavesHalfWay(t *testing.T) {
 				t.Errorf("the source uploaded %d bytes, %.3fx the file (at most %.3fx)", st.Uploaded, float64(st.Uploaded)/size, float64(limit)/size)
 			}
 		})
+	}
+}
+
+// TestPushChainRepairFromLaterMember: in a chain, a receiver that holds
+// some pieces already (a resumed download) does not pass those on, so the
+// one after it misses them and repair orders them from their holders,
+// some of which come after it in the chain. Such a holder sends them
+// without asking for a relay (the receiver refuses that from a later
+// member and scores it down; the order then stood for BlockTimeout while
+// an honest holder was banned): every receiver ends with the file, no
+// node scores another down, and the source sends each piece once.
+func TestPushChainRepairFromLaterMember(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 4 << 20
+	want := randomFile(4, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	peers := pushNet(t, nw, 7, want, cfg, 0, nil)
+	src, recv := peers[0], peers[1:]
+	// Receivers 1 and 3 hold every fourth piece: receiver 1 passes none
+	// of them to 2, which orders them from 0, 1 and 3 (repair spreads the
+	// orders over the holders).
+	for _, k := range []int{1, 3} {
+		recv[k].mu.Lock()
+		recv[k].preheld = func(i int) bool { return i%4 == 0 }
+		recv[k].mu.Unlock()
+	}
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanChain, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 90*time.Second, "the push to end", func() bool {
+		st, err := src.p.status(pid)
+		return err == nil && st.Done
+	})
+	st, err := src.p.status(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, pp := range recv {
+		if r := st.Receivers[k]; r.State != "done" || !pp.getSink().whole(src.src.id) {
+			t.Errorf("receiver %d: status %+v, %d pieces of %d", k, r, pp.getSink().count(), src.src.m.NumPieces())
+		}
+	}
+	for k, pp := range peers {
+		if n := pp.penalties.Load(); n != 0 {
+			t.Errorf("node %d scored honest peers down %d times", k, n)
+		}
+	}
+	if st.Uploaded != size {
+		t.Errorf("the source uploaded %d bytes of a %d-byte file", st.Uploaded, size)
 	}
 }
 
