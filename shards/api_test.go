@@ -112,7 +112,9 @@ func TestServiceEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Uploaded < int64(len(data)) || st.Uploaded > int64(len(data))*11/10 {
+	// At most 1.1x the file; less when d, on a loaded machine, went
+	// PushHold without a pushed piece and pulled the rest from b and c.
+	if st.Uploaded > int64(len(data))*11/10 {
 		t.Errorf("push: the source uploaded %d bytes of a %d-byte file", st.Uploaded, len(data))
 	}
 	ts, _ := d.Shares(ctx)
