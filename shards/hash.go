@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // hashChunk is the unit the hasher reads. It divides every piece size from
@@ -38,11 +39,25 @@ func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progre
 		return hashOnePiece(ctx, r, m, chunk, progress)
 	}
 
-	free := make(chan []byte, hashBuffers)
-	for range hashBuffers {
-		free <- make([]byte, chunk)
+	// No more buffers than the file has chunks (a 1 MiB file needs one),
+	// and those of hashChunk bytes reused across files: a folder of small
+	// files would otherwise allocate and zero hashBuffers MiB per file.
+	nbuf := int(min(int64(hashBuffers), (size+int64(chunk)-1)/int64(chunk)))
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- getHashBuf(chunk)
 	}
-	full := make(chan []byte, hashBuffers)
+	defer func() {
+		for {
+			select {
+			case b := <-free:
+				putHashBuf(b)
+			default:
+				return
+			}
+		}
+	}()
+	full := make(chan []byte, nbuf)
 	pieces := make(chan []MD5, 1)
 	go func() {
 		// The piece hasher: chunks come in file order; a piece ends every
@@ -85,8 +100,14 @@ func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progre
 			err = fmt.Errorf("shards: read at %d of %d: %w", done, size, err)
 			break
 		}
-		whole.Write(buf[:n])
+		// The piece hasher starts on the chunk while this goroutine hashes
+		// it into the whole: both only read it, and it goes back to free
+		// once the piece hasher is done, while this goroutine takes another
+		// buffer only after its own Write. Hashing first and handing over
+		// after would run a file of one chunk (the many small files of a
+		// folder) on one core.
 		full <- buf[:n]
+		whole.Write(buf[:n])
 		done += n
 		if progress != nil {
 			progress(done)
@@ -100,6 +121,26 @@ func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progre
 	var id MD5
 	whole.Sum(id[:0])
 	return m, id, nil
+}
+
+// hashBufs holds the hasher's buffers of hashChunk bytes between files.
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, hashChunk); return &b }}
+
+// getHashBuf returns a buffer of chunk bytes, from hashBufs when chunk is
+// hashChunk.
+func getHashBuf(chunk int) []byte {
+	if chunk != hashChunk {
+		return make([]byte, chunk)
+	}
+	return *hashBufs.Get().(*[]byte)
+}
+
+// putHashBuf gives a buffer from getHashBuf back.
+func putHashBuf(b []byte) {
+	if cap(b) == hashChunk {
+		b = b[:hashChunk]
+		hashBufs.Put(&b)
+	}
 }
 
 // hashOnePiece hashes a file of at most one piece: one MD5 is both its

@@ -4,10 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
+	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
 
@@ -16,28 +20,22 @@ var (
 	benchPushMiB  = flag.Int("push.mib", 32, "BenchmarkPushKumarRoss: file size in MiB")
 	benchPushRate = flag.Float64("push.rate", 4, "BenchmarkPushKumarRoss: every node's upload cap, MiB/s")
 	benchPushLag  = flag.Duration("push.latency", 0, "BenchmarkPushKumarRoss: one-way latency of every link")
+	benchPullHave = flag.Duration("push.have", 0, "BenchmarkPushKumarRoss, pull: the downloaders' HaveInterval (0: the default, 2 s)")
 )
-
-// benchPullRarestFirst, once DOWNLOAD's downloads are merged, has every
-// receiver fetch the file by pulling rarest pieces first from the source
-// and from each other (no push), and returns when all hold it: the third
-// scheme the Kumar–Ross benchmark compares. Nil until then.
-var benchPullRarestFirst func(ctx context.Context, b *testing.B, peers []*pushPeer, id MD5) error
 
 // BenchmarkPushKumarRoss pushes a file of F bytes from one source to N
 // receivers on meshtest, every node's upload capped at the same rate u, and
 // reports the time until every receiver holds the file over the Kumar–Ross
 // lower bound max(F/u_s, N·F/(u_s+Σu_i)) (here F/u), and the source's
-// upload over F. Run with -benchtime=1x; -push.n, -push.mib, -push.rate and
+// upload over F. The third scheme pushes nothing: every receiver downloads
+// the file (pullNet), rarest pieces first, from the source and from each
+// other. Run with -benchtime=1x; -push.n, -push.mib, -push.rate and
 // -push.latency change N, F, u and the links' one-way delay.
 func BenchmarkPushKumarRoss(b *testing.B) {
 	n, size, u := *benchPushN, *benchPushMiB<<20, *benchPushRate*(1<<20)
 	want := randomFile(4, size)
 	for _, scheme := range []string{string(PlanMatrix), string(PlanChain), "pull"} {
 		b.Run(fmt.Sprintf("%s/N=%d/F=%dMiB", scheme, n, size>>20), func(b *testing.B) {
-			if scheme == "pull" && benchPullRarestFirst == nil {
-				b.Skip("pull-only rarest-first needs DOWNLOAD's downloads: set benchPullRarestFirst")
-			}
 			for range b.N {
 				nw := meshtest.NewNetwork()
 				nw.Latency = *benchPushLag
@@ -54,11 +52,15 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				linkAll(ctx, b, peers)
+				var pull *pullNet
+				if scheme == "pull" {
+					pull = newPullNet(b, peers, u)
+				}
 				np := src.src.m.NumPieces()
 				start := time.Now()
 				var pid string
-				if scheme == "pull" {
-					if err := benchPullRarestFirst(ctx, b, peers, src.src.id); err != nil {
+				if pull != nil {
+					if err := pull.run(ctx); err != nil {
 						b.Fatal(err)
 					}
 				} else {
@@ -84,9 +86,13 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 					}
 				}
 				took := time.Since(start)
-				for k, pp := range recv {
-					if !pp.getSink().whole(src.src.id) {
-						b.Fatalf("receiver %d does not hold the file", k)
+				if pull != nil {
+					pull.check(b)
+				} else {
+					for k, pp := range recv {
+						if !pp.getSink().whole(src.src.id) {
+							b.Fatalf("receiver %d does not hold the file", k)
+						}
 					}
 				}
 				bound := max(float64(size)/u, float64(n)*float64(size)/(u+float64(n)*u))
@@ -98,6 +104,9 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 						b.Fatal(err)
 					}
 					b.ReportMetric(float64(st.Uploaded)/float64(size), "src-upload/F")
+				}
+				if pull != nil {
+					b.ReportMetric(float64(pull.src.served.Load())/float64(size), "src-upload/F")
 				}
 				cancel()
 			}
@@ -148,6 +157,90 @@ func linkAll(ctx context.Context, b *testing.B, peers []*pushPeer) {
 			stable++
 		} else {
 			last, stable = sum, 0
+		}
+	}
+}
+
+// pullNet is the pull-only rarest-first scheme of BenchmarkPushKumarRoss:
+// the source serves the file from its memSource and every receiver runs a
+// real downloads (a part file and bbolt in a temp dir) that fetches it from
+// the source and from the other receivers, which serve the pieces they
+// have (the downloads are their only pieceSource). Every node's serving is
+// capped at u by a token bucket on the blocks it serves, as the push
+// schemes' sends are.
+type pullNet struct {
+	src  *testServer
+	recv []*runningDownloads
+	link Link
+}
+
+// newPullNet sets the scheme up on peers (peers[0] the source), before the
+// clock starts; run starts the downloads.
+func newPullNet(b *testing.B, peers []*pushPeer, u float64) *pullNet {
+	b.Helper()
+	src := peers[0]
+	pn := &pullNet{src: &testServer{sources: []pieceSource{src.src}, limit: rate.NewLimiter(rate.Limit(u), BlockSize)}}
+	pn.src.register(src.node)
+	pn.link = Link{Node: src.node.ID(), Channel: FilesChannel, ID: src.src.id, Manifest: src.src.m.Hash(), Name: "file.bin", Size: src.src.m.Size}
+	// The catalog would list the source as the holder; the receivers find
+	// each other among their linked peers, as downloads do.
+	holders := func(MD5) []mesh.ID { return []mesh.ID{src.node.ID()} }
+	for _, pp := range peers[1:] {
+		dir := b.TempDir()
+		db := openTestDB(b, filepath.Join(dir, "db"))
+		b.Cleanup(func() { db.Close() }) // after the downloads stop (cleanups run last first)
+		rd := startDownloads(b, pp.node, dir, db, holders, func(c *DownloadsConfig, _ *downloads) {
+			c.HaveInterval = *benchPullHave
+			if c.HaveInterval <= 0 {
+				c.HaveInterval = 2 * time.Second
+			}
+		})
+		srv := &testServer{sources: []pieceSource{rd.downloads}, limit: rate.NewLimiter(rate.Limit(u), BlockSize)}
+		srv.register(pp.node)
+		pn.recv = append(pn.recv, rd)
+	}
+	return pn
+}
+
+// run has every receiver fetch the file and returns when every download is
+// done (every piece verified, the whole-file MD5 checked, the file in
+// place).
+func (pn *pullNet) run(ctx context.Context) error {
+	for _, rd := range pn.recv {
+		if _, err := rd.fetch(ctx, pn.link); err != nil {
+			return err
+		}
+	}
+	for _, rd := range pn.recv {
+		for {
+			dl := rd.get(pn.link.ID)
+			if dl == nil {
+				return fmt.Errorf("a receiver lost its download of %s", pn.link.ID)
+			}
+			tr := dl.transfer()
+			if tr.State == StateDone {
+				break
+			}
+			if tr.State == StateFailed {
+				return fmt.Errorf("a download failed: %s", tr.Error)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %d of %d bytes", ctx.Err(), tr.Have, tr.Size)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// check fails b unless every receiver's finished file has the resource's MD5.
+func (pn *pullNet) check(b *testing.B) {
+	b.Helper()
+	for k, rd := range pn.recv {
+		tr := rd.get(pn.link.ID).transfer()
+		if got := fileMD5(b, tr.Path); got != pn.link.ID {
+			b.Fatalf("receiver %d: %s has MD5 %s, not %s", k, tr.Path, got, pn.link.ID)
 		}
 	}
 }
