@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"mime"
 	"os"
 	"path/filepath"
@@ -206,7 +207,7 @@ func (d *downloads) newDownload(l Link) *download {
 	return &download{d: d, id: l.ID, link: l, part: partPath(d.cfg.Dir, l.ID), added: time.Now(),
 		sources: make(map[mesh.ID]int64), bad: make(map[mesh.ID]int), banned: make(map[mesh.ID]bool),
 		peers: make(map[mesh.ID]*peer), readers: make(map[*reader]int), changed: make(chan struct{}),
-		rejected: make(map[Hash]bool), manPeers: make(map[mesh.ID]bool)}
+		rejected: make(map[Hash]bool), manPeers: make(map[mesh.ID]bool), tieSeed: rand.Uint64() | 1}
 }
 
 // serve runs the downloads until ctx ends; it returns once every one has
@@ -498,6 +499,8 @@ type download struct {
 	tries     []int   // attempts under way per piece
 	avail     []int32 // usable peers holding each piece
 	recheck   bool    // look for unrecorded pieces at the next start
+	// tieSeed orders equally rare pieces for this download (pickFor.seed).
+	tieSeed uint64
 	// pushUntil: pieces are being pushed to this download (pushsink.go);
 	// until then it does not pull, which would fetch the same pieces twice.
 	pushUntil time.Time
@@ -1371,7 +1374,7 @@ func (dl *download) nextBlock(ctx context.Context, p *peer) (*attempt, blockReq,
 		readers := slices.Collect(maps.Values(dl.readers))
 		critical := int((dl.d.cfg.Readahead + dl.man.PieceSize - 1) / dl.man.PieceSize)
 		i, _, ok := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil },
-			readers: readers, critical: critical})
+			readers: readers, critical: critical, seed: dl.tieSeed})
 		if !ok {
 			return nil, blockReq{}, false
 		}

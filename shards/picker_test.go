@@ -125,3 +125,34 @@ func TestPickSpreadsPeers(t *testing.T) {
 		t.Fatalf("%d of %d pieces picked", len(seen), n)
 	}
 }
+
+// TestPickTiesDifferPerSeed: downloads that start together with the same
+// holders pick different first pieces (each its own order of ties), so
+// they have something to trade; seed 0 keeps the index order.
+func TestPickTiesDifferPerSeed(t *testing.T) {
+	const n = 256
+	s := newFakePieces(n)
+	has := allPieces(n)
+	if i, _, _ := pick(s, pickFor{has: has}); i != 0 {
+		t.Fatalf("seed 0 picked %d, want 0", i)
+	}
+	first := make(map[int]bool)
+	for seed := uint64(1); seed <= 8; seed++ {
+		i, _, ok := pick(s, pickFor{has: has, seed: seed * 7919})
+		if !ok {
+			t.Fatal("nothing picked")
+		}
+		first[i] = true
+	}
+	if len(first) < 6 {
+		t.Fatalf("8 downloads picked only %d distinct first pieces of %d", len(first), n)
+	}
+	// Rarity still comes first: a rarer piece beats every tie order.
+	s.avail[200] = 1
+	s.avail[100] = 1
+	for seed := uint64(1); seed <= 8; seed++ {
+		if i, _, _ := pick(s, pickFor{has: has, seed: seed}); i != 100 && i != 200 {
+			t.Fatalf("seed %d picked %d over the rarer 100 and 200", seed, i)
+		}
+	}
+}
