@@ -64,9 +64,10 @@ type Config struct {
 	Dir string
 	// Folders are the music folders (catnest serve --music DIR).
 	Folders []string
-	// RescanDelay is how long the shares stay quiet before the library
-	// is brought up to date with them: a folder being copied in is read
-	// in a few passes, not one per file.
+	// RescanDelay is how long after a change of the shares the library
+	// is brought up to date with them (later, when rescans take long):
+	// a folder being copied in, or scanned, is read in a pass per
+	// RescanDelay, not one per file, and while it is hashed.
 	RescanDelay time.Duration
 	// RequestTimeout bounds one page request; ListTimeout one node's
 	// whole list.
@@ -270,11 +271,30 @@ func (s *Service) Serve(ctx context.Context) error {
 	dir, stop := s.node.SubscribeDirectory()
 	defer stop()
 
-	s.rescan(ctx)
+	// A change arms the timer, and changes while it is armed ride along:
+	// during a long scan, shards reports a file every few milliseconds,
+	// and a timer put back by each would hold the library back until the
+	// last file is hashed, then read every tag in one go instead of while
+	// shards hashes. The wait grows with the time a rescan takes, so that
+	// rescanning a big library stays a third of the time at most.
+	wait := s.cfg.RescanDelay
+	rescan := func() {
+		start := time.Now()
+		s.rescan(ctx)
+		wait = max(s.cfg.RescanDelay, 2*time.Since(start))
+	}
+	rescan()
 	var online uint64
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	armed := false
+	arm := func() {
+		if !armed {
+			armed = true
+			timer.Reset(wait)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -284,12 +304,13 @@ func (s *Service) Serve(ctx context.Context) error {
 				return nil
 			}
 			if touchesLibrary(ev) {
-				timer.Reset(s.cfg.RescanDelay)
+				arm()
 			}
 		case <-s.kick:
-			timer.Reset(s.cfg.RescanDelay)
+			arm()
 		case <-timer.C:
-			s.rescan(ctx)
+			armed = false
+			rescan()
 		case <-dir:
 			recs := s.node.Directory()
 			s.remote.ForgetOffline(recs)

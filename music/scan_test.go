@@ -1,0 +1,68 @@
+package music
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/shards"
+)
+
+// TestLibraryGrowsDuringScan: while files keep arriving in a music folder
+// (a collection copied in, or a long first scan), shards reports one
+// every few milliseconds; the library must take them in as it goes, not
+// wait for a pause in the stream, and in the end list every one.
+func TestLibraryGrowsDuringScan(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	_, nodes := newMesh(t, 1)
+	dir := t.TempDir()
+	// A rescan is due RescanDelay after a change; files arrive far more
+	// often than that.
+	const every, maxFiles = 20 * time.Millisecond, 3000
+	tn := newTestNodeWith(t, nodes[0], func(c *Config) { c.RescanDelay = time.Second }, dir)
+
+	stop := make(chan struct{})
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		r := rand.New(rand.NewPCG(3, 4))
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for k := range maxFiles {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			data := make([]byte, 8<<10)
+			for i := 44; i+8 <= len(data); i += 8 {
+				data[i] = byte(r.Uint32())
+			}
+			data[len(data)-1] = byte(k)
+			data[len(data)-2] = byte(k >> 8)
+			wavHeader(data)
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%04d.wav", k)), data, 0o600); err != nil {
+				t.Error(err)
+				return
+			}
+			written.Add(1)
+		}
+	})
+	stopOnce := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopOnce()
+
+	tracksBy(t, tn, "tracks listed while files still arrive", func(m map[shards.MD5]Track) bool {
+		if written.Load() >= maxFiles {
+			t.Fatalf("%d files written, and the library listed %d of them only once they stopped coming", maxFiles, len(m))
+		}
+		return len(m) >= 50
+	})
+	stopOnce()
+	n := int(written.Load())
+	tracksBy(t, tn, fmt.Sprintf("all %d tracks listed", n), func(m map[shards.MD5]Track) bool { return len(m) == n })
+}
