@@ -1,6 +1,7 @@
 package music
 
 import (
+	"crypto/md5"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/shards"
 )
 
@@ -65,4 +67,63 @@ func TestLibraryGrowsDuringScan(t *testing.T) {
 	stopOnce()
 	n := int(written.Load())
 	tracksBy(t, tn, fmt.Sprintf("all %d tracks listed", n), func(m map[shards.MD5]Track) bool { return len(m) == n })
+}
+
+// TestTagsReadWhileDiskBusy: the tag cache is written as tags are read,
+// but reading tags must not wait for those writes: with the database's
+// writer held by another (a disk slow to sync), a scan of a thousand
+// files is still listed in full, and the cache gets every record once
+// the writer is free.
+func TestTagsReadWhileDiskBusy(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	_, nodes := newMesh(t, 1)
+	dir := t.TempDir()
+	// Shards shares no folder: the files come in as generated shares,
+	// so that music alone writes the database.
+	tn := newTestNodeWith(t, nodes[0], func(c *Config) { c.Folders = []string{dir} })
+	const n = 1000
+	var ts []shards.Transfer
+	for k := range n {
+		path := filepath.Join(dir, fmt.Sprintf("%04d.wav", k))
+		data := make([]byte, 4<<10)
+		data[len(data)-1], data[len(data)-2] = byte(k), byte(k>>8)
+		wavHeader(data)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, shards.Transfer{ID: md5.Sum(data), Name: filepath.Base(path), Size: int64(len(data)), State: shards.StateSeeding, Path: path})
+	}
+
+	busy, err := tn.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			busy.Rollback()
+		}
+	}
+	defer release()
+	tn.sh.mu.Lock()
+	tn.sh.extra = append(tn.sh.extra, ts...)
+	tn.sh.mu.Unlock()
+	tn.music.rescanSoon()
+	tracksBy(t, tn, "the tracks listed while the database is busy", func(m map[shards.MD5]Track) bool { return len(m) == n })
+	release()
+	testutil.WaitFor(t, 60*time.Second, "every tag record in the cache", func() bool {
+		got, err := tn.music.cachedTags(func() []shards.MD5 {
+			ids := make([]shards.MD5, len(ts))
+			for i, tr := range ts {
+				ids[i] = tr.ID
+			}
+			return ids
+		}())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		return len(got) == n
+	})
 }
