@@ -127,3 +127,19 @@ func TestTagsReadWhileDiskBusy(t *testing.T) {
 		return len(got) == n
 	})
 }
+
+// TestChangeTakenWhenShardsDone: RescanDelay gathers the changes of a
+// scan under way; once shards has nothing left to hash, a change (here
+// 2,000 tracks listed and a rescan asked for, as attaching a cover does)
+// is taken in at once, whatever RescanDelay is.
+func TestChangeTakenWhenShardsDone(t *testing.T) {
+	checkNoGoroutinesLeft(t)
+	_, nodes := newMesh(t, 1)
+	dir := t.TempDir()
+	tn := newTestNodeWith(t, nodes[0], func(c *Config) { c.Folders, c.RescanDelay = []string{dir}, time.Hour })
+	for round := range 3 {
+		ts, tags := genTracks(2000, uint64(round), dir)
+		tn.addExtra(t, ts, tags)
+		tracksBy(t, tn, fmt.Sprintf("round %d's tracks listed", round), func(m map[shards.MD5]Track) bool { return len(m) == 2000*(round+1) })
+	}
+}

@@ -64,10 +64,11 @@ type Config struct {
 	Dir string
 	// Folders are the music folders (catnest serve --music DIR).
 	Folders []string
-	// RescanDelay is how long after a change of the shares the library
-	// is brought up to date with them (later, when rescans take long):
-	// a folder being copied in, or scanned, is read in a pass per
-	// RescanDelay, not one per file, and while it is hashed.
+	// RescanDelay is how long after a change of the shares, while shards
+	// is still hashing, the library is brought up to date with them
+	// (later, when rescans take long): a folder being copied in, or
+	// scanned, is read in a pass per RescanDelay, not one per file, and
+	// while it is hashed. A change once shards is done is taken at once.
 	RescanDelay time.Duration
 	// RequestTimeout bounds one page request; ListTimeout one node's
 	// whole list.
@@ -275,24 +276,32 @@ func (s *Service) Serve(ctx context.Context) error {
 	// during a long scan, shards reports a file every few milliseconds,
 	// and a timer put back by each would hold the library back until the
 	// last file is hashed, then read every tag in one go instead of while
-	// shards hashes. The wait grows with the time a rescan takes, so that
+	// shards hashes. Once shards has nothing left to hash the change is
+	// the last of its burst, and the rescan runs at once (a scan's last
+	// files, a cover attached, listed without RescanDelay's wait). Either
+	// way rescans are apart by twice the time one takes at least, so that
 	// rescanning a big library stays a third of the time at most.
-	wait := s.cfg.RescanDelay
+	var last time.Time    // when the last rescan started
+	var gap time.Duration // twice its length
+	var dueAt time.Time   // when the armed timer fires; zero if none
 	rescan := func() {
-		start := time.Now()
+		last = time.Now()
 		s.rescan(ctx)
-		wait = max(s.cfg.RescanDelay, 2*time.Since(start))
+		gap = 2 * time.Since(last)
 	}
 	rescan()
 	var online uint64
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	armed := false
 	arm := func() {
-		if !armed {
-			armed = true
-			timer.Reset(wait)
+		at := time.Now().Add(max(s.cfg.RescanDelay, gap))
+		if !s.shards.Scan().Scanning {
+			at = last.Add(gap)
+		}
+		if dueAt.IsZero() || at.Before(dueAt) {
+			dueAt = at
+			timer.Reset(max(time.Until(at), 0))
 		}
 	}
 	for {
@@ -309,7 +318,7 @@ func (s *Service) Serve(ctx context.Context) error {
 		case <-s.kick:
 			arm()
 		case <-timer.C:
-			armed = false
+			dueAt = time.Time{}
 			rescan()
 		case <-dir:
 			recs := s.node.Directory()
