@@ -47,8 +47,8 @@ func TestShareAgainUnchanged(t *testing.T) {
 		t.Fatal("a file written just before it was hashed is not marked racy")
 	}
 
-	// Racy: hashed again each time (its stamp cannot vouch for it), but
-	// the database already holds it.
+	// Racy: hashed again (its stamp cannot vouch for it), but the
+	// database already holds it.
 	w, h := writes(), s.shares.hashed.Load()
 	const times = 1000
 	for range times {
@@ -63,8 +63,10 @@ func TestShareAgainUnchanged(t *testing.T) {
 	if got := writes() - w; got != 0 {
 		t.Errorf("sharing an unchanged racy file %d times wrote the database %d times", times, got)
 	}
-	if got := s.shares.hashed.Load() - h; got != times {
-		t.Errorf("an unchanged racy file shared %d times was hashed %d times, want each time", times, got)
+	// (Once the file is older than racyWindow, a hash finds it no
+	// longer racy, and the later shares cost a stat.)
+	if got := s.shares.hashed.Load() - h; got < 1 || got > times {
+		t.Errorf("an unchanged racy file shared %d times was hashed %d times", times, got)
 	}
 
 	// Hashed long after its last change: a stat is enough.
