@@ -63,18 +63,25 @@ type testNode struct {
 	dir    string
 	db     *bbolt.DB
 	stop   func()
+	tune   func(*Config)
 }
 
 // newTestNode serves shards and music on n until the test ends (or
 // stop); folders are music folders, shared by shards too.
 func newTestNode(t testing.TB, n *mesh.Node, folders ...string) *testNode {
 	t.Helper()
+	return newTestNodeWith(t, n, nil, folders...)
+}
+
+// newTestNodeWith is newTestNode with tune applied to music's Config.
+func newTestNodeWith(t testing.TB, n *mesh.Node, tune func(*Config), folders ...string) *testNode {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &testNode{node: n, dir: dir, db: db}
+	tn := &testNode{node: n, dir: dir, db: db, tune: tune}
 	tn.start(t, folders...)
 	return tn
 }
@@ -94,6 +101,9 @@ func (tn *testNode) start(t testing.TB, folders ...string) {
 	mcfg := DefaultConfig()
 	mcfg.Shards, mcfg.Node, mcfg.DB, mcfg.Dir, mcfg.Folders = tn.sh, tn.node, tn.db, tn.dir, folders
 	mcfg.RescanDelay = 50 * time.Millisecond
+	if tn.tune != nil {
+		tn.tune(&mcfg)
+	}
 	ms, err := New(mcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -67,9 +67,11 @@ type Config struct {
 	Dir string
 	// Folders are the music folders (catnest serve --music DIR).
 	Folders []string
-	// RescanDelay is how long the shares stay quiet before the library
-	// is brought up to date with them: a folder being copied in is read
-	// in a few passes, not one per file.
+	// RescanDelay is how long after a change of the shares, while shards
+	// is still hashing, the library is brought up to date with them
+	// (later, when rescans take long): a folder being copied in, or
+	// scanned, is read in a pass per RescanDelay, not one per file, and
+	// while it is hashed. A change once shards is done is taken at once.
 	RescanDelay time.Duration
 	// RequestTimeout bounds one page request; ListTimeout one node's
 	// whole list.
@@ -273,11 +275,38 @@ func (s *Service) Serve(ctx context.Context) error {
 	dir, stop := s.node.SubscribeDirectory()
 	defer stop()
 
-	s.rescan(ctx)
+	// A change arms the timer, and changes while it is armed ride along:
+	// during a long scan, shards reports a file every few milliseconds,
+	// and a timer put back by each would hold the library back until the
+	// last file is hashed, then read every tag in one go instead of while
+	// shards hashes. Once shards has nothing left to hash the change is
+	// the last of its burst, and the rescan runs at once (a scan's last
+	// files, a cover attached, listed without RescanDelay's wait). Either
+	// way rescans are apart by twice the time one takes at least, so that
+	// rescanning a big library stays a third of the time at most.
+	var last time.Time    // when the last rescan started
+	var gap time.Duration // twice its length
+	var dueAt time.Time   // when the armed timer fires; zero if none
+	rescan := func() {
+		last = time.Now()
+		s.rescan(ctx)
+		gap = 2 * time.Since(last)
+	}
+	rescan()
 	var online uint64
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	arm := func() {
+		at := time.Now().Add(max(s.cfg.RescanDelay, gap))
+		if !s.shards.Scan().Scanning {
+			at = last.Add(gap)
+		}
+		if dueAt.IsZero() || at.Before(dueAt) {
+			dueAt = at
+			timer.Reset(max(time.Until(at), 0))
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -287,12 +316,13 @@ func (s *Service) Serve(ctx context.Context) error {
 				return nil
 			}
 			if touchesLibrary(ev) {
-				timer.Reset(s.cfg.RescanDelay)
+				arm()
 			}
 		case <-s.kick:
-			timer.Reset(s.cfg.RescanDelay)
+			arm()
 		case <-timer.C:
-			s.rescan(ctx)
+			dueAt = time.Time{}
+			rescan()
 		case <-dir:
 			recs := s.node.Directory()
 			s.remote.ForgetOffline(recs)

@@ -277,22 +277,59 @@ func (s *shares) transferLocked(sh *share) Transfer {
 // share hashes the file at path and shares it. folder is the shared folder
 // it lies under, or empty for a file the user shared by itself (followed if
 // it is a symlink, and written to the database before share returns).
+//
+// Sharing again a file already shared and unchanged costs a stat: music
+// shares the same embedded cover once per track of an album, and hashing
+// it and syncing the database each time made a library scan crawl. A racy
+// file is hashed again (its stamp cannot vouch for its bytes), but when it
+// proves the same the database already holds it and is not synced.
 func (s *shares) share(ctx context.Context, path, folder string) (Transfer, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return Transfer{}, fmt.Errorf("%w: %s: %v", ErrNotFile, path, err)
 	}
+	prevID, prev, had := s.sharedAs(abs, folder)
+	if had && !prev.Racy {
+		if fi, err := os.Stat(abs); err == nil && stampOf(fi) == prev.Stamp {
+			if t, ok := s.transfer(prevID); ok {
+				return t, nil
+			}
+		}
+	}
 	st, racy, man, id, err := s.hashPath(ctx, abs, folder != "")
 	if err != nil {
 		return Transfer{}, err
 	}
-	t := s.add(id, man, shareFile{Path: abs, Folder: folder, Stamp: st, Racy: racy})
-	if folder == "" {
+	f := shareFile{Path: abs, Folder: folder, Stamp: st, Racy: racy}
+	if had && prevID == id && prev == f {
+		if t, ok := s.transfer(id); ok {
+			return t, nil
+		}
+	}
+	t := s.add(id, man, f)
+	if folder == "" && !(had && prevID == id && prev.Stamp == st) {
 		if err := s.flush(); err != nil {
 			return Transfer{}, err
 		}
 	}
 	return t, nil
+}
+
+// sharedAs finds path among the shared files with the same folder, and
+// the resource it holds.
+func (s *shares) sharedAs(path, folder string) (MD5, shareFile, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.byPath[path]
+	if !ok || s.byID[id] == nil {
+		return MD5{}, shareFile{}, false
+	}
+	for _, f := range s.byID[id].files {
+		if f.Path == path && f.Folder == folder {
+			return id, f, true
+		}
+	}
+	return MD5{}, shareFile{}, false
 }
 
 // hashPath hashes a file and returns the stamp it had throughout. A file
