@@ -48,32 +48,42 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 	// only do so through the mesh. Take the hub with the fewest links
 	// whose loss of neighbours leaves the survivors' links connected, so
 	// that every survivor can still signal through the mesh.
+	//
+	// The links are read while the mesh lives (a node may be between a
+	// dropped link and its replacement), so the choice is made again
+	// until one holds, for a while.
 	var hub *mesh.Node
 	var victims []mesh.ID
 	links := map[*mesh.Node][]mesh.PeerInfo{}
-	var byLinks []*mesh.Node
-	for _, n := range nodes {
-		if links[n] = n.Peers(); len(links[n]) >= 3 {
-			byLinks = append(byLinks, n)
-		}
-	}
-	slices.SortStableFunc(byLinks, func(a, b *mesh.Node) int { return len(links[a]) - len(links[b]) })
-	for _, n := range byLinks {
-		peers := links[n]
-		var kill []mesh.ID
-		for _, p := range peers[1:] {
-			kill = append(kill, p.ID)
-		}
-		var rest []*mesh.Node
-		for _, o := range nodes {
-			if !slices.Contains(kill, o.ID()) {
-				rest = append(rest, o)
+	pick := func() bool {
+		var byLinks []*mesh.Node
+		for _, n := range nodes {
+			if links[n] = n.Peers(); len(links[n]) >= 3 {
+				byLinks = append(byLinks, n)
 			}
 		}
-		if connected(rest) {
-			hub, victims = n, kill
-			break
+		slices.SortStableFunc(byLinks, func(a, b *mesh.Node) int { return len(links[a]) - len(links[b]) })
+		for _, n := range byLinks {
+			peers := links[n]
+			var kill []mesh.ID
+			for _, p := range peers[1:] {
+				kill = append(kill, p.ID)
+			}
+			var rest []*mesh.Node
+			for _, o := range nodes {
+				if !slices.Contains(kill, o.ID()) {
+					rest = append(rest, o)
+				}
+			}
+			if connected(rest) {
+				hub, victims = n, kill
+				return true
+			}
 		}
+		return false
+	}
+	for deadline := time.Now().Add(30 * time.Second); !pick() && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
 	}
 	if hub == nil {
 		for _, n := range nodes {
