@@ -23,7 +23,7 @@ import (
 // started is gone (it would fetch all of it), while a download the user
 // started before is left alone.
 func TestHostileAttachments(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 2)
 	dirB := t.TempDir()
 	id := writeWAV(t, filepath.Join(dirB, "Track.wav"), 5)
@@ -97,7 +97,7 @@ func TestHostileAttachments(t *testing.T) {
 // edits the file: RemoveCache drops the download but leaves the file,
 // which is the user's now.
 func TestRemoveCacheKeepsEditedFile(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 2)
 	dirA := t.TempDir()
 	id := writeWAV(t, filepath.Join(dirA, "Song.wav"), 6)

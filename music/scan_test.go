@@ -20,7 +20,7 @@ import (
 // every few milliseconds; the library must take them in as it goes, not
 // wait for a pause in the stream, and in the end list every one.
 func TestLibraryGrowsDuringScan(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 1)
 	dir := t.TempDir()
 	// A rescan is due RescanDelay after a change; files arrive far more
@@ -75,7 +75,7 @@ func TestLibraryGrowsDuringScan(t *testing.T) {
 // files is still listed in full, and the cache gets every record once
 // the writer is free.
 func TestTagsReadWhileDiskBusy(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 1)
 	dir := t.TempDir()
 	// Shards shares no folder: the files come in as generated shares,
@@ -133,7 +133,7 @@ func TestTagsReadWhileDiskBusy(t *testing.T) {
 // 2,000 tracks listed and a rescan asked for, as attaching a cover does)
 // is taken in at once, whatever RescanDelay is.
 func TestChangeTakenWhenShardsDone(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 1)
 	dir := t.TempDir()
 	tn := newTestNodeWith(t, nodes[0], func(c *Config) { c.Folders, c.RescanDelay = []string{dir}, time.Hour })

@@ -37,7 +37,7 @@ func countPages(s *Service, n *mesh.Node) *atomic.Int64 {
 // alone and cached by version (an unchanged list is not fetched again).
 // When a node goes offline its sources leave, and its tracks with them.
 func TestLibrary20kAcrossNodes(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw, nodes := newMesh(t, 3)
 	a, b, c := newTestNode(t, nodes[0], t.TempDir()), newTestNode(t, nodes[1]), newTestNode(t, nodes[2], t.TempDir())
 	pagesA := countPages(a.music, a.node)
@@ -105,7 +105,7 @@ func TestLibrary20kAcrossNodes(t *testing.T) {
 // album or file name, that an invalid list changes nothing and says why,
 // and that the list survives a restart.
 func TestBans(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 2)
 	a, b := newTestNode(t, nodes[0], t.TempDir()), newTestNode(t, nodes[1])
 	ts, tags := genTracks(500, 2, a.music.folders[0])
@@ -187,7 +187,7 @@ func testPNG(t *testing.T, c color.Color) []byte {
 // track, removes b's cached copy (the track stays while a holds it), and
 // keeps b's cached copy playable when a goes offline.
 func TestStreamAttachRemoveCache(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw, nodes := newMesh(t, 2)
 	dirA := t.TempDir()
 	wav := filepath.Join(dirA, "Some Artist", "A Song.wav")
@@ -306,7 +306,7 @@ func TestStreamAttachRemoveCache(t *testing.T) {
 // TestRenameKeepsIdentity renames a track's file: it keeps its MD5, its
 // attachments, and its tags are not read again.
 func TestRenameKeepsIdentity(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newMesh(t, 1)
 	dir := t.TempDir()
 	old := filepath.Join(dir, "old name.wav")

@@ -20,7 +20,7 @@ import (
 // node from both; a push through the Service reaches a node that accepts
 // pushes from the source; Open reads a share and a download.
 func TestServiceEndToEnd(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	var nodes []*mesh.Node
 	for _, name := range []string{"a", "b", "c", "d"} {
@@ -154,7 +154,7 @@ func TestServiceEndToEnd(t *testing.T) {
 // receiver's pieces to whoever sent them, the source or a relaying member,
 // so the per-peer contribution bar shows the relays' share.
 func TestServicePushCreditsRelays(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	var nodes []*mesh.Node
 	for _, name := range []string{"src", "r1", "r2", "r3"} {

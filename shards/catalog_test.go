@@ -43,7 +43,7 @@ func waitAdvertised(t *testing.T, viewer *mesh.Node, owner mesh.ID, want summary
 // caches it by version: an unchanged catalog is not fetched again, a
 // changed one is, and an offline node's entries leave the list.
 func TestCatalog100k(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	const n = 100_000
 	a, b := newPair(t)
 	sa := serveTest(t, testConfig(t, a))
@@ -133,7 +133,7 @@ func TestCatalog100k(t *testing.T) {
 }
 
 func TestCatalogOfflineNodeLeaves(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	fast := func(c *mesh.Config) { meshtest.Fast(c) }
 	a := nw.NewNode(t, "a", meshtest.Options{Configure: fast})
@@ -247,7 +247,7 @@ func TestHostileCatalog(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkNoGoroutinesLeft(t)
+			testutil.CheckGoroutines(t)
 			a, liar := newPair(t)
 			cfg := testConfig(t, a)
 			cfg.MaxRemoteEntries = 5000
@@ -400,7 +400,7 @@ func FuzzAdvertised(f *testing.F) {
 // later is taken, pushing out the least recently used when the budget is
 // full.
 func TestRemoteCatalogsMemoryBounded(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	a := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
 	liar := nw.NewNode(t, "liar", meshtest.Options{Configure: meshtest.Fast})
@@ -513,7 +513,7 @@ func BenchmarkMergeCatalogs(b *testing.B) {
 // and never ends is left out of Files after CatalogTimeout, for every
 // caller asking at once; Files lists the rest.
 func TestSlowCatalogLeftOut(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, slow := newPair(t)
 	cfg := testConfig(t, a)
 	cfg.CatalogTimeout = 2 * time.Second

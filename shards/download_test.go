@@ -23,7 +23,7 @@ import (
 // holder sends pieces, the transfer reports each one's share, and the
 // finished file is the resource.
 func TestDownloadThreeHolders(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "h1", "h2", "h3", "dl")
 	data, src := testFile(t, 24<<20, 1)
 	servers := make([]*testServer, 3)
@@ -72,7 +72,7 @@ func TestDownloadThreeHolders(t *testing.T) {
 // fails its MD5 is ever written, and the liar is banned for the resource
 // and scored down in the mesh.
 func TestDownloadLiar(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "liar", "h2", "h3", "dl")
 	_, src := testFile(t, 16<<20, 2)
 	liar := &testServer{sources: []pieceSource{src}, corrupt: true}
@@ -127,7 +127,7 @@ func TestDownloadLiar(t *testing.T) {
 // dir and store finishes the file without fetching any piece again that
 // the first had written.
 func TestDownloadResumeAfterCrash(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	nw, nodes := newTestNet(t, "holder", "first")
 	_, src := testFile(t, 16<<20, 3)
 	n := src.man.NumPieces()
@@ -221,7 +221,7 @@ func TestDownloadResumeAfterCrash(t *testing.T) {
 // while most of the file is still missing, because the reader's pieces are
 // fetched first.
 func TestReaderRemote(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
 	data, src := testFile(t, 32<<20, 4)
 	(&testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(rate.Limit(4<<20), BlockSize)}).register(nodes[0])
@@ -286,7 +286,7 @@ func TestReaderRemote(t *testing.T) {
 // keeps them; resumed, it finishes; a removed one leaves no partial data,
 // no record and an event.
 func TestDownloadPauseResumeRemove(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
 	_, src := testFile(t, 8<<20, 5)
 	_, other := testFile(t, 8<<20, 6)

@@ -30,7 +30,7 @@ func sharedPaths(s *Service) map[string]MD5 {
 // renamed, deleted, a folder made with files in it, a symlink to a file
 // outside: the shares and the advertised catalog follow within seconds.
 func TestFolderWatch(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, b := newPair(t)
 	dir := t.TempDir()
 	outside := filepath.Join(t.TempDir(), "secret.key")
@@ -146,7 +146,7 @@ func TestFolderWatch(t *testing.T) {
 // node was down are found by the first scan; unchanged ones are not hashed
 // again.
 func TestFolderRescanAfterRestart(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, _ := newPair(t)
 	dir := t.TempDir()
 	keep := filepath.Join(dir, "keep.bin")
@@ -214,7 +214,7 @@ func stormShares(s *Service, root string, n int) []string {
 // under the lock the block handler needs. A removed folder still queues
 // the files under it.
 func TestFolderRemoveStormIsLinear(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, _ := newPair(t)
 	s, err := New(testConfig(t, a))
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
 )
 
 // TestHashFileMatchesBuildManifest: the two-goroutine hasher gives the
@@ -50,7 +52,7 @@ func TestHashFileMatchesBuildManifest(t *testing.T) {
 }
 
 func TestHashFileErrors(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	data := make([]byte, 4<<20)
 	// A file shorter than its stat said.
 	for _, short := range []int{3 << 20, 3<<20 + 5} {

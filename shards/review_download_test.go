@@ -25,7 +25,7 @@ import (
 // banned, and the honest holder (whose pieces do not fit the lie) neither
 // banned nor scored down.
 func TestDownloadByIDWrongManifest(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "liar", "honest", "dl")
 	data, src := testFile(t, 4<<20, 11)
 	otherData, other := testFile(t, len(data), 12)
@@ -69,7 +69,7 @@ func TestDownloadByIDWrongManifest(t *testing.T) {
 // part file as verified pieces: a reader gets the resource's bytes, not
 // zeros, and the download ends with the right file.
 func TestDownloadPartFileLost(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	nw, nodes := newTestNet(t, "holder", "first")
 	data, src := testFile(t, 8<<20, 13)
 	(&testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(rate.Limit(2<<20), BlockSize)}).register(nodes[0])
@@ -154,7 +154,7 @@ func (s *staller) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, error
 // TestDownloadManifestStall: the link's node takes the manifest request and
 // never answers; the honest holder the catalog lists must still be asked.
 func TestDownloadManifestStall(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "stall", "honest", "dl")
 	_, src := testFile(t, 2<<20, 14)
 	st := &staller{}
@@ -184,7 +184,7 @@ func TestDownloadManifestStall(t *testing.T) {
 // whole rest of the file from the honest holder) but be served once the
 // staller is given up on.
 func TestDownloadBlockStall(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "stall", "honest", "dl")
 	data, src := testFile(t, 16<<20, 15)
 	st := &staller{answerHave: src}
@@ -230,7 +230,7 @@ func TestDownloadBlockStall(t *testing.T) {
 // holds its pulls while the push brings pieces, not for as long as the
 // pusher keeps repeating itself: it pulls the rest and finishes.
 func TestPushStallDoesNotHoldPull(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "pusher", "holder", "dl")
 	data, src := testFile(t, 2<<20, 16)
 	(&testServer{sources: []pieceSource{src}}).register(nodes[1])
@@ -275,7 +275,7 @@ func TestPushStallDoesNotHoldPull(t *testing.T) {
 // hundred thousand entries on a large mesh) is made about once per
 // HaveInterval, not once per verified piece.
 func TestDownloadHolderLookups(t *testing.T) {
-	checkGoroutines(t)
+	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
 	_, src := testFile(t, 16<<20, 17)
 	(&testServer{sources: []pieceSource{src}}).register(nodes[0])

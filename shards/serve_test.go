@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,25 +134,6 @@ func testFile(t testing.TB, size int, seed byte) ([]byte, *readerSource) {
 
 func (s *readerSource) link(holder mesh.ID, name string) Link {
 	return Link{Node: holder, Channel: FilesChannel, ID: s.id, Manifest: s.man.Hash(), Name: name, Size: s.man.Size}
-}
-
-// checkGoroutines fails the test if goroutines it started are still
-// running at its end. Call it first, so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(15 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines at the end, %d at the start:\n%s", runtime.NumGoroutine(), before, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
 }
 
 func openTestDB(t testing.TB, path string) *bolt.DB {

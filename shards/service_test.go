@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -19,25 +18,6 @@ import (
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
-
-// checkNoGoroutinesLeft fails the test if goroutines started during it are
-// still running once its cleanups are done. Call it first, so that its
-// cleanup runs last.
-func checkNoGoroutinesLeft(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(20 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("%d goroutines left running (%d before):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
 
 // testDB opens a bbolt file in dir, closed when the test ends.
 func testDB(t testing.TB, dir string) *bbolt.DB {
@@ -157,7 +137,7 @@ func fetchWhole(ctx context.Context, n *mesh.Node, from mesh.ID, id MD5, m *Mani
 }
 
 func TestShareServesInPlace(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, b := newPair(t)
 	sa := serveTest(t, testConfig(t, a))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -210,7 +190,7 @@ func TestShareServesInPlace(t *testing.T) {
 }
 
 func TestUnknownOrPathRefused(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, b := newPair(t)
 	sa := serveTest(t, testConfig(t, a))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -286,7 +266,7 @@ func TestChangedFileNeverServedStale(t *testing.T) {
 		{"other size, stamp only", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkNoGoroutinesLeft(t)
+			testutil.CheckGoroutines(t)
 			a, b := newPair(t)
 			sa := serveTest(t, testConfig(t, a))
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -377,7 +357,7 @@ func TestChangedFileNeverServedStale(t *testing.T) {
 }
 
 func TestSharesSurviveRestart(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	a := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
 	dir := t.TempDir()
@@ -441,7 +421,7 @@ func fakeEntries(n int, seed uint64) []Entry {
 }
 
 func TestWaitUpload(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, _ := newPair(t)
 	cfg := testConfig(t, a)
 	cfg.UploadRate = 1 << 20
@@ -479,7 +459,7 @@ func TestWaitUpload(t *testing.T) {
 // pieces are checked against their MD5s before they are served, so the
 // edit never goes out under the old id.
 func TestRacyFileCheckedByPiece(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, b := newPair(t)
 	sa := serveTest(t, testConfig(t, a))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

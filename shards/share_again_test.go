@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
 
@@ -17,7 +18,7 @@ import (
 // database nor (once its stamp can vouch for it) hash it again; a file
 // that did change is hashed and written as before.
 func TestShareAgainUnchanged(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	cfg := testConfig(t, nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast}))
 	s, err := New(cfg)

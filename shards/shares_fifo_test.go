@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
 )
 
 // unblockFIFO opens path for writing, which lets an open that hangs on it
@@ -25,7 +27,7 @@ func unblockFIFO(path string) {
 // it to read would wait for a writer forever, holding the API call or a
 // peer's block request.
 func TestShareFIFORefused(t *testing.T) {
-	checkNoGoroutinesLeft(t)
+	testutil.CheckGoroutines(t)
 	a, b := newPair(t)
 	sa := serveTest(t, testConfig(t, a))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -25,4 +26,24 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(poll)
 	}
 	return time.Since(start)
+}
+
+// CheckGoroutines fails the test if goroutines started during it are still
+// running once its cleanups are done (it waits up to 20 s for them to end,
+// printing every stack if they do not). Call it first in the test, so that
+// its cleanup runs last.
+func CheckGoroutines(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Errorf("%d goroutines left running (%d before):\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(poll)
+		}
+	})
 }
