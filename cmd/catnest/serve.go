@@ -405,6 +405,11 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 			log.Warn("demo lobby", "err", err)
 		}
 	})
+	wg.Go(func() {
+		if err := demoPlugins(ctx, nodes); err != nil && ctx.Err() == nil {
+			log.Warn("demo plugins", "err", err)
+		}
+	})
 	<-ctx.Done()
 	cancel()
 	wg.Wait()
