@@ -42,7 +42,7 @@ func (f *fakePlugins) Install(ctx context.Context, id shards.MD5, grant []string
 	return plugins.Installed{}, plugins.ErrUnknown
 }
 func (f *fakePlugins) SetEnabled(ctx context.Context, id shards.MD5, on bool) error { return nil }
-func (f *fakePlugins) Uninstall(ctx context.Context, id shards.MD5) error            { return nil }
+func (f *fakePlugins) Uninstall(ctx context.Context, id shards.MD5) error           { return nil }
 func (f *fakePlugins) Source(ctx context.Context, id shards.MD5) ([]byte, error) {
 	return nil, plugins.ErrUnknown
 }
