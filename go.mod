@@ -15,6 +15,7 @@ require (
 	github.com/pion/webrtc/v4 v4.2.26
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/image v0.36.0
+	golang.org/x/mod v0.42.0
 	golang.org/x/time v0.14.0
 )
 

@@ -77,6 +77,10 @@ type Config struct {
 	// events. Nil leaves music out: its endpoints answer 404 and the UI
 	// shows no Music view.
 	Music Music
+	// Plugins is the plugins service behind /api/plugins and the
+	// "plugins" events. Nil leaves plugins out: its endpoints answer 404
+	// and the UI shows no Plugins view and runs no plugin.
+	Plugins Plugins
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.
@@ -117,6 +121,7 @@ type Server struct {
 	timing   timing
 	handler  http.Handler
 	etags    map[string]string // static file name -> ETag
+	plugins  *pluginRuntime    // capabilities and tried plugins
 }
 
 //go:embed static
@@ -141,6 +146,7 @@ func New(cfg Config, node Node) (*Server, error) {
 		loopback: loopback.IsHost(host),
 		port:     port,
 		timing:   defaultTiming,
+		plugins:  newPluginRuntime(),
 	}
 	if !s.loopback && cfg.Token == "" {
 		return nil, fmt.Errorf("%w (address %s)", ErrNoToken, cfg.Addr)

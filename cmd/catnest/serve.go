@@ -24,6 +24,7 @@ import (
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/music"
+	"github.com/catnest/catnest/plugins"
 	"github.com/catnest/catnest/shards"
 	"github.com/catnest/catnest/webui"
 )
@@ -47,9 +48,11 @@ type node struct {
 	// and those of every online node; a node without music folders plays
 	// the others'.
 	music *music.Service
-	ui    *webui.Server
-	ln    net.Listener
-	url   string // the web UI, with the token when one is needed
+	// plugins publishes, installs and lists the market's plugins.
+	plugins *plugins.Service
+	ui      *webui.Server
+	ln      net.Listener
+	url     string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 }
@@ -145,7 +148,18 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus}, mn)
+	pcfg := plugins.DefaultConfig()
+	pcfg.Node = mn
+	pcfg.Shards = files
+	pcfg.Identity = ident
+	pcfg.DB = db
+	pcfg.Dir = cfg.Data
+	pcfg.Logger = log
+	plug, err := plugins.New(pcfg)
+	if err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus, Plugins: plug}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +172,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 // testMeshConfig, set only by this package's tests (in the test binary
@@ -173,6 +187,9 @@ var _ webui.Files = (*shards.Service)(nil)
 
 // The web UI's music API is the music service.
 var _ webui.Music = (*music.Service)(nil)
+
+// The web UI's plugins API is the plugins service.
+var _ webui.Plugins = (*plugins.Service)(nil)
 
 // newFiles makes the node's shards service: it keeps its records in the
 // node's database and its downloads under the data dir, and writes the
@@ -242,12 +259,13 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 6)
+	errs := make([]error, 7)
 	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
 	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
 	wg.Go(func() { errs[2] = n.files.Serve(ctx); cancel() })
 	wg.Go(func() { errs[3] = n.music.Serve(ctx); cancel() })
 	wg.Go(func() { errs[4] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Go(func() { errs[6] = n.plugins.Serve(ctx); cancel() })
 	wg.Wait()
 	errs[5] = n.db.Close()
 	return errors.Join(errs...)
@@ -385,6 +403,11 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 	wg.Go(func() {
 		if err := demoLobby(ctx, nodes); err != nil && ctx.Err() == nil {
 			log.Warn("demo lobby", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := demoPlugins(ctx, nodes); err != nil && ctx.Err() == nil {
+			log.Warn("demo plugins", "err", err)
 		}
 	})
 	<-ctx.Done()

@@ -56,6 +56,7 @@ class Player {
     this.lyrics = null; // {synced, lines} of the current track
     this.lyricIndex = -1;
     this.listeners = new Set();
+    this.lyricListeners = new Set(); // plugins follow the lines sung
     this.prefetch = null; // AbortController of the running prefetch
     this.playable = () => true; // the view says which tracks may play (bans)
     this.build();
@@ -206,6 +207,13 @@ class Player {
   // current is the playing track, or null.
   current() {
     return this.pos >= 0 ? this.queue[this.order[this.pos]] : null;
+  }
+
+  // onLyric calls fn(line, index) when the line being sung changes; it
+  // returns an unsubscribe func.
+  onLyric(fn) {
+    this.lyricListeners.add(fn);
+    return () => this.lyricListeners.delete(fn);
   }
 
   // onChange calls fn(track) when the current track changes; it returns
@@ -449,8 +457,10 @@ class Player {
       old.classList.remove('current');
       old.removeAttribute('aria-current');
     }
+    const moved = idx !== this.lyricIndex;
     this.lyricIndex = idx;
     this.el.dataset.lyric = String(idx);
+    if (moved) for (const fn of this.lyricListeners) fn(l.lines[idx] || null, idx);
     const li = list.children[idx];
     if (!li) return;
     li.classList.add('current');

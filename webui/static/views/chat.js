@@ -15,6 +15,7 @@
 import { h, shortID } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
+import { chatFilter } from '../plugins-host.js';
 
 // BURN_AFTER is how long a burn message must have been seen.
 export const BURN_AFTER = 5000;
@@ -635,11 +636,15 @@ export default {
       const keep = new Set();
       const els = msgs.map((m) => {
         keep.add(m.id);
-        const key = JSON.stringify([m.text, m.retracted, m.marked, m.burn, m.author_name, m.time]);
+        const key = JSON.stringify([m.text, m.retracted, m.marked, m.burn, m.author_name, m.time, chatFilter.version]);
         let row = rows.get(m.id);
         if (!row || row.key !== key) {
           if (row) observer.unobserve(row.el);
           row = { key, el: messageRow(m) };
+          if (chatFilter.hides(m)) { // a word filter plugin hides it
+            row.el.hidden = true;
+            row.el.classList.add('plugin-hidden');
+          }
           rows.set(m.id, row);
           if (m.burn && !m.retracted) {
             if (!burn.has(m.id)) burn.set(m.id, { seen: 0, visible: false, reading: false });
@@ -760,6 +765,7 @@ export default {
     burnTimer = setInterval(tick, 200);
 
     const offChat = events.on('chat', apply);
+    const offFilter = chatFilter.onChange(() => renderMessages());
     const offDirectory = events.on('directory', directoryChanged);
     // After a reconnect, events may have been missed: fetch again.
     let wasOpen = events.state === 'open';
@@ -770,6 +776,7 @@ export default {
     const offLang = onLang(renderAll);
     return () => {
       offChat();
+      offFilter();
       offDirectory();
       clearTimeout(dirTimer);
       offStatus();

@@ -1,0 +1,164 @@
+package plugins
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/catnest/catnest/internal/reslist"
+	"github.com/catnest/catnest/shards"
+)
+
+// A node's published plugins are a resource list (internal/reslist) named
+// "plugins": its summary {count, version} rides in the node's directory
+// record, and others page it with ProtoList from the node alone.
+const (
+	resourceName = "plugins"
+	// ProtoList: request = After (16 bytes) + Limit (uint16); answer = a
+	// page of the node's published list (encodePage), in MD5 order.
+	ProtoList = "plugins/list/1"
+)
+
+// Wire limits of a page.
+const (
+	// MaxPage bounds the entries of one page.
+	MaxPage = 50
+	// MaxPageSize bounds an encoded page: MaxPage entries of the largest
+	// texts, keys and signatures fit.
+	MaxPageSize = 128 << 10
+)
+
+// Entry is a published plugin as the market lists it: what its header
+// says, where shards finds it (MD5 and manifest), and its publisher's
+// signature. Every field is comparable, as reslist wants.
+type Entry struct {
+	ID          shards.MD5  `json:"id"`
+	Manifest    shards.Hash `json:"m"`
+	Size        int64       `json:"s"`
+	Name        string      `json:"n"`
+	Description string      `json:"d,omitempty"`
+	Version     string      `json:"v"`
+	Author      string      `json:"a,omitempty"`
+	// Permissions are the header's, sorted, separated by spaces.
+	Permissions string `json:"p,omitempty"`
+	Signature
+	// At is when it was published (Unix ms, the publisher's clock).
+	At int64 `json:"t"`
+}
+
+// Perms returns the entry's permissions as a list; never nil.
+func (e Entry) Perms() []string {
+	if e.Permissions == "" {
+		return []string{}
+	}
+	return strings.Fields(e.Permissions)
+}
+
+func entryKey(e Entry) reslist.Key { return e.ID }
+
+func entryHash(e Entry) uint64 {
+	b, _ := json.Marshal(e)
+	h := sha256.Sum256(b)
+	return binary.BigEndian.Uint64(h[:])
+}
+
+func entryCost(e Entry) int64 {
+	return int64(len(e.Name) + len(e.Description) + len(e.Version) + len(e.Author) + len(e.Permissions) + len(e.Key) + len(e.Sig) + len(e.Publisher))
+}
+
+// check reports what is wrong with an entry from a peer: its texts as a
+// header allows them, and its signature.
+func (e Entry) check() error {
+	if e.Name == "" || checkText("name", e.Name, MaxName) != nil || checkText("description", e.Description, MaxDescription) != nil || checkText("author", e.Author, maxAuthor) != nil {
+		return fmt.Errorf("%w: entry %s: bad name, description or author", ErrBadPage, e.ID)
+	}
+	if err := CheckVersion(e.Version); err != nil {
+		return fmt.Errorf("%w: entry %s: %w", ErrBadPage, e.ID, err)
+	}
+	perms, err := ParsePermissions(e.Permissions)
+	if err != nil {
+		return fmt.Errorf("%w: entry %s: %w", ErrBadPage, e.ID, err)
+	}
+	if strings.Join(perms, " ") != e.Permissions {
+		return fmt.Errorf("%w: entry %s: permissions not in order", ErrBadPage, e.ID)
+	}
+	if e.Size <= 0 || e.Size > MaxFile {
+		return fmt.Errorf("%w: entry %s: size %d", ErrBadPage, e.ID, e.Size)
+	}
+	if err := e.Verify(e.Name, e.Version, e.ID); err != nil {
+		return fmt.Errorf("%w: entry %s: %w", ErrBadPage, e.ID, err)
+	}
+	return nil
+}
+
+// wirePage is a page as it travels.
+type wirePage struct {
+	Version uint64  `json:"v"`
+	Entries []Entry `json:"e"`
+	More    bool    `json:"m,omitempty"`
+}
+
+func encodePage(p reslist.Page[Entry]) ([]byte, error) {
+	if len(p.Entries) > MaxPage {
+		return nil, fmt.Errorf("%w: %d entries in a page", ErrBadPage, len(p.Entries))
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(wirePage{Version: p.Version, Entries: p.Entries, More: p.More}); err != nil {
+		return nil, err
+	}
+	if buf.Len() > MaxPageSize {
+		return nil, fmt.Errorf("%w: page of %d bytes", ErrBadPage, buf.Len())
+	}
+	return buf.Bytes(), nil
+}
+
+// decodePage decodes a page from a peer: bounded in bytes and entries,
+// every entry checked (signature included), in strictly increasing MD5
+// order. One bad entry refuses the page: its node breaks the rules.
+func decodePage(b []byte) (reslist.Page[Entry], error) {
+	if len(b) > MaxPageSize {
+		return reslist.Page[Entry]{}, fmt.Errorf("%w: page of %d bytes", ErrBadPage, len(b))
+	}
+	var w wirePage
+	if err := json.Unmarshal(b, &w); err != nil {
+		return reslist.Page[Entry]{}, fmt.Errorf("%w: %v", ErrBadPage, err)
+	}
+	if len(w.Entries) > MaxPage {
+		return reslist.Page[Entry]{}, fmt.Errorf("%w: %d entries in a page", ErrBadPage, len(w.Entries))
+	}
+	for i, e := range w.Entries {
+		if i > 0 && reslist.CompareKey(w.Entries[i-1].ID, e.ID) >= 0 {
+			return reslist.Page[Entry]{}, fmt.Errorf("%w: entries out of order", ErrBadPage)
+		}
+		if err := e.check(); err != nil {
+			return reslist.Page[Entry]{}, err
+		}
+	}
+	return reslist.Page[Entry]{Version: w.Version, Entries: w.Entries, More: w.More}, nil
+}
+
+const listReqSize = 16 + 2
+
+func encodeListReq(after reslist.Key, limit int) []byte {
+	b := make([]byte, listReqSize)
+	copy(b, after[:])
+	binary.BigEndian.PutUint16(b[16:], uint16(limit))
+	return b
+}
+
+func decodeListReq(p []byte) (after reslist.Key, limit int, err error) {
+	if len(p) != listReqSize {
+		return after, 0, fmt.Errorf("%w: list request of %d bytes", ErrBadPage, len(p))
+	}
+	copy(after[:], p)
+	limit = int(binary.BigEndian.Uint16(p[16:]))
+	if limit == 0 || limit > MaxPage {
+		return after, 0, fmt.Errorf("%w: list limit %d (1 to %d)", ErrBadPage, limit, MaxPage)
+	}
+	return after, limit, nil
+}
