@@ -77,6 +77,9 @@ type Config struct {
 	// events. Nil leaves music out: its endpoints answer 404 and the UI
 	// shows no Music view.
 	Music Music
+	// Members resolves a push's "channel" to its online members. Nil:
+	// pushes take only a list of node ids.
+	Members ChannelMembers
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.

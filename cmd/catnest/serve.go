@@ -145,7 +145,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus}, mn)
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus, Members: chat}, mn)
 	if err != nil {
 		return nil, err
 	}
