@@ -36,6 +36,13 @@ type Config struct {
 	LowPeers int
 	// HighPeers is the most links the node accepts.
 	HighPeers int
+	// MaxTemporary is how many temporary links (Node.Expand: links made
+	// for a transfer, such as a push's relays) a node makes or accepts
+	// beyond HighPeers. They have a budget of their own so that a
+	// transfer is not refused because the overlay's random links fill
+	// HighPeers, and they are dropped again when idle (IdleTimeout).
+	// Negative: none beyond HighPeers.
+	MaxTemporary int
 	// ManualLinks stops the node from dialing on its own: links come only
 	// from Connect and from other nodes' dials.
 	ManualLinks bool
@@ -172,6 +179,7 @@ func DefaultConfig() Config {
 		TargetPeers:           4,
 		LowPeers:              3,
 		HighPeers:             8,
+		MaxTemporary:          32,
 		MaintainInterval:      2 * time.Second,
 		DialTimeout:           20 * time.Second,
 		PingInterval:          5 * time.Second,
@@ -215,6 +223,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.HighPeers < c.TargetPeers {
 		c.HighPeers = max(d.HighPeers, c.TargetPeers)
+	}
+	if c.MaxTemporary == 0 {
+		c.MaxTemporary = d.MaxTemporary
 	}
 	if c.MaintainInterval <= 0 {
 		c.MaintainInterval = d.MaintainInterval

@@ -23,6 +23,9 @@ type hello struct {
 	Version int    `json:"v"`
 	// Full: the sender is at its high mark and closes the link.
 	Full bool `json:"full,omitempty"`
+	// Temp: the dialer makes a temporary link (Node.Expand), which the
+	// other end may take beyond its HighPeers and drops when idle.
+	Temp bool `json:"temp,omitempty"`
 }
 
 // errPeerFull is returned when the dialed node is at its high mark.
@@ -371,20 +374,55 @@ func (l *link) ping(ctx context.Context) {
 }
 
 // exchangeHello sends our hello and waits for the peer's.
-func (l *link) exchangeHello(ctx context.Context) error {
-	b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion})
-	if err := l.send(ctx, Ctl, frame{kind: kindHello, payload: b}); err != nil {
-		return err
+//
+// tempOnly: an inbound link that has only a temporary slot (beyond
+// HighPeers). Its hello waits for the dialer's: a dialer that does not ask
+// for a temporary link is told the node is full, as at the high mark.
+func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
+	send := func(full bool) error {
+		b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load()})
+		return l.send(ctx, Ctl, frame{kind: kindHello, payload: b})
+	}
+	if !tempOnly {
+		if err := send(false); err != nil {
+			return err
+		}
 	}
 	t := time.NewTimer(l.n.cfg.HelloTimeout)
 	defer t.Stop()
 	select {
 	case h := <-l.hello:
 		if h.Version != helloVersion {
+			if tempOnly {
+				send(false) // so the peer logs the version, not a timeout
+			}
 			return fmt.Errorf("%w: it speaks %d, this node %d", errVersion, h.Version, helloVersion)
 		}
 		if h.Full {
 			return errPeerFull
+		}
+		if !l.conn.Outbound() && h.Temp {
+			l.temporary.Store(true)
+			l.lastActive.Store(l.n.now())
+		}
+		if tempOnly {
+			if !h.Temp {
+				// Say why, and give the dialer a moment to read it and
+				// close (as runLink does at the high mark), so that it
+				// does not wait for a link to come.
+				send(true)
+				w := time.NewTimer(time.Second)
+				defer w.Stop()
+				select {
+				case <-l.done:
+				case <-w.C:
+				case <-ctx.Done():
+				}
+				return errors.New("mesh: at the high mark (a temporary link would be taken)")
+			}
+			if err := send(false); err != nil {
+				return err
+			}
 		}
 		name := cleanName(h.Name)
 		l.name.Store(&name)

@@ -63,6 +63,7 @@ type Node struct {
 type newConn struct {
 	conn  Conn
 	ready chan error // nil, or told whether the link came up
+	temp  bool       // dialed for a temporary link (Expand)
 }
 
 // maxBackoffs bounds the nodes remembered in each of the dial backoff and
@@ -215,6 +216,12 @@ loop:
 // Connect opens a link to id, unless there is one already. It returns when
 // the link is ready for traffic.
 func (n *Node) Connect(ctx context.Context, id ID) error {
+	return n.connect(ctx, id, false)
+}
+
+// connect is Connect; temp asks for a temporary link, which both ends may
+// hold beyond HighPeers (Config.MaxTemporary).
+func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
 	if id == n.id {
 		return errors.New("mesh: cannot link to self")
 	}
@@ -233,7 +240,7 @@ func (n *Node) Connect(ctx context.Context, id ID) error {
 	}
 	ready := make(chan error, 1)
 	select {
-	case n.conns <- newConn{conn: c, ready: ready}:
+	case n.conns <- newConn{conn: c, ready: ready, temp: temp}:
 	case <-n.done:
 		c.Close()
 		return ErrClosed
@@ -407,10 +414,12 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		ready(fmt.Errorf("mesh: %s is banned for its offences", c.Remote().Short()))
 		return
 	}
+	tempOnly := false // inbound beyond HighPeers: a temporary link or none
 	if !c.Outbound() {
 		// Hold a slot through the hello, and refuse before it when there
 		// is none, so that the dialer never counts a link we will drop.
-		if !n.reserve(c.Remote()) {
+		var ok bool
+		if ok, tempOnly = n.reserve(c.Remote()); !ok {
 			n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
 			// Say why, so the dialer does not wait for a link to come.
 			// The dialer closes the link when it has read this; close it
@@ -447,7 +456,13 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		l.wg.Wait()
 	}()
 
-	if err := l.exchangeHello(lctx); err != nil {
+	if nc.temp {
+		// In use from the start: dropIdle must not take it before the
+		// transfer it is made for has begun.
+		l.lastActive.Store(n.now())
+		l.temporary.Store(true)
+	}
+	if err := l.exchangeHello(lctx, tempOnly); err != nil {
 		level := slog.LevelInfo
 		if errors.Is(err, errVersion) {
 			level = slog.LevelWarn // one of the two nodes needs an upgrade
@@ -502,15 +517,29 @@ func (l *link) drain(ctx context.Context) {
 	l.conn.Close()
 }
 
-// reserve holds a link slot for an inbound link in its hello.
-func (n *Node) reserve(id ID) bool {
+// reserve holds a link slot for an inbound link in its hello. Beyond
+// HighPeers the slot is for a temporary link only (tempOnly).
+func (n *Node) reserve(id ID) (ok, tempOnly bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.links[id] == nil && len(n.links)+n.admitting >= n.cfg.HighPeers {
-		return false
+	count := len(n.links) + n.admitting
+	if n.links[id] == nil && count >= n.cfg.HighPeers {
+		if count >= n.cfg.HighPeers+max(n.cfg.MaxTemporary, 0) {
+			return false, false
+		}
+		tempOnly = true
 	}
 	n.admitting++
-	return true
+	return true, tempOnly
+}
+
+// linkLimit is how many links the node may hold when it adds l: a
+// temporary link may go beyond HighPeers by MaxTemporary.
+func (n *Node) linkLimit(l *link) int {
+	if l.temporary.Load() {
+		return n.cfg.HighPeers + max(n.cfg.MaxTemporary, 0)
+	}
+	return n.cfg.HighPeers
 }
 
 func (n *Node) unreserve() {
@@ -549,8 +578,8 @@ func (n *Node) register(l *link) error {
 		// again, which means it lost the old link.
 		n.log.Debug("replacing link", "peer", l.remote.Short(), "old_dialer", od.Short(), "new_dialer", nd.Short())
 		old.retire()
-	} else if len(n.links) >= n.cfg.HighPeers {
-		return fmt.Errorf("at the high mark of %d links", n.cfg.HighPeers)
+	} else if limit := n.linkLimit(l); len(n.links) >= limit {
+		return fmt.Errorf("at the high mark of %d links", limit)
 	}
 	n.links[l.remote] = l
 	n.backoff.clear(l.remote)

@@ -211,7 +211,7 @@ func (n *Node) Expand(ctx context.Context, ids ...ID) error {
 		if n.link(id) != nil {
 			continue
 		}
-		if err := n.Connect(ctx, id); err != nil {
+		if err := n.connect(ctx, id, true); err != nil {
 			if first == nil {
 				first = err
 			}

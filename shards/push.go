@@ -652,10 +652,11 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 		}
 		if !linked[op.Members[k]] {
 			// No link: its machine went away, or the mesh dropped the
-			// link; one Connect attempt tells.
+			// link; one attempt at a temporary link (it may be beyond
+			// this node's HighPeers, as the push's others are) tells.
 			op.mu.Unlock()
 			cctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout/4)
-			err := p.node.Connect(cctx, op.Members[k])
+			err := p.node.Expand(cctx, op.Members[k])
 			cancel()
 			op.mu.Lock()
 			if err != nil {

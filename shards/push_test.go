@@ -172,20 +172,26 @@ const fastNodes = 16
 // (bytes/s, 0 none) the upload cap of every node.
 func pushNet(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushConfig, upload float64, corrupt func(k int) bool) []*pushPeer {
 	t.Helper()
+	return pushNetWith(t, nw, n, want, cfg, upload, corrupt, func(c *mesh.Config) {
+		// Pushes link their members directly and need no directory;
+		// the fast directory refresh of a large net linked all to
+		// all (N² links, a signed record per node a second) would
+		// take the CPU that the simulation measures.
+		if n <= fastNodes {
+			meshtest.Fast(c)
+		}
+		c.HighPeers = 2*n + 8
+		c.ManualLinks = true
+	})
+}
+
+// pushNetWith is pushNet with the nodes' mesh settings made by configure.
+func pushNetWith(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushConfig, upload float64, corrupt func(k int) bool, configure func(*mesh.Config)) []*pushPeer {
+	t.Helper()
 	peers := make([]*pushPeer, n)
 	for k := range peers {
 		pp := &pushPeer{}
-		pp.node = nw.NewNode(t, fmt.Sprintf("n%d", k), meshtest.Options{Configure: func(c *mesh.Config) {
-			// Pushes link their members directly and need no directory;
-			// the fast directory refresh of a large net linked all to
-			// all (N² links, a signed record per node a second) would
-			// take the CPU that the simulation measures.
-			if n <= fastNodes {
-				meshtest.Fast(c)
-			}
-			c.HighPeers = 2*n + 8
-			c.ManualLinks = true
-		}})
+		pp.node = nw.NewNode(t, fmt.Sprintf("n%d", k), meshtest.Options{Configure: configure})
 		bad := corrupt != nil && corrupt(k)
 		pp.src = newMemSource(t, want)
 		pp.p = newPushes(countPenalties{pp.node, &pp.penalties}, nil, cfg, []pieceSource{pp.src}, func(_ context.Context, _ mesh.ID, o offer) (pieceSink, error) {

@@ -60,6 +60,7 @@
 //	POST   /api/shards/{id}/pause       204; …/resume likewise
 //	DELETE /api/shards/{id}             204: cancel a download and delete its partial data, or stop sharing
 //	POST   /api/shards/push             {"id", "to": [node ids], "plan": "matrix" | "chain"} → 201 {"id"}
+//	                                    or {"id", "channel": id or name, "plan"}: the channel's online members
 //	GET    /api/shards/push/{pid}       the push's progress
 //	GET    /api/shards/{id}/content     the bytes, with Range (206), a Content-Type from the name and
 //	                                    a sandbox Content-Security-Policy; ?download asks to save it

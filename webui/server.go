@@ -81,6 +81,9 @@ type Config struct {
 	// "plugins" events. Nil leaves plugins out: its endpoints answer 404
 	// and the UI shows no Plugins view and runs no plugin.
 	Plugins Plugins
+	// Members resolves a push's "channel" to its online members. Nil:
+	// pushes take only a list of node ids.
+	Members ChannelMembers
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.

@@ -289,9 +289,10 @@ func (s *Server) handleShardGet(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		ID   string   `json:"id"`
-		To   []string `json:"to"`
-		Plan string   `json:"plan"`
+		ID      string   `json:"id"`
+		To      []string `json:"to"`
+		Channel string   `json:"channel"`
+		Plan    string   `json:"plan"`
 	}
 	if !readJSON(w, r, &req) {
 		return
@@ -314,9 +315,19 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf(`plan %.40q: want "matrix" or "chain"`, req.Plan))
 		return
 	}
+	if req.Channel != "" {
+		if len(req.To) > 0 {
+			writeError(w, http.StatusBadRequest, `give "to" or "channel", not both`)
+			return
+		}
+		var ok bool
+		if req.To, ok = s.channelMembers(w, r, req.Channel); !ok {
+			return
+		}
+	}
 	switch {
 	case len(req.To) == 0:
-		writeError(w, http.StatusBadRequest, `missing "to": the node ids to push to`)
+		writeError(w, http.StatusBadRequest, `missing "to": the node ids to push to (or "channel": a channel whose members to push to)`)
 		return
 	case len(req.To) > maxPushTo:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%d receivers, at most %d", len(req.To), maxPushTo))

@@ -159,7 +159,17 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus, Plugins: plug}, mn)
+	ui, err := webui.New(webui.Config{
+		Addr:    cfg.HTTP,
+		Token:   token,
+		APIKey:  apiKey,
+		Logger:  log,
+		Chat:    chat,
+		Members: chat,
+		Files:   files,
+		Music:   mus,
+		Plugins: plug,
+	}, mn)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,119 @@
+package shards
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// TestPushTwelveDefaultLinkLimits pushes a 16 MiB file from a source to
+// twelve receivers whose mesh keeps its default link limits (TargetPeers
+// 4, HighPeers 8) and its own overlay links: the matrix needs every
+// receiver linked to the eleven others and the source, beyond HighPeers,
+// which the push's temporary links may go (mesh Config.MaxTemporary).
+// One receiver leaves half-way; the eleven others end with the file, and
+// the source uploads at most 1.1x the file.
+func TestPushTwelveDefaultLinkLimits(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 16 << 20
+	want := randomFile(12, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	peers := pushNetWith(t, nw, 13, want, cfg, 0, nil, func(c *mesh.Config) {
+		meshtest.Fast(c) // the overlay links up within a second; link limits stay the defaults
+	})
+	src, recv := peers[0], peers[1:]
+	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d := mesh.DefaultConfig()
+	// The overlay fills first, so that its links take up the budget the
+	// push must live with.
+	testutil.WaitFor(t, 30*time.Second, "the overlay to link every node", func() bool {
+		for _, pp := range peers {
+			if len(pp.node.Peers()) < d.LowPeers {
+				return false
+			}
+		}
+		return true
+	})
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	lim := rate.NewLimiter(rate.Limit(8<<20), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaver := recv[5]
+	testutil.WaitFor(t, 2*time.Minute, "the leaver to hold half the file", func() bool {
+		s := leaver.getSink()
+		return s != nil && s.count() >= src.src.m.NumPieces()/2
+	})
+	// The budget is what it was made for: every node holds more links
+	// than HighPeers now, and none more than HighPeers are ordinary.
+	over := 0
+	for k, pp := range peers {
+		ps := pp.node.Peers()
+		ordinary := 0
+		for _, pi := range ps {
+			if !pi.Temporary {
+				ordinary++
+			}
+		}
+		if len(ps) > d.HighPeers {
+			over++
+		}
+		if ordinary > d.HighPeers || len(ps) > d.HighPeers+d.MaxTemporary {
+			t.Errorf("node %d holds %d links, %d ordinary", k, len(ps), ordinary)
+		}
+	}
+	if over == 0 {
+		t.Error("no node went beyond HighPeers: the test does not test the budget")
+	}
+	nw.Kill(leaver.node.ID())
+	testutil.WaitFor(t, 2*time.Minute, "the push to end", func() bool {
+		st, err := src.p.status(pid)
+		return err == nil && st.Done
+	})
+	st, err := src.p.status(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, pp := range recv {
+		r := st.Receivers[k]
+		if pp == leaver {
+			if r.State != "gone" {
+				t.Errorf("the leaver is %q", r.State)
+			}
+			continue
+		}
+		if s := pp.getSink(); !s.whole(src.src.id) {
+			t.Errorf("receiver %d (opened %d) is not whole; status %+v", k, pp.opened.Load(), r)
+		}
+		if r.State != "done" || r.Have != size {
+			t.Errorf("receiver %d: status %+v", k, r)
+		}
+	}
+	t.Logf("the source uploaded %.3fx the file", float64(st.Uploaded)/size)
+	if st.Uploaded > size*11/10 {
+		t.Errorf("the source uploaded %.3fx the file (at most 1.1x)", float64(st.Uploaded)/size)
+	}
+}
+
+// testWriter writes log lines to the test's log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(b))
+	return len(b), nil
+}
