@@ -40,7 +40,7 @@ const (
 	// receiver's clock; within it, the seen set catches replays.
 	routeMaxAge = 2 * time.Minute
 	// maxSeen bounds the routed messages remembered against replays.
-	maxSeen = 16384
+	maxSeen  = 16384
 	nonceLen = 16
 	maxKey   = 256
 	maxSig   = 128
