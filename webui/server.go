@@ -77,6 +77,10 @@ type Config struct {
 	// events. Nil leaves music out: its endpoints answer 404 and the UI
 	// shows no Music view.
 	Music Music
+	// Calls is the call service behind /api/calls and the Call view. Nil
+	// leaves calls out: its endpoints answer 404 and the UI shows no Call
+	// view.
+	Calls Calls
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.

@@ -16,11 +16,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/loopback"
+	"github.com/catnest/catnest/live/calls"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/music"
@@ -47,6 +49,8 @@ type node struct {
 	// and those of every online node; a node without music folders plays
 	// the others'.
 	music *music.Service
+	// calls runs the 1v1 call rooms of the web UI's Call view.
+	calls *calls.Service
 	ui    *webui.Server
 	ln    net.Listener
 	url   string // the web UI, with the token when one is needed
@@ -145,7 +149,16 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus}, mn)
+	callCfg := calls.DefaultConfig()
+	callCfg.Node, callCfg.Identity, callCfg.Logger = mn, ident, log
+	// Pages get the node's STUN and TURN servers, so that --turn relays
+	// calls that cannot connect directly.
+	callCfg.ICEServers = func() []webrtc.ICEServer { return cfg.ICEServers }
+	callSvc, err := calls.New(callCfg)
+	if err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus, Calls: callSvc}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +171,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, calls: callSvc, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 // testMeshConfig, set only by this package's tests (in the test binary
@@ -242,12 +255,13 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 6)
+	errs := make([]error, 7)
 	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
 	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
 	wg.Go(func() { errs[2] = n.files.Serve(ctx); cancel() })
 	wg.Go(func() { errs[3] = n.music.Serve(ctx); cancel() })
 	wg.Go(func() { errs[4] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Go(func() { errs[6] = n.calls.Serve(ctx); cancel() })
 	wg.Wait()
 	errs[5] = n.db.Close()
 	return errors.Join(errs...)
