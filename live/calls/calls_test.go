@@ -157,6 +157,15 @@ func TestJoinRace(t *testing.T) {
 		for r := range rooms {
 			checkTwoIn(t, tn, fmt.Sprintf("crowd-%d", r), sessions[r], results[r])
 		}
+		var routed, expanded int64
+		for _, s := range tn.svcs {
+			routed += s.routed.Load()
+			expanded += s.expanded.Load()
+		}
+		t.Logf("%d call messages went along routes, %d over links made for them", routed, expanded)
+		if routed == 0 {
+			t.Fatal("no message went along a route: the owners were all neighbours")
+		}
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/catnest/catnest/mesh"
@@ -98,6 +99,9 @@ type Service struct {
 	log  *slog.Logger
 	own  *owner
 	seen seen
+	// routed and expanded count the messages sent along a route and those
+	// for which a link of their own was made, for tests.
+	routed, expanded atomic.Int64
 	// jobs holds notices and leaves to send, for Serve's workers.
 	jobs chan func(ctx context.Context)
 
@@ -579,6 +583,7 @@ func (s *Service) ask(ctx context.Context, to mesh.ID, req *request) ([]byte, er
 		return out, err
 	}
 	if path := s.pathTo(to); len(path) >= 3 {
+		s.routed.Add(1)
 		out, err := s.route(ctx, path, b)
 		if !errors.Is(err, errNoRoute) {
 			return out, err
@@ -587,6 +592,7 @@ func (s *Service) ask(ctx context.Context, to mesh.ID, req *request) ([]byte, er
 	}
 	// No route known (a directory still filling) or the route broke: a
 	// link of its own.
+	s.expanded.Add(1)
 	if err := s.node.Expand(ctx, to); err != nil {
 		return nil, fmt.Errorf("calls: no route or link to %s: %w", to.Short(), err)
 	}
