@@ -21,26 +21,33 @@
 // a time, so that any number of joiners racing on any nodes end with
 // exactly two in. A node asked to own a room that a higher-ranked node
 // should own redirects the joiner there, so that nodes whose directories
-// differ for a moment still meet at one owner; a joiner that cannot reach
-// a node skips it and says so, and the next node down takes the room.
-// Members refresh their seat every Config.Refresh (at the owner of the
-// moment: when a node that ranks higher comes online, the seats move to
-// it), and the owner drops a seat not refreshed within Config.Lease, so a
-// node that dies without a word frees its seat. When the owner itself
-// dies the members' next refresh takes their seats to the next owner,
-// which gives them back before any newcomer that took one meanwhile.
+// differ for a moment still meet at one owner. Only a node that no other
+// node links to any more (gone, its record not yet expired) is skipped for
+// the next one down; a live owner that does not answer fails the join
+// with ErrNoOwner rather than let a second node seat members. Members
+// renew their seat every Config.Refresh at the owner of the moment (when
+// a node that ranks higher comes online, the seats move to it), and the
+// owner drops a seat not renewed within Config.Lease, so a node that dies
+// without a word frees its seat. A member that moves to a new owner keeps
+// its peer's seat there until the peer moves too, so that the call goes on
+// and no newcomer takes the seat meanwhile.
 //
 // # Trust
 //
-// Every call message travels over a direct link whose DTLS handshake
-// proved the sender's node key (mesh.Message.From), never through third
-// nodes, so the link authenticates it as a signature would. An owner
+// Call messages go over a direct link when there is one, whose DTLS
+// handshake proved the sender's node key (mesh.Message.From). Otherwise
+// they travel along a path of existing links found in the directory's
+// neighbour lists (so an owner with members on many nodes needs no link
+// to each), signed by the sender with its node key over the path, the
+// time and a nonce, and answered with the destination's signature; the
+// nodes in between can neither forge, bend nor replay them. An owner
 // takes joins and leaves only for the sender's own sessions; a node takes
 // a seat notice only from the owner it asked, and a signal only from the
 // node and session the owner named as the other member of that room.
 // Every field of a peer's message is bounded and checked (room names,
 // session ids, SDP size and syntax) before use; a malformed message scores
-// its sender down.
+// its sender down, and one node holds at most Config.MaxSeatsPerNode
+// seats at an owner.
 //
 // # Caveats
 //
