@@ -221,7 +221,7 @@ func TestPageGoneLeaves(t *testing.T) {
 	ctx := context.Background()
 	a, b := tn.open(t, 0), tn.open(t, 1)
 	room := tn.roomOwnedBy(t, 2, "hall")
-	joinAll(t, room, []*Session{a, b})
+	joinPair(t, room, a, b)
 	a.Close()
 	testutil.WaitFor(t, wait, "b to hear that a left", func() bool {
 		for _, ev := range drain(b) {
@@ -247,7 +247,7 @@ func TestMemberNodeDies(t *testing.T) {
 	tn := newTestNet(t, 3)
 	a, b := tn.open(t, 0), tn.open(t, 1)
 	room := tn.roomOwnedBy(t, 2, "porch")
-	joinAll(t, room, []*Session{a, b})
+	joinPair(t, room, a, b)
 	tn.nw.Kill(tn.nodes[0].ID())
 	testutil.WaitFor(t, wait, "b to hear that a's node is gone", func() bool {
 		for _, ev := range drain(b) {
@@ -270,9 +270,7 @@ func TestOwnerDies(t *testing.T) {
 	tn := newTestNet(t, 4)
 	a, b, c := tn.open(t, 1), tn.open(t, 2), tn.open(t, 3)
 	room := tn.roomOwnedBy(t, 0, "attic")
-	joinAll(t, room, []*Session{a, b})
-	drain(a)
-	drain(b)
+	joinPair(t, room, a, b)
 	ids := []mesh.ID{tn.nodes[1].ID(), tn.nodes[2].ID(), tn.nodes[3].ID()}
 	heir := rank(room, ids)[0]
 	var heirSvc *Service
@@ -324,9 +322,7 @@ func TestBadInput(t *testing.T) {
 	ctx := context.Background()
 	a, b := tn.open(t, 0), tn.open(t, 1)
 	room := tn.roomOwnedBy(t, 0, "den")
-	joinAll(t, room, []*Session{a, b})
-	drain(a)
-	drain(b)
+	joinPair(t, room, a, b)
 	// The hostile node runs no service: it speaks the protocol by hand.
 	evil := tn.nw.NewNode(t, "evil", meshtest.Options{Configure: meshtest.Fast})
 	testutil.WaitFor(t, wait, "a link to the hostile node", func() bool {
@@ -420,11 +416,7 @@ func TestRouteForgery(t *testing.T) {
 	tn := newTestNet(t, 2)
 	ctx := context.Background()
 	b := tn.open(t, 1)
-	res := joinAll(t, "yard", []*Session{tn.open(t, 0), b})
-	if res[0].State != "joined" || res[1].State != "joined" {
-		t.Fatalf("joins: %+v", res)
-	}
-	drain(b)
+	joinPair(t, "yard", tn.open(t, 0), b)
 	var evilIdent *mesh.Identity
 	evil := tn.nw.NewNode(t, "evil", meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); evilIdent = c.Identity }})
 	testutil.WaitFor(t, wait, "a link to the hostile node", func() bool { return evil.Connect(ctx, tn.nodes[1].ID()) == nil })

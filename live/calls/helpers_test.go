@@ -27,7 +27,7 @@ type testNet struct {
 // owners move within seconds.
 func testConfig(c *Config) {
 	c.Refresh = 250 * time.Millisecond
-	c.Lease = 3 * time.Second
+	c.Lease = 5 * time.Second
 	c.SignalWait = 5 * time.Second
 	c.RequestTimeout = 10 * time.Second
 }
@@ -207,6 +207,22 @@ func joinAll(t *testing.T, room string, sessions []*Session) []JoinResult {
 		}
 	}
 	return res
+}
+
+// joinPair joins a and b to room and waits until each has heard that the
+// other is in (the first hears it in a notice that may come after both
+// joins return).
+func joinPair(t *testing.T, room string, a, b *Session) {
+	t.Helper()
+	for i, r := range joinAll(t, room, []*Session{a, b}) {
+		if r.State != "joined" {
+			t.Fatalf("join %d of %s: %+v", i, room, r)
+		}
+	}
+	for _, s := range []*Session{a, b} {
+		for ev := next(t, s); ev.Type != "other_joined"; ev = next(t, s) {
+		}
+	}
 }
 
 const sdpOffer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"

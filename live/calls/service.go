@@ -631,12 +631,13 @@ func (s *Service) renewAll(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	// At once, so that one slow owner does not hold back the others'
+	// renewals past their leases.
+	var wg sync.WaitGroup
 	for _, sess := range list {
-		if ctx.Err() != nil {
-			return
-		}
-		s.renew(ctx, sess)
+		wg.Go(func() { s.renew(ctx, sess) })
 	}
+	wg.Wait()
 }
 
 func (s *Service) renew(ctx context.Context, sess *Session) {
