@@ -84,6 +84,10 @@ type Config struct {
 	// Members resolves a push's "channel" to its online members. Nil:
 	// pushes take only a list of node ids.
 	Members ChannelMembers
+	// Calls is the call service behind /api/calls and the Call view. Nil
+	// leaves calls out: its endpoints answer 404 and the UI shows no Call
+	// view.
+	Calls Calls
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.

@@ -16,11 +16,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/loopback"
+	"github.com/catnest/catnest/live/calls"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/music"
@@ -50,9 +52,11 @@ type node struct {
 	music *music.Service
 	// plugins publishes, installs and lists the market's plugins.
 	plugins *plugins.Service
-	ui      *webui.Server
-	ln      net.Listener
-	url     string // the web UI, with the token when one is needed
+	// calls runs the 1v1 call rooms of the web UI's Call view.
+	calls *calls.Service
+	ui    *webui.Server
+	ln    net.Listener
+	url   string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 }
@@ -159,6 +163,15 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	callCfg := calls.DefaultConfig()
+	callCfg.Node, callCfg.Identity, callCfg.Logger = mn, ident, log
+	// Pages get the node's STUN and TURN servers, so that --turn relays
+	// calls that cannot connect directly.
+	callCfg.ICEServers = func() []webrtc.ICEServer { return cfg.ICEServers }
+	callSvc, err := calls.New(callCfg)
+	if err != nil {
+		return nil, err
+	}
 	ui, err := webui.New(webui.Config{
 		Addr:    cfg.HTTP,
 		Token:   token,
@@ -169,6 +182,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		Files:   files,
 		Music:   mus,
 		Plugins: plug,
+		Calls:   callSvc,
 	}, mn)
 	if err != nil {
 		return nil, err
@@ -182,7 +196,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, calls: callSvc, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 // testMeshConfig, set only by this package's tests (in the test binary
@@ -268,16 +282,24 @@ func displayHost(a net.Addr) string {
 func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// services are the parts that run until ctx ends; a new service adds
+	// its Serve here.
+	services := []func(context.Context) error{
+		n.mesh.Serve,
+		n.chat.Serve,
+		n.files.Serve,
+		n.music.Serve,
+		func(ctx context.Context) error { return n.ui.Serve(ctx, n.ln) },
+		n.plugins.Serve,
+		n.calls.Serve,
+	}
 	var wg sync.WaitGroup
-	errs := make([]error, 7)
-	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
-	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
-	wg.Go(func() { errs[2] = n.files.Serve(ctx); cancel() })
-	wg.Go(func() { errs[3] = n.music.Serve(ctx); cancel() })
-	wg.Go(func() { errs[4] = n.ui.Serve(ctx, n.ln); cancel() })
-	wg.Go(func() { errs[6] = n.plugins.Serve(ctx); cancel() })
+	errs := make([]error, len(services)+1)
+	for i, serve := range services {
+		wg.Go(func() { errs[i] = serve(ctx); cancel() })
+	}
 	wg.Wait()
-	errs[5] = n.db.Close()
+	errs[len(services)] = n.db.Close()
 	return errors.Join(errs...)
 }
 

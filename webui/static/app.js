@@ -10,6 +10,7 @@ import music from './views/music.js';
 import plugins from './views/plugins.js';
 import { startPlugins } from './plugins-host.js';
 import settings from './views/settings.js';
+import call from './views/call.js';
 
 // views is the registry of the UI's views, in nav order. A view is a module
 // whose default export is {id, title (an i18n key), mount(root, ctx) →
@@ -17,7 +18,7 @@ import settings from './views/settings.js';
 // depends on a service the node may not run. Adding a view is adding it
 // here; it gets a nav entry and the route #/id (once available, if it asks).
 // ctx is {events, onLang, toast}.
-const views = [peers, mesh, chat, files, music, plugins, settings];
+const views = [peers, mesh, chat, files, music, call, plugins, settings];
 
 // shown holds the views that are available; the others have no nav entry
 // and no route.

@@ -5,6 +5,7 @@ import { h, shortID } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
 import { formatSince } from '../format.js';
 import { Layout, LINK } from '../graph.js';
+import { PENDING_ROOM } from './call.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -334,7 +335,25 @@ export default {
           h('dt', {}, t('mesh.col.id')), h('dd', {}, h('code', { class: 'id', title: r.id }, shortID(r.id))),
           h('dt', {}, t('mesh.col.links')), h('dd', { id: 'mesh-detail-links' }, plural('mesh.links', g.adj.get(id).size)),
           h('dt', {}, t('mesh.col.heard')), h('dd', { title: heardTitle }, heard),
-          h('dt', {}, t('mesh.col.offers')), h('dd', {}, resourceList(r.resources, 80))));
+          h('dt', {}, t('mesh.col.offers')), h('dd', {}, resourceList(r.resources, 80))),
+        ...[callButton(r)].filter(Boolean));
+    }
+
+    // callButton opens a call room named from both node IDs, so that both
+    // ends find the same room from either side.
+    function callButton(r) {
+      if (r.self || !g.self || !(r.resources && r.resources.calls)) return null;
+      const room = `dm-${[g.self.id, r.id].map((id) => id.slice(0, 16)).sort().join('-')}`;
+      const b = h('button', { type: 'button', class: 'btn btn-small', id: 'mesh-call', title: t('mesh.call.title') }, t('mesh.call'));
+      b.addEventListener('click', () => {
+        try {
+          sessionStorage.setItem(PENDING_ROOM, room);
+        } catch {
+          // no storage: the Call view opens empty
+        }
+        location.hash = '#/call';
+      });
+      return b;
     }
 
     const nodeAt = (e) => {

@@ -1,0 +1,215 @@
+package calls
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// resourceName is the service's entry in a node's directory record: the
+// nodes that have it are the candidates to own rooms.
+const resourceName = "calls"
+
+// rank orders nodes for a room: rendezvous hashing, highest first. Every
+// node that knows the same online nodes ranks them the same way, and a
+// node coming or going moves only the rooms it ranks first for.
+func rank(room string, ids []mesh.ID) []mesh.ID {
+	type scored struct {
+		id    mesh.ID
+		score [32]byte
+	}
+	s := make([]scored, len(ids))
+	for i, id := range ids {
+		s[i] = scored{id, sha256.Sum256([]byte(room + "\x00" + string(id)))}
+	}
+	slices.SortFunc(s, func(a, b scored) int { return bytes.Compare(b.score[:], a.score[:]) })
+	out := make([]mesh.ID, len(s))
+	for i, x := range s {
+		out[i] = x.id
+	}
+	return out
+}
+
+// seat is a member's place in a room at its owner.
+type seat struct {
+	Member
+	renewed time.Time
+	// reserved: taken on the word of the other member, which moved here
+	// from an earlier owner and named this one as its peer; it waits for
+	// this member's own renewal.
+	reserved bool
+}
+
+// room is a room at its owner: at most two seats, the first to come
+// first.
+type room struct {
+	seats []seat
+	epoch uint64
+}
+
+func (r *room) find(m Member) int {
+	return slices.IndexFunc(r.seats, func(s seat) bool { return s.Member == m })
+}
+
+// notice is a state notice an owner owes a member's node.
+type notice struct {
+	to  mesh.ID
+	req request
+}
+
+// owner holds the rooms this node owns. All of its methods are called
+// with its lock taken by themselves and return the notices to send, which
+// the caller sends without the lock.
+type owner struct {
+	mu     sync.Mutex
+	rooms  map[string]*room
+	byNode map[mesh.ID]int // seats per node
+	last   uint64          // last epoch given
+	cfg    *Config
+}
+
+func newOwner(cfg *Config) *owner {
+	return &owner{rooms: make(map[string]*room), byNode: make(map[mesh.ID]int), cfg: cfg}
+}
+
+// nextEpoch orders the states of a room. It starts from the clock, so
+// that a room that moves to another owner goes on from later epochs.
+func (o *owner) nextEpoch(now time.Time) uint64 {
+	o.last = max(o.last+1, uint64(now.UnixNano()))
+	return o.last
+}
+
+// join seats req's session of node from in req.Room, or says the room is
+// full, or, when higher names a node that should own the room rather than
+// this one, redirects the joiner there.
+func (o *owner) join(from mesh.ID, req *request, higher mesh.ID, now time.Time) (reply, []notice, error) {
+	if higher != "" {
+		return reply{State: stateRedirect, Owner: higher}, nil, nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	me := Member{Node: from, Session: req.Session}
+	r := o.rooms[req.Room]
+	if r == nil {
+		if len(o.rooms) >= o.cfg.MaxRooms {
+			return reply{}, nil, errBusy
+		}
+		r = &room{}
+	}
+	if i := r.find(me); i >= 0 {
+		r.seats[i].renewed, r.seats[i].reserved = now, false
+		return o.stateOf(r, i), nil, nil
+	}
+	if len(r.seats) >= 2 {
+		return reply{State: stateFull}, nil, nil
+	}
+	if o.byNode[from] >= o.cfg.MaxSeatsPerNode {
+		return reply{}, nil, errBusy
+	}
+	o.rooms[req.Room] = r
+	r.seats = append(r.seats, seat{Member: me, renewed: now})
+	o.byNode[from]++
+	if p := req.Peer; req.Refresh && p != nil && len(r.seats) < 2 && p.Node != from && o.byNode[p.Node] < o.cfg.MaxSeatsPerNode {
+		// A member moving here from an earlier owner keeps its peer's
+		// seat, so that no newcomer takes it before the peer moves too.
+		r.seats = append(r.seats, seat{Member: *p, renewed: now, reserved: true})
+		o.byNode[p.Node]++
+	}
+	r.epoch = o.nextEpoch(now)
+	var out []notice
+	for i, s := range r.seats {
+		if s.Member != me && !s.reserved {
+			out = append(out, o.noticeFor(req.Room, r, i))
+		}
+	}
+	return o.stateOf(r, r.find(me)), out, nil
+}
+
+// stateOf is the room's state for seat i: the other member, and whether i
+// negotiates (the first seat does).
+func (o *owner) stateOf(r *room, i int) reply {
+	rep := reply{State: stateJoined, Epoch: r.epoch}
+	if len(r.seats) == 2 {
+		p := r.seats[1-i].Member
+		rep.Peer, rep.Initiator = &p, i == 0
+	}
+	return rep
+}
+
+func (o *owner) noticeFor(name string, r *room, i int) notice {
+	st := o.stateOf(r, i)
+	return notice{to: r.seats[i].Node, req: request{
+		Op: opState, Room: name, Session: r.seats[i].Session,
+		State: st.State, Epoch: st.Epoch, Peer: st.Peer, Initiator: st.Initiator,
+	}}
+}
+
+// leave frees the seat of session of node from in name, if it has one.
+func (o *owner) leave(from mesh.ID, name, session string, now time.Time) []notice {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r := o.rooms[name]
+	if r == nil {
+		return nil
+	}
+	i := r.find(Member{Node: from, Session: session})
+	if i < 0 {
+		return nil
+	}
+	return o.drop(name, r, i, now)
+}
+
+// drop frees seat i of room r and tells the one left, if any.
+func (o *owner) drop(name string, r *room, i int, now time.Time) []notice {
+	node := r.seats[i].Node
+	if o.byNode[node]--; o.byNode[node] <= 0 {
+		delete(o.byNode, node)
+	}
+	r.seats = slices.Delete(r.seats, i, i+1)
+	if len(r.seats) == 0 {
+		delete(o.rooms, name)
+		return nil
+	}
+	r.epoch = o.nextEpoch(now)
+	if r.seats[0].reserved {
+		return nil
+	}
+	return []notice{o.noticeFor(name, r, 0)}
+}
+
+// expire drops the seats not renewed within the lease.
+func (o *owner) expire(now time.Time) []notice {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []notice
+	for name, r := range o.rooms {
+		for i := len(r.seats) - 1; i >= 0; i-- {
+			if now.Sub(r.seats[i].renewed) > o.cfg.Lease {
+				out = append(out, o.drop(name, r, i, now)...)
+				if len(r.seats) == 0 {
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// members returns the seats of a room, for tests.
+func (o *owner) members(name string) []Member {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r := o.rooms[name]
+	if r == nil {
+		return nil
+	}
+	out := make([]Member, len(r.seats))
+	for i, s := range r.seats {
+		out[i] = s.Member
+	}
+	return out
+}
