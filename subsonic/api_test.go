@@ -408,11 +408,11 @@ func TestBannedNeverAppear(t *testing.T) {
 	visible := func() []string {
 		var where []string
 		for method, q := range map[string]url.Values{
-			"search3":       {"query": {""}, "songCount": {"1000"}},
-			"getArtists":    nil,
-			"getStarred2":   nil,
-			"getPlaylist":   {"id": {pl}},
-			"getAlbumList2": {"type": {"alphabeticalByName"}, "size": {"500"}},
+			"search3":        {"query": {""}, "songCount": {"1000"}},
+			"getArtists":     nil,
+			"getStarred2":    nil,
+			"getPlaylist":    {"id": {pl}},
+			"getAlbumList2":  {"type": {"alphabeticalByName"}, "size": {"500"}},
 			"getRandomSongs": {"size": {"500"}},
 		} {
 			a := ts.call(t, method, q).ok(t)

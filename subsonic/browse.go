@@ -153,9 +153,11 @@ func (s *Service) child(so *libSong) child {
 	return c
 }
 
+var slashes = strings.NewReplacer("/", "_", "\\", "_")
+
 // safeSegment makes a name one segment of a path.
 func safeSegment(s string) string {
-	s = strings.NewReplacer("/", "_", "\\", "_").Replace(s)
+	s = slashes.Replace(s)
 	if s == "." || s == ".." || s == "" {
 		return "_"
 	}

@@ -201,6 +201,8 @@ func (ts *testService) open(t testing.TB, m Music, tune ...func(*Config)) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No fsync per write: the tests make thousands, and never crash.
+	db.NoSync = true
 	cfg := DefaultConfig()
 	cfg.Music, cfg.DB, cfg.Version = m, db, "test"
 	for _, f := range tune {
