@@ -20,6 +20,7 @@ func (s *Server) apiRoutes() []route {
 		s.chatRoutes(),
 		s.filesRoutes(),
 		s.musicRoutes(),
+		s.subsonicRoutes(),
 		s.eventRoutes(),
 	)
 }
