@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +46,8 @@ type Config struct {
 	Music Music
 	// DB is the node's database; the service owns the bucket "subsonic".
 	DB *bbolt.DB
-	// Version is the serverVersion answered (catnest's version).
+	// Version is the serverVersion answered; empty: the main module's
+	// version from the build info.
 	Version string
 	// LoginRate and LoginBurst bound the failed logins of one client
 	// address: after LoginBurst failures, one more per 1/LoginRate.
@@ -104,6 +106,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.LoginBurst <= 0 {
 		cfg.LoginBurst = d.LoginBurst
+	}
+	if cfg.Version == "" {
+		cfg.Version = "(devel)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			cfg.Version = bi.Main.Version
+		}
 	}
 	log := cfg.Logger
 	if log == nil {
