@@ -52,8 +52,8 @@ type node struct {
 	// subsonic answers Subsonic music apps at /rest from the library.
 	subsonic *subsonic.Service
 	ui       *webui.Server
-	ln    net.Listener
-	url   string // the web UI, with the token when one is needed
+	ln       net.Listener
+	url      string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 }
