@@ -49,13 +49,14 @@ type node struct {
 	// and those of every online node; a node without music folders plays
 	// the others'.
 	music *music.Service
-	// subsonic answers Subsonic music apps at /rest from the library.
-	subsonic *subsonic.Service
-	ui       *webui.Server
-	ln       net.Listener
-	url      string // the web UI, with the token when one is needed
+	ui    *webui.Server
+	ln    net.Listener
+	url   string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
+
+	// subsonic answers Subsonic music apps at /rest from the library.
+	subsonic *subsonic.Service
 }
 
 // DBFile is the node's database inside its data dir; each service owns
