@@ -22,6 +22,7 @@ func (s *Server) apiRoutes() []route {
 		s.musicRoutes(),
 		s.pluginsRoutes(),
 		s.callsRoutes(),
+		s.subsonicRoutes(),
 		s.eventRoutes(),
 	)
 }

@@ -135,6 +135,11 @@
 //     read it: GET /api/apikey answers only same-origin requests, and
 //     carries no CORS headers.
 //
+// The Subsonic API (Config.Subsonic, /rest/) passes the Host check only:
+// music apps log in with the Subsonic user and password on every request
+// (no cookie a page elsewhere could ride on), off loopback too, and the
+// service limits failed logins. The rest of the API keeps the rules above.
+//
 // Responses carry a strict Content-Security-Policy: the page loads scripts,
 // styles and connections from its own origin only.
 //

@@ -72,7 +72,7 @@ type relay struct {
 // relays lists the event relays of the event stream. A service adds its
 // relays here.
 func (s *Server) relays() []relay {
-	return slices.Concat(s.chatRelays(), s.filesRelays(), s.musicRelays(), s.pluginsRelays())
+	return slices.Concat(s.chatRelays(), s.filesRelays(), s.musicRelays(), s.pluginsRelays(), s.subsonicRelays())
 }
 
 // maxBacklog is how many relayed events wait for one slow client before

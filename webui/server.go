@@ -88,6 +88,10 @@ type Config struct {
 	// leaves calls out: its endpoints answer 404 and the UI shows no Call
 	// view.
 	Calls Calls
+	// Subsonic answers /rest/ for Subsonic music apps, which log in with
+	// its own user and password rather than the token (see
+	// subsonicFirst), and backs /api/subsonic. Nil leaves it out.
+	Subsonic Subsonic
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.
@@ -236,7 +240,7 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
 	mux.Handle("/", s.staticHandler())
-	return s.checkHost(s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux)))))
+	return s.checkHost(s.subsonicFirst(s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux))))))
 }
 
 // route is one API endpoint. path is a http.ServeMux pattern without a

@@ -56,6 +56,10 @@ type ServeConfig struct {
 	// AcceptPush lists the nodes whose pushes this node takes: a push
 	// writes a file into the data dir unasked, so by default nobody's is.
 	AcceptPush []mesh.ID
+	// SubsonicUser and SubsonicPassword, when set, are the login of
+	// Subsonic apps at /rest (kept in the database; the web UI's Settings
+	// can set them too). Empty leaves what was kept.
+	SubsonicUser, SubsonicPassword string
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -159,6 +163,8 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
 	fs.Var(&turn, "turn", "TURN server `URL`, e.g. turn:user:pass@turn.example.org:3478 (repeatable)")
+	fs.StringVar(&cfg.SubsonicUser, "subsonic-user", "", "let Subsonic music apps log in at http://HOST:PORT/rest as `NAME` (with --subsonic-password; kept, and changeable in the web UI's Settings)")
+	fs.StringVar(&cfg.SubsonicPassword, "subsonic-password", os.Getenv("CATNEST_SUBSONIC_PASSWORD"), "the Subsonic apps' `password` (default $CATNEST_SUBSONIC_PASSWORD)")
 	fs.BoolVar(&cfg.LoopbackOnly, "loopback", false, "link over loopback addresses only (every node on this machine)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
@@ -215,6 +221,9 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 		return cfg, fmt.Errorf("serve: %w", err)
 	}
 	cfg.ICEServers = ice
+	if (cfg.SubsonicUser == "") != (cfg.SubsonicPassword == "") {
+		return cfg, fmt.Errorf("serve: --subsonic-user and --subsonic-password go together")
+	}
 	return cfg, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/plugins"
 	"github.com/catnest/catnest/shards"
+	"github.com/catnest/catnest/subsonic"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -59,6 +61,9 @@ type node struct {
 	url   string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
+
+	// subsonic answers Subsonic music apps at /rest from the library.
+	subsonic *subsonic.Service
 }
 
 // DBFile is the node's database inside its data dir; each service owns
@@ -172,17 +177,27 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	sub, err := newSubsonic(cfg, mus, db, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !ok {
+			sub.Close()
+		}
+	}()
 	ui, err := webui.New(webui.Config{
-		Addr:    cfg.HTTP,
-		Token:   token,
-		APIKey:  apiKey,
-		Logger:  log,
-		Chat:    chat,
-		Members: chat,
-		Files:   files,
-		Music:   mus,
-		Plugins: plug,
-		Calls:   callSvc,
+		Addr:     cfg.HTTP,
+		Token:    token,
+		APIKey:   apiKey,
+		Logger:   log,
+		Chat:     chat,
+		Members:  chat,
+		Files:    files,
+		Music:    mus,
+		Plugins:  plug,
+		Calls:    callSvc,
+		Subsonic: sub,
 	}, mn)
 	if err != nil {
 		return nil, err
@@ -196,8 +211,29 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, calls: callSvc, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, calls: callSvc, subsonic: sub, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
+
+// newSubsonic makes the node's Subsonic API over its music library, and
+// keeps the login given on the command line.
+func newSubsonic(cfg ServeConfig, mus *music.Service, db *bbolt.DB, log *slog.Logger) (*subsonic.Service, error) {
+	scfg := subsonic.DefaultConfig()
+	scfg.Music, scfg.DB, scfg.Logger = mus, db, log
+	sub, err := subsonic.New(scfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.SubsonicUser != "" {
+		if err := sub.SetCredentials(context.Background(), cfg.SubsonicUser, cfg.SubsonicPassword); err != nil {
+			sub.Close()
+			return nil, fmt.Errorf("--subsonic-user: %w", err)
+		}
+	}
+	return sub, nil
+}
+
+// The web UI's Subsonic API is the subsonic service.
+var _ webui.Subsonic = (*subsonic.Service)(nil)
 
 // testMeshConfig, set only by this package's tests (in the test binary
 // that runs as catnest), adjusts each node's mesh config: the end-to-end
@@ -299,6 +335,7 @@ func (n *node) run(ctx context.Context) error {
 		wg.Go(func() { errs[i] = serve(ctx); cancel() })
 	}
 	wg.Wait()
+	n.subsonic.Close()
 	errs[len(services)] = n.db.Close()
 	return errors.Join(errs...)
 }
@@ -317,6 +354,9 @@ func Serve(ctx context.Context, cfg ServeConfig, stdout io.Writer) error {
 	}
 	for _, d := range cfg.Music {
 		fmt.Fprintf(stdout, "music: %s\n", d)
+	}
+	if user, _, _ := n.subsonic.Credentials(ctx); user != "" {
+		fmt.Fprintf(stdout, "subsonic: %srest (user %s)\n", strings.Split(n.url, "?")[0], user)
 	}
 	return n.run(ctx)
 }

@@ -367,4 +367,20 @@ export default {
   'mesh.call.title': 'Open a call room for you and this node',
 
   'footer.version': 'catnest {version}',
+
+  'settings.subsonic.title': 'Subsonic apps',
+  'settings.subsonic.body': 'Music apps that speak Subsonic (DSub, Symfonium, Ultrasonic, Feishin, Submariner…) play the whole mesh’s library through this node. Point the app at {url} and log in with the user and password below. The app needs only these, not the node’s token, so it works from a phone on your network too.',
+  'settings.subsonic.user': 'User',
+  'settings.subsonic.password': 'Password',
+  'settings.subsonic.passwordSet': 'A password is set; type a new one to change it.',
+  'settings.subsonic.on': 'Subsonic apps can log in as {user}.',
+  'settings.subsonic.off': 'Subsonic is off: no user is set.',
+  'settings.subsonic.save': 'Save',
+  'settings.subsonic.turnOff': 'Turn off',
+  'settings.subsonic.saved': 'Subsonic login saved',
+  'settings.subsonic.turnedOff': 'Subsonic turned off',
+  'settings.subsonic.need': 'Set both a user and a password.',
+  'settings.subsonic.error': 'Could not save: {msg}',
+  'music.nowPlaying': 'Playing in Subsonic apps',
+  'music.nowPlaying.by': 'on {player}, by {user}',
 };

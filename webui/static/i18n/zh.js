@@ -366,4 +366,20 @@ export default {
   'mesh.call.title': '为你和这个节点打开一个通话房间',
 
   'footer.version': 'catnest {version}',
+
+  'settings.subsonic.title': 'Subsonic 应用',
+  'settings.subsonic.body': '支持 Subsonic 的音乐应用（DSub、Symfonium、Ultrasonic、Feishin、Submariner…）可以通过本节点播放整个网络的曲库。在应用中填写 {url}，并用下面的用户名和密码登录。应用只需要这些，不需要节点的令牌，所以同一网络里的手机也能使用。',
+  'settings.subsonic.user': '用户名',
+  'settings.subsonic.password': '密码',
+  'settings.subsonic.passwordSet': '已设置密码；输入新密码即可更改。',
+  'settings.subsonic.on': 'Subsonic 应用可以用 {user} 登录。',
+  'settings.subsonic.off': 'Subsonic 已关闭：未设置用户。',
+  'settings.subsonic.save': '保存',
+  'settings.subsonic.turnOff': '关闭',
+  'settings.subsonic.saved': '已保存 Subsonic 登录信息',
+  'settings.subsonic.turnedOff': '已关闭 Subsonic',
+  'settings.subsonic.need': '请同时设置用户名和密码。',
+  'settings.subsonic.error': '无法保存：{msg}',
+  'music.nowPlaying': 'Subsonic 应用正在播放',
+  'music.nowPlaying.by': '{player} 上，用户 {user}',
 };

@@ -86,6 +86,9 @@ export default {
     const bans = h('div', { id: 'music-bans', class: 'card music-bans', hidden: true },
       bansTitle, bansHint, bansText, bansError, h('div', { class: 'form-actions' }, bansSave, bansCancel));
     const scanBox = h('div', { id: 'music-scan', class: 'music-scan', hidden: true });
+    // What Subsonic apps said they play (scrobble, submission=false).
+    const nowBox = h('div', { id: 'music-nowplaying', class: 'card music-nowplaying', hidden: true });
+    let nowPlaying = [];
     const spacer = h('div', { class: 'music-spacer' });
     const list = h('div', { id: 'music-list', class: 'music-list card', tabindex: '0', role: 'list' }, spacer);
     const empty = h('div', { id: 'music-empty', class: 'empty', hidden: true });
@@ -96,7 +99,7 @@ export default {
 
     root.append(h('section', { class: 'music' },
       h('div', { class: 'view-head' }, title, count),
-      scanBox,
+      scanBox, nowBox,
       h('div', { class: 'music-tools' }, search, h('label', { class: 'music-sort' }, sortLabel, sortSel), dirBtn, bansBtn),
       bans, bannedNote, detailBox, list, empty));
 
@@ -522,6 +525,36 @@ export default {
           h('ul', {}, errs.slice(0, 200).map((e) => h('li', {}, h('code', {}, e.path), ': ', e.reason)))) : null);
     }
 
+    // ---- now playing in Subsonic apps ----
+
+    // renderNow shows the entries whose song is not over (and a minute).
+    function renderNow() {
+      const now = Date.now();
+      const live = nowPlaying.filter((n) => now - Date.parse(n.since) < ((n.duration > 0 ? n.duration : 3540) + 60) * 1000);
+      nowBox.hidden = live.length === 0;
+      nowBox.replaceChildren(h('h2', { class: 'section-title' }, t('music.nowPlaying')),
+        h('ul', {}, live.map((n) => h('li', { class: 'music-nowplaying-item' },
+          h('strong', {}, n.title), ' — ', n.artist, ' ',
+          h('span', { class: 'muted small' }, t('music.nowPlaying.by', { player: n.player || '?', user: n.user }))))));
+    }
+    async function loadNow() {
+      try {
+        nowPlaying = await getJSON('api/subsonic/nowplaying');
+      } catch {
+        nowPlaying = []; // no Subsonic API on this node
+      }
+      if (alive) renderNow();
+    }
+    const nowTimer = setInterval(renderNow, 30000);
+    const offNow = events.on('nowplaying', (l) => {
+      if (Array.isArray(l)) {
+        nowPlaying = l;
+        renderNow();
+      } else {
+        loadNow(); // events were lost
+      }
+    });
+
     // ---- events ----
 
     const offChange = pl.onChange(() => draw());
@@ -559,6 +592,7 @@ export default {
       renderStatic();
       rebuild();
       renderScan();
+      renderNow();
       if (detail) renderDetail();
     });
 
@@ -566,9 +600,12 @@ export default {
     rebuild();
     load();
     loadScan();
+    loadNow();
 
     return () => {
       alive = false;
+      clearInterval(nowTimer);
+      offNow();
       clearTimeout(searchTimer);
       clearTimeout(libraryTimer);
       resize.disconnect();

@@ -4,7 +4,7 @@
 // the webui package doc); the key stays hidden until the user asks.
 import { h } from '../dom.js';
 import { t } from '../i18n/index.js';
-import { getJSON } from '../api.js';
+import { getJSON, sendJSON } from '../api.js';
 
 export default {
   id: 'settings',
@@ -21,6 +21,11 @@ export default {
     let header = 'X-API-Key';
     let error = '';
     let shown = false;
+    // The Subsonic login: null until loaded, or when this node has none.
+    let sub = null;
+    let subError = '';
+    const subUser = h('input', { id: 'subsonic-user', class: 'input', autocomplete: 'off', spellcheck: 'false' });
+    const subPass = h('input', { id: 'subsonic-password', class: 'input', type: 'password', autocomplete: 'new-password' });
 
     const render = () => {
       const value = h('code', { class: 'apikey-value', id: 'apikey-value' },
@@ -45,8 +50,52 @@ export default {
                 t('settings.apiKey.copy'))),
           h('p', { class: 'muted small' }, t('settings.apiKey.file')),
           h('p', { class: 'small' }, t('settings.apiKey.example')),
-          h('pre', { class: 'example', id: 'apikey-example' }, example)));
+          h('pre', { class: 'example', id: 'apikey-example' }, example)),
+        subsonicCard());
     };
+
+    // subsonicCard sets the user and password Subsonic apps log in with.
+    const subsonicCard = () => {
+      if (!sub) return '';
+      subUser.placeholder = t('settings.subsonic.user');
+      subPass.placeholder = t('settings.subsonic.password');
+      return h('section', { class: 'card settings-card', id: 'settings-subsonic' },
+        h('h2', {}, t('settings.subsonic.title')),
+        h('p', {}, t('settings.subsonic.body', { url: `${location.origin}${sub.path}` })),
+        h('p', { id: 'subsonic-state', class: 'small' },
+          sub.user ? t('settings.subsonic.on', { user: sub.user }) : t('settings.subsonic.off')),
+        h('form', { id: 'subsonic-form', class: 'apikey-row' },
+          h('label', {}, t('settings.subsonic.user'), ' ', subUser),
+          h('label', {}, t('settings.subsonic.password'), ' ', subPass),
+          h('button', { type: 'submit', class: 'btn btn-primary btn-small', id: 'subsonic-save' }, t('settings.subsonic.save')),
+          sub.user ? h('button', { type: 'button', class: 'btn btn-small', id: 'subsonic-off' }, t('settings.subsonic.turnOff')) : null),
+        sub.password_set ? h('p', { class: 'muted small' }, t('settings.subsonic.passwordSet')) : null,
+        subError ? h('p', { class: 'form-error', role: 'alert', id: 'subsonic-error' }, subError) : null);
+    };
+
+    async function saveSubsonic(user, password, done) {
+      try {
+        sub = await sendJSON('PUT', 'api/subsonic', { user, password });
+        subError = '';
+        subPass.value = '';
+        toast(t(done));
+      } catch (err) {
+        subError = t('settings.subsonic.error', { msg: err.message });
+      }
+      render();
+    }
+
+    root.addEventListener('submit', (e) => {
+      if (e.target.id !== 'subsonic-form') return;
+      e.preventDefault();
+      const user = subUser.value.trim();
+      if (!user || !subPass.value) {
+        subError = t('settings.subsonic.need');
+        render();
+        return;
+      }
+      saveSubsonic(user, subPass.value, 'settings.subsonic.saved');
+    });
 
     async function copy() {
       if (!key) return;
@@ -71,10 +120,19 @@ export default {
         render();
       } else if (b.id === 'apikey-copy') {
         copy();
+      } else if (b.id === 'subsonic-off') {
+        saveSubsonic('', '', 'settings.subsonic.turnedOff');
       }
     });
 
     render();
+    getJSON('api/subsonic').then((got) => {
+      sub = got;
+      subUser.value = got.user;
+      render();
+    }).catch(() => {
+      // No Subsonic API on this node: no card.
+    });
     getJSON('api/apikey').then((got) => {
       key = got.key;
       header = got.header || header;

@@ -1,0 +1,62 @@
+package webui
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/music"
+)
+
+// TestBrowserSubsonic: the Settings view sets the login of Subsonic
+// apps, and the Music view shows what an app plays as soon as it says so.
+func TestBrowserSubsonic(t *testing.T) {
+	checkGoroutines(t)
+	m := newFakeMusic()
+	tr := m.add(music.Track{Title: "Purr Song", Artist: "Cats", Album: "LP", Format: "mp3", Duration: 200}, []byte("audio"))
+	ss := newSubsonic(t, m)
+	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", APIKey: testAPIKey, Music: m, Subsonic: ss}, newFakeNode("alpha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serve(t, s)
+	ctx := browsertest.New(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	const wait = 10 * time.Second
+	click(t, ctx, `.nav-link[data-view="settings"]`)
+	browsertest.Until(t, ctx, wait, `document.querySelector("#subsonic-state")?.textContent.includes("ann")
+		&& document.querySelector("#settings-subsonic").textContent.includes("`+base+`/rest")`)
+	if err := chromedp.Do(ctx, chromedp.SetValue("#subsonic-user", "bo"), chromedp.SendKeys("#subsonic-password", "new pw")); err != nil {
+		t.Fatal(err)
+	}
+	click(t, ctx, "#subsonic-save")
+	browsertest.Until(t, ctx, wait, `document.querySelector("#subsonic-state")?.textContent.includes("bo")
+		&& document.querySelector("#subsonic-password").value === ""`)
+	if u, set, _ := ss.Credentials(context.Background()); u != "bo" || !set {
+		t.Fatalf("after saving in Settings: user %q, password set %v", u, set)
+	}
+	screenshot(t, ctx, "settings-subsonic")
+
+	// The "saved" toast may cover the navigation: go by the address.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`location.hash = "#/music"`)); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, wait, `document.querySelector("#music-nowplaying")?.hidden === true`)
+	q := url.Values{"u": {"bo"}, "p": {"new pw"}, "f": {"json"}, "id": {tr.MD5.String()}, "submission": {"false"}, "c": {"Symfonium"}}
+	resp, err := http.Get(base + "/rest/scrobble?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	browsertest.Until(t, ctx, wait, `!document.querySelector("#music-nowplaying").hidden
+		&& document.querySelector("#music-nowplaying").textContent.includes("Purr Song")
+		&& document.querySelector("#music-nowplaying").textContent.includes("Symfonium")`)
+	screenshot(t, ctx, "music-nowplaying")
+}
