@@ -143,13 +143,13 @@ func (f slogFactory) NewLogger(scope string) logging.LeveledLogger {
 
 type pionLogger struct{ log *slog.Logger }
 
-func (l pionLogger) Trace(string)                   {}
-func (l pionLogger) Tracef(string, ...any)          {}
-func (l pionLogger) Debug(string)                   {}
-func (l pionLogger) Debugf(string, ...any)          {}
-func (l pionLogger) Info(msg string)                { l.log.Debug(msg) }
-func (l pionLogger) Infof(f string, a ...any)       { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l pionLogger) Warn(msg string)                { l.log.Debug(msg) }
-func (l pionLogger) Warnf(f string, a ...any)       { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l pionLogger) Error(msg string)               { l.log.Debug(msg) }
-func (l pionLogger) Errorf(f string, a ...any)      { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l pionLogger) Trace(string)              {}
+func (l pionLogger) Tracef(string, ...any)     {}
+func (l pionLogger) Debug(string)              {}
+func (l pionLogger) Debugf(string, ...any)     {}
+func (l pionLogger) Info(msg string)           { l.log.Debug(msg) }
+func (l pionLogger) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l pionLogger) Warn(msg string)           { l.log.Debug(msg) }
+func (l pionLogger) Warnf(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l pionLogger) Error(msg string)          { l.log.Debug(msg) }
+func (l pionLogger) Errorf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
