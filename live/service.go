@@ -497,9 +497,19 @@ const (
 	maxAdvertised = 24
 )
 
-// newSessionID returns a random session ID.
-func newSessionID() string {
+// newSessionID returns a random session ID; kind is its first letter.
+func newSessionID(kind byte) string {
 	b := make([]byte, 12)
 	rand.Read(b)
-	return hex.EncodeToString(b)
+	return string(kind) + hex.EncodeToString(b)
 }
+
+// Session kinds, the first letter of their IDs.
+const (
+	publisherSession = 'p'
+	viewerSession    = 'v'
+	childSession     = 'c'
+)
+
+// IsPublisher reports whether a session ID is a WHIP publisher's.
+func IsPublisher(id string) bool { return len(id) > 0 && id[0] == publisherSession }

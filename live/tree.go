@@ -270,7 +270,7 @@ func (s *Service) offerChild(ctx context.Context, rs *roomState, child mesh.ID) 
 	if err != nil {
 		return nil, "", err
 	}
-	c := &childLink{id: child, room: rs.id, session: newSessionID(), pc: pc}
+	c := &childLink{id: child, room: rs.id, session: newSessionID(childSession), pc: pc}
 	ordered := true
 	if c.dc, err = pc.CreateDataChannel("tree", &webrtc.DataChannelInit{Ordered: &ordered}); err != nil {
 		return c, "", fmt.Errorf("live: tree channel: %w", err)

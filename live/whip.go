@@ -62,7 +62,7 @@ func (s *Service) Publish(ctx context.Context, room, token, offer string) (answe
 	if err != nil {
 		return "", "", err
 	}
-	ss := &session{id: newSessionID(), room: room, pc: pc}
+	ss := &session{id: newSessionID(publisherSession), room: room, pc: pc}
 	answer, err = s.startPublish(ctx, ss, offer, usable)
 	if err != nil {
 		pc.Close()
@@ -176,7 +176,7 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 	if err != nil {
 		return "", "", err
 	}
-	ss := &session{id: newSessionID(), room: room, pc: pc}
+	ss := &session{id: newSessionID(viewerSession), room: room, pc: pc}
 	ok := false
 	defer func() {
 		if !ok {

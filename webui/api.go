@@ -21,6 +21,7 @@ func (s *Server) apiRoutes() []route {
 		s.filesRoutes(),
 		s.musicRoutes(),
 		s.eventRoutes(),
+		s.liveRoutes(),
 	)
 }
 

@@ -77,6 +77,10 @@ type Config struct {
 	// events. Nil leaves music out: its endpoints answer 404 and the UI
 	// shows no Music view.
 	Music Music
+	// Live is the live rooms service behind /api/live and the "live"
+	// events. Nil leaves live rooms out: its endpoints answer 404 and the
+	// UI shows no Live view.
+	Live Live
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.
@@ -223,7 +227,8 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
 	mux.Handle("/", s.staticHandler())
-	return s.checkHost(s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux)))))
+	return s.checkHost(s.liveBypass(securityHeaders(mux), s.checkToken(securityHeaders(mux)),
+		s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux))))))
 }
 
 // route is one API endpoint. path is a http.ServeMux pattern without a

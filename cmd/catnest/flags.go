@@ -15,6 +15,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/webui"
@@ -56,6 +57,8 @@ type ServeConfig struct {
 	// AcceptPush lists the nodes whose pushes this node takes: a push
 	// writes a file into the data dir unasked, so by default nobody's is.
 	AcceptPush []mesh.ID
+	// LiveFanout is the most children the node forwards a live room to.
+	LiveFanout int
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -160,12 +163,16 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
 	fs.Var(&turn, "turn", "TURN server `URL`, e.g. turn:user:pass@turn.example.org:3478 (repeatable)")
 	fs.BoolVar(&cfg.LoopbackOnly, "loopback", false, "link over loopback addresses only (every node on this machine)")
+	fs.IntVar(&cfg.LiveFanout, "live-fanout", live.DefaultConfig().Fanout, "forward a live room to at most `N` child nodes (this node's own viewers come on top)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.LiveFanout < 1 || cfg.LiveFanout > 64 {
+		return cfg, fmt.Errorf("serve: --live-fanout %d: want 1 to 64", cfg.LiveFanout)
 	}
 	if cfg.SignalURL == "" {
 		return cfg, fmt.Errorf("serve: --signal is required (the rendezvous URL, e.g. http://127.0.0.1:9000/myapp)")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/loopback"
+	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/music"
@@ -47,7 +48,9 @@ type node struct {
 	// and those of every online node; a node without music folders plays
 	// the others'.
 	music *music.Service
-	ui    *webui.Server
+	// live hosts, relays and plays live rooms.
+	live *live.Service
+	ui   *webui.Server
 	ln    net.Listener
 	url   string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
@@ -145,7 +148,11 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus}, mn)
+	lv, err := newLive(cfg, mn, ident, log)
+	if err != nil {
+		return nil, err
+	}
+	ui, err := webui.New(webui.Config{Addr: cfg.HTTP, Token: token, APIKey: apiKey, Logger: log, Chat: chat, Files: files, Music: mus, Live: lv}, mn)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +165,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, live: lv, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 // testMeshConfig, set only by this package's tests (in the test binary
@@ -170,6 +177,30 @@ var testMeshConfig func(*mesh.Config)
 
 // The web UI's files API is the shards service.
 var _ webui.Files = (*shards.Service)(nil)
+
+// The web UI's live API is the live service.
+var _ webui.Live = (*live.Service)(nil)
+
+// testLiveConfig, set only by this package's tests, adjusts each node's
+// live config (shorter timers). Always nil in catnest itself.
+var testLiveConfig func(*live.Config)
+
+// newLive makes the node's live rooms service; its media connections use
+// the node's ICE servers.
+func newLive(cfg ServeConfig, mn *mesh.Node, ident *mesh.Identity, log *slog.Logger) (*live.Service, error) {
+	lc := live.DefaultConfig()
+	lc.Identity = ident
+	if cfg.LiveFanout > 0 {
+		lc.Fanout = cfg.LiveFanout
+	}
+	lc.ICEServers = cfg.ICEServers
+	lc.LoopbackOnly = cfg.LoopbackOnly
+	lc.Logger = log
+	if testLiveConfig != nil {
+		testLiveConfig(&lc)
+	}
+	return live.NewService(lc, mn)
+}
 
 // The web UI's music API is the music service.
 var _ webui.Music = (*music.Service)(nil)
@@ -242,12 +273,13 @@ func (n *node) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 6)
+	errs := make([]error, 7)
 	wg.Go(func() { errs[0] = n.mesh.Serve(ctx); cancel() })
 	wg.Go(func() { errs[1] = n.chat.Serve(ctx); cancel() })
 	wg.Go(func() { errs[2] = n.files.Serve(ctx); cancel() })
 	wg.Go(func() { errs[3] = n.music.Serve(ctx); cancel() })
 	wg.Go(func() { errs[4] = n.ui.Serve(ctx, n.ln); cancel() })
+	wg.Go(func() { errs[6] = n.live.Serve(ctx); cancel() })
 	wg.Wait()
 	errs[5] = n.db.Close()
 	return errors.Join(errs...)
@@ -387,6 +419,9 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 			log.Warn("demo lobby", "err", err)
 		}
 	})
+	if err := demoLive(ctx, nodes[0]); err != nil {
+		log.Warn("demo live room", "err", err)
+	}
 	<-ctx.Done()
 	cancel()
 	wg.Wait()

@@ -7,6 +7,7 @@ import mesh from './views/mesh.js';
 import chat from './views/chat.js';
 import files from './views/files.js';
 import music from './views/music.js';
+import live from './views/live.js';
 import settings from './views/settings.js';
 
 // views is the registry of the UI's views, in nav order. A view is a module
@@ -15,7 +16,7 @@ import settings from './views/settings.js';
 // depends on a service the node may not run. Adding a view is adding it
 // here; it gets a nav entry and the route #/id (once available, if it asks).
 // ctx is {events, onLang, toast}.
-const views = [peers, mesh, chat, files, music, settings];
+const views = [peers, mesh, chat, files, music, live, settings];
 
 // shown holds the views that are available; the others have no nav entry
 // and no route.
