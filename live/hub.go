@@ -169,12 +169,17 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 	}
 	h.packetsIn.Add(1)
 	h.lastIn.Store(time.Now().UnixNano())
+	// Header extensions go no further than the hop they came on: their IDs
+	// are negotiated per connection, so the next hop would read them as
+	// other extensions (pion's interceptors then drop the packet).
+	q := *p
+	q.Header.Extension, q.Header.Extensions, q.Header.ExtensionProfile = false, nil, 0
 	i := kindIndex(kind)
 	for _, o := range *h.outs.Load() {
 		if t := o.tracks[i]; t != nil {
 			// An error is a closed or failing binding; its owner notices
 			// through the PeerConnection's state.
-			_ = t.WriteRTP(p)
+			_ = t.WriteRTP(&q)
 			o.sent.Add(1)
 		}
 	}

@@ -6,6 +6,21 @@ import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatSince } from '../format.js';
 
+// el is h with event listeners: attributes named on<event> whose value is
+// a function are added with addEventListener (the page's CSP forbids
+// inline handlers).
+function el(tag, attrs = {}, ...children) {
+  const events = [];
+  const rest = {};
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith('on') && typeof v === 'function') events.push([k.slice(2), v]);
+    else rest[k] = v;
+  }
+  const e = h(tag, rest, ...children);
+  for (const [name, fn] of events) e.addEventListener(name, fn);
+  return e;
+}
+
 // gathered waits until pc has its ICE candidates (the node takes one
 // offer, no trickle), or two seconds.
 function gathered(pc) {
@@ -65,8 +80,8 @@ export default {
     let hosting = null; // {room, pc, stream, location, token, url}
     let messages = [];
     let tree = null;
-    const video = h('video', { id: 'live-video', autoplay: true, playsinline: true, controls: true });
-    const preview = h('video', { id: 'live-preview', autoplay: true, playsinline: true, muted: true });
+    const video = el('video', { id: 'live-video', autoplay: true, playsinline: true, controls: true });
+    const preview = el('video', { id: 'live-preview', autoplay: true, playsinline: true, muted: true });
     preview.muted = true;
 
     getJSON('api/node').then((n) => { self = n.id; render(); }).catch(() => {});
@@ -93,6 +108,8 @@ export default {
         video.srcObject = stream;
       };
       watching = { room, pc, location: null };
+      // The connection, for a look at its stats in the console (and tests).
+      video.peer = pc;
       render();
       try {
         watching.location = await negotiate(pc, `api/live/rooms/${room.id}/whep`);
@@ -200,65 +217,65 @@ export default {
 
     function roomCard(r, now) {
       const [since, sinceTitle] = formatSince(r.since, now);
-      return h('li', { class: 'card live-room', dataset: { id: r.id } },
-        r.has_cover ? h('img', { class: 'live-cover', src: `api/live/rooms/${r.id}/cover`, alt: '' })
-          : h('div', { class: 'live-cover empty-icon', 'aria-hidden': 'true' }, '▶'),
-        h('div', { class: 'live-meta' },
-          h('h3', { class: 'live-title' }, r.title),
-          r.description && h('p', { class: 'muted' }, r.description),
-          h('p', { class: 'muted' },
+      return el('li', { class: 'card live-room', dataset: { id: r.id } },
+        r.has_cover ? el('img', { class: 'live-cover', src: `api/live/rooms/${r.id}/cover`, alt: '' })
+          : el('div', { class: 'live-cover empty-icon', 'aria-hidden': 'true' }, '▶'),
+        el('div', { class: 'live-meta' },
+          el('h3', { class: 'live-title' }, r.title),
+          r.description && el('p', { class: 'muted' }, r.description),
+          el('p', { class: 'muted' },
             t('live.by', { host: r.host_name || shortID(r.host) }), ' · ',
-            h('span', { class: 'live-viewers' }, plural('live.viewers', r.viewers)), ' · ',
-            h('span', { title: sinceTitle }, since)),
-          h('button', { class: 'btn live-watch', type: 'button', onclick: () => watch(r) }, t('live.watch')),
-          r.host === self && h('button', { class: 'btn', type: 'button', onclick: () => sendJSON('DELETE', `api/live/rooms/${r.id}`).catch((e) => toast(e.message)) }, t('live.end'))));
+            el('span', { class: 'live-viewers' }, plural('live.viewers', r.viewers)), ' · ',
+            el('span', { title: sinceTitle }, since)),
+          el('button', { class: 'btn live-watch', type: 'button', onclick: () => watch(r) }, t('live.watch')),
+          r.host === self && el('button', { class: 'btn', type: 'button', onclick: () => sendJSON('DELETE', `api/live/rooms/${r.id}`).catch((e) => toast(e.message)) }, t('live.end'))));
     }
 
     function chatPane() {
       const room = watching?.room || hosting?.room;
       if (!room?.chat) return null;
-      return h('div', { class: 'card live-chat' },
-        h('h2', {}, t('live.chat')),
-        h('ul', { class: 'live-messages' }, messages.map((m) => h('li', {},
-          h('strong', {}, (m.author_name || shortID(m.author || '')) + ': '), m.text ?? m.body ?? ''))),
-        h('form', { onsubmit: (e) => { e.preventDefault(); post(e.target); } },
-          h('input', { type: 'text', placeholder: t('live.say'), maxlength: 1000 }),
-          h('button', { class: 'btn', type: 'submit' }, t('live.send'))));
+      return el('div', { class: 'card live-chat' },
+        el('h2', {}, t('live.chat')),
+        el('ul', { class: 'live-messages' }, messages.map((m) => el('li', {},
+          el('strong', {}, (m.author_name || shortID(m.author || '')) + ': '), m.text ?? m.body ?? ''))),
+        el('form', { onsubmit: (e) => { e.preventDefault(); post(e.target); } },
+          el('input', { type: 'text', placeholder: t('live.say'), maxlength: 1000 }),
+          el('button', { class: 'btn', type: 'submit' }, t('live.send'))));
     }
 
     function render() {
       const now = Date.now();
       const list = rooms || [];
-      const form = h('form', { class: 'card live-form', id: 'live-form', onsubmit: (e) => { e.preventDefault(); goLive(e.target); } },
-        h('h2', {}, t('live.create')),
-        h('input', { id: 'live-title', type: 'text', placeholder: t('live.titleField'), maxlength: 120, required: true }),
-        h('input', { id: 'live-desc', type: 'text', placeholder: t('live.descField'), maxlength: 2000 }),
-        h('label', {}, t('live.cover'), ' ', h('input', { id: 'live-cover', type: 'file', accept: 'image/*' })),
-        h('select', { id: 'live-source' },
-          h('option', { value: 'camera' }, t('live.camera')),
-          h('option', { value: 'screen' }, t('live.screen')),
-          h('option', { value: 'audio' }, t('live.micOnly')),
-          h('option', { value: 'obs' }, t('live.obs'))),
-        h('label', {}, h('input', { id: 'live-mic', type: 'checkbox', checked: true }), ' ', t('live.mic')),
-        h('button', { class: 'btn primary', id: 'live-go', type: 'submit' }, t('live.goLive')));
-      const host = hosting && h('div', { class: 'card live-hosting', id: 'live-hosting' },
-        h('h2', {}, t('live.onAir', { title: hosting.room.title })),
+      const form = el('form', { class: 'card live-form', id: 'live-form', onsubmit: (e) => { e.preventDefault(); goLive(e.target); } },
+        el('h2', {}, t('live.create')),
+        el('input', { id: 'live-title', type: 'text', placeholder: t('live.titleField'), maxlength: 120, required: true }),
+        el('input', { id: 'live-desc', type: 'text', placeholder: t('live.descField'), maxlength: 2000 }),
+        el('label', {}, t('live.cover'), ' ', el('input', { id: 'live-cover', type: 'file', accept: 'image/*' })),
+        el('select', { id: 'live-source' },
+          el('option', { value: 'camera' }, t('live.camera')),
+          el('option', { value: 'screen' }, t('live.screen')),
+          el('option', { value: 'audio' }, t('live.micOnly')),
+          el('option', { value: 'obs' }, t('live.obs'))),
+        el('label', {}, el('input', { id: 'live-mic', type: 'checkbox', checked: true }), ' ', t('live.mic')),
+        el('button', { class: 'btn primary', id: 'live-go', type: 'submit' }, t('live.goLive')));
+      const host = hosting && el('div', { class: 'card live-hosting', id: 'live-hosting' },
+        el('h2', {}, t('live.onAir', { title: hosting.room.title })),
         preview,
-        h('p', {}, t('live.whip'), ' ', h('code', { id: 'live-whip-url' }, hosting.url)),
-        h('p', {}, t('live.token'), ' ', h('code', { id: 'live-whip-token' }, hosting.token)),
-        h('button', { class: 'btn', type: 'button', id: 'live-stop', onclick: endLive }, t('live.stop')));
-      const player = watching && h('div', { class: 'card live-player', id: 'live-player' },
-        h('h2', {}, watching.room.title),
+        el('p', {}, t('live.whip'), ' ', el('code', { id: 'live-whip-url' }, hosting.url)),
+        el('p', {}, t('live.token'), ' ', el('code', { id: 'live-whip-token' }, hosting.token)),
+        el('button', { class: 'btn', type: 'button', id: 'live-stop', onclick: endLive }, t('live.stop')));
+      const player = watching && el('div', { class: 'card live-player', id: 'live-player' },
+        el('h2', {}, watching.room.title),
         video,
-        tree && h('p', { class: 'muted', id: 'live-tree' }, tree.host ? t('live.treeHost', { n: tree.children.length })
+        tree && el('p', { class: 'muted', id: 'live-tree' }, tree.host ? t('live.treeHost', { n: tree.children.length })
           : t('live.treeRelay', { parent: shortID(tree.parent || ''), depth: tree.depth, n: tree.children.length })),
-        h('button', { class: 'btn', type: 'button', onclick: stopWatching }, t('live.leave')));
-      const index = rooms === null ? h('p', { class: 'muted loading' }, t('node.loading'))
-        : list.length === 0 ? h('div', { class: 'empty', id: 'live-empty' }, h('h2', {}, t('live.empty')))
-          : h('ul', { class: 'live-rooms', id: 'live-rooms' }, list.map((r) => roomCard(r, now)));
+        el('button', { class: 'btn', type: 'button', onclick: stopWatching }, t('live.leave')));
+      const index = rooms === null ? el('p', { class: 'muted loading' }, t('node.loading'))
+        : list.length === 0 ? el('div', { class: 'empty', id: 'live-empty' }, el('h2', {}, t('live.empty')))
+          : el('ul', { class: 'live-rooms', id: 'live-rooms' }, list.map((r) => roomCard(r, now)));
       root.replaceChildren(
-        h('div', { class: 'view-head' }, h('h1', {}, t('live.title'))),
-        h('div', { class: 'live-main' }, player, host, chatPane()),
+        el('div', { class: 'view-head' }, el('h1', {}, t('live.title'))),
+        el('div', { class: 'live-main' }, player, host, chatPane()),
         index, form);
     }
 
