@@ -92,9 +92,13 @@ func TestBrowserLiveChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	var room live.Room
-	testutil.WaitFor(t, 60*time.Second, "the room on c, live at a", func() bool {
-		var rooms []live.Room
+	testutil.WaitFor(t, 60*time.Second, "the room on b and c, live at a", func() bool {
+		var rooms, atB []live.Room
+		b.api(t, http.MethodGet, "api/live/rooms", nil, &atB)
 		c.api(t, http.MethodGet, "api/live/rooms", nil, &rooms)
+		if len(atB) != 1 {
+			return false
+		}
 		var ti live.TreeInfo
 		if len(rooms) == 1 {
 			room = rooms[0]

@@ -51,8 +51,8 @@ type node struct {
 	// live hosts, relays and plays live rooms.
 	live *live.Service
 	ui   *webui.Server
-	ln    net.Listener
-	url   string // the web UI, with the token when one is needed
+	ln   net.Listener
+	url  string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 }
