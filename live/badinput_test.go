@@ -43,7 +43,10 @@ func TestBadInput(t *testing.T) {
 		{"publish without token", func() error { _, _, err := a.svc.Publish(ctx, room.ID, "", offer); return err }, ErrBadToken},
 		{"publish with a wrong token", func() error { _, _, err := a.svc.Publish(ctx, room.ID, room.Token+"x", offer); return err }, ErrBadToken},
 		{"publish to an unknown room", func() error { _, _, err := a.svc.Publish(ctx, "nope", room.Token, offer); return err }, ErrUnknownRoom},
-		{"publish malformed SDP", func() error { _, _, err := a.svc.Publish(ctx, room.ID, room.Token, "v=0\r\nthis is not sdp"); return err }, ErrBadSDP},
+		{"publish malformed SDP", func() error {
+			_, _, err := a.svc.Publish(ctx, room.ID, room.Token, "v=0\r\nthis is not sdp")
+			return err
+		}, ErrBadSDP},
 		{"publish an unusable codec", func() error { _, _, err := a.svc.Publish(ctx, room.ID, room.Token, videoH263); return err }, ErrNoCodec},
 		{"watch an unknown room", func() error { _, _, err := a.svc.Watch(ctx, "nope", good); return err }, ErrUnknownRoom},
 		{"watch with malformed SDP", func() error { _, _, err := a.svc.Watch(ctx, room.ID, "garbage"); return err }, ErrBadSDP},

@@ -26,9 +26,9 @@ type media struct {
 // within two seconds; keepAlive keeps an idle connection's checks going
 // often enough for that.
 const (
-	disconnectedAfter = 800 * time.Millisecond
-	failedAfter       = 3 * time.Second
-	keepAlive         = 200 * time.Millisecond
+	disconnectedAfter = 1500 * time.Millisecond
+	failedAfter       = 4 * time.Second
+	keepAlive         = 250 * time.Millisecond
 	// gatherTimeout bounds the wait for ICE candidates before an offer or
 	// answer is sent (no trickle: one request carries all of them).
 	gatherTimeout = 5 * time.Second

@@ -86,6 +86,8 @@ type roomState struct {
 	idle time.Time
 	// parentDC is the tree channel to the parent.
 	parentDC *webrtc.DataChannel
+	// lastErr is why the last attach failed.
+	lastErr error
 	// reported is the viewer count last sent to the parent.
 	reported int
 }
@@ -468,6 +470,9 @@ func (s *Service) attachLoop(rs *roomState) {
 			return
 		}
 		s.log.Debug("attach failed", "room", rs.id, "err", err)
+		s.mu.Lock()
+		rs.lastErr = err
+		s.mu.Unlock()
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -478,6 +483,14 @@ func (s *Service) attachLoop(rs *roomState) {
 		}
 		wait = min(2*wait, time.Second)
 	}
+}
+
+// unlinked is 1 for a candidate this node has no link to.
+func unlinked(c candidate) int {
+	if c.rtt == time.Hour {
+		return 1
+	}
+	return 0
 }
 
 // candidate is a node that may take a child.
@@ -521,8 +534,10 @@ func (s *Service) candidates(room string, host mesh.ID) []mesh.ID {
 		}
 		cs = append(cs, candidate{id: r.ID, depth: e[0], load: e[1], rtt: d})
 	}
+	// Nodes already linked first: a new link costs a dial, and a node at
+	// its link limit refuses it.
 	slices.SortFunc(cs, func(a, b candidate) int {
-		return cmp.Or(cmp.Compare(a.depth, b.depth), cmp.Compare(a.rtt, b.rtt), cmp.Compare(a.load, b.load), cmp.Compare(a.id, b.id))
+		return cmp.Or(cmp.Compare(unlinked(a), unlinked(b)), cmp.Compare(a.depth, b.depth), cmp.Compare(a.rtt, b.rtt), cmp.Compare(a.load, b.load), cmp.Compare(a.id, b.id))
 	})
 	out := make([]mesh.ID, 0, len(cs)+1)
 	for _, c := range cs {

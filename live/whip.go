@@ -161,6 +161,12 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 	wctx, cancel := context.WithTimeout(ctx, watchTimeout)
 	defer cancel()
 	if !rs.hub.waitReady(wctx.Done()) {
+		s.mu.Lock()
+		why := rs.lastErr
+		s.mu.Unlock()
+		if why != nil {
+			return "", "", fmt.Errorf("%w: no media reached this node within %v: %w", ErrNotLive, watchTimeout, why)
+		}
 		return "", "", fmt.Errorf("%w: no media reached this node within %v", ErrNotLive, watchTimeout)
 	}
 	usable := false
