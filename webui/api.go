@@ -24,6 +24,7 @@ func (s *Server) apiRoutes() []route {
 		s.callsRoutes(),
 		s.subsonicRoutes(),
 		s.eventRoutes(),
+		s.liveRoutes(),
 	)
 }
 

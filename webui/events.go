@@ -35,7 +35,7 @@ type feed struct {
 // feeds lists the live updates of the event stream. A service adds its feed
 // here.
 func (s *Server) feeds() []feed {
-	return []feed{
+	return append([]feed{
 		{
 			event:    "peers",
 			snapshot: func() any { return s.peerList() },
@@ -51,7 +51,7 @@ func (s *Server) feeds() []feed {
 			},
 			coalesce: s.timing.coalesceDirectory,
 		},
-	}
+	}, s.liveFeeds()...)
 }
 
 // relay is a live feed of discrete events rather than of states: each value

@@ -92,6 +92,10 @@ type Config struct {
 	// its own user and password rather than the token (see
 	// subsonicFirst), and backs /api/subsonic. Nil leaves it out.
 	Subsonic Subsonic
+	// Live is the live rooms service behind /api/live and the "live"
+	// events. Nil leaves live rooms out: its endpoints answer 404 and the
+	// UI shows no Live view.
+	Live Live
 }
 
 // DefaultConfig returns the configuration of a personal node's UI.
@@ -240,7 +244,11 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
 	mux.Handle("/", s.staticHandler())
-	return s.checkHost(s.subsonicFirst(s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux))))))
+	// Subsonic apps and WHIP/WHEP clients carry their own credentials
+	// (Subsonic's login, the room's bearer token); everything else goes
+	// through the UI's checks.
+	return s.checkHost(s.subsonicFirst(s.liveBypass(securityHeaders(mux), s.checkToken(securityHeaders(mux)),
+		s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux)))))))
 }
 
 // route is one API endpoint. path is a http.ServeMux pattern without a

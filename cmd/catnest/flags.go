@@ -15,6 +15,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
 	"github.com/catnest/catnest/webui"
@@ -60,6 +61,8 @@ type ServeConfig struct {
 	// Subsonic apps at /rest (kept in the database; the web UI's Settings
 	// can set them too). Empty leaves what was kept.
 	SubsonicUser, SubsonicPassword string
+	// LiveFanout is the most children the node forwards a live room to.
+	LiveFanout int
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -166,12 +169,16 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.StringVar(&cfg.SubsonicUser, "subsonic-user", "", "let Subsonic music apps log in at http://HOST:PORT/rest as `NAME` (with --subsonic-password; kept, and changeable in the web UI's Settings)")
 	fs.StringVar(&cfg.SubsonicPassword, "subsonic-password", os.Getenv("CATNEST_SUBSONIC_PASSWORD"), "the Subsonic apps' `password` (default $CATNEST_SUBSONIC_PASSWORD)")
 	fs.BoolVar(&cfg.LoopbackOnly, "loopback", false, "link over loopback addresses only (every node on this machine)")
+	fs.IntVar(&cfg.LiveFanout, "live-fanout", live.DefaultConfig().Fanout, "forward a live room to at most `N` child nodes (this node's own viewers come on top)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.LiveFanout < 1 || cfg.LiveFanout > 64 {
+		return cfg, fmt.Errorf("serve: --live-fanout %d: want 1 to 64", cfg.LiveFanout)
 	}
 	if cfg.SignalURL == "" {
 		return cfg, fmt.Errorf("serve: --signal is required (the rendezvous URL, e.g. http://127.0.0.1:9000/myapp)")

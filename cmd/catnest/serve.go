@@ -23,6 +23,7 @@ import (
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/loopback"
+	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/live/calls"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
@@ -56,9 +57,11 @@ type node struct {
 	plugins *plugins.Service
 	// calls runs the 1v1 call rooms of the web UI's Call view.
 	calls *calls.Service
-	ui    *webui.Server
-	ln    net.Listener
-	url   string // the web UI, with the token when one is needed
+	// live hosts, relays and plays live rooms.
+	live *live.Service
+	ui   *webui.Server
+	ln   net.Listener
+	url  string // the web UI, with the token when one is needed
 	// apiKey lets scripts and `catnest chat` use the web UI's API.
 	apiKey string
 
@@ -186,6 +189,10 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 			sub.Close()
 		}
 	}()
+	lv, err := newLive(cfg, mn, ident, log)
+	if err != nil {
+		return nil, err
+	}
 	ui, err := webui.New(webui.Config{
 		Addr:     cfg.HTTP,
 		Token:    token,
@@ -198,6 +205,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		Plugins:  plug,
 		Calls:    callSvc,
 		Subsonic: sub,
+		Live:     lv,
 	}, mn)
 	if err != nil {
 		return nil, err
@@ -211,7 +219,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 		u.RawQuery = url.Values{"token": {token}}.Encode()
 	}
 	ok = true
-	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, calls: callSvc, subsonic: sub, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
+	return &node{mesh: mn, db: db, chat: chat, files: files, music: mus, plugins: plug, calls: callSvc, subsonic: sub, live: lv, ui: ui, ln: ln, url: u.String(), apiKey: apiKey}, nil
 }
 
 // newSubsonic makes the node's Subsonic API over its music library, and
@@ -244,6 +252,30 @@ var testMeshConfig func(*mesh.Config)
 
 // The web UI's files API is the shards service.
 var _ webui.Files = (*shards.Service)(nil)
+
+// The web UI's live API is the live service.
+var _ webui.Live = (*live.Service)(nil)
+
+// testLiveConfig, set only by this package's tests, adjusts each node's
+// live config (shorter timers). Always nil in catnest itself.
+var testLiveConfig func(*live.Config)
+
+// newLive makes the node's live rooms service; its media connections use
+// the node's ICE servers.
+func newLive(cfg ServeConfig, mn *mesh.Node, ident *mesh.Identity, log *slog.Logger) (*live.Service, error) {
+	lc := live.DefaultConfig()
+	lc.Identity = ident
+	if cfg.LiveFanout > 0 {
+		lc.Fanout = cfg.LiveFanout
+	}
+	lc.ICEServers = cfg.ICEServers
+	lc.LoopbackOnly = cfg.LoopbackOnly
+	lc.Logger = log
+	if testLiveConfig != nil {
+		testLiveConfig(&lc)
+	}
+	return live.NewService(lc, mn)
+}
 
 // The web UI's music API is the music service.
 var _ webui.Music = (*music.Service)(nil)
@@ -328,6 +360,7 @@ func (n *node) run(ctx context.Context) error {
 		func(ctx context.Context) error { return n.ui.Serve(ctx, n.ln) },
 		n.plugins.Serve,
 		n.calls.Serve,
+		n.live.Serve,
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(services)+1)
@@ -482,6 +515,9 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 			log.Warn("demo plugins", "err", err)
 		}
 	})
+	if err := demoLive(ctx, nodes[0]); err != nil {
+		log.Warn("demo live room", "err", err)
+	}
 	<-ctx.Done()
 	cancel()
 	wg.Wait()

@@ -23,6 +23,13 @@ import (
 // With no extra switches it starts the browser the way New does.
 func NewWithFlags(t testing.TB, extra ...string) context.Context {
 	t.Helper()
+	return NewForWithFlags(t, DefaultTimeout, extra...)
+}
+
+// NewForWithFlags is NewWithFlags for a test that needs the browser for
+// longer than DefaultTimeout.
+func NewForWithFlags(t testing.TB, timeout time.Duration, extra ...string) context.Context {
+	t.Helper()
 	var (
 		opts     []chromedp.ExecAllocatorOption
 		features = map[string][]string{} // "enable-features" etc: values to add
@@ -53,7 +60,7 @@ func NewWithFlags(t testing.TB, extra ...string) context.Context {
 			}
 		}))
 	}
-	return newBrowser(t, DefaultTimeout, opts)
+	return newBrowser(t, timeout, opts)
 }
 
 // mergeFeatures adds the comma-separated features in add to the switch

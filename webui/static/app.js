@@ -9,6 +9,7 @@ import files from './views/files.js';
 import music from './views/music.js';
 import plugins from './views/plugins.js';
 import { startPlugins } from './plugins-host.js';
+import live from './views/live.js';
 import settings from './views/settings.js';
 import call from './views/call.js';
 
@@ -18,7 +19,7 @@ import call from './views/call.js';
 // depends on a service the node may not run. Adding a view is adding it
 // here; it gets a nav entry and the route #/id (once available, if it asks).
 // ctx is {events, onLang, toast}.
-const views = [peers, mesh, chat, files, music, call, plugins, settings];
+const views = [peers, mesh, chat, files, music, live, call, plugins, settings];
 
 // shown holds the views that are available; the others have no nav entry
 // and no route.

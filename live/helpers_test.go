@@ -1,0 +1,294 @@
+package live
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// tnode is a mesh node with its live service, on an in-memory mesh; media
+// goes over real pion connections on loopback.
+type tnode struct {
+	node *mesh.Node
+	svc  *Service
+	stop func()
+}
+
+func testConfig(fanout int) Config {
+	c := DefaultConfig()
+	c.Fanout = fanout
+	c.LoopbackOnly = true
+	c.RoomRefresh = 500 * time.Millisecond
+	c.RoomTTL = 5 * time.Second
+	c.Linger = 2 * time.Second
+	return c
+}
+
+func newTNode(t testing.TB, nw *meshtest.Network, name string, cfg Config) *tnode {
+	t.Helper()
+	var ident *mesh.Identity
+	n := nw.NewNode(t, name, meshtest.Options{Configure: func(c *mesh.Config) {
+		meshtest.Fast(c)
+		ident = c.Identity
+	}})
+	cfg.Identity = ident
+	svc, err := NewService(cfg, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Errorf("live service %s did not stop", name)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &tnode{node: n, svc: svc, stop: stop}
+}
+
+// clientAPI is a plain pion API, as a WHIP or WHEP client would have.
+func clientAPI(t testing.TB) *webrtc.API {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		t.Fatal(err)
+	}
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// gathered returns pc's local description once its candidates are in.
+func gathered(t testing.TB, pc *webrtc.PeerConnection, sd webrtc.SessionDescription) string {
+	t.Helper()
+	done := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(sd); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ICE gathering did not complete")
+	}
+	return pc.LocalDescription().SDP
+}
+
+// publisher is a WHIP client that sends synthetic VP8 and Opus RTP.
+type publisher struct {
+	pc           *webrtc.PeerConnection
+	video, audio *webrtc.TrackLocalStaticRTP
+	plis         atomic.Uint64
+	sent         atomic.Uint64
+	stopOnce     sync.Once
+	stop         chan struct{}
+	wg           sync.WaitGroup
+}
+
+func newPublisher(t testing.TB) (*publisher, string) {
+	t.Helper()
+	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &publisher{pc: pc, stop: make(chan struct{})}
+	t.Cleanup(p.close)
+	if p.video, err = webrtc.NewTrackLocalStaticRTP(vp8Codec, "video", "pub"); err != nil {
+		t.Fatal(err)
+	}
+	if p.audio, err = webrtc.NewTrackLocalStaticRTP(opusCodec, "audio", "pub"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []*webrtc.TrackLocalStaticRTP{p.video, p.audio} {
+		snd, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.wg.Go(func() {
+			for {
+				pkts, _, err := snd.Sender().ReadRTCP()
+				if err != nil {
+					return
+				}
+				for _, pk := range pkts {
+					if _, ok := pk.(*rtcp.PictureLossIndication); ok {
+						p.plis.Add(1)
+					}
+				}
+			}
+		})
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, gathered(t, pc, offer)
+}
+
+// start applies the answer and sends a 30 fps video of 3 packets a frame
+// and 50 audio packets a second until close.
+func (p *publisher) start(t testing.TB, answer string) {
+	t.Helper()
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	p.wg.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var vseq, aseq uint16
+		var vts, ats uint32
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			if i%3 == 0 {
+				for k := range 3 {
+					pl := make([]byte, 800)
+					pl[0] = 0x10 // VP8 descriptor: start of partition
+					p.video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: vseq, Timestamp: vts, Marker: k == 2}, Payload: pl})
+					vseq++
+					p.sent.Add(1)
+				}
+				vts += 3000
+			}
+			if i%2 == 0 {
+				pl := make([]byte, 80)
+				pl[0] = byte(rand.IntN(256))
+				p.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: aseq, Timestamp: ats}, Payload: pl})
+				aseq++
+				ats += 960
+				p.sent.Add(1)
+			}
+		}
+	})
+}
+
+func (p *publisher) close() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.pc.Close()
+	p.wg.Wait()
+}
+
+// viewer is a WHEP client that counts the packets it gets.
+type viewer struct {
+	pc           *webrtc.PeerConnection
+	video, audio atomic.Uint64
+	wg           sync.WaitGroup
+	// seen records arrival times by video sequence number, for latency.
+	onVideo func(*rtp.Packet)
+}
+
+func newViewer(t testing.TB) (*viewer, string) {
+	t.Helper()
+	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &viewer{pc: pc}
+	t.Cleanup(func() { pc.Close(); v.wg.Wait() })
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		v.wg.Add(1)
+		defer v.wg.Done()
+		for {
+			p, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			if tr.Kind() == webrtc.RTPCodecTypeVideo {
+				v.video.Add(1)
+				if v.onVideo != nil {
+					v.onVideo(p)
+				}
+			} else {
+				v.audio.Add(1)
+			}
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, gathered(t, pc, offer)
+}
+
+func (v *viewer) answer(t testing.TB, sdp string) {
+	t.Helper()
+	if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitRoom waits until every node's index has the room.
+func waitRoom(t testing.TB, id string, nodes ...*tnode) {
+	t.Helper()
+	testutil.WaitFor(t, 30*time.Second, "the room in every index", func() bool {
+		for _, n := range nodes {
+			if _, ok := n.svc.Room(id); !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// watch makes a viewer on n and waits until it gets video and audio.
+func watch(t testing.TB, n *tnode, room string) (*viewer, string) {
+	t.Helper()
+	v, offer := newViewer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ans, sid, err := n.svc.Watch(ctx, room, offer)
+	if err != nil {
+		t.Fatalf("watch on %s: %v", n.node.Name(), err)
+	}
+	v.answer(t, ans)
+	return v, sid
+}
+
+func waitMedia(t testing.TB, v *viewer, what string) {
+	t.Helper()
+	v0, a0 := v.video.Load(), v.audio.Load()
+	testutil.WaitFor(t, 30*time.Second, what, func() bool {
+		return v.video.Load() > v0+30 && v.audio.Load() > a0+10
+	})
+}
+
+var _ = errors.Is
+var _ = io.EOF
