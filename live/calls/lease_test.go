@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,9 @@ type gate struct {
 	mu      sync.Mutex
 	to      mesh.ID
 	blocked atomic.Int64
+	// holdLeaves, when set, holds leaves until a join has been answered.
+	holdLeaves chan struct{}
+	leavesDone atomic.Int64 // held leaves sent or given up
 }
 
 func (g *gate) shut(to mesh.ID) {
@@ -34,9 +38,27 @@ func (g *gate) shut(to mesh.ID) {
 func (g *gate) Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error) {
 	g.mu.Lock()
 	shut := g.to != "" && g.to == to
+	hold := g.holdLeaves
 	g.mu.Unlock()
+	if hold != nil && bytes.Contains(payload, []byte(`"op":"leave"`)) {
+		defer g.leavesDone.Add(1)
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if !shut {
-		return g.Node.Request(ctx, to, proto, payload, opts...)
+		b, err := g.Node.Request(ctx, to, proto, payload, opts...)
+		if hold != nil && err == nil && bytes.Contains(payload, []byte(`"op":"join"`)) {
+			g.mu.Lock()
+			if g.holdLeaves == hold {
+				close(hold)
+				g.holdLeaves = nil
+			}
+			g.mu.Unlock()
+		}
+		return b, err
 	}
 	g.blocked.Add(1)
 	if g.hang {
@@ -164,4 +186,103 @@ func TestHungOwnerHoldsBackOnlyItsRooms(t *testing.T) {
 		// renewal hung cannot account for it.
 		return r.seats[0].renewed.After(hung.Add(4 * 250 * time.Millisecond))
 	})
+}
+
+// TestLiveOwnerUnreachable: a joiner that cannot reach the room's owner
+// while that node is online (others link to it) is refused with
+// ErrNoOwner; the next node down never seats it, which would make two
+// owners of one room.
+func TestLiveOwnerUnreachable(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn, g := gatedNet(t, 3, false)
+	ctx := context.Background()
+	ids := []mesh.ID{tn.nodes[0].ID(), tn.nodes[1].ID(), tn.nodes[2].ID()}
+	// A room that node 1 owns and node 2 would take after it.
+	var room string
+	for k := 0; room == ""; k++ {
+		if r := fmt.Sprintf("cellar%d", k); rank(r, ids)[0] == ids[1] && rank(r, ids)[1] == ids[2] {
+			room = r
+		}
+	}
+	g.shut(ids[1])
+	a := tn.open(t, 0)
+	if res, err := tn.svcs[0].Join(ctx, a.ID(), room); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("join with the owner unreachable: %+v, %v; want ErrNoOwner", res, err)
+	}
+	if got := tn.svcs[2].own.members(room); len(got) != 0 {
+		t.Fatalf("the next node down seated %+v", got)
+	}
+	if g.blocked.Load() == 0 {
+		t.Fatal("the join never tried the owner")
+	}
+	// Reachable again, the owner seats the joiner.
+	g.shut("")
+	if res, err := tn.svcs[0].Join(ctx, a.ID(), room); err != nil || res.State != "joined" {
+		t.Fatalf("join with the owner back: %+v, %v", res, err)
+	}
+	if got := tn.svcs[1].own.members(room); len(got) != 1 || got[0] != member(a) {
+		t.Fatalf("owner holds %+v", got)
+	}
+}
+
+// TestStaleLeaveAfterFailedJoin: a failed join sends a leave after it, in
+// case the owner seated the session before the answer was lost; a page
+// that joins again before that leave arrives keeps its new seat.
+func TestStaleLeaveAfterFailedJoin(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	// No renewal or lease within the test: only joins and leaves move
+	// the seat.
+	tn, g := gatedNet(t, 2, false, func(c *Config) {
+		c.RequestTimeout = 2 * time.Second
+		c.Refresh, c.Lease = time.Minute, 2*time.Minute
+	})
+	ctx := context.Background()
+	room := tn.roomOwnedBy(t, 1, "stairs")
+	a := tn.open(t, 0)
+	g.mu.Lock()
+	g.holdLeaves = make(chan struct{})
+	g.mu.Unlock()
+	g.shut(tn.nodes[1].ID())
+	if _, err := tn.svcs[0].Join(ctx, a.ID(), room); !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("join with the owner unreachable: %v", err)
+	}
+	// The leave that follows the failed join is held until the page's
+	// next join has been answered (or it gives up).
+	g.shut("")
+	if res, err := tn.svcs[0].Join(ctx, a.ID(), room); err != nil || res.State != "joined" {
+		t.Fatalf("join again: %+v, %v", res, err)
+	}
+	flushJobs(t, tn.svcs[0])
+	if got := tn.svcs[1].own.members(room); len(got) != 1 || got[0] != member(a) {
+		t.Fatalf("owner holds %+v after a stale leave; want the page that joined again", got)
+	}
+}
+
+// flushJobs returns once every message svc queued before the call has
+// been sent or given up: it occupies all of Serve's senders at once,
+// which they reach only when done with what was queued before.
+func flushJobs(t *testing.T, svc *Service) {
+	t.Helper()
+	var n atomic.Int64
+	all := make(chan struct{})
+	done := make(chan struct{}, senders)
+	for range senders {
+		svc.enqueue(func(ctx context.Context) {
+			if n.Add(1) == senders {
+				close(all)
+			}
+			select {
+			case <-all:
+				done <- struct{}{}
+			case <-ctx.Done():
+			}
+		})
+	}
+	for range senders {
+		select {
+		case <-done:
+		case <-time.After(wait):
+			t.Fatal("the senders did not get through the queue")
+		}
+	}
 }

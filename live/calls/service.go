@@ -297,7 +297,19 @@ func (s *Service) Join(ctx context.Context, sessionID, room string) (JoinResult,
 	if err != nil {
 		if asked := sess.asking; asked != "" && !sess.closed {
 			// The owner may have seated it before the answer was lost.
-			s.enqueue(func(ctx context.Context) { s.leaveAt(ctx, asked, room, sess.id) })
+			// In turn with the session's own joins: a leave that came
+			// after the page joined the room again would free its new
+			// seat.
+			s.enqueue(func(ctx context.Context) {
+				sess.op.Lock()
+				defer sess.op.Unlock()
+				s.mu.Lock()
+				back := !sess.closed && sess.room == room
+				s.mu.Unlock()
+				if !back {
+					s.leaveAt(ctx, asked, room, sess.id)
+				}
+			})
 		}
 		if sess.room == room && !sess.joined {
 			sess.room, sess.asking = "", ""
