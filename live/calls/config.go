@@ -44,8 +44,9 @@ type Config struct {
 	// Refresh is how often a member's node renews its seat at the room's
 	// owner (and finds a new owner if the old one is gone).
 	Refresh time.Duration
-	// Lease: an owner drops a seat not renewed for this long, so a member
-	// whose node died without leaving frees its seat. Several Refreshes.
+	// Lease: an owner frees a seat not renewed for this long once the
+	// member's node is gone, or says it no longer holds the seat (its
+	// page went and the leave was lost). Several Refreshes.
 	Lease time.Duration
 	// SignalWait is how long a signal from a node that the room's owner has
 	// not yet named as the other member waits for that word: the owner

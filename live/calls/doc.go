@@ -27,8 +27,11 @@
 // with ErrNoOwner rather than let a second node seat members. Members
 // renew their seat every Config.Refresh at the owner of the moment (when
 // a node that ranks higher comes online, the seats move to it), and the
-// owner drops a seat not renewed within Config.Lease, so a node that dies
-// without a word frees its seat. A member that moves to a new owner keeps
+// owner frees a seat not renewed within Config.Lease only when its node
+// is gone (no other node links to it any more) or, asked, says that it no
+// longer holds the seat: renewals run late when links are busy, and
+// freeing the seat of a member that still believes itself in would let a
+// third joiner into the call. A member that moves to a new owner keeps
 // its peer's seat there until the peer moves too, so that the call goes on
 // and no newcomer takes the seat meanwhile.
 //

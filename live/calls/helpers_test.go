@@ -18,6 +18,8 @@ const wait = 30 * time.Second
 
 // testNet is n nodes on an in-memory mesh, each running the service.
 type testNet struct {
+	// wrap, if set, gives the Node that a node's service uses.
+	wrap  func(name string, n *mesh.Node) Node
 	nw    *meshtest.Network
 	nodes []*mesh.Node
 	svcs  []*Service
@@ -59,6 +61,9 @@ func (tn *testNet) add(t *testing.T, name string, configure ...func(*Config)) (*
 		f(&cfg)
 	}
 	cfg.Node = node
+	if tn.wrap != nil {
+		cfg.Node = tn.wrap(name, node)
+	}
 	svc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

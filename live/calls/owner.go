@@ -42,6 +42,9 @@ type seat struct {
 	// from an earlier owner and named this one as its peer; it waits for
 	// this member's own renewal.
 	reserved bool
+	// probing: the lease ran out while the member's node is online, and
+	// the owner is asking that node whether it still holds the seat.
+	probing bool
 }
 
 // room is a room at its owner: at most two seats, the first to come
@@ -70,6 +73,15 @@ type owner struct {
 	byNode map[mesh.ID]int // seats per node
 	last   uint64          // last epoch given
 	cfg    *Config
+	// overdue counts the seats found past their lease, for tests.
+	overdue int
+}
+
+// probe is a seat whose lease ran out while its node is online: the
+// owner asks that node before it frees the seat.
+type probe struct {
+	room string
+	m    Member
 }
 
 func newOwner(cfg *Config) *owner {
@@ -181,22 +193,60 @@ func (o *owner) drop(name string, r *room, i int, now time.Time) []notice {
 	return []notice{o.noticeFor(name, r, 0)}
 }
 
-// expire drops the seats not renewed within the lease.
-func (o *owner) expire(now time.Time) []notice {
+// expire deals with the seats not renewed within the lease. The seat of
+// a node that no other node links to any more (gone without a word) is
+// freed. The seat of an online node is not: renewals can run late when
+// links are busy, and freeing a seat whose member still believes itself
+// in would let a third joiner into the call. That node is asked instead
+// (the probes returned), and the seat is freed only when it says that it
+// no longer holds it (probed), or once it is gone.
+func (o *owner) expire(now time.Time, online func(mesh.ID) bool) ([]notice, []probe) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var out []notice
+	var probes []probe
 	for name, r := range o.rooms {
 		for i := len(r.seats) - 1; i >= 0; i-- {
-			if now.Sub(r.seats[i].renewed) > o.cfg.Lease {
+			s := &r.seats[i]
+			if now.Sub(s.renewed) <= o.cfg.Lease {
+				continue
+			}
+			o.overdue++
+			switch {
+			case !online(s.Node):
 				out = append(out, o.drop(name, r, i, now)...)
-				if len(r.seats) == 0 {
-					break
-				}
+			case !s.probing:
+				s.probing = true
+				probes = append(probes, probe{room: name, m: s.Member})
 			}
 		}
 	}
-	return out
+	return out, probes
+}
+
+// probed takes the answer of a member's node to a probe: held renews the
+// seat, !held frees it; failed (no answer) leaves it for the next expire,
+// which asks again while the node is online.
+func (o *owner) probed(p probe, held, failed bool, now time.Time) []notice {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r := o.rooms[p.room]
+	if r == nil {
+		return nil
+	}
+	i := r.find(p.m)
+	if i < 0 {
+		return nil
+	}
+	r.seats[i].probing = false
+	switch {
+	case failed:
+		return nil
+	case held:
+		r.seats[i].renewed = now
+		return nil
+	}
+	return o.drop(p.room, r, i, now)
 }
 
 // members returns the seats of a room, for tests.

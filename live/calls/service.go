@@ -71,8 +71,10 @@ type Session struct {
 	// its answer).
 	owner, asking mesh.ID
 	epoch         uint64
-	peer          *Member
-	initiator     bool
+	// renewing: a renewal of this session is under way.
+	renewing  bool
+	peer      *Member
+	initiator bool
 	// changed is closed and replaced when peer changes, for signals that
 	// wait for the owner's word.
 	changed chan struct{}
@@ -157,28 +159,42 @@ func (s *Service) Serve(ctx context.Context) error {
 			}
 		})
 	}
-	wg.Go(func() {
-		t := time.NewTicker(s.cfg.Refresh)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				s.renewAll(ctx)
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
-	t := time.NewTicker(min(s.cfg.Refresh, s.cfg.Lease/4))
-	defer t.Stop()
+	renew := time.NewTicker(s.cfg.Refresh)
+	defer renew.Stop()
+	expire := time.NewTicker(min(s.cfg.Refresh, s.cfg.Lease/4))
+	defer expire.Stop()
 	for {
 		select {
-		case now := <-t.C:
-			s.send(s.own.expire(now))
+		case <-renew.C:
+			s.renewAll(ctx, &wg)
+		case now := <-expire.C:
+			ns, probes := s.own.expire(now, s.linked)
+			s.send(ns)
+			for _, p := range probes {
+				s.enqueue(func(ctx context.Context) { s.probe(ctx, p) })
+			}
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// probe asks the node of a seat whose lease ran out whether its session
+// still holds the seat here, and frees the seat if not.
+func (s *Service) probe(ctx context.Context, p probe) {
+	b, err := s.ask(ctx, p.m.Node, &request{Op: opCheck, Room: p.room, Session: p.m.Session})
+	var rep *reply
+	if err == nil {
+		if rep, err = decodeReply(b); err != nil && p.m.Node != s.self {
+			s.node.Penalize(p.m.Node, "call: "+err.Error())
+		}
+	}
+	if err != nil {
+		s.log.Debug("seat's node did not answer; asking again", "node", p.m.Node.Short(), "room", p.room, "err", err)
+		s.own.probed(p, false, true, time.Now())
+		return
+	}
+	s.send(s.own.probed(p, rep.State == stateJoined, false, time.Now()))
 }
 
 // ICEServers returns the STUN and TURN servers for pages.
@@ -281,7 +297,19 @@ func (s *Service) Join(ctx context.Context, sessionID, room string) (JoinResult,
 	if err != nil {
 		if asked := sess.asking; asked != "" && !sess.closed {
 			// The owner may have seated it before the answer was lost.
-			s.enqueue(func(ctx context.Context) { s.leaveAt(ctx, asked, room, sess.id) })
+			// In turn with the session's own joins: a leave that came
+			// after the page joined the room again would free its new
+			// seat.
+			s.enqueue(func(ctx context.Context) {
+				sess.op.Lock()
+				defer sess.op.Unlock()
+				s.mu.Lock()
+				back := !sess.closed && sess.room == room
+				s.mu.Unlock()
+				if !back {
+					s.leaveAt(ctx, asked, room, sess.id)
+				}
+			})
 		}
 		if sess.room == room && !sess.joined {
 			sess.room, sess.asking = "", ""
@@ -621,23 +649,24 @@ func (s *Service) send(ns []notice) {
 }
 
 // renewAll renews the seat of every session in a room, at the room's
-// owner of the moment, and takes the owner's word on its state.
-func (s *Service) renewAll(ctx context.Context) {
+// owner of the moment, and takes the owner's word on its state. Each
+// session renews on its own, so that one slow or hung owner holds back
+// only the renewals of its own rooms, and a session whose renewal is
+// still under way is skipped.
+func (s *Service) renewAll(ctx context.Context, wg *sync.WaitGroup) {
 	s.mu.Lock()
-	var list []*Session
+	defer s.mu.Unlock()
 	for _, sess := range s.sessions {
-		if sess.joined {
-			list = append(list, sess)
+		if sess.joined && !sess.renewing {
+			sess.renewing = true
+			wg.Go(func() {
+				s.renew(ctx, sess)
+				s.mu.Lock()
+				sess.renewing = false
+				s.mu.Unlock()
+			})
 		}
 	}
-	s.mu.Unlock()
-	// At once, so that one slow owner does not hold back the others'
-	// renewals past their leases.
-	var wg sync.WaitGroup
-	for _, sess := range list {
-		wg.Go(func() { s.renew(ctx, sess) })
-	}
-	wg.Wait()
 }
 
 func (s *Service) renew(ctx context.Context, sess *Session) {
@@ -729,6 +758,19 @@ func (s *Service) serve(ctx context.Context, from mesh.ID, req *request) ([]byte
 		return nil, nil
 	case opSignal:
 		return nil, s.deliver(ctx, from, req)
+	case opCheck:
+		// The owner asks before it frees a seat whose lease ran out: held
+		// while the session is in the room with from as its owner (or
+		// the node it is asking).
+		s.mu.Lock()
+		sess := s.sessions[req.Session]
+		held := sess != nil && !sess.closed && sess.room == req.Room && (sess.owner == from || sess.asking == from)
+		s.mu.Unlock()
+		rep := reply{State: stateFull}
+		if held {
+			rep.State = stateJoined
+		}
+		return json.Marshal(rep)
 	}
 	return nil, fmt.Errorf("calls: unknown operation %q", req.Op)
 }

@@ -39,6 +39,7 @@ const (
 	opLeave  = "leave"  // to the owner: free this session's seat
 	opState  = "state"  // from the owner: the room changed for this session
 	opSignal = "signal" // to the other member's node: pass this to that session
+	opCheck  = "check"  // from the owner: does this session still hold its seat here?
 )
 
 // Member is one seat of a room: a session on a node.
@@ -197,7 +198,7 @@ func decodeRequest(b []byte) (*request, error) {
 				return nil, err
 			}
 		}
-	case opLeave:
+	case opLeave, opCheck:
 	case opState:
 		if r.State != stateJoined && r.State != stateFull {
 			return nil, fmt.Errorf("bad state %q", r.State)
