@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"image"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/music"
@@ -109,6 +112,57 @@ func TestLoginLimit(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the limit to let the right password in", func() bool {
 		return try(testPass).code() == -1
 	})
+}
+
+// TestLoginLimitAddresses: a host that guesses from ever new addresses
+// of its IPv6 /64, or from more addresses than the limiters kept, gets
+// no fresh allowance with each, and a client held back stays held back.
+func TestLoginLimitAddresses(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const burst = 5
+	ts := newTestService(t, newFakeMusic(), func(c *Config) { c.LoginBurst, c.LoginRate = burst, rate.Every(time.Hour) })
+	try := func(remote, pass string) answer {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodGet, "/rest/ping?f=json&u="+testUser+"&p="+url.QueryEscape(pass), nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		ts.ServeHTTP(rec, req)
+		return decodeAnswer(t, rec.Result(), rec.Body.Bytes())
+	}
+	limited := func(a answer) bool { return strings.Contains(fmt.Sprint(a), "too many failed logins") }
+
+	// One host, a new address of its /64 for each guess.
+	for i := range 4 * burst {
+		if a := try(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1), "guess"); limited(a) {
+			break
+		} else if i == 4*burst-1 {
+			t.Fatalf("%d guesses from one /64 and no limit", 4*burst)
+		}
+	}
+	if a := try("[2001:db8:1:2:ffff::1]:4000", testPass); !limited(a) {
+		t.Fatalf("another address of the /64 after its guesses: %v, want held back", a)
+	}
+	if a := try("[2001:db8:1:3::1]:4000", testPass); a.code() != -1 {
+		t.Fatalf("another /64: %v, want in", a)
+	}
+
+	// A client held back, then more failing clients than are counted
+	// apart: it is still held back, and so are the newest.
+	for range burst {
+		try("192.0.2.1:4000", "guess")
+	}
+	if a := try("192.0.2.1:4000", testPass); !limited(a) {
+		t.Fatalf("after %d guesses: %v, want held back", burst, a)
+	}
+	for i := range maxLimiters + 2*burst {
+		try(fmt.Sprintf("10.%d.%d.%d:4000", i>>16&255, i>>8&255, i&255), "guess")
+	}
+	if a := try("192.0.2.1:4000", testPass); !limited(a) {
+		t.Fatalf("after %d other clients: %v, want still held back", maxLimiters, a)
+	}
+	if a := try("198.51.100.7:4000", "guess"); !limited(a) {
+		t.Fatalf("a new client once %d failing ones are counted: %v, want held back", maxLimiters, a)
+	}
 }
 
 // TestBadInput: whatever a client sends, the answer is a Subsonic
