@@ -183,7 +183,8 @@ func (s *Service) SubscribeNowPlaying() *pubsub.Subscription[[]NowPlaying] {
 	return s.events.Subscribe(16)
 }
 
-// ServeHTTP answers /rest/{method} and /rest/{method}.view.
+// ServeHTTP answers /rest/{method} and /rest/{method}.view (and
+// /rest/rest/{method}…, for an app given the /rest address).
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	// Web players (Feishin, Airsonic Refix) call from their own origin;
@@ -219,6 +220,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, _ := strings.CutPrefix(r.URL.Path, "/rest/")
+	// Apps add /rest/ to the server address they are given, so an app
+	// given http://HOST:7070/rest asks /rest/rest/ping.view.
+	name, _ = strings.CutPrefix(name, "rest/")
 	name = strings.TrimSuffix(name, ".view")
 	m, ok := s.methods[strings.ToLower(name)]
 	if !ok {
