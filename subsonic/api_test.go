@@ -11,7 +11,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -493,6 +495,58 @@ func TestBannedNeverAppear(t *testing.T) {
 	m.setBans()
 	if got := ts.call(t, "getPlaylist", url.Values{"id": {pl}}).ok(t).obj("playlist"); got["songCount"].(float64) != 1 {
 		t.Errorf("the ban lifted, the playlist: %v", got)
+	}
+}
+
+// TestCoverScalingBounded: an app asking for a grid of covers at once
+// has at most maxScaling of them decoded and scaled at a time (each may
+// take 192 MB), the others wait their turn, and all are answered.
+func TestCoverScalingBounded(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	m := newFakeMusic()
+	m.add(music.Track{Title: "Tune", Artist: "Band", Album: "LP", Format: "mp3"}, []byte("audio"))
+	m.covers[m.tracks[0].MD5] = pngOf(t, 160, 80)
+	ts := newTestService(t, m)
+	var mu sync.Mutex
+	running, most := 0, 0
+	release := make(chan struct{})
+	scale := ts.covers.scale
+	ts.covers.scale = func(data []byte, size int) ([]byte, error) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return scale(data, size)
+	}
+	const asks = 12
+	var wg sync.WaitGroup
+	sizes := make([]int, asks)
+	for i := range asks {
+		wg.Go(func() {
+			// Sizes apart, so that none is answered from the cache.
+			_, b := ts.get(t, "getCoverArt", url.Values{"id": {m.tracks[0].MD5.String()}, "size": {strconv.Itoa(64 + i)}})
+			if cfg, _, err := image.DecodeConfig(bytes.NewReader(b)); err == nil {
+				sizes[i] = cfg.Width
+			}
+		})
+	}
+	inWrapper := func() int { mu.Lock(); defer mu.Unlock(); return running }
+	for range asks {
+		testutil.WaitFor(t, 30*time.Second, "a cover being scaled", func() bool { return inWrapper() > 0 })
+		release <- struct{}{}
+	}
+	wg.Wait()
+	if most > maxScaling {
+		t.Errorf("%d covers scaled at once, want at most %d", most, maxScaling)
+	}
+	for i, w := range sizes {
+		if w != 64+i {
+			t.Errorf("answer %d: a cover %d wide, want %d", i, w, 64+i)
+		}
 	}
 }
 
