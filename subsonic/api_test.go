@@ -8,11 +8,16 @@ import (
 	"fmt"
 	"image"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/music"
@@ -109,6 +114,57 @@ func TestLoginLimit(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the limit to let the right password in", func() bool {
 		return try(testPass).code() == -1
 	})
+}
+
+// TestLoginLimitAddresses: a host that guesses from ever new addresses
+// of its IPv6 /64, or from more addresses than the limiters kept, gets
+// no fresh allowance with each, and a client held back stays held back.
+func TestLoginLimitAddresses(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const burst = 5
+	ts := newTestService(t, newFakeMusic(), func(c *Config) { c.LoginBurst, c.LoginRate = burst, rate.Every(time.Hour) })
+	try := func(remote, pass string) answer {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodGet, "/rest/ping?f=json&u="+testUser+"&p="+url.QueryEscape(pass), nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		ts.ServeHTTP(rec, req)
+		return decodeAnswer(t, rec.Result(), rec.Body.Bytes())
+	}
+	limited := func(a answer) bool { return strings.Contains(fmt.Sprint(a), "too many failed logins") }
+
+	// One host, a new address of its /64 for each guess.
+	for i := range 4 * burst {
+		if a := try(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1), "guess"); limited(a) {
+			break
+		} else if i == 4*burst-1 {
+			t.Fatalf("%d guesses from one /64 and no limit", 4*burst)
+		}
+	}
+	if a := try("[2001:db8:1:2:ffff::1]:4000", testPass); !limited(a) {
+		t.Fatalf("another address of the /64 after its guesses: %v, want held back", a)
+	}
+	if a := try("[2001:db8:1:3::1]:4000", testPass); a.code() != -1 {
+		t.Fatalf("another /64: %v, want in", a)
+	}
+
+	// A client held back, then more failing clients than are counted
+	// apart: it is still held back, and so are the newest.
+	for range burst {
+		try("192.0.2.1:4000", "guess")
+	}
+	if a := try("192.0.2.1:4000", testPass); !limited(a) {
+		t.Fatalf("after %d guesses: %v, want held back", burst, a)
+	}
+	for i := range maxLimiters + 2*burst {
+		try(fmt.Sprintf("10.%d.%d.%d:4000", i>>16&255, i>>8&255, i&255), "guess")
+	}
+	if a := try("192.0.2.1:4000", testPass); !limited(a) {
+		t.Fatalf("after %d other clients: %v, want still held back", maxLimiters, a)
+	}
+	if a := try("198.51.100.7:4000", "guess"); !limited(a) {
+		t.Fatalf("a new client once %d failing ones are counted: %v, want held back", maxLimiters, a)
+	}
 }
 
 // TestBadInput: whatever a client sends, the answer is a Subsonic
@@ -439,6 +495,58 @@ func TestBannedNeverAppear(t *testing.T) {
 	m.setBans()
 	if got := ts.call(t, "getPlaylist", url.Values{"id": {pl}}).ok(t).obj("playlist"); got["songCount"].(float64) != 1 {
 		t.Errorf("the ban lifted, the playlist: %v", got)
+	}
+}
+
+// TestCoverScalingBounded: an app asking for a grid of covers at once
+// has at most maxScaling of them decoded and scaled at a time (each may
+// take 192 MB), the others wait their turn, and all are answered.
+func TestCoverScalingBounded(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	m := newFakeMusic()
+	m.add(music.Track{Title: "Tune", Artist: "Band", Album: "LP", Format: "mp3"}, []byte("audio"))
+	m.covers[m.tracks[0].MD5] = pngOf(t, 160, 80)
+	ts := newTestService(t, m)
+	var mu sync.Mutex
+	running, most := 0, 0
+	release := make(chan struct{})
+	scale := ts.covers.scale
+	ts.covers.scale = func(data []byte, size int) ([]byte, error) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return scale(data, size)
+	}
+	const asks = 12
+	var wg sync.WaitGroup
+	sizes := make([]int, asks)
+	for i := range asks {
+		wg.Go(func() {
+			// Sizes apart, so that none is answered from the cache.
+			_, b := ts.get(t, "getCoverArt", url.Values{"id": {m.tracks[0].MD5.String()}, "size": {strconv.Itoa(64 + i)}})
+			if cfg, _, err := image.DecodeConfig(bytes.NewReader(b)); err == nil {
+				sizes[i] = cfg.Width
+			}
+		})
+	}
+	inWrapper := func() int { mu.Lock(); defer mu.Unlock(); return running }
+	for range asks {
+		testutil.WaitFor(t, 30*time.Second, "a cover being scaled", func() bool { return inWrapper() > 0 })
+		release <- struct{}{}
+	}
+	wg.Wait()
+	if most > maxScaling {
+		t.Errorf("%d covers scaled at once, want at most %d", most, maxScaling)
+	}
+	for i, w := range sizes {
+		if w != 64+i {
+			t.Errorf("answer %d: a cover %d wide, want %d", i, w, 64+i)
+		}
 	}
 }
 

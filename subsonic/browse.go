@@ -811,6 +811,11 @@ func (s *Service) scrobble(ctx context.Context, _ http.ResponseWriter, _ *http.R
 		if at[i], e = p.millis(v, now); e != nil {
 			return nil, e
 		}
+		// Not later than now: a now-playing entry from the future
+		// would show for ever, and a play would stay the most recent.
+		if at[i].After(now) {
+			at[i] = now
+		}
 	}
 	if submission {
 		if err := s.store.played(ids, at); err != nil {

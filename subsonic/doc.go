@@ -32,5 +32,8 @@
 // events are read at request time, so a ban in force is in force for the
 // next request). Streams are the tracks' own bytes: maxBitRate and format
 // are accepted and ignored (no transcoding). Failed logins are limited per
-// client address, so a password cannot be guessed quickly off loopback.
+// client address (per /64 for IPv6), so a password cannot be guessed
+// quickly off loopback; a page in the user's browser guesses from the
+// loopback address, as slowly, and while it does, apps on the same
+// machine are held back too.
 package subsonic

@@ -86,7 +86,10 @@ func (s *Service) getCoverArt(ctx context.Context, w http.ResponseWriter, r *htt
 		return nil, musicErr(err, id)
 	}
 	if size > 0 {
-		if data, err = s.covers.scaled(data, int(size)); err != nil {
+		if data, err = s.covers.scaled(ctx, data, int(size)); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			return nil, errorf(codeNotFound, "cover art %.80q: %v", id, err)
 		}
 	}
@@ -106,11 +109,20 @@ func (s *Service) getCoverArt(ctx context.Context, w http.ResponseWriter, r *htt
 // coverCache keeps the last scaled covers, so that an app showing a
 // grid of albums does not have each one decoded and scaled again.
 type coverCache struct {
+	// scale is meta.Thumbnail, and sem bounds how many run at once: a
+	// decode may take up to 192 MB (a cover any peer names), and an app
+	// asks for a grid's covers several at a time.
+	scale func(data []byte, size int) ([]byte, error)
+	sem   chan struct{}
+
 	mu    sync.Mutex
 	limit int
 	order *list.List // of *coverEntry, most recent first
 	byKey map[coverKey]*list.Element
 }
+
+// maxScaling is how many covers are scaled at once.
+const maxScaling = 2
 
 type coverKey struct {
 	sum  [md5.Size]byte
@@ -123,12 +135,13 @@ type coverEntry struct {
 }
 
 func newCoverCache(limit int) *coverCache {
-	return &coverCache{limit: limit, order: list.New(), byKey: map[coverKey]*list.Element{}}
+	return &coverCache{scale: meta.Thumbnail, sem: make(chan struct{}, maxScaling),
+		limit: limit, order: list.New(), byKey: map[coverKey]*list.Element{}}
 }
 
 // scaled returns data scaled to fit size×size as a JPEG, or data itself
 // when it fits already.
-func (c *coverCache) scaled(data []byte, size int) ([]byte, error) {
+func (c *coverCache) scaled(ctx context.Context, data []byte, size int) ([]byte, error) {
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return nil, errors.New("not an image")
@@ -145,8 +158,14 @@ func (c *coverCache) scaled(data []byte, size int) ([]byte, error) {
 		return out, nil
 	}
 	c.mu.Unlock()
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	// meta.Thumbnail bounds the memory of a decode before it starts.
-	out, err := meta.Thumbnail(data, size)
+	out, err := c.scale(data, size)
+	<-c.sem
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -82,7 +84,8 @@ type Service struct {
 	lib   *library
 
 	limMu    sync.Mutex
-	limiters map[string]*rate.Limiter
+	limiters map[string]*rate.Limiter // by clientKey
+	overflow *rate.Limiter            // of the clients beyond maxLimiters
 }
 
 // method answers one API method: a response to write, or an error. A
@@ -90,8 +93,8 @@ type Service struct {
 // and nil.
 type method func(ctx context.Context, w http.ResponseWriter, r *http.Request, p params) (*response, error)
 
-// maxLimiters bounds the client addresses whose failed logins are
-// counted; when full, the counts start over.
+// maxLimiters bounds the clients whose failed logins are counted apart
+// (see limiter).
 const maxLimiters = 4096
 
 // New makes a service from cfg and loads what it keeps in the DB. Close
@@ -180,7 +183,8 @@ func (s *Service) SubscribeNowPlaying() *pubsub.Subscription[[]NowPlaying] {
 	return s.events.Subscribe(16)
 }
 
-// ServeHTTP answers /rest/{method} and /rest/{method}.view.
+// ServeHTTP answers /rest/{method} and /rest/{method}.view (and
+// /rest/rest/{method}…, for an app given the /rest address).
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	// Web players (Feishin, Airsonic Refix) call from their own origin;
@@ -216,6 +220,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, _ := strings.CutPrefix(r.URL.Path, "/rest/")
+	// Apps add /rest/ to the server address they are given, so an app
+	// given http://HOST:7070/rest asks /rest/rest/ping.view.
+	name, _ = strings.CutPrefix(name, "rest/")
 	name = strings.TrimSuffix(name, ".view")
 	m, ok := s.methods[strings.ToLower(name)]
 	if !ok {
@@ -243,20 +250,8 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // login authenticates a request, refusing at once a client address that
 // failed too often lately.
 func (s *Service) login(r *http.Request, p params) *apiError {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	s.limMu.Lock()
-	lim := s.limiters[host]
-	if lim == nil {
-		if len(s.limiters) >= maxLimiters {
-			clear(s.limiters)
-		}
-		lim = rate.NewLimiter(s.cfg.LoginRate, s.cfg.LoginBurst)
-		s.limiters[host] = lim
-	}
-	s.limMu.Unlock()
+	host := clientKey(r.RemoteAddr)
+	lim := s.limiter(host)
 	if lim.Tokens() < 1 {
 		return errorf(codeWrongCreds, "too many failed logins from %s: try again in a few seconds", host)
 	}
@@ -267,6 +262,51 @@ func (s *Service) login(r *http.Request, p params) *apiError {
 		s.log.Info("subsonic: failed login", "remote", r.RemoteAddr, "user", p.str("u"))
 	}
 	return e
+}
+
+// clientKey is what failed logins are counted by: the client's IPv4
+// address, or the /64 of its IPv6 address (one host picks any address of
+// its /64 at will, so counting addresses would give it a fresh allowance
+// with each).
+func clientKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	if ip = ip.Unmap(); ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// limiter returns the failed-login limiter of a client. When maxLimiters
+// clients are counted, those with no failure left to forgive make room;
+// if none has, new clients share one limiter, so that many addresses
+// never buy fresh allowances (nor wipe the counts of the others).
+func (s *Service) limiter(key string) *rate.Limiter {
+	s.limMu.Lock()
+	defer s.limMu.Unlock()
+	if lim := s.limiters[key]; lim != nil {
+		return lim
+	}
+	if len(s.limiters) >= maxLimiters {
+		burst := float64(s.cfg.LoginBurst)
+		maps.DeleteFunc(s.limiters, func(_ string, l *rate.Limiter) bool { return l.Tokens() >= burst })
+	}
+	if len(s.limiters) >= maxLimiters {
+		if s.overflow == nil {
+			s.overflow = rate.NewLimiter(s.cfg.LoginRate, s.cfg.LoginBurst)
+		}
+		return s.overflow
+	}
+	lim := rate.NewLimiter(s.cfg.LoginRate, s.cfg.LoginBurst)
+	s.limiters[key] = lim
+	return lim
 }
 
 // lookupSong finds a song of the library by id (70 when none).

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,17 @@ func TestNowPlaying(t *testing.T) {
 	}
 	if !nowPlayingLive(NowPlaying{Since: time.Now().Add(-3 * time.Minute), Duration: 200}, time.Now()) {
 		t.Error("a 200 s song started 3 minutes ago does not show")
+	}
+	// A time in the future (a wrong clock, or an app that wants its
+	// entry shown for ever) is taken as now.
+	future := strconv.FormatInt(time.Now().Add(100*365*24*time.Hour).UnixMilli(), 10)
+	ts.call(t, "scrobble", url.Values{"id": {ids[6]}, "submission": {"false"}, "c": {"Clock"}, "time": {future}}).ok(t)
+	ts.call(t, "scrobble", url.Values{"id": {ids[6]}, "time": {future}}).ok(t)
+	for _, n := range ts.store.nowPlaying(time.Now().Add(2 * time.Hour)) {
+		t.Errorf("two hours on, still playing: %+v", n)
+	}
+	if last := ts.store.playsOf(ids[6]).Last; last.After(time.Now()) {
+		t.Errorf("played last at %v, in the future", last)
 	}
 }
 

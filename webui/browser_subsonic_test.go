@@ -32,7 +32,8 @@ func TestBrowserSubsonic(t *testing.T) {
 	const wait = 10 * time.Second
 	click(t, ctx, `.nav-link[data-view="settings"]`)
 	browsertest.Until(t, ctx, wait, `document.querySelector("#subsonic-state")?.textContent.includes("ann")
-		&& document.querySelector("#settings-subsonic").textContent.includes("`+base+`/rest")`)
+		&& document.querySelector("#settings-subsonic").textContent.includes("`+base+`")
+		&& !document.querySelector("#settings-subsonic").textContent.includes("`+base+`/rest")`)
 	if err := chromedp.Do(ctx, chromedp.SetValue("#subsonic-user", "bo"), chromedp.SendKeys("#subsonic-password", "new pw")); err != nil {
 		t.Fatal(err)
 	}

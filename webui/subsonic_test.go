@@ -90,6 +90,8 @@ func TestSubsonicMount(t *testing.T) {
 	}{
 		{"GET", http.MethodGet, "/rest/ping.view", nil},
 		{"GET without .view", http.MethodGet, "/rest/ping", nil},
+		// Apps add /rest/ to the server address a user types in.
+		{"an app given the /rest address", http.MethodGet, "/rest/rest/ping.view", nil},
 		{"POST from a web player", http.MethodPost, "/rest/ping.view", map[string]string{"Origin": "https://player.example"}},
 		{"with a wrong API key", http.MethodGet, "/rest/ping", map[string]string{"X-API-Key": "wrong"}},
 	} {

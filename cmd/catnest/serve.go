@@ -389,7 +389,8 @@ func Serve(ctx context.Context, cfg ServeConfig, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "music: %s\n", d)
 	}
 	if user, _, _ := n.subsonic.Credentials(ctx); user != "" {
-		fmt.Fprintf(stdout, "subsonic: %srest (user %s)\n", strings.Split(n.url, "?")[0], user)
+		// Apps take the server's address and add /rest/ themselves.
+		fmt.Fprintf(stdout, "subsonic: server address %s (user %s)\n", strings.TrimSuffix(strings.Split(n.url, "?")[0], "/"), user)
 	}
 	return n.run(ctx)
 }

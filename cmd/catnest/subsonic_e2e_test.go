@@ -31,7 +31,7 @@ func TestServeSubsonic(t *testing.T) {
 	id, _ := writeChords(t, musicDir, "tune", shortChords("Tune", "Band", 0))
 	data := filepath.Join(t.TempDir(), "node")
 	n := serveNode(t, signalURL, "ann", data, "--music", musicDir, "--subsonic-user", "ann", "--subsonic-password", "pâss word")
-	n.proc.expect(t, `^subsonic: `+regexp.QuoteMeta(n.ui)+`rest \(user ann\)$`)
+	n.proc.expect(t, `^subsonic: server address `+regexp.QuoteMeta(strings.TrimSuffix(n.ui, "/"))+` \(user ann\)$`)
 	call := func(n *servedNode, method string, q url.Values) map[string]any {
 		t.Helper()
 		q.Set("u", "ann")

@@ -369,7 +369,7 @@ export default {
   'footer.version': 'catnest {version}',
 
   'settings.subsonic.title': 'Subsonic apps',
-  'settings.subsonic.body': 'Music apps that speak Subsonic (DSub, Symfonium, Ultrasonic, Feishin, Submariner…) play the whole mesh’s library through this node. Point the app at {url} and log in with the user and password below. The app needs only these, not the node’s token, so it works from a phone on your network too.',
+  'settings.subsonic.body': 'Music apps that speak Subsonic (DSub, Symfonium, Ultrasonic, Feishin, Submariner…) play the whole mesh’s library through this node. Enter {url} as the app’s server address (apps add /rest themselves) and log in with the user and password below. The app needs only these, not the node’s token, so it works from a phone on your network too.',
   'settings.subsonic.user': 'User',
   'settings.subsonic.password': 'Password',
   'settings.subsonic.passwordSet': 'A password is set; type a new one to change it.',

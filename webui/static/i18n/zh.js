@@ -368,7 +368,7 @@ export default {
   'footer.version': 'catnest {version}',
 
   'settings.subsonic.title': 'Subsonic 应用',
-  'settings.subsonic.body': '支持 Subsonic 的音乐应用（DSub、Symfonium、Ultrasonic、Feishin、Submariner…）可以通过本节点播放整个网络的曲库。在应用中填写 {url}，并用下面的用户名和密码登录。应用只需要这些，不需要节点的令牌，所以同一网络里的手机也能使用。',
+  'settings.subsonic.body': '支持 Subsonic 的音乐应用（DSub、Symfonium、Ultrasonic、Feishin、Submariner…）可以通过本节点播放整个网络的曲库。在应用中把服务器地址填为 {url}（应用会自己加上 /rest），并用下面的用户名和密码登录。应用只需要这些，不需要节点的令牌，所以同一网络里的手机也能使用。',
   'settings.subsonic.user': '用户名',
   'settings.subsonic.password': '密码',
   'settings.subsonic.passwordSet': '已设置密码；输入新密码即可更改。',

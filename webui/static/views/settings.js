@@ -61,7 +61,7 @@ export default {
       subPass.placeholder = t('settings.subsonic.password');
       return h('section', { class: 'card settings-card', id: 'settings-subsonic' },
         h('h2', {}, t('settings.subsonic.title')),
-        h('p', {}, t('settings.subsonic.body', { url: `${location.origin}${sub.path}` })),
+        h('p', {}, t('settings.subsonic.body', { url: location.origin })),
         h('p', { id: 'subsonic-state', class: 'small' },
           sub.user ? t('settings.subsonic.on', { user: sub.user }) : t('settings.subsonic.off')),
         h('form', { id: 'subsonic-form', class: 'apikey-row' },
