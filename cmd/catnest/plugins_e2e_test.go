@@ -214,9 +214,7 @@ func TestBrowserPlugins(t *testing.T) {
 	const wait = 60 * time.Second
 	install := func(e plugins.Entry) {
 		t.Helper()
-		card := fmt.Sprintf(`#plugins-market li[data-id="%s"][data-publisher="%s"] button[data-act="install"]`, e.ID, alice.mesh.ID())
-		clickSel(t, bctx, card)
-		clickSel(t, bctx, `#plugin-grant-ok`)
+		grantAll(t, bctx, fmt.Sprintf(`#plugins-market li[data-id="%s"][data-publisher="%s"] button[data-act="install"]`, e.ID, alice.mesh.ID()))
 		testutil.WaitFor(t, wait, e.Name+" installed on bob", func() bool {
 			all, _ := bob.plugins.Installed(ctx)
 			for _, p := range all {
@@ -323,8 +321,7 @@ func TestBrowserPluginExamples(t *testing.T) {
 	}
 	for _, name := range []string{"Karaoke", "Now playing", "Word filter"} {
 		e := byName[name]
-		clickSel(t, bctx, fmt.Sprintf(`#plugins-market li[data-id="%s"] button[data-act="install"]`, e.ID))
-		clickSel(t, bctx, `#plugin-grant-ok`)
+		grantAll(t, bctx, fmt.Sprintf(`#plugins-market li[data-id="%s"] button[data-act="install"]`, e.ID))
 		testutil.WaitFor(t, wait, name+" installed", func() bool {
 			all, _ := bob.plugins.Installed(ctx)
 			return slices.ContainsFunc(all, func(p plugins.Installed) bool { return p.ID == e.ID && p.Enabled })
@@ -378,12 +375,7 @@ func TestBrowserPluginExamples(t *testing.T) {
 	})()`, loopPlugin))); err != nil {
 		t.Fatal(err)
 	}
-	// The player bar covers the foot of the page: the button goes mid-screen.
-	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`(document.querySelector('#plugin-try').scrollIntoView({ block: 'center' }), true)`)); err != nil {
-		t.Fatal(err)
-	}
-	clickSel(t, bctx, `#plugin-try`)
-	clickSel(t, bctx, `#plugin-grant-ok`)
+	grantAll(t, bctx, `#plugin-try`)
 	frameText(t, bctx, wait, "stored 42")
 	clickSel(t, bctx, `#plugin-toolbar button[data-plugin^="try-"]`)
 	// The page answers while the plugin loops, until the host stops it.
@@ -418,6 +410,21 @@ export default class Looper {
   onToolbarClick() { for (;;) {} }
 }
 `
+
+// grantAll clicks the button sel, which opens the grant dialog, and
+// grants everything asked. The button goes mid-screen first: the player
+// bar and toasts cover the foot of the page, and a click that lands on
+// them is lost. The dialog of an earlier grant stays in the page, closed.
+func grantAll(t *testing.T, bctx context.Context, sel string) {
+	t.Helper()
+	browsertest.Until(t, bctx, 30*time.Second, fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).scrollIntoView({ block: "center" }), true)`, sel))); err != nil {
+		t.Fatal(err)
+	}
+	clickSel(t, bctx, sel)
+	clickSel(t, bctx, `#plugin-grant[open] #plugin-grant-ok`)
+	browsertest.Until(t, bctx, 30*time.Second, `!document.querySelector("#plugin-grant").open`)
+}
 
 // frameText waits until the text of a plugin's frame contains want.
 // The frame is out of the page's reach (its origin is opaque); the test
