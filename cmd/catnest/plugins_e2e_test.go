@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,14 +18,23 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/plugins"
+	"github.com/catnest/catnest/plugins/examples"
 )
 
 // meshOf runs a rendezvous and the named nodes in this process over real
 // WebRTC on loopback, until the test ends.
 func meshOf(t *testing.T, names ...string) map[string]*node {
+	t.Helper()
+	return meshWith(t, nil, names...)
+}
+
+// meshWith is meshOf with each node's config changed by set, if not nil.
+func meshWith(t *testing.T, set func(name string, c *ServeConfig), names ...string) map[string]*node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -43,8 +53,12 @@ func meshOf(t *testing.T, names ...string) map[string]*node {
 	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	nodes := map[string]*node{}
 	for _, name := range names {
-		n, err := newNode(ServeConfig{Data: filepath.Join(t.TempDir(), name), HTTP: "127.0.0.1:0", SignalURL: signalURL,
-			SignalKey: "peerjs", Name: name, LoopbackOnly: true}, newLogger(false).With("test", name))
+		cfg := ServeConfig{Data: filepath.Join(t.TempDir(), name), HTTP: "127.0.0.1:0", SignalURL: signalURL,
+			SignalKey: "peerjs", Name: name, LoopbackOnly: true}
+		if set != nil {
+			set(name, &cfg)
+		}
+		n, err := newNode(cfg, newLogger(false).With("test", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,9 +214,7 @@ func TestBrowserPlugins(t *testing.T) {
 	const wait = 60 * time.Second
 	install := func(e plugins.Entry) {
 		t.Helper()
-		card := fmt.Sprintf(`#plugins-market li[data-id="%s"][data-publisher="%s"] button[data-act="install"]`, e.ID, alice.mesh.ID())
-		clickSel(t, bctx, card)
-		clickSel(t, bctx, `#plugin-grant-ok`)
+		grantAll(t, bctx, fmt.Sprintf(`#plugins-market li[data-id="%s"][data-publisher="%s"] button[data-act="install"]`, e.ID, alice.mesh.ID()))
 		testutil.WaitFor(t, wait, e.Name+" installed on bob", func() bool {
 			all, _ := bob.plugins.Installed(ctx)
 			for _, p := range all {
@@ -269,4 +281,172 @@ func TestBrowserPlugins(t *testing.T) {
 	if n := evilHits.Load(); n != 0 {
 		t.Errorf("%d requests reached the other origin: %v", n, evilPaths)
 	}
+}
+
+// TestBrowserPluginExamples runs the three example plugins in bob's web
+// UI, installed from the market as a user would: playing a track with
+// lyrics, Karaoke shows the line being sung in its panel and Now playing
+// announces the track in the channel; Word filter hides a message with
+// "spoiler" in the Chat view and opens its panel from its toolbar button.
+func TestBrowserPluginExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node and a browser")
+	}
+	lib := t.TempDir()
+	track, _ := writeChords(t, lib, "song", shortChords("Plugin Song", "Ann", 4))
+	bob := meshWith(t, func(_ string, c *ServeConfig) { c.Music = []string{lib} }, "bob")["bob"]
+	ctx := context.Background()
+	lobby, err := bob.chat.CreateChannel(ctx, "lobby", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, files := examples.Files()
+	byName := map[string]plugins.Entry{}
+	for _, n := range names {
+		e, err := bob.plugins.Publish(ctx, files[n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		byName[e.Name] = e
+	}
+	const wait = 60 * time.Second
+	testutil.WaitFor(t, wait, "bob's track in his library", func() bool {
+		all, _ := bob.music.Tracks(ctx, false)
+		return slices.ContainsFunc(all, func(tr music.Track) bool { return tr.MD5 == track && tr.HasLyrics })
+	})
+
+	bctx := browsertest.NewFor(t, 3*time.Minute)
+	if err := chromedp.Do(bctx, chromedp.Navigate(bob.url+"#/plugins")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Karaoke", "Now playing", "Word filter"} {
+		e := byName[name]
+		grantAll(t, bctx, fmt.Sprintf(`#plugins-market li[data-id="%s"] button[data-act="install"]`, e.ID))
+		testutil.WaitFor(t, wait, name+" installed", func() bool {
+			all, _ := bob.plugins.Installed(ctx)
+			return slices.ContainsFunc(all, func(p plugins.Installed) bool { return p.ID == e.ID && p.Enabled })
+		})
+	}
+	clickSel(t, bctx, `#plugins-tab-installed`)
+	browsertest.Until(t, bctx, wait, `[...document.querySelectorAll('#plugins-installed > li')].map((li) => li.dataset.state).join() === "running,running,running"`)
+
+	// Karaoke shows the line being sung; Now playing announces the track.
+	karaoke := byName["Karaoke"].ID
+	clickSel(t, bctx, `.nav-link[data-view="music"]`)
+	clickSel(t, bctx, `#music-list .music-track[data-id="`+track.String()+`"] .music-name`)
+	browsertest.Until(t, bctx, wait, fmt.Sprintf(`!document.querySelector('section.plugin-panel[data-plugin="%s"]').hidden`, karaoke))
+	frameText(t, bctx, wait, "Ann plays ")
+	testutil.WaitFor(t, wait, "Now playing's post", func() bool {
+		ms, _ := bob.chat.Messages(ctx, lobby.ID, time.Time{}, 100)
+		return slices.ContainsFunc(ms, func(m chatlog.Entry) bool { return m.Text == "🎵 Now playing: Plugin Song — Ann" })
+	})
+
+	// Word filter hides a message with "spoiler" and not the others; its
+	// toolbar button opens its panel.
+	filter := byName["Word filter"].ID
+	clickSel(t, bctx, `.nav-link[data-view="chat"]`)
+	clickSel(t, bctx, fmt.Sprintf(`.chan[data-id="%s"]`, lobby.ID))
+	spoiler, err := bob.chat.Post(ctx, lobby.ID, "SPOILER: it was the cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := bob.chat.Post(ctx, lobby.ID, "no secrets here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := func(id string) string { return fmt.Sprintf(`document.querySelector('li.msg[data-id="%s"]')`, id) }
+	browsertest.Until(t, bctx, wait, row(plain.ID)+` !== null && !`+row(plain.ID)+`.hidden && `+row(spoiler.ID)+` !== null && `+row(spoiler.ID)+`.hidden`)
+	clickSel(t, bctx, fmt.Sprintf(`#plugin-toolbar button[data-plugin="%s"]`, filter))
+	browsertest.Until(t, bctx, wait, fmt.Sprintf(`!document.querySelector('section.plugin-panel[data-plugin="%s"]').hidden`, filter))
+	frameText(t, bctx, wait, "Hide messages containing")
+
+	// Try in the editor: the tried plugin runs with the grants given, in
+	// a panel with a toolbar button and storage of its own; when it loops
+	// for good, the page goes on and the host stops it.
+	if err := chromedp.Do(bctx, chromedp.Navigate(bob.url+"#/plugins")); err != nil {
+		t.Fatal(err)
+	}
+	clickSel(t, bctx, `#plugins-tab-editor`)
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`(() => {
+		const ta = document.querySelector('textarea#plugin-editor');
+		ta.value = %q;
+		ta.dispatchEvent(new Event('input'));
+		return true;
+	})()`, loopPlugin))); err != nil {
+		t.Fatal(err)
+	}
+	grantAll(t, bctx, `#plugin-try`)
+	frameText(t, bctx, wait, "stored 42")
+	clickSel(t, bctx, `#plugin-toolbar button[data-plugin^="try-"]`)
+	// The page answers while the plugin loops, until the host stops it.
+	browsertest.Until(t, bctx, wait, `document.querySelector('iframe[data-plugin^="try-"]') === null
+		&& document.querySelector('#plugin-toolbar button[data-plugin^="try-"]') === null`)
+	// The installed plugins, silenced with it (they share its process),
+	// start again.
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`(scrollTo(0, 0), true)`)); err != nil {
+		t.Fatal(err)
+	}
+	clickSel(t, bctx, `#plugins-tab-installed`)
+	browsertest.Until(t, bctx, wait, `[...document.querySelectorAll('#plugins-installed > li')].map((li) => li.dataset.state).join() === "running,running,running"`)
+	frameText(t, bctx, wait, "Hide messages containing")
+}
+
+// loopPlugin, tried in the editor, shows its panel and a button and
+// keeps a value; a click on its button sends it into an endless loop.
+const loopPlugin = `// ==CatnestPlugin==
+// @name        Looper
+// @description Loops for good when its button is clicked.
+// @version     0.1.0
+// @permissions storage ui-panel
+// ==/CatnestPlugin==
+export default class Looper {
+  constructor(api) { this.api = api; }
+  async start() {
+    await this.api.storage.set('n', '42');
+    document.body.textContent = 'stored ' + await this.api.storage.get('n');
+    await this.api.ui.showPanel({ height: 60, title: 'Looper' });
+    await this.api.ui.setButton({ label: 'Loop' });
+  }
+  onToolbarClick() { for (;;) {} }
+}
+`
+
+// grantAll clicks the button sel, which opens the grant dialog, and
+// grants everything asked. The button goes mid-screen first: the player
+// bar and toasts cover the foot of the page, and a click that lands on
+// them is lost. The dialog of an earlier grant stays in the page, closed.
+func grantAll(t *testing.T, bctx context.Context, sel string) {
+	t.Helper()
+	browsertest.Until(t, bctx, 30*time.Second, fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).scrollIntoView({ block: "center" }), true)`, sel))); err != nil {
+		t.Fatal(err)
+	}
+	clickSel(t, bctx, sel)
+	clickSel(t, bctx, `#plugin-grant[open] #plugin-grant-ok`)
+	browsertest.Until(t, bctx, 30*time.Second, `!document.querySelector("#plugin-grant").open`)
+}
+
+// frameText waits until the text of a plugin's frame contains want.
+// The frame is out of the page's reach (its origin is opaque); the test
+// reads it through the browser's own protocol, as a debugger would.
+func frameText(t *testing.T, bctx context.Context, wait time.Duration, want string) {
+	t.Helper()
+	testutil.WaitFor(t, wait, fmt.Sprintf("%q in a plugin's frame", want), func() bool {
+		ts, err := chromedp.Targets(bctx)
+		if err != nil {
+			return false
+		}
+		for _, ti := range ts {
+			if ti.Type != "iframe" || !strings.HasSuffix(ti.URL, "/api/plugins/frame") {
+				continue
+			}
+			fctx, cancel := chromedp.NewContext(bctx, chromedp.WithTargetID(ti.TargetID), chromedp.WithDetachOnCancel())
+			got, err := chromedp.Run(fctx, chromedp.Evaluate[string](`document.body.innerText`))
+			cancel()
+			if err == nil && strings.Contains(got, want) {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -1,6 +1,6 @@
 // ==CatnestPlugin==
 // @name        Karaoke
-// @description Shows the line of the lyrics being sung, large, with the next one below.
+// @description Shows the line of the lyrics being sung, large, under the track's title.
 // @version     1.0.0
 // @author      catnest
 // @permissions player-read ui-panel

@@ -84,6 +84,9 @@ function onPort(msg) {
     pending.delete(msg.id);
     if (msg.ok) p.resolve(msg.value);
     else p.reject(new Error(msg.error));
+  } else if (msg.type === 'ping') {
+    // The host's watchdog: a plugin busy for good cannot answer.
+    port.postMessage({ type: 'pong' });
   } else if (msg.type === 'event' && hooks[msg.name]) {
     hook(hooks[msg.name], msg.data);
   }

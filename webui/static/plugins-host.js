@@ -7,9 +7,9 @@
 // granted, at a bounded rate. Calls that change the node (chat posts,
 // storage) carry the plugin's capability, which the node checks again.
 //
-// A plugin that floods the bridge, or whose frame navigates away, is
-// stopped. Panels live in a dock below the view; toolbar buttons in the
-// header. Plugins with chat-filter hide chat messages containing their
+// A plugin that floods the bridge, whose frame navigates away, or that
+// stops answering the host's pings (it loops) is stopped. Panels live in
+// a dock below the view; toolbar buttons in the header. Plugins with chat-filter hide chat messages containing their
 // words (chatFilter, read by the Chat view).
 import { h } from './dom.js';
 import { t, lang, onLangChange } from './i18n/index.js';
@@ -23,9 +23,22 @@ const RATE = 20;
 const BURST = 40;
 const STRIKES = 200;
 const MAX_TEXT = 16384;
+// Watchdog: every PING ms the host pings each frame; one that has said
+// nothing for HUNG ms after a ping (an endless loop, say) is stopped, and
+// removing its frame ends the process the browser runs it in. Chromium
+// runs the page in a process of its own but all plugin frames in one
+// process (they share a site), so one plugin's loop silences them all:
+// all are stopped, which ends the loop, and after RESTART ms the
+// installed ones start again, once; whichever loops again takes them all
+// down for good, and the user disables it by its name in the toast.
+const PING = 5000;
+const HUNG = 15000;
+const RESTART = 3000;
 const MAX_WORDS = 200;
 
 const running = new Map(); // plugin id → Running
+const hangs = new Map(); // plugin id → times stopped for not answering
+let hostCtx = null; // startPlugins' ctx, to restart plugins
 const statusFns = new Set();
 let started = false;
 
@@ -105,6 +118,9 @@ class Running {
     this.last = performance.now();
     this.strikes = 0;
     this.loads = 0;
+    this.heard = performance.now(); // when the frame last said anything
+    this.pinged = 0; // when the unanswered ping went, or 0
+    this.watchdog = setInterval(() => this.watch(), PING);
     this.events = events;
     this.frame = h('iframe', {
       class: 'plugin-frame',
@@ -136,8 +152,27 @@ class Running {
     const ch = new MessageChannel();
     this.port = ch.port1;
     this.port.onmessage = (e) => this.onMessage(e.data);
+    this.pinged = 0; // the watchdog starts over with the port
     const info = { id: this.id, name: this.p.name, version: this.p.version, permissions: [...this.granted], lang: lang() };
     this.frame.contentWindow.postMessage({ type: 'catnest-init', code, info }, '*', [ch.port2]);
+  }
+
+  // watch pings the frame, and stops the plugin if the last ping has
+  // gone unanswered for HUNG ms. Timers of a hidden tab run late; a late
+  // tick still finds the answer, which comes without timers.
+  watch() {
+    const now = performance.now();
+    if (this.pinged && this.heard < this.pinged) {
+      if (now - this.pinged > HUNG) hung(now);
+      return;
+    }
+    if (!this.port) {
+      // Not loaded yet: a frame that never loads is stopped too.
+      if (!this.pinged) this.pinged = now;
+      return;
+    }
+    this.pinged = now;
+    this.send({ type: 'ping' });
   }
 
   send(msg) {
@@ -164,6 +199,7 @@ class Running {
 
   onMessage(msg) {
     if (this.state === 'stopped' || !msg || typeof msg !== 'object') return;
+    this.heard = performance.now();
     if (!this.allow()) {
       if (msg.type === 'call' && this.state !== 'stopped') this.send({ type: 'reply', id: msg.id, ok: false, error: 'rate limited' });
       return;
@@ -177,6 +213,8 @@ class Running {
         this.error = String(msg.text || '').slice(0, 500);
         this.state = 'failed';
         statusChanged();
+        break;
+      case 'pong':
         break;
       case 'log':
         console.info(`[plugin ${this.p.name}]`, String(msg.text || '').slice(0, 2000));
@@ -319,6 +357,7 @@ class Running {
     if (this.port && !reason) this.port.postMessage({ type: 'event', name: 'stop', data: null });
     this.state = 'stopped';
     this.error = reason || '';
+    clearInterval(this.watchdog);
     if (this.port) this.port.close();
     this.frame.remove();
     this.panel.remove();
@@ -333,6 +372,25 @@ class Running {
     }
     statusChanged();
   }
+}
+
+// hung stops every plugin silent for HUNG ms (they share the looping
+// process: a live frame answers a ping every PING ms), all at once so
+// that the process goes, then starts the installed ones again once.
+function hung(now) {
+  const again = [];
+  for (const r of running.values()) {
+    if (r.state === 'stopped' || now - r.heard <= HUNG) continue;
+    const n = (hangs.get(r.id) || 0) + 1;
+    hangs.set(r.id, n);
+    r.stop(t('plugins.err.hung'));
+    if (n === 1 && !r.id.startsWith('try-')) again.push(r);
+  }
+  if (!again.length || !hostCtx) return;
+  setTimeout(() => {
+    for (const r of again) if (running.get(r.id) === r) running.delete(r.id);
+    sync(hostCtx);
+  }, RESTART);
 }
 
 function trackInfo(tr) {
@@ -396,6 +454,7 @@ async function sync(ctx) {
 export function startPlugins(events, ctx) {
   if (started) return;
   started = true;
+  hostCtx = ctx;
   sync(ctx);
   events.on('plugins', (ev) => {
     if (ev && ev.installed) sync(ctx);

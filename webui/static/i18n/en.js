@@ -53,6 +53,7 @@ export default {
   'plugins.err.install': 'Not installed: {msg}',
   'plugins.err.flood': 'it called the bridge far too often',
   'plugins.err.navigated': 'its frame navigated away',
+  'plugins.err.hung': 'it stopped responding: it, or another plugin, loops',
   'plugins.grant.title': 'Permissions for {name}',
   'plugins.grant.body': 'The plugin asks for these permissions. Untick any you refuse; the plugin can do nothing else.',
   'plugins.grant.none': 'The plugin asks for no permission.',

@@ -52,6 +52,7 @@ export default {
   'plugins.err.install': '未安装：{msg}',
   'plugins.err.flood': '它调用接口过于频繁',
   'plugins.err.navigated': '它的框架跳转到了别处',
+  'plugins.err.hung': '它没有响应：它或另一个插件陷入了死循环',
   'plugins.grant.title': '{name} 的权限',
   'plugins.grant.body': '插件请求以下权限。取消勾选即可拒绝；插件不能做其他任何事。',
   'plugins.grant.none': '插件没有请求任何权限。',
