@@ -129,6 +129,23 @@ func (g *Guest) Send(ctx context.Context, b []byte) error {
 	return nil
 }
 
+// Flush waits until everything sent has left for the page, or ctx ends,
+// so that a last answer (an error, say) arrives before Close.
+func (g *Guest) Flush(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for g.dc.BufferedAmount() > 0 {
+		select {
+		case <-t.C:
+		case <-g.done:
+			return g.closeErr()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // Close closes the connection. The page sees its DataConnection close.
 func (g *Guest) Close() error {
 	g.closeWith(nil)
