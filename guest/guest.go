@@ -109,8 +109,11 @@ const flushTimeout = 2 * time.Second
 // Serve serves one guest connection until it ends, and closes it.
 func (s *Service) Serve(ctx context.Context, c Conn) {
 	defer c.Close()
+	// The last answer (an error before closing, say) must reach the page
+	// first; the flush has a deadline of its own, as the session's
+	// context is cancelled by then.
 	defer func() {
-		fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 		defer cancel()
 		_ = c.Flush(fctx)
 	}()
