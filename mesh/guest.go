@@ -72,6 +72,11 @@ type Guest struct {
 	mu       sync.Mutex
 	err      error
 	nCands   int
+	// answered is set once the answer is sent; until then local
+	// candidates wait in pending, since the PeerJS client fails on a
+	// candidate that comes before the answer it belongs to.
+	answered bool
+	pending  []webrtc.ICECandidateInit
 	openOnce sync.Once
 	once     sync.Once
 }
@@ -327,13 +332,14 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 		if c == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := t.sendRendezvous(ctx, signal.TypeCandidate, src, candidatePayload{
-			Candidate: c.ToJSON(), Type: "data", ConnectionID: p.ConnectionID,
-		}); err != nil {
-			t.log.Debug("send candidate to guest", "guest", src, "err", err)
+		g.mu.Lock()
+		if !g.answered {
+			g.pending = append(g.pending, c.ToJSON())
+			g.mu.Unlock()
+			return
 		}
+		g.mu.Unlock()
+		g.sendCandidate(c.ToJSON())
 	})
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
@@ -350,6 +356,17 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 		}
 	}
 	return g, nil
+}
+
+// sendCandidate trickles a local candidate to the page.
+func (g *Guest) sendCandidate(c webrtc.ICECandidateInit) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.t.sendRendezvous(ctx, signal.TypeCandidate, g.peer, candidatePayload{
+		Candidate: c, Type: "data", ConnectionID: g.offer.ConnectionID,
+	}); err != nil {
+		g.t.log.Debug("send candidate to guest", "guest", g.peer, "err", err)
+	}
 }
 
 func (g *Guest) addCandidate(c webrtc.ICECandidateInit) {
@@ -383,6 +400,14 @@ func (t *rtcTransport) runGuest(ctx context.Context, g *Guest, h GuestHandler) {
 			SDP: ans, Type: "data", ConnectionID: g.offer.ConnectionID,
 		}); err != nil {
 			return fmt.Errorf("send answer: %w", err)
+		}
+		g.mu.Lock()
+		g.answered = true
+		pending := g.pending
+		g.pending = nil
+		g.mu.Unlock()
+		for _, c := range pending {
+			g.sendCandidate(c)
 		}
 		select {
 		case <-g.opened:
