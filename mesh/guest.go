@@ -60,18 +60,18 @@ func (n *Node) HandleGuests(h GuestHandler) {
 // data-channel messages as the page's serialization made them (see
 // package mesh/peerjs).
 type Guest struct {
-	t        *rtcTransport
-	pc       *webrtc.PeerConnection
-	peer     string
-	offer    offerPayload
-	in       chan []byte
-	low      chan struct{}
-	opened   chan struct{}
-	done     chan struct{}
-	dc       *webrtc.DataChannel // set once, before opened closes
-	mu       sync.Mutex
-	err      error
-	nCands   int
+	t      *rtcTransport
+	pc     *webrtc.PeerConnection
+	peer   string
+	offer  offerPayload
+	in     chan []byte
+	low    chan struct{}
+	opened chan struct{}
+	done   chan struct{}
+	dc     *webrtc.DataChannel // set once, before opened closes
+	mu     sync.Mutex
+	err    error
+	nCands int
 	// answered is set once the answer is sent; until then local
 	// candidates wait in pending, since the PeerJS client fails on a
 	// candidate that comes before the answer it belongs to.
