@@ -29,7 +29,10 @@ type Entry struct {
 	Author  mesh.ID
 	Time    time.Time
 	// Text is empty once the message is retracted.
-	Text      string
+	Text string
+	// Guest is the name a guest chose, for a message that Author posted
+	// on a guest's behalf (KindGuest); empty for a member's own.
+	Guest     string
 	Retracted bool
 	Marked    bool
 	// Burn: delivered live from a burn-after-read channel; gone once read.

@@ -10,7 +10,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/catnest/catnest/mesh"
@@ -254,8 +256,42 @@ func (m *Message) Check(now time.Time) error {
 		if _, err := m.Settings(); err != nil {
 			return err
 		}
+	case KindGuest:
+		if _, err := m.Guest(); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("%w: %d", ErrUnknownKind, m.Kind)
+	}
+	return nil
+}
+
+// Guest parses the body of a KindGuest message: a JSON GuestBody whose
+// name is 1..MaxGuestName bytes of printable UTF-8 and whose text is not
+// empty.
+func (m *Message) Guest() (GuestBody, error) {
+	var g GuestBody
+	if m.Kind != KindGuest {
+		return g, fmt.Errorf("%w: kind %d is not a guest message", ErrBadMessage, m.Kind)
+	}
+	if err := json.Unmarshal(m.Body, &g); err != nil {
+		return g, fmt.Errorf("%w: guest message: %w", ErrBadMessage, err)
+	}
+	if err := CheckGuestName(g.Guest); err != nil {
+		return g, err
+	}
+	if strings.TrimSpace(g.Text) == "" {
+		return g, fmt.Errorf("%w: guest message without text", ErrBadMessage)
+	}
+	return g, nil
+}
+
+// CheckGuestName checks a guest's chosen name: 1..MaxGuestName bytes of
+// UTF-8 with no control characters, not only spaces.
+func CheckGuestName(name string) error {
+	if strings.TrimSpace(name) == "" || len(name) > MaxGuestName || !utf8.ValidString(name) ||
+		strings.ContainsFunc(name, unicode.IsControl) {
+		return fmt.Errorf("%w: guest name must be 1..%d bytes of printable UTF-8", ErrBadMessage, MaxGuestName)
 	}
 	return nil
 }

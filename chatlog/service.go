@@ -584,7 +584,7 @@ func (s *Service) Messages(ctx context.Context, id string, before time.Time, lim
 		}
 		var page []Entry
 		for _, m := range ms {
-			if m.Kind != KindText {
+			if !m.Kind.text() {
 				continue
 			}
 			retracted, _ := s.store.Retracted(m.ID)
@@ -612,6 +612,14 @@ func entry(m *Message, retracted, marked, burn bool) Entry {
 		ID: m.ID.String(), Channel: m.Channel.String(), Author: m.Author,
 		Time: m.When(), Retracted: retracted, Marked: marked, Burn: burn,
 	}
+	if m.Kind == KindGuest {
+		g, _ := m.Guest() // stored messages have passed Check
+		v.Guest = g.Guest
+		if !retracted {
+			v.Text = g.Text
+		}
+		return v
+	}
 	if !retracted {
 		v.Text = string(m.Body)
 	}
@@ -626,6 +634,20 @@ func entry(m *Message, retracted, marked, burn bool) Entry {
 // scored down by the others; past maxPaceWait it fails with
 // ErrInvalidInput instead.
 func (s *Service) Post(ctx context.Context, id, text string) (Entry, error) {
+	return s.post(ctx, id, "", text)
+}
+
+// PostGuest is Post for a guest named guest (see KindGuest): the message
+// is this node's, marked as a guest's. Whether guests may post is the
+// caller's policy.
+func (s *Service) PostGuest(ctx context.Context, id, guest, text string) (Entry, error) {
+	if err := CheckGuestName(guest); err != nil {
+		return Entry{}, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+	}
+	return s.post(ctx, id, guest, text)
+}
+
+func (s *Service) post(ctx context.Context, id, guest, text string) (Entry, error) {
 	c, err := s.joined(id)
 	if err != nil {
 		return Entry{}, err
@@ -633,10 +655,20 @@ func (s *Service) Post(ctx context.Context, id, text string) (Entry, error) {
 	if strings.TrimSpace(text) == "" || len(text) > MaxBody || !utf8.ValidString(text) {
 		return Entry{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody)
 	}
+	kind, body := KindText, []byte(text)
+	if guest != "" {
+		kind = KindGuest
+		if body, err = json.Marshal(GuestBody{Guest: guest, Text: text}); err != nil {
+			return Entry{}, err
+		}
+		if len(body) > MaxBody {
+			return Entry{}, fmt.Errorf("%w: text must be 1..%d bytes of UTF-8", ErrInvalidInput, MaxBody-MaxGuestName-32)
+		}
+	}
 	if err := s.pace(ctx); err != nil {
 		return Entry{}, err
 	}
-	m, err := NewMessage(s.cfg.Identity, c.ID, KindText, []byte(text), ID{}, s.stamp())
+	m, err := NewMessage(s.cfg.Identity, c.ID, kind, body, ID{}, s.stamp())
 	if err != nil {
 		return Entry{}, err
 	}

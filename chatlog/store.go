@@ -340,7 +340,7 @@ func putTx(tx *bbolt.Tx, ms []*Message, vals [][]byte, q Quota, now time.Time, a
 			if err := indexRetract(tx, m); err != nil {
 				return err
 			}
-		case KindText:
+		case KindText, KindGuest:
 			if err := applyPending(tx, m); err != nil {
 				return err
 			}
@@ -362,7 +362,7 @@ func putTx(tx *bbolt.Tx, ms []*Message, vals [][]byte, q Quota, now time.Time, a
 
 // retractApplies reports whether retract r takes effect on target t.
 func retractApplies(r, t *Message) bool {
-	return t.Kind == KindText && t.Author == r.Author && t.Channel == r.Channel
+	return t.Kind.text() && t.Author == r.Author && t.Channel == r.Channel
 }
 
 // indexRetract records a newly stored retract r.
@@ -622,7 +622,7 @@ func (s *Store) Items(ch ChannelID, since int64) ([]Item, error) {
 		tk := timeKey(since)
 		for k, v := c.Seek(tk[:]); k != nil; k, v = c.Next() {
 			id := ID(k[timeKeyLen:])
-			if storedKind(v) == KindText && ret.Get(id[:]) != nil {
+			if storedKind(v).text() && ret.Get(id[:]) != nil {
 				continue
 			}
 			out = append(out, Item{Time: keyTime(k), ID: id})
@@ -784,7 +784,7 @@ func rangeLower(cb *bbolt.Bucket, u Usage, r Range, now time.Time) (int64, bool)
 	seen := 0
 	c := cb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if storedKind(v) != KindText {
+		if !storedKind(v).text() {
 			continue
 		}
 		if seen == excess {
@@ -915,7 +915,7 @@ func trimTx(tx *bbolt.Tx, ch ChannelID, r Range, q Quota, now time.Time) ([]*Mes
 // add counts n messages of a kind and stored size (n = -1 for a message
 // that goes); a new or deleted message is never marked.
 func (u *Usage) add(kind Kind, size, n int) {
-	if kind == KindText {
+	if kind.text() {
 		u.Texts += n
 	}
 	if kind != KindSetting {
@@ -1013,7 +1013,7 @@ func dropAll(tx *bbolt.Tx, gone []*Message) error {
 	pending := tx.Bucket(bucketPending)
 	for _, m := range gone {
 		switch m.Kind {
-		case KindText:
+		case KindText, KindGuest:
 			// Keep the record while its retract is stored.
 			if rid := ret.Get(m.ID[:]); rid != nil && index.Get(rid) == nil {
 				if err := ret.Delete(m.ID[:]); err != nil {

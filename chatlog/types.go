@@ -32,7 +32,27 @@ const (
 	// KindSetting changes the channel's settings; only its owner may send
 	// it. Body is JSON Settings.
 	KindSetting Kind = 3
+	// KindGuest is a chat message that a node posts on behalf of a guest
+	// (a web page talking to it over PeerJS, see package guest); Body is
+	// JSON GuestBody. The node signs it, so it is the node's word that
+	// a guest of that name said this: the kind, which is signed, marks it
+	// as a guest's, so no guest can pass for a member whatever name it
+	// picks, and readers show it as "name (guest of the author node)".
+	KindGuest Kind = 4
 )
+
+// text reports whether messages of kind k are chat text (a member's or a
+// guest's): what retractions, count ranges and message lists are about.
+func (k Kind) text() bool { return k == KindText || k == KindGuest }
+
+// MaxGuestName bounds a guest's name in bytes.
+const MaxGuestName = 64
+
+// GuestBody is the body of a KindGuest message.
+type GuestBody struct {
+	Guest string `json:"guest"` // the name the guest chose
+	Text  string `json:"text"`
+}
 
 // MaxBody bounds a message body.
 const MaxBody = 16 << 10

@@ -26,6 +26,9 @@ type Config struct {
 	ICEServers []webrtc.ICEServer
 	// RTC tunes the WebRTC transport.
 	RTC RTCConfig
+	// MaxGuests bounds the guest connections (PeerJS pages, see
+	// HandleGuests) held at once; 0 means DefaultMaxGuests.
+	MaxGuests int
 
 	// Transport makes links. Nil means WebRTC through SignalURL.
 	Transport Transport

@@ -96,6 +96,10 @@ type rtcTransport struct {
 	sessions map[string]*rtcConn // by connection id
 	early    map[string]*earlyCandidates
 	inbound  map[ID]*handshake // inbound handshakes, by source
+	// guestH serves guest connections (see HandleGuests); guests are
+	// those set up or up, by connection id.
+	guestH GuestHandler
+	guests map[string]*Guest
 }
 
 // relayedSignal is a signal that came through the mesh, and the neighbour
@@ -114,7 +118,7 @@ type handshake struct {
 }
 
 type earlyCandidates struct {
-	from  ID
+	peer  string // a node ID or a page's PeerJS id
 	at    time.Time
 	cands []webrtc.ICECandidateInit
 }
@@ -152,6 +156,7 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		sessions: make(map[string]*rtcConn),
 		early:    make(map[string]*earlyCandidates),
 		inbound:  make(map[ID]*handshake),
+		guests:   make(map[string]*Guest),
 	}, nil
 }
 
@@ -238,9 +243,16 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 	for _, c := range t.sessions {
 		conns = append(conns, c)
 	}
+	guests := make([]*Guest, 0, len(t.guests))
+	for _, g := range t.guests {
+		guests = append(guests, g)
+	}
 	t.mu.Unlock()
 	for _, c := range conns {
 		c.Close()
+	}
+	for _, g := range guests {
+		g.Close()
 	}
 	wg.Wait()
 	t.closing.Wait()
@@ -356,6 +368,9 @@ func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signa
 // onSignalVia handles a signal that came from the rendezvous (via is "")
 // or through the mesh from neighbour via.
 func (t *rtcTransport) onSignalVia(ctx context.Context, wg *sync.WaitGroup, m signal.Message, via ID, accept func(Conn)) {
+	if via == "" && t.guestSignal(ctx, wg, m) {
+		return
+	}
 	src, err := ParseID(m.Src)
 	if err != nil {
 		t.log.Debug("signal from a non-node id", "src", m.Src, "type", m.Type)
@@ -479,7 +494,10 @@ func (t *rtcTransport) session(connID string, src ID) *rtcConn {
 }
 
 // keepEarly holds candidates that came before their offer, within bounds.
-func (t *rtcTransport) keepEarly(src ID, p candidatePayload) {
+func (t *rtcTransport) keepEarly(src ID, p candidatePayload) { t.keepEarlyFrom(string(src), p) }
+
+// keepEarlyFrom is keepEarly for a node or a page (a guest).
+func (t *rtcTransport) keepEarlyFrom(src string, p candidatePayload) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.early[p.ConnectionID]
@@ -493,10 +511,10 @@ func (t *rtcTransport) keepEarly(src ID, p candidatePayload) {
 			}
 			delete(t.early, oldest)
 		}
-		e = &earlyCandidates{from: src, at: time.Now()}
+		e = &earlyCandidates{peer: src, at: time.Now()}
 		t.early[p.ConnectionID] = e
 	}
-	if e.from == src && len(e.cands) < maxCandidates {
+	if e.peer == src && len(e.cands) < maxCandidates {
 		e.cands = append(e.cands, p.Candidate)
 	}
 }
@@ -520,7 +538,7 @@ func (t *rtcTransport) answerOffer(ctx context.Context, src ID, p offerPayload) 
 	if err := c.setRemote(p.SDP); err != nil {
 		return nil, err
 	}
-	if early != nil && early.from == src {
+	if early != nil && early.peer == string(src) {
 		for _, cand := range early.cands {
 			c.addCandidate(cand)
 		}

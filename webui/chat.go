@@ -104,6 +104,9 @@ type Message struct {
 	Burn bool `json:"burn"`
 	// Mine: written by this node.
 	Mine bool `json:"mine"`
+	// Guest is the chosen name of the guest that Author posted for
+	// (chatlog.KindGuest); empty for a member's own message.
+	Guest string `json:"guest,omitempty"`
 }
 
 // ChatEvent is a "chat" event of /api/events.
@@ -153,7 +156,7 @@ func channelJSON(c chatlog.ChannelInfo, name func(mesh.ID) string) Channel {
 func (s *Server) messageJSON(m chatlog.Entry, name func(mesh.ID) string) Message {
 	return Message{ID: m.ID, Channel: m.Channel, Author: string(m.Author), AuthorName: name(m.Author),
 		Time: m.Time.UTC(), Text: m.Text, Retracted: m.Retracted, Marked: m.Marked, Burn: m.Burn,
-		Mine: m.Author == s.node.ID()}
+		Mine: m.Author == s.node.ID(), Guest: m.Guest}
 }
 
 // eventResync is the type of the "chat" event sent in place of events that

@@ -63,6 +63,11 @@ type ServeConfig struct {
 	SubsonicUser, SubsonicPassword string
 	// LiveFanout is the most children the node forwards a live room to.
 	LiveFanout int
+	// Guests lets PeerJS pages post to public channels as guests of this
+	// node; without it they may only read (see package guest).
+	Guests bool
+	// MaxGuests bounds PeerJS page connections at once; 0 serves none.
+	MaxGuests int
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -167,6 +172,8 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
 	fs.Var(&turn, "turn", "TURN server `URL`, e.g. turn:user:pass@turn.example.org:3478 (repeatable)")
 	fs.StringVar(&cfg.SubsonicUser, "subsonic-user", "", "let Subsonic music apps log in at http://HOST:PORT/rest as `NAME` (with --subsonic-password; kept, and changeable in the web UI's Settings)")
+	fs.BoolVar(&cfg.Guests, "guests", false, "let web pages that connect with PeerJS post to this node's public channels, marked as guests of this node (they may always read them)")
+	fs.IntVar(&cfg.MaxGuests, "max-guests", mesh.DefaultMaxGuests, "serve at most `N` PeerJS page connections at once (0: none)")
 	fs.StringVar(&cfg.SubsonicPassword, "subsonic-password", os.Getenv("CATNEST_SUBSONIC_PASSWORD"), "the Subsonic apps' `password` (default $CATNEST_SUBSONIC_PASSWORD)")
 	fs.BoolVar(&cfg.LoopbackOnly, "loopback", false, "link over loopback addresses only (every node on this machine)")
 	fs.IntVar(&cfg.LiveFanout, "live-fanout", live.DefaultConfig().Fanout, "forward a live room to at most `N` child nodes (this node's own viewers come on top)")

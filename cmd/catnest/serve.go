@@ -22,6 +22,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/guest"
 	"github.com/catnest/catnest/internal/loopback"
 	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/live/calls"
@@ -104,6 +105,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	mcfg.Bootstrap = cfg.Bootstrap
 	mcfg.ICEServers = cfg.ICEServers
 	mcfg.RTC.LoopbackOnly = cfg.LoopbackOnly
+	mcfg.MaxGuests = cfg.MaxGuests
 	mcfg.Logger = log
 	if testMeshConfig != nil {
 		testMeshConfig(&mcfg)
@@ -136,6 +138,13 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	chat, err := chatlog.NewService(ccfg, mn, store)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.MaxGuests > 0 {
+		gs, err := guest.NewService(guest.Config{Chat: chat, AllowPost: cfg.Guests, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		mn.HandleGuests(gs.Handle)
 	}
 	token := cfg.Token
 	if token == "" && !loopback.IsHost(host) {

@@ -122,6 +122,8 @@ export default {
   'mesh.empty.body': 'The directory fills in as this node hears from the mesh.',
 
   'chat.title': 'Chat',
+  'chat.guest': 'guest',
+  'chat.guestOf': '{name} (guest of {node})',
   'chat.joined': 'Your channels',
   'chat.discover': 'Discover',
   'chat.noChannels': 'You have not joined any channel yet. Join one below or create your own.',

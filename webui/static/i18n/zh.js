@@ -120,6 +120,8 @@ export default {
   'mesh.empty.title': '目录中还没有节点',
   'mesh.empty.body': '本节点收到网络中其他节点的消息后，目录会逐渐填充。',
 
+  'chat.guest': '访客',
+  'chat.guestOf': '{name}（{node} 的访客）',
   'chat.title': '聊天',
   'chat.joined': '我的频道',
   'chat.discover': '发现',

@@ -598,11 +598,16 @@ export default {
       if (m.retracted) cls.push('retracted');
       if (m.marked) cls.push('marked');
       if (m.burn && !m.retracted) cls.push('burn');
-      const author = m.author_name || shortID(m.author || '');
+      const node = m.author_name || shortID(m.author || '');
+      // A guest's message is the node's word for what its guest said: show
+      // the guest's chosen name only beside the node that vouches for it.
+      const author = m.guest ? t('chat.guestOf', { name: m.guest, node }) : node;
+      if (m.guest) cls.push('guest');
       return h('li', { class: cls.join(' '), dataset: { id: m.id } },
         h('div', { class: 'msg-head' },
           h('span', { class: 'msg-author', title: m.author }, author),
           m.mine && h('span', { class: 'badge self' }, t('chat.you')),
+          m.guest && h('span', { class: 'badge guest' }, t('chat.guest')),
           h('time', { class: 'msg-time', datetime: m.time, title: full }, time),
           m.marked && icon('pin', t('chat.marked'), 'msg-pin'),
           m.burn && !m.retracted && icon('burn', t('chat.burnHint'), 'msg-burn')),
