@@ -238,6 +238,16 @@ func (s *Service) serveAttach(ctx context.Context, child mesh.ID, room string) (
 		rs.hub.removeOutput(old.out)
 		go old.pc.Close()
 	}
+	// A child has one offer pending at a time: a peer that asks again and
+	// again without answering holds one place, not the whole fanout.
+	for sid, c := range s.pending {
+		if c.id == child && c.room == room {
+			delete(s.pending, sid)
+			c.timer.Stop()
+			rs.reserved--
+			go c.pc.Close()
+		}
+	}
 	if len(rs.children)+rs.reserved >= s.cfg.Fanout {
 		kids := make([]mesh.ID, 0, len(rs.children))
 		for id := range rs.children {
@@ -314,14 +324,21 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 	delete(s.pending, req.Session)
 	c.timer.Stop()
 	rs := s.rooms[c.room]
-	if rs != nil {
-		rs.reserved--
-	}
 	s.mu.Unlock()
 	if rs == nil {
 		c.pc.Close()
 		return ErrUnknownRoom
 	}
+	// The child's reservation holds until it is a child or gone, so that
+	// no other attach takes its place meanwhile (the fanout is a bound).
+	added := false
+	defer func() {
+		if !added {
+			s.mu.Lock()
+			rs.reserved--
+			s.mu.Unlock()
+		}
+	}()
 	if len(req.SDP) > maxSDP {
 		c.pc.Close()
 		return ErrBadSDP
@@ -357,6 +374,8 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 		go old.pc.Close()
 	}
 	rs.children[from] = c
+	rs.reserved--
+	added = true
 	s.mu.Unlock()
 	rs.hub.attachOutput(c.out)
 	s.log.Debug("child attached", "room", c.room, "child", from.Short())

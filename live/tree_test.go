@@ -1,0 +1,114 @@
+package live
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// carrying makes a node that carries a room (it hosts it and its hub has
+// a video track), for tests of the attach protocol at the parent.
+func carrying(t *testing.T, fanout int) (*tnode, *roomState) {
+	t.Helper()
+	n := newTNode(t, meshtest.NewNetwork(), "parent", testConfig(fanout))
+	rs := newRoomState("room", true, time.Second)
+	gen := rs.hub.upstream(1, nil)
+	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
+	n.svc.mu.Lock()
+	n.svc.rooms[rs.id] = rs
+	n.svc.mu.Unlock()
+	return n, rs
+}
+
+// answerTo answers a parent's offer as a child's media connection would.
+func answerTo(t *testing.T, offer string) string {
+	t.Helper()
+	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gathered(t, pc, ans)
+}
+
+// TestFanoutHeldWhileChildAnswers: while a child's answer is applied, its
+// place stays taken, so that another child asking meanwhile is told the
+// parent is full and the parent never forwards to more than fanout.
+func TestFanoutHeldWhileChildAnswers(t *testing.T) {
+	n, rs := carrying(t, 1)
+	s := n.svc
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		a, b := mesh.ID("child-a"), mesh.ID("child-b")
+		resp, err := s.serveAttach(ctx, a, rs.id)
+		if err != nil || resp.Full {
+			t.Fatalf("round %d: attach a: full=%v err=%v", i, resp.Full, err)
+		}
+		sdp := answerTo(t, resp.Offer)
+		var done atomic.Bool
+		errc := make(chan error, 1)
+		go func() {
+			errc <- s.serveAnswer(a, treeReq{Op: opAnswer, Room: rs.id, Session: resp.Session, SDP: sdp})
+			done.Store(true)
+		}()
+		// Ask for b's place as long as a's answer is being applied.
+		for !done.Load() {
+			rb, err := s.serveAttach(ctx, b, rs.id)
+			if err != nil {
+				t.Fatalf("round %d: attach b: %v", i, err)
+			}
+			if !rb.Full {
+				t.Fatalf("round %d: b was offered a place while a's answer was applied (fanout 1)", i)
+			}
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("round %d: answer a: %v", i, err)
+		}
+		s.mu.Lock()
+		kids, reserved := len(rs.children), rs.reserved
+		c := rs.children[a]
+		s.mu.Unlock()
+		if kids != 1 || reserved != 0 {
+			t.Fatalf("round %d: %d children and %d reserved, want 1 and 0", i, kids, reserved)
+		}
+		s.dropChild(c)
+	}
+}
+
+// TestRepeatedAttachHoldsOnePlace: a peer that asks to attach again and
+// again without answering holds one place, not the whole fanout.
+func TestRepeatedAttachHoldsOnePlace(t *testing.T) {
+	n, rs := carrying(t, 2)
+	s := n.svc
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 4 {
+		resp, err := s.serveAttach(ctx, "greedy", rs.id)
+		if err != nil || resp.Full {
+			t.Fatalf("attach %d of the same peer: full=%v err=%v", i, resp.Full, err)
+		}
+	}
+	resp, err := s.serveAttach(ctx, "other", rs.id)
+	if err != nil || resp.Full {
+		t.Fatalf("another peer was refused after one peer asked four times: full=%v err=%v", resp.Full, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) != 2 || rs.reserved != 2 {
+		t.Fatalf("%d pending and %d reserved, want 2 and 2", len(s.pending), rs.reserved)
+	}
+}
