@@ -227,7 +227,7 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
 	mux.Handle("/", s.staticHandler())
-	return s.checkHost(s.liveBypass(securityHeaders(mux), s.checkToken(securityHeaders(mux)),
+	return s.checkHost(s.liveBypass(securityHeaders(mux), s.checkAPIKey(s.checkToken(securityHeaders(mux))),
 		s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux))))))
 }
 
