@@ -2,6 +2,8 @@ package live
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,4 +113,58 @@ func TestRepeatedAttachHoldsOnePlace(t *testing.T) {
 	if len(s.pending) != 2 || rs.reserved != 2 {
 		t.Fatalf("%d pending and %d reserved, want 2 and 2", len(s.pending), rs.reserved)
 	}
+}
+
+// TestIndexBounded: room records are signed, but keys are free: a peer
+// that sends records of ever new rooms, from one key or many, fills the
+// index up to its bounds and no further, and a host keeps its rooms in it.
+func TestIndexBounded(t *testing.T) {
+	cfg := testConfig(3)
+	cfg.RoomTTL = time.Hour // nothing expires while the test signs
+	n := newTNode(t, meshtest.NewNetwork(), "n", cfg)
+	s := n.svc
+	record := func(ident *mesh.Identity, i int) mesh.BroadcastMsg {
+		nonce := []byte(fmt.Sprintf("nonce-%d", i))
+		r := Room{ID: roomID(ident.ID, nonce), Nonce: nonce, Host: ident.ID, Title: "flood", Live: true, Seq: 1}
+		env, err := seal(ident, roomContext, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mesh.BroadcastMsg{Origin: ident.ID, Topic: roomTopic, Payload: env}
+	}
+	one, err := mesh.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * maxRoomsPerHost {
+		s.onRecord(record(one, i))
+	}
+	if got := len(s.Rooms()); got != maxRoomsPerHost {
+		t.Fatalf("one host's flood: %d rooms in the index, want %d", got, maxRoomsPerHost)
+	}
+	// Many keys, a few rooms each.
+	for range maxIndex/4 + 10 {
+		ident, err := mesh.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			s.onRecord(record(ident, i))
+		}
+	}
+	if got := len(s.Rooms()); got != maxIndex {
+		t.Fatalf("many hosts' flood: %d rooms in the index, want %d", got, maxIndex)
+	}
+	// This node's own rooms are refused beyond the bound, not dropped by others.
+	for i := range maxRoomsPerHost + 1 {
+		_, err := s.Create(context.Background(), fmt.Sprintf("room %d", i), "", "")
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, ErrBadInput) {
+			t.Fatalf("room %d: %v, want ErrBadInput", i, err)
+		}
+		return
+	}
+	t.Fatal("a full index took every room this node created")
 }
