@@ -54,6 +54,9 @@ func newTNodeMesh(t testing.TB, nw *meshtest.Network, name string, cfg Config, c
 		ident = c.Identity
 	}})
 	cfg.Identity = ident
+	if cfg.Logger != nil {
+		cfg.Logger = cfg.Logger.With("node", name)
+	}
 	svc, err := NewService(cfg, n)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -48,6 +49,8 @@ type Service struct {
 	summary string
 
 	changes pubsub.Topic[struct{}]
+	// parentsLost counts the parents this node lost, for benchmarks.
+	parentsLost atomic.Uint64
 }
 
 type indexEntry struct {

@@ -760,6 +760,7 @@ func (s *Service) lostParent(rs *roomState, pl *parentLink) {
 	}
 	s.mu.Unlock()
 	go pl.pc.Close()
+	s.parentsLost.Add(1)
 	s.log.Debug("parent lost", "room", rs.id, "parent", pl.id.Short())
 	if restart {
 		s.wg.Go(func() { s.attachLoop(rs) })
