@@ -484,7 +484,7 @@ func (s *Service) tidy(now time.Time) {
 		}
 	}
 	for id, rs := range s.rooms {
-		if rs.host || len(rs.viewers) > 0 || len(rs.children) > 0 {
+		if rs.host || len(rs.viewers) > 0 || len(rs.children) > 0 || rs.waiting > 0 {
 			rs.idle = time.Time{}
 			continue
 		}

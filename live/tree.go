@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,6 +91,9 @@ type roomState struct {
 	lastErr error
 	// reported is the viewer count last sent to the parent.
 	reported int
+	// waiting counts WHEP requests waiting for the room's media here: the
+	// room stays while they wait, though it has no viewer yet.
+	waiting int
 }
 
 type parentLink struct {
@@ -437,30 +441,39 @@ func (s *Service) reportViewers(room string) {
 }
 
 // want makes sure this node carries room: a relay attaches in the
-// background and re-attaches whenever it loses its parent.
-func (s *Service) want(room string) (*roomState, error) {
+// background and re-attaches whenever it loses its parent. The room is
+// held until release is called.
+func (s *Service) want(room string) (rs *roomState, release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
 	case <-s.quit:
-		return nil, ErrUnknownRoom
+		return nil, nil, ErrUnknownRoom
 	default:
 	}
 	e := s.index[room]
 	if e == nil || !e.room.Live {
-		return nil, ErrUnknownRoom
+		return nil, nil, ErrUnknownRoom
 	}
-	rs := s.rooms[room]
+	rs = s.rooms[room]
 	if rs == nil {
 		rs = newRoomState(room, false, s.cfg.KeyframeInterval)
 		s.rooms[room] = rs
 	}
 	rs.idle = time.Time{}
+	rs.waiting++
 	if !rs.host && rs.parent == nil && !rs.attaching {
 		rs.attaching = true
 		s.wg.Go(func() { s.attachLoop(rs) })
 	}
-	return rs, nil
+	var once sync.Once
+	return rs, func() {
+		once.Do(func() {
+			s.mu.Lock()
+			rs.waiting--
+			s.mu.Unlock()
+		})
+	}, nil
 }
 
 // attachLoop attaches rs to a parent, retrying until it has one or the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -167,4 +168,54 @@ func TestIndexBounded(t *testing.T) {
 		return
 	}
 	t.Fatal("a full index took every room this node created")
+}
+
+// TestWatchHoldsRoom: a WHEP request that waits for the room's media
+// keeps the room at its node though it has no viewer yet: the node does
+// not let go of it after Linger and stop attaching, and the request gets
+// the media once the host has it.
+func TestWatchHoldsRoom(t *testing.T) {
+	cfg := testConfig(3)
+	cfg.Linger = time.Millisecond
+	nw := meshtest.NewNetwork()
+	host := newTNode(t, nw, "host", cfg)
+	v := newTNode(t, nw, "v", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	room, err := host.svc.Create(ctx, "wait", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRoom(t, room.ID, host, v)
+	viewer, offer := newViewer(t)
+	type result struct {
+		ans string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ans, _, err := v.svc.Watch(ctx, room.ID, offer)
+		done <- result{ans, err}
+	}()
+	// The host has no media yet, so v's attaches fail; give the node's
+	// tidying (every 250 ms) time to pass Linger several times over.
+	testutil.WaitFor(t, 20*time.Second, "a failed attach at v", func() bool {
+		v.svc.mu.Lock()
+		defer v.svc.mu.Unlock()
+		rs := v.svc.rooms[room.ID]
+		return rs != nil && rs.lastErr != nil
+	})
+	time.Sleep(time.Second)
+	pub, poffer := newPublisher(t)
+	ans, _, err := host.svc.Publish(ctx, room.ID, room.Token, poffer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.start(t, ans)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("watch while the room had no media: %v", r.err)
+	}
+	viewer.answer(t, r.ans)
+	waitMedia(t, viewer, "media at v's viewer")
 }
