@@ -50,6 +50,13 @@ type Config struct {
 	Linger time.Duration
 	// AttachTimeout bounds one attempt to attach to one parent.
 	AttachTimeout time.Duration
+	// ParentSilence is how long a media connection may go without a
+	// packet from the other end before it counts as lost: a child then
+	// attaches elsewhere. The default, 1.5 s, keeps re-attaching within
+	// 2 s; a process that starves its connections of CPU for longer (a
+	// benchmark of dozens of nodes on two cores) needs more, or parents
+	// are dropped that are still there.
+	ParentSilence time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -63,6 +70,7 @@ func DefaultConfig() Config {
 		KeyframeInterval: 500 * time.Millisecond,
 		Linger:           10 * time.Second,
 		AttachTimeout:    5 * time.Second,
+		ParentSilence:    1500 * time.Millisecond,
 	}
 }
 
@@ -85,6 +93,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.AttachTimeout <= 0 {
 		c.AttachTimeout = d.AttachTimeout
+	}
+	if c.ParentSilence <= 0 {
+		c.ParentSilence = d.ParentSilence
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -42,12 +42,21 @@ func testConfig(fanout int) Config {
 
 func newTNode(t testing.TB, nw *meshtest.Network, name string, cfg Config) *tnode {
 	t.Helper()
+	return newTNodeMesh(t, nw, name, cfg, meshtest.Fast)
+}
+
+// newTNodeMesh is newTNode with the mesh configured by configure.
+func newTNodeMesh(t testing.TB, nw *meshtest.Network, name string, cfg Config, configure func(*mesh.Config)) *tnode {
+	t.Helper()
 	var ident *mesh.Identity
 	n := nw.NewNode(t, name, meshtest.Options{Configure: func(c *mesh.Config) {
-		meshtest.Fast(c)
+		configure(c)
 		ident = c.Identity
 	}})
 	cfg.Identity = ident
+	if cfg.Logger != nil {
+		cfg.Logger = cfg.Logger.With("node", name)
+	}
 	svc, err := NewService(cfg, n)
 	if err != nil {
 		t.Fatal(err)

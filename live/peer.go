@@ -21,14 +21,12 @@ type media struct {
 	conf webrtc.Configuration
 }
 
-// ICE timeouts of media connections: a parent that stops answering is
-// given up after disconnectedAfter, so its children attach elsewhere well
-// within two seconds; keepAlive keeps an idle connection's checks going
-// often enough for that.
+// ICE timing of media connections: a parent that stops answering is given
+// up after Config.ParentSilence (ICE's disconnected state), so its
+// children attach elsewhere well within two seconds; keepAlive keeps an
+// idle connection's checks going often enough for that.
 const (
-	disconnectedAfter = 1500 * time.Millisecond
-	failedAfter       = 4 * time.Second
-	keepAlive         = 250 * time.Millisecond
+	keepAlive = 250 * time.Millisecond
 	// gatherTimeout bounds the wait for ICE candidates before an offer or
 	// answer is sent (no trickle: one request carries all of them).
 	gatherTimeout = 5 * time.Second
@@ -53,7 +51,7 @@ func newMedia(cfg Config) (*media, error) {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	}
-	se.SetICETimeouts(disconnectedAfter, failedAfter, keepAlive)
+	se.SetICETimeouts(cfg.ParentSilence, cfg.ParentSilence+max(cfg.ParentSilence, 2500*time.Millisecond), keepAlive)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return &media{api: api, conf: webrtc.Configuration{ICEServers: cfg.ICEServers}}, nil
 }

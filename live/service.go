@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -48,6 +49,8 @@ type Service struct {
 	summary string
 
 	changes pubsub.Topic[struct{}]
+	// parentsLost counts the parents this node lost, for benchmarks.
+	parentsLost atomic.Uint64
 }
 
 type indexEntry struct {
@@ -88,8 +91,13 @@ func NewService(cfg Config, node Node) (*Service, error) {
 		pending:  map[string]*childLink{},
 	}
 	node.ValidateBroadcast(roomTopic, func(m mesh.BroadcastMsg) error {
-		_, err := decodeRoom(m.Payload)
-		return err
+		r, err := decodeRoom(m.Payload)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.admitLocked(r)
 	})
 	node.HandleBroadcast(roomTopic, s.onRecord)
 	node.Handle(treeProto, mesh.HandlerFunc(s.serveTree))
@@ -210,6 +218,10 @@ func (s *Service) Create(ctx context.Context, title, description, chat string) (
 	}
 	r.ID = roomID(r.Host, nonce)
 	s.mu.Lock()
+	if err := s.admitLocked(r); err != nil {
+		s.mu.Unlock()
+		return Created{}, fmt.Errorf("%w: this node hosts %d rooms at most (ended ones count until they expire)", ErrBadInput, maxRoomsPerHost)
+	}
 	s.own[r.ID] = &ownRoom{token: hex.EncodeToString(tok), dirty: true}
 	s.rooms[r.ID] = newRoomState(r.ID, true, s.cfg.KeyframeInterval)
 	s.index[r.ID] = &indexEntry{room: r, heard: now}
@@ -388,6 +400,35 @@ func (s *Service) announce(ctx context.Context, now time.Time) {
 	}
 }
 
+// Bounds of the index: records are signed, but keys cost nothing, so a
+// peer could otherwise fill memory with rooms until they expire.
+const (
+	maxIndex        = 1024
+	maxRoomsPerHost = 16
+)
+
+// admitLocked says whether a record of a room not in the index yet may
+// enter it (and be passed on): a host has at most maxRoomsPerHost rooms,
+// the index at most maxIndex. s.mu is held.
+func (s *Service) admitLocked(r Room) error {
+	if s.index[r.ID] != nil {
+		return nil
+	}
+	if len(s.index) >= maxIndex {
+		return fmt.Errorf("%w: the index holds %d rooms already", errBadRecord, len(s.index))
+	}
+	n := 0
+	for _, e := range s.index {
+		if e.room.Host == r.Host {
+			n++
+		}
+	}
+	if n >= maxRoomsPerHost {
+		return fmt.Errorf("%w: host %s has %d rooms already", errBadRecord, r.Host.Short(), n)
+	}
+	return nil
+}
+
 // onRecord takes a room record from the mesh.
 func (s *Service) onRecord(m mesh.BroadcastMsg) {
 	r, err := decodeRoom(m.Payload)
@@ -395,6 +436,10 @@ func (s *Service) onRecord(m mesh.BroadcastMsg) {
 		return // ValidateBroadcast let only valid records through
 	}
 	s.mu.Lock()
+	if s.admitLocked(r) != nil {
+		s.mu.Unlock()
+		return
+	}
 	e := s.index[r.ID]
 	if e != nil && e.room.Seq >= r.Seq {
 		if e.room.Seq == r.Seq {
@@ -439,7 +484,7 @@ func (s *Service) tidy(now time.Time) {
 		}
 	}
 	for id, rs := range s.rooms {
-		if rs.host || len(rs.viewers) > 0 || len(rs.children) > 0 {
+		if rs.host || len(rs.viewers) > 0 || len(rs.children) > 0 || rs.waiting > 0 {
 			rs.idle = time.Time{}
 			continue
 		}

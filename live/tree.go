@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,6 +91,9 @@ type roomState struct {
 	lastErr error
 	// reported is the viewer count last sent to the parent.
 	reported int
+	// waiting counts WHEP requests waiting for the room's media here: the
+	// room stays while they wait, though it has no viewer yet.
+	waiting int
 }
 
 type parentLink struct {
@@ -238,6 +242,16 @@ func (s *Service) serveAttach(ctx context.Context, child mesh.ID, room string) (
 		rs.hub.removeOutput(old.out)
 		go old.pc.Close()
 	}
+	// A child has one offer pending at a time: a peer that asks again and
+	// again without answering holds one place, not the whole fanout.
+	for sid, c := range s.pending {
+		if c.id == child && c.room == room {
+			delete(s.pending, sid)
+			c.timer.Stop()
+			rs.reserved--
+			go c.pc.Close()
+		}
+	}
 	if len(rs.children)+rs.reserved >= s.cfg.Fanout {
 		kids := make([]mesh.ID, 0, len(rs.children))
 		for id := range rs.children {
@@ -314,14 +328,21 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 	delete(s.pending, req.Session)
 	c.timer.Stop()
 	rs := s.rooms[c.room]
-	if rs != nil {
-		rs.reserved--
-	}
 	s.mu.Unlock()
 	if rs == nil {
 		c.pc.Close()
 		return ErrUnknownRoom
 	}
+	// The child's reservation holds until it is a child or gone, so that
+	// no other attach takes its place meanwhile (the fanout is a bound).
+	added := false
+	defer func() {
+		if !added {
+			s.mu.Lock()
+			rs.reserved--
+			s.mu.Unlock()
+		}
+	}()
 	if len(req.SDP) > maxSDP {
 		c.pc.Close()
 		return ErrBadSDP
@@ -357,6 +378,8 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 		go old.pc.Close()
 	}
 	rs.children[from] = c
+	rs.reserved--
+	added = true
 	s.mu.Unlock()
 	rs.hub.attachOutput(c.out)
 	s.log.Debug("child attached", "room", c.room, "child", from.Short())
@@ -418,30 +441,39 @@ func (s *Service) reportViewers(room string) {
 }
 
 // want makes sure this node carries room: a relay attaches in the
-// background and re-attaches whenever it loses its parent.
-func (s *Service) want(room string) (*roomState, error) {
+// background and re-attaches whenever it loses its parent. The room is
+// held until release is called.
+func (s *Service) want(room string) (rs *roomState, release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
 	case <-s.quit:
-		return nil, ErrUnknownRoom
+		return nil, nil, ErrUnknownRoom
 	default:
 	}
 	e := s.index[room]
 	if e == nil || !e.room.Live {
-		return nil, ErrUnknownRoom
+		return nil, nil, ErrUnknownRoom
 	}
-	rs := s.rooms[room]
+	rs = s.rooms[room]
 	if rs == nil {
 		rs = newRoomState(room, false, s.cfg.KeyframeInterval)
 		s.rooms[room] = rs
 	}
 	rs.idle = time.Time{}
+	rs.waiting++
 	if !rs.host && rs.parent == nil && !rs.attaching {
 		rs.attaching = true
 		s.wg.Go(func() { s.attachLoop(rs) })
 	}
-	return rs, nil
+	var once sync.Once
+	return rs, func() {
+		once.Do(func() {
+			s.mu.Lock()
+			rs.waiting--
+			s.mu.Unlock()
+		})
+	}, nil
 }
 
 // attachLoop attaches rs to a parent, retrying until it has one or the
@@ -741,6 +773,7 @@ func (s *Service) lostParent(rs *roomState, pl *parentLink) {
 	}
 	s.mu.Unlock()
 	go pl.pc.Close()
+	s.parentsLost.Add(1)
 	s.log.Debug("parent lost", "room", rs.id, "parent", pl.id.Short())
 	if restart {
 		s.wg.Go(func() { s.attachLoop(rs) })

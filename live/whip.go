@@ -154,10 +154,11 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 		}
 		return "", "", err
 	}
-	rs, err := s.want(room)
+	rs, release, err := s.want(room)
 	if err != nil {
 		return "", "", err
 	}
+	defer release()
 	wctx, cancel := context.WithTimeout(ctx, watchTimeout)
 	defer cancel()
 	if !rs.hub.waitReady(wctx.Done()) {

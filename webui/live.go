@@ -75,25 +75,49 @@ func (s *Server) liveFeeds() []feed {
 // liveBypass sends WHIP requests past the API key, token and Origin checks
 // (OBS and other WHIP clients have none of them: the handler checks the
 // room's bearer token instead), and WHEP requests without an Origin past
-// the API key and Origin checks, so that any WHEP player can watch; a
-// browser page elsewhere sends its Origin and is refused as usual.
+// the Origin check, so that any WHEP player can watch (off loopback it
+// still needs the token or the API key); a browser page elsewhere sends
+// its Origin and is refused as usual. Only the WHIP and WHEP endpoints
+// themselves are let by, matched on the escaped path as the mux matches
+// routes, so that no other route can be reached with an encoded slash.
 func (s *Server) liveBypass(open, tokened, secured http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rest, ok := strings.CutPrefix(r.URL.Path, liveRooms+"/")
-		parts := strings.Split(rest, "/")
-		if !ok || len(parts) < 2 || r.Method == http.MethodGet {
-			secured.ServeHTTP(w, r)
-			return
-		}
-		switch {
-		case parts[1] == "whip":
+		switch liveEndpoint(r) {
+		case "whip":
 			open.ServeHTTP(w, r)
-		case parts[1] == "whep" && (r.Header.Get("Origin") == "" || sameOrigin(r)):
-			tokened.ServeHTTP(w, r)
+		case "whep":
+			if r.Header.Get("Origin") == "" || sameOrigin(r) {
+				tokened.ServeHTTP(w, r)
+				return
+			}
+			fallthrough
 		default:
 			secured.ServeHTTP(w, r)
 		}
 	})
+}
+
+// liveEndpoint returns "whip" or "whep" for a request to one of those
+// endpoints (POST to start, DELETE of a session), "" for anything else.
+func liveEndpoint(r *http.Request) string {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), liveRooms+"/")
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, "/")
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." || strings.ContainsAny(p, "%\\") {
+			return ""
+		}
+	}
+	switch {
+	case r.Method == http.MethodPost && len(parts) == 2,
+		r.Method == http.MethodDelete && len(parts) == 3:
+		if parts[1] == "whip" || parts[1] == "whep" {
+			return parts[1]
+		}
+	}
+	return ""
 }
 
 func (s *Server) liveError(w http.ResponseWriter, r *http.Request, err error) {

@@ -247,7 +247,7 @@ func (s *Server) routes() http.Handler {
 	// Subsonic apps and WHIP/WHEP clients carry their own credentials
 	// (Subsonic's login, the room's bearer token); everything else goes
 	// through the UI's checks.
-	return s.checkHost(s.subsonicFirst(s.liveBypass(securityHeaders(mux), s.checkToken(securityHeaders(mux)),
+	return s.checkHost(s.subsonicFirst(s.liveBypass(securityHeaders(mux), s.checkAPIKey(s.checkToken(securityHeaders(mux))),
 		s.checkAPIKey(s.checkToken(checkOrigin(securityHeaders(mux)))))))
 }
 
