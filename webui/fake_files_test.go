@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"errors"
@@ -161,6 +162,40 @@ func (f *fakeFiles) Shares(ctx context.Context) ([]shards.Transfer, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// SharesPage orders as the service does: newest first, then by id.
+func (f *fakeFiles) SharesPage(ctx context.Context, offset, limit int) ([]shards.Transfer, int, error) {
+	all, err := f.Shares(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	slices.SortFunc(all, func(a, b shards.Transfer) int {
+		if c := b.Added.Compare(a.Added); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
+	total := len(all)
+	all = all[min(offset, total):]
+	if limit >= 0 && limit < len(all) {
+		all = all[:limit]
+	}
+	return all, total, nil
+}
+
+func (f *fakeFiles) Transfer(ctx context.Context, id shards.MD5) (shards.Transfer, error) {
+	defer f.mu.Unlock()
+	if err := f.begin(); err != nil {
+		return shards.Transfer{}, err
+	}
+	t, ok := f.transfers[id]
+	if !ok {
+		return shards.Transfer{}, fmt.Errorf("%w: %s", shards.ErrUnknown, id)
+	}
+	c := *t
+	c.Sources = copyMap(t.Sources)
+	return c, nil
 }
 
 func (f *fakeFiles) Share(ctx context.Context, path string) (shards.Transfer, error) {
