@@ -38,6 +38,7 @@ type fakeFiles struct {
 	opened    int                // Content readers open now
 	opens     map[shards.MD5]int // Open calls by resource
 	listed    int                // Files calls
+	pages     []string           // SharesPage calls: "offset limit"
 	// stalled, when set, is published to each new subscription before
 	// its reader starts, as if the reader had been too slow for them.
 	stalled []shards.Event
@@ -98,6 +99,13 @@ func (f *fakeFiles) callLog() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.calls)
+}
+
+// pageCalls returns the SharesPage calls so far, as "offset limit".
+func (f *fakeFiles) pageCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.pages)
 }
 
 func (f *fakeFiles) openReaders() int {
@@ -166,6 +174,9 @@ func (f *fakeFiles) Shares(ctx context.Context) ([]shards.Transfer, error) {
 
 // SharesPage orders as the service does: newest first, then by id.
 func (f *fakeFiles) SharesPage(ctx context.Context, offset, limit int) ([]shards.Transfer, int, error) {
+	f.mu.Lock()
+	f.pages = append(f.pages, fmt.Sprintf("%d %d", offset, limit))
+	f.mu.Unlock()
 	all, err := f.Shares(ctx)
 	if err != nil {
 		return nil, 0, err
