@@ -1311,12 +1311,12 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	stall := time.NewTimer(dl.d.cfg.RequestTimeout)
 	defer stall.Stop()
 	failures := 0
-	for {
-		dl.mu.Lock()
-		// Short of budget, the loop also wakes when buffers are given
-		// back (budgetC); otherwise it does not listen, or every release
-		// would wake every loop of every download.
-		var budgetC <-chan struct{}
+	// Short of budget, the loop also wakes when buffers are given back
+	// (budgetC); otherwise it does not listen, or every release would wake
+	// every loop of every download.
+	var budgetC <-chan struct{}
+	// fill requests blocks while the window has room; dl.mu is held.
+	fill := func() {
 		for inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
 			a, req, ok, short := dl.nextBlock(ctx, p, &pipe)
 			if short != nil {
@@ -1333,6 +1333,11 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				results <- blockResult{a: a, req: req, data: data, err: err, took: time.Since(start)}
 			}()
 		}
+	}
+	for {
+		dl.mu.Lock()
+		budgetC = nil
+		fill()
 		changed, complete := dl.changed, dl.complete()
 		dl.mu.Unlock()
 		if complete && inflight == 0 {
@@ -1350,6 +1355,14 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			inflight--
 			inflightB -= int64(r.req.Len)
 			stall.Reset(dl.d.cfg.RequestTimeout)
+			if r.err == nil {
+				// The next request goes out before this block is
+				// checked and written (two MD5s and a write of a
+				// piece), so the link does not wait on them.
+				dl.mu.Lock()
+				fill()
+				dl.mu.Unlock()
+			}
 			if err := dl.onBlock(p, r, &pipe); err != nil {
 				if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
 					return err
