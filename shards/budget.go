@@ -1,6 +1,9 @@
 package shards
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // budget bounds the bytes of piece buffers that all the downloads of a node
 // hold at once. Every attempt at a piece takes its buffer's size from it
@@ -9,31 +12,66 @@ import "sync"
 // the budget bounds what downloads keep in memory whatever their number
 // (without it, 20 downloads held about 240 MiB of buffers).
 //
-// An attempt that does not fit waits (its peer's loop selects on wait) and
-// is tried again at the next release. A piece larger than the whole budget
-// still goes when nothing else is held, so that no download is stuck.
+// Bytes go first come, first served: a peer loop that does not get what it
+// asks for waits in line (its loop selects on wait and asks again at the
+// next release), and no one behind it is served before it. Otherwise the
+// loop that just gave bytes back, running already, would take them again at
+// once, and a download that started while others filled the budget would
+// get nothing until they ended. A piece larger than the whole budget still
+// goes when nothing else is held, so that no download is stuck.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
 	used    int64
-	peak    int64         // the most used at once, for tests and benchmarks
-	changed chan struct{} // closed and replaced at each release
+	peak    int64           // the most used at once, for tests and benchmarks
+	line    []*budgetWaiter // waiting, first come first
+	changed chan struct{}   // closed and replaced at each release
 }
+
+// budgetWaiter is one peer loop's place in the budget's line.
+type budgetWaiter struct{ queued bool }
 
 func newBudget(limit int64) *budget {
 	return &budget{limit: limit, changed: make(chan struct{})}
 }
 
-// tryAcquire takes n bytes if they fit, without waiting.
-func (b *budget) tryAcquire(n int64) bool {
+// tryAcquire takes n bytes for w if they fit and no one waits before w;
+// else w waits in line, and tryAcquire returns false without waiting.
+func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used > 0 && b.used+n > b.limit {
+	fits := b.used == 0 || b.used+n <= b.limit
+	if !fits || len(b.line) > 0 && b.line[0] != w {
+		if !w.queued {
+			w.queued = true
+			b.line = append(b.line, w)
+		}
 		return false
+	}
+	if w.queued {
+		w.queued = false
+		b.line = b.line[1:]
+		b.wakeLocked() // the next in line may fit too
 	}
 	b.used += n
 	b.peak = max(b.peak, b.used)
 	return true
+}
+
+// leave takes w out of the line: its loop wants nothing more for now, or
+// has ended.
+func (b *budget) leave(w *budgetWaiter) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !w.queued {
+		return
+	}
+	w.queued = false
+	i := slices.Index(b.line, w)
+	b.line = slices.Delete(b.line, i, i+1)
+	if i == 0 {
+		b.wakeLocked()
+	}
 }
 
 // release gives back n bytes and wakes the waiters.
@@ -44,6 +82,10 @@ func (b *budget) release(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.used -= n
+	b.wakeLocked()
+}
+
+func (b *budget) wakeLocked() {
 	close(b.changed)
 	b.changed = make(chan struct{})
 }

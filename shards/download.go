@@ -1230,6 +1230,7 @@ type peer struct {
 	id       mesh.ID
 	has      Bitfield
 	attempts map[int]*attempt // the pieces it is fetching
+	wait     budgetWaiter     // its place in the budget's line
 }
 
 // attempt is one peer's fetch of one piece: its blocks are requested in
@@ -1299,6 +1300,7 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		}
 		dl.setPeerHave(p, nil)
 		delete(dl.peers, id)
+		dl.d.budget.leave(&p.wait)
 		dl.signal()
 		dl.mu.Unlock()
 	}()
@@ -1471,10 +1473,13 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline) (a *
 	if a == nil || len(readers) > 0 && !aCritical {
 		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil },
 			readers: readers, critical: critical, seed: dl.tieSeed})
+		if !picked {
+			dl.d.budget.leave(&p.wait) // nothing to wait for
+		}
 		if picked && (a == nil || isCritical(i)) {
 			// Taken before trying, so that a release in between is not missed.
 			wait = dl.d.budget.wait()
-			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(size) {
+			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(&p.wait, size) {
 				wait = nil
 				a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte), charged: size}
 				a.ctx, a.cancel = context.WithCancel(ctx)

@@ -289,3 +289,47 @@ func TestDownloadSameNameAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDownloadBudgetFair: a long download (12 MiB) fills the node's budget of piece
+// buffers (4 pieces; its pipeline wants more), then a short one (1 MiB)
+// starts.
+// The short one must be served while the long one still runs: bytes go to
+// the loops that wait for them first, not back to the loop that just gave
+// them back, which would keep the short one waiting until the long one
+// ended.
+func TestDownloadBudgetFair(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, long := testFile(t, 12<<20, 31)
+	_, short := testFile(t, 1<<20, 32)
+	// One holder, 2 MiB/s in all: the long download takes about 6 s.
+	(&testServer{sources: []pieceSource{long, short}, limit: rate.NewLimiter(rate.Limit(2<<20), 64<<10)}).register(nodes[0])
+	const limit = 4 * MinPieceSize
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
+		func(c *DownloadsConfig, d *downloads) {
+			c.MaxBuffered = limit
+			d.budget = newBudget(limit)
+		})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, long.link(nodes[0].ID(), "long.bin")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the long download to fill the budget", func() bool {
+		used, _ := d.budget.stats()
+		tr := d.get(long.id).transfer()
+		return used == limit && tr.Have >= 1<<20
+	})
+	if _, err := d.fetch(ctx, short.link(nodes[0].ID(), "short.bin")); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d.downloads, short.id, StateDone, time.Minute)
+	if tr := d.get(long.id).transfer(); tr.State != StateDownloading {
+		t.Errorf("the short download ended only after the long one (%s, %d of %d bytes)", tr.State, tr.Have, tr.Size)
+	}
+	waitState(t, d.downloads, long.id, StateDone, time.Minute)
+	if used, _ := d.budget.stats(); used != 0 {
+		t.Errorf("%d bytes still taken from the budget", used)
+	}
+}
