@@ -290,13 +290,12 @@ func TestDownloadSameNameAtOnce(t *testing.T) {
 	}
 }
 
-// TestDownloadBudgetFair: a long download (12 MiB) fills the node's budget of piece
-// buffers (4 pieces; its pipeline wants more), then a short one (1 MiB)
-// starts.
-// The short one must be served while the long one still runs: bytes go to
-// the loops that wait for them first, not back to the loop that just gave
-// them back, which would keep the short one waiting until the long one
-// ended.
+// TestDownloadBudgetFair: a long download (12 MiB) fills the node's budget
+// of piece buffers (4 pieces; its pipeline wants more), then a short one
+// (1 MiB) starts. The short one must be served while the long one still
+// runs: bytes go to the loops that wait for them first, not back to the
+// loop that just gave them back, which would keep the short one waiting
+// until the long one ended.
 func TestDownloadBudgetFair(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
