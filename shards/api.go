@@ -1,7 +1,9 @@
 package shards
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -96,6 +98,93 @@ func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
 		}
 	}
 	return out, nil
+}
+
+// SharesPage lists this node's shares and downloads from offset, at most
+// limit of them (limit < 0: all the rest), newest first and then by id, and
+// how many there are in all. A resource both shared and downloaded is
+// listed once, as shared. Only the page's entries are built: a node with
+// 100,000 shares answers a page without making 100,000 links.
+func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer, int, error) {
+	if offset < 0 {
+		return nil, 0, fmt.Errorf("shards: offset %d is negative", offset)
+	}
+	keys := s.shares.pageKeys(nil)
+	shared := len(keys)
+	keys = s.downloads.pageKeys(keys)
+	// A download also shared is listed as the share: its key goes.
+	kept := keys[:shared]
+	for _, k := range keys[shared:] {
+		if s.shares.get(k.id()) == nil {
+			kept = append(kept, k)
+		}
+	}
+	keys = kept
+	slices.SortFunc(keys, pageKey.compare)
+	total := len(keys)
+	keys = keys[min(offset, total):]
+	if limit >= 0 && limit < len(keys) {
+		keys = keys[:limit]
+	}
+	out := make([]Transfer, 0, len(keys))
+	for _, k := range keys {
+		// One that went away since the keys were taken is left out.
+		if t, err := s.Transfer(ctx, k.id()); err == nil {
+			out = append(out, t)
+		}
+	}
+	return out, total, nil
+}
+
+// pageKey orders the entries of SharesPage: newest first, then by id. It
+// is integers only, so that sorting 100,000 of them takes milliseconds.
+type pageKey struct {
+	added  int64 // Unix nanoseconds
+	hi, lo uint64
+}
+
+func newPageKey(id MD5, added time.Time) pageKey {
+	return pageKey{added: added.UnixNano(), hi: binary.BigEndian.Uint64(id[:8]), lo: binary.BigEndian.Uint64(id[8:])}
+}
+
+func (k pageKey) id() MD5 {
+	var id MD5
+	binary.BigEndian.PutUint64(id[:8], k.hi)
+	binary.BigEndian.PutUint64(id[8:], k.lo)
+	return id
+}
+
+func (k pageKey) compare(o pageKey) int {
+	switch {
+	case k.added != o.added:
+		return cmp.Compare(o.added, k.added)
+	case k.hi != o.hi:
+		return cmp.Compare(k.hi, o.hi)
+	}
+	return cmp.Compare(k.lo, o.lo)
+}
+
+// pageKeys appends the key of every share to dst.
+func (s *shares) pageKeys(dst []pageKey) []pageKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = slices.Grow(dst, len(s.byID))
+	for id, sh := range s.byID {
+		dst = append(dst, newPageKey(id, sh.added))
+	}
+	return dst
+}
+
+// Transfer returns one of this node's shares or downloads, the shared one
+// if it is both.
+func (s *Service) Transfer(ctx context.Context, id MD5) (Transfer, error) {
+	if t, ok := s.shares.transfer(id); ok {
+		return t, nil
+	}
+	if dl := s.downloads.get(id); dl != nil {
+		return dl.transfer(), nil
+	}
+	return Transfer{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 }
 
 // Open returns a seekable reader over a resource: a shared file is read in

@@ -8,7 +8,6 @@ import (
 	"hash"
 	"log/slog"
 	"maps"
-	"math"
 	"math/rand/v2"
 	"mime"
 	"os"
@@ -45,9 +44,15 @@ type DownloadsConfig struct {
 	// holders are asked again: holders that are downloading too gain pieces;
 	// default 2 s.
 	HaveInterval time.Duration
-	// MaxDepth bounds the block requests in flight to one peer, and so the
-	// memory of a download (MaxDepth*BlockSize per peer); default 16.
-	MaxDepth int
+	// PeerWindow bounds the bytes requested from one peer and not yet
+	// answered; within it, the window follows the peer's measured rate
+	// (pipeline). Default 8 MiB: a fast link on loopback needs several
+	// MiB outstanding to stay busy (BenchmarkDownloadGoodput).
+	PeerWindow int64
+	// MaxBuffered bounds the bytes of piece buffers all downloads hold at
+	// once, node-wide (budget): memory stays bounded whatever the number
+	// of downloads and peers; default 32 MiB.
+	MaxBuffered int64
 	// ProgressInterval: a transfer's progress events are published at most
 	// this often (state changes at once); default 250 ms.
 	ProgressInterval time.Duration
@@ -55,7 +60,9 @@ type DownloadsConfig struct {
 	// long a peer with block requests in flight may go without answering
 	// any before it is given up on (its pieces go to others); default 20 s.
 	// Without it one peer that takes requests and never answers holds a
-	// download, or the pieces a reader waits on, for good.
+	// download, or the pieces a reader waits on, for good. Blocks are
+	// sized to take about RequestTimeout/16 at the peer's measured rate,
+	// so a slow peer (a few KiB/s) answers well within it.
 	RequestTimeout time.Duration
 	// PushHold: a download fed by a push does not pull until this long
 	// after the last new piece the push brought (pulling the same pieces
@@ -76,8 +83,11 @@ func (c *DownloadsConfig) fillDefaults() {
 	if c.HaveInterval <= 0 {
 		c.HaveInterval = 2 * time.Second
 	}
-	if c.MaxDepth <= 0 {
-		c.MaxDepth = 16
+	if c.PeerWindow <= 0 {
+		c.PeerWindow = 8 << 20
+	}
+	if c.MaxBuffered <= 0 {
+		c.MaxBuffered = 32 << 20
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = 250 * time.Millisecond
@@ -122,6 +132,11 @@ type downloads struct {
 	log     *slog.Logger
 	holders func(MD5) []mesh.ID // online holders from the catalog; may be nil
 	events  *pubsub.Topic[Event]
+	// budget bounds the piece buffers of all downloads together.
+	budget *budget
+	// placeMu is held while a finished file picks its name in OutDir and
+	// moves there (download.finish).
+	placeMu sync.Mutex
 
 	mu     sync.Mutex
 	all    map[MD5]*download
@@ -156,7 +171,7 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 		events = new(pubsub.Topic[Event])
 	}
 	d := &downloads{cfg: cfg, node: node, db: db, log: log, holders: holders, events: events,
-		all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
+		budget: newBudget(cfg.MaxBuffered), all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
 	recs, haves, errs, err := loadDownloads(db)
 	if err != nil {
 		return nil, err
@@ -423,6 +438,20 @@ func (d *downloads) transfers() []Transfer {
 	}
 	slices.SortFunc(out, func(a, b Transfer) int { return a.Added.Compare(b.Added) })
 	return out
+}
+
+// pageKeys appends the key of every download to dst (Service.SharesPage).
+func (d *downloads) pageKeys(dst []pageKey) []pageKey {
+	d.mu.Lock()
+	dls := slices.Collect(maps.Values(d.all))
+	d.mu.Unlock()
+	for _, dl := range dls {
+		dl.mu.Lock()
+		added := dl.added
+		dl.mu.Unlock()
+		dst = append(dst, newPageKey(dl.id, added))
+	}
+	return dst
 }
 
 // manifestOf implements pieceSource.
@@ -871,17 +900,36 @@ func (dl *download) askManifest(ctx context.Context, id mesh.ID, want Hash, stri
 	return m, nil
 }
 
-// persist commits the bitfield whenever it has changed, after syncing the
-// part file so a committed bit never names bytes still in the page cache
-// only. Commits batch themselves: pieces verified during one commit go in
-// the next. It writes nothing when ctx ends (see serve).
+// persistInterval is the least time between two commits of a download's
+// bitfield. Each commit syncs the part file and the store (two fsyncs);
+// back to back, they cost about 1 CPU-s per GB downloaded and held the
+// disk busy under the writes. A crash loses at most this much of the
+// bitfield, which recheck finds again on disk.
+const persistInterval = time.Second
+
+// persist commits the bitfield whenever it has changed, at most every
+// persistInterval, after syncing the part file so a committed bit never
+// names bytes still in the page cache only. Pieces verified during one
+// commit, or before the interval is up, go in the next. It writes nothing
+// when ctx ends (see serve).
 func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct{}) {
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-dirty:
 		}
+		if wait := persistInterval - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		last = time.Now()
 		if ctx.Err() != nil {
 			return
 		}
@@ -920,12 +968,18 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	if got != dl.id {
 		return dl.wrongFile(ctx, f, got)
 	}
+	// A name is picked as free and renamed onto in one step: two
+	// downloads of one name that finish together took the same, and the
+	// second rename replaced the first one's file.
+	dl.d.placeMu.Lock()
 	dst, err := dl.finalPath()
 	if err != nil {
+		dl.d.placeMu.Unlock()
 		return err
 	}
 	dl.mu.Lock()
 	err = os.Rename(dl.part, dst)
+	dl.d.placeMu.Unlock()
 	if err == nil {
 		dl.path = dst
 		if fi, err := f.Stat(); err == nil {
@@ -1176,17 +1230,19 @@ type peer struct {
 	id       mesh.ID
 	has      Bitfield
 	attempts map[int]*attempt // the pieces it is fetching
+	wait     budgetWaiter     // its place in the budget's line
 }
 
 // attempt is one peer's fetch of one piece: its blocks are requested in
 // order and assembled in buf, which is checked before anything is written.
 type attempt struct {
-	piece  int
-	buf    *[]byte
-	next   int64 // offset of the next block to request
-	got    int64 // bytes received
-	ctx    context.Context
-	cancel context.CancelFunc
+	piece   int
+	buf     *[]byte
+	charged int64 // the buffer's bytes taken from the budget; 0 once given back
+	next    int64 // offset of the next block to request
+	got     int64 // bytes received
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 // blockResult is the answer to one block request.
@@ -1226,8 +1282,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	dl.setPeerHave(p, has)
 	dl.peers[id] = p
 	dl.mu.Unlock()
-	results := make(chan blockResult, dl.d.cfg.MaxDepth)
-	inflight := 0
+	results := make(chan blockResult, maxRequests)
+	inflight := 0       // requests
+	var inflightB int64 // and their bytes
 	defer func() {
 		dl.mu.Lock()
 		for _, a := range p.attempts {
@@ -1243,10 +1300,11 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		}
 		dl.setPeerHave(p, nil)
 		delete(dl.peers, id)
+		dl.d.budget.leave(&p.wait)
 		dl.signal()
 		dl.mu.Unlock()
 	}()
-	pipe := pipeline{depth: max(dl.d.cfg.MaxDepth/2, 2), max: dl.d.cfg.MaxDepth}
+	pipe := newPipeline(dl.d.cfg.PeerWindow, dl.d.cfg.RequestTimeout)
 	refresh := time.NewTicker(dl.d.cfg.HaveInterval)
 	defer refresh.Stop()
 	// stall fires when blocks are in flight and none has come back for
@@ -1255,20 +1313,33 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	stall := time.NewTimer(dl.d.cfg.RequestTimeout)
 	defer stall.Stop()
 	failures := 0
-	for {
-		dl.mu.Lock()
-		for inflight < pipe.depth {
-			a, req, ok := dl.nextBlock(ctx, p)
+	// Short of budget, the loop also wakes when buffers are given back
+	// (budgetC); otherwise it does not listen, or every release would wake
+	// every loop of every download.
+	var budgetC <-chan struct{}
+	// fill requests blocks while the window has room; dl.mu is held.
+	fill := func() {
+		for inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
+			a, req, ok, short := dl.nextBlock(ctx, p, &pipe)
+			if short != nil {
+				budgetC = short
+			}
 			if !ok {
 				break
 			}
 			inflight++
+			inflightB += int64(req.Len)
 			go func() {
 				start := time.Now()
 				data, err := node.Request(a.ctx, id, ProtoBlock, encodeBlockReq(req), mesh.OverBulk())
 				results <- blockResult{a: a, req: req, data: data, err: err, took: time.Since(start)}
 			}()
 		}
+	}
+	for {
+		dl.mu.Lock()
+		budgetC = nil
+		fill()
 		changed, complete := dl.changed, dl.complete()
 		dl.mu.Unlock()
 		if complete && inflight == 0 {
@@ -1284,7 +1355,16 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			stall.Reset(dl.d.cfg.RequestTimeout)
 		case r := <-results:
 			inflight--
+			inflightB -= int64(r.req.Len)
 			stall.Reset(dl.d.cfg.RequestTimeout)
+			if r.err == nil {
+				// The next request goes out before this block is
+				// checked and written (two MD5s and a write of a
+				// piece), so the link does not wait on them.
+				dl.mu.Lock()
+				fill()
+				dl.mu.Unlock()
+			}
 			if err := dl.onBlock(p, r, &pipe); err != nil {
 				if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
 					return err
@@ -1306,6 +1386,7 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			dl.setPeerHave(p, has)
 			dl.mu.Unlock()
 		case <-changed:
+		case <-budgetC:
 		}
 	}
 }
@@ -1358,51 +1439,94 @@ func (dl *download) setPeerHave(p *peer, has Bitfield) {
 	dl.signal()
 }
 
-// nextBlock returns the next block p should request: the next of a piece it
-// is fetching, else the first of a piece the picker chooses; dl.mu is held.
-func (dl *download) nextBlock(ctx context.Context, p *peer) (*attempt, blockReq, bool) {
+// nextBlock returns the next block p should request, of the size its
+// pipeline says: the next block of a piece p is fetching, else the first of
+// a piece the picker chooses. A piece a reader needs (critical) goes before
+// the rest of one it does not: on a slow peer the rest of a large piece
+// would otherwise hold a seek up for as long as it takes to send. wait is
+// set when a new piece did not fit the budget; the caller waits on it.
+// dl.mu is held.
+func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline) (a *attempt, req blockReq, ok bool, wait <-chan struct{}) {
 	if dl.state != StateDownloading {
-		return nil, blockReq{}, false
+		return nil, blockReq{}, false, nil
 	}
-	var a *attempt
+	var readers []int
+	critical := 0
+	if len(dl.readers) > 0 {
+		readers = slices.Collect(maps.Values(dl.readers))
+		critical = int((dl.d.cfg.Readahead + dl.man.PieceSize - 1) / dl.man.PieceSize)
+	}
+	isCritical := func(i int) bool {
+		_, ok := criticalDistance(i, readers, critical)
+		return ok
+	}
+	aCritical := false
 	for _, x := range p.attempts {
-		if x.next < dl.man.PieceLen(x.piece) && (a == nil || x.piece < a.piece) {
-			a = x
+		if x.next >= dl.man.PieceLen(x.piece) {
+			continue
+		}
+		c := isCritical(x.piece)
+		if a == nil || c && !aCritical || c == aCritical && x.piece < a.piece {
+			a, aCritical = x, c
 		}
 	}
-	if a == nil {
-		readers := slices.Collect(maps.Values(dl.readers))
-		critical := int((dl.d.cfg.Readahead + dl.man.PieceSize - 1) / dl.man.PieceSize)
-		i, _, ok := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil },
+	if a == nil || len(readers) > 0 && !aCritical {
+		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil },
 			readers: readers, critical: critical, seed: dl.tieSeed})
-		if !ok {
-			return nil, blockReq{}, false
+		if !picked {
+			dl.d.budget.leave(&p.wait) // nothing to wait for
 		}
-		a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte)}
-		a.ctx, a.cancel = context.WithCancel(ctx)
-		p.attempts[i] = a
-		dl.tries[i]++
+		if picked && (a == nil || isCritical(i)) {
+			// Taken before trying, so that a release in between is not missed.
+			wait = dl.d.budget.wait()
+			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(&p.wait, size) {
+				wait = nil
+				a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte), charged: size}
+				a.ctx, a.cancel = context.WithCancel(ctx)
+				p.attempts[i] = a
+				dl.tries[i]++
+			}
+		}
+		if a == nil {
+			return nil, blockReq{}, false, wait
+		}
 	}
-	n := min(int64(BlockSize), dl.man.PieceLen(a.piece)-a.next)
-	req := blockReq{ID: dl.id, Piece: uint32(a.piece), Off: uint32(a.next), Len: uint32(n)}
+	n := min(pipe.block, dl.man.PieceLen(a.piece)-a.next)
+	req = blockReq{ID: dl.id, Piece: uint32(a.piece), Off: uint32(a.next), Len: uint32(n)}
 	a.next += n
-	return a, req, true
+	return a, req, true, wait
 }
 
-// dropAttempt ends an attempt: its requests are cancelled and, when the
-// peer's own loop drops it (owner), its buffer is reused; another peer's
-// loop (an endgame winner) leaves the buffer to the garbage collector, since
-// the owner may be copying a block into it. dl.mu is held.
-func (dl *download) dropAttempt(p *peer, a *attempt, owner bool) {
+// endAttempt takes an attempt off its peer and cancels its requests; its
+// buffer is the caller's to give back. dl.mu is held.
+func (dl *download) endAttempt(p *peer, a *attempt) bool {
 	if p.attempts[a.piece] != a {
-		return
+		return false
 	}
 	delete(p.attempts, a.piece)
 	dl.tries[a.piece]--
 	a.cancel()
+	return true
+}
+
+// dropAttempt ends an attempt and gives its buffer's bytes back to the
+// budget. When the peer's own loop drops it (owner), the buffer is reused;
+// another peer's loop (an endgame winner) leaves the buffer to the garbage
+// collector, since the owner may be copying a block into it. dl.mu is held.
+func (dl *download) dropAttempt(p *peer, a *attempt, owner bool) {
+	if !dl.endAttempt(p, a) {
+		return
+	}
 	if owner {
 		dl.bufs.Put(a.buf)
 	}
+	dl.giveBack(a)
+}
+
+// giveBack returns an attempt's buffer bytes to the budget, once.
+func (dl *download) giveBack(a *attempt) {
+	dl.d.budget.release(a.charged)
+	a.charged = 0
 }
 
 // onBlock takes one block answer from p. A piece whose blocks are all in is
@@ -1493,7 +1617,7 @@ func (dl *download) commit(p *peer, a *attempt, data []byte) error {
 	}
 	dl.mu.Lock()
 	// The buffer goes back to the pool only after hashAhead has read it.
-	dl.dropAttempt(p, a, false)
+	dl.endAttempt(p, a)
 	if !dl.have.Has(a.piece) {
 		dl.have.Set(a.piece)
 		dl.haveBytes += int64(len(data))
@@ -1513,6 +1637,7 @@ func (dl *download) commit(p *peer, a *attempt, data []byte) error {
 	dl.mu.Unlock()
 	err = dl.hashAhead(f, a.piece, data)
 	dl.bufs.Put(a.buf)
+	dl.giveBack(a)
 	dl.publish(false)
 	return err
 }
@@ -1556,44 +1681,134 @@ func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 	}
 }
 
-// pipeline sizes one peer's request pipeline: enough blocks in flight to
-// cover the peer's rate times its round trip twice over, plus two, so the
-// link never idles between answers; the round trip is the least block
-// latency seen lately, which queueing behind earlier blocks does not
-// inflate. It never goes below half of MaxDepth (2 MiB by default): the
-// link's own flow control keeps up to 4 MiB queued (RTCConfig.SendBufferHigh),
-// and with less requested than that SCTP's window is not kept full
-// (BenchmarkDownloadGoodput: about 0.7 of the link's goodput at a depth of
-// 4, about 1.0 at 16).
+// pipeline paces one peer's block requests: how many bytes to keep
+// requested and not yet answered (window), and how large each request is
+// (block), from the rate of the peer's answers and the least time one took.
+//
+// The window covers the rate times a queue time of minQueueTime, or twice
+// the least latency of a block when that is longer: a window of rate*T,
+// with T above the round trip, keeps the link busy (it brings more than
+// the link gives), and a faster link is found as the rate measured grows.
+// On a fast link this reaches PeerWindow (or maxRequests blocks): SCTP
+// needs several MiB outstanding on loopback. On a slow peer, where the
+// least latency is about one block's sending time, it stays at two blocks,
+// so a piece a reader seeks to waits behind about two blocks, not behind a
+// queue of several hundred KiB (16 s at 32 KiB/s, when the depth was 8
+// blocks whatever the rate). The least latency is taken over the
+// pipeline's life, never from a window of answers only: with the queue
+// full, every answer's latency is the queue's, and a window sized on that
+// keeps the queue full and grows it.
+//
+// A block takes about blockTime at the measured rate (RequestTimeout/16, so
+// 1.25 s by default), at most BlockSize: a peer that serves 8 KiB/s gets
+// small blocks it answers well within RequestTimeout, where a 256 KiB block
+// took 32 s and timed out every time. The block follows the lower of the
+// last two rates, so one window that caught a burst does not queue large
+// blocks.
+//
+// Until a rate is measured (the first rateWindow of answers) the pipeline
+// starts small, firstBlock at a time, and grows the window by every byte
+// answered, so it doubles each round trip (TCP's slow start), while the
+// answers come within twice the least latency (HyStart's delay exit).
 type pipeline struct {
-	depth, max int
-	minLat     time.Duration // least latency in this window
-	prevMin    time.Duration // and the last one
-	winStart   time.Time
-	winBytes   int64
-	rate       float64
+	window, block int64
+	maxWindow     int64
+	blockTime     time.Duration
+	baseLat       time.Duration // least latency of a block seen (see base)
+	baseN         int64         // and the block's size
+	winStart      time.Time     // the current rate window
+	winBytes      int64
+	rate          float64 // bytes/s over the last rate window; 0 until measured
+	prevRate      float64 // and the one before
 }
 
+const (
+	// maxRequests bounds the block requests in flight to one peer,
+	// whatever the window: a node serves at most 32 requests of a link at
+	// once (mesh.Config.MaxConcurrentRequests) and stops reading the link
+	// beyond that, control messages too; 16 leaves room for a second
+	// download and for the other protocols.
+	maxRequests = 16
+	// firstBlock is the block size before a peer's rate is known: at 1
+	// KiB/s it still comes within the default RequestTimeout.
+	firstBlock = 8 << 10
+	// minBlock is the least block size: the frames around a block cost
+	// about 100 bytes.
+	minBlock = 4 << 10
+	// minQueueTime is the least time the window covers at the peer's
+	// rate.
+	minQueueTime = 250 * time.Millisecond
+	// rateWindow is how long answers are counted before a rate is taken.
+	rateWindow = time.Second
+)
+
+func newPipeline(maxWindow int64, timeout time.Duration) pipeline {
+	return pipeline{window: 2 * firstBlock, block: firstBlock, maxWindow: max(maxWindow, 2*firstBlock),
+		blockTime: timeout / 16}
+}
+
+// observe takes the answer to one block of n bytes, which took lat from
+// request to answer.
 func (p *pipeline) observe(n int, lat time.Duration, now time.Time) {
+	if p.baseLat == 0 || p.latLess(lat, int64(n)) {
+		p.baseLat, p.baseN = lat, int64(n)
+	}
+	// The answer that opens a rate window is not in it: its bytes came
+	// over the time before.
 	if p.winStart.IsZero() {
 		p.winStart = now
+	} else {
+		p.winBytes += int64(n)
 	}
-	if p.minLat == 0 || lat < p.minLat {
-		p.minLat = lat
-	}
-	p.winBytes += int64(n)
-	if d := now.Sub(p.winStart); d >= time.Second {
-		p.rate = float64(p.winBytes) / d.Seconds()
-		p.prevMin, p.minLat = p.minLat, 0
+	if d := now.Sub(p.winStart); d >= rateWindow {
+		p.prevRate, p.rate = p.rate, float64(p.winBytes)/d.Seconds()
 		p.winStart, p.winBytes = now, 0
 	}
-	rtt := p.minLat
-	if p.prevMin > 0 && (rtt == 0 || p.prevMin < rtt) {
-		rtt = p.prevMin
-	}
 	if p.rate == 0 {
+		// Slow start ends early once answers queue: on a slow peer the
+		// window would otherwise grow for the whole first rate window.
+		if lat < 2*p.baseLat {
+			p.window = min(p.maxWindow, p.window+int64(n))
+			p.block = blockFor(p.window / 4)
+		}
 		return
 	}
-	want := int(math.Ceil(2*p.rate*rtt.Seconds()/BlockSize)) + 2
-	p.depth = max(p.max/2, min(want, p.max))
+	slow := p.rate
+	if p.prevRate > 0 {
+		slow = min(slow, p.prevRate)
+	}
+	p.block = blockFor(int64(slow * p.blockTime.Seconds()))
+	want := int64(p.rate * max(minQueueTime, 2*p.base()).Seconds())
+	p.window = min(p.maxWindow, max(want, 2*p.block))
+}
+
+// sendTime is how long n bytes take at the measured rate; 0 until known.
+func (p *pipeline) sendTime(n int64) time.Duration {
+	if p.rate == 0 {
+		return 0
+	}
+	return time.Duration(float64(n) / p.rate * float64(time.Second))
+}
+
+// base is the least latency seen less the block's own sending time at the
+// rate now known: a slow peer's first blocks (8 s for 8 KiB at 1 KiB/s)
+// would otherwise keep the least latency, and so the window, at that.
+func (p *pipeline) base() time.Duration {
+	return max(p.baseLat-p.sendTime(p.baseN), time.Microsecond)
+}
+
+// latLess reports whether an answer of n bytes after lat is quicker than
+// the least one seen, each less its sending time.
+func (p *pipeline) latLess(lat time.Duration, n int64) bool {
+	return lat-p.sendTime(n) < p.baseLat-p.sendTime(p.baseN)
+}
+
+// blockFor is the block size nearest under n: a power of two from minBlock
+// to BlockSize.
+func blockFor(n int64) int64 {
+	b := int64(minBlock)
+	for b < BlockSize && 2*b <= n {
+		b *= 2
+	}
+	return b
 }

@@ -212,24 +212,37 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	// Warm up: the congestion window, the first allocations.
 	linkOnce(b, holder, downloader, sink, 4<<20)
 	b.ResetTimer()
-	var dls, links, ratios []float64
+	var dls, links, ratios, dlCPU, linkCPU []float64
+	// cpuPerGB runs f and returns its rate and the process's CPU seconds
+	// per GB it moved (both ends are in this process): unlike the rates,
+	// the CPU a byte costs hardly depends on what else the machine runs.
+	cpuPerGB := func(f func() float64) (float64, float64) {
+		c0 := processCPU()
+		r := f()
+		return r, (processCPU() - c0).Seconds() / (float64(size) / 1e9)
+	}
+	down := func() float64 { return downloadOnce(b, d, src, holder.ID()) }
+	link := func() float64 { return linkOnce(b, holder, downloader, sink, int64(size)) }
 	for i := range b.N * *benchRounds {
-		var dl, link float64
+		var dl, ln, dc, lc float64
 		if i%2 == 0 {
-			dl = downloadOnce(b, d, src, holder.ID())
-			link = linkOnce(b, holder, downloader, sink, int64(size))
+			dl, dc = cpuPerGB(down)
+			ln, lc = cpuPerGB(link)
 		} else {
-			link = linkOnce(b, holder, downloader, sink, int64(size))
-			dl = downloadOnce(b, d, src, holder.ID())
+			ln, lc = cpuPerGB(link)
+			dl, dc = cpuPerGB(down)
 		}
-		dls, links, ratios = append(dls, dl), append(links, link), append(ratios, dl/link)
-		b.Logf("round %d: download %.1f MB/s, link %.1f MB/s, ratio %.3f", i, dl, link, dl/link)
+		dls, links, ratios = append(dls, dl), append(links, ln), append(ratios, dl/ln)
+		dlCPU, linkCPU = append(dlCPU, dc), append(linkCPU, lc)
+		b.Logf("round %d: download %.1f MB/s (%.1f cpu-s/GB), link %.1f MB/s (%.1f cpu-s/GB), ratio %.3f", i, dl, dc, ln, lc, dl/ln)
 	}
 	b.StopTimer()
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(median(dls), "download-MB/s")
 	b.ReportMetric(median(links), "link-MB/s")
 	b.ReportMetric(median(ratios), "ratio")
+	b.ReportMetric(median(dlCPU), "download-cpu-s/GB")
+	b.ReportMetric(median(linkCPU), "link-cpu-s/GB")
 }
 
 // BenchmarkDownloadThreeHolders downloads a file (-shards.capmib, default

@@ -75,8 +75,11 @@ func (s *testServer) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, er
 			if !ok || !blockInPiece(man, r) || !src.haveOf(r.ID).Has(int(r.Piece)) {
 				continue
 			}
-			if s.limit != nil {
-				if err := s.limit.WaitN(ctx, int(r.Len)); err != nil {
+			// In pieces of at most the burst, as Service.waitUpload: a
+			// small burst keeps a slow cap from starting with a free
+			// quarter of a MiB.
+			for n := int(r.Len); s.limit != nil && n > 0; n -= s.limit.Burst() {
+				if err := s.limit.WaitN(ctx, min(n, s.limit.Burst())); err != nil {
 					return nil, err
 				}
 			}

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"errors"
@@ -37,6 +38,7 @@ type fakeFiles struct {
 	opened    int                // Content readers open now
 	opens     map[shards.MD5]int // Open calls by resource
 	listed    int                // Files calls
+	pages     []string           // SharesPage calls: "offset limit"
 	// stalled, when set, is published to each new subscription before
 	// its reader starts, as if the reader had been too slow for them.
 	stalled []shards.Event
@@ -97,6 +99,13 @@ func (f *fakeFiles) callLog() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.calls)
+}
+
+// pageCalls returns the SharesPage calls so far, as "offset limit".
+func (f *fakeFiles) pageCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.pages)
 }
 
 func (f *fakeFiles) openReaders() int {
@@ -161,6 +170,43 @@ func (f *fakeFiles) Shares(ctx context.Context) ([]shards.Transfer, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// SharesPage orders as the service does: newest first, then by id.
+func (f *fakeFiles) SharesPage(ctx context.Context, offset, limit int) ([]shards.Transfer, int, error) {
+	f.mu.Lock()
+	f.pages = append(f.pages, fmt.Sprintf("%d %d", offset, limit))
+	f.mu.Unlock()
+	all, err := f.Shares(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	slices.SortFunc(all, func(a, b shards.Transfer) int {
+		if c := b.Added.Compare(a.Added); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
+	total := len(all)
+	all = all[min(offset, total):]
+	if limit >= 0 && limit < len(all) {
+		all = all[:limit]
+	}
+	return all, total, nil
+}
+
+func (f *fakeFiles) Transfer(ctx context.Context, id shards.MD5) (shards.Transfer, error) {
+	defer f.mu.Unlock()
+	if err := f.begin(); err != nil {
+		return shards.Transfer{}, err
+	}
+	t, ok := f.transfers[id]
+	if !ok {
+		return shards.Transfer{}, fmt.Errorf("%w: %s", shards.ErrUnknown, id)
+	}
+	c := *t
+	c.Sources = copyMap(t.Sources)
+	return c, nil
 }
 
 func (f *fakeFiles) Share(ctx context.Context, path string) (shards.Transfer, error) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -26,6 +27,13 @@ import (
 type Files interface {
 	// Shares lists this node's shares and transfers.
 	Shares(ctx context.Context) ([]shards.Transfer, error)
+	// SharesPage lists this node's shares and transfers newest first
+	// (then by id) from offset, at most limit (limit < 0: all the rest),
+	// and how many there are in all.
+	SharesPage(ctx context.Context, offset, limit int) ([]shards.Transfer, int, error)
+	// Transfer returns one of this node's shares or transfers; an id it
+	// has not is shards.ErrUnknown.
+	Transfer(ctx context.Context, id shards.MD5) (shards.Transfer, error)
 	// Share shares the regular file at path (absolute), in place.
 	Share(ctx context.Context, path string) (shards.Transfer, error)
 	// Fetch starts downloading a resource; a Link with only ID set finds
@@ -59,6 +67,8 @@ const (
 	maxPushTo = 1024
 	// maxPushID bounds a push id in a URL.
 	maxPushID = 128
+	// maxSharesPage bounds ?limit= of GET /api/shards.
+	maxSharesPage = 1000
 )
 
 // ShardsResync is the "shards" event sent in place of events that were
@@ -88,6 +98,7 @@ func (s *Server) filesRoutes() []route {
 		{http.MethodPost, list, s.handleShare},
 		{http.MethodPost, list + "/fetch", s.handleFetch},
 		{http.MethodPost, list + "/push", s.handlePush},
+		{http.MethodGet, one, s.handleTransfer},
 		{http.MethodDelete, one, s.handleRemove},
 		{http.MethodGet, sub, s.handleShardGet},
 		{http.MethodPost, sub, s.handleShardPost},
@@ -146,8 +157,31 @@ func transferJSON(t shards.Transfer) shards.Transfer {
 	return t
 }
 
+// handleShares is GET /api/shards: this node's shares and transfers,
+// newest first, as an array. ?offset=N&limit=M asks for a page of them (a
+// node can share 100,000 files: 45 MB of JSON at once); without them it is
+// the whole list, as before. Either way the X-Total-Count header says how
+// many there are in all.
 func (s *Server) handleShares(w http.ResponseWriter, r *http.Request) {
-	ts, err := s.cfg.Files.Shares(r.Context())
+	q := r.URL.Query()
+	offset, limit := 0, -1
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("offset %.20q: want a whole number, 0 or more", v))
+			return
+		}
+		offset = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxSharesPage {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %.20q: want a whole number from 1 to %d", v, maxSharesPage))
+			return
+		}
+		limit = n
+	}
+	ts, total, err := s.cfg.Files.SharesPage(r.Context(), offset, limit)
 	if err != nil {
 		s.filesError(w, r, err)
 		return
@@ -156,11 +190,22 @@ func (s *Server) handleShares(w http.ResponseWriter, r *http.Request) {
 	for _, t := range ts {
 		out = append(out, transferJSON(t))
 	}
-	// Newest first, as a list of downloads is read.
-	slices.SortFunc(out, func(a, b shards.Transfer) int {
-		return cmp.Or(b.Added.Compare(a.Added), strings.Compare(a.ID.String(), b.ID.String()))
-	})
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	writeJSON(w, http.StatusOK, out)
+}
+
+// handleTransfer is GET /api/shards/{id}: one share or transfer.
+func (s *Server) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	id, ok := resourceID(w, r)
+	if !ok {
+		return
+	}
+	t, err := s.cfg.Files.Transfer(r.Context(), id)
+	if err != nil {
+		s.filesError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, transferJSON(t))
 }
 
 // checkPath says what is wrong with a path to share, or "". The node

@@ -299,7 +299,7 @@ func TestGetResumesAfterKill9(t *testing.T) {
 		t.Fatalf("bob's download after get: %+v", after)
 	}
 	// The holder's side: it sent the file once, plus at most the requests
-	// in flight when bob died (a few MiB: MaxDepth blocks per link).
+	// in flight when bob died (at most 16 blocks of 256 KiB per link).
 	sent, _ := alice.transfer(t, tr.ID)
 	t.Logf("alice uploaded %d bytes for a file of %d (%.3fx)", sent.Uploaded, size, float64(sent.Uploaded)/size)
 	if slack := int64(4 << 20); sent.Uploaded > size+slack {

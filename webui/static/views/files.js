@@ -22,6 +22,25 @@ const shardPath = (id) => `api/shards/${encodeURIComponent(id)}`;
 const pageRows = 500;
 const pageTiles = 120;
 const pageTransfers = 200;
+// maxPage is the most GET /api/shards gives at once.
+const maxPage = 1000;
+
+// getPage reads a page of a paged list: its entries and X-Total-Count.
+async function getPage(path) {
+  const res = await fetch(path, { headers: { Accept: 'application/json' } });
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`;
+    try {
+      msg = (await res.json()).error || msg;
+    } catch {
+      // not JSON: keep the status line
+    }
+    throw new Error(msg);
+  }
+  const list = await res.json();
+  const count = Number(res.headers.get('X-Total-Count'));
+  return { list, count: Number.isFinite(count) ? count : list.length };
+}
 // thumbMax is the largest image the gallery loads as a thumbnail on its
 // own: opening a remote file fetches it, and a 1 GiB image should not be
 // fetched because it scrolled into view. Bigger ones load when opened.
@@ -77,6 +96,7 @@ export default {
     let rowLimit = pageRows;
     let tileLimit = pageTiles;
     let transferLimit = pageTransfers;
+    let transfersTotal = 0; // this node's shares and transfers in all
     let query = '';
     let sortBy = 'name';
     const pushes = new Map(); // push id → status
@@ -167,11 +187,24 @@ export default {
       renderFiles();
     }
 
+    // loadTransfers reads as many transfers as the list shows, newest
+    // first, a page at a time (a node can share 100,000 files: the whole
+    // list is tens of MB); X-Total-Count says how many there are.
     async function loadTransfers() {
       try {
-        const got = await getJSON('api/shards');
+        const got = [];
+        let total = 0;
+        for (let off = 0; off < transferLimit;) {
+          const limit = Math.min(maxPage, transferLimit - off);
+          const { list, count } = await getPage(`api/shards?offset=${off}&limit=${limit}`);
+          got.push(...list);
+          total = count;
+          off += limit;
+          if (list.length < limit) break;
+        }
         transfers.clear();
         for (const x of got) transfers.set(x.id, x);
+        transfersTotal = total;
       } catch (err) {
         toast(t('files.loadFailed', { msg: err.message }));
       }
@@ -316,7 +349,8 @@ export default {
         updateRow(x);
         return rows.get(x.id).li;
       }));
-      transfersMore.replaceChildren(...[more('transfers', shown.length, list.length, pageTransfers)].filter(Boolean));
+      const total = Math.max(transfersTotal, list.length);
+      transfersMore.replaceChildren(...[more('transfers', shown.length, total, pageTransfers)].filter(Boolean));
     }
 
     // ---- files: gallery and table ----
@@ -362,7 +396,9 @@ export default {
     }
 
     function fileRow(f) {
-      const x = transfers.get(f.id);
+      // A file of this node's beyond the transfers read so far is one it
+      // holds whole: seeding.
+      const x = transfers.get(f.id) || (f.holders.includes(selfID()) ? { state: 'seeding' } : null);
       const holders = f.holders.map(nameOf);
       let action;
       if (x) {
@@ -535,9 +571,12 @@ export default {
       try {
         switch (what) {
           case 'pause':
-          case 'resume':
+          case 'resume': {
             await sendJSON('POST', `${shardPath(id)}/${what}`);
+            // Its event may lag behind; the view follows at once.
+            apply({ transfer: await getJSON(shardPath(id)) });
             break;
+          }
           case 'remove': {
             const x = transfers.get(id);
             if (x && x.state !== 'seeding' && b.dataset.confirm !== '1') {
@@ -575,7 +614,7 @@ export default {
           case 'more':
             if (id === 'transfers') {
               transferLimit += pageTransfers;
-              renderTransfers();
+              await loadTransfers();
             } else {
               if (id === 'rows') rowLimit += pageRows;
               else tileLimit += pageTiles;
