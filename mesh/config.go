@@ -162,6 +162,10 @@ type RTCConfig struct {
 	SendBufferLow uint64
 	// UnorderedBulk makes the bulk channel unordered (still reliable).
 	UnorderedBulk bool
+	// RelayOnly makes links only through TURN relays (ICE transport
+	// policy "relay"), so that peers never learn this node's addresses;
+	// tests use it to force relayed links on one host.
+	RelayOnly bool
 }
 
 // DefaultConfig returns the settings for a real node; set Identity, and

@@ -57,6 +57,7 @@ type link struct {
 	// when the last message or request came (pings aside).
 	failures   atomic.Int32
 	bytesIn    atomic.Int64
+	bytesOut   atomic.Int64
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
@@ -109,7 +110,12 @@ func newLink(n *Node, c Conn) *link {
 func (l *link) retire() { l.retireOnce.Do(func() { close(l.retired) }) }
 
 func (l *link) info() PeerInfo {
+	route := routeOf(l.conn)
 	return PeerInfo{
+		Route:     route,
+		Relayed:   route != RouteDirect,
+		BytesIn:   l.bytesIn.Load(),
+		BytesOut:  l.bytesOut.Load(),
 		ID:        l.remote,
 		Name:      *l.name.Load(),
 		RTT:       time.Duration(l.rtt.Load()),
@@ -138,6 +144,7 @@ func (l *link) send(ctx context.Context, ch Channel, f frame) error {
 			return err
 		}
 	}
+	l.bytesOut.Add(int64(len(buf)))
 	return nil
 }
 
