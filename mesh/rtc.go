@@ -103,6 +103,10 @@ type rtcTransport struct {
 	// keepTURN), valid until turnExpires.
 	turn        []webrtc.ICEServer
 	turnExpires time.Time
+	// turnFirst is closed once the first fetch of TURN credentials has
+	// ended, however it ended; turnOnce closes it.
+	turnFirst chan struct{}
+	turnOnce  sync.Once
 }
 
 // relayedSignal is a signal that came through the mesh, and the neighbour
@@ -159,6 +163,8 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		sessions: make(map[string]*rtcConn),
 		early:    make(map[string]*earlyCandidates),
 		inbound:  make(map[ID]*handshake),
+
+		turnFirst: make(chan struct{}),
 	}, nil
 }
 
@@ -319,6 +325,7 @@ func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, paylo
 
 // Dial opens a link to id through the rendezvous.
 func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
+	t.waitTURN(ctx)
 	c, err := t.newConn(id, true, "dc_"+rand.Text())
 	if err != nil {
 		return nil, err
@@ -516,6 +523,7 @@ func (t *rtcTransport) keepEarly(src ID, p candidatePayload) {
 
 // answerOffer sets up the inbound side of a link.
 func (t *rtcTransport) answerOffer(ctx context.Context, src ID, p offerPayload) (Conn, error) {
+	t.waitTURN(ctx)
 	c, err := t.newConn(src, false, p.ConnectionID)
 	if err != nil {
 		return nil, err
@@ -911,6 +919,7 @@ func (t *rtcTransport) keepTURN(ctx context.Context, sig *signal.Client, registe
 			t.log.Info("TURN credentials from the rendezvous", "servers", len(servers), "expires", creds.Expires.Round(time.Second))
 			timer.Reset(max(time.Until(creds.Expires)*3/4, turnRefreshMin))
 		}
+		t.turnOnce.Do(func() { close(t.turnFirst) })
 	}
 }
 
@@ -918,6 +927,28 @@ func (t *rtcTransport) setTURN(s []webrtc.ICEServer, expires time.Time) {
 	t.mu.Lock()
 	t.turn, t.turnExpires = s, expires
 	t.mu.Unlock()
+	t.turnOnce.Do(func() { close(t.turnFirst) })
+}
+
+// waitTURN waits, for at most turnFetchTimeout, for the first fetch of
+// TURN credentials, so that the first links of a node behind a NAT are
+// not tried, and failed, without its relay.
+// A node not registered with the rendezvous does not wait: it fetches
+// none until it is.
+func (t *rtcTransport) waitTURN(ctx context.Context) {
+	t.mu.Lock()
+	sig := t.sig
+	t.mu.Unlock()
+	if sig == nil || !sig.Connected() {
+		return
+	}
+	timer := time.NewTimer(turnFetchTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.turnFirst:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 // iceServers are the configured ICE servers and the rendezvous's, while
