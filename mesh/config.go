@@ -121,6 +121,14 @@ type Config struct {
 	BroadcastRate  float64
 	BroadcastBurst int
 
+	// BridgeRate caps the bytes per second this node relays for each
+	// bridge it carries between two neighbours that cannot link
+	// directly (see bridge.go); negative: it bridges for nobody.
+	BridgeRate float64
+	// MaxBridges bounds the bridges this node carries at once; negative:
+	// none.
+	MaxBridges int
+
 	// SignatureCache, if set, is shared by the nodes of one process (a
 	// simulation, see meshtest) so that each directory record's signature
 	// is checked once in the process rather than once by every node: with
@@ -203,6 +211,8 @@ func DefaultConfig() Config {
 		MessageCacheBytes:     16 << 20,
 		BroadcastRate:         2000,
 		BroadcastBurst:        8000,
+		BridgeRate:            2 << 20,
+		MaxBridges:            8,
 	}
 }
 
@@ -300,6 +310,12 @@ func (c *Config) fillDefaults() {
 	}
 	if c.BroadcastBurst <= 0 {
 		c.BroadcastBurst = d.BroadcastBurst
+	}
+	if c.BridgeRate == 0 {
+		c.BridgeRate = d.BridgeRate
+	}
+	if c.MaxBridges == 0 {
+		c.MaxBridges = d.MaxBridges
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -192,6 +192,11 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 			}
 		}
 	case kindMsg:
+		if f.proto == bridgeProto {
+			// Passed on or delivered here, in order, never queued.
+			l.n.bridges.onData(ctx, l, ch, f.payload)
+			return
+		}
 		if !internalProto(f.proto) {
 			l.lastActive.Store(now)
 		}

@@ -681,7 +681,7 @@ func (t *rtcTransport) newConn(remote ID, outbound bool, connID string) (*rtcCon
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateFailed:
-			c.fail(errors.New("mesh: connection failed"))
+			c.fail(fmt.Errorf("%w: connection failed (ICE found no working candidate pair)", ErrNoPath))
 			c.Close()
 		case webrtc.PeerConnectionStateClosed:
 			c.Close()
