@@ -96,7 +96,7 @@ func FuzzBridgeData(f *testing.F) {
 		delivered := 0
 		c.Start(func(Channel, []byte) { delivered++ })
 		n.bridges.addEnd(c)
-		n.bridges.relay[rid] = &bridgeRelay{a: via.ID, b: far.ID, lim: newRelayLimiter(1<<20)}
+		n.bridges.relay[rid] = &bridgeRelay{a: via.ID, b: far.ID, lim: newRelayLimiter(1 << 20)}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		for len(in) >= 3 {
