@@ -280,7 +280,7 @@ func (br *bridges) open(ctx context.Context, to, via ID) (Conn, error) {
 		err = checkSig(to, a.KeyB, a.SigB, (&bridgeOpen{ID: o.ID, From: o.From, To: o.To, Via: o.Via, Time: o.Time, EA: o.EA, EB: a.EB}).signedB())
 	}
 	if err != nil {
-		n.Penalize(via, "bad bridge answer: "+err.Error())
+		// Not held against via: it cannot check the accepter's half.
 		return nil, fmt.Errorf("mesh: bridge answer: %w", err)
 	}
 	o.EB = a.EB
@@ -336,8 +336,13 @@ func (br *bridges) relayOpen(ctx context.Context, bid [bridgeIDLen]byte, o bridg
 	if cfg.BridgeRate < 0 || cfg.MaxBridges < 0 {
 		return nil, fmt.Errorf("%w: this node bridges for nobody", errBridgeRefused)
 	}
-	if n.link(o.To) == nil || o.To == o.From {
+	to, from := n.link(o.To), n.link(o.From)
+	if to == nil || from == nil || o.To == o.From {
 		return nil, fmt.Errorf("%w: no link to %s", errBridgeRefused, o.To.Short())
+	}
+	if routeOf(to.conn) == RouteBridge || routeOf(from.conn) == RouteBridge {
+		// A bridge over a bridge would relay every frame twice.
+		return nil, fmt.Errorf("%w: the link to %s is itself bridged", errBridgeRefused, o.To.Short())
 	}
 	br.mu.Lock()
 	perFrom, perTo := 0, 0

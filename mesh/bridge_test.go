@@ -180,3 +180,37 @@ func TestBridgeRefused(t *testing.T) {
 		t.Fatal("alice linked to bob anyway")
 	}
 }
+
+// TestBridgeLimit: a node carries at most MaxBridges bridges; one more
+// pair that needs it is refused, and gets its bridge once one closes.
+func TestBridgeLimit(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	nw, a, b, c := bridgeTrio(t, func(cfg *mesh.Config) { cfg.MaxBridges = 1 })
+	d := nw.NewNode(t, "dave", meshtest.Options{Logger: testLogger(t), Configure: func(cfg *mesh.Config) {
+		meshtest.Fast(cfg)
+		cfg.ManualLinks = true
+	}})
+	nw.Block(a.ID(), d.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, d.ID()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "alice to see carol among dave's neighbours", func() bool {
+		r, ok := a.Lookup(d.ID())
+		return ok && slices.Contains(r.Neighbors, c.ID())
+	})
+	if err := a.Connect(ctx, b.ID()); err != nil {
+		t.Fatalf("the first bridge: %v", err)
+	}
+	if err := a.Connect(ctx, d.ID()); err == nil || !errors.Is(err, mesh.ErrNoPath) {
+		t.Fatalf("a second bridge through carol, who carries one at most: %v, want refused", err)
+	}
+	a.Disconnect(b.ID())
+	testutil.WaitFor(t, 30*time.Second, "a bridge to dave once the first one closed", func() bool {
+		return a.Connect(ctx, d.ID()) == nil
+	})
+	if p, ok := peerOf(a, d.ID()); !ok || p.Route != mesh.RouteBridge {
+		t.Fatalf("alice's link to dave: %+v, want bridged", p)
+	}
+}
