@@ -214,3 +214,61 @@ func TestBridgeLimit(t *testing.T) {
 		t.Fatalf("alice's link to dave: %+v, want bridged", p)
 	}
 }
+
+// BenchmarkBridgeCap sends 16 MiB over a bridged link whose bridging node
+// paces each bridge to 4 MiB/s, on the in-memory network, and reports
+// the goodput and its ratio to the cap (at most about 1, plus the burst
+// of a second's worth at the start).
+//
+//	go test -run '^$' -bench BridgeCap ./mesh/
+func BenchmarkBridgeCap(b *testing.B) {
+	const capRate = 4 << 20
+	const total = 16 << 20
+	nw := meshtest.NewNetwork()
+	opts := meshtest.Options{Configure: func(cfg *mesh.Config) {
+		meshtest.Fast(cfg)
+		cfg.ManualLinks = true
+		cfg.BridgeRate = capRate
+	}}
+	x, y, z := nw.NewNode(b, "alice", opts), nw.NewNode(b, "bob", opts), nw.NewNode(b, "carol", opts)
+	nw.Block(x.ID(), y.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, n := range []*mesh.Node{x, y} {
+		if err := z.Connect(ctx, n.ID()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	testutil.WaitFor(b, 30*time.Second, "the directory", func() bool {
+		r, ok := x.Lookup(y.ID())
+		return ok && slices.Contains(r.Neighbors, z.ID())
+	})
+	if err := x.Connect(ctx, y.ID()); err != nil {
+		b.Fatal(err)
+	}
+	got := make(chan int, 1024)
+	y.Handle("test/sink", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		got <- len(m.Payload)
+		return nil, nil
+	}))
+	p := make([]byte, 64<<10)
+	b.ResetTimer()
+	var rates []float64
+	for range b.N {
+		start := time.Now()
+		go func() {
+			for sent := 0; sent < total; sent += len(p) {
+				if x.Send(ctx, y.ID(), "test/sink", p, mesh.OverBulk()) != nil {
+					return
+				}
+			}
+		}()
+		for n := 0; n < total; n += <-got {
+		}
+		rates = append(rates, total/time.Since(start).Seconds())
+	}
+	b.StopTimer()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(rates)/1e6, "MB/s")
+	b.ReportMetric(median(rates)/capRate, "ratio-to-cap")
+}
