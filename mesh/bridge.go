@@ -193,6 +193,34 @@ type bridges struct {
 	mu    sync.Mutex
 	relay map[[bridgeIDLen]byte]*bridgeRelay
 	ends  map[[bridgeIDLen]byte]*bridgeConn
+	// notices are close notices in flight (see notice); stopped: Serve
+	// has waited for them, send no more.
+	notices sync.WaitGroup
+	stopped bool
+}
+
+// notice tells via, on a goroutine that stop waits for, that bridge bid
+// closed.
+func (br *bridges) notice(via ID, bid [bridgeIDLen]byte) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.stopped {
+		return
+	}
+	br.notices.Go(func() {
+		if l := br.n.link(via); l != nil {
+			sendClose(l, bid)
+		}
+	})
+}
+
+// stop waits for the close notices in flight; Serve calls it when the
+// links are gone.
+func (br *bridges) stop() {
+	br.mu.Lock()
+	br.stopped = true
+	br.mu.Unlock()
+	br.notices.Wait()
 }
 
 // bridgeRelay is a bridge this node relays between a and b.
@@ -725,12 +753,12 @@ func (c *bridgeConn) fault(why string) {
 	c.Close()
 }
 
-// Close closes the bridged link and tells the bridging node.
+// Close closes the bridged link and tells the bridging node. It may be
+// called with the node's lock held (Serve closes every link so), so the
+// notice goes on a goroutine of its own.
 func (c *bridgeConn) Close() error {
 	if c.closeLocal() {
-		if l := c.br.n.link(c.via); l != nil {
-			sendClose(l, c.bid)
-		}
+		c.br.notice(c.via, c.bid)
 	}
 	return nil
 }

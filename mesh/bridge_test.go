@@ -70,6 +70,8 @@ func TestBridgeLinksBlockedPair(t *testing.T) {
 	if err := a.Connect(ctx, b.ID()); err != nil {
 		t.Fatalf("alice to bob through carol: %v", err)
 	}
+	// Connect returns when alice's end is up; bob's follows its hello.
+	testutil.WaitFor(t, 20*time.Second, "bob's end of the link", func() bool { _, ok := peerOf(b, a.ID()); return ok })
 	for _, end := range [][2]*mesh.Node{{a, b}, {b, a}} {
 		p, ok := peerOf(end[0], end[1].ID())
 		if !ok || p.Route != mesh.RouteBridge || !p.Relayed {

@@ -211,6 +211,7 @@ loop:
 	n.mu.Unlock()
 	wg.Wait()
 	n.bc.stop()
+	n.bridges.stop()
 	tcancel()
 	twg.Wait()
 	return err

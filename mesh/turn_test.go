@@ -115,6 +115,7 @@ func TestRTCLinkThroughTURN(t *testing.T) {
 	if err != nil || string(resp) != "echo:hi" {
 		t.Fatalf("request over the relayed link: %q, %v", resp, err)
 	}
+	testutil.WaitFor(t, 20*time.Second, "bob's end of the link", func() bool { return len(b.Peers()) == 1 })
 	for _, n := range []*mesh.Node{a, b} {
 		ps := n.Peers()
 		if len(ps) != 1 || ps[0].Route != mesh.RouteTURN || !ps[0].Relayed || ps[0].BytesIn == 0 || ps[0].BytesOut == 0 {
