@@ -17,6 +17,7 @@ require (
 	github.com/pion/webrtc/v4 v4.2.26
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/image v0.36.0
+	golang.org/x/sys v0.45.0
 	golang.org/x/time v0.14.0
 )
 
@@ -37,5 +38,4 @@ require (
 	github.com/wlynxg/anet v0.0.5 // indirect
 	golang.org/x/crypto v0.48.0 // indirect
 	golang.org/x/net v0.50.0 // indirect
-	golang.org/x/sys v0.45.0 // indirect
 )
