@@ -131,6 +131,14 @@ type Config struct {
 	BroadcastRate  float64
 	BroadcastBurst int
 
+	// BridgeRate caps the bytes per second this node relays for each
+	// bridge it carries between two neighbours that cannot link
+	// directly (see bridge.go); negative: it bridges for nobody.
+	BridgeRate float64
+	// MaxBridges bounds the bridges this node carries at once; negative:
+	// none.
+	MaxBridges int
+
 	// SignatureCache, if set, is shared by the nodes of one process (a
 	// simulation, see meshtest) so that each directory record's signature
 	// is checked once in the process rather than once by every node: with
@@ -172,6 +180,10 @@ type RTCConfig struct {
 	SendBufferLow uint64
 	// UnorderedBulk makes the bulk channel unordered (still reliable).
 	UnorderedBulk bool
+	// RelayOnly makes links only through TURN relays (ICE transport
+	// policy "relay"), so that peers never learn this node's addresses;
+	// tests use it to force relayed links on one host.
+	RelayOnly bool
 }
 
 // DefaultConfig returns the settings for a real node; set Identity, and
@@ -210,6 +222,8 @@ func DefaultConfig() Config {
 		MessageCacheBytes:     16 << 20,
 		BroadcastRate:         2000,
 		BroadcastBurst:        8000,
+		BridgeRate:            2 << 20,
+		MaxBridges:            8,
 	}
 }
 
@@ -310,6 +324,12 @@ func (c *Config) fillDefaults() {
 	}
 	if c.BroadcastBurst <= 0 {
 		c.BroadcastBurst = d.BroadcastBurst
+	}
+	if c.BridgeRate == 0 {
+		c.BridgeRate = d.BridgeRate
+	}
+	if c.MaxBridges == 0 {
+		c.MaxBridges = d.MaxBridges
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -39,6 +39,13 @@
 // networks of nodes without WebRTC, and meshtest.Fast, short timers for
 // them.
 //
+// Nodes that cannot link directly still link: through the TURN relays the
+// rendezvous hands out credentials for (fetched on registration and
+// renewed before they expire), or, when ICE finds no path
+// ([ErrNoPath]), through a neighbour both link to, which relays their
+// end-to-end sealed frames (a bridge, see bridge.go). [PeerInfo.Route]
+// tells the three apart.
+//
 // # Caveats
 //
 // Send returns once the frame is handed to the link; a frame in flight

@@ -26,6 +26,11 @@ var (
 	// again when offered again later (see ValidateBroadcast).
 	ErrNotYetValid = errors.New("mesh: broadcast not yet valid")
 
+	// ErrNoPath is wrapped by a Transport's Dial when it reached the node
+	// to negotiate but found no path for the link itself (ICE failed):
+	// the node then tries a bridge through a common neighbour.
+	ErrNoPath = errors.New("mesh: no path to the node")
+
 	errBadFrame = errors.New("mesh: bad frame")
 )
 

@@ -60,6 +60,7 @@ type link struct {
 	// when the last message or request came (pings aside).
 	failures   atomic.Int32
 	bytesIn    atomic.Int64
+	bytesOut   atomic.Int64
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
@@ -112,7 +113,12 @@ func newLink(n *Node, c Conn) *link {
 func (l *link) retire() { l.retireOnce.Do(func() { close(l.retired) }) }
 
 func (l *link) info() PeerInfo {
+	route := routeOf(l.conn)
 	return PeerInfo{
+		Route:     route,
+		Relayed:   route != RouteDirect,
+		BytesIn:   l.bytesIn.Load(),
+		BytesOut:  l.bytesOut.Load(),
 		ID:        l.remote,
 		Name:      *l.name.Load(),
 		RTT:       time.Duration(l.rtt.Load()),
@@ -141,6 +147,7 @@ func (l *link) send(ctx context.Context, ch Channel, f frame) error {
 			return err
 		}
 	}
+	l.bytesOut.Add(int64(len(buf)))
 	return nil
 }
 
@@ -188,6 +195,11 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 			}
 		}
 	case kindMsg:
+		if f.proto == bridgeProto {
+			// Passed on or delivered here, in order, never queued.
+			l.n.bridges.onData(ctx, l, ch, f.payload)
+			return
+		}
 		if !internalProto(f.proto) {
 			l.lastActive.Store(now)
 		}

@@ -48,6 +48,8 @@ type Node struct {
 	bc     *broadcaster
 	dir    *directory
 	routes routes
+	// bridges are the bridged links this node ends and those it relays.
+	bridges *bridges
 	// relaySeen holds the relayed signals handled, against replays.
 	relaySeen relaySeen
 	// admitting counts inbound links in their hello, which hold a slot.
@@ -99,6 +101,8 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.bc = newBroadcaster(n)
 	n.dir = newDirectory(n)
+	n.bridges = newBridges(n)
+	n.Handle(bridgeProto, HandlerFunc(n.bridges.handleOpen))
 	n.Handle(bcastProto, HandlerFunc(n.bc.handle))
 	n.Handle(dirProto, HandlerFunc(n.dir.handleSnapshot))
 	n.Handle(sigProto, HandlerFunc(n.handleRelay))
@@ -208,6 +212,7 @@ loop:
 	n.mu.Unlock()
 	wg.Wait()
 	n.bc.stop()
+	n.bridges.stop()
 	tcancel()
 	twg.Wait()
 	return err
@@ -232,6 +237,25 @@ func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
 		return fmt.Errorf("mesh: %s is banned for its offences", id.Short())
 	}
 	c, err := n.dial(ctx, id)
+	if err != nil && errors.Is(err, ErrNoPath) && n.link(id) == nil {
+		// No direct path: a neighbour both can reach may bridge them.
+		// The direct attempt may have used up ctx's time.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.HelloTimeout)
+		stop := context.AfterFunc(ctx, func() {
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				cancel() // cancelled, not out of time
+			}
+		})
+		var berr error
+		if c, berr = n.bridges.dial(bctx, id); berr == nil {
+			err = nil
+			ctx = bctx
+		} else {
+			err = fmt.Errorf("%w; no bridge either: %v", err, berr)
+		}
+		defer cancel()
+		defer stop()
+	}
 	if err != nil {
 		if n.link(id) != nil {
 			return nil // id linked to us while we dialed
@@ -497,6 +521,9 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		l.drain(ctx)
 	}
 	n.unregister(l)
+	if n.link(l.remote) == nil {
+		n.bridges.linkDown(l.remote)
+	}
 }
 
 // duplicateGrace is how long a link that lost a simultaneous-dial race

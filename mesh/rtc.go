@@ -12,10 +12,13 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/stun/v4"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/catnest/catnest/mesh/signal"
@@ -100,6 +103,14 @@ type rtcTransport struct {
 	// those set up or up, by connection id.
 	guestH GuestHandler
 	guests map[string]*Guest
+	// turn holds the ICE servers the rendezvous handed out (see
+	// keepTURN), valid until turnExpires.
+	turn        []webrtc.ICEServer
+	turnExpires time.Time
+	// turnFirst is closed once the first fetch of TURN credentials has
+	// ended, however it ended; turnOnce closes it.
+	turnFirst chan struct{}
+	turnOnce  sync.Once
 }
 
 // relayedSignal is a signal that came through the mesh, and the neighbour
@@ -157,6 +168,8 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		early:    make(map[string]*earlyCandidates),
 		inbound:  make(map[ID]*handshake),
 		guests:   make(map[string]*Guest),
+
+		turnFirst: make(chan struct{}),
 	}, nil
 }
 
@@ -202,6 +215,7 @@ func newAPI(rc RTCConfig, log *slog.Logger) *webrtc.API {
 // Serve registers with the rendezvous and answers offers until ctx ends.
 func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 	var wg sync.WaitGroup
+	registered := make(chan struct{}, 1)
 	sig, err := signal.NewClient(signal.ClientConfig{
 		URL:    t.cfg.SignalURL,
 		Key:    t.cfg.SignalKey,
@@ -214,6 +228,10 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		OnState: func(up bool) {
 			if up {
 				t.log.Info("registered with rendezvous", "url", t.cfg.SignalURL)
+				select {
+				case registered <- struct{}{}:
+				default:
+				}
 			} else {
 				t.log.Info("rendezvous connection lost; links stay up", "url", t.cfg.SignalURL)
 			}
@@ -225,6 +243,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 	t.mu.Lock()
 	t.sig = sig
 	t.mu.Unlock()
+	wg.Go(func() { t.keepTURN(ctx, sig, registered) })
 	wg.Go(func() {
 		for {
 			select {
@@ -318,6 +337,7 @@ func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, paylo
 
 // Dial opens a link to id through the rendezvous.
 func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
+	t.waitTURN(ctx)
 	c, err := t.newConn(id, true, "dc_"+rand.Text())
 	if err != nil {
 		return nil, err
@@ -521,6 +541,7 @@ func (t *rtcTransport) keepEarlyFrom(src string, p candidatePayload) {
 
 // answerOffer sets up the inbound side of a link.
 func (t *rtcTransport) answerOffer(ctx context.Context, src ID, p offerPayload) (Conn, error) {
+	t.waitTURN(ctx)
 	c, err := t.newConn(src, false, p.ConnectionID)
 	if err != nil {
 		return nil, err
@@ -573,6 +594,10 @@ type rtcConn struct {
 	low      [2]chan struct{}
 	answer   chan webrtc.SessionDescription
 
+	// route is the Route of the selected candidate pair; nil until ICE
+	// has selected one.
+	route atomic.Pointer[Route]
+
 	started chan struct{}
 	recv    func(Channel, []byte)
 	opened  chan struct{} // both channels open and the remote proven
@@ -591,9 +616,14 @@ type rtcConn struct {
 }
 
 func (t *rtcTransport) newConn(remote ID, outbound bool, connID string) (*rtcConn, error) {
+	policy := webrtc.ICETransportPolicyAll
+	if t.cfg.RTC.RelayOnly {
+		policy = webrtc.ICETransportPolicyRelay
+	}
 	pc, err := t.api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:   t.cfg.ICEServers,
-		Certificates: []webrtc.Certificate{t.cert},
+		ICEServers:         t.iceServers(),
+		ICETransportPolicy: policy,
+		Certificates:       []webrtc.Certificate{t.cert},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mesh: new peer connection: %w", err)
@@ -616,6 +646,11 @@ func (t *rtcTransport) newConn(remote ID, outbound bool, connID string) (*rtcCon
 	t.sessions[connID] = c
 	t.mu.Unlock()
 
+	// The route follows the selected candidate pair, which ICE may
+	// change while the link lives.
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *webrtc.ICECandidatePair) {
+		c.route.Store(pairRoute(p))
+	})
 	ordered := true
 	for i, label := range [2]string{"ctl", "bulk"} {
 		ch := Channel(i)
@@ -664,7 +699,7 @@ func (t *rtcTransport) newConn(remote ID, outbound bool, connID string) (*rtcCon
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateFailed:
-			c.fail(errors.New("mesh: connection failed"))
+			c.fail(fmt.Errorf("%w: connection failed (ICE found no working candidate pair)", ErrNoPath))
 			c.Close()
 		case webrtc.PeerConnectionStateClosed:
 			c.Close()
@@ -771,6 +806,27 @@ func (c *rtcConn) addCandidate(cand webrtc.ICECandidateInit) {
 	}
 }
 
+// Route is how the link's traffic travels: RouteTURN when either end of
+// the selected candidate pair is a relay's.
+func (c *rtcConn) Route() Route {
+	if r := c.route.Load(); r != nil {
+		return *r
+	}
+	if p, err := c.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair(); err == nil && p != nil {
+		return *pairRoute(p)
+	}
+	return RouteDirect
+}
+
+func pairRoute(p *webrtc.ICECandidatePair) *Route {
+	r := RouteDirect
+	if p != nil && ((p.Local != nil && p.Local.Typ == webrtc.ICECandidateTypeRelay) ||
+		(p.Remote != nil && p.Remote.Typ == webrtc.ICECandidateTypeRelay)) {
+		r = RouteTURN
+	}
+	return &r
+}
+
 func (c *rtcConn) Remote() ID     { return c.remote }
 func (c *rtcConn) Outbound() bool { return c.outbound }
 
@@ -829,3 +885,125 @@ func (c *rtcConn) Close() error {
 }
 
 func (c *rtcConn) Done() <-chan struct{} { return c.done }
+
+// Refreshing TURN credentials: the rendezvous hands registered clients
+// short-lived ones (signal.Client.TURN); they are fetched on each
+// registration and again when three quarters of their life has passed,
+// so that links made at any time get valid ones.
+const (
+	turnFetchTimeout = 10 * time.Second
+	turnRetryMin     = time.Second
+	turnRetryMax     = time.Minute
+	// turnRefreshMin bounds how soon credentials are refreshed, against a
+	// rendezvous that hands out ones that expire at once.
+	turnRefreshMin = 5 * time.Second
+)
+
+// keepTURN fetches TURN credentials from the rendezvous each time the
+// client registers (a signal on registered) and before they expire,
+// until ctx ends.
+func (t *rtcTransport) keepTURN(ctx context.Context, sig *signal.Client, registered <-chan struct{}) {
+	timer := time.NewTimer(0)
+	if !timer.Stop() {
+		<-timer.C
+	}
+	defer timer.Stop()
+	retry := turnRetryMin
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-registered:
+		case <-timer.C:
+		}
+		timer.Stop()
+		fctx, cancel := context.WithTimeout(ctx, turnFetchTimeout)
+		creds, err := sig.TURN(fctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, signal.ErrNoTURN):
+			// Fetched again on the next registration only.
+			t.setTURN(nil, time.Time{})
+		case err != nil:
+			t.log.Debug("TURN credentials", "err", err, "retry", retry)
+			timer.Reset(retry)
+			retry = min(2*retry, turnRetryMax)
+		default:
+			retry = turnRetryMin
+			servers := iceServersFrom(creds.ICEServers, t.log)
+			t.setTURN(servers, creds.Expires)
+			t.log.Info("TURN credentials from the rendezvous", "servers", len(servers), "expires", creds.Expires.Round(time.Second))
+			timer.Reset(max(time.Until(creds.Expires)*3/4, turnRefreshMin))
+		}
+		t.turnOnce.Do(func() { close(t.turnFirst) })
+	}
+}
+
+func (t *rtcTransport) setTURN(s []webrtc.ICEServer, expires time.Time) {
+	t.mu.Lock()
+	t.turn, t.turnExpires = s, expires
+	t.mu.Unlock()
+	t.turnOnce.Do(func() { close(t.turnFirst) })
+}
+
+// waitTURN waits, for at most turnFetchTimeout, for the first fetch of
+// TURN credentials, so that the first links of a node behind a NAT are
+// not tried, and failed, without its relay.
+// A node not registered with the rendezvous does not wait: it fetches
+// none until it is.
+func (t *rtcTransport) waitTURN(ctx context.Context) {
+	t.mu.Lock()
+	sig := t.sig
+	t.mu.Unlock()
+	if sig == nil || !sig.Connected() {
+		return
+	}
+	timer := time.NewTimer(turnFetchTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.turnFirst:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+}
+
+// iceServers are the configured ICE servers and the rendezvous's, while
+// their credentials last.
+func (t *rtcTransport) iceServers() []webrtc.ICEServer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.turn) == 0 || time.Now().After(t.turnExpires) {
+		return t.cfg.ICEServers
+	}
+	return append(slices.Clone(t.cfg.ICEServers), t.turn...)
+}
+
+// maxHandedServers bounds the ICE server URLs taken from a rendezvous.
+const maxHandedServers = 8
+
+// iceServersFrom keeps the STUN and TURN servers pion can use: one bad
+// URL from the rendezvous would make every PeerConnection fail.
+func iceServersFrom(in []signal.ICEServer, log *slog.Logger) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	n := 0
+	for _, s := range in {
+		var urls []string
+		for _, u := range s.URLs {
+			if n >= maxHandedServers {
+				break
+			}
+			if _, err := stun.ParseURI(u); err != nil {
+				log.Debug("TURN credentials: unusable URL", "url", u, "err", err)
+				continue
+			}
+			urls = append(urls, u)
+			n++
+		}
+		if len(urls) > 0 {
+			out = append(out, webrtc.ICEServer{URLs: urls, Username: s.Username, Credential: s.Credential})
+		}
+	}
+	return out
+}

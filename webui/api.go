@@ -82,6 +82,12 @@ type peerJSON struct {
 	RTTMs    float64   `json:"rtt_ms"`
 	Outbound bool      `json:"outbound"`
 	Since    time.Time `json:"since"`
+	// Route is "direct", "turn" or "bridge"; Relayed is set when a TURN
+	// relay or a bridging node carries the link.
+	Route    string `json:"route"`
+	Relayed  bool   `json:"relayed"`
+	BytesIn  int64  `json:"bytes_in"`
+	BytesOut int64  `json:"bytes_out"`
 }
 
 // peerList returns the node's peers sorted by name, then ID; never nil, so
@@ -90,12 +96,19 @@ func (s *Server) peerList() []peerJSON {
 	peers := s.node.Peers()
 	out := make([]peerJSON, 0, len(peers))
 	for _, p := range peers {
+		if p.Route == "" {
+			p.Route = mesh.RouteDirect
+		}
 		out = append(out, peerJSON{
 			ID:       p.ID,
 			Name:     p.Name,
 			RTTMs:    float64(p.RTT) / float64(time.Millisecond),
 			Outbound: p.Outbound,
 			Since:    p.Since.UTC(),
+			Route:    string(p.Route),
+			Relayed:  p.Relayed,
+			BytesIn:  p.BytesIn,
+			BytesOut: p.BytesOut,
 		})
 	}
 	slices.SortFunc(out, func(a, b peerJSON) int {

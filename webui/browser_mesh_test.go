@@ -95,6 +95,23 @@ func TestBrowserMesh(t *testing.T) {
 		&& document.querySelector('#mesh-devices tr[data-id="`+string(fakeID("charlie"))+`"]').cells[4].textContent === "3 minutes ago"
 		&& document.querySelector('#mesh-devices tr[data-id="`+string(fakeID("alpha"))+`"]').cells[3].textContent.includes("channels: general, music")
 		&& document.querySelector('#mesh-devices tr[data-id="`+string(fakeID("delta"))+`"]').cells[3].textContent === "Nothing advertised"`)
+	// No relayed link yet: no relayed mark, no relay line. Then the link
+	// to delta turns out relayed (TURN) and carries 3/4 of the bytes.
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#mesh-graph .mesh-edge.relayed").length === 0
+		&& document.querySelector("#mesh-relayed").hidden`)
+	bravo := fakePeer("bravo", 9*time.Millisecond, true, time.Now())
+	bravo.BytesIn, bravo.BytesOut = 100, 100
+	delta := fakePeer("delta", 30*time.Millisecond, false, time.Now())
+	delta.Route, delta.Relayed, delta.BytesIn, delta.BytesOut = mesh.RouteTURN, true, 500, 100
+	node.add(bravo)
+	node.add(delta)
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#mesh-graph .mesh-edge.relayed.route-turn").length === 1
+		&& document.querySelector('#mesh-graph .mesh-edge.relayed').dataset.a + document.querySelector('#mesh-graph .mesh-edge.relayed').dataset.b
+			=== [`+"`"+string(fakeID("alpha"))+"`, `"+string(fakeID("delta"))+"`"+`].sort().join("")
+		&& !document.querySelector("#mesh-relayed").hidden
+		&& document.querySelector("#mesh-relayed").dataset.share === "75"
+		&& document.querySelector("#mesh-relayed").textContent === "1 of this node's 2 links go through a relay: 75% of its traffic (600 B)"`)
+
 	// The graph is laid out: no two nodes on top of each other, links of
 	// about the same length.
 	before := nodePositions(t, ctx)

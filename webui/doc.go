@@ -21,7 +21,8 @@
 //	GET /api/node       {"id", "name", "version"}
 //	GET /api/apikey     {"key", "header"}: the API key, for the UI's settings; only to
 //	                    the node's own page (or a script that has the key); 404 without a key
-//	GET /api/peers      [{"id", "name", "rtt_ms", "outbound", "since"}, ...] sorted by name, then id
+//	GET /api/peers      [{"id", "name", "rtt_ms", "outbound", "since", "route", "relayed", "bytes_in", "bytes_out"}, ...]
+//	                    sorted by name, then id; route is "direct", "turn" or "bridge"
 //	GET /api/directory  [{"id", "name", "seq", "neighbors", "resources", "heard", "self"}, ...]
 //	                    the online nodes, this one included (self: true), sorted by name, then id;
 //	                    neighbors and resources are never null

@@ -173,6 +173,11 @@ func TestPeersEndpoint(t *testing.T) {
 		"rtt_ms":   12.5,
 		"outbound": true,
 		"since":    "2025-03-04T05:06:07Z",
+		// A link that does not say its route is direct.
+		"route":     "direct",
+		"relayed":   false,
+		"bytes_in":  0.0,
+		"bytes_out": 0.0,
 	}
 	if len(got) == 4 && !maps.Equal(got[3], want) {
 		t.Errorf("peer = %v, want %v", got[3], want)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -410,6 +413,11 @@ type SignalConfig struct {
 	Port    int
 	Server  signal.ServerConfig
 	Verbose bool
+	// TURN runs the embedded TURN relay (with TURNRelay's settings) on
+	// TURNPort, UDP and TCP; its URLs join Server.TURN.URLs.
+	TURN      bool
+	TURNPort  int
+	TURNRelay signal.TURNServerConfig
 }
 
 func parseSignal(args []string, stderr io.Writer) (SignalConfig, error) {
@@ -425,11 +433,24 @@ func parseSignal(args []string, stderr io.Writer) (SignalConfig, error) {
 	fs.IntVar(&cfg.Server.ConcurrentLimit, "concurrent-limit", cfg.Server.ConcurrentLimit, "most clients connected at `once`")
 	fs.IntVar(&cfg.Server.PerAddressLimit, "per-address-limit", cfg.Server.PerAddressLimit, "most WebSockets open from one IP address (IPv6: one /64) at `once`; behind a reverse proxy, set it to --concurrent-limit")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
+	var turnIP string
+	var turnURLs listFlag
+	fs.BoolVar(&cfg.TURN, "turn", false, "also run a TURN relay for nodes behind NATs that block direct links; registered clients get credentials for it at GET {path}{key}/turn")
+	fs.IntVar(&cfg.TURNPort, "turn-port", 3478, "TURN relay `port` (UDP and TCP)")
+	fs.StringVar(&turnIP, "turn-public-ip", "", "the relay's public `IP`, which clients reach it at (required with --turn)")
+	fs.StringVar(&cfg.Server.TURN.Secret, "turn-secret", os.Getenv("CATNEST_TURN_SECRET"), "`secret` shared with the TURN servers, as coturn's static-auth-secret (default $CATNEST_TURN_SECRET; with --turn alone, made up)")
+	fs.StringVar(&cfg.TURNRelay.Realm, "turn-realm", "catnest", "TURN `realm`")
+	fs.BoolVar(&cfg.TURNRelay.AllowPrivate, "turn-allow-private", false, "let the relay send to loopback and private addresses other than its own (tests, LANs)")
+	fs.Var(&turnURLs, "turn-url", "hand out credentials for the TURN or STUN server at `URL` too, e.g. turn:turn.example.org:3478 for a coturn with use-auth-secret and the same --turn-secret (repeatable)")
+	fs.DurationVar(&cfg.Server.TURN.TTL, "turn-ttl", signal.DefaultTURNTTL, "how long the TURN credentials handed out are valid")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("signal: unexpected argument %q", fs.Arg(0))
+	}
+	if err := cfg.checkTURN(turnIP, turnURLs); err != nil {
+		return cfg, fmt.Errorf("signal: %w", err)
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return cfg, fmt.Errorf("signal: --port %d out of range", cfg.Port)
@@ -441,6 +462,41 @@ func parseSignal(args []string, stderr io.Writer) (SignalConfig, error) {
 		return cfg, fmt.Errorf("signal: --per-address-limit must be positive")
 	}
 	return cfg, nil
+}
+
+// checkTURN checks the TURN flags and fills in the relay's settings and
+// the URLs handed out.
+func (cfg *SignalConfig) checkTURN(publicIP string, urls []string) error {
+	for _, u := range urls {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {
+			return fmt.Errorf("--turn-url %q: want turn:host:port, turns:host:port or stun:host:port", u)
+		}
+	}
+	if cfg.Server.TURN.TTL < time.Minute {
+		return fmt.Errorf("--turn-ttl %v: at least a minute, so that nodes can use them", cfg.Server.TURN.TTL)
+	}
+	if !cfg.TURN {
+		if len(urls) > 0 && cfg.Server.TURN.Secret == "" {
+			return fmt.Errorf("--turn-url needs --turn-secret, the secret the TURN server shares")
+		}
+		cfg.Server.TURN.URLs = urls
+		return nil
+	}
+	if cfg.TURNPort <= 0 || cfg.TURNPort > 65535 {
+		return fmt.Errorf("--turn-port %d out of range", cfg.TURNPort)
+	}
+	ip, err := netip.ParseAddr(publicIP)
+	if err != nil || ip.IsUnspecified() {
+		return fmt.Errorf("--turn needs --turn-public-ip, the address clients reach the relay at")
+	}
+	if cfg.Server.TURN.Secret == "" {
+		cfg.Server.TURN.Secret = rand.Text() // both ends are this process
+	}
+	cfg.TURNRelay.PublicIP = ip.Unmap()
+	cfg.TURNRelay.Secret = cfg.Server.TURN.Secret
+	hp := net.JoinHostPort(cfg.TURNRelay.PublicIP.String(), strconv.Itoa(cfg.TURNPort))
+	cfg.Server.TURN.URLs = append([]string{"stun:" + hp, "turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}, urls...)
+	return nil
 }
 
 // DemoConfig is what `catnest demo` runs.

@@ -159,7 +159,12 @@ type proc struct {
 
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	return startCommand(t, exec.Command(os.Args[0], args...), args)
+}
+
+// startCommand runs cmd, which runs catnest with args, as startProc does.
+func startCommand(t *testing.T, cmd *exec.Cmd, args []string) *proc {
+	t.Helper()
 	cmd.Env = append(os.Environ(), "CATNEST_RUN_MAIN=1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

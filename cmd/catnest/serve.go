@@ -414,7 +414,35 @@ func RunSignal(ctx context.Context, cfg SignalConfig, stdout io.Writer) error {
 	srv := signal.NewServer(cfg.Server)
 	fmt.Fprintf(stdout, "catnest rendezvous on http://%s%s (key %q, discovery %v)\n",
 		displayHost(ln.Addr()), cfg.Server.Path, cfg.Server.Key, cfg.Server.AllowDiscovery)
-	return srv.Serve(ctx, ln)
+	if !cfg.TURN {
+		if len(cfg.Server.TURN.URLs) > 0 {
+			fmt.Fprintf(stdout, "TURN credentials for: %s\n", strings.Join(cfg.Server.TURN.URLs, " "))
+		}
+		return srv.Serve(ctx, ln)
+	}
+	// The relay and the rendezvous run together: either failing stops both.
+	cfg.TURNRelay.Logger = cfg.Server.Logger
+	relay, err := signal.NewTURNServer(cfg.TURNRelay)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	pc, tln, err := signal.ListenTURN(cfg.Host, cfg.TURNPort)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fmt.Fprintf(stdout, "TURN relay on %s (UDP and TCP), public address %s; credentials for: %s\n",
+		pc.LocalAddr(), cfg.TURNRelay.PublicIP, strings.Join(cfg.Server.TURN.URLs, " "))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var relayErr error
+	wg.Go(func() { relayErr = relay.Serve(ctx, pc, tln); cancel() })
+	err = srv.Serve(ctx, ln)
+	cancel()
+	wg.Wait()
+	return errors.Join(err, relayErr)
 }
 
 // Demo runs `catnest demo`: a rendezvous and several nodes on loopback.

@@ -42,6 +42,9 @@ type Network struct {
 	sigs  *mesh.SignatureCache
 	nodes map[mesh.ID]*Transport
 	group map[mesh.ID]int // partition group of each node; nil: none
+	// blocked holds the pairs (smaller ID first) that cannot link
+	// directly (see Block).
+	blocked map[[2]mesh.ID]bool
 	// stops holds, per test, the cancel funcs of the nodes NewNode served
 	// for it, so that the first node to stop at the test's end stops all
 	// of them at once: stopped one after another, a thousand nodes each
@@ -199,6 +202,41 @@ func (nw *Network) Partition(groups ...[]mesh.ID) {
 	}
 }
 
+// Block makes a and b unable to link directly, as two nodes behind NATs
+// that ICE finds no path between: their dials to each other fail with an
+// error wrapping mesh.ErrNoPath, and a link between them is cut. Their
+// links to others are not affected, so a neighbour may bridge them.
+func (nw *Network) Block(a, b mesh.ID) {
+	nw.mu.Lock()
+	if nw.blocked == nil {
+		nw.blocked = make(map[[2]mesh.ID]bool)
+	}
+	nw.blocked[pairKey(a, b)] = true
+	t := nw.nodes[a]
+	nw.mu.Unlock()
+	if t == nil {
+		return
+	}
+	var cut []*conn
+	t.mu.Lock()
+	for c := range t.conns {
+		if c.remote == b {
+			cut = append(cut, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range cut {
+		c.Close()
+	}
+}
+
+func pairKey(a, b mesh.ID) [2]mesh.ID {
+	if b < a {
+		a, b = b, a
+	}
+	return [2]mesh.ID{a, b}
+}
+
 // Heal ends a partition.
 func (nw *Network) Heal() {
 	nw.mu.Lock()
@@ -310,7 +348,11 @@ func (t *Transport) Dial(ctx context.Context, id mesh.ID) (mesh.Conn, error) {
 	t.nw.mu.Lock()
 	r := t.nw.nodes[id]
 	apart := t.nw.apart(t.id, id)
+	blocked := t.nw.blocked[pairKey(t.id, id)]
 	t.nw.mu.Unlock()
+	if blocked {
+		return nil, fmt.Errorf("%w: %s and %s are blocked from each other", mesh.ErrNoPath, t.id.Short(), id.Short())
+	}
 	if r == nil || apart {
 		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
 	}

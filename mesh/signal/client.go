@@ -507,3 +507,56 @@ func (c *Client) Peers(ctx context.Context) ([]string, error) {
 	}
 	return ids, nil
 }
+
+// maxTURNResponse bounds the body of GET /turn.
+const maxTURNResponse = 64 << 10
+
+// TURN fetches TURN credentials for this client (GET {path}{key}/turn),
+// which a server hands only to a registered client: call it once
+// registered (OnState(true)). It returns ErrNoTURN when the server hands
+// out none (it answered 404, as a server without TURN and the npm peer
+// server do). Expires in the answer is moved to this machine's clock,
+// from the TTL, so that a skewed clock does not keep expired credentials.
+func (c *Client) TURN(ctx context.Context) (TURNCredentials, error) {
+	u := *c.base
+	u.Path += c.cfg.Key + "/turn"
+	c.mu.Lock()
+	token := c.token
+	c.mu.Unlock()
+	u.RawQuery = url.Values{"id": {c.cfg.ID}, "token": {token}}.Encode()
+	var out TURNCredentials
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return out, fmt.Errorf("signal: turn: %w", err)
+	}
+	asked := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("signal: turn: %w", err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return out, ErrNoTURN
+	default:
+		return out, fmt.Errorf("signal: turn: server answered %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTURNResponse+1))
+	if err != nil {
+		return out, fmt.Errorf("signal: turn: %w", err)
+	}
+	if len(body) > maxTURNResponse {
+		return out, fmt.Errorf("signal: turn: answer over %d bytes", maxTURNResponse)
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return out, fmt.Errorf("signal: turn: %w", err)
+	}
+	if out.TTL > 0 {
+		out.Expires = asked.Add(time.Duration(out.TTL) * time.Second)
+	}
+	if out.Expires.IsZero() {
+		return out, errors.New("signal: turn: the answer has no expiry")
+	}
+	return out, nil
+}

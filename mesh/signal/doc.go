@@ -32,6 +32,16 @@
 // proofs; to the npm peer server a proof is an opaque token. Ids of every
 // other form keep PeerJS's plain tokens, so PeerJS clients work as before.
 //
+// # TURN
+//
+// With ServerConfig.TURN set, the server hands each registered client
+// short-lived credentials for TURN servers at GET {path}{key}/turn?id=&token=
+// (Client.TURN), in coturn's use-auth-secret scheme, so that any TURN
+// server sharing the secret takes them. TURNServer is such a server, built
+// on pion/turn, that `catnest signal --turn` runs beside the rendezvous; it
+// refuses to relay into loopback and private networks other than to its
+// own address unless told otherwise.
+//
 // # Caveats
 //
 // Server: each WebSocket has a reading goroutine (the HTTP handler) and a

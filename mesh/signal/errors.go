@@ -25,3 +25,7 @@ var (
 	// called after the server has already been shut down.
 	ErrServerClosed = errors.New("signal: server closed")
 )
+
+// ErrNoTURN is returned by Client.TURN when the server hands out no TURN
+// credentials.
+var ErrNoTURN = errors.New("signal: the rendezvous server hands out no TURN credentials")

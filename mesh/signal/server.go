@@ -122,6 +122,9 @@ type ServerConfig struct {
 	// connection open; default 30s. (With ServeHTTP, the http.Server's own
 	// settings apply.)
 	IdleTimeout time.Duration
+	// TURN, when set, hands registered clients credentials for TURN
+	// servers at GET {Path}{Key}/turn?id=&token= (see TURNConfig).
+	TURN TURNConfig
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -411,6 +414,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, s.Clients())
+	case len(segs) == 2 && strings.EqualFold(segs[1], "turn") && s.cfg.TURN.enabled():
+		s.serveTURN(w, r, segs[0])
 	default:
 		http.NotFound(w, r)
 	}

@@ -103,6 +103,8 @@ export default {
   'mesh.legend.peer': 'Direct peer',
   'mesh.legend.other': 'Other node',
   'mesh.legend.oneWay': 'Link only one end reports',
+  'mesh.legend.relayed': 'Link through a relay (TURN or a bridging node)',
+  'mesh.relayed': '{n} of this node\'s {total} links go through a relay: {share}% of its traffic ({bytes})',
   'mesh.you': 'you',
   'mesh.detail.title': 'Node details',
   'mesh.hint': 'Point at a node, or click it, to see its links and what it offers.',

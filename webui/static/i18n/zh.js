@@ -102,6 +102,8 @@ export default {
   'mesh.legend.peer': '直连节点',
   'mesh.legend.other': '其他节点',
   'mesh.legend.oneWay': '仅一端报告的连接',
+  'mesh.legend.relayed': '经中继的连接（TURN 或桥接节点）',
+  'mesh.relayed': '本节点 {total} 条连接中有 {n} 条经中继：占其流量的 {share}%（{bytes}）',
   'mesh.you': '本机',
   'mesh.detail.title': '节点详情',
   'mesh.hint': '将鼠标指向或点击某个节点，查看它的连接和提供的资源。',

@@ -2,8 +2,9 @@
 // nodes and links, and the list of online devices with what each offers.
 // Data comes from the "directory" event.
 import { h, shortID } from '../dom.js';
+import { getJSON } from '../api.js';
 import { t, plural, locale } from '../i18n/index.js';
-import { formatSince } from '../format.js';
+import { formatSince, formatBytes } from '../format.js';
 import { Layout, LINK } from '../graph.js';
 import { PENDING_ROOM } from './call.js';
 
@@ -145,7 +146,11 @@ export default {
     graph.append(edgeLayer, nodeLayer);
     const alone = h('p', { class: 'mesh-alone', id: 'mesh-alone', hidden: true });
     const legend = h('ul', { class: 'mesh-legend' });
-    const graphCard = h('div', { class: 'card mesh-graph-card' }, graph, alone, legend);
+    // This node's links from the "peers" event, by peer id: how each
+    // travels (route) and what it carried, for the relayed marks.
+    let links = new Map();
+    const relayLine = h('p', { class: 'mesh-relayed muted', id: 'mesh-relayed', hidden: true });
+    const graphCard = h('div', { class: 'card mesh-graph-card' }, graph, alone, legend, relayLine);
     const detail = h('aside', { class: 'card mesh-detail', id: 'mesh-detail', 'aria-live': 'polite' });
     const top = h('div', { class: 'mesh-top' }, graphCard, detail);
     const devicesTitle = h('h2', { class: 'section-title' });
@@ -213,7 +218,9 @@ export default {
         e.i = index.get(l.a);
         e.j = index.get(l.b);
         const toSelf = g.self && (l.a === g.self.id || l.b === g.self.id);
-        e.el.setAttribute('class', `mesh-edge${l.mutual ? '' : ' one-way'}${toSelf ? ' self-edge' : ''}`);
+        const mine = toSelf ? links.get(l.a === g.self.id ? l.b : l.a) : null;
+        const relayed = mine && mine.relayed ? ` relayed route-${mine.route}` : '';
+        e.el.setAttribute('class', `mesh-edge${l.mutual ? '' : ' one-way'}${toSelf ? ' self-edge' : ''}${relayed}`);
       }
       graph.classList.toggle('dense', dense);
     }
@@ -423,7 +430,9 @@ export default {
         h('li', {}, mark('self'), t('mesh.legend.self')),
         h('li', {}, mark('peer'), t('mesh.legend.peer')),
         h('li', {}, mark('other'), t('mesh.legend.other')),
-        h('li', {}, mark('one-way'), t('mesh.legend.oneWay')));
+        h('li', {}, mark('one-way'), t('mesh.legend.oneWay')),
+        h('li', {}, mark('relayed'), t('mesh.legend.relayed')));
+      renderRelayed();
       devicesTitle.textContent = t('mesh.devices');
       thead.replaceChildren(h('tr', {},
         h('th', { scope: 'col' }, t('mesh.col.name')),
@@ -433,6 +442,22 @@ export default {
         h('th', { scope: 'col' }, t('mesh.col.heard'))));
       renderRows();
       renderFocus();
+    }
+
+    // renderRelayed says how many of this node's links a relay carries
+    // (TURN or a bridging node) and their share of the bytes it moved.
+    function renderRelayed() {
+      const all = [...links.values()];
+      const relayed = all.filter((p) => p.relayed);
+      relayLine.hidden = relayed.length === 0;
+      if (relayed.length === 0) return;
+      const bytes = (ps) => ps.reduce((n, p) => n + (p.bytes_in || 0) + (p.bytes_out || 0), 0);
+      const total = bytes(all);
+      const share = total > 0 ? Math.round((100 * bytes(relayed)) / total) : 0;
+      relayLine.replaceChildren(t('mesh.relayed', {
+        n: relayed.length, total: all.length, share, bytes: formatBytes(bytes(relayed)),
+      }));
+      relayLine.dataset.share = String(share);
     }
 
     function renderRows() {
@@ -482,9 +507,24 @@ export default {
 
     renderText();
     const offDir = events.on('directory', (data) => update(Array.isArray(data) ? data : []));
+    const setLinks = (data) => {
+      links = new Map((Array.isArray(data) ? data : []).map((p) => [p.id, p]));
+      if (g) syncElements();
+      renderRelayed();
+    };
+    const offPeers = events.on('peers', setLinks);
+    // The "peers" event comes when links change; the bytes they carry
+    // change all the time, so the relay's share is read again now and then.
+    const poll = new AbortController();
+    const timer = setInterval(() => {
+      getJSON('/api/peers', { signal: poll.signal }).then(setLinks, () => {});
+    }, 5000);
     const offLang = onLang(renderText);
     return () => {
       offDir();
+      offPeers();
+      clearInterval(timer);
+      poll.abort();
       offLang();
       resized.disconnect();
       if (raf) cancelAnimationFrame(raf);
