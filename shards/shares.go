@@ -40,6 +40,13 @@ const flushInterval = time.Second
 // hashed again before it is left for its next change.
 const maxHashRetries = 3
 
+// hashWorkers is how many queued paths serve looks at (hashes) at once. MD5
+// is one core per stream, and a file's own two streams (whole and pieces)
+// leave a core idle while one file is opened, read and recorded: two
+// files at once keep both cores of a small machine hashing through a
+// folder scan of small files.
+const hashWorkers = 2
+
 // errChanged is returned inside the shares when a file no longer matches
 // its stamp or its manifest.
 var errChanged = errors.New("shards: shared file changed on disk")
@@ -102,8 +109,12 @@ type shares struct {
 	// queue holds the paths to look at again and when; wake tells serve.
 	queue map[string]queued
 	wake  chan struct{}
-	// hashing is the path being hashed, for Scan.
-	hashing string
+	// busy are the queued paths serve's workers are looking at now: taken
+	// out of queue, not yet done. A path queued again meanwhile waits
+	// until it is no longer busy.
+	busy map[string]bool
+	// hashing counts the hashes of each path under way, for Scan.
+	hashing map[string]int
 	// gone holds the files found missing since the queue was last empty,
 	// by inode, so that a rename whose new name is looked at after its old
 	// one is still known as a rename.
@@ -140,6 +151,8 @@ func openShares(svc *Service) (*shares, error) {
 		dirty:         make(map[MD5]*share),
 		unsharedDirty: make(map[string]bool),
 		queue:         make(map[string]queued),
+		busy:          make(map[string]bool),
+		hashing:       make(map[string]int),
 		gone:          make(map[fileKey]goneFile),
 		byIno:         make(map[fileKey]string),
 		wake:          make(chan struct{}, 1),
@@ -362,7 +375,7 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		}
 		before := stampOf(fi)
 		s.mu.Lock()
-		s.hashing = path
+		s.hashing[path]++
 		s.mu.Unlock()
 		s.hashed.Add(1)
 		man, id, err := hashFile(ctx, f, before.Size, nil)
@@ -374,7 +387,9 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		}
 		f.Close()
 		s.mu.Lock()
-		s.hashing = ""
+		if s.hashing[path]--; s.hashing[path] <= 0 {
+			delete(s.hashing, path)
+		}
 		s.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -570,6 +585,8 @@ func (s *shares) queuePath(path, folder string, delay time.Duration) {
 // serve hashes queued paths and writes changes until ctx ends. During a
 // long scan it still writes and advertises every flushInterval, so what
 // was hashed is neither lost to a crash nor hidden until the scan ends.
+// It looks at up to hashWorkers paths at once, never one path twice at
+// once.
 func (s *shares) serve(ctx context.Context) {
 	flush := time.NewTicker(flushInterval)
 	defer flush.Stop()
@@ -582,51 +599,83 @@ func (s *shares) serve(ctx context.Context) {
 		}
 		s.svc.changed()
 	}
+	// A worker holds a slot of slots while it looks at its path, and
+	// wakes the loop when it is done: the path may be due again, and the
+	// queue may have run dry.
+	slots := make(chan struct{}, hashWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-flush.C:
 			checkpoint()
+			last = time.Now()
 			continue
 		case <-s.wake:
 		case <-timer.C:
 		}
-		last := time.Now()
 		for {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			path, q, next, ok := s.nextDue(time.Now())
 			if !ok {
+				<-slots
 				if !next.IsZero() {
 					timer.Reset(time.Until(next))
-				} else {
-					s.mu.Lock()
-					clear(s.gone)
-					s.mu.Unlock()
 				}
 				break
 			}
-			s.update(ctx, path, q.folder)
-			if ctx.Err() != nil {
-				return
-			}
+			wg.Go(func() {
+				defer func() {
+					s.mu.Lock()
+					delete(s.busy, path)
+					s.mu.Unlock()
+					<-slots
+					select {
+					case s.wake <- struct{}{}:
+					default:
+					}
+				}()
+				s.update(ctx, path, q.folder)
+			})
 			if time.Since(last) > flushInterval {
 				checkpoint()
 				last = time.Now()
 			}
 		}
-		s.svc.changed()
+		// A burst ends when its last worker does.
+		s.mu.Lock()
+		idle := len(s.busy) == 0
+		if idle && len(s.queue) == 0 {
+			clear(s.gone)
+		}
+		s.mu.Unlock()
+		if idle {
+			s.svc.changed()
+		}
 	}
 }
 
-// nextDue takes the first path due by now; otherwise it returns when the
-// next one is due (zero if none is queued).
+// nextDue takes the first path due by now that no worker is looking at,
+// and marks it busy; otherwise it returns when the next one is due (zero
+// if none is queued, or only busy ones: their worker's end wakes serve).
 func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var next time.Time
 	for p, q := range s.queue {
+		if s.busy[p] {
+			continue
+		}
 		if !q.due.After(now) {
 			delete(s.queue, p)
+			s.busy[p] = true
 			return p, q, time.Time{}, true
 		}
 		if next.IsZero() || q.due.Before(next) {
@@ -644,11 +693,31 @@ func (s *shares) isShared(path string) bool {
 	return ok
 }
 
-// pending is the number of queued paths.
+// pending is the number of queued paths, those being looked at included.
 func (s *shares) pending() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue)
+	n := len(s.queue)
+	for p := range s.busy {
+		if _, ok := s.queue[p]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// hashingNow is a path being hashed, if any (the first in order, so that
+// Scan reports one path while several are hashed).
+func (s *shares) hashingNow() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := ""
+	for p := range s.hashing {
+		if first == "" || p < first {
+			first = p
+		}
+	}
+	return first
 }
 
 // markUploads queues the records whose upload counters moved.
