@@ -599,10 +599,9 @@ func (s *shares) serve(ctx context.Context) {
 		}
 		s.svc.changed()
 	}
-	// A worker holds a slot of slots while it looks at its path, and
-	// wakes the loop when it is done: the path may be due again, and the
-	// queue may have run dry.
-	slots := make(chan struct{}, hashWorkers)
+	// Workers never block on finished: there are at most hashWorkers.
+	finished := make(chan string, hashWorkers)
+	running := 0
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	last := time.Now()
@@ -614,50 +613,42 @@ func (s *shares) serve(ctx context.Context) {
 			checkpoint()
 			last = time.Now()
 			continue
+		case p := <-finished:
+			running--
+			if running == 0 {
+				// The burst is over. It is advertised before its last
+				// path stops counting as pending, so that Scan says
+				// scanning until shards lists what it hashed: music,
+				// which lists a track once shards is done, must not
+				// list one that shards does not serve yet.
+				s.svc.changed()
+			}
+			s.mu.Lock()
+			delete(s.busy, p)
+			if running == 0 && len(s.queue) == 0 {
+				clear(s.gone)
+			}
+			s.mu.Unlock()
 		case <-s.wake:
 		case <-timer.C:
 		}
-		for {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
+		for running < hashWorkers {
 			path, q, next, ok := s.nextDue(time.Now())
 			if !ok {
-				<-slots
 				if !next.IsZero() {
 					timer.Reset(time.Until(next))
 				}
 				break
 			}
+			running++
 			wg.Go(func() {
-				defer func() {
-					s.mu.Lock()
-					delete(s.busy, path)
-					s.mu.Unlock()
-					<-slots
-					select {
-					case s.wake <- struct{}{}:
-					default:
-					}
-				}()
 				s.update(ctx, path, q.folder)
+				finished <- path
 			})
-			if time.Since(last) > flushInterval {
-				checkpoint()
-				last = time.Now()
-			}
 		}
-		// A burst ends when its last worker does.
-		s.mu.Lock()
-		idle := len(s.busy) == 0
-		if idle && len(s.queue) == 0 {
-			clear(s.gone)
-		}
-		s.mu.Unlock()
-		if idle {
-			s.svc.changed()
+		if time.Since(last) > flushInterval {
+			checkpoint()
+			last = time.Now()
 		}
 	}
 }
