@@ -71,7 +71,7 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	gen := s.gen
 	s.mu.Unlock()
 	own, _ := s.own.Entries()
-	lists, err := s.remote.Lists(ctx, s.node.Directory(), s.node.ID(), own)
+	lists, err := s.remote.Lists(ctx, mesh.Reachable(s.node.ID(), s.node.Directory()), s.node.ID(), own)
 	if err != nil {
 		return nil, 0, err
 	}

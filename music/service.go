@@ -324,9 +324,14 @@ func (s *Service) Serve(ctx context.Context) error {
 			dueAt = time.Time{}
 			rescan()
 		case <-dir:
+			// A node whose record has expired loses its cached list; one
+			// that is only unreachable (stopped, died, cut off: its
+			// neighbours' records no longer name it) keeps it, so that
+			// it costs no paging when it comes back unchanged, but its
+			// tracks leave the library now, not when its record expires.
 			recs := s.node.Directory()
 			s.remote.ForgetOffline(recs)
-			if f := onlineLists(recs); f != online {
+			if f := onlineLists(mesh.Reachable(s.node.ID(), recs)); f != online {
 				online = f
 				s.mu.Lock()
 				s.gen++
