@@ -79,10 +79,13 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	if err != nil {
 		return nil, 0, err
 	}
-	downloads := make(map[shards.MD5]bool)
+	// Cached is a whole copy, checked against its MD5 (StateDone): a
+	// download still running, paused or failed holds only part of the
+	// track, which cannot play once its holders leave.
+	cached := make(map[shards.MD5]bool)
 	for _, t := range all {
-		if t.State != shards.StateSeeding {
-			downloads[t.ID] = true
+		if t.State == shards.StateDone {
+			cached[t.ID] = true
 		}
 	}
 	s.mu.Lock()
@@ -90,7 +93,7 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	lib := merge(s.node.ID(), lists)
 	for id, t := range lib {
 		_, t.Local = s.local[id]
-		t.Cached = !t.Local && downloads[id]
+		t.Cached = !t.Local && cached[id]
 		if len(t.Sources) == 0 && !t.Cached {
 			delete(lib, id)
 		}
