@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/catnest/catnest/internal/reslist"
 	"github.com/catnest/catnest/mesh"
@@ -213,16 +214,30 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 			return nil, err
 		}
 		// Start the download under the track's name; Open then reads
-		// through it. A failure here is Open's to report.
-		if _, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size}); err != nil {
+		// through it. A failure here is Open's to report. A download
+		// that starts now is the cache's, which may go over its limit.
+		start := time.Now()
+		tr, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size})
+		if err != nil {
 			s.log.Debug("fetch of a streamed track", "id", id, "err", err)
+		}
+		started := err == nil && !tr.Added.Before(start)
+		s.played(id, started)
+		if started {
+			s.rescanSoon()
 		}
 	}
 	c, err := s.shards.Open(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("music: stream %s: %w", id, err)
 	}
-	return c, nil
+	if t.Local {
+		return c, nil
+	}
+	s.mu.Lock()
+	s.streams[id]++
+	s.mu.Unlock()
+	return &playing{Content: c, s: s, id: id}, nil
 }
 
 // remember keeps a peer's entry for a track this node streams or attaches
@@ -278,6 +293,7 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
 	}
+	s.forget(id)
 	s.mu.Lock()
 	delete(s.cached, id)
 	s.mu.Unlock()

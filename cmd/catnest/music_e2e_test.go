@@ -24,6 +24,30 @@ import (
 	"github.com/catnest/catnest/shards"
 )
 
+// TestServeMusicCacheFlag: --music-cache takes a size with a unit or
+// none, 0 is a cache of nothing, and the default is music's.
+func TestServeMusicCacheFlag(t *testing.T) {
+	base := []string{"--signal", "http://127.0.0.1:9000/x"}
+	for _, tt := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, music.DefaultConfig().CacheLimit},
+		{[]string{"--music-cache", "512MiB"}, 512 << 20},
+		{[]string{"--music-cache", "3 GB"}, 3e9},
+		{[]string{"--music-cache", "1000000"}, 1e6},
+		{[]string{"--music-cache", "0"}, -1},
+	} {
+		cfg, err := parseServe(append(base, tt.args...), io.Discard)
+		if err != nil || cfg.MusicCache != tt.want {
+			t.Errorf("%q: %d, %v; want %d", tt.args, cfg.MusicCache, err, tt.want)
+		}
+	}
+	if _, err := parseServe(append(base, "--music-cache", "lots"), io.Discard); err == nil || !strings.Contains(err.Error(), "want a size") {
+		t.Errorf("--music-cache lots: %v", err)
+	}
+}
+
 // TestServeMusicFlags: --music takes readable folders, refuses one that
 // holds the data dir or is given twice, and shards shares each file once
 // whether a music folder lies in a --share folder or holds one; the music
