@@ -46,6 +46,9 @@ func hashLanes(ctx context.Context, r io.Reader, size int64, chunk int, l *lanes
 	if size <= psize {
 		return hashOnePiece(ctx, r, m, chunk, progress)
 	}
+	if size <= int64(chunk) {
+		return hashOneChunk(ctx, r, m, chunk, l, progress)
+	}
 
 	// No more buffers than the file has chunks (a 1 MiB file needs one),
 	// and those of hashChunk bytes reused across files: a folder of small
@@ -156,6 +159,38 @@ func putHashBuf(b []byte) {
 	}
 }
 
+// hashOneChunk hashes a file of one chunk on the calling goroutine: the
+// whole, then its pieces (in l's lanes when there are enough of them).
+// Handing the chunk to a second goroutine costs a wake-up per file, and
+// on a busy machine, where the OS gives the core to others in between,
+// more than the hashing. Files are hashed hashWorkers() at once instead.
+func hashOneChunk(ctx context.Context, r io.Reader, m *Manifest, chunk int, l *lanes, progress func(int64)) (*Manifest, MD5, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, MD5{}, err
+	}
+	buf := getHashBuf(chunk)
+	defer putHashBuf(buf)
+	b := buf[:m.Size]
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, MD5{}, fmt.Errorf("shards: read at 0 of %d: %w", m.Size, err)
+	}
+	id := MD5(md5.Sum(b))
+	if (m.Size+m.PieceSize-1)/m.PieceSize >= minLanes && l.acquire() {
+		m.Pieces = l.sumPieces(b, m.PieceSize, m.Pieces)
+		l.release()
+	} else {
+		for p := b; len(p) > 0; {
+			k := min(int64(len(p)), m.PieceSize)
+			m.Pieces = append(m.Pieces, md5.Sum(p[:k]))
+			p = p[k:]
+		}
+	}
+	if progress != nil {
+		progress(m.Size)
+	}
+	return m, id, nil
+}
+
 // hashOnePiece hashes a file of at most one piece: one MD5 is both its
 // piece's and its id.
 func hashOnePiece(ctx context.Context, r io.Reader, m *Manifest, chunk int, progress func(int64)) (*Manifest, MD5, error) {
@@ -211,7 +246,7 @@ type lanes struct {
 }
 
 func newLanes() *lanes {
-	return &lanes{srv: md5simd.NewServer(), free: make(chan md5simd.Hasher, 2*hashWorkers*16)}
+	return &lanes{srv: md5simd.NewServer(), free: make(chan md5simd.Hasher, 64)}
 }
 
 // acquire reports whether l may be used (release after); false for a nil
@@ -255,7 +290,6 @@ func (l *lanes) close() {
 // pieces is hashed with crypto/md5. Chunks go back to free once hashed.
 func (l *lanes) hashPieces(full <-chan []byte, free chan<- []byte, psize int64, n int) []MD5 {
 	out := make([]MD5, 0, n)
-	var hs []md5simd.Hasher
 	for chunk := range full {
 		if (int64(len(chunk))+psize-1)/psize < minLanes {
 			// A short chunk (a small file, a file's end) would fill a
@@ -268,30 +302,38 @@ func (l *lanes) hashPieces(full <-chan []byte, free chan<- []byte, psize int64, 
 			free <- chunk[:cap(chunk)]
 			continue
 		}
-		for b := chunk; len(b) > 0; {
-			k := min(int64(len(b)), psize)
-			var h md5simd.Hasher
-			select {
-			case h = <-l.free:
-			default:
-				h = l.srv.NewHash()
-			}
-			h.Write(b[:k])
-			hs = append(hs, h)
-			b = b[k:]
-		}
-		for _, h := range hs {
-			var p MD5
-			out = append(out, MD5(h.Sum(p[:0])))
-			h.Reset()
-			select {
-			case l.free <- h:
-			default:
-				h.Close()
-			}
-		}
-		hs = hs[:0]
+		out = l.sumPieces(chunk, psize, out)
 		free <- chunk[:cap(chunk)]
+	}
+	return out
+}
+
+// sumPieces appends to out the MD5s of b's pieces of psize bytes (the
+// last maybe short), each written to a hasher of its own before any is
+// summed, so that the server fills its lanes with them.
+func (l *lanes) sumPieces(b []byte, psize int64, out []MD5) []MD5 {
+	var hs []md5simd.Hasher
+	for len(b) > 0 {
+		k := min(int64(len(b)), psize)
+		var h md5simd.Hasher
+		select {
+		case h = <-l.free:
+		default:
+			h = l.srv.NewHash()
+		}
+		h.Write(b[:k])
+		hs = append(hs, h)
+		b = b[k:]
+	}
+	for _, h := range hs {
+		var p MD5
+		out = append(out, MD5(h.Sum(p[:0])))
+		h.Reset()
+		select {
+		case l.free <- h:
+		default:
+			h.Close()
+		}
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -40,12 +41,14 @@ const flushInterval = time.Second
 // hashed again before it is left for its next change.
 const maxHashRetries = 3
 
-// hashWorkers is how many queued paths serve looks at (hashes) at once. MD5
-// is one core per stream, and a file's own two streams (whole and pieces)
-// leave a core idle while one file is opened, read and recorded: two
-// files at once keep both cores of a small machine hashing through a
-// folder scan of small files.
-const hashWorkers = 2
+// hashWorkers is how many queued paths serve looks at (hashes) at once:
+// every core but one, so that what reads the hashed files (music reads
+// their tags as shards lists them) and the rest of the node keep a core.
+// Measured on the shared 2-core machine under load: two files at once
+// scanned a folder at half the speed of one, the node's other work
+// waiting behind both hashers; one file at a time hashes its whole on
+// one goroutine and its pieces in the SIMD lanes' (see lanes).
+func hashWorkers() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
 // errChanged is returned inside the shares when a file no longer matches
 // its stamp or its manifest.
@@ -590,8 +593,8 @@ func (s *shares) queuePath(path, folder string, delay time.Duration) {
 // serve hashes queued paths and writes changes until ctx ends. During a
 // long scan it still writes and advertises every flushInterval, so what
 // was hashed is neither lost to a crash nor hidden until the scan ends.
-// It looks at up to hashWorkers paths at once, never one path twice at
-// once.
+// It looks at up to hashWorkers() paths at once, never one path twice
+// at once.
 func (s *shares) serve(ctx context.Context) {
 	flush := time.NewTicker(flushInterval)
 	defer flush.Stop()
@@ -610,8 +613,9 @@ func (s *shares) serve(ctx context.Context) {
 		s.lanes.Store(nil)
 		l.close()
 	}()
-	// Workers never block on finished: there are at most hashWorkers.
-	finished := make(chan string, hashWorkers)
+	// Workers never block on finished: there are at most workers.
+	workers := hashWorkers()
+	finished := make(chan string, workers)
 	running := 0
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -643,7 +647,7 @@ func (s *shares) serve(ctx context.Context) {
 		case <-s.wake:
 		case <-timer.C:
 		}
-		for running < hashWorkers {
+		for running < workers {
 			path, q, next, ok := s.nextDue(time.Now())
 			if !ok {
 				if !next.IsZero() {
