@@ -36,6 +36,9 @@ const (
 	MaxResourceSize = 2 << 10
 	// maxNeighbors bounds the neighbour list of a record.
 	maxNeighbors = 64
+	// MaxNeighbors is maxNeighbors for readers of records: a node with
+	// more links lists only so many of them.
+	MaxNeighbors = maxNeighbors
 	// maxRecords bounds the directory.
 	maxRecords = 10000
 )

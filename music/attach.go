@@ -102,6 +102,12 @@ func parseLyrics(raw string) Lyrics {
 // fetches all of it.
 func (s *Service) readResource(ctx context.Context, id shards.MD5, max int64) ([]byte, error) {
 	start := time.Now()
+	// A peer's attachment is fetched for music, not for the user: its
+	// download stays out of the Files view. (One held here, shared or
+	// downloaded, is read as it is.) A failure is Open's to report.
+	if _, err := s.shards.Fetch(ctx, shards.Link{ID: id, For: resourceName}); err != nil {
+		s.log.Debug("fetch of an attachment", "id", id, "err", err)
+	}
 	c, err := s.shards.Open(ctx, id)
 	if err != nil {
 		return nil, err

@@ -22,7 +22,11 @@
 // # Caveats
 //
 // RemoveCache deletes the finished download of a track this node played
-// (shards keeps finished downloads' files otherwise). A track's tags come
+// (shards keeps finished downloads' files otherwise); past
+// Config.CacheLimit, the tracks this node fetched to play go by
+// themselves, least recently played first (cache.go). A node's tracks
+// leave the library when the directory says it is no longer linked to
+// this one (mesh.Reachable), not only when its record expires. A track's tags come
 // from this node's entry, else from the first holder's by node id: a node
 // may lie about the tags of what it holds; it cannot about the bytes.
 package music

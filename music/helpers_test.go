@@ -47,6 +47,8 @@ type testNode struct {
 	db     *bbolt.DB
 	stop   func()
 	tune   func(*Config)
+	// tuneShards, if set, edits shards' Config.
+	tuneShards func(*shards.Config)
 }
 
 // newTestNode serves shards and music on n until the test ends (or
@@ -59,12 +61,19 @@ func newTestNode(t testing.TB, n *mesh.Node, folders ...string) *testNode {
 // newTestNodeWith is newTestNode with tune applied to music's Config.
 func newTestNodeWith(t testing.TB, n *mesh.Node, tune func(*Config), folders ...string) *testNode {
 	t.Helper()
+	return newTestNodeTuned(t, n, tune, nil, folders...)
+}
+
+// newTestNodeTuned is newTestNodeWith with tuneShards applied to shards'
+// Config too.
+func newTestNodeTuned(t testing.TB, n *mesh.Node, tune func(*Config), tuneShards func(*shards.Config), folders ...string) *testNode {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := bbolt.Open(filepath.Join(dir, "catnest.db"), 0o600, &bbolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tn := &testNode{node: n, dir: dir, db: db, tune: tune}
+	tn := &testNode{node: n, dir: dir, db: db, tune: tune, tuneShards: tuneShards}
 	tn.start(t, folders...)
 	return tn
 }
@@ -75,6 +84,9 @@ func (tn *testNode) start(t testing.TB, folders ...string) {
 	scfg.Node, scfg.DB, scfg.Dir = tn.node, tn.db, tn.dir
 	scfg.Folders = folders
 	scfg.WatchDelay = 50 * time.Millisecond
+	if tn.tuneShards != nil {
+		tn.tuneShards(&scfg)
+	}
 	ss, err := shards.New(scfg)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/catnest/catnest/internal/reslist"
 	"github.com/catnest/catnest/mesh"
@@ -71,7 +72,7 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	gen := s.gen
 	s.mu.Unlock()
 	own, _ := s.own.Entries()
-	lists, err := s.remote.Lists(ctx, s.node.Directory(), s.node.ID(), own)
+	lists, err := s.remote.Lists(ctx, mesh.Reachable(s.node.ID(), s.node.Directory()), s.node.ID(), own)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -79,10 +80,13 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	if err != nil {
 		return nil, 0, err
 	}
-	downloads := make(map[shards.MD5]bool)
+	// Cached is a whole copy, checked against its MD5 (StateDone): a
+	// download still running, paused or failed holds only part of the
+	// track, which cannot play once its holders leave.
+	cached := make(map[shards.MD5]bool)
 	for _, t := range all {
-		if t.State != shards.StateSeeding {
-			downloads[t.ID] = true
+		if t.State == shards.StateDone {
+			cached[t.ID] = true
 		}
 	}
 	s.mu.Lock()
@@ -90,7 +94,7 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	lib := merge(s.node.ID(), lists)
 	for id, t := range lib {
 		_, t.Local = s.local[id]
-		t.Cached = !t.Local && downloads[id]
+		t.Cached = !t.Local && cached[id]
 		if len(t.Sources) == 0 && !t.Cached {
 			delete(lib, id)
 		}
@@ -210,16 +214,30 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 			return nil, err
 		}
 		// Start the download under the track's name; Open then reads
-		// through it. A failure here is Open's to report.
-		if _, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size}); err != nil {
+		// through it. A failure here is Open's to report. A download
+		// that starts now is the cache's, which may go over its limit.
+		start := time.Now()
+		tr, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size})
+		if err != nil {
 			s.log.Debug("fetch of a streamed track", "id", id, "err", err)
+		}
+		started := err == nil && !tr.Added.Before(start)
+		s.played(id, started)
+		if started {
+			s.rescanSoon()
 		}
 	}
 	c, err := s.shards.Open(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("music: stream %s: %w", id, err)
 	}
-	return c, nil
+	if t.Local {
+		return c, nil
+	}
+	s.mu.Lock()
+	s.streams[id]++
+	s.mu.Unlock()
+	return &playing{Content: c, s: s, id: id}, nil
 }
 
 // remember keeps a peer's entry for a track this node streams or attaches
@@ -275,6 +293,7 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
 	}
+	s.forget(id)
 	s.mu.Lock()
 	delete(s.cached, id)
 	s.mu.Unlock()

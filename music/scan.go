@@ -107,6 +107,7 @@ func (s *Service) rescan(ctx context.Context) {
 	})
 	stored := s.parseAll(ctx, parse, local, sizes, tags)
 	defer stored()
+	evicted := s.prune(ctx, all, local)
 
 	s.mu.Lock()
 	s.local, s.tags, s.sizes = local, tags, sizes
@@ -126,7 +127,7 @@ func (s *Service) rescan(ctx context.Context) {
 	}
 	s.cached = make(map[shards.MD5]bool)
 	for id := range done {
-		if _, ok := s.known[id]; ok {
+		if _, ok := s.known[id]; ok && !evicted[id] {
 			s.cached[id] = true
 		}
 	}

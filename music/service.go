@@ -85,7 +85,20 @@ type Config struct {
 	MaxRemoteBytes   int64
 	// ThumbSize is the side in pixels of cover thumbnails.
 	ThumbSize int
-	Logger    *slog.Logger
+	// CacheLimit bounds the bytes of the tracks this node fetched from
+	// peers to play them (whole or partial downloads): past it, the least
+	// recently played go, never one that is playing, never a file of the
+	// music folders or a download the user started. Negative keeps none
+	// but those playing.
+	CacheLimit int64
+	// PlayingGrace is how long, beyond its duration, a track counts as
+	// playing after the player last read it: a browser buffers ahead and
+	// plays from its buffer without asking.
+	PlayingGrace time.Duration
+	Logger       *slog.Logger
+
+	// now, if set, is the clock of the cache's last plays (tests).
+	now func() time.Time
 }
 
 // DefaultConfig returns the settings for a real node; Shards, Node, DB,
@@ -99,6 +112,8 @@ func DefaultConfig() Config {
 		MaxRemoteEntries: 200_000,
 		MaxRemoteBytes:   128 << 20,
 		ThumbSize:        256,
+		CacheLimit:       2 << 30,
+		PlayingGrace:     10 * time.Minute,
 	}
 }
 
@@ -134,6 +149,13 @@ type Service struct {
 	bans   []*regexp.Regexp
 	banSrc []string
 	scan   ScanStatus
+
+	// fetched are the tracks of the cache (cache.go): downloads Stream
+	// started, with their last plays; streams counts the open streams
+	// of each remote track.
+	fetched map[shards.MD5]*cacheEntry
+	streams map[shards.MD5]int
+
 	// lib is the last merged library, valid while libGen == gen; gen
 	// moves with this node's list and the online lists' summaries.
 	lib         map[shards.MD5]*libTrack
@@ -196,6 +218,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ThumbSize <= 0 {
 		cfg.ThumbSize = d.ThumbSize
 	}
+	if cfg.CacheLimit == 0 {
+		cfg.CacheLimit = d.CacheLimit
+	}
+	if cfg.PlayingGrace <= 0 {
+		cfg.PlayingGrace = d.PlayingGrace
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -209,6 +237,8 @@ func New(cfg Config) (*Service, error) {
 		sideCover:  make(map[shards.MD5]shards.MD5),
 		sideLyrics: make(map[shards.MD5]shards.MD5),
 		cached:     make(map[shards.MD5]bool),
+		fetched:    make(map[shards.MD5]*cacheEntry),
+		streams:    make(map[shards.MD5]int),
 		scan:       ScanStatus{State: "idle", Errors: []ScanError{}},
 	}
 	for _, f := range cfg.Folders {
@@ -324,9 +354,14 @@ func (s *Service) Serve(ctx context.Context) error {
 			dueAt = time.Time{}
 			rescan()
 		case <-dir:
+			// A node whose record has expired loses its cached list; one
+			// that is only unreachable (stopped, died, cut off: its
+			// neighbours' records no longer name it) keeps it, so that
+			// it costs no paging when it comes back unchanged, but its
+			// tracks leave the library now, not when its record expires.
 			recs := s.node.Directory()
 			s.remote.ForgetOffline(recs)
-			if f := onlineLists(recs); f != online {
+			if f := onlineLists(mesh.Reachable(s.node.ID(), recs)); f != online {
 				online = f
 				s.mu.Lock()
 				s.gen++

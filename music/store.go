@@ -24,6 +24,9 @@ var (
 	bucketBans = []byte("music/bans")
 	// bucketThumbs: cover MD5 -> JPEG thumbnail.
 	bucketThumbs = []byte("music/thumbs")
+	// bucketCache: track MD5 -> when it was last played (Unix ms, 8
+	// bytes big-endian), for the tracks this node fetched to play them.
+	bucketCache = []byte("music/cache")
 )
 
 // tagRecord is what a file says of itself (meta.Info without the bytes
@@ -57,7 +60,7 @@ func (s *Service) load() error {
 	s.known = make(map[shards.MD5]entry)
 	var bans []string
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketTags, bucketAtts, bucketKnown, bucketBans, bucketThumbs} {
+		for _, name := range [][]byte{bucketTags, bucketAtts, bucketKnown, bucketBans, bucketThumbs, bucketCache} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -78,6 +81,9 @@ func (s *Service) load() error {
 			}
 			return nil
 		}); err != nil {
+			return err
+		}
+		if err := s.loadCache(tx); err != nil {
 			return err
 		}
 		if v := tx.Bucket(bucketBans).Get([]byte("patterns")); v != nil {

@@ -1194,7 +1194,7 @@ func (dl *download) transfer() Transfer {
 func (dl *download) transferLocked(now time.Time) Transfer {
 	t := Transfer{ID: dl.id, Name: dl.name, Size: dl.link.Size, Type: mime.TypeByExtension(filepath.Ext(dl.name)),
 		Manifest: dl.manHash, Have: dl.haveBytes, State: dl.state, Error: dl.err, Path: dl.part,
-		Uploaded: dl.uploaded, Sources: maps.Clone(dl.sources), Added: dl.added}
+		Uploaded: dl.uploaded, Sources: maps.Clone(dl.sources), Added: dl.added, For: dl.link.For}
 	if dl.man != nil {
 		t.Size = dl.man.Size
 	}

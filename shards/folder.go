@@ -35,9 +35,7 @@ func (s *Service) Scan() ScanStatus {
 	st.Scanning = s.scanning
 	s.scanMu.Unlock()
 	st.Pending = s.shares.pending()
-	s.shares.mu.Lock()
-	st.Hashing = s.shares.hashing
-	s.shares.mu.Unlock()
+	st.Hashing = s.shares.hashingNow()
 	if st.Pending > 0 || st.Hashing != "" {
 		st.Scanning = true
 	}

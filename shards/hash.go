@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	md5simd "github.com/minio/md5-simd"
 )
 
 // hashChunk is the unit the hasher reads. It divides every piece size from
@@ -30,6 +32,12 @@ func hashFile(ctx context.Context, r io.Reader, size int64, progress func(done i
 // hashChunked is hashFile reading chunk bytes at a time; chunk is a power
 // of two, so that chunks and pieces line up.
 func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progress func(done int64)) (*Manifest, MD5, error) {
+	return hashLanes(ctx, r, size, chunk, nil, progress)
+}
+
+// hashLanes is hashChunked hashing the pieces of each chunk in l's SIMD
+// lanes when they are small enough to fill them (l may be nil).
+func hashLanes(ctx context.Context, r io.Reader, size int64, chunk int, l *lanes, progress func(done int64)) (*Manifest, MD5, error) {
 	if size < 0 || size > MaxFileSize {
 		return nil, MD5{}, fmt.Errorf("%w: %d bytes (the most is %d)", ErrTooLarge, size, MaxFileSize)
 	}
@@ -37,6 +45,9 @@ func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progre
 	m := &Manifest{Size: size, PieceSize: psize, Pieces: make([]MD5, 0, (size+psize-1)/psize)}
 	if size <= psize {
 		return hashOnePiece(ctx, r, m, chunk, progress)
+	}
+	if size <= int64(chunk) {
+		return hashOneChunk(ctx, r, m, chunk, l, progress)
 	}
 
 	// No more buffers than the file has chunks (a 1 MiB file needs one),
@@ -60,6 +71,11 @@ func hashChunked(ctx context.Context, r io.Reader, size int64, chunk int, progre
 	full := make(chan []byte, nbuf)
 	pieces := make(chan []MD5, 1)
 	go func() {
+		if int64(chunk)%psize == 0 && int64(chunk)/psize >= minLanes && l.acquire() {
+			defer l.release()
+			pieces <- l.hashPieces(full, free, psize, cap(m.Pieces))
+			return
+		}
 		// The piece hasher: chunks come in file order; a piece ends every
 		// psize bytes and at the end of the file.
 		out := make([]MD5, 0, cap(m.Pieces))
@@ -143,6 +159,38 @@ func putHashBuf(b []byte) {
 	}
 }
 
+// hashOneChunk hashes a file of one chunk on the calling goroutine: the
+// whole, then its pieces (in l's lanes when there are enough of them).
+// Handing the chunk to a second goroutine costs a wake-up per file, and
+// on a busy machine, where the OS gives the core to others in between,
+// more than the hashing. Files are hashed hashWorkers() at once instead.
+func hashOneChunk(ctx context.Context, r io.Reader, m *Manifest, chunk int, l *lanes, progress func(int64)) (*Manifest, MD5, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, MD5{}, err
+	}
+	buf := getHashBuf(chunk)
+	defer putHashBuf(buf)
+	b := buf[:m.Size]
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, MD5{}, fmt.Errorf("shards: read at 0 of %d: %w", m.Size, err)
+	}
+	id := MD5(md5.Sum(b))
+	if (m.Size+m.PieceSize-1)/m.PieceSize >= minLanes && l.acquire() {
+		m.Pieces = l.sumPieces(b, m.PieceSize, m.Pieces)
+		l.release()
+	} else {
+		for p := b; len(p) > 0; {
+			k := min(int64(len(p)), m.PieceSize)
+			m.Pieces = append(m.Pieces, md5.Sum(p[:k]))
+			p = p[k:]
+		}
+	}
+	if progress != nil {
+		progress(m.Size)
+	}
+	return m, id, nil
+}
+
 // hashOnePiece hashes a file of at most one piece: one MD5 is both its
 // piece's and its id.
 func hashOnePiece(ctx context.Context, r io.Reader, m *Manifest, chunk int, progress func(int64)) (*Manifest, MD5, error) {
@@ -169,4 +217,123 @@ func hashOnePiece(ctx context.Context, r io.Reader, m *Manifest, chunk int, prog
 		m.Pieces = append(m.Pieces, id)
 	}
 	return m, id, nil
+}
+
+// minLanes is the fewest pieces a chunk must hold for hashLanes to hash
+// them in lanes: a SIMD round costs about as much with one lane filled
+// as with all, and with fewer than eight it is no cheaper than scalar
+// MD5 (measured: 4 streams gave 756 MB/s on this machine's AVX-512, 8
+// gave 1.6 GB/s, one 190 MB/s; crypto/md5 gives 740 MB/s a core).
+const minLanes = 8
+
+// lanes hashes many short streams at once with SIMD (minio/md5-simd:
+// 16 MD5s in one instruction stream with AVX-512, 8 with AVX2, on one
+// core): the pieces of a file up to 128 MB are 64 KiB, 16 to a chunk, and
+// independent of each other. Hashing them in lanes makes the pieces' MD5
+// a fraction of the whole file's, which stays scalar (one stream cannot
+// be split). A folder scan does both passes over every file, and the
+// pieces' pass was half its CPU.
+//
+// A lanes serves until close; acquire fails after it, and the hasher
+// then hashes its pieces with crypto/md5.
+type lanes struct {
+	srv  md5simd.Server
+	free chan md5simd.Hasher
+
+	mu     sync.Mutex
+	closed bool
+	users  sync.WaitGroup
+}
+
+func newLanes() *lanes {
+	return &lanes{srv: md5simd.NewServer(), free: make(chan md5simd.Hasher, 64)}
+}
+
+// acquire reports whether l may be used (release after); false for a nil
+// or closed l.
+func (l *lanes) acquire() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.users.Add(1)
+	return true
+}
+
+func (l *lanes) release() { l.users.Done() }
+
+// close waits for l's users and stops its server.
+func (l *lanes) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.users.Wait()
+	for {
+		select {
+		case h := <-l.free:
+			h.Close()
+		default:
+			l.srv.Close()
+			return
+		}
+	}
+}
+
+// hashPieces is the piece hasher of hashLanes in lanes: each chunk from
+// full holds whole pieces of psize bytes (the last maybe short), all
+// written to hashers of their own before any is summed, so that the
+// server fills its lanes with them; a chunk of fewer than minLanes
+// pieces is hashed with crypto/md5. Chunks go back to free once hashed.
+func (l *lanes) hashPieces(full <-chan []byte, free chan<- []byte, psize int64, n int) []MD5 {
+	out := make([]MD5, 0, n)
+	for chunk := range full {
+		if (int64(len(chunk))+psize-1)/psize < minLanes {
+			// A short chunk (a small file, a file's end) would fill a
+			// few lanes of a round that costs as much as all.
+			for b := chunk; len(b) > 0; {
+				k := min(int64(len(b)), psize)
+				out = append(out, md5.Sum(b[:k]))
+				b = b[k:]
+			}
+			free <- chunk[:cap(chunk)]
+			continue
+		}
+		out = l.sumPieces(chunk, psize, out)
+		free <- chunk[:cap(chunk)]
+	}
+	return out
+}
+
+// sumPieces appends to out the MD5s of b's pieces of psize bytes (the
+// last maybe short), each written to a hasher of its own before any is
+// summed, so that the server fills its lanes with them.
+func (l *lanes) sumPieces(b []byte, psize int64, out []MD5) []MD5 {
+	var hs []md5simd.Hasher
+	for len(b) > 0 {
+		k := min(int64(len(b)), psize)
+		var h md5simd.Hasher
+		select {
+		case h = <-l.free:
+		default:
+			h = l.srv.NewHash()
+		}
+		h.Write(b[:k])
+		hs = append(hs, h)
+		b = b[k:]
+	}
+	for _, h := range hs {
+		var p MD5
+		out = append(out, MD5(h.Sum(p[:0])))
+		h.Reset()
+		select {
+		case l.free <- h:
+		default:
+			h.Close()
+		}
+	}
+	return out
 }

@@ -77,6 +77,8 @@ func TestHashFileErrors(t *testing.T) {
 
 var hashBenchSize = flag.Int64("shards.hashsize", 128<<20, "bytes in the folder BenchmarkHashFolder hashes; 1073741824 for the 1 GiB run")
 
+var hashBenchLanes = flag.Bool("shards.lanes", true, "BenchmarkHashFolder hashes small pieces in SIMD lanes, as serve does (false: crypto/md5 only)")
+
 // BenchmarkHashFolder hashes a folder the way sharing it does (manifest and
 // id of every file) and runs md5sum over the same files in the same run,
 // both from the page cache. Half the bytes are in one file, a quarter in
@@ -123,6 +125,11 @@ func BenchmarkHashFolder(b *testing.B) {
 		f.Close()
 	}
 	sh := &shares{}
+	if *hashBenchLanes {
+		l := newLanes()
+		defer l.close()
+		sh.lanes.Store(l)
+	}
 	ctx := context.Background()
 	var ours, theirs, oursCPU, theirsCPU time.Duration
 	b.SetBytes(size)

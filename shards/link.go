@@ -39,6 +39,11 @@ type Link struct {
 	Manifest   Hash
 	Name       string
 	Size       int64
+	// For, if set, names the service that fetches the resource for its
+	// own use, not the user's (music: the covers and lyrics of peers'
+	// tracks); its transfer carries it, and the Files view leaves such
+	// transfers out. It is not part of the link's text.
+	For string
 }
 
 // String formats the link.

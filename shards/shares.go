@@ -10,6 +10,7 @@ import (
 	"mime"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,15 @@ const flushInterval = time.Second
 // maxHashRetries bounds how often a file that changes while it is hashed is
 // hashed again before it is left for its next change.
 const maxHashRetries = 3
+
+// hashWorkers is how many queued paths serve looks at (hashes) at once:
+// every core but one, so that what reads the hashed files (music reads
+// their tags as shards lists them) and the rest of the node keep a core.
+// Measured on the shared 2-core machine under load: two files at once
+// scanned a folder at half the speed of one, the node's other work
+// waiting behind both hashers; one file at a time hashes its whole on
+// one goroutine and its pieces in the SIMD lanes' (see lanes).
+func hashWorkers() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
 // errChanged is returned inside the shares when a file no longer matches
 // its stamp or its manifest.
@@ -102,8 +112,12 @@ type shares struct {
 	// queue holds the paths to look at again and when; wake tells serve.
 	queue map[string]queued
 	wake  chan struct{}
-	// hashing is the path being hashed, for Scan.
-	hashing string
+	// busy are the queued paths serve's workers are looking at now: taken
+	// out of queue, not yet done. A path queued again meanwhile waits
+	// until it is no longer busy.
+	busy map[string]bool
+	// hashing counts the hashes of each path under way, for Scan.
+	hashing map[string]int
 	// gone holds the files found missing since the queue was last empty,
 	// by inode, so that a rename whose new name is looked at after its old
 	// one is still known as a rename.
@@ -113,6 +127,8 @@ type shares struct {
 
 	// hashed counts the files hashed, for Scan and tests.
 	hashed atomic.Int64
+	// lanes hashes pieces in SIMD lanes while serve runs (nil before).
+	lanes atomic.Pointer[lanes]
 }
 
 type fileKey struct{ dev, ino uint64 }
@@ -140,6 +156,8 @@ func openShares(svc *Service) (*shares, error) {
 		dirty:         make(map[MD5]*share),
 		unsharedDirty: make(map[string]bool),
 		queue:         make(map[string]queued),
+		busy:          make(map[string]bool),
+		hashing:       make(map[string]int),
 		gone:          make(map[fileKey]goneFile),
 		byIno:         make(map[fileKey]string),
 		wake:          make(chan struct{}, 1),
@@ -362,10 +380,13 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		}
 		before := stampOf(fi)
 		s.mu.Lock()
-		s.hashing = path
+		if s.hashing == nil {
+			s.hashing = make(map[string]int) // a bare shares, as benchmarks make
+		}
+		s.hashing[path]++
 		s.mu.Unlock()
 		s.hashed.Add(1)
-		man, id, err := hashFile(ctx, f, before.Size, nil)
+		man, id, err := hashLanes(ctx, f, before.Size, hashChunk, s.lanes.Load(), nil)
 		var after stamp
 		if err == nil {
 			if fi, err = f.Stat(); err == nil {
@@ -374,7 +395,9 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		}
 		f.Close()
 		s.mu.Lock()
-		s.hashing = ""
+		if s.hashing[path]--; s.hashing[path] <= 0 {
+			delete(s.hashing, path)
+		}
 		s.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -570,6 +593,8 @@ func (s *shares) queuePath(path, folder string, delay time.Duration) {
 // serve hashes queued paths and writes changes until ctx ends. During a
 // long scan it still writes and advertises every flushInterval, so what
 // was hashed is neither lost to a crash nor hidden until the scan ends.
+// It looks at up to hashWorkers() paths at once, never one path twice
+// at once.
 func (s *shares) serve(ctx context.Context) {
 	flush := time.NewTicker(flushInterval)
 	defer flush.Stop()
@@ -582,51 +607,81 @@ func (s *shares) serve(ctx context.Context) {
 		}
 		s.svc.changed()
 	}
+	l := newLanes()
+	s.lanes.Store(l)
+	defer func() {
+		s.lanes.Store(nil)
+		l.close()
+	}()
+	// Workers never block on finished: there are at most workers.
+	workers := hashWorkers()
+	finished := make(chan string, workers)
+	running := 0
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-flush.C:
 			checkpoint()
+			last = time.Now()
 			continue
+		case p := <-finished:
+			running--
+			if running == 0 {
+				// The burst is over. It is advertised before its last
+				// path stops counting as pending, so that Scan says
+				// scanning until shards lists what it hashed: music,
+				// which lists a track once shards is done, must not
+				// list one that shards does not serve yet.
+				s.svc.changed()
+			}
+			s.mu.Lock()
+			delete(s.busy, p)
+			if running == 0 && len(s.queue) == 0 {
+				clear(s.gone)
+			}
+			s.mu.Unlock()
 		case <-s.wake:
 		case <-timer.C:
 		}
-		last := time.Now()
-		for {
+		for running < workers {
 			path, q, next, ok := s.nextDue(time.Now())
 			if !ok {
 				if !next.IsZero() {
 					timer.Reset(time.Until(next))
-				} else {
-					s.mu.Lock()
-					clear(s.gone)
-					s.mu.Unlock()
 				}
 				break
 			}
-			s.update(ctx, path, q.folder)
-			if ctx.Err() != nil {
-				return
-			}
-			if time.Since(last) > flushInterval {
-				checkpoint()
-				last = time.Now()
-			}
+			running++
+			wg.Go(func() {
+				s.update(ctx, path, q.folder)
+				finished <- path
+			})
 		}
-		s.svc.changed()
+		if time.Since(last) > flushInterval {
+			checkpoint()
+			last = time.Now()
+		}
 	}
 }
 
-// nextDue takes the first path due by now; otherwise it returns when the
-// next one is due (zero if none is queued).
+// nextDue takes the first path due by now that no worker is looking at,
+// and marks it busy; otherwise it returns when the next one is due (zero
+// if none is queued, or only busy ones: their worker's end wakes serve).
 func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var next time.Time
 	for p, q := range s.queue {
+		if s.busy[p] {
+			continue
+		}
 		if !q.due.After(now) {
 			delete(s.queue, p)
+			s.busy[p] = true
 			return p, q, time.Time{}, true
 		}
 		if next.IsZero() || q.due.Before(next) {
@@ -644,11 +699,31 @@ func (s *shares) isShared(path string) bool {
 	return ok
 }
 
-// pending is the number of queued paths.
+// pending is the number of queued paths, those being looked at included.
 func (s *shares) pending() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue)
+	n := len(s.queue)
+	for p := range s.busy {
+		if _, ok := s.queue[p]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// hashingNow is a path being hashed, if any (the first in order, so that
+// Scan reports one path while several are hashed).
+func (s *shares) hashingNow() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := ""
+	for p := range s.hashing {
+		if first == "" || p < first {
+			first = p
+		}
+	}
+	return first
 }
 
 // markUploads queues the records whose upload counters moved.

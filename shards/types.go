@@ -114,6 +114,9 @@ type Transfer struct {
 	// Rate is bytes per second, received while downloading, else sent.
 	Rate  float64   `json:"rate"`
 	Added time.Time `json:"added"`
+	// For is the service a download is for (Link.For); empty for the
+	// user's own.
+	For string `json:"for,omitempty"`
 }
 
 // File is one resource that online nodes share, as GET /api/files lists it.

@@ -246,7 +246,7 @@ func (f *fakeFiles) Fetch(ctx context.Context, l shards.Link) (shards.Transfer, 
 		return shards.Transfer{}, fmt.Errorf("fetch %s: %w", l.ID, shards.ErrNoHolders)
 	}
 	t := &shards.Transfer{ID: file.ID, Name: file.Name, Size: file.Size, Type: file.Type, State: shards.StateDownloading,
-		Path: "/data/shards/" + file.ID.String(), Added: time.Now().UTC()}
+		Path: "/data/shards/" + file.ID.String(), Added: time.Now().UTC(), For: l.For}
 	f.transfers[t.ID] = t
 	f.publish(t)
 	return *t, nil

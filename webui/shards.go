@@ -188,6 +188,9 @@ func (s *Server) handleShares(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]shards.Transfer, 0, len(ts))
 	for _, t := range ts {
+		if t.For != "" {
+			continue // a service's (music's covers), not the user's
+		}
 		out = append(out, transferJSON(t))
 	}
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
@@ -586,7 +589,10 @@ func (s *Server) filesRelays() []relay {
 					t := transferJSON(*ev.Transfer)
 					ev.Transfer = &t
 				}
-				push(ev)
+				// A service's transfers are not the user's, as in the list.
+				if ev.Transfer == nil || ev.Transfer.For == "" {
+					push(ev)
+				}
 				if missed += sub.Missed(); missed > 0 && len(sub.C()) == 0 {
 					push(lost)
 					missed = 0

@@ -21,6 +21,7 @@ import (
 	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/signal"
+	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/webui"
 )
 
@@ -71,6 +72,10 @@ type ServeConfig struct {
 	Guests bool
 	// MaxGuests bounds PeerJS page connections at once; 0 serves none.
 	MaxGuests int
+	// MusicCache bounds the bytes of the tracks fetched from peers to
+	// play them (music.Config.CacheLimit): 0 is music's default, negative
+	// keeps only those playing.
+	MusicCache int64
 }
 
 // defaultDataDir is catnest under the XDG data home.
@@ -120,6 +125,29 @@ func (b byteRate) Set(s string) error {
 	return nil
 }
 
+// byteSize reads a number of bytes: plain ("500000") or with a unit
+// ("2GiB", "1.5 GB"), as go-humanize reads them.
+type byteSize struct{ n *int64 }
+
+func (b byteSize) String() string {
+	if b.n == nil {
+		return "0"
+	}
+	return humanize.IBytes(uint64(max(*b.n, 0)))
+}
+
+func (b byteSize) Set(s string) error {
+	n, err := humanize.ParseBytes(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("want a size, such as 2GiB or 500000")
+	}
+	if n > math.MaxInt64 {
+		return fmt.Errorf("%s is too large", s)
+	}
+	*b.n = int64(n)
+	return nil
+}
+
 // msDuration reads "5000" as milliseconds, like PeerServer's CLI, and
 // also Go durations such as "5s".
 type msDuration struct{ d *time.Duration }
@@ -159,6 +187,7 @@ func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 
 func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	cfg := ServeConfig{}
+	musicCache := music.DefaultConfig().CacheLimit
 	fs := newFlagSet("serve", "Run a personal node: it joins the mesh through a rendezvous server,\nkeeps about four links, and serves a web UI. It shares the files under each\n--share folder (and those added with catnest share), downloads what catnest get\nor the web UI asks for into <data>/downloads, and takes pushed files only from\nthe nodes named with --accept-push. The audio files (MP3, FLAC, WAV) under each\n--music folder join the mesh-wide library of the web UI's Music view.", stderr)
 	fs.StringVar(&cfg.Data, "data", defaultDataDir(), "data `dir` (the node key lives here)")
 	fs.StringVar(&cfg.HTTP, "http", webui.DefaultAddr, "web UI listen `address`")
@@ -170,6 +199,7 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.Var(&share, "share", "share every file under `DIR`, in place, following changes (repeatable)")
 	fs.Var(&musicDirs, "music", "share the music under `DIR` (MP3, FLAC, WAV, with .lrc lyrics and cover images beside them) in the mesh-wide library, following changes (repeatable)")
 	fs.Var(byteRate{&cfg.UploadRate}, "upload-rate", "cap the file pieces this node serves and pushes to peers at `BYTES` per second, e.g. 2MiB or 500000 (0: no cap)")
+	fs.Var(byteSize{&musicCache}, "music-cache", "keep at most `BYTES` of the tracks fetched from peers to play them, e.g. 2GiB; the least recently played go first (0: only those playing)")
 	fs.Var(&acceptPush, "accept-push", "take files pushed by node `ID` (repeatable); pushes from other nodes are refused")
 	fs.Var(&boot, "bootstrap", "node `ID` to link to, for a rendezvous without discovery (repeatable)")
 	fs.Var(&stun, "stun", "STUN server `URL`, e.g. stun:stun.example.org:3478 (repeatable)")
@@ -183,6 +213,11 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	// 0 asks for a cache of nothing; the Config's 0 is the default.
+	cfg.MusicCache = musicCache
+	if musicCache == 0 {
+		cfg.MusicCache = -1
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))

@@ -203,7 +203,10 @@ func id3Title(title, artist string) []byte {
 // frames are walked) and FLAC, each behind an ID3v2 tag of its own.
 // Reported: MB/s from the node's start to its scan done and every track
 // listed, md5sum's MB/s over the same files in the same run, and the
-// ratio.
+// ratio; "-alone" the same from the start of the node's services (the
+// scan's start) instead, without making the node; cpu-x-md5sum the CPU
+// time of this process over the scan (the node's other work included)
+// against md5sum's.
 func BenchmarkMusicScan(b *testing.B) {
 	dir := b.TempDir()
 	files, total := *benchScanFiles, int64(*benchScanMB)<<20
@@ -254,16 +257,26 @@ func BenchmarkMusicScan(b *testing.B) {
 			b.Skipf("md5sum: %v", err)
 		}
 		md5sum := time.Since(start)
+		md5sumCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 
 		start = time.Now()
 		nodes := benchMesh(b, ServeConfig{Music: []string{dir}})
+		// The scan starts with the node's services, once benchMesh has
+		// made the node (identity, database, mesh) and started them.
+		scanStart, cpu0 := time.Now(), processCPU()
+		// The library is read once the scan says it is idle, as the UI
+		// reads it on a library event: reading it every few ms while
+		// the scan runs merged it again each time, a cost of the
+		// benchmark, not of the scan.
 		testutil.WaitFor(b, 30*time.Minute, "the scan", func() bool {
-			time.Sleep(20 * time.Millisecond)
-			st, _ := nodes[0].music.Scan(b.Context())
+			time.Sleep(5 * time.Millisecond)
+			if st, _ := nodes[0].music.Scan(b.Context()); st.State != "idle" {
+				return false
+			}
 			ts, _ := nodes[0].music.Tracks(b.Context(), false)
-			return st.State == "idle" && len(ts) == files
+			return len(ts) == files
 		})
-		scan := time.Since(start)
+		scan, alone, cpu := time.Since(start), time.Since(scanStart), processCPU()-cpu0
 		st, _ := nodes[0].music.Scan(b.Context())
 		if len(st.Errors) > 0 {
 			b.Fatalf("the scan skipped %d files: %+v", len(st.Errors), st.Errors[0])
@@ -271,6 +284,11 @@ func BenchmarkMusicScan(b *testing.B) {
 		b.ReportMetric(mb/scan.Seconds(), "MB/s-scan")
 		b.ReportMetric(mb/md5sum.Seconds(), "MB/s-md5sum")
 		b.ReportMetric(md5sum.Seconds()/scan.Seconds(), "x-md5sum")
+		b.ReportMetric(mb/alone.Seconds(), "MB/s-scan-alone")
+		b.ReportMetric(md5sum.Seconds()/alone.Seconds(), "x-md5sum-alone")
+		// CPU time against md5sum's: on a machine busy with other work
+		// wall times measure the neighbours as much as the scan.
+		b.ReportMetric(cpu.Seconds()/md5sumCPU.Seconds(), "cpu-x-md5sum")
 		b.ReportMetric(mb, "MB")
 	}
 }

@@ -164,6 +164,7 @@ func newNode(cfg ServeConfig, log *slog.Logger) (*node, error) {
 	mucfg.DB = db
 	mucfg.Dir = cfg.Data
 	_, mucfg.Folders = sharedFolders(cfg.Shares, cfg.Music)
+	mucfg.CacheLimit = cfg.MusicCache
 	mucfg.Logger = log
 	mus, err := music.New(mucfg)
 	if err != nil {

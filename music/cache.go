@@ -1,0 +1,196 @@
+package music
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/catnest/catnest/shards"
+)
+
+// The cache is the tracks this node fetched from peers to play them: the
+// downloads Stream started (not the user's own downloads, not the files
+// of the music folders). It is kept under Config.CacheLimit bytes by
+// removing the least recently played first; a track that is playing is
+// never removed.
+
+// savePlayedEvery bounds how often a track's last play is written to the
+// DB: the player reads a track with a request per seek and buffer refill.
+const savePlayedEvery = time.Minute
+
+// cacheEntry is a track of the cache: when it was last played (read by
+// the player), and when that was last written to the DB.
+type cacheEntry struct {
+	played, saved time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.cfg.now != nil {
+		return s.cfg.now()
+	}
+	return time.Now()
+}
+
+// loadCache reads the cache's last plays. tx is load's.
+func (s *Service) loadCache(tx *bbolt.Tx) error {
+	return tx.Bucket(bucketCache).ForEach(func(k, v []byte) error {
+		if len(k) == 16 && len(v) == 8 {
+			at := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
+			s.fetched[shards.MD5(k)] = &cacheEntry{played: at, saved: at}
+		}
+		return nil
+	})
+}
+
+// played notes that the player read track id now; fetched says that this
+// node's Stream started its download, which makes it part of the cache.
+func (s *Service) played(id shards.MD5, fetched bool) {
+	now := s.now()
+	s.mu.Lock()
+	e := s.fetched[id]
+	if e == nil && !fetched {
+		s.mu.Unlock()
+		return
+	}
+	if e == nil {
+		e = &cacheEntry{}
+		s.fetched[id] = e
+	}
+	e.played = now
+	save := now.Sub(e.saved) >= savePlayedEvery || e.saved.IsZero()
+	if save {
+		e.saved = now
+	}
+	s.mu.Unlock()
+	if save {
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], uint64(now.UnixMilli()))
+		if err := s.putBytes(bucketCache, id[:], v[:]); err != nil {
+			s.log.Warn("note a play", "id", id, "err", err)
+		}
+	}
+}
+
+// forget takes a track out of the cache's bookkeeping.
+func (s *Service) forget(id shards.MD5) {
+	s.mu.Lock()
+	_, ok := s.fetched[id]
+	delete(s.fetched, id)
+	s.mu.Unlock()
+	if ok {
+		if err := s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCache).Delete(id[:]) }); err != nil {
+			s.log.Warn("forget a cached track", "id", id, "err", err)
+		}
+	}
+}
+
+// playingLocked reports whether a track is playing: a stream of it is
+// open, or it was read within its duration and Config.PlayingGrace (the
+// player reads ahead, then plays from its buffer). s.mu is held.
+func (s *Service) playingLocked(id shards.MD5, now time.Time) bool {
+	if s.streams[id] > 0 {
+		return true
+	}
+	e := s.fetched[id]
+	if e == nil {
+		return false
+	}
+	d := s.cfg.PlayingGrace
+	if k, ok := s.known[id]; ok {
+		d += time.Duration(k.Duration * float64(time.Second))
+	}
+	return now.Sub(e.played) < d
+}
+
+// prune removes cached tracks, least recently played first, until the
+// cache is within Config.CacheLimit, and returns those it removed. all
+// is the shards' transfers, local the tracks of the music folders.
+func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[shards.MD5]string) map[shards.MD5]bool {
+	now := s.now()
+	type cand struct {
+		t      shards.Transfer
+		played time.Time
+	}
+	var used int64
+	var cands []cand
+	s.mu.Lock()
+	for _, t := range all {
+		e := s.fetched[t.ID]
+		if e == nil || t.State == shards.StateSeeding {
+			continue
+		}
+		if _, ok := local[t.ID]; ok || (t.Path != "" && s.inFolders(t.Path)) {
+			continue
+		}
+		used += t.Size
+		if !s.playingLocked(t.ID, now) {
+			cands = append(cands, cand{t, e.played})
+		}
+	}
+	s.mu.Unlock()
+	if used <= s.cfg.CacheLimit {
+		return nil
+	}
+	slices.SortFunc(cands, func(a, b cand) int {
+		return cmp.Or(a.played.Compare(b.played), cmp.Compare(a.t.ID.String(), b.t.ID.String()))
+	})
+	gone := make(map[shards.MD5]bool)
+	for _, c := range cands {
+		if used <= s.cfg.CacheLimit {
+			break
+		}
+		if err := s.removeCopy(ctx, c.t); err != nil {
+			s.log.Warn("cache: remove a track", "id", c.t.ID, "err", err)
+			continue
+		}
+		used -= c.t.Size
+		gone[c.t.ID] = true
+		s.log.Info("cache: removed the least recently played track", "id", c.t.ID, "name", c.t.Name, "size", c.t.Size)
+	}
+	return gone
+}
+
+// removeCopy removes the cached copy of a track this node fetched to play
+// it: its download, and the file of a finished one unless it is in a
+// music folder or was changed since (then it is the user's).
+func (s *Service) removeCopy(ctx context.Context, t shards.Transfer) error {
+	if err := s.shards.Remove(ctx, t.ID); err != nil && !errors.Is(err, shards.ErrUnknown) {
+		return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
+	}
+	if t.State == shards.StateDone && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {
+		if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
+		}
+	}
+	s.forget(t.ID)
+	return nil
+}
+
+// playing is a stream of a remote track: while it is open the track is
+// playing, and never leaves the cache.
+type playing struct {
+	shards.Content
+	s      *Service
+	id     shards.MD5
+	closed bool
+}
+
+func (p *playing) Close() error {
+	if !p.closed {
+		p.closed = true
+		p.s.mu.Lock()
+		if p.s.streams[p.id]--; p.s.streams[p.id] <= 0 {
+			delete(p.s.streams, p.id)
+		}
+		p.s.mu.Unlock()
+		p.s.played(p.id, false)
+	}
+	return p.Content.Close()
+}

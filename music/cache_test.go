@@ -1,0 +1,257 @@
+package music
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"image"
+	pngenc "image/png"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/shards"
+)
+
+// writeBigWAV writes a WAV of size bytes of random sound and returns its
+// MD5.
+func writeBigWAV(t *testing.T, path string, size int, seed uint64) shards.MD5 {
+	t.Helper()
+	data := make([]byte, size)
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 7})
+	r.Read(data)
+	wavHeader(data)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return md5.Sum(data)
+}
+
+// transferOf is n's shards transfer of id, if any.
+func transferOf(t *testing.T, tn *testNode, id shards.MD5) (shards.Transfer, bool) {
+	t.Helper()
+	all, err := tn.shards.Shares(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range all {
+		if tr.ID == id {
+			return tr, true
+		}
+	}
+	return shards.Transfer{}, false
+}
+
+// TestPartialDownloadNotCached plays the start of a track a holds (a
+// serves slowly, so b's download of it stays partial): b lists it as not
+// cached while the download runs, and when a leaves the track leaves b's
+// library with it; a partial copy cannot play it.
+func TestPartialDownloadNotCached(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	nw, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	id := writeBigWAV(t, filepath.Join(dirA, "Slow.wav"), 4<<20, 1)
+	slow := func(c *shards.Config) { c.UploadRate = 128 << 10 } // 4 MiB: half a minute
+	a := newTestNodeTuned(t, nodes[0], nil, slow, dirA)
+	b := newTestNode(t, nodes[1])
+	tracksBy(t, b, "a's track", func(m map[shards.MD5]Track) bool { return len(m[id].Sources) == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := b.music.Stream(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	partial := func() bool {
+		tr, ok := transferOf(t, b, id)
+		return ok && tr.State == shards.StateDownloading && tr.Have > 0 && tr.Have < tr.Size
+	}
+	testutil.WaitFor(t, 30*time.Second, "b's partial download", partial)
+	// A directory change merges the library again; so does this.
+	b.music.mu.Lock()
+	b.music.gen++
+	b.music.mu.Unlock()
+	ts, err := b.music.Tracks(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !partial() {
+		t.Skip("the download ended before the library was read: the machine is too slow for this test's upload cap")
+	}
+	if len(ts) != 1 || ts[0].Cached || ts[0].Local {
+		t.Fatalf("b's library with the track partly downloaded: %+v, want one track not cached", ts)
+	}
+
+	// a leaves: the track goes with it, partial copy and all.
+	nw.Kill(a.node.ID())
+	tracksBy(t, b, "a's track to leave b's library", func(m map[shards.MD5]Track) bool { return len(m) == 0 })
+}
+
+// TestCacheLimitEvictsLeastRecentlyPlayed plays six tracks of a's on b,
+// whose cache holds three: the least recently played go first (a track
+// played again moves to the back), the one playing stays however long
+// ago it started, and b's own music and the user's own download of a
+// track are never touched. The cache's clock is the test's.
+func TestCacheLimitEvictsLeastRecentlyPlayed(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	const size = 300 << 10 // writeWAV's
+	var ids []shards.MD5
+	for i := range 7 {
+		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(10+i)))
+	}
+	mine := writeWAV(t, filepath.Join(dirB, "mine.wav"), 99)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	later := func() { clock.Add(int64(time.Hour)) }
+	newTestNode(t, nodes[0], dirA)
+	b := newTestNodeWith(t, nodes[1], func(c *Config) {
+		c.CacheLimit = 3*size + size/2
+		c.PlayingGrace = time.Second
+		c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	}, dirB)
+	tracksBy(t, b, "a's tracks and b's own", func(m map[shards.MD5]Track) bool {
+		return len(m) == len(ids)+1 && m[mine].Local && len(m[ids[6]].Sources) == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// The user downloads track 6 from the Files view: not the cache's.
+	if _, err := b.shards.Fetch(ctx, shards.Link{ID: ids[6], Name: "6.wav", Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	// play reads a track whole, as the player does, and leaves its stream
+	// open if keep.
+	play := func(i int, keep bool) shards.Content {
+		t.Helper()
+		c, err := b.music.Stream(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
+			t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
+		}
+		if !keep {
+			c.Close()
+		}
+		return c
+	}
+	cachedOnB := func(want ...int) func(map[shards.MD5]Track) bool {
+		return func(m map[shards.MD5]Track) bool {
+			for i := range 6 {
+				if m[ids[i]].Cached != slices.Contains(want, i) {
+					return false
+				}
+			}
+			return m[mine].Local && m[ids[6]].Cached
+		}
+	}
+
+	// Track 0 starts first and plays on (its stream stays open).
+	playing := play(0, true)
+	defer playing.Close()
+	later()
+	play(1, false)
+	later()
+	play(2, false)
+	tracksBy(t, b, "tracks 0, 1 and 2 cached", cachedOnB(0, 1, 2))
+	paths := map[int]string{}
+	for _, i := range []int{1, 2} {
+		tr, _ := transferOf(t, b, ids[i])
+		paths[i] = tr.Path
+	}
+	later()
+	// Track 3 takes the cache over its limit: 1 goes, not 0, which
+	// started before it but plays.
+	play(3, false)
+	tracksBy(t, b, "track 1 to leave the cache", cachedOnB(0, 2, 3))
+	tr, _ := transferOf(t, b, ids[3])
+	paths[3] = tr.Path
+	later()
+	play(2, false) // again: now 3 is the least recently played
+	later()
+	play(4, false)
+	tracksBy(t, b, "track 3 to leave the cache", cachedOnB(0, 2, 4))
+
+	// What left the cache left the disk and b's transfers; b's own file
+	// and the user's download stayed.
+	for _, i := range []int{1, 3} {
+		if tr, ok := transferOf(t, b, ids[i]); ok {
+			t.Errorf("track %d left the cache but its transfer stays: %+v", i, tr)
+		}
+		if _, err := os.Stat(paths[i]); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("track %d left the cache but its file %s stays: %v", i, paths[i], err)
+		}
+	}
+	if _, err := os.Stat(paths[2]); err != nil {
+		t.Errorf("track 2, cached, lost its file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dirB, "mine.wav")); err != nil {
+		t.Errorf("b's own track: %v", err)
+	}
+	if tr, ok := transferOf(t, b, ids[6]); !ok || tr.State != shards.StateDone {
+		t.Errorf("the user's download: %+v", tr)
+	}
+	// A track that left the cache plays again from a.
+	play(1, false)
+}
+
+// TestPeerAttachmentsFetchedForMusic: the cover and lyrics a peer
+// attached to its track, read on b, are downloads for music (Link.For),
+// which the Files view leaves out of the user's transfers.
+func TestPeerAttachmentsFetchedForMusic(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	id := writeWAV(t, filepath.Join(dirA, "Song.wav"), 5)
+	a, b := newTestNode(t, nodes[0], dirA), newTestNode(t, nodes[1])
+	tracksBy(t, a, "a's track", func(m map[shards.MD5]Track) bool { return m[id].Local })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	img := image.NewRGBA(image.Rect(0, 0, 40, 30))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i * 7)
+	}
+	var png bytes.Buffer
+	if err := pngenc.Encode(&png, img); err != nil {
+		t.Fatal(err)
+	}
+	const words = "[00:01.00]first line\n[00:02.00]second line\n"
+	if err := a.music.SetCover(ctx, id, "image/png", png.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.music.SetLyrics(ctx, id, words); err != nil {
+		t.Fatal(err)
+	}
+	tracksBy(t, b, "a's track with its cover and lyrics", func(m map[shards.MD5]Track) bool {
+		return m[id].HasCover && m[id].HasLyrics
+	})
+	if _, _, err := b.music.Cover(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := b.music.Lyrics(ctx, id); err != nil || len(l.Lines) != 2 {
+		t.Fatalf("lyrics on b: %+v, %v", l, err)
+	}
+	for what, rid := range map[string]shards.MD5{"cover": md5.Sum(png.Bytes()), "lyrics": md5.Sum([]byte(words))} {
+		tr, ok := transferOf(t, b, rid)
+		if !ok || tr.For != resourceName {
+			t.Errorf("b's download of the %s: %+v (listed %v), want one for %q", what, tr, ok, resourceName)
+		}
+	}
+}
