@@ -7,18 +7,22 @@ package mesh
 // minute by default), but a node that stopped, crashed or lost its links
 // is gone long before: each of its neighbours issues, within
 // Config.RecordDebounce of losing the link, a record that no longer lists
-// it. So a link between two nodes is believed when the newer of their two
-// records (by when this node heard it) lists the other; the older one may
-// be the dead node's last word. Nodes reached from self over believed
-// links are online; the rest are kept out, so that what they offer leaves
-// at once instead of a minute later.
+// it. So a link between two nodes is believed only when both their
+// records list each other: the dead node's last word still names its
+// neighbours, their newer records no longer name it. Both ends must
+// agree because a record is its node's word alone: a hostile node may
+// list any node it likes, and if one end's word sufficed it could keep
+// a node that stopped (or never linked to it) in the mesh until that
+// node's record expires. Nodes reached from self over believed links are
+// online; the rest are kept out, so that what they offer leaves at once
+// instead of a minute later.
 //
 // A record that lists MaxNeighbors nodes may have been cut short, so its
-// silence about a link proves nothing: the older record's word counts
-// then. A node that joins may be left out for a debounce, until a record
-// that names its first link is heard. A node that hears every record at
-// once (a snapshot when it joins) may keep a dead node until its
-// neighbours' next refresh.
+// silence about a link proves nothing: the other end's word counts then.
+// A node that joins is left out until the records of both ends of its
+// first link are heard (a debounce after the link comes up). A node that
+// hears every record at once (a snapshot when it joins) may keep a dead
+// node until its neighbours' next refresh.
 func Reachable(self ID, recs []Record) []Record {
 	byID := make(map[ID]*Record, len(recs))
 	for i := range recs {
@@ -32,19 +36,13 @@ func Reachable(self ID, recs []Record) []Record {
 		}
 		return false
 	}
-	// linked reports whether the link a-b is believed.
+	// linked reports whether the link a-b is believed: each end lists
+	// the other, or its list is full and the other lists it.
 	linked := func(a, b *Record) bool {
-		newer, older := a, b
-		if b.Heard.After(a.Heard) {
-			newer, older = b, a
-		}
-		switch {
-		case lists(newer, older.ID):
-			return true
-		case len(newer.Neighbors) >= MaxNeighbors:
-			return lists(older, newer.ID)
-		}
-		return false
+		ab, ba := lists(a, b.ID), lists(b, a.ID)
+		return (ab || ba) &&
+			(ab || len(a.Neighbors) >= MaxNeighbors) &&
+			(ba || len(b.Neighbors) >= MaxNeighbors)
 	}
 	seen := map[ID]bool{self: true}
 	queue := []ID{self}

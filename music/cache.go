@@ -26,9 +26,13 @@ import (
 const savePlayedEvery = time.Minute
 
 // cacheEntry is a track of the cache: when it was last played (read by
-// the player), and when that was last written to the DB.
+// the player), when that was last written to the DB, and when the
+// download Stream started was added (shards.Transfer.Added; zero in an
+// entry written before it was kept). A transfer of the track added at
+// another time is not the cache's: the user removed the cached one and
+// downloaded the track again, and that copy is theirs.
 type cacheEntry struct {
-	played, saved time.Time
+	played, saved, added time.Time
 }
 
 func (s *Service) now() time.Time {
@@ -41,21 +45,26 @@ func (s *Service) now() time.Time {
 // loadCache reads the cache's last plays. tx is load's.
 func (s *Service) loadCache(tx *bbolt.Tx) error {
 	return tx.Bucket(bucketCache).ForEach(func(k, v []byte) error {
-		if len(k) == 16 && len(v) == 8 {
+		if len(k) == 16 && (len(v) == 8 || len(v) == 16) {
 			at := time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
-			s.fetched[shards.MD5(k)] = &cacheEntry{played: at, saved: at}
+			e := &cacheEntry{played: at, saved: at}
+			if len(v) == 16 {
+				e.added = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:])))
+			}
+			s.fetched[shards.MD5(k)] = e
 		}
 		return nil
 	})
 }
 
-// played notes that the player read track id now; fetched says that this
-// node's Stream started its download, which makes it part of the cache.
-func (s *Service) played(id shards.MD5, fetched bool) {
+// played notes that the player read track id now; a non-zero started is
+// when the download this node's Stream started was added, which makes it
+// part of the cache.
+func (s *Service) played(id shards.MD5, started time.Time) {
 	now := s.now()
 	s.mu.Lock()
 	e := s.fetched[id]
-	if e == nil && !fetched {
+	if e == nil && started.IsZero() {
 		s.mu.Unlock()
 		return
 	}
@@ -64,14 +73,19 @@ func (s *Service) played(id shards.MD5, fetched bool) {
 		s.fetched[id] = e
 	}
 	e.played = now
-	save := now.Sub(e.saved) >= savePlayedEvery || e.saved.IsZero()
+	save := now.Sub(e.saved) >= savePlayedEvery || e.saved.IsZero() || !started.IsZero()
+	if !started.IsZero() {
+		e.added = started
+	}
 	if save {
 		e.saved = now
 	}
+	added := e.added
 	s.mu.Unlock()
 	if save {
-		var v [8]byte
+		var v [16]byte
 		binary.BigEndian.PutUint64(v[:], uint64(now.UnixMilli()))
+		binary.BigEndian.PutUint64(v[8:], uint64(added.UnixNano()))
 		if err := s.putBytes(bucketCache, id[:], v[:]); err != nil {
 			s.log.Warn("note a play", "id", id, "err", err)
 		}
@@ -120,10 +134,16 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 	}
 	var used int64
 	var cands []cand
+	stale := make(map[shards.MD5]time.Time)
 	s.mu.Lock()
 	for _, t := range all {
 		e := s.fetched[t.ID]
 		if e == nil || t.State == shards.StateSeeding {
+			continue
+		}
+		if !e.added.IsZero() && !e.added.Equal(t.Added) {
+			// Not the download Stream started: the user's own.
+			stale[t.ID] = e.added
 			continue
 		}
 		if _, ok := local[t.ID]; ok || (t.Path != "" && s.inFolders(t.Path)) {
@@ -135,6 +155,15 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 		}
 	}
 	s.mu.Unlock()
+	for id, added := range stale {
+		s.mu.Lock()
+		e := s.fetched[id]
+		ok := e != nil && e.added.Equal(added) // not started again meanwhile
+		s.mu.Unlock()
+		if ok {
+			s.forget(id)
+		}
+	}
 	if used <= s.cfg.CacheLimit {
 		return nil
 	}
@@ -190,7 +219,7 @@ func (p *playing) Close() error {
 			delete(p.s.streams, p.id)
 		}
 		p.s.mu.Unlock()
-		p.s.played(p.id, false)
+		p.s.played(p.id, time.Time{})
 	}
 	return p.Content.Close()
 }

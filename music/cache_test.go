@@ -255,3 +255,73 @@ func TestPeerAttachmentsFetchedForMusic(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheSparesTheUsersDownloadAfterRemove: b plays a track (the cache
+// fetches it), the user removes that transfer in the Files view and
+// downloads the track again there: the new copy is the user's, and when
+// the cache goes over its limit it removes its own tracks, not that one.
+func TestCacheSparesTheUsersDownloadAfterRemove(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	const size = 300 << 10 // writeWAV's
+	var ids []shards.MD5
+	for i := range 3 {
+		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(30+i)))
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	later := func() { clock.Add(int64(time.Hour)) }
+	newTestNode(t, nodes[0], dirA)
+	b := newTestNodeWith(t, nodes[1], func(c *Config) {
+		c.CacheLimit = size + size/2
+		c.PlayingGrace = time.Second
+		c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
+	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
+		return len(m) == len(ids) && len(m[ids[2]].Sources) == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	play := func(i int) {
+		t.Helper()
+		c, err := b.music.Stream(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
+			t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
+		}
+	}
+	play(0)
+	tracksBy(t, b, "track 0 cached", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached })
+
+	// The Files view: remove the transfer, then download the track again.
+	if err := b.shards.Remove(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.shards.Fetch(ctx, shards.Link{ID: ids[0], Name: "mine.wav", Size: size}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the user's download", func() bool {
+		tr, ok := transferOf(t, b, ids[0])
+		return ok && tr.State == shards.StateDone
+	})
+	mine, _ := transferOf(t, b, ids[0])
+
+	// The cache goes over its limit: its own tracks go, the user's stays.
+	later()
+	play(1)
+	later()
+	play(2)
+	tracksBy(t, b, "track 1 to leave the cache", func(m map[shards.MD5]Track) bool {
+		return !m[ids[1]].Cached && m[ids[2]].Cached
+	})
+	if tr, ok := transferOf(t, b, ids[0]); !ok || tr.State != shards.StateDone {
+		t.Errorf("the user's download of track 0 after the cache pruned: %+v (present %v)", tr, ok)
+	}
+	if _, err := os.Stat(mine.Path); err != nil {
+		t.Errorf("the user's download's file: %v", err)
+	}
+}

@@ -221,9 +221,12 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 		if err != nil {
 			s.log.Debug("fetch of a streamed track", "id", id, "err", err)
 		}
-		started := err == nil && !tr.Added.Before(start)
+		var started time.Time
+		if err == nil && !tr.Added.Before(start) {
+			started = tr.Added
+		}
 		s.played(id, started)
-		if started {
+		if !started.IsZero() {
 			s.rescanSoon()
 		}
 	}

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/klauspost/cpuid/v2"
 
 	"github.com/catnest/catnest/internal/testutil"
 )
@@ -51,4 +54,38 @@ func TestHashLanesMatchesBuildManifest(t *testing.T) {
 	}
 	l.close()
 	check(t, l, hashChunk, len(data))
+}
+
+// TestHashLanesWithoutAVX2: on a CPU without AVX2 md5-simd's server is its
+// crypto/md5 fallback; the lanes give the same manifests through it.
+// (Its AVX2 path, 8 lanes, is chosen when the package loads and cannot be
+// forced on a CPU with AVX-512.)
+func TestHashLanesWithoutAVX2(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	had := cpuid.CPU.Supports(cpuid.AVX2)
+	cpuid.CPU.Disable(cpuid.AVX2)
+	l := newLanes()
+	if had {
+		cpuid.CPU.Enable(cpuid.AVX2)
+	}
+	defer l.close()
+	if srv := fmt.Sprintf("%T", l.srv); !strings.Contains(srv, "fallback") {
+		t.Fatalf("md5-simd server without AVX2: %s, want its fallback", srv)
+	}
+	ctx := context.Background()
+	data := make([]byte, 5<<20+123)
+	rand.NewChaCha8([32]byte{12}).Read(data)
+	for _, size := range []int{16*MinPieceSize - 1, 1 << 20, len(data)} {
+		want, wantID, err := BuildManifest(ctx, bytes.NewReader(data[:size]), int64(size), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, id, err := hashLanes(ctx, bytes.NewReader(data[:size]), int64(size), 16*MinPieceSize, l, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != wantID || !reflect.DeepEqual(got, want) {
+			t.Errorf("size %d: lanes gave %s %d pieces, BuildManifest %s %d pieces", size, id, len(got.Pieces), wantID, len(want.Pieces))
+		}
+	}
 }
