@@ -1320,7 +1320,7 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	// fill requests blocks while the window has room; dl.mu is held.
 	fill := func() {
 		for inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
-			a, req, ok, short := dl.nextBlock(ctx, p, &pipe)
+			a, req, ok, short := dl.nextBlock(ctx, p, &pipe, false)
 			if short != nil {
 				budgetC = short
 			}
@@ -1334,6 +1334,18 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				data, err := node.Request(a.ctx, id, ProtoBlock, encodeBlockReq(req), mesh.OverBulk())
 				results <- blockResult{a: a, req: req, data: data, err: err, took: time.Since(start)}
 			}()
+		}
+		if p.wait.queued && inflight > 0 && (inflight >= maxRequests || inflightB >= pipe.window) {
+			// The window filled (with blocks of a piece it had) while
+			// this loop waits in the budget's line. It still asks at
+			// each release and takes the piece when its turn comes, the
+			// blocks going out as the window opens: otherwise it would
+			// ask only when an answer comes, seconds apart from a slow
+			// or hostile peer, and the line, every download's, would
+			// wait on it.
+			if _, _, _, short := dl.nextBlock(ctx, p, &pipe, true); short != nil {
+				budgetC = short
+			}
 		}
 	}
 	for {
@@ -1379,6 +1391,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			if dl.peerComplete(p) {
 				continue
 			}
+			// The peer may take RequestTimeout to answer: not in the
+			// budget's line meanwhile, where no one behind would be served.
+			dl.d.budget.leave(&p.wait)
 			if has, err = dl.askHave(ctx, id); err != nil {
 				return err
 			}
@@ -1445,10 +1460,20 @@ func (dl *download) setPeerHave(p *peer, has Bitfield) {
 // the rest of one it does not: on a slow peer the rest of a large piece
 // would otherwise hold a seek up for as long as it takes to send. wait is
 // set when a new piece did not fit the budget; the caller waits on it.
-// dl.mu is held.
-func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline) (a *attempt, req blockReq, ok bool, wait <-chan struct{}) {
+// claimOnly takes a new piece's bytes, if one is wanted, and requests
+// nothing; a piece taken so and not yet requested is enough. dl.mu is held.
+func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, claimOnly bool) (a *attempt, req blockReq, ok bool, wait <-chan struct{}) {
 	if dl.state != StateDownloading {
+		dl.d.budget.leave(&p.wait)
 		return nil, blockReq{}, false, nil
+	}
+	if claimOnly {
+		for _, x := range p.attempts {
+			if x.next == 0 {
+				dl.d.budget.leave(&p.wait)
+				return nil, blockReq{}, false, nil
+			}
+		}
 	}
 	var readers []int
 	critical := 0
@@ -1470,13 +1495,16 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline) (a *
 			a, aCritical = x, c
 		}
 	}
-	if a == nil || len(readers) > 0 && !aCritical {
+	if a != nil && (len(readers) == 0 || aCritical) {
+		// No new piece is asked for (a reader that wanted one has gone):
+		// out of the budget's line, which would wait on this loop.
+		dl.d.budget.leave(&p.wait)
+	} else {
 		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil },
 			readers: readers, critical: critical, seed: dl.tieSeed})
-		if !picked {
+		if !picked || a != nil && !isCritical(i) {
 			dl.d.budget.leave(&p.wait) // nothing to wait for
-		}
-		if picked && (a == nil || isCritical(i)) {
+		} else {
 			// Taken before trying, so that a release in between is not missed.
 			wait = dl.d.budget.wait()
 			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(&p.wait, size) {
@@ -1487,9 +1515,12 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline) (a *
 				dl.tries[i]++
 			}
 		}
-		if a == nil {
+		if a == nil || claimOnly {
 			return nil, blockReq{}, false, wait
 		}
+	}
+	if claimOnly {
+		return nil, blockReq{}, false, nil
 	}
 	n := min(pipe.block, dl.man.PieceLen(a.piece)-a.next)
 	req = blockReq{ID: dl.id, Piece: uint32(a.piece), Off: uint32(a.next), Len: uint32(n)}
