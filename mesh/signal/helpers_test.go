@@ -57,7 +57,7 @@ func leakedGoroutines() []string {
 			strings.Contains(g, "testing.(*F)") {
 			continue
 		}
-		for _, s := range []string{"catnest/catnest/", "coder/websocket", "net/http.", "os/exec."} {
+		for _, s := range []string{"catnest/catnest/", "coder/websocket", "net/http.", "os/exec.", "pion/turn"} {
 			if strings.Contains(g, s) {
 				leaked = append(leaked, g)
 				break

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/logging"
@@ -125,7 +126,28 @@ type TURNServer struct {
 
 	mu     sync.Mutex
 	denied int
+	ports  map[int]int // the relay's live allocation ports, counted
+
+	own atomic.Pointer[ownAddrs] // the host's addresses, read again after ownAddrsTTL
 }
+
+// ownAddrs is the host's interface addresses as read at a time.
+type ownAddrs struct {
+	addrs []netip.Addr
+	at    time.Time
+}
+
+// ownAddrsTTL is how long the host's addresses are taken as read: they are
+// checked for every datagram to the relay's own address.
+const ownAddrsTTL = 10 * time.Second
+
+// errNoTCPRelay answers TCP allocations (RFC 6062): ICE never asks for
+// them, and CONNECT would make the relay a TCP proxy to any address.
+var errNoTCPRelay = errors.New("signal: TURN relay: TCP allocations are off")
+
+// errRelayToHost refuses a datagram to the relay's own host other than to
+// one of its allocations.
+var errRelayToHost = errors.New("signal: TURN relay: no relaying to the relay's host other than to its allocations")
 
 // NewTURNServer checks cfg and returns a relay for it.
 func NewTURNServer(cfg TURNServerConfig) (*TURNServer, error) {
@@ -149,7 +171,7 @@ func NewTURNServer(cfg TURNServerConfig) (*TURNServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &TURNServer{cfg: cfg, log: log}, nil
+	return &TURNServer{cfg: cfg, log: log, ports: map[int]int{}}, nil
 }
 
 // ListenTURN opens the UDP and TCP listeners of a relay on host:port. With
@@ -178,7 +200,10 @@ func ListenTURN(host string, port int) (net.PacketConn, net.Listener, error) {
 func (t *TURNServer) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
 	lf := slogPion{log: t.log.With("part", "turn")}
 	gen := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorStatic{RelayAddress: net.IP(t.cfg.PublicIP.AsSlice()), Address: t.cfg.RelayHost}
+		return &relayGen{
+			RelayAddressGeneratorStatic: turn.RelayAddressGeneratorStatic{RelayAddress: net.IP(t.cfg.PublicIP.AsSlice()), Address: t.cfg.RelayHost},
+			t:                           t,
+		}
 	}
 	scfg := turn.ServerConfig{
 		Realm:         t.cfg.Realm,
@@ -205,7 +230,8 @@ func (t *TURNServer) Serve(ctx context.Context, pc net.PacketConn, ln net.Listen
 	return srv.Close()
 }
 
-// Denied is how many permissions the relay refused (see AllowPrivate).
+// Denied is how many permissions and datagrams the relay refused (see
+// AllowPrivate).
 func (t *TURNServer) Denied() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -220,25 +246,164 @@ func (t *TURNServer) permit(client net.Addr, peer net.IP) bool {
 		return false
 	}
 	ip = ip.Unmap()
-	if t.cfg.AllowPrivate || ip == t.cfg.PublicIP || !internalAddr(ip) {
+	if t.cfg.AllowPrivate || ip == t.cfg.PublicIP || (!internalAddr(ip) && !t.hostAddr(ip)) {
 		return true
 	}
-	t.mu.Lock()
-	t.denied++
-	t.mu.Unlock()
+	t.deny()
 	t.log.Debug("signal: TURN relay refused a private peer", "client", client, "peer", ip)
 	return false
 }
 
-// cgnat is the shared address space of RFC 6598, behind carriers' NATs.
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+func (t *TURNServer) deny() {
+	t.mu.Lock()
+	t.denied++
+	t.mu.Unlock()
+}
+
+// hostAddr reports whether ip is one of the host's own addresses: the
+// public one, or any interface's. Relayed datagrams to them would reach
+// the host's own services (from the host itself, past its firewall).
+func (t *TURNServer) hostAddr(ip netip.Addr) bool {
+	if ip == t.cfg.PublicIP {
+		return true
+	}
+	o := t.own.Load()
+	if o == nil || time.Since(o.at) > ownAddrsTTL {
+		o = &ownAddrs{at: time.Now()}
+		if as, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range as {
+				if p, err := netip.ParsePrefix(a.String()); err == nil {
+					o.addrs = append(o.addrs, p.Addr().Unmap())
+				}
+			}
+		}
+		t.own.Store(o)
+	}
+	for _, a := range o.addrs {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// relayPort reports whether port is one of the relay's live allocations.
+func (t *TURNServer) relayPort(port int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ports[port] > 0
+}
+
+func (t *TURNServer) addPort(port, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ports[port] += n
+	if t.ports[port] <= 0 {
+		delete(t.ports, port)
+	}
+}
+
+// relayGen allocates the relay's UDP sockets, each guarded so that it
+// sends to the relay's own host only at another allocation (two relayed
+// peers talk through the relay's address), and refuses TCP allocations.
+type relayGen struct {
+	turn.RelayAddressGeneratorStatic
+	t *TURNServer
+}
+
+func (g *relayGen) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	pc, addr, err := g.RelayAddressGeneratorStatic.AllocatePacketConn(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	ua, ok := pc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		pc.Close()
+		return nil, nil, fmt.Errorf("signal: TURN relay: socket address %v", pc.LocalAddr())
+	}
+	g.t.addPort(ua.Port, 1)
+	return &guardConn{PacketConn: pc, t: g.t, port: ua.Port}, addr, nil
+}
+
+func (g *relayGen) AllocateListener(turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	return nil, nil, errNoTCPRelay
+}
+
+func (g *relayGen) AllocateConn(turn.AllocateConnConfig) (net.Conn, error) {
+	return nil, errNoTCPRelay
+}
+
+// guardConn is a relay socket that refuses datagrams to its host's
+// addresses other than at the relay's allocations.
+type guardConn struct {
+	net.PacketConn
+	t     *TURNServer
+	port  int
+	close sync.Once
+}
+
+func (c *guardConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && !c.t.cfg.AllowPrivate {
+		ip, _ := netip.AddrFromSlice(ua.IP)
+		if c.t.hostAddr(ip.Unmap()) && !c.t.relayPort(ua.Port) {
+			c.t.deny()
+			return 0, fmt.Errorf("%w: %v", errRelayToHost, addr)
+		}
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *guardConn) Close() error {
+	c.close.Do(func() { c.t.addPort(c.port, -1) })
+	return c.PacketConn.Close()
+}
+
+// notPublic are address blocks that are not public unicast beyond what
+// netip's predicates cover: carriers' shared space (RFC 6598), IETF
+// protocol assignments, benchmarking, reserved and broadcast; IPv6
+// site-local (deprecated, still routed by some) and the NAT64 local-use
+// prefix (RFC 8215), which a NAT64 in the host's network maps to any IPv4.
+var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("fec0::/10"),
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+}
+
+// embeds4 are IPv6 prefixes whose addresses carry an IPv4 address that a
+// translator or tunnel (NAT64, 6to4) may send to: the IPv4 one is checked.
+var embeds4 = []struct {
+	p   netip.Prefix
+	off int
+}{
+	{netip.MustParsePrefix("64:ff9b::/96"), 12},
+	{netip.MustParsePrefix("2002::/16"), 2},
+	{netip.MustParsePrefix("::/96"), 12}, // IPv4-compatible (deprecated)
+}
 
 // internalAddr reports whether ip is not a public unicast address: a relay
 // must not be a way into its own network.
 func internalAddr(ip netip.Addr) bool {
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() ||
-		cgnat.Contains(ip) || (ip.Is4() && ip.As4()[0] == 0)
+		(ip.Is4() && ip.As4()[0] == 0) {
+		return true
+	}
+	for _, p := range notPublic {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for _, e := range embeds4 {
+		if e.p.Contains(ip) {
+			b := ip.As16()
+			return internalAddr(netip.AddrFrom4([4]byte(b[e.off : e.off+4])))
+		}
+	}
+	return false
 }
 
 // slogPion routes pion's logs to slog; pion's errors about refused

@@ -247,10 +247,81 @@ func TestInternalAddr(t *testing.T) {
 	for s, want := range map[string]bool{
 		"127.0.0.1": true, "10.0.0.1": true, "172.16.5.4": true, "192.168.0.1": true, "169.254.0.1": true,
 		"100.64.1.1": true, "0.1.2.3": true, "224.0.0.1": true, "::1": true, "fe80::1": true, "fd00::1": true,
+		"0.0.0.0": true, "::": true, "::ffff:10.0.0.1": true, "::ffff:127.0.0.1": true, "fc00::5": true,
+		"fe80::1%eth0": true, "ff02::1": true, "255.255.255.255": true, "240.0.0.1": true, "198.18.0.1": true,
+		"192.0.0.8": true, "fec0::1": true, "64:ff9b::10.0.0.1": true, "64:ff9b::127.0.0.1": true,
+		"64:ff9b:1::1.2.3.4": true, "2002:c0a8:0101::1": true, "::10.0.0.1": true, "::127.0.0.1": true,
+		"64:ff9b::8.8.8.8": false, "2002:0808:0808::1": false, "::ffff:8.8.8.8": false,
 		"8.8.8.8": false, "203.0.113.9": false, "2001:db8::1": false,
 	} {
 		if got := internalAddr(netip.MustParseAddr(s)); got != want {
 			t.Errorf("internalAddr(%s) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// TestTURNRelayNoWayIntoItsHost: a client with good credentials cannot use
+// the relay to reach services on the relay's own host: no TCP allocations
+// (RFC 6062 CONNECT would dial any port), no datagrams to the relay's own
+// address other than to live relay ports, no permission to the host's other
+// addresses; relaying between two allocations still works.
+func TestTURNRelayNoWayIntoItsHost(t *testing.T) {
+	checkGoroutines(t)
+	ts, addr := startTURN(t, false)
+	user, pass := credsFor(testTURNSecret, time.Now().Add(time.Hour), "eve")
+
+	tcpCl := turnClient(t, addr, user, pass, true)
+	if a, err := tcpCl.AllocateTCP(); err == nil {
+		a.Close()
+		t.Errorf("TCP allocation granted: the relay would CONNECT anywhere for its clients")
+	}
+
+	// A UDP service on the relay's public address (127.0.0.1 here).
+	svc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+
+	cl := turnClient(t, addr, user, pass, false)
+	relay, err := cl.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	cl2 := turnClient(t, addr, user, pass, false)
+	relay2, err := cl2.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay2.Close()
+
+	denied := ts.Denied()
+	if _, err := relay.WriteTo([]byte("to the host's service"), svc.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitFor, "the datagram to the host's own port refused", func() bool { return ts.Denied() > denied })
+	svc.SetReadDeadline(time.Now())
+	if n, _, err := svc.ReadFrom(make([]byte, 100)); err == nil {
+		t.Errorf("the host's service got %d bytes through the relay", n)
+	}
+
+	// Relayed peers still reach each other at the relay's address.
+	if err := cl2.CreatePermission(relay.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.WriteTo([]byte("hello"), relay2.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	relay2.SetReadDeadline(time.Now().Add(waitFor))
+	buf := make([]byte, 100)
+	if n, _, err := relay2.ReadFrom(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("relay to relay: %q, %v", buf[:n], err)
+	}
+
+	// The host's other addresses are refused even when public.
+	ts.own.Store(&ownAddrs{addrs: []netip.Addr{netip.MustParseAddr("198.51.100.20")}, at: time.Now().Add(time.Hour)})
+	if err := cl.CreatePermission(net.UDPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.20:53"))); err == nil {
+		t.Errorf("permission to the host's other public address granted")
 	}
 }
