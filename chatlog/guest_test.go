@@ -37,9 +37,16 @@ func TestGuestMessage(t *testing.T) {
 		t.Fatalf("re-kinded guest message: %v", err)
 	}
 	for _, body := range []string{`hello`, `{"text":"hi"}`, `{"guest":"ann"}`, `{"guest":"a\u0007","text":"x"}`,
+		`{"guest":"ann\u202e","text":"x"}`, `{"guest":"\u2067ann","text":"x"}`, `{"guest":"a\u200bnn","text":"x"}`,
+		`{"guest":"ann\u2028bob","text":"x"}`, `{"guest":"\ue000","text":"x"}`,
 		`{"guest":"` + string(make([]byte, MaxGuestName+1)) + `","text":"x"}`} {
 		if _, err := NewMessage(ident, ch, KindGuest, []byte(body), ID{}, now); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("guest body %q: %v", body, err)
+		}
+	}
+	for _, name := range []string{"ann", "Zoë Ω", "访客 一号", "ann 🐱", "o'brien (x)"} {
+		if err := CheckGuestName(name); err != nil {
+			t.Errorf("name %q refused: %v", name, err)
 		}
 	}
 }

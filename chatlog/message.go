@@ -287,10 +287,15 @@ func (m *Message) Guest() (GuestBody, error) {
 }
 
 // CheckGuestName checks a guest's chosen name: 1..MaxGuestName bytes of
-// UTF-8 with no control characters, not only spaces.
+// UTF-8, not only spaces, of letters, marks, numbers, punctuation, symbols
+// and spaces only. Control and format characters (bidi overrides and
+// isolates, zero-width ones), line separators and private-use characters
+// are refused: readers show the name beside the node that vouches for it,
+// "ann (guest of alice)", and a bidi override in the name would turn that
+// around or hide it.
 func CheckGuestName(name string) error {
 	if strings.TrimSpace(name) == "" || len(name) > MaxGuestName || !utf8.ValidString(name) ||
-		strings.ContainsFunc(name, unicode.IsControl) {
+		strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsGraphic(r) }) {
 		return fmt.Errorf("%w: guest name must be 1..%d bytes of printable UTF-8", ErrBadMessage, MaxGuestName)
 	}
 	return nil

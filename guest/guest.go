@@ -44,19 +44,28 @@ type Config struct {
 	// and 5.
 	PostRate  float64
 	PostBurst int
+	// AllPostRate and AllPostBurst bound the posts of all guests together;
+	// defaults 2 a second and 10. Guests' posts are the node's messages
+	// and share the pace members hold every author to (chatlog
+	// ServiceConfig.AuthorRate, 5 a second): without this bound, guests
+	// that come and go with new ids would take all of it, and the node's
+	// user could no longer post.
+	AllPostRate  float64
+	AllPostBurst int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults; set Chat.
 func DefaultConfig() Config {
-	return Config{MaxMessage: 32 << 10, Rate: 20, Burst: 40, PostRate: 1, PostBurst: 5}
+	return Config{MaxMessage: 32 << 10, Rate: 20, Burst: 40, PostRate: 1, PostBurst: 5, AllPostRate: 2, AllPostBurst: 10}
 }
 
 // Service answers guests' requests.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	posts *rate.Limiter // all guests' posts (Config.AllPostRate)
 }
 
 // NewService returns a Service; zero Config values take the defaults.
@@ -80,10 +89,16 @@ func NewService(cfg Config) (*Service, error) {
 	if cfg.PostBurst <= 0 {
 		cfg.PostBurst = 1
 	}
+	if cfg.AllPostRate <= 0 {
+		cfg.AllPostRate, cfg.AllPostBurst = d.AllPostRate, d.AllPostBurst
+	}
+	if cfg.AllPostBurst <= 0 {
+		cfg.AllPostBurst = 1
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, log: cfg.Logger}, nil
+	return &Service{cfg: cfg, log: cfg.Logger, posts: rate.NewLimiter(rate.Limit(cfg.AllPostRate), cfg.AllPostBurst)}, nil
 }
 
 // Conn is one guest connection as the Service uses it (*mesh.Guest).
@@ -204,7 +219,9 @@ func (ss *session) run(ctx context.Context) {
 				return // Serve flushes the last answer and closes
 			}
 		case e := <-events:
-			if e.Type == "message" && ss.subs[e.Channel] && e.Message != nil {
+			// A channel may turn burn-after-read after the guest
+			// subscribed: its messages are for members' eyes only.
+			if e.Type == "message" && ss.subs[e.Channel] && e.Message != nil && !e.Message.Burn {
 				if !ss.send(ctx, map[string]any{"op": "message", "channel": e.Channel, "message": messageJSON(*e.Message)}) {
 					return
 				}
@@ -353,6 +370,9 @@ func (ss *session) answer(ctx context.Context, req Request) (map[string]any, err
 		}
 		if !ss.posts.Allow() {
 			return nil, errors.New("posting too fast: slow down")
+		}
+		if !ss.s.posts.Allow() {
+			return nil, errors.New("guests of this node are posting too fast: try again later")
 		}
 		e, err := chat.PostGuest(ctx, c.ID, req.Name, req.Text)
 		if err != nil {

@@ -260,3 +260,56 @@ func TestHostileGuest(t *testing.T) {
 		t.Fatalf("pushed: %v", push)
 	}
 }
+
+// TestGuestPostsTogether: guests' posts together stay within the node's
+// bound however many guests there are, each within its own.
+func TestGuestPostsTogether(t *testing.T) {
+	chat := &fakeChat{}
+	svc, err := NewService(Config{Chat: chat, AllowPost: true, AllPostRate: 0.001, AllPostBurst: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	posted, refused := 0, 0
+	for g := range 4 {
+		c := newFakeConn("json")
+		ended := make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { defer close(ended); svc.Serve(ctx, c) }()
+		enc, _ := peerjs.NewEncoder("json")
+		dec, _ := peerjs.NewDecoder("json", 1<<20)
+		p := &page{t: t, c: c, enc: enc, dec: dec}
+		for i := range 2 {
+			p.send(map[string]any{"op": "post", "channel": "lobby", "name": fmt.Sprint("g", g), "text": fmt.Sprint("post ", i)})
+			a := p.recv()
+			if e, _ := a["error"].(string); strings.Contains(e, "guests of this node are posting too fast") {
+				refused++
+			} else if e != "" {
+				t.Fatalf("post: %v", a)
+			} else {
+				posted++
+			}
+		}
+		cancel()
+		<-ended
+	}
+	if posted != 3 || refused != 5 {
+		t.Fatalf("8 posts from 4 guests, all guests' burst 3: %d posted, %d refused", posted, refused)
+	}
+}
+
+// TestGuestNoBurnPush: a channel that turns burn-after-read after a guest
+// subscribed pushes it no more messages.
+func TestGuestNoBurnPush(t *testing.T) {
+	chat := &fakeChat{}
+	p, _ := start(t, "binary", Config{Chat: chat})
+	p.send(map[string]any{"op": "subscribe", "channel": "lobby", "id": 1})
+	if a := p.recv(); a["error"] != nil {
+		t.Fatal(a)
+	}
+	chat.events.Publish(chatlog.Event{Type: "message", Channel: "c1", Message: &chatlog.Entry{ID: "b", Channel: "c1", Text: "burn after reading", Burn: true}})
+	chat.events.Publish(chatlog.Event{Type: "message", Channel: "c1", Message: &chatlog.Entry{ID: "n", Channel: "c1", Text: "plain"}})
+	a := p.recv()
+	if m, _ := a["message"].(map[string]any); a["op"] != "message" || m["id"] != "n" {
+		t.Fatalf("pushed %v, want the plain message only", a)
+	}
+}

@@ -240,7 +240,11 @@ func (t *rtcTransport) guestSignal(ctx context.Context, wg *sync.WaitGroup, m si
 			return true
 		}
 		if fromPage {
-			t.keepEarlyFrom(m.Src, p)
+			t.mu.Lock()
+			if t.guestH != nil {
+				keepEarlyIn(t.earlyPages, m.Src, p)
+			}
+			t.mu.Unlock()
 			return true
 		}
 		return false
@@ -264,6 +268,14 @@ func (t *rtcTransport) guestSignal(ctx context.Context, wg *sync.WaitGroup, m si
 // newGuest takes a slot for a guest connection and sets up its
 // PeerConnection.
 func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
+	// Offers past the bound are refused before a PeerConnection is made
+	// for them: a page may send many.
+	t.mu.Lock()
+	full := len(t.guests) >= t.maxGuests()
+	t.mu.Unlock()
+	if full {
+		return nil, errGuestsFull
+	}
 	pc, err := t.api.NewPeerConnection(webrtc.Configuration{
 		ICEServers:   t.cfg.ICEServers,
 		Certificates: []webrtc.Certificate{t.cert},
@@ -279,15 +291,11 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 		done:   make(chan struct{}),
 	}
 	t.mu.Lock()
-	max := t.cfg.MaxGuests
-	if max == 0 {
-		max = DefaultMaxGuests
-	}
 	switch {
 	case t.stopping:
 		err = ErrClosed
-	case len(t.guests) >= max:
-		err = fmt.Errorf("%d guests at once", len(t.guests))
+	case len(t.guests) >= t.maxGuests():
+		err = errGuestsFull
 	case t.guests[p.ConnectionID] != nil:
 		err = fmt.Errorf("connection id %q in use", p.ConnectionID)
 	}
@@ -297,8 +305,8 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 		return nil, err
 	}
 	t.guests[p.ConnectionID] = g
-	early := t.early[p.ConnectionID]
-	delete(t.early, p.ConnectionID)
+	early := t.earlyPages[p.ConnectionID]
+	delete(t.earlyPages, p.ConnectionID)
 	t.mu.Unlock()
 
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
@@ -356,6 +364,16 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 		}
 	}
 	return g, nil
+}
+
+var errGuestsFull = errors.New("mesh: as many guests as the node serves")
+
+// maxGuests is Config.MaxGuests or its default.
+func (t *rtcTransport) maxGuests() int {
+	if t.cfg.MaxGuests == 0 {
+		return DefaultMaxGuests
+	}
+	return t.cfg.MaxGuests
 }
 
 // sendCandidate trickles a local candidate to the page.

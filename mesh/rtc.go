@@ -103,6 +103,10 @@ type rtcTransport struct {
 	// those set up or up, by connection id.
 	guestH GuestHandler
 	guests map[string]*Guest
+	// earlyPages holds pages' candidates that came before their offer,
+	// apart from early: any page may send candidates for any number of
+	// connection ids, and they must not push out those of nodes' links.
+	earlyPages map[string]*earlyCandidates
 	// turn holds the ICE servers the rendezvous handed out (see
 	// keepTURN), valid until turnExpires.
 	turn        []webrtc.ICEServer
@@ -157,17 +161,18 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		return nil, errors.New("mesh: DTLS certificate: no certificate in its PEM")
 	}
 	return &rtcTransport{
-		cfg:      cfg,
-		log:      log,
-		id:       cfg.Identity.ID,
-		api:      newAPI(cfg.RTC, log),
-		cert:     *cert,
-		certDER:  der,
-		relayed:  make(chan relayedSignal, 256),
-		sessions: make(map[string]*rtcConn),
-		early:    make(map[string]*earlyCandidates),
-		inbound:  make(map[ID]*handshake),
-		guests:   make(map[string]*Guest),
+		cfg:        cfg,
+		log:        log,
+		id:         cfg.Identity.ID,
+		api:        newAPI(cfg.RTC, log),
+		cert:       *cert,
+		certDER:    der,
+		relayed:    make(chan relayedSignal, 256),
+		sessions:   make(map[string]*rtcConn),
+		early:      make(map[string]*earlyCandidates),
+		earlyPages: make(map[string]*earlyCandidates),
+		inbound:    make(map[ID]*handshake),
+		guests:     make(map[string]*Guest),
 
 		turnFirst: make(chan struct{}),
 	}, nil
@@ -514,25 +519,29 @@ func (t *rtcTransport) session(connID string, src ID) *rtcConn {
 }
 
 // keepEarly holds candidates that came before their offer, within bounds.
-func (t *rtcTransport) keepEarly(src ID, p candidatePayload) { t.keepEarlyFrom(string(src), p) }
-
-// keepEarlyFrom is keepEarly for a node or a page (a guest).
-func (t *rtcTransport) keepEarlyFrom(src string, p candidatePayload) {
+func (t *rtcTransport) keepEarly(src ID, p candidatePayload) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.early[p.ConnectionID]
+	keepEarlyIn(t.early, string(src), p)
+}
+
+// keepEarlyIn adds a candidate from src (a node ID or a page's PeerJS id)
+// to early, which holds at most maxEarlyConns connection ids, the oldest
+// going first. The caller holds t.mu.
+func keepEarlyIn(early map[string]*earlyCandidates, src string, p candidatePayload) {
+	e := early[p.ConnectionID]
 	if e == nil {
-		if len(t.early) >= maxEarlyConns {
+		if len(early) >= maxEarlyConns {
 			var oldest string
-			for k, v := range t.early {
-				if oldest == "" || v.at.Before(t.early[oldest].at) {
+			for k, v := range early {
+				if oldest == "" || v.at.Before(early[oldest].at) {
 					oldest = k
 				}
 			}
-			delete(t.early, oldest)
+			delete(early, oldest)
 		}
 		e = &earlyCandidates{peer: src, at: time.Now()}
-		t.early[p.ConnectionID] = e
+		early[p.ConnectionID] = e
 	}
 	if e.peer == src && len(e.cands) < maxCandidates {
 		e.cands = append(e.cands, p.Candidate)

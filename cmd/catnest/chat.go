@@ -212,7 +212,12 @@ func messageLine(m webui.Message, head headerStyle) string {
 	if m.Marked {
 		mark = " *"
 	}
-	return fmt.Sprintf("%s[%s] %s:%s %s%s\n", head.start, m.Time.Local().Format("01-02 15:04"), termText(m.AuthorName, false), head.end(), text, mark)
+	author := m.AuthorName
+	if m.Guest != "" {
+		// The node's word for what its guest said, not the node's own.
+		author = m.Guest + " (guest of " + author + ")"
+	}
+	return fmt.Sprintf("%s[%s] %s:%s %s%s\n", head.start, m.Time.Local().Format("01-02 15:04"), termText(author, false), head.end(), text, mark)
 }
 
 func (p *printer) line(format string, a ...any) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -166,6 +167,11 @@ func fillChannel(t *testing.T, n *node, data string, ch chatlog.ChannelInfo, cou
 func TestPeerJSGuests(t *testing.T) {
 	script := peerjstest.ClientScript(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readme" {
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, readmePage(t, r.URL.Query().Get("node"), r.URL.Query().Get("port"), r.URL.Query().Get("path")))
+			return
+		}
 		if r.URL.Path == "/peerjs.min.js" {
 			w.Header().Set("Content-Type", "text/javascript")
 			w.Write(script)
@@ -329,6 +335,51 @@ func TestPeerJSGuests(t *testing.T) {
 				})
 			}
 			evalJSON(t, bctx, "(peer.destroy(), 0)", nil)
+
+			// The README's example page, as written but for its addresses.
+			tab, cancel := chromedp.NewContext(bctx)
+			defer cancel()
+			q := url.Values{"node": {string(alice.mesh.ID())}, "port": {u.Port()}, "path": {u.Path + "/"}}
+			if err := chromedp.Do(tab, chromedp.Navigate(srv.URL+"/readme?"+q.Encode())); err != nil {
+				t.Fatal(err)
+			}
+			var out string
+			testutil.WaitFor(t, 60*time.Second, "the README page to post and see its post", func() bool {
+				var err error
+				if out, err = chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById("out").textContent`)); err != nil {
+					t.Fatal(err)
+				}
+				return strings.Contains(out, "ann: hello from a plain page")
+			})
+			if !strings.Contains(out, fmt.Sprintf("history %04d", history-1)) || strings.Contains(out, "not posted") {
+				t.Fatalf("README page shows:\n%s", out)
+			}
 		})
 	}
+}
+
+// readmePage is the example page of README's "PeerJS guests" section with
+// the client loaded from the test server and its node and rendezvous
+// filled in; the test fails if the README no longer has what it replaces.
+func readmePage(t *testing.T, node, port, path string) string {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Error(err)
+		return ""
+	}
+	_, sec, _ := strings.Cut(string(b), "## PeerJS guests")
+	_, page, _ := strings.Cut(sec, "```html\n")
+	page, _, _ = strings.Cut(page, "```")
+	for _, r := range [][2]string{
+		{"https://unpkg.com/peerjs@1.5.5/dist/peerjs.min.js", "/peerjs.min.js"},
+		{`"paste the node id here"`, fmt.Sprintf("%q", node)},
+		{"port: 9000", "port: " + port},
+		{`path: "/"`, fmt.Sprintf("path: %q", path)},
+	} {
+		if !strings.Contains(page, r[0]) {
+			t.Errorf("README example page has no %s", r[0])
+		}
+		page = strings.Replace(page, r[0], r[1], 1)
+	}
+	return "<!doctype html><meta charset=\"utf-8\">\n" + page
 }

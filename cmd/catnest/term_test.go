@@ -115,6 +115,15 @@ func TestMessageLineHostile(t *testing.T) {
 	}
 }
 
+// TestMessageLineGuest: a message a node posted for a guest shows as the
+// guest's, beside the node, never as the node's own.
+func TestMessageLineGuest(t *testing.T) {
+	m := webui.Message{AuthorName: "alice", Guest: "ann", Text: "hi", Time: time.Date(2025, 1, 2, 10, 0, 0, 0, time.Local)}
+	if out := messageLine(m, plainHeader); out != "[01-02 10:00] ann (guest of alice): hi\n" {
+		t.Fatalf("guest message line %q", out)
+	}
+}
+
 // FuzzMessageLine checks that whatever a member writes, the terminal gets
 // no raw control or bidi rune, valid UTF-8, and one line per line of text,
 // each after the first starting with contLine.

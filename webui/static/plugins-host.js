@@ -465,7 +465,7 @@ export function startPlugins(events, ctx) {
   events.on('chat', (ev) => {
     if (!ev || ev.type !== 'message' || !ev.message) return;
     const m = ev.message;
-    broadcast('chat-read', 'chat', { id: m.id, channel: m.channel, author: m.author, author_name: m.author_name, text: m.text, time: m.time, mine: !!m.mine });
+    broadcast('chat-read', 'chat', { id: m.id, channel: m.channel, author: m.author, author_name: m.author_name, guest: m.guest || '', text: m.text, time: m.time, mine: !!m.mine });
   });
   let peers = null;
   events.on('peers', (list) => {

@@ -237,7 +237,7 @@ export default {
       return el('div', { class: 'card live-chat' },
         el('h2', {}, t('live.chat')),
         el('ul', { class: 'live-messages' }, messages.map((m) => el('li', {},
-          el('strong', {}, (m.author_name || shortID(m.author || '')) + ': '), m.text ?? m.body ?? ''))),
+          el('strong', {}, (m.guest ? t('chat.guestOf', { name: m.guest, node: m.author_name || shortID(m.author || '') }) : (m.author_name || shortID(m.author || ''))) + ': '), m.text ?? m.body ?? ''))),
         el('form', { onsubmit: (e) => { e.preventDefault(); post(e.target); } },
           el('input', { type: 'text', placeholder: t('live.say'), maxlength: 1000 }),
           el('button', { class: 'btn', type: 'submit' }, t('live.send'))));
