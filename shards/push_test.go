@@ -616,3 +616,53 @@ func TestPushSlowSourceNotForgotten(t *testing.T) {
 		}
 	}
 }
+
+// TestMemSinkSharesTrueBytes: 256 sinks given every piece of an 8 MiB
+// file hold it once between them (what a 256-receiver simulation needs),
+// and a sink given a piece that differs keeps and serves back what it was
+// given, as a store would.
+func TestMemSinkSharesTrueBytes(t *testing.T) {
+	want := randomFile(21, 8<<20)
+	src := newMemSource(t, want)
+	m := src.m
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	sinks := make([]*memSink, 256)
+	for k := range sinks {
+		sinks[k] = &memSink{want: want, m: m, held: NewBitfield(m.NumPieces())}
+		for i := range m.NumPieces() {
+			off := m.PieceOffset(i)
+			// A fresh buffer per put, as a push's assembly is.
+			if err := sinks[k].putPiece(context.Background(), "", i, bytes.Clone(want[off:off+m.PieceLen(i)])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > int64(len(want)) {
+		t.Errorf("256 sinks of an 8 MiB file hold %d MiB more heap, want at most one copy", grew>>20)
+	}
+	for k, s := range sinks {
+		if !s.whole(src.id) || s.bad != 0 {
+			t.Fatalf("sink %d: whole %v, %d bad", k, s.whole(src.id), s.bad)
+		}
+	}
+	runtime.KeepAlive(sinks)
+
+	// A corrupt piece is kept as given and served back so.
+	s := sinks[0]
+	bad := bytes.Clone(want[:m.PieceLen(0)])
+	bad[7] ^= 1
+	if err := s.putPiece(context.Background(), "", 0, bad); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, min(BlockSize, m.PieceLen(0)))
+	if err := s.readBlock(context.Background(), blockReq{ID: src.id, Piece: 0, Len: uint32(len(got))}, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, bad[:len(got)]) || s.bad != 1 || s.whole(src.id) {
+		t.Errorf("after a corrupt piece: served it %v, %d bad, whole %v", bytes.Equal(got, bad[:len(got)]), s.bad, s.whole(src.id))
+	}
+}
