@@ -35,7 +35,7 @@ var (
 func BenchmarkPushKumarRoss(b *testing.B) {
 	n, size, u := *benchPushN, *benchPushMiB<<20, *benchPushRate*(1<<20)
 	want := randomFile(4, size)
-	for _, scheme := range []string{string(PlanMatrix), string(PlanChain), "pull"} {
+	for _, scheme := range []string{string(PlanMatrix), string(PlanSpan), string(PlanChain), "pull"} {
 		b.Run(fmt.Sprintf("%s/N=%d/F=%dMiB", scheme, n, size>>20), func(b *testing.B) {
 			for range b.N {
 				nw := meshtest.NewNetwork()
@@ -122,8 +122,9 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 
 // schemeLinks lists the links a scheme uses among n nodes (node 0 the
 // source), made before the clock starts: the matrix links every node to
-// every other; the chain links each receiver to the next and every
-// receiver to the source (its reports, and repair); pull links every
+// every other; span each receiver to its group, the next group's owners
+// of its stripes and the source; the chain links each receiver to the
+// next and every receiver to the source (its reports, and repair); pull links every
 // receiver to the source and to about eight others at random (a fixed
 // seed), the neighbours a node of the overlay has (HighPeers is 8), among
 // which downloads find the other holders. Only the matrix needs N² links:
@@ -146,6 +147,17 @@ func schemeLinks(scheme string, n int) [][2]int {
 		for i := range n {
 			for j := i + 1; j < n; j++ {
 				add(i, j)
+			}
+		}
+	case string(PlanSpan):
+		// Receiver j is node j+1: its group and the next group's
+		// owners of its stripes, and the source.
+		for j := range n - 1 {
+			add(0, j+1)
+			for k := range spanGroup {
+				for _, to := range relayTargets(PlanSpan, j, n-1, k) {
+					add(j+1, to+1)
+				}
 			}
 		}
 	case string(PlanChain):

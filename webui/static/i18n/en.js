@@ -241,6 +241,7 @@ export default {
   'files.push.noNodes': 'No other node is online.',
   'files.push.plan': 'Plan',
   'files.push.plan.matrix': 'Matrix (staggered stripes)',
+  'files.push.plan.span': 'Span (stripes in groups of 8, for large groups)',
   'files.push.plan.chain': 'Chain (one after another)',
   'files.push.submit': 'Push',
   'files.push.pickNodes': 'Pick at least one node.',

@@ -240,6 +240,7 @@ export default {
   'files.push.noNodes': '没有其他在线节点。',
   'files.push.plan': '方案',
   'files.push.plan.matrix': '矩阵（错位条带）',
+  'files.push.plan.span': '分组条带（每组 8 个，适合大群组）',
   'files.push.plan.chain': '链式（逐个传递）',
   'files.push.submit': '推送',
   'files.push.pickNodes': '请至少选择一个节点。',

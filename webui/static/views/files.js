@@ -514,7 +514,7 @@ export default {
               : h('select', { id: 'files-push-channel', name: 'channel', 'aria-label': t('files.push.mode.channel') },
                 chans.map((c) => h('option', { value: c.id, selected: c.id === was.channel }, `#${c.name}`)))),
         h('fieldset', { class: 'push-plan' }, h('legend', {}, t('files.push.plan')),
-          ['matrix', 'chain'].map((p) => radio('plan', p, was.plan === p, t(`files.push.plan.${p}`), `files-push-plan-${p}`))),
+          ['matrix', 'span', 'chain'].map((p) => radio('plan', p, was.plan === p, t(`files.push.plan.${p}`), `files-push-plan-${p}`))),
         h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' }),
         h('div', { class: 'row-actions' },
           h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }, t('files.push.submit')),
