@@ -453,7 +453,14 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	var wg sync.WaitGroup
 	for k, to := range op.Members {
 		wg.Go(func() {
-			if err := p.call(ctx, to, offerMsg); err != nil {
+			err := p.call(ctx, to, offerMsg)
+			if errors.Is(err, mesh.ErrLinkClosed) && ctx.Err() == nil {
+				// The link closed under the offer (the overlay replaced
+				// it): once more, on a new link, before counting the
+				// receiver gone.
+				err = p.call(ctx, to, offerMsg)
+			}
+			if err != nil {
 				p.log.Info("push receiver refused or unreachable", "push", op.Push, "peer", to.Short(), "err", err)
 				op.setGone(k)
 			}

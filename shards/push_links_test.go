@@ -144,7 +144,7 @@ func TestPushSpanBoundedLinks(t *testing.T) {
 	d := mesh.DefaultConfig()
 	// The overlay links up first (an offer on a link the overlay drops
 	// as it settles is refused, and its receiver counts as gone).
-	testutil.WaitFor(t, time.Minute, "the overlay to link every node", func() bool {
+	testutil.WaitFor(t, 3*time.Minute, "the overlay to link every node", func() bool {
 		for _, pp := range peers {
 			if len(pp.node.Peers()) < d.LowPeers {
 				return false
