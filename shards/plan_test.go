@@ -13,9 +13,9 @@ import (
 // that a relay is only of a piece its sender already holds, so that the
 // rounds can run in order.
 func TestPlanPush(t *testing.T) {
-	for _, plan := range []Plan{PlanMatrix, PlanChain} {
+	for _, plan := range []Plan{PlanMatrix, PlanChain, PlanSpan} {
 		for _, c := range []struct{ pieces, n int }{
-			{1, 1}, {1, 6}, {5, 6}, {6, 6}, {7, 6}, {2048, 8}, {2000, 64}, {1000, 256}, {512, 2},
+			{1, 1}, {1, 6}, {5, 6}, {6, 6}, {7, 6}, {2048, 8}, {300, 13}, {2000, 64}, {1000, 100}, {1000, 256}, {512, 2},
 		} {
 			t.Run(fmt.Sprintf("%s/%dpieces/%dreceivers", plan, c.pieces, c.n), func(t *testing.T) {
 				s := planPush(plan, c.pieces, c.n)
@@ -69,6 +69,33 @@ func TestPlanPush(t *testing.T) {
 					if len(got[k]) != c.pieces {
 						t.Fatalf("receiver %d ends with %d pieces of %d", k, len(got[k]), c.pieces)
 					}
+				}
+				// Span: each receiver sends to and gets from at most
+				// spanGroup others, and the rounds are the pieces' (each
+				// receiver gets one a round) plus the groups' depth.
+				if plan == PlanSpan {
+					peers := make([]map[int]bool, c.n)
+					for k := range peers {
+						peers[k] = make(map[int]bool)
+					}
+					for _, round := range s.Relays {
+						for _, st := range round {
+							peers[st.From][st.To], peers[st.To][st.From] = true, true
+						}
+					}
+					for k := range peers {
+						if len(peers[k]) > spanGroup+1 {
+							t.Fatalf("receiver %d exchanges with %d others, want at most %d", k, len(peers[k]), spanGroup+1)
+						}
+					}
+					// Each group gets every piece in a round of its own, and
+					// passes them on one group a period later.
+					groups, w, extra := spanGroups(c.n)
+					period := w + min(extra, 1)
+					if limit := ((c.pieces+w-1)/w + groups) * period; len(s.Relays) > limit {
+						t.Fatalf("%d relay rounds, want at most %d (pieces + groups' depth)", len(s.Relays), limit)
+					}
+					t.Logf("%d relay rounds for %d pieces to %d receivers", len(s.Relays), c.pieces, c.n)
 				}
 				// Matrix: each receiver sends at most one piece a round,
 				// and the rounds are as few as the striping allows.

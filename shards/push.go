@@ -264,11 +264,11 @@ func (p *pushes) findSource(id MD5) (pieceSource, *Manifest, bool) {
 // receivers to under plan, and returns the push's id for status.
 func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name string) (string, error) {
 	switch plan {
-	case PlanMatrix, PlanChain:
+	case PlanMatrix, PlanChain, PlanSpan:
 	case "":
 		plan = PlanMatrix
 	default:
-		return "", fmt.Errorf("%w: plan %q (matrix or chain)", ErrBadID, plan)
+		return "", fmt.Errorf("%w: plan %q (matrix, chain or span)", ErrBadID, plan)
 	}
 	src, m, ok := p.findSource(id)
 	if !ok {
@@ -453,7 +453,14 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	var wg sync.WaitGroup
 	for k, to := range op.Members {
 		wg.Go(func() {
-			if err := p.call(ctx, to, offerMsg); err != nil {
+			err := p.call(ctx, to, offerMsg)
+			if errors.Is(err, mesh.ErrLinkClosed) && ctx.Err() == nil {
+				// The link closed under the offer (the overlay replaced
+				// it): once more, on a new link, before counting the
+				// receiver gone.
+				err = p.call(ctx, to, offerMsg)
+			}
+			if err != nil {
 				p.log.Info("push receiver refused or unreachable", "push", op.Push, "peer", to.Short(), "err", err)
 				op.setGone(k)
 			}
@@ -696,6 +703,9 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 					if g != k && op.live(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
 						holders = append(holders, g)
 					}
+				}
+				if near := spanNear(op.Plan, k, n, holders); len(near) > 0 {
+					holders = near
 				}
 				if len(holders) > 0 {
 					h = holders[(i+k)%len(holders)]
@@ -974,9 +984,10 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return fmt.Errorf("%w: pushed block %d+%d of piece %d", ErrBadFrame, r.Off, r.Len, r.Piece)
 	}
 	// Only the source asks for relays, and in a chain the members before
-	// this one: a member that could would have this node upload every
-	// piece it is sent to all the others again.
-	if flags&relayFlag != 0 && k >= 0 && (ip.Plan != PlanChain || k > ip.self) {
+	// this one, in a span the previous group: a member that could would
+	// have this node upload every piece it is sent to all the others
+	// again.
+	if flags&relayFlag != 0 && k >= 0 && !relayAsker(ip.Plan, k, ip.self, len(ip.Members)) {
 		p.node.Penalize(from, "pushed block asks for a relay")
 		return fmt.Errorf("%w: member %s may not ask for relays", ErrBadFrame, from.Short())
 	}
@@ -1042,7 +1053,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	ip.mu.Lock()
 	ip.have.Set(i)
 	if flags&relayFlag != 0 {
-		targets := relayTargets(ip.Plan, ip.self, len(ip.Members))
+		targets := relayTargets(ip.Plan, ip.self, len(ip.Members), i)
 		for _, to := range targets {
 			ip.enqueue(relayJob{to, i})
 		}
@@ -1276,6 +1287,15 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 			ip.gone[to] = true
 			ip.mu.Unlock()
 		}
+		if ip.Plan == PlanSpan && relayFlagFor(ip.Plan, ip.self, to, n) != 0 {
+			// The next group's owner of the stripe is gone: another
+			// member of that group takes its place, once round.
+			_, lo, hi := spanGroupOf(to, n)
+			if to = lo + (to-lo+1)%(hi-lo); to == j.to {
+				return
+			}
+			continue
+		}
 		if ip.Plan != PlanChain || to < ip.self {
 			return
 		}
@@ -1292,10 +1312,61 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 // goes without the flag; the source orders each member's missing pieces
 // itself.
 func relayFlagFor(plan Plan, from, to, n int) byte {
-	if plan == PlanChain && from < to && to+1 < n {
-		return relayFlag
+	switch plan {
+	case PlanChain:
+		if from < to && to+1 < n {
+			return relayFlag
+		}
+	case PlanSpan:
+		// Into the next group: the piece goes on through it.
+		if relayAsker(plan, from, to, n) {
+			return relayFlag
+		}
 	}
 	return 0
+}
+
+// spanNear keeps, of holders, those in receiver k's group of a span push
+// of n receivers, or if none, those of the group before: ordered from
+// them, a repair uses the links the plan makes anyway (a receiver far
+// down the groups waits for its first pieces longer than a repair check,
+// and orders from any holder would link it to half the push). Other
+// plans: none.
+func spanNear(plan Plan, k, n int, holders []int) []int {
+	if plan != PlanSpan {
+		return nil
+	}
+	gk, _, _ := spanGroupOf(k, n)
+	var same, before []int
+	for _, h := range holders {
+		switch g, _, _ := spanGroupOf(h, n); g {
+		case gk:
+			same = append(same, h)
+		case gk - 1:
+			before = append(before, h)
+		}
+	}
+	if len(same) > 0 {
+		return same
+	}
+	return before
+}
+
+// relayAsker reports whether member from may ask member self of a push
+// of n receivers under plan to relay a piece: in a chain a member before
+// it, in a span one of the previous group. A piece is relayed once
+// whoever asks (one held already is dropped), so an asker costs the
+// relays of the pieces it sends, no more.
+func relayAsker(plan Plan, from, self, n int) bool {
+	switch plan {
+	case PlanChain:
+		return from < self
+	case PlanSpan:
+		gf, _, _ := spanGroupOf(from, n)
+		gs, _, _ := spanGroupOf(self, n)
+		return gf+1 == gs
+	}
+	return false
 }
 
 // encodeOffer is the offer's wire form; an offer that does not fit one
@@ -1311,8 +1382,11 @@ func encodeOffer(o offer) ([]byte, error) {
 	b = append(b, o.Push[:]...)
 	b = append(b, o.ID[:]...)
 	var plan byte
-	if o.Plan == PlanChain {
+	switch o.Plan {
+	case PlanChain:
 		plan = 1
+	case PlanSpan:
+		plan = 2
 	}
 	b = append(b, plan)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(o.Name)))
@@ -1349,6 +1423,8 @@ func decodeOffer(b []byte) (offer, error) {
 		o.Plan = PlanMatrix
 	case 1:
 		o.Plan = PlanChain
+	case 2:
+		o.Plan = PlanSpan
 	default:
 		return o, fmt.Errorf("%w: offer plan %d", ErrBadFrame, b[0])
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -34,11 +35,16 @@ var (
 func BenchmarkPushKumarRoss(b *testing.B) {
 	n, size, u := *benchPushN, *benchPushMiB<<20, *benchPushRate*(1<<20)
 	want := randomFile(4, size)
-	for _, scheme := range []string{string(PlanMatrix), string(PlanChain), "pull"} {
+	for _, scheme := range []string{string(PlanMatrix), string(PlanSpan), string(PlanChain), "pull"} {
 		b.Run(fmt.Sprintf("%s/N=%d/F=%dMiB", scheme, n, size>>20), func(b *testing.B) {
 			for range b.N {
 				nw := meshtest.NewNetwork()
 				nw.Latency = *benchPushLag
+				// Hundreds of nodes linked all to all re-sign their
+				// records with every new neighbour, and each record
+				// would be checked by every node: on one machine those
+				// N³ checks, which N machines share, would dominate.
+				nw.ShareSignatureChecks = n+1 > fastNodes
 				cfg := DefaultPushConfig()
 				// Dozens of nodes simulated on a shared 2-core machine
 				// can leave a request unanswered for longer than the 30
@@ -51,7 +57,7 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 					pp.p.cfg.Accept = AcceptFrom(src.node.ID())
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-				linkAll(ctx, b, peers)
+				linkAll(ctx, b, peers, schemeLinks(scheme, len(peers)))
 				var pull *pullNet
 				if scheme == "pull" {
 					pull = newPullNet(b, peers, u)
@@ -114,49 +120,118 @@ func BenchmarkPushKumarRoss(b *testing.B) {
 	}
 }
 
-// linkAll links every node to every other before the clock starts, as
-// the members of a channel are, and waits for the directory traffic that
-// each new link sets off (a snapshot, then every node's record signed
-// again with its new neighbours, each checked by everyone) to die down:
-// on one machine the N² links' signature checks would otherwise run
-// inside the timed push, which on N machines each do in parallel.
-func linkAll(ctx context.Context, b *testing.B, peers []*pushPeer) {
+// schemeLinks lists the links a scheme uses among n nodes (node 0 the
+// source), made before the clock starts: the matrix links every node to
+// every other; span each receiver to its group, the next group's owners
+// of its stripes and the source; the chain links each receiver to the
+// next and every receiver to the source (its reports, and repair); pull links every
+// receiver to the source and to about eight others at random (a fixed
+// seed), the neighbours a node of the overlay has (HighPeers is 8), among
+// which downloads find the other holders. Only the matrix needs N² links:
+// at N = 256 that is 32,640 links, each a directory snapshot of 257
+// records and two records signed again.
+func schemeLinks(scheme string, n int) [][2]int {
+	var out [][2]int
+	seen := make(map[[2]int]bool)
+	add := func(i, j int) {
+		if i > j {
+			i, j = j, i
+		}
+		if i != j && !seen[[2]int{i, j}] {
+			seen[[2]int{i, j}] = true
+			out = append(out, [2]int{i, j})
+		}
+	}
+	switch scheme {
+	case string(PlanMatrix):
+		for i := range n {
+			for j := i + 1; j < n; j++ {
+				add(i, j)
+			}
+		}
+	case string(PlanSpan):
+		// Receiver j is node j+1: its group and the next group's
+		// owners of its stripes, and the source.
+		for j := range n - 1 {
+			add(0, j+1)
+			for k := range spanGroup {
+				for _, to := range relayTargets(PlanSpan, j, n-1, k) {
+					add(j+1, to+1)
+				}
+			}
+		}
+	case string(PlanChain):
+		for k := 1; k < n; k++ {
+			add(0, k)
+			if k+1 < n {
+				add(k, k+1)
+			}
+		}
+	default: // pull
+		r := rand.New(rand.NewPCG(uint64(n), 9))
+		for k := 1; k < n; k++ {
+			add(0, k)
+			for range min(4, n-2) {
+				add(k, 1+r.IntN(n-1))
+			}
+		}
+	}
+	return out
+}
+
+// linkAll makes the links before the clock starts, as the members of a
+// channel have them, and waits for the directory traffic that each new
+// link sets off (a snapshot, then both nodes' records signed again with
+// their new neighbours, each checked by everyone) to die down: on one
+// machine the links' signature checks would otherwise run inside the
+// timed push, which on N machines each do in parallel.
+func linkAll(ctx context.Context, b *testing.B, peers []*pushPeer, links [][2]int) {
 	b.Helper()
 	// A few links at a time, and again after a failure: a burst of
 	// thousands of links starves their own hellos.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
-	for i := range peers {
-		for j := i + 1; j < len(peers); j++ {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				var err error
-				for range 5 {
-					if err = peers[i].node.Connect(ctx, peers[j].node.ID()); err == nil {
-						return
-					}
+	start := time.Now()
+	for _, l := range links {
+		i, j := l[0], l[1]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			var err error
+			for range 5 {
+				if err = peers[i].node.Connect(ctx, peers[j].node.ID()); err == nil {
+					return
 				}
-				b.Errorf("link %d to %d: %v", i, j, err)
-			})
-		}
+			}
+			b.Errorf("link %d to %d: %v", i, j, err)
+		})
 	}
 	wg.Wait()
+	b.Logf("%d links in %v", len(links), time.Since(start).Round(time.Second))
 	if len(peers) <= fastNodes {
 		return // few links, and meshtest.Fast signs records every second: never still
 	}
-	var last uint64
+	// Still: the records issued in half a second are no more than the
+	// nodes' periodic refreshes alone would issue (with hundreds of
+	// nodes some node refreshes every half second, so "none" never
+	// comes), four times in a row.
+	quiet := len(peers)*int(time.Second/2)/int(mesh.DefaultConfig().RecordRefresh) + 1
+	seen := make(map[mesh.ID]uint64)
 	stable := 0
 	for stable < 4 && ctx.Err() == nil {
 		time.Sleep(500 * time.Millisecond)
-		var sum uint64
-		for _, r := range peers[len(peers)-1].node.Directory() {
-			sum += r.Seq
+		dir := peers[len(peers)-1].node.Directory()
+		changed := 0
+		for _, r := range dir {
+			if seen[r.ID] != r.Seq {
+				seen[r.ID] = r.Seq
+				changed++
+			}
 		}
-		if sum == last && len(peers[len(peers)-1].node.Directory()) >= len(peers) {
+		if changed <= quiet && len(dir) >= len(peers) {
 			stable++
 		} else {
-			last, stable = sum, 0
+			stable = 0
 		}
 	}
 }

@@ -89,7 +89,7 @@ func FuzzPushMessage(f *testing.F) {
 		node := &pushStubNode{id: fuzzMembers[0]}
 		cfg := DefaultPushConfig()
 		cfg.Accept = func(mesh.ID, MD5, string, int64) bool { return true }
-		sink := &memSink{want: data, m: o.Manifest, data: make([]byte, len(data)), held: NewBitfield(o.Manifest.NumPieces())}
+		sink := &memSink{want: data, m: o.Manifest, held: NewBitfield(o.Manifest.NumPieces())}
 		p := newPushes(node, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) { return sink, nil })
 		ip := &inPush{offer: o, source: src, self: -1, sink: sink, have: NewBitfield(o.Manifest.NumPieces()),
 			gone: make([]bool, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly),

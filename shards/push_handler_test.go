@@ -33,7 +33,7 @@ func newHandlerPush(t *testing.T, pieces int, pieceSize int64) *handlerPush {
 		m.Pieces = append(m.Pieces, md5.Sum(data[int64(i)*pieceSize:int64(i+1)*pieceSize]))
 	}
 	h := &handlerPush{node: &pushStubNode{id: fuzzMembers[0]}, data: data, src: "dddddddddddddddddddddddddddddddd"}
-	h.sink = &memSink{want: data, m: m, data: make([]byte, len(data)), held: NewBitfield(pieces)}
+	h.sink = &memSink{want: data, m: m, held: NewBitfield(pieces)}
 	h.p = newPushes(h.node, nil, DefaultPushConfig(), nil, nil)
 	o := offer{Push: pushID{3}, ID: MD5(md5.Sum(data)), Plan: PlanMatrix, Name: "h.bin", Members: fuzzMembers, Manifest: m}
 	h.ip = &inPush{offer: o, source: h.src, self: 0, sink: h.sink, have: NewBitfield(pieces),

@@ -117,3 +117,101 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(b))
 	return len(b), nil
 }
+
+// TestPushSpanBoundedLinks pushes a 4 MiB file to forty receivers with
+// the span plan, the mesh's default link limits but a temporary budget
+// that would let every node link to all (MaxTemporary 64): each receiver
+// exchanges pieces with its group (eight at most), the previous group's
+// owners of its stripes and the next group's, and repairs come from its
+// group first, then the group before; so it holds at most 3·spanGroup
+// temporary links whatever N (the matrix: N-1 and the source), while the
+// source links to all. One receiver leaves half-way; the others end with
+// the file, and the source uploads at most 1.1x the file.
+func TestPushSpanBoundedLinks(t *testing.T) {
+	checkPushGoroutines(t)
+	const size, n = 4 << 20, 40
+	want := randomFile(13, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	// Forty nodes under -race on a busy 2-core machine can leave an offer
+	// unanswered for longer than the 30 s that make a receiver count as
+	// hung; this test is about links, not hang detection.
+	cfg.BlockTimeout = 3 * time.Minute
+	peers := pushNetWith(t, nw, n+1, want, cfg, 0, nil, func(c *mesh.Config) { c.MaxTemporary = 64 })
+	src, recv := peers[0], peers[1:]
+	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d := mesh.DefaultConfig()
+	// The overlay links up first (an offer on a link the overlay drops
+	// as it settles is refused, and its receiver counts as gone).
+	testutil.WaitFor(t, 3*time.Minute, "the overlay to link every node", func() bool {
+		for _, pp := range peers {
+			if len(pp.node.Peers()) < d.LowPeers {
+				return false
+			}
+		}
+		return true
+	})
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	lim := rate.NewLimiter(rate.Limit(8<<20), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanSpan, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaver := recv[10]
+	testutil.WaitFor(t, 5*time.Minute, "the leaver to hold half the file", func() bool {
+		s := leaver.getSink()
+		return s != nil && s.count() >= src.src.m.NumPieces()/2
+	})
+	// Its group (7), the group before (its owners, and repairs when its
+	// own group holds nothing to repair from: 8), the group after (its
+	// owner, and repairs it serves: 8), and the source.
+	const spanLinks = 3*spanGroup + 1
+	most := 0
+	for k, pp := range recv {
+		temp := 0
+		for _, pi := range pp.node.Peers() {
+			if pi.Temporary {
+				temp++
+			}
+		}
+		most = max(most, temp)
+		if temp > spanLinks {
+			t.Errorf("receiver %d holds %d temporary links, want at most %d", k, temp, spanLinks)
+		}
+		if len(pp.node.Peers()) > d.HighPeers+spanLinks {
+			t.Errorf("receiver %d holds %d links", k, len(pp.node.Peers()))
+		}
+	}
+	t.Logf("at half-way a receiver holds at most %d temporary links", most)
+	nw.Kill(leaver.node.ID())
+	testutil.WaitFor(t, 5*time.Minute, "the push to end", func() bool {
+		st, err := src.p.status(pid)
+		return err == nil && st.Done
+	})
+	st, err := src.p.status(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, pp := range recv {
+		r := st.Receivers[k]
+		if pp == leaver {
+			continue
+		}
+		if s := pp.getSink(); !s.whole(src.src.id) || s.bad != 0 {
+			t.Errorf("receiver %d is not whole; status %+v", k, r)
+		}
+		if r.State != "done" || r.Have != size {
+			t.Errorf("receiver %d: status %+v", k, r)
+		}
+	}
+	t.Logf("the source uploaded %.3fx the file", float64(st.Uploaded)/size)
+	if st.Uploaded > size*11/10 {
+		t.Errorf("the source uploaded %.3fx the file (at most 1.1x)", float64(st.Uploaded)/size)
+	}
+}

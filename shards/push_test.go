@@ -69,13 +69,20 @@ func (s *memSource) sentBlock(_ MD5, _ mesh.ID, n int) { s.sent.Add(int64(n)) }
 // memSink keeps a pushed resource in memory and checks every piece it is
 // given against the true bytes, which the test knows: a corrupt piece that
 // reached it is counted in bad. corrupt makes its relays flip a byte.
+//
+// A piece equal to the true one is not copied: the sink serves it from
+// want, which every sink of a net shares and nobody writes, and keeps
+// private copies only of the pieces that differ. So a simulation of
+// hundreds of receivers holds the file once, not once per receiver (a
+// 256-receiver push of 16 MiB held 4 GiB of copies), and a sink still
+// serves back exactly what it was given.
 type memSink struct {
 	want    []byte
 	m       *Manifest
 	corrupt bool
 
 	mu   sync.Mutex
-	data []byte
+	own  map[int][]byte // pieces given that differ from want
 	held Bitfield
 	puts int
 	bad  int
@@ -84,14 +91,28 @@ type memSink struct {
 func (s *memSink) putPiece(_ context.Context, _ mesh.ID, i int, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	off := s.m.PieceOffset(i)
-	if !bytes.Equal(data, s.want[off:off+s.m.PieceLen(i)]) {
+	if bytes.Equal(data, s.piece(i, true)) {
+		delete(s.own, i)
+	} else {
 		s.bad++
+		if s.own == nil {
+			s.own = make(map[int][]byte)
+		}
+		s.own[i] = bytes.Clone(data)
 	}
-	copy(s.data[off:], data)
 	s.held.Set(i)
 	s.puts++
 	return nil
+}
+
+// piece is the sink's bytes of piece i, or the true ones if truth is set;
+// s.mu is held. The result is not to be written.
+func (s *memSink) piece(i int, truth bool) []byte {
+	if p, ok := s.own[i]; ok && !truth {
+		return p
+	}
+	off := s.m.PieceOffset(i)
+	return s.want[off : off+s.m.PieceLen(i)]
 }
 
 func (s *memSink) have() Bitfield {
@@ -106,7 +127,7 @@ func (s *memSink) readBlock(_ context.Context, r blockReq, p []byte) error {
 	if !s.held.Has(int(r.Piece)) || !blockInPiece(s.m, r) {
 		return ErrUnknown
 	}
-	copy(p, s.data[s.m.PieceOffset(int(r.Piece))+int64(r.Off):])
+	copy(p, s.piece(int(r.Piece), false)[r.Off:])
 	if s.corrupt {
 		p[len(p)/2] ^= 0x55
 	}
@@ -127,7 +148,14 @@ func (s *memSink) whole(id MD5) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.held.Count() == s.m.NumPieces() && MD5(md5.Sum(s.data)) == id
+	if s.held.Count() != s.m.NumPieces() {
+		return false
+	}
+	h := md5.New()
+	for i := range s.m.NumPieces() {
+		h.Write(s.piece(i, false))
+	}
+	return MD5(h.Sum(nil)) == id
 }
 
 // pushPeer is a node on a meshtest network with its pushes running.
@@ -189,20 +217,21 @@ func pushNet(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushCon
 func pushNetWith(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg PushConfig, upload float64, corrupt func(k int) bool, configure func(*mesh.Config)) []*pushPeer {
 	t.Helper()
 	peers := make([]*pushPeer, n)
+	// One manifest for all: hashing the file once per node is minutes of
+	// CPU in a net of hundreds.
+	shared := newMemSource(t, want)
 	for k := range peers {
 		pp := &pushPeer{}
 		pp.node = nw.NewNode(t, fmt.Sprintf("n%d", k), meshtest.Options{Configure: configure})
 		bad := corrupt != nil && corrupt(k)
-		pp.src = newMemSource(t, want)
+		pp.src = &memSource{id: shared.id, m: shared.m, data: want}
 		pp.p = newPushes(countPenalties{pp.node, &pp.penalties}, nil, cfg, []pieceSource{pp.src}, func(_ context.Context, _ mesh.ID, o offer) (pieceSink, error) {
 			pp.opened.Add(1)
 			pp.mu.Lock()
 			defer pp.mu.Unlock()
-			pp.sink = &memSink{want: want, m: o.Manifest, corrupt: bad, data: make([]byte, o.Manifest.Size), held: NewBitfield(o.Manifest.NumPieces())}
+			pp.sink = &memSink{want: want, m: o.Manifest, corrupt: bad, held: NewBitfield(o.Manifest.NumPieces())}
 			for i := range o.Manifest.NumPieces() {
 				if pp.preheld != nil && pp.preheld(i) {
-					off := o.Manifest.PieceOffset(i)
-					copy(pp.sink.data[off:], want[off:off+o.Manifest.PieceLen(i)])
 					pp.sink.held.Set(i)
 				}
 			}
@@ -585,5 +614,55 @@ func TestPushSlowSourceNotForgotten(t *testing.T) {
 		if r := st.Receivers[k]; r.State != "done" || !pp.getSink().whole(src.src.id) {
 			t.Errorf("receiver %d: %+v", k, r)
 		}
+	}
+}
+
+// TestMemSinkSharesTrueBytes: 256 sinks given every piece of an 8 MiB
+// file hold it once between them (what a 256-receiver simulation needs),
+// and a sink given a piece that differs keeps and serves back what it was
+// given, as a store would.
+func TestMemSinkSharesTrueBytes(t *testing.T) {
+	want := randomFile(21, 8<<20)
+	src := newMemSource(t, want)
+	m := src.m
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	sinks := make([]*memSink, 256)
+	for k := range sinks {
+		sinks[k] = &memSink{want: want, m: m, held: NewBitfield(m.NumPieces())}
+		for i := range m.NumPieces() {
+			off := m.PieceOffset(i)
+			// A fresh buffer per put, as a push's assembly is.
+			if err := sinks[k].putPiece(context.Background(), "", i, bytes.Clone(want[off:off+m.PieceLen(i)])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > int64(len(want)) {
+		t.Errorf("256 sinks of an 8 MiB file hold %d MiB more heap, want at most one copy", grew>>20)
+	}
+	for k, s := range sinks {
+		if !s.whole(src.id) || s.bad != 0 {
+			t.Fatalf("sink %d: whole %v, %d bad", k, s.whole(src.id), s.bad)
+		}
+	}
+	runtime.KeepAlive(sinks)
+
+	// A corrupt piece is kept as given and served back so.
+	s := sinks[0]
+	bad := bytes.Clone(want[:m.PieceLen(0)])
+	bad[7] ^= 1
+	if err := s.putPiece(context.Background(), "", 0, bad); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, min(BlockSize, m.PieceLen(0)))
+	if err := s.readBlock(context.Background(), blockReq{ID: src.id, Piece: 0, Len: uint32(len(got))}, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, bad[:len(got)]) || s.bad != 1 || s.whole(src.id) {
+		t.Errorf("after a corrupt piece: served it %v, %d bad, whole %v", bytes.Equal(got, bad[:len(got)]), s.bad, s.whole(src.id))
 	}
 }

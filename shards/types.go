@@ -140,6 +140,10 @@ const (
 	// PlanChain passes every piece down a chain of receivers, one after
 	// the other: the baseline matrix is measured against.
 	PlanChain Plan = "chain"
+	// PlanSpan is the matrix within groups of a few receivers, the groups
+	// chained (plan.go): each receiver links to a few others whatever
+	// the group's size, where the matrix links every receiver to all.
+	PlanSpan Plan = "span"
 )
 
 // PushStatus is the progress of one push, as GET /api/shards/push/{pid}

@@ -35,7 +35,7 @@ func TestBrowserFilesTransfersPaged(t *testing.T) {
 			oldest = f
 		}
 	}
-	ctx := filesPage(t, node, files, "en-US")
+	ctx := filesPage(t, node, Config{Files: files}, "en-US")
 	const wait = 20 * time.Second
 	browsertest.Until(t, ctx, wait, fmt.Sprintf(`document.querySelectorAll("#files-transfers li").length === 200
 		&& document.querySelector("#files-transfers-more [data-more=transfers]").textContent.startsWith("Showing 200 of %d.")`, n))

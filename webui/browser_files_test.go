@@ -6,9 +6,11 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
@@ -16,11 +18,13 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// filesPage starts the web UI of node with files on loopback and a
-// browser that speaks lang, opens the page and goes to the Files view.
-func filesPage(t *testing.T, node Node, files Files, lang string) context.Context {
+// filesPage starts the web UI of node with cfg (its Files, and Chat and
+// Members for pushes to a channel) on loopback and a browser that speaks
+// lang, opens the page and goes to the Files view.
+func filesPage(t *testing.T, node Node, cfg Config, lang string) context.Context {
 	t.Helper()
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Files: files}, node)
+	cfg.Addr, cfg.Version = "127.0.0.1:0", "test"
+	s, err := New(cfg, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +44,9 @@ func filesPage(t *testing.T, node Node, files Files, lang string) context.Contex
 // TestBrowserFiles walks through the Files view: another node's image in
 // the gallery and the viewer, the list with search, a download whose
 // progress bar and sources follow the service, pause and resume, sharing a
-// file by path and a bad link.
+// file by path, pushing it ("Push to…": the errors for no node picked, a
+// channel gone and a channel of no other member, then a push to a
+// channel's members whose panel follows it to done) and a bad link.
 func TestBrowserFiles(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
@@ -52,7 +58,12 @@ func TestBrowserFiles(t *testing.T) {
 	files.addRemote("sunset.png", testPNG(t, 80, 40, color.RGBA{40, 60, 180, 255}), bravo, charlie)
 	bigB := make([]byte, 10<<20)
 	big := files.addRemote("holiday.mkv", bigB, bravo, charlie)
-	ctx := filesPage(t, node, files, "en-US")
+	chat := newFakeChat(node.id)
+	for _, name := range []string{"team", "alone", "gone"} {
+		chat.addChannel(chatlog.ChannelInfo{ID: "c-" + name, Name: name, Joined: true})
+	}
+	members := fakeMembers{"c-team": {node.id, bravo, charlie}, "c-alone": {node.id}}
+	ctx := filesPage(t, node, Config{Files: files, Chat: chat, Members: members}, "en-US")
 	const wait = 10 * time.Second
 
 	// The gallery shows bravo's image, loaded from the content endpoint.
@@ -129,9 +140,71 @@ func TestBrowserFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	click(t, ctx, "#files-share-btn")
-	browsertest.Until(t, ctx, wait, `[...document.querySelectorAll('#files-transfers li[data-state="seeding"] .transfer-name')].some((e) => e.textContent === "notes.txt")
+	notes := `document.querySelector('#files-transfers li[data-state="seeding"]')`
+	browsertest.Until(t, ctx, wait, notes+` !== null && `+notes+`.querySelector(".transfer-name").textContent === "notes.txt"
 		&& document.querySelector("#files-share-path").value === ""
-		&& document.querySelector('#files-push-id option') !== null`)
+		&& `+notes+`.querySelector('button[data-act="push"]').textContent === "Push to…"
+		&& document.querySelector("#files-push-none") !== null && !document.querySelector("#files-push-none").hidden`)
+
+	// Push it: the dialog lists the other nodes and this node's channels,
+	// and says what is wrong before and after asking the node.
+	notesID, err := chromedp.Run(ctx, chromedp.Evaluate[string](notes+`.dataset.id`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	click(t, ctx, `#files-transfers li[data-id="`+notesID+`"] button[data-act="push"]`)
+	dialog := `document.querySelector("#files-push-dialog")`
+	perr := `document.querySelector("#files-push-error").textContent`
+	browsertest.Until(t, ctx, wait, dialog+`.open
+		&& document.querySelector("#files-push-dialog h2").textContent === "Push “notes.txt”"
+		&& document.querySelectorAll('#files-push-nodes input[name="to"]').length === 2
+		&& document.querySelectorAll("#files-push-channel option").length === 3`)
+	click(t, ctx, "#files-push-btn")
+	browsertest.Until(t, ctx, wait, perr+` === "Pick at least one node."`)
+	click(t, ctx, "#files-push-mode-channel")
+	for _, c := range []struct{ id, msg string }{
+		{"c-gone", "There is no channel #gone here any more."},
+		{"c-alone", "No other member of #alone is online."},
+	} {
+		if err := chromedp.Do(ctx, chromedp.SetValue("#files-push-channel", c.id)); err != nil {
+			t.Fatal(err)
+		}
+		click(t, ctx, "#files-push-btn")
+		browsertest.Until(t, ctx, wait, perr+` === "`+c.msg+`" && `+dialog+`.open`)
+	}
+	if err := chromedp.Do(ctx, chromedp.SetValue("#files-push-channel", "c-team")); err != nil {
+		t.Fatal(err)
+	}
+	click(t, ctx, "#files-push-plan-chain")
+	click(t, ctx, "#files-push-btn")
+	panel := `document.querySelector("#files-push-status li.push")`
+	recv := func(id mesh.ID) string { return panel + `.querySelector('li[data-node="` + string(id) + `"]')` }
+	browsertest.Until(t, ctx, wait, `!`+dialog+`.open && `+panel+` !== null && `+panel+`.dataset.state === "running"
+		&& `+recv(bravo)+`.dataset.state === "receiving" && `+recv(charlie)+`.querySelector(".push-node").textContent === "charlie"
+		&& `+panel+`.querySelector(".push-state").textContent === "0 of 2 done"
+		&& document.querySelector("#files-push-none").hidden`)
+	pid, err := chromedp.Run(ctx, chromedp.Evaluate[string](panel+`.dataset.id`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := files.callLog(); !slices.Contains(calls, "push "+notesID+" chain 2") {
+		t.Errorf("calls %q: want a chain push of notes.txt to the team's two other members", calls)
+	}
+	files.setPush(pid, func(st *shards.PushStatus) {
+		st.Receivers[0].Have, st.Receivers[0].State = st.Size, "done"
+		st.Uploaded = st.Size / 2
+	})
+	browsertest.Until(t, ctx, wait, panel+`.querySelector(".push-state").textContent === "1 of 2 done"
+		&& `+recv(bravo)+`.querySelector(".progress").getAttribute("aria-valuenow") === "100"
+		&& `+recv(charlie)+`.querySelector(".progress").getAttribute("aria-valuenow") === "0"`)
+	files.setPush(pid, func(st *shards.PushStatus) {
+		st.Receivers[1].Have, st.Receivers[1].State = st.Size, "done"
+		st.Uploaded, st.Done = st.Size, true
+	})
+	browsertest.Until(t, ctx, wait, panel+`.dataset.state === "done" && `+panel+`.querySelector(".push-state").textContent === "Done"
+		&& `+recv(charlie)+`.dataset.state === "done"
+		&& `+panel+`.querySelector(".push-sent").textContent === "18 B of 18 B sent by this node"`)
+	screenshot(t, ctx, "files-push-en")
 
 	// A bad link says what is wrong.
 	if err := chromedp.Do(ctx, chromedp.SendKeys("#files-link", "http://example.com/cat.png")); err != nil {

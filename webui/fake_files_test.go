@@ -330,6 +330,13 @@ func (f *fakeFiles) Push(ctx context.Context, id shards.MD5, to []mesh.ID, plan 
 	return pid, nil
 }
 
+// setPush changes push pid's status as the service would as it goes on.
+func (f *fakeFiles) setPush(pid string, change func(*shards.PushStatus)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f.pushes[pid])
+}
+
 func (f *fakeFiles) PushStatus(ctx context.Context, pid string) (shards.PushStatus, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {

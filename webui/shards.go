@@ -358,9 +358,9 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	switch plan {
 	case "":
 		plan = shards.PlanMatrix
-	case shards.PlanMatrix, shards.PlanChain:
+	case shards.PlanMatrix, shards.PlanChain, shards.PlanSpan:
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(`plan %.40q: want "matrix" or "chain"`, req.Plan))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(`plan %.40q: want "matrix", "chain" or "span"`, req.Plan))
 		return
 	}
 	if req.Channel != "" {

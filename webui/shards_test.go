@@ -338,7 +338,7 @@ func TestFilesPush(t *testing.T) {
 	f.refuses([]badInput{
 		{"no id", "POST", "/api/shards/push", fmt.Sprintf(`{"to": [%q]}`, bravo), 400, `missing "id"`},
 		{"bad id", "POST", "/api/shards/push", fmt.Sprintf(`{"id": "abc", "to": [%q]}`, bravo), 400, "bad id"},
-		{"bad plan", "POST", "/api/shards/push", fmt.Sprintf(`{"id": %q, "to": [%q], "plan": "star"}`, song.ID, bravo), 400, `want "matrix" or "chain"`},
+		{"bad plan", "POST", "/api/shards/push", fmt.Sprintf(`{"id": %q, "to": [%q], "plan": "star"}`, song.ID, bravo), 400, `want "matrix", "chain" or "span"`},
 		{"no receivers", "POST", "/api/shards/push", fmt.Sprintf(`{"id": %q, "to": []}`, song.ID), 400, `missing "to"`},
 		{"bad node id", "POST", "/api/shards/push", fmt.Sprintf(`{"id": %q, "to": ["NOT AN ID"]}`, song.ID), 400, "to:"},
 		{"twice", "POST", "/api/shards/push", fmt.Sprintf(`{"id": %q, "to": [%q, %q]}`, song.ID, bravo, bravo), 400, "listed twice"},

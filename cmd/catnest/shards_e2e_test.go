@@ -331,10 +331,13 @@ func clickSel(t *testing.T, ctx context.Context, sel string) {
 	}
 }
 
-// TestBrowserFilesAcrossNodes runs two real nodes: alice shares a folder
+// TestBrowserFilesAcrossNodes runs three real nodes: alice shares a folder
 // with an image and a larger file and caps her uploads; bob's Files view in
 // Chromium shows her image in the gallery, and downloads the larger file
-// with a progress bar that is seen part-way and then at 100%.
+// with a progress bar that is seen part-way and then at 100%. Then, in
+// alice's Files view, "Push to…" on another of her files pushes it to bob
+// and carol (who take pushes from her): the push panel shows both
+// receivers done and what alice sent, and both hold the file.
 func TestBrowserFilesAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -350,10 +353,13 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := randomFile(t, shared, "holiday.mkv", 16<<20, 4)
+	album := randomFile(t, shared, "album.flac", 3<<20+77, 6)
 	// 4 MiB/s: about four seconds of download, for the bar to be seen.
 	alice := serveNode(t, signalURL, "alice", filepath.Join(t.TempDir(), "alice"), "--share", shared, "--upload-rate", "4MiB")
-	bob := serveNode(t, signalURL, "bob", filepath.Join(t.TempDir(), "bob"))
+	bob := serveNode(t, signalURL, "bob", filepath.Join(t.TempDir(), "bob"), "--accept-push", string(alice.id))
+	carol := serveNode(t, signalURL, "carol", filepath.Join(t.TempDir(), "carol"), "--accept-push", string(alice.id))
 	alice.seeding(t, big)
+	albumTr := alice.seeding(t, album)
 	imgID, bigID := shards.MD5(md5.Sum(img)).String(), shards.MD5(md5.Sum(big)).String()
 
 	ctx := browsertest.New(t)
@@ -380,6 +386,42 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 		t.Fatalf("bob's download: %+v", tr)
 	}
 	checkFile(t, tr.Path, big)
+
+	// alice pushes the album to bob and carol from her Files view.
+	if err := chromedp.Do(ctx, chromedp.Navigate(alice.ui)); err != nil {
+		t.Fatal(err)
+	}
+	clickSel(t, ctx, `.nav-link[data-view="files"]`)
+	pushBtn := `#files-transfers button[data-act="push"][data-id="` + albumTr.ID.String() + `"]`
+	browsertest.Until(t, ctx, wait, `document.querySelector('`+pushBtn+`') !== null`)
+	clickSel(t, ctx, pushBtn)
+	box := func(n *servedNode) string { return `#files-push-dialog input[name="to"][value="` + string(n.id) + `"]` }
+	browsertest.Until(t, ctx, wait, `document.querySelector("#files-push-dialog").open
+		&& document.querySelector('`+box(bob)+`') !== null && document.querySelector('`+box(carol)+`') !== null`)
+	clickSel(t, ctx, box(bob))
+	clickSel(t, ctx, box(carol))
+	clickSel(t, ctx, "#files-push-plan-matrix")
+	clickSel(t, ctx, "#files-push-btn")
+	panel := `document.querySelector("#files-push-status li.push")`
+	recv := func(n *servedNode) string {
+		return panel + `.querySelector('.push-receivers li[data-node="` + string(n.id) + `"]')`
+	}
+	browsertest.Until(t, ctx, 2*time.Minute, `!document.querySelector("#files-push-dialog").open && `+panel+` !== null
+		&& `+panel+`.dataset.state === "done"
+		&& `+panel+`.querySelector(".push-state").textContent === "Done"
+		&& `+recv(bob)+`.dataset.state === "done" && `+recv(carol)+`.dataset.state === "done"
+		&& `+recv(bob)+`.querySelector(".progress").getAttribute("aria-valuenow") === "100"
+		&& `+recv(carol)+`.querySelector(".progress").getAttribute("aria-valuenow") === "100"
+		&& /^3(\.\d)? MiB of 3 MiB sent by this node$/.test(`+panel+`.querySelector(".push-sent").textContent)`)
+	for _, n := range []*servedNode{bob, carol} {
+		var got shards.Transfer
+		testutil.WaitFor(t, time.Minute, "the pushed album to be done on "+string(n.id), func() bool {
+			time.Sleep(50 * time.Millisecond)
+			got, _ = n.transfer(t, albumTr.ID)
+			return got.State == shards.StateDone
+		})
+		checkFile(t, got.Path, album)
+	}
 }
 
 func TestServeFilesFlags(t *testing.T) {

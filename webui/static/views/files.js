@@ -1,9 +1,13 @@
 // The files view: what every online node shares (a gallery of the images
 // and a table of all files, with search and sort), this node's transfers
 // with their progress, and forms to share a file by path, fetch one by
-// link and push one to a group. Data comes from /api/files and
-// /api/shards; "shards" events keep the transfers live, and the file list
-// is fetched again when they say it changed or the directory does.
+// link, and push one of this node's files to a group ("Push to…" on its
+// row: a dialog to pick nodes from the directory or a chat channel, and a
+// plan; then a panel with each receiver's progress). Data comes from
+// /api/files and /api/shards; "shards" events keep the transfers and
+// pushes live (a push is also polled, for a node that sends no push
+// events), and the file list is fetched again when they say it changed or
+// the directory does.
 //
 // Transfer rows and gallery tiles are kept by id and updated in place, so
 // that progress a few times a second neither reloads thumbnails nor eats
@@ -126,8 +130,11 @@ export default {
     const rows = new Map(); // id → {li, refs}
 
     const pushTitle = h('h2', { class: 'section-title' });
-    const pushBody = h('div', { class: 'card files-push', id: 'files-push' });
+    const pushEmpty = h('p', { class: 'muted', id: 'files-push-none' });
     const pushStatus = h('ul', { class: 'push-list', id: 'files-push-status' });
+    const pushDialog = h('dialog', { id: 'files-push-dialog', class: 'dialog push-dialog' });
+    let pushing = null; // the transfer the dialog pushes
+    let channels = null; // this node's chat channels, null until read; [] without chat
 
     const galleryTitle = h('h2', { class: 'section-title' });
     const gallery = h('div', { class: 'gallery', id: 'files-gallery' });
@@ -154,8 +161,8 @@ export default {
       allTitle,
       h('div', { class: 'files-tools' }, search, sortSel),
       table,
-      pushTitle, pushBody, pushStatus,
-      viewer);
+      pushTitle, pushEmpty, pushStatus,
+      viewer, pushDialog);
 
     // ---- names ----
 
@@ -209,7 +216,6 @@ export default {
         toast(t('files.loadFailed', { msg: err.message }));
       }
       renderTransfers();
-      renderPushForm();
       renderFiles();
     }
 
@@ -234,18 +240,15 @@ export default {
         else if (was) {
           // The file list's badge and the push form follow the state.
           updateRow(ev.transfer);
-          renderPushForm();
           renderFiles();
         } else {
           renderTransfers();
-          renderPushForm();
           renderFiles();
         }
       }
       if (ev.removed) {
         transfers.delete(ev.removed);
         renderTransfers();
-        renderPushForm();
         renderFiles();
       }
       if (ev.push) {
@@ -328,6 +331,7 @@ export default {
         refs.actions.replaceChildren(...[
           can && btn(can, t(`files.${can}`)),
           x.link && btn('copy', t('files.copyLink')),
+          seeding && btn('push', t('files.push.action')),
           seeding && h('a', { class: 'btn btn-small', href: contentPath(x.id), target: '_blank', rel: 'noopener' }, t('files.open')),
           btn('remove', t(x.state === 'seeding' ? 'files.unshare' : x.state === 'done' ? 'files.remove' : 'files.cancel')),
         ].filter(Boolean));
@@ -495,68 +499,111 @@ export default {
 
     // ---- push ----
 
-    function renderPushForm() {
-      pushTitle.textContent = t('files.push.title');
-      const mine = [...transfers.values()].filter((x) => x.state === 'seeding' || x.state === 'done');
-      const others = dir.filter((d) => !d.self);
-      const form = pushBody.querySelector('form');
-      // Keep what the user picked across re-renders.
+    // openPush opens the push dialog for transfer x: receivers are nodes
+    // picked from the directory, or a chat channel's online members.
+    async function openPush(x) {
+      pushing = x;
+      renderPushDialog();
+      if (!pushDialog.open) pushDialog.showModal();
+      if (channels === null) {
+        try {
+          channels = await getJSON('api/channels');
+        } catch {
+          channels = []; // no chat on this node: nodes only
+        }
+        if (pushDialog.open) renderPushDialog();
+      }
+    }
+
+    // renderPushDialog draws the dialog, keeping what the user picked.
+    function renderPushDialog() {
+      if (!pushing) return;
+      const form = pushDialog.querySelector('form');
       const picked = form ? new FormData(form) : null;
       const was = {
-        id: picked ? picked.get('id') : '',
+        mode: (picked && picked.get('mode')) || 'nodes',
         to: new Set(picked ? picked.getAll('to') : []),
-        plan: picked ? picked.get('plan') : 'matrix',
+        channel: picked ? picked.get('channel') : '',
+        plan: (picked && picked.get('plan')) || 'matrix',
       };
-      if (mine.length === 0) {
-        pushBody.replaceChildren(h('p', { class: 'muted', id: 'files-push-none' }, t('files.push.nothing')));
-        return;
-      }
-      pushBody.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
+      const others = dir.filter((d) => !d.self);
+      const chans = (channels || []).filter((c) => c.joined !== false);
+      const radio = (name, value, checked, label, id) => h('label', { class: 'check' },
+        h('input', { type: 'radio', name, value, checked, id }), label);
+      pushDialog.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
+        h('h2', {}, t('files.push.dialogTitle', { name: pushing.name })),
         h('p', { class: 'muted small' }, t('files.push.body')),
-        h('label', { class: 'form-label', for: 'files-push-id' }, t('files.push.file')),
-        h('select', { id: 'files-push-id', name: 'id' }, mine.map((x) => h('option', { value: x.id, selected: x.id === was.id }, x.name))),
-        h('fieldset', { class: 'push-to' }, h('legend', {}, t('files.push.to')),
+        h('fieldset', { class: 'push-mode' }, h('legend', {}, t('files.push.to')),
+          radio('mode', 'nodes', was.mode === 'nodes', t('files.push.mode.nodes'), 'files-push-mode-nodes'),
+          radio('mode', 'channel', was.mode === 'channel', t('files.push.mode.channel'), 'files-push-mode-channel')),
+        h('fieldset', { class: 'push-to', id: 'files-push-nodes', hidden: was.mode !== 'nodes' },
           others.length === 0
             ? h('p', { class: 'muted small' }, t('files.push.noNodes'))
             : others.map((d) => h('label', { class: 'check' },
               h('input', { type: 'checkbox', name: 'to', value: d.id, checked: was.to.has(d.id) }),
               d.name || shortID(d.id), h('code', { class: 'id' }, shortID(d.id))))),
+        h('div', { class: 'push-to', id: 'files-push-channels', hidden: was.mode !== 'channel' },
+          channels === null
+            ? h('p', { class: 'muted small' }, t('node.loading'))
+            : chans.length === 0
+              ? h('p', { class: 'muted small' }, t('files.push.noChannels'))
+              : h('select', { id: 'files-push-channel', name: 'channel', 'aria-label': t('files.push.mode.channel') },
+                chans.map((c) => h('option', { value: c.id, selected: c.id === was.channel }, `#${c.name}`)))),
         h('fieldset', { class: 'push-plan' }, h('legend', {}, t('files.push.plan')),
-          ['matrix', 'chain'].map((p) => h('label', { class: 'check' },
-            h('input', { type: 'radio', name: 'plan', value: p, checked: (was.plan || 'matrix') === p }),
-            t(`files.push.plan.${p}`)))),
-        h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }, t('files.push.submit')),
-        h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' })));
+          ['matrix', 'span', 'chain'].map((p) => radio('plan', p, was.plan === p, t(`files.push.plan.${p}`), `files-push-plan-${p}`))),
+        h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' }),
+        h('div', { class: 'row-actions' },
+          h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }, t('files.push.submit')),
+          h('button', { type: 'button', class: 'btn btn-quiet', id: 'files-push-cancel' }, t('files.push.cancel')))));
+    }
+
+    // pushError is what the dialog says when the node refuses a push.
+    function pushError(err, channel) {
+      if (channel && err.status === 404) return t('files.push.err.noChannel', { name: channel });
+      if (channel && err.status === 400 && /no online member/.test(err.message)) return t('files.push.err.noMembers', { name: channel });
+      return t('files.push.err.other', { msg: err.message });
     }
 
     function renderPushes() {
-      pushStatus.replaceChildren(...[...pushes.values()].map((p) => {
+      pushTitle.textContent = t('files.push.title');
+      pushEmpty.textContent = t('files.push.none');
+      pushEmpty.hidden = pushes.size > 0;
+      const list = [...pushes.values()].sort((a, b) => Date.parse(b.started || 0) - Date.parse(a.started || 0));
+      pushStatus.replaceChildren(...list.map((p) => {
         const name = (transfers.get(p.resource) || {}).name || shortID(p.resource);
-        return h('li', { class: 'card push', dataset: { id: p.id } },
+        const rs = p.receivers || [];
+        const done = rs.filter((r) => r.state === 'done').length;
+        const state = p.done ? 'done' : 'running';
+        return h('li', { class: 'card push', dataset: { id: p.id, state } },
           h('div', { class: 'transfer-head' }, h('span', { class: 'transfer-name' }, name),
             h('span', { class: 'badge' }, t(`files.push.plan.${p.plan}`)),
-            h('span', { class: 'muted small' }, t('files.push.sent', { n: formatBytes(p.uploaded), size: formatBytes(p.size) }))),
-          h('ul', { class: 'push-receivers' }, (p.receivers || []).map((r) => {
+            h('span', { class: 'badge push-state', dataset: { state } }, t(`files.push.overall.${state}`, { done, n: rs.length }))),
+          h('p', { class: 'muted small push-sent' }, t('files.push.sent', { n: formatBytes(p.uploaded), size: formatBytes(p.size) })),
+          h('ul', { class: 'push-receivers' }, rs.map((r) => {
             const pct = p.size > 0 ? Math.min(100, (100 * r.have) / p.size) : 100;
             const fill = h('div', { class: 'progress-fill' });
             fill.style.width = `${pct.toFixed(1)}%`;
             return h('li', { dataset: { node: r.node, state: r.state } },
-              h('span', { class: 'push-node' }, nameOf(r.node)),
-              h('div', { class: 'progress', role: 'progressbar', 'aria-valuenow': pct.toFixed(0) }, fill),
-              h('span', { class: 'muted small' }, t(`files.push.state.${r.state}`)));
+              h('span', { class: 'push-node', title: r.node }, nameOf(r.node)),
+              h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': pct.toFixed(0), 'aria-label': nameOf(r.node) }, fill),
+              h('span', { class: 'muted small push-recv-state' }, `${t(`files.push.state.${r.state}`)} · ${formatBytes(r.have)}`));
           })));
       }));
     }
 
     // pollPush follows a push until it is done, for a node whose service
-    // sends no push events.
+    // sends no push events. A status older than one an event brought is
+    // not shown (a poll answered before an event can arrive after it).
     async function pollPush(pid) {
       while (!unmounted) {
         try {
           const st = await getJSON(`api/shards/push/${encodeURIComponent(pid)}`);
-          pushes.set(pid, st);
-          renderPushes();
-          if (st.done) return;
+          const had = pushes.get(pid);
+          if (!(had && had.done)) {
+            pushes.set(pid, st);
+            renderPushes();
+          }
+          if (st.done || (had && had.done)) return;
         } catch {
           return;
         }
@@ -593,8 +640,7 @@ export default {
             await sendJSON('DELETE', shardPath(id));
             transfers.delete(id);
             renderTransfers();
-            renderPushForm();
-            renderFiles();
+              renderFiles();
             break;
           }
           case 'copy':
@@ -610,6 +656,9 @@ export default {
           }
           case 'view':
             showViewer(id);
+            break;
+          case 'push':
+            await openPush(transfers.get(id));
             break;
           case 'more':
             if (id === 'transfers') {
@@ -666,7 +715,6 @@ export default {
       submit(shareForm, sharePath, shareError, shareBtn, { path: 'api/shards', make: (path) => ({ path }) }, (x) => {
         transfers.set(x.id, x);
         renderTransfers();
-        renderPushForm();
         toast(t('files.shared', { name: x.name }));
         filesChanged();
       });
@@ -679,22 +727,51 @@ export default {
         renderFiles();
       });
     });
-    pushBody.addEventListener('submit', async (e) => {
+    pushDialog.addEventListener('change', (e) => {
+      if (e.target.name !== 'mode') return;
+      pushDialog.querySelector('#files-push-nodes').hidden = e.target.value !== 'nodes';
+      pushDialog.querySelector('#files-push-channels').hidden = e.target.value !== 'channel';
+    });
+    pushDialog.addEventListener('click', (e) => {
+      if (e.target.id === 'files-push-cancel') pushDialog.close();
+    });
+    pushDialog.addEventListener('close', () => {
+      pushing = null;
+    });
+    pushDialog.addEventListener('submit', async (e) => {
       e.preventDefault();
       const form = e.target;
       const data = new FormData(form);
       const error = form.querySelector('#files-push-error');
-      const to = data.getAll('to');
-      if (to.length === 0) {
-        error.textContent = t('files.push.pickNodes');
-        return;
+      const button = form.querySelector('#files-push-btn');
+      const body = { id: pushing.id, plan: data.get('plan') };
+      const channel = data.get('mode') === 'channel' ? data.get('channel') : null;
+      if (data.get('mode') === 'channel') {
+        if (!channel) {
+          error.textContent = t('files.push.pickChannel');
+          return;
+        }
+        body.channel = channel;
+      } else {
+        body.to = data.getAll('to');
+        if (body.to.length === 0) {
+          error.textContent = t('files.push.pickNodes');
+          return;
+        }
       }
+      button.disabled = true;
+      error.textContent = '';
       try {
-        const got = await sendJSON('POST', 'api/shards/push', { id: data.get('id'), to, plan: data.get('plan') });
-        error.textContent = '';
+        const { name } = pushing;
+        const got = await sendJSON('POST', 'api/shards/push', body);
+        pushDialog.close();
+        toast(t('files.push.started', { name }));
         pollPush(got.id);
       } catch (err) {
-        error.textContent = err.message;
+        const c = (channels || []).find((x) => x.id === channel);
+        error.textContent = pushError(err, channel && (c ? `#${c.name}` : channel));
+      } finally {
+        button.disabled = false;
       }
     });
 
@@ -737,7 +814,7 @@ export default {
       linkBtn.textContent = t('files.link.submit');
       renderTransfers();
       renderFiles();
-      renderPushForm();
+      renderPushDialog();
       renderPushes();
     };
 
@@ -760,7 +837,7 @@ export default {
       dirIDs = ids;
       dirNames = names;
       renderTransfers();
-      renderPushForm();
+      renderPushDialog();
       if (joined) filesChanged(); // a node that came or went changes who holds what
       else if (files) renderFiles(); // holders' names
     };
@@ -787,6 +864,7 @@ export default {
       offDir();
       offStatus();
       offLang();
+      if (pushDialog.open) pushDialog.close();
     };
   },
 };
