@@ -53,7 +53,11 @@ func TestAttachDropsParentWithoutMedia(t *testing.T) {
 			nw := meshtest.NewNetwork()
 			a := newTNode(t, nw, "a", cfg)
 			g := newTNode(t, nw, "g", cfg)
-			x := newTNode(t, nw, "x", cfg)
+			// x has places to spare: a child it took stays on its list
+			// until ICE gives the child up, and must not make x look full.
+			xcfg := cfg
+			xcfg.Fanout = 8
+			x := newTNode(t, nw, "x", xcfg)
 			c := newTNode(t, nw, "c", cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
