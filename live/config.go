@@ -57,6 +57,11 @@ type Config struct {
 	// benchmark of dozens of nodes on two cores) needs more, or parents
 	// are dropped that are still there.
 	ParentSilence time.Duration
+	// MaxViewers is the most WHEP viewers a node serves at once, over all
+	// rooms: each costs a connection and an encryption of every packet.
+	// A viewer over it is refused with ErrBusy. It also bounds what a
+	// child may claim per node of its subtree (see Service.reportedBelow).
+	MaxViewers int
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -71,6 +76,7 @@ func DefaultConfig() Config {
 		Linger:           10 * time.Second,
 		AttachTimeout:    5 * time.Second,
 		ParentSilence:    1500 * time.Millisecond,
+		MaxViewers:       64,
 	}
 }
 
@@ -96,6 +102,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.ParentSilence <= 0 {
 		c.ParentSilence = d.ParentSilence
+	}
+	if c.MaxViewers <= 0 {
+		c.MaxViewers = d.MaxViewers
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

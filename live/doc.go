@@ -19,8 +19,13 @@
 // untouched. A parent forwards RTP without decoding it, one
 // TrackLocalStaticRTP per output, so NACKs are answered on each hop by
 // pion's interceptors and a keyframe request from any number of outputs goes
-// upstream at most once per KeyframeInterval. A child whose parent goes away
-// attaches again at once.
+// upstream at most once per KeyframeInterval. Each hub keeps the last whole
+// VP8 keyframe and sends it to a new output first, so that a new viewer
+// sees a sharp picture at once. An attach counts only once media flows: a
+// parent that sends nothing within AttachTimeout is dropped and the next
+// candidate tried. A child whose parent goes away attaches again at once.
+// A node serves at most MaxViewers WHEP viewers, and counts a child's
+// reported viewers up to MaxViewers per node of the subtree.
 //
 // # Caveats
 //

@@ -18,6 +18,9 @@ var (
 	ErrNotLive = errors.New("live: the room has no media yet")
 	// ErrUnknownSession: no WHIP or WHEP session of that ID.
 	ErrUnknownSession = errors.New("live: unknown session")
+	// ErrBusy: the node serves as many viewers as it may
+	// (Config.MaxViewers).
+	ErrBusy = errors.New("live: this node serves as many viewers as it may")
 	// ErrBadInput: a request's fields are out of bounds.
 	ErrBadInput = errors.New("live: bad input")
 

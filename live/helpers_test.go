@@ -119,9 +119,12 @@ type publisher struct {
 	video, audio *webrtc.TrackLocalStaticRTP
 	plis         atomic.Uint64
 	sent         atomic.Uint64
-	stopOnce     sync.Once
-	stop         chan struct{}
-	wg           sync.WaitGroup
+	// keyframe says whether video frame i is a keyframe; nil: all are.
+	// Set it before start.
+	keyframe func(i int) bool
+	stopOnce sync.Once
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
 func newPublisher(t testing.TB) (*publisher, string) {
@@ -176,6 +179,7 @@ func (p *publisher) start(t testing.TB, answer string) {
 		defer tick.Stop()
 		var vseq, aseq uint16
 		var vts, ats uint32
+		frame := 0
 		for i := 0; ; i++ {
 			select {
 			case <-p.stop:
@@ -185,12 +189,18 @@ func (p *publisher) start(t testing.TB, answer string) {
 			if i%3 == 0 {
 				for k := range 3 {
 					pl := make([]byte, 800)
-					pl[0] = 0x10 // VP8 descriptor: start of partition
+					if k == 0 {
+						pl[0] = 0x10 // VP8 descriptor: start of partition 0
+					}
+					if p.keyframe != nil && !p.keyframe(frame) {
+						pl[1] = 0x01 // VP8 frame header: P bit, an interframe
+					}
 					p.video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: vseq, Timestamp: vts, Marker: k == 2}, Payload: pl})
 					vseq++
 					p.sent.Add(1)
 				}
 				vts += 3000
+				frame++
 			}
 			if i%2 == 0 {
 				pl := make([]byte, 80)

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -46,6 +48,18 @@ type hub struct {
 	// outs is read on every packet: copy on write.
 	outs atomic.Pointer[[]*output]
 
+	// vmu orders the video forwarding against a new output's start, so
+	// that the output gets the cached keyframe and then every later
+	// packet, none twice and none in between lost.
+	vmu sync.Mutex
+	// key holds the packets of the last whole VP8 keyframe, sent to a new
+	// output at once so that its decoder shows a sharp picture without
+	// waiting for the next keyframe; building collects the one coming in.
+	key      []*rtp.Packet
+	building []*rtp.Packet
+	// lastSeq is the sequence number of the last video packet forwarded.
+	lastSeq uint16
+
 	// Counters for tests and benchmarks.
 	packetsIn   atomic.Uint64
 	keyframesUp atomic.Uint64
@@ -62,6 +76,11 @@ type slot struct {
 type output struct {
 	tracks [2]*webrtc.TrackLocalStaticRTP
 	sent   atomic.Uint64
+	// cached counts the packets sent from the keyframe cache.
+	cached atomic.Uint64
+	// dtls is the connection's DTLS transport; see whenUp.
+	dtls *webrtc.DTLSTransport
+	once sync.Once
 }
 
 func newHub(room string, interval time.Duration) *hub {
@@ -85,6 +104,11 @@ func (h *hub) upstream(expect int, pli func() error) uint64 {
 	h.gen++
 	h.expect = expect
 	h.pli = pli
+	// A new publisher's stream is another stream; at a relay the new
+	// parent's cache sends the keyframe again.
+	h.vmu.Lock()
+	h.key, h.building = nil, nil
+	h.vmu.Unlock()
 	return h.gen
 }
 
@@ -163,6 +187,7 @@ func (h *hub) codecs() [2]*slot {
 func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool {
 	h.mu.Lock()
 	cur := gen == h.gen && !h.closed
+	vp8 := h.slots[0] != nil && strings.EqualFold(h.slots[0].codec.MimeType, webrtc.MimeTypeVP8)
 	h.mu.Unlock()
 	if !cur {
 		return false
@@ -175,6 +200,14 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 	q := *p
 	q.Header.Extension, q.Header.Extensions, q.Header.ExtensionProfile = false, nil, 0
 	i := kindIndex(kind)
+	if i == 0 {
+		h.vmu.Lock()
+		defer h.vmu.Unlock()
+		h.lastSeq = q.SequenceNumber
+		if vp8 {
+			h.cacheKeyframe(&q)
+		}
+	}
 	for _, o := range *h.outs.Load() {
 		if t := o.tracks[i]; t != nil {
 			// An error is a closed or failing binding; its owner notices
@@ -186,9 +219,49 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 	return true
 }
 
+// maxKeyframePackets bounds the keyframe cache: 512 packets of at most an
+// MTU are under 768 KiB, more than a 1080p keyframe takes. A larger
+// keyframe is not cached; new outputs then wait for the next one.
+const maxKeyframePackets = 512
+
+// cacheKeyframe follows the VP8 packets going through: a packet that
+// starts a keyframe starts a new cache, which is kept once the frame's
+// last packet (the marker) came with no packet missing in between. h.vmu
+// is held.
+func (h *hub) cacheKeyframe(p *rtp.Packet) {
+	switch {
+	case isVP8KeyframeStart(p.Payload):
+		h.building = make([]*rtp.Packet, 0, 16)
+	case h.building == nil:
+		return
+	default:
+		last := h.building[len(h.building)-1]
+		if p.Timestamp != last.Timestamp || p.SequenceNumber != last.SequenceNumber+1 || len(h.building) >= maxKeyframePackets {
+			h.building = nil // lost, reordered or too large: not a whole keyframe
+			return
+		}
+	}
+	q := *p
+	q.Payload = slices.Clone(p.Payload)
+	h.building = append(h.building, &q)
+	if p.Marker {
+		h.key, h.building = h.building, nil
+	}
+}
+
+// isVP8KeyframeStart reports whether a VP8 RTP payload starts a keyframe:
+// the payload descriptor (RFC 7741 §4.2) marks the start of partition 0,
+// and the VP8 frame header's P bit is 0 (RFC 6386 §9.1).
+func isVP8KeyframeStart(payload []byte) bool {
+	var vp codecs.VP8Packet
+	frame, err := vp.Unmarshal(payload)
+	return err == nil && vp.S == 1 && vp.PID == 0 && len(frame) > 0 && frame[0]&0x01 == 0
+}
+
 // pump reads one upstream track and forwards it until the track ends or
-// the upstream is replaced.
-func (h *hub) pump(gen uint64, t *webrtc.TrackRemote) {
+// the upstream is replaced. first, if not nil, is called after the first
+// packet was forwarded.
+func (h *hub) pump(gen uint64, t *webrtc.TrackRemote, first func()) {
 	for {
 		p, _, err := t.ReadRTP()
 		if err != nil {
@@ -196,6 +269,10 @@ func (h *hub) pump(gen uint64, t *webrtc.TrackRemote) {
 		}
 		if !h.forward(gen, t.Kind(), p) {
 			return
+		}
+		if first != nil {
+			first()
+			first = nil
 		}
 	}
 }
@@ -224,15 +301,31 @@ func (h *hub) addOutput(pc *webrtc.PeerConnection, want func(slot) bool) (*outpu
 	if len(senders) == 0 {
 		return nil, ErrNoCodec
 	}
+	o.dtls = senders[0].Transport()
 	for _, snd := range senders {
 		go h.readRTCP(snd)
 	}
 	return o, nil
 }
 
-// attachOutput starts forwarding to o and asks for a keyframe, so that a
-// new viewer gets a picture at once.
+// attachOutput starts forwarding to o: first the cached keyframe, so that
+// a new viewer gets a sharp picture at once, then every packet as it
+// comes. It also asks upstream for a fresh keyframe, since the packets
+// after the cached one refer to frames o never got. Call it once o's
+// connection is up: pion drops what is written before.
 func (h *hub) attachOutput(o *output) {
+	h.vmu.Lock()
+	defer h.vmu.Unlock()
+	// A keyframe 16384 packets or more behind is not sent: SRTP's
+	// receiver would take the jump back to the live packets for a wrap of
+	// the sequence numbers and drop them all.
+	if t := o.tracks[0]; t != nil && len(h.key) > 0 && h.lastSeq-h.key[len(h.key)-1].SequenceNumber < 1<<14 {
+		for _, p := range h.key {
+			_ = t.WriteRTP(p)
+			o.sent.Add(1)
+			o.cached.Add(1)
+		}
+	}
 	h.mu.Lock()
 	outs := slices.Clone(*h.outs.Load())
 	h.outs.Store(ptr(append(outs, o)))
@@ -241,6 +334,17 @@ func (h *hub) attachOutput(o *output) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// start attaches o once its connection is up (see attachOutput); a
+// connection may report "connected" more than once.
+func (h *hub) start(o *output) {
+	o.once.Do(func() {
+		// pion reports the connection up before SRTP runs; the DTLS
+		// transport's start holds the lock its State takes until then.
+		_ = o.dtls.State()
+		h.attachOutput(o)
+	})
+}
 
 // removeOutput stops forwarding to o.
 func (h *hub) removeOutput(o *output) {

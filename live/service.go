@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,9 @@ type Service struct {
 	pending map[string]*childLink
 	// summary is the directory summary last set.
 	summary string
+	// watching counts the WHEP requests in progress: with the viewer
+	// sessions they count against Config.MaxViewers.
+	watching int
 
 	changes pubsub.Topic[struct{}]
 	// parentsLost counts the parents this node lost, for benchmarks.
@@ -118,6 +122,7 @@ func (s *Service) Serve(ctx context.Context) error {
 			s.shutdown()
 			return nil
 		case now := <-t.C:
+			s.countBelow()
 			s.announce(ctx, now)
 			s.tidy(now)
 			s.advertise()
@@ -369,7 +374,7 @@ func (s *Service) announce(ctx context.Context, now time.Time) {
 			continue
 		}
 		if rs := s.rooms[id]; rs != nil {
-			if v := rs.viewersLocked(); v != e.room.Viewers {
+			if v := rs.viewersLocked(s.cfg.MaxViewers); v != e.room.Viewers {
 				e.room.Viewers = v
 				o.dirty = true
 			}
@@ -536,6 +541,48 @@ func (s *Service) advertise() {
 	}
 }
 
+// countBelow sets each relayed room's nodesBelow from the directory: the
+// nodes that advertise the room at a depth greater than this node's.
+func (s *Service) countBelow() {
+	s.mu.Lock()
+	relays := false
+	for _, rs := range s.rooms {
+		relays = relays || len(rs.children) > 0
+	}
+	s.mu.Unlock()
+	if !relays {
+		return
+	}
+	self := s.node.ID()
+	depths := map[string][]int{}
+	for _, r := range s.node.Directory() {
+		raw, ok := r.Resources[resourceName]
+		if !ok || r.ID == self {
+			continue
+		}
+		var sum struct {
+			R map[string][3]int `json:"r"`
+		}
+		if json.Unmarshal(raw, &sum) != nil {
+			continue
+		}
+		for room, e := range sum.R {
+			depths[room] = append(depths[room], e[0])
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, rs := range s.rooms {
+		n := 0
+		for _, d := range depths[id] {
+			if d > len(rs.path) {
+				n++
+			}
+		}
+		rs.nodesBelow = n
+	}
+}
+
 const (
 	resourceName = "live"
 	// maxAdvertised bounds the rooms in the directory summary (2 KiB).
@@ -555,6 +602,18 @@ const (
 	viewerSession    = 'v'
 	childSession     = 'c'
 )
+
+// viewersLocked counts this node's WHEP viewers and the WHEP requests in
+// progress; s.mu is held.
+func (s *Service) viewersLocked() int {
+	n := s.watching
+	for id := range s.sessions {
+		if id[0] == viewerSession {
+			n++
+		}
+	}
+	return n
+}
 
 // IsPublisher reports whether a session ID is a WHIP publisher's.
 func IsPublisher(id string) bool { return len(id) > 0 && id[0] == publisherSession }

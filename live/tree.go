@@ -94,13 +94,23 @@ type roomState struct {
 	// waiting counts WHEP requests waiting for the room's media here: the
 	// room stays while they wait, though it has no viewer yet.
 	waiting int
+	// nodesBelow is how many nodes the directory shows carrying the room
+	// deeper than this node: the bound of its subtree's size.
+	nodesBelow int
 }
 
 type parentLink struct {
 	id   mesh.ID
 	pc   *webrtc.PeerConnection
 	ssrc atomic.Uint32 // of the video track, for keyframe requests
+	// flowing is closed when the first packet from the parent was
+	// forwarded; lost when the node let go of the parent.
+	flowing  chan struct{}
+	flowOnce sync.Once
+	lost     chan struct{}
 }
+
+func (pl *parentLink) flow() { pl.flowOnce.Do(func() { close(pl.flowing) }) }
 
 type childLink struct {
 	id      mesh.ID
@@ -129,13 +139,18 @@ func (rs *roomState) carriesLocked() bool {
 	return (rs.host || rs.parent != nil) && rs.hub.isReady()
 }
 
-// viewersLocked counts the room's viewers here and below.
-func (rs *roomState) viewersLocked() int {
-	n := len(rs.viewers)
+// viewersLocked counts the room's viewers here and below. What children
+// report is taken up to a plausible bound: no node serves more than
+// perNode viewers, and the subtree below this node has no more nodes than
+// the directory shows carrying the room deeper than this node (and at
+// least the children). A hostile child can claim that many, not billions.
+func (rs *roomState) viewersLocked(perNode int) int {
+	bound := perNode * max(rs.nodesBelow, len(rs.children))
+	below := 0
 	for _, c := range rs.children {
-		n += c.viewers
+		below += min(c.viewers, bound)
 	}
-	return n
+	return len(rs.viewers) + min(below, bound)
 }
 
 // closeLocked stops the room here and returns the connections to close.
@@ -352,7 +367,10 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 		return fmt.Errorf("%w: %w", ErrBadSDP, err)
 	}
 	c.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed || st == webrtc.PeerConnectionStateDisconnected {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			s.startChild(c)
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateDisconnected:
 			s.dropChild(c)
 		}
 	})
@@ -380,11 +398,25 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 	rs.children[from] = c
 	rs.reserved--
 	added = true
+	up := c.pc.ConnectionState() == webrtc.PeerConnectionStateConnected
 	s.mu.Unlock()
-	rs.hub.attachOutput(c.out)
+	if up {
+		s.startChild(c)
+	}
 	s.log.Debug("child attached", "room", c.room, "child", from.Short())
 	s.changed()
 	return nil
+}
+
+// startChild starts forwarding to a child whose connection is up.
+func (s *Service) startChild(c *childLink) {
+	s.mu.Lock()
+	rs := s.rooms[c.room]
+	ok := rs != nil && rs.children[c.id] == c
+	s.mu.Unlock()
+	if ok {
+		rs.hub.start(c.out)
+	}
 }
 
 // dropChild forgets a child whose connection ended.
@@ -426,7 +458,7 @@ func (s *Service) reportViewers(room string) {
 		s.mu.Unlock()
 		return
 	}
-	n := rs.viewersLocked()
+	n := rs.viewersLocked(s.cfg.MaxViewers)
 	if n == rs.reported {
 		s.mu.Unlock()
 		return
@@ -650,7 +682,7 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 			pc.Close()
 		}
 	}()
-	pl := &parentLink{id: p, pc: pc}
+	pl := &parentLink{id: p, pc: pc, flowing: make(chan struct{}), lost: make(chan struct{})}
 	var tracks int
 	if o, err := parseOffer(resp.Offer); err == nil {
 		tracks = len(o.kinds)
@@ -673,7 +705,7 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 			return
 		}
 		s.resetOutputs(rs, dropped)
-		rs.hub.pump(gen, t)
+		rs.hub.pump(gen, t, pl.flow)
 	})
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		if dc.Label() != "tree" {
@@ -710,8 +742,10 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 		s.mu.Unlock()
 		return nil, ErrUnknownRoom
 	}
+	// The node is still attaching (rs.attaching) until media flows: a
+	// parent lost meanwhile is this attempt's failure, not a new attach.
 	old := rs.parent
-	rs.parent, rs.path, rs.attaching = pl, resp.Path, false
+	rs.parent, rs.path = pl, resp.Path
 	s.mu.Unlock()
 	if old != nil {
 		go old.pc.Close()
@@ -724,6 +758,30 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 		s.mu.Unlock()
 		return nil, err
 	}
+	// An attach is done when media comes, not when the parent answered:
+	// a parent whose connection never comes up (ICE would give it up only
+	// after its failure timeout) or that sends nothing is dropped when the
+	// attempt's time is up, and the next candidate is tried.
+	select {
+	case <-pl.flowing:
+	case <-pl.lost:
+		return nil, fmt.Errorf("live: %s went before any media came", p.Short())
+	case <-ctx.Done():
+		s.mu.Lock()
+		if rs.parent == pl {
+			rs.parent, rs.parentDC, rs.path = nil, nil, nil
+		}
+		s.mu.Unlock()
+		s.changed()
+		return nil, fmt.Errorf("live: no media from %s: %w", p.Short(), ctx.Err())
+	}
+	s.mu.Lock()
+	if rs.parent != pl {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("live: %s went before any media came", p.Short())
+	}
+	rs.attaching = false
+	s.mu.Unlock()
 	ok = true
 	s.log.Debug("attached", "room", rs.id, "parent", p.Short(), "depth", len(resp.Path))
 	s.changed()
@@ -767,6 +825,7 @@ func (s *Service) lostParent(rs *roomState, pl *parentLink) {
 	}
 	rs.parent, rs.parentDC = nil, nil
 	rs.path = nil
+	close(pl.lost)
 	restart := s.rooms[rs.id] == rs && !rs.attaching
 	if restart {
 		rs.attaching = true
@@ -854,7 +913,7 @@ func (s *Service) Tree(room string) (TreeInfo, error) {
 	}
 	slices.Sort(ti.Children)
 	ti.Viewers = len(rs.viewers)
-	ti.Below = rs.viewersLocked() - ti.Viewers
+	ti.Below = rs.viewersLocked(s.cfg.MaxViewers) - ti.Viewers
 	ti.Live = rs.carriesLocked()
 	ti.PacketsIn = rs.hub.packetsIn.Load()
 	ti.KeyframeRequests = rs.hub.keyframesUp.Load()

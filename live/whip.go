@@ -106,7 +106,7 @@ func (s *Service) startPublish(ctx context.Context, ss *session, offer string, t
 		}
 		s.resetOutputs(rs, dropped)
 		s.changed()
-		rs.hub.pump(gen, t)
+		rs.hub.pump(gen, t, nil)
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
@@ -154,6 +154,20 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 		}
 		return "", "", err
 	}
+	s.mu.Lock()
+	if n := s.viewersLocked(); n >= s.cfg.MaxViewers {
+		s.mu.Unlock()
+		return "", "", fmt.Errorf("%w: %d viewers, limit %d; watch from another node", ErrBusy, n, s.cfg.MaxViewers)
+	}
+	// The place is held while the request waits; the session takes it
+	// over when it is made.
+	s.watching++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.watching--
+		s.mu.Unlock()
+	}()
 	rs, release, err := s.want(room)
 	if err != nil {
 		return "", "", err
@@ -204,11 +218,6 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 	if err != nil {
 		return "", "", err
 	}
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
-			s.Stop(room, ss.id)
-		}
-	})
 	s.mu.Lock()
 	if s.rooms[room] != rs {
 		s.mu.Unlock()
@@ -218,7 +227,21 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 	s.sessions[ss.id] = ss
 	s.mu.Unlock()
 	ok = true
-	rs.hub.attachOutput(ss.out)
+	// Forwarding starts when the viewer's connection is up, with the
+	// cached keyframe; the viewer has not even had the answer yet.
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			s.mu.Lock()
+			cur := s.rooms[room] == rs && rs.viewers[ss.id] == ss
+			s.mu.Unlock()
+			if cur {
+				rs.hub.start(ss.out)
+			}
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			s.Stop(room, ss.id)
+		}
+	})
 	s.reportViewers(room)
 	s.changed()
 	return sdp, ss.id, nil

@@ -136,6 +136,9 @@ func (s *Server) liveError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, live.ErrNotLive):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, live.ErrBusy):
+		w.Header().Set("Retry-After", "30")
+		status = http.StatusServiceUnavailable
 	case r.Context().Err() != nil:
 		return
 	}

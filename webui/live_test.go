@@ -17,6 +17,8 @@ import (
 type fakeLive struct {
 	mu    sync.Mutex
 	calls []string
+	// watchErr is what Watch returns, if not nil.
+	watchErr error
 }
 
 const liveToken = "roomtoken0123"
@@ -65,6 +67,9 @@ func (f *fakeLive) Publish(ctx context.Context, room, token, offer string) (stri
 }
 func (f *fakeLive) Watch(ctx context.Context, room, offer string) (string, string, error) {
 	f.call("watch " + room)
+	if f.watchErr != nil {
+		return "", "", f.watchErr
+	}
 	return "v=0 answer", "vSESSION", nil
 }
 func (f *fakeLive) Stop(room, session string) error {
@@ -198,5 +203,29 @@ func TestLiveAuth(t *testing.T) {
 			}
 			lv.only(t)
 		})
+	}
+}
+
+// TestLiveWHEPBusy: a node at its viewer limit answers a WHEP request with
+// 503 and says why, not with an internal error.
+func TestLiveWHEPBusy(t *testing.T) {
+	checkGoroutines(t)
+	lv := &fakeLive{watchErr: fmt.Errorf("%w: 64 viewers, limit 64; watch from another node", live.ErrBusy)}
+	s, err := New(Config{Addr: "127.0.0.1:0", Live: lv}, newFakeNode("alpha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := serve(t, s)
+	req, err := http.NewRequest("POST", base+"/api/live/rooms/r1/whep", lv.sdp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, body := do(t, newClient(t), req)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "limit 64") {
+		t.Fatalf("WHEP at the viewer limit: %s %s; want 503 saying the limit", resp.Status, body)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After on a 503")
 	}
 }

@@ -66,10 +66,12 @@ func whepViewer(t *testing.T, ui, room string) func() uint64 {
 	return n.Load
 }
 
-// TestBrowserLiveChain: Chromium with a fake camera goes live on a; with
-// fanout 1 the tree is the chain a → b → c; c's page plays the video
-// (frames decoded keep rising) and the audio; b is killed, c attaches to a
-// and its page plays again without the viewer doing anything.
+// TestBrowserLiveChain: Chromium with a fake camera goes live on a, the
+// room made with a title and a description; with fanout 1 the tree is the
+// chain a → b → c; c's page shows the room in its index and plays the
+// video (frames decoded keep rising) and the audio; a chat message from
+// c's page reaches a's page; b is killed, c attaches to a and its page
+// plays again without the viewer doing anything.
 func TestBrowserLiveChain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -87,6 +89,7 @@ func TestBrowserLiveChain(t *testing.T) {
 	browsertest.Until(t, ctx, 30*time.Second, `document.querySelector("#live-title") !== null`)
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
 		document.querySelector("#live-title").value = "camera room";
+		document.querySelector("#live-desc").value = "a fake camera, three nodes";
 		document.querySelector("#live-go").click();
 		return true; })()`)); err != nil {
 		t.Fatal(err)
@@ -119,8 +122,12 @@ func TestBrowserLiveChain(t *testing.T) {
 	if err := chromedp.Do(page, chromedp.Navigate(c.ui+"#/live")); err != nil {
 		t.Fatal(err)
 	}
-	watchSel := fmt.Sprintf(`#live-rooms .live-room[data-id=%q] .live-watch`, room.ID)
+	cardSel := fmt.Sprintf(`#live-rooms .live-room[data-id=%q]`, room.ID)
+	watchSel := cardSel + ` .live-watch`
 	browsertest.Until(t, page, 30*time.Second, `document.querySelector('`+watchSel+`') !== null`)
+	// The index on c's page shows the room as the host made it.
+	browsertest.Until(t, page, 10*time.Second, `(() => { const c = document.querySelector('`+cardSel+`');
+		return c.querySelector(".live-title").textContent === "camera room" && c.textContent.includes("a fake camera, three nodes"); })()`)
 	if _, err := chromedp.Run(page, chromedp.Evaluate[bool](`(() => { document.querySelector('`+watchSel+`').click(); return true; })()`)); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +174,15 @@ func TestBrowserLiveChain(t *testing.T) {
 		t.Logf("%s: c's page plays %dpx wide video (%v frames) and audio (%v samples)", what, now.W, now.Frames-start.Frames, now.Audio-start.Audio)
 	}
 	playing("chain a → b → c")
+
+	// Room chat: a message from the viewer's page on c reaches the host's
+	// page on a.
+	browsertest.Until(t, page, 30*time.Second, `document.querySelector(".live-chat form input") !== null`)
+	if _, err := chromedp.Run(page, chromedp.Evaluate[bool](`(() => { const f = document.querySelector(".live-chat form");
+		f.querySelector("input").value = "hello from c"; f.requestSubmit(); return true; })()`)); err != nil {
+		t.Fatal(err)
+	}
+	browsertest.Until(t, ctx, 60*time.Second, `[...document.querySelectorAll(".live-chat .live-messages li")].some((li) => li.textContent.includes("hello from c"))`)
 
 	b.proc.cmd.Process.Kill()
 	ti := waitTree(t, tree, c, a.id)
