@@ -649,7 +649,9 @@ export default {
           case 'fetch': {
             b.disabled = true;
             const x = await sendJSON('POST', 'api/shards/fetch', { id });
-            transfers.set(x.id, x);
+            // Its "shards" events may have come first and be newer than
+            // this answer: keep them.
+            if (!transfers.has(x.id)) transfers.set(x.id, x);
             renderTransfers();
             renderFiles();
             break;
