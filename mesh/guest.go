@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -27,15 +28,20 @@ const DefaultMaxGuests = 32
 
 // Bounds on what one guest connection can make the node hold.
 const (
-	// guestQueue is how many received messages wait for the handler; a
-	// page that sends faster than it is served is disconnected.
-	guestQueue = 64
+	// guestQueue is how many received messages wait for the handler, and
+	// guestQueueBytes how many bytes they may hold together (a message can
+	// be MaxBulkFrame, so the count alone would let each page make the node
+	// hold 16 MiB); a page that sends faster than it is served is
+	// disconnected.
+	guestQueue      = 64
+	guestQueueBytes = 1 << 20
 	// guestSendHigh: Send waits while this much is buffered to a guest.
 	guestSendHigh = 1 << 20
 	guestSendLow  = 256 << 10
 )
 
-// ErrGuestTooFast: a guest sent more messages than its queue holds.
+// ErrGuestTooFast: a guest sent more messages or bytes than its queue
+// holds.
 var ErrGuestTooFast = errors.New("mesh: guest sends faster than it is served")
 
 // GuestHandler serves one guest connection. It runs on its own goroutine
@@ -65,6 +71,7 @@ type Guest struct {
 	peer   string
 	offer  offerPayload
 	in     chan []byte
+	queued atomic.Int64 // bytes in in
 	low    chan struct{}
 	opened chan struct{}
 	done   chan struct{}
@@ -102,10 +109,12 @@ func (g *Guest) Metadata() json.RawMessage { return g.offer.Metadata }
 func (g *Guest) Recv(ctx context.Context) ([]byte, error) {
 	select {
 	case b := <-g.in:
+		g.queued.Add(-int64(len(b)))
 		return b, nil
 	case <-g.done:
 		select {
 		case b := <-g.in:
+			g.queued.Add(-int64(len(b)))
 			return b, nil
 		default:
 		}
@@ -323,14 +332,7 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 			})
 			dc.OnOpen(func() { close(g.opened) })
 			dc.OnClose(func() { g.Close() })
-			dc.OnMessage(func(m webrtc.DataChannelMessage) {
-				select {
-				case g.in <- m.Data:
-				case <-g.done:
-				default:
-					g.closeWith(ErrGuestTooFast)
-				}
-			})
+			dc.OnMessage(func(m webrtc.DataChannelMessage) { g.deliver(m.Data) })
 		})
 		if !taken {
 			dc.Close() // one channel per DataConnection
@@ -364,6 +366,26 @@ func (t *rtcTransport) newGuest(src string, p offerPayload) (*Guest, error) {
 		}
 	}
 	return g, nil
+}
+
+// deliver queues a message from the page for Recv, or closes the
+// connection with ErrGuestTooFast when the queue is full in messages or
+// bytes. It runs on the data channel's read goroutine, one message at a
+// time, so the check and the add cannot race with another deliver.
+func (g *Guest) deliver(b []byte) {
+	if n := g.queued.Load(); n > 0 && n+int64(len(b)) > guestQueueBytes {
+		g.closeWith(ErrGuestTooFast)
+		return
+	}
+	g.queued.Add(int64(len(b)))
+	select {
+	case g.in <- b:
+	case <-g.done:
+		g.queued.Add(-int64(len(b)))
+	default:
+		g.queued.Add(-int64(len(b)))
+		g.closeWith(ErrGuestTooFast)
+	}
 }
 
 var errGuestsFull = errors.New("mesh: as many guests as the node serves")

@@ -3,10 +3,12 @@ package mesh
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 
@@ -51,4 +53,77 @@ func TestGuestEarlyCandidatesApart(t *testing.T) {
 	if len(tr.earlyPages) > maxEarlyConns || len(tr.early) != 1 {
 		t.Fatalf("early candidates held: %d of pages, %d of links", len(tr.earlyPages), len(tr.early))
 	}
+}
+
+// TestGuestQueueBytes: pages whose handlers do not read, sending messages
+// as large as a data channel takes, are disconnected before their queues
+// hold more than guestQueueBytes each (the message count alone let each of
+// DefaultMaxGuests pages make the node hold 16 MiB), while a page that is
+// read as fast as it sends goes on through many times that.
+func TestGuestQueueBytes(t *testing.T) {
+	ident, _ := NewIdentity()
+	cfg := Config{Identity: ident, SignalURL: "http://127.0.0.1:1/x", Logger: slog.New(slog.DiscardHandler)}
+	cfg.fillDefaults()
+	tr, err := newRTCTransport(&cfg, cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newGuest := func(id string) *Guest {
+		t.Helper()
+		pc, err := tr.api.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &Guest{
+			t: tr, pc: pc, peer: id, offer: offerPayload{ConnectionID: id},
+			in: make(chan []byte, guestQueue), low: make(chan struct{}, 1),
+			opened: make(chan struct{}), done: make(chan struct{}),
+		}
+		tr.mu.Lock()
+		tr.guests[id] = g
+		tr.mu.Unlock()
+		return g
+	}
+	msg := make([]byte, MaxBulkFrame)
+	var held int
+	for i := range DefaultMaxGuests {
+		g := newGuest(fmt.Sprint("dc_slow", i))
+		for range guestQueue {
+			g.deliver(msg)
+		}
+		select {
+		case <-g.Done():
+		default:
+			t.Fatalf("guest %d holds %d messages of %d bytes and is still connected", i, len(g.in), len(msg))
+		}
+		if err := g.closeErr(); !errors.Is(err, ErrGuestTooFast) {
+			t.Fatalf("guest %d closed with %v, want ErrGuestTooFast", i, err)
+		}
+		n := 0
+		for len(g.in) > 0 {
+			n += len(<-g.in)
+		}
+		if n > guestQueueBytes {
+			t.Fatalf("guest %d made the node hold %d bytes, bound %d", i, n, guestQueueBytes)
+		}
+		held += n
+	}
+	t.Logf("%d pages that are not read made the node hold %d bytes", DefaultMaxGuests, held)
+
+	// A page read as fast as it sends: 64 MiB, never disconnected.
+	g := newGuest("dc_read")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for range 64 << 20 / len(msg) {
+		g.deliver(msg)
+		b, err := g.Recv(ctx)
+		if err != nil || len(b) != len(msg) {
+			t.Fatalf("a page that is read: %d bytes, %v", len(b), err)
+		}
+	}
+	if g.queued.Load() != 0 {
+		t.Fatalf("%d bytes counted as queued after everything was read", g.queued.Load())
+	}
+	g.Close()
+	tr.closing.Wait()
 }

@@ -449,7 +449,7 @@ func TestRouteForgery(t *testing.T) {
 	// A message is taken once.
 	var sn seen
 	now := time.Now()
-	if !sn.first(evil.ID(), forged.Nonce, now) || sn.first(evil.ID(), forged.Nonce, now) {
+	if sn.first(evil.ID(), forged.Nonce, forged.Time, now) != nil || sn.first(evil.ID(), forged.Nonce, forged.Time, now) == nil {
 		t.Fatal("a replayed routed message was taken")
 	}
 	if p := peerOf(b); p == nil {

@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"container/list"
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -39,11 +41,14 @@ const (
 	// routeMaxAge bounds how far a routed message's time may be from the
 	// receiver's clock; within it, the seen set catches replays.
 	routeMaxAge = 2 * time.Minute
-	// maxSeen bounds the routed messages remembered against replays.
-	maxSeen  = 16384
-	nonceLen = 16
-	maxKey   = 256
-	maxSig   = 128
+	// maxSeenPerSender bounds the routed messages remembered per sender
+	// against replays, and maxSeenSenders the senders: at most 128Ki
+	// messages, about 9 MiB, and only while that many nodes send.
+	maxSeenPerSender = 128
+	maxSeenSenders   = 1024
+	nonceLen         = 16
+	maxKey           = 256
+	maxSig           = 128
 	// maxEnvelope bounds a routed message: a call message, base64, and
 	// the path, key, signature and nonce.
 	maxEnvelope = MaxMessage*4/3 + 4<<10
@@ -152,37 +157,111 @@ func decodeEnvelope(b []byte, self, from mesh.ID) (*envelope, error) {
 }
 
 // seen remembers routed messages by sender and nonce, against replays.
+// Each sender has a window of its maxSeenPerSender latest messages and a
+// floor: the newest time of a message it pushed out of its window. A
+// message at or before its sender's floor is refused (it may be one that
+// is no longer remembered), so a sender that floods fills only its own
+// window and costs only its own late, reordered messages; a sender's fresh
+// messages are taken however many it sent before. A sender is forgotten
+// once everything it could still have replayed is past routeMaxAge.
+// Lookups are one map access; the rest is constant work per message.
 type seen struct {
-	mu sync.Mutex
-	m  map[string]time.Time
+	mu      sync.Mutex
+	m       map[seenKey]struct{}
+	senders map[mesh.ID]*seenSender
+	// lru orders the senders by their last message taken, oldest first,
+	// so that the forgettable ones are found at its front.
+	lru list.List
 }
 
-// first records the message and reports whether it is new. When full of
-// messages young enough to be replayed, it refuses new ones: a flood
-// costs this node its routed calls for at most routeMaxAge, never a
-// replay.
-func (s *seen) first(from mesh.ID, nonce []byte, now time.Time) bool {
-	k := string(from) + string(nonce)
+type seenKey struct {
+	from  mesh.ID
+	nonce [nonceLen]byte
+}
+
+type seenSender struct {
+	id    mesh.ID
+	ring  []seenEntry // in arrival order from next, up to maxSeenPerSender
+	next  int
+	floor int64 // ms; messages at or before it are refused
+	last  time.Time
+	elem  *list.Element
+}
+
+type seenEntry struct {
+	nonce [nonceLen]byte
+	t     int64
+}
+
+var (
+	errSeen        = errors.New("calls: routed call seen before")
+	errSeenTooLate = errors.New("calls: routed call older than its sender's later ones")
+	errSeenFull    = errors.New("calls: too many nodes sending routed calls")
+)
+
+// first records the message from from with nonce and signed time t (ms)
+// and says why not when it may not be taken: it was seen, or may have
+// been, or the table of senders is full of ones that could still replay.
+func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
+	if len(nonce) != nonceLen {
+		return errors.New("calls: bad nonce")
+	}
+	k := seenKey{from: from}
+	copy(k.nonce[:], nonce)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = make(map[string]time.Time)
+		s.m = make(map[seenKey]struct{})
+		s.senders = make(map[mesh.ID]*seenSender)
 	}
 	if _, dup := s.m[k]; dup {
-		return false
+		return errSeen
 	}
-	if len(s.m) >= maxSeen {
-		for k, t := range s.m {
-			if now.Sub(t) > 2*routeMaxAge {
-				delete(s.m, k)
-			}
+	s.forget(now)
+	sd := s.senders[from]
+	if sd == nil {
+		if len(s.senders) >= maxSeenSenders {
+			return errSeenFull
 		}
-		if len(s.m) >= maxSeen {
-			return false
-		}
+		sd = &seenSender{id: from, floor: math.MinInt64}
+		sd.elem = s.lru.PushBack(sd)
+		s.senders[from] = sd
 	}
-	s.m[k] = now
-	return true
+	if t <= sd.floor {
+		return errSeenTooLate
+	}
+	e := seenEntry{nonce: k.nonce, t: t}
+	if len(sd.ring) < maxSeenPerSender {
+		sd.ring = append(sd.ring, e)
+	} else {
+		old := sd.ring[sd.next]
+		delete(s.m, seenKey{from: from, nonce: old.nonce})
+		sd.floor = max(sd.floor, old.t)
+		sd.ring[sd.next] = e
+		sd.next = (sd.next + 1) % maxSeenPerSender
+	}
+	s.m[k] = struct{}{}
+	sd.last = now
+	s.lru.MoveToBack(sd.elem)
+	return nil
+}
+
+// forget drops the senders whose last message was taken more than
+// 2*routeMaxAge ago: the times of their messages (at most routeMaxAge
+// ahead of this clock then) are all past routeMaxAge now, so serveRoute
+// refuses them before asking seen.
+func (s *seen) forget(now time.Time) {
+	for e := s.lru.Front(); e != nil; e = s.lru.Front() {
+		sd := e.Value.(*seenSender)
+		if now.Sub(sd.last) <= 2*routeMaxAge {
+			return
+		}
+		for _, en := range sd.ring {
+			delete(s.m, seenKey{from: sd.id, nonce: en.nonce})
+		}
+		delete(s.senders, sd.id)
+		s.lru.Remove(e)
+	}
 }
 
 // pathTo finds a shortest path of links from this node to dst, from the
@@ -272,8 +351,8 @@ func (s *Service) serveRoute(ctx context.Context, m *mesh.Message) ([]byte, erro
 		}
 		return s.node.Request(ctx, e.Path[e.Hop], RouteProtocol, b)
 	}
-	if !s.seen.first(e.Path[0], e.Nonce, now) {
-		return nil, errors.New("calls: routed call seen before")
+	if err := s.seen.first(e.Path[0], e.Nonce, e.Time, now); err != nil {
+		return nil, err
 	}
 	var r envReply
 	req, err := decodeRequest(e.Body)
