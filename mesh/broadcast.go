@@ -54,7 +54,8 @@ const (
 	// Half the queue, so that GOSSIP and IHAVE frames still fit.
 	graftQueueRoom = peerQueueLen / 2
 	// maxGraftsInFlight bounds the missing messages asked of one peer
-	// and not yet received. A GRAFT that left this node's queue can still
+	// and not yet received (asked again of it in later rounds, they
+	// count once). A GRAFT that left this node's queue can still
 	// be dropped at the peer's (a slow reader's one-way queue, see
 	// MessageQueue) or its answer at this node's; the window keeps what
 	// one peer is asked for, with each message's rounds, inside those
@@ -128,7 +129,7 @@ type missing struct {
 	deadline   time.Time
 	grafted    int // announcers asked so far in this round
 	round      int // rounds over the announcers begun, less one
-	asked      ID  // the peer its last GRAFT went to, counted in its grafting; "" if none
+	asked      ID  // the peer it is being asked of, counted in its grafting; "" if none
 }
 
 // rejection remembers a message that failed validation, so that it is
@@ -474,14 +475,21 @@ func (b *broadcaster) dropMissing(id MsgID) {
 		return
 	}
 	delete(b.missing, id)
-	if p := b.peers[ms.asked]; p != nil && ms.asked != "" {
-		p.grafting--
-	}
+	b.unask(ms)
 	if k := b.owned[ms.owner] - 1; k > 0 {
 		b.owned[ms.owner] = k
 	} else {
 		delete(b.owned, ms.owner)
 	}
+}
+
+// unask takes a missing message out of the GRAFTs in flight of the peer
+// it was last asked of. b.mu is held.
+func (b *broadcaster) unask(ms *missing) {
+	if p := b.peers[ms.asked]; p != nil && ms.asked != "" {
+		p.grafting--
+	}
+	ms.asked = ""
 }
 
 // sender writes a peer's queued frames until the peer goes away, no faster
@@ -618,6 +626,12 @@ func (b *broadcaster) tick(now time.Time) {
 		}
 		if busy(ms, a) {
 			if a, ok = idleAnnouncer(ms, r, busy); !ok {
+				// While it waits for another peer it holds no window:
+				// two messages asked of two peers in turn could
+				// otherwise each wait for the other's window for ever.
+				if ms.asked != a {
+					b.unask(ms)
+				}
 				continue
 			}
 		}
@@ -629,9 +643,7 @@ func (b *broadcaster) tick(now time.Time) {
 		ms.deadline = now.Add(b.n.cfg.GraftRetry << ms.round)
 		if p != nil {
 			if ms.asked != a {
-				if q := b.peers[ms.asked]; q != nil && ms.asked != "" {
-					q.grafting--
-				}
+				b.unask(ms)
 				ms.asked = a
 				p.grafting++
 			}
