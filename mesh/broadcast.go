@@ -49,6 +49,20 @@ const (
 	// maxGraftsPerTick bounds the GRAFTs queued for one peer per
 	// IHaveInterval; the rest wait for the next tick.
 	maxGraftsPerTick = 64
+	// graftQueueRoom: GRAFTs are queued for a peer only while fewer
+	// frames than this wait in its queue; the rest wait for it to drain.
+	// Half the queue, so that GOSSIP and IHAVE frames still fit.
+	graftQueueRoom = peerQueueLen / 2
+	// maxGraftsInFlight bounds the missing messages asked of one peer
+	// and not yet received (asked again of it in later rounds, they
+	// count once). A GRAFT that left this node's queue can still
+	// be dropped at the peer's (a slow reader's one-way queue, see
+	// MessageQueue) or its answer at this node's; the window keeps what
+	// one peer is asked for, with each message's rounds, inside those
+	// queues, as a transport's window keeps a sender inside the
+	// receiver's buffer. At 100 ms a round trip it still pulls 1,280
+	// messages a second from one peer.
+	maxGraftsInFlight = 128
 	// graftRounds is how many times a node asks each announcer of a
 	// missing message before it gives the message up, waiting twice as
 	// long after each round (GraftRetry, then 2, 4 and 8 times that).
@@ -115,6 +129,7 @@ type missing struct {
 	deadline   time.Time
 	grafted    int // announcers asked so far in this round
 	round      int // rounds over the announcers begun, less one
+	asked      ID  // the peer it is being asked of, counted in its grafting; "" if none
 }
 
 // rejection remembers a message that failed validation, so that it is
@@ -130,12 +145,13 @@ type rejection struct {
 }
 
 type bcPeer struct {
-	eager   bool
-	queue   chan []byte
-	pending []MsgID       // ids to announce by IHAVE
-	limit   *rate.Limiter // frames taken from the peer
-	out     *rate.Limiter // frames sent to the peer
-	stop    chan struct{}
+	eager    bool
+	grafting int // missing messages whose last GRAFT went to this peer
+	queue    chan []byte
+	pending  []MsgID       // ids to announce by IHAVE
+	limit    *rate.Limiter // frames taken from the peer
+	out      *rate.Limiter // frames sent to the peer
+	stop     chan struct{}
 }
 
 // broadcaster is the node's Plumtree state.
@@ -427,6 +443,9 @@ func (b *broadcaster) peerDown(id ID) {
 		delete(b.peers, id)
 	}
 	for mid, ms := range b.missing {
+		if ms.asked == id {
+			ms.asked = "" // a new link from id gets a new count
+		}
 		for i, a := range ms.announcers {
 			if a == id {
 				ms.announcers = append(ms.announcers[:i], ms.announcers[i+1:]...)
@@ -456,11 +475,21 @@ func (b *broadcaster) dropMissing(id MsgID) {
 		return
 	}
 	delete(b.missing, id)
+	b.unask(ms)
 	if k := b.owned[ms.owner] - 1; k > 0 {
 		b.owned[ms.owner] = k
 	} else {
 		delete(b.owned, ms.owner)
 	}
+}
+
+// unask takes a missing message out of the GRAFTs in flight of the peer
+// it was last asked of. b.mu is held.
+func (b *broadcaster) unask(ms *missing) {
+	if p := b.peers[ms.asked]; p != nil && ms.asked != "" {
+		p.grafting--
+	}
+	ms.asked = ""
 }
 
 // sender writes a peer's queued frames until the peer goes away, no faster
@@ -568,14 +597,23 @@ func (b *broadcaster) tick(now time.Time) {
 		}
 		p.pending = nil
 	}
-	// GRAFTs are paced, maxGraftsPerTick per peer: a node that hears of
-	// hundreds of messages at once (catching up on a new link) would
-	// otherwise fill the peer's queue, and a GRAFT dropped there counts
-	// as asked, so the message is lost if that peer was its only
-	// announcer. The rest wait for the next tick; a peer that does not
-	// drain its queue still has its GRAFTs dropped and counted as asked,
-	// so that it cannot hold missing messages for ever.
+	// GRAFTs are paced, maxGraftsPerTick per peer, only while the peer's
+	// queue is under graftQueueRoom, and maxGraftsInFlight messages at a
+	// time: a node that hears of hundreds of messages at once (catching
+	// up on a new link) or whose link to the announcer is slow for a
+	// while (a loaded machine) would otherwise fill the peer's queue or
+	// the peer's own, and a GRAFT dropped there counts as asked, so the
+	// message was lost once every round had been dropped. A GRAFT for a
+	// busy peer is asked of another announcer
+	// instead, or waits for a later tick. A peer that never drains its
+	// queue thus holds, for as long as its link lasts, only messages
+	// that nobody else announced, within its own share of the table.
 	queued := make(map[ID]int)
+	busy := func(ms *missing, a ID) bool {
+		p := b.peers[a]
+		return p != nil && (queued[a] >= maxGraftsPerTick || len(p.queue) >= graftQueueRoom ||
+			(ms.asked != a && p.grafting >= maxGraftsInFlight))
+	}
 	for id, ms := range b.missing {
 		if now.Before(ms.deadline) {
 			continue
@@ -586,16 +624,29 @@ func (b *broadcaster) tick(now time.Time) {
 			b.dropMissing(id)
 			continue
 		}
-		p := b.peers[a]
-		if p != nil && queued[a] >= maxGraftsPerTick {
-			continue
+		if busy(ms, a) {
+			if a, ok = idleAnnouncer(ms, r, busy); !ok {
+				// While it waits for another peer it holds no window:
+				// two messages asked of two peers in turn could
+				// otherwise each wait for the other's window for ever.
+				if ms.asked != a {
+					b.unask(ms)
+				}
+				continue
+			}
 		}
+		p := b.peers[a]
 		ms.grafted++
 		if r != nil {
 			r.from = append(r.from, a)
 		}
 		ms.deadline = now.Add(b.n.cfg.GraftRetry << ms.round)
 		if p != nil {
+			if ms.asked != a {
+				b.unask(ms)
+				ms.asked = a
+				p.grafting++
+			}
 			p.eager = true
 			queued[a]++
 			if b.enqueue(p, encodeGraft(id)) {
@@ -629,6 +680,22 @@ func nextAnnouncer(ms *missing, r *rejection) (ID, bool) {
 		ms.round++
 		ms.grafted = 0
 	}
+}
+
+// idleAnnouncer swaps into ms.announcers[ms.grafted] the first announcer
+// after it that is not busy and has not sent or been asked for a copy
+// that failed validation, and returns it; the busy one is asked later in
+// the round. b.mu is held.
+func idleAnnouncer(ms *missing, r *rejection, busy func(*missing, ID) bool) (ID, bool) {
+	for j := ms.grafted + 1; j < len(ms.announcers); j++ {
+		a := ms.announcers[j]
+		if busy(ms, a) || (r != nil && containsID(r.from, a)) {
+			continue
+		}
+		ms.announcers[ms.grafted], ms.announcers[j] = a, ms.announcers[ms.grafted]
+		return a, true
+	}
+	return "", false
 }
 
 // rejection returns the live record of a rejected message id, or nil.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
@@ -425,6 +426,53 @@ func TestCatchUpGraftsEveryMessage(t *testing.T) {
 	if s := n.BroadcastStats(); s.Dropped != 0 || s.Grafts < k {
 		t.Fatalf("n's stats %+v: want no frame dropped and a GRAFT for each of %d", s, k)
 	}
+}
+
+// A node that pulls a thousand messages from a neighbour whose machine
+// stalls for a while (too loaded to read its links) gets every one of
+// them once the neighbour reads again: the GRAFTs wait while the
+// neighbour's queue is full. Before, they were dropped at the full queue
+// and counted as asked, and every message whose rounds of GRAFTs all fell
+// in the stall was given up for good. Virtual time (synctest) makes the
+// stall outlast the rounds however loaded the machine running the test is.
+func TestGraftsWaitForAStalledPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := meshtest.NewNetwork()
+		nw.Latency = 5 * time.Millisecond
+		n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+		d := countDeliveries("c/1", n)
+		d.failOnDuplicate(t)
+		a := newRawPeer(t, nw, "a")
+		linkAll(t, n, a.Node)
+
+		const k = 2000
+		var ids []mesh.MsgID
+		a.mu.Lock()
+		for range k {
+			id := randomID()
+			ids = append(ids, id)
+			a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
+		}
+		a.mu.Unlock()
+		for i := 0; i < k; i += 500 {
+			a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
+		}
+		synctest.Wait() // n has the announcements; its GRAFTs are due in GraftTimeout
+		// Longer than all the rounds of GRAFTs (Fast: 0.1 s, then 0.75 s
+		// more), shorter than PeerTimeout.
+		nw.Stall(a.ID(), 5*time.Second)
+		testutil.WaitFor(t, time.Minute, fmt.Sprintf("n to pull all %d messages", k), func() bool {
+			for _, id := range ids {
+				if c, _ := d.all(id, a.ID()); !c {
+					return false
+				}
+			}
+			return true
+		})
+		if s := n.BroadcastStats(); s.Dropped != 0 {
+			t.Fatalf("n's stats %+v: want no frame dropped", s)
+		}
+	})
 }
 
 // A node passes on what all its neighbours send it, so two of them that

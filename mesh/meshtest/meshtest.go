@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +31,13 @@ const sharedSignatures = 1 << 16
 type Network struct {
 	// Latency is the one-way delay of every frame. Set it before dialing.
 	Latency time.Duration
+	// MaxLatency, if above Latency, makes the delay a property of each
+	// link, drawn uniformly from [Latency, MaxLatency] when it is dialed,
+	// as nodes spread over a continent see: frames on one link keep their
+	// order. Run the nodes inside a testing/synctest bubble to have the
+	// delays kept exactly whatever the load of the machine (a delay is a
+	// timer; nothing on the network blocks but on channels and timers).
+	MaxLatency time.Duration
 	// ShareSignatureChecks makes the nodes NewNode makes share one
 	// mesh.SignatureCache, so that a directory record's signature is
 	// checked once on the network rather than once by each node: for
@@ -244,6 +252,14 @@ func (nw *Network) Heal() {
 	nw.mu.Unlock()
 }
 
+// linkLatency is the one-way delay of a new link.
+func (nw *Network) linkLatency() time.Duration {
+	if nw.MaxLatency <= nw.Latency {
+		return nw.Latency
+	}
+	return nw.Latency + rand.N(nw.MaxLatency-nw.Latency+1)
+}
+
 // apart reports whether a partition separates a and b; nw.mu is held.
 func (nw *Network) apart(a, b mesh.ID) bool {
 	ga, gb := nw.group[a], nw.group[b]
@@ -261,11 +277,25 @@ func (nw *Network) Freeze(id mesh.ID) {
 	}
 }
 
+// Stall holds the frames sent to node id for d from now, as when its
+// machine is too busy to read them: its links stay up, frames keep their
+// order, and the senders' queues fill as they would behind a slow
+// reader. Run in a testing/synctest bubble, d is exact.
+func (nw *Network) Stall(id mesh.ID, d time.Duration) {
+	nw.mu.Lock()
+	t := nw.nodes[id]
+	nw.mu.Unlock()
+	if t != nil {
+		t.stalled.Store(time.Now().Add(d).UnixNano())
+	}
+}
+
 // Transport is one node's in-memory transport.
 type Transport struct {
-	nw     *Network
-	id     mesh.ID
-	frozen atomic.Bool
+	nw      *Network
+	id      mesh.ID
+	frozen  atomic.Bool
+	stalled atomic.Int64 // unix ns until which frames to it wait; see Stall
 	// serving is closed once Serve accepts links.
 	serving chan struct{}
 
@@ -365,7 +395,7 @@ func (t *Transport) Dial(ctx context.Context, id mesh.ID) (mesh.Conn, error) {
 	if accept == nil || dead {
 		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
 	}
-	local, remote := newPair(t, r, t.nw.Latency)
+	local, remote := newPair(t, r, t.nw.linkLatency())
 	if !t.track(local) || !r.track(remote) {
 		local.Close()
 		return nil, fmt.Errorf("%w: %s", errUnreachable, id.Short())
@@ -449,12 +479,15 @@ func (c *conn) deliver(ch mesh.Channel) {
 	for {
 		select {
 		case it := <-c.in[ch]:
-			if d := time.Until(it.due); d > 0 {
-				tm := time.NewTimer(d)
-				select {
-				case <-tm.C:
-				case <-c.done:
-					tm.Stop()
+			if !c.wait(it.due) {
+				return
+			}
+			for {
+				until := time.Unix(0, c.t.stalled.Load())
+				if !time.Now().Before(until) {
+					break
+				}
+				if !c.wait(until) {
 					return
 				}
 			}
@@ -462,6 +495,22 @@ func (c *conn) deliver(ch mesh.Channel) {
 		case <-c.done:
 			return
 		}
+	}
+}
+
+// wait waits until t, and reports false if the link closed meanwhile.
+func (c *conn) wait(t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return true
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-c.done:
+		return false
 	}
 }
 
