@@ -577,8 +577,12 @@ type bridgeConn struct {
 	via      ID
 	outbound bool
 
-	seal, open cipher.AEAD // set before the conn is used
-	dir        byte        // 0 for the opener's frames, 1 for the accepter's
+	// seal and open are set once, by setKeys, which then closes keyed:
+	// the opener's end is registered before the answer that brings its
+	// keys, and a hostile bridging node may send it frames before then.
+	seal, open cipher.AEAD
+	keyed      chan struct{}
+	dir        byte // 0 for the opener's frames, 1 for the accepter's
 
 	sendMu  [2]sync.Mutex
 	sendCtr [2]uint64 // guarded by sendMu
@@ -602,14 +606,17 @@ type bridgeConn struct {
 
 func newBridgeConn(br *bridges, bid [bridgeIDLen]byte, remote, via ID, outbound bool) *bridgeConn {
 	c := &bridgeConn{br: br, bid: bid, remote: remote, via: via, outbound: outbound,
-		started: make(chan struct{}), confirmed: make(chan struct{}), done: make(chan struct{})}
+		keyed: make(chan struct{}), started: make(chan struct{}), confirmed: make(chan struct{}), done: make(chan struct{})}
 	if !outbound {
 		c.dir = 1
 	}
 	return c
 }
 
-func (c *bridgeConn) setKeys(seal, open cipher.AEAD) { c.seal, c.open = seal, open }
+func (c *bridgeConn) setKeys(seal, open cipher.AEAD) {
+	c.seal, c.open = seal, open
+	close(c.keyed)
+}
 
 func (c *bridgeConn) confirm() {
 	c.confOnce.Do(func() {
@@ -713,6 +720,14 @@ func (c *bridgeConn) Send(ctx context.Context, ch Channel, b []byte) error {
 
 // receive takes one fragment; a whole frame is opened and delivered.
 func (c *bridgeConn) receive(carrier Channel, flags byte, part []byte) {
+	select {
+	case <-c.keyed:
+	default:
+		// The accepter speaks only after the opener: nobody honest sends
+		// a frame before the answer.
+		c.fault("a bridged frame before the bridge was answered")
+		return
+	}
 	ch := Ctl
 	if flags&bridgeFlagBulk != 0 {
 		ch = Bulk
