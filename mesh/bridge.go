@@ -507,8 +507,19 @@ func (br *bridges) onData(ctx context.Context, l *link, ch Channel, b []byte) {
 			sendClose(l, bid)
 			return
 		}
-		if err := nl.send(ctx, ch, frame{kind: kindMsg, proto: bridgeProto, payload: b}); err != nil {
+		// The wait for the far link holds back everything l's peer sends
+		// on ch, its pings too: a far end that does not read (or whose
+		// handlers hold its receiving) would have this node time the
+		// near one out. Past a while the bridge is closed instead.
+		fctx, cancel := context.WithTimeout(ctx, br.n.cfg.PeerTimeout/4)
+		err := nl.send(fctx, ch, frame{kind: kindMsg, proto: bridgeProto, payload: b})
+		cancel()
+		if err != nil {
 			br.n.log.Debug("bridge: cannot pass on", "next", next.Short(), "err", err)
+			if b[0] == bridgeData && ctx.Err() == nil && br.dropRelay(bid) != nil {
+				sendClose(l, bid)
+				br.notice(next, bid)
+			}
 		}
 	case c != nil && l.remote == c.via:
 		if b[0] == bridgeClose {
