@@ -507,8 +507,19 @@ func (br *bridges) onData(ctx context.Context, l *link, ch Channel, b []byte) {
 			sendClose(l, bid)
 			return
 		}
-		if err := nl.send(ctx, ch, frame{kind: kindMsg, proto: bridgeProto, payload: b}); err != nil {
+		// The wait for the far link holds back everything l's peer sends
+		// on ch, its pings too: a far end that does not read (or whose
+		// handlers hold its receiving) would have this node time the
+		// near one out. Past a while the bridge is closed instead.
+		fctx, cancel := context.WithTimeout(ctx, br.n.cfg.PeerTimeout/4)
+		err := nl.send(fctx, ch, frame{kind: kindMsg, proto: bridgeProto, payload: b})
+		cancel()
+		if err != nil {
 			br.n.log.Debug("bridge: cannot pass on", "next", next.Short(), "err", err)
+			if b[0] == bridgeData && ctx.Err() == nil && br.dropRelay(bid) != nil {
+				sendClose(l, bid)
+				br.notice(next, bid)
+			}
 		}
 	case c != nil && l.remote == c.via:
 		if b[0] == bridgeClose {
@@ -577,8 +588,12 @@ type bridgeConn struct {
 	via      ID
 	outbound bool
 
-	seal, open cipher.AEAD // set before the conn is used
-	dir        byte        // 0 for the opener's frames, 1 for the accepter's
+	// seal and open are set once, by setKeys, which then closes keyed:
+	// the opener's end is registered before the answer that brings its
+	// keys, and a hostile bridging node may send it frames before then.
+	seal, open cipher.AEAD
+	keyed      chan struct{}
+	dir        byte // 0 for the opener's frames, 1 for the accepter's
 
 	sendMu  [2]sync.Mutex
 	sendCtr [2]uint64 // guarded by sendMu
@@ -602,14 +617,17 @@ type bridgeConn struct {
 
 func newBridgeConn(br *bridges, bid [bridgeIDLen]byte, remote, via ID, outbound bool) *bridgeConn {
 	c := &bridgeConn{br: br, bid: bid, remote: remote, via: via, outbound: outbound,
-		started: make(chan struct{}), confirmed: make(chan struct{}), done: make(chan struct{})}
+		keyed: make(chan struct{}), started: make(chan struct{}), confirmed: make(chan struct{}), done: make(chan struct{})}
 	if !outbound {
 		c.dir = 1
 	}
 	return c
 }
 
-func (c *bridgeConn) setKeys(seal, open cipher.AEAD) { c.seal, c.open = seal, open }
+func (c *bridgeConn) setKeys(seal, open cipher.AEAD) {
+	c.seal, c.open = seal, open
+	close(c.keyed)
+}
 
 func (c *bridgeConn) confirm() {
 	c.confOnce.Do(func() {
@@ -713,6 +731,14 @@ func (c *bridgeConn) Send(ctx context.Context, ch Channel, b []byte) error {
 
 // receive takes one fragment; a whole frame is opened and delivered.
 func (c *bridgeConn) receive(carrier Channel, flags byte, part []byte) {
+	select {
+	case <-c.keyed:
+	default:
+		// The accepter speaks only after the opener: nobody honest sends
+		// a frame before the answer.
+		c.fault("a bridged frame before the bridge was answered")
+		return
+	}
 	ch := Ctl
 	if flags&bridgeFlagBulk != 0 {
 		ch = Bulk
