@@ -3,6 +3,7 @@ package music
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	_ "image/jpeg" // covers: JPEG and PNG
@@ -132,7 +133,8 @@ func (s *Service) dropStarted(ctx context.Context, id shards.MD5, start time.Tim
 	if i < 0 || all[i].State == shards.StateSeeding || all[i].Added.Before(start) {
 		return
 	}
-	if err := s.shards.Remove(ctx, id); err != nil {
+	// Only music's: a download of it the user started meanwhile stays.
+	if err := s.shards.RemoveFor(ctx, id, resourceName); err != nil && !errors.Is(err, shards.ErrNotOwned) {
 		s.log.Warn("oversized attachment not removed", "id", id, "err", err)
 	}
 }

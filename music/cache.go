@@ -141,8 +141,9 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 		if e == nil || t.State == shards.StateSeeding {
 			continue
 		}
-		if !e.added.IsZero() && !e.added.Equal(t.Added) {
-			// Not the download Stream started: the user's own.
+		if t.For != resourceName || (!e.added.IsZero() && !e.added.Equal(t.Added)) {
+			// Not the download Stream started, or the user fetched it
+			// too: the user's own.
 			stale[t.ID] = e.added
 			continue
 		}
@@ -188,9 +189,10 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 
 // removeCopy removes the cached copy of a track this node fetched to play
 // it: its download, and the file of a finished one unless it is in a
-// music folder or was changed since (then it is the user's).
+// music folder or was changed since (then it is the user's). A download
+// the user fetched since t was listed is theirs, and stays (an error).
 func (s *Service) removeCopy(ctx context.Context, t shards.Transfer) error {
-	if err := s.shards.Remove(ctx, t.ID); err != nil && !errors.Is(err, shards.ErrUnknown) {
+	if err := s.shards.RemoveFor(ctx, t.ID, resourceName); err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
 	}
 	if t.State == shards.StateDone && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {

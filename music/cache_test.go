@@ -325,3 +325,143 @@ func TestCacheSparesTheUsersDownloadAfterRemove(t *testing.T) {
 		t.Errorf("the user's download's file: %v", err)
 	}
 }
+
+// TestCacheSparesTrackTheUserFetched: b plays tracks (the cache fetches
+// them), and while the cache's download of track 0 exists the user
+// downloads track 0 in the Files view: that download is the user's now.
+// Track 0 is the least recently played when the cache goes over its
+// limit, yet the cache removes its own track 1 and leaves the user's copy
+// and file; RemoveCache refuses it too.
+func TestCacheSparesTrackTheUserFetched(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	const size = 300 << 10 // writeWAV's
+	var ids []shards.MD5
+	for i := range 4 {
+		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(50+i)))
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	later := func() { clock.Add(int64(time.Hour)) }
+	newTestNode(t, nodes[0], dirA)
+	b := newTestNodeWith(t, nodes[1], func(c *Config) {
+		c.CacheLimit = 2*size + size/2
+		c.PlayingGrace = time.Second
+		c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
+	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
+		return len(m) == len(ids) && len(m[ids[3]].Sources) == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	play := func(i int) {
+		t.Helper()
+		c, err := b.music.Stream(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
+			t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
+		}
+	}
+	play(0)
+	later()
+	play(1)
+	tracksBy(t, b, "tracks 0 and 1 cached", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached && m[ids[1]].Cached })
+	if tr, ok := transferOf(t, b, ids[0]); !ok || tr.For != resourceName {
+		t.Errorf("the cache's download of track 0: %+v (listed %v), want one for %q", tr, ok, resourceName)
+	}
+
+	// The Files view: the user downloads track 0, which the cache holds.
+	mine, err := b.shards.Fetch(ctx, shards.Link{ID: ids[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mine.For != "" {
+		t.Errorf("the user's fetch returned the cache's transfer: %+v", mine)
+	}
+	// Played again, it stays the user's.
+	later()
+	play(0)
+
+	// Over the limit: track 0 is the least recently played but the
+	// user's; 1 goes.
+	later()
+	play(2)
+	later()
+	play(3)
+	tracksBy(t, b, "track 1 to leave the cache", func(m map[shards.MD5]Track) bool {
+		return !m[ids[1]].Cached && m[ids[2]].Cached && m[ids[3]].Cached
+	})
+	if tr, ok := transferOf(t, b, ids[0]); !ok || tr.State != shards.StateDone || tr.For != "" {
+		t.Errorf("the user's download of track 0 after the cache pruned: %+v (present %v)", tr, ok)
+	}
+	if _, err := os.Stat(mine.Path); err != nil {
+		t.Errorf("the user's download's file: %v", err)
+	}
+	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUnknown) {
+		t.Errorf("RemoveCache of the user's download: %v, want ErrUnknown", err)
+	}
+	if _, err := os.Stat(mine.Path); err != nil {
+		t.Errorf("the user's download's file after RemoveCache: %v", err)
+	}
+}
+
+// TestRemoveCacheSparesDownloadBeforePlay: the user downloads a track in
+// the Files view, then plays it: "remove cached copy" must not delete the
+// user's file, while it does remove a track the cache fetched.
+func TestRemoveCacheSparesDownloadBeforePlay(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	ids := []shards.MD5{writeWAV(t, filepath.Join(dirA, "0.wav"), 70), writeWAV(t, filepath.Join(dirA, "1.wav"), 71)}
+	newTestNode(t, nodes[0], dirA)
+	b := newTestNode(t, nodes[1])
+	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
+		return len(m) == 2 && len(m[ids[0]].Sources) == 1 && len(m[ids[1]].Sources) == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := b.shards.Fetch(ctx, shards.Link{ID: ids[0], Name: "0.wav"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the user's download", func() bool {
+		tr, ok := transferOf(t, b, ids[0])
+		return ok && tr.State == shards.StateDone
+	})
+	mine, _ := transferOf(t, b, ids[0])
+	for _, id := range ids {
+		c, err := b.music.Stream(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != id {
+			t.Fatalf("track %s: %d bytes, %v", id, len(all), err)
+		}
+		c.Close()
+	}
+	tracksBy(t, b, "both tracks here", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached && m[ids[1]].Cached })
+	cached, _ := transferOf(t, b, ids[1])
+
+	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUnknown) {
+		t.Errorf("RemoveCache of the user's download: %v, want ErrUnknown", err)
+	}
+	if tr, ok := transferOf(t, b, ids[0]); !ok || tr.State != shards.StateDone {
+		t.Errorf("the user's download after RemoveCache: %+v (present %v)", tr, ok)
+	}
+	if _, err := os.Stat(mine.Path); err != nil {
+		t.Errorf("the user's file after RemoveCache: %v", err)
+	}
+
+	if err := b.music.RemoveCache(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if tr, ok := transferOf(t, b, ids[1]); ok {
+		t.Errorf("the cache's download after RemoveCache: %+v", tr)
+	}
+	if _, err := os.Stat(cached.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the cache's file after RemoveCache: %v", err)
+	}
+}

@@ -21,10 +21,12 @@
 //
 // # Caveats
 //
-// RemoveCache deletes the finished download of a track this node played
-// (shards keeps finished downloads' files otherwise); past
+// RemoveCache deletes the finished download of a track this node fetched
+// to play (shards keeps finished downloads' files otherwise); past
 // Config.CacheLimit, the tracks this node fetched to play go by
-// themselves, least recently played first (cache.go). A node's tracks
+// themselves, least recently played first (cache.go). Those downloads
+// are music's (shards Link.For) until the user fetches the track in the
+// Files view: then they are the user's, and neither removes them. A node's tracks
 // leave the library when the directory says it is no longer linked to
 // this one (mesh.Reachable), not only when its record expires. A track's tags come
 // from this node's entry, else from the first holder's by node id: a node

@@ -215,14 +215,15 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 		}
 		// Start the download under the track's name; Open then reads
 		// through it. A failure here is Open's to report. A download
-		// that starts now is the cache's, which may go over its limit.
+		// that starts now is the cache's (its For is music's until the
+		// user fetches it too), which may go over its limit.
 		start := time.Now()
-		tr, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size})
+		tr, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size, For: resourceName})
 		if err != nil {
 			s.log.Debug("fetch of a streamed track", "id", id, "err", err)
 		}
 		var started time.Time
-		if err == nil && !tr.Added.Before(start) {
+		if err == nil && tr.For == resourceName && !tr.Added.Before(start) {
 			started = tr.Added
 		}
 		s.played(id, started)
@@ -271,8 +272,11 @@ func (s *Service) Prefetch(ctx context.Context, id shards.MD5, n int64) error {
 }
 
 // RemoveCache removes this node's cached copy of a track fetched from
-// peers: its download goes (shards.Remove) and the finished file with it.
-// The track stays in the library while online nodes hold it.
+// peers: its download goes (shards.RemoveFor) and the finished file with
+// it. Only a download that is still music's is a cached copy: one the
+// user fetched in the Files view, before or after playing it, is theirs
+// and stays (ErrUnknown). The track stays in the library while online
+// nodes hold it.
 func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 	all, err := s.shards.Shares(ctx)
 	if err != nil {
@@ -283,7 +287,12 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 		return fmt.Errorf("%w: no cached copy of %s", ErrUnknown, id)
 	}
 	t := all[i]
-	if err := s.shards.Remove(ctx, id); err != nil && !errors.Is(err, shards.ErrUnknown) {
+	if t.For != resourceName {
+		return fmt.Errorf("%w: no cached copy of %s: the download is the user's (remove it in the Files view)", ErrUnknown, id)
+	}
+	if err := s.shards.RemoveFor(ctx, id, resourceName); errors.Is(err, shards.ErrNotOwned) {
+		return fmt.Errorf("%w: no cached copy of %s: the download is the user's (remove it in the Files view)", ErrUnknown, id)
+	} else if err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", id, err)
 	}
 	// shards keeps a finished download's file (a user's download); a

@@ -32,6 +32,9 @@ type Shards interface {
 	// copy is named (and typed) after it, not after its MD5.
 	Fetch(ctx context.Context, l shards.Link) (shards.Transfer, error)
 	Remove(ctx context.Context, id shards.MD5) error
+	// RemoveFor removes a download music fetched (Link.For), unless the
+	// user has fetched it since (shards.ErrNotOwned).
+	RemoveFor(ctx context.Context, id shards.MD5, owner string) error
 	Scan() shards.ScanStatus
 	SubscribeShards() *pubsub.Subscription[shards.Event]
 }

@@ -40,7 +40,10 @@ func (s *Service) downloadDone(t Transfer) {
 
 // Fetch starts downloading the resource a link names (or, for a Link with
 // only an ID, whatever the catalogs say holds it) and returns the transfer;
-// a resource this node already shares or downloads returns that one.
+// a resource this node already shares or downloads returns that one. A
+// fetch without l.For (the user's) of a download a service started (its
+// Link.For) makes that download the user's: the service's RemoveFor
+// leaves it alone from then on.
 func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 	if l.ID.IsZero() {
 		return Transfer{}, fmt.Errorf("%w: no resource id", ErrBadLink)
@@ -86,6 +89,14 @@ func (s *Service) Remove(ctx context.Context, id MD5) error {
 		return fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	return nil
+}
+
+// RemoveFor is Remove for a service (owner, its Link.For): it cancels the
+// download the service fetched for its own use and deletes its partial
+// data, unless the user has fetched it since (ErrNotOwned: it is the
+// user's). It never stops a share.
+func (s *Service) RemoveFor(ctx context.Context, id MD5, owner string) error {
+	return s.downloads.removeFor(ctx, id, owner)
 }
 
 // Shares lists this node's shared files and its downloads. A resource both

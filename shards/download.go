@@ -274,23 +274,15 @@ func (d *downloads) get(id MD5) *download {
 
 // fetch starts downloading the resource l names, or returns the transfer
 // already under way. A link with only an id takes its holders from the
-// catalog.
+// catalog. The user's fetch (l.For empty) of a service's download takes it
+// over: it is the user's from then on, and the service no longer removes
+// it (removeFor).
 func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	if l.ID.IsZero() {
 		return Transfer{}, fmt.Errorf("%w: no resource id", ErrBadLink)
 	}
 	if dl := d.get(l.ID); dl != nil {
-		dl.mu.Lock()
-		st := dl.state
-		if st == StateFailed {
-			dl.state, dl.err = StateDownloading, ""
-		}
-		dl.mu.Unlock()
-		if st == StateFailed {
-			dl.saveRecord()
-			d.enqueue(dl)
-		}
-		return dl.transfer(), nil
+		return d.fetchExisting(dl, l.For)
 	}
 	if l.Node == "" && len(d.holdersOf(l.ID)) == 0 {
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNoHolders, l.ID)
@@ -308,7 +300,7 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	d.mu.Lock()
 	if old := d.all[l.ID]; old != nil { // a fetch of the same id raced this one
 		d.mu.Unlock()
-		return old.transfer(), nil
+		return d.fetchExisting(old, l.For)
 	}
 	d.all[l.ID] = dl
 	d.mu.Unlock()
@@ -320,6 +312,36 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	}
 	d.enqueue(dl)
 	dl.publish(true)
+	return dl.transfer(), nil
+}
+
+// fetchExisting is fetch of a download already listed, asked for by the
+// service owner (Link.For; empty for the user): a failed one starts again,
+// and the user's fetch makes a service's download the user's.
+func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) {
+	dl.mu.Lock()
+	st := dl.state
+	if st == StateFailed {
+		dl.state, dl.err = StateDownloading, ""
+	}
+	took := owner == "" && dl.link.For != ""
+	if took {
+		dl.link.For = ""
+	}
+	dl.mu.Unlock()
+	if st == StateFailed || took {
+		if err := dl.saveRecord(); err != nil {
+			return Transfer{}, err
+		}
+	}
+	if st == StateFailed {
+		d.enqueue(dl)
+	}
+	if took {
+		// The Files view left it out while it was a service's: it
+		// learns of it now.
+		dl.publish(true)
+	}
 	return dl.transfer(), nil
 }
 
@@ -376,11 +398,31 @@ func (d *downloads) resume(ctx context.Context, id MD5) error {
 // remove cancels a download and deletes its partial data. A finished
 // file is left where it is: it is the user's now.
 func (d *downloads) remove(ctx context.Context, id MD5) error {
+	return d.removeIf(ctx, id, func(string) bool { return true })
+}
+
+// removeFor is remove of a download that is still the service owner's
+// (Link.For): one the user has fetched since is theirs, and is left alone
+// with ErrNotOwned. The owner is checked under the download's lock as
+// the removal begins, so a user's fetch that came first always wins.
+func (d *downloads) removeFor(ctx context.Context, id MD5, owner string) error {
+	if owner == "" {
+		return fmt.Errorf("shards: remove %s for no service", id)
+	}
+	return d.removeIf(ctx, id, func(f string) bool { return f == owner })
+}
+
+// removeIf is remove of a download whose owner (Link.For) owned accepts.
+func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) bool) error {
 	dl := d.get(id)
 	if dl == nil {
 		return fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
+	if !owned(dl.link.For) {
+		dl.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotOwned, id)
+	}
 	dl.state = StateFailed
 	dl.err = "removed"
 	done := dl.stop()

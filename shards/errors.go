@@ -27,3 +27,7 @@ var (
 	// ErrNoHolders is returned when no online node holds a resource.
 	ErrNoHolders = errors.New("shards: no online node holds the resource")
 )
+
+// ErrNotOwned is returned by RemoveFor for a download that is not the
+// named service's: the user fetched it too, and it is theirs now.
+var ErrNotOwned = errors.New("shards: the transfer is not the service's")

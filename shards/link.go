@@ -42,7 +42,9 @@ type Link struct {
 	// For, if set, names the service that fetches the resource for its
 	// own use, not the user's (music: the covers and lyrics of peers'
 	// tracks); its transfer carries it, and the Files view leaves such
-	// transfers out. It is not part of the link's text.
+	// transfers out. The user's fetch of such a transfer (For empty)
+	// makes it the user's; the service removes only its own (RemoveFor).
+	// It is not part of the link's text.
 	For string
 }
 
