@@ -383,9 +383,9 @@ func (br *bridges) relayOpen(ctx context.Context, bid [bridgeIDLen]byte, o bridg
 		}
 	}
 	_, taken := br.relay[bid]
-	if taken || len(br.relay) >= cfg.MaxBridges || perFrom >= maxBridgesPerNode || perTo >= maxBridgesPerNode {
+	if held := len(br.relay); taken || held >= cfg.MaxBridges || perFrom >= maxBridgesPerNode || perTo >= maxBridgesPerNode {
 		br.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d bridges already", errBridgeRefused, len(br.relay))
+		return nil, fmt.Errorf("%w: %d bridges already", errBridgeRefused, held)
 	}
 	r := &bridgeRelay{a: o.From, b: o.To, lim: newRelayLimiter(cfg.BridgeRate)}
 	br.relay[bid] = r
