@@ -1,6 +1,7 @@
 package shards
 
 import (
+	"cmp"
 	"context"
 	"crypto/md5"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"hash"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"mime"
 	"os"
@@ -51,7 +53,10 @@ type DownloadsConfig struct {
 	PeerWindow int64
 	// MaxBuffered bounds the bytes of piece buffers all downloads hold at
 	// once, node-wide (budget): memory stays bounded whatever the number
-	// of downloads and peers; default 32 MiB.
+	// of downloads and peers; default 32 MiB. One peer holds at most a
+	// quarter of it while other peers' loops wait, and a peer far slower
+	// than another of the same download gives its pieces up to it then
+	// (budget, download.yield).
 	MaxBuffered int64
 	// ProgressInterval: a transfer's progress events are published at most
 	// this often (state changes at once); default 250 ms.
@@ -1273,6 +1278,10 @@ type peer struct {
 	has      Bitfield
 	attempts map[int]*attempt // the pieces it is fetching
 	wait     budgetWaiter     // its place in the budget's line
+	rate     float64          // its pipeline's rate, bytes/s; 0 until measured
+	// gaveUp are pieces it gave up as far slower than another peer
+	// (yield), not to be taken again before the next have refresh.
+	gaveUp map[int]bool
 }
 
 // attempt is one peer's fetch of one piece: its blocks are requested in
@@ -1285,6 +1294,8 @@ type attempt struct {
 	got     int64 // bytes received
 	ctx     context.Context
 	cancel  context.CancelFunc
+	peer    mesh.ID   // whom the bytes are charged to
+	start   time.Time // when the buffer was taken
 }
 
 // blockResult is the answer to one block request.
@@ -1319,7 +1330,7 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	if err != nil {
 		return err
 	}
-	p := &peer{id: id, attempts: make(map[int]*attempt)}
+	p := &peer{id: id, attempts: make(map[int]*attempt), wait: budgetWaiter{peer: id}, gaveUp: make(map[int]bool)}
 	dl.mu.Lock()
 	dl.setPeerHave(p, has)
 	dl.peers[id] = p
@@ -1393,6 +1404,7 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	for {
 		dl.mu.Lock()
 		budgetC = nil
+		dl.yield(p)
 		fill()
 		changed, complete := dl.changed, dl.complete()
 		dl.mu.Unlock()
@@ -1430,6 +1442,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				failures = 0
 			}
 		case <-refresh.C:
+			dl.mu.Lock()
+			clear(p.gaveUp) // the faster peer may have gone
+			dl.mu.Unlock()
 			if dl.peerComplete(p) {
 				continue
 			}
@@ -1542,16 +1557,21 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 		// out of the budget's line, which would wait on this loop.
 		dl.d.budget.leave(&p.wait)
 	} else {
-		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil },
+		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil || p.gaveUp[i] },
 			readers: readers, critical: critical, seed: dl.tieSeed})
 		if !picked || a != nil && !isCritical(i) {
 			dl.d.budget.leave(&p.wait) // nothing to wait for
+		} else if wait = dl.d.budget.wait(); len(dl.peers) > 1 && dl.d.budget.yields(p.id) {
+			// A peer found far slower than another (yield): while the
+			// download has another peer, other peers' loops go first, or
+			// the bytes its pieces gave back would come back to it.
+			dl.d.budget.leave(&p.wait)
 		} else {
-			// Taken before trying, so that a release in between is not missed.
-			wait = dl.d.budget.wait()
+			// wait was taken before trying, so that a release in between
+			// is not missed.
 			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(&p.wait, size) {
 				wait = nil
-				a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte), charged: size}
+				a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte), charged: size, peer: p.id, start: time.Now()}
 				a.ctx, a.cancel = context.WithCancel(ctx)
 				p.attempts[i] = a
 				dl.tries[i]++
@@ -1568,6 +1588,84 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 	req = blockReq{ID: dl.id, Piece: uint32(a.piece), Off: uint32(a.next), Len: uint32(n)}
 	a.next += n
 	return a, req, true, wait
+}
+
+// slowFactor: a piece is given up when its peer would take more than
+// slowFactor times as long to finish it as another peer of the download
+// that has it takes for a whole piece.
+const slowFactor = 8
+
+// yield gives back the pieces p should not keep. Once a loop of another
+// peer has waited in the budget's line for a quarter of RequestTimeout:
+// those past p's share of the budget (budget.shed), least advanced first,
+// and those p fetches far slower than another peer of this download would
+// (slower). In endgame, a piece that has maxAttempts attempts already, one
+// of them p's, when p is far slower than a peer that is not fetching it:
+// that peer could not take it otherwise. The bytes go to the line and the
+// pieces back to the picker, for another peer to take (p leaves them be
+// until its next have refresh). Otherwise a holder that answers just
+// inside RequestTimeout keeps its pieces' buffers for as long as it likes,
+// a few such holders starve every download on the node, and three of them
+// hold a download's last piece. dl.mu is held.
+func (dl *download) yield(p *peer) {
+	if len(p.attempts) == 0 {
+		return
+	}
+	b, patience := dl.d.budget, dl.d.cfg.RequestTimeout/4
+	starved := b.starved(p.id, patience)
+	crowded := false // a piece of p's has maxAttempts attempts
+	for i := range p.attempts {
+		crowded = crowded || dl.tries[i] >= maxAttempts
+	}
+	if !starved && !crowded {
+		return
+	}
+	now := time.Now()
+	as := slices.SortedFunc(maps.Values(p.attempts), func(x, y *attempt) int { return cmp.Compare(x.got, y.got) })
+	dropped := false
+	for _, a := range as {
+		switch {
+		case starved && b.shed(p.id, a.charged, patience):
+			a.charged = 0 // given back by shed
+		case (starved || dl.tries[a.piece] >= maxAttempts) && dl.slower(p, a, now):
+			p.gaveUp[a.piece] = true
+			b.markSlow(p.id)
+		default:
+			continue
+		}
+		dl.dropAttempt(p, a, true)
+		dropped = true
+	}
+	if dropped {
+		dl.signal()
+	}
+}
+
+// slower reports whether p would take far longer to finish a (at the rate
+// it has gone so far) than another peer of the download that has the piece
+// and is not fetching it takes for a whole one (at its pipeline's rate); a
+// peer not yet measured is taken to need RequestTimeout, so that it gets
+// its turn. dl.mu is held.
+func (dl *download) slower(p *peer, a *attempt, now time.Time) bool {
+	n := float64(dl.man.PieceLen(a.piece))
+	elapsed := now.Sub(a.start).Seconds()
+	left := math.Inf(1)
+	if a.got > 0 {
+		left = elapsed * (n - float64(a.got)) / float64(a.got)
+	}
+	for _, q := range dl.peers {
+		if q == p || !q.has.Has(a.piece) || q.attempts[a.piece] != nil {
+			continue
+		}
+		ref := dl.d.cfg.RequestTimeout.Seconds()
+		if q.rate > 0 {
+			ref = slowFactor * n / q.rate
+		}
+		if elapsed > ref && left > ref {
+			return true
+		}
+	}
+	return false
 }
 
 // endAttempt takes an attempt off its peer and cancels its requests; its
@@ -1598,7 +1696,7 @@ func (dl *download) dropAttempt(p *peer, a *attempt, owner bool) {
 
 // giveBack returns an attempt's buffer bytes to the budget, once.
 func (dl *download) giveBack(a *attempt) {
-	dl.d.budget.release(a.charged)
+	dl.d.budget.release(a.peer, a.charged)
 	a.charged = 0
 }
 
@@ -1634,6 +1732,7 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline) error {
 	r.a.got += int64(len(r.data))
 	dl.mu.Lock()
 	dl.rate.add(len(r.data), now)
+	p.rate = pipe.rate
 	n := dl.man.PieceLen(r.a.piece)
 	whole := r.a.got == n
 	ok := whole && dl.man.Verify(r.a.piece, buf[:n])
@@ -1695,6 +1794,7 @@ func (dl *download) commit(p *peer, a *attempt, data []byte) error {
 		dl.have.Set(a.piece)
 		dl.haveBytes += int64(len(data))
 		dl.sources[p.id] += int64(len(data))
+		dl.d.budget.clearSlow(p.id)
 		// Endgame: the other peers fetching this piece stop.
 		for _, q := range dl.peers {
 			if o := q.attempts[a.piece]; o != nil {
