@@ -188,13 +188,26 @@ func (c chordTrack) WAV() []byte {
 		freqs = append(freqs, 110*math.Pow(2, float64(notes[0]%12)/12)) // the bass
 		start := int(float64(b) * c.Beat * float64(c.Rate))
 		end := min(samples, int(float64(b+1)*c.Beat*float64(c.Rate)))
+		// Each note is a sine turned by a fixed rotation every sample,
+		// its overtones taken from it (sin 2w = 2 sin w cos w, sin 3w =
+		// 3 sin w - 4 sin³ w), and the decay a fixed factor a sample: no
+		// sin or exp a sample, which made the demo's start slow.
+		var rot, osc [4][2]float64 // cos and sin of each note's step and phase
+		for j, f := range freqs {
+			d := 2 * math.Pi * f / float64(c.Rate)
+			rot[j] = [2]float64{math.Cos(d), math.Sin(d)}
+			osc[j] = [2]float64{1, 0}
+		}
+		decay, fall := 1.0, math.Exp(-1.2/float64(c.Rate))
 		for s := start; s < end; s++ {
 			t := float64(s-start) / float64(c.Rate)
-			env := math.Min(1, t/0.02) * math.Exp(-t*1.2)
+			env := math.Min(1, t/0.02) * decay
+			decay *= fall
 			var v float64
-			for _, f := range freqs {
-				w := 2 * math.Pi * f * t
-				v += math.Sin(w) + 0.3*math.Sin(2*w) + 0.1*math.Sin(3*w)
+			for j := range freqs {
+				cw, sw := osc[j][0], osc[j][1]
+				v += sw + 0.3*2*sw*cw + 0.1*sw*(3-4*sw*sw)
+				osc[j] = [2]float64{cw*rot[j][0] - sw*rot[j][1], sw*rot[j][0] + cw*rot[j][1]}
 			}
 			binary.LittleEndian.PutUint16(data[2*s:], uint16(int16(v*env*4000)))
 		}

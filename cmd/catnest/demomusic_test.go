@@ -127,3 +127,45 @@ func TestChordNames(t *testing.T) {
 		t.Errorf("the chords of C major: %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+// TestChordWAVSamples checks the rendered chords against the sum of sines
+// they stand for, computed sample by sample with math.Sin and math.Exp:
+// WAV turns phases and multiplies a decay instead, and a drift in either
+// would put the tracks out of tune or out of time.
+func TestChordWAVSamples(t *testing.T) {
+	c := chordTrack{Title: "Turnaround", Artist: "Ann", Album: "Tests", Track: 1, Year: 2025,
+		Root: 7, Degrees: []int{2, 5, 1, 6}, Beat: 3, Secs: 30, Rate: 16000}
+	wav := c.WAV()
+	i := bytes.Index(wav, []byte("data"))
+	if i < 0 {
+		t.Fatal("no data chunk")
+	}
+	pcm := wav[i+8:]
+	if len(pcm) != 2*int(c.Secs)*c.Rate {
+		t.Fatalf("%d bytes of samples, want %d", len(pcm), 2*int(c.Secs)*c.Rate)
+	}
+	beat := int(c.Beat * float64(c.Rate))
+	worst := 0
+	for s := range len(pcm) / 2 {
+		b, k := s/beat, s%beat
+		notes := c.chord(c.Degrees[b%len(c.Degrees)])
+		freqs := []float64{110 * math.Pow(2, float64(notes[0]%12)/12)}
+		for _, n := range notes {
+			freqs = append(freqs, 220*math.Pow(2, float64(n)/12))
+		}
+		tt := float64(k) / float64(c.Rate)
+		var v float64
+		for _, f := range freqs {
+			w := 2 * math.Pi * f * tt
+			v += math.Sin(w) + 0.3*math.Sin(2*w) + 0.1*math.Sin(3*w)
+		}
+		want := int(int16(v * math.Min(1, tt/0.02) * math.Exp(-tt*1.2) * 4000))
+		got := int(int16(uint16(pcm[2*s]) | uint16(pcm[2*s+1])<<8))
+		if d := max(got-want, want-got); d > worst {
+			worst = d
+		}
+	}
+	if worst > 1 {
+		t.Errorf("a sample is %d off the sum of sines, want at most 1", worst)
+	}
+}

@@ -513,17 +513,18 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 		if port != 0 {
 			addr = net.JoinHostPort(host, strconv.Itoa(port+i))
 		}
-		// Each node shares sample files of its own, so that the Files
-		// view has a gallery out of the box.
-		shared := filepath.Join(data, name, "shared")
-		if _, err := writeDemoFiles(shared, name); err != nil {
-			return fmt.Errorf("demo node %s: %w", name, err)
+		if ctx.Err() != nil {
+			break // stopped while starting: the deferred wg.Wait stops those started
 		}
-		// And music of its own, so that the Music view plays out of the
-		// box: a part of the library no other node holds.
-		library := filepath.Join(data, name, "library")
-		if _, err := writeDemoMusic(library, name, i, len(demoNames)); err != nil {
-			return fmt.Errorf("demo node %s: %w", name, err)
+		// Each node shares sample files of its own, so that the Files
+		// view has a gallery out of the box, and music of its own, so
+		// that the Music view plays: a part of the library no other node
+		// holds. writeDemoContent fills the folders once all run.
+		shared, library := demoDirs(data, name)
+		for _, d := range []string{shared, library} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("demo node %s: %w", name, err)
+			}
 		}
 		n, err := newNode(ServeConfig{
 			Data: filepath.Join(data, name), HTTP: addr, SignalURL: signalURL, SignalKey: scfg.Key,
@@ -542,8 +543,16 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 			}
 		})
 	}
+	if ctx.Err() != nil {
+		return demoStopped(&wg, errc)
+	}
 	fmt.Fprintf(stdout, "Open a web UI above, or chat from a terminal: catnest chat --node %s --data %s lobby\nPress Ctrl-C to stop.\n",
 		"http://"+displayHost(nodes[0].ln.Addr()), filepath.Join(data, names[0]))
+	wg.Go(func() {
+		if err := writeDemoContent(ctx, data, demoNames); err != nil && ctx.Err() == nil {
+			log.Warn("demo content", "err", err)
+		}
+	})
 	wg.Go(func() {
 		if err := demoLobby(ctx, nodes); err != nil && ctx.Err() == nil {
 			log.Warn("demo lobby", "err", err)
@@ -558,7 +567,12 @@ func Demo(ctx context.Context, cfg DemoConfig, stdout io.Writer) error {
 		log.Warn("demo live room", "err", err)
 	}
 	<-ctx.Done()
-	cancel()
+	return demoStopped(&wg, errc)
+}
+
+// demoStopped waits for the demo's parts to stop, once its ctx ended, and
+// returns the errors its nodes reported.
+func demoStopped(wg *sync.WaitGroup, errc chan error) error {
 	wg.Wait()
 	close(errc)
 	var all []error

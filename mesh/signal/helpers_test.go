@@ -92,6 +92,12 @@ func startServer(t *testing.T, cfg ServerConfig, addr string) *testServer {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	return serveListener(t, cfg, ln)
+}
+
+// serveListener runs a Server for cfg on ln until the test ends.
+func serveListener(t *testing.T, cfg ServerConfig, ln net.Listener) *testServer {
+	t.Helper()
 	s := NewServer(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -134,13 +134,33 @@ async function probe() {
   document.documentElement.dataset.probed = 'true';
 }
 
+// navLinks keeps each view's nav link. The nav is drawn again whenever a
+// probe finds a view, the route or the language changes, which can fall
+// between the press and the release of a user's click: a link replaced
+// then takes the click with it, so the links stay the same elements and
+// only those that come or go are moved.
+const navLinks = new Map();
+
 function renderNav() {
-  $('#nav').replaceChildren(...views.filter((v) => shown.has(v)).map((v) => h('a', {
-    href: `#/${v.id}`,
-    class: 'nav-link',
-    dataset: { view: v.id },
-    'aria-current': current && current.view === v ? 'page' : null,
-  }, t(v.title))));
+  const links = views.filter((v) => shown.has(v)).map((v) => {
+    let a = navLinks.get(v);
+    if (!a) {
+      a = h('a', { href: `#/${v.id}`, class: 'nav-link', dataset: { view: v.id } });
+      navLinks.set(v, a);
+    }
+    const title = t(v.title);
+    if (a.textContent !== title) a.textContent = title;
+    if (current && current.view === v) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+    return a;
+  });
+  const nav = $('#nav');
+  for (const a of [...nav.children]) {
+    if (!links.includes(a)) a.remove();
+  }
+  links.forEach((a, i) => {
+    if (nav.children[i] !== a) nav.insertBefore(a, nav.children[i] || null);
+  });
 }
 
 // ---- start ----
