@@ -625,15 +625,19 @@ func (b *broadcaster) tick(now time.Time) {
 			continue
 		}
 		if busy(ms, a) {
-			if a, ok = idleAnnouncer(ms, r, busy); !ok {
+			next, ok := idleAnnouncer(ms, r, busy)
+			if !ok {
 				// While it waits for another peer it holds no window:
 				// two messages asked of two peers in turn could
 				// otherwise each wait for the other's window for ever.
+				// Waiting for the peer it is asked of (its queue full),
+				// it keeps its place in that peer's window.
 				if ms.asked != a {
 					b.unask(ms)
 				}
 				continue
 			}
+			a = next
 		}
 		p := b.peers[a]
 		ms.grafted++
