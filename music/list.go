@@ -1,7 +1,6 @@
 package music
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -118,70 +117,21 @@ func (e entry) check() error {
 	return nil
 }
 
-// wirePage is a page as it travels.
-type wirePage struct {
-	Version uint64  `json:"v"`
-	Entries []entry `json:"e"`
-	More    bool    `json:"m,omitempty"`
+// pages encodes and decodes the list's pages and the requests for them.
+var pages = reslist.JSONPages[entry]{
+	MaxEntries: MaxPage,
+	MaxBytes:   MaxPageSize,
+	Err:        ErrBadPage,
+	Key:        entryKey,
+	Check:      func(e entry) error { return e.check() },
 }
 
-func encodePage(p reslist.Page[entry]) ([]byte, error) {
-	if len(p.Entries) > MaxPage {
-		return nil, fmt.Errorf("%w: %d entries in a page", ErrBadPage, len(p.Entries))
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(wirePage{Version: p.Version, Entries: p.Entries, More: p.More}); err != nil {
-		return nil, err
-	}
-	if buf.Len() > MaxPageSize {
-		return nil, fmt.Errorf("%w: page of %d bytes", ErrBadPage, buf.Len())
-	}
-	return buf.Bytes(), nil
-}
+func encodePage(p reslist.Page[entry]) ([]byte, error) { return pages.EncodePage(p) }
 
 // decodePage decodes a page from a peer: bounded in bytes and entries,
 // every entry checked, in strictly increasing MD5 order.
-func decodePage(b []byte) (reslist.Page[entry], error) {
-	if len(b) > MaxPageSize {
-		return reslist.Page[entry]{}, fmt.Errorf("%w: page of %d bytes", ErrBadPage, len(b))
-	}
-	var w wirePage
-	if err := json.Unmarshal(b, &w); err != nil {
-		return reslist.Page[entry]{}, fmt.Errorf("%w: %v", ErrBadPage, err)
-	}
-	if len(w.Entries) > MaxPage {
-		return reslist.Page[entry]{}, fmt.Errorf("%w: %d entries in a page", ErrBadPage, len(w.Entries))
-	}
-	for i, e := range w.Entries {
-		if err := e.check(); err != nil {
-			return reslist.Page[entry]{}, err
-		}
-		if i > 0 && reslist.CompareKey(w.Entries[i-1].ID, e.ID) >= 0 {
-			return reslist.Page[entry]{}, fmt.Errorf("%w: entries out of order", ErrBadPage)
-		}
-	}
-	return reslist.Page[entry]{Version: w.Version, Entries: w.Entries, More: w.More}, nil
-}
+func decodePage(b []byte) (reslist.Page[entry], error) { return pages.DecodePage(b) }
 
-const listReqSize = 16 + 2
+func encodeListReq(after reslist.Key, limit int) []byte { return pages.EncodeRequest(after, limit) }
 
-func encodeListReq(after reslist.Key, limit int) []byte {
-	b := make([]byte, listReqSize)
-	copy(b, after[:])
-	binary.BigEndian.PutUint16(b[16:], uint16(limit))
-	return b
-}
-
-func decodeListReq(p []byte) (after reslist.Key, limit int, err error) {
-	if len(p) != listReqSize {
-		return after, 0, fmt.Errorf("%w: list request of %d bytes", ErrBadPage, len(p))
-	}
-	copy(after[:], p)
-	limit = int(binary.BigEndian.Uint16(p[16:]))
-	if limit == 0 || limit > MaxPage {
-		return after, 0, fmt.Errorf("%w: list limit %d (1 to %d)", ErrBadPage, limit, MaxPage)
-	}
-	return after, limit, nil
-}
+func decodeListReq(p []byte) (reslist.Key, int, error) { return pages.DecodeRequest(p) }
