@@ -416,7 +416,15 @@ func TestServerBadInput(t *testing.T) {
 
 func TestServerSlowReader(t *testing.T) {
 	checkGoroutines(t)
-	s := startServer(t, testConfig(), "")
+	// Small kernel send buffers: otherwise bob's queue (megabytes) can fit
+	// in the loopback socket's buffers, the server's writes never block,
+	// and nothing shows that a write that does not end drops him.
+	lc := net.ListenConfig{Control: smallSendBuffer}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveListener(t, testConfig(), ln)
 	a := connectOpen(t, s.url, "k1", "alice")
 	// bob registers and then never reads again.
 	slow := dialRaw(t, s.url, url.Values{"key": {"k1"}, "id": {"bob"}, "token": {"t"}}, false)
