@@ -305,3 +305,32 @@ func TestHubUpstreamAndOutputsConcurrently(t *testing.T) {
 	})
 	h.close()
 }
+
+// fuzzKeyframe checks one detector on any bytes: it never panics, never
+// keeps the bytes it is given, and a one-packet frame is cached only when
+// the detector found a start and every part of a keyframe of its codec.
+func fuzzKeyframe(f *testing.F, kc *keyframeCodec) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		start, has := kc.scan(b)
+		if kc == h264Keys && start && has&(partSPS|partIDR) == 0 {
+			t.Fatalf("H.264 start with neither SPS nor IDR: %b", has)
+		}
+		var c keyCache
+		c.add(kc, &rtp.Packet{Header: rtp.Header{Marker: true}, Payload: b})
+		cached := len(c.key) == 1
+		if cached != (start && has&kc.need == kc.need) {
+			t.Fatalf("cached %v, start %v, parts %b of %b", cached, start, has, kc.need)
+		}
+		if cached && len(b) > 0 {
+			b[0] ^= 0xff
+			if bytes.Equal(c.key[0].Payload, b) {
+				t.Fatal("the cache keeps the caller's bytes")
+			}
+		}
+	})
+}
+
+func FuzzKeyframeVP8(f *testing.F)  { fuzzKeyframe(f, vp8Keys) }
+func FuzzKeyframeVP9(f *testing.F)  { fuzzKeyframe(f, vp9Keys) }
+func FuzzKeyframeAV1(f *testing.F)  { fuzzKeyframe(f, av1Keys) }
+func FuzzKeyframeH264(f *testing.F) { fuzzKeyframe(f, h264Keys) }
