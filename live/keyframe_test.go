@@ -2,6 +2,7 @@ package live
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh/meshtest"
 )
 
 // Codecs of the fixtures in testdata/keyframes (make.sh there), as the
@@ -334,3 +336,153 @@ func FuzzKeyframeVP8(f *testing.F)  { fuzzKeyframe(f, vp8Keys) }
 func FuzzKeyframeVP9(f *testing.F)  { fuzzKeyframe(f, vp9Keys) }
 func FuzzKeyframeAV1(f *testing.F)  { fuzzKeyframe(f, av1Keys) }
 func FuzzKeyframeH264(f *testing.F) { fuzzKeyframe(f, h264Keys) }
+
+// clipPublisher is a WHIP client that sends an encoded clip's frames as
+// video only: interframes (1, 2 and 4, again and again) and one keyframe
+// (frame 0) when asked. It ignores keyframe requests, like an encoder
+// with a long keyframe interval.
+type clipPublisher struct {
+	pc      *webrtc.PeerConnection
+	track   *webrtc.TrackLocalStaticRTP
+	key     [][]byte   // the keyframe's payloads
+	inter   [][][]byte // the interframes' payloads
+	sendKey chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func newClipPublisher(t *testing.T, fx fixture) (*clipPublisher, string) {
+	t.Helper()
+	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &clipPublisher{pc: pc, sendKey: make(chan struct{}, 1), stop: make(chan struct{})}
+	t.Cleanup(func() { close(p.stop); pc.Close(); p.wg.Wait() })
+	pay := fx.payloader()
+	for i, fr := range fx.frames {
+		pls := pay(1200, fr)
+		switch {
+		case i == 0:
+			p.key = pls
+		case !keyframeIndexes[i]:
+			p.inter = append(p.inter, pls)
+		}
+	}
+	if p.track, err = webrtc.NewTrackLocalStaticRTP(fx.codec, "video", "pub"); err != nil {
+		t.Fatal(err)
+	}
+	snd, err := pc.AddTransceiverFromTrack(p.track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.wg.Go(func() {
+		for {
+			if _, _, err := snd.Sender().ReadRTCP(); err != nil {
+				return
+			}
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, gathered(t, pc, offer)
+}
+
+func (p *clipPublisher) start(t *testing.T, answer string) {
+	t.Helper()
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		t.Fatal(err)
+	}
+	p.wg.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		var seq uint16
+		var ts uint32
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			pls := p.inter[i%len(p.inter)]
+			select {
+			case <-p.sendKey:
+				pls = p.key
+			default:
+			}
+			for k, pl := range pls {
+				_ = p.track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: k == len(pls)-1}, Payload: pl})
+				seq++
+			}
+			ts += 3000
+		}
+	})
+}
+
+// TestKeyframeCacheCodecsRelayed: for VP9, AV1 and H.264 rooms (VP8 is
+// TestNewViewerGetsKeyframe's), the publisher sends one keyframe of a
+// real clip and then only interframes; a viewer that joins later on
+// another node (host → relay → viewer, over pion connections) gets that
+// keyframe whole before anything else, from the relays' caches.
+func TestKeyframeCacheCodecsRelayed(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	nw := meshtest.NewNetwork()
+	a := newTNode(t, nw, "a", testConfig(3))
+	b := newTNode(t, nw, "b", testConfig(3))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, fx := range fixtures(t)[1:4] { // VP9, AV1, H.264
+		t.Run(fx.name, func(t *testing.T) {
+			room, err := a.svc.Create(ctx, fx.name, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.svc.End(ctx, room.ID)
+			pub, offer := newClipPublisher(t, fx)
+			ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub.start(t, ans)
+			waitRoom(t, room.ID, a, b)
+			a.svc.mu.Lock()
+			hub := a.svc.rooms[room.ID].hub
+			a.svc.mu.Unlock()
+			testutil.WaitFor(t, 30*time.Second, "media at the host", func() bool { return hub.packetsIn.Load() > 30 })
+			pub.sendKey <- struct{}{}
+			testutil.WaitFor(t, 30*time.Second, "the host forwarding well past the keyframe", func() bool {
+				hub.vmu.Lock()
+				defer hub.vmu.Unlock()
+				return len(hub.keys.key) > 0 && hub.lastSeq-hub.keys.key[0].SequenceNumber > 100
+			})
+			var mu sync.Mutex
+			var first [][]byte
+			v, offer := newViewer(t)
+			v.onVideo = func(p *rtp.Packet) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(first) < len(pub.key) {
+					first = append(first, bytes.Clone(p.Payload))
+				}
+			}
+			ans, _, err = b.svc.Watch(ctx, room.ID, offer)
+			if err != nil {
+				t.Fatalf("watch on b: %v", err)
+			}
+			v.answer(t, ans)
+			testutil.WaitFor(t, 30*time.Second, "video at b's viewer", func() bool { return v.video.Load() > uint64(len(pub.key))+20 })
+			mu.Lock()
+			defer mu.Unlock()
+			for k := range pub.key {
+				if !bytes.Equal(first[k], pub.key[k]) {
+					t.Fatalf("video packet %d of %d at b's viewer is not the keyframe's", k, len(pub.key))
+				}
+			}
+			if ti, _ := b.svc.Tree(room.ID); ti.Parent != a.node.ID() {
+				t.Fatalf("b's tree %+v: want a as parent", ti)
+			}
+		})
+	}
+}
