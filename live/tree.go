@@ -120,7 +120,11 @@ type childLink struct {
 	out     *output
 	dc      *webrtc.DataChannel
 	viewers int
-	timer   *time.Timer // drops the child if it does not answer
+	// timer drops the child if it does not answer, and then if its
+	// connection is not up within Config.AttachTimeout of its answer.
+	timer *time.Timer
+	// up is set once its connection is up and forwarding started.
+	up atomic.Bool
 }
 
 // treeMsg is a message on the tree data channel: the parent sends its
@@ -163,6 +167,9 @@ func (rs *roomState) closeLocked() []*webrtc.PeerConnection {
 	}
 	for _, c := range rs.children {
 		pcs = append(pcs, c.pc)
+		if c.timer != nil {
+			c.timer.Stop()
+		}
 	}
 	for _, v := range rs.viewers {
 		pcs = append(pcs, v.pc)
@@ -399,6 +406,17 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 	rs.reserved--
 	added = true
 	up := c.pc.ConnectionState() == webrtc.PeerConnectionStateConnected
+	// A child that answered holds a place of the fanout; one whose
+	// connection never comes up (a hostile peer, or one that cannot reach
+	// this node) would hold it until ICE gives up on it, which takes
+	// several times ParentSilence, or for ever when ICE connects and DTLS
+	// never does. It has the attach timeout, as it gives its parent.
+	c.timer = time.AfterFunc(s.cfg.AttachTimeout, func() {
+		if !c.up.Load() {
+			s.log.Debug("child never came up", "room", c.room, "child", from.Short())
+			s.dropChild(c)
+		}
+	})
 	s.mu.Unlock()
 	if up {
 		s.startChild(c)
@@ -414,8 +432,18 @@ func (s *Service) startChild(c *childLink) {
 	rs := s.rooms[c.room]
 	ok := rs != nil && rs.children[c.id] == c
 	s.mu.Unlock()
-	if ok {
-		rs.hub.start(c.out)
+	if !ok {
+		return
+	}
+	rs.hub.start(c.out)
+	c.up.Store(true)
+	// A child dropped meanwhile took its output away before the start
+	// added it: take it away again, or the hub forwards to it for ever.
+	s.mu.Lock()
+	gone := rs.children[c.id] != c
+	s.mu.Unlock()
+	if gone {
+		rs.hub.removeOutput(c.out)
 	}
 }
 
@@ -430,6 +458,7 @@ func (s *Service) dropChild(c *childLink) {
 	delete(rs.children, c.id)
 	rs.hub.removeOutput(c.out)
 	s.mu.Unlock()
+	c.timer.Stop()
 	go c.pc.Close()
 	s.log.Debug("child left", "room", c.room, "child", c.id.Short())
 	s.reportViewers(c.room)
