@@ -126,3 +126,45 @@ func TestChildDroppedWhileStartingLeavesNoOutput(t *testing.T) {
 		t.Fatalf("the hub forwards to %d outputs after its only child was dropped", n)
 	}
 }
+
+// TestViewerStoppedWhileStartingLeavesNoOutput: the same for a WHEP
+// viewer whose session ends as its connection comes up.
+func TestViewerStoppedWhileStartingLeavesNoOutput(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	nw := meshtest.NewNetwork()
+	a := newTNode(t, nw, "a", testConfig(3))
+	rs := newRoomState("r", true, time.Second)
+	gen := rs.hub.upstream(1, nil)
+	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
+	pc, err := a.svc.media.newPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	out, err := rs.hub.addOutput(pc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &session{id: newSessionID(viewerSession), room: rs.id, pc: pc, out: out}
+	a.svc.mu.Lock()
+	a.svc.rooms[rs.id] = rs
+	rs.viewers[ss.id] = ss
+	a.svc.sessions[ss.id] = ss
+	a.svc.mu.Unlock()
+
+	rs.hub.vmu.Lock()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.svc.startViewer(rs, ss) })
+	testutil.WaitFor(t, 30*time.Second, "the start waiting inside the hub", func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "(*hub).attachOutput")
+	})
+	if err := a.svc.Stop(rs.id, ss.id); err != nil {
+		t.Fatal(err)
+	}
+	rs.hub.vmu.Unlock()
+	wg.Wait()
+	if n := len(*rs.hub.outs.Load()); n != 0 {
+		t.Fatalf("the hub forwards to %d outputs after its only viewer stopped", n)
+	}
+}
