@@ -11,6 +11,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
 
@@ -166,5 +167,92 @@ func TestViewerStoppedWhileStartingLeavesNoOutput(t *testing.T) {
 	wg.Wait()
 	if n := len(*rs.hub.outs.Load()); n != 0 {
 		t.Fatalf("the hub forwards to %d outputs after its only viewer stopped", n)
+	}
+}
+
+// TestReattachTriesSilentParentLast: a node x advertises the room at the
+// top of the tree with places to spare and, once it took a child, sends
+// it nothing. c tries x first, gives it up after the attach timeout and
+// attaches to the relay g. When c has to attach again (its parent gone),
+// it tries g before x, instead of losing another attach timeout to x.
+func TestReattachTriesSilentParentLast(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	cfg := testConfig(1)
+	cfg.AttachTimeout = 2 * time.Second
+	nw := meshtest.NewNetwork()
+	a := newTNode(t, nw, "a", cfg)
+	gcfg := cfg
+	gcfg.Fanout = 3
+	g := newTNode(t, nw, "g", gcfg)
+	xcfg := cfg
+	xcfg.Fanout = 8
+	x := newTNode(t, nw, "x", xcfg)
+	c := newTNode(t, nw, "c", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	room, err := a.svc.Create(ctx, "silent parent again", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, offer := newPublisher(t)
+	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.start(t, ans)
+	waitRoom(t, room.ID, a, g, x, c)
+	vg, _ := watch(t, g, room.ID) // a's one place goes to g
+	waitMedia(t, vg, "media at g")
+
+	// x claims to carry the room at depth 0 with room to spare, but has
+	// no media for it; it counts the attaches c asks of it.
+	rs := newRoomState(room.ID, true, time.Second)
+	gen := rs.hub.upstream(1, nil)
+	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
+	x.svc.mu.Lock()
+	x.svc.rooms[rs.id] = rs
+	x.svc.mu.Unlock()
+	var asked sync.Mutex
+	attaches := 0
+	x.node.Handle(treeProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		var req treeReq
+		if _, err := open(m.Payload, maxTreeMsg, treeContext, &req); err == nil && req.Op == opAttach && m.From == c.node.ID() {
+			asked.Lock()
+			attaches++
+			asked.Unlock()
+		}
+		return x.svc.serveTree(ctx, m)
+	}))
+	testutil.WaitFor(t, 30*time.Second, "c seeing x first, then g, as candidates", func() bool {
+		cs := c.svc.candidates(room.ID, a.node.ID())
+		return len(cs) >= 2 && cs[0] == x.node.ID() && cs[1] == g.node.ID()
+	})
+	v, _ := watch(t, c, room.ID)
+	waitMedia(t, v, "media at c's viewer")
+	parentOfC := func() *parentLink {
+		c.svc.mu.Lock()
+		defer c.svc.mu.Unlock()
+		return c.svc.rooms[room.ID].parent
+	}
+	first := parentOfC()
+	if first == nil || first.id != g.node.ID() {
+		t.Fatal("c is not g's child")
+	}
+	// c loses g and attaches again.
+	c.svc.mu.Lock()
+	crs := c.svc.rooms[room.ID]
+	c.svc.mu.Unlock()
+	c.svc.lostParent(crs, first)
+	testutil.WaitFor(t, 60*time.Second, "c attached again", func() bool {
+		c.svc.mu.Lock()
+		defer c.svc.mu.Unlock()
+		rs := c.svc.rooms[room.ID]
+		return rs.parent != nil && rs.parent != first && !rs.attaching
+	})
+	waitMedia(t, v, "media at c's viewer again")
+	asked.Lock()
+	defer asked.Unlock()
+	if attaches != 1 {
+		t.Fatalf("c asked x to take it %d times; after x sent nothing once, c should try g first", attaches)
 	}
 }

@@ -97,6 +97,32 @@ type roomState struct {
 	// nodesBelow is how many nodes the directory shows carrying the room
 	// deeper than this node: the bound of its subtree's size.
 	nodesBelow int
+	// noMedia holds the parents that took this node and sent no media
+	// (or went) within the attach timeout, and when: an attach tries them
+	// last for a while, so that one node that advertises the room and
+	// never delivers it (broken or hostile) does not cost every re-attach
+	// an attach timeout.
+	noMedia map[mesh.ID]time.Time
+}
+
+// Bounds of roomState.noMedia.
+const (
+	noMediaFor = time.Minute
+	maxNoMedia = 64
+)
+
+// noMediaLocked records that p took this node and sent nothing; s.mu is
+// held.
+func (rs *roomState) noMediaLocked(p mesh.ID, now time.Time) {
+	if rs.noMedia == nil {
+		rs.noMedia = map[mesh.ID]time.Time{}
+	}
+	for id, t := range rs.noMedia {
+		if now.Sub(t) >= noMediaFor || len(rs.noMedia) >= maxNoMedia {
+			delete(rs.noMedia, id)
+		}
+	}
+	rs.noMedia[p] = now
 }
 
 type parentLink struct {
@@ -654,6 +680,13 @@ func (s *Service) attach(ctx context.Context, rs *roomState) error {
 	host := e.room.Host
 	s.mu.Unlock()
 	queue := s.candidates(rs.id, host)
+	// Parents that recently sent nothing go last, in their order.
+	s.mu.Lock()
+	now := time.Now()
+	bad := func(id mesh.ID) bool { t, ok := rs.noMedia[id]; return ok && now.Sub(t) < noMediaFor }
+	good := slices.DeleteFunc(slices.Clone(queue), bad)
+	queue = append(good, slices.DeleteFunc(queue, func(id mesh.ID) bool { return !bad(id) })...)
+	s.mu.Unlock()
 	tried := map[mesh.ID]bool{s.node.ID(): true}
 	var errs []error
 	for len(queue) > 0 && len(tried) < 64 {
@@ -794,12 +827,16 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 	select {
 	case <-pl.flowing:
 	case <-pl.lost:
+		s.mu.Lock()
+		rs.noMediaLocked(p, time.Now())
+		s.mu.Unlock()
 		return nil, fmt.Errorf("live: %s went before any media came", p.Short())
 	case <-ctx.Done():
 		s.mu.Lock()
 		if rs.parent == pl {
 			rs.parent, rs.parentDC, rs.path = nil, nil, nil
 		}
+		rs.noMediaLocked(p, time.Now())
 		s.mu.Unlock()
 		s.changed()
 		return nil, fmt.Errorf("live: no media from %s: %w", p.Short(), ctx.Err())
