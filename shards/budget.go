@@ -111,6 +111,22 @@ func (b *budget) shareLocked() int64 {
 	return b.limit / int64(max(n, peerShare))
 }
 
+// tryMore takes n more bytes for w's peer only if they fit now, no one
+// waits in line and the peer stays within its share; it never puts w in
+// line. The further pieces of a span are taken so (download.span): worth
+// having, not worth waiting for.
+func (b *budget) tryMore(w *budgetWaiter, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.line) > 0 || b.used+n > b.limit || b.byPeer[w.peer]+n > b.shareLocked() {
+		return false
+	}
+	b.used += n
+	b.byPeer[w.peer] += n
+	b.peak = max(b.peak, b.used)
+	return true
+}
+
 // othersWaitLocked reports whether a loop of another peer than peer has
 // waited in line for patience or more at now; b.mu is held.
 func (b *budget) othersWaitLocked(peer mesh.ID, patience time.Duration, now time.Time) bool {
