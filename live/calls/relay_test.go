@@ -342,3 +342,110 @@ func TestHostileRelay(t *testing.T) {
 		t.Fatalf("b heard %+v", evs)
 	}
 }
+
+// TestRelayTurns: what a node passes on to one next hop is taken in turns
+// by neighbour and, within a neighbour, by sender, each within its bound:
+// a sender that floods, and a neighbour that makes up thousands of
+// senders, fill only their own part, and the others' messages go out
+// among the first.
+func TestRelayTurns(t *testing.T) {
+	ids := make([]mesh.ID, 8)
+	for i := range ids {
+		id, err := mesh.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id.ID
+	}
+	hop, p1, p2, p3, flooder, honest1, honest2 := ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6]
+	r := newRelay()
+	msg := make([]byte, 1000)
+	floodTaken := 0
+	for range 10000 {
+		if r.push(hop, &relayItem{b: msg, prev: p1, by: flooder}) {
+			floodTaken++
+		}
+	}
+	mintedTaken := 0
+	for i := range 10000 {
+		if r.push(hop, &relayItem{b: msg, prev: p3, by: mesh.ID(fmt.Sprintf("minted%d", i))}) {
+			mintedTaken++
+		}
+	}
+	const honest = 20
+	for range honest {
+		if !r.push(hop, &relayItem{b: msg, prev: p1, by: honest1}) || !r.push(hop, &relayItem{b: msg, prev: p2, by: honest2}) {
+			t.Fatal("an honest sender's message was refused beside a flood")
+		}
+	}
+	if max := maxLaneBytes / (len(msg) + queuedOverhead); floodTaken > max {
+		t.Fatalf("a flooding sender queued %d messages, bound %d", floodTaken, max)
+	}
+	if max := maxPrevBytes / (len(msg) + queuedOverhead); mintedTaken > max {
+		t.Fatalf("a neighbour's made-up senders queued %d messages, bound %d", mintedTaken, max)
+	}
+	// p1's turns alternate between the flooder and honest1, and p1, p2
+	// and p3 take turns: every honest message is among the first
+	// 2*3*honest sent.
+	left := 2 * honest
+	sent := 0
+	for left > 0 {
+		it := r.pop(hop)
+		if it == nil {
+			t.Fatalf("queue empty with %d honest messages unsent", left)
+		}
+		sent++
+		if it.by == honest1 || it.by == honest2 {
+			left--
+		}
+	}
+	if sent > 2*3*honest {
+		t.Fatalf("the honest messages went out among the first %d, want at most %d", sent, 2*3*honest)
+	}
+	for r.pop(hop) != nil {
+	}
+	if q := r.queued(); q != 0 || len(r.perPrev) != 0 || len(r.hops) != 0 {
+		t.Fatalf("drained relay holds %d bytes, %d neighbours, %d hops", q, len(r.perPrev), len(r.hops))
+	}
+	t.Logf("flood: %d of 10000 queued; made-up senders: %d of 10000; honest out among the first %d", floodTaken, mintedTaken, sent)
+}
+
+// TestServingTurns: the routed calls addressed to this node are served in
+// turns by sender, at most maxServingPerSender of one sender at once, and
+// a sender that floods queues only up to its bound.
+func TestServingTurns(t *testing.T) {
+	var c serving
+	mk := func(from string) *envelope {
+		return &envelope{Path: []mesh.ID{mesh.ID(from), "m", "d"}, Body: make([]byte, 1000)}
+	}
+	flooded := 0
+	for range 10000 {
+		if c.add(mk("flooder")) {
+			flooded++
+		}
+	}
+	if max := maxServingQueuePerSender / (1000 + queuedOverhead); flooded > max {
+		t.Fatalf("a flooding sender queued %d calls, bound %d", flooded, max)
+	}
+	const others = 50
+	for i := range others {
+		if !c.add(mk(fmt.Sprintf("honest%d", i))) {
+			t.Fatal("an honest sender's call was refused beside a flood")
+		}
+	}
+	running := map[mesh.ID]int{}
+	got := 0
+	for e := c.take(""); e != nil; e = c.take("") {
+		running[e.Path[0]]++
+		if e.Path[0] != "flooder" {
+			got++
+		}
+	}
+	if running["flooder"] != maxServingPerSender || got != others {
+		t.Fatalf("served at once: %d of the flooder's (bound %d), %d of %d others'", running["flooder"], maxServingPerSender, got, others)
+	}
+	// One of the flooder's calls ends: the next is the flooder's own.
+	if e := c.take("flooder"); e == nil || e.Path[0] != "flooder" {
+		t.Fatalf("after a flooder's call ended: %+v", e)
+	}
+}
