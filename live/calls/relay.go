@@ -111,8 +111,6 @@ type relay struct {
 	perPrev map[mesh.ID]int
 	// kick wakes Serve to start a drainer for a queue that has none.
 	kick chan struct{}
-	// dropped counts the messages dropped for full queues, for tests.
-	dropped int64
 }
 
 func newRelay() *relay {
@@ -126,7 +124,6 @@ func (r *relay) push(hop mesh.ID, it *relayItem) bool {
 	defer r.mu.Unlock()
 	n := it.size()
 	if r.bytes+n > maxRelayBytes || r.perPrev[it.prev]+n > maxPrevBytes {
-		r.dropped++
 		return false
 	}
 	q := r.hops[hop]
@@ -145,7 +142,6 @@ func (r *relay) push(hop mesh.ID, it *relayItem) bool {
 		senders.add(it.by, l)
 	}
 	if l.bytes+n > maxLaneBytes { // never a new lane: a message is smaller
-		r.dropped++
 		return false
 	}
 	l.items = append(l.items, it)
