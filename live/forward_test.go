@@ -27,80 +27,7 @@ import (
 func TestForwardMemory(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const outputs, packets = 3, 3000
-	nw := meshtest.NewNetwork()
-	a := newTNode(t, nw, "a", testConfig(3))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	room, err := a.svc.Create(ctx, "forward", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := plainPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans}); err != nil {
-		t.Fatal(err)
-	}
-	// One payload buffer and one packet for the whole test: the sender
-	// allocates nothing per packet either, so that what is measured is
-	// the node's forwarding (and the pion stacks at both ends).
-	var seq uint16
-	payload := make([]byte, 1000)
-	payload[0] = 0x10 // VP8 descriptor: start of partition 0
-	payload[1] = 0x01 // P bit: an interframe, which the keyframe cache passes by
-	var pkt rtp.Packet
-	send := func() {
-		pkt.Header = rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 90, Marker: true}
-		pkt.Payload = payload
-		_ = pub.video.WriteRTP(&pkt)
-		seq++
-	}
-	// Until the viewers are up, a slow stream makes the room live (both
-	// of the publisher's tracks, so that the node expects no more).
-	warm := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-warm:
-				return
-			case <-tick.C:
-				send()
-				_ = pub.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: []byte{0xfc}})
-			}
-		}
-	})
-	logs := make([]*seqLog, outputs)
-	vs := make([]*viewer, outputs)
-	for i := range vs {
-		v, offer := newViewer(t)
-		l := newSeqLog()
-		logs[i] = l
-		v.reuse = true
-		v.onVideo = func(p *rtp.Packet) { l.mark(p.SequenceNumber) }
-		ans, _, err := a.svc.Watch(ctx, room.ID, offer)
-		if err != nil {
-			close(warm)
-			wg.Wait()
-			t.Fatal(err)
-		}
-		v.answer(t, ans)
-		vs[i] = v
-	}
-	testutil.WaitFor(t, 30*time.Second, "video at every viewer", func() bool {
-		for _, v := range vs {
-			if v.video.Load() < 5 {
-				return false
-			}
-		}
-		return true
-	})
-	close(warm)
-	wg.Wait()
+	send, logs := forwardSetup(t, outputs)
 
 	// Phase one fills the outputs' NACK histories; phase two runs with
 	// them full, as a stream does for all but its first seconds.
@@ -108,11 +35,11 @@ func TestForwardMemory(t *testing.T) {
 	runtime.GC()
 	runtime.GC() // and the pools' victims
 	runtime.ReadMemStats(&m0)
-	burst(t, send, logs, uint64(seq), 2000)
+	burst(t, send, logs, 2000)
 	runtime.GC()
 	runtime.GC() // and the pools' victims
 	runtime.ReadMemStats(&m1)
-	burst(t, send, logs, uint64(seq), packets)
+	burst(t, send, logs, packets)
 	runtime.GC()
 	runtime.GC() // and the pools' victims
 	runtime.ReadMemStats(&m2)
@@ -139,14 +66,101 @@ func TestForwardMemory(t *testing.T) {
 	}
 }
 
+// forwardSetup makes a node hosting a room, a WHIP publisher and outputs
+// WHEP viewers on the node, and returns once every viewer gets video. send
+// sends the next video packet (an interframe of 1000 bytes, one buffer
+// for all); logs record what each viewer got.
+func forwardSetup(t testing.TB, outputs int) (send func() uint64, logs []*seqLog) {
+	t.Helper()
+	nw := meshtest.NewNetwork()
+	a := newTNode(t, nw, "a", testConfig(3))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	room, err := a.svc.Create(ctx, "forward", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, offer := plainPublisher(t)
+	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans}); err != nil {
+		t.Fatal(err)
+	}
+	// One payload buffer and one packet for the whole test: the sender
+	// allocates nothing per packet either, so that what is measured is
+	// the node's forwarding (and the pion stacks at both ends).
+	var seq uint16
+	payload := make([]byte, 1000)
+	payload[0] = 0x10 // VP8 descriptor: start of partition 0
+	payload[1] = 0x01 // P bit: an interframe, which the keyframe cache passes by
+	var pkt rtp.Packet
+	send = func() uint64 {
+		pkt.Header = rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 90, Marker: true}
+		pkt.Payload = payload
+		_ = pub.video.WriteRTP(&pkt)
+		seq++
+		return uint64(seq - 1)
+	}
+	// Until the viewers are up, a slow stream makes the room live (both
+	// of the publisher's tracks, so that the node expects no more).
+	warm := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-warm:
+				return
+			case <-tick.C:
+				send()
+				_ = pub.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: []byte{0xfc}})
+			}
+		}
+	})
+	defer func() {
+		close(warm)
+		wg.Wait()
+	}()
+	logs = make([]*seqLog, outputs)
+	vs := make([]*viewer, outputs)
+	for i := range vs {
+		v, offer := newViewer(t)
+		l := newSeqLog()
+		logs[i] = l
+		v.reuse = true
+		v.onVideo = func(p *rtp.Packet) { l.mark(p.SequenceNumber) }
+		ans, _, err := a.svc.Watch(ctx, room.ID, offer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.answer(t, ans)
+		vs[i] = v
+	}
+	testutil.WaitFor(t, 30*time.Second, "video at every viewer", func() bool {
+		for _, v := range vs {
+			if v.video.Load() < 5 {
+				return false
+			}
+		}
+		return true
+	})
+	return send, logs
+}
+
 // burst sends n video packets, one a millisecond, and waits until every
 // viewer has 99% of them (NACKs repair what loopback drops).
-func burst(t *testing.T, send func(), logs []*seqLog, first uint64, n int) {
+func burst(t testing.TB, send func() uint64, logs []*seqLog, n int) {
 	t.Helper()
 	tick := time.NewTicker(time.Millisecond)
-	for range n {
+	first := uint64(0)
+	for i := range n {
 		<-tick.C
-		send()
+		if s := send(); i == 0 {
+			first = s
+		}
 	}
 	tick.Stop()
 	testutil.WaitFor(t, 30*time.Second, "99% of the packets at every viewer", func() bool {
@@ -159,10 +173,38 @@ func burst(t *testing.T, send func(), logs []*seqLog, first uint64, n int) {
 	})
 }
 
+// BenchmarkRelayForward: one node forwards a publisher's video to three
+// WHEP viewers, 1000 packets a second, on loopback, with no other node
+// about: the cost of forwarding alone. It reports the process's CPU time
+// and allocations per packet the node reads (the publisher's write, the
+// node's read and three writes, three viewers' reads: four hops), and the
+// share of a core per forwarded stream at that rate.
+func BenchmarkRelayForward(b *testing.B) {
+	const outputs, packets = 3, 3000
+	send, logs := forwardSetup(b, outputs)
+	burst(b, send, logs, 2000) // fills the NACK histories
+	b.ResetTimer()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0, t0 := cpuTime(), time.Now()
+	for range b.N {
+		burst(b, send, logs, packets)
+	}
+	cpu, wall := cpuTime()-cpu0, time.Since(t0)
+	runtime.ReadMemStats(&ms1)
+	b.StopTimer()
+	n := float64(b.N * packets)
+	b.ReportMetric(cpu.Seconds()*1e6/n, "cpu_us/pkt")
+	b.ReportMetric(cpu.Seconds()*1e6/n/(1+outputs), "cpu_us/pkt_hop")
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/pkt")
+	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/n, "B/pkt")
+	b.ReportMetric(100*cpu.Seconds()/wall.Seconds()/outputs, "%core/output")
+}
+
 // plainPublisher is a WHIP client without interceptors: it keeps no
 // NACK history of its own, so that the memory a test measures is the
 // node's.
-func plainPublisher(t *testing.T) (*publisher, string) {
+func plainPublisher(t testing.TB) (*publisher, string) {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
