@@ -136,14 +136,14 @@ func BenchmarkFanout30(b *testing.B) {
 			lost0 += n.svc.parentsLost.Load()
 		}
 		stopProfiles := windowProfiles(b)
-		cpu0, ms0, sched0, drops0 := cpuTime(), memStats(), schedLatencies(), udpDrops()
+		cpu0, ms0, sched0, drops0, gc0 := cpuTime(), memStats(), schedLatencies(), udpDrops(), gcCPU()
 		t0 := time.Now()
 		v0, a0 := pub.videoSent.Load(), pub.audioSent.Load()
 		time.Sleep(5 * time.Second)
 		pub.halt()
 		window := time.Since(t0)
 		v1, a1 := pub.videoSent.Load(), pub.audioSent.Load()
-		cpu, ms, sched, drops := cpuTime()-cpu0, memStats(), schedLatencies(), udpDrops()
+		cpu, ms, sched, drops, gc := cpuTime()-cpu0, memStats(), schedLatencies(), udpDrops(), gcCPU()
 		stopProfiles()
 		sent := (v1 - v0) + (a1 - a0)
 		// Packets lost on a hop are repaired by NACK from that hop's
@@ -247,6 +247,10 @@ func BenchmarkFanout30(b *testing.B) {
 		b.ReportMetric(float64(ms.Mallocs-ms0.Mallocs)/(float64(sent)*edges), "allocs/pkt_hop")
 		b.ReportMetric(float64(ms.TotalAlloc-ms0.TotalAlloc)/(float64(sent)*edges), "B/pkt_hop")
 		b.ReportMetric(float64(ms.NumGC-ms0.NumGC), "gcs")
+		// The collector's share of the process's CPU (the runtime's
+		// estimate), which it takes from forwarding while it marks; it
+		// runs a few times a minute, so one window may have none.
+		b.ReportMetric(100*(gc-gc0)/cpu.Seconds(), "gc_cpu_%")
 		if drops >= 0 && drops0 >= 0 {
 			// Datagrams the kernel dropped on the process's UDP sockets
 			// (receive buffer full), which NACKs then had to repair.
@@ -379,6 +383,25 @@ func pct(xs []float64, p int) float64 {
 		return 0
 	}
 	return xs[min(len(xs)-1, len(xs)*p/100)]
+}
+
+// gcCPU returns the CPU seconds the runtime estimates its collector took
+// from the program so far: mark assists, the dedicated mark workers and
+// the pauses (not the marking it does on otherwise idle Ps).
+func gcCPU() float64 {
+	m := []metrics.Sample{
+		{Name: "/cpu/classes/gc/mark/assist:cpu-seconds"},
+		{Name: "/cpu/classes/gc/mark/dedicated:cpu-seconds"},
+		{Name: "/cpu/classes/gc/pause:cpu-seconds"},
+	}
+	metrics.Read(m)
+	sum := 0.0
+	for _, s := range m {
+		if s.Value.Kind() == metrics.KindFloat64 {
+			sum += s.Value.Float64()
+		}
+	}
+	return sum
 }
 
 // schedLatencies returns the runtime's histogram of the time goroutines
