@@ -94,8 +94,11 @@ func (s *Service) Remove(ctx context.Context, id MD5) error {
 // RemoveFor is Remove for a service (owner, its Link.For): it cancels the
 // download the service fetched for its own use and deletes its partial
 // data, unless the user has fetched it since (ErrNotOwned: it is the
-// user's). It never stops a share.
-func (s *Service) RemoveFor(ctx context.Context, id MD5, owner string) error {
+// user's). It never stops a share. It returns the download as it was
+// removed: StateDone with the Path of its file if it had finished, even if
+// it finished while the removal began; shards leaves that file where it
+// is, for the service to delete if it is its own.
+func (s *Service) RemoveFor(ctx context.Context, id MD5, owner string) (Transfer, error) {
 	return s.downloads.removeFor(ctx, id, owner)
 }
 

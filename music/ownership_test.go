@@ -1,0 +1,123 @@
+package music
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/shards"
+)
+
+// waitDone waits until n's transfer of each id is finished, and returns
+// their files.
+func waitDone(t *testing.T, tn *testNode, ids []shards.MD5) map[shards.MD5]string {
+	t.Helper()
+	paths := make(map[shards.MD5]string)
+	testutil.WaitFor(t, 60*time.Second, "the downloads to finish", func() bool {
+		for _, id := range ids {
+			tr, ok := transferOf(t, tn, id)
+			if !ok || tr.State != shards.StateDone {
+				return false
+			}
+			paths[id] = tr.Path
+		}
+		return true
+	})
+	return paths
+}
+
+// cacheRecords lists the records of n's cache bucket.
+func cacheRecords(t *testing.T, tn *testNode) map[shards.MD5]bool {
+	t.Helper()
+	got := make(map[shards.MD5]bool)
+	err := tn.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketCache).ForEach(func(k, _ []byte) error {
+			got[shards.MD5(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestRemoveCopyOfDownloadFinishedSinceListed: the cache decides what to
+// remove from a list of the transfers taken before; b's downloads of a
+// dozen tracks were listed while they ran, and finished before the cache
+// removed them. Each removal takes its finished file with it: none is
+// left in the downloads folder with nothing pointing to it.
+func TestRemoveCopyOfDownloadFinishedSinceListed(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	const n = 12
+	var ids []shards.MD5
+	for i := range n {
+		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(200+i)))
+	}
+	// 3.6 MB at 1 MiB/s: the downloads run for seconds after they start.
+	newTestNodeTuned(t, nodes[0], nil, func(c *shards.Config) { c.UploadRate = 1 << 20 }, dirA)
+	b := newTestNode(t, nodes[1])
+	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
+		for _, id := range ids {
+			if len(m[id].Sources) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, id := range ids {
+		c, err := b.music.Stream(ctx, id) // starts the cache's download
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	all, err := b.shards.Shares(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []shards.Transfer
+	for _, tr := range all {
+		if tr.For == resourceName && tr.State == shards.StateDownloading {
+			listed = append(listed, tr)
+		}
+	}
+	if len(listed) < n/2 {
+		t.Fatalf("only %d of %d downloads were running when listed", len(listed), n)
+	}
+	var running []shards.MD5
+	for _, tr := range listed {
+		running = append(running, tr.ID)
+	}
+	paths := waitDone(t, b, running)
+	for _, tr := range listed {
+		if err := b.music.removeCopy(ctx, tr); err != nil {
+			t.Fatalf("remove the cached copy of %s: %v", tr.ID, err)
+		}
+	}
+	for _, tr := range listed {
+		if got, ok := transferOf(t, b, tr.ID); ok {
+			t.Errorf("%s: transfer stays: %+v", tr.ID, got)
+		}
+		if _, err := os.Stat(paths[tr.ID]); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: its finished file %s stays with nothing pointing to it (%v)", tr.ID, paths[tr.ID], err)
+		}
+	}
+	recs := cacheRecords(t, b)
+	for _, tr := range listed {
+		if recs[tr.ID] {
+			t.Errorf("%s: its cache record stays", tr.ID)
+		}
+	}
+}
