@@ -2,8 +2,10 @@ package music
 
 import (
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -118,6 +120,79 @@ func TestRemoveCopyOfDownloadFinishedSinceListed(t *testing.T) {
 	for _, tr := range listed {
 		if recs[tr.ID] {
 			t.Errorf("%s: its cache record stays", tr.ID)
+		}
+	}
+}
+
+// TestStreamResumesPausedDownload: the user paused b's downloads of four
+// tracks as they ran (two they fetched in the Files view, two the player
+// started); playing each resumes it and reads it whole instead of waiting
+// with no end, and each stays whose it was.
+func TestStreamResumesPausedDownload(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	const n, size = 4, 1 << 20
+	var ids []shards.MD5
+	for i := range n {
+		ids = append(ids, writeBigWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), size, uint64(300+i)))
+	}
+	// 4 MiB at 1 MiB/s: each download runs for seconds.
+	newTestNodeTuned(t, nodes[0], nil, func(c *shards.Config) { c.UploadRate = 1 << 20 }, dirA)
+	b := newTestNode(t, nodes[1])
+	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
+		for _, id := range ids {
+			if len(m[id].Sources) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	users := func(i int) bool { return i%2 == 0 }
+	for i, id := range ids {
+		if users(i) {
+			if _, err := b.shards.Fetch(ctx, shards.Link{ID: id, Name: fmt.Sprintf("%d.wav", i), Size: size}); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			c, err := b.music.Stream(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		}
+		if err := b.shards.Pause(ctx, id); err != nil { // as POST /api/shards/pause does
+			t.Fatal(err)
+		}
+		if tr, _ := transferOf(t, b, id); tr.State != shards.StatePaused {
+			t.Fatalf("track %d not paused: %+v", i, tr)
+		}
+	}
+	for i, id := range ids {
+		pctx, pcancel := context.WithTimeout(ctx, 45*time.Second)
+		c, err := b.music.Stream(pctx, id)
+		if err != nil {
+			pcancel()
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(c)
+		c.Close()
+		pcancel()
+		if err != nil || md5.Sum(data) != id {
+			t.Fatalf("play paused track %d: %d bytes, %v", i, len(data), err)
+		}
+	}
+	waitDone(t, b, ids)
+	for i, id := range ids {
+		tr, _ := transferOf(t, b, id)
+		want := resourceName
+		if users(i) {
+			want = ""
+		}
+		if tr.For != want {
+			t.Errorf("track %d: its download is now for %q, want %q", i, tr.For, want)
 		}
 	}
 }

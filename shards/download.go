@@ -321,12 +321,16 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 }
 
 // fetchExisting is fetch of a download already listed, asked for by the
-// service owner (Link.For; empty for the user): a failed one starts again,
-// and the user's fetch makes a service's download the user's.
+// service owner (Link.For; empty for the user): a failed or paused one
+// starts again, and the user's fetch makes a service's download the
+// user's. A fetch is a wish to have the file now (music fetches a track
+// as it plays it, and reads it through the download): a paused download
+// left paused would keep that reader waiting with no end. Resuming does
+// not change whose download it is.
 func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) {
 	dl.mu.Lock()
 	st := dl.state
-	again := st == StateFailed
+	again := st == StateFailed || st == StatePaused
 	if again {
 		dl.state, dl.err = StateDownloading, ""
 	}

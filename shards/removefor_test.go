@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/internal/testutil"
 )
 
@@ -96,4 +98,65 @@ func TestRemoveForReturnsFileFinishedDuringRemoval(t *testing.T) {
 		t.Fatalf("no download of %d finished during its removal: the test did not test it", n)
 	}
 	t.Logf("%d of %d finished during their removal", finishedDuring, n)
+}
+
+// TestFetchResumesPausedDownload: a fetch (a service's or the user's) of
+// a paused download starts it again, as it does a failed one, and leaves
+// its owner as it was; the files come whole.
+func TestFetchResumesPausedDownload(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	const n = 8
+	var srcs []*readerSource
+	var sources []pieceSource
+	for i := range n {
+		_, src := testFile(t, 512<<10+i*1000, byte(130+i))
+		srcs = append(srcs, src)
+		sources = append(sources, src)
+	}
+	// 4 MiB at 2 MiB/s: none is done when it is paused.
+	(&testServer{sources: sources, limit: rate.NewLimiter(rate.Limit(2<<20), BlockSize)}).register(nodes[0])
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const svc = "music"
+	owner := func(i int) string {
+		if i%2 == 0 {
+			return ""
+		}
+		return svc
+	}
+	for i, src := range srcs {
+		l := src.link(nodes[0].ID(), fmt.Sprintf("%d.bin", i))
+		l.For = owner(i)
+		if _, err := d.fetch(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.pause(ctx, src.id); err != nil {
+			t.Fatal(err)
+		}
+		if tr := d.get(src.id).transfer(); tr.State != StatePaused {
+			t.Fatalf("download %d not paused: %s", i, tr.State)
+		}
+	}
+	for i, src := range srcs {
+		l := Link{ID: src.id, For: owner(i)}
+		tr, err := d.fetch(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.State != StateDownloading && tr.State != StateDone {
+			t.Errorf("download %d after a fetch: %s", i, tr.State)
+		}
+	}
+	for i, src := range srcs {
+		tr := waitState(t, d.downloads, src.id, StateDone, 30*time.Second)
+		if tr.For != owner(i) {
+			t.Errorf("download %d is now for %q, want %q", i, tr.For, owner(i))
+		}
+		if got := fileMD5(t, tr.Path); got != src.id {
+			t.Errorf("download %d: file md5 %s", i, got)
+		}
+	}
 }
