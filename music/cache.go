@@ -145,7 +145,9 @@ func (s *Service) playingLocked(id shards.MD5, now time.Time) bool {
 
 // prune removes cached tracks, least recently played first, until the
 // cache is within Config.CacheLimit, and returns those it removed. all
-// is the shards' transfers, local the tracks of the music folders.
+// is the shards' transfers, local the tracks of the music folders. It
+// also forgets the entries of tracks whose download is gone: removed by
+// the user in the Files view, or by an older node that kept the record.
 func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[shards.MD5]string) map[shards.MD5]bool {
 	now := s.now()
 	type cand struct {
@@ -156,7 +158,15 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 	var cands []cand
 	stale := make(map[shards.MD5]time.Time)
 	s.mu.Lock()
+	// An entry of a track with no transfer in all: the user removed its
+	// download (DELETE /api/shards), or a Stream began it after all was
+	// listed; shards tells which below.
+	missing := make(map[shards.MD5]time.Time)
+	for id, e := range s.fetched {
+		missing[id] = e.added
+	}
 	for _, t := range all {
+		delete(missing, t.ID)
 		e := s.fetched[t.ID]
 		if e == nil || t.State == shards.StateSeeding {
 			continue
@@ -176,6 +186,11 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 		}
 	}
 	s.mu.Unlock()
+	for id, added := range missing {
+		if _, err := s.shards.Transfer(ctx, id); errors.Is(err, shards.ErrUnknown) {
+			stale[id] = added
+		}
+	}
 	for id, added := range stale {
 		s.forgetStale(id, added) // unless started again meanwhile
 	}

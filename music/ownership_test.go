@@ -196,3 +196,77 @@ func TestStreamResumesPausedDownload(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheForgetsDownloadsRemovedInFiles: b plays a dozen of a's tracks,
+// then the user removes eight of their downloads through the Files API
+// (shards' Remove, as DELETE /api/shards does). Their records leave the
+// cache's bucket; the other four stay. A record left by an older node
+// for a download long gone goes when the node starts.
+func TestCacheForgetsDownloadsRemovedInFiles(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	const n, removed = 12, 8
+	var ids []shards.MD5
+	for i := range n {
+		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(400+i)))
+	}
+	newTestNode(t, nodes[0], dirA)
+	b := newTestNode(t, nodes[1])
+	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
+		for _, id := range ids {
+			if len(m[id].Sources) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i, id := range ids {
+		c, err := b.music.Stream(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || md5.Sum(data) != id {
+			t.Fatalf("track %d: %d bytes, %v", i, len(data), err)
+		}
+	}
+	waitDone(t, b, ids)
+	if recs := cacheRecords(t, b); len(recs) != n {
+		t.Fatalf("%d cache records after playing %d tracks", len(recs), n)
+	}
+	for _, id := range ids[:removed] {
+		if err := b.shards.Remove(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left := func() bool {
+		recs := cacheRecords(t, b)
+		b.music.mu.Lock()
+		defer b.music.mu.Unlock()
+		for i, id := range ids {
+			_, mem := b.music.fetched[id]
+			if keep := i >= removed; recs[id] != keep || mem != keep {
+				return false
+			}
+		}
+		return len(recs) == n-removed
+	}
+	testutil.WaitFor(t, 30*time.Second, "the removed downloads' cache records to go", left)
+
+	// A record an older node leaked: its download is long gone.
+	b.stop()
+	var leaked shards.MD5
+	leaked[0], leaked[15] = 0xca, 0x7e
+	var v [16]byte
+	if err := b.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCache).Put(leaked[:], v[:]) }); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	testutil.WaitFor(t, 30*time.Second, "the leaked record to go", func() bool {
+		return !cacheRecords(t, b)[leaked] && left()
+	})
+}

@@ -36,6 +36,8 @@ type Shards interface {
 	// user has fetched it since (shards.ErrNotOwned), and returns it as
 	// it was removed: a file that finished meanwhile is music's to delete.
 	RemoveFor(ctx context.Context, id shards.MD5, owner string) (shards.Transfer, error)
+	// Transfer is the share or download of id (shards.ErrUnknown: none).
+	Transfer(ctx context.Context, id shards.MD5) (shards.Transfer, error)
 	Scan() shards.ScanStatus
 	SubscribeShards() *pubsub.Subscription[shards.Event]
 }
