@@ -290,18 +290,21 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 	if t.For != resourceName {
 		return fmt.Errorf("%w: %s (remove it in the Files view)", ErrUsersCopy, id)
 	}
-	if err := s.shards.RemoveFor(ctx, id, resourceName); errors.Is(err, shards.ErrNotOwned) {
+	gone, err := s.shards.RemoveFor(ctx, id, resourceName)
+	if errors.Is(err, shards.ErrNotOwned) {
 		return fmt.Errorf("%w: %s (remove it in the Files view)", ErrUsersCopy, id)
 	} else if err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", id, err)
+	} else if err == nil {
+		t = gone // it may have finished since all was listed
 	}
 	// shards keeps a finished download's file (a user's download); a
 	// track cached by playing it goes, unless it is in a music folder.
 	s.mu.Lock()
 	_, played := s.known[id]
 	s.mu.Unlock()
-	if t.State == shards.StateDone && played && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {
-		if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if played {
+		if err := s.dropFile(ctx, t); err != nil {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
 	}

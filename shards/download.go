@@ -322,12 +322,17 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 }
 
 // fetchExisting is fetch of a download already listed, asked for by the
-// service owner (Link.For; empty for the user): a failed one starts again,
-// and the user's fetch makes a service's download the user's.
+// service owner (Link.For; empty for the user): a failed or paused one
+// starts again, and the user's fetch makes a service's download the
+// user's. A fetch is a wish to have the file now (music fetches a track
+// as it plays it, and reads it through the download): a paused download
+// left paused would keep that reader waiting with no end. Resuming does
+// not change whose download it is.
 func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) {
 	dl.mu.Lock()
 	st := dl.state
-	if st == StateFailed {
+	again := st == StateFailed || st == StatePaused
+	if again {
 		dl.state, dl.err = StateDownloading, ""
 	}
 	took := owner == "" && dl.link.For != ""
@@ -335,12 +340,12 @@ func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) 
 		dl.link.For = ""
 	}
 	dl.mu.Unlock()
-	if st == StateFailed || took {
+	if again || took {
 		if err := dl.saveRecord(); err != nil {
 			return Transfer{}, err
 		}
 	}
-	if st == StateFailed {
+	if again {
 		d.enqueue(dl)
 	}
 	if took {
@@ -404,37 +409,46 @@ func (d *downloads) resume(ctx context.Context, id MD5) error {
 // remove cancels a download and deletes its partial data. A finished
 // file is left where it is: it is the user's now.
 func (d *downloads) remove(ctx context.Context, id MD5) error {
-	return d.removeIf(ctx, id, func(string) bool { return true })
+	_, err := d.removeIf(ctx, id, func(string) bool { return true })
+	return err
 }
 
 // removeFor is remove of a download that is still the service owner's
 // (Link.For): one the user has fetched since is theirs, and is left alone
 // with ErrNotOwned. The owner is checked under the download's lock as
-// the removal begins, so a user's fetch that came first always wins.
-func (d *downloads) removeFor(ctx context.Context, id MD5, owner string) error {
+// the removal begins, so a user's fetch that came first always wins. It
+// returns the download as it was removed (see removeIf), so the service
+// can delete a finished file it no longer wants.
+func (d *downloads) removeFor(ctx context.Context, id MD5, owner string) (Transfer, error) {
 	if owner == "" {
-		return fmt.Errorf("shards: remove %s for no service", id)
+		return Transfer{}, fmt.Errorf("shards: remove %s for no service", id)
 	}
 	return d.removeIf(ctx, id, func(f string) bool { return f == owner })
 }
 
 // removeIf is remove of a download whose owner (Link.For) owned accepts.
-func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) bool) error {
+// It returns the download as it stood once its run had stopped: a run
+// that was finishing as the removal began may have moved the file into
+// place meanwhile, so the Transfer is then StateDone with that file's
+// Path (left where it is), else the state the download was in. A state
+// taken before the call can say "downloading" of a file that finished.
+func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) bool) (Transfer, error) {
 	dl := d.get(id)
 	if dl == nil {
-		return fmt.Errorf("%w: %s", ErrUnknown, id)
+		return Transfer{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
 	if !owned(dl.link.For) {
 		dl.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotOwned, id)
+		return Transfer{}, fmt.Errorf("%w: %s", ErrNotOwned, id)
 	}
+	was := dl.state
 	dl.state = StateFailed
 	dl.err = "removed"
 	done := dl.stop()
 	dl.mu.Unlock()
 	if err := waitDone(ctx, done); err != nil {
-		return err
+		return Transfer{}, err
 	}
 	d.mu.Lock()
 	delete(d.all, id)
@@ -449,18 +463,25 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 		dl.file = nil
 	}
 	dl.signal()
+	// finish sets path and StateDone together, after the state above.
+	if dl.path != "" {
+		was = StateDone
+	}
+	dl.state, dl.err = was, ""
+	gone := dl.transferLocked(time.Now())
+	dl.state, dl.err = StateFailed, "removed"
 	dl.mu.Unlock()
 	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("shards: %w", err)
+		return gone, fmt.Errorf("shards: %w", err)
 	}
 	if err := deleteDownload(d.db, id); err != nil {
-		return err
+		return gone, err
 	}
 	d.events.Publish(Event{Removed: &id})
 	if d.onRemoved != nil {
 		d.onRemoved(id)
 	}
-	return nil
+	return gone, nil
 }
 
 func waitDone(ctx context.Context, done <-chan struct{}) error {
