@@ -119,6 +119,11 @@ type publisher struct {
 	video, audio *webrtc.TrackLocalStaticRTP
 	plis         atomic.Uint64
 	sent         atomic.Uint64
+	// videoSent and audioSent count each track's packets: the next
+	// sequence numbers, as both start at 0.
+	videoSent, audioSent atomic.Uint64
+	// sending is closed when the send loop has stopped (see halt).
+	sending chan struct{}
 	// keyframe says whether video frame i is a keyframe; nil: all are.
 	// Set it before start.
 	keyframe func(i int) bool
@@ -133,7 +138,7 @@ func newPublisher(t testing.TB) (*publisher, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &publisher{pc: pc, stop: make(chan struct{})}
+	p := &publisher{pc: pc, stop: make(chan struct{}), sending: make(chan struct{})}
 	t.Cleanup(p.close)
 	if p.video, err = webrtc.NewTrackLocalStaticRTP(vp8Codec, "video", "pub"); err != nil {
 		t.Fatal(err)
@@ -175,6 +180,7 @@ func (p *publisher) start(t testing.TB, answer string) {
 		t.Fatal(err)
 	}
 	p.wg.Go(func() {
+		defer close(p.sending)
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		var vseq, aseq uint16
@@ -198,6 +204,7 @@ func (p *publisher) start(t testing.TB, answer string) {
 					p.video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: vseq, Timestamp: vts, Marker: k == 2}, Payload: pl})
 					vseq++
 					p.sent.Add(1)
+					p.videoSent.Add(1)
 				}
 				vts += 3000
 				frame++
@@ -209,9 +216,17 @@ func (p *publisher) start(t testing.TB, answer string) {
 				aseq++
 				ats += 960
 				p.sent.Add(1)
+				p.audioSent.Add(1)
 			}
 		}
 	})
+}
+
+// halt stops sending and returns once the last packet was written; the
+// connection stays up, so that its NACKs are still answered.
+func (p *publisher) halt() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	<-p.sending
 }
 
 func (p *publisher) close() {
@@ -225,8 +240,12 @@ type viewer struct {
 	pc           *webrtc.PeerConnection
 	video, audio atomic.Uint64
 	wg           sync.WaitGroup
-	// seen records arrival times by video sequence number, for latency.
-	onVideo func(*rtp.Packet)
+	// onVideo and onAudio, if set before the answer, see every packet.
+	onVideo, onAudio func(*rtp.Packet)
+	// reuse, if set before the answer, reads every packet into the same
+	// buffer, so that a benchmark's viewers allocate nothing per packet;
+	// onVideo and onAudio must not keep the packet then.
+	reuse bool
 }
 
 func newViewer(t testing.TB) (*viewer, string) {
@@ -245,10 +264,19 @@ func newViewer(t testing.TB) (*viewer, string) {
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		v.wg.Add(1)
 		defer v.wg.Done()
+		buf, reused := make([]byte, readBufSize), &rtp.Packet{}
 		for {
-			p, _, err := tr.ReadRTP()
+			p := reused
+			if !v.reuse {
+				p = &rtp.Packet{}
+				buf = make([]byte, readBufSize)
+			}
+			n, _, err := tr.Read(buf)
 			if err != nil {
 				return
+			}
+			if p.Unmarshal(buf[:n]) != nil {
+				continue
 			}
 			if tr.Kind() == webrtc.RTPCodecTypeVideo {
 				v.video.Add(1)
@@ -257,6 +285,9 @@ func newViewer(t testing.TB) (*viewer, string) {
 				}
 			} else {
 				v.audio.Add(1)
+				if v.onAudio != nil {
+					v.onAudio(p)
+				}
 			}
 		}
 	})

@@ -66,6 +66,36 @@ type hub struct {
 	packetsIn   atomic.Uint64
 	keyframesUp atomic.Uint64
 	lastIn      atomic.Int64 // unix nanos of the last packet in
+	// trace, when set (by benchmarks), records the video packets' times.
+	trace atomic.Pointer[hopTrace]
+}
+
+// hopTrace records, by video sequence number, when a packet arrived at a
+// hub (in) and when the hub had written it to every output (out): a
+// benchmark reads the latency per relay hop from it without a lock or an
+// allocation per packet, which would be part of what it measures. An entry
+// packs the time since base (ns) with the sequence number it is for, so
+// that the last traceLen packets can be read back.
+type hopTrace struct {
+	base    int64 // unix ns
+	in, out [traceLen]atomic.Int64
+}
+
+const traceLen = 1 << 12
+
+func newHopTrace() *hopTrace { return &hopTrace{base: time.Now().UnixNano()} }
+
+func (t *hopTrace) mark(a *[traceLen]atomic.Int64, seq uint16, now int64) {
+	a[seq%traceLen].Store((now-t.base)<<16 | int64(seq))
+}
+
+// at returns when packet seq was recorded in a (unix ns), if it was.
+func (t *hopTrace) at(a *[traceLen]atomic.Int64, seq uint16) (int64, bool) {
+	v := a[seq%traceLen].Load()
+	if v == 0 || uint16(v) != seq {
+		return 0, false
+	}
+	return t.base + v>>16, true
 }
 
 // slot is one of the room's tracks.
@@ -202,13 +232,15 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 		return false
 	}
 	h.packetsIn.Add(1)
-	h.lastIn.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	h.lastIn.Store(now)
 	// Header extensions go no further than the hop they came on: their IDs
 	// are negotiated per connection, so the next hop would read them as
 	// other extensions (pion's interceptors then drop the packet).
 	q := *p
 	q.Header.Extension, q.Header.Extensions, q.Header.ExtensionProfile = false, nil, 0
 	i := kindIndex(kind)
+	var tr *hopTrace
 	if i == 0 {
 		h.vmu.Lock()
 		defer h.vmu.Unlock()
@@ -219,6 +251,9 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 		if kc != nil {
 			h.keys.add(kc, &q)
 		}
+		if tr = h.trace.Load(); tr != nil {
+			tr.mark(&tr.in, q.SequenceNumber, now)
+		}
 	}
 	for _, o := range *h.outs.Load() {
 		if t := o.tracks[i]; t != nil {
@@ -228,19 +263,34 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 			o.sent.Add(1)
 		}
 	}
+	if tr != nil {
+		tr.mark(&tr.out, q.SequenceNumber, time.Now().UnixNano())
+	}
 	return true
 }
 
 // pump reads one upstream track and forwards it until the track ends or
 // the upstream is replaced. first, if not nil, is called after the first
 // packet was forwarded.
+//
+// It reads every packet into the same buffer and packet: forward is done
+// with a packet when it returns (pion's tracks copy what they write, the
+// keyframe cache what it keeps), so a forwarded packet allocates nothing
+// here. ReadRTP would allocate a receive buffer and a packet each time:
+// at every relay, for every packet, garbage that the collector's pauses
+// and mark work turn into latency for the whole node.
 func (h *hub) pump(gen uint64, t *webrtc.TrackRemote, first func()) {
+	buf := make([]byte, readBufSize)
+	var p rtp.Packet
 	for {
-		p, _, err := t.ReadRTP()
+		n, _, err := t.Read(buf)
 		if err != nil {
 			return
 		}
-		if !h.forward(gen, t.Kind(), p) {
+		if p.Unmarshal(buf[:n]) != nil {
+			continue // authenticated by SRTP but not RTP: dropped alone
+		}
+		if !h.forward(gen, t.Kind(), &p) {
 			return
 		}
 		if first != nil {
@@ -249,6 +299,10 @@ func (h *hub) pump(gen uint64, t *webrtc.TrackRemote, first func()) {
 		}
 	}
 }
+
+// readBufSize holds any packet pion passes on: it reads at most its
+// receive MTU (1460 bytes by default) from the socket.
+const readBufSize = 1500
 
 // addOutput makes an output of every slot the wanted filter accepts and
 // adds its tracks to pc; the output gets packets from then on. Keyframe

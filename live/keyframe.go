@@ -114,7 +114,9 @@ func (c *keyCache) add(kc *keyframeCodec, p *rtp.Packet) {
 		return
 	}
 	q := *p
+	// p's buffers are the reader's, reused for the next packet.
 	q.Payload = slices.Clone(p.Payload)
+	q.CSRC = slices.Clone(p.CSRC)
 	c.building = append(c.building, &q)
 	c.parts |= has
 	c.bytes += len(q.Payload)

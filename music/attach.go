@@ -134,8 +134,15 @@ func (s *Service) dropStarted(ctx context.Context, id shards.MD5, start time.Tim
 		return
 	}
 	// Only music's: a download of it the user started meanwhile stays.
-	if err := s.shards.RemoveFor(ctx, id, resourceName); err != nil && !errors.Is(err, shards.ErrNotOwned) {
+	gone, err := s.shards.RemoveFor(ctx, id, resourceName)
+	if err != nil && !errors.Is(err, shards.ErrNotOwned) {
 		s.log.Warn("oversized attachment not removed", "id", id, "err", err)
+	}
+	if err == nil {
+		// One that finished has a file no one wants.
+		if err := s.dropFile(ctx, gone); err != nil {
+			s.log.Warn("oversized attachment's file not removed", "id", id, "err", err)
+		}
 	}
 }
 

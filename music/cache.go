@@ -92,16 +92,36 @@ func (s *Service) played(id shards.MD5, started time.Time) {
 	}
 }
 
+// forgetStale is forget of an entry still added at added: a Stream that
+// started a new download of the track since (played) keeps it.
+func (s *Service) forgetStale(id shards.MD5, added time.Time) {
+	s.forgetIf(id, func(e *cacheEntry) bool { return e.added.Equal(added) })
+}
+
 // forget takes a track out of the cache's bookkeeping.
 func (s *Service) forget(id shards.MD5) {
-	s.mu.Lock()
-	_, ok := s.fetched[id]
-	delete(s.fetched, id)
-	s.mu.Unlock()
-	if ok {
-		if err := s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCache).Delete(id[:]) }); err != nil {
-			s.log.Warn("forget a cached track", "id", id, "err", err)
+	s.forgetIf(id, func(*cacheEntry) bool { return true })
+}
+
+// forgetIf takes a track out of the cache's bookkeeping if ok accepts its
+// entry. The check and both deletes are one step under the DB's lock (s.mu
+// is taken inside it, never the other way round): a play noted meanwhile
+// is never deleted from the DB while it stays in memory, and once it
+// returns the DB holds no record of the entry it took out, nor of one a
+// concurrent forget took out.
+func (s *Service) forgetIf(id shards.MD5, ok func(*cacheEntry) bool) {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		e := s.fetched[id]
+		if e != nil && !ok(e) {
+			return nil
 		}
+		delete(s.fetched, id)
+		return tx.Bucket(bucketCache).Delete(id[:])
+	})
+	if err != nil {
+		s.log.Warn("forget a cached track", "id", id, "err", err)
 	}
 }
 
@@ -125,7 +145,9 @@ func (s *Service) playingLocked(id shards.MD5, now time.Time) bool {
 
 // prune removes cached tracks, least recently played first, until the
 // cache is within Config.CacheLimit, and returns those it removed. all
-// is the shards' transfers, local the tracks of the music folders.
+// is the shards' transfers, local the tracks of the music folders. It
+// also forgets the entries of tracks whose download is gone: removed by
+// the user in the Files view, or by an older node that kept the record.
 func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[shards.MD5]string) map[shards.MD5]bool {
 	now := s.now()
 	type cand struct {
@@ -136,7 +158,15 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 	var cands []cand
 	stale := make(map[shards.MD5]time.Time)
 	s.mu.Lock()
+	// An entry of a track with no transfer in all: the user removed its
+	// download (DELETE /api/shards), or a Stream began it after all was
+	// listed; shards tells which below.
+	missing := make(map[shards.MD5]time.Time)
+	for id, e := range s.fetched {
+		missing[id] = e.added
+	}
 	for _, t := range all {
+		delete(missing, t.ID)
 		e := s.fetched[t.ID]
 		if e == nil || t.State == shards.StateSeeding {
 			continue
@@ -156,14 +186,13 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 		}
 	}
 	s.mu.Unlock()
-	for id, added := range stale {
-		s.mu.Lock()
-		e := s.fetched[id]
-		ok := e != nil && e.added.Equal(added) // not started again meanwhile
-		s.mu.Unlock()
-		if ok {
-			s.forget(id)
+	for id, added := range missing {
+		if _, err := s.shards.Transfer(ctx, id); errors.Is(err, shards.ErrUnknown) {
+			stale[id] = added
 		}
+	}
+	for id, added := range stale {
+		s.forgetStale(id, added) // unless started again meanwhile
 	}
 	if used <= s.cfg.CacheLimit {
 		return nil
@@ -191,16 +220,33 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 // it: its download, and the file of a finished one unless it is in a
 // music folder or was changed since (then it is the user's). A download
 // the user fetched since t was listed is theirs, and stays (an error).
+// Whether it finished is RemoveFor's word, not t's: t was listed before,
+// and a download that finished in between would leave its file behind.
 func (s *Service) removeCopy(ctx context.Context, t shards.Transfer) error {
-	if err := s.shards.RemoveFor(ctx, t.ID, resourceName); err != nil && !errors.Is(err, shards.ErrUnknown) {
+	gone, err := s.shards.RemoveFor(ctx, t.ID, resourceName)
+	if err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
 	}
-	if t.State == shards.StateDone && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {
-		if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
-		}
+	if err == nil {
+		t = gone
+	}
+	if err := s.dropFile(ctx, t); err != nil {
+		return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
 	}
 	s.forget(t.ID)
+	return nil
+}
+
+// dropFile deletes the file of a finished download music removed (as
+// RemoveFor returned it): shards leaves a finished file in place. One in
+// a music folder, or changed since it downloaded, is the user's: it stays.
+func (s *Service) dropFile(ctx context.Context, t shards.Transfer) error {
+	if t.State != shards.StateDone || t.Path == "" || s.inFolders(t.Path) || !unchanged(ctx, t) {
+		return nil
+	}
+	if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	return nil
 }
 

@@ -401,8 +401,8 @@ func TestCacheSparesTrackTheUserFetched(t *testing.T) {
 	if _, err := os.Stat(mine.Path); err != nil {
 		t.Errorf("the user's download's file: %v", err)
 	}
-	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUnknown) {
-		t.Errorf("RemoveCache of the user's download: %v, want ErrUnknown", err)
+	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUsersCopy) {
+		t.Errorf("RemoveCache of the user's download: %v, want ErrUsersCopy", err)
 	}
 	if _, err := os.Stat(mine.Path); err != nil {
 		t.Errorf("the user's download's file after RemoveCache: %v", err)
@@ -445,8 +445,8 @@ func TestRemoveCacheSparesDownloadBeforePlay(t *testing.T) {
 	tracksBy(t, b, "both tracks here", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached && m[ids[1]].Cached })
 	cached, _ := transferOf(t, b, ids[1])
 
-	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUnknown) {
-		t.Errorf("RemoveCache of the user's download: %v, want ErrUnknown", err)
+	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUsersCopy) {
+		t.Errorf("RemoveCache of the user's download: %v, want ErrUsersCopy", err)
 	}
 	if tr, ok := transferOf(t, b, ids[0]); !ok || tr.State != shards.StateDone {
 		t.Errorf("the user's download after RemoveCache: %+v (present %v)", tr, ok)

@@ -16,6 +16,11 @@ var (
 	// ErrNoCover and ErrNoLyrics are returned for a track without them.
 	ErrNoCover  = errors.New("music: no cover")
 	ErrNoLyrics = errors.New("music: no lyrics")
+	// ErrUsersCopy is returned by RemoveCache for a track whose copy is a
+	// download the user made (in the Files view, before or after playing
+	// it), not the cache's: nothing is removed, and the API says why
+	// rather than that there is no copy.
+	ErrUsersCopy = errors.New("music: the copy is the user's download, not the cache's")
 )
 
 // ErrBadPage is returned for a track list page from a peer that breaks

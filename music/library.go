@@ -275,7 +275,7 @@ func (s *Service) Prefetch(ctx context.Context, id shards.MD5, n int64) error {
 // peers: its download goes (shards.RemoveFor) and the finished file with
 // it. Only a download that is still music's is a cached copy: one the
 // user fetched in the Files view, before or after playing it, is theirs
-// and stays (ErrUnknown). The track stays in the library while online
+// and stays (ErrUsersCopy). The track stays in the library while online
 // nodes hold it.
 func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 	all, err := s.shards.Shares(ctx)
@@ -288,20 +288,23 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 	}
 	t := all[i]
 	if t.For != resourceName {
-		return fmt.Errorf("%w: no cached copy of %s: the download is the user's (remove it in the Files view)", ErrUnknown, id)
+		return fmt.Errorf("%w: %s (remove it in the Files view)", ErrUsersCopy, id)
 	}
-	if err := s.shards.RemoveFor(ctx, id, resourceName); errors.Is(err, shards.ErrNotOwned) {
-		return fmt.Errorf("%w: no cached copy of %s: the download is the user's (remove it in the Files view)", ErrUnknown, id)
+	gone, err := s.shards.RemoveFor(ctx, id, resourceName)
+	if errors.Is(err, shards.ErrNotOwned) {
+		return fmt.Errorf("%w: %s (remove it in the Files view)", ErrUsersCopy, id)
 	} else if err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", id, err)
+	} else if err == nil {
+		t = gone // it may have finished since all was listed
 	}
 	// shards keeps a finished download's file (a user's download); a
 	// track cached by playing it goes, unless it is in a music folder.
 	s.mu.Lock()
 	_, played := s.known[id]
 	s.mu.Unlock()
-	if t.State == shards.StateDone && played && t.Path != "" && !s.inFolders(t.Path) && unchanged(ctx, t) {
-		if err := os.Remove(t.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if played {
+		if err := s.dropFile(ctx, t); err != nil {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
 	}

@@ -33,8 +33,11 @@ type Shards interface {
 	Fetch(ctx context.Context, l shards.Link) (shards.Transfer, error)
 	Remove(ctx context.Context, id shards.MD5) error
 	// RemoveFor removes a download music fetched (Link.For), unless the
-	// user has fetched it since (shards.ErrNotOwned).
-	RemoveFor(ctx context.Context, id shards.MD5, owner string) error
+	// user has fetched it since (shards.ErrNotOwned), and returns it as
+	// it was removed: a file that finished meanwhile is music's to delete.
+	RemoveFor(ctx context.Context, id shards.MD5, owner string) (shards.Transfer, error)
+	// Transfer is the share or download of id (shards.ErrUnknown: none).
+	Transfer(ctx context.Context, id shards.MD5) (shards.Transfer, error)
 	Scan() shards.ScanStatus
 	SubscribeShards() *pubsub.Subscription[shards.Event]
 }

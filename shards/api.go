@@ -40,8 +40,8 @@ func (s *Service) downloadDone(t Transfer) {
 
 // Fetch starts downloading the resource a link names (or, for a Link with
 // only an ID, whatever the catalogs say holds it) and returns the transfer;
-// a resource this node already shares or downloads returns that one. A
-// fetch without l.For (the user's) of a download a service started (its
+// a resource this node already shares or downloads returns that one, and
+// a paused or failed download of it starts again. A fetch without l.For (the user's) of a download a service started (its
 // Link.For) makes that download the user's: the service's RemoveFor
 // leaves it alone from then on.
 func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
@@ -94,8 +94,11 @@ func (s *Service) Remove(ctx context.Context, id MD5) error {
 // RemoveFor is Remove for a service (owner, its Link.For): it cancels the
 // download the service fetched for its own use and deletes its partial
 // data, unless the user has fetched it since (ErrNotOwned: it is the
-// user's). It never stops a share.
-func (s *Service) RemoveFor(ctx context.Context, id MD5, owner string) error {
+// user's). It never stops a share. It returns the download as it was
+// removed: StateDone with the Path of its file if it had finished, even if
+// it finished while the removal began; shards leaves that file where it
+// is, for the service to delete if it is its own.
+func (s *Service) RemoveFor(ctx context.Context, id MD5, owner string) (Transfer, error) {
 	return s.downloads.removeFor(ctx, id, owner)
 }
 

@@ -14,6 +14,16 @@ func (b Bitfield) Has(i int) bool {
 	return i >= 0 && i/8 < len(b) && b[i/8]&(0x80>>(i%8)) != 0
 }
 
+// HasRange reports whether every piece from first to last is set.
+func (b Bitfield) HasRange(first, last int) bool {
+	for i := first; i <= last; i++ {
+		if !b.Has(i) {
+			return false
+		}
+	}
+	return first <= last
+}
+
 // Set marks piece i; out of range is ignored.
 func (b Bitfield) Set(i int) {
 	if i >= 0 && i/8 < len(b) {

@@ -24,17 +24,18 @@ import (
 // goes when nothing else is held, so that no download is stuck.
 //
 // One peer (all the loops that fetch from it, of every download) holds at
-// most perPeer while loops of other peers wait: past it, its loops step out
+// most its share while loops of other peers wait: past it, its loops step out
 // of the line instead of taking more, and what it holds beyond it is given
 // back once another peer's loop has waited a while (shed). Otherwise a
 // holder that answers just inside RequestTimeout, never stalled and never
 // done, holds a piece per download for as long as it likes, and about 8
 // such downloads fill the default budget: no other download on the node is
-// served.
+// served. The share is a quarter of the budget, or less when more peers
+// hold or wait for bytes (an equal part each, shareLocked): node ids cost
+// nothing, and four such holders that each kept a quarter filled it.
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
-	perPeer int64 // what one peer may hold while other peers' loops wait
 	used    int64
 	byPeer  map[mesh.ID]int64
 	slow    map[mesh.ID]bool // peers found far slower than another (markSlow)
@@ -47,7 +48,8 @@ type budget struct {
 const maxSlowPeers = 4096
 
 // peerShare: one peer holds at most 1/peerShare of the budget while other
-// peers wait (8 MiB of the default 32, a piece of the largest size).
+// peers wait (8 MiB of the default 32, a piece of the largest size), less
+// when more peers share it (shareLocked).
 const peerShare = 4
 
 // budgetWaiter is one peer loop's place in the budget's line.
@@ -58,7 +60,7 @@ type budgetWaiter struct {
 }
 
 func newBudget(limit int64) *budget {
-	return &budget{limit: limit, perPeer: limit / peerShare, byPeer: make(map[mesh.ID]int64), slow: make(map[mesh.ID]bool), changed: make(chan struct{})}
+	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), slow: make(map[mesh.ID]bool), changed: make(chan struct{})}
 }
 
 // tryAcquire takes n bytes for w if they fit and no one waits before w;
@@ -68,7 +70,7 @@ func newBudget(limit int64) *budget {
 func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if held := b.byPeer[w.peer]; held > 0 && held+n > b.perPeer && b.othersWaitLocked(w.peer, 0, time.Time{}) {
+	if held := b.byPeer[w.peer]; held > 0 && held+n > b.shareLocked() && b.othersWaitLocked(w.peer, 0, time.Time{}) {
 		b.leaveLocked(w)
 		return false
 	}
@@ -84,6 +86,40 @@ func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
 		w.queued = false
 		b.line = b.line[1:]
 		b.wakeLocked() // the next in line may fit too
+	}
+	b.used += n
+	b.byPeer[w.peer] += n
+	b.peak = max(b.peak, b.used)
+	return true
+}
+
+// shareLocked is what one peer may hold while other peers' loops wait: an
+// equal part for each peer that holds bytes or waits for them, at most
+// 1/peerShare of the budget. b.mu is held.
+func (b *budget) shareLocked() int64 {
+	n := len(b.byPeer)
+	var counted map[mesh.ID]bool
+	for _, w := range b.line {
+		if _, holds := b.byPeer[w.peer]; !holds && !counted[w.peer] {
+			if counted == nil {
+				counted = make(map[mesh.ID]bool)
+			}
+			counted[w.peer] = true
+			n++
+		}
+	}
+	return b.limit / int64(max(n, peerShare))
+}
+
+// tryMore takes n more bytes for w's peer only if they fit now, no one
+// waits in line and the peer stays within its share; it never puts w in
+// line. The further pieces of a span are taken so (download.span): worth
+// having, not worth waiting for.
+func (b *budget) tryMore(w *budgetWaiter, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.line) > 0 || b.used+n > b.limit || b.byPeer[w.peer]+n > b.shareLocked() {
+		return false
 	}
 	b.used += n
 	b.byPeer[w.peer] += n
@@ -139,13 +175,15 @@ func (b *budget) starved(peer mesh.ID, patience time.Duration) bool {
 	return len(b.line) > 0 && b.othersWaitLocked(peer, patience, time.Now())
 }
 
-// shed gives back n bytes of peer's, if it holds more than its share and a
-// loop of another peer has waited for patience or more; the caller then
-// drops the attempt those bytes were for.
+// shed gives back n bytes of peer's, if it holds more than its share and
+// more than those n, and a loop of another peer has waited for patience or
+// more; the caller then drops the attempt those bytes were for. A peer
+// keeps one piece whatever its share: a slow one's piece given back would
+// start again from nothing at its next turn, and never be done.
 func (b *budget) shed(peer mesh.ID, n int64, patience time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.byPeer[peer] <= b.perPeer || !b.othersWaitLocked(peer, patience, time.Now()) {
+	if held := b.byPeer[peer]; held <= b.shareLocked() || held <= n || !b.othersWaitLocked(peer, patience, time.Now()) {
 		return false
 	}
 	b.releaseLocked(peer, n)

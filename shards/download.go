@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -321,12 +322,17 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 }
 
 // fetchExisting is fetch of a download already listed, asked for by the
-// service owner (Link.For; empty for the user): a failed one starts again,
-// and the user's fetch makes a service's download the user's.
+// service owner (Link.For; empty for the user): a failed or paused one
+// starts again, and the user's fetch makes a service's download the
+// user's. A fetch is a wish to have the file now (music fetches a track
+// as it plays it, and reads it through the download): a paused download
+// left paused would keep that reader waiting with no end. Resuming does
+// not change whose download it is.
 func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) {
 	dl.mu.Lock()
 	st := dl.state
-	if st == StateFailed {
+	again := st == StateFailed || st == StatePaused
+	if again {
 		dl.state, dl.err = StateDownloading, ""
 	}
 	took := owner == "" && dl.link.For != ""
@@ -334,12 +340,12 @@ func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) 
 		dl.link.For = ""
 	}
 	dl.mu.Unlock()
-	if st == StateFailed || took {
+	if again || took {
 		if err := dl.saveRecord(); err != nil {
 			return Transfer{}, err
 		}
 	}
-	if st == StateFailed {
+	if again {
 		d.enqueue(dl)
 	}
 	if took {
@@ -403,37 +409,46 @@ func (d *downloads) resume(ctx context.Context, id MD5) error {
 // remove cancels a download and deletes its partial data. A finished
 // file is left where it is: it is the user's now.
 func (d *downloads) remove(ctx context.Context, id MD5) error {
-	return d.removeIf(ctx, id, func(string) bool { return true })
+	_, err := d.removeIf(ctx, id, func(string) bool { return true })
+	return err
 }
 
 // removeFor is remove of a download that is still the service owner's
 // (Link.For): one the user has fetched since is theirs, and is left alone
 // with ErrNotOwned. The owner is checked under the download's lock as
-// the removal begins, so a user's fetch that came first always wins.
-func (d *downloads) removeFor(ctx context.Context, id MD5, owner string) error {
+// the removal begins, so a user's fetch that came first always wins. It
+// returns the download as it was removed (see removeIf), so the service
+// can delete a finished file it no longer wants.
+func (d *downloads) removeFor(ctx context.Context, id MD5, owner string) (Transfer, error) {
 	if owner == "" {
-		return fmt.Errorf("shards: remove %s for no service", id)
+		return Transfer{}, fmt.Errorf("shards: remove %s for no service", id)
 	}
 	return d.removeIf(ctx, id, func(f string) bool { return f == owner })
 }
 
 // removeIf is remove of a download whose owner (Link.For) owned accepts.
-func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) bool) error {
+// It returns the download as it stood once its run had stopped: a run
+// that was finishing as the removal began may have moved the file into
+// place meanwhile, so the Transfer is then StateDone with that file's
+// Path (left where it is), else the state the download was in. A state
+// taken before the call can say "downloading" of a file that finished.
+func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) bool) (Transfer, error) {
 	dl := d.get(id)
 	if dl == nil {
-		return fmt.Errorf("%w: %s", ErrUnknown, id)
+		return Transfer{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
 	if !owned(dl.link.For) {
 		dl.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotOwned, id)
+		return Transfer{}, fmt.Errorf("%w: %s", ErrNotOwned, id)
 	}
+	was := dl.state
 	dl.state = StateFailed
 	dl.err = "removed"
 	done := dl.stop()
 	dl.mu.Unlock()
 	if err := waitDone(ctx, done); err != nil {
-		return err
+		return Transfer{}, err
 	}
 	d.mu.Lock()
 	delete(d.all, id)
@@ -448,18 +463,25 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 		dl.file = nil
 	}
 	dl.signal()
+	// finish sets path and StateDone together, after the state above.
+	if dl.path != "" {
+		was = StateDone
+	}
+	dl.state, dl.err = was, ""
+	gone := dl.transferLocked(time.Now())
+	dl.state, dl.err = StateFailed, "removed"
 	dl.mu.Unlock()
 	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("shards: %w", err)
+		return gone, fmt.Errorf("shards: %w", err)
 	}
 	if err := deleteDownload(d.db, id); err != nil {
-		return err
+		return gone, err
 	}
 	d.events.Publish(Event{Removed: &id})
 	if d.onRemoved != nil {
 		d.onRemoved(id)
 	}
-	return nil
+	return gone, nil
 }
 
 func waitDone(ctx context.Context, done <-chan struct{}) error {
@@ -1282,16 +1304,21 @@ type peer struct {
 	// gaveUp are pieces it gave up as far slower than another peer
 	// (yield), not to be taken again before the next have refresh.
 	gaveUp map[int]bool
+	// noSpan: the peer does not serve ProtoSpan (an older node); it is
+	// asked for a block of one piece at a time.
+	noSpan bool
 }
 
 // attempt is one peer's fetch of one piece: its blocks are requested in
 // order and assembled in buf, which is checked before anything is written.
+// A piece fetched whole in one block, alone or in a span, is checked in the
+// answer itself and has no buf.
 type attempt struct {
 	piece   int
-	buf     *[]byte
-	charged int64 // the buffer's bytes taken from the budget; 0 once given back
-	next    int64 // offset of the next block to request
-	got     int64 // bytes received
+	buf     *[]byte // nil for a piece fetched in a span
+	charged int64   // the buffer's bytes taken from the budget; 0 once given back
+	next    int64   // offset of the next block to request
+	got     int64   // bytes received
 	ctx     context.Context
 	cancel  context.CancelFunc
 	peer    mesh.ID   // whom the bytes are charged to
@@ -1300,12 +1327,17 @@ type attempt struct {
 
 // blockResult is the answer to one block request.
 type blockResult struct {
-	a    *attempt
+	// as are the attempts the block is for: one, or (a span, ProtoSpan)
+	// one per piece it covers, in piece order, each piece whole.
+	as   []*attempt
 	req  blockReq
 	data []byte
 	err  error
 	took time.Duration
 }
+
+// span reports whether r answers a ProtoSpan request.
+func (r *blockResult) span() bool { return len(r.as) > 1 }
 
 // fetchFrom fetches pieces from one peer until the download is complete, the
 // peer has nothing more to give, or it misbehaves. Block requests are
@@ -1373,7 +1405,7 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	// fill requests blocks while the window has room; dl.mu is held.
 	fill := func() {
 		for inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
-			a, req, ok, short := dl.nextBlock(ctx, p, &pipe, false)
+			as, req, ok, short := dl.nextBlock(ctx, p, &pipe, false)
 			if short != nil {
 				budgetC = short
 			}
@@ -1382,10 +1414,14 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			}
 			inflight++
 			inflightB += int64(req.Len)
+			proto := ProtoBlock
+			if len(as) > 1 {
+				proto = ProtoSpan
+			}
 			go func() {
 				start := time.Now()
-				data, err := node.Request(a.ctx, id, ProtoBlock, encodeBlockReq(req), mesh.OverBulk())
-				results <- blockResult{a: a, req: req, data: data, err: err, took: time.Since(start)}
+				data, err := node.Request(as[0].ctx, id, proto, encodeBlockReq(req), mesh.OverBulk())
+				results <- blockResult{as: as, req: req, data: data, err: err, took: time.Since(start)}
 			}()
 		}
 		if p.wait.queued && inflight > 0 && (inflight >= maxRequests || inflightB >= pipe.window) {
@@ -1518,8 +1554,11 @@ func (dl *download) setPeerHave(p *peer, has Bitfield) {
 // would otherwise hold a seek up for as long as it takes to send. wait is
 // set when a new piece did not fit the budget; the caller waits on it.
 // claimOnly takes a new piece's bytes, if one is wanted, and requests
-// nothing; a piece taken so and not yet requested is enough. dl.mu is held.
-func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, claimOnly bool) (a *attempt, req blockReq, ok bool, wait <-chan struct{}) {
+// nothing; a piece taken so and not yet requested is enough. A block the
+// pipeline wants larger than a whole new piece runs on into the pieces
+// after it (span). dl.mu is held.
+func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, claimOnly bool) (as []*attempt, req blockReq, ok bool, wait <-chan struct{}) {
+	var a *attempt
 	if dl.state != StateDownloading {
 		dl.d.budget.leave(&p.wait)
 		return nil, blockReq{}, false, nil
@@ -1586,8 +1625,73 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 	}
 	n := min(pipe.block, dl.man.PieceLen(a.piece)-a.next)
 	req = blockReq{ID: dl.id, Piece: uint32(a.piece), Off: uint32(a.next), Len: uint32(n)}
-	a.next += n
-	return a, req, true, wait
+	as = []*attempt{a}
+	if a.next == 0 && n < pipe.block && !p.noSpan && len(readers) == 0 {
+		as = dl.span(ctx, p, a, pipe.block)
+		for _, x := range as[1:] {
+			n += dl.man.PieceLen(x.piece)
+		}
+		req.Len = uint32(n)
+	}
+	if len(as) == 1 {
+		a.next += n
+	} else {
+		a.next = dl.man.PieceLen(a.piece)
+	}
+	return as, req, true, wait
+}
+
+// span returns a, a new piece to be fetched whole in one block, and the
+// pieces after it that the same block can fetch too (ProtoSpan): whole
+// pieces, up to size bytes in all, that p holds and no one fetches, as long
+// as the budget has their bytes without waiting (they are worth taking, not
+// worth waiting for). The pieces of a span share one request: it is
+// cancelled once all of them are dropped. dl.mu is held.
+func (dl *download) span(ctx context.Context, p *peer, a *attempt, size int64) []*attempt {
+	as := []*attempt{a}
+	total := dl.man.PieceLen(a.piece)
+	for i := a.piece + 1; i < dl.man.NumPieces() && total+dl.man.PieceLen(i) <= size; i++ {
+		if dl.have.Has(i) || !p.has.Has(i) || dl.tries[i] > 0 || p.attempts[i] != nil || p.gaveUp[i] {
+			break
+		}
+		if !dl.d.budget.tryMore(&p.wait, dl.man.PieceSize) {
+			break
+		}
+		x := &attempt{piece: i, charged: dl.man.PieceSize, next: dl.man.PieceLen(i), peer: p.id, start: a.start}
+		p.attempts[i] = x
+		dl.tries[i]++
+		as = append(as, x)
+		total += dl.man.PieceLen(i)
+	}
+	if len(as) == 1 {
+		return as
+	}
+	// a's buffer goes unused: its piece is checked in the answer.
+	dl.bufs.Put(a.buf)
+	a.buf = nil
+	a.cancel()
+	sr := &spanRequest{}
+	var sctx context.Context
+	sctx, sr.cancel = context.WithCancel(ctx)
+	sr.left.Store(int32(len(as)))
+	for _, x := range as {
+		var once sync.Once
+		x.ctx, x.cancel = sctx, func() { once.Do(sr.drop) }
+	}
+	return as
+}
+
+// spanRequest is the request of a span: its attempts' cancel each drop
+// one, and the last one dropped cancels it.
+type spanRequest struct {
+	cancel context.CancelFunc
+	left   atomic.Int32
+}
+
+func (sr *spanRequest) drop() {
+	if sr.left.Add(-1) == 0 {
+		sr.cancel()
+	}
 }
 
 // slowFactor: a piece is given up when its peer would take more than
@@ -1688,7 +1792,7 @@ func (dl *download) dropAttempt(p *peer, a *attempt, owner bool) {
 	if !dl.endAttempt(p, a) {
 		return
 	}
-	if owner {
+	if owner && a.buf != nil {
 		dl.bufs.Put(a.buf)
 	}
 	dl.giveBack(a)
@@ -1702,54 +1806,110 @@ func (dl *download) giveBack(a *attempt) {
 
 // onBlock takes one block answer from p. A piece whose blocks are all in is
 // checked: a good one is written, a bad one scores the peer down and is
-// fetched again, from others once the peer is banned.
+// fetched again, from others once the peer is banned. A span's pieces are
+// each checked and written on their own, in the answer itself.
 func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline) error {
 	dl.mu.Lock()
-	live := p.attempts[int(r.req.Piece)] == r.a
+	live := slices.ContainsFunc(r.as, func(a *attempt) bool { return p.attempts[a.piece] == a })
+	m := dl.man
 	dl.mu.Unlock()
-	if !live { // another peer finished the piece first, or the attempt failed
+	if !live { // another peer finished the pieces first, or the attempt failed
 		return nil
 	}
 	if r.err != nil {
+		noSpan := r.span() && errors.Is(r.err, mesh.ErrNoHandler)
 		dl.mu.Lock()
-		dl.dropAttempt(p, r.a, true)
+		dl.dropAll(p, r.as)
+		p.noSpan = p.noSpan || noSpan
 		dl.signal()
 		dl.mu.Unlock()
+		if noSpan {
+			// A node that predates ProtoSpan: asked piece by piece from
+			// now on, and not counted a failure.
+			return nil
+		}
 		return r.err
 	}
 	if len(r.data) != int(r.req.Len) {
 		dl.d.node.Penalize(p.id, "block of the wrong size")
 		dl.mu.Lock()
-		dl.dropAttempt(p, r.a, true)
+		dl.dropAll(p, r.as)
 		dl.signal()
 		dl.mu.Unlock()
 		return dl.offence(p, fmt.Errorf("%w: block of %d bytes, asked for %d", ErrBadFrame, len(r.data), r.req.Len))
 	}
 	now := time.Now()
 	pipe.observe(len(r.data), r.took, now)
-	buf := *r.a.buf
-	copy(buf[r.req.Off:], r.data)
-	r.a.got += int64(len(r.data))
 	dl.mu.Lock()
 	dl.rate.add(len(r.data), now)
 	p.rate = pipe.rate
-	n := dl.man.PieceLen(r.a.piece)
-	whole := r.a.got == n
-	ok := whole && dl.man.Verify(r.a.piece, buf[:n])
 	dl.mu.Unlock()
 	dl.publish(false)
+	if r.span() {
+		var err error
+		for _, a := range r.as {
+			n := m.PieceLen(a.piece)
+			data := r.data[:n]
+			r.data = r.data[n:]
+			dl.mu.Lock()
+			live := p.attempts[a.piece] == a
+			if live {
+				a.got = n
+			}
+			dl.mu.Unlock()
+			if !live {
+				continue
+			}
+			if e := dl.checkPiece(p, a, m, data); e != nil {
+				err = e
+				if errors.Is(e, errBanned) {
+					dl.mu.Lock()
+					dl.dropAll(p, r.as)
+					dl.mu.Unlock()
+					return e
+				}
+			}
+		}
+		return err
+	}
+	a := r.as[0]
+	n := m.PieceLen(a.piece)
+	data := r.data
+	if r.req.Off != 0 || int64(len(data)) != n {
+		// One block of several: assembled in the attempt's buffer.
+		buf := *a.buf
+		copy(buf[r.req.Off:], r.data)
+		data = buf[:n]
+	}
+	dl.mu.Lock()
+	a.got += int64(len(r.data))
+	whole := a.got == n
+	dl.mu.Unlock()
 	if !whole {
 		return nil
 	}
-	if !ok {
+	return dl.checkPiece(p, a, m, data)
+}
+
+// checkPiece checks the whole piece of a against the manifest: a good one
+// is written, a bad one drops a and counts an offence of p's.
+func (dl *download) checkPiece(p *peer, a *attempt, m *Manifest, data []byte) error {
+	if !m.Verify(a.piece, data) {
 		dl.d.node.Penalize(p.id, "corrupt piece")
 		dl.mu.Lock()
-		dl.dropAttempt(p, r.a, true)
+		dl.dropAttempt(p, a, true)
 		dl.signal()
 		dl.mu.Unlock()
-		return dl.offence(p, fmt.Errorf("%w: piece %d from %s", ErrCorrupt, r.a.piece, p.id.Short()))
+		return dl.offence(p, fmt.Errorf("%w: piece %d from %s", ErrCorrupt, a.piece, p.id.Short()))
 	}
-	return dl.commit(p, r.a, buf[:n])
+	return dl.commit(p, a, data)
+}
+
+// dropAll drops those of as that are still p's; dl.mu is held.
+func (dl *download) dropAll(p *peer, as []*attempt) {
+	for _, a := range as {
+		dl.dropAttempt(p, a, true)
+	}
 }
 
 // offence counts a bad piece from p and bans p for this resource after
@@ -1809,7 +1969,9 @@ func (dl *download) commit(p *peer, a *attempt, data []byte) error {
 	dl.signal()
 	dl.mu.Unlock()
 	err = dl.hashAhead(f, a.piece, data)
-	dl.bufs.Put(a.buf)
+	if a.buf != nil {
+		dl.bufs.Put(a.buf)
+	}
 	dl.giveBack(a)
 	dl.publish(false)
 	return err
@@ -1879,10 +2041,17 @@ func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 // last two rates, so one window that caught a burst does not queue large
 // blocks.
 //
-// Until a rate is measured (the first rateWindow of answers) the pipeline
-// starts small, firstBlock at a time, and grows the window by every byte
-// answered, so it doubles each round trip (TCP's slow start), while the
-// answers come within twice the least latency (HyStart's delay exit).
+// Until a rate is measured (the first firstRateWindow of answers) the
+// pipeline starts small, firstBlock at a time, and grows the window by
+// every byte answered, so it doubles each round trip (TCP's slow start),
+// while the answers come within twice the least latency, or within
+// slowStartJitter of it when that is more (HyStart's delay exit, with
+// HyStart's floor: on loopback the least latency is a fraction of a
+// millisecond, and the scheduling delays of a busy machine, which queue
+// nothing, ended slow start at once; the window then stayed near 100 KiB
+// until a rate was known, a second later, the whole of a 64 MiB download).
+// The first rate is taken after firstRateWindow, sooner than the later
+// ones, so that a window that slow start left short opens soon.
 type pipeline struct {
 	window, block int64
 	maxWindow     int64
@@ -1913,6 +2082,12 @@ const (
 	minQueueTime = 250 * time.Millisecond
 	// rateWindow is how long answers are counted before a rate is taken.
 	rateWindow = time.Second
+	// firstRateWindow is how long the first rate is counted: slow start
+	// until then.
+	firstRateWindow = minQueueTime
+	// slowStartJitter is the least rise of latency above the least one
+	// that ends slow start: less is taken for scheduling delays.
+	slowStartJitter = 20 * time.Millisecond
 )
 
 func newPipeline(maxWindow int64, timeout time.Duration) pipeline {
@@ -1933,14 +2108,14 @@ func (p *pipeline) observe(n int, lat time.Duration, now time.Time) {
 	} else {
 		p.winBytes += int64(n)
 	}
-	if d := now.Sub(p.winStart); d >= rateWindow {
+	if d := now.Sub(p.winStart); d >= rateWindow || p.rate == 0 && d >= firstRateWindow {
 		p.prevRate, p.rate = p.rate, float64(p.winBytes)/d.Seconds()
 		p.winStart, p.winBytes = now, 0
 	}
 	if p.rate == 0 {
 		// Slow start ends early once answers queue: on a slow peer the
 		// window would otherwise grow for the whole first rate window.
-		if lat < 2*p.baseLat {
+		if lat < max(2*p.baseLat, p.baseLat+slowStartJitter) {
 			p.window = min(p.maxWindow, p.window+int64(n))
 			p.block = blockFor(p.window / 4)
 		}

@@ -37,6 +37,7 @@ var (
 	benchCapFile = flag.Int("shards.capmib", 24, "BenchmarkDownloadThreeHolders: MiB of the file")
 	benchRSS     = flag.Bool("shards.rss", false, "run BenchmarkDownloadRSS (a download of -shards.rssmib MiB)")
 	benchRSSMiB  = flag.Int("shards.rssmib", 1024, "BenchmarkDownloadRSS: MiB of the file")
+	benchOnly    = flag.String("shards.only", "", "BenchmarkDownloadGoodput: run only the \"download\" or the \"link\" rounds (to profile one)")
 )
 
 // startSignal runs a rendezvous on 127.0.0.1 until the benchmark ends and
@@ -223,6 +224,12 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	}
 	down := func() float64 { return downloadOnce(b, d, src, holder.ID()) }
 	link := func() float64 { return linkOnce(b, holder, downloader, sink, int64(size)) }
+	switch *benchOnly {
+	case "download":
+		link = func() float64 { return 1 }
+	case "link":
+		down = func() float64 { return 1 }
+	}
 	for i := range b.N * *benchRounds {
 		var dl, ln, dc, lc float64
 		if i%2 == 0 {

@@ -140,7 +140,11 @@ func TestDownloadResumeAfterCrash(t *testing.T) {
 			if fetchedBy[from] == nil {
 				fetchedBy[from] = make(map[int]bool)
 			}
-			fetchedBy[from][int(r.Piece)] = true
+			// A block may span pieces (ProtoSpan): every one it covers.
+			last, _ := blockSpan(src.man, r)
+			for i := int(r.Piece); i <= last; i++ {
+				fetchedBy[from][i] = true
+			}
 		}}
 	srv.register(nodes[0])
 	holders := []mesh.ID{nodes[0].ID()}

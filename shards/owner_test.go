@@ -89,10 +89,10 @@ func TestUserFetchTakesOverServiceDownload(t *testing.T) {
 	for i := range srcs {
 		waitState(t, d.downloads, srcs[i].id, StateDone, time.Minute)
 	}
-	if err := d.removeFor(ctx, srcs[1].id, ""); err == nil {
+	if _, err := d.removeFor(ctx, srcs[1].id, ""); err == nil {
 		t.Fatal("removeFor with no service removed a download")
 	}
-	if err := d.removeFor(ctx, srcs[1].id, "plugins"); !errors.Is(err, ErrNotOwned) {
+	if _, err := d.removeFor(ctx, srcs[1].id, "plugins"); !errors.Is(err, ErrNotOwned) {
 		t.Fatalf("another service's removeFor of music's download: %v, want ErrNotOwned", err)
 	}
 	paths := map[MD5]string{}
@@ -100,7 +100,7 @@ func TestUserFetchTakesOverServiceDownload(t *testing.T) {
 		paths[tr.ID] = tr.Path
 	}
 	for i, src := range srcs {
-		err := d.removeFor(ctx, src.id, svc)
+		_, err := d.removeFor(ctx, src.id, svc)
 		if users(i) && !errors.Is(err, ErrNotOwned) {
 			t.Errorf("removeFor of the user's download %d: %v, want ErrNotOwned", i, err)
 		}

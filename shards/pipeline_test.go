@@ -13,6 +13,10 @@ import (
 type simPeer struct {
 	capacity float64
 	rtt      time.Duration
+	// jitter, if set, delays each answer by up to this much more (a
+	// pseudo-random share of it): the scheduling delays of a busy machine,
+	// which queue nothing at the peer.
+	jitter time.Duration
 }
 
 type simResult struct {
@@ -54,9 +58,17 @@ func (sp simPeer) run(p *pipeline, dur, warmup time.Duration) simResult {
 		}
 	}
 	send()
+	var seq uint64
 	for len(q) > 0 && q[0].at.Before(end) {
 		r := q[0]
 		q = q[1:]
+		if sp.jitter > 0 {
+			seq++
+			r.at = r.at.Add(time.Duration(tieOrder(int(seq), 7) % int(sp.jitter)))
+			if r.at.Before(now) {
+				r.at = now
+			}
+		}
 		res.maxGap = max(res.maxGap, r.at.Sub(now))
 		now = r.at
 		inflight -= r.n
@@ -98,7 +110,7 @@ func TestPipelineAdapts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%.0fB/s,rtt=%v", tt.capacity, tt.rtt), func(t *testing.T) {
 			p := newPipeline(8<<20, timeout)
-			res := simPeer{tt.capacity, tt.rtt}.run(&p, tt.dur, tt.warmup)
+			res := simPeer{capacity: tt.capacity, rtt: tt.rtt}.run(&p, tt.dur, tt.warmup)
 			share := float64(res.bytes) / (tt.capacity * tt.dur.Seconds())
 			queue := time.Duration(float64(res.maxAhead) / tt.capacity * float64(time.Second))
 			t.Logf("goodput %.3f of the capacity, longest block %v, longest without an answer %v, most in flight %d KiB (%v), last window %d KiB of %d KiB blocks",
@@ -111,6 +123,32 @@ func TestPipelineAdapts(t *testing.T) {
 			}
 			if tt.maxQueue > 0 && queue > tt.maxQueue {
 				t.Errorf("%d KiB in flight at once: %v of queue at the peer's rate, want at most %v", res.maxAhead>>10, queue, tt.maxQueue)
+			}
+		})
+	}
+}
+
+// TestPipelineJitter: on loopback a block's least latency is a fraction of
+// a millisecond, while a busy machine delays answers by milliseconds that
+// queue nothing. Slow start took such a delay for a queue (twice the least
+// latency) and ended at once: the window stayed near 100 KiB for the
+// whole first second, the whole of a 64 MiB download at loopback speed
+// (BenchmarkDownloadGoodput: 32 KiB blocks, about half the link's rate).
+// The pipeline must open up within a fraction of a second all the same.
+func TestPipelineJitter(t *testing.T) {
+	for _, jitter := range []time.Duration{2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond} {
+		t.Run(jitter.String(), func(t *testing.T) {
+			p := newPipeline(8<<20, 20*time.Second)
+			sp := simPeer{capacity: 100e6, rtt: 300 * time.Microsecond, jitter: jitter}
+			res := sp.run(&p, 500*time.Millisecond, 0)
+			share := float64(res.bytes) / (sp.capacity * 0.5)
+			t.Logf("goodput %.3f of the capacity in the first 500 ms, most in flight %d KiB, last window %d KiB of %d KiB blocks",
+				share, res.maxAhead>>10, res.lastWindow>>10, res.lastBlock>>10)
+			if share < 0.85 {
+				t.Errorf("goodput %.3f of the capacity in the first 500 ms, want at least 0.85", share)
+			}
+			if res.lastWindow < 4<<20 || res.lastBlock < BlockSize {
+				t.Errorf("after 500 ms at 100 MB/s the window is %d KiB of %d KiB blocks, want at least 4 MiB of %d KiB", res.lastWindow>>10, res.lastBlock>>10, BlockSize>>10)
 			}
 		})
 	}

@@ -31,13 +31,19 @@ type testServer struct {
 	corrupt bool
 	// refuse, if set, is a node this server answers that it has nothing.
 	refuse mesh.ID
-	// onBlock, if set, sees every block request served.
+	// noSpan leaves ProtoSpan unserved, as a node that predates it.
+	noSpan bool
+	// onBlock, if set, sees every block request served (of ProtoBlock
+	// and ProtoSpan).
 	onBlock func(from mesh.ID, r blockReq)
 	served  atomic.Int64
 }
 
 func (s *testServer) register(n Node) {
-	for _, proto := range []string{ProtoManifest, ProtoHave, ProtoBlock} {
+	for _, proto := range []string{ProtoManifest, ProtoHave, ProtoBlock, ProtoSpan} {
+		if proto == ProtoSpan && s.noSpan {
+			continue
+		}
 		n.Handle(proto, mesh.HandlerFunc(s.serveMesh))
 	}
 }
@@ -65,14 +71,21 @@ func (s *testServer) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, er
 			}
 		}
 		return nil, fmt.Errorf("%w: %s", ErrUnknown, id)
-	case ProtoBlock:
+	case ProtoBlock, ProtoSpan:
 		r, err := decodeBlockReq(m.Payload)
 		if err != nil {
 			return nil, err
 		}
 		for _, src := range s.sources {
 			man, ok := src.manifestOf(r.ID)
-			if !ok || !blockInPiece(man, r) || !src.haveOf(r.ID).Has(int(r.Piece)) {
+			if !ok {
+				continue
+			}
+			last, ok := int(r.Piece), blockInPiece(man, r)
+			if m.Protocol == ProtoSpan {
+				last, ok = blockSpan(man, r)
+			}
+			if !ok || !src.haveOf(r.ID).HasRange(int(r.Piece), last) {
 				continue
 			}
 			// In pieces of at most the burst, as Service.waitUpload: a
@@ -84,7 +97,7 @@ func (s *testServer) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, er
 				}
 			}
 			p := make([]byte, r.Len)
-			if err := src.readBlock(ctx, r, p); err != nil {
+			if err := readSpan(ctx, src, man, r, p); err != nil {
 				return nil, err
 			}
 			if s.corrupt {

@@ -223,6 +223,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	s.node.Handle(ProtoManifest, mesh.HandlerFunc(s.handleManifest))
 	s.node.Handle(ProtoHave, mesh.HandlerFunc(s.handleHave))
 	s.node.Handle(ProtoBlock, mesh.HandlerFunc(s.handleBlock))
+	s.node.Handle(ProtoSpan, mesh.HandlerFunc(s.handleSpan))
 	s.node.Handle(ProtoList, mesh.HandlerFunc(s.handleList))
 
 	var wg sync.WaitGroup
@@ -392,6 +393,17 @@ func (s *Service) handleHave(ctx context.Context, m *mesh.Message) ([]byte, erro
 }
 
 func (s *Service) handleBlock(ctx context.Context, m *mesh.Message) ([]byte, error) {
+	return s.serveBlock(ctx, m, false)
+}
+
+// handleSpan serves ProtoSpan: a block that may cover several pieces.
+func (s *Service) handleSpan(ctx context.Context, m *mesh.Message) ([]byte, error) {
+	return s.serveBlock(ctx, m, true)
+}
+
+// serveBlock answers a block request: of one piece, or of a run of pieces
+// (span), each read through its source's readBlock as a block of its own.
+func (s *Service) serveBlock(ctx context.Context, m *mesh.Message, span bool) ([]byte, error) {
 	if !s.open() {
 		return nil, errClosed
 	}
@@ -409,24 +421,47 @@ func (s *Service) handleBlock(ctx context.Context, m *mesh.Message) ([]byte, err
 		if !ok {
 			continue
 		}
-		if !blockInPiece(man, r) {
+		last, ok := int(r.Piece), blockInPiece(man, r)
+		if span {
+			last, ok = blockSpan(man, r)
+		}
+		if !ok {
 			s.node.Penalize(m.From, "shards: block request outside its piece")
 			return nil, fmt.Errorf("%w: block %d+%d of piece %d is outside it", ErrBadFrame, r.Off, r.Len, r.Piece)
 		}
-		if !src.haveOf(r.ID).Has(int(r.Piece)) {
+		if !src.haveOf(r.ID).HasRange(int(r.Piece), last) {
 			continue
 		}
 		if err := s.waitUpload(ctx, int(r.Len)); err != nil {
 			return nil, err
 		}
 		p := make([]byte, r.Len)
-		if err := src.readBlock(ctx, r, p); err != nil {
+		if err := readSpan(ctx, src, man, r, p); err != nil {
 			return nil, err
 		}
 		src.sentBlock(r.ID, m.From, len(p))
 		return p, nil
 	}
 	return nil, fmt.Errorf("%w: %s piece %d", ErrUnknown, r.ID, r.Piece)
+}
+
+// readSpan reads the block r, which may run on into the pieces after
+// r.Piece (ProtoSpan), into p: a block of each piece through src.readBlock,
+// which checks that piece.
+func readSpan(ctx context.Context, src pieceSource, man *Manifest, r blockReq, p []byte) error {
+	for len(p) > 0 {
+		n := min(int64(len(p)), man.PieceLen(int(r.Piece))-int64(r.Off))
+		if n <= 0 {
+			return fmt.Errorf("%w: block runs past the end of %s", ErrBadFrame, r.ID)
+		}
+		b := blockReq{ID: r.ID, Piece: r.Piece, Off: r.Off, Len: uint32(n)}
+		if err := src.readBlock(ctx, b, p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		r.Piece, r.Off = r.Piece+1, 0
+	}
+	return nil
 }
 
 func (s *Service) handleList(ctx context.Context, m *mesh.Message) ([]byte, error) {

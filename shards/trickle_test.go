@@ -87,9 +87,14 @@ func TestDownloadTricklersDoNotStarve(t *testing.T) {
 		name      string
 		tricklers int
 		honestToo bool // the honest holder holds the 8 downloads too
+		split     bool // each trickler is the only holder of its own 2
 	}{
-		{"one trickler holds 8 downloads", 1, false},
-		{"four tricklers and an honest holder", 4, true},
+		{"one trickler holds 8 downloads", 1, false, false},
+		{"four tricklers and an honest holder", 4, true, false},
+		// Node ids cost nothing: 4 tricklers that each hold a quarter
+		// of the budget fill it without any holding more than its
+		// share, and with no other holder none is slower than another.
+		{"four tricklers each the only holder of two", 4, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,8 +113,19 @@ func TestDownloadTricklersDoNotStarve(t *testing.T) {
 				srcs, files = append(srcs, src), append(files, src)
 			}
 			_, later := testFile(t, 2<<20, 59)
+			// holderOf is the trickler that holds file i.
+			holderOf := func(i int) *mesh.Node { return tricklers[0] }
+			if tt.split {
+				holderOf = func(i int) *mesh.Node { return tricklers[i%len(tricklers)] }
+			}
 			for _, n := range tricklers {
-				(&trickler{srv: &testServer{sources: srcs}, every: timeout / 2}).register(t, n)
+				var own []pieceSource
+				for i, src := range srcs {
+					if holderOf(i) == n || !tt.split {
+						own = append(own, src)
+					}
+				}
+				(&trickler{srv: &testServer{sources: own}, every: timeout / 2}).register(t, n)
 			}
 			// The honest holder has the 8 only once the tricklers hold
 			// the budget (before, it would serve them at once).
@@ -130,6 +146,9 @@ func TestDownloadTricklersDoNotStarve(t *testing.T) {
 				if honestToo.Load() {
 					return append(nodeIDs(tricklers...), honest.ID())
 				}
+				if i := slices.IndexFunc(files, func(src *readerSource) bool { return src.id == id }); tt.split && i >= 0 {
+					return nodeIDs(holderOf(i))
+				}
 				return nodeIDs(tricklers...)
 			}
 			const limit = nFiles * MinPieceSize
@@ -142,7 +161,7 @@ func TestDownloadTricklersDoNotStarve(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			for i, src := range files {
-				if _, err := d.fetch(ctx, src.link(tricklers[0].ID(), fmt.Sprintf("f%d.bin", i))); err != nil {
+				if _, err := d.fetch(ctx, src.link(holderOf(i).ID(), fmt.Sprintf("f%d.bin", i))); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -22,6 +22,18 @@ const (
 	// ProtoBlock: request = encodeBlockReq; answer = exactly the bytes
 	// asked for, over the bulk channel.
 	ProtoBlock = "shards/block/1"
+	// ProtoSpan: request = encodeBlockReq, the block may run on past the
+	// end of its piece into the pieces that follow (blockSpan), each of
+	// which the server must hold; answer = exactly the bytes asked for,
+	// over the bulk channel. A file of small pieces (64 KiB up to 128 MB)
+	// is fetched in blocks of up to BlockSize this way: with a block per
+	// piece, the 16 requests a peer may have in flight held 1 MiB, too
+	// little to keep a fast link busy, and every piece cost a request and
+	// an answer of its own. It is a protocol of its own, not a wider
+	// ProtoBlock, so that a node that predates it answers "no handler"
+	// (and is asked piece by piece) instead of scoring the asker down for
+	// a block outside its piece.
+	ProtoSpan = "shards/span/1"
 	// ProtoList: request = encodeListReq; answer = encodeListPage: a page
 	// of the node's catalog, in resource id order.
 	ProtoList = "shards/list/1"
@@ -140,6 +152,19 @@ func blockInPiece(m *Manifest, r blockReq) bool {
 		return false
 	}
 	return int64(r.Off)+int64(r.Len) <= m.PieceLen(int(r.Piece))
+}
+
+// blockSpan returns the pieces r covers as a ProtoSpan request: from
+// r.Piece to last, r.Off inside the first and the end inside the file.
+func blockSpan(m *Manifest, r blockReq) (last int, ok bool) {
+	if int64(r.Piece) >= int64(m.NumPieces()) || int64(r.Off) >= m.PieceLen(int(r.Piece)) {
+		return 0, false
+	}
+	end := m.PieceOffset(int(r.Piece)) + int64(r.Off) + int64(r.Len) // Len <= BlockSize: no overflow
+	if end > m.Size {
+		return 0, false
+	}
+	return int((end - 1) / m.PieceSize), true
 }
 
 // listReq asks for up to Limit catalog entries with ids after After.

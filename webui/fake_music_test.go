@@ -45,6 +45,9 @@ type fakeMusic struct {
 	// stalled, when set, is published to each new subscription before
 	// its reader starts, as if the reader had been too slow for them.
 	stalled []music.Event
+	// usersCopy are tracks whose copy the user downloaded: RemoveCache
+	// refuses them, as music does.
+	usersCopy map[shards.MD5]bool
 }
 
 type fakeCover struct {
@@ -285,6 +288,9 @@ func (f *fakeMusic) RemoveCache(ctx context.Context, id shards.MD5) error {
 	t, err := f.track(id)
 	if err != nil {
 		return err
+	}
+	if f.usersCopy[id] {
+		return fmt.Errorf("%w: %s", music.ErrUsersCopy, id)
 	}
 	t.Cached = false
 	if !t.Local && len(t.Sources) == 0 {

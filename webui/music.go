@@ -125,6 +125,8 @@ func (s *Server) musicError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, music.ErrBanned):
 		status = http.StatusForbidden
+	case errors.Is(err, music.ErrUsersCopy):
+		status = http.StatusConflict // a copy there is, but not the cache's to remove
 	case errors.Is(err, music.ErrUnknown), errors.Is(err, music.ErrNoCover), errors.Is(err, music.ErrNoLyrics),
 		errors.Is(err, shards.ErrUnknown), errors.Is(err, shards.ErrNoHolders):
 		status = http.StatusNotFound

@@ -356,6 +356,16 @@ func TestMusicBans(t *testing.T) {
 func TestMusicRemoveCacheAndScan(t *testing.T) {
 	checkGoroutines(t)
 	f := newMusicFixture(t)
+	f.music.mu.Lock()
+	f.music.usersCopy = map[shards.MD5]bool{f.noise.MD5: true}
+	f.music.mu.Unlock()
+	f.refuses([]badInput{{"the user's download", "DELETE", trackPath(f.noise.MD5, "cache"), "", 409, "the user's download"}})
+	f.music.mu.Lock()
+	if tr := f.music.tracks[f.noise.MD5]; tr == nil || !tr.Cached {
+		t.Errorf("the user's copy after a refused DELETE: %+v", tr)
+	}
+	f.music.usersCopy, f.music.calls = nil, nil
+	f.music.mu.Unlock()
 	f.want(204, "DELETE", trackPath(f.noise.MD5, "cache"), "")
 	if log := f.music.callLog(); len(log) != 1 || log[0] != "removecache "+f.noise.MD5.String() {
 		t.Errorf("calls %v", log)

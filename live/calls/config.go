@@ -15,6 +15,8 @@ type Node interface {
 	ID() mesh.ID
 	Handle(proto string, h mesh.Handler)
 	Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error)
+	// Send carries routed call messages, one way at each hop.
+	Send(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) error
 	// Directory and Lookup list the online nodes: the candidates to own a
 	// room, and the names of the other members.
 	Directory() []mesh.Record

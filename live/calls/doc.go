@@ -43,10 +43,16 @@
 // neighbour lists (so an owner with members on many nodes needs no link
 // to each), signed by the sender with its node key over the path, the
 // time and a nonce, and answered with the destination's signature; the
-// nodes in between can neither forge, bend nor replay them. An owner
-// takes joins and leaves only for the sender's own sessions; a node takes
-// a seat notice only from the owner it asked, and a signal only from the
-// node and session the owner named as the other member of that room.
+// nodes in between can neither forge, bend nor replay them. Each hop
+// passes a routed message on one way and forgets it, from a bounded
+// queue per next hop taken in turns by neighbour and sender; the answer
+// travels back on its own and the sender matches it by nonce. So a slow,
+// hung or hostile node on or at the end of a route holds nothing at the
+// nodes in between, and a sender that floods fills only its own share.
+// An owner takes joins and leaves only for the sender's own sessions; a
+// node takes a seat notice only from the owner it asked, and a signal only
+// from the node and session the owner named as the other member of that
+// room.
 // Every field of a peer's message is bounded and checked (room names,
 // session ids, SDP size and syntax) before use; a malformed message scores
 // its sender down, and one node holds at most Config.MaxSeatsPerNode

@@ -54,15 +54,36 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		f.Fatal(err)
 	}
 	good, _ := json.Marshal(e)
-	f.Add(good)
-	f.Add([]byte(`{"path":[],"hop":1}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		got, err := decodeEnvelope(b, path[1], path[0])
+	f.Add(good, false)
+	// The destination's answer and a hop's failure notice, on their way
+	// back through path[1].
+	r := envelope{Path: path, Hop: 1, Back: true, Nonce: e.Nonce, Body: []byte(`{"state":"full"}`)}
+	if r.Key, r.Sig, err = sign(ids[2].Key, replySigned(&r)); err != nil {
+		f.Fatal(err)
+	}
+	answer, _ := json.Marshal(r)
+	f.Add(answer, true)
+	fail, _ := json.Marshal(envelope{Path: path, Hop: 1, Back: true, Nonce: e.Nonce, Fail: "no link"})
+	f.Add(fail, true)
+	f.Add([]byte(`{"path":[],"hop":1}`), false)
+	f.Fuzz(func(t *testing.T, b []byte, back bool) {
+		from := path[0]
+		if back {
+			from = path[2]
+		}
+		got, err := decodeEnvelope(b, path[1], from)
 		if err != nil {
 			return
 		}
-		if verify(got.Path[0], got.Key, got.Sig, envSigned(got)) != nil {
+		switch {
+		case got.Back != back:
+			t.Fatalf("took a message from %s going the wrong way", from.Short())
+		case !got.Back && verify(got.Path[0], got.Key, got.Sig, envSigned(got)) != nil:
 			t.Fatalf("took an envelope with a bad signature")
+		case got.Back && got.Fail == "" && verify(got.Path[len(got.Path)-1], got.Key, got.Sig, replySigned(got)) != nil:
+			t.Fatalf("took an answer with a bad signature")
+		case got.Back && got.Fail != "" && (len(got.Body) != 0 || got.Err != ""):
+			t.Fatalf("took a failure notice that carries an answer")
 		}
 	})
 }

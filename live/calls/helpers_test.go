@@ -19,10 +19,12 @@ const wait = 30 * time.Second
 // testNet is n nodes on an in-memory mesh, each running the service.
 type testNet struct {
 	// wrap, if set, gives the Node that a node's service uses.
-	wrap  func(name string, n *mesh.Node) Node
-	nw    *meshtest.Network
-	nodes []*mesh.Node
-	svcs  []*Service
+	wrap func(name string, n *mesh.Node) Node
+	// meshConf, if set, edits each node's mesh config.
+	meshConf func(*mesh.Config)
+	nw       *meshtest.Network
+	nodes    []*mesh.Node
+	svcs     []*Service
 }
 
 // testConfig shortens the service's timers, so that leases run out and
@@ -52,6 +54,9 @@ func (tn *testNet) add(t *testing.T, name string, configure ...func(*Config)) (*
 	var ident *mesh.Identity
 	node := tn.nw.NewNode(t, name, meshtest.Options{Configure: func(c *mesh.Config) {
 		meshtest.Fast(c)
+		if tn.meshConf != nil {
+			tn.meshConf(c)
+		}
 		ident = c.Identity
 	}})
 	cfg := DefaultConfig()

@@ -101,6 +101,12 @@ type Service struct {
 	log  *slog.Logger
 	own  *owner
 	seen seen
+	// relay queues the routed messages this node passes on; pending
+	// holds its own routed calls waiting for answers; serving counts the
+	// routed calls it serves.
+	relay   *relay
+	pending pending
+	serving serving
 	// routed and expanded count the messages sent along a route and those
 	// for which a link of their own was made, for tests.
 	routed, expanded atomic.Int64
@@ -132,7 +138,9 @@ func New(cfg Config) (*Service, error) {
 		log:      cfg.Logger.With("service", "calls"),
 		jobs:     make(chan func(context.Context), maxJobs),
 		sessions: make(map[string]*Session),
+		relay:    newRelay(),
 	}
+	s.serving.kick = make(chan struct{}, 1)
 	s.own = newOwner(&s.cfg)
 	if err := cfg.Node.SetResource(resourceName, map[string]int{"v": 1}); err != nil {
 		return nil, fmt.Errorf("calls: %w", err)
@@ -142,8 +150,9 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Serve renews this node's seats, expires the seats of the rooms it owns
-// and sends notices, until ctx ends.
+// Serve renews this node's seats, expires the seats of the rooms it owns,
+// sends notices, passes on routed messages and serves those addressed to
+// this node, until ctx ends.
 func (s *Service) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -165,6 +174,12 @@ func (s *Service) Serve(ctx context.Context) error {
 	defer expire.Stop()
 	for {
 		select {
+		case <-s.serving.kick:
+			s.serveQueued(ctx, &wg)
+		case <-s.relay.kick:
+			for _, hop := range s.relay.idle() {
+				wg.Go(func() { s.drain(ctx, hop) })
+			}
 		case <-renew.C:
 			s.renewAll(ctx, &wg)
 		case now := <-expire.C:
