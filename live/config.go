@@ -60,7 +60,7 @@ type Config struct {
 	// MaxViewers is the most WHEP viewers a node serves at once, over all
 	// rooms: each costs a connection and an encryption of every packet.
 	// A viewer over it is refused with ErrBusy. It also bounds what a
-	// child may claim per node of its subtree (see Service.reportedBelow).
+	// child may claim per node of its subtree (see roomState.viewersLocked).
 	MaxViewers int
 	// Logger; nil discards.
 	Logger *slog.Logger

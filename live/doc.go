@@ -20,10 +20,13 @@
 // TrackLocalStaticRTP per output, so NACKs are answered on each hop by
 // pion's interceptors and a keyframe request from any number of outputs goes
 // upstream at most once per KeyframeInterval. Each hub keeps the last whole
-// VP8 keyframe and sends it to a new output first, so that a new viewer
-// sees a sharp picture at once. An attach counts only once media flows: a
-// parent that sends nothing within AttachTimeout is dropped and the next
-// candidate tried. A child whose parent goes away attaches again at once.
+// keyframe (VP8, VP9, AV1, or H.264 IDR with its SPS and PPS; keyframe.go)
+// and sends it to a new output first, so that a new viewer sees a sharp
+// picture at once. An attach counts only once media flows: a parent that
+// sends nothing within AttachTimeout is dropped and the next candidate
+// tried, and a child whose connection is not up within AttachTimeout of its
+// answer gives its place back. A child whose parent goes away attaches
+// again at once.
 // A node serves at most MaxViewers WHEP viewers, and counts a child's
 // reported viewers up to MaxViewers per node of the subtree.
 //
@@ -32,6 +35,11 @@
 // Media PeerConnections use their own DTLS certificates; what binds them to
 // node identities is that their SDP travels in requests signed by the node
 // keys over authenticated mesh links.
+
+// Media is not signed end to end: a relay can send its subtree anything,
+// and its keyframe cache too. What a relay cached is dropped when the node
+// takes another parent, so a hostile relay's frames go no further than its
+// own subtree and not past the time it is their parent.
 //
 // A Service is safe for concurrent use. Serve may be called once.
 package live

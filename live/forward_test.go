@@ -261,10 +261,10 @@ func TestForwardKeepsNoCallerBuffers(t *testing.T) {
 	p.CSRC[0] = 0xff
 	h.vmu.Lock()
 	defer h.vmu.Unlock()
-	if len(h.key) != 1 {
-		t.Fatalf("%d packets cached, want the keyframe's 1", len(h.key))
+	if len(h.keys.key) != 1 {
+		t.Fatalf("%d packets cached, want the keyframe's 1", len(h.keys.key))
 	}
-	k := h.key[0]
+	k := h.keys.key[0]
 	if k.Payload[5] != 7 || len(k.CSRC) != 1 || k.CSRC[0] != 7 {
 		t.Fatalf("the cached keyframe changed with the reader's buffers: payload %x, CSRC %v", k.Payload, k.CSRC)
 	}

@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
-	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -48,15 +46,19 @@ type hub struct {
 	// outs is read on every packet: copy on write.
 	outs atomic.Pointer[[]*output]
 
+	// videoKeys finds the keyframes of the video slot's codec; nil when
+	// the cache does not know it. mu guards it.
+	videoKeys *keyframeCodec
+
 	// vmu orders the video forwarding against a new output's start, so
 	// that the output gets the cached keyframe and then every later
-	// packet, none twice and none in between lost.
+	// packet, none twice and none in between lost. It is taken before mu,
+	// never while mu is held.
 	vmu sync.Mutex
-	// key holds the packets of the last whole VP8 keyframe, sent to a new
-	// output at once so that its decoder shows a sharp picture without
-	// waiting for the next keyframe; building collects the one coming in.
-	key      []*rtp.Packet
-	building []*rtp.Packet
+	// keys is the keyframe cache (keyframe.go), sent to a new output at
+	// once so that its decoder shows a sharp picture without waiting for
+	// the next keyframe.
+	keys keyCache
 	// lastSeq is the sequence number of the last video packet forwarded.
 	lastSeq uint16
 
@@ -130,16 +132,20 @@ func kindIndex(k webrtc.RTPCodecType) int {
 // its generation. pli asks it for a keyframe.
 func (h *hub) upstream(expect int, pli func() error) uint64 {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.gen++
+	gen := h.gen
 	h.expect = expect
 	h.pli = pli
+	h.mu.Unlock()
 	// A new publisher's stream is another stream; at a relay the new
-	// parent's cache sends the keyframe again.
+	// parent's cache sends the keyframe again. From here on the old
+	// upstream's packets are neither cached nor forwarded.
 	h.vmu.Lock()
-	h.key, h.building = nil, nil
+	if gen > h.keys.gen {
+		h.keys.reset(gen)
+	}
 	h.vmu.Unlock()
-	return h.gen
+	return gen
 }
 
 // setSlot records the codec of one of generation gen's tracks. A codec
@@ -160,6 +166,9 @@ func (h *hub) setSlot(gen uint64, kind webrtc.RTPCodecType, codec webrtc.RTPCode
 		h.ready = make(chan struct{})
 	}
 	h.slots[i] = &slot{kind: kind, codec: codec}
+	if i == 0 {
+		h.videoKeys = keyframeCodecFor(codec.MimeType)
+	}
 	n := 0
 	for _, s := range h.slots {
 		if s != nil {
@@ -217,7 +226,7 @@ func (h *hub) codecs() [2]*slot {
 func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool {
 	h.mu.Lock()
 	cur := gen == h.gen && !h.closed
-	vp8 := h.slots[0] != nil && strings.EqualFold(h.slots[0].codec.MimeType, webrtc.MimeTypeVP8)
+	kc := h.videoKeys
 	h.mu.Unlock()
 	if !cur {
 		return false
@@ -235,9 +244,12 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 	if i == 0 {
 		h.vmu.Lock()
 		defer h.vmu.Unlock()
+		if gen != h.keys.gen {
+			return false // replaced since the check above
+		}
 		h.lastSeq = q.SequenceNumber
-		if vp8 {
-			h.cacheKeyframe(&q)
+		if kc != nil {
+			h.keys.add(kc, &q)
 		}
 		if tr = h.trace.Load(); tr != nil {
 			tr.mark(&tr.in, q.SequenceNumber, now)
@@ -255,47 +267,6 @@ func (h *hub) forward(gen uint64, kind webrtc.RTPCodecType, p *rtp.Packet) bool 
 		tr.mark(&tr.out, q.SequenceNumber, time.Now().UnixNano())
 	}
 	return true
-}
-
-// maxKeyframePackets bounds the keyframe cache: 512 packets of at most an
-// MTU are under 768 KiB, more than a 1080p keyframe takes. A larger
-// keyframe is not cached; new outputs then wait for the next one.
-const maxKeyframePackets = 512
-
-// cacheKeyframe follows the VP8 packets going through: a packet that
-// starts a keyframe starts a new cache, which is kept once the frame's
-// last packet (the marker) came with no packet missing in between. h.vmu
-// is held.
-func (h *hub) cacheKeyframe(p *rtp.Packet) {
-	switch {
-	case isVP8KeyframeStart(p.Payload):
-		h.building = make([]*rtp.Packet, 0, 16)
-	case h.building == nil:
-		return
-	default:
-		last := h.building[len(h.building)-1]
-		if p.Timestamp != last.Timestamp || p.SequenceNumber != last.SequenceNumber+1 || len(h.building) >= maxKeyframePackets {
-			h.building = nil // lost, reordered or too large: not a whole keyframe
-			return
-		}
-	}
-	q := *p
-	// p's buffers are the reader's, reused for the next packet.
-	q.Payload = slices.Clone(p.Payload)
-	q.CSRC = slices.Clone(p.CSRC)
-	h.building = append(h.building, &q)
-	if p.Marker {
-		h.key, h.building = h.building, nil
-	}
-}
-
-// isVP8KeyframeStart reports whether a VP8 RTP payload starts a keyframe:
-// the payload descriptor (RFC 7741 §4.2) marks the start of partition 0,
-// and the VP8 frame header's P bit is 0 (RFC 6386 §9.1).
-func isVP8KeyframeStart(payload []byte) bool {
-	var vp codecs.VP8Packet
-	frame, err := vp.Unmarshal(payload)
-	return err == nil && vp.S == 1 && vp.PID == 0 && len(frame) > 0 && frame[0]&0x01 == 0
 }
 
 // pump reads one upstream track and forwards it until the track ends or
@@ -372,15 +343,10 @@ func (h *hub) addOutput(pc *webrtc.PeerConnection, want func(slot) bool) (*outpu
 func (h *hub) attachOutput(o *output) {
 	h.vmu.Lock()
 	defer h.vmu.Unlock()
-	// A keyframe 16384 packets or more behind is not sent: SRTP's
-	// receiver would take the jump back to the live packets for a wrap of
-	// the sequence numbers and drop them all.
-	if t := o.tracks[0]; t != nil && len(h.key) > 0 && h.lastSeq-h.key[len(h.key)-1].SequenceNumber < 1<<14 {
-		for _, p := range h.key {
-			_ = t.WriteRTP(p)
-			o.sent.Add(1)
-			o.cached.Add(1)
-		}
+	for _, p := range h.keys.keyframeFor(o.tracks[0], h.lastSeq) {
+		_ = o.tracks[0].WriteRTP(p)
+		o.sent.Add(1)
+		o.cached.Add(1)
 	}
 	h.mu.Lock()
 	outs := slices.Clone(*h.outs.Load())

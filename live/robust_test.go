@@ -167,7 +167,7 @@ func TestNewViewerGetsKeyframe(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the host forwarding well past the keyframe", func() bool {
 		hub.vmu.Lock()
 		defer hub.vmu.Unlock()
-		return len(hub.key) > 0 && hub.lastSeq-hub.key[0].SequenceNumber > 200
+		return len(hub.keys.key) > 0 && hub.lastSeq-hub.keys.key[0].SequenceNumber > 200
 	})
 	plis := pub.plis.Load()
 	for _, n := range []*tnode{b, c} {
@@ -217,10 +217,10 @@ func TestKeyframeCacheBounded(t *testing.T) {
 	cached := func() (int, uint32) {
 		h.vmu.Lock()
 		defer h.vmu.Unlock()
-		if len(h.key) == 0 {
+		if len(h.keys.key) == 0 {
 			return 0, 0
 		}
-		return len(h.key), h.key[0].Timestamp
+		return len(h.keys.key), h.keys.key[0].Timestamp
 	}
 	frame(1, 4, true, -1)
 	if n, ts := cached(); n != 4 || ts != 1 {

@@ -111,6 +111,9 @@ func NewService(cfg Config, node Node) (*Service, error) {
 // Fanout is the most children this node forwards a room to.
 func (s *Service) Fanout() int { return s.cfg.Fanout }
 
+// MaxViewers is the most WHEP viewers this node serves at once.
+func (s *Service) MaxViewers() int { return s.cfg.MaxViewers }
+
 // Serve announces the hosted rooms, expires the index and keeps the tree
 // until ctx ends; then it closes every media connection.
 func (s *Service) Serve(ctx context.Context) error {

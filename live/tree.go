@@ -97,6 +97,32 @@ type roomState struct {
 	// nodesBelow is how many nodes the directory shows carrying the room
 	// deeper than this node: the bound of its subtree's size.
 	nodesBelow int
+	// noMedia holds the parents that took this node and sent no media
+	// (or went) within the attach timeout, and when: an attach tries them
+	// last for a while, so that one node that advertises the room and
+	// never delivers it (broken or hostile) does not cost every re-attach
+	// an attach timeout.
+	noMedia map[mesh.ID]time.Time
+}
+
+// Bounds of roomState.noMedia.
+const (
+	noMediaFor = time.Minute
+	maxNoMedia = 64
+)
+
+// noMediaLocked records that p took this node and sent nothing; s.mu is
+// held.
+func (rs *roomState) noMediaLocked(p mesh.ID, now time.Time) {
+	if rs.noMedia == nil {
+		rs.noMedia = map[mesh.ID]time.Time{}
+	}
+	for id, t := range rs.noMedia {
+		if now.Sub(t) >= noMediaFor || len(rs.noMedia) >= maxNoMedia {
+			delete(rs.noMedia, id)
+		}
+	}
+	rs.noMedia[p] = now
 }
 
 type parentLink struct {
@@ -120,7 +146,11 @@ type childLink struct {
 	out     *output
 	dc      *webrtc.DataChannel
 	viewers int
-	timer   *time.Timer // drops the child if it does not answer
+	// timer drops the child if it does not answer, and then if its
+	// connection is not up within Config.AttachTimeout of its answer.
+	timer *time.Timer
+	// up is set once its connection is up and forwarding started.
+	up atomic.Bool
 }
 
 // treeMsg is a message on the tree data channel: the parent sends its
@@ -163,6 +193,9 @@ func (rs *roomState) closeLocked() []*webrtc.PeerConnection {
 	}
 	for _, c := range rs.children {
 		pcs = append(pcs, c.pc)
+		if c.timer != nil {
+			c.timer.Stop()
+		}
 	}
 	for _, v := range rs.viewers {
 		pcs = append(pcs, v.pc)
@@ -399,6 +432,17 @@ func (s *Service) serveAnswer(from mesh.ID, req treeReq) error {
 	rs.reserved--
 	added = true
 	up := c.pc.ConnectionState() == webrtc.PeerConnectionStateConnected
+	// A child that answered holds a place of the fanout; one whose
+	// connection never comes up (a hostile peer, or one that cannot reach
+	// this node) would hold it until ICE gives up on it, which takes
+	// several times ParentSilence, or for ever when ICE connects and DTLS
+	// never does. It has the attach timeout, as it gives its parent.
+	c.timer = time.AfterFunc(s.cfg.AttachTimeout, func() {
+		if !c.up.Load() {
+			s.log.Debug("child never came up", "room", c.room, "child", from.Short())
+			s.dropChild(c)
+		}
+	})
 	s.mu.Unlock()
 	if up {
 		s.startChild(c)
@@ -414,8 +458,18 @@ func (s *Service) startChild(c *childLink) {
 	rs := s.rooms[c.room]
 	ok := rs != nil && rs.children[c.id] == c
 	s.mu.Unlock()
-	if ok {
-		rs.hub.start(c.out)
+	if !ok {
+		return
+	}
+	rs.hub.start(c.out)
+	c.up.Store(true)
+	// A child dropped meanwhile took its output away before the start
+	// added it: take it away again, or the hub forwards to it for ever.
+	s.mu.Lock()
+	gone := rs.children[c.id] != c
+	s.mu.Unlock()
+	if gone {
+		rs.hub.removeOutput(c.out)
 	}
 }
 
@@ -430,6 +484,7 @@ func (s *Service) dropChild(c *childLink) {
 	delete(rs.children, c.id)
 	rs.hub.removeOutput(c.out)
 	s.mu.Unlock()
+	c.timer.Stop()
 	go c.pc.Close()
 	s.log.Debug("child left", "room", c.room, "child", c.id.Short())
 	s.reportViewers(c.room)
@@ -625,6 +680,13 @@ func (s *Service) attach(ctx context.Context, rs *roomState) error {
 	host := e.room.Host
 	s.mu.Unlock()
 	queue := s.candidates(rs.id, host)
+	// Parents that recently sent nothing go last, in their order.
+	s.mu.Lock()
+	now := time.Now()
+	bad := func(id mesh.ID) bool { t, ok := rs.noMedia[id]; return ok && now.Sub(t) < noMediaFor }
+	good := slices.DeleteFunc(slices.Clone(queue), bad)
+	queue = append(good, slices.DeleteFunc(queue, func(id mesh.ID) bool { return !bad(id) })...)
+	s.mu.Unlock()
 	tried := map[mesh.ID]bool{s.node.ID(): true}
 	var errs []error
 	for len(queue) > 0 && len(tried) < 64 {
@@ -765,12 +827,16 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 	select {
 	case <-pl.flowing:
 	case <-pl.lost:
+		s.mu.Lock()
+		rs.noMediaLocked(p, time.Now())
+		s.mu.Unlock()
 		return nil, fmt.Errorf("live: %s went before any media came", p.Short())
 	case <-ctx.Done():
 		s.mu.Lock()
 		if rs.parent == pl {
 			rs.parent, rs.parentDC, rs.path = nil, nil, nil
 		}
+		rs.noMediaLocked(p, time.Now())
 		s.mu.Unlock()
 		s.changed()
 		return nil, fmt.Errorf("live: no media from %s: %w", p.Short(), ctx.Err())

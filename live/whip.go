@@ -232,12 +232,7 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
-			s.mu.Lock()
-			cur := s.rooms[room] == rs && rs.viewers[ss.id] == ss
-			s.mu.Unlock()
-			if cur {
-				rs.hub.start(ss.out)
-			}
+			s.startViewer(rs, ss)
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			s.Stop(room, ss.id)
 		}
@@ -245,6 +240,25 @@ func (s *Service) Watch(ctx context.Context, room, offer string) (answer, sid st
 	s.reportViewers(room)
 	s.changed()
 	return sdp, ss.id, nil
+}
+
+// startViewer starts forwarding to a viewer whose connection is up.
+func (s *Service) startViewer(rs *roomState, ss *session) {
+	s.mu.Lock()
+	cur := s.rooms[ss.room] == rs && rs.viewers[ss.id] == ss
+	s.mu.Unlock()
+	if !cur {
+		return
+	}
+	rs.hub.start(ss.out)
+	// A viewer stopped meanwhile took its output away before the start
+	// added it: take it away again, or the hub forwards to it for ever.
+	s.mu.Lock()
+	gone := rs.viewers[ss.id] != ss
+	s.mu.Unlock()
+	if gone {
+		rs.hub.removeOutput(ss.out)
+	}
 }
 
 func describe(slots [2]*slot) string {

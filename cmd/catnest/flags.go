@@ -67,6 +67,9 @@ type ServeConfig struct {
 	SubsonicUser, SubsonicPassword string
 	// LiveFanout is the most children the node forwards a live room to.
 	LiveFanout int
+	// LiveMaxViewers is the most WHEP viewers the node serves at once,
+	// over all rooms; more are refused (503, Retry-After).
+	LiveMaxViewers int
 	// Guests lets PeerJS pages post to public channels as guests of this
 	// node; without it they may only read (see package guest).
 	Guests bool
@@ -210,6 +213,7 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.StringVar(&cfg.SubsonicPassword, "subsonic-password", os.Getenv("CATNEST_SUBSONIC_PASSWORD"), "the Subsonic apps' `password` (default $CATNEST_SUBSONIC_PASSWORD)")
 	fs.BoolVar(&cfg.LoopbackOnly, "loopback", false, "link over loopback addresses only (every node on this machine)")
 	fs.IntVar(&cfg.LiveFanout, "live-fanout", live.DefaultConfig().Fanout, "forward a live room to at most `N` child nodes (this node's own viewers come on top)")
+	fs.IntVar(&cfg.LiveMaxViewers, "live-max-viewers", live.DefaultConfig().MaxViewers, "serve at most `N` live viewers (WHEP) at once over all rooms; more get 503 with Retry-After and can watch from another node")
 	fs.BoolVar(&cfg.Verbose, "v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -224,6 +228,9 @@ func parseServe(args []string, stderr io.Writer) (ServeConfig, error) {
 	}
 	if cfg.LiveFanout < 1 || cfg.LiveFanout > 64 {
 		return cfg, fmt.Errorf("serve: --live-fanout %d: want 1 to 64", cfg.LiveFanout)
+	}
+	if cfg.LiveMaxViewers < 1 || cfg.LiveMaxViewers > 4096 {
+		return cfg, fmt.Errorf("serve: --live-max-viewers %d: want 1 to 4096", cfg.LiveMaxViewers)
 	}
 	if cfg.SignalURL == "" {
 		return cfg, fmt.Errorf("serve: --signal is required (the rendezvous URL, e.g. http://127.0.0.1:9000/myapp)")

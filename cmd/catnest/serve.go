@@ -278,6 +278,9 @@ func newLive(cfg ServeConfig, mn *mesh.Node, ident *mesh.Identity, log *slog.Log
 	if cfg.LiveFanout > 0 {
 		lc.Fanout = cfg.LiveFanout
 	}
+	if cfg.LiveMaxViewers > 0 {
+		lc.MaxViewers = cfg.LiveMaxViewers
+	}
 	lc.ICEServers = cfg.ICEServers
 	lc.LoopbackOnly = cfg.LoopbackOnly
 	lc.Logger = log
