@@ -89,8 +89,11 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 		// virtual time CPU takes no time: the product's timeout.
 		cfg.BlockTimeout = 10 * time.Minute
 	}
-	peers := pushNet(tb, nw, n+1, r.want, cfg, u, nil)
+	peers := pushNet(tb, nw, n+1, r.want, cfg, 0, nil)
 	src, recv := peers[0], peers[1:]
+	for _, pp := range peers {
+		pp.p.node = pacedNode{Node: pp.p.node, up: newUplink(u)}
+	}
 	for _, pp := range recv {
 		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
 	}
@@ -158,6 +161,93 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 	}
 	if pull != nil {
 		report(float64(pull.src.served.Load())/float64(size), "src-upload/F")
+	}
+}
+
+// uplink is a node's upload capped at u bytes/s, as the simulation
+// models it: the blocks a node sends to one peer go one after the other
+// (a data channel delivers its messages in order), and those to different
+// peers share the cap (their waits interleave, as concurrent streams
+// share a real uplink). The cap is a token bucket that starts empty and
+// holds at most capBurst bytes, waited on in pieces of that size: a
+// bucket fills while its node is idle, and a node that then gets a piece
+// sends that much of it at once, as if its uplink had sent it before the
+// node held it. With the bucket of a whole block (the benchmark's first
+// version: 256 KiB, four 64 KiB pieces, full at the start), each relay of
+// a chain passed its pieces on in no time and a run beat the bound (the
+// chain at N = 16 took 0.995x F/u); with a small bucket but no order per
+// peer, the source's window of pieces to the chain's head shared the cap
+// and each arrived a window's time late, at every hop (2.0x).
+type uplink struct {
+	lim   *rate.Limiter
+	mu    sync.Mutex
+	lanes map[mesh.ID]chan struct{}
+}
+
+// capBurst is the bucket of an uplink: 1/16 of the smallest piece.
+const capBurst = 4 << 10
+
+func newUplink(u float64) *uplink {
+	lim := rate.NewLimiter(rate.Limit(u), capBurst)
+	lim.AllowN(time.Now(), capBurst)
+	return &uplink{lim: lim, lanes: make(map[mesh.ID]chan struct{})}
+}
+
+// send waits until n bytes to peer to have gone out: after those sent to
+// it before, at the cap.
+func (l *uplink) send(ctx context.Context, to mesh.ID, n int) error {
+	l.mu.Lock()
+	lane := l.lanes[to]
+	if lane == nil {
+		lane = make(chan struct{}, 1)
+		l.lanes[to] = lane
+	}
+	l.mu.Unlock()
+	select {
+	case lane <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-lane }()
+	for ; n > 0; n -= capBurst {
+		if err := l.lim.WaitN(ctx, min(n, capBurst)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pacedNode sends a push's blocks through its uplink.
+type pacedNode struct {
+	Node
+	up *uplink
+}
+
+func (n pacedNode) Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error) {
+	if proto == ProtoPush && len(payload) > blockHeader && payload[0] == pushBlock {
+		if err := n.up.send(ctx, to, len(payload)-blockHeader); err != nil {
+			return nil, err
+		}
+	}
+	return n.Node.Request(ctx, to, proto, payload, opts...)
+}
+
+// servePaced registers srv's handlers on n with every block it serves
+// sent through up first.
+func servePaced(n Node, srv *testServer, up *uplink) {
+	for _, proto := range []string{ProtoManifest, ProtoHave, ProtoBlock} {
+		n.Handle(proto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+			if m.Protocol == ProtoBlock {
+				r, err := decodeBlockReq(m.Payload)
+				if err != nil {
+					return nil, err
+				}
+				if err := up.send(ctx, m.From, int(r.Len)); err != nil {
+					return nil, err
+				}
+			}
+			return srv.serveMesh(ctx, m)
+		}))
 	}
 }
 
@@ -308,8 +398,8 @@ type pullNet struct {
 func newPullNet(b testing.TB, peers []*pushPeer, u float64) *pullNet {
 	b.Helper()
 	src := peers[0]
-	pn := &pullNet{src: &testServer{sources: []pieceSource{src.src}, limit: rate.NewLimiter(rate.Limit(u), BlockSize)}}
-	pn.src.register(src.node)
+	pn := &pullNet{src: &testServer{sources: []pieceSource{src.src}}}
+	servePaced(src.node, pn.src, newUplink(u))
 	pn.link = Link{Node: src.node.ID(), Channel: FilesChannel, ID: src.src.id, Manifest: src.src.m.Hash(), Name: "file.bin", Size: src.src.m.Size}
 	// The catalog would list the source as the holder; the receivers find
 	// each other among their linked peers, as downloads do.
@@ -324,8 +414,8 @@ func newPullNet(b testing.TB, peers []*pushPeer, u float64) *pullNet {
 				c.HaveInterval = 2 * time.Second
 			}
 		})
-		srv := &testServer{sources: []pieceSource{rd.downloads}, limit: rate.NewLimiter(rate.Limit(u), BlockSize)}
-		srv.register(pp.node)
+		srv := &testServer{sources: []pieceSource{rd.downloads}}
+		servePaced(pp.node, srv, newUplink(u))
 		pn.recv = append(pn.recv, rd)
 	}
 	return pn
