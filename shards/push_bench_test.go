@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,8 +92,11 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 	}
 	peers := pushNet(tb, nw, n+1, r.want, cfg, 0, nil)
 	src, recv := peers[0], peers[1:]
+	var ups []*uplink
 	for _, pp := range peers {
-		pp.p.node = pacedNode{Node: pp.p.node, up: newUplink(u)}
+		up := newUplink(u)
+		ups = append(ups, up)
+		pp.p.node = pacedNode{Node: pp.p.node, up: up}
 	}
 	for _, pp := range recv {
 		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
@@ -109,6 +113,7 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 	var pull *pullNet
 	if scheme == "pull" {
 		pull = newPullNet(tb, peers, u)
+		ups = pull.ups
 	}
 	np := src.src.m.NumPieces()
 	start := time.Now()
@@ -150,6 +155,12 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 		}
 	}
 	bound := max(float64(size)/u, float64(n)*float64(size)/(u+float64(n)*u))
+	var sent int64
+	for _, up := range ups {
+		sent += up.sent.Load()
+	}
+	// Every receiver takes in F once: more is copies sent twice.
+	report(float64(sent)/float64(n)/float64(size), "upload/NF")
 	report(took.Seconds()/bound, "x-bound")
 	report(took.Seconds(), "s")
 	if pid != "" {
@@ -180,6 +191,7 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 // and each arrived a window's time late, at every hop (2.0x).
 type uplink struct {
 	lim   *rate.Limiter
+	sent  atomic.Int64 // bytes sent through it
 	mu    sync.Mutex
 	lanes map[mesh.ID]chan struct{}
 }
@@ -213,6 +225,7 @@ func (l *uplink) send(ctx context.Context, to mesh.ID, n int) error {
 		if err := l.lim.WaitN(ctx, min(n, capBurst)); err != nil {
 			return err
 		}
+		l.sent.Add(int64(min(n, capBurst)))
 	}
 	return nil
 }
@@ -389,6 +402,7 @@ func linkAll(ctx context.Context, b testing.TB, peers []*pushPeer, links [][2]in
 // schemes' sends are.
 type pullNet struct {
 	src  *testServer
+	ups  []*uplink // every node's
 	recv []*runningDownloads
 	link Link
 }
@@ -398,8 +412,8 @@ type pullNet struct {
 func newPullNet(b testing.TB, peers []*pushPeer, u float64) *pullNet {
 	b.Helper()
 	src := peers[0]
-	pn := &pullNet{src: &testServer{sources: []pieceSource{src.src}}}
-	servePaced(src.node, pn.src, newUplink(u))
+	pn := &pullNet{src: &testServer{sources: []pieceSource{src.src}}, ups: []*uplink{newUplink(u)}}
+	servePaced(src.node, pn.src, pn.ups[0])
 	pn.link = Link{Node: src.node.ID(), Channel: FilesChannel, ID: src.src.id, Manifest: src.src.m.Hash(), Name: "file.bin", Size: src.src.m.Size}
 	// The catalog would list the source as the holder; the receivers find
 	// each other among their linked peers, as downloads do.
@@ -415,7 +429,8 @@ func newPullNet(b testing.TB, peers []*pushPeer, u float64) *pullNet {
 			}
 		})
 		srv := &testServer{sources: []pieceSource{rd.downloads}}
-		servePaced(pp.node, srv, newUplink(u))
+		pn.ups = append(pn.ups, newUplink(u))
+		servePaced(pp.node, srv, pn.ups[len(pn.ups)-1])
 		pn.recv = append(pn.recv, rd)
 	}
 	return pn
