@@ -128,7 +128,7 @@ func relayTargets(plan Plan, j, receivers, piece int) []int {
 			out = append(out, spanOwner(g+1, piece, receivers))
 		}
 		for r := 1; r < hi-lo; r++ {
-			out = append(out, lo+(j-lo+r)%(hi-lo))
+			out = append(out, lo+(j-lo+matrixStep(r, hi-lo))%(hi-lo))
 		}
 		return out
 	}
@@ -201,7 +201,7 @@ func planPush(plan Plan, pieces, receivers int) pushSchedule {
 					add(base, pushStep{From: lo + k, To: spanOwner(g+1, i, receivers), Piece: i})
 				}
 				for r := 1; r < hi-lo; r++ {
-					add(base+r, pushStep{From: lo + k, To: lo + (k+r)%(hi-lo), Piece: i})
+					add(base+r, pushStep{From: lo + k, To: lo + (k+matrixStep(r, hi-lo))%(hi-lo), Piece: i})
 				}
 			}
 		}

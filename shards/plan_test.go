@@ -124,9 +124,17 @@ func TestPlanPush(t *testing.T) {
 // batch's time, and looked stalled to the source's repair, which ordered
 // its pieces again from other holders; the copies sent twice lengthened
 // the push (1.34x the bound at N = 64, 6% of the uploads copies).
+//
+// A span of at most spanGroup receivers is one group, relayed as a
+// matrix: it is checked too.
 func TestPlanMatrixStreamed(t *testing.T) {
-	for _, n := range []int{2, 3, 8, 13, 16, 64, 100, 256} {
-		t.Run(fmt.Sprintf("%dreceivers", n), func(t *testing.T) {
+	for _, c := range []struct {
+		plan Plan
+		n    int
+	}{{PlanMatrix, 2}, {PlanMatrix, 3}, {PlanMatrix, 8}, {PlanMatrix, 13}, {PlanMatrix, 16}, {PlanMatrix, 64},
+		{PlanMatrix, 100}, {PlanMatrix, 256}, {PlanSpan, 3}, {PlanSpan, 7}, {PlanSpan, spanGroup}} {
+		plan, n := c.plan, c.n
+		t.Run(fmt.Sprintf("%s/%dreceivers", plan, n), func(t *testing.T) {
 			pieces := 4 * n
 			type job struct{ piece, to int }
 			queue := make([][]job, n)
@@ -140,7 +148,7 @@ func TestPlanMatrixStreamed(t *testing.T) {
 				from := make(map[int]int)
 				var arrive []job
 				if slot < pieces {
-					arrive = append(arrive, job{slot, slot % n})
+					arrive = append(arrive, job{slot, pieceOwner(plan, slot, n)})
 				}
 				for j := range queue {
 					if len(queue[j]) == 0 {
@@ -164,8 +172,8 @@ func TestPlanMatrixStreamed(t *testing.T) {
 						done++
 						end = slot
 					}
-					if a.piece%n == k && slot < pieces { // from the source: relay it
-						for _, to := range relayTargets(PlanMatrix, k, n, a.piece) {
+					if pieceOwner(plan, a.piece, n) == k && slot < pieces { // from the source: relay it
+						for _, to := range relayTargets(plan, k, n, a.piece) {
 							queue[k] = append(queue[k], job{a.piece, to})
 						}
 					}
