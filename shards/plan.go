@@ -9,8 +9,9 @@ package shards
 // source stripes the pieces over the N receivers, piece i to receiver
 // i mod N, so pieces bN..bN+N-1 (batch b) give each receiver one piece of
 // its own. Each receiver relays its piece of batch b to the others in N-1
-// relay rounds; in round r every receiver j sends to j+r mod N, a shift, so
-// every receiver gets from exactly one other. The source's stream runs
+// relay rounds; in round r every receiver j sends to j+matrixStep(r) mod
+// N, a shift, so every receiver gets from exactly one other (the steps
+// are not 1, 2, 3, …: see matrixStep). The source's stream runs
 // beside the relays: it is 1/N of what each receiver takes in.
 //
 // Chain (the notes' one-way chain, the baseline): the source sends every
@@ -108,8 +109,9 @@ func spanOwner(g, piece, n int) int {
 // relayTargets lists, in the order it sends them, the receivers that
 // receiver j passes piece piece to when it got it with the relay flag
 // (from the source, from its predecessor in a chain, from the previous
-// group in a span): matrix j+1, j+2, ..., j+N-1 mod N, so that the
-// receivers' r-th relays form a shift; chain only j+1, none for the last;
+// group in a span): matrix j+matrixStep(r) mod N for r = 1..N-1, so that
+// the receivers' r-th relays form a shift, and receivers a slot apart
+// never send to the same one at once; chain only j+1, none for the last;
 // span the next group's owner of the piece's stripe first (the pipeline
 // goes on), then the others of its group in shift order.
 func relayTargets(plan Plan, j, receivers, piece int) []int {
@@ -126,15 +128,32 @@ func relayTargets(plan Plan, j, receivers, piece int) []int {
 			out = append(out, spanOwner(g+1, piece, receivers))
 		}
 		for r := 1; r < hi-lo; r++ {
-			out = append(out, lo+(j-lo+r)%(hi-lo))
+			out = append(out, lo+(j-lo+matrixStep(r, hi-lo))%(hi-lo))
 		}
 		return out
 	}
 	out := make([]int, 0, max(receivers-1, 0))
 	for r := 1; r < receivers; r++ {
-		out = append(out, (j+r)%receivers)
+		out = append(out, (j+matrixStep(r, receivers))%receivers)
 	}
 	return out
+}
+
+// matrixStep is how far after itself a matrix receiver of n sends its
+// r-th relay of a piece: 2r mod n, or for an even n the even steps and
+// then the odd ones (2r, then 2r-n+1). A bijection of 1..n-1, so round r
+// is still a shift in lockstep; and also when the receivers run a slot
+// apart, as the source's stream starts them (owner j gets its piece of
+// batch b in slot bN+j): in slot T the senders j are at r = T-j and send
+// to j+2r = 2T-j (or 2T-j+1 for the odd steps), a different receiver for
+// each. With the plain shift (step r) every owner of a batch reached
+// receiver j+r = T in the same slot: each receiver got the whole batch at
+// once, then nothing for a batch's time.
+func matrixStep(r, n int) int {
+	if n%2 == 1 || 2*r < n {
+		return 2 * r % n
+	}
+	return 2*r - n + 1
 }
 
 // planPush is the schedule of a push of pieces pieces to receivers
@@ -182,7 +201,7 @@ func planPush(plan Plan, pieces, receivers int) pushSchedule {
 					add(base, pushStep{From: lo + k, To: spanOwner(g+1, i, receivers), Piece: i})
 				}
 				for r := 1; r < hi-lo; r++ {
-					add(base+r, pushStep{From: lo + k, To: lo + (k+r)%(hi-lo), Piece: i})
+					add(base+r, pushStep{From: lo + k, To: lo + (k+matrixStep(r, hi-lo))%(hi-lo), Piece: i})
 				}
 			}
 		}
