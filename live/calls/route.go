@@ -507,7 +507,10 @@ func (s *Service) serveOne(ctx context.Context, e *envelope) {
 	s.answer(e, out, err)
 }
 
-// answer signs the answer to e and queues it back along e's path.
+// answer signs the answer to e and queues it back along e's path. The
+// answer counts in the relay's share of the neighbour that brought e, not
+// in one share of this node's own: a neighbour that sends calls and does
+// not read their answers then fills only its own share.
 func (s *Service) answer(e *envelope, body []byte, serr error) {
 	r := envelope{Path: e.Path, Hop: len(e.Path) - 2, Back: true, Nonce: e.Nonce, Body: body}
 	if serr != nil {
@@ -521,11 +524,12 @@ func (s *Service) answer(e *envelope, body []byte, serr error) {
 		s.log.Warn("routed answer not signed", "err", err)
 		return
 	}
-	s.pass(&r, s.self, e.Path[0])
+	s.pass(&r, e.Path[len(e.Path)-2], e.Path[0])
 }
 
 // failBack tells e's sender, back along its path, that this hop could not
-// pass e on.
+// pass e on. Like an answer, the notice counts in the share of the
+// neighbour that brought e.
 func (s *Service) failBack(e *envelope, why error) {
 	i := slices.Index(e.Path, s.self)
 	if e.Back || i < 1 {
@@ -536,7 +540,7 @@ func (s *Service) failBack(e *envelope, why error) {
 		reason = reason[:maxErrText]
 	}
 	f := &envelope{Path: e.Path, Hop: i - 1, Back: true, Nonce: e.Nonce, Fail: reason}
-	s.pass(f, s.self, e.Path[0])
+	s.pass(f, e.Path[i-1], e.Path[0])
 }
 
 // errRouteBusy answers a routed call when its sender has too many served
