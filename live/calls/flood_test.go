@@ -93,6 +93,46 @@ func TestAnswersQueuedByNeighbour(t *testing.T) {
 	t.Logf("answers for the hostile neighbour: %d queued, %d refused", queued, refused)
 }
 
+// TestServingByNeighbour: routed calls from thousands of made-up senders,
+// all brought by one neighbour, fill only that neighbour's share of the
+// calls waiting to be served here, and an honest sender's call through
+// another neighbour is served next, not refused or queued behind them.
+func TestServingByNeighbour(t *testing.T) {
+	d := idleService(t)
+	ids := newIDs(t, 3)
+	hostile, honestHop, honest := ids[0], ids[1].ID, ids[2]
+	body := make([]byte, MaxMessage)
+	// The signatures are not checked here: the calls are as takeRoute
+	// hands them on, and minting keys costs an attacker nothing.
+	mk := func(sender mesh.ID, prev mesh.ID) *envelope {
+		return &envelope{Path: []mesh.ID{sender, prev, d.self}, Hop: 2, Nonce: make([]byte, nonceLen), Body: body}
+	}
+	minted := newIDs(t, 2*maxServingQueue/MaxMessage)
+	taken := 0
+	for _, m := range minted {
+		if d.serving.add(mk(m.ID, hostile.ID)) {
+			taken++
+		}
+	}
+	if taken == len(minted) {
+		t.Fatalf("all %d calls of made-up senders were queued", taken)
+	}
+	if !d.serving.add(mk(honest.ID, honestHop)) {
+		t.Fatalf("an honest sender's call was refused beside %d of made-up senders", taken)
+	}
+	for i := range 2 {
+		e := d.serving.take("")
+		if e == nil {
+			t.Fatal("nothing to serve")
+		}
+		if e.Path[0] == honest.ID {
+			t.Logf("made-up senders: %d of %d calls queued; the honest call served %s", taken, len(minted), []string{"first", "second"}[i])
+			return
+		}
+	}
+	t.Fatalf("the honest call was not among the first two served beside %d of made-up senders", taken)
+}
+
 func mustJSON(t *testing.T, e *envelope) []byte {
 	t.Helper()
 	b, err := json.Marshal(e)

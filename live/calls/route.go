@@ -549,24 +549,31 @@ var errRouteBusy = errors.New("calls: too many routed calls at once")
 
 const (
 	// maxServingPerSender and maxServing bound the routed calls served at
-	// once for one sender and in all; maxServingQueue and
-	// maxServingQueuePerSender, the bytes of those waiting their turn.
+	// once for one sender and in all; maxServingQueue,
+	// maxServingQueuePerPrev and maxServingQueuePerSender, the bytes of
+	// those waiting their turn, in all, brought by one neighbour, and
+	// from one sender.
 	maxServingPerSender      = 32
 	maxServing               = 256
 	maxServingQueue          = 16 << 20
+	maxServingQueuePerPrev   = 4 << 20
 	maxServingQueuePerSender = 2 << 20
 	// maxPending bounds this node's own routed calls waiting for answers.
 	maxPending = 4096
 )
 
 // serving holds the routed calls addressed to this node: those served
-// now, counted by sender, and those waiting, taken in turn by sender so
-// that a sender that floods waits behind its own calls only.
+// now, counted by sender, and those waiting, taken in turn by the
+// neighbour that brought them (whose link proved it) and within that by
+// sender, as the relay's queues are. So a sender that floods waits behind
+// its own calls only, and a neighbour that makes up senders by the
+// thousand behind its own.
 type serving struct {
 	mu      sync.Mutex
 	running map[mesh.ID]int
 	total   int
-	queued  turns[mesh.ID, *servingQueue]
+	queued  turns[mesh.ID, *turns[mesh.ID, *servingQueue]]
+	perPrev map[mesh.ID]int
 	bytes   int
 	// kick wakes Serve to serve what is queued.
 	kick chan struct{}
@@ -579,27 +586,44 @@ type servingQueue struct {
 
 func servingSize(e *envelope) int { return len(e.Body) + queuedOverhead }
 
-// add queues e, or reports false when its sender has too much queued.
+// servingPrev is the neighbour that brought e to this node.
+func servingPrev(e *envelope) mesh.ID { return e.Path[len(e.Path)-2] }
+
+// add queues e, or reports false when its neighbour's or its sender's
+// share is full.
 func (c *serving) add(e *envelope) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, from := servingSize(e), e.Path[0]
-	q, ok := c.queued.get(from)
-	if c.bytes+n > maxServingQueue || ok && q.bytes+n > maxServingQueuePerSender {
+	n, from, prev := servingSize(e), e.Path[0], servingPrev(e)
+	if c.bytes+n > maxServingQueue || c.perPrev[prev]+n > maxServingQueuePerPrev {
+		return false
+	}
+	senders, ok := c.queued.get(prev)
+	if !ok {
+		senders = &turns[mesh.ID, *servingQueue]{}
+		c.queued.add(prev, senders)
+	}
+	q, ok := senders.get(from)
+	if ok && q.bytes+n > maxServingQueuePerSender {
 		return false
 	}
 	if !ok {
 		q = &servingQueue{}
-		c.queued.add(from, q)
+		senders.add(from, q)
+	}
+	if c.perPrev == nil {
+		c.perPrev = make(map[mesh.ID]int)
 	}
 	q.calls = append(q.calls, e)
 	q.bytes += n
 	c.bytes += n
+	c.perPrev[prev] += n
 	return true
 }
 
 // take ends a call of sender done (none if "") and returns the next call
-// to serve, in turn among the senders below their limit, or nil.
+// to serve, in turn among the neighbours and their senders below their
+// limit, or nil.
 func (c *serving) take(done mesh.ID) *envelope {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -616,19 +640,31 @@ func (c *serving) take(done mesh.ID) *envelope {
 		return nil
 	}
 	for range c.queued.len() {
-		from, q, _ := c.queued.front()
-		if c.running[from] >= maxServingPerSender {
-			c.queued.rotate(true)
+		prev, senders, _ := c.queued.front()
+		var e *envelope
+		for range senders.len() {
+			from, q, _ := senders.front()
+			if c.running[from] >= maxServingPerSender {
+				senders.rotate(true)
+				continue
+			}
+			e = q.calls[0]
+			q.calls[0] = nil
+			q.calls = q.calls[1:]
+			q.bytes -= servingSize(e)
+			senders.rotate(len(q.calls) > 0)
+			break
+		}
+		c.queued.rotate(senders.len() > 0)
+		if e == nil {
 			continue
 		}
-		e := q.calls[0]
-		q.calls[0] = nil
-		q.calls = q.calls[1:]
 		n := servingSize(e)
-		q.bytes -= n
 		c.bytes -= n
-		c.queued.rotate(len(q.calls) > 0)
-		c.running[from]++
+		if c.perPrev[prev] -= n; c.perPrev[prev] <= 0 {
+			delete(c.perPrev, prev)
+		}
+		c.running[e.Path[0]]++
 		c.total++
 		return e
 	}
