@@ -133,6 +133,33 @@ func TestServingByNeighbour(t *testing.T) {
 	t.Fatalf("the honest call was not among the first two served beside %d of made-up senders", taken)
 }
 
+// TestSeenSendersByNeighbour: a neighbour that brings routed calls from
+// more made-up senders than the replay memory holds takes only its share
+// of the memory: an honest sender through another neighbour is still
+// taken. (When the memory was one pool, such a neighbour made this node
+// refuse every new sender's routed calls for minutes.)
+func TestSeenSendersByNeighbour(t *testing.T) {
+	d := idleService(t)
+	ids := newIDs(t, 3)
+	hostile, honestHop, honest := ids[0].ID, ids[1].ID, ids[2]
+	body := []byte(`{"op":"check","room":"yard","session":"s"}`)
+	minted := newIDs(t, maxSeenSenders+16)
+	taken := 0
+	for _, m := range minted {
+		if _, err := d.takeRoute(mustJSON(t, routedTo(t, d, m, hostile, body)), hostile, time.Now()); err == nil {
+			taken++
+		}
+	}
+	if taken == len(minted) {
+		t.Fatalf("all %d made-up senders were remembered", taken)
+	}
+	e, err := d.takeRoute(mustJSON(t, routedTo(t, d, honest, honestHop, body)), honestHop, time.Now())
+	if err != nil || e == nil {
+		t.Fatalf("an honest sender's routed call beside %d made-up senders: %v", taken, err)
+	}
+	t.Logf("made-up senders remembered: %d of %d", taken, len(minted))
+}
+
 func mustJSON(t *testing.T, e *envelope) []byte {
 	t.Helper()
 	b, err := json.Marshal(e)

@@ -66,6 +66,11 @@ const (
 	// maxEnvelope bounds a routed message: a call message or answer,
 	// base64, and the path, key, signature, nonce and error text.
 	maxEnvelope = MaxMessage*4/3 + 6<<10
+	// maxSeenSendersPerPrev bounds the senders one neighbour brings in
+	// (the neighbour that passed on a sender's first message remembered
+	// here): one that makes up senders by the thousand (keys cost
+	// nothing) fills its own share, not the table.
+	maxSeenSendersPerPrev = maxSeenSenders / 4
 )
 
 // envelope is a routed message: a call message from Path[0] to the
@@ -212,6 +217,8 @@ type seen struct {
 	mu      sync.Mutex
 	m       map[seenKey]struct{}
 	senders map[mesh.ID]*seenSender
+	// perPrev counts the senders by the neighbour that brought them in.
+	perPrev map[mesh.ID]int
 	// lru orders the senders by their last message taken, oldest first,
 	// so that the forgettable ones are found at its front.
 	lru list.List
@@ -224,6 +231,7 @@ type seenKey struct {
 
 type seenSender struct {
 	id    mesh.ID
+	prev  mesh.ID     // the neighbour that brought it in
 	ring  []seenEntry // in arrival order from next, up to maxSeenPerSender
 	next  int
 	floor int64 // ms; messages at or before it are refused
@@ -242,10 +250,11 @@ var (
 	errSeenFull    = errors.New("calls: too many nodes sending routed calls")
 )
 
-// first records the message from from with nonce and signed time t (ms)
-// and says why not when it may not be taken: it was seen, or may have
-// been, or the table of senders is full of ones that could still replay.
-func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
+// first records the message from from with nonce and signed time t (ms),
+// passed on to this node by neighbour prev, and says why not when it may
+// not be taken: it was seen, or may have been, or the table of senders
+// (or prev's share of it) is full of ones that could still replay.
+func (s *seen) first(from, prev mesh.ID, nonce []byte, t int64, now time.Time) error {
 	if len(nonce) != nonceLen {
 		return errors.New("calls: bad nonce")
 	}
@@ -256,6 +265,7 @@ func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
 	if s.m == nil {
 		s.m = make(map[seenKey]struct{})
 		s.senders = make(map[mesh.ID]*seenSender)
+		s.perPrev = make(map[mesh.ID]int)
 	}
 	if _, dup := s.m[k]; dup {
 		return errSeen
@@ -263,12 +273,13 @@ func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
 	s.forget(now)
 	sd := s.senders[from]
 	if sd == nil {
-		if len(s.senders) >= maxSeenSenders {
+		if len(s.senders) >= maxSeenSenders || s.perPrev[prev] >= maxSeenSendersPerPrev {
 			return errSeenFull
 		}
-		sd = &seenSender{id: from, floor: math.MinInt64}
+		sd = &seenSender{id: from, prev: prev, floor: math.MinInt64}
 		sd.elem = s.lru.PushBack(sd)
 		s.senders[from] = sd
+		s.perPrev[prev]++
 	}
 	if t <= sd.floor {
 		return errSeenTooLate
@@ -303,6 +314,9 @@ func (s *seen) forget(now time.Time) {
 			delete(s.m, seenKey{from: sd.id, nonce: en.nonce})
 		}
 		delete(s.senders, sd.id)
+		if s.perPrev[sd.prev]--; s.perPrev[sd.prev] <= 0 {
+			delete(s.perPrev, sd.prev)
+		}
 		s.lru.Remove(e)
 	}
 }
@@ -449,7 +463,7 @@ func (s *Service) takeRoute(b []byte, from mesh.ID, now time.Time) (*envelope, e
 		s.pass(e, from, e.Path[0])
 		return nil, nil
 	}
-	if err := s.seen.first(e.Path[0], e.Nonce, e.Time, now); err != nil {
+	if err := s.seen.first(e.Path[0], from, e.Nonce, e.Time, now); err != nil {
 		if errors.Is(err, errSeenTooLate) {
 			// It may be new, overtaken by more of its sender's later
 			// messages than its window holds (a burst of dozens of
