@@ -234,9 +234,10 @@ func (r *relay) queued() int {
 }
 
 // pass queues e for the node it is now addressed to (e.Path[e.Hop]);
-// prev is the neighbour it came from and by who vouches for it. A message
-// that cannot be queued is dropped, its sender told when it is on its way
-// out.
+// prev is the neighbour it came from (for this node's own answer or
+// notice, the neighbour that brought the call) and by who vouches for it.
+// A message that cannot be queued is dropped, its sender told when it is
+// on its way out.
 func (s *Service) pass(e *envelope, prev, by mesh.ID) {
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -246,7 +247,7 @@ func (s *Service) pass(e *envelope, prev, by mesh.ID) {
 	it := &relayItem{b: b, e: &envelope{Path: e.Path, Hop: e.Hop, Back: e.Back, Nonce: e.Nonce}, prev: prev, by: by}
 	if !s.relay.push(hop, it) {
 		s.log.Debug("routed call dropped: its queue is full", "to", hop.Short(), "from", prev.Short(), "by", by.Short())
-		if prev != s.self {
+		if !e.Back {
 			s.failBack(it.e, errRelayFull)
 		}
 	}
@@ -274,7 +275,7 @@ func (s *Service) drain(ctx context.Context, hop mesh.ID) {
 		}
 		s.log.Debug("routed call not passed on", "to", hop.Short(), "err", err)
 		for _, it := range append(s.relay.clear(hop), it) {
-			if it.prev != s.self {
+			if !it.e.Back {
 				s.failBack(it.e, err)
 			}
 		}

@@ -89,36 +89,44 @@ func TestSeenWindow(t *testing.T) {
 	n := 4 * maxSeenPerSender
 	for i := 0; i < n; i += 2 {
 		for _, j := range []int{i + 1, i} {
-			if err := s.first(a, nonce(j), int64(j), now); err != nil {
+			if err := s.first(a, "p", nonce(j), int64(j), now); err != nil {
 				t.Fatalf("message %d: %v", j, err)
 			}
 		}
 	}
 	for i := range n {
-		if s.first(a, nonce(i), int64(i), now) == nil {
+		if s.first(a, "p", nonce(i), int64(i), now) == nil {
 			t.Fatalf("replay of message %d taken", i)
 		}
 	}
-	if err := s.first(b, nonce(0), 0, now); err != nil {
+	if err := s.first(b, "p", nonce(0), 0, now); err != nil {
 		t.Fatalf("another sender's first message: %v", err)
 	}
 	if len(s.m) != maxSeenPerSender+1 || len(s.senders) != 2 {
 		t.Fatalf("holds %d messages of %d senders", len(s.m), len(s.senders))
 	}
 	later := now.Add(2*routeMaxAge + time.Second)
-	if err := s.first(b, nonce(1), 1, later); err != nil {
+	if err := s.first(b, "p", nonce(1), 1, later); err != nil {
 		t.Fatal(err)
 	}
 	if len(s.senders) != 1 || len(s.m) != 1 {
 		t.Fatalf("after everything of a went stale: %d messages of %d senders", len(s.m), len(s.senders))
 	}
-	// The table of senders is bounded.
-	for i := range maxSeenSenders - 1 {
-		if err := s.first(mesh.ID(fmt.Sprint("s", i)), nonce(0), 0, later); err != nil {
+	// The table of senders is bounded, and so is each neighbour's share.
+	for i := range maxSeenSendersPerPrev - 1 {
+		if err := s.first(mesh.ID(fmt.Sprint("p", i)), "p", nonce(0), 0, later); err != nil {
 			t.Fatalf("sender %d: %v", i, err)
 		}
 	}
-	if err := s.first("one-too-many", nonce(0), 0, later); err == nil {
+	if err := s.first("one-too-many-of-p", "p", nonce(0), 0, later); err == nil {
+		t.Fatalf("%d senders taken from one neighbour", len(s.senders))
+	}
+	for i := range maxSeenSenders - maxSeenSendersPerPrev {
+		if err := s.first(mesh.ID(fmt.Sprint("s", i)), mesh.ID(fmt.Sprint("q", i%8)), nonce(0), 0, later); err != nil {
+			t.Fatalf("sender %d: %v", i, err)
+		}
+	}
+	if err := s.first("one-too-many", "r", nonce(0), 0, later); err == nil {
 		t.Fatalf("%d senders taken", len(s.senders))
 	}
 }

@@ -66,6 +66,11 @@ const (
 	// maxEnvelope bounds a routed message: a call message or answer,
 	// base64, and the path, key, signature, nonce and error text.
 	maxEnvelope = MaxMessage*4/3 + 6<<10
+	// maxSeenSendersPerPrev bounds the senders one neighbour brings in
+	// (the neighbour that passed on a sender's first message remembered
+	// here): one that makes up senders by the thousand (keys cost
+	// nothing) fills its own share, not the table.
+	maxSeenSendersPerPrev = maxSeenSenders / 4
 )
 
 // envelope is a routed message: a call message from Path[0] to the
@@ -212,6 +217,8 @@ type seen struct {
 	mu      sync.Mutex
 	m       map[seenKey]struct{}
 	senders map[mesh.ID]*seenSender
+	// perPrev counts the senders by the neighbour that brought them in.
+	perPrev map[mesh.ID]int
 	// lru orders the senders by their last message taken, oldest first,
 	// so that the forgettable ones are found at its front.
 	lru list.List
@@ -224,6 +231,7 @@ type seenKey struct {
 
 type seenSender struct {
 	id    mesh.ID
+	prev  mesh.ID     // the neighbour that brought it in
 	ring  []seenEntry // in arrival order from next, up to maxSeenPerSender
 	next  int
 	floor int64 // ms; messages at or before it are refused
@@ -242,10 +250,11 @@ var (
 	errSeenFull    = errors.New("calls: too many nodes sending routed calls")
 )
 
-// first records the message from from with nonce and signed time t (ms)
-// and says why not when it may not be taken: it was seen, or may have
-// been, or the table of senders is full of ones that could still replay.
-func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
+// first records the message from from with nonce and signed time t (ms),
+// passed on to this node by neighbour prev, and says why not when it may
+// not be taken: it was seen, or may have been, or the table of senders
+// (or prev's share of it) is full of ones that could still replay.
+func (s *seen) first(from, prev mesh.ID, nonce []byte, t int64, now time.Time) error {
 	if len(nonce) != nonceLen {
 		return errors.New("calls: bad nonce")
 	}
@@ -256,6 +265,7 @@ func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
 	if s.m == nil {
 		s.m = make(map[seenKey]struct{})
 		s.senders = make(map[mesh.ID]*seenSender)
+		s.perPrev = make(map[mesh.ID]int)
 	}
 	if _, dup := s.m[k]; dup {
 		return errSeen
@@ -263,12 +273,13 @@ func (s *seen) first(from mesh.ID, nonce []byte, t int64, now time.Time) error {
 	s.forget(now)
 	sd := s.senders[from]
 	if sd == nil {
-		if len(s.senders) >= maxSeenSenders {
+		if len(s.senders) >= maxSeenSenders || s.perPrev[prev] >= maxSeenSendersPerPrev {
 			return errSeenFull
 		}
-		sd = &seenSender{id: from, floor: math.MinInt64}
+		sd = &seenSender{id: from, prev: prev, floor: math.MinInt64}
 		sd.elem = s.lru.PushBack(sd)
 		s.senders[from] = sd
+		s.perPrev[prev]++
 	}
 	if t <= sd.floor {
 		return errSeenTooLate
@@ -303,6 +314,9 @@ func (s *seen) forget(now time.Time) {
 			delete(s.m, seenKey{from: sd.id, nonce: en.nonce})
 		}
 		delete(s.senders, sd.id)
+		if s.perPrev[sd.prev]--; s.perPrev[sd.prev] <= 0 {
+			delete(s.perPrev, sd.prev)
+		}
 		s.lru.Remove(e)
 	}
 }
@@ -449,7 +463,7 @@ func (s *Service) takeRoute(b []byte, from mesh.ID, now time.Time) (*envelope, e
 		s.pass(e, from, e.Path[0])
 		return nil, nil
 	}
-	if err := s.seen.first(e.Path[0], e.Nonce, e.Time, now); err != nil {
+	if err := s.seen.first(e.Path[0], from, e.Nonce, e.Time, now); err != nil {
 		if errors.Is(err, errSeenTooLate) {
 			// It may be new, overtaken by more of its sender's later
 			// messages than its window holds (a burst of dozens of
@@ -507,7 +521,10 @@ func (s *Service) serveOne(ctx context.Context, e *envelope) {
 	s.answer(e, out, err)
 }
 
-// answer signs the answer to e and queues it back along e's path.
+// answer signs the answer to e and queues it back along e's path. The
+// answer counts in the relay's share of the neighbour that brought e, not
+// in one share of this node's own: a neighbour that sends calls and does
+// not read their answers then fills only its own share.
 func (s *Service) answer(e *envelope, body []byte, serr error) {
 	r := envelope{Path: e.Path, Hop: len(e.Path) - 2, Back: true, Nonce: e.Nonce, Body: body}
 	if serr != nil {
@@ -521,11 +538,12 @@ func (s *Service) answer(e *envelope, body []byte, serr error) {
 		s.log.Warn("routed answer not signed", "err", err)
 		return
 	}
-	s.pass(&r, s.self, e.Path[0])
+	s.pass(&r, e.Path[len(e.Path)-2], e.Path[0])
 }
 
 // failBack tells e's sender, back along its path, that this hop could not
-// pass e on.
+// pass e on. Like an answer, the notice counts in the share of the
+// neighbour that brought e.
 func (s *Service) failBack(e *envelope, why error) {
 	i := slices.Index(e.Path, s.self)
 	if e.Back || i < 1 {
@@ -536,7 +554,7 @@ func (s *Service) failBack(e *envelope, why error) {
 		reason = reason[:maxErrText]
 	}
 	f := &envelope{Path: e.Path, Hop: i - 1, Back: true, Nonce: e.Nonce, Fail: reason}
-	s.pass(f, s.self, e.Path[0])
+	s.pass(f, e.Path[i-1], e.Path[0])
 }
 
 // errRouteBusy answers a routed call when its sender has too many served
@@ -545,24 +563,31 @@ var errRouteBusy = errors.New("calls: too many routed calls at once")
 
 const (
 	// maxServingPerSender and maxServing bound the routed calls served at
-	// once for one sender and in all; maxServingQueue and
-	// maxServingQueuePerSender, the bytes of those waiting their turn.
+	// once for one sender and in all; maxServingQueue,
+	// maxServingQueuePerPrev and maxServingQueuePerSender, the bytes of
+	// those waiting their turn, in all, brought by one neighbour, and
+	// from one sender.
 	maxServingPerSender      = 32
 	maxServing               = 256
 	maxServingQueue          = 16 << 20
+	maxServingQueuePerPrev   = 4 << 20
 	maxServingQueuePerSender = 2 << 20
 	// maxPending bounds this node's own routed calls waiting for answers.
 	maxPending = 4096
 )
 
 // serving holds the routed calls addressed to this node: those served
-// now, counted by sender, and those waiting, taken in turn by sender so
-// that a sender that floods waits behind its own calls only.
+// now, counted by sender, and those waiting, taken in turn by the
+// neighbour that brought them (whose link proved it) and within that by
+// sender, as the relay's queues are. So a sender that floods waits behind
+// its own calls only, and a neighbour that makes up senders by the
+// thousand behind its own.
 type serving struct {
 	mu      sync.Mutex
 	running map[mesh.ID]int
 	total   int
-	queued  turns[mesh.ID, *servingQueue]
+	queued  turns[mesh.ID, *turns[mesh.ID, *servingQueue]]
+	perPrev map[mesh.ID]int
 	bytes   int
 	// kick wakes Serve to serve what is queued.
 	kick chan struct{}
@@ -575,27 +600,44 @@ type servingQueue struct {
 
 func servingSize(e *envelope) int { return len(e.Body) + queuedOverhead }
 
-// add queues e, or reports false when its sender has too much queued.
+// servingPrev is the neighbour that brought e to this node.
+func servingPrev(e *envelope) mesh.ID { return e.Path[len(e.Path)-2] }
+
+// add queues e, or reports false when its neighbour's or its sender's
+// share is full.
 func (c *serving) add(e *envelope) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, from := servingSize(e), e.Path[0]
-	q, ok := c.queued.get(from)
-	if c.bytes+n > maxServingQueue || ok && q.bytes+n > maxServingQueuePerSender {
+	n, from, prev := servingSize(e), e.Path[0], servingPrev(e)
+	if c.bytes+n > maxServingQueue || c.perPrev[prev]+n > maxServingQueuePerPrev {
+		return false
+	}
+	senders, ok := c.queued.get(prev)
+	if !ok {
+		senders = &turns[mesh.ID, *servingQueue]{}
+		c.queued.add(prev, senders)
+	}
+	q, ok := senders.get(from)
+	if ok && q.bytes+n > maxServingQueuePerSender {
 		return false
 	}
 	if !ok {
 		q = &servingQueue{}
-		c.queued.add(from, q)
+		senders.add(from, q)
+	}
+	if c.perPrev == nil {
+		c.perPrev = make(map[mesh.ID]int)
 	}
 	q.calls = append(q.calls, e)
 	q.bytes += n
 	c.bytes += n
+	c.perPrev[prev] += n
 	return true
 }
 
 // take ends a call of sender done (none if "") and returns the next call
-// to serve, in turn among the senders below their limit, or nil.
+// to serve, in turn among the neighbours and their senders below their
+// limit, or nil.
 func (c *serving) take(done mesh.ID) *envelope {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -612,19 +654,31 @@ func (c *serving) take(done mesh.ID) *envelope {
 		return nil
 	}
 	for range c.queued.len() {
-		from, q, _ := c.queued.front()
-		if c.running[from] >= maxServingPerSender {
-			c.queued.rotate(true)
+		prev, senders, _ := c.queued.front()
+		var e *envelope
+		for range senders.len() {
+			from, q, _ := senders.front()
+			if c.running[from] >= maxServingPerSender {
+				senders.rotate(true)
+				continue
+			}
+			e = q.calls[0]
+			q.calls[0] = nil
+			q.calls = q.calls[1:]
+			q.bytes -= servingSize(e)
+			senders.rotate(len(q.calls) > 0)
+			break
+		}
+		c.queued.rotate(senders.len() > 0)
+		if e == nil {
 			continue
 		}
-		e := q.calls[0]
-		q.calls[0] = nil
-		q.calls = q.calls[1:]
 		n := servingSize(e)
-		q.bytes -= n
 		c.bytes -= n
-		c.queued.rotate(len(q.calls) > 0)
-		c.running[from]++
+		if c.perPrev[prev] -= n; c.perPrev[prev] <= 0 {
+			delete(c.perPrev, prev)
+		}
+		c.running[e.Path[0]]++
 		c.total++
 		return e
 	}
