@@ -286,7 +286,11 @@ func (f *fakeMusic) RemoveCache(ctx context.Context, id shards.MD5) error {
 	if err != nil {
 		return err
 	}
-	t.Cached = false
+	if !t.CacheRemovable {
+		// As the service answers for the user's own download.
+		return fmt.Errorf("%w: no cached copy of %s", music.ErrUnknown, id)
+	}
+	t.Cached, t.CacheRemovable = false, false
 	if !t.Local && len(t.Sources) == 0 {
 		delete(f.tracks, id)
 	}
