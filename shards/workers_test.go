@@ -12,15 +12,15 @@ import (
 	"github.com/catnest/catnest/internal/testutil"
 )
 
-// TestFolderHashedOnEveryCore: a shared folder is hashed a file per core
-// at once. A file's whole MD5 is one stream on one core, so hashing one
-// file at a time on a 2-core machine left a core idle and scanned at
-// 0.68x md5sum's speed. Each hash, as it starts, waits (up to a minute)
-// for as many to be under way as there are cores; on fewer workers the
-// first ones wait in vain.
-func TestFolderHashedOnEveryCore(t *testing.T) {
+// TestFolderHashedOnBothCores: on a 2-core machine (GOMAXPROCS 2) a
+// shared folder is hashed two files at once. A file's whole MD5 is one
+// stream on one core, so hashing one file at a time left a core idle and
+// scanned at 0.68x md5sum's speed. Each hash, as it starts, waits (up to
+// a minute) for two to be under way; with one worker the first waits in
+// vain.
+func TestFolderHashedOnBothCores(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	procs := max(2, runtime.GOMAXPROCS(0))
+	const procs = 2
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 	a, _ := newPair(t)
 	dir := t.TempDir()
@@ -74,6 +74,19 @@ func TestFolderHashedOnEveryCore(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if most < procs {
-		t.Errorf("at most %d files hashed at once, want %d (GOMAXPROCS)", most, procs)
+		t.Errorf("at most %d files hashed at once, want %d (GOMAXPROCS %d)", most, procs, procs)
+	}
+}
+
+// TestHashWorkers: a worker per core up to two cores; past that, every
+// core but one, which stays free to answer the network while a folder
+// is hashed.
+func TestHashWorkers(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, c := range []struct{ procs, want int }{{1, 1}, {2, 2}, {3, 2}, {4, 3}, {16, 15}} {
+		runtime.GOMAXPROCS(c.procs)
+		if got := hashWorkers(); got != c.want {
+			t.Errorf("GOMAXPROCS %d: %d hash workers, want %d", c.procs, got, c.want)
+		}
 	}
 }
