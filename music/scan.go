@@ -136,8 +136,8 @@ func (s *Service) rescan(ctx context.Context) {
 	for id := range evicted {
 		delete(owned, id)
 	}
-	ownerMoved := !maps.Equal(owned, s.cacheOwned)
-	s.cacheOwned = owned
+	ownerMoved := !maps.Equal(owned, s.ownedCopies)
+	s.ownedCopies = owned
 	s.scan.State, s.scan.Errors = "idle", errs
 	if s.scan.Errors == nil {
 		s.scan.Errors = []ScanError{}
