@@ -369,7 +369,9 @@ func TestCacheSparesTrackTheUserFetched(t *testing.T) {
 	play(0)
 	later()
 	play(1)
-	tracksBy(t, b, "tracks 0 and 1 cached", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached && m[ids[1]].Cached })
+	tracksBy(t, b, "tracks 0 and 1 cached, by the cache", func(m map[shards.MD5]Track) bool {
+		return m[ids[0]].Cached && m[ids[1]].Cached && m[ids[0]].CacheRemovable && m[ids[1]].CacheRemovable
+	})
 	if tr, ok := transferOf(t, b, ids[0]); !ok || tr.For != resourceName {
 		t.Errorf("the cache's download of track 0: %+v (listed %v), want one for %q", tr, ok, resourceName)
 	}
@@ -382,6 +384,11 @@ func TestCacheSparesTrackTheUserFetched(t *testing.T) {
 	if mine.For != "" {
 		t.Errorf("the user's fetch returned the cache's transfer: %+v", mine)
 	}
+	// The library says so at once: still cached, no longer the cache's to
+	// remove (the UI would offer a removal the API refuses).
+	tracksBy(t, b, "track 0 to be the user's", func(m map[shards.MD5]Track) bool {
+		return m[ids[0]].Cached && !m[ids[0]].CacheRemovable && m[ids[1]].CacheRemovable
+	})
 	// Played again, it stays the user's.
 	later()
 	play(0)
@@ -442,7 +449,12 @@ func TestRemoveCacheSparesDownloadBeforePlay(t *testing.T) {
 		}
 		c.Close()
 	}
-	tracksBy(t, b, "both tracks here", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached && m[ids[1]].Cached })
+	lib := tracksBy(t, b, "both tracks here", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached && m[ids[1]].Cached })
+	// What the UI offers follows what RemoveCache does: the user's copy
+	// is not the cache's to remove, the one playing fetched is.
+	if lib[ids[0]].CacheRemovable || !lib[ids[1]].CacheRemovable {
+		t.Errorf("cache_removable: the user's download %v, the cache's %v; want false, true", lib[ids[0]].CacheRemovable, lib[ids[1]].CacheRemovable)
+	}
 	cached, _ := transferOf(t, b, ids[1])
 
 	if err := b.music.RemoveCache(ctx, ids[0]); !errors.Is(err, ErrUsersCopy) {

@@ -84,6 +84,7 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	// download still running, paused or failed holds only part of the
 	// track, which cannot play once its holders leave.
 	cached := make(map[shards.MD5]bool)
+	mine := cacheOwned(all)
 	for _, t := range all {
 		if t.State == shards.StateDone {
 			cached[t.ID] = true
@@ -95,6 +96,7 @@ func (s *Service) libraryAt(ctx context.Context) (map[shards.MD5]*libTrack, uint
 	for id, t := range lib {
 		_, t.Local = s.local[id]
 		t.Cached = !t.Local && cached[id]
+		t.CacheRemovable = t.Cached && mine[id]
 		if len(t.Sources) == 0 && !t.Cached {
 			delete(lib, id)
 		}
@@ -321,6 +323,19 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 		s.events.Publish(Event{Library: true})
 	}
 	return nil
+}
+
+// cacheOwned is the finished downloads among all that are the cache's
+// (fetched by Stream, Link.For music): those RemoveCache removes. One the
+// user fetched in the Files view is theirs.
+func cacheOwned(all []shards.Transfer) map[shards.MD5]bool {
+	mine := make(map[shards.MD5]bool)
+	for _, t := range all {
+		if t.State == shards.StateDone && t.For == resourceName {
+			mine[t.ID] = true
+		}
+	}
+	return mine
 }
 
 // unchanged reports whether a finished download's file still holds what

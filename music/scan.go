@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,6 +132,12 @@ func (s *Service) rescan(ctx context.Context) {
 			s.cached[id] = true
 		}
 	}
+	owned := cacheOwned(all)
+	for id := range evicted {
+		delete(owned, id)
+	}
+	ownerMoved := !maps.Equal(owned, s.ownedCopies)
+	s.ownedCopies = owned
 	s.scan.State, s.scan.Errors = "idle", errs
 	if s.scan.Errors == nil {
 		s.scan.Errors = []ScanError{}
@@ -140,6 +147,13 @@ func (s *Service) rescan(ctx context.Context) {
 	s.events.Publish(Event{Scan: &st})
 	if s.syncOwn() {
 		s.changed()
+	} else if ownerMoved {
+		// The user took a cached copy (or it left): the list is the
+		// same, but what the library says of it is not.
+		s.mu.Lock()
+		s.gen++
+		s.mu.Unlock()
+		s.events.Publish(Event{Library: true})
 	}
 }
 

@@ -148,6 +148,10 @@ type Service struct {
 	sideCover, sideLyrics map[shards.MD5]shards.MD5
 	// cached are the downloads of tracks (known) this node finished.
 	cached map[shards.MD5]bool
+	// ownedCopies are the finished downloads that are the cache's (see
+	// cacheOwned) as of the last rescan: when one becomes the user's,
+	// the library's CacheRemovable changes with no change to the list.
+	ownedCopies map[shards.MD5]bool
 	// known are tracks of peers this node streamed or attached to: their
 	// entry, so that a cached copy keeps its tags when its holders leave.
 	known  map[shards.MD5]entry

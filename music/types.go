@@ -23,12 +23,17 @@ type Track struct {
 	Name       string     `json:"name"` // file name
 	// Local: a file of this node's music folders. Cached: fetched from
 	// peers and kept in the data dir.
-	Local     bool      `json:"local"`
-	Cached    bool      `json:"cached"`
-	Sources   []mesh.ID `json:"sources"`
-	HasCover  bool      `json:"has_cover"`
-	HasLyrics bool      `json:"has_lyrics"`
-	Banned    bool      `json:"banned,omitempty"`
+	Local  bool `json:"local"`
+	Cached bool `json:"cached"`
+	// CacheRemovable: the cached copy is one this node's player fetched
+	// (music's cache), which DELETE .../cache removes. A copy the user
+	// downloaded in the Files view is theirs: cached, but not removable
+	// here, so the UI offers "remove cached copy" only where it works.
+	CacheRemovable bool      `json:"cache_removable"`
+	Sources        []mesh.ID `json:"sources"`
+	HasCover       bool      `json:"has_cover"`
+	HasLyrics      bool      `json:"has_lyrics"`
+	Banned         bool      `json:"banned,omitempty"`
 }
 
 // Lyrics are a track's lyrics as GET /api/music/tracks/{md5}/lyrics

@@ -42,13 +42,30 @@ const flushInterval = time.Second
 const maxHashRetries = 3
 
 // hashWorkers is how many queued paths serve looks at (hashes) at once:
-// every core but one, so that what reads the hashed files (music reads
-// their tags as shards lists them) and the rest of the node keep a core.
-// Measured on the shared 2-core machine under load: two files at once
-// scanned a folder at half the speed of one, the node's other work
-// waiting behind both hashers; one file at a time hashes its whole on
-// one goroutine and its pieces in the SIMD lanes' (see lanes).
-func hashWorkers() int { return max(1, runtime.GOMAXPROCS(0)-1) }
+// one per core on a machine of two, every core but one on a bigger one.
+// A file's whole MD5 is one stream on one core, so a scan on fewer
+// workers than cores leaves cores idle: with one worker on the 2-core
+// machine a 1 GB music scan kept 1.06 cores busy and ran at 0.65-0.74x
+// md5sum's speed; with two, 1.5 cores and 1.04-1.14x when the host gave
+// the process the CPU (load 2-5, BENCHMARKS.md). Each worker yields
+// after every chunk (hashYield), so goroutines waiting for a P get one
+// within a chunk's MD5. The cost: with every P hashing, a goroutine
+// woken by the network waits for the runtime's background network poll
+// (up to 10 ms, sysmon's) instead of an idle P's. With three cores or
+// more, two workers already outrun md5sum, and one P is left idle to
+// answer the network at once.
+//
+// At load 15-20 two workers scanned slower than one (as an earlier
+// measurement found): the process got 0.3-0.9 cores from run to run,
+// and with two busy threads often less than with one, its CPU per byte
+// the same. Such figures measure the host's scheduler more than the scan.
+func hashWorkers() int {
+	n := runtime.GOMAXPROCS(0)
+	if n >= 3 {
+		return n - 1
+	}
+	return n
+}
 
 // errChanged is returned inside the shares when a file no longer matches
 // its stamp or its manifest.
@@ -129,6 +146,9 @@ type shares struct {
 	hashed atomic.Int64
 	// lanes hashes pieces in SIMD lanes while serve runs (nil before).
 	lanes atomic.Pointer[lanes]
+	// hashStarted, if set (by tests, before serve), is called on the
+	// worker's goroutine as the hash of a path starts; it may block.
+	hashStarted func(path string)
 }
 
 type fileKey struct{ dev, ino uint64 }
@@ -385,6 +405,9 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		}
 		s.hashing[path]++
 		s.mu.Unlock()
+		if s.hashStarted != nil {
+			s.hashStarted(path)
+		}
 		s.hashed.Add(1)
 		man, id, err := hashLanes(ctx, f, before.Size, hashChunk, s.lanes.Load(), nil)
 		var after stamp

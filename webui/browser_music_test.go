@@ -221,13 +221,16 @@ func TestBrowserMusic(t *testing.T) {
 }
 
 // TestBrowserMusicAttach attaches a cover and lyrics to a track from
-// files, and removes a cached copy.
+// files, and removes a cached copy; a track the user downloaded in the
+// Files view is cached too, but offers no removal (the API refuses it).
 func TestBrowserMusicAttach(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
 	m := newFakeMusic()
 	far := m.add(music.Track{Title: "Far", Artist: "Ann", Album: "First", Duration: 1, Format: "wav",
-		Sources: []mesh.ID{fakeID("bravo")}, Cached: true}, testWAV(1, 8000, 2))
+		Sources: []mesh.ID{fakeID("bravo")}, Cached: true, CacheRemovable: true}, testWAV(1, 8000, 2))
+	users := m.add(music.Track{Title: "Kept", Artist: "Ann", Album: "First", Duration: 1, Format: "wav",
+		Sources: []mesh.ID{fakeID("bravo")}, Cached: true}, testWAV(1, 8000, 3))
 	dir := t.TempDir()
 	coverFile := filepath.Join(dir, "front.png")
 	if err := os.WriteFile(coverFile, testPNG(t, 30, 30, color.RGBA{0, 90, 200, 255}), 0o644); err != nil {
@@ -240,6 +243,17 @@ func TestBrowserMusicAttach(t *testing.T) {
 	ctx := musicPage(t, node, m, "zh-CN")
 	const wait = 15 * time.Second
 	id := far.MD5.String()
+
+	// The user's download: cached, its details offer no removal.
+	uid := users.MD5.String()
+	browsertest.Until(t, ctx, wait, trackRow(uid)+` !== null && `+trackRow(uid)+`.dataset.where === "cached"`)
+	click(t, ctx, `#music-list button[data-act="detail"][data-id="`+uid+`"]`)
+	browsertest.Until(t, ctx, wait, `!document.querySelector("#music-detail").hidden
+		&& document.querySelector("#music-detail-title").textContent === "Kept"
+		&& document.querySelector("#music-detail-close") !== null`)
+	if eval[bool](t, ctx, `document.querySelector("#music-remove-cache") !== null`) {
+		t.Error(`the details of the user's own download offer "remove cached copy", which the API refuses`)
+	}
 
 	browsertest.Until(t, ctx, wait, `document.querySelector("#music-title").textContent === "音乐"
 		&& `+trackRow(id)+` !== null && `+trackRow(id)+`.querySelector(".badge-cached").textContent === "已缓存"`)

@@ -292,7 +292,11 @@ func (f *fakeMusic) RemoveCache(ctx context.Context, id shards.MD5) error {
 	if f.usersCopy[id] {
 		return fmt.Errorf("%w: %s", music.ErrUsersCopy, id)
 	}
-	t.Cached = false
+	if !t.CacheRemovable {
+		// As the service answers when there is no copy of the player's.
+		return fmt.Errorf("%w: no cached copy of %s", music.ErrUnknown, id)
+	}
+	t.Cached, t.CacheRemovable = false, false
 	if !t.Local && len(t.Sources) == 0 {
 		delete(f.tracks, id)
 	}

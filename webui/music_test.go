@@ -39,7 +39,7 @@ func newMusicFixture(t *testing.T) *musicFixture {
 		Format: "wav", Bitrate: 128000, SampleRate: 8000, Channels: 1, Local: true, Sources: []mesh.ID{node.id}}, f.songB)
 	f.remote = m.add(music.Track{Title: "Far", Artist: "Ann", Album: "First", Track: 2, Duration: 1, Format: "wav",
 		Sources: []mesh.ID{fakeID("bravo"), fakeID("charlie")}}, testWAV(1, 8000, 2))
-	f.noise = m.add(music.Track{Title: "Noise", Artist: "Bad Band", Duration: 1, Format: "wav", Cached: true},
+	f.noise = m.add(music.Track{Title: "Noise", Artist: "Bad Band", Duration: 1, Format: "wav", Cached: true, CacheRemovable: true},
 		testWAV(1, 8000, 3))
 	f.cover = testPNG(t, 40, 40, color.RGBA{10, 200, 30, 255})
 	m.setCover(f.song.MD5, "image/png", f.cover, []byte("thumb bytes"))
@@ -93,7 +93,7 @@ func TestMusicTracks(t *testing.T) {
 		t.Fatalf("%d tracks, want 3: %v", len(list), list)
 	}
 	for _, k := range []string{"md5", "title", "artist", "album", "track", "year", "duration", "format", "bitrate",
-		"sample_rate", "local", "cached", "sources", "has_cover", "has_lyrics"} {
+		"sample_rate", "local", "cached", "cache_removable", "sources", "has_cover", "has_lyrics"} {
 		for _, tr := range list {
 			if _, ok := tr[k]; !ok {
 				t.Errorf("track has no %q: %v", k, tr)

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"testing"
@@ -27,6 +29,7 @@ import (
 var (
 	benchScanMB    = flag.Int("music.scanmb", 200, "MB of generated music BenchmarkMusicScan scans (1024 for the 1 GB figure)")
 	benchScanFiles = flag.Int("music.scanfiles", 2000, "files BenchmarkMusicScan generates")
+	benchScanProf  = flag.String("music.scanprofile", "", "write a CPU profile of BenchmarkMusicScan's scans alone (not of writing the files) to this file")
 )
 
 // benchMesh runs a rendezvous and nodes in this process over real WebRTC
@@ -253,13 +256,26 @@ func BenchmarkMusicScan(b *testing.B) {
 		start := time.Now()
 		cmd := exec.Command("md5sum", paths...)
 		cmd.Stdout = io.Discard
+		probe := udpProbe(b)
 		if err := cmd.Run(); err != nil {
 			b.Skipf("md5sum: %v", err)
 		}
 		md5sum := time.Since(start)
+		rttIdle := probe()
 		md5sumCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 
+		if *benchScanProf != "" {
+			f, err := os.Create(*benchScanProf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+		}
 		start = time.Now()
+		probe = udpProbe(b)
 		nodes := benchMesh(b, ServeConfig{Music: []string{dir}})
 		// The scan starts with the node's services, once benchMesh has
 		// made the node (identity, database, mesh) and started them.
@@ -277,6 +293,10 @@ func BenchmarkMusicScan(b *testing.B) {
 			return len(ts) == files
 		})
 		scan, alone, cpu := time.Since(start), time.Since(scanStart), processCPU()-cpu0
+		rttScan := probe()
+		if *benchScanProf != "" {
+			pprof.StopCPUProfile()
+		}
 		st, _ := nodes[0].music.Scan(b.Context())
 		if len(st.Errors) > 0 {
 			b.Fatalf("the scan skipped %d files: %+v", len(st.Errors), st.Errors[0])
@@ -289,7 +309,88 @@ func BenchmarkMusicScan(b *testing.B) {
 		// CPU time against md5sum's: on a machine busy with other work
 		// wall times measure the neighbours as much as the scan.
 		b.ReportMetric(cpu.Seconds()/md5sumCPU.Seconds(), "cpu-x-md5sum")
+		// Cores the scan kept busy on average: 1 means the second core
+		// of a 2-core machine sat idle (or went to other processes).
+		b.ReportMetric(cpu.Seconds()/alone.Seconds(), "cores")
+		// The node's other work while it scans: round trips of a UDP
+		// echo in this process, as the mesh's packets go, against the
+		// same while md5sum runs (the process idle, a core busy).
+		b.ReportMetric(percentile(rttScan, 0.5), "ms-p50-rtt-scan")
+		b.ReportMetric(percentile(rttScan, 0.99), "ms-p99-rtt-scan")
+		b.ReportMetric(percentile(rttIdle, 0.99), "ms-p99-rtt-md5sum")
 		b.ReportMetric(mb, "MB")
+	}
+}
+
+// udpProbe starts a UDP echo on loopback in this process and a prober
+// that sends it a packet every 2 ms, each after the last one's reply;
+// the returned func stops both and returns the round trips. They are the
+// delays a goroutine woken by the network sees: the echo and the prober
+// each wait for a processor when they are woken.
+func udpProbe(b *testing.B) (stop func() []time.Duration) {
+	b.Helper()
+	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", nil, echo.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		echo.Close()
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := echo.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteToUDP(buf[:n], from)
+		}
+	})
+	done := make(chan struct{})
+	var rtts []time.Duration
+	wg.Go(func() {
+		buf := make([]byte, 64)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			binary.BigEndian.PutUint64(buf, seq)
+			sent := time.Now()
+			if _, err := c.Write(buf[:8]); err != nil {
+				return
+			}
+			c.SetReadDeadline(sent.Add(time.Second))
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						break // lost: not a round trip
+					}
+					return
+				}
+				if n == 8 && binary.BigEndian.Uint64(buf) == seq {
+					rtts = append(rtts, time.Since(sent))
+					break
+				}
+			}
+		}
+	})
+	return func() []time.Duration {
+		close(done)
+		c.Close()
+		echo.Close()
+		wg.Wait()
+		if len(rtts) == 0 {
+			return []time.Duration{0}
+		}
+		return rtts
 	}
 }
 

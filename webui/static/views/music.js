@@ -432,7 +432,9 @@ export default {
         tr.banned ? null : h('button', { type: 'button', class: 'btn btn-primary', id: 'music-detail-play' }, t('music.play')),
         h('label', { class: 'btn', for: 'music-cover-file' }, t('music.attachCover')), coverInput,
         h('label', { class: 'btn', for: 'music-lyrics-file' }, t('music.attachLyrics')), lyricsInput,
-        tr.cached ? h('button', { type: 'button', class: 'btn', id: 'music-remove-cache' },
+        // Only a copy the player fetched is the music cache's to remove;
+        // one the user downloaded in the Files view is removed there.
+        tr.cache_removable ? h('button', { type: 'button', class: 'btn', id: 'music-remove-cache' },
           t(confirmRemove === tr.md5 ? 'music.removeCache.confirm' : 'music.removeCache')) : null,
         h('button', { type: 'button', class: 'btn btn-quiet', id: 'music-detail-close' }, t('music.close')),
       ];
