@@ -884,9 +884,12 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 				op.orders[k][i] = rec
 			}
 			h := rec.holder
-			if h >= 0 && (!op.usable(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
+			if h >= 0 && (!op.live(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
 				rec.tried = append(rec.tried, h)
 				h = -1
+			}
+			if h >= 0 && !op.usable(h) {
+				h = -1 // failing now: another holder, this one again later
 			}
 			if h < 0 {
 				var holders []int
@@ -1062,6 +1065,8 @@ type inPush struct {
 	// reportFailed: the last report did not reach the source; reporting
 	// says whether one is under way.
 	reportFailed, reporting bool
+	// upFlight counts the reports of others it sends on (onUp).
+	upFlight int
 }
 
 // asmKey is a piece being assembled from one sender's blocks.
@@ -1475,6 +1480,15 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	defer idle.Stop()
 	reported := -1
 	var lastReport time.Time
+	// Reports even when nothing changed: every Idle/4, so that the
+	// source's answers keep the push alive here; and every 10 repair
+	// checks when they go through other members, which answer before
+	// they pass a report on and may lose it (onUp): the source must see
+	// the last one, which says this node is whole.
+	every := p.cfg.Idle / 4
+	if ip.via >= 0 {
+		every = min(every, 10*p.cfg.Repair)
+	}
 	for {
 		ip.mu.Lock()
 		var j relayJob
@@ -1503,7 +1517,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		busy := ip.reporting
 		ip.mu.Unlock()
 		changed := count != reported && (count == ip.Manifest.NumPieces() && !retry || time.Since(lastReport) > 100*time.Millisecond)
-		if !busy && (changed || time.Since(lastReport) > p.cfg.Idle/4) {
+		if !busy && (changed || time.Since(lastReport) > every) {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()
 			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())

@@ -1,6 +1,7 @@
 package shards
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -308,8 +309,42 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 		p.node.Penalize(from, "push report forwarded sideways")
 		return fmt.Errorf("%w: report forwarded from group %d to %d", ErrBadFrame, gf, gs)
 	}
-	return p.sendUp(ctx, ip, b)
+	// Sent on from a worker, answered at once: a handler that waited
+	// would hold a request slot of the link it came on, and a link whose
+	// slots are full stops reading, answers to this node included. Down
+	// routes wait for the groups after, up ones would wait for the
+	// groups before: together they could fill each other's slots and
+	// stall both links until BlockTimeout. A report lost on the way is
+	// sent again (runReceiver).
+	ip.mu.Lock()
+	full := ip.upFlight >= maxUpFlight
+	if !full {
+		ip.upFlight++
+	}
+	ip.mu.Unlock()
+	if full {
+		return fmt.Errorf("%w: %d reports on their way up here", errPushBusy, maxUpFlight)
+	}
+	msg := bytes.Clone(b)
+	if !p.spawn(func(ctx context.Context) {
+		defer func() {
+			ip.mu.Lock()
+			ip.upFlight--
+			ip.mu.Unlock()
+		}()
+		_ = p.sendUp(ctx, ip, msg)
+	}) {
+		ip.mu.Lock()
+		ip.upFlight--
+		ip.mu.Unlock()
+		return fmt.Errorf("shards: push: %w", mesh.ErrClosed)
+	}
+	return nil
 }
+
+// maxUpFlight bounds the reports a member sends on up at once: those of
+// the members after it, about one each.
+const maxUpFlight = 4 * spanGroup
 
 // sendUp sends msg (this node's report, or one on its way up) towards
 // the source: directly if this node was offered the push directly, else
