@@ -1588,9 +1588,18 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 				return
 			}
 			// Left out for a backoff, not for good: the source's
-			// orders and this node's next relays try it again.
+			// orders and this node's next relays try it again. But
+			// a member that refuses this node's pieces as corrupt
+			// will always: it is left out until the source orders
+			// otherwise.
 			p.log.Debug("push relay failed", "push", ip.Push, "peer", ip.Members[to].Short(), "err", err)
 			ip.down(to, p.cfg)
+			var re *mesh.RemoteError
+			if errors.As(err, &re) && strings.Contains(re.Msg, ErrCorrupt.Error()) {
+				ip.mu.Lock()
+				ip.downUntil[to] = time.Now().Add(24 * time.Hour)
+				ip.mu.Unlock()
+			}
 		}
 		if ip.Plan == PlanSpan && relayFlagFor(ip.Plan, ip.self, to, n) != 0 {
 			// The next group's owner of the stripe is gone: another
