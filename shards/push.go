@@ -467,6 +467,12 @@ func (op *outPush) answered(k int) {
 func (p *pushes) failed(op *outPush, k int, err error) bool {
 	now := time.Now()
 	op.mu.Lock()
+	if op.fails[k] > 0 && now.Before(op.retryAt[k]) {
+		// Calls made together fail together (a window of pieces
+		// timing out at once): one try, not several.
+		op.mu.Unlock()
+		return false
+	}
 	if op.fails[k] == 0 {
 		op.failedAt[k] = now
 	}
@@ -935,14 +941,27 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	if reoffer {
 		wg.Go(func() { p.offerAll(ctx, op, offerMsg) })
 	}
+	// A few calls at once: a routed one holds a request slot at each
+	// member on its way until its target answers, and those of the
+	// first group are what the source's pieces need too.
+	calls := make(chan struct{}, repairCalls)
+	call := func(k int, msg []byte) {
+		select {
+		case calls <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-calls }()
+			p.callOrFail(ctx, op, k, msg)
+		})
+	}
 	// A probe is an order to the receiver itself: it asks for nothing.
 	for _, k := range probes {
-		msg := encodeOrder(op.Push, k, nil)
-		wg.Go(func() { p.callOrFail(ctx, op, k, msg) })
+		call(k, encodeOrder(op.Push, k, nil))
 	}
 	for j, pieces := range orders {
-		msg := encodeOrder(op.Push, j.to, pieces)
-		wg.Go(func() { p.callOrFail(ctx, op, j.holder, msg) })
+		call(j.holder, encodeOrder(op.Push, j.to, pieces))
 	}
 	sem := make(chan struct{}, p.window(op.Manifest))
 	for _, j := range mine {
@@ -955,6 +974,9 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	wg.Wait()
 	return false
 }
+
+// repairCalls bounds the orders and probes a repair check has under way.
+const repairCalls = 2 * spanGroup
 
 // callOrFail sends an order (or a probe) to receiver k: an answer counts
 // as k's, a failure against the member at fault; a receiver that no

@@ -251,6 +251,18 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return nil, nil
 	}
 	next := path[1]
+	// The handler's wait ends with this node's pushes too, not only
+	// with the link: a node that stops does not wait BlockTimeout for
+	// the members after it.
+	p.mu.Lock()
+	run := p.runCtx
+	p.mu.Unlock()
+	if run == nil {
+		return nil, fmt.Errorf("shards: push: %w", mesh.ErrClosed)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(run, cancel)()
 	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner))
 	var re *mesh.RemoteError
 	switch {
