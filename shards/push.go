@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,9 +103,17 @@ type PushConfig struct {
 	// answered a report (runReceiver) for this long is forgotten (its
 	// pieces stay in the sink).
 	Idle time.Duration
-	// BlockTimeout bounds the sending of one block: a receiver that hangs
-	// counts as gone.
+	// BlockTimeout bounds the sending of one block (one call): a receiver
+	// that does not answer within it has failed that call.
 	BlockTimeout time.Duration
+	// GoneAfter: a receiver counts as gone when every call to it failed
+	// (unreachable, timed out, busy) for this long, over at least
+	// goneAttempts tries spaced with backoff. One failure is not enough:
+	// a temporary link not up yet, a node busy under load or a link the
+	// overlay replaced fail a call and answer the next. Meanwhile the
+	// first pass and repair route around it. A receiver that refuses
+	// the offer is gone at once.
+	GoneAfter time.Duration
 	// Keep is how many finished pushes PushStatus still reports.
 	Keep int
 }
@@ -119,6 +128,7 @@ func DefaultPushConfig() PushConfig {
 		Repair:       500 * time.Millisecond,
 		Idle:         2 * time.Minute,
 		BlockTimeout: 30 * time.Second,
+		GoneAfter:    20 * time.Second,
 		Keep:         64,
 	}
 }
@@ -203,6 +213,9 @@ func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSourc
 	}
 	if cfg.BlockTimeout <= 0 {
 		cfg.BlockTimeout = d.BlockTimeout
+	}
+	if cfg.GoneAfter <= 0 {
+		cfg.GoneAfter = d.GoneAfter
 	}
 	if cfg.Keep <= 0 {
 		cfg.Keep = d.Keep
@@ -297,10 +310,14 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
 		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
 		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
-		fed: make([][]int, len(members)), changed: make(chan struct{}, 1)}
+		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
+		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
+		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
+		changed: make(chan struct{}, 1)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
+		op.caught[k] = make(map[int]bool)
 		op.have[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
 	}
@@ -343,7 +360,16 @@ type outPush struct {
 	stalled []int                   // repair ticks without progress
 	orders  []map[int]*pushOrderRec // per receiver: piece -> the repair order for it
 	refused []map[int]bool          // per receiver: the members it caught sending corrupt pieces
+	caught  []map[int]bool          // refused, as reported by the receiver itself (not forwarded)
 	last    []int                   // have count at the last repair tick
+	// joined: the receiver took the offer. fails counts the calls to it
+	// that failed in a row since failedAt; it is not called again before
+	// retryAt (backoff), and it is gone after GoneAfter of failures.
+	joined   []bool
+	fails    []int
+	hung     []int // times it held spreadPieces unspread for BlockTimeout
+	failedAt []time.Time
+	retryAt  []time.Time
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
 	fed      [][]int
@@ -421,6 +447,55 @@ func (op *outPush) status() PushStatus {
 // live reports whether receiver k is still in the push; op.mu is held.
 func (op *outPush) live(k int) bool { return op.state[k] != "gone" }
 
+// usable reports whether receiver k may be sent pieces, orders and
+// routed messages now: in the push, joined, and its last call answered.
+// A receiver whose calls fail is left out (routed around) until a retry
+// answers or it counts as gone. op.mu is held.
+func (op *outPush) usable(k int) bool { return op.live(k) && op.joined[k] && op.fails[k] == 0 }
+
+// goneAttempts is the fewest failed calls, spaced by backoff, after which
+// a receiver can count as gone (PushConfig.GoneAfter).
+const goneAttempts = 3
+
+// answered records that receiver k answered a call: its failures end.
+func (op *outPush) answered(k int) {
+	op.mu.Lock()
+	op.fails[k] = 0
+	op.mu.Unlock()
+}
+
+// failed records a failed call to receiver k: it is routed around until
+// retryAt, and gone once its calls failed for GoneAfter, goneAttempts
+// times at least. It reports whether k is gone now.
+func (p *pushes) failed(op *outPush, k int, err error) bool {
+	now := time.Now()
+	op.mu.Lock()
+	if op.fails[k] > 0 && now.Before(op.retryAt[k]) {
+		// Calls made together fail together (a window of pieces
+		// timing out at once): one try, not several.
+		op.mu.Unlock()
+		return false
+	}
+	if op.fails[k] == 0 {
+		op.failedAt[k] = now
+	}
+	op.fails[k]++
+	fails := op.fails[k]
+	op.retryAt[k] = now.Add(min(p.cfg.Repair<<min(fails-1, 20), p.cfg.GoneAfter/4))
+	gone := op.live(k) && fails >= goneAttempts && now.Sub(op.failedAt[k]) >= p.cfg.GoneAfter
+	if gone {
+		op.state[k] = "gone"
+	}
+	op.mu.Unlock()
+	if gone {
+		p.log.Info("push receiver gone: its calls failed", "push", op.Push, "peer", op.Members[k].Short(), "calls", fails, "err", err)
+	} else {
+		p.log.Debug("push call failed", "push", op.Push, "peer", op.Members[k].Short(), "calls", fails, "err", err)
+	}
+	op.poke()
+	return gone
+}
+
 // setGone drops receiver k from the push.
 func (op *outPush) setGone(k int) {
 	op.mu.Lock()
@@ -453,40 +528,48 @@ func (p *pushes) notify(op *outPush) {
 // pieces, and repair until every receiver still there holds every piece.
 func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	n := len(op.Members)
-	var wg sync.WaitGroup
-	for k, to := range op.Members {
-		wg.Go(func() {
-			err := p.call(ctx, to, offerMsg)
-			if errors.Is(err, mesh.ErrLinkClosed) && ctx.Err() == nil {
-				// The link closed under the offer (the overlay replaced
-				// it): once more, on a new link, before counting the
-				// receiver gone.
-				err = p.call(ctx, to, offerMsg)
-			}
-			if err != nil {
-				p.log.Info("push receiver refused or unreachable", "push", op.Push, "peer", to.Short(), "err", err)
-				op.setGone(k)
-			}
-		})
+	// Offers: a receiver that fails one (a link not up yet, a busy node)
+	// is offered again after a backoff, a few times before the first
+	// pass and then by repair, until it counts as gone.
+	for attempt := 0; ; attempt++ {
+		p.offerAll(ctx, op, offerMsg)
+		op.mu.Lock()
+		waiting := false
+		for k := range n {
+			waiting = waiting || op.live(k) && !op.joined[k]
+		}
+		op.mu.Unlock()
+		if !waiting || attempt == goneAttempts {
+			break
+		}
+		select {
+		case <-time.After(p.cfg.Repair << attempt):
+		case <-ctx.Done():
+			return
+		}
 	}
-	wg.Wait()
 	p.notify(op)
 	// The first pass: each piece once, to its owner (or, if the owner
-	// is gone, to the next receiver still there), in order, Window
-	// pieces at once, and no faster than the owner passes them on.
+	// is gone or failing, to the next receiver in sourceTarget order),
+	// in order, Window pieces at once, and no faster than the owner
+	// passes them on.
+	var wg sync.WaitGroup
 	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
 	for i := range op.Manifest.NumPieces() {
-		// Its owner, or the next receiver still there.
-		first := pieceOwner(op.Plan, i, n)
+		owner := pieceOwner(op.Plan, i, n)
+		first := -1
 		op.mu.Lock()
-		for range n {
-			if op.live(first) {
+		for t := range n {
+			if k := sourceTarget(op.Plan, owner, t, n); op.usable(k) {
+				first = k
 				break
 			}
-			first = (first + 1) % n
 		}
 		op.mu.Unlock()
+		if first < 0 {
+			continue // nobody to send it to now: repair sends it
+		}
 		if err := p.awaitSpread(ctx, op, first); err != nil {
 			wg.Wait()
 			return
@@ -499,32 +582,28 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 		}
 		// Counted as fed now, before the next awaitSpread looks.
 		op.mu.Lock()
-		if op.live(first) && !op.have[first].Has(i) {
+		if op.usable(first) && !op.have[first].Has(i) {
 			op.fed[first] = append(op.fed[first], i)
 		}
 		op.mu.Unlock()
 		wg.Go(func() {
 			defer func() { <-sem }()
-			owner := first
-			for range n {
+			for t := range n {
+				k := sourceTarget(op.Plan, owner, t, n)
 				op.mu.Lock()
-				live, has := op.live(owner), op.have[owner].Has(i)
-				if live && !has && owner != first {
-					op.fed[owner] = append(op.fed[owner], i)
+				usable, has := op.usable(k), op.have[k].Has(i)
+				if usable && !has && k != first {
+					op.fed[k] = append(op.fed[k], i)
 				}
 				op.mu.Unlock()
 				if has {
 					return
 				}
-				if live {
-					if p.sendSource(ctx, op, owner, i, relayFlag) == nil {
-						return
-					}
-					if ctx.Err() != nil {
+				if usable {
+					if p.sendSource(ctx, op, k, i, relayFlag) == nil || ctx.Err() != nil {
 						return
 					}
 				}
-				owner = (owner + 1) % n
 			}
 		})
 		if time.Since(lastNotify) > 250*time.Millisecond {
@@ -540,7 +619,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	t := time.NewTicker(p.cfg.Repair)
 	defer t.Stop()
 	for {
-		if p.repair(ctx, op) {
+		if p.repair(ctx, op, offerMsg) {
 			break
 		}
 		p.notify(op)
@@ -554,16 +633,21 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	op.finished = true
 	op.mu.Unlock()
 	p.notify(op)
+	// The end, to the last group first: a routed end goes through
+	// members of the groups before, which must still be in the push.
 	end := append([]byte{pushEnd}, op.Push[:]...)
-	for k, to := range op.Members {
-		op.mu.Lock()
-		live := op.live(k)
-		op.mu.Unlock()
-		if live {
-			wg.Go(func() { _ = p.call(ctx, to, end) })
+	waves := offerWaves(op.Plan, n)
+	for w := len(waves) - 1; w >= 0; w-- {
+		for _, k := range waves[w] {
+			op.mu.Lock()
+			live := op.live(k)
+			op.mu.Unlock()
+			if live {
+				wg.Go(func() { _, _ = p.callMember(ctx, op, k, end) })
+			}
 		}
+		wg.Wait()
 	}
-	wg.Wait()
 	p.mu.Lock()
 	p.done = append(p.done, op.Push)
 	for len(p.done) > p.cfg.Keep {
@@ -573,13 +657,113 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.mu.Unlock()
 }
 
+// offerWaves are the receivers of a push to n in the order they are
+// offered it and told its end: a span group by group (members of a group
+// forward to the next), other plans all at once.
+func offerWaves(plan Plan, n int) [][]int {
+	if plan != PlanSpan {
+		all := make([]int, n)
+		for k := range all {
+			all[k] = k
+		}
+		return [][]int{all}
+	}
+	count, _, _ := spanGroups(n)
+	waves := make([][]int, count)
+	for g := range waves {
+		lo, hi := spanBounds(g, n)
+		for k := lo; k < hi; k++ {
+			waves[g] = append(waves[g], k)
+		}
+	}
+	return waves
+}
+
+// offerAll offers the push to every receiver still in it that has not
+// taken it, wave by wave (offerWaves), each not before its retryAt.
+func (p *pushes) offerAll(ctx context.Context, op *outPush, msg []byte) {
+	now := time.Now()
+	for _, wave := range offerWaves(op.Plan, len(op.Members)) {
+		var wg sync.WaitGroup
+		for _, k := range wave {
+			op.mu.Lock()
+			due := op.live(k) && !op.joined[k] && !now.Before(op.retryAt[k])
+			op.mu.Unlock()
+			if due {
+				wg.Go(func() { p.offerTo(ctx, op, k, msg) })
+			}
+		}
+		wg.Wait()
+	}
+}
+
+// offerTo offers the push to receiver k: a refusal makes it gone, any
+// other failure counts against the member at fault (failed).
+func (p *pushes) offerTo(ctx context.Context, op *outPush, k int, msg []byte) {
+	at, err := p.callMember(ctx, op, k, msg)
+	switch {
+	case err == nil:
+		op.mu.Lock()
+		op.joined[k], op.fails[k] = true, 0
+		op.mu.Unlock()
+		op.poke()
+	case ctx.Err() != nil:
+	case at == k && refusal(err) && strings.Contains(err.Error(), errNotForwarder.Error()):
+		// It takes pushes from this node but not from the member
+		// that forwarded it: offered directly, it reports directly,
+		// and the source links to it as to the first group.
+		if err = p.call(ctx, op.Members[k], msg); err == nil {
+			op.mu.Lock()
+			op.joined[k], op.fails[k] = true, 0
+			op.mu.Unlock()
+			op.poke()
+			return
+		}
+		if refusal(err) {
+			p.log.Info("push receiver refused", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
+			op.setGone(k)
+			return
+		}
+		p.failed(op, k, err)
+	case at == k && refusal(err):
+		p.log.Info("push receiver refused", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
+		op.setGone(k)
+	case at >= 0:
+		p.failed(op, at, err)
+		if at != k {
+			// Not its fault; try again soon, by another way.
+			op.mu.Lock()
+			op.retryAt[k] = time.Now().Add(p.cfg.Repair)
+			op.mu.Unlock()
+		}
+	}
+}
+
+// sourceTarget is the t-th receiver the source tries for a piece whose
+// owner is owner: the owner, then the others of the owner's group in a
+// span (the source links to the first group only) and the receivers
+// after, else the receivers after the owner, round.
+func sourceTarget(plan Plan, owner, t, n int) int {
+	if plan != PlanSpan {
+		return (owner + t) % n
+	}
+	_, lo, hi := spanGroupOf(owner, n)
+	if t < hi-lo {
+		return lo + (owner-lo+t)%(hi-lo)
+	}
+	return (hi + t - (hi - lo)) % n
+}
+
 // awaitSpread holds the first pass back while receiver k holds
 // spreadPieces pieces it was fed that no other receiver holds yet. So a
 // receiver that leaves takes at most that many pieces only the source can
 // give again, whatever the load: the source's extra upload for a leaver is
 // bounded by construction, not by how fast the others notice. A receiver
-// that spreads none of them within BlockTimeout (it hangs, or swallows
-// what it should relay) is dropped from the push.
+// that spreads none of them within BlockTimeout (it hangs, is too busy, or
+// swallows what it should relay) is routed around as a failed call is;
+// the second time it is dropped from the push, so that a receiver that
+// swallows what it should relay costs the source at most twice
+// spreadPieces.
 func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
 	limit := p.spreadPieces(op.Manifest)
 	deadline := time.Now().Add(p.cfg.BlockTimeout)
@@ -593,8 +777,16 @@ func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			p.log.Info("push receiver passes nothing on: dropped", "push", op.Push, "peer", op.Members[k].Short())
-			op.setGone(k)
+			op.mu.Lock()
+			op.hung[k]++
+			again := op.hung[k] > 1
+			op.mu.Unlock()
+			if again {
+				p.log.Info("push receiver passes nothing on: dropped", "push", op.Push, "peer", op.Members[k].Short())
+				op.setGone(k)
+				return nil
+			}
+			p.failed(op, k, errors.New("shards: push receiver passed nothing on"))
 			return nil
 		}
 		select {
@@ -614,8 +806,8 @@ func (p *pushes) spreadPieces(m *Manifest) int {
 	return max(p.window(m), int(spreadBytes/m.PieceSize))
 }
 
-// sendSource sends piece i from the source to receiver k; a receiver that
-// cannot be reached or refuses is gone.
+// sendSource sends piece i from the source to receiver k; a failure
+// counts against it (failed).
 func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags byte) error {
 	to := op.Members[k]
 	err := p.sendPiece(ctx, to, op.Push, op.Manifest, op.ID, i, flags, op.src.readBlock, func(n int) {
@@ -626,11 +818,16 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 	})
 	if err != nil {
 		if ctx.Err() == nil {
-			p.log.Info("push receiver gone", "push", op.Push, "peer", to.Short(), "err", err)
-			op.setGone(k)
+			if forgot(err) {
+				op.mu.Lock()
+				op.joined[k] = false // offered again by repair
+				op.mu.Unlock()
+			}
+			p.failed(op, k, err)
 		}
 		return err
 	}
+	op.answered(k)
 	b := NewBitfield(op.Manifest.NumPieces())
 	b.Set(i)
 	op.got(k, b)
@@ -638,26 +835,27 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 }
 
 // repair checks the receivers once: it reports true when every receiver
-// still there holds every piece. A receiver that made no progress for two
-// checks, or for as long as its relays may take (stallChecks), has each
-// missing piece ordered from a receiver that holds it,
-// leaving out those the receiver caught sending corrupt pieces. The order
-// stands (it is sent again, which costs nothing) until the piece arrives,
-// the holder leaves or is caught, or BlockTimeout passes; then another
-// holder is asked. The source sends a piece itself only when no holder is
-// left to ask: so what it uploads again does not depend on how fast the
-// receivers are, only on which pieces no honest receiver holds.
-func (p *pushes) repair(ctx context.Context, op *outPush) bool {
+// still there holds every piece. A receiver not in the push yet is
+// offered it again, and one whose calls failed is probed, each after its
+// backoff (failed). A receiver that made no progress for two checks, or
+// for as long as its relays may take (stallChecks), is probed, and has each missing piece ordered from a receiver that holds
+// it, leaving out those the receiver caught sending corrupt pieces. The
+// order stands (it is sent again, which costs nothing) until the piece
+// arrives, the holder leaves, fails or is caught, or BlockTimeout
+// passes; then another holder is asked. The source sends a piece itself
+// only when no holder is left to ask: so what it uploads again does not
+// depend on how fast the receivers are, only on which pieces no honest
+// receiver holds. In a span it sends it to the first member on the
+// receiver's route, whose relays pass it on, so as to keep to its links.
+func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool {
 	n, np := len(op.Members), op.Manifest.NumPieces()
-	linked := make(map[mesh.ID]bool)
-	for _, pi := range p.node.Peers() {
-		linked[pi.ID] = true
-	}
 	type job struct{ holder, to int }
 	orders := make(map[job][]uint32)
 	var mine []job // pieces (in holder) the source sends itself to receiver to
+	var probes []int
 	now := time.Now()
 	sentHere := make(map[int]bool) // pieces the source sends in this check
+	reoffer := false
 	op.mu.Lock()
 	// A receiver waits for a relay up to a sender's whole fan-out and
 	// window of piece times (a matrix owner's last target gets the piece
@@ -673,22 +871,17 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 		if op.state[k] != "receiving" {
 			continue
 		}
-		if !linked[op.Members[k]] {
-			// No link: its machine went away, or the mesh dropped the
-			// link; one attempt at a temporary link (it may be beyond
-			// this node's HighPeers, as the push's others are) tells.
-			op.mu.Unlock()
-			cctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout/4)
-			err := p.node.Expand(cctx, op.Members[k])
-			cancel()
-			op.mu.Lock()
-			if err != nil {
-				p.log.Info("push receiver unreachable", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
-				op.state[k] = "gone"
-				continue
-			}
-		}
 		all = false
+		if !op.joined[k] {
+			reoffer = true
+			continue
+		}
+		if op.fails[k] > 0 {
+			if !now.Before(op.retryAt[k]) {
+				probes = append(probes, k)
+			}
+			continue
+		}
 		c := op.have[k].Count()
 		if c != op.last[k] {
 			op.last[k], op.stalled[k] = c, 0
@@ -698,6 +891,9 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			continue
 		}
 		op.stalled[k] = 0
+		// Stalled: is it still there? (It may have left, and the
+		// holders' relays to it fail where the source does not see.)
+		probes = append(probes, k)
 		for i := range np {
 			if op.have[k].Has(i) {
 				delete(op.orders[k], i)
@@ -713,10 +909,13 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 				rec.tried = append(rec.tried, h)
 				h = -1
 			}
+			if h >= 0 && !op.usable(h) {
+				h = -1 // failing now: another holder, this one again later
+			}
 			if h < 0 {
 				var holders []int
 				for g := range n {
-					if g != k && op.live(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
+					if g != k && op.usable(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
 						holders = append(holders, g)
 					}
 				}
@@ -741,7 +940,11 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 			// at a later check.
 			if !sentHere[i] {
 				sentHere[i] = true
-				mine = append(mine, job{i, k})
+				to := k
+				if r := op.route(k); len(r) > 1 {
+					to = r[0]
+				}
+				mine = append(mine, job{i, to})
 			}
 		}
 	}
@@ -750,14 +953,30 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 		return true
 	}
 	var wg sync.WaitGroup
-	for j, pieces := range orders {
-		msg := encodeOrder(op.Push, j.to, pieces)
+	if reoffer {
+		wg.Go(func() { p.offerAll(ctx, op, offerMsg) })
+	}
+	// A few calls at once: a routed one holds a request slot at each
+	// member on its way until its target answers, and those of the
+	// first group are what the source's pieces need too.
+	calls := make(chan struct{}, repairCalls)
+	call := func(k int, msg []byte) {
+		select {
+		case calls <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		wg.Go(func() {
-			if err := p.call(ctx, op.Members[j.holder], msg); err != nil && ctx.Err() == nil {
-				p.log.Info("push receiver refused an order or unreachable", "push", op.Push, "peer", op.Members[j.holder].Short(), "err", err)
-				op.setGone(j.holder)
-			}
+			defer func() { <-calls }()
+			p.callOrFail(ctx, op, k, msg)
 		})
+	}
+	// A probe is an order to the receiver itself: it asks for nothing.
+	for _, k := range probes {
+		call(k, encodeOrder(op.Push, k, nil))
+	}
+	for j, pieces := range orders {
+		call(j.holder, encodeOrder(op.Push, j.to, pieces))
 	}
 	sem := make(chan struct{}, p.window(op.Manifest))
 	for _, j := range mine {
@@ -771,6 +990,28 @@ func (p *pushes) repair(ctx context.Context, op *outPush) bool {
 	return false
 }
 
+// repairCalls bounds the orders and probes a repair check has under way.
+const repairCalls = 2 * spanGroup
+
+// callOrFail sends an order (or a probe) to receiver k: an answer counts
+// as k's, a failure against the member at fault; a receiver that no
+// longer knows the push is offered it again.
+func (p *pushes) callOrFail(ctx context.Context, op *outPush, k int, msg []byte) {
+	at, err := p.callMember(ctx, op, k, msg)
+	switch {
+	case err == nil:
+		op.answered(k)
+	case ctx.Err() != nil || at < 0:
+	default:
+		if forgot(err) {
+			op.mu.Lock()
+			op.joined[at] = false
+			op.mu.Unlock()
+		}
+		p.failed(op, at, err)
+	}
+}
+
 // window is how many pieces of m a sender has in flight: Window, fewer
 // for large pieces, so that a sender has about windowBytes unanswered
 // (what a receiver holds half-assembled for it).
@@ -781,15 +1022,23 @@ func (p *pushes) window(m *Manifest) int {
 // call sends one push message to a peer and waits for its answer, linking
 // to it first if need be.
 func (p *pushes) call(ctx context.Context, to mesh.ID, msg []byte) error {
+	_, err := p.request(ctx, to, msg)
+	return err
+}
+
+// request is call that returns the answer.
+func (p *pushes) request(ctx context.Context, to mesh.ID, msg []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout)
 	defer cancel()
-	_, err := p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
-	if errors.Is(err, mesh.ErrNotConnected) {
+	ans, err := p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+	if errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrLinkClosed) {
+		// Not linked, or the link closed under the call (the overlay
+		// replaced it): once more, on a new link.
 		if err = p.node.Expand(ctx, to); err == nil {
-			_, err = p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+			ans, err = p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
 		}
 	}
-	return err
+	return ans, err
 }
 
 // sendPiece sends piece i of resource id, read by read, to a peer as
@@ -830,9 +1079,17 @@ type inPush struct {
 	sink   pieceSink
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	have     Bitfield
-	gone     []bool
+	// via is the member the offer came through (span), whom reports go
+	// to; -1 if the source offered it directly.
+	via int
+
+	mu   sync.Mutex
+	have Bitfield
+	// downUntil: a member whose call from this node failed is left out
+	// of relays until then (down); downs counts its failures in a row.
+	downUntil []time.Time
+	downs     []int
+
 	bad      map[int]bool // senders that sent a corrupt piece: refused since
 	asm      map[asmKey]*assembly
 	perPeer  map[int]int // assemblies per sender (-1 the source)
@@ -841,6 +1098,12 @@ type inPush struct {
 	queued   map[relayJob]bool
 	wake     chan struct{} // relay work or a have change
 	lastSeen time.Time
+
+	// reportFailed: the last report did not reach the source; reporting
+	// says whether one is under way.
+	reportFailed, reporting bool
+	// upFlight counts the reports of others it sends on (onUp).
+	upFlight int
 }
 
 // asmKey is a piece being assembled from one sender's blocks.
@@ -882,43 +1145,64 @@ func (p *pushes) ServeMesh(ctx context.Context, m *mesh.Message) ([]byte, error)
 	copy(pid[:], b[1:])
 	switch b[0] {
 	case pushOffer:
-		return nil, p.onOffer(ctx, m.From, b)
+		return nil, p.onOffer(ctx, m.From, "", -1, b)
 	case pushBlock:
 		return nil, p.onBlock(ctx, m.From, pid, b)
 	case pushHave:
-		return nil, p.onHave(m.From, pid, b[pushHeader:])
+		return nil, p.onHave(m.From, pid, b[pushHeader:], false)
 	case pushOrder:
 		return nil, p.onOrder(m.From, pid, b)
 	case pushEnd:
-		p.mu.Lock()
-		ip := p.in[pid]
-		if ip != nil && ip.source == m.From {
-			delete(p.in, pid)
-			ip.cancel()
-		}
-		p.mu.Unlock()
+		p.onEnd(m.From, pid)
 		return nil, nil
+	case pushRoute:
+		return p.onRoute(ctx, m.From, pid, b)
+	case pushUp:
+		return nil, p.onUp(ctx, m.From, pid, b)
 	}
 	p.node.Penalize(m.From, "push message of unknown kind")
 	return nil, fmt.Errorf("%w: push message kind %d", ErrBadFrame, b[0])
 }
 
-func (p *pushes) onOffer(ctx context.Context, from mesh.ID, b []byte) error {
+// onEnd ends a push received from source.
+func (p *pushes) onEnd(source mesh.ID, pid pushID) {
+	p.mu.Lock()
+	ip := p.in[pid]
+	if ip != nil && ip.source == source {
+		delete(p.in, pid)
+		ip.cancel()
+	}
+	p.mu.Unlock()
+}
+
+// onOffer takes an offer from source, sent directly (fwd "", target -1)
+// or routed through member fwd to member target (pushroute.go).
+func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b []byte) error {
+	penalize := from
+	if fwd != "" {
+		penalize = fwd
+	}
 	o, err := decodeOffer(b)
 	if err != nil {
-		p.node.Penalize(from, "bad push offer")
+		p.node.Penalize(penalize, "bad push offer")
 		return err
 	}
 	self := slices.Index(o.Members, p.node.ID())
-	if self < 0 || slices.Contains(o.Members, from) {
-		p.node.Penalize(from, "bad push offer")
-		return fmt.Errorf("%w: offer's members leave this node out, or name its source", ErrBadFrame)
+	via := slices.Index(o.Members, fwd)
+	if self < 0 || slices.Contains(o.Members, from) || fwd != "" && (via < 0 || target != self) {
+		p.node.Penalize(penalize, "bad push offer")
+		return fmt.Errorf("%w: offer's members leave this node or its forwarder out, or name its source", ErrBadFrame)
 	}
 	if o.Manifest.Size > p.cfg.MaxBytes {
 		return fmt.Errorf("%w: push of %d bytes (this node takes up to %d)", ErrTooLarge, o.Manifest.Size, p.cfg.MaxBytes)
 	}
 	if p.cfg.Accept == nil || !p.cfg.Accept(from, o.ID, o.Name, o.Manifest.Size) {
 		return errors.New("shards: push refused: this node does not take pushes from " + from.Short())
+	}
+	// A forwarder could forge the offer: take it only from one this node
+	// would take a push from itself.
+	if fwd != "" && !p.cfg.Accept(fwd, o.ID, o.Name, o.Manifest.Size) {
+		return fmt.Errorf("%w: %s", errNotForwarder, fwd.Short())
 	}
 	p.mu.Lock()
 	if ip := p.in[o.Push]; ip != nil {
@@ -931,14 +1215,15 @@ func (p *pushes) onOffer(ctx context.Context, from mesh.ID, b []byte) error {
 	busy := len(p.in) >= p.cfg.MaxIncoming
 	p.mu.Unlock()
 	if busy {
-		return fmt.Errorf("shards: push refused: %d pushes under way", p.cfg.MaxIncoming)
+		return fmt.Errorf("%w: %d pushes under way", errPushBusy, p.cfg.MaxIncoming)
 	}
 	sink, err := p.open(ctx, from, o)
 	if err != nil {
 		return fmt.Errorf("shards: push refused: %w", err)
 	}
-	ip := &inPush{offer: o, source: from, self: self, sink: sink, have: sink.have(),
-		gone: make([]bool, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly), perPeer: make(map[int]int),
+	ip := &inPush{offer: o, source: from, self: self, via: via, sink: sink, have: sink.have(),
+		downUntil: make([]time.Time, len(o.Members)), downs: make([]int, len(o.Members)),
+		bad: make(map[int]bool), asm: make(map[asmKey]*assembly), perPeer: make(map[int]int),
 		queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), lastSeen: time.Now()}
 	if !ip.have.Valid(o.Manifest.NumPieces()) {
 		return fmt.Errorf("shards: push refused: sink holds a bitfield of %d bytes", len(ip.have))
@@ -946,7 +1231,7 @@ func (p *pushes) onOffer(ctx context.Context, from mesh.ID, b []byte) error {
 	p.mu.Lock()
 	if p.runCtx == nil || len(p.in) >= p.cfg.MaxIncoming || p.in[o.Push] != nil {
 		p.mu.Unlock()
-		return errors.New("shards: push refused: busy")
+		return errPushBusy
 	}
 	wctx, cancel := context.WithCancel(p.runCtx)
 	ip.cancel = cancel
@@ -1116,7 +1401,7 @@ func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
 	ip.mu.Lock()
 	ip.lastSeen = time.Now()
 	if to != ip.self {
-		ip.gone[to] = false // the source still counts it in
+		ip.downs[to], ip.downUntil[to] = 0, time.Time{} // the source still counts it in
 		// Orders go before the plan's relays: they are what a stalled
 		// receiver waits for, and the source sends them itself if they
 		// wait too long.
@@ -1151,7 +1436,11 @@ func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
 	return nil
 }
 
-func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
+// onHave takes a report of member from; forwarded, it came through other
+// members (onUp), who could have forged it: it then neither counts as
+// from's answer nor towards dropping a member it says sent corrupt
+// pieces.
+func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte, forwarded bool) error {
 	p.mu.Lock()
 	op := p.out[pid]
 	p.mu.Unlock()
@@ -1177,9 +1466,17 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
 		return fmt.Errorf("%w: push %s has ended", ErrUnknown, pid)
 	}
 	op.got(k, h)
+	if !forwarded {
+		op.answered(k)
+	}
 	op.mu.Lock()
+	op.joined[k] = true // it reports: it has the push
 	for _, r := range bad {
 		op.refused[k][r] = true
+		if forwarded {
+			continue
+		}
+		op.caught[k][r] = true
 		// A member that half the others caught sending corrupt pieces
 		// leaves the push: the source stops feeding it, so a receiver
 		// that poisons what it relays cannot have the source upload the
@@ -1188,7 +1485,7 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte) error {
 		for j := range op.Members {
 			if j != r && op.live(j) {
 				live++
-				if op.refused[j][r] {
+				if op.caught[j][r] {
 					caught++
 				}
 			}
@@ -1220,6 +1517,15 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	defer idle.Stop()
 	reported := -1
 	var lastReport time.Time
+	// Reports even when nothing changed: every Idle/4, so that the
+	// source's answers keep the push alive here; and every 10 repair
+	// checks when they go through other members, which answer before
+	// they pass a report on and may lose it (onUp): the source must see
+	// the last one, which says this node is whole.
+	every := p.cfg.Idle / 4
+	if ip.via >= 0 {
+		every = min(every, 10*p.cfg.Repair)
+	}
 	for {
 		ip.mu.Lock()
 		var j relayJob
@@ -1237,18 +1543,37 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		// is still on, so that a receiver that hears nothing for a
 		// while (a slow source, a stall waiting for repair) does not
 		// forget it.
-		changed := count != reported && (count == ip.Manifest.NumPieces() || time.Since(lastReport) > 100*time.Millisecond)
-		if changed || time.Since(lastReport) > p.cfg.Idle/4 {
+		// A report that did not reach the source is sent again as if
+		// something changed (its last one may be the one saying the
+		// receiver is whole), one at a time.
+		ip.mu.Lock()
+		retry := ip.reportFailed
+		if retry {
+			ip.reportFailed, reported = false, -1
+		}
+		busy := ip.reporting
+		ip.mu.Unlock()
+		changed := count != reported && (count == ip.Manifest.NumPieces() && !retry || time.Since(lastReport) > 100*time.Millisecond)
+		if !busy && (changed || time.Since(lastReport) > every) {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()
 			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())
+			ip.reporting = true
 			ip.mu.Unlock()
+			if ip.via >= 0 {
+				msg = encodeUp(ip.Push, ip.self, msg)
+			}
 			wg.Go(func() {
-				if p.call(ctx, ip.source, msg) == nil {
-					ip.mu.Lock()
+				err := p.sendUp(ctx, ip, msg)
+				ip.mu.Lock()
+				ip.reporting = false
+				if err == nil {
 					ip.lastSeen = time.Now()
-					ip.mu.Unlock()
+				} else {
+					ip.reportFailed = true
 				}
+				ip.mu.Unlock()
+				ip.poke()
 			})
 		}
 		if ok {
@@ -1289,19 +1614,29 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 	n := len(ip.Members)
 	to := j.to
 	for range n {
-		ip.mu.Lock()
-		gone := ip.gone[to]
-		ip.mu.Unlock()
-		if !gone {
+		if !ip.isDown(to) {
 			err := p.sendPiece(ctx, ip.Members[to], ip.Push, ip.Manifest, ip.ID, j.piece, relayFlagFor(ip.Plan, ip.self, to, n),
 				ip.sink.readBlock, func(int) {})
-			if err == nil || ctx.Err() != nil {
+			if err == nil {
+				ip.up(to)
 				return
 			}
+			if ctx.Err() != nil {
+				return
+			}
+			// Left out for a backoff, not for good: the source's
+			// orders and this node's next relays try it again. But
+			// a member that refuses this node's pieces as corrupt
+			// will always: it is left out until the source orders
+			// otherwise.
 			p.log.Debug("push relay failed", "push", ip.Push, "peer", ip.Members[to].Short(), "err", err)
-			ip.mu.Lock()
-			ip.gone[to] = true
-			ip.mu.Unlock()
+			ip.down(to, p.cfg)
+			var re *mesh.RemoteError
+			if errors.As(err, &re) && strings.Contains(re.Msg, ErrCorrupt.Error()) {
+				ip.mu.Lock()
+				ip.downUntil[to] = time.Now().Add(24 * time.Hour)
+				ip.mu.Unlock()
+			}
 		}
 		if ip.Plan == PlanSpan && relayFlagFor(ip.Plan, ip.self, to, n) != 0 {
 			// The next group's owner of the stripe is gone: another

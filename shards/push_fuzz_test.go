@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -84,6 +85,11 @@ func FuzzPushMessage(f *testing.F) {
 	f.Add(encodeOrder(o.Push, 1, []uint32{0, 1}), byte(0))
 	f.Add(encodeReport(o.Push, map[int]bool{0: true}, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces()), byte(1))
 	f.Add(append([]byte{pushEnd}, o.Push[:]...), byte(0))
+	srcID := mesh.ID("dddddddddddddddddddddddddddddddd")
+	f.Add(encodeRoute(o.Push, srcID, []int{0}, encodeOrder(o.Push, 1, []uint32{0})), byte(0))
+	f.Add(encodeRoute(o.Push, srcID, []int{0, 1}, append([]byte{pushEnd}, o.Push[:]...)), byte(1))
+	f.Add(encodeRoute(pushID{8}, srcID, []int{0}, off), byte(1))
+	f.Add(encodeUp(o.Push, 2, encodeReport(o.Push, nil, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces())), byte(1))
 	f.Fuzz(func(t *testing.T, b []byte, who byte) {
 		src := mesh.ID("dddddddddddddddddddddddddddddddd")
 		node := &pushStubNode{id: fuzzMembers[0]}
@@ -91,12 +97,12 @@ func FuzzPushMessage(f *testing.F) {
 		cfg.Accept = func(mesh.ID, MD5, string, int64) bool { return true }
 		sink := &memSink{want: data, m: o.Manifest, held: NewBitfield(o.Manifest.NumPieces())}
 		p := newPushes(node, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) { return sink, nil })
-		ip := &inPush{offer: o, source: src, self: -1, sink: sink, have: NewBitfield(o.Manifest.NumPieces()),
-			gone: make([]bool, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly),
+		ip := &inPush{offer: o, source: src, self: -1, via: -1, sink: sink, have: NewBitfield(o.Manifest.NumPieces()),
+			bad: make(map[int]bool), asm: make(map[asmKey]*assembly),
 			perPeer: make(map[int]int), queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), cancel: func() {}}
 		o.Members = fuzzMembers[:]
 		ip.Members = o.Members
-		ip.gone = make([]bool, len(o.Members))
+		ip.downUntil, ip.downs = make([]time.Time, len(o.Members)), make([]int, len(o.Members))
 		p.in[o.Push] = ip
 		from := []mesh.ID{src, fuzzMembers[1], "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"}[int(who)%3]
 		_, err := p.ServeMesh(context.Background(), &mesh.Message{From: from, Protocol: ProtoPush, Payload: b, Request: true, Channel: mesh.Bulk})
@@ -161,4 +167,35 @@ func TestPushOfferLimits(t *testing.T) {
 	if opened != 0 || node.penalties.Load() != 2 {
 		t.Errorf("%d sinks opened, %d penalties (want 0, 2)", opened, node.penalties.Load())
 	}
+}
+
+// FuzzDecodeRoute: a routed message and a routed answer from a peer decode
+// to a path of members of the push, within maxRouteHops, or an error.
+func FuzzDecodeRoute(f *testing.F) {
+	pid := pushID{3}
+	src := mesh.ID("dddddddddddddddddddddddddddddddd")
+	f.Add(encodeRoute(pid, src, []int{0, 5, 9}, append([]byte{pushEnd}, pid[:]...)), 10)
+	f.Add(routeStatus(routeRefused, 2, errors.New("no")), 3)
+	f.Add(routeStatus(routeUnreachable, 7, errors.New("gone")), 3)
+	f.Fuzz(func(t *testing.T, b []byte, members int) {
+		members = members % (MaxPushReceivers + 1)
+		if _, path, inner, err := decodeRoute(b, members); err == nil {
+			limit := members
+			if limit <= 0 {
+				limit = MaxPushReceivers
+			}
+			if len(path) == 0 || len(path) > maxRouteHops || len(inner) < pushHeader {
+				t.Fatalf("route of %d hops, inner of %d bytes", len(path), len(inner))
+			}
+			for _, h := range path {
+				if h < 0 || h >= limit {
+					t.Fatalf("route through member %d of %d", h, limit)
+				}
+			}
+		}
+		ids := fuzzMembers[:]
+		if k, err := decodeRouteStatus(b, ids); err == nil && k != -1 || k >= len(ids) {
+			t.Fatalf("answer names member %d (err %v)", k, err)
+		}
+	})
 }

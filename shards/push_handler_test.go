@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -36,8 +37,8 @@ func newHandlerPush(t *testing.T, pieces int, pieceSize int64) *handlerPush {
 	h.sink = &memSink{want: data, m: m, held: NewBitfield(pieces)}
 	h.p = newPushes(h.node, nil, DefaultPushConfig(), nil, nil)
 	o := offer{Push: pushID{3}, ID: MD5(md5.Sum(data)), Plan: PlanMatrix, Name: "h.bin", Members: fuzzMembers, Manifest: m}
-	h.ip = &inPush{offer: o, source: h.src, self: 0, sink: h.sink, have: NewBitfield(pieces),
-		gone: make([]bool, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly),
+	h.ip = &inPush{offer: o, source: h.src, self: 0, via: -1, sink: h.sink, have: NewBitfield(pieces),
+		downUntil: make([]time.Time, len(o.Members)), downs: make([]int, len(o.Members)), bad: make(map[int]bool), asm: make(map[asmKey]*assembly),
 		perPeer: make(map[int]int), queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), cancel: func() {}}
 	h.p.in[o.Push] = h.ip
 	return h

@@ -302,6 +302,7 @@ func TestPushOneLeavesHalfWay(t *testing.T) {
 			nw := meshtest.NewNetwork()
 			cfg := DefaultPushConfig()
 			cfg.Repair = 100 * time.Millisecond
+			cfg.GoneAfter = 2 * time.Second // the leaver's: it fails every call at once
 			peers := pushNet(t, nw, 7, want, cfg, 0, nil)
 			src, recv := peers[0], peers[1:]
 			for _, pp := range recv {

@@ -1,0 +1,417 @@
+package shards
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/catnest/catnest/mesh"
+)
+
+// Routed push messages (span plan). The source of a span push links to
+// the first group only; what it says to a receiver further down (offer,
+// order, probe, end) goes through one member of each group before it,
+// and a receiver's report goes back up the same way: to the member it
+// was offered through, which passes it to its own, and so on. So the
+// source needs about spanGroup links whatever the number of receivers,
+// and a receiver no more than the plan's relays give it.
+//
+//	route: source id, count, path (member indices), inner   down
+//	up:    origin (member index), inner report                 up
+//
+// A down message's path starts with the member it is sent to and ends
+// with its target; each member takes itself off and sends the rest on.
+// Its answer is a routeStatus: which member failed, and how, so that the
+// source counts a failure against the member at fault, not the target.
+// An up message goes only to a member of an earlier group (or the
+// source), so it cannot loop.
+//
+// Trust: a forwarder sees and could forge what it passes on. A forwarded
+// offer is taken only when the receiver would take a push from the
+// forwarder itself (Accept), so a forged one is no worse than a push of
+// the forwarder's own; a forwarded report does not count as an answer of
+// its origin, nor towards dropping a member caught sending corrupt pieces,
+// and what it claims the origin holds costs at most that the push ends
+// early for it (its download then pulls the rest).
+const (
+	pushRoute byte = 0x10 + iota
+	pushUp
+)
+
+// maxRouteHops bounds a route's path: one member a group.
+const maxRouteHops = (MaxPushReceivers + spanGroup - 1) / spanGroup
+
+// What a routed message's answer says.
+const (
+	routeOK          byte = 0
+	routeUnreachable byte = 1 // the member named could not be reached
+	routeRefused     byte = 2 // the member named answered with an error
+)
+
+// errPushBusy is a receiver's refusal of an offer because it receives
+// MaxIncoming pushes already: the source tries it again later.
+var errPushBusy = errors.New("shards: push refused: busy")
+
+// errNotForwarder is a receiver's refusal of an offer forwarded by a
+// member it does not take pushes from (Accept): the source offers it
+// directly instead.
+var errNotForwarder = errors.New("shards: push refused: not taken forwarded by")
+
+// spanBounds are the members [lo, hi) of group g of a span push to n.
+func spanBounds(g, n int) (lo, hi int) {
+	_, w, extra := spanGroups(n)
+	lo = g*w + min(g, extra)
+	hi = lo + w
+	if g < extra {
+		hi++
+	}
+	return lo, hi
+}
+
+// route is the path of a message from the source to receiver k: k alone,
+// or in a span one usable member of each group before k's (the one at
+// k's place in its group if it can), from the first group down. A group
+// with none usable is skipped. op.mu is held.
+func (op *outPush) route(k int) []int {
+	n := len(op.Members)
+	if op.Plan != PlanSpan {
+		return []int{k}
+	}
+	g, lo, _ := spanGroupOf(k, n)
+	path := []int{k}
+	for gg := g - 1; gg >= 0; gg-- {
+		glo, ghi := spanBounds(gg, n)
+		first := glo + min(k-lo, ghi-glo-1)
+		for t := range ghi - glo {
+			if h := glo + (first-glo+t)%(ghi-glo); op.usable(h) {
+				path = append(path, h)
+				break
+			}
+		}
+	}
+	slices.Reverse(path)
+	return path
+}
+
+// callMember sends a push message to receiver k, along op.route(k). It
+// returns the member at fault when it fails: k, or a member on the way.
+func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte) (int, error) {
+	op.mu.Lock()
+	path := op.route(k)
+	op.mu.Unlock()
+	if len(path) == 1 {
+		return k, p.call(ctx, op.Members[k], msg)
+	}
+	ans, err := p.request(ctx, op.Members[path[0]], encodeRoute(op.Push, p.node.ID(), path, msg))
+	if err != nil {
+		return path[0], err
+	}
+	return decodeRouteStatus(ans, op.Members)
+}
+
+// encodeRoute wraps msg to go along path from source.
+func encodeRoute(pid pushID, source mesh.ID, path []int, msg []byte) []byte {
+	b := make([]byte, 0, pushHeader+idSize+1+2*len(path)+len(msg))
+	b = append(b, pushRoute)
+	b = append(b, pid[:]...)
+	b = append(b, source...)
+	b = append(b, byte(len(path)))
+	for _, h := range path {
+		b = binary.BigEndian.AppendUint16(b, uint16(h))
+	}
+	return append(b, msg...)
+}
+
+// decodeRoute decodes a routed message of a push of members receivers
+// (0: a push not known here, any member index up to MaxPushReceivers).
+func decodeRoute(b []byte, members int) (source mesh.ID, path []int, inner []byte, err error) {
+	if members <= 0 {
+		members = MaxPushReceivers
+	}
+	if len(b) < pushHeader+idSize+1 || b[0] != pushRoute {
+		return "", nil, nil, fmt.Errorf("%w: short routed push message", ErrBadFrame)
+	}
+	source, err = mesh.ParseID(string(b[pushHeader : pushHeader+idSize]))
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("%w: routed push message: %v", ErrBadFrame, err)
+	}
+	b = b[pushHeader+idSize:]
+	n := int(b[0])
+	b = b[1:]
+	if n == 0 || n > maxRouteHops || len(b) < 2*n+pushHeader {
+		return "", nil, nil, fmt.Errorf("%w: route of %d hops", ErrBadFrame, n)
+	}
+	path = make([]int, n)
+	for i := range path {
+		if path[i] = int(binary.BigEndian.Uint16(b[2*i:])); path[i] >= members {
+			return "", nil, nil, fmt.Errorf("%w: route through member %d of %d", ErrBadFrame, path[i], members)
+		}
+	}
+	return source, path, b[2*n:], nil
+}
+
+// routeStatus is the answer to a routed message that failed: how, and at
+// which member. A routed message its target took is answered empty.
+func routeStatus(kind byte, member int, err error) []byte {
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	b := []byte{kind}
+	b = binary.BigEndian.AppendUint16(b, uint16(member))
+	return append(b, msg...)
+}
+
+// decodeRouteStatus reads a routed message's answer: the member at fault
+// and an error, a *mesh.RemoteError when that member refused.
+func decodeRouteStatus(b []byte, members []mesh.ID) (int, error) {
+	if len(b) == 0 {
+		return -1, nil
+	}
+	if len(b) < 3 || b[0] == routeOK || b[0] > routeRefused {
+		return -1, fmt.Errorf("%w: routed push answer", ErrBadFrame)
+	}
+	k := int(binary.BigEndian.Uint16(b[1:]))
+	if k >= len(members) {
+		return -1, fmt.Errorf("%w: routed push answer names member %d", ErrBadFrame, k)
+	}
+	msg := string(b[3:])
+	if b[0] == routeRefused {
+		return k, &mesh.RemoteError{Peer: members[k], Msg: msg}
+	}
+	return k, fmt.Errorf("shards: push route: %s unreachable: %s", members[k].Short(), msg)
+}
+
+// refusal reports whether err is a receiver's final no: it answered with
+// an error, and not that it is busy.
+func refusal(err error) bool {
+	var re *mesh.RemoteError
+	return errors.As(err, &re) && !strings.Contains(re.Msg, errPushBusy.Error())
+}
+
+// forgot reports whether err is a receiver's answer that it does not know
+// the push (it went idle, or restarted): it is offered the push again.
+func forgot(err error) bool {
+	var re *mesh.RemoteError
+	return errors.As(err, &re) && strings.Contains(re.Msg, "no push ")
+}
+
+// onRoute handles a routed message: its target takes the inner message
+// as from the source; a member on the way sends the rest on and answers
+// for the rest of the way.
+func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte) ([]byte, error) {
+	p.mu.Lock()
+	ip := p.in[pid]
+	p.mu.Unlock()
+	members := 0
+	if ip != nil {
+		members = len(ip.Members)
+	}
+	source, path, inner, err := decodeRoute(b, members)
+	if err != nil {
+		p.node.Penalize(from, "bad routed push message")
+		return nil, err
+	}
+	if string(inner[1:pushHeader]) != string(pid[:]) {
+		p.node.Penalize(from, "bad routed push message")
+		return nil, fmt.Errorf("%w: routed message of another push", ErrBadFrame)
+	}
+	if len(path) == 1 && inner[0] == pushOffer {
+		// An offer: this node is not in the push yet.
+		if err := p.onOffer(ctx, source, from, path[0], inner); err != nil {
+			return routeStatus(routeRefused, path[0], err), nil
+		}
+		return nil, nil
+	}
+	if ip == nil {
+		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+	}
+	if ip.source != source || path[0] != ip.self || ip.member(from) == -2 {
+		p.node.Penalize(from, "routed push message from outside the push")
+		return nil, fmt.Errorf("%w: routed message not for this node, or from outside push %s", ErrBadFrame, pid)
+	}
+	if len(path) == 1 {
+		switch inner[0] {
+		case pushOrder:
+			err = p.onOrder(source, pid, inner)
+		case pushEnd:
+			p.onEnd(source, pid)
+		default:
+			p.node.Penalize(from, "bad routed push message")
+			return nil, fmt.Errorf("%w: routed push message kind %d", ErrBadFrame, inner[0])
+		}
+		if err != nil {
+			return routeStatus(routeRefused, ip.self, err), nil
+		}
+		return nil, nil
+	}
+	next := path[1]
+	// The handler's wait ends with this node's pushes too, not only
+	// with the link: a node that stops does not wait BlockTimeout for
+	// the members after it.
+	p.mu.Lock()
+	run := p.runCtx
+	p.mu.Unlock()
+	if run == nil {
+		return nil, fmt.Errorf("shards: push: %w", mesh.ErrClosed)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(run, cancel)()
+	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner))
+	var re *mesh.RemoteError
+	switch {
+	case errors.As(err, &re):
+		return routeStatus(routeRefused, next, err), nil
+	case err != nil:
+		return routeStatus(routeUnreachable, next, err), nil
+	}
+	if _, err := decodeRouteStatus(ans, ip.Members); errors.Is(err, ErrBadFrame) {
+		return routeStatus(routeRefused, next, err), nil
+	}
+	return ans, nil
+}
+
+// encodeUp wraps a report of member origin to go up to the source.
+func encodeUp(pid pushID, origin int, report []byte) []byte {
+	b := make([]byte, 0, pushHeader+2+len(report))
+	b = append(b, pushUp)
+	b = append(b, pid[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(origin))
+	return append(b, report...)
+}
+
+// onUp handles a report on its way up: the source takes it as its
+// origin's, a member sends it on towards the source (sendUp).
+func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) error {
+	const at = pushHeader + 2 // the report's start
+	if len(b) < at+pushHeader || b[at] != pushHave || string(b[at+1:at+pushHeader]) != string(pid[:]) {
+		p.node.Penalize(from, "bad push report")
+		return fmt.Errorf("%w: short forwarded push report", ErrBadFrame)
+	}
+	origin := int(binary.BigEndian.Uint16(b[pushHeader:]))
+	p.mu.Lock()
+	op, ip := p.out[pid], p.in[pid]
+	p.mu.Unlock()
+	if op != nil {
+		k := slices.Index(op.Members, from)
+		if k < 0 || origin >= len(op.Members) || origin == k {
+			p.node.Penalize(from, "forwarded push report from outside the push")
+			return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
+		}
+		return p.onHave(op.Members[origin], pid, b[at+pushHeader:], true)
+	}
+	if ip == nil {
+		return fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+	}
+	k, n := ip.member(from), len(ip.Members)
+	if k < 0 || origin >= n || ip.Plan != PlanSpan {
+		p.node.Penalize(from, "forwarded push report from outside the push")
+		return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
+	}
+	gf, _, _ := spanGroupOf(k, n)
+	gs, _, _ := spanGroupOf(ip.self, n)
+	if gf <= gs {
+		// Up is to an earlier group only: nothing loops.
+		p.node.Penalize(from, "push report forwarded sideways")
+		return fmt.Errorf("%w: report forwarded from group %d to %d", ErrBadFrame, gf, gs)
+	}
+	// Sent on from a worker, answered at once: a handler that waited
+	// would hold a request slot of the link it came on, and a link whose
+	// slots are full stops reading, answers to this node included. Down
+	// routes wait for the groups after, up ones would wait for the
+	// groups before: together they could fill each other's slots and
+	// stall both links until BlockTimeout. A report lost on the way is
+	// sent again (runReceiver).
+	ip.mu.Lock()
+	full := ip.upFlight >= maxUpFlight
+	if !full {
+		ip.upFlight++
+	}
+	ip.mu.Unlock()
+	if full {
+		return fmt.Errorf("%w: %d reports on their way up here", errPushBusy, maxUpFlight)
+	}
+	msg := bytes.Clone(b)
+	if !p.spawn(func(ctx context.Context) {
+		defer func() {
+			ip.mu.Lock()
+			ip.upFlight--
+			ip.mu.Unlock()
+		}()
+		_ = p.sendUp(ctx, ip, msg)
+	}) {
+		ip.mu.Lock()
+		ip.upFlight--
+		ip.mu.Unlock()
+		return fmt.Errorf("shards: push: %w", mesh.ErrClosed)
+	}
+	return nil
+}
+
+// maxUpFlight bounds the reports a member sends on up at once: those of
+// the members after it, about one each.
+const maxUpFlight = 4 * spanGroup
+
+// sendUp sends msg (this node's report, or one on its way up) towards
+// the source: directly if this node was offered the push directly, else
+// to the member it was offered through or, if that fails, another member
+// of that group (three tries; the report is sent again later).
+func (p *pushes) sendUp(ctx context.Context, ip *inPush, msg []byte) error {
+	if ip.via < 0 {
+		return p.call(ctx, ip.source, msg)
+	}
+	n := len(ip.Members)
+	g, lo, hi := spanGroupOf(ip.via, n)
+	var err error
+	tries := 0
+	for t := range hi - lo {
+		h := lo + (ip.via-lo+t)%(hi-lo)
+		if ip.isDown(h) {
+			continue
+		}
+		if err = p.call(ctx, ip.Members[h], msg); err == nil {
+			ip.up(h)
+			return nil
+		}
+		ip.down(h, p.cfg)
+		if tries++; tries == 3 || ctx.Err() != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("shards: push report: every member of group %d failed lately", g)
+	}
+	return err
+}
+
+// isDown reports whether member k failed a call from this node lately:
+// it is tried again after a backoff (down).
+func (ip *inPush) isDown(k int) bool {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	return time.Now().Before(ip.downUntil[k])
+}
+
+// down marks member k as failing a call: it is left out for a backoff
+// that doubles with each failure in a row, up to GoneAfter/4. One failed
+// call does not drop it for good (a link not up yet, a busy node).
+func (ip *inPush) down(k int, cfg PushConfig) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.downs[k]++
+	ip.downUntil[k] = time.Now().Add(min(cfg.Repair<<min(ip.downs[k]-1, 20), cfg.GoneAfter/4))
+}
+
+// up records that member k answered a call.
+func (ip *inPush) up(k int) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.downs[k] = 0
+	ip.downUntil[k] = time.Time{}
+}
