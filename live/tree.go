@@ -734,6 +734,11 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 	}
 	s.mu.Unlock()
 	if err := checkPath(resp.Path, host, p, s.node.ID()); err != nil {
+		// Tried last for a while, as a parent that sends nothing is:
+		// it would answer the next attach the same way.
+		s.mu.Lock()
+		rs.noMediaLocked(p, time.Now())
+		s.mu.Unlock()
 		return nil, err
 	}
 	if len(resp.Offer) > maxSDP {
