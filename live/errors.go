@@ -27,4 +27,5 @@ var (
 	errBadRecord = errors.New("live: bad signed record")
 	errFull      = errors.New("live: no room for another child")
 	errLoop      = errors.New("live: attaching would make a loop")
+	errBadPath   = errors.New("live: the parent's path from the host is not one")
 )

@@ -44,7 +44,7 @@ const (
 
 func newMedia(cfg Config) (*media, error) {
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	if err := registerCodecs(m); err != nil {
 		return nil, fmt.Errorf("live: codecs: %w", err)
 	}
 	ir := &interceptor.Registry{}
@@ -64,6 +64,41 @@ func newMedia(cfg Config) (*media, error) {
 	se.SetICETimeouts(cfg.ParentSilence, cfg.ParentSilence+max(cfg.ParentSilence, 2500*time.Millisecond), keepAlive)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return &media{api: api, conf: webrtc.Configuration{ICEServers: cfg.ICEServers}}, nil
+}
+
+// registerCodecs registers the codecs a room may carry (supported): VP8,
+// VP9, H.264 and AV1 video, each with its RTX stream for NACK repair, and
+// Opus audio. Not pion's defaults: with those a WHIP offer listing H.265
+// (or G.722) first makes a room of it, which the keyframe cache does not
+// know and browsers that cannot decode it are offered anyway. Payload
+// types are pion's and Chromium's usual ones.
+func registerCodecs(m *webrtc.MediaEngine) error {
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	video := func(mime, fmtp string, pt, rtx webrtc.PayloadType) []webrtc.RTPCodecParameters {
+		return []webrtc.RTPCodecParameters{
+			{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: fb}, PayloadType: pt},
+			{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: fmt.Sprintf("apt=%d", pt)}, PayloadType: rtx},
+		}
+	}
+	const h264 = "level-asymmetry-allowed=1;packetization-mode=%d;profile-level-id=%s"
+	var vs []webrtc.RTPCodecParameters
+	vs = append(vs, video(webrtc.MimeTypeVP8, "", 96, 97)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 1, "42001f"), 102, 103)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 0, "42001f"), 104, 105)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 1, "42e01f"), 106, 107)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 0, "42e01f"), 108, 109)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 1, "4d001f"), 127, 125)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 0, "4d001f"), 39, 40)...)
+	vs = append(vs, video(webrtc.MimeTypeAV1, "", 45, 46)...)
+	vs = append(vs, video(webrtc.MimeTypeVP9, "profile-id=0", 98, 99)...)
+	vs = append(vs, video(webrtc.MimeTypeVP9, "profile-id=2", 100, 101)...)
+	vs = append(vs, video(webrtc.MimeTypeH264, fmt.Sprintf(h264, 1, "64001f"), 112, 113)...)
+	for _, c := range vs {
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+	}
+	return m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opusCodec, PayloadType: 111}, webrtc.RTPCodecTypeAudio)
 }
 
 func (m *media) newPC() (*webrtc.PeerConnection, error) {

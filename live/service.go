@@ -376,7 +376,11 @@ func (s *Service) announce(ctx context.Context, now time.Time) {
 			delete(s.own, id)
 			continue
 		}
-		if rs := s.rooms[id]; rs != nil {
+		// A new viewer count goes out with the next record that is due
+		// anyway, or viewerAnnounce after the last: a viewer or a child
+		// coming and going (a flapping link) must not have every node
+		// of the mesh check a signed record of the room 4 times a second.
+		if rs := s.rooms[id]; rs != nil && (o.dirty || now.Sub(o.sent) >= min(viewerAnnounce, s.cfg.RoomRefresh)) {
 			if v := rs.viewersLocked(s.cfg.MaxViewers); v != e.room.Viewers {
 				e.room.Viewers = v
 				o.dirty = true
@@ -407,6 +411,11 @@ func (s *Service) announce(ctx context.Context, now time.Time) {
 		}
 	}
 }
+
+// viewerAnnounce is the least time between two records of a room that
+// only change its viewer count. A room's start, end and metadata go out
+// at once.
+const viewerAnnounce = 3 * time.Second
 
 // Bounds of the index: records are signed, but keys cost nothing, so a
 // peer could otherwise fill memory with rooms until they expire.

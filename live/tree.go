@@ -727,9 +727,19 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 		}
 		return resp.Children, errFull
 	}
-	self := s.node.ID()
-	if len(resp.Path) == 0 || len(resp.Path) > maxPathLen || slices.Contains(resp.Path, self) || resp.Path[len(resp.Path)-1] != p {
-		return nil, errLoop
+	s.mu.Lock()
+	var host mesh.ID
+	if e := s.index[rs.id]; e != nil {
+		host = e.room.Host
+	}
+	s.mu.Unlock()
+	if err := checkPath(resp.Path, host, p, s.node.ID()); err != nil {
+		// Tried last for a while, as a parent that sends nothing is:
+		// it would answer the next attach the same way.
+		s.mu.Lock()
+		rs.noMediaLocked(p, time.Now())
+		s.mu.Unlock()
+		return nil, err
 	}
 	if len(resp.Offer) > maxSDP {
 		return nil, ErrBadSDP
@@ -854,6 +864,36 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 	return nil, nil
 }
 
+// checkPath checks the path from the room's host to parent that parent
+// reports to self: it starts at host, ends at parent, is at most
+// maxPathLen long, and holds no node twice, self not at all (that would be
+// a loop). A node's depth is the length of its path, so a parent cannot
+// claim to be the host or to sit above it. What lies between host and
+// parent is not checkable: no node signs its link to its parent, so a
+// relay can still name a shorter path of nodes that exist, and get the
+// children of a shallower node; it cannot make self's depth less than 1
+// or make a loop through self look like a tree.
+func checkPath(path []mesh.ID, host, parent, self mesh.ID) error {
+	switch {
+	case len(path) == 0 || len(path) > maxPathLen:
+		return fmt.Errorf("%w: a path of %d nodes, limit %d", errBadPath, len(path), maxPathLen)
+	case host == "" || path[0] != host:
+		return fmt.Errorf("%w: it starts at %s, not at the room's host", errBadPath, path[0].Short())
+	case path[len(path)-1] != parent:
+		return fmt.Errorf("%w: it ends at %s, not at the parent %s", errBadPath, path[len(path)-1].Short(), parent.Short())
+	case slices.Contains(path, self):
+		return errLoop
+	}
+	seen := make(map[mesh.ID]bool, len(path))
+	for _, id := range path {
+		if seen[id] {
+			return fmt.Errorf("%w: %s is on it twice", errBadPath, id.Short())
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
 // onParentMsg takes the parent's path: a path through this node means a
 // loop, which this node breaks by leaving its parent.
 func (s *Service) onParentMsg(rs *roomState, pl *parentLink, b []byte) {
@@ -861,7 +901,14 @@ func (s *Service) onParentMsg(rs *roomState, pl *parentLink, b []byte) {
 	if len(b) > 8<<10 || json.Unmarshal(b, &tm) != nil || len(tm.Path) == 0 {
 		return
 	}
-	if len(tm.Path) > maxPathLen || slices.Contains(tm.Path, s.node.ID()) || tm.Path[len(tm.Path)-1] != pl.id {
+	s.mu.Lock()
+	var host mesh.ID
+	if e := s.index[rs.id]; e != nil {
+		host = e.room.Host
+	}
+	s.mu.Unlock()
+	if err := checkPath(tm.Path, host, pl.id, s.node.ID()); err != nil {
+		s.log.Debug("parent's path refused", "room", rs.id, "parent", pl.id.Short(), "err", err)
 		s.lostParent(rs, pl)
 		return
 	}

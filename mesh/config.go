@@ -96,7 +96,8 @@ type Config struct {
 	// dropped while the node is above its target.
 	IdleTimeout time.Duration
 
-	// RecordRefresh is how often the node re-advertises its record.
+	// RecordRefresh is the longest time between two records the node
+	// advertises (see refreshAfter).
 	RecordRefresh time.Duration
 	// RecordTTL: a record not refreshed for this long leaves the directory.
 	RecordTTL time.Duration

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	mrand "math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -175,7 +176,7 @@ func (d *directory) markDirty() {
 func (d *directory) run(ctx context.Context) {
 	cfg := &d.n.cfg
 	d.issue(ctx)
-	refresh := time.NewTicker(cfg.RecordRefresh)
+	refresh := time.NewTimer(refreshAfter(cfg.RecordRefresh))
 	defer refresh.Stop()
 	sweep := time.NewTicker(time.Second)
 	defer sweep.Stop()
@@ -201,12 +202,22 @@ func (d *directory) run(ctx context.Context) {
 			d.issue(ctx)
 		case <-refresh.C:
 			d.issue(ctx)
+			refresh.Reset(refreshAfter(cfg.RecordRefresh))
 		case now := <-sweep.C:
 			d.expire(now)
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// refreshAfter is the wait before a node's next periodic record: every,
+// less up to a fifth at random. Nodes started together (a test network, a
+// site powering up, 31 nodes of a benchmark in one process) would else
+// refresh in step for ever, and every node would check all their
+// signatures at once, a stall of every node's other work each period.
+func refreshAfter(every time.Duration) time.Duration {
+	return every - mrand.N(every/5+1)
 }
 
 // issue signs and broadcasts a fresh record of this node.
