@@ -240,9 +240,12 @@ func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
 	if err != nil && errors.Is(err, ErrNoPath) && n.link(id) == nil {
 		// No direct path: a neighbour both can reach may bridge them.
 		// The direct attempt may have used up ctx's time.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.HelloTimeout)
-		stop := context.AfterFunc(ctx, func() {
-			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The AfterFunc reads parent, never ctx: connect sets ctx to bctx
+		// below while the AfterFunc may be running.
+		parent := ctx
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), n.cfg.HelloTimeout)
+		stop := context.AfterFunc(parent, func() {
+			if !errors.Is(parent.Err(), context.DeadlineExceeded) {
 				cancel() // cancelled, not out of time
 			}
 		})
