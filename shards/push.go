@@ -767,10 +767,10 @@ func (p *pushes) window(m *Manifest) int {
 func (p *pushes) call(ctx context.Context, to mesh.ID, msg []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout)
 	defer cancel()
-	_, err := p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+	_, err := requestPatient(ctx, p.node, to, ProtoPush, msg, mesh.OverBulk())
 	if errors.Is(err, mesh.ErrNotConnected) {
 		if err = p.node.Expand(ctx, to); err == nil {
-			_, err = p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+			_, err = requestPatient(ctx, p.node, to, ProtoPush, msg, mesh.OverBulk())
 		}
 	}
 	return err
