@@ -59,28 +59,19 @@ func TestBridgeFrameBeforeAnswer(t *testing.T) {
 	}
 }
 
-// TestBridgeFarEndStalls: bob, at one end of a bridge, stops taking what
-// comes over it (his handlers hold every request slot, which holds his
-// link to carol). carol, which waited on her link to bob with alice's
-// frames, would hold back all alice sends her, pings too, and time alice
-// out. Instead she closes the bridge, and alice's own link to carol keeps
-// serving requests while bob stays stalled.
+// TestBridgeFarEndStalls: bob, at one end of a bridge, stops reading (his
+// machine is too busy). carol, which waited on her link to bob with
+// alice's frames, would hold back all alice sends her, pings too, and time
+// alice out. Instead she closes the bridge, and alice's own link to carol
+// keeps serving requests while bob stays stalled.
 func TestBridgeFarEndStalls(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, a, b, c := bridgeTrio(t, func(cfg *mesh.Config) {
+	nw, a, b, c := bridgeTrio(t, func(cfg *mesh.Config) {
 		cfg.PeerTimeout = 4 * time.Second
 		cfg.PingInterval = 500 * time.Millisecond
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	release := make(chan struct{})
-	b.Handle("test/stall", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil, nil
-	}))
 	c.Handle("test/echo", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
 		return m.Payload, nil
 	}))
@@ -89,15 +80,19 @@ func TestBridgeFarEndStalls(t *testing.T) {
 	}
 	since, _ := peerOf(c, a.ID())
 
-	// Far more requests than bob's slots and the queues between them.
+	// Far more messages than the queues between alice and bob hold.
+	nw.Stall(b.ID(), 2*time.Minute)
 	rctx, rcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for range 400 {
-		wg.Go(func() { a.Request(rctx, b.ID(), "test/stall", []byte("x")) })
-	}
+	wg.Go(func() {
+		for range 400 {
+			if a.Send(rctx, b.ID(), "test/stall", []byte("x")) != nil {
+				return
+			}
+		}
+	})
 	defer func() {
 		rcancel()
-		close(release)
 		wg.Wait()
 	}()
 	testutil.WaitFor(t, 60*time.Second, "the bridge to close", func() bool {

@@ -274,3 +274,22 @@ func BenchmarkBridgeCap(b *testing.B) {
 	b.ReportMetric(median(rates)/1e6, "MB/s")
 	b.ReportMetric(median(rates)/capRate, "ratio-to-cap")
 }
+
+// TestBridgeAfterDeadline: a Connect whose direct dial used up its time
+// (ErrNoPath with the deadline past) still gets its bridge, which has time
+// of its own. The context.AfterFunc that ends the bridge dial when ctx is
+// cancelled runs at once here (ctx is already done) while connect goes on
+// to use the bridge: run with -race, it must share no variable with
+// connect (it read ctx while connect set ctx to the bridge's context).
+func TestBridgeAfterDeadline(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, a, b, _ := bridgeTrio(t, nil)
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if err := a.Connect(ctx, b.ID()); err != nil {
+		t.Fatalf("alice to bob through carol after alice's deadline: %v", err)
+	}
+	if p, ok := peerOf(a, b.ID()); !ok || p.Route != mesh.RouteBridge {
+		t.Fatalf("alice's link to bob: %+v (found %v), want bridged", p, ok)
+	}
+}

@@ -60,8 +60,14 @@ type Config struct {
 	// HelloTimeout bounds the exchange of hellos on a new link.
 	HelloTimeout time.Duration
 	// MaxConcurrentRequests bounds the requests one link may have in
-	// handlers at once; more wait, which holds back that peer.
+	// handlers at once; more wait in a queue of RequestQueue.
 	MaxConcurrentRequests int
+	// RequestQueue bounds the requests of one link that wait for a
+	// handler slot (and their payload bytes, to 8 MiB). A request beyond
+	// it is answered at once with ErrBusy, unhandled: the link's reader
+	// never waits for a slot, so a peer's busy handlers hold back none of
+	// its answers, pings and one-way messages.
+	RequestQueue int
 	// MessageQueue bounds the one-way messages from one peer that wait
 	// for their handler. The queue is what lets a slow handler hold back
 	// only that peer's one-way messages, never its answers and requests;
@@ -202,6 +208,7 @@ func DefaultConfig() Config {
 		PeerTimeout:           20 * time.Second,
 		HelloTimeout:          10 * time.Second,
 		MaxConcurrentRequests: 32,
+		RequestQueue:          32,
 		MessageQueue:          1024,
 		CandidatesTimeout:     10 * time.Second,
 		PenaltyThreshold:      32,
@@ -262,6 +269,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MaxConcurrentRequests <= 0 {
 		c.MaxConcurrentRequests = d.MaxConcurrentRequests
+	}
+	if c.RequestQueue <= 0 {
+		c.RequestQueue = d.RequestQueue
 	}
 	if c.MessageQueue <= 0 {
 		c.MessageQueue = d.MessageQueue

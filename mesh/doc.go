@@ -58,7 +58,11 @@
 // are handled in order, one at a time; while a handler is slow, later ones
 // wait in a bounded queue and beyond it are dropped (PeerInfo.Dropped), so
 // a slow handler never holds back answers. Requests run concurrently, up
-// to Config.MaxConcurrentRequests per link (see [Handler]).
+// to Config.MaxConcurrentRequests per link (see [Handler]). Request keeps
+// a node's requests on a link within what the peer takes at once
+// (announced in the hello): more wait in Request. A request that finds
+// the peer full all the same (its handlers still serve requests whose
+// callers gave up) is answered at once with ErrBusy: slow down and retry.
 //
 // A [Node] is safe for concurrent use. Serve may be called once.
 package mesh

@@ -17,6 +17,12 @@ var (
 	// ErrNoHandler is returned by Request when the remote node has no
 	// handler for the protocol.
 	ErrNoHandler = errors.New("mesh: no handler for protocol")
+	// ErrBusy is returned by Request when the remote node had no room for
+	// the request: its handlers were serving Config.MaxConcurrentRequests
+	// of this node's requests and as many more waited. The request was not
+	// handled; the caller should slow down and try again later. It is no
+	// fault of the remote's.
+	ErrBusy = errors.New("mesh: peer busy")
 	// ErrClosed is returned after the node has stopped.
 	ErrClosed = errors.New("mesh: node closed")
 	// ErrNotYetValid is for a broadcast validator to wrap when a message

@@ -58,6 +58,9 @@ const (
 	kindPong     frameKind = 6
 	kindHello    frameKind = 7 // payload is the sender's hello (JSON)
 	kindNoHandle frameKind = 8 // error response: id, no handler for proto
+	// kindBusy answers a request that found the peer's handler slots and
+	// their queue full (Config.RequestQueue): id; the caller gets ErrBusy.
+	kindBusy frameKind = 9
 )
 
 // frame is a decoded frame. Payload aliases the buffer it was parsed from.
@@ -69,7 +72,7 @@ type frame struct {
 }
 
 func (k frameKind) hasID() bool {
-	return k == kindReq || k == kindResp || k == kindErr || k == kindNoHandle
+	return k == kindReq || k == kindResp || k == kindErr || k == kindNoHandle || k == kindBusy
 }
 
 func (k frameKind) hasProto() bool { return k == kindMsg || k == kindReq }
@@ -97,7 +100,7 @@ func parseFrame(b []byte, limit int) (frame, error) {
 		return f, fmt.Errorf("%w: empty", errBadFrame)
 	}
 	f.kind = frameKind(b[0])
-	if f.kind < kindMsg || f.kind > kindNoHandle {
+	if f.kind < kindMsg || f.kind > kindBusy {
 		return f, fmt.Errorf("%w: unknown kind %d", errBadFrame, b[0])
 	}
 	b = b[1:]

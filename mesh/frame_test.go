@@ -17,6 +17,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		{"response", frame{kind: kindResp, id: 3, payload: []byte("ok")}},
 		{"empty response", frame{kind: kindResp, id: 4}},
 		{"error", frame{kind: kindErr, id: 5, payload: []byte("boom")}},
+		{"busy", frame{kind: kindBusy, id: 1 << 20}},
 		{"ping", frame{kind: kindPing, payload: []byte{1, 2, 3, 4, 5, 6, 7, 8}}},
 		{"hello", frame{kind: kindHello, payload: []byte(`{"name":"a"}`)}},
 	}

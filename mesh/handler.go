@@ -27,8 +27,10 @@ type Message struct {
 // it, which has a queue of its own). Up to Config.MessageQueue of
 // them wait; more are dropped and counted in PeerInfo.Dropped, so a
 // handler that may block for long should hand work off. Requests run
-// concurrently, up to Config.MaxConcurrentRequests per link. ctx ends when
-// the link or the node closes.
+// concurrently, up to Config.MaxConcurrentRequests per link; up to
+// Config.RequestQueue more wait, and beyond those the caller gets ErrBusy.
+// Requests never hold back the peer's other frames. ctx ends when the
+// link or the node closes.
 type Handler interface {
 	ServeMesh(ctx context.Context, m *Message) ([]byte, error)
 }

@@ -26,7 +26,14 @@ type hello struct {
 	// Temp: the dialer makes a temporary link (Node.Expand), which the
 	// other end may take beyond its HighPeers and drops when idle.
 	Temp bool `json:"temp,omitempty"`
+	// Room: how many requests of the link the sender takes at once,
+	// served and waiting (Config.MaxConcurrentRequests + RequestQueue);
+	// it answers more busy. The other end keeps its calls within it.
+	Room int `json:"room,omitempty"`
 }
+
+// maxRoom bounds the room a peer announces: calls beyond it wait here.
+const maxRoom = 4096
 
 // errPeerFull is returned when the dialed node is at its high mark.
 var errPeerFull = errors.New("mesh: peer at its high mark")
@@ -34,7 +41,10 @@ var errPeerFull = errors.New("mesh: peer at its high mark")
 // helloVersion is the version of the link protocol (framing, hello and the
 // mesh's own protocols) this node speaks. Nodes of different versions do
 // not link: neither could read the other reliably.
-const helloVersion = 1
+//
+// 2: the busy answer (kindBusy), which a node of version 1 takes for a bad
+// frame.
+const helloVersion = 2
 
 // errVersion is returned when the peer speaks another link protocol version.
 var errVersion = errors.New("mesh: peer speaks another link protocol version")
@@ -76,17 +86,46 @@ type link struct {
 	queued    atomic.Int64
 	sysQueued atomic.Int64
 	dropped   atomic.Int64
-	slots     chan struct{}   // request handler slots
-	done      <-chan struct{} // conn.Done()
+	// calls holds a token for each of this node's requests on the link
+	// that awaits its answer, up to the peer's room (hello.Room): a caller
+	// beyond it waits here, where it holds back nothing else, rather than
+	// be answered busy. Set by exchangeHello, before the link is found by
+	// Node.link; nil until then.
+	calls chan struct{}
+	// busy holds the ids of requests to answer busy, for answerBusy: the
+	// reader never sends (a send waits while the peer is slow to read).
+	busy chan uint64
+	done <-chan struct{} // conn.Done()
 	// retired is closed when a newer link to the same peer replaced this one.
 	retired    chan struct{}
 	retireOnce sync.Once
 	wg         sync.WaitGroup // goroutines of this link
-	mu         sync.Mutex     // guards pend and stopped
+	mu         sync.Mutex     // guards pend, stopped and the requests below
 	pend       map[uint64]chan result
 	// stopped: runLink is waiting for wg, so recv adds nothing to it.
 	stopped bool
+	// serving counts the goroutines that serve the peer's requests (at
+	// most MaxConcurrentRequests); waiting are the requests that wait for
+	// one, oldest first, and waitingBytes their payload bytes.
+	serving      int
+	waiting      []waitingReq
+	waitingBytes int64
 }
+
+// waitingReq is a request that waits for a handler slot.
+type waitingReq struct {
+	id uint64
+	m  *Message
+}
+
+// maxWaitingBytes bounds the payload bytes of one link's requests that
+// wait for a handler slot.
+const maxWaitingBytes = 8 << 20
+
+// busyBacklog bounds the busy answers a link has yet to send. A peer that
+// has this many unanswered beyond the queue does not wait for answers
+// before it asks again: its further requests go unanswered.
+const busyBacklog = 256
 
 func newLink(n *Node, c Conn) *link {
 	l := &link{
@@ -98,7 +137,7 @@ func newLink(n *Node, c Conn) *link {
 		pongs:   make(chan []byte, 1),
 		msgs:    make(chan *Message, n.cfg.MessageQueue),
 		sys:     make(chan *Message, n.cfg.MessageQueue),
-		slots:   make(chan struct{}, n.cfg.MaxConcurrentRequests),
+		busy:    make(chan uint64, busyBacklog),
 		done:    c.Done(),
 		retired: make(chan struct{}),
 		pend:    make(map[uint64]chan result),
@@ -206,29 +245,8 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 		l.enqueue(&Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch})
 	case kindReq:
 		l.lastActive.Store(now)
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.done:
-			return
-		}
-		m := &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch, Request: true}
-		// A Conn may deliver after the link shut down (its goroutine
-		// races with Close): once runLink waits for the link's
-		// goroutines, start none.
-		l.mu.Lock()
-		if l.stopped {
-			l.mu.Unlock()
-			<-l.slots
-			return
-		}
-		l.wg.Add(1)
-		l.mu.Unlock()
-		go func() {
-			defer l.wg.Done()
-			defer func() { <-l.slots }()
-			l.serveRequest(ctx, f.id, m)
-		}()
-	case kindResp, kindErr, kindNoHandle:
+		l.request(ctx, f.id, &Message{From: l.remote, Protocol: f.proto, Payload: f.payload, Channel: ch, Request: true})
+	case kindResp, kindErr, kindNoHandle, kindBusy:
 		l.mu.Lock()
 		c := l.pend[f.id]
 		delete(l.pend, f.id)
@@ -241,8 +259,94 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 			c <- result{payload: f.payload}
 		case kindErr:
 			c <- result{err: &RemoteError{Peer: l.remote, Msg: string(f.payload)}}
+		case kindBusy:
+			c <- result{err: fmt.Errorf("%w: %s", ErrBusy, l.remote.Short())}
 		default:
 			c <- result{err: fmt.Errorf("%w: %s", ErrNoHandler, string(f.payload))}
+		}
+	}
+}
+
+// request starts a handler for the peer's request, or queues it when
+// MaxConcurrentRequests are running, or has it answered busy when the
+// queue is full too. It never waits: it runs on the link's reader, and
+// the frames behind the request (answers to this node's own requests,
+// one-way messages, pings) must not wait for the peer's requests to be
+// served.
+func (l *link) request(ctx context.Context, id uint64, m *Message) {
+	size := int64(len(m.Payload))
+	l.mu.Lock()
+	switch {
+	case l.stopped:
+		// A Conn may deliver after the link shut down (its goroutine
+		// races with Close): once runLink waits for the link's
+		// goroutines, start none.
+		l.mu.Unlock()
+	case l.serving < l.n.cfg.MaxConcurrentRequests:
+		l.serving++
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go l.serveRequests(ctx, id, m)
+	case len(l.waiting) < l.n.cfg.RequestQueue && l.waitingBytes+size <= maxWaitingBytes:
+		l.waiting = append(l.waiting, waitingReq{id: id, m: m})
+		l.waitingBytes += size
+		l.mu.Unlock()
+	default:
+		l.mu.Unlock()
+		select {
+		case l.busy <- id:
+		default:
+			l.n.log.Debug("request unanswered: busy answers back up", "peer", l.remote.Short(), "proto", m.Protocol)
+		}
+	}
+}
+
+// serveRequests serves a request, then those that wait, until none does;
+// it holds one of the link's handler slots. The slot (or the place in the
+// queue) is given up before the answer is sent: the peer, which keeps its
+// calls within the room, sends its next request as soon as it has the
+// answer, and that must find the room free.
+func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
+	defer l.wg.Done()
+	for {
+		ch, answer := m.Channel, l.answer(ctx, id, m)
+		l.mu.Lock()
+		more := len(l.waiting) > 0 && ctx.Err() == nil
+		if more {
+			w := l.waiting[0]
+			l.waiting[0] = waitingReq{}
+			l.waiting = l.waiting[1:]
+			l.waitingBytes -= int64(len(w.m.Payload))
+			id, m = w.id, w.m
+		} else {
+			// Once the link is down, the ones that wait go unserved.
+			l.serving--
+			l.waiting, l.waitingBytes = nil, 0
+		}
+		l.mu.Unlock()
+		if err := l.send(ctx, ch, answer); err != nil {
+			l.n.log.Debug("send answer", "peer", l.remote.Short(), "err", err)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// answerBusy sends the busy answers that request asks for, until the link
+// closes.
+func (l *link) answerBusy(ctx context.Context) {
+	for {
+		select {
+		case id := <-l.busy:
+			// On Ctl whatever channel the request came on: the answer is
+			// matched by id, and Bulk may be full of the answers that
+			// keep this node busy.
+			if err := l.send(ctx, Ctl, frame{kind: kindBusy, id: id}); err != nil {
+				l.n.log.Debug("send busy answer", "peer", l.remote.Short(), "err", err)
+			}
+		case <-l.done:
+			return
 		}
 	}
 }
@@ -294,23 +398,21 @@ func (l *link) observeRTT(d time.Duration) {
 	l.rtt.Store((old*4 + int64(d)) / 5)
 }
 
-func (l *link) serveRequest(ctx context.Context, id uint64, m *Message) {
+// answer runs the handler of the peer's request and returns the frame
+// that answers it.
+func (l *link) answer(ctx context.Context, id uint64, m *Message) frame {
 	h := l.n.handler(m.Protocol)
 	if h == nil {
-		l.send(ctx, m.Channel, frame{kind: kindNoHandle, id: id, payload: []byte(m.Protocol)})
-		return
+		return frame{kind: kindNoHandle, id: id, payload: []byte(m.Protocol)}
 	}
 	resp, err := safeServe(ctx, h, m)
 	if err == nil && len(resp) > MaxPayload(m.Channel) {
 		err = fmt.Errorf("answer of %d bytes is too large", len(resp))
 	}
 	if err != nil {
-		l.send(ctx, m.Channel, frame{kind: kindErr, id: id, payload: []byte(err.Error())})
-		return
+		return frame{kind: kindErr, id: id, payload: []byte(err.Error())}
 	}
-	if err := l.send(ctx, m.Channel, frame{kind: kindResp, id: id, payload: resp}); err != nil {
-		l.n.log.Debug("send answer", "peer", l.remote.Short(), "proto", m.Protocol, "err", err)
-	}
+	return frame{kind: kindResp, id: id, payload: resp}
 }
 
 // safeServe runs a handler, turning a panic into an error so one bad
@@ -392,7 +494,8 @@ func (l *link) ping(ctx context.Context) {
 // for a temporary link is told the node is full, as at the high mark.
 func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
 	send := func(full bool) error {
-		b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load()})
+		room := l.n.cfg.MaxConcurrentRequests + l.n.cfg.RequestQueue
+		b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load(), Room: room})
 		return l.send(ctx, Ctl, frame{kind: kindHello, payload: b})
 	}
 	if !tempOnly {
@@ -438,6 +541,11 @@ func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
 		}
 		name := cleanName(h.Name)
 		l.name.Store(&name)
+		room := h.Room
+		if room <= 0 { // not said: as this node's own
+			room = l.n.cfg.MaxConcurrentRequests + l.n.cfg.RequestQueue
+		}
+		l.calls = make(chan struct{}, min(room, maxRoom))
 		return nil
 	case <-t.C:
 		return errors.New("no hello from peer")
@@ -463,8 +571,19 @@ func cleanName(s string) string {
 	return s
 }
 
-// call sends a request and waits for its answer.
+// call sends a request and waits for its answer. While the peer's room is
+// taken by this node's calls, it first waits for one of them to end.
 func (l *link) call(ctx context.Context, ch Channel, proto string, payload []byte) ([]byte, error) {
+	if l.calls != nil {
+		select {
+		case l.calls <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.done:
+			return nil, fmt.Errorf("%w: %s", ErrLinkClosed, l.remote.Short())
+		}
+		defer func() { <-l.calls }()
+	}
 	id := l.nextReqID.Add(1)
 	c := make(chan result, 1)
 	l.mu.Lock()

@@ -240,9 +240,12 @@ func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
 	if err != nil && errors.Is(err, ErrNoPath) && n.link(id) == nil {
 		// No direct path: a neighbour both can reach may bridge them.
 		// The direct attempt may have used up ctx's time.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.HelloTimeout)
-		stop := context.AfterFunc(ctx, func() {
-			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The AfterFunc reads parent, never ctx: connect sets ctx to bctx
+		// below while the AfterFunc may be running.
+		parent := ctx
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(parent), n.cfg.HelloTimeout)
+		stop := context.AfterFunc(parent, func() {
+			if !errors.Is(parent.Err(), context.DeadlineExceeded) {
 				cancel() // cancelled, not out of time
 			}
 		})
@@ -373,7 +376,11 @@ func (n *Node) Send(ctx context.Context, to ID, proto string, payload []byte, op
 
 // Request sends a request to the linked node to and waits for the answer
 // until ctx ends. An error the remote handler returned comes back as a
-// *RemoteError.
+// *RemoteError. While as many of this node's requests as the peer takes
+// at once await their answers, Request waits for one to end before it
+// sends. ErrBusy: the peer had no room for the request all the same (it
+// still serves requests whose callers gave up) and did not handle it; try
+// again later.
 func (n *Node) Request(ctx context.Context, to ID, proto string, payload []byte, opts ...SendOption) ([]byte, error) {
 	o := sendOpts(opts)
 	if err := checkProtocol(proto); err != nil {
@@ -471,6 +478,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	c.Start(func(ch Channel, b []byte) { l.recv(lctx, ch, b) })
 	l.wg.Go(func() { l.dispatch(lctx) })
 	l.wg.Go(func() { l.keepalive(lctx) })
+	l.wg.Go(func() { l.answerBusy(lctx) })
 	defer func() {
 		c.Close()
 		cancel()

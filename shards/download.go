@@ -940,7 +940,7 @@ func (dl *download) askManifest(ctx context.Context, id mesh.ID, want Hash, stri
 	if err := dl.d.node.Expand(ctx, id); err != nil {
 		return nil, err
 	}
-	b, err := dl.d.node.Request(ctx, id, ProtoManifest, dl.id[:], mesh.OverBulk())
+	b, err := requestPatient(ctx, dl.d.node, id, ProtoManifest, dl.id[:], mesh.OverBulk())
 	if err != nil {
 		return nil, err
 	}
@@ -1402,9 +1402,17 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	// (budgetC); otherwise it does not listen, or every release would wake
 	// every loop of every download.
 	var budgetC <-chan struct{}
+	// A block answered busy (mesh.ErrBusy) holds the next requests back
+	// for busyWait, doubling while the peer stays busy: it is slow for
+	// now, not failing.
+	busyT := time.NewTimer(time.Hour)
+	busyT.Stop()
+	defer busyT.Stop()
+	var busyC <-chan time.Time
+	var busyWait time.Duration
 	// fill requests blocks while the window has room; dl.mu is held.
 	fill := func() {
-		for inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
+		for busyC == nil && inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
 			as, req, ok, short := dl.nextBlock(ctx, p, &pipe, false)
 			if short != nil {
 				budgetC = short
@@ -1468,6 +1476,14 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				dl.mu.Unlock()
 			}
 			if err := dl.onBlock(p, r, &pipe); err != nil {
+				if errors.Is(err, mesh.ErrBusy) {
+					if busyC == nil { // the answers to one burst count once
+						busyWait = min(max(2*busyWait, busyFirstWait), busyMaxWait)
+						busyT.Reset(busyWait)
+						busyC = busyT.C
+					}
+					continue
+				}
 				if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
 					return err
 				}
@@ -1476,7 +1492,10 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				}
 			} else if r.err == nil {
 				failures = 0
+				busyWait = 0
 			}
+		case <-busyC:
+			busyC = nil
 		case <-refresh.C:
 			dl.mu.Lock()
 			clear(p.gaveUp) // the faster peer may have gone
@@ -1487,7 +1506,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			// The peer may take RequestTimeout to answer: not in the
 			// budget's line meanwhile, where no one behind would be served.
 			dl.d.budget.leave(&p.wait)
-			if has, err = dl.askHave(ctx, id); err != nil {
+			if has, err = dl.askHave(ctx, id); errors.Is(err, mesh.ErrBusy) {
+				continue // busy all along: what it held it still holds
+			} else if err != nil {
 				return err
 			}
 			dl.mu.Lock()
@@ -1510,7 +1531,7 @@ func (dl *download) peerComplete(p *peer) bool {
 func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
 	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
 	defer cancel()
-	b, err := dl.d.node.Request(ctx, id, ProtoHave, dl.id[:])
+	b, err := requestPatient(ctx, dl.d.node, id, ProtoHave, dl.id[:])
 	if err != nil {
 		var re *mesh.RemoteError
 		if errors.As(err, &re) {

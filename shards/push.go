@@ -1030,12 +1030,12 @@ func (p *pushes) call(ctx context.Context, to mesh.ID, msg []byte) error {
 func (p *pushes) request(ctx context.Context, to mesh.ID, msg []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout)
 	defer cancel()
-	ans, err := p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+	ans, err := requestPatient(ctx, p.node, to, ProtoPush, msg, mesh.OverBulk())
 	if errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrLinkClosed) {
 		// Not linked, or the link closed under the call (the overlay
 		// replaced it): once more, on a new link.
 		if err = p.node.Expand(ctx, to); err == nil {
-			ans, err = p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+			ans, err = requestPatient(ctx, p.node, to, ProtoPush, msg, mesh.OverBulk())
 		}
 	}
 	return ans, err
