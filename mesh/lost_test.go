@@ -2,9 +2,11 @@ package mesh
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,6 +149,106 @@ func FuzzDecodeLost(f *testing.F) {
 		p, err := decodeLost(b)
 		if err == nil && (len(p.Nonce) != relayNonceLen || len(p.Reason) > maxLostReason) {
 			t.Fatalf("accepted %+v", p)
+		}
+	})
+}
+
+// testTransport makes an rtcTransport for a new identity, not serving.
+func testTransport(t *testing.T) *rtcTransport {
+	t.Helper()
+	ident, err := NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Identity = ident
+	cfg.RTC.LoopbackOnly = true
+	tr, err := newRTCTransport(&cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// refusals counts the failure notices a transport asks for.
+type refusals struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (r *refusals) refused(reason string) {
+	r.mu.Lock()
+	r.reasons = append(r.reasons, reason)
+	r.mu.Unlock()
+}
+
+func (r *refusals) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.reasons...)
+}
+
+// TestRelayedSignalRefusalsAreNoticed: where this node, the destination,
+// drops a relayed offer for now (its queue of relayed signals is full, or
+// the neighbour that relayed it already holds maxHandshakesVia
+// handshakes), it says so, so that the sender's dial ends at once rather
+// than after DialTimeout; offers it takes get no notice.
+func TestRelayedSignalRefusalsAreNoticed(t *testing.T) {
+	t.Run("queue full", func(t *testing.T) {
+		tr := testTransport(t)
+		var r refusals
+		// Nothing serves the queue: it fills.
+		for range cap(tr.relayed) {
+			tr.deliverSignal(signal.Message{Type: signal.TypeCandidate}, "via", r.refused)
+		}
+		if got := r.list(); len(got) != 0 {
+			t.Fatalf("signals the queue had room for were refused: %v", got)
+		}
+		tr.deliverSignal(signal.Message{Type: signal.TypeOffer}, "via", r.refused)
+		if got := r.list(); len(got) != 1 {
+			t.Fatalf("an offer dropped on a full queue: notices %v, want one", got)
+		}
+	})
+
+	t.Run("handshakes via one neighbour", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		tr := testTransport(t)
+		via, _ := NewIdentity()
+		// maxHandshakesVia offers relayed by via are being answered.
+		for range maxHandshakesVia {
+			src, _ := NewIdentity()
+			_, h, err := tr.admit(ctx, src.ID, via.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.release(h)
+		}
+		// One more, a genuine offer from a node the directory lists.
+		src := testTransport(t)
+		tr.known = func(ID) bool { return true }
+		c, err := src.newConn(tr.id, true, "dc_"+rand.Text())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			c.Close()
+			src.closing.Wait()
+		}()
+		offer, err := c.pc.CreateOffer(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, _ := json.Marshal(offerMeta{Catnest: 1, Cert: src.certDER})
+		p, _ := json.Marshal(offerPayload{SDP: offer, Type: "data", ConnectionID: c.connID, Reliable: true, Metadata: meta})
+		m := signal.Message{Type: signal.TypeOffer, Src: string(src.id), Dst: string(tr.id), Payload: p}
+		var r refusals
+		var wg sync.WaitGroup
+		tr.onSignalVia(ctx, &wg, m, via.ID, r.refused, func(c Conn) { c.Close() })
+		wg.Wait()
+		got := r.list()
+		if len(got) != 1 || !strings.Contains(got[0], "busy") {
+			t.Fatalf("an offer over the neighbour's handshakes: notices %v, want one saying busy", got)
 		}
 	})
 }
