@@ -72,8 +72,10 @@ func TestFailureNoticeOnlyFromThePath(t *testing.T) {
 		n.sent.put(nc, []ID{self.ID, bob.ID, carol.ID}, "dc_other", now)
 		nonce = nc
 	}
-	// The last put is the one the notices below are about.
+	// The last put is the one the notices below are about; it followed
+	// the route back that carol's last signal came by.
 	n.sent.put(nonce, []ID{self.ID, bob.ID, carol.ID}, "dc_mine", now)
+	n.routes.put(carol.ID, []ID{self.ID, bob.ID, carol.ID})
 
 	notice := func(t *testing.T, by *Identity, path []ID, about []byte) []byte {
 		t.Helper()
@@ -112,6 +114,9 @@ func TestFailureNoticeOnlyFromThePath(t *testing.T) {
 			if got := sink.calls(); len(got) != 0 {
 				t.Fatalf("a connection was given up: %v", got)
 			}
+			if r := n.routes.get(carol.ID); r == nil {
+				t.Fatal("the route back to carol was dropped")
+			}
 		})
 	}
 
@@ -124,6 +129,9 @@ func TestFailureNoticeOnlyFromThePath(t *testing.T) {
 	}
 	if !errors.Is(sink.errs[0], ErrSignalLost) {
 		t.Fatalf("error %v, want ErrSignalLost", sink.errs[0])
+	}
+	if r := n.routes.get(carol.ID); r != nil {
+		t.Fatalf("the route back to carol through bob, who lost the signal, is kept: %v", r)
 	}
 	n.handleRelay(ctx, &Message{From: mallory.ID, Protocol: sigProto, Payload: genuine})
 	n.handleRelay(ctx, &Message{From: mallory.ID, Protocol: sigProto, Payload: notice(t, carol, []ID{carol.ID, mallory.ID, self.ID}, nonce)})

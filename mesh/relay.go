@@ -282,6 +282,17 @@ func (r *routes) put(id ID, path []ID) {
 	r.back[id], r.heard[id] = path, time.Now()
 }
 
+// forget drops the route back to id if it goes through hop, which has
+// just lost a signal on it: the next signal to id takes a fresh path.
+func (r *routes) forget(id, hop ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if slices.Contains(r.back[id], hop) {
+		delete(r.back, id)
+		delete(r.heard, id)
+	}
+}
+
 func (r *routes) get(id ID) []ID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -532,6 +543,7 @@ func (n *Node) onLost(f relayFrame) {
 		n.log.Debug("failure notice for no signal of ours on its path: ignored", "from", hop.Short())
 		return
 	}
+	n.routes.forget(dst, hop)
 	if t, ok := n.transport.(interface{ signalLost(ID, string, error) }); ok {
 		t.signalLost(dst, conn, fmt.Errorf("%w: %s reported %q", ErrSignalLost, hop.Short(), p.Reason))
 	}

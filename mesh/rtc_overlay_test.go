@@ -39,7 +39,7 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 	// dial then waits DialTimeout (20 s) for an answer with its dialing
 	// slot held: on a loaded machine a node can take a minute to reach
 	// three links.
-	testutil.WaitFor(t, 2*time.Minute, "10 nodes with 3..8 links each, connected, each directory listing all 10", func() bool {
+	took := testutil.WaitFor(t, 2*time.Minute, "10 nodes with 3..8 links each, connected, each directory listing all 10", func() bool {
 		for _, n := range nodes {
 			if k := len(n.Peers()); k < 3 || k > 8 || !knowsAll(n, nodes) {
 				return false
@@ -47,6 +47,7 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 		}
 		return connected(nodes)
 	})
+	t.Logf("ten nodes linked in %v", took.Round(time.Millisecond))
 	waitStable(t, nodes)
 
 	// Pick a hub and kill all its neighbours but one: it falls below its
