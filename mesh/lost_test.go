@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -259,4 +260,82 @@ func TestRelayedSignalRefusalsAreNoticed(t *testing.T) {
 			t.Fatalf("an offer over the neighbour's handshakes: notices %v, want one saying busy", got)
 		}
 	})
+}
+
+// TestLostAnswerIsSentAgainOnce: when the answer to a relayed offer is
+// lost on its way back, the answering end sends it once more by a fresh
+// path, since the dialer would otherwise wait DialTimeout for it; lost a
+// second time, the handshake is given up and its slot freed.
+func TestLostAnswerIsSentAgainOnce(t *testing.T) {
+	src, dst := testTransport(t), testTransport(t)
+	out, err := src.newConn(dst.id, true, "dc_"+rand.Text())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := dst.newConn(src.id, false, out.connID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		out.Close()
+		in.Close()
+		src.closing.Wait()
+		dst.closing.Wait()
+	}()
+	offer, err := out.pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.setRemote(offer); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := in.pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.pc.SetLocalDescription(ans); err != nil {
+		t.Fatal(err)
+	}
+	// The mesh route the answer takes, recorded.
+	var mu sync.Mutex
+	var sent []signal.Message
+	dst.route = func(ctx context.Context, to ID, m signal.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if to == src.id {
+			sent = append(sent, m)
+		}
+		return nil
+	}
+	lost := fmt.Errorf("%w: test", ErrSignalLost)
+	dst.signalLost(src.id, in.connID, lost)
+	mu.Lock()
+	n := len(sent)
+	var p answerPayload
+	if n == 1 {
+		p, err = decodeAnswer(sent[0].Payload)
+	}
+	mu.Unlock()
+	if n != 1 || sent[0].Type != signal.TypeAnswer || err != nil || p.ConnectionID != in.connID || p.SDP.SDP == "" {
+		t.Fatalf("after the answer was lost: sent %d signals (%v), want the answer again", n, err)
+	}
+	select {
+	case <-in.failed:
+		t.Fatalf("the handshake was given up at the first loss: %v", in.failure())
+	default:
+	}
+	dst.signalLost(src.id, in.connID, lost)
+	select {
+	case <-in.failed:
+		if !errors.Is(in.failure(), ErrSignalLost) {
+			t.Fatalf("handshake failed with %v, want ErrSignalLost", in.failure())
+		}
+	default:
+		t.Fatal("the answer was lost twice and the handshake goes on")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 1 {
+		t.Fatalf("the answer was sent %d more times, want once", len(sent))
+	}
 }

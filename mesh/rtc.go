@@ -325,12 +325,29 @@ func (t *rtcTransport) deliverSignal(m signal.Message, via ID, refused func(reas
 
 // signalLost ends the connection connID with remote, if it is still being
 // set up, with err: a node on the way reported that a signal it needs was
-// lost (see Node.onLost).
+// lost (see Node.onLost). A lost answer is sent once more first, by a
+// fresh path (the mesh has dropped the route through the hop that lost
+// it) or the rendezvous: the dialer is waiting for it, and only this end
+// can end that wait early.
 func (t *rtcTransport) signalLost(remote ID, connID string, err error) {
-	if c := t.session(connID, remote); c != nil && !c.isReady() {
-		t.log.Debug("connection given up", "peer", remote.Short(), "err", err)
-		c.fail(err)
+	c := t.session(connID, remote)
+	if c == nil || c.isReady() {
+		return
 	}
+	if !c.outbound && c.resendOnce() {
+		if ld := c.pc.LocalDescription(); ld != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
+			serr := t.sendSignal(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
+			cancel()
+			if serr == nil {
+				t.log.Debug("answer lost: sent again", "peer", remote.Short(), "err", err)
+				return
+			}
+			err = fmt.Errorf("%w; sending the answer again: %v", err, serr)
+		}
+	}
+	t.log.Debug("connection given up", "peer", remote.Short(), "err", err)
+	c.fail(err)
 }
 
 // sendSignal sends a signal through the mesh when there is a path to dst,
@@ -639,6 +656,7 @@ type rtcConn struct {
 	nCands    int
 	openCount int
 	err       error
+	resent    bool // the answer was sent again (signalLost)
 	startOnce sync.Once
 	failOnce  sync.Once
 	closeOnce sync.Once
@@ -794,6 +812,15 @@ func (c *rtcConn) fail(err error) {
 		c.mu.Unlock()
 		close(c.failed)
 	})
+}
+
+// resendOnce reports whether the answer may be sent again: once only.
+func (c *rtcConn) resendOnce() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := !c.resent
+	c.resent = true
+	return first
 }
 
 func (c *rtcConn) failure() error {
