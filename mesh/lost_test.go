@@ -268,6 +268,17 @@ func TestRelayedSignalRefusalsAreNoticed(t *testing.T) {
 // second time, the handshake is given up and its slot freed.
 func TestLostAnswerIsSentAgainOnce(t *testing.T) {
 	src, dst := testTransport(t), testTransport(t)
+	// The mesh route the answer takes, recorded (candidates go by it too).
+	var mu sync.Mutex
+	var sent []signal.Message
+	dst.route = func(ctx context.Context, to ID, m signal.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if to == src.id && m.Type == signal.TypeAnswer {
+			sent = append(sent, m)
+		}
+		return nil
+	}
 	out, err := src.newConn(dst.id, true, "dc_"+rand.Text())
 	if err != nil {
 		t.Fatal(err)
@@ -295,17 +306,6 @@ func TestLostAnswerIsSentAgainOnce(t *testing.T) {
 	}
 	if err := in.pc.SetLocalDescription(ans); err != nil {
 		t.Fatal(err)
-	}
-	// The mesh route the answer takes, recorded.
-	var mu sync.Mutex
-	var sent []signal.Message
-	dst.route = func(ctx context.Context, to ID, m signal.Message) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if to == src.id {
-			sent = append(sent, m)
-		}
-		return nil
 	}
 	lost := fmt.Errorf("%w: test", ErrSignalLost)
 	dst.signalLost(src.id, in.connID, lost)
