@@ -37,6 +37,12 @@ var (
 	// the node then tries a bridge through a common neighbour.
 	ErrNoPath = errors.New("mesh: no path to the node")
 
+	// ErrSignalLost is wrapped by a Transport's Dial when a node on the way
+	// reported that the offer (or, at the other end, the answer) it relayed
+	// through the mesh could not be passed on: the dial ends at once, its
+	// slot free for another candidate, rather than waiting out DialTimeout.
+	ErrSignalLost = errors.New("mesh: signal lost on its way through the mesh")
+
 	errBadFrame = errors.New("mesh: bad frame")
 )
 

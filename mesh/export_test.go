@@ -74,3 +74,24 @@ func TakenAt(n *Node, id MsgID) (time.Time, bool) {
 	}
 	return time.UnixMilli(e.Value.(*bcMsg).at), true
 }
+
+// PlantRoute makes n believe, for the next minute, that path (from n) is
+// the way to its last node, as when that node signaled n along it a moment
+// ago: the stale routes a dial meets when a hop's link just went.
+func PlantRoute(n *Node, path ...ID) { n.routes.put(path[len(path)-1], path) }
+
+// Dialing reports whether n's maintainer holds a dialing slot for id.
+func Dialing(n *Node, id ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dialing[id]
+}
+
+// BackedOff reports whether n's maintainer holds off dialing id after a
+// failed dial.
+func BackedOff(n *Node, id ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.backoff.blocked(id, time.Now())
+	return ok
+}

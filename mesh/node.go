@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/catnest/catnest/internal/pubsub"
@@ -52,6 +53,10 @@ type Node struct {
 	bridges *bridges
 	// relaySeen holds the relayed signals handled, against replays.
 	relaySeen relaySeen
+	// sent holds the offers and answers this node relayed, for failure
+	// notices; lostSending counts the notices being sent.
+	sent        sentSignals
+	lostSending atomic.Int32
 	// admitting counts inbound links in their hello, which hold a slot.
 	admitting int
 	// cands caches the transport's candidates (a rendezvous's peer
@@ -715,6 +720,15 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 			n.mu.Unlock()
 			switch {
 			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, ErrSignalLost):
+				// A node on the way lost the offer and said so: the slot
+				// is free now, so fill it with another candidate at once
+				// (id is backed off) rather than at the next tick.
+				n.log.Info("dial failed", "peer", id.Short(), "err", err)
+				select {
+				case n.wake <- struct{}{}:
+				default:
+				}
 			case errors.Is(err, signal.ErrNotConnected):
 				// Not registered with the rendezvous yet (a node's first
 				// dials race its registration), or between sockets: the

@@ -282,6 +282,17 @@ func (r *routes) put(id ID, path []ID) {
 	r.back[id], r.heard[id] = path, time.Now()
 }
 
+// forget drops the route back to id if it goes through hop, which has
+// just lost a signal on it: the next signal to id takes a fresh path.
+func (r *routes) forget(id, hop ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if slices.Contains(r.back[id], hop) {
+		delete(r.back, id)
+		delete(r.heard, id)
+	}
+}
+
 func (r *routes) get(id ID) []ID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -332,6 +343,8 @@ func (n *Node) pathTo(dst ID) []ID {
 }
 
 // routeSignal sends a signaling message to dst through the mesh, signed.
+// An offer or answer is remembered by its nonce, so that a failure notice
+// from a node on its path can end the dial it belongs to (see onLost).
 func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error {
 	path := n.pathTo(dst)
 	if len(path) < 2 {
@@ -342,7 +355,8 @@ func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error 
 	if err != nil {
 		return err
 	}
-	fr, err := signRelay(n.cfg.Identity, path, b, time.Now())
+	now := time.Now()
+	fr, err := signRelay(n.cfg.Identity, path, b, now)
 	if err != nil {
 		return err
 	}
@@ -350,8 +364,21 @@ func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error 
 	if err != nil {
 		return err
 	}
+	if noticed(m.Type) {
+		var p struct {
+			ConnectionID string `json:"connectionId"`
+		}
+		if json.Unmarshal(m.Payload, &p) == nil && p.ConnectionID != "" {
+			n.sent.put(fr.Nonce, path, p.ConnectionID, now)
+		}
+	}
 	return n.Send(ctx, path[1], sigProto, f)
 }
+
+// relayPassTimeout bounds how long a hop waits to pass a relayed signal
+// (or a failure notice) on to a congested link: past it the signal counts
+// as lost, and its sender is told.
+const relayPassTimeout = 2 * time.Second
 
 // handleRelay checks a relayed signal and passes it on, or hands it to the
 // transport when this node is the destination. A frame that is malformed
@@ -374,17 +401,26 @@ func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
 		n.log.Debug("relayed signal dropped", "from", msg.From.Short(), "sender", f.Path[0].Short(), "err", errRelayReplay)
 		return nil, nil
 	}
+	m, err := signal.DecodeMessage(f.Msg)
+	if err != nil { // decodeRelay checked it
+		return nil, nil
+	}
 	if f.Hop < len(f.Path)-1 {
 		next := f.Path[f.Hop+1]
-		f.Hop++
-		b, _ := json.Marshal(f)
-		if err := n.Send(ctx, next, sigProto, b); err != nil {
+		pass := f
+		pass.Hop++
+		b, _ := json.Marshal(pass)
+		pctx, cancel := context.WithTimeout(ctx, relayPassTimeout)
+		err := n.Send(pctx, next, sigProto, b)
+		cancel()
+		if err != nil {
 			n.log.Debug("relay: cannot pass on", "next", next.Short(), "err", err)
+			n.sendLost(ctx, f, m.Type, "no way on to "+next.Short())
 		}
 		return nil, nil
 	}
-	m, err := signal.DecodeMessage(f.Msg)
-	if err != nil { // decodeRelay checked it
+	if m.Type == sigLost {
+		n.onLost(f)
 		return nil, nil
 	}
 	src := f.Path[0]
@@ -394,8 +430,184 @@ func (n *Node) handleRelay(ctx context.Context, msg *Message) ([]byte, error) {
 		back[len(f.Path)-1-i] = id
 	}
 	n.routes.put(src, back)
-	if d, ok := n.transport.(interface{ deliverSignal(signal.Message, ID) }); ok {
-		d.deliverSignal(m, msg.From)
+	if d, ok := n.transport.(interface {
+		deliverSignal(signal.Message, ID, func(string))
+	}); ok {
+		d.deliverSignal(m, msg.From, func(reason string) { n.sendLost(ctx, f, m.Type, reason) })
 	}
 	return nil, nil
+}
+
+// Failure notices: a node that cannot pass a relayed offer or answer on
+// (its link to the next hop went, or is congested), or that is its
+// destination and refuses it for now (queue full, too many handshakes),
+// tells the sender at once with a notice of its own, signed like any
+// relayed signal and sent back along the path the signal came. The
+// sender remembers the nonce and path of what it sent (sentSignals) and
+// takes a notice only from a node on that path, which could have dropped
+// the signal anyway: a third node can cancel no one's dial. Without the
+// notice the dial would wait DialTimeout for an answer with its slot held.
+//
+// Only offers and answers are noticed: a lost candidate costs no dial
+// (ICE learns the address from the other side's checks), and a lost
+// notice is not noticed again.
+const sigLost = "CATNEST-LOST"
+
+// noticed reports whether a lost signal of type typ gets a notice.
+func noticed(typ string) bool { return typ == signal.TypeOffer || typ == signal.TypeAnswer }
+
+// lostPayload is a notice's payload: the nonce of the relayed signal that
+// was lost, and why, for the sender's log.
+type lostPayload struct {
+	Nonce  []byte `json:"n"`
+	Reason string `json:"r,omitempty"`
+}
+
+// maxLostReason bounds a notice's reason, in bytes.
+const maxLostReason = 128
+
+// maxLostSending bounds the notices being sent at once; past it they are
+// dropped and the dials they were for time out as before.
+const maxLostSending = 16
+
+// decodeLost parses a notice's payload (which decodeRelay bounded to a
+// signal's size).
+func decodeLost(b []byte) (lostPayload, error) {
+	var p lostPayload
+	if len(b) > signal.MaxMessageSize {
+		return p, errors.New("failure notice over the size limit")
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("bad failure notice: %w", err)
+	}
+	if len(p.Nonce) != relayNonceLen {
+		return p, errors.New("bad failure notice: nonce length")
+	}
+	if len(p.Reason) > maxLostReason {
+		return p, errors.New("bad failure notice: reason over its limit")
+	}
+	return p, nil
+}
+
+// sendLost tells the sender of f, a relayed signal of type typ that this
+// node (f.Path[f.Hop]) could not pass on or take, that it was lost. It
+// waits at most relayPassTimeout.
+func (n *Node) sendLost(ctx context.Context, f relayFrame, typ, reason string) {
+	if !noticed(typ) || f.Path[f.Hop] != n.id {
+		return
+	}
+	if n.lostSending.Add(1) > maxLostSending {
+		n.lostSending.Add(-1)
+		n.log.Debug("failure notice dropped: too many at once", "sender", f.Path[0].Short())
+		return
+	}
+	defer n.lostSending.Add(-1)
+	back := make([]ID, f.Hop+1)
+	for i := range back {
+		back[i] = f.Path[f.Hop-i]
+	}
+	if len(reason) > maxLostReason {
+		reason = reason[:maxLostReason]
+	}
+	p, _ := json.Marshal(lostPayload{Nonce: f.Nonce, Reason: reason})
+	m, _ := json.Marshal(signal.Message{Type: sigLost, Src: string(n.id), Dst: string(back[len(back)-1]), Payload: p})
+	fr, err := signRelay(n.cfg.Identity, back, m, time.Now())
+	if err != nil {
+		n.log.Debug("failure notice", "err", err)
+		return
+	}
+	b, _ := json.Marshal(fr)
+	sctx, cancel := context.WithTimeout(ctx, relayPassTimeout)
+	defer cancel()
+	if err := n.Send(sctx, back[1], sigProto, b); err != nil {
+		n.log.Debug("failure notice not sent", "next", back[1].Short(), "err", err)
+	}
+}
+
+// onLost takes a failure notice f that reached this node: when it names
+// an offer or answer this node sent and comes from a node on that
+// signal's path, the connection the signal was for is given up.
+func (n *Node) onLost(f relayFrame) {
+	m, err := signal.DecodeMessage(f.Msg)
+	if err != nil {
+		return
+	}
+	hop := f.Path[0]
+	p, err := decodeLost(m.Payload)
+	if err != nil {
+		n.log.Debug("failure notice dropped", "from", hop.Short(), "err", err)
+		return
+	}
+	dst, conn, ok := n.sent.take(p.Nonce, hop, time.Now())
+	if !ok {
+		n.log.Debug("failure notice for no signal of ours on its path: ignored", "from", hop.Short())
+		return
+	}
+	n.routes.forget(dst, hop)
+	if t, ok := n.transport.(interface{ signalLost(ID, string, error) }); ok {
+		t.signalLost(dst, conn, fmt.Errorf("%w: %s reported %q", ErrSignalLost, hop.Short(), p.Reason))
+	}
+}
+
+// sentSignals remembers the offers and answers this node sent through the
+// mesh, by nonce, for as long as a notice about them can matter.
+type sentSignals struct {
+	mu sync.Mutex
+	m  map[[relayNonceLen]byte]sentSignal
+}
+
+type sentSignal struct {
+	path []ID
+	conn string // the connection id the signal was for
+	at   time.Time
+}
+
+const (
+	// maxSentSignals bounds the remembered signals: the oldest goes first.
+	maxSentSignals = 1024
+	// sentSignalAge is how long a sent signal is remembered; a dial ends
+	// sooner (DialTimeout).
+	sentSignalAge = time.Minute
+)
+
+func (s *sentSignals) put(nonce []byte, path []ID, conn string, now time.Time) {
+	var k [relayNonceLen]byte
+	copy(k[:], nonce)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[[relayNonceLen]byte]sentSignal)
+	}
+	if len(s.m) >= maxSentSignals {
+		var oldest [relayNonceLen]byte
+		first := true
+		for k, v := range s.m {
+			if now.Sub(v.at) > sentSignalAge {
+				delete(s.m, k)
+				continue
+			}
+			if first || v.at.Before(s.m[oldest].at) {
+				oldest, first = k, false
+			}
+		}
+		if len(s.m) >= maxSentSignals {
+			delete(s.m, oldest)
+		}
+	}
+	s.m[k] = sentSignal{path: path, conn: conn, at: now}
+}
+
+// take finds the signal sent with nonce, if hop was on its path after this
+// node and it is recent, and forgets it: one notice ends one signal.
+func (s *sentSignals) take(nonce []byte, hop ID, now time.Time) (dst ID, conn string, ok bool) {
+	var k [relayNonceLen]byte
+	copy(k[:], nonce)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, found := s.m[k]
+	if !found || now.Sub(e.at) > sentSignalAge || !slices.Contains(e.path[1:], hop) {
+		return "", "", false
+	}
+	delete(s.m, k)
+	return e.path[len(e.path)-1], e.conn, true
 }

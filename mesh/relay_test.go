@@ -20,7 +20,7 @@ type signalSink struct {
 	got []signal.Message
 }
 
-func (s *signalSink) deliverSignal(m signal.Message, via ID) {
+func (s *signalSink) deliverSignal(m signal.Message, via ID, refused func(string)) {
 	s.mu.Lock()
 	s.got = append(s.got, m)
 	s.mu.Unlock()

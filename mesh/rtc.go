@@ -122,6 +122,10 @@ type rtcTransport struct {
 type relayedSignal struct {
 	msg signal.Message
 	via ID
+	// refused tells the signal's sender, with a failure notice back along
+	// its path, that this node drops it (Node.sendLost). It may block for
+	// a short while.
+	refused func(reason string)
 }
 
 // handshake is an inbound handshake holding a slot.
@@ -253,7 +257,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		for {
 			select {
 			case r := <-t.relayed:
-				t.onSignalVia(ctx, &wg, r.msg, r.via, accept)
+				t.onSignalVia(ctx, &wg, r.msg, r.via, r.refused, accept)
 			case <-ctx.Done():
 				return
 			}
@@ -308,14 +312,42 @@ func (t *rtcTransport) Candidates(ctx context.Context) ([]ID, error) {
 }
 
 // deliverSignal takes a signal that came through the mesh from neighbour
-// via. It does not block: when the queue is full the signal is dropped,
-// and the dial it belongs to will time out and be retried.
-func (t *rtcTransport) deliverSignal(m signal.Message, via ID) {
+// via. It does not wait for room: when the queue is full the signal is
+// dropped and its sender told (refused), so that its dial ends at once.
+func (t *rtcTransport) deliverSignal(m signal.Message, via ID, refused func(reason string)) {
 	select {
-	case t.relayed <- relayedSignal{msg: m, via: via}:
+	case t.relayed <- relayedSignal{msg: m, via: via, refused: refused}:
 	default:
 		t.log.Debug("relayed signal dropped: queue full", "src", m.Src)
+		refused("signal queue full")
 	}
+}
+
+// signalLost ends the connection connID with remote, if it is still being
+// set up, with err: a node on the way reported that a signal it needs was
+// lost (see Node.onLost). A lost answer is sent once more first, by a
+// fresh path (the mesh has dropped the route through the hop that lost
+// it) or the rendezvous: the dialer is waiting for it, and only this end
+// can end that wait early.
+func (t *rtcTransport) signalLost(remote ID, connID string, err error) {
+	c := t.session(connID, remote)
+	if c == nil || c.isReady() {
+		return
+	}
+	if !c.outbound && c.resendOnce() {
+		if ld := c.pc.LocalDescription(); ld != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
+			serr := t.sendSignal(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
+			cancel()
+			if serr == nil {
+				t.log.Debug("answer lost: sent again", "peer", remote.Short(), "err", err)
+				return
+			}
+			err = fmt.Errorf("%w; sending the answer again: %v", err, serr)
+		}
+	}
+	t.log.Debug("connection given up", "peer", remote.Short(), "err", err)
+	c.fail(err)
 }
 
 // sendSignal sends a signal through the mesh when there is a path to dst,
@@ -387,12 +419,13 @@ func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
 // onSignal handles a message the rendezvous relayed to us. It runs on the
 // signal client's read goroutine, so slow work moves to goroutines.
 func (t *rtcTransport) onSignal(ctx context.Context, wg *sync.WaitGroup, m signal.Message, accept func(Conn)) {
-	t.onSignalVia(ctx, wg, m, "", accept)
+	t.onSignalVia(ctx, wg, m, "", nil, accept)
 }
 
 // onSignalVia handles a signal that came from the rendezvous (via is "")
-// or through the mesh from neighbour via.
-func (t *rtcTransport) onSignalVia(ctx context.Context, wg *sync.WaitGroup, m signal.Message, via ID, accept func(Conn)) {
+// or through the mesh from neighbour via; refused, when not nil, tells
+// the sender of a relayed offer that is turned away for now.
+func (t *rtcTransport) onSignalVia(ctx context.Context, wg *sync.WaitGroup, m signal.Message, via ID, refused func(string), accept func(Conn)) {
 	if via == "" && t.guestSignal(ctx, wg, m) {
 		return
 	}
@@ -418,6 +451,10 @@ func (t *rtcTransport) onSignalVia(ctx context.Context, wg *sync.WaitGroup, m si
 		hctx, h, err := t.admit(ctx, src, via)
 		if err != nil {
 			t.log.Info("offer dropped", "src", src.Short(), "via", via.Short(), "err", err)
+			if refused != nil {
+				// Off this goroutine, which serves every relayed signal.
+				wg.Go(func() { refused("busy: " + err.Error()) })
+			}
 			return
 		}
 		wg.Go(func() {
@@ -619,6 +656,7 @@ type rtcConn struct {
 	nCands    int
 	openCount int
 	err       error
+	resent    bool // the answer was sent again (signalLost)
 	startOnce sync.Once
 	failOnce  sync.Once
 	closeOnce sync.Once
@@ -774,6 +812,15 @@ func (c *rtcConn) fail(err error) {
 		c.mu.Unlock()
 		close(c.failed)
 	})
+}
+
+// resendOnce reports whether the answer may be sent again: once only.
+func (c *rtcConn) resendOnce() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := !c.resent
+	c.resent = true
+	return first
 }
 
 func (c *rtcConn) failure() error {

@@ -1,0 +1,72 @@
+package mesh_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// TestRTCOfferLostAtAHopEndsTheDial runs five nodes over real WebRTC. A
+// dials through the mesh along routes that break at a hop: B has no link
+// to the next node (as when a hop's link goes while an offer is on its
+// way, or a route learned a moment ago is stale). B must tell A, and A
+// must give the dial up at once, its slot free, and link elsewhere. Dials
+// here may otherwise wait 10 minutes (DialTimeout), far past the test's
+// deadline: only the failure notice can end them.
+func TestRTCOfferLostAtAHopEndsTheDial(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five WebRTC nodes")
+	}
+	testutil.CheckGoroutines(t)
+	rv := startRendezvous(t, false)
+	manual := func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
+	nodes := map[string]*mesh.Node{}
+	for _, name := range []string{"b", "c", "d", "e"} {
+		nodes[name], _ = rtcNode(t, rv.url(), rtcOpts{name: name, configure: manual})
+	}
+	b, c, d, e := nodes["b"], nodes["c"], nodes["d"], nodes["e"]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The line b - d - e - c: b has no link to c or e.
+	for _, pair := range [][2]*mesh.Node{{b, d}, {d, e}, {e, c}} {
+		if err := pair[0].Connect(ctx, pair[1].ID()); err != nil {
+			t.Fatalf("%s to %s: %v", pair[0].Name(), pair[1].Name(), err)
+		}
+	}
+	a, _ := rtcNode(t, rv.url(), rtcOpts{name: "a", bootstrap: []mesh.ID{b.ID()}, configure: func(cfg *mesh.Config) {
+		meshtest.Fast(cfg)
+		cfg.TargetPeers, cfg.LowPeers = 3, 3
+		cfg.ReplaceInterval = -1
+		cfg.DialTimeout = 10 * time.Minute
+	}})
+	// Offers to c and d go to b, which cannot pass them on.
+	plant := func() {
+		mesh.PlantRoute(a, a.ID(), b.ID(), c.ID())
+		mesh.PlantRoute(a, a.ID(), b.ID(), e.ID(), d.ID())
+	}
+	plant()
+	// a wants three links and has b: it dials two of c, d, e at once, so
+	// at least one of its first dials goes to c or d.
+	testutil.WaitFor(t, 90*time.Second, "a to link b and e, its dials to c and d given up, their slots free", func() bool {
+		plant()
+		return hasPeer(a, b.ID()) && hasPeer(a, e.ID()) &&
+			mesh.BackedOff(a, c.ID()) && mesh.BackedOff(a, d.ID()) &&
+			!mesh.Dialing(a, c.ID()) && !mesh.Dialing(a, d.ID())
+	})
+	for _, to := range []*mesh.Node{c, d} {
+		plant()
+		err := a.Connect(ctx, to.ID())
+		if !errors.Is(err, mesh.ErrSignalLost) {
+			t.Fatalf("a's dial to %s: %v, want ErrSignalLost", to.Name(), err)
+		}
+		t.Logf("a to %s: %v", to.Name(), err)
+	}
+	if hasPeer(a, c.ID()) || hasPeer(a, d.ID()) {
+		t.Fatalf("a linked c or d along a broken route: %+v", a.Peers())
+	}
+}
