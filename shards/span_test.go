@@ -229,15 +229,15 @@ func (s *spanCheck) readBlock(_ context.Context, r blockReq, p []byte) error {
 	return nil
 }
 
-// TestDownloadSpanCorruptPiece: a holder sends one span (the first of at
-// least three pieces) with its middle piece corrupt. Only that piece is
+// TestDownloadSpanCorruptPiece: a holder sends one span (the first of four
+// pieces, which is checked in SIMD lanes) with its second piece corrupt. Only that piece is
 // dropped and fetched again, the span's other pieces are kept (no piece
 // but it is asked for twice), the holder is counted one offence, and the
 // file completes with the right MD5.
 func TestDownloadSpanCorruptPiece(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
-	_, src := testFile(t, 16<<20, 33)
+	_, src := testFile(t, 16<<20+777, 33)
 	ps := src.man.PieceSize
 	var log requestLog
 	var mu sync.Mutex
@@ -245,7 +245,7 @@ func TestDownloadSpanCorruptPiece(t *testing.T) {
 	srv := &testServer{sources: []pieceSource{src}, onBlock: log.add, tamper: func(r blockReq, p []byte) {
 		mu.Lock()
 		defer mu.Unlock()
-		if bad >= 0 || r.Off != 0 || int64(len(p)) < 3*ps {
+		if bad >= 0 || r.Off != 0 || int64(len(p)) != spanLanes*ps {
 			return
 		}
 		bad = int(r.Piece) + 1
@@ -267,7 +267,7 @@ func TestDownloadSpanCorruptPiece(t *testing.T) {
 	corrupt := bad
 	mu.Unlock()
 	if corrupt < 0 {
-		t.Fatal("no span of three pieces was served: the test proves nothing")
+		t.Fatal("no span of four pieces was served: the test proves nothing")
 	}
 	asked := make([]int, src.man.NumPieces()) // times each piece's first byte was asked for
 	for _, r := range log.all() {
