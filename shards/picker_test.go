@@ -126,6 +126,42 @@ func TestPickSpreadsPeers(t *testing.T) {
 	}
 }
 
+// TestPickTiesInRuns: among equally rare pieces a download picks runs of
+// tieRun consecutive pieces, each from a multiple of tieRun, the runs in an
+// order of its own, so that a span (ProtoSpan) from the first piece of a
+// run fetches the whole run. 4 MiB of 64 KiB pieces (a file's pieces up to
+// 128 MB) with a short last run: a piece at a time, for 8 downloads.
+func TestPickTiesInRuns(t *testing.T) {
+	const n = 4<<20/MinPieceSize + 3
+	starts := make(map[int]bool)
+	for seed := uint64(1); seed <= 8; seed++ {
+		s := newFakePieces(n)
+		has := allPieces(n)
+		prev := -1
+		for range n {
+			i, _, ok := pick(s, pickFor{has: has, seed: seed * 7919})
+			if !ok {
+				t.Fatalf("seed %d: nothing picked with pieces left", seed)
+			}
+			if i%tieRun == 0 {
+				if prev >= 0 && prev%tieRun != tieRun-1 && prev != n-1 {
+					t.Fatalf("seed %d: a new run at %d after %d, which ended none", seed, i, prev)
+				}
+			} else if i != prev+1 {
+				t.Fatalf("seed %d: picked %d after %d: not in runs of %d", seed, i, prev, tieRun)
+			}
+			if prev < 0 {
+				starts[i] = true
+			}
+			s.done[i] = true
+			prev = i
+		}
+	}
+	if len(starts) < 6 {
+		t.Fatalf("8 downloads began with only %d distinct runs of %d", len(starts), (n+tieRun-1)/tieRun)
+	}
+}
+
 // TestPickTiesDifferPerSeed: downloads that start together with the same
 // holders pick different first pieces (each its own order of ties), so
 // they have something to trade; seed 0 keeps the index order.

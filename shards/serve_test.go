@@ -29,6 +29,8 @@ type testServer struct {
 	limit *rate.Limiter
 	// corrupt flips a byte in every block it serves.
 	corrupt bool
+	// tamper, if set, may change the bytes of each block served (of r).
+	tamper func(r blockReq, p []byte)
 	// refuse, if set, is a node this server answers that it has nothing.
 	refuse mesh.ID
 	// noSpan leaves ProtoSpan unserved, as a node that predates it.
@@ -102,6 +104,9 @@ func (s *testServer) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, er
 			}
 			if s.corrupt {
 				p[len(p)/2] ^= 0x55
+			}
+			if s.tamper != nil {
+				s.tamper(r, p)
 			}
 			if s.onBlock != nil {
 				s.onBlock(m.From, r)

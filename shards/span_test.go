@@ -228,3 +228,69 @@ func (s *spanCheck) readBlock(_ context.Context, r blockReq, p []byte) error {
 	s.last = int(r.Piece)
 	return nil
 }
+
+// TestDownloadSpanCorruptPiece: a holder sends one span (the first of four
+// pieces, which is checked in SIMD lanes) with its second piece corrupt. Only that piece is
+// dropped and fetched again, the span's other pieces are kept (no piece
+// but it is asked for twice), the holder is counted one offence, and the
+// file completes with the right MD5.
+func TestDownloadSpanCorruptPiece(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 16<<20+777, 33)
+	ps := src.man.PieceSize
+	var log requestLog
+	var mu sync.Mutex
+	bad := -1 // the piece sent corrupt
+	srv := &testServer{sources: []pieceSource{src}, onBlock: log.add, tamper: func(r blockReq, p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if bad >= 0 || r.Off != 0 || int64(len(p)) != spanLanes*ps {
+			return
+		}
+		bad = int(r.Piece) + 1
+		p[ps+ps/2] ^= 0x55
+	}}
+	srv.register(nodes[0])
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "corrupt.bin")); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitState(t, d.downloads, src.id, StateDone, 2*time.Minute)
+	if got := fileMD5(t, tr.Path); got != src.id {
+		t.Fatalf("finished file md5 %s, want %s", got, src.id)
+	}
+	mu.Lock()
+	corrupt := bad
+	mu.Unlock()
+	if corrupt < 0 {
+		t.Fatal("no span of four pieces was served: the test proves nothing")
+	}
+	asked := make([]int, src.man.NumPieces()) // times each piece's first byte was asked for
+	for _, r := range log.all() {
+		for i := int64(r.Piece); i*ps < int64(r.Piece)*ps+int64(r.Off)+int64(r.Len); i++ {
+			if i*ps >= int64(r.Piece)*ps+int64(r.Off) {
+				asked[i]++
+			}
+		}
+	}
+	for i, n := range asked {
+		want := 1
+		if i == corrupt {
+			want = 2
+		}
+		if n != want {
+			t.Errorf("piece %d asked for %d times, want %d (piece %d was sent corrupt)", i, n, want, corrupt)
+		}
+	}
+	dl := d.get(src.id)
+	dl.mu.Lock()
+	offences, banned := dl.bad[nodes[0].ID()], dl.banned[nodes[0].ID()]
+	dl.mu.Unlock()
+	if offences != 1 || banned {
+		t.Errorf("holder counted %d offences (banned %v), want 1", offences, banned)
+	}
+}
