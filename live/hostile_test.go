@@ -3,6 +3,7 @@ package live
 import (
 	"context"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -170,17 +171,22 @@ func TestViewerStoppedWhileStartingLeavesNoOutput(t *testing.T) {
 	}
 }
 
-// TestReattachTriesSilentParentLast: a node x advertises the room at the
-// top of the tree with places to spare and, once it took a child, sends
-// it nothing. c tries x first, gives it up after the attach timeout and
-// attaches to the relay g. When c has to attach again (its parent gone),
-// it tries g before x, instead of losing another attach timeout to x.
+// TestReattachTriesSilentParentLast: a node x advertises the room as a
+// child of the host a (a path that checks: it starts at a, ends at x,
+// and what lies between cannot be checked) with places to spare and,
+// once it took a child, sends it nothing. c sees x above the relay g (a's
+// child h is full; g is h's child), tries x first, gives it up after the
+// attach timeout and attaches to g. When c has to attach again (its
+// parent gone), it tries g before x, instead of losing another attach
+// timeout to x. A parent whose path is refused is tried last too:
+// TestParentPathMustStartAtHost.
 func TestReattachTriesSilentParentLast(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	cfg := testConfig(1)
 	cfg.AttachTimeout = 2 * time.Second
 	nw := meshtest.NewNetwork()
 	a := newTNode(t, nw, "a", cfg)
+	h := newTNode(t, nw, "h", cfg)
 	gcfg := cfg
 	gcfg.Fanout = 3
 	g := newTNode(t, nw, "g", gcfg)
@@ -200,25 +206,37 @@ func TestReattachTriesSilentParentLast(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.start(t, ans)
-	waitRoom(t, room.ID, a, g, x, c)
-	vg, _ := watch(t, g, room.ID) // a's one place goes to g
+	waitRoom(t, room.ID, a, h, g, x, c)
+	vh, _ := watch(t, h, room.ID) // a's one place goes to h
+	waitMedia(t, vh, "media at h")
+	vg, _ := watch(t, g, room.ID) // h's one place goes to g
 	waitMedia(t, vg, "media at g")
+	if ti, err := g.svc.Tree(room.ID); err != nil || !slices.Equal(ti.Path, []mesh.ID{a.node.ID(), h.node.ID()}) {
+		t.Fatalf("g's tree = %+v, %v; want h's child", ti, err)
+	}
 
-	// x claims to carry the room at depth 0 with room to spare, but has
-	// no media for it; it counts the attaches c asks of it.
+	// x claims to carry the room as a's child (depth 1) with room to
+	// spare, but has no media for it; it counts the attaches c asks of
+	// it.
 	rs := newRoomState(room.ID, true, time.Second)
+	rs.path = []mesh.ID{a.node.ID()}
 	gen := rs.hub.upstream(1, nil)
 	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
 	x.svc.mu.Lock()
 	x.svc.rooms[rs.id] = rs
 	x.svc.mu.Unlock()
 	var asked sync.Mutex
-	attaches := 0
+	attaches, answers := 0, 0
 	x.node.Handle(treeProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
 		var req treeReq
-		if _, err := open(m.Payload, maxTreeMsg, treeContext, &req); err == nil && req.Op == opAttach && m.From == c.node.ID() {
+		if _, err := open(m.Payload, maxTreeMsg, treeContext, &req); err == nil && m.From == c.node.ID() {
 			asked.Lock()
-			attaches++
+			switch req.Op {
+			case opAttach:
+				attaches++
+			case opAnswer:
+				answers++
+			}
 			asked.Unlock()
 		}
 		return x.svc.serveTree(ctx, m)
@@ -252,6 +270,9 @@ func TestReattachTriesSilentParentLast(t *testing.T) {
 	waitMedia(t, v, "media at c's viewer again")
 	asked.Lock()
 	defer asked.Unlock()
+	if answers != 1 {
+		t.Fatalf("c answered x's offer %d times, want once: c should take x's path and find x silent", answers)
+	}
 	if attaches != 1 {
 		t.Fatalf("c asked x to take it %d times; after x sent nothing once, c should try g first", attaches)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // depth 0). c, to whom x looks the best parent, refuses it, since the
 // path does not start at the room's host a, and attaches to the honest
 // relay g at depth 2. A path message from g that does not start at a
-// makes c leave g rather than take it.
+// makes c leave g rather than take it; c's attach that follows tries g
+// before x, whose path it refused (it would answer the same again), so c
+// asks x to take it once in all.
 func TestParentPathMustStartAtHost(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	cfg := testConfig(2)
@@ -50,6 +53,18 @@ func TestParentPathMustStartAtHost(t *testing.T) {
 		t.Fatalf("g's tree = %+v, %v; want a's child", ti, err)
 	}
 
+	// x counts the attaches c asks of it.
+	var asked sync.Mutex
+	attaches := 0
+	x.node.Handle(treeProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		var req treeReq
+		if _, err := open(m.Payload, maxTreeMsg, treeContext, &req); err == nil && req.Op == opAttach && m.From == c.node.ID() {
+			asked.Lock()
+			attaches++
+			asked.Unlock()
+		}
+		return x.svc.serveTree(ctx, m)
+	}))
 	testutil.WaitFor(t, 30*time.Second, "c seeing x, claiming depth 0, as the best parent", func() bool {
 		x.svc.mu.Lock()
 		x.svc.rooms[room.ID].path = nil
@@ -78,6 +93,20 @@ func TestParentPathMustStartAtHost(t *testing.T) {
 	c.svc.mu.Unlock()
 	if kept || (len(path) > 0 && path[0] != a.node.ID()) {
 		t.Fatalf("after a path from x through g, c kept g: %v, path %v", kept, path)
+	}
+	testutil.WaitFor(t, 60*time.Second, "c attached again", func() bool {
+		c.svc.mu.Lock()
+		defer c.svc.mu.Unlock()
+		return crs.parent != nil && crs.parent != pl && !crs.attaching
+	})
+	waitMedia(t, v, "media at c's viewer again")
+	if ti, err := c.svc.Tree(room.ID); err != nil || ti.Parent != g.node.ID() {
+		t.Fatalf("c's tree = %+v, %v; want g's child again", ti, err)
+	}
+	asked.Lock()
+	defer asked.Unlock()
+	if attaches != 1 {
+		t.Fatalf("c asked x to take it %d times; after refusing x's path once, c should try g first", attaches)
 	}
 }
 

@@ -337,7 +337,7 @@ func TestChildViewerCountCapped(t *testing.T) {
 	b.svc.mu.Lock()
 	dc := b.svc.rooms[room.ID].parentDC
 	b.svc.mu.Unlock()
-	if err := dc.SendText(`{"viewers":2000000000}`); err != nil {
+	if err := dc.Send([]byte(`{"viewers":2000000000}`)); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 10*time.Second, "the host taking b's claim", func() bool {

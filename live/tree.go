@@ -86,11 +86,15 @@ type roomState struct {
 	// idle is when the room last had neither viewers nor children.
 	idle time.Time
 	// parentDC is the tree channel to the parent.
-	parentDC *webrtc.DataChannel
+	parentDC treeSender
 	// lastErr is why the last attach failed.
 	lastErr error
-	// reported is the viewer count last sent to the parent.
-	reported int
+	// reported is the viewer count last sent to the parent, reportedAt
+	// when, and reportTimer sends the latest count once viewerReport has
+	// passed since.
+	reported    int
+	reportedAt  time.Time
+	reportTimer *time.Timer
 	// waiting counts WHEP requests waiting for the room's media here: the
 	// room stays while they wait, though it has no viewer yet.
 	waiting int
@@ -153,6 +157,17 @@ type childLink struct {
 	up atomic.Bool
 }
 
+// treeSender is the tree data channel to the parent, as reportViewers
+// uses it (a *webrtc.DataChannel; tests record what it sends).
+type treeSender interface {
+	Send([]byte) error
+}
+
+// viewerReport is the least time between two viewer counts a node sends
+// its parent: a viewer or child that comes and goes many times a second
+// costs each hop up to the host one message a second, not one per change.
+const viewerReport = time.Second
+
 // treeMsg is a message on the tree data channel: the parent sends its
 // path, the child its viewer count.
 type treeMsg struct {
@@ -186,6 +201,10 @@ func (rs *roomState) viewersLocked(perNode int) int {
 // closeLocked stops the room here and returns the connections to close.
 func (rs *roomState) closeLocked() []*webrtc.PeerConnection {
 	rs.hub.close()
+	if rs.reportTimer != nil {
+		rs.reportTimer.Stop()
+		rs.reportTimer = nil
+	}
 	var pcs []*webrtc.PeerConnection
 	if rs.parent != nil {
 		pcs = append(pcs, rs.parent.pc)
@@ -505,7 +524,9 @@ func (s *Service) sendPath(c *childLink) {
 }
 
 // reportViewers tells the parent how many viewers this node and its
-// subtree have, when that changed.
+// subtree have, when that changed: at once when the last report is
+// viewerReport old, else once it is, with the count of then (the latest
+// wins; the changes between are never sent).
 func (s *Service) reportViewers(room string) {
 	s.mu.Lock()
 	rs := s.rooms[room]
@@ -518,8 +539,24 @@ func (s *Service) reportViewers(room string) {
 		s.mu.Unlock()
 		return
 	}
+	now := time.Now()
+	if wait := viewerReport - now.Sub(rs.reportedAt); wait > 0 && rs.parentDC != nil {
+		if rs.reportTimer == nil {
+			rs.reportTimer = time.AfterFunc(wait, func() {
+				s.mu.Lock()
+				rs.reportTimer = nil
+				s.mu.Unlock()
+				s.reportViewers(room)
+			})
+		}
+		s.mu.Unlock()
+		return
+	}
 	rs.reported = n
 	dc := rs.parentDC
+	if dc != nil {
+		rs.reportedAt = now
+	}
 	s.mu.Unlock()
 	if dc != nil {
 		b, _ := json.Marshal(treeMsg{Viewers: &n})
@@ -786,7 +823,8 @@ func (s *Service) attachTo(ctx context.Context, rs *roomState, p mesh.ID) ([]mes
 		s.mu.Lock()
 		if rs.parent == pl {
 			rs.parentDC = dc
-			rs.reported = -1
+			// A new parent hears the count at once.
+			rs.reported, rs.reportedAt = -1, time.Time{}
 		}
 		s.mu.Unlock()
 		dc.OnOpen(func() { s.reportViewers(rs.id) })
