@@ -63,9 +63,13 @@ func TestForwardMemory(t *testing.T) {
 	perPacket := float64(m2.TotalAlloc-m1.TotalAlloc) / float64(most)
 	t.Logf("%d KiB more live heap per output after 2000 packets (the viewer with the fewest got %d); then %.0f B allocated per packet (publisher, node and %d viewers; the viewers got %d to %d of the %d and the tail after them)", retained>>10, fill, perPacket, outputs, fewest, most, packets)
 	// Each output's NACK history holds its packets in buffers of 1460
-	// bytes (1536 with the allocator's rounding) and their headers; 1.5
-	// × 512 of them is a longer history than 512 packets.
-	if limit := int64(512) * 1536 * 3 / 2; retained > limit {
+	// bytes (1536 with the allocator's rounding) and their headers; 1.75
+	// × 512 of them is a longer history than 512 packets and still well
+	// under pion's default of 1024 (1820 KiB measured). The margin is for
+	// pion's SRTP receive buffers, which double (to about 1 MB) when a
+	// reader stalls on a loaded machine and never shrink: 1063 KiB was
+	// seen at load 9, against the 1152 of a 1.5 × 512 bound.
+	if limit := int64(512) * 1536 * 7 / 4; retained > limit {
 		t.Errorf("%d KiB more live heap per output after 2000 packets; want under %d KiB (a NACK history of at most 512 packets)", retained>>10, limit>>10)
 	}
 	// pion allocates for a packet at each end of each connection
