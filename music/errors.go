@@ -21,6 +21,10 @@ var (
 	// it), not the cache's: nothing is removed, and the API says why
 	// rather than that there is no copy.
 	ErrUsersCopy = errors.New("music: the copy is the user's download, not the cache's")
+	// ErrPaused is returned by StreamAhead for a track whose download the
+	// user paused: reading ahead leaves it paused, and a reader of it
+	// would wait for pieces that do not come.
+	ErrPaused = errors.New("music: the track's download is paused")
 )
 
 // ErrBadPage is returned for a track list page from a peer that breaks

@@ -205,8 +205,22 @@ func (s *Service) lookup(ctx context.Context, id shards.MD5) (*libTrack, error) 
 // Stream opens a track for playing: the local file read in place, or a
 // reader that fetches the pieces at the read position first from the
 // nodes that hold it (shards.Open; a second Stream of the same track, from
-// another tab, shares its download). Reads end with ctx.
+// another tab, shares its download). Reads end with ctx. Playing is the
+// user's wish to hear the track now: a download of it they paused starts
+// again (whoever's it is).
 func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, error) {
+	return s.stream(ctx, id, false)
+}
+
+// StreamAhead is Stream for reading ahead of the player (its prefetch of
+// the next track in the queue): the user did not ask for that track yet,
+// so a download of it they paused stays paused, and StreamAhead returns
+// ErrPaused at once rather than a reader that waits for it.
+func (s *Service) StreamAhead(ctx context.Context, id shards.MD5) (shards.Content, error) {
+	return s.stream(ctx, id, true)
+}
+
+func (s *Service) stream(ctx context.Context, id shards.MD5, ahead bool) (shards.Content, error) {
 	t, err := s.playable(ctx, id)
 	if err != nil {
 		return nil, err
@@ -220,9 +234,12 @@ func (s *Service) Stream(ctx context.Context, id shards.MD5) (shards.Content, er
 		// that starts now is the cache's (its For is music's until the
 		// user fetches it too), which may go over its limit.
 		start := time.Now()
-		tr, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size, For: resourceName})
+		tr, err := s.shards.Fetch(ctx, shards.Link{ID: id, Name: t.e.Name, Size: t.e.Size, For: resourceName, KeepPaused: ahead})
 		if err != nil {
 			s.log.Debug("fetch of a streamed track", "id", id, "err", err)
+		}
+		if err == nil && tr.State == shards.StatePaused {
+			return nil, fmt.Errorf("%w: %s", ErrPaused, id)
 		}
 		var started time.Time
 		if err == nil && tr.For == resourceName && !tr.Added.Before(start) {
@@ -262,9 +279,10 @@ func (s *Service) remember(t *libTrack) error {
 }
 
 // Prefetch reads the first n bytes of a track (the next in the queue),
-// so that it starts at once when its turn comes.
+// so that it starts at once when its turn comes (StreamAhead: a download
+// of it the user paused stays paused, ErrPaused).
 func (s *Service) Prefetch(ctx context.Context, id shards.MD5, n int64) error {
-	c, err := s.Stream(ctx, id)
+	c, err := s.StreamAhead(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -153,9 +153,7 @@ func TestStreamResumesPausedDownload(t *testing.T) {
 	users := func(i int) bool { return i%2 == 0 }
 	for i, id := range ids {
 		if users(i) {
-			if _, err := b.shards.Fetch(ctx, shards.Link{ID: id, Name: fmt.Sprintf("%d.wav", i), Size: size}); err != nil {
-				t.Fatal(err)
-			}
+			userFetch(ctx, t, b, shards.Link{ID: id, Name: fmt.Sprintf("%d.wav", i), Size: size})
 		} else {
 			c, err := b.music.Stream(ctx, id)
 			if err != nil {

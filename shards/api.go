@@ -41,7 +41,7 @@ func (s *Service) downloadDone(t Transfer) {
 // Fetch starts downloading the resource a link names (or, for a Link with
 // only an ID, whatever the catalogs say holds it) and returns the transfer;
 // a resource this node already shares or downloads returns that one, and
-// a paused or failed download of it starts again. A fetch without l.For (the user's) of a download a service started (its
+// a paused (unless l.KeepPaused) or failed download of it starts again. A fetch without l.For (the user's) of a download a service started (its
 // Link.For) makes that download the user's: the service's RemoveFor
 // leaves it alone from then on.
 func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {

@@ -297,8 +297,10 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 		return Transfer{}, fmt.Errorf("%w: no resource id", ErrBadLink)
 	}
 	if dl := d.get(l.ID); dl != nil {
-		return d.fetchExisting(dl, l.For)
+		return d.fetchExisting(dl, l.For, l.KeepPaused)
 	}
+	keep := l.KeepPaused
+	l.KeepPaused = false // this fetch's, not the download's
 	if l.Node == "" && len(d.holdersOf(l.ID)) == 0 {
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNoHolders, l.ID)
 	}
@@ -315,7 +317,7 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	d.mu.Lock()
 	if old := d.all[l.ID]; old != nil { // a fetch of the same id raced this one
 		d.mu.Unlock()
-		return d.fetchExisting(old, l.For)
+		return d.fetchExisting(old, l.For, keep)
 	}
 	d.all[l.ID] = dl
 	d.mu.Unlock()
@@ -336,11 +338,12 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 // user's. A fetch is a wish to have the file now (music fetches a track
 // as it plays it, and reads it through the download): a paused download
 // left paused would keep that reader waiting with no end. Resuming does
-// not change whose download it is.
-func (d *downloads) fetchExisting(dl *download, owner string) (Transfer, error) {
+// not change whose download it is. A fetch that only reads ahead
+// (keepPaused, Link.KeepPaused) leaves a paused one as the user left it.
+func (d *downloads) fetchExisting(dl *download, owner string, keepPaused bool) (Transfer, error) {
 	dl.mu.Lock()
 	st := dl.state
-	again := st == StateFailed || st == StatePaused
+	again := st == StateFailed || (st == StatePaused && !keepPaused)
 	if again {
 		dl.state, dl.err = StateDownloading, ""
 	}

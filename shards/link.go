@@ -46,6 +46,12 @@ type Link struct {
 	// makes it the user's; the service removes only its own (RemoveFor).
 	// It is not part of the link's text.
 	For string
+	// KeepPaused, if set, leaves a download of it the user paused paused
+	// (the Transfer returned says so): the fetch only reads ahead (music's
+	// prefetch of the player's next track), which is no wish to have it
+	// now. Any other fetch resumes it. It is part of neither the link's
+	// text nor the download's record.
+	KeepPaused bool
 }
 
 // String formats the link.

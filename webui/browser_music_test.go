@@ -110,9 +110,11 @@ func TestBrowserMusic(t *testing.T) {
 
 	// The next track is fetched ahead.
 	browsertest.Until(t, ctx, wait, `document.querySelector("#player").dataset.prefetched === "`+far.MD5.String()+`"`)
+	// As a prefetch (StreamAhead), which leaves a download the user
+	// paused paused: only playing a track resumes it.
 	testutil.WaitFor(t, wait, "the next track to be fetched ahead", func() bool {
 		opens, _ := m.streamed(far.MD5)
-		return opens > 0
+		return opens > 0 && m.streamedAhead(far.MD5) > 0
 	})
 
 	// The lyrics: the highlighted line follows the time.

@@ -48,6 +48,11 @@ type fakeMusic struct {
 	// usersCopy are tracks whose copy the user downloaded: RemoveCache
 	// refuses them, as music does.
 	usersCopy map[shards.MD5]bool
+	// aheads counts the opens of a track by StreamAhead (the player's
+	// prefetch); paused are tracks whose download the user paused, which
+	// StreamAhead refuses (music.ErrPaused) as music does.
+	aheads map[shards.MD5]int
+	paused map[shards.MD5]bool
 }
 
 type fakeCover struct {
@@ -64,6 +69,8 @@ func newFakeMusic() *fakeMusic {
 		covers:  map[shards.MD5]fakeCover{},
 		lyrics:  map[shards.MD5]music.Lyrics{},
 		streams: map[shards.MD5]int{},
+		aheads:  map[shards.MD5]int{},
+		paused:  map[shards.MD5]bool{},
 		seeks:   map[shards.MD5][]int64{},
 		scan:    music.ScanStatus{State: "idle"},
 	}
@@ -189,6 +196,26 @@ func (f *fakeMusic) Stream(ctx context.Context, id shards.MD5) (shards.Content, 
 	f.opened++
 	f.streams[id]++
 	return &fakeStream{Reader: bytes.NewReader(f.bytes[id]), f: f, id: id, name: t.Name, size: t.Size, throttle: f.throttle}, nil
+}
+
+func (f *fakeMusic) StreamAhead(ctx context.Context, id shards.MD5) (shards.Content, error) {
+	f.mu.Lock()
+	paused := f.paused[id]
+	if !paused {
+		f.aheads[id]++
+	}
+	f.mu.Unlock()
+	if paused {
+		return nil, fmt.Errorf("stream %s: %w", id, music.ErrPaused)
+	}
+	return f.Stream(ctx, id)
+}
+
+// streamedAhead is how many times StreamAhead opened id.
+func (f *fakeMusic) streamedAhead(id shards.MD5) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.aheads[id]
 }
 
 func (f *fakeMusic) Cover(ctx context.Context, id shards.MD5, thumb bool) (string, []byte, error) {

@@ -33,6 +33,9 @@ type Music interface {
 	// music.ErrUnknown for a track no online node holds, music.ErrBanned
 	// for a banned one.
 	Stream(ctx context.Context, id shards.MD5) (shards.Content, error)
+	// StreamAhead is Stream for the player's prefetch of the next track:
+	// a download of it the user paused stays paused (music.ErrPaused).
+	StreamAhead(ctx context.Context, id shards.MD5) (shards.Content, error)
 	// Cover returns a track's cover, or its list thumbnail when thumb;
 	// music.ErrNoCover when it has none.
 	Cover(ctx context.Context, id shards.MD5, thumb bool) (mimeType string, data []byte, err error)
@@ -125,7 +128,7 @@ func (s *Server) musicError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, music.ErrBanned):
 		status = http.StatusForbidden
-	case errors.Is(err, music.ErrUsersCopy):
+	case errors.Is(err, music.ErrUsersCopy), errors.Is(err, music.ErrPaused):
 		status = http.StatusConflict // a copy there is, but not the cache's to remove
 	case errors.Is(err, music.ErrUnknown), errors.Is(err, music.ErrNoCover), errors.Is(err, music.ErrNoLyrics),
 		errors.Is(err, shards.ErrUnknown), errors.Is(err, shards.ErrNoHolders):
@@ -198,7 +201,9 @@ func fromOurPage(w http.ResponseWriter, r *http.Request) bool {
 
 // handleStream serves a track's bytes through the seekable reader, with
 // Range requests: the <audio> element seeks with them, and a remote
-// track's reader fetches the pieces at the read position first.
+// track's reader fetches the pieces at the read position first. With
+// ahead=1 (the player's prefetch of the next track) a download the user
+// paused stays paused: 409, as the user did not ask for that track yet.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	if !fromOurPage(w, r) {
 		return
@@ -207,7 +212,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := s.cfg.Music.Stream(r.Context(), id)
+	stream := s.cfg.Music.Stream
+	switch v := r.URL.Query().Get("ahead"); v {
+	case "", "0":
+	case "1":
+		stream = s.cfg.Music.StreamAhead
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("ahead=%.20q: want 1 or 0", v))
+		return
+	}
+	c, err := stream(r.Context(), id)
 	if err != nil {
 		s.musicError(w, r, err)
 		return

@@ -367,7 +367,9 @@ class Player {
     const ctl = new AbortController();
     this.prefetch = ctl;
     this.el.dataset.prefetched = next.md5;
-    fetch(streamPath(next.md5), { headers: { Range: `bytes=0-${prefetchBytes - 1}` }, signal: ctl.signal })
+    // ahead=1: a download of it the user paused stays paused (409) until
+    // it plays.
+    fetch(`${streamPath(next.md5)}?ahead=1`, { headers: { Range: `bytes=0-${prefetchBytes - 1}` }, signal: ctl.signal })
       .then((res) => res.arrayBuffer())
       .catch(() => {}); // a failed prefetch only costs the head start
   }
