@@ -63,7 +63,8 @@ type Config struct {
 	// handlers at once; more wait in a queue of RequestQueue.
 	MaxConcurrentRequests int
 	// RequestQueue bounds the requests of one link that wait for a
-	// handler slot (and their payload bytes, to 8 MiB). A request beyond
+	// handler slot (and their payload bytes, to 8 MiB), one more for each
+	// answer still being sent after its slot was given up. A request beyond
 	// it is answered at once with ErrBusy, unhandled: the link's reader
 	// never waits for a slot, so a peer's busy handlers hold back none of
 	// its answers, pings and one-way messages.

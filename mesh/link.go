@@ -110,6 +110,11 @@ type link struct {
 	serving      int
 	waiting      []waitingReq
 	waitingBytes int64
+	// answering counts the goroutines that send an answer after they gave
+	// up their slot (at most MaxConcurrentRequests): a peer that reads
+	// slowly or not at all holds them, so they bound its answers in
+	// memory too.
+	answering int
 }
 
 // waitingReq is a request that waits for a handler slot.
@@ -268,11 +273,15 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 }
 
 // request starts a handler for the peer's request, or queues it when
-// MaxConcurrentRequests are running, or has it answered busy when the
-// queue is full too. It never waits: it runs on the link's reader, and
-// the frames behind the request (answers to this node's own requests,
-// one-way messages, pings) must not wait for the peer's requests to be
-// served.
+// MaxConcurrentRequests are running (or as many answers wait to be sent),
+// or has it answered busy when the queue is full too. It never waits: it
+// runs on the link's reader, and the frames behind the request (answers
+// to this node's own requests, one-way messages, pings) must not wait for
+// the peer's requests to be served.
+//
+// The queue holds RequestQueue requests and one more for each answer
+// being sent after its slot was given up: the peer may already have that
+// answer and sent its next request, within its room.
 func (l *link) request(ctx context.Context, id uint64, m *Message) {
 	size := int64(len(m.Payload))
 	l.mu.Lock()
@@ -282,12 +291,12 @@ func (l *link) request(ctx context.Context, id uint64, m *Message) {
 		// races with Close): once runLink waits for the link's
 		// goroutines, start none.
 		l.mu.Unlock()
-	case l.serving < l.n.cfg.MaxConcurrentRequests:
+	case l.serving < l.n.cfg.MaxConcurrentRequests && l.answering < l.n.cfg.MaxConcurrentRequests:
 		l.serving++
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go l.serveRequests(ctx, id, m)
-	case len(l.waiting) < l.n.cfg.RequestQueue && l.waitingBytes+size <= maxWaitingBytes:
+	case len(l.waiting) < l.n.cfg.RequestQueue+l.answering && l.waitingBytes+size <= maxWaitingBytes:
 		l.waiting = append(l.waiting, waitingReq{id: id, m: m})
 		l.waitingBytes += size
 		l.mu.Unlock()
@@ -305,32 +314,53 @@ func (l *link) request(ctx context.Context, id uint64, m *Message) {
 // it holds one of the link's handler slots. The slot (or the place in the
 // queue) is given up before the answer is sent: the peer, which keeps its
 // calls within the room, sends its next request as soon as it has the
-// answer, and that must find the room free.
+// answer, and that must find the room free. While it sends, the goroutine
+// counts in answering, which bounds the answers a peer that does not read
+// them can make this node hold; once sent, it serves a request that waits
+// if a slot is free.
 func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
 	defer l.wg.Done()
 	for {
 		ch, answer := m.Channel, l.answer(ctx, id, m)
 		l.mu.Lock()
-		more := len(l.waiting) > 0 && ctx.Err() == nil
-		if more {
-			w := l.waiting[0]
-			l.waiting[0] = waitingReq{}
-			l.waiting = l.waiting[1:]
-			l.waitingBytes -= int64(len(w.m.Payload))
-			id, m = w.id, w.m
-		} else {
-			// Once the link is down, the ones that wait go unserved.
+		more := l.nextWaiting(ctx, &id, &m)
+		if !more {
 			l.serving--
-			l.waiting, l.waitingBytes = nil, 0
+			l.answering++
 		}
 		l.mu.Unlock()
 		if err := l.send(ctx, ch, answer); err != nil {
 			l.n.log.Debug("send answer", "peer", l.remote.Short(), "err", err)
 		}
+		if more {
+			continue
+		}
+		l.mu.Lock()
+		l.answering--
+		more = l.serving < l.n.cfg.MaxConcurrentRequests && l.nextWaiting(ctx, &id, &m)
+		if more {
+			l.serving++
+		}
+		l.mu.Unlock()
 		if !more {
 			return
 		}
 	}
+}
+
+// nextWaiting takes the oldest request that waits into id and m, if any;
+// once the link is down (ctx), the ones that wait go unserved. l.mu is held.
+func (l *link) nextWaiting(ctx context.Context, id *uint64, m **Message) bool {
+	if len(l.waiting) == 0 || ctx.Err() != nil {
+		l.waiting, l.waitingBytes = nil, 0
+		return false
+	}
+	w := l.waiting[0]
+	l.waiting[0] = waitingReq{}
+	l.waiting = l.waiting[1:]
+	l.waitingBytes -= int64(len(w.m.Payload))
+	*id, *m = w.id, w.m
+	return true
 }
 
 // answerBusy sends the busy answers that request asks for, until the link
