@@ -116,7 +116,9 @@ func hasTexts(t *testing.T, n *chatNode, ch string, want ...string) bool {
 func joinWhenSeen(t *testing.T, n *chatNode, ch string) {
 	t.Helper()
 	ctx := context.Background()
-	testutil.WaitFor(t, 10*time.Second, n.node.Name()+" to join "+ch, func() bool {
+	// Generous: a channel's record reaches a node of a big mesh on a
+	// loaded machine in seconds.
+	testutil.WaitFor(t, 30*time.Second, n.node.Name()+" to join "+ch, func() bool {
 		err := n.Join(ctx, ch)
 		if err != nil && !errors.Is(err, chatlog.ErrUnknownChannel) {
 			t.Fatal(err)
