@@ -1189,7 +1189,7 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	}
 	self := slices.Index(o.Members, p.node.ID())
 	via := slices.Index(o.Members, fwd)
-	if self < 0 || slices.Contains(o.Members, from) || fwd != "" && (via < 0 || target != self) {
+	if self < 0 || slices.Contains(o.Members, from) || fwd != "" && (target != self || !upstream(o, fwd, from, self)) {
 		p.node.Penalize(penalize, "bad push offer")
 		return fmt.Errorf("%w: offer's members leave this node or its forwarder out, or name its source", ErrBadFrame)
 	}

@@ -231,7 +231,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	if ip == nil {
 		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
 	}
-	if ip.source != source || path[0] != ip.self || ip.member(from) == -2 {
+	if ip.source != source || path[0] != ip.self || !upstream(ip.offer, from, source, ip.self) {
 		p.node.Penalize(from, "routed push message from outside the push")
 		return nil, fmt.Errorf("%w: routed message not for this node, or from outside push %s", ErrBadFrame, pid)
 	}
@@ -277,6 +277,26 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	return ans, nil
 }
 
+// upstream reports whether from may pass on messages between the source
+// and member self of push o: the source itself, or a member of an
+// earlier group of a span, as routes go. A member that could route to
+// any other (its own group, an earlier one, any member of a matrix)
+// could end the push there, or report for it that it is whole, and so
+// stop the source serving every other receiver; this way a hostile
+// member forges at most for those it forwards for anyway.
+func upstream(o offer, from, source mesh.ID, self int) bool {
+	if from == source {
+		return true
+	}
+	k := slices.Index(o.Members, from)
+	if o.Plan != PlanSpan || k < 0 || self < 0 || self >= len(o.Members) {
+		return false
+	}
+	gf, _, _ := spanGroupOf(k, len(o.Members))
+	gs, _, _ := spanGroupOf(self, len(o.Members))
+	return gf < gs
+}
+
 // encodeUp wraps a report of member origin to go up to the source.
 func encodeUp(pid pushID, origin int, report []byte) []byte {
 	b := make([]byte, 0, pushHeader+2+len(report))
@@ -300,7 +320,7 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 	p.mu.Unlock()
 	if op != nil {
 		k := slices.Index(op.Members, from)
-		if k < 0 || origin >= len(op.Members) || origin == k {
+		if k < 0 || origin >= len(op.Members) || !upstream(op.offer, from, "", origin) {
 			p.node.Penalize(from, "forwarded push report from outside the push")
 			return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
 		}
@@ -309,8 +329,10 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 	if ip == nil {
 		return fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
 	}
+	// Its own report, or one of a member after it: not one for a member
+	// it does not forward for.
 	k, n := ip.member(from), len(ip.Members)
-	if k < 0 || origin >= n || ip.Plan != PlanSpan {
+	if k < 0 || origin >= n || ip.Plan != PlanSpan || origin != k && !upstream(ip.offer, from, "", origin) {
 		p.node.Penalize(from, "forwarded push report from outside the push")
 		return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
 	}
