@@ -1022,13 +1022,13 @@ func (p *pushes) window(m *Manifest) int {
 // call sends one push message to a peer and waits for its answer, linking
 // to it first if need be.
 func (p *pushes) call(ctx context.Context, to mesh.ID, msg []byte) error {
-	_, err := p.request(ctx, to, msg)
+	_, err := p.request(ctx, to, msg, p.cfg.BlockTimeout)
 	return err
 }
 
-// request is call that returns the answer.
-func (p *pushes) request(ctx context.Context, to mesh.ID, msg []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout)
+// request is call that returns the answer, and waits up to timeout.
+func (p *pushes) request(ctx context.Context, to mesh.ID, msg []byte, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ans, err := p.node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
 	if errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrLinkClosed) {

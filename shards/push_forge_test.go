@@ -113,3 +113,45 @@ func (pp *pushPeer) holds(id pushID) bool {
 	defer pp.p.mu.Unlock()
 	return pp.p.in[id] != nil
 }
+
+// TestPushRoutedHangBlamesTarget: a receiver two groups down a span that
+// stops reading (its machine hangs: meshtest Stall) fails the routed
+// calls made to it by timing out. The failure counts against it, not
+// against the first group's member the call went through (whose own
+// deadline, as long as its forwarders', would run out first): so it is
+// counted gone after GoneAfter and the push ends for the others, who end
+// with the file; the members it was reached through stay in the push.
+func TestPushRoutedHangBlamesTarget(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 4 << 20
+	want := randomFile(32, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	cfg.BlockTimeout = time.Second
+	cfg.GoneAfter = 3 * time.Second
+	peers := pushNet(t, nw, 25, want, cfg, 0, nil)
+	src, recv := peers[0], peers[1:]
+	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(ids(peers)...)
+	}
+	lim := rate.NewLimiter(rate.Limit(2<<20), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanSpan, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := recv[20] // group 2 of 0-7, 8-15, 16-23
+	testutil.WaitFor(t, time.Minute, "the one to hang to take the offer", func() bool {
+		s := hung.getSink()
+		return s != nil
+	})
+	nw.Stall(hung.node.ID(), 10*time.Minute)
+	defer nw.Stall(hung.node.ID(), 0)
+	st := pushDone(t, src, pid, 2*time.Minute)
+	nw.Stall(hung.node.ID(), 0)
+	checkAllWhole(t, src, recv, st, size, hung)
+}

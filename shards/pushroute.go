@@ -107,11 +107,23 @@ func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte)
 	if len(path) == 1 {
 		return k, p.call(ctx, op.Members[k], msg)
 	}
-	ans, err := p.request(ctx, op.Members[path[0]], encodeRoute(op.Push, p.node.ID(), path, msg))
+	ans, err := p.request(ctx, op.Members[path[0]], encodeRoute(op.Push, p.node.ID(), path, msg), p.routeTimeout(len(path)))
 	if err != nil {
 		return path[0], err
 	}
 	return decodeRouteStatus(ans, op.Members)
+}
+
+// routeTimeout is how long a routed call along hops members waits for
+// its answer: BlockTimeout for the last hop, and a quarter of it more for
+// each hop before. Each member on the way waits less than the one before
+// it, so when the target hangs it is the last forwarder's wait that runs
+// out, and the answer blames the target; with one timeout for all, the
+// source's would run out first and blame the first member on the way,
+// and an honest member of the first group would be counted gone for a
+// receiver further down that hangs.
+func (p *pushes) routeTimeout(hops int) time.Duration {
+	return p.cfg.BlockTimeout + time.Duration(hops-1)*p.cfg.BlockTimeout/4
 }
 
 // encodeRoute wraps msg to go along path from source.
@@ -263,7 +275,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(run, cancel)()
-	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner))
+	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner), p.routeTimeout(len(path)-1))
 	var re *mesh.RemoteError
 	switch {
 	case errors.As(err, &re):
