@@ -556,6 +556,9 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
+	// The pass's own time makes the piece time: the offers before it
+	// (retried after backoffs) are no upload.
+	passStart := lastNotify
 	for i := range op.Manifest.NumPieces() {
 		owner := pieceOwner(op.Plan, i, n)
 		first := -1
@@ -613,7 +616,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	}
 	wg.Wait()
 	op.mu.Lock()
-	op.pieceTime = time.Since(op.started) / time.Duration(max(1, op.Manifest.NumPieces()))
+	op.pieceTime = time.Since(passStart) / time.Duration(max(1, op.Manifest.NumPieces()))
 	op.mu.Unlock()
 	p.notify(op)
 	t := time.NewTicker(p.cfg.Repair)
