@@ -129,7 +129,7 @@ func TestPushRoutedHangBlamesTarget(t *testing.T) {
 	cfg := DefaultPushConfig()
 	cfg.Repair = 100 * time.Millisecond
 	cfg.BlockTimeout = time.Second
-	cfg.GoneAfter = 3 * time.Second
+	cfg.GoneAfter = 5 * time.Second
 	peers := pushNet(t, nw, 25, want, cfg, 0, nil)
 	src, recv := peers[0], peers[1:]
 	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
