@@ -556,6 +556,9 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
+	// The pass's own time makes the piece time: the offers before it
+	// (retried after backoffs) are no upload.
+	passStart := lastNotify
 	for i := range op.Manifest.NumPieces() {
 		owner := pieceOwner(op.Plan, i, n)
 		first := -1
@@ -613,7 +616,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	}
 	wg.Wait()
 	op.mu.Lock()
-	op.pieceTime = time.Since(op.started) / time.Duration(max(1, op.Manifest.NumPieces()))
+	op.pieceTime = time.Since(passStart) / time.Duration(max(1, op.Manifest.NumPieces()))
 	op.mu.Unlock()
 	p.notify(op)
 	t := time.NewTicker(p.cfg.Repair)
@@ -1022,13 +1025,13 @@ func (p *pushes) window(m *Manifest) int {
 // call sends one push message to a peer and waits for its answer, linking
 // to it first if need be.
 func (p *pushes) call(ctx context.Context, to mesh.ID, msg []byte) error {
-	_, err := p.request(ctx, to, msg)
+	_, err := p.request(ctx, to, msg, p.cfg.BlockTimeout)
 	return err
 }
 
-// request is call that returns the answer.
-func (p *pushes) request(ctx context.Context, to mesh.ID, msg []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.BlockTimeout)
+// request is call that returns the answer, and waits up to timeout.
+func (p *pushes) request(ctx context.Context, to mesh.ID, msg []byte, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ans, err := requestPatient(ctx, p.node, to, ProtoPush, msg, mesh.OverBulk())
 	if errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrLinkClosed) {
@@ -1189,7 +1192,7 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	}
 	self := slices.Index(o.Members, p.node.ID())
 	via := slices.Index(o.Members, fwd)
-	if self < 0 || slices.Contains(o.Members, from) || fwd != "" && (via < 0 || target != self) {
+	if self < 0 || slices.Contains(o.Members, from) || fwd != "" && (target != self || !upstream(o, fwd, from, self)) {
 		p.node.Penalize(penalize, "bad push offer")
 		return fmt.Errorf("%w: offer's members leave this node or its forwarder out, or name its source", ErrBadFrame)
 	}

@@ -107,11 +107,23 @@ func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte)
 	if len(path) == 1 {
 		return k, p.call(ctx, op.Members[k], msg)
 	}
-	ans, err := p.request(ctx, op.Members[path[0]], encodeRoute(op.Push, p.node.ID(), path, msg))
+	ans, err := p.request(ctx, op.Members[path[0]], encodeRoute(op.Push, p.node.ID(), path, msg), p.routeTimeout(len(path)))
 	if err != nil {
 		return path[0], err
 	}
 	return decodeRouteStatus(ans, op.Members)
+}
+
+// routeTimeout is how long a routed call along hops members waits for
+// its answer: BlockTimeout for the last hop, and a quarter of it more for
+// each hop before. Each member on the way waits less than the one before
+// it, so when the target hangs it is the last forwarder's wait that runs
+// out, and the answer blames the target; with one timeout for all, the
+// source's would run out first and blame the first member on the way,
+// and an honest member of the first group would be counted gone for a
+// receiver further down that hangs.
+func (p *pushes) routeTimeout(hops int) time.Duration {
+	return p.cfg.BlockTimeout + time.Duration(hops-1)*p.cfg.BlockTimeout/4
 }
 
 // encodeRoute wraps msg to go along path from source.
@@ -231,7 +243,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	if ip == nil {
 		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
 	}
-	if ip.source != source || path[0] != ip.self || ip.member(from) == -2 {
+	if ip.source != source || path[0] != ip.self || !upstream(ip.offer, from, source, ip.self) {
 		p.node.Penalize(from, "routed push message from outside the push")
 		return nil, fmt.Errorf("%w: routed message not for this node, or from outside push %s", ErrBadFrame, pid)
 	}
@@ -263,7 +275,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(run, cancel)()
-	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner))
+	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner), p.routeTimeout(len(path)-1))
 	var re *mesh.RemoteError
 	switch {
 	case errors.As(err, &re):
@@ -275,6 +287,26 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return routeStatus(routeRefused, next, err), nil
 	}
 	return ans, nil
+}
+
+// upstream reports whether from may pass on messages between the source
+// and member self of push o: the source itself, or a member of an
+// earlier group of a span, as routes go. A member that could route to
+// any other (its own group, an earlier one, any member of a matrix)
+// could end the push there, or report for it that it is whole, and so
+// stop the source serving every other receiver; this way a hostile
+// member forges at most for those it forwards for anyway.
+func upstream(o offer, from, source mesh.ID, self int) bool {
+	if from == source {
+		return true
+	}
+	k := slices.Index(o.Members, from)
+	if o.Plan != PlanSpan || k < 0 || self < 0 || self >= len(o.Members) {
+		return false
+	}
+	gf, _, _ := spanGroupOf(k, len(o.Members))
+	gs, _, _ := spanGroupOf(self, len(o.Members))
+	return gf < gs
 }
 
 // encodeUp wraps a report of member origin to go up to the source.
@@ -300,7 +332,7 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 	p.mu.Unlock()
 	if op != nil {
 		k := slices.Index(op.Members, from)
-		if k < 0 || origin >= len(op.Members) || origin == k {
+		if k < 0 || origin >= len(op.Members) || !upstream(op.offer, from, "", origin) {
 			p.node.Penalize(from, "forwarded push report from outside the push")
 			return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
 		}
@@ -309,8 +341,10 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 	if ip == nil {
 		return fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
 	}
+	// Its own report, or one of a member after it: not one for a member
+	// it does not forward for.
 	k, n := ip.member(from), len(ip.Members)
-	if k < 0 || origin >= n || ip.Plan != PlanSpan {
+	if k < 0 || origin >= n || ip.Plan != PlanSpan || origin != k && !upstream(ip.offer, from, "", origin) {
 		p.node.Penalize(from, "forwarded push report from outside the push")
 		return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
 	}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,10 +153,25 @@ func (nw *Network) NewNode(tb testing.TB, name string, opts ...Options) *mesh.No
 				tb.Errorf("node %s: %v", name, err)
 			}
 		case <-time.After(10 * time.Second):
-			tb.Errorf("node %s did not stop", name)
+			tb.Errorf("node %s did not stop%s", name, dumpGoroutines(name))
 		}
 	})
 	return n
+}
+
+// dumpGoroutines writes every goroutine's stack to a file in the temp
+// dir, left there, and says where: what a node that does not stop waits
+// on is the one thing such a failure needs, and too long for a test log.
+func dumpGoroutines(name string) string {
+	f, err := os.CreateTemp("", "meshtest-stuck-"+name+"-*.txt")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(f, 2); err != nil {
+		return ""
+	}
+	return "; its goroutines: " + f.Name()
 }
 
 // Fast makes a node's timers short, for tests that want a small mesh to
