@@ -216,8 +216,10 @@ func pushSpanBoundedLinks(t *testing.T, n int) {
 	})
 	// Its group (7), the group before (its owners, and repairs when its
 	// own group holds nothing to repair from: 8), the group after (its
-	// owner, and repairs it serves: 8), and the source.
-	const spanLinks = 3*spanGroup + 1
+	// owner, and repairs it serves: 8), and the source: 25. Repair falls
+	// back to any holder when those fail, and routes skip a failing
+	// group, so a loaded machine has shown 27; a matrix needs N-1 = 39.
+	const spanLinks = 4 * spanGroup
 	most := 0
 	for k, pp := range recv {
 		l := len(pp.node.Peers())
