@@ -123,20 +123,35 @@ func TestFetchFromHostileHelpers(t *testing.T) {
 		}
 		return gets[id]
 	}
+	// gate holds the get numbered at of id until every helper has had
+	// one. The helpers' first gets wait too: the liar answers at once and
+	// doubles its batch each time, so alone it would empty the queue
+	// before a slow-starting helper took its first batch, and that helper
+	// would then never be asked.
+	gate := func(ctx context.Context, id mesh.ID, req []byte, at int) (int, error) {
+		n := countGet(id, req)
+		if n != at {
+			return n, nil
+		}
+		select {
+		case <-helped:
+			return n, nil
+		case <-ctx.Done():
+			return n, ctx.Err()
+		}
+	}
 	honest := serveAs(holders["alice"], "bob")
 	bm.handle("alice", func(ctx context.Context, req []byte) ([]byte, error) {
-		if countGet("alice", req) == 2 {
-			select {
-			case <-helped:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+		if _, err := gate(ctx, "alice", req, 2); err != nil {
+			return nil, err
 		}
 		return honest(ctx, req)
 	})
 	liar := serveAs(holders["liar"], "bob")
 	bm.handle("liar", func(ctx context.Context, req []byte) ([]byte, error) {
-		if countGet("liar", req) == 0 {
+		if n, err := gate(ctx, "liar", req, 1); err != nil {
+			return nil, err
+		} else if n == 0 {
 			return liar(ctx, req)
 		}
 		r, err := decodeSyncRequest(req)
@@ -147,14 +162,18 @@ func TestFetchFromHostileHelpers(t *testing.T) {
 	})
 	ghost := serveAs(holders["ghost"], "bob")
 	bm.handle("ghost", func(ctx context.Context, req []byte) ([]byte, error) {
-		if countGet("ghost", req) > 0 {
+		if n, err := gate(ctx, "ghost", req, 1); err != nil {
+			return nil, err
+		} else if n > 0 {
 			return nil, mesh.ErrLinkClosed
 		}
 		return ghost(ctx, req)
 	})
 	forger := serveAs(holders["forger"], "bob")
 	bm.handle("forger", func(ctx context.Context, req []byte) ([]byte, error) {
-		if countGet("forger", req) == 0 {
+		if n, err := gate(ctx, "forger", req, 1); err != nil {
+			return nil, err
+		} else if n == 0 {
 			return forger(ctx, req)
 		}
 		b, _ := appendEntry(binary.AppendUvarint(nil, 1), maxSyncFrame, alien.Encode())
