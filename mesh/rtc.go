@@ -19,6 +19,8 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/stun/v4"
+	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/catnest/catnest/mesh/signal"
@@ -212,6 +214,13 @@ func newAPI(rc RTCConfig, log *slog.Logger) *webrtc.API {
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	}
+	if rc.UDPBuffer > 0 {
+		if n, err := newBufferedNet(rc.UDPBuffer); err != nil {
+			log.Warn("UDP socket buffers left at the system default", "err", err)
+		} else {
+			se.SetNet(n)
+		}
 	}
 	se.SetSCTPMaxReceiveBufferSize(rc.SCTPReceiveBuffer)
 	se.EnableSCTPZeroChecksum(!rc.DisableZeroChecksum)
@@ -1062,4 +1071,50 @@ func iceServersFrom(in []signal.ICEServer, log *slog.Logger) []webrtc.ICEServer 
 		}
 	}
 	return out
+}
+
+// bufferedNet is the standard network with larger kernel buffers on the
+// UDP sockets it opens (RTCConfig.UDPBuffer): ICE's host sockets, and a
+// TURN client's.
+type bufferedNet struct {
+	*stdnet.Net
+	size int
+}
+
+func newBufferedNet(size int) (*bufferedNet, error) {
+	n, err := stdnet.NewNet()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: network interfaces: %w", err)
+	}
+	return &bufferedNet{Net: n, size: size}, nil
+}
+
+// ListenUDP opens the socket as the standard network does, then asks for
+// the buffers; a kernel that gives less is not an error.
+func (n *bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	if uc, ok := c.(*net.UDPConn); ok {
+		n.grow(uc)
+	}
+	return c, nil
+}
+
+// ListenPacket is ListenUDP for the sockets ICE opens by address string.
+func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	if uc, ok := c.(*net.UDPConn); ok {
+		n.grow(uc)
+	}
+	return c, nil
+}
+
+func (n *bufferedNet) grow(c *net.UDPConn) {
+	_ = c.SetReadBuffer(n.size)
+	_ = c.SetWriteBuffer(n.size)
 }
