@@ -192,3 +192,63 @@ func TestPickTiesDifferPerSeed(t *testing.T) {
 		}
 	}
 }
+
+// TestPickTiesNearTheHashFrontier: ties are picked within tieWindow pieces
+// of the first missing piece, so that the whole-file MD5, fed in order as
+// pieces are verified, is never more than about a window behind the
+// download: a piece beyond the window only once every piece within it is
+// requested; a rarer piece beyond the window still comes first, and 8
+// downloads still begin at different runs. 2,000 pieces (the most a
+// manifest has), a piece at a time with up to 32 runs requested at once.
+func TestPickTiesNearTheHashFrontier(t *testing.T) {
+	const n = 2000
+	starts := make(map[int]bool)
+	for seed := uint64(1); seed <= 8; seed++ {
+		s := newFakePieces(n)
+		has := allPieces(n)
+		var inFlight []int
+		first, lag := 0, 0
+		for done := 0; done < n; {
+			if len(inFlight) < 32*tieRun {
+				i, _, ok := pick(s, pickFor{has: has, seed: seed * 7919})
+				if ok {
+					if len(starts) < int(seed) && done == 0 && len(inFlight) == 0 {
+						starts[i] = true
+					}
+					if i >= first+tieWindow {
+						for j := first; j < first+tieWindow; j++ {
+							if !s.done[j] && s.tries[j] == 0 {
+								t.Fatalf("seed %d: picked %d beyond the window, with %d in it unrequested", seed, i, j)
+							}
+						}
+					}
+					s.tries[i] = 1
+					inFlight = append(inFlight, i)
+					continue
+				}
+			}
+			// The oldest request is answered.
+			i := inFlight[0]
+			inFlight = inFlight[1:]
+			s.tries[i], s.done[i] = 0, true
+			done++
+			for first < n && s.done[first] {
+				first++
+			}
+			lag = max(lag, done-first)
+		}
+		// The window, and what was requested when its last run was.
+		if lag > tieWindow+32*tieRun {
+			t.Errorf("seed %d: %d pieces verified ahead of the hash at most, want <= %d", seed, lag, tieWindow+32*tieRun)
+		}
+		t.Logf("seed %d: at most %d pieces verified ahead of the hash", seed, lag)
+	}
+	if len(starts) < 6 {
+		t.Errorf("8 downloads began with only %d distinct runs", len(starts))
+	}
+	s := newFakePieces(n)
+	s.avail[1900] = 1
+	if i, _, _ := pick(s, pickFor{has: allPieces(n), seed: 7919}); i != 1900 {
+		t.Errorf("picked %d, not the rarer piece 1900 beyond the window", i)
+	}
+}
