@@ -360,9 +360,11 @@ func (d *downloads) fetchExisting(dl *download, owner string, keepPaused bool) (
 	if again {
 		d.enqueue(dl)
 	}
-	if took {
-		// The Files view left it out while it was a service's: it
-		// learns of it now.
+	if again || took {
+		// A resumed one says so at once: the Files view showed it paused
+		// (or failed) until its first progress event otherwise, for good
+		// when no holder answers. One the user took over was left out of
+		// the Files view while it was a service's: it learns of it now.
 		dl.publish(true)
 	}
 	return dl.transfer(), nil
