@@ -452,16 +452,28 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 		return Transfer{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
+	if dl.removing || dl.removed {
+		// Another removal has it (the user's and a service's at once):
+		// both went on before, and each was handed the finished file,
+		// which the service then deleted though the user's removal had
+		// left it to the user.
+		dl.mu.Unlock()
+		return Transfer{}, fmt.Errorf("%w: %s is being removed", ErrUnknown, id)
+	}
 	if !owned(dl.link.For) {
 		dl.mu.Unlock()
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNotOwned, id)
 	}
+	dl.removing = true
 	was := dl.state
 	dl.state = StateFailed
 	dl.err = "removed"
 	done := dl.stop()
 	dl.mu.Unlock()
 	if err := waitDone(ctx, done); err != nil {
+		dl.mu.Lock()
+		dl.removing = false // for a removal asked again
+		dl.mu.Unlock()
 		return Transfer{}, err
 	}
 	d.mu.Lock()
@@ -603,6 +615,7 @@ type download struct {
 	name      string
 	state     State
 	err       string
+	removing  bool // a removal has begun (removeIf): another is refused
 	removed   bool
 	man       *Manifest
 	manHash   Hash
