@@ -222,16 +222,18 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 // the user fetched since t was listed is theirs, and stays (an error).
 // Whether it finished is RemoveFor's word, not t's: t was listed before,
 // and a download that finished in between would leave its file behind.
+// A download already gone (ErrUnknown) leaves its file alone: another
+// removal took it, the user's (DELETE /api/shards/{id} leaves a finished
+// file to the user) or the cache's own, which deleted its copy itself.
 func (s *Service) removeCopy(ctx context.Context, t shards.Transfer) error {
 	gone, err := s.shards.RemoveFor(ctx, t.ID, resourceName)
 	if err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
 	}
 	if err == nil {
-		t = gone
-	}
-	if err := s.dropFile(ctx, t); err != nil {
-		return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
+		if err := s.dropFile(ctx, gone); err != nil {
+			return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
+		}
 	}
 	s.forget(t.ID)
 	return nil

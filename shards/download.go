@@ -360,9 +360,11 @@ func (d *downloads) fetchExisting(dl *download, owner string, keepPaused bool) (
 	if again {
 		d.enqueue(dl)
 	}
-	if took {
-		// The Files view left it out while it was a service's: it
-		// learns of it now.
+	if again || took {
+		// A resumed one says so at once: the Files view showed it paused
+		// (or failed) until its first progress event otherwise, for good
+		// when no holder answers. One the user took over was left out of
+		// the Files view while it was a service's: it learns of it now.
 		dl.publish(true)
 	}
 	return dl.transfer(), nil
@@ -450,16 +452,28 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 		return Transfer{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
+	if dl.removing || dl.removed {
+		// Another removal has it (the user's and a service's at once):
+		// both went on before, and each was handed the finished file,
+		// which the service then deleted though the user's removal had
+		// left it to the user.
+		dl.mu.Unlock()
+		return Transfer{}, fmt.Errorf("%w: %s is being removed", ErrUnknown, id)
+	}
 	if !owned(dl.link.For) {
 		dl.mu.Unlock()
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNotOwned, id)
 	}
+	dl.removing = true
 	was := dl.state
 	dl.state = StateFailed
 	dl.err = "removed"
 	done := dl.stop()
 	dl.mu.Unlock()
 	if err := waitDone(ctx, done); err != nil {
+		dl.mu.Lock()
+		dl.removing = false // for a removal asked again
+		dl.mu.Unlock()
 		return Transfer{}, err
 	}
 	d.mu.Lock()
@@ -601,6 +615,7 @@ type download struct {
 	name      string
 	state     State
 	err       string
+	removing  bool // a removal has begun (removeIf): another is refused
 	removed   bool
 	man       *Manifest
 	manHash   Hash
