@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -25,21 +24,11 @@ func TestPrefetchLeavesPausedDownloadPaused(t *testing.T) {
 	_, nodes := newMesh(t, 2)
 	dirA := t.TempDir()
 	const n, size = 7, 1 << 20
-	var ids []shards.MD5
-	for i := range n {
-		ids = append(ids, writeBigWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), size, uint64(700+i)))
-	}
+	ids := writeBigWAVs(t, dirA, n, size, 700)
 	// 7 MiB at 1 MiB/s: each download runs for seconds.
-	newTestNodeTuned(t, nodes[0], nil, func(c *shards.Config) { c.UploadRate = 1 << 20 }, dirA)
+	newTestNodeTuned(t, nodes[0], nil, slowUploads, dirA)
 	b := newTestNode(t, nodes[1])
-	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
-		for _, id := range ids {
-			if len(m[id].Sources) != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	waitOneSource(t, b, ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	users := func(i int) bool { return i%2 == 0 }
