@@ -96,11 +96,7 @@ func wantJSONError(t *testing.T, resp *http.Response, body []byte, status int) {
 func TestNodeEndpoint(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "v1.2.3"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "v1.2.3"}, node)
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/node"))
@@ -128,11 +124,7 @@ func TestNodeEndpoint(t *testing.T) {
 func TestPeersEndpoint(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, node)
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/peers"))
