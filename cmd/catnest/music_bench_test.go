@@ -37,15 +37,10 @@ var (
 // benchmark ends.
 func benchMesh(b *testing.B, cfgs ...ServeConfig) []*node {
 	b.Helper()
+	port := runSignal(b, "--allow-discovery")
 	ctx, cancel := context.WithCancel(context.Background())
-	port := freePort(b)
 	var wg sync.WaitGroup
 	b.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}, io.Discard, io.Discard); err != nil {
-			b.Errorf("signal: %v", err)
-		}
-	})
 	var nodes []*node
 	for i, cfg := range cfgs {
 		cfg.Data = filepath.Join(b.TempDir(), fmt.Sprint(i))
