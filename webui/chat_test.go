@@ -497,11 +497,7 @@ func TestChatOrigin(t *testing.T) {
 // 404, and the event stream has no chat events.
 func TestChatDisabled(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 	for _, ep := range []struct{ method, path string }{
 		{"GET", "/api/channels"},

@@ -178,11 +178,7 @@ func TestPeersEndpoint(t *testing.T) {
 
 func TestAPIErrors(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/nope"))
@@ -199,11 +195,7 @@ func TestAPIErrors(t *testing.T) {
 
 func TestStatic(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 
 	tests := []struct {
@@ -250,11 +242,7 @@ func TestStatic(t *testing.T) {
 
 func TestHostCheck(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	u, _ := url.Parse(base)
 	port := u.Port()
 	c := newClient(t)
@@ -393,11 +381,7 @@ func TestToken(t *testing.T) {
 
 func TestOriginCheck(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 
 	// A POST that passes the check reaches the route and gets 405: there
