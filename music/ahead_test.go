@@ -21,14 +21,9 @@ import (
 // prefetched as before: its download starts.
 func TestPrefetchLeavesPausedDownloadPaused(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, nodes := newMesh(t, 2)
-	dirA := t.TempDir()
 	const n, size = 7, 1 << 20
-	ids := writeBigWAVs(t, dirA, n, size, 700)
 	// 7 MiB at 1 MiB/s: each download runs for seconds.
-	newTestNodeTuned(t, nodes[0], nil, slowUploads, dirA)
-	b := newTestNode(t, nodes[1])
-	waitOneSource(t, b, ids)
+	b, ids := slowSharer(t, func(dir string) []shards.MD5 { return writeBigWAVs(t, dir, n, size, 700) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	users := func(i int) bool { return i%2 == 0 }

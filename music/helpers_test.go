@@ -267,6 +267,21 @@ func waitOneSource(t *testing.T, tn *testNode, ids []shards.MD5) {
 	})
 }
 
+// slowSharer starts two linked nodes: a shares the files write puts in
+// its folder, uploading at 1 MiB/s (slowUploads), and b shares nothing.
+// It waits until b lists each file with a as its one source, and returns
+// b and the files' MD5s.
+func slowSharer(t *testing.T, write func(dir string) []shards.MD5) (*testNode, []shards.MD5) {
+	t.Helper()
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	ids := write(dirA)
+	newTestNodeTuned(t, nodes[0], nil, slowUploads, dirA)
+	b := newTestNode(t, nodes[1])
+	waitOneSource(t, b, ids)
+	return b, ids
+}
+
 // slowUploads makes a node upload at 1 MiB/s, so that a download of a
 // few MiB from it runs for seconds.
 func slowUploads(c *shards.Config) { c.UploadRate = 1 << 20 }

@@ -57,14 +57,9 @@ func cacheRecords(t *testing.T, tn *testNode) map[shards.MD5]bool {
 // left in the downloads folder with nothing pointing to it.
 func TestRemoveCopyOfDownloadFinishedSinceListed(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, nodes := newMesh(t, 2)
-	dirA := t.TempDir()
 	const n = 12
-	ids := writeWAVs(t, dirA, n, 200)
 	// 3.6 MB at 1 MiB/s: the downloads run for seconds after they start.
-	newTestNodeTuned(t, nodes[0], nil, slowUploads, dirA)
-	b := newTestNode(t, nodes[1])
-	waitOneSource(t, b, ids)
+	b, ids := slowSharer(t, func(dir string) []shards.MD5 { return writeWAVs(t, dir, n, 200) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, id := range ids {
@@ -119,14 +114,9 @@ func TestRemoveCopyOfDownloadFinishedSinceListed(t *testing.T) {
 // with no end, and each stays whose it was.
 func TestStreamResumesPausedDownload(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, nodes := newMesh(t, 2)
-	dirA := t.TempDir()
 	const n, size = 4, 1 << 20
-	ids := writeBigWAVs(t, dirA, n, size, 300)
 	// 4 MiB at 1 MiB/s: each download runs for seconds.
-	newTestNodeTuned(t, nodes[0], nil, slowUploads, dirA)
-	b := newTestNode(t, nodes[1])
-	waitOneSource(t, b, ids)
+	b, ids := slowSharer(t, func(dir string) []shards.MD5 { return writeBigWAVs(t, dir, n, size, 300) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	users := func(i int) bool { return i%2 == 0 }
