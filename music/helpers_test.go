@@ -3,7 +3,6 @@ package music
 import (
 	"context"
 	"crypto/md5"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -223,7 +222,7 @@ func writeWAVData(t *testing.T, path string, size int, key [32]byte) shards.MD5 
 	data := make([]byte, size)
 	r := rand.NewChaCha8(key)
 	r.Read(data)
-	wavHeader(data)
+	testutil.WAVHeader(data)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -342,23 +341,4 @@ func newMesh(t testing.TB, n int) (*meshtest.Network, []*mesh.Node) {
 		}
 	}
 	return nw, nodes
-}
-
-// wavHeader writes over the start of data a RIFF/WAVE header with a PCM
-// fmt chunk (44.1 kHz, 16-bit stereo) and a data chunk of the rest: what
-// meta.Read takes for a WAV.
-func wavHeader(data []byte) {
-	le := binary.LittleEndian
-	copy(data, "RIFF")
-	le.PutUint32(data[4:], uint32(len(data)-8))
-	copy(data[8:], "WAVEfmt ")
-	le.PutUint32(data[16:], 16)
-	le.PutUint16(data[20:], 1)
-	le.PutUint16(data[22:], 2)
-	le.PutUint32(data[24:], 44100)
-	le.PutUint32(data[28:], 44100*4)
-	le.PutUint16(data[32:], 4)
-	le.PutUint16(data[34:], 16)
-	copy(data[36:], "data")
-	le.PutUint32(data[40:], uint32(len(data)-44))
 }
