@@ -106,3 +106,56 @@ func TestFingerprint(t *testing.T) {
 		t.Fatal("a node going offline kept the fingerprint")
 	}
 }
+
+// TestJSONPagesRemote: a Remote made by JSONPages.Remote asks for pages
+// of MaxEntries through ask, decodes them with the pages' checks, and
+// takes a node's whole list; a page that breaks a check is refused and
+// its node scored down.
+func TestJSONPagesRemote(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errPage := errors.New("bad page")
+	pages := JSONPages[tentry]{MaxEntries: 64, MaxBytes: 64 << 10, Err: errPage, Key: key,
+		Check: func(e tentry) error {
+			if e.S == "evil" {
+				return fmt.Errorf("%w: evil entry", errPage)
+			}
+			return nil
+		}}
+	l := filled(3000)
+	var asked, penalties int
+	var mu sync.Mutex
+	cfg := RemoteConfig[tentry]{Name: "test", What: "test list", Cost: func(e tentry) int64 { return int64(len(e.S)) },
+		Penalize: func(mesh.ID, string) { mu.Lock(); penalties++; mu.Unlock() },
+		Cache:    4, MaxEntries: 10_000, MaxBytes: 4 << 20, Timeout: 30 * time.Second}
+	evil := false
+	rc := pages.Remote(cfg, func(ctx context.Context, node mesh.ID, req []byte) ([]byte, error) {
+		after, limit, err := pages.DecodeRequest(req)
+		if err != nil {
+			return nil, err
+		}
+		if limit != pages.MaxEntries {
+			t.Errorf("asked for %d entries a page, want %d", limit, pages.MaxEntries)
+		}
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		p := l.Page(after, limit)
+		if evil {
+			p.Entries[len(p.Entries)/2].S = "evil"
+		}
+		return pages.EncodePage(p)
+	})
+	got, err := rc.Get(ctx, "n1", l.Summary().Version)
+	if err != nil || len(got) != 3000 {
+		t.Fatalf("%d entries, %v; want 3000", len(got), err)
+	}
+	if want := (3000 + 63) / 64; asked != want {
+		t.Fatalf("%d pages asked, want %d", asked, want)
+	}
+	evil = true
+	l.Put(1, mk(5000, "x"))
+	if _, err := rc.Get(ctx, "n1", l.Summary().Version); !errors.Is(err, errPage) || penalties == 0 {
+		t.Fatalf("a page with an entry that breaks a check: %v, %d penalties; want it refused and scored down", err, penalties)
+	}
+}
