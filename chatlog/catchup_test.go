@@ -26,10 +26,7 @@ func TestCatchUpDoesNotBanTheAuthor(t *testing.T) {
 	rate := func(c *chatlog.ServiceConfig) { c.AuthorRate, c.AuthorBurst = 100, 20 }
 	alice := newChatNodeWith(t, nw, "alice", rate)
 	bob := newChatNodeWith(t, nw, "bob", rate)
-	ch, err := alice.CreateChannel(ctx, "busy", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "busy")
 	joinWhenSeen(t, bob, ch.ID)
 	linked := func() bool {
 		return slices.ContainsFunc(bob.node.Peers(), func(p mesh.PeerInfo) bool { return p.ID == alice.node.ID() })
@@ -48,10 +45,8 @@ func TestCatchUpDoesNotBanTheAuthor(t *testing.T) {
 	if !linked() {
 		t.Fatal("bob cut alice off for the messages he pulled from her")
 	}
-	for _, p := range bob.node.Peers() {
-		if p.ID == alice.node.ID() && p.Failures > 0 {
-			t.Fatalf("bob scored alice down %d times for the messages he pulled from her", p.Failures)
-		}
+	if f := failures(bob, alice); f > 0 {
+		t.Fatalf("bob scored alice down %d times for the messages he pulled from her", f)
 	}
 }
 
@@ -69,21 +64,10 @@ func TestAuthorFloodScoredDown(t *testing.T) {
 	if err := bob.node.Connect(ctx, mallory.node.ID()); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := bob.CreateChannel(ctx, "open", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, bob, "open")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	linked := func() bool {
 		return slices.ContainsFunc(bob.node.Peers(), func(p mesh.PeerInfo) bool { return p.ID == mallory.node.ID() })
-	}
-	failures := func() int {
-		for _, p := range bob.node.Peers() {
-			if p.ID == mallory.node.ID() {
-				return p.Failures
-			}
-		}
-		return 0
 	}
 	for i := 0; i < 200 && linked(); i++ {
 		m, err := chatlog.NewMessage(mallory.ident, cid, chatlog.KindText, fmt.Appendf(nil, "flood %d", i), chatlog.ID{}, time.Now())
@@ -95,6 +79,6 @@ func TestAuthorFloodScoredDown(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, 30*time.Second, "bob to score mallory down or cut her off", func() bool {
-		return failures() > 0 || !linked()
+		return failures(bob, mallory) > 0 || !linked()
 	})
 }

@@ -87,10 +87,7 @@ func TestRangeEnforcedOnStore(t *testing.T) {
 	keep50 := func(c *chatlog.ServiceConfig) { c.DefaultRange, c.AuthorRate = chatlog.Range{Count: 50}, -1 }
 	alice := newChatNodeWith(t, nw, "alice", unlimited)
 	bob := newChatNodeWith(t, nw, "bob", keep50)
-	ch, err := alice.CreateChannel(ctx, "busy", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "busy")
 	joinWhenSeen(t, bob, ch.ID)
 	var posts []string
 	for i := range 500 {
@@ -167,10 +164,7 @@ func TestSettingsHugeDays(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	alice := newChatNode(t, nw, "alice")
-	ch, err := alice.CreateChannel(ctx, "archive", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "archive")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	if err := alice.SetSettings(ctx, ch.ID, &chatlog.Range{}, nil); err != nil {
 		t.Fatal(err)
@@ -225,10 +219,7 @@ func TestDaysPrunedAsTimePasses(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	alice := newChatNodeWith(t, nw, "alice", func(c *chatlog.ServiceConfig) { c.PruneInterval = 50 * time.Millisecond })
-	ch, err := alice.CreateChannel(ctx, "daily", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "daily")
 	if err := alice.SetSettings(ctx, ch.ID, &chatlog.Range{Days: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -266,10 +257,7 @@ func TestBurnForgetsHistoryEverywhere(t *testing.T) {
 	bob := newChatNode(t, nw, "bob")
 	carol := newChatNode(t, nw, "carol")
 	nodes := []*chatNode{alice, bob, carol}
-	ch, err := alice.CreateChannel(ctx, "soon secret", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "soon secret")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	joinWhenSeen(t, carol, ch.ID)
@@ -355,10 +343,7 @@ func TestLiveFloodLimited(t *testing.T) {
 	alice := newChatNodeWith(t, nw, "alice", limited)
 	bob := newChatNodeWith(t, nw, "bob", limited)
 	mallory := newChatNode(t, nw, "mallory")
-	ch, err := alice.CreateChannel(ctx, "open", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "open")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	joinWhenSeen(t, mallory, ch.ID)
@@ -405,10 +390,8 @@ func TestLiveFloodLimited(t *testing.T) {
 	if !linked(bob, alice) {
 		t.Error("bob cut alice off")
 	}
-	for _, p := range bob.node.Peers() {
-		if p.ID == alice.node.ID() && p.Failures > 0 {
-			t.Errorf("bob scored alice, who relays mallory's flood, down %d times", p.Failures)
-		}
+	if f := failures(bob, alice); f > 0 {
+		t.Errorf("bob scored alice, who relays mallory's flood, down %d times", f)
 	}
 	u := usage(t, bob, ch.ID)
 	if u.Bytes > quota {
@@ -444,10 +427,7 @@ func TestRateLimitSparesRelays(t *testing.T) {
 	mallory := newChatNode(t, nw, "mallory")
 	// Mallory reaches bob only through alice.
 	nw.Partition([]mesh.ID{mallory.node.ID()}, []mesh.ID{bob.node.ID()})
-	ch, err := alice.CreateChannel(ctx, "open", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "open")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	joinWhenSeen(t, mallory, ch.ID)
@@ -463,10 +443,8 @@ func TestRateLimitSparesRelays(t *testing.T) {
 	if !linked(bob, alice) {
 		t.Fatal("bob cut alice off for relaying mallory's flood")
 	}
-	for _, p := range bob.node.Peers() {
-		if p.ID == alice.node.ID() && p.Failures > 0 {
-			t.Errorf("bob scored alice down %d times for relaying mallory's flood", p.Failures)
-		}
+	if f := failures(bob, alice); f > 0 {
+		t.Errorf("bob scored alice down %d times for relaying mallory's flood", f)
 	}
 	if _, err := alice.Post(ctx, ch.ID, "still linked"); err != nil {
 		t.Fatal(err)
@@ -483,10 +461,7 @@ func TestSyncFloodQuota(t *testing.T) {
 	const quota = 2 << 20
 	alice := newChatNode(t, nw, "alice")
 	mallory := newChatNode(t, nw, "mallory")
-	ch, err := alice.CreateChannel(ctx, "open", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "open")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, mallory, ch.ID)
 	big := strings.Repeat("s", chatlog.MaxBody-6)
@@ -548,25 +523,13 @@ func TestOwnPostsPaced(t *testing.T) {
 	}
 	alice := newChatNodeWith(t, nw, "alice", cfg)
 	bob := newChatNodeWith(t, nw, "bob", cfg)
-	ch, err := alice.CreateChannel(ctx, "script", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "script")
 	joinWhenSeen(t, bob, ch.ID)
 	testutil.WaitFor(t, 10*time.Second, "alice and bob to link", func() bool { return linked(bob, alice) })
-	var posts []string
-	for i := range 60 {
-		text := fmt.Sprint("line ", i)
-		if _, err := alice.Post(ctx, ch.ID, text); err != nil {
-			t.Fatal(err)
-		}
-		posts = append(posts, text)
-	}
+	posts := postTexts(t, ctx, alice, ch.ID, "line ", 60)
 	testutil.WaitFor(t, 20*time.Second, "every post to reach bob", func() bool { return hasTexts(t, bob, ch.ID, posts...) })
-	for _, p := range bob.node.Peers() {
-		if p.ID == alice.node.ID() && p.Failures > 0 {
-			t.Fatalf("bob scored alice's link down %d times for posting", p.Failures)
-		}
+	if f := failures(bob, alice); f > 0 {
+		t.Fatalf("bob scored alice's link down %d times for posting", f)
 	}
 }
 
@@ -588,10 +551,7 @@ func TestRelayOfAFloodIsNoOffence(t *testing.T) {
 	if err := bob.node.Connect(ctx, alice.node.ID()); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := bob.CreateChannel(ctx, "open", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, bob, "open")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	delivered := bob.node.BroadcastStats().Delivered
 	began := time.Now()
@@ -603,10 +563,8 @@ func TestRelayOfAFloodIsNoOffence(t *testing.T) {
 	if !linked(bob, alice) {
 		t.Fatal("bob cut alice off for relaying mallory's flood")
 	}
-	for _, p := range bob.node.Peers() {
-		if p.ID == alice.node.ID() && p.Failures != 0 {
-			t.Fatalf("bob scored alice down %d times for relaying mallory's flood", p.Failures)
-		}
+	if f := failures(bob, alice); f != 0 {
+		t.Fatalf("bob scored alice down %d times for relaying mallory's flood", f)
 	}
 	// The flood did meet bob's rate: a burst of 5 and 1 a second.
 	if n, most := len(texts(t, bob, ch.ID)), 5+int(time.Since(began).Seconds())+1; n > most {

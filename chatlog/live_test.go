@@ -83,10 +83,7 @@ func TestForgedRetractDoesNotStopLiveDelivery(t *testing.T) {
 		nodes = append(nodes, newChatNodeWith(t, nw, name, noSync, fixed))
 	}
 	alice, mallory := nodes[0], nodes[1]
-	ch, err := alice.CreateChannel(ctx, "open", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "open")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	for _, n := range nodes[1:] {
 		joinWhenSeen(t, n, ch.ID)
@@ -248,10 +245,7 @@ func TestFutureMessageDoesNotScoreDownRelay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ch, err := alice.CreateChannel(ctx, "clocks", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "clocks")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, carol, ch.ID)
 
@@ -299,10 +293,7 @@ func TestFullStoreScoresNobodyDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ch, err := alice.CreateChannel(ctx, "big", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "big")
 	joinWhenSeen(t, carol, ch.ID)
 	// A broadcast on a topic of its own, after the chat messages: the
 	// relay passes them on in order, so when carol gets it she has dealt

@@ -33,10 +33,7 @@ func TestMembers(t *testing.T) {
 		joinWhenSeen(t, n, ch.ID)
 	}
 	// d owns another channel of the same name; e joins nothing.
-	other, err := nodes[3].CreateChannel(ctx, "other", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := createChannel(t, ctx, nodes[3], "other")
 	want := []mesh.ID{nodes[0].node.ID(), nodes[1].node.ID(), nodes[2].node.ID()}
 	slices.Sort(want)
 	for _, key := range []string{ch.ID, "team"} {

@@ -132,19 +132,9 @@ func TestHistoryToNewcomerFromNonAuthors(t *testing.T) {
 	ctx := context.Background()
 	alice := newChatNode(t, nw, "alice")
 	bob := newChatNode(t, nw, "bob")
-	ch, err := alice.CreateChannel(ctx, "lobby", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "lobby")
 	joinWhenSeen(t, bob, ch.ID)
-	var want []string
-	for i := range 20 {
-		text := fmt.Sprint("history ", i)
-		if _, err := alice.Post(ctx, ch.ID, text); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, text)
-	}
+	want := postTexts(t, ctx, alice, ch.ID, "history ", 20)
 	testutil.WaitFor(t, 10*time.Second, "bob to have alice's history", func() bool { return hasTexts(t, bob, ch.ID, want...) })
 
 	// Alice, the only author, leaves for good; a newcomer still gets
@@ -163,10 +153,7 @@ func TestPartitionConverges(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	nodes := []*chatNode{newChatNode(t, nw, "a"), newChatNode(t, nw, "b"), newChatNode(t, nw, "c"), newChatNode(t, nw, "d")}
-	ch, err := nodes[0].CreateChannel(ctx, "team", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, nodes[0], "team")
 	for _, n := range nodes[1:] {
 		joinWhenSeen(t, n, ch.ID)
 	}
@@ -209,10 +196,7 @@ func TestRangeRespected(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	alice := newChatNode(t, nw, "alice")
-	ch, err := alice.CreateChannel(ctx, "archive", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "archive")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	// Alice holds old history: ten days and two days old.
 	old := map[string]time.Time{"ten days ago": time.Now().Add(-240 * time.Hour), "two days ago": time.Now().Add(-48 * time.Hour)}
@@ -253,10 +237,7 @@ func TestMarkedSurvivesRetention(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	alice := newChatNode(t, nw, "alice")
-	ch, err := alice.CreateChannel(ctx, "notes", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "notes")
 	var keep chatlog.Entry
 	for i := range 10 {
 		v, err := alice.Post(ctx, ch.ID, fmt.Sprint("note ", i))
@@ -289,10 +270,7 @@ func TestRetractionHonouredEverywhere(t *testing.T) {
 	ctx := context.Background()
 	alice := newChatNode(t, nw, "alice")
 	bob := newChatNode(t, nw, "bob")
-	ch, err := alice.CreateChannel(ctx, "oops", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "oops")
 	joinWhenSeen(t, bob, ch.ID)
 	v, err := alice.Post(ctx, ch.ID, "secret typo")
 	if err != nil {
@@ -334,10 +312,7 @@ func TestBurnNeverOnDisk(t *testing.T) {
 	ctx := context.Background()
 	alice := newChatNode(t, nw, "alice")
 	bob := newChatNode(t, nw, "bob")
-	ch, err := alice.CreateChannel(ctx, "whisper", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "whisper")
 	joinWhenSeen(t, bob, ch.ID)
 	burn := true
 	if err := bob.SetSettings(ctx, ch.ID, nil, &burn); !errors.Is(err, chatlog.ErrNotOwner) {
@@ -415,10 +390,7 @@ func TestRejectedMessagesScoreTheSenderDown(t *testing.T) {
 	alice := newChatNode(t, nw, "alice")
 	bob := newChatNode(t, nw, "bob")
 	mallory := newChatNode(t, nw, "mallory")
-	ch, err := alice.CreateChannel(ctx, "guarded", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "guarded")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	joinWhenSeen(t, mallory, ch.ID)
@@ -500,19 +472,9 @@ func TestOwnPostsKeepTheirOrder(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	ctx := context.Background()
 	alice := newChatNodeWith(t, nw, "alice", func(c *chatlog.ServiceConfig) { c.AuthorRate = -1 })
-	ch, err := alice.CreateChannel(ctx, "fast", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "fast")
 	const n = 1000
-	var want []string
-	for i := range n {
-		text := fmt.Sprint("post ", i)
-		if _, err := alice.Post(ctx, ch.ID, text); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, text)
-	}
+	want := postTexts(t, ctx, alice, ch.ID, "post ", n)
 	ms, err := alice.Messages(ctx, ch.ID, time.Time{}, n)
 	if err != nil {
 		t.Fatal(err)

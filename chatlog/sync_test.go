@@ -211,10 +211,7 @@ func TestSyncHalvesConverge(t *testing.T) {
 	ctx := context.Background()
 	alice := newChatNodeWith(t, nw, "alice", bigSync)
 	bob := newChatNodeWith(t, nw, "bob", bigSync)
-	ch, err := alice.CreateChannel(ctx, "halves", false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := createChannel(t, ctx, alice, "halves")
 	cid, _ := chatlog.ParseChannelID(ch.ID)
 	joinWhenSeen(t, bob, ch.ID)
 	rng := rand.New(rand.NewPCG(5, 6))

@@ -70,19 +70,11 @@ func BenchmarkFanout30(b *testing.B) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		room, err := host.svc.Create(ctx, "bench", "", "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		pub, offer := newPublisher(b)
-		// A keyframe a second, as encoders send: a stream of keyframes
-		// alone would have every hub's keyframe cache copy every packet.
-		pub.keyframe = func(i int) bool { return i%30 == 0 }
-		ans, _, err := host.svc.Publish(ctx, room.ID, room.Token, offer)
-		if err != nil {
-			b.Fatal(err)
-		}
-		pub.start(b, ans)
+		room, pub := publishRoom(b, ctx, host, "bench", func(p *publisher) {
+			// A keyframe a second, as encoders send: a stream of keyframes
+			// alone would have every hub's keyframe cache copy every packet.
+			p.keyframe = func(i int) bool { return i%30 == 0 }
+		})
 		waitRoom(b, room.ID, append(nodes, host)...)
 		testutil.WaitFor(b, time.Minute, "the publisher's media at the host", func() bool {
 			ti, _ := host.svc.Tree(room.ID)
@@ -104,6 +96,7 @@ func BenchmarkFanout30(b *testing.B) {
 			// A WHEP player tries again when the node's first attach
 			// takes longer than the request may wait.
 			var ans string
+			var err error
 			for try := 0; ; try++ {
 				if ans, _, err = n.svc.Watch(ctx, room.ID, offer2(b, v)); err == nil {
 					break
@@ -296,16 +289,7 @@ func BenchmarkFirstFrame2Hops(b *testing.B) {
 	relay := newTNode(b, nw, "relay", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	room, err := host.svc.Create(ctx, "bench", "", "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	pub, offer := newPublisher(b)
-	ans, _, err := host.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pub.start(b, ans)
+	room, _ := publishRoom(b, ctx, host, "bench", nil)
 	waitRoom(b, room.ID, host, relay)
 	rv, _ := watch(b, relay, room.ID)
 	waitMedia(b, rv, "media at the relay")

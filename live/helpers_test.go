@@ -82,6 +82,18 @@ func newTNodeMesh(t testing.TB, nw *meshtest.Network, name string, cfg Config, c
 // clientAPI is a plain pion API, as a WHIP or WHEP client would have.
 func clientAPI(t testing.TB) *webrtc.API {
 	t.Helper()
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return newAPI(t, se)
+}
+
+// newAPI is a pion API with the default codecs and interceptors and the
+// settings se.
+func newAPI(t testing.TB, se webrtc.SettingEngine) *webrtc.API {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -90,12 +102,33 @@ func clientAPI(t testing.TB) *webrtc.API {
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		t.Fatal(err)
 	}
-	var se webrtc.SettingEngine
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// videoRoom is a room's state whose hub has a video track (VP8) and no
+// packets: a node that claims to carry the room, for tests of what
+// others make of it.
+func videoRoom(id string) *roomState {
+	rs := newRoomState(id, true, time.Second)
+	gen := rs.hub.upstream(1, nil)
+	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
+	return rs
+}
+
+// hubOutput adds to rs's hub an output over a new media connection of n,
+// closed when the test ends.
+func hubOutput(t testing.TB, n *tnode, rs *roomState) (*webrtc.PeerConnection, *output) {
+	t.Helper()
+	pc, err := n.svc.media.newPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	out, err := rs.hub.addOutput(pc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc, out
 }
 
 // gathered returns pc's local description once its candidates are in.
@@ -303,6 +336,34 @@ func (v *viewer) answer(t testing.TB, sdp string) {
 	if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// publishTo publishes a test stream to room on host, where it was
+// created, and starts sending; set, if not nil, sets the publisher up
+// before it sends.
+func publishTo(t testing.TB, ctx context.Context, host *tnode, room Created, set func(*publisher)) *publisher {
+	t.Helper()
+	pub, offer := newPublisher(t)
+	if set != nil {
+		set(pub)
+	}
+	ans, _, err := host.svc.Publish(ctx, room.ID, room.Token, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.start(t, ans)
+	return pub
+}
+
+// publishRoom creates a room named name on host and publishes a test
+// stream to it (publishTo).
+func publishRoom(t testing.TB, ctx context.Context, host *tnode, name string, set func(*publisher)) (Created, *publisher) {
+	t.Helper()
+	room, err := host.svc.Create(ctx, name, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return room, publishTo(t, ctx, host, room, set)
 }
 
 // waitRoom waits until every node's index has the room.

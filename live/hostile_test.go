@@ -34,16 +34,7 @@ func TestChildThatNeverConnectsFreesItsPlace(t *testing.T) {
 	c := newTNode(t, nw, "c", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "pinned", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, _ := publishRoom(t, ctx, a, "pinned", nil)
 	waitRoom(t, room.ID, a, h, c)
 	testutil.WaitFor(t, 30*time.Second, "media at the host", func() bool {
 		a.svc.mu.Lock()
@@ -94,18 +85,8 @@ func TestChildDroppedWhileStartingLeavesNoOutput(t *testing.T) {
 	nw := meshtest.NewNetwork()
 	a := newTNode(t, nw, "a", testConfig(3))
 	x := newTNode(t, nw, "x", testConfig(3))
-	rs := newRoomState("r", true, time.Second)
-	gen := rs.hub.upstream(1, nil)
-	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
-	pc, err := a.svc.media.newPC()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	out, err := rs.hub.addOutput(pc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := videoRoom("r")
+	pc, out := hubOutput(t, a, rs)
 	c := &childLink{id: x.node.ID(), room: rs.id, pc: pc, out: out, timer: time.AfterFunc(time.Hour, func() {})}
 	a.svc.mu.Lock()
 	a.svc.rooms[rs.id] = rs
@@ -135,18 +116,8 @@ func TestViewerStoppedWhileStartingLeavesNoOutput(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	nw := meshtest.NewNetwork()
 	a := newTNode(t, nw, "a", testConfig(3))
-	rs := newRoomState("r", true, time.Second)
-	gen := rs.hub.upstream(1, nil)
-	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
-	pc, err := a.svc.media.newPC()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	out, err := rs.hub.addOutput(pc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := videoRoom("r")
+	pc, out := hubOutput(t, a, rs)
 	ss := &session{id: newSessionID(viewerSession), room: rs.id, pc: pc, out: out}
 	a.svc.mu.Lock()
 	a.svc.rooms[rs.id] = rs
@@ -196,16 +167,7 @@ func TestReattachTriesSilentParentLast(t *testing.T) {
 	c := newTNode(t, nw, "c", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "silent parent again", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, _ := publishRoom(t, ctx, a, "silent parent again", nil)
 	waitRoom(t, room.ID, a, h, g, x, c)
 	vh, _ := watch(t, h, room.ID) // a's one place goes to h
 	waitMedia(t, vh, "media at h")
@@ -218,10 +180,8 @@ func TestReattachTriesSilentParentLast(t *testing.T) {
 	// x claims to carry the room as a's child (depth 1) with room to
 	// spare, but has no media for it; it counts the attaches c asks of
 	// it.
-	rs := newRoomState(room.ID, true, time.Second)
+	rs := videoRoom(room.ID)
 	rs.path = []mesh.ID{a.node.ID()}
-	gen := rs.hub.upstream(1, nil)
-	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
 	x.svc.mu.Lock()
 	x.svc.rooms[rs.id] = rs
 	x.svc.mu.Unlock()

@@ -24,12 +24,7 @@ func TestWHIPToWHEP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	publishTo(t, ctx, a, room, nil)
 	waitRoom(t, room.ID, a, b)
 	v, _ := watch(t, b, room.ID)
 	waitMedia(t, v, "media at b's viewer")
@@ -53,16 +48,7 @@ func TestChainReattach(t *testing.T) {
 	c := newTNode(t, nw, "c", testConfig(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "chain", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, _ := publishRoom(t, ctx, a, "chain", nil)
 	waitRoom(t, room.ID, a, b, c)
 	vb, _ := watch(t, b, room.ID)
 	waitMedia(t, vb, "media at b")

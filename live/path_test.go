@@ -34,16 +34,7 @@ func TestParentPathMustStartAtHost(t *testing.T) {
 	c := newTNode(t, nw, "c", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "forged path", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, _ := publishRoom(t, ctx, a, "forged path", nil)
 	waitRoom(t, room.ID, a, x, g, c)
 	vx, _ := watch(t, x, room.ID)
 	waitMedia(t, vx, "media at x")

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -22,18 +21,10 @@ import (
 // that ICE never connects to them.
 func unreachableMedia(t *testing.T) *media {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		t.Fatal(err)
-	}
 	var se webrtc.SettingEngine
 	se.SetIPFilter(func(net.IP) bool { return false })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	return &media{api: webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))}
+	return &media{api: newAPI(t, se)}
 }
 
 // TestAttachDropsParentWithoutMedia: a node that wants a room tries first
@@ -61,25 +52,14 @@ func TestAttachDropsParentWithoutMedia(t *testing.T) {
 			c := newTNode(t, nw, "c", cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			room, err := a.svc.Create(ctx, "silent parent", "", "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			pub, offer := newPublisher(t)
-			ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pub.start(t, ans)
+			room, _ := publishRoom(t, ctx, a, "silent parent", nil)
 			waitRoom(t, room.ID, a, g, c)
 			vg, _ := watch(t, g, room.ID) // a's one place goes to g
 			waitMedia(t, vg, "media at g")
 
 			// x claims to carry the room at depth 0 with room to spare,
 			// but has no media for it.
-			rs := newRoomState(room.ID, true, time.Second)
-			gen := rs.hub.upstream(1, nil)
-			rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
+			rs := videoRoom(room.ID)
 			x.svc.mu.Lock()
 			if !tc.ice {
 				x.svc.media = unreachableMedia(t)
@@ -144,18 +124,10 @@ func TestNewViewerGetsKeyframe(t *testing.T) {
 	c := newTNode(t, nw, "c", testConfig(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "keyframes", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
 	var keyNow atomic.Bool
-	pub.keyframe = func(int) bool { return keyNow.CompareAndSwap(true, false) }
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, pub := publishRoom(t, ctx, a, "keyframes", func(p *publisher) {
+		p.keyframe = func(int) bool { return keyNow.CompareAndSwap(true, false) }
+	})
 	waitRoom(t, room.ID, a, b, c)
 	a.svc.mu.Lock()
 	hub := a.svc.rooms[room.ID].hub
@@ -257,16 +229,7 @@ func TestViewersCapped(t *testing.T) {
 	b := newTNode(t, nw, "b", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "busy", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, _ := publishRoom(t, ctx, a, "busy", nil)
 	waitRoom(t, room.ID, a, b)
 	type result struct {
 		sid string
@@ -316,16 +279,7 @@ func TestChildViewerCountCapped(t *testing.T) {
 	b := newTNode(t, nw, "b", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	room, err := a.svc.Create(ctx, "count", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, offer := newPublisher(t)
-	ans, _, err := a.svc.Publish(ctx, room.ID, room.Token, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.start(t, ans)
+	room, _ := publishRoom(t, ctx, a, "count", nil)
 	waitRoom(t, room.ID, a, b)
 	v, _ := watch(t, b, room.ID)
 	waitMedia(t, v, "media at b")

@@ -20,9 +20,7 @@ import (
 func carrying(t *testing.T, fanout int) (*tnode, *roomState) {
 	t.Helper()
 	n := newTNode(t, meshtest.NewNetwork(), "parent", testConfig(fanout))
-	rs := newRoomState("room", true, time.Second)
-	gen := rs.hub.upstream(1, nil)
-	rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
+	rs := videoRoom("room")
 	n.svc.mu.Lock()
 	n.svc.rooms[rs.id] = rs
 	n.svc.mu.Unlock()

@@ -119,6 +119,43 @@ func (p *rawPeer) flush(t *testing.T, n *mesh.Node) {
 	}
 }
 
+// serveOld has each of peers serve k new messages on c/1 from origin,
+// sent 30 s ago (within MessageCacheAge, as on a catch-up), and returns
+// their ids.
+func serveOld(k int, origin mesh.ID, peers ...*rawPeer) []mesh.MsgID {
+	ids := make([]mesh.MsgID, k)
+	for i := range ids {
+		id := randomID()
+		ids[i] = id
+		frame := mesh.EncodeGossipID(id, origin, "c/1", id[:], time.Now().Add(-30*time.Second))
+		for _, p := range peers {
+			p.mu.Lock()
+			p.serve[id] = frame
+			p.mu.Unlock()
+		}
+	}
+	return ids
+}
+
+// announce sends to IHAVEs of ids, 500 to a frame.
+func (p *rawPeer) announce(t *testing.T, to mesh.ID, ids []mesh.MsgID) {
+	t.Helper()
+	for i := 0; i < len(ids); i += 500 {
+		p.send(t, to, mesh.EncodeIHave(ids[i:min(i+500, len(ids))]...))
+	}
+}
+
+// gotAll reports whether every node d counts for took each of ids, sent
+// by origin.
+func gotAll(d *deliveries, ids []mesh.MsgID, origin mesh.ID) bool {
+	for _, id := range ids {
+		if c, _ := d.all(id, origin); !c {
+			return false
+		}
+	}
+	return true
+}
+
 func randomID() mesh.MsgID {
 	var id mesh.MsgID
 	rand.Read(id[:])
@@ -355,19 +392,9 @@ func TestPulledMessageIsNotPushedToItsAnnouncers(t *testing.T) {
 	other := newRawPeer(t, nw, "other")
 	linkAll(t, n, append(peers, other.Node)...)
 
-	var ids []mesh.MsgID
-	for range 20 {
-		id := randomID()
-		ids = append(ids, id)
-		frame := mesh.EncodeGossipID(id, announcers[0].ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
-		for _, a := range announcers {
-			a.mu.Lock()
-			a.serve[id] = frame
-			a.mu.Unlock()
-		}
-	}
+	ids := serveOld(20, announcers[0].ID(), announcers...)
 	for _, a := range announcers {
-		a.send(t, n.ID(), mesh.EncodeIHave(ids...))
+		a.announce(t, n.ID(), ids)
 	}
 	for _, id := range ids {
 		testutil.WaitFor(t, 20*time.Second, "n to pull every announced message", func() bool { c, _ := d.all(id, announcers[0].ID()); return c })
@@ -404,24 +431,10 @@ func TestCatchUpGraftsEveryMessage(t *testing.T) {
 	linkAll(t, n, a.Node)
 
 	const k = 1500 // 150 s of chat at 10 messages a second
-	var ids []mesh.MsgID
-	a.mu.Lock()
-	for range k {
-		id := randomID()
-		ids = append(ids, id)
-		a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
-	}
-	a.mu.Unlock()
-	for i := 0; i < k; i += 500 {
-		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
-	}
+	ids := serveOld(k, a.ID(), a)
+	a.announce(t, n.ID(), ids)
 	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
-		for _, id := range ids {
-			if c, _ := d.all(id, a.ID()); !c {
-				return false
-			}
-		}
-		return true
+		return gotAll(d, ids, a.ID())
 	})
 	if s := n.BroadcastStats(); s.Dropped != 0 || s.Grafts < k {
 		t.Fatalf("n's stats %+v: want no frame dropped and a GRAFT for each of %d", s, k)
@@ -446,28 +459,14 @@ func TestGraftsWaitForAStalledPeer(t *testing.T) {
 		linkAll(t, n, a.Node)
 
 		const k = 2000
-		var ids []mesh.MsgID
-		a.mu.Lock()
-		for range k {
-			id := randomID()
-			ids = append(ids, id)
-			a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
-		}
-		a.mu.Unlock()
-		for i := 0; i < k; i += 500 {
-			a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
-		}
+		ids := serveOld(k, a.ID(), a)
+		a.announce(t, n.ID(), ids)
 		synctest.Wait() // n has the announcements; its GRAFTs are due in GraftTimeout
 		// Longer than all the rounds of GRAFTs (Fast: 0.1 s, then 0.75 s
 		// more), shorter than PeerTimeout.
 		nw.Stall(a.ID(), 5*time.Second)
 		testutil.WaitFor(t, time.Minute, fmt.Sprintf("n to pull all %d messages", k), func() bool {
-			for _, id := range ids {
-				if c, _ := d.all(id, a.ID()); !c {
-					return false
-				}
-			}
-			return true
+			return gotAll(d, ids, a.ID())
 		})
 		if s := n.BroadcastStats(); s.Dropped != 0 {
 			t.Fatalf("n's stats %+v: want no frame dropped", s)
@@ -505,12 +504,7 @@ func TestRelayKeepsToThePeersRate(t *testing.T) {
 		if !hasPeer(r, h.ID()) {
 			t.Fatal("r cut h off")
 		}
-		for _, id := range ids {
-			if c, _ := d.all(id, h.ID()); !c {
-				return false
-			}
-		}
-		return true
+		return gotAll(d, ids, h.ID())
 	})
 	if n := offences(r); n != 0 {
 		t.Fatalf("r scored h down %d times", n)
@@ -567,24 +561,10 @@ func TestMadeUpAnnouncementsDoNotCrowdOutOthers(t *testing.T) {
 	})
 
 	const k = 1000
-	var ids []mesh.MsgID
-	a.mu.Lock()
-	for range k {
-		id := randomID()
-		ids = append(ids, id)
-		a.serve[id] = mesh.EncodeGossipID(id, a.ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
-	}
-	a.mu.Unlock()
-	for i := 0; i < k; i += 500 {
-		a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
-	}
+	ids := serveOld(k, a.ID(), a)
+	a.announce(t, n.ID(), ids)
 	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages the honest peer announced", k), func() bool {
-		for _, id := range ids {
-			if c, _ := d.all(id, a.ID()); !c {
-				return false
-			}
-		}
-		return true
+		return gotAll(d, ids, a.ID())
 	})
 }
 
@@ -609,29 +589,12 @@ func TestLostGraftAnswersAreAskedAgain(t *testing.T) {
 	linkAll(t, n, peers...)
 
 	const k = 1000
-	var ids []mesh.MsgID
-	for range k {
-		id := randomID()
-		ids = append(ids, id)
-		frame := mesh.EncodeGossipID(id, announcers[0].ID(), "c/1", id[:], time.Now().Add(-30*time.Second))
-		for _, a := range announcers {
-			a.mu.Lock()
-			a.serve[id] = frame
-			a.mu.Unlock()
-		}
-	}
+	ids := serveOld(k, announcers[0].ID(), announcers...)
 	for _, a := range announcers {
-		for i := 0; i < k; i += 500 {
-			a.send(t, n.ID(), mesh.EncodeIHave(ids[i:i+500]...))
-		}
+		a.announce(t, n.ID(), ids)
 	}
 	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages", k), func() bool {
-		for _, id := range ids {
-			if c, _ := d.all(id, announcers[0].ID()); !c {
-				return false
-			}
-		}
-		return true
+		return gotAll(d, ids, announcers[0].ID())
 	})
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,24 +21,9 @@ import (
 // prefetched as before: its download starts.
 func TestPrefetchLeavesPausedDownloadPaused(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, nodes := newMesh(t, 2)
-	dirA := t.TempDir()
 	const n, size = 7, 1 << 20
-	var ids []shards.MD5
-	for i := range n {
-		ids = append(ids, writeBigWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), size, uint64(700+i)))
-	}
 	// 7 MiB at 1 MiB/s: each download runs for seconds.
-	newTestNodeTuned(t, nodes[0], nil, func(c *shards.Config) { c.UploadRate = 1 << 20 }, dirA)
-	b := newTestNode(t, nodes[1])
-	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
-		for _, id := range ids {
-			if len(m[id].Sources) != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	b, ids := slowSharer(t, func(dir string) []shards.MD5 { return writeBigWAVs(t, dir, n, size, 700) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	users := func(i int) bool { return i%2 == 0 }

@@ -23,7 +23,7 @@ func BenchmarkRescanUnchanged10k(b *testing.B) {
 	_, nodes := newMesh(b, 1)
 	dir := b.TempDir()
 	hdr := make([]byte, 2048)
-	wavHeader(hdr)
+	testutil.WAVHeader(hdr)
 	for i := range n {
 		p := filepath.Join(dir, fmt.Sprintf("artist-%d", i%100), fmt.Sprintf("%05d.wav", i))
 		os.MkdirAll(filepath.Dir(p), 0o700)

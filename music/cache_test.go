@@ -5,38 +5,18 @@ import (
 	"context"
 	"crypto/md5"
 	"errors"
-	"fmt"
 	"image"
 	pngenc "image/png"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/shards"
 )
-
-// writeBigWAV writes a WAV of size bytes of random sound and returns its
-// MD5.
-func writeBigWAV(t *testing.T, path string, size int, seed uint64) shards.MD5 {
-	t.Helper()
-	data := make([]byte, size)
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 7})
-	r.Read(data)
-	wavHeader(data)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return md5.Sum(data)
-}
 
 // transferOf is n's shards transfer of id, if any.
 func transferOf(t *testing.T, tn *testNode, id shards.MD5) (shards.Transfer, bool) {
@@ -112,20 +92,12 @@ func TestCacheLimitEvictsLeastRecentlyPlayed(t *testing.T) {
 	_, nodes := newMesh(t, 2)
 	dirA, dirB := t.TempDir(), t.TempDir()
 	const size = 300 << 10 // writeWAV's
-	var ids []shards.MD5
-	for i := range 7 {
-		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(10+i)))
-	}
+	ids := writeWAVs(t, dirA, 7, 10)
 	mine := writeWAV(t, filepath.Join(dirB, "mine.wav"), 99)
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	later := func() { clock.Add(int64(time.Hour)) }
+	clock := newCacheClock()
+	later := clock.later
 	newTestNode(t, nodes[0], dirA)
-	b := newTestNodeWith(t, nodes[1], func(c *Config) {
-		c.CacheLimit = 3*size + size/2
-		c.PlayingGrace = time.Second
-		c.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	}, dirB)
+	b := newCachingNode(t, nodes[1], 3*size+size/2, clock, dirB)
 	tracksBy(t, b, "a's tracks and b's own", func(m map[shards.MD5]Track) bool {
 		return len(m) == len(ids)+1 && m[mine].Local && len(m[ids[6]].Sources) == 1
 	})
@@ -140,13 +112,7 @@ func TestCacheLimitEvictsLeastRecentlyPlayed(t *testing.T) {
 	// open if keep.
 	play := func(i int, keep bool) shards.Content {
 		t.Helper()
-		c, err := b.music.Stream(ctx, ids[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
-			t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
-		}
+		c := playWhole(t, ctx, b, ids, i)
 		if !keep {
 			c.Close()
 		}
@@ -265,19 +231,11 @@ func TestCacheSparesTheUsersDownloadAfterRemove(t *testing.T) {
 	_, nodes := newMesh(t, 2)
 	dirA := t.TempDir()
 	const size = 300 << 10 // writeWAV's
-	var ids []shards.MD5
-	for i := range 3 {
-		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(30+i)))
-	}
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	later := func() { clock.Add(int64(time.Hour)) }
+	ids := writeWAVs(t, dirA, 3, 30)
+	clock := newCacheClock()
+	later := clock.later
 	newTestNode(t, nodes[0], dirA)
-	b := newTestNodeWith(t, nodes[1], func(c *Config) {
-		c.CacheLimit = size + size/2
-		c.PlayingGrace = time.Second
-		c.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	})
+	b := newCachingNode(t, nodes[1], size+size/2, clock)
 	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
 		return len(m) == len(ids) && len(m[ids[2]].Sources) == 1
 	})
@@ -285,14 +243,7 @@ func TestCacheSparesTheUsersDownloadAfterRemove(t *testing.T) {
 	defer cancel()
 	play := func(i int) {
 		t.Helper()
-		c, err := b.music.Stream(ctx, ids[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
-			t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
-		}
+		playWhole(t, ctx, b, ids, i).Close()
 	}
 	play(0)
 	tracksBy(t, b, "track 0 cached", func(m map[shards.MD5]Track) bool { return m[ids[0]].Cached })
@@ -337,19 +288,11 @@ func TestCacheSparesTrackTheUserFetched(t *testing.T) {
 	_, nodes := newMesh(t, 2)
 	dirA := t.TempDir()
 	const size = 300 << 10 // writeWAV's
-	var ids []shards.MD5
-	for i := range 4 {
-		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(50+i)))
-	}
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	later := func() { clock.Add(int64(time.Hour)) }
+	ids := writeWAVs(t, dirA, 4, 50)
+	clock := newCacheClock()
+	later := clock.later
 	newTestNode(t, nodes[0], dirA)
-	b := newTestNodeWith(t, nodes[1], func(c *Config) {
-		c.CacheLimit = 2*size + size/2
-		c.PlayingGrace = time.Second
-		c.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	})
+	b := newCachingNode(t, nodes[1], 2*size+size/2, clock)
 	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
 		return len(m) == len(ids) && len(m[ids[3]].Sources) == 1
 	})
@@ -357,14 +300,7 @@ func TestCacheSparesTrackTheUserFetched(t *testing.T) {
 	defer cancel()
 	play := func(i int) {
 		t.Helper()
-		c, err := b.music.Stream(ctx, ids[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
-			t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
-		}
+		playWhole(t, ctx, b, ids, i).Close()
 	}
 	play(0)
 	later()

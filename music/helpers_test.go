@@ -3,13 +3,14 @@ package music
 import (
 	"context"
 	"crypto/md5"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,10 +184,45 @@ func (tn *testNode) addExtra(t testing.TB, ts []shards.Transfer, tags map[shards
 // samples, 1.7 s) and returns its MD5.
 func writeWAV(t *testing.T, path string, seed uint64) shards.MD5 {
 	t.Helper()
-	data := make([]byte, 300<<10)
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
+	return writeWAVData(t, path, 300<<10, [32]byte{byte(seed), byte(seed >> 8)})
+}
+
+// writeBigWAV writes a WAV of size bytes of random sound and returns its
+// MD5.
+func writeBigWAV(t *testing.T, path string, size int, seed uint64) shards.MD5 {
+	t.Helper()
+	return writeWAVData(t, path, size, [32]byte{byte(seed), byte(seed >> 8), 7})
+}
+
+// writeWAVs writes n files 0.wav, 1.wav… to dir with writeWAV, seeds
+// seed, seed+1…, and returns their MD5s.
+func writeWAVs(t *testing.T, dir string, n int, seed uint64) []shards.MD5 {
+	t.Helper()
+	ids := make([]shards.MD5, n)
+	for i := range ids {
+		ids[i] = writeWAV(t, filepath.Join(dir, fmt.Sprintf("%d.wav", i)), seed+uint64(i))
+	}
+	return ids
+}
+
+// writeBigWAVs is writeWAVs with writeBigWAV files of size bytes.
+func writeBigWAVs(t *testing.T, dir string, n, size int, seed uint64) []shards.MD5 {
+	t.Helper()
+	ids := make([]shards.MD5, n)
+	for i := range ids {
+		ids[i] = writeBigWAV(t, filepath.Join(dir, fmt.Sprintf("%d.wav", i)), size, seed+uint64(i))
+	}
+	return ids
+}
+
+// writeWAVData writes size bytes of random sound drawn from key, under a
+// WAV header, and returns their MD5.
+func writeWAVData(t *testing.T, path string, size int, key [32]byte) shards.MD5 {
+	t.Helper()
+	data := make([]byte, size)
+	r := rand.NewChaCha8(key)
 	r.Read(data)
-	wavHeader(data)
+	testutil.WAVHeader(data)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +252,79 @@ func tracksBy(t *testing.T, tn *testNode, what string, cond func(map[shards.MD5]
 	return got
 }
 
+// waitOneSource waits until tn lists each of ids with one source: the
+// node that shares them.
+func waitOneSource(t *testing.T, tn *testNode, ids []shards.MD5) {
+	t.Helper()
+	tracksBy(t, tn, "a's tracks", func(m map[shards.MD5]Track) bool {
+		for _, id := range ids {
+			if len(m[id].Sources) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// slowSharer starts two linked nodes: a shares the files write puts in
+// its folder, uploading at 1 MiB/s (slowUploads), and b shares nothing.
+// It waits until b lists each file with a as its one source, and returns
+// b and the files' MD5s.
+func slowSharer(t *testing.T, write func(dir string) []shards.MD5) (*testNode, []shards.MD5) {
+	t.Helper()
+	_, nodes := newMesh(t, 2)
+	dirA := t.TempDir()
+	ids := write(dirA)
+	newTestNodeTuned(t, nodes[0], nil, slowUploads, dirA)
+	b := newTestNode(t, nodes[1])
+	waitOneSource(t, b, ids)
+	return b, ids
+}
+
+// slowUploads makes a node upload at 1 MiB/s, so that a download of a
+// few MiB from it runs for seconds.
+func slowUploads(c *shards.Config) { c.UploadRate = 1 << 20 }
+
+// cacheClock is the time a node's cache sees, which the test moves on.
+type cacheClock struct{ ns atomic.Int64 }
+
+func newCacheClock() *cacheClock {
+	c := &cacheClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *cacheClock) now() time.Time { return time.Unix(0, c.ns.Load()) }
+
+// later moves the clock an hour on.
+func (c *cacheClock) later() { c.ns.Add(int64(time.Hour)) }
+
+// newCachingNode starts a node whose cache holds limit bytes, on clock,
+// and counts a track as playing for a second past its length.
+func newCachingNode(t *testing.T, n *mesh.Node, limit int64, clock *cacheClock, folders ...string) *testNode {
+	t.Helper()
+	return newTestNodeWith(t, n, func(c *Config) {
+		c.CacheLimit = limit
+		c.PlayingGrace = time.Second
+		c.now = clock.now
+	}, folders...)
+}
+
+// playWhole reads track ids[i] on tn whole, as the player does, and
+// returns its stream, open.
+func playWhole(t *testing.T, ctx context.Context, tn *testNode, ids []shards.MD5, i int) shards.Content {
+	t.Helper()
+	c, err := tn.music.Stream(ctx, ids[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err := io.ReadAll(c); err != nil || md5.Sum(all) != ids[i] {
+		c.Close()
+		t.Fatalf("track %d: %d bytes, %v", i, len(all), err)
+	}
+	return c
+}
+
 // newMesh makes n linked nodes on a fresh network.
 func newMesh(t testing.TB, n int) (*meshtest.Network, []*mesh.Node) {
 	t.Helper()
@@ -232,23 +341,4 @@ func newMesh(t testing.TB, n int) (*meshtest.Network, []*mesh.Node) {
 		}
 	}
 	return nw, nodes
-}
-
-// wavHeader writes over the start of data a RIFF/WAVE header with a PCM
-// fmt chunk (44.1 kHz, 16-bit stereo) and a data chunk of the rest: what
-// meta.Read takes for a WAV.
-func wavHeader(data []byte) {
-	le := binary.LittleEndian
-	copy(data, "RIFF")
-	le.PutUint32(data[4:], uint32(len(data)-8))
-	copy(data[8:], "WAVEfmt ")
-	le.PutUint32(data[16:], 16)
-	le.PutUint16(data[20:], 1)
-	le.PutUint16(data[22:], 2)
-	le.PutUint32(data[24:], 44100)
-	le.PutUint32(data[28:], 44100*4)
-	le.PutUint16(data[32:], 4)
-	le.PutUint16(data[34:], 16)
-	copy(data[36:], "data")
-	le.PutUint32(data[40:], uint32(len(data)-44))
 }

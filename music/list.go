@@ -1,9 +1,6 @@
 package music
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -64,11 +61,8 @@ type entry struct {
 
 func entryKey(e entry) reslist.Key { return e.ID }
 
-func entryHash(e entry) uint64 {
-	b, _ := json.Marshal(e)
-	h := sha256.Sum256(b)
-	return binary.BigEndian.Uint64(h[:])
-}
+// entryHash hashes an entry for the list's version.
+func entryHash(e entry) uint64 { return reslist.JSONHash(e) }
 
 func entryCost(e entry) int64 {
 	return int64(len(e.Name) + len(e.Title) + len(e.Artist) + len(e.Album) + len(e.Format))

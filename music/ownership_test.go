@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -58,24 +57,9 @@ func cacheRecords(t *testing.T, tn *testNode) map[shards.MD5]bool {
 // left in the downloads folder with nothing pointing to it.
 func TestRemoveCopyOfDownloadFinishedSinceListed(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, nodes := newMesh(t, 2)
-	dirA := t.TempDir()
 	const n = 12
-	var ids []shards.MD5
-	for i := range n {
-		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(200+i)))
-	}
 	// 3.6 MB at 1 MiB/s: the downloads run for seconds after they start.
-	newTestNodeTuned(t, nodes[0], nil, func(c *shards.Config) { c.UploadRate = 1 << 20 }, dirA)
-	b := newTestNode(t, nodes[1])
-	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
-		for _, id := range ids {
-			if len(m[id].Sources) != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	b, ids := slowSharer(t, func(dir string) []shards.MD5 { return writeWAVs(t, dir, n, 200) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, id := range ids {
@@ -130,24 +114,9 @@ func TestRemoveCopyOfDownloadFinishedSinceListed(t *testing.T) {
 // with no end, and each stays whose it was.
 func TestStreamResumesPausedDownload(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, nodes := newMesh(t, 2)
-	dirA := t.TempDir()
 	const n, size = 4, 1 << 20
-	var ids []shards.MD5
-	for i := range n {
-		ids = append(ids, writeBigWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), size, uint64(300+i)))
-	}
 	// 4 MiB at 1 MiB/s: each download runs for seconds.
-	newTestNodeTuned(t, nodes[0], nil, func(c *shards.Config) { c.UploadRate = 1 << 20 }, dirA)
-	b := newTestNode(t, nodes[1])
-	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
-		for _, id := range ids {
-			if len(m[id].Sources) != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	b, ids := slowSharer(t, func(dir string) []shards.MD5 { return writeBigWAVs(t, dir, n, size, 300) })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	users := func(i int) bool { return i%2 == 0 }
@@ -205,20 +174,10 @@ func TestCacheForgetsDownloadsRemovedInFiles(t *testing.T) {
 	_, nodes := newMesh(t, 2)
 	dirA := t.TempDir()
 	const n, removed = 12, 8
-	var ids []shards.MD5
-	for i := range n {
-		ids = append(ids, writeWAV(t, filepath.Join(dirA, fmt.Sprintf("%d.wav", i)), uint64(400+i)))
-	}
+	ids := writeWAVs(t, dirA, n, 400)
 	newTestNode(t, nodes[0], dirA)
 	b := newTestNode(t, nodes[1])
-	tracksBy(t, b, "a's tracks", func(m map[shards.MD5]Track) bool {
-		for _, id := range ids {
-			if len(m[id].Sources) != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	waitOneSource(t, b, ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for i, id := range ids {

@@ -47,7 +47,7 @@ func TestLibraryGrowsDuringScan(t *testing.T) {
 			}
 			data[len(data)-1] = byte(k)
 			data[len(data)-2] = byte(k >> 8)
-			wavHeader(data)
+			testutil.WAVHeader(data)
 			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%04d.wav", k)), data, 0o600); err != nil {
 				t.Error(err)
 				return
@@ -87,7 +87,7 @@ func TestTagsReadWhileDiskBusy(t *testing.T) {
 		path := filepath.Join(dir, fmt.Sprintf("%04d.wav", k))
 		data := make([]byte, 4<<10)
 		data[len(data)-1], data[len(data)-2] = byte(k), byte(k>>8)
-		wavHeader(data)
+		testutil.WAVHeader(data)
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"path/filepath"
 	"regexp"
@@ -258,23 +257,17 @@ func New(cfg Config) (*Service, error) {
 		}
 		s.folders = append(s.folders, abs)
 	}
-	s.remote = reslist.NewRemote(reslist.RemoteConfig[entry]{
-		Name: resourceName,
-		What: "music: track list",
-		Key:  entryKey,
-		Cost: entryCost,
-		Request: func(ctx context.Context, node mesh.ID, after reslist.Key) ([]byte, error) {
-			return s.request(ctx, node, encodeListReq(after, MaxPage))
-		},
-		Decode:     decodePage,
+	s.remote = pages.Remote(reslist.RemoteConfig[entry]{
+		Name:       resourceName,
+		What:       "music: track list",
+		Cost:       entryCost,
 		Penalize:   s.node.Penalize,
-		BadFrame:   ErrBadPage,
 		Cache:      cfg.ListCache,
 		MaxEntries: cfg.MaxRemoteEntries,
 		MaxBytes:   cfg.MaxRemoteBytes,
 		Timeout:    cfg.ListTimeout,
 		Logger:     s.log,
-	})
+	}, s.request)
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -284,15 +277,7 @@ func New(cfg Config) (*Service, error) {
 // request asks node for a page over the bulk channel, linking to it
 // first if it is not a neighbour.
 func (s *Service) request(ctx context.Context, node mesh.ID, payload []byte) ([]byte, error) {
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	b, err := s.node.Request(rctx, node, ProtoList, payload, mesh.OverBulk())
-	if errors.Is(err, mesh.ErrNotConnected) {
-		if err := s.node.Expand(rctx, node); err != nil {
-			return nil, fmt.Errorf("music: link to %s: %w", node.Short(), err)
-		}
-		b, err = s.node.Request(rctx, node, ProtoList, payload, mesh.OverBulk())
-	}
+	b, err := reslist.Request(ctx, s.node, node, ProtoList, payload, s.cfg.RequestTimeout, mesh.OverBulk())
 	if err != nil {
 		return nil, fmt.Errorf("music: list of %s: %w", node.Short(), err)
 	}
@@ -371,7 +356,7 @@ func (s *Service) Serve(ctx context.Context) error {
 			// tracks leave the library now, not when its record expires.
 			recs := s.node.Directory()
 			s.remote.ForgetOffline(recs)
-			if f := onlineLists(mesh.Reachable(s.node.ID(), recs)); f != online {
+			if f := reslist.Fingerprint(mesh.Reachable(s.node.ID(), recs), resourceName); f != online {
 				online = f
 				s.mu.Lock()
 				s.gen++
@@ -392,17 +377,6 @@ func touchesLibrary(ev shards.Event) bool {
 		return t.State == shards.StateSeeding || t.State == shards.StateDone
 	}
 	return false
-}
-
-// onlineLists fingerprints the track list summaries in a directory.
-func onlineLists(recs []mesh.Record) uint64 {
-	h := fnv.New64a()
-	for _, r := range recs {
-		if sm, ok := reslist.Advertised(r, resourceName); ok {
-			fmt.Fprintf(h, "%s %d %d\n", r.ID, sm.Count, sm.Version)
-		}
-	}
-	return h.Sum64()
 }
 
 func (s *Service) handleList(ctx context.Context, m *mesh.Message) ([]byte, error) {

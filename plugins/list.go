@@ -1,9 +1,6 @@
 package plugins
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -58,11 +55,8 @@ func (e Entry) Perms() []string {
 
 func entryKey(e Entry) reslist.Key { return e.ID }
 
-func entryHash(e Entry) uint64 {
-	b, _ := json.Marshal(e)
-	h := sha256.Sum256(b)
-	return binary.BigEndian.Uint64(h[:])
-}
+// entryHash hashes an entry for the list's version.
+func entryHash(e Entry) uint64 { return reslist.JSONHash(e) }
 
 func entryCost(e Entry) int64 {
 	return int64(len(e.Name) + len(e.Description) + len(e.Version) + len(e.Author) + len(e.Permissions) + len(e.Key) + len(e.Sig) + len(e.Publisher))

@@ -6,7 +6,6 @@ import (
 	"crypto/md5"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
@@ -143,23 +142,17 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, node: cfg.Node, shards: cfg.Shards, db: cfg.DB, log: log.With("svc", "plugins"),
 		own: reslist.NewLocal(entryKey, entryHash)}
-	s.remote = reslist.NewRemote(reslist.RemoteConfig[Entry]{
-		Name: resourceName,
-		What: "plugins: published list",
-		Key:  entryKey,
-		Cost: entryCost,
-		Request: func(ctx context.Context, node mesh.ID, after reslist.Key) ([]byte, error) {
-			return s.request(ctx, node, encodeListReq(after, MaxPage))
-		},
-		Decode:     decodePage,
+	s.remote = pages.Remote(reslist.RemoteConfig[Entry]{
+		Name:       resourceName,
+		What:       "plugins: published list",
+		Cost:       entryCost,
 		Penalize:   s.node.Penalize,
-		BadFrame:   ErrBadPage,
 		Cache:      cfg.ListCache,
 		MaxEntries: cfg.MaxRemoteEntries,
 		MaxBytes:   cfg.MaxRemoteBytes,
 		Timeout:    cfg.ListTimeout,
 		Logger:     s.log,
-	})
+	}, s.request)
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -169,15 +162,7 @@ func New(cfg Config) (*Service, error) {
 // request asks node for a page, linking to it first if it is not a
 // neighbour.
 func (s *Service) request(ctx context.Context, node mesh.ID, payload []byte) ([]byte, error) {
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	b, err := s.node.Request(rctx, node, ProtoList, payload)
-	if errors.Is(err, mesh.ErrNotConnected) {
-		if err := s.node.Expand(rctx, node); err != nil {
-			return nil, fmt.Errorf("plugins: link to %s: %w", node.Short(), err)
-		}
-		b, err = s.node.Request(rctx, node, ProtoList, payload)
-	}
+	b, err := reslist.Request(ctx, s.node, node, ProtoList, payload, s.cfg.RequestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: list of %s: %w", node.Short(), err)
 	}
@@ -212,23 +197,12 @@ func (s *Service) Serve(ctx context.Context) error {
 		case <-dir:
 			recs := s.node.Directory()
 			s.remote.ForgetOffline(recs)
-			if f := onlineLists(recs); f != online {
+			if f := reslist.Fingerprint(recs, resourceName); f != online {
 				online = f
 				s.events.Publish(Event{Market: true})
 			}
 		}
 	}
-}
-
-// onlineLists fingerprints the published list summaries in a directory.
-func onlineLists(recs []mesh.Record) uint64 {
-	h := fnv.New64a()
-	for _, r := range recs {
-		if sm, ok := reslist.Advertised(r, resourceName); ok {
-			fmt.Fprintf(h, "%s %d %d\n", r.ID, sm.Count, sm.Version)
-		}
-	}
-	return h.Sum64()
 }
 
 func (s *Service) handleList(ctx context.Context, m *mesh.Message) ([]byte, error) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"unsafe"
@@ -186,17 +185,10 @@ func (s *Service) remoteCatalog(ctx context.Context, node mesh.ID, version uint6
 }
 
 // request asks node over the bulk channel, linking to it first (a
-// temporary link) if it is not a neighbour; each try has RequestTimeout.
+// temporary link) if it is not a neighbour; both tries together have
+// RequestTimeout.
 func (s *Service) request(ctx context.Context, node mesh.ID, proto string, payload []byte) ([]byte, error) {
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	b, err := s.node.Request(rctx, node, proto, payload, mesh.OverBulk())
-	if errors.Is(err, mesh.ErrNotConnected) {
-		if err := s.node.Expand(rctx, node); err != nil {
-			return nil, fmt.Errorf("shards: link to %s: %w", node.Short(), err)
-		}
-		b, err = s.node.Request(rctx, node, proto, payload, mesh.OverBulk())
-	}
+	b, err := reslist.Request(ctx, s.node, node, proto, payload, s.cfg.RequestTimeout, mesh.OverBulk())
 	if err != nil {
 		return nil, fmt.Errorf("shards: %s from %s: %w", proto, node.Short(), err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -259,23 +258,12 @@ func (s *Service) Serve(ctx context.Context) error {
 			s.remote.ForgetOffline(recs)
 			// The web UI re-reads Files when the online catalogs change,
 			// not on every directory refresh.
-			if f := onlineCatalogs(recs); f != online {
+			if f := reslist.Fingerprint(recs, resourceName); f != online {
 				online = f
 				s.events.Publish(Event{Files: true})
 			}
 		}
 	}
-}
-
-// onlineCatalogs fingerprints the catalog summaries in a directory.
-func onlineCatalogs(recs []mesh.Record) uint64 {
-	h := fnv.New64a()
-	for _, r := range recs {
-		if sm, ok := advertised(r); ok {
-			fmt.Fprintf(h, "%s %d %d\n", r.ID, sm.Count, sm.Version)
-		}
-	}
-	return h.Sum64()
 }
 
 // changed is called when the catalog changes: Serve advertises the new

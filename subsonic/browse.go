@@ -291,11 +291,7 @@ func (s *Service) getArtists(ctx context.Context, _ http.ResponseWriter, _ *http
 }
 
 func (s *Service) getArtist(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, lib, err := s.libraryParam(ctx, p, "id")
 	if err != nil {
 		return nil, err
 	}
@@ -307,11 +303,7 @@ func (s *Service) getArtist(ctx context.Context, _ http.ResponseWriter, _ *http.
 }
 
 func (s *Service) getAlbum(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, lib, err := s.libraryParam(ctx, p, "id")
 	if err != nil {
 		return nil, err
 	}
@@ -323,17 +315,9 @@ func (s *Service) getAlbum(ctx context.Context, _ http.ResponseWriter, _ *http.R
 }
 
 func (s *Service) getSong(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	_, so, err := s.songParam(ctx, p)
 	if err != nil {
 		return nil, err
-	}
-	so, e := lib.song(id)
-	if e != nil {
-		return nil, e
 	}
 	c := s.child(so)
 	return &response{Song: &c}, nil
@@ -342,11 +326,7 @@ func (s *Service) getSong(ctx context.Context, _ http.ResponseWriter, _ *http.Re
 // getMusicDirectory browses by folder: an artist's directory holds its
 // albums, an album's its songs.
 func (s *Service) getMusicDirectory(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, lib, err := s.libraryParam(ctx, p, "id")
 	if err != nil {
 		return nil, err
 	}

@@ -31,17 +31,9 @@ func (s *Service) download(ctx context.Context, w http.ResponseWriter, r *http.R
 }
 
 func (s *Service) serveSong(ctx context.Context, w http.ResponseWriter, r *http.Request, p params, attach bool) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, so, err := s.songParam(ctx, p)
 	if err != nil {
 		return nil, err
-	}
-	so, e := lib.song(id)
-	if e != nil {
-		return nil, e
 	}
 	c, err := s.music.Stream(ctx, so.MD5)
 	if err != nil {
@@ -218,17 +210,9 @@ func (s *Service) getLyrics(ctx context.Context, _ http.ResponseWriter, _ *http.
 // getLyricsBySongID answers OpenSubsonic's structured lyrics: synced
 // lines with their start in milliseconds, or the plain lines.
 func (s *Service) getLyricsBySongID(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, so, err := s.songParam(ctx, p)
 	if err != nil {
 		return nil, err
-	}
-	so, e := lib.song(id)
-	if e != nil {
-		return nil, e
 	}
 	out := &lyricsList{StructuredLyrics: []structuredLyrics{}}
 	if !so.HasLyrics {

@@ -61,11 +61,7 @@ func (s *Service) playlistResponse(lib *library, id string) (*response, error) {
 }
 
 func (s *Service) getPlaylist(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("id")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, lib, err := s.libraryParam(ctx, p, "id")
 	if err != nil {
 		return nil, err
 	}
@@ -145,11 +141,7 @@ func (s *Service) createPlaylist(ctx context.Context, _ http.ResponseWriter, _ *
 // updatePlaylist renames, comments, adds songs and removes songs by
 // their index in the list as shown.
 func (s *Service) updatePlaylist(ctx context.Context, _ http.ResponseWriter, _ *http.Request, p params) (*response, error) {
-	id, e := p.required("playlistId")
-	if e != nil {
-		return nil, e
-	}
-	lib, err := s.library(ctx)
+	id, lib, err := s.libraryParam(ctx, p, "playlistId")
 	if err != nil {
 		return nil, err
 	}

@@ -309,6 +309,34 @@ func (s *Service) limiter(key string) *rate.Limiter {
 	return lim
 }
 
+// libraryParam reads the required parameter name and the library, as
+// every method on one item of the library starts.
+func (s *Service) libraryParam(ctx context.Context, p params, name string) (string, *library, error) {
+	id, e := p.required(name)
+	if e != nil {
+		return "", nil, e
+	}
+	lib, err := s.library(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return id, lib, nil
+}
+
+// songParam finds the song named by the required parameter id; it
+// returns the id as asked, which errors about the song name.
+func (s *Service) songParam(ctx context.Context, p params) (string, *libSong, error) {
+	id, lib, err := s.libraryParam(ctx, p, "id")
+	if err != nil {
+		return "", nil, err
+	}
+	so, e := lib.song(id)
+	if e != nil {
+		return "", nil, e
+	}
+	return id, so, nil
+}
+
 // lookupSong finds a song of the library by id (70 when none).
 func (l *library) song(id string) (*libSong, *apiError) {
 	if s := l.songs[strings.ToLower(id)]; s != nil {

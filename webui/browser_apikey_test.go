@@ -19,11 +19,7 @@ import (
 // hidden until asked, with curl examples.
 func TestBrowserAPIKeySettings(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", APIKey: testAPIKey}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "test", APIKey: testAPIKey}, newFakeNode("alpha"))
 	ctx := browsertest.New(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
 		t.Fatal(err)

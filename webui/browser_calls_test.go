@@ -54,11 +54,7 @@ func startCallNodes(t *testing.T, n int, ice []webrtc.ICEServer) []callNode {
 		done := make(chan struct{})
 		go func() { defer close(done); svc.Serve(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
-		s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Calls: svc}, node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		base, _ := serve(t, s)
+		base := startServer(t, Config{Version: "test", Calls: svc}, node)
 		out = append(out, callNode{url: base + "/", svc: svc})
 		defer func() {
 			// Every node lists the others before the pages join.

@@ -52,11 +52,7 @@ func browserChat(node *fakeNode) *fakeChat {
 // that speaks lang, and opens the page in it.
 func chatPage(t *testing.T, node Node, chat Chat, lang string) context.Context {
 	t.Helper()
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Chat: chat}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "test", Chat: chat}, node)
 	ctx := browsertest.New(t)
 	if err := browsertest.SetLanguage(ctx, lang); err != nil {
 		t.Fatal(err)
@@ -336,11 +332,7 @@ func TestBrowserChatOpensChannel(t *testing.T) {
 		chat.receive(generalID, chatlog.Entry{Author: bravo, Text: "line " + strconv.Itoa(i),
 			Time: start.Add(time.Duration(i) * time.Second)})
 	}
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Chat: chat}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "test", Chat: chat}, node)
 	ctx := browsertest.New(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/chat")); err != nil {
 		t.Fatal(err)

@@ -23,11 +23,7 @@ import (
 // opens the page and goes to the Music view.
 func musicPage(t *testing.T, node Node, m Music, lang string) context.Context {
 	t.Helper()
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", Music: m}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "test", Music: m}, node)
 	ctx := browsertest.New(t)
 	if err := browsertest.SetLanguage(ctx, lang); err != nil {
 		t.Fatal(err)

@@ -20,11 +20,7 @@ func TestBrowserSubsonic(t *testing.T) {
 	m := newFakeMusic()
 	tr := m.add(music.Track{Title: "Purr Song", Artist: "Cats", Album: "LP", Format: "mp3", Duration: 200}, []byte("audio"))
 	ss := newSubsonic(t, m)
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "test", APIKey: testAPIKey, Music: m, Subsonic: ss}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "test", APIKey: testAPIKey, Music: m, Subsonic: ss}, newFakeNode("alpha"))
 	ctx := browsertest.New(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
 		t.Fatal(err)

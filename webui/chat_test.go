@@ -54,11 +54,7 @@ func newChatFixture(t *testing.T) *chatFixture {
 		}
 		f.msgs = append(f.msgs, chat.receive(generalID, m))
 	}
-	s, err := New(Config{Addr: "127.0.0.1:0", Chat: chat}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.base, _ = serve(t, s)
+	f.base = startServer(t, Config{Chat: chat}, node)
 	f.c = newClient(t)
 	return f
 }
@@ -67,18 +63,7 @@ func newChatFixture(t *testing.T) *chatFixture {
 // when it is not empty, and returns the status and body.
 func (f *chatFixture) call(method, path, body string) (int, []byte) {
 	f.t.Helper()
-	req, err := http.NewRequest(method, f.base+path, strings.NewReader(body))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Origin", f.base)
-	resp, b := do(f.t, f.c, req)
-	if resp.StatusCode >= 400 {
-		wantJSONError(f.t, resp, b, resp.StatusCode)
-	}
+	resp, b := pageCall(f.t, f.c, f.base, method, path, body)
 	return resp.StatusCode, b
 }
 
@@ -512,11 +497,7 @@ func TestChatOrigin(t *testing.T) {
 // 404, and the event stream has no chat events.
 func TestChatDisabled(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 	for _, ep := range []struct{ method, path string }{
 		{"GET", "/api/channels"},
@@ -543,21 +524,8 @@ type chatEvent struct {
 // nextChat waits for the next "chat" event and decodes it, skipping others.
 func nextChat(t *testing.T, events <-chan sseEvent, timeout time.Duration) chatEvent {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatal("event stream ended")
-			}
-			if ev.name != "chat" {
-				continue
-			}
-			return chatEvent{decode[ChatEvent](t, []byte(ev.data)), []byte(ev.data)}
-		case <-deadline:
-			t.Fatalf("no chat event within %v", timeout)
-		}
-	}
+	ev := nextEvent(t, events, "chat", timeout, nil)
+	return chatEvent{decode[ChatEvent](t, []byte(ev.data)), []byte(ev.data)}
 }
 
 // TestChatEvents checks that every chat event is forwarded at once and in

@@ -14,11 +14,7 @@ import (
 func TestDirectoryEndpoint(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, node)
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/directory"))
@@ -112,28 +108,7 @@ func mustMarshal(t *testing.T, v any) []byte {
 // skipping comments and other events.
 func nextDirectory(t *testing.T, events <-chan sseEvent, timeout time.Duration) []recordJSON {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatal("event stream ended")
-			}
-			if ev.name != "directory" {
-				continue
-			}
-			var recs []recordJSON
-			if err := json.Unmarshal([]byte(ev.data), &recs); err != nil {
-				t.Fatalf("directory event %q: %v", ev.data, err)
-			}
-			if recs == nil {
-				t.Fatalf("directory event %q: want an array", ev.data)
-			}
-			return recs
-		case <-deadline:
-			t.Fatalf("no directory event within %v", timeout)
-		}
-	}
+	return nextArray[recordJSON](t, events, "directory", timeout)
 }
 
 func recordNames(recs []recordJSON) string {

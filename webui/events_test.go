@@ -3,7 +3,6 @@ package webui
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -89,28 +88,7 @@ func readEvents(r io.Reader, ch chan<- sseEvent) {
 // comments and other events.
 func nextPeers(t *testing.T, events <-chan sseEvent, timeout time.Duration) []peerJSON {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatal("event stream ended")
-			}
-			if ev.name != "peers" {
-				continue
-			}
-			var peers []peerJSON
-			if err := json.Unmarshal([]byte(ev.data), &peers); err != nil {
-				t.Fatalf("peers event %q: %v", ev.data, err)
-			}
-			if peers == nil {
-				t.Fatalf("peers event %q: want an array", ev.data)
-			}
-			return peers
-		case <-deadline:
-			t.Fatalf("no peers event within %v", timeout)
-		}
-	}
+	return nextArray[peerJSON](t, events, "peers", timeout)
 }
 
 func peerNames(peers []peerJSON) string {

@@ -157,6 +157,19 @@ func (ch *fakeChannel) find(id string) (int, error) {
 	return i, nil
 }
 
+// joinedMessage finds message id of a joined channel; f.mu is held.
+func (f *fakeChat) joinedMessage(channel, id string) (*fakeChannel, int, error) {
+	ch, err := f.joined(channel)
+	if err != nil {
+		return nil, 0, err
+	}
+	i, err := ch.find(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	return ch, i, nil
+}
+
 func (f *fakeChat) Channels(ctx context.Context) ([]chatlog.ChannelInfo, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {
@@ -258,11 +271,7 @@ func (f *fakeChat) Retract(ctx context.Context, channel, id string) error {
 	if err := f.begin(); err != nil {
 		return err
 	}
-	ch, err := f.joined(channel)
-	if err != nil {
-		return err
-	}
-	i, err := ch.find(id)
+	ch, i, err := f.joinedMessage(channel, id)
 	if err != nil {
 		return err
 	}
@@ -280,11 +289,7 @@ func (f *fakeChat) Mark(ctx context.Context, channel, id string, on bool) error 
 	if err := f.begin(); err != nil {
 		return err
 	}
-	ch, err := f.joined(channel)
-	if err != nil {
-		return err
-	}
-	i, err := ch.find(id)
+	ch, i, err := f.joinedMessage(channel, id)
 	if err != nil {
 		return err
 	}
@@ -319,11 +324,7 @@ func (f *fakeChat) Read(ctx context.Context, channel, id string) error {
 	if err := f.begin(); err != nil {
 		return err
 	}
-	ch, err := f.joined(channel)
-	if err != nil {
-		return err
-	}
-	i, err := ch.find(id)
+	ch, i, err := f.joinedMessage(channel, id)
 	if err != nil {
 		return err
 	}

@@ -211,11 +211,7 @@ func TestLiveAuth(t *testing.T) {
 func TestLiveWHEPBusy(t *testing.T) {
 	checkGoroutines(t)
 	lv := &fakeLive{watchErr: fmt.Errorf("%w: 64 viewers, limit 64; watch from another node", live.ErrBusy)}
-	s, err := New(Config{Addr: "127.0.0.1:0", Live: lv}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Live: lv}, newFakeNode("alpha"))
 	req, err := http.NewRequest("POST", base+"/api/live/rooms/r1/whep", lv.sdp())
 	if err != nil {
 		t.Fatal(err)

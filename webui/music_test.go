@@ -44,11 +44,7 @@ func newMusicFixture(t *testing.T) *musicFixture {
 	f.cover = testPNG(t, 40, 40, color.RGBA{10, 200, 30, 255})
 	m.setCover(f.song.MD5, "image/png", f.cover, []byte("thumb bytes"))
 	m.setLyrics(f.song.MD5, music.Lyrics{Synced: true, Lines: []music.Line{{T: 0, Text: "one"}, {T: 1, Text: "two"}}, Raw: "[00:00]one\n[00:01]two"})
-	s, err := New(Config{Addr: "127.0.0.1:0", APIKey: testAPIKey, Music: m}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.base, _ = serve(t, s)
+	f.base = startServer(t, Config{APIKey: testAPIKey, Music: m}, node)
 	f.c = newClient(t)
 	return f
 }
@@ -60,11 +56,7 @@ func trackPath(id shards.MD5, sub string) string {
 func TestMusicDisabled(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, node)
 	c := newClient(t)
 	id := shards.MD5{1}
 	for _, r := range [][2]string{
@@ -389,27 +381,7 @@ func TestMusicRemoveCacheAndScan(t *testing.T) {
 // nextMusic waits for the next "music" event that ok accepts.
 func nextMusic(t *testing.T, events <-chan sseEvent, ok func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case ev, open := <-events:
-			if !open {
-				t.Fatal("event stream ended")
-			}
-			if ev.name != "music" {
-				continue
-			}
-			var v map[string]any
-			if err := json.Unmarshal([]byte(ev.data), &v); err != nil {
-				t.Fatalf("music event %q: %v", ev.data, err)
-			}
-			if ok(v) {
-				return v
-			}
-		case <-deadline:
-			t.Fatal("no such music event within 10s")
-		}
-	}
+	return nextObject(t, events, "music", ok)
 }
 
 func TestMusicEvents(t *testing.T) {

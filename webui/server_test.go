@@ -96,11 +96,7 @@ func wantJSONError(t *testing.T, resp *http.Response, body []byte, status int) {
 func TestNodeEndpoint(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0", Version: "v1.2.3"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{Version: "v1.2.3"}, node)
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/node"))
@@ -128,11 +124,7 @@ func TestNodeEndpoint(t *testing.T) {
 func TestPeersEndpoint(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, node)
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/peers"))
@@ -186,11 +178,7 @@ func TestPeersEndpoint(t *testing.T) {
 
 func TestAPIErrors(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 
 	resp, body := do(t, c, newRequest(t, "GET", base+"/api/nope"))
@@ -207,11 +195,7 @@ func TestAPIErrors(t *testing.T) {
 
 func TestStatic(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 
 	tests := []struct {
@@ -258,11 +242,7 @@ func TestStatic(t *testing.T) {
 
 func TestHostCheck(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	u, _ := url.Parse(base)
 	port := u.Port()
 	c := newClient(t)
@@ -401,11 +381,7 @@ func TestToken(t *testing.T) {
 
 func TestOriginCheck(t *testing.T) {
 	checkGoroutines(t)
-	s, err := New(Config{Addr: "127.0.0.1:0"}, newFakeNode("alpha"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, newFakeNode("alpha"))
 	c := newClient(t)
 
 	// A POST that passes the check reaches the route and gets 405: there

@@ -64,11 +64,7 @@ func newFilesFixture(t *testing.T) *filesFixture {
 	f.bigB = make([]byte, 4<<20)
 	rand.NewChaCha8([32]byte{1}).Read(f.bigB)
 	f.big = files.addRemote("big.bin", f.bigB, fakeID("bravo"))
-	s, err := New(Config{Addr: "127.0.0.1:0", APIKey: testAPIKey, Files: files}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.base, _ = serve(t, s)
+	f.base = startServer(t, Config{APIKey: testAPIKey, Files: files}, node)
 	f.c = newClient(t)
 	return f
 }
@@ -77,22 +73,7 @@ func newFilesFixture(t *testing.T) *filesFixture {
 // when it is not empty, and returns the status and body.
 func (f *filesFixture) call(method, path, body string, header ...string) (*http.Response, []byte) {
 	f.t.Helper()
-	req, err := http.NewRequest(method, f.base+path, strings.NewReader(body))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Origin", f.base)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, b := do(f.t, f.c, req)
-	if resp.StatusCode >= 400 {
-		wantJSONError(f.t, resp, b, resp.StatusCode)
-	}
-	return resp, b
+	return pageCall(f.t, f.c, f.base, method, path, body, header...)
 }
 
 // want does a request and fails the test unless it gets status; it
@@ -131,11 +112,7 @@ func (f *filesFixture) refuses(tests []badInput) {
 func TestFilesDisabled(t *testing.T) {
 	checkGoroutines(t)
 	node := newFakeNode("alpha")
-	s, err := New(Config{Addr: "127.0.0.1:0"}, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
+	base := startServer(t, Config{}, node)
 	c := newClient(t)
 	id := shards.MD5{1}.String()
 	for _, r := range [][2]string{
@@ -510,27 +487,7 @@ func TestContentType(t *testing.T) {
 // it, skipping others.
 func nextShards(t *testing.T, events <-chan sseEvent, ok func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case ev, open := <-events:
-			if !open {
-				t.Fatal("event stream ended")
-			}
-			if ev.name != "shards" {
-				continue
-			}
-			var v map[string]any
-			if err := json.Unmarshal([]byte(ev.data), &v); err != nil {
-				t.Fatalf("shards event %q: %v", ev.data, err)
-			}
-			if ok(v) {
-				return v
-			}
-		case <-deadline:
-			t.Fatal("no such shards event within 10s")
-		}
-	}
+	return nextObject(t, events, "shards", ok)
 }
 
 // TestFilesEvents follows a download on the event stream: it starts, makes

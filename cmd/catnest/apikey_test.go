@@ -63,10 +63,7 @@ func TestServeAPIKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	port := freePort(t)
-	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery")
-	sig.expect(t, `catnest rendezvous`)
-	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	signalURL := startSignalAt(t, "")
 	data := filepath.Join(t.TempDir(), "node")
 	serve := func() (p *proc, ui, key string) {
 		p = startProc(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--signal", signalURL, "--name", "solo", "--loopback")

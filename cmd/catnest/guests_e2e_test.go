@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -187,21 +186,7 @@ func TestPeerJSGuests(t *testing.T) {
 	}
 
 	ourSignal := func(t *testing.T) string {
-		ctx, cancel := context.WithCancel(context.Background())
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		var wg sync.WaitGroup
-		t.Cleanup(func() { cancel(); wg.Wait() })
-		wg.Go(func() {
-			if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--path", "/guests"}, io.Discard, io.Discard); err != nil {
-				t.Errorf("signal: %v", err)
-			}
-		})
-		return fmt.Sprintf("http://127.0.0.1:%d/guests", port)
+		return fmt.Sprintf("http://127.0.0.1:%d/guests", runSignal(t, "--path", "/guests"))
 	}
 	npmPeer := func(t *testing.T) string { return peerjstest.Start(t, peerjstest.Options{Path: "/npm"}) }
 

@@ -278,10 +278,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	port := freePort(t)
-	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--path", "/myapp", "--allow-discovery")
-	sig.expect(t, `catnest rendezvous on http://127\.0\.0\.1:\d+/myapp`)
-	signalURL := fmt.Sprintf("http://127.0.0.1:%d/myapp", port)
+	signalURL := startSignalAt(t, "/myapp")
 
 	uis := map[string]string{}
 	ids := map[string]string{}
@@ -327,36 +324,7 @@ func TestServeEndToEnd(t *testing.T) {
 // real WebRTC on loopback, until the test ends.
 func twoNodes(t *testing.T) map[string]*node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}, io.Discard, io.Discard); err != nil {
-			t.Errorf("signal: %v", err)
-		}
-	})
-	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	nodes := map[string]*node{}
-	for _, name := range []string{"alice", "bob"} {
-		n, err := newNode(ServeConfig{Data: filepath.Join(t.TempDir(), name), HTTP: "127.0.0.1:0", SignalURL: signalURL,
-			SignalKey: "peerjs", Name: name, LoopbackOnly: true}, newLogger(false).With("test", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[name] = n
-		wg.Go(func() {
-			if err := n.run(ctx); err != nil {
-				t.Errorf("%s: %v", name, err)
-			}
-		})
-	}
-	return nodes
+	return meshOf(t, "alice", "bob")
 }
 
 // TestBrowserSeesRealPeer loads a real node's web UI in Chromium in a
@@ -556,10 +524,7 @@ func TestAcknowledgedMessageSurvivesKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	port := freePort(t)
-	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery")
-	sig.expect(t, `catnest rendezvous`)
-	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	signalURL := startSignalAt(t, "")
 	data := filepath.Join(t.TempDir(), "node")
 	serve := func() (*proc, string) {
 		p := startProc(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--signal", signalURL, "--name", "solo", "--loopback")

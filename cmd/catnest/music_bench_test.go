@@ -37,15 +37,10 @@ var (
 // benchmark ends.
 func benchMesh(b *testing.B, cfgs ...ServeConfig) []*node {
 	b.Helper()
+	port := runSignal(b, "--allow-discovery")
 	ctx, cancel := context.WithCancel(context.Background())
-	port := freePort(b)
 	var wg sync.WaitGroup
 	b.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}, io.Discard, io.Discard); err != nil {
-			b.Errorf("signal: %v", err)
-		}
-	})
 	var nodes []*node
 	for i, cfg := range cfgs {
 		cfg.Data = filepath.Join(b.TempDir(), fmt.Sprint(i))
@@ -239,7 +234,7 @@ func BenchmarkMusicScan(b *testing.B) {
 			for i := 44; i+8 <= len(data); i += 8 {
 				binary.LittleEndian.PutUint64(data[i:], r.Uint64())
 			}
-			wavHeader(data)
+			testutil.WAVHeader(data)
 			name += ".wav"
 		}
 		p := filepath.Join(dir, name)
@@ -392,22 +387,4 @@ func udpProbe(b *testing.B) (stop func() []time.Duration) {
 		}
 		return rtts
 	}
-}
-
-// wavHeader writes over the start of data a RIFF/WAVE header with a PCM
-// fmt chunk (44.1 kHz, 16-bit stereo) and a data chunk of the rest.
-func wavHeader(data []byte) {
-	le := binary.LittleEndian
-	copy(data, "RIFF")
-	le.PutUint32(data[4:], uint32(len(data)-8))
-	copy(data[8:], "WAVEfmt ")
-	le.PutUint32(data[16:], 16)
-	le.PutUint16(data[20:], 1)
-	le.PutUint16(data[22:], 2)
-	le.PutUint32(data[24:], 44100)
-	le.PutUint32(data[28:], 44100*4)
-	le.PutUint16(data[32:], 4)
-	le.PutUint16(data[34:], 16)
-	copy(data[36:], "data")
-	le.PutUint32(data[40:], uint32(len(data)-44))
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -36,21 +35,10 @@ func meshOf(t *testing.T, names ...string) map[string]*node {
 // meshWith is meshOf with each node's config changed by set, if not nil.
 func meshWith(t *testing.T, set func(name string, c *ServeConfig), names ...string) map[string]*node {
 	t.Helper()
+	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", runSignal(t, "--allow-discovery"))
 	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		if err := run(ctx, []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}, io.Discard, io.Discard); err != nil {
-			t.Errorf("signal: %v", err)
-		}
-	})
-	signalURL := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	nodes := map[string]*node{}
 	for _, name := range names {
 		cfg := ServeConfig{Data: filepath.Join(t.TempDir(), name), HTTP: "127.0.0.1:0", SignalURL: signalURL,
@@ -70,6 +58,23 @@ func meshWith(t *testing.T, set func(name string, c *ServeConfig), names ...stri
 		})
 	}
 	return nodes
+}
+
+// runSignal runs a rendezvous (`catnest signal` with args) in this
+// process on a free loopback port until the test ends, and returns the
+// port.
+func runSignal(t testing.TB, args ...string) int {
+	t.Helper()
+	port := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() {
+		if err := run(ctx, append([]string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port)}, args...), io.Discard, io.Discard); err != nil {
+			t.Errorf("signal: %v", err)
+		}
+	})
+	return port
 }
 
 // echoPlugin answers "ping …" with "pong: ping …" in the same channel.

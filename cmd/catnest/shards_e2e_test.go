@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"encoding/json"
@@ -39,10 +40,21 @@ type servedNode struct {
 // returns its URL.
 func startSignalProc(t *testing.T) string {
 	t.Helper()
+	return startSignalAt(t, "/e2e")
+}
+
+// startSignalAt runs `catnest signal` on loopback with discovery at path
+// ("" for the root) and returns its URL.
+func startSignalAt(t *testing.T, path string) string {
+	t.Helper()
 	port := freePort(t)
-	sig := startProc(t, "signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--path", "/e2e", "--allow-discovery")
-	sig.expect(t, `catnest rendezvous on http://127\.0\.0\.1:\d+/e2e`)
-	return fmt.Sprintf("http://127.0.0.1:%d/e2e", port)
+	args := []string{"signal", "--host", "127.0.0.1", "--port", fmt.Sprint(port), "--allow-discovery"}
+	if path != "" {
+		args = append(args, "--path", path)
+	}
+	sig := startProc(t, args...)
+	sig.expect(t, `catnest rendezvous on http://127\.0\.0\.1:\d+`+regexp.QuoteMeta(path))
+	return fmt.Sprintf("http://127.0.0.1:%d%s", port, cmp.Or(path, "/"))
 }
 
 // serveNode runs `catnest serve` named name on data with more flags.

@@ -2,9 +2,12 @@ package reslist
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+
+	"github.com/catnest/catnest/mesh"
 )
 
 // JSONPages encodes and decodes a list's pages whose entries travel as
@@ -96,4 +99,15 @@ func (c JSONPages[E]) DecodeRequest(p []byte) (after Key, limit int, err error) 
 		return after, 0, fmt.Errorf("%w: list limit %d (1 to %d)", c.Err, limit, c.MaxEntries)
 	}
 	return after, limit, nil
+}
+
+// Remote makes the cache of other nodes' lists of these pages: cfg with
+// what the encoding decides set (Key, Decode, BadFrame), and Request
+// asking through ask for MaxEntries entries at a time.
+func (c JSONPages[E]) Remote(cfg RemoteConfig[E], ask func(ctx context.Context, node mesh.ID, req []byte) ([]byte, error)) *Remote[E] {
+	cfg.Key, cfg.Decode, cfg.BadFrame = c.Key, c.DecodePage, c.Err
+	cfg.Request = func(ctx context.Context, node mesh.ID, after Key) ([]byte, error) {
+		return ask(ctx, node, c.EncodeRequest(after, c.MaxEntries))
+	}
+	return NewRemote(cfg)
 }
