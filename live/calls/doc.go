@@ -49,6 +49,14 @@
 // travels back on its own and the sender matches it by nonce. So a slow,
 // hung or hostile node on or at the end of a route holds nothing at the
 // nodes in between, and a sender that floods fills only its own share.
+// A hop's notice that it could not pass a message on is unsigned (a hop
+// could as well drop the message): it only makes the sender send the
+// message again over a link of its own. Every call message carries a
+// number, the same in each of its copies, and its destination acts on
+// each sender's number once, answering a copy with the first one's
+// answer; so neither a sender's retries nor a hop that claims a failure
+// while it passes the message on, or holds it back for later, makes a
+// destination act twice.
 // An owner takes joins and leaves only for the sender's own sessions; a
 // node takes a seat notice only from the owner it asked, and a signal only
 // from the node and session the owner named as the other member of that

@@ -11,11 +11,11 @@ import (
 // panicking, and what it takes must pass its own checks again.
 
 func FuzzDecodeRequest(f *testing.F) {
-	f.Add([]byte(`{"op":"join","room":"kitchen","session":"ABC","refresh":true,"peer":{"node":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","session":"X"}}`))
-	f.Add([]byte(`{"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}`))
-	f.Add([]byte(`{"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"offer","sdp":"` + jsonEscape(sdpOffer) + `"}}`))
-	f.Add([]byte(`{"op":"state","room":"猫窝","session":"A","state":"full","epoch":7}`))
-	f.Add([]byte(`{"op":"leave","room":"k","session":"A"}`))
+	f.Add([]byte(`{"seq":9,"op":"join","room":"kitchen","session":"ABC","refresh":true,"peer":{"node":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","session":"X"}}`))
+	f.Add([]byte(`{"seq":9,"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}`))
+	f.Add([]byte(`{"seq":9,"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"offer","sdp":"` + jsonEscape(sdpOffer) + `"}}`))
+	f.Add([]byte(`{"seq":9,"op":"state","room":"猫窝","session":"A","state":"full","epoch":7}`))
+	f.Add([]byte(`{"seq":9,"op":"leave","room":"k","session":"A"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRequest(b)
 		if err != nil {

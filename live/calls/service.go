@@ -101,6 +101,10 @@ type Service struct {
 	log  *slog.Logger
 	own  *owner
 	seen seen
+	// seqs numbers this node's call messages; taken records the numbers
+	// of the messages it took, so that it acts on each once.
+	seqs  seqs
+	taken taken
 	// relay queues the routed messages this node passes on; pending
 	// holds its own routed calls waiting for answers; serving counts the
 	// routed calls it serves.
@@ -617,6 +621,10 @@ func (s *Service) ask(ctx context.Context, to mesh.ID, req *request) ([]byte, er
 	if to == s.self {
 		return s.serve(ctx, s.self, req)
 	}
+	if req.Seq == 0 {
+		// Every try of this message goes with this number.
+		req.Seq = s.seqs.take(to)
+	}
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -746,7 +754,29 @@ func (s *Service) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, error
 		s.node.Penalize(m.From, "call: "+err.Error())
 		return nil, err
 	}
-	return s.serve(ctx, m.From, req)
+	return s.serveOnce(ctx, m.From, req)
+}
+
+// serveOnce serves a call message from another node unless a copy of it
+// came before: that copy's answer is the answer (dedup.go).
+func (s *Service) serveOnce(ctx context.Context, from mesh.ID, req *request) ([]byte, error) {
+	m, first, err := s.taken.begin(from, req.Seq, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if !first {
+		select {
+		case <-m.done:
+			return m.out, m.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	out, err := s.serve(ctx, from, req)
+	// Only a signal waits, and one cut short delivered nothing.
+	undone := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	s.taken.end(m, out, err, undone)
+	return out, err
 }
 
 // serve handles a checked call message from node from (maybe this one).
@@ -817,7 +847,7 @@ func (s *Service) deliver(ctx context.Context, from mesh.ID, req *request) error
 		case <-wait.C:
 			return ErrNotMember
 		case <-ctx.Done():
-			return ErrNotMember
+			return fmt.Errorf("%w: %w", ErrNotMember, ctx.Err())
 		}
 	}
 }
