@@ -33,7 +33,8 @@
 // freeing the seat of a member that still believes itself in would let a
 // third joiner into the call. A member that moves to a new owner keeps
 // its peer's seat there until the peer moves too, so that the call goes on
-// and no newcomer takes the seat meanwhile.
+// and no newcomer takes the seat meanwhile; the reserved seat counts
+// against the mover's Config.MaxSeatsPerNode, not the peer's.
 //
 // # Trust
 //

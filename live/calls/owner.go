@@ -37,6 +37,11 @@ func rank(room string, ids []mesh.ID) []mesh.ID {
 // seat is a member's place in a room at its owner.
 type seat struct {
 	Member
+	// by is the node on whose word the seat is held, in whose count of
+	// seats (MaxSeatsPerNode) it is: the member's node, or for a
+	// reserved seat the other member's, so that a node cannot use up
+	// another's count by naming it as its peer.
+	by      mesh.ID
 	renewed time.Time
 	// reserved: taken on the word of the other member, which moved here
 	// from an earlier owner and named this one as its peer; it waits for
@@ -113,7 +118,14 @@ func (o *owner) join(from mesh.ID, req *request, higher mesh.ID, now time.Time) 
 		r = &room{}
 	}
 	if i := r.find(me); i >= 0 {
-		r.seats[i].renewed, r.seats[i].reserved = now, false
+		st := &r.seats[i]
+		if st.by != from {
+			// The member takes up the seat reserved for it.
+			o.release(st.by)
+			o.byNode[from]++
+			st.by = from
+		}
+		st.renewed, st.reserved = now, false
 		return o.stateOf(r, i), nil, nil
 	}
 	if len(r.seats) >= 2 {
@@ -123,13 +135,14 @@ func (o *owner) join(from mesh.ID, req *request, higher mesh.ID, now time.Time) 
 		return reply{}, nil, errBusy
 	}
 	o.rooms[req.Room] = r
-	r.seats = append(r.seats, seat{Member: me, renewed: now})
+	r.seats = append(r.seats, seat{Member: me, by: from, renewed: now})
 	o.byNode[from]++
-	if p := req.Peer; req.Refresh && p != nil && len(r.seats) < 2 && p.Node != from && o.byNode[p.Node] < o.cfg.MaxSeatsPerNode {
+	if p := req.Peer; req.Refresh && p != nil && len(r.seats) < 2 && p.Node != from && o.byNode[from] < o.cfg.MaxSeatsPerNode {
 		// A member moving here from an earlier owner keeps its peer's
 		// seat, so that no newcomer takes it before the peer moves too.
-		r.seats = append(r.seats, seat{Member: *p, renewed: now, reserved: true})
-		o.byNode[p.Node]++
+		// It counts as the mover's until the peer comes.
+		r.seats = append(r.seats, seat{Member: *p, by: from, renewed: now, reserved: true})
+		o.byNode[from]++
 	}
 	r.epoch = o.nextEpoch(now)
 	var out []notice
@@ -177,10 +190,7 @@ func (o *owner) leave(from mesh.ID, name, session string, now time.Time) []notic
 
 // drop frees seat i of room r and tells the one left, if any.
 func (o *owner) drop(name string, r *room, i int, now time.Time) []notice {
-	node := r.seats[i].Node
-	if o.byNode[node]--; o.byNode[node] <= 0 {
-		delete(o.byNode, node)
-	}
+	o.release(r.seats[i].by)
 	r.seats = slices.Delete(r.seats, i, i+1)
 	if len(r.seats) == 0 {
 		delete(o.rooms, name)
@@ -191,6 +201,13 @@ func (o *owner) drop(name string, r *room, i int, now time.Time) []notice {
 		return nil
 	}
 	return []notice{o.noticeFor(name, r, 0)}
+}
+
+// release takes a seat off node's count.
+func (o *owner) release(node mesh.ID) {
+	if o.byNode[node]--; o.byNode[node] <= 0 {
+		delete(o.byNode, node)
+	}
 }
 
 // expire deals with the seats not renewed within the lease. The seat of
