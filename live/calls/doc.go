@@ -57,7 +57,10 @@
 // each sender's number once, answering a copy with the first one's
 // answer; so neither a sender's retries nor a hop that claims a failure
 // while it passes the message on, or holds it back for later, makes a
-// destination act twice.
+// destination act twice. An owner also takes a session's joins and leaves
+// in the order its node numbered them: a leave held back does not free
+// the seat the page took again after it, and a join held back does not
+// seat a page that has left since.
 // An owner takes joins and leaves only for the sender's own sessions; a
 // node takes a seat notice only from the owner it asked, and a signal only
 // from the node and session the owner named as the other member of that

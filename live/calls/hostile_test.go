@@ -3,8 +3,11 @@ package calls
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
@@ -74,5 +77,156 @@ func TestReservedSeatsCountForTheirMaker(t *testing.T) {
 	}
 	if n := own.byNode[victim]; n != 1 {
 		t.Fatalf("the named node's count is %d, want its one seat", n)
+	}
+}
+
+// TestHeldBackLeaveAndJoin: a hostile node in the middle of the only
+// route from a member's node to the room's owner holds back a leave (and,
+// later, a join) and claims it could not pass it on; the member's node
+// cannot link to the owner, so its leave (its join) fails. When the page
+// has joined again, the leave held back does not free its new seat; when
+// the page has left after its join failed, the join held back does not
+// seat it. The owner takes a session's joins and leaves only in the order
+// its node sent them. (It used to act on them in the order they came:
+// the other page heard "other_left", then "other_joined" from a page that
+// had gone.)
+func TestHeldBackLeaveAndJoin(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := &testNet{nw: meshtest.NewNetwork(), meshConf: func(c *mesh.Config) { c.ManualLinks = true }}
+	for i := range 2 {
+		tn.add(t, fmt.Sprintf("n%d", i))
+	}
+	h := &hostileRelay{answers: make(map[string]int)}
+	h.node = tn.nw.NewNode(t, "evil", meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }})
+	h.node.Handle(RouteProtocol, mesh.HandlerFunc(h.serve))
+	// Nor does it carry links between them: no link of their own, no
+	// bridge through it.
+	for _, proto := range []string{"mesh/sig/1", "mesh/bridge/1"} {
+		h.node.Handle(proto, mesh.HandlerFunc(func(context.Context, *mesh.Message) ([]byte, error) {
+			return nil, errors.New("evil: not passed on")
+		}))
+	}
+	h.set(passOut, passBack)
+	ctx := context.Background()
+	for _, n := range tn.nodes {
+		testutil.WaitFor(t, wait, "a link to the hostile node", func() bool { return h.node.Connect(ctx, n.ID()) == nil })
+	}
+	owner := tn.nodes[1].ID()
+	tn.nw.Block(tn.nodes[0].ID(), owner)
+	tn.converge(t)
+	testutil.WaitFor(t, wait, "a route to the owner through the hostile node", func() bool { return tn.svcs[0].pathTo(owner) != nil })
+	rooms := tn.roomsOwnedBy(t, 1, "landing", 2)
+
+	var mu sync.Mutex
+	var held []envelope
+	passed := map[string][]byte{} // op and session -> nonce of the last passed on
+	hold := func(op, session string) {
+		h.set(func(e envelope) []envelope {
+			var r request
+			json.Unmarshal(e.Body, &r)
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Op == op && r.Session == session {
+				held = append(held, e)
+				f := envelope{Path: e.Path, Hop: e.Hop - 1, Back: true, Nonce: e.Nonce, Fail: "evil: no link"}
+				return []envelope{f}
+			}
+			passed[r.Op+" "+r.Session] = e.Nonce
+			return passOut(e)
+		}, passBack)
+	}
+	release := func() {
+		t.Helper()
+		mu.Lock()
+		hs := held
+		held = nil
+		mu.Unlock()
+		if len(hs) == 0 {
+			t.Fatal("the hostile node held nothing: the test shows nothing")
+		}
+		for _, e := range hs {
+			raw, _ := json.Marshal(passOut(e)[0])
+			if err := h.node.Send(ctx, owner, RouteProtocol, raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, e := range hs {
+			testutil.WaitFor(t, wait, "the owner to answer what was held back", func() bool { return h.answersTo(e.Nonce) > 0 })
+		}
+		flushJobs(t, tn.svcs[1])
+	}
+	quiet := func(s *Session, when string) {
+		t.Helper()
+		for _, ev := range drain(s) {
+			if ev.Type == "other_left" || ev.Type == "other_joined" {
+				t.Fatalf("the other page heard %+v %s", ev, when)
+			}
+		}
+	}
+
+	// A leave held back until the page joined again.
+	a, b := tn.open(t, 0), tn.open(t, 1)
+	joinPair(t, rooms[0], a, b)
+	hold(opLeave, a.ID())
+	if err := tn.svcs[0].Leave(ctx, a.ID(), rooms[0]); err != nil {
+		t.Fatal(err)
+	}
+	h.set(passOut, passBack)
+	if res, err := tn.svcs[0].Join(ctx, a.ID(), rooms[0]); err != nil || res.State != "joined" || res.Peer == nil {
+		t.Fatalf("join again: %+v, %v", res, err)
+	}
+	drain(a)
+	quiet(b, "while a's leave was held back")
+	release()
+	quiet(b, "when a's leave held back arrived")
+	if got := tn.svcs[1].own.members(rooms[0]); len(got) != 2 {
+		t.Fatalf("the owner holds %+v after a's leave held back arrived", got)
+	}
+
+	// A join held back until the page left.
+	c, d := tn.open(t, 0), tn.open(t, 1)
+	if res, err := tn.svcs[1].Join(ctx, d.ID(), rooms[1]); err != nil || res.State != "joined" {
+		t.Fatalf("d's join: %+v, %v", res, err)
+	}
+	hold(opJoin, c.ID())
+	if _, err := tn.svcs[0].Join(ctx, c.ID(), rooms[1]); err == nil {
+		t.Fatal("c's join held back succeeded")
+	}
+	// The leave after the failed join gets through.
+	testutil.WaitFor(t, wait, "the leave after c's failed join to be answered", func() bool {
+		mu.Lock()
+		nonce := passed[opLeave+" "+c.ID()]
+		mu.Unlock()
+		return nonce != nil && h.answersTo(nonce) > 0
+	})
+	drain(d)
+	release()
+	quiet(d, "when c's join held back arrived")
+	if got := tn.svcs[1].own.members(rooms[1]); len(got) != 1 || got[0] != member(d) {
+		t.Fatalf("the owner holds %+v after c's join held back arrived", got)
+	}
+}
+
+// TestLeftMemoryBounded: an owner remembers a bounded number of leaves,
+// however many a node sends for sessions it makes up, and forgets them
+// once no join sent before them can still arrive.
+func TestLeftMemoryBounded(t *testing.T) {
+	cfg := DefaultConfig()
+	o := newOwner(&cfg)
+	now := time.Now()
+	for i := range 20000 {
+		o.leave("evil", "room", fmt.Sprint("s", i), uint64(i+1), now)
+	}
+	if len(o.left) > maxLeft || len(o.leftOrder) > maxLeft {
+		t.Fatalf("remembers %d leaves (%d in order), bound %d", len(o.left), len(o.leftOrder), maxLeft)
+	}
+	// The latest are remembered: a join sent before one is refused.
+	req := &request{Op: opJoin, Room: "room", Session: "s19999", Seq: 1}
+	if _, _, err := o.join("evil", req, "", now); err != errStale {
+		t.Fatalf("a join sent before the session's leave: %v", err)
+	}
+	o.leave("evil", "room", "late", 1, now.Add(seqKeep+time.Second))
+	if len(o.left) != 1 {
+		t.Fatalf("remembers %d leaves after the others went stale", len(o.left))
 	}
 }

@@ -791,7 +791,7 @@ func (s *Service) serve(ctx context.Context, from mesh.ID, req *request) ([]byte
 		s.send(ns)
 		return json.Marshal(rep)
 	case opLeave:
-		s.send(s.own.leave(from, req.Room, req.Session, now))
+		s.send(s.own.leave(from, req.Room, req.Session, req.Seq, now))
 		return nil, nil
 	case opState:
 		s.mu.Lock()
