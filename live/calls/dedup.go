@@ -3,6 +3,9 @@ package calls
 import (
 	"container/list"
 	"errors"
+	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +29,9 @@ import (
 // The destination keeps, per sender, the highest number taken and which
 // of the seqWindow numbers below it were taken (a bitmap), so messages
 // that overtake each other are all taken once; a number below the window
-// is refused (it may have been taken and forgotten). The last
+// is refused (it may have been taken and forgotten), with the window's
+// top, so that a sender that restarted with its clock set back counts on
+// above it. The last
 // maxAnswersPerSender answers are kept for copies that come again. A
 // sender is forgotten once no copy of its messages can still arrive: its
 // own tries end within RequestTimeouts, and a copy that a node on a route
@@ -51,6 +56,10 @@ const (
 )
 
 var (
+	// errSeqTooLate is refused a message below the window; the refusal
+	// (a seqTooLate) says where the window is, so that a sender whose
+	// count fell behind (it restarted with its clock set back) counts on
+	// from there.
 	errSeqTooLate = errors.New("calls: call message number below the window of its sender's later ones")
 	errSeqFull    = errors.New("calls: too many nodes sending call messages")
 	// errSeqForgotten answers a copy of a message served so long ago
@@ -81,6 +90,40 @@ func (q *seqs) take(dst mesh.ID) uint64 {
 	}
 	q.next[dst] = n + 1
 	return n
+}
+
+// raise makes the count for dst go on above top, and reports whether it
+// was behind.
+func (q *seqs) raise(dst mesh.ID, top uint64) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.next == nil || top == math.MaxUint64 || q.next[dst] > top {
+		return false
+	}
+	q.next[dst] = top + 1
+	return true
+}
+
+// seqTooLate refuses a message below the window whose top is top.
+type seqTooLate struct{ top uint64 }
+
+const seqTooLatePrefix = "; count on above "
+
+func (e *seqTooLate) Error() string {
+	return errSeqTooLate.Error() + seqTooLatePrefix + strconv.FormatUint(e.top, 10)
+}
+
+func (e *seqTooLate) Is(target error) bool { return target == errSeqTooLate }
+
+// seqTooLateTop reads the top from a seqTooLate's text, as it comes back
+// from the destination.
+func seqTooLateTop(msg string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(msg, errSeqTooLate.Error()+seqTooLatePrefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(rest, 10, 64)
+	return n, err == nil
 }
 
 // taken is what a destination knows of the messages its senders numbered.
@@ -170,7 +213,7 @@ func (t *taken) begin(from mesh.ID, seq uint64, now time.Time) (m *seqMessage, f
 	t.lru.MoveToBack(sd.elem)
 	switch {
 	case sd.top >= seqWindow && seq <= sd.top-seqWindow:
-		return nil, false, errSeqTooLate
+		return nil, false, &seqTooLate{top: sd.top}
 	case seq <= sd.top && sd.has(seq):
 		if m := sd.msgs[seq]; m != nil {
 			return m, false, nil

@@ -3,6 +3,7 @@ package calls
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -218,7 +219,7 @@ func TestTakenOnce(t *testing.T) {
 	if _, first, _ := tk.begin("a", base+10*n, now); !first {
 		t.Fatal("a message far ahead not taken")
 	}
-	if _, first, err := tk.begin("a", base+n+1, now); first || err != errSeqTooLate {
+	if _, first, err := tk.begin("a", base+n+1, now); first || !errors.Is(err, errSeqTooLate) {
 		t.Fatalf("a message below the window: %v, %v", first, err)
 	}
 	// Bounded senders, forgotten when quiet.

@@ -230,3 +230,29 @@ func TestLeftMemoryBounded(t *testing.T) {
 		t.Fatalf("remembers %d leaves after the others went stale", len(o.left))
 	}
 }
+
+// TestSeqAfterRestartWithClockBack: a node that restarts with its clock
+// set back numbers its messages below those its last run sent, which the
+// owner still remembers; it learns where to count from and its page
+// still joins. (Its messages were refused until the owner forgot it,
+// which it never did while the node kept renewing.)
+func TestSeqAfterRestartWithClockBack(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 2)
+	room := tn.roomOwnedBy(t, 1, "clock")
+	// The node's last run counted from an hour ahead of this clock.
+	ahead := uint64(time.Now().Add(time.Hour).UnixNano())
+	m, first, err := tn.svcs[1].taken.begin(tn.nodes[0].ID(), ahead, time.Now())
+	if !first || err != nil {
+		t.Fatal(first, err)
+	}
+	tn.svcs[1].taken.end(m, nil, nil, false)
+	a := tn.open(t, 0)
+	res, err := tn.svcs[0].Join(context.Background(), a.ID(), room)
+	if err != nil || res.State != "joined" {
+		t.Fatalf("join after the restart: %+v, %v", res, err)
+	}
+	if got := tn.svcs[1].own.members(room); len(got) != 1 || got[0] != member(a) {
+		t.Fatalf("owner holds %+v", got)
+	}
+}

@@ -625,6 +625,21 @@ func (s *Service) ask(ctx context.Context, to mesh.ID, req *request) ([]byte, er
 		// Every try of this message goes with this number.
 		req.Seq = s.seqs.take(to)
 	}
+	out, err := s.askOnce(ctx, to, req)
+	var remote *mesh.RemoteError
+	if errors.As(err, &remote) {
+		if top, ok := seqTooLateTop(remote.Msg); ok && s.seqs.raise(to, top) {
+			// to took later numbers from this node's last run (its clock
+			// was set back since): count on from there.
+			s.log.Info("calls: message numbers behind; counting on from the destination's", "to", to.Short())
+			req.Seq = s.seqs.take(to)
+			out, err = s.askOnce(ctx, to, req)
+		}
+	}
+	return out, err
+}
+
+func (s *Service) askOnce(ctx context.Context, to mesh.ID, req *request) ([]byte, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
