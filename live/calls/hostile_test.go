@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,6 +81,100 @@ func TestReservedSeatsCountForTheirMaker(t *testing.T) {
 	}
 }
 
+// holdingNet is n nodes whose only links are to a hostile node in the
+// middle; node 0 cannot link to node 1 (the owner of the test's rooms),
+// and the hostile node carries no links or bridges between them, so node
+// 0's call messages to node 1 go only through it.
+type holdingNet struct {
+	*testNet
+	h     *hostileRelay
+	owner mesh.ID
+	mu    sync.Mutex
+	held  []envelope
+	// passed holds the nonce of the last message passed on, by op and
+	// session.
+	passed map[string][]byte
+}
+
+func newHoldingNet(t *testing.T, n int) *holdingNet {
+	t.Helper()
+	tn := &testNet{nw: meshtest.NewNetwork(), meshConf: func(c *mesh.Config) { c.ManualLinks = true }}
+	for i := range n {
+		tn.add(t, fmt.Sprintf("n%d", i))
+	}
+	h := &hostileRelay{answers: make(map[string]int)}
+	h.node = tn.nw.NewNode(t, "evil", meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }})
+	h.node.Handle(RouteProtocol, mesh.HandlerFunc(h.serve))
+	for _, proto := range []string{"mesh/sig/1", "mesh/bridge/1"} {
+		h.node.Handle(proto, mesh.HandlerFunc(func(context.Context, *mesh.Message) ([]byte, error) {
+			return nil, errors.New("evil: not passed on")
+		}))
+	}
+	h.set(passOut, passBack)
+	for _, n := range tn.nodes {
+		testutil.WaitFor(t, wait, "a link to the hostile node", func() bool { return h.node.Connect(context.Background(), n.ID()) == nil })
+	}
+	hn := &holdingNet{testNet: tn, h: h, owner: tn.nodes[1].ID(), passed: make(map[string][]byte)}
+	tn.nw.Block(tn.nodes[0].ID(), hn.owner)
+	tn.converge(t)
+	testutil.WaitFor(t, wait, "a route to the owner through the hostile node", func() bool { return tn.svcs[0].pathTo(hn.owner) != nil })
+	return hn
+}
+
+// hold makes the hostile node hold back the messages of op for session,
+// claiming it could not pass them on, and pass on the rest.
+func (hn *holdingNet) hold(op, session string) {
+	hn.h.set(func(e envelope) []envelope {
+		var r request
+		json.Unmarshal(e.Body, &r)
+		hn.mu.Lock()
+		defer hn.mu.Unlock()
+		if r.Op == op && (r.Session == session || r.From == session) {
+			hn.held = append(hn.held, e)
+			f := envelope{Path: e.Path, Hop: e.Hop - 1, Back: true, Nonce: e.Nonce, Fail: "evil: no link"}
+			return []envelope{f}
+		}
+		hn.passed[r.Op+" "+r.Session] = e.Nonce
+		return passOut(e)
+	}, passBack)
+}
+
+// release passes on what the hostile node held back, and waits until the
+// owner has answered and sent its notices.
+func (hn *holdingNet) release(t *testing.T) {
+	t.Helper()
+	hn.mu.Lock()
+	hs := hn.held
+	hn.held = nil
+	hn.mu.Unlock()
+	if len(hs) == 0 {
+		t.Fatal("the hostile node held nothing: the test shows nothing")
+	}
+	for _, e := range hs {
+		out := passOut(e)[0]
+		raw, _ := json.Marshal(out)
+		if err := hn.h.node.Send(context.Background(), out.Path[out.Hop], RouteProtocol, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range hs {
+		testutil.WaitFor(t, wait, "an answer to what was held back", func() bool { return hn.h.answersTo(e.Nonce) > 0 })
+	}
+	for _, s := range hn.svcs {
+		flushJobs(t, s)
+	}
+}
+
+// quiet fails the test if the page heard the other come or go.
+func quiet(t *testing.T, s *Session, when string) {
+	t.Helper()
+	for _, ev := range drain(s) {
+		if ev.Type == "other_left" || ev.Type == "other_joined" {
+			t.Fatalf("the other page heard %+v %s", ev, when)
+		}
+	}
+}
+
 // TestHeldBackLeaveAndJoin: a hostile node in the middle of the only
 // route from a member's node to the room's owner holds back a leave (and,
 // later, a join) and claims it could not pass it on; the member's node
@@ -92,118 +187,83 @@ func TestReservedSeatsCountForTheirMaker(t *testing.T) {
 // had gone.)
 func TestHeldBackLeaveAndJoin(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := &testNet{nw: meshtest.NewNetwork(), meshConf: func(c *mesh.Config) { c.ManualLinks = true }}
-	for i := range 2 {
-		tn.add(t, fmt.Sprintf("n%d", i))
-	}
-	h := &hostileRelay{answers: make(map[string]int)}
-	h.node = tn.nw.NewNode(t, "evil", meshtest.Options{Configure: func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }})
-	h.node.Handle(RouteProtocol, mesh.HandlerFunc(h.serve))
-	// Nor does it carry links between them: no link of their own, no
-	// bridge through it.
-	for _, proto := range []string{"mesh/sig/1", "mesh/bridge/1"} {
-		h.node.Handle(proto, mesh.HandlerFunc(func(context.Context, *mesh.Message) ([]byte, error) {
-			return nil, errors.New("evil: not passed on")
-		}))
-	}
-	h.set(passOut, passBack)
+	hn := newHoldingNet(t, 2)
 	ctx := context.Background()
-	for _, n := range tn.nodes {
-		testutil.WaitFor(t, wait, "a link to the hostile node", func() bool { return h.node.Connect(ctx, n.ID()) == nil })
-	}
-	owner := tn.nodes[1].ID()
-	tn.nw.Block(tn.nodes[0].ID(), owner)
-	tn.converge(t)
-	testutil.WaitFor(t, wait, "a route to the owner through the hostile node", func() bool { return tn.svcs[0].pathTo(owner) != nil })
-	rooms := tn.roomsOwnedBy(t, 1, "landing", 2)
-
-	var mu sync.Mutex
-	var held []envelope
-	passed := map[string][]byte{} // op and session -> nonce of the last passed on
-	hold := func(op, session string) {
-		h.set(func(e envelope) []envelope {
-			var r request
-			json.Unmarshal(e.Body, &r)
-			mu.Lock()
-			defer mu.Unlock()
-			if r.Op == op && r.Session == session {
-				held = append(held, e)
-				f := envelope{Path: e.Path, Hop: e.Hop - 1, Back: true, Nonce: e.Nonce, Fail: "evil: no link"}
-				return []envelope{f}
-			}
-			passed[r.Op+" "+r.Session] = e.Nonce
-			return passOut(e)
-		}, passBack)
-	}
-	release := func() {
-		t.Helper()
-		mu.Lock()
-		hs := held
-		held = nil
-		mu.Unlock()
-		if len(hs) == 0 {
-			t.Fatal("the hostile node held nothing: the test shows nothing")
-		}
-		for _, e := range hs {
-			raw, _ := json.Marshal(passOut(e)[0])
-			if err := h.node.Send(ctx, owner, RouteProtocol, raw); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, e := range hs {
-			testutil.WaitFor(t, wait, "the owner to answer what was held back", func() bool { return h.answersTo(e.Nonce) > 0 })
-		}
-		flushJobs(t, tn.svcs[1])
-	}
-	quiet := func(s *Session, when string) {
-		t.Helper()
-		for _, ev := range drain(s) {
-			if ev.Type == "other_left" || ev.Type == "other_joined" {
-				t.Fatalf("the other page heard %+v %s", ev, when)
-			}
-		}
-	}
+	rooms := hn.roomsOwnedBy(t, 1, "landing", 2)
 
 	// A leave held back until the page joined again.
-	a, b := tn.open(t, 0), tn.open(t, 1)
+	a, b := hn.open(t, 0), hn.open(t, 1)
 	joinPair(t, rooms[0], a, b)
-	hold(opLeave, a.ID())
-	if err := tn.svcs[0].Leave(ctx, a.ID(), rooms[0]); err != nil {
+	hn.hold(opLeave, a.ID())
+	if err := hn.svcs[0].Leave(ctx, a.ID(), rooms[0]); err != nil {
 		t.Fatal(err)
 	}
-	h.set(passOut, passBack)
-	if res, err := tn.svcs[0].Join(ctx, a.ID(), rooms[0]); err != nil || res.State != "joined" || res.Peer == nil {
+	hn.h.set(passOut, passBack)
+	if res, err := hn.svcs[0].Join(ctx, a.ID(), rooms[0]); err != nil || res.State != "joined" || res.Peer == nil {
 		t.Fatalf("join again: %+v, %v", res, err)
 	}
 	drain(a)
-	quiet(b, "while a's leave was held back")
-	release()
-	quiet(b, "when a's leave held back arrived")
-	if got := tn.svcs[1].own.members(rooms[0]); len(got) != 2 {
+	quiet(t, b, "while a's leave was held back")
+	hn.release(t)
+	quiet(t, b, "when a's leave held back arrived")
+	if got := hn.svcs[1].own.members(rooms[0]); len(got) != 2 {
 		t.Fatalf("the owner holds %+v after a's leave held back arrived", got)
 	}
 
 	// A join held back until the page left.
-	c, d := tn.open(t, 0), tn.open(t, 1)
-	if res, err := tn.svcs[1].Join(ctx, d.ID(), rooms[1]); err != nil || res.State != "joined" {
+	c, d := hn.open(t, 0), hn.open(t, 1)
+	if res, err := hn.svcs[1].Join(ctx, d.ID(), rooms[1]); err != nil || res.State != "joined" {
 		t.Fatalf("d's join: %+v, %v", res, err)
 	}
-	hold(opJoin, c.ID())
-	if _, err := tn.svcs[0].Join(ctx, c.ID(), rooms[1]); err == nil {
+	hn.hold(opJoin, c.ID())
+	if _, err := hn.svcs[0].Join(ctx, c.ID(), rooms[1]); err == nil {
 		t.Fatal("c's join held back succeeded")
 	}
 	// The leave after the failed join gets through.
 	testutil.WaitFor(t, wait, "the leave after c's failed join to be answered", func() bool {
-		mu.Lock()
-		nonce := passed[opLeave+" "+c.ID()]
-		mu.Unlock()
-		return nonce != nil && h.answersTo(nonce) > 0
+		hn.mu.Lock()
+		nonce := hn.passed[opLeave+" "+c.ID()]
+		hn.mu.Unlock()
+		return nonce != nil && hn.h.answersTo(nonce) > 0
 	})
 	drain(d)
-	release()
-	quiet(d, "when c's join held back arrived")
-	if got := tn.svcs[1].own.members(rooms[1]); len(got) != 1 || got[0] != member(d) {
+	hn.release(t)
+	quiet(t, d, "when c's join held back arrived")
+	if got := hn.svcs[1].own.members(rooms[1]); len(got) != 1 || got[0] != member(d) {
 		t.Fatalf("the owner holds %+v after c's join held back arrived", got)
+	}
+}
+
+// TestHeldBackOffer: a hostile node in the middle of the only route
+// between two members' nodes holds back a page's offer and claims it
+// could not pass it on; the page's next offer gets through. The offer
+// held back, passed on later, does not reach the other page: an offer or
+// answer older than one the page has had from the same peer is refused.
+// (The other page took the old offer after the new one and negotiated
+// again with a description the first page had dropped.)
+func TestHeldBackOffer(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	hn := newHoldingNet(t, 2)
+	ctx := context.Background()
+	room := hn.roomOwnedBy(t, 1, "hallway")
+	a, b := hn.open(t, 0), hn.open(t, 1)
+	joinPair(t, room, a, b)
+	first := strings.Replace(sdpOffer, "o=- 1 2", "o=- 1 3", 1)
+	second := strings.Replace(sdpOffer, "o=- 1 2", "o=- 1 4", 1)
+	hn.hold(opSignal, a.ID())
+	if err := hn.svcs[0].Signal(ctx, a.ID(), room, Signal{Type: "offer", SDP: first}); err == nil {
+		t.Fatal("the offer held back was delivered")
+	}
+	hn.h.set(passOut, passBack)
+	if err := hn.svcs[0].Signal(ctx, a.ID(), room, Signal{Type: "offer", SDP: second}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := expect(t, b, "offer")[0]; ev.SDP != second {
+		t.Fatalf("b heard the offer %q", ev.SDP)
+	}
+	hn.release(t)
+	if evs := drain(b); len(evs) != 0 {
+		t.Fatalf("b heard %+v when the offer held back arrived", evs)
 	}
 }
 

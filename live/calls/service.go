@@ -75,6 +75,10 @@ type Session struct {
 	renewing  bool
 	peer      *Member
 	initiator bool
+	// described is the number of the latest offer or answer taken from
+	// peer (its node's count, dedup.go): an older one, held back on the
+	// way, is refused. 0 when peer changes.
+	described uint64
 	// changed is closed and replaced when peer changes, for signals that
 	// wait for the owner's word.
 	changed chan struct{}
@@ -405,6 +409,7 @@ func (s *Service) setPeerLocked(sess *Session, p *Member, initiator bool) {
 		return
 	}
 	sess.peer = p
+	sess.described = 0
 	close(sess.changed)
 	sess.changed = make(chan struct{})
 }
@@ -835,6 +840,10 @@ func (s *Service) serve(ctx context.Context, from mesh.ID, req *request) ([]byte
 	return nil, fmt.Errorf("calls: unknown operation %q", req.Op)
 }
 
+// errStaleSignal refuses an offer or answer older than one the session
+// took from the same peer.
+var errStaleSignal = errors.New("calls: offer or answer older than the peer's latest")
+
 // deliver hands a signal from session req.From of node from to session
 // req.Session, if the owner named that one as the other member of the
 // room; it waits up to SignalWait for the owner's word.
@@ -851,6 +860,13 @@ func (s *Service) deliver(ctx context.Context, from mesh.ID, req *request) error
 		}
 		if samePeer(sess.peer, &want) {
 			sig := req.Signal
+			if sig.Type != "candidate" && req.Seq != 0 {
+				if req.Seq < sess.described {
+					s.mu.Unlock()
+					return errStaleSignal
+				}
+				sess.described = req.Seq
+			}
 			s.emitLocked(sess, Event{Type: sig.Type, Room: req.Room, SDP: sig.SDP, Candidate: sig.Candidate})
 			s.mu.Unlock()
 			return nil
