@@ -61,7 +61,9 @@
 // in the order its node numbered them: a leave held back does not free
 // the seat the page took again after it, and a join held back does not
 // seat a page that has left since; a page takes no offer or answer older
-// than one it had from the same peer.
+// than one it had from the same peer. A node sends its notices, probes
+// and leaves in one lane per destination, so a node that never answers
+// holds back only the messages to itself.
 // An owner takes joins and leaves only for the sender's own sessions; a
 // node takes a seat notice only from the owner it asked, and a signal only
 // from the node and session the owner named as the other member of that

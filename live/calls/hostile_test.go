@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,5 +315,66 @@ func TestSeqAfterRestartWithClockBack(t *testing.T) {
 	}
 	if got := tn.svcs[1].own.members(room); len(got) != 1 || got[0] != member(a) {
 		t.Fatalf("owner holds %+v", got)
+	}
+}
+
+// TestHungMemberHoldsBackOnlyItsNotices: a node that holds seats in
+// several rooms and never answers the owner's notices (it joins each room
+// with a second session, so that the owner tells the first) holds back
+// only the notices to itself: two honest pages that meet in another room
+// at the same owner still hear each other at once. (The owner sent all
+// notices from four senders, which the hung node kept busy.)
+func TestHungMemberHoldsBackOnlyItsNotices(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	// Notices to the hung node wait as long as the test runs, and no
+	// renewal tells the pages what the notices should.
+	tn := newTestNet(t, 3, func(c *Config) { c.RequestTimeout, c.Refresh, c.Lease = 10*wait, 10*wait, 20*wait })
+	owner := tn.nodes[0].ID()
+	ev := newEvilNode(t, tn, 0)
+	release := make(chan struct{})
+	var hung atomic.Int64
+	ev.node.Handle(Protocol, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		hung.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("evil: hung")
+	}))
+	defer close(release)
+	const rooms = 8 // twice the senders there used to be
+	for i, room := range tn.roomsOwnedBy(t, 0, "trap", rooms) {
+		for _, s := range []string{"first", "second"} {
+			if _, err := ev.ask(t, owner, request{Op: opJoin, Room: room, Session: fmt.Sprint(s, i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	testutil.WaitFor(t, wait, "the hung node to hold a notice", func() bool { return hung.Load() > 0 })
+	a, b := tn.open(t, 1), tn.open(t, 2)
+	joinPair(t, tn.roomOwnedBy(t, 0, "honest"), a, b)
+}
+
+// TestProbeNotQueuedAskedLater: when the queue to a member's node is full
+// as its seat's lease runs out, the owner asks at a later round instead:
+// the seat is not left waiting for an answer to a question never sent.
+func TestProbeNotQueuedAskedLater(t *testing.T) {
+	svc := idleService(t) // Serve does not run: the queue stays full
+	member := newIDs(t, 1)[0].ID
+	now := time.Now()
+	if _, _, err := svc.own.join(member, &request{Op: opJoin, Seq: 1, Room: "attic", Session: "s1"}, "", now); err != nil {
+		t.Fatal(err)
+	}
+	for range maxJobsPerDest {
+		if !svc.enqueue(member, func(context.Context) {}) {
+			t.Fatal("queue full before its bound")
+		}
+	}
+	// Online, so that it is asked rather than its seat freed.
+	svc.expire(now.Add(svc.cfg.Lease+time.Second), func(mesh.ID) bool { return true })
+	svc.own.mu.Lock()
+	defer svc.own.mu.Unlock()
+	if st := svc.own.rooms["attic"].seats[0]; st.probing {
+		t.Fatal("the seat waits for an answer to a probe that was never queued")
 	}
 }

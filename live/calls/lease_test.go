@@ -259,26 +259,23 @@ func TestStaleLeaveAfterFailedJoin(t *testing.T) {
 }
 
 // flushJobs returns once every message svc queued before the call has
-// been sent or given up: it occupies all of Serve's senders at once,
-// which they reach only when done with what was queued before.
+// been sent or given up: it queues a mark behind every lane's messages
+// and waits for them all.
 func flushJobs(t *testing.T, svc *Service) {
 	t.Helper()
-	var n atomic.Int64
-	all := make(chan struct{})
-	done := make(chan struct{}, senders)
-	for range senders {
-		svc.enqueue(func(ctx context.Context) {
-			if n.Add(1) == senders {
-				close(all)
-			}
-			select {
-			case <-all:
-				done <- struct{}{}
-			case <-ctx.Done():
-			}
-		})
+	svc.out.mu.Lock()
+	var lanes []mesh.ID
+	for to := range svc.out.lanes {
+		lanes = append(lanes, to)
 	}
-	for range senders {
+	svc.out.mu.Unlock()
+	done := make(chan struct{}, len(lanes))
+	for _, to := range lanes {
+		if !svc.enqueue(to, func(context.Context) { done <- struct{}{} }) {
+			t.Fatal("no room in the queue for a mark")
+		}
+	}
+	for range lanes {
 		select {
 		case <-done:
 		case <-time.After(wait):

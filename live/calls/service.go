@@ -118,19 +118,12 @@ type Service struct {
 	// routed and expanded count the messages sent along a route and those
 	// for which a link of their own was made, for tests.
 	routed, expanded atomic.Int64
-	// jobs holds notices and leaves to send, for Serve's workers.
-	jobs chan func(ctx context.Context)
+	// out holds notices, probes and leaves to send (outbox.go).
+	out *outbox
 
 	mu       sync.Mutex
 	sessions map[string]*Session
 }
-
-// maxJobs bounds the messages waiting to be sent; beyond, they are
-// dropped, and the renewals and leases set things right.
-const maxJobs = 1024
-
-// senders is how many messages Serve sends at once.
-const senders = 4
 
 // New makes the service and registers its protocol on cfg.Node. It does
 // nothing on its own until Serve runs.
@@ -144,7 +137,7 @@ func New(cfg Config) (*Service, error) {
 		node:     cfg.Node,
 		self:     cfg.Node.ID(),
 		log:      cfg.Logger.With("service", "calls"),
-		jobs:     make(chan func(context.Context), maxJobs),
+		out:      newOutbox(),
 		sessions: make(map[string]*Session),
 		relay:    newRelay(),
 	}
@@ -164,24 +157,16 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for range senders {
-		wg.Go(func() {
-			for {
-				select {
-				case job := <-s.jobs:
-					job(ctx)
-				case <-ctx.Done():
-					return
-				}
-			}
-		})
-	}
 	renew := time.NewTicker(s.cfg.Refresh)
 	defer renew.Stop()
 	expire := time.NewTicker(min(s.cfg.Refresh, s.cfg.Lease/4))
 	defer expire.Stop()
 	for {
 		select {
+		case <-s.out.kick:
+			for _, to := range s.out.idle() {
+				wg.Go(func() { s.sendOut(ctx, to) })
+			}
 		case <-s.serving.kick:
 			s.serveQueued(ctx, &wg)
 		case <-s.relay.kick:
@@ -191,13 +176,23 @@ func (s *Service) Serve(ctx context.Context) error {
 		case <-renew.C:
 			s.renewAll(ctx, &wg)
 		case now := <-expire.C:
-			ns, probes := s.own.expire(now, s.linked)
-			s.send(ns)
-			for _, p := range probes {
-				s.enqueue(func(ctx context.Context) { s.probe(ctx, p) })
-			}
+			s.expire(now, s.linked)
 		case <-ctx.Done():
 			return nil
+		}
+	}
+}
+
+// expire frees the seats of the rooms this node owns whose lease ran out
+// and whose node is gone (not online), and asks the nodes of the others.
+func (s *Service) expire(now time.Time, online func(mesh.ID) bool) {
+	ns, probes := s.own.expire(now, online)
+	s.send(ns)
+	for _, p := range probes {
+		if !s.enqueue(p.m.Node, func(ctx context.Context) { s.probe(ctx, p) }) {
+			// Not asked: ask at the next round (the seat would
+			// otherwise wait for an answer forever).
+			s.own.probed(p, false, true, now)
 		}
 	}
 }
@@ -264,7 +259,7 @@ func (s *Service) close(sess *Session) {
 	room, to := sess.room, cmpOr(sess.owner, sess.asking)
 	s.mu.Unlock()
 	if room != "" && to != "" {
-		s.enqueue(func(ctx context.Context) { s.leaveAt(ctx, to, room, sess.id) })
+		s.enqueue(to, func(ctx context.Context) { s.leaveAt(ctx, to, room, sess.id) })
 	}
 }
 
@@ -323,7 +318,7 @@ func (s *Service) Join(ctx context.Context, sessionID, room string) (JoinResult,
 			// In turn with the session's own joins: a leave that came
 			// after the page joined the room again would free its new
 			// seat.
-			s.enqueue(func(ctx context.Context) {
+			s.enqueue(asked, func(ctx context.Context) {
 				sess.op.Lock()
 				defer sess.op.Unlock()
 				s.mu.Lock()
@@ -670,20 +665,20 @@ func (s *Service) askOnce(ctx context.Context, to mesh.ID, req *request) ([]byte
 	return s.node.Request(ctx, to, Protocol, b)
 }
 
-// enqueue hands a message to Serve's senders; when they are that far
-// behind it is dropped.
-func (s *Service) enqueue(job func(ctx context.Context)) {
-	select {
-	case s.jobs <- job:
-	default:
-		s.log.Warn("calls: send queue full; a message is dropped")
+// enqueue queues a message to node to for Serve to send (outbox.go);
+// when too many wait it is dropped, and enqueue reports false.
+func (s *Service) enqueue(to mesh.ID, job func(ctx context.Context)) bool {
+	if !s.out.push(to, job) {
+		s.log.Warn("calls: send queue full; a message is dropped", "to", to.Short())
+		return false
 	}
+	return true
 }
 
 // send sends an owner's notices.
 func (s *Service) send(ns []notice) {
 	for _, n := range ns {
-		s.enqueue(func(ctx context.Context) {
+		s.enqueue(n.to, func(ctx context.Context) {
 			if _, err := s.ask(ctx, n.to, &n.req); err != nil {
 				s.log.Debug("room notice not delivered; the member renews", "to", n.to.Short(), "room", n.req.Room, "err", err)
 			}
