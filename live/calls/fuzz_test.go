@@ -100,3 +100,22 @@ func jsonEscape(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b[1 : len(b)-1])
 }
+
+// FuzzSeqTooLateTop: the window's top is read from a destination's error
+// text; whatever the text, it parses or is refused without panicking, and
+// what parses is what the error said.
+func FuzzSeqTooLateTop(f *testing.F) {
+	f.Add((&seqTooLate{top: 1764547200000000000}).Error())
+	f.Add(errSeqTooLate.Error() + seqTooLatePrefix + "18446744073709551615")
+	f.Add(errSeqTooLate.Error() + seqTooLatePrefix + "-1")
+	f.Add("calls: join sent before the session's leave")
+	f.Fuzz(func(t *testing.T, msg string) {
+		top, ok := seqTooLateTop(msg)
+		if !ok {
+			return
+		}
+		if got, ok := seqTooLateTop((&seqTooLate{top: top}).Error()); !ok || got != top {
+			t.Fatalf("top %d reads back as %d, %v", top, got, ok)
+		}
+	})
+}
