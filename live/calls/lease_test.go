@@ -83,6 +83,16 @@ func gatedNet(t *testing.T, n int, hang bool, configure ...func(*Config)) (*test
 		tn.add(t, fmt.Sprintf("n%d", i), configure...)
 	}
 	tn.converge(t)
+	// The tests shut the gate to a node that is online: one that some
+	// record lists as a neighbour, or node 0 takes it for gone and skips it.
+	testutil.WaitFor(t, wait, "node 0 to see every node linked", func() bool {
+		for _, nd := range tn.nodes[1:] {
+			if !tn.svcs[0].linked(nd.ID()) {
+				return false
+			}
+		}
+		return true
+	})
 	return tn, g
 }
 
