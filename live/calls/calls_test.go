@@ -327,9 +327,15 @@ func TestBadInput(t *testing.T) {
 	testutil.WaitFor(t, wait, "a link to the hostile node", func() bool {
 		return evil.Connect(ctx, tn.nodes[1].ID()) == nil && evil.Connect(ctx, tn.nodes[0].ID()) == nil
 	})
+	var seq uint64
 	send := func(to int, v any) error {
 		b, ok := v.([]byte)
 		if !ok {
+			if r, ok := v.(request); ok {
+				seq++
+				r.Seq = seq
+				v = r
+			}
 			b, _ = json.Marshal(v)
 		}
 		_, err := evil.Request(ctx, tn.nodes[to].ID(), Protocol, b)

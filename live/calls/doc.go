@@ -33,7 +33,8 @@
 // freeing the seat of a member that still believes itself in would let a
 // third joiner into the call. A member that moves to a new owner keeps
 // its peer's seat there until the peer moves too, so that the call goes on
-// and no newcomer takes the seat meanwhile.
+// and no newcomer takes the seat meanwhile; the reserved seat counts
+// against the mover's Config.MaxSeatsPerNode, not the peer's.
 //
 // # Trust
 //
@@ -49,6 +50,20 @@
 // travels back on its own and the sender matches it by nonce. So a slow,
 // hung or hostile node on or at the end of a route holds nothing at the
 // nodes in between, and a sender that floods fills only its own share.
+// A hop's notice that it could not pass a message on is unsigned (a hop
+// could as well drop the message): it only makes the sender send the
+// message again over a link of its own. Every call message carries a
+// number, the same in each of its copies, and its destination acts on
+// each sender's number once, answering a copy with the first one's
+// answer; so neither a sender's retries nor a hop that claims a failure
+// while it passes the message on, or holds it back for later, makes a
+// destination act twice. An owner also takes a session's joins and leaves
+// in the order its node numbered them: a leave held back does not free
+// the seat the page took again after it, and a join held back does not
+// seat a page that has left since; a page takes no offer or answer older
+// than one it had from the same peer. A node sends its notices, probes
+// and leaves in one lane per destination, so a node that never answers
+// holds back only the messages to itself.
 // An owner takes joins and leaves only for the sender's own sessions; a
 // node takes a seat notice only from the owner it asked, and a signal only
 // from the node and session the owner named as the other member of that

@@ -11,11 +11,11 @@ import (
 // panicking, and what it takes must pass its own checks again.
 
 func FuzzDecodeRequest(f *testing.F) {
-	f.Add([]byte(`{"op":"join","room":"kitchen","session":"ABC","refresh":true,"peer":{"node":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","session":"X"}}`))
-	f.Add([]byte(`{"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}`))
-	f.Add([]byte(`{"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"offer","sdp":"` + jsonEscape(sdpOffer) + `"}}`))
-	f.Add([]byte(`{"op":"state","room":"猫窝","session":"A","state":"full","epoch":7}`))
-	f.Add([]byte(`{"op":"leave","room":"k","session":"A"}`))
+	f.Add([]byte(`{"seq":9,"op":"join","room":"kitchen","session":"ABC","refresh":true,"peer":{"node":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","session":"X"}}`))
+	f.Add([]byte(`{"seq":9,"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}`))
+	f.Add([]byte(`{"seq":9,"op":"signal","room":"k","session":"A","from":"B","signal":{"type":"offer","sdp":"` + jsonEscape(sdpOffer) + `"}}`))
+	f.Add([]byte(`{"seq":9,"op":"state","room":"猫窝","session":"A","state":"full","epoch":7}`))
+	f.Add([]byte(`{"seq":9,"op":"leave","room":"k","session":"A"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRequest(b)
 		if err != nil {
@@ -99,4 +99,23 @@ func fuzzIdentity(f *testing.F) *mesh.Identity {
 func jsonEscape(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b[1 : len(b)-1])
+}
+
+// FuzzSeqTooLateTop: the window's top is read from a destination's error
+// text; whatever the text, it parses or is refused without panicking, and
+// what parses is what the error said.
+func FuzzSeqTooLateTop(f *testing.F) {
+	f.Add((&seqTooLate{top: 1764547200000000000}).Error())
+	f.Add(errSeqTooLate.Error() + seqTooLatePrefix + "18446744073709551615")
+	f.Add(errSeqTooLate.Error() + seqTooLatePrefix + "-1")
+	f.Add("calls: join sent before the session's leave")
+	f.Fuzz(func(t *testing.T, msg string) {
+		top, ok := seqTooLateTop(msg)
+		if !ok {
+			return
+		}
+		if got, ok := seqTooLateTop((&seqTooLate{top: top}).Error()); !ok || got != top {
+			t.Fatalf("top %d reads back as %d, %v", top, got, ok)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package calls
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -37,6 +38,15 @@ func rank(room string, ids []mesh.ID) []mesh.ID {
 // seat is a member's place in a room at its owner.
 type seat struct {
 	Member
+	// by is the node on whose word the seat is held, in whose count of
+	// seats (MaxSeatsPerNode) it is: the member's node, or for a
+	// reserved seat the other member's, so that a node cannot use up
+	// another's count by naming it as its peer.
+	by mesh.ID
+	// seq is the number of the member's latest join (dedup.go), 0 for a
+	// seat taken on another's word or this node's own: a leave its node
+	// sent before that join is late, and does not free the seat.
+	seq     uint64
 	renewed time.Time
 	// reserved: taken on the word of the other member, which moved here
 	// from an earlier owner and named this one as its peer; it waits for
@@ -75,7 +85,30 @@ type owner struct {
 	cfg    *Config
 	// overdue counts the seats found past their lease, for tests.
 	overdue int
+	// left holds the number of each session's latest leave, so that a
+	// join its node sent before the leave, arriving late, is refused;
+	// oldest first in leftOrder, kept seqKeep and at most maxLeft.
+	left      map[Member]leftMark
+	leftOrder []leftEntry
 }
+
+type leftMark struct {
+	seq uint64
+	at  time.Time
+}
+
+type leftEntry struct {
+	m  Member
+	at time.Time
+}
+
+// maxLeft bounds the leaves an owner remembers. A node that sends leaves
+// by the thousand pushes out the older ones: a late join of theirs then
+// takes a seat that the lease and the probe free again.
+const maxLeft = 4096
+
+// errStale answers a join that its node sent before the session's leave.
+var errStale = errors.New("calls: join sent before the session's leave")
 
 // probe is a seat whose lease ran out while its node is online: the
 // owner asks that node before it frees the seat.
@@ -105,6 +138,9 @@ func (o *owner) join(from mesh.ID, req *request, higher mesh.ID, now time.Time) 
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	me := Member{Node: from, Session: req.Session}
+	if lm, ok := o.left[me]; ok && req.Seq != 0 && req.Seq < lm.seq {
+		return reply{}, nil, errStale
+	}
 	r := o.rooms[req.Room]
 	if r == nil {
 		if len(o.rooms) >= o.cfg.MaxRooms {
@@ -113,7 +149,14 @@ func (o *owner) join(from mesh.ID, req *request, higher mesh.ID, now time.Time) 
 		r = &room{}
 	}
 	if i := r.find(me); i >= 0 {
-		r.seats[i].renewed, r.seats[i].reserved = now, false
+		st := &r.seats[i]
+		if st.by != from {
+			// The member takes up the seat reserved for it.
+			o.release(st.by)
+			o.byNode[from]++
+			st.by = from
+		}
+		st.renewed, st.reserved, st.seq = now, false, max(st.seq, req.Seq)
 		return o.stateOf(r, i), nil, nil
 	}
 	if len(r.seats) >= 2 {
@@ -123,13 +166,14 @@ func (o *owner) join(from mesh.ID, req *request, higher mesh.ID, now time.Time) 
 		return reply{}, nil, errBusy
 	}
 	o.rooms[req.Room] = r
-	r.seats = append(r.seats, seat{Member: me, renewed: now})
+	r.seats = append(r.seats, seat{Member: me, by: from, seq: req.Seq, renewed: now})
 	o.byNode[from]++
-	if p := req.Peer; req.Refresh && p != nil && len(r.seats) < 2 && p.Node != from && o.byNode[p.Node] < o.cfg.MaxSeatsPerNode {
+	if p := req.Peer; req.Refresh && p != nil && len(r.seats) < 2 && p.Node != from && o.byNode[from] < o.cfg.MaxSeatsPerNode {
 		// A member moving here from an earlier owner keeps its peer's
 		// seat, so that no newcomer takes it before the peer moves too.
-		r.seats = append(r.seats, seat{Member: *p, renewed: now, reserved: true})
-		o.byNode[p.Node]++
+		// It counts as the mover's until the peer comes.
+		r.seats = append(r.seats, seat{Member: *p, by: from, renewed: now, reserved: true})
+		o.byNode[from]++
 	}
 	r.epoch = o.nextEpoch(now)
 	var out []notice
@@ -160,27 +204,49 @@ func (o *owner) noticeFor(name string, r *room, i int) notice {
 	}}
 }
 
-// leave frees the seat of session of node from in name, if it has one.
-func (o *owner) leave(from mesh.ID, name, session string, now time.Time) []notice {
+// leave frees the seat of session of node from in name, if it has one
+// and the leave, numbered seq, was sent after the join that holds it.
+func (o *owner) leave(from mesh.ID, name, session string, seq uint64, now time.Time) []notice {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	me := Member{Node: from, Session: session}
+	if seq != 0 {
+		o.rememberLeave(me, seq, now)
+	}
 	r := o.rooms[name]
 	if r == nil {
 		return nil
 	}
-	i := r.find(Member{Node: from, Session: session})
-	if i < 0 {
+	i := r.find(me)
+	if i < 0 || seq != 0 && seq < r.seats[i].seq {
 		return nil
 	}
 	return o.drop(name, r, i, now)
 }
 
+// rememberLeave records leave seq of m, and forgets the leaves older than
+// seqKeep, or the oldest beyond maxLeft.
+func (o *owner) rememberLeave(m Member, seq uint64, now time.Time) {
+	if o.left == nil {
+		o.left = make(map[Member]leftMark)
+	}
+	for len(o.leftOrder) > 0 && (len(o.leftOrder) >= maxLeft || now.Sub(o.leftOrder[0].at) > seqKeep) {
+		e := o.leftOrder[0]
+		o.leftOrder = o.leftOrder[1:]
+		if o.left[e.m].at.Equal(e.at) {
+			delete(o.left, e.m)
+		}
+	}
+	if lm, ok := o.left[m]; ok && lm.seq > seq {
+		return
+	}
+	o.left[m] = leftMark{seq: seq, at: now}
+	o.leftOrder = append(o.leftOrder, leftEntry{m: m, at: now})
+}
+
 // drop frees seat i of room r and tells the one left, if any.
 func (o *owner) drop(name string, r *room, i int, now time.Time) []notice {
-	node := r.seats[i].Node
-	if o.byNode[node]--; o.byNode[node] <= 0 {
-		delete(o.byNode, node)
-	}
+	o.release(r.seats[i].by)
 	r.seats = slices.Delete(r.seats, i, i+1)
 	if len(r.seats) == 0 {
 		delete(o.rooms, name)
@@ -191,6 +257,13 @@ func (o *owner) drop(name string, r *room, i int, now time.Time) []notice {
 		return nil
 	}
 	return []notice{o.noticeFor(name, r, 0)}
+}
+
+// release takes a seat off node's count.
+func (o *owner) release(node mesh.ID) {
+	if o.byNode[node]--; o.byNode[node] <= 0 {
+		delete(o.byNode, node)
+	}
 }
 
 // expire deals with the seats not renewed within the lease. The seat of

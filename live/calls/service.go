@@ -75,6 +75,10 @@ type Session struct {
 	renewing  bool
 	peer      *Member
 	initiator bool
+	// described is the number of the latest offer or answer taken from
+	// peer (its node's count, dedup.go): an older one, held back on the
+	// way, is refused. 0 when peer changes.
+	described uint64
 	// changed is closed and replaced when peer changes, for signals that
 	// wait for the owner's word.
 	changed chan struct{}
@@ -101,6 +105,10 @@ type Service struct {
 	log  *slog.Logger
 	own  *owner
 	seen seen
+	// seqs numbers this node's call messages; taken records the numbers
+	// of the messages it took, so that it acts on each once.
+	seqs  seqs
+	taken taken
 	// relay queues the routed messages this node passes on; pending
 	// holds its own routed calls waiting for answers; serving counts the
 	// routed calls it serves.
@@ -110,19 +118,12 @@ type Service struct {
 	// routed and expanded count the messages sent along a route and those
 	// for which a link of their own was made, for tests.
 	routed, expanded atomic.Int64
-	// jobs holds notices and leaves to send, for Serve's workers.
-	jobs chan func(ctx context.Context)
+	// out holds notices, probes and leaves to send (outbox.go).
+	out *outbox
 
 	mu       sync.Mutex
 	sessions map[string]*Session
 }
-
-// maxJobs bounds the messages waiting to be sent; beyond, they are
-// dropped, and the renewals and leases set things right.
-const maxJobs = 1024
-
-// senders is how many messages Serve sends at once.
-const senders = 4
 
 // New makes the service and registers its protocol on cfg.Node. It does
 // nothing on its own until Serve runs.
@@ -136,7 +137,7 @@ func New(cfg Config) (*Service, error) {
 		node:     cfg.Node,
 		self:     cfg.Node.ID(),
 		log:      cfg.Logger.With("service", "calls"),
-		jobs:     make(chan func(context.Context), maxJobs),
+		out:      newOutbox(),
 		sessions: make(map[string]*Session),
 		relay:    newRelay(),
 	}
@@ -156,24 +157,16 @@ func New(cfg Config) (*Service, error) {
 func (s *Service) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for range senders {
-		wg.Go(func() {
-			for {
-				select {
-				case job := <-s.jobs:
-					job(ctx)
-				case <-ctx.Done():
-					return
-				}
-			}
-		})
-	}
 	renew := time.NewTicker(s.cfg.Refresh)
 	defer renew.Stop()
 	expire := time.NewTicker(min(s.cfg.Refresh, s.cfg.Lease/4))
 	defer expire.Stop()
 	for {
 		select {
+		case <-s.out.kick:
+			for _, to := range s.out.idle() {
+				wg.Go(func() { s.sendOut(ctx, to) })
+			}
 		case <-s.serving.kick:
 			s.serveQueued(ctx, &wg)
 		case <-s.relay.kick:
@@ -183,13 +176,23 @@ func (s *Service) Serve(ctx context.Context) error {
 		case <-renew.C:
 			s.renewAll(ctx, &wg)
 		case now := <-expire.C:
-			ns, probes := s.own.expire(now, s.linked)
-			s.send(ns)
-			for _, p := range probes {
-				s.enqueue(func(ctx context.Context) { s.probe(ctx, p) })
-			}
+			s.expire(now, s.linked)
 		case <-ctx.Done():
 			return nil
+		}
+	}
+}
+
+// expire frees the seats of the rooms this node owns whose lease ran out
+// and whose node is gone (not online), and asks the nodes of the others.
+func (s *Service) expire(now time.Time, online func(mesh.ID) bool) {
+	ns, probes := s.own.expire(now, online)
+	s.send(ns)
+	for _, p := range probes {
+		if !s.enqueue(p.m.Node, func(ctx context.Context) { s.probe(ctx, p) }) {
+			// Not asked: ask at the next round (the seat would
+			// otherwise wait for an answer forever).
+			s.own.probed(p, false, true, now)
 		}
 	}
 }
@@ -256,7 +259,7 @@ func (s *Service) close(sess *Session) {
 	room, to := sess.room, cmpOr(sess.owner, sess.asking)
 	s.mu.Unlock()
 	if room != "" && to != "" {
-		s.enqueue(func(ctx context.Context) { s.leaveAt(ctx, to, room, sess.id) })
+		s.enqueue(to, func(ctx context.Context) { s.leaveAt(ctx, to, room, sess.id) })
 	}
 }
 
@@ -315,7 +318,7 @@ func (s *Service) Join(ctx context.Context, sessionID, room string) (JoinResult,
 			// In turn with the session's own joins: a leave that came
 			// after the page joined the room again would free its new
 			// seat.
-			s.enqueue(func(ctx context.Context) {
+			s.enqueue(asked, func(ctx context.Context) {
 				sess.op.Lock()
 				defer sess.op.Unlock()
 				s.mu.Lock()
@@ -401,6 +404,7 @@ func (s *Service) setPeerLocked(sess *Session, p *Member, initiator bool) {
 		return
 	}
 	sess.peer = p
+	sess.described = 0
 	close(sess.changed)
 	sess.changed = make(chan struct{})
 }
@@ -617,6 +621,25 @@ func (s *Service) ask(ctx context.Context, to mesh.ID, req *request) ([]byte, er
 	if to == s.self {
 		return s.serve(ctx, s.self, req)
 	}
+	if req.Seq == 0 {
+		// Every try of this message goes with this number.
+		req.Seq = s.seqs.take(to)
+	}
+	out, err := s.askOnce(ctx, to, req)
+	var remote *mesh.RemoteError
+	if errors.As(err, &remote) {
+		if top, ok := seqTooLateTop(remote.Msg); ok && s.seqs.raise(to, top) {
+			// to took later numbers from this node's last run (its clock
+			// was set back since): count on from there.
+			s.log.Info("calls: message numbers behind; counting on from the destination's", "to", to.Short())
+			req.Seq = s.seqs.take(to)
+			out, err = s.askOnce(ctx, to, req)
+		}
+	}
+	return out, err
+}
+
+func (s *Service) askOnce(ctx context.Context, to mesh.ID, req *request) ([]byte, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -642,20 +665,20 @@ func (s *Service) ask(ctx context.Context, to mesh.ID, req *request) ([]byte, er
 	return s.node.Request(ctx, to, Protocol, b)
 }
 
-// enqueue hands a message to Serve's senders; when they are that far
-// behind it is dropped.
-func (s *Service) enqueue(job func(ctx context.Context)) {
-	select {
-	case s.jobs <- job:
-	default:
-		s.log.Warn("calls: send queue full; a message is dropped")
+// enqueue queues a message to node to for Serve to send (outbox.go);
+// when too many wait it is dropped, and enqueue reports false.
+func (s *Service) enqueue(to mesh.ID, job func(ctx context.Context)) bool {
+	if !s.out.push(to, job) {
+		s.log.Warn("calls: send queue full; a message is dropped", "to", to.Short())
+		return false
 	}
+	return true
 }
 
 // send sends an owner's notices.
 func (s *Service) send(ns []notice) {
 	for _, n := range ns {
-		s.enqueue(func(ctx context.Context) {
+		s.enqueue(n.to, func(ctx context.Context) {
 			if _, err := s.ask(ctx, n.to, &n.req); err != nil {
 				s.log.Debug("room notice not delivered; the member renews", "to", n.to.Short(), "room", n.req.Room, "err", err)
 			}
@@ -746,7 +769,29 @@ func (s *Service) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, error
 		s.node.Penalize(m.From, "call: "+err.Error())
 		return nil, err
 	}
-	return s.serve(ctx, m.From, req)
+	return s.serveOnce(ctx, m.From, req)
+}
+
+// serveOnce serves a call message from another node unless a copy of it
+// came before: that copy's answer is the answer (dedup.go).
+func (s *Service) serveOnce(ctx context.Context, from mesh.ID, req *request) ([]byte, error) {
+	m, first, err := s.taken.begin(from, req.Seq, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if !first {
+		select {
+		case <-m.done:
+			return m.out, m.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	out, err := s.serve(ctx, from, req)
+	// Only a signal waits, and one cut short delivered nothing.
+	undone := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	s.taken.end(m, out, err, undone)
+	return out, err
 }
 
 // serve handles a checked call message from node from (maybe this one).
@@ -761,7 +806,7 @@ func (s *Service) serve(ctx context.Context, from mesh.ID, req *request) ([]byte
 		s.send(ns)
 		return json.Marshal(rep)
 	case opLeave:
-		s.send(s.own.leave(from, req.Room, req.Session, now))
+		s.send(s.own.leave(from, req.Room, req.Session, req.Seq, now))
 		return nil, nil
 	case opState:
 		s.mu.Lock()
@@ -790,6 +835,10 @@ func (s *Service) serve(ctx context.Context, from mesh.ID, req *request) ([]byte
 	return nil, fmt.Errorf("calls: unknown operation %q", req.Op)
 }
 
+// errStaleSignal refuses an offer or answer older than one the session
+// took from the same peer.
+var errStaleSignal = errors.New("calls: offer or answer older than the peer's latest")
+
 // deliver hands a signal from session req.From of node from to session
 // req.Session, if the owner named that one as the other member of the
 // room; it waits up to SignalWait for the owner's word.
@@ -806,6 +855,13 @@ func (s *Service) deliver(ctx context.Context, from mesh.ID, req *request) error
 		}
 		if samePeer(sess.peer, &want) {
 			sig := req.Signal
+			if sig.Type != "candidate" && req.Seq != 0 {
+				if req.Seq < sess.described {
+					s.mu.Unlock()
+					return errStaleSignal
+				}
+				sess.described = req.Seq
+			}
 			s.emitLocked(sess, Event{Type: sig.Type, Room: req.Room, SDP: sig.SDP, Candidate: sig.Candidate})
 			s.mu.Unlock()
 			return nil
@@ -817,7 +873,7 @@ func (s *Service) deliver(ctx context.Context, from mesh.ID, req *request) error
 		case <-wait.C:
 			return ErrNotMember
 		case <-ctx.Done():
-			return ErrNotMember
+			return fmt.Errorf("%w: %w", ErrNotMember, ctx.Err())
 		}
 	}
 }

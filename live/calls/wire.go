@@ -13,7 +13,8 @@ import (
 )
 
 // Protocol is the mesh protocol of call messages between nodes.
-const Protocol = "call/1"
+// Version 2 numbers every message (request.Seq).
+const Protocol = "call/2"
 
 // Limits of what pages and peers may send.
 const (
@@ -50,7 +51,10 @@ type Member struct {
 
 // request is a call message between nodes.
 type request struct {
-	Op      string `json:"op"`
+	Op string `json:"op"`
+	// Seq numbers the message among its sender's to this destination,
+	// the same in every copy of it (dedup.go).
+	Seq     uint64 `json:"seq"`
 	Room    string `json:"room"`
 	Session string `json:"session"`
 	// Refresh marks a join from a session that holds a seat already (at
@@ -187,6 +191,9 @@ func decodeRequest(b []byte) (*request, error) {
 	}
 	if err := checkSession(r.Session); err != nil {
 		return nil, err
+	}
+	if r.Seq == 0 {
+		return nil, errors.New("call message without a number")
 	}
 	switch r.Op {
 	case opJoin:
