@@ -419,14 +419,24 @@ export default class Looper {
 // grantAll clicks the button sel, which opens the grant dialog, and
 // grants everything asked. The button goes mid-screen first: the player
 // bar and toasts cover the foot of the page, and a click that lands on
-// them is lost. The dialog of an earlier grant stays in the page, closed.
+// them is lost. The market list is drawn anew when it changes (the last
+// install, a market event), and when that falls between the press and
+// the release, the click is lost too: it is made again until the dialog
+// opens (the click opens it at once; once open, the page behind it takes
+// no clicks). The dialog of an earlier grant stays in the page, closed.
 func grantAll(t *testing.T, bctx context.Context, sel string) {
 	t.Helper()
-	browsertest.Until(t, bctx, 30*time.Second, fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
-	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).scrollIntoView({ block: "center" }), true)`, sel))); err != nil {
-		t.Fatal(err)
-	}
-	clickSel(t, bctx, sel)
+	const open = `document.querySelector("#plugin-grant[open]") !== null`
+	testutil.WaitFor(t, time.Minute, "the grant dialog of "+sel, func() bool {
+		if browsertest.Wait(bctx, 10*time.Second, fmt.Sprintf(`document.querySelector(%q) !== null`, sel)) != nil {
+			return false
+		}
+		if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).scrollIntoView({ block: "center" }), true)`, sel))); err != nil {
+			return false
+		}
+		clickSel(t, bctx, sel)
+		return browsertest.Wait(bctx, 5*time.Second, open) == nil
+	})
 	clickSel(t, bctx, `#plugin-grant[open] #plugin-grant-ok`)
 	browsertest.Until(t, bctx, 30*time.Second, `!document.querySelector("#plugin-grant").open`)
 }

@@ -21,11 +21,19 @@ type asker struct {
 	expands int
 	refuse  error
 	serve   func(to mesh.ID, proto string, payload []byte) []byte
+	// deadlines are those of the contexts of each call, in order.
+	deadlines []time.Time
+}
+
+func (a *asker) sawDeadline(ctx context.Context) {
+	d, _ := ctx.Deadline()
+	a.deadlines = append(a.deadlines, d)
 }
 
 func (a *asker) Request(ctx context.Context, to mesh.ID, proto string, payload []byte, opts ...mesh.SendOption) ([]byte, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.sawDeadline(ctx)
 	if !a.linked[to] {
 		return nil, fmt.Errorf("request %s: %w", to.Short(), mesh.ErrNotConnected)
 	}
@@ -35,6 +43,7 @@ func (a *asker) Request(ctx context.Context, to mesh.ID, proto string, payload [
 func (a *asker) Expand(ctx context.Context, ids ...mesh.ID) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.sawDeadline(ctx)
 	a.expands++
 	if a.refuse != nil {
 		return a.refuse
@@ -67,6 +76,44 @@ func TestRequestLinksFirst(t *testing.T) {
 	_, err := Request(ctx, b, far, "list/1", nil, 10*time.Second)
 	if !errors.Is(err, refused) || !strings.Contains(err.Error(), "link to") {
 		t.Fatalf("Request over a refused link: %v; want the link's error", err)
+	}
+}
+
+// TestRequestOneTimeoutOverBothTries: the link and the request after it
+// share the one timeout, so a caller's RequestTimeout bounds the whole
+// call (a stranger that links slowly cannot double it), and the caller's
+// own earlier deadline still wins.
+func TestRequestOneTimeoutOverBothTries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	far := mesh.ID("stranger")
+	serve := func(to mesh.ID, proto string, payload []byte) []byte { return []byte("ok") }
+	a := &asker{linked: map[mesh.ID]bool{}, serve: serve}
+	if _, err := Request(ctx, a, far, "list/1", nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.deadlines) != 3 {
+		t.Fatalf("%d calls, want a request, a link and a request again", len(a.deadlines))
+	}
+	first := a.deadlines[0]
+	if first.IsZero() || !first.Before(time.Now().Add(10*time.Second)) {
+		t.Fatalf("the first try's deadline %v: want one within the timeout", first)
+	}
+	for i, d := range a.deadlines[1:] {
+		if !d.Equal(first) {
+			t.Fatalf("call %d has deadline %v, the first %v: want one deadline over both tries", i+2, d, first)
+		}
+	}
+
+	b := &asker{linked: map[mesh.ID]bool{}, serve: serve}
+	if _, err := Request(ctx, b, far, "list/1", nil, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ctx.Deadline()
+	for i, d := range b.deadlines {
+		if !d.Equal(want) {
+			t.Fatalf("call %d has deadline %v: want the caller's %v, which is earlier than the timeout", i+1, d, want)
+		}
 	}
 }
 
