@@ -114,3 +114,4 @@ func ExampleNode_Sign() {
 	// true
 	// false
 }
+

@@ -309,20 +309,7 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	if err != nil {
 		return "", err
 	}
-	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
-		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
-		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
-		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
-		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
-		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
-		seq: make([]uint64, len(members)), changed: make(chan struct{}, 1)}
-	for k := range members {
-		op.orders[k] = make(map[int]*pushOrderRec)
-		op.refused[k] = make(map[int]bool)
-		op.caught[k] = make(map[int]bool)
-		op.have[k] = NewBitfield(m.NumPieces())
-		op.state[k] = "receiving"
-	}
+	op := newOutPush(o, src)
 	p.mu.Lock()
 	p.out[pid] = op
 	p.mu.Unlock()
@@ -348,6 +335,26 @@ func (p *pushes) status(pid string) (PushStatus, error) {
 		return PushStatus{}, fmt.Errorf("%w: push %s", ErrUnknown, pid)
 	}
 	return op.status(), nil
+}
+
+// newOutPush is the source's state of push o, sending from src.
+func newOutPush(o offer, src pieceSource) *outPush {
+	members, m := o.Members, o.Manifest
+	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
+		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
+		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
+		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
+		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
+		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
+		seq: make([]uint64, len(members)), changed: make(chan struct{}, 1)}
+	for k := range members {
+		op.orders[k] = make(map[int]*pushOrderRec)
+		op.refused[k] = make(map[int]bool)
+		op.caught[k] = make(map[int]bool)
+		op.have[k] = NewBitfield(m.NumPieces())
+		op.state[k] = "receiving"
+	}
+	return op
 }
 
 // outPush is a push this node is the source of.
@@ -1529,8 +1536,14 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	// they pass a report on and may lose it (onUp): the source must see
 	// the last one, which says this node is whole.
 	every := p.cfg.Idle / 4
+	// A change is reported at most every 100 ms, and at most twice a
+	// repair check when it goes through other members: the source looks
+	// at it once a check, and each member on its way checks its
+	// signature (pushroute.go).
+	gap := 100 * time.Millisecond
 	if ip.via >= 0 {
 		every = min(every, 10*p.cfg.Repair)
+		gap = max(gap, p.cfg.Repair/2)
 	}
 	for {
 		ip.mu.Lock()
@@ -1559,7 +1572,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		}
 		busy := ip.reporting
 		ip.mu.Unlock()
-		changed := count != reported && (count == ip.Manifest.NumPieces() && !retry || time.Since(lastReport) > 100*time.Millisecond)
+		changed := count != reported && (count == ip.Manifest.NumPieces() && !retry || time.Since(lastReport) > gap)
 		if !busy && (changed || time.Since(lastReport) > every) {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()

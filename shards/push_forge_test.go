@@ -162,10 +162,11 @@ func TestPushRoutedHangBlamesTarget(t *testing.T) {
 // serving it and repair would never help it), (b) an end and an order
 // routed to it, (c) a report in which the receiver blames an honest
 // member as corrupt, and (d) a report the receiver signed in an earlier
-// push, as it was and with the push id changed. Each is refused, the
-// forwarder is scored down by whom it sent it to, every honest receiver
-// ends with the file, and the source uploaded at most 1.1x the file and
-// the forwarder's stripe.
+// push, as it was and with the push id changed; and (e) it passes on a
+// message the source signed twice. Each forgery is refused, the
+// forwarder is scored down by whom it sent it to, the replay is taken
+// once, every honest receiver ends with the file, and the source
+// uploaded at most 1.1x the file and the forwarder's stripe.
 func TestPushForwarderForgesDownstream(t *testing.T) {
 	checkPushGoroutines(t)
 	const size = 4 << 20
@@ -265,9 +266,26 @@ func TestPushForwarderForgesDownstream(t *testing.T) {
 		t.Error("the source took a report of an earlier push")
 	}
 	copy(old[1:], push[:])
-	sig := binary.BigEndian.Uint16(old[pushHeader+2:])
-	copy(old[pushHeader+4+int(sig)+1:], push[:])
+	sl := binary.BigEndian.Uint16(old[pushHeader+2:])
+	copy(old[pushHeader+4+int(sl)+1:], push[:])
 	refused("an earlier push's report, as if of this one", src, old)
+	// (e) A probe the source signed, passed on twice: taken once.
+	op.mu.Lock()
+	op.seq[victim]++ // a number the source will not use itself
+	seq := op.seq[victim]
+	op.mu.Unlock()
+	probe := encodeOrder(push, victim, nil)
+	sig, err := src.node.Sign(sigDown, downSigned(push, victim, seq, probe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	captured := routed{source: src.node.ID(), path: []int{victim}, seq: seq, sig: sig, inner: probe}.encode(push)
+	if err := forge(recv[victim], captured); err != nil {
+		t.Errorf("the source's probe, passed on: %v", err)
+	}
+	if err := forge(recv[victim], captured); err == nil {
+		t.Error("the source's probe, passed on again: taken")
+	}
 	st := pushDone(t, src, pid, 2*time.Minute)
 	for k, pp := range recv {
 		if k == hostile {
