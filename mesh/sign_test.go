@@ -114,4 +114,3 @@ func ExampleNode_Sign() {
 	// true
 	// false
 }
-
