@@ -44,7 +44,7 @@ import (
 // member it reaches, which scores down the member that passed it, drops
 // it and leaves that member out from then on (a receiver sends its
 // reports around it, the source drops it from the push and routes
-// around it: checkedUp, distrust). A target takes each down message once
+// around it: onUp, distrust). A target takes each down message once
 // (seqWindow): an order replayed would have it upload its pieces again.
 // A report needs no sequence: what a receiver holds and whom it caught
 // only grow within a push, so an earlier report of the same push says
