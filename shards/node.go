@@ -24,6 +24,10 @@ type Node interface {
 	Connect(ctx context.Context, id mesh.ID) error
 	// Penalize scores down a peer that sent a corrupt piece or a bad frame.
 	Penalize(id mesh.ID, reason string)
+	// Sign signs a message with the node key (mesh.CheckSigned checks
+	// it): a push's routed messages pass through other members, who
+	// must not be able to forge them (pushroute.go).
+	Sign(context string, msg []byte) ([]byte, error)
 }
 
 var _ Node = (*mesh.Node)(nil)

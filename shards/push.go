@@ -35,7 +35,9 @@ import (
 //	have:  encodeHave of what it holds                    receiver -> source
 //	order: member index, pieces                           source -> receiver
 //	end:   (nothing)                                      source -> receiver
-const ProtoPush = "shards/push/1"
+//
+// and in a span push the routed ones of pushroute.go, signed end to end.
+const ProtoPush = "shards/push/2"
 
 const (
 	pushOffer byte = 1 + iota
@@ -307,20 +309,7 @@ func (p *pushes) push(ctx context.Context, id MD5, to []mesh.ID, plan Plan, name
 	if err != nil {
 		return "", err
 	}
-	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
-		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
-		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
-		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
-		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
-		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
-		changed: make(chan struct{}, 1)}
-	for k := range members {
-		op.orders[k] = make(map[int]*pushOrderRec)
-		op.refused[k] = make(map[int]bool)
-		op.caught[k] = make(map[int]bool)
-		op.have[k] = NewBitfield(m.NumPieces())
-		op.state[k] = "receiving"
-	}
+	op := newOutPush(o, src)
 	p.mu.Lock()
 	p.out[pid] = op
 	p.mu.Unlock()
@@ -348,6 +337,26 @@ func (p *pushes) status(pid string) (PushStatus, error) {
 	return op.status(), nil
 }
 
+// newOutPush is the source's state of push o, sending from src.
+func newOutPush(o offer, src pieceSource) *outPush {
+	members, m := o.Members, o.Manifest
+	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
+		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
+		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
+		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
+		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
+		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
+		seq: make([]uint64, len(members)), changed: make(chan struct{}, 1)}
+	for k := range members {
+		op.orders[k] = make(map[int]*pushOrderRec)
+		op.refused[k] = make(map[int]bool)
+		op.caught[k] = make(map[int]bool)
+		op.have[k] = NewBitfield(m.NumPieces())
+		op.state[k] = "receiving"
+	}
+	return op
+}
+
 // outPush is a push this node is the source of.
 type outPush struct {
 	offer
@@ -370,6 +379,8 @@ type outPush struct {
 	hung     []int // times it held spreadPieces unspread for BlockTimeout
 	failedAt []time.Time
 	retryAt  []time.Time
+	// seq numbers the routed messages to each receiver (seqWindow).
+	seq []uint64
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
 	fed      [][]int
@@ -1107,6 +1118,8 @@ type inPush struct {
 	reportFailed, reporting bool
 	// upFlight counts the reports of others it sends on (onUp).
 	upFlight int
+	// seqs are the routed messages from the source it took.
+	seqs seqWindow
 }
 
 // asmKey is a piece being assembled from one sender's blocks.
@@ -1440,9 +1453,9 @@ func (p *pushes) onOrder(from mesh.ID, pid pushID, b []byte) error {
 }
 
 // onHave takes a report of member from; forwarded, it came through other
-// members (onUp), who could have forged it: it then neither counts as
-// from's answer nor towards dropping a member it says sent corrupt
-// pieces.
+// members (onUp), who checked its signature, as this node did: it counts
+// as from's own, but not as its answer (that a report came up says
+// nothing of whether calls down to it get through).
 func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte, forwarded bool) error {
 	p.mu.Lock()
 	op := p.out[pid]
@@ -1476,9 +1489,6 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte, forwarded bool) erro
 	op.joined[k] = true // it reports: it has the push
 	for _, r := range bad {
 		op.refused[k][r] = true
-		if forwarded {
-			continue
-		}
 		op.caught[k][r] = true
 		// A member that half the others caught sending corrupt pieces
 		// leaves the push: the source stops feeding it, so a receiver
@@ -1526,8 +1536,14 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	// they pass a report on and may lose it (onUp): the source must see
 	// the last one, which says this node is whole.
 	every := p.cfg.Idle / 4
+	// A change is reported at most every 100 ms, and at most twice a
+	// repair check when it goes through other members: the source looks
+	// at it once a check, and each member on its way checks its
+	// signature (pushroute.go).
+	gap := 100 * time.Millisecond
 	if ip.via >= 0 {
 		every = min(every, 10*p.cfg.Repair)
+		gap = max(gap, p.cfg.Repair/2)
 	}
 	for {
 		ip.mu.Lock()
@@ -1556,18 +1572,23 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		}
 		busy := ip.reporting
 		ip.mu.Unlock()
-		changed := count != reported && (count == ip.Manifest.NumPieces() && !retry || time.Since(lastReport) > 100*time.Millisecond)
+		changed := count != reported && (count == ip.Manifest.NumPieces() && !retry || time.Since(lastReport) > gap)
 		if !busy && (changed || time.Since(lastReport) > every) {
 			reported, lastReport = count, time.Now()
 			ip.mu.Lock()
 			msg := encodeReport(ip.Push, ip.bad, ip.have, ip.Manifest.NumPieces())
 			ip.reporting = true
 			ip.mu.Unlock()
-			if ip.via >= 0 {
-				msg = encodeUp(ip.Push, ip.self, msg)
-			}
 			wg.Go(func() {
-				err := p.sendUp(ctx, ip, msg)
+				var err error
+				if ip.via >= 0 {
+					// Through other members: signed, so that they
+					// can neither forge nor alter it.
+					msg, err = p.signUp(ip.Push, ip.self, msg)
+				}
+				if err == nil {
+					err = p.sendUp(ctx, ip, msg)
+				}
 				ip.mu.Lock()
 				ip.reporting = false
 				if err == nil {

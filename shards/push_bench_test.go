@@ -2,6 +2,7 @@ package shards
 
 import (
 	"context"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -26,6 +27,7 @@ var (
 	benchPullHave = flag.Duration("push.have", 0, "BenchmarkPushKumarRoss, pull: the downloaders' HaveInterval (0: the default, 2 s)")
 	// benchPushMaxLag, if above -push.latency, gives each link its own
 	// one-way delay, uniform in [latency, maxlatency].
+	benchPushRouted = flag.Bool("push.routed", false, "BenchmarkPushKumarRoss: receivers take pushes from every member too, so that a span's messages to later groups go through the groups before (signed, pushroute.go) rather than from the source directly")
 	benchPushMaxLag = flag.Duration("push.maxlatency", 0, "BenchmarkPushKumarRoss: largest one-way latency of a link (each link draws its own)")
 )
 
@@ -93,13 +95,18 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 	peers := pushNet(tb, nw, n+1, r.want, cfg, 0, nil)
 	src, recv := peers[0], peers[1:]
 	var ups []*uplink
+	sigs := &signCount{n: n}
 	for _, pp := range peers {
 		up := newUplink(u)
 		ups = append(ups, up)
-		pp.p.node = pacedNode{Node: pp.p.node, up: up}
+		pp.p.node = signCounted{Node: pacedNode{Node: pp.p.node, up: up}, count: sigs}
+	}
+	accept := AcceptFrom(src.node.ID())
+	if *benchPushRouted {
+		accept = AcceptFrom(ids(peers)...)
 	}
 	for _, pp := range recv {
-		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		pp.p.cfg.Accept = accept
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -169,6 +176,8 @@ func runPushKumarRoss(tb testing.TB, report func(float64, string), r pushRun) {
 			tb.Fatal(err)
 		}
 		report(float64(st.Uploaded)/float64(size), "src-upload/F")
+		report(float64(sigs.sigs.Load()), "sigs")
+		report(float64(sigs.checks.Load()), "sig-checks")
 	}
 	if pull != nil {
 		report(float64(pull.src.served.Load())/float64(size), "src-upload/F")
@@ -228,6 +237,31 @@ func (l *uplink) send(ctx context.Context, to mesh.ID, n int) error {
 		l.sent.Add(int64(min(n, capBurst)))
 	}
 	return nil
+}
+
+// signCount counts the signatures the nodes of a push to n make for its
+// routed messages (pushroute.go), and the checks of them: each member on
+// a message's way checks it, and the source a report.
+type signCount struct {
+	n            int
+	sigs, checks atomic.Int64
+}
+
+// signCounted is a node whose signatures are counted.
+type signCounted struct {
+	Node
+	count *signCount
+}
+
+func (n signCounted) Sign(context string, msg []byte) ([]byte, error) {
+	if len(msg) >= len(pushID{})+2 {
+		// The message's member: a report's origin or a down message's
+		// target, in group g: g+1 checks on its way.
+		g, _, _ := spanGroupOf(int(binary.BigEndian.Uint16(msg[len(pushID{}):])), n.count.n)
+		n.count.sigs.Add(1)
+		n.count.checks.Add(int64(g) + 1)
+	}
+	return n.Node.Sign(context, msg)
 }
 
 // pacedNode sends a push's blocks through its uplink.
@@ -477,4 +511,39 @@ func (pn *pullNet) check(b testing.TB) {
 			b.Fatalf("receiver %d: %s has MD5 %s, not %s", k, tr.Path, got, pn.link.ID)
 		}
 	}
+}
+
+// BenchmarkPushReportSigned: what a routed report costs in CPU (the
+// process's user and system time, which the machine's load hardly moves):
+// its receiver signs it once (cpu-µs/sign) and each member on its way and
+// the source check it (cpu-µs/check). A report of 2,000 pieces, the most a
+// manifest has. Times the sig-checks and sigs of BenchmarkPushKumarRoss,
+// it is the CPU a push spends on signatures.
+func BenchmarkPushReportSigned(b *testing.B) {
+	signer := fuzzSigner(b)
+	pid := pushID{1}
+	have := NewBitfield(MaxPieces)
+	report := encodeReport(pid, map[int]bool{3: true}, have, MaxPieces)
+	p := &pushes{node: signer}
+	var sign, check time.Duration
+	for b.Loop() {
+		t0 := processCPU()
+		msg, err := p.signUp(pid, 9, report)
+		t1 := processCPU()
+		if err != nil {
+			b.Fatal(err)
+		}
+		origin, sig, rep, err := decodeUp(msg, pid)
+		if err == nil {
+			err = mesh.CheckSigned(signer.ID(), sigUp, upSigned(pid, origin, rep), sig)
+		}
+		t2 := processCPU()
+		if err != nil {
+			b.Fatal(err)
+		}
+		sign += t1 - t0
+		check += t2 - t1
+	}
+	b.ReportMetric(float64(sign.Microseconds())/float64(b.N), "cpu-µs/sign")
+	b.ReportMetric(float64(check.Microseconds())/float64(b.N), "cpu-µs/check")
 }

@@ -2,6 +2,7 @@ package shards
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"testing"
 	"time"
@@ -67,7 +68,6 @@ func TestPushForgedRoutedMessages(t *testing.T) {
 			for i := range np {
 				whole.Set(i)
 			}
-			report := encodeReport(push, nil, whole, np)
 			forge := func(to mesh.ID, msg []byte) error {
 				_, err := recv[hostile].node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
 				return err
@@ -76,17 +76,17 @@ func TestPushForgedRoutedMessages(t *testing.T) {
 				if k == hostile || plan == PlanSpan && k >= 16 {
 					continue // in a span, it forwards for group 2
 				}
-				if err := forge(src.node.ID(), encodeUp(push, k, report)); err == nil {
+				if err := forge(src.node.ID(), forgedReport(t, recv[hostile], push, k, nil, whole, np)); err == nil {
 					t.Errorf("the source took a report for member %d from member %d", k, hostile)
 				}
 			}
 			if plan == PlanSpan {
-				if err := forge(recv[4].node.ID(), encodeUp(push, 9, report)); err == nil {
+				if err := forge(recv[4].node.ID(), forgedReport(t, recv[hostile], push, 9, nil, whole, np)); err == nil {
 					t.Error("member 4 took a report for member 9 (its own group) from member 12")
 				}
 				end := append([]byte{pushEnd}, push[:]...)
 				for _, k := range []int{2, 13} {
-					if err := forge(recv[k].node.ID(), encodeRoute(push, src.node.ID(), []int{k}, end)); err == nil {
+					if err := forge(recv[k].node.ID(), forgedRoute(t, recv[hostile], push, src.node.ID(), k, end)); err == nil {
 						t.Errorf("member %d took an end routed by member %d", k, hostile)
 					}
 					if !recv[k].holds(push) {
@@ -154,4 +154,186 @@ func TestPushRoutedHangBlamesTarget(t *testing.T) {
 	st := pushDone(t, src, pid, 2*time.Minute)
 	nw.Stall(hung.node.ID(), 0)
 	checkAllWhole(t, src, recv, st, size, hung)
+}
+
+// TestPushForwarderForgesDownstream: a member of a span push forges, for
+// a receiver further down its own route, what passes through it: (a) a
+// report that the receiver holds the whole file (the source would stop
+// serving it and repair would never help it), (b) an end and an order
+// routed to it, (c) a report in which the receiver blames an honest
+// member as corrupt, and (d) a report the receiver signed in an earlier
+// push, as it was and with the push id changed; and (e) it passes on a
+// message the source signed twice. Each forgery is refused, the
+// forwarder is scored down by whom it sent it to, the replay is taken
+// once, every honest receiver ends with the file, and the source
+// uploaded at most 1.1x the file and the forwarder's stripe.
+func TestPushForwarderForgesDownstream(t *testing.T) {
+	checkPushGoroutines(t)
+	const size = 4 << 20
+	want := randomFile(33, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	peers := pushNet(t, nw, 25, want, cfg, 0, nil)
+	src, recv := peers[0], peers[1:]
+	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(ids(peers)...)
+	}
+	lim := rate.NewLimiter(rate.Limit(1<<20), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanSpan, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push, err := parsePushID(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, "every receiver to take the offer", func() bool {
+		for _, pp := range recv {
+			if !pp.holds(push) {
+				return false
+			}
+		}
+		return true
+	})
+	// Groups 0-7, 8-15, 16-23: member 12 forwards what goes between the
+	// source and member 20 (the route 4, 12, 20), and 20's reports.
+	const hostile, victim, honest = 12, 20, 21
+	fwd := recv[hostile]
+	np := src.src.m.NumPieces()
+	whole := NewBitfield(np)
+	for i := range np {
+		whole.Set(i)
+	}
+	forge := func(to *pushPeer, msg []byte) error {
+		_, err := fwd.p.request(ctx, to.node.ID(), msg, cfg.BlockTimeout)
+		return err
+	}
+	refused := func(what string, to *pushPeer, msg []byte) {
+		t.Helper()
+		before := to.scoredDown(fwd.node.ID())
+		if err := forge(to, msg); err == nil {
+			t.Errorf("%s: taken", what)
+		} else {
+			t.Logf("%s: refused: %v", what, err)
+		}
+		if to.scoredDown(fwd.node.ID()) == before {
+			t.Errorf("%s: the forwarder was not scored down", what)
+		}
+	}
+	// (a) The victim holds the whole file: to the source, and to the
+	// member of group 0 that passes 12's reports on.
+	refused("a whole-file report for the victim, to member 4", recv[4], forgedReport(t, fwd, push, victim, nil, whole, np))
+	refused("a whole-file report for the victim, to the source", src, forgedReport(t, fwd, push, victim, nil, whole, np))
+	if r := pushReceiverStatus(t, src, pid, victim); r.Have == size && !recv[victim].getSink().whole(src.src.id) {
+		t.Errorf("the source counts the victim whole before it is: %+v", r)
+	}
+	// (b) An order (send every piece to member 19) and an end routed to
+	// the victim.
+	all := make([]uint32, np)
+	for i := range all {
+		all[i] = uint32(i)
+	}
+	refused("an order routed to the victim", recv[victim], forgedRoute(t, fwd, push, src.node.ID(), victim, encodeOrder(push, 19, all)))
+	refused("an end routed to the victim", recv[victim], forgedRoute(t, fwd, push, src.node.ID(), victim, append([]byte{pushEnd}, push[:]...)))
+	if !recv[victim].holds(push) {
+		t.Error("the victim dropped the push on a forged end")
+	}
+	// (c) The victim blames an honest member.
+	refused("a report blaming member 21", src, forgedReport(t, fwd, push, victim, map[int]bool{honest: true}, NewBitfield(np), np))
+	src.p.mu.Lock()
+	op := src.p.out[push]
+	src.p.mu.Unlock()
+	op.mu.Lock()
+	blamed := op.refused[victim][honest]
+	op.mu.Unlock()
+	if blamed {
+		t.Error("the source counts member 21 out as a holder for the victim")
+	}
+	// (d) A report the victim signed in an earlier push: as it was (that
+	// push is not the source's now), and as if of this one.
+	var earlier pushID
+	earlier[0] = 0xee
+	old, err := recv[victim].p.signUp(earlier, victim, encodeReport(earlier, map[int]bool{honest: true}, whole, np))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := forge(src, old); err == nil {
+		t.Error("the source took a report of an earlier push")
+	}
+	copy(old[1:], push[:])
+	sl := binary.BigEndian.Uint16(old[pushHeader+2:])
+	copy(old[pushHeader+4+int(sl)+1:], push[:])
+	refused("an earlier push's report, as if of this one", src, old)
+	// (e) A probe the source signed, passed on twice: taken once.
+	op.mu.Lock()
+	op.seq[victim]++ // a number the source will not use itself
+	seq := op.seq[victim]
+	op.mu.Unlock()
+	probe := encodeOrder(push, victim, nil)
+	sig, err := src.node.Sign(sigDown, downSigned(push, victim, seq, probe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	captured := routed{source: src.node.ID(), path: []int{victim}, seq: seq, sig: sig, inner: probe}.encode(push)
+	if err := forge(recv[victim], captured); err != nil {
+		t.Errorf("the source's probe, passed on: %v", err)
+	}
+	if err := forge(recv[victim], captured); err == nil {
+		t.Error("the source's probe, passed on again: taken")
+	}
+	st := pushDone(t, src, pid, 2*time.Minute)
+	for k, pp := range recv {
+		if k == hostile {
+			if r := st.Receivers[k]; r.State != "gone" {
+				t.Errorf("the source keeps the forwarder in the push: %+v", r)
+			}
+			continue
+		}
+		if r := st.Receivers[k]; !pp.getSink().whole(src.src.id) || r.State != "done" {
+			t.Errorf("receiver %d is not whole; status %+v", k, r)
+		}
+	}
+	t.Logf("the source uploaded %.3fx the file", float64(st.Uploaded)/float64(size))
+	if limit := int64(size*11/10 + size/8); st.Uploaded > limit {
+		t.Errorf("the source uploaded %.3fx the file (at most 1.1x and the forwarder's stripe)", float64(st.Uploaded)/float64(size))
+	}
+}
+
+// pushReceiverStatus is receiver k's line of push pid's status.
+func pushReceiverStatus(t *testing.T, src *pushPeer, pid string, k int) PushReceiver {
+	t.Helper()
+	st, err := src.p.status(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Receivers[k]
+}
+
+// forgedReport is a report for member origin of push pid that pp makes
+// up and signs with its own key (it has no other).
+func forgedReport(t *testing.T, pp *pushPeer, pid pushID, origin int, bad map[int]bool, have Bitfield, np int) []byte {
+	t.Helper()
+	report := encodeReport(pid, bad, have, np)
+	sig, err := pp.node.Sign(sigUp, upSigned(pid, origin, report))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return encodeUp(pid, origin, sig, report)
+}
+
+// forgedRoute is a message of source's routed to member target that pp
+// makes up and signs with its own key.
+func forgedRoute(t *testing.T, pp *pushPeer, pid pushID, source mesh.ID, target int, inner []byte) []byte {
+	t.Helper()
+	const seq = 1 << 40 // ahead of any the source used
+	sig, err := pp.node.Sign(sigDown, downSigned(pid, target, seq, inner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return routed{source: source, path: []int{target}, seq: seq, sig: sig, inner: inner}.encode(pid)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
 )
 
 // fuzzMembers are fixed node ids, so that seeds stay valid across runs.
@@ -85,13 +86,20 @@ func FuzzPushMessage(f *testing.F) {
 	f.Add(encodeOrder(o.Push, 1, []uint32{0, 1}), byte(0))
 	f.Add(encodeReport(o.Push, map[int]bool{0: true}, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces()), byte(1))
 	f.Add(append([]byte{pushEnd}, o.Push[:]...), byte(0))
-	srcID := mesh.ID("dddddddddddddddddddddddddddddddd")
-	f.Add(encodeRoute(o.Push, srcID, []int{0}, encodeOrder(o.Push, 1, []uint32{0})), byte(0))
-	f.Add(encodeRoute(o.Push, srcID, []int{0, 1}, append([]byte{pushEnd}, o.Push[:]...)), byte(1))
-	f.Add(encodeRoute(pushID{8}, srcID, []int{0}, off), byte(1))
-	f.Add(encodeUp(o.Push, 2, encodeReport(o.Push, nil, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces())), byte(1))
+	// The source's routed messages and a member's report, signed: the
+	// fuzzer starts from messages that pass the signature checks.
+	signer := fuzzSigner(f)
+	src := signer.ID()
+	f.Add(signedRoute(f, signer, o.Push, []int{0}, 1, encodeOrder(o.Push, 1, []uint32{0})), byte(0))
+	f.Add(signedRoute(f, signer, o.Push, []int{0, 1}, 2, append([]byte{pushEnd}, o.Push[:]...)), byte(1))
+	f.Add(signedRoute(f, signer, pushID{8}, []int{0}, 3, off), byte(1))
+	report := encodeReport(o.Push, nil, NewBitfield(o.Manifest.NumPieces()), o.Manifest.NumPieces())
+	sig, err := signer.Sign(sigUp, upSigned(o.Push, 2, report))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(encodeUp(o.Push, 2, sig, report), byte(1))
 	f.Fuzz(func(t *testing.T, b []byte, who byte) {
-		src := mesh.ID("dddddddddddddddddddddddddddddddd")
 		node := &pushStubNode{id: fuzzMembers[0]}
 		cfg := DefaultPushConfig()
 		cfg.Accept = func(mesh.ID, MD5, string, int64) bool { return true }
@@ -173,23 +181,42 @@ func TestPushOfferLimits(t *testing.T) {
 // to a path of members of the push, within maxRouteHops, or an error.
 func FuzzDecodeRoute(f *testing.F) {
 	pid := pushID{3}
-	src := mesh.ID("dddddddddddddddddddddddddddddddd")
-	f.Add(encodeRoute(pid, src, []int{0, 5, 9}, append([]byte{pushEnd}, pid[:]...)), 10)
+	signer := fuzzSigner(f)
+	f.Add(signedRoute(f, signer, pid, []int{0, 5, 9}, 7, append([]byte{pushEnd}, pid[:]...)), 10)
 	f.Add(routeStatus(routeRefused, 2, errors.New("no")), 3)
 	f.Add(routeStatus(routeUnreachable, 7, errors.New("gone")), 3)
 	f.Fuzz(func(t *testing.T, b []byte, members int) {
 		members = members % (MaxPushReceivers + 1)
-		if _, path, inner, err := decodeRoute(b, members); err == nil {
+		if r, err := decodeRoute(b, members); err == nil {
 			limit := members
 			if limit <= 0 {
 				limit = MaxPushReceivers
 			}
-			if len(path) == 0 || len(path) > maxRouteHops || len(inner) < pushHeader {
-				t.Fatalf("route of %d hops, inner of %d bytes", len(path), len(inner))
+			if len(r.path) == 0 || len(r.path) > maxRouteHops || len(r.inner) < pushHeader ||
+				len(r.sig) == 0 || len(r.sig) > mesh.MaxSignature {
+				t.Fatalf("route of %d hops, inner of %d bytes, signature of %d", len(r.path), len(r.inner), len(r.sig))
 			}
-			for _, h := range path {
+			for _, h := range r.path {
 				if h < 0 || h >= limit {
 					t.Fatalf("route through member %d of %d", h, limit)
+				}
+			}
+			if !bytes.Equal(r.encode(pushID(b[1:pushHeader])), b) {
+				t.Fatal("a decoded route does not encode to its input")
+			}
+			// A signature binds the push, the target, the sequence
+			// number and the message (not the hops the forwarders take
+			// off): one that checks out does not with any changed.
+			pid := pushID(b[1:pushHeader])
+			if r.check(pid) == nil {
+				other := pid
+				other[0]++
+				moved := r
+				moved.path = append(slices.Clone(r.path[:len(r.path)-1]), (r.path[len(r.path)-1]+1)%MaxPushReceivers)
+				later := r
+				later.seq++
+				if r.check(other) == nil || moved.check(pid) == nil || later.check(pid) == nil {
+					t.Fatalf("a signature checks out for a message it was not made for: %+v", r)
 				}
 			}
 		}
@@ -198,4 +225,68 @@ func FuzzDecodeRoute(f *testing.F) {
 			t.Fatalf("answer names member %d (err %v)", k, err)
 		}
 	})
+}
+
+// FuzzDecodeUp: a report on its way up decodes only with a signature
+// within its limit and a report of its own push, and checks out only as
+// its origin signed it.
+func FuzzDecodeUp(f *testing.F) {
+	pid := pushID{4}
+	signer := fuzzSigner(f)
+	report := encodeReport(pid, map[int]bool{1: true}, NewBitfield(20), 20)
+	sig, err := signer.Sign(sigUp, upSigned(pid, 2, report))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(encodeUp(pid, 2, sig, report))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		origin, sig, report, err := decodeUp(b, pid)
+		if err != nil {
+			return
+		}
+		if len(sig) == 0 || len(sig) > mesh.MaxSignature || len(report) < pushHeader || report[0] != pushHave ||
+			pushID(report[1:pushHeader]) != pid || origin > 0xffff {
+			t.Fatalf("decoded origin %d, signature of %d bytes, report %x", origin, len(sig), report)
+		}
+		if !bytes.Equal(encodeUp(pid, origin, sig, report), b) {
+			t.Fatal("a decoded report does not encode to its input")
+		}
+		if mesh.CheckSigned(signer.ID(), sigUp, upSigned(pid, origin, report), sig) == nil && origin != 2 {
+			t.Fatalf("a report signed for member 2 checks out for member %d", origin)
+		}
+		if _, _, err := decodeReport(report[pushHeader:], 20, 20); err == nil && mesh.CheckSigned(signer.ID(), sigUp, upSigned(pid, origin, report), sig) == nil {
+			bad, _, _ := decodeReport(report[pushHeader:], 20, 20)
+			if !slices.Equal(bad, []int{1}) {
+				t.Fatalf("a report that blames %v checks out", bad)
+			}
+		}
+	})
+}
+
+// fuzzSigner is a node (not served) whose key signs the fuzz targets'
+// seeds, so that they start from messages that pass the signature checks.
+func fuzzSigner(tb testing.TB) *mesh.Node {
+	tb.Helper()
+	ident, err := mesh.NewIdentity()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := mesh.DefaultConfig()
+	cfg.Identity = ident
+	cfg.Transport = meshtest.NewNetwork().Transport(ident.ID)
+	n, err := mesh.NewNode(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// signedRoute is msg routed along path from signer, the source, signed.
+func signedRoute(tb testing.TB, signer *mesh.Node, pid pushID, path []int, seq uint64, msg []byte) []byte {
+	tb.Helper()
+	sig, err := signer.Sign(sigDown, downSigned(pid, path[len(path)-1], seq, msg))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return routed{source: signer.ID(), path: path, seq: seq, sig: sig, inner: msg}.encode(pid)
 }

@@ -581,6 +581,9 @@ func (n *pushStubNode) Lookup(mesh.ID) (mesh.Record, bool)              { return
 func (n *pushStubNode) SubscribeDirectory() (<-chan struct{}, func())   { return nil, func() {} }
 func (n *pushStubNode) Expand(context.Context, ...mesh.ID) error        { return mesh.ErrNotConnected }
 func (n *pushStubNode) Connect(context.Context, mesh.ID) error          { return mesh.ErrNotConnected }
+func (n *pushStubNode) Sign(string, []byte) ([]byte, error) {
+	return nil, fmt.Errorf("a stub node has no key")
+}
 
 func testID(t testing.TB) mesh.ID {
 	t.Helper()

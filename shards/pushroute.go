@@ -21,8 +21,8 @@ import (
 // source needs about spanGroup links whatever the number of receivers,
 // and a receiver no more than the plan's relays give it.
 //
-//	route: source id, count, path (member indices), inner   down
-//	up:    origin (member index), inner report                 up
+//	route: source id, count, path (member indices), seq, signature, inner   down
+//	up:    origin (member index), signature, inner report                   up
 //
 // A down message's path starts with the member it is sent to and ends
 // with its target; each member takes itself off and sends the rest on.
@@ -31,16 +31,37 @@ import (
 // An up message goes only to a member of an earlier group (or the
 // source), so it cannot loop.
 //
-// Trust: a forwarder sees and could forge what it passes on. A forwarded
+// Trust: a forwarder sees what it passes on, and would forge it if it
+// could: tell the source that a receiver after it holds the whole file
+// (the source stops serving it), end the push for it, or blame an honest
+// member as corrupt. So each routed message is signed end to end with the
+// node keys (Node.Sign, mesh.CheckSigned): the source signs what it sends
+// down over the push id, its target's member index, a sequence number
+// and the message (sigDown), a receiver what it sends up over the push
+// id, its own index and the report (sigUp). Every member on the way
+// checks the signature before it passes a message on, as the target
+// does: so a forged or altered message is caught by the first honest
+// member it reaches, which scores down the member that passed it, drops
+// it and leaves that member out from then on (a receiver sends its
+// reports around it, the source drops it from the push and routes
+// around it: onUp, distrust). A target takes each down message once
+// (seqWindow): an order replayed would have it upload its pieces again.
+// A report needs no sequence: what a receiver holds and whom it caught
+// only grow within a push, so an earlier report of the same push says
+// nothing that is no longer true, and one of another push does not check
+// out (the push id, a fresh random nonce per push, is signed). A routed
 // offer is taken only when the receiver would take a push from the
-// forwarder itself (Accept), so a forged one is no worse than a push of
-// the forwarder's own; a forwarded report does not count as an answer of
-// its origin, nor towards dropping a member caught sending corrupt pieces,
-// and what it claims the origin holds costs at most that the push ends
-// early for it (its download then pulls the rest).
+// forwarder itself too (Accept): the signature says the source offered
+// it, not that it still does.
 const (
 	pushRoute byte = 0x10 + iota
 	pushUp
+)
+
+// The contexts of the signatures on routed push messages (Node.Sign).
+const (
+	sigDown = "catnest shards push down 2"
+	sigUp   = "catnest shards push report 2"
 )
 
 // maxRouteHops bounds a route's path: one member a group.
@@ -103,11 +124,21 @@ func (op *outPush) route(k int) []int {
 func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte) (int, error) {
 	op.mu.Lock()
 	path := op.route(k)
+	var seq uint64
+	if len(path) > 1 {
+		op.seq[k]++
+		seq = op.seq[k]
+	}
 	op.mu.Unlock()
 	if len(path) == 1 {
 		return k, p.call(ctx, op.Members[k], msg)
 	}
-	ans, err := p.request(ctx, op.Members[path[0]], encodeRoute(op.Push, p.node.ID(), path, msg), p.routeTimeout(len(path)))
+	sig, err := p.node.Sign(sigDown, downSigned(op.Push, k, seq, msg))
+	if err != nil {
+		return -1, fmt.Errorf("shards: push: %w", err)
+	}
+	r := routed{source: p.node.ID(), path: path, seq: seq, sig: sig, inner: msg}
+	ans, err := p.request(ctx, op.Members[path[0]], r.encode(op.Push), p.routeTimeout(len(path)))
 	if err != nil {
 		return path[0], err
 	}
@@ -126,45 +157,125 @@ func (p *pushes) routeTimeout(hops int) time.Duration {
 	return p.cfg.BlockTimeout + time.Duration(hops-1)*p.cfg.BlockTimeout/4
 }
 
-// encodeRoute wraps msg to go along path from source.
-func encodeRoute(pid pushID, source mesh.ID, path []int, msg []byte) []byte {
-	b := make([]byte, 0, pushHeader+idSize+1+2*len(path)+len(msg))
+// routed is a down message on its way: the inner message the source
+// sent to the last member of path, and the source's signature over it
+// (downSigned).
+type routed struct {
+	source mesh.ID
+	path   []int
+	seq    uint64
+	sig    []byte
+	inner  []byte
+}
+
+// routeFixed is the size of a routed message's fields of fixed size:
+// kind and push id, source, hop count, seq and signature length.
+const routeFixed = pushHeader + idSize + 1 + 8 + 2
+
+// encode wraps r to go along r.path.
+func (r routed) encode(pid pushID) []byte {
+	b := make([]byte, 0, routeFixed+2*len(r.path)+len(r.sig)+len(r.inner))
 	b = append(b, pushRoute)
 	b = append(b, pid[:]...)
-	b = append(b, source...)
-	b = append(b, byte(len(path)))
-	for _, h := range path {
+	b = append(b, r.source...)
+	b = append(b, byte(len(r.path)))
+	for _, h := range r.path {
 		b = binary.BigEndian.AppendUint16(b, uint16(h))
 	}
-	return append(b, msg...)
+	b = binary.BigEndian.AppendUint64(b, r.seq)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(r.sig)))
+	b = append(b, r.sig...)
+	return append(b, r.inner...)
+}
+
+// downSigned is what the source signs of a down message: the push, the
+// target, the sequence number and the message.
+func downSigned(pid pushID, target int, seq uint64, inner []byte) []byte {
+	b := make([]byte, 0, len(pid)+2+8+len(inner))
+	b = append(b, pid[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(target))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	return append(b, inner...)
+}
+
+// check checks the source's signature on r, a message of push pid.
+func (r routed) check(pid pushID) error {
+	target := r.path[len(r.path)-1]
+	if err := mesh.CheckSigned(r.source, sigDown, downSigned(pid, target, r.seq, r.inner), r.sig); err != nil {
+		return fmt.Errorf("%w: routed push message: %w", ErrBadFrame, err)
+	}
+	return nil
 }
 
 // decodeRoute decodes a routed message of a push of members receivers
 // (0: a push not known here, any member index up to MaxPushReceivers).
-func decodeRoute(b []byte, members int) (source mesh.ID, path []int, inner []byte, err error) {
+// It checks the form only, not the signature (routed.check).
+func decodeRoute(b []byte, members int) (routed, error) {
+	var r routed
 	if members <= 0 {
 		members = MaxPushReceivers
 	}
-	if len(b) < pushHeader+idSize+1 || b[0] != pushRoute {
-		return "", nil, nil, fmt.Errorf("%w: short routed push message", ErrBadFrame)
+	if len(b) < routeFixed+pushHeader || b[0] != pushRoute {
+		return r, fmt.Errorf("%w: short routed push message", ErrBadFrame)
 	}
-	source, err = mesh.ParseID(string(b[pushHeader : pushHeader+idSize]))
+	source, err := mesh.ParseID(string(b[pushHeader : pushHeader+idSize]))
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("%w: routed push message: %v", ErrBadFrame, err)
+		return r, fmt.Errorf("%w: routed push message: %v", ErrBadFrame, err)
 	}
 	b = b[pushHeader+idSize:]
 	n := int(b[0])
 	b = b[1:]
-	if n == 0 || n > maxRouteHops || len(b) < 2*n+pushHeader {
-		return "", nil, nil, fmt.Errorf("%w: route of %d hops", ErrBadFrame, n)
+	if n == 0 || n > maxRouteHops || len(b) < 2*n+8+2 {
+		return r, fmt.Errorf("%w: route of %d hops", ErrBadFrame, n)
 	}
-	path = make([]int, n)
+	path := make([]int, n)
 	for i := range path {
 		if path[i] = int(binary.BigEndian.Uint16(b[2*i:])); path[i] >= members {
-			return "", nil, nil, fmt.Errorf("%w: route through member %d of %d", ErrBadFrame, path[i], members)
+			return r, fmt.Errorf("%w: route through member %d of %d", ErrBadFrame, path[i], members)
 		}
 	}
-	return source, path, b[2*n:], nil
+	b = b[2*n:]
+	seq := binary.BigEndian.Uint64(b)
+	sl := int(binary.BigEndian.Uint16(b[8:]))
+	b = b[10:]
+	if sl == 0 || sl > mesh.MaxSignature || len(b) < sl+pushHeader {
+		return r, fmt.Errorf("%w: routed push message with a signature of %d bytes", ErrBadFrame, sl)
+	}
+	return routed{source: source, path: path, seq: seq, sig: b[:sl], inner: b[sl:]}, nil
+}
+
+// seqWindow remembers which of the last 64 sequence numbers of down
+// messages a receiver took (the anti-replay window of RFC 4303 §3.4.3):
+// each is taken once, and one older than the window not at all. The
+// source numbers each receiver's messages in order; those it has under
+// way at once (a few orders, a probe) are far fewer than 64, so an honest
+// one that overtakes another is still taken.
+type seqWindow struct {
+	top  uint64 // the highest taken
+	seen uint64 // bit d: top-d was taken
+}
+
+// take reports whether seq is new, and remembers it.
+func (w *seqWindow) take(seq uint64) bool {
+	switch {
+	case seq > w.top:
+		if d := seq - w.top; d < 64 {
+			w.seen <<= d
+		} else {
+			w.seen = 0
+		}
+		w.top = seq
+		w.seen |= 1
+		return true
+	case w.top-seq >= 64:
+		return false
+	}
+	bit := uint64(1) << (w.top - seq)
+	if w.seen&bit != 0 {
+		return false
+	}
+	w.seen |= bit
+	return true
 }
 
 // routeStatus is the answer to a routed message that failed: how, and at
@@ -215,7 +326,7 @@ func forgot(err error) bool {
 
 // onRoute handles a routed message: its target takes the inner message
 // as from the source; a member on the way sends the rest on and answers
-// for the rest of the way.
+// for the rest of the way. Both check the source's signature first.
 func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte) ([]byte, error) {
 	p.mu.Lock()
 	ip := p.in[pid]
@@ -224,45 +335,69 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	if ip != nil {
 		members = len(ip.Members)
 	}
-	source, path, inner, err := decodeRoute(b, members)
+	r, err := decodeRoute(b, members)
 	if err != nil {
 		p.node.Penalize(from, "bad routed push message")
 		return nil, err
 	}
-	if string(inner[1:pushHeader]) != string(pid[:]) {
+	if string(r.inner[1:pushHeader]) != string(pid[:]) {
 		p.node.Penalize(from, "bad routed push message")
 		return nil, fmt.Errorf("%w: routed message of another push", ErrBadFrame)
 	}
-	if len(path) == 1 && inner[0] == pushOffer {
+	if len(r.path) == 1 && r.inner[0] == pushOffer {
 		// An offer: this node is not in the push yet.
-		if err := p.onOffer(ctx, source, from, path[0], inner); err != nil {
-			return routeStatus(routeRefused, path[0], err), nil
+		if err := r.check(pid); err != nil {
+			p.node.Penalize(from, "forged routed push message")
+			return nil, err
 		}
+		if err := p.onOffer(ctx, r.source, from, r.path[0], r.inner); err != nil {
+			return routeStatus(routeRefused, r.path[0], err), nil
+		}
+		p.mu.Lock()
+		if ip := p.in[pid]; ip != nil {
+			ip.mu.Lock()
+			ip.seqs.take(r.seq)
+			ip.mu.Unlock()
+		}
+		p.mu.Unlock()
 		return nil, nil
 	}
 	if ip == nil {
 		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
 	}
-	if ip.source != source || path[0] != ip.self || !upstream(ip.offer, from, source, ip.self) {
+	if ip.source != r.source || r.path[0] != ip.self || !upstream(ip.offer, from, r.source, ip.self) {
 		p.node.Penalize(from, "routed push message from outside the push")
 		return nil, fmt.Errorf("%w: routed message not for this node, or from outside push %s", ErrBadFrame, pid)
 	}
-	if len(path) == 1 {
-		switch inner[0] {
+	if err := r.check(pid); err != nil {
+		p.node.Penalize(from, "forged routed push message")
+		p.distrust(ip, from, err)
+		return nil, err
+	}
+	if len(r.path) == 1 {
+		ip.mu.Lock()
+		fresh := ip.seqs.take(r.seq)
+		ip.mu.Unlock()
+		if !fresh {
+			// Not scored down: the member that passed it may be an
+			// honest one that could not tell.
+			return nil, fmt.Errorf("%w: routed push message %d taken before", ErrBadFrame, r.seq)
+		}
+		switch r.inner[0] {
 		case pushOrder:
-			err = p.onOrder(source, pid, inner)
+			err = p.onOrder(r.source, pid, r.inner)
 		case pushEnd:
-			p.onEnd(source, pid)
+			p.onEnd(r.source, pid)
 		default:
 			p.node.Penalize(from, "bad routed push message")
-			return nil, fmt.Errorf("%w: routed push message kind %d", ErrBadFrame, inner[0])
+			return nil, fmt.Errorf("%w: routed push message kind %d", ErrBadFrame, r.inner[0])
 		}
 		if err != nil {
 			return routeStatus(routeRefused, ip.self, err), nil
 		}
 		return nil, nil
 	}
-	next := path[1]
+	next := r.path[1]
 	// The handler's wait ends with this node's pushes too, not only
 	// with the link: a node that stops does not wait BlockTimeout for
 	// the members after it.
@@ -275,7 +410,8 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(run, cancel)()
-	ans, err := p.request(ctx, ip.Members[next], encodeRoute(pid, source, path[1:], inner), p.routeTimeout(len(path)-1))
+	r.path = r.path[1:]
+	ans, err := p.request(ctx, ip.Members[next], r.encode(pid), p.routeTimeout(len(r.path)))
 	var re *mesh.RemoteError
 	switch {
 	case errors.As(err, &re):
@@ -287,6 +423,20 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return routeStatus(routeRefused, next, err), nil
 	}
 	return ans, nil
+}
+
+// distrust leaves member id out of ip's relays and of its reports' way up
+// for good (but for the source's orders, onOrder): it passed on a routed
+// message whose signature does not check out.
+func (p *pushes) distrust(ip *inPush, id mesh.ID, err error) {
+	k := ip.member(id)
+	if k < 0 {
+		return
+	}
+	p.log.Info("push member forges routed messages: left out", "push", ip.Push, "peer", id.Short(), "err", err)
+	ip.mu.Lock()
+	ip.downUntil[k] = time.Now().Add(24 * time.Hour)
+	ip.mu.Unlock()
 }
 
 // upstream reports whether from may pass on messages between the source
@@ -309,24 +459,65 @@ func upstream(o offer, from, source mesh.ID, self int) bool {
 	return gf < gs
 }
 
-// encodeUp wraps a report of member origin to go up to the source.
-func encodeUp(pid pushID, origin int, report []byte) []byte {
-	b := make([]byte, 0, pushHeader+2+len(report))
+// encodeUp wraps a report of member origin, signed by it (upSigned), to
+// go up to the source.
+func encodeUp(pid pushID, origin int, sig, report []byte) []byte {
+	b := make([]byte, 0, pushHeader+4+len(sig)+len(report))
 	b = append(b, pushUp)
+	b = append(b, pid[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(origin))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(sig)))
+	b = append(b, sig...)
+	return append(b, report...)
+}
+
+// upSigned is what a receiver signs of a report it sends up: the push,
+// its own member index and the report.
+func upSigned(pid pushID, origin int, report []byte) []byte {
+	b := make([]byte, 0, len(pid)+2+len(report))
 	b = append(b, pid[:]...)
 	b = binary.BigEndian.AppendUint16(b, uint16(origin))
 	return append(b, report...)
 }
 
-// onUp handles a report on its way up: the source takes it as its
-// origin's, a member sends it on towards the source (sendUp).
-func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) error {
-	const at = pushHeader + 2 // the report's start
-	if len(b) < at+pushHeader || b[at] != pushHave || string(b[at+1:at+pushHeader]) != string(pid[:]) {
-		p.node.Penalize(from, "bad push report")
-		return fmt.Errorf("%w: short forwarded push report", ErrBadFrame)
+// signUp makes the up message of a report of this node's, member self.
+func (p *pushes) signUp(pid pushID, self int, report []byte) ([]byte, error) {
+	sig, err := p.node.Sign(sigUp, upSigned(pid, self, report))
+	if err != nil {
+		return nil, fmt.Errorf("shards: push report: %w", err)
 	}
-	origin := int(binary.BigEndian.Uint16(b[pushHeader:]))
+	return encodeUp(pid, self, sig, report), nil
+}
+
+// decodeUp decodes an up message of push pid: its origin, the origin's
+// signature and the report (a pushHave message of pid). It checks the
+// form only, not the signature.
+func decodeUp(b []byte, pid pushID) (origin int, sig, report []byte, err error) {
+	if len(b) < pushHeader+4 || b[0] != pushUp || string(b[1:pushHeader]) != string(pid[:]) {
+		return 0, nil, nil, fmt.Errorf("%w: short forwarded push report", ErrBadFrame)
+	}
+	origin = int(binary.BigEndian.Uint16(b[pushHeader:]))
+	sl := int(binary.BigEndian.Uint16(b[pushHeader+2:]))
+	b = b[pushHeader+4:]
+	if sl == 0 || sl > mesh.MaxSignature || len(b) < sl+pushHeader {
+		return 0, nil, nil, fmt.Errorf("%w: forwarded push report with a signature of %d bytes", ErrBadFrame, sl)
+	}
+	sig, report = b[:sl], b[sl:]
+	if report[0] != pushHave || string(report[1:pushHeader]) != string(pid[:]) {
+		return 0, nil, nil, fmt.Errorf("%w: forwarded push report of another push", ErrBadFrame)
+	}
+	return origin, sig, report, nil
+}
+
+// onUp handles a report on its way up: the source takes it as its
+// origin's, a member sends it on towards the source (sendUp); both check
+// the origin's signature first.
+func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) error {
+	origin, sig, report, err := decodeUp(b, pid)
+	if err != nil {
+		p.node.Penalize(from, "bad push report")
+		return err
+	}
 	p.mu.Lock()
 	op, ip := p.out[pid], p.in[pid]
 	p.mu.Unlock()
@@ -336,7 +527,20 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 			p.node.Penalize(from, "forwarded push report from outside the push")
 			return fmt.Errorf("%w: forwarded report from %s", ErrBadFrame, from.Short())
 		}
-		return p.onHave(op.Members[origin], pid, b[at+pushHeader:], true)
+		if err := mesh.CheckSigned(op.Members[origin], sigUp, upSigned(pid, origin, report), sig); err != nil {
+			p.node.Penalize(from, "forged push report")
+			// It forges for those it forwards for: it forwards for
+			// none from now on, nor is it fed.
+			op.mu.Lock()
+			live := op.live(k)
+			op.mu.Unlock()
+			if live {
+				p.log.Info("push receiver forges reports: dropped", "push", op.Push, "peer", from.Short(), "err", err)
+				op.setGone(k)
+			}
+			return fmt.Errorf("%w: forwarded push report: %w", ErrBadFrame, err)
+		}
+		return p.onHave(op.Members[origin], pid, report[pushHeader:], true)
 	}
 	if ip == nil {
 		return fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
@@ -354,6 +558,11 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 		// Up is to an earlier group only: nothing loops.
 		p.node.Penalize(from, "push report forwarded sideways")
 		return fmt.Errorf("%w: report forwarded from group %d to %d", ErrBadFrame, gf, gs)
+	}
+	if err := mesh.CheckSigned(ip.Members[origin], sigUp, upSigned(pid, origin, report), sig); err != nil {
+		p.node.Penalize(from, "forged push report")
+		p.distrust(ip, from, err)
+		return fmt.Errorf("%w: forwarded push report: %w", ErrBadFrame, err)
 	}
 	// Sent on from a worker, answered at once: a handler that waited
 	// would hold a request slot of the link it came on, and a link whose
