@@ -44,10 +44,19 @@ const (
 	// maxAnswersPerSender bounds the answers kept per sender for copies
 	// that come again.
 	maxAnswersPerSender = 64
-	// maxSeqSenders bounds the senders remembered; about 5 KiB each. The
-	// senders of routed messages are bounded first by the replay memory
-	// (maxSeenSenders), the others are this node's neighbours.
-	maxSeqSenders = 2048
+	// maxSeqSenders bounds the senders of routed messages remembered, and
+	// maxSeqDirect those of messages over a link of their own, each up
+	// to about 30 KiB with its answers kept (a join's answer takes about
+	// 450 bytes with its record), so at most about 75 MiB. Two shares, so
+	// that senders made up by the thousand behind hostile neighbours
+	// never lock out this node's own neighbours, and nodes that link
+	// briefly under fresh keys never lock out routed senders. The routed
+	// share holds the senders that the replay memory (maxSeenSenders)
+	// lets through in seqKeep: each stays in it 2*routeMaxAge after its
+	// last message, so at most 2*maxSeenSenders of them sent in any
+	// seqKeep.
+	maxSeqSenders = 2 * maxSeenSenders
+	maxSeqDirect  = 512
 	// seqKeep is how long a sender that sent nothing is remembered.
 	seqKeep = 3 * routeMaxAge
 	// maxSeqDests bounds the destinations a sender counts for; beyond,
@@ -130,6 +139,8 @@ func seqTooLateTop(msg string) (uint64, bool) {
 type taken struct {
 	mu      sync.Mutex
 	senders map[mesh.ID]*seqSender
+	// direct counts the senders in the direct share.
+	direct int
 	// lru orders the senders by their last message, oldest first.
 	lru list.List
 }
@@ -142,6 +153,10 @@ type seqSender struct {
 	kept []uint64               // the answered ones kept, oldest first
 	last time.Time
 	elem *list.Element
+
+	// direct: counted in the share of senders over links of their own
+	// (the share of its first message).
+	direct bool
 }
 
 // seqMessage is a message being served, or its answer.
@@ -187,10 +202,11 @@ func (sd *seqSender) set(seq uint64, on bool) {
 	}
 }
 
-// begin records message seq of sender from. first: this copy is to be
-// served, and end called with its answer. Otherwise the message was taken
-// before: m.done closes when its answer, m.out and m.err, is ready.
-func (t *taken) begin(from mesh.ID, seq uint64, now time.Time) (m *seqMessage, first bool, err error) {
+// begin records message seq of sender from, which came over a link of
+// its own (direct) or along a route. first: this copy is to be served,
+// and end called with its answer. Otherwise the message was taken before:
+// m.done closes when its answer, m.out and m.err, is ready.
+func (t *taken) begin(from mesh.ID, seq uint64, direct bool, now time.Time) (m *seqMessage, first bool, err error) {
 	if seq == 0 {
 		return nil, false, errors.New("calls: call message without a number")
 	}
@@ -202,10 +218,13 @@ func (t *taken) begin(from mesh.ID, seq uint64, now time.Time) (m *seqMessage, f
 	t.forget(now)
 	sd := t.senders[from]
 	if sd == nil {
-		if len(t.senders) >= maxSeqSenders {
+		if direct && t.direct >= maxSeqDirect || !direct && len(t.senders)-t.direct >= maxSeqSenders {
 			return nil, false, errSeqFull
 		}
-		sd = &seqSender{id: from, msgs: make(map[uint64]*seqMessage)}
+		sd = &seqSender{id: from, direct: direct, msgs: make(map[uint64]*seqMessage)}
+		if direct {
+			t.direct++
+		}
 		sd.elem = t.lru.PushBack(sd)
 		t.senders[from] = sd
 	}
@@ -257,6 +276,9 @@ func (t *taken) forget(now time.Time) {
 			return
 		}
 		delete(t.senders, sd.id)
+		if sd.direct {
+			t.direct--
+		}
 		t.lru.Remove(e)
 	}
 }

@@ -174,7 +174,7 @@ func TestTakenOnce(t *testing.T) {
 		}
 		rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		for _, seq := range batch {
-			m, first, err := tk.begin("a", seq, now)
+			m, first, err := tk.begin("a", seq, false, now)
 			switch {
 			case first && model[seq]:
 				t.Fatalf("message %d taken twice", seq-base)
@@ -198,7 +198,7 @@ func TestTakenOnce(t *testing.T) {
 	}
 	// Everything again: nothing is taken.
 	for i := range uint64(n) {
-		if _, first, _ := tk.begin("a", base+i, now); first {
+		if _, first, _ := tk.begin("a", base+i, false, now); first {
 			t.Fatalf("message %d taken again", i)
 		}
 	}
@@ -207,38 +207,89 @@ func TestTakenOnce(t *testing.T) {
 		t.Fatalf("%d answers kept, bound %d", len(sd.msgs), maxAnswersPerSender)
 	}
 	// A serving cut short is forgotten: the next copy is served.
-	m, first, _ := tk.begin("a", base+n, now)
+	m, first, _ := tk.begin("a", base+n, false, now)
 	if !first {
 		t.Fatal("a new message not taken")
 	}
 	tk.end(m, nil, context.Canceled, true)
-	if _, first, _ := tk.begin("a", base+n, now); !first {
+	if _, first, _ := tk.begin("a", base+n, false, now); !first {
 		t.Fatal("a copy of a message whose serving was cut short was not served")
 	}
 	// A number far ahead moves the window; the old ones are refused.
-	if _, first, _ := tk.begin("a", base+10*n, now); !first {
+	if _, first, _ := tk.begin("a", base+10*n, false, now); !first {
 		t.Fatal("a message far ahead not taken")
 	}
-	if _, first, err := tk.begin("a", base+n+1, now); first || !errors.Is(err, errSeqTooLate) {
+	if _, first, err := tk.begin("a", base+n+1, false, now); first || !errors.Is(err, errSeqTooLate) {
 		t.Fatalf("a message below the window: %v, %v", first, err)
 	}
 	// Bounded senders, forgotten when quiet.
 	for i := range maxSeqSenders - 1 {
-		if _, _, err := tk.begin(mesh.ID(fmt.Sprint("s", i)), 1, now); err != nil {
+		if _, _, err := tk.begin(mesh.ID(fmt.Sprint("s", i)), 1, false, now); err != nil {
 			t.Fatalf("sender %d: %v", i, err)
 		}
 	}
-	if _, _, err := tk.begin("one-too-many", 1, now); err != errSeqFull {
+	if _, _, err := tk.begin("one-too-many", 1, false, now); err != errSeqFull {
 		t.Fatalf("sender over the bound: %v", err)
 	}
 	later := now.Add(seqKeep + time.Second)
-	if _, first, err := tk.begin("fresh", 1, later); !first || err != nil {
+	if _, first, err := tk.begin("fresh", 1, false, later); !first || err != nil {
 		t.Fatalf("a sender after the others went quiet: %v, %v", first, err)
 	}
 	if len(tk.senders) != 1 {
 		t.Fatalf("%d senders remembered after the others went quiet", len(tk.senders))
 	}
-	if _, _, err := tk.begin("a", 0, later); err == nil {
+	if _, _, err := tk.begin("a", 0, false, later); err == nil {
 		t.Fatal("a message without a number taken")
+	}
+}
+
+// TestSeqSharesApart: senders made up by the thousand behind hostile
+// neighbours (each routed message signed under a fresh key, which costs
+// nothing) fill the routed share of the message numbers' memory, and
+// nodes that linked under fresh keys fill the direct share; neither locks
+// out the other kind, and this node's own neighbour still joins a room it
+// owns. (With one table for both, a full table refused every new sender
+// for seqKeep, the neighbours' joins included.)
+func TestSeqSharesApart(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 2)
+	room := tn.roomOwnedBy(t, 1, "crowd")
+	tk := &tn.svcs[1].taken
+	now := time.Now()
+	for i := range maxSeqSenders {
+		m, _, err := tk.begin(mesh.ID(fmt.Sprint("routed", i)), 1, false, now)
+		if err != nil {
+			t.Fatalf("routed sender %d of %d: %v", i, maxSeqSenders, err)
+		}
+		tk.end(m, nil, nil, false)
+	}
+	if _, _, err := tk.begin("routed-one-too-many", 1, false, now); err != errSeqFull {
+		t.Fatalf("a routed sender over its share: %v", err)
+	}
+	a := tn.open(t, 0)
+	res, err := tn.svcs[0].Join(context.Background(), a.ID(), room)
+	if err != nil || res.State != "joined" {
+		t.Fatalf("a neighbour's join with the routed share full: %+v, %v", res, err)
+	}
+	for i := range maxSeqDirect - 1 { // the neighbour holds one place
+		if _, _, err := tk.begin(mesh.ID(fmt.Sprint("direct", i)), 1, true, now); err != nil {
+			t.Fatalf("direct sender %d of %d: %v", i, maxSeqDirect, err)
+		}
+	}
+	if _, _, err := tk.begin("direct-one-too-many", 1, true, now); err != errSeqFull {
+		t.Fatalf("a direct sender over its share: %v", err)
+	}
+	// Both shares are freed as their senders go quiet (on a table of
+	// its own: the pages' renewals go on meanwhile).
+	var quiet taken
+	for i := range maxSeqDirect {
+		quiet.begin(mesh.ID(fmt.Sprint("direct", i)), 1, true, now)
+	}
+	later := now.Add(seqKeep + time.Second)
+	if _, first, err := quiet.begin("direct-fresh", 1, true, later); !first || err != nil {
+		t.Fatalf("a direct sender after the others went quiet: %v, %v", first, err)
+	}
+	if quiet.direct != 1 || len(quiet.senders) != 1 {
+		t.Fatalf("%d senders, %d direct, after the others went quiet", len(quiet.senders), quiet.direct)
 	}
 }

@@ -303,7 +303,7 @@ func TestSeqAfterRestartWithClockBack(t *testing.T) {
 	room := tn.roomOwnedBy(t, 1, "clock")
 	// The node's last run counted from an hour ahead of this clock.
 	ahead := uint64(time.Now().Add(time.Hour).UnixNano())
-	m, first, err := tn.svcs[1].taken.begin(tn.nodes[0].ID(), ahead, time.Now())
+	m, first, err := tn.svcs[1].taken.begin(tn.nodes[0].ID(), ahead, true, time.Now())
 	if !first || err != nil {
 		t.Fatal(first, err)
 	}

@@ -514,7 +514,7 @@ func (s *Service) serveOne(ctx context.Context, e *envelope) {
 	req, err := decodeRequest(e.Body)
 	var out []byte
 	if err == nil {
-		out, err = s.serveOnce(ctx, e.Path[0], req)
+		out, err = s.serveOnce(ctx, e.Path[0], req, false)
 	}
 	// A request that does not decode: the sender signed it, so the
 	// sender is at fault, not the hops; it hears why.

@@ -769,13 +769,14 @@ func (s *Service) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, error
 		s.node.Penalize(m.From, "call: "+err.Error())
 		return nil, err
 	}
-	return s.serveOnce(ctx, m.From, req)
+	return s.serveOnce(ctx, m.From, req, true)
 }
 
-// serveOnce serves a call message from another node unless a copy of it
-// came before: that copy's answer is the answer (dedup.go).
-func (s *Service) serveOnce(ctx context.Context, from mesh.ID, req *request) ([]byte, error) {
-	m, first, err := s.taken.begin(from, req.Seq, time.Now())
+// serveOnce serves a call message from another node, which came over a
+// link of its own (direct) or along a route, unless a copy of it came
+// before: that copy's answer is the answer (dedup.go).
+func (s *Service) serveOnce(ctx context.Context, from mesh.ID, req *request, direct bool) ([]byte, error) {
+	m, first, err := s.taken.begin(from, req.Seq, direct, time.Now())
 	if err != nil {
 		return nil, err
 	}
