@@ -38,6 +38,9 @@ const maxRoom = 4096
 // errPeerFull is returned when the dialed node is at its high mark.
 var errPeerFull = errors.New("mesh: peer at its high mark")
 
+// errFull is returned when this node has no slot for a link (reserve).
+var errFull = errors.New("mesh: at the high mark")
+
 // helloVersion is the version of the link protocol (framing, hello and the
 // mesh's own protocols) this node speaks. Nodes of different versions do
 // not link: neither could read the other reliably.
@@ -520,14 +523,11 @@ func (l *link) ping(ctx context.Context) {
 // exchangeHello sends our hello and waits for the peer's.
 //
 // tempOnly: an inbound link that has only a temporary slot (beyond
-// HighPeers). Its hello waits for the dialer's: a dialer that does not ask
-// for a temporary link is told the node is full, as at the high mark.
+// HighPeers). Its hello waits for the dialer's: when the dialer does not
+// ask for a temporary link, exchangeHello returns errTempOnly, and the
+// caller gives up the slot and tells the dialer the node is full.
 func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
-	send := func(full bool) error {
-		room := l.n.cfg.MaxConcurrentRequests + l.n.cfg.RequestQueue
-		b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load(), Room: room})
-		return l.send(ctx, Ctl, frame{kind: kindHello, payload: b})
-	}
+	send := func(full bool) error { return l.sendHello(ctx, full) }
 	if !tempOnly {
 		if err := send(false); err != nil {
 			return err
@@ -552,18 +552,8 @@ func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
 		}
 		if tempOnly {
 			if !h.Temp {
-				// Say why, and give the dialer a moment to read it and
-				// close (as runLink does at the high mark), so that it
-				// does not wait for a link to come.
-				send(true)
-				w := time.NewTimer(time.Second)
-				defer w.Stop()
-				select {
-				case <-l.done:
-				case <-w.C:
-				case <-ctx.Done():
-				}
-				return errors.New("mesh: at the high mark (a temporary link would be taken)")
+				// runLink says why once it has given up the slot.
+				return errTempOnly
 			}
 			if err := send(false); err != nil {
 				return err
@@ -583,6 +573,28 @@ func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
 		return ErrLinkClosed
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// sendHello sends this node's hello; full says it refuses the link.
+func (l *link) sendHello(ctx context.Context, full bool) error {
+	room := l.n.cfg.MaxConcurrentRequests + l.n.cfg.RequestQueue
+	b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load(), Room: room})
+	return l.send(ctx, Ctl, frame{kind: kindHello, payload: b})
+}
+
+// errTempOnly refuses an ordinary link that only a temporary slot was
+// left for; the dialer has yet to be told (with a full hello).
+var errTempOnly = errors.New("mesh: at the high mark (a temporary link would be taken)")
+
+// awaitClose waits up to d for the link to close.
+func (l *link) awaitClose(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.done:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
