@@ -113,6 +113,10 @@ type link struct {
 	serving      int
 	waiting      []waitingReq
 	waitingBytes int64
+	// acct is the link's part of the node's queue budget (queueBudget):
+	// the bytes of its queued messages and of its requests waiting or in a
+	// handler.
+	acct account
 	// answering counts the goroutines that send an answer after they gave
 	// up their slot (at most MaxConcurrentRequests): a peer that reads
 	// slowly or not at all holds them, so they bound its answers in
@@ -277,7 +281,8 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 
 // request starts a handler for the peer's request, or queues it when
 // MaxConcurrentRequests are running (or as many answers wait to be sent),
-// or has it answered busy when the queue is full too. It never waits: it
+// or has it answered busy when the queue is full too, or the node's
+// queue budget has no room for it. It never waits: it
 // runs on the link's reader, and the frames behind the request (answers
 // to this node's own requests, one-way messages, pings) must not wait for
 // the peer's requests to be served.
@@ -288,18 +293,27 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 func (l *link) request(ctx context.Context, id uint64, m *Message) {
 	size := int64(len(m.Payload))
 	l.mu.Lock()
-	switch {
-	case l.stopped:
+	if l.stopped {
 		// A Conn may deliver after the link shut down (its goroutine
 		// races with Close): once runLink waits for the link's
 		// goroutines, start none.
 		l.mu.Unlock()
-	case l.serving < l.n.cfg.MaxConcurrentRequests && l.answering < l.n.cfg.MaxConcurrentRequests:
+		return
+	}
+	serve := l.serving < l.n.cfg.MaxConcurrentRequests && l.answering < l.n.cfg.MaxConcurrentRequests
+	queue := !serve && len(l.waiting) < l.n.cfg.RequestQueue+l.answering && l.waitingBytes+size <= maxWaitingBytes
+	if (serve || queue) && !l.n.budget.take(&l.acct, queuedCost(m)) {
+		// The node holds all it may for its peers: busy, as when the
+		// link's own queue is full.
+		serve, queue = false, false
+	}
+	switch {
+	case serve:
 		l.serving++
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go l.serveRequests(ctx, id, m)
-	case len(l.waiting) < l.n.cfg.RequestQueue+l.answering && l.waitingBytes+size <= maxWaitingBytes:
+	case queue:
 		l.waiting = append(l.waiting, waitingReq{id: id, m: m})
 		l.waitingBytes += size
 		l.mu.Unlock()
@@ -325,6 +339,7 @@ func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
 	defer l.wg.Done()
 	for {
 		ch, answer := m.Channel, l.answer(ctx, id, m)
+		l.n.budget.give(&l.acct, queuedCost(m))
 		l.mu.Lock()
 		more := l.nextWaiting(ctx, &id, &m)
 		if !more {
@@ -355,6 +370,9 @@ func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
 // once the link is down (ctx), the ones that wait go unserved. l.mu is held.
 func (l *link) nextWaiting(ctx context.Context, id *uint64, m **Message) bool {
 	if len(l.waiting) == 0 || ctx.Err() != nil {
+		for _, w := range l.waiting {
+			l.n.budget.give(&l.acct, queuedCost(w.m))
+		}
 		l.waiting, l.waitingBytes = nil, 0
 		return false
 	}
@@ -385,24 +403,27 @@ func (l *link) answerBusy(ctx context.Context) {
 }
 
 // maxQueuedBytes bounds the payload bytes of one link's queued one-way
-// messages, in each of its two queues (16 MiB a link in all).
+// messages, in each of its two queues (16 MiB a link in all); the node's
+// queue budget bounds them across links.
 const maxQueuedBytes = 8 << 20
 
 // enqueue hands a one-way message to dispatch without waiting, so that a
 // slow handler never holds back the frames behind it (answers to this
 // node's requests, the peer's requests). When the queue is full the
-// message is dropped, as a frame lost with a link would be, and counted.
+// message is dropped, as a frame lost with a link would be, and counted;
+// so is a message the node's queue budget has no room for.
 func (l *link) enqueue(m *Message) {
 	size := int64(len(m.Payload))
 	q, queued := l.msgs, &l.queued
 	if internalProto(m.Protocol) {
 		q, queued = l.sys, &l.sysQueued
 	}
-	if queued.Add(size) <= maxQueuedBytes {
+	if queued.Add(size) <= maxQueuedBytes && l.n.budget.take(&l.acct, queuedCost(m)) {
 		select {
 		case q <- m:
 			return
 		default:
+			l.n.budget.give(&l.acct, queuedCost(m))
 		}
 	}
 	queued.Add(-size)
@@ -472,6 +493,7 @@ func (l *link) serveQueue(ctx context.Context, q chan *Message, queued *atomic.I
 		select {
 		case m := <-q:
 			queued.Add(-int64(len(m.Payload)))
+			l.n.budget.give(&l.acct, queuedCost(m))
 			h := l.n.handler(m.Protocol)
 			if h == nil {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)

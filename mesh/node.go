@@ -61,6 +61,8 @@ type Node struct {
 	// their hello or registered (see reserve): HighPeers ordinary ones and
 	// MaxTemporary more for temporary links.
 	slots map[ID]*slot
+	// budget bounds the bytes that all links hold in their queues.
+	budget *queueBudget
 	// cands caches the transport's candidates (a rendezvous's peer
 	// list), renewed in the background by refreshCandidates so that
 	// maintenance never waits on a slow or hung rendezvous.
@@ -107,6 +109,7 @@ func NewNode(cfg Config) (*Node, error) {
 		offences:  make(offences),
 		candsWant: make(chan struct{}, 1),
 	}
+	n.budget = newQueueBudget(&n.cfg)
 	n.bc = newBroadcaster(n)
 	n.dir = newDirectory(n)
 	n.bridges = newBridges(n)
@@ -502,6 +505,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		l.stopped = true // frames the Conn still delivers start no handler
 		l.mu.Unlock()
 		l.wg.Wait()
+		n.budget.close(&l.acct)
 	}()
 
 	if nc.temp {
@@ -654,9 +658,11 @@ func (n *Node) register(l *link) error {
 		// again, which means it lost the old link.
 		n.log.Debug("replacing link", "peer", l.remote.Short(), "old_dialer", od.Short(), "new_dialer", nd.Short())
 		old.retire()
+		n.budget.setOwn(&old.acct, false)
 	}
 	// No check of the link count: l holds a slot (reserve).
 	n.links[l.remote] = l
+	n.budget.setOwn(&l.acct, true)
 	n.backoff.clear(l.remote)
 	if old == nil {
 		n.peerEvents.Publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
@@ -673,6 +679,7 @@ func (n *Node) unregister(l *link) {
 		return // replaced by a newer link
 	}
 	delete(n.links, l.remote)
+	n.budget.setOwn(&l.acct, false)
 	n.peerEvents.Publish(PeerEvent{Kind: PeerDown, Peer: l.info()})
 	n.bc.peerDown(l.remote)
 	n.dir.markDirty()
