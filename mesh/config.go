@@ -37,7 +37,8 @@ type Config struct {
 	TargetPeers int
 	// LowPeers: below this the node dials at once, not only on its timer.
 	LowPeers int
-	// HighPeers is the most links the node accepts.
+	// HighPeers is the most links the node holds, counting those in
+	// their hello and those it dialed itself.
 	HighPeers int
 	// MaxTemporary is how many temporary links (Node.Expand: links made
 	// for a transfer, such as a push's relays) a node makes or accepts

@@ -282,10 +282,10 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 // request starts a handler for the peer's request, or queues it when
 // MaxConcurrentRequests are running (or as many answers wait to be sent),
 // or has it answered busy when the queue is full too, or the node's
-// queue budget has no room for it. It never waits: it
-// runs on the link's reader, and the frames behind the request (answers
-// to this node's own requests, one-way messages, pings) must not wait for
-// the peer's requests to be served.
+// queue budget has no room for it. It never waits: it runs on the link's
+// reader, and the frames behind the request (answers to this node's own
+// requests, one-way messages, pings) must not wait for the peer's
+// requests to be served.
 //
 // The queue holds RequestQueue requests and one more for each answer
 // being sent after its slot was given up: the peer may already have that
