@@ -37,7 +37,8 @@ type Config struct {
 	TargetPeers int
 	// LowPeers: below this the node dials at once, not only on its timer.
 	LowPeers int
-	// HighPeers is the most links the node accepts.
+	// HighPeers is the most links the node holds, counting those in
+	// their hello and those it dialed itself.
 	HighPeers int
 	// MaxTemporary is how many temporary links (Node.Expand: links made
 	// for a transfer, such as a push's relays) a node makes or accepts
@@ -75,6 +76,16 @@ type Config struct {
 	// when it is full, further messages are dropped (counted in
 	// PeerInfo.Dropped), as a lost frame would be.
 	MessageQueue int
+	// QueueBytes bounds the bytes the node holds for all its peers at once
+	// in those queues (MessageQueue, RequestQueue) and in request
+	// handlers, whatever each link's own bounds allow, so that peers that
+	// send and never read answers cannot make it hold hundreds of MiB.
+	// Half is split in equal shares, one for each link it may keep
+	// (HighPeers + MaxTemporary), that no other peer can take, so that an
+	// honest peer is served while others flood; a share holds at least
+	// one message of MaxBulkFrame, which may raise the bound. Beyond it,
+	// requests are answered ErrBusy and one-way messages are dropped.
+	QueueBytes int
 	// CandidatesTimeout bounds one request for the transport's candidates
 	// (a rendezvous's peer list). Maintenance never waits for it: it uses
 	// the last list while a new one is fetched.
@@ -219,6 +230,7 @@ func DefaultConfig() Config {
 		MaxConcurrentRequests: 32,
 		RequestQueue:          32,
 		MessageQueue:          1024,
+		QueueBytes:            64 << 20,
 		CandidatesTimeout:     10 * time.Second,
 		PenaltyThreshold:      32,
 		PenaltyWindow:         time.Minute,
@@ -284,6 +296,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.MessageQueue <= 0 {
 		c.MessageQueue = d.MessageQueue
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = d.QueueBytes
 	}
 	if c.CandidatesTimeout <= 0 {
 		c.CandidatesTimeout = d.CandidatesTimeout

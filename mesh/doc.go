@@ -16,9 +16,11 @@
 // [NewNode] makes a node from a [Config]; [Node.Serve] runs it until its
 // context ends. The node keeps about Config.TargetPeers links, dialing
 // random candidates that the rendezvous lists (or Config.Bootstrap), and
-// accepts links up to Config.HighPeers. There is one link per pair of
-// nodes: when two nodes dial each other at once, both keep the link dialed
-// by the smaller ID. The two ends of a new link first exchange a hello
+// accepts links up to Config.HighPeers (and Config.MaxTemporary more for
+// temporary links); a link counts from before its hello, whichever end
+// dialed, so a peer never counts a link the node then drops. There is
+// one link per pair of nodes: when two nodes dial each other at once, both
+// keep the link dialed by the smaller ID. The two ends of a new link first exchange a hello
 // that carries the link protocol version; nodes of different versions do
 // not link, and the dialer's error says so.
 //
@@ -63,6 +65,9 @@
 // (announced in the hello): more wait in Request. A request that finds
 // the peer full all the same (its handlers still serve requests whose
 // callers gave up) is answered at once with ErrBusy: slow down and retry.
+// What a node holds for all its peers in those queues and handlers is
+// bounded too (Config.QueueBytes), with a share for each link that
+// peers flooding the others cannot take.
 //
 // A [Node] is safe for concurrent use. Serve may be called once.
 package mesh

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -94,4 +95,51 @@ func BackedOff(n *Node, id ID) bool {
 	defer n.mu.Unlock()
 	_, ok := n.backoff.blocked(id, time.Now())
 	return ok
+}
+
+// QueueUse is what a node holds for its peers.
+type QueueUse struct {
+	// Queued: the payload bytes its links' own counters say wait in
+	// their queues.
+	Queued int64
+	// Counted: the bytes its queue budget counts (those, their overhead
+	// and the requests in handlers); Pooled, those beyond the links'
+	// shares, which the budget's Pool bounds; Limit, all it allows.
+	Counted, Pooled, Pool, Limit int64
+}
+
+// QueueUseOf reports what n holds for its peers.
+func QueueUseOf(n *Node) QueueUse {
+	n.mu.Lock()
+	links := make([]*link, 0, len(n.links))
+	for _, l := range n.links {
+		links = append(links, l)
+	}
+	n.mu.Unlock()
+	var u QueueUse
+	for _, l := range links {
+		u.Queued += l.queued.Load() + l.sysQueued.Load()
+		l.mu.Lock()
+		u.Queued += l.waitingBytes
+		l.mu.Unlock()
+	}
+	u.Counted, u.Pooled = n.budget.held()
+	u.Pool, u.Limit = n.budget.pool, n.budget.limit
+	return u
+}
+
+// HelloFrame is the hello a peer of this version sends.
+func HelloFrame(name string) []byte {
+	b, _ := json.Marshal(hello{Name: name, Version: helloVersion})
+	return appendFrame(nil, frame{kind: kindHello, payload: b})
+}
+
+// RequestFrame is a request frame.
+func RequestFrame(id uint64, proto string, payload []byte) []byte {
+	return appendFrame(nil, frame{kind: kindReq, id: id, proto: proto, payload: payload})
+}
+
+// MessageFrame is a one-way message frame.
+func MessageFrame(proto string, payload []byte) []byte {
+	return appendFrame(nil, frame{kind: kindMsg, proto: proto, payload: payload})
 }

@@ -38,6 +38,9 @@ const maxRoom = 4096
 // errPeerFull is returned when the dialed node is at its high mark.
 var errPeerFull = errors.New("mesh: peer at its high mark")
 
+// errFull is returned when this node has no slot for a link (reserve).
+var errFull = errors.New("mesh: at the high mark")
+
 // helloVersion is the version of the link protocol (framing, hello and the
 // mesh's own protocols) this node speaks. Nodes of different versions do
 // not link: neither could read the other reliably.
@@ -110,6 +113,10 @@ type link struct {
 	serving      int
 	waiting      []waitingReq
 	waitingBytes int64
+	// acct is the link's part of the node's queue budget (queueBudget):
+	// the bytes of its queued messages and of its requests waiting or in a
+	// handler.
+	acct account
 	// answering counts the goroutines that send an answer after they gave
 	// up their slot (at most MaxConcurrentRequests): a peer that reads
 	// slowly or not at all holds them, so they bound its answers in
@@ -274,10 +281,11 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 
 // request starts a handler for the peer's request, or queues it when
 // MaxConcurrentRequests are running (or as many answers wait to be sent),
-// or has it answered busy when the queue is full too. It never waits: it
-// runs on the link's reader, and the frames behind the request (answers
-// to this node's own requests, one-way messages, pings) must not wait for
-// the peer's requests to be served.
+// or has it answered busy when the queue is full too, or the node's
+// queue budget has no room for it. It never waits: it runs on the link's
+// reader, and the frames behind the request (answers to this node's own
+// requests, one-way messages, pings) must not wait for the peer's
+// requests to be served.
 //
 // The queue holds RequestQueue requests and one more for each answer
 // being sent after its slot was given up: the peer may already have that
@@ -285,18 +293,27 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 func (l *link) request(ctx context.Context, id uint64, m *Message) {
 	size := int64(len(m.Payload))
 	l.mu.Lock()
-	switch {
-	case l.stopped:
+	if l.stopped {
 		// A Conn may deliver after the link shut down (its goroutine
 		// races with Close): once runLink waits for the link's
 		// goroutines, start none.
 		l.mu.Unlock()
-	case l.serving < l.n.cfg.MaxConcurrentRequests && l.answering < l.n.cfg.MaxConcurrentRequests:
+		return
+	}
+	serve := l.serving < l.n.cfg.MaxConcurrentRequests && l.answering < l.n.cfg.MaxConcurrentRequests
+	queue := !serve && len(l.waiting) < l.n.cfg.RequestQueue+l.answering && l.waitingBytes+size <= maxWaitingBytes
+	if (serve || queue) && !l.n.budget.take(&l.acct, queuedCost(m)) {
+		// The node holds all it may for its peers: busy, as when the
+		// link's own queue is full.
+		serve, queue = false, false
+	}
+	switch {
+	case serve:
 		l.serving++
 		l.wg.Add(1)
 		l.mu.Unlock()
 		go l.serveRequests(ctx, id, m)
-	case len(l.waiting) < l.n.cfg.RequestQueue+l.answering && l.waitingBytes+size <= maxWaitingBytes:
+	case queue:
 		l.waiting = append(l.waiting, waitingReq{id: id, m: m})
 		l.waitingBytes += size
 		l.mu.Unlock()
@@ -322,6 +339,7 @@ func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
 	defer l.wg.Done()
 	for {
 		ch, answer := m.Channel, l.answer(ctx, id, m)
+		l.n.budget.give(&l.acct, queuedCost(m))
 		l.mu.Lock()
 		more := l.nextWaiting(ctx, &id, &m)
 		if !more {
@@ -352,6 +370,9 @@ func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
 // once the link is down (ctx), the ones that wait go unserved. l.mu is held.
 func (l *link) nextWaiting(ctx context.Context, id *uint64, m **Message) bool {
 	if len(l.waiting) == 0 || ctx.Err() != nil {
+		for _, w := range l.waiting {
+			l.n.budget.give(&l.acct, queuedCost(w.m))
+		}
 		l.waiting, l.waitingBytes = nil, 0
 		return false
 	}
@@ -382,24 +403,27 @@ func (l *link) answerBusy(ctx context.Context) {
 }
 
 // maxQueuedBytes bounds the payload bytes of one link's queued one-way
-// messages, in each of its two queues (16 MiB a link in all).
+// messages, in each of its two queues (16 MiB a link in all); the node's
+// queue budget bounds them across links.
 const maxQueuedBytes = 8 << 20
 
 // enqueue hands a one-way message to dispatch without waiting, so that a
 // slow handler never holds back the frames behind it (answers to this
 // node's requests, the peer's requests). When the queue is full the
-// message is dropped, as a frame lost with a link would be, and counted.
+// message is dropped, as a frame lost with a link would be, and counted;
+// so is a message the node's queue budget has no room for.
 func (l *link) enqueue(m *Message) {
 	size := int64(len(m.Payload))
 	q, queued := l.msgs, &l.queued
 	if internalProto(m.Protocol) {
 		q, queued = l.sys, &l.sysQueued
 	}
-	if queued.Add(size) <= maxQueuedBytes {
+	if queued.Add(size) <= maxQueuedBytes && l.n.budget.take(&l.acct, queuedCost(m)) {
 		select {
 		case q <- m:
 			return
 		default:
+			l.n.budget.give(&l.acct, queuedCost(m))
 		}
 	}
 	queued.Add(-size)
@@ -469,6 +493,7 @@ func (l *link) serveQueue(ctx context.Context, q chan *Message, queued *atomic.I
 		select {
 		case m := <-q:
 			queued.Add(-int64(len(m.Payload)))
+			l.n.budget.give(&l.acct, queuedCost(m))
 			h := l.n.handler(m.Protocol)
 			if h == nil {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)
@@ -520,14 +545,11 @@ func (l *link) ping(ctx context.Context) {
 // exchangeHello sends our hello and waits for the peer's.
 //
 // tempOnly: an inbound link that has only a temporary slot (beyond
-// HighPeers). Its hello waits for the dialer's: a dialer that does not ask
-// for a temporary link is told the node is full, as at the high mark.
+// HighPeers). Its hello waits for the dialer's: when the dialer does not
+// ask for a temporary link, exchangeHello returns errTempOnly, and the
+// caller gives up the slot and tells the dialer the node is full.
 func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
-	send := func(full bool) error {
-		room := l.n.cfg.MaxConcurrentRequests + l.n.cfg.RequestQueue
-		b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load(), Room: room})
-		return l.send(ctx, Ctl, frame{kind: kindHello, payload: b})
-	}
+	send := func(full bool) error { return l.sendHello(ctx, full) }
 	if !tempOnly {
 		if err := send(false); err != nil {
 			return err
@@ -552,18 +574,8 @@ func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
 		}
 		if tempOnly {
 			if !h.Temp {
-				// Say why, and give the dialer a moment to read it and
-				// close (as runLink does at the high mark), so that it
-				// does not wait for a link to come.
-				send(true)
-				w := time.NewTimer(time.Second)
-				defer w.Stop()
-				select {
-				case <-l.done:
-				case <-w.C:
-				case <-ctx.Done():
-				}
-				return errors.New("mesh: at the high mark (a temporary link would be taken)")
+				// runLink says why once it has given up the slot.
+				return errTempOnly
 			}
 			if err := send(false); err != nil {
 				return err
@@ -583,6 +595,28 @@ func (l *link) exchangeHello(ctx context.Context, tempOnly bool) error {
 		return ErrLinkClosed
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// sendHello sends this node's hello; full says it refuses the link.
+func (l *link) sendHello(ctx context.Context, full bool) error {
+	room := l.n.cfg.MaxConcurrentRequests + l.n.cfg.RequestQueue
+	b, _ := json.Marshal(hello{Name: l.n.cfg.Name, Version: helloVersion, Full: full, Temp: l.temporary.Load(), Room: room})
+	return l.send(ctx, Ctl, frame{kind: kindHello, payload: b})
+}
+
+// errTempOnly refuses an ordinary link that only a temporary slot was
+// left for; the dialer has yet to be told (with a full hello).
+var errTempOnly = errors.New("mesh: at the high mark (a temporary link would be taken)")
+
+// awaitClose waits up to d for the link to close.
+func (l *link) awaitClose(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.done:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

@@ -57,8 +57,12 @@ type Node struct {
 	// notices; lostSending counts the notices being sent.
 	sent        sentSignals
 	lostSending atomic.Int32
-	// admitting counts inbound links in their hello, which hold a slot.
-	admitting int
+	// slots holds the link slots taken, one per peer whose links are in
+	// their hello or registered (see reserve): HighPeers ordinary ones and
+	// MaxTemporary more for temporary links.
+	slots map[ID]*slot
+	// budget bounds the bytes that all links hold in their queues.
+	budget *queueBudget
 	// cands caches the transport's candidates (a rendezvous's peer
 	// list), renewed in the background by refreshCandidates so that
 	// maintenance never waits on a slow or hung rendezvous.
@@ -98,12 +102,14 @@ func NewNode(cfg Config) (*Node, error) {
 		hand:    make(map[string]Handler),
 		links:   make(map[ID]*link),
 		dialing: make(map[ID]bool),
+		slots:   make(map[ID]*slot),
 		backoff: newBackoffs(maxBackoffs),
 		bans:    newBackoffs(maxBackoffs),
 
 		offences:  make(offences),
 		candsWant: make(chan struct{}, 1),
 	}
+	n.budget = newQueueBudget(&n.cfg)
 	n.bc = newBroadcaster(n)
 	n.dir = newDirectory(n)
 	n.bridges = newBridges(n)
@@ -450,33 +456,41 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		ready(fmt.Errorf("mesh: %s is banned for its offences", c.Remote().Short()))
 		return
 	}
-	tempOnly := false // inbound beyond HighPeers: a temporary link or none
-	if !c.Outbound() {
-		// Hold a slot through the hello, and refuse before it when there
-		// is none, so that the dialer never counts a link we will drop.
-		var ok bool
-		if ok, tempOnly = n.reserve(c.Remote()); !ok {
-			n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
-			// Say why, so the dialer does not wait for a link to come.
-			// The dialer closes the link when it has read this; close it
-			// here too after a moment, in case it does not.
-			b, _ := json.Marshal(hello{Name: n.cfg.Name, Version: helloVersion, Full: true})
-			sctx, cancel := context.WithTimeout(ctx, time.Second)
-			c.Send(sctx, Ctl, appendFrame(nil, frame{kind: kindHello, payload: b}))
-			cancel()
-			time.AfterFunc(time.Second, func() { c.Close() })
-			ready(errors.New("mesh: at the high mark"))
-			return
+	// Every link holds a slot from before its hello to its end, whichever
+	// end dialed: the node says hello only on links it has room to keep,
+	// so that a peer never counts a link this node then drops.
+	tempOnly, ok := n.reserve(c.Remote())
+	if ok && tempOnly && c.Outbound() && !nc.temp {
+		n.release(c.Remote()) // beyond HighPeers, and not a temporary link
+		ok = false
+	}
+	if !ok && c.Outbound() {
+		n.log.Debug("outbound link dropped: at the high mark", "peer", c.Remote().Short())
+		c.Close()
+		ready(errFull)
+		return
+	}
+	if !ok {
+		n.log.Debug("inbound link refused: at the high mark", "peer", c.Remote().Short())
+		// Say why, so the dialer does not wait for a link to come.
+		// The dialer closes the link when it has read this; close it
+		// here too after a moment, in case it does not.
+		b, _ := json.Marshal(hello{Name: n.cfg.Name, Version: helloVersion, Full: true})
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		c.Send(sctx, Ctl, appendFrame(nil, frame{kind: kindHello, payload: b}))
+		cancel()
+		time.AfterFunc(time.Second, func() { c.Close() })
+		ready(errFull)
+		return
+	}
+	held := true
+	release := func() {
+		if held {
+			held = false
+			n.release(c.Remote())
 		}
 	}
-	reserved := !c.Outbound()
-	unreserve := func() {
-		if reserved {
-			reserved = false
-			n.unreserve()
-		}
-	}
-	defer unreserve()
+	defer release()
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := newLink(n, c)
@@ -491,6 +505,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		l.stopped = true // frames the Conn still delivers start no handler
 		l.mu.Unlock()
 		l.wg.Wait()
+		n.budget.close(&l.acct)
 	}()
 
 	if nc.temp {
@@ -499,7 +514,17 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		l.lastActive.Store(n.now())
 		l.temporary.Store(true)
 	}
-	if err := l.exchangeHello(lctx, tempOnly); err != nil {
+	if err := l.exchangeHello(lctx, tempOnly && !c.Outbound()); err != nil {
+		// At once, before the dialer hears of the refusal: the link is
+		// done with, whenever it closes.
+		release()
+		if errors.Is(err, errTempOnly) {
+			// Say why, as at the high mark, and give the dialer a moment
+			// to read it and close, so that it does not wait for a link
+			// to come.
+			l.sendHello(lctx, true)
+			l.awaitClose(lctx, time.Second)
+		}
 		level := slog.LevelInfo
 		if errors.Is(err, errVersion) {
 			level = slog.LevelWarn // one of the two nodes needs an upgrade
@@ -509,8 +534,8 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		return
 	}
 	err := n.register(l)
-	unreserve()
 	if err != nil {
+		release() // the peer's other link holds its slot, if any
 		n.log.Debug("link not kept", "peer", c.Remote().Short(), "err", err)
 		if !errors.Is(err, errDuplicate) {
 			ready(err)
@@ -534,6 +559,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 		l.drain(ctx)
 	}
 	n.unregister(l)
+	release()
 	if n.link(l.remote) == nil {
 		n.bridges.linkDown(l.remote)
 	}
@@ -557,35 +583,49 @@ func (l *link) drain(ctx context.Context) {
 	l.conn.Close()
 }
 
-// reserve holds a link slot for an inbound link in its hello. Beyond
-// HighPeers the slot is for a temporary link only (tempOnly).
-func (n *Node) reserve(id ID) (ok, tempOnly bool) {
+// slot is a peer's link slot, shared by its links: two at a time when
+// both nodes dial at once or the peer replaces a link it lost.
+type slot struct {
+	refs int // links of the peer that hold it
+	// tempOnly: taken beyond HighPeers, for a temporary link only.
+	tempOnly bool
+}
+
+// reserve takes a link slot for a link to id, from before its hello to
+// its end: beyond HighPeers the slot is for a temporary link only
+// (tempOnly), and beyond HighPeers + MaxTemporary there is none. A peer
+// that holds a slot already shares it. Counting slots rather than
+// registered links means links in their hello count too, so that the
+// node never holds more than its limits, however many links come up at
+// once in either direction.
+func (n *Node) reserve(id ID) (tempOnly, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	count := len(n.links) + n.admitting
-	if n.links[id] == nil && count >= n.cfg.HighPeers {
-		if count >= n.cfg.HighPeers+max(n.cfg.MaxTemporary, 0) {
+	if s := n.slots[id]; s != nil {
+		s.refs++
+		return s.tempOnly, true
+	}
+	if used := len(n.slots); used >= n.cfg.HighPeers {
+		if used >= n.cfg.HighPeers+max(n.cfg.MaxTemporary, 0) {
 			return false, false
 		}
 		tempOnly = true
 	}
-	n.admitting++
-	return true, tempOnly
+	n.slots[id] = &slot{refs: 1, tempOnly: tempOnly}
+	return tempOnly, true
 }
 
-// linkLimit is how many links the node may hold when it adds l: a
-// temporary link may go beyond HighPeers by MaxTemporary.
-func (n *Node) linkLimit(l *link) int {
-	if l.temporary.Load() {
-		return n.cfg.HighPeers + max(n.cfg.MaxTemporary, 0)
-	}
-	return n.cfg.HighPeers
-}
-
-func (n *Node) unreserve() {
+// release gives up one link's hold on id's slot.
+func (n *Node) release(id ID) {
 	n.mu.Lock()
-	n.admitting--
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	s := n.slots[id]
+	if s == nil {
+		return
+	}
+	if s.refs--; s.refs <= 0 {
+		delete(n.slots, id)
+	}
 }
 
 // dialer is the node that started a link.
@@ -618,10 +658,11 @@ func (n *Node) register(l *link) error {
 		// again, which means it lost the old link.
 		n.log.Debug("replacing link", "peer", l.remote.Short(), "old_dialer", od.Short(), "new_dialer", nd.Short())
 		old.retire()
-	} else if limit := n.linkLimit(l); len(n.links) >= limit {
-		return fmt.Errorf("at the high mark of %d links", limit)
+		n.budget.setOwn(&old.acct, false)
 	}
+	// No check of the link count: l holds a slot (reserve).
 	n.links[l.remote] = l
+	n.budget.setOwn(&l.acct, true)
 	n.backoff.clear(l.remote)
 	if old == nil {
 		n.peerEvents.Publish(PeerEvent{Kind: PeerUp, Peer: l.info()})
@@ -638,6 +679,7 @@ func (n *Node) unregister(l *link) {
 		return // replaced by a newer link
 	}
 	delete(n.links, l.remote)
+	n.budget.setOwn(&l.acct, false)
 	n.peerEvents.Publish(PeerEvent{Kind: PeerDown, Peer: l.info()})
 	n.bc.peerDown(l.remote)
 	n.dir.markDirty()

@@ -1,0 +1,83 @@
+package mesh
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestQueueBudgetAccounting drives a budget with 300,000 random takes,
+// gives, registrations and closes over more accounts than it has shares
+// (links in their hello and past their end draw on the pool only), and
+// checks after each step that the bytes held never exceed the limit,
+// that the counts match the accounts, and that a registered link within
+// its share is never refused, whatever the others hold.
+func TestQueueBudgetAccounting(t *testing.T) {
+	cfg := Config{HighPeers: 6, MaxTemporary: 2, QueueBytes: 8 << 20}
+	b := newQueueBudget(&cfg)
+	links := cfg.HighPeers + cfg.MaxTemporary
+	if b.limit > int64(cfg.QueueBytes) || b.share < MaxBulkFrame || b.pool <= 0 {
+		t.Fatalf("share %d, pool %d, limit %d for %d links and %d bytes", b.share, b.pool, b.limit, links, cfg.QueueBytes)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	accts := make([]*account, 3*links)
+	for i := range accts {
+		accts[i] = new(account)
+	}
+	registered := 0
+	for step := range 300_000 {
+		a := accts[rng.IntN(len(accts))]
+		switch op := rng.IntN(10); {
+		case op < 5:
+			size := rng.Int64N(MaxBulkFrame + queuedOverhead)
+			ok := b.take(a, size)
+			if !ok && a.own > 0 && a.held+size <= a.own {
+				t.Fatalf("step %d: a registered link within its share (%d of %d held, %d more) was refused", step, a.held, a.own, size)
+			}
+		case op < 8:
+			if a.held > 0 {
+				b.give(a, rng.Int64N(a.held)+1)
+			}
+		case op < 9:
+			switch {
+			case a.own > 0:
+				b.setOwn(a, false)
+				registered--
+			case registered < links && !a.closed:
+				b.setOwn(a, true)
+				registered++
+			}
+		default:
+			if a.own > 0 {
+				registered--
+			}
+			b.close(a)
+			if a.held != 0 || a.own != 0 || b.take(a, 1) {
+				t.Fatalf("step %d: a closed account holds %d, owns %d, or takes more", step, a.held, a.own)
+			}
+			// The link is gone; a new one comes in its place.
+			for i := range accts {
+				if accts[i] == a {
+					accts[i] = new(account)
+				}
+			}
+		}
+		var held, pooled int64
+		own := 0
+		for _, a := range accts {
+			held += a.held
+			pooled += over(a.held, a.own)
+			if a.own > 0 {
+				own++
+			}
+		}
+		if held != b.used || pooled != b.pooled {
+			t.Fatalf("step %d: the budget counts %d held, %d pooled; the accounts %d and %d", step, b.used, b.pooled, held, pooled)
+		}
+		if b.used > b.limit {
+			t.Fatalf("step %d: %d bytes held, limit %d", step, b.used, b.limit)
+		}
+		if own != registered || own > links {
+			t.Fatalf("step %d: %d accounts have a share (%d registered, %d links)", step, own, registered, links)
+		}
+	}
+}
