@@ -302,3 +302,72 @@ func TestRemovalWaitsForOneThatGivesUp(t *testing.T) {
 		}
 	}
 }
+
+// TestPauseRacingRemovalLeavesNoTrace: the user pauses a download whose
+// run is finishing, and removes it while the pause waits for that run
+// (two clicks), twenty times. Once both returned, the Removed event is
+// the last word on it: the removal used to go on without waiting for the
+// run the pause had stopped, and the pause's event came after the
+// Removed one, which listed the download again in the Files view,
+// paused, for good. No record of it is left either.
+func TestPauseRacingRemovalLeavesNoTrace(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 256<<10, 99)
+	(&testServer{sources: []pieceSource{src}}).register(nodes[0])
+	dir := t.TempDir()
+	db := openTestDB(t, filepath.Join(dir, "db"))
+	d := startDownloads(t, nodes[1], dir, db, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sub := d.events.Subscribe(4096)
+	defer sub.Close()
+	for round := range 20 {
+		name := fmt.Sprintf("r%d.bin", round)
+		release := holdInFinish(t, ctx, d.downloads, src.link(nodes[0].ID(), name))
+		defer release()
+		paused := make(chan error, 1)
+		go func() { paused <- d.pause(ctx, src.id) }()
+		testutil.WaitFor(t, 30*time.Second, name+" paused", func() bool {
+			return d.get(src.id).transfer().State == StatePaused
+		})
+		removed := make(chan error, 1)
+		go func() { removed <- d.remove(ctx, src.id) }()
+		testutil.WaitFor(t, 30*time.Second, "the removal of "+name+" to begin", func() bool {
+			return len(removed) > 0 || d.get(src.id) == nil || d.get(src.id).transfer().Error == "removed"
+		})
+		release()
+		if err := <-removed; err != nil {
+			t.Fatalf("%s: removal: %v", name, err)
+		}
+		if err := <-paused; err != nil {
+			t.Fatalf("%s: pause: %v", name, err)
+		}
+		removedSeen := false
+	drain:
+		for {
+			select {
+			case e := <-sub.C():
+				switch {
+				case e.Removed != nil && *e.Removed == src.id:
+					removedSeen = true
+				case e.Transfer != nil && e.Transfer.ID == src.id:
+					if removedSeen {
+						t.Fatalf("%s: a %s event after the Removed one", name, e.Transfer.State)
+					}
+				}
+			default:
+				break drain
+			}
+		}
+		if !removedSeen {
+			t.Fatalf("%s: no Removed event", name)
+		}
+		if d.get(src.id) != nil || hasRecord(t, db, src.id) {
+			t.Fatalf("%s: still listed or recorded after its removal", name)
+		}
+	}
+	if n := sub.Missed(); n > 0 {
+		t.Fatalf("%d events missed: the test did not see them all", n)
+	}
+}
