@@ -98,6 +98,14 @@ func (s *Service) forgetStale(id shards.MD5, added time.Time) {
 	s.forgetIf(id, func(e *cacheEntry) bool { return e.added.Equal(added) })
 }
 
+// forgetCopy is forget of the entry of t, a download of the cache that
+// was removed: a Stream that started a new download of the track since
+// (played) keeps its entry, or the cache neither counted nor pruned the
+// new download.
+func (s *Service) forgetCopy(t shards.Transfer) {
+	s.forgetIf(t.ID, func(e *cacheEntry) bool { return e.added.IsZero() || e.added.Equal(t.Added) })
+}
+
 // forget takes a track out of the cache's bookkeeping.
 func (s *Service) forget(id shards.MD5) {
 	s.forgetIf(id, func(*cacheEntry) bool { return true })
@@ -235,7 +243,7 @@ func (s *Service) removeCopy(ctx context.Context, t shards.Transfer) error {
 			return fmt.Errorf("music: remove cached %s: %w", t.ID, err)
 		}
 	}
-	s.forget(t.ID)
+	s.forgetCopy(t)
 	return nil
 }
 

@@ -315,20 +315,22 @@ func (s *Service) RemoveCache(ctx context.Context, id shards.MD5) error {
 		return fmt.Errorf("%w: %s (remove it in the Files view)", ErrUsersCopy, id)
 	} else if err != nil && !errors.Is(err, shards.ErrUnknown) {
 		return fmt.Errorf("music: remove cached %s: %w", id, err)
-	} else if err == nil {
-		t = gone // it may have finished since all was listed
 	}
 	// shards keeps a finished download's file (a user's download); a
 	// track cached by playing it goes, unless it is in a music folder.
+	// Which file is RemoveFor's word (it may have finished since all was
+	// listed); a download already gone leaves it alone, as removeCopy
+	// does: the user's removal in the Files view took it and left them
+	// the file, or another removal of the cache's deleted it.
 	s.mu.Lock()
 	_, played := s.known[id]
 	s.mu.Unlock()
-	if played {
-		if err := s.dropFile(ctx, t); err != nil {
+	if played && err == nil {
+		if err := s.dropFile(ctx, gone); err != nil {
 			return fmt.Errorf("music: remove cached %s: %w", id, err)
 		}
 	}
-	s.forget(id)
+	s.forgetCopy(t)
 	s.mu.Lock()
 	delete(s.cached, id)
 	s.mu.Unlock()

@@ -297,7 +297,7 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 		return Transfer{}, fmt.Errorf("%w: no resource id", ErrBadLink)
 	}
 	if dl := d.get(l.ID); dl != nil {
-		return d.fetchExisting(dl, l.For, l.KeepPaused)
+		return d.fetchExisting(ctx, dl, l)
 	}
 	keep := l.KeepPaused
 	l.KeepPaused = false // this fetch's, not the download's
@@ -317,7 +317,8 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	d.mu.Lock()
 	if old := d.all[l.ID]; old != nil { // a fetch of the same id raced this one
 		d.mu.Unlock()
-		return d.fetchExisting(old, l.For, keep)
+		l.KeepPaused = keep
+		return d.fetchExisting(ctx, old, l)
 	}
 	d.all[l.ID] = dl
 	d.mu.Unlock()
@@ -339,9 +340,21 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 // as it plays it, and reads it through the download): a paused download
 // left paused would keep that reader waiting with no end. Resuming does
 // not change whose download it is. A fetch that only reads ahead
-// (keepPaused, Link.KeepPaused) leaves a paused one as the user left it.
-func (d *downloads) fetchExisting(dl *download, owner string, keepPaused bool) (Transfer, error) {
+// (Link.KeepPaused) leaves a paused one as the user left it.
+// A fetch of a download being removed waits for the removal to end and
+// fetches again: resumed, the removed download ran on unlisted, its run
+// could move a file into place that nothing points to, and the caller
+// was handed a transfer that was gone.
+func (d *downloads) fetchExisting(ctx context.Context, dl *download, l Link) (Transfer, error) {
+	owner, keepPaused := l.For, l.KeepPaused
 	dl.mu.Lock()
+	if removal := dl.removal; removal != nil {
+		dl.mu.Unlock()
+		if err := waitDone(ctx, removal); err != nil {
+			return Transfer{}, fmt.Errorf("shards: fetch %s while it is being removed: %w", l.ID, err)
+		}
+		return d.fetch(ctx, l)
+	}
 	st := dl.state
 	again := st == StateFailed || (st == StatePaused && !keepPaused)
 	if again {
@@ -406,6 +419,12 @@ func (d *downloads) resume(ctx context.Context, id MD5) error {
 		return fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
+	if dl.removal != nil {
+		// Its state says failed ("removed"); started again it would
+		// outlive the removal (see fetchExisting).
+		dl.mu.Unlock()
+		return fmt.Errorf("%w: %s is being removed", ErrUnknown, id)
+	}
 	if dl.state != StatePaused && dl.state != StateFailed {
 		dl.mu.Unlock()
 		return nil
@@ -446,39 +465,58 @@ func (d *downloads) removeFor(ctx context.Context, id MD5, owner string) (Transf
 // place meanwhile, so the Transfer is then StateDone with that file's
 // Path (left where it is), else the state the download was in. A state
 // taken before the call can say "downloading" of a file that finished.
+//
+// One removal of a download goes on at a time. Another (the user's and a
+// service's at once) waits for it, then finds the download gone
+// (ErrUnknown): only one is handed the finished file, which a service
+// deletes. A removal whose ctx ends before the run stopped gives up and
+// leaves the download as it was, running again if it ran; one waiting
+// behind it then goes on. The download stays listed until its part file
+// and record are deleted: a fetch meanwhile waits for the removal
+// (fetchExisting) rather than start a download of the same id whose part
+// file and record this removal would then delete.
 func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) bool) (Transfer, error) {
 	dl := d.get(id)
 	if dl == nil {
 		return Transfer{}, fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
 	dl.mu.Lock()
-	if dl.removing || dl.removed {
-		// Another removal has it (the user's and a service's at once):
-		// both went on before, and each was handed the finished file,
-		// which the service then deleted though the user's removal had
-		// left it to the user.
+	if other := dl.removal; other != nil {
 		dl.mu.Unlock()
-		return Transfer{}, fmt.Errorf("%w: %s is being removed", ErrUnknown, id)
+		if err := waitDone(ctx, other); err != nil {
+			return Transfer{}, fmt.Errorf("shards: remove %s while another removal of it goes on: %w", id, err)
+		}
+		return d.removeIf(ctx, id, owned)
 	}
 	if !owned(dl.link.For) {
 		dl.mu.Unlock()
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNotOwned, id)
 	}
-	dl.removing = true
-	was := dl.state
+	removal := make(chan struct{})
+	dl.removal = removal
+	was, wasErr := dl.state, dl.err
 	dl.state = StateFailed
 	dl.err = "removed"
 	done := dl.stop()
 	dl.mu.Unlock()
 	if err := waitDone(ctx, done); err != nil {
+		// Given up: left failed ("removed") it looked removed but
+		// stayed, and its run had stopped. finish may have moved the
+		// file into place meanwhile (StateDone): that stands.
 		dl.mu.Lock()
-		dl.removing = false // for a removal asked again
+		dl.removal = nil
+		restart := false
+		if dl.state == StateFailed && dl.err == "removed" {
+			dl.state, dl.err = was, wasErr
+			restart = was == StateDownloading
+		}
 		dl.mu.Unlock()
+		close(removal)
+		if restart {
+			d.enqueue(dl) // its run starts once the stopping one has stopped
+		}
 		return Transfer{}, err
 	}
-	d.mu.Lock()
-	delete(d.all, id)
-	d.mu.Unlock()
 	// Marked removed as the file closes, in one step: in between, a
 	// reader's or a peer's read would make a new part file (its holes
 	// read as the verified pieces they had checked) and keep it open.
@@ -497,17 +535,30 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 	gone := dl.transferLocked(time.Now())
 	dl.state, dl.err = StateFailed, "removed"
 	dl.mu.Unlock()
+	var errs []error
 	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return gone, fmt.Errorf("shards: %w", err)
+		errs = append(errs, fmt.Errorf("shards: %w", err))
 	}
-	if err := deleteDownload(d.db, id); err != nil {
-		return gone, err
+	// After a save that found it not yet removed (saveRecord holds
+	// recMu from its check to its write): that record would come back
+	// as the download at the next start.
+	dl.recMu.Lock()
+	err := deleteDownload(d.db, id)
+	dl.recMu.Unlock()
+	if err != nil {
+		errs = append(errs, err)
 	}
+	d.mu.Lock()
+	if d.all[id] == dl {
+		delete(d.all, id)
+	}
+	d.mu.Unlock()
+	close(removal)
 	d.events.Publish(Event{Removed: &id})
 	if d.onRemoved != nil {
 		d.onRemoved(id)
 	}
-	return gone, nil
+	return gone, errors.Join(errs...)
 }
 
 func waitDone(ctx context.Context, done <-chan struct{}) error {
@@ -610,13 +661,18 @@ type download struct {
 	link Link
 	part string
 
-	mu        sync.Mutex
-	added     time.Time
-	name      string
-	state     State
-	err       string
-	removing  bool // a removal has begun (removeIf): another is refused
-	removed   bool
+	mu    sync.Mutex
+	added time.Time
+	name  string
+	state State
+	err   string
+	// removal is closed when the removal under way ends (removeIf); nil
+	// when none is. removed: it was removed.
+	removal chan struct{}
+	removed bool
+	// recMu is held by saveRecord from its look at removed to its write,
+	// and by removeIf as it deletes the record.
+	recMu     sync.Mutex
 	man       *Manifest
 	manHash   Hash
 	have      Bitfield
@@ -748,14 +804,15 @@ func (dl *download) start(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // stop cancels the running fetch and returns a channel closed when it has
-// stopped (nil if none runs); dl.mu is held.
+// stopped (nil if none ever ran); dl.mu is held. A run another stop
+// cancelled (a pause) may still be stopping: its channel is returned
+// too, or a removal would go on while that run moved the file into place.
 func (dl *download) stop() <-chan struct{} {
-	if dl.cancel == nil {
-		return nil
+	if dl.cancel != nil {
+		dl.cancel()
+		dl.cancel = nil
+		dl.signal()
 	}
-	dl.cancel()
-	dl.cancel = nil
-	dl.signal()
 	return dl.done
 }
 
@@ -1265,6 +1322,8 @@ func (dl *download) readAt(p []byte, off int64) error {
 
 // saveRecord stores the download's record.
 func (dl *download) saveRecord() error {
+	dl.recMu.Lock()
+	defer dl.recMu.Unlock()
 	dl.mu.Lock()
 	if dl.removed {
 		dl.mu.Unlock()
@@ -1315,10 +1374,18 @@ func (dl *download) publish(force bool) {
 		dl.mu.Unlock()
 		return
 	}
+	if dl.removed {
+		// Its Removed event is out or on its way: a later one would
+		// list it again.
+		dl.mu.Unlock()
+		return
+	}
 	dl.lastEvent = now
 	t := dl.transferLocked(now)
-	dl.mu.Unlock()
+	// Under dl.mu (Publish never blocks): one that found it not removed
+	// goes out before the Removed event.
 	dl.d.events.Publish(Event{Transfer: &t})
+	dl.mu.Unlock()
 }
 
 // peer is one holder a download fetches from.
