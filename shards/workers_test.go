@@ -40,13 +40,16 @@ func TestFolderHashedOnBothCores(t *testing.T) {
 		allIn          = make(chan struct{})
 		gaveUp         = make(chan struct{})
 		giveUp         sync.Once
+		allInOnce      sync.Once
 	)
 	svc.shares.hashStarted = func(string) {
 		mu.Lock()
 		inFlight++
 		most = max(most, inFlight)
 		if inFlight == procs {
-			close(allIn)
+			// Once: after the first meeting, later files can be
+			// hashing procs at a time again.
+			allInOnce.Do(func() { close(allIn) })
 		}
 		mu.Unlock()
 		select {
