@@ -103,7 +103,11 @@ func (s *Service) RemoveFor(ctx context.Context, id MD5, owner string) (Transfer
 }
 
 // Shares lists this node's shared files and its downloads. A resource both
-// shared and downloaded is listed once, as shared.
+// shared and downloaded is listed once, as shared. Every share listed is
+// in the catalog this node advertises by the time Shares returns: callers
+// tell other nodes of what it lists (music lists the tracks), and those
+// look for holders in the advertised catalogs. Serve otherwise advertises
+// a scan's changes only at its checkpoints and the end of its bursts.
 func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
 	out := s.shares.list()
 	for _, t := range s.downloads.transfers() {
@@ -111,6 +115,8 @@ func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
 			out = append(out, t)
 		}
 	}
+	// The catalog took each share before the shares listed it.
+	s.advertise()
 	return out, nil
 }
 

@@ -120,6 +120,12 @@ type Service struct {
 	// a new advertisement).
 	kick chan struct{}
 
+	// advertMu orders advertisements, so that a stale summary is never
+	// put over a newer one; advertised is the catalog version put last.
+	advertMu   sync.Mutex
+	advertised uint64
+	advertOnce bool
+
 	mu     sync.Mutex
 	served bool // Serve has been called
 	closed bool // Serve has ended: handlers refuse
@@ -275,12 +281,20 @@ func (s *Service) changed() {
 	}
 }
 
-// advertise puts the catalog's summary in the node's record.
+// advertise puts the catalog's summary in the node's record, unless that
+// version is there already (each new summary re-issues the record).
 func (s *Service) advertise() {
+	s.advertMu.Lock()
+	defer s.advertMu.Unlock()
 	count, version := s.catalog.summary()
+	if s.advertOnce && version == s.advertised {
+		return
+	}
 	if err := s.node.SetResource(resourceName, summary{Count: count, Version: version}); err != nil {
 		s.log.Warn("advertise catalog", "err", err)
+		return
 	}
+	s.advertised, s.advertOnce = version, true
 }
 
 // open reports whether handlers may answer.

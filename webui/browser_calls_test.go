@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +84,12 @@ func countCalls(n *mesh.Node) int {
 // startCoturn runs Debian's coturn on loopback with one user and returns
 // its ICE server; it skips the test when coturn is not installed, unless
 // browser tests are required (CI installs coturn).
+//
+// coturn listens on UDP only (--no-tcp): by default it also listens on TCP
+// at the same port, and when another socket holds that TCP port (any
+// loopback connection's ephemeral port may) its relay threads retry the
+// bind forever and never serve an allocation. The UDP port is free only
+// when probed, so a start that cannot bind it is retried on another port.
 func startCoturn(t *testing.T) webrtc.ICEServer {
 	t.Helper()
 	exe, err := exec.LookPath("turnserver")
@@ -92,16 +99,34 @@ func startCoturn(t *testing.T) webrtc.ICEServer {
 		}
 		t.Skip("coturn not installed: apt-get install -y coturn")
 	}
+	const attempts = 5
+	for range attempts {
+		if port, ok := tryCoturn(t, exe); ok {
+			return webrtc.ICEServer{URLs: []string{fmt.Sprintf("turn:127.0.0.1:%d?transport=udp", port)}, Username: "catnest", Credential: "secret"}
+		}
+	}
+	t.Fatalf("coturn could not bind a free UDP port in %d attempts", attempts)
+	return webrtc.ICEServer{}
+}
+
+// tryCoturn starts coturn on a UDP port that was free a moment ago and
+// reports whether it opened its listener there; if not, the process is
+// stopped. A coturn that started is stopped when the test ends, and its
+// log is shown if the test failed.
+func tryCoturn(t *testing.T, exe string) (int, bool) {
+	t.Helper()
 	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.LocalAddr().(*net.UDPAddr).Port
 	ln.Close()
-	cmd := exec.Command(exe, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+	// -v logs the listener's opening, which is what ready waits for.
+	cmd := exec.Command(exe, "-n", "-v", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
 		"--listening-port="+strconv.Itoa(port), "--min-port=49160", "--max-port=49560",
 		"--lt-cred-mech", "--user=catnest:secret", "--realm=catnest.test", "--allow-loopback-peers",
-		"--no-cli", "--no-tls", "--no-dtls", "--no-tcp-relay", "--log-file=stdout", "--simple-log")
+		"--no-cli", "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay", "--log-file=stdout", "--simple-log",
+		"--pidfile="+filepath.Join(t.TempDir(), "turnserver.pid"))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -115,38 +140,52 @@ func startCoturn(t *testing.T) webrtc.ICEServer {
 		log strings.Builder
 	)
 	ready := make(chan struct{})
+	busy := make(chan struct{})
 	done := make(chan struct{})
+	opened := fmt.Sprintf("UDP listener opened on: 127.0.0.1:%d", port)
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(out)
-		once := sync.Once{}
+		var readyOnce, busyOnce sync.Once
 		for sc.Scan() {
 			mu.Lock()
 			log.WriteString(sc.Text() + "\n")
 			mu.Unlock()
-			if strings.Contains(sc.Text(), "Total General servers") || strings.Contains(sc.Text(), "IPv4. UDP listener opened") {
-				once.Do(func() { close(ready) })
+			switch {
+			case strings.Contains(sc.Text(), opened):
+				readyOnce.Do(func() { close(ready) })
+			case strings.Contains(sc.Text(), "Cannot bind"):
+				busyOnce.Do(func() { close(busy) })
 			}
 		}
 	}()
-	t.Cleanup(func() {
+	stop := func() {
 		cmd.Process.Kill()
 		<-done
 		cmd.Wait()
+	}
+	select {
+	case <-ready:
+	case <-busy:
+		stop()
+		t.Logf("coturn could not bind UDP port %d; trying another", port)
+		return 0, false
+	case <-done:
+		cmd.Wait()
+		t.Fatalf("coturn exited: %s", log.String())
+	case <-time.After(20 * time.Second):
+		stop()
+		t.Fatalf("coturn did not start:\n%s", log.String())
+	}
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			mu.Lock()
 			t.Logf("coturn:\n%s", log.String())
 			mu.Unlock()
 		}
 	})
-	select {
-	case <-ready:
-	case <-done:
-		t.Fatalf("coturn exited: %s", log.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("coturn did not start")
-	}
-	return webrtc.ICEServer{URLs: []string{fmt.Sprintf("turn:127.0.0.1:%d?transport=udp", port)}, Username: "catnest", Credential: "secret"}
+	return port, true
 }
 
 // TestBrowserCall: two Chromium pages with fake cameras on two nodes' UIs

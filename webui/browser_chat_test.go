@@ -13,7 +13,6 @@ import (
 	"github.com/catnest/catnest/mesh"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/kb"
 )
 
 const (
@@ -139,8 +138,9 @@ func TestBrowserChat(t *testing.T) {
 	// fake echoes the message as an event too; it shows once.
 	if err := chromedp.Do(ctx,
 		chromedp.SendKeys("#chat-input", "hi from alpha"),
-		chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierShift)),
-		chromedp.SendKeys("#chat-input", "<i>two</i>"+kb.Enter)); err != nil {
+		browsertest.Enter(chromedp.ModifierShift),
+		chromedp.SendKeys("#chat-input", "<i>two</i>"),
+		browsertest.Enter(0)); err != nil {
 		t.Fatal(err)
 	}
 	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-messages .msg").length === 4
