@@ -43,13 +43,26 @@ func (s *Service) PublishFiles(room string, ivf, ogg []byte) error {
 			return fmt.Errorf("%w: Ogg: %w", ErrBadInput, err)
 		}
 	}
+	tracks := 0
+	if ivf != nil {
+		tracks++
+	}
+	if ogg != nil {
+		tracks++
+	}
 	s.mu.Lock()
 	_, _, err := s.ownLocked(room)
 	rs := s.rooms[room]
+	select {
+	case <-s.quit:
+		rs = nil // stopping: shutdown waits for s.wg, counted only before
+	default:
+	}
 	if err != nil || rs == nil {
 		s.mu.Unlock()
 		return cmp.Or(err, ErrUnknownRoom)
 	}
+	s.wg.Add(tracks) // the loops below, counted under s.mu as want does
 	stop := make(chan struct{})
 	if rs.stopSource != nil {
 		rs.stopSource()
@@ -62,13 +75,6 @@ func (s *Service) PublishFiles(room string, ivf, ogg []byte) error {
 		}
 	}
 	s.mu.Unlock()
-	tracks := 0
-	if ivf != nil {
-		tracks++
-	}
-	if ogg != nil {
-		tracks++
-	}
 	gen := rs.hub.upstream(tracks, nil)
 	if ivf != nil {
 		rs.hub.setSlot(gen, webrtc.RTPCodecTypeVideo, vp8Codec)
@@ -80,10 +86,10 @@ func (s *Service) PublishFiles(room string, ivf, ogg []byte) error {
 		return func(p *rtp.Packet) bool { return rs.hub.forward(gen, kind, p) }
 	}
 	if ivf != nil {
-		s.wg.Go(func() { loopIVF(ivf, stop, s.quit, send(webrtc.RTPCodecTypeVideo)) })
+		go func() { defer s.wg.Done(); loopIVF(ivf, stop, s.quit, send(webrtc.RTPCodecTypeVideo)) }()
 	}
 	if ogg != nil {
-		s.wg.Go(func() { loopOgg(ogg, stop, s.quit, send(webrtc.RTPCodecTypeAudio)) })
+		go func() { defer s.wg.Done(); loopOgg(ogg, stop, s.quit, send(webrtc.RTPCodecTypeAudio)) }()
 	}
 	s.changed()
 	return nil

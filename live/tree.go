@@ -977,17 +977,17 @@ func (s *Service) lostParent(rs *roomState, pl *parentLink) {
 	rs.parent, rs.parentDC = nil, nil
 	rs.path = nil
 	close(pl.lost)
-	restart := s.rooms[rs.id] == rs && !rs.attaching
-	if restart {
+	if s.rooms[rs.id] == rs && !rs.attaching {
+		// Started under s.mu, as want does: shutdown closes quit and
+		// empties rooms under it before it waits for wg, so a loop is
+		// either counted before that wait or never started.
 		rs.attaching = true
+		s.wg.Go(func() { s.attachLoop(rs) })
 	}
 	s.mu.Unlock()
 	go pl.pc.Close()
 	s.parentsLost.Add(1)
 	s.log.Debug("parent lost", "room", rs.id, "parent", pl.id.Short())
-	if restart {
-		s.wg.Go(func() { s.attachLoop(rs) })
-	}
 	s.changed()
 }
 
