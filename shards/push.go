@@ -37,7 +37,7 @@ import (
 //	end:   (nothing)                                      source -> receiver
 //
 // and in a span push the routed ones of pushroute.go, signed end to end.
-const ProtoPush = "shards/push/2"
+const ProtoPush = "shards/push/3"
 
 const (
 	pushOffer byte = 1 + iota
@@ -184,13 +184,19 @@ type pushes struct {
 	// maxBuffered: see the constant; tests lower it.
 	maxBuffered int64
 
-	mu      sync.Mutex
-	runCtx  context.Context // set while serve runs; workers start under it
-	wg      sync.WaitGroup
-	out     map[pushID]*outPush
-	done    []pushID // finished outgoing pushes, oldest first
-	in      map[pushID]*inPush
-	started chan struct{}
+	mu     sync.Mutex
+	runCtx context.Context // set while serve runs; workers start under it
+	wg     sync.WaitGroup
+	out    map[pushID]*outPush
+	done   []pushID // finished outgoing pushes, oldest first
+	in     map[pushID]*inPush
+	// forgotten holds the pushes received that ended or went idle
+	// here, with the highest sequence number of a routed message taken
+	// (onRoute: a routed offer replayed does not start one again), the
+	// latest maxForgotten; forgetOrder is their order.
+	forgotten   map[pushID]uint64
+	forgetOrder []pushID
+	started     chan struct{}
 }
 
 func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSource, open openSink) *pushes {
@@ -228,6 +234,7 @@ func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSourc
 		maxBuffered: maxBuffered,
 		out:         make(map[pushID]*outPush),
 		in:          make(map[pushID]*inPush),
+		forgotten:   make(map[pushID]uint64),
 		started:     make(chan struct{}),
 	}
 }
@@ -722,10 +729,10 @@ func (p *pushes) offerTo(ctx context.Context, op *outPush, k int, msg []byte) {
 		op.mu.Unlock()
 		op.poke()
 	case ctx.Err() != nil:
-	case at == k && refusal(err) && strings.Contains(err.Error(), errNotForwarder.Error()):
-		// It takes pushes from this node but not from the member
-		// that forwarded it: offered directly, it reports directly,
-		// and the source links to it as to the first group.
+	case at == k && refusal(err) && strings.Contains(err.Error(), errStaleOffer.Error()):
+		// Its clock is ahead of this node's by more than routeTTL:
+		// offered directly, it reports directly, and the source
+		// links to it as to the first group.
 		if err = p.call(ctx, op.Members[k], msg); err == nil {
 			op.mu.Lock()
 			op.joined[k], op.fails[k] = true, 0
@@ -1186,6 +1193,7 @@ func (p *pushes) onEnd(source mesh.ID, pid pushID) {
 	ip := p.in[pid]
 	if ip != nil && ip.source == source {
 		delete(p.in, pid)
+		p.forget(ip, true)
 		ip.cancel()
 	}
 	p.mu.Unlock()
@@ -1215,11 +1223,6 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	if p.cfg.Accept == nil || !p.cfg.Accept(from, o.ID, o.Name, o.Manifest.Size) {
 		return errors.New("shards: push refused: this node does not take pushes from " + from.Short())
 	}
-	// A forwarder could forge the offer: take it only from one this node
-	// would take a push from itself.
-	if fwd != "" && !p.cfg.Accept(fwd, o.ID, o.Name, o.Manifest.Size) {
-		return fmt.Errorf("%w: %s", errNotForwarder, fwd.Short())
-	}
 	p.mu.Lock()
 	if ip := p.in[o.Push]; ip != nil {
 		p.mu.Unlock()
@@ -1241,6 +1244,13 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 		downUntil: make([]time.Time, len(o.Members)), downs: make([]int, len(o.Members)),
 		bad: make(map[int]bool), asm: make(map[asmKey]*assembly), perPeer: make(map[int]int),
 		queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), lastSeen: time.Now()}
+	p.mu.Lock()
+	if top, ok := p.forgotten[o.Push]; ok {
+		// Taken before and forgotten: the routed messages of then
+		// are not taken again (onRoute).
+		ip.seqs.past(top)
+	}
+	p.mu.Unlock()
 	if !ip.have.Valid(o.Manifest.NumPieces()) {
 		return fmt.Errorf("shards: push refused: sink holds a bitfield of %d bytes", len(ip.have))
 	}
@@ -1520,6 +1530,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		p.mu.Lock()
 		if p.in[ip.Push] == ip {
 			delete(p.in, ip.Push)
+			p.forget(ip, false)
 		}
 		p.mu.Unlock()
 	}()

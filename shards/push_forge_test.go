@@ -275,11 +275,12 @@ func TestPushForwarderForgesDownstream(t *testing.T) {
 	seq := op.seq[victim]
 	op.mu.Unlock()
 	probe := encodeOrder(push, victim, nil)
-	sig, err := src.node.Sign(sigDown, downSigned(push, victim, seq, probe))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := src.node.Sign(sigDown, downSigned(push, victim, seq, expires, probe))
 	if err != nil {
 		t.Fatal(err)
 	}
-	captured := routed{source: src.node.ID(), path: []int{victim}, seq: seq, sig: sig, inner: probe}.encode(push)
+	captured := routed{source: src.node.ID(), path: []int{victim}, seq: seq, expires: expires, sig: sig, inner: probe}.encode(push)
 	if err := forge(recv[victim], captured); err != nil {
 		t.Errorf("the source's probe, passed on: %v", err)
 	}
@@ -331,9 +332,10 @@ func forgedReport(t *testing.T, pp *pushPeer, pid pushID, origin int, bad map[in
 func forgedRoute(t *testing.T, pp *pushPeer, pid pushID, source mesh.ID, target int, inner []byte) []byte {
 	t.Helper()
 	const seq = 1 << 40 // ahead of any the source used
-	sig, err := pp.node.Sign(sigDown, downSigned(pid, target, seq, inner))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := pp.node.Sign(sigDown, downSigned(pid, target, seq, expires, inner))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return routed{source: source, path: []int{target}, seq: seq, sig: sig, inner: inner}.encode(pid)
+	return routed{source: source, path: []int{target}, seq: seq, expires: expires, sig: sig, inner: inner}.encode(pid)
 }

@@ -284,9 +284,10 @@ func fuzzSigner(tb testing.TB) *mesh.Node {
 // signedRoute is msg routed along path from signer, the source, signed.
 func signedRoute(tb testing.TB, signer *mesh.Node, pid pushID, path []int, seq uint64, msg []byte) []byte {
 	tb.Helper()
-	sig, err := signer.Sign(sigDown, downSigned(pid, path[len(path)-1], seq, msg))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := signer.Sign(sigDown, downSigned(pid, path[len(path)-1], seq, expires, msg))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return routed{source: signer.ID(), path: path, seq: seq, sig: sig, inner: msg}.encode(pid)
+	return routed{source: signer.ID(), path: path, seq: seq, expires: expires, sig: sig, inner: msg}.encode(pid)
 }

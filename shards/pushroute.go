@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ import (
 // source needs about spanGroup links whatever the number of receivers,
 // and a receiver no more than the plan's relays give it.
 //
-//	route: source id, count, path (member indices), seq, signature, inner   down
+//	route: source id, count, path (member indices), seq, expiry, signature, inner   down
 //	up:    origin (member index), signature, inner report                   up
 //
 // A down message's path starts with the member it is sent to and ends
@@ -36,8 +37,8 @@ import (
 // (the source stops serving it), end the push for it, or blame an honest
 // member as corrupt. So each routed message is signed end to end with the
 // node keys (Node.Sign, mesh.CheckSigned): the source signs what it sends
-// down over the push id, its target's member index, a sequence number
-// and the message (sigDown), a receiver what it sends up over the push
+// down over the push id, its target's member index, a sequence number,
+// an expiry and the message (sigDown), a receiver what it sends up over the push
 // id, its own index and the report (sigUp). Every member on the way
 // checks the signature before it passes a message on, as the target
 // does: so a forged or altered message is caught by the first honest
@@ -50,9 +51,16 @@ import (
 // only grow within a push, so an earlier report of the same push says
 // nothing that is no longer true, and one of another push does not check
 // out (the push id, a fresh random nonce per push, is signed). A routed
-// offer is taken only when the receiver would take a push from the
-// forwarder itself too (Accept): the signature says the source offered
-// it, not that it still does.
+// offer passes Accept on its signer, the source, as a direct one does:
+// the forwarder can neither make it nor alter it, so a receiver that
+// takes pushes from the source alone (--accept-push SOURCE) is reached
+// through the groups before it and the source links to the first group
+// only. That the source signed an offer once does not say it still
+// offers it: a routed offer is taken only before its signed expiry
+// (routeTTL), and not again for a push this node received and forgot
+// (ended, or idle) unless its sequence number is newer than every one
+// taken then (pushes.forgotten): an offer replayed after the end would
+// start the push again for nothing.
 const (
 	pushRoute byte = 0x10 + iota
 	pushUp
@@ -78,10 +86,22 @@ const (
 // MaxIncoming pushes already: the source tries it again later.
 var errPushBusy = errors.New("shards: push refused: busy")
 
-// errNotForwarder is a receiver's refusal of an offer forwarded by a
-// member it does not take pushes from (Accept): the source offers it
-// directly instead.
-var errNotForwarder = errors.New("shards: push refused: not taken forwarded by")
+// errStaleOffer is a receiver's refusal of a routed offer past its
+// expiry: a replayed one, or the receiver's clock is ahead of the
+// source's by more than routeTTL; the source offers it directly then.
+var errStaleOffer = errors.New("shards: push refused: routed offer expired")
+
+// routeTTL is how long after the source signed it a routed message is
+// taken as an offer. Each offer is signed anew (callMember), so it is
+// only the clock difference between the nodes it must cover, and the
+// time a message takes down the groups.
+const routeTTL = 10 * time.Minute
+
+// maxForgotten bounds pushes.forgotten: the pushes this node received
+// and forgot, which it does not start again from a routed offer
+// replayed (older ones expired, routeTTL, unless a node takes more
+// than this many pushes within it).
+const maxForgotten = 256
 
 // spanBounds are the members [lo, hi) of group g of a span push to n.
 func spanBounds(g, n int) (lo, hi int) {
@@ -133,11 +153,12 @@ func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte)
 	if len(path) == 1 {
 		return k, p.call(ctx, op.Members[k], msg)
 	}
-	sig, err := p.node.Sign(sigDown, downSigned(op.Push, k, seq, msg))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := p.node.Sign(sigDown, downSigned(op.Push, k, seq, expires, msg))
 	if err != nil {
 		return -1, fmt.Errorf("shards: push: %w", err)
 	}
-	r := routed{source: p.node.ID(), path: path, seq: seq, sig: sig, inner: msg}
+	r := routed{source: p.node.ID(), path: path, seq: seq, expires: expires, sig: sig, inner: msg}
 	ans, err := p.request(ctx, op.Members[path[0]], r.encode(op.Push), p.routeTimeout(len(path)))
 	if err != nil {
 		return path[0], err
@@ -164,13 +185,16 @@ type routed struct {
 	source mesh.ID
 	path   []int
 	seq    uint64
-	sig    []byte
-	inner  []byte
+	// expires is when it stops being taken as an offer (Unix seconds,
+	// the source's clock: routeTTL).
+	expires int64
+	sig     []byte
+	inner   []byte
 }
 
 // routeFixed is the size of a routed message's fields of fixed size:
-// kind and push id, source, hop count, seq and signature length.
-const routeFixed = pushHeader + idSize + 1 + 8 + 2
+// kind and push id, source, hop count, seq, expiry and signature length.
+const routeFixed = pushHeader + idSize + 1 + 8 + 8 + 2
 
 // encode wraps r to go along r.path.
 func (r routed) encode(pid pushID) []byte {
@@ -183,25 +207,27 @@ func (r routed) encode(pid pushID) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(h))
 	}
 	b = binary.BigEndian.AppendUint64(b, r.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.expires))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.sig)))
 	b = append(b, r.sig...)
 	return append(b, r.inner...)
 }
 
 // downSigned is what the source signs of a down message: the push, the
-// target, the sequence number and the message.
-func downSigned(pid pushID, target int, seq uint64, inner []byte) []byte {
-	b := make([]byte, 0, len(pid)+2+8+len(inner))
+// target, the sequence number, the expiry and the message.
+func downSigned(pid pushID, target int, seq uint64, expires int64, inner []byte) []byte {
+	b := make([]byte, 0, len(pid)+2+8+8+len(inner))
 	b = append(b, pid[:]...)
 	b = binary.BigEndian.AppendUint16(b, uint16(target))
 	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
 	return append(b, inner...)
 }
 
 // check checks the source's signature on r, a message of push pid.
 func (r routed) check(pid pushID) error {
 	target := r.path[len(r.path)-1]
-	if err := mesh.CheckSigned(r.source, sigDown, downSigned(pid, target, r.seq, r.inner), r.sig); err != nil {
+	if err := mesh.CheckSigned(r.source, sigDown, downSigned(pid, target, r.seq, r.expires, r.inner), r.sig); err != nil {
 		return fmt.Errorf("%w: routed push message: %w", ErrBadFrame, err)
 	}
 	return nil
@@ -225,7 +251,7 @@ func decodeRoute(b []byte, members int) (routed, error) {
 	b = b[pushHeader+idSize:]
 	n := int(b[0])
 	b = b[1:]
-	if n == 0 || n > maxRouteHops || len(b) < 2*n+8+2 {
+	if n == 0 || n > maxRouteHops || len(b) < 2*n+8+8+2 {
 		return r, fmt.Errorf("%w: route of %d hops", ErrBadFrame, n)
 	}
 	path := make([]int, n)
@@ -236,12 +262,13 @@ func decodeRoute(b []byte, members int) (routed, error) {
 	}
 	b = b[2*n:]
 	seq := binary.BigEndian.Uint64(b)
-	sl := int(binary.BigEndian.Uint16(b[8:]))
-	b = b[10:]
+	expires := int64(binary.BigEndian.Uint64(b[8:]))
+	sl := int(binary.BigEndian.Uint16(b[16:]))
+	b = b[18:]
 	if sl == 0 || sl > mesh.MaxSignature || len(b) < sl+pushHeader {
 		return r, fmt.Errorf("%w: routed push message with a signature of %d bytes", ErrBadFrame, sl)
 	}
-	return routed{source: source, path: path, seq: seq, sig: b[:sl], inner: b[sl:]}, nil
+	return routed{source: source, path: path, seq: seq, expires: expires, sig: b[:sl], inner: b[sl:]}, nil
 }
 
 // seqWindow remembers which of the last 64 sequence numbers of down
@@ -276,6 +303,38 @@ func (w *seqWindow) take(seq uint64) bool {
 	}
 	w.seen |= bit
 	return true
+}
+
+// past makes every sequence number up to top count as taken: a receiver
+// that takes an offer numbered top, or takes again a push it forgot,
+// takes none of the source's earlier messages (a replayed order would
+// have it upload its pieces again). The source numbers each receiver's
+// messages in order, so an honest one it sends later is newer.
+func (w *seqWindow) past(top uint64) {
+	if top >= w.top {
+		w.top, w.seen = top, ^uint64(0)
+	}
+}
+
+// forget records that this node no longer receives ip: the source ended
+// it, and sends no more to it, or it went idle, and the source may offer
+// it again, with a newer sequence number than the last taken. p.mu is
+// held.
+func (p *pushes) forget(ip *inPush, ended bool) {
+	ip.mu.Lock()
+	top := ip.seqs.top
+	ip.mu.Unlock()
+	if ended {
+		top = math.MaxUint64
+	}
+	if _, ok := p.forgotten[ip.Push]; !ok {
+		p.forgetOrder = append(p.forgetOrder, ip.Push)
+	}
+	p.forgotten[ip.Push] = max(top, p.forgotten[ip.Push])
+	for len(p.forgetOrder) > maxForgotten {
+		delete(p.forgotten, p.forgetOrder[0])
+		p.forgetOrder = p.forgetOrder[1:]
+	}
 }
 
 // routeStatus is the answer to a routed message that failed: how, and at
@@ -350,13 +409,24 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			p.node.Penalize(from, "forged routed push message")
 			return nil, err
 		}
+		// Not scored down for a stale one or a replay: the member that
+		// passed it may be an honest one that could not tell.
+		if time.Now().Unix() > r.expires {
+			return routeStatus(routeRefused, r.path[0], errStaleOffer), nil
+		}
+		p.mu.Lock()
+		top, forgot := p.forgotten[pid]
+		p.mu.Unlock()
+		if forgot && r.seq <= top {
+			return nil, fmt.Errorf("%w: routed offer %d of push %s, which ended or went idle here", ErrBadFrame, r.seq, pid)
+		}
 		if err := p.onOffer(ctx, r.source, from, r.path[0], r.inner); err != nil {
 			return routeStatus(routeRefused, r.path[0], err), nil
 		}
 		p.mu.Lock()
 		if ip := p.in[pid]; ip != nil {
 			ip.mu.Lock()
-			ip.seqs.take(r.seq)
+			ip.seqs.past(r.seq)
 			ip.mu.Unlock()
 		}
 		p.mu.Unlock()
