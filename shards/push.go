@@ -196,7 +196,10 @@ type pushes struct {
 	// latest maxForgotten; forgetOrder is their order.
 	forgotten   map[pushID]uint64
 	forgetOrder []pushID
-	started     chan struct{}
+	// joined is closed, and made anew, when this node takes a push
+	// (awaitJoin).
+	joined  chan struct{}
+	started chan struct{}
 }
 
 func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSource, open openSink) *pushes {
@@ -235,6 +238,7 @@ func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSourc
 		out:         make(map[pushID]*outPush),
 		in:          make(map[pushID]*inPush),
 		forgotten:   make(map[pushID]uint64),
+		joined:      make(chan struct{}),
 		started:     make(chan struct{}),
 	}
 }
@@ -678,9 +682,9 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.mu.Unlock()
 }
 
-// offerWaves are the receivers of a push to n in the order they are
-// offered it and told its end: a span group by group (members of a group
-// forward to the next), other plans all at once.
+// offerWaves are the receivers of a push to n in the order they are told
+// its end: a span group by group (members of a group forward to the
+// next), other plans all at once.
 func offerWaves(plan Plan, n int) [][]int {
 	if plan != PlanSpan {
 		all := make([]int, n)
@@ -701,21 +705,23 @@ func offerWaves(plan Plan, n int) [][]int {
 }
 
 // offerAll offers the push to every receiver still in it that has not
-// taken it, wave by wave (offerWaves), each not before its retryAt.
+// taken it, each not before its retryAt, all at once: a span's offers to
+// later groups go through members of the groups before, which take their
+// own offers meanwhile (awaitJoin). Wave by wave, the source waited for
+// each group's offers to come back before it sent the next's: G waves of
+// routes growing a hop each, seconds at N = 64, before the first piece.
 func (p *pushes) offerAll(ctx context.Context, op *outPush, msg []byte) {
 	now := time.Now()
-	for _, wave := range offerWaves(op.Plan, len(op.Members)) {
-		var wg sync.WaitGroup
-		for _, k := range wave {
-			op.mu.Lock()
-			due := op.live(k) && !op.joined[k] && !now.Before(op.retryAt[k])
-			op.mu.Unlock()
-			if due {
-				wg.Go(func() { p.offerTo(ctx, op, k, msg) })
-			}
+	var wg sync.WaitGroup
+	for k := range op.Members {
+		op.mu.Lock()
+		due := op.live(k) && !op.joined[k] && !now.Before(op.retryAt[k])
+		op.mu.Unlock()
+		if due {
+			wg.Go(func() { p.offerTo(ctx, op, k, msg) })
 		}
-		wg.Wait()
 	}
+	wg.Wait()
 }
 
 // offerTo offers the push to receiver k: a refusal makes it gone, any
@@ -962,7 +968,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			if !sentHere[i] {
 				sentHere[i] = true
 				to := k
-				if r := op.route(k); len(r) > 1 {
+				if r := op.route(k, false); len(r) > 1 {
 					to = r[0]
 				}
 				mine = append(mine, job{i, to})
@@ -1262,6 +1268,8 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	wctx, cancel := context.WithCancel(p.runCtx)
 	ip.cancel = cancel
 	p.in[o.Push] = ip
+	close(p.joined)
+	p.joined = make(chan struct{})
 	p.wg.Go(func() { p.runReceiver(wctx, ip) })
 	p.mu.Unlock()
 	ip.poke()

@@ -117,8 +117,10 @@ func spanBounds(g, n int) (lo, hi int) {
 // route is the path of a message from the source to receiver k: k alone,
 // or in a span one usable member of each group before k's (the one at
 // k's place in its group if it can), from the first group down. A group
-// with none usable is skipped. op.mu is held.
-func (op *outPush) route(k int) []int {
+// with none usable is skipped. An offer (offering) may go through members
+// that have not taken the push yet, but are not failing: they are
+// offered it at the same time (offerAll, awaitJoin). op.mu is held.
+func (op *outPush) route(k int, offering bool) []int {
 	n := len(op.Members)
 	if op.Plan != PlanSpan {
 		return []int{k}
@@ -129,7 +131,8 @@ func (op *outPush) route(k int) []int {
 		glo, ghi := spanBounds(gg, n)
 		first := glo + min(k-lo, ghi-glo-1)
 		for t := range ghi - glo {
-			if h := glo + (first-glo+t)%(ghi-glo); op.usable(h) {
+			h := glo + (first-glo+t)%(ghi-glo)
+			if op.usable(h) || offering && op.live(h) && op.fails[h] == 0 {
 				path = append(path, h)
 				break
 			}
@@ -143,7 +146,7 @@ func (op *outPush) route(k int) []int {
 // returns the member at fault when it fails: k, or a member on the way.
 func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte) (int, error) {
 	op.mu.Lock()
-	path := op.route(k)
+	path := op.route(k, msg[0] == pushOffer)
 	var seq uint64
 	if len(path) > 1 {
 		op.seq[k]++
@@ -432,6 +435,11 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		p.mu.Unlock()
 		return nil, nil
 	}
+	if ip == nil && len(r.path) > 1 && r.inner[0] == pushOffer {
+		// An offer to a member after this one: this node's own is on
+		// its way (offerAll).
+		ip = p.awaitJoin(ctx, pid)
+	}
 	if ip == nil {
 		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
 	}
@@ -493,6 +501,31 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		return routeStatus(routeRefused, next, err), nil
 	}
 	return ans, nil
+}
+
+// awaitJoin waits for this node to take push pid, for at most
+// min(BlockTimeout/8, 4·Repair): less than the BlockTimeout/4 each
+// forwarder waits less than the one before it (routeTimeout), so that a
+// wait that runs out still blames this node, not the member after it.
+// It returns nil if it did not.
+func (p *pushes) awaitJoin(ctx context.Context, pid pushID) *inPush {
+	t := time.NewTimer(min(p.cfg.BlockTimeout/8, 4*p.cfg.Repair))
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		ip, joined := p.in[pid], p.joined
+		p.mu.Unlock()
+		if ip != nil {
+			return ip
+		}
+		select {
+		case <-joined:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // distrust leaves member id out of ip's relays and of its reports' way up
