@@ -68,18 +68,27 @@ const (
 
 // The contexts of the signatures on routed push messages (Node.Sign).
 const (
-	sigDown = "catnest shards push down 2"
-	sigUp   = "catnest shards push report 2"
+	sigDown   = "catnest shards push down 3"
+	sigUp     = "catnest shards push report 3"
+	sigAnswer = "catnest shards push answer 3"
 )
 
 // maxRouteHops bounds a route's path: one member a group.
 const maxRouteHops = (MaxPushReceivers + spanGroup - 1) / spanGroup
 
-// What a routed message's answer says.
+// What a routed message's answer says. The target's own answers, that it
+// took the message or declined it, are signed by it (answer): a member on
+// the way could otherwise say the target took what it swallowed (a
+// receiver that never got the offer counted in, the push never ending
+// for it) or declined it (a receiver that declines an offer leaves the
+// push at once). What a member says of the member after it (unreachable,
+// refused) it cannot prove: it counts as a failed call, which leaves a
+// receiver only after GoneAfter, never as the target's refusal.
 const (
-	routeOK          byte = 0
 	routeUnreachable byte = 1 // the member named could not be reached
 	routeRefused     byte = 2 // the member named answered with an error
+	routeTaken       byte = 3 // the target took it, signed
+	routeDeclined    byte = 4 // the target declined it, signed
 )
 
 // errPushBusy is a receiver's refusal of an offer because it receives
@@ -117,7 +126,10 @@ func spanBounds(g, n int) (lo, hi int) {
 // route is the path of a message from the source to receiver k: k alone,
 // or in a span one usable member of each group before k's (the one at
 // k's place in its group if it can), from the first group down. A group
-// with none usable is skipped. An offer (offering) may go through members
+// with none usable is skipped. Each failed call to k in a row moves the
+// route on by one member in every group: a member on the way that says
+// k failed may be lying (it cannot prove it, checkAnswer), and the next
+// call goes around it. An offer (offering) may go through members
 // that have not taken the push yet, but are not failing: they are
 // offered it at the same time (offerAll, awaitJoin). op.mu is held.
 func (op *outPush) route(k int, offering bool) []int {
@@ -129,7 +141,7 @@ func (op *outPush) route(k int, offering bool) []int {
 	path := []int{k}
 	for gg := g - 1; gg >= 0; gg-- {
 		glo, ghi := spanBounds(gg, n)
-		first := glo + min(k-lo, ghi-glo-1)
+		first := glo + (min(k-lo, ghi-glo-1)+op.fails[k])%(ghi-glo)
 		for t := range ghi - glo {
 			h := glo + (first-glo+t)%(ghi-glo)
 			if op.usable(h) || offering && op.live(h) && op.fails[h] == 0 {
@@ -166,7 +178,14 @@ func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte)
 	if err != nil {
 		return path[0], err
 	}
-	return decodeRouteStatus(ans, op.Members)
+	at, err := checkAnswer(op.Push, path, seq, ans, op.Members)
+	if errors.Is(err, ErrBadFrame) {
+		// Forged or garbled on the way back, and the members after
+		// the first check what they pass back: the first passed it.
+		p.node.Penalize(op.Members[path[0]], "bad routed push answer")
+		return path[0], err
+	}
+	return at, err
 }
 
 // routeTimeout is how long a routed call along hops members waits for
@@ -340,8 +359,8 @@ func (p *pushes) forget(ip *inPush, ended bool) {
 	}
 }
 
-// routeStatus is the answer to a routed message that failed: how, and at
-// which member. A routed message its target took is answered empty.
+// routeStatus is a member's answer to a routed message that failed
+// after it: how, and at which member.
 func routeStatus(kind byte, member int, err error) []byte {
 	msg := err.Error()
 	if len(msg) > 200 {
@@ -352,24 +371,84 @@ func routeStatus(kind byte, member int, err error) []byte {
 	return append(b, msg...)
 }
 
-// decodeRouteStatus reads a routed message's answer: the member at fault
-// and an error, a *mesh.RemoteError when that member refused.
-func decodeRouteStatus(b []byte, members []mesh.ID) (int, error) {
-	if len(b) == 0 {
-		return -1, nil
+// answerSigned is what a target signs of its answer to a routed message:
+// the push, itself, the message's sequence number, taken or declined,
+// and why.
+func answerSigned(pid pushID, target int, seq uint64, kind byte, msg []byte) []byte {
+	b := make([]byte, 0, len(pid)+2+8+1+len(msg))
+	b = append(b, pid[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(target))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = append(b, kind)
+	return append(b, msg...)
+}
+
+// answer is this node's signed answer, as the target, to r: taken if err
+// is nil, else declined for err.
+func (p *pushes) answer(pid pushID, r routed, err error) ([]byte, error) {
+	target := r.path[len(r.path)-1]
+	kind, msg := routeTaken, ""
+	if err != nil {
+		kind, msg = routeDeclined, err.Error()
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
 	}
-	if len(b) < 3 || b[0] == routeOK || b[0] > routeRefused {
-		return -1, fmt.Errorf("%w: routed push answer", ErrBadFrame)
+	sig, serr := p.node.Sign(sigAnswer, answerSigned(pid, target, r.seq, kind, []byte(msg)))
+	if serr != nil {
+		return nil, fmt.Errorf("shards: push answer: %w", serr)
 	}
-	k := int(binary.BigEndian.Uint16(b[1:]))
-	if k >= len(members) {
-		return -1, fmt.Errorf("%w: routed push answer names member %d", ErrBadFrame, k)
+	b := make([]byte, 0, 5+len(sig)+len(msg))
+	b = append(b, kind)
+	b = binary.BigEndian.AppendUint16(b, uint16(target))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(sig)))
+	b = append(b, sig...)
+	return append(b, msg...), nil
+}
+
+// checkAnswer reads the answer to the routed message seq of push pid
+// along path (from the reader's next hop to the target): the member at
+// fault and an error, none if the target took it. The target's answer
+// counts only with its signature; declined, the error is a
+// *mesh.RemoteError (refusal, forgot). A member's claim about another on
+// the path is a *mesh.RemoteError of that member if it refused, but of
+// the target it is only a failed call. A malformed or forged answer is
+// ErrBadFrame, at -1.
+func checkAnswer(pid pushID, path []int, seq uint64, b []byte, members []mesh.ID) (int, error) {
+	if len(b) < 3 || len(b) > maxPushMsg {
+		return -1, fmt.Errorf("%w: routed push answer of %d bytes", ErrBadFrame, len(b))
 	}
-	msg := string(b[3:])
-	if b[0] == routeRefused {
-		return k, &mesh.RemoteError{Peer: members[k], Msg: msg}
+	kind, k := b[0], int(binary.BigEndian.Uint16(b[1:]))
+	target := path[len(path)-1]
+	if k >= len(members) || !slices.Contains(path, k) {
+		return -1, fmt.Errorf("%w: routed push answer names member %d, not on the way", ErrBadFrame, k)
 	}
-	return k, fmt.Errorf("shards: push route: %s unreachable: %s", members[k].Short(), msg)
+	switch kind {
+	case routeTaken, routeDeclined:
+		if k != target || len(b) < 5 {
+			return -1, fmt.Errorf("%w: routed push answer of member %d for %d", ErrBadFrame, k, target)
+		}
+		sl := int(binary.BigEndian.Uint16(b[3:]))
+		if sl == 0 || sl > mesh.MaxSignature || len(b) < 5+sl {
+			return -1, fmt.Errorf("%w: routed push answer with a signature of %d bytes", ErrBadFrame, sl)
+		}
+		sig, msg := b[5:5+sl], b[5+sl:]
+		if err := mesh.CheckSigned(members[k], sigAnswer, answerSigned(pid, k, seq, kind, msg), sig); err != nil {
+			return -1, fmt.Errorf("%w: routed push answer: %w", ErrBadFrame, err)
+		}
+		if kind == routeTaken {
+			return k, nil
+		}
+		return k, &mesh.RemoteError{Peer: members[k], Msg: string(msg)}
+	case routeRefused:
+		if k != target {
+			return k, &mesh.RemoteError{Peer: members[k], Msg: string(b[3:])}
+		}
+		return k, fmt.Errorf("shards: push route: %s refused, says the member before it: %s", members[k].Short(), b[3:])
+	case routeUnreachable:
+		return k, fmt.Errorf("shards: push route: %s unreachable: %s", members[k].Short(), b[3:])
+	}
+	return -1, fmt.Errorf("%w: routed push answer kind %d", ErrBadFrame, kind)
 }
 
 // refusal reports whether err is a receiver's final no: it answered with
@@ -415,7 +494,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		// Not scored down for a stale one or a replay: the member that
 		// passed it may be an honest one that could not tell.
 		if time.Now().Unix() > r.expires {
-			return routeStatus(routeRefused, r.path[0], errStaleOffer), nil
+			return p.answer(pid, r, errStaleOffer)
 		}
 		p.mu.Lock()
 		top, forgot := p.forgotten[pid]
@@ -424,7 +503,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			return nil, fmt.Errorf("%w: routed offer %d of push %s, which ended or went idle here", ErrBadFrame, r.seq, pid)
 		}
 		if err := p.onOffer(ctx, r.source, from, r.path[0], r.inner); err != nil {
-			return routeStatus(routeRefused, r.path[0], err), nil
+			return p.answer(pid, r, err)
 		}
 		p.mu.Lock()
 		if ip := p.in[pid]; ip != nil {
@@ -433,7 +512,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			ip.mu.Unlock()
 		}
 		p.mu.Unlock()
-		return nil, nil
+		return p.answer(pid, r, nil)
 	}
 	if ip == nil && len(r.path) > 1 && r.inner[0] == pushOffer {
 		// An offer to a member after this one: this node's own is on
@@ -441,7 +520,12 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip = p.awaitJoin(ctx, pid)
 	}
 	if ip == nil {
-		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+		err := fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+		if len(r.path) == 1 && r.check(pid) == nil {
+			// Signed, so that the source offers it again (forgot).
+			return p.answer(pid, r, err)
+		}
+		return nil, err
 	}
 	if ip.source != r.source || r.path[0] != ip.self || !upstream(ip.offer, from, r.source, ip.self) {
 		p.node.Penalize(from, "routed push message from outside the push")
@@ -470,10 +554,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			p.node.Penalize(from, "bad routed push message")
 			return nil, fmt.Errorf("%w: routed push message kind %d", ErrBadFrame, r.inner[0])
 		}
-		if err != nil {
-			return routeStatus(routeRefused, ip.self, err), nil
-		}
-		return nil, nil
+		return p.answer(pid, r, err)
 	}
 	next := r.path[1]
 	// The handler's wait ends with this node's pushes too, not only
@@ -497,7 +578,10 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	case err != nil:
 		return routeStatus(routeUnreachable, next, err), nil
 	}
-	if _, err := decodeRouteStatus(ans, ip.Members); errors.Is(err, ErrBadFrame) {
+	if _, err := checkAnswer(pid, r.path, r.seq, ans, ip.Members); errors.Is(err, ErrBadFrame) {
+		// The member after this one made it up, or passed on one
+		// made up: the source counts a failure against it.
+		p.node.Penalize(ip.Members[next], "bad routed push answer")
 		return routeStatus(routeRefused, next, err), nil
 	}
 	return ans, nil

@@ -103,10 +103,10 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 	// A span of 10: groups 0-4 and 5-9; the receiver is member 5, member
 	// 0 passes the source's messages on to it.
 	const n, self, fwd = 10, 5, 0
-	source := fuzzSigner(t)
+	source, key := fuzzSigner(t), fuzzSigner(t)
 	o := fuzzOffer(t)
 	o.Plan, o.Members = PlanSpan, nil
-	stub := &pushStubNode{id: testID(t)}
+	stub := &pushStubNode{id: key.ID()}
 	for k := range n {
 		id := testID(t)
 		if k == self {
@@ -117,7 +117,7 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 	cfg := DefaultPushConfig()
 	cfg.Accept = AcceptFrom(source.ID())
 	var opened atomic.Int32
-	p := newPushes(stub, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) {
+	p := newPushes(signingStub{stub, key}, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) {
 		opened.Add(1)
 		return &memSink{m: o.Manifest, held: NewBitfield(o.Manifest.NumPieces())}, nil
 	})
@@ -139,6 +139,15 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 		r := routed{source: source.ID(), path: []int{self}, seq: seq, expires: expires.Unix(), sig: sig, inner: inner}
 		return p.ServeMesh(ctx, &mesh.Message{From: o.Members[fwd], Protocol: ProtoPush, Payload: r.encode(o.Push), Request: true})
 	}
+	// taken reports whether the receiver answered message seq: taken,
+	// signed.
+	taken := func(seq uint64, ans []byte, err error) bool {
+		if err != nil {
+			return false
+		}
+		k, aerr := checkAnswer(o.Push, []int{self}, seq, ans, o.Members)
+		return k == self && aerr == nil
+	}
 	receiving := func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -147,12 +156,12 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 	fresh := time.Now().Add(routeTTL)
 	// Expired: refused, as a stale offer (the source offers directly).
 	ans, err := send(1, time.Now().Add(-time.Minute), offerMsg)
-	if _, aerr := decodeRouteStatus(ans, o.Members); err != nil || aerr == nil || !strings.Contains(aerr.Error(), errStaleOffer.Error()) || receiving() {
+	if _, aerr := checkAnswer(o.Push, []int{self}, 1, ans, o.Members); err != nil || !refusal(aerr) || !strings.Contains(aerr.Error(), errStaleOffer.Error()) || receiving() {
 		t.Fatalf("an expired routed offer: %v, %v; receiving %v", err, aerr, receiving())
 	}
 	// The source's, through member 0: taken.
 	ans, err = send(2, fresh, offerMsg)
-	if _, aerr := decodeRouteStatus(ans, o.Members); err != nil || aerr != nil || !receiving() {
+	if _, aerr := checkAnswer(o.Push, []int{self}, 2, ans, o.Members); err != nil || aerr != nil || !receiving() {
 		t.Fatalf("the source's routed offer: %v, %v; receiving %v", err, aerr, receiving())
 	}
 	// The end, then the offer passed on again: not taken.
@@ -160,12 +169,12 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 	if _, err := send(3, fresh, end); err != nil || receiving() {
 		t.Fatalf("the routed end: %v; receiving %v", err, receiving())
 	}
-	if ans, err := send(2, fresh, offerMsg); err == nil && len(ans) == 0 || receiving() || opened.Load() != 1 {
+	if ans, err := send(2, fresh, offerMsg); taken(2, ans, err) || receiving() || opened.Load() != 1 {
 		t.Fatalf("the offer replayed after the end: %q, %v; receiving %v, %d sinks opened", ans, err, receiving(), opened.Load())
 	}
 	// Nor one the source signed after the receiver's last (member 0
 	// kept it back): the source sends nothing after the end.
-	if ans, err := send(9, fresh, offerMsg); err == nil && len(ans) == 0 || receiving() {
+	if ans, err := send(9, fresh, offerMsg); taken(9, ans, err) || receiving() {
 		t.Fatalf("an offer kept back and passed on after the end: %q, %v; receiving %v", ans, err, receiving())
 	}
 	if penalties := stub.penalties.Load(); penalties != 0 {
@@ -178,7 +187,7 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 	if offerMsg, err = encodeOffer(o); err != nil {
 		t.Fatal(err)
 	}
-	if ans, err := send(1, fresh, offerMsg); err != nil || len(ans) != 0 || !receiving() {
+	if ans, err := send(1, fresh, offerMsg); !taken(1, ans, err) || !receiving() {
 		t.Fatalf("the second push's offer: %q, %v", ans, err)
 	}
 	p.mu.Lock()
@@ -187,15 +196,25 @@ func TestPushRoutedOfferReplay(t *testing.T) {
 	p.forget(ip, false)
 	p.mu.Unlock()
 	ip.cancel()
-	if ans, err := send(1, fresh, offerMsg); err == nil && len(ans) == 0 || receiving() {
+	if ans, err := send(1, fresh, offerMsg); taken(1, ans, err) || receiving() {
 		t.Fatalf("the offer replayed after the push went idle: %q, %v", ans, err)
 	}
-	if ans, err := send(5, fresh, offerMsg); err != nil || len(ans) != 0 || !receiving() {
+	if ans, err := send(5, fresh, offerMsg); !taken(5, ans, err) || !receiving() {
 		t.Fatalf("the source's new offer after the push went idle: %q, %v", ans, err)
 	}
 	// An order the source sent before (seq 4, under the new offer's 5)
 	// is not taken.
-	if ans, err := send(4, fresh, encodeOrder(o.Push, 1, []uint32{0})); err == nil && len(ans) == 0 {
+	if ans, err := send(4, fresh, encodeOrder(o.Push, 1, []uint32{0})); taken(4, ans, err) {
 		t.Fatal("an order older than the new offer was taken")
 	}
+}
+
+// signingStub is a pushStubNode that signs with key.
+type signingStub struct {
+	*pushStubNode
+	key *mesh.Node
+}
+
+func (s signingStub) Sign(context string, msg []byte) ([]byte, error) {
+	return s.key.Sign(context, msg)
 }
