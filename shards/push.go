@@ -37,7 +37,7 @@ import (
 //	end:   (nothing)                                      source -> receiver
 //
 // and in a span push the routed ones of pushroute.go, signed end to end.
-const ProtoPush = "shards/push/2"
+const ProtoPush = "shards/push/3"
 
 const (
 	pushOffer byte = 1 + iota
@@ -184,12 +184,21 @@ type pushes struct {
 	// maxBuffered: see the constant; tests lower it.
 	maxBuffered int64
 
-	mu      sync.Mutex
-	runCtx  context.Context // set while serve runs; workers start under it
-	wg      sync.WaitGroup
-	out     map[pushID]*outPush
-	done    []pushID // finished outgoing pushes, oldest first
-	in      map[pushID]*inPush
+	mu     sync.Mutex
+	runCtx context.Context // set while serve runs; workers start under it
+	wg     sync.WaitGroup
+	out    map[pushID]*outPush
+	done   []pushID // finished outgoing pushes, oldest first
+	in     map[pushID]*inPush
+	// forgotten holds the pushes received that ended or went idle
+	// here, with the highest sequence number of a routed message taken
+	// (onRoute: a routed offer replayed does not start one again), the
+	// latest maxForgotten; forgetOrder is their order.
+	forgotten   map[pushID]uint64
+	forgetOrder []pushID
+	// joined is closed, and made anew, when this node takes a push
+	// (awaitJoin).
+	joined  chan struct{}
 	started chan struct{}
 }
 
@@ -228,6 +237,8 @@ func newPushes(node Node, log *slog.Logger, cfg PushConfig, sources []pieceSourc
 		maxBuffered: maxBuffered,
 		out:         make(map[pushID]*outPush),
 		in:          make(map[pushID]*inPush),
+		forgotten:   make(map[pushID]uint64),
+		joined:      make(chan struct{}),
 		started:     make(chan struct{}),
 	}
 }
@@ -671,9 +682,9 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	p.mu.Unlock()
 }
 
-// offerWaves are the receivers of a push to n in the order they are
-// offered it and told its end: a span group by group (members of a group
-// forward to the next), other plans all at once.
+// offerWaves are the receivers of a push to n in the order they are told
+// its end: a span group by group (members of a group forward to the
+// next), other plans all at once.
 func offerWaves(plan Plan, n int) [][]int {
 	if plan != PlanSpan {
 		all := make([]int, n)
@@ -694,21 +705,23 @@ func offerWaves(plan Plan, n int) [][]int {
 }
 
 // offerAll offers the push to every receiver still in it that has not
-// taken it, wave by wave (offerWaves), each not before its retryAt.
+// taken it, each not before its retryAt, all at once: a span's offers to
+// later groups go through members of the groups before, which take their
+// own offers meanwhile (awaitJoin). Wave by wave, the source waited for
+// each group's offers to come back before it sent the next's: G waves of
+// routes growing a hop each, seconds at N = 64, before the first piece.
 func (p *pushes) offerAll(ctx context.Context, op *outPush, msg []byte) {
 	now := time.Now()
-	for _, wave := range offerWaves(op.Plan, len(op.Members)) {
-		var wg sync.WaitGroup
-		for _, k := range wave {
-			op.mu.Lock()
-			due := op.live(k) && !op.joined[k] && !now.Before(op.retryAt[k])
-			op.mu.Unlock()
-			if due {
-				wg.Go(func() { p.offerTo(ctx, op, k, msg) })
-			}
+	var wg sync.WaitGroup
+	for k := range op.Members {
+		op.mu.Lock()
+		due := op.live(k) && !op.joined[k] && !now.Before(op.retryAt[k])
+		op.mu.Unlock()
+		if due {
+			wg.Go(func() { p.offerTo(ctx, op, k, msg) })
 		}
-		wg.Wait()
 	}
+	wg.Wait()
 }
 
 // offerTo offers the push to receiver k: a refusal makes it gone, any
@@ -722,10 +735,10 @@ func (p *pushes) offerTo(ctx context.Context, op *outPush, k int, msg []byte) {
 		op.mu.Unlock()
 		op.poke()
 	case ctx.Err() != nil:
-	case at == k && refusal(err) && strings.Contains(err.Error(), errNotForwarder.Error()):
-		// It takes pushes from this node but not from the member
-		// that forwarded it: offered directly, it reports directly,
-		// and the source links to it as to the first group.
+	case at == k && refusal(err) && strings.Contains(err.Error(), errStaleOffer.Error()):
+		// Its clock is ahead of this node's by more than routeTTL:
+		// offered directly, it reports directly, and the source
+		// links to it as to the first group.
 		if err = p.call(ctx, op.Members[k], msg); err == nil {
 			op.mu.Lock()
 			op.joined[k], op.fails[k] = true, 0
@@ -955,7 +968,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			if !sentHere[i] {
 				sentHere[i] = true
 				to := k
-				if r := op.route(k); len(r) > 1 {
+				if r := op.route(k, false); len(r) > 1 {
 					to = r[0]
 				}
 				mine = append(mine, job{i, to})
@@ -1186,6 +1199,7 @@ func (p *pushes) onEnd(source mesh.ID, pid pushID) {
 	ip := p.in[pid]
 	if ip != nil && ip.source == source {
 		delete(p.in, pid)
+		p.forget(ip, true)
 		ip.cancel()
 	}
 	p.mu.Unlock()
@@ -1215,11 +1229,6 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	if p.cfg.Accept == nil || !p.cfg.Accept(from, o.ID, o.Name, o.Manifest.Size) {
 		return errors.New("shards: push refused: this node does not take pushes from " + from.Short())
 	}
-	// A forwarder could forge the offer: take it only from one this node
-	// would take a push from itself.
-	if fwd != "" && !p.cfg.Accept(fwd, o.ID, o.Name, o.Manifest.Size) {
-		return fmt.Errorf("%w: %s", errNotForwarder, fwd.Short())
-	}
 	p.mu.Lock()
 	if ip := p.in[o.Push]; ip != nil {
 		p.mu.Unlock()
@@ -1241,6 +1250,13 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 		downUntil: make([]time.Time, len(o.Members)), downs: make([]int, len(o.Members)),
 		bad: make(map[int]bool), asm: make(map[asmKey]*assembly), perPeer: make(map[int]int),
 		queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), lastSeen: time.Now()}
+	p.mu.Lock()
+	if top, ok := p.forgotten[o.Push]; ok {
+		// Taken before and forgotten: the routed messages of then
+		// are not taken again (onRoute).
+		ip.seqs.past(top)
+	}
+	p.mu.Unlock()
 	if !ip.have.Valid(o.Manifest.NumPieces()) {
 		return fmt.Errorf("shards: push refused: sink holds a bitfield of %d bytes", len(ip.have))
 	}
@@ -1252,6 +1268,8 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	wctx, cancel := context.WithCancel(p.runCtx)
 	ip.cancel = cancel
 	p.in[o.Push] = ip
+	close(p.joined)
+	p.joined = make(chan struct{})
 	p.wg.Go(func() { p.runReceiver(wctx, ip) })
 	p.mu.Unlock()
 	ip.poke()
@@ -1520,6 +1538,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 		p.mu.Lock()
 		if p.in[ip.Push] == ip {
 			delete(p.in, ip.Push)
+			p.forget(ip, false)
 		}
 		p.mu.Unlock()
 	}()

@@ -3,7 +3,9 @@ package shards
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,11 +277,12 @@ func TestPushForwarderForgesDownstream(t *testing.T) {
 	seq := op.seq[victim]
 	op.mu.Unlock()
 	probe := encodeOrder(push, victim, nil)
-	sig, err := src.node.Sign(sigDown, downSigned(push, victim, seq, probe))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := src.node.Sign(sigDown, downSigned(push, victim, seq, expires, probe))
 	if err != nil {
 		t.Fatal(err)
 	}
-	captured := routed{source: src.node.ID(), path: []int{victim}, seq: seq, sig: sig, inner: probe}.encode(push)
+	captured := routed{source: src.node.ID(), path: []int{victim}, seq: seq, expires: expires, sig: sig, inner: probe}.encode(push)
 	if err := forge(recv[victim], captured); err != nil {
 		t.Errorf("the source's probe, passed on: %v", err)
 	}
@@ -331,9 +334,86 @@ func forgedReport(t *testing.T, pp *pushPeer, pid pushID, origin int, bad map[in
 func forgedRoute(t *testing.T, pp *pushPeer, pid pushID, source mesh.ID, target int, inner []byte) []byte {
 	t.Helper()
 	const seq = 1 << 40 // ahead of any the source used
-	sig, err := pp.node.Sign(sigDown, downSigned(pid, target, seq, inner))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := pp.node.Sign(sigDown, downSigned(pid, target, seq, expires, inner))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return routed{source: source, path: []int{target}, seq: seq, sig: sig, inner: inner}.encode(pid)
+	return routed{source: source, path: []int{target}, seq: seq, expires: expires, sig: sig, inner: inner}.encode(pid)
+}
+
+// TestPushForwarderForgesAnswers: a member of the first group of a span
+// push to 24 receivers, through which the source reaches the members at
+// its place in the groups after, answers for them without passing
+// anything on: to their offers that they refused (a receiver that
+// refuses an offer leaves the push at once; "refused" only), to every
+// other routed message that they took it (a receiver counted in that never got the
+// offer, or the orders and probes meant to repair it). The receivers take
+// pushes from the source only. Their answers are signed by them
+// (checkAnswer), so the made-up ones count as failed calls: the source
+// routes around the forwarder and every other receiver ends with the
+// file, the source uploading at most 1.1x the file and its stripe.
+func TestPushForwarderForgesAnswers(t *testing.T) {
+	for _, refuse := range []bool{true, false} {
+		t.Run(map[bool]string{true: "refused", false: "taken"}[refuse], func(t *testing.T) { pushForwarderForgesAnswers(t, refuse) })
+	}
+}
+
+func pushForwarderForgesAnswers(t *testing.T, refuse bool) {
+	checkPushGoroutines(t)
+	const size = 4 << 20
+	want := randomFile(34, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	cfg.GoneAfter = 3 * time.Second
+	peers := pushNet(t, nw, 25, want, cfg, 0, nil)
+	src, recv := peers[0], peers[1:]
+	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	// Groups of a span of 24: 0-7, 8-15, 16-23; member 3 forwards for
+	// 11 and 19.
+	const hostile = 3
+	var forged atomic.Int32
+	h := recv[hostile]
+	h.node.Handle(ProtoPush, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		b := m.Payload
+		if len(b) > pushHeader && b[0] == pushRoute {
+			if r, err := decodeRoute(b, 24); err == nil && len(r.path) > 1 {
+				forged.Add(1)
+				target := r.path[len(r.path)-1]
+				if refuse && r.inner[0] == pushOffer {
+					return routeStatus(routeRefused, target, errors.New("shards: push refused: not for me")), nil
+				}
+				return nil, nil // "taken", as the protocol's answers were unsigned
+			}
+		}
+		return h.p.ServeMesh(ctx, m)
+	}))
+	lim := rate.NewLimiter(rate.Limit(2<<20), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanSpan, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := pushDone(t, src, pid, 2*time.Minute)
+	if forged.Load() == 0 {
+		t.Fatal("no routed message went through the forwarder: the test tests nothing")
+	}
+	for k, pp := range recv {
+		if k == hostile {
+			continue
+		}
+		if s := pp.getSink(); s == nil || !s.whole(src.src.id) || st.Receivers[k].State != "done" {
+			t.Errorf("receiver %d is not whole; status %+v", k, st.Receivers[k])
+		}
+	}
+	t.Logf("%d answers made up; the source uploaded %.3fx the file", forged.Load(), float64(st.Uploaded)/size)
+	if st.Uploaded > size*11/10+size/8 {
+		t.Errorf("the source uploaded %.3fx the file", float64(st.Uploaded)/size)
+	}
 }

@@ -183,8 +183,10 @@ func FuzzDecodeRoute(f *testing.F) {
 	pid := pushID{3}
 	signer := fuzzSigner(f)
 	f.Add(signedRoute(f, signer, pid, []int{0, 5, 9}, 7, append([]byte{pushEnd}, pid[:]...)), 10)
-	f.Add(routeStatus(routeRefused, 2, errors.New("no")), 3)
-	f.Add(routeStatus(routeUnreachable, 7, errors.New("gone")), 3)
+	f.Add(routeStatus(routeRefused, 5, errors.New("no")), 3)
+	f.Add(routeStatus(routeUnreachable, 9, errors.New("gone")), 3)
+	f.Add(routeStatus(routeRefused, 2, errors.New("off the way")), 3)
+	f.Add([]byte{routeTaken, 0, 9, 0, 3, 1, 2, 3}, 10)
 	f.Fuzz(func(t *testing.T, b []byte, members int) {
 		members = members % (MaxPushReceivers + 1)
 		if r, err := decodeRoute(b, members); err == nil {
@@ -220,8 +222,12 @@ func FuzzDecodeRoute(f *testing.F) {
 				}
 			}
 		}
+		// An answer to message 7 along members 0, 5, 9: none is the
+		// target's (9) without its signature, and none names a member
+		// off the way.
 		ids := fuzzMembers[:]
-		if k, err := decodeRouteStatus(b, ids); err == nil && k != -1 || k >= len(ids) {
+		path := []int{0, 5, 9}
+		if k, err := checkAnswer(pid, path, 7, b, ids); err == nil || k >= 0 && !slices.Contains(path, k) {
 			t.Fatalf("answer names member %d (err %v)", k, err)
 		}
 	})
@@ -284,9 +290,10 @@ func fuzzSigner(tb testing.TB) *mesh.Node {
 // signedRoute is msg routed along path from signer, the source, signed.
 func signedRoute(tb testing.TB, signer *mesh.Node, pid pushID, path []int, seq uint64, msg []byte) []byte {
 	tb.Helper()
-	sig, err := signer.Sign(sigDown, downSigned(pid, path[len(path)-1], seq, msg))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := signer.Sign(sigDown, downSigned(pid, path[len(path)-1], seq, expires, msg))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return routed{source: signer.ID(), path: path, seq: seq, sig: sig, inner: msg}.encode(pid)
+	return routed{source: signer.ID(), path: path, seq: seq, expires: expires, sig: sig, inner: msg}.encode(pid)
 }

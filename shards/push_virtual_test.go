@@ -1,12 +1,15 @@
 package shards
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/catnest/catnest/mesh/meshtest"
 )
 
 var benchPushVirtual = flag.Bool("push.virtual", false, "run TestPushKumarRossVirtual: BenchmarkPushKumarRoss in virtual time")
@@ -148,4 +151,65 @@ func pushMinTail(plan Plan, n, pieces int) float64 {
 		return float64(count-1+w-1) / float64(pieces)
 	}
 	return float64(n-1) / float64(pieces)
+}
+
+// TestPushSpanOffersVirtual: the source of a span push to 40 receivers
+// (5 groups) reaches the last group through a member of each group
+// before, links 5–50 ms one way, in virtual time. Every receiver has
+// taken the offer within one round trip down the longest route, 2·G hops
+// of at most 50 ms: the source offers every group at once, and a member
+// on the way waits for its own offer rather than the source waiting for
+// each group's answers before offering the next (then the offers took
+// the sum of G round trips of growing length, seconds at N = 64, before
+// the first piece). The links are made before, as the benchmark's
+// (schemeLinks); TestPushSpanBoundedLinks counts the source's.
+func TestPushSpanOffersVirtual(t *testing.T) {
+	const n = 40
+	const maxLatency = 50 * time.Millisecond
+	want := randomFile(8, 1<<20)
+	synctest.Test(t, func(t *testing.T) {
+		nw := meshtest.NewNetwork()
+		nw.Latency, nw.MaxLatency = 5*time.Millisecond, maxLatency
+		peers := pushNet(t, nw, n+1, want, DefaultPushConfig(), 0, nil)
+		src, recv := peers[0], peers[1:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		linkAll(ctx, t, peers, schemeLinks(string(PlanSpan), n+1))
+		start := time.Now()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanSpan, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		push, err := parsePushID(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for joined := 0; joined < n; time.Sleep(time.Millisecond) {
+			joined = 0
+			for _, pp := range recv {
+				if pp.holds(push) {
+					joined++
+				}
+			}
+			if time.Since(start) > time.Minute {
+				t.Fatalf("%d of %d receivers took the offer in a minute", joined, n)
+			}
+		}
+		took := time.Since(start)
+		groups, _, _ := spanGroups(n)
+		limit := time.Duration(2*groups)*maxLatency + 10*time.Millisecond
+		t.Logf("every receiver took the offer after %v (at most %v)", took, limit)
+		if took > limit {
+			t.Errorf("the offers took %v, more than a round trip down the longest route (%v)", took, limit)
+		}
+		pushDone(t, src, pid, 5*time.Minute)
+		for k, pp := range recv {
+			if !pp.getSink().whole(src.src.id) {
+				t.Errorf("receiver %d does not hold the file", k)
+			}
+		}
+	})
 }

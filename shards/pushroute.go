@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ import (
 // source needs about spanGroup links whatever the number of receivers,
 // and a receiver no more than the plan's relays give it.
 //
-//	route: source id, count, path (member indices), seq, signature, inner   down
+//	route: source id, count, path (member indices), seq, expiry, signature, inner   down
 //	up:    origin (member index), signature, inner report                   up
 //
 // A down message's path starts with the member it is sent to and ends
@@ -36,8 +37,8 @@ import (
 // (the source stops serving it), end the push for it, or blame an honest
 // member as corrupt. So each routed message is signed end to end with the
 // node keys (Node.Sign, mesh.CheckSigned): the source signs what it sends
-// down over the push id, its target's member index, a sequence number
-// and the message (sigDown), a receiver what it sends up over the push
+// down over the push id, its target's member index, a sequence number,
+// an expiry and the message (sigDown), a receiver what it sends up over the push
 // id, its own index and the report (sigUp). Every member on the way
 // checks the signature before it passes a message on, as the target
 // does: so a forged or altered message is caught by the first honest
@@ -50,9 +51,16 @@ import (
 // only grow within a push, so an earlier report of the same push says
 // nothing that is no longer true, and one of another push does not check
 // out (the push id, a fresh random nonce per push, is signed). A routed
-// offer is taken only when the receiver would take a push from the
-// forwarder itself too (Accept): the signature says the source offered
-// it, not that it still does.
+// offer passes Accept on its signer, the source, as a direct one does:
+// the forwarder can neither make it nor alter it, so a receiver that
+// takes pushes from the source alone (--accept-push SOURCE) is reached
+// through the groups before it and the source links to the first group
+// only. That the source signed an offer once does not say it still
+// offers it: a routed offer is taken only before its signed expiry
+// (routeTTL), and not again for a push this node received and forgot
+// (ended, or idle) unless its sequence number is newer than every one
+// taken then (pushes.forgotten): an offer replayed after the end would
+// start the push again for nothing.
 const (
 	pushRoute byte = 0x10 + iota
 	pushUp
@@ -60,28 +68,49 @@ const (
 
 // The contexts of the signatures on routed push messages (Node.Sign).
 const (
-	sigDown = "catnest shards push down 2"
-	sigUp   = "catnest shards push report 2"
+	sigDown   = "catnest shards push down 3"
+	sigUp     = "catnest shards push report 3"
+	sigAnswer = "catnest shards push answer 3"
 )
 
 // maxRouteHops bounds a route's path: one member a group.
 const maxRouteHops = (MaxPushReceivers + spanGroup - 1) / spanGroup
 
-// What a routed message's answer says.
+// What a routed message's answer says. The target's own answers, that it
+// took the message or declined it, are signed by it (answer): a member on
+// the way could otherwise say the target took what it swallowed (a
+// receiver that never got the offer counted in, the push never ending
+// for it) or declined it (a receiver that declines an offer leaves the
+// push at once). What a member says of the member after it (unreachable,
+// refused) it cannot prove: it counts as a failed call, which leaves a
+// receiver only after GoneAfter, never as the target's refusal.
 const (
-	routeOK          byte = 0
 	routeUnreachable byte = 1 // the member named could not be reached
 	routeRefused     byte = 2 // the member named answered with an error
+	routeTaken       byte = 3 // the target took it, signed
+	routeDeclined    byte = 4 // the target declined it, signed
 )
 
 // errPushBusy is a receiver's refusal of an offer because it receives
 // MaxIncoming pushes already: the source tries it again later.
 var errPushBusy = errors.New("shards: push refused: busy")
 
-// errNotForwarder is a receiver's refusal of an offer forwarded by a
-// member it does not take pushes from (Accept): the source offers it
-// directly instead.
-var errNotForwarder = errors.New("shards: push refused: not taken forwarded by")
+// errStaleOffer is a receiver's refusal of a routed offer past its
+// expiry: a replayed one, or the receiver's clock is ahead of the
+// source's by more than routeTTL; the source offers it directly then.
+var errStaleOffer = errors.New("shards: push refused: routed offer expired")
+
+// routeTTL is how long after the source signed it a routed message is
+// taken as an offer. Each offer is signed anew (callMember), so it is
+// only the clock difference between the nodes it must cover, and the
+// time a message takes down the groups.
+const routeTTL = 10 * time.Minute
+
+// maxForgotten bounds pushes.forgotten: the pushes this node received
+// and forgot, which it does not start again from a routed offer
+// replayed (older ones expired, routeTTL, unless a node takes more
+// than this many pushes within it).
+const maxForgotten = 256
 
 // spanBounds are the members [lo, hi) of group g of a span push to n.
 func spanBounds(g, n int) (lo, hi int) {
@@ -97,8 +126,13 @@ func spanBounds(g, n int) (lo, hi int) {
 // route is the path of a message from the source to receiver k: k alone,
 // or in a span one usable member of each group before k's (the one at
 // k's place in its group if it can), from the first group down. A group
-// with none usable is skipped. op.mu is held.
-func (op *outPush) route(k int) []int {
+// with none usable is skipped. Each failed call to k in a row moves the
+// route on by one member in every group: a member on the way that says
+// k failed may be lying (it cannot prove it, checkAnswer), and the next
+// call goes around it. An offer (offering) may go through members
+// that have not taken the push yet, but are not failing: they are
+// offered it at the same time (offerAll, awaitJoin). op.mu is held.
+func (op *outPush) route(k int, offering bool) []int {
 	n := len(op.Members)
 	if op.Plan != PlanSpan {
 		return []int{k}
@@ -107,9 +141,10 @@ func (op *outPush) route(k int) []int {
 	path := []int{k}
 	for gg := g - 1; gg >= 0; gg-- {
 		glo, ghi := spanBounds(gg, n)
-		first := glo + min(k-lo, ghi-glo-1)
+		first := glo + (min(k-lo, ghi-glo-1)+op.fails[k])%(ghi-glo)
 		for t := range ghi - glo {
-			if h := glo + (first-glo+t)%(ghi-glo); op.usable(h) {
+			h := glo + (first-glo+t)%(ghi-glo)
+			if op.usable(h) || offering && op.live(h) && op.fails[h] == 0 {
 				path = append(path, h)
 				break
 			}
@@ -123,7 +158,7 @@ func (op *outPush) route(k int) []int {
 // returns the member at fault when it fails: k, or a member on the way.
 func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte) (int, error) {
 	op.mu.Lock()
-	path := op.route(k)
+	path := op.route(k, msg[0] == pushOffer)
 	var seq uint64
 	if len(path) > 1 {
 		op.seq[k]++
@@ -133,16 +168,24 @@ func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte)
 	if len(path) == 1 {
 		return k, p.call(ctx, op.Members[k], msg)
 	}
-	sig, err := p.node.Sign(sigDown, downSigned(op.Push, k, seq, msg))
+	expires := time.Now().Add(routeTTL).Unix()
+	sig, err := p.node.Sign(sigDown, downSigned(op.Push, k, seq, expires, msg))
 	if err != nil {
 		return -1, fmt.Errorf("shards: push: %w", err)
 	}
-	r := routed{source: p.node.ID(), path: path, seq: seq, sig: sig, inner: msg}
+	r := routed{source: p.node.ID(), path: path, seq: seq, expires: expires, sig: sig, inner: msg}
 	ans, err := p.request(ctx, op.Members[path[0]], r.encode(op.Push), p.routeTimeout(len(path)))
 	if err != nil {
 		return path[0], err
 	}
-	return decodeRouteStatus(ans, op.Members)
+	at, err := checkAnswer(op.Push, path, seq, ans, op.Members)
+	if errors.Is(err, ErrBadFrame) {
+		// Forged or garbled on the way back, and the members after
+		// the first check what they pass back: the first passed it.
+		p.node.Penalize(op.Members[path[0]], "bad routed push answer")
+		return path[0], err
+	}
+	return at, err
 }
 
 // routeTimeout is how long a routed call along hops members waits for
@@ -164,13 +207,16 @@ type routed struct {
 	source mesh.ID
 	path   []int
 	seq    uint64
-	sig    []byte
-	inner  []byte
+	// expires is when it stops being taken as an offer (Unix seconds,
+	// the source's clock: routeTTL).
+	expires int64
+	sig     []byte
+	inner   []byte
 }
 
 // routeFixed is the size of a routed message's fields of fixed size:
-// kind and push id, source, hop count, seq and signature length.
-const routeFixed = pushHeader + idSize + 1 + 8 + 2
+// kind and push id, source, hop count, seq, expiry and signature length.
+const routeFixed = pushHeader + idSize + 1 + 8 + 8 + 2
 
 // encode wraps r to go along r.path.
 func (r routed) encode(pid pushID) []byte {
@@ -183,25 +229,27 @@ func (r routed) encode(pid pushID) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(h))
 	}
 	b = binary.BigEndian.AppendUint64(b, r.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.expires))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.sig)))
 	b = append(b, r.sig...)
 	return append(b, r.inner...)
 }
 
 // downSigned is what the source signs of a down message: the push, the
-// target, the sequence number and the message.
-func downSigned(pid pushID, target int, seq uint64, inner []byte) []byte {
-	b := make([]byte, 0, len(pid)+2+8+len(inner))
+// target, the sequence number, the expiry and the message.
+func downSigned(pid pushID, target int, seq uint64, expires int64, inner []byte) []byte {
+	b := make([]byte, 0, len(pid)+2+8+8+len(inner))
 	b = append(b, pid[:]...)
 	b = binary.BigEndian.AppendUint16(b, uint16(target))
 	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
 	return append(b, inner...)
 }
 
 // check checks the source's signature on r, a message of push pid.
 func (r routed) check(pid pushID) error {
 	target := r.path[len(r.path)-1]
-	if err := mesh.CheckSigned(r.source, sigDown, downSigned(pid, target, r.seq, r.inner), r.sig); err != nil {
+	if err := mesh.CheckSigned(r.source, sigDown, downSigned(pid, target, r.seq, r.expires, r.inner), r.sig); err != nil {
 		return fmt.Errorf("%w: routed push message: %w", ErrBadFrame, err)
 	}
 	return nil
@@ -225,7 +273,7 @@ func decodeRoute(b []byte, members int) (routed, error) {
 	b = b[pushHeader+idSize:]
 	n := int(b[0])
 	b = b[1:]
-	if n == 0 || n > maxRouteHops || len(b) < 2*n+8+2 {
+	if n == 0 || n > maxRouteHops || len(b) < 2*n+8+8+2 {
 		return r, fmt.Errorf("%w: route of %d hops", ErrBadFrame, n)
 	}
 	path := make([]int, n)
@@ -236,12 +284,13 @@ func decodeRoute(b []byte, members int) (routed, error) {
 	}
 	b = b[2*n:]
 	seq := binary.BigEndian.Uint64(b)
-	sl := int(binary.BigEndian.Uint16(b[8:]))
-	b = b[10:]
+	expires := int64(binary.BigEndian.Uint64(b[8:]))
+	sl := int(binary.BigEndian.Uint16(b[16:]))
+	b = b[18:]
 	if sl == 0 || sl > mesh.MaxSignature || len(b) < sl+pushHeader {
 		return r, fmt.Errorf("%w: routed push message with a signature of %d bytes", ErrBadFrame, sl)
 	}
-	return routed{source: source, path: path, seq: seq, sig: b[:sl], inner: b[sl:]}, nil
+	return routed{source: source, path: path, seq: seq, expires: expires, sig: b[:sl], inner: b[sl:]}, nil
 }
 
 // seqWindow remembers which of the last 64 sequence numbers of down
@@ -278,8 +327,40 @@ func (w *seqWindow) take(seq uint64) bool {
 	return true
 }
 
-// routeStatus is the answer to a routed message that failed: how, and at
-// which member. A routed message its target took is answered empty.
+// past makes every sequence number up to top count as taken: a receiver
+// that takes an offer numbered top, or takes again a push it forgot,
+// takes none of the source's earlier messages (a replayed order would
+// have it upload its pieces again). The source numbers each receiver's
+// messages in order, so an honest one it sends later is newer.
+func (w *seqWindow) past(top uint64) {
+	if top >= w.top {
+		w.top, w.seen = top, ^uint64(0)
+	}
+}
+
+// forget records that this node no longer receives ip: the source ended
+// it, and sends no more to it, or it went idle, and the source may offer
+// it again, with a newer sequence number than the last taken. p.mu is
+// held.
+func (p *pushes) forget(ip *inPush, ended bool) {
+	ip.mu.Lock()
+	top := ip.seqs.top
+	ip.mu.Unlock()
+	if ended {
+		top = math.MaxUint64
+	}
+	if _, ok := p.forgotten[ip.Push]; !ok {
+		p.forgetOrder = append(p.forgetOrder, ip.Push)
+	}
+	p.forgotten[ip.Push] = max(top, p.forgotten[ip.Push])
+	for len(p.forgetOrder) > maxForgotten {
+		delete(p.forgotten, p.forgetOrder[0])
+		p.forgetOrder = p.forgetOrder[1:]
+	}
+}
+
+// routeStatus is a member's answer to a routed message that failed
+// after it: how, and at which member.
 func routeStatus(kind byte, member int, err error) []byte {
 	msg := err.Error()
 	if len(msg) > 200 {
@@ -290,24 +371,84 @@ func routeStatus(kind byte, member int, err error) []byte {
 	return append(b, msg...)
 }
 
-// decodeRouteStatus reads a routed message's answer: the member at fault
-// and an error, a *mesh.RemoteError when that member refused.
-func decodeRouteStatus(b []byte, members []mesh.ID) (int, error) {
-	if len(b) == 0 {
-		return -1, nil
+// answerSigned is what a target signs of its answer to a routed message:
+// the push, itself, the message's sequence number, taken or declined,
+// and why.
+func answerSigned(pid pushID, target int, seq uint64, kind byte, msg []byte) []byte {
+	b := make([]byte, 0, len(pid)+2+8+1+len(msg))
+	b = append(b, pid[:]...)
+	b = binary.BigEndian.AppendUint16(b, uint16(target))
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = append(b, kind)
+	return append(b, msg...)
+}
+
+// answer is this node's signed answer, as the target, to r: taken if err
+// is nil, else declined for err.
+func (p *pushes) answer(pid pushID, r routed, err error) ([]byte, error) {
+	target := r.path[len(r.path)-1]
+	kind, msg := routeTaken, ""
+	if err != nil {
+		kind, msg = routeDeclined, err.Error()
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
 	}
-	if len(b) < 3 || b[0] == routeOK || b[0] > routeRefused {
-		return -1, fmt.Errorf("%w: routed push answer", ErrBadFrame)
+	sig, serr := p.node.Sign(sigAnswer, answerSigned(pid, target, r.seq, kind, []byte(msg)))
+	if serr != nil {
+		return nil, fmt.Errorf("shards: push answer: %w", serr)
 	}
-	k := int(binary.BigEndian.Uint16(b[1:]))
-	if k >= len(members) {
-		return -1, fmt.Errorf("%w: routed push answer names member %d", ErrBadFrame, k)
+	b := make([]byte, 0, 5+len(sig)+len(msg))
+	b = append(b, kind)
+	b = binary.BigEndian.AppendUint16(b, uint16(target))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(sig)))
+	b = append(b, sig...)
+	return append(b, msg...), nil
+}
+
+// checkAnswer reads the answer to the routed message seq of push pid
+// along path (from the reader's next hop to the target): the member at
+// fault and an error, none if the target took it. The target's answer
+// counts only with its signature; declined, the error is a
+// *mesh.RemoteError (refusal, forgot). A member's claim about another on
+// the path is a *mesh.RemoteError of that member if it refused, but of
+// the target it is only a failed call. A malformed or forged answer is
+// ErrBadFrame, at -1.
+func checkAnswer(pid pushID, path []int, seq uint64, b []byte, members []mesh.ID) (int, error) {
+	if len(b) < 3 || len(b) > maxPushMsg {
+		return -1, fmt.Errorf("%w: routed push answer of %d bytes", ErrBadFrame, len(b))
 	}
-	msg := string(b[3:])
-	if b[0] == routeRefused {
-		return k, &mesh.RemoteError{Peer: members[k], Msg: msg}
+	kind, k := b[0], int(binary.BigEndian.Uint16(b[1:]))
+	target := path[len(path)-1]
+	if k >= len(members) || !slices.Contains(path, k) {
+		return -1, fmt.Errorf("%w: routed push answer names member %d, not on the way", ErrBadFrame, k)
 	}
-	return k, fmt.Errorf("shards: push route: %s unreachable: %s", members[k].Short(), msg)
+	switch kind {
+	case routeTaken, routeDeclined:
+		if k != target || len(b) < 5 {
+			return -1, fmt.Errorf("%w: routed push answer of member %d for %d", ErrBadFrame, k, target)
+		}
+		sl := int(binary.BigEndian.Uint16(b[3:]))
+		if sl == 0 || sl > mesh.MaxSignature || len(b) < 5+sl {
+			return -1, fmt.Errorf("%w: routed push answer with a signature of %d bytes", ErrBadFrame, sl)
+		}
+		sig, msg := b[5:5+sl], b[5+sl:]
+		if err := mesh.CheckSigned(members[k], sigAnswer, answerSigned(pid, k, seq, kind, msg), sig); err != nil {
+			return -1, fmt.Errorf("%w: routed push answer: %w", ErrBadFrame, err)
+		}
+		if kind == routeTaken {
+			return k, nil
+		}
+		return k, &mesh.RemoteError{Peer: members[k], Msg: string(msg)}
+	case routeRefused:
+		if k != target {
+			return k, &mesh.RemoteError{Peer: members[k], Msg: string(b[3:])}
+		}
+		return k, fmt.Errorf("shards: push route: %s refused, says the member before it: %s", members[k].Short(), b[3:])
+	case routeUnreachable:
+		return k, fmt.Errorf("shards: push route: %s unreachable: %s", members[k].Short(), b[3:])
+	}
+	return -1, fmt.Errorf("%w: routed push answer kind %d", ErrBadFrame, kind)
 }
 
 // refusal reports whether err is a receiver's final no: it answered with
@@ -350,20 +491,41 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			p.node.Penalize(from, "forged routed push message")
 			return nil, err
 		}
+		// Not scored down for a stale one or a replay: the member that
+		// passed it may be an honest one that could not tell.
+		if time.Now().Unix() > r.expires {
+			return p.answer(pid, r, errStaleOffer)
+		}
+		p.mu.Lock()
+		top, forgot := p.forgotten[pid]
+		p.mu.Unlock()
+		if forgot && r.seq <= top {
+			return nil, fmt.Errorf("%w: routed offer %d of push %s, which ended or went idle here", ErrBadFrame, r.seq, pid)
+		}
 		if err := p.onOffer(ctx, r.source, from, r.path[0], r.inner); err != nil {
-			return routeStatus(routeRefused, r.path[0], err), nil
+			return p.answer(pid, r, err)
 		}
 		p.mu.Lock()
 		if ip := p.in[pid]; ip != nil {
 			ip.mu.Lock()
-			ip.seqs.take(r.seq)
+			ip.seqs.past(r.seq)
 			ip.mu.Unlock()
 		}
 		p.mu.Unlock()
-		return nil, nil
+		return p.answer(pid, r, nil)
+	}
+	if ip == nil && len(r.path) > 1 && r.inner[0] == pushOffer {
+		// An offer to a member after this one: this node's own is on
+		// its way (offerAll).
+		ip = p.awaitJoin(ctx, pid)
 	}
 	if ip == nil {
-		return nil, fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+		err := fmt.Errorf("%w: no push %s here", ErrUnknown, pid)
+		if len(r.path) == 1 && r.check(pid) == nil {
+			// Signed, so that the source offers it again (forgot).
+			return p.answer(pid, r, err)
+		}
+		return nil, err
 	}
 	if ip.source != r.source || r.path[0] != ip.self || !upstream(ip.offer, from, r.source, ip.self) {
 		p.node.Penalize(from, "routed push message from outside the push")
@@ -392,10 +554,7 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 			p.node.Penalize(from, "bad routed push message")
 			return nil, fmt.Errorf("%w: routed push message kind %d", ErrBadFrame, r.inner[0])
 		}
-		if err != nil {
-			return routeStatus(routeRefused, ip.self, err), nil
-		}
-		return nil, nil
+		return p.answer(pid, r, err)
 	}
 	next := r.path[1]
 	// The handler's wait ends with this node's pushes too, not only
@@ -419,10 +578,38 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	case err != nil:
 		return routeStatus(routeUnreachable, next, err), nil
 	}
-	if _, err := decodeRouteStatus(ans, ip.Members); errors.Is(err, ErrBadFrame) {
+	if _, err := checkAnswer(pid, r.path, r.seq, ans, ip.Members); errors.Is(err, ErrBadFrame) {
+		// The member after this one made it up, or passed on one
+		// made up: the source counts a failure against it.
+		p.node.Penalize(ip.Members[next], "bad routed push answer")
 		return routeStatus(routeRefused, next, err), nil
 	}
 	return ans, nil
+}
+
+// awaitJoin waits for this node to take push pid, for at most
+// min(BlockTimeout/8, 4·Repair): less than the BlockTimeout/4 each
+// forwarder waits less than the one before it (routeTimeout), so that a
+// wait that runs out still blames this node, not the member after it.
+// It returns nil if it did not.
+func (p *pushes) awaitJoin(ctx context.Context, pid pushID) *inPush {
+	t := time.NewTimer(min(p.cfg.BlockTimeout/8, 4*p.cfg.Repair))
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		ip, joined := p.in[pid], p.joined
+		p.mu.Unlock()
+		if ip != nil {
+			return ip
+		}
+		select {
+		case <-joined:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // distrust leaves member id out of ip's relays and of its reports' way up

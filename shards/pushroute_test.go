@@ -2,7 +2,10 @@ package shards
 
 import (
 	"context"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -88,4 +91,130 @@ func TestPushRoutedBlameCounts(t *testing.T) {
 	if state(liar) != "gone" {
 		t.Errorf("the liar is %q after 5 of 9 caught it", state(liar))
 	}
+}
+
+// TestPushRoutedOfferReplay: a receiver that takes pushes from the source
+// alone takes the source's offer routed through a member of the group
+// before it (the signature says who offered it); but not one past its
+// signed expiry, nor, once the push ended there, the same offer passed
+// on again by that member; after the push went idle there it takes the
+// source's new offer, and none of the source's earlier routed messages.
+func TestPushRoutedOfferReplay(t *testing.T) {
+	// A span of 10: groups 0-4 and 5-9; the receiver is member 5, member
+	// 0 passes the source's messages on to it.
+	const n, self, fwd = 10, 5, 0
+	source, key := fuzzSigner(t), fuzzSigner(t)
+	o := fuzzOffer(t)
+	o.Plan, o.Members = PlanSpan, nil
+	stub := &pushStubNode{id: key.ID()}
+	for k := range n {
+		id := testID(t)
+		if k == self {
+			id = stub.id
+		}
+		o.Members = append(o.Members, id)
+	}
+	cfg := DefaultPushConfig()
+	cfg.Accept = AcceptFrom(source.ID())
+	var opened atomic.Int32
+	p := newPushes(signingStub{stub, key}, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) {
+		opened.Add(1)
+		return &memSink{m: o.Manifest, held: NewBitfield(o.Manifest.NumPieces())}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { p.serve(ctx); close(served) }()
+	defer func() { cancel(); <-served }()
+	<-p.started
+	offerMsg, err := encodeOffer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(seq uint64, expires time.Time, inner []byte) ([]byte, error) {
+		t.Helper()
+		sig, err := source.Sign(sigDown, downSigned(o.Push, self, seq, expires.Unix(), inner))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := routed{source: source.ID(), path: []int{self}, seq: seq, expires: expires.Unix(), sig: sig, inner: inner}
+		return p.ServeMesh(ctx, &mesh.Message{From: o.Members[fwd], Protocol: ProtoPush, Payload: r.encode(o.Push), Request: true})
+	}
+	// taken reports whether the receiver answered message seq: taken,
+	// signed.
+	taken := func(seq uint64, ans []byte, err error) bool {
+		if err != nil {
+			return false
+		}
+		k, aerr := checkAnswer(o.Push, []int{self}, seq, ans, o.Members)
+		return k == self && aerr == nil
+	}
+	receiving := func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.in[o.Push] != nil
+	}
+	fresh := time.Now().Add(routeTTL)
+	// Expired: refused, as a stale offer (the source offers directly).
+	ans, err := send(1, time.Now().Add(-time.Minute), offerMsg)
+	if _, aerr := checkAnswer(o.Push, []int{self}, 1, ans, o.Members); err != nil || !refusal(aerr) || !strings.Contains(aerr.Error(), errStaleOffer.Error()) || receiving() {
+		t.Fatalf("an expired routed offer: %v, %v; receiving %v", err, aerr, receiving())
+	}
+	// The source's, through member 0: taken.
+	ans, err = send(2, fresh, offerMsg)
+	if _, aerr := checkAnswer(o.Push, []int{self}, 2, ans, o.Members); err != nil || aerr != nil || !receiving() {
+		t.Fatalf("the source's routed offer: %v, %v; receiving %v", err, aerr, receiving())
+	}
+	// The end, then the offer passed on again: not taken.
+	end := append([]byte{pushEnd}, o.Push[:]...)
+	if _, err := send(3, fresh, end); err != nil || receiving() {
+		t.Fatalf("the routed end: %v; receiving %v", err, receiving())
+	}
+	if ans, err := send(2, fresh, offerMsg); taken(2, ans, err) || receiving() || opened.Load() != 1 {
+		t.Fatalf("the offer replayed after the end: %q, %v; receiving %v, %d sinks opened", ans, err, receiving(), opened.Load())
+	}
+	// Nor one the source signed after the receiver's last (member 0
+	// kept it back): the source sends nothing after the end.
+	if ans, err := send(9, fresh, offerMsg); taken(9, ans, err) || receiving() {
+		t.Fatalf("an offer kept back and passed on after the end: %q, %v; receiving %v", ans, err, receiving())
+	}
+	if penalties := stub.penalties.Load(); penalties != 0 {
+		t.Errorf("member 0 scored down %d times for passing on what the source signed", penalties)
+	}
+
+	// A push that went idle here (forgotten, not ended) is taken again
+	// on the source's new offer, but not on the old one.
+	o.Push[0]++
+	if offerMsg, err = encodeOffer(o); err != nil {
+		t.Fatal(err)
+	}
+	if ans, err := send(1, fresh, offerMsg); !taken(1, ans, err) || !receiving() {
+		t.Fatalf("the second push's offer: %q, %v", ans, err)
+	}
+	p.mu.Lock()
+	ip := p.in[o.Push]
+	delete(p.in, o.Push)
+	p.forget(ip, false)
+	p.mu.Unlock()
+	ip.cancel()
+	if ans, err := send(1, fresh, offerMsg); taken(1, ans, err) || receiving() {
+		t.Fatalf("the offer replayed after the push went idle: %q, %v", ans, err)
+	}
+	if ans, err := send(5, fresh, offerMsg); !taken(5, ans, err) || !receiving() {
+		t.Fatalf("the source's new offer after the push went idle: %q, %v", ans, err)
+	}
+	// An order the source sent before (seq 4, under the new offer's 5)
+	// is not taken.
+	if ans, err := send(4, fresh, encodeOrder(o.Push, 1, []uint32{0})); taken(4, ans, err) {
+		t.Fatal("an order older than the new offer was taken")
+	}
+}
+
+// signingStub is a pushStubNode that signs with key.
+type signingStub struct {
+	*pushStubNode
+	key *mesh.Node
+}
+
+func (s signingStub) Sign(context string, msg []byte) ([]byte, error) {
+	return s.key.Sign(context, msg)
 }
