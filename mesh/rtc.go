@@ -1074,11 +1074,43 @@ func iceServersFrom(in []signal.ICEServer, log *slog.Logger) []webrtc.ICEServer 
 }
 
 // bufferedNet is the standard network with larger kernel buffers on the
-// UDP sockets it opens (RTCConfig.UDPBuffer): ICE's host sockets, and a
-// TURN client's.
+// UDP sockets it opens (RTCConfig.UDPBuffer): ICE's host sockets, mDNS's,
+// and a TURN client's. It lists the network interfaces anew on each call,
+// as pion does by default with a stdnet.Net of its own for each
+// PeerConnection: this one is shared by every link of the node, and a
+// stdnet.Net lists them once, when made, so a node started before its
+// network came up (or moved to another) gathered its candidates from the
+// addresses it had at start for good.
 type bufferedNet struct {
-	*stdnet.Net
-	size int
+	*stdnet.Net // for its calls that keep no state: Listen, Dial, Resolve
+	size        int
+}
+
+// Interfaces lists the interfaces as they are now.
+func (n *bufferedNet) Interfaces() ([]*transport.Interface, error) {
+	c, err := stdnet.NewNet()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: network interfaces: %w", err)
+	}
+	return c.Interfaces()
+}
+
+// InterfaceByIndex looks index up among the interfaces as they are now.
+func (n *bufferedNet) InterfaceByIndex(index int) (*transport.Interface, error) {
+	c, err := stdnet.NewNet()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: network interfaces: %w", err)
+	}
+	return c.InterfaceByIndex(index)
+}
+
+// InterfaceByName looks name up among the interfaces as they are now.
+func (n *bufferedNet) InterfaceByName(name string) (*transport.Interface, error) {
+	c, err := stdnet.NewNet()
+	if err != nil {
+		return nil, fmt.Errorf("mesh: network interfaces: %w", err)
+	}
+	return c.InterfaceByName(name)
 }
 
 func newBufferedNet(size int) (*bufferedNet, error) {
