@@ -143,3 +143,15 @@ func RequestFrame(id uint64, proto string, payload []byte) []byte {
 func MessageFrame(proto string, payload []byte) []byte {
 	return appendFrame(nil, frame{kind: kindMsg, proto: proto, payload: payload})
 }
+
+// SlotPeers lists the peers that hold one of n's link slots, and how many
+// links of theirs hold it.
+func SlotPeers(n *Node) map[ID]int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := make(map[ID]int, len(n.slots))
+	for id, s := range n.slots {
+		m[id] = s.refs
+	}
+	return m
+}

@@ -338,8 +338,11 @@ func (l *link) request(ctx context.Context, id uint64, m *Message) {
 func (l *link) serveRequests(ctx context.Context, id uint64, m *Message) {
 	defer l.wg.Done()
 	for {
+		// The cost is taken before the handler runs: it owns m and may
+		// reslice its payload, and the budget must get back what it lent.
+		cost := queuedCost(m)
 		ch, answer := m.Channel, l.answer(ctx, id, m)
-		l.n.budget.give(&l.acct, queuedCost(m))
+		l.n.budget.give(&l.acct, cost)
 		l.mu.Lock()
 		more := l.nextWaiting(ctx, &id, &m)
 		if !more {

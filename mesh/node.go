@@ -645,7 +645,10 @@ func (n *Node) register(l *link) error {
 	if old != nil {
 		select {
 		case <-old.done:
-			old = nil // dead, its runLink has yet to unregister it
+			// Dead, its runLink has yet to unregister it (and then finds
+			// it replaced): its share goes with its place.
+			n.budget.setOwn(&old.acct, false)
+			old = nil
 		default:
 		}
 	}
