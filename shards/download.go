@@ -679,6 +679,8 @@ type download struct {
 	haveBytes int64
 	tries     []int   // attempts under way per piece
 	avail     []int32 // usable peers holding each piece
+	partial   int     // usable peers that lack some piece (downloaders too)
+	sawSwarm  bool    // a peer answered that it holds none yet (it downloads too)
 	recheck   bool    // look for unrecorded pieces at the next start
 	// tieSeed orders equally rare pieces for this download (pickFor.seed).
 	tieSeed uint64
@@ -1642,6 +1644,10 @@ func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
 		return nil, err
 	}
 	if has.Count() == 0 {
+		// It knows the manifest and holds nothing: it downloads too.
+		dl.mu.Lock()
+		dl.sawSwarm = true
+		dl.mu.Unlock()
 		return nil, errNoPieces
 	}
 	return has, nil
@@ -1650,6 +1656,13 @@ func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
 // setPeerHave replaces what p holds in the availability counts; dl.mu is
 // held.
 func (dl *download) setPeerHave(p *peer, has Bitfield) {
+	n := dl.man.NumPieces()
+	if p.has != nil && p.has.Count() < n {
+		dl.partial--
+	}
+	if has != nil && has.Count() < n {
+		dl.partial++
+	}
 	for i := range dl.avail {
 		if p.has.Has(i) {
 			dl.avail[i]--
@@ -1712,7 +1725,7 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 		dl.d.budget.leave(&p.wait)
 	} else {
 		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil || p.gaveUp[i] },
-			readers: readers, critical: critical, seed: dl.tieSeed})
+			readers: readers, critical: critical, seed: dl.tieSeed, swarm: dl.partial > 0 || dl.sawSwarm})
 		if !picked || a != nil && !isCritical(i) {
 			dl.d.budget.leave(&p.wait) // nothing to wait for
 		} else if wait = dl.d.budget.wait(); len(dl.peers) > 1 && dl.d.budget.yields(p.id) {
