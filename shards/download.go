@@ -152,8 +152,9 @@ type downloads struct {
 	queued []*download // to start once serve runs
 	wake   chan struct{}
 
-	// onDone, if set, is told of each download that finished, after its
-	// record is written: the Service lists it in the catalog. onRemoved
+	// onDone, if set, is told of each download whose whole file checked
+	// out, before it is reported done: the Service lists it in the
+	// catalog (and onRemoved takes it out if it does not end done). onRemoved
 	// is told of each download removed.
 	onDone    func(Transfer)
 	onRemoved func(MD5)
@@ -1123,6 +1124,20 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	if got != dl.id {
 		return dl.wrongFile(ctx, f, got)
 	}
+	// Listed before it is reported done, so that whoever sees "done" and
+	// asks what the node holds finds it (its verified pieces were served
+	// all along). A removal that ran its onRemoved before this put would
+	// leave the entry behind: taken out again then.
+	listed := dl.d.onDone != nil
+	if listed {
+		dl.d.onDone(dl.transfer())
+		dl.mu.Lock()
+		removed := dl.removed
+		dl.mu.Unlock()
+		if removed && dl.d.onRemoved != nil {
+			dl.d.onRemoved(dl.id)
+		}
+	}
 	// A name is picked as free and renamed onto in one step: two
 	// downloads of one name that finish together took the same, and the
 	// second rename replaced the first one's file.
@@ -1145,6 +1160,9 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	}
 	dl.mu.Unlock()
 	if err != nil {
+		if listed && dl.d.onRemoved != nil {
+			dl.d.onRemoved(dl.id)
+		}
 		return fmt.Errorf("shards: %w", err)
 	}
 	if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
@@ -1152,13 +1170,7 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	}
 	dl.d.log.Info("download done", "id", dl.id, "path", dst)
 	dl.publish(true)
-	if err := dl.saveRecord(); err != nil {
-		return err
-	}
-	if dl.d.onDone != nil {
-		dl.d.onDone(dl.transfer())
-	}
-	return nil
+	return dl.saveRecord()
 }
 
 // wrongFile handles a finished file whose MD5 is not the resource id. If
