@@ -229,6 +229,7 @@ func (s signingStub) Sign(context string, msg []byte) ([]byte, error) {
 // there for its own offer of a real push) and then let go as an unknown
 // push, unpunished.
 func TestPushRoutedOfferForgedForUnknownPush(t *testing.T) {
+	checkPushGoroutines(t)
 	const n, hostile = 10, 48
 	source := testID(t)
 	o := fuzzOffer(t)
