@@ -353,13 +353,18 @@ func forgedRoute(t *testing.T, pp *pushPeer, pid pushID, source mesh.ID, target 
 // (checkAnswer), so the made-up ones count as failed calls: the source
 // routes around the forwarder and every other receiver ends with the
 // file, the source uploading at most 1.1x the file and its stripe.
+// In "blame" it passes on honestly what goes to the second group, but
+// answers whatever goes further down that the second group's member on
+// the way refused it: a claim it cannot prove, so counted as that
+// member's failed call, never as its refusal; the third group is reached
+// around it.
 func TestPushForwarderForgesAnswers(t *testing.T) {
-	for _, refuse := range []bool{true, false} {
-		t.Run(map[bool]string{true: "refused", false: "taken"}[refuse], func(t *testing.T) { pushForwarderForgesAnswers(t, refuse) })
+	for _, mode := range []string{"refused", "taken", "blame"} {
+		t.Run(mode, func(t *testing.T) { pushForwarderForgesAnswers(t, mode) })
 	}
 }
 
-func pushForwarderForgesAnswers(t *testing.T, refuse bool) {
+func pushForwarderForgesAnswers(t *testing.T, mode string) {
 	checkPushGoroutines(t)
 	const size = 4 << 20
 	want := randomFile(34, size)
@@ -382,9 +387,16 @@ func pushForwarderForgesAnswers(t *testing.T, refuse bool) {
 		b := m.Payload
 		if len(b) > pushHeader && b[0] == pushRoute {
 			if r, err := decodeRoute(b, 24); err == nil && len(r.path) > 1 {
-				forged.Add(1)
 				target := r.path[len(r.path)-1]
-				if refuse && r.inner[0] == pushOffer {
+				if mode == "blame" {
+					if len(r.path) < 3 {
+						return h.p.ServeMesh(ctx, m)
+					}
+					forged.Add(1)
+					return routeStatus(routeRefused, r.path[1], errors.New("shards: push refused: not for me")), nil
+				}
+				forged.Add(1)
+				if mode == "refused" && r.inner[0] == pushOffer {
 					return routeStatus(routeRefused, target, errors.New("shards: push refused: not for me")), nil
 				}
 				return nil, nil // "taken", as the protocol's answers were unsigned

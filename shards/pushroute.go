@@ -514,9 +514,17 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		p.mu.Unlock()
 		return p.answer(pid, r, nil)
 	}
+	checked := false
 	if ip == nil && len(r.path) > 1 && r.inner[0] == pushOffer {
 		// An offer to a member after this one: this node's own is on
-		// its way (offerAll).
+		// its way (offerAll). Checked before the wait: a forged one,
+		// for a push id made up, would hold this handler for it and
+		// go unpunished.
+		if err := r.check(pid); err != nil {
+			p.node.Penalize(from, "forged routed push message")
+			return nil, err
+		}
+		checked = true
 		ip = p.awaitJoin(ctx, pid)
 	}
 	if ip == nil {
@@ -531,10 +539,12 @@ func (p *pushes) onRoute(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		p.node.Penalize(from, "routed push message from outside the push")
 		return nil, fmt.Errorf("%w: routed message not for this node, or from outside push %s", ErrBadFrame, pid)
 	}
-	if err := r.check(pid); err != nil {
-		p.node.Penalize(from, "forged routed push message")
-		p.distrust(ip, from, err)
-		return nil, err
+	if !checked {
+		if err := r.check(pid); err != nil {
+			p.node.Penalize(from, "forged routed push message")
+			p.distrust(ip, from, err)
+			return nil, err
+		}
 	}
 	if len(r.path) == 1 {
 		ip.mu.Lock()

@@ -2,7 +2,9 @@ package shards
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -217,4 +219,64 @@ type signingStub struct {
 
 func (s signingStub) Sign(context string, msg []byte) ([]byte, error) {
 	return s.key.Sign(context, msg)
+}
+
+// TestPushRoutedOfferForgedForUnknownPush: dozens of hostile peers each
+// send a member of a span's first group an offer for a member after it,
+// of a push this node does not receive (a push id made up), with a
+// signature that is not the source's. Each is refused as forged, and its
+// sender scored down, rather than held in awaitJoin (this node waits
+// there for its own offer of a real push) and then let go as an unknown
+// push, unpunished.
+func TestPushRoutedOfferForgedForUnknownPush(t *testing.T) {
+	checkPushGoroutines(t)
+	const n, hostile = 10, 48
+	source := testID(t)
+	o := fuzzOffer(t)
+	o.Plan, o.Members = PlanSpan, nil
+	stub := &pushStubNode{id: testID(t)}
+	o.Members = append(o.Members, stub.id)
+	for range n - 1 {
+		o.Members = append(o.Members, testID(t))
+	}
+	cfg := DefaultPushConfig()
+	cfg.Accept = AcceptFrom(source)
+	p := newPushes(stub, nil, cfg, nil, func(context.Context, mesh.ID, offer) (pieceSink, error) {
+		t.Error("a forged offer opened a sink")
+		return nil, errors.New("no sink")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	served := make(chan struct{})
+	go func() { p.serve(ctx); close(served) }()
+	defer func() { cancel(); <-served }()
+	<-p.started
+	var wg sync.WaitGroup
+	errs := make([]error, hostile)
+	for i := range hostile {
+		forger := fuzzSigner(t)
+		o := o
+		o.Push = pushID{0xf0, byte(i)}
+		inner, err := encodeOffer(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expires := time.Now().Add(routeTTL).Unix()
+		sig, err := forger.Sign(sigDown, downSigned(o.Push, 5, 1, expires, inner))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := routed{source: source, path: []int{0, 5}, seq: 1, expires: expires, sig: sig, inner: inner}.encode(o.Push)
+		wg.Go(func() {
+			_, errs[i] = p.ServeMesh(ctx, &mesh.Message{From: forger.ID(), Protocol: ProtoPush, Payload: msg, Request: true})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrBadFrame) {
+			t.Errorf("forged offer %d: %v, want %v", i, err, ErrBadFrame)
+		}
+	}
+	if got := stub.penalties.Load(); got != hostile {
+		t.Errorf("%d forgers scored down, want %d", got, hostile)
+	}
 }
