@@ -1,0 +1,201 @@
+package mesh_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+)
+
+// TestMeshTrafficBesideBusyServices: alice and bob cannot link directly;
+// carol links to both. Alice's service load on carol is stuck: her
+// requests to a handler that holds them take every request her room at
+// carol allows (slots and queue), and her one-way messages to another
+// stuck handler fill her share of carol's queue budget and the pool
+// beyond it. While that lasts, the mesh's own traffic between them still
+// flows: 300 broadcasts from alice all reach bob through carol and 300
+// of bob's reach alice, alice's new directory record reaches carol and
+// bob, alice's link to bob bridged by carol comes up (a mesh request to
+// carol, and carol's to bob), and alice's link to carol stays up with
+// its pings answered. Before, the mesh's own one-way messages drew on the
+// same share and pool as the services' and were dropped, and its requests
+// waited behind the services' for the peer's room and were answered busy.
+func TestMeshTrafficBesideBusyServices(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const (
+		budget     = 8 << 20
+		slots      = 32
+		queue      = 32
+		reqSize    = 16 << 10
+		msgSize    = 128 << 10
+		broadcasts = 300
+	)
+	_, a, b, c := bridgeTrio(t, func(cfg *mesh.Config) {
+		cfg.HighPeers, cfg.MaxTemporary = 8, 2
+		cfg.MaxConcurrentRequests, cfg.RequestQueue = slots, queue
+		cfg.QueueBytes = budget
+		cfg.PingInterval = 100 * time.Millisecond
+		cfg.PenaltyThreshold = -1 // the load is not an offence
+	})
+
+	release := make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(letGo) // before the nodes stop, which waits for the handlers
+	hold := func(ctx context.Context) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	var holding atomic.Int32
+	c.Handle("test/slow", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		holding.Add(1)
+		defer holding.Add(-1)
+		hold(ctx)
+		return []byte("done"), nil
+	}))
+	var stuck sync.Once
+	c.Handle("test/stuck", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		stuck.Do(func() { hold(ctx) }) // the first holds the queue behind it
+		return nil, nil
+	}))
+	got := map[*mesh.Node]*atomic.Int32{a: new(atomic.Int32), b: new(atomic.Int32)}
+	for n, count := range got {
+		n.HandleBroadcast("test/news", func(m mesh.BroadcastMsg) { count.Add(1) })
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Alice's service load: as many requests as carol takes from her at
+	// once, all held, so that her room at carol is taken too.
+	var load sync.WaitGroup
+	defer load.Wait()
+	defer letGo() // first, so that the load ends
+	loadErrs := make(chan error, slots+queue)
+	for i := range slots + queue {
+		load.Go(func() {
+			_, err := a.Request(ctx, c.ID(), "test/slow", make([]byte, reqSize), mesh.OverBulk())
+			if err != nil {
+				loadErrs <- fmt.Errorf("held request %d: %w", i, err)
+			}
+		})
+	}
+	testutil.WaitFor(t, 30*time.Second, "carol's handler slots and queue to fill with alice's requests", func() bool {
+		return holding.Load() == slots && mesh.QueueUseOf(c).Queued >= queue*reqSize
+	})
+	read := func() int64 { p, _ := peerOf(c, a.ID()); return p.BytesIn }
+	base := read()
+	// Then one-way messages to the stuck handler, until carol's budget
+	// has no room for the smallest message of the mesh's own: alice's
+	// share and the pool are full. The mesh's own messages in flight hold
+	// a little of it for a moment: it is full when seen so a few times.
+	const (
+		stuckProto = "test/stuck"
+		overhead   = 128 // what carol counts beyond payload and protocol
+		tight      = 100 // less than any message of the mesh's own costs
+	)
+	for sent, seen := 0, 0; seen < 3; {
+		u := mesh.QueueUseOf(c)
+		room := u.Pool - u.Pooled
+		if room < tight {
+			seen++
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		seen = 0
+		if sent > 2*budget/reqSize {
+			t.Fatalf("carol's budget is not full after %d messages: %+v", sent, u)
+		}
+		size := min(room-overhead-int64(len(stuckProto)), msgSize)
+		if err := a.Send(ctx, c.ID(), stuckProto, make([]byte, max(size, 0)), mesh.OverBulk()); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+		// Wait for carol to have read it, so that the next round sees it
+		// counted.
+		want := base + int64(size)
+		testutil.WaitFor(t, 30*time.Second, "carol to read alice's message", func() bool { return read() >= want })
+		base = read()
+	}
+	loaded := mesh.QueueUseOf(c)
+	t.Logf("carol's budget under alice's load: %+v", loaded)
+
+	// Broadcasts both ways through carol.
+	for i := range broadcasts {
+		for _, n := range []*mesh.Node{a, b} {
+			if _, err := n.Broadcast(ctx, "test/news", fmt.Appendf(nil, "%s %d", n.Name(), i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, "every broadcast to reach the other end", func() bool {
+		return got[a].Load() == broadcasts && got[b].Load() == broadcasts
+	})
+
+	// Alice's new record reaches carol and bob.
+	if err := a.SetResource("test", map[string]int{"v": 7}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*mesh.Node{c, b} {
+		testutil.WaitFor(t, 30*time.Second, n.Name()+" to hear alice's new record", func() bool {
+			r, ok := n.Lookup(a.ID())
+			var v struct{ V int }
+			return ok && json.Unmarshal(r.Resources["test"], &v) == nil && v.V == 7
+		})
+	}
+
+	// A bridged link: alice's mesh request to carol, carol's to bob.
+	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+	err := a.Connect(dctx, b.ID())
+	dcancel()
+	if err != nil {
+		t.Fatalf("alice to bob through carol while alice's services load carol: %v", err)
+	}
+	if p, ok := peerOf(a, b.ID()); !ok || p.Route != mesh.RouteBridge {
+		t.Fatalf("alice's link to bob: %+v (found %v), want route bridge", p, ok)
+	}
+
+	// The link to carol is up, and pongs still come: its RTT is measured
+	// anew.
+	rtt := func() time.Duration { p, _ := peerOf(a, c.ID()); return p.RTT }
+	for range 3 {
+		last := rtt()
+		testutil.WaitFor(t, 20*time.Second, "a pong from carol", func() bool { return rtt() != last })
+	}
+
+	// And all that while the load still held carol: the mesh's traffic
+	// did not get through because the services' gave way.
+	if h := holding.Load(); h != slots {
+		t.Errorf("carol's handler holds %d of alice's requests, want %d", h, slots)
+	}
+	if u := mesh.QueueUseOf(c); u.Pool-u.Pooled >= tight {
+		t.Errorf("carol's budget has room again: %+v", u)
+	}
+	for _, p := range c.Peers() {
+		if p.ID != a.ID() && p.Dropped > 0 {
+			t.Errorf("carol dropped %d of %s's messages", p.Dropped, p.Name)
+		}
+	}
+	if p, ok := peerOf(c, a.ID()); !ok {
+		t.Error("carol lost her link to alice")
+	} else {
+		t.Logf("carol's link to alice: %d of alice's messages dropped (her test/stuck messages beyond the budget)", p.Dropped)
+	}
+
+	letGo()
+	load.Wait()
+	close(loadErrs)
+	for err := range loadErrs {
+		if !errors.Is(err, context.Canceled) {
+			t.Error(err)
+		}
+	}
+}
