@@ -199,3 +199,207 @@ func TestMeshTrafficBesideBusyServices(t *testing.T) {
 		}
 	}
 }
+
+// TestMeshReserveHostileFlood: 20 hostile peers send a hub what only the
+// mesh's own protocols may send, where the hub's handlers for them are
+// stuck: each sends 4 MiB of directory snapshots and 40 bridge opens. The
+// mesh's reserve of each link does not let them past the queue budget:
+// sampled throughout, what the hub holds stays under Config.QueueBytes,
+// and no hostile link has more than its meshRequests (4) requests in a
+// handler. An honest peer is still served: its 200 requests answered
+// (none busy), its 200 broadcasts and its new record all delivered, and
+// a bridge through the hub opened for it.
+func TestMeshReserveHostileFlood(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const (
+		hostiles   = 20
+		budget     = 16 << 20
+		snapshots  = 20 // each of snapSize
+		snapSize   = 200 << 10
+		opens      = 40
+		honestReqs = 200
+		broadcasts = 200
+	)
+	nw, honest, far, hub := bridgeTrio(t, func(c *mesh.Config) {
+		c.TargetPeers, c.HighPeers, c.MaxTemporary = 4, hostiles+4, -1
+		c.QueueBytes = budget
+		c.PenaltyThreshold = -1 // the flood is not what this test is about
+	})
+
+	stuck := make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(stuck) })
+	t.Cleanup(letGo) // before the nodes stop, which waits for the handlers
+	var mu sync.Mutex
+	inHandler, most := map[mesh.ID]int{}, map[mesh.ID]int{}
+	// The hub's own handlers for the hostile peers' protocols are replaced
+	// by stuck ones for them, and pass the honest peers' on.
+	bridge := mesh.HandlerOf(hub, mesh.BridgeProto)
+	hub.Handle(mesh.BridgeProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		if m.From == honest.ID() || m.From == far.ID() {
+			return bridge.ServeMesh(ctx, m)
+		}
+		mu.Lock()
+		inHandler[m.From]++
+		most[m.From] = max(most[m.From], inHandler[m.From])
+		mu.Unlock()
+		defer func() { mu.Lock(); inHandler[m.From]--; mu.Unlock() }()
+		select {
+		case <-stuck:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("no")
+	}))
+	dir := mesh.HandlerOf(hub, mesh.DirProto)
+	hub.Handle(mesh.DirProto, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		if m.From == honest.ID() || m.From == far.ID() {
+			return dir.ServeMesh(ctx, m)
+		}
+		select {
+		case <-stuck:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}))
+	hub.Handle("test/fast", mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		return []byte("answer"), nil
+	}))
+	var heard atomic.Int32
+	hub.HandleBroadcast("test/news", func(m mesh.BroadcastMsg) {
+		if m.Origin == honest.ID() {
+			heard.Add(1)
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	type hostile struct {
+		id   mesh.ID
+		conn mesh.Conn
+		sent atomic.Int64
+	}
+	var mallory []*hostile
+	defer func() {
+		for _, h := range mallory {
+			h.conn.Close()
+		}
+	}()
+	send := func(h *hostile, ch mesh.Channel, frame []byte) error {
+		err := h.conn.Send(ctx, ch, frame)
+		if err == nil {
+			h.sent.Add(int64(len(frame)))
+		}
+		return err
+	}
+	for range hostiles {
+		ident, err := mesh.NewIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := nw.Transport(ident.ID).Dial(ctx, hub.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &hostile{id: ident.ID, conn: c}
+		mallory = append(mallory, h)
+		if err := send(h, mesh.Ctl, mesh.HelloFrame("mallory")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, "the hub to take every hostile link", func() bool {
+		return len(hub.Peers()) == hostiles+2
+	})
+
+	// Sample what the hub holds from before the flood to the end.
+	var mostCounted, limit int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			u := mesh.QueueUseOf(hub)
+			mostCounted, limit = max(mostCounted, u.Counted), u.Limit
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+		}
+	}()
+	stop := sync.OnceFunc(func() { close(stopSampling); <-sampled })
+	defer stop()
+
+	var wg sync.WaitGroup
+	for _, h := range mallory {
+		wg.Go(func() {
+			snap := make([]byte, snapSize)
+			for i := range max(snapshots, opens) {
+				if i < snapshots && send(h, mesh.Bulk, mesh.MessageFrame(mesh.DirProto, snap)) != nil {
+					return
+				}
+				if i < opens && send(h, mesh.Ctl, mesh.RequestFrame(uint64(i+1), mesh.BridgeProto, []byte("{}"))) != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	testutil.WaitFor(t, 60*time.Second, "the hub to read the flood", func() bool {
+		read := 0
+		for _, h := range mallory {
+			if p, ok := peerOf(hub, h.id); ok && p.BytesIn == h.sent.Load() {
+				read++
+			}
+		}
+		return read == hostiles
+	})
+	if u := mesh.QueueUseOf(hub); u.Pool-u.Pooled >= snapSize {
+		t.Fatalf("the flood left room in the hub's budget: %+v", u)
+	}
+
+	// The honest peer is served all the same.
+	for i := range honestReqs {
+		if _, err := honest.Request(ctx, hub.ID(), "test/fast", make([]byte, 4<<10)); err != nil {
+			t.Fatalf("honest request %d while the hostile peers fill the budget: %v", i, err)
+		}
+	}
+	for i := range broadcasts {
+		if _, err := honest.Broadcast(ctx, "test/news", fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, "the honest peer's broadcasts to reach the hub", func() bool {
+		return heard.Load() == broadcasts
+	})
+	if err := honest.SetResource("test", map[string]int{"v": 7}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the hub to hear the honest peer's new record", func() bool {
+		r, ok := hub.Lookup(honest.ID())
+		var v struct{ V int }
+		return ok && json.Unmarshal(r.Resources["test"], &v) == nil && v.V == 7
+	})
+	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+	err := honest.Connect(dctx, far.ID())
+	dcancel()
+	if err != nil {
+		t.Fatalf("a bridge through the hub while hostile peers fill its budget: %v", err)
+	}
+
+	stop()
+	t.Logf("most held: %d bytes by the budget; limit %d", mostCounted, limit)
+	if limit > budget || mostCounted > budget {
+		t.Errorf("the hub held up to %d bytes (limit %d) for %d hostile peers; Config.QueueBytes %d", mostCounted, limit, hostiles, budget)
+	}
+	mu.Lock()
+	for id, n := range most {
+		if n > 4 {
+			t.Errorf("a hostile peer %s had %d bridge opens in a handler at once, want at most 4", id.Short(), n)
+		}
+	}
+	if len(most) != hostiles {
+		t.Errorf("%d of the %d hostile peers had a bridge open in a handler", len(most), hostiles)
+	}
+	mu.Unlock()
+	letGo()
+}
