@@ -10,8 +10,9 @@ import "sync"
 // that send and never read the answers could make a node with HighPeers +
 // MaxTemporary links hold 24 MiB for each.
 //
-// An eighth of the budget is split into reserves, one for each link the
-// node may keep (HighPeers + MaxTemporary), that only the mesh's own
+// About an eighth of the budget is split into reserves (64 KiB to one
+// Ctl frame each), one for each link the node may keep (HighPeers +
+// MaxTemporary), that only the mesh's own
 // traffic (meshProto: broadcast, directory, routed signals, bridge
 // opens) draws on: a peer's service load, or this node's slow services,
 // never leave the mesh without room to hear that peer's records and
