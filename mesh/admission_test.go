@@ -2,8 +2,8 @@ package mesh_test
 
 import (
 	"context"
+	"reflect"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,14 +106,22 @@ func TestAdmissionBurst(t *testing.T) {
 		}
 
 		// Sample from the start of the burst until both ends hold every
-		// link a dial made.
-		var done atomic.Bool
+		// link a dial made: at each change of a link to or from the hub,
+		// of which the nodes tell their subscribers, rather than in a
+		// spin that would take a core from the burst.
+		stopSampling := make(chan struct{})
 		var worstHub, worstPeers counts
 		var samples int
 		sampled := make(chan struct{})
+		cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(stopSampling)}}
+		for _, n := range append([]*mesh.Node{hub}, nodes...) {
+			events, unsubscribe := n.SubscribePeers()
+			defer unsubscribe()
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(events)})
+		}
 		go func() {
 			defer close(sampled)
-			for !done.Load() {
+			for {
 				h, p := fromHub(), fromPeers()
 				samples++
 				if over(h) {
@@ -121,6 +129,9 @@ func TestAdmissionBurst(t *testing.T) {
 				}
 				if over(p) {
 					worstPeers = p
+				}
+				if chosen, _, _ := reflect.Select(cases); chosen == 0 {
+					return
 				}
 			}
 		}()
@@ -140,7 +151,7 @@ func TestAdmissionBurst(t *testing.T) {
 		for oneSided() > 0 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		done.Store(true)
+		close(stopSampling)
 		<-sampled
 		if n := oneSided(); n > 0 {
 			t.Errorf("round %d: %d of the %d links that dials made are not held by both ends", round, n, len(linked))

@@ -10,13 +10,14 @@ import (
 // (links in their hello and past their end draw on the pool only), and
 // checks after each step that the bytes held never exceed the limit,
 // that the counts match the accounts, and that a registered link within
-// its share is never refused, whatever the others hold.
+// its share (for the services' bytes) or its reserve (for the mesh's
+// own) is never refused, whatever the others hold.
 func TestQueueBudgetAccounting(t *testing.T) {
 	cfg := Config{HighPeers: 6, MaxTemporary: 2, QueueBytes: 8 << 20}
 	b := newQueueBudget(&cfg)
 	links := cfg.HighPeers + cfg.MaxTemporary
-	if b.limit > int64(cfg.QueueBytes) || b.share < MaxBulkFrame || b.pool <= 0 {
-		t.Fatalf("share %d, pool %d, limit %d for %d links and %d bytes", b.share, b.pool, b.limit, links, cfg.QueueBytes)
+	if b.limit > int64(cfg.QueueBytes) || b.share < MaxBulkFrame || b.pool <= 0 || b.reserve < minMeshReserve {
+		t.Fatalf("share %d, reserve %d, pool %d, limit %d for %d links and %d bytes", b.share, b.reserve, b.pool, b.limit, links, cfg.QueueBytes)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	accts := make([]*account, 3*links)
@@ -27,15 +28,25 @@ func TestQueueBudgetAccounting(t *testing.T) {
 	for step := range 300_000 {
 		a := accts[rng.IntN(len(accts))]
 		switch op := rng.IntN(10); {
-		case op < 5:
+		case op < 3:
 			size := rng.Int64N(MaxBulkFrame + queuedOverhead)
 			ok := b.take(a, size)
-			if !ok && a.own > 0 && a.held+size <= a.own {
-				t.Fatalf("step %d: a registered link within its share (%d of %d held, %d more) was refused", step, a.held, a.own, size)
+			// The mesh's bytes beyond its reserve take the share first.
+			if !ok && a.own > 0 && a.held+over(a.mesh, a.res)+size <= a.own {
+				t.Fatalf("step %d: a registered link within its share (%d of %d held, %d of the mesh's beyond its reserve, %d more) was refused",
+					step, a.held, a.own, over(a.mesh, a.res), size)
+			}
+		case op < 5:
+			size := rng.Int64N(MaxCtlFrame + queuedOverhead)
+			ok := b.takeMesh(a, size)
+			if !ok && a.res > 0 && a.mesh+size <= a.res {
+				t.Fatalf("step %d: a registered link within its reserve (%d of %d held, %d more) was refused", step, a.mesh, a.res, size)
 			}
 		case op < 8:
-			if a.held > 0 {
+			if a.held > 0 && (a.mesh == 0 || rng.IntN(2) == 0) {
 				b.give(a, rng.Int64N(a.held)+1)
+			} else if a.mesh > 0 {
+				b.giveMesh(a, rng.Int64N(a.mesh)+1)
 			}
 		case op < 9:
 			switch {
@@ -51,8 +62,8 @@ func TestQueueBudgetAccounting(t *testing.T) {
 				registered--
 			}
 			b.close(a)
-			if a.held != 0 || a.own != 0 || b.take(a, 1) {
-				t.Fatalf("step %d: a closed account holds %d, owns %d, or takes more", step, a.held, a.own)
+			if a.held != 0 || a.mesh != 0 || a.own != 0 || a.res != 0 || b.take(a, 1) || b.takeMesh(a, 1) {
+				t.Fatalf("step %d: a closed account holds %d and %d, owns %d and %d, or takes more", step, a.held, a.mesh, a.own, a.res)
 			}
 			// The link is gone; a new one comes in its place.
 			for i := range accts {
@@ -64,8 +75,8 @@ func TestQueueBudgetAccounting(t *testing.T) {
 		var held, pooled int64
 		own := 0
 		for _, a := range accts {
-			held += a.held
-			pooled += over(a.held, a.own)
+			held += a.held + a.mesh
+			pooled += over(a.held+over(a.mesh, a.res), a.own)
 			if a.own > 0 {
 				own++
 			}

@@ -67,7 +67,9 @@
 // callers gave up) is answered at once with ErrBusy: slow down and retry.
 // What a node holds for all its peers in those queues and handlers is
 // bounded too (Config.QueueBytes), with a share for each link that
-// peers flooding the others cannot take.
+// peers flooding the others cannot take, and a reserve for each link that
+// the mesh's own traffic alone draws on, so that services that keep a
+// node busy never make it miss its peers' records and broadcasts.
 //
 // A [Node] is safe for concurrent use. Serve may be called once.
 package mesh

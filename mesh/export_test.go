@@ -17,6 +17,8 @@ const (
 	BcastProto = bcastProto
 	DirTopic   = dirTopic
 	DirProto   = dirProto
+	// BridgeProto is the mesh's one request protocol.
+	BridgeProto = bridgeProto
 )
 
 // FillDirectory fills n's directory up to its limit with records of
@@ -155,3 +157,6 @@ func SlotPeers(n *Node) map[ID]int {
 	}
 	return m
 }
+
+// HandlerOf is the handler n has for proto, the mesh's own included.
+func HandlerOf(n *Node, proto string) Handler { return n.handler(proto) }

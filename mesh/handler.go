@@ -24,7 +24,8 @@ type Message struct {
 // they were sent, on a goroutine of that link: a handler that blocks holds
 // back further one-way messages from that peer (but not its answers to
 // this node's requests, nor its requests, nor the mesh's own traffic from
-// it, which has a queue of its own). Up to Config.MessageQueue of
+// it, which has a queue, a reserve of the queue budget and request slots
+// of its own). Up to Config.MessageQueue of
 // them wait; more are dropped and counted in PeerInfo.Dropped, so a
 // handler that may block for long should hand work off. Requests run
 // concurrently, up to Config.MaxConcurrentRequests per link; up to

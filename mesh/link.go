@@ -95,6 +95,10 @@ type link struct {
 	// be answered busy. Set by exchangeHello, before the link is found by
 	// Node.link; nil until then.
 	calls chan struct{}
+	// meshCalls is calls for the mesh's own requests (meshProto), which
+	// the peer serves beside its services' (meshRequests): waiting there,
+	// they never wait for this node's service calls to end.
+	meshCalls chan struct{}
 	// busy holds the ids of requests to answer busy, for answerBusy: the
 	// reader never sends (a send waits while the peer is slow to read).
 	busy chan uint64
@@ -117,6 +121,9 @@ type link struct {
 	// the bytes of its queued messages and of its requests waiting or in a
 	// handler.
 	acct account
+	// meshServing counts the mesh's own requests of the peer in a
+	// handler or being answered, at most meshRequests.
+	meshServing int
 	// answering counts the goroutines that send an answer after they gave
 	// up their slot (at most MaxConcurrentRequests): a peer that reads
 	// slowly or not at all holds them, so they bound its answers in
@@ -133,6 +140,15 @@ type waitingReq struct {
 // maxWaitingBytes bounds the payload bytes of one link's requests that
 // wait for a handler slot.
 const maxWaitingBytes = 8 << 20
+
+// meshRequests bounds the mesh's own requests (bridge opens) of one link
+// served at once, each from its handler to its answer sent; more are
+// answered busy. They have slots of their own beside the services'
+// (MaxConcurrentRequests and RequestQueue), so that a peer's service
+// load, or this node's slow services, never make the mesh answer busy;
+// few, as they are quick and rare, and a peer that holds them holds only
+// its own.
+const meshRequests = 4
 
 // busyBacklog bounds the busy answers a link has yet to send. A peer that
 // has this many unanswered beyond the queue does not wait for answers
@@ -154,6 +170,9 @@ func newLink(n *Node, c Conn) *link {
 		retired: make(chan struct{}),
 		pend:    make(map[uint64]chan result),
 	}
+	// Kept within the peer's slots for the mesh's requests from the
+	// start: they do not depend on its hello.
+	l.meshCalls = make(chan struct{}, meshRequests)
 	empty := ""
 	l.name.Store(&empty)
 	l.lastRecv.Store(n.now())
@@ -291,6 +310,10 @@ func (l *link) recv(ctx context.Context, ch Channel, b []byte) {
 // being sent after its slot was given up: the peer may already have that
 // answer and sent its next request, within its room.
 func (l *link) request(ctx context.Context, id uint64, m *Message) {
+	if meshProto(m.Protocol) {
+		l.meshRequest(ctx, id, m)
+		return
+	}
 	size := int64(len(m.Payload))
 	l.mu.Lock()
 	if l.stopped {
@@ -319,12 +342,52 @@ func (l *link) request(ctx context.Context, id uint64, m *Message) {
 		l.mu.Unlock()
 	default:
 		l.mu.Unlock()
-		select {
-		case l.busy <- id:
-		default:
-			l.n.log.Debug("request unanswered: busy answers back up", "peer", l.remote.Short(), "proto", m.Protocol)
-		}
+		l.refuse(id, m)
 	}
+}
+
+// refuse has the request answered busy, unhandled, by answerBusy.
+func (l *link) refuse(id uint64, m *Message) {
+	select {
+	case l.busy <- id:
+	default:
+		l.n.log.Debug("request unanswered: busy answers back up", "peer", l.remote.Short(), "proto", m.Protocol)
+	}
+}
+
+// meshRequest serves a request of the mesh's own protocols in one of the
+// link's meshRequests slots, counted in the link's reserve of the queue
+// budget (takeMesh), or has it answered busy when none is free; like
+// request it never waits. The slot is held until the answer is sent, so
+// a peer that does not read answers holds at most meshRequests of them.
+func (l *link) meshRequest(ctx context.Context, id uint64, m *Message) {
+	cost := queuedCost(m)
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	ok := l.meshServing < meshRequests && l.n.budget.takeMesh(&l.acct, cost)
+	if ok {
+		l.meshServing++
+		l.wg.Add(1)
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.refuse(id, m)
+		return
+	}
+	go func() {
+		defer l.wg.Done()
+		ch, answer := m.Channel, l.answer(ctx, id, m)
+		l.n.budget.giveMesh(&l.acct, cost)
+		if err := l.send(ctx, ch, answer); err != nil {
+			l.n.log.Debug("send answer", "peer", l.remote.Short(), "err", err)
+		}
+		l.mu.Lock()
+		l.meshServing--
+		l.mu.Unlock()
+	}()
 }
 
 // serveRequests serves a request, then those that wait, until none does;
@@ -421,12 +484,12 @@ func (l *link) enqueue(m *Message) {
 	if internalProto(m.Protocol) {
 		q, queued = l.sys, &l.sysQueued
 	}
-	if queued.Add(size) <= maxQueuedBytes && l.n.budget.take(&l.acct, queuedCost(m)) {
+	if queued.Add(size) <= maxQueuedBytes && l.take(m) {
 		select {
 		case q <- m:
 			return
 		default:
-			l.n.budget.give(&l.acct, queuedCost(m))
+			l.give(m)
 		}
 	}
 	queued.Add(-size)
@@ -438,6 +501,35 @@ func (l *link) enqueue(m *Message) {
 // internalProto reports whether proto is the mesh's own traffic, which
 // does not count as use of a temporary link.
 func internalProto(proto string) bool { return strings.HasPrefix(proto, "mesh/") }
+
+// meshProto reports whether proto is one of the protocols the mesh itself
+// serves, whose messages and requests have the link's reserve of the
+// queue budget and, for requests, slots of their own (meshRequests).
+// Only these: a service's protocol named mesh/... has neither.
+func meshProto(proto string) bool {
+	switch proto {
+	case bcastProto, dirProto, sigProto, bridgeProto:
+		return true
+	}
+	return false
+}
+
+// take counts a queued one-way message in the link's part of the queue
+// budget, the mesh's own in its reserve first; give gives it back.
+func (l *link) take(m *Message) bool {
+	if meshProto(m.Protocol) {
+		return l.n.budget.takeMesh(&l.acct, queuedCost(m))
+	}
+	return l.n.budget.take(&l.acct, queuedCost(m))
+}
+
+func (l *link) give(m *Message) {
+	if meshProto(m.Protocol) {
+		l.n.budget.giveMesh(&l.acct, queuedCost(m))
+		return
+	}
+	l.n.budget.give(&l.acct, queuedCost(m))
+}
 
 // violation counts a malformed frame as an offence of the peer.
 func (l *link) violation(err error) {
@@ -496,7 +588,7 @@ func (l *link) serveQueue(ctx context.Context, q chan *Message, queued *atomic.I
 		select {
 		case m := <-q:
 			queued.Add(-int64(len(m.Payload)))
-			l.n.budget.give(&l.acct, queuedCost(m))
+			l.give(m)
 			h := l.n.handler(m.Protocol)
 			if h == nil {
 				l.n.log.Debug("message for unknown protocol", "peer", l.remote.Short(), "proto", m.Protocol)
@@ -639,17 +731,22 @@ func cleanName(s string) string {
 }
 
 // call sends a request and waits for its answer. While the peer's room is
-// taken by this node's calls, it first waits for one of them to end.
+// taken by this node's calls, it first waits for one of them to end: the
+// room for the services' calls, or the mesh's own (meshCalls).
 func (l *link) call(ctx context.Context, ch Channel, proto string, payload []byte) ([]byte, error) {
-	if l.calls != nil {
+	calls := l.calls
+	if meshProto(proto) {
+		calls = l.meshCalls
+	}
+	if calls != nil {
 		select {
-		case l.calls <- struct{}{}:
+		case calls <- struct{}{}:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-l.done:
 			return nil, fmt.Errorf("%w: %s", ErrLinkClosed, l.remote.Short())
 		}
-		defer func() { <-l.calls }()
+		defer func() { <-calls }()
 	}
 	id := l.nextReqID.Add(1)
 	c := make(chan result, 1)
