@@ -77,3 +77,38 @@ func TestDoneOnlyOnceListed(t *testing.T) {
 		}
 	}
 }
+
+// TestDoneFailedToPlaceNotListed: a download whose whole file checked out
+// but could not be moved into place (here the output folder cannot be
+// made) ends failed and is not left in the node's catalog: listed there
+// it was advertised as a finished file the node does not hold.
+func TestDoneFailedToPlaceNotListed(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	a, b := newPair(t)
+	sa := serveTest(t, testConfig(t, a))
+	cfg := testConfig(t, b)
+	blocker := filepath.Join(t.TempDir(), "not-a-folder")
+	writeRandom(t, blocker, 10, 1)
+	cfg.Downloads.OutDir = filepath.Join(blocker, "downloads")
+	sb := serveTest(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "f.bin")
+	writeRandom(t, path, 3<<20+17, 7)
+	tr, err := sa.Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseLink(tr.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Fetch(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, sb.downloads, l.ID, StateFailed, time.Minute)
+	es, _ := sb.catalog.entries()
+	if slices.ContainsFunc(es, func(e Entry) bool { return e.ID == l.ID }) {
+		t.Errorf("failed download (%s) still listed in the catalog", got.Error)
+	}
+}

@@ -1110,7 +1110,7 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 
 // finish checks the whole file against the resource id and moves it into
 // the output folder.
-func (dl *download) finish(ctx context.Context, f *os.File) error {
+func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("shards: %w", err)
 	}
@@ -1127,9 +1127,16 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	// Listed before it is reported done, so that whoever sees "done" and
 	// asks what the node holds finds it (its verified pieces were served
 	// all along). A removal that ran its onRemoved before this put would
-	// leave the entry behind: taken out again then.
+	// leave the entry behind: taken out again then. So is one that does
+	// not end done (no free name, a failed rename): the node does not
+	// hold it as a finished file.
 	listed := dl.d.onDone != nil
 	if listed {
+		defer func() {
+			if err != nil && dl.d.onRemoved != nil {
+				dl.d.onRemoved(dl.id)
+			}
+		}()
 		dl.d.onDone(dl.transfer())
 		dl.mu.Lock()
 		removed := dl.removed
@@ -1160,9 +1167,6 @@ func (dl *download) finish(ctx context.Context, f *os.File) error {
 	}
 	dl.mu.Unlock()
 	if err != nil {
-		if listed && dl.d.onRemoved != nil {
-			dl.d.onRemoved(dl.id)
-		}
 		return fmt.Errorf("shards: %w", err)
 	}
 	if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
