@@ -1126,10 +1126,10 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	}
 	// Listed before it is reported done, so that whoever sees "done" and
 	// asks what the node holds finds it (its verified pieces were served
-	// all along). A removal that ran its onRemoved before this put would
-	// leave the entry behind: taken out again then. So is one that does
-	// not end done (no free name, a failed rename): the node does not
-	// hold it as a finished file.
+	// all along). A removal waits for the run, finish included, before
+	// its onRemoved; a finish that does not end done (no free name, a
+	// failed rename) takes the entry out again: the node does not hold it
+	// as a finished file.
 	listed := dl.d.onDone != nil
 	if listed {
 		defer func() {
@@ -1138,12 +1138,6 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 			}
 		}()
 		dl.d.onDone(dl.transfer())
-		dl.mu.Lock()
-		removed := dl.removed
-		dl.mu.Unlock()
-		if removed && dl.d.onRemoved != nil {
-			dl.d.onRemoved(dl.id)
-		}
 	}
 	// A name is picked as free and renamed onto in one step: two
 	// downloads of one name that finish together took the same, and the
