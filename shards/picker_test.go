@@ -1,6 +1,16 @@
 package shards
 
-import "testing"
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+)
 
 // fakePieces is a pieceStates written out by hand.
 type fakePieces struct {
@@ -281,6 +291,68 @@ func TestPickSwarmSpreadsOverTheWholeFile(t *testing.T) {
 			t.Errorf("swarm: %d of 256 picks beyond the first %d pieces, want most", beyond, tieWindow)
 		case !swarm && beyond > 0:
 			t.Errorf("no swarm: %d picks beyond the hash window", beyond)
+		}
+	}
+}
+
+// lackingSource serves a readerSource's file but says it lacks the last
+// piece: a peer that downloads too.
+type lackingSource struct{ *readerSource }
+
+func (s lackingSource) haveOf(id MD5) Bitfield {
+	h := s.readerSource.haveOf(id)
+	if h != nil {
+		h = slices.Clone(h)
+		h.Clear(s.man.NumPieces() - 1)
+	}
+	return h
+}
+
+// TestDownloadSwarmLeavesTheHashWindow: the download tells the picker
+// when a peer lacks pieces. From a whole holder alone every piece is
+// picked within tieWindow of the first missing one; with a holder that
+// lacks a piece beside it, ties spread over the file (a 32 MiB file, 512
+// pieces, the window 256).
+func TestDownloadSwarmLeavesTheHashWindow(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	for _, swarm := range []bool{false, true} {
+		_, nodes := newTestNet(t, "whole", "lacking", "dl")
+		_, src := testFile(t, 32<<20, 9)
+		n := src.man.NumPieces()
+		(&testServer{sources: []pieceSource{src}}).register(nodes[0])
+		holders := []mesh.ID{nodes[0].ID()}
+		if swarm {
+			(&testServer{sources: []pieceSource{lackingSource{src}}}).register(nodes[1])
+			holders = append(holders, nodes[1].ID())
+		}
+		dir := t.TempDir()
+		var mu sync.Mutex
+		written := make([]bool, n)
+		beyond := 0 // pieces written tieWindow or more after the first not written
+		d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders },
+			func(_ *DownloadsConfig, d *downloads) {
+				d.afterWrite = func(_ MD5, piece int, _ []byte) {
+					mu.Lock()
+					defer mu.Unlock()
+					first := slices.Index(written, false)
+					if piece != n-1 && piece >= first+tieWindow {
+						beyond++
+					}
+					written[piece] = true
+				}
+			})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "f.bin")); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, d.downloads, src.id, StateDone, time.Minute)
+		cancel()
+		mu.Lock()
+		got := beyond
+		mu.Unlock()
+		t.Logf("swarm %v: %d of %d pieces written beyond the hash window", swarm, got, n)
+		if !swarm && got > 0 || swarm && got < 16 {
+			t.Errorf("swarm %v: %d pieces written %d or more after the first missing", swarm, got, tieWindow)
 		}
 	}
 }
