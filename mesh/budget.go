@@ -10,9 +10,11 @@ import "sync"
 // that send and never read the answers could make a node with HighPeers +
 // MaxTemporary links hold 24 MiB for each.
 //
-// About an eighth of the budget is split into reserves (64 KiB to one
-// Ctl frame each), one for each link the node may keep (HighPeers +
-// MaxTemporary), that only the mesh's own
+// Half the budget is split into equal shares, one for each link the node
+// may keep (HighPeers + MaxTemporary), which a registered link may always
+// fill with the services' bytes. About an eighth, out of the other half,
+// is split into reserves (64 KiB to one Ctl frame each), one for each
+// link the node may keep, that only the mesh's own
 // traffic (meshProto: broadcast, directory, routed signals, bridge
 // opens) draws on: a peer's service load, or this node's slow services,
 // never leave the mesh without room to hear that peer's records and
@@ -20,10 +22,8 @@ import "sync"
 // traffic counts as the services' does, so a peer gains nothing by
 // sending under the mesh's protocols.
 //
-// Half the rest is split into equal shares, one for each link the node
-// may keep, which a registered link may always fill; the other half is a
-// pool that any link draws on beyond its share, first come first served.
-// So peers that flood can fill the pool and their own shares, never an
+// The rest is a pool that any link draws on beyond its share and
+// reserve, first come first served. So peers that flood can fill the pool and their own shares, never an
 // honest peer's share: its requests are still served and its messages
 // still handled, only without the pool's slack. A link in its hello or
 // past its end has no share nor reserve: it draws on the pool only, so
@@ -77,8 +77,10 @@ const (
 func newQueueBudget(cfg *Config) *queueBudget {
 	links := int64(cfg.HighPeers + max(cfg.MaxTemporary, 0))
 	total := int64(cfg.QueueBytes)
+	// The reserves come out of the pool's half, so that they cost no
+	// honest peer's share anything.
+	share := max(total/(2*links), int64(MaxBulkFrame+queuedOverhead))
 	reserve := min(max(total/(8*links), minMeshReserve), maxMeshReserve)
-	share := max((total-links*reserve)/(2*links), int64(MaxBulkFrame+queuedOverhead))
 	pool := max(total-links*(share+reserve), 0)
 	return &queueBudget{share: share, reserve: reserve, pool: pool, limit: links*(share+reserve) + pool}
 }

@@ -92,3 +92,47 @@ func TestQueueBudgetAccounting(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueBudgetShareBesideReserve: at the default config, while the
+// other links fill the pool and their own shares and reserves with the
+// services' and the mesh's bytes, an honest link still holds as many
+// service messages of the largest size as half the budget split among
+// the links (Config.QueueBytes) has room for: the mesh's reserves come
+// out of the pool, not out of the services' shares. Before, they came
+// out of both, and a share held 2 such messages (a push source's blocks)
+// where it had held 3.
+func TestQueueBudgetShareBesideReserve(t *testing.T) {
+	cfg := DefaultConfig()
+	b := newQueueBudget(&cfg)
+	links := cfg.HighPeers + max(cfg.MaxTemporary, 0)
+	size := int64(MaxPayload(Bulk) + len("shards/push/3") + queuedOverhead)
+	want := int64(cfg.QueueBytes) / int64(2*links) / size
+	if want < 2 {
+		t.Fatalf("the default config's share holds %d messages of %d bytes; the test needs a few", want, size)
+	}
+	// The other links and links in their hello flood with both kinds.
+	for i := range 3 * links {
+		a := new(account)
+		b.setOwn(a, i < links-1)
+		for b.take(a, size) {
+		}
+		for b.takeMesh(a, int64(MaxPayload(Ctl))) {
+		}
+	}
+	if used, pooled := b.held(); b.pool-pooled >= size || used > int64(cfg.QueueBytes) {
+		t.Fatalf("the flood holds %d bytes, %d of the pool's %d", used, pooled, b.pool)
+	}
+	honest := new(account)
+	b.setOwn(honest, true)
+	got := int64(0)
+	for b.take(honest, size) {
+		got++
+	}
+	if got != want {
+		t.Fatalf("an honest link holds %d service messages of %d bytes while the others flood, want %d (half of %d bytes in %d shares)",
+			got, size, want, cfg.QueueBytes, links)
+	}
+	if !b.takeMesh(honest, minMeshReserve) {
+		t.Fatal("the honest link's reserve has no room for the mesh's own traffic")
+	}
+}

@@ -85,7 +85,7 @@ type Config struct {
 	// honest peer is served while others flood; a share holds at least
 	// one message of MaxBulkFrame, which may raise the bound. Beyond it,
 	// requests are answered ErrBusy and one-way messages are dropped.
-	// About an eighth is set apart first, a reserve for each link that
+	// About an eighth, out of the other half, is a reserve for each link that
 	// only the mesh's own traffic (broadcast, directory, routed signals,
 	// bridges) draws on, so that services that fill a link's share never
 	// cost the mesh that peer's records, broadcasts or bridges.

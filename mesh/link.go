@@ -122,8 +122,9 @@ type link struct {
 	// handler.
 	acct account
 	// meshServing counts the mesh's own requests of the peer in a
-	// handler or being answered, at most meshRequests.
-	meshServing int
+	// handler, at most meshRequests; meshAnswering those whose answer is
+	// being sent, at most meshAnswers.
+	meshServing, meshAnswering int
 	// answering counts the goroutines that send an answer after they gave
 	// up their slot (at most MaxConcurrentRequests): a peer that reads
 	// slowly or not at all holds them, so they bound its answers in
@@ -149,6 +150,13 @@ const maxWaitingBytes = 8 << 20
 // few, as they are quick and rare, and a peer that holds them holds only
 // its own.
 const meshRequests = 4
+
+// meshAnswers bounds the goroutines of one link that send answers to the
+// mesh's own requests, so that a peer that does not read them holds few.
+// It is well above meshRequests: the peer may have an answer, and send
+// its next request, before the goroutine that sent it has counted itself
+// out, and that request must find room (see meshRequest).
+const meshAnswers = 4 * meshRequests
 
 // busyBacklog bounds the busy answers a link has yet to send. A peer that
 // has this many unanswered beyond the queue does not wait for answers
@@ -358,8 +366,12 @@ func (l *link) refuse(id uint64, m *Message) {
 // meshRequest serves a request of the mesh's own protocols in one of the
 // link's meshRequests slots, counted in the link's reserve of the queue
 // budget (takeMesh), or has it answered busy when none is free; like
-// request it never waits. The slot is held until the answer is sent, so
-// a peer that does not read answers holds at most meshRequests of them.
+// request it never waits. The slot is given up before the answer is
+// sent, as in serveRequests: the peer, which keeps its mesh calls within
+// meshRequests (meshCalls), sends its next one as soon as it has the
+// answer, and that must find the slot free. While it sends, the
+// goroutine counts in meshAnswering, so that a peer that does not read
+// answers holds at most meshAnswers of them.
 func (l *link) meshRequest(ctx context.Context, id uint64, m *Message) {
 	cost := queuedCost(m)
 	l.mu.Lock()
@@ -367,7 +379,7 @@ func (l *link) meshRequest(ctx context.Context, id uint64, m *Message) {
 		l.mu.Unlock()
 		return
 	}
-	ok := l.meshServing < meshRequests && l.n.budget.takeMesh(&l.acct, cost)
+	ok := l.meshServing < meshRequests && l.meshAnswering < meshAnswers && l.n.budget.takeMesh(&l.acct, cost)
 	if ok {
 		l.meshServing++
 		l.wg.Add(1)
@@ -381,11 +393,15 @@ func (l *link) meshRequest(ctx context.Context, id uint64, m *Message) {
 		defer l.wg.Done()
 		ch, answer := m.Channel, l.answer(ctx, id, m)
 		l.n.budget.giveMesh(&l.acct, cost)
+		l.mu.Lock()
+		l.meshServing--
+		l.meshAnswering++
+		l.mu.Unlock()
 		if err := l.send(ctx, ch, answer); err != nil {
 			l.n.log.Debug("send answer", "peer", l.remote.Short(), "err", err)
 		}
 		l.mu.Lock()
-		l.meshServing--
+		l.meshAnswering--
 		l.mu.Unlock()
 	}()
 }
