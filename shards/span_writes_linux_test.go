@@ -1,0 +1,80 @@
+package shards
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+)
+
+// procIO reads a counter of /proc/self/io (the whole process's).
+func procIO(t testing.TB, field string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/io")
+	if err != nil {
+		t.Skipf("no /proc/self/io: %v", err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), ":"); ok && k == field {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/self/io", field)
+	return 0
+}
+
+// TestDownloadSpanWrites: the pieces of a span answer (four 64 KiB pieces
+// of a 16 MiB file) go to the part file in one write, not one a piece:
+// the process makes at most about one write system call per block
+// answered (plus the store's few), where it made one a piece before (at
+// least 256 for the file's 256 pieces, against about 100 answers).
+func TestDownloadSpanWrites(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 16<<20, 35)
+	var log requestLog
+	(&testServer{sources: []pieceSource{src}, onBlock: log.add}).register(nodes[0])
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w0 := procIO(t, "syscw")
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "writes.bin")); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitState(t, d.downloads, src.id, StateDone, 2*time.Minute)
+	writes := procIO(t, "syscw") - w0
+	if got := fileMD5(t, tr.Path); got != src.id {
+		t.Fatalf("finished file md5 %s, want %s", got, src.id)
+	}
+	reqs := log.all()
+	spans := 0
+	for _, r := range reqs {
+		if int64(r.Len) > src.man.PieceSize {
+			spans++
+		}
+	}
+	pieces := src.man.NumPieces()
+	t.Logf("%d pieces, %d answers (%d spans), %d write system calls", pieces, len(reqs), spans, writes)
+	if spans < len(reqs)/2 {
+		t.Fatalf("%d of %d answers were spans: the test proves nothing", spans, len(reqs))
+	}
+	// The store (bbolt) writes a few pages each time the download's
+	// record or bitfield is committed, at most once a second.
+	const storeWrites = 64
+	if writes > int64(len(reqs))+storeWrites {
+		t.Errorf("%d write system calls for %d answers of %d pieces: more than one write an answer", writes, len(reqs), pieces)
+	}
+}
