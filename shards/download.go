@@ -645,6 +645,32 @@ func (d *downloads) readBlock(ctx context.Context, r blockReq, p []byte) error {
 	return dl.readAt(p, off)
 }
 
+// readSpanBlock implements spanSource: readBlock of a block that may run
+// on into the pieces after r.Piece, every one of them verified, in one
+// read.
+func (d *downloads) readSpanBlock(ctx context.Context, r blockReq, p []byte) error {
+	dl := d.get(r.ID)
+	if dl == nil {
+		return fmt.Errorf("%w: %s", ErrUnknown, r.ID)
+	}
+	dl.mu.Lock()
+	ok := dl.man != nil && len(p) == int(r.Len)
+	var last int
+	if ok {
+		last, ok = blockSpan(dl.man, r)
+		ok = ok && dl.have.HasRange(int(r.Piece), last)
+	}
+	off := int64(0)
+	if ok {
+		off = dl.man.PieceOffset(int(r.Piece)) + int64(r.Off)
+	}
+	dl.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: pieces %d-%d of %s are not all held", ErrUnknown, r.Piece, last, r.ID)
+	}
+	return dl.readAt(p, off)
+}
+
 // sentBlock implements pieceSource.
 func (d *downloads) sentBlock(id MD5, to mesh.ID, n int) {
 	if dl := d.get(id); dl != nil {

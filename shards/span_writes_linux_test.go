@@ -2,7 +2,9 @@ package shards
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,7 +45,7 @@ func procIO(t testing.TB, field string) int64 {
 func TestDownloadSpanWrites(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
-	_, src := testFile(t, 16<<20, 35)
+	data, src := testFile(t, 16<<20, 35)
 	var log requestLog
 	(&testServer{sources: []pieceSource{src}, onBlock: log.add}).register(nodes[0])
 	dir := t.TempDir()
@@ -76,5 +78,24 @@ func TestDownloadSpanWrites(t *testing.T) {
 	const storeWrites = 64
 	if writes > int64(len(reqs))+storeWrites {
 		t.Errorf("%d write system calls for %d answers of %d pieces: more than one write an answer", writes, len(reqs), pieces)
+	}
+
+	// The downloader serves spans of what it holds in one read, and
+	// none that runs over a piece it does not hold.
+	ps := src.man.PieceSize
+	p := make([]byte, 4*ps)
+	r := blockReq{ID: src.id, Piece: 20, Len: uint32(len(p))}
+	if err := readSpan(ctx, d.downloads, src.man, r, p); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p, data[20*ps:24*ps]) {
+		t.Fatal("span served by the downloader: wrong bytes")
+	}
+	dl := d.get(src.id)
+	dl.mu.Lock()
+	dl.have.Clear(22)
+	dl.mu.Unlock()
+	if err := readSpan(ctx, d.downloads, src.man, r, p); !errors.Is(err, ErrUnknown) {
+		t.Errorf("span over a piece not held: %v, want ErrUnknown", err)
 	}
 }
