@@ -143,6 +143,10 @@ type downloads struct {
 	// lanes checks the pieces of a span in SIMD lanes while serve runs
 	// (nil otherwise): see spanLanes.
 	lanes atomic.Pointer[lanes]
+	// lanePieces counts the pieces checked in the lanes, lanePaired those
+	// of them checked 2*spanLanes or more at once, at about half the CPU a
+	// byte (sumSpans, holdSpans); the benchmarks report them.
+	lanePieces, lanePaired atomic.Int64
 	// placeMu is held while a finished file picks its name in OutDir and
 	// moves there (download.finish).
 	placeMu sync.Mutex
@@ -1530,7 +1534,46 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	defer busyT.Stop()
 	var busyC <-chan time.Time
 	var busyWait time.Duration
-	var batch []blockResult // answers taken together (sumSpans)
+	// batch are answers checked together (sumSpans); held are span
+	// answers kept back, for at most holdMax, to be checked with the next
+	// answer (holdSpans).
+	var batch, held []blockResult
+	holdT := time.NewTimer(time.Hour)
+	holdT.Stop()
+	defer holdT.Stop()
+	var holdC <-chan time.Time
+	// check checks and writes the answers of batch; an error ends the
+	// peer's part.
+	check := func(batch []blockResult) error {
+		sums := dl.sumSpans(p, batch)
+		for i, r := range batch {
+			var rs []MD5
+			if sums != nil {
+				rs = sums[i]
+			}
+			err := dl.onBlock(p, r, &pipe, rs)
+			switch {
+			case err == nil:
+				if r.err == nil {
+					failures = 0
+					busyWait = 0
+				}
+			case errors.Is(err, mesh.ErrBusy):
+				if busyC == nil { // the answers to one burst count once
+					busyWait = min(max(2*busyWait, busyFirstWait), busyMaxWait)
+					busyT.Reset(busyWait)
+					busyC = busyT.C
+				}
+			case errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed):
+				return err
+			default:
+				if failures++; failures >= 3 {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 	// fill requests blocks while the window has room; dl.mu is held.
 	fill := func() {
 		for busyC == nil && inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
@@ -1587,21 +1630,18 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		case r := <-results:
 			// The answers in already are taken with it, so that their
 			// pieces are checked in the SIMD lanes together (sumSpans).
-			// None is waited for: on a fast link they queue up when
-			// this loop falls behind, the CPU being short, which is
-			// when checking them together counts.
-			batch = append(batch[:0], r)
+			fresh := append(batch[:0], r)
 		more:
-			for len(batch) < maxSpanBatch {
+			for len(fresh) < maxSpanBatch {
 				select {
 				case r := <-results:
-					batch = append(batch, r)
+					fresh = append(fresh, r)
 				default:
 					break more
 				}
 			}
 			answered := false
-			for _, r := range batch {
+			for _, r := range fresh {
 				inflight--
 				inflightB -= int64(r.req.Len)
 				answered = answered || r.err == nil
@@ -1615,33 +1655,31 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				fill()
 				dl.mu.Unlock()
 			}
-			sums := dl.sumSpans(p, batch)
-			for i, r := range batch {
-				var rs []MD5
-				if sums != nil {
-					rs = sums[i]
+			batch = append(held, fresh...)
+			held = nil
+			if holdSpans(batch, inflight, &pipe) {
+				held, batch = batch, nil
+				if holdC == nil {
+					holdT.Reset(holdMax)
+					holdC = holdT.C
 				}
-				if err := dl.onBlock(p, r, &pipe, rs); err != nil {
-					if errors.Is(err, mesh.ErrBusy) {
-						if busyC == nil { // the answers to one burst count once
-							busyWait = min(max(2*busyWait, busyFirstWait), busyMaxWait)
-							busyT.Reset(busyWait)
-							busyC = busyT.C
-						}
-						continue
-					}
-					if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
-						return err
-					}
-					if failures++; failures >= 3 {
-						return err
-					}
-				} else if r.err == nil {
-					failures = 0
-					busyWait = 0
-				}
+				continue
+			}
+			holdT.Stop()
+			holdC = nil
+			if err := check(batch); err != nil {
+				return err
 			}
 			clear(batch) // the answers' bytes are not kept past their turn
+			batch = batch[:0]
+		case <-holdC: // the next answer is late: the held ones go alone
+			holdC = nil
+			batch, held = held, nil
+			if err := check(batch); err != nil {
+				return err
+			}
+			clear(batch)
+			batch = batch[:0]
 		case <-busyC:
 			busyC = nil
 		case <-refresh.C:
@@ -2105,6 +2143,36 @@ const spanLanes = 4
 // of four pieces fill the 16 lanes of AVX-512.
 const maxSpanBatch = 4
 
+// holdMax bounds how long span answers are held back (holdSpans) for the
+// next one to be checked with: a span of 256 KiB takes 25 ms at 10 MB/s.
+const holdMax = 25 * time.Millisecond
+
+// holdSpans reports whether the answers of batch should wait for the next
+// answer of the peer, to be checked in the SIMD lanes with it (sumSpans):
+// they are all whole spans, too few pieces to fill the lanes' rounds
+// (2*spanLanes, which cost as much as spanLanes), more answers are on
+// their way (inflight), and at the peer's rate (if known) the next comes
+// within half of holdMax. Over a WebRTC link the answers come one by one, a span every
+// few milliseconds, and each checked alone cost twice the CPU a byte in
+// the lanes (BenchmarkDownloadGoodput: 554 of 572 batches were of one
+// answer). Only the check waits: the next requests went out already.
+func holdSpans(batch []blockResult, inflight int, pipe *pipeline) bool {
+	if inflight == 0 {
+		return false
+	}
+	pieces := 0
+	for _, r := range batch {
+		if r.err != nil || !r.span() || len(r.data) != int(r.req.Len) || r.req.Off != 0 {
+			return false
+		}
+		pieces += len(r.as)
+	}
+	// Until the rate is known (slow start, the first quarter second)
+	// a span is held too: blocks span pieces only once the window has
+	// grown to several, and holdMax bounds the wait.
+	return pieces < 2*spanLanes && 2*pipe.sendTime(BlockSize) <= holdMax
+}
+
 // sumSpans returns the MD5s of the pieces of each span answer in batch
 // (nil for the others, and for all when they are too few to fill the
 // lanes), every piece written to the lanes before any is summed: the
@@ -2136,6 +2204,10 @@ func (dl *download) sumSpans(p *peer, batch []blockResult) [][]MD5 {
 		return nil
 	}
 	defer l.release()
+	dl.d.lanePieces.Add(int64(pieces))
+	if pieces >= 2*spanLanes {
+		dl.d.lanePaired.Add(int64(pieces))
+	}
 	return l.sumRuns(runs, m.PieceSize)
 }
 
