@@ -52,12 +52,12 @@ func TestDownloadSpanWrites(t *testing.T) {
 	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	w0 := procIO(t, "syscw")
+	w0, start := procIO(t, "syscw"), time.Now()
 	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "writes.bin")); err != nil {
 		t.Fatal(err)
 	}
 	tr := waitState(t, d.downloads, src.id, StateDone, 2*time.Minute)
-	writes := procIO(t, "syscw") - w0
+	writes, took := procIO(t, "syscw")-w0, time.Since(start)
 	if got := fileMD5(t, tr.Path); got != src.id {
 		t.Fatalf("finished file md5 %s, want %s", got, src.id)
 	}
@@ -69,13 +69,15 @@ func TestDownloadSpanWrites(t *testing.T) {
 		}
 	}
 	pieces := src.man.NumPieces()
-	t.Logf("%d pieces, %d answers (%d spans), %d write system calls", pieces, len(reqs), spans, writes)
+	t.Logf("%d pieces, %d answers (%d spans), %d write system calls in %v", pieces, len(reqs), spans, writes, took.Round(time.Millisecond))
 	if spans < len(reqs)/2 {
 		t.Fatalf("%d of %d answers were spans: the test proves nothing", spans, len(reqs))
 	}
 	// The store (bbolt) writes a few pages each time the download's
-	// record or bitfield is committed, at most once a second.
-	const storeWrites = 64
+	// record or bitfield is committed, the bitfield at most once a
+	// second (a loaded machine makes the download, and so these, last
+	// longer).
+	storeWrites := 32 + 8*int64(took/time.Second)
 	if writes > int64(len(reqs))+storeWrites {
 		t.Errorf("%d write system calls for %d answers of %d pieces: more than one write an answer", writes, len(reqs), pieces)
 	}
