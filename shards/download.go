@@ -143,6 +143,10 @@ type downloads struct {
 	// lanes checks the pieces of a span in SIMD lanes while serve runs
 	// (nil otherwise): see spanLanes.
 	lanes atomic.Pointer[lanes]
+	// lanePieces counts the pieces checked in the lanes, lanePaired those
+	// of them checked 2*spanLanes or more at once, at about half the CPU a
+	// byte (sumSpans, holdSpans); the benchmarks report them.
+	lanePieces, lanePaired atomic.Int64
 	// placeMu is held while a finished file picks its name in OutDir and
 	// moves there (download.finish).
 	placeMu sync.Mutex
@@ -642,6 +646,32 @@ func (d *downloads) readBlock(ctx context.Context, r blockReq, p []byte) error {
 	dl.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: piece %d of %s is not held", ErrUnknown, r.Piece, r.ID)
+	}
+	return dl.readAt(p, off)
+}
+
+// readSpanBlock implements spanSource: readBlock of a block that may run
+// on into the pieces after r.Piece, every one of them verified, in one
+// read.
+func (d *downloads) readSpanBlock(ctx context.Context, r blockReq, p []byte) error {
+	dl := d.get(r.ID)
+	if dl == nil {
+		return fmt.Errorf("%w: %s", ErrUnknown, r.ID)
+	}
+	dl.mu.Lock()
+	ok := dl.man != nil && len(p) == int(r.Len)
+	var last int
+	if ok {
+		last, ok = blockSpan(dl.man, r)
+		ok = ok && dl.have.HasRange(int(r.Piece), last)
+	}
+	off := int64(0)
+	if ok {
+		off = dl.man.PieceOffset(int(r.Piece)) + int64(r.Off)
+	}
+	dl.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: pieces %d-%d of %s are not all held", ErrUnknown, r.Piece, last, r.ID)
 	}
 	return dl.readAt(p, off)
 }
@@ -1516,6 +1546,46 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	defer busyT.Stop()
 	var busyC <-chan time.Time
 	var busyWait time.Duration
+	// batch are answers checked together (sumSpans); held are span
+	// answers kept back, for at most holdMax, to be checked with the next
+	// answer (holdSpans).
+	var batch, held []blockResult
+	holdT := time.NewTimer(time.Hour)
+	holdT.Stop()
+	defer holdT.Stop()
+	var holdC <-chan time.Time
+	// check checks and writes the answers of batch; an error ends the
+	// peer's part.
+	check := func(batch []blockResult) error {
+		sums := dl.sumSpans(p, batch)
+		for i, r := range batch {
+			var rs []MD5
+			if sums != nil {
+				rs = sums[i]
+			}
+			err := dl.onBlock(p, r, &pipe, rs)
+			switch {
+			case err == nil:
+				if r.err == nil {
+					failures = 0
+					busyWait = 0
+				}
+			case errors.Is(err, mesh.ErrBusy):
+				if busyC == nil { // the answers to one burst count once
+					busyWait = min(max(2*busyWait, busyFirstWait), busyMaxWait)
+					busyT.Reset(busyWait)
+					busyC = busyT.C
+				}
+			case errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed):
+				return err
+			default:
+				if failures++; failures >= 3 {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 	// fill requests blocks while the window has room; dl.mu is held.
 	fill := func() {
 		for busyC == nil && inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
@@ -1570,36 +1640,58 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			}
 			stall.Reset(dl.d.cfg.RequestTimeout)
 		case r := <-results:
-			inflight--
-			inflightB -= int64(r.req.Len)
+			// The answers in already are taken with it, so that their
+			// pieces are checked in the SIMD lanes together (sumSpans).
+			fresh := append(batch[:0], r)
+		more:
+			for len(fresh) < maxSpanBatch {
+				select {
+				case r := <-results:
+					fresh = append(fresh, r)
+				default:
+					break more
+				}
+			}
+			answered := false
+			for _, r := range fresh {
+				inflight--
+				inflightB -= int64(r.req.Len)
+				answered = answered || r.err == nil
+			}
 			stall.Reset(dl.d.cfg.RequestTimeout)
-			if r.err == nil {
-				// The next request goes out before this block is
+			if answered {
+				// The next requests go out before these blocks are
 				// checked and written (two MD5s and a write of a
 				// piece), so the link does not wait on them.
 				dl.mu.Lock()
 				fill()
 				dl.mu.Unlock()
 			}
-			if err := dl.onBlock(p, r, &pipe); err != nil {
-				if errors.Is(err, mesh.ErrBusy) {
-					if busyC == nil { // the answers to one burst count once
-						busyWait = min(max(2*busyWait, busyFirstWait), busyMaxWait)
-						busyT.Reset(busyWait)
-						busyC = busyT.C
-					}
-					continue
+			batch = append(held, fresh...)
+			held = nil
+			if holdSpans(batch, inflight, &pipe) {
+				held, batch = batch, nil
+				if holdC == nil {
+					holdT.Reset(holdMax)
+					holdC = holdT.C
 				}
-				if errors.Is(err, errBanned) || errors.Is(err, mesh.ErrNotConnected) || errors.Is(err, mesh.ErrClosed) {
-					return err
-				}
-				if failures++; failures >= 3 {
-					return err
-				}
-			} else if r.err == nil {
-				failures = 0
-				busyWait = 0
+				continue
 			}
+			holdT.Stop()
+			holdC = nil
+			if err := check(batch); err != nil {
+				return err
+			}
+			clear(batch) // the answers' bytes are not kept past their turn
+			batch = batch[:0]
+		case <-holdC: // the next answer is late: the held ones go alone
+			holdC = nil
+			batch, held = held, nil
+			if err := check(batch); err != nil {
+				return err
+			}
+			clear(batch)
+			batch = batch[:0]
 		case <-busyC:
 			busyC = nil
 		case <-refresh.C:
@@ -1945,8 +2037,9 @@ func (dl *download) giveBack(a *attempt) {
 // onBlock takes one block answer from p. A piece whose blocks are all in is
 // checked: a good one is written, a bad one scores the peer down and is
 // fetched again, from others once the peer is banned. A span's pieces are
-// each checked and written on their own, in the answer itself.
-func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline) error {
+// each checked in the answer itself (against sums, their MD5s from the
+// SIMD lanes, if not nil: see sumSpans) and written (onSpan).
+func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) error {
 	dl.mu.Lock()
 	live := slices.ContainsFunc(r.as, func(a *attempt) bool { return p.attempts[a.piece] == a })
 	m := dl.man
@@ -1984,39 +2077,7 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline) error {
 	dl.mu.Unlock()
 	dl.publish(false)
 	if r.span() {
-		var sums []MD5
-		if l := dl.d.lanes.Load(); len(r.as) >= spanLanes && l.acquire() {
-			// The span's pieces are consecutive: all PieceSize but
-			// the file's last.
-			sums = l.sumPieces(r.data, m.PieceSize, make([]MD5, 0, len(r.as)))
-			l.release()
-		}
-		var err error
-		for k, a := range r.as {
-			n := m.PieceLen(a.piece)
-			data := r.data[:n]
-			r.data = r.data[n:]
-			dl.mu.Lock()
-			live := p.attempts[a.piece] == a
-			if live {
-				a.got = n
-			}
-			dl.mu.Unlock()
-			if !live {
-				continue
-			}
-			good := sums != nil && sums[k] == m.Pieces[a.piece] || sums == nil && m.Verify(a.piece, data)
-			if e := dl.checkPiece(p, a, m, data, good); e != nil {
-				err = e
-				if errors.Is(e, errBanned) {
-					dl.mu.Lock()
-					dl.dropAll(p, r.as)
-					dl.mu.Unlock()
-					return e
-				}
-			}
-		}
-		return err
+		return dl.onSpan(p, r, m, sums)
 	}
 	a := r.as[0]
 	n := m.PieceLen(a.piece)
@@ -2037,13 +2098,141 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline) error {
 	return dl.checkPiece(p, a, m, data, m.Verify(a.piece, data))
 }
 
-// spanLanes is the fewest pieces of a span (ProtoSpan) that are checked
-// in SIMD lanes (lanes.sumPieces) rather than one after the other with
+// onSpan checks each piece of a span answer (ProtoSpan) in the answer
+// itself, against sums when not nil, and writes the good ones: a run of
+// consecutive good pieces in one write (commitRun), not a write a piece.
+// A bad piece scores p down and is fetched again.
+func (dl *download) onSpan(p *peer, r blockResult, m *Manifest, sums []MD5) error {
+	var err error
+	var run []*attempt // good pieces, consecutive, not yet written
+	var runData []byte // their bytes: a slice of r.data
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		if e := dl.commitRun(p, run, runData); e != nil {
+			err = e
+		}
+		run, runData = nil, nil
+	}
+	pos := int64(0)
+	for k, a := range r.as {
+		n := m.PieceLen(a.piece)
+		data := r.data[pos : pos+n]
+		pos += n
+		dl.mu.Lock()
+		live := p.attempts[a.piece] == a
+		if live {
+			a.got = n
+		}
+		dl.mu.Unlock()
+		if !live {
+			flush()
+			continue
+		}
+		if sums != nil && sums[k] == m.Pieces[a.piece] || sums == nil && m.Verify(a.piece, data) {
+			if run == nil {
+				runData = data
+			} else {
+				runData = runData[:int64(len(runData))+n] // data follows it in r.data
+			}
+			run = append(run, a)
+			continue
+		}
+		flush()
+		if e := dl.checkPiece(p, a, m, data, false); e != nil {
+			err = e
+			if errors.Is(e, errBanned) {
+				dl.mu.Lock()
+				dl.dropAll(p, r.as)
+				dl.mu.Unlock()
+				return e
+			}
+		}
+	}
+	flush()
+	return err
+}
+
+// spanLanes is the fewest pieces of span answers (ProtoSpan) that are
+// checked in SIMD lanes (sumSpans) rather than one after the other with
 // crypto/md5: a span holds at most BlockSize/MinPieceSize = 4, and four
 // 64 KiB pieces took 232 µs in lanes against 333 µs (AVX-512, the
 // machine of BENCHMARKS.md's figures). The piece MD5 and the whole
 // file's were most of what a downloaded byte cost above the link's.
 const spanLanes = 4
+
+// maxSpanBatch bounds the answers sumSpans checks in one go: four spans
+// of four pieces fill the 16 lanes of AVX-512.
+const maxSpanBatch = 4
+
+// holdMax bounds how long span answers are held back (holdSpans) for the
+// next one to be checked with: a span of 256 KiB takes 25 ms at 10 MB/s.
+const holdMax = 25 * time.Millisecond
+
+// holdSpans reports whether the answers of batch should wait for the next
+// answer of the peer, to be checked in the SIMD lanes with it (sumSpans):
+// they are all whole spans, too few pieces to fill the lanes' rounds
+// (2*spanLanes, which cost as much as spanLanes), more answers are on
+// their way (inflight), and at the peer's rate (if known) the next comes
+// within half of holdMax. Over a WebRTC link the answers come one by one, a span every
+// few milliseconds, and each checked alone cost twice the CPU a byte in
+// the lanes (BenchmarkDownloadGoodput: 554 of 572 batches were of one
+// answer). Only the check waits: the next requests went out already.
+func holdSpans(batch []blockResult, inflight int, pipe *pipeline) bool {
+	if inflight == 0 {
+		return false
+	}
+	pieces := 0
+	for _, r := range batch {
+		if r.err != nil || !r.span() || len(r.data) != int(r.req.Len) || r.req.Off != 0 {
+			return false
+		}
+		pieces += len(r.as)
+	}
+	// Until the rate is known (slow start, the first quarter second)
+	// a span is held too: blocks span pieces only once the window has
+	// grown to several, and holdMax bounds the wait.
+	return pieces < 2*spanLanes && 2*pipe.sendTime(BlockSize) <= holdMax
+}
+
+// sumSpans returns the MD5s of the pieces of each span answer in batch
+// (nil for the others, and for all when they are too few to fill the
+// lanes), every piece written to the lanes before any is summed: the
+// lanes cost about as much a round with four pieces in as with eight
+// (md5-simd fills 8 lanes, or 16 with AVX-512), so the answers that came
+// in together are checked together, at half the CPU a byte or less of
+// checking each span on its own (BenchmarkDownloadPath).
+func (dl *download) sumSpans(p *peer, batch []blockResult) [][]MD5 {
+	// The span answers still wanted, whole, from the first byte of
+	// their first piece: their pieces are consecutive, all PieceSize but
+	// the file's last.
+	runs := make([][]byte, len(batch))
+	pieces := 0
+	dl.mu.Lock()
+	m := dl.man
+	for i, r := range batch {
+		if r.err == nil && r.span() && len(r.data) == int(r.req.Len) && r.req.Off == 0 &&
+			slices.ContainsFunc(r.as, func(a *attempt) bool { return p.attempts[a.piece] == a }) {
+			runs[i] = r.data
+			pieces += len(r.as)
+		}
+	}
+	dl.mu.Unlock()
+	if pieces < spanLanes {
+		return nil
+	}
+	l := dl.d.lanes.Load()
+	if !l.acquire() {
+		return nil
+	}
+	defer l.release()
+	dl.d.lanePieces.Add(int64(pieces))
+	if pieces >= 2*spanLanes {
+		dl.d.lanePaired.Add(int64(pieces))
+	}
+	return l.sumRuns(runs, m.PieceSize)
+}
 
 // checkPiece takes the whole piece of a, good if it matched the manifest:
 // a good one is written, a bad one drops a and counts an offence of p's.
@@ -2082,32 +2271,62 @@ func (dl *download) offence(p *peer, err error) error {
 
 // commit writes a verified piece at its offset and records it.
 func (dl *download) commit(p *peer, a *attempt, data []byte) error {
+	return dl.commitRun(p, []*attempt{a}, data)
+}
+
+// commitRun writes verified pieces of p's, consecutive (as in piece order,
+// data their bytes end to end), at their offset and records them. The
+// pieces not held yet go out in one write for each run of them: one
+// system call for a span, not one a piece.
+func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 	f, err := dl.openFile()
 	if err != nil {
 		return err
 	}
 	dl.mu.Lock()
-	dup := dl.have.Has(a.piece)
-	off := dl.man.PieceOffset(a.piece)
+	m := dl.man
 	dl.mu.Unlock()
-	if !dup {
-		if _, err := f.WriteAt(data, off); err != nil {
+	base := m.PieceOffset(as[0].piece)
+	for i := 0; i < len(as); {
+		dl.mu.Lock()
+		for i < len(as) && dl.have.Has(as[i].piece) {
+			i++
+		}
+		j := i
+		for j < len(as) && !dl.have.Has(as[j].piece) {
+			j++
+		}
+		dl.mu.Unlock()
+		if i == j {
+			break
+		}
+		from := m.PieceOffset(as[i].piece) - base
+		to := m.PieceOffset(as[j-1].piece) + m.PieceLen(as[j-1].piece) - base
+		if _, err := f.WriteAt(data[from:to], base+from); err != nil {
 			dl.mu.Lock()
-			dl.dropAttempt(p, a, true)
+			dl.dropAll(p, as)
 			dl.mu.Unlock()
-			return fmt.Errorf("shards: write piece %d: %w", a.piece, err)
+			return fmt.Errorf("shards: write pieces %d-%d: %w", as[i].piece, as[j-1].piece, err)
 		}
 		if h := dl.d.afterWrite; h != nil {
-			h(dl.id, a.piece, data)
+			for _, a := range as[i:j] {
+				off := m.PieceOffset(a.piece) - base
+				h(dl.id, a.piece, data[off:off+m.PieceLen(a.piece)])
+			}
 		}
+		i = j
 	}
 	dl.mu.Lock()
-	// The buffer goes back to the pool only after hashAhead has read it.
-	dl.endAttempt(p, a)
-	if !dl.have.Has(a.piece) {
+	// The buffers go back to the pool only after hashAhead has read them.
+	for _, a := range as {
+		dl.endAttempt(p, a)
+		if dl.have.Has(a.piece) {
+			continue
+		}
+		n := m.PieceLen(a.piece)
 		dl.have.Set(a.piece)
-		dl.haveBytes += int64(len(data))
-		dl.sources[p.id] += int64(len(data))
+		dl.haveBytes += n
+		dl.sources[p.id] += n
 		dl.d.budget.clearSlow(p.id)
 		// Endgame: the other peers fetching this piece stop.
 		for _, q := range dl.peers {
@@ -2122,11 +2341,13 @@ func (dl *download) commit(p *peer, a *attempt, data []byte) error {
 	}
 	dl.signal()
 	dl.mu.Unlock()
-	err = dl.hashAhead(f, a.piece, data)
-	if a.buf != nil {
-		dl.bufs.Put(a.buf)
+	err = dl.hashAhead(f, as[0].piece, data)
+	for _, a := range as {
+		if a.buf != nil {
+			dl.bufs.Put(a.buf)
+		}
+		dl.giveBack(a)
 	}
-	dl.giveBack(a)
 	dl.publish(false)
 	return err
 }
@@ -2135,7 +2356,8 @@ func (dl *download) commit(p *peer, a *attempt, data []byte) error {
 // what it has hashed so far, in order: the piece just verified from memory,
 // others (out of order, or found by recheck) read back from f. Pieces mostly
 // arrive in order, so the check of the finished file costs almost nothing
-// at the end, and a large file is not read back whole.
+// at the end, and a large file is not read back whole. data holds the
+// pieces from piece on, end to end (one, or a run of a span's).
 func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 	dl.hashMu.Lock()
 	defer dl.hashMu.Unlock()
@@ -2147,16 +2369,19 @@ func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 		dl.mu.Lock()
 		next := dl.hashed
 		ok := dl.man != nil && next < dl.man.NumPieces() && dl.have.Has(next)
-		var off, n int64
+		var off, n, base int64
 		if ok {
 			off, n = dl.man.PieceOffset(next), dl.man.PieceLen(next)
+			if piece >= 0 {
+				base = dl.man.PieceOffset(piece)
+			}
 		}
 		dl.mu.Unlock()
 		if !ok {
 			return nil
 		}
-		if next == piece {
-			dl.whole.Write(data)
+		if piece >= 0 && next >= piece && off+n-base <= int64(len(data)) {
+			dl.whole.Write(data[off-base : off+n-base])
 		} else {
 			if buf == nil {
 				buf = make([]byte, n)

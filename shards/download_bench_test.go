@@ -38,6 +38,7 @@ var (
 	benchRSS     = flag.Bool("shards.rss", false, "run BenchmarkDownloadRSS (a download of -shards.rssmib MiB)")
 	benchRSSMiB  = flag.Int("shards.rssmib", 1024, "BenchmarkDownloadRSS: MiB of the file")
 	benchOnly    = flag.String("shards.only", "", "BenchmarkDownloadGoodput: run only the \"download\" or the \"link\" rounds (to profile one)")
+	benchSeeder  = flag.String("shards.seeder", "test", "BenchmarkDownloadGoodput: the holder; \"test\" serves the file from memory (testServer), \"share\" is a Service sharing it from a file on disk, as a user's node does")
 )
 
 // startSignal runs a rendezvous on 127.0.0.1 until the benchmark ends and
@@ -203,8 +204,15 @@ func linkOnce(tb testing.TB, a, b *mesh.Node, sink *linkSink, size int64) float6
 func BenchmarkDownloadGoodput(b *testing.B) {
 	holder, downloader := rtcPair(b)
 	size := *benchMiB << 20
-	_, src := testFile(b, size, 9)
-	(&testServer{sources: []pieceSource{src}}).register(holder)
+	data, src := testFile(b, size, 9)
+	switch *benchSeeder {
+	case "test":
+		(&testServer{sources: []pieceSource{src}}).register(holder)
+	case "share":
+		shareForBench(b, holder, data)
+	default:
+		b.Fatalf("-shards.seeder=%q: test or share", *benchSeeder)
+	}
 	sink := new(linkSink)
 	downloader.Handle(benchLinkProto, sink)
 	dir := b.TempDir()
@@ -244,12 +252,50 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 		b.Logf("round %d: download %.1f MB/s (%.1f cpu-s/GB), link %.1f MB/s (%.1f cpu-s/GB), ratio %.3f", i, dl, dc, ln, lc, dl/ln)
 	}
 	b.StopTimer()
+	if n := d.lanePieces.Load(); n > 0 {
+		b.Logf("pieces checked in SIMD lanes: %d, %.0f%% of them 8 or more at once", n, 100*float64(d.lanePaired.Load())/float64(n))
+	}
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(median(dls), "download-MB/s")
 	b.ReportMetric(median(links), "link-MB/s")
 	b.ReportMetric(median(ratios), "ratio")
 	b.ReportMetric(median(dlCPU), "download-cpu-s/GB")
 	b.ReportMetric(median(linkCPU), "link-cpu-s/GB")
+}
+
+// shareForBench runs a Service on holder that shares data from a file, so
+// that the download is served the way a user's node serves it: a block
+// read from the file in place, its size and mtime checked.
+func shareForBench(b *testing.B, holder *mesh.Node, data []byte) {
+	b.Helper()
+	dir := b.TempDir()
+	path := filepath.Join(dir, "shared.bin")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	db := openTestDB(b, filepath.Join(dir, "db"))
+	b.Cleanup(func() { db.Close() })
+	cfg := DefaultConfig()
+	cfg.Node, cfg.DB, cfg.Dir = holder, db, filepath.Join(dir, "data")
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	testutil.WaitFor(b, 10*time.Second, "the holder's Serve to start", s.open)
+	// A file changed within racyWindow of its hashing has every piece it
+	// serves checked against its MD5 first (stamp.racy): a user's file
+	// was mostly written long before it is shared.
+	time.Sleep(racyWindow + 100*time.Millisecond)
+	if _, err := s.Share(ctx, path); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkDownloadThreeHolders downloads a file (-shards.capmib, default

@@ -335,6 +335,26 @@ func (l *lanes) sumPieces(b []byte, psize int64, out []MD5) []MD5 {
 	return l.sumWritten(l.writePieces(b, psize), out)
 }
 
+// sumRuns returns for each of runs (nil, or pieces of psize bytes end to
+// end, the last maybe short) the MD5s of its pieces (nil for a nil run).
+// Every piece of every run is written to the lanes before any is summed,
+// so that the pieces of several runs share the server's rounds.
+func (l *lanes) sumRuns(runs [][]byte, psize int64) [][]MD5 {
+	hs := make([][]md5simd.Hasher, len(runs))
+	for i, b := range runs {
+		if b != nil {
+			hs[i] = l.writePieces(b, psize)
+		}
+	}
+	sums := make([][]MD5, len(runs))
+	for i, h := range hs {
+		if h != nil {
+			sums[i] = l.sumWritten(h, make([]MD5, 0, len(h)))
+		}
+	}
+	return sums
+}
+
 // writePieces writes each of b's pieces of psize bytes (the last maybe
 // short) to a hasher of its own and returns them, for sumWritten. The
 // writes copy the bytes to the lanes' goroutine, which hashes them while

@@ -206,6 +206,16 @@ func createPart(path string, size int64) (*os.File, error) {
 		return nil, fmt.Errorf("shards: %w", err)
 	}
 	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		if fi != nil && fi.Size() == 0 {
+			// A new part file.
+			if ok, err := preallocate(f, size); err != nil {
+				f.Close()
+				os.Remove(path)
+				return nil, fmt.Errorf("shards: allocate %d bytes for the part file: %w", size, err)
+			} else if ok {
+				return f, nil
+			}
+		}
 		if err := f.Truncate(size); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("shards: size the part file: %w", err)

@@ -447,10 +447,25 @@ func (s *Service) serveBlock(ctx context.Context, m *mesh.Message, span bool) ([
 	return nil, fmt.Errorf("%w: %s piece %d", ErrUnknown, r.ID, r.Piece)
 }
 
+// spanSource is a pieceSource that reads a block running on into the
+// pieces after its own (ProtoSpan) in one go, every piece checked as
+// readBlock checks one: a shared file is opened and its stamp checked once
+// a span, not once a piece (shares.readSpanBlock).
+type spanSource interface {
+	readSpanBlock(ctx context.Context, r blockReq, p []byte) error
+}
+
 // readSpan reads the block r, which may run on into the pieces after
-// r.Piece (ProtoSpan), into p: a block of each piece through src.readBlock,
-// which checks that piece.
+// r.Piece (ProtoSpan), into p: through src.readSpanBlock if it has one,
+// else a block of each piece through src.readBlock, which checks that
+// piece.
 func readSpan(ctx context.Context, src pieceSource, man *Manifest, r blockReq, p []byte) error {
+	if ss, ok := src.(spanSource); ok {
+		if _, ok := blockSpan(man, r); !ok || len(p) != int(r.Len) {
+			return fmt.Errorf("%w: block runs past the end of %s", ErrBadFrame, r.ID)
+		}
+		return ss.readSpanBlock(ctx, r, p)
+	}
 	for len(p) > 0 {
 		n := min(int64(len(p)), man.PieceLen(int(r.Piece))-int64(r.Off))
 		if n <= 0 {

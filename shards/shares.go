@@ -911,6 +911,14 @@ func (s *shares) haveOf(id MD5) Bitfield {
 // still as it was hashed. A file that is not is taken out of the share
 // and hashed again; if none is left, the block is refused.
 func (s *shares) readBlock(ctx context.Context, r blockReq, p []byte) error {
+	return s.readSpanBlock(ctx, r, p)
+}
+
+// readSpanBlock implements spanSource: readBlock of a block that may run
+// on into the pieces after r.Piece (the caller checked that it stays in
+// the file). The file is opened, and its stamp checked before and after,
+// once for the whole block: one read of up to BlockSize, not one a piece.
+func (s *shares) readSpanBlock(ctx context.Context, r blockReq, p []byte) error {
 	s.mu.Lock()
 	sh := s.byID[r.ID]
 	var files []shareFile
@@ -934,10 +942,10 @@ func (s *shares) readBlock(ctx context.Context, r blockReq, p []byte) error {
 	return fmt.Errorf("%w: %s changed on disk and is being hashed again", ErrUnknown, r.ID)
 }
 
-// readFrom reads block r from file f. The file is stat'ed through the
-// open descriptor before the read and after it, so an edit before or
-// during the read is caught; a racy file's piece is read whole and checked
-// against its MD5.
+// readFrom reads block r, which may run on into the pieces after r.Piece,
+// from file f. The file is stat'ed through the open descriptor before the
+// read and after it, so an edit before or during the read is caught; a
+// racy file's pieces are read whole and checked against their MD5.
 func (s *shares) readFrom(ctx context.Context, sh *share, f shareFile, r blockReq, p []byte) error {
 	fd, err := openShared(f.Path, f.Folder != "")
 	if err != nil {
@@ -947,13 +955,31 @@ func (s *shares) readFrom(ctx context.Context, sh *share, f shareFile, r blockRe
 	if err := sameStamp(fd, f.Stamp); err != nil {
 		return err
 	}
-	off := sh.man.PieceOffset(int(r.Piece))
 	if !f.Racy {
-		if _, err := fd.ReadAt(p, off+int64(r.Off)); err != nil {
+		if _, err := fd.ReadAt(p, sh.man.PieceOffset(int(r.Piece))+int64(r.Off)); err != nil {
 			return fmt.Errorf("%w: read: %v", errChanged, err)
 		}
 		return sameStamp(fd, f.Stamp)
 	}
+	for len(p) > 0 {
+		n := min(int64(len(p)), sh.man.PieceLen(int(r.Piece))-int64(r.Off))
+		if n <= 0 {
+			return fmt.Errorf("%w: block runs past the end of %s", ErrBadFrame, r.ID)
+		}
+		if err := s.readRacy(ctx, sh, fd, blockReq{ID: r.ID, Piece: r.Piece, Off: r.Off, Len: uint32(n)}, p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		r.Piece, r.Off = r.Piece+1, 0
+	}
+	return nil
+}
+
+// readRacy reads block r, inside its piece, from the open racy file fd:
+// the piece is read whole and checked against its MD5 (or taken from the
+// cache of pieces checked so).
+func (s *shares) readRacy(ctx context.Context, sh *share, fd *os.File, r blockReq, p []byte) error {
+	off := sh.man.PieceOffset(int(r.Piece))
 	if piece := s.cache.get(sh.id, r.Piece); piece != nil {
 		copy(p, piece[r.Off:])
 		return nil

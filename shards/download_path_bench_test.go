@@ -1,0 +1,61 @@
+package shards
+
+import (
+	"context"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// BenchmarkDownloadPath downloads a file (-shards.mib, default 64 MiB) from
+// one holder (-shards.seeder) to one downloader on mesh/meshtest, whose
+// transport costs little, and reports the process's CPU seconds and heap
+// allocations per GB moved: what the download and serve paths themselves
+// cost a byte (piece checks, the whole-file MD5, writes, requests), which
+// BenchmarkDownloadGoodput's figures bury under the cost of WebRTC and the
+// swings of a shared machine.
+//
+//	go test -run '^$' -bench DownloadPath -benchtime 1x ./shards/ -args -shards.rounds=8
+func BenchmarkDownloadPath(b *testing.B) {
+	_, nodes := newTestNet(b, "holder", "downloader")
+	holder, downloader := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := downloader.Connect(ctx, holder.ID()); err != nil {
+		b.Fatal(err)
+	}
+	size := *benchMiB << 20
+	data, src := testFile(b, size, 9)
+	switch *benchSeeder {
+	case "test":
+		(&testServer{sources: []pieceSource{src}}).register(holder)
+	case "share":
+		shareForBench(b, holder, data)
+	default:
+		b.Fatalf("-shards.seeder=%q: test or share", *benchSeeder)
+	}
+	dir := b.TempDir()
+	d := startDownloads(b, downloader, dir, openTestDB(b, filepath.Join(dir, "db")), nil, nil)
+	b.Cleanup(func() { d.db.Close() })
+	downloadOnce(b, d, src, holder.ID()) // warm up
+	b.ResetTimer()
+	var rates, cpus, allocs []float64
+	gb := float64(size) / 1e9
+	for i := range b.N * *benchRounds {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		c0 := processCPU()
+		r := downloadOnce(b, d, src, holder.ID())
+		c := (processCPU() - c0).Seconds() / gb
+		runtime.ReadMemStats(&m1)
+		a := float64(m1.Mallocs-m0.Mallocs) / gb
+		rates, cpus, allocs = append(rates, r), append(cpus, c), append(allocs, a)
+		b.Logf("round %d: %.1f MB/s, %.2f cpu-s/GB, %.0f allocs/GB", i, r, c, a)
+	}
+	b.StopTimer()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(rates), "MB/s")
+	b.ReportMetric(median(cpus), "cpu-s/GB")
+	b.ReportMetric(median(allocs), "allocs/GB")
+}
