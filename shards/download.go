@@ -1627,9 +1627,25 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		dl.yield(p)
 		fill()
 		changed, complete := dl.changed, dl.complete()
+		reading := len(dl.readers) > 0
 		dl.mu.Unlock()
 		if complete && inflight == 0 {
 			return nil
+		}
+		if reading && len(held) > 0 {
+			// A reader (a seek, playback, the gallery) may wait on a
+			// held piece: it is checked now, not after holdMax. No
+			// span is asked for while a reader reads (nextBlock), so
+			// none is held after this one.
+			holdT.Stop()
+			holdC = nil
+			batch, held = held, nil
+			if err := check(batch); err != nil {
+				return err
+			}
+			clear(batch)
+			batch = batch[:0]
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -2168,7 +2184,8 @@ const maxSpanBatch = 4
 
 // holdMax bounds how long span answers are held back (holdSpans) for the
 // next one to be checked with: a span of 256 KiB takes 25 ms at 10 MB/s.
-const holdMax = 25 * time.Millisecond
+// Never while a reader reads (fetchFrom). A var for tests only.
+var holdMax = 25 * time.Millisecond
 
 // holdSpans reports whether the answers of batch should wait for the next
 // answer of the peer, to be checked in the SIMD lanes with it (sumSpans):
