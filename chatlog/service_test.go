@@ -216,17 +216,19 @@ func TestRangeRespected(t *testing.T) {
 	// and the ten-day-old message must never be sent to him.
 	bob := newChatNodeWith(t, nw, "bob", func(c *chatlog.ServiceConfig) { c.DefaultRange = chatlog.Range{Days: 3} })
 	joinWhenSeen(t, bob, ch.ID)
-	testutil.WaitFor(t, 15*time.Second, "bob's history inside his range", func() bool { return hasTexts(t, bob, ch.ID, "two days ago", "today") })
-	time.Sleep(time.Second) // further syncs must not bring more
+	// Until his set is alice's inside his range, sync still has something
+	// to bring: only then is the check final.
+	inside := time.Now().Add(-72 * time.Hour).UnixMilli()
+	testutil.WaitFor(t, 15*time.Second, "bob's history inside his range to be alice's", func() bool {
+		if hasTexts(t, bob, ch.ID, "ten days ago") {
+			t.Fatal("bob received a message older than his range")
+		}
+		return hasTexts(t, bob, ch.ID, "two days ago", "today") && slices.Equal(storedSince(t, bob, cid, 0), storedSince(t, alice, cid, inside))
+	})
 	if hasTexts(t, bob, ch.ID, "ten days ago") {
 		t.Fatal("bob received a message older than his range")
 	}
-	bobCID, _ := chatlog.ParseChannelID(ch.ID)
-	items, err := bob.store.Items(bobCID, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, it := range items {
+	for _, it := range storedSince(t, bob, cid, 0) {
 		if it.Time < time.Now().Add(-72*time.Hour).UnixMilli() {
 			t.Fatalf("bob's store holds an item from %v", time.UnixMilli(it.Time))
 		}
@@ -300,11 +302,30 @@ func TestRetractionHonouredEverywhere(t *testing.T) {
 	// A newcomer gets the rest of the history, but not the retracted text.
 	carol := newChatNode(t, nw, "carol")
 	joinWhenSeen(t, carol, ch.ID)
-	testutil.WaitFor(t, 15*time.Second, "carol's history", func() bool { return hasTexts(t, carol, ch.ID, "fine") })
-	time.Sleep(time.Second)
+	// Until her set is alice's and bob's (the retraction itself in it),
+	// sync still has something to bring: only then is the check final.
+	cid, _ := chatlog.ParseChannelID(ch.ID)
+	testutil.WaitFor(t, 30*time.Second, "carol's history to be alice's and bob's", func() bool {
+		if _, ok, _ := carol.store.Get(mid); ok {
+			t.Fatal("the retracted message was served to a newcomer")
+		}
+		got := storedSince(t, carol, cid, 0)
+		return hasTexts(t, carol, ch.ID, "fine") && slices.Equal(got, storedSince(t, alice, cid, 0)) && slices.Equal(got, storedSince(t, bob, cid, 0))
+	})
 	if _, ok, _ := carol.store.Get(mid); ok {
 		t.Fatal("the retracted message was served to a newcomer")
 	}
+}
+
+// storedSince lists what n stores of channel ch from since on: the set that
+// sync reconciles.
+func storedSince(t *testing.T, n *chatNode, ch chatlog.ChannelID, since int64) []chatlog.Item {
+	t.Helper()
+	items, err := n.store.Items(ch, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return items
 }
 
 func TestBurnNeverOnDisk(t *testing.T) {

@@ -83,11 +83,11 @@ func TakenAt(n *Node, id MsgID) (time.Time, bool) {
 // ago: the stale routes a dial meets when a hop's link just went.
 func PlantRoute(n *Node, path ...ID) { n.routes.put(path[len(path)-1], path) }
 
-// Dialing reports whether n's maintainer holds a dialing slot for id.
+// Dialing reports whether n has a dial to id in flight.
 func Dialing(n *Node, id ID) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.dialing[id]
+	return n.dialing[id] != nil
 }
 
 // BackedOff reports whether n's maintainer holds off dialing id after a

@@ -509,6 +509,14 @@ func (l *link) enqueue(m *Message) {
 		}
 	}
 	queued.Add(-size)
+	select {
+	case <-l.done:
+		// The Conn delivers what it read before its Close, and the link
+		// is gone (its budget closed, its queues never served again): the
+		// message is lost with the link, not to a handler that falls behind.
+		return
+	default:
+	}
 	if d := l.dropped.Add(1); d&(d-1) == 0 { // the 1st, 2nd, 4th, 8th...
 		l.n.log.Warn("one-way messages dropped: handlers fall behind", "peer", l.remote.Short(), "proto", m.Protocol, "dropped", d)
 	}

@@ -35,7 +35,8 @@ type Node struct {
 	mu      sync.Mutex
 	serving bool
 	links   map[ID]*link
-	dialing map[ID]bool
+	// dialing holds the dials in flight, one to a peer (see connect).
+	dialing map[ID]*dialCall
 	// backoff holds nodes whose dial failed; bans, nodes cut off for
 	// their offences (see Config.PenaltyThreshold); offences, the counts
 	// that lead there. All are bounded.
@@ -101,7 +102,7 @@ func NewNode(cfg Config) (*Node, error) {
 		done:    make(chan struct{}),
 		hand:    make(map[string]Handler),
 		links:   make(map[ID]*link),
-		dialing: make(map[ID]bool),
+		dialing: make(map[ID]*dialCall),
 		slots:   make(map[ID]*slot),
 		backoff: newBackoffs(maxBackoffs),
 		bans:    newBackoffs(maxBackoffs),
@@ -235,9 +236,56 @@ func (n *Node) Connect(ctx context.Context, id ID) error {
 	return n.connect(ctx, id, false)
 }
 
+// dialCall is a dial in flight; done is closed once err is set.
+type dialCall struct {
+	done chan struct{}
+	err  error
+}
+
 // connect is Connect; temp asks for a temporary link, which both ends may
-// hold beyond HighPeers (Config.MaxTemporary).
+// hold beyond HighPeers (Config.MaxTemporary). A dial to id already in
+// flight (the maintainer's, explore's, a service's) is waited for rather
+// than doubled: the peer takes a second offer from this node as the first
+// given up and cancels its handshake, so two dials at once would make the
+// first fail, or both.
 func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
+	n.mu.Lock()
+	d := n.dialing[id]
+	if d == nil {
+		d = &dialCall{done: make(chan struct{})}
+		n.dialing[id] = d
+		n.mu.Unlock()
+		return n.runDial(ctx, id, d, temp, nil)
+	}
+	n.mu.Unlock()
+	select {
+	case <-d.done:
+		if d.err != nil && n.link(id) != nil {
+			return nil // id linked to us meanwhile
+		}
+		return d.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runDial makes the dial d, which the caller put in n.dialing, and ends
+// it; ended, when not nil, runs with n.mu held as the dial leaves
+// n.dialing.
+func (n *Node) runDial(ctx context.Context, id ID, d *dialCall, temp bool, ended func(error)) error {
+	d.err = n.connectOnce(ctx, id, temp)
+	n.mu.Lock()
+	delete(n.dialing, id)
+	if ended != nil {
+		ended(d.err)
+	}
+	n.mu.Unlock()
+	close(d.done)
+	return d.err
+}
+
+// connectOnce makes one attempt at a link to id for connect.
+func (n *Node) connectOnce(ctx context.Context, id ID, temp bool) error {
 	if id == n.id {
 		return errors.New("mesh: cannot link to self")
 	}
@@ -737,7 +785,7 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 		if need == 0 {
 			break
 		}
-		if id == n.id || n.links[id] != nil || n.dialing[id] || slices.Contains(picks, id) {
+		if id == n.id || n.links[id] != nil || n.dialing[id] != nil || slices.Contains(picks, id) {
 			continue
 		}
 		if _, ok := n.backoff.blocked(id, now); ok {
@@ -747,22 +795,24 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		picks = append(picks, id)
-		n.dialing[id] = true
 		need--
+	}
+	calls := make([]*dialCall, len(picks))
+	for i, id := range picks {
+		calls[i] = &dialCall{done: make(chan struct{})}
+		n.dialing[id] = calls[i]
 	}
 	n.mu.Unlock()
 
-	for _, id := range picks {
+	for i, id := range picks {
 		wg.Go(func() {
 			dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
-			err := n.Connect(dctx, id)
+			err := n.runDial(dctx, id, calls[i], false, func(err error) {
+				if err != nil && ctx.Err() == nil {
+					n.backoff.add(id, time.Now(), n.cfg.MaintainInterval, max(n.cfg.MaintainInterval, time.Minute))
+				}
+			})
 			cancel()
-			n.mu.Lock()
-			delete(n.dialing, id)
-			if err != nil && ctx.Err() == nil {
-				n.backoff.add(id, time.Now(), n.cfg.MaintainInterval, max(n.cfg.MaintainInterval, time.Minute))
-			}
-			n.mu.Unlock()
 			switch {
 			case err == nil || ctx.Err() != nil:
 			case errors.Is(err, ErrSignalLost):

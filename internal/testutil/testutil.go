@@ -28,6 +28,28 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	return time.Since(start)
 }
 
+// WaitProgress polls cond until it reports done, failing the test once
+// progress (a count that only grows while the work goes on: items listed,
+// bytes received) has not grown for stall. It is for work whose whole
+// length scales with the machine's load (content a demo makes node after
+// node on a busy CPU): a stall is a failure, slowness is not.
+func WaitProgress(t testing.TB, stall time.Duration, what string, cond func() (done bool, progress int)) {
+	t.Helper()
+	best, since := -1, time.Now()
+	for {
+		done, p := cond()
+		if done {
+			return
+		}
+		if p > best {
+			best, since = p, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("no progress for %v (at %d) waiting for %s", stall, best, what)
+		}
+		time.Sleep(poll)
+	}
+}
+
 // CheckGoroutines fails the test if goroutines started during it are still
 // running once its cleanups are done (it waits up to 20 s for them to end,
 // printing every stack if they do not). Call it first in the test, so that

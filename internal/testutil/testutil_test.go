@@ -40,3 +40,32 @@ func TestWaitForFailsAfterTimeout(t *testing.T) {
 		t.Fatal("WaitFor returned without failing for a condition that never holds")
 	}
 }
+
+func TestWaitProgressWaitsWhileProgressing(t *testing.T) {
+	// Progress every 20 ms for 100 polls: far longer than the 300 ms
+	// stall bound, never a stall.
+	n := 0
+	WaitProgress(t, 300*time.Millisecond, "a slow count", func() (bool, int) {
+		n++
+		return n >= 100, n
+	})
+}
+
+func TestWaitProgressFailsOnStall(t *testing.T) {
+	f := &fakeTB{TB: t}
+	n := 0
+	func() {
+		defer func() {
+			if r := recover(); r != nil && r != any(f) {
+				panic(r)
+			}
+		}()
+		WaitProgress(f, 100*time.Millisecond, "a count stuck at 5", func() (bool, int) {
+			n = min(n+1, 5)
+			return false, n
+		})
+	}()
+	if !f.failed {
+		t.Fatal("WaitProgress returned without failing for a count that stopped")
+	}
+}
