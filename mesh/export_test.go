@@ -160,3 +160,13 @@ func SlotPeers(n *Node) map[ID]int {
 
 // HandlerOf is the handler n has for proto, the mesh's own included.
 func HandlerOf(n *Node, proto string) Handler { return n.handler(proto) }
+
+// DialWaiters reports how many connects wait for n's dial in flight to id.
+func DialWaiters(n *Node, id ID) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if d := n.dialing[id]; d != nil {
+		return d.waiters
+	}
+	return 0
+}

@@ -236,10 +236,18 @@ func (n *Node) Connect(ctx context.Context, id ID) error {
 	return n.connect(ctx, id, false)
 }
 
-// dialCall is a dial in flight; done is closed once err is set.
+// dialCall is a dial in flight; done is closed once err and ctxEnded
+// are set.
 type dialCall struct {
 	done chan struct{}
 	err  error
+	// temp: the dial is for a temporary link (Expand).
+	temp bool
+	// ctxEnded: the dial failed with its caller's ctx ended, which says
+	// nothing about the waiters' chances (see connect).
+	ctxEnded bool
+	// waiters counts the connects waiting for it; n.mu guards it.
+	waiters int
 }
 
 // connect is Connect; temp asks for a temporary link, which both ends may
@@ -249,23 +257,45 @@ type dialCall struct {
 // given up and cancels its handshake, so two dials at once would make the
 // first fail, or both.
 func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
-	n.mu.Lock()
-	d := n.dialing[id]
-	if d == nil {
-		d = &dialCall{done: make(chan struct{})}
-		n.dialing[id] = d
-		n.mu.Unlock()
-		return n.runDial(ctx, id, d, temp, nil)
-	}
-	n.mu.Unlock()
-	select {
-	case <-d.done:
-		if d.err != nil && n.link(id) != nil {
-			return nil // id linked to us meanwhile
+	_, err := n.connectKind(ctx, id, temp)
+	return err
+}
+
+// connectKind is connect; ordinary reports that the link came from an
+// ordinary dial, this caller's or another's it waited for, so that Expand
+// does not make it temporary. A waiter whose dial failed only because its
+// caller's ctx ended (explore's DialTimeout, a request given up) tries
+// again with its own ctx rather than return another's cancellation.
+func (n *Node) connectKind(ctx context.Context, id ID, temp bool) (ordinary bool, err error) {
+	for {
+		n.mu.Lock()
+		d := n.dialing[id]
+		if d == nil {
+			d = &dialCall{done: make(chan struct{}), temp: temp}
+			n.dialing[id] = d
+			n.mu.Unlock()
+			err := n.runDial(ctx, id, d, temp, nil)
+			return err == nil && !temp, err
 		}
-		return d.err
-	case <-ctx.Done():
-		return ctx.Err()
+		d.waiters++
+		n.mu.Unlock()
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			n.mu.Lock()
+			d.waiters--
+			n.mu.Unlock()
+			return false, ctx.Err()
+		}
+		switch {
+		case d.err == nil:
+			return !d.temp, nil
+		case n.link(id) != nil:
+			return false, nil // id linked to us meanwhile
+		case d.ctxEnded && ctx.Err() == nil:
+			continue
+		}
+		return false, d.err
 	}
 }
 
@@ -274,6 +304,7 @@ func (n *Node) connect(ctx context.Context, id ID, temp bool) error {
 // n.dialing.
 func (n *Node) runDial(ctx context.Context, id ID, d *dialCall, temp bool, ended func(error)) error {
 	d.err = n.connectOnce(ctx, id, temp)
+	d.ctxEnded = d.err != nil && ctx.Err() != nil
 	n.mu.Lock()
 	delete(n.dialing, id)
 	if ended != nil {

@@ -211,13 +211,14 @@ func (n *Node) Expand(ctx context.Context, ids ...ID) error {
 		if n.link(id) != nil {
 			continue
 		}
-		if err := n.connect(ctx, id, true); err != nil {
+		ordinary, err := n.connectKind(ctx, id, true)
+		if err != nil {
 			if first == nil {
 				first = err
 			}
 			continue
 		}
-		if l := n.link(id); l != nil {
+		if l := n.link(id); l != nil && !ordinary {
 			l.temporary.Store(true)
 			l.lastActive.Store(n.now())
 		}
