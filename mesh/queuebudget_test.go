@@ -71,39 +71,8 @@ func TestQueueBudgetHostileFlood(t *testing.T) {
 
 	// The hostile peers speak the link protocol by hand on raw links, and
 	// never read: what the hub sends them piles up on its side.
-	type hostile struct {
-		id   mesh.ID
-		conn mesh.Conn
-		sent atomic.Int64 // bytes sent
-	}
-	var mallory []*hostile
-	defer func() {
-		for _, h := range mallory {
-			h.conn.Close()
-		}
-	}()
-	send := func(h *hostile, ch mesh.Channel, frame []byte) error {
-		err := h.conn.Send(ctx, ch, frame)
-		if err == nil {
-			h.sent.Add(int64(len(frame)))
-		}
-		return err
-	}
-	for range hostiles {
-		ident, err := mesh.NewIdentity()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := nw.Transport(ident.ID).Dial(ctx, hub.ID())
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := &hostile{id: ident.ID, conn: c}
-		mallory = append(mallory, h)
-		if err := send(h, mesh.Ctl, mesh.HelloFrame("mallory")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mallory := dialHostiles(t, ctx, nw, hub, hostiles)
+	send := func(h *hostile, ch mesh.Channel, frame []byte) error { return h.send(ctx, ch, frame) }
 	testutil.WaitFor(t, 30*time.Second, "the hub to take every hostile link", func() bool {
 		return len(hub.Peers()) == hostiles+1
 	})
