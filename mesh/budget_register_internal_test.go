@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"log/slog"
 	"testing"
 )
 
@@ -12,18 +11,7 @@ import (
 // the dead link kept its share until its handlers ended, so a node whose
 // peers all redialed held two shares for each, beyond Config.QueueBytes.
 func TestRegisterOverDeadLinkTakesBackShare(t *testing.T) {
-	ident, err := NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := NewNode(Config{Identity: ident, Transport: nopTransport{}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, peer := nodeAndPeer(t)
 	conn := func() *sinkConn { return &sinkConn{remote: peer.ID, done: make(chan struct{})} }
 	c1, c2 := conn(), conn()
 	defer c2.Close()

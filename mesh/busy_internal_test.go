@@ -32,18 +32,7 @@ func (c *kindConn) Send(ctx context.Context, ch Channel, b []byte) error {
 // offence; and the link's goroutines end when it closes.
 func TestBusyFlood(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	ident, err := NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := NewNode(Config{Identity: ident, Transport: nopTransport{}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, peer := nodeAndPeer(t)
 	var held atomic.Int32
 	n.Handle("hold/1", HandlerFunc(func(ctx context.Context, m *Message) ([]byte, error) {
 		held.Add(1)
@@ -139,18 +128,7 @@ func (c *stuckConn) Send(ctx context.Context, ch Channel, b []byte) error {
 // then waited: 3,000 goroutines and 190 MiB of answers.
 func TestBusyUnreadAnswers(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	ident, err := NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := NewNode(Config{Identity: ident, Transport: nopTransport{}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, peer := nodeAndPeer(t)
 	answer := make([]byte, 64<<10)
 	var served atomic.Int64
 	n.Handle("fast/1", HandlerFunc(func(ctx context.Context, m *Message) ([]byte, error) {
@@ -216,4 +194,23 @@ func TestBusyUnreadAnswers(t *testing.T) {
 	if l.serving != 0 || l.answering != 0 || len(l.waiting) != 0 || l.waitingBytes != 0 {
 		t.Fatalf("after close: %d serving, %d answering, %d waiting of %d bytes", l.serving, l.answering, len(l.waiting), l.waitingBytes)
 	}
+}
+
+// nodeAndPeer makes a quiet node with no transport, to be handed links
+// by hand, and the identity of a peer to link it to.
+func nodeAndPeer(t *testing.T) (*Node, *Identity) {
+	t.Helper()
+	ident, err := NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewNode(Config{Identity: ident, Transport: nopTransport{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, peer
 }

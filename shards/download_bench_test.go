@@ -204,15 +204,7 @@ func linkOnce(tb testing.TB, a, b *mesh.Node, sink *linkSink, size int64) float6
 func BenchmarkDownloadGoodput(b *testing.B) {
 	holder, downloader := rtcPair(b)
 	size := *benchMiB << 20
-	data, src := testFile(b, size, 9)
-	switch *benchSeeder {
-	case "test":
-		(&testServer{sources: []pieceSource{src}}).register(holder)
-	case "share":
-		shareForBench(b, holder, data)
-	default:
-		b.Fatalf("-shards.seeder=%q: test or share", *benchSeeder)
-	}
+	src := seedForBench(b, holder, size)
 	sink := new(linkSink)
 	downloader.Handle(benchLinkProto, sink)
 	dir := b.TempDir()

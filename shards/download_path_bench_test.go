@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/catnest/catnest/mesh"
 )
 
 // BenchmarkDownloadPath downloads a file (-shards.mib, default 64 MiB) from
@@ -26,15 +28,7 @@ func BenchmarkDownloadPath(b *testing.B) {
 		b.Fatal(err)
 	}
 	size := *benchMiB << 20
-	data, src := testFile(b, size, 9)
-	switch *benchSeeder {
-	case "test":
-		(&testServer{sources: []pieceSource{src}}).register(holder)
-	case "share":
-		shareForBench(b, holder, data)
-	default:
-		b.Fatalf("-shards.seeder=%q: test or share", *benchSeeder)
-	}
+	src := seedForBench(b, holder, size)
 	dir := b.TempDir()
 	d := startDownloads(b, downloader, dir, openTestDB(b, filepath.Join(dir, "db")), nil, nil)
 	b.Cleanup(func() { d.db.Close() })
@@ -58,4 +52,20 @@ func BenchmarkDownloadPath(b *testing.B) {
 	b.ReportMetric(median(rates), "MB/s")
 	b.ReportMetric(median(cpus), "cpu-s/GB")
 	b.ReportMetric(median(allocs), "allocs/GB")
+}
+
+// seedForBench makes a file of size bytes and has holder serve it as
+// -shards.seeder says: from memory (test) or shared from disk (share).
+func seedForBench(b *testing.B, holder *mesh.Node, size int) *readerSource {
+	b.Helper()
+	data, src := testFile(b, size, 9)
+	switch *benchSeeder {
+	case "test":
+		(&testServer{sources: []pieceSource{src}}).register(holder)
+	case "share":
+		shareForBench(b, holder, data)
+	default:
+		b.Fatalf("-shards.seeder=%q: test or share", *benchSeeder)
+	}
+	return src
 }
