@@ -753,9 +753,6 @@ type download struct {
 	hashMu sync.Mutex
 	whole  hash.Hash
 	hashed int
-	// hashKick wakes the running hasher (hashBehind) to read back and hash
-	// the verified pieces past hashed; of the running fetch.
-	hashKick chan struct{}
 
 	// unstarted counts the bytes written to the part file since its
 	// writeback was last started (startWriteback, every writebackBytes).
@@ -914,11 +911,8 @@ func (dl *download) runOnce(ctx context.Context) error {
 	dirty := make(chan struct{}, 1)
 	dl.mu.Lock()
 	dl.dirty = dirty
-	kick := make(chan struct{}, 1)
-	dl.hashKick = kick
 	dl.mu.Unlock()
 	wg.Go(func() { dl.persist(wctx, f, dirty) })
-	wg.Go(func() { dl.hashBehind(wctx, f, kick) })
 
 	type ended struct {
 		id  mesh.ID
@@ -2350,7 +2344,7 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 		i = j
 	}
 	dl.mu.Lock()
-	// The buffers go back to the pool only after hashFrom has read them.
+	// The buffers go back to the pool only after hashAhead has read them.
 	for _, a := range as {
 		dl.endAttempt(p, a)
 		if dl.have.Has(a.piece) {
@@ -2374,7 +2368,7 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 	}
 	dl.signal()
 	dl.mu.Unlock()
-	dl.hashFrom(f, as[0].piece, data)
+	err = dl.hashAhead(f, as[0].piece, data)
 	for _, a := range as {
 		if a.buf != nil {
 			dl.bufs.Put(a.buf)
@@ -2392,73 +2386,15 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 // commit's before it, 3-6 % of the download (BenchmarkDownloadGoodput).
 const writebackBytes = 4 << 20
 
-// hashFrom feeds the whole-file MD5 with the pieces just verified (data
-// holds them from piece on, end to end) while they follow what it has
-// hashed so far, from memory, and leaves everything else to the hasher
-// (hashBehind): the pieces verified ahead of the hash, read back from f.
-// It never waits for the hasher. The picker takes pieces in an order of
-// its own within tieWindow, so when the piece the hash waits for comes,
-// up to 256 pieces verified after it (16 MiB) are read back and hashed
-// at once: done here, that held the peer's loop 20-100 ms, its next
-// requests and the answers in with it (BenchmarkDownloadGoodput).
-func (dl *download) hashFrom(f *os.File, piece int, data []byte) {
-	if !dl.hashMu.TryLock() {
-		dl.kickHasher() // the hasher runs: it reads these back
-		return
-	}
-	more, _ := dl.hashAheadLocked(f, piece, data, false)
-	dl.hashMu.Unlock()
-	if more {
-		dl.kickHasher()
-	}
-}
-
-// kickHasher wakes the running hasher, if any.
-func (dl *download) kickHasher() {
-	dl.mu.Lock()
-	kick := dl.hashKick
-	dl.mu.Unlock()
-	select {
-	case kick <- struct{}{}:
-	default: // already woken; a nil kick (no fetch running) blocks
-	}
-}
-
-// hashBehind is the hasher of a running fetch: each kick, it reads back
-// from f and hashes the verified pieces that follow what the whole-file
-// MD5 has (hashAhead), off the peers' loops. finish hashes whatever is
-// left after it stops.
-func (dl *download) hashBehind(ctx context.Context, f *os.File, kick <-chan struct{}) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		}
-		if err := dl.hashAhead(f, -1, nil); err != nil {
-			// finish reads them again and fails the download if it must.
-			dl.d.log.Warn("hash of a partial download", "id", dl.id, "err", err)
-		}
-	}
-}
-
 // hashAhead feeds the whole-file MD5 with the verified pieces that follow
-// what it has hashed so far, in order: those of data from memory (data
-// holds the pieces from piece on, end to end; piece -1 for none), others
-// (verified out of order, or found by recheck) read back from f. The
-// check of the finished file costs almost nothing at the end, and a
-// large file is not read back whole.
+// what it has hashed so far, in order: the piece just verified from memory,
+// others (out of order, or found by recheck) read back from f. Pieces mostly
+// arrive in order, so the check of the finished file costs almost nothing
+// at the end, and a large file is not read back whole. data holds the
+// pieces from piece on, end to end (one, or a run of a span's).
 func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 	dl.hashMu.Lock()
 	defer dl.hashMu.Unlock()
-	_, err := dl.hashAheadLocked(f, piece, data, true)
-	return err
-}
-
-// hashAheadLocked is hashAhead with dl.hashMu held. Without readBack it
-// stops at the first piece that is not in data and reports more if that
-// piece is verified (it would have to be read back).
-func (dl *download) hashAheadLocked(f *os.File, piece int, data []byte, readBack bool) (more bool, err error) {
 	if dl.whole == nil {
 		dl.whole, dl.hashed = md5.New(), 0
 	}
@@ -2476,19 +2412,16 @@ func (dl *download) hashAheadLocked(f *os.File, piece int, data []byte, readBack
 		}
 		dl.mu.Unlock()
 		if !ok {
-			return false, nil
+			return nil
 		}
 		if piece >= 0 && next >= piece && off+n-base <= int64(len(data)) {
 			dl.whole.Write(data[off-base : off+n-base])
 		} else {
-			if !readBack {
-				return true, nil
-			}
 			if buf == nil {
 				buf = make([]byte, n)
 			}
 			if _, err := f.ReadAt(buf[:n], off); err != nil {
-				return false, fmt.Errorf("shards: hash piece %d: %w", next, err)
+				return fmt.Errorf("shards: hash piece %d: %w", next, err)
 			}
 			dl.whole.Write(buf[:n])
 		}
