@@ -753,6 +753,10 @@ type download struct {
 	hashMu sync.Mutex
 	whole  hash.Hash
 	hashed int
+
+	// unstarted counts the bytes written to the part file since its
+	// writeback was last started (startWriteback, every writebackBytes).
+	unstarted atomic.Int64
 }
 
 // signal wakes everyone waiting on changed; dl.mu is held.
@@ -2325,6 +2329,12 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 			dl.mu.Unlock()
 			return fmt.Errorf("shards: write pieces %d-%d: %w", as[i].piece, as[j-1].piece, err)
 		}
+		if dl.unstarted.Add(to-from) >= writebackBytes {
+			dl.unstarted.Store(0)
+			if err := startWriteback(f); err != nil {
+				dl.d.log.Warn("writeback of a partial download", "id", dl.id, "err", err)
+			}
+		}
 		if h := dl.d.afterWrite; h != nil {
 			for _, a := range as[i:j] {
 				off := m.PieceOffset(a.piece) - base
@@ -2368,6 +2378,13 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 	dl.publish(false)
 	return err
 }
+
+// writebackBytes is how many bytes a download writes to its part file
+// before it starts their writeback (startWriteback): the sync before done
+// then waits for at most about this much. A 64 MiB download on loopback
+// took 20-50 ms from its last piece to done, most of it that sync and the
+// commit's before it, 3-6 % of the download (BenchmarkDownloadGoodput).
+const writebackBytes = 4 << 20
 
 // hashAhead feeds the whole-file MD5 with the verified pieces that follow
 // what it has hashed so far, in order: the piece just verified from memory,
