@@ -1352,7 +1352,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	}
 	f, err := createPart(dl.part, dl.man.Size)
 	if err != nil {
-		return nil, fmt.Errorf("shards: %w", err)
+		return nil, err // createPart says "shards: "
 	}
 	dl.file = f
 	if lost {

@@ -3,7 +3,9 @@ package shards
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -227,4 +229,31 @@ func TestHavePollingBackedOffPeerFetching(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// TestPartFileErrorOnePrefix: a part file that cannot be made fails the
+// download with an error that says "shards: " once (it read "shards:
+// shards: …").
+func TestPartFileErrorOnePrefix(t *testing.T) {
+	dir := t.TempDir()
+	// The part files' folder is a file: the part file cannot be made.
+	if err := os.WriteFile(filepath.Join(dir, "shards"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db := openTestDB(t, filepath.Join(dir, "db"))
+	t.Cleanup(func() { db.Close() })
+	d, err := newDownloads(DownloadsConfig{Dir: dir}, nil, db, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, src := testFile(t, 1<<20, 3)
+	dl := d.newDownload(src.link("", "f.bin"))
+	dl.setManifest(src.man, src.man.Hash())
+	_, err = dl.openFile()
+	if err == nil {
+		t.Fatal("a part file was made in a folder that is a file")
+	}
+	if got := err.Error(); !strings.HasPrefix(got, "shards: ") || strings.Contains(got, "shards: shards:") {
+		t.Fatalf("error %q, want one \"shards: \" prefix", got)
+	}
 }
