@@ -62,7 +62,16 @@ func (ip *idlePeer) ended(cfg DownloadsConfig, now time.Time, err error) {
 func (ip *idlePeer) due(cfg DownloadsConfig, holder bool) time.Time {
 	wait := ip.wait
 	if !holder && ip.level > 0 {
-		wait = max(wait, min(cfg.HaveInterval<<ip.level, haveBackoffMax*cfg.HaveInterval))
+		// Doubled a step at a time up to the cap: HaveInterval<<level
+		// overflows for long intervals and high levels.
+		most, back := haveBackoffMax*cfg.HaveInterval, cfg.HaveInterval
+		for range ip.level {
+			if back >= most {
+				break
+			}
+			back *= 2
+		}
+		wait = max(wait, min(back, most))
 	}
 	return ip.at.Add(wait)
 }

@@ -257,3 +257,29 @@ func TestPartFileErrorOnePrefix(t *testing.T) {
 		t.Fatalf("error %q, want one \"shards: \" prefix", got)
 	}
 }
+
+// TestHaveBackoffLongInterval: a peer that keeps answering that it does
+// not have the resource waits at most haveBackoffMax HaveIntervals, and
+// never less than before, however many times it answered so and whatever
+// the interval: HaveInterval<<level overflowed past ~8.6 s intervals once
+// level reached 30, and the peer was then asked every 3 intervals again.
+func TestHaveBackoffLongInterval(t *testing.T) {
+	for _, interval := range []time.Duration{time.Second, 10 * time.Second, time.Minute, time.Hour} {
+		cfg := DownloadsConfig{HaveInterval: interval, RequestTimeout: 20 * time.Second}
+		ip := new(idlePeer)
+		no := fmt.Errorf("%w: %w", errNoPieces, &mesh.RemoteError{Msg: "unknown"})
+		at := time.Unix(1e9, 0)
+		var last time.Duration
+		for k := range 200 {
+			ip.ended(cfg, at, no)
+			wait := ip.due(cfg, false).Sub(at)
+			if wait < last || wait > haveBackoffMax*interval {
+				t.Fatalf("interval %v, answer %d: wait %v after %v, want it to grow up to %v", interval, k+1, wait, last, haveBackoffMax*interval)
+			}
+			last = wait
+		}
+		if last != haveBackoffMax*interval {
+			t.Errorf("interval %v: wait %v after 200 answers, want %v", interval, last, haveBackoffMax*interval)
+		}
+	}
+}
