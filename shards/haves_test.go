@@ -90,11 +90,6 @@ func (hn *haveNet) askedTotal() int64 {
 // at most 5,760 go. Each peer is still asked now and then (it may start
 // downloading), and peers that leave leave no state behind.
 func TestHavePollingBacksOff(t *testing.T) {
-	// minio/md5-simd keeps channels made inside a synctest bubble in a
-	// package-wide pool; hashing outside the bubble later (other tests of
-	// the package) then dies with "receive on synctest channel from outside
-	// bubble". Skipped until the lanes are kept out of the bubble.
-	t.Skip("md5-simd's pooled channels escape the synctest bubble (see comment)")
 	raceOneProc(t)
 	const nDownloads, others = 30, 32
 	synctest.Test(t, func(t *testing.T) {
@@ -127,8 +122,9 @@ func TestHavePollingBacksOff(t *testing.T) {
 		db := openTestDB(t, filepath.Join(dir, "db"))
 		t.Cleanup(func() { db.Close() })
 		const interval = 2 * time.Second
-		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, _ *downloads) {
+		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, d *downloads) {
 			c.HaveInterval = interval
+			d.noLanes = true // md5-simd's pooled channels must not come from the bubble
 		})
 		for _, l := range links {
 			if _, err := rd.fetch(t.Context(), l); err != nil {
@@ -199,11 +195,6 @@ func TestHavePollingBacksOff(t *testing.T) {
 // it from this node; it is asked for its have again at once, and the
 // download fetches from it.
 func TestHavePollingBackedOffPeerFetching(t *testing.T) {
-	// minio/md5-simd keeps channels made inside a synctest bubble in a
-	// package-wide pool; hashing outside the bubble later (other tests of
-	// the package) then dies with "receive on synctest channel from outside
-	// bubble". Skipped until the lanes are kept out of the bubble.
-	t.Skip("md5-simd's pooled channels escape the synctest bubble (see comment)")
 	raceOneProc(t)
 	synctest.Test(t, func(t *testing.T) {
 		_, src := testFile(t, 16<<20, 9)
@@ -213,8 +204,9 @@ func TestHavePollingBackedOffPeerFetching(t *testing.T) {
 		db := openTestDB(t, filepath.Join(dir, "db"))
 		t.Cleanup(func() { db.Close() })
 		const interval = 2 * time.Second
-		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, _ *downloads) {
+		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, d *downloads) {
 			c.HaveInterval = interval
+			d.noLanes = true // md5-simd's pooled channels must not come from the bubble
 		})
 		// The downloader serves what it has, as a Service does.
 		(&testServer{sources: []pieceSource{rd.downloads}}).register(hn.d)
