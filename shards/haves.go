@@ -76,9 +76,56 @@ func (ip *idlePeer) due(cfg DownloadsConfig, holder bool) time.Time {
 	return ip.at.Add(wait)
 }
 
+// duePeers lists the candidates to ask now (for the manifest, or for
+// their have): those not running whose idle record, if any, says they
+// are due; the first holders of cands are known holders, whose backoff
+// (earned while they held nothing) does not count, so a peer that turns
+// into one (it advertises the resource now, or the link's node came
+// online) is asked at once. The records of peers gone are pruned. dl.mu
+// is held.
+func (dl *download) duePeers(now time.Time, cands []mesh.ID, holders int, running map[mesh.ID]bool) []mesh.ID {
+	dl.pruneIdle(now, cands, running)
+	var due []mesh.ID
+	for k, id := range cands {
+		if running[id] {
+			continue
+		}
+		if ip := dl.idle[id]; ip != nil && now.Before(ip.due(dl.d.cfg, k < holders)) {
+			continue
+		}
+		due = append(due, id)
+	}
+	return due
+}
+
+// idleEnded records the end of the ask or the part of peer id at now
+// with err (idlePeer.ended); dl.mu is held.
+func (dl *download) idleEnded(id mesh.ID, now time.Time, err error) {
+	ip := dl.idle[id]
+	if ip == nil {
+		ip = new(idlePeer)
+		dl.idle[id] = ip
+	}
+	ip.ended(dl.d.cfg, now, err)
+}
+
+// askedHave notes that peer from asked this node for its have of id: it
+// downloads id and so knows its manifest (have requests follow the
+// manifest), and a download of id still without one asks it at once.
+func (d *downloads) askedHave(id MD5, from mesh.ID) {
+	dl := d.get(id)
+	if dl == nil {
+		return
+	}
+	dl.mu.Lock()
+	dl.fetching(from)
+	dl.mu.Unlock()
+}
+
 // fetching notes that peer id fetches blocks of this resource from this
-// node: it is downloading it and now holds pieces, so a backoff it earned
-// by holding none is dropped and it is asked again at once; dl.mu is held.
+// node, or asks for its have: it is downloading it and knows the manifest,
+// maybe holds pieces, so a backoff it earned by holding none is dropped
+// and it is asked again at once; dl.mu is held.
 func (dl *download) fetching(id mesh.ID) {
 	ip := dl.idle[id]
 	if ip == nil || ip.level == 0 {
