@@ -988,7 +988,7 @@ func (dl *download) runOnce(ctx context.Context) error {
 				dl.d.log.Debug("download: a peer's part ended", "id", dl.id, "peer", e.id.Short(), "err", e.err)
 			}
 			dl.mu.Lock()
-			dl.idleEnded(e.id, time.Now(), e.err)
+			dl.idleEnded(e.id, time.Now(), e.err, false)
 			dl.mu.Unlock()
 		case <-tick.C:
 		case <-changed:
@@ -1057,10 +1057,11 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 // fails it is rejected, its senders banned, and the download goes on with
 // another (finish).
 //
-// Peers are asked as the have polling asks them (duePeers): a known holder
-// every HaveInterval, a peer that does not have the manifest ever more
-// rarely, up to haveBackoffMax HaveIntervals, and one that turns into a
-// holder at once. Every download asked every linked peer every half
+// Peers are asked as the have polling asks them (duePeers): a peer that
+// does not have the manifest ever more rarely, up to haveBackoffMax
+// HaveIntervals, a known holder so too once it failed to serve it (the
+// link's node that dropped the file), and one that turns into a holder at
+// once. Every download asked every linked peer every half
 // minute before: a link whose holders are offline, times dozens of
 // downloads and peers, was a steady flood of asks answered "unknown".
 func (dl *download) fetchManifest(ctx context.Context) error {
@@ -1089,7 +1090,7 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 				}
 				dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", id.Short(), "err", err)
 				dl.mu.Lock()
-				dl.idleEnded(id, time.Now(), err)
+				dl.idleEnded(id, time.Now(), err, slices.Index(cands[:holders], id) >= 0)
 				dl.mu.Unlock()
 				continue
 			}

@@ -186,3 +186,72 @@ func TestManifestLateHolderFound(t *testing.T) {
 		}
 	})
 }
+
+// TestManifestAsksBackOffOnlineLinkNode: downloads of links whose node is
+// online and linked but no longer serves the resources (the user removed
+// the files) ask it for the manifest ever more rarely too, as a peer that
+// holds nothing. Known holders were exempt from the backoff: each such
+// download asked the link's node every HaveInterval for good (4,500 asks
+// in the 5 minutes counted here, where now at most 150 go). It is still
+// asked now and then: once it serves the files again the downloads finish.
+func TestManifestAsksBackOffOnlineLinkNode(t *testing.T) {
+	raceOneProc(t)
+	const nDownloads = 30
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 2 * time.Second
+		var srcs []pieceSource
+		var mine []*readerSource
+		for k := range nDownloads {
+			_, src := testFile(t, 256<<10, byte(k+1))
+			srcs, mine = append(srcs, src), append(mine, src)
+		}
+		hn := newHaveNet(t, 2, &testServer{}, func(k int) *testServer {
+			if k > 0 {
+				return nil
+			}
+			return &testServer{sources: srcs}
+		})
+		dir := t.TempDir()
+		db := openTestDB(t, filepath.Join(dir, "db"))
+		t.Cleanup(func() { db.Close() })
+		rd := startDownloads(t, hn.d, dir, db, nil, func(c *DownloadsConfig, d *downloads) {
+			c.HaveInterval = interval
+			d.noLanes = true // md5-simd's pooled channels must not come from the bubble
+		})
+		link := hn.others[0].ID()
+		for k, src := range mine {
+			if _, err := rd.fetch(t.Context(), src.link(link, fmt.Sprintf("f%d", k))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(3 * time.Minute)
+		before := hn.asked[0].Load()
+		const stretch = 5 * time.Minute
+		time.Sleep(stretch)
+		got := hn.asked[0].Load() - before
+		most := int64(nDownloads) * int64(stretch/(haveBackoffMax*interval)+1)
+		t.Logf("%d manifest asks to the online link node that dropped the files from %d downloads in %v (at most %d)", got, nDownloads, stretch, most)
+		if got > most {
+			t.Errorf("%d manifest asks to the link's node in %v, want at most %d", got, stretch, most)
+		}
+		if got == 0 {
+			t.Errorf("the link's node was not asked in %v: it must still be asked now and then", stretch)
+		}
+		for _, src := range mine {
+			if tr := rd.get(src.id).transfer(); tr.State != StateDownloading || tr.Waiting != WaitManifest {
+				t.Fatalf("download %s is %s waiting %q, want downloading waiting %q", src.id, tr.State, tr.Waiting, WaitManifest)
+			}
+		}
+
+		hn.gate[0].Store(true) // it serves the files again
+		deadline := time.Now().Add(haveBackoffMax*interval + time.Minute)
+		for _, src := range mine {
+			for rd.get(src.id).transfer().State != StateDone {
+				if time.Now().After(deadline) {
+					t.Fatalf("download %s is not done %v after the link's node served it again", src.id, haveBackoffMax*interval+time.Minute)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	})
+}

@@ -201,6 +201,6 @@ const (
 	// once.
 	WaitNoHolder Wait = "no_holder"
 	// WaitManifest: holders are online but none has served the manifest
-	// yet; they are asked again every HaveInterval.
+	// yet; they are asked again, ever more rarely while they fail to.
 	WaitManifest Wait = "manifest"
 )
