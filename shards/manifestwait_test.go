@@ -156,14 +156,41 @@ func TestManifestLateHolderFound(t *testing.T) {
 			}
 		}
 
+		// justAsked waits until every download of group has just asked
+		// peer for the manifest: backed off to the cap, it would not ask
+		// again for haveBackoffMax HaveIntervals, so what finds the holder
+		// within a few is what the test is about, not the backoff's turn.
+		justAsked := func(group []*readerSource, peer mesh.ID) {
+			t.Helper()
+			mark := time.Now()
+			for _, src := range group {
+				dl := rd.get(src.id)
+				for {
+					dl.mu.Lock()
+					ip := dl.idle[peer]
+					asked := ip != nil && !ip.at.Before(mark)
+					dl.mu.Unlock()
+					if asked {
+						break
+					}
+					if time.Since(mark) > 2*haveBackoffMax*interval {
+						t.Fatalf("download %s did not ask %s in %v", src.id, peer.Short(), 2*haveBackoffMax*interval)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}
+
 		// others[0] comes to hold the first half and the catalogs list it.
 		id0 := hn.others[0].ID()
+		justAsked(first, id0)
 		hn.gate[0].Store(true)
 		listed.Store(&id0)
 		waitManifests("the catalog listed a holder", first)
 
 		// others[1] holds the second half and asks this node for its
 		// haves, as a downloader of them does.
+		justAsked(second, hn.others[1].ID())
 		hn.gate[1].Store(true)
 		for _, src := range second {
 			if _, err := hn.others[1].Request(t.Context(), hn.d.ID(), ProtoHave, src.id[:]); err == nil {
