@@ -147,6 +147,9 @@ type downloads struct {
 	// of them checked 2*spanLanes or more at once, at about half the CPU a
 	// byte (sumSpans, holdSpans); the benchmarks report them.
 	lanePieces, lanePaired atomic.Int64
+	// hashReads counts the pieces the whole-file MD5 read back from part
+	// files (verified ahead of it: hashAhead); the benchmarks report it.
+	hashReads atomic.Int64
 	// noLanes (tests) keeps serve from starting the lanes: md5-simd pools
 	// its result channels package-wide, and channels made inside a
 	// synctest bubble then break hashing outside it.
@@ -2462,6 +2465,7 @@ func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 			if _, err := f.ReadAt(buf[:n], off); err != nil {
 				return fmt.Errorf("shards: hash piece %d: %w", next, err)
 			}
+			dl.d.hashReads.Add(1)
 			dl.whole.Write(buf[:n])
 		}
 		dl.hashed++
