@@ -273,6 +273,7 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 		// Pieces verified ahead of the whole-file MD5 are read back for it.
 		pieces := float64(len(tails) * src.man.NumPieces())
 		b.ReportMetric(100*float64(d.hashReads.Load()-reads0)/pieces, "readback-%")
+		b.Logf("requests sent again, late (hedgeAfter): %d", d.hedges.Load())
 	}
 }
 

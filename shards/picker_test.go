@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 )
@@ -504,5 +506,60 @@ func TestDownloadOneHolderInIndexOrder(t *testing.T) {
 	}
 	if lag > 2*inFlight {
 		t.Errorf("a piece written %d pieces after the first not written, want at most about the %d in flight", lag, inFlight)
+	}
+}
+
+// TestDownloadAsksAgainForALateFirstPiece: the holder keeps back its answer
+// to the first request for one piece (an answer lost on the link waits for
+// SCTP's retransmission timer, 1 s or more, while the answers after it come:
+// over WebRTC one took 5.7 s). The request for the first missing piece is
+// sent again once it is late, and the download ends with the answer still
+// kept back; before, the whole-file MD5 waited at that piece and the
+// download at its end, for the answer or RequestTimeout. One holder, so no
+// endgame; 16 MiB at 32 MiB/s.
+func TestDownloadAsksAgainForALateFirstPiece(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 16<<20, 5)
+	const late = 200 // of 256 pieces
+	release := make(chan struct{})
+	var mu sync.Mutex
+	kept, keptDone := false, false // the first request for late: kept back; answered
+	srv := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(32<<20, 256<<10)}
+	srv.onBlock = func(_ mesh.ID, r blockReq) {
+		n := int64(r.Len)/src.man.PieceSize + 1
+		if int(r.Piece) > late || int64(late) >= int64(r.Piece)+n {
+			return
+		}
+		mu.Lock()
+		first := !kept
+		kept = true
+		mu.Unlock()
+		if first {
+			<-release
+			mu.Lock()
+			keptDone = true
+			mu.Unlock()
+		}
+	}
+	srv.register(nodes[0])
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
+		func(c *DownloadsConfig, _ *downloads) { c.RequestTimeout = 5 * time.Minute })
+	t.Cleanup(func() { close(release) }) // before the downloads stop and the goroutines are counted
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "f.bin")); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d.downloads, src.id, StateDone, time.Minute)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("requests sent again: %d", d.hedges.Load())
+	if !kept || keptDone {
+		t.Fatalf("the answer for piece %d: kept back %v, answered %v", late, kept, keptDone)
+	}
+	if d.hedges.Load() == 0 {
+		t.Error("done with no request sent again")
 	}
 }
