@@ -148,11 +148,11 @@ func (k pickKey) less(o pickKey) bool {
 // start the Kumar-Ross pull of 8 went from 1.94-2.20x the bound to
 // 1.94-2.54x). A download that sees no swarm after a window has no one to
 // trade with, and with the order it paid for nothing: the pieces it
-// verified ahead of the MD5 were read back (90 % of a one-holder 64 MiB
+// verified ahead of the MD5 were read back (91 % of a one-holder 64 MiB
 // file), and after the last piece the MD5 read back and hashed what was
 // left of the last window, about half of it, on one core while the link
-// was idle (BenchmarkDownloadGoodput's tail-ms: 25-39 ms, 3-5 ms in index
-// order; BENCHMARKS.md, good5).
+// was idle (BenchmarkDownloadPath, 64 MiB: tail-ms 8-13, 3 in index order;
+// BENCHMARKS.md, good5).
 const tieWindow = 64 * tieRun
 
 // tieRun is how many consecutive pieces keep their order among equally
