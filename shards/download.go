@@ -2303,6 +2303,14 @@ type sentRequest struct {
 // endgame has no other peer to ask (BENCHMARKS.md, good5). Only the first
 // missing piece is asked again, so at most one request a peer is
 // duplicated at a time.
+//
+// Only a request for whole pieces is sent again: a block of a piece
+// fetched in several is not, since its second answer would be counted
+// again in the attempt's bytes (onBlock: a.got) and the piece checked
+// before all of it came. So a file over TargetPieces*BlockSize (512 MiB:
+// its pieces are larger than a block) and a peer slow enough that its
+// blocks are smaller than a piece (pipeline.block) are not hedged: a lost
+// answer there still waits for SCTP's retransmission.
 func hedgeAfter(pipe *pipeline) time.Duration {
 	if pipe.rate == 0 {
 		return hedgeFactor * pipe.blockTime
