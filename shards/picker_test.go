@@ -521,14 +521,16 @@ func TestDownloadAsksAgainForALateFirstPiece(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	_, nodes := newTestNet(t, "holder", "dl")
 	_, src := testFile(t, 16<<20, 5)
-	const late = 200 // of 256 pieces
+	const late = 192 // of 256 pieces
 	release := make(chan struct{})
 	var mu sync.Mutex
-	kept, keptDone := false, false // the first request for late: kept back; answered
+	kept, keptDone := false, false // the first request from late on: kept back; answered
 	srv := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(32<<20, 256<<10)}
 	srv.onBlock = func(_ mesh.ID, r blockReq) {
-		n := int64(r.Len)/src.man.PieceSize + 1
-		if int(r.Piece) > late || int64(late) >= int64(r.Piece)+n {
+		// A request for whole pieces from late on: a piece fetched in
+		// several blocks (before the rate is known, blocks are 8 KiB) is
+		// not sent again (hedgeAfter).
+		if r.Off != 0 || int64(r.Len) < src.man.PieceSize || r.Piece < late {
 			return
 		}
 		mu.Lock()
@@ -557,9 +559,101 @@ func TestDownloadAsksAgainForALateFirstPiece(t *testing.T) {
 	defer mu.Unlock()
 	t.Logf("requests sent again: %d", d.hedges.Load())
 	if !kept || keptDone {
-		t.Fatalf("the answer for piece %d: kept back %v, answered %v", late, kept, keptDone)
+		t.Fatalf("the answer of a request from piece %d on: kept back %v, answered %v", late, kept, keptDone)
 	}
 	if d.hedges.Load() == 0 {
 		t.Error("done with no request sent again")
+	}
+}
+
+// TestDownloadHedgeHostileHolder: a holder that answers the request for
+// the first missing piece and the one sent again (hedge) differently
+// gets one piece checked, never both counted: when the hedge's answer is
+// good and the kept-back first one comes corrupt after it, the piece is
+// written once, good, and the peer has no offence (the late answer finds
+// its attempt ended); when the hedge's answer is corrupt, that is one
+// offence and the piece is fetched again. Either way no corrupt byte is
+// written and the download ends with the right MD5 (StateDone).
+func TestDownloadHedgeHostileHolder(t *testing.T) {
+	for _, liar := range []string{"late", "hedge"} {
+		t.Run(liar, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			_, nodes := newTestNet(t, "holder", "dl")
+			data, src := testFile(t, 16<<20, 9)
+			const late = 192 // of 256 pieces
+			release := make(chan struct{})
+			var mu sync.Mutex
+			keptPiece, asked := -1, 0 // the piece kept back; requests for it
+			srv := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(32<<20, 256<<10)}
+			srv.tamper = func(r blockReq, p []byte) {
+				// The first request for whole pieces from late on
+				// (one of several blocks is not sent again:
+				// hedgeAfter), and those after it for its first piece.
+				if r.Off != 0 || int64(r.Len) < src.man.PieceSize || r.Piece < late {
+					return
+				}
+				mu.Lock()
+				if keptPiece < 0 {
+					keptPiece = int(r.Piece)
+				}
+				if int(r.Piece) != keptPiece {
+					mu.Unlock()
+					return
+				}
+				asked++
+				k := asked
+				mu.Unlock()
+				if k == 1 {
+					<-release // the piece is done, or the test is
+				}
+				if liar == "late" && k == 1 || liar == "hedge" && k == 2 {
+					p[7] ^= 0x55
+				}
+			}
+			srv.register(nodes[0])
+			dir := t.TempDir()
+			var once sync.Once
+			corrupt := 0
+			d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
+				func(c *DownloadsConfig, d *downloads) {
+					c.RequestTimeout = 5 * time.Minute
+					d.afterWrite = func(_ MD5, piece int, b []byte) {
+						off := int64(piece) * src.man.PieceSize
+						if !slices.Equal(b, data[off:off+int64(len(b))]) {
+							mu.Lock()
+							corrupt++
+							mu.Unlock()
+						}
+						mu.Lock()
+						kept := piece == keptPiece
+						mu.Unlock()
+						if kept && liar == "late" {
+							once.Do(func() { close(release) }) // the kept-back answer goes now, corrupt
+						}
+					}
+				})
+			t.Cleanup(func() { once.Do(func() { close(release) }) })
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "f.bin")); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, d.downloads, src.id, StateDone, time.Minute)
+			d.mu.Lock()
+			dl := d.all[src.id]
+			d.mu.Unlock()
+			dl.mu.Lock()
+			bad := dl.bad[nodes[0].ID()]
+			dl.mu.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("liar %s: requests for piece %d %d, sent again %d, offences %d", liar, keptPiece, asked, d.hedges.Load(), bad)
+			if corrupt > 0 {
+				t.Errorf("%d corrupt pieces written", corrupt)
+			}
+			if want := map[string]int{"late": 0, "hedge": 1}[liar]; bad != want {
+				t.Errorf("offences %d, want %d", bad, want)
+			}
+		})
 	}
 }
