@@ -147,6 +147,10 @@ type downloads struct {
 	// of them checked 2*spanLanes or more at once, at about half the CPU a
 	// byte (sumSpans, holdSpans); the benchmarks report them.
 	lanePieces, lanePaired atomic.Int64
+	// hashReads counts the pieces the whole-file MD5 read back from part
+	// files (verified ahead of it: hashAhead); hedges the requests sent
+	// again because they were late (hedgeAfter). The benchmarks report them.
+	hashReads, hedges atomic.Int64
 	// noLanes (tests) keeps serve from starting the lanes: md5-simd pools
 	// its result channels package-wide, and channels made inside a
 	// synctest bubble then break hashing outside it.
@@ -1663,6 +1667,30 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		}
 		return nil
 	}
+	// sent are the requests in flight for whole pieces (a span, or a
+	// block of a whole piece), by attempt: the one that holds the first
+	// missing piece may be asked again (hedge). front is where the look
+	// for the first missing piece starts.
+	sent := make(map[*attempt]*sentRequest)
+	front := 0
+	hedgeT := time.NewTimer(time.Hour)
+	hedgeT.Stop()
+	defer hedgeT.Stop()
+	var hedgeC <-chan time.Time
+	// send asks for the block req of the attempts as.
+	send := func(as []*attempt, req blockReq) {
+		inflight++
+		inflightB += int64(req.Len)
+		proto := ProtoBlock
+		if len(as) > 1 {
+			proto = ProtoSpan
+		}
+		go func() {
+			start := time.Now()
+			data, err := node.Request(as[0].ctx, id, proto, encodeBlockReq(req), mesh.OverBulk())
+			results <- blockResult{as: as, req: req, data: data, err: err, took: time.Since(start)}
+		}()
+	}
 	// fill requests blocks while the window has room; dl.mu is held.
 	fill := func() {
 		for busyC == nil && inflight < maxRequests && (inflight == 0 || inflightB < pipe.window) {
@@ -1673,17 +1701,13 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			if !ok {
 				break
 			}
-			inflight++
-			inflightB += int64(req.Len)
-			proto := ProtoBlock
-			if len(as) > 1 {
-				proto = ProtoSpan
+			send(as, req)
+			if req.Off == 0 && (len(as) > 1 || int64(req.Len) == dl.man.PieceLen(as[0].piece)) {
+				sr := &sentRequest{as: as, req: req, at: time.Now()}
+				for _, a := range as {
+					sent[a] = sr
+				}
 			}
-			go func() {
-				start := time.Now()
-				data, err := node.Request(as[0].ctx, id, proto, encodeBlockReq(req), mesh.OverBulk())
-				results <- blockResult{as: as, req: req, data: data, err: err, took: time.Since(start)}
-			}()
 		}
 		if p.wait.queued && inflight > 0 && (inflight >= maxRequests || inflightB >= pipe.window) {
 			// The window filled (with blocks of a piece it had) while
@@ -1698,11 +1722,36 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			}
 		}
 	}
+	// hedge asks again for the first missing piece when this peer's
+	// request for it is late (hedgeAfter), once, and sets hedgeC for when
+	// it will be; dl.mu is held.
+	hedge := func() {
+		hedgeT.Stop()
+		hedgeC = nil
+		for front < dl.man.NumPieces() && dl.have.Has(front) {
+			front++
+		}
+		a := p.attempts[front]
+		sr := sent[a]
+		after := hedgeAfter(&pipe)
+		if a == nil || sr == nil || sr.hedged || busyC != nil {
+			return
+		}
+		if wait := time.Until(sr.at.Add(after)); wait > 0 {
+			hedgeT.Reset(wait)
+			hedgeC = hedgeT.C
+			return
+		}
+		sr.hedged = true
+		dl.d.hedges.Add(1)
+		send(sr.as, sr.req)
+	}
 	for {
 		dl.mu.Lock()
 		budgetC = nil
 		dl.yield(p)
 		fill()
+		hedge()
 		changed, complete := dl.changed, dl.complete()
 		reading := len(dl.readers) > 0
 		dl.mu.Unlock()
@@ -1750,6 +1799,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 				inflight--
 				inflightB -= int64(r.req.Len)
 				answered = answered || r.err == nil
+				for _, a := range r.as {
+					delete(sent, a)
+				}
 			}
 			stall.Reset(dl.d.cfg.RequestTimeout)
 			if answered {
@@ -1787,6 +1839,8 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			batch = batch[:0]
 		case <-busyC:
 			busyC = nil
+		case <-hedgeC: // hedge, at the loop's top
+			hedgeC = nil
 		case <-refresh.C:
 			dl.mu.Lock()
 			clear(p.gaveUp) // the faster peer may have gone
@@ -2255,6 +2309,54 @@ func (dl *download) onSpan(p *peer, r blockResult, m *Manifest, sums []MD5) erro
 // file's were most of what a downloaded byte cost above the link's.
 const spanLanes = 4
 
+// sentRequest is a request for whole pieces in flight (fetchFrom): what
+// to send again if it is late, when it went out, and whether it was sent
+// again (hedged) already.
+type sentRequest struct {
+	as     []*attempt
+	req    blockReq
+	at     time.Time
+	hedged bool
+}
+
+// hedgeAfter is how long a request for the first missing piece may be in
+// flight before it is sent again: hedgeFactor times the time the peer
+// takes to send a full window at its rate, the longest an answer waits
+// behind the others, and at least hedgeMin; until a rate is known,
+// hedgeFactor times the time a block is sized to take (blockTime). The
+// answer that comes first is taken, the other dropped (its attempts have
+// ended).
+//
+// An answer lost on the link is resent by SCTP, by fast retransmit or, if
+// that is lost too, on the retransmission timer: at least 1 s in
+// pion/sctp, doubling. Over WebRTC on loopback one 256 KiB answer of a few
+// hundred took 4.5-5.7 s while the answers after it kept coming (the bulk
+// channel is unordered); the whole-file MD5 waited at that piece and then
+// hashed up to 1,500 pieces (400 ms on one core) at once, and when the
+// piece was among the last, the download waited for it: with one holder
+// endgame has no other peer to ask (BENCHMARKS.md, good5). Only the first
+// missing piece is asked again, so at most one request a peer is
+// duplicated at a time.
+//
+// Only a request for whole pieces is sent again: a block of a piece
+// fetched in several is not, since its second answer would be counted
+// again in the attempt's bytes (onBlock: a.got) and the piece checked
+// before all of it came. So a file over TargetPieces*BlockSize (512 MiB:
+// its pieces are larger than a block) and a peer slow enough that its
+// blocks are smaller than a piece (pipeline.block) are not hedged: a lost
+// answer there still waits for SCTP's retransmission.
+func hedgeAfter(pipe *pipeline) time.Duration {
+	if pipe.rate == 0 {
+		return hedgeFactor * pipe.blockTime
+	}
+	return max(hedgeMin, hedgeFactor*pipe.sendTime(pipe.window))
+}
+
+const (
+	hedgeFactor = 4
+	hedgeMin    = 250 * time.Millisecond
+)
+
 // maxSpanBatch bounds the answers sumSpans checks in one go: four spans
 // of four pieces fill the 16 lanes of AVX-512.
 const maxSpanBatch = 4
@@ -2496,6 +2598,7 @@ func (dl *download) hashAhead(f *os.File, piece int, data []byte) error {
 			if _, err := f.ReadAt(buf[:n], off); err != nil {
 				return fmt.Errorf("shards: hash piece %d: %w", next, err)
 			}
+			dl.d.hashReads.Add(1)
 			dl.whole.Write(buf[:n])
 		}
 		dl.hashed++

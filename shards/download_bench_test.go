@@ -219,6 +219,7 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	// Warm up: the congestion window, the first allocations.
 	linkOnce(b, holder, downloader, sink, 4<<20)
 	b.ResetTimer()
+	reads0 := d.hashReads.Load()
 	var dls, links, ratios, dlCPU, linkCPU []float64
 	// cpuPerGB runs f and returns its rate and the process's CPU seconds
 	// per GB it moved (both ends are in this process): unlike the rates,
@@ -269,6 +270,10 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	if len(tails) > 0 {
 		b.Logf("from the last piece written to done, ms: %.1f", tails)
 		b.ReportMetric(median(tails), "tail-ms")
+		// Pieces verified ahead of the whole-file MD5 are read back for it.
+		pieces := float64(len(tails) * src.man.NumPieces())
+		b.ReportMetric(100*float64(d.hashReads.Load()-reads0)/pieces, "readback-%")
+		b.Logf("requests sent again, late (hedgeAfter): %d", d.hedges.Load())
 	}
 }
 

@@ -16,7 +16,8 @@ package shards
 //     (with one order for all, 8 receivers fetched the same pieces: 7.95x
 //     the Kumar-Ross bound against 1.7-1.8x); while every peer holds the
 //     whole file (no swarm to trade with), within a window after the
-//     first missing piece (tieWindow) so that the whole-file MD5 keeps up;
+//     first missing piece (tieWindow) so that the whole-file MD5 keeps up,
+//     and past the file's first window in index order;
 //   - outside endgame a piece is fetched from one peer at a time;
 //   - endgame: once every missing piece is being fetched, an idle peer
 //     fetches a piece that another peer is already fetching (the fewest
@@ -74,6 +75,10 @@ func pick(s pieceStates, p pickFor) (piece int, endgame, ok bool) {
 			break
 		}
 	}
+	seed := p.seed
+	if !p.swarm && first >= tieWindow {
+		seed = 0 // in index order past the first window: see tieWindow
+	}
 	best, bestKey := -1, pickKey{}
 	for i := range n {
 		if s.verified(i) || !p.has.Has(i) || (p.busy != nil && p.busy(i)) {
@@ -83,7 +88,7 @@ func pick(s pieceStates, p pickFor) (piece int, endgame, ok bool) {
 		if endgame && a >= maxAttempts || !endgame && a > 0 {
 			continue
 		}
-		k := pickKey{tier: 1, order: s.availability(i), index: tieOrder(i, p.seed)}
+		k := pickKey{tier: 1, order: s.availability(i), index: tieOrder(i, seed)}
 		if !p.swarm {
 			k.far = (i - first) / tieWindow
 		}
@@ -135,6 +140,19 @@ func (k pickKey) less(o pickKey) bool {
 // pieces: in a swarm the window packed every downloader's picks into the
 // same 256 pieces, and the Kumar-Ross pull of 8 receivers went from
 // 1.96-2.02x the bound to 2.54-2.68x (32 MiB) and 3.79x (128 MiB).
+//
+// Without a swarm, once the first missing piece is past the first window,
+// ties go in index order (seed 0). The order of a download's own is for
+// downloads that start together from the same holders: their first picks,
+// made before they hear from each other, differ (with index order from the
+// start the Kumar-Ross pull of 8 went from 1.94-2.20x the bound to
+// 1.94-2.54x). A download that sees no swarm after a window has no one to
+// trade with, and with the order it paid for nothing: the pieces it
+// verified ahead of the MD5 were read back (91 % of a one-holder 64 MiB
+// file), and after the last piece the MD5 read back and hashed what was
+// left of the last window, about half of it, on one core while the link
+// was idle (BenchmarkDownloadPath, 64 MiB: tail-ms 8-13, 3 in index order;
+// BENCHMARKS.md, good5).
 const tieWindow = 64 * tieRun
 
 // tieRun is how many consecutive pieces keep their order among equally

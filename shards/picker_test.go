@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 )
@@ -383,5 +385,275 @@ func TestDownloadSwarmLeavesTheHashWindow(t *testing.T) {
 		if !swarm && got > 0 || swarm && got < 16 {
 			t.Errorf("swarm %v: %d of the first %d pieces written %d or more after the first missing", swarm, got, checked, tieWindow)
 		}
+	}
+}
+
+// TestPickInIndexOrderPastTheFirstWindow: without a swarm, once the first
+// missing piece is past the first tieWindow, ties go in index order: each
+// pick is the first piece neither verified nor requested, so the
+// whole-file MD5, fed in order, is behind by no more than what is in
+// flight (and reads nothing back when the answers come in order), where the
+// download's own order left it up to a window behind. With a swarm the
+// picks stay spread. 1,000 pieces, up to 32 runs requested at once,
+// answered oldest first.
+func TestPickInIndexOrderPastTheFirstWindow(t *testing.T) {
+	const n, inFlightMax = 1000, 32 * tieRun
+	for _, swarm := range []bool{false, true} {
+		// Of the picks past the first window (all picks with a swarm,
+		// whose first missing piece stays near the start), those that
+		// were not the first unrequested piece.
+		checked, outOfOrder, maxLag, maxTail := 0, 0, 0, 0
+		for seed := uint64(1); seed <= 8; seed++ {
+			s := newFakePieces(n)
+			has := allPieces(n)
+			var inFlight []int
+			first, lag, tail := 0, 0, 0
+			for done := 0; done < n; {
+				if len(inFlight) < inFlightMax {
+					if i, endgame, ok := pick(s, pickFor{has: has, seed: seed * 7919, swarm: swarm}); ok && !endgame {
+						if first >= tieWindow || swarm {
+							checked++
+							lowest := first
+							for s.done[lowest] || s.tries[lowest] > 0 {
+								lowest++
+							}
+							if i != lowest {
+								outOfOrder++
+							}
+						}
+						s.tries[i] = 1
+						inFlight = append(inFlight, i)
+						continue
+					}
+				}
+				i := inFlight[0]
+				inFlight = inFlight[1:]
+				s.tries[i], s.done[i] = 0, true
+				done++
+				for first < n && s.done[first] {
+					first++
+				}
+				if first >= 2*tieWindow { // the pieces picked in the first window are behind
+					lag = max(lag, done-first)
+				}
+				if done == n-1 {
+					tail = n - first // left to hash when the last piece comes
+				}
+			}
+			if !swarm && (lag > inFlightMax || tail > inFlightMax) {
+				t.Errorf("seed %d: past the first window the hash was up to %d pieces behind, %d left at the end; want <= %d (in flight)", seed, lag, tail, inFlightMax)
+			}
+			maxLag, maxTail = max(maxLag, lag), max(maxTail, tail)
+		}
+		t.Logf("swarm %v: %d of %d picks out of index order; the hash at most %d pieces behind past the first window, at most %d left at the end",
+			swarm, outOfOrder, checked, maxLag, maxTail)
+		switch {
+		case !swarm && outOfOrder > 0:
+			t.Errorf("no swarm: %d picks past the first window were not the first unrequested piece", outOfOrder)
+		case swarm && outOfOrder < checked/2:
+			t.Errorf("swarm: only %d of %d picks out of index order, want most", outOfOrder, checked)
+		}
+	}
+}
+
+// TestDownloadOneHolderInIndexOrder: a download from one whole holder
+// takes its pieces in index order once past the first window, so the
+// whole-file MD5 follows the writes: a piece is written at most about the
+// pieces in flight after the first one not written (the budget bounds
+// those to inFlight), where in the download's own order over a window it
+// was written up to a window after it, read back later, and half a window
+// was left to hash after the last piece. 64 MiB, 1,024 pieces: the writes
+// checked are those after the first 2*tieWindow pieces are written (the
+// picks of the first window lie below that).
+func TestDownloadOneHolderInIndexOrder(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	const buffered = 4 << 20
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 64<<20, 7)
+	n := src.man.NumPieces()
+	inFlight := int(buffered / src.man.PieceSize)
+	(&testServer{sources: []pieceSource{src}}).register(nodes[0])
+	dir := t.TempDir()
+	var mu sync.Mutex
+	written := make([]bool, n)
+	checked, lag := 0, 0 // writes checked; the most a piece was written after the first not written
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
+		func(c *DownloadsConfig, d *downloads) {
+			c.MaxBuffered = buffered
+			d.budget = newBudget(buffered)
+			d.afterWrite = func(_ MD5, piece int, _ []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				if first := slices.Index(written, false); first >= 2*tieWindow {
+					checked++
+					lag = max(lag, piece-first)
+				}
+				written[piece] = true
+			}
+		})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "f.bin")); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d.downloads, src.id, StateDone, time.Minute)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("of %d writes past the first %d pieces, one was written at most %d pieces after the first not written; %d pieces read back for the whole-file MD5",
+		checked, 2*tieWindow, lag, d.hashReads.Load())
+	if checked < (n-2*tieWindow)/2 {
+		t.Fatalf("only %d writes checked of about %d", checked, n-2*tieWindow)
+	}
+	if lag > 2*inFlight {
+		t.Errorf("a piece written %d pieces after the first not written, want at most about the %d in flight", lag, inFlight)
+	}
+}
+
+// TestDownloadAsksAgainForALateFirstPiece: the holder keeps back its answer
+// to the first request for one piece (an answer lost on the link waits for
+// SCTP's retransmission timer, 1 s or more, while the answers after it come:
+// over WebRTC one took 5.7 s). The request for the first missing piece is
+// sent again once it is late, and the download ends with the answer still
+// kept back; before, the whole-file MD5 waited at that piece and the
+// download at its end, for the answer or RequestTimeout. One holder, so no
+// endgame; 16 MiB at 32 MiB/s.
+func TestDownloadAsksAgainForALateFirstPiece(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newTestNet(t, "holder", "dl")
+	_, src := testFile(t, 16<<20, 5)
+	const late = 192 // of 256 pieces
+	release := make(chan struct{})
+	var mu sync.Mutex
+	kept, keptDone := false, false // the first request from late on: kept back; answered
+	srv := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(32<<20, 256<<10)}
+	srv.onBlock = func(_ mesh.ID, r blockReq) {
+		// A request for whole pieces from late on: a piece fetched in
+		// several blocks (before the rate is known, blocks are 8 KiB) is
+		// not sent again (hedgeAfter).
+		if r.Off != 0 || int64(r.Len) < src.man.PieceSize || r.Piece < late {
+			return
+		}
+		mu.Lock()
+		first := !kept
+		kept = true
+		mu.Unlock()
+		if first {
+			<-release
+			mu.Lock()
+			keptDone = true
+			mu.Unlock()
+		}
+	}
+	srv.register(nodes[0])
+	dir := t.TempDir()
+	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
+		func(c *DownloadsConfig, _ *downloads) { c.RequestTimeout = 5 * time.Minute })
+	t.Cleanup(func() { close(release) }) // before the downloads stop and the goroutines are counted
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "f.bin")); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d.downloads, src.id, StateDone, time.Minute)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("requests sent again: %d", d.hedges.Load())
+	if !kept || keptDone {
+		t.Fatalf("the answer of a request from piece %d on: kept back %v, answered %v", late, kept, keptDone)
+	}
+	if d.hedges.Load() == 0 {
+		t.Error("done with no request sent again")
+	}
+}
+
+// TestDownloadHedgeHostileHolder: a holder that answers the request for
+// the first missing piece and the one sent again (hedge) differently
+// gets one piece checked, never both counted: when the hedge's answer is
+// good and the kept-back first one comes corrupt after it, the piece is
+// written once, good, and the peer has no offence (the late answer finds
+// its attempt ended); when the hedge's answer is corrupt, that is one
+// offence and the piece is fetched again. Either way no corrupt byte is
+// written and the download ends with the right MD5 (StateDone).
+func TestDownloadHedgeHostileHolder(t *testing.T) {
+	for _, liar := range []string{"late", "hedge"} {
+		t.Run(liar, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			_, nodes := newTestNet(t, "holder", "dl")
+			data, src := testFile(t, 16<<20, 9)
+			const late = 192 // of 256 pieces
+			release := make(chan struct{})
+			var mu sync.Mutex
+			keptPiece, asked := -1, 0 // the piece kept back; requests for it
+			srv := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(32<<20, 256<<10)}
+			srv.tamper = func(r blockReq, p []byte) {
+				// The first request for whole pieces from late on
+				// (one of several blocks is not sent again:
+				// hedgeAfter), and those after it for its first piece.
+				if r.Off != 0 || int64(r.Len) < src.man.PieceSize || r.Piece < late {
+					return
+				}
+				mu.Lock()
+				if keptPiece < 0 {
+					keptPiece = int(r.Piece)
+				}
+				if int(r.Piece) != keptPiece {
+					mu.Unlock()
+					return
+				}
+				asked++
+				k := asked
+				mu.Unlock()
+				if k == 1 {
+					<-release // the piece is done, or the test is
+				}
+				if liar == "late" && k == 1 || liar == "hedge" && k == 2 {
+					p[7] ^= 0x55
+				}
+			}
+			srv.register(nodes[0])
+			dir := t.TempDir()
+			var once sync.Once
+			corrupt := 0
+			d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
+				func(c *DownloadsConfig, d *downloads) {
+					c.RequestTimeout = 5 * time.Minute
+					d.afterWrite = func(_ MD5, piece int, b []byte) {
+						off := int64(piece) * src.man.PieceSize
+						if !slices.Equal(b, data[off:off+int64(len(b))]) {
+							mu.Lock()
+							corrupt++
+							mu.Unlock()
+						}
+						mu.Lock()
+						kept := piece == keptPiece
+						mu.Unlock()
+						if kept && liar == "late" {
+							once.Do(func() { close(release) }) // the kept-back answer goes now, corrupt
+						}
+					}
+				})
+			t.Cleanup(func() { once.Do(func() { close(release) }) })
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := d.fetch(ctx, src.link(nodes[0].ID(), "f.bin")); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, d.downloads, src.id, StateDone, time.Minute)
+			d.mu.Lock()
+			dl := d.all[src.id]
+			d.mu.Unlock()
+			dl.mu.Lock()
+			bad := dl.bad[nodes[0].ID()]
+			dl.mu.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("liar %s: requests for piece %d %d, sent again %d, offences %d", liar, keptPiece, asked, d.hedges.Load(), bad)
+			if corrupt > 0 {
+				t.Errorf("%d corrupt pieces written", corrupt)
+			}
+			if want := map[string]int{"late": 0, "hedge": 1}[liar]; bad != want {
+				t.Errorf("offences %d, want %d", bad, want)
+			}
+		})
 	}
 }
