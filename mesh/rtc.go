@@ -334,10 +334,14 @@ func (t *rtcTransport) deliverSignal(m signal.Message, via ID, refused func(reas
 
 // signalLost ends the connection connID with remote, if it is still being
 // set up, with err: a node on the way reported that a signal it needs was
-// lost (see Node.onLost). A lost answer is sent once more first, by a
-// fresh path (the mesh has dropped the route through the hop that lost
-// it) or the rendezvous: the dialer is waiting for it, and only this end
-// can end that wait early.
+// lost (see Node.onLost). A lost answer is sent once more first, through
+// the rendezvous when this node is connected to it, else by a fresh path
+// through the mesh: the dialer is waiting for it, and only this end can
+// end that wait early. The rendezvous comes first because a mesh path is
+// drawn from directory records, which lag the links: when the dialer's
+// links churn (every neighbour trimming it at once), the next path is
+// often as stale as the one that lost the answer, and a second loss leaves
+// the dialer waiting out DialTimeout for an answer no one will send.
 func (t *rtcTransport) signalLost(remote ID, connID string, err error) {
 	c := t.session(connID, remote)
 	if c == nil || c.isReady() {
@@ -346,7 +350,7 @@ func (t *rtcTransport) signalLost(remote ID, connID string, err error) {
 	if !c.outbound && c.resendOnce() {
 		if ld := c.pc.LocalDescription(); ld != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
-			serr := t.sendSignal(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
+			serr := t.resendSignal(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
 			cancel()
 			if serr == nil {
 				t.log.Debug("answer lost: sent again", "peer", remote.Short(), "err", err)
@@ -379,6 +383,25 @@ func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, paylo
 		return signal.ErrNotConnected
 	}
 	return sig.Send(ctx, m)
+}
+
+// resendSignal sends a signal that the mesh lost once more: through the
+// rendezvous, which reaches dst whatever its links, and through the mesh
+// only when the rendezvous is out of reach.
+func (t *rtcTransport) resendSignal(ctx context.Context, typ string, dst ID, payload any) error {
+	t.mu.Lock()
+	sig := t.sig
+	t.mu.Unlock()
+	if sig != nil {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return err
+		}
+		if err := sig.Send(ctx, signal.Message{Type: typ, Dst: string(dst), Payload: b}); err == nil {
+			return nil
+		}
+	}
+	return t.sendSignal(ctx, typ, dst, payload)
 }
 
 // Dial opens a link to id through the rendezvous.

@@ -9,6 +9,7 @@ import (
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
+	"github.com/catnest/catnest/mesh/signal"
 )
 
 // TestRTCOfferLostAtAHopEndsTheDial runs five nodes over real WebRTC. A
@@ -68,5 +69,58 @@ func TestRTCOfferLostAtAHopEndsTheDial(t *testing.T) {
 	}
 	if hasPeer(a, c.ID()) || hasPeer(a, d.ID()) {
 		t.Fatalf("a linked c or d along a broken route: %+v", a.Peers())
+	}
+}
+
+// TestRTCLostAnswerIsSentAgainThroughTheRendezvous runs three nodes over
+// real WebRTC with the rendezvous up. A, with no links, dials C through
+// the rendezvous; C answers through the mesh along C - D - A, a path its
+// records still draw after D's link to A went (as when every neighbour of
+// a node trims it at once, CI's ten-node test), and D cannot pass the
+// answer on. C must send the answer again through the rendezvous, not
+// along the next path its stale records draw: that one breaks too, C
+// gives up, and A waits out its DialTimeout (10 minutes here, 20 s by
+// default) for an answer that never comes.
+func TestRTCLostAnswerIsSentAgainThroughTheRendezvous(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three WebRTC nodes")
+	}
+	testutil.CheckGoroutines(t)
+	rv := startRendezvous(t, false)
+	manual := func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
+	d, _ := rtcNode(t, rv.url(), rtcOpts{name: "d", configure: manual})
+	a, _ := rtcNode(t, rv.url(), rtcOpts{name: "a", configure: func(c *mesh.Config) {
+		manual(c)
+		c.DialTimeout = 10 * time.Minute
+	}})
+	c, _ := rtcNode(t, rv.url(), rtcOpts{name: "c", configure: manual, beforeServe: func(c *mesh.Node) {
+		mesh.StaleRoute(c, c.ID(), d.ID(), a.ID())
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Dials fail at once until the nodes have registered.
+	connect := func(from, to *mesh.Node) error {
+		for {
+			err := from.Connect(ctx, to.ID())
+			if !errors.Is(err, signal.ErrNotConnected) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	if err := connect(c, d); err != nil {
+		t.Fatalf("c to d: %v", err)
+	}
+	// ctx only bounds a failure: the answer goes astray once, which D
+	// reports at once, and then comes through the rendezvous.
+	if err := connect(a, c); err != nil {
+		t.Fatalf("a's dial to c, whose answer the mesh lost: %v", err)
+	}
+	if !hasPeer(a, c.ID()) {
+		t.Fatalf("a has no link to c: %+v", a.Peers())
 	}
 }
