@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/catnest/catnest/mesh/signal"
@@ -96,6 +97,22 @@ func StaleRoute(n *Node, path ...ID) {
 	t.route = func(ctx context.Context, to ID, m signal.Message) error {
 		if to == dst {
 			n.routes.put(dst, path)
+		}
+		return route(ctx, to, m)
+	}
+}
+
+// StaleAnswerRoute makes n take path (from n) for the first answer it
+// sends to path's last node through the mesh, as when the route it learned
+// from the offer broke at a hop since; later signals take the routes n
+// finds itself. Call it before n serves.
+func StaleAnswerRoute(n *Node, path ...ID) {
+	t := n.transport.(*rtcTransport)
+	route, dst := t.route, path[len(path)-1]
+	var once sync.Once
+	t.route = func(ctx context.Context, to ID, m signal.Message) error {
+		if to == dst && m.Type == signal.TypeAnswer {
+			once.Do(func() { n.routes.put(dst, path) })
 		}
 		return route(ctx, to, m)
 	}

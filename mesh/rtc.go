@@ -334,23 +334,33 @@ func (t *rtcTransport) deliverSignal(m signal.Message, via ID, refused func(reas
 
 // signalLost ends the connection connID with remote, if it is still being
 // set up, with err: a node on the way reported that a signal it needs was
-// lost (see Node.onLost). A lost answer is sent once more first, through
-// the rendezvous when this node is connected to it, else by a fresh path
-// through the mesh: the dialer is waiting for it, and only this end can
-// end that wait early. The rendezvous comes first because a mesh path is
-// drawn from directory records, which lag the links: when the dialer's
-// links churn (every neighbour trimming it at once), the next path is
-// often as stale as the one that lost the answer, and a second loss leaves
-// the dialer waiting out DialTimeout for an answer no one will send.
+// lost (see Node.onLost). A lost answer is sent again first, at most
+// twice: the dialer is waiting for it, and only this end can end that
+// wait early. The first time by a fresh path through the mesh (onLost has
+// dropped the route through the hop that lost it), as the answer went:
+// the dialer may not be at this node's rendezvous at all (another server,
+// or its connection down), where the rendezvous would hold the answer and
+// the dialer wait out DialTimeout. The second time through the rendezvous
+// (sendSignal falls back to the mesh when it is out of reach): a mesh path
+// is drawn from directory records, which lag the links, and when the
+// dialer's links churn (every neighbour trimming it at once) the fresh
+// path is often as stale as the one that lost the answer. Each resend
+// follows a notice from a hop on the path of an answer this node sent, so
+// a peer can make it send no more than two per answer, and only to the
+// dialer.
 func (t *rtcTransport) signalLost(remote ID, connID string, err error) {
 	c := t.session(connID, remote)
 	if c == nil || c.isReady() {
 		return
 	}
-	if !c.outbound && c.resendOnce() {
+	if n := c.resend(); !c.outbound && n <= maxAnswerResends {
 		if ld := c.pc.LocalDescription(); ld != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
-			serr := t.resendSignal(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
+			send := t.sendSignal
+			if n > 1 {
+				send = t.rendezvousFirst
+			}
+			serr := send(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
 			cancel()
 			if serr == nil {
 				t.log.Debug("answer lost: sent again", "peer", remote.Short(), "err", err)
@@ -385,10 +395,14 @@ func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, paylo
 	return sig.Send(ctx, m)
 }
 
-// resendSignal sends a signal that the mesh lost once more: through the
-// rendezvous, which reaches dst whatever its links, and through the mesh
-// only when the rendezvous is out of reach.
-func (t *rtcTransport) resendSignal(ctx context.Context, typ string, dst ID, payload any) error {
+// maxAnswerResends bounds how often a lost answer is sent again (see
+// signalLost).
+const maxAnswerResends = 2
+
+// rendezvousFirst sends a signal through the rendezvous, which reaches dst
+// whatever its links when dst is there too, and through the mesh only when
+// the rendezvous is out of reach (Send fails at once when not connected).
+func (t *rtcTransport) rendezvousFirst(ctx context.Context, typ string, dst ID, payload any) error {
 	t.mu.Lock()
 	sig := t.sig
 	t.mu.Unlock()
@@ -688,7 +702,7 @@ type rtcConn struct {
 	nCands    int
 	openCount int
 	err       error
-	resent    bool // the answer was sent again (signalLost)
+	resends   int // lost notices for the answer (signalLost)
 	startOnce sync.Once
 	failOnce  sync.Once
 	closeOnce sync.Once
@@ -846,13 +860,13 @@ func (c *rtcConn) fail(err error) {
 	})
 }
 
-// resendOnce reports whether the answer may be sent again: once only.
-func (c *rtcConn) resendOnce() bool {
+// resend counts a lost notice for the answer and returns the count, the
+// resend it would be.
+func (c *rtcConn) resend() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	first := !c.resent
-	c.resent = true
-	return first
+	c.resends++
+	return c.resends
 }
 
 func (c *rtcConn) failure() error {
