@@ -1,10 +1,14 @@
 package mesh
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/catnest/catnest/mesh/signal"
 )
 
 // Exports for the external tests, which forge what a hostile peer sends.
@@ -82,6 +86,37 @@ func TakenAt(n *Node, id MsgID) (time.Time, bool) {
 // the way to its last node, as when that node signaled n along it a moment
 // ago: the stale routes a dial meets when a hop's link just went.
 func PlantRoute(n *Node, path ...ID) { n.routes.put(path[len(path)-1], path) }
+
+// StaleRoute makes n take path (from n) as its way to path's last node
+// every time it signals that node through the mesh, as it does when the
+// records it draws paths from lag the links: every path it tries is the
+// broken one. Call it before n serves.
+func StaleRoute(n *Node, path ...ID) {
+	t := n.transport.(*rtcTransport)
+	route, dst := t.route, path[len(path)-1]
+	t.route = func(ctx context.Context, to ID, m signal.Message) error {
+		if to == dst {
+			n.routes.put(dst, path)
+		}
+		return route(ctx, to, m)
+	}
+}
+
+// StaleAnswerRoute makes n take path (from n) for the first answer it
+// sends to path's last node through the mesh, as when the route it learned
+// from the offer broke at a hop since; later signals take the routes n
+// finds itself. Call it before n serves.
+func StaleAnswerRoute(n *Node, path ...ID) {
+	t := n.transport.(*rtcTransport)
+	route, dst := t.route, path[len(path)-1]
+	var once sync.Once
+	t.route = func(ctx context.Context, to ID, m signal.Message) error {
+		if to == dst && m.Type == signal.TypeAnswer {
+			once.Do(func() { n.routes.put(dst, path) })
+		}
+		return route(ctx, to, m)
+	}
+}
 
 // Dialing reports whether n has a dial to id in flight.
 func Dialing(n *Node, id ID) bool {

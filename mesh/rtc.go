@@ -334,19 +334,33 @@ func (t *rtcTransport) deliverSignal(m signal.Message, via ID, refused func(reas
 
 // signalLost ends the connection connID with remote, if it is still being
 // set up, with err: a node on the way reported that a signal it needs was
-// lost (see Node.onLost). A lost answer is sent once more first, by a
-// fresh path (the mesh has dropped the route through the hop that lost
-// it) or the rendezvous: the dialer is waiting for it, and only this end
-// can end that wait early.
+// lost (see Node.onLost). A lost answer is sent again first, at most
+// twice: the dialer is waiting for it, and only this end can end that
+// wait early. The first time by a fresh path through the mesh (onLost has
+// dropped the route through the hop that lost it), as the answer went:
+// the dialer may not be at this node's rendezvous at all (another server,
+// or its connection down), where the rendezvous would hold the answer and
+// the dialer wait out DialTimeout. The second time through the rendezvous
+// (sendSignal falls back to the mesh when it is out of reach): a mesh path
+// is drawn from directory records, which lag the links, and when the
+// dialer's links churn (every neighbour trimming it at once) the fresh
+// path is often as stale as the one that lost the answer. Each resend
+// follows a notice from a hop on the path of an answer this node sent, so
+// a peer can make it send no more than two per answer, and only to the
+// dialer.
 func (t *rtcTransport) signalLost(remote ID, connID string, err error) {
 	c := t.session(connID, remote)
 	if c == nil || c.isReady() {
 		return
 	}
-	if !c.outbound && c.resendOnce() {
+	if n := c.resend(); !c.outbound && n <= maxAnswerResends {
 		if ld := c.pc.LocalDescription(); ld != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
-			serr := t.sendSignal(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
+			send := t.sendSignal
+			if n > 1 {
+				send = t.rendezvousFirst
+			}
+			serr := send(ctx, signal.TypeAnswer, remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: connID})
 			cancel()
 			if serr == nil {
 				t.log.Debug("answer lost: sent again", "peer", remote.Short(), "err", err)
@@ -379,6 +393,29 @@ func (t *rtcTransport) sendSignal(ctx context.Context, typ string, dst ID, paylo
 		return signal.ErrNotConnected
 	}
 	return sig.Send(ctx, m)
+}
+
+// maxAnswerResends bounds how often a lost answer is sent again (see
+// signalLost).
+const maxAnswerResends = 2
+
+// rendezvousFirst sends a signal through the rendezvous, which reaches dst
+// whatever its links when dst is there too, and through the mesh only when
+// the rendezvous is out of reach (Send fails at once when not connected).
+func (t *rtcTransport) rendezvousFirst(ctx context.Context, typ string, dst ID, payload any) error {
+	t.mu.Lock()
+	sig := t.sig
+	t.mu.Unlock()
+	if sig != nil {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return err
+		}
+		if err := sig.Send(ctx, signal.Message{Type: typ, Dst: string(dst), Payload: b}); err == nil {
+			return nil
+		}
+	}
+	return t.sendSignal(ctx, typ, dst, payload)
 }
 
 // Dial opens a link to id through the rendezvous.
@@ -665,7 +702,7 @@ type rtcConn struct {
 	nCands    int
 	openCount int
 	err       error
-	resent    bool // the answer was sent again (signalLost)
+	resends   int // lost notices for the answer (signalLost)
 	startOnce sync.Once
 	failOnce  sync.Once
 	closeOnce sync.Once
@@ -823,13 +860,13 @@ func (c *rtcConn) fail(err error) {
 	})
 }
 
-// resendOnce reports whether the answer may be sent again: once only.
-func (c *rtcConn) resendOnce() bool {
+// resend counts a lost notice for the answer and returns the count, the
+// resend it would be.
+func (c *rtcConn) resend() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	first := !c.resent
-	c.resent = true
-	return first
+	c.resends++
+	return c.resends
 }
 
 func (c *rtcConn) failure() error {

@@ -2,13 +2,20 @@ package mesh_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
+	"github.com/catnest/catnest/mesh/signal"
 )
 
 // TestRTCOfferLostAtAHopEndsTheDial runs five nodes over real WebRTC. A
@@ -68,5 +75,197 @@ func TestRTCOfferLostAtAHopEndsTheDial(t *testing.T) {
 	}
 	if hasPeer(a, c.ID()) || hasPeer(a, d.ID()) {
 		t.Fatalf("a linked c or d along a broken route: %+v", a.Peers())
+	}
+}
+
+// TestRTCLostAnswerIsSentAgainThroughTheRendezvous runs three nodes over
+// real WebRTC with the rendezvous up. A, with no links, dials C through
+// the rendezvous; C answers through the mesh along C - D - A, a path its
+// records still draw after D's link to A went (as when every neighbour of
+// a node trims it at once, CI's ten-node test), and D cannot pass the
+// answer on. Every path C's stale records draw breaks the same way: after
+// the first resend through the mesh is lost too, C must send the answer
+// through the rendezvous, not give up, or A waits out its DialTimeout (10
+// minutes here, 20 s by default) for an answer that never comes.
+func TestRTCLostAnswerIsSentAgainThroughTheRendezvous(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three WebRTC nodes")
+	}
+	testutil.CheckGoroutines(t)
+	rv := startRendezvous(t, false)
+	manual := func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
+	d, _ := rtcNode(t, rv.url(), rtcOpts{name: "d", configure: manual})
+	a, _ := rtcNode(t, rv.url(), rtcOpts{name: "a", configure: func(c *mesh.Config) {
+		manual(c)
+		c.DialTimeout = 10 * time.Minute
+	}})
+	c, _ := rtcNode(t, rv.url(), rtcOpts{name: "c", configure: manual, beforeServe: func(c *mesh.Node) {
+		mesh.StaleRoute(c, c.ID(), d.ID(), a.ID())
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Dials fail at once until the nodes have registered.
+	connect := func(from, to *mesh.Node) error {
+		for {
+			err := from.Connect(ctx, to.ID())
+			if !errors.Is(err, signal.ErrNotConnected) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	if err := connect(c, d); err != nil {
+		t.Fatalf("c to d: %v", err)
+	}
+	// ctx only bounds a failure: the answer goes astray once, which D
+	// reports at once, and then comes through the rendezvous.
+	if err := connect(a, c); err != nil {
+		t.Fatalf("a's dial to c, whose answer the mesh lost: %v", err)
+	}
+	if !hasPeer(a, c.ID()) {
+		t.Fatalf("a has no link to c: %+v", a.Peers())
+	}
+}
+
+// TestRTCLostAnswerReachesADialerOffTheRendezvous runs four nodes over
+// real WebRTC. A, linked to E only, has lost its rendezvous connection (as
+// a node on another rendezvous, or whose connection is down, would be)
+// and dials C through E. C answers along C - D - A, the route it learned
+// before D's link to A went, and D cannot pass the answer on. C must send
+// the answer again through the mesh, by the fresh path C - E - A: its
+// rendezvous would take the answer and hold it for a dialer that is not
+// there, and A would wait out its DialTimeout (10 minutes here).
+func TestRTCLostAnswerReachesADialerOffTheRendezvous(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four WebRTC nodes")
+	}
+	testutil.CheckGoroutines(t)
+	rv := startRendezvous(t, true)
+	px := startCutProxy(t, rv.addr)
+	manual := func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
+	d, _ := rtcNode(t, rv.url(), rtcOpts{name: "d", configure: manual})
+	e, _ := rtcNode(t, rv.url(), rtcOpts{name: "e", configure: manual})
+	a, _ := rtcNode(t, "http://"+px.addr+"/myapp", rtcOpts{name: "a", configure: func(c *mesh.Config) {
+		manual(c)
+		c.DialTimeout = 10 * time.Minute
+	}})
+	c, _ := rtcNode(t, rv.url(), rtcOpts{name: "c", configure: manual, beforeServe: func(c *mesh.Node) {
+		mesh.StaleAnswerRoute(c, c.ID(), d.ID(), a.ID())
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, pair := range [][2]*mesh.Node{{e, a}, {e, c}, {c, d}} {
+		for {
+			err := pair[0].Connect(ctx, pair[1].ID())
+			if err == nil {
+				break
+			}
+			// Dials fail at once until the nodes have registered.
+			if !errors.Is(err, signal.ErrNotConnected) || ctx.Err() != nil {
+				t.Fatalf("%s to %s: %v", pair[0].Name(), pair[1].Name(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// A finds its way to C, and C its way back, from E's record.
+	lists := func(n, of *mesh.Node, nb mesh.ID) bool {
+		for _, r := range n.Directory() {
+			if r.ID == of.ID() && slices.Contains(r.Neighbors, nb) {
+				return true
+			}
+		}
+		return false
+	}
+	testutil.WaitFor(t, 30*time.Second, "a and c to know e's links", func() bool {
+		return lists(a, e, c.ID()) && lists(c, e, a.ID())
+	})
+	px.cut()
+	peers := "http://" + rv.addr + "/myapp/" + rv.cfg.Key + "/peers"
+	testutil.WaitFor(t, 30*time.Second, "the rendezvous to drop a", func() bool {
+		resp, err := http.Get(peers)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var ids []string
+		return json.NewDecoder(resp.Body).Decode(&ids) == nil && len(ids) > 0 && !slices.Contains(ids, string(a.ID()))
+	})
+	// ctx only bounds a failure: D reports the lost answer at once.
+	if err := a.Connect(ctx, c.ID()); err != nil {
+		t.Fatalf("a's dial to c, whose answer the mesh lost: %v", err)
+	}
+	if !hasPeer(a, c.ID()) {
+		t.Fatalf("a has no link to c: %+v", a.Peers())
+	}
+}
+
+// cutProxy passes TCP connections on to a server until cut, which closes
+// them and refuses new ones: a node behind it loses the server alone.
+type cutProxy struct {
+	addr string
+	mu   sync.Mutex
+	done bool
+	open map[net.Conn]struct{}
+}
+
+func startCutProxy(t testing.TB, upstream string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: ln.Addr().String(), open: map[net.Conn]struct{}{}}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !p.track(in) {
+				continue
+			}
+			wg.Go(func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", upstream)
+				if err != nil || !p.track(out) {
+					return
+				}
+				defer out.Close()
+				wg.Go(func() { io.Copy(out, in); out.Close() })
+				io.Copy(in, out)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		wg.Wait()
+	})
+	return p
+}
+
+// track keeps c to close on cut, or closes it when cut already.
+func (p *cutProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		c.Close()
+		return false
+	}
+	p.open[c] = struct{}{}
+	return true
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = true
+	for c := range p.open {
+		c.Close()
 	}
 }

@@ -42,6 +42,13 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 	// On a failure it says which nodes were short: the next CI failure
 	// (two of two beside busy loops at twice the load the comment above
 	// measured) then tells links from directories.
+	// Traced beside busy loops: the directories are complete within 5 s;
+	// the long tail is one node left with 0-2 links when all its
+	// neighbours trim it at once (each reads its neighbour count from a
+	// record that lags), whose redials then waited out DialTimeout (20 s):
+	// answers the mesh lost twice (now sent again through the rendezvous,
+	// TestRTCLostAnswerIsSentAgainThroughTheRendezvous), and offers that
+	// vanished with no hop to report them (not yet fixed).
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return

@@ -112,6 +112,8 @@ type rtcOpts struct {
 	ident     *mesh.Identity
 	name      string
 	configure func(*mesh.Config)
+	// beforeServe, when set, runs on the node before it serves.
+	beforeServe func(*mesh.Node)
 }
 
 // rtcNode runs a node over real WebRTC on loopback until the test ends or
@@ -140,6 +142,9 @@ func rtcNode(t testing.TB, signalURL string, o rtcOpts) (*mesh.Node, func()) {
 	n, err := mesh.NewNode(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.beforeServe != nil {
+		o.beforeServe(n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
