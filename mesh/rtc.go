@@ -222,6 +222,11 @@ func newAPI(rc RTCConfig, log *slog.Logger) *webrtc.API {
 			se.SetNet(n)
 		}
 	}
+	// A window under the two 1 MB packetio buffers of pion's receive path
+	// (ICE agent, mux endpoint), which drop datagrams when their goroutine
+	// is late, would end those drops; but pion/sctp sends no window update
+	// when the application reads, and at 768 KiB a download stalled for 15 s
+	// on zero-window probes. BENCHMARKS.md "drop".
 	se.SetSCTPMaxReceiveBufferSize(rc.SCTPReceiveBuffer)
 	se.EnableSCTPZeroChecksum(!rc.DisableZeroChecksum)
 	// pion enforces this on inbound messages too: larger ones close the channel.
