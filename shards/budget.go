@@ -15,36 +15,73 @@ import (
 // the budget bounds what downloads keep in memory whatever their number
 // (without it, 20 downloads held about 240 MiB of buffers).
 //
-// Bytes go first come, first served: a peer loop that does not get what it
-// asks for waits in line (its loop selects on wait and asks again at the
-// next release), and no one behind it is served before it. Otherwise the
-// loop that just gave bytes back, running already, would take them again at
-// once, and a download that started while others filled the budget would
-// get nothing until they ended. A piece larger than the whole budget still
-// goes when nothing else is held, so that no download is stuck.
+// Bytes go first come, first served within a class of peers: a peer loop
+// that does not get what it asks for waits in line (its loop selects on
+// wait and asks again at the next release), and no one behind it in its
+// class is served before it. Otherwise the loop that just gave bytes back,
+// running already, would take them again at once, and a download that
+// started while others filled the budget would get nothing until they
+// ended. A piece larger than the whole budget still goes when nothing else
+// is held, so that no download is stuck.
+//
+// Node ids cost nothing, so a hostile party can bring dozens of holders
+// that answer just inside RequestTimeout, never stalled and never done,
+// each holding the buffer of a piece it never finishes. Three rules keep
+// them from holding the budget (without them, thirty such holders held a
+// budget of 8 pieces, and an honest download waited for a trickled piece
+// to be done: a minute and more):
+//
+//   - A peer is proven once it brought a piece within RequestTimeout of
+//     asking (pieceDone). A peer not proven holds one piece at a time,
+//     node-wide, whatever the downloads that fetch from it: an honest one
+//     is proven by its first piece, within milliseconds on a fast link,
+//     and a piece's blocks are pipelined, so one piece costs a slow peer
+//     little; a trickler holds one piece, not one per download.
+//   - A piece held for a quarter of RequestTimeout or more, that would take
+//     longer than RequestTimeout at the rate its bytes came so far, is
+//     taken back (evicted: its attempt is cancelled, its bytes go to the
+//     line) when a loop of a peer not found slow waits for bytes that do
+//     not fit. Its peer is then slow and not proven (evict).
+//   - The line serves proven peers first, then those not yet proven (a
+//     piece each), then slow ones; one not yet proven that has waited a
+//     quarter of RequestTimeout goes first, so that a new holder gets its
+//     first piece even while proven ones want every byte.
 //
 // One peer (all the loops that fetch from it, of every download) holds at
-// most its share while loops of other peers wait: past it, its loops step out
-// of the line instead of taking more, and what it holds beyond it is given
-// back once another peer's loop has waited a while (shed). Otherwise a
-// holder that answers just inside RequestTimeout, never stalled and never
-// done, holds a piece per download for as long as it likes, and about 8
-// such downloads fill the default budget: no other download on the node is
-// served. The share is a quarter of the budget, or less when more peers
-// hold or wait for bytes (an equal part each, shareLocked): node ids cost
-// nothing, and four such holders that each kept a quarter filled it.
+// most its share while loops of other peers not found slow wait: past it,
+// its loops step out of the line instead of taking more, and what it holds
+// beyond it is given back once another peer's loop has waited a while
+// (shed). The share is a quarter of the budget, or less when more peers
+// hold or wait for bytes (an equal part each, shareLocked).
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
 	used    int64
 	byPeer  map[mesh.ID]int64
-	slow    map[mesh.ID]bool // peers found far slower than another (markSlow)
-	peak    int64            // the most used at once, for tests and benchmarks
-	line    []*budgetWaiter  // waiting, first come first
-	changed chan struct{}    // closed and replaced at each release
+	holds   map[*attempt]hold // the attempts holding bytes (track)
+	proven  map[mesh.ID]bool  // brought a piece within timeout (pieceDone)
+	slow    map[mesh.ID]bool  // evicted, or far slower than another (markSlow)
+	peak    int64             // the most used at once, for tests and benchmarks
+	evicted int64             // attempts evicted, for tests and benchmarks
+	line    []*budgetWaiter   // waiting, first come first within a class
+	changed chan struct{}     // closed and replaced at each release
+	// timeout is the downloads' RequestTimeout: a piece that would take
+	// longer is evicted when others wait, a quarter of it (patience)
+	// after it was asked for at the soonest.
+	timeout time.Duration
+	sweepT  *time.Timer // evicts while a loop waits (sweep); nil if none set
 }
 
-// maxSlowPeers bounds the slow marks kept.
+// hold is what the budget knows of an attempt holding bytes.
+type hold struct {
+	peer  mesh.ID
+	n     int64     // bytes taken
+	size  int64     // the piece's length
+	start time.Time // when taken
+	span  bool      // fetched in one span request: never evicted
+}
+
+// maxSlowPeers bounds the slow and proven marks kept.
 const maxSlowPeers = 4096
 
 // peerShare: one peer holds at most 1/peerShare of the budget while other
@@ -52,40 +89,91 @@ const maxSlowPeers = 4096
 // when more peers share it (shareLocked).
 const peerShare = 4
 
+// Peer classes, in the order the line serves them.
+const (
+	classProven = iota
+	classNew
+	classSlow
+)
+
 // budgetWaiter is one peer loop's place in the budget's line.
 type budgetWaiter struct {
 	peer   mesh.ID   // the peer the loop fetches from
 	queued bool      // in the line
 	since  time.Time // when it got in line
+	want   int64     // bytes it waits for
 }
 
-func newBudget(limit int64) *budget {
-	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), slow: make(map[mesh.ID]bool), changed: make(chan struct{})}
+func newBudget(limit int64, timeout time.Duration) *budget {
+	if timeout <= 0 {
+		timeout = 20 * time.Second
+	}
+	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), holds: make(map[*attempt]hold),
+		proven: make(map[mesh.ID]bool), slow: make(map[mesh.ID]bool), changed: make(chan struct{}), timeout: timeout}
+}
+
+func (b *budget) patience() time.Duration { return b.timeout / 4 }
+
+// classLocked is the class a waiter of peer's is served in; b.mu is held.
+func (b *budget) classLocked(w *budgetWaiter, now time.Time) int {
+	switch {
+	case b.slow[w.peer]:
+		return classSlow
+	case b.proven[w.peer]:
+		return classProven
+	case w.queued && now.Sub(w.since) >= b.patience():
+		return classProven // a new holder's turn, even against proven ones
+	}
+	return classNew
+}
+
+// aheadLocked reports whether a waiter in line goes before w: one of a
+// better class, or of w's class and in line before it. b.mu is held.
+func (b *budget) aheadLocked(w *budgetWaiter, now time.Time) bool {
+	c := b.classLocked(w, now)
+	before := true
+	for _, x := range b.line {
+		if x == w {
+			before = false
+			continue
+		}
+		if xc := b.classLocked(x, now); xc < c || before && xc == c {
+			return true
+		}
+	}
+	return false
 }
 
 // tryAcquire takes n bytes for w if they fit and no one waits before w;
 // else w waits in line, and tryAcquire returns false without waiting. A
-// peer that holds its share while another peer's loop waits gets nothing
-// and steps out of the line (its loop still asks at each release).
+// peer not proven that holds a piece already, or one that holds its share
+// while another peer's loop waits, gets nothing and steps out of the line
+// (its loop still asks at each release).
 func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if held := b.byPeer[w.peer]; held > 0 && held+n > b.shareLocked() && b.othersWaitLocked(w.peer, 0, time.Time{}) {
+	now := time.Now()
+	held := b.byPeer[w.peer]
+	if held > 0 && !b.proven[w.peer] ||
+		held > 0 && held+n > b.shareLocked() && b.othersWaitLocked(w.peer, 0, now) {
 		b.leaveLocked(w)
 		return false
 	}
 	fits := b.used == 0 || b.used+n <= b.limit
-	if !fits || len(b.line) > 0 && b.line[0] != w {
+	if !fits || b.aheadLocked(w, now) {
 		if !w.queued {
-			w.queued, w.since = true, time.Now()
+			w.queued, w.since = true, now
 			b.line = append(b.line, w)
+		}
+		w.want = n
+		if !b.slow[w.peer] {
+			b.evictLocked(now)
+			b.armSweepLocked()
 		}
 		return false
 	}
 	if w.queued {
-		w.queued = false
-		b.line = b.line[1:]
-		b.wakeLocked() // the next in line may fit too
+		b.leaveLocked(w) // and wakes the rest: the next may fit too
 	}
 	b.used += n
 	b.byPeer[w.peer] += n
@@ -93,14 +181,39 @@ func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
 	return true
 }
 
+// track records that a holds n bytes taken for it (tryAcquire, tryMore):
+// what the budget needs to take them back (evict). dl.mu is held.
+func (b *budget) track(a *attempt, size int64, span bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.holds[a] = hold{peer: a.peer, n: a.charged, size: size, start: a.start, span: span}
+}
+
+// spanned marks a's bytes as fetched in one span request: a span is
+// answered whole or not at all, and its request is shared, so its pieces
+// are not evicted one by one.
+func (b *budget) spanned(a *attempt) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h, ok := b.holds[a]; ok {
+		h.span = true
+		b.holds[a] = h
+	}
+}
+
 // shareLocked is what one peer may hold while other peers' loops wait: an
-// equal part for each peer that holds bytes or waits for them, at most
-// 1/peerShare of the budget. b.mu is held.
+// equal part for each peer not found slow that holds bytes or waits for
+// them, at most 1/peerShare of the budget. b.mu is held.
 func (b *budget) shareLocked() int64 {
-	n := len(b.byPeer)
+	n := 0
+	for id := range b.byPeer {
+		if !b.slow[id] {
+			n++
+		}
+	}
 	var counted map[mesh.ID]bool
 	for _, w := range b.line {
-		if _, holds := b.byPeer[w.peer]; !holds && !counted[w.peer] {
+		if _, holds := b.byPeer[w.peer]; !holds && !b.slow[w.peer] && !counted[w.peer] {
 			if counted == nil {
 				counted = make(map[mesh.ID]bool)
 			}
@@ -112,13 +225,13 @@ func (b *budget) shareLocked() int64 {
 }
 
 // tryMore takes n more bytes for w's peer only if they fit now, no one
-// waits in line and the peer stays within its share; it never puts w in
-// line. The further pieces of a span are taken so (download.span): worth
-// having, not worth waiting for.
+// waits in line and the peer is proven and stays within its share; it
+// never puts w in line. The further pieces of a span are taken so
+// (download.span): worth having, not worth waiting for.
 func (b *budget) tryMore(w *budgetWaiter, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.line) > 0 || b.used+n > b.limit || b.byPeer[w.peer]+n > b.shareLocked() {
+	if len(b.line) > 0 || !b.proven[w.peer] || b.used+n > b.limit || b.byPeer[w.peer]+n > b.shareLocked() {
 		return false
 	}
 	b.used += n
@@ -127,67 +240,173 @@ func (b *budget) tryMore(w *budgetWaiter, n int64) bool {
 	return true
 }
 
-// othersWaitLocked reports whether a loop of another peer than peer has
-// waited in line for patience or more at now; b.mu is held.
+// othersWaitLocked reports whether a loop of another peer than peer, not
+// found slow, has waited in line for patience or more at now; b.mu is
+// held. Slow peers' loops wait behind the others and hold a piece at most:
+// they take nothing from anyone.
 func (b *budget) othersWaitLocked(peer mesh.ID, patience time.Duration, now time.Time) bool {
 	for _, w := range b.line {
-		if w.peer != peer && (patience <= 0 || now.Sub(w.since) >= patience) {
+		if w.peer != peer && !b.slow[w.peer] && (patience <= 0 || now.Sub(w.since) >= patience) {
 			return true
 		}
 	}
 	return false
 }
 
-// yields reports whether peer was found far slower than another peer
-// (markSlow) and a loop of another peer waits in line: then its loops let
-// the others go first.
+// yields reports whether peer was found slow and a loop of another peer
+// waits in line: then its loops let the others go first.
 func (b *budget) yields(peer mesh.ID) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.slow[peer] && b.othersWaitLocked(peer, 0, time.Time{})
 }
 
-// markSlow records that a download gave up a piece of peer's as far slower
-// than another peer's. The mark is node-wide, since a holder's upload (or
-// ill will) is the same for every download: one that trickles fills the
-// line with a loop per download otherwise, each to be found out in turn.
+// markSlow records that peer is slow: a download gave up a piece of its as
+// far slower than another peer's, or the budget took one back (evict).
+// The mark is node-wide, since a holder's upload (or ill will) is the same
+// for every download: one that trickles fills the line with a loop per
+// download otherwise, each to be found out in turn.
 func (b *budget) markSlow(peer mesh.ID) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.markSlowLocked(peer)
+}
+
+func (b *budget) markSlowLocked(peer mesh.ID) {
 	if len(b.slow) >= maxSlowPeers {
 		clear(b.slow)
 	}
 	b.slow[peer] = true
+	delete(b.proven, peer)
 }
 
-// clearSlow: peer brought a piece.
-func (b *budget) clearSlow(peer mesh.ID) {
+// pieceDone records that peer brought a piece, took after it was asked
+// for: within timeout, the peer is proven and no longer slow.
+func (b *budget) pieceDone(peer mesh.ID, took time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if took > b.timeout {
+		return
+	}
 	delete(b.slow, peer)
+	if !b.proven[peer] {
+		if len(b.proven) >= maxSlowPeers {
+			clear(b.proven)
+		}
+		b.proven[peer] = true
+		b.wakeLocked() // its loops that stepped out may take more now
+	}
 }
 
-// starved reports whether a loop of another peer than peer has waited in
-// line for patience or more.
+// starved reports whether a loop of another peer than peer, not found
+// slow, has waited in line for patience or more.
 func (b *budget) starved(peer mesh.ID, patience time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.line) > 0 && b.othersWaitLocked(peer, patience, time.Now())
 }
 
-// shed gives back n bytes of peer's, if it holds more than its share and
-// more than those n, and a loop of another peer has waited for patience or
-// more; the caller then drops the attempt those bytes were for. A peer
-// keeps one piece whatever its share: a slow one's piece given back would
-// start again from nothing at its next turn, and never be done.
-func (b *budget) shed(peer mesh.ID, n int64, patience time.Duration) bool {
+// shed gives back a's bytes, if its peer holds more than its share and
+// more than those, and a loop of another peer has waited for patience or
+// more; the caller then drops a. A peer keeps one piece whatever its
+// share: a slow one's piece given back would start again from nothing at
+// its next turn, and never be done.
+func (b *budget) shed(a *attempt, patience time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if held := b.byPeer[peer]; held <= b.shareLocked() || held <= n || !b.othersWaitLocked(peer, patience, time.Now()) {
+	n := a.charged
+	if held := b.byPeer[a.peer]; held <= b.shareLocked() || held <= n || !b.othersWaitLocked(a.peer, patience, time.Now()) {
 		return false
 	}
-	b.releaseLocked(peer, n)
+	delete(b.holds, a)
+	b.releaseLocked(a.peer, n)
 	return true
+}
+
+// overdue reports whether h, held at now with got bytes in, has been held
+// for patience or more and would take longer than timeout in all at the
+// rate its bytes came so far.
+func (b *budget) overdue(h hold, got int64, now time.Time) bool {
+	age := now.Sub(h.start)
+	if h.span || age < b.patience() {
+		return false
+	}
+	return got <= 0 || float64(age)*float64(h.size)/float64(got) > float64(b.timeout)
+}
+
+// evictLocked takes back overdue holds, the least advanced first, while
+// the first waiter not found slow waits for bytes that do not fit: each
+// attempt is cancelled (its loop drops it and gives its bytes back) and
+// its peer marked slow. b.mu is held.
+func (b *budget) evictLocked(now time.Time) {
+	var w *budgetWaiter
+	for _, x := range b.line {
+		if !b.slow[x.peer] && !b.aheadLocked(x, now) {
+			w = x
+			break
+		}
+	}
+	if w == nil {
+		return
+	}
+	type cand struct {
+		a   *attempt
+		got int64
+	}
+	var cs []cand
+	var pending int64 // overdue bytes already on their way back
+	for a, h := range b.holds {
+		if a.peer == w.peer {
+			continue
+		}
+		got := a.recv.Load()
+		if !b.overdue(h, got, now) {
+			continue
+		}
+		if a.evicted.Load() {
+			pending += h.n
+			continue
+		}
+		cs = append(cs, cand{a, got})
+	}
+	slices.SortFunc(cs, func(x, y cand) int {
+		// the least advanced first; ties by age, the oldest first
+		if x.got != y.got {
+			return int(min(max(x.got-y.got, -1), 1))
+		}
+		return b.holds[x.a].start.Compare(b.holds[y.a].start)
+	})
+	for _, c := range cs {
+		if b.used-pending+w.want <= b.limit {
+			return
+		}
+		c.a.evicted.Store(true)
+		c.a.cancel()
+		pending += b.holds[c.a].n
+		b.evicted++
+		b.markSlowLocked(c.a.peer)
+	}
+}
+
+// armSweepLocked makes sure sweep runs while loops wait: evictions happen
+// when a hold becomes overdue, not only when a loop happens to ask. b.mu
+// is held.
+func (b *budget) armSweepLocked() {
+	if b.sweepT == nil {
+		b.sweepT = time.AfterFunc(b.patience()/4, b.sweep)
+	}
+}
+
+func (b *budget) sweep() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sweepT = nil
+	if len(b.line) == 0 || len(b.holds) == 0 {
+		return
+	}
+	b.evictLocked(time.Now())
+	b.wakeLocked() // a new holder's class may have changed with time
+	b.armSweepLocked()
 }
 
 // leave takes w out of the line: its loop wants nothing more for now, or
@@ -205,19 +424,17 @@ func (b *budget) leaveLocked(w *budgetWaiter) {
 	w.queued = false
 	i := slices.Index(b.line, w)
 	b.line = slices.Delete(b.line, i, i+1)
-	if i == 0 {
-		b.wakeLocked()
-	}
+	b.wakeLocked()
 }
 
-// release gives back n bytes of peer's and wakes the waiters.
-func (b *budget) release(peer mesh.ID, n int64) {
-	if n == 0 {
-		return
-	}
+// release gives back a's bytes, once, and wakes the waiters.
+func (b *budget) release(a *attempt) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.releaseLocked(peer, n)
+	delete(b.holds, a)
+	if a.charged > 0 {
+		b.releaseLocked(a.peer, a.charged)
+	}
 }
 
 func (b *budget) releaseLocked(peer mesh.ID, n int64) {

@@ -185,7 +185,7 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 		events = new(pubsub.Topic[Event])
 	}
 	d := &downloads{cfg: cfg, node: node, db: db, log: log, holders: holders, events: events,
-		budget: newBudget(cfg.MaxBuffered), all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
+		budget: newBudget(cfg.MaxBuffered, cfg.RequestTimeout), all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
 	recs, haves, errs, err := loadDownloads(db)
 	if err != nil {
 		return nil, err
@@ -1459,6 +1459,12 @@ type attempt struct {
 	cancel  context.CancelFunc
 	peer    mesh.ID   // whom the bytes are charged to
 	start   time.Time // when the buffer was taken
+	// recv counts the bytes received, for the budget (overdue), which
+	// reads it without dl.mu; evicted is set when the budget took the
+	// attempt back (evict) and cancelled it: its loop drops it, not
+	// counting a failure.
+	recv    atomic.Int64
+	evicted atomic.Bool
 }
 
 // blockResult is the answer to one block request.
@@ -1860,6 +1866,7 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 				a.ctx, a.cancel = context.WithCancel(ctx)
 				p.attempts[i] = a
 				dl.tries[i]++
+				dl.d.budget.track(a, dl.man.PieceLen(i), false)
 			}
 		}
 		if a == nil || claimOnly {
@@ -1906,6 +1913,7 @@ func (dl *download) span(ctx context.Context, p *peer, a *attempt, size int64) [
 		x := &attempt{piece: i, charged: dl.man.PieceSize, next: dl.man.PieceLen(i), peer: p.id, start: a.start}
 		p.attempts[i] = x
 		dl.tries[i]++
+		dl.d.budget.track(x, dl.man.PieceLen(i), true)
 		as = append(as, x)
 		total += dl.man.PieceLen(i)
 	}
@@ -1913,6 +1921,7 @@ func (dl *download) span(ctx context.Context, p *peer, a *attempt, size int64) [
 		return as
 	}
 	// a's buffer goes unused: its piece is checked in the answer.
+	dl.d.budget.spanned(a)
 	dl.bufs.Put(a.buf)
 	a.buf = nil
 	a.cancel()
@@ -1964,10 +1973,12 @@ func (dl *download) yield(p *peer) {
 	b, patience := dl.d.budget, dl.d.cfg.RequestTimeout/4
 	starved := b.starved(p.id, patience)
 	crowded := false // a piece of p's has maxAttempts attempts
-	for i := range p.attempts {
+	evicted := false // the budget took one back (budget.evictLocked)
+	for i, a := range p.attempts {
 		crowded = crowded || dl.tries[i] >= maxAttempts
+		evicted = evicted || a.evicted.Load()
 	}
-	if !starved && !crowded {
+	if !starved && !crowded && !evicted {
 		return
 	}
 	now := time.Now()
@@ -1975,7 +1986,8 @@ func (dl *download) yield(p *peer) {
 	dropped := false
 	for _, a := range as {
 		switch {
-		case starved && b.shed(p.id, a.charged, patience):
+		case a.evicted.Load(): // the budget took it back (evict)
+		case starved && b.shed(a, patience):
 			a.charged = 0 // given back by shed
 		case (starved || dl.tries[a.piece] >= maxAttempts) && dl.slower(p, a, now):
 			p.gaveUp[a.piece] = true
@@ -2046,7 +2058,7 @@ func (dl *download) dropAttempt(p *peer, a *attempt, owner bool) {
 
 // giveBack returns an attempt's buffer bytes to the budget, once.
 func (dl *download) giveBack(a *attempt) {
-	dl.d.budget.release(a.peer, a.charged)
+	dl.d.budget.release(a)
 	a.charged = 0
 }
 
@@ -2070,9 +2082,10 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 		p.noSpan = p.noSpan || noSpan
 		dl.signal()
 		dl.mu.Unlock()
-		if noSpan {
+		if noSpan || r.as[0].evicted.Load() {
 			// A node that predates ProtoSpan: asked piece by piece from
-			// now on, and not counted a failure.
+			// now on, and not counted a failure. Or the budget took the
+			// piece back for others (evict): slow, not failing.
 			return nil
 		}
 		return r.err
@@ -2106,6 +2119,7 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	}
 	dl.mu.Lock()
 	a.got += int64(len(r.data))
+	a.recv.Add(int64(len(r.data)))
 	whole := a.got == n
 	dl.mu.Unlock()
 	if !whole {
@@ -2344,7 +2358,7 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 		dl.have.Set(a.piece)
 		dl.haveBytes += n
 		dl.sources[p.id] += n
-		dl.d.budget.clearSlow(p.id)
+		dl.d.budget.pieceDone(p.id, time.Since(a.start))
 		// Endgame: the other peers fetching this piece stop.
 		for _, q := range dl.peers {
 			if o := q.attempts[a.piece]; o != nil {

@@ -1,0 +1,270 @@
+package shards
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+)
+
+// trickleNet is thirty trickling holders (trickler: one block of each
+// resource every three quarters of RequestTimeout, never stalled, a piece
+// taking them a minute and more) and two honest holders, each honest
+// upload capped at capRate, and a downloader with a budget of 8 pieces.
+// Node ids cost nothing, so a hostile party can bring thirty holders.
+//
+// shared: the tricklers hold files[0] (2 MiB), which honest1 holds too,
+// but only once honestToo is set (before, it would serve it at once);
+// else each trickler is the only holder of a file of its own. later is a
+// file of honest2's.
+type trickleNet struct {
+	d                 *runningDownloads
+	honest1, honest2  *mesh.Node
+	tricklers         []*mesh.Node
+	files             []*readerSource
+	later             *readerSource
+	honestToo         atomic.Bool
+	limit             int64
+	timeout, every    time.Duration
+	capRate           float64
+	shared            bool
+	laterSize, nFiles int
+}
+
+const nTricklers = 30
+
+func newTrickleNet(tb testing.TB, shared bool, laterSize int, capRate float64) *trickleNet {
+	tb.Helper()
+	tn := &trickleNet{limit: 8 * MinPieceSize, timeout: 8 * time.Second, capRate: capRate, shared: shared, laterSize: laterSize}
+	tn.every = tn.timeout * 3 / 4
+	// Thirty: a node links to at most HighPeers + MaxTemporary (40)
+	// others, and the honest holders need links too.
+	names := []string{"honest1", "honest2", "dl"}
+	for i := range nTricklers {
+		names = append(names, fmt.Sprintf("trickler%d", i))
+	}
+	_, nodes := newTestNet(tb, names...)
+	tn.honest1, tn.honest2, tn.tricklers = nodes[0], nodes[1], nodes[3:]
+	tn.nFiles = 1
+	if !shared {
+		tn.nFiles = nTricklers
+	}
+	for i := range tn.nFiles {
+		size := 1 << 20
+		if shared {
+			size = 2 << 20 // 32 pieces: every trickler has one to take
+		}
+		_, src := testFile(tb, size, byte(70+i))
+		tn.files = append(tn.files, src)
+	}
+	_, tn.later = testFile(tb, laterSize, 69)
+	for i, n := range tn.tricklers {
+		own := tn.files[0]
+		if !shared {
+			own = tn.files[i]
+		}
+		(&trickler{srv: &testServer{sources: []pieceSource{own}}, every: tn.every}).register(tb, n)
+	}
+	capped := func() *rate.Limiter { return rate.NewLimiter(rate.Limit(capRate), BlockSize) }
+	if shared {
+		(&testServer{sources: []pieceSource{tn.files[0]}, limit: capped()}).register(tn.honest1)
+	}
+	(&testServer{sources: []pieceSource{tn.later}, limit: capped()}).register(tn.honest2)
+	holdersOf := func(id MD5) []mesh.ID {
+		if id == tn.later.id {
+			return nodeIDs(tn.honest2)
+		}
+		if i := slices.IndexFunc(tn.files, func(src *readerSource) bool { return src.id == id }); !shared && i >= 0 {
+			return nodeIDs(tn.tricklers[i])
+		}
+		if tn.honestToo.Load() {
+			return append(nodeIDs(tn.tricklers...), tn.honest1.ID())
+		}
+		return nodeIDs(tn.tricklers...)
+	}
+	dir := tb.TempDir()
+	tn.d = startDownloads(tb, nodes[2], dir, openTestDB(tb, filepath.Join(dir, "db")), holdersOf,
+		func(c *DownloadsConfig, d *downloads) {
+			c.MaxBuffered, c.RequestTimeout = tn.limit, tn.timeout
+			d.budget = newBudget(tn.limit, c.RequestTimeout)
+		})
+	return tn
+}
+
+// trickle fetches the tricklers' files and waits until the tricklers hold
+// a quarter of the budget or more, twice the slow loops' reserve (all of
+// it, with whole pieces charged up front; now slow loops that a faster one
+// waits on give back their dawdling pieces, so what they hold goes up and
+// down).
+func (tn *trickleNet) trickle(tb testing.TB, ctx context.Context) {
+	tb.Helper()
+	for i, src := range tn.files {
+		if _, err := tn.d.fetch(ctx, src.link(tn.tricklers[i].ID(), fmt.Sprintf("f%d.bin", i))); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	testutil.WaitFor(tb, time.Minute, "the tricklers to hold a quarter of the budget", func() bool {
+		return tn.trickled() >= tn.limit/4
+	})
+}
+
+// trickled is what the tricklers hold of the budget now.
+func (tn *trickleNet) trickled() int64 {
+	b := tn.d.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var held int64
+	for _, n := range tn.tricklers {
+		held += b.byPeer[n.ID()]
+	}
+	return held
+}
+
+// served are the downloads honest holders serve.
+func (tn *trickleNet) served() []*readerSource {
+	if tn.shared {
+		return []*readerSource{tn.later, tn.files[0]}
+	}
+	return []*readerSource{tn.later}
+}
+
+// pieceTrickled reports whether a trickler has brought a whole piece.
+func (tn *trickleNet) pieceTrickled() bool {
+	for _, src := range tn.files {
+		tr := tn.d.get(src.id).transfer()
+		for _, n := range tn.tricklers {
+			if tr.Sources[n.ID()] > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestDownloadManyTricklers: thirty trickling holders took a piece's
+// buffer each (a whole piece charged before its first byte), so budget ÷
+// piece size of them (8 here, 64 with 512 KiB pieces and the default
+// budget) held the whole budget, and a download from an honest holder
+// waited for a trickled piece to be done: a minute or more. Now a peer is
+// charged by the block, as it is asked for; a slow one's loops go after
+// the others, and what they hold beyond an eighth of the budget they give
+// back when others wait.
+//
+// Two ways: the thirty hold a file along with an honest holder, or each
+// is the only holder of a file of its own. Either way, once they hold a
+// quarter of the budget or more, a download from another honest holder (2 MiB, 32
+// pieces), and the first file where an honest holder has it, must finish
+// before any trickler has brought a whole piece (8 blocks or more at one
+// per 6 s: 48 s or more); the budget is never exceeded, and comes back to
+// zero once the downloads are removed.
+func TestDownloadManyTricklers(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	for _, shared := range []bool{true, false} {
+		name := "thirty tricklers and an honest holder of one file"
+		if !shared {
+			name = "thirty tricklers each the only holder of a file"
+		}
+		t.Run(name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			tn := newTrickleNet(t, shared, 2<<20, 8<<20)
+			d := tn.d
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			tn.trickle(t, ctx)
+			tn.honestToo.Store(true)
+			start := time.Now()
+			if _, err := d.fetch(ctx, tn.later.link(tn.honest2.ID(), "later.bin")); err != nil {
+				t.Fatal(err)
+			}
+			served := tn.served()
+			done := func() bool {
+				return !slices.ContainsFunc(served, func(src *readerSource) bool { return d.get(src.id).transfer().State != StateDone })
+			}
+			testutil.WaitFor(t, 2*time.Minute, "the honest downloads to finish or a trickled piece", func() bool { return done() || tn.pieceTrickled() })
+			if !done() {
+				tr := d.get(tn.later.id).transfer()
+				t.Fatalf("a trickler brought a piece before the honest downloads finished: the later one has %d of %d bytes after %v",
+					tr.Have, tr.Size, time.Since(start).Round(time.Millisecond))
+			}
+			t.Logf("honest downloads done %v after the later fetch; the tricklers hold %d KiB", time.Since(start).Round(time.Millisecond), tn.trickled()>>10)
+			for _, src := range served {
+				if got := fileMD5(t, d.get(src.id).transfer().Path); got != src.id {
+					t.Fatalf("%s: finished file md5 %s", src.id, got)
+				}
+			}
+			if used, peak := d.budget.stats(); peak > tn.limit || used > tn.limit {
+				t.Errorf("budget: %d bytes held, %d at most, limit %d", used, peak, tn.limit)
+			}
+			for _, src := range tn.files {
+				if err := d.remove(ctx, src.id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testutil.WaitFor(t, time.Minute, "the budget back at zero", func() bool {
+				b := d.budget
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				return b.used == 0 && len(b.holds) == 0 && len(b.line) == 0 && len(b.byPeer) == 0
+			})
+		})
+	}
+}
+
+// BenchmarkDownloadTricklers: TestDownloadManyTricklers with the honest
+// holders' uploads capped (-shards.cap MiB/s) and the later download 8
+// MiB: once thirty tricklers hold the budget, the honest downloads'
+// goodput over the cap, from the fetch to the end (what a user sees):
+// later-fraction for the download from honest2 alone, shared-fraction for
+// the file thirty tricklers and honest1 hold (2 MiB, so fetched at once
+// with the later one it shares the node's budget; its goodput is over its
+// own holder's cap). alone-fraction is the later download's with no
+// tricklers, in the same run. Target: 0.7 or more.
+func BenchmarkDownloadTricklers(b *testing.B) {
+	const size = 8 << 20
+	capRate := *benchCapMiB * (1 << 20)
+	var later, shared, alone []float64
+	for i := range b.N * *benchRounds {
+		for _, mode := range []string{"split", "shared", "alone"} {
+			tn := newTrickleNet(b, mode == "shared", size, capRate)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			if mode != "alone" {
+				tn.trickle(b, ctx)
+			}
+			tn.honestToo.Store(true)
+			start := time.Now()
+			if _, err := tn.d.fetch(ctx, tn.later.link(tn.honest2.ID(), "later.bin")); err != nil {
+				b.Fatal(err)
+			}
+			if mode == "shared" {
+				// Already fetched: it gets honest1 as a holder at its
+				// next have refresh; timed from now.
+				tr := waitState(b, tn.d.downloads, tn.files[0].id, StateDone, 4*time.Minute)
+				shared = append(shared, float64(tr.Size)/time.Since(start).Seconds()/capRate)
+			}
+			waitState(b, tn.d.downloads, tn.later.id, StateDone, 4*time.Minute)
+			frac := size / time.Since(start).Seconds() / capRate
+			switch mode {
+			case "alone":
+				alone = append(alone, frac)
+			case "split":
+				later = append(later, frac)
+			}
+			b.Logf("round %d, %s: later %.3f of the cap", i, mode, frac)
+			cancel()
+			tn.d.stop()
+			<-tn.d.done
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(median(later), "later-fraction")
+	b.ReportMetric(median(shared), "shared-fraction")
+	b.ReportMetric(median(alone), "alone-fraction")
+}
