@@ -37,9 +37,9 @@ import (
 //     is proven by its first piece, within milliseconds on a fast link,
 //     and a piece's blocks are pipelined, so one piece costs a slow peer
 //     little; a trickler holds one piece, not one per download.
-//   - A piece held for a quarter of RequestTimeout or more, that would take
-//     longer than RequestTimeout at the rate its bytes came so far, is
-//     taken back (evicted: its attempt is cancelled, its bytes go to the
+//   - A piece held for a quarter of RequestTimeout or more (a sixteenth,
+//     if its peer is not proven: overdue), that would take longer than
+//     RequestTimeout at the rate its bytes came so far, is taken back (evicted: its attempt is cancelled, its bytes go to the
 //     line) when a loop of a peer not found slow waits for bytes that do
 //     not fit. Its peer is then slow and not proven (evict).
 //   - The line serves proven peers first, then those not yet proven (a
@@ -324,11 +324,19 @@ func (b *budget) shed(a *attempt, patience time.Duration) bool {
 }
 
 // overdue reports whether h, held at now with got bytes in, has been held
-// for patience or more and would take longer than timeout in all at the
-// rate its bytes came so far.
+// long enough to judge (patience if its peer is proven, a sixteenth of
+// timeout if not) and would take longer than timeout in all at the rate
+// its bytes came so far. A peer not proven holds that one piece only, so
+// its first block comes at once from an honest one (the pipeline sizes a
+// block to take a sixteenth of timeout at most); a proven peer's pieces
+// queue behind each other in its pipeline. b.mu is held.
 func (b *budget) overdue(h hold, got int64, now time.Time) bool {
 	age := now.Sub(h.start)
-	if h.span || age < b.patience() {
+	judge := b.patience()
+	if !b.proven[h.peer] {
+		judge = b.timeout / 16
+	}
+	if h.span || age < judge {
 		return false
 	}
 	return got <= 0 || float64(age)*float64(h.size)/float64(got) > float64(b.timeout)
@@ -393,7 +401,7 @@ func (b *budget) evictLocked(now time.Time) {
 // is held.
 func (b *budget) armSweepLocked() {
 	if b.sweepT == nil {
-		b.sweepT = time.AfterFunc(b.patience()/4, b.sweep)
+		b.sweepT = time.AfterFunc(b.timeout/32, b.sweep)
 	}
 }
 

@@ -1,0 +1,199 @@
+package shards
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+)
+
+// waiterOf is a budget account of a made-up peer i.
+func waiterOf(i int) *budgetWaiter {
+	return &budgetWaiter{peer: mesh.ID(fmt.Sprintf("peer%04d", i))}
+}
+
+// holdFor takes n bytes for w (which must fit) and records the attempt, of
+// a piece of n bytes, as a download does (nextBlock): started at start.
+func holdFor(t *testing.T, b *budget, w *budgetWaiter, n int64, start time.Time) *attempt {
+	t.Helper()
+	if !b.tryAcquire(w, n) {
+		t.Fatalf("%s: %d bytes refused", w.peer, n)
+	}
+	a := &attempt{charged: n, peer: w.peer, start: start}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	t.Cleanup(a.cancel)
+	b.track(a, n, false)
+	return a
+}
+
+// TestBudgetNewPeerOnePiece: a peer not proven holds one piece at a time,
+// node-wide (its other loops step out of the line, not in it, so no one
+// waits behind them); once it brought a piece within RequestTimeout it
+// takes more; one that took longer stays at one.
+func TestBudgetNewPeerOnePiece(t *testing.T) {
+	const piece = int64(MinPieceSize)
+	b := newBudget(16*piece, 8*time.Second)
+	first, second := waiterOf(1), &budgetWaiter{peer: waiterOf(1).peer} // two downloads' loops of one peer
+	holdFor(t, b, first, piece, time.Now())
+	if b.tryAcquire(second, piece) || b.tryAcquire(first, piece) {
+		t.Fatal("a peer not proven took a second piece")
+	}
+	if first.queued || second.queued || len(b.line) != 0 {
+		t.Fatal("a peer not proven at its one piece waits in line")
+	}
+	b.pieceDone(first.peer, 9*time.Second) // later than RequestTimeout
+	if b.tryAcquire(second, piece) {
+		t.Fatal("a piece brought after RequestTimeout proved its peer")
+	}
+	b.pieceDone(first.peer, time.Second)
+	if !b.tryAcquire(second, piece) || !b.tryAcquire(first, piece) {
+		t.Fatal("a proven peer refused a second piece in an empty line")
+	}
+	// Spans (tryMore) are for proven peers only.
+	if b.tryMore(waiterOf(2), piece) {
+		t.Fatal("a peer not proven took a span's piece")
+	}
+	if !b.tryMore(first, piece) {
+		t.Fatal("a proven peer refused a span's piece with room to spare")
+	}
+}
+
+// TestBudgetEvictsOverdue: a full budget of new peers' pieces that bring
+// nothing is taken back, least advanced first, once they are overdue and
+// as much as a waiting loop needs: their attempts are cancelled and marked
+// (their loops drop them without counting a failure) and their peers are
+// slow and served last. A piece that comes at a rate that finishes it
+// within RequestTimeout is kept, as is one not held long enough to judge.
+func TestBudgetEvictsOverdue(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 16 * time.Second
+	b := newBudget(4*piece, timeout)
+	t0 := time.Now()
+	var as []*attempt
+	for i := range 4 {
+		as = append(as, holdFor(t, b, waiterOf(i), piece, t0))
+	}
+	// 0 brought nothing; 1 a little (at its rate the piece takes 32
+	// s); 2 half, at a rate that takes 2 s; 3 nothing, but proven, so
+	// judged only after a quarter of the timeout.
+	as[1].recv.Store(piece / 32)
+	as[2].recv.Store(piece / 2)
+	b.pieceDone(waiterOf(3).peer, 0)
+	w := waiterOf(9)
+	if b.tryAcquire(w, 2*piece) {
+		t.Fatal("a full budget gave bytes")
+	}
+	b.mu.Lock()
+	b.evictLocked(t0.Add(timeout/16 - time.Millisecond))
+	b.mu.Unlock()
+	for i, a := range as {
+		if a.evicted.Load() {
+			t.Fatalf("piece %d evicted before it could be judged", i)
+		}
+	}
+	b.mu.Lock()
+	b.evictLocked(t0.Add(time.Second))
+	b.mu.Unlock()
+	for i, want := range []bool{true, true, false, false} {
+		if got := as[i].evicted.Load(); got != want || (as[i].ctx.Err() != nil) != want {
+			t.Fatalf("piece %d: evicted %v, cancelled %v; want %v", i, got, as[i].ctx.Err() != nil, want)
+		}
+		if b.slow[as[i].peer] != want {
+			t.Fatalf("peer %d: slow %v, want %v", i, b.slow[as[i].peer], want)
+		}
+	}
+	// The waiter needed two pieces: the third overdue one (the proven
+	// peer's, judged after a quarter of the timeout) is kept.
+	b.mu.Lock()
+	b.evictLocked(t0.Add(timeout / 4))
+	b.mu.Unlock()
+	if as[3].evicted.Load() {
+		t.Fatal("evicted more than the waiting loop needs")
+	}
+	b.release(as[0])
+	b.release(as[1])
+	if !b.tryAcquire(w, 2*piece) {
+		t.Fatal("the waiting loop did not get the bytes given back")
+	}
+	// The slow peers now wait behind a new one.
+	slow, fresh := waiterOf(0), waiterOf(10)
+	if b.tryAcquire(slow, piece) {
+		t.Fatal("a slow peer took a piece with none free")
+	}
+	if b.tryAcquire(fresh, piece) {
+		t.Fatal("a new peer took a piece with none free")
+	}
+	b.release(as[2])
+	if b.tryAcquire(slow, piece) {
+		t.Fatal("a slow peer went before a new one that waits")
+	}
+	if !b.tryAcquire(fresh, piece) {
+		t.Fatal("a new peer was not served before a slow one")
+	}
+}
+
+// TestBudgetLineClasses: the line serves proven peers, then new ones, then
+// slow ones, first come first within each; a new peer that waited a
+// quarter of RequestTimeout goes with the proven ones, so that a new holder
+// gets its first piece while proven ones want every byte.
+func TestBudgetLineClasses(t *testing.T) {
+	const timeout = 8 * time.Second
+	b := newBudget(MinPieceSize, timeout)
+	proven, fresh, slow := waiterOf(1), waiterOf(2), waiterOf(3)
+	b.pieceDone(proven.peer, 0)
+	b.markSlow(slow.peer)
+	t0 := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, w := range []*budgetWaiter{slow, fresh, proven} { // in line in that order
+		w.queued, w.since = true, t0
+		b.line = append(b.line, w)
+	}
+	now := t0.Add(time.Second)
+	if b.aheadLocked(proven, now) || !b.aheadLocked(fresh, now) || !b.aheadLocked(slow, now) {
+		t.Fatal("proven peer not served first")
+	}
+	delete(b.proven, proven.peer) // now new, and in line after fresh
+	if !b.aheadLocked(proven, now) || b.aheadLocked(fresh, now) {
+		t.Fatal("new peers not served in the order they came")
+	}
+	b.proven[proven.peer] = true
+	if late := t0.Add(timeout / 4); b.aheadLocked(fresh, late) || !b.aheadLocked(proven, late) {
+		t.Fatal("a new peer that waited a quarter of RequestTimeout was not served first")
+	}
+	if !b.aheadLocked(slow, t0.Add(time.Hour)) {
+		t.Fatal("a slow peer went before others however long it waited")
+	}
+}
+
+// TestBudgetSweepEvicts: with nothing else happening (no release, no loop
+// asking), the budget's own sweep takes back an overdue piece for a loop
+// that waits, and wakes it.
+func TestBudgetSweepEvicts(t *testing.T) {
+	const piece = int64(MinPieceSize)
+	b := newBudget(piece, 800*time.Millisecond)
+	a := holdFor(t, b, waiterOf(1), piece, time.Now())
+	w := waiterOf(2)
+	wake := b.wait()
+	if b.tryAcquire(w, piece) {
+		t.Fatal("a full budget gave bytes")
+	}
+	testutil.WaitFor(t, 30*time.Second, "the sweep to evict the overdue piece", func() bool { return a.evicted.Load() })
+	select {
+	case <-wake:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting loop was not woken")
+	}
+	b.release(a)
+	if !b.tryAcquire(w, piece) {
+		t.Fatal("the waiting loop did not get the piece given back")
+	}
+	b.release(&attempt{peer: w.peer, charged: piece})
+	testutil.WaitFor(t, 30*time.Second, "the sweep to stop with no one in line", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.sweepT == nil
+	})
+}
