@@ -1,6 +1,7 @@
 package shards
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -261,11 +262,12 @@ func (b *budget) yields(peer mesh.ID) bool {
 	return b.slow[peer] && b.othersWaitLocked(peer, 0, time.Time{})
 }
 
-// markSlow records that peer is slow: a download gave up a piece of its as
-// far slower than another peer's, or the budget took one back (evict).
-// The mark is node-wide, since a holder's upload (or ill will) is the same
-// for every download: one that trickles fills the line with a loop per
-// download otherwise, each to be found out in turn.
+// markSlow records that a download gave up a piece of peer's as far slower
+// than another peer's: its loops go behind the others. The mark is
+// node-wide, since a holder's upload (or ill will) is the same for every
+// download: one that trickles fills the line with a loop per download
+// otherwise, each to be found out in turn. A proven peer stays proven: it
+// is slower than another, not failing (evictLocked demotes it).
 func (b *budget) markSlow(peer mesh.ID) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -277,7 +279,6 @@ func (b *budget) markSlowLocked(peer mesh.ID) {
 		clear(b.slow)
 	}
 	b.slow[peer] = true
-	delete(b.proven, peer)
 }
 
 // pieceDone records that peer brought a piece, took after it was asked
@@ -343,9 +344,13 @@ func (b *budget) overdue(h hold, got int64, now time.Time) bool {
 }
 
 // evictLocked takes back overdue holds, the least advanced first, while
-// the first waiter not found slow waits for bytes that do not fit: each
-// attempt is cancelled (its loop drops it and gives its bytes back) and
-// its peer marked slow. b.mu is held.
+// the first waiter not found slow waits for bytes that do not fit: their
+// bytes go back at once, each attempt is cancelled (its loop drops it when
+// it next runs, which a loop waiting on its peer's answer to something else
+// may not do for RequestTimeout) and its peer marked slow. Until then the
+// attempt's buffer is held beyond the budget; it was taken only when its
+// first block came (onBlock), so a peer that brought nothing holds none. b.mu
+// is held.
 func (b *budget) evictLocked(now time.Time) {
 	var w *budgetWaiter
 	for _, x := range b.line {
@@ -362,20 +367,13 @@ func (b *budget) evictLocked(now time.Time) {
 		got int64
 	}
 	var cs []cand
-	var pending int64 // overdue bytes already on their way back
 	for a, h := range b.holds {
 		if a.peer == w.peer {
 			continue
 		}
-		got := a.recv.Load()
-		if !b.overdue(h, got, now) {
-			continue
+		if got := a.recv.Load(); b.overdue(h, got, now) {
+			cs = append(cs, cand{a, got})
 		}
-		if a.evicted.Load() {
-			pending += h.n
-			continue
-		}
-		cs = append(cs, cand{a, got})
 	}
 	slices.SortFunc(cs, func(x, y cand) int {
 		// the least advanced first; ties by age, the oldest first
@@ -385,14 +383,19 @@ func (b *budget) evictLocked(now time.Time) {
 		return b.holds[x.a].start.Compare(b.holds[y.a].start)
 	})
 	for _, c := range cs {
-		if b.used-pending+w.want <= b.limit {
+		if b.used+w.want <= b.limit {
 			return
+		}
+		if budgetTrace != nil {
+			budgetTrace("evict %s got %d age %v for %s want %d", c.a.peer, c.got, now.Sub(b.holds[c.a].start), w.peer, w.want)
 		}
 		c.a.evicted.Store(true)
 		c.a.cancel()
-		pending += b.holds[c.a].n
+		b.releaseLocked(c.a.peer, b.holds[c.a].n)
+		delete(b.holds, c.a)
 		b.evicted++
 		b.markSlowLocked(c.a.peer)
+		delete(b.proven, c.a.peer)
 	}
 }
 
@@ -411,6 +414,13 @@ func (b *budget) sweep() {
 	b.sweepT = nil
 	if len(b.line) == 0 || len(b.holds) == 0 {
 		return
+	}
+	if budgetTrace != nil {
+		var ws []string
+		for _, w := range b.line {
+			ws = append(ws, fmt.Sprintf("%s/%d/%v/%v", w.peer.Short(), b.classLocked(w, time.Now()), w.want, time.Since(w.since).Round(time.Millisecond)))
+		}
+		budgetTrace("sweep used %d line %v", b.used, ws)
 	}
 	b.evictLocked(time.Now())
 	b.wakeLocked() // a new holder's class may have changed with time
@@ -435,12 +445,16 @@ func (b *budget) leaveLocked(w *budgetWaiter) {
 	b.wakeLocked()
 }
 
-// release gives back a's bytes, once, and wakes the waiters.
+// release gives back a's bytes, once, and wakes the waiters; those of an
+// evicted attempt went back when it was evicted.
 func (b *budget) release(a *attempt) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if budgetTrace != nil && a.evicted.Load() {
+		budgetTrace("released %s after %v", a.peer, time.Since(a.start))
+	}
 	delete(b.holds, a)
-	if a.charged > 0 {
+	if a.charged > 0 && !a.evicted.Load() {
 		b.releaseLocked(a.peer, a.charged)
 	}
 }
@@ -471,3 +485,5 @@ func (b *budget) stats() (used, peak int64) {
 	defer b.mu.Unlock()
 	return b.used, b.peak
 }
+
+var budgetTrace func(string, ...any) // DEBUG

@@ -1451,7 +1451,7 @@ type peer struct {
 // answer itself and has no buf.
 type attempt struct {
 	piece   int
-	buf     *[]byte // nil for a piece fetched in a span
+	buf     *[]byte // taken at its first block of several (onBlock); nil for a piece fetched whole in one block
 	charged int64   // the buffer's bytes taken from the budget; 0 once given back
 	next    int64   // offset of the next block to request
 	got     int64   // bytes received
@@ -1862,7 +1862,7 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 			// is not missed.
 			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(&p.wait, size) {
 				wait = nil
-				a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte), charged: size, peer: p.id, start: time.Now()}
+				a = &attempt{piece: i, charged: size, peer: p.id, start: time.Now()}
 				a.ctx, a.cancel = context.WithCancel(ctx)
 				p.attempts[i] = a
 				dl.tries[i]++
@@ -1920,10 +1920,7 @@ func (dl *download) span(ctx context.Context, p *peer, a *attempt, size int64) [
 	if len(as) == 1 {
 		return as
 	}
-	// a's buffer goes unused: its piece is checked in the answer.
 	dl.d.budget.spanned(a)
-	dl.bufs.Put(a.buf)
-	a.buf = nil
 	a.cancel()
 	sr := &spanRequest{}
 	var sctx context.Context
@@ -2112,7 +2109,13 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	n := m.PieceLen(a.piece)
 	data := r.data
 	if r.req.Off != 0 || int64(len(data)) != n {
-		// One block of several: assembled in the attempt's buffer.
+		// One block of several: assembled in the attempt's buffer,
+		// taken at its first block, so that an attempt that brought
+		// nothing (a trickler's, evicted) holds none. Only p's loop
+		// touches a.buf.
+		if a.buf == nil {
+			a.buf = dl.bufs.Get().(*[]byte)
+		}
 		buf := *a.buf
 		copy(buf[r.req.Off:], r.data)
 		data = buf[:n]

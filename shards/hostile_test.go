@@ -175,6 +175,10 @@ func TestDownloadManyTricklers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			testutil.CheckGoroutines(t)
 			tn := newTrickleNet(t, shared, 2<<20, 8<<20)
+			t0 := time.Now()
+			budgetTrace = func(f string, a ...any) { fmt.Printf("%v "+f+"\n", append([]any{time.Since(t0).Round(time.Millisecond)}, a...)...) }
+			defer func() { budgetTrace = nil }()
+			fmt.Println("honest", tn.honest1.ID(), tn.honest2.ID())
 			d := tn.d
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -194,7 +198,11 @@ func TestDownloadManyTricklers(t *testing.T) {
 				t.Fatalf("a trickler brought a piece before the honest downloads finished: the later one has %d of %d bytes after %v",
 					tr.Have, tr.Size, time.Since(start).Round(time.Millisecond))
 			}
-			t.Logf("honest downloads done %v after the later fetch; the tricklers hold %d KiB", time.Since(start).Round(time.Millisecond), tn.trickled()>>10)
+			b := d.budget
+			b.mu.Lock()
+			t.Logf("honest downloads done %v after the later fetch; the tricklers hold %d KiB; %d pieces evicted, %d peers slow, honest ones slow %v %v",
+				time.Since(start).Round(time.Millisecond), tn.trickled()>>10, b.evicted, len(b.slow), b.slow[tn.honest1.ID()], b.slow[tn.honest2.ID()])
+			b.mu.Unlock()
 			for _, src := range served {
 				if got := fileMD5(t, d.get(src.id).transfer().Path); got != src.id {
 					t.Fatalf("%s: finished file md5 %s", src.id, got)
