@@ -208,7 +208,13 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	sink := new(linkSink)
 	downloader.Handle(benchLinkProto, sink)
 	dir := b.TempDir()
-	d := startDownloads(b, downloader, dir, openTestDB(b, filepath.Join(dir, "db")), nil, nil)
+	// lastWrite is when the last piece was written (unix ns): the time
+	// from it to done is the download's tail (the sync before done, the
+	// commit of the bitfield, the rename), which the link has not.
+	var lastWrite atomic.Int64
+	d := startDownloads(b, downloader, dir, openTestDB(b, filepath.Join(dir, "db")), nil, func(_ *DownloadsConfig, d *downloads) {
+		d.afterWrite = func(MD5, int, []byte) { lastWrite.Store(time.Now().UnixNano()) }
+	})
 	b.Cleanup(func() { d.db.Close() })
 	// Warm up: the congestion window, the first allocations.
 	linkOnce(b, holder, downloader, sink, 4<<20)
@@ -222,7 +228,14 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 		r := f()
 		return r, (processCPU() - c0).Seconds() / (float64(size) / 1e9)
 	}
-	down := func() float64 { return downloadOnce(b, d, src, holder.ID()) }
+	var tails []float64 // ms
+	down := func() float64 {
+		start := time.Now()
+		r := downloadOnce(b, d, src, holder.ID())
+		end := start.Add(time.Duration(float64(size) / (r * 1e6) * float64(time.Second)))
+		tails = append(tails, float64(end.UnixNano()-lastWrite.Load())/1e6)
+		return r
+	}
 	link := func() float64 { return linkOnce(b, holder, downloader, sink, int64(size)) }
 	switch *benchOnly {
 	case "download":
@@ -253,6 +266,10 @@ func BenchmarkDownloadGoodput(b *testing.B) {
 	b.ReportMetric(median(ratios), "ratio")
 	b.ReportMetric(median(dlCPU), "download-cpu-s/GB")
 	b.ReportMetric(median(linkCPU), "link-cpu-s/GB")
+	if len(tails) > 0 {
+		b.Logf("from the last piece written to done, ms: %.1f", tails)
+		b.ReportMetric(median(tails), "tail-ms")
+	}
 }
 
 // shareForBench runs a Service on holder that shares data from a file, so
