@@ -1,7 +1,6 @@
 package shards
 
 import (
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -343,6 +342,21 @@ func (b *budget) overdue(h hold, got int64, now time.Time) bool {
 	return got <= 0 || float64(age)*float64(h.size)/float64(got) > float64(b.timeout)
 }
 
+// isSlow reports whether peer is marked slow.
+func (b *budget) isSlow(peer mesh.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slow[peer]
+}
+
+// isOverdue reports whether a, if it holds bytes, is overdue at now.
+func (b *budget) isOverdue(a *attempt, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h, ok := b.holds[a]
+	return ok && b.overdue(h, a.recv.Load(), now)
+}
+
 // evictLocked takes back overdue holds, the least advanced first, while
 // the first waiter not found slow waits for bytes that do not fit: their
 // bytes go back at once, each attempt is cancelled (its loop drops it when
@@ -386,9 +400,6 @@ func (b *budget) evictLocked(now time.Time) {
 		if b.used+w.want <= b.limit {
 			return
 		}
-		if budgetTrace != nil {
-			budgetTrace("evict %s got %d age %v for %s want %d", c.a.peer, c.got, now.Sub(b.holds[c.a].start), w.peer, w.want)
-		}
 		c.a.evicted.Store(true)
 		c.a.cancel()
 		b.releaseLocked(c.a.peer, b.holds[c.a].n)
@@ -414,13 +425,6 @@ func (b *budget) sweep() {
 	b.sweepT = nil
 	if len(b.line) == 0 || len(b.holds) == 0 {
 		return
-	}
-	if budgetTrace != nil {
-		var ws []string
-		for _, w := range b.line {
-			ws = append(ws, fmt.Sprintf("%s/%d/%v/%v", w.peer.Short(), b.classLocked(w, time.Now()), w.want, time.Since(w.since).Round(time.Millisecond)))
-		}
-		budgetTrace("sweep used %d line %v", b.used, ws)
 	}
 	b.evictLocked(time.Now())
 	b.wakeLocked() // a new holder's class may have changed with time
@@ -450,9 +454,6 @@ func (b *budget) leaveLocked(w *budgetWaiter) {
 func (b *budget) release(a *attempt) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if budgetTrace != nil && a.evicted.Load() {
-		budgetTrace("released %s after %v", a.peer, time.Since(a.start))
-	}
 	delete(b.holds, a)
 	if a.charged > 0 && !a.evicted.Load() {
 		b.releaseLocked(a.peer, a.charged)
@@ -485,5 +486,3 @@ func (b *budget) stats() (used, peak int64) {
 	defer b.mu.Unlock()
 	return b.used, b.peak
 }
-
-var budgetTrace func(string, ...any) // DEBUG

@@ -197,3 +197,73 @@ func TestBudgetSweepEvicts(t *testing.T) {
 		return b.sweepT == nil
 	})
 }
+
+// TestTakeCrowded: in endgame a download's last piece with maxAttempts
+// attempts of trickling peers goes to a peer that holds it and is not
+// fetching it: one trickler's attempt is dropped (its bytes back in the
+// budget), it gives the piece up and is marked slow, and a slow peer takes
+// no endgame piece (pickFor.noEndgame). Before, thirty tricklers took the
+// last piece in turn, each for as long as its own loop slept, and an
+// honest holder waited 40 s and more for it.
+func TestTakeCrowded(t *testing.T) {
+	const n, piece = 4, int64(MinPieceSize)
+	timeout := 8 * time.Second
+	d := &downloads{budget: newBudget(16*piece, timeout), cfg: DownloadsConfig{RequestTimeout: timeout}}
+	m := &Manifest{Size: n * piece, PieceSize: piece, Pieces: make([]MD5, n)}
+	dl := &download{d: d, man: m, tries: make([]int, n), avail: make([]int32, n), have: NewBitfield(n), peers: make(map[mesh.ID]*peer), changed: make(chan struct{})}
+	all := NewBitfield(n)
+	for i := range n {
+		all.Set(i)
+		if i != 2 {
+			dl.have.Set(i)
+		}
+	}
+	newPeer := func(i int) *peer {
+		p := &peer{id: waiterOf(i).peer, has: all, attempts: make(map[int]*attempt), wait: budgetWaiter{peer: waiterOf(i).peer}, gaveUp: make(map[int]bool)}
+		dl.peers[p.id] = p
+		return p
+	}
+	honest := newPeer(0)
+	start := time.Now().Add(-time.Second) // the tricklers' attempts, a second old, nothing in
+	var tricklers []*peer
+	for i := 1; i <= maxAttempts; i++ {
+		q := newPeer(i)
+		a := holdFor(t, d.budget, &q.wait, piece, start)
+		a.piece = 2
+		q.attempts[2] = a
+		dl.tries[2]++
+		tricklers = append(tricklers, q)
+	}
+	pf := pickFor{has: honest.has, busy: func(i int) bool { return honest.attempts[i] != nil || honest.gaveUp[i] }}
+	if _, _, ok := pick(dl, pf); ok {
+		t.Fatal("a piece with maxAttempts attempts was picked")
+	}
+	if !dl.takeCrowded(honest) {
+		t.Fatal("no trickler's attempt was taken")
+	}
+	i, endgame, ok := pick(dl, pf)
+	if !ok || i != 2 || !endgame {
+		t.Fatalf("after takeCrowded: picked %d (ok %v, endgame %v), want piece 2 in endgame", i, ok, endgame)
+	}
+	var dropped *peer
+	for _, q := range tricklers {
+		if q.attempts[2] == nil {
+			dropped = q
+		}
+	}
+	if dropped == nil || !dropped.gaveUp[2] || !d.budget.isSlow(dropped.id) {
+		t.Fatal("the dropped trickler did not give the piece up or was not marked slow")
+	}
+	if used, _ := d.budget.stats(); used != int64(maxAttempts-1)*piece {
+		t.Fatalf("budget holds %d bytes after the drop, want %d", used, int64(maxAttempts-1)*piece)
+	}
+	// A slow peer takes no endgame piece another fetches.
+	other := newPeer(9)
+	d.budget.markSlow(other.id)
+	if _, _, ok := pick(dl, pickFor{has: other.has, noEndgame: true}); ok {
+		t.Fatal("a slow peer took an endgame piece")
+	}
+	if _, _, ok := pick(dl, pickFor{has: other.has}); !ok {
+		t.Fatal("the piece was not open to endgame at all")
+	}
+}

@@ -1885,8 +1885,14 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 		// out of the budget's line, which would wait on this loop.
 		dl.d.budget.leave(&p.wait)
 	} else {
-		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil || p.gaveUp[i] },
-			readers: readers, critical: critical, seed: dl.tieSeed, swarm: dl.partial > 0 || dl.sawSwarm})
+		pf := pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil || p.gaveUp[i] },
+			readers: readers, critical: critical, seed: dl.tieSeed, swarm: dl.partial > 0 || dl.sawSwarm,
+			noEndgame: dl.d.budget.isSlow(p.id)}
+		i, _, picked := pick(dl, pf)
+		if !picked && dl.takeCrowded(p) {
+			i, _, picked = pick(dl, pf)
+		}
+
 		if !picked || a != nil && !isCritical(i) {
 			dl.d.budget.leave(&p.wait) // nothing to wait for
 		} else if wait = dl.d.budget.wait(); len(dl.peers) > 1 && dl.d.budget.yields(p.id) {
@@ -2035,6 +2041,36 @@ func (dl *download) yield(p *peer) {
 	if dropped {
 		dl.signal()
 	}
+}
+
+// takeCrowded makes room for p in endgame: a piece p holds and is not
+// fetching, that has maxAttempts attempts already, loses one of a peer
+// far slower than p (slower) or overdue by the budget's measure, which
+// gives it up until its next have refresh and is marked slow (and so
+// takes no endgame pieces: pickFor.noEndgame). It reports whether it
+// dropped one. Otherwise
+// slow peers keep a download's last pieces: in endgame every loop of the
+// download takes one, and thirty trickling holders, each giving up its
+// attempt only when its own loop next runs (a trickled block, seconds
+// apart), held the last piece from an honest holder for 40 s. dl.mu is
+// held.
+func (dl *download) takeCrowded(p *peer) bool {
+	now := time.Now()
+	for k := range dl.man.NumPieces() {
+		if dl.tries[k] < maxAttempts || dl.have.Has(k) || !p.has.Has(k) || p.attempts[k] != nil || p.gaveUp[k] {
+			continue
+		}
+		for _, q := range dl.peers {
+			if o := q.attempts[k]; q != p && o != nil && (dl.slower(q, o, now) || dl.d.budget.isOverdue(o, now)) {
+				dl.dropAttempt(q, o, false)
+				q.gaveUp[k] = true
+				dl.d.budget.markSlow(q.id)
+				dl.signal()
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // slower reports whether p would take far longer to finish a (at the rate
