@@ -310,10 +310,16 @@ func (b *budget) starved(peer mesh.ID, patience time.Duration) bool {
 // more than those, and a loop of another peer has waited for patience or
 // more; the caller then drops a. A peer keeps one piece whatever its
 // share: a slow one's piece given back would start again from nothing at
-// its next turn, and never be done.
+// its next turn, and never be done. An attempt evicted since its loop
+// looked (evictLocked runs from the sweep and other loops) gave its bytes
+// back already: shed gives nothing for it, or the budget would count
+// them twice and hand out more than its limit.
 func (b *budget) shed(a *attempt, patience time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if a.evicted.Load() {
+		return false
+	}
 	n := a.charged
 	if held := b.byPeer[a.peer]; held <= b.shareLocked() || held <= n || !b.othersWaitLocked(a.peer, patience, time.Now()) {
 		return false

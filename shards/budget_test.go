@@ -267,3 +267,52 @@ func TestTakeCrowded(t *testing.T) {
 		t.Fatal("the piece was not open to endgame at all")
 	}
 }
+
+// TestBudgetShedAfterEvict: a loop's yield reads an attempt's evicted mark
+// and then asks shed for it without the budget's lock in between, so the
+// sweep (or another download's loop) can evict the attempt in that gap.
+// shed must then give nothing back: the eviction did already, and a second
+// release let the budget hand out a piece more than its limit (and counted
+// the peer's bytes short).
+func TestBudgetShedAfterEvict(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	b := newBudget(16*piece, timeout)
+	p := waiterOf(1)
+	b.pieceDone(p.peer, 0)                // proven: it may hold past its share while no one waits
+	start := time.Now().Add(-timeout / 2) // overdue: half the timeout, nothing in
+	var as []*attempt
+	for range 10 {
+		as = append(as, holdFor(t, b, p, piece, start))
+	}
+	w := waiterOf(2)
+	if b.tryAcquire(w, 8*piece) { // evicts two of p's pieces, as many as w needs
+		t.Fatal("a full budget gave bytes")
+	}
+	var evicted []*attempt
+	for _, a := range as {
+		if a.evicted.Load() {
+			evicted = append(evicted, a)
+		}
+	}
+	if len(evicted) != 2 {
+		t.Fatalf("%d pieces evicted, want 2", len(evicted))
+	}
+	// p holds 8 pieces, past its share (4) while w waits: shed gives
+	// back any of them, but not one evicted already.
+	for _, a := range evicted {
+		b.shed(a, 0)
+	}
+	used, _ := b.stats()
+	b.mu.Lock()
+	held := b.byPeer[p.peer]
+	b.mu.Unlock()
+	if used != 8*piece || held != 8*piece {
+		t.Fatalf("after shed of evicted attempts: %d bytes used, %d held by the peer; want %d each", used, held, 8*piece)
+	}
+	for _, a := range as {
+		b.release(a)
+	}
+	if used, _ := b.stats(); used != 0 {
+		t.Fatalf("%d bytes used after every attempt was released", used)
+	}
+}
