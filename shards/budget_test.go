@@ -316,3 +316,56 @@ func TestBudgetShedAfterEvict(t *testing.T) {
 		t.Fatalf("%d bytes used after every attempt was released", used)
 	}
 }
+
+// BenchmarkBudgetLongLine: a node with 40 peers in 50 downloads has up to
+// 2,000 loops in the budget's line, each asking again at every release.
+// One ask of a loop that does not fit, with a full budget, the first half
+// of the line slow peers' loops (tricklers found out), then new peers',
+// and the only proven one at its end: tryAcquire finds who goes first
+// (aheadLocked) and what to evict for it (evictLocked).
+func BenchmarkBudgetLongLine(b *testing.B) {
+	const piece, n = int64(MinPieceSize), 2000
+	bud := newBudget(8*piece, 20*time.Second)
+	var held []*attempt
+	for i := range 8 {
+		w := waiterOf(100000 + i)
+		if !bud.tryAcquire(w, piece) {
+			b.Fatal("an empty budget refused a piece")
+		}
+		a := &attempt{charged: piece, peer: w.peer, start: time.Now()}
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+		defer a.cancel()
+		bud.track(a, piece, false)
+		held = append(held, a)
+	}
+	var line []*budgetWaiter
+	for i := range n {
+		w := waiterOf(i)
+		switch {
+		case i < n/2: // tricklers' loops, found slow
+			bud.markSlow(w.peer)
+		case i == n-1:
+			bud.pieceDone(w.peer, 0)
+		}
+		bud.tryAcquire(w, piece)
+		line = append(line, w)
+	}
+	if len(bud.line) != n {
+		b.Fatalf("%d in line, want %d", len(bud.line), n)
+	}
+	last := line[n-1]
+	b.ResetTimer()
+	for range b.N {
+		if bud.tryAcquire(last, piece) {
+			b.Fatal("a full budget gave bytes")
+		}
+	}
+	b.StopTimer()
+	// With no one in line and nothing held, the sweep stops by itself.
+	for _, w := range line {
+		bud.leave(w)
+	}
+	for _, a := range held {
+		bud.release(a)
+	}
+}
