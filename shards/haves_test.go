@@ -122,8 +122,9 @@ func TestHavePollingBacksOff(t *testing.T) {
 		db := openTestDB(t, filepath.Join(dir, "db"))
 		t.Cleanup(func() { db.Close() })
 		const interval = 2 * time.Second
-		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, _ *downloads) {
+		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, d *downloads) {
 			c.HaveInterval = interval
+			d.noLanes = true // md5-simd's pooled channels must not come from the bubble
 		})
 		for _, l := range links {
 			if _, err := rd.fetch(t.Context(), l); err != nil {
@@ -203,8 +204,9 @@ func TestHavePollingBackedOffPeerFetching(t *testing.T) {
 		db := openTestDB(t, filepath.Join(dir, "db"))
 		t.Cleanup(func() { db.Close() })
 		const interval = 2 * time.Second
-		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, _ *downloads) {
+		rd := startDownloads(t, hn.d, dir, db, func(MD5) []mesh.ID { return []mesh.ID{hn.h.ID()} }, func(c *DownloadsConfig, d *downloads) {
 			c.HaveInterval = interval
+			d.noLanes = true // md5-simd's pooled channels must not come from the bubble
 		})
 		// The downloader serves what it has, as a Service does.
 		(&testServer{sources: []pieceSource{rd.downloads}}).register(hn.d)
