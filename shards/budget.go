@@ -37,11 +37,22 @@ import (
 //     is proven by its first piece, within milliseconds on a fast link,
 //     and a piece's blocks are pipelined, so one piece costs a slow peer
 //     little; a trickler holds one piece, not one per download.
-//   - A piece held for a quarter of RequestTimeout or more (a sixteenth,
-//     if its peer is not proven: overdue), that would take longer than
-//     RequestTimeout at the rate its bytes came so far, is taken back (evicted: its attempt is cancelled, its bytes go to the
-//     line) when a loop of a peer not found slow waits for bytes that do
-//     not fit. Its peer is then slow and not proven (evict).
+//   - A piece is taken back (evicted: its attempt is cancelled, its bytes
+//     go to the line, its peer is then slow and not proven) for the
+//     first loop in line, when that loop waits for bytes that do not
+//     fit, only if the piece is clearly worse than what that loop's peer
+//     offers (evictLocked). Any loop may take a piece whose peer brought
+//     nothing, to it or to its other pieces, for a quarter of
+//     RequestTimeout (stalled): a trickler's blocks come that far apart,
+//     an honest peer's come steadily, if slowly on a loaded machine. A
+//     slow peer's loop takes only slow peers' stalled pieces, so that no
+//     class waits behind pieces that bring nothing. A proven peer's loop
+//     may also take a piece that would take longer than RequestTimeout at
+//     the rate its bytes came so far (overdue) and longer to finish than
+//     slowFactor times what that proven peer took for its last piece: a
+//     honest peer slowed by the load is judged against one slowed the
+//     same, not against the clock. A peer taken back by mistake is
+//     proven again by its next piece (pieceDone).
 //   - The line serves proven peers first, then those not yet proven (a
 //     piece each), then slow ones; one not yet proven that has waited a
 //     quarter of RequestTimeout goes first, so that a new holder gets its
@@ -58,13 +69,14 @@ type budget struct {
 	limit   int64
 	used    int64
 	byPeer  map[mesh.ID]int64
-	holds   map[*attempt]hold // the attempts holding bytes (track)
-	proven  map[mesh.ID]bool  // brought a piece within timeout (pieceDone)
-	slow    map[mesh.ID]bool  // evicted, or far slower than another (markSlow)
-	peak    int64             // the most used at once, for tests and benchmarks
-	evicted int64             // attempts evicted, for tests and benchmarks
-	line    []*budgetWaiter   // waiting, first come first within a class
-	changed chan struct{}     // closed and replaced at each release
+	holds   map[*attempt]hold         // the attempts holding bytes (track)
+	proven  map[mesh.ID]bool          // brought a piece within timeout (pieceDone)
+	took    map[mesh.ID]time.Duration // and how long its last piece took
+	slow    map[mesh.ID]bool          // evicted, or far slower than another (markSlow)
+	peak    int64                     // the most used at once, for tests and benchmarks
+	evicted int64                     // attempts evicted, for tests and benchmarks
+	line    []*budgetWaiter           // waiting, first come first within a class
+	changed chan struct{}             // closed and replaced at each release
 	// timeout is the downloads' RequestTimeout: a piece that would take
 	// longer is evicted when others wait, a quarter of it (patience)
 	// after it was asked for at the soonest.
@@ -109,7 +121,8 @@ func newBudget(limit int64, timeout time.Duration) *budget {
 		timeout = 20 * time.Second
 	}
 	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), holds: make(map[*attempt]hold),
-		proven: make(map[mesh.ID]bool), slow: make(map[mesh.ID]bool), changed: make(chan struct{}), timeout: timeout}
+		proven: make(map[mesh.ID]bool), took: make(map[mesh.ID]time.Duration), slow: make(map[mesh.ID]bool),
+		changed: make(chan struct{}), timeout: timeout}
 }
 
 func (b *budget) patience() time.Duration { return b.timeout / 4 }
@@ -166,10 +179,8 @@ func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
 			b.line = append(b.line, w)
 		}
 		w.want = n
-		if !b.slow[w.peer] {
-			b.evictLocked(now)
-			b.armSweepLocked()
-		}
+		b.evictLocked(now)
+		b.armSweepLocked()
 		return false
 	}
 	if w.queued {
@@ -289,9 +300,12 @@ func (b *budget) pieceDone(peer mesh.ID, took time.Duration) {
 		return
 	}
 	delete(b.slow, peer)
+	b.took[peer] = took
 	if !b.proven[peer] {
 		if len(b.proven) >= maxSlowPeers {
 			clear(b.proven)
+			clear(b.took)
+			b.took[peer] = took
 		}
 		b.proven[peer] = true
 		b.wakeLocked() // its loops that stepped out may take more now
@@ -363,27 +377,41 @@ func (b *budget) isOverdue(a *attempt, now time.Time) bool {
 	return ok && b.overdue(h, a.recv.Load(), now)
 }
 
-// evictLocked takes back overdue holds, the least advanced first, while
-// the first waiter not found slow waits for bytes that do not fit: their
-// bytes go back at once, each attempt is cancelled (its loop drops it when
-// it next runs, which a loop waiting on its peer's answer to something else
-// may not do for RequestTimeout) and its peer marked slow. Until then the
-// attempt's buffer is held beyond the budget; it was taken only when its
-// first block came (onBlock), so a peer that brought nothing holds none. b.mu
-// is held.
+// evictLocked takes back holds for the first waiter in line, the least
+// advanced first, while it waits for bytes that do not fit, and only holds
+// clearly worse than what its peer offers (see budget): stalled ones for
+// any (a slow waiter only slow peers' stalled ones), overdue ones too for a
+// proven peer's, if they would take longer to finish than slowFactor times
+// its last piece. Their bytes go back at once, each attempt is cancelled
+// (its loop drops it when it next runs, which a loop waiting on its peer's
+// answer to something else may not do for RequestTimeout) and its peer
+// marked slow and not proven. Until then the attempt's buffer is held
+// beyond the budget; it was taken only when its first block came
+// (onBlock), so a peer that brought nothing holds none. b.mu is held.
 func (b *budget) evictLocked(now time.Time) {
 	// The first waiter is the first in line of the best class there (in
 	// one pass: aheadLocked for each waiter in turn took line² class
 	// reads a loop's ask, with thousands of loops in line).
 	var w *budgetWaiter
-	wc := classSlow
+	wc := classSlow + 1
 	for _, x := range b.line {
 		if c := b.classLocked(x, now); c < wc {
 			w, wc = x, c
 		}
 	}
-	if w == nil {
-		return // none, or only slow ones: they take nothing from anyone
+	if w == nil || b.used+w.want <= b.limit {
+		return
+	}
+	// A new holder waiting a while goes first (classLocked) but has
+	// proven nothing: it takes only stalled holds.
+	proven := wc != classSlow && b.proven[w.peer]
+	ref := slowFactor * b.took[w.peer]
+	// progress is when each peer holding bytes last brought a block to
+	// any of them: a proven peer's pieces queue behind each other in its
+	// pipeline, and one waiting its turn is not stalled.
+	progress := make(map[mesh.ID]int64, len(b.byPeer))
+	for a := range b.holds {
+		progress[a.peer] = max(progress[a.peer], a.last.Load())
 	}
 	type cand struct {
 		a   *attempt
@@ -391,10 +419,15 @@ func (b *budget) evictLocked(now time.Time) {
 	}
 	var cs []cand
 	for a, h := range b.holds {
-		if a.peer == w.peer {
+		if a.peer == w.peer || h.span || wc == classSlow && !b.slow[h.peer] {
 			continue
 		}
-		if got := a.recv.Load(); b.overdue(h, got, now) {
+		got := a.recv.Load()
+		last := h.start
+		if t := time.Unix(0, progress[h.peer]); t.After(last) {
+			last = t
+		}
+		if now.Sub(last) >= b.patience() || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
 			cs = append(cs, cand{a, got})
 		}
 	}
@@ -416,7 +449,17 @@ func (b *budget) evictLocked(now time.Time) {
 		b.evicted++
 		b.markSlowLocked(c.a.peer)
 		delete(b.proven, c.a.peer)
+		delete(b.took, c.a.peer)
 	}
+}
+
+// left is how long h, held at now with got bytes in, would take to finish
+// at the rate its bytes came so far; a day if none came.
+func left(h hold, got int64, now time.Time) time.Duration {
+	if got <= 0 {
+		return 24 * time.Hour
+	}
+	return time.Duration(float64(now.Sub(h.start)) * float64(h.size-got) / float64(got))
 }
 
 // armSweepLocked makes sure sweep runs while loops wait: evictions happen

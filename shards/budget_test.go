@@ -3,6 +3,7 @@ package shards
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -61,71 +62,115 @@ func TestBudgetNewPeerOnePiece(t *testing.T) {
 	}
 }
 
-// TestBudgetEvictsOverdue: a full budget of new peers' pieces that bring
-// nothing is taken back, least advanced first, once they are overdue and
-// as much as a waiting loop needs: their attempts are cancelled and marked
-// (their loops drop them without counting a failure) and their peers are
-// slow and served last. A piece that comes at a rate that finishes it
-// within RequestTimeout is kept, as is one not held long enough to judge.
-func TestBudgetEvictsOverdue(t *testing.T) {
+// TestBudgetEvictsOnlyWorse: a full budget's pieces are taken back for
+// the first loop in line only when clearly worse than what its peer
+// offers. Four pieces held from t0 (RequestTimeout 16 s): 0 of a new
+// peer, nothing in; 1 of a new peer slowed by a loaded machine, a block
+// every second, at a rate that takes 32 s in all; 2 of a new peer, half
+// in, fast; 3 of a proven peer, nothing in. A new peer's loop takes only
+// stalled pieces (nothing in for a quarter of the timeout): a loaded
+// honest peer's steady blocks are not taken for a new peer's, which is what
+// marked one slow and left it behind thirty tricklers under load. A proven
+// peer's loop takes overdue ones too, if slowFactor times its last piece
+// is shorter than what they have left; a slow peer's loop takes slow
+// peers' stalled pieces, or slow peers wait behind pieces that bring
+// nothing. The waiting loop wants two pieces; a taken piece's attempt is
+// cancelled and marked, its peer slow and no longer proven, until its
+// next piece in time proves it again.
+func TestBudgetEvictsOnlyWorse(t *testing.T) {
 	const piece, timeout = int64(MinPieceSize), 16 * time.Second
-	b := newBudget(4*piece, timeout)
 	t0 := time.Now()
-	var as []*attempt
-	for i := range 4 {
-		as = append(as, holdFor(t, b, waiterOf(i), piece, t0))
+	tests := []struct {
+		name   string
+		waiter string        // new, proven or slow
+		took   time.Duration // the proven waiter's last piece
+		slow   []int         // pieces whose peers are slow
+		at     time.Duration // after t0
+		want   []bool        // evicted, by piece
+	}{
+		{"new waiter, nothing stalled yet", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}},
+		{"new waiter, stalled pieces", "new", 0, nil, timeout/4 + time.Second, []bool{true, false, false, true}},
+		{"proven waiter, fast", "proven", 100 * time.Millisecond, nil, 2 * time.Second, []bool{true, true, false, false}},
+		{"proven waiter, as slow as the loaded one", "proven", 4 * time.Second, nil, 2 * time.Second, []bool{true, false, false, false}},
+		{"proven waiter, not judged yet", "proven", 0, nil, timeout/16 - time.Millisecond, []bool{false, false, false, false}},
+		{"slow waiter, only slow peers' stalled pieces", "slow", 0, []int{0, 1}, timeout/4 + time.Second, []bool{true, false, false, false}},
+		{"slow waiter, nothing stalled yet", "slow", 0, []int{0, 1}, 2 * time.Second, []bool{false, false, false, false}},
 	}
-	// 0 brought nothing; 1 a little (at its rate the piece takes 32
-	// s); 2 half, at a rate that takes 2 s; 3 nothing, but proven, so
-	// judged only after a quarter of the timeout.
-	as[1].recv.Store(piece / 32)
-	as[2].recv.Store(piece / 2)
-	b.pieceDone(waiterOf(3).peer, 0)
-	w := waiterOf(9)
-	if b.tryAcquire(w, 2*piece) {
-		t.Fatal("a full budget gave bytes")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBudget(4*piece, timeout)
+			var as []*attempt
+			for i := range 4 {
+				as = append(as, holdFor(t, b, waiterOf(i), piece, t0))
+			}
+			now := t0.Add(tt.at)
+			// 1 brought a block a second until a second ago.
+			as[1].recv.Store(piece / 32 * int64(tt.at/time.Second))
+			as[1].last.Store(now.Add(-time.Second).UnixNano())
+			as[2].recv.Store(piece / 2)
+			as[2].last.Store(now.UnixNano())
+			b.pieceDone(waiterOf(3).peer, 0)
+			for _, i := range tt.slow {
+				b.markSlow(waiterOf(i).peer)
+			}
+			w := waiterOf(9)
+			switch tt.waiter {
+			case "proven":
+				b.pieceDone(w.peer, tt.took)
+			case "slow":
+				b.markSlow(w.peer)
+			}
+			b.mu.Lock()
+			w.queued, w.since, w.want = true, now, 2*piece
+			b.line = append(b.line, w)
+			b.evictLocked(now)
+			b.mu.Unlock()
+			for i, want := range tt.want {
+				a := as[i]
+				if got := a.evicted.Load(); got != want || (a.ctx.Err() != nil) != want {
+					t.Fatalf("piece %d: evicted %v, cancelled %v; want %v", i, got, a.ctx.Err() != nil, want)
+				}
+				if want && (!b.isSlow(a.peer) || b.proven[a.peer]) {
+					t.Fatalf("peer %d: taken back, but slow %v, proven %v", i, b.isSlow(a.peer), b.proven[a.peer])
+				}
+				if want {
+					b.release(a) // its loop drops it: nothing more given back
+				}
+			}
+			evicted := slices.Index(tt.want, true)
+			if evicted < 0 {
+				return
+			}
+			// What was taken back went to the line; a slow peer's
+			// next piece in time proves it again.
+			b.mu.Lock()
+			b.leaveLocked(w)
+			b.mu.Unlock()
+			n := int64(4)
+			for _, e := range tt.want {
+				if e {
+					n--
+				}
+			}
+			if used, _ := b.stats(); used != n*piece {
+				t.Fatalf("%d bytes used after the evictions", used)
+			}
+			p := waiterOf(evicted)
+			b.pieceDone(p.peer, time.Second)
+			if b.isSlow(p.peer) || !b.proven[p.peer] {
+				t.Fatal("a piece in time did not prove a peer taken back by mistake")
+			}
+		})
 	}
-	b.mu.Lock()
-	b.evictLocked(t0.Add(timeout/16 - time.Millisecond))
-	b.mu.Unlock()
-	for i, a := range as {
-		if a.evicted.Load() {
-			t.Fatalf("piece %d evicted before it could be judged", i)
-		}
-	}
-	b.mu.Lock()
-	b.evictLocked(t0.Add(time.Second))
-	b.mu.Unlock()
-	for i, want := range []bool{true, true, false, false} {
-		if got := as[i].evicted.Load(); got != want || (as[i].ctx.Err() != nil) != want {
-			t.Fatalf("piece %d: evicted %v, cancelled %v; want %v", i, got, as[i].ctx.Err() != nil, want)
-		}
-		if b.slow[as[i].peer] != want {
-			t.Fatalf("peer %d: slow %v, want %v", i, b.slow[as[i].peer], want)
-		}
-	}
-	// The waiter needed two pieces: the third overdue one (the proven
-	// peer's, judged after a quarter of the timeout) is kept.
-	b.mu.Lock()
-	b.evictLocked(t0.Add(timeout / 4))
-	b.mu.Unlock()
-	if as[3].evicted.Load() {
-		t.Fatal("evicted more than the waiting loop needs")
-	}
-	b.release(as[0])
-	b.release(as[1])
-	if !b.tryAcquire(w, 2*piece) {
-		t.Fatal("the waiting loop did not get the bytes given back")
-	}
-	// The slow peers now wait behind a new one.
+	// The slow peers wait behind a new one.
+	b := newBudget(piece, timeout)
+	a := holdFor(t, b, waiterOf(5), piece, time.Now())
 	slow, fresh := waiterOf(0), waiterOf(10)
-	if b.tryAcquire(slow, piece) {
-		t.Fatal("a slow peer took a piece with none free")
+	b.markSlow(slow.peer)
+	if b.tryAcquire(slow, piece) || b.tryAcquire(fresh, piece) {
+		t.Fatal("a piece was given with none free")
 	}
-	if b.tryAcquire(fresh, piece) {
-		t.Fatal("a new peer took a piece with none free")
-	}
-	b.release(as[2])
+	b.release(a)
 	if b.tryAcquire(slow, piece) {
 		t.Fatal("a slow peer went before a new one that waits")
 	}

@@ -1502,11 +1502,13 @@ type attempt struct {
 	cancel  context.CancelFunc
 	peer    mesh.ID   // whom the bytes are charged to
 	start   time.Time // when the buffer was taken
-	// recv counts the bytes received, for the budget (overdue), which
-	// reads it without dl.mu; evicted is set when the budget took the
-	// attempt back (evict) and cancelled it: its loop drops it, not
-	// counting a failure.
+	// recv counts the bytes received and last is when the last of them
+	// came (UnixNano; 0 before the first), for the budget (overdue,
+	// stalled), which reads them without dl.mu; evicted is set when the
+	// budget took the attempt back (evict) and cancelled it: its loop
+	// drops it, not counting a failure.
 	recv    atomic.Int64
+	last    atomic.Int64
 	evicted atomic.Bool
 }
 
@@ -2202,6 +2204,7 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	dl.mu.Lock()
 	a.got += int64(len(r.data))
 	a.recv.Add(int64(len(r.data)))
+	a.last.Store(now.UnixNano())
 	whole := a.got == n
 	dl.mu.Unlock()
 	if !whole {
