@@ -77,9 +77,10 @@ type budget struct {
 	evicted int64                     // attempts evicted, for tests and benchmarks
 	line    []*budgetWaiter           // waiting, first come first within a class
 	changed chan struct{}             // closed and replaced at each release
-	// timeout is the downloads' RequestTimeout: a piece that would take
-	// longer is evicted when others wait, a quarter of it (patience)
-	// after it was asked for at the soonest.
+	// timeout is the downloads' RequestTimeout: a piece whose peer
+	// brought nothing for a quarter of it (patience), or, for a proven
+	// peer's loop, one that would take longer, is evicted when others
+	// wait (evictLocked).
 	timeout time.Duration
 	sweepT  *time.Timer // evicts while a loop waits (sweep); nil if none set
 }
