@@ -207,15 +207,22 @@ func TestDownloadManyTricklers(t *testing.T) {
 			done := func() bool {
 				return !slices.ContainsFunc(served, func(src *readerSource) bool { return d.get(src.id).transfer().State != StateDone })
 			}
-			testutil.WaitFor(t, 2*time.Minute, "the honest downloads to finish or a trickled piece", func() bool { return done() || tn.pieceTrickled() })
+			// Until they finish or a trickler brings a piece (in 48 s
+			// or more if it keeps its piece); with neither, a failure
+			// says where the downloads are.
+			deadline := time.Now().Add(4 * time.Minute)
+			for !done() && !tn.pieceTrickled() && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
 			if !done() {
 				var states []string
 				for _, src := range served {
 					tr := d.get(src.id).transfer()
 					states = append(states, fmt.Sprintf("%s %s %d of %d bytes", tr.Name, tr.State, tr.Have, tr.Size))
 				}
-				t.Fatalf("a trickler brought a piece before the honest downloads finished, after %v: %s",
-					time.Since(start).Round(time.Millisecond), strings.Join(states, "; "))
+				used, _ := d.budget.stats()
+				t.Fatalf("the honest downloads did not finish before a trickler brought a piece (%v) or the deadline, after %v: %s; %d KiB of the budget held",
+					tn.pieceTrickled(), time.Since(start).Round(time.Millisecond), strings.Join(states, "; "), used>>10)
 			}
 			trickled := tn.trickled()
 			b := d.budget
