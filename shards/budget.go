@@ -428,7 +428,15 @@ func (b *budget) evictLocked(now time.Time) {
 		if t := time.Unix(0, progress[h.peer]); t.After(last) {
 			last = t
 		}
-		if now.Sub(last) >= b.patience() || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
+		// A slow peer's piece that brought nothing is taken sooner for
+		// a loop not found slow: it was found out already, and a new
+		// holder's first piece waited behind it otherwise (a quarter
+		// of the cap with thirty tricklers, BenchmarkDownloadTricklers).
+		stall := b.patience()
+		if wc != classSlow && b.slow[h.peer] {
+			stall = b.timeout / 16
+		}
+		if now.Sub(last) >= stall || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
 			cs = append(cs, cand{a, got})
 		}
 	}
