@@ -513,58 +513,71 @@ func TestRelayKeepsToThePeersRate(t *testing.T) {
 
 // A peer that announces made-up ids as fast as it may fills only its own
 // share of the messages a node tracks as missing: the node still pulls
-// every message an honest peer announces meanwhile.
+// every message an honest peer announces meanwhile. In virtual time
+// (synctest) the flood keeps its rate whatever the machine's load: on the
+// real clock a loaded machine handled fewer of the flood's frames a second
+// than the test's ticker sent, the flood took n's CPU, and the pull timed
+// out with n's table still within its bounds.
 func TestMadeUpAnnouncementsDoNotCrowdOutOthers(t *testing.T) {
-	nw := meshtest.NewNetwork()
-	n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
-	d := countDeliveries("c/1", n)
-	d.failOnDuplicate(t)
-	h := newRawPeer(t, nw, "hostile")
-	a := newRawPeer(t, nw, "honest")
-	linkAll(t, n, h.Node, a.Node)
+	synctest.Test(t, func(t *testing.T) {
+		nw := meshtest.NewNetwork()
+		n := nw.NewNode(t, "n", meshtest.Options{Configure: manualNode})
+		d := countDeliveries("c/1", n)
+		d.failOnDuplicate(t)
+		h := newRawPeer(t, nw, "hostile")
+		a := newRawPeer(t, nw, "honest")
+		linkAll(t, n, h.Node, a.Node)
 
-	// h announces 8 frames of fresh ids (4,096, the whole table before
-	// the fix) every 50 ms, well inside the frame rate a peer may send.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(stop)
-	flood := func() {
-		for range 8 {
-			ids := make([]mesh.MsgID, 512)
-			for i := range ids {
-				ids[i] = randomID()
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			h.Send(ctx, n.ID(), mesh.BcastProto, mesh.EncodeIHave(ids...))
-			cancel()
-		}
-	}
-	flood()
-	// n tracks h's ids before a announces: it has asked h for hundreds.
-	testutil.WaitFor(t, 20*time.Second, "n to graft made-up ids from h", func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return len(h.grafts) >= 500
-	})
-	wg.Go(func() {
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				flood()
+		// h announces 8 frames of fresh ids (4,096, the whole table before
+		// the fix) every 50 ms, well inside the frame rate a peer may send.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer close(stop)
+		flood := func() {
+			for range 8 {
+				ids := make([]mesh.MsgID, 512)
+				for i := range ids {
+					ids[i] = randomID()
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				h.Send(ctx, n.ID(), mesh.BcastProto, mesh.EncodeIHave(ids...))
+				cancel()
 			}
 		}
-	})
+		flood()
+		// n tracks h's ids before a announces: it has asked h for hundreds.
+		testutil.WaitFor(t, 20*time.Second, "n to graft made-up ids from h", func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return len(h.grafts) >= 500
+		})
+		var floods atomic.Int32
+		wg.Go(func() {
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					flood()
+					floods.Add(1)
+				}
+			}
+		})
+		// Three more floods (12,288 ids, more than the whole table) before
+		// a announces: without a share per peer, h's ids fill the table
+		// and a's are never tracked.
+		testutil.WaitFor(t, 20*time.Second, "three more floods from h", func() bool { return floods.Load() >= 3 })
+		synctest.Wait() // n has taken them
 
-	const k = 1000
-	ids := serveOld(k, a.ID(), a)
-	a.announce(t, n.ID(), ids)
-	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages the honest peer announced", k), func() bool {
-		return gotAll(d, ids, a.ID())
+		const k = 1000
+		ids := serveOld(k, a.ID(), a)
+		a.announce(t, n.ID(), ids)
+		testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("n to pull all %d messages the honest peer announced", k), func() bool {
+			return gotAll(d, ids, a.ID())
+		})
 	})
 }
 

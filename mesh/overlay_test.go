@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/catnest/catnest/internal/testutil"
@@ -109,57 +110,67 @@ func (d *deliveries) all(msg mesh.MsgID, origin mesh.ID) (complete, dup bool) {
 	return complete, dup
 }
 
+// TestDirectoryAndBroadcastOnMemoryMesh runs 30 nodes in a testing/synctest
+// bubble: time advances only when every node is idle, so the records'
+// TTL, the GRAFT timers and the message cache's age count the protocol's
+// time, not the time a loaded machine takes to run 30 nodes' work under
+// -race. On the real clock, CI's load (19 on 2 cores) stretched that work
+// past the records' expiry and the cache's age: directories did not fill
+// in a minute, and a broadcast reached only a third of the nodes before
+// the copies that could answer its GRAFTs were dropped from every cache.
 func TestDirectoryAndBroadcastOnMemoryMesh(t *testing.T) {
-	nw := meshtest.NewNetwork()
-	var nodes []*mesh.Node
-	for i := range 30 {
-		nodes = append(nodes, nw.NewNode(t, fmt.Sprintf("n%02d", i), meshtest.Options{Configure: func(c *mesh.Config) {
-			meshtest.Fast(c)
-			// Expiry is TestNodeLeavesDirectoryWhenGone's to test: a
-			// refresh every second costs 30 nodes 900 signature checks a
-			// second, more than a loaded machine under -race can spare,
-			// and records then expire before the directories fill.
-			c.RecordRefresh, c.RecordTTL = 10*time.Second, 35*time.Second
-		}}))
-	}
-	if err := nodes[3].SetResource("music", map[string]int{"tracks": 42}); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 60*time.Second, "a connected mesh where every directory lists all 30", func() bool {
-		if !connected(nodes) {
-			return false
+	synctest.Test(t, func(t *testing.T) {
+		nw := meshtest.NewNetwork()
+		var nodes []*mesh.Node
+		for i := range 30 {
+			nodes = append(nodes, nw.NewNode(t, fmt.Sprintf("n%02d", i), meshtest.Options{Configure: func(c *mesh.Config) {
+				meshtest.Fast(c)
+				// Expiry is TestNodeLeavesDirectoryWhenGone's to test: a
+				// refresh every second costs 30 nodes 900 signature checks a
+				// second, more than a loaded machine under -race can spare,
+				// and records then expire before the directories fill.
+				c.RecordRefresh, c.RecordTTL = 10*time.Second, 35*time.Second
+			}}))
 		}
-		for _, n := range nodes {
-			if k := len(n.Peers()); k < 3 || k > 8 || !knowsAll(n, nodes) {
-				return false
-			}
-		}
-		return true
-	})
-	testutil.WaitFor(t, 20*time.Second, "the resource summary to spread", func() bool {
-		r, ok := nodes[20].Lookup(nodes[3].ID())
-		return ok && string(r.Resources["music"]) == `{"tracks":42}`
-	})
-	r, _ := nodes[0].Lookup(nodes[1].ID())
-	if r.Name != "n01" || len(r.Neighbors) == 0 {
-		t.Fatalf("record of n01: %+v", r)
-	}
-
-	d := countDeliveries("test/1", nodes...)
-	d.failOnDuplicate(t) // until the nodes stop, not for a window
-	ctx := context.Background()
-	var ids []mesh.MsgID
-	for i := range 20 {
-		id, err := nodes[i%len(nodes)].Broadcast(ctx, "test/1", []byte(fmt.Sprint("hello ", i)))
-		if err != nil {
+		if err := nodes[3].SetResource("music", map[string]int{"tracks": 42}); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
-	}
-	for i, id := range ids {
-		origin := nodes[i%len(nodes)].ID()
-		testutil.WaitFor(t, 30*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
-	}
+		testutil.WaitFor(t, 60*time.Second, "a connected mesh where every directory lists all 30", func() bool {
+			if !connected(nodes) {
+				return false
+			}
+			for _, n := range nodes {
+				if k := len(n.Peers()); k < 3 || k > 8 || !knowsAll(n, nodes) {
+					return false
+				}
+			}
+			return true
+		})
+		testutil.WaitFor(t, 20*time.Second, "the resource summary to spread", func() bool {
+			r, ok := nodes[20].Lookup(nodes[3].ID())
+			return ok && string(r.Resources["music"]) == `{"tracks":42}`
+		})
+		r, _ := nodes[0].Lookup(nodes[1].ID())
+		if r.Name != "n01" || len(r.Neighbors) == 0 {
+			t.Fatalf("record of n01: %+v", r)
+		}
+
+		d := countDeliveries("test/1", nodes...)
+		d.failOnDuplicate(t) // until the nodes stop, not for a window
+		ctx := context.Background()
+		var ids []mesh.MsgID
+		for i := range 20 {
+			id, err := nodes[i%len(nodes)].Broadcast(ctx, "test/1", []byte(fmt.Sprint("hello ", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		for i, id := range ids {
+			origin := nodes[i%len(nodes)].ID()
+			testutil.WaitFor(t, 30*time.Second, "a broadcast to reach every node", func() bool { c, _ := d.all(id, origin); return c })
+		}
+	})
 }
 
 func TestNodeLeavesDirectoryWhenGone(t *testing.T) {

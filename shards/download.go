@@ -739,13 +739,17 @@ type download struct {
 	// use: when it is rejected they are banned.
 	rejected map[Hash]bool
 	manPeers map[mesh.ID]bool
+	// waiting says why a download without its manifest waits
+	// (Transfer.Waiting); empty once it has it.
+	waiting Wait
 	// holderIDs is the last catalog lookup of the holders, made at
 	// holdersAt: the run loop wakes at every verified piece, and a lookup
 	// merges every online catalog.
 	holderIDs []mesh.ID
 	holdersAt time.Time
-	// idle are the peers whose part ended while a run is under way (nil
-	// otherwise), and when each is asked again (runOnce, idlePeer).
+	// idle are the peers asked (for the manifest, or fetched from) while
+	// a run is under way (nil otherwise), and when each is asked again
+	// (runOnce, duePeers, idlePeer).
 	// Only candidates have entries: runOnce drops the others.
 	idle map[mesh.ID]*idlePeer
 	// changed is closed and replaced whenever a piece is verified, a
@@ -877,6 +881,16 @@ func (dl *download) run(ctx context.Context) error {
 }
 
 func (dl *download) runOnce(ctx context.Context) error {
+	// The peers' idle records (backoffs) span the manifest's fetch and
+	// the pieces': a peer that does not have the manifest holds no piece.
+	dl.mu.Lock()
+	dl.idle = make(map[mesh.ID]*idlePeer)
+	dl.mu.Unlock()
+	defer func() {
+		dl.mu.Lock()
+		dl.idle = nil
+		dl.mu.Unlock()
+	}()
 	if err := dl.fetchManifest(ctx); err != nil {
 		return err
 	}
@@ -931,14 +945,6 @@ func (dl *download) runOnce(ctx context.Context) error {
 	}
 	endedC := make(chan ended)
 	running := make(map[mesh.ID]bool)
-	dl.mu.Lock()
-	dl.idle = make(map[mesh.ID]*idlePeer)
-	dl.mu.Unlock()
-	defer func() {
-		dl.mu.Lock()
-		dl.idle = nil
-		dl.mu.Unlock()
-	}()
 	tick := time.NewTicker(dl.d.cfg.HaveInterval)
 	defer tick.Stop()
 	for {
@@ -957,18 +963,11 @@ func (dl *download) runOnce(ctx context.Context) error {
 		dl.mu.Unlock()
 		cands, holders := dl.candidates()
 		dl.mu.Lock()
-		dl.pruneIdle(now, cands, running)
-		var due []mesh.ID
-		for k, id := range cands {
-			if pushed || running[id] {
-				continue
-			}
-			if ip := dl.idle[id]; ip != nil && now.Before(ip.due(dl.d.cfg, k < holders)) {
-				continue
-			}
-			due = append(due, id)
-		}
+		due := dl.duePeers(now, cands, holders, running)
 		dl.mu.Unlock()
+		if pushed {
+			due = nil
+		}
 		for _, id := range due {
 			running[id] = true
 			wg.Go(func() {
@@ -989,12 +988,7 @@ func (dl *download) runOnce(ctx context.Context) error {
 				dl.d.log.Debug("download: a peer's part ended", "id", dl.id, "peer", e.id.Short(), "err", e.err)
 			}
 			dl.mu.Lock()
-			ip := dl.idle[e.id]
-			if ip == nil {
-				ip = new(idlePeer)
-				dl.idle[e.id] = ip
-			}
-			ip.ended(dl.d.cfg, time.Now(), e.err)
+			dl.idleEnded(e.id, time.Now(), e.err, false)
 			dl.mu.Unlock()
 		case <-tick.C:
 		case <-changed:
@@ -1002,9 +996,11 @@ func (dl *download) runOnce(ctx context.Context) error {
 	}
 }
 
-// candidates lists the peers to fetch from: the link's node and the
-// catalog's holders (the first holders of out), then every linked peer (a
-// linked peer that is downloading too may have pieces), less those banned
+// candidates lists the peers to fetch from: the link's node while it is
+// online (linked, or in the directory) and the catalog's holders (the
+// first holders of out), then every linked peer (a linked peer that is
+// downloading too may have pieces) and the link's node if offline (it is
+// asked with backoff, as a peer that holds nothing), less those banned
 // for this resource.
 func (dl *download) candidates() (out []mesh.ID, holders int) {
 	seen := make(map[mesh.ID]bool)
@@ -1019,7 +1015,13 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 			holders++
 		}
 	}
-	add(dl.link.Node)
+	peers := dl.d.node.Peers()
+	if l := dl.link.Node; l != "" {
+		_, online := dl.d.node.Lookup(l)
+		if online || slices.ContainsFunc(peers, func(p mesh.PeerInfo) bool { return p.ID == l }) {
+			add(l)
+		}
+	}
 	dl.mu.Lock()
 	listed, fresh := dl.holderIDs, !dl.holdersAt.IsZero() && time.Since(dl.holdersAt) < dl.d.cfg.HaveInterval
 	dl.mu.Unlock()
@@ -1033,9 +1035,10 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 		add(id)
 	}
 	known = false
-	for _, p := range dl.d.node.Peers() {
+	for _, p := range peers {
 		add(p.ID)
 	}
+	add(dl.link.Node)
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	for _, id := range out[:holders] {
@@ -1053,6 +1056,14 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 // fetched from, and the whole-file MD5 at the end decides: a manifest that
 // fails it is rejected, its senders banned, and the download goes on with
 // another (finish).
+//
+// Peers are asked as the have polling asks them (duePeers): a peer that
+// does not have the manifest ever more rarely, up to haveBackoffMax
+// HaveIntervals, a known holder so too once it failed to serve it (the
+// link's node that dropped the file), and one that turns into a holder at
+// once. Every download asked every linked peer every half
+// minute before: a link whose holders are offline, times dozens of
+// downloads and peers, was a steady flood of asks answered "unknown".
 func (dl *download) fetchManifest(ctx context.Context) error {
 	dl.mu.Lock()
 	have, want := dl.man != nil, dl.manHash
@@ -1063,29 +1074,51 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 	if have {
 		return nil
 	}
-	for attempt := 0; ; attempt++ {
-		cands, _ := dl.candidates()
-		for _, id := range cands {
+	tick := time.NewTicker(dl.d.cfg.HaveInterval)
+	defer tick.Stop()
+	for {
+		cands, holders := dl.candidates()
+		dl.mu.Lock()
+		due := dl.duePeers(time.Now(), cands, holders, nil)
+		changed := dl.changed
+		dl.mu.Unlock()
+		for _, id := range due {
 			m, err := dl.askManifest(ctx, id, want, true)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
 				dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", id.Short(), "err", err)
+				dl.mu.Lock()
+				dl.idleEnded(id, time.Now(), err, slices.Index(cands[:holders], id) >= 0)
+				dl.mu.Unlock()
 				continue
 			}
 			dl.mu.Lock()
 			dl.setManifest(m, m.Hash())
+			dl.waiting = ""
 			clear(dl.manPeers)
 			dl.manPeers[id] = true
 			dl.mu.Unlock()
 			dl.publish(true)
 			return dl.saveRecord()
 		}
+		wait := WaitManifest
+		if holders == 0 {
+			wait = WaitNoHolder
+		}
+		dl.mu.Lock()
+		news := dl.waiting != wait
+		dl.waiting = wait
+		dl.mu.Unlock()
+		if news {
+			dl.publish(true)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(min(time.Duration(attempt+1)*dl.d.cfg.HaveInterval, 30*time.Second)):
+		case <-tick.C:
+		case <-changed:
 		}
 	}
 }
@@ -1443,6 +1476,7 @@ func (dl *download) transferLocked(now time.Time) Transfer {
 	}
 	if dl.state == StateDownloading {
 		t.Rate = dl.rate.rate(now)
+		t.Waiting = dl.waiting
 	}
 	l := dl.link
 	l.Node, l.Rendezvous, l.Manifest, l.Name, l.Size = dl.d.node.ID(), dl.d.cfg.Rendezvous, dl.manHash, dl.name, t.Size

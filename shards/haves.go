@@ -23,11 +23,16 @@ const haveBackoffMax = 32
 // haveBackoffMax HaveIntervals; a known holder (the link's node, the
 // catalog's) and a peer that downloads the resource too (it answered an
 // empty bitfield: it will have pieces soon) wait only as long as a holder.
+// A known holder that itself failed to serve the manifest (asHolder: the
+// link's node online but no longer sharing it, a stale catalog entry)
+// backs off like a peer that holds nothing, or every download of a link
+// whose node dropped the file asked that node every HaveInterval for good.
 // Fields are guarded by the download's mu.
 type idlePeer struct {
-	at    time.Time
-	wait  time.Duration
-	level int
+	at       time.Time
+	wait     time.Duration
+	level    int
+	asHolder bool
 }
 
 // ended records the end of the peer's part at now with err.
@@ -61,7 +66,7 @@ func (ip *idlePeer) ended(cfg DownloadsConfig, now time.Time, err error) {
 // due is when the peer is asked again; holder: it is a known holder.
 func (ip *idlePeer) due(cfg DownloadsConfig, holder bool) time.Time {
 	wait := ip.wait
-	if !holder && ip.level > 0 {
+	if ip.level > 0 && (!holder || ip.asHolder) {
 		// Doubled a step at a time up to the cap: HaveInterval<<level
 		// overflows for long intervals and high levels.
 		most, back := haveBackoffMax*cfg.HaveInterval, cfg.HaveInterval
@@ -76,9 +81,58 @@ func (ip *idlePeer) due(cfg DownloadsConfig, holder bool) time.Time {
 	return ip.at.Add(wait)
 }
 
+// duePeers lists the candidates to ask now (for the manifest, or for
+// their have): those not running whose idle record, if any, says they
+// are due; the first holders of cands are known holders, whose backoff
+// earned while they were not does not count, so a peer that turns into
+// one (it advertises the resource now, or the link's node came online) is
+// asked at once. The records of peers gone are pruned. dl.mu
+// is held.
+func (dl *download) duePeers(now time.Time, cands []mesh.ID, holders int, running map[mesh.ID]bool) []mesh.ID {
+	dl.pruneIdle(now, cands, running)
+	var due []mesh.ID
+	for k, id := range cands {
+		if running[id] {
+			continue
+		}
+		if ip := dl.idle[id]; ip != nil && now.Before(ip.due(dl.d.cfg, k < holders)) {
+			continue
+		}
+		due = append(due, id)
+	}
+	return due
+}
+
+// idleEnded records the end of the ask or the part of peer id at now
+// with err (idlePeer.ended); asHolder: it was asked for the manifest as a
+// known holder, so its backoff counts while it stays one. dl.mu is held.
+func (dl *download) idleEnded(id mesh.ID, now time.Time, err error, asHolder bool) {
+	ip := dl.idle[id]
+	if ip == nil {
+		ip = new(idlePeer)
+		dl.idle[id] = ip
+	}
+	ip.ended(dl.d.cfg, now, err)
+	ip.asHolder = asHolder
+}
+
+// askedHave notes that peer from asked this node for its have of id: it
+// downloads id and so knows its manifest (have requests follow the
+// manifest), and a download of id still without one asks it at once.
+func (d *downloads) askedHave(id MD5, from mesh.ID) {
+	dl := d.get(id)
+	if dl == nil {
+		return
+	}
+	dl.mu.Lock()
+	dl.fetching(from)
+	dl.mu.Unlock()
+}
+
 // fetching notes that peer id fetches blocks of this resource from this
-// node: it is downloading it and now holds pieces, so a backoff it earned
-// by holding none is dropped and it is asked again at once; dl.mu is held.
+// node, or asks for its have: it is downloading it and knows the manifest,
+// maybe holds pieces, so a backoff it earned by holding none is dropped
+// and it is asked again at once; dl.mu is held.
 func (dl *download) fetching(id mesh.ID) {
 	ip := dl.idle[id]
 	if ip == nil || ip.level == 0 {

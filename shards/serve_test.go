@@ -61,6 +61,9 @@ func (s *testServer) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, er
 		}
 		id := MD5(m.Payload)
 		for _, src := range s.sources {
+			if d, ok := src.(*downloads); ok && m.Protocol == ProtoHave {
+				d.askedHave(id, m.From) // as Service.handleHave
+			}
 			man, ok := src.manifestOf(id)
 			if !ok {
 				continue

@@ -383,6 +383,7 @@ func (s *Service) handleHave(ctx context.Context, m *mesh.Message) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	s.downloads.askedHave(id, m.From)
 	src, man := s.source(id)
 	if src == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknown, id)

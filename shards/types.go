@@ -104,6 +104,9 @@ type Transfer struct {
 	Have  int64  `json:"have"`
 	State State  `json:"state"`
 	Error string `json:"error,omitempty"`
+	// Waiting says why a download has no progress yet: it waits for its
+	// manifest; empty otherwise.
+	Waiting Wait `json:"waiting,omitempty"`
 	// Path is where the file is: the user's own file, or the download's
 	// place in the data dir.
 	Path string `json:"path"`
@@ -186,3 +189,18 @@ type Content interface {
 	// ModTime is for http.ServeContent's Last-Modified; zero if unknown.
 	ModTime() time.Time
 }
+
+// Wait is why a download waits for its manifest (Transfer.Waiting).
+type Wait string
+
+// Reasons a download waits.
+const (
+	// WaitNoHolder: no node that holds the resource is online (the
+	// catalogs list none and the link's node is offline); the linked
+	// peers are asked now and then, and a holder that comes online at
+	// once.
+	WaitNoHolder Wait = "no_holder"
+	// WaitManifest: holders are online but none has served the manifest
+	// yet; they are asked again, ever more rarely while they fail to.
+	WaitManifest Wait = "manifest"
+)

@@ -493,6 +493,12 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 		b.WriteString("  done")
 	case t.State == shards.StatePaused:
 		b.WriteString("  paused on the node")
+	case t.Waiting == shards.WaitNoHolder:
+		// Without it the line said "0 B/s ETA --:--" for as long as the
+		// holders stay offline, and nothing of why.
+		b.WriteString("  waiting: no node that has it is online")
+	case t.Waiting != "":
+		b.WriteString("  waiting for a holder to answer")
 	default:
 		fmt.Fprintf(&b, "  %s/s  ETA %s", formatBytes(rate), formatETA(float64(t.Size-t.Have), rate))
 	}

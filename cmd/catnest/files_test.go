@@ -375,6 +375,14 @@ func TestProgressLine(t *testing.T) {
 	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "0 B/s  ETA --:--") {
 		t.Errorf("no rate: %q", got)
 	}
+	tr.Have, tr.Waiting = 0, shards.WaitNoHolder
+	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "0 B of 100.0 MiB  waiting: no node that has it is online") {
+		t.Errorf("no holder online: %q", got)
+	}
+	tr.Waiting = shards.WaitManifest
+	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "  waiting for a holder to answer") {
+		t.Errorf("waiting for the manifest: %q", got)
+	}
 	tr.State = shards.StatePaused
 	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "paused on the node") {
 		t.Errorf("paused: %q", got)

@@ -199,6 +199,8 @@ export default {
   'files.progress': 'Progress of {name}',
   'files.eta': '{eta} left',
   'files.uploaded': '{n} sent to others',
+  'files.waiting.no_holder': 'Waiting: no node that has this file is online',
+  'files.waiting.manifest': 'Waiting for a holder to answer',
   'files.pause': 'Pause',
   'files.resume': 'Resume',
   'files.cancel': 'Cancel',

@@ -198,6 +198,8 @@ export default {
   'files.progress': '{name} 的进度',
   'files.eta': '剩余 {eta}',
   'files.uploaded': '已发送给他人 {n}',
+  'files.waiting.no_holder': '等待中：拥有此文件的节点都不在线',
+  'files.waiting.manifest': '等待持有者回应',
   'files.pause': '暂停',
   'files.resume': '继续',
   'files.cancel': '取消',

@@ -300,6 +300,7 @@ export default {
       if (x.state === 'downloading') {
         parts.push(formatRate(x.rate));
         if (x.rate > 0) parts.push(t('files.eta', { eta: formatETA((x.size - x.have) / x.rate) }));
+        if (x.waiting) parts.push(t(`files.waiting.${x.waiting}`));
       } else if (x.state === 'seeding' || x.state === 'done') {
         parts.push(t('files.uploaded', { n: formatBytes(x.uploaded || 0) }));
       }

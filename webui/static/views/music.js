@@ -539,17 +539,25 @@ export default {
           h('strong', {}, n.title), ' — ', n.artist, ' ',
           h('span', { class: 'muted small' }, t('music.nowPlaying.by', { player: n.player || '?', user: n.user }))))));
     }
+    // nowSeq counts the lists taken from events: a GET answered before an
+    // event but read after it would put back the older list.
+    let nowSeq = 0;
     async function loadNow() {
+      const seq = nowSeq;
+      let l;
       try {
-        nowPlaying = await getJSON('api/subsonic/nowplaying');
+        l = await getJSON('api/subsonic/nowplaying');
       } catch {
-        nowPlaying = []; // no Subsonic API on this node
+        l = []; // no Subsonic API on this node
       }
+      if (seq === nowSeq) nowPlaying = l;
+      nowBox.dataset.loads = String(Number(nowBox.dataset.loads || 0) + 1);
       if (alive) renderNow();
     }
     const nowTimer = setInterval(renderNow, 30000);
     const offNow = events.on('nowplaying', (l) => {
       if (Array.isArray(l)) {
+        nowSeq++;
         nowPlaying = l;
         renderNow();
       } else {
