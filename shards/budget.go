@@ -45,6 +45,10 @@ import (
 //     nothing, to it or to its other pieces, for a quarter of
 //     RequestTimeout (stalled): a trickler's blocks come that far apart,
 //     an honest peer's come steadily, if slowly on a loaded machine. A
+//     piece of a peer not yet proven that brought nothing at all is a
+//     trial, taken sooner: after slowFactor times the least round trip
+//     of the node's asks lately (trialStallLocked), which grows with the
+//     machine's load as an honest peer's first block does. A
 //     slow peer's loop takes only slow peers' stalled pieces, so that no
 //     class waits behind pieces that bring nothing. A proven peer's loop
 //     may also take a piece that would take longer than RequestTimeout at
@@ -83,6 +87,12 @@ type budget struct {
 	// wait (evictLocked).
 	timeout time.Duration
 	sweepT  *time.Timer // evicts while a loop waits (sweep); nil if none set
+	// lat is the least round trip of the node's asks (a have, a block)
+	// lately, in two buckets of half a RequestTimeout each: how slow
+	// answers are on this machine now (observe, trialStallLocked).
+	lat [2]time.Duration
+	// latAt is when lat[0], the current bucket, was started.
+	latAt time.Time
 }
 
 // hold is what the budget knows of an attempt holding bytes.
@@ -378,6 +388,58 @@ func (b *budget) isOverdue(a *attempt, now time.Time) bool {
 	return ok && b.overdue(h, a.recv.Load(), now)
 }
 
+// observe records that an ask to a peer was answered in rtt at now: the
+// least of these lately is what an honest answer takes on this machine
+// at its load (trialStallLocked). An answer, even a hostile one, comes
+// through the same loaded node, so the least is how fast it answers, not
+// how fast a peer says it does.
+func (b *budget) observe(rtt time.Duration, now time.Time) {
+	if rtt <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rotateLocked(now)
+	if b.lat[0] == 0 || rtt < b.lat[0] {
+		b.lat[0] = rtt
+	}
+}
+
+// rotateLocked starts a new bucket of lat every half RequestTimeout, and
+// forgets both when none was started for a whole one. b.mu is held.
+func (b *budget) rotateLocked(now time.Time) {
+	switch age := now.Sub(b.latAt); {
+	case age >= b.timeout:
+		b.lat, b.latAt = [2]time.Duration{}, now
+	case age >= b.timeout/2:
+		b.lat[0], b.lat[1], b.latAt = 0, b.lat[0], now
+	}
+}
+
+// trialStallLocked is how long a piece of a peer neither proven nor
+// found slow may bring nothing at all before a loop not found slow takes
+// it (evictLocked): slowFactor times the least round trip of the last
+// half to whole RequestTimeout, within a sixteenth (the pipeline sizes a
+// first block to take no more) and a quarter (patience) of it. Each new
+// holder is tried with a piece in turn, and a trickler's trial held a
+// slot for a quarter of RequestTimeout: with thirty of them, an honest
+// holder's first piece waited behind seventeen trials, 4.6 s of an 8 MiB
+// download that takes 2 s alone (BenchmarkDownloadTricklers). An honest
+// holder slowed by the load answers slowly, and so does every other
+// answer then: the stall grows with the load, to patience. With no
+// answer lately to judge by, patience. b.mu is held.
+func (b *budget) trialStallLocked(now time.Time) time.Duration {
+	b.rotateLocked(now)
+	least := b.lat[0]
+	if least == 0 || b.lat[1] != 0 && b.lat[1] < least {
+		least = b.lat[1]
+	}
+	if least == 0 {
+		return b.patience()
+	}
+	return min(max(slowFactor*least, b.timeout/16), b.patience())
+}
+
 // evictLocked takes back holds for the first waiter in line, the least
 // advanced first, while it waits for bytes that do not fit, and only holds
 // clearly worse than what its peer offers (see budget): stalled ones for
@@ -419,6 +481,7 @@ func (b *budget) evictLocked(now time.Time) {
 		got int64
 	}
 	var cs []cand
+	trial := time.Duration(-1) // trialStallLocked, once needed
 	for a, h := range b.holds {
 		if a.peer == w.peer || h.span || wc == classSlow && !b.slow[h.peer] {
 			continue
@@ -433,8 +496,15 @@ func (b *budget) evictLocked(now time.Time) {
 		// holder's first piece waited behind it otherwise (a quarter
 		// of the cap with thirty tricklers, BenchmarkDownloadTricklers).
 		stall := b.patience()
-		if wc != classSlow && b.slow[h.peer] {
+		switch {
+		case wc == classSlow:
+		case b.slow[h.peer]:
 			stall = b.timeout / 16
+		case !b.proven[h.peer] && got == 0:
+			if trial < 0 {
+				trial = b.trialStallLocked(now)
+			}
+			stall = trial
 		}
 		if now.Sub(last) >= stall || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
 			cs = append(cs, cand{a, got})

@@ -87,14 +87,26 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 		slow   []int         // pieces whose peers are slow
 		at     time.Duration // after t0
 		want   []bool        // evicted, by piece
+		rtt    time.Duration // the least round trip of the node's asks, if any
+		rttAgo time.Duration // observed that long before the waiter looks
 	}{
-		{"new waiter, nothing stalled yet", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}},
-		{"new waiter, stalled pieces", "new", 0, nil, timeout/4 + time.Second, []bool{true, false, false, true}},
-		{"proven waiter, fast", "proven", 100 * time.Millisecond, nil, 2 * time.Second, []bool{true, true, false, false}},
-		{"proven waiter, as slow as the loaded one", "proven", 4 * time.Second, nil, 2 * time.Second, []bool{true, false, false, false}},
-		{"proven waiter, not judged yet", "proven", 0, nil, timeout/16 - time.Millisecond, []bool{false, false, false, false}},
-		{"slow waiter, only slow peers' stalled pieces", "slow", 0, []int{0, 1}, timeout/4 + time.Second, []bool{true, false, false, false}},
-		{"slow waiter, nothing stalled yet", "slow", 0, []int{0, 1}, 2 * time.Second, []bool{false, false, false, false}},
+		{"new waiter, nothing stalled yet", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 0, 0},
+		{"new waiter, stalled pieces", "new", 0, nil, timeout/4 + time.Second, []bool{true, false, false, true}, 0, 0},
+		{"proven waiter, fast", "proven", 100 * time.Millisecond, nil, 2 * time.Second, []bool{true, true, false, false}, 0, 0},
+		{"proven waiter, as slow as the loaded one", "proven", 4 * time.Second, nil, 2 * time.Second, []bool{true, false, false, false}, 0, 0},
+		{"proven waiter, not judged yet", "proven", 0, nil, timeout/16 - time.Millisecond, []bool{false, false, false, false}, 0, 0},
+		{"slow waiter, only slow peers' stalled pieces", "slow", 0, []int{0, 1}, timeout/4 + time.Second, []bool{true, false, false, false}, 0, 0},
+		{"slow waiter, nothing stalled yet", "slow", 0, []int{0, 1}, 2 * time.Second, []bool{false, false, false, false}, 0, 0},
+		// A new peer's piece that brought nothing at all is a trial:
+		// taken after slowFactor times the node's least round trip
+		// lately, at least a sixteenth of the timeout, so that thirty
+		// tricklers' trials do not hold the line a quarter each.
+		{"new waiter, asks answered fast lately", "new", 0, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, 10 * time.Millisecond, time.Second},
+		{"proven waiter, asks answered fast lately", "proven", 5 * time.Second, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, 10 * time.Millisecond, 0},
+		{"new waiter, asks answered slowly (loaded)", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 300 * time.Millisecond, 0},
+		{"new waiter, loaded, past slowFactor round trips", "new", 0, nil, 2*time.Second + 500*time.Millisecond, []bool{true, false, false, false}, 300 * time.Millisecond, 0},
+		{"new waiter, fast answers too long ago", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 10 * time.Millisecond, timeout},
+		{"slow waiter, asks answered fast lately", "slow", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 10 * time.Millisecond, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,6 +116,9 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 				as = append(as, holdFor(t, b, waiterOf(i), piece, t0))
 			}
 			now := t0.Add(tt.at)
+			if tt.rtt > 0 {
+				b.observe(tt.rtt, now.Add(-tt.rttAgo))
+			}
 			// 1 brought a block a second until a second ago.
 			as[1].recv.Store(piece / 32 * int64(tt.at/time.Second))
 			as[1].last.Store(now.Add(-time.Second).UnixNano())

@@ -1830,7 +1830,11 @@ func (dl *download) peerComplete(p *peer) bool {
 func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
 	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
 	defer cancel()
+	start := time.Now()
 	b, err := requestPatient(ctx, dl.d.node, id, ProtoHave, dl.id[:])
+	if err == nil {
+		dl.d.budget.observe(time.Since(start), time.Now())
+	}
 	if err != nil {
 		var re *mesh.RemoteError
 		if errors.As(err, &re) {
@@ -2212,6 +2216,7 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	}
 	now := time.Now()
 	pipe.observe(len(r.data), r.took, now)
+	dl.d.budget.observe(r.took, now)
 	dl.mu.Lock()
 	dl.rate.add(len(r.data), now)
 	p.rate = pipe.rate
