@@ -46,8 +46,8 @@ import (
 //     RequestTimeout (stalled): a trickler's blocks come that far apart,
 //     an honest peer's come steadily, if slowly on a loaded machine. A
 //     piece of a peer not yet proven that brought nothing at all is a
-//     trial, taken sooner: after slowFactor times the least round trip
-//     of the node's asks lately (trialStallLocked), which grows with the
+//     trial, taken sooner: after slowFactor times the mean round trip
+//     of the node's have asks lately (trialStallLocked), which grows with the
 //     machine's load as an honest peer's first block does. A
 //     slow peer's loop takes only slow peers' stalled pieces, so that no
 //     class waits behind pieces that bring nothing. A proven peer's loop
@@ -87,11 +87,12 @@ type budget struct {
 	// wait (evictLocked).
 	timeout time.Duration
 	sweepT  *time.Timer // evicts while a loop waits (sweep); nil if none set
-	// lat is the least round trip of the node's asks (a have, a block)
-	// lately, in two buckets of half a RequestTimeout each: how slow
-	// answers are on this machine now (observe, trialStallLocked).
-	lat [2]time.Duration
-	// latAt is when lat[0], the current bucket, was started.
+	// lat sums the round trips of the node's have asks lately, latN
+	// counts them, in two buckets of half a RequestTimeout each: how
+	// slow answers are on this machine now (observe, trialStallLocked).
+	lat  [2]time.Duration
+	latN [2]int
+	// latAt is when bucket 0, the current one, was started.
 	latAt time.Time
 }
 
@@ -224,13 +225,23 @@ func (b *budget) spanned(a *attempt) {
 }
 
 // shareLocked is what one peer may hold while other peers' loops wait: an
-// equal part for each peer not found slow that holds bytes or waits for
-// them, at most 1/peerShare of the budget. b.mu is held.
+// equal part for each proven peer not found slow that holds bytes or waits
+// for them, at most 1/peerShare of the budget, of what is left once each
+// peer not yet proven has its piece (up to half the budget for them all).
+// A peer not proven holds one piece at most, so it claims that, not an
+// equal part: with thirty tricklers waiting for their trial pieces, an
+// equal part was a thirtieth of the budget, and an honest proven holder
+// held one piece at a time until all thirty were tried. b.mu is held.
 func (b *budget) shareLocked() int64 {
 	n := 0
-	for id := range b.byPeer {
-		if !b.slow[id] {
+	var trial int64
+	for id, held := range b.byPeer {
+		switch {
+		case b.slow[id]:
+		case b.proven[id]:
 			n++
+		default:
+			trial += held
 		}
 	}
 	var counted map[mesh.ID]bool
@@ -240,10 +251,14 @@ func (b *budget) shareLocked() int64 {
 				counted = make(map[mesh.ID]bool)
 			}
 			counted[w.peer] = true
-			n++
+			if b.proven[w.peer] {
+				n++
+			} else {
+				trial += w.want
+			}
 		}
 	}
-	return b.limit / int64(max(n, peerShare))
+	return min(b.limit/peerShare, (b.limit-min(trial, b.limit/2))/int64(max(n, 1)))
 }
 
 // tryMore takes n more bytes for w's peer only if they fit now, no one
@@ -388,56 +403,55 @@ func (b *budget) isOverdue(a *attempt, now time.Time) bool {
 	return ok && b.overdue(h, a.recv.Load(), now)
 }
 
-// observe records that an ask to a peer was answered in rtt at now: the
-// least of these lately is what an honest answer takes on this machine
-// at its load (trialStallLocked). An answer, even a hostile one, comes
-// through the same loaded node, so the least is how fast it answers, not
-// how fast a peer says it does.
+// observe records that a have ask to a peer was answered in rtt at now:
+// the mean of these lately is what an answer takes on this machine at its
+// load (trialStallLocked). Every answer comes through the same loaded
+// node, so a hostile peer cannot make the mean less than the load makes
+// it; one that answers slowly only makes trials last longer, up to
+// patience. Block answers are left out: a pipeline's blocks queue behind
+// each other at the holder, by design up to a sixteenth of the timeout.
 func (b *budget) observe(rtt time.Duration, now time.Time) {
-	if rtt <= 0 {
-		return
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.rotateLocked(now)
-	if b.lat[0] == 0 || rtt < b.lat[0] {
-		b.lat[0] = rtt
-	}
+	b.lat[0] += max(rtt, 0)
+	b.latN[0]++
 }
 
-// rotateLocked starts a new bucket of lat every half RequestTimeout, and
-// forgets both when none was started for a whole one. b.mu is held.
+// rotateLocked starts a new bucket every half RequestTimeout, and forgets
+// both when none was started for a whole one. b.mu is held.
 func (b *budget) rotateLocked(now time.Time) {
 	switch age := now.Sub(b.latAt); {
 	case age >= b.timeout:
-		b.lat, b.latAt = [2]time.Duration{}, now
+		b.lat, b.latN, b.latAt = [2]time.Duration{}, [2]int{}, now
 	case age >= b.timeout/2:
-		b.lat[0], b.lat[1], b.latAt = 0, b.lat[0], now
+		b.lat = [2]time.Duration{0, b.lat[0]}
+		b.latN = [2]int{0, b.latN[0]}
+		b.latAt = now
 	}
 }
 
 // trialStallLocked is how long a piece of a peer neither proven nor
 // found slow may bring nothing at all before a loop not found slow takes
-// it (evictLocked): slowFactor times the least round trip of the last
-// half to whole RequestTimeout, within a sixteenth (the pipeline sizes a
-// first block to take no more) and a quarter (patience) of it. Each new
-// holder is tried with a piece in turn, and a trickler's trial held a
-// slot for a quarter of RequestTimeout: with thirty of them, an honest
-// holder's first piece waited behind seventeen trials, 4.6 s of an 8 MiB
-// download that takes 2 s alone (BenchmarkDownloadTricklers). An honest
-// holder slowed by the load answers slowly, and so does every other
-// answer then: the stall grows with the load, to patience. With no
-// answer lately to judge by, patience. b.mu is held.
+// it (evictLocked): slowFactor times the mean round trip of the node's
+// have asks in the last half to whole RequestTimeout, within a sixteenth
+// (the pipeline sizes a first block to take no more) and a quarter
+// (patience) of it. Each new holder is tried with a piece in turn, and a
+// trickler's trial held a slot for a quarter of RequestTimeout: with
+// thirty of them, an honest holder's first piece waited behind seventeen
+// trials, 4.6 s of an 8 MiB download that takes 2 s alone
+// (BenchmarkDownloadTricklers). An honest holder slowed by the load
+// answers slowly, and so does every other answer then: the stall grows
+// with the load, to patience. With no answer lately to judge by,
+// patience. b.mu is held.
 func (b *budget) trialStallLocked(now time.Time) time.Duration {
 	b.rotateLocked(now)
-	least := b.lat[0]
-	if least == 0 || b.lat[1] != 0 && b.lat[1] < least {
-		least = b.lat[1]
-	}
-	if least == 0 {
+	n := b.latN[0] + b.latN[1]
+	if n == 0 {
 		return b.patience()
 	}
-	return min(max(slowFactor*least, b.timeout/16), b.patience())
+	mean := (b.lat[0] + b.lat[1]) / time.Duration(n)
+	return min(max(slowFactor*mean, b.timeout/16), b.patience())
 }
 
 // evictLocked takes back holds for the first waiter in line, the least

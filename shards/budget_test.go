@@ -82,31 +82,32 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 	t0 := time.Now()
 	tests := []struct {
 		name   string
-		waiter string        // new, proven or slow
-		took   time.Duration // the proven waiter's last piece
-		slow   []int         // pieces whose peers are slow
-		at     time.Duration // after t0
-		want   []bool        // evicted, by piece
-		rtt    time.Duration // the least round trip of the node's asks, if any
-		rttAgo time.Duration // observed that long before the waiter looks
+		waiter string          // new, proven or slow
+		took   time.Duration   // the proven waiter's last piece
+		slow   []int           // pieces whose peers are slow
+		at     time.Duration   // after t0
+		want   []bool          // evicted, by piece
+		rtts   []time.Duration // round trips of the node's have asks, if any
+		rttAgo time.Duration   // observed that long before the waiter looks
 	}{
-		{"new waiter, nothing stalled yet", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 0, 0},
-		{"new waiter, stalled pieces", "new", 0, nil, timeout/4 + time.Second, []bool{true, false, false, true}, 0, 0},
-		{"proven waiter, fast", "proven", 100 * time.Millisecond, nil, 2 * time.Second, []bool{true, true, false, false}, 0, 0},
-		{"proven waiter, as slow as the loaded one", "proven", 4 * time.Second, nil, 2 * time.Second, []bool{true, false, false, false}, 0, 0},
-		{"proven waiter, not judged yet", "proven", 0, nil, timeout/16 - time.Millisecond, []bool{false, false, false, false}, 0, 0},
-		{"slow waiter, only slow peers' stalled pieces", "slow", 0, []int{0, 1}, timeout/4 + time.Second, []bool{true, false, false, false}, 0, 0},
-		{"slow waiter, nothing stalled yet", "slow", 0, []int{0, 1}, 2 * time.Second, []bool{false, false, false, false}, 0, 0},
+		{"new waiter, nothing stalled yet", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, nil, 0},
+		{"new waiter, stalled pieces", "new", 0, nil, timeout/4 + time.Second, []bool{true, false, false, true}, nil, 0},
+		{"proven waiter, fast", "proven", 100 * time.Millisecond, nil, 2 * time.Second, []bool{true, true, false, false}, nil, 0},
+		{"proven waiter, as slow as the loaded one", "proven", 4 * time.Second, nil, 2 * time.Second, []bool{true, false, false, false}, nil, 0},
+		{"proven waiter, not judged yet", "proven", 0, nil, timeout/16 - time.Millisecond, []bool{false, false, false, false}, nil, 0},
+		{"slow waiter, only slow peers' stalled pieces", "slow", 0, []int{0, 1}, timeout/4 + time.Second, []bool{true, false, false, false}, nil, 0},
+		{"slow waiter, nothing stalled yet", "slow", 0, []int{0, 1}, 2 * time.Second, []bool{false, false, false, false}, nil, 0},
 		// A new peer's piece that brought nothing at all is a trial:
-		// taken after slowFactor times the node's least round trip
+		// taken after slowFactor times the node's mean have round trip
 		// lately, at least a sixteenth of the timeout, so that thirty
 		// tricklers' trials do not hold the line a quarter each.
-		{"new waiter, asks answered fast lately", "new", 0, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, 10 * time.Millisecond, time.Second},
-		{"proven waiter, asks answered fast lately", "proven", 5 * time.Second, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, 10 * time.Millisecond, 0},
-		{"new waiter, asks answered slowly (loaded)", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 300 * time.Millisecond, 0},
-		{"new waiter, loaded, past slowFactor round trips", "new", 0, nil, 2*time.Second + 500*time.Millisecond, []bool{true, false, false, false}, 300 * time.Millisecond, 0},
-		{"new waiter, fast answers too long ago", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 10 * time.Millisecond, timeout},
-		{"slow waiter, asks answered fast lately", "slow", 0, nil, 2 * time.Second, []bool{false, false, false, false}, 10 * time.Millisecond, 0},
+		{"new waiter, asks answered fast lately", "new", 0, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, []time.Duration{10 * time.Millisecond}, time.Second},
+		{"proven waiter, asks answered fast lately", "proven", 5 * time.Second, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, []time.Duration{10 * time.Millisecond}, 0},
+		{"new waiter, asks answered slowly (loaded)", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{300 * time.Millisecond}, 0},
+		{"new waiter, loaded, past slowFactor round trips", "new", 0, nil, 2*time.Second + 500*time.Millisecond, []bool{true, false, false, false}, []time.Duration{300 * time.Millisecond}, 0},
+		{"new waiter, loaded, one fast answer among slow ones", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond, 590 * time.Millisecond}, 0},
+		{"new waiter, fast answers too long ago", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond}, timeout},
+		{"slow waiter, asks answered fast lately", "slow", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,8 +117,8 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 				as = append(as, holdFor(t, b, waiterOf(i), piece, t0))
 			}
 			now := t0.Add(tt.at)
-			if tt.rtt > 0 {
-				b.observe(tt.rtt, now.Add(-tt.rttAgo))
+			for _, rtt := range tt.rtts {
+				b.observe(rtt, now.Add(-tt.rttAgo))
 			}
 			// 1 brought a block a second until a second ago.
 			as[1].recv.Store(piece / 32 * int64(tt.at/time.Second))
@@ -427,5 +428,50 @@ func BenchmarkBudgetLongLine(b *testing.B) {
 	}
 	for _, a := range held {
 		bud.release(a)
+	}
+}
+
+// TestBudgetShareLeavesTrialsAPiece: a peer not proven holds one piece at
+// most, so the peers waiting for their trial pieces claim a piece each of
+// a proven peer's share (up to half the budget in all), not an equal part:
+// with thirty tricklers waiting, an equal part was a thirtieth of the
+// budget, and an honest proven holder held one piece at a time until all
+// thirty had been tried. Other proven peers waiting still split what is
+// left with it.
+func TestBudgetShareLeavesTrialsAPiece(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	for _, others := range []int{0, 3} {
+		t.Run(fmt.Sprintf("%d other proven peers waiting", others), func(t *testing.T) {
+			b := newBudget(8*piece, timeout)
+			honest := waiterOf(0)
+			b.pieceDone(honest.peer, 10*time.Millisecond)
+			holdFor(t, b, honest, piece, time.Now())
+			for i := range 5 { // trial pieces of five new peers
+				holdFor(t, b, waiterOf(100+i), piece, time.Now())
+			}
+			for i := range 30 { // thirty new peers wait for theirs
+				if b.tryAcquire(waiterOf(200+i), 3*piece) {
+					t.Fatal("a new peer took three pieces with two free")
+				}
+			}
+			for i := range others {
+				w := waiterOf(300 + i)
+				b.pieceDone(w.peer, 10*time.Millisecond)
+				if b.tryAcquire(w, 3*piece) {
+					t.Fatal("a proven peer took three pieces with two free")
+				}
+			}
+			b.mu.Lock()
+			share := b.shareLocked()
+			b.mu.Unlock()
+			// Half the budget for the trials; the rest split between
+			// the proven peers, a quarter of the budget at most.
+			if want := min(2*piece, 4*piece/int64(1+others)); share != want {
+				t.Fatalf("share %d KiB, want %d KiB", share>>10, want>>10)
+			}
+			if got := b.tryAcquire(honest, piece); got != (others == 0) {
+				t.Fatalf("the honest proven peer's second piece given %v, want %v", got, others == 0)
+			}
+		})
 	}
 }

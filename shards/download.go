@@ -2216,7 +2216,6 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	}
 	now := time.Now()
 	pipe.observe(len(r.data), r.took, now)
-	dl.d.budget.observe(r.took, now)
 	dl.mu.Lock()
 	dl.rate.add(len(r.data), now)
 	p.rate = pipe.rate
