@@ -220,9 +220,17 @@ func TestDownloadManyTricklers(t *testing.T) {
 					tr := d.get(src.id).transfer()
 					states = append(states, fmt.Sprintf("%s %s %d of %d bytes", tr.Name, tr.State, tr.Have, tr.Size))
 				}
-				used, _ := d.budget.stats()
-				t.Fatalf("the honest downloads did not finish before a trickler brought a piece (%v) or the deadline, after %v: %s; %d KiB of the budget held",
-					tn.pieceTrickled(), time.Since(start).Round(time.Millisecond), strings.Join(states, "; "), used>>10)
+				b := d.budget
+				b.mu.Lock()
+				now := time.Now()
+				var line []string
+				for _, w := range b.line {
+					line = append(line, fmt.Sprintf("%.8s class %d want %d KiB for %v", w.peer, b.classLocked(w, now), w.want>>10, now.Sub(w.since).Round(time.Millisecond)))
+				}
+				used := b.used
+				b.mu.Unlock()
+				t.Fatalf("the honest downloads did not finish before a trickler brought a piece (%v) or the deadline, after %v: %s; %d KiB of the budget held; honest2 %.8s, in line: %s",
+					tn.pieceTrickled(), time.Since(start).Round(time.Millisecond), strings.Join(states, "; "), used>>10, tn.honest2.ID(), strings.Join(line, ", "))
 			}
 			trickled := tn.trickled()
 			b := d.budget
