@@ -241,8 +241,12 @@ func TestDownloadManyTricklers(t *testing.T) {
 					line = append(line, fmt.Sprintf("%.8s class %d want %d KiB for %v", w.peer, b.classLocked(w, now), w.want>>10, now.Sub(w.since).Round(time.Millisecond)))
 				}
 				used := b.used
-				h2 := fmt.Sprintf("honest2 slow %v, proven %v (last piece %v), holds %d KiB; a trial stalls after %v, %d pieces evicted",
-					b.slow[tn.honest2.ID()], b.proven[tn.honest2.ID()], b.took[tn.honest2.ID()], b.byPeer[tn.honest2.ID()]>>10, b.trialStallLocked(now), b.evicted)
+				var hs []string
+				for i, h := range []*mesh.Node{tn.honest1, tn.honest2} {
+					id := h.ID()
+					hs = append(hs, fmt.Sprintf("honest%d slow %v, proven %v (last piece %v), holds %d KiB", i+1, b.slow[id], b.proven[id], b.took[id], b.byPeer[id]>>10))
+				}
+				h2 := fmt.Sprintf("%s; a trial stalls after %v, %d pieces evicted", strings.Join(hs, "; "), b.trialStallLocked(now), b.evicted)
 				b.mu.Unlock()
 				t.Fatalf("the honest downloads did not finish before a trickler brought a piece (%v) or the deadline, after %v (first honest bytes after %v, %v of CPU): %s; %d KiB of the budget held; %s; in line: %s",
 					tn.pieceTrickled(), time.Since(start).Round(time.Millisecond), first, cpu.Round(time.Millisecond), strings.Join(states, "; "), used>>10, h2, strings.Join(line, ", "))
