@@ -3,9 +3,11 @@ package shards
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,6 +41,29 @@ type trickleNet struct {
 	capRate           float64
 	shared            bool
 	laterSize, nFiles int
+	logs              lineLog // the downloader's log
+}
+
+// lineLog keeps the lines of a log that name the honest holders.
+type lineLog struct {
+	mu    sync.Mutex
+	keep  []string
+	lines []string
+}
+
+func (l *lineLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lines) < 200 && slices.ContainsFunc(l.keep, func(k string) bool { return strings.Contains(string(b), k) }) {
+		l.lines = append(l.lines, string(b))
+	}
+	return len(b), nil
+}
+
+func (l *lineLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "")
 }
 
 const nTricklers = 30
@@ -106,11 +131,13 @@ func newTrickleNet(tb testing.TB, shared bool, laterSize int, capRate float64) *
 		}
 		return nodeIDs(tn.tricklers...)
 	}
+	tn.logs.keep = []string{tn.honest1.ID().Short(), tn.honest2.ID().Short()}
 	dir := tb.TempDir()
 	tn.d = startDownloads(tb, nodes[2], dir, openTestDB(tb, filepath.Join(dir, "db")), holdersOf,
 		func(c *DownloadsConfig, d *downloads) {
 			c.MaxBuffered, c.RequestTimeout = tn.limit, tn.timeout
 			d.budget = newBudget(tn.limit, c.RequestTimeout)
+			d.log = slog.New(slog.NewTextHandler(&tn.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		})
 	return tn
 }
@@ -145,6 +172,23 @@ func (tn *trickleNet) trickled() int64 {
 		held += b.byPeer[n.ID()]
 	}
 	return held
+}
+
+// standing says where dl stands with holder h: its manifest, why it
+// waits, and h's part in it (or its backoff if it has none), for a
+// failure's message.
+func (tn *trickleNet) standing(dl *download, h mesh.ID) string {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	s := fmt.Sprintf("manifest %v, waiting %q, %d peers", dl.man != nil, dl.waiting, len(dl.peers))
+	if p := dl.peers[h]; p != nil {
+		s += fmt.Sprintf("; its holder has %d pieces, fetches %d, in the budget's line %v, gave up %d", p.has.Count(), len(p.attempts), p.wait.queued, len(p.gaveUp))
+	} else if ip := dl.idle[h]; ip != nil {
+		s += fmt.Sprintf("; its holder idle since %v, level %d, due in %v", time.Since(ip.at).Round(time.Millisecond), ip.level, time.Until(ip.due(dl.d.cfg, true)).Round(time.Millisecond))
+	} else {
+		s += "; its holder not asked yet"
+	}
+	return s
 }
 
 // served are the downloads honest holders serve.
@@ -218,7 +262,13 @@ func TestDownloadManyTricklers(t *testing.T) {
 			first := make([]time.Duration, len(served))
 			cpu0 := processCPU()
 			deadline := time.Now().Add(4 * time.Minute)
+			var story []string // the later download's standing as it changed
+			lastSt := ""
 			for !done() && !tn.pieceTrickled() && time.Now().Before(deadline) {
+				if st := tn.standing(d.get(tn.later.id), tn.honest2.ID()); st != lastSt && len(story) < 40 {
+					lastSt = st
+					story = append(story, fmt.Sprintf("%v: %s", time.Since(start).Round(time.Millisecond), st))
+				}
 				for i, src := range served {
 					if first[i] == 0 && d.get(src.id).transfer().Sources[holders[i].ID()] > 0 {
 						first[i] = time.Since(start).Round(time.Millisecond)
@@ -229,9 +279,9 @@ func TestDownloadManyTricklers(t *testing.T) {
 			cpu := processCPU() - cpu0
 			if !done() {
 				var states []string
-				for _, src := range served {
+				for i, src := range served {
 					tr := d.get(src.id).transfer()
-					states = append(states, fmt.Sprintf("%s %s %d of %d bytes", tr.Name, tr.State, tr.Have, tr.Size))
+					states = append(states, fmt.Sprintf("%s %s %d of %d bytes (%s)", tr.Name, tr.State, tr.Have, tr.Size, tn.standing(d.get(src.id), holders[i].ID())))
 				}
 				b := d.budget
 				b.mu.Lock()
@@ -248,8 +298,8 @@ func TestDownloadManyTricklers(t *testing.T) {
 				}
 				h2 := fmt.Sprintf("%s; a trial stalls after %v, %d pieces evicted", strings.Join(hs, "; "), b.trialStallLocked(now), b.evicted)
 				b.mu.Unlock()
-				t.Fatalf("the honest downloads did not finish before a trickler brought a piece (%v) or the deadline, after %v (first honest bytes after %v, %v of CPU): %s; %d KiB of the budget held; %s; in line: %s",
-					tn.pieceTrickled(), time.Since(start).Round(time.Millisecond), first, cpu.Round(time.Millisecond), strings.Join(states, "; "), used>>10, h2, strings.Join(line, ", "))
+				t.Fatalf("the honest downloads did not finish before a trickler brought a piece (%v) or the deadline, after %v (first honest bytes after %v, %v of CPU): %s; %d KiB of the budget held; %s; in line: %s\nlater.bin's standing as it changed:\n%s",
+					tn.pieceTrickled(), time.Since(start).Round(time.Millisecond), first, cpu.Round(time.Millisecond), strings.Join(states, "; "), used>>10, h2, strings.Join(line, ", "), strings.Join(story, "\n")+"\nthe downloader's log of the honest holders:\n"+tn.logs.String())
 			}
 			trickled := tn.trickled()
 			b := d.budget
@@ -257,6 +307,9 @@ func TestDownloadManyTricklers(t *testing.T) {
 			t.Logf("honest downloads done %v after the later fetch (first honest bytes after %v); the test process had %v of CPU meanwhile; the tricklers hold %d KiB; %d pieces evicted, %d peers slow",
 				time.Since(start).Round(time.Millisecond), first, cpu.Round(time.Millisecond), trickled>>10, b.evicted, len(b.slow))
 			b.mu.Unlock()
+			if testing.Verbose() {
+				t.Logf("later.bin's standing as it changed:\n%s\nthe downloader's log of the honest holders:\n%s", strings.Join(story, "\n"), tn.logs.String())
+			}
 			for _, src := range served {
 				if got := fileMD5(t, d.get(src.id).transfer().Path); got != src.id {
 					t.Fatalf("%s: finished file md5 %s", src.id, got)
