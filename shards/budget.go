@@ -15,36 +15,97 @@ import (
 // the budget bounds what downloads keep in memory whatever their number
 // (without it, 20 downloads held about 240 MiB of buffers).
 //
-// Bytes go first come, first served: a peer loop that does not get what it
-// asks for waits in line (its loop selects on wait and asks again at the
-// next release), and no one behind it is served before it. Otherwise the
-// loop that just gave bytes back, running already, would take them again at
-// once, and a download that started while others filled the budget would
-// get nothing until they ended. A piece larger than the whole budget still
-// goes when nothing else is held, so that no download is stuck.
+// Bytes go first come, first served within a class of peers: a peer loop
+// that does not get what it asks for waits in line (its loop selects on
+// wait and asks again at the next release), and no one behind it in its
+// class is served before it. Otherwise the loop that just gave bytes back,
+// running already, would take them again at once, and a download that
+// started while others filled the budget would get nothing until they
+// ended. A piece larger than the whole budget still goes when nothing else
+// is held, so that no download is stuck.
+//
+// Node ids cost nothing, so a hostile party can bring dozens of holders
+// that answer just inside RequestTimeout, never stalled and never done,
+// each holding the buffer of a piece it never finishes. Three rules keep
+// them from holding the budget (without them, thirty such holders held a
+// budget of 8 pieces, and an honest download waited for a trickled piece
+// to be done: a minute and more):
+//
+//   - A peer is proven once it brought a piece within RequestTimeout of
+//     asking (pieceDone). A peer not proven holds one piece at a time,
+//     node-wide, whatever the downloads that fetch from it: an honest one
+//     is proven by its first piece, within milliseconds on a fast link,
+//     and a piece's blocks are pipelined, so one piece costs a slow peer
+//     little; a trickler holds one piece, not one per download.
+//   - A piece is taken back (evicted: its attempt is cancelled, its bytes
+//     go to the line, its peer is then slow and not proven) for the
+//     first loop in line, when that loop waits for bytes that do not
+//     fit, only if the piece is clearly worse than what that loop's peer
+//     offers (evictLocked). Any loop may take a piece whose peer brought
+//     nothing, to it or to its other pieces, for a quarter of
+//     RequestTimeout (stalled): a trickler's blocks come that far apart,
+//     an honest peer's come steadily, if slowly on a loaded machine. A
+//     piece of a peer not yet proven that brought nothing at all is a
+//     trial, taken sooner: after slowFactor times the mean round trip
+//     of the node's have asks lately (trialStallLocked), which grows with the
+//     machine's load as an honest peer's first block does. A
+//     slow peer's loop takes only slow peers' stalled pieces, so that no
+//     class waits behind pieces that bring nothing. A proven peer's loop
+//     may also take a piece that would take longer than RequestTimeout at
+//     the rate its bytes came so far (overdue) and longer to finish than
+//     slowFactor times what that proven peer took for its last piece: a
+//     honest peer slowed by the load is judged against one slowed the
+//     same, not against the clock. A peer taken back by mistake is
+//     proven again by its next piece (pieceDone).
+//   - The line serves proven peers first, then those not yet proven (a
+//     piece each), then slow ones; one not yet proven that has waited a
+//     quarter of RequestTimeout goes first, so that a new holder gets its
+//     first piece even while proven ones want every byte.
 //
 // One peer (all the loops that fetch from it, of every download) holds at
-// most its share while loops of other peers wait: past it, its loops step out
-// of the line instead of taking more, and what it holds beyond it is given
-// back once another peer's loop has waited a while (shed). Otherwise a
-// holder that answers just inside RequestTimeout, never stalled and never
-// done, holds a piece per download for as long as it likes, and about 8
-// such downloads fill the default budget: no other download on the node is
-// served. The share is a quarter of the budget, or less when more peers
-// hold or wait for bytes (an equal part each, shareLocked): node ids cost
-// nothing, and four such holders that each kept a quarter filled it.
+// most its share while loops of other peers not found slow wait: past it,
+// its loops step out of the line instead of taking more, and what it holds
+// beyond it is given back once another peer's loop has waited a while
+// (shed). The share is a quarter of the budget, or less when more peers
+// hold or wait for bytes (an equal part each, shareLocked).
 type budget struct {
 	mu      sync.Mutex
 	limit   int64
 	used    int64
 	byPeer  map[mesh.ID]int64
-	slow    map[mesh.ID]bool // peers found far slower than another (markSlow)
-	peak    int64            // the most used at once, for tests and benchmarks
-	line    []*budgetWaiter  // waiting, first come first
-	changed chan struct{}    // closed and replaced at each release
+	holds   map[*attempt]hold         // the attempts holding bytes (track)
+	proven  map[mesh.ID]bool          // brought a piece within timeout (pieceDone)
+	took    map[mesh.ID]time.Duration // and how long its last piece took
+	slow    map[mesh.ID]bool          // evicted, or far slower than another (markSlow)
+	peak    int64                     // the most used at once, for tests and benchmarks
+	evicted int64                     // attempts evicted, for tests and benchmarks
+	line    []*budgetWaiter           // waiting, first come first within a class
+	changed chan struct{}             // closed and replaced at each release
+	// timeout is the downloads' RequestTimeout: a piece whose peer
+	// brought nothing for a quarter of it (patience), or, for a proven
+	// peer's loop, one that would take longer, is evicted when others
+	// wait (evictLocked).
+	timeout time.Duration
+	sweepT  *time.Timer // evicts while a loop waits (sweep); nil if none set
+	// lat sums the round trips of the node's have asks lately, latN
+	// counts them, in two buckets of half a RequestTimeout each: how
+	// slow answers are on this machine now (observe, trialStallLocked).
+	lat  [2]time.Duration
+	latN [2]int
+	// latAt is when bucket 0, the current one, was started.
+	latAt time.Time
 }
 
-// maxSlowPeers bounds the slow marks kept.
+// hold is what the budget knows of an attempt holding bytes.
+type hold struct {
+	peer  mesh.ID
+	n     int64     // bytes taken
+	size  int64     // the piece's length
+	start time.Time // when taken
+	span  bool      // fetched in one span request: never evicted
+}
+
+// maxSlowPeers bounds the slow and proven marks kept.
 const maxSlowPeers = 4096
 
 // peerShare: one peer holds at most 1/peerShare of the budget while other
@@ -52,95 +113,185 @@ const maxSlowPeers = 4096
 // when more peers share it (shareLocked).
 const peerShare = 4
 
+// Peer classes, in the order the line serves them.
+const (
+	classProven = iota
+	classNew
+	classSlow
+)
+
 // budgetWaiter is one peer loop's place in the budget's line.
 type budgetWaiter struct {
 	peer   mesh.ID   // the peer the loop fetches from
 	queued bool      // in the line
 	since  time.Time // when it got in line
+	want   int64     // bytes it waits for
 }
 
-func newBudget(limit int64) *budget {
-	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), slow: make(map[mesh.ID]bool), changed: make(chan struct{})}
-}
-
-// tryAcquire takes n bytes for w if they fit and no one waits before w;
-// else w waits in line, and tryAcquire returns false without waiting. A
-// peer that holds its share while another peer's loop waits gets nothing
-// and steps out of the line (its loop still asks at each release).
-func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if held := b.byPeer[w.peer]; held > 0 && held+n > b.shareLocked() && b.othersWaitLocked(w.peer, 0, time.Time{}) {
-		b.leaveLocked(w)
-		return false
+func newBudget(limit int64, timeout time.Duration) *budget {
+	if timeout <= 0 {
+		timeout = 20 * time.Second
 	}
-	fits := b.used == 0 || b.used+n <= b.limit
-	if !fits || len(b.line) > 0 && b.line[0] != w {
-		if !w.queued {
-			w.queued, w.since = true, time.Now()
-			b.line = append(b.line, w)
+	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), holds: make(map[*attempt]hold),
+		proven: make(map[mesh.ID]bool), took: make(map[mesh.ID]time.Duration), slow: make(map[mesh.ID]bool),
+		changed: make(chan struct{}), timeout: timeout}
+}
+
+func (b *budget) patience() time.Duration { return b.timeout / 4 }
+
+// classLocked is the class a waiter of peer's is served in; b.mu is held.
+func (b *budget) classLocked(w *budgetWaiter, now time.Time) int {
+	switch {
+	case b.slow[w.peer]:
+		return classSlow
+	case b.proven[w.peer]:
+		return classProven
+	case w.queued && now.Sub(w.since) >= b.patience():
+		return classProven // a new holder's turn, even against proven ones
+	}
+	return classNew
+}
+
+// aheadLocked reports whether a waiter in line goes before w: one of a
+// better class, or of w's class and in line before it. b.mu is held.
+func (b *budget) aheadLocked(w *budgetWaiter, now time.Time) bool {
+	c := b.classLocked(w, now)
+	before := true
+	for _, x := range b.line {
+		if x == w {
+			before = false
+			continue
 		}
-		return false
-	}
-	if w.queued {
-		w.queued = false
-		b.line = b.line[1:]
-		b.wakeLocked() // the next in line may fit too
-	}
-	b.used += n
-	b.byPeer[w.peer] += n
-	b.peak = max(b.peak, b.used)
-	return true
-}
-
-// shareLocked is what one peer may hold while other peers' loops wait: an
-// equal part for each peer that holds bytes or waits for them, at most
-// 1/peerShare of the budget. b.mu is held.
-func (b *budget) shareLocked() int64 {
-	n := len(b.byPeer)
-	var counted map[mesh.ID]bool
-	for _, w := range b.line {
-		if _, holds := b.byPeer[w.peer]; !holds && !counted[w.peer] {
-			if counted == nil {
-				counted = make(map[mesh.ID]bool)
-			}
-			counted[w.peer] = true
-			n++
-		}
-	}
-	return b.limit / int64(max(n, peerShare))
-}
-
-// tryMore takes n more bytes for w's peer only if they fit now, no one
-// waits in line and the peer stays within its share; it never puts w in
-// line. The further pieces of a span are taken so (download.span): worth
-// having, not worth waiting for.
-func (b *budget) tryMore(w *budgetWaiter, n int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.line) > 0 || b.used+n > b.limit || b.byPeer[w.peer]+n > b.shareLocked() {
-		return false
-	}
-	b.used += n
-	b.byPeer[w.peer] += n
-	b.peak = max(b.peak, b.used)
-	return true
-}
-
-// othersWaitLocked reports whether a loop of another peer than peer has
-// waited in line for patience or more at now; b.mu is held.
-func (b *budget) othersWaitLocked(peer mesh.ID, patience time.Duration, now time.Time) bool {
-	for _, w := range b.line {
-		if w.peer != peer && (patience <= 0 || now.Sub(w.since) >= patience) {
+		if xc := b.classLocked(x, now); xc < c || before && xc == c {
 			return true
 		}
 	}
 	return false
 }
 
-// yields reports whether peer was found far slower than another peer
-// (markSlow) and a loop of another peer waits in line: then its loops let
-// the others go first.
+// tryAcquire takes n bytes for w if they fit and no one waits before w;
+// else w waits in line, and tryAcquire returns false without waiting. A
+// peer not proven that holds a piece already, or one that holds its share
+// while another peer's loop waits, gets nothing and steps out of the line
+// (its loop still asks at each release).
+func (b *budget) tryAcquire(w *budgetWaiter, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	held := b.byPeer[w.peer]
+	if held > 0 && !b.proven[w.peer] ||
+		held > 0 && held+n > b.shareLocked() && b.othersWaitLocked(w.peer, 0, now) {
+		b.leaveLocked(w)
+		return false
+	}
+	fits := b.used == 0 || b.used+n <= b.limit
+	if !fits || b.aheadLocked(w, now) {
+		if !w.queued {
+			w.queued, w.since = true, now
+			b.line = append(b.line, w)
+		}
+		w.want = n
+		b.evictLocked(now)
+		b.armSweepLocked()
+		return false
+	}
+	if w.queued {
+		b.leaveLocked(w) // and wakes the rest: the next may fit too
+	}
+	b.used += n
+	b.byPeer[w.peer] += n
+	b.peak = max(b.peak, b.used)
+	return true
+}
+
+// track records that a holds n bytes taken for it (tryAcquire, tryMore):
+// what the budget needs to take them back (evict). dl.mu is held.
+func (b *budget) track(a *attempt, size int64, span bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.holds[a] = hold{peer: a.peer, n: a.charged, size: size, start: a.start, span: span}
+}
+
+// spanned marks a's bytes as fetched in one span request: a span is
+// answered whole or not at all, and its request is shared, so its pieces
+// are not evicted one by one.
+func (b *budget) spanned(a *attempt) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h, ok := b.holds[a]; ok {
+		h.span = true
+		b.holds[a] = h
+	}
+}
+
+// shareLocked is what one peer may hold while other peers' loops wait: an
+// equal part for each proven peer not found slow that holds bytes or waits
+// for them, at most 1/peerShare of the budget, of what is left once each
+// peer not yet proven has its piece (up to half the budget for them all).
+// A peer not proven holds one piece at most, so it claims that, not an
+// equal part: with thirty tricklers waiting for their trial pieces, an
+// equal part was a thirtieth of the budget, and an honest proven holder
+// held one piece at a time until all thirty were tried. b.mu is held.
+func (b *budget) shareLocked() int64 {
+	n := 0
+	var trial int64
+	for id, held := range b.byPeer {
+		switch {
+		case b.slow[id]:
+		case b.proven[id]:
+			n++
+		default:
+			trial += held
+		}
+	}
+	var counted map[mesh.ID]bool
+	for _, w := range b.line {
+		if _, holds := b.byPeer[w.peer]; !holds && !b.slow[w.peer] && !counted[w.peer] {
+			if counted == nil {
+				counted = make(map[mesh.ID]bool)
+			}
+			counted[w.peer] = true
+			if b.proven[w.peer] {
+				n++
+			} else {
+				trial += w.want
+			}
+		}
+	}
+	return min(b.limit/peerShare, (b.limit-min(trial, b.limit/2))/int64(max(n, 1)))
+}
+
+// tryMore takes n more bytes for w's peer only if they fit now, no one
+// waits in line and the peer is proven and stays within its share; it
+// never puts w in line. The further pieces of a span are taken so
+// (download.span): worth having, not worth waiting for.
+func (b *budget) tryMore(w *budgetWaiter, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.line) > 0 || !b.proven[w.peer] || b.used+n > b.limit || b.byPeer[w.peer]+n > b.shareLocked() {
+		return false
+	}
+	b.used += n
+	b.byPeer[w.peer] += n
+	b.peak = max(b.peak, b.used)
+	return true
+}
+
+// othersWaitLocked reports whether a loop of another peer than peer, not
+// found slow, has waited in line for patience or more at now; b.mu is
+// held. Slow peers' loops wait behind the others and hold a piece at most:
+// they take nothing from anyone.
+func (b *budget) othersWaitLocked(peer mesh.ID, patience time.Duration, now time.Time) bool {
+	for _, w := range b.line {
+		if w.peer != peer && !b.slow[w.peer] && (patience <= 0 || now.Sub(w.since) >= patience) {
+			return true
+		}
+	}
+	return false
+}
+
+// yields reports whether peer was found slow and a loop of another peer
+// waits in line: then its loops let the others go first.
 func (b *budget) yields(peer mesh.ID) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -148,46 +299,281 @@ func (b *budget) yields(peer mesh.ID) bool {
 }
 
 // markSlow records that a download gave up a piece of peer's as far slower
-// than another peer's. The mark is node-wide, since a holder's upload (or
-// ill will) is the same for every download: one that trickles fills the
-// line with a loop per download otherwise, each to be found out in turn.
+// than another peer's: its loops go behind the others. The mark is
+// node-wide, since a holder's upload (or ill will) is the same for every
+// download: one that trickles fills the line with a loop per download
+// otherwise, each to be found out in turn. A proven peer stays proven: it
+// is slower than another, not failing (evictLocked demotes it).
 func (b *budget) markSlow(peer mesh.ID) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.markSlowLocked(peer)
+}
+
+func (b *budget) markSlowLocked(peer mesh.ID) {
 	if len(b.slow) >= maxSlowPeers {
 		clear(b.slow)
 	}
 	b.slow[peer] = true
 }
 
-// clearSlow: peer brought a piece.
-func (b *budget) clearSlow(peer mesh.ID) {
+// pieceDone records that peer brought a piece, took after it was asked
+// for: within timeout, the peer is proven and no longer slow.
+func (b *budget) pieceDone(peer mesh.ID, took time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if took > b.timeout {
+		return
+	}
 	delete(b.slow, peer)
+	b.took[peer] = took
+	if !b.proven[peer] {
+		if len(b.proven) >= maxSlowPeers {
+			clear(b.proven)
+			clear(b.took)
+			b.took[peer] = took
+		}
+		b.proven[peer] = true
+		b.wakeLocked() // its loops that stepped out may take more now
+	}
 }
 
-// starved reports whether a loop of another peer than peer has waited in
-// line for patience or more.
+// starved reports whether a loop of another peer than peer, not found
+// slow, has waited in line for patience or more.
 func (b *budget) starved(peer mesh.ID, patience time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.line) > 0 && b.othersWaitLocked(peer, patience, time.Now())
 }
 
-// shed gives back n bytes of peer's, if it holds more than its share and
-// more than those n, and a loop of another peer has waited for patience or
-// more; the caller then drops the attempt those bytes were for. A peer
-// keeps one piece whatever its share: a slow one's piece given back would
-// start again from nothing at its next turn, and never be done.
-func (b *budget) shed(peer mesh.ID, n int64, patience time.Duration) bool {
+// shed gives back a's bytes, if its peer holds more than its share and
+// more than those, and a loop of another peer has waited for patience or
+// more; the caller then drops a. A peer keeps one piece whatever its
+// share: a slow one's piece given back would start again from nothing at
+// its next turn, and never be done. An attempt evicted since its loop
+// looked (evictLocked runs from the sweep and other loops) gave its bytes
+// back already: shed gives nothing for it, or the budget would count
+// them twice and hand out more than its limit.
+func (b *budget) shed(a *attempt, patience time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if held := b.byPeer[peer]; held <= b.shareLocked() || held <= n || !b.othersWaitLocked(peer, patience, time.Now()) {
+	if a.evicted.Load() {
 		return false
 	}
-	b.releaseLocked(peer, n)
+	n := a.charged
+	if held := b.byPeer[a.peer]; held <= b.shareLocked() || held <= n || !b.othersWaitLocked(a.peer, patience, time.Now()) {
+		return false
+	}
+	delete(b.holds, a)
+	b.releaseLocked(a.peer, n)
 	return true
+}
+
+// overdue reports whether h, held at now with got bytes in, has been held
+// long enough to judge (patience if its peer is proven, a sixteenth of
+// timeout if not) and would take longer than timeout in all at the rate
+// its bytes came so far. A peer not proven holds that one piece only, so
+// its first block comes at once from an honest one (the pipeline sizes a
+// block to take a sixteenth of timeout at most); a proven peer's pieces
+// queue behind each other in its pipeline. b.mu is held.
+func (b *budget) overdue(h hold, got int64, now time.Time) bool {
+	age := now.Sub(h.start)
+	judge := b.patience()
+	if !b.proven[h.peer] {
+		judge = b.timeout / 16
+	}
+	if h.span || age < judge {
+		return false
+	}
+	return got <= 0 || float64(age)*float64(h.size)/float64(got) > float64(b.timeout)
+}
+
+// isSlow reports whether peer is marked slow.
+func (b *budget) isSlow(peer mesh.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slow[peer]
+}
+
+// isOverdue reports whether a, if it holds bytes, is overdue at now.
+func (b *budget) isOverdue(a *attempt, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h, ok := b.holds[a]
+	return ok && b.overdue(h, a.recv.Load(), now)
+}
+
+// observe records that a have ask to a peer was answered in rtt at now:
+// the mean of these lately is what an answer takes on this machine at its
+// load (trialStallLocked). Every answer comes through the same loaded
+// node, so a hostile peer cannot make the mean less than the load makes
+// it; one that answers slowly only makes trials last longer, up to
+// patience. Block answers are left out: a pipeline's blocks queue behind
+// each other at the holder, by design up to a sixteenth of the timeout.
+func (b *budget) observe(rtt time.Duration, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rotateLocked(now)
+	b.lat[0] += max(rtt, 0)
+	b.latN[0]++
+}
+
+// rotateLocked starts a new bucket every half RequestTimeout, and forgets
+// both when none was started for a whole one. b.mu is held.
+func (b *budget) rotateLocked(now time.Time) {
+	switch age := now.Sub(b.latAt); {
+	case age >= b.timeout:
+		b.lat, b.latN, b.latAt = [2]time.Duration{}, [2]int{}, now
+	case age >= b.timeout/2:
+		b.lat = [2]time.Duration{0, b.lat[0]}
+		b.latN = [2]int{0, b.latN[0]}
+		b.latAt = now
+	}
+}
+
+// trialStallLocked is how long a piece of a peer neither proven nor
+// found slow may bring nothing at all before a loop not found slow takes
+// it (evictLocked): slowFactor times the mean round trip of the node's
+// have asks in the last half to whole RequestTimeout, within a sixteenth
+// (the pipeline sizes a first block to take no more) and a quarter
+// (patience) of it. Each new holder is tried with a piece in turn, and a
+// trickler's trial held a slot for a quarter of RequestTimeout: with
+// thirty of them, an honest holder's first piece waited behind seventeen
+// trials, 4.6 s of an 8 MiB download that takes 2 s alone
+// (BenchmarkDownloadTricklers). An honest holder slowed by the load
+// answers slowly, and so does every other answer then: the stall grows
+// with the load, to patience. With no answer lately to judge by,
+// patience. b.mu is held.
+func (b *budget) trialStallLocked(now time.Time) time.Duration {
+	b.rotateLocked(now)
+	n := b.latN[0] + b.latN[1]
+	if n == 0 {
+		return b.patience()
+	}
+	mean := (b.lat[0] + b.lat[1]) / time.Duration(n)
+	return min(max(slowFactor*mean, b.timeout/16), b.patience())
+}
+
+// evictLocked takes back holds for the first waiter in line, the least
+// advanced first, while it waits for bytes that do not fit, and only holds
+// clearly worse than what its peer offers (see budget): stalled ones for
+// any (a slow waiter only slow peers' stalled ones), overdue ones too for a
+// proven peer's, if they would take longer to finish than slowFactor times
+// its last piece. Their bytes go back at once, each attempt is cancelled
+// (its loop drops it when it next runs, which a loop waiting on its peer's
+// answer to something else may not do for RequestTimeout) and its peer
+// marked slow and not proven. Until then the attempt's buffer is held
+// beyond the budget; it was taken only when its first block came
+// (onBlock), so a peer that brought nothing holds none. b.mu is held.
+func (b *budget) evictLocked(now time.Time) {
+	// The first waiter is the first in line of the best class there (in
+	// one pass: aheadLocked for each waiter in turn took line² class
+	// reads a loop's ask, with thousands of loops in line).
+	var w *budgetWaiter
+	wc := classSlow + 1
+	for _, x := range b.line {
+		if c := b.classLocked(x, now); c < wc {
+			w, wc = x, c
+		}
+	}
+	if w == nil || b.used+w.want <= b.limit {
+		return
+	}
+	// A new holder waiting a while goes first (classLocked) but has
+	// proven nothing: it takes only stalled holds.
+	proven := wc != classSlow && b.proven[w.peer]
+	ref := slowFactor * b.took[w.peer]
+	// progress is when each peer holding bytes last brought a block to
+	// any of them: a proven peer's pieces queue behind each other in its
+	// pipeline, and one waiting its turn is not stalled.
+	progress := make(map[mesh.ID]int64, len(b.byPeer))
+	for a := range b.holds {
+		progress[a.peer] = max(progress[a.peer], a.last.Load())
+	}
+	type cand struct {
+		a   *attempt
+		got int64
+	}
+	var cs []cand
+	trial := time.Duration(-1) // trialStallLocked, once needed
+	for a, h := range b.holds {
+		if a.peer == w.peer || h.span || wc == classSlow && !b.slow[h.peer] {
+			continue
+		}
+		got := a.recv.Load()
+		last := h.start
+		if t := time.Unix(0, progress[h.peer]); t.After(last) {
+			last = t
+		}
+		// A slow peer's piece that brought nothing is taken sooner for
+		// a loop not found slow: it was found out already, and a new
+		// holder's first piece waited behind it otherwise (a quarter
+		// of the cap with thirty tricklers, BenchmarkDownloadTricklers).
+		stall := b.patience()
+		switch {
+		case wc == classSlow:
+		case b.slow[h.peer]:
+			stall = b.timeout / 16
+		case !b.proven[h.peer] && got == 0:
+			if trial < 0 {
+				trial = b.trialStallLocked(now)
+			}
+			stall = trial
+		}
+		if now.Sub(last) >= stall || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
+			cs = append(cs, cand{a, got})
+		}
+	}
+	slices.SortFunc(cs, func(x, y cand) int {
+		// the least advanced first; ties by age, the oldest first
+		if x.got != y.got {
+			return int(min(max(x.got-y.got, -1), 1))
+		}
+		return b.holds[x.a].start.Compare(b.holds[y.a].start)
+	})
+	for _, c := range cs {
+		if b.used+w.want <= b.limit {
+			return
+		}
+		c.a.evicted.Store(true)
+		c.a.cancel()
+		b.releaseLocked(c.a.peer, b.holds[c.a].n)
+		delete(b.holds, c.a)
+		b.evicted++
+		b.markSlowLocked(c.a.peer)
+		delete(b.proven, c.a.peer)
+		delete(b.took, c.a.peer)
+	}
+}
+
+// left is how long h, held at now with got bytes in, would take to finish
+// at the rate its bytes came so far; a day if none came.
+func left(h hold, got int64, now time.Time) time.Duration {
+	if got <= 0 {
+		return 24 * time.Hour
+	}
+	return time.Duration(float64(now.Sub(h.start)) * float64(h.size-got) / float64(got))
+}
+
+// armSweepLocked makes sure sweep runs while loops wait: evictions happen
+// when a hold becomes overdue, not only when a loop happens to ask. b.mu
+// is held.
+func (b *budget) armSweepLocked() {
+	if b.sweepT == nil {
+		b.sweepT = time.AfterFunc(b.timeout/32, b.sweep)
+	}
+}
+
+func (b *budget) sweep() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sweepT = nil
+	if len(b.line) == 0 || len(b.holds) == 0 {
+		return
+	}
+	b.evictLocked(time.Now())
+	b.wakeLocked() // a new holder's class may have changed with time
+	b.armSweepLocked()
 }
 
 // leave takes w out of the line: its loop wants nothing more for now, or
@@ -205,19 +591,18 @@ func (b *budget) leaveLocked(w *budgetWaiter) {
 	w.queued = false
 	i := slices.Index(b.line, w)
 	b.line = slices.Delete(b.line, i, i+1)
-	if i == 0 {
-		b.wakeLocked()
-	}
+	b.wakeLocked()
 }
 
-// release gives back n bytes of peer's and wakes the waiters.
-func (b *budget) release(peer mesh.ID, n int64) {
-	if n == 0 {
-		return
-	}
+// release gives back a's bytes, once, and wakes the waiters; those of an
+// evicted attempt went back when it was evicted.
+func (b *budget) release(a *attempt) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.releaseLocked(peer, n)
+	delete(b.holds, a)
+	if a.charged > 0 && !a.evicted.Load() {
+		b.releaseLocked(a.peer, a.charged)
+	}
 }
 
 func (b *budget) releaseLocked(peer mesh.ID, n int64) {

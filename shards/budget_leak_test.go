@@ -40,7 +40,7 @@ func TestDownloadBudgetBackToZero(t *testing.T) {
 	d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders },
 		func(c *DownloadsConfig, d *downloads) {
 			c.MaxBuffered, c.HaveInterval, c.RequestTimeout = limit, 200*time.Millisecond, 5*time.Second
-			d.budget = newBudget(limit)
+			d.budget = newBudget(limit, c.RequestTimeout)
 		})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -193,7 +193,7 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 		events = new(pubsub.Topic[Event])
 	}
 	d := &downloads{cfg: cfg, node: node, db: db, log: log, holders: holders, events: events,
-		budget: newBudget(cfg.MaxBuffered), all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
+		budget: newBudget(cfg.MaxBuffered, cfg.RequestTimeout), all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
 	recs, haves, errs, err := loadDownloads(db)
 	if err != nil {
 		return nil, err
@@ -1532,7 +1532,7 @@ type peer struct {
 // answer itself and has no buf.
 type attempt struct {
 	piece   int
-	buf     *[]byte // nil for a piece fetched in a span
+	buf     *[]byte // taken at its first block of several (onBlock); nil for a piece fetched whole in one block
 	charged int64   // the buffer's bytes taken from the budget; 0 once given back
 	next    int64   // offset of the next block to request
 	got     int64   // bytes received
@@ -1540,6 +1540,14 @@ type attempt struct {
 	cancel  context.CancelFunc
 	peer    mesh.ID   // whom the bytes are charged to
 	start   time.Time // when the buffer was taken
+	// recv counts the bytes received and last is when the last of them
+	// came (UnixNano; 0 before the first), for the budget (overdue,
+	// stalled), which reads them without dl.mu; evicted is set when the
+	// budget took the attempt back (evict) and cancelled it: its loop
+	// drops it, not counting a failure.
+	recv    atomic.Int64
+	last    atomic.Int64
+	evicted atomic.Bool
 }
 
 // blockResult is the answer to one block request.
@@ -1876,7 +1884,11 @@ func (dl *download) peerComplete(p *peer) bool {
 func (dl *download) askHave(ctx context.Context, id mesh.ID) (Bitfield, error) {
 	ctx, cancel := context.WithTimeout(ctx, dl.d.cfg.RequestTimeout)
 	defer cancel()
+	start := time.Now()
 	b, err := requestPatient(ctx, dl.d.node, id, ProtoHave, dl.id[:])
+	if err == nil {
+		dl.d.budget.observe(time.Since(start), time.Now())
+	}
 	if err != nil {
 		var re *mesh.RemoteError
 		if errors.As(err, &re) {
@@ -1973,8 +1985,14 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 		// out of the budget's line, which would wait on this loop.
 		dl.d.budget.leave(&p.wait)
 	} else {
-		i, _, picked := pick(dl, pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil || p.gaveUp[i] },
-			readers: readers, critical: critical, seed: dl.tieSeed, swarm: dl.partial > 0 || dl.sawSwarm})
+		pf := pickFor{has: p.has, busy: func(i int) bool { return p.attempts[i] != nil || p.gaveUp[i] },
+			readers: readers, critical: critical, seed: dl.tieSeed, swarm: dl.partial > 0 || dl.sawSwarm,
+			noEndgame: dl.d.budget.isSlow(p.id)}
+		i, _, picked := pick(dl, pf)
+		if !picked && dl.takeCrowded(p) {
+			i, _, picked = pick(dl, pf)
+		}
+
 		if !picked || a != nil && !isCritical(i) {
 			dl.d.budget.leave(&p.wait) // nothing to wait for
 		} else if wait = dl.d.budget.wait(); len(dl.peers) > 1 && dl.d.budget.yields(p.id) {
@@ -1987,10 +2005,11 @@ func (dl *download) nextBlock(ctx context.Context, p *peer, pipe *pipeline, clai
 			// is not missed.
 			if size := dl.man.PieceSize; dl.d.budget.tryAcquire(&p.wait, size) {
 				wait = nil
-				a = &attempt{piece: i, buf: dl.bufs.Get().(*[]byte), charged: size, peer: p.id, start: time.Now()}
+				a = &attempt{piece: i, charged: size, peer: p.id, start: time.Now()}
 				a.ctx, a.cancel = context.WithCancel(ctx)
 				p.attempts[i] = a
 				dl.tries[i]++
+				dl.d.budget.track(a, dl.man.PieceLen(i), false)
 			}
 		}
 		if a == nil || claimOnly {
@@ -2037,15 +2056,14 @@ func (dl *download) span(ctx context.Context, p *peer, a *attempt, size int64) [
 		x := &attempt{piece: i, charged: dl.man.PieceSize, next: dl.man.PieceLen(i), peer: p.id, start: a.start}
 		p.attempts[i] = x
 		dl.tries[i]++
+		dl.d.budget.track(x, dl.man.PieceLen(i), true)
 		as = append(as, x)
 		total += dl.man.PieceLen(i)
 	}
 	if len(as) == 1 {
 		return as
 	}
-	// a's buffer goes unused: its piece is checked in the answer.
-	dl.bufs.Put(a.buf)
-	a.buf = nil
+	dl.d.budget.spanned(a)
 	a.cancel()
 	sr := &spanRequest{}
 	var sctx context.Context
@@ -2095,10 +2113,12 @@ func (dl *download) yield(p *peer) {
 	b, patience := dl.d.budget, dl.d.cfg.RequestTimeout/4
 	starved := b.starved(p.id, patience)
 	crowded := false // a piece of p's has maxAttempts attempts
-	for i := range p.attempts {
+	evicted := false // the budget took one back (budget.evictLocked)
+	for i, a := range p.attempts {
 		crowded = crowded || dl.tries[i] >= maxAttempts
+		evicted = evicted || a.evicted.Load()
 	}
-	if !starved && !crowded {
+	if !starved && !crowded && !evicted {
 		return
 	}
 	now := time.Now()
@@ -2106,7 +2126,8 @@ func (dl *download) yield(p *peer) {
 	dropped := false
 	for _, a := range as {
 		switch {
-		case starved && b.shed(p.id, a.charged, patience):
+		case a.evicted.Load(): // the budget took it back (evict)
+		case starved && b.shed(a, patience):
 			a.charged = 0 // given back by shed
 		case (starved || dl.tries[a.piece] >= maxAttempts) && dl.slower(p, a, now):
 			p.gaveUp[a.piece] = true
@@ -2120,6 +2141,36 @@ func (dl *download) yield(p *peer) {
 	if dropped {
 		dl.signal()
 	}
+}
+
+// takeCrowded makes room for p in endgame: a piece p holds and is not
+// fetching, that has maxAttempts attempts already, loses one of a peer
+// far slower than p (slower) or overdue by the budget's measure, which
+// gives it up until its next have refresh and is marked slow (and so
+// takes no endgame pieces: pickFor.noEndgame). It reports whether it
+// dropped one. Otherwise
+// slow peers keep a download's last pieces: in endgame every loop of the
+// download takes one, and thirty trickling holders, each giving up its
+// attempt only when its own loop next runs (a trickled block, seconds
+// apart), held the last piece from an honest holder for 40 s. dl.mu is
+// held.
+func (dl *download) takeCrowded(p *peer) bool {
+	now := time.Now()
+	for k := range dl.man.NumPieces() {
+		if dl.tries[k] < maxAttempts || dl.have.Has(k) || !p.has.Has(k) || p.attempts[k] != nil || p.gaveUp[k] {
+			continue
+		}
+		for _, q := range dl.peers {
+			if o := q.attempts[k]; q != p && o != nil && (dl.slower(q, o, now) || dl.d.budget.isOverdue(o, now)) {
+				dl.dropAttempt(q, o, false)
+				q.gaveUp[k] = true
+				dl.d.budget.markSlow(q.id)
+				dl.signal()
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // slower reports whether p would take far longer to finish a (at the rate
@@ -2177,7 +2228,7 @@ func (dl *download) dropAttempt(p *peer, a *attempt, owner bool) {
 
 // giveBack returns an attempt's buffer bytes to the budget, once.
 func (dl *download) giveBack(a *attempt) {
-	dl.d.budget.release(a.peer, a.charged)
+	dl.d.budget.release(a)
 	a.charged = 0
 }
 
@@ -2201,9 +2252,10 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 		p.noSpan = p.noSpan || noSpan
 		dl.signal()
 		dl.mu.Unlock()
-		if noSpan {
+		if noSpan || r.as[0].evicted.Load() {
 			// A node that predates ProtoSpan: asked piece by piece from
-			// now on, and not counted a failure.
+			// now on, and not counted a failure. Or the budget took the
+			// piece back for others (evict): slow, not failing.
 			return nil
 		}
 		return r.err
@@ -2230,13 +2282,21 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	n := m.PieceLen(a.piece)
 	data := r.data
 	if r.req.Off != 0 || int64(len(data)) != n {
-		// One block of several: assembled in the attempt's buffer.
+		// One block of several: assembled in the attempt's buffer,
+		// taken at its first block, so that an attempt that brought
+		// nothing (a trickler's, evicted) holds none. Only p's loop
+		// touches a.buf.
+		if a.buf == nil {
+			a.buf = dl.bufs.Get().(*[]byte)
+		}
 		buf := *a.buf
 		copy(buf[r.req.Off:], r.data)
 		data = buf[:n]
 	}
 	dl.mu.Lock()
 	a.got += int64(len(r.data))
+	a.recv.Add(int64(len(r.data)))
+	a.last.Store(now.UnixNano())
 	whole := a.got == n
 	dl.mu.Unlock()
 	if !whole {
@@ -2529,7 +2589,7 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 		dl.have.Set(a.piece)
 		dl.haveBytes += n
 		dl.sources[p.id] += n
-		dl.d.budget.clearSlow(p.id)
+		dl.d.budget.pieceDone(p.id, time.Since(a.start))
 		// Endgame: the other peers fetching this piece stop.
 		for _, q := range dl.peers {
 			if o := q.attempts[a.piece]; o != nil {

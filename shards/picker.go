@@ -54,6 +54,10 @@ type pickFor struct {
 	// swarm is set when a peer of the download lacks pieces (it downloads
 	// too): ties are then spread over the whole file, not tieWindow.
 	swarm bool
+	// noEndgame: the peer takes no piece another peer fetches, even in
+	// endgame. A slow peer's endgame attempts would only crowd out a
+	// faster one's (maxAttempts).
+	noEndgame bool
 }
 
 // pick returns the piece the peer should fetch next, and whether it is an
@@ -85,7 +89,7 @@ func pick(s pieceStates, p pickFor) (piece int, endgame, ok bool) {
 			continue
 		}
 		a := s.attempts(i)
-		if endgame && a >= maxAttempts || !endgame && a > 0 {
+		if endgame && (a >= maxAttempts || p.noEndgame && a > 0) || !endgame && a > 0 {
 			continue
 		}
 		k := pickKey{tier: 1, order: s.availability(i), index: tieOrder(i, seed)}

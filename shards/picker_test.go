@@ -354,7 +354,7 @@ func TestDownloadSwarmLeavesTheHashWindow(t *testing.T) {
 		d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders },
 			func(c *DownloadsConfig, d *downloads) {
 				c.MaxBuffered = buffered
-				d.budget = newBudget(buffered)
+				d.budget = newBudget(buffered, c.RequestTimeout)
 				d.afterWrite = func(_ MD5, piece int, _ []byte) {
 					mu.Lock()
 					defer mu.Unlock()
@@ -480,7 +480,7 @@ func TestDownloadOneHolderInIndexOrder(t *testing.T) {
 	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
 		func(c *DownloadsConfig, d *downloads) {
 			c.MaxBuffered = buffered
-			d.budget = newBudget(buffered)
+			d.budget = newBudget(buffered, c.RequestTimeout)
 			d.afterWrite = func(_ MD5, piece int, _ []byte) {
 				mu.Lock()
 				defer mu.Unlock()

@@ -184,7 +184,7 @@ func TestDownloadBudget(t *testing.T) {
 	d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders },
 		func(c *DownloadsConfig, d *downloads) {
 			c.MaxBuffered = limit
-			d.budget = newBudget(limit)
+			d.budget = newBudget(limit, c.RequestTimeout)
 		})
 	// held is what the downloads' attempts hold in piece buffers now,
 	// every download locked at once so that the sum is of one moment (an
@@ -314,7 +314,7 @@ func TestDownloadBudgetFair(t *testing.T) {
 	d := startDownloads(t, nodes[1], dir, openTestDB(t, filepath.Join(dir, "db")), nil,
 		func(c *DownloadsConfig, d *downloads) {
 			c.MaxBuffered = limit
-			d.budget = newBudget(limit)
+			d.budget = newBudget(limit, c.RequestTimeout)
 		})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -26,7 +26,7 @@ type trickler struct {
 	lanes map[MD5]chan struct{}
 }
 
-func (tr *trickler) register(t *testing.T, n Node) {
+func (tr *trickler) register(t testing.TB, n Node) {
 	tr.stop, tr.lanes = make(chan struct{}), make(map[MD5]chan struct{})
 	t.Cleanup(func() { close(tr.stop) })
 	for _, proto := range []string{ProtoManifest, ProtoHave, ProtoBlock} {
@@ -80,7 +80,9 @@ func (tr *trickler) serveMesh(ctx context.Context, m *mesh.Message) ([]byte, err
 // downloads along with an honest holder (their pieces are given up as far
 // slower than the honest holder's). Either way a later download from an
 // honest holder (2 MiB, 32 pieces), and in the second case the 8 as well,
-// must finish before any trickler has brought a single piece.
+// must finish before any trickler has brought a single piece. (A trickler
+// now holds one piece at a time node-wide, not proven until it brings one
+// within RequestTimeout; see budget.)
 func TestDownloadTricklersDoNotStarve(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	tests := []struct {
@@ -156,7 +158,7 @@ func TestDownloadTricklersDoNotStarve(t *testing.T) {
 			d := startDownloads(t, dlNode, dir, openTestDB(t, filepath.Join(dir, "db")), holdersOf,
 				func(c *DownloadsConfig, d *downloads) {
 					c.MaxBuffered, c.RequestTimeout = limit, timeout
-					d.budget = newBudget(limit)
+					d.budget = newBudget(limit, c.RequestTimeout)
 				})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
@@ -165,9 +167,12 @@ func TestDownloadTricklersDoNotStarve(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			testutil.WaitFor(t, time.Minute, "the tricklers to fill the budget", func() bool {
+			// A peer not proven (none of the tricklers is) holds one
+			// piece at a time, node-wide: they hold all they can get.
+			full := min(limit, int64(tt.tricklers)*MinPieceSize)
+			testutil.WaitFor(t, time.Minute, "the tricklers to hold all they can", func() bool {
 				used, _ := d.budget.stats()
-				return used == limit
+				return used == full
 			})
 			honestToo.Store(tt.honestToo)
 			if _, err := d.fetch(ctx, later.link(honest.ID(), "later.bin")); err != nil {

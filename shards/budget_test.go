@@ -1,0 +1,477 @@
+package shards
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+)
+
+// waiterOf is a budget account of a made-up peer i.
+func waiterOf(i int) *budgetWaiter {
+	return &budgetWaiter{peer: mesh.ID(fmt.Sprintf("peer%04d", i))}
+}
+
+// holdFor takes n bytes for w (which must fit) and records the attempt, of
+// a piece of n bytes, as a download does (nextBlock): started at start.
+func holdFor(t *testing.T, b *budget, w *budgetWaiter, n int64, start time.Time) *attempt {
+	t.Helper()
+	if !b.tryAcquire(w, n) {
+		t.Fatalf("%s: %d bytes refused", w.peer, n)
+	}
+	a := &attempt{charged: n, peer: w.peer, start: start}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	t.Cleanup(a.cancel)
+	b.track(a, n, false)
+	return a
+}
+
+// TestBudgetNewPeerOnePiece: a peer not proven holds one piece at a time,
+// node-wide (its other loops step out of the line, not in it, so no one
+// waits behind them); once it brought a piece within RequestTimeout it
+// takes more; one that took longer stays at one.
+func TestBudgetNewPeerOnePiece(t *testing.T) {
+	const piece = int64(MinPieceSize)
+	b := newBudget(16*piece, 8*time.Second)
+	first, second := waiterOf(1), &budgetWaiter{peer: waiterOf(1).peer} // two downloads' loops of one peer
+	holdFor(t, b, first, piece, time.Now())
+	if b.tryAcquire(second, piece) || b.tryAcquire(first, piece) {
+		t.Fatal("a peer not proven took a second piece")
+	}
+	if first.queued || second.queued || len(b.line) != 0 {
+		t.Fatal("a peer not proven at its one piece waits in line")
+	}
+	b.pieceDone(first.peer, 9*time.Second) // later than RequestTimeout
+	if b.tryAcquire(second, piece) {
+		t.Fatal("a piece brought after RequestTimeout proved its peer")
+	}
+	b.pieceDone(first.peer, time.Second)
+	if !b.tryAcquire(second, piece) || !b.tryAcquire(first, piece) {
+		t.Fatal("a proven peer refused a second piece in an empty line")
+	}
+	// Spans (tryMore) are for proven peers only.
+	if b.tryMore(waiterOf(2), piece) {
+		t.Fatal("a peer not proven took a span's piece")
+	}
+	if !b.tryMore(first, piece) {
+		t.Fatal("a proven peer refused a span's piece with room to spare")
+	}
+}
+
+// TestBudgetEvictsOnlyWorse: a full budget's pieces are taken back for
+// the first loop in line only when clearly worse than what its peer
+// offers. Four pieces held from t0 (RequestTimeout 16 s): 0 of a new
+// peer, nothing in; 1 of a new peer slowed by a loaded machine, a block
+// every second, at a rate that takes 32 s in all; 2 of a new peer, half
+// in, fast; 3 of a proven peer, nothing in. A new peer's loop takes only
+// stalled pieces (nothing in for a quarter of the timeout): a loaded
+// honest peer's steady blocks are not taken for a new peer's, which is what
+// marked one slow and left it behind thirty tricklers under load. A proven
+// peer's loop takes overdue ones too, if slowFactor times its last piece
+// is shorter than what they have left; a slow peer's loop takes slow
+// peers' stalled pieces, or slow peers wait behind pieces that bring
+// nothing. The waiting loop wants two pieces; a taken piece's attempt is
+// cancelled and marked, its peer slow and no longer proven, until its
+// next piece in time proves it again.
+func TestBudgetEvictsOnlyWorse(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 16 * time.Second
+	t0 := time.Now()
+	tests := []struct {
+		name   string
+		waiter string          // new, proven or slow
+		took   time.Duration   // the proven waiter's last piece
+		slow   []int           // pieces whose peers are slow
+		at     time.Duration   // after t0
+		want   []bool          // evicted, by piece
+		rtts   []time.Duration // round trips of the node's have asks, if any
+		rttAgo time.Duration   // observed that long before the waiter looks
+	}{
+		{"new waiter, nothing stalled yet", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, nil, 0},
+		{"new waiter, stalled pieces", "new", 0, nil, timeout/4 + time.Second, []bool{true, false, false, true}, nil, 0},
+		{"proven waiter, fast", "proven", 100 * time.Millisecond, nil, 2 * time.Second, []bool{true, true, false, false}, nil, 0},
+		{"proven waiter, as slow as the loaded one", "proven", 4 * time.Second, nil, 2 * time.Second, []bool{true, false, false, false}, nil, 0},
+		{"proven waiter, not judged yet", "proven", 0, nil, timeout/16 - time.Millisecond, []bool{false, false, false, false}, nil, 0},
+		{"slow waiter, only slow peers' stalled pieces", "slow", 0, []int{0, 1}, timeout/4 + time.Second, []bool{true, false, false, false}, nil, 0},
+		{"slow waiter, nothing stalled yet", "slow", 0, []int{0, 1}, 2 * time.Second, []bool{false, false, false, false}, nil, 0},
+		// A new peer's piece that brought nothing at all is a trial:
+		// taken after slowFactor times the node's mean have round trip
+		// lately, at least a sixteenth of the timeout, so that thirty
+		// tricklers' trials do not hold the line a quarter each.
+		{"new waiter, asks answered fast lately", "new", 0, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, []time.Duration{10 * time.Millisecond}, time.Second},
+		{"proven waiter, asks answered fast lately", "proven", 5 * time.Second, nil, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, []time.Duration{10 * time.Millisecond}, 0},
+		{"new waiter, asks answered slowly (loaded)", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{300 * time.Millisecond}, 0},
+		{"new waiter, loaded, past slowFactor round trips", "new", 0, nil, 2*time.Second + 500*time.Millisecond, []bool{true, false, false, false}, []time.Duration{300 * time.Millisecond}, 0},
+		{"new waiter, loaded, one fast answer among slow ones", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond, 590 * time.Millisecond}, 0},
+		{"new waiter, fast answers too long ago", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond}, timeout},
+		{"slow waiter, asks answered fast lately", "slow", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBudget(4*piece, timeout)
+			var as []*attempt
+			for i := range 4 {
+				as = append(as, holdFor(t, b, waiterOf(i), piece, t0))
+			}
+			now := t0.Add(tt.at)
+			for _, rtt := range tt.rtts {
+				b.observe(rtt, now.Add(-tt.rttAgo))
+			}
+			// 1 brought a block a second until a second ago.
+			as[1].recv.Store(piece / 32 * int64(tt.at/time.Second))
+			as[1].last.Store(now.Add(-time.Second).UnixNano())
+			as[2].recv.Store(piece / 2)
+			as[2].last.Store(now.UnixNano())
+			b.pieceDone(waiterOf(3).peer, 0)
+			for _, i := range tt.slow {
+				b.markSlow(waiterOf(i).peer)
+			}
+			w := waiterOf(9)
+			switch tt.waiter {
+			case "proven":
+				b.pieceDone(w.peer, tt.took)
+			case "slow":
+				b.markSlow(w.peer)
+			}
+			b.mu.Lock()
+			w.queued, w.since, w.want = true, now, 2*piece
+			b.line = append(b.line, w)
+			b.evictLocked(now)
+			b.mu.Unlock()
+			for i, want := range tt.want {
+				a := as[i]
+				if got := a.evicted.Load(); got != want || (a.ctx.Err() != nil) != want {
+					t.Fatalf("piece %d: evicted %v, cancelled %v; want %v", i, got, a.ctx.Err() != nil, want)
+				}
+				if want && (!b.isSlow(a.peer) || b.proven[a.peer]) {
+					t.Fatalf("peer %d: taken back, but slow %v, proven %v", i, b.isSlow(a.peer), b.proven[a.peer])
+				}
+				if want {
+					b.release(a) // its loop drops it: nothing more given back
+				}
+			}
+			evicted := slices.Index(tt.want, true)
+			if evicted < 0 {
+				return
+			}
+			// What was taken back went to the line; a slow peer's
+			// next piece in time proves it again.
+			b.mu.Lock()
+			b.leaveLocked(w)
+			b.mu.Unlock()
+			n := int64(4)
+			for _, e := range tt.want {
+				if e {
+					n--
+				}
+			}
+			if used, _ := b.stats(); used != n*piece {
+				t.Fatalf("%d bytes used after the evictions", used)
+			}
+			p := waiterOf(evicted)
+			b.pieceDone(p.peer, time.Second)
+			if b.isSlow(p.peer) || !b.proven[p.peer] {
+				t.Fatal("a piece in time did not prove a peer taken back by mistake")
+			}
+		})
+	}
+	// The slow peers wait behind a new one.
+	b := newBudget(piece, timeout)
+	a := holdFor(t, b, waiterOf(5), piece, time.Now())
+	slow, fresh := waiterOf(0), waiterOf(10)
+	b.markSlow(slow.peer)
+	if b.tryAcquire(slow, piece) || b.tryAcquire(fresh, piece) {
+		t.Fatal("a piece was given with none free")
+	}
+	b.release(a)
+	if b.tryAcquire(slow, piece) {
+		t.Fatal("a slow peer went before a new one that waits")
+	}
+	if !b.tryAcquire(fresh, piece) {
+		t.Fatal("a new peer was not served before a slow one")
+	}
+}
+
+// TestBudgetLineClasses: the line serves proven peers, then new ones, then
+// slow ones, first come first within each; a new peer that waited a
+// quarter of RequestTimeout goes with the proven ones, so that a new holder
+// gets its first piece while proven ones want every byte.
+func TestBudgetLineClasses(t *testing.T) {
+	const timeout = 8 * time.Second
+	b := newBudget(MinPieceSize, timeout)
+	proven, fresh, slow := waiterOf(1), waiterOf(2), waiterOf(3)
+	b.pieceDone(proven.peer, 0)
+	b.markSlow(slow.peer)
+	t0 := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, w := range []*budgetWaiter{slow, fresh, proven} { // in line in that order
+		w.queued, w.since = true, t0
+		b.line = append(b.line, w)
+	}
+	now := t0.Add(time.Second)
+	if b.aheadLocked(proven, now) || !b.aheadLocked(fresh, now) || !b.aheadLocked(slow, now) {
+		t.Fatal("proven peer not served first")
+	}
+	delete(b.proven, proven.peer) // now new, and in line after fresh
+	if !b.aheadLocked(proven, now) || b.aheadLocked(fresh, now) {
+		t.Fatal("new peers not served in the order they came")
+	}
+	b.proven[proven.peer] = true
+	if late := t0.Add(timeout / 4); b.aheadLocked(fresh, late) || !b.aheadLocked(proven, late) {
+		t.Fatal("a new peer that waited a quarter of RequestTimeout was not served first")
+	}
+	if !b.aheadLocked(slow, t0.Add(time.Hour)) {
+		t.Fatal("a slow peer went before others however long it waited")
+	}
+}
+
+// TestBudgetSweepEvicts: with nothing else happening (no release, no loop
+// asking), the budget's own sweep takes back an overdue piece for a loop
+// that waits, and wakes it.
+func TestBudgetSweepEvicts(t *testing.T) {
+	const piece = int64(MinPieceSize)
+	b := newBudget(piece, 800*time.Millisecond)
+	a := holdFor(t, b, waiterOf(1), piece, time.Now())
+	w := waiterOf(2)
+	wake := b.wait()
+	if b.tryAcquire(w, piece) {
+		t.Fatal("a full budget gave bytes")
+	}
+	testutil.WaitFor(t, 30*time.Second, "the sweep to evict the overdue piece", func() bool { return a.evicted.Load() })
+	select {
+	case <-wake:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting loop was not woken")
+	}
+	b.release(a)
+	if !b.tryAcquire(w, piece) {
+		t.Fatal("the waiting loop did not get the piece given back")
+	}
+	b.release(&attempt{peer: w.peer, charged: piece})
+	testutil.WaitFor(t, 30*time.Second, "the sweep to stop with no one in line", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.sweepT == nil
+	})
+}
+
+// TestTakeCrowded: in endgame a download's last piece with maxAttempts
+// attempts of trickling peers goes to a peer that holds it and is not
+// fetching it: one trickler's attempt is dropped (its bytes back in the
+// budget), it gives the piece up and is marked slow, and a slow peer takes
+// no endgame piece (pickFor.noEndgame). Before, thirty tricklers took the
+// last piece in turn, each for as long as its own loop slept, and an
+// honest holder waited 40 s and more for it.
+func TestTakeCrowded(t *testing.T) {
+	const n, piece = 4, int64(MinPieceSize)
+	timeout := 8 * time.Second
+	d := &downloads{budget: newBudget(16*piece, timeout), cfg: DownloadsConfig{RequestTimeout: timeout}}
+	m := &Manifest{Size: n * piece, PieceSize: piece, Pieces: make([]MD5, n)}
+	dl := &download{d: d, man: m, tries: make([]int, n), avail: make([]int32, n), have: NewBitfield(n), peers: make(map[mesh.ID]*peer), changed: make(chan struct{})}
+	all := NewBitfield(n)
+	for i := range n {
+		all.Set(i)
+		if i != 2 {
+			dl.have.Set(i)
+		}
+	}
+	newPeer := func(i int) *peer {
+		p := &peer{id: waiterOf(i).peer, has: all, attempts: make(map[int]*attempt), wait: budgetWaiter{peer: waiterOf(i).peer}, gaveUp: make(map[int]bool)}
+		dl.peers[p.id] = p
+		return p
+	}
+	honest := newPeer(0)
+	start := time.Now().Add(-time.Second) // the tricklers' attempts, a second old, nothing in
+	var tricklers []*peer
+	for i := 1; i <= maxAttempts; i++ {
+		q := newPeer(i)
+		a := holdFor(t, d.budget, &q.wait, piece, start)
+		a.piece = 2
+		q.attempts[2] = a
+		dl.tries[2]++
+		tricklers = append(tricklers, q)
+	}
+	pf := pickFor{has: honest.has, busy: func(i int) bool { return honest.attempts[i] != nil || honest.gaveUp[i] }}
+	if _, _, ok := pick(dl, pf); ok {
+		t.Fatal("a piece with maxAttempts attempts was picked")
+	}
+	if !dl.takeCrowded(honest) {
+		t.Fatal("no trickler's attempt was taken")
+	}
+	i, endgame, ok := pick(dl, pf)
+	if !ok || i != 2 || !endgame {
+		t.Fatalf("after takeCrowded: picked %d (ok %v, endgame %v), want piece 2 in endgame", i, ok, endgame)
+	}
+	var dropped *peer
+	for _, q := range tricklers {
+		if q.attempts[2] == nil {
+			dropped = q
+		}
+	}
+	if dropped == nil || !dropped.gaveUp[2] || !d.budget.isSlow(dropped.id) {
+		t.Fatal("the dropped trickler did not give the piece up or was not marked slow")
+	}
+	if used, _ := d.budget.stats(); used != int64(maxAttempts-1)*piece {
+		t.Fatalf("budget holds %d bytes after the drop, want %d", used, int64(maxAttempts-1)*piece)
+	}
+	// A slow peer takes no endgame piece another fetches.
+	other := newPeer(9)
+	d.budget.markSlow(other.id)
+	if _, _, ok := pick(dl, pickFor{has: other.has, noEndgame: true}); ok {
+		t.Fatal("a slow peer took an endgame piece")
+	}
+	if _, _, ok := pick(dl, pickFor{has: other.has}); !ok {
+		t.Fatal("the piece was not open to endgame at all")
+	}
+}
+
+// TestBudgetShedAfterEvict: a loop's yield reads an attempt's evicted mark
+// and then asks shed for it without the budget's lock in between, so the
+// sweep (or another download's loop) can evict the attempt in that gap.
+// shed must then give nothing back: the eviction did already, and a second
+// release let the budget hand out a piece more than its limit (and counted
+// the peer's bytes short).
+func TestBudgetShedAfterEvict(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	b := newBudget(16*piece, timeout)
+	p := waiterOf(1)
+	b.pieceDone(p.peer, 0)                // proven: it may hold past its share while no one waits
+	start := time.Now().Add(-timeout / 2) // overdue: half the timeout, nothing in
+	var as []*attempt
+	for range 10 {
+		as = append(as, holdFor(t, b, p, piece, start))
+	}
+	w := waiterOf(2)
+	if b.tryAcquire(w, 8*piece) { // evicts two of p's pieces, as many as w needs
+		t.Fatal("a full budget gave bytes")
+	}
+	var evicted []*attempt
+	for _, a := range as {
+		if a.evicted.Load() {
+			evicted = append(evicted, a)
+		}
+	}
+	if len(evicted) != 2 {
+		t.Fatalf("%d pieces evicted, want 2", len(evicted))
+	}
+	// p holds 8 pieces, past its share (4) while w waits: shed gives
+	// back any of them, but not one evicted already.
+	for _, a := range evicted {
+		b.shed(a, 0)
+	}
+	used, _ := b.stats()
+	b.mu.Lock()
+	held := b.byPeer[p.peer]
+	b.mu.Unlock()
+	if used != 8*piece || held != 8*piece {
+		t.Fatalf("after shed of evicted attempts: %d bytes used, %d held by the peer; want %d each", used, held, 8*piece)
+	}
+	for _, a := range as {
+		b.release(a)
+	}
+	if used, _ := b.stats(); used != 0 {
+		t.Fatalf("%d bytes used after every attempt was released", used)
+	}
+}
+
+// BenchmarkBudgetLongLine: a node with 40 peers in 50 downloads has up to
+// 2,000 loops in the budget's line, each asking again at every release.
+// One ask of a loop that does not fit, with a full budget, the first half
+// of the line slow peers' loops (tricklers found out), then new peers',
+// and the only proven one at its end: tryAcquire finds who goes first
+// (aheadLocked) and what to evict for it (evictLocked).
+func BenchmarkBudgetLongLine(b *testing.B) {
+	const piece, n = int64(MinPieceSize), 2000
+	bud := newBudget(8*piece, 20*time.Second)
+	var held []*attempt
+	for i := range 8 {
+		w := waiterOf(100000 + i)
+		if !bud.tryAcquire(w, piece) {
+			b.Fatal("an empty budget refused a piece")
+		}
+		a := &attempt{charged: piece, peer: w.peer, start: time.Now()}
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+		defer a.cancel()
+		bud.track(a, piece, false)
+		held = append(held, a)
+	}
+	var line []*budgetWaiter
+	for i := range n {
+		w := waiterOf(i)
+		switch {
+		case i < n/2: // tricklers' loops, found slow
+			bud.markSlow(w.peer)
+		case i == n-1:
+			bud.pieceDone(w.peer, 0)
+		}
+		bud.tryAcquire(w, piece)
+		line = append(line, w)
+	}
+	if len(bud.line) != n {
+		b.Fatalf("%d in line, want %d", len(bud.line), n)
+	}
+	last := line[n-1]
+	b.ResetTimer()
+	for range b.N {
+		if bud.tryAcquire(last, piece) {
+			b.Fatal("a full budget gave bytes")
+		}
+	}
+	b.StopTimer()
+	// With no one in line and nothing held, the sweep stops by itself.
+	for _, w := range line {
+		bud.leave(w)
+	}
+	for _, a := range held {
+		bud.release(a)
+	}
+}
+
+// TestBudgetShareLeavesTrialsAPiece: a peer not proven holds one piece at
+// most, so the peers waiting for their trial pieces claim a piece each of
+// a proven peer's share (up to half the budget in all), not an equal part:
+// with thirty tricklers waiting, an equal part was a thirtieth of the
+// budget, and an honest proven holder held one piece at a time until all
+// thirty had been tried. Other proven peers waiting still split what is
+// left with it.
+func TestBudgetShareLeavesTrialsAPiece(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	for _, others := range []int{0, 3} {
+		t.Run(fmt.Sprintf("%d other proven peers waiting", others), func(t *testing.T) {
+			b := newBudget(8*piece, timeout)
+			honest := waiterOf(0)
+			b.pieceDone(honest.peer, 10*time.Millisecond)
+			holdFor(t, b, honest, piece, time.Now())
+			for i := range 5 { // trial pieces of five new peers
+				holdFor(t, b, waiterOf(100+i), piece, time.Now())
+			}
+			for i := range 30 { // thirty new peers wait for theirs
+				if b.tryAcquire(waiterOf(200+i), 3*piece) {
+					t.Fatal("a new peer took three pieces with two free")
+				}
+			}
+			for i := range others {
+				w := waiterOf(300 + i)
+				b.pieceDone(w.peer, 10*time.Millisecond)
+				if b.tryAcquire(w, 3*piece) {
+					t.Fatal("a proven peer took three pieces with two free")
+				}
+			}
+			b.mu.Lock()
+			share := b.shareLocked()
+			b.mu.Unlock()
+			// Half the budget for the trials; the rest split between
+			// the proven peers, a quarter of the budget at most.
+			if want := min(2*piece, 4*piece/int64(1+others)); share != want {
+				t.Fatalf("share %d KiB, want %d KiB", share>>10, want>>10)
+			}
+			if got := b.tryAcquire(honest, piece); got != (others == 0) {
+				t.Fatalf("the honest proven peer's second piece given %v, want %v", got, others == 0)
+			}
+		})
+	}
+}
