@@ -621,8 +621,13 @@ export default {
           case 'pause':
           case 'resume': {
             await sendJSON('POST', `${shardPath(id)}/${what}`);
-            // Its event may lag behind; the view follows at once.
-            apply({ transfer: await getJSON(shardPath(id)) });
+            // Its event may lag behind; the view follows at once, unless
+            // an event for it came while the GET was on its way: the
+            // answer may be older than that (a download that finished
+            // meanwhile would show as downloading again).
+            const since = shardsSeq;
+            const x = await getJSON(shardPath(id));
+            if ((eventAt.get(id) || 0) <= since) apply({ transfer: x });
             break;
           }
           case 'remove': {
@@ -825,7 +830,15 @@ export default {
     renderAll();
     loadFiles();
     loadTransfers();
-    const offShards = events.on('shards', apply);
+    // shardsSeq counts "shards" events; eventAt has, for each transfer,
+    // the count at its last event.
+    let shardsSeq = 0;
+    const eventAt = new Map();
+    const offShards = events.on('shards', (ev) => {
+      shardsSeq++;
+      if (ev && ev.transfer) eventAt.set(ev.transfer.id, shardsSeq);
+      apply(ev);
+    });
     // The stream resends the directory every few seconds. The files are
     // read again only when who is online changes (the file list can be
     // 100,000 entries), and the view redrawn only when that or a name
