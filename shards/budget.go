@@ -32,7 +32,8 @@ import (
 // to be done: a minute and more):
 //
 //   - A peer is proven once it brought a piece within RequestTimeout of
-//     asking (pieceDone). A peer not proven holds one piece at a time,
+//     asking, or a larger one steadily, no block more than an eighth of
+//     RequestTimeout after the one before (pieceDone). A peer not proven holds one piece at a time,
 //     node-wide, whatever the downloads that fetch from it: an honest one
 //     is proven by its first piece, within milliseconds on a fast link,
 //     and a piece's blocks are pipelined, so one piece costs a slow peer
@@ -48,7 +49,9 @@ import (
 //     piece of a peer not yet proven that brought nothing at all is a
 //     trial, taken sooner: after slowFactor times the mean round trip
 //     of the node's have asks lately (trialStallLocked), which grows with the
-//     machine's load as an honest peer's first block does. A
+//     machine's load as an honest peer's first block does; so is a
+//     piece of a slow peer that brought nothing, after a sixteenth of
+//     RequestTimeout (one that brings blocks is judged as any other). A
 //     slow peer's loop takes only slow peers' stalled pieces, so that no
 //     class waits behind pieces that bring nothing. A proven peer's loop
 //     may also take a piece that would take longer than RequestTimeout at
@@ -138,6 +141,11 @@ func newBudget(limit int64, timeout time.Duration) *budget {
 }
 
 func (b *budget) patience() time.Duration { return b.timeout / 4 }
+
+// steadyGap is the longest a piece of more than RequestTimeout may have
+// waited for a block and still prove its peer (pieceDone): twice what the
+// pipeline sizes a block to take, for a loaded machine's jitter.
+func (b *budget) steadyGap() time.Duration { return b.timeout / 8 }
 
 // classLocked is the class a waiter of peer's is served in; b.mu is held.
 func (b *budget) classLocked(w *budgetWaiter, now time.Time) int {
@@ -318,11 +326,23 @@ func (b *budget) markSlowLocked(peer mesh.ID) {
 }
 
 // pieceDone records that peer brought a piece, took after it was asked
-// for: within timeout, the peer is proven and no longer slow.
-func (b *budget) pieceDone(peer mesh.ID, took time.Duration) {
+// for, with gap the longest it waited for a block of it (from the start
+// to the first, and between blocks): within timeout, or steadily (gap
+// within steadyGap), the peer is proven and no longer slow.
+//
+// Steadily: a piece larger than a slow link brings in RequestTimeout (8
+// MiB at 400 KiB/s and less, 20 s) never proved its peer, which then held
+// one piece at a time for good, its pieces judged and taken back as
+// trials'. The pipeline sizes a block to take a sixteenth of the timeout
+// at the peer's rate, so an honest peer's blocks come about that far
+// apart however slow it is; a trickler's come just inside the timeout,
+// and one that answers within steadyGap brings its whole window that
+// often: a slow peer, not one that holds bytes for nothing. Its pieces
+// still become overdue for a faster proven peer's loop (evictLocked).
+func (b *budget) pieceDone(peer mesh.ID, took, gap time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if took > b.timeout {
+	if took > b.timeout && gap > b.steadyGap() {
 		return
 	}
 	delete(b.slow, peer)
@@ -509,10 +529,14 @@ func (b *budget) evictLocked(now time.Time) {
 		// a loop not found slow: it was found out already, and a new
 		// holder's first piece waited behind it otherwise (a quarter
 		// of the cap with thirty tricklers, BenchmarkDownloadTricklers).
+		// One that brings blocks is judged as any other: an honest
+		// peer taken back once by mistake, its blocks a sixteenth of
+		// RequestTimeout apart and more on a loaded machine, was taken
+		// back again at each piece and never proven again.
 		stall := b.patience()
 		switch {
 		case wc == classSlow:
-		case b.slow[h.peer]:
+		case b.slow[h.peer] && got == 0:
 			stall = b.timeout / 16
 		case !b.proven[h.peer] && got == 0:
 			if trial < 0 {
