@@ -208,9 +208,12 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 }
 
 // TestBudgetLineClasses: the line serves proven peers, then new ones, then
-// slow ones, first come first within each; a new peer that waited a
-// quarter of RequestTimeout goes with the proven ones, so that a new holder
-// gets its first piece while proven ones want every byte.
+// slow ones, first come first within each but new ones, last come first
+// (lastFirst: a download started while thirty untried tricklers waited had
+// its holder tried after twenty of them); a new peer that waited a quarter
+// of RequestTimeout goes with the proven ones, first come first, so that a
+// new holder gets its first piece while proven ones or later new ones want
+// every byte.
 func TestBudgetLineClasses(t *testing.T) {
 	const timeout = 8 * time.Second
 	b := newBudget(MinPieceSize, timeout)
@@ -229,8 +232,11 @@ func TestBudgetLineClasses(t *testing.T) {
 		t.Fatal("proven peer not served first")
 	}
 	delete(b.proven, proven.peer) // now new, and in line after fresh
-	if !b.aheadLocked(proven, now) || b.aheadLocked(fresh, now) {
-		t.Fatal("new peers not served in the order they came")
+	if b.aheadLocked(proven, now) || !b.aheadLocked(fresh, now) {
+		t.Fatal("new peers not served the last come first")
+	}
+	if late := t0.Add(timeout / 4); b.aheadLocked(fresh, late) || !b.aheadLocked(proven, late) {
+		t.Fatal("new peers that waited a quarter of RequestTimeout not served in the order they came")
 	}
 	b.proven[proven.peer] = true
 	if late := t0.Add(timeout / 4); b.aheadLocked(fresh, late) || !b.aheadLocked(proven, late) {
