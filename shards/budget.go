@@ -34,11 +34,12 @@ import (
 //
 //   - A peer is proven once it brought a piece within RequestTimeout of
 //     asking, or a larger one steadily, no block more than an eighth of
-//     RequestTimeout after the one before (pieceDone). A peer not proven holds one piece at a time,
-//     node-wide, whatever the downloads that fetch from it: an honest one
-//     is proven by its first piece, within milliseconds on a fast link,
-//     and a piece's blocks are pipelined, so one piece costs a slow peer
-//     little; a trickler holds one piece, not one per download.
+//     RequestTimeout after the one before (pieceDone). A peer not proven
+//     holds one piece at a time, node-wide, whatever the downloads that
+//     fetch from it: an honest one is proven by its first piece, within
+//     milliseconds on a fast link, and a piece's blocks are pipelined,
+//     so one piece costs a slow peer little; a trickler holds one piece,
+//     not one per download.
 //   - A piece is taken back (evicted: its attempt is cancelled, its bytes
 //     go to the line, its peer is then slow and not proven) for the
 //     first loop in line, when that loop waits for bytes that do not
@@ -349,7 +350,9 @@ func (b *budget) markSlowLocked(peer mesh.ID) {
 // one piece at a time for good, its pieces judged and taken back as
 // trials'. The pipeline sizes a block to take a sixteenth of the timeout
 // at the peer's rate, so an honest peer's blocks come about that far
-// apart however slow it is; a trickler's come just inside the timeout,
+// apart (down to minBlock: a peer slower than that a sixteenth of the
+// timeout, 4 KiB per 1.25 s, does not prove itself so); a trickler's come
+// just inside the timeout,
 // and one that answers within steadyGap brings its whole window that
 // often: a slow peer, not one that holds bytes for nothing. Its pieces
 // still become overdue for a faster proven peer's loop (evictLocked).
