@@ -15,7 +15,8 @@ import (
 // the budget bounds what downloads keep in memory whatever their number
 // (without it, 20 downloads held about 240 MiB of buffers).
 //
-// Bytes go first come, first served within a class of peers: a peer loop
+// Bytes go first come, first served within a class of peers (but new
+// peers' trials, last come first: lastFirst): a peer loop
 // that does not get what it asks for waits in line (its loop selects on
 // wait and asks again at the next release), and no one behind it in its
 // class is served before it. Otherwise the loop that just gave bytes back,
@@ -32,11 +33,13 @@ import (
 // to be done: a minute and more):
 //
 //   - A peer is proven once it brought a piece within RequestTimeout of
-//     asking (pieceDone). A peer not proven holds one piece at a time,
-//     node-wide, whatever the downloads that fetch from it: an honest one
-//     is proven by its first piece, within milliseconds on a fast link,
-//     and a piece's blocks are pipelined, so one piece costs a slow peer
-//     little; a trickler holds one piece, not one per download.
+//     asking, or a larger one steadily, no block more than an eighth of
+//     RequestTimeout after the one before (pieceDone). A peer not proven
+//     holds one piece at a time, node-wide, whatever the downloads that
+//     fetch from it: an honest one is proven by its first piece, within
+//     milliseconds on a fast link, and a piece's blocks are pipelined,
+//     so one piece costs a slow peer little; a trickler holds one piece,
+//     not one per download.
 //   - A piece is taken back (evicted: its attempt is cancelled, its bytes
 //     go to the line, its peer is then slow and not proven) for the
 //     first loop in line, when that loop waits for bytes that do not
@@ -48,7 +51,9 @@ import (
 //     piece of a peer not yet proven that brought nothing at all is a
 //     trial, taken sooner: after slowFactor times the mean round trip
 //     of the node's have asks lately (trialStallLocked), which grows with the
-//     machine's load as an honest peer's first block does. A
+//     machine's load as an honest peer's first block does; so is a
+//     piece of a slow peer that brought nothing, after a sixteenth of
+//     RequestTimeout (one that brings blocks is judged as any other). A
 //     slow peer's loop takes only slow peers' stalled pieces, so that no
 //     class waits behind pieces that bring nothing. A proven peer's loop
 //     may also take a piece that would take longer than RequestTimeout at
@@ -58,9 +63,10 @@ import (
 //     same, not against the clock. A peer taken back by mistake is
 //     proven again by its next piece (pieceDone).
 //   - The line serves proven peers first, then those not yet proven (a
-//     piece each), then slow ones; one not yet proven that has waited a
-//     quarter of RequestTimeout goes first, so that a new holder gets its
-//     first piece even while proven ones want every byte.
+//     piece each, the last come first), then slow ones; one not yet
+//     proven that has waited a quarter of RequestTimeout goes first, so
+//     that a new holder gets its first piece even while proven ones want
+//     every byte.
 //
 // One peer (all the loops that fetch from it, of every download) holds at
 // most its share while loops of other peers not found slow wait: past it,
@@ -139,6 +145,11 @@ func newBudget(limit int64, timeout time.Duration) *budget {
 
 func (b *budget) patience() time.Duration { return b.timeout / 4 }
 
+// steadyGap is the longest a piece of more than RequestTimeout may have
+// waited for a block and still prove its peer (pieceDone): twice what the
+// pipeline sizes a block to take, for a loaded machine's jitter.
+func (b *budget) steadyGap() time.Duration { return b.timeout / 8 }
+
 // classLocked is the class a waiter of peer's is served in; b.mu is held.
 func (b *budget) classLocked(w *budgetWaiter, now time.Time) int {
 	switch {
@@ -153,7 +164,8 @@ func (b *budget) classLocked(w *budgetWaiter, now time.Time) int {
 }
 
 // aheadLocked reports whether a waiter in line goes before w: one of a
-// better class, or of w's class and in line before it. b.mu is held.
+// better class, or of w's class and in line before it (after it, for new
+// peers: lastFirst). b.mu is held.
 func (b *budget) aheadLocked(w *budgetWaiter, now time.Time) bool {
 	c := b.classLocked(w, now)
 	before := true
@@ -162,12 +174,23 @@ func (b *budget) aheadLocked(w *budgetWaiter, now time.Time) bool {
 			before = false
 			continue
 		}
-		if xc := b.classLocked(x, now); xc < c || before && xc == c {
+		if xc := b.classLocked(x, now); xc < c || xc == c && before != lastFirst(c) {
 			return true
 		}
 	}
 	return false
 }
+
+// lastFirst reports whether class c is served last come, first: new
+// peers are. Each is tried with a piece in turn, which brings nothing for
+// a trial's stall (trialStallLocked) if it trickles; first come, first
+// served, a holder that came while thirty untried tricklers waited had
+// its trial after twenty of them, 1.3 s of an 8 MiB download that takes 2
+// s alone (BenchmarkDownloadTricklers, later-fraction 0.6). Last first,
+// the holder of a download just started is tried at once; one that waits
+// behind later ones is served with the proven peers once it has waited
+// patience (classLocked), as before, and a trickler tried once is slow.
+func lastFirst(c int) bool { return c == classNew }
 
 // tryAcquire takes n bytes for w if they fit and no one waits before w;
 // else w waits in line, and tryAcquire returns false without waiting. A
@@ -318,11 +341,25 @@ func (b *budget) markSlowLocked(peer mesh.ID) {
 }
 
 // pieceDone records that peer brought a piece, took after it was asked
-// for: within timeout, the peer is proven and no longer slow.
-func (b *budget) pieceDone(peer mesh.ID, took time.Duration) {
+// for, with gap the longest it waited for a block of it (from the start
+// to the first, and between blocks): within timeout, or steadily (gap
+// within steadyGap), the peer is proven and no longer slow.
+//
+// Steadily: a piece larger than a slow link brings in RequestTimeout (8
+// MiB at 400 KiB/s and less, 20 s) never proved its peer, which then held
+// one piece at a time for good, its pieces judged and taken back as
+// trials'. The pipeline sizes a block to take a sixteenth of the timeout
+// at the peer's rate, so an honest peer's blocks come about that far
+// apart (down to minBlock: a peer slower than that a sixteenth of the
+// timeout, 4 KiB per 1.25 s, does not prove itself so); a trickler's come
+// just inside the timeout,
+// and one that answers within steadyGap brings its whole window that
+// often: a slow peer, not one that holds bytes for nothing. Its pieces
+// still become overdue for a faster proven peer's loop (evictLocked).
+func (b *budget) pieceDone(peer mesh.ID, took, gap time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if took > b.timeout {
+	if took > b.timeout && gap > b.steadyGap() {
 		return
 	}
 	delete(b.slow, peer)
@@ -466,13 +503,14 @@ func (b *budget) trialStallLocked(now time.Time) time.Duration {
 // beyond the budget; it was taken only when its first block came
 // (onBlock), so a peer that brought nothing holds none. b.mu is held.
 func (b *budget) evictLocked(now time.Time) {
-	// The first waiter is the first in line of the best class there (in
+	// The first waiter is the first in line of the best class there, or
+	// the last if that class is new peers' (lastFirst), found (in
 	// one pass: aheadLocked for each waiter in turn took line² class
 	// reads a loop's ask, with thousands of loops in line).
 	var w *budgetWaiter
 	wc := classSlow + 1
 	for _, x := range b.line {
-		if c := b.classLocked(x, now); c < wc {
+		if c := b.classLocked(x, now); c < wc || c == wc && lastFirst(c) {
 			w, wc = x, c
 		}
 	}
@@ -509,10 +547,14 @@ func (b *budget) evictLocked(now time.Time) {
 		// a loop not found slow: it was found out already, and a new
 		// holder's first piece waited behind it otherwise (a quarter
 		// of the cap with thirty tricklers, BenchmarkDownloadTricklers).
+		// One that brings blocks is judged as any other: an honest
+		// peer taken back once by mistake, its blocks a sixteenth of
+		// RequestTimeout apart and more on a loaded machine, was taken
+		// back again at each piece and never proven again.
 		stall := b.patience()
 		switch {
 		case wc == classSlow:
-		case b.slow[h.peer]:
+		case b.slow[h.peer] && got == 0:
 			stall = b.timeout / 16
 		case !b.proven[h.peer] && got == 0:
 			if trial < 0 {

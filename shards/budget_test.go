@@ -3,12 +3,17 @@ package shards
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
 )
 
 // waiterOf is a budget account of a made-up peer i.
@@ -45,11 +50,11 @@ func TestBudgetNewPeerOnePiece(t *testing.T) {
 	if first.queued || second.queued || len(b.line) != 0 {
 		t.Fatal("a peer not proven at its one piece waits in line")
 	}
-	b.pieceDone(first.peer, 9*time.Second) // later than RequestTimeout
+	b.pieceDone(first.peer, 9*time.Second, 9*time.Second) // later than RequestTimeout
 	if b.tryAcquire(second, piece) {
 		t.Fatal("a piece brought after RequestTimeout proved its peer")
 	}
-	b.pieceDone(first.peer, time.Second)
+	b.pieceDone(first.peer, time.Second, time.Second)
 	if !b.tryAcquire(second, piece) || !b.tryAcquire(first, piece) {
 		t.Fatal("a proven peer refused a second piece in an empty line")
 	}
@@ -108,6 +113,13 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 		{"new waiter, loaded, one fast answer among slow ones", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond, 590 * time.Millisecond}, 0},
 		{"new waiter, fast answers too long ago", "new", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond}, timeout},
 		{"slow waiter, asks answered fast lately", "slow", 0, nil, 2 * time.Second, []bool{false, false, false, false}, []time.Duration{10 * time.Millisecond}, 0},
+		// A slow peer's piece is taken after a sixteenth of the timeout
+		// only if it brought nothing: one that brings blocks (1, an
+		// honest peer taken back once, its blocks a second apart on a
+		// loaded machine) is judged as any other, else it is taken
+		// back at each piece and never proven again.
+		{"new waiter, slow peers' pieces, one bringing blocks", "new", 0, []int{0, 1}, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, nil, 0},
+		{"proven waiter, slow peers' pieces, one bringing blocks", "proven", 5 * time.Second, []int{0, 1}, timeout/16 + 100*time.Millisecond, []bool{true, false, false, false}, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,14 +137,14 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 			as[1].last.Store(now.Add(-time.Second).UnixNano())
 			as[2].recv.Store(piece / 2)
 			as[2].last.Store(now.UnixNano())
-			b.pieceDone(waiterOf(3).peer, 0)
+			b.pieceDone(waiterOf(3).peer, 0, 0)
 			for _, i := range tt.slow {
 				b.markSlow(waiterOf(i).peer)
 			}
 			w := waiterOf(9)
 			switch tt.waiter {
 			case "proven":
-				b.pieceDone(w.peer, tt.took)
+				b.pieceDone(w.peer, tt.took, tt.took)
 			case "slow":
 				b.markSlow(w.peer)
 			}
@@ -172,7 +184,7 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 				t.Fatalf("%d bytes used after the evictions", used)
 			}
 			p := waiterOf(evicted)
-			b.pieceDone(p.peer, time.Second)
+			b.pieceDone(p.peer, time.Second, time.Second)
 			if b.isSlow(p.peer) || !b.proven[p.peer] {
 				t.Fatal("a piece in time did not prove a peer taken back by mistake")
 			}
@@ -196,14 +208,17 @@ func TestBudgetEvictsOnlyWorse(t *testing.T) {
 }
 
 // TestBudgetLineClasses: the line serves proven peers, then new ones, then
-// slow ones, first come first within each; a new peer that waited a
-// quarter of RequestTimeout goes with the proven ones, so that a new holder
-// gets its first piece while proven ones want every byte.
+// slow ones, first come first within each but new ones, last come first
+// (lastFirst: a download started while thirty untried tricklers waited had
+// its holder tried after twenty of them); a new peer that waited a quarter
+// of RequestTimeout goes with the proven ones, first come first, so that a
+// new holder gets its first piece while proven ones or later new ones want
+// every byte.
 func TestBudgetLineClasses(t *testing.T) {
 	const timeout = 8 * time.Second
 	b := newBudget(MinPieceSize, timeout)
 	proven, fresh, slow := waiterOf(1), waiterOf(2), waiterOf(3)
-	b.pieceDone(proven.peer, 0)
+	b.pieceDone(proven.peer, 0, 0)
 	b.markSlow(slow.peer)
 	t0 := time.Now()
 	b.mu.Lock()
@@ -217,8 +232,11 @@ func TestBudgetLineClasses(t *testing.T) {
 		t.Fatal("proven peer not served first")
 	}
 	delete(b.proven, proven.peer) // now new, and in line after fresh
-	if !b.aheadLocked(proven, now) || b.aheadLocked(fresh, now) {
-		t.Fatal("new peers not served in the order they came")
+	if b.aheadLocked(proven, now) || !b.aheadLocked(fresh, now) {
+		t.Fatal("new peers not served the last come first")
+	}
+	if late := t0.Add(timeout / 4); b.aheadLocked(fresh, late) || !b.aheadLocked(proven, late) {
+		t.Fatal("new peers that waited a quarter of RequestTimeout not served in the order they came")
 	}
 	b.proven[proven.peer] = true
 	if late := t0.Add(timeout / 4); b.aheadLocked(fresh, late) || !b.aheadLocked(proven, late) {
@@ -339,7 +357,7 @@ func TestBudgetShedAfterEvict(t *testing.T) {
 	const piece, timeout = int64(MinPieceSize), 8 * time.Second
 	b := newBudget(16*piece, timeout)
 	p := waiterOf(1)
-	b.pieceDone(p.peer, 0)                // proven: it may hold past its share while no one waits
+	b.pieceDone(p.peer, 0, 0)             // proven: it may hold past its share while no one waits
 	start := time.Now().Add(-timeout / 2) // overdue: half the timeout, nothing in
 	var as []*attempt
 	for range 10 {
@@ -406,7 +424,7 @@ func BenchmarkBudgetLongLine(b *testing.B) {
 		case i < n/2: // tricklers' loops, found slow
 			bud.markSlow(w.peer)
 		case i == n-1:
-			bud.pieceDone(w.peer, 0)
+			bud.pieceDone(w.peer, 0, 0)
 		}
 		bud.tryAcquire(w, piece)
 		line = append(line, w)
@@ -444,7 +462,7 @@ func TestBudgetShareLeavesTrialsAPiece(t *testing.T) {
 		t.Run(fmt.Sprintf("%d other proven peers waiting", others), func(t *testing.T) {
 			b := newBudget(8*piece, timeout)
 			honest := waiterOf(0)
-			b.pieceDone(honest.peer, 10*time.Millisecond)
+			b.pieceDone(honest.peer, 10*time.Millisecond, 10*time.Millisecond)
 			holdFor(t, b, honest, piece, time.Now())
 			for i := range 5 { // trial pieces of five new peers
 				holdFor(t, b, waiterOf(100+i), piece, time.Now())
@@ -456,7 +474,7 @@ func TestBudgetShareLeavesTrialsAPiece(t *testing.T) {
 			}
 			for i := range others {
 				w := waiterOf(300 + i)
-				b.pieceDone(w.peer, 10*time.Millisecond)
+				b.pieceDone(w.peer, 10*time.Millisecond, 10*time.Millisecond)
 				if b.tryAcquire(w, 3*piece) {
 					t.Fatal("a proven peer took three pieces with two free")
 				}
@@ -474,4 +492,78 @@ func TestBudgetShareLeavesTrialsAPiece(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBudgetSteadyProves: a piece that takes longer than RequestTimeout
+// proves its peer if its blocks came steadily, none more than an eighth of
+// the timeout after the one before (pieceDone): before, a slow link (8 MiB
+// pieces under ~400 KiB/s) was never proven and held one piece at a time
+// for good, its pieces judged as trials. A trickler's blocks, just inside
+// the timeout, never prove it however many pieces it brings.
+func TestBudgetSteadyProves(t *testing.T) {
+	const timeout = 8 * time.Second
+	b := newBudget(16*MinPieceSize, timeout)
+	steady, trickling, late := waiterOf(1).peer, waiterOf(2).peer, waiterOf(3).peer
+	b.markSlow(steady)
+	b.pieceDone(steady, 3*timeout, timeout/16)
+	b.pieceDone(trickling, 3*timeout, timeout*3/4)
+	b.pieceDone(late, 3*timeout, timeout/8+time.Millisecond)
+	if !b.proven[steady] || b.isSlow(steady) {
+		t.Fatalf("a piece of 3 timeouts, a block every sixteenth: proven %v, slow %v; want proven", b.proven[steady], b.isSlow(steady))
+	}
+	if b.proven[trickling] || b.proven[late] {
+		t.Fatalf("blocks further apart than an eighth of the timeout proved their peer (trickler %v, just past %v)", b.proven[trickling], b.proven[late])
+	}
+
+	// The same through a download, in a bubble (virtual time, which the
+	// machine's load does not move): a holder capped at 10 KiB/s brings
+	// a 64 KiB piece in 6.4 s, over a RequestTimeout of 4 s, in 4 KiB
+	// blocks 0.4 s apart; a trickler one 8 KiB block each 3 s. The
+	// budget has room for all: nothing is evicted or waits.
+	raceOneProc(t)
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 4 * time.Second
+		manual := func(c *mesh.Config) { c.ManualLinks = true }
+		nw := meshtest.NewNetwork()
+		slow := nw.NewNode(t, "slow", meshtest.Options{Configure: manual})
+		trick := nw.NewNode(t, "trickler", meshtest.Options{Configure: manual})
+		dlNode := nw.NewNode(t, "dl", meshtest.Options{Configure: manual})
+		_, slowFile := testFile(t, 256<<10, 81)
+		_, trickFile := testFile(t, 128<<10, 82)
+		(&testServer{sources: []pieceSource{slowFile}, limit: rate.NewLimiter(10<<10, 4<<10)}).register(slow)
+		(&trickler{srv: &testServer{sources: []pieceSource{trickFile}}, every: timeout * 3 / 4}).register(t, trick)
+		holders := map[MD5][]mesh.ID{slowFile.id: {slow.ID()}, trickFile.id: {trick.ID()}}
+		dir := t.TempDir()
+		db := openTestDB(t, filepath.Join(dir, "db"))
+		t.Cleanup(func() { db.Close() })
+		rd := startDownloads(t, dlNode, dir, db, func(id MD5) []mesh.ID { return holders[id] },
+			func(c *DownloadsConfig, d *downloads) {
+				c.MaxBuffered, c.RequestTimeout = 16*MinPieceSize, timeout
+				d.budget = newBudget(c.MaxBuffered, timeout)
+				d.noLanes = true // md5-simd's pooled channels must not come from the bubble
+			})
+		for _, l := range []Link{slowFile.link(slow.ID(), "slow.bin"), trickFile.link(trick.ID(), "trickled.bin")} {
+			if _, err := rd.fetch(t.Context(), l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, src := range []*readerSource{slowFile, trickFile} {
+			tr := waitState(t, rd.downloads, src.id, StateDone, 10*time.Minute)
+			if got := fileMD5(t, tr.Path); got != src.id {
+				t.Fatalf("%s: finished file md5 %s", src.id, got)
+			}
+		}
+		b := rd.budget
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.proven[slow.ID()] {
+			t.Errorf("a holder bringing 64 KiB pieces steadily in 6.4 s (RequestTimeout %v) was not proven", timeout)
+		}
+		if b.proven[trick.ID()] {
+			t.Errorf("a trickler was proven")
+		}
+		if b.evicted != 0 {
+			t.Errorf("%d pieces evicted with room for all", b.evicted)
+		}
+	})
 }

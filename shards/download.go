@@ -1548,6 +1548,8 @@ type attempt struct {
 	recv    atomic.Int64
 	last    atomic.Int64
 	evicted atomic.Bool
+
+	gap time.Duration // the longest wait for a block of it, from start (budget.pieceDone); dl.mu
 }
 
 // blockResult is the answer to one block request.
@@ -2295,6 +2297,11 @@ func (dl *download) onBlock(p *peer, r blockResult, pipe *pipeline, sums []MD5) 
 	}
 	dl.mu.Lock()
 	a.got += int64(len(r.data))
+	prev := a.start
+	if l := a.last.Load(); l != 0 {
+		prev = time.Unix(0, l)
+	}
+	a.gap = max(a.gap, now.Sub(prev))
 	a.recv.Add(int64(len(r.data)))
 	a.last.Store(now.UnixNano())
 	whole := a.got == n
@@ -2589,7 +2596,8 @@ func (dl *download) commitRun(p *peer, as []*attempt, data []byte) error {
 		dl.have.Set(a.piece)
 		dl.haveBytes += n
 		dl.sources[p.id] += n
-		dl.d.budget.pieceDone(p.id, time.Since(a.start))
+		took := time.Since(a.start)
+		dl.d.budget.pieceDone(p.id, took, cmp.Or(a.gap, took)) // a span's piece came in one block
 		// Endgame: the other peers fetching this piece stop.
 		for _, q := range dl.peers {
 			if o := q.attempts[a.piece]; o != nil {
