@@ -743,8 +743,9 @@ type download struct {
 	// use: when it is rejected they are banned.
 	rejected map[Hash]bool
 	manPeers map[mesh.ID]bool
-	// waiting says why a download without its manifest waits
-	// (Transfer.Waiting); empty once it has it.
+	// waiting says why a download waits (Transfer.Waiting): for its
+	// manifest (fetchManifest), or, with it, for a holder of a piece it
+	// lacks (pieceWait); empty while pieces may come.
 	waiting Wait
 	// holderIDs is the last catalog lookup of the holders, made at
 	// holdersAt: the run loop wakes at every verified piece, and a lookup
@@ -981,6 +982,16 @@ func (dl *download) runOnce(ctx context.Context) error {
 				case <-wctx.Done():
 				}
 			})
+		}
+		dl.mu.Lock()
+		wait, decided := dl.pieceWait(running, pushed)
+		news := decided && dl.waiting != wait
+		if news {
+			dl.waiting = wait
+		}
+		dl.mu.Unlock()
+		if news {
+			dl.publish(true)
 		}
 		select {
 		case <-ctx.Done():

@@ -175,3 +175,27 @@ func (dl *download) pruneIdle(now time.Time, cands []mesh.ID, running map[mesh.I
 		}
 	}
 }
+
+// pieceWait says whether a download that has its manifest waits for a
+// holder, for Transfer.Waiting: WaitNoHolder when no peer online offers a
+// piece it lacks (its holders went offline, or stopped sharing it), ""
+// when one does or pieces are being pushed to it. decided is false while
+// a peer asked (running) has not answered what it holds: the wait stays
+// as it was, or it would flap at every ask of a peer that holds nothing.
+// dl.mu is held.
+func (dl *download) pieceWait(running map[mesh.ID]bool, pushed bool) (w Wait, decided bool) {
+	if pushed {
+		return "", true
+	}
+	for i, n := range dl.avail {
+		if n > 0 && !dl.have.Has(i) {
+			return "", true
+		}
+	}
+	for id := range running {
+		if dl.peers[id] == nil {
+			return "", false
+		}
+	}
+	return WaitNoHolder, true
+}

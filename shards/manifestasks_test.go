@@ -10,6 +10,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"golang.org/x/time/rate"
+
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/mesh/meshtest"
 )
@@ -89,20 +92,6 @@ func askNet(t *testing.T, names ...string) (*meshtest.Network, *mesh.Node, []*me
 	return nw, d, nodes
 }
 
-// waitFor polls cond every 100 ms of the bubble's time for up to d and
-// returns how long it took; it fails the test past d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("no %s after %v", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func (dl *download) hasManifest() bool {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
@@ -147,7 +136,7 @@ func TestManifestAskedInParallel(t *testing.T) {
 			t.Fatal(err)
 		}
 		dl := rd.get(src.id)
-		took := waitFor(t, 2*timeout, "manifest", dl.hasManifest)
+		took := testutil.WaitFor(t, 2*timeout, "manifest", dl.hasManifest)
 		t.Logf("manifest in %v (the honest holder answers after %v; RequestTimeout %v); %d asks out at most at once",
 			took, honestDelay, timeout, counter.most.Load())
 		if took >= timeout/2 {
@@ -162,7 +151,7 @@ func TestManifestAskedInParallel(t *testing.T) {
 		if got != src.man.Hash() {
 			t.Fatalf("download took manifest %s, want the link's %s", got, src.man.Hash())
 		}
-		waitFor(t, time.Minute, "finished download", func() bool { return dl.transfer().State == StateDone })
+		testutil.WaitFor(t, time.Minute, "finished download", func() bool { return dl.transfer().State == StateDone })
 		final := dl.transfer()
 		if got := fileMD5(t, final.Path); got != src.id {
 			t.Fatalf("finished file md5 %s, want %s", got, src.id)
@@ -219,7 +208,7 @@ func TestManifestAsksBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		dl := rd.get(src.id)
-		took := waitFor(t, 5*timeout, "manifest", dl.hasManifest)
+		took := testutil.WaitFor(t, 5*timeout, "manifest", dl.hasManifest)
 		t.Logf("manifest in %v behind %d silent holders; %d asks out at most at once", took, silent, counter.most.Load())
 		// Two rounds of timeouts of three silent holders each, then the
 		// honest one: not starved by the silent ones due again first.
@@ -238,4 +227,212 @@ func TestManifestAsksBounded(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestWaitingNoHolderWithManifest: a download that has its manifest and
+// part of the file loses its only holder (it goes offline); it says it
+// waits for a holder (no_holder) and stays downloading, and once another
+// holder comes online it says so no more and finishes. Before, Waiting was
+// only set before the manifest came: this download showed 0 B/s and
+// nothing of why for as long as the holder stayed away.
+func TestWaitingNoHolderWithManifest(t *testing.T) {
+	raceOneProc(t)
+	synctest.Test(t, func(t *testing.T) {
+		nw, dnode, nodes := askNet(t, "holder", "bystander")
+		holder := nodes[0]
+		_, src := testFile(t, 4<<20, 24)
+		// Slow, so the holder goes while the download runs.
+		(&testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(256<<10, BlockSize)}).register(holder)
+		var listed atomic.Pointer[mesh.ID]
+		hid := holder.ID()
+		listed.Store(&hid)
+		holders := func(MD5) []mesh.ID {
+			if h := listed.Load(); h != nil {
+				return []mesh.ID{*h}
+			}
+			return nil
+		}
+		dir := t.TempDir()
+		db := openTestDB(t, filepath.Join(dir, "db"))
+		t.Cleanup(func() { db.Close() })
+		const interval = 2 * time.Second
+		rd := startDownloads(t, dnode, dir, db, holders, func(c *DownloadsConfig, d *downloads) {
+			c.HaveInterval = interval
+			d.noLanes = true
+		})
+		if _, err := rd.fetch(t.Context(), src.link(holder.ID(), "wanted.bin")); err != nil {
+			t.Fatal(err)
+		}
+		dl := rd.get(src.id)
+		testutil.WaitFor(t, time.Minute, "first MiB", func() bool { return dl.transfer().Have >= 1<<20 })
+		if tr := dl.transfer(); tr.Waiting != "" {
+			t.Fatalf("download waiting %q while its holder serves it", tr.Waiting)
+		}
+
+		nw.Kill(holder.ID())
+		listed.Store(nil) // the catalogs drop it
+		took := testutil.WaitFor(t, time.Minute, "no_holder", func() bool { return dl.transfer().Waiting == WaitNoHolder })
+		tr := dl.transfer()
+		t.Logf("waiting %q %v after the holder left, %d of %d bytes", tr.Waiting, took, tr.Have, tr.Size)
+		if tr.State != StateDownloading || tr.Have == tr.Size {
+			t.Fatalf("download is %s with %d of %d bytes, want downloading, not done", tr.State, tr.Have, tr.Size)
+		}
+		time.Sleep(time.Minute)
+		if tr := dl.transfer(); tr.State != StateDownloading || tr.Waiting != WaitNoHolder {
+			t.Fatalf("a minute on, download is %s waiting %q, want downloading waiting %q", tr.State, tr.Waiting, WaitNoHolder)
+		}
+
+		// Another holder comes online, linked and listed.
+		manual := func(c *mesh.Config) { c.ManualLinks = true }
+		back := nw.NewNode(t, "holder2", meshtest.Options{Configure: manual})
+		(&testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(256<<10, BlockSize)}).register(back)
+		if err := dnode.Connect(t.Context(), back.ID()); err != nil {
+			t.Fatal(err)
+		}
+		bid := back.ID()
+		listed.Store(&bid)
+		had := dl.transfer().Have
+		testutil.WaitFor(t, time.Minute, "waiting cleared while pieces come", func() bool {
+			tr := dl.transfer()
+			return tr.State == StateDownloading && tr.Waiting == "" && tr.Have > had
+		})
+		testutil.WaitFor(t, time.Minute, "finished download", func() bool { return dl.transfer().State == StateDone })
+	})
+}
+
+// TestWaitingNoHolderUnshared: the only holder of a download under way,
+// the link's node, stops sharing the file (DELETE on it) and stays online,
+// answering "unknown" to every ask. The download says it waits for a
+// holder and stays downloading, neither failing nor asking the holder
+// more than now and then; once the holder shares the file again it
+// finishes.
+func TestWaitingNoHolderUnshared(t *testing.T) {
+	raceOneProc(t)
+	synctest.Test(t, func(t *testing.T) {
+		_, dnode, nodes := askNet(t, "holder")
+		holder := nodes[0]
+		_, src := testFile(t, 4<<20, 25)
+		srv := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(256<<10, BlockSize)}
+		var unshared atomic.Bool
+		var asked atomic.Int64
+		h := mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+			if !unshared.Load() {
+				return srv.serveMesh(ctx, m)
+			}
+			asked.Add(1)
+			return nil, fmt.Errorf("%w: %s", ErrUnknown, src.id)
+		})
+		for _, proto := range []string{ProtoManifest, ProtoHave, ProtoBlock, ProtoSpan} {
+			holder.Handle(proto, h)
+		}
+		dir := t.TempDir()
+		db := openTestDB(t, filepath.Join(dir, "db"))
+		t.Cleanup(func() { db.Close() })
+		const interval = 2 * time.Second
+		rd := startDownloads(t, dnode, dir, db, nil, func(c *DownloadsConfig, d *downloads) {
+			c.HaveInterval = interval
+			d.noLanes = true
+		})
+		if _, err := rd.fetch(t.Context(), src.link(holder.ID(), "wanted.bin")); err != nil {
+			t.Fatal(err)
+		}
+		dl := rd.get(src.id)
+		testutil.WaitFor(t, time.Minute, "first MiB", func() bool { return dl.transfer().Have >= 1<<20 })
+
+		unshared.Store(true)
+		took := testutil.WaitFor(t, time.Minute, "no_holder", func() bool { return dl.transfer().Waiting == WaitNoHolder })
+		before := asked.Load()
+		const stretch = 5 * time.Minute
+		time.Sleep(stretch)
+		got := asked.Load() - before
+		tr := dl.transfer()
+		t.Logf("waiting %q %v after the holder stopped sharing; %d asks to it in the %v after, %d of %d bytes",
+			tr.Waiting, took, got, stretch, tr.Have, tr.Size)
+		if tr.State != StateDownloading || tr.Waiting != WaitNoHolder || tr.Have == tr.Size {
+			t.Fatalf("download is %s waiting %q with %d of %d bytes, want downloading waiting %q", tr.State, tr.Waiting, tr.Have, tr.Size, WaitNoHolder)
+		}
+		// Asked every 3 HaveIntervals at most: a have, and its blocks'
+		// refusals do not count as it holds nothing.
+		if most := int64(stretch/(3*interval)) + 2; got > most {
+			t.Errorf("%d asks to the holder that stopped sharing in %v, want at most %d", got, stretch, most)
+		}
+		if got == 0 {
+			t.Errorf("the holder was not asked in %v: it must still be asked now and then", stretch)
+		}
+
+		unshared.Store(false)
+		had := tr.Have
+		testutil.WaitFor(t, time.Minute, "waiting cleared while pieces come", func() bool {
+			tr := dl.transfer()
+			return tr.State == StateDownloading && tr.Waiting == "" && tr.Have > had
+		})
+		testutil.WaitFor(t, time.Minute, "finished download", func() bool { return dl.transfer().State == StateDone })
+	})
+}
+
+// TestServiceHolderRemovesWhileDownloading: whole Services; the only
+// holder of a file removes it (DELETE /api/shards/{id} on it) while
+// another node downloads it. The downloader shows its transfer
+// downloading and waiting for a holder (no_holder, in GET /api/shards,
+// the Files view and catnest get), and once the holder shares the file
+// again it finishes. Before, it showed downloading at 0 B/s and nothing
+// of why.
+func TestServiceHolderRemovesWhileDownloading(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	a, b := newPair(t)
+	cfga := testConfig(t, a)
+	cfga.UploadRate = 512 << 10 // the download runs for seconds
+	sa := serveTest(t, cfga)
+	sb := serveTest(t, testConfig(t, b))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "f.bin")
+	writeRandom(t, path, 8<<20+5, 31)
+	shared, err := sa.Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseLink(shared.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Fetch(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	transfer := func() Transfer {
+		tr, err := sb.Transfer(ctx, l.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	testutil.WaitFor(t, time.Minute, "the first MiB", func() bool { return transfer().Have >= 1<<20 })
+	if err := sa.Remove(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	took := testutil.WaitFor(t, time.Minute, "the downloader to wait for a holder", func() bool {
+		tr := transfer()
+		if tr.State != StateDownloading {
+			t.Fatalf("download is %s (%s) after its holder removed the file, want downloading", tr.State, tr.Error)
+		}
+		return tr.Waiting == WaitNoHolder
+	})
+	tr := transfer()
+	t.Logf("waiting %q %v after the holder removed the file, %d of %d bytes", tr.Waiting, took, tr.Have, tr.Size)
+	if tr.Have == tr.Size {
+		t.Fatal("the download finished before the holder removed the file: the test proves nothing")
+	}
+	if _, err := sa.Share(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 2*time.Minute, "the download to finish once the file is shared again", func() bool {
+		tr := transfer()
+		if tr.State == StateFailed {
+			t.Fatalf("download failed: %s", tr.Error)
+		}
+		return tr.State == StateDone
+	})
+	if got := fileMD5(t, transfer().Path); got != l.ID {
+		t.Fatalf("finished file md5 %s, want %s", got, l.ID)
+	}
 }
