@@ -1078,7 +1078,8 @@ const manifestAsks = 3
 // fails it is rejected, its senders banned, and the download goes on with
 // another (finish).
 //
-// Up to manifestAsks peers are asked at once, known holders first; the
+// Up to manifestAsks peers are asked at once, those never asked first
+// (known holders before the rest), then those asked longest ago; the
 // first manifest that passes those checks is used and the other asks are
 // cancelled. Peers are asked as the have polling asks them (duePeers): a
 // peer that does not have the manifest ever more rarely, up to
