@@ -743,8 +743,9 @@ type download struct {
 	// use: when it is rejected they are banned.
 	rejected map[Hash]bool
 	manPeers map[mesh.ID]bool
-	// waiting says why a download without its manifest waits
-	// (Transfer.Waiting); empty once it has it.
+	// waiting says why a download waits (Transfer.Waiting): for its
+	// manifest (fetchManifest), or, with it, for a holder of a piece it
+	// lacks (pieceWait); empty while pieces may come.
 	waiting Wait
 	// holderIDs is the last catalog lookup of the holders, made at
 	// holdersAt: the run loop wakes at every verified piece, and a lookup
@@ -982,6 +983,16 @@ func (dl *download) runOnce(ctx context.Context) error {
 				}
 			})
 		}
+		dl.mu.Lock()
+		wait, decided := dl.pieceWait(running, pushed)
+		news := decided && dl.waiting != wait
+		if news {
+			dl.waiting = wait
+		}
+		dl.mu.Unlock()
+		if news {
+			dl.publish(true)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -1053,6 +1064,12 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 	return slices.DeleteFunc(out, func(id mesh.ID) bool { return dl.banned[id] }), holders
 }
 
+// manifestAsks bounds the manifest requests one download has out at once.
+// Asked one at a time, a holder that took the request and never answered
+// held the others back for RequestTimeout; every due peer at once would
+// ask dozens of linked peers together, nearly all of which hold nothing.
+const manifestAsks = 3
+
 // fetchManifest gets the manifest from a holder and checks it against the
 // hash the link carries. Without a hash (a link typed by hand, an id from
 // the catalog) the first manifest that decodes, fits the size and was not
@@ -1061,11 +1078,14 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 // fails it is rejected, its senders banned, and the download goes on with
 // another (finish).
 //
-// Peers are asked as the have polling asks them (duePeers): a peer that
-// does not have the manifest ever more rarely, up to haveBackoffMax
-// HaveIntervals, a known holder so too once it failed to serve it (the
-// link's node that dropped the file), and one that turns into a holder at
-// once. Every download asked every linked peer every half
+// Up to manifestAsks peers are asked at once, those never asked first
+// (known holders before the rest), then those asked longest ago; the
+// first manifest that passes those checks is used and the other asks are
+// cancelled. Peers are asked as the have polling asks them (duePeers): a
+// peer that does not have the manifest ever more rarely, up to
+// haveBackoffMax HaveIntervals, a known holder so too once it failed to
+// serve it (the link's node that dropped the file), and one that turns
+// into a holder at once. Every download asked every linked peer every half
 // minute before: a link whose holders are offline, times dozens of
 // downloads and peers, was a steady flood of asks answered "unknown".
 func (dl *download) fetchManifest(ctx context.Context) error {
@@ -1078,49 +1098,88 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 	if have {
 		return nil
 	}
+	type answer struct {
+		id       mesh.ID
+		m        *Manifest
+		err      error
+		asHolder bool
+	}
+	actx, cancel := context.WithCancel(ctx)
+	// Room for every ask: one never waits to hand its answer in.
+	answers := make(chan answer, manifestAsks)
+	running := make(map[mesh.ID]bool)
+	// ended records a failed ask's end; one cancelled here (another
+	// answered, or the run stops) says nothing of the peer.
+	ended := func(a answer) {
+		if errors.Is(a.err, context.Canceled) {
+			return
+		}
+		dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", a.id.Short(), "err", a.err)
+		dl.mu.Lock()
+		dl.idleEnded(a.id, time.Now(), a.err, a.asHolder)
+		dl.mu.Unlock()
+	}
+	defer func() {
+		cancel()
+		for range len(running) {
+			if a := <-answers; a.err != nil {
+				ended(a)
+			}
+		}
+	}()
 	tick := time.NewTicker(dl.d.cfg.HaveInterval)
 	defer tick.Stop()
+	failed := false
 	for {
 		cands, holders := dl.candidates()
 		dl.mu.Lock()
-		due := dl.duePeers(time.Now(), cands, holders, nil)
+		due := dl.duePeers(time.Now(), cands, holders, running)
 		changed := dl.changed
 		dl.mu.Unlock()
-		for _, id := range due {
-			m, err := dl.askManifest(ctx, id, want, true)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", id.Short(), "err", err)
-				dl.mu.Lock()
-				dl.idleEnded(id, time.Now(), err, slices.Index(cands[:holders], id) >= 0)
-				dl.mu.Unlock()
-				continue
+		for _, id := range due[:min(len(due), manifestAsks-len(running))] {
+			running[id] = true
+			asHolder := slices.Contains(cands[:holders], id)
+			go func() {
+				m, err := dl.askManifest(actx, id, want, true)
+				answers <- answer{id, m, err, asHolder}
+			}()
+		}
+		// Waiting once an ask failed or none is out: a manifest that
+		// comes at once shows no wait.
+		if failed || len(running) == 0 {
+			wait := WaitManifest
+			if holders == 0 {
+				wait = WaitNoHolder
 			}
 			dl.mu.Lock()
-			dl.setManifest(m, m.Hash())
-			dl.waiting = ""
-			clear(dl.manPeers)
-			dl.manPeers[id] = true
+			news := dl.waiting != wait
+			dl.waiting = wait
 			dl.mu.Unlock()
-			dl.publish(true)
-			return dl.saveRecord()
-		}
-		wait := WaitManifest
-		if holders == 0 {
-			wait = WaitNoHolder
-		}
-		dl.mu.Lock()
-		news := dl.waiting != wait
-		dl.waiting = wait
-		dl.mu.Unlock()
-		if news {
-			dl.publish(true)
+			if news {
+				dl.publish(true)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case a := <-answers:
+			delete(running, a.id)
+			if a.err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				failed = true
+				ended(a)
+				continue
+			}
+			dl.mu.Lock()
+			dl.setManifest(a.m, a.m.Hash())
+			dl.waiting = ""
+			clear(dl.manPeers)
+			dl.manPeers[a.id] = true
+			dl.mu.Unlock()
+			dl.publish(true)
+			return dl.saveRecord()
 		case <-tick.C:
 		case <-changed:
 		}

@@ -86,8 +86,12 @@ func (ip *idlePeer) due(cfg DownloadsConfig, holder bool) time.Time {
 // are due; the first holders of cands are known holders, whose backoff
 // earned while they were not does not count, so a peer that turns into
 // one (it advertises the resource now, or the link's node came online) is
-// asked at once. The records of peers gone are pruned. dl.mu
-// is held.
+// asked at once. Those never asked come first (in the order of cands),
+// then the others by when they were last asked: the manifest asks take
+// only the first few (manifestAsks), and in the order of cands alone
+// the holders that never answer, due again before the others had their
+// turn, kept a holder listed after them from being asked for minutes.
+// The records of peers gone are pruned. dl.mu is held.
 func (dl *download) duePeers(now time.Time, cands []mesh.ID, holders int, running map[mesh.ID]bool) []mesh.ID {
 	dl.pruneIdle(now, cands, running)
 	var due []mesh.ID
@@ -100,7 +104,19 @@ func (dl *download) duePeers(now time.Time, cands []mesh.ID, holders int, runnin
 		}
 		due = append(due, id)
 	}
+	slices.SortStableFunc(due, func(a, b mesh.ID) int {
+		return dl.lastAsked(a).Compare(dl.lastAsked(b))
+	})
 	return due
+}
+
+// lastAsked is when peer id's last ask or part ended; zero if never (or
+// since it showed it downloads the resource: fetching). dl.mu is held.
+func (dl *download) lastAsked(id mesh.ID) time.Time {
+	if ip := dl.idle[id]; ip != nil {
+		return ip.at
+	}
+	return time.Time{}
 }
 
 // idleEnded records the end of the ask or the part of peer id at now
@@ -158,4 +174,28 @@ func (dl *download) pruneIdle(now time.Time, cands []mesh.ID, running map[mesh.I
 			delete(dl.idle, id)
 		}
 	}
+}
+
+// pieceWait says whether a download that has its manifest waits for a
+// holder, for Transfer.Waiting: WaitNoHolder when no peer online offers a
+// piece it lacks (its holders went offline, or stopped sharing it), ""
+// when one does or pieces are being pushed to it. decided is false while
+// a peer asked (running) has not answered what it holds: the wait stays
+// as it was, or it would flap at every ask of a peer that holds nothing.
+// dl.mu is held.
+func (dl *download) pieceWait(running map[mesh.ID]bool, pushed bool) (w Wait, decided bool) {
+	if pushed {
+		return "", true
+	}
+	for i, n := range dl.avail {
+		if n > 0 && !dl.have.Has(i) {
+			return "", true
+		}
+	}
+	for id := range running {
+		if dl.peers[id] == nil {
+			return "", false
+		}
+	}
+	return WaitNoHolder, true
 }

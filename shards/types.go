@@ -104,8 +104,8 @@ type Transfer struct {
 	Have  int64  `json:"have"`
 	State State  `json:"state"`
 	Error string `json:"error,omitempty"`
-	// Waiting says why a download has no progress yet: it waits for its
-	// manifest; empty otherwise.
+	// Waiting says why a download makes no progress: it waits for its
+	// manifest, or for a holder of the pieces it lacks; empty otherwise.
 	Waiting Wait `json:"waiting,omitempty"`
 	// Path is where the file is: the user's own file, or the download's
 	// place in the data dir.
@@ -190,13 +190,15 @@ type Content interface {
 	ModTime() time.Time
 }
 
-// Wait is why a download waits for its manifest (Transfer.Waiting).
+// Wait is why a download waits (Transfer.Waiting).
 type Wait string
 
 // Reasons a download waits.
 const (
 	// WaitNoHolder: no node that holds the resource is online (the
-	// catalogs list none and the link's node is offline); the linked
+	// catalogs list none and the link's node is offline), or, once the
+	// download has its manifest, no peer online holds a piece it lacks
+	// (its holders went offline or stopped sharing it); the linked
 	// peers are asked now and then, and a holder that comes online at
 	// once.
 	WaitNoHolder Wait = "no_holder"
