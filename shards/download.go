@@ -174,6 +174,9 @@ type downloads struct {
 	// afterWrite, if set (tests), is called with each piece just written
 	// to the part file, before its bit is set.
 	afterWrite func(id MD5, piece int, data []byte)
+	// trace, if set (BenchmarkDownloadGoodput -shards.trace), counts
+	// what the loops do.
+	trace *dlTrace
 }
 
 var _ pieceSource = (*downloads)(nil)
@@ -1707,6 +1710,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 	// check checks and writes the answers of batch; an error ends the
 	// peer's part.
 	check := func(batch []blockResult) error {
+		if t := dl.d.trace; t != nil {
+			defer func(t0 time.Time) { t.checkNs.Add(int64(time.Since(t0))) }(time.Now())
+		}
 		sums := dl.sumSpans(p, batch)
 		for i, r := range batch {
 			var rs []MD5
@@ -1754,6 +1760,11 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		if len(as) > 1 {
 			proto = ProtoSpan
 		}
+		if t := dl.d.trace; t != nil {
+			t.firstSent.CompareAndSwap(0, time.Now().UnixNano())
+			t.sent.Add(1)
+			t.sentB.Add(int64(req.Len))
+		}
 		go func() {
 			start := time.Now()
 			data, err := node.Request(as[0].ctx, id, proto, encodeBlockReq(req), mesh.OverBulk())
@@ -1766,6 +1777,9 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			as, req, ok, short := dl.nextBlock(ctx, p, &pipe, false)
 			if short != nil {
 				budgetC = short
+				if t := dl.d.trace; t != nil {
+					t.short.Add(1)
+				}
 			}
 			if !ok {
 				break
@@ -1827,6 +1841,19 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 		if complete && inflight == 0 {
 			return nil
 		}
+		var idle time.Time
+		if t := dl.d.trace; t != nil {
+			t.loops.Add(1)
+			t.inflight.Store(int64(inflight))
+			t.infB.Store(inflightB)
+			t.window.Store(pipe.window)
+			t.rate.Store(int64(pipe.rate))
+			t.block.Store(pipe.block)
+			t.held.Store(int64(len(held)))
+			if inflight == 0 {
+				idle = time.Now()
+			}
+		}
 		if reading && len(held) > 0 {
 			// A reader (a seek, playback, the gallery) may wait on a
 			// held piece: it is checked now, not after holdMax. No
@@ -1851,6 +1878,11 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			}
 			stall.Reset(dl.d.cfg.RequestTimeout)
 		case r := <-results:
+			if t := dl.d.trace; t != nil {
+				if !idle.IsZero() {
+					t.idleNs.Add(int64(time.Since(idle)))
+				}
+			}
 			// The answers in already are taken with it, so that their
 			// pieces are checked in the SIMD lanes together (sumSpans).
 			fresh := append(batch[:0], r)
@@ -1867,6 +1899,14 @@ func (dl *download) fetchFrom(ctx context.Context, id mesh.ID) error {
 			for _, r := range fresh {
 				inflight--
 				inflightB -= int64(r.req.Len)
+				if t := dl.d.trace; t != nil {
+					t.got.Add(1)
+					t.gotB.Add(int64(len(r.data)))
+					t.took(r.took)
+					if r.err != nil {
+						t.errs.Add(1)
+					}
+				}
 				answered = answered || r.err == nil
 				for _, a := range r.as {
 					delete(sent, a)
