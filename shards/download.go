@@ -2496,8 +2496,8 @@ type sentRequest struct {
 // An answer lost on the link is resent by SCTP, by fast retransmit or, if
 // that is lost too, on the retransmission timer: at least 1 s in
 // pion/sctp, doubling. Over WebRTC on loopback one 256 KiB answer of a few
-// hundred took 4.5-5.7 s while the answers after it kept coming (the bulk
-// channel is unordered); the whole-file MD5 waited at that piece and then
+// hundred took 4.5-5.7 s (the bulk channel is ordered by default, so the
+// answers behind it waited too); the whole-file MD5 waited at that piece and then
 // hashed up to 1,500 pieces (400 ms on one core) at once, and when the
 // piece was among the last, the download waited for it: with one holder
 // endgame has no other peer to ask (BENCHMARKS.md, good5). Only the first
