@@ -105,6 +105,11 @@ export default {
     let sortBy = 'name';
     const pushes = new Map(); // push id → status
     let viewing = null; // the id shown in the viewer
+    // read counts the answers of one kind of GET the view has read,
+    // whether it kept them or not, so that a test knows one has been.
+    const read = (what) => {
+      root.dataset[what] = String(Number(root.dataset[what] || 0) + 1);
+    };
 
     // ---- skeleton ----
 
@@ -627,6 +632,7 @@ export default {
             // meanwhile would show as downloading again).
             const since = shardsSeq;
             const x = await getJSON(shardPath(id));
+            read('readTransfer');
             if ((eventAt.get(id) || 0) <= since) apply({ transfer: x });
             break;
           }
