@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/shards"
@@ -16,24 +14,6 @@ import (
 // test here holds one GET on the server until an event newer than its
 // answer is shown, then lets it go: the view must keep what the event
 // said.
-
-// viewRead returns the JS for how many answers of the GET kind what the
-// view has read (its root's data-read-* counter).
-func viewRead(what string) string {
-	return `document.querySelector("#view").dataset.` + what
-}
-
-// checkJS fails the test unless the JS expression is true now.
-func checkJS(t *testing.T, ctx context.Context, expr, msg string) {
-	t.Helper()
-	ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ok {
-		t.Fatal(msg)
-	}
-}
 
 // startDownload makes a download of f at have bytes.
 func startDownload(t *testing.T, files *fakeFiles, f shards.File, have int64, sources map[mesh.ID]int64) {
@@ -105,8 +85,7 @@ func TestBrowserFilesTransfersHeldGET(t *testing.T) {
 		t.Fatal(err)
 	}
 	browsertest.Until(t, ctx, wait, row(finishing)+`?.dataset.state === "done" && `+row(later)+`?.dataset.state === "downloading"`)
-	holds["/api/shards"].letGo()
-	browsertest.Until(t, ctx, wait, viewRead("readTransfers")+` === "1"`)
+	holds["/api/shards"].letGoAndWait(t, ctx, "readTransfers", wait)
 	checkJS(t, ctx, row(finishing)+`?.dataset.state === "done"`, "the first read of the transfers took a finished download back to downloading")
 	checkJS(t, ctx, row(cancelled)+` === null`, "the first read of the transfers put back a cancelled download")
 	checkJS(t, ctx, row(later)+`?.dataset.state === "downloading"`, "the first read of the transfers dropped a download begun while it was on its way")
@@ -130,8 +109,7 @@ func TestBrowserFilesDirectoryHeldGET(t *testing.T) {
 	legend := `document.querySelector('#files-transfers li[data-id="` + f.ID.String() + `"] .sources-legend')?.textContent`
 	node.setRecords(mesh.Record{ID: charlie, Name: "charlie"})
 	browsertest.Until(t, ctx, wait, legend+` === "charlie 100%"`)
-	holds["/api/directory"].letGo()
-	browsertest.Until(t, ctx, wait, viewRead("readDirectory")+` === "1"`)
+	holds["/api/directory"].letGoAndWait(t, ctx, "readDirectory", wait)
 	checkJS(t, ctx, legend+` === "charlie 100%"`,
 		"the first read of the directory, older than the event that brought charlie, took charlie's name away")
 }
@@ -153,8 +131,7 @@ func TestBrowserFilesListHeldGET(t *testing.T) {
 
 	files.addRemote("new.txt", []byte("new"), bravo)
 	browsertest.Until(t, ctx, wait, `document.querySelector("#files-count")?.textContent === "2 files online"`)
-	holds["/api/files"].letGo()
-	browsertest.Until(t, ctx, wait, viewRead("readFiles")+` === "2"`)
+	holds["/api/files"].letGoAndWait(t, ctx, "readFiles", wait)
 	checkJS(t, ctx, `document.querySelector("#files-count").textContent === "2 files online"
 		&& document.querySelectorAll("#files-table tbody tr").length === 2`,
 		"the first read of the file list, answered before a file was shared and read after the next read, took the file away")

@@ -27,41 +27,10 @@ func filesPage(t *testing.T, node Node, cfg Config, lang string) context.Context
 	return ctx
 }
 
-// filesPageHolding is filesPage with a heldGET in front of the server for
-// each of paths, armed just before the view opens when armAtOpen is set
-// (the page's probe of /api/files is over by then). The stream does not
-// resend the directory every few seconds: a stale one the view keeps
-// stays.
+// filesPageHolding is filesPage with holds (see holdingPage).
 func filesPageHolding(t *testing.T, node Node, cfg Config, lang string, armAtOpen bool, paths ...string) (context.Context, map[string]*heldGET) {
 	t.Helper()
-	cfg.Addr, cfg.Version = "127.0.0.1:0", "test"
-	s, err := New(cfg, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(paths) > 0 {
-		s.timing.refresh = time.Hour
-	}
-	holds := map[string]*heldGET{}
-	for _, p := range paths {
-		holds[p] = holdGET(t, s, p)
-	}
-	base, _ := serve(t, s)
-	ctx := browsertest.New(t)
-	if err := browsertest.SetLanguage(ctx, lang); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
-		t.Fatal(err)
-	}
-	browsertest.Until(t, ctx, 10*time.Second, `document.querySelector('.nav-link[data-view="files"]') !== null`)
-	if armAtOpen {
-		for _, h := range holds {
-			h.arm()
-		}
-	}
-	click(t, ctx, `.nav-link[data-view="files"]`)
-	return ctx, holds
+	return holdingPage(t, node, cfg, lang, "files", armAtOpen, paths...)
 }
 
 // TestBrowserFiles walks through the Files view: another node's image in

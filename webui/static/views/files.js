@@ -12,7 +12,7 @@
 // Transfer rows and gallery tiles are kept by id and updated in place, so
 // that progress a few times a second neither reloads thumbnails nor eats
 // a click.
-import { h, shortID } from '../dom.js';
+import { h, shortID, countRead } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatBytes, formatRate, formatETA } from '../format.js';
@@ -112,11 +112,7 @@ export default {
     let shardsSeq = 0;
     const eventAt = new Map();
     const changedSince = (id, since) => (eventAt.get(id) || 0) > since;
-    // read counts the answers of one kind of GET the view has read,
-    // whether it kept them or not, so that a test knows one has been.
-    const read = (what) => {
-      root.dataset[what] = String(Number(root.dataset[what] || 0) + 1);
-    };
+    const read = (what) => countRead(root, what);
 
     // ---- skeleton ----
 
