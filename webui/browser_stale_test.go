@@ -1,9 +1,11 @@
 package webui
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/music"
@@ -81,4 +83,29 @@ func TestBrowserMeshDirectoryHeldGET(t *testing.T) {
 	checkJS(t, ctx, `document.querySelectorAll("#mesh-graph .mesh-node").length === 4
 		&& document.querySelector("#mesh-count").textContent === "4 nodes online · 4 links"`,
 		"the Mesh view's first read of the directory, older than the event that brought three nodes, took them away")
+}
+
+// TestBrowserChatChannelsHeldGET: the Chat view's first read of the
+// channels is on its way when a channel is made; its event makes the view
+// read them again, and that answer comes first. The older one, coming
+// last, must not take the new channel away.
+func TestBrowserChatChannelsHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Joined: true, Members: 2})
+	chat.addChannel(chatlog.ChannelInfo{ID: historyID, Name: "history", Joined: true, Members: 2})
+	ctx, holds := holdingPage(t, node, Config{Chat: chat}, "en-US", "chat", true, "/api/channels")
+	const wait = 10 * time.Second
+	held := holds["/api/channels"]
+	held.wait(t, wait) // it has read general and history
+
+	if _, err := chat.CreateChannel(context.Background(), "new", false); err != nil {
+		t.Fatal(err)
+	}
+	joined := `[...document.querySelectorAll("#chat-joined .chan-name")].map((e) => e.textContent).join(",")`
+	browsertest.Until(t, ctx, wait, joined+` === "general,history,new"`)
+	held.letGoAndWait(t, ctx, "readChannels", wait)
+	checkJS(t, ctx, joined+` === "general,history,new"`,
+		"the Chat view's first read of the channels, answered before a channel was made and read after the next read, took the channel away")
 }
