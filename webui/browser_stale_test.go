@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"crypto/md5"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/catnest/catnest/internal/browsertest"
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/music"
+	"github.com/catnest/catnest/plugins"
 )
 
 // Views other than Files that read state with GETs and follow it with
@@ -108,4 +110,29 @@ func TestBrowserChatChannelsHeldGET(t *testing.T) {
 	held.letGoAndWait(t, ctx, "readChannels", wait)
 	checkJS(t, ctx, joined+` === "general,history,new"`,
 		"the Chat view's first read of the channels, answered before a channel was made and read after the next read, took the channel away")
+}
+
+// TestBrowserPluginsMarketHeldGET: the Plugins view's first read of the
+// market is on its way when a plugin is published; its event makes the
+// view read the market again, and that answer comes first. The older one,
+// coming last, must not take the new plugin away.
+func TestBrowserPluginsMarketHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	listing := func(name string) plugins.Listing {
+		return plugins.Listing{ID: md5.Sum([]byte(name)), Name: name, Version: "1.0", Permissions: []string{},
+			Publisher: fakeID("bravo"), PublisherName: "bravo", Online: true}
+	}
+	fp := &fakePlugins{market: []plugins.Listing{listing("clock")}}
+	ctx, holds := holdingPage(t, node, Config{Plugins: fp}, "en-US", "plugins", true, "/api/plugins/market")
+	const wait = 10 * time.Second
+	held := holds["/api/plugins/market"]
+	held.wait(t, wait) // it has read clock alone
+
+	fp.setMarket(listing("clock"), listing("weather"))
+	names := `[...document.querySelectorAll("#plugins-market li")].map((e) => e.dataset.name).join(",")`
+	browsertest.Until(t, ctx, wait, names+` === "clock,weather"`)
+	held.letGoAndWait(t, ctx, "readMarket", wait)
+	checkJS(t, ctx, names+` === "clock,weather"`,
+		"the Plugins view's first read of the market, answered before a plugin was published and read after the next read, took the plugin away")
 }
