@@ -26,7 +26,8 @@ const views = [peers, mesh, chat, files, music, live, call, plugins, settings];
 const shown = new Set(views.filter((v) => !v.available));
 
 const $ = (sel) => document.querySelector(sel);
-const events = new EventStream('api/events');
+// The snapshots the stream sends when it connects (webui feeds).
+const events = new EventStream('api/events', ['peers', 'directory', 'live']);
 let node = null;
 
 // ---- header: node name and ID ----
