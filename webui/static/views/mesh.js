@@ -508,9 +508,10 @@ export default {
     renderText();
     // dirSeq counts "directory" events. The stream sends the directory
     // when it connects, and again only when it changes or every few
-    // seconds: a view that was not listening then asks for it. The answer
-    // is dropped if an event came while it was on its way (it may be
-    // older); the last event, which on() gives at once, counts as older.
+    // seconds; the page keeps the last one (app.js), and the view asks for
+    // it too, for a stream that has not sent one yet. The answer is
+    // dropped if an event came while it was on its way (it may be older);
+    // the last event, which on() gives at once, counts as older.
     let dirSeq = 0;
     let unmounted = false;
     const offDir = events.on('directory', (data) => {
