@@ -23,22 +23,14 @@ import (
 // lang, opens the page and goes to the Files view.
 func filesPage(t *testing.T, node Node, cfg Config, lang string) context.Context {
 	t.Helper()
-	cfg.Addr, cfg.Version = "127.0.0.1:0", "test"
-	s, err := New(cfg, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := serve(t, s)
-	ctx := browsertest.New(t)
-	if err := browsertest.SetLanguage(ctx, lang); err != nil {
-		t.Fatal(err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
-		t.Fatal(err)
-	}
-	browsertest.Until(t, ctx, 10*time.Second, `document.querySelector('.nav-link[data-view="files"]') !== null`)
-	click(t, ctx, `.nav-link[data-view="files"]`)
+	ctx, _ := filesPageHolding(t, node, cfg, lang, false)
 	return ctx
+}
+
+// filesPageHolding is filesPage with holds (see holdingPage).
+func filesPageHolding(t *testing.T, node Node, cfg Config, lang string, armAtOpen bool, paths ...string) (context.Context, map[string]*heldGET) {
+	t.Helper()
+	return holdingPage(t, node, cfg, lang, "files", armAtOpen, paths...)
 }
 
 // TestBrowserFiles walks through the Files view: another node's image in

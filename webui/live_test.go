@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/catnest/catnest/live"
+	"github.com/catnest/catnest/mesh"
 )
 
 // fakeLive is a Live with one room, "r1", whose WHIP token is liveToken.
@@ -19,6 +20,11 @@ type fakeLive struct {
 	calls []string
 	// watchErr is what Watch returns, if not nil.
 	watchErr error
+	// children are the nodes Tree says this node relays to.
+	children []mesh.ID
+	// answer, when set, makes Watch's answer to a browser's offer, for a
+	// page that must get as far as watching.
+	answer func(offer string) (string, error)
 }
 
 const liveToken = "roomtoken0123"
@@ -44,7 +50,7 @@ func (f *fakeLive) Room(id string) (live.Room, bool) {
 }
 func (f *fakeLive) Create(ctx context.Context, title, description, chat string) (live.Created, error) {
 	f.call("create")
-	return live.Created{Room: live.Room{ID: "r2", Title: title, Live: true}, Token: "t"}, nil
+	return live.Created{Room: live.Room{ID: "r2", Title: title, Live: true, Chat: chat}, Token: "t"}, nil
 }
 func (f *fakeLive) End(ctx context.Context, id string) error {
 	f.call("end " + id)
@@ -70,18 +76,32 @@ func (f *fakeLive) Watch(ctx context.Context, room, offer string) (string, strin
 	if f.watchErr != nil {
 		return "", "", f.watchErr
 	}
+	if f.answer != nil {
+		a, err := f.answer(offer)
+		return a, "vSESSION", err
+	}
 	return "v=0 answer", "vSESSION", nil
 }
 func (f *fakeLive) Stop(room, session string) error {
 	f.call("stop " + room + " " + session)
 	return nil
 }
-func (f *fakeLive) Tree(room string) (live.TreeInfo, error) { return live.TreeInfo{Room: room}, nil }
-func (f *fakeLive) Fanout() int                             { return 3 }
-func (f *fakeLive) Subscribe() (<-chan struct{}, func())    { return make(chan struct{}), func() {} }
-func (f *fakeLive) sdp() *strings.Reader                    { return strings.NewReader("v=0 offer") }
-func (f *fakeLive) String() string                          { return fmt.Sprint(f.called()) }
-func (f *fakeLive) reset()                                  { f.mu.Lock(); f.calls = nil; f.mu.Unlock() }
+func (f *fakeLive) Tree(room string) (live.TreeInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return live.TreeInfo{Room: room, Host: true, Children: append([]mesh.ID{}, f.children...)}, nil
+}
+
+func (f *fakeLive) setChildren(ids ...mesh.ID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.children = ids
+}
+func (f *fakeLive) Fanout() int                          { return 3 }
+func (f *fakeLive) Subscribe() (<-chan struct{}, func()) { return make(chan struct{}), func() {} }
+func (f *fakeLive) sdp() *strings.Reader                 { return strings.NewReader("v=0 offer") }
+func (f *fakeLive) String() string                       { return fmt.Sprint(f.called()) }
+func (f *fakeLive) reset()                               { f.mu.Lock(); f.calls = nil; f.mu.Unlock() }
 func (f *fakeLive) only(t *testing.T, want ...string) {
 	t.Helper()
 	if got := f.called(); strings.Join(got, ",") != strings.Join(want, ",") {

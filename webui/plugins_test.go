@@ -15,10 +15,12 @@ import (
 	"github.com/catnest/catnest/shards"
 )
 
-// fakePlugins is a Plugins with a fixed installed list and data in memory.
+// fakePlugins is a Plugins with a fixed installed list, a market the test
+// sets and data in memory.
 type fakePlugins struct {
 	mu        sync.Mutex
 	installed []plugins.Installed
+	market    []plugins.Listing
 	data      map[shards.MD5]map[string]string
 	events    pubsub.Topic[plugins.Event]
 }
@@ -31,7 +33,18 @@ func (f *fakePlugins) Publish(ctx context.Context, src []byte) (plugins.Entry, e
 	return plugins.Entry{ID: md5.Sum(src), Name: h.Name, Version: h.Version}, nil
 }
 func (f *fakePlugins) Market(ctx context.Context, q string) ([]plugins.Listing, error) {
-	return []plugins.Listing{}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]plugins.Listing{}, f.market...), nil
+}
+
+// setMarket makes the market l and says so, as the service does when a
+// node publishes.
+func (f *fakePlugins) setMarket(l ...plugins.Listing) {
+	f.mu.Lock()
+	f.market = slices.Clone(l)
+	f.mu.Unlock()
+	f.events.Publish(plugins.Event{Market: true})
 }
 func (f *fakePlugins) Installed(ctx context.Context) ([]plugins.Installed, error) {
 	f.mu.Lock()

@@ -18,12 +18,16 @@ export async function getJSON(path, { signal } = {}) {
 
 // EventStream is the page's one connection to /api/events. Views subscribe
 // to named events with on(); the last value of each event is kept, so a view
-// that mounts later renders at once. EventSource reconnects by itself after
-// a network error; when it gives up (an HTTP error), we start a new one.
+// that mounts later renders at once. Events of the names in keep are kept
+// from the start: the node sends those snapshots when the stream connects
+// and then only on a change or every few seconds, so one sent before a view
+// listened would otherwise be missed until then. EventSource reconnects by
+// itself after a network error; when it gives up (an HTTP error), we start
+// a new one.
 export class EventStream {
-  constructor(url) {
+  constructor(url, keep = []) {
     this.url = url;
-    this.handlers = new Map(); // event name → Set of fns
+    this.handlers = new Map(keep.map((name) => [name, new Set()])); // event name → Set of fns
     this.latest = new Map(); // event name → last data
     this.statusFns = new Set();
     this.state = 'connecting';

@@ -21,3 +21,10 @@ export function h(tag, attrs = {}, ...children) {
 export function shortID(id) {
   return id.length > 8 ? id.slice(0, 8) : id;
 }
+
+// countRead counts on el, as data-WHAT, the answers of one kind of GET a
+// view has read, whether it kept them or not: a test that holds a GET
+// waits for this to know the view has had the answer.
+export function countRead(el, what) {
+  el.dataset[what] = String(Number(el.dataset[what] || 0) + 1);
+}

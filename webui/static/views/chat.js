@@ -12,7 +12,7 @@
 // The view opens on the channel used last (kept in localStorage), or on the
 // only joined channel. Channels other nodes created come with the directory,
 // which raises no chat event: the list is fetched again when it changes.
-import { h, shortID } from '../dom.js';
+import { h, shortID, countRead } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { chatFilter } from '../plugins-host.js';
@@ -134,12 +134,27 @@ export default {
     // loadChannels fetches the channel list. With no channel (or one that
     // is gone) selected, it opens the only joined channel, if there is
     // one, and then returns true: select has loaded its messages.
+    // Events start reads while one is on its way, and the older answer
+    // may come last: of the reads begun, only the newest answer read so
+    // far is shown (channelsShown is its number).
+    let channelLoads = 0;
+    let channelsShown = 0;
     async function loadChannels() {
+      const n = ++channelLoads;
+      let got;
+      let error = '';
       try {
-        channels = await getJSON('api/channels');
-        channelsError = '';
+        got = await getJSON('api/channels');
       } catch (err) {
-        channelsError = err.message;
+        error = err.message;
+      }
+      countRead(root, 'readChannels');
+      if (n < channelsShown) return false;
+      channelsShown = n;
+      if (error) channelsError = error;
+      else {
+        channels = got;
+        channelsError = '';
       }
       if (channels && !current()) {
         const joined = channels.filter((c) => c.joined);

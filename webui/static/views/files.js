@@ -12,7 +12,7 @@
 // Transfer rows and gallery tiles are kept by id and updated in place, so
 // that progress a few times a second neither reloads thumbnails nor eats
 // a click.
-import { h, shortID } from '../dom.js';
+import { h, shortID, countRead } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatBytes, formatRate, formatETA } from '../format.js';
@@ -105,6 +105,14 @@ export default {
     let sortBy = 'name';
     const pushes = new Map(); // push id → status
     let viewing = null; // the id shown in the viewer
+    // A GET answered before an event but read after it is older than what
+    // the event said. shardsSeq counts "shards" events and eventAt has,
+    // for each transfer, the count at its last event (a removal too), so
+    // an answer keeps only what no event changed while it was on its way.
+    let shardsSeq = 0;
+    const eventAt = new Map();
+    const changedSince = (id, since) => (eventAt.get(id) || 0) > since;
+    const read = (what) => countRead(root, what);
 
     // ---- skeleton ----
 
@@ -184,12 +192,27 @@ export default {
 
     // ---- data ----
 
+    // filesLoads counts the reads of the file list begun, filesShown the
+    // one shown last: an event starts a new read while one is on its way,
+    // and the older answer may come last.
+    let filesLoads = 0;
+    let filesShown = 0;
     async function loadFiles() {
+      const n = ++filesLoads;
+      let got;
+      let error = '';
       try {
-        files = await getJSON('api/files');
-        filesError = '';
+        got = await getJSON('api/files');
       } catch (err) {
-        filesError = err.message;
+        error = err.message;
+      }
+      read('readFiles');
+      if (n < filesShown) return;
+      filesShown = n;
+      if (error) filesError = error;
+      else {
+        files = got;
+        filesError = '';
       }
       renderFiles();
     }
@@ -197,7 +220,14 @@ export default {
     // loadTransfers reads as many transfers as the list shows, newest
     // first, a page at a time (a node can share 100,000 files: the whole
     // list is tens of MB); X-Total-Count says how many there are.
+    // A transfer an event changed (or added, or removed) while the pages
+    // were on their way keeps what the event said: the pages may be older.
+    // Of two reads on their way at once, the one begun last wins.
+    let transferLoads = 0;
+    let transfersShown = 0;
     async function loadTransfers() {
+      const n = ++transferLoads;
+      const since = shardsSeq;
       try {
         const got = [];
         let total = 0;
@@ -209,10 +239,22 @@ export default {
           off += limit;
           if (list.length < limit) break;
         }
+        read('readTransfers');
+        if (n < transfersShown) return;
+        transfersShown = n;
+        const next = new Map();
+        for (const x of got) {
+          if (!changedSince(x.id, since)) next.set(x.id, x);
+          else if (transfers.has(x.id)) next.set(x.id, transfers.get(x.id));
+        }
+        for (const [id, x] of transfers) {
+          if (!next.has(id) && changedSince(id, since)) next.set(id, x);
+        }
         transfers.clear();
-        for (const x of got) transfers.set(x.id, x);
+        for (const [id, x] of next) transfers.set(id, x);
         transfersTotal = total;
       } catch (err) {
+        read('readTransfers');
         toast(t('files.loadFailed', { msg: err.message }));
       }
       renderTransfers();
@@ -627,7 +669,8 @@ export default {
             // meanwhile would show as downloading again).
             const since = shardsSeq;
             const x = await getJSON(shardPath(id));
-            if ((eventAt.get(id) || 0) <= since) apply({ transfer: x });
+            read('readTransfer');
+            if (!changedSince(id, since)) apply({ transfer: x });
             break;
           }
           case 'remove': {
@@ -828,17 +871,16 @@ export default {
 
     let unmounted = false;
     renderAll();
-    loadFiles();
-    loadTransfers();
-    // shardsSeq counts "shards" events; eventAt has, for each transfer,
-    // the count at its last event.
-    let shardsSeq = 0;
-    const eventAt = new Map();
+    // The stream's last event comes at once, before the reads begin: it is
+    // older than their answers.
     const offShards = events.on('shards', (ev) => {
       shardsSeq++;
       if (ev && ev.transfer) eventAt.set(ev.transfer.id, shardsSeq);
+      if (ev && ev.removed) eventAt.set(ev.removed, shardsSeq);
       apply(ev);
     });
+    loadFiles();
+    loadTransfers();
     // The stream resends the directory every few seconds. The files are
     // read again only when who is online changes (the file list can be
     // 100,000 entries), and the view redrawn only when that or a name
@@ -858,9 +900,19 @@ export default {
       else if (files) renderFiles(); // holders' names
     };
     // The stream sends the directory when it connects and when it
-    // changes; a view mounted in between asks for it.
-    getJSON('api/directory').then(setDir, () => {});
-    const offDir = events.on('directory', setDir);
+    // changes; a view mounted in between asks for it. An answer read after
+    // a directory event may be older than the event: it is dropped (the
+    // last event, which on() gives at once, counts as older).
+    let dirSeq = 0;
+    const offDir = events.on('directory', (data) => {
+      dirSeq++;
+      setDir(data);
+    });
+    const dirSince = dirSeq;
+    getJSON('api/directory').then((data) => {
+      read('readDirectory');
+      if (dirSeq === dirSince) setDir(data);
+    }, () => read('readDirectory'));
     // After a reconnect, events may have been missed.
     const offStatus = events.onStatus((state) => {
       if (state === 'open') {

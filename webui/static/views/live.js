@@ -1,7 +1,7 @@
 // The Live view: the mesh's live rooms, going live (camera, microphone or
 // screen, published over WHIP to this node), watching over WHEP from this
 // node, and the room's chat beside the video.
-import { h, shortID } from '../dom.js';
+import { h, shortID, countRead } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatSince } from '../format.js';
@@ -86,14 +86,29 @@ export default {
 
     getJSON('api/node').then((n) => { self = n.id; render(); }).catch(() => {});
 
+    // Every chat event reads the messages again, so reads overlap and an
+    // older answer may come last: of the reads begun, only the newest
+    // answer read so far is shown. The same goes for the tree's polls.
+    let chatLoads = 0;
+    let chatShown = 0;
     async function loadChat() {
       const room = watching?.room || hosting?.room;
-      if (!room?.chat) { messages = []; return; }
-      try {
-        messages = await getJSON(`api/channels/${room.chat}/messages?limit=50`);
-      } catch {
+      const n = ++chatLoads;
+      if (!room?.chat) {
+        chatShown = n;
         messages = [];
+        return;
       }
+      let got;
+      try {
+        got = await getJSON(`api/channels/${room.chat}/messages?limit=50`);
+      } catch {
+        got = [];
+      }
+      countRead(root, 'readLiveChat');
+      if (n < chatShown) return;
+      chatShown = n;
+      messages = got;
       render();
     }
 
@@ -132,14 +147,22 @@ export default {
       render();
     }
 
+    let treeLoads = 0;
+    let treeShown = 0;
     async function refreshTree() {
       const room = watching?.room || hosting?.room;
       if (!room) return;
+      const n = ++treeLoads;
+      let got;
       try {
-        tree = await getJSON(`api/live/rooms/${room.id}/tree`);
+        got = await getJSON(`api/live/rooms/${room.id}/tree`);
       } catch {
-        tree = null;
+        got = null;
       }
+      countRead(root, 'readTree');
+      if (n < treeShown) return;
+      treeShown = n;
+      tree = got;
       render();
     }
     const treeTimer = setInterval(refreshTree, 2000);

@@ -10,7 +10,7 @@
 // The list is virtualised: a library of 20,000 tracks is one tall empty
 // box with only the rows in sight (and a few around) in the DOM, so
 // scrolling, searching and a library change stay smooth.
-import { h, shortID } from '../dom.js';
+import { h, shortID, countRead } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatBytes } from '../format.js';
@@ -162,12 +162,21 @@ export default {
       }
     }
 
+    // scanSeq counts the scan states taken from events: a GET answered
+    // before one but read after it is older (a scan that finished would
+    // show as running until the next scan).
+    let scanSeq = 0;
     async function loadScan() {
+      const seq = scanSeq;
       try {
-        scan = await getJSON('api/music/scan');
+        const st = await getJSON('api/music/scan');
+        if (seq !== scanSeq) return;
+        scan = st;
         renderScan();
       } catch {
         // the next event tries again
+      } finally {
+        countRead(root, 'readScan');
       }
     }
 
@@ -575,6 +584,7 @@ export default {
     let libraryTimer = 0;
     const offMusic = events.on('music', (ev) => {
       if (ev.scan) {
+        scanSeq++;
         scan = ev.scan;
         renderScan();
       }

@@ -3,7 +3,7 @@
 // disable, update, uninstall), and an editor that opens on a template,
 // tries a plugin in the sandbox without publishing it, and publishes it.
 // Installing or trying asks the user which permissions to grant.
-import { h, shortID } from '../dom.js';
+import { h, shortID, countRead } from '../dom.js';
 import { t } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { editor } from '../highlight.js';
@@ -114,20 +114,40 @@ export default {
       });
     }
 
+    // Events and the search start reads while one is on its way, and the
+    // older answer may come last (another search's, or the list before a
+    // change): of the reads begun, only the newest answer read so far is
+    // shown.
+    let marketLoads = 0;
+    let marketShown = 0;
     async function loadMarket() {
+      const n = ++marketLoads;
       try {
-        market = await getJSON(`api/plugins/market${query ? `?q=${encodeURIComponent(query)}` : ''}`);
+        const got = await getJSON(`api/plugins/market${query ? `?q=${encodeURIComponent(query)}` : ''}`);
+        if (n < marketShown) return;
+        marketShown = n;
+        market = got;
       } catch (err) {
         toast(t('plugins.err.load', { msg: err.message }));
+      } finally {
+        countRead(root, 'readMarket');
       }
       if (alive && tab === 'market') renderList();
     }
 
+    let installedLoads = 0;
+    let installedShown = 0;
     async function loadInstalled() {
+      const n = ++installedLoads;
       try {
-        installed = await getJSON('api/plugins');
+        const got = await getJSON('api/plugins');
+        if (n < installedShown) return;
+        installedShown = n;
+        installed = got;
       } catch (err) {
         toast(t('plugins.err.load', { msg: err.message }));
+      } finally {
+        countRead(root, 'readInstalled');
       }
       if (alive && tab === 'installed') renderList();
     }

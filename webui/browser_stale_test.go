@@ -1,0 +1,138 @@
+package webui
+
+import (
+	"context"
+	"crypto/md5"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/chatlog"
+	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/music"
+	"github.com/catnest/catnest/plugins"
+)
+
+// Views other than Files that read state with GETs and follow it with
+// events: each test holds one GET until a newer event is shown, then lets
+// it go, and the view must keep what the event said.
+
+// TestBrowserMusicScanHeldGET: the Music view's first read of the scan
+// is on its way when the scan finishes. Its answer ("scanning") must not
+// bring the finished scan's progress back.
+func TestBrowserMusicScanHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	m := newFakeMusic()
+	m.add(music.Track{Title: "Purr Song", Artist: "Cats", Album: "LP", Format: "mp3", Duration: 200}, []byte("audio"))
+	m.setScan(music.ScanStatus{State: "scanning", Files: 10, Done: 4, Bytes: 3 << 20})
+	ctx, holds := holdingPage(t, newFakeNode("alpha"), Config{Music: m}, "en-US", "music", true, "/api/music/scan")
+	const wait = 10 * time.Second
+	held := holds["/api/music/scan"]
+	held.wait(t, wait) // it has read "scanning"
+	browsertest.Until(t, ctx, wait, `document.querySelector("#music-scan") !== null`)
+
+	m.setScan(music.ScanStatus{State: "idle", Files: 10, Done: 10})
+	browsertest.Until(t, ctx, wait, `document.querySelector("#music-scan").hidden`)
+	held.letGoAndWait(t, ctx, "readScan", wait)
+	checkJS(t, ctx, `document.querySelector("#music-scan").hidden`,
+		"the first read of the scan, answered while it ran and read after it finished, showed it running again")
+}
+
+// TestBrowserMeshPeersHeldGET: the Mesh view polls this node's links for
+// their bytes; a poll is on its way when a link turns out relayed. Its
+// answer, older than that "peers" event, must not take the relay away.
+func TestBrowserMeshPeersHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	node.add(fakePeer("bravo", 9*time.Millisecond, true, time.Now()))
+	node.add(fakePeer("delta", 30*time.Millisecond, false, time.Now()))
+	node.setRecords(ringDirectory(time.Now())...)
+	ctx, holds := holdingPage(t, node, Config{}, "en-US", "mesh", true, "/api/peers")
+	const wait = 20 * time.Second // the first poll is 5 s after the view opens
+	held := holds["/api/peers"]
+	held.wait(t, wait) // it has read two direct links
+	browsertest.Until(t, ctx, wait, `document.querySelector("#mesh-relayed")?.hidden === true
+		&& document.querySelectorAll("#mesh-graph .mesh-edge").length === 4`)
+
+	delta := fakePeer("delta", 30*time.Millisecond, false, time.Now())
+	delta.Route, delta.Relayed, delta.BytesIn, delta.BytesOut = mesh.RouteTURN, true, 500, 100
+	node.add(delta)
+	browsertest.Until(t, ctx, wait, `!document.querySelector("#mesh-relayed").hidden
+		&& document.querySelectorAll("#mesh-graph .mesh-edge.relayed").length === 1`)
+	held.letGoAndWait(t, ctx, "readPeers", wait)
+	checkJS(t, ctx, `!document.querySelector("#mesh-relayed").hidden
+		&& document.querySelectorAll("#mesh-graph .mesh-edge.relayed").length === 1`,
+		"a poll of the links, answered before one turned relayed and read after its event, took the relay away")
+}
+
+// TestBrowserMeshDirectoryHeldGET: the Mesh view reads the directory
+// when it opens (the stream sent it before the view listened); that read
+// is on its way when three nodes come online. Its answer, with this node
+// alone, must not take them away.
+func TestBrowserMeshDirectoryHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	ring := ringDirectory(time.Now())
+	node.setRecords(ring[0])
+	ctx, holds := holdingPage(t, node, Config{}, "en-US", "mesh", true, "/api/directory")
+	const wait = 10 * time.Second
+	held := holds["/api/directory"]
+	held.wait(t, wait) // it has read alpha alone
+
+	node.setRecords(ring...)
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#mesh-graph .mesh-node").length === 4`)
+	held.letGoAndWait(t, ctx, "readDirectory", wait)
+	checkJS(t, ctx, `document.querySelectorAll("#mesh-graph .mesh-node").length === 4
+		&& document.querySelector("#mesh-count").textContent === "4 nodes online · 4 links"`,
+		"the Mesh view's first read of the directory, older than the event that brought three nodes, took them away")
+}
+
+// TestBrowserChatChannelsHeldGET: the Chat view's first read of the
+// channels is on its way when a channel is made; its event makes the view
+// read them again, and that answer comes first. The older one, coming
+// last, must not take the new channel away.
+func TestBrowserChatChannelsHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Joined: true, Members: 2})
+	chat.addChannel(chatlog.ChannelInfo{ID: historyID, Name: "history", Joined: true, Members: 2})
+	ctx, holds := holdingPage(t, node, Config{Chat: chat}, "en-US", "chat", true, "/api/channels")
+	const wait = 10 * time.Second
+	held := holds["/api/channels"]
+	held.wait(t, wait) // it has read general and history
+
+	if _, err := chat.CreateChannel(context.Background(), "new", false); err != nil {
+		t.Fatal(err)
+	}
+	joined := `[...document.querySelectorAll("#chat-joined .chan-name")].map((e) => e.textContent).join(",")`
+	browsertest.Until(t, ctx, wait, joined+` === "general,history,new"`)
+	held.letGoAndWait(t, ctx, "readChannels", wait)
+	checkJS(t, ctx, joined+` === "general,history,new"`,
+		"the Chat view's first read of the channels, answered before a channel was made and read after the next read, took the channel away")
+}
+
+// TestBrowserPluginsMarketHeldGET: the Plugins view's first read of the
+// market is on its way when a plugin is published; its event makes the
+// view read the market again, and that answer comes first. The older one,
+// coming last, must not take the new plugin away.
+func TestBrowserPluginsMarketHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	listing := func(name string) plugins.Listing {
+		return plugins.Listing{ID: md5.Sum([]byte(name)), Name: name, Version: "1.0", Permissions: []string{},
+			Publisher: fakeID("bravo"), PublisherName: "bravo", Online: true}
+	}
+	fp := &fakePlugins{market: []plugins.Listing{listing("clock")}}
+	ctx, holds := holdingPage(t, node, Config{Plugins: fp}, "en-US", "plugins", true, "/api/plugins/market")
+	const wait = 10 * time.Second
+	held := holds["/api/plugins/market"]
+	held.wait(t, wait) // it has read clock alone
+
+	fp.setMarket(listing("clock"), listing("weather"))
+	names := `[...document.querySelectorAll("#plugins-market li")].map((e) => e.dataset.name).join(",")`
+	browsertest.Until(t, ctx, wait, names+` === "clock,weather"`)
+	held.letGoAndWait(t, ctx, "readMarket", wait)
+	checkJS(t, ctx, names+` === "clock,weather"`,
+		"the Plugins view's first read of the market, answered before a plugin was published and read after the next read, took the plugin away")
+}
