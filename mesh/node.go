@@ -856,8 +856,8 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 				default:
 				}
 			case errors.Is(err, signal.ErrNotConnected):
-				// Not registered with the rendezvous yet (a node's first
-				// dials race its registration), or between sockets: the
+				// Between sockets to the rendezvous (a dial waits for the
+				// node's first registration, not for later ones): the
 				// dial is retried, nothing is wrong.
 				n.log.Debug("dial failed", "peer", id.Short(), "err", err)
 			default:

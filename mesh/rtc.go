@@ -117,6 +117,10 @@ type rtcTransport struct {
 	// ended, however it ended; turnOnce closes it.
 	turnFirst chan struct{}
 	turnOnce  sync.Once
+	// registered is closed once the node has first registered with the
+	// rendezvous (see waitRegistered); stopped, once Serve ends.
+	registered, stopped chan struct{}
+	regOnce, stopOnce   sync.Once
 }
 
 // relayedSignal is a signal that came through the mesh, and the neighbour
@@ -180,7 +184,9 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		inbound:    make(map[ID]*handshake),
 		guests:     make(map[string]*Guest),
 
-		turnFirst: make(chan struct{}),
+		turnFirst:  make(chan struct{}),
+		registered: make(chan struct{}),
+		stopped:    make(chan struct{}),
 	}, nil
 }
 
@@ -251,6 +257,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		OnState: func(up bool) {
 			if up {
 				t.log.Info("registered with rendezvous", "url", t.cfg.SignalURL)
+				t.regOnce.Do(func() { close(t.registered) })
 				select {
 				case registered <- struct{}{}:
 				default:
@@ -278,6 +285,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		}
 	})
 	err = sig.Serve(ctx)
+	t.stopOnce.Do(func() { close(t.stopped) })
 	t.mu.Lock()
 	t.sig = nil
 	t.stopping = true
@@ -425,6 +433,7 @@ func (t *rtcTransport) rendezvousFirst(ctx context.Context, typ string, dst ID, 
 
 // Dial opens a link to id through the rendezvous.
 func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
+	t.waitRegistered(ctx)
 	t.waitTURN(ctx)
 	c, err := t.newConn(id, true, "dc_"+rand.Text())
 	if err != nil {
@@ -1053,6 +1062,24 @@ func (t *rtcTransport) setTURN(s []webrtc.ICEServer, expires time.Time) {
 	t.turn, t.turnExpires = s, expires
 	t.mu.Unlock()
 	t.turnOnce.Do(func() { close(t.turnFirst) })
+}
+
+// waitRegistered waits, until ctx ends, for the node's first registration
+// with the rendezvous. Until then a node has no links and the rendezvous is
+// its only way to send an offer, which would fail at once with
+// signal.ErrNotConnected: a dial made just after the node started (the
+// maintainer's first, a Connect) would fail for nothing, as a dial a
+// moment later succeeds. The rendezvous lists a client before the client
+// has read its OPEN, so a caller that waits for the listing (a peer, a
+// test) cannot tell that moment either. Once registered, a node that loses
+// the rendezvous fails such dials at once as before: it may have other
+// ways through the mesh, and a lost rendezvous may not come back soon.
+func (t *rtcTransport) waitRegistered(ctx context.Context) {
+	select {
+	case <-t.registered:
+	case <-t.stopped:
+	case <-ctx.Done():
+	}
 }
 
 // waitTURN waits, for at most turnFetchTimeout, for the first fetch of

@@ -205,11 +205,14 @@ func TestRTCLostAnswerReachesADialerOffTheRendezvous(t *testing.T) {
 
 // cutProxy passes TCP connections on to a server until cut, which closes
 // them and refuses new ones: a node behind it loses the server alone.
+// mend lets connections through again.
 type cutProxy struct {
 	addr string
 	mu   sync.Mutex
 	done bool
 	open map[net.Conn]struct{}
+	// refused counts the connections refused while cut.
+	refused int
 }
 
 func startCutProxy(t testing.TB, upstream string) *cutProxy {
@@ -255,6 +258,7 @@ func (p *cutProxy) track(c net.Conn) bool {
 	defer p.mu.Unlock()
 	if p.done {
 		c.Close()
+		p.refused++
 		return false
 	}
 	p.open[c] = struct{}{}
@@ -267,5 +271,53 @@ func (p *cutProxy) cut() {
 	p.done = true
 	for c := range p.open {
 		c.Close()
+	}
+}
+
+func (p *cutProxy) mend() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = false
+}
+
+func (p *cutProxy) refusedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
+}
+
+// TestRTCConnectWaitsForTheFirstRegistration dials from a node that has not
+// registered with its rendezvous yet. The rendezvous lists a client before
+// the client has read its OPEN, so a caller that waited for the listing
+// dialed into that gap and got signal.ErrNotConnected at once: the offer
+// flood test's capture dial failed so in a CI run ("no offer captured"),
+// and it failed every time with the client's OPEN held back 300 ms. Here
+// the gap is widened further: A's way to the rendezvous is cut until A has
+// been refused once and is dialing. The dial must wait for the
+// registration and link.
+func TestRTCConnectWaitsForTheFirstRegistration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two WebRTC nodes")
+	}
+	testutil.CheckGoroutines(t)
+	rv := startRendezvous(t, false)
+	px := startCutProxy(t, rv.addr)
+	px.cut()
+	manual := func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
+	b, _ := rtcNode(t, rv.url(), rtcOpts{name: "b", configure: manual})
+	a, _ := rtcNode(t, "http://"+px.addr+"/myapp", rtcOpts{name: "a", configure: manual})
+	testutil.WaitFor(t, 20*time.Second, "b to register and a to be refused", func() bool {
+		return slices.Contains(rv.srv.Clients(), string(b.ID())) && px.refusedCount() > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dialed := make(chan error, 1)
+	go func() { dialed <- a.Connect(ctx, b.ID()) }()
+	px.mend()
+	if err := <-dialed; err != nil {
+		t.Fatalf("a's dial before its first registration: %v", err)
+	}
+	if !hasPeer(a, b.ID()) {
+		t.Fatalf("a has no link to b: %+v", a.Peers())
 	}
 }
