@@ -642,6 +642,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	if n.link(l.remote) == nil {
 		n.bridges.linkDown(l.remote)
 	}
+	n.signalsUnsent(l)
 }
 
 // duplicateGrace is how long a link that lost a simultaneous-dial race

@@ -321,3 +321,87 @@ func TestRTCConnectWaitsForTheFirstRegistration(t *testing.T) {
 		t.Fatalf("a has no link to b: %+v", a.Peers())
 	}
 }
+
+// TestRTCOfferLostWithItsLinkIsSentAgain runs four nodes over real WebRTC.
+// A, linked to H and E, dials D along A - H - D, and H closes its link to
+// A when the offer comes. In "dropped", H drops the offer, as a node
+// trimming A does with the offer still queued on the link (CI's ten-node
+// test, where every neighbour of a node trims it at once). No node
+// reports that loss: A must see the link go and send the offer again by
+// its other path, A - E - D, or it waits out its DialTimeout (10 minutes
+// here, 20 s by default). In "late", H passes the offer on after all,
+// once A has D's answer to the copy it sent again and the link is not up
+// yet: A cannot tell a lost offer from a late one. D must take the late
+// copy as a sign that its answer went astray, not as a new dial that
+// replaces the handshake in progress (which broke it: A held an answer
+// from a closed connection and waited out its DialTimeout).
+func TestRTCOfferLostWithItsLinkIsSentAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four WebRTC nodes")
+	}
+	for _, tt := range []struct {
+		name string
+		late bool
+	}{{"dropped", false}, {"late", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
+			rv := startRendezvous(t, false)
+			manual := func(c *mesh.Config) { meshtest.Fast(c); c.ManualLinks = true }
+			d, _ := rtcNode(t, rv.url(), rtcOpts{name: "d", configure: manual})
+			h, _ := rtcNode(t, rv.url(), rtcOpts{name: "h", configure: manual})
+			e, _ := rtcNode(t, rv.url(), rtcOpts{name: "e", configure: manual})
+			a, _ := rtcNode(t, rv.url(), rtcOpts{name: "a", configure: func(c *mesh.Config) {
+				manual(c)
+				c.DialTimeout = 10 * time.Minute
+			}})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for _, pair := range [][2]*mesh.Node{{h, d}, {e, d}, {a, h}, {a, e}} {
+				if err := pair[0].Connect(ctx, pair[1].ID()); err != nil {
+					t.Fatalf("%s to %s: %v", pair[0].Name(), pair[1].Name(), err)
+				}
+			}
+			// A draws its second path from E's record.
+			testutil.WaitFor(t, 30*time.Second, "a's directory to list e's link to d", func() bool {
+				for _, r := range a.Directory() {
+					if r.ID == e.ID() && slices.Contains(r.Neighbors, d.ID()) {
+						return true
+					}
+				}
+				return false
+			})
+			mesh.PlantRoute(a, a.ID(), h.ID(), d.ID())
+			var passOn func() bool
+			if tt.late {
+				// A has D's answer and the link is not up yet: a new
+				// handshake at D would leave A with a dead answer.
+				passOn = func() bool { return mesh.Answering(d, a.ID()) && mesh.GotAnswer(a, d.ID()) }
+			}
+			passed := mesh.CloseLinkOnOffer(h, a.ID(), passOn)
+			if err := a.Connect(ctx, d.ID()); err != nil {
+				t.Fatalf("a's dial to d, whose offer went with a's link to h: %v", err)
+			}
+			// A direct link: when the direct attempt fails (its answer came
+			// from a handshake the late offer cancelled), after ICE's
+			// failed timeout (20 s), a bridge through E takes over.
+			if p, ok := peerOf(a, d.ID()); !ok || p.Route != mesh.RouteDirect {
+				t.Fatalf("a's link to d: %+v (found %v), want route direct", p, ok)
+			}
+			if hasPeer(a, h.ID()) {
+				t.Fatal("a's link to h is up: the offer did not go through h, and the test tested nothing")
+			}
+			if tt.late {
+				select {
+				case <-passed:
+				case <-ctx.Done():
+					t.Fatal("h never passed the late offer on")
+				}
+				// The late offer must not have broken the link.
+				testutil.WaitFor(t, 20*time.Second, "d's end of the link", func() bool { return hasPeer(d, a.ID()) })
+				if !hasPeer(a, d.ID()) {
+					t.Fatalf("a's link to d went after the late offer: %+v", a.Peers())
+				}
+			}
+		})
+	}
+}
