@@ -275,3 +275,27 @@ func DialWaiters(n *Node, id ID) int {
 	}
 	return 0
 }
+
+// Trim runs n's trim of its worst link, sparing peers with spare or fewer
+// links, as the maintainer does above its target, and returns the peer it
+// dropped, if any.
+func Trim(n *Node, spare int) ID { return n.trim(context.Background(), spare) }
+
+// RefuseTrims makes n say no to every neighbour that asks to drop its
+// link, as a peer that wants to keep its slots whatever its links.
+func RefuseTrims(n *Node) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	n.hand[trimProto] = HandlerFunc(func(context.Context, *Message) ([]byte, error) { return []byte{trimNo}, nil })
+}
+
+// AgeTrimRefusal moves the first refusal by the peer id of a trim of n's
+// link to it d into the past.
+func AgeTrimRefusal(n *Node, id ID, d time.Duration) {
+	if l := n.link(id); l != nil {
+		l.trimRefused.Add(-int64(d))
+	}
+}
+
+// TrimRefuseLimit is how long a peer's no spares its link.
+const TrimRefuseLimit = trimRefuseLimit

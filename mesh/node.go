@@ -70,6 +70,9 @@ type Node struct {
 	cands     []ID
 	candsAt   time.Time
 	candsWant chan struct{}
+	// trimGrants holds, by neighbour, when this node told it that it may
+	// drop their link (see handleTrimAsk); mu guards it.
+	trimGrants map[ID]time.Time
 }
 
 type newConn struct {
@@ -118,6 +121,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.Handle(bcastProto, HandlerFunc(n.bc.handle))
 	n.Handle(dirProto, HandlerFunc(n.dir.handleSnapshot))
 	n.Handle(sigProto, HandlerFunc(n.handleRelay))
+	n.Handle(trimProto, HandlerFunc(n.handleTrimAsk))
 	n.HandleBroadcast(dirTopic, n.dir.onBroadcast)
 	n.ValidateBroadcast(dirTopic, n.dir.validate)
 	n.transport = cfg.Transport
@@ -790,7 +794,7 @@ func (n *Node) maintain(ctx context.Context) {
 		// Shed links above the target to peers that have more than
 		// theirs, so that nodes that started together leave room for
 		// the ones that came later.
-		n.trim(n.cfg.TargetPeers)
+		n.trim(ctx, n.cfg.TargetPeers)
 		select {
 		case <-t.C:
 		case <-n.wake:
