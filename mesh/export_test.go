@@ -118,6 +118,76 @@ func StaleAnswerRoute(n *Node, path ...ID) {
 	}
 }
 
+// CloseLinkOnOffer makes n, the next time it is handed a relayed offer
+// from its neighbour from, close its link to from. With passOn nil it
+// drops the offer, as a node trimming from does with the offer still
+// queued on the link: no node on the way reports that loss. Otherwise it
+// holds the offer until passOn reports true (it asks every 10 ms, for at
+// most 30 s) and passes it on then, as when the offer left before the
+// link closed and lagged on its way; the returned channel is closed once
+// it has. Call it while n serves.
+func CloseLinkOnOffer(n *Node, from ID, passOn func() bool) <-chan struct{} {
+	passed := make(chan struct{})
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	h := n.hand[sigProto]
+	var once sync.Once
+	n.hand[sigProto] = HandlerFunc(func(ctx context.Context, m *Message) ([]byte, error) {
+		var f relayFrame
+		if m.From == from && json.Unmarshal(m.Payload, &f) == nil {
+			if sm, err := signal.DecodeMessage(f.Msg); err == nil && sm.Type == signal.TypeOffer {
+				first := false
+				once.Do(func() { first = true })
+				if first {
+					n.Disconnect(from)
+					if passOn != nil {
+						// Not on ctx: it is the closed link's.
+						go func() {
+							defer close(passed)
+							for end := time.Now().Add(30 * time.Second); !passOn() && time.Now().Before(end); {
+								time.Sleep(10 * time.Millisecond)
+							}
+							h.ServeMesh(context.Background(), m)
+						}()
+					}
+					return nil, nil
+				}
+			}
+		}
+		return h.ServeMesh(ctx, m)
+	})
+	return passed
+}
+
+// GotAnswer reports whether n has a dial to dst in progress that has its
+// answer.
+func GotAnswer(n *Node, dst ID) bool {
+	t := n.transport.(*rtcTransport)
+	t.mu.Lock()
+	var cs []*rtcConn
+	for _, c := range t.sessions {
+		if c.remote == dst && c.outbound && !c.isReady() {
+			cs = append(cs, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		if c.answered() {
+			return true
+		}
+	}
+	return false
+}
+
+// Answering reports whether n has an inbound handshake with src in
+// progress.
+func Answering(n *Node, src ID) bool {
+	t := n.transport.(*rtcTransport)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.inbound[src] != nil
+}
+
 // Dialing reports whether n has a dial to id in flight.
 func Dialing(n *Node, id ID) bool {
 	n.mu.Lock()
@@ -205,3 +275,27 @@ func DialWaiters(n *Node, id ID) int {
 	}
 	return 0
 }
+
+// Trim runs n's trim of its worst link, sparing peers with spare or fewer
+// links, as the maintainer does above its target, and returns the peer it
+// dropped, if any.
+func Trim(n *Node, spare int) ID { return n.trim(context.Background(), spare) }
+
+// RefuseTrims makes n say no to every neighbour that asks to drop its
+// link, as a peer that wants to keep its slots whatever its links.
+func RefuseTrims(n *Node) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	n.hand[trimProto] = HandlerFunc(func(context.Context, *Message) ([]byte, error) { return []byte{trimNo}, nil })
+}
+
+// AgeTrimRefusal moves the first refusal by the peer id of a trim of n's
+// link to it d into the past.
+func AgeTrimRefusal(n *Node, id ID, d time.Duration) {
+	if l := n.link(id); l != nil {
+		l.trimRefused.Add(-int64(d))
+	}
+}
+
+// TrimRefuseLimit is how long a peer's no spares its link.
+const TrimRefuseLimit = trimRefuseLimit

@@ -61,8 +61,8 @@ func TestRTCOfferFloodLeavesRoomForNewcomers(t *testing.T) {
 		return slices.Contains(ids, string(orig.ID())) && slices.Contains(ids, string(victim.ID()))
 	})
 	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	var wg sync.WaitGroup
-	wg.Go(func() { orig.Connect(dctx, mesh.ID(sniffer.ID())) })
+	dialed := make(chan error, 1)
+	go func() { dialed <- orig.Connect(dctx, mesh.ID(sniffer.ID())) }()
 	var captured json.RawMessage
 	for captured == nil {
 		select {
@@ -70,13 +70,17 @@ func TestRTCOfferFloodLeavesRoomForNewcomers(t *testing.T) {
 			if m.Type == signal.TypeOffer && m.Src == string(orig.ID()) {
 				captured = m.Payload
 			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("no offer captured")
+		case err := <-dialed:
+			// The sniffer never answers, so the dial ends only with dctx
+			// (20 s) or when it could not send its offer.
+			dcancel()
+			t.Fatalf("no offer captured: orig's dial ended: %v", err)
 		}
 	}
 	dcancel()
-	wg.Wait()
+	<-dialed
 
+	var wg sync.WaitGroup
 	var fakes []*signal.Client
 	for range 20 {
 		fakes = append(fakes, fakeClient(t, rv.url(), nil))

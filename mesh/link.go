@@ -77,6 +77,9 @@ type link struct {
 	lastActive atomic.Int64
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
+	// trimRefused is when the peer first said no to a trim of this link
+	// (Unix ns), 0 if it has not (see Node.trim).
+	trimRefused atomic.Int64
 
 	hello chan hello    // first hello from the peer
 	pongs chan []byte   // pings to answer; answered by the pinger
@@ -532,7 +535,7 @@ func internalProto(proto string) bool { return strings.HasPrefix(proto, "mesh/")
 // Only these: a service's protocol named mesh/... has neither.
 func meshProto(proto string) bool {
 	switch proto {
-	case bcastProto, dirProto, sigProto, bridgeProto:
+	case bcastProto, dirProto, sigProto, bridgeProto, trimProto:
 		return true
 	}
 	return false

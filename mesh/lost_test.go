@@ -70,12 +70,12 @@ func TestFailureNoticeOnlyFromThePath(t *testing.T) {
 		nc := make([]byte, relayNonceLen)
 		nc[0], nc[1] = byte(i), byte(i>>8)
 		nc[2] = 1
-		n.sent.put(nc, []ID{self.ID, bob.ID, carol.ID}, "dc_other", now)
+		n.sent.put(nc, []ID{self.ID, bob.ID, carol.ID}, "dc_other", nil, now)
 		nonce = nc
 	}
 	// The last put is the one the notices below are about; it followed
 	// the route back that carol's last signal came by.
-	n.sent.put(nonce, []ID{self.ID, bob.ID, carol.ID}, "dc_mine", now)
+	n.sent.put(nonce, []ID{self.ID, bob.ID, carol.ID}, "dc_mine", nil, now)
 	n.routes.put(carol.ID, []ID{self.ID, bob.ID, carol.ID})
 
 	notice := func(t *testing.T, by *Identity, path []ID, about []byte) []byte {

@@ -70,6 +70,9 @@ type Node struct {
 	cands     []ID
 	candsAt   time.Time
 	candsWant chan struct{}
+	// trimGrants holds, by neighbour, when this node told it that it may
+	// drop their link (see handleTrimAsk); mu guards it.
+	trimGrants map[ID]time.Time
 }
 
 type newConn struct {
@@ -118,6 +121,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.Handle(bcastProto, HandlerFunc(n.bc.handle))
 	n.Handle(dirProto, HandlerFunc(n.dir.handleSnapshot))
 	n.Handle(sigProto, HandlerFunc(n.handleRelay))
+	n.Handle(trimProto, HandlerFunc(n.handleTrimAsk))
 	n.HandleBroadcast(dirTopic, n.dir.onBroadcast)
 	n.ValidateBroadcast(dirTopic, n.dir.validate)
 	n.transport = cfg.Transport
@@ -642,6 +646,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	if n.link(l.remote) == nil {
 		n.bridges.linkDown(l.remote)
 	}
+	n.signalsUnsent(l)
 }
 
 // duplicateGrace is how long a link that lost a simultaneous-dial race
@@ -789,7 +794,7 @@ func (n *Node) maintain(ctx context.Context) {
 		// Shed links above the target to peers that have more than
 		// theirs, so that nodes that started together leave room for
 		// the ones that came later.
-		n.trim(n.cfg.TargetPeers)
+		n.trim(ctx, n.cfg.TargetPeers)
 		select {
 		case <-t.C:
 		case <-n.wake:
@@ -856,8 +861,8 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 				default:
 				}
 			case errors.Is(err, signal.ErrNotConnected):
-				// Not registered with the rendezvous yet (a node's first
-				// dials race its registration), or between sockets: the
+				// Between sockets to the rendezvous (a dial waits for the
+				// node's first registration, not for later ones): the
 				// dial is retried, nothing is wrong.
 				n.log.Debug("dial failed", "peer", id.Short(), "err", err)
 			default:

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"slices"
@@ -135,7 +136,7 @@ func (n *Node) explore(ctx context.Context) {
 	}
 	if count >= n.cfg.HighPeers {
 		// No room to dial: make room first.
-		n.trim(n.cfg.LowPeers)
+		n.trim(ctx, n.cfg.LowPeers)
 	}
 	cands := n.candidates()
 	for _, id := range cands {
@@ -150,7 +151,7 @@ func (n *Node) explore(ctx context.Context) {
 			return
 		}
 		n.log.Debug("explore: new link", "peer", id.Short())
-		n.trim(n.cfg.LowPeers)
+		n.trim(ctx, n.cfg.LowPeers)
 		return
 	}
 }
@@ -159,11 +160,14 @@ func (n *Node) explore(ctx context.Context) {
 // It spares temporary links (dropIdle's business), links in use by a
 // service, links younger than minLinkAge, and links whose peer advertises
 // spare or fewer links, so that the peer does not fall below that count.
-func (n *Node) trim(spare int) {
+// The advertised count lags, so the peer is asked before the drop
+// (askTrim); when it says no, the next worst link is asked. It returns
+// the peer it dropped, if any.
+func (n *Node) trim(ctx context.Context, spare int) ID {
 	n.mu.Lock()
 	if len(n.links) <= n.cfg.TargetPeers {
 		n.mu.Unlock()
-		return
+		return ""
 	}
 	links := make([]*link, 0, len(n.links))
 	for _, l := range n.links {
@@ -171,8 +175,11 @@ func (n *Node) trim(spare int) {
 	}
 	n.mu.Unlock()
 
-	var worst *link
-	worstScore := 0.0
+	type scored struct {
+		l *link
+		s float64
+	}
+	var cands []scored
 	for _, l := range links {
 		if l.temporary.Load() || time.Since(l.since) < n.minLinkAge() {
 			continue
@@ -183,14 +190,36 @@ func (n *Node) trim(spare int) {
 		if r, ok := n.Lookup(l.remote); !ok || len(r.Neighbors) <= spare {
 			continue // the peer needs this link more than we need to shed it
 		}
-		if s := n.score(l); worst == nil || s < worstScore {
-			worst, worstScore = l, s
+		cands = append(cands, scored{l, n.score(l)})
+	}
+	slices.SortStableFunc(cands, func(a, b scored) int { return cmp.Compare(a.s, b.s) })
+	// Each ask may wait trimAskTimeout, and the maintainer waits for trim.
+	for i, c := range cands {
+		if i == maxTrimAsks {
+			break
 		}
+		if !n.askTrim(ctx, c.l, spare) {
+			// A peer's no holds until its record catches up (the record
+			// check above then spares it without asking); a peer that
+			// keeps saying no while its record says it can spare the
+			// link would keep its slot for good, so its no holds for
+			// trimRefuseLimit at most.
+			now := time.Now().UnixNano()
+			first := c.l.trimRefused.Load()
+			if first == 0 {
+				c.l.trimRefused.Store(now)
+			}
+			if first == 0 || time.Duration(now-first) < trimRefuseLimit {
+				n.log.Debug("trim: the peer cannot spare the link", "peer", c.l.remote.Short())
+				continue
+			}
+			n.log.Info("trim: the peer has said no for too long while its record lists enough links: dropped all the same", "peer", c.l.remote.Short())
+		}
+		n.log.Debug("dropping worst link", "peer", c.l.remote.Short(), "score", c.s)
+		c.l.conn.Close()
+		return c.l.remote
 	}
-	if worst != nil {
-		n.log.Debug("dropping worst link", "peer", worst.remote.Short(), "score", worstScore)
-		worst.conn.Close()
-	}
+	return ""
 }
 
 // minLinkAge: younger links are not trimmed, so that a burst of links

@@ -343,11 +343,17 @@ func (n *Node) pathTo(dst ID) []ID {
 }
 
 // routeSignal sends a signaling message to dst through the mesh, signed.
-// An offer or answer is remembered by its nonce, so that a failure notice
-// from a node on its path can end the dial it belongs to (see onLost).
+// An offer or answer is remembered by its nonce and the link it went out
+// on, so that a failure notice from a node on its path (see onLost), or
+// that link's end (see signalsUnsent), can end or mend the dial it
+// belongs to.
 func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error {
 	path := n.pathTo(dst)
 	if len(path) < 2 {
+		return errNoRoute
+	}
+	l := n.link(path[1])
+	if l == nil {
 		return errNoRoute
 	}
 	m.Src, m.Dst = string(n.id), string(dst)
@@ -364,15 +370,41 @@ func (n *Node) routeSignal(ctx context.Context, dst ID, m signal.Message) error 
 	if err != nil {
 		return err
 	}
+	kept := false
 	if noticed(m.Type) {
 		var p struct {
 			ConnectionID string `json:"connectionId"`
 		}
 		if json.Unmarshal(m.Payload, &p) == nil && p.ConnectionID != "" {
-			n.sent.put(fr.Nonce, path, p.ConnectionID, now)
+			n.sent.put(fr.Nonce, path, p.ConnectionID, l, now)
+			kept = true
 		}
 	}
-	return n.Send(ctx, path[1], sigProto, f)
+	if err := l.send(ctx, Ctl, frame{kind: kindMsg, proto: sigProto, payload: f}); err != nil {
+		if kept {
+			n.sent.drop(fr.Nonce) // the caller sends it another way
+		}
+		return err
+	}
+	return nil
+}
+
+// signalsUnsent runs when link l has ended: the offers and answers this
+// node sent on it lately may have been lost with it, unsent in its
+// buffers or unread in the peer's queue (a neighbour trimming this node
+// closes the link whatever it holds), and no node reports that loss. The
+// transport sends those still needed again by another way (see
+// rtcTransport.signalUnsent); without that, a dialer would wait out
+// DialTimeout for an answer to an offer nobody got. It may block for a
+// few seconds.
+func (n *Node) signalsUnsent(l *link) {
+	t, ok := n.transport.(interface{ signalUnsent(ID, string, error) })
+	if !ok {
+		return
+	}
+	for _, e := range n.sent.takeVia(l, time.Now()) {
+		t.signalUnsent(e.path[len(e.path)-1], e.conn, fmt.Errorf("%w: the link to %s closed with it", ErrSignalLost, l.remote.Short()))
+	}
 }
 
 // relayPassTimeout bounds how long a hop waits to pass a relayed signal
@@ -559,6 +591,7 @@ type sentSignals struct {
 type sentSignal struct {
 	path []ID
 	conn string // the connection id the signal was for
+	via  *link  // the link it went out on
 	at   time.Time
 }
 
@@ -570,7 +603,7 @@ const (
 	sentSignalAge = time.Minute
 )
 
-func (s *sentSignals) put(nonce []byte, path []ID, conn string, now time.Time) {
+func (s *sentSignals) put(nonce []byte, path []ID, conn string, via *link, now time.Time) {
 	var k [relayNonceLen]byte
 	copy(k[:], nonce)
 	s.mu.Lock()
@@ -594,7 +627,34 @@ func (s *sentSignals) put(nonce []byte, path []ID, conn string, now time.Time) {
 			delete(s.m, oldest)
 		}
 	}
-	s.m[k] = sentSignal{path: path, conn: conn, at: now}
+	s.m[k] = sentSignal{path: path, conn: conn, via: via, at: now}
+}
+
+// drop forgets the signal sent with nonce.
+func (s *sentSignals) drop(nonce []byte) {
+	var k [relayNonceLen]byte
+	copy(k[:], nonce)
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+// takeVia finds the recent signals that went out on link l, and forgets
+// them.
+func (s *sentSignals) takeVia(l *link, now time.Time) []sentSignal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []sentSignal
+	for k, e := range s.m {
+		if e.via != l {
+			continue
+		}
+		delete(s.m, k)
+		if now.Sub(e.at) <= sentSignalAge {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // take finds the signal sent with nonce, if hop was on its path after this

@@ -117,6 +117,10 @@ type rtcTransport struct {
 	// ended, however it ended; turnOnce closes it.
 	turnFirst chan struct{}
 	turnOnce  sync.Once
+	// registered is closed once the node has first registered with the
+	// rendezvous (see waitRegistered); stopped, once Serve ends.
+	registered, stopped chan struct{}
+	regOnce, stopOnce   sync.Once
 }
 
 // relayedSignal is a signal that came through the mesh, and the neighbour
@@ -180,7 +184,9 @@ func newRTCTransport(cfg *Config, log *slog.Logger) (*rtcTransport, error) {
 		inbound:    make(map[ID]*handshake),
 		guests:     make(map[string]*Guest),
 
-		turnFirst: make(chan struct{}),
+		turnFirst:  make(chan struct{}),
+		registered: make(chan struct{}),
+		stopped:    make(chan struct{}),
 	}, nil
 }
 
@@ -251,6 +257,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		OnState: func(up bool) {
 			if up {
 				t.log.Info("registered with rendezvous", "url", t.cfg.SignalURL)
+				t.regOnce.Do(func() { close(t.registered) })
 				select {
 				case registered <- struct{}{}:
 				default:
@@ -278,6 +285,7 @@ func (t *rtcTransport) Serve(ctx context.Context, accept func(Conn)) error {
 		}
 	})
 	err = sig.Serve(ctx)
+	t.stopOnce.Do(func() { close(t.stopped) })
 	t.mu.Lock()
 	t.sig = nil
 	t.stopping = true
@@ -425,6 +433,7 @@ func (t *rtcTransport) rendezvousFirst(ctx context.Context, typ string, dst ID, 
 
 // Dial opens a link to id through the rendezvous.
 func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
+	t.waitRegistered(ctx)
 	t.waitTURN(ctx)
 	c, err := t.newConn(id, true, "dc_"+rand.Text())
 	if err != nil {
@@ -443,11 +452,7 @@ func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
 	if err := c.pc.SetLocalDescription(offer); err != nil {
 		return nil, fmt.Errorf("mesh: set local description: %w", err)
 	}
-	meta, _ := json.Marshal(offerMeta{Catnest: 1, Cert: t.certDER})
-	if err := t.sendSignal(ctx, signal.TypeOffer, id, offerPayload{
-		SDP: offer, Type: "data", ConnectionID: c.connID, Label: "catnest",
-		Reliable: true, Serialization: "raw", Metadata: meta,
-	}); err != nil {
+	if err := t.sendSignal(ctx, signal.TypeOffer, id, t.offer(offer, c.connID)); err != nil {
 		return nil, fmt.Errorf("mesh: send offer to %s: %w", id.Short(), err)
 	}
 	select {
@@ -465,6 +470,88 @@ func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
 	}
 	ok = true
 	return c, nil
+}
+
+// offer is the OFFER payload of connection connID with local description
+// sdp.
+func (t *rtcTransport) offer(sdp webrtc.SessionDescription, connID string) offerPayload {
+	meta, _ := json.Marshal(offerMeta{Catnest: 1, Cert: t.certDER})
+	return offerPayload{
+		SDP: sdp, Type: "data", ConnectionID: connID, Label: "catnest",
+		Reliable: true, Serialization: "raw", Metadata: meta,
+	}
+}
+
+// maxOfferResends bounds how often an offer is sent again (see
+// signalUnsent).
+const maxOfferResends = 2
+
+// signalUnsent sends a signal of connection connID with remote again, when
+// the connection still needs it: it went out on a link that has closed
+// since, and may have been lost with it (see Node.signalsUnsent). An
+// answer is taken as lost (signalLost). An offer is sent again while no
+// answer has come, at most twice, as a lost answer is: first by a fresh
+// path (this node's links no longer include the closed one), then through
+// the rendezvous first. The link may have carried the offer before it
+// closed: the answerer takes an offer it has already as its answer's loss
+// and sends that again (answerAgain).
+func (t *rtcTransport) signalUnsent(remote ID, connID string, err error) {
+	c := t.session(connID, remote)
+	if c == nil || c.isReady() {
+		return
+	}
+	if !c.outbound {
+		t.signalLost(remote, connID, err)
+		return
+	}
+	if c.answered() {
+		return
+	}
+	n := c.resend()
+	if ld := c.pc.LocalDescription(); n <= maxOfferResends && ld != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
+		send := t.sendSignal
+		if n > 1 {
+			send = t.rendezvousFirst
+		}
+		serr := send(ctx, signal.TypeOffer, remote, t.offer(*ld, connID))
+		cancel()
+		if serr == nil {
+			t.log.Debug("offer lost with its link: sent again", "peer", remote.Short(), "err", err)
+			return
+		}
+		err = fmt.Errorf("%w; sending the offer again: %v", err, serr)
+	}
+	t.log.Debug("dial given up", "peer", remote.Short(), "err", err)
+	c.fail(err)
+}
+
+// answerAgain sends the answer of connection c again: its dialer sent the
+// offer again (signalUnsent), so the answer may not have reached it. At
+// most maxAnswerResends times per connection, and only to the dialer;
+// before the answer is made, answerOffer sends it anyway. An offer that
+// came through the rendezvous (via is "") is answered through it first:
+// the dialer found no path through the mesh.
+func (t *rtcTransport) answerAgain(c *rtcConn, via ID) {
+	c.mu.Lock()
+	c.offersAgain++
+	n := c.offersAgain
+	c.mu.Unlock()
+	ld := c.pc.LocalDescription()
+	if n > maxAnswerResends || ld == nil || ld.Type != webrtc.SDPTypeAnswer {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), relayPassTimeout)
+	defer cancel()
+	send := t.sendSignal
+	if via == "" {
+		send = t.rendezvousFirst
+	}
+	if err := send(ctx, signal.TypeAnswer, c.remote, answerPayload{SDP: *ld, Type: "data", ConnectionID: c.connID}); err != nil {
+		t.log.Debug("offer came again: answer not sent again", "peer", c.remote.Short(), "err", err)
+		return
+	}
+	t.log.Debug("offer came again: answer sent again", "peer", c.remote.Short())
 }
 
 // onSignal handles a message the rendezvous relayed to us. It runs on the
@@ -497,6 +584,15 @@ func (t *rtcTransport) onSignalVia(ctx context.Context, wg *sync.WaitGroup, m si
 		}
 		if err != nil {
 			t.log.Debug("offer refused", "src", src.Short(), "via", via.Short(), "err", err)
+			return
+		}
+		if c := t.session(p.ConnectionID, src); c != nil && !c.outbound {
+			// An offer this node is answering, or has: its dialer sent it
+			// again (signalUnsent), and starting over would break the
+			// handshake in progress.
+			if !c.isReady() {
+				wg.Go(func() { t.answerAgain(c, via) })
+			}
 			return
 		}
 		hctx, h, err := t.admit(ctx, src, via)
@@ -707,10 +803,12 @@ type rtcConn struct {
 	nCands    int
 	openCount int
 	err       error
-	resends   int // lost notices for the answer (signalLost)
-	startOnce sync.Once
-	failOnce  sync.Once
-	closeOnce sync.Once
+	resends   int // lost notices for the answer (signalLost), or resends of the offer (signalUnsent)
+	// offersAgain counts the offers that came again (answerAgain).
+	offersAgain int
+	startOnce   sync.Once
+	failOnce    sync.Once
+	closeOnce   sync.Once
 }
 
 func (t *rtcTransport) newConn(remote ID, outbound bool, connID string) (*rtcConn, error) {
@@ -865,8 +963,15 @@ func (c *rtcConn) fail(err error) {
 	})
 }
 
-// resend counts a lost notice for the answer and returns the count, the
-// resend it would be.
+// answered reports whether an outbound connection has its answer.
+func (c *rtcConn) answered() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.remoteSet
+}
+
+// resend counts a lost notice for the answer (or the loss of the offer)
+// and returns the count, the resend it would be.
 func (c *rtcConn) resend() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -1053,6 +1158,24 @@ func (t *rtcTransport) setTURN(s []webrtc.ICEServer, expires time.Time) {
 	t.turn, t.turnExpires = s, expires
 	t.mu.Unlock()
 	t.turnOnce.Do(func() { close(t.turnFirst) })
+}
+
+// waitRegistered waits, until ctx ends, for the node's first registration
+// with the rendezvous. Until then a node has no links and the rendezvous is
+// its only way to send an offer, which would fail at once with
+// signal.ErrNotConnected: a dial made just after the node started (the
+// maintainer's first, a Connect) would fail for nothing, as a dial a
+// moment later succeeds. The rendezvous lists a client before the client
+// has read its OPEN, so a caller that waits for the listing (a peer, a
+// test) cannot tell that moment either. Once registered, a node that loses
+// the rendezvous fails such dials at once as before: it may have other
+// ways through the mesh, and a lost rendezvous may not come back soon.
+func (t *rtcTransport) waitRegistered(ctx context.Context) {
+	select {
+	case <-t.registered:
+	case <-t.stopped:
+	case <-ctx.Done():
+	}
 }
 
 // waitTURN waits, for at most turnFetchTimeout, for the first fetch of

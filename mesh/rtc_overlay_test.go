@@ -45,10 +45,13 @@ func TestRTCTenNodesSurviveRendezvousLoss(t *testing.T) {
 	// Traced beside busy loops: the directories are complete within 5 s;
 	// the long tail is one node left with 0-2 links when all its
 	// neighbours trim it at once (each reads its neighbour count from a
-	// record that lags), whose redials then waited out DialTimeout (20 s):
-	// answers the mesh lost twice (now sent again through the rendezvous,
+	// record that lags; now they ask it first,
+	// TestNeighboursTrimmingAtOnceLeaveTheNodeItsLinks), whose redials then
+	// waited out DialTimeout (20 s): answers the mesh lost twice (now sent
+	// again through the rendezvous,
 	// TestRTCLostAnswerIsSentAgainThroughTheRendezvous), and offers that
-	// vanished with no hop to report them (not yet fixed).
+	// vanished with the link they went out on, with no hop to report them
+	// (now sent again, TestRTCOfferLostWithItsLinkIsSentAgain).
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
