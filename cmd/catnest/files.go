@@ -194,7 +194,13 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 			switch {
 			case !ok:
 				bar.end()
-				return fmt.Errorf("get: lost the node's event stream")
+				if ctx.Err() != nil {
+					return fmt.Errorf("get: interrupted; the node goes on downloading (%s): run the same command again to save the file", t.State)
+				}
+				// The node stopped or restarted (its data dir keeps
+				// every verified piece): say what to do, not only what
+				// broke.
+				return fmt.Errorf("get: the node at %s closed its event stream (did it stop?); it resumes the download when it runs again: run the same command again", c.cfg.Node)
 			case ev.resync:
 				if got, err := c.transfer(ctx, t.ID); err == nil {
 					t = got
@@ -401,6 +407,10 @@ type progressBar struct {
 	last     time.Time // last drawn
 	lastTick int       // tenths of the way last printed (not a terminal)
 	drawn    bool
+	// doneDrawn: the line saying "done" was printed; a log that ended at
+	// "100% … ETA 0:00" left it unsaid whether the node had checked the
+	// whole file.
+	doneDrawn bool
 	// The rate measured here, for a node that reports none.
 	prevHave int64
 	prevAt   time.Time
@@ -447,9 +457,10 @@ func (p *progressBar) update(t shards.Transfer, now time.Time) {
 		}
 		fmt.Fprintf(p.out, "\r%s\x1b[K", line)
 	default:
-		if tick == p.lastTick && now.Sub(p.last) < 10*time.Second {
+		if tick == p.lastTick && now.Sub(p.last) < 10*time.Second && (!complete(t) || p.doneDrawn) {
 			return
 		}
+		p.doneDrawn = complete(t)
 		fmt.Fprintln(p.out, line)
 		p.lastTick = tick
 	}
@@ -474,6 +485,8 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 	frac := 1.0
 	if t.Size > 0 {
 		frac = min(1, float64(t.Have)/float64(t.Size))
+	} else if !complete(t) {
+		frac = 0
 	}
 	var b strings.Builder
 	b.WriteString(name)
@@ -487,7 +500,13 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 		}
 		b.WriteString("]")
 	}
-	fmt.Fprintf(&b, " %3d%%  %s of %s", int(frac*100), formatBytes(float64(t.Have)), formatBytes(float64(t.Size)))
+	if t.Size == 0 && !complete(t) {
+		// No manifest yet (a link without a size, an id): "100%  0 B
+		// of 0 B" said it was complete.
+		fmt.Fprintf(&b, "    ?%%  %s of ?", formatBytes(float64(t.Have)))
+	} else {
+		fmt.Fprintf(&b, " %3d%%  %s of %s", int(frac*100), formatBytes(float64(t.Have)), formatBytes(float64(t.Size)))
+	}
 	switch {
 	case complete(t):
 		b.WriteString("  done")
