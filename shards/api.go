@@ -58,10 +58,17 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 		// the end. Without one, the download takes the first manifest a
 		// holder serves.
 		lctx, cancel := context.WithTimeout(ctx, holdersTimeout)
-		_, h, err := s.lookup(lctx, l.ID)
+		f, err := s.lookup(lctx, l.ID)
 		cancel()
 		if err == nil {
-			l.Manifest = h
+			l.Manifest = f.Manifest
+			// And the name the catalogs give it: the Files view fetches
+			// by id, and its downloads were named by their MD5, without
+			// an extension, typed application/octet-stream (checked
+			// again before use, like a link's name).
+			if l.Name == "" {
+				l.Name = f.Name
+			}
 		}
 	}
 	return s.downloads.fetch(ctx, l)
