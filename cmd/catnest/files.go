@@ -118,7 +118,8 @@ func RunShare(ctx context.Context, cfg ShareConfig, stdout io.Writer) error {
 // GetConfig is what `catnest get` runs.
 type GetConfig struct {
 	NodeFlags
-	// Link names the resource.
+	// Link names the resource; a Link with only an ID (LINK given as an
+	// MD5) is fetched from whatever the catalogs say holds it.
 	Link shards.Link
 	// Dir is where the file is saved.
 	Dir string
@@ -126,7 +127,7 @@ type GetConfig struct {
 
 func parseGet(args []string, stderr io.Writer) (GetConfig, error) {
 	cfg := GetConfig{}
-	fs := newFlagSet("get", "Download a file through a running node, from every node that has it, with a\nprogress bar; when it is complete, save it in DIR.\nUsage: catnest get [flags] LINK", stderr)
+	fs := newFlagSet("get", "Download a file through a running node, from every node that has it, with a\nprogress bar; when it is complete, save it in DIR. LINK is a webrtc:// link, or\nthe file's MD5 as the Files view lists it.\nUsage: catnest get [flags] LINK", stderr)
 	cfg.NodeFlags.add(fs)
 	fs.StringVar(&cfg.Dir, "o", ".", "`DIR` to save the file in")
 	if err := fs.Parse(args); err != nil {
@@ -139,11 +140,14 @@ func parseGet(args []string, stderr io.Writer) (GetConfig, error) {
 	if err := cfg.check("get"); err != nil {
 		return cfg, err
 	}
-	l, err := shards.ParseLink(fs.Arg(0))
-	if err != nil {
-		return cfg, fmt.Errorf("get: %w (a link looks like webrtc://NODE@HOST:PORT/files/MD5?m=…&n=NAME&s=SIZE)", err)
+	if id, err := shards.ParseMD5(fs.Arg(0)); err == nil {
+		// The API takes an id alone; so does get.
+		cfg.Link = shards.Link{ID: id}
+	} else if l, err := shards.ParseLink(fs.Arg(0)); err != nil {
+		return cfg, fmt.Errorf("get: %w (a link looks like webrtc://NODE@HOST:PORT/files/MD5?m=…&n=NAME&s=SIZE, or give the file's MD5)", err)
+	} else {
+		cfg.Link = l
 	}
-	cfg.Link = l
 	fi, err := os.Stat(cfg.Dir)
 	if err != nil {
 		return cfg, fmt.Errorf("get: -o: %w", err)
@@ -176,7 +180,11 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 		return fmt.Errorf("get: %w", err)
 	}
 	var t shards.Transfer
-	if err := c.do(ctx, http.MethodPost, "/api/shards/fetch", map[string]string{"link": cfg.Link.String()}, &t); err != nil {
+	req := map[string]string{"link": cfg.Link.String()}
+	if cfg.Link.Node == "" {
+		req = map[string]string{"id": cfg.Link.ID.String()}
+	}
+	if err := c.do(ctx, http.MethodPost, "/api/shards/fetch", req, &t); err != nil {
 		return fmt.Errorf("get: %w", err)
 	}
 	bar := newProgressBar(stdout, t.Name, time.Now())

@@ -113,9 +113,15 @@ func (f *fakeNodeAPI) share(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNodeAPI) fetch(w http.ResponseWriter, r *http.Request) {
-	var req struct{ Link string }
+	var req struct{ Link, ID string }
 	json.NewDecoder(r.Body).Decode(&req)
-	l, err := shards.ParseLink(req.Link)
+	var l shards.Link
+	var err error
+	if req.ID != "" {
+		l.ID, err = shards.ParseMD5(req.ID)
+	} else {
+		l, err = shards.ParseLink(req.Link)
+	}
 	if err != nil {
 		writeErr(w, 400, err.Error())
 		return
@@ -290,6 +296,13 @@ func TestGetCommand(t *testing.T) {
 	if out, err := get(link); err != nil || !strings.Contains(out, "song (1).mp3") {
 		t.Fatalf("second get: %v\n%s", err, out)
 	}
+	// By its MD5 alone, as the Files view and GET /api/files list it
+	// (the API takes an id; get said "bad link"): saved under the name
+	// the node gives it.
+	if out, err := runCmd(t, "get", "--node", f.srv.URL, "--api-key", fakeKey, "-o", dir, f.id.String()); err != nil ||
+		!strings.Contains(out, "saved "+filepath.Join(dir, "song (2).mp3")) {
+		t.Fatalf("get by MD5: %v\n%s", err, out)
+	}
 
 	// A node that names the resource "../x" cannot make get write
 	// outside the folder: without a name in the link, the file is saved
@@ -312,8 +325,8 @@ func TestGetCommand(t *testing.T) {
 		t.Fatalf("get with a name of %d bytes: %v\n%s", len(long.Name), err, out)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 4 {
-		t.Errorf("folder holds %d entries, want 4 (no partial files)", len(entries))
+	if len(entries) != 5 {
+		t.Errorf("folder holds %d entries, want 5 (no partial files)", len(entries))
 	}
 }
 
