@@ -221,6 +221,15 @@ func (s *Service) Open(ctx context.Context, id MD5) (Content, error) {
 	if sh := s.shares.get(id); sh != nil {
 		return &sourceReader{ctx: ctx, src: s.shares, id: id, man: sh.man, name: sh.name}, nil
 	}
+	if s.downloads.get(id) == nil {
+		// Through Fetch, for the manifest and the name the catalogs
+		// give it: a file opened before it was fetched (a gallery
+		// image, a track) was named by its MD5 and served as
+		// application/octet-stream.
+		if _, err := s.Fetch(ctx, Link{ID: id}); err != nil {
+			return nil, err
+		}
+	}
 	return s.downloads.open(ctx, id)
 }
 

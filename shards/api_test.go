@@ -101,6 +101,10 @@ func TestServiceEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r.Name() != "movie.bin" {
+		// The web UI serves it with the Content-Type of its name.
+		t.Errorf("a file opened before it was fetched is named %q, not the catalog's movie.bin", r.Name())
+	}
 	if _, err := r.Seek(5<<20, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
