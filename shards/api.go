@@ -58,10 +58,17 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 		// the end. Without one, the download takes the first manifest a
 		// holder serves.
 		lctx, cancel := context.WithTimeout(ctx, holdersTimeout)
-		_, h, err := s.lookup(lctx, l.ID)
+		f, err := s.lookup(lctx, l.ID)
 		cancel()
 		if err == nil {
-			l.Manifest = h
+			l.Manifest = f.Manifest
+			// And the name the catalogs give it: the Files view fetches
+			// by id, and its downloads were named by their MD5, without
+			// an extension, typed application/octet-stream (checked
+			// again before use, like a link's name).
+			if l.Name == "" {
+				l.Name = f.Name
+			}
 		}
 	}
 	return s.downloads.fetch(ctx, l)
@@ -213,6 +220,15 @@ func (s *Service) Transfer(ctx context.Context, id MD5) (Transfer, error) {
 func (s *Service) Open(ctx context.Context, id MD5) (Content, error) {
 	if sh := s.shares.get(id); sh != nil {
 		return &sourceReader{ctx: ctx, src: s.shares, id: id, man: sh.man, name: sh.name}, nil
+	}
+	if s.downloads.get(id) == nil {
+		// Through Fetch, for the manifest and the name the catalogs
+		// give it: a file opened before it was fetched (a gallery
+		// image, a track) was named by its MD5 and served as
+		// application/octet-stream.
+		if _, err := s.Fetch(ctx, Link{ID: id}); err != nil {
+			return nil, err
+		}
 	}
 	return s.downloads.open(ctx, id)
 }

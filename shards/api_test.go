@@ -60,6 +60,10 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	} else if tr.Manifest != shared.Manifest {
 		t.Fatalf("a fetch by id has manifest %s, not the catalog's %s", tr.Manifest, shared.Manifest)
+	} else if tr.Name != "movie.bin" {
+		// The Files view fetches by id: its downloads were named by
+		// their MD5.
+		t.Fatalf("a fetch by id is named %q, not the catalog's movie.bin", tr.Name)
 	}
 	done := func(s *Service) func() bool {
 		return func() bool {
@@ -73,6 +77,9 @@ func TestServiceEndToEnd(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, 60*time.Second, "b's download to finish", done(b))
+	if tr, err := b.Transfer(ctx, shared.ID); err != nil || filepath.Base(tr.Path) != "movie.bin" {
+		t.Fatalf("b's finished download: %+v, %v; want it saved as movie.bin", tr, err)
+	}
 	testutil.WaitFor(t, 30*time.Second, "c to see a and b hold the file", func() bool {
 		fs, err := c.Files(ctx)
 		return err == nil && len(fs) == 1 && len(fs[0].Holders) == 2
@@ -93,6 +100,10 @@ func TestServiceEndToEnd(t *testing.T) {
 	r, err := c.Open(ctx, shared.ID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Name() != "movie.bin" {
+		// The web UI serves it with the Content-Type of its name.
+		t.Errorf("a file opened before it was fetched is named %q, not the catalog's movie.bin", r.Name())
 	}
 	if _, err := r.Seek(5<<20, io.SeekStart); err != nil {
 		t.Fatal(err)

@@ -214,18 +214,20 @@ func (s *Service) holders(id MD5) []mesh.ID {
 
 // lookupHolders brings the online catalogs up to date and returns the
 // nodes that list id under the manifest most of them agree on (this node's
-// own first, as Files has it), and that manifest's hash. It looks id up in
+// own first, as Files has it). It looks id up in
 // each catalog rather than merging them all, which at 100 nodes of 10,000
 // files each would cost seconds.
 func (s *Service) lookupHolders(ctx context.Context, id MD5) ([]mesh.ID, error) {
-	h, _, err := s.lookup(ctx, id)
-	return h, err
+	f, err := s.lookup(ctx, id)
+	return f.Holders, err
 }
 
-func (s *Service) lookup(ctx context.Context, id MD5) ([]mesh.ID, Hash, error) {
+// lookup is lookupHolders with the whole File: the manifest's hash, and
+// the name and size the catalogs give it.
+func (s *Service) lookup(ctx context.Context, id MD5) (File, error) {
 	lists, err := s.catalogLists(ctx)
 	if err != nil {
-		return nil, Hash{}, err
+		return File{}, err
 	}
 	found := make(map[mesh.ID][]Entry, 4)
 	for node, entries := range lists {
@@ -235,11 +237,12 @@ func (s *Service) lookup(ctx context.Context, id MD5) ([]mesh.ID, Hash, error) {
 	}
 	files := mergeCatalogs(s.node.ID(), found)
 	if len(files) == 0 {
-		return nil, Hash{}, fmt.Errorf("%w: %s", ErrNoHolders, id)
+		return File{}, fmt.Errorf("%w: %s", ErrNoHolders, id)
 	}
-	holders := slices.DeleteFunc(files[0].Holders, func(n mesh.ID) bool { return n == s.node.ID() })
-	if len(holders) == 0 {
-		return nil, Hash{}, fmt.Errorf("%w: %s", ErrNoHolders, id)
+	f := files[0]
+	f.Holders = slices.DeleteFunc(f.Holders, func(n mesh.ID) bool { return n == s.node.ID() })
+	if len(f.Holders) == 0 {
+		return File{}, fmt.Errorf("%w: %s", ErrNoHolders, id)
 	}
-	return holders, files[0].Manifest, nil
+	return f, nil
 }

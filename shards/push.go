@@ -352,7 +352,7 @@ func (p *pushes) status(pid string) (PushStatus, error) {
 func newOutPush(o offer, src pieceSource) *outPush {
 	members, m := o.Members, o.Manifest
 	op := &outPush{offer: o, src: src, started: time.Now(), have: make([]Bitfield, len(members)),
-		state: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
+		state: make([]string, len(members)), why: make([]string, len(members)), stalled: make([]int, len(members)), last: make([]int, len(members)),
 		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
 		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
 		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
@@ -377,6 +377,7 @@ type outPush struct {
 	mu      sync.Mutex
 	have    []Bitfield              // per receiver: answered sends and its reports
 	state   []string                // "receiving", "done", "gone"
+	why     []string                // per receiver that is gone: why (PushReceiver.Error)
 	stalled []int                   // repair ticks without progress
 	orders  []map[int]*pushOrderRec // per receiver: piece -> the repair order for it
 	refused []map[int]bool          // per receiver: the members it caught sending corrupt pieces
@@ -461,7 +462,7 @@ func (op *outPush) status() PushStatus {
 				have += op.Manifest.PieceLen(i)
 			}
 		}
-		st.Receivers = append(st.Receivers, PushReceiver{Node: id, Have: have, State: op.state[k]})
+		st.Receivers = append(st.Receivers, PushReceiver{Node: id, Have: have, State: op.state[k], Error: op.why[k]})
 	}
 	return st
 }
@@ -506,7 +507,7 @@ func (p *pushes) failed(op *outPush, k int, err error) bool {
 	op.retryAt[k] = now.Add(min(p.cfg.Repair<<min(fails-1, 20), p.cfg.GoneAfter/4))
 	gone := op.live(k) && fails >= goneAttempts && now.Sub(op.failedAt[k]) >= p.cfg.GoneAfter
 	if gone {
-		op.state[k] = "gone"
+		op.state[k], op.why[k] = "gone", goneWhy("its calls failed", err)
 	}
 	op.mu.Unlock()
 	if gone {
@@ -518,12 +519,36 @@ func (p *pushes) failed(op *outPush, k int, err error) bool {
 	return gone
 }
 
-// setGone drops receiver k from the push.
-func (op *outPush) setGone(k int) {
+// setGone drops receiver k from the push; why says so to the user.
+func (op *outPush) setGone(k int, why string) {
 	op.mu.Lock()
-	op.state[k] = "gone"
+	op.state[k], op.why[k] = "gone", why
 	op.mu.Unlock()
 	op.poke()
+}
+
+// maxGoneWhy caps a receiver's reason, which quotes its own answer.
+const maxGoneWhy = 256
+
+// goneWhy is why a receiver left: what happened and the error, its own
+// message when it answered one (a refusal says "this node does not take
+// pushes from ..." there), capped.
+func goneWhy(what string, err error) string {
+	if err == nil {
+		return what
+	}
+	msg := err.Error()
+	var re *mesh.RemoteError
+	if errors.As(err, &re) {
+		// Its own words, without the package prefixes that repeat
+		// what says.
+		msg = strings.TrimPrefix(strings.TrimPrefix(re.Msg, "shards: "), "push refused: ")
+	}
+	why := what + ": " + msg
+	if len(why) > maxGoneWhy {
+		why = strings.ToValidUTF8(why[:maxGoneWhy], "") + "…"
+	}
+	return why
 }
 
 // got records that receiver k holds the pieces in b.
@@ -748,13 +773,13 @@ func (p *pushes) offerTo(ctx context.Context, op *outPush, k int, msg []byte) {
 		}
 		if refusal(err) {
 			p.log.Info("push receiver refused", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
-			op.setGone(k)
+			op.setGone(k, goneWhy("refused", err))
 			return
 		}
 		p.failed(op, k, err)
 	case at == k && refusal(err):
 		p.log.Info("push receiver refused", "push", op.Push, "peer", op.Members[k].Short(), "err", err)
-		op.setGone(k)
+		op.setGone(k, goneWhy("refused", err))
 	case at >= 0:
 		p.failed(op, at, err)
 		if at != k {
@@ -810,7 +835,7 @@ func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
 			op.mu.Unlock()
 			if again {
 				p.log.Info("push receiver passes nothing on: dropped", "push", op.Push, "peer", op.Members[k].Short())
-				op.setGone(k)
+				op.setGone(k, "passed nothing on to the others")
 				return nil
 			}
 			p.failed(op, k, errors.New("shards: push receiver passed nothing on"))
@@ -1523,7 +1548,7 @@ func (p *pushes) onHave(from mesh.ID, pid pushID, b []byte, forwarded bool) erro
 		}
 		if 2*caught >= live && op.state[r] != "gone" {
 			p.log.Info("push receiver sends corrupt pieces: dropped", "push", op.Push, "peer", op.Members[r].Short())
-			op.state[r] = "gone"
+			op.state[r], op.why[r] = "gone", "sent corrupt pieces"
 		}
 	}
 	op.mu.Unlock()

@@ -555,6 +555,20 @@ func TestPushRefused(t *testing.T) {
 			t.Errorf("receiver %d opened %d sinks and is %q", k, n, st.Receivers[k-1].State)
 		}
 	}
+	// The status says why each is gone: a user who pushed saw "gone"
+	// three times, the reason only in the source's log.
+	if e := st.Receivers[0].Error; e != "" {
+		t.Errorf("the willing receiver has error %q", e)
+	}
+	for k, want := range map[int]string{
+		2: "refused: this node does not take pushes from " + src.node.ID().Short(),
+		3: "refused: this node does not take pushes from " + src.node.ID().Short(),
+		4: "refused: file too large: push of 1048576 bytes (this node takes up to 1048575)",
+	} {
+		if got := st.Receivers[k-1].Error; got != want {
+			t.Errorf("receiver %d: error %q, want %q", k, got, want)
+		}
+	}
 }
 
 // pushStubNode is a Node that records penalties, for driving the handler

@@ -733,7 +733,7 @@ func (p *pushes) onUp(ctx context.Context, from mesh.ID, pid pushID, b []byte) e
 			op.mu.Unlock()
 			if live {
 				p.log.Info("push receiver forges reports: dropped", "push", op.Push, "peer", from.Short(), "err", err)
-				op.setGone(k)
+				op.setGone(k, "forged the others' reports")
 			}
 			return fmt.Errorf("%w: forwarded push report: %w", ErrBadFrame, err)
 		}

@@ -167,6 +167,10 @@ type PushReceiver struct {
 	Node  mesh.ID `json:"node"`
 	Have  int64   `json:"have"`  // bytes it has verified, as last reported
 	State string  `json:"state"` // "receiving", "done" or "gone"
+	// Error says why a receiver is gone: it refused the push (its
+	// answer: not from this node, too large), its calls failed, it sent
+	// corrupt pieces...; empty otherwise.
+	Error string `json:"error,omitempty"`
 }
 
 // Event is published when a transfer or a push makes progress (at most a few

@@ -55,7 +55,8 @@
 // shards.PushStatus are the shapes; arrays are never null, "sources" never
 // null):
 //
-//	GET    /api/shards                  this node's shares and transfers, newest first
+//	GET    /api/shards                  this node's shares and transfers, newest first; ?offset=N&limit=M
+//	                                    (at most 1000) a page of them, X-Total-Count how many in all
 //	POST   /api/shards                  {"path"} (absolute, a readable regular file) → 201 and the share
 //	POST   /api/shards/fetch            {"link"} or {"id"} → 201 and the transfer
 //	POST   /api/shards/{id}/pause       204; …/resume likewise
@@ -65,7 +66,8 @@
 //	GET    /api/shards/push/{pid}       the push's progress
 //	GET    /api/shards/{id}/content     the bytes, with Range (206), a Content-Type from the name and
 //	                                    a sandbox Content-Security-Policy; ?download asks to save it
-//	GET    /api/files                   every online node's files with their holders, by name
+//	GET    /api/files                   every online node's files with their holders, by name;
+//	                                    paged like GET /api/shards
 //
 // and "shards" events: each shards.Event ({"resync": true} stands for
 // events dropped because the client was slow). The shards errors map to

@@ -74,3 +74,55 @@ func TestFilesSharesPaged(t *testing.T) {
 		{"unknown id", "GET", "/api/shards/" + shards.MD5{0xfe}.String(), "", 404, "unknown"},
 	})
 }
+
+// TestFilesOnlinePaged: GET /api/files with ?offset=&limit= pages through
+// 2,500 files of other nodes in the order of the whole list (by name),
+// with X-Total-Count; the pages together are the whole list. Before, the
+// parameters were ignored: each "page" was the whole list, and a script
+// paging until a short page never stopped.
+func TestFilesOnlinePaged(t *testing.T) {
+	checkGoroutines(t)
+	f := newFilesFixture(t)
+	const n = 2500
+	f.files.mu.Lock()
+	clear(f.files.remote)
+	for i := range n {
+		id := shards.MD5{byte(i >> 8), byte(i), 0xcd}
+		f.files.remote[id] = shards.File{ID: id, Name: fmt.Sprintf("f%05d.txt", i), Size: int64(i)}
+	}
+	f.files.mu.Unlock()
+
+	resp, b := f.call("GET", "/api/files", "")
+	whole := decode[[]shards.File](t, b)
+	if resp.StatusCode != 200 || len(whole) != n || resp.Header.Get("X-Total-Count") != strconv.Itoa(n) {
+		t.Fatalf("whole list: status %d, %d entries, total %q", resp.StatusCode, len(whole), resp.Header.Get("X-Total-Count"))
+	}
+	var paged []shards.File
+	for off := 0; ; off += 1000 {
+		resp, b := f.call("GET", fmt.Sprintf("/api/files?offset=%d&limit=1000", off), "")
+		page := decode[[]shards.File](t, b)
+		if resp.StatusCode != 200 || resp.Header.Get("X-Total-Count") != strconv.Itoa(n) || len(page) != min(1000, n-off) {
+			t.Fatalf("page at %d: status %d, %d entries, total %q", off, resp.StatusCode, len(page), resp.Header.Get("X-Total-Count"))
+		}
+		paged = append(paged, page...)
+		if len(page) < 1000 {
+			break
+		}
+	}
+	if len(paged) != n {
+		t.Fatalf("pages hold %d files, want %d", len(paged), n)
+	}
+	for i := range whole {
+		if paged[i].ID != whole[i].ID || paged[i].Holders == nil {
+			t.Fatalf("paged entry %d is %+v, the whole list has %+v", i, paged[i], whole[i])
+		}
+	}
+	if b := f.want(200, "GET", fmt.Sprintf("/api/files?offset=%d", n+5), ""); string(b) != "[]\n" && string(b) != "[]" {
+		t.Errorf("past the end: %s, want []", b)
+	}
+	f.refuses([]badInput{
+		{"negative offset", "GET", "/api/files?offset=-1", "", 400, "offset"},
+		{"limit too large", "GET", "/api/files?limit=1001", "", 400, "from 1 to 1000"},
+		{"limit not a number", "GET", "/api/files?limit=x", "", 400, "limit"},
+	})
+}

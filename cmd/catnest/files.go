@@ -118,7 +118,8 @@ func RunShare(ctx context.Context, cfg ShareConfig, stdout io.Writer) error {
 // GetConfig is what `catnest get` runs.
 type GetConfig struct {
 	NodeFlags
-	// Link names the resource.
+	// Link names the resource; a Link with only an ID (LINK given as an
+	// MD5) is fetched from whatever the catalogs say holds it.
 	Link shards.Link
 	// Dir is where the file is saved.
 	Dir string
@@ -126,7 +127,7 @@ type GetConfig struct {
 
 func parseGet(args []string, stderr io.Writer) (GetConfig, error) {
 	cfg := GetConfig{}
-	fs := newFlagSet("get", "Download a file through a running node, from every node that has it, with a\nprogress bar; when it is complete, save it in DIR.\nUsage: catnest get [flags] LINK", stderr)
+	fs := newFlagSet("get", "Download a file through a running node, from every node that has it, with a\nprogress bar; when it is complete, save it in DIR. LINK is a webrtc:// link, or\nthe file's MD5 as the Files view lists it.\nUsage: catnest get [flags] LINK", stderr)
 	cfg.NodeFlags.add(fs)
 	fs.StringVar(&cfg.Dir, "o", ".", "`DIR` to save the file in")
 	if err := fs.Parse(args); err != nil {
@@ -139,11 +140,14 @@ func parseGet(args []string, stderr io.Writer) (GetConfig, error) {
 	if err := cfg.check("get"); err != nil {
 		return cfg, err
 	}
-	l, err := shards.ParseLink(fs.Arg(0))
-	if err != nil {
-		return cfg, fmt.Errorf("get: %w (a link looks like webrtc://NODE@HOST:PORT/files/MD5?m=…&n=NAME&s=SIZE)", err)
+	if id, err := shards.ParseMD5(fs.Arg(0)); err == nil {
+		// The API takes an id alone; so does get.
+		cfg.Link = shards.Link{ID: id}
+	} else if l, err := shards.ParseLink(fs.Arg(0)); err != nil {
+		return cfg, fmt.Errorf("get: %w (a link looks like webrtc://NODE@HOST:PORT/files/MD5?m=…&n=NAME&s=SIZE, or give the file's MD5)", err)
+	} else {
+		cfg.Link = l
 	}
-	cfg.Link = l
 	fi, err := os.Stat(cfg.Dir)
 	if err != nil {
 		return cfg, fmt.Errorf("get: -o: %w", err)
@@ -176,7 +180,11 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 		return fmt.Errorf("get: %w", err)
 	}
 	var t shards.Transfer
-	if err := c.do(ctx, http.MethodPost, "/api/shards/fetch", map[string]string{"link": cfg.Link.String()}, &t); err != nil {
+	req := map[string]string{"link": cfg.Link.String()}
+	if cfg.Link.Node == "" {
+		req = map[string]string{"id": cfg.Link.ID.String()}
+	}
+	if err := c.do(ctx, http.MethodPost, "/api/shards/fetch", req, &t); err != nil {
 		return fmt.Errorf("get: %w", err)
 	}
 	bar := newProgressBar(stdout, t.Name, time.Now())
@@ -194,7 +202,13 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 			switch {
 			case !ok:
 				bar.end()
-				return fmt.Errorf("get: lost the node's event stream")
+				if ctx.Err() != nil {
+					return fmt.Errorf("get: interrupted; the node goes on downloading (%s): run the same command again to save the file", t.State)
+				}
+				// The node stopped or restarted (its data dir keeps
+				// every verified piece): say what to do, not only what
+				// broke.
+				return fmt.Errorf("get: the node at %s closed its event stream (did it stop?); it resumes the download when it runs again: run the same command again", c.cfg.Node)
 			case ev.resync:
 				if got, err := c.transfer(ctx, t.ID); err == nil {
 					t = got
@@ -401,6 +415,10 @@ type progressBar struct {
 	last     time.Time // last drawn
 	lastTick int       // tenths of the way last printed (not a terminal)
 	drawn    bool
+	// doneDrawn: the line saying "done" was printed; a log that ended at
+	// "100% … ETA 0:00" left it unsaid whether the node had checked the
+	// whole file.
+	doneDrawn bool
 	// The rate measured here, for a node that reports none.
 	prevHave int64
 	prevAt   time.Time
@@ -447,9 +465,10 @@ func (p *progressBar) update(t shards.Transfer, now time.Time) {
 		}
 		fmt.Fprintf(p.out, "\r%s\x1b[K", line)
 	default:
-		if tick == p.lastTick && now.Sub(p.last) < 10*time.Second {
+		if tick == p.lastTick && now.Sub(p.last) < 10*time.Second && (!complete(t) || p.doneDrawn) {
 			return
 		}
+		p.doneDrawn = complete(t)
 		fmt.Fprintln(p.out, line)
 		p.lastTick = tick
 	}
@@ -474,6 +493,8 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 	frac := 1.0
 	if t.Size > 0 {
 		frac = min(1, float64(t.Have)/float64(t.Size))
+	} else if !complete(t) {
+		frac = 0
 	}
 	var b strings.Builder
 	b.WriteString(name)
@@ -487,7 +508,13 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 		}
 		b.WriteString("]")
 	}
-	fmt.Fprintf(&b, " %3d%%  %s of %s", int(frac*100), formatBytes(float64(t.Have)), formatBytes(float64(t.Size)))
+	if t.Size == 0 && !complete(t) {
+		// No manifest yet (a link without a size, an id): "100%  0 B
+		// of 0 B" said it was complete.
+		fmt.Fprintf(&b, "    ?%%  %s of ?", formatBytes(float64(t.Have)))
+	} else {
+		fmt.Fprintf(&b, " %3d%%  %s of %s", int(frac*100), formatBytes(float64(t.Have)), formatBytes(float64(t.Size)))
+	}
 	switch {
 	case complete(t):
 		b.WriteString("  done")

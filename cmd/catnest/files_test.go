@@ -41,6 +41,9 @@ type fakeNodeAPI struct {
 	// stalled, if set, makes content send half the bytes, then receive
 	// a value, then wait for the client to go away.
 	stalled chan struct{}
+	// dropAfter, if above 0, ends each event stream after that many
+	// events, as a node that stops does.
+	dropAfter int
 
 	mu     sync.Mutex
 	shared []string
@@ -110,9 +113,15 @@ func (f *fakeNodeAPI) share(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNodeAPI) fetch(w http.ResponseWriter, r *http.Request) {
-	var req struct{ Link string }
+	var req struct{ Link, ID string }
 	json.NewDecoder(r.Body).Decode(&req)
-	l, err := shards.ParseLink(req.Link)
+	var l shards.Link
+	var err error
+	if req.ID != "" {
+		l.ID, err = shards.ParseMD5(req.ID)
+	} else {
+		l, err = shards.ParseLink(req.Link)
+	}
 	if err != nil {
 		writeErr(w, 400, err.Error())
 		return
@@ -174,12 +183,15 @@ func (f *fakeNodeAPI) stream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(200)
 	w.(http.Flusher).Flush()
-	for {
+	for sent := 0; ; {
 		select {
 		case ev := <-events:
 			b, _ := json.Marshal(ev)
 			fmt.Fprintf(w, "event: peers\ndata: []\n\nevent: shards\ndata: %s\n\n", b)
 			w.(http.Flusher).Flush()
+			if sent++; sent == f.dropAfter {
+				return
+			}
 		case <-r.Context().Done():
 			return
 		case <-f.stop:
@@ -284,6 +296,13 @@ func TestGetCommand(t *testing.T) {
 	if out, err := get(link); err != nil || !strings.Contains(out, "song (1).mp3") {
 		t.Fatalf("second get: %v\n%s", err, out)
 	}
+	// By its MD5 alone, as the Files view and GET /api/files list it
+	// (the API takes an id; get said "bad link"): saved under the name
+	// the node gives it.
+	if out, err := runCmd(t, "get", "--node", f.srv.URL, "--api-key", fakeKey, "-o", dir, f.id.String()); err != nil ||
+		!strings.Contains(out, "saved "+filepath.Join(dir, "song (2).mp3")) {
+		t.Fatalf("get by MD5: %v\n%s", err, out)
+	}
 
 	// A node that names the resource "../x" cannot make get write
 	// outside the folder: without a name in the link, the file is saved
@@ -306,8 +325,8 @@ func TestGetCommand(t *testing.T) {
 		t.Fatalf("get with a name of %d bytes: %v\n%s", len(long.Name), err, out)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 4 {
-		t.Errorf("folder holds %d entries, want 4 (no partial files)", len(entries))
+	if len(entries) != 5 {
+		t.Errorf("folder holds %d entries, want 5 (no partial files)", len(entries))
 	}
 }
 
@@ -383,6 +402,12 @@ func TestProgressLine(t *testing.T) {
 	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "  waiting for a holder to answer") {
 		t.Errorf("waiting for the manifest: %q", got)
 	}
+	// An id without a manifest yet: the size is not known, and 0 of 0
+	// is not 100%.
+	unknown := shards.Transfer{Name: "x", State: shards.StateDownloading, Waiting: shards.WaitManifest}
+	if got, want := progressLine("x", unknown, 0, true), "x [>                       ]    ?%  0 B of ?  waiting for a holder to answer"; got != want {
+		t.Errorf("size not known\n got %q\nwant %q", got, want)
+	}
 	tr.State = shards.StatePaused
 	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "paused on the node") {
 		t.Errorf("paused: %q", got)
@@ -409,6 +434,21 @@ func TestProgressLine(t *testing.T) {
 	p.end()
 	if got := buf.String(); strings.Count(got, "\r") != 2 || strings.Count(got, "\x1b[K") != 2 || !strings.HasSuffix(got, "done\x1b[K\n") {
 		t.Errorf("terminal output %q", got)
+	}
+
+	// Not a terminal: the node reports every byte before it has checked
+	// the file (the same tenth of the way), then done. The log ends
+	// with "done", once.
+	buf.Reset()
+	p = &progressBar{out: &buf, name: "a", lastTick: -1, prevAt: now}
+	tr.State, tr.Waiting = shards.StateDownloading, ""
+	p.update(tr, now)
+	tr.State = shards.StateDone
+	p.update(tr, now.Add(time.Second))
+	p.update(tr, now.Add(2*time.Second))
+	p.end()
+	if got := buf.String(); strings.Count(got, "\n") != 2 || !strings.HasSuffix(got, "100%  100.0 MiB of 100.0 MiB  done\n") {
+		t.Errorf("log output %q, want the 100%% line and then one done line", got)
 	}
 }
 
@@ -494,6 +534,25 @@ func TestFilesHelp(t *testing.T) {
 	}
 	if out, _ := runCmd(t, "serve", "--help"); !strings.Contains(out, "-share") {
 		t.Errorf("serve --help lacks --share:\n%s", out)
+	}
+}
+
+// TestGetNodeStops: the node stops half-way (its event stream ends): get
+// says so and what to do, not only that a stream was lost.
+func TestGetNodeStops(t *testing.T) {
+	content := bytes.Repeat([]byte("catnest "), 64000)
+	f := newFakeNodeAPI(t, content, "big.bin")
+	f.steps = steps(f, 4)[:2]
+	f.dropAfter = 2
+	link := shards.Link{Node: f.node, Channel: "files", ID: f.id, Name: "big.bin", Size: int64(len(content))}
+	dir := t.TempDir()
+	out, err := runCmd(t, "get", "--node", f.srv.URL, "--api-key", fakeKey, "-o", dir, link.String())
+	if err == nil || !strings.Contains(err.Error(), "closed its event stream (did it stop?)") ||
+		!strings.Contains(err.Error(), "run the same command again") || exitCode(err) == 0 {
+		t.Fatalf("get = %v, want it to say the node stopped and to run it again\n%s", err, out)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("folder holds %v, want nothing", entries)
 	}
 }
 
