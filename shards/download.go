@@ -1108,23 +1108,13 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 	// Room for every ask: one never waits to hand its answer in.
 	answers := make(chan answer, manifestAsks)
 	running := make(map[mesh.ID]bool)
-	// ended records a failed ask's end; one cancelled here (another
-	// answered, or the run stops) says nothing of the peer.
-	ended := func(a answer) {
-		if errors.Is(a.err, context.Canceled) {
-			return
-		}
-		dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", a.id.Short(), "err", a.err)
-		dl.mu.Lock()
-		dl.idleEnded(a.id, time.Now(), a.err, a.asHolder)
-		dl.mu.Unlock()
-	}
 	defer func() {
+		// The asks still out are cancelled (another answered, or the
+		// run stops): that says nothing of their peers, whatever error
+		// they end with (a busy peer's is ErrBusy, not Canceled).
 		cancel()
 		for range len(running) {
-			if a := <-answers; a.err != nil {
-				ended(a)
-			}
+			<-answers
 		}
 	}()
 	tick := time.NewTicker(dl.d.cfg.HaveInterval)
@@ -1169,7 +1159,10 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 					return ctx.Err()
 				}
 				failed = true
-				ended(a)
+				dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", a.id.Short(), "err", a.err)
+				dl.mu.Lock()
+				dl.idleEnded(a.id, time.Now(), a.err, a.asHolder)
+				dl.mu.Unlock()
 				continue
 			}
 			dl.mu.Lock()
