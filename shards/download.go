@@ -1064,6 +1064,16 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 	return slices.DeleteFunc(out, func(id mesh.ID) bool { return dl.banned[id] }), holders
 }
 
+// anyKey reports whether f holds for a key of m.
+func anyKey[K comparable, V any](m map[K]V, f func(K) bool) bool {
+	for k := range m {
+		if f(k) {
+			return true
+		}
+	}
+	return false
+}
+
 // manifestAsks bounds the manifest requests one download has out at once.
 // Asked one at a time, a holder that took the request and never answered
 // held the others back for RequestTimeout; every due peer at once would
@@ -1081,7 +1091,9 @@ const manifestAsks = 3
 // Up to manifestAsks peers are asked at once, those never asked first
 // (known holders before the rest), then those asked longest ago; the
 // first manifest that passes those checks is used and the other asks are
-// cancelled. Peers are asked as the have polling asks them (duePeers): a
+// cancelled. Without a hash, peers that are not known holders are asked
+// only while no known holder is: the first manifest in wins then, and a
+// liar answers first. Peers are asked as the have polling asks them (duePeers): a
 // peer that does not have the manifest ever more rarely, up to
 // haveBackoffMax HaveIntervals, a known holder so too once it failed to
 // serve it (the link's node that dropped the file), and one that turns
@@ -1126,9 +1138,18 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 		due := dl.duePeers(time.Now(), cands, holders, running)
 		changed := dl.changed
 		dl.mu.Unlock()
+		known := func(id mesh.ID) bool { return slices.Contains(cands[:holders], id) }
+		if want.IsZero() && (slices.ContainsFunc(due, known) || anyKey(running, known)) {
+			// Without a hash the first manifest in is taken, and only
+			// the whole file's MD5 tells a lie: a linked peer answering
+			// at once must not beat the link's node. The others are
+			// asked only while no known holder is, as when the asks
+			// went one at a time.
+			due = slices.DeleteFunc(due, func(id mesh.ID) bool { return !known(id) })
+		}
 		for _, id := range due[:min(len(due), manifestAsks-len(running))] {
 			running[id] = true
-			asHolder := slices.Contains(cands[:holders], id)
+			asHolder := known(id)
 			go func() {
 				m, err := dl.askManifest(actx, id, want, true)
 				answers <- answer{id, m, err, asHolder}
