@@ -1067,6 +1067,16 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 	return slices.DeleteFunc(out, func(id mesh.ID) bool { return dl.banned[id] }), holders
 }
 
+// anyKey reports whether f holds for a key of m.
+func anyKey[K comparable, V any](m map[K]V, f func(K) bool) bool {
+	for k := range m {
+		if f(k) {
+			return true
+		}
+	}
+	return false
+}
+
 // manifestAsks bounds the manifest requests one download has out at once.
 // Asked one at a time, a holder that took the request and never answered
 // held the others back for RequestTimeout; every due peer at once would
@@ -1084,7 +1094,9 @@ const manifestAsks = 3
 // Up to manifestAsks peers are asked at once, those never asked first
 // (known holders before the rest), then those asked longest ago; the
 // first manifest that passes those checks is used and the other asks are
-// cancelled. Peers are asked as the have polling asks them (duePeers): a
+// cancelled. Without a hash, peers that are not known holders are asked
+// only while no known holder is: the first manifest in wins then, and a
+// liar answers first. Peers are asked as the have polling asks them (duePeers): a
 // peer that does not have the manifest ever more rarely, up to
 // haveBackoffMax HaveIntervals, a known holder so too once it failed to
 // serve it (the link's node that dropped the file), and one that turns
@@ -1111,23 +1123,13 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 	// Room for every ask: one never waits to hand its answer in.
 	answers := make(chan answer, manifestAsks)
 	running := make(map[mesh.ID]bool)
-	// ended records a failed ask's end; one cancelled here (another
-	// answered, or the run stops) says nothing of the peer.
-	ended := func(a answer) {
-		if errors.Is(a.err, context.Canceled) {
-			return
-		}
-		dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", a.id.Short(), "err", a.err)
-		dl.mu.Lock()
-		dl.idleEnded(a.id, time.Now(), a.err, a.asHolder)
-		dl.mu.Unlock()
-	}
 	defer func() {
+		// The asks still out are cancelled (another answered, or the
+		// run stops): that says nothing of their peers, whatever error
+		// they end with (a busy peer's is ErrBusy, not Canceled).
 		cancel()
 		for range len(running) {
-			if a := <-answers; a.err != nil {
-				ended(a)
-			}
+			<-answers
 		}
 	}()
 	tick := time.NewTicker(dl.d.cfg.HaveInterval)
@@ -1139,9 +1141,18 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 		due := dl.duePeers(time.Now(), cands, holders, running)
 		changed := dl.changed
 		dl.mu.Unlock()
+		known := func(id mesh.ID) bool { return slices.Contains(cands[:holders], id) }
+		if want.IsZero() && (slices.ContainsFunc(due, known) || anyKey(running, known)) {
+			// Without a hash the first manifest in is taken, and only
+			// the whole file's MD5 tells a lie: a linked peer answering
+			// at once must not beat the link's node. The others are
+			// asked only while no known holder is, as when the asks
+			// went one at a time.
+			due = slices.DeleteFunc(due, func(id mesh.ID) bool { return !known(id) })
+		}
 		for _, id := range due[:min(len(due), manifestAsks-len(running))] {
 			running[id] = true
-			asHolder := slices.Contains(cands[:holders], id)
+			asHolder := known(id)
 			go func() {
 				m, err := dl.askManifest(actx, id, want, true)
 				answers <- answer{id, m, err, asHolder}
@@ -1172,7 +1183,10 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 					return ctx.Err()
 				}
 				failed = true
-				ended(a)
+				dl.d.log.Debug("no manifest from a peer", "id", dl.id, "peer", a.id.Short(), "err", a.err)
+				dl.mu.Lock()
+				dl.idleEnded(a.id, time.Now(), a.err, a.asHolder)
+				dl.mu.Unlock()
 				continue
 			}
 			dl.mu.Lock()

@@ -180,8 +180,11 @@ func (dl *download) pruneIdle(now time.Time, cands []mesh.ID, running map[mesh.I
 // holder, for Transfer.Waiting: WaitNoHolder when no peer online offers a
 // piece it lacks (its holders went offline, or stopped sharing it), ""
 // when one does or pieces are being pushed to it. decided is false while
-// a peer asked (running) has not answered what it holds: the wait stays
-// as it was, or it would flap at every ask of a peer that holds nothing.
+// a peer asked (running) for the first time in this run (it has no idle
+// record) has not answered what it holds: the wait stays as it was, or it
+// flapped to no_holder as the pieces' phase starts. A peer asked anew
+// does not hold it: two linked peers that answer their haves slowly, in
+// turn, kept one asked at all times and no_holder from ever showing.
 // dl.mu is held.
 func (dl *download) pieceWait(running map[mesh.ID]bool, pushed bool) (w Wait, decided bool) {
 	if pushed {
@@ -193,7 +196,7 @@ func (dl *download) pieceWait(running map[mesh.ID]bool, pushed bool) (w Wait, de
 		}
 	}
 	for id := range running {
-		if dl.peers[id] == nil {
+		if dl.peers[id] == nil && dl.idle[id] == nil {
 			return "", false
 		}
 	}

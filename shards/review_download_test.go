@@ -3,6 +3,7 @@ package shards
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -33,6 +34,16 @@ func TestDownloadByIDWrongManifest(t *testing.T) {
 	(&testServer{sources: []pieceSource{lie}}).register(nodes[0])
 	honest := &testServer{sources: []pieceSource{src}, limit: rate.NewLimiter(rate.Limit(4<<20), BlockSize)}
 	honest.register(nodes[1])
+	// The manifest is asked of both holders at once and the first in is
+	// taken: the honest one refuses its first ask, so that the liar's is
+	// taken whatever the order and its rejection is what is tested.
+	var manAsks atomic.Int64
+	nodes[1].Handle(ProtoManifest, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		if manAsks.Add(1) == 1 {
+			return nil, fmt.Errorf("%w: %s", ErrUnknown, src.id)
+		}
+		return honest.serveMesh(ctx, m)
+	}))
 	holders := nodeIDs(nodes[:2]...)
 	dir := t.TempDir()
 	d := startDownloads(t, nodes[2], dir, openTestDB(t, filepath.Join(dir, "db")), func(MD5) []mesh.ID { return holders }, nil)
