@@ -53,7 +53,9 @@ import (
 //     of the node's have asks lately (trialStallLocked), which grows with the
 //     machine's load as an honest peer's first block does; so is a
 //     piece of a slow peer that brought nothing, after a sixteenth of
-//     RequestTimeout (one that brings blocks is judged as any other). A
+//     RequestTimeout, and one of a peer not proven that brings blocks
+//     but would take longer than RequestTimeout, after an eighth of it
+//     (steadyGap): it can no longer prove its peer (pieceDone). A
 //     slow peer's loop takes only slow peers' stalled pieces, so that no
 //     class waits behind pieces that bring nothing. A proven peer's loop
 //     may also take a piece that would take longer than RequestTimeout at
@@ -561,6 +563,14 @@ func (b *budget) evictLocked(now time.Time) {
 				trial = b.trialStallLocked(now)
 			}
 			stall = trial
+		case !b.proven[h.peer] && b.overdue(h, got, now):
+			// It brings blocks but can no longer prove its peer
+			// (pieceDone): it would take longer than RequestTimeout,
+			// and a block has been longer than steadyGap coming. A
+			// trickler answering just under patience otherwise held
+			// its piece against every loop but a proven peer's, for
+			// hours with a piece of 8 MiB in 4 KiB blocks.
+			stall = b.steadyGap()
 		}
 		if now.Sub(last) >= stall || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
 			cs = append(cs, cand{a, got})
