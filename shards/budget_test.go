@@ -631,3 +631,49 @@ func TestBudgetQuarterTricklers(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetPatientNewWaiterKeepsOverdue: a new holder's loop that waited
+// patience goes first in line (classLocked), but proved nothing, so it
+// takes only stalled pieces; it made evictLocked judge for it alone, and
+// the proven peers' loops behind it no longer took overdue pieces: one
+// waiting loop of a fresh node id, hostile or not, kept the pieces of
+// holders bringing a block every eighth of RequestTimeout (8 MiB in 4 KiB
+// blocks: 85 minutes) from every loop. Overdue pieces are judged against
+// the first proven loop in line, whoever goes first.
+func TestBudgetPatientNewWaiterKeepsOverdue(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	t0 := time.Now()
+	now := t0.Add(2 * timeout)
+	for _, newFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("patient new waiter first %v", newFirst), func(t *testing.T) {
+			b := newBudget(4*piece, timeout)
+			var as []*attempt
+			for i := range 4 {
+				a := holdFor(t, b, waiterOf(i), piece, t0)
+				a.recv.Store(piece / 2) // half in two timeouts, a block an eighth of it apart
+				a.last.Store(now.Add(-timeout / 16).UnixNano())
+				as = append(as, a)
+			}
+			fresh, proven := waiterOf(8), waiterOf(9)
+			b.pieceDone(proven.peer, 100*time.Millisecond, 100*time.Millisecond)
+			b.mu.Lock()
+			if newFirst {
+				fresh.queued, fresh.since, fresh.want = true, now.Add(-timeout/4), piece
+				b.line = append(b.line, fresh)
+			}
+			proven.queued, proven.since, proven.want = true, now.Add(-time.Second), piece
+			b.line = append(b.line, proven)
+			b.evictLocked(now)
+			b.mu.Unlock()
+			n := 0
+			for _, a := range as {
+				if a.evicted.Load() {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%d overdue pieces taken back with a proven loop waiting, want 1", n)
+			}
+		})
+	}
+}
