@@ -53,7 +53,9 @@ import (
 //     of the node's have asks lately (trialStallLocked), which grows with the
 //     machine's load as an honest peer's first block does; so is a
 //     piece of a slow peer that brought nothing, after a sixteenth of
-//     RequestTimeout (one that brings blocks is judged as any other). A
+//     RequestTimeout, and one of a peer not proven that brings blocks
+//     but would take longer than RequestTimeout, after an eighth of it
+//     (steadyGap): it can no longer prove its peer (pieceDone). A
 //     slow peer's loop takes only slow peers' stalled pieces, so that no
 //     class waits behind pieces that bring nothing. A proven peer's loop
 //     may also take a piece that would take longer than RequestTimeout at
@@ -494,9 +496,9 @@ func (b *budget) trialStallLocked(now time.Time) time.Duration {
 // evictLocked takes back holds for the first waiter in line, the least
 // advanced first, while it waits for bytes that do not fit, and only holds
 // clearly worse than what its peer offers (see budget): stalled ones for
-// any (a slow waiter only slow peers' stalled ones), overdue ones too for a
-// proven peer's, if they would take longer to finish than slowFactor times
-// its last piece. Their bytes go back at once, each attempt is cancelled
+// any (a slow waiter only slow peers' stalled ones), overdue ones too
+// while a proven peer's loop is in line, if they would take longer to
+// finish than slowFactor times its last piece. Their bytes go back at once, each attempt is cancelled
 // (its loop drops it when it next runs, which a loop waiting on its peer's
 // answer to something else may not do for RequestTimeout) and its peer
 // marked slow and not proven. Until then the attempt's buffer is held
@@ -507,20 +509,29 @@ func (b *budget) evictLocked(now time.Time) {
 	// the last if that class is new peers' (lastFirst), found (in
 	// one pass: aheadLocked for each waiter in turn took line² class
 	// reads a loop's ask, with thousands of loops in line).
-	var w *budgetWaiter
+	// Overdue holds are judged for the first proven peer's loop in line
+	// (pw), if any, whoever goes first: a new holder waiting a while goes
+	// first (classLocked) but has proven nothing, and judged for alone,
+	// one loop of a fresh node id kept every overdue piece from the
+	// proven loops behind it.
+	var w, pw *budgetWaiter
 	wc := classSlow + 1
 	for _, x := range b.line {
 		if c := b.classLocked(x, now); c < wc || c == wc && lastFirst(c) {
 			w, wc = x, c
 		}
+		if pw == nil && b.proven[x.peer] && !b.slow[x.peer] {
+			pw = x
+		}
 	}
 	if w == nil || b.used+w.want <= b.limit {
 		return
 	}
-	// A new holder waiting a while goes first (classLocked) but has
-	// proven nothing: it takes only stalled holds.
-	proven := wc != classSlow && b.proven[w.peer]
-	ref := slowFactor * b.took[w.peer]
+	proven := wc != classSlow && pw != nil
+	var ref time.Duration
+	if proven {
+		ref = slowFactor * b.took[pw.peer]
+	}
 	// progress is when each peer holding bytes last brought a block to
 	// any of them: a proven peer's pieces queue behind each other in its
 	// pipeline, and one waiting its turn is not stalled.
@@ -561,8 +572,16 @@ func (b *budget) evictLocked(now time.Time) {
 				trial = b.trialStallLocked(now)
 			}
 			stall = trial
+		case !b.proven[h.peer] && b.overdue(h, got, now):
+			// It brings blocks but can no longer prove its peer
+			// (pieceDone): it would take longer than RequestTimeout,
+			// and a block has been longer than steadyGap coming. A
+			// trickler answering just under patience otherwise held
+			// its piece against every loop but a proven peer's, for
+			// hours with a piece of 8 MiB in 4 KiB blocks.
+			stall = b.steadyGap()
 		}
-		if now.Sub(last) >= stall || proven && b.overdue(h, got, now) && left(h, got, now) > ref {
+		if now.Sub(last) >= stall || proven && h.peer != pw.peer && b.overdue(h, got, now) && left(h, got, now) > ref {
 			cs = append(cs, cand{a, got})
 		}
 	}

@@ -567,3 +567,113 @@ func TestBudgetSteadyProves(t *testing.T) {
 		}
 	})
 }
+
+// TestBudgetQuarterTricklers: a holder not proven that answers each block
+// just under a quarter of RequestTimeout is never stalled (patience), and a
+// waiter not proven (a new holder's loop, even one that waited patience
+// and goes first) took only stalled pieces: such tricklers held the
+// budget until a trickled piece was done (hours for a piece of 8 MiB in
+// 4 KiB blocks). A piece that can no longer prove its peer (it would take
+// longer than RequestTimeout, and it has waited for a block longer than
+// steadyGap) is taken for any loop not found slow; one that brings its
+// blocks steadily (an honest slow link, proven by it: pieceDone) is not.
+func TestBudgetQuarterTricklers(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	t0 := time.Now()
+	now := t0.Add(2 * timeout)
+	tests := []struct {
+		name    string
+		slow    bool          // the holder was found slow before
+		gap     time.Duration // since its last block
+		waiter  string
+		waited  time.Duration
+		evicted bool
+	}{
+		{"new holder, quarter gap, new waiter", false, timeout/4 - 100*time.Millisecond, "new", 0, true},
+		{"slow holder, quarter gap, new waiter", true, timeout/4 - 100*time.Millisecond, "new", 0, true},
+		{"slow holder, quarter gap, new waiter past patience", true, timeout/4 - 100*time.Millisecond, "new", timeout / 4, true},
+		{"new holder, steady, new waiter", false, timeout / 16, "new", timeout / 4, false},
+		{"slow holder, steady, new waiter", true, timeout / 16, "new", timeout / 4, false},
+		{"slow holder, quarter gap, slow waiter", true, timeout/4 - 100*time.Millisecond, "slow", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBudget(4*piece, timeout)
+			var as []*attempt
+			for i := range 4 {
+				a := holdFor(t, b, waiterOf(i), piece, t0)
+				// 4 KiB blocks: 8 of 16 in two timeouts.
+				a.recv.Store(piece / 2)
+				a.last.Store(now.Add(-tt.gap).UnixNano())
+				if tt.slow {
+					b.markSlow(a.peer)
+				}
+				as = append(as, a)
+			}
+			w := waiterOf(9)
+			if tt.waiter == "slow" {
+				b.markSlow(w.peer)
+			}
+			b.mu.Lock()
+			w.queued, w.since, w.want = true, now.Add(-tt.waited), piece
+			b.line = append(b.line, w)
+			b.evictLocked(now)
+			b.mu.Unlock()
+			n := 0
+			for _, a := range as {
+				if a.evicted.Load() {
+					n++
+				}
+			}
+			if want := map[bool]int{true: 1}[tt.evicted]; n != want {
+				t.Fatalf("%d pieces taken back, want %d", n, want)
+			}
+		})
+	}
+}
+
+// TestBudgetPatientNewWaiterKeepsOverdue: a new holder's loop that waited
+// patience goes first in line (classLocked), but proved nothing, so it
+// takes only stalled pieces; it made evictLocked judge for it alone, and
+// the proven peers' loops behind it no longer took overdue pieces: one
+// waiting loop of a fresh node id, hostile or not, kept the pieces of
+// holders bringing a block every eighth of RequestTimeout (8 MiB in 4 KiB
+// blocks: 85 minutes) from every loop. Overdue pieces are judged against
+// the first proven loop in line, whoever goes first.
+func TestBudgetPatientNewWaiterKeepsOverdue(t *testing.T) {
+	const piece, timeout = int64(MinPieceSize), 8 * time.Second
+	t0 := time.Now()
+	now := t0.Add(2 * timeout)
+	for _, newFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("patient new waiter first %v", newFirst), func(t *testing.T) {
+			b := newBudget(4*piece, timeout)
+			var as []*attempt
+			for i := range 4 {
+				a := holdFor(t, b, waiterOf(i), piece, t0)
+				a.recv.Store(piece / 2) // half in two timeouts, a block an eighth of it apart
+				a.last.Store(now.Add(-timeout / 16).UnixNano())
+				as = append(as, a)
+			}
+			fresh, proven := waiterOf(8), waiterOf(9)
+			b.pieceDone(proven.peer, 100*time.Millisecond, 100*time.Millisecond)
+			b.mu.Lock()
+			if newFirst {
+				fresh.queued, fresh.since, fresh.want = true, now.Add(-timeout/4), piece
+				b.line = append(b.line, fresh)
+			}
+			proven.queued, proven.since, proven.want = true, now.Add(-time.Second), piece
+			b.line = append(b.line, proven)
+			b.evictLocked(now)
+			b.mu.Unlock()
+			n := 0
+			for _, a := range as {
+				if a.evicted.Load() {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%d overdue pieces taken back with a proven loop waiting, want 1", n)
+			}
+		})
+	}
+}
