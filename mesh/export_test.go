@@ -289,11 +289,21 @@ func RefuseTrims(n *Node) {
 	n.hand[trimProto] = HandlerFunc(func(context.Context, *Message) ([]byte, error) { return []byte{trimNo}, nil })
 }
 
-// AgeTrimRefusal moves the first refusal by the peer id of a trim of n's
-// link to it d into the past.
+// AgeTrimRefusal moves the first no, in the current run of noes, of the
+// peer id to a trim of n's link to it d into the past: as if the peer had
+// said no since.
 func AgeTrimRefusal(n *Node, id ID, d time.Duration) {
 	if l := n.link(id); l != nil {
 		l.trimRefused.Add(-int64(d))
+	}
+}
+
+// PauseTrimAsks moves n's trim asks to the peer id, and so the peer's
+// noes, d into the past: as if n had not asked it for d.
+func PauseTrimAsks(n *Node, id ID, d time.Duration) {
+	if l := n.link(id); l != nil {
+		l.trimRefused.Add(-int64(d))
+		l.trimRefusedLast.Add(-int64(d))
 	}
 }
 

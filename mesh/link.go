@@ -78,8 +78,9 @@ type link struct {
 	// temporary links are dropped again when idle (Node.Expand).
 	temporary atomic.Bool
 	// trimRefused is when the peer first said no to a trim of this link
-	// (Unix ns), 0 if it has not (see Node.trim).
-	trimRefused atomic.Int64
+	// in its current run of noes, trimRefusedLast its latest no (Unix ns),
+	// 0 if it has not (see Node.trim).
+	trimRefused, trimRefusedLast atomic.Int64
 
 	hello chan hello    // first hello from the peer
 	pongs chan []byte   // pings to answer; answered by the pinger

@@ -342,3 +342,17 @@ func TestLostAnswerIsSentAgainTwice(t *testing.T) {
 		t.Fatalf("the answer was sent %d more times, want %d", len(sent), maxAnswerResends)
 	}
 }
+
+// TestDialBeforeTheFirstRegistrationEndsWithItsCtx: a dial that waited out
+// its ctx for the node's first registration ends there, saying both why
+// (it went on to make a connection and an offer, and failed to send it).
+func TestDialBeforeTheFirstRegistrationEndsWithItsCtx(t *testing.T) {
+	tr := testTransport(t) // not serving: never registers
+	dst, _ := NewIdentity()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := tr.Dial(ctx, dst.ID)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, signal.ErrNotConnected) {
+		t.Fatalf("dial before the first registration: %v, want ErrNotConnected and the ctx's deadline", err)
+	}
+}

@@ -862,8 +862,8 @@ func (n *Node) fill(ctx context.Context, wg *sync.WaitGroup) {
 				}
 			case errors.Is(err, signal.ErrNotConnected):
 				// Between sockets to the rendezvous (a dial waits for the
-				// node's first registration, not for later ones): the
-				// dial is retried, nothing is wrong.
+				// node's first registration, up to DialTimeout, not for
+				// later ones): the dial is retried, nothing is wrong.
 				n.log.Debug("dial failed", "peer", id.Short(), "err", err)
 			default:
 				n.log.Info("dial failed", "peer", id.Short(), "err", err)

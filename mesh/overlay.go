@@ -202,14 +202,19 @@ func (n *Node) trim(ctx context.Context, spare int) ID {
 			// A peer's no holds until its record catches up (the record
 			// check above then spares it without asking); a peer that
 			// keeps saying no while its record says it can spare the
-			// link would keep its slot for good, so its no holds for
-			// trimRefuseLimit at most.
+			// link would keep its slot for good, so a run of noes holds
+			// for trimRefuseLimit at most. A no after none for as long
+			// starts a new run: an honest peer that said no once (to a
+			// trim while others it had let go were leaving) must not
+			// lose the link at its next no, however long after.
 			now := time.Now().UnixNano()
-			first := c.l.trimRefused.Load()
-			if first == 0 {
+			first, last := c.l.trimRefused.Load(), c.l.trimRefusedLast.Load()
+			if first == 0 || time.Duration(now-last) >= trimRefuseLimit {
+				first = now
 				c.l.trimRefused.Store(now)
 			}
-			if first == 0 || time.Duration(now-first) < trimRefuseLimit {
+			c.l.trimRefusedLast.Store(now)
+			if time.Duration(now-first) < trimRefuseLimit {
 				n.log.Debug("trim: the peer cannot spare the link", "peer", c.l.remote.Short())
 				continue
 			}

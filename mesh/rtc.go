@@ -433,7 +433,9 @@ func (t *rtcTransport) rendezvousFirst(ctx context.Context, typ string, dst ID, 
 
 // Dial opens a link to id through the rendezvous.
 func (t *rtcTransport) Dial(ctx context.Context, id ID) (Conn, error) {
-	t.waitRegistered(ctx)
+	if err := t.waitRegistered(ctx); err != nil {
+		return nil, err
+	}
 	t.waitTURN(ctx)
 	c, err := t.newConn(id, true, "dc_"+rand.Text())
 	if err != nil {
@@ -1170,12 +1172,18 @@ func (t *rtcTransport) setTURN(s []webrtc.ICEServer, expires time.Time) {
 // test) cannot tell that moment either. Once registered, a node that loses
 // the rendezvous fails such dials at once as before: it may have other
 // ways through the mesh, and a lost rendezvous may not come back soon.
-func (t *rtcTransport) waitRegistered(ctx context.Context) {
+// When ctx ends first, the error says both why (signal.ErrNotConnected,
+// which the maintainer takes as no fault of the peer's) and ctx's: the
+// dial ends there, without making a connection and an offer it cannot
+// send.
+func (t *rtcTransport) waitRegistered(ctx context.Context) error {
 	select {
 	case <-t.registered:
 	case <-t.stopped:
 	case <-ctx.Done():
+		return fmt.Errorf("mesh: waiting for the first registration with the rendezvous: %w (%w)", signal.ErrNotConnected, ctx.Err())
 	}
+	return nil
 }
 
 // waitTURN waits, for at most turnFetchTimeout, for the first fetch of

@@ -79,6 +79,44 @@ func TestNeighboursTrimmingAtOnceLeaveTheNodeItsLinks(t *testing.T) {
 // trim while its record lists more links than it must keep would hold its
 // slot for good. Its no holds for TrimRefuseLimit; then the link goes.
 func TestTrimRefusedForTooLongDropsAllTheSame(t *testing.T) {
+	n, x := refusingNeighbour(t)
+	for range 3 {
+		if got := mesh.Trim(n, 2); got != "" {
+			t.Fatalf("n dropped %s while x says no", got)
+		}
+	}
+	mesh.AgeTrimRefusal(n, x.ID(), mesh.TrimRefuseLimit)
+	if got := mesh.Trim(n, 2); got != x.ID() {
+		t.Fatalf("n dropped %q after x said no for %v, want x", got, mesh.TrimRefuseLimit)
+	}
+}
+
+// TestTrimRefusedLongAgoDoesNotCount: a peer's no, once the peer has not
+// been asked for a while (n fell back to its target, or the record caught
+// up), counts no more. Its next no starts a new run: it spares the link,
+// where counting from the old no dropped an honest peer at its first no
+// in an hour (one said to a trim while links it had let go were leaving).
+func TestTrimRefusedLongAgoDoesNotCount(t *testing.T) {
+	n, x := refusingNeighbour(t)
+	if got := mesh.Trim(n, 2); got != "" {
+		t.Fatalf("n dropped %s while x says no", got)
+	}
+	mesh.PauseTrimAsks(n, x.ID(), time.Hour)
+	if got := mesh.Trim(n, 2); got != "" {
+		t.Fatalf("n dropped %s at x's first no in an hour", got)
+	}
+	// The new run holds for TrimRefuseLimit, as the first did.
+	mesh.AgeTrimRefusal(n, x.ID(), mesh.TrimRefuseLimit)
+	if got := mesh.Trim(n, 2); got != x.ID() {
+		t.Fatalf("n dropped %q after x said no for %v, want x", got, mesh.TrimRefuseLimit)
+	}
+}
+
+// refusingNeighbour links n to x, which says no to every trim, and to a
+// leaf; x's record, which n has read, lists four links, so that n's trim
+// with spare 2 asks x and only x.
+func refusingNeighbour(t *testing.T) (n, x *mesh.Node) {
+	t.Helper()
 	nw := meshtest.NewNetwork()
 	opt := meshtest.Options{Configure: func(c *mesh.Config) {
 		meshtest.Fast(c)
@@ -86,11 +124,11 @@ func TestTrimRefusedForTooLongDropsAllTheSame(t *testing.T) {
 		c.TargetPeers, c.LowPeers, c.HighPeers = 1, 1, 8
 		c.IdleTimeout = time.Millisecond
 	}}
-	x := nw.NewNode(t, "x", opt)
+	x = nw.NewNode(t, "x", opt)
 	mesh.RefuseTrims(x)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n := nw.NewNode(t, "n", opt)
+	n = nw.NewNode(t, "n", opt)
 	for i := range 3 {
 		// x's other links, so that its record says it can spare n.
 		o := nw.NewNode(t, fmt.Sprint("o", i), opt)
@@ -116,13 +154,5 @@ func TestTrimRefusedForTooLongDropsAllTheSame(t *testing.T) {
 		}
 		return true
 	})
-	for range 3 {
-		if got := mesh.Trim(n, 2); got != "" {
-			t.Fatalf("n dropped %s while x says no", got)
-		}
-	}
-	mesh.AgeTrimRefusal(n, x.ID(), mesh.TrimRefuseLimit)
-	if got := mesh.Trim(n, 2); got != x.ID() {
-		t.Fatalf("n dropped %q after x said no for %v, want x", got, mesh.TrimRefuseLimit)
-	}
+	return n, x
 }

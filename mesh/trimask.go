@@ -51,17 +51,32 @@ func (n *Node) askTrim(ctx context.Context, l *link, spare int) bool {
 		n.log.Debug("trim: no answer from the peer: link kept", "peer", l.remote.Short(), "err", err)
 		return false
 	}
-	return len(resp) == 1 && resp[0] == trimYes
+	return decodeTrimAnswer(resp)
+}
+
+// decodeTrimAnswer reads a peer's answer to a trim ask: anything but a
+// plain yes is a no, which keeps the link.
+func decodeTrimAnswer(b []byte) bool { return len(b) == 1 && b[0] == trimYes }
+
+var errBadTrimAsk = errors.New("mesh: bad trim ask")
+
+// decodeTrimAsk reads a trim ask: one byte, the links the asker would
+// leave this node.
+func decodeTrimAsk(b []byte) (spare int, err error) {
+	if len(b) != 1 {
+		return 0, errBadTrimAsk
+	}
+	return int(b[0]), nil
 }
 
 // handleTrimAsk answers a neighbour that would drop its link to this node:
 // yes when this node keeps more than the spare it names (a byte) with
 // that drop and those it granted others.
 func (n *Node) handleTrimAsk(ctx context.Context, m *Message) ([]byte, error) {
-	if len(m.Payload) != 1 {
-		return nil, errors.New("bad trim ask")
+	spare, err := decodeTrimAsk(m.Payload)
+	if err != nil {
+		return nil, err
 	}
-	spare := int(m.Payload[0])
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
