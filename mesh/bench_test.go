@@ -61,6 +61,9 @@ func goodputCases() []goodputCase {
 		{"msg=16KiB", def, 16 << 10},
 		{"msg=256KiB", def, 256 << 10},
 		{"unordered", with(func(rc *mesh.RTCConfig) { rc.UnorderedBulk = true }), 64 << 10},
+		// Unacknowledged bytes at most 512 KiB and one message, under
+		// the two 1 MB packet buffers of pion's receive path.
+		{"sendhigh=512KiB", with(func(rc *mesh.RTCConfig) { rc.SendBufferHigh, rc.SendBufferLow = 512<<10, 256<<10 }), 64 << 10},
 	}
 }
 

@@ -41,6 +41,7 @@ var (
 	benchWarmMiB = flag.Int("shards.warmmib", 0, "BenchmarkDownloadGoodput: MiB sent over the link before the first round; 0: as many as a round (-shards.mib)")
 	benchPeerWin = flag.Int("shards.peerwindow", 0, "BenchmarkDownloadGoodput: DownloadsConfig.PeerWindow in KiB (0: the default)")
 	benchUnord   = flag.Bool("shards.unordered", false, "download benchmarks over WebRTC: an unordered bulk channel (mesh.RTCConfig.UnorderedBulk)")
+	benchSendHi  = flag.Int("shards.sendhigh", 0, "download benchmarks over WebRTC: mesh.RTCConfig.SendBufferHigh in KiB, SendBufferLow half of it (0: the defaults)")
 	benchSeeder  = flag.String("shards.seeder", "test", "BenchmarkDownloadGoodput: the holder; \"test\" serves the file from memory (testServer), \"share\" is a Service sharing it from a file on disk, as a user's node does")
 )
 
@@ -81,6 +82,10 @@ func rtcNode(tb testing.TB, signalURL, name string) *mesh.Node {
 	cfg.SignalURL = signalURL
 	cfg.ManualLinks = true
 	cfg.RTC = mesh.RTCConfig{LoopbackOnly: true, UnorderedBulk: *benchUnord}
+	if *benchSendHi > 0 {
+		cfg.RTC.SendBufferHigh = uint64(*benchSendHi) << 10
+		cfg.RTC.SendBufferLow = cfg.RTC.SendBufferHigh / 2
+	}
 	n, err := mesh.NewNode(cfg)
 	if err != nil {
 		tb.Fatal(err)
