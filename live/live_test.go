@@ -32,7 +32,7 @@ func TestWHIPToWHEP(t *testing.T) {
 	if err != nil || ti.Parent != a.node.ID() || ti.Depth != 1 {
 		t.Fatalf("b's tree = %+v, %v; want parent a at depth 1", ti, err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "the host counting b's viewer", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the host counting b's viewer", func() bool {
 		r, _ := a.svc.Room(room.ID)
 		return r.Viewers == 1
 	})

@@ -283,7 +283,7 @@ func TestChildViewerCountCapped(t *testing.T) {
 	waitRoom(t, room.ID, a, b)
 	v, _ := watch(t, b, room.ID)
 	waitMedia(t, v, "media at b")
-	testutil.WaitFor(t, 10*time.Second, "the host counting b's viewer", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the host counting b's viewer", func() bool {
 		r, _ := a.svc.Room(room.ID)
 		return r.Viewers == 1
 	})
@@ -301,7 +301,7 @@ func TestChildViewerCountCapped(t *testing.T) {
 		return c != nil && c.viewers == 2000000000
 	})
 	var r Room
-	testutil.WaitFor(t, 10*time.Second, "the host's room record counting the claim", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the host's room record counting the claim", func() bool {
 		r, _ = a.svc.Room(room.ID)
 		return r.Viewers != 1
 	})
