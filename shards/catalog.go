@@ -116,11 +116,17 @@ func (s *Service) catalogLists(ctx context.Context) (map[mesh.ID][]Entry, error)
 // mergeCatalogs lists each resource once with its holders. Nodes that
 // disagree on a resource's manifest (one of them lies: the manifest
 // follows from the bytes) are split by it, and the manifest most of them
-// hold wins, this node's own first.
+// hold wins, this node's own first. Its name is this node's own if it
+// holds it, else the one most of its holders give: the name is saved
+// with a download by id and sets the Content-Type it is served with, and
+// the first holder by node id (an id is cheap to choose) named it alone.
 func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 	type variant struct {
 		e       Entry
 		holders []mesh.ID
+		// names counts the holders of each name (with the type its
+		// first holder gives), once one disagrees with e; nil till then.
+		names map[string]nameVote
 	}
 	byID := make(map[MD5][]*variant)
 	nodes := make([]mesh.ID, 0, len(lists))
@@ -142,7 +148,19 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 				byID[e.ID] = vs
 				i = len(vs) - 1
 			}
-			vs[i].holders = append(vs[i].holders, n)
+			v := vs[i]
+			if e.Name != v.e.Name && v.names == nil {
+				v.names = map[string]nameVote{v.e.Name: {typ: v.e.Type, n: len(v.holders)}}
+			}
+			if v.names != nil {
+				nv, ok := v.names[e.Name]
+				if !ok {
+					nv.typ = e.Type
+				}
+				nv.n++
+				v.names[e.Name] = nv
+			}
+			v.holders = append(v.holders, n)
 		}
 	}
 	out := make([]File, 0, len(byID))
@@ -152,6 +170,9 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 			if len(v.holders) > len(best.holders) {
 				best = v
 			}
+		}
+		if best.names != nil && best.holders[0] != self {
+			best.e.Name, best.e.Type = mostNamed(best.names, best.e)
 		}
 		out = append(out, File{
 			ID:       best.e.ID,
@@ -169,6 +190,24 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 		return compareID(a.ID, b.ID)
 	})
 	return out
+}
+
+// nameVote is how many holders give a resource one name.
+type nameVote struct {
+	typ string
+	n   int
+}
+
+// mostNamed is the name (and its type) most holders give; a tie goes to
+// first's (the first holder by id), then to the least name.
+func mostNamed(names map[string]nameVote, first Entry) (string, string) {
+	bestName, best := first.Name, names[first.Name]
+	for name, nv := range names {
+		if nv.n > best.n || (nv.n == best.n && bestName != first.Name && name < bestName) {
+			bestName, best = name, nv
+		}
+	}
+	return bestName, best.typ
 }
 
 func b2i(b bool) int {

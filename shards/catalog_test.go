@@ -326,6 +326,38 @@ func TestMergeCatalogsPrefersAgreement(t *testing.T) {
 	}
 }
 
+// TestMergeCatalogsName: holders that agree on a file's bytes but not its
+// name. The name is saved with a download by id and sets the type it is
+// served with: one node, first by id (ids are cheap to choose), named it
+// for everyone; now most holders do, and this node's own name wins.
+func TestMergeCatalogsName(t *testing.T) {
+	self, _ := mesh.ParseID("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+	liar, _ := mesh.ParseID("22222222222222222222222222222222")
+	x, _ := mesh.ParseID("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+	y, _ := mesh.ParseID("cccccccccccccccccccccccccccccccc")
+	honest := Entry{ID: MD5{7}, Manifest: Hash{1}, Size: 10, Name: "photo.png", Type: "image/png"}
+	renamed := honest
+	renamed.Name, renamed.Type = "photo.html", "text/html; charset=utf-8"
+	files := mergeCatalogs(self, map[mesh.ID][]Entry{liar: {renamed}, x: {honest}, y: {honest}})
+	if len(files) != 1 || files[0].Name != "photo.png" || files[0].Type != "image/png" || !sameIDs(files[0].Holders, []mesh.ID{liar, x, y}) {
+		t.Fatalf("merged %+v, want photo.png (image/png) held by all three", files)
+	}
+	// This node's own name, whatever the others say.
+	mine := honest
+	mine.Name = "mine.png"
+	files = mergeCatalogs(self, map[mesh.ID][]Entry{self: {mine}, liar: {renamed}, x: {honest}, y: {honest}})
+	if len(files) != 1 || files[0].Name != "mine.png" || len(files[0].Holders) != 4 {
+		t.Fatalf("merged %+v, want this node's mine.png", files)
+	}
+	// A tie: the same name on every node, whatever order they are met in.
+	for range 20 {
+		files = mergeCatalogs(self, map[mesh.ID][]Entry{liar: {renamed}, x: {honest}})
+		if len(files) != 1 || files[0].Name != "photo.html" {
+			t.Fatalf("a tie merged %+v, want the first holder's name", files)
+		}
+	}
+}
+
 func TestCatalogVersion(t *testing.T) {
 	c1, c2 := newCatalog(), newCatalog()
 	es := fakeEntries(1000, 4)
@@ -482,10 +514,14 @@ func TestRemoteCatalogsMemoryBounded(t *testing.T) {
 }
 
 // BenchmarkMergeCatalogs: the merge of Files over 100 online nodes of
-// 10,000 files each, all different (a million files) and all the same.
+// 10,000 files each, all different (a million files), all the same, and
+// all the same under a name of each node's own (the most names to count).
 func BenchmarkMergeCatalogs(b *testing.B) {
-	for _, same := range []bool{false, true} {
-		b.Run(fmt.Sprintf("same=%v", same), func(b *testing.B) {
+	for _, c := range []struct {
+		name          string
+		same, renamed bool
+	}{{"same=false", false, false}, {"same=true", true, false}, {"same=true,renamed", true, true}} {
+		b.Run(c.name, func(b *testing.B) {
 			lists := make(map[mesh.ID][]Entry, 100)
 			shared := fakeEntries(10000, 1)
 			var self mesh.ID
@@ -494,9 +530,16 @@ func BenchmarkMergeCatalogs(b *testing.B) {
 				if i == 0 {
 					self = id
 				}
-				if same {
+				switch {
+				case c.renamed:
+					own := slices.Clone(shared)
+					for j := range own {
+						own[j].Name = fmt.Sprintf("%d-%s", i, own[j].Name)
+					}
+					lists[id] = own
+				case c.same:
 					lists[id] = shared
-				} else {
+				default:
 					lists[id] = fakeEntries(10000, uint64(i+10))
 				}
 			}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/catnest/catnest/mesh"
 )
@@ -532,7 +533,9 @@ const maxGoneWhy = 256
 
 // goneWhy is why a receiver left: what happened and the error, its own
 // message when it answered one (a refusal says "this node does not take
-// pushes from ..." there), capped.
+// pushes from ..." there), capped and on one printable line: a peer's
+// bytes, shown to the user as they are (escape sequences, line breaks,
+// bidi overrides that turn what follows around).
 func goneWhy(what string, err error) string {
 	if err == nil {
 		return what
@@ -544,6 +547,15 @@ func goneWhy(what string, err error) string {
 		// what says.
 		msg = strings.TrimPrefix(strings.TrimPrefix(re.Msg, "shards: "), "push refused: ")
 	}
+	msg = strings.Map(func(r rune) rune {
+		switch {
+		case unicode.IsPrint(r):
+			return r
+		case unicode.IsSpace(r):
+			return ' '
+		}
+		return -1
+	}, msg)
 	why := what + ": " + msg
 	if len(why) > maxGoneWhy {
 		why = strings.ToValidUTF8(why[:maxGoneWhy], "") + "…"

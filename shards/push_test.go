@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -568,6 +571,26 @@ func TestPushRefused(t *testing.T) {
 		if got := st.Receivers[k-1].Error; got != want {
 			t.Errorf("receiver %d: error %q, want %q", k, got, want)
 		}
+	}
+}
+
+// TestGoneWhy: a receiver's reason quotes its own answer, a peer's bytes:
+// shown as one printable line of at most maxGoneWhy bytes and a "…", not
+// with the escape sequences, line breaks and bidi overrides it sent.
+func TestGoneWhy(t *testing.T) {
+	msg := "shards: push refused: \x1b[2J\x1b]0;owned\x07not\r\nfrom\tyou \u202egpj.exe\xff" + strings.Repeat("é", 5000)
+	got := goneWhy("refused", &mesh.RemoteError{Msg: msg})
+	if !strings.HasPrefix(got, "refused: [2J]0;ownednot  from you gpj.exe\ufffdéé") || !utf8.ValidString(got) ||
+		len(got) > maxGoneWhy+len("…") || !strings.HasSuffix(got, "…") {
+		t.Fatalf("goneWhy = %q (%d bytes)", got, len(got))
+	}
+	for _, r := range got {
+		if !unicode.IsPrint(r) {
+			t.Fatalf("goneWhy = %q: holds %U", got, r)
+		}
+	}
+	if got := goneWhy("its calls failed", errors.New("mesh: no link")); got != "its calls failed: mesh: no link" {
+		t.Errorf("goneWhy of a local error = %q", got)
 	}
 }
 

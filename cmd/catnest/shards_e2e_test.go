@@ -343,6 +343,29 @@ func clickSel(t *testing.T, ctx context.Context, sel string) {
 	}
 }
 
+// clickFor clicks sel until cond holds, for a click whose effect the test
+// then waits on. The Files view redraws its table on every transfer state
+// change and catalog event: one redrawn between the button's mousedown and
+// mouseup (seen: mousedown on BUTTON, mouseup on the new TD) is no click,
+// and the test waited out its browser's minute for a download never
+// asked for (3 runs in 20 on a loaded machine). A click that went astray
+// is made again, and logged.
+func clickFor(t *testing.T, ctx context.Context, sel, cond string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		clickSel(t, ctx, sel)
+		err := browsertest.Wait(ctx, 10*time.Second, cond)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clicked %s: waiting for %s: %v", sel, cond, err)
+		}
+		t.Logf("clicked %s: no %s within 10 s; again", sel, cond)
+	}
+}
+
 // TestBrowserFilesAcrossNodes runs three real nodes: alice shares a folder
 // with an image and a larger file and caps her uploads; bob's Files view in
 // Chromium shows her image in the gallery, and downloads the larger file
@@ -374,7 +397,9 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 	albumTr := alice.seeding(t, album)
 	imgID, bigID := shards.MD5(md5.Sum(img)).String(), shards.MD5(md5.Sum(big)).String()
 
-	ctx := browsertest.New(t)
+	// Longer than New's minute: the steps below wait up to a minute each
+	// (the push two), and on a loaded machine all of them took 30 s.
+	ctx := browsertest.NewFor(t, 4*time.Minute)
 	if err := chromedp.Do(ctx, chromedp.Navigate(bob.ui)); err != nil {
 		t.Fatal(err)
 	}
@@ -385,8 +410,8 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 		&& `+tile+`.querySelector("img").naturalWidth > 0
 		&& `+tile+`.querySelector(".tile-name").textContent === "alice-rings.png"`)
 
-	clickSel(t, ctx, `#files-table button[data-act="fetch"][data-id="`+bigID+`"]`)
 	row := `document.querySelector('#files-transfers li[data-id="` + bigID + `"]')`
+	clickFor(t, ctx, `#files-table button[data-act="fetch"][data-id="`+bigID+`"]`, row+` !== null`, wait)
 	bar := row + `.querySelector(".progress")`
 	fill := `parseFloat(` + row + `.querySelector(".progress-fill").style.width)`
 	browsertest.Until(t, ctx, wait, row+` !== null && `+row+`.dataset.state === "downloading"
