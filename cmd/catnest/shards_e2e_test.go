@@ -195,6 +195,21 @@ func TestShareAndGetEndToEnd(t *testing.T) {
 	if !ok || dl.State != shards.StateDone || dl.Sources[alice.id] != int64(len(video)) {
 		t.Errorf("bob's download: %+v (listed %v), want done with every byte from alice", dl, ok)
 	}
+	// One copy: bob's node saved the file in the folder get named and
+	// seeds it from there; its downloads folder holds none, and no part
+	// file is left behind.
+	if dl.Path != filepath.Join(out, "holiday video.mkv") {
+		t.Errorf("bob seeds the file from %q, want the folder get saved it in", dl.Path)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(bob.data, "downloads")); len(entries) != 0 {
+		t.Errorf("bob's downloads folder holds %d files, want none: the file is in %s", len(entries), out)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 1 {
+		t.Errorf("the folder holds %d entries, want the file alone", len(entries))
+	}
+	if strings.Contains(got, "saving ") {
+		t.Errorf("get copied the file the node had saved in place:\n%s", got)
+	}
 
 	// catnest share on bob: its link leads alice to bob.
 	dir := t.TempDir()
