@@ -919,6 +919,9 @@ func (dl *download) runOnce(ctx context.Context) error {
 	m := dl.man
 	recheckNow := dl.recheck
 	dl.mu.Unlock()
+	if done, err := dl.reuse(ctx, m); done || err != nil {
+		return err
+	}
 	f, err := dl.openFile()
 	if err != nil {
 		return err

@@ -63,6 +63,8 @@
 //	                                    download is saved and seeded from, instead of the downloads folder
 //	POST   /api/shards/{id}/pause       204; …/resume likewise
 //	DELETE /api/shards/{id}             204: cancel a download and delete its partial data, or stop sharing
+//	                                    (a finished download's file is the user's: kept, no longer shared;
+//	                                    fetching the id again takes it back once it checks out, not a second copy)
 //	POST   /api/shards/push             {"id", "to": [node ids], "plan": "matrix" | "chain"} → 201 {"id"}
 //	                                    or {"id", "channel": id or name, "plan"}: the channel's online members
 //	GET    /api/shards/push/{pid}       the push's progress
