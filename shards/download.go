@@ -1282,6 +1282,7 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 		// the next commit.
 		dl.mu.Lock()
 		have := slices.Clone(dl.have)
+		sources := maps.Clone(dl.sources)
 		dl.mu.Unlock()
 		if err := f.Sync(); err != nil {
 			dl.d.log.Warn("sync of a partial download", "id", dl.id, "err", err)
@@ -1290,7 +1291,7 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 		if ctx.Err() != nil {
 			return
 		}
-		if err := putHave(dl.d.db, dl.id, have); err != nil {
+		if err := putProgress(dl.d.db, dl.id, have, sources); err != nil {
 			dl.d.log.Warn("commit of a bitfield", "id", dl.id, "err", err)
 		}
 	}
@@ -1566,7 +1567,7 @@ func (dl *download) saveRecord() error {
 	}
 	r := downloadRecord{ID: dl.id, ManifestHash: dl.manHash, Link: dl.link, Name: dl.name, State: dl.state,
 		Error: dl.err, Path: dl.path, ModTime: dl.modTime, Added: dl.added, Uploaded: dl.uploaded,
-		Sources: maps.Clone(dl.sources)}
+		Sources: boundSources(maps.Clone(dl.sources))}
 	if dl.man != nil {
 		r.Manifest = dl.man.Encode()
 	}
