@@ -714,6 +714,23 @@ func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
 	return "", queued{}, next, false
 }
 
+// folderTotals is the files shared from the shared folders and their
+// bytes (a file's bytes counted once per path it is shared under).
+func (s *shares) folderTotals() (files int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for path, id := range s.byPath {
+		sh := s.byID[id]
+		for _, f := range sh.files {
+			if f.Path == path && f.Folder != "" {
+				files++
+				bytes += sh.man.Size
+			}
+		}
+	}
+	return files, bytes
+}
+
 // isShared reports whether path is one of the shared files.
 func (s *shares) isShared(path string) bool {
 	s.mu.Lock()
