@@ -72,3 +72,17 @@ func TestShareProcFile(t *testing.T) {
 		t.Fatalf("an empty file: %+v, %v", tr, err)
 	}
 }
+
+// TestTypeFor: the catalog's types do not depend on the machine's MIME
+// table for what services share (a track's .lrc lyrics were listed as
+// application/octet-stream).
+func TestTypeFor(t *testing.T) {
+	for name, want := range map[string]string{
+		"song.lrc": "text/plain; charset=utf-8", "SONG.LRC": "text/plain; charset=utf-8",
+		"a.png": "image/png", "noext": "application/octet-stream",
+	} {
+		if got := typeFor(name); got != want {
+			t.Errorf("typeFor(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -1095,9 +1095,20 @@ func nameFor(path string) string {
 	return n
 }
 
+// extraTypes are types of extensions that Go's table lacks and the
+// system's may too: music's lyrics (.lrc) were listed as
+// application/octet-stream.
+var extraTypes = map[string]string{
+	".lrc": "text/plain; charset=utf-8",
+}
+
 // typeFor is the MIME type of a name, from its extension.
 func typeFor(name string) string {
-	t := mime.TypeByExtension(filepath.Ext(name))
+	ext := filepath.Ext(name)
+	if t, ok := extraTypes[strings.ToLower(ext)]; ok {
+		return t
+	}
+	t := mime.TypeByExtension(ext)
 	if t == "" {
 		return "application/octet-stream"
 	}

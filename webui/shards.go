@@ -578,6 +578,7 @@ var extraTypes = map[string]string{
 	".ogv":  "video/ogg",
 	".mkv":  "video/x-matroska",
 	".txt":  "text/plain; charset=utf-8",
+	".lrc":  "text/plain; charset=utf-8", // lyrics
 	".md":   "text/markdown; charset=utf-8",
 	".bmp":  "image/bmp",
 	".ico":  "image/x-icon",
