@@ -26,12 +26,15 @@ const maxReuseNames = 100
 // It reports whether the download is done with that file.
 func (dl *download) reuse(ctx context.Context, m *Manifest) (bool, error) {
 	dl.mu.Lock()
-	name, out, fresh := dl.name, dl.link.Dir, dl.have.Count() == 0
+	name, out, fresh, owner := dl.name, dl.link.Dir, dl.have.Count() == 0, dl.link.For
 	dl.mu.Unlock()
 	if out == "" {
 		out = dl.d.cfg.OutDir
 	}
-	if !fresh {
+	if !fresh || owner != "" {
+		// A service's download is not handed a file the user kept: the
+		// service deletes its finished files when done with them
+		// (RemoveFor), and that one is the user's.
 		return false, nil
 	}
 	if _, err := os.Stat(dl.part); !errors.Is(err, os.ErrNotExist) {

@@ -108,4 +108,21 @@ func TestFetchAgainReusesFile(t *testing.T) {
 	if got, _ := os.ReadFile(want); string(got) != string(bad) {
 		t.Error("the changed file was touched")
 	}
+
+	// A service's fetch is not handed the user's file: the service
+	// deletes its own finished files (RemoveFor).
+	remove(third.Path)
+	svc := link
+	svc.For = "music"
+	if _, err := b.Fetch(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	fourth := waitState(t, b.downloads, link.ID, StateDone, 60*time.Second)
+	if fourth.Path == third.Path {
+		t.Errorf("a service's download took the user's file %s", third.Path)
+	}
+	gone, err := b.RemoveFor(ctx, link.ID, "music")
+	if err != nil || gone.Path != fourth.Path {
+		t.Fatalf("RemoveFor = %+v, %v", gone, err)
+	}
 }
