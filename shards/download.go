@@ -244,7 +244,13 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 }
 
 func (d *downloads) newDownload(l Link) *download {
-	return &download{d: d, id: l.ID, link: l, part: partPath(d.cfg.Dir, l.ID), added: time.Now(),
+	part := partPath(d.cfg.Dir, l.ID)
+	if l.Dir != "" {
+		// Beside where it ends, so that finishing is a rename in one
+		// folder, never a copy across filesystems.
+		part = filepath.Join(l.Dir, ".catnest-"+l.ID.String()+".part")
+	}
+	return &download{d: d, id: l.ID, link: l, part: part, added: time.Now(),
 		sources: make(map[mesh.ID]int64), bad: make(map[mesh.ID]int), banned: make(map[mesh.ID]bool),
 		peers: make(map[mesh.ID]*peer), readers: make(map[*reader]int), changed: make(chan struct{}),
 		rejected: make(map[Hash]bool), manPeers: make(map[mesh.ID]bool), tieSeed: rand.Uint64() | 1}
@@ -324,6 +330,13 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	}
 	if l.Channel == "" {
 		l.Channel = FilesChannel
+	}
+	if l.Dir != "" {
+		dir, err := checkDir(l.Dir)
+		if err != nil {
+			return Transfer{}, err
+		}
+		l.Dir = dir
 	}
 	dl := d.newDownload(l)
 	dl.name = l.Name
@@ -906,6 +919,9 @@ func (dl *download) runOnce(ctx context.Context) error {
 	m := dl.man
 	recheckNow := dl.recheck
 	dl.mu.Unlock()
+	if done, err := dl.reuse(ctx, m); done || err != nil {
+		return err
+	}
 	f, err := dl.openFile()
 	if err != nil {
 		return err
@@ -1280,6 +1296,7 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 		// the next commit.
 		dl.mu.Lock()
 		have := slices.Clone(dl.have)
+		sources := maps.Clone(dl.sources)
 		dl.mu.Unlock()
 		if err := f.Sync(); err != nil {
 			dl.d.log.Warn("sync of a partial download", "id", dl.id, "err", err)
@@ -1288,7 +1305,7 @@ func (dl *download) persist(ctx context.Context, f *os.File, dirty <-chan struct
 		if ctx.Err() != nil {
 			return
 		}
-		if err := putHave(dl.d.db, dl.id, have); err != nil {
+		if err := putProgress(dl.d.db, dl.id, have, sources); err != nil {
 			dl.d.log.Warn("commit of a bitfield", "id", dl.id, "err", err)
 		}
 	}
@@ -1337,6 +1354,13 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	dl.mu.Lock()
 	err = os.Rename(dl.part, dst)
 	dl.d.placeMu.Unlock()
+	if err == nil && dl.link.Dir != "" {
+		// The part file was the node's own (0600); in the user's folder
+		// the file is the user's, readable as a file they saved.
+		if err := os.Chmod(dst, 0o644); err != nil {
+			dl.d.log.Warn("chmod of a finished download", "path", dst, "err", err)
+		}
+	}
 	if err == nil {
 		dl.path = dst
 		if fi, err := f.Stat(); err == nil {
@@ -1418,24 +1442,52 @@ func (dl *download) wrongFile(ctx context.Context, f *os.File, got MD5) error {
 // finalPath picks a free name for the finished file in OutDir: the
 // resource's name, or "name (2).ext" and so on when it is taken.
 func (dl *download) finalPath() (string, error) {
-	if err := os.MkdirAll(dl.d.cfg.OutDir, 0o755); err != nil {
-		return "", fmt.Errorf("shards: %w", err)
-	}
 	dl.mu.Lock()
-	name := dl.name
+	name, out := dl.name, dl.link.Dir
 	dl.mu.Unlock()
+	if out == "" {
+		out = dl.d.cfg.OutDir
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return "", fmt.Errorf("shards: %w", err)
+		}
+	}
 	ext := filepath.Ext(name)
 	base := strings.TrimSuffix(name, ext)
 	for i := 1; i < 1000; i++ {
-		p := filepath.Join(dl.d.cfg.OutDir, name)
+		p := filepath.Join(out, name)
 		if i > 1 {
-			p = filepath.Join(dl.d.cfg.OutDir, fmt.Sprintf("%s (%d)%s", base, i, ext))
+			p = filepath.Join(out, fmt.Sprintf("%s (%d)%s", base, i, ext))
 		}
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("shards: no free name for %q in %s", name, dl.d.cfg.OutDir)
+	return "", fmt.Errorf("shards: no free name for %q in %s", name, out)
+}
+
+// checkDir checks a Link.Dir: an absolute path to a folder this node can
+// create files in (the node may run as another user than the one who
+// asked), and returns it cleaned. The check writes and removes an empty
+// file there.
+func checkDir(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("%w: %q is not an absolute path", ErrBadDir, dir)
+	}
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadDir, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%w: %s is not a folder", ErrBadDir, dir)
+	}
+	f, err := os.CreateTemp(dir, ".catnest-probe-*")
+	if err != nil {
+		return "", fmt.Errorf("%w: the node cannot write to it: %w", ErrBadDir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return dir, nil
 }
 
 // openFile opens the part file (or the finished file) for the download's
@@ -1529,7 +1581,7 @@ func (dl *download) saveRecord() error {
 	}
 	r := downloadRecord{ID: dl.id, ManifestHash: dl.manHash, Link: dl.link, Name: dl.name, State: dl.state,
 		Error: dl.err, Path: dl.path, ModTime: dl.modTime, Added: dl.added, Uploaded: dl.uploaded,
-		Sources: maps.Clone(dl.sources)}
+		Sources: boundSources(maps.Clone(dl.sources))}
 	if dl.man != nil {
 		r.Manifest = dl.man.Encode()
 	}

@@ -24,6 +24,9 @@ var (
 	ErrNotFile = errors.New("shards: not a readable regular file")
 	// ErrCorrupt is returned for a piece whose MD5 does not match.
 	ErrCorrupt = errors.New("shards: piece does not match its md5")
+	// ErrBadDir is returned for a Link.Dir that is not an absolute path
+	// to a folder this node can write to.
+	ErrBadDir = errors.New("shards: cannot save into that folder")
 	// ErrNoHolders is returned when no online node holds a resource.
 	ErrNoHolders = errors.New("shards: no online node holds the resource")
 )

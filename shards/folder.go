@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -81,6 +82,16 @@ func (f *folders) serve(ctx context.Context) {
 		defer w.Close()
 	}
 	f.dropUnlisted()
+	// Scanning from now, before the reporter first looks: else it could
+	// find the scan over before it began.
+	f.svc.scanMu.Lock()
+	f.svc.scanning = true
+	f.svc.scanMu.Unlock()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	rctx, stopReport := context.WithCancel(ctx)
+	defer stopReport()
+	wg.Go(func() { f.report(rctx, time.Now(), f.svc.cfg.ScanLogInterval) })
 	f.scanAll(w)
 	if w == nil {
 		<-ctx.Done()
@@ -108,6 +119,52 @@ func (f *folders) serve(ctx context.Context) {
 			f.svc.log.Warn("shared folders: watch", "err", err)
 		}
 	}
+}
+
+// report logs the first scan of the shared folders: how far it has got
+// every interval while it runs, and what it shared once it is done (a
+// folder of 20,000 files takes minutes to hash, and said nothing).
+func (f *folders) report(ctx context.Context, start time.Time, interval time.Duration) {
+	// The end is looked for often, so that "took" is the scan's time,
+	// not the interval's.
+	t := time.NewTicker(min(interval, 100*time.Millisecond))
+	defer t.Stop()
+	logged := start
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := f.svc.Scan()
+		if !st.Scanning {
+			files, bytes := f.svc.shares.folderTotals()
+			f.svc.log.Info("shared folders scanned", "folders", len(f.roots), "files", files, "bytes", bytes,
+				"size", formatSize(bytes), "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(logged) < interval {
+			continue
+		}
+		logged = time.Now()
+		files, bytes := f.svc.shares.folderTotals()
+		f.svc.log.Info("scanning shared folders", "found", st.Found, "to_look_at", st.Pending, "shared", files,
+			"bytes", bytes, "size", formatSize(bytes), "hashing", st.Hashing)
+	}
+}
+
+// formatSize is a size in binary units, for logs: "1.5 GiB".
+func formatSize(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
 }
 
 // root is the shared folder path lies under, or "".

@@ -52,6 +52,14 @@ type Link struct {
 	// now. Any other fetch resumes it. It is part of neither the link's
 	// text nor the download's record.
 	KeepPaused bool
+	// Dir, if set, is the folder (absolute, on this node's machine, one
+	// the node can write to) where a new download keeps its part file and
+	// leaves the finished file, which it then seeds from there: `catnest
+	// get -o DIR` against a node on the same machine ends with one copy
+	// of a 1 GiB file, not one in the node's downloads folder and another
+	// in DIR. A download already listed stays where it is. It is not part
+	// of the link's text; the download's record keeps it.
+	Dir string
 }
 
 // String formats the link.

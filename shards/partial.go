@@ -2,14 +2,17 @@ package shards
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,6 +55,57 @@ type downloadRecord struct {
 
 func haveKey(id MD5) []byte { return append(id[:len(id):len(id)], 'h') }
 
+// sourcesKey is where the bytes received from each peer are committed
+// with the bitfield (download.persist): the record, written only when the
+// state changes, held none of a download's until it ended, and a restart
+// half-way showed "sources": {}.
+func sourcesKey(id MD5) []byte { return append(id[:len(id):len(id)], 's') }
+
+// maxStoredSources bounds the peers whose bytes are kept: those that sent
+// the most. A download fed by thousands of peers keeps a store entry of a
+// few KiB, as it shows a contribution bar of a few dozen at most.
+const maxStoredSources = 64
+
+// maxSourcesSize bounds a stored sources value (64 ids of 32 characters
+// and their counts take about 3.5 KiB).
+const maxSourcesSize = 64 << 10
+
+// boundSources returns src, or a copy of its maxStoredSources largest.
+func boundSources(src map[mesh.ID]int64) map[mesh.ID]int64 {
+	if len(src) <= maxStoredSources {
+		return src
+	}
+	ids := slices.Collect(maps.Keys(src))
+	slices.SortFunc(ids, func(a, b mesh.ID) int {
+		if c := cmp.Compare(src[b], src[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	out := make(map[mesh.ID]int64, maxStoredSources)
+	for _, id := range ids[:maxStoredSources] {
+		out[id] = src[id]
+	}
+	return out
+}
+
+// mergeSources adds from to into: each peer's count is the larger of the
+// two (counts only grow while a download is listed).
+func mergeSources(into, from map[mesh.ID]int64) map[mesh.ID]int64 {
+	if len(from) == 0 {
+		return into
+	}
+	if into == nil {
+		into = make(map[mesh.ID]int64, len(from))
+	}
+	for id, n := range from {
+		if n > into[id] {
+			into[id] = n
+		}
+	}
+	return boundSources(into)
+}
+
 // partPath is where the pieces of id are kept until it is done.
 func partPath(dir string, id MD5) string {
 	return filepath.Join(dir, "shards", id.String()+".part")
@@ -62,12 +116,26 @@ func partPath(dir string, id MD5) string {
 // error in errs, so one bad record does not lose the others.
 func loadDownloads(db *bolt.DB) (recs []downloadRecord, haves map[MD5]Bitfield, errs []error, err error) {
 	haves = make(map[MD5]Bitfield)
+	var sources map[MD5]map[mesh.ID]int64
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketDownloads)
 		if err != nil {
 			return err
 		}
 		return b.ForEach(func(k, v []byte) error {
+			switch {
+			case len(k) == len(MD5{})+1 && k[len(MD5{})] == 's':
+				var src map[mesh.ID]int64
+				if len(v) > maxSourcesSize || json.Unmarshal(v, &src) != nil {
+					errs = append(errs, fmt.Errorf("shards: sources of download %x: %d bytes that do not decode", k[:len(MD5{})], len(v)))
+					return nil
+				}
+				if sources == nil {
+					sources = make(map[MD5]map[mesh.ID]int64)
+				}
+				sources[MD5(k[:len(MD5{})])] = boundSources(src)
+				return nil
+			}
 			switch len(k) {
 			case len(MD5{}):
 				var r downloadRecord
@@ -88,6 +156,9 @@ func loadDownloads(db *bolt.DB) (recs []downloadRecord, haves map[MD5]Bitfield, 
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("shards: load downloads: %w", err)
+	}
+	for i := range recs {
+		recs[i].Sources = mergeSources(boundSources(recs[i].Sources), sources[recs[i].ID])
 	}
 	return recs, haves, errs, nil
 }
@@ -126,6 +197,29 @@ func putHave(db *bolt.DB, id MD5, have Bitfield) error {
 	return nil
 }
 
+// putProgress stores the bitfield of id and the bytes each peer sent
+// (bounded: boundSources) in one transaction.
+func putProgress(db *bolt.DB, id MD5, have Bitfield, sources map[mesh.ID]int64) error {
+	src, err := json.Marshal(boundSources(sources))
+	if err != nil {
+		return fmt.Errorf("shards: encode sources of %s: %w", id, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketDownloads)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(haveKey(id), have); err != nil {
+			return err
+		}
+		return b.Put(sourcesKey(id), src)
+	})
+	if err != nil {
+		return fmt.Errorf("shards: store progress of %s: %w", id, err)
+	}
+	return nil
+}
+
 // deleteDownload drops the record and bitfield of id.
 func deleteDownload(db *bolt.DB, id MD5) error {
 	err := db.Update(func(tx *bolt.Tx) error {
@@ -134,6 +228,9 @@ func deleteDownload(db *bolt.DB, id MD5) error {
 			return nil
 		}
 		if err := b.Delete(id[:]); err != nil {
+			return err
+		}
+		if err := b.Delete(sourcesKey(id)); err != nil {
 			return err
 		}
 		return b.Delete(haveKey(id))

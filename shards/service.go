@@ -44,6 +44,9 @@ type Config struct {
 	// quiet before it is hashed again: an editor that writes a file in
 	// several steps is hashed once, after the last.
 	WatchDelay time.Duration
+	// ScanLogInterval is how often the first scan of Folders logs how far
+	// it has got; it logs what it shared when it is done.
+	ScanLogInterval time.Duration
 	// RequestTimeout bounds one request to a peer (a catalog page), so a
 	// peer that never answers cannot hold a listing up.
 	RequestTimeout time.Duration
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 	return Config{
 		UploadRate:       0,
 		WatchDelay:       500 * time.Millisecond,
+		ScanLogInterval:  5 * time.Second,
 		RequestTimeout:   20 * time.Second,
 		CatalogTimeout:   time.Minute,
 		CatalogCache:     256,
@@ -139,6 +143,9 @@ func New(cfg Config) (*Service, error) {
 	d := DefaultConfig()
 	if cfg.WatchDelay <= 0 {
 		cfg.WatchDelay = d.WatchDelay
+	}
+	if cfg.ScanLogInterval <= 0 {
+		cfg.ScanLogInterval = d.ScanLogInterval
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = d.RequestTimeout

@@ -286,25 +286,33 @@ func (sh *share) entry() Entry {
 
 // transfer is the share as the API lists it. s.mu is held.
 func (s *shares) transferLocked(sh *share) Transfer {
+	return s.transferAsLocked(sh, sh.name, sh.files[0].Path)
+}
+
+// transferAsLocked is the share as the file at path, named name, shares
+// it: one resource shared from several files (the same bytes under two
+// names) is listed under its first name, but whoever shares a file gets
+// a link that carries that file's name. s.mu is held.
+func (s *shares) transferAsLocked(sh *share, name, path string) Transfer {
 	l := Link{
 		Node:       s.svc.node.ID(),
 		Rendezvous: s.svc.cfg.Rendezvous,
 		Channel:    FilesChannel,
 		ID:         sh.id,
 		Manifest:   sh.hash,
-		Name:       sh.name,
+		Name:       name,
 		Size:       sh.man.Size,
 	}
 	return Transfer{
 		ID:       sh.id,
-		Name:     sh.name,
+		Name:     name,
 		Size:     sh.man.Size,
-		Type:     typeFor(sh.name),
+		Type:     typeFor(name),
 		Manifest: sh.hash,
 		Link:     l.String(),
 		Have:     sh.man.Size,
 		State:    StateSeeding,
-		Path:     sh.files[0].Path,
+		Path:     path,
 		Uploaded: sh.uploaded.Load(),
 		Sources:  map[mesh.ID]int64{},
 		Rate:     sh.rate.rate(time.Now()),
@@ -329,7 +337,7 @@ func (s *shares) share(ctx context.Context, path, folder string) (Transfer, erro
 	prevID, prev, had := s.sharedAs(abs, folder)
 	if had && !prev.Racy {
 		if fi, err := os.Stat(abs); err == nil && stampOf(fi) == prev.Stamp {
-			if t, ok := s.transfer(prevID); ok {
+			if t, ok := s.transferAs(prevID, abs); ok {
 				return t, nil
 			}
 		}
@@ -340,17 +348,32 @@ func (s *shares) share(ctx context.Context, path, folder string) (Transfer, erro
 	}
 	f := shareFile{Path: abs, Folder: folder, Stamp: st, Racy: racy}
 	if had && prevID == id && prev == f {
-		if t, ok := s.transfer(id); ok {
+		if t, ok := s.transferAs(id, abs); ok {
 			return t, nil
 		}
 	}
-	t := s.add(id, man, f)
+	s.add(id, man, f)
 	if folder == "" && !(had && prevID == id && prev.Stamp == st) {
 		if err := s.flush(); err != nil {
 			return Transfer{}, err
 		}
 	}
-	return t, nil
+	if t, ok := s.transferAs(id, abs); ok {
+		return t, nil
+	}
+	return Transfer{}, fmt.Errorf("%w: %s went while it was shared", ErrNotFile, abs)
+}
+
+// transferAs is the share of id as the file at path shares it (see
+// transferAsLocked).
+func (s *shares) transferAs(id MD5, path string) (Transfer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.byID[id]
+	if sh == nil {
+		return Transfer{}, false
+	}
+	return s.transferAsLocked(sh, nameFor(path), path), true
 }
 
 // sharedAs finds path among the shared files with the same folder, and
@@ -397,6 +420,15 @@ func (s *shares) hashPath(ctx context.Context, path string, lstat bool) (stamp, 
 		if fi.Size() > MaxFileSize {
 			f.Close()
 			return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %s is %d bytes (the most is %d)", ErrTooLarge, path, fi.Size(), MaxFileSize)
+		}
+		if fi.Size() == 0 {
+			// /proc and /sys files say 0 bytes and read as more: shared,
+			// they were an empty file under a name that promised content.
+			var b [1]byte
+			if n, _ := f.Read(b[:]); n > 0 {
+				f.Close()
+				return stamp{}, false, nil, MD5{}, fmt.Errorf("%w: %s says it is 0 bytes but reads as more (a /proc or /sys file?); copy it to a file to share it", ErrNotFile, path)
+			}
 		}
 		before := stampOf(fi)
 		s.mu.Lock()
@@ -712,6 +744,23 @@ func (s *shares) nextDue(now time.Time) (string, queued, time.Time, bool) {
 		}
 	}
 	return "", queued{}, next, false
+}
+
+// folderTotals is the files shared from the shared folders and their
+// bytes (a file's bytes counted once per path it is shared under).
+func (s *shares) folderTotals() (files int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for path, id := range s.byPath {
+		sh := s.byID[id]
+		for _, f := range sh.files {
+			if f.Path == path && f.Folder != "" {
+				files++
+				bytes += sh.man.Size
+			}
+		}
+	}
+	return files, bytes
 }
 
 // isShared reports whether path is one of the shared files.
@@ -1046,9 +1095,20 @@ func nameFor(path string) string {
 	return n
 }
 
+// extraTypes are types of extensions that Go's table lacks and the
+// system's may too: music's lyrics (.lrc) were listed as
+// application/octet-stream.
+var extraTypes = map[string]string{
+	".lrc": "text/plain; charset=utf-8",
+}
+
 // typeFor is the MIME type of a name, from its extension.
 func typeFor(name string) string {
-	t := mime.TypeByExtension(filepath.Ext(name))
+	ext := filepath.Ext(name)
+	if t, ok := extraTypes[strings.ToLower(ext)]; ok {
+		return t
+	}
+	t := mime.TypeByExtension(ext)
 	if t == "" {
 		return "application/octet-stream"
 	}

@@ -58,9 +58,13 @@
 //	GET    /api/shards                  this node's shares and transfers, newest first; ?offset=N&limit=M
 //	                                    (at most 1000) a page of them, X-Total-Count how many in all
 //	POST   /api/shards                  {"path"} (absolute, a readable regular file) → 201 and the share
-//	POST   /api/shards/fetch            {"link"} or {"id"} → 201 and the transfer
+//	POST   /api/shards/fetch            {"link"} or {"id"}, optional {"dir"} → 201 and the transfer; "dir"
+//	                                    (absolute, a folder the node can write to, else 400) is where a new
+//	                                    download is saved and seeded from, instead of the downloads folder
 //	POST   /api/shards/{id}/pause       204; …/resume likewise
 //	DELETE /api/shards/{id}             204: cancel a download and delete its partial data, or stop sharing
+//	                                    (a finished download's file is the user's: kept, no longer shared;
+//	                                    fetching the id again takes it back once it checks out, not a second copy)
 //	POST   /api/shards/push             {"id", "to": [node ids], "plan": "matrix" | "chain"} → 201 {"id"}
 //	                                    or {"id", "channel": id or name, "plan"}: the channel's online members
 //	GET    /api/shards/push/{pid}       the push's progress

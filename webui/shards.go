@@ -122,7 +122,7 @@ func (s *Server) filesError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, shards.ErrBadID), errors.Is(err, shards.ErrBadLink),
-		errors.Is(err, shards.ErrNotFile), errors.Is(err, shards.ErrTooLarge):
+		errors.Is(err, shards.ErrNotFile), errors.Is(err, shards.ErrTooLarge), errors.Is(err, shards.ErrBadDir):
 		status = http.StatusBadRequest
 	case errors.Is(err, shards.ErrUnknown), errors.Is(err, shards.ErrNoHolders):
 		status = http.StatusNotFound
@@ -261,6 +261,9 @@ func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Link string `json:"link"`
 		ID   string `json:"id"`
+		// Dir (optional): the folder on the node's machine to save a new
+		// download in (shards.Link.Dir).
+		Dir string `json:"dir"`
 	}
 	if !readJSON(w, r, &req) {
 		return
@@ -287,6 +290,7 @@ func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `missing "link" (webrtc://NODE@HOST:PORT/CHANNEL/MD5?...) or "id" (an MD5)`)
 		return
 	}
+	l.Dir = req.Dir
 	t, err := s.cfg.Files.Fetch(r.Context(), l)
 	if err != nil {
 		s.filesError(w, r, err)
@@ -574,6 +578,7 @@ var extraTypes = map[string]string{
 	".ogv":  "video/ogg",
 	".mkv":  "video/x-matroska",
 	".txt":  "text/plain; charset=utf-8",
+	".lrc":  "text/plain; charset=utf-8", // lyrics
 	".md":   "text/markdown; charset=utf-8",
 	".bmp":  "image/bmp",
 	".ico":  "image/x-icon",

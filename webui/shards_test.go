@@ -475,7 +475,7 @@ func TestContentType(t *testing.T) {
 	for name, want := range map[string]string{
 		"a.PNG": "image/png", "b.jpg": "image/jpeg", "c.webp": "image/webp", "d.gif": "image/gif",
 		"e.mp3": "audio/mpeg", "f.flac": "audio/flac", "g.txt": "text/plain; charset=utf-8",
-		"noext": "application/octet-stream", "h.mp4": "video/mp4",
+		"noext": "application/octet-stream", "h.mp4": "video/mp4", "i.lrc": "text/plain; charset=utf-8",
 	} {
 		if got := contentType(name); got != want {
 			t.Errorf("contentType(%q) = %q, want %q", name, got, want)

@@ -184,7 +184,25 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 	if cfg.Link.Node == "" {
 		req = map[string]string{"id": cfg.Link.ID.String()}
 	}
-	if err := c.do(ctx, http.MethodPost, "/api/shards/fetch", req, &t); err != nil {
+	// A node on this machine saves the file in DIR itself and seeds it
+	// from there: one copy on disk, and nothing to copy at the end. A
+	// remote node's paths are not ours.
+	if u, err := url.Parse(cfg.Node); err == nil && loopback.IsHost(u.Hostname()) {
+		if dir, err := filepath.Abs(cfg.Dir); err == nil {
+			req["dir"] = dir
+		}
+	}
+	err = c.do(ctx, http.MethodPost, "/api/shards/fetch", req, &t)
+	if err != nil && req["dir"] != "" && strings.Contains(err.Error(), shards.ErrBadDir.Error()) {
+		// The node runs as another user, or in a sandbox: it keeps the
+		// file in its downloads folder and get copies it out, as it does
+		// for a remote node.
+		fmt.Fprintf(stdout, "the node cannot save into %s (%s); it keeps the file in its own downloads folder and get copies it here\n",
+			termText(req["dir"], false), termText(err.Error(), false))
+		delete(req, "dir")
+		err = c.do(ctx, http.MethodPost, "/api/shards/fetch", req, &t)
+	}
+	if err != nil {
 		return fmt.Errorf("get: %w", err)
 	}
 	bar := newProgressBar(stdout, t.Name, time.Now())
@@ -227,7 +245,12 @@ func RunGet(ctx context.Context, cfg GetConfig, stdout io.Writer) error {
 	bar.update(t, time.Now())
 	bar.end()
 	stopEvents()
-	path, err := c.save(ctx, t, cfg.Link, cfg.Dir)
+	if inDir(t, cfg.Dir) {
+		// The node saved it here (and checked its MD5): nothing to copy.
+		fmt.Fprintf(stdout, "saved %s (%s)\n", termText(t.Path, false), formatBytes(float64(t.Size)))
+		return nil
+	}
+	path, err := c.save(ctx, t, cfg.Link, cfg.Dir, stdout)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("get: interrupted while saving the file; nothing saved (the node keeps it): run the same command again")
@@ -315,6 +338,22 @@ func (c *chatClient) transfer(ctx context.Context, id shards.MD5) (shards.Transf
 	return shards.Transfer{}, fmt.Errorf("the node no longer lists the download")
 }
 
+// inDir reports whether a finished transfer's file is in dir already,
+// whole: the node saved it there (Link.Dir), or a download of it that the
+// node had saved there before.
+func inDir(t shards.Transfer, dir string) bool {
+	if t.State != shards.StateDone || t.Path == "" {
+		return false
+	}
+	fi, err := os.Stat(t.Path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != t.Size {
+		return false
+	}
+	a, err1 := os.Stat(filepath.Dir(t.Path))
+	b, err2 := os.Stat(dir)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
 // saveName is the name to save a resource under: the link's, else the
 // node's, else its id; always one plain element (shards.CleanName), so it
 // stays in the folder.
@@ -347,7 +386,7 @@ func freeName(root *os.Root, name string) (string, error) {
 // save copies the resource out of the node into dir, through os.Root so
 // that nothing is written outside dir (not even through a symlink), and
 // checks the copy against the resource's MD5 before giving it its name.
-func (c *chatClient) save(ctx context.Context, t shards.Transfer, l shards.Link, dir string) (string, error) {
+func (c *chatClient) save(ctx context.Context, t shards.Transfer, l shards.Link, dir string, stdout io.Writer) (string, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return "", err
@@ -387,7 +426,12 @@ func (c *chatClient) save(ctx context.Context, t shards.Transfer, l shards.Link,
 		return "", fmt.Errorf("copy from the node: %s %s", resp.Status, termText(e.Error, false))
 	}
 	sum := md5.New()
-	n, err := io.Copy(io.MultiWriter(f, sum), resp.Body)
+	// A copy of a GiB takes seconds: it has a bar of its own, not a
+	// silence after "100% done".
+	bar := newProgressBar(stdout, "saving "+name, time.Now())
+	prog := &copyProgress{bar: bar, t: shards.Transfer{ID: t.ID, Size: t.Size, State: shards.StateDownloading}}
+	n, err := io.Copy(io.MultiWriter(f, sum, prog), resp.Body)
+	bar.end()
 	if err != nil {
 		return "", fmt.Errorf("copy from the node: %w", err)
 	}
@@ -402,6 +446,18 @@ func (c *chatClient) save(ctx context.Context, t shards.Transfer, l shards.Link,
 	}
 	ok = true
 	return filepath.Join(dir, name), nil
+}
+
+// copyProgress draws a bar of the bytes written through it.
+type copyProgress struct {
+	bar *progressBar
+	t   shards.Transfer
+}
+
+func (p *copyProgress) Write(b []byte) (int, error) {
+	p.t.Have += int64(len(b))
+	p.bar.update(p.t, time.Now())
+	return len(b), nil
 }
 
 // progressBar draws a transfer's progress: on a terminal one line redrawn

@@ -44,9 +44,14 @@ type fakeNodeAPI struct {
 	// dropAfter, if above 0, ends each event stream after that many
 	// events, as a node that stops does.
 	dropAfter int
+	// refuseDir answers a fetch with a "dir" as a node that cannot write
+	// there does (400).
+	refuseDir bool
 
 	mu     sync.Mutex
 	shared []string
+	dirs   []string // the "dir" of each fetch
+	copies int      // content requests
 	// streams are the open event streams; each gets every event, so
 	// that a stream of an earlier command that the server has not yet
 	// seen closing takes none from the next one.
@@ -113,8 +118,15 @@ func (f *fakeNodeAPI) share(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNodeAPI) fetch(w http.ResponseWriter, r *http.Request) {
-	var req struct{ Link, ID string }
+	var req struct{ Link, ID, Dir string }
 	json.NewDecoder(r.Body).Decode(&req)
+	f.mu.Lock()
+	f.dirs = append(f.dirs, req.Dir)
+	f.mu.Unlock()
+	if f.refuseDir && req.Dir != "" {
+		writeErr(w, 400, shards.ErrBadDir.Error()+": the node cannot write to it: open "+req.Dir+"/.catnest-probe-1: permission denied")
+		return
+	}
 	var l shards.Link
 	var err error
 	if req.ID != "" {
@@ -152,6 +164,9 @@ func (f *fakeNodeAPI) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNodeAPI) serveContent(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.copies++
+	f.mu.Unlock()
 	b := bytes.Clone(f.content)
 	if f.corrupt {
 		b[len(b)/2] ^= 1
@@ -327,6 +342,34 @@ func TestGetCommand(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 5 {
 		t.Errorf("folder holds %d entries, want 5 (no partial files)", len(entries))
+	}
+}
+
+// TestGetNodeCannotWriteDir: get asks a node on this machine to save the
+// file in DIR itself; a node that cannot write there (another user's, a
+// sandbox) keeps it in its downloads folder, and get says so and copies
+// it out, with a bar of its own for the copy.
+func TestGetNodeCannotWriteDir(t *testing.T) {
+	content := bytes.Repeat([]byte("catnest "), 64000) // 500 KiB
+	f := newFakeNodeAPI(t, content, "song.mp3")
+	f.steps = steps(f, 4)
+	f.refuseDir = true
+	dir := t.TempDir()
+	out, err := runCmd(t, "get", "--node", f.srv.URL, "--api-key", fakeKey, "-o", dir, f.id.String())
+	if err != nil {
+		t.Fatalf("get: %v\n%s", err, out)
+	}
+	checkFile(t, filepath.Join(dir, "song.mp3"), content)
+	f.mu.Lock()
+	dirs, copies := f.dirs, f.copies
+	f.mu.Unlock()
+	if len(dirs) != 2 || dirs[0] != dir || dirs[1] != "" || copies != 1 {
+		t.Errorf("fetches with dirs %q and %d copies, want %q then none, and one copy", dirs, copies, dir)
+	}
+	for _, want := range []string{"the node cannot save into " + dir, "saving song.mp3", "saved " + filepath.Join(dir, "song.mp3")} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

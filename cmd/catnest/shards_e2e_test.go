@@ -195,6 +195,21 @@ func TestShareAndGetEndToEnd(t *testing.T) {
 	if !ok || dl.State != shards.StateDone || dl.Sources[alice.id] != int64(len(video)) {
 		t.Errorf("bob's download: %+v (listed %v), want done with every byte from alice", dl, ok)
 	}
+	// One copy: bob's node saved the file in the folder get named and
+	// seeds it from there; its downloads folder holds none, and no part
+	// file is left behind.
+	if dl.Path != filepath.Join(out, "holiday video.mkv") {
+		t.Errorf("bob seeds the file from %q, want the folder get saved it in", dl.Path)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(bob.data, "downloads")); len(entries) != 0 {
+		t.Errorf("bob's downloads folder holds %d files, want none: the file is in %s", len(entries), out)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 1 {
+		t.Errorf("the folder holds %d entries, want the file alone", len(entries))
+	}
+	if strings.Contains(got, "saving ") {
+		t.Errorf("get copied the file the node had saved in place:\n%s", got)
+	}
 
 	// catnest share on bob: its link leads alice to bob.
 	dir := t.TempDir()
@@ -231,7 +246,8 @@ func sumSources(tr shards.Transfer) int64 {
 // the kill are found on disk again, the holder sends the file once plus at
 // most what was in flight at the kill, and the saved file has the right MD5.
 // (Sources counts only pieces newly verified, so bob's own counts cannot
-// show a piece received twice: alice's upload count is what shows it.)
+// show a piece received twice: alice's upload count is what shows it.
+// Those counts survive the restart as far as they were committed.)
 func TestGetResumesAfterKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -289,14 +305,20 @@ func TestGetResumesAfterKill9(t *testing.T) {
 	if !ok {
 		t.Fatal("bob lost the download across the restart")
 	}
-	t.Logf("after the restart bob lists %d bytes (%s), %d received since", first.Have, first.State, sumSources(first))
+	// The bytes alice sent before the kill are still counted: sources
+	// are committed with the bitfield (they were {} after a restart).
+	restored := sumSources(first)
+	t.Logf("after the restart bob lists %d bytes (%s), %d of them counted as received", first.Have, first.State, restored)
+	if restored == 0 || restored > size {
+		t.Errorf("after the restart bob counts %d bytes received from alice, want those committed before the kill", restored)
+	}
 	// Pieces verified before the kill are on disk: bob finds them again
 	// (the bitfield commits behind the writes, recheck finds the rest)
 	// before fetching anything.
 	testutil.WaitFor(t, time.Minute, "bob to have again what he had before the kill", func() bool {
 		time.Sleep(50 * time.Millisecond)
 		tr, _ := bob.transfer(t, tr.ID)
-		return tr.Have-sumSources(tr) >= before.Have
+		return tr.Have-(sumSources(tr)-restored) >= before.Have
 	})
 	got, err := runCatnest(t, 3*time.Minute, "get", "--node", bob.ui, "--api-key", bob.key, "-o", out, tr.Link)
 	if err != nil {
@@ -305,7 +327,7 @@ func TestGetResumesAfterKill9(t *testing.T) {
 	checkFile(t, filepath.Join(out, "big.bin"), content)
 
 	after, _ := bob.transfer(t, tr.ID)
-	again := sumSources(after) // received since the restart
+	again := sumSources(after) - restored // received since the restart
 	t.Logf("received %d bytes before the kill and %d after: %d in all for a file of %d", before.Have, again, before.Have+again, size)
 	if after.State != shards.StateDone || after.Have != size {
 		t.Fatalf("bob's download after get: %+v", after)
