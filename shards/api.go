@@ -15,13 +15,16 @@ import (
 
 // The Service's API, as the web UI and cmd/catnest call it (webui.Files).
 
-// holdersTimeout bounds the catalog lookups a download makes for holders.
-const holdersTimeout = 10 * time.Second
+// holdersTimeout bounds the catalog lookups a download makes for holders
+// (a variable for a test).
+var holdersTimeout = 10 * time.Second
 
 // downloadHolders is the downloads' view of the catalog: the online nodes
-// that list id, after bringing the changed catalogs up to date.
+// that list id, after bringing the changed catalogs up to date. The
+// lookup ends with Serve, which waits for the downloads: a node that does
+// not answer would hold a stop up for holdersTimeout.
 func (s *Service) downloadHolders(id MD5) []mesh.ID {
-	ctx, cancel := context.WithTimeout(context.Background(), holdersTimeout)
+	ctx, cancel := context.WithTimeout(s.life, holdersTimeout)
 	defer cancel()
 	ids, err := s.lookupHolders(ctx, id)
 	if err != nil {

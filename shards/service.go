@@ -133,6 +133,11 @@ type Service struct {
 	mu     sync.Mutex
 	served bool // Serve has been called
 	closed bool // Serve has ended: handlers refuse
+
+	// life ends when Serve's context does: work Serve waits for that
+	// has no context of its own (a download's catalog lookup) stops then.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // New makes a service from cfg. Serve makes it answer peers.
@@ -179,6 +184,7 @@ func New(cfg Config) (*Service, error) {
 		log:  log.With("svc", "shards"),
 		kick: make(chan struct{}, 1),
 	}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	if cfg.UploadRate > 0 {
 		// A burst of one block: a cap that lets a whole second through
 		// at once would not cap the benchmarks' short transfers.
@@ -242,6 +248,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	context.AfterFunc(ctx, s.endLife)
 
 	s.advertise()
 	wg.Go(func() { s.shares.serve(ctx) })

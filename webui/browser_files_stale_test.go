@@ -136,3 +136,23 @@ func TestBrowserFilesListHeldGET(t *testing.T) {
 		&& document.querySelectorAll("#files-table tbody tr").length === 2`,
 		"the first read of the file list, answered before a file was shared and read after the next read, took the file away")
 }
+
+// TestBrowserReadCountsPerView: the counts of a view's reads that the
+// held-GET tests wait for start again when another view mounts. Mesh and
+// Files both count their directory reads: with Mesh's read counted for
+// Files, letGoAndWait would return before Files had read the held answer.
+func TestBrowserReadCountsPerView(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	node.setRecords(mesh.Record{ID: node.id, Name: "alpha"})
+	ctx, holds := holdingPage(t, node, Config{Files: newFakeFiles(node.id)}, "en-US", "mesh", false, "/api/directory")
+	const wait = 10 * time.Second
+	held := holds["/api/directory"]
+	browsertest.Until(t, ctx, wait, viewRead("readDirectory")+` === "1"`)
+	held.arm()
+	click(t, ctx, `.nav-link[data-view="files"]`)
+	held.wait(t, wait)
+	checkJS(t, ctx, viewRead("readDirectory")+` === undefined`, "the Files view starts with the Mesh view's count of directory reads")
+	held.letGoAndWait(t, ctx, "readDirectory", wait)
+	checkJS(t, ctx, viewRead("readDirectory")+` === "1"`, "the Files view read the directory other than once")
+}

@@ -3,8 +3,12 @@ package webui
 import (
 	"context"
 	"crypto/md5"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
@@ -135,4 +139,39 @@ func TestBrowserPluginsMarketHeldGET(t *testing.T) {
 	held.letGoAndWait(t, ctx, "readMarket", wait)
 	checkJS(t, ctx, names+` === "clock,weather"`,
 		"the Plugins view's first read of the market, answered before a plugin was published and read after the next read, took the plugin away")
+}
+
+// TestBrowserPluginsInstalledHeldGET: the Plugins view's first read of
+// the installed plugins is on its way when one is installed; its event
+// makes the view read them again, and that answer comes first. The older
+// one, coming last, must not take the new plugin away. The page's plugin
+// host reads the same path on that event, so the view's reads are counted
+// before the held one is let go, not the path's GETs.
+func TestBrowserPluginsInstalledHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	installed := func(name string) plugins.Installed {
+		// Disabled: the page's host runs no plugin.
+		return plugins.Installed{ID: md5.Sum([]byte(name)), Name: name, Version: "1.0", Permissions: []string{},
+			Publisher: fakeID("bravo"), PublisherName: "bravo"}
+	}
+	fp := &fakePlugins{installed: []plugins.Installed{installed("clock")}}
+	ctx, holds := holdingPage(t, newFakeNode("alpha"), Config{Plugins: fp}, "en-US", "plugins", true, "/api/plugins")
+	const wait = 10 * time.Second
+	held := holds["/api/plugins"]
+	held.wait(t, wait) // the view's read at mount: clock alone
+
+	click(t, ctx, `#plugins-tab-installed`)
+	names := `[...document.querySelectorAll("#plugins-installed li")].map((e) => e.dataset.name).join(",")`
+	browsertest.Until(t, ctx, wait, names+` === "clock"`)
+	fp.setInstalled(installed("clock"), installed("weather"))
+	browsertest.Until(t, ctx, wait, names+` === "clock,weather"`)
+	reads, err := chromedp.Run(ctx, chromedp.Evaluate[string](viewRead("readInstalled")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(reads)
+	held.letGo()
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`Number(%s) === %d`, viewRead("readInstalled"), n+1))
+	checkJS(t, ctx, names+` === "clock,weather"`,
+		"the Plugins view's first read of the installed plugins, answered before one was installed and read after the next read, took it away")
 }

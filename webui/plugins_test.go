@@ -51,6 +51,15 @@ func (f *fakePlugins) Installed(ctx context.Context) ([]plugins.Installed, error
 	defer f.mu.Unlock()
 	return slices.Clone(f.installed), nil
 }
+
+// setInstalled makes the installed list l and says so, as the service
+// does when a plugin is installed, changed or removed.
+func (f *fakePlugins) setInstalled(l ...plugins.Installed) {
+	f.mu.Lock()
+	f.installed = slices.Clone(l)
+	f.mu.Unlock()
+	f.events.Publish(plugins.Event{Installed: true})
+}
 func (f *fakePlugins) Install(ctx context.Context, id shards.MD5, grant []string) (plugins.Installed, error) {
 	return plugins.Installed{}, plugins.ErrUnknown
 }

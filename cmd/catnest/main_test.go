@@ -194,9 +194,17 @@ func startCommand(t *testing.T, cmd *exec.Cmd, args []string) *proc {
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("%s did not stop on SIGTERM", args[0])
+			// SIGQUIT makes the Go runtime print every goroutine's stack
+			// (logged below with the output) before it exits: what the
+			// process was still waiting for.
+			cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+			t.Errorf("%s did not stop on SIGTERM within 10 s (its goroutines are in its output)", args[0])
 		}
 		<-done
 		if t.Failed() {

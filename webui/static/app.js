@@ -108,6 +108,9 @@ function route() {
   if (current) current.cleanup();
   const root = $('#view');
   root.replaceChildren();
+  // The counts of reads (countRead in dom.js) are the mounted view's:
+  // Files and Mesh both count readDirectory.
+  for (const k of Object.keys(root.dataset)) if (k.startsWith('read')) delete root.dataset[k];
   root.dataset.view = view.id;
   current = { view, cleanup: view.mount(root, { events, onLang: onLangChange, toast }) || (() => {}) };
   renderNav();

@@ -24,7 +24,8 @@ export function shortID(id) {
 
 // countRead counts on el, as data-WHAT, the answers of one kind of GET a
 // view has read, whether it kept them or not: a test that holds a GET
-// waits for this to know the view has had the answer.
+// waits for this to know the view has had the answer. route (app.js)
+// clears them when another view mounts.
 export function countRead(el, what) {
   el.dataset[what] = String(Number(el.dataset[what] || 0) + 1);
 }
