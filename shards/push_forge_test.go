@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -28,84 +29,89 @@ func TestPushForgedRoutedMessages(t *testing.T) {
 	for _, plan := range []Plan{PlanMatrix, PlanSpan} {
 		t.Run(string(plan), func(t *testing.T) {
 			checkPushGoroutines(t)
-			const size = 4 << 20
-			want := randomFile(31, size)
-			nw := meshtest.NewNetwork()
-			cfg := DefaultPushConfig()
-			cfg.Repair = 100 * time.Millisecond
-			peers := pushNet(t, nw, 25, want, cfg, 0, nil)
-			src, recv := peers[0], peers[1:]
-			src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			for _, pp := range recv {
-				pp.p.cfg.Accept = AcceptFrom(ids(peers)...)
-			}
-			// At least four seconds of the source's upload: the push is
-			// still on when the forgeries arrive.
-			lim := rate.NewLimiter(rate.Limit(1<<20), BlockSize)
-			src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
-			pid, err := src.p.push(ctx, src.src.id, ids(recv), plan, "file.bin")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var push pushID
-			src.p.mu.Lock()
-			for id := range src.p.out {
-				push = id
-			}
-			src.p.mu.Unlock()
-			testutil.WaitFor(t, time.Minute, "every receiver to take the offer", func() bool {
-				for _, pp := range recv {
-					if !pp.holds(push) {
-						return false
-					}
-				}
-				return true
-			})
-			// Groups of a span of 24: 0-7, 8-15, 16-23.
-			const hostile = 12
-			np := src.src.m.NumPieces()
-			whole := NewBitfield(np)
-			for i := range np {
-				whole.Set(i)
-			}
-			forge := func(to mesh.ID, msg []byte) error {
-				_, err := recv[hostile].node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
-				return err
-			}
-			for k := range recv {
-				if k == hostile || plan == PlanSpan && k >= 16 {
-					continue // in a span, it forwards for group 2
-				}
-				if err := forge(src.node.ID(), forgedReport(t, recv[hostile], push, k, nil, whole, np)); err == nil {
-					t.Errorf("the source took a report for member %d from member %d", k, hostile)
-				}
-			}
-			if plan == PlanSpan {
-				if err := forge(recv[4].node.ID(), forgedReport(t, recv[hostile], push, 9, nil, whole, np)); err == nil {
-					t.Error("member 4 took a report for member 9 (its own group) from member 12")
-				}
-				end := append([]byte{pushEnd}, push[:]...)
-				for _, k := range []int{2, 13} {
-					if err := forge(recv[k].node.ID(), forgedRoute(t, recv[hostile], push, src.node.ID(), k, end)); err == nil {
-						t.Errorf("member %d took an end routed by member %d", k, hostile)
-					}
-					if !recv[k].holds(push) {
-						t.Errorf("member %d dropped the push on an end routed by member %d", k, hostile)
-					}
-				}
-			}
-			st := pushDone(t, src, pid, 2*time.Minute)
-			for k, pp := range recv {
-				if k == hostile {
-					continue
-				}
-				if r := st.Receivers[k]; !pp.getSink().whole(src.src.id) || r.State != "done" {
-					t.Errorf("receiver %d is not whole; status %+v", k, r)
-				}
-			}
+			raceOneProc(t)
+			synctest.Test(t, func(t *testing.T) { pushForgedRoutedMessages(t, plan) })
 		})
+	}
+}
+
+func pushForgedRoutedMessages(t *testing.T, plan Plan) {
+	const size = 4 << 20
+	want := randomFile(31, size)
+	nw := meshtest.NewNetwork()
+	cfg := DefaultPushConfig()
+	cfg.Repair = 100 * time.Millisecond
+	peers := pushNet(t, nw, 25, want, cfg, 0, nil)
+	src, recv := peers[0], peers[1:]
+	src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(ids(peers)...)
+	}
+	// At least four seconds of the source's upload: the push is
+	// still on when the forgeries arrive.
+	lim := rate.NewLimiter(rate.Limit(1<<20), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), plan, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var push pushID
+	src.p.mu.Lock()
+	for id := range src.p.out {
+		push = id
+	}
+	src.p.mu.Unlock()
+	testutil.WaitFor(t, time.Minute, "every receiver to take the offer", func() bool {
+		for _, pp := range recv {
+			if !pp.holds(push) {
+				return false
+			}
+		}
+		return true
+	})
+	// Groups of a span of 24: 0-7, 8-15, 16-23.
+	const hostile = 12
+	np := src.src.m.NumPieces()
+	whole := NewBitfield(np)
+	for i := range np {
+		whole.Set(i)
+	}
+	forge := func(to mesh.ID, msg []byte) error {
+		_, err := recv[hostile].node.Request(ctx, to, ProtoPush, msg, mesh.OverBulk())
+		return err
+	}
+	for k := range recv {
+		if k == hostile || plan == PlanSpan && k >= 16 {
+			continue // in a span, it forwards for group 2
+		}
+		if err := forge(src.node.ID(), forgedReport(t, recv[hostile], push, k, nil, whole, np)); err == nil {
+			t.Errorf("the source took a report for member %d from member %d", k, hostile)
+		}
+	}
+	if plan == PlanSpan {
+		if err := forge(recv[4].node.ID(), forgedReport(t, recv[hostile], push, 9, nil, whole, np)); err == nil {
+			t.Error("member 4 took a report for member 9 (its own group) from member 12")
+		}
+		end := append([]byte{pushEnd}, push[:]...)
+		for _, k := range []int{2, 13} {
+			if err := forge(recv[k].node.ID(), forgedRoute(t, recv[hostile], push, src.node.ID(), k, end)); err == nil {
+				t.Errorf("member %d took an end routed by member %d", k, hostile)
+			}
+			if !recv[k].holds(push) {
+				t.Errorf("member %d dropped the push on an end routed by member %d", k, hostile)
+			}
+		}
+	}
+	st := pushDone(t, src, pid, 2*time.Minute)
+	for k, pp := range recv {
+		if k == hostile {
+			continue
+		}
+		if r := st.Receivers[k]; !pp.getSink().whole(src.src.id) || r.State != "done" {
+			t.Errorf("receiver %d is not whole; status %+v", k, r)
+		}
 	}
 }
 
@@ -125,6 +131,11 @@ func (pp *pushPeer) holds(id pushID) bool {
 // with the file; the members it was reached through stay in the push.
 func TestPushRoutedHangBlamesTarget(t *testing.T) {
 	checkPushGoroutines(t)
+	raceOneProc(t)
+	synctest.Test(t, pushRoutedHangBlamesTarget)
+}
+
+func pushRoutedHangBlamesTarget(t *testing.T) {
 	const size = 4 << 20
 	want := randomFile(32, size)
 	nw := meshtest.NewNetwork()
@@ -175,6 +186,11 @@ func TestPushRoutedHangBlamesTarget(t *testing.T) {
 // uploaded at most 1.1x the file and the forwarder's stripe.
 func TestPushForwarderForgesDownstream(t *testing.T) {
 	checkPushGoroutines(t)
+	raceOneProc(t)
+	synctest.Test(t, pushForwarderForgesDownstream)
+}
+
+func pushForwarderForgesDownstream(t *testing.T) {
 	const size = 4 << 20
 	want := randomFile(33, size)
 	nw := meshtest.NewNetwork()
@@ -364,12 +380,15 @@ func forgedRoute(t *testing.T, pp *pushPeer, pid pushID, source mesh.ID, target 
 // around it.
 func TestPushForwarderForgesAnswers(t *testing.T) {
 	for _, mode := range []string{"refused", "taken", "blame"} {
-		t.Run(mode, func(t *testing.T) { pushForwarderForgesAnswers(t, mode) })
+		t.Run(mode, func(t *testing.T) {
+			checkPushGoroutines(t)
+			raceOneProc(t)
+			synctest.Test(t, func(t *testing.T) { pushForwarderForgesAnswers(t, mode) })
+		})
 	}
 }
 
 func pushForwarderForgesAnswers(t *testing.T, mode string) {
-	checkPushGoroutines(t)
 	const size = 4 << 20
 	want := randomFile(34, size)
 	nw := meshtest.NewNetwork()

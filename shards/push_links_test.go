@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -26,6 +27,11 @@ import (
 // the source uploads at most 1.1x the file.
 func TestPushTwelveDefaultLinkLimits(t *testing.T) {
 	checkPushGoroutines(t)
+	raceOneProc(t)
+	synctest.Test(t, pushTwelveDefaultLinkLimits)
+}
+
+func pushTwelveDefaultLinkLimits(t *testing.T) {
 	const size = 16 << 20
 	want := randomFile(12, size)
 	nw := meshtest.NewNetwork()
@@ -140,12 +146,15 @@ func TestPushSpanBoundedLinks(t *testing.T) {
 		sizes = append(sizes, 100)
 	}
 	for _, n := range sizes {
-		t.Run(fmt.Sprint(n), func(t *testing.T) { pushSpanBoundedLinks(t, n) })
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			checkPushGoroutines(t)
+			raceOneProc(t)
+			synctest.Test(t, func(t *testing.T) { pushSpanBoundedLinks(t, n) })
+		})
 	}
 }
 
 func pushSpanBoundedLinks(t *testing.T, n int) {
-	checkPushGoroutines(t)
 	const size = 2 << 20
 	want := randomFile(13, size)
 	nw := meshtest.NewNetwork()
