@@ -107,3 +107,53 @@ func TestRenameNoReplace(t *testing.T) {
 		t.Fatalf("the existing file holds %q", got)
 	}
 }
+
+// TestFolderSkipsOwnPartFiles: a download into a shared folder (`catnest
+// get -o ~/Music`, ~/Music shared) keeps its part file there: the folder
+// scan and the watcher leave it (and checkDir's probe) alone. The part
+// file, GiBs with holes, was hashed whenever it was quiet and shared.
+func TestFolderSkipsOwnPartFiles(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	dir := t.TempDir()
+	part := ".catnest-" + MD5{1, 2, 3}.String() + ".part"
+	writeRandom(t, filepath.Join(dir, part), 70000, 1)
+	writeRandom(t, filepath.Join(dir, ".catnest-probe-123"), 10, 2)
+	writeRandom(t, filepath.Join(dir, "a.mp3"), 5000, 3)
+	// Not the node's: shared as any file.
+	writeRandom(t, filepath.Join(dir, ".catnest-notes.part"), 300, 4)
+	na, _ := newPair(t)
+	cfg := testConfig(t, na)
+	cfg.Folders = []string{dir}
+	s := serveTest(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	names := func() map[string]bool {
+		sh, err := s.Shares(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make(map[string]bool)
+		for _, x := range sh {
+			out[x.Name] = true
+		}
+		return out
+	}
+	testutil.WaitFor(t, 60*time.Second, "the scan to end", func() bool {
+		return !s.Scan().Scanning && names()["a.mp3"]
+	})
+	// Made while watched: the part file first, so it is due first.
+	writeRandom(t, filepath.Join(dir, ".catnest-"+MD5{4, 5, 6}.String()+".part"), 80000, 5)
+	writeRandom(t, filepath.Join(dir, "b.mp3"), 6000, 6)
+	testutil.WaitFor(t, 60*time.Second, "b.mp3 to be shared", func() bool {
+		return !s.Scan().Scanning && names()["b.mp3"]
+	})
+	got := names()
+	for n := range got {
+		if ownTemp(n) {
+			t.Errorf("the node's own %s is shared", n)
+		}
+	}
+	if !got[".catnest-notes.part"] || len(got) != 3 {
+		t.Errorf("shared %v, want a.mp3, b.mp3 and .catnest-notes.part", got)
+	}
+}
