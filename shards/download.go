@@ -1345,19 +1345,25 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	// A name is picked as free and renamed onto in one step: two
 	// downloads of one name that finish together took the same, and the
 	// second rename replaced the first one's file.
+	// The rename never replaces a file: in a user's folder (Link.Dir)
+	// one can appear between the check and the rename, and it is theirs.
 	dl.d.placeMu.Lock()
-	dst, err := dl.finalPath()
-	if err != nil {
-		dl.d.placeMu.Unlock()
-		return err
+	var dst string
+	for range 10 {
+		if dst, err = dl.finalPath(); err != nil {
+			dl.d.placeMu.Unlock()
+			return err
+		}
+		if err = renameNoReplace(dl.part, dst); !errors.Is(err, os.ErrExist) {
+			break
+		}
 	}
 	dl.mu.Lock()
-	err = os.Rename(dl.part, dst)
 	dl.d.placeMu.Unlock()
 	if err == nil && dl.link.Dir != "" {
 		// The part file was the node's own (0600); in the user's folder
 		// the file is the user's, readable as a file they saved.
-		if err := os.Chmod(dst, 0o644); err != nil {
+		if err := f.Chmod(0o644); err != nil {
 			dl.d.log.Warn("chmod of a finished download", "path", dst, "err", err)
 		}
 	}

@@ -126,7 +126,14 @@ func TestDownloadLiar(t *testing.T) {
 // written and before its bit was committed); a new one on the same data
 // dir and store finishes the file without fetching any piece again that
 // the first had written.
+// Into a user's folder (Link.Dir) the same: the part file there is found
+// again (the record keeps the folder).
 func TestDownloadResumeAfterCrash(t *testing.T) {
+	t.Run("downloads", func(t *testing.T) { testResumeAfterCrash(t, false) })
+	t.Run("dir", func(t *testing.T) { testResumeAfterCrash(t, true) })
+}
+
+func testResumeAfterCrash(t *testing.T, intoDir bool) {
 	testutil.CheckGoroutines(t)
 	nw, nodes := newTestNet(t, "holder", "first")
 	_, src := testFile(t, 16<<20, 3)
@@ -167,7 +174,13 @@ func TestDownloadResumeAfterCrash(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := first.fetch(ctx, src.link(nodes[0].ID(), "resume.bin")); err != nil {
+	l := src.link(nodes[0].ID(), "resume.bin")
+	wantPart, wantDir := partPath(dir, src.id), filepath.Join(dir, "downloads")
+	if intoDir {
+		l.Dir = t.TempDir()
+		wantPart, wantDir = filepath.Join(l.Dir, ".catnest-"+src.id.String()+".part"), l.Dir
+	}
+	if _, err := first.fetch(ctx, l); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -183,7 +196,7 @@ func TestDownloadResumeAfterCrash(t *testing.T) {
 
 	// What the first one left on disk that verifies.
 	onDisk := make(map[int]bool)
-	part, err := os.ReadFile(partPath(dir, src.id))
+	part, err := os.ReadFile(wantPart)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +216,12 @@ func TestDownloadResumeAfterCrash(t *testing.T) {
 	tr := waitState(t, d.downloads, src.id, StateDone, time.Minute)
 	if got := fileMD5(t, tr.Path); got != src.id {
 		t.Fatalf("finished file md5 %s, want %s", got, src.id)
+	}
+	if filepath.Dir(tr.Path) != wantDir {
+		t.Errorf("finished file at %s, want it in %s", tr.Path, wantDir)
+	}
+	if _, err := os.Stat(wantPart); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("part file %s after the end: %v", wantPart, err)
 	}
 	mu.Lock()
 	defer mu.Unlock()

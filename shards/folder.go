@@ -223,7 +223,7 @@ func (f *folders) scan(w *fsnotify.Watcher, root, dir string) {
 			}
 			return nil
 		}
-		if d.Type().IsRegular() {
+		if d.Type().IsRegular() && !ownTemp(d.Name()) {
 			seen[path] = true
 			found++
 			f.svc.shares.queuePath(path, root, 0)
@@ -238,6 +238,23 @@ func (f *folders) scan(w *fsnotify.Watcher, root, dir string) {
 			f.svc.shares.queuePath(p, root, 0)
 		}
 	}
+}
+
+// ownTemp reports whether name is one of the node's own files in a user's
+// folder (Link.Dir): a download's part file, or checkDir's probe. A
+// download into a shared folder had its part file (GiBs, holes and all)
+// hashed whenever it was quiet for WatchDelay, and shared as a resource.
+func ownTemp(name string) bool {
+	if strings.HasPrefix(name, ".catnest-probe-") {
+		return true
+	}
+	id, ok := strings.CutPrefix(name, ".catnest-")
+	if !ok {
+		return false
+	}
+	id, ok = strings.CutSuffix(id, ".part")
+	_, err := ParseMD5(id)
+	return ok && err == nil
 }
 
 // sharedUnder lists the shared paths under dir.
@@ -260,7 +277,7 @@ func (f *folders) sharedUnder(dir string) []string {
 func (f *folders) event(w *fsnotify.Watcher, ev fsnotify.Event) {
 	path := filepath.Clean(ev.Name)
 	root := f.root(path)
-	if root == "" {
+	if root == "" || ownTemp(filepath.Base(path)) {
 		return
 	}
 	delay := f.svc.cfg.WatchDelay

@@ -298,9 +298,14 @@ func createPart(path string, size int64) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("shards: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("shards: %w", err)
+	}
+	if li, err := os.Lstat(path); err != nil || li.Mode()&os.ModeSymlink != 0 {
+		// Where O_NOFOLLOW is not: a symlink's target is not sized.
+		f.Close()
+		return nil, fmt.Errorf("shards: the part file %s is a symlink or went", path)
 	}
 	if fi, err := f.Stat(); err != nil || fi.Size() != size {
 		if fi != nil && fi.Size() == 0 {

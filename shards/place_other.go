@@ -1,0 +1,9 @@
+//go:build !linux
+
+package shards
+
+// noFollow: see place_linux.go; elsewhere createPart checks after opening.
+const noFollow = 0
+
+// renameNoReplace: see place_linux.go.
+func renameNoReplace(old, new string) error { return linkRename(old, new) }
