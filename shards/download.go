@@ -1004,13 +1004,9 @@ func (dl *download) runOnce(ctx context.Context) error {
 		}
 		dl.mu.Lock()
 		wait, decided := dl.pieceWait(running, pushed)
-		news := decided && dl.waiting != wait
-		if news {
-			dl.waiting = wait
-		}
 		dl.mu.Unlock()
-		if news {
-			dl.publish(true)
+		if decided {
+			dl.setWaiting(wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -1099,6 +1095,18 @@ func anyKey[K comparable, V any](m map[K]V, f func(K) bool) bool {
 // ask dozens of linked peers together, nearly all of which hold nothing.
 const manifestAsks = 3
 
+// setWaiting sets what the download waits for, and tells the listeners
+// if that changed.
+func (dl *download) setWaiting(w Wait) {
+	dl.mu.Lock()
+	news := dl.waiting != w
+	dl.waiting = w
+	dl.mu.Unlock()
+	if news {
+		dl.publish(true)
+	}
+}
+
 // fetchManifest gets the manifest from a holder and checks it against the
 // hash the link carries. Without a hash (a link typed by hand, an id from
 // the catalog) the first manifest that decodes, fits the size and was not
@@ -1181,13 +1189,7 @@ func (dl *download) fetchManifest(ctx context.Context) error {
 			if holders == 0 {
 				wait = WaitNoHolder
 			}
-			dl.mu.Lock()
-			news := dl.waiting != wait
-			dl.waiting = wait
-			dl.mu.Unlock()
-			if news {
-				dl.publish(true)
-			}
+			dl.setWaiting(wait)
 		}
 		select {
 		case <-ctx.Done():
