@@ -27,14 +27,7 @@ func TestDoneOnlyOnceListed(t *testing.T) {
 	for i := range n {
 		path := filepath.Join(t.TempDir(), "f.bin")
 		writeRandom(t, path, 300<<10+i, uint64(40+i))
-		tr, err := sa.Share(ctx, path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := ParseLink(tr.Link)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := shareLink(t, ctx, sa, path)
 		links = append(links, l)
 	}
 	orig := sb.downloads.onDone
@@ -95,14 +88,7 @@ func TestDoneFailedToPlaceNotListed(t *testing.T) {
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "f.bin")
 	writeRandom(t, path, 3<<20+17, 7)
-	tr, err := sa.Share(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ParseLink(tr.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := shareLink(t, ctx, sa, path)
 	if _, err := sb.Fetch(ctx, l); err != nil {
 		t.Fatal(err)
 	}

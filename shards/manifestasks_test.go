@@ -388,14 +388,7 @@ func TestServiceHolderRemovesWhileDownloading(t *testing.T) {
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "f.bin")
 	writeRandom(t, path, 8<<20+5, 31)
-	shared, err := sa.Share(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ParseLink(shared.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := shareLink(t, ctx, sa, path)
 	if _, err := sb.Fetch(ctx, l); err != nil {
 		t.Fatal(err)
 	}

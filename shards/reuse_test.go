@@ -28,14 +28,7 @@ func TestFetchAgainReusesFile(t *testing.T) {
 
 	src := filepath.Join(t.TempDir(), "film.mkv")
 	data := writeRandom(t, src, 2<<20+5, 4)
-	shared, err := a.Share(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := ParseLink(shared.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	link := shareLink(t, ctx, a, src)
 	uploaded := func() int64 {
 		tr, err := a.Transfer(ctx, link.ID)
 		if err != nil {

@@ -27,14 +27,7 @@ func TestFetchIntoDirPartSymlink(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "film.mkv")
 	writeRandom(t, path, 1<<20+5, 4)
-	shared, err := a.Share(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := ParseLink(shared.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	link := shareLink(t, ctx, a, path)
 	victim := filepath.Join(t.TempDir(), "notes.txt")
 	mine := []byte("the user's own notes\n")
 	if err := os.WriteFile(victim, mine, 0o600); err != nil {
@@ -49,7 +42,10 @@ func TestFetchIntoDirPartSymlink(t *testing.T) {
 	if _, err := b.Fetch(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	var tr Transfer
+	var (
+		tr  Transfer
+		err error
+	)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if tr, err = b.Transfer(ctx, link.ID); err != nil {
 			t.Fatal(err)

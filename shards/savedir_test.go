@@ -29,14 +29,7 @@ func TestFetchIntoDir(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "film.mkv")
 	data := writeRandom(t, path, 3<<20+17, 3)
-	shared, err := a.Share(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := ParseLink(shared.Link)
-	if err != nil {
-		t.Fatal(err)
-	}
+	link := shareLink(t, ctx, a, path)
 
 	notDir := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notDir, nil, 0o600); err != nil {

@@ -44,6 +44,20 @@ func testConfig(t *testing.T, node Node) Config {
 	return cfg
 }
 
+// shareLink shares path on s and returns the link it gives.
+func shareLink(t *testing.T, ctx context.Context, s *Service, path string) Link {
+	t.Helper()
+	tr, err := s.Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ParseLink(tr.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // serveTest runs a service until the test ends.
 func serveTest(t *testing.T, cfg Config) *Service {
 	t.Helper()
