@@ -31,6 +31,9 @@ import (
 type recorder struct {
 	*Client
 	slow time.Duration
+	// gate, held by a test, stops OnMessage before it records the next
+	// message, as a node that stopped reading would.
+	gate sync.RWMutex
 
 	mu     sync.Mutex
 	states []bool
@@ -42,6 +45,8 @@ func runRecorder(t *testing.T, cfg ClientConfig, slow time.Duration) *recorder {
 	t.Helper()
 	r := &recorder{slow: slow, from: make(map[string]int)}
 	cfg.OnMessage = func(m Message) {
+		r.gate.RLock()
+		r.gate.RUnlock()
 		time.Sleep(r.slow)
 		r.mu.Lock()
 		r.from[m.Src]++
@@ -171,13 +176,27 @@ func floodVictim(t *testing.T, flooders int) {
 	// gets through, not how fast.
 	testutil.WaitFor(t, floodWait, "the victim's queue to overflow", func() bool { return overflows.Load() > 0 })
 	const honestOffers = 20
-	victim.mu.Lock()
-	before := len(victim.order)
-	victim.mu.Unlock()
+	// The victim stops reading while the honest OFFERs go into its queue,
+	// so that what it reads after them is measured from the moment they
+	// were all queued: measured from before they were sent, a starved
+	// honest sender let the victim read more of the flood meanwhile, and
+	// that was counted as flood ahead of them.
+	victim.gate.Lock()
 	for i := range honestOffers {
 		p := json.RawMessage(fmt.Sprintf(`{"sdp":"%d %s"}`, i, strings.Repeat("v", 2000)))
 		honest.send(Message{Type: TypeOffer, Dst: id, Payload: p})
 	}
+	if smallBuffers {
+		// With the victim not reading, the flood queued ahead of them
+		// keeps the honest OFFERs in the server's queue.
+		testutil.WaitFor(t, floodWait, "the honest OFFERs to be queued for the victim", func() bool {
+			return s.queuedFrom(id, "honest") == honestOffers
+		})
+	}
+	victim.mu.Lock()
+	before := len(victim.order)
+	victim.mu.Unlock()
+	victim.gate.Unlock()
 	deadline := time.Now().Add(floodWait)
 	for victim.count("honest") < honestOffers {
 		if time.Now().After(deadline) {

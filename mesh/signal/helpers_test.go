@@ -377,3 +377,21 @@ func startHTTP(t *testing.T, h http.Handler) string {
 	})
 	return "http://" + ln.Addr().String()
 }
+
+// queuedFrom is how many messages from src wait in the server's queue for
+// the registered id dst (0 when dst has no socket).
+func (s *testServer) queuedFrom(dst, src string) int {
+	s.mu.Lock()
+	c := s.clients[dst]
+	var sock *socket
+	if c != nil {
+		sock = c.sock
+	}
+	s.mu.Unlock()
+	if sock == nil {
+		return 0
+	}
+	sock.mu.Lock()
+	defer sock.mu.Unlock()
+	return sock.senders[src].n
+}
