@@ -206,6 +206,9 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 	}
 	for _, r := range recs {
 		dl := d.newDownload(r.Link)
+		if r.Link.Dir != "" && r.Part != "" && filepath.Base(r.Part) == r.Part && ownTemp(r.Part) {
+			dl.part = filepath.Join(r.Link.Dir, r.Part)
+		}
 		dl.added, dl.name, dl.state, dl.err = r.Added, r.Name, r.State, r.Error
 		dl.path, dl.modTime, dl.uploaded = r.Path, r.ModTime, r.Uploaded
 		dl.manHash = r.ManifestHash
@@ -248,7 +251,7 @@ func (d *downloads) newDownload(l Link) *download {
 	if l.Dir != "" {
 		// Beside where it ends, so that finishing is a rename in one
 		// folder, never a copy across filesystems.
-		part = filepath.Join(l.Dir, ".catnest-"+l.ID.String()+".part")
+		part = filepath.Join(l.Dir, dirPartName(l.ID))
 	}
 	return &download{d: d, id: l.ID, link: l, part: part, added: time.Now(),
 		sources: make(map[mesh.ID]int64), bad: make(map[mesh.ID]int), banned: make(map[mesh.ID]bool),
@@ -567,7 +570,11 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 	dl.state, dl.err = StateFailed, "removed"
 	dl.mu.Unlock()
 	var errs []error
-	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if partHeldElsewhere(dl.part) {
+		// Another node's on this machine (the download never had it
+		// open): its pieces are not this download's to delete.
+		d.log.Info("a removed download's part file is another node's; left alone", "id", id, "path", dl.part)
+	} else if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("shards: %w", err))
 	}
 	// After a save that found it not yet removed (saveRecord holds
@@ -740,6 +747,9 @@ type download struct {
 	partial   int     // usable peers that lack some piece (downloaders too)
 	sawSwarm  bool    // a peer answered that it holds none yet (it downloads too)
 	recheck   bool    // look for unrecorded pieces at the next start
+	// partUnsaved: part changed to one of the download's own
+	// (ownPartName) and the record does not say so yet.
+	partUnsaved bool
 	// tieSeed orders equally rare pieces for this download (pickFor.seed).
 	tieSeed uint64
 	// pushUntil: pieces are being pushed to this download (pushsink.go);
@@ -923,8 +933,20 @@ func (dl *download) runOnce(ctx context.Context) error {
 		return err
 	}
 	f, err := dl.openFile()
+	if errors.Is(err, errPartLost) {
+		f, err = dl.openFile() // it made a new one, to fetch them again into
+	}
 	if err != nil {
 		return err
+	}
+	dl.mu.Lock()
+	unsaved := dl.partUnsaved
+	dl.mu.Unlock()
+	if unsaved {
+		// A part file of its own: the next start must find it.
+		if err := dl.saveRecord(); err != nil {
+			return err
+		}
 	}
 	if recheckNow {
 		have := NewBitfield(m.NumPieces())
@@ -1534,6 +1556,25 @@ func (dl *download) openFileLocked() (*os.File, error) {
 		lost = true
 	}
 	f, err := createPart(dl.part, dl.man.Size)
+	if errors.Is(err, errPartBusy) && dl.link.Dir != "" {
+		// Another node on this machine saves the same file into the same
+		// folder and has the part file: this download takes one of its
+		// own, and its bits, if any, named bytes in a file it no longer
+		// holds.
+		dl.d.log.Info("the part file is another node's; this download keeps its own", "id", dl.id, "path", dl.part)
+		dl.part = filepath.Join(dl.link.Dir, ownPartName(dl.id))
+		dl.partUnsaved = true
+		if dl.have.Count() > 0 {
+			dl.have = NewBitfield(dl.man.NumPieces())
+			dl.haveBytes = 0
+			dl.signal()
+			if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+				return nil, err
+			}
+			lost = true
+		}
+		f, err = createPart(dl.part, dl.man.Size)
+	}
 	if err != nil {
 		return nil, err // createPart says "shards: "
 	}
@@ -1541,7 +1582,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	if lost {
 		// The caller checked a bit that is no more.
 		dl.d.log.Warn("the part file was lost; its pieces are fetched again", "id", dl.id, "path", dl.part)
-		return nil, fmt.Errorf("%w: %s: the part file was lost", ErrUnknown, dl.id)
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnknown, dl.id, errPartLost)
 	}
 	return f, nil
 }
@@ -1590,6 +1631,10 @@ func (dl *download) saveRecord() error {
 	r := downloadRecord{ID: dl.id, ManifestHash: dl.manHash, Link: dl.link, Name: dl.name, State: dl.state,
 		Error: dl.err, Path: dl.path, ModTime: dl.modTime, Added: dl.added, Uploaded: dl.uploaded,
 		Sources: boundSources(maps.Clone(dl.sources))}
+	if dl.link.Dir != "" && filepath.Base(dl.part) != dirPartName(dl.id) {
+		r.Part = filepath.Base(dl.part)
+	}
+	dl.partUnsaved = false
 	if dl.man != nil {
 		r.Manifest = dl.man.Encode()
 	}
