@@ -41,22 +41,22 @@ const maxRecordSize = 2*MaxManifestSize + 64<<10
 // downloadRecord is what the store keeps of one download, besides its
 // bitfield.
 type downloadRecord struct {
-	ID           MD5               `json:"id"`
-	ManifestHash Hash              `json:"manifestHash"`
-	Manifest     []byte            `json:"manifest,omitempty"` // encoded; nil until fetched
-	Link         Link              `json:"link"`
-	Name         string            `json:"name"`
-	State        State             `json:"state"`
-	Error        string            `json:"error,omitempty"`
-	Path         string            `json:"path,omitempty"` // the finished file
+	ID           MD5    `json:"id"`
+	ManifestHash Hash   `json:"manifestHash"`
+	Manifest     []byte `json:"manifest,omitempty"` // encoded; nil until fetched
+	Link         Link   `json:"link"`
+	Name         string `json:"name"`
+	State        State  `json:"state"`
+	Error        string `json:"error,omitempty"`
+	Path         string `json:"path,omitempty"` // the finished file
 	// Part is the base name of the part file in Link.Dir when it is one
 	// of the download's own (ownPartName), not dirPartName: the other
 	// was in use by another node when it began.
-	Part string `json:"part,omitempty"`
-	ModTime      time.Time         `json:"modTime,omitzero"`
-	Added        time.Time         `json:"added"`
-	Uploaded     int64             `json:"uploaded"`
-	Sources      map[mesh.ID]int64 `json:"sources,omitempty"`
+	Part     string            `json:"part,omitempty"`
+	ModTime  time.Time         `json:"modTime,omitzero"`
+	Added    time.Time         `json:"added"`
+	Uploaded int64             `json:"uploaded"`
+	Sources  map[mesh.ID]int64 `json:"sources,omitempty"`
 }
 
 func haveKey(id MD5) []byte { return append(id[:len(id):len(id)], 'h') }
