@@ -1386,8 +1386,8 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	dl.d.placeMu.Unlock()
 	if err == nil && dl.link.Dir != "" {
 		// The part file was the node's own (0600); in the user's folder
-		// the file is the user's, readable as a file they saved.
-		if err := f.Chmod(0o644); err != nil {
+		// the file is the user's, with the mode of a file they saved.
+		if err := f.Chmod(newFileMode(filepath.Dir(dst))); err != nil {
 			dl.d.log.Warn("chmod of a finished download", "path", dst, "err", err)
 		}
 	}
