@@ -750,6 +750,10 @@ type download struct {
 	// partUnsaved: part changed to one of the download's own
 	// (ownPartName) and the record does not say so yet.
 	partUnsaved bool
+	// checking is the saved file reuse checks (Transfer.Checking), checked
+	// the bytes of it checked so far; empty while none is.
+	checking string
+	checked  int64
 	// tieSeed orders equally rare pieces for this download (pickFor.seed).
 	tieSeed uint64
 	// pushUntil: pieces are being pushed to this download (pushsink.go);
@@ -1662,6 +1666,7 @@ func (dl *download) transferLocked(now time.Time) Transfer {
 	if dl.state == StateDownloading {
 		t.Rate = dl.rate.rate(now)
 		t.Waiting = dl.waiting
+		t.Checking, t.Checked = dl.checking, dl.checked
 	}
 	l := dl.link
 	l.Node, l.Rendezvous, l.Manifest, l.Name, l.Size = dl.d.node.ID(), dl.d.cfg.Rendezvous, dl.manHash, dl.name, t.Size
