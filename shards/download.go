@@ -137,6 +137,9 @@ type downloads struct {
 	db      *bolt.DB
 	log     *slog.Logger
 	holders func(MD5) []mesh.ID // online holders from the catalog; may be nil
+	// cached lists the online holders in the catalogs cached now, without
+	// fetching any (Service.holders); may be nil.
+	cached func(MD5) []mesh.ID
 	events  *pubsub.Topic[Event]
 	// budget bounds the piece buffers of all downloads together.
 	budget *budget
@@ -328,7 +331,14 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	}
 	keep := l.KeepPaused
 	l.KeepPaused = false // this fetch's, not the download's
-	if l.Node == "" && len(d.holdersOf(l.ID)) == 0 {
+	// The cached catalogs first (see Service.Fetch): they are the
+	// download's first holders too, so that its first pieces do not wait
+	// for every changed catalog to come (the gallery's open waited).
+	var cached []mesh.ID
+	if d.cached != nil {
+		cached = d.cached(l.ID)
+	}
+	if l.Node == "" && len(cached) == 0 && len(d.holdersOf(l.ID)) == 0 {
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNoHolders, l.ID)
 	}
 	if l.Channel == "" {
@@ -342,6 +352,9 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 		l.Dir = dir
 	}
 	dl := d.newDownload(l)
+	if len(cached) > 0 {
+		dl.holderIDs, dl.holdersAt = cached, time.Now()
+	}
 	dl.name = l.Name
 	if _, err := CleanName(dl.name); err != nil {
 		dl.name = l.ID.String()
