@@ -140,7 +140,7 @@ type downloads struct {
 	// cached lists the online holders in the catalogs cached now, without
 	// fetching any (Service.holders); may be nil.
 	cached func(MD5) []mesh.ID
-	events  *pubsub.Topic[Event]
+	events *pubsub.Topic[Event]
 	// budget bounds the piece buffers of all downloads together.
 	budget *budget
 	// lanes checks the pieces of a span in SIMD lanes while serve runs
