@@ -60,9 +60,16 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 		// checked against it from the first, not only the whole file at
 		// the end. Without one, the download takes the first manifest a
 		// holder serves.
-		lctx, cancel := context.WithTimeout(ctx, holdersTimeout)
-		f, err := s.lookup(lctx, l.ID)
-		cancel()
+		// The catalogs cached first, if they list it (the Files view the
+		// gallery opens it from has them): bringing every changed one up
+		// to date waited for the slowest node, however unrelated, up to
+		// holdersTimeout. The download's own lookups bring them up to date.
+		f, err := s.lookupCached(l.ID)
+		if err != nil {
+			lctx, cancel := context.WithTimeout(ctx, holdersTimeout)
+			f, err = s.lookup(lctx, l.ID)
+			cancel()
+		}
 		if err == nil {
 			l.Manifest = f.Manifest
 			// And the name the catalogs give it: the Files view fetches

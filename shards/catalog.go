@@ -261,6 +261,21 @@ func (s *Service) lookupHolders(ctx context.Context, id MD5) ([]mesh.ID, error) 
 	return f.Holders, err
 }
 
+// lookupCached is lookup over the catalogs cached now, of online nodes:
+// it fetches none.
+func (s *Service) lookupCached(id MD5) (File, error) {
+	found := make(map[mesh.ID][]Entry, 4)
+	for node, entries := range s.remote.All() {
+		if _, ok := s.node.Lookup(node); !ok {
+			continue
+		}
+		if i, ok := slices.BinarySearchFunc(entries, id, func(e Entry, id MD5) int { return compareID(e.ID, id) }); ok {
+			found[node] = entries[i : i+1]
+		}
+	}
+	return s.pick(id, found)
+}
+
 // lookup is lookupHolders with the whole File: the manifest's hash, and
 // the name and size the catalogs give it.
 func (s *Service) lookup(ctx context.Context, id MD5) (File, error) {
@@ -274,6 +289,12 @@ func (s *Service) lookup(ctx context.Context, id MD5) (File, error) {
 			found[node] = entries[i : i+1]
 		}
 	}
+	return s.pick(id, found)
+}
+
+// pick is the File of id that the catalogs found (each node's entry of
+// it) agree on, with its holders other than this node.
+func (s *Service) pick(id MD5, found map[mesh.ID][]Entry) (File, error) {
 	files := mergeCatalogs(s.node.ID(), found)
 	if len(files) == 0 {
 		return File{}, fmt.Errorf("%w: %s", ErrNoHolders, id)

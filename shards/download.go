@@ -137,7 +137,10 @@ type downloads struct {
 	db      *bolt.DB
 	log     *slog.Logger
 	holders func(MD5) []mesh.ID // online holders from the catalog; may be nil
-	events  *pubsub.Topic[Event]
+	// cached lists the online holders in the catalogs cached now, without
+	// fetching any (Service.holders); may be nil.
+	cached func(MD5) []mesh.ID
+	events *pubsub.Topic[Event]
 	// budget bounds the piece buffers of all downloads together.
 	budget *budget
 	// lanes checks the pieces of a span in SIMD lanes while serve runs
@@ -206,6 +209,9 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 	}
 	for _, r := range recs {
 		dl := d.newDownload(r.Link)
+		if r.Link.Dir != "" && r.Part != "" && filepath.Base(r.Part) == r.Part && ownTemp(r.Part) {
+			dl.part = filepath.Join(r.Link.Dir, r.Part)
+		}
 		dl.added, dl.name, dl.state, dl.err = r.Added, r.Name, r.State, r.Error
 		dl.path, dl.modTime, dl.uploaded = r.Path, r.ModTime, r.Uploaded
 		dl.manHash = r.ManifestHash
@@ -248,7 +254,7 @@ func (d *downloads) newDownload(l Link) *download {
 	if l.Dir != "" {
 		// Beside where it ends, so that finishing is a rename in one
 		// folder, never a copy across filesystems.
-		part = filepath.Join(l.Dir, ".catnest-"+l.ID.String()+".part")
+		part = filepath.Join(l.Dir, dirPartName(l.ID))
 	}
 	return &download{d: d, id: l.ID, link: l, part: part, added: time.Now(),
 		sources: make(map[mesh.ID]int64), bad: make(map[mesh.ID]int), banned: make(map[mesh.ID]bool),
@@ -325,7 +331,14 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 	}
 	keep := l.KeepPaused
 	l.KeepPaused = false // this fetch's, not the download's
-	if l.Node == "" && len(d.holdersOf(l.ID)) == 0 {
+	// The cached catalogs first (see Service.Fetch): they are the
+	// download's first holders too, so that its first pieces do not wait
+	// for every changed catalog to come (the gallery's open waited).
+	var cached []mesh.ID
+	if d.cached != nil {
+		cached = d.cached(l.ID)
+	}
+	if l.Node == "" && len(cached) == 0 && len(d.holdersOf(l.ID)) == 0 {
 		return Transfer{}, fmt.Errorf("%w: %s", ErrNoHolders, l.ID)
 	}
 	if l.Channel == "" {
@@ -339,6 +352,9 @@ func (d *downloads) fetch(ctx context.Context, l Link) (Transfer, error) {
 		l.Dir = dir
 	}
 	dl := d.newDownload(l)
+	if len(cached) > 0 {
+		dl.holderIDs, dl.holdersAt = cached, time.Now()
+	}
 	dl.name = l.Name
 	if _, err := CleanName(dl.name); err != nil {
 		dl.name = l.ID.String()
@@ -567,7 +583,11 @@ func (d *downloads) removeIf(ctx context.Context, id MD5, owned func(string) boo
 	dl.state, dl.err = StateFailed, "removed"
 	dl.mu.Unlock()
 	var errs []error
-	if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if partHeldElsewhere(dl.part) {
+		// Another node's on this machine (the download never had it
+		// open): its pieces are not this download's to delete.
+		d.log.Info("a removed download's part file is another node's; left alone", "id", id, "path", dl.part)
+	} else if err := os.Remove(dl.part); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("shards: %w", err))
 	}
 	// After a save that found it not yet removed (saveRecord holds
@@ -740,6 +760,13 @@ type download struct {
 	partial   int     // usable peers that lack some piece (downloaders too)
 	sawSwarm  bool    // a peer answered that it holds none yet (it downloads too)
 	recheck   bool    // look for unrecorded pieces at the next start
+	// partUnsaved: part changed to one of the download's own
+	// (ownPartName) and the record does not say so yet.
+	partUnsaved bool
+	// checking is the saved file reuse checks (Transfer.Checking), checked
+	// the bytes of it checked so far; empty while none is.
+	checking string
+	checked  int64
 	// tieSeed orders equally rare pieces for this download (pickFor.seed).
 	tieSeed uint64
 	// pushUntil: pieces are being pushed to this download (pushsink.go);
@@ -923,8 +950,20 @@ func (dl *download) runOnce(ctx context.Context) error {
 		return err
 	}
 	f, err := dl.openFile()
+	if errors.Is(err, errPartLost) {
+		f, err = dl.openFile() // it made a new one, to fetch them again into
+	}
 	if err != nil {
 		return err
+	}
+	dl.mu.Lock()
+	unsaved := dl.partUnsaved
+	dl.mu.Unlock()
+	if unsaved {
+		// A part file of its own: the next start must find it.
+		if err := dl.saveRecord(); err != nil {
+			return err
+		}
 	}
 	if recheckNow {
 		have := NewBitfield(m.NumPieces())
@@ -1364,8 +1403,8 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	dl.d.placeMu.Unlock()
 	if err == nil && dl.link.Dir != "" {
 		// The part file was the node's own (0600); in the user's folder
-		// the file is the user's, readable as a file they saved.
-		if err := f.Chmod(0o644); err != nil {
+		// the file is the user's, with the mode of a file they saved.
+		if err := f.Chmod(newFileMode(filepath.Dir(dst))); err != nil {
 			dl.d.log.Warn("chmod of a finished download", "path", dst, "err", err)
 		}
 	}
@@ -1534,6 +1573,25 @@ func (dl *download) openFileLocked() (*os.File, error) {
 		lost = true
 	}
 	f, err := createPart(dl.part, dl.man.Size)
+	if errors.Is(err, errPartBusy) && dl.link.Dir != "" {
+		// Another node on this machine saves the same file into the same
+		// folder and has the part file: this download takes one of its
+		// own, and its bits, if any, named bytes in a file it no longer
+		// holds.
+		dl.d.log.Info("the part file is another node's; this download keeps its own", "id", dl.id, "path", dl.part)
+		dl.part = filepath.Join(dl.link.Dir, ownPartName(dl.id))
+		dl.partUnsaved = true
+		if dl.have.Count() > 0 {
+			dl.have = NewBitfield(dl.man.NumPieces())
+			dl.haveBytes = 0
+			dl.signal()
+			if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+				return nil, err
+			}
+			lost = true
+		}
+		f, err = createPart(dl.part, dl.man.Size)
+	}
 	if err != nil {
 		return nil, err // createPart says "shards: "
 	}
@@ -1541,7 +1599,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	if lost {
 		// The caller checked a bit that is no more.
 		dl.d.log.Warn("the part file was lost; its pieces are fetched again", "id", dl.id, "path", dl.part)
-		return nil, fmt.Errorf("%w: %s: the part file was lost", ErrUnknown, dl.id)
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnknown, dl.id, errPartLost)
 	}
 	return f, nil
 }
@@ -1590,6 +1648,10 @@ func (dl *download) saveRecord() error {
 	r := downloadRecord{ID: dl.id, ManifestHash: dl.manHash, Link: dl.link, Name: dl.name, State: dl.state,
 		Error: dl.err, Path: dl.path, ModTime: dl.modTime, Added: dl.added, Uploaded: dl.uploaded,
 		Sources: boundSources(maps.Clone(dl.sources))}
+	if dl.link.Dir != "" && filepath.Base(dl.part) != dirPartName(dl.id) {
+		r.Part = filepath.Base(dl.part)
+	}
+	dl.partUnsaved = false
 	if dl.man != nil {
 		r.Manifest = dl.man.Encode()
 	}
@@ -1617,6 +1679,7 @@ func (dl *download) transferLocked(now time.Time) Transfer {
 	if dl.state == StateDownloading {
 		t.Rate = dl.rate.rate(now)
 		t.Waiting = dl.waiting
+		t.Checking, t.Checked = dl.checking, dl.checked
 	}
 	l := dl.link
 	l.Node, l.Rendezvous, l.Manifest, l.Name, l.Size = dl.d.node.ID(), dl.d.cfg.Rendezvous, dl.manHash, dl.name, t.Size

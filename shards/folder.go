@@ -253,8 +253,19 @@ func ownTemp(name string) bool {
 		return false
 	}
 	id, ok = strings.CutSuffix(id, ".part")
+	if !ok {
+		return false
+	}
+	// dirPartName, or ownPartName's "<md5>-<8 base32 letters>".
+	if len(id) == 2*len(MD5{})+9 && id[2*len(MD5{})] == '-' {
+		suffix := id[2*len(MD5{})+1:]
+		if strings.Trim(suffix, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+			return false
+		}
+		id = id[:2*len(MD5{})]
+	}
 	_, err := ParseMD5(id)
-	return ok && err == nil
+	return err == nil
 }
 
 // sharedUnder lists the shared paths under dir.

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -39,18 +41,22 @@ const maxRecordSize = 2*MaxManifestSize + 64<<10
 // downloadRecord is what the store keeps of one download, besides its
 // bitfield.
 type downloadRecord struct {
-	ID           MD5               `json:"id"`
-	ManifestHash Hash              `json:"manifestHash"`
-	Manifest     []byte            `json:"manifest,omitempty"` // encoded; nil until fetched
-	Link         Link              `json:"link"`
-	Name         string            `json:"name"`
-	State        State             `json:"state"`
-	Error        string            `json:"error,omitempty"`
-	Path         string            `json:"path,omitempty"` // the finished file
-	ModTime      time.Time         `json:"modTime,omitzero"`
-	Added        time.Time         `json:"added"`
-	Uploaded     int64             `json:"uploaded"`
-	Sources      map[mesh.ID]int64 `json:"sources,omitempty"`
+	ID           MD5    `json:"id"`
+	ManifestHash Hash   `json:"manifestHash"`
+	Manifest     []byte `json:"manifest,omitempty"` // encoded; nil until fetched
+	Link         Link   `json:"link"`
+	Name         string `json:"name"`
+	State        State  `json:"state"`
+	Error        string `json:"error,omitempty"`
+	Path         string `json:"path,omitempty"` // the finished file
+	// Part is the base name of the part file in Link.Dir when it is one
+	// of the download's own (ownPartName), not dirPartName: the other
+	// was in use by another node when it began.
+	Part     string            `json:"part,omitempty"`
+	ModTime  time.Time         `json:"modTime,omitzero"`
+	Added    time.Time         `json:"added"`
+	Uploaded int64             `json:"uploaded"`
+	Sources  map[mesh.ID]int64 `json:"sources,omitempty"`
 }
 
 func haveKey(id MD5) []byte { return append(id[:len(id):len(id)], 'h') }
@@ -110,6 +116,24 @@ func mergeSources(into, from map[mesh.ID]int64) map[mesh.ID]int64 {
 func partPath(dir string, id MD5) string {
 	return filepath.Join(dir, "shards", id.String()+".part")
 }
+
+// dirPartName is the name of a download's part file in a user's folder
+// (Link.Dir), beside where the file ends.
+func dirPartName(id MD5) string { return ".catnest-" + id.String() + ".part" }
+
+// ownPartName is a part file name of this download's own, for when
+// dirPartName is in use by another node on this machine (errPartBusy).
+func ownPartName(id MD5) string {
+	return ".catnest-" + id.String() + "-" + strings.ToLower(rand.Text()[:8]) + ".part"
+}
+
+// errPartBusy: another process (another node on this machine saving the
+// same file into the same folder) has the part file open (lockPart).
+var errPartBusy = errors.New("shards: the part file is in use by another process")
+
+// errPartLost: the bits of a download named bytes in a part file that is
+// gone or not its own; they were dropped (openFileLocked).
+var errPartLost = errors.New("the part file was lost")
 
 // loadDownloads reads every stored download. A record that does not decode
 // (a store written by a later version, a damaged one) is skipped with an
@@ -293,6 +317,17 @@ func allZero(p []byte) bool {
 	return true
 }
 
+// partHeldElsewhere reports whether another process holds the part file
+// at path open (lockPart).
+func partHeldElsewhere(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(lockPart(f), errPartBusy)
+}
+
 // createPart opens (creating) the part file of a download of size bytes.
 func createPart(path string, size int64) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -306,6 +341,14 @@ func createPart(path string, size int64) (*os.File, error) {
 		// Where O_NOFOLLOW is not: a symlink's target is not sized.
 		f.Close()
 		return nil, fmt.Errorf("shards: the part file %s is a symlink or went", path)
+	}
+	// Before it is sized: the other holder's writes are under way.
+	if err := lockPart(f); err != nil {
+		f.Close()
+		if errors.Is(err, errPartBusy) {
+			return nil, fmt.Errorf("%w: %s", errPartBusy, path)
+		}
+		return nil, fmt.Errorf("shards: lock the part file: %w", err)
 	}
 	if fi, err := f.Stat(); err != nil || fi.Size() != size {
 		if fi != nil && fi.Size() == 0 {

@@ -27,3 +27,20 @@ func renameNoReplace(old, new string) error {
 	}
 	return nil
 }
+
+// lockPart takes the part file's lock without waiting, held until f is
+// closed: two nodes on this machine saving one id into one folder
+// (Link.Dir) found the same part file, and both wrote it; the one that
+// finished first renamed it into place, the other then wrote into that
+// finished file (its seeder refused it as changed) and failed. A
+// filesystem without locks is used as before.
+func lockPart(f *os.File) error {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	switch {
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return errPartBusy
+	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+		return nil
+	}
+	return err
+}

@@ -71,8 +71,13 @@ func (dl *download) adopt(ctx context.Context, m *Manifest, path string, before 
 	}
 	defer f.Close()
 	dl.d.log.Info("checking a file already saved", "id", dl.id, "path", path)
+	// Shown as it goes (Transfer.Checking): a GiB's check showed
+	// "downloading 0 %" for seconds.
+	dl.setChecking(path, 0, true)
+	defer dl.setChecking("", 0, false)
 	whole := md5.New()
 	buf := make([]byte, m.PieceSize)
+	var checked int64
 	for i := range m.NumPieces() {
 		if err := ctx.Err(); err != nil {
 			return false, err
@@ -85,6 +90,8 @@ func (dl *download) adopt(ctx context.Context, m *Manifest, path string, before 
 			return false, nil
 		}
 		whole.Write(p)
+		checked += int64(len(p))
+		dl.setChecking(path, checked, false)
 	}
 	if MD5(whole.Sum(nil)) != dl.id {
 		return false, nil
@@ -111,6 +118,7 @@ func (dl *download) adopt(ctx context.Context, m *Manifest, path string, before 
 	}
 	dl.countHave()
 	dl.path, dl.modTime, dl.state = path, fi.ModTime(), StateDone
+	dl.checking, dl.checked = "", 0
 	have := slices.Clone(dl.have)
 	dl.signal()
 	dl.mu.Unlock()
@@ -120,4 +128,19 @@ func (dl *download) adopt(ctx context.Context, m *Manifest, path string, before 
 	dl.d.log.Info("download done: the file was already saved", "id", dl.id, "path", path)
 	dl.publish(true)
 	return true, dl.saveRecord()
+}
+
+// setChecking sets the saved file being checked and the bytes of it
+// checked, and tells the listeners: at once when force, else at most every
+// ProgressInterval. An empty path ends the check; it is told at once
+// unless the download ended (adopt's done says it).
+func (dl *download) setChecking(path string, checked int64, force bool) {
+	dl.mu.Lock()
+	was := dl.checking
+	dl.checking, dl.checked = path, checked
+	if path == "" {
+		force = was != ""
+	}
+	dl.mu.Unlock()
+	dl.publish(force)
 }

@@ -119,3 +119,71 @@ func TestFetchAgainReusesFile(t *testing.T) {
 		t.Fatalf("RemoveFor = %+v, %v", gone, err)
 	}
 }
+
+// TestReuseShowsChecking: while a download checks a file already saved
+// before it takes it, its transfer says so (Checking, and the bytes
+// Checked so far, growing) and stays "downloading" for clients that know
+// only the five states. A GiB's check showed "downloading 0 %" for seconds.
+func TestReuseShowsChecking(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	na, nb := newPair(t)
+	a := serveTest(t, testConfig(t, na))
+	bcfg := testConfig(t, nb)
+	bcfg.Downloads.ProgressInterval = time.Nanosecond // an event a piece
+	b := serveTest(t, bcfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	src := filepath.Join(t.TempDir(), "film.mkv")
+	const size = 8<<20 + 5
+	writeRandom(t, src, size, 9)
+	link := shareLink(t, ctx, a, src)
+	if _, err := b.Fetch(ctx, link); err != nil {
+		t.Fatal(err)
+	}
+	first := waitState(t, b.downloads, link.ID, StateDone, 60*time.Second)
+	if err := b.Remove(ctx, link.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	sub := b.SubscribeShards()
+	defer sub.Close()
+	if _, err := b.Fetch(ctx, link); err != nil {
+		t.Fatal(err)
+	}
+	var checks []Transfer
+	for done := false; !done; {
+		select {
+		case ev := <-sub.C():
+			tr := ev.Transfer
+			if tr == nil || tr.ID != link.ID {
+				continue
+			}
+			if tr.Checking != "" {
+				checks = append(checks, *tr)
+			}
+			done = tr.State == StateDone
+		case <-ctx.Done():
+			t.Fatalf("no done event; %d checking events", len(checks))
+		}
+	}
+	if sub.Missed() > 0 {
+		t.Fatalf("%d events missed", sub.Missed())
+	}
+	if tr := waitState(t, b.downloads, link.ID, StateDone, time.Second); tr.Path != first.Path || tr.Checking != "" {
+		t.Fatalf("reused into %s (checking %q), want %s", tr.Path, tr.Checking, first.Path)
+	}
+	var mid, prev int64
+	for _, c := range checks {
+		if c.State != StateDownloading || c.Checking != first.Path || c.Checked < prev || c.Checked > size {
+			t.Fatalf("checking event %+v after %d bytes checked", c, prev)
+		}
+		if c.Checked > 0 && c.Checked < size {
+			mid++
+		}
+		prev = c.Checked
+	}
+	if mid < 2 {
+		t.Fatalf("%d checking events part-way (of %d), want the check's progress", mid, len(checks))
+	}
+}

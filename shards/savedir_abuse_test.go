@@ -114,6 +114,7 @@ func TestFolderSkipsOwnPartFiles(t *testing.T) {
 	part := ".catnest-" + MD5{1, 2, 3}.String() + ".part"
 	writeRandom(t, filepath.Join(dir, part), 70000, 1)
 	writeRandom(t, filepath.Join(dir, ".catnest-probe-123"), 10, 2)
+	writeRandom(t, filepath.Join(dir, ownPartName(MD5{7, 8})), 70000, 7) // beside another node's
 	writeRandom(t, filepath.Join(dir, "a.mp3"), 5000, 3)
 	// Not the node's: shared as any file.
 	writeRandom(t, filepath.Join(dir, ".catnest-notes.part"), 300, 4)

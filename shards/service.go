@@ -205,6 +205,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.downloads = dl
+	dl.cached = s.holders
 	dl.onDone = s.downloadDone
 	dl.onRemoved = func(id MD5) {
 		s.catalog.remove(ownDownloads, id)

@@ -107,6 +107,14 @@ type Transfer struct {
 	// Waiting says why a download makes no progress: it waits for its
 	// manifest, or for a holder of the pieces it lacks; empty otherwise.
 	Waiting Wait `json:"waiting,omitempty"`
+	// Checking is the path of a file already saved under the download's
+	// name that it checks, piece by piece, before it takes that file
+	// rather than fetch the resource again, and Checked the bytes of it
+	// checked so far (a GiB takes seconds); empty while it does not. State
+	// stays "downloading" meanwhile, so clients that know only the five
+	// states show a download at its start, as before.
+	Checking string `json:"checking,omitempty"`
+	Checked  int64  `json:"checked,omitempty"`
 	// Path is where the file is: the user's own file, or the download's
 	// place in the data dir.
 	Path string `json:"path"`

@@ -511,7 +511,7 @@ func (p *progressBar) update(t shards.Transfer, now time.Time) {
 	}
 	tick := 10
 	if t.Size > 0 {
-		tick = int(10 * t.Have / t.Size)
+		tick = int(10 * shownBytes(t) / t.Size)
 	}
 	line := progressLine(p.name, t, rate, p.tty)
 	switch {
@@ -548,7 +548,7 @@ const barWidth = 24
 func progressLine(name string, t shards.Transfer, rate float64, bar bool) string {
 	frac := 1.0
 	if t.Size > 0 {
-		frac = min(1, float64(t.Have)/float64(t.Size))
+		frac = min(1, float64(shownBytes(t))/float64(t.Size))
 	} else if !complete(t) {
 		frac = 0
 	}
@@ -569,11 +569,15 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 		// of 0 B" said it was complete.
 		fmt.Fprintf(&b, "    ?%%  %s of ?", formatBytes(float64(t.Have)))
 	} else {
-		fmt.Fprintf(&b, " %3d%%  %s of %s", int(frac*100), formatBytes(float64(t.Have)), formatBytes(float64(t.Size)))
+		fmt.Fprintf(&b, " %3d%%  %s of %s", int(frac*100), formatBytes(float64(shownBytes(t))), formatBytes(float64(t.Size)))
 	}
 	switch {
 	case complete(t):
 		b.WriteString("  done")
+	case checking(t):
+		// The bar is the check's: a file saved before is read and
+		// checked rather than fetched again.
+		fmt.Fprintf(&b, "  checking the file already saved (%s)", termText(filepath.Base(t.Checking), false))
 	case t.State == shards.StatePaused:
 		b.WriteString("  paused on the node")
 	case t.Waiting == shards.WaitNoHolder:
@@ -586,6 +590,21 @@ func progressLine(name string, t shards.Transfer, rate float64, bar bool) string
 		fmt.Fprintf(&b, "  %s/s  ETA %s", formatBytes(rate), formatETA(float64(t.Size-t.Have), rate))
 	}
 	return b.String()
+}
+
+// checking reports whether a download checks a file already saved
+// (Transfer.Checking) rather than fetch.
+func checking(t shards.Transfer) bool {
+	return t.Checking != "" && t.State == shards.StateDownloading
+}
+
+// shownBytes is what the bar shows of a transfer: the bytes verified, or
+// while it checks a saved file, those of it checked.
+func shownBytes(t shards.Transfer) int64 {
+	if checking(t) {
+		return t.Checked
+	}
+	return t.Have
 }
 
 // formatBytes shows a size with binary units: "1.5 MiB".

@@ -451,6 +451,11 @@ func TestProgressLine(t *testing.T) {
 	if got, want := progressLine("x", unknown, 0, true), "x [>                       ]    ?%  0 B of ?  waiting for a holder to answer"; got != want {
 		t.Errorf("size not known\n got %q\nwant %q", got, want)
 	}
+	// A saved file checked before it is taken: the bar is the check's.
+	chk := shards.Transfer{Name: "x", Size: 100 << 20, State: shards.StateDownloading, Checking: "/home/u/film.mkv", Checked: 40 << 20}
+	if got, want := progressLine("x", chk, 0, false), "x  40%  40.0 MiB of 100.0 MiB  checking the file already saved (film.mkv)"; got != want {
+		t.Errorf("checking\n got %q\nwant %q", got, want)
+	}
 	tr.State = shards.StatePaused
 	if got := progressLine("x", tr, 0, false); !strings.HasSuffix(got, "paused on the node") {
 		t.Errorf("paused: %q", got)

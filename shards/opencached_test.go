@@ -1,0 +1,77 @@
+package shards
+
+import (
+	"context"
+	"crypto/md5"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/catnest/catnest/internal/testutil"
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// TestOpenFromCachedCatalog: opening a file this node does not hold yet
+// (the gallery, after Files listed it) starts from the catalogs already
+// cached that list it. It waited for every changed catalog to be fetched
+// again first, twice (Fetch's lookup, then the holders check), each up to
+// holdersTimeout: one node that does not answer its catalog held every
+// gallery open for 10 s, whatever node held the image.
+func TestOpenFromCachedCatalog(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	was := holdersTimeout
+	holdersTimeout = time.Hour // only the fix lets Open end before ctx
+	t.Cleanup(func() { holdersTimeout = was })
+	nw := meshtest.NewNetwork()
+	na := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
+	nb := nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
+	mute := nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, n := range []*mesh.Node{na, mute} {
+		if err := nb.Connect(ctx, n.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quit := make(chan struct{})
+	defer close(quit)
+	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		<-quit
+		return nil, context.Canceled
+	}))
+	a := serveTest(t, testConfig(t, na))
+	bcfg := testConfig(t, nb)
+	bcfg.CatalogTimeout = time.Hour
+	bcfg.RequestTimeout = time.Hour
+	b := serveTest(t, bcfg)
+
+	path := filepath.Join(t.TempDir(), "cat.png")
+	data := writeRandom(t, path, 1<<20+3, 11)
+	link := shareLink(t, ctx, a, path)
+	testutil.WaitFor(t, 30*time.Second, "b to list a's file", func() bool {
+		files, err := b.Files(ctx)
+		return err == nil && len(files) == 1 && files[0].ID == link.ID
+	})
+	// Now a node whose catalog changed and never comes.
+	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the mute node's record", func() bool {
+		r, ok := nb.Lookup(mute.ID())
+		_, adv := advertised(r)
+		return ok && adv
+	})
+	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ocancel()
+	r, err := b.Open(octx, link.ID)
+	if err != nil {
+		t.Fatalf("open while a catalog does not come: %v", err)
+	}
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || md5.Sum(got) != md5.Sum(data) || r.Name() != "cat.png" {
+		t.Fatalf("read %d bytes of %q, %v", len(got), r.Name(), err)
+	}
+}
