@@ -12,7 +12,7 @@
 // The view opens on the channel used last (kept in localStorage), or on the
 // only joined channel. Channels other nodes created come with the directory,
 // which raises no chat event: the list is fetched again when it changes.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { chatFilter } from '../plugins-host.js';
@@ -136,11 +136,10 @@ export default {
     // one, and then returns true: select has loaded its messages.
     // Events start reads while one is on its way, and the older answer
     // may come last: of the reads begun, only the newest answer read so
-    // far is shown (channelsShown is its number).
-    let channelLoads = 0;
-    let channelsShown = 0;
+    // far is shown.
+    const channelsFresh = freshness();
     async function loadChannels() {
-      const n = ++channelLoads;
+      const ticket = channelsFresh.begin();
       let got;
       let error = '';
       try {
@@ -149,8 +148,7 @@ export default {
         error = err.message;
       }
       countRead(root, 'readChannels');
-      if (n < channelsShown) return false;
-      channelsShown = n;
+      if (!ticket.fresh()) return false;
       if (error) channelsError = error;
       else {
         channels = got;

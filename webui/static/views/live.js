@@ -1,7 +1,7 @@
 // The Live view: the mesh's live rooms, going live (camera, microphone or
 // screen, published over WHIP to this node), watching over WHEP from this
 // node, and the room's chat beside the video.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatSince } from '../format.js';
@@ -89,16 +89,15 @@ export default {
     // Every chat event reads the messages again, so reads overlap and an
     // older answer may come last: of the reads begun, only the newest
     // answer read so far is shown. The same goes for the tree's polls.
-    let chatLoads = 0;
-    let chatShown = 0;
+    const chatFresh = freshness();
     async function loadChat() {
       const room = watching?.room || hosting?.room;
-      const n = ++chatLoads;
       if (!room?.chat) {
-        chatShown = n;
+        chatFresh.touch(); // reads on their way are of another room
         messages = [];
         return;
       }
+      const ticket = chatFresh.begin();
       let got;
       try {
         got = await getJSON(`api/channels/${room.chat}/messages?limit=50`);
@@ -106,8 +105,7 @@ export default {
         got = [];
       }
       countRead(root, 'readLiveChat');
-      if (n < chatShown) return;
-      chatShown = n;
+      if (!ticket.fresh()) return;
       messages = got;
       render();
     }
@@ -147,12 +145,11 @@ export default {
       render();
     }
 
-    let treeLoads = 0;
-    let treeShown = 0;
+    const treeFresh = freshness();
     async function refreshTree() {
       const room = watching?.room || hosting?.room;
       if (!room) return;
-      const n = ++treeLoads;
+      const ticket = treeFresh.begin();
       let got;
       try {
         got = await getJSON(`api/live/rooms/${room.id}/tree`);
@@ -160,8 +157,7 @@ export default {
         got = null;
       }
       countRead(root, 'readTree');
-      if (n < treeShown) return;
-      treeShown = n;
+      if (!ticket.fresh()) return;
       tree = got;
       render();
     }

@@ -3,7 +3,7 @@
 // disable, update, uninstall), and an editor that opens on a template,
 // tries a plugin in the sandbox without publishing it, and publishes it.
 // Installing or trying asks the user which permissions to grant.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { editor } from '../highlight.js';
@@ -118,14 +118,12 @@ export default {
     // older answer may come last (another search's, or the list before a
     // change): of the reads begun, only the newest answer read so far is
     // shown.
-    let marketLoads = 0;
-    let marketShown = 0;
+    const marketFresh = freshness();
     async function loadMarket() {
-      const n = ++marketLoads;
+      const ticket = marketFresh.begin();
       try {
         const got = await getJSON(`api/plugins/market${query ? `?q=${encodeURIComponent(query)}` : ''}`);
-        if (n < marketShown) return;
-        marketShown = n;
+        if (!ticket.fresh()) return;
         market = got;
       } catch (err) {
         toast(t('plugins.err.load', { msg: err.message }));
@@ -135,14 +133,12 @@ export default {
       if (alive && tab === 'market') renderList();
     }
 
-    let installedLoads = 0;
-    let installedShown = 0;
+    const installedFresh = freshness();
     async function loadInstalled() {
-      const n = ++installedLoads;
+      const ticket = installedFresh.begin();
       try {
         const got = await getJSON('api/plugins');
-        if (n < installedShown) return;
-        installedShown = n;
+        if (!ticket.fresh()) return;
         installed = got;
       } catch (err) {
         toast(t('plugins.err.load', { msg: err.message }));
