@@ -175,3 +175,46 @@ func TestBrowserPluginsInstalledHeldGET(t *testing.T) {
 	checkJS(t, ctx, names+` === "clock,weather"`,
 		"the Plugins view's first read of the installed plugins, answered before one was installed and read after the next read, took it away")
 }
+
+// TestBrowserChatOlderHeldGET: the Chat view's read of older messages is
+// on its way when one of them is retracted. The retraction's event finds
+// no such message shown; the page, answered before it, must not bring the
+// retracted text back.
+func TestBrowserChatOlderHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Joined: true, Members: 2})
+	start := time.Now().Add(-time.Hour)
+	var oldest chatlog.Entry
+	for i := range 130 {
+		m := chat.receive(generalID, chatlog.Entry{Author: node.id, Text: "old " + strconv.Itoa(i),
+			Time: start.Add(time.Duration(i) * time.Second)})
+		if i == 0 {
+			oldest = m
+		}
+	}
+	path := "/api/channels/" + generalID + "/messages"
+	ctx, holds := holdingPage(t, node, Config{Chat: chat}, "en-US", "chat", false, path)
+	const wait = 10 * time.Second
+	held := holds[path]
+	// The only joined channel opens with its newest 100 messages.
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-messages .msg").length === 100
+		&& !document.querySelector("#chat-older").hidden`)
+	held.arm()
+	click(t, ctx, "#chat-older")
+	held.wait(t, wait) // it has read the 30 oldest, none retracted
+
+	if err := chat.Retract(context.Background(), generalID, oldest.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Events come in order: once this one is shown, the view has had the
+	// retraction.
+	after := chat.receive(generalID, chatlog.Entry{Author: node.id, Text: "after"})
+	browsertest.Until(t, ctx, wait, msgRow(after.ID)+` !== null`)
+	held.letGo()
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-messages .msg").length === 131`)
+	checkJS(t, ctx, msgRow(oldest.ID)+`.classList.contains("retracted")
+		&& `+msgRow(oldest.ID)+`.querySelector(".msg-text").textContent === "Message retracted"`,
+		"the Chat view's read of older messages, answered before one was retracted and read after, showed its text again")
+}

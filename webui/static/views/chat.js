@@ -96,6 +96,10 @@ export default {
     let msgError = '';
     let hasOlder = false;
     let loadingOlder = false;
+    // Retractions and burns that came while older messages were on their
+    // way: the page may have been answered before them, so they are done
+    // again to it (a retracted message would show its text again).
+    let olderRaced = [];
     let pending = []; // events that arrived while loading
     let loadToken = 0;
     let settingsOpen = false;
@@ -215,6 +219,7 @@ export default {
       const c = current();
       if (!c || loadingOlder || msgs.length === 0) return;
       loadingOlder = true;
+      olderRaced = [];
       renderOlder();
       const token = loadToken;
       try {
@@ -225,6 +230,7 @@ export default {
         const known = new Set(msgs.map((m) => m.id));
         const height = log.scrollHeight;
         msgs = got.filter((m) => !known.has(m.id)).concat(msgs);
+        for (const ev of olderRaced) undo(ev);
         renderMessages();
         log.scrollTop += log.scrollHeight - height; // keep what was in view in place
       } catch (err) {
@@ -277,15 +283,23 @@ export default {
         upsert(ev.message);
         renderMessages();
         if (nearBottom || ev.message.mine) log.scrollTop = log.scrollHeight;
-      } else if (ev.type === 'retract') {
-        const m = msgs.find((x) => x.id === ev.id);
-        if (m) {
-          m.retracted = true;
-          m.text = '';
-          renderMessages();
-        }
-      } else if (ev.type === 'burned') {
-        drop(ev.id);
+      } else if (ev.type === 'retract' || ev.type === 'burned') {
+        if (loadingOlder) olderRaced.push(ev);
+        undo(ev);
+        renderMessages();
+      }
+    }
+
+    // undo takes out of msgs what a "retract" or "burned" event says is
+    // gone; the caller draws.
+    function undo(ev) {
+      const i = msgs.findIndex((x) => x.id === ev.id);
+      if (ev.type === 'burned') {
+        if (i >= 0) msgs.splice(i, 1);
+        burn.delete(ev.id);
+      } else if (i >= 0) {
+        msgs[i].retracted = true;
+        msgs[i].text = '';
       }
     }
 
@@ -301,9 +315,7 @@ export default {
     }
 
     function drop(id) {
-      const i = msgs.findIndex((x) => x.id === id);
-      if (i >= 0) msgs.splice(i, 1);
-      burn.delete(id);
+      undo({ type: 'burned', id });
       renderMessages();
     }
 
