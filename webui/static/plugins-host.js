@@ -13,7 +13,7 @@
 // words (chatFilter, read by the Chat view).
 import { h } from './dom.js';
 import { t, lang, onLangChange } from './i18n/index.js';
-import { getJSON } from './api.js';
+import { getJSON, failure } from './api.js';
 import { player } from './player.js';
 
 const FRAME = 'api/plugins/frame';
@@ -248,15 +248,7 @@ class Running {
       init.body = JSON.stringify(body);
     }
     const res = await fetch(`api/plugins/${encodeURIComponent(this.id)}/${path}`, init);
-    if (!res.ok) {
-      let m = `${res.status}`;
-      try {
-        m = (await res.json()).error || m;
-      } catch {
-        // keep the status
-      }
-      throw new Error(m);
-    }
+    if (!res.ok) throw await failure(res);
     return res.status === 204 ? null : res.json();
   }
 

@@ -14,7 +14,7 @@
 // which raises no chat event: the list is fetched again when it changes.
 import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, served } from '../api.js';
 import { chatFilter } from '../plugins-host.js';
 
 // BURN_AFTER is how long a burn message must have been seen.
@@ -78,10 +78,7 @@ export default {
 
   // available says whether the node has chat: without it /api/channels
   // answers 404.
-  async available() {
-    const res = await fetch('api/channels', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/channels'),
 
   mount(root, { events, onLang, toast }) {
     let self = null; // this node's ID

@@ -3,7 +3,7 @@
 // node, and the room's chat beside the video.
 import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, failure, served } from '../api.js';
 import { formatSince } from '../format.js';
 
 // el is h with event listeners: attributes named on<event> whose value is
@@ -42,15 +42,7 @@ async function negotiate(pc, url, token) {
   const headers = { 'Content-Type': 'application/sdp' };
   if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp });
-  if (!res.ok) {
-    let msg = `${res.status} ${res.statusText}`;
-    try {
-      msg = (await res.json()).error || msg;
-    } catch {
-      // keep the status line
-    }
-    throw new Error(msg);
-  }
+  if (!res.ok) throw await failure(res);
   await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
   return res.headers.get('Location');
 }
@@ -68,10 +60,7 @@ export default {
   title: 'nav.live',
 
   // available says whether the node runs live rooms.
-  async available() {
-    const res = await fetch('api/live/rooms', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/live/rooms'),
 
   mount(root, { events, onLang, toast }) {
     let rooms = null;

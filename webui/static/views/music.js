@@ -12,7 +12,7 @@
 // scrolling, searching and a library change stay smooth.
 import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, failure, served } from '../api.js';
 import { formatBytes } from '../format.js';
 import { player, coverPath, formatTime } from '../player.js';
 
@@ -45,10 +45,7 @@ export default {
 
   // available says whether the node runs the music service: without it
   // /api/music/scan answers 404.
-  async available() {
-    const res = await fetch('api/music/scan', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/music/scan'),
 
   mount(root, { events, onLang, toast }) {
     const pl = player();
@@ -500,15 +497,7 @@ export default {
         } else {
           res = await fetch(`${trackPath(tr.md5)}/lyrics`, { method: 'PUT', body: JSON.stringify({ raw: await file.text() }), headers: { 'Content-Type': 'application/json' } });
         }
-        if (!res.ok) {
-          let msg = `${res.status}`;
-          try {
-            msg = (await res.json()).error || msg;
-          } catch {
-            // keep the status
-          }
-          throw new Error(msg);
-        }
+        if (!res.ok) throw await failure(res);
         say(t(what === 'cover' ? 'music.coverAttached' : 'music.lyricsAttached'), false);
         load();
       } catch (err) {
