@@ -15,6 +15,7 @@ import (
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/plugins"
+	"github.com/catnest/catnest/shards"
 )
 
 // Views other than Files that read state with GETs and follow it with
@@ -217,4 +218,40 @@ func TestBrowserChatOlderHeldGET(t *testing.T) {
 	checkJS(t, ctx, msgRow(oldest.ID)+`.classList.contains("retracted")
 		&& `+msgRow(oldest.ID)+`.querySelector(".msg-text").textContent === "Message retracted"`,
 		"the Chat view's read of older messages, answered before one was retracted and read after, showed its text again")
+}
+
+// TestBrowserPluginHostHeldGET: the page's plugin host reads the
+// installed plugins on each "plugins" event and runs the enabled ones. A
+// read is on its way, with clock enabled, when clock is disabled; the
+// next read stops it. The older answer, coming last, must not start it
+// again.
+func TestBrowserPluginHostHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	clock := plugins.Installed{ID: md5.Sum([]byte("clock")), Name: "clock", Version: "1.0", Permissions: []string{},
+		Granted: []string{}, Publisher: fakeID("bravo"), PublisherName: "bravo", Enabled: true}
+	fp := &fakePlugins{installed: []plugins.Installed{clock},
+		sources: map[shards.MD5][]byte{clock.ID: []byte("// the clock")}}
+	ctx, holds := holdingPage(t, newFakeNode("alpha"), Config{Plugins: fp}, "en-US", "mesh", false, "/api/plugins")
+	const wait = 10 * time.Second
+	frame := `document.querySelector('iframe.plugin-frame[data-plugin="` + clock.ID.String() + `"]')`
+	syncs := `Number(document.documentElement.dataset.pluginSyncs || 0)`
+	// The host reads the list when it starts and when the stream opens.
+	browsertest.Until(t, ctx, wait, frame+` !== null && `+syncs+` >= 2`)
+	held := holds["/api/plugins"]
+	held.arm()
+
+	fp.setInstalled(clock)
+	held.wait(t, wait) // it has read clock enabled
+	off := clock
+	off.Enabled = false
+	fp.setInstalled(off)
+	browsertest.Until(t, ctx, wait, frame+` === null`)
+	done, err := chromedp.Run(ctx, chromedp.Evaluate[int](syncs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.letGo()
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`%s >= %d`, syncs, done+1))
+	checkJS(t, ctx, frame+` === null`,
+		"the plugin host's read of the installed plugins, answered before clock was disabled and read after the next read, started it again")
 }
