@@ -15,6 +15,7 @@ import (
 	"github.com/catnest/catnest/mesh"
 	"github.com/catnest/catnest/music"
 	"github.com/catnest/catnest/plugins"
+	"github.com/catnest/catnest/shards"
 )
 
 // Views other than Files that read state with GETs and follow it with
@@ -174,4 +175,83 @@ func TestBrowserPluginsInstalledHeldGET(t *testing.T) {
 	browsertest.Until(t, ctx, wait, fmt.Sprintf(`Number(%s) === %d`, viewRead("readInstalled"), n+1))
 	checkJS(t, ctx, names+` === "clock,weather"`,
 		"the Plugins view's first read of the installed plugins, answered before one was installed and read after the next read, took it away")
+}
+
+// TestBrowserChatOlderHeldGET: the Chat view's read of older messages is
+// on its way when one of them is retracted. The retraction's event finds
+// no such message shown; the page, answered before it, must not bring the
+// retracted text back.
+func TestBrowserChatOlderHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Joined: true, Members: 2})
+	start := time.Now().Add(-time.Hour)
+	var oldest chatlog.Entry
+	for i := range 130 {
+		m := chat.receive(generalID, chatlog.Entry{Author: node.id, Text: "old " + strconv.Itoa(i),
+			Time: start.Add(time.Duration(i) * time.Second)})
+		if i == 0 {
+			oldest = m
+		}
+	}
+	path := "/api/channels/" + generalID + "/messages"
+	ctx, holds := holdingPage(t, node, Config{Chat: chat}, "en-US", "chat", false, path)
+	const wait = 10 * time.Second
+	held := holds[path]
+	// The only joined channel opens with its newest 100 messages.
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-messages .msg").length === 100
+		&& !document.querySelector("#chat-older").hidden`)
+	held.arm()
+	click(t, ctx, "#chat-older")
+	held.wait(t, wait) // it has read the 30 oldest, none retracted
+
+	if err := chat.Retract(context.Background(), generalID, oldest.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Events come in order: once this one is shown, the view has had the
+	// retraction.
+	after := chat.receive(generalID, chatlog.Entry{Author: node.id, Text: "after"})
+	browsertest.Until(t, ctx, wait, msgRow(after.ID)+` !== null`)
+	held.letGo()
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-messages .msg").length === 131`)
+	checkJS(t, ctx, msgRow(oldest.ID)+`.classList.contains("retracted")
+		&& `+msgRow(oldest.ID)+`.querySelector(".msg-text").textContent === "Message retracted"`,
+		"the Chat view's read of older messages, answered before one was retracted and read after, showed its text again")
+}
+
+// TestBrowserPluginHostHeldGET: the page's plugin host reads the
+// installed plugins on each "plugins" event and runs the enabled ones. A
+// read is on its way, with clock enabled, when clock is disabled; the
+// next read stops it. The older answer, coming last, must not start it
+// again.
+func TestBrowserPluginHostHeldGET(t *testing.T) {
+	checkGoroutines(t)
+	clock := plugins.Installed{ID: md5.Sum([]byte("clock")), Name: "clock", Version: "1.0", Permissions: []string{},
+		Granted: []string{}, Publisher: fakeID("bravo"), PublisherName: "bravo", Enabled: true}
+	fp := &fakePlugins{installed: []plugins.Installed{clock},
+		sources: map[shards.MD5][]byte{clock.ID: []byte("// the clock")}}
+	ctx, holds := holdingPage(t, newFakeNode("alpha"), Config{Plugins: fp}, "en-US", "mesh", false, "/api/plugins")
+	const wait = 10 * time.Second
+	frame := `document.querySelector('iframe.plugin-frame[data-plugin="` + clock.ID.String() + `"]')`
+	syncs := `Number(document.documentElement.dataset.pluginSyncs || 0)`
+	// The host reads the list when it starts and when the stream opens.
+	browsertest.Until(t, ctx, wait, frame+` !== null && `+syncs+` >= 2`)
+	held := holds["/api/plugins"]
+	held.arm()
+
+	fp.setInstalled(clock)
+	held.wait(t, wait) // it has read clock enabled
+	off := clock
+	off.Enabled = false
+	fp.setInstalled(off)
+	browsertest.Until(t, ctx, wait, frame+` === null`)
+	done, err := chromedp.Run(ctx, chromedp.Evaluate[int](syncs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.letGo()
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`%s >= %d`, syncs, done+1))
+	checkJS(t, ctx, frame+` === null`,
+		"the plugin host's read of the installed plugins, answered before clock was disabled and read after the next read, started it again")
 }

@@ -22,6 +22,7 @@ type fakePlugins struct {
 	installed []plugins.Installed
 	market    []plugins.Listing
 	data      map[shards.MD5]map[string]string
+	sources   map[shards.MD5][]byte // an installed plugin's code; none is unknown
 	events    pubsub.Topic[plugins.Event]
 }
 
@@ -66,6 +67,11 @@ func (f *fakePlugins) Install(ctx context.Context, id shards.MD5, grant []string
 func (f *fakePlugins) SetEnabled(ctx context.Context, id shards.MD5, on bool) error { return nil }
 func (f *fakePlugins) Uninstall(ctx context.Context, id shards.MD5) error           { return nil }
 func (f *fakePlugins) Source(ctx context.Context, id shards.MD5) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if src, ok := f.sources[id]; ok {
+		return src, nil
+	}
 	return nil, plugins.ErrUnknown
 }
 func (f *fakePlugins) Data(ctx context.Context, id shards.MD5) (map[string]string, error) {

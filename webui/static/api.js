@@ -1,19 +1,32 @@
 // Talking to the node: JSON requests and the shared event stream.
 
-// getJSON fetches a JSON API path; a non-2xx answer throws the server's
-// {"error": ...} message.
+// failure is the error for a non-2xx answer: the server's {"error": ...}
+// message, or the status line if the body is not that; .status has the
+// status.
+export async function failure(res) {
+  let msg = `${res.status} ${res.statusText}`;
+  try {
+    msg = (await res.json()).error || msg;
+  } catch {
+    // not JSON: keep the status line
+  }
+  const err = new Error(msg);
+  err.status = res.status;
+  return err;
+}
+
+// getJSON fetches a JSON API path; a non-2xx answer throws its failure.
 export async function getJSON(path, { signal } = {}) {
   const res = await fetch(path, { headers: { Accept: 'application/json' }, signal });
-  if (!res.ok) {
-    let msg = `${res.status} ${res.statusText}`;
-    try {
-      msg = (await res.json()).error || msg;
-    } catch {
-      // not JSON: keep the status line
-    }
-    throw new Error(msg);
-  }
+  if (!res.ok) throw await failure(res);
   return res.json();
+}
+
+// served says whether the node serves a JSON API path: a view's
+// available() asks it of a path its service adds (404 without it).
+export async function served(path) {
+  const res = await fetch(path, { headers: { Accept: 'application/json' } });
+  return res.status !== 404;
 }
 
 // EventStream is the page's one connection to /api/events. Views subscribe
@@ -91,7 +104,7 @@ export class EventStream {
 
 // sendJSON does a state-changing request with an optional JSON body and
 // returns the decoded answer, or null for 204 No Content; a non-2xx answer
-// throws the server's {"error": ...} message, with the status in .status.
+// throws its failure.
 export async function sendJSON(method, path, body) {
   const init = { method, headers: { Accept: 'application/json' } };
   if (body !== undefined) {
@@ -99,16 +112,6 @@ export async function sendJSON(method, path, body) {
     init.body = JSON.stringify(body);
   }
   const res = await fetch(path, init);
-  if (!res.ok) {
-    let msg = `${res.status} ${res.statusText}`;
-    try {
-      msg = (await res.json()).error || msg;
-    } catch {
-      // not JSON: keep the status line
-    }
-    const err = new Error(msg);
-    err.status = res.status;
-    throw err;
-  }
+  if (!res.ok) throw await failure(res);
   return res.status === 204 ? null : res.json();
 }

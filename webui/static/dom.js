@@ -29,3 +29,42 @@ export function shortID(id) {
 export function countRead(el, what) {
   el.dataset[what] = String(Number(el.dataset[what] || 0) + 1);
 }
+
+// freshness keeps a view from showing a GET's answer that is older than
+// what it shows already: an answer can be read after an event that came
+// while it was on its way, or after the answer of a read begun later.
+//
+//   const fresh = freshness();
+//   events.on('x', (v) => { fresh.touch(); show(v); });
+//   const ticket = fresh.begin();          // just before the GET
+//   const got = await getJSON('api/x');
+//   if (ticket.fresh()) show(got);
+//
+// ticket.fresh() is true unless touch() was called, or another ticket
+// begun later answered fresh(), since the ticket began; when true, the
+// answer counts as shown from then on, so older tickets go stale. For
+// answers that list items an event may change one at a time, touch(key)
+// marks one item changed (and not the answer), and ticket.changed(key)
+// says whether it was since the ticket began.
+export function freshness() {
+  let clock = 0; // counts begin() and touch()
+  let shown = 0; // clock of the newest state shown: an event or an answer
+  const touched = new Map(); // key → clock of its last touch(key)
+  return {
+    begin() {
+      const at = ++clock;
+      return {
+        fresh() {
+          if (shown > at) return false;
+          shown = at;
+          return true;
+        },
+        changed: (key) => (touched.get(key) || 0) > at,
+      };
+    },
+    touch(key) {
+      if (key === undefined) shown = ++clock;
+      else touched.set(key, ++clock);
+    },
+  };
+}

@@ -11,9 +11,9 @@
 // stops answering the host's pings (it loops) is stopped. Panels live in
 // a dock below the view; toolbar buttons in the header. Plugins with chat-filter hide chat messages containing their
 // words (chatFilter, read by the Chat view).
-import { h } from './dom.js';
+import { h, countRead, freshness } from './dom.js';
 import { t, lang, onLangChange } from './i18n/index.js';
-import { getJSON } from './api.js';
+import { getJSON, failure } from './api.js';
 import { player } from './player.js';
 
 const FRAME = 'api/plugins/frame';
@@ -248,15 +248,7 @@ class Running {
       init.body = JSON.stringify(body);
     }
     const res = await fetch(`api/plugins/${encodeURIComponent(this.id)}/${path}`, init);
-    if (!res.ok) {
-      let m = `${res.status}`;
-      try {
-        m = (await res.json()).error || m;
-      } catch {
-        // keep the status
-      }
-      throw new Error(m);
-    }
+    if (!res.ok) throw await failure(res);
     return res.status === 204 ? null : res.json();
   }
 
@@ -425,14 +417,28 @@ export function stop(id) {
 }
 
 // sync runs the enabled installed plugins and stops the others (tried
-// plugins are left alone).
+// plugins are left alone). Each event starts one, so they overlap: an
+// older list read last would start a plugin disabled meanwhile. Of the
+// syncs begun, the newest list read so far wins, and a sync goes on
+// starting plugins only while no later one has read its list. Each sync
+// counts itself done in data-plugin-syncs on <html>, for tests.
+const syncs = freshness();
 async function sync(ctx) {
+  try {
+    await syncOnce(ctx, syncs.begin());
+  } finally {
+    countRead(document.documentElement, 'pluginSyncs');
+  }
+}
+
+async function syncOnce(ctx, ticket) {
   let list;
   try {
     list = await getJSON('api/plugins');
   } catch {
     return; // no plugins here, or the node is down: the next event tries again
   }
+  if (!ticket.fresh()) return;
   const want = new Map(list.filter((p) => p.enabled).map((p) => [p.id, p]));
   for (const id of [...running.keys()]) {
     if (!id.startsWith('try-') && (!want.has(id) || want.get(id).capability !== running.get(id).p.capability)) stop(id);
@@ -442,7 +448,9 @@ async function sync(ctx) {
     try {
       const res = await fetch(`api/plugins/${encodeURIComponent(id)}/source`);
       if (!res.ok) continue;
-      run(p, await res.text(), ctx);
+      const code = await res.text();
+      if (!ticket.fresh()) return;
+      run(p, code, ctx);
     } catch {
       // tried again on the next change
     }

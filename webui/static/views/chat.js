@@ -12,9 +12,9 @@
 // The view opens on the channel used last (kept in localStorage), or on the
 // only joined channel. Channels other nodes created come with the directory,
 // which raises no chat event: the list is fetched again when it changes.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural, locale } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, served } from '../api.js';
 import { chatFilter } from '../plugins-host.js';
 
 // BURN_AFTER is how long a burn message must have been seen.
@@ -78,10 +78,7 @@ export default {
 
   // available says whether the node has chat: without it /api/channels
   // answers 404.
-  async available() {
-    const res = await fetch('api/channels', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/channels'),
 
   mount(root, { events, onLang, toast }) {
     let self = null; // this node's ID
@@ -96,6 +93,10 @@ export default {
     let msgError = '';
     let hasOlder = false;
     let loadingOlder = false;
+    // Retractions and burns that came while older messages were on their
+    // way: the page may have been answered before them, so they are done
+    // again to it (a retracted message would show its text again).
+    let olderRaced = [];
     let pending = []; // events that arrived while loading
     let loadToken = 0;
     let settingsOpen = false;
@@ -136,11 +137,10 @@ export default {
     // one, and then returns true: select has loaded its messages.
     // Events start reads while one is on its way, and the older answer
     // may come last: of the reads begun, only the newest answer read so
-    // far is shown (channelsShown is its number).
-    let channelLoads = 0;
-    let channelsShown = 0;
+    // far is shown.
+    const channelsFresh = freshness();
     async function loadChannels() {
-      const n = ++channelLoads;
+      const ticket = channelsFresh.begin();
       let got;
       let error = '';
       try {
@@ -149,8 +149,7 @@ export default {
         error = err.message;
       }
       countRead(root, 'readChannels');
-      if (n < channelsShown) return false;
-      channelsShown = n;
+      if (!ticket.fresh()) return false;
       if (error) channelsError = error;
       else {
         channels = got;
@@ -217,6 +216,7 @@ export default {
       const c = current();
       if (!c || loadingOlder || msgs.length === 0) return;
       loadingOlder = true;
+      olderRaced = [];
       renderOlder();
       const token = loadToken;
       try {
@@ -227,6 +227,7 @@ export default {
         const known = new Set(msgs.map((m) => m.id));
         const height = log.scrollHeight;
         msgs = got.filter((m) => !known.has(m.id)).concat(msgs);
+        for (const ev of olderRaced) undo(ev);
         renderMessages();
         log.scrollTop += log.scrollHeight - height; // keep what was in view in place
       } catch (err) {
@@ -279,15 +280,23 @@ export default {
         upsert(ev.message);
         renderMessages();
         if (nearBottom || ev.message.mine) log.scrollTop = log.scrollHeight;
-      } else if (ev.type === 'retract') {
-        const m = msgs.find((x) => x.id === ev.id);
-        if (m) {
-          m.retracted = true;
-          m.text = '';
-          renderMessages();
-        }
-      } else if (ev.type === 'burned') {
-        drop(ev.id);
+      } else if (ev.type === 'retract' || ev.type === 'burned') {
+        if (loadingOlder) olderRaced.push(ev);
+        undo(ev);
+        renderMessages();
+      }
+    }
+
+    // undo takes out of msgs what a "retract" or "burned" event says is
+    // gone; the caller draws.
+    function undo(ev) {
+      const i = msgs.findIndex((x) => x.id === ev.id);
+      if (ev.type === 'burned') {
+        if (i >= 0) msgs.splice(i, 1);
+        burn.delete(ev.id);
+      } else if (i >= 0) {
+        msgs[i].retracted = true;
+        msgs[i].text = '';
       }
     }
 
@@ -303,9 +312,7 @@ export default {
     }
 
     function drop(id) {
-      const i = msgs.findIndex((x) => x.id === id);
-      if (i >= 0) msgs.splice(i, 1);
-      burn.delete(id);
+      undo({ type: 'burned', id });
       renderMessages();
     }
 

@@ -1,9 +1,9 @@
 // The Live view: the mesh's live rooms, going live (camera, microphone or
 // screen, published over WHIP to this node), watching over WHEP from this
 // node, and the room's chat beside the video.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, failure, served } from '../api.js';
 import { formatSince } from '../format.js';
 
 // el is h with event listeners: attributes named on<event> whose value is
@@ -42,15 +42,7 @@ async function negotiate(pc, url, token) {
   const headers = { 'Content-Type': 'application/sdp' };
   if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp });
-  if (!res.ok) {
-    let msg = `${res.status} ${res.statusText}`;
-    try {
-      msg = (await res.json()).error || msg;
-    } catch {
-      // keep the status line
-    }
-    throw new Error(msg);
-  }
+  if (!res.ok) throw await failure(res);
   await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
   return res.headers.get('Location');
 }
@@ -68,10 +60,7 @@ export default {
   title: 'nav.live',
 
   // available says whether the node runs live rooms.
-  async available() {
-    const res = await fetch('api/live/rooms', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/live/rooms'),
 
   mount(root, { events, onLang, toast }) {
     let rooms = null;
@@ -89,16 +78,15 @@ export default {
     // Every chat event reads the messages again, so reads overlap and an
     // older answer may come last: of the reads begun, only the newest
     // answer read so far is shown. The same goes for the tree's polls.
-    let chatLoads = 0;
-    let chatShown = 0;
+    const chatFresh = freshness();
     async function loadChat() {
       const room = watching?.room || hosting?.room;
-      const n = ++chatLoads;
       if (!room?.chat) {
-        chatShown = n;
+        chatFresh.touch(); // reads on their way are of another room
         messages = [];
         return;
       }
+      const ticket = chatFresh.begin();
       let got;
       try {
         got = await getJSON(`api/channels/${room.chat}/messages?limit=50`);
@@ -106,8 +94,7 @@ export default {
         got = [];
       }
       countRead(root, 'readLiveChat');
-      if (n < chatShown) return;
-      chatShown = n;
+      if (!ticket.fresh()) return;
       messages = got;
       render();
     }
@@ -147,12 +134,11 @@ export default {
       render();
     }
 
-    let treeLoads = 0;
-    let treeShown = 0;
+    const treeFresh = freshness();
     async function refreshTree() {
       const room = watching?.room || hosting?.room;
       if (!room) return;
-      const n = ++treeLoads;
+      const ticket = treeFresh.begin();
       let got;
       try {
         got = await getJSON(`api/live/rooms/${room.id}/tree`);
@@ -160,8 +146,7 @@ export default {
         got = null;
       }
       countRead(root, 'readTree');
-      if (n < treeShown) return;
-      treeShown = n;
+      if (!ticket.fresh()) return;
       tree = got;
       render();
     }

@@ -1,7 +1,7 @@
 // The mesh view: the directory of online nodes drawn as a live graph of
 // nodes and links, and the list of online devices with what each offers.
 // Data comes from the "directory" event.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { getJSON } from '../api.js';
 import { t, plural, locale } from '../i18n/index.js';
 import { formatSince, formatBytes } from '../format.js';
@@ -506,42 +506,42 @@ export default {
     resized.observe(graph);
 
     renderText();
-    // dirSeq counts "directory" events. The stream sends the directory
-    // when it connects, and again only when it changes or every few
-    // seconds; the page keeps the last one (app.js), and the view asks for
-    // it too, for a stream that has not sent one yet. The answer is
-    // dropped if an event came while it was on its way (it may be older);
-    // the last event, which on() gives at once, counts as older.
-    let dirSeq = 0;
+    // The stream sends the directory when it connects, and again only
+    // when it changes or every few seconds; the page keeps the last one
+    // (app.js), and the view asks for it too, for a stream that has not
+    // sent one yet. The answer is dropped if an event came while it was on
+    // its way (it may be older); the last event, which on() gives at once,
+    // counts as older.
+    const dirFresh = freshness();
     let unmounted = false;
     const offDir = events.on('directory', (data) => {
-      dirSeq++;
+      dirFresh.touch();
       update(Array.isArray(data) ? data : []);
     });
-    const dirSince = dirSeq;
+    const dirTicket = dirFresh.begin();
     getJSON('api/directory').then((data) => {
-      if (dirSeq === dirSince && !unmounted) update(Array.isArray(data) ? data : []);
+      if (dirTicket.fresh() && !unmounted) update(Array.isArray(data) ? data : []);
     }, () => {}).finally(() => countRead(root, 'readDirectory'));
     const setLinks = (data) => {
       links = new Map((Array.isArray(data) ? data : []).map((p) => [p.id, p]));
       if (g) syncElements();
       renderRelayed();
     };
-    // peersSeq counts "peers" events: a poll answered before one but read
-    // after it is older (a link that came or turned relayed meanwhile
-    // would be gone until the next poll).
-    let peersSeq = 0;
+    // A poll answered before a "peers" event but read after it is older (a
+    // link that came or turned relayed meanwhile would be gone until the
+    // next poll); so is one begun before another whose answer came first.
+    const peersFresh = freshness();
     const offPeers = events.on('peers', (data) => {
-      peersSeq++;
+      peersFresh.touch();
       setLinks(data);
     });
     // The "peers" event comes when links change; the bytes they carry
     // change all the time, so the relay's share is read again now and then.
     const poll = new AbortController();
     const timer = setInterval(() => {
-      const seq = peersSeq;
+      const ticket = peersFresh.begin();
       getJSON('/api/peers', { signal: poll.signal }).then((data) => {
-        if (seq === peersSeq) setLinks(data);
+        if (ticket.fresh()) setLinks(data);
       }, () => {}).finally(() => countRead(root, 'readPeers'));
     }, 5000);
     const offLang = onLang(renderText);

@@ -10,9 +10,9 @@
 // The list is virtualised: a library of 20,000 tracks is one tall empty
 // box with only the rows in sight (and a few around) in the DOM, so
 // scrolling, searching and a library change stay smooth.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, failure, served } from '../api.js';
 import { formatBytes } from '../format.js';
 import { player, coverPath, formatTime } from '../player.js';
 
@@ -45,10 +45,7 @@ export default {
 
   // available says whether the node runs the music service: without it
   // /api/music/scan answers 404.
-  async available() {
-    const res = await fetch('api/music/scan', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/music/scan'),
 
   mount(root, { events, onLang, toast }) {
     const pl = player();
@@ -162,15 +159,15 @@ export default {
       }
     }
 
-    // scanSeq counts the scan states taken from events: a GET answered
-    // before one but read after it is older (a scan that finished would
-    // show as running until the next scan).
-    let scanSeq = 0;
+    // A GET of the scan answered before an event but read after it is
+    // older (a scan that finished would show as running until the next
+    // scan); so is one begun before another whose answer came first.
+    const scanFresh = freshness();
     async function loadScan() {
-      const seq = scanSeq;
+      const ticket = scanFresh.begin();
       try {
         const st = await getJSON('api/music/scan');
-        if (seq !== scanSeq) return;
+        if (!ticket.fresh()) return;
         scan = st;
         renderScan();
       } catch {
@@ -500,15 +497,7 @@ export default {
         } else {
           res = await fetch(`${trackPath(tr.md5)}/lyrics`, { method: 'PUT', body: JSON.stringify({ raw: await file.text() }), headers: { 'Content-Type': 'application/json' } });
         }
-        if (!res.ok) {
-          let msg = `${res.status}`;
-          try {
-            msg = (await res.json()).error || msg;
-          } catch {
-            // keep the status
-          }
-          throw new Error(msg);
-        }
+        if (!res.ok) throw await failure(res);
         say(t(what === 'cover' ? 'music.coverAttached' : 'music.lyricsAttached'), false);
         load();
       } catch (err) {
@@ -548,25 +537,25 @@ export default {
           h('strong', {}, n.title), ' — ', n.artist, ' ',
           h('span', { class: 'muted small' }, t('music.nowPlaying.by', { player: n.player || '?', user: n.user }))))));
     }
-    // nowSeq counts the lists taken from events: a GET answered before an
-    // event but read after it would put back the older list.
-    let nowSeq = 0;
+    // A GET answered before an event but read after it would put back the
+    // older list.
+    const nowFresh = freshness();
     async function loadNow() {
-      const seq = nowSeq;
+      const ticket = nowFresh.begin();
       let l;
       try {
         l = await getJSON('api/subsonic/nowplaying');
       } catch {
         l = []; // no Subsonic API on this node
       }
-      if (seq === nowSeq) nowPlaying = l;
+      if (ticket.fresh()) nowPlaying = l;
       nowBox.dataset.loads = String(Number(nowBox.dataset.loads || 0) + 1);
       if (alive) renderNow();
     }
     const nowTimer = setInterval(renderNow, 30000);
     const offNow = events.on('nowplaying', (l) => {
       if (Array.isArray(l)) {
-        nowSeq++;
+        nowFresh.touch();
         nowPlaying = l;
         renderNow();
       } else {
@@ -584,7 +573,7 @@ export default {
     let libraryTimer = 0;
     const offMusic = events.on('music', (ev) => {
       if (ev.scan) {
-        scanSeq++;
+        scanFresh.touch();
         scan = ev.scan;
         renderScan();
       }

@@ -3,9 +3,9 @@
 // disable, update, uninstall), and an editor that opens on a template,
 // tries a plugin in the sandbox without publishing it, and publishes it.
 // Installing or trying asks the user which permissions to grant.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, served } from '../api.js';
 import { editor } from '../highlight.js';
 import { run, stop, states, onStatus } from '../plugins-host.js';
 
@@ -59,10 +59,7 @@ export default {
   id: 'plugins',
   title: 'nav.plugins',
 
-  async available() {
-    const res = await fetch('api/plugins', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/plugins'),
 
   mount(root, { events, toast }) {
     let tab = 'market';
@@ -114,43 +111,31 @@ export default {
       });
     }
 
+    // reader returns the function that reads the list of tab "of" from
+    // path() and gives it to set; what counts its reads (countRead).
     // Events and the search start reads while one is on its way, and the
     // older answer may come last (another search's, or the list before a
     // change): of the reads begun, only the newest answer read so far is
     // shown.
-    let marketLoads = 0;
-    let marketShown = 0;
-    async function loadMarket() {
-      const n = ++marketLoads;
-      try {
-        const got = await getJSON(`api/plugins/market${query ? `?q=${encodeURIComponent(query)}` : ''}`);
-        if (n < marketShown) return;
-        marketShown = n;
-        market = got;
-      } catch (err) {
-        toast(t('plugins.err.load', { msg: err.message }));
-      } finally {
-        countRead(root, 'readMarket');
-      }
-      if (alive && tab === 'market') renderList();
+    function reader(of, what, path, set) {
+      const fresh = freshness();
+      return async () => {
+        const ticket = fresh.begin();
+        try {
+          const got = await getJSON(path());
+          if (!ticket.fresh()) return;
+          set(got);
+        } catch (err) {
+          toast(t('plugins.err.load', { msg: err.message }));
+        } finally {
+          countRead(root, what);
+        }
+        if (alive && tab === of) renderList();
+      };
     }
-
-    let installedLoads = 0;
-    let installedShown = 0;
-    async function loadInstalled() {
-      const n = ++installedLoads;
-      try {
-        const got = await getJSON('api/plugins');
-        if (n < installedShown) return;
-        installedShown = n;
-        installed = got;
-      } catch (err) {
-        toast(t('plugins.err.load', { msg: err.message }));
-      } finally {
-        countRead(root, 'readInstalled');
-      }
-      if (alive && tab === 'installed') renderList();
-    }
+    const loadMarket = reader('market', 'readMarket',
+      () => `api/plugins/market${query ? `?q=${encodeURIComponent(query)}` : ''}`, (got) => { market = got; });
+    const loadInstalled = reader('installed', 'readInstalled', () => 'api/plugins', (got) => { installed = got; });
 
     async function install(l) {
       const had = installed.find((p) => p.publisher === l.publisher && p.name === l.name);

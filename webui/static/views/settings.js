@@ -4,17 +4,14 @@
 // the webui package doc); the key stays hidden until the user asks.
 import { h } from '../dom.js';
 import { t } from '../i18n/index.js';
-import { getJSON, sendJSON } from '../api.js';
+import { getJSON, sendJSON, served } from '../api.js';
 
 export default {
   id: 'settings',
   title: 'nav.settings',
 
   // available says whether the node has an API key to show.
-  async available() {
-    const res = await fetch('api/apikey', { headers: { Accept: 'application/json' } });
-    return res.status !== 404;
-  },
+  available: () => served('api/apikey'),
 
   mount(root, { onLang, toast }) {
     let key = null; // null until loaded
