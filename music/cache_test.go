@@ -214,10 +214,35 @@ func TestPeerAttachmentsFetchedForMusic(t *testing.T) {
 	if l, err := b.music.Lyrics(ctx, id); err != nil || len(l.Lines) != 2 {
 		t.Fatalf("lyrics on b: %+v, %v", l, err)
 	}
-	for what, rid := range map[string]shards.MD5{"cover": md5.Sum(png.Bytes()), "lyrics": md5.Sum([]byte(words))} {
+	atts := map[string]shards.MD5{"cover": md5.Sum(png.Bytes()), "lyrics": md5.Sum([]byte(words))}
+	for what, rid := range atts {
 		tr, ok := transferOf(t, b, rid)
 		if !ok || tr.For != resourceName {
 			t.Errorf("b's download of the %s: %+v (listed %v), want one for %q", what, tr, ok, resourceName)
+		}
+	}
+	// a shared them for music (ShareFor), and b fetched them for music:
+	// no node's Files lists them, only the track of a's music folder,
+	// which the user shared. Once b's download of the lyrics is done, b
+	// lists it too, internal: a's Files must still leave it out.
+	testutil.WaitFor(t, 30*time.Second, "b's downloads of the attachments to finish", func() bool {
+		for _, rid := range atts {
+			if tr, ok := transferOf(t, b, rid); !ok || tr.State != shards.StateDone {
+				return false
+			}
+		}
+		return true
+	})
+	for name, n := range map[string]*testNode{"a": a, "b": b} {
+		testutil.WaitFor(t, 30*time.Second, name+" to list a's track", func() bool {
+			fs, err := n.shards.Files(ctx)
+			return err == nil && slices.ContainsFunc(fs, func(f shards.File) bool { return f.ID == id && len(f.Holders) == 1 })
+		})
+		fs, _ := n.shards.Files(ctx)
+		for what, rid := range atts {
+			if slices.ContainsFunc(fs, func(f shards.File) bool { return f.ID == rid }) {
+				t.Errorf("%s's Files lists the %s: %+v", name, what, fs)
+			}
 		}
 	}
 }

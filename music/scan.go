@@ -288,7 +288,8 @@ func (s *Service) parse(ctx context.Context, path string) tagRecord {
 
 // storeAttachment keeps data as Dir/music/<md5>.<ext> and shares it, so
 // that peers can fetch it as they fetch any resource; its MD5 goes in the
-// track's list entry.
+// track's list entry. It is shared for music (ShareFor): the user never
+// shared it, so it stays out of the Files lists.
 func (s *Service) storeAttachment(ctx context.Context, data []byte, ext string) (shards.MD5, error) {
 	sum := md5.Sum(data)
 	dir := filepath.Join(s.cfg.Dir, "music")
@@ -305,7 +306,7 @@ func (s *Service) storeAttachment(ctx context.Context, data []byte, ext string) 
 			return shards.MD5{}, fmt.Errorf("music: %w", err)
 		}
 	}
-	t, err := s.shards.Share(ctx, path)
+	t, err := s.shards.ShareFor(ctx, path, resourceName)
 	if err != nil {
 		return shards.MD5{}, fmt.Errorf("music: share attachment: %w", err)
 	}

@@ -24,7 +24,10 @@ import (
 // it all): the files it shares, hashed once there, and readers over any
 // resource of the mesh.
 type Shards interface {
-	Share(ctx context.Context, path string) (shards.Transfer, error)
+	// ShareFor shares a file of the service's own (an attachment, a
+	// published plugin) for other nodes' services to fetch by id; it
+	// stays out of the users' Files lists.
+	ShareFor(ctx context.Context, path, owner string) (shards.Transfer, error)
 	Shares(ctx context.Context) ([]shards.Transfer, error)
 	Open(ctx context.Context, id shards.MD5) (shards.Content, error)
 	// Fetch starts a download under the track's file name, so the cached

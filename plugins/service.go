@@ -27,7 +27,10 @@ import (
 // has it all): published files are shared in place, installed ones read
 // from whoever holds them.
 type Shards interface {
-	Share(ctx context.Context, path string) (shards.Transfer, error)
+	// ShareFor shares a file of the service's own (an attachment, a
+	// published plugin) for other nodes' services to fetch by id; it
+	// stays out of the users' Files lists.
+	ShareFor(ctx context.Context, path, owner string) (shards.Transfer, error)
 	Open(ctx context.Context, id shards.MD5) (shards.Content, error)
 	// Fetch starts a download from the node that listed the plugin (and
 	// any other holder), under the plugin's name.
@@ -230,7 +233,8 @@ func (s *Service) path(id shards.MD5) string {
 }
 
 // share writes a published plugin's file to Dir/plugins (from the DB,
-// if it is missing) and shares it.
+// if it is missing) and shares it for plugins (ShareFor): the market
+// lists it, the Files lists do not.
 func (s *Service) share(ctx context.Context, id shards.MD5) (shards.Transfer, error) {
 	p := s.path(id)
 	if _, err := os.Stat(p); err != nil {
@@ -249,7 +253,7 @@ func (s *Service) share(ctx context.Context, id shards.MD5) (shards.Transfer, er
 			return shards.Transfer{}, fmt.Errorf("plugins: %w", err)
 		}
 	}
-	t, err := s.shards.Share(ctx, p)
+	t, err := s.shards.ShareFor(ctx, p, resourceName)
 	if err != nil {
 		return t, fmt.Errorf("plugins: share %s: %w", id, err)
 	}
@@ -364,7 +368,9 @@ func (s *Service) readFile(ctx context.Context, e Entry, lister mesh.ID) ([]byte
 	if err != nil {
 		name = e.ID.String() + ".js"
 	}
-	if _, err := s.shards.Fetch(ctx, shards.Link{Node: lister, ID: e.ID, Manifest: e.Manifest, Name: name, Size: e.Size}); err != nil {
+	// Fetched for plugins, not the user: the download, and this node's
+	// listing of it once done, stay out of the Files lists.
+	if _, err := s.shards.Fetch(ctx, shards.Link{Node: lister, ID: e.ID, Manifest: e.Manifest, Name: name, Size: e.Size, For: resourceName}); err != nil {
 		return nil, fmt.Errorf("plugins: fetch %s: %w", e.ID, err)
 	}
 	c, err := s.shards.Open(ctx, e.ID)

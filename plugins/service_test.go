@@ -187,6 +187,13 @@ func TestPublishInstallUpdate(t *testing.T) {
 	if got, err := b.plugins.Source(ctx, v1.ID); err != nil || string(got) != string(src("Echo", "1.0.0", "chat-read chat-write", "v1() {}")) {
 		t.Fatalf("source: %q, %v", got, err)
 	}
+	// The plugin's file is shared for plugins on a and fetched for
+	// plugins on b: the market lists it, no node's Files does.
+	for _, n := range []*tnode{a, b, c} {
+		if fs, err := n.shards.Files(ctx); err != nil || len(fs) != 0 {
+			t.Fatalf("%s's Files: %+v, %v; want none", n.mesh.Name(), fs, err)
+		}
+	}
 	if err := b.plugins.SetData(ctx, v1.ID, "greeting", "hi"); err != nil {
 		t.Fatal(err)
 	}

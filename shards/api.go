@@ -37,8 +37,15 @@ func (s *Service) downloadHolders(id MD5) []mesh.ID {
 // downloadDone lists a finished download in the catalog: this node serves
 // it from then on.
 func (s *Service) downloadDone(t Transfer) {
-	s.catalog.put(ownDownloads, Entry{ID: t.ID, Manifest: t.Manifest, Size: t.Size, Name: t.Name, Type: typeFor(t.Name)})
+	s.catalog.put(ownDownloads, doneEntry(t))
 	s.changed()
+}
+
+// doneEntry is a finished download as the catalog lists it: internal
+// while it is a service's (a cover music fetched), as its share is on the
+// node it came from.
+func doneEntry(t Transfer) Entry {
+	return Entry{ID: t.ID, Manifest: t.Manifest, Size: t.Size, Name: t.Name, Type: typeFor(t.Name), Internal: t.For != ""}
 }
 
 // Fetch starts downloading the resource a link names (or, for a Link with
@@ -81,7 +88,13 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 			}
 		}
 	}
-	return s.downloads.fetch(ctx, l)
+	t, err := s.downloads.fetch(ctx, l)
+	if err == nil && t.State == StateDone && l.For == "" {
+		// The user's fetch of a service's finished download made it the
+		// user's: the catalog lists it as such now.
+		s.downloadDone(t)
+	}
+	return t, err
 }
 
 // Pause stops a download and keeps what it has.

@@ -38,6 +38,11 @@ func entryHash(e Entry) uint64 {
 	h.Write([]byte(e.Name))
 	h.Write([]byte{0})
 	h.Write([]byte(e.Type))
+	if e.Internal {
+		// Only then: an upgrade leaves the versions of other entries as
+		// they were. A type is printable, so never ends in this byte.
+		h.Write([]byte{1})
+	}
 	return binary.BigEndian.Uint64(h.Sum(nil))
 }
 
@@ -103,7 +108,9 @@ func (s *Service) Files(ctx context.Context) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mergeCatalogs(s.node.ID(), lists), nil
+	// A service's internal files (music's covers) are not the user's to
+	// see; lookups by id (lookup, holders) still find them.
+	return slices.DeleteFunc(mergeCatalogs(s.node.ID(), lists), func(f File) bool { return f.internal }), nil
 }
 
 // catalogLists returns the catalog of every online node, this one's
@@ -124,11 +131,25 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 	type variant struct {
 		e       Entry
 		holders []mesh.ID
-		// names counts the holders of each name (with the type its
-		// first holder gives), once one disagrees with e; nil till then.
+		// voters counts the holders whose name counts (voting).
+		voters int
+		// names counts the voters for each name (with the type its
+		// first voter gives), once one disagrees with e; nil till then.
 		names map[string]nameVote
 	}
 	byID := make(map[MD5][]*variant)
+	// users holds the ids some holder lists as the user's (not Internal):
+	// a peer that marks a file internal hides only its own listing of it,
+	// never this node's share nor another holder's. For such an id, the
+	// internal holders' names (a cover named by its MD5) do not vote.
+	users := make(map[MD5]bool)
+	for _, entries := range lists {
+		for _, e := range entries {
+			if !e.Internal {
+				users[e.ID] = true
+			}
+		}
+	}
 	nodes := make([]mesh.ID, 0, len(lists))
 	for id := range lists {
 		nodes = append(nodes, id)
@@ -149,8 +170,15 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 				i = len(vs) - 1
 			}
 			v := vs[i]
-			if e.Name != v.e.Name && v.names == nil {
-				v.names = map[string]nameVote{v.e.Name: {typ: v.e.Type, n: len(v.holders)}}
+			v.holders = append(v.holders, n)
+			if e.Internal && users[e.ID] {
+				continue
+			}
+			switch {
+			case v.voters == 0:
+				v.e.Name, v.e.Type = e.Name, e.Type
+			case e.Name != v.e.Name && v.names == nil:
+				v.names = map[string]nameVote{v.e.Name: {typ: v.e.Type, n: v.voters}}
 			}
 			if v.names != nil {
 				nv, ok := v.names[e.Name]
@@ -160,11 +188,11 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 				nv.n++
 				v.names[e.Name] = nv
 			}
-			v.holders = append(v.holders, n)
+			v.voters++
 		}
 	}
 	out := make([]File, 0, len(byID))
-	for _, vs := range byID {
+	for id, vs := range byID {
 		best := vs[0]
 		for _, v := range vs[1:] {
 			if len(v.holders) > len(best.holders) {
@@ -181,6 +209,7 @@ func mergeCatalogs(self mesh.ID, lists map[mesh.ID][]Entry) []File {
 			Type:     best.e.Type,
 			Manifest: best.e.Manifest,
 			Holders:  best.holders,
+			internal: !users[id],
 		})
 	}
 	slices.SortFunc(out, func(a, b File) int {

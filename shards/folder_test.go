@@ -163,7 +163,7 @@ func TestFolderRescanAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, p := range []string{keep, gone} {
-		s1.shares.update(ctx, p, dir)
+		s1.shares.update(ctx, p, dir, "")
 	}
 	if err := s1.shares.flush(); err != nil {
 		t.Fatal(err)

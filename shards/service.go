@@ -213,9 +213,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	for _, t := range dl.transfers() {
 		if t.State == StateDone {
-			s.catalog.put(ownDownloads, Entry{ID: t.ID, Manifest: t.Manifest, Size: t.Size, Name: t.Name, Type: typeFor(t.Name)})
+			s.catalog.put(ownDownloads, doneEntry(t))
 		}
 	}
+	// A resource both shared and downloaded is listed as its share says
+	// (the user's, when the download was a service's).
+	sh.putEntries()
 	s.sources = []pieceSource{sh, dl}
 	s.pushes = newPushes(cfg.Node, s.log, cfg.Push, s.sources, dl.pushSink)
 	s.pushes.waitUpload = s.waitUpload
@@ -329,7 +332,22 @@ func (s *Service) SubscribeShards() *pubsub.Subscription[Event] {
 // it as a transfer. The file is hashed first, which takes as long as
 // reading it.
 func (s *Service) Share(ctx context.Context, path string) (Transfer, error) {
-	return s.shares.share(ctx, path, "")
+	return s.shares.share(ctx, path, "", "")
+}
+
+// ShareFor is Share for a service (owner, as Link.For names it) that
+// shares a file only so that its peers on other nodes can fetch it: music's
+// covers and lyrics, plugins' sources. The catalog marks it internal
+// (Entry.Internal): other nodes find it by id (Fetch, Open, holders) but
+// leave it out of Files, unless a holder shares the same bytes as the
+// user's; its transfer says For. Share of the same path makes it the
+// user's again, and ShareFor makes a user's file the service's: the last
+// call says whose it is.
+func (s *Service) ShareFor(ctx context.Context, path, owner string) (Transfer, error) {
+	if owner == "" {
+		return Transfer{}, errors.New("shards: ShareFor needs the service it shares for")
+	}
+	return s.shares.share(ctx, path, "", owner)
 }
 
 // Unshare stops sharing a resource. The user's file is left alone.

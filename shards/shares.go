@@ -82,6 +82,10 @@ type shareFile struct {
 	// that a later edit could leave Stamp as it is: every piece served
 	// from it is checked against its MD5 first.
 	Racy bool `json:"racy,omitempty"`
+	// For is the service that shares the file for its peers (ShareFor:
+	// music's covers); empty for the user's. Records from before it was
+	// kept read as the user's.
+	For string `json:"for,omitempty"`
 }
 
 // shareRecord is a share as the bucket keeps it.
@@ -162,6 +166,7 @@ type goneFile struct {
 // queued is a path waiting to be looked at again.
 type queued struct {
 	folder string
+	owner  string // the service it is shared for (shareFile.For)
 	due    time.Time
 }
 
@@ -235,14 +240,21 @@ func openShares(svc *Service) (*shares, error) {
 		for _, f := range sh.files {
 			if fi, err := os.Stat(f.Path); err != nil || stampOf(fi) != f.Stamp {
 				s.detachLocked(f.Path)
-				s.queue[f.Path] = queued{folder: f.Folder, due: now}
+				s.queue[f.Path] = queued{folder: f.Folder, owner: f.For, due: now}
 			}
 		}
 	}
-	for _, sh := range s.byID {
-		svc.catalog.put(ownShares, sh.entry())
-	}
+	s.putEntries()
 	return s, nil
+}
+
+// putEntries puts every share in the catalog.
+func (s *shares) putEntries() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sh := range s.byID {
+		s.svc.catalog.put(ownShares, sh.entry())
+	}
 }
 
 func decodeShare(k, v []byte) (*share, error) {
@@ -280,8 +292,36 @@ func (sh *share) record() shareRecord {
 // ownShares marks the catalog entries the shares put there.
 const ownShares = 1
 
+// entry is the share as the catalog lists it: Internal when every file
+// that holds it is a service's. Named by the user's own file when a
+// service's file came first (a cover named by its MD5, and the user's
+// copy of the same bytes): the user shared it under that name.
 func (sh *share) entry() Entry {
-	return Entry{ID: sh.id, Manifest: sh.hash, Size: sh.man.Size, Name: sh.name, Type: typeFor(sh.name)}
+	name := sh.name
+	owner := sh.owner()
+	if owner == "" && sh.files[0].For != "" {
+		for _, f := range sh.files {
+			if f.For == "" {
+				name = nameFor(f.Path)
+				break
+			}
+		}
+	}
+	return Entry{ID: sh.id, Manifest: sh.hash, Size: sh.man.Size, Name: name, Type: typeFor(name), Internal: owner != ""}
+}
+
+// owner is the service the share is for, when every file that holds it
+// is a service's (the first file's); empty when one is the user's.
+func (sh *share) owner() string {
+	for _, f := range sh.files {
+		if f.For == "" {
+			return ""
+		}
+	}
+	if len(sh.files) == 0 {
+		return ""
+	}
+	return sh.files[0].For
 }
 
 // transfer is the share as the API lists it. s.mu is held.
@@ -317,25 +357,28 @@ func (s *shares) transferAsLocked(sh *share, name, path string) Transfer {
 		Sources:  map[mesh.ID]int64{},
 		Rate:     sh.rate.rate(time.Now()),
 		Added:    sh.added,
+		For:      sh.owner(),
 	}
 }
 
 // share hashes the file at path and shares it. folder is the shared folder
-// it lies under, or empty for a file the user shared by itself (followed if
-// it is a symlink, and written to the database before share returns).
+// it lies under, or empty for a file shared by itself (followed if it is a
+// symlink, and written to the database before share returns). owner is the
+// service that shares it (ShareFor), empty for the user; the last call for
+// a path says whose it is.
 //
 // Sharing again a file already shared and unchanged costs a stat: music
 // shares the same embedded cover once per track of an album, and hashing
 // it and syncing the database each time made a library scan crawl. A racy
 // file is hashed again (its stamp cannot vouch for its bytes), but when it
 // proves the same the database already holds it and is not synced.
-func (s *shares) share(ctx context.Context, path, folder string) (Transfer, error) {
+func (s *shares) share(ctx context.Context, path, folder, owner string) (Transfer, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return Transfer{}, fmt.Errorf("%w: %s: %v", ErrNotFile, path, err)
 	}
 	prevID, prev, had := s.sharedAs(abs, folder)
-	if had && !prev.Racy {
+	if had && !prev.Racy && prev.For == owner {
 		if fi, err := os.Stat(abs); err == nil && stampOf(fi) == prev.Stamp {
 			if t, ok := s.transferAs(prevID, abs); ok {
 				return t, nil
@@ -346,14 +389,14 @@ func (s *shares) share(ctx context.Context, path, folder string) (Transfer, erro
 	if err != nil {
 		return Transfer{}, err
 	}
-	f := shareFile{Path: abs, Folder: folder, Stamp: st, Racy: racy}
+	f := shareFile{Path: abs, Folder: folder, Stamp: st, Racy: racy, For: owner}
 	if had && prevID == id && prev == f {
 		if t, ok := s.transferAs(id, abs); ok {
 			return t, nil
 		}
 	}
 	s.add(id, man, f)
-	if folder == "" && !(had && prevID == id && prev.Stamp == st) {
+	if folder == "" && !(had && prevID == id && prev.Stamp == st && prev.For == owner) {
 		if err := s.flush(); err != nil {
 			return Transfer{}, err
 		}
@@ -636,8 +679,14 @@ func (s *shares) flush() error {
 // queuePath asks serve to look at path again once it has been quiet for
 // delay: hash it if it is new or changed, drop it if it is gone.
 func (s *shares) queuePath(path, folder string, delay time.Duration) {
+	s.queueOwned(path, folder, "", delay)
+}
+
+// queueOwned is queuePath of a file a service shares (shareFile.For), so
+// that hashed again it stays the service's.
+func (s *shares) queueOwned(path, folder, owner string, delay time.Duration) {
 	s.mu.Lock()
-	s.queue[path] = queued{folder: folder, due: time.Now().Add(delay)}
+	s.queue[path] = queued{folder: folder, owner: owner, due: time.Now().Add(delay)}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -712,7 +761,7 @@ func (s *shares) serve(ctx context.Context) {
 			}
 			running++
 			wg.Go(func() {
-				s.update(ctx, path, q.folder)
+				s.update(ctx, path, q.folder, q.owner)
 				finished <- path
 			})
 		}
@@ -809,9 +858,10 @@ func (s *shares) markUploads() {
 	}
 }
 
-// update looks at path again: shares it if it is a new or changed regular
-// file, takes it out if it is gone, unreadable or no longer a file.
-func (s *shares) update(ctx context.Context, path, folder string) {
+// update looks at path again: shares it (for owner, as shareFile.For) if it
+// is a new or changed regular file, takes it out if it is gone, unreadable
+// or no longer a file.
+func (s *shares) update(ctx context.Context, path, folder, owner string) {
 	var fi fs.FileInfo
 	var err error
 	if folder != "" {
@@ -856,7 +906,7 @@ func (s *shares) update(ctx context.Context, path, folder string) {
 		// ones hashed under the old name.
 		s.detachLocked(g.file.Path)
 		s.mu.Unlock()
-		s.add(g.id, g.man, shareFile{Path: path, Folder: folder, Stamp: st, Racy: g.file.Racy})
+		s.add(g.id, g.man, shareFile{Path: path, Folder: folder, Stamp: st, Racy: g.file.Racy, For: g.file.For})
 		return
 	}
 	s.mu.Unlock()
@@ -870,7 +920,7 @@ func (s *shares) update(ctx context.Context, path, folder string) {
 		}
 		return
 	}
-	s.add(id, man, shareFile{Path: path, Folder: folder, Stamp: st, Racy: racy})
+	s.add(id, man, shareFile{Path: path, Folder: folder, Stamp: st, Racy: racy, For: owner})
 }
 
 // movedLocked finds a shared file that was renamed to a file stamped st:
@@ -913,7 +963,7 @@ func (s *shares) changedFile(f shareFile) {
 	s.mu.Lock()
 	s.detachLocked(f.Path)
 	s.mu.Unlock()
-	s.queuePath(f.Path, f.Folder, 0)
+	s.queueOwned(f.Path, f.Folder, f.For, 0)
 	s.svc.changed()
 }
 
@@ -1102,7 +1152,8 @@ var extraTypes = map[string]string{
 	".lrc": "text/plain; charset=utf-8",
 }
 
-// typeFor is the MIME type of a name, from its extension.
+// typeFor is the MIME type of a name, from its extension; it leaves room
+// for internalParam in MaxTypeLen.
 func typeFor(name string) string {
 	ext := filepath.Ext(name)
 	if t, ok := extraTypes[strings.ToLower(ext)]; ok {
@@ -1112,8 +1163,8 @@ func typeFor(name string) string {
 	if t == "" {
 		return "application/octet-stream"
 	}
-	if len(t) > MaxTypeLen {
-		if i := strings.IndexByte(t, ';'); i >= 0 && i <= MaxTypeLen {
+	if len(t) > maxBaseType {
+		if i := strings.IndexByte(t, ';'); i >= 0 && i <= maxBaseType {
 			return t[:i]
 		}
 		return "application/octet-stream"

@@ -138,6 +138,9 @@ type File struct {
 	Type     string    `json:"type"` // MIME type from the name
 	Manifest Hash      `json:"manifest"`
 	Holders  []mesh.ID `json:"holders"`
+	// internal: every holder lists it as a service's (Entry.Internal),
+	// so Files leaves it out.
+	internal bool
 }
 
 // Plan is how a push spreads a file over a group.

@@ -3,6 +3,7 @@ package shards
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/catnest/catnest/internal/reslist"
@@ -59,6 +60,29 @@ type Entry struct {
 	Size     int64
 	Name     string
 	Type     string
+	// Internal marks a resource a service shares for its peers on other
+	// nodes (music's covers and lyrics, plugins' sources), not the user:
+	// Files leaves it out unless some holder lists it as the user's, and
+	// lookups by id find it all the same. On the wire it is internalParam
+	// after the type, so that nodes that predate it still decode the
+	// page (and list such entries, as they always did).
+	Internal bool
+}
+
+// internalParam is the MIME parameter that marks an Internal entry on the
+// wire; it ends the type's bytes.
+const internalParam = "; catnest=internal"
+
+// maxBaseType bounds the type of an entry this node lists, so that the
+// marker always fits in MaxTypeLen.
+const maxBaseType = MaxTypeLen - len(internalParam)
+
+// wireType is e's type as a catalog page carries it.
+func wireType(e Entry) string {
+	if e.Internal {
+		return e.Type + internalParam
+	}
+	return e.Type
 }
 
 // What a have answer says.
@@ -210,7 +234,8 @@ func encodeListPage(p listPage) ([]byte, error) {
 		b[10] = 1
 	}
 	for _, e := range p.Entries {
-		if len(e.Name) > MaxNameLen || len(e.Type) > MaxTypeLen || e.Size < 0 {
+		typ := wireType(e)
+		if len(e.Name) > MaxNameLen || len(typ) > MaxTypeLen || e.Size < 0 {
 			return nil, fmt.Errorf("%w: entry %s out of bounds", ErrBadFrame, e.ID)
 		}
 		b = append(b, e.ID[:]...)
@@ -218,8 +243,8 @@ func encodeListPage(p listPage) ([]byte, error) {
 		b = binary.BigEndian.AppendUint64(b, uint64(e.Size))
 		b = binary.BigEndian.AppendUint16(b, uint16(len(e.Name)))
 		b = append(b, e.Name...)
-		b = append(b, byte(len(e.Type)))
-		b = append(b, e.Type...)
+		b = append(b, byte(len(typ)))
+		b = append(b, typ...)
 	}
 	return b, nil
 }
@@ -279,6 +304,10 @@ func decodeListPage(p []byte) (listPage, error) {
 		if e.Type = string(p[:tl]); !utf8.ValidString(e.Type) || !printable(e.Type) {
 			return lp, fmt.Errorf("%w: entry type %q", ErrBadFrame, e.Type)
 		}
+		// The peer says whose the entry is; whatever it says, Files
+		// lists a resource some holder (this node first) lists as the
+		// user's, and lookups by id ignore the mark (mergeCatalogs).
+		e.Type, e.Internal = strings.CutSuffix(e.Type, internalParam)
 		p = p[tl:]
 		if i := len(lp.Entries); i > 0 && string(lp.Entries[i-1].ID[:]) >= string(e.ID[:]) {
 			return lp, fmt.Errorf("%w: entries out of order", ErrBadFrame)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -102,8 +103,47 @@ func TestListPage(t *testing.T) {
 	}
 }
 
+// TestListPageInternal: the internal mark travels as a MIME parameter on
+// the type, within MaxTypeLen, so that a node that predates it decodes
+// the page (its type is printable and fits); a page without the mark, as
+// such a node sends, decodes as the user's.
+func TestListPageInternal(t *testing.T) {
+	long := strings.Repeat("t", maxBaseType)
+	p := listPage{Version: 1, Entries: []Entry{
+		{ID: MD5{1}, Name: "0123.jpg", Type: "image/jpeg", Internal: true},
+		{ID: MD5{2}, Name: "x.bin", Type: long, Internal: true},
+		{ID: MD5{3}, Name: "song.mp3", Type: "audio/mpeg"},
+	}}
+	b, err := encodeListPage(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("image/jpeg"+internalParam)) {
+		t.Fatal("the mark is not on the type")
+	}
+	got, err := decodeListPage(b)
+	if err != nil || !reflect.DeepEqual(got, p) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for _, e := range p.Entries {
+		if wt := wireType(e); len(wt) > MaxTypeLen || !printable(wt) {
+			t.Fatalf("type %q would not decode on an older node", wt)
+		}
+	}
+	old := listPage{Version: 1, Entries: []Entry{{ID: MD5{1}, Name: "a.jpg", Type: "image/jpeg"}}}
+	b, _ = encodeListPage(old)
+	if got, err := decodeListPage(b); err != nil || got.Entries[0].Internal || got.Entries[0].Type != "image/jpeg" {
+		t.Fatalf("an unmarked page: %+v, %v", got, err)
+	}
+	if typ := typeFor("x.lrc"); len(typ) > maxBaseType {
+		t.Fatalf("typeFor leaves no room for the mark: %q", typ)
+	}
+}
+
 func FuzzDecodeListPage(f *testing.F) {
 	b, _ := encodeListPage(listPage{Version: 1, Entries: []Entry{{ID: MD5{1}, Size: 3, Name: "a.txt", Type: "text/plain"}}})
+	f.Add(b)
+	b, _ = encodeListPage(listPage{Version: 2, Entries: []Entry{{ID: MD5{1}, Size: 3, Name: "c.jpg", Type: "image/jpeg", Internal: true}, {ID: MD5{2}, Name: "d", Type: internalParam}}})
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := decodeListPage(b)
