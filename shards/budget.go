@@ -1,6 +1,7 @@
 package shards
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -55,15 +56,19 @@ import (
 //     piece of a slow peer that brought nothing, after a sixteenth of
 //     RequestTimeout, and one of a peer not proven that brings blocks
 //     but would take longer than RequestTimeout, after an eighth of it
-//     (steadyGap): it can no longer prove its peer (pieceDone). A
-//     slow peer's loop takes only slow peers' stalled pieces, so that no
-//     class waits behind pieces that bring nothing. A proven peer's loop
-//     may also take a piece that would take longer than RequestTimeout at
-//     the rate its bytes came so far (overdue) and longer to finish than
-//     slowFactor times what that proven peer took for its last piece: a
-//     honest peer slowed by the load is judged against one slowed the
-//     same, not against the clock. A peer taken back by mistake is
-//     proven again by its next piece (pieceDone).
+//     (steadyGap): it can no longer prove its peer (pieceDone); so is a
+//     proven peer's that brings blocks so, proven once by an honest
+//     piece and trickling since. A slow peer's loop takes only slow
+//     peers' stalled pieces, so that no class waits behind pieces that
+//     bring nothing. A proven peer's loop may also take a piece that
+//     would take longer than RequestTimeout at the rate its bytes came so
+//     far (overdue) and longer to finish than slowFactor times what that
+//     proven peer took for its last piece: a honest peer slowed by the
+//     load is judged against one slowed the same, not against the clock.
+//     But not a piece of a proven peer whose blocks come steadily, a slow
+//     link known as such: taken back, what it sent of it was lost, and
+//     its download waited behind the faster one. A peer taken back by
+//     mistake is proven again by its next piece (pieceDone).
 //   - The line serves proven peers first, then those not yet proven (a
 //     piece each, the last come first), then slow ones; one not yet
 //     proven that has waited a quarter of RequestTimeout goes first, so
@@ -102,6 +107,11 @@ type budget struct {
 	latN [2]int
 	// latAt is when bucket 0, the current one, was started.
 	latAt time.Time
+	// marked is when each peer slow or proven was last so marked (a count
+	// of marks, marks): the oldest marks go first when there are too many
+	// (trimMarksLocked).
+	marked map[mesh.ID]uint64
+	marks  uint64
 }
 
 // hold is what the budget knows of an attempt holding bytes.
@@ -113,8 +123,13 @@ type hold struct {
 	span  bool      // fetched in one span request: never evicted
 }
 
-// maxSlowPeers bounds the slow and proven marks kept.
-const maxSlowPeers = 4096
+// maxSlowPeers bounds the slow and proven marks kept, each; past it the
+// oldest marks of peers neither holding bytes nor waiting are forgotten,
+// down to keepSlowPeers (trimMarksLocked).
+const (
+	maxSlowPeers  = 4096
+	keepSlowPeers = maxSlowPeers * 3 / 4
+)
 
 // peerShare: one peer holds at most 1/peerShare of the budget while other
 // peers wait (8 MiB of the default 32, a piece of the largest size), less
@@ -142,7 +157,7 @@ func newBudget(limit int64, timeout time.Duration) *budget {
 	}
 	return &budget{limit: limit, byPeer: make(map[mesh.ID]int64), holds: make(map[*attempt]hold),
 		proven: make(map[mesh.ID]bool), took: make(map[mesh.ID]time.Duration), slow: make(map[mesh.ID]bool),
-		changed: make(chan struct{}), timeout: timeout}
+		marked: make(map[mesh.ID]uint64), changed: make(chan struct{}), timeout: timeout}
 }
 
 func (b *budget) patience() time.Duration { return b.timeout / 4 }
@@ -336,10 +351,56 @@ func (b *budget) markSlow(peer mesh.ID) {
 }
 
 func (b *budget) markSlowLocked(peer mesh.ID) {
-	if len(b.slow) >= maxSlowPeers {
-		clear(b.slow)
-	}
 	b.slow[peer] = true
+	b.touchLocked(peer)
+	if len(b.slow) > maxSlowPeers {
+		b.trimMarksLocked(false)
+	}
+}
+
+// touchLocked records that peer was marked (slow or proven) now. b.mu is
+// held.
+func (b *budget) touchLocked(peer mesh.ID) {
+	b.marks++
+	b.marked[peer] = b.marks
+}
+
+// trimMarksLocked forgets the oldest slow marks, or proven ones, down
+// to keepSlowPeers, but never those of a peer holding bytes or waiting in
+// line: its mark decides what it gets now. Node ids cost nothing, so a
+// party churning ids marks as many peers as it likes; clearing every mark
+// at the bound, as before, let it flush those of the tricklers that
+// mattered (each then tried again with a trial piece) and of the honest
+// peers proven. A quarter of the bound at a time: a sort of the marks each
+// thousand marks, not each mark. b.mu is held.
+func (b *budget) trimMarksLocked(proven bool) {
+	m := b.slow
+	if proven {
+		m = b.proven
+	}
+	active := make(map[mesh.ID]bool, len(b.byPeer)+len(b.line))
+	for id := range b.byPeer {
+		active[id] = true
+	}
+	for _, w := range b.line {
+		active[w.peer] = true
+	}
+	var old []mesh.ID
+	for id := range m {
+		if !active[id] {
+			old = append(old, id)
+		}
+	}
+	slices.SortFunc(old, func(x, y mesh.ID) int { return cmp.Compare(b.marked[x], b.marked[y]) })
+	for _, id := range old[:min(len(old), max(len(m)-keepSlowPeers, 0))] {
+		delete(m, id)
+		if proven {
+			delete(b.took, id)
+		}
+		if !b.slow[id] && !b.proven[id] {
+			delete(b.marked, id)
+		}
+	}
 }
 
 // pieceDone records that peer brought a piece, took after it was asked
@@ -356,8 +417,9 @@ func (b *budget) markSlowLocked(peer mesh.ID) {
 // timeout, 4 KiB per 1.25 s, does not prove itself so); a trickler's come
 // just inside the timeout,
 // and one that answers within steadyGap brings its whole window that
-// often: a slow peer, not one that holds bytes for nothing. Its pieces
-// still become overdue for a faster proven peer's loop (evictLocked).
+// often: a slow peer, not one that holds bytes for nothing. While its
+// blocks keep coming so, its pieces are not taken back for being overdue
+// (evictLocked); once they do not, they are, for any loop not found slow.
 func (b *budget) pieceDone(peer mesh.ID, took, gap time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -366,13 +428,12 @@ func (b *budget) pieceDone(peer mesh.ID, took, gap time.Duration) {
 	}
 	delete(b.slow, peer)
 	b.took[peer] = took
+	b.touchLocked(peer)
 	if !b.proven[peer] {
-		if len(b.proven) >= maxSlowPeers {
-			clear(b.proven)
-			clear(b.took)
-			b.took[peer] = took
-		}
 		b.proven[peer] = true
+		if len(b.proven) > maxSlowPeers {
+			b.trimMarksLocked(true)
+		}
 		b.wakeLocked() // its loops that stepped out may take more now
 	}
 }
@@ -434,12 +495,27 @@ func (b *budget) isSlow(peer mesh.ID) bool {
 	return b.slow[peer]
 }
 
-// isOverdue reports whether a, if it holds bytes, is overdue at now.
+// isOverdue reports whether a, if it holds bytes, is overdue at now, and
+// its peer not a proven one whose blocks come steadily: a slow link known
+// as such, which an endgame gives a piece up for only if another peer of
+// the download is far faster (download.slower), not for any.
 func (b *budget) isOverdue(a *attempt, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	h, ok := b.holds[a]
-	return ok && b.overdue(h, a.recv.Load(), now)
+	if !ok || !b.overdue(h, a.recv.Load(), now) {
+		return false
+	}
+	if !b.proven[h.peer] {
+		return true
+	}
+	last := h.start.UnixNano()
+	for x := range b.holds {
+		if x.peer == h.peer {
+			last = max(last, x.last.Load())
+		}
+	}
+	return now.Sub(time.Unix(0, last)) >= b.steadyGap()
 }
 
 // observe records that a have ask to a peer was answered in rtt at now:
@@ -572,16 +648,29 @@ func (b *budget) evictLocked(now time.Time) {
 				trial = b.trialStallLocked(now)
 			}
 			stall = trial
-		case !b.proven[h.peer] && b.overdue(h, got, now):
-			// It brings blocks but can no longer prove its peer
-			// (pieceDone): it would take longer than RequestTimeout,
-			// and a block has been longer than steadyGap coming. A
-			// trickler answering just under patience otherwise held
-			// its piece against every loop but a proven peer's, for
-			// hours with a piece of 8 MiB in 4 KiB blocks.
+		case b.overdue(h, got, now):
+			// It would take longer than RequestTimeout and a block
+			// has been longer than steadyGap coming: it could not
+			// prove its peer (pieceDone). A trickler answering just
+			// under patience otherwise held its piece against every
+			// loop but a proven peer's, for hours with a piece of 8
+			// MiB in 4 KiB blocks. So does one proven by an honest
+			// piece before it trickled: it held its pieces against
+			// every loop not proven (a new holder's, even past
+			// patience) until each was done, 6 s a piece of 64 KiB
+			// in 8 KiB blocks three sixteenths of RequestTimeout
+			// apart (TestBudgetProvenTricklerTakenBack).
 			stall = b.steadyGap()
 		}
-		if now.Sub(last) >= stall || proven && h.peer != pw.peer && b.overdue(h, got, now) && left(h, got, now) > ref {
+		// A proven peer whose blocks come steadily is a slow link
+		// known as such (pieceDone): its pieces are not taken back for
+		// being overdue, which threw away what it had sent of each and
+		// had it start again from nothing at its next turn, never done
+		// while a faster peer's loop waited
+		// (TestBudgetSteadyLinkKeepsPieces). Its share bounds what it
+		// holds while others wait (shed).
+		steady := b.proven[h.peer] && now.Sub(last) < b.steadyGap()
+		if now.Sub(last) >= stall || proven && h.peer != pw.peer && !steady && b.overdue(h, got, now) && left(h, got, now) > ref {
 			cs = append(cs, cand{a, got})
 		}
 	}

@@ -577,6 +577,10 @@ func TestBudgetSteadyProves(t *testing.T) {
 // longer than RequestTimeout, and it has waited for a block longer than
 // steadyGap) is taken for any loop not found slow; one that brings its
 // blocks steadily (an honest slow link, proven by it: pieceDone) is not.
+// The same for a proven holder: proven once by an honest piece, a
+// trickler's later pieces are taken back for any loop (a new one's too),
+// but a proven slow link's steady pieces not even for a proven loop's
+// (a new holder's steady piece is, as in TestBudgetEvictsOnlyWorse).
 func TestBudgetQuarterTricklers(t *testing.T) {
 	const piece, timeout = int64(MinPieceSize), 8 * time.Second
 	t0 := time.Now()
@@ -584,17 +588,23 @@ func TestBudgetQuarterTricklers(t *testing.T) {
 	tests := []struct {
 		name    string
 		slow    bool          // the holder was found slow before
+		proven  bool          // the holder was proven before
 		gap     time.Duration // since its last block
 		waiter  string
 		waited  time.Duration
 		evicted bool
 	}{
-		{"new holder, quarter gap, new waiter", false, timeout/4 - 100*time.Millisecond, "new", 0, true},
-		{"slow holder, quarter gap, new waiter", true, timeout/4 - 100*time.Millisecond, "new", 0, true},
-		{"slow holder, quarter gap, new waiter past patience", true, timeout/4 - 100*time.Millisecond, "new", timeout / 4, true},
-		{"new holder, steady, new waiter", false, timeout / 16, "new", timeout / 4, false},
-		{"slow holder, steady, new waiter", true, timeout / 16, "new", timeout / 4, false},
-		{"slow holder, quarter gap, slow waiter", true, timeout/4 - 100*time.Millisecond, "slow", 0, false},
+		{"new holder, quarter gap, new waiter", false, false, timeout/4 - 100*time.Millisecond, "new", 0, true},
+		{"slow holder, quarter gap, new waiter", true, false, timeout/4 - 100*time.Millisecond, "new", 0, true},
+		{"slow holder, quarter gap, new waiter past patience", true, false, timeout/4 - 100*time.Millisecond, "new", timeout / 4, true},
+		{"new holder, steady, new waiter", false, false, timeout / 16, "new", timeout / 4, false},
+		{"slow holder, steady, new waiter", true, false, timeout / 16, "new", timeout / 4, false},
+		{"slow holder, quarter gap, slow waiter", true, false, timeout/4 - 100*time.Millisecond, "slow", 0, false},
+		{"proven holder, quarter gap, new waiter", false, true, timeout/4 - 100*time.Millisecond, "new", 0, true},
+		{"proven holder, quarter gap, new waiter past patience", false, true, timeout/4 - 100*time.Millisecond, "new", timeout / 4, true},
+		{"proven holder, steady, new waiter", false, true, timeout / 16, "new", timeout / 4, false},
+		{"proven holder, steady, proven waiter", false, true, timeout / 16, "proven", 0, false},
+		{"new holder, steady, proven waiter", false, false, timeout / 16, "proven", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -608,11 +618,17 @@ func TestBudgetQuarterTricklers(t *testing.T) {
 				if tt.slow {
 					b.markSlow(a.peer)
 				}
+				if tt.proven {
+					b.pieceDone(a.peer, 100*time.Millisecond, 100*time.Millisecond)
+				}
 				as = append(as, a)
 			}
 			w := waiterOf(9)
-			if tt.waiter == "slow" {
+			switch tt.waiter {
+			case "slow":
 				b.markSlow(w.peer)
+			case "proven":
+				b.pieceDone(w.peer, 10*time.Millisecond, 10*time.Millisecond)
 			}
 			b.mu.Lock()
 			w.queued, w.since, w.want = true, now.Add(-tt.waited), piece
@@ -675,5 +691,230 @@ func TestBudgetPatientNewWaiterKeepsOverdue(t *testing.T) {
 				t.Fatalf("%d overdue pieces taken back with a proven loop waiting, want 1", n)
 			}
 		})
+	}
+}
+
+// waitBubble polls cond every 50 ms of a bubble's virtual time, for at most
+// limit of it.
+func waitBubble(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, limit)
+		}
+	}
+}
+
+// TestBudgetProvenTricklerTakenBack: four holders each prove themselves
+// with an honest piece (a file of one piece, answered at once), then
+// trickle another file, 8 KiB and then 4 KiB blocks three sixteenths of
+// RequestTimeout apart: never stalled (patience), so their pieces, 12 s of
+// virtual time each, filled a budget of 4 pieces, and a new honest
+// holder's download waited until one was done: only a proven peer's loop
+// took their overdue pieces (evictLocked). Now a piece that would take
+// longer than RequestTimeout and has waited longer than steadyGap for a
+// block is taken back for any loop not found slow, proven peer or not:
+// the honest 2 MiB download ends before any trickled piece is done. In a
+// bubble: virtual time, which the machine's load does not move.
+func TestBudgetProvenTricklerTakenBack(t *testing.T) {
+	raceOneProc(t)
+	synctest.Test(t, func(t *testing.T) {
+		const timeout, n = 4 * time.Second, 4
+		manual := func(c *mesh.Config) { c.ManualLinks = true }
+		nw := meshtest.NewNetwork()
+		holders := make(map[MD5][]mesh.ID)
+		var turncoats []*mesh.Node
+		var proofs, trickled []*readerSource
+		for i := range n {
+			node := nw.NewNode(t, fmt.Sprintf("turncoat%d", i), meshtest.Options{Configure: manual})
+			_, proof := testFile(t, MinPieceSize, byte(90+i))
+			_, slow := testFile(t, 1<<20, byte(100+i))
+			(&trickler{srv: &testServer{sources: []pieceSource{proof, slow}}, every: timeout * 3 / 16,
+				prompt: map[MD5]bool{proof.id: true}}).register(t, node)
+			holders[proof.id], holders[slow.id] = []mesh.ID{node.ID()}, []mesh.ID{node.ID()}
+			turncoats, proofs, trickled = append(turncoats, node), append(proofs, proof), append(trickled, slow)
+		}
+		honest := nw.NewNode(t, "honest", meshtest.Options{Configure: manual})
+		_, later := testFile(t, 2<<20, 110)
+		(&testServer{sources: []pieceSource{later}, limit: rate.NewLimiter(4<<20, 64<<10)}).register(honest)
+		holders[later.id] = []mesh.ID{honest.ID()}
+		dlNode := nw.NewNode(t, "dl", meshtest.Options{Configure: manual})
+		dir := t.TempDir()
+		db := openTestDB(t, filepath.Join(dir, "db"))
+		t.Cleanup(func() { db.Close() })
+		const limit = n * MinPieceSize
+		rd := startDownloads(t, dlNode, dir, db, func(id MD5) []mesh.ID { return holders[id] },
+			func(c *DownloadsConfig, d *downloads) {
+				c.MaxBuffered, c.RequestTimeout = limit, timeout
+				d.budget = newBudget(c.MaxBuffered, timeout)
+				d.noLanes = true // md5-simd's pooled channels must not come from the bubble
+			})
+		b := rd.budget
+		for i, src := range proofs {
+			if _, err := rd.fetch(t.Context(), src.link(turncoats[i].ID(), fmt.Sprintf("proof%d.bin", i))); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, rd.downloads, src.id, StateDone, time.Minute)
+		}
+		for i, src := range trickled {
+			if _, err := rd.fetch(t.Context(), src.link(turncoats[i].ID(), fmt.Sprintf("trickled%d.bin", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitBubble(t, time.Minute, "the proven tricklers to fill the budget", func() bool {
+			used, _ := b.stats()
+			return used == limit
+		})
+		b.mu.Lock()
+		for _, tc := range turncoats {
+			if !b.proven[tc.ID()] {
+				t.Errorf("%s not proven by its honest piece", tc.ID())
+			}
+		}
+		b.mu.Unlock()
+		start := time.Now()
+		if _, err := rd.fetch(t.Context(), later.link(honest.ID(), "later.bin")); err != nil {
+			t.Fatal(err)
+		}
+		piece := func() bool { // a trickled piece done
+			return slices.ContainsFunc(trickled, func(src *readerSource) bool { return rd.get(src.id).transfer().Have > 0 })
+		}
+		done := func() bool { return rd.get(later.id).transfer().State == StateDone }
+		waitBubble(t, 10*time.Minute, "the honest download or a trickled piece", func() bool { return done() || piece() })
+		if !done() {
+			tr := rd.get(later.id).transfer()
+			t.Fatalf("a proven trickler brought a piece %v after the honest download started, which has %d of %d bytes",
+				time.Since(start), tr.Have, tr.Size)
+		}
+		t.Logf("the honest download took %v of virtual time; %d pieces taken back", time.Since(start), b.evicted)
+		if got := fileMD5(t, rd.get(later.id).transfer().Path); got != later.id {
+			t.Fatalf("later.bin: md5 %s", got)
+		}
+		for _, src := range trickled {
+			if err := rd.remove(t.Context(), src.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestBudgetSteadyLinkKeepsPieces: a holder capped at 10 KiB/s brings its
+// 64 KiB pieces steadily, a 4 KiB block every 0.4 s, in 6.4 s, over
+// RequestTimeout (4 s): a slow link, proven so (pieceDone). A faster
+// holder's download then wants more than the budget's 4 pieces. The slow
+// link's pieces were judged overdue against the fast holder's and taken
+// back, what it had sent of it thrown away, and the slow link, then
+// marked slow and not proven, waited behind the fast holder's loop
+// until its download was done: before the fix it uploaded 528 KiB for
+// its 512 KiB, and its last 384 KiB took 45.8 s of virtual time against
+// 38.4 s at its cap. Now a proven peer's steady pieces are kept, its
+// share bounding what it holds: each byte is sent once, the fast
+// download takes as long (8 s either way).
+func TestBudgetSteadyLinkKeepsPieces(t *testing.T) {
+	raceOneProc(t)
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 4 * time.Second
+		manual := func(c *mesh.Config) { c.ManualLinks = true }
+		nw := meshtest.NewNetwork()
+		slow := nw.NewNode(t, "slow", meshtest.Options{Configure: manual})
+		fast := nw.NewNode(t, "fast", meshtest.Options{Configure: manual})
+		dlNode := nw.NewNode(t, "dl", meshtest.Options{Configure: manual})
+		_, slowFile := testFile(t, 512<<10, 120)
+		_, fastFile := testFile(t, 8<<20, 121)
+		slowSrv := &testServer{sources: []pieceSource{slowFile}, limit: rate.NewLimiter(10<<10, 4<<10)}
+		slowSrv.register(slow)
+		(&testServer{sources: []pieceSource{fastFile}, limit: rate.NewLimiter(1<<20, 64<<10)}).register(fast)
+		holders := map[MD5][]mesh.ID{slowFile.id: {slow.ID()}, fastFile.id: {fast.ID()}}
+		dir := t.TempDir()
+		db := openTestDB(t, filepath.Join(dir, "db"))
+		t.Cleanup(func() { db.Close() })
+		rd := startDownloads(t, dlNode, dir, db, func(id MD5) []mesh.ID { return holders[id] },
+			func(c *DownloadsConfig, d *downloads) {
+				c.MaxBuffered, c.RequestTimeout = 4*MinPieceSize, timeout
+				d.budget = newBudget(c.MaxBuffered, timeout)
+				d.noLanes = true // md5-simd's pooled channels must not come from the bubble
+			})
+		b := rd.budget
+		if _, err := rd.fetch(t.Context(), slowFile.link(slow.ID(), "slow.bin")); err != nil {
+			t.Fatal(err)
+		}
+		waitBubble(t, time.Minute, "the slow link to be proven", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.proven[slow.ID()]
+		})
+		start, had := time.Now(), rd.get(slowFile.id).transfer().Have
+		if _, err := rd.fetch(t.Context(), fastFile.link(fast.ID(), "fast.bin")); err != nil {
+			t.Fatal(err)
+		}
+		srcs, took := []*readerSource{slowFile, fastFile}, make([]time.Duration, 2)
+		waitBubble(t, 10*time.Minute, "both downloads done", func() bool {
+			for i, src := range srcs {
+				if took[i] == 0 && rd.get(src.id).transfer().State == StateDone {
+					took[i] = time.Since(start).Round(100 * time.Millisecond)
+				}
+			}
+			return took[0] > 0 && took[1] > 0
+		})
+		for _, src := range srcs {
+			if tr := rd.get(src.id).transfer(); fileMD5(t, tr.Path) != src.id {
+				t.Fatalf("%s: finished file md5 differs", tr.Name)
+			}
+		}
+		served, size := slowSrv.served.Load(), slowFile.man.Size
+		t.Logf("the slow link served %d KiB for a file of %d KiB; %d pieces taken back; after the fast fetch its download took %v for %d KiB, the fast one %v",
+			served>>10, size>>10, b.evicted, took[0], (size-had)>>10, took[1])
+		if served != size {
+			t.Fatalf("the slow link served %d KiB for a file of %d KiB: %d KiB wasted", served>>10, size>>10, (served-size)>>10)
+		}
+	})
+}
+
+// TestBudgetMarksKeepActiveAndRecent: node ids cost nothing, so a party
+// churning them can mark thousands of peers slow (and prove some). Past
+// maxSlowPeers every mark was cleared, those of the trickler holding a
+// piece and of the one waiting in line with them: each was then tried
+// again as a new peer, and the honest proven peer held one piece at a
+// time until proven again. Now the oldest marks go first, never those of
+// a peer holding bytes or waiting, and the marks stay bounded.
+func TestBudgetMarksKeepActiveAndRecent(t *testing.T) {
+	const piece = int64(MinPieceSize)
+	b := newBudget(2*piece, 8*time.Second)
+	trickling, waiting, honest := waiterOf(1), waiterOf(2), waiterOf(3)
+	b.markSlow(trickling.peer)
+	holdFor(t, b, trickling, piece, time.Now())
+	b.pieceDone(honest.peer, 10*time.Millisecond, 10*time.Millisecond)
+	holdFor(t, b, honest, piece, time.Now())
+	b.markSlow(waiting.peer)
+	if b.tryAcquire(waiting, piece) || !waiting.queued {
+		t.Fatal("a loop got bytes from a full budget, or is not in line")
+	}
+	const churn = 3 * maxSlowPeers
+	for i := range churn {
+		id := waiterOf(10000 + i).peer
+		b.markSlow(id)
+		if i%2 == 0 {
+			b.pieceDone(id, 10*time.Millisecond, 10*time.Millisecond) // proven, no longer slow
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.slow) > maxSlowPeers || len(b.proven) > maxSlowPeers || len(b.took) > maxSlowPeers || len(b.marked) > 2*maxSlowPeers {
+		t.Fatalf("marks kept: %d slow, %d proven, %d took, %d marked; want at most %d each (%d marked)",
+			len(b.slow), len(b.proven), len(b.took), len(b.marked), maxSlowPeers, 2*maxSlowPeers)
+	}
+	if !b.slow[trickling.peer] || !b.slow[waiting.peer] || !b.proven[honest.peer] {
+		t.Fatalf("marks of peers holding or waiting forgotten: trickler slow %v, waiting slow %v, honest proven %v",
+			b.slow[trickling.peer], b.slow[waiting.peer], b.proven[honest.peer])
+	}
+	// The most recent marks are all kept: the last keepSlowPeers/2 of each.
+	for i := churn - keepSlowPeers; i < churn; i++ {
+		id := waiterOf(10000 + i).peer
+		if i%2 == 0 && !b.proven[id] || i%2 == 1 && !b.slow[id] {
+			t.Fatalf("mark %d of %d forgotten (slow %v, proven %v)", i, churn, b.slow[id], b.proven[id])
+		}
+	}
+	if id := waiterOf(10001).peer; b.slow[id] {
+		t.Fatal("the oldest slow mark kept past the bound")
 	}
 }
