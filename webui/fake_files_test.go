@@ -337,6 +337,31 @@ func (f *fakeFiles) setPush(pid string, change func(*shards.PushStatus)) {
 	change(f.pushes[pid])
 }
 
+// pushNow returns a copy of push pid's status as it is now.
+func (f *fakeFiles) pushNow(pid string) shards.PushStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := *f.pushes[pid]
+	c.Receivers = slices.Clone(c.Receivers)
+	return c
+}
+
+// sendPush sends st as push pid's event as it is, an old status too, as
+// an event that waited in a busy stream's queue comes late.
+func (f *fakeFiles) sendPush(st shards.PushStatus) {
+	f.events.Publish(shards.Event{Push: &st})
+}
+
+// seed makes b, named name, a file this node shares (seeding).
+func (f *fakeFiles) seed(name string, b []byte) shards.File {
+	file := f.addRemote(name, b, f.self)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.transfers[file.ID] = &shards.Transfer{ID: file.ID, Name: name, Size: file.Size, Have: file.Size, Type: file.Type,
+		State: shards.StateSeeding, Added: time.Now().UTC()}
+	return file
+}
+
 func (f *fakeFiles) PushStatus(ctx context.Context, pid string) (shards.PushStatus, error) {
 	defer f.mu.Unlock()
 	if err := f.begin(); err != nil {

@@ -457,21 +457,27 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 	box := func(n *servedNode) string { return `#files-push-dialog input[name="to"][value="` + string(n.id) + `"]` }
 	browsertest.Until(t, ctx, wait, `document.querySelector("#files-push-dialog").open
 		&& document.querySelector('`+box(bob)+`') !== null && document.querySelector('`+box(carol)+`') !== null`)
-	clickSel(t, ctx, box(bob))
-	clickSel(t, ctx, box(carol))
+	// A box redrawn under the click (the dialog follows the directory)
+	// stays unticked: click until it is ticked, or the push leaves bob out.
+	for _, n := range []*servedNode{bob, carol} {
+		clickFor(t, ctx, box(n), `document.querySelector('`+box(n)+`').checked`, wait)
+	}
 	clickSel(t, ctx, "#files-push-plan-matrix")
 	clickSel(t, ctx, "#files-push-btn")
 	panel := `document.querySelector("#files-push-status li.push")`
 	recv := func(n *servedNode) string {
 		return panel + `.querySelector('.push-receivers li[data-node="` + string(n.id) + `"]')`
 	}
-	browsertest.Until(t, ctx, 2*time.Minute, `!document.querySelector("#files-push-dialog").open && `+panel+` !== null
+	if err := browsertest.Wait(ctx, 2*time.Minute, `!document.querySelector("#files-push-dialog").open && `+panel+` !== null
 		&& `+panel+`.dataset.state === "done"
 		&& `+panel+`.querySelector(".push-state").textContent === "Done"
 		&& `+recv(bob)+`.dataset.state === "done" && `+recv(carol)+`.dataset.state === "done"
 		&& `+recv(bob)+`.querySelector(".progress").getAttribute("aria-valuenow") === "100"
 		&& `+recv(carol)+`.querySelector(".progress").getAttribute("aria-valuenow") === "100"
-		&& /^3(\.\d)? MiB of 3 MiB sent by this node$/.test(`+panel+`.querySelector(".push-sent").textContent)`)
+		&& /^3(\.\d)? MiB of 3 MiB sent by this node$/.test(`+panel+`.querySelector(".push-sent").textContent)`); err != nil {
+		logPushStuck(t, ctx, alice, albumTr.ID, bob, carol)
+		t.Fatalf("the push panel did not show both receivers done: %v", err)
+	}
 	for _, n := range []*servedNode{bob, carol} {
 		var got shards.Transfer
 		testutil.WaitFor(t, time.Minute, "the pushed album to be done on "+string(n.id), func() bool {
@@ -481,6 +487,38 @@ func TestBrowserFilesAcrossNodes(t *testing.T) {
 		})
 		checkFile(t, got.Path, album)
 	}
+}
+
+// logPushStuck logs, for a push whose panel did not come to done, what
+// the page shows, alice's own answer for the push and each receiver's
+// download of id: whether the push or the page was stuck.
+func logPushStuck(t *testing.T, ctx context.Context, alice *servedNode, id shards.MD5, receivers ...*servedNode) {
+	t.Helper()
+	panel, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => {
+		const p = document.querySelector("#files-push-status li.push");
+		if (!p) return "no panel: " + document.querySelector("#files-push-status").innerText;
+		return p.dataset.id + " " + p.dataset.state + ": " + [...p.querySelectorAll(".push-receivers li")]
+			.map((li) => li.dataset.node + "=" + li.dataset.state + " " + li.querySelector(".progress").getAttribute("aria-valuenow") + "%").join(", ");
+	})()`))
+	t.Logf("the page's push panel: %s; event stream %q", panel, evalString(ctx, `document.querySelector("#conn").dataset.state`))
+	if pid := evalString(ctx, `document.querySelector("#files-push-status li.push")?.dataset.id || ""`); pid != "" {
+		var st shards.PushStatus
+		alice.api(t, http.MethodGet, "api/shards/push/"+pid, nil, &st)
+		t.Logf("alice's GET /api/shards/push/%s: done %v, uploaded %d of %d, receivers %+v", pid, st.Done, st.Uploaded, st.Size, st.Receivers)
+	}
+	for _, n := range receivers {
+		tr, ok := n.transfer(t, id)
+		t.Logf("%s's transfer of %s: found %v, state %s, have %d of %d, waiting %q, error %q", n.id, id, ok, tr.State, tr.Have, tr.Size, tr.Waiting, tr.Error)
+	}
+}
+
+// evalString is the string value of the JS expr in the page, or the error.
+func evalString(ctx context.Context, expr string) string {
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		return err.Error()
+	}
+	return s
 }
 
 func TestServeFilesFlags(t *testing.T) {

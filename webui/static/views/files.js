@@ -9,9 +9,11 @@
 // events), and the file list is fetched again when they say it changed or
 // the directory does.
 //
-// Transfer rows and gallery tiles are kept by id and updated in place, so
-// that progress a few times a second neither reloads thumbnails nor eats
-// a click.
+// Transfer rows, table rows, gallery tiles and push panels are kept by id
+// and updated in place (a cell only when its text changes, a node moved
+// only when out of place), so that progress a few times a second neither
+// reloads thumbnails nor eats a click: a button replaced, or taken out and
+// put back, between its mousedown and mouseup gets no click.
 import { h, shortID, countRead } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
@@ -52,6 +54,51 @@ const thumbMax = 16 << 20;
 
 const imageExt = /\.(png|jpe?g|gif|webp|avif|bmp|svg)$/i;
 const isImage = (f) => (f.type ? f.type.startsWith('image/') : imageExt.test(f.name));
+
+// setText and setAttr change an element only when the value differs: an
+// unchanged cell is left alone.
+function setText(el, s) {
+  if (el.textContent !== s) el.textContent = s;
+}
+function setAttr(el, k, v) {
+  if (el.getAttribute(k) !== v) el.setAttribute(k, v);
+}
+
+// syncChildren makes els parent's children, in order, removing the others
+// and moving only the nodes out of place (a moved node is taken out and
+// put back, which loses a click under way on it).
+function syncChildren(parent, els) {
+  const keep = new Set(els);
+  for (const c of [...parent.childNodes]) {
+    if (!keep.has(c)) c.remove();
+  }
+  let cur = parent.firstChild;
+  for (const el of els) {
+    if (el === cur) cur = cur.nextSibling;
+    else parent.insertBefore(el, cur);
+  }
+}
+
+// A push's status only moves forward on the node: a receiver's bytes grow,
+// its state leaves "receiving" for good, the bytes sent grow, the push ends
+// once. So of two statuses of a push, one behind the other in any of these
+// is the older, however it came (a poll answered before an event and read
+// after it, an event queued behind a poll's answer): it is not shown, and a
+// receiver shown done never goes back to part-way.
+function pushBehind(a, b) {
+  if (b.done && !a.done) return true;
+  if ((a.uploaded || 0) < (b.uploaded || 0)) return true;
+  const was = new Map((b.receivers || []).map((r) => [r.node, r]));
+  for (const r of a.receivers || []) {
+    const w = was.get(r.node);
+    if (!w) continue;
+    if ((r.have || 0) < (w.have || 0)) return true;
+    if (r.state === 'receiving' && w.state !== 'receiving') return true;
+  }
+  return false;
+}
+
+const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
 // kind is a short label for a MIME type.
 function kind(type) {
@@ -104,6 +151,8 @@ export default {
     let query = '';
     let sortBy = 'name';
     const pushes = new Map(); // push id → status
+    const pushRows = new Map(); // push id → {li, refs, recv: node id → {li, refs}}
+    const polling = new Set(); // push ids pollPush follows
     let viewing = null; // the id shown in the viewer
     // A GET answered before an event but read after it is older than what
     // the event said. shardsSeq counts "shards" events and eventAt has,
@@ -147,11 +196,21 @@ export default {
     const galleryTitle = h('h2', { class: 'section-title' });
     const gallery = h('div', { class: 'gallery', id: 'files-gallery' });
     const tiles = new Map(); // id → figure
+    const moreLines = new Map(); // list → {key, el}: its "more" line
 
     const allTitle = h('h2', { class: 'section-title' });
     const search = h('input', { id: 'files-search', type: 'search', autocomplete: 'off' });
     const sortSel = h('select', { id: 'files-sort' });
     const table = h('div', { id: 'files-all' });
+    // The table is made once; its rows are kept by id (fileRows) while
+    // shown, and the message in its place (loading, empty, no match)
+    // redrawn only when it changes.
+    const fileHeads = ['name', 'size', 'type', 'holders', 'actions'].map((c) => h('th', { scope: 'col', class: c === 'size' || c === 'holders' ? 'num' : null }));
+    const fileBody = h('tbody');
+    const fileTable = h('table', { class: 'table', id: 'files-table' }, h('thead', {}, h('tr', {}, fileHeads)), fileBody);
+    const fileCard = h('div', { class: 'card' }, fileTable);
+    const fileRows = new Map(); // id → {tr, cells, action, actionFor}
+    let tableShows = ''; // what the table div shows: "table" or the message
 
     const viewerImg = h('img', { id: 'files-viewer-img', alt: '' });
     const viewerName = h('p', { class: 'viewer-name', id: 'files-viewer-name' });
@@ -187,6 +246,20 @@ export default {
         `${t('files.showing', { shown, total })} `,
         h('button', { type: 'button', class: 'btn btn-small', dataset: { act: 'more', id: what } },
           t('files.more', { n: Math.min(page, total - shown) })));
+    }
+    // moreLine is more() for list what, kept while what it says is the
+    // same, so its button is not replaced under a click.
+    function moreLine(what, shown, total, page) {
+      if (shown >= total) {
+        moreLines.delete(what);
+        return null;
+      }
+      const key = `${shown}|${total}|${t('files.more', { n: 0 })}`;
+      const had = moreLines.get(what);
+      if (had && had.key === key) return had.el;
+      const el = more(what, shown, total, page);
+      moreLines.set(what, { key, el });
+      return el;
     }
     const selfID = () => (dir.find((d) => d.self) || {}).id;
 
@@ -273,6 +346,7 @@ export default {
       if (ev.resync) {
         loadTransfers();
         loadFiles();
+        reloadPushes();
         return;
       }
       if (ev.transfer) {
@@ -293,10 +367,7 @@ export default {
         renderTransfers();
         renderFiles();
       }
-      if (ev.push) {
-        pushes.set(ev.push.id, ev.push);
-        renderPushes();
-      }
+      if (ev.push) showPush(ev.push);
       if (ev.files) filesChanged();
     }
 
@@ -322,7 +393,7 @@ export default {
       const li = h('li', { class: 'transfer card', dataset: { id: x.id } },
         h('div', { class: 'transfer-head' }, refs.name, refs.state, refs.actions),
         refs.progress, refs.stats, refs.sources, refs.legend, refs.error);
-      return { li, refs, actionsFor: '' };
+      return { li, refs, actionsFor: '', sourcesFor: null };
     }
 
     function updateRow(x) {
@@ -330,14 +401,15 @@ export default {
       if (!row) return;
       const { li, refs } = row;
       const pct = x.size > 0 ? Math.min(100, (100 * x.have) / x.size) : 100;
-      li.dataset.state = x.state;
-      refs.name.textContent = x.name;
-      refs.name.title = x.path || '';
-      refs.state.textContent = stateLabel(x);
-      refs.state.dataset.state = x.state;
-      refs.bar.style.width = `${pct.toFixed(1)}%`;
-      refs.progress.setAttribute('aria-valuenow', pct.toFixed(0));
-      refs.progress.setAttribute('aria-label', t('files.progress', { name: x.name }));
+      if (li.dataset.state !== x.state) li.dataset.state = x.state;
+      setText(refs.name, x.name);
+      setAttr(refs.name, 'title', x.path || '');
+      setText(refs.state, stateLabel(x));
+      if (refs.state.dataset.state !== x.state) refs.state.dataset.state = x.state;
+      const width = `${pct.toFixed(1)}%`;
+      if (refs.bar.style.width !== width) refs.bar.style.width = width;
+      setAttr(refs.progress, 'aria-valuenow', pct.toFixed(0));
+      setAttr(refs.progress, 'aria-label', t('files.progress', { name: x.name }));
       const parts = [`${formatBytes(x.have)} / ${formatBytes(x.size)}`, `${Math.floor(pct)}%`];
       if (x.state === 'downloading') {
         parts.push(formatRate(x.rate));
@@ -346,24 +418,28 @@ export default {
       } else if (x.state === 'seeding' || x.state === 'done') {
         parts.push(t('files.uploaded', { n: formatBytes(x.uploaded || 0) }));
       }
-      refs.stats.textContent = parts.join(' · ');
+      setText(refs.stats, parts.join(' · '));
       // Who it came from: one segment per peer, as wide as its share.
       const src = Object.entries(x.sources || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
       const total = src.reduce((s, [, n]) => s + n, 0);
-      refs.sources.hidden = src.length === 0;
-      refs.legend.hidden = src.length === 0;
-      refs.sources.replaceChildren(...src.map(([id, n]) => {
-        const seg = h('span', { class: 'source-seg', dataset: { peer: id }, title: `${nameOf(id)}: ${formatBytes(n)}` });
-        seg.style.width = `${((100 * n) / total).toFixed(2)}%`;
-        seg.style.background = peerColor(id);
-        return seg;
-      }));
-      refs.legend.replaceChildren(...src.map(([id, n]) => {
-        const dot = h('span', { class: 'source-dot', 'aria-hidden': 'true' });
-        dot.style.background = peerColor(id);
-        return h('li', { dataset: { peer: id } }, dot, `${nameOf(id)} ${Math.round((100 * n) / total)}%`);
-      }));
-      refs.error.textContent = x.state === 'failed' && x.error ? x.error : '';
+      const srcKey = src.map(([id, n]) => `${nameOf(id)}=${n}`).join(' ');
+      if (row.sourcesFor !== srcKey) {
+        row.sourcesFor = srcKey;
+        refs.sources.hidden = src.length === 0;
+        refs.legend.hidden = src.length === 0;
+        refs.sources.replaceChildren(...src.map(([id, n]) => {
+          const seg = h('span', { class: 'source-seg', dataset: { peer: id }, title: `${nameOf(id)}: ${formatBytes(n)}` });
+          seg.style.width = `${((100 * n) / total).toFixed(2)}%`;
+          seg.style.background = peerColor(id);
+          return seg;
+        }));
+        refs.legend.replaceChildren(...src.map(([id, n]) => {
+          const dot = h('span', { class: 'source-dot', 'aria-hidden': 'true' });
+          dot.style.background = peerColor(id);
+          return h('li', { dataset: { peer: id } }, dot, `${nameOf(id)} ${Math.round((100 * n) / total)}%`);
+        }));
+      }
+      setText(refs.error, x.state === 'failed' && x.error ? x.error : '');
       // Buttons only when what they can do changes, so a click lands.
       const can = x.state === 'downloading' ? 'pause' : x.state === 'paused' || x.state === 'failed' ? 'resume' : '';
       const key = `${can}|${x.state}|${x.link ? 1 : 0}`;
@@ -391,13 +467,13 @@ export default {
       for (const id of rows.keys()) {
         if (!keep.has(id)) rows.delete(id);
       }
-      transferList.replaceChildren(...shown.map((x) => {
+      syncChildren(transferList, shown.map((x) => {
         if (!rows.has(x.id)) rows.set(x.id, newRow(x));
         updateRow(x);
         return rows.get(x.id).li;
       }));
       const total = Math.max(transfersTotal, list.length);
-      transfersMore.replaceChildren(...[more('transfers', shown.length, total, pageTransfers)].filter(Boolean));
+      syncChildren(transfersMore, [moreLine('transfers', shown.length, total, pageTransfers)].filter(Boolean));
     }
 
     // ---- files: gallery and table ----
@@ -434,33 +510,63 @@ export default {
       for (const id of tiles.keys()) {
         if (!keep.has(id)) tiles.delete(id);
       }
-      gallery.replaceChildren(...shown.map((f) => {
+      syncChildren(gallery, [...shown.map((f) => {
         if (!tiles.has(f.id)) tiles.set(f.id, tile(f));
         const fig = tiles.get(f.id);
-        fig.querySelector('.tile-meta').textContent = `${formatBytes(f.size)} · ${plural('files.holders', f.holders.length)}`;
+        setText(fig.querySelector('.tile-meta'), `${formatBytes(f.size)} · ${plural('files.holders', f.holders.length)}`);
         return fig;
-      }), ...[more('tiles', shown.length, images.length, pageTiles)].filter(Boolean));
+      }), moreLine('tiles', shown.length, images.length, pageTiles)].filter(Boolean));
     }
 
+    // fileRow returns the table row of f, made the first time and brought
+    // up to date in place after.
     function fileRow(f) {
+      let r = fileRows.get(f.id);
+      if (!r) {
+        const c = {
+          name: h('td', { class: 'file-name' }),
+          size: h('td', { class: 'num' }),
+          type: h('td'),
+          holders: h('td', { class: 'num' }),
+          open: h('a', { class: 'btn btn-small btn-quiet', href: contentPath(f.id), target: '_blank', rel: 'noopener' }),
+          actions: h('td', { class: 'file-actions' }),
+        };
+        c.actions.append(c.open);
+        r = { tr: h('tr', { dataset: { id: f.id } }, c.name, c.size, c.type, c.holders, c.actions), c, action: null, actionFor: '' };
+        fileRows.set(f.id, r);
+      }
+      const { c } = r;
       // A file of this node's beyond the transfers read so far is one it
       // holds whole: seeding.
       const x = transfers.get(f.id) || (f.holders.includes(selfID()) ? { state: 'seeding' } : null);
       const holders = f.holders.map(nameOf);
-      let action;
-      if (x) {
-        action = h('span', { class: 'badge', dataset: { state: x.state } }, stateLabel(x));
-      } else {
-        action = h('button', { type: 'button', class: 'btn btn-small', dataset: { act: 'fetch', id: f.id } }, t('files.download'));
+      setText(c.name, f.name);
+      setText(c.size, formatBytes(f.size));
+      setAttr(c.type, 'title', f.type || '');
+      setText(c.type, kind(f.type));
+      setAttr(c.holders, 'title', holders.join(', '));
+      setText(c.holders, String(f.holders.length));
+      setText(c.open, t('files.open'));
+      // The button stays the same node while it does the same thing.
+      const key = x ? `badge|${x.state}|${stateLabel(x)}` : `fetch|${t('files.download')}`;
+      if (r.actionFor !== key) {
+        r.actionFor = key;
+        const action = x
+          ? h('span', { class: 'badge', dataset: { state: x.state } }, stateLabel(x))
+          : h('button', { type: 'button', class: 'btn btn-small', dataset: { act: 'fetch', id: f.id } }, t('files.download'));
+        if (r.action) r.action.replaceWith(action);
+        else c.actions.append(action);
+        r.action = action;
       }
-      return h('tr', { dataset: { id: f.id } },
-        h('td', { class: 'file-name' }, f.name),
-        h('td', { class: 'num' }, formatBytes(f.size)),
-        h('td', { title: f.type || '' }, kind(f.type)),
-        h('td', { class: 'num', title: holders.join(', ') }, String(f.holders.length)),
-        h('td', { class: 'file-actions' },
-          h('a', { class: 'btn btn-small btn-quiet', href: contentPath(f.id), target: '_blank', rel: 'noopener' }, t('files.open')),
-          action));
+      return r.tr;
+    }
+
+    // showInTable shows what (a key) in the table's place, made by make,
+    // unless it shows that already.
+    function showInTable(what, make) {
+      if (tableShows === what) return;
+      tableShows = what;
+      table.replaceChildren(make());
     }
 
     function renderFiles() {
@@ -476,28 +582,34 @@ export default {
       count.textContent = files ? plural('files.count', files.length) : '';
       const list = visible();
       renderGallery(list);
-      let body;
       if (files === null) {
-        body = h('p', { class: 'muted' }, filesError ? t('files.loadFailed', { msg: filesError }) : t('node.loading'));
+        const msg = filesError ? t('files.loadFailed', { msg: filesError }) : t('node.loading');
+        showInTable(`msg|${msg}`, () => h('p', { class: 'muted' }, msg));
       } else if (files.length === 0) {
-        body = h('div', { class: 'empty', id: 'files-empty' },
+        showInTable(`empty|${t('files.empty.title')}`, () => h('div', { class: 'empty', id: 'files-empty' },
           h('div', { class: 'empty-icon', 'aria-hidden': 'true' }, '▤'),
           h('h2', {}, t('files.empty.title')),
-          h('p', {}, t('files.empty.body')));
+          h('p', {}, t('files.empty.body'))));
       } else if (list.length === 0) {
-        body = h('p', { class: 'muted', id: 'files-nomatch' }, t('files.noMatch', { q: query }));
+        const msg = t('files.noMatch', { q: query });
+        showInTable(`nomatch|${msg}`, () => h('p', { class: 'muted', id: 'files-nomatch' }, msg));
       } else {
-        body = h('div', { class: 'card' }, h('table', { class: 'table', id: 'files-table' },
-          h('thead', {}, h('tr', {},
-            h('th', { scope: 'col' }, t('files.col.name')),
-            h('th', { scope: 'col', class: 'num' }, t('files.col.size')),
-            h('th', { scope: 'col' }, t('files.col.type')),
-            h('th', { scope: 'col', class: 'num' }, t('files.col.holders')),
-            h('th', { scope: 'col' }, h('span', { class: 'sr-only' }, t('files.col.actions'))))),
-          h('tbody', {}, list.slice(0, rowLimit).map(fileRow))),
-        more('rows', Math.min(rowLimit, list.length), list.length, pageRows));
+        showInTable('table', () => fileCard);
+        ['name', 'size', 'type', 'holders'].forEach((k, i) => setText(fileHeads[i], t(`files.col.${k}`)));
+        const label = t('files.col.actions');
+        if (fileHeads[4].textContent !== label) fileHeads[4].replaceChildren(h('span', { class: 'sr-only' }, label));
+        const shown = list.slice(0, rowLimit);
+        const keep = new Set(shown.map((f) => f.id));
+        for (const id of fileRows.keys()) {
+          if (!keep.has(id)) fileRows.delete(id);
+        }
+        syncChildren(fileBody, shown.map(fileRow));
+        syncChildren(fileCard, [fileTable, moreLine('rows', shown.length, list.length, pageRows)].filter(Boolean));
       }
-      table.replaceChildren(body);
+      if (tableShows !== 'table' && fileRows.size > 0) {
+        fileRows.clear();
+        fileBody.replaceChildren();
+      }
       if (viewing) showViewer(viewing);
     }
 
@@ -607,50 +719,127 @@ export default {
       return t('files.push.err.other', { msg: err.message });
     }
 
-    function renderPushes() {
-      pushTitle.textContent = t('files.push.title');
-      pushEmpty.textContent = t('files.push.none');
-      pushEmpty.hidden = pushes.size > 0;
-      const list = [...pushes.values()].sort((a, b) => Date.parse(b.started || 0) - Date.parse(a.started || 0));
-      pushStatus.replaceChildren(...list.map((p) => {
-        const name = (transfers.get(p.resource) || {}).name || shortID(p.resource);
-        const rs = p.receivers || [];
-        const done = rs.filter((r) => r.state === 'done').length;
-        const state = p.done ? 'done' : 'running';
-        return h('li', { class: 'card push', dataset: { id: p.id, state } },
-          h('div', { class: 'transfer-head' }, h('span', { class: 'transfer-name' }, name),
-            h('span', { class: 'badge' }, t(`files.push.plan.${p.plan}`)),
-            h('span', { class: 'badge push-state', dataset: { state } }, t(`files.push.overall.${state}`, { done, n: rs.length }))),
-          h('p', { class: 'muted small push-sent' }, t('files.push.sent', { n: formatBytes(p.uploaded), size: formatBytes(p.size) })),
-          h('ul', { class: 'push-receivers' }, rs.map((r) => {
-            const pct = p.size > 0 ? Math.min(100, (100 * r.have) / p.size) : 100;
-            const fill = h('div', { class: 'progress-fill' });
-            fill.style.width = `${pct.toFixed(1)}%`;
-            return h('li', { dataset: { node: r.node, state: r.state } },
-              h('span', { class: 'push-node', title: r.node }, nameOf(r.node)),
-              h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': pct.toFixed(0), 'aria-label': nameOf(r.node) }, fill),
-              h('span', { class: 'muted small push-recv-state' }, `${t(`files.push.state.${r.state}`)} · ${formatBytes(r.have)}`));
-          })));
+    // pushRow returns the panel of push p, made the first time and brought
+    // up to date in place after.
+    function pushRow(p) {
+      let row = pushRows.get(p.id);
+      if (!row) {
+        const refs = {
+          name: h('span', { class: 'transfer-name' }),
+          plan: h('span', { class: 'badge' }),
+          state: h('span', { class: 'badge push-state' }),
+          sent: h('p', { class: 'muted small push-sent' }),
+          receivers: h('ul', { class: 'push-receivers' }),
+        };
+        const li = h('li', { class: 'card push', dataset: { id: p.id } },
+          h('div', { class: 'transfer-head' }, refs.name, refs.plan, refs.state), refs.sent, refs.receivers);
+        row = { li, refs, recv: new Map() };
+        pushRows.set(p.id, row);
+      }
+      const { li, refs } = row;
+      const rs = p.receivers || [];
+      const done = rs.filter((r) => r.state === 'done').length;
+      const state = p.done ? 'done' : 'running';
+      li.dataset.state = state;
+      setText(refs.name, (transfers.get(p.resource) || {}).name || shortID(p.resource));
+      setText(refs.plan, t(`files.push.plan.${p.plan}`));
+      refs.state.dataset.state = state;
+      setText(refs.state, t(`files.push.overall.${state}`, { done, n: rs.length }));
+      setText(refs.sent, t('files.push.sent', { n: formatBytes(p.uploaded), size: formatBytes(p.size) }));
+      const keep = new Set(rs.map((r) => r.node));
+      for (const id of row.recv.keys()) {
+        if (!keep.has(id)) row.recv.delete(id);
+      }
+      syncChildren(refs.receivers, rs.map((r) => {
+        let rr = row.recv.get(r.node);
+        if (!rr) {
+          const fill = h('div', { class: 'progress-fill' });
+          rr = {
+            node: h('span', { class: 'push-node', title: r.node }),
+            fill,
+            bar: h('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' }, fill),
+            state: h('span', { class: 'muted small push-recv-state' }),
+          };
+          rr.li = h('li', { dataset: { node: r.node } }, rr.node, rr.bar, rr.state);
+          row.recv.set(r.node, rr);
+        }
+        const pct = p.size > 0 ? Math.min(100, (100 * r.have) / p.size) : 100;
+        rr.li.dataset.state = r.state;
+        setText(rr.node, nameOf(r.node));
+        rr.fill.style.width = `${pct.toFixed(1)}%`;
+        setAttr(rr.bar, 'aria-valuenow', pct.toFixed(0));
+        setAttr(rr.bar, 'aria-label', nameOf(r.node));
+        setText(rr.state, `${t(`files.push.state.${r.state}`)} · ${formatBytes(r.have)}`);
+        if (r.error) setAttr(rr.state, 'title', r.error);
+        else rr.state.removeAttribute('title');
+        return rr.li;
       }));
+      return li;
     }
 
-    // pollPush follows a push until it is done, for a node whose service
-    // sends no push events. A status older than one an event brought is
-    // not shown (a poll answered before an event can arrive after it).
+    function renderPushes() {
+      setText(pushTitle, t('files.push.title'));
+      setText(pushEmpty, t('files.push.none'));
+      pushEmpty.hidden = pushes.size > 0;
+      const list = [...pushes.values()].sort((a, b) => Date.parse(b.started || 0) - Date.parse(a.started || 0));
+      syncChildren(pushStatus, list.map(pushRow));
+    }
+
+    // showPush shows status st of a push, from an event or a GET, unless
+    // it is older than the one shown (see pushBehind).
+    function showPush(st) {
+      if (!st || typeof st !== 'object' || !st.id) return;
+      const had = pushes.get(st.id);
+      if (had && pushBehind(st, had)) return;
+      pushes.set(st.id, st);
+      renderPushes();
+    }
+
+    // readPush reads push pid's status and shows it (unless older than
+    // the one shown); a failed read throws, with the status in .status.
+    async function readPush(pid) {
+      try {
+        const st = await sendJSON('GET', `api/shards/push/${encodeURIComponent(pid)}`);
+        read('readPush');
+        showPush(st);
+      } catch (err) {
+        read('readPush');
+        throw err;
+      }
+    }
+
+    // pollPush follows a push this page started until it is done, for a
+    // node whose service sends no push events. A read that fails (the node
+    // busy or restarting, the network down a moment) is tried again, less
+    // and less often: a poll that gave up froze the panel part-way. Only a
+    // push the node does not know (4xx: it restarted) ends it.
     async function pollPush(pid) {
-      while (!unmounted) {
-        try {
-          const st = await getJSON(`api/shards/push/${encodeURIComponent(pid)}`);
-          const had = pushes.get(pid);
-          if (!(had && had.done)) {
-            pushes.set(pid, st);
-            renderPushes();
+      if (polling.has(pid)) return;
+      polling.add(pid);
+      let wait = 1000;
+      try {
+        while (!unmounted && !(pushes.get(pid) || {}).done) {
+          try {
+            await readPush(pid);
+            wait = 1000;
+          } catch (err) {
+            if (err.status >= 400 && err.status < 500) return;
+            wait = Math.min(2 * wait, 10000);
           }
-          if (st.done || (had && had.done)) return;
-        } catch {
-          return;
+          if (unmounted || (pushes.get(pid) || {}).done) return;
+          await sleep(wait);
         }
-        await new Promise((r) => { setTimeout(r, 1000); });
+      } finally {
+        polling.delete(pid);
+      }
+    }
+
+    // reloadPushes reads again every push shown as running, after the
+    // event stream reconnected or dropped events: their last events may
+    // be among those missed.
+    function reloadPushes() {
+      for (const [pid, p] of pushes) {
+        if (!p.done) readPush(pid).catch(() => {});
       }
     }
 
@@ -918,6 +1107,7 @@ export default {
       if (state === 'open') {
         loadTransfers();
         loadFiles();
+        reloadPushes();
       }
     });
     const offLang = onLang(() => {
