@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -427,4 +428,42 @@ func TestBrowserChatOpensChannel(t *testing.T) {
 	}
 	browsertest.Until(t, ctx, wait, `document.activeElement === document.querySelector("#chat-input")
 		&& document.querySelector("#chat-input").value === "half typed and more"`)
+}
+
+// TestBrowserChatOlderAfterLateMessage: a message older than the oldest
+// shown comes late (a node back online had it). The view shows it in its
+// place, and the next "older" read starts from the oldest message read in
+// a page, not from it: none of the messages between is skipped.
+func TestBrowserChatOlderAfterLateMessage(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id)
+	chat.addChannel(chatlog.ChannelInfo{ID: generalID, Name: "general", Joined: true, Members: 2})
+	start := time.Now().Add(-time.Hour)
+	var want []string
+	for i := range 130 {
+		text := "old " + strconv.Itoa(i)
+		chat.receive(generalID, chatlog.Entry{Author: fakeID("bravo"), Text: text, Time: start.Add(time.Duration(i) * time.Second)})
+		want = append(want, text)
+		if i == 20 {
+			want = append(want, "late")
+		}
+	}
+	ctx, _ := holdingPage(t, node, Config{Chat: chat}, "en-US", "chat", false)
+	const wait = 10 * time.Second
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#chat-messages .msg").length === 100
+		&& !document.querySelector("#chat-older").hidden`)
+	// Between "old 20" and "old 21", older than all 100 shown.
+	late := chat.receive(generalID, chatlog.Entry{Author: fakeID("bravo"), Text: "late", Time: start.Add(20*time.Second + 500*time.Millisecond)})
+	browsertest.Until(t, ctx, wait, msgRow(late.ID)+` !== null`)
+	click(t, ctx, "#chat-older")
+	texts := `[...document.querySelectorAll("#chat-messages .msg .msg-text")].map((e) => e.textContent).join("|")`
+	browsertest.Until(t, ctx, wait, `!document.querySelector("#chat-older").disabled`)
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](texts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(want, "|"); got != w {
+		t.Fatalf("after a late old message and one older page, the log is\n%s\nwant\n%s", got, w)
+	}
 }

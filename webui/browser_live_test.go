@@ -12,6 +12,8 @@ import (
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/live"
+	"github.com/catnest/catnest/mesh"
 )
 
 // TestBrowserLiveRoomsAtOpen: the Live view, opened after the event
@@ -119,4 +121,81 @@ func TestBrowserLiveTreeHeldGET(t *testing.T) {
 	held.letGoAndWait(t, ctx, "readTree", wait)
 	checkJS(t, ctx, tree+` === "This node hosts the room; 1 child nodes"`,
 		"a poll of the relay tree, answered before a child joined and read after the next poll, took the child away")
+}
+
+// TestBrowserLiveSwitchRoom: the Live view watches room A, then room B.
+// Reads of A's chat and tree are on their way when the user switches, and
+// B's reads are slow. Until B's answers come, the view must show neither
+// A's chat nor A's relay tree in B's pane, even when A's late answers come
+// first.
+func TestBrowserLiveSwitchRoom(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	chat := newFakeChat(node.id)
+	chA, chB := fmt.Sprintf("%032x", 0xa), fmt.Sprintf("%032x", 0xb)
+	for _, id := range []string{chA, chB} {
+		chat.addChannel(chatlog.ChannelInfo{ID: id, Name: "room " + id[31:], Joined: true, Members: 2})
+	}
+	chat.receive(chA, chatlog.Entry{Author: fakeID("bravo"), Text: "said in A"})
+	chat.receive(chB, chatlog.Entry{Author: fakeID("bravo"), Text: "said in B"})
+	fl := &fakeLive{answer: pionAnswer(t),
+		rooms:        []live.Room{{ID: "ra", Title: "A", Live: true, Chat: chA}, {ID: "rb", Title: "B", Live: true, Chat: chB}},
+		roomChildren: map[string][]mesh.ID{"ra": {fakeID("bravo")}, "rb": {fakeID("charlie"), fakeID("delta")}}}
+	chatA, chatB := "/api/channels/"+chA+"/messages", "/api/channels/"+chB+"/messages"
+	treeA, treeB := "/api/live/rooms/ra/tree", "/api/live/rooms/rb/tree"
+	ctx, holds := holdingPage(t, node, Config{Live: fl, Chat: chat}, "en-US", "live", false, chatA, chatB, treeA, treeB)
+	const wait = 10 * time.Second
+	msgs := `[...document.querySelectorAll(".live-messages li")].map((e) => e.textContent).join("|")`
+	tree := `document.querySelector("#live-tree")?.textContent`
+	const shownA = "This node hosts the room; 1 child nodes"
+
+	click(t, ctx, `#live-rooms li[data-id="ra"] .live-watch`)
+	browsertest.Until(t, ctx, wait, msgs+`.includes("said in A") && `+tree+` === "`+shownA+`"`)
+	// A chat event reads A's chat again, and the tree is polled every 2 s:
+	// both reads are held.
+	holds[chatA].arm()
+	holds[treeA].arm()
+	chat.receive(chA, chatlog.Entry{Author: fakeID("bravo"), Text: "said in A again"})
+	holds[chatA].wait(t, wait)
+	holds[treeA].wait(t, wait)
+
+	// What the page shows may be right again by the time the test looks:
+	// an observer notes any moment B's pane shows A's chat or tree.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+		window.sawA = "";
+		new MutationObserver(() => {
+			if (document.querySelector("#live-player h2")?.textContent !== "B") return;
+			if (`+msgs+`.includes("in A")) window.sawA += " chat";
+			if (`+tree+` === "`+shownA+`") window.sawA += " tree";
+		}).observe(document.querySelector("#view"), { subtree: true, childList: true, characterData: true });
+		return true; })()`)); err != nil {
+		t.Fatal(err)
+	}
+	holds[chatB].armEvery()
+	holds[treeB].armEvery()
+	click(t, ctx, `#live-rooms li[data-id="rb"] .live-watch`)
+	holds[chatB].wait(t, wait)
+	holds[treeB].wait(t, wait)
+	browsertest.Until(t, ctx, wait, `document.querySelector("#live-player h2")?.textContent === "B"`)
+
+	// A's late answers come before B's.
+	for _, l := range []struct{ path, what string }{{chatA, "readLiveChat"}, {treeA, "readTree"}} {
+		read, err := chromedp.Run(ctx, chromedp.Evaluate[int](`Number(`+viewRead(l.what)+` || 0)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		holds[l.path].letGo()
+		browsertest.Until(t, ctx, wait, fmt.Sprintf(`Number(%s || 0) > %d`, viewRead(l.what), read))
+	}
+	holds[chatB].letGo()
+	holds[treeB].letGo()
+	browsertest.Until(t, ctx, wait, msgs+`.endsWith(": said in B")`)
+	browsertest.Until(t, ctx, wait, tree+` === "This node hosts the room; 2 child nodes"`)
+	saw, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.sawA`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saw != "" {
+		t.Fatalf("the Live view, switched from room A to room B, showed in B's pane what was A's:%s", saw)
+	}
 }

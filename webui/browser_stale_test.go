@@ -255,3 +255,44 @@ func TestBrowserPluginHostHeldGET(t *testing.T) {
 	checkJS(t, ctx, frame+` === null`,
 		"the plugin host's read of the installed plugins, answered before clock was disabled and read after the next read, started it again")
 }
+
+// TestBrowserPluginHostHeldSource: the plugin host has read clock enabled
+// and is fetching its code when clock is disabled and marker enabled; the
+// next sync reads that list and starts marker. Clock's code, coming last,
+// must not start it.
+func TestBrowserPluginHostHeldSource(t *testing.T) {
+	checkGoroutines(t)
+	installed := func(name string, on bool) plugins.Installed {
+		return plugins.Installed{ID: md5.Sum([]byte(name)), Name: name, Version: "1.0", Permissions: []string{},
+			Granted: []string{}, Publisher: fakeID("bravo"), PublisherName: "bravo", Enabled: on}
+	}
+	clock, marker := installed("clock", false), installed("marker", false)
+	fp := &fakePlugins{installed: []plugins.Installed{clock, marker},
+		sources: map[shards.MD5][]byte{clock.ID: []byte("// the clock"), marker.ID: []byte("// the marker")}}
+	src := "/api/plugins/" + clock.ID.String() + "/source"
+	ctx, holds := holdingPage(t, newFakeNode("alpha"), Config{Plugins: fp}, "en-US", "mesh", false, src)
+	const wait = 10 * time.Second
+	frame := func(p plugins.Installed) string {
+		return `document.querySelector('iframe.plugin-frame[data-plugin="` + p.ID.String() + `"]')`
+	}
+	syncs := `Number(document.documentElement.dataset.pluginSyncs || 0)`
+	// The host reads the list when it starts and when the stream opens.
+	browsertest.Until(t, ctx, wait, syncs+` >= 2`)
+	held := holds[src]
+	held.arm()
+	clock.Enabled = true
+	fp.setInstalled(clock, marker)
+	held.wait(t, wait) // that sync has read clock enabled and waits for its code
+
+	clock.Enabled, marker.Enabled = false, true
+	fp.setInstalled(clock, marker)
+	browsertest.Until(t, ctx, wait, frame(marker)+` !== null`)
+	done, err := chromedp.Run(ctx, chromedp.Evaluate[int](syncs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.letGo()
+	browsertest.Until(t, ctx, wait, fmt.Sprintf(`%s >= %d`, syncs, done+1))
+	checkJS(t, ctx, frame(clock)+` === null && `+frame(marker)+` !== null`,
+		"the plugin host, fetching clock's code when a later sync read clock disabled, started clock")
+}

@@ -23,10 +23,12 @@ type heldGET struct {
 	path    string
 	mu      sync.Mutex
 	armed   bool          // hold the next GET of path
+	every   bool          // and those after it, until letGo
 	gets    int           // GETs of path since armed
 	entered chan struct{} // closed once that GET has its answer
 	release chan struct{} // closed to send it
 	once    sync.Once
+	entry   sync.Once
 }
 
 // holdGET puts a heldGET for path (as the server sees it, "/api/...") in
@@ -39,12 +41,22 @@ func holdGET(t *testing.T, s *Server, path string) *heldGET {
 	return h
 }
 
-// arm holds the next GET of the path; only one is ever held.
+// arm holds the next GET of the path; only one is ever held, unless
+// armEvery.
 func (h *heldGET) arm() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.armed = true
 	h.gets = 0
+}
+
+// armEvery holds every GET of the path from now on until letGo: a view
+// that reads the path again on its own gets no answer meanwhile either.
+func (h *heldGET) armEvery() {
+	h.arm()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.every = true
 }
 
 // getCount returns how many GETs of the path came since arm.
@@ -58,7 +70,7 @@ func (h *heldGET) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hold := false
 	if r.Method == http.MethodGet && r.URL.Path == h.path {
 		h.mu.Lock()
-		hold, h.armed = h.armed, false
+		hold, h.armed = h.armed, h.armed && h.every
 		h.gets++
 		h.mu.Unlock()
 
@@ -77,7 +89,7 @@ func (h *heldGET) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rec.Code)
 	http.NewResponseController(w).Flush()
-	close(h.entered)
+	h.entry.Do(func() { close(h.entered) })
 	select {
 	case <-h.release:
 	case <-r.Context().Done():
@@ -86,7 +98,8 @@ func (h *heldGET) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write(rec.Body.Bytes())
 }
 
-// wait returns once the held GET has been answered (and not yet sent).
+// wait returns once the (first) held GET has been answered (and not yet
+// sent).
 func (h *heldGET) wait(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	select {

@@ -25,6 +25,10 @@ type fakeLive struct {
 	// answer, when set, makes Watch's answer to a browser's offer, for a
 	// page that must get as far as watching.
 	answer func(offer string) (string, error)
+	// rooms, when set, are the rooms instead of "r1"; children are then
+	// per room, in roomChildren.
+	rooms        []live.Room
+	roomChildren map[string][]mesh.ID
 }
 
 const liveToken = "roomtoken0123"
@@ -41,12 +45,19 @@ func (f *fakeLive) called() []string {
 	return append([]string(nil), f.calls...)
 }
 
-func (f *fakeLive) Rooms() []live.Room { return []live.Room{{ID: "r1", Title: "room", Live: true}} }
-func (f *fakeLive) Room(id string) (live.Room, bool) {
-	if id != "r1" {
-		return live.Room{}, false
+func (f *fakeLive) Rooms() []live.Room {
+	if f.rooms != nil {
+		return f.rooms
 	}
-	return f.Rooms()[0], true
+	return []live.Room{{ID: "r1", Title: "room", Live: true}}
+}
+func (f *fakeLive) Room(id string) (live.Room, bool) {
+	for _, r := range f.Rooms() {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return live.Room{}, false
 }
 func (f *fakeLive) Create(ctx context.Context, title, description, chat string) (live.Created, error) {
 	f.call("create")
@@ -89,7 +100,11 @@ func (f *fakeLive) Stop(room, session string) error {
 func (f *fakeLive) Tree(room string) (live.TreeInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return live.TreeInfo{Room: room, Host: true, Children: append([]mesh.ID{}, f.children...)}, nil
+	children := f.children
+	if f.rooms != nil {
+		children = f.roomChildren[room]
+	}
+	return live.TreeInfo{Room: room, Host: true, Children: append([]mesh.ID{}, children...)}, nil
 }
 
 func (f *fakeLive) setChildren(ids ...mesh.ID) {

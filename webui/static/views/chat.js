@@ -93,6 +93,10 @@ export default {
     let msgError = '';
     let hasOlder = false;
     let loadingOlder = false;
+    // The time of the oldest message read in a page: the next older page
+    // is read from there. Not msgs[0]: a late message event may put an
+    // older one first, and paging from it would skip those between.
+    let pagedFrom = null;
     // Retractions and burns that came while older messages were on their
     // way: the page may have been answered before them, so they are done
     // again to it (a retracted message would show its text again).
@@ -185,6 +189,7 @@ export default {
       msgs = [];
       pending = [];
       hasOlder = false;
+      pagedFrom = null;
       clearRows();
       if (!c || !c.joined) {
         msgState = 'idle';
@@ -198,6 +203,7 @@ export default {
         if (token !== loadToken) return;
         msgs = got;
         hasOlder = got.length === PAGE;
+        pagedFrom = got.length ? got[0].time : null; // oldest first
         msgState = 'ready';
         msgError = '';
         const replay = pending;
@@ -214,19 +220,21 @@ export default {
 
     async function loadOlder() {
       const c = current();
-      if (!c || loadingOlder || msgs.length === 0) return;
+      if (!c || loadingOlder || pagedFrom === null) return;
       loadingOlder = true;
       olderRaced = [];
       renderOlder();
       const token = loadToken;
       try {
-        const before = encodeURIComponent(msgs[0].time);
+        const before = encodeURIComponent(pagedFrom);
         const got = await getJSON(`${chPath(c.id)}/messages?before=${before}&limit=${PAGE}`);
         if (token !== loadToken) return;
         hasOlder = got.length === PAGE;
+        if (got.length) pagedFrom = got[0].time;
         const known = new Set(msgs.map((m) => m.id));
         const height = log.scrollHeight;
-        msgs = got.filter((m) => !known.has(m.id)).concat(msgs);
+        // Sorted: a late message older than the page was shown above it.
+        msgs = got.filter((m) => !known.has(m.id)).concat(msgs).sort(byTime);
         for (const ev of olderRaced) undo(ev);
         renderMessages();
         log.scrollTop += log.scrollHeight - height; // keep what was in view in place

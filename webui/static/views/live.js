@@ -99,6 +99,20 @@ export default {
       render();
     }
 
+    // shownRoom is the room whose chat and tree are shown. When the room
+    // changes they go at once, and reads of the other room on their way
+    // are dropped: its chat would show in this room's pane.
+    let shownRoom = null;
+    function roomChanged() {
+      const room = watching?.room || hosting?.room || null;
+      if ((room?.id ?? null) === shownRoom) return;
+      shownRoom = room?.id ?? null;
+      messages = [];
+      tree = null;
+      chatFresh.touch();
+      treeFresh.touch();
+    }
+
     async function watch(room) {
       stopWatching();
       const pc = new RTCPeerConnection();
@@ -110,6 +124,7 @@ export default {
         video.srcObject = stream;
       };
       watching = { room, pc, location: null };
+      roomChanged();
       // The connection, for a look at its stats in the console (and tests).
       video.peer = pc;
       render();
@@ -130,6 +145,7 @@ export default {
       watching.pc.close();
       if (watching.location) fetch(watching.location, { method: 'DELETE' }).catch(() => {});
       watching = null;
+      roomChanged();
       video.srcObject = null;
       render();
     }
@@ -179,6 +195,7 @@ export default {
         return;
       }
       hosting = { room, stream, pc: null, location: null, token: room.whip_token, url: room.whip_url };
+      roomChanged();
       if (stream) {
         preview.srcObject = stream;
         const pc = new RTCPeerConnection();
@@ -198,6 +215,7 @@ export default {
       if (!hosting) return;
       const { room, pc, stream } = hosting;
       hosting = null;
+      roomChanged();
       if (pc) pc.close();
       if (stream) for (const tr of stream.getTracks()) tr.stop();
       preview.srcObject = null;
