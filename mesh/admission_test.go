@@ -2,6 +2,7 @@ package mesh_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -176,9 +177,24 @@ func TestAdmissionBurst(t *testing.T) {
 		for _, p := range hub.Peers() {
 			hub.Disconnect(p.ID)
 		}
-		testutil.WaitFor(t, 30*time.Second, "the hub's links to close on both ends", func() bool {
-			return len(hub.Peers()) == 0 && fromPeers() == (counts{})
-		})
+		closeBy := time.Now().Add(30 * time.Second)
+		for len(hub.Peers()) != 0 || fromPeers() != (counts{}) {
+			if time.Now().After(closeBy) {
+				var atHub, atPeers []string
+				for _, p := range hub.Peers() {
+					atHub = append(atHub, fmt.Sprintf("%s(temp %v, since %v)", p.ID.Short(), p.Temporary, time.Since(p.Since).Round(time.Millisecond)))
+				}
+				for _, n := range nodes {
+					for _, p := range n.Peers() {
+						if p.ID == hub.ID() {
+							atPeers = append(atPeers, fmt.Sprintf("%s(temp %v, since %v)", n.ID().Short(), p.Temporary, time.Since(p.Since).Round(time.Millisecond)))
+						}
+					}
+				}
+				t.Fatalf("round %d: 30 s after the hub disconnected its peers, the hub still links to %v; peers that still link to the hub: %v", round, atHub, atPeers)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		return true
 	}
 	for round := range rounds {

@@ -63,6 +63,7 @@ type link struct {
 	conn   Conn
 	remote ID
 	since  time.Time
+	cut    int // the slot's Disconnect count when this link reserved it
 
 	name      atomic.Pointer[string]
 	lastRecv  atomic.Int64 // nanoseconds since n.start

@@ -441,9 +441,16 @@ func (n *Node) waitLink(ctx context.Context, id ID, d time.Duration) bool {
 	}
 }
 
-// Disconnect closes the link to id, if any.
+// Disconnect closes the link to id, if any, and any link to id still in
+// its hello, which would otherwise register in the closed link's place.
 func (n *Node) Disconnect(id ID) {
-	if l := n.link(id); l != nil {
+	n.mu.Lock()
+	if s := n.slots[id]; s != nil {
+		s.cut++
+	}
+	l := n.links[id]
+	n.mu.Unlock()
+	if l != nil {
 		l.conn.Close()
 	}
 }
@@ -542,7 +549,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	// Every link holds a slot from before its hello to its end, whichever
 	// end dialed: the node says hello only on links it has room to keep,
 	// so that a peer never counts a link this node then drops.
-	tempOnly, ok := n.reserve(c.Remote())
+	tempOnly, cut, ok := n.reserve(c.Remote())
 	if ok && tempOnly && c.Outbound() && !nc.temp {
 		n.release(c.Remote()) // beyond HighPeers, and not a temporary link
 		ok = false
@@ -577,6 +584,7 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := newLink(n, c)
+	l.cut = cut
 	c.Start(func(ch Channel, b []byte) { l.recv(lctx, ch, b) })
 	l.wg.Go(func() { l.dispatch(lctx) })
 	l.wg.Go(func() { l.keepalive(lctx) })
@@ -653,6 +661,8 @@ func (n *Node) runLink(ctx context.Context, nc newConn) {
 // keeps receiving what the peer sent on it before it switched.
 const duplicateGrace = 2 * time.Second
 
+var errDisconnected = errors.New("mesh: disconnected while the link was in its hello")
+
 var errDuplicate = errors.New("duplicate link: keeping the one dialed by the smaller id")
 
 // drain keeps receiving on a link nobody sends on any more, then closes it.
@@ -673,6 +683,9 @@ type slot struct {
 	refs int // links of the peer that hold it
 	// tempOnly: taken beyond HighPeers, for a temporary link only.
 	tempOnly bool
+	// cut counts Disconnects of the peer: a link reserved before one is
+	// not registered after it.
+	cut int
 }
 
 // reserve takes a link slot for a link to id, from before its hello to
@@ -682,21 +695,21 @@ type slot struct {
 // registered links means links in their hello count too, so that the
 // node never holds more than its limits, however many links come up at
 // once in either direction.
-func (n *Node) reserve(id ID) (tempOnly, ok bool) {
+func (n *Node) reserve(id ID) (tempOnly bool, cut int, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if s := n.slots[id]; s != nil {
 		s.refs++
-		return s.tempOnly, true
+		return s.tempOnly, s.cut, true
 	}
 	if used := len(n.slots); used >= n.cfg.HighPeers {
 		if used >= n.cfg.HighPeers+max(n.cfg.MaxTemporary, 0) {
-			return false, false
+			return false, 0, false
 		}
 		tempOnly = true
 	}
 	n.slots[id] = &slot{refs: 1, tempOnly: tempOnly}
-	return tempOnly, true
+	return tempOnly, 0, true
 }
 
 // release gives up one link's hold on id's slot.
@@ -725,6 +738,9 @@ func (l *link) dialer() ID {
 func (n *Node) register(l *link) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if s := n.slots[l.remote]; s != nil && s.cut != l.cut {
+		return errDisconnected
+	}
 	old := n.links[l.remote]
 	if old != nil {
 		select {
