@@ -979,3 +979,47 @@ func TestBudgetMarksKeepActiveAndRecent(t *testing.T) {
 		t.Fatal("the oldest slow mark kept past the bound")
 	}
 }
+
+// TestBudgetMarksTrimAmortized: marks of peers waiting in line are never
+// forgotten, so with more loops in line than maxSlowPeers, each marked
+// slow, the marks stayed past the bound and every new mark ran a trim (a
+// walk and a sort of all marks under b.mu) that forgot next to nothing: a
+// churn of ids cost a trim per mark. Each trim must forget a quarter of
+// the bound at least, and the marks stay bounded beside those in line.
+func TestBudgetMarksTrimAmortized(t *testing.T) {
+	const inLine, churn = maxSlowPeers + 904, 4 * maxSlowPeers
+	b := newBudget(4*MinPieceSize, 8*time.Second)
+	for i := range inLine {
+		w := waiterOf(1_000_000 + i)
+		b.markSlow(w.peer)
+		b.mu.Lock()
+		w.queued, w.since, w.want = true, time.Now(), MinPieceSize
+		b.line = append(b.line, w)
+		b.mu.Unlock()
+	}
+	b.mu.Lock()
+	before := b.trims
+	b.mu.Unlock()
+	for i := range churn {
+		id := waiterOf(i).peer
+		b.markSlow(id)
+		if i%2 == 0 {
+			b.pieceDone(id, time.Millisecond, time.Millisecond)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	trims := b.trims - before
+	if limit := int64(churn / (maxSlowPeers - keepSlowPeers)); trims > limit {
+		t.Fatalf("%d trims for %d marks with %d loops in line, want at most %d", trims, churn, inLine, limit)
+	}
+	if bound := maxSlowPeers + inLine + 1; len(b.slow) > bound || len(b.proven) > bound {
+		t.Fatalf("marks kept: %d slow, %d proven; want at most %d each", len(b.slow), len(b.proven), bound)
+	}
+	for _, w := range b.line {
+		if !b.slow[w.peer] {
+			t.Fatalf("the slow mark of %s, in line, forgotten", w.peer)
+		}
+	}
+	t.Logf("%d trims for %d marks; %d slow, %d proven kept", trims, churn, len(b.slow), len(b.proven))
+}
