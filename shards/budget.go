@@ -67,7 +67,10 @@ import (
 //     load is judged against one slowed the same, not against the clock.
 //     But not a piece of a proven peer whose blocks come steadily, a slow
 //     link known as such: taken back, what it sent of it was lost, and
-//     its download waited behind the faster one. A peer taken back by
+//     its download waited behind the faster one; unless such pieces hold
+//     more than a quarter of the budget together, for any loop not found
+//     slow (a block every steadyGap less a little is steady, and node ids
+//     cost nothing). A peer taken back by
 //     mistake is proven again by its next piece (pieceDone).
 //   - The line serves proven peers first, then those not yet proven (a
 //     piece each, the last come first), then slow ones; one not yet
@@ -112,6 +115,7 @@ type budget struct {
 	// (trimMarksLocked).
 	marked map[mesh.ID]uint64
 	marks  uint64
+	trims  int64 // trimMarksLocked runs, for tests
 }
 
 // hold is what the budget knows of an attempt holding bytes.
@@ -123,9 +127,9 @@ type hold struct {
 	span  bool      // fetched in one span request: never evicted
 }
 
-// maxSlowPeers bounds the slow and proven marks kept, each; past it the
-// oldest marks of peers neither holding bytes nor waiting are forgotten,
-// down to keepSlowPeers (trimMarksLocked).
+// maxSlowPeers bounds the slow and proven marks kept, each, beside those
+// of peers holding bytes or waiting; past it the oldest marks of the others
+// are forgotten, down to keepSlowPeers (overMarksLocked, trimMarksLocked).
 const (
 	maxSlowPeers  = 4096
 	keepSlowPeers = maxSlowPeers * 3 / 4
@@ -353,9 +357,20 @@ func (b *budget) markSlow(peer mesh.ID) {
 func (b *budget) markSlowLocked(peer mesh.ID) {
 	b.slow[peer] = true
 	b.touchLocked(peer)
-	if len(b.slow) > maxSlowPeers {
+	if b.overMarksLocked(b.slow) {
 		b.trimMarksLocked(false)
 	}
+}
+
+// overMarksLocked reports whether marks m (slow or proven) are to be
+// trimmed: past maxSlowPeers beyond those that trimMarksLocked may not
+// forget (at most a mark per loop in line and per peer holding bytes).
+// Past maxSlowPeers alone, with thousands of marked loops in line, each
+// new mark ran a trim that could forget next to nothing: a walk and a sort
+// of every mark per mark, 0.5 ms under b.mu with 5,000 in line. Now each
+// trim forgets a quarter of maxSlowPeers at least. b.mu is held.
+func (b *budget) overMarksLocked(m map[mesh.ID]bool) bool {
+	return len(m) > maxSlowPeers+len(b.byPeer)+len(b.line)
 }
 
 // touchLocked records that peer was marked (slow or proven) now. b.mu is
@@ -374,6 +389,7 @@ func (b *budget) touchLocked(peer mesh.ID) {
 // peers proven. A quarter of the bound at a time: a sort of the marks each
 // thousand marks, not each mark. b.mu is held.
 func (b *budget) trimMarksLocked(proven bool) {
+	b.trims++
 	m := b.slow
 	if proven {
 		m = b.proven
@@ -431,7 +447,7 @@ func (b *budget) pieceDone(peer mesh.ID, took, gap time.Duration) {
 	b.touchLocked(peer)
 	if !b.proven[peer] {
 		b.proven[peer] = true
-		if len(b.proven) > maxSlowPeers {
+		if b.overMarksLocked(b.proven) {
 			b.trimMarksLocked(true)
 		}
 		b.wakeLocked() // its loops that stepped out may take more now
@@ -619,7 +635,7 @@ func (b *budget) evictLocked(now time.Time) {
 		a   *attempt
 		got int64
 	}
-	var cs []cand
+	var cs, slowLinks []cand
 	trial := time.Duration(-1) // trialStallLocked, once needed
 	for a, h := range b.holds {
 		if a.peer == w.peer || h.span || wc == classSlow && !b.slow[h.peer] {
@@ -670,9 +686,28 @@ func (b *budget) evictLocked(now time.Time) {
 		// (TestBudgetSteadyLinkKeepsPieces). Its share bounds what it
 		// holds while others wait (shed).
 		steady := b.proven[h.peer] && now.Sub(last) < b.steadyGap()
-		if now.Sub(last) >= stall || proven && h.peer != pw.peer && !steady && b.overdue(h, got, now) && left(h, got, now) > ref {
+		switch {
+		case now.Sub(last) >= stall || proven && h.peer != pw.peer && !steady && b.overdue(h, got, now) && left(h, got, now) > ref:
 			cs = append(cs, cand{a, got})
+		case steady && wc != classSlow && b.overdue(h, got, now):
+			slowLinks = append(slowLinks, cand{a, got})
 		}
+	}
+	// Steady slow links hold a quarter of the budget at most, together,
+	// while a loop not found slow waits: a block every steadyGap less a
+	// little keeps a piece steady, and node ids cost nothing, so four
+	// such holders proven once held a budget of four pieces against every
+	// loop until a piece was done, 85 minutes for one of 8 MiB in 4 KiB
+	// blocks (TestBudgetSteadyTricklersBounded). The most advanced are
+	// kept, one at least, as shed keeps a peer's one piece.
+	slices.SortFunc(slowLinks, func(x, y cand) int { return cmp.Compare(y.got, x.got) })
+	var kept int64
+	for i, c := range slowLinks {
+		if n := b.holds[c.a].n; i == 0 || kept+n <= b.limit/peerShare {
+			kept += n
+			continue
+		}
+		cs = append(cs, c)
 	}
 	slices.SortFunc(cs, func(x, y cand) int {
 		// the least advanced first; ties by age, the oldest first

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -580,7 +581,8 @@ func TestBudgetSteadyProves(t *testing.T) {
 // The same for a proven holder: proven once by an honest piece, a
 // trickler's later pieces are taken back for any loop (a new one's too),
 // but a proven slow link's steady pieces not even for a proven loop's
-// (a new holder's steady piece is, as in TestBudgetEvictsOnlyWorse).
+// while such pieces hold a quarter of the budget at most (a new holder's
+// steady piece is, as in TestBudgetEvictsOnlyWorse).
 func TestBudgetQuarterTricklers(t *testing.T) {
 	const piece, timeout = int64(MinPieceSize), 8 * time.Second
 	t0 := time.Now()
@@ -602,16 +604,26 @@ func TestBudgetQuarterTricklers(t *testing.T) {
 		{"slow holder, quarter gap, slow waiter", true, false, timeout/4 - 100*time.Millisecond, "slow", 0, false},
 		{"proven holder, quarter gap, new waiter", false, true, timeout/4 - 100*time.Millisecond, "new", 0, true},
 		{"proven holder, quarter gap, new waiter past patience", false, true, timeout/4 - 100*time.Millisecond, "new", timeout / 4, true},
-		{"proven holder, steady, new waiter", false, true, timeout / 16, "new", timeout / 4, false},
-		{"proven holder, steady, proven waiter", false, true, timeout / 16, "proven", 0, false},
+		// Four proven steady holders of overdue pieces fill the budget:
+		// beyond a quarter of it they are taken back (evictLocked), one of
+		// them alone is not.
+		{"proven holders, steady, new waiter", false, true, timeout / 16, "new", timeout / 4, true},
+		{"proven holders, steady, proven waiter", false, true, timeout / 16, "proven", 0, true},
+		{"proven holder alone, steady, new waiter", false, true, timeout / 16, "new alone", timeout / 4, false},
+		{"proven holder alone, steady, proven waiter", false, true, timeout / 16, "proven alone", 0, false},
 		{"new holder, steady, proven waiter", false, false, timeout / 16, "proven", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newBudget(4*piece, timeout)
 			var as []*attempt
+			alone := strings.HasSuffix(tt.waiter, " alone")
 			for i := range 4 {
-				a := holdFor(t, b, waiterOf(i), piece, t0)
+				start := t0
+				if alone && i > 0 {
+					start = now.Add(-timeout / 8) // too soon to judge (overdue)
+				}
+				a := holdFor(t, b, waiterOf(i), piece, start)
 				// 4 KiB blocks: 8 of 16 in two timeouts.
 				a.recv.Store(piece / 2)
 				a.last.Store(now.Add(-tt.gap).UnixNano())
@@ -624,7 +636,7 @@ func TestBudgetQuarterTricklers(t *testing.T) {
 				as = append(as, a)
 			}
 			w := waiterOf(9)
-			switch tt.waiter {
+			switch strings.TrimSuffix(tt.waiter, " alone") {
 			case "slow":
 				b.markSlow(w.peer)
 			case "proven":
@@ -719,83 +731,132 @@ func waitBubble(t *testing.T, limit time.Duration, what string, cond func() bool
 func TestBudgetProvenTricklerTakenBack(t *testing.T) {
 	raceOneProc(t)
 	synctest.Test(t, func(t *testing.T) {
-		const timeout, n = 4 * time.Second, 4
-		manual := func(c *mesh.Config) { c.ManualLinks = true }
-		nw := meshtest.NewNetwork()
-		holders := make(map[MD5][]mesh.ID)
-		var turncoats []*mesh.Node
-		var proofs, trickled []*readerSource
-		for i := range n {
-			node := nw.NewNode(t, fmt.Sprintf("turncoat%d", i), meshtest.Options{Configure: manual})
-			_, proof := testFile(t, MinPieceSize, byte(90+i))
-			_, slow := testFile(t, 1<<20, byte(100+i))
-			(&trickler{srv: &testServer{sources: []pieceSource{proof, slow}}, every: timeout * 3 / 16,
-				prompt: map[MD5]bool{proof.id: true}}).register(t, node)
-			holders[proof.id], holders[slow.id] = []mesh.ID{node.ID()}, []mesh.ID{node.ID()}
-			turncoats, proofs, trickled = append(turncoats, node), append(proofs, proof), append(trickled, slow)
-		}
-		honest := nw.NewNode(t, "honest", meshtest.Options{Configure: manual})
-		_, later := testFile(t, 2<<20, 110)
-		(&testServer{sources: []pieceSource{later}, limit: rate.NewLimiter(4<<20, 64<<10)}).register(honest)
-		holders[later.id] = []mesh.ID{honest.ID()}
-		dlNode := nw.NewNode(t, "dl", meshtest.Options{Configure: manual})
-		dir := t.TempDir()
-		db := openTestDB(t, filepath.Join(dir, "db"))
-		t.Cleanup(func() { db.Close() })
-		const limit = n * MinPieceSize
-		rd := startDownloads(t, dlNode, dir, db, func(id MD5) []mesh.ID { return holders[id] },
-			func(c *DownloadsConfig, d *downloads) {
-				c.MaxBuffered, c.RequestTimeout = limit, timeout
-				d.budget = newBudget(c.MaxBuffered, timeout)
-				d.noLanes = true // md5-simd's pooled channels must not come from the bubble
-			})
-		b := rd.budget
-		for i, src := range proofs {
-			if _, err := rd.fetch(t.Context(), src.link(turncoats[i].ID(), fmt.Sprintf("proof%d.bin", i))); err != nil {
-				t.Fatal(err)
-			}
-			waitState(t, rd.downloads, src.id, StateDone, time.Minute)
-		}
-		for i, src := range trickled {
-			if _, err := rd.fetch(t.Context(), src.link(turncoats[i].ID(), fmt.Sprintf("trickled%d.bin", i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		waitBubble(t, time.Minute, "the proven tricklers to fill the budget", func() bool {
-			used, _ := b.stats()
-			return used == limit
+		const timeout = 4 * time.Second
+		took, evicted := provenTricklers(t, timeout, timeout*3/16, false)
+		t.Logf("the honest download took %v of virtual time; %d pieces taken back", took, evicted)
+	})
+}
+
+// provenTricklers: n holders each prove themselves with an honest piece,
+// then trickle a 1 MiB file a block each every, filling a budget of n
+// pieces; then an honest holder's 2 MiB download (that holder proven
+// first by a piece of another file if honestProven) must be done before
+// any trickled piece. It returns the virtual time the honest download
+// took and the pieces taken back. Run in a synctest bubble.
+func provenTricklers(t *testing.T, timeout, every time.Duration, honestProven bool) (time.Duration, int64) {
+	return tricklersThenHonest(t, timeout, every, true, honestProven)
+}
+
+// tricklersThenHonest is provenTricklers, the tricklers proven first or
+// not (proveFirst).
+func tricklersThenHonest(t *testing.T, timeout, every time.Duration, proveFirst, honestProven bool) (time.Duration, int64) {
+	const n = 4
+	manual := func(c *mesh.Config) { c.ManualLinks = true }
+	nw := meshtest.NewNetwork()
+	holders := make(map[MD5][]mesh.ID)
+	var turncoats []*mesh.Node
+	var proofs, trickled []*readerSource
+	for i := range n {
+		node := nw.NewNode(t, fmt.Sprintf("turncoat%d", i), meshtest.Options{Configure: manual})
+		_, proof := testFile(t, MinPieceSize, byte(90+i))
+		_, slow := testFile(t, 1<<20, byte(100+i))
+		(&trickler{srv: &testServer{sources: []pieceSource{proof, slow}}, every: every,
+			prompt: map[MD5]bool{proof.id: true}}).register(t, node)
+		holders[proof.id], holders[slow.id] = []mesh.ID{node.ID()}, []mesh.ID{node.ID()}
+		turncoats, proofs, trickled = append(turncoats, node), append(proofs, proof), append(trickled, slow)
+	}
+	honest := nw.NewNode(t, "honest", meshtest.Options{Configure: manual})
+	_, later := testFile(t, 2<<20, 110)
+	_, first := testFile(t, MinPieceSize, 111)
+	(&testServer{sources: []pieceSource{later, first}, limit: rate.NewLimiter(4<<20, 64<<10)}).register(honest)
+	holders[later.id], holders[first.id] = []mesh.ID{honest.ID()}, []mesh.ID{honest.ID()}
+	dlNode := nw.NewNode(t, "dl", meshtest.Options{Configure: manual})
+	dir := t.TempDir()
+	db := openTestDB(t, filepath.Join(dir, "db"))
+	t.Cleanup(func() { db.Close() })
+	const limit = n * MinPieceSize
+	rd := startDownloads(t, dlNode, dir, db, func(id MD5) []mesh.ID { return holders[id] },
+		func(c *DownloadsConfig, d *downloads) {
+			c.MaxBuffered, c.RequestTimeout = limit, timeout
+			d.budget = newBudget(c.MaxBuffered, timeout)
+			d.noLanes = true // md5-simd's pooled channels must not come from the bubble
 		})
-		b.mu.Lock()
-		for _, tc := range turncoats {
-			if !b.proven[tc.ID()] {
-				t.Errorf("%s not proven by its honest piece", tc.ID())
-			}
-		}
-		b.mu.Unlock()
-		start := time.Now()
-		if _, err := rd.fetch(t.Context(), later.link(honest.ID(), "later.bin")); err != nil {
+	b := rd.budget
+	tricklers := turncoats
+	if !proveFirst {
+		proofs, turncoats = nil, nil
+	}
+	if honestProven {
+		proofs, turncoats = append(proofs, first), append(turncoats, honest)
+	}
+	for i, src := range proofs {
+		if _, err := rd.fetch(t.Context(), src.link(turncoats[i].ID(), fmt.Sprintf("proof%d.bin", i))); err != nil {
 			t.Fatal(err)
 		}
-		piece := func() bool { // a trickled piece done
-			return slices.ContainsFunc(trickled, func(src *readerSource) bool { return rd.get(src.id).transfer().Have > 0 })
+		waitState(t, rd.downloads, src.id, StateDone, time.Minute)
+	}
+	for i, src := range trickled {
+		if _, err := rd.fetch(t.Context(), src.link(tricklers[i].ID(), fmt.Sprintf("trickled%d.bin", i))); err != nil {
+			t.Fatal(err)
 		}
-		done := func() bool { return rd.get(later.id).transfer().State == StateDone }
-		waitBubble(t, 10*time.Minute, "the honest download or a trickled piece", func() bool { return done() || piece() })
-		if !done() {
-			tr := rd.get(later.id).transfer()
-			t.Fatalf("a proven trickler brought a piece %v after the honest download started, which has %d of %d bytes",
-				time.Since(start), tr.Have, tr.Size)
-		}
-		t.Logf("the honest download took %v of virtual time; %d pieces taken back", time.Since(start), b.evicted)
-		if got := fileMD5(t, rd.get(later.id).transfer().Path); got != later.id {
-			t.Fatalf("later.bin: md5 %s", got)
-		}
-		for _, src := range trickled {
-			if err := rd.remove(t.Context(), src.id); err != nil {
-				t.Fatal(err)
-			}
-		}
+	}
+	waitBubble(t, time.Minute, "the tricklers to fill the budget", func() bool {
+		used, _ := b.stats()
+		return used == limit
 	})
+	b.mu.Lock()
+	for _, tc := range turncoats {
+		if !b.proven[tc.ID()] {
+			t.Errorf("%s not proven by its honest piece", tc.ID())
+		}
+	}
+	b.mu.Unlock()
+	start := time.Now()
+	if _, err := rd.fetch(t.Context(), later.link(honest.ID(), "later.bin")); err != nil {
+		t.Fatal(err)
+	}
+	piece := func() bool { // a trickled piece done
+		return slices.ContainsFunc(trickled, func(src *readerSource) bool { return rd.get(src.id).transfer().Have > 0 })
+	}
+	done := func() bool { return rd.get(later.id).transfer().State == StateDone }
+	waitBubble(t, 10*time.Minute, "the honest download or a trickled piece", func() bool { return done() || piece() })
+	if !done() {
+		tr := rd.get(later.id).transfer()
+		t.Fatalf("a proven trickler brought a piece %v after the honest download started, which has %d of %d bytes",
+			time.Since(start), tr.Have, tr.Size)
+	}
+	took := time.Since(start)
+	if got := fileMD5(t, rd.get(later.id).transfer().Path); got != later.id {
+		t.Fatalf("later.bin: md5 %s", got)
+	}
+	for _, src := range trickled {
+		if err := rd.remove(t.Context(), src.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return took, b.evicted
+}
+
+// TestBudgetSteadyTricklersBounded: holders proven once by an honest
+// piece, then bringing a block every eighth of RequestTimeout less a
+// little (steadyGap), are steady slow links to the budget: their overdue
+// pieces were kept from every loop (evictLocked), and node ids cost
+// nothing, so four such holders kept a budget of 4 pieces from an honest
+// download, new or proven, until a trickled piece was done (7.8 s of
+// virtual time for a piece of 64 KiB in 4 KiB blocks; 85 minutes for one
+// of 8 MiB). Steady overdue pieces now hold at most a quarter of the budget
+// together while others wait; beyond it they are taken back.
+func TestBudgetSteadyTricklersBounded(t *testing.T) {
+	for _, tt := range []struct{ proveFirst, honestProven bool }{{true, false}, {true, true}, {false, false}} {
+		t.Run(fmt.Sprintf("tricklers proven %v, honest proven %v", tt.proveFirst, tt.honestProven), func(t *testing.T) {
+			raceOneProc(t)
+			synctest.Test(t, func(t *testing.T) {
+				const timeout = 4 * time.Second
+				took, evicted := tricklersThenHonest(t, timeout, timeout/8-10*time.Millisecond, tt.proveFirst, tt.honestProven)
+				t.Logf("the honest download took %v of virtual time; %d pieces taken back", took, evicted)
+			})
+		})
+	}
 }
 
 // TestBudgetSteadyLinkKeepsPieces: a holder capped at 10 KiB/s brings its
@@ -917,4 +978,48 @@ func TestBudgetMarksKeepActiveAndRecent(t *testing.T) {
 	if id := waiterOf(10001).peer; b.slow[id] {
 		t.Fatal("the oldest slow mark kept past the bound")
 	}
+}
+
+// TestBudgetMarksTrimAmortized: marks of peers waiting in line are never
+// forgotten, so with more loops in line than maxSlowPeers, each marked
+// slow, the marks stayed past the bound and every new mark ran a trim (a
+// walk and a sort of all marks under b.mu) that forgot next to nothing: a
+// churn of ids cost a trim per mark. Each trim must forget a quarter of
+// the bound at least, and the marks stay bounded beside those in line.
+func TestBudgetMarksTrimAmortized(t *testing.T) {
+	const inLine, churn = maxSlowPeers + 904, 4 * maxSlowPeers
+	b := newBudget(4*MinPieceSize, 8*time.Second)
+	for i := range inLine {
+		w := waiterOf(1_000_000 + i)
+		b.markSlow(w.peer)
+		b.mu.Lock()
+		w.queued, w.since, w.want = true, time.Now(), MinPieceSize
+		b.line = append(b.line, w)
+		b.mu.Unlock()
+	}
+	b.mu.Lock()
+	before := b.trims
+	b.mu.Unlock()
+	for i := range churn {
+		id := waiterOf(i).peer
+		b.markSlow(id)
+		if i%2 == 0 {
+			b.pieceDone(id, time.Millisecond, time.Millisecond)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	trims := b.trims - before
+	if limit := int64(churn / (maxSlowPeers - keepSlowPeers)); trims > limit {
+		t.Fatalf("%d trims for %d marks with %d loops in line, want at most %d", trims, churn, inLine, limit)
+	}
+	if bound := maxSlowPeers + inLine + 1; len(b.slow) > bound || len(b.proven) > bound {
+		t.Fatalf("marks kept: %d slow, %d proven; want at most %d each", len(b.slow), len(b.proven), bound)
+	}
+	for _, w := range b.line {
+		if !b.slow[w.peer] {
+			t.Fatalf("the slow mark of %s, in line, forgotten", w.peer)
+		}
+	}
+	t.Logf("%d trims for %d marks; %d slow, %d proven kept", trims, churn, len(b.slow), len(b.proven))
 }
