@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -73,5 +74,67 @@ func TestOpenFromCachedCatalog(t *testing.T) {
 	r.Close()
 	if err != nil || md5.Sum(got) != md5.Sum(data) || r.Name() != "cat.png" {
 		t.Fatalf("read %d bytes of %q, %v", len(got), r.Name(), err)
+	}
+}
+
+// TestHoldersRefreshBesideDownload: the download's lookups of the holders
+// after its first go on beside it. Each waits up to holdersTimeout for a
+// node whose changed catalog does not come, and made in the run loop one
+// held a download whose every piece had come (Have == Size, still
+// "downloading"), every HaveInterval: a gallery open of a file that took
+// more than HaveInterval read it all and was done 10 s later.
+func TestHoldersRefreshBesideDownload(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	was := holdersTimeout
+	holdersTimeout = time.Hour // only the fix lets the download end
+	t.Cleanup(func() { holdersTimeout = was })
+	nw := meshtest.NewNetwork()
+	na := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
+	nb := nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
+	mute := nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, n := range []*mesh.Node{na, mute} {
+		if err := nb.Connect(ctx, n.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quit := make(chan struct{})
+	defer close(quit)
+	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		<-quit
+		return nil, context.Canceled
+	}))
+	acfg := testConfig(t, na)
+	acfg.UploadRate = 1 << 20 // the download takes seconds: lookups are due meanwhile
+	a := serveTest(t, acfg)
+	bcfg := testConfig(t, nb)
+	bcfg.CatalogTimeout = time.Hour
+	bcfg.RequestTimeout = time.Hour
+	bcfg.Downloads.HaveInterval = 100 * time.Millisecond
+	b := serveTest(t, bcfg)
+
+	path := filepath.Join(t.TempDir(), "clip.mp4")
+	data := writeRandom(t, path, 2<<20+3, 12)
+	link := shareLink(t, ctx, a, path)
+	testutil.WaitFor(t, 30*time.Second, "b to list a's file", func() bool {
+		files, err := b.Files(ctx)
+		return err == nil && len(files) == 1 && files[0].ID == link.ID
+	})
+	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the mute node's record", func() bool {
+		r, ok := nb.Lookup(mute.ID())
+		_, adv := advertised(r)
+		return ok && adv
+	})
+	if _, err := b.Fetch(ctx, link); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitState(t, b.downloads, link.ID, StateDone, 60*time.Second)
+	got, err := os.ReadFile(tr.Path)
+	if err != nil || md5.Sum(got) != md5.Sum(data) {
+		t.Fatalf("saved %d bytes, %v", len(got), err)
 	}
 }
