@@ -138,3 +138,63 @@ func TestHoldersRefreshBesideDownload(t *testing.T) {
 		t.Fatalf("saved %d bytes, %v", len(got), err)
 	}
 }
+
+// TestFetchByIDNamedWhileACatalogDoesNotCome: a fetch by id (`catnest
+// get MD5`, a file not in the catalogs cached yet) whose catalog lookup
+// ends at holdersTimeout because one node does not send its changed
+// catalog takes the name and manifest from the catalogs that did come.
+// The lookup dropped them all: the file was saved named by its MD5,
+// without an extension, from the first manifest a peer served.
+func TestFetchByIDNamedWhileACatalogDoesNotCome(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	was := holdersTimeout
+	holdersTimeout = 5 * time.Second // a's catalog comes well within it
+	t.Cleanup(func() { holdersTimeout = was })
+	nw := meshtest.NewNetwork()
+	na := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
+	nb := nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
+	mute := nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, n := range []*mesh.Node{na, mute} {
+		if err := nb.Connect(ctx, n.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quit := make(chan struct{})
+	defer close(quit)
+	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		<-quit
+		return nil, context.Canceled
+	}))
+	a := serveTest(t, testConfig(t, na))
+	bcfg := testConfig(t, nb)
+	bcfg.CatalogTimeout = time.Hour
+	bcfg.RequestTimeout = time.Hour
+	b := serveTest(t, bcfg)
+
+	path := filepath.Join(t.TempDir(), "film.mkv")
+	data := writeRandom(t, path, 1<<20+7, 13)
+	link := shareLink(t, ctx, a, path)
+	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "a's and the mute node's records", func() bool {
+		ra, oka := nb.Lookup(na.ID())
+		rm, okm := nb.Lookup(mute.ID())
+		sa, adva := advertised(ra)
+		_, advm := advertised(rm)
+		return oka && okm && adva && advm && sa.Count == 1
+	})
+	if _, err := b.Fetch(ctx, Link{ID: link.ID}); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitState(t, b.downloads, link.ID, StateDone, 60*time.Second)
+	got, err := os.ReadFile(tr.Path)
+	if err != nil || md5.Sum(got) != md5.Sum(data) {
+		t.Fatalf("saved %d bytes, %v", len(got), err)
+	}
+	if tr.Name != "film.mkv" || filepath.Base(tr.Path) != "film.mkv" || tr.Manifest != link.Manifest {
+		t.Fatalf("saved as %q (%s), manifest %s; want film.mkv, %s", tr.Name, tr.Path, tr.Manifest, link.Manifest)
+	}
+}
