@@ -1589,10 +1589,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	// size, a new one would serve its holes as verified pieces.
 	lost := false
 	if fi, err := os.Stat(dl.part); (err != nil || fi.Size() != dl.man.Size) && dl.have.Count() > 0 {
-		dl.have = NewBitfield(dl.man.NumPieces())
-		dl.haveBytes = 0
-		dl.signal()
-		if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+		if err := dl.dropHaveLocked(); err != nil {
 			return nil, err
 		}
 		lost = true
@@ -1607,10 +1604,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 		dl.part = filepath.Join(dl.link.Dir, ownPartName(dl.id))
 		dl.partUnsaved = true
 		if dl.have.Count() > 0 {
-			dl.have = NewBitfield(dl.man.NumPieces())
-			dl.haveBytes = 0
-			dl.signal()
-			if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+			if err := dl.dropHaveLocked(); err != nil {
 				return nil, err
 			}
 			lost = true
@@ -1627,6 +1621,15 @@ func (dl *download) openFileLocked() (*os.File, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnknown, dl.id, errPartLost)
 	}
 	return f, nil
+}
+
+// dropHaveLocked forgets every verified piece, stored too: they named
+// bytes in a part file the download no longer has. dl.mu is held.
+func (dl *download) dropHaveLocked() error {
+	dl.have = NewBitfield(dl.man.NumPieces())
+	dl.haveBytes = 0
+	dl.signal()
+	return putHave(dl.d.db, dl.id, dl.have)
 }
 
 func (dl *download) closeFile() {

@@ -25,23 +25,9 @@ func TestOpenFromCachedCatalog(t *testing.T) {
 	was := holdersTimeout
 	holdersTimeout = time.Hour // only the fix lets Open end before ctx
 	t.Cleanup(func() { holdersTimeout = was })
-	nw := meshtest.NewNetwork()
-	na := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
-	nb := nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
-	mute := nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for _, n := range []*mesh.Node{na, mute} {
-		if err := nb.Connect(ctx, n.ID()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	quit := make(chan struct{})
-	defer close(quit)
-	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
-		<-quit
-		return nil, context.Canceled
-	}))
+	na, nb, mute := muteNet(t, ctx)
 	a := serveTest(t, testConfig(t, na))
 	bcfg := testConfig(t, nb)
 	bcfg.CatalogTimeout = time.Hour
@@ -56,14 +42,7 @@ func TestOpenFromCachedCatalog(t *testing.T) {
 		return err == nil && len(files) == 1 && files[0].ID == link.ID
 	})
 	// Now a node whose catalog changed and never comes.
-	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 20*time.Second, "the mute node's record", func() bool {
-		r, ok := nb.Lookup(mute.ID())
-		_, adv := advertised(r)
-		return ok && adv
-	})
+	muteChanged(t, nb, mute)
 	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
 	defer ocancel()
 	r, err := b.Open(octx, link.ID)
@@ -88,23 +67,9 @@ func TestHoldersRefreshBesideDownload(t *testing.T) {
 	was := holdersTimeout
 	holdersTimeout = time.Hour // only the fix lets the download end
 	t.Cleanup(func() { holdersTimeout = was })
-	nw := meshtest.NewNetwork()
-	na := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
-	nb := nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
-	mute := nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	for _, n := range []*mesh.Node{na, mute} {
-		if err := nb.Connect(ctx, n.ID()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	quit := make(chan struct{})
-	defer close(quit)
-	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
-		<-quit
-		return nil, context.Canceled
-	}))
+	na, nb, mute := muteNet(t, ctx)
 	acfg := testConfig(t, na)
 	acfg.UploadRate = 1 << 20 // the download takes seconds: lookups are due meanwhile
 	a := serveTest(t, acfg)
@@ -121,14 +86,7 @@ func TestHoldersRefreshBesideDownload(t *testing.T) {
 		files, err := b.Files(ctx)
 		return err == nil && len(files) == 1 && files[0].ID == link.ID
 	})
-	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 20*time.Second, "the mute node's record", func() bool {
-		r, ok := nb.Lookup(mute.ID())
-		_, adv := advertised(r)
-		return ok && adv
-	})
+	muteChanged(t, nb, mute)
 	if _, err := b.Fetch(ctx, link); err != nil {
 		t.Fatal(err)
 	}
@@ -150,23 +108,9 @@ func TestFetchByIDNamedWhileACatalogDoesNotCome(t *testing.T) {
 	was := holdersTimeout
 	holdersTimeout = 5 * time.Second // a's catalog comes well within it
 	t.Cleanup(func() { holdersTimeout = was })
-	nw := meshtest.NewNetwork()
-	na := nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
-	nb := nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
-	mute := nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	for _, n := range []*mesh.Node{na, mute} {
-		if err := nb.Connect(ctx, n.ID()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	quit := make(chan struct{})
-	defer close(quit)
-	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
-		<-quit
-		return nil, context.Canceled
-	}))
+	na, nb, mute := muteNet(t, ctx)
 	a := serveTest(t, testConfig(t, na))
 	bcfg := testConfig(t, nb)
 	bcfg.CatalogTimeout = time.Hour
@@ -176,15 +120,11 @@ func TestFetchByIDNamedWhileACatalogDoesNotCome(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "film.mkv")
 	data := writeRandom(t, path, 1<<20+7, 13)
 	link := shareLink(t, ctx, a, path)
-	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 20*time.Second, "a's and the mute node's records", func() bool {
-		ra, oka := nb.Lookup(na.ID())
-		rm, okm := nb.Lookup(mute.ID())
-		sa, adva := advertised(ra)
-		_, advm := advertised(rm)
-		return oka && okm && adva && advm && sa.Count == 1
+	muteChanged(t, nb, mute)
+	testutil.WaitFor(t, 20*time.Second, "a's record to list the file", func() bool {
+		r, ok := nb.Lookup(na.ID())
+		sm, adv := advertised(r)
+		return ok && adv && sm.Count == 1
 	})
 	if _, err := b.Fetch(ctx, Link{ID: link.ID}); err != nil {
 		t.Fatal(err)
@@ -197,4 +137,40 @@ func TestFetchByIDNamedWhileACatalogDoesNotCome(t *testing.T) {
 	if tr.Name != "film.mkv" || filepath.Base(tr.Path) != "film.mkv" || tr.Manifest != link.Manifest {
 		t.Fatalf("saved as %q (%s), manifest %s; want film.mkv, %s", tr.Name, tr.Path, tr.Manifest, link.Manifest)
 	}
+}
+
+// muteNet makes nodes a and b, and a node b links to that never answers
+// for its catalog (until the test ends).
+func muteNet(t *testing.T, ctx context.Context) (na, nb, mute *mesh.Node) {
+	t.Helper()
+	nw := meshtest.NewNetwork()
+	na = nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast})
+	nb = nw.NewNode(t, "b", meshtest.Options{Configure: meshtest.Fast})
+	mute = nw.NewNode(t, "mute", meshtest.Options{Configure: meshtest.Fast})
+	for _, n := range []*mesh.Node{na, mute} {
+		if err := nb.Connect(ctx, n.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quit := make(chan struct{})
+	t.Cleanup(func() { close(quit) })
+	mute.Handle(ProtoList, mesh.HandlerFunc(func(ctx context.Context, m *mesh.Message) ([]byte, error) {
+		<-quit
+		return nil, context.Canceled
+	}))
+	return na, nb, mute
+}
+
+// muteChanged makes the mute node advertise a changed catalog, which it
+// never sends, and waits until nb sees it.
+func muteChanged(t *testing.T, nb, mute *mesh.Node) {
+	t.Helper()
+	if err := mute.SetResource(resourceName, summary{Count: 10, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the mute node's record", func() bool {
+		r, ok := nb.Lookup(mute.ID())
+		_, adv := advertised(r)
+		return ok && adv
+	})
 }
