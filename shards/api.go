@@ -76,6 +76,12 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 			lctx, cancel := context.WithTimeout(ctx, holdersTimeout)
 			f, err = s.lookup(lctx, l.ID)
 			cancel()
+			if err != nil {
+				// Cut short by a node that does not send its changed
+				// catalog: those that came are cached. It dropped them,
+				// and the file was saved named by its MD5.
+				f, err = s.lookupCached(l.ID)
+			}
 		}
 		if err == nil {
 			l.Manifest = f.Manifest

@@ -140,7 +140,10 @@ type downloads struct {
 	// cached lists the online holders in the catalogs cached now, without
 	// fetching any (Service.holders); may be nil.
 	cached func(MD5) []mesh.ID
-	events *pubsub.Topic[Event]
+	// refreshes are the holders lookups under way (download.candidates);
+	// serve waits for them.
+	refreshes sync.WaitGroup
+	events    *pubsub.Topic[Event]
 	// budget bounds the piece buffers of all downloads together.
 	budget *budget
 	// lanes checks the pieces of a span in SIMD lanes while serve runs
@@ -278,6 +281,7 @@ func (d *downloads) serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
+		d.refreshes.Wait() // they end with the Service's life
 		d.mu.Lock()
 		for _, dl := range d.all {
 			dl.closeFile()
@@ -795,6 +799,8 @@ type download struct {
 	// merges every online catalog.
 	holderIDs []mesh.ID
 	holdersAt time.Time
+	// refreshing: a lookup of the holders is under way (candidates).
+	refreshing bool
 	// idle are the peers asked (for the manifest, or fetched from) while
 	// a run is under way (nil otherwise), and when each is asked again
 	// (runOnce, duePeers, idlePeer).
@@ -1092,13 +1098,32 @@ func (dl *download) candidates() (out []mesh.ID, holders int) {
 		}
 	}
 	dl.mu.Lock()
-	listed, fresh := dl.holderIDs, !dl.holdersAt.IsZero() && time.Since(dl.holdersAt) < dl.d.cfg.HaveInterval
+	listed, first := dl.holderIDs, dl.holdersAt.IsZero()
+	refresh := !first && !dl.refreshing && time.Since(dl.holdersAt) >= dl.d.cfg.HaveInterval
+	dl.refreshing = dl.refreshing || refresh
 	dl.mu.Unlock()
-	if !fresh {
+	if first {
+		// Nothing to go on yet: the start waits for the lookup.
 		listed = dl.d.holdersOf(dl.id)
 		dl.mu.Lock()
 		dl.holderIDs, dl.holdersAt = listed, time.Now()
 		dl.mu.Unlock()
+	} else if refresh {
+		// Later ones go on beside the download, which uses the last
+		// list meanwhile: a lookup waits up to holdersTimeout for a node
+		// that does not send its changed catalog, and this loop both
+		// starts the peers and finishes the file. Run here, it held a
+		// download whose every piece had come, every HaveInterval.
+		dl.d.refreshes.Go(func() {
+			ids := dl.d.holdersOf(dl.id)
+			dl.mu.Lock()
+			changed := !slices.Equal(ids, dl.holderIDs)
+			dl.holderIDs, dl.holdersAt, dl.refreshing = ids, time.Now(), false
+			if changed {
+				dl.signal() // a new holder is started at once
+			}
+			dl.mu.Unlock()
+		})
 	}
 	for _, id := range listed {
 		add(id)
@@ -1564,10 +1589,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 	// size, a new one would serve its holes as verified pieces.
 	lost := false
 	if fi, err := os.Stat(dl.part); (err != nil || fi.Size() != dl.man.Size) && dl.have.Count() > 0 {
-		dl.have = NewBitfield(dl.man.NumPieces())
-		dl.haveBytes = 0
-		dl.signal()
-		if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+		if err := dl.dropHaveLocked(); err != nil {
 			return nil, err
 		}
 		lost = true
@@ -1582,10 +1604,7 @@ func (dl *download) openFileLocked() (*os.File, error) {
 		dl.part = filepath.Join(dl.link.Dir, ownPartName(dl.id))
 		dl.partUnsaved = true
 		if dl.have.Count() > 0 {
-			dl.have = NewBitfield(dl.man.NumPieces())
-			dl.haveBytes = 0
-			dl.signal()
-			if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+			if err := dl.dropHaveLocked(); err != nil {
 				return nil, err
 			}
 			lost = true
@@ -1602,6 +1621,15 @@ func (dl *download) openFileLocked() (*os.File, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnknown, dl.id, errPartLost)
 	}
 	return f, nil
+}
+
+// dropHaveLocked forgets every verified piece, stored too: they named
+// bytes in a part file the download no longer has. dl.mu is held.
+func (dl *download) dropHaveLocked() error {
+	dl.have = NewBitfield(dl.man.NumPieces())
+	dl.haveBytes = 0
+	dl.signal()
+	return putHave(dl.d.db, dl.id, dl.have)
 }
 
 func (dl *download) closeFile() {
