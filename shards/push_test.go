@@ -89,11 +89,16 @@ type memSink struct {
 	held Bitfield
 	puts int
 	bad  int
+	by   map[mesh.ID]int // pieces stored, by sender
 }
 
-func (s *memSink) putPiece(_ context.Context, _ mesh.ID, i int, data []byte) error {
+func (s *memSink) putPiece(_ context.Context, from mesh.ID, i int, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.by == nil {
+		s.by = make(map[mesh.ID]int)
+	}
+	s.by[from]++
 	if bytes.Equal(data, s.piece(i, true)) {
 		delete(s.own, i)
 	} else {
@@ -135,6 +140,13 @@ func (s *memSink) readBlock(_ context.Context, r blockReq, p []byte) error {
 		p[len(p)/2] ^= 0x55
 	}
 	return nil
+}
+
+// from is how many pieces the sink stored that id sent.
+func (s *memSink) from(id mesh.ID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.by[id]
 }
 
 func (s *memSink) count() int {

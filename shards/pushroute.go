@@ -840,10 +840,16 @@ func (ip *inPush) isDown(k int) bool {
 
 // down marks member k as failing a call: it is left out for a backoff
 // that doubles with each failure in a row, up to GoneAfter/4. One failed
-// call does not drop it for good (a link not up yet, a busy node).
+// call does not drop it for good (a link not up yet, a busy node). Calls
+// that were under way together and fail while it is down already count
+// once: with one lost call of a window counted each, a lossy link's
+// backoff doubled several times at once.
 func (ip *inPush) down(k int, cfg PushConfig) {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
+	if time.Now().Before(ip.downUntil[k]) {
+		return
+	}
 	ip.downs[k]++
 	ip.downUntil[k] = time.Now().Add(min(cfg.Repair<<min(ip.downs[k]-1, 20), cfg.GoneAfter/4))
 }
