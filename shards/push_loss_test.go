@@ -25,6 +25,8 @@ type lossyNode struct {
 	Node
 	lose func(to mesh.ID) bool
 	rate float64
+	// drop loses every call lost before it is sent.
+	drop bool
 
 	mu sync.Mutex
 	r  *rand.Rand
@@ -43,7 +45,7 @@ func (l *lossyNode) Request(ctx context.Context, to mesh.ID, proto string, b []b
 	l.mu.Lock()
 	x := l.r.Float64()
 	l.mu.Unlock()
-	if x < l.rate/2 {
+	if x < l.rate/2 || l.drop && x < l.rate {
 		return nil, context.DeadlineExceeded
 	}
 	ans, err := l.Node.Request(ctx, to, proto, b, opts...)
@@ -155,4 +157,93 @@ func pushLossyRelays(t *testing.T, n int, loss, srcLoss float64, limit time.Dura
 			t.Errorf("receiver %d got %d of %d pieces from the source", k, got, np)
 		}
 	}
+}
+
+// TestPushReceiverTakesNoPiece: one of 4 receivers answers every call
+// (the offer, the source's probes and orders) but stores no piece (its
+// disk is full: every piece sent to it fails at its last block). The
+// push ends for the 3 others, the one counts as gone, and the source
+// uploads at most 1.5x the file. Before, each probe answered cleared its
+// failures, so it never counted as gone, and the source sent it its
+// missing pieces again at every stall, for ever.
+func TestPushReceiverTakesNoPiece(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 2 << 20
+		want := randomFile(50, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		peers := pushNet(t, nw, 5, want, DefaultPushConfig(), 0, nil)
+		src, recv := peers[0], peers[1:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		lim := rate.NewLimiter(rate.Limit(4<<20), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		full := recv[2]
+		full.refusePut.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		start := time.Now()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 20*time.Minute)
+		t.Logf("done after %v (virtual): %+v", time.Since(start), st.Receivers[2])
+		checkAllWhole(t, src, recv, st, size, full)
+		if up := src.src.sent.Load(); up > size*3/2 {
+			t.Errorf("the source uploaded %.3fx the file", float64(up)/size)
+		}
+	})
+}
+
+// TestPushPieceTimeLeavesHangsOut: the piece time repair waits for relays
+// by (pieceTime) leaves out the first pass's holds for a receiver that
+// passed nothing on (awaitSpread's BlockTimeout): here one of 3 receivers
+// loses every call to the others. Counted in, 30 s of holding made the
+// piece time half a second, and repair waited many seconds per check
+// for the honest receivers.
+func TestPushPieceTimeLeavesHangsOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size, u = 4 << 20, 1 << 20
+		want := randomFile(51, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		peers := pushNet(t, nw, 4, want, DefaultPushConfig(), 0, nil)
+		src, recv := peers[0], peers[1:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		lim := rate.NewLimiter(rate.Limit(u), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		mute := recv[1]
+		others := map[mesh.ID]bool{recv[0].node.ID(): true, recv[2].node.ID(): true}
+		mute.p.node = &lossyNode{Node: mute.p.node, lose: func(to mesh.ID) bool { return others[to] }, rate: 1, drop: true, r: rand.New(rand.NewPCG(1, 2))}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 20*time.Minute)
+		src.p.mu.Lock()
+		op := src.p.out[must(parsePushID(pid))]
+		src.p.mu.Unlock()
+		op.mu.Lock()
+		got := op.pieceTime
+		op.mu.Unlock()
+		np := src.src.m.NumPieces()
+		want1 := time.Duration(float64(size) / u * float64(time.Second) / float64(np))
+		t.Logf("piece time %v, the upload's %v; %+v", got, want1, st.Receivers)
+		if got > want1*3/2 {
+			t.Errorf("piece time %v, more than 1.5x the upload's %v: the holds counted in", got, want1)
+		}
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
