@@ -358,7 +358,7 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
 		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
 		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)), starved: make([]time.Time, len(members)),
-		seq: make([]uint64, len(members)), changed: make(chan struct{}, 1)}
+		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
@@ -401,6 +401,9 @@ type outPush struct {
 	starved []time.Time
 	// seq numbers the routed messages to each receiver (seqWindow).
 	seq []uint64
+	// turn moves a receiver's route on (route): the routed calls to it
+	// that failed, whoever was blamed.
+	turn []int
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
 	fed      [][]int
