@@ -247,3 +247,68 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// dropNode loses, before it is sent, every push call drop says to.
+type dropNode struct {
+	Node
+	drop func(to mesh.ID, b []byte) bool
+}
+
+func (d *dropNode) Request(ctx context.Context, to mesh.ID, proto string, b []byte, opts ...mesh.SendOption) ([]byte, error) {
+	if proto == ProtoPush && d.drop(to, b) {
+		return nil, context.DeadlineExceeded
+	}
+	return d.Node.Request(ctx, to, proto, b, opts...)
+}
+
+// TestPushProbesDoneHolder: of 2 receivers, one holds the file already
+// when it is offered (a resumed download), so the other gets the pieces
+// the plan gives the first from it, on the source's repair orders. The
+// first order is lost on the way. The holder, done, is probed after its
+// backoff and ordered again: it sends those pieces, and the source
+// uploads only the other receiver's half of the file. Before, a done
+// holder whose call failed was called no more (only receivers still
+// receiving were probed), so it held the file unused, and the source sent
+// the half itself.
+func TestPushProbesDoneHolder(t *testing.T) {
+	checkPushGoroutines(t)
+	synctest.Test(t, func(t *testing.T) {
+		const size = 4 << 20
+		want := randomFile(52, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		peers := pushNet(t, nw, 3, want, DefaultPushConfig(), 0, nil)
+		src, holder, recv := peers[0], peers[1], peers[2]
+		for _, pp := range peers[1:] {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		holder.preheld = func(int) bool { return true }
+		lim := rate.NewLimiter(rate.Limit(4<<20), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		var lost atomic.Int32
+		src.p.node = &dropNode{Node: src.p.node, drop: func(to mesh.ID, b []byte) bool {
+			// The first order to the holder that asks for pieces.
+			return to == holder.node.ID() && b[0] == pushOrder && len(b) > pushHeader+4 && lost.CompareAndSwap(0, 1)
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		pid, err := src.p.push(ctx, src.src.id, ids(peers[1:]), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 5*time.Minute)
+		if lost.Load() == 0 {
+			t.Fatal("no order to the holder was lost: the test tests nothing")
+		}
+		checkAllWhole(t, src, peers[1:], st, size)
+		np := src.src.m.NumPieces()
+		fromHolder := recv.getSink().from(holder.node.ID())
+		t.Logf("the source uploaded %.3fx the file; the receiver got %d of %d pieces from the holder", float64(st.Uploaded)/size, fromHolder, np)
+		if st.Uploaded > size*6/10 {
+			t.Errorf("the source uploaded %.3fx the file, more than the receiver's half and a little", float64(st.Uploaded)/size)
+		}
+		if 5*fromHolder < 2*np {
+			t.Errorf("the receiver got %d of %d pieces from the holder", fromHolder, np)
+		}
+	})
+}
