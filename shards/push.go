@@ -357,8 +357,8 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
 		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
 		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
-		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
-		seq: make([]uint64, len(members)), changed: make(chan struct{}, 1)}
+		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)), starved: make([]time.Time, len(members)),
+		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
@@ -392,8 +392,18 @@ type outPush struct {
 	hung     []int // times it held spreadPieces unspread for BlockTimeout
 	failedAt []time.Time
 	retryAt  []time.Time
+	// starved is when repair first ordered pieces for a receiver that
+	// have not come since (zero once one does): one whose calls answer
+	// (probes) while no piece reaches it, from any holder nor the
+	// source (its disk full, its link dropping large messages), is gone
+	// after BlockTimeout and GoneAfter of that, rather than sent its
+	// pieces again at every check for ever.
+	starved []time.Time
 	// seq numbers the routed messages to each receiver (seqWindow).
 	seq []uint64
+	// turn moves a receiver's route on (route): the routed calls to it
+	// that failed, whoever was blamed.
+	turn []int
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
 	fed      [][]int
@@ -477,6 +487,15 @@ func (op *outPush) live(k int) bool { return op.state[k] != "gone" }
 // answers or it counts as gone. op.mu is held.
 func (op *outPush) usable(k int) bool { return op.live(k) && op.joined[k] && op.fails[k] == 0 }
 
+// due reports whether receiver k may be sent a piece of the first pass
+// now: usable, or its calls failed and its backoff is over, so that the
+// piece is the next try. Else one lost call would leave it out of the
+// whole pass (nothing else calls it before repair begins), and the
+// others would get its stripe from the source. op.mu is held.
+func (op *outPush) due(k int, now time.Time) bool {
+	return op.live(k) && op.joined[k] && (op.fails[k] == 0 || !now.Before(op.retryAt[k]))
+}
+
 // goneAttempts is the fewest failed calls, spaced by backoff, after which
 // a receiver can count as gone (PushConfig.GoneAfter).
 const goneAttempts = 3
@@ -506,7 +525,9 @@ func (p *pushes) failed(op *outPush, k int, err error) bool {
 	op.fails[k]++
 	fails := op.fails[k]
 	op.retryAt[k] = now.Add(min(p.cfg.Repair<<min(fails-1, 20), p.cfg.GoneAfter/4))
-	gone := op.live(k) && fails >= goneAttempts && now.Sub(op.failedAt[k]) >= p.cfg.GoneAfter
+	// A receiver that holds the file stays done: it is only left out
+	// as a holder until it answers again.
+	gone := op.state[k] == "receiving" && fails >= goneAttempts && now.Sub(op.failedAt[k]) >= p.cfg.GoneAfter
 	if gone {
 		op.state[k], op.why[k] = "gone", goneWhy("its calls failed", err)
 	}
@@ -567,10 +588,15 @@ func goneWhy(what string, err error) string {
 func (op *outPush) got(k int, b Bitfield) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
+	before := op.have[k].Count()
 	for i := range b {
 		op.have[k][i] |= b[i]
 	}
-	if op.state[k] == "receiving" && op.have[k].Count() == op.Manifest.NumPieces() {
+	c := op.have[k].Count()
+	if c > before {
+		op.starved[k] = time.Time{}
+	}
+	if op.state[k] == "receiving" && c == op.Manifest.NumPieces() {
 		op.state[k] = "done"
 	}
 	op.poke()
@@ -616,26 +642,27 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	sem := make(chan struct{}, p.window(op.Manifest))
 	lastNotify := time.Now()
 	// The pass's own time makes the piece time: the offers before it
-	// (retried after backoffs) are no upload.
+	// (retried after backoffs) are no upload, nor are the waits for a
+	// receiver that passed nothing on (awaitSpread's BlockTimeout).
 	passStart := lastNotify
+	var hung time.Duration
 	for i := range op.Manifest.NumPieces() {
 		owner := pieceOwner(op.Plan, i, n)
-		first := -1
-		op.mu.Lock()
-		for t := range n {
-			if k := sourceTarget(op.Plan, owner, t, n); op.usable(k) {
-				first = k
-				break
-			}
-		}
-		op.mu.Unlock()
-		if first < 0 {
-			continue // nobody to send it to now: repair sends it
-		}
-		if err := p.awaitSpread(ctx, op, first); err != nil {
+		first, err := p.firstTarget(ctx, op, owner)
+		if err != nil {
 			wg.Wait()
 			return
 		}
+		if first < 0 {
+			continue // nobody to send it to: repair sends it
+		}
+
+		held, err := p.awaitSpread(ctx, op, first)
+		if err != nil {
+			wg.Wait()
+			return
+		}
+		hung += held
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -644,7 +671,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 		}
 		// Counted as fed now, before the next awaitSpread looks.
 		op.mu.Lock()
-		if op.usable(first) && !op.have[first].Has(i) {
+		if op.due(first, time.Now()) && !op.have[first].Has(i) {
 			op.fed[first] = append(op.fed[first], i)
 		}
 		op.mu.Unlock()
@@ -653,7 +680,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 			for t := range n {
 				k := sourceTarget(op.Plan, owner, t, n)
 				op.mu.Lock()
-				usable, has := op.usable(k), op.have[k].Has(i)
+				usable, has := op.due(k, time.Now()), op.have[k].Has(i)
 				if usable && !has && k != first {
 					op.fed[k] = append(op.fed[k], i)
 				}
@@ -675,7 +702,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	}
 	wg.Wait()
 	op.mu.Lock()
-	op.pieceTime = time.Since(passStart) / time.Duration(max(1, op.Manifest.NumPieces()))
+	op.pieceTime = max(0, time.Since(passStart)-hung) / time.Duration(max(1, op.Manifest.NumPieces()))
 	op.mu.Unlock()
 	p.notify(op)
 	t := time.NewTicker(p.cfg.Repair)
@@ -818,6 +845,44 @@ func sourceTarget(plan Plan, owner, t, n int) int {
 	return (hi + t - (hi - lo)) % n
 }
 
+// firstTarget is the receiver the first pass sends a piece whose owner is
+// owner to: the first due in sourceTarget order. When every receiver in
+// the push is backing off after a failed call, it waits for the first
+// backoff to end: skipped, the pieces would be left to repair, which
+// sends those nobody holds from the source one receiver a check. It is
+// -1 when none has joined the push or is left in it.
+func (p *pushes) firstTarget(ctx context.Context, op *outPush, owner int) (int, error) {
+	n := len(op.Members)
+	for {
+		op.mu.Lock()
+		now := time.Now()
+		var wake time.Time
+		for t := range n {
+			k := sourceTarget(op.Plan, owner, t, n)
+			if op.due(k, now) {
+				op.mu.Unlock()
+				return k, nil
+			}
+			if op.live(k) && op.joined[k] && (wake.IsZero() || op.retryAt[k].Before(wake)) {
+				wake = op.retryAt[k]
+			}
+		}
+		op.mu.Unlock()
+		if wake.IsZero() {
+			return -1, nil
+		}
+		t := time.NewTimer(wake.Sub(now))
+		select {
+		case <-t.C:
+		case <-op.changed:
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
+			return -1, ctx.Err()
+		}
+	}
+}
+
 // awaitSpread holds the first pass back while receiver k holds
 // spreadPieces pieces it was fed that no other receiver holds yet. So a
 // receiver that leaves takes at most that many pieces only the source can
@@ -827,10 +892,12 @@ func sourceTarget(plan Plan, owner, t, n int) int {
 // swallows what it should relay) is routed around as a failed call is;
 // the second time it is dropped from the push, so that a receiver that
 // swallows what it should relay costs the source at most twice
-// spreadPieces.
-func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
+// spreadPieces. It returns how long it held the pass when k spread
+// nothing in time: no measure of the upload (pieceTime).
+func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) (time.Duration, error) {
 	limit := p.spreadPieces(op.Manifest)
-	deadline := time.Now().Add(p.cfg.BlockTimeout)
+	begin := time.Now()
+	deadline := begin.Add(p.cfg.BlockTimeout)
 	t := time.NewTicker(p.cfg.Repair)
 	defer t.Stop()
 	for {
@@ -838,7 +905,7 @@ func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
 		open := !op.live(k) || op.unspread(k) < limit
 		op.mu.Unlock()
 		if open {
-			return nil
+			return 0, nil
 		}
 		if time.Now().After(deadline) {
 			op.mu.Lock()
@@ -848,16 +915,16 @@ func (p *pushes) awaitSpread(ctx context.Context, op *outPush, k int) error {
 			if again {
 				p.log.Info("push receiver passes nothing on: dropped", "push", op.Push, "peer", op.Members[k].Short())
 				op.setGone(k, "passed nothing on to the others")
-				return nil
+				return time.Since(begin), nil
 			}
 			p.failed(op, k, errors.New("shards: push receiver passed nothing on"))
-			return nil
+			return time.Since(begin), nil
 		}
 		select {
 		case <-op.changed:
 		case <-t.C:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
 }
@@ -920,6 +987,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	now := time.Now()
 	sentHere := make(map[int]bool) // pieces the source sends in this check
 	reoffer := false
+	var gone []int
 	op.mu.Lock()
 	// A receiver waits for a relay up to a sender's whole fan-out and
 	// window of piece times (a matrix owner's last target gets the piece
@@ -932,6 +1000,12 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	stallChecks := max(2, int(time.Duration(fanout)*op.pieceTime/p.cfg.Repair)+1)
 	all := true
 	for k := range n {
+		if op.state[k] == "done" && op.fails[k] > 0 && !now.Before(op.retryAt[k]) {
+			// A holder whose call failed is left out of the orders
+			// until it answers: probed, or it would be for good, and
+			// the source would send its pieces itself.
+			probes = append(probes, k)
+		}
 		if op.state[k] != "receiving" {
 			continue
 		}
@@ -955,6 +1029,13 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			continue
 		}
 		op.stalled[k] = 0
+		if op.starved[k].IsZero() {
+			op.starved[k] = now
+		} else if now.Sub(op.starved[k]) > p.cfg.BlockTimeout+p.cfg.GoneAfter {
+			op.state[k], op.why[k] = "gone", "no piece reached it"
+			gone = append(gone, k)
+			continue
+		}
 		// Stalled: is it still there? (It may have left, and the
 		// holders' relays to it fail where the source does not see.)
 		probes = append(probes, k)
@@ -1013,6 +1094,10 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 		}
 	}
 	op.mu.Unlock()
+	for _, k := range gone {
+		p.log.Info("push receiver gone: no piece reached it", "push", op.Push, "peer", op.Members[k].Short())
+		op.poke()
+	}
 	if all {
 		return true
 	}
@@ -1160,6 +1245,10 @@ type inPush struct {
 	asmBytes int64       // the bytes of all of them
 	queue    []relayJob
 	queued   map[relayJob]bool
+	// deferred holds, per member, the relays to it that wait for its
+	// backoff (down) to end; tries counts a relay's failed calls.
+	deferred map[int][]relayJob
+	tries    map[relayJob]int
 	wake     chan struct{} // relay work or a have change
 	lastSeen time.Time
 
@@ -1286,7 +1375,8 @@ func (p *pushes) onOffer(ctx context.Context, from, fwd mesh.ID, target int, b [
 	ip := &inPush{offer: o, source: from, self: self, via: via, sink: sink, have: sink.have(),
 		downUntil: make([]time.Time, len(o.Members)), downs: make([]int, len(o.Members)),
 		bad: make(map[int]bool), asm: make(map[asmKey]*assembly), perPeer: make(map[int]int),
-		queued: make(map[relayJob]bool), wake: make(chan struct{}, 1), lastSeen: time.Now()}
+		queued: make(map[relayJob]bool), deferred: make(map[int][]relayJob), tries: make(map[relayJob]int),
+		wake: make(chan struct{}, 1), lastSeen: time.Now()}
 	p.mu.Lock()
 	if top, ok := p.forgotten[o.Push]; ok {
 		// Taken before and forgotten: the routed messages of then
@@ -1603,12 +1693,7 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	}
 	for {
 		ip.mu.Lock()
-		var j relayJob
-		ok := len(ip.queue) > 0
-		if ok {
-			j = ip.queue[0]
-			ip.queue = ip.queue[1:]
-		}
+		j, ok := ip.next(time.Now())
 		count := ip.have.Count() + len(ip.bad)<<20 // a new corrupt sender is news too
 		seen := ip.lastSeen
 		ip.mu.Unlock()
@@ -1680,14 +1765,53 @@ func (p *pushes) runReceiver(ctx context.Context, ip *inPush) {
 	}
 }
 
+// next takes the relay to send now off the queue: the first whose member
+// is not down. The relays to a member that is down wait aside until its
+// backoff ends, then go first (they are the oldest). ip.mu is held.
+func (ip *inPush) next(now time.Time) (relayJob, bool) {
+	for to, js := range ip.deferred {
+		if !now.Before(ip.downUntil[to]) {
+			ip.queue = append(js, ip.queue...)
+			delete(ip.deferred, to)
+		}
+	}
+	for len(ip.queue) > 0 {
+		j := ip.queue[0]
+		ip.queue = ip.queue[1:]
+		if now.Before(ip.downUntil[j.to]) {
+			ip.deferred[j.to] = append(ip.deferred[j.to], j)
+			continue
+		}
+		return j, true
+	}
+	return relayJob{}, false
+}
+
+// maxRelayTries is how many failed calls a relay gets before it is
+// dropped: a member lost for good is left to the source's repair, which
+// knows who is still in the push.
+const maxRelayTries = goneAttempts
+
 // relay sends one piece to one member; a chain skips members after this
-// one that are gone, a matrix leaves them out. A repair order to a member
-// before this one in a chain is sent to that member alone: skipping on
-// would come round to this node itself.
+// one that are gone, a span another member of the next group. A relay
+// that has no other member to go to waits for its member's backoff and is
+// sent again, up to maxRelayTries calls: a call lost on a lossy link
+// (dropped, the answer timed out) must not leave a piece the plan gives
+// that member to the source's repair, which only notices seconds later,
+// while the source's first pass waits for this node's pieces to spread
+// (awaitSpread). A repair order to a member before this one in a chain
+// is sent to that member alone: skipping on would come round to this node
+// itself.
 func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
+	again := false
 	defer func() {
 		ip.mu.Lock()
-		delete(ip.queued, j)
+		if again && ip.tries[j] < maxRelayTries {
+			ip.deferred[j.to] = append(ip.deferred[j.to], j)
+		} else {
+			delete(ip.queued, j)
+			delete(ip.tries, j)
+		}
 		ip.mu.Unlock()
 		ip.poke() // its report may be due
 	}()
@@ -1703,6 +1827,11 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 			}
 			if ctx.Err() != nil {
 				return
+			}
+			if to == j.to {
+				ip.mu.Lock()
+				ip.tries[j]++
+				ip.mu.Unlock()
 			}
 			// Left out for a backoff, not for good: the source's
 			// orders and this node's next relays try it again. But
@@ -1728,6 +1857,7 @@ func (p *pushes) relay(ctx context.Context, ip *inPush, j relayJob) {
 			continue
 		}
 		if ip.Plan != PlanChain || to < ip.self {
+			again = to == j.to
 			return
 		}
 		if to = to + 1; to >= n {

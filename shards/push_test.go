@@ -89,11 +89,21 @@ type memSink struct {
 	held Bitfield
 	puts int
 	bad  int
+	by   map[mesh.ID]int // pieces stored, by sender
+	// refuse, if set and true, fails every piece given (a full disk).
+	refuse func() bool
 }
 
-func (s *memSink) putPiece(_ context.Context, _ mesh.ID, i int, data []byte) error {
+func (s *memSink) putPiece(_ context.Context, from mesh.ID, i int, data []byte) error {
+	if s.refuse != nil && s.refuse() {
+		return errors.New("memsink: disk full")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.by == nil {
+		s.by = make(map[mesh.ID]int)
+	}
+	s.by[from]++
 	if bytes.Equal(data, s.piece(i, true)) {
 		delete(s.own, i)
 	} else {
@@ -135,6 +145,13 @@ func (s *memSink) readBlock(_ context.Context, r blockReq, p []byte) error {
 		p[len(p)/2] ^= 0x55
 	}
 	return nil
+}
+
+// from is how many pieces the sink stored that id sent.
+func (s *memSink) from(id mesh.ID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.by[id]
 }
 
 func (s *memSink) count() int {
@@ -179,6 +196,8 @@ type pushPeer struct {
 	// preheld, if set before the offer, names the pieces its sink holds
 	// already when the push is offered (a resumed download).
 	preheld func(i int) bool
+	// refusePut makes its sink fail every piece given.
+	refusePut atomic.Bool
 }
 
 // countPenalties is a node whose push handler's penalties are counted,
@@ -249,7 +268,7 @@ func pushNetWith(t testing.TB, nw *meshtest.Network, n int, want []byte, cfg Pus
 			pp.opened.Add(1)
 			pp.mu.Lock()
 			defer pp.mu.Unlock()
-			pp.sink = &memSink{want: want, m: o.Manifest, corrupt: bad, held: NewBitfield(o.Manifest.NumPieces())}
+			pp.sink = &memSink{want: want, m: o.Manifest, corrupt: bad, held: NewBitfield(o.Manifest.NumPieces()), refuse: pp.refusePut.Load}
 			for i := range o.Manifest.NumPieces() {
 				if pp.preheld != nil && pp.preheld(i) {
 					pp.sink.held.Set(i)

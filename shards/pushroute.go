@@ -126,10 +126,15 @@ func spanBounds(g, n int) (lo, hi int) {
 // route is the path of a message from the source to receiver k: k alone,
 // or in a span one usable member of each group before k's (the one at
 // k's place in its group if it can), from the first group down. A group
-// with none usable is skipped. Each failed call to k in a row moves the
-// route on by one member in every group: a member on the way that says
-// k failed may be lying (it cannot prove it, checkAnswer), and the next
-// call goes around it. An offer (offering) may go through members
+// with none usable is skipped. Each routed call to k that failed moves
+// the route on by one member in every group (turn), and it stays there
+// once a call answers: a member on the way that says k, or another
+// member after it, failed may be lying (it cannot prove it,
+// checkAnswer), and the next call goes around it too. Moved on by k's
+// own failures only, a route kept its liar when the lie blamed a member
+// between: that member was left out of the route a while, and once it
+// answered a probe the liar blamed it again, so that k was never
+// reached. An offer (offering) may go through members
 // that have not taken the push yet, but are not failing: they are
 // offered it at the same time (offerAll, awaitJoin). op.mu is held.
 func (op *outPush) route(k int, offering bool) []int {
@@ -141,7 +146,7 @@ func (op *outPush) route(k int, offering bool) []int {
 	path := []int{k}
 	for gg := g - 1; gg >= 0; gg-- {
 		glo, ghi := spanBounds(gg, n)
-		first := glo + (min(k-lo, ghi-glo-1)+op.fails[k])%(ghi-glo)
+		first := glo + (min(k-lo, ghi-glo-1)+op.turn[k])%(ghi-glo)
 		for t := range ghi - glo {
 			h := glo + (first-glo+t)%(ghi-glo)
 			if op.usable(h) || offering && op.live(h) && op.fails[h] == 0 {
@@ -159,6 +164,7 @@ func (op *outPush) route(k int, offering bool) []int {
 func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte) (int, error) {
 	op.mu.Lock()
 	path := op.route(k, msg[0] == pushOffer)
+	turn := op.turn[k]
 	var seq uint64
 	if len(path) > 1 {
 		op.seq[k]++
@@ -175,15 +181,25 @@ func (p *pushes) callMember(ctx context.Context, op *outPush, k int, msg []byte)
 	}
 	r := routed{source: p.node.ID(), path: path, seq: seq, expires: expires, sig: sig, inner: msg}
 	ans, err := p.request(ctx, op.Members[path[0]], r.encode(op.Push), p.routeTimeout(len(path)))
-	if err != nil {
-		return path[0], err
+	at := path[0]
+	if err == nil {
+		at, err = checkAnswer(op.Push, path, seq, ans, op.Members)
+		if errors.Is(err, ErrBadFrame) {
+			// Forged or garbled on the way back, and the members
+			// after the first check what they pass back: the first
+			// passed it.
+			p.node.Penalize(op.Members[path[0]], "bad routed push answer")
+			at = path[0]
+		}
 	}
-	at, err := checkAnswer(op.Push, path, seq, ans, op.Members)
-	if errors.Is(err, ErrBadFrame) {
-		// Forged or garbled on the way back, and the members after
-		// the first check what they pass back: the first passed it.
-		p.node.Penalize(op.Members[path[0]], "bad routed push answer")
-		return path[0], err
+	if err != nil && ctx.Err() == nil {
+		// Calls that went the same way and failed together move it
+		// on once: each, it would come round to the same liar.
+		op.mu.Lock()
+		if op.turn[k] == turn {
+			op.turn[k]++
+		}
+		op.mu.Unlock()
 	}
 	return at, err
 }
@@ -840,10 +856,16 @@ func (ip *inPush) isDown(k int) bool {
 
 // down marks member k as failing a call: it is left out for a backoff
 // that doubles with each failure in a row, up to GoneAfter/4. One failed
-// call does not drop it for good (a link not up yet, a busy node).
+// call does not drop it for good (a link not up yet, a busy node). Calls
+// that were under way together and fail while it is down already count
+// once: with one lost call of a window counted each, a lossy link's
+// backoff doubled several times at once.
 func (ip *inPush) down(k int, cfg PushConfig) {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
+	if time.Now().Before(ip.downUntil[k]) {
+		return
+	}
 	ip.downs[k]++
 	ip.downUntil[k] = time.Now().Add(min(cfg.Repair<<min(ip.downs[k]-1, 20), cfg.GoneAfter/4))
 }

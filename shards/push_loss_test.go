@@ -1,0 +1,356 @@
+package shards
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/catnest/catnest/mesh"
+	"github.com/catnest/catnest/mesh/meshtest"
+)
+
+// lossyNode fails a share of its push calls to the peers lose names: half
+// before the request is sent (lost on the way), half after it was
+// answered (the answer lost, as when the caller's wait runs out).
+type lossyNode struct {
+	Node
+	lose func(to mesh.ID) bool
+	rate float64
+	// drop loses every call lost before it is sent.
+	drop bool
+
+	mu sync.Mutex
+	r  *rand.Rand
+	// blocks counts the bytes of the pieces it sent (lost answers too).
+	blocks atomic.Int64
+	// ordered counts the pieces its repair orders asked for (lost
+	// orders and orders sent again too).
+	ordered atomic.Int64
+}
+
+// count counts what a push call sends: piece bytes and pieces ordered.
+func (l *lossyNode) count(b []byte) {
+	switch {
+	case len(b) > blockHeader && b[0] == pushBlock:
+		l.blocks.Add(int64(len(b) - blockHeader))
+	case len(b) >= pushHeader+4 && b[0] == pushOrder:
+		l.ordered.Add(int64(binary.BigEndian.Uint16(b[pushHeader+2:])))
+	}
+}
+
+func (l *lossyNode) Request(ctx context.Context, to mesh.ID, proto string, b []byte, opts ...mesh.SendOption) ([]byte, error) {
+	if proto != ProtoPush || !l.lose(to) {
+		ans, err := l.Node.Request(ctx, to, proto, b, opts...)
+		if proto == ProtoPush {
+			l.count(b)
+		}
+		return ans, err
+	}
+	l.mu.Lock()
+	x := l.r.Float64()
+	l.mu.Unlock()
+	l.count(b)
+	if x < l.rate/2 || l.drop && x < l.rate {
+		return nil, context.DeadlineExceeded
+	}
+	ans, err := l.Node.Request(ctx, to, proto, b, opts...)
+	if err == nil && x < l.rate {
+		return nil, context.DeadlineExceeded
+	}
+	return ans, err
+}
+
+// loseRelays makes every receiver of peers[1:] lose share of its push
+// calls to the other receivers, and the source, peers[0], srcShare of
+// its calls to them.
+func loseRelays(peers []*pushPeer, share, srcShare float64, seed uint64) {
+	recv := make(map[mesh.ID]bool)
+	for _, pp := range peers[1:] {
+		recv[pp.node.ID()] = true
+	}
+	for k, pp := range peers {
+		r := share
+		if k == 0 {
+			r = srcShare
+		}
+		pp.p.node = &lossyNode{Node: pp.p.node, lose: func(to mesh.ID) bool { return recv[to] }, rate: r,
+			r: rand.New(rand.NewPCG(seed, uint64(k)))}
+	}
+}
+
+// TestPushLossyRelays pushes 4 MiB (64 pieces) under the matrix plan,
+// the source's upload capped at 4 MiB/s, in virtual time, to 8 receivers
+// and to 2, each receiver losing 20% of its calls to the others (the
+// relays; half of them after the piece arrived) and the source 5% of its
+// own. Every receiver ends with the file, and:
+//   - a relay lost is sent again after its member's backoff, and the
+//     relays queued to a member are kept while a call to it failed: the
+//     source's repair orders few pieces (0-13 seen; the old code ordered
+//     220-270 at 8 receivers, the relays lost and dropped, each again at
+//     every stall check), and never holds its first pass for a receiver
+//     whose pieces did not spread (awaitSpread: the old code held it
+//     BlockTimeout at 2 receivers, and took 60-90 s);
+//   - a receiver whose call from the source failed is tried again within
+//     the first pass, after its backoff: each gets a share of its stripe
+//     from the source (before, one lost call left it out of the pass:
+//     64 and 0 pieces at 2 receivers);
+//   - the source uploads at most 1.25x the file counting what was lost;
+//     without loss the file once, each receiver taking most of its pieces
+//     from the others.
+//
+// The time is no sharp check: it depends on the order in which the
+// bubble's goroutines draw the losses, and a member that loses calls in
+// a row is left out for backoffs that double (0.5 s, 1 s, 2 s, 4 s):
+// 1.6-8.0 s seen (5 of 60 runs over 6 s), 6-7.6 s before at 8
+// receivers. Its limit, under BlockTimeout (30 s), catches a stall.
+func TestPushLossyRelays(t *testing.T) {
+	const size, u = 4 << 20, 4 << 20
+	for _, c := range []struct {
+		n             int
+		loss, srcLoss float64
+		limit         time.Duration
+	}{
+		{8, 0, 0, 2 * time.Second},
+		{8, 0.2, 0.05, 20 * time.Second},
+		{2, 0.2, 0.05, 20 * time.Second},
+	} {
+		for seed := range uint64(3) {
+			t.Run(fmt.Sprintf("n=%d/loss=%.2f/seed=%d", c.n, c.loss, seed), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) { pushLossyRelays(t, c.n, c.loss, c.srcLoss, c.limit, size, u, seed) })
+			})
+		}
+	}
+}
+
+func pushLossyRelays(t *testing.T, n int, loss, srcLoss float64, limit time.Duration, size int, u float64, seed uint64) {
+	want := randomFile(40+seed, size)
+	nw := meshtest.NewNetwork()
+	nw.Latency = 2 * time.Millisecond
+	peers := pushNet(t, nw, n+1, want, DefaultPushConfig(), 0, nil)
+	src, recv := peers[0], peers[1:]
+	for _, pp := range recv {
+		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+	}
+	lim := rate.NewLimiter(rate.Limit(u), BlockSize)
+	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+	loseRelays(peers, loss, srcLoss, seed)
+	if os.Getenv("PUSHDBG") != "" {
+		src.p.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := pushDone(t, src, pid, 5*time.Minute)
+	took := time.Since(start)
+	for k, pp := range recv {
+		if s := pp.getSink(); !s.whole(src.src.id) || st.Receivers[k].State != "done" {
+			t.Errorf("receiver %d is not whole; status %+v", k, st.Receivers[k])
+		}
+	}
+	np := src.src.m.NumPieces()
+	var fromSrc []int
+	for _, pp := range recv {
+		fromSrc = append(fromSrc, pp.getSink().from(src.node.ID()))
+	}
+	up := float64(src.p.node.(*lossyNode).blocks.Load()) / float64(size)
+	ordered := src.p.node.(*lossyNode).ordered.Load()
+	op := src.p.out[must(parsePushID(pid))]
+	op.mu.Lock()
+	held := slices.Clone(op.hung)
+	op.mu.Unlock()
+	t.Logf("%d receivers, loss %.0f%%: done after %v (virtual), the source uploaded %.3fx the file, ordered %d pieces, held its pass (times) %v; pieces from the source of %d: %v",
+		n, 100*loss, took, up, ordered, held, np, fromSrc)
+	if took > limit {
+		t.Errorf("the push took %v, more than %v", took, limit)
+	}
+	if 2*ordered > int64(np) {
+		t.Errorf("repair ordered %d pieces, more than half the file's %d: relays lost were not sent again", ordered, np)
+	}
+	for k, h := range held {
+		if h != 0 {
+			t.Errorf("the first pass was held %d times for receiver %d: its pieces did not spread", h, k)
+		}
+	}
+	if up > 1.25 || loss == 0 && up > 1.01 {
+		t.Errorf("the source uploaded %.3fx the file", up)
+	}
+	for k, got := range fromSrc {
+		if loss == 0 && 2*got > np {
+			t.Errorf("receiver %d got %d of %d pieces from the source", k, got, np)
+		}
+		// Its stripe is np/n: a lost call leaves it out of the pass
+		// for a backoff (0.5 s of the pass's 1 s), not for the rest.
+		if 4*n*got < np {
+			t.Errorf("receiver %d got %d of %d pieces from the source: left out of the first pass", k, got, np)
+		}
+	}
+}
+
+// TestPushReceiverTakesNoPiece: one of 4 receivers answers every call
+// (the offer, the source's probes and orders) but stores no piece (its
+// disk is full: every piece sent to it fails at its last block). The
+// push ends for the 3 others, the one counts as gone, and the source
+// uploads at most 1.5x the file. Before, each probe answered cleared its
+// failures, so it never counted as gone, and the source sent it its
+// missing pieces again at every stall, for ever.
+func TestPushReceiverTakesNoPiece(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 2 << 20
+		want := randomFile(50, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		peers := pushNet(t, nw, 5, want, DefaultPushConfig(), 0, nil)
+		src, recv := peers[0], peers[1:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		lim := rate.NewLimiter(rate.Limit(4<<20), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		full := recv[2]
+		full.refusePut.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		start := time.Now()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 20*time.Minute)
+		t.Logf("done after %v (virtual): %+v", time.Since(start), st.Receivers[2])
+		checkAllWhole(t, src, recv, st, size, full)
+		if up := src.src.sent.Load(); up > size*3/2 {
+			t.Errorf("the source uploaded %.3fx the file", float64(up)/size)
+		}
+	})
+}
+
+// TestPushPieceTimeLeavesHangsOut: the piece time repair waits for relays
+// by (pieceTime) leaves out the first pass's holds for a receiver that
+// passed nothing on (awaitSpread's BlockTimeout): here one of 3 receivers
+// loses every call to the others. Counted in, 30 s of holding made the
+// piece time half a second, and repair waited many seconds per check
+// for the honest receivers.
+func TestPushPieceTimeLeavesHangsOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size, u = 4 << 20, 1 << 20
+		want := randomFile(51, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		peers := pushNet(t, nw, 4, want, DefaultPushConfig(), 0, nil)
+		src, recv := peers[0], peers[1:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		lim := rate.NewLimiter(rate.Limit(u), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		mute := recv[1]
+		others := map[mesh.ID]bool{recv[0].node.ID(): true, recv[2].node.ID(): true}
+		mute.p.node = &lossyNode{Node: mute.p.node, lose: func(to mesh.ID) bool { return others[to] }, rate: 1, drop: true, r: rand.New(rand.NewPCG(1, 2))}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 20*time.Minute)
+		src.p.mu.Lock()
+		op := src.p.out[must(parsePushID(pid))]
+		src.p.mu.Unlock()
+		op.mu.Lock()
+		got := op.pieceTime
+		op.mu.Unlock()
+		np := src.src.m.NumPieces()
+		want1 := time.Duration(float64(size) / u * float64(time.Second) / float64(np))
+		t.Logf("piece time %v, the upload's %v; %+v", got, want1, st.Receivers)
+		if got > want1*3/2 {
+			t.Errorf("piece time %v, more than 1.5x the upload's %v: the holds counted in", got, want1)
+		}
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// dropNode loses, before it is sent, every push call drop says to.
+type dropNode struct {
+	Node
+	drop func(to mesh.ID, b []byte) bool
+}
+
+func (d *dropNode) Request(ctx context.Context, to mesh.ID, proto string, b []byte, opts ...mesh.SendOption) ([]byte, error) {
+	if proto == ProtoPush && d.drop(to, b) {
+		return nil, context.DeadlineExceeded
+	}
+	return d.Node.Request(ctx, to, proto, b, opts...)
+}
+
+// TestPushProbesDoneHolder: of 2 receivers, one holds the file already
+// when it is offered (a resumed download), so the other gets the pieces
+// the plan gives the first from it, on the source's repair orders. The
+// first order is lost on the way. The holder, done, is probed after its
+// backoff and ordered again: it sends those pieces, and the source
+// uploads only the other receiver's half of the file. Before, a done
+// holder whose call failed was called no more (only receivers still
+// receiving were probed), so it held the file unused, and the source sent
+// the half itself.
+func TestPushProbesDoneHolder(t *testing.T) {
+	checkPushGoroutines(t)
+	synctest.Test(t, func(t *testing.T) {
+		const size = 4 << 20
+		want := randomFile(52, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		peers := pushNet(t, nw, 3, want, DefaultPushConfig(), 0, nil)
+		src, holder, recv := peers[0], peers[1], peers[2]
+		for _, pp := range peers[1:] {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		holder.preheld = func(int) bool { return true }
+		lim := rate.NewLimiter(rate.Limit(4<<20), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		var lost atomic.Int32
+		src.p.node = &dropNode{Node: src.p.node, drop: func(to mesh.ID, b []byte) bool {
+			// The first order to the holder that asks for pieces.
+			return to == holder.node.ID() && b[0] == pushOrder && len(b) > pushHeader+4 && lost.CompareAndSwap(0, 1)
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		pid, err := src.p.push(ctx, src.src.id, ids(peers[1:]), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 5*time.Minute)
+		if lost.Load() == 0 {
+			t.Fatal("no order to the holder was lost: the test tests nothing")
+		}
+		checkAllWhole(t, src, peers[1:], st, size)
+		np := src.src.m.NumPieces()
+		fromHolder := recv.getSink().from(holder.node.ID())
+		t.Logf("the source uploaded %.3fx the file; the receiver got %d of %d pieces from the holder", float64(st.Uploaded)/size, fromHolder, np)
+		if st.Uploaded > size*6/10 {
+			t.Errorf("the source uploaded %.3fx the file, more than the receiver's half and a little", float64(st.Uploaded)/size)
+		}
+		if 5*fromHolder < 2*np {
+			t.Errorf("the receiver got %d of %d pieces from the holder", fromHolder, np)
+		}
+	})
+}
