@@ -313,6 +313,35 @@ func (s *Service) storeAttachment(ctx context.Context, data []byte, ext string) 
 	return t.ID, nil
 }
 
+// claimAttachments makes music's own (ShareFor) the attachments that are
+// still the user's shares: nodes shared them so before ShareFor existed,
+// and storeAttachment shares one only when it reads a track's tags, which
+// the tag cache spares it from then on. Once done, a start costs one
+// Shares; a file that is music's already is left alone, as is one the
+// user has since unshared (it is not in Shares).
+func (s *Service) claimAttachments(ctx context.Context) {
+	all, err := s.shards.Shares(ctx)
+	if err != nil {
+		s.log.Warn("claim attachments: shares", "err", err)
+		return
+	}
+	dir, err := filepath.Abs(filepath.Join(s.cfg.Dir, "music"))
+	if err != nil {
+		return
+	}
+	for _, t := range all {
+		if t.State != shards.StateSeeding || t.For != "" || filepath.Dir(t.Path) != dir {
+			continue
+		}
+		if _, err := s.shards.ShareFor(ctx, t.Path, resourceName); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Info("claim attachment", "path", t.Path, "err", err)
+		}
+	}
+}
+
 // syncOwn makes this node's list what the folders, the cached downloads
 // and the attachments say; it reports whether the list changed.
 func (s *Service) syncOwn() bool {

@@ -320,6 +320,7 @@ func (s *Service) Serve(ctx context.Context) error {
 		s.rescan(ctx)
 		gap = 2 * time.Since(last)
 	}
+	s.claimAttachments(ctx)
 	rescan()
 	var online uint64
 	timer := time.NewTimer(time.Hour)

@@ -156,11 +156,14 @@ func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
 	return out, nil
 }
 
-// SharesPage lists this node's shares and downloads from offset, at most
+// SharesPage lists the user's shares and downloads from offset, at most
 // limit of them (limit < 0: all the rest), newest first and then by id, and
-// how many there are in all. A resource both shared and downloaded is
-// listed once, as shared. Only the page's entries are built: a node with
-// 100,000 shares answers a page without making 100,000 links.
+// how many there are in all. A service's (For set: music's covers, a
+// track the player caches) are left out of both, as the web UI leaves
+// them out: a page short of limit is the last one. A resource both shared
+// and downloaded is listed once, as shared. Only the page's entries are
+// built: a node with 100,000 shares answers a page without making 100,000
+// links.
 func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer, int, error) {
 	if offset < 0 {
 		return nil, 0, fmt.Errorf("shards: offset %d is negative", offset)
@@ -168,7 +171,8 @@ func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer
 	keys := s.shares.pageKeys(nil)
 	shared := len(keys)
 	keys = s.downloads.pageKeys(keys)
-	// A download also shared is listed as the share: its key goes.
+	// A download also shared is listed as the share (or not at all, if
+	// the share is a service's): its key goes.
 	kept := keys[:shared]
 	for _, k := range keys[shared:] {
 		if s.shares.get(k.id()) == nil {
@@ -184,8 +188,9 @@ func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer
 	}
 	out := make([]Transfer, 0, len(keys))
 	for _, k := range keys {
-		// One that went away since the keys were taken is left out.
-		if t, err := s.Transfer(ctx, k.id()); err == nil {
+		// One that went away (or became a service's) since the keys were
+		// taken is left out.
+		if t, err := s.Transfer(ctx, k.id()); err == nil && t.For == "" {
 			out = append(out, t)
 		}
 	}
@@ -220,13 +225,15 @@ func (k pageKey) compare(o pageKey) int {
 	return cmp.Compare(k.lo, o.lo)
 }
 
-// pageKeys appends the key of every share to dst.
+// pageKeys appends the key of every share of the user's to dst.
 func (s *shares) pageKeys(dst []pageKey) []pageKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dst = slices.Grow(dst, len(s.byID))
 	for id, sh := range s.byID {
-		dst = append(dst, newPageKey(id, sh.added))
+		if sh.owner() == "" {
+			dst = append(dst, newPageKey(id, sh.added))
+		}
 	}
 	return dst
 }

@@ -641,16 +641,19 @@ func (d *downloads) transfers() []Transfer {
 	return out
 }
 
-// pageKeys appends the key of every download to dst (Service.SharesPage).
+// pageKeys appends the key of every download of the user's to dst
+// (Service.SharesPage).
 func (d *downloads) pageKeys(dst []pageKey) []pageKey {
 	d.mu.Lock()
 	dls := slices.Collect(maps.Values(d.all))
 	d.mu.Unlock()
 	for _, dl := range dls {
 		dl.mu.Lock()
-		added := dl.added
+		added, owner := dl.added, dl.link.For
 		dl.mu.Unlock()
-		dst = append(dst, newPageKey(dl.id, added))
+		if owner == "" {
+			dst = append(dst, newPageKey(dl.id, added))
+		}
 	}
 	return dst
 }

@@ -133,3 +133,80 @@ func TestSharesPage(t *testing.T) {
 		t.Errorf("Transfer of an unknown id: %v", err)
 	}
 }
+
+// TestSharesPageUsersOnly: GET /api/shards is the user's list (the web UI
+// shows no service's transfer), so SharesPage leaves out what a service
+// shares or fetches (For set: music's covers and lyrics, the tracks a
+// player caches) from its pages and from its total. Counted, they made
+// pages short once the UI dropped them, and files.js stops at a short
+// page: user transfers after them were never read. Here the services'
+// are the newest, so they would fill the first pages.
+func TestSharesPageUsersOnly(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	a, _ := newPair(t)
+	s, err := New(testConfig(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nUser, nService = 3000, 2500
+	man := &Manifest{Size: 1, PieceSize: MinPieceSize, Pieces: []MD5{{1}}}
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	idOf := func(kind byte, i int) MD5 { return MD5{kind, byte(i >> 16), byte(i >> 8), byte(i)} }
+	users := make(map[MD5]bool)
+	s.shares.mu.Lock()
+	for i := range nUser {
+		id := idOf(1, i)
+		s.shares.byID[id] = &share{id: id, name: fmt.Sprintf("u%d.txt", i), man: man, hash: man.Hash(), added: base.Add(time.Duration(i) * time.Second),
+			files: []shareFile{{Path: fmt.Sprintf("/home/u%d.txt", i)}}}
+		users[id] = true
+	}
+	for i := range nService {
+		id := idOf(2, i)
+		s.shares.byID[id] = &share{id: id, name: fmt.Sprintf("%x.jpg", id), man: man, hash: man.Hash(), added: base.Add(time.Hour + time.Duration(i)*time.Second),
+			files: []shareFile{{Path: fmt.Sprintf("/data/music/%x.jpg", id), For: "music"}}}
+	}
+	// One file of both: the user shared the cover's bytes too.
+	both := idOf(2, 0)
+	s.shares.byID[both].files = append(s.shares.byID[both].files, shareFile{Path: "/home/holiday.jpg"})
+	users[both] = true
+	s.shares.mu.Unlock()
+	s.downloads.mu.Lock()
+	for i := range 40 {
+		id, owner := idOf(3, i), ""
+		if i%2 == 0 {
+			owner = "music"
+		} else {
+			users[id] = true
+		}
+		dl := s.downloads.newDownload(Link{ID: id, Name: fmt.Sprintf("d%d.mp3", i), For: owner})
+		dl.added, dl.state = base.Add(2*time.Hour+time.Duration(i)*time.Second), StatePaused
+		s.downloads.all[id] = dl
+	}
+	s.downloads.mu.Unlock()
+
+	// As files.js reads them: pages of 1000 until a short one.
+	ctx := context.Background()
+	const pageSize = 1000
+	seen := make(map[MD5]bool)
+	for offset := 0; ; offset += pageSize {
+		page, total, err := s.SharesPage(ctx, offset, pageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total != len(users) {
+			t.Fatalf("total %d, want the user's %d", total, len(users))
+		}
+		for _, tr := range page {
+			if tr.For != "" || !users[tr.ID] {
+				t.Fatalf("page at %d lists %s, a service's (For %q)", offset, tr.ID, tr.For)
+			}
+			seen[tr.ID] = true
+		}
+		if len(page) < pageSize {
+			break
+		}
+	}
+	if len(seen) != len(users) {
+		t.Fatalf("read %d of the user's %d transfers", len(seen), len(users))
+	}
+}

@@ -378,9 +378,13 @@ func (s *shares) share(ctx context.Context, path, folder, owner string) (Transfe
 		return Transfer{}, fmt.Errorf("%w: %s: %v", ErrNotFile, path, err)
 	}
 	prevID, prev, had := s.sharedAs(abs, folder)
-	if had && !prev.Racy && prev.For == owner {
+	if had && !prev.Racy {
 		if fi, err := os.Stat(abs); err == nil && stampOf(fi) == prev.Stamp {
-			if t, ok := s.transferAs(prevID, abs); ok {
+			if prev.For != owner {
+				if t, ok := s.reown(prevID, prev, owner); ok {
+					return t, nil
+				}
+			} else if t, ok := s.transferAs(prevID, abs); ok {
 				return t, nil
 			}
 		}
@@ -405,6 +409,30 @@ func (s *shares) share(ctx context.Context, path, folder, owner string) (Transfe
 		return t, nil
 	}
 	return Transfer{}, fmt.Errorf("%w: %s went while it was shared", ErrNotFile, abs)
+}
+
+// reown makes f, shared as id and unchanged, owner's (shareFile.For)
+// without hashing it again: music claims thousands of covers and lyrics
+// at its start on a node that shared them before ShareFor. A service's
+// claim is written at the next checkpoint, not synced at once (one sync
+// each made 22,000 take 90 s): lost to a crash, the file is still shared
+// and the service claims it again at its next start. The user's claim is
+// synced, as a new share is.
+func (s *shares) reown(id MD5, f shareFile, owner string) (Transfer, bool) {
+	s.mu.Lock()
+	sh := s.byID[id]
+	s.mu.Unlock()
+	if sh == nil {
+		return Transfer{}, false
+	}
+	f.For = owner
+	s.add(id, sh.man, f)
+	if owner == "" && f.Folder == "" {
+		if err := s.flush(); err != nil {
+			return Transfer{}, false
+		}
+	}
+	return s.transferAs(id, f.Path)
 }
 
 // transferAs is the share of id as the file at path shares it (see

@@ -172,7 +172,8 @@ func (f *fakeFiles) Shares(ctx context.Context) ([]shards.Transfer, error) {
 	return out, nil
 }
 
-// SharesPage orders as the service does: newest first, then by id.
+// SharesPage orders as the service does: newest first, then by id; and
+// as it does, it leaves out a service's transfers (For set).
 func (f *fakeFiles) SharesPage(ctx context.Context, offset, limit int) ([]shards.Transfer, int, error) {
 	f.mu.Lock()
 	f.pages = append(f.pages, fmt.Sprintf("%d %d", offset, limit))
@@ -181,6 +182,7 @@ func (f *fakeFiles) SharesPage(ctx context.Context, offset, limit int) ([]shards
 	if err != nil {
 		return nil, 0, err
 	}
+	all = slices.DeleteFunc(all, func(t shards.Transfer) bool { return t.For != "" })
 	slices.SortFunc(all, func(a, b shards.Transfer) int {
 		if c := b.Added.Compare(a.Added); c != 0 {
 			return c

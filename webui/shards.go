@@ -27,9 +27,10 @@ import (
 type Files interface {
 	// Shares lists this node's shares and transfers.
 	Shares(ctx context.Context) ([]shards.Transfer, error)
-	// SharesPage lists this node's shares and transfers newest first
+	// SharesPage lists the user's shares and transfers newest first
 	// (then by id) from offset, at most limit (limit < 0: all the rest),
-	// and how many there are in all.
+	// and how many there are in all; a service's (For set: music's
+	// covers) are in neither, so that a short page is the last.
 	SharesPage(ctx context.Context, offset, limit int) ([]shards.Transfer, int, error)
 	// Transfer returns one of this node's shares or transfers; an id it
 	// has not is shards.ErrUnknown.
@@ -157,8 +158,8 @@ func transferJSON(t shards.Transfer) shards.Transfer {
 	return t
 }
 
-// handleShares is GET /api/shards: this node's shares and transfers,
-// newest first, as an array. ?offset=N&limit=M asks for a page of them (a
+// handleShares is GET /api/shards: the user's shares and transfers on
+// this node (not a service's), newest first, as an array. ?offset=N&limit=M asks for a page of them (a
 // node can share 100,000 files: 45 MB of JSON at once); without them it is
 // the whole list, as before. Either way the X-Total-Count header says how
 // many there are in all.
@@ -174,9 +175,6 @@ func (s *Server) handleShares(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]shards.Transfer, 0, len(ts))
 	for _, t := range ts {
-		if t.For != "" {
-			continue // a service's (music's covers), not the user's
-		}
 		out = append(out, transferJSON(t))
 	}
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
