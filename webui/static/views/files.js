@@ -14,7 +14,7 @@
 // only when out of place), so that progress a few times a second neither
 // reloads thumbnails nor eats a click: a button replaced, or taken out and
 // put back, between its mousedown and mouseup gets no click.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatBytes, formatRate, formatETA } from '../format.js';
@@ -155,12 +155,13 @@ export default {
     const polling = new Set(); // push ids pollPush follows
     let viewing = null; // the id shown in the viewer
     // A GET answered before an event but read after it is older than what
-    // the event said. shardsSeq counts "shards" events and eventAt has,
-    // for each transfer, the count at its last event (a removal too), so
-    // an answer keeps only what no event changed while it was on its way.
-    let shardsSeq = 0;
-    const eventAt = new Map();
-    const changedSince = (id, since) => (eventAt.get(id) || 0) > since;
+    // the event said, and of two reads on their way the one begun last
+    // wins (dom.js freshness). The transfers are touched one by one: an
+    // event for a transfer (a removal too) keeps what it said from an
+    // answer that was on its way, and the rest of the answer is kept.
+    const filesFresh = freshness();
+    const transfersFresh = freshness();
+    const dirFresh = freshness();
     const read = (what) => countRead(root, what);
 
     // ---- skeleton ----
@@ -265,13 +266,10 @@ export default {
 
     // ---- data ----
 
-    // filesLoads counts the reads of the file list begun, filesShown the
-    // one shown last: an event starts a new read while one is on its way,
-    // and the older answer may come last.
-    let filesLoads = 0;
-    let filesShown = 0;
+    // loadFiles reads the file list: an event starts a new read while one
+    // is on its way, and the older answer may come last.
     async function loadFiles() {
-      const n = ++filesLoads;
+      const ticket = filesFresh.begin();
       let got;
       let error = '';
       try {
@@ -280,8 +278,7 @@ export default {
         error = err.message;
       }
       read('readFiles');
-      if (n < filesShown) return;
-      filesShown = n;
+      if (!ticket.fresh()) return;
       if (error) filesError = error;
       else {
         files = got;
@@ -296,11 +293,8 @@ export default {
     // A transfer an event changed (or added, or removed) while the pages
     // were on their way keeps what the event said: the pages may be older.
     // Of two reads on their way at once, the one begun last wins.
-    let transferLoads = 0;
-    let transfersShown = 0;
     async function loadTransfers() {
-      const n = ++transferLoads;
-      const since = shardsSeq;
+      const ticket = transfersFresh.begin();
       try {
         const got = [];
         let total = 0;
@@ -313,15 +307,14 @@ export default {
           if (list.length < limit) break;
         }
         read('readTransfers');
-        if (n < transfersShown) return;
-        transfersShown = n;
+        if (!ticket.fresh()) return;
         const next = new Map();
         for (const x of got) {
-          if (!changedSince(x.id, since)) next.set(x.id, x);
+          if (!ticket.changed(x.id)) next.set(x.id, x);
           else if (transfers.has(x.id)) next.set(x.id, transfers.get(x.id));
         }
         for (const [id, x] of transfers) {
-          if (!next.has(id) && changedSince(id, since)) next.set(id, x);
+          if (!next.has(id) && ticket.changed(id)) next.set(id, x);
         }
         transfers.clear();
         for (const [id, x] of next) transfers.set(id, x);
@@ -856,10 +849,10 @@ export default {
             // an event for it came while the GET was on its way: the
             // answer may be older than that (a download that finished
             // meanwhile would show as downloading again).
-            const since = shardsSeq;
+            const ticket = transfersFresh.begin();
             const x = await getJSON(shardPath(id));
             read('readTransfer');
-            if (!changedSince(id, since)) apply({ transfer: x });
+            if (!ticket.changed(id)) apply({ transfer: x });
             break;
           }
           case 'remove': {
@@ -1063,9 +1056,8 @@ export default {
     // The stream's last event comes at once, before the reads begin: it is
     // older than their answers.
     const offShards = events.on('shards', (ev) => {
-      shardsSeq++;
-      if (ev && ev.transfer) eventAt.set(ev.transfer.id, shardsSeq);
-      if (ev && ev.removed) eventAt.set(ev.removed, shardsSeq);
+      if (ev && ev.transfer) transfersFresh.touch(ev.transfer.id);
+      if (ev && ev.removed) transfersFresh.touch(ev.removed);
       apply(ev);
     });
     loadFiles();
@@ -1091,16 +1083,16 @@ export default {
     // The stream sends the directory when it connects and when it
     // changes; a view mounted in between asks for it. An answer read after
     // a directory event may be older than the event: it is dropped (the
-    // last event, which on() gives at once, counts as older).
-    let dirSeq = 0;
+    // last event, which on() gives at once, counts as older: the ticket
+    // begins after it).
     const offDir = events.on('directory', (data) => {
-      dirSeq++;
+      dirFresh.touch();
       setDir(data);
     });
-    const dirSince = dirSeq;
+    const dirTicket = dirFresh.begin();
     getJSON('api/directory').then((data) => {
       read('readDirectory');
-      if (dirSeq === dirSince) setDir(data);
+      if (dirTicket.fresh()) setDir(data);
     }, () => read('readDirectory'));
     // After a reconnect, events may have been missed.
     const offStatus = events.onStatus((state) => {
