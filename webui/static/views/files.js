@@ -651,6 +651,7 @@ export default {
     // picked from the directory, or a chat channel's online members.
     async function openPush(x) {
       pushing = x;
+      if (pushForm) setText(pushForm.error, '');
       renderPushDialog();
       if (!pushDialog.open) pushDialog.showModal();
       if (channels === null) {
@@ -663,46 +664,96 @@ export default {
       }
     }
 
-    // renderPushDialog draws the dialog, keeping what the user picked.
+    // The dialog's form is made once and updated in place: the directory
+    // is resent every few seconds and changes as nodes come and go, and a
+    // box redrawn between its mousedown and mouseup is not ticked. Each
+    // node's box is kept (ticked or not) while the node is online; what
+    // the user picked stays from one opening to the next.
+    let pushForm = null; // its parts, made by the first renderPushDialog
+    const pushBoxes = new Map(); // node id → {label, input, name, short}
+
+    function makePushForm() {
+      const text = () => document.createTextNode('');
+      const radio = (name, value, checked, id) => {
+        const label = text();
+        return { el: h('label', { class: 'check' }, h('input', { type: 'radio', name, value, checked, id }), label), label };
+      };
+      const f = {
+        title: h('h2'),
+        body: h('p', { class: 'muted small' }),
+        to: h('legend'),
+        modes: ['nodes', 'channel'].map((m) => radio('mode', m, m === 'nodes', `files-push-mode-${m}`)),
+        nodes: h('fieldset', { class: 'push-to', id: 'files-push-nodes' }),
+        noNodes: h('p', { class: 'muted small' }),
+        channels: h('div', { class: 'push-to', id: 'files-push-channels', hidden: true }),
+        channelsFor: null,
+        plan: h('legend'),
+        plans: ['matrix', 'span', 'chain'].map((p) => radio('plan', p, p === 'matrix', `files-push-plan-${p}`)),
+        error: h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' }),
+        submit: h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }),
+        cancel: h('button', { type: 'button', class: 'btn btn-quiet', id: 'files-push-cancel' }),
+      };
+      pushDialog.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
+        f.title, f.body,
+        h('fieldset', { class: 'push-mode' }, f.to, f.modes.map((r) => r.el)),
+        f.nodes, f.channels,
+        h('fieldset', { class: 'push-plan' }, f.plan, f.plans.map((r) => r.el)),
+        f.error,
+        h('div', { class: 'row-actions' }, f.submit, f.cancel)));
+      return f;
+    }
+
+    // renderPushDialog brings the dialog up to date: names, the online
+    // nodes, the channels, the language.
     function renderPushDialog() {
       if (!pushing) return;
-      const form = pushDialog.querySelector('form');
-      const picked = form ? new FormData(form) : null;
-      const was = {
-        mode: (picked && picked.get('mode')) || 'nodes',
-        to: new Set(picked ? picked.getAll('to') : []),
-        channel: picked ? picked.get('channel') : '',
-        plan: (picked && picked.get('plan')) || 'matrix',
-      };
+      if (!pushForm) pushForm = makePushForm();
+      const f = pushForm;
+      setText(f.title, t('files.push.dialogTitle', { name: pushing.name }));
+      setText(f.body, t('files.push.body'));
+      setText(f.to, t('files.push.to'));
+      f.modes.forEach((r, i) => { r.label.data = t(`files.push.mode.${['nodes', 'channel'][i]}`); });
+      setText(f.plan, t('files.push.plan'));
+      f.plans.forEach((r, i) => { r.label.data = t(`files.push.plan.${['matrix', 'span', 'chain'][i]}`); });
+      setText(f.submit, t('files.push.submit'));
+      setText(f.cancel, t('files.push.cancel'));
+      setText(f.noNodes, t('files.push.noNodes'));
+
       const others = dir.filter((d) => !d.self);
+      const online = new Set(others.map((d) => d.id));
+      for (const id of pushBoxes.keys()) {
+        if (!online.has(id)) pushBoxes.delete(id);
+      }
+      syncChildren(f.nodes, others.length === 0 ? [f.noNodes] : others.map((d) => {
+        let b = pushBoxes.get(d.id);
+        if (!b) {
+          b = { input: h('input', { type: 'checkbox', name: 'to', value: d.id }), name: document.createTextNode(''), short: h('code', { class: 'id' }) };
+          b.label = h('label', { class: 'check' }, b.input, b.name, b.short);
+          pushBoxes.set(d.id, b);
+        }
+        const name = d.name || shortID(d.id);
+        if (b.name.data !== name) b.name.data = name;
+        setText(b.short, shortID(d.id));
+        return b.label;
+      }));
+
+      // The channels are read once; the select is made again only when
+      // they or the language change, keeping the one picked.
       const chans = (channels || []).filter((c) => c.joined !== false);
-      const radio = (name, value, checked, label, id) => h('label', { class: 'check' },
-        h('input', { type: 'radio', name, value, checked, id }), label);
-      pushDialog.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
-        h('h2', {}, t('files.push.dialogTitle', { name: pushing.name })),
-        h('p', { class: 'muted small' }, t('files.push.body')),
-        h('fieldset', { class: 'push-mode' }, h('legend', {}, t('files.push.to')),
-          radio('mode', 'nodes', was.mode === 'nodes', t('files.push.mode.nodes'), 'files-push-mode-nodes'),
-          radio('mode', 'channel', was.mode === 'channel', t('files.push.mode.channel'), 'files-push-mode-channel')),
-        h('fieldset', { class: 'push-to', id: 'files-push-nodes', hidden: was.mode !== 'nodes' },
-          others.length === 0
-            ? h('p', { class: 'muted small' }, t('files.push.noNodes'))
-            : others.map((d) => h('label', { class: 'check' },
-              h('input', { type: 'checkbox', name: 'to', value: d.id, checked: was.to.has(d.id) }),
-              d.name || shortID(d.id), h('code', { class: 'id' }, shortID(d.id))))),
-        h('div', { class: 'push-to', id: 'files-push-channels', hidden: was.mode !== 'channel' },
-          channels === null
-            ? h('p', { class: 'muted small' }, t('node.loading'))
-            : chans.length === 0
-              ? h('p', { class: 'muted small' }, t('files.push.noChannels'))
-              : h('select', { id: 'files-push-channel', name: 'channel', 'aria-label': t('files.push.mode.channel') },
-                chans.map((c) => h('option', { value: c.id, selected: c.id === was.channel }, `#${c.name}`)))),
-        h('fieldset', { class: 'push-plan' }, h('legend', {}, t('files.push.plan')),
-          ['matrix', 'span', 'chain'].map((p) => radio('plan', p, was.plan === p, t(`files.push.plan.${p}`), `files-push-plan-${p}`))),
-        h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' }),
-        h('div', { class: 'row-actions' },
-          h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }, t('files.push.submit')),
-          h('button', { type: 'button', class: 'btn btn-quiet', id: 'files-push-cancel' }, t('files.push.cancel')))));
+      const key = channels === null ? `loading|${t('node.loading')}` : `${t('files.push.noChannels')}|${t('files.push.mode.channel')}|${chans.map((c) => `${c.id}=${c.name}`).join(' ')}`;
+      if (f.channelsFor !== key) {
+        f.channelsFor = key;
+        const was = (f.channels.querySelector('select') || {}).value;
+        f.channels.replaceChildren(channels === null
+          ? h('p', { class: 'muted small' }, t('node.loading'))
+          : chans.length === 0
+            ? h('p', { class: 'muted small' }, t('files.push.noChannels'))
+            : h('select', { id: 'files-push-channel', name: 'channel', 'aria-label': t('files.push.mode.channel') },
+              chans.map((c) => h('option', { value: c.id, selected: c.id === was }, `#${c.name}`))));
+      }
+      const mode = f.modes[1].el.querySelector('input').checked ? 'channel' : 'nodes';
+      f.nodes.hidden = mode !== 'nodes';
+      f.channels.hidden = mode !== 'channel';
     }
 
     // pushError is what the dialog says when the node refuses a push.
