@@ -196,6 +196,8 @@ export default {
   'files.state.paused': 'Paused',
   'files.state.done': 'Done',
   'files.state.failed': 'Failed',
+  'files.state.checking': 'Checking',
+  'files.checking': 'checking the file saved at {path} before using it',
   'files.progress': 'Progress of {name}',
   'files.eta': '{eta} left',
   'files.uploaded': '{n} sent to others',

@@ -195,6 +195,8 @@ export default {
   'files.state.paused': '已暂停',
   'files.state.done': '已完成',
   'files.state.failed': '失败',
+  'files.state.checking': '校验中',
+  'files.checking': '正在校验已保存在 {path} 的文件，通过后直接使用',
   'files.progress': '{name} 的进度',
   'files.eta': '剩余 {eta}',
   'files.uploaded': '已发送给他人 {n}',

@@ -345,7 +345,7 @@ export default {
       if (ev.transfer) {
         const was = transfers.get(ev.transfer.id);
         transfers.set(ev.transfer.id, ev.transfer);
-        if (was && was.state === ev.transfer.state) updateRow(ev.transfer);
+        if (was && stateLabel(was) === stateLabel(ev.transfer)) updateRow(ev.transfer);
         else if (was) {
           // The file list's badge and the push form follow the state.
           updateRow(ev.transfer);
@@ -366,8 +366,13 @@ export default {
 
     // ---- transfers ----
 
+    // checking says whether download x checks a file already saved under
+    // its name before it takes it (its state stays "downloading", with
+    // nothing fetched: "downloading 0 %" would be wrong for seconds).
+    const checking = (x) => x.state === 'downloading' && Boolean(x.checking);
+
     function stateLabel(x) {
-      return t(`files.state.${x.state}`);
+      return checking(x) ? t('files.state.checking') : t(`files.state.${x.state}`);
     }
 
     function newRow(x) {
@@ -393,8 +398,12 @@ export default {
       const row = rows.get(x.id);
       if (!row) return;
       const { li, refs } = row;
-      const pct = x.size > 0 ? Math.min(100, (100 * x.have) / x.size) : 100;
+      const chk = checking(x);
+      const have = chk ? x.checked || 0 : x.have;
+      const pct = x.size > 0 ? Math.min(100, (100 * have) / x.size) : 100;
       if (li.dataset.state !== x.state) li.dataset.state = x.state;
+      if (chk) setAttr(li, 'data-checking', '');
+      else if (li.hasAttribute('data-checking')) li.removeAttribute('data-checking');
       setText(refs.name, x.name);
       setAttr(refs.name, 'title', x.path || '');
       setText(refs.state, stateLabel(x));
@@ -403,8 +412,10 @@ export default {
       if (refs.bar.style.width !== width) refs.bar.style.width = width;
       setAttr(refs.progress, 'aria-valuenow', pct.toFixed(0));
       setAttr(refs.progress, 'aria-label', t('files.progress', { name: x.name }));
-      const parts = [`${formatBytes(x.have)} / ${formatBytes(x.size)}`, `${Math.floor(pct)}%`];
-      if (x.state === 'downloading') {
+      const parts = [`${formatBytes(have)} / ${formatBytes(x.size)}`, `${Math.floor(pct)}%`];
+      if (chk) {
+        parts.push(t('files.checking', { path: x.checking }));
+      } else if (x.state === 'downloading') {
         parts.push(formatRate(x.rate));
         if (x.rate > 0) parts.push(t('files.eta', { eta: formatETA((x.size - x.have) / x.rate) }));
         if (x.waiting) parts.push(t(`files.waiting.${x.waiting}`));
