@@ -66,17 +66,20 @@ function setAttr(el, k, v) {
 
 // syncChildren makes els parent's children, in order, removing the others
 // and moving only the nodes out of place (a moved node is taken out and
-// put back, which loses a click under way on it).
+// put back, which loses a click under way on it). A node that goes further
+// down is passed over and put in its place when reached: moved before its
+// neighbour instead, every node between would move up one by one.
 function syncChildren(parent, els) {
-  const keep = new Set(els);
+  const at = new Map(els.map((el, i) => [el, i]));
   for (const c of [...parent.childNodes]) {
-    if (!keep.has(c)) c.remove();
+    if (!at.has(c)) c.remove();
   }
   let cur = parent.firstChild;
-  for (const el of els) {
+  els.forEach((el, i) => {
+    while (cur && cur !== el && at.get(cur) > i && cur.nextSibling === el) cur = cur.nextSibling;
     if (el === cur) cur = cur.nextSibling;
     else parent.insertBefore(el, cur);
-  }
+  });
 }
 
 // A push's status only moves forward on the node: a receiver's bytes grow,
