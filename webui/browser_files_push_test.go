@@ -287,3 +287,46 @@ func TestBrowserFilesPushReconnect(t *testing.T) {
 		t.Fatalf("the push that ended while the stream was down still shows running after it reconnected: %v", err)
 	}
 }
+
+// TestBrowserFilesPushGoneFinal: a receiver shown done can leave the push
+// afterwards (its calls fail, it relays corrupt pieces): the node's status
+// goes from done to gone, never back. An event older than the one that
+// said gone, come late, must not show it done again.
+func TestBrowserFilesPushGoneFinal(t *testing.T) {
+	checkGoroutines(t)
+	node, files, album, bravo, charlie := pushThreeNodes(t)
+	marker := files.addRemote("marker.bin", make([]byte, 1000), bravo)
+	startDownload(t, files, marker, 100, map[mesh.ID]int64{bravo: 100})
+	ctx, _, _ := gatedFilesPage(t, node, files)
+	const wait = 20 * time.Second
+	pid, err := files.Push(context.Background(), album.ID, []mesh.ID{bravo, charlie}, shards.PlanMatrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.setPush(pid, func(st *shards.PushStatus) {
+		st.Receivers[0].Have, st.Receivers[0].State = st.Size, "done"
+		st.Uploaded = st.Size / 2
+	})
+	done := files.pushNow(pid)
+	files.sendPush(done)
+	browsertest.Until(t, ctx, wait, pushPanel+` !== null && `+pushRecv(bravo)+`?.dataset.state === "done"`)
+	files.setPush(pid, func(st *shards.PushStatus) {
+		st.Receivers[0].State, st.Receivers[0].Error = "gone", "its calls failed: timeout"
+	})
+	files.sendPush(files.pushNow(pid))
+	browsertest.Until(t, ctx, wait, pushRecv(bravo)+`.dataset.state === "gone"`)
+	checkJS(t, ctx, `(() => {
+		window.pushBack = [];
+		new MutationObserver(() => {
+			const li = `+pushRecv(bravo)+`;
+			if (!li || li.dataset.state !== "gone") window.pushBack.push(li ? li.dataset.state : "none");
+		}).observe(document.querySelector("#files-push-status"), { subtree: true, childList: true, attributes: true, characterData: true });
+		return true;
+	})()`, "")
+
+	files.sendPush(done) // late: older than gone
+	files.advance(marker.ID, 700, 1<<20, map[mesh.ID]int64{bravo: 700})
+	browsertest.Until(t, ctx, wait, `document.querySelector('#files-transfers li[data-id="`+marker.ID.String()+`"] .progress').getAttribute("aria-valuenow") === "70"`)
+	checkJS(t, ctx, `window.pushBack.length === 0 && `+pushRecv(bravo)+`.dataset.state === "gone"`,
+		"an event older than the one that said bravo was gone, come late, showed bravo done again")
+}

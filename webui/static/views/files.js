@@ -83,8 +83,9 @@ function syncChildren(parent, els) {
 }
 
 // A push's status only moves forward on the node: a receiver's bytes grow,
-// its state leaves "receiving" for good, the bytes sent grow, the push ends
-// once. So of two statuses of a push, one behind the other in any of these
+// its state leaves "receiving" for good and "gone" never (a receiver done
+// can still be dropped: its calls fail, it relays corrupt pieces), the
+// bytes sent grow, the push ends once. So of two statuses of a push, one behind the other in any of these
 // is the older, however it came (a poll answered before an event and read
 // after it, an event queued behind a poll's answer): it is not shown, and a
 // receiver shown done never goes back to part-way.
@@ -97,6 +98,7 @@ function pushBehind(a, b) {
     if (!w) continue;
     if ((r.have || 0) < (w.have || 0)) return true;
     if (r.state === 'receiving' && w.state !== 'receiving') return true;
+    if (w.state === 'gone' && r.state !== 'gone') return true;
   }
   return false;
 }
