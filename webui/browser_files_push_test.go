@@ -34,6 +34,46 @@ type streamGate struct {
 	failPath string
 	failLeft int // GETs of failPath still to fail
 	failed   int
+	paused   chan struct{} // while set, writes of the event streams wait for it to close
+}
+
+// pausedWriter is an event stream's writer: its writes wait while the
+// gate pauses the streams, as a client that does not read.
+type pausedWriter struct {
+	http.ResponseWriter
+	g   *streamGate
+	ctx context.Context
+}
+
+func (w pausedWriter) Write(b []byte) (int, error) {
+	w.g.mu.Lock()
+	p := w.g.paused
+	w.g.mu.Unlock()
+	if p != nil {
+		select {
+		case <-p:
+		case <-w.ctx.Done():
+			return 0, w.ctx.Err()
+		}
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w pausedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// pause makes the event streams' writes wait until the func it returns
+// is called.
+func (g *streamGate) pause() (resume func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := make(chan struct{})
+	g.paused = p
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.paused = nil
+		close(p)
+	}
 }
 
 func (g *streamGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +84,7 @@ func (g *streamGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.cancels = append(g.cancels, cancel)
 		g.streams++
 		g.mu.Unlock()
-		g.next.ServeHTTP(w, r.WithContext(ctx))
+		g.next.ServeHTTP(pausedWriter{w, g, ctx}, r.WithContext(ctx))
 		return
 	}
 	g.mu.Lock()
@@ -329,4 +369,44 @@ func TestBrowserFilesPushGoneFinal(t *testing.T) {
 	browsertest.Until(t, ctx, wait, `document.querySelector('#files-transfers li[data-id="`+marker.ID.String()+`"] .progress').getAttribute("aria-valuenow") === "70"`)
 	checkJS(t, ctx, `window.pushBack.length === 0 && `+pushRecv(bravo)+`.dataset.state === "gone"`,
 		"an event older than the one that said bravo was gone, come late, showed bravo done again")
+}
+
+// TestBrowserFilesPushResync: the page stops reading its event stream
+// (the tab busy) while more events come than the server keeps for it, and
+// the push ends among them. The server sends a resync in place of those it
+// dropped, on the same stream: the page must read the push again then, as
+// it does the transfers.
+func TestBrowserFilesPushResync(t *testing.T) {
+	checkGoroutines(t)
+	node, files, album, bravo, charlie := pushThreeNodes(t)
+	marker := files.addRemote("marker.bin", make([]byte, 1<<20), bravo)
+	startDownload(t, files, marker, 1, map[mesh.ID]int64{bravo: 1})
+	ctx, gate, _ := gatedFilesPage(t, node, files)
+	const wait = 30 * time.Second
+	pid, err := files.Push(context.Background(), album.ID, []mesh.ID{bravo, charlie}, shards.PlanMatrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.sendPush(files.pushNow(pid))
+	browsertest.Until(t, ctx, wait, pushPanel+` !== null && `+pushPanel+`.dataset.state === "running"`)
+
+	resume := gate.pause()
+	files.setPush(pid, func(st *shards.PushStatus) {
+		for i := range st.Receivers {
+			st.Receivers[i].Have, st.Receivers[i].State = st.Size, "done"
+		}
+		st.Uploaded, st.Done = st.Size, true
+	})
+	// More than the stream's backlog (maxBacklog): some are dropped, and
+	// the push's last event with them.
+	for i := range maxBacklog + 100 {
+		files.advance(marker.ID, int64(2+i), 1<<20, map[mesh.ID]int64{bravo: int64(2 + i)})
+	}
+	resume()
+	if err := browsertest.Wait(ctx, wait, pushPanel+`.dataset.state === "done" && `+pushRecv(charlie)+`.dataset.state === "done"`); err != nil {
+		t.Fatalf("the push that ended among dropped events still shows running after the resync: %v", err)
+	}
+	if n := gate.opened(); n != 1 {
+		t.Fatalf("the event stream was opened %d times: the page reconnected, so this did not test the resync", n)
+	}
 }
