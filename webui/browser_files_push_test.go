@@ -410,3 +410,21 @@ func TestBrowserFilesPushResync(t *testing.T) {
 		t.Fatalf("the event stream was opened %d times: the page reconnected, so this did not test the resync", n)
 	}
 }
+
+// TestBrowserFilesPushForgotten: the node restarts during a push the page
+// started (its pushes die with it); the page's poll is answered 404. The
+// panel must say the push ended with the node's restart, not show it
+// running for good.
+func TestBrowserFilesPushForgotten(t *testing.T) {
+	checkGoroutines(t)
+	node, files, album, bravo, charlie := pushThreeNodes(t)
+	ctx, _, _ := gatedFilesPage(t, node, files)
+	const wait = 20 * time.Second
+	pid := pushFromPage(t, ctx, album, bravo, charlie)
+	browsertest.Until(t, ctx, wait, pushPanel+`.querySelector(".push-state").textContent === "0 of 2 done"`)
+	files.forgetPush(pid)
+	if err := browsertest.Wait(ctx, wait, pushPanel+`.dataset.state === "lost"
+		&& `+pushPanel+`.querySelector(".push-state").textContent.startsWith("Ended")`); err != nil {
+		t.Fatalf("a push the node no longer knows still shows running: %v", err)
+	}
+}

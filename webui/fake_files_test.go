@@ -490,3 +490,11 @@ func (f *fakeFiles) check(id shards.MD5, path string, checked int64) {
 	t.Checking, t.Checked = path, checked
 	f.publish(t)
 }
+
+// forgetPush drops push pid, as a node that restarted has none of the
+// pushes it ran.
+func (f *fakeFiles) forgetPush(pid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.pushes, pid)
+}

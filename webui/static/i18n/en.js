@@ -273,6 +273,7 @@ export default {
   'files.push.err.other': 'The push did not start: {msg}',
   'files.push.overall.running': '{done} of {n} done',
   'files.push.overall.done': 'Done',
+  'files.push.overall.lost': 'Ended: this node no longer knows it (restarted?)',
 
   'settings.title': 'Settings',
   'settings.apiKey.title': 'API key for scripts',

@@ -272,6 +272,7 @@ export default {
   'files.push.err.other': '推送没有开始：{msg}',
   'files.push.overall.running': '{done} / {n} 已完成',
   'files.push.overall.done': '已完成',
+  'files.push.overall.lost': '已中断：本节点已不再记得此推送（可能重启过）',
 
   'settings.title': '设置',
   'settings.apiKey.title': '脚本的 API 密钥',

@@ -799,7 +799,7 @@ export default {
       const { li, refs } = row;
       const rs = p.receivers || [];
       const done = rs.filter((r) => r.state === 'done').length;
-      const state = p.done ? 'done' : 'running';
+      const state = p.done ? 'done' : p.lost ? 'lost' : 'running';
       li.dataset.state = state;
       setText(refs.name, (transfers.get(p.resource) || {}).name || shortID(p.resource));
       setText(refs.plan, t(`files.push.plan.${p.plan}`));
@@ -857,12 +857,20 @@ export default {
 
     // readPush reads push pid's status and shows it (unless older than
     // the one shown); a failed read throws, with the status in .status.
+    // A push the node does not know (404) while shown running is one it
+    // lost (it restarted: pushes are not kept over a restart), and shown
+    // so: it would otherwise show running for good.
     async function readPush(pid) {
       try {
         const st = await sendJSON('GET', `api/shards/push/${encodeURIComponent(pid)}`);
         read('readPush');
         showPush(st);
       } catch (err) {
+        const had = pushes.get(pid);
+        if (err.status === 404 && had && !had.done && !had.lost) {
+          pushes.set(pid, { ...had, lost: true });
+          renderPushes();
+        }
         read('readPush');
         throw err;
       }
