@@ -170,3 +170,63 @@ func sorted(s []string) []string {
 	slices.Sort(s)
 	return s
 }
+
+// TestBrowserFilesClickDuringReorder: the table is sorted by holders and
+// the user presses "Download" on a row when the file at the top loses its
+// holders and goes to the bottom. Only that row may move: a row taken out
+// and put back between mousedown and mouseup gets no click, and moving the
+// one row down took every row between out and back.
+func TestBrowserFilesClickDuringReorder(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	bravo, charlie, dave := fakeID("bravo"), fakeID("charlie"), fakeID("dave")
+	node.setRecords(mesh.Record{ID: node.id, Name: "alpha"}, mesh.Record{ID: bravo, Name: "bravo"},
+		mesh.Record{ID: charlie, Name: "charlie"}, mesh.Record{ID: dave, Name: "dave"})
+	files := newFakeFiles(node.id)
+	topB := []byte("top")
+	top := files.addRemote("top.txt", topB, bravo, charlie, dave)
+	var target shards.File
+	for i := range 300 {
+		f := files.addRemote(fmt.Sprintf("mid-%03d.txt", i), []byte(fmt.Sprintf("mid %d", i)), bravo, charlie)
+		if i == 150 {
+			target = f
+		}
+	}
+	ctx := filesPage(t, node, Config{Files: files}, "en-US")
+	const wait = 30 * time.Second
+	browsertest.Until(t, ctx, wait, `document.querySelectorAll("#files-table tbody tr").length === 301`)
+	checkJS(t, ctx, `(() => {
+		const s = document.querySelector("#files-sort");
+		s.value = "holders";
+		s.dispatchEvent(new Event("change"));
+		return true;
+	})()`, "")
+	first := `document.querySelector("#files-table tbody tr").dataset.id`
+	browsertest.Until(t, ctx, wait, first+` === "`+top.ID.String()+`"`)
+
+	watchRows(t, ctx, "#files-table tbody", "tr")
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+		window.moved = new Set();
+		new MutationObserver((recs) => {
+			for (const r of recs) for (const n of r.removedNodes) if (n.dataset) window.moved.add(n.dataset.id);
+		}).observe(document.querySelector("#files-table tbody"), { childList: true });
+		return true;
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	release := press(t, ctx, `#files-table button[data-act="fetch"][data-id="`+target.ID.String()+`"]`)
+	files.addRemote("top.txt", topB, bravo) // one holder now: last
+	browsertest.Until(t, ctx, wait, `document.querySelector("#files-table tbody tr:last-child").dataset.id === "`+top.ID.String()+`"`)
+	moved, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...window.moved]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(moved) != 1 || moved[0] != top.ID.String() {
+		t.Errorf("the reorder took %d rows out and put them back, want only the one that moved", len(moved))
+	}
+	release()
+	testutil.WaitFor(t, wait, "the download pressed during the reorder to start", func() bool {
+		_, ok := files.transfer(target.ID)
+		return ok
+	})
+}

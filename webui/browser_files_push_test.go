@@ -34,6 +34,46 @@ type streamGate struct {
 	failPath string
 	failLeft int // GETs of failPath still to fail
 	failed   int
+	paused   chan struct{} // while set, writes of the event streams wait for it to close
+}
+
+// pausedWriter is an event stream's writer: its writes wait while the
+// gate pauses the streams, as a client that does not read.
+type pausedWriter struct {
+	http.ResponseWriter
+	g   *streamGate
+	ctx context.Context
+}
+
+func (w pausedWriter) Write(b []byte) (int, error) {
+	w.g.mu.Lock()
+	p := w.g.paused
+	w.g.mu.Unlock()
+	if p != nil {
+		select {
+		case <-p:
+		case <-w.ctx.Done():
+			return 0, w.ctx.Err()
+		}
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w pausedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// pause makes the event streams' writes wait until the func it returns
+// is called.
+func (g *streamGate) pause() (resume func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := make(chan struct{})
+	g.paused = p
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.paused = nil
+		close(p)
+	}
 }
 
 func (g *streamGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +84,7 @@ func (g *streamGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.cancels = append(g.cancels, cancel)
 		g.streams++
 		g.mu.Unlock()
-		g.next.ServeHTTP(w, r.WithContext(ctx))
+		g.next.ServeHTTP(pausedWriter{w, g, ctx}, r.WithContext(ctx))
 		return
 	}
 	g.mu.Lock()
@@ -285,5 +325,106 @@ func TestBrowserFilesPushReconnect(t *testing.T) {
 	testutil.WaitFor(t, wait, "the page to open the event stream again", func() bool { return gate.opened() >= 2 })
 	if err := browsertest.Wait(ctx, wait, pushPanel+`.dataset.state === "done" && `+pushRecv(charlie)+`.dataset.state === "done"`); err != nil {
 		t.Fatalf("the push that ended while the stream was down still shows running after it reconnected: %v", err)
+	}
+}
+
+// TestBrowserFilesPushGoneFinal: a receiver shown done can leave the push
+// afterwards (its calls fail, it relays corrupt pieces): the node's status
+// goes from done to gone, never back. An event older than the one that
+// said gone, come late, must not show it done again.
+func TestBrowserFilesPushGoneFinal(t *testing.T) {
+	checkGoroutines(t)
+	node, files, album, bravo, charlie := pushThreeNodes(t)
+	marker := files.addRemote("marker.bin", make([]byte, 1000), bravo)
+	startDownload(t, files, marker, 100, map[mesh.ID]int64{bravo: 100})
+	ctx, _, _ := gatedFilesPage(t, node, files)
+	const wait = 20 * time.Second
+	pid, err := files.Push(context.Background(), album.ID, []mesh.ID{bravo, charlie}, shards.PlanMatrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.setPush(pid, func(st *shards.PushStatus) {
+		st.Receivers[0].Have, st.Receivers[0].State = st.Size, "done"
+		st.Uploaded = st.Size / 2
+	})
+	done := files.pushNow(pid)
+	files.sendPush(done)
+	browsertest.Until(t, ctx, wait, pushPanel+` !== null && `+pushRecv(bravo)+`?.dataset.state === "done"`)
+	files.setPush(pid, func(st *shards.PushStatus) {
+		st.Receivers[0].State, st.Receivers[0].Error = "gone", "its calls failed: timeout"
+	})
+	files.sendPush(files.pushNow(pid))
+	browsertest.Until(t, ctx, wait, pushRecv(bravo)+`.dataset.state === "gone"`)
+	checkJS(t, ctx, `(() => {
+		window.pushBack = [];
+		new MutationObserver(() => {
+			const li = `+pushRecv(bravo)+`;
+			if (!li || li.dataset.state !== "gone") window.pushBack.push(li ? li.dataset.state : "none");
+		}).observe(document.querySelector("#files-push-status"), { subtree: true, childList: true, attributes: true, characterData: true });
+		return true;
+	})()`, "")
+
+	files.sendPush(done) // late: older than gone
+	files.advance(marker.ID, 700, 1<<20, map[mesh.ID]int64{bravo: 700})
+	browsertest.Until(t, ctx, wait, `document.querySelector('#files-transfers li[data-id="`+marker.ID.String()+`"] .progress').getAttribute("aria-valuenow") === "70"`)
+	checkJS(t, ctx, `window.pushBack.length === 0 && `+pushRecv(bravo)+`.dataset.state === "gone"`,
+		"an event older than the one that said bravo was gone, come late, showed bravo done again")
+}
+
+// TestBrowserFilesPushResync: the page stops reading its event stream
+// (the tab busy) while more events come than the server keeps for it, and
+// the push ends among them. The server sends a resync in place of those it
+// dropped, on the same stream: the page must read the push again then, as
+// it does the transfers.
+func TestBrowserFilesPushResync(t *testing.T) {
+	checkGoroutines(t)
+	node, files, album, bravo, charlie := pushThreeNodes(t)
+	marker := files.addRemote("marker.bin", make([]byte, 1<<20), bravo)
+	startDownload(t, files, marker, 1, map[mesh.ID]int64{bravo: 1})
+	ctx, gate, _ := gatedFilesPage(t, node, files)
+	const wait = 30 * time.Second
+	pid, err := files.Push(context.Background(), album.ID, []mesh.ID{bravo, charlie}, shards.PlanMatrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.sendPush(files.pushNow(pid))
+	browsertest.Until(t, ctx, wait, pushPanel+` !== null && `+pushPanel+`.dataset.state === "running"`)
+
+	resume := gate.pause()
+	files.setPush(pid, func(st *shards.PushStatus) {
+		for i := range st.Receivers {
+			st.Receivers[i].Have, st.Receivers[i].State = st.Size, "done"
+		}
+		st.Uploaded, st.Done = st.Size, true
+	})
+	// More than the stream's backlog (maxBacklog): some are dropped, and
+	// the push's last event with them.
+	for i := range maxBacklog + 100 {
+		files.advance(marker.ID, int64(2+i), 1<<20, map[mesh.ID]int64{bravo: int64(2 + i)})
+	}
+	resume()
+	if err := browsertest.Wait(ctx, wait, pushPanel+`.dataset.state === "done" && `+pushRecv(charlie)+`.dataset.state === "done"`); err != nil {
+		t.Fatalf("the push that ended among dropped events still shows running after the resync: %v", err)
+	}
+	if n := gate.opened(); n != 1 {
+		t.Fatalf("the event stream was opened %d times: the page reconnected, so this did not test the resync", n)
+	}
+}
+
+// TestBrowserFilesPushForgotten: the node restarts during a push the page
+// started (its pushes die with it); the page's poll is answered 404. The
+// panel must say the push ended with the node's restart, not show it
+// running for good.
+func TestBrowserFilesPushForgotten(t *testing.T) {
+	checkGoroutines(t)
+	node, files, album, bravo, charlie := pushThreeNodes(t)
+	ctx, _, _ := gatedFilesPage(t, node, files)
+	const wait = 20 * time.Second
+	pid := pushFromPage(t, ctx, album, bravo, charlie)
+	browsertest.Until(t, ctx, wait, pushPanel+`.querySelector(".push-state").textContent === "0 of 2 done"`)
+	files.forgetPush(pid)
+	if err := browsertest.Wait(ctx, wait, pushPanel+`.dataset.state === "lost"
+		&& `+pushPanel+`.querySelector(".push-state").textContent.startsWith("Ended")`); err != nil {
+		t.Fatalf("a push the node no longer knows still shows running: %v", err)
 	}
 }

@@ -482,3 +482,21 @@ func (c *fakeContent) Close() error {
 func (c *fakeContent) Name() string       { return c.name }
 func (c *fakeContent) Size() int64        { return int64(len(c.b)) }
 func (c *fakeContent) ModTime() time.Time { return time.Time{} }
+
+// check sets download id checking the file at path, checked bytes of it
+// so far ("" when it does not), and sends its event.
+func (f *fakeFiles) check(id shards.MD5, path string, checked int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.transfers[id]
+	t.Checking, t.Checked = path, checked
+	f.publish(t)
+}
+
+// forgetPush drops push pid, as a node that restarted has none of the
+// pushes it ran.
+func (f *fakeFiles) forgetPush(pid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.pushes, pid)
+}

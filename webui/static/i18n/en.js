@@ -196,6 +196,8 @@ export default {
   'files.state.paused': 'Paused',
   'files.state.done': 'Done',
   'files.state.failed': 'Failed',
+  'files.state.checking': 'Checking',
+  'files.checking': 'checking the file saved at {path} before using it',
   'files.progress': 'Progress of {name}',
   'files.eta': '{eta} left',
   'files.uploaded': '{n} sent to others',
@@ -271,6 +273,7 @@ export default {
   'files.push.err.other': 'The push did not start: {msg}',
   'files.push.overall.running': '{done} of {n} done',
   'files.push.overall.done': 'Done',
+  'files.push.overall.lost': 'Ended: this node no longer knows it (restarted?)',
 
   'settings.title': 'Settings',
   'settings.apiKey.title': 'API key for scripts',

@@ -195,6 +195,8 @@ export default {
   'files.state.paused': '已暂停',
   'files.state.done': '已完成',
   'files.state.failed': '失败',
+  'files.state.checking': '校验中',
+  'files.checking': '正在校验已保存在 {path} 的文件，通过后直接使用',
   'files.progress': '{name} 的进度',
   'files.eta': '剩余 {eta}',
   'files.uploaded': '已发送给他人 {n}',
@@ -270,6 +272,7 @@ export default {
   'files.push.err.other': '推送没有开始：{msg}',
   'files.push.overall.running': '{done} / {n} 已完成',
   'files.push.overall.done': '已完成',
+  'files.push.overall.lost': '已中断：本节点已不再记得此推送（可能重启过）',
 
   'settings.title': '设置',
   'settings.apiKey.title': '脚本的 API 密钥',

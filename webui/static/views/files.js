@@ -14,7 +14,7 @@
 // only when out of place), so that progress a few times a second neither
 // reloads thumbnails nor eats a click: a button replaced, or taken out and
 // put back, between its mousedown and mouseup gets no click.
-import { h, shortID, countRead } from '../dom.js';
+import { h, shortID, countRead, freshness } from '../dom.js';
 import { t, plural } from '../i18n/index.js';
 import { getJSON, sendJSON } from '../api.js';
 import { formatBytes, formatRate, formatETA } from '../format.js';
@@ -66,22 +66,26 @@ function setAttr(el, k, v) {
 
 // syncChildren makes els parent's children, in order, removing the others
 // and moving only the nodes out of place (a moved node is taken out and
-// put back, which loses a click under way on it).
+// put back, which loses a click under way on it). A node that goes further
+// down is passed over and put in its place when reached: moved before its
+// neighbour instead, every node between would move up one by one.
 function syncChildren(parent, els) {
-  const keep = new Set(els);
+  const at = new Map(els.map((el, i) => [el, i]));
   for (const c of [...parent.childNodes]) {
-    if (!keep.has(c)) c.remove();
+    if (!at.has(c)) c.remove();
   }
   let cur = parent.firstChild;
-  for (const el of els) {
+  els.forEach((el, i) => {
+    while (cur && cur !== el && at.get(cur) > i && cur.nextSibling === el) cur = cur.nextSibling;
     if (el === cur) cur = cur.nextSibling;
     else parent.insertBefore(el, cur);
-  }
+  });
 }
 
 // A push's status only moves forward on the node: a receiver's bytes grow,
-// its state leaves "receiving" for good, the bytes sent grow, the push ends
-// once. So of two statuses of a push, one behind the other in any of these
+// its state leaves "receiving" for good and "gone" never (a receiver done
+// can still be dropped: its calls fail, it relays corrupt pieces), the
+// bytes sent grow, the push ends once. So of two statuses of a push, one behind the other in any of these
 // is the older, however it came (a poll answered before an event and read
 // after it, an event queued behind a poll's answer): it is not shown, and a
 // receiver shown done never goes back to part-way.
@@ -94,6 +98,7 @@ function pushBehind(a, b) {
     if (!w) continue;
     if ((r.have || 0) < (w.have || 0)) return true;
     if (r.state === 'receiving' && w.state !== 'receiving') return true;
+    if (w.state === 'gone' && r.state !== 'gone') return true;
   }
   return false;
 }
@@ -155,12 +160,13 @@ export default {
     const polling = new Set(); // push ids pollPush follows
     let viewing = null; // the id shown in the viewer
     // A GET answered before an event but read after it is older than what
-    // the event said. shardsSeq counts "shards" events and eventAt has,
-    // for each transfer, the count at its last event (a removal too), so
-    // an answer keeps only what no event changed while it was on its way.
-    let shardsSeq = 0;
-    const eventAt = new Map();
-    const changedSince = (id, since) => (eventAt.get(id) || 0) > since;
+    // the event said, and of two reads on their way the one begun last
+    // wins (dom.js freshness). The transfers are touched one by one: an
+    // event for a transfer (a removal too) keeps what it said from an
+    // answer that was on its way, and the rest of the answer is kept.
+    const filesFresh = freshness();
+    const transfersFresh = freshness();
+    const dirFresh = freshness();
     const read = (what) => countRead(root, what);
 
     // ---- skeleton ----
@@ -265,13 +271,10 @@ export default {
 
     // ---- data ----
 
-    // filesLoads counts the reads of the file list begun, filesShown the
-    // one shown last: an event starts a new read while one is on its way,
-    // and the older answer may come last.
-    let filesLoads = 0;
-    let filesShown = 0;
+    // loadFiles reads the file list: an event starts a new read while one
+    // is on its way, and the older answer may come last.
     async function loadFiles() {
-      const n = ++filesLoads;
+      const ticket = filesFresh.begin();
       let got;
       let error = '';
       try {
@@ -280,8 +283,7 @@ export default {
         error = err.message;
       }
       read('readFiles');
-      if (n < filesShown) return;
-      filesShown = n;
+      if (!ticket.fresh()) return;
       if (error) filesError = error;
       else {
         files = got;
@@ -296,11 +298,8 @@ export default {
     // A transfer an event changed (or added, or removed) while the pages
     // were on their way keeps what the event said: the pages may be older.
     // Of two reads on their way at once, the one begun last wins.
-    let transferLoads = 0;
-    let transfersShown = 0;
     async function loadTransfers() {
-      const n = ++transferLoads;
-      const since = shardsSeq;
+      const ticket = transfersFresh.begin();
       try {
         const got = [];
         let total = 0;
@@ -313,15 +312,14 @@ export default {
           if (list.length < limit) break;
         }
         read('readTransfers');
-        if (n < transfersShown) return;
-        transfersShown = n;
+        if (!ticket.fresh()) return;
         const next = new Map();
         for (const x of got) {
-          if (!changedSince(x.id, since)) next.set(x.id, x);
+          if (!ticket.changed(x.id)) next.set(x.id, x);
           else if (transfers.has(x.id)) next.set(x.id, transfers.get(x.id));
         }
         for (const [id, x] of transfers) {
-          if (!next.has(id) && changedSince(id, since)) next.set(id, x);
+          if (!next.has(id) && ticket.changed(id)) next.set(id, x);
         }
         transfers.clear();
         for (const [id, x] of next) transfers.set(id, x);
@@ -352,7 +350,7 @@ export default {
       if (ev.transfer) {
         const was = transfers.get(ev.transfer.id);
         transfers.set(ev.transfer.id, ev.transfer);
-        if (was && was.state === ev.transfer.state) updateRow(ev.transfer);
+        if (was && stateLabel(was) === stateLabel(ev.transfer)) updateRow(ev.transfer);
         else if (was) {
           // The file list's badge and the push form follow the state.
           updateRow(ev.transfer);
@@ -373,8 +371,13 @@ export default {
 
     // ---- transfers ----
 
+    // checking says whether download x checks a file already saved under
+    // its name before it takes it (its state stays "downloading", with
+    // nothing fetched: "downloading 0 %" would be wrong for seconds).
+    const checking = (x) => x.state === 'downloading' && Boolean(x.checking);
+
     function stateLabel(x) {
-      return t(`files.state.${x.state}`);
+      return checking(x) ? t('files.state.checking') : t(`files.state.${x.state}`);
     }
 
     function newRow(x) {
@@ -400,8 +403,12 @@ export default {
       const row = rows.get(x.id);
       if (!row) return;
       const { li, refs } = row;
-      const pct = x.size > 0 ? Math.min(100, (100 * x.have) / x.size) : 100;
+      const chk = checking(x);
+      const have = chk ? x.checked || 0 : x.have;
+      const pct = x.size > 0 ? Math.min(100, (100 * have) / x.size) : 100;
       if (li.dataset.state !== x.state) li.dataset.state = x.state;
+      if (chk) setAttr(li, 'data-checking', '');
+      else if (li.hasAttribute('data-checking')) li.removeAttribute('data-checking');
       setText(refs.name, x.name);
       setAttr(refs.name, 'title', x.path || '');
       setText(refs.state, stateLabel(x));
@@ -410,8 +417,10 @@ export default {
       if (refs.bar.style.width !== width) refs.bar.style.width = width;
       setAttr(refs.progress, 'aria-valuenow', pct.toFixed(0));
       setAttr(refs.progress, 'aria-label', t('files.progress', { name: x.name }));
-      const parts = [`${formatBytes(x.have)} / ${formatBytes(x.size)}`, `${Math.floor(pct)}%`];
-      if (x.state === 'downloading') {
+      const parts = [`${formatBytes(have)} / ${formatBytes(x.size)}`, `${Math.floor(pct)}%`];
+      if (chk) {
+        parts.push(t('files.checking', { path: x.checking }));
+      } else if (x.state === 'downloading') {
         parts.push(formatRate(x.rate));
         if (x.rate > 0) parts.push(t('files.eta', { eta: formatETA((x.size - x.have) / x.rate) }));
         if (x.waiting) parts.push(t(`files.waiting.${x.waiting}`));
@@ -658,6 +667,7 @@ export default {
     // picked from the directory, or a chat channel's online members.
     async function openPush(x) {
       pushing = x;
+      if (pushForm) setText(pushForm.error, '');
       renderPushDialog();
       if (!pushDialog.open) pushDialog.showModal();
       if (channels === null) {
@@ -670,46 +680,96 @@ export default {
       }
     }
 
-    // renderPushDialog draws the dialog, keeping what the user picked.
+    // The dialog's form is made once and updated in place: the directory
+    // is resent every few seconds and changes as nodes come and go, and a
+    // box redrawn between its mousedown and mouseup is not ticked. Each
+    // node's box is kept (ticked or not) while the node is online; what
+    // the user picked stays from one opening to the next.
+    let pushForm = null; // its parts, made by the first renderPushDialog
+    const pushBoxes = new Map(); // node id → {label, input, name, short}
+
+    function makePushForm() {
+      const text = () => document.createTextNode('');
+      const radio = (name, value, checked, id) => {
+        const label = text();
+        return { el: h('label', { class: 'check' }, h('input', { type: 'radio', name, value, checked, id }), label), label };
+      };
+      const f = {
+        title: h('h2'),
+        body: h('p', { class: 'muted small' }),
+        to: h('legend'),
+        modes: ['nodes', 'channel'].map((m) => radio('mode', m, m === 'nodes', `files-push-mode-${m}`)),
+        nodes: h('fieldset', { class: 'push-to', id: 'files-push-nodes' }),
+        noNodes: h('p', { class: 'muted small' }),
+        channels: h('div', { class: 'push-to', id: 'files-push-channels', hidden: true }),
+        channelsFor: null,
+        plan: h('legend'),
+        plans: ['matrix', 'span', 'chain'].map((p) => radio('plan', p, p === 'matrix', `files-push-plan-${p}`)),
+        error: h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' }),
+        submit: h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }),
+        cancel: h('button', { type: 'button', class: 'btn btn-quiet', id: 'files-push-cancel' }),
+      };
+      pushDialog.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
+        f.title, f.body,
+        h('fieldset', { class: 'push-mode' }, f.to, f.modes.map((r) => r.el)),
+        f.nodes, f.channels,
+        h('fieldset', { class: 'push-plan' }, f.plan, f.plans.map((r) => r.el)),
+        f.error,
+        h('div', { class: 'row-actions' }, f.submit, f.cancel)));
+      return f;
+    }
+
+    // renderPushDialog brings the dialog up to date: names, the online
+    // nodes, the channels, the language.
     function renderPushDialog() {
       if (!pushing) return;
-      const form = pushDialog.querySelector('form');
-      const picked = form ? new FormData(form) : null;
-      const was = {
-        mode: (picked && picked.get('mode')) || 'nodes',
-        to: new Set(picked ? picked.getAll('to') : []),
-        channel: picked ? picked.get('channel') : '',
-        plan: (picked && picked.get('plan')) || 'matrix',
-      };
+      if (!pushForm) pushForm = makePushForm();
+      const f = pushForm;
+      setText(f.title, t('files.push.dialogTitle', { name: pushing.name }));
+      setText(f.body, t('files.push.body'));
+      setText(f.to, t('files.push.to'));
+      f.modes.forEach((r, i) => { r.label.data = t(`files.push.mode.${['nodes', 'channel'][i]}`); });
+      setText(f.plan, t('files.push.plan'));
+      f.plans.forEach((r, i) => { r.label.data = t(`files.push.plan.${['matrix', 'span', 'chain'][i]}`); });
+      setText(f.submit, t('files.push.submit'));
+      setText(f.cancel, t('files.push.cancel'));
+      setText(f.noNodes, t('files.push.noNodes'));
+
       const others = dir.filter((d) => !d.self);
+      const online = new Set(others.map((d) => d.id));
+      for (const id of pushBoxes.keys()) {
+        if (!online.has(id)) pushBoxes.delete(id);
+      }
+      syncChildren(f.nodes, others.length === 0 ? [f.noNodes] : others.map((d) => {
+        let b = pushBoxes.get(d.id);
+        if (!b) {
+          b = { input: h('input', { type: 'checkbox', name: 'to', value: d.id }), name: document.createTextNode(''), short: h('code', { class: 'id' }) };
+          b.label = h('label', { class: 'check' }, b.input, b.name, b.short);
+          pushBoxes.set(d.id, b);
+        }
+        const name = d.name || shortID(d.id);
+        if (b.name.data !== name) b.name.data = name;
+        setText(b.short, shortID(d.id));
+        return b.label;
+      }));
+
+      // The channels are read once; the select is made again only when
+      // they or the language change, keeping the one picked.
       const chans = (channels || []).filter((c) => c.joined !== false);
-      const radio = (name, value, checked, label, id) => h('label', { class: 'check' },
-        h('input', { type: 'radio', name, value, checked, id }), label);
-      pushDialog.replaceChildren(h('form', { id: 'files-push-form', class: 'push-form' },
-        h('h2', {}, t('files.push.dialogTitle', { name: pushing.name })),
-        h('p', { class: 'muted small' }, t('files.push.body')),
-        h('fieldset', { class: 'push-mode' }, h('legend', {}, t('files.push.to')),
-          radio('mode', 'nodes', was.mode === 'nodes', t('files.push.mode.nodes'), 'files-push-mode-nodes'),
-          radio('mode', 'channel', was.mode === 'channel', t('files.push.mode.channel'), 'files-push-mode-channel')),
-        h('fieldset', { class: 'push-to', id: 'files-push-nodes', hidden: was.mode !== 'nodes' },
-          others.length === 0
-            ? h('p', { class: 'muted small' }, t('files.push.noNodes'))
-            : others.map((d) => h('label', { class: 'check' },
-              h('input', { type: 'checkbox', name: 'to', value: d.id, checked: was.to.has(d.id) }),
-              d.name || shortID(d.id), h('code', { class: 'id' }, shortID(d.id))))),
-        h('div', { class: 'push-to', id: 'files-push-channels', hidden: was.mode !== 'channel' },
-          channels === null
-            ? h('p', { class: 'muted small' }, t('node.loading'))
-            : chans.length === 0
-              ? h('p', { class: 'muted small' }, t('files.push.noChannels'))
-              : h('select', { id: 'files-push-channel', name: 'channel', 'aria-label': t('files.push.mode.channel') },
-                chans.map((c) => h('option', { value: c.id, selected: c.id === was.channel }, `#${c.name}`)))),
-        h('fieldset', { class: 'push-plan' }, h('legend', {}, t('files.push.plan')),
-          ['matrix', 'span', 'chain'].map((p) => radio('plan', p, was.plan === p, t(`files.push.plan.${p}`), `files-push-plan-${p}`))),
-        h('p', { class: 'form-error', id: 'files-push-error', role: 'alert' }),
-        h('div', { class: 'row-actions' },
-          h('button', { type: 'submit', class: 'btn btn-primary', id: 'files-push-btn' }, t('files.push.submit')),
-          h('button', { type: 'button', class: 'btn btn-quiet', id: 'files-push-cancel' }, t('files.push.cancel')))));
+      const key = channels === null ? `loading|${t('node.loading')}` : `${t('files.push.noChannels')}|${t('files.push.mode.channel')}|${chans.map((c) => `${c.id}=${c.name}`).join(' ')}`;
+      if (f.channelsFor !== key) {
+        f.channelsFor = key;
+        const was = (f.channels.querySelector('select') || {}).value;
+        f.channels.replaceChildren(channels === null
+          ? h('p', { class: 'muted small' }, t('node.loading'))
+          : chans.length === 0
+            ? h('p', { class: 'muted small' }, t('files.push.noChannels'))
+            : h('select', { id: 'files-push-channel', name: 'channel', 'aria-label': t('files.push.mode.channel') },
+              chans.map((c) => h('option', { value: c.id, selected: c.id === was }, `#${c.name}`))));
+      }
+      const mode = f.modes[1].el.querySelector('input').checked ? 'channel' : 'nodes';
+      f.nodes.hidden = mode !== 'nodes';
+      f.channels.hidden = mode !== 'channel';
     }
 
     // pushError is what the dialog says when the node refuses a push.
@@ -739,7 +799,7 @@ export default {
       const { li, refs } = row;
       const rs = p.receivers || [];
       const done = rs.filter((r) => r.state === 'done').length;
-      const state = p.done ? 'done' : 'running';
+      const state = p.done ? 'done' : p.lost ? 'lost' : 'running';
       li.dataset.state = state;
       setText(refs.name, (transfers.get(p.resource) || {}).name || shortID(p.resource));
       setText(refs.plan, t(`files.push.plan.${p.plan}`));
@@ -797,12 +857,20 @@ export default {
 
     // readPush reads push pid's status and shows it (unless older than
     // the one shown); a failed read throws, with the status in .status.
+    // A push the node does not know (404) while shown running is one it
+    // lost (it restarted: pushes are not kept over a restart), and shown
+    // so: it would otherwise show running for good.
     async function readPush(pid) {
       try {
         const st = await sendJSON('GET', `api/shards/push/${encodeURIComponent(pid)}`);
         read('readPush');
         showPush(st);
       } catch (err) {
+        const had = pushes.get(pid);
+        if (err.status === 404 && had && !had.done && !had.lost) {
+          pushes.set(pid, { ...had, lost: true });
+          renderPushes();
+        }
         read('readPush');
         throw err;
       }
@@ -856,10 +924,10 @@ export default {
             // an event for it came while the GET was on its way: the
             // answer may be older than that (a download that finished
             // meanwhile would show as downloading again).
-            const since = shardsSeq;
+            const ticket = transfersFresh.begin();
             const x = await getJSON(shardPath(id));
             read('readTransfer');
-            if (!changedSince(id, since)) apply({ transfer: x });
+            if (!ticket.changed(id)) apply({ transfer: x });
             break;
           }
           case 'remove': {
@@ -1063,9 +1131,8 @@ export default {
     // The stream's last event comes at once, before the reads begin: it is
     // older than their answers.
     const offShards = events.on('shards', (ev) => {
-      shardsSeq++;
-      if (ev && ev.transfer) eventAt.set(ev.transfer.id, shardsSeq);
-      if (ev && ev.removed) eventAt.set(ev.removed, shardsSeq);
+      if (ev && ev.transfer) transfersFresh.touch(ev.transfer.id);
+      if (ev && ev.removed) transfersFresh.touch(ev.removed);
       apply(ev);
     });
     loadFiles();
@@ -1091,16 +1158,16 @@ export default {
     // The stream sends the directory when it connects and when it
     // changes; a view mounted in between asks for it. An answer read after
     // a directory event may be older than the event: it is dropped (the
-    // last event, which on() gives at once, counts as older).
-    let dirSeq = 0;
+    // last event, which on() gives at once, counts as older: the ticket
+    // begins after it).
     const offDir = events.on('directory', (data) => {
-      dirSeq++;
+      dirFresh.touch();
       setDir(data);
     });
-    const dirSince = dirSeq;
+    const dirTicket = dirFresh.begin();
     getJSON('api/directory').then((data) => {
       read('readDirectory');
-      if (dirSeq === dirSince) setDir(data);
+      if (dirTicket.fresh()) setDir(data);
     }, () => read('readDirectory'));
     // After a reconnect, events may have been missed.
     const offStatus = events.onStatus((state) => {
