@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sync"
 	"unsafe"
 
 	"github.com/catnest/catnest/internal/reslist"
@@ -19,15 +20,34 @@ import (
 type summary = reslist.Summary
 
 // catalog is this node's own list of resources, as ProtoList serves it
-// (a reslist.Local; see there for its version).
-type catalog struct{ l *reslist.Local[Entry] }
+// (a reslist.Local; see there for its version). A resource both shared
+// and downloaded is listed once, worked out from both (merge): whichever
+// wrote last won, and a service's copy of the user's file hid it.
+type catalog struct {
+	l *reslist.Local[Entry]
+
+	// mu orders puts and removes, so that an entry is merged from what
+	// its owners hold now. It is taken under the shares' and the
+	// downloads' locks and takes none but l's.
+	mu sync.Mutex
+	// both holds each owner's own entry of the ids more than one owner
+	// holds (by owner bit: ownShares, ownDownloads): only those, the
+	// others' are l's.
+	both map[MD5]*[2]Entry
+}
+
+// ownShares marks the catalog entries the shares put there.
+const ownShares = 1
 
 // ownDownloads marks the catalog entries of finished downloads, which
 // this node serves too.
 const ownDownloads = 2
 
 func newCatalog() *catalog {
-	return &catalog{l: reslist.NewLocal(func(e Entry) reslist.Key { return e.ID }, entryHash)}
+	return &catalog{
+		l:    reslist.NewLocal(func(e Entry) reslist.Key { return e.ID }, entryHash),
+		both: make(map[MD5]*[2]Entry),
+	}
 }
 
 func entryHash(e Entry) uint64 {
@@ -46,11 +66,59 @@ func entryHash(e Entry) uint64 {
 	return binary.BigEndian.Uint64(h.Sum(nil))
 }
 
-// put adds or replaces an entry held by owner.
-func (c *catalog) put(owner uint8, e Entry) { c.l.Put(owner, e) }
+// slot is owner's index in catalog.both.
+func slot(owner uint8) int {
+	if owner == ownDownloads {
+		return 1
+	}
+	return 0
+}
 
-// remove drops owner's hold on id; the entry goes when nobody holds it.
-func (c *catalog) remove(owner uint8, id MD5) { c.l.Remove(owner, id) }
+// merge is the entry of a resource this node both shares (s) and
+// downloaded (d): internal only if both are a service's; named as the
+// user's one names it, the share's when both are the user's.
+func merge(s, d Entry) Entry {
+	e := s
+	if e.Internal && !d.Internal {
+		e = d
+	}
+	e.Internal = s.Internal && d.Internal
+	return e
+}
+
+// put adds or replaces an entry held by owner.
+func (c *catalog) put(owner uint8, e Entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.both[e.ID]; p != nil {
+		p[slot(owner)] = e
+		c.l.Put(owner, merge(p[0], p[1]))
+		return
+	}
+	if held, owners, ok := c.l.Held(e.ID); ok && owners&^owner != 0 {
+		var p [2]Entry
+		p[slot(owners&^owner)] = held
+		p[slot(owner)] = e
+		c.both[e.ID] = &p
+		e = merge(p[0], p[1])
+	}
+	c.l.Put(owner, e)
+}
+
+// remove drops owner's hold on id; the entry goes when nobody holds it,
+// else it is the other owner's again.
+func (c *catalog) remove(owner uint8, id MD5) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.both[id]; p != nil {
+		if _, owners, _ := c.l.Held(id); owners&owner != 0 {
+			delete(c.both, id)
+			other := uint8(ownShares|ownDownloads) &^ owner
+			c.l.Put(other, p[slot(other)])
+		}
+	}
+	c.l.Remove(owner, id)
+}
 
 func (c *catalog) summary() (int, uint64) {
 	sm := c.l.Summary()

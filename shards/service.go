@@ -216,9 +216,6 @@ func New(cfg Config) (*Service, error) {
 			s.catalog.put(ownDownloads, doneEntry(t))
 		}
 	}
-	// A resource both shared and downloaded is listed as its share says
-	// (the user's, when the download was a service's).
-	sh.putEntries()
 	s.sources = []pieceSource{sh, dl}
 	s.pushes = newPushes(cfg.Node, s.log, cfg.Push, s.sources, dl.pushSink)
 	s.pushes.waitUpload = s.waitUpload

@@ -289,9 +289,6 @@ func (sh *share) record() shareRecord {
 	}
 }
 
-// ownShares marks the catalog entries the shares put there.
-const ownShares = 1
-
 // entry is the share as the catalog lists it: Internal when every file
 // that holds it is a service's. Named by the user's own file when a
 // service's file came first (a cover named by its MD5, and the user's
@@ -588,6 +585,9 @@ func (s *shares) detachLocked(path string) {
 	sh.files = slices.DeleteFunc(slices.Clone(sh.files), func(f shareFile) bool { return f.Path == path })
 	if len(sh.files) > 0 {
 		s.dirty[id] = sh
+		// The file that went may have been the user's (or the one
+		// that named it): the entry is the files' left.
+		s.svc.catalog.put(ownShares, sh.entry())
 		return
 	}
 	s.dropLocked(sh)

@@ -93,6 +93,14 @@ func (l *Local[E]) Get(k Key) (E, bool) {
 	return it.e, ok
 }
 
+// Held returns the entry named k and the owners that hold it.
+func (l *Local[E]) Held(k Key) (E, uint8, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	it, ok := l.items[k]
+	return it.e, it.owners, ok
+}
+
 // Summary is the count and version to advertise.
 func (l *Local[E]) Summary() Summary {
 	l.mu.Lock()
