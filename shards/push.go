@@ -357,7 +357,8 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		orders: make([]map[int]*pushOrderRec, len(members)), refused: make([]map[int]bool, len(members)),
 		caught: make([]map[int]bool, len(members)), fed: make([][]int, len(members)),
 		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
-		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)), starved: make([]time.Time, len(members)),
+		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
+		starved: make([]time.Time, len(members)), samples: make([]int, len(members)),
 		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
@@ -393,12 +394,16 @@ type outPush struct {
 	failedAt []time.Time
 	retryAt  []time.Time
 	// starved is when repair first ordered pieces for a receiver that
-	// have not come since (zero once one does): one whose calls answer
-	// (probes) while no piece reaches it, from any holder nor the
-	// source (its disk full, its link dropping large messages), is gone
-	// after BlockTimeout and GoneAfter of that, rather than sent its
-	// pieces again at every check for ever.
+	// have not come since (zero once one does). One whose calls answer
+	// (probes) while no piece reaches it (its disk full, its link
+	// dropping large messages) must not be sent its pieces again at
+	// every check for ever; but the holders' silence is no evidence
+	// against it (they may lie about what they hold, or swallow orders).
+	// So after BlockTimeout and GoneAfter of it, the source sends it one
+	// missing piece itself each check (sample); samples is how many of
+	// those failed since, and goneAttempts of them make it gone.
 	starved []time.Time
+	samples []int
 	// seq numbers the routed messages to each receiver (seqWindow).
 	seq []uint64
 	// turn moves a receiver's route on (route): the routed calls to it
@@ -594,7 +599,7 @@ func (op *outPush) got(k int, b Bitfield) {
 	}
 	c := op.have[k].Count()
 	if c > before {
-		op.starved[k] = time.Time{}
+		op.starved[k], op.samples[k] = time.Time{}, 0
 	}
 	if op.state[k] == "receiving" && c == op.Manifest.NumPieces() {
 		op.state[k] = "done"
@@ -982,7 +987,8 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	n, np := len(op.Members), op.Manifest.NumPieces()
 	type job struct{ holder, to int }
 	orders := make(map[job][]uint32)
-	var mine []job // pieces (in holder) the source sends itself to receiver to
+	var mine []job    // pieces (in holder) the source sends itself to receiver to
+	var samples []job // likewise, to a starved receiver (see starved)
 	var probes []int
 	now := time.Now()
 	sentHere := make(map[int]bool) // pieces the source sends in this check
@@ -1032,9 +1038,18 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 		if op.starved[k].IsZero() {
 			op.starved[k] = now
 		} else if now.Sub(op.starved[k]) > p.cfg.BlockTimeout+p.cfg.GoneAfter {
-			op.state[k], op.why[k] = "gone", "no piece reached it"
-			gone = append(gone, k)
-			continue
+			if op.samples[k] >= goneAttempts {
+				op.state[k], op.why[k] = "gone", "no piece reached it"
+				gone = append(gone, k)
+				continue
+			}
+			for i := range np {
+				if !op.have[k].Has(i) {
+					samples = append(samples, job{i, k})
+					sentHere[i] = true // not sent it twice (mine)
+					break
+				}
+			}
 		}
 		// Stalled: is it still there? (It may have left, and the
 		// holders' relays to it fail where the source does not see.)
@@ -1135,8 +1150,30 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			_ = p.sendSource(ctx, op, j.to, j.holder, relayFlag)
 		})
 	}
+	for _, j := range samples {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.sample(ctx, op, j.to, j.holder)
+		})
+	}
 	wg.Wait()
 	return false
+}
+
+// sample sends piece i to starved receiver k from the source itself,
+// directly: only a failure of the source's own call counts against k
+// (starved). Not one that says it is busy (ErrTooLarge: other senders
+// may hold its buffer) or that it forgot the push (offered again).
+func (p *pushes) sample(ctx context.Context, op *outPush, k, i int) {
+	err := p.sendSource(ctx, op, k, i, 0)
+	var re *mesh.RemoteError
+	if err == nil || ctx.Err() != nil || forgot(err) || errors.As(err, &re) && strings.Contains(re.Msg, ErrTooLarge.Error()) {
+		return
+	}
+	op.mu.Lock()
+	op.samples[k]++
+	op.mu.Unlock()
 }
 
 // repairCalls bounds the orders and probes a repair check has under way.

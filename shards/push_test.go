@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -656,38 +657,39 @@ func testID(t testing.TB) mesh.ID {
 // answers, rather than forgetting the push and refusing what comes next.
 func TestPushSlowSourceNotForgotten(t *testing.T) {
 	checkPushGoroutines(t)
-	const size = 3 * MinPieceSize
-	want := randomFile(5, size)
-	nw := meshtest.NewNetwork()
-	cfg := DefaultPushConfig()
-	cfg.Repair = 100 * time.Millisecond
-	cfg.Idle = 1500 * time.Millisecond
-	peers := pushNet(t, nw, 3, want, cfg, 0, nil)
-	src, recv := peers[0], peers[1:]
-	for _, pp := range recv {
-		pp.p.cfg.Accept = AcceptFrom(src.node.ID())
-	}
-	// A piece every 4 s: longer than Idle between the pieces a receiver
-	// gets.
-	lim := rate.NewLimiter(rate.Limit(MinPieceSize/4), MinPieceSize)
-	lim.AllowN(time.Now(), MinPieceSize) // no burst at the start either
-	src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "slow.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st PushStatus
-	testutil.WaitFor(t, 45*time.Second, "the push to end", func() bool {
-		st, err = src.p.status(pid)
-		return err == nil && st.Done
-	})
-	for k, pp := range recv {
-		if r := st.Receivers[k]; r.State != "done" || !pp.getSink().whole(src.src.id) {
-			t.Errorf("receiver %d: %+v", k, r)
+	// In virtual time: on real time, a loaded machine stretched the
+	// 4 s pieces past the wait for the end.
+	synctest.Test(t, func(t *testing.T) {
+		const size = 3 * MinPieceSize
+		want := randomFile(5, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		cfg := DefaultPushConfig()
+		cfg.Repair = 100 * time.Millisecond
+		cfg.Idle = 1500 * time.Millisecond
+		peers := pushNet(t, nw, 3, want, cfg, 0, nil)
+		src, recv := peers[0], peers[1:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
 		}
-	}
+		// A piece every 4 s: longer than Idle between the pieces a
+		// receiver gets.
+		lim := rate.NewLimiter(rate.Limit(MinPieceSize/4), MinPieceSize)
+		lim.AllowN(time.Now(), MinPieceSize) // no burst at the start either
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "slow.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := pushDone(t, src, pid, 5*time.Minute)
+		for k, pp := range recv {
+			if r := st.Receivers[k]; r.State != "done" || !pp.getSink().whole(src.src.id) {
+				t.Errorf("receiver %d: %+v", k, r)
+			}
+		}
+	})
 }
 
 // TestMemSinkSharesTrueBytes: 256 sinks given every piece of an 8 MiB

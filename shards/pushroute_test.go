@@ -280,3 +280,78 @@ func TestPushRoutedOfferForgedForUnknownPush(t *testing.T) {
 		t.Errorf("%d forgers scored down, want %d", got, hostile)
 	}
 }
+
+// failTogether is a signing stub whose push calls fail once calls of
+// them are under way at once: calls made together that fail together.
+type failTogether struct {
+	signingStub
+	calls   int
+	mu      sync.Mutex
+	arrived int
+	all     chan struct{}
+}
+
+func (f *failTogether) Request(ctx context.Context, _ mesh.ID, _ string, _ []byte, _ ...mesh.SendOption) ([]byte, error) {
+	f.mu.Lock()
+	if f.arrived++; f.arrived == f.calls {
+		close(f.all)
+	}
+	f.mu.Unlock()
+	select {
+	case <-f.all:
+	case <-ctx.Done():
+	}
+	return nil, context.DeadlineExceeded
+}
+
+// TestPushTurnOncePerFailedRoute: routed calls to a member that went the
+// same way and failed together move its route on once (turn), and the
+// next failure moves it again. Counted each, 4 failed calls of a repair
+// check moved a group of 8 on by 4, and a group of 4 back round to the
+// forwarder that failed them.
+func TestPushTurnOncePerFailedRoute(t *testing.T) {
+	const n, k, together = 16, 12, 4 // span: groups 0-7 and 8-15
+	o := fuzzOffer(t)
+	o.Plan, o.Members = PlanSpan, nil
+	for range n {
+		o.Members = append(o.Members, testID(t))
+	}
+	stub := &failTogether{signingStub: signingStub{&pushStubNode{id: testID(t)}, fuzzSigner(t)}, calls: together, all: make(chan struct{})}
+	p := newPushes(stub, nil, DefaultPushConfig(), nil, nil)
+	op := newOutPush(o, nil)
+	for j := range op.joined {
+		op.joined[j] = true
+	}
+	first := func() int {
+		op.mu.Lock()
+		defer op.mu.Unlock()
+		r := op.route(k, false)
+		if len(r) != 2 || r[1] != k {
+			t.Fatalf("route to %d = %v", k, r)
+		}
+		return r[0]
+	}
+	before := first()
+	var wg sync.WaitGroup
+	for range together {
+		wg.Go(func() {
+			if _, err := p.callMember(context.Background(), op, k, encodeOrder(o.Push, k, nil)); err == nil {
+				t.Error("a call went through")
+			}
+		})
+	}
+	wg.Wait()
+	op.mu.Lock()
+	turn := op.turn[k]
+	op.mu.Unlock()
+	if turn != 1 || first() != before+1 {
+		t.Fatalf("after %d calls failed together: turn %d, route through %d (was %d), want turn 1, through %d", together, turn, first(), before, before+1)
+	}
+	// Alone now (the barrier is open): each failed route moves it on.
+	if _, err := p.callMember(context.Background(), op, k, encodeOrder(o.Push, k, nil)); err == nil {
+		t.Fatal("a call went through")
+	}
+	if op.turn[k] != 2 || first() != before+2 {
+		t.Fatalf("after one more failed call: turn %d, route through %d, want 2, through %d", op.turn[k], first(), before+2)
+	}
+}
