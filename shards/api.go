@@ -161,9 +161,9 @@ func (s *Service) Shares(ctx context.Context) ([]Transfer, error) {
 // how many there are in all. A service's (For set: music's covers, a
 // track the player caches) are left out of both, as the web UI leaves
 // them out: a page short of limit is the last one. A resource both shared
-// and downloaded is listed once, as shared. Only the page's entries are
-// built: a node with 100,000 shares answers a page without making 100,000
-// links.
+// and downloaded is listed once, as the user's share, else as the user's
+// download. Only the page's entries are built: a node with 100,000 shares
+// answers a page without making 100,000 links.
 func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer, int, error) {
 	if offset < 0 {
 		return nil, 0, fmt.Errorf("shards: offset %d is negative", offset)
@@ -171,11 +171,12 @@ func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer
 	keys := s.shares.pageKeys(nil)
 	shared := len(keys)
 	keys = s.downloads.pageKeys(keys)
-	// A download also shared is listed as the share (or not at all, if
-	// the share is a service's): its key goes.
+	// A download also shared by the user is listed as the share: its
+	// key goes. One a service shares (music's cover of the same bytes)
+	// stays: the user's download was listed nowhere.
 	kept := keys[:shared]
 	for _, k := range keys[shared:] {
-		if s.shares.get(k.id()) == nil {
+		if !s.shares.usersShare(k.id()) {
 			kept = append(kept, k)
 		}
 	}
@@ -190,7 +191,7 @@ func (s *Service) SharesPage(ctx context.Context, offset, limit int) ([]Transfer
 	for _, k := range keys {
 		// One that went away (or became a service's) since the keys were
 		// taken is left out.
-		if t, err := s.Transfer(ctx, k.id()); err == nil && t.For == "" {
+		if t, ok := s.userTransfer(k.id()); ok {
 			out = append(out, t)
 		}
 	}
@@ -236,6 +237,28 @@ func (s *shares) pageKeys(dst []pageKey) []pageKey {
 		}
 	}
 	return dst
+}
+
+// userTransfer is id as the user's Files page lists it: the share if it
+// is the user's, else the download if that is.
+func (s *Service) userTransfer(id MD5) (Transfer, bool) {
+	if s.shares.usersShare(id) {
+		return s.shares.transfer(id)
+	}
+	if dl := s.downloads.get(id); dl != nil {
+		if t := dl.transfer(); t.For == "" {
+			return t, true
+		}
+	}
+	return Transfer{}, false
+}
+
+// usersShare reports whether id is shared from a file of the user's.
+func (s *shares) usersShare(id MD5) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.byID[id]
+	return sh != nil && sh.owner() == ""
 }
 
 // Transfer returns one of this node's shares or downloads, the shared one
