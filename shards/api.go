@@ -94,13 +94,7 @@ func (s *Service) Fetch(ctx context.Context, l Link) (Transfer, error) {
 			}
 		}
 	}
-	t, err := s.downloads.fetch(ctx, l)
-	if err == nil && t.State == StateDone && l.For == "" {
-		// The user's fetch of a service's finished download made it the
-		// user's: the catalog lists it as such now.
-		s.downloadDone(t)
-	}
-	return t, err
+	return s.downloads.fetch(ctx, l)
 }
 
 // Pause stops a download and keeps what it has.

@@ -414,6 +414,12 @@ func (d *downloads) fetchExisting(ctx context.Context, dl *download, l Link) (Tr
 	took := owner == "" && dl.link.For != ""
 	if took {
 		dl.link.For = ""
+		if st == StateDone && d.onDone != nil {
+			// The user's now: the catalog lists it as such. Under dl.mu,
+			// which a removal takes to begin: listed after the removal's
+			// onRemoved, a removed download stayed in the catalog.
+			d.onDone(dl.transferLocked(time.Now()))
+		}
 	}
 	dl.mu.Unlock()
 	if again || took {
