@@ -125,3 +125,51 @@ func BenchmarkClaimAttachments20k(b *testing.B) {
 	b.ReportMetric(first.Seconds()/float64(b.N), "s/claim")
 	b.ReportMetric(again.Seconds()/float64(b.N), "s/start-after")
 }
+
+// TestClaimAttachmentsStopsWithContext: the claim runs before music's
+// first scan and, at 20,000 tracks, for seconds; a stop in the middle
+// ends it at the next file (the rest are claimed at the next start). A
+// claim of an unchanged share succeeds whatever ctx says, so only the
+// loop's own check can stop it.
+func TestClaimAttachmentsStopsWithContext(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, nodes := newMesh(t, 1)
+	tn := newTestNode(t, nodes[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var atts []shards.MD5
+	var paths []string
+	for i := range 3 {
+		paths = append(paths, writeAttachment(t, tn.dir, fmt.Appendf(nil, "attachment %d", i), ".lrc"))
+	}
+	// Unchanged for longer than shards' racy window (2 s, ctime
+	// included) when shared: the claim needs no hash, so nothing in
+	// shards looks at ctx.
+	time.Sleep(3 * time.Second)
+	for _, p := range paths {
+		tr, err := tn.shards.Share(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atts = append(atts, tr.ID)
+	}
+	tn.stop() // no Serve claims beside the calls below
+	claimed := func() (n int) {
+		for _, id := range atts {
+			if tr, ok := transferOf(t, tn, id); ok && tr.For == resourceName {
+				n++
+			}
+		}
+		return n
+	}
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	tn.music.claimAttachments(stopped)
+	if n := claimed(); n != 0 {
+		t.Fatalf("%d of %d claimed after the stop, want none", n, len(atts))
+	}
+	tn.music.claimAttachments(ctx)
+	if n := claimed(); n != len(atts) {
+		t.Fatalf("%d of %d claimed, want all", n, len(atts))
+	}
+}

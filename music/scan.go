@@ -333,6 +333,13 @@ func (s *Service) claimAttachments(ctx context.Context) {
 		if t.State != shards.StateSeeding || t.For != "" || filepath.Dir(t.Path) != dir {
 			continue
 		}
+		// Checked here: the claim of an unchanged share neither hashes
+		// nor waits, so ShareFor succeeds after a stop, and at 20,000
+		// tracks the loop held the stop for seconds. What is left is
+		// claimed at the next start.
+		if ctx.Err() != nil {
+			return
+		}
 		if _, err := s.shards.ShareFor(ctx, t.Path, resourceName); err != nil {
 			if ctx.Err() != nil {
 				return
