@@ -3,6 +3,7 @@ package webui
 import (
 	"fmt"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/catnest/catnest/chatlog"
 	"github.com/catnest/catnest/internal/browsertest"
+	"github.com/catnest/catnest/internal/testutil"
 	"github.com/catnest/catnest/live"
 	"github.com/catnest/catnest/mesh"
 )
@@ -197,5 +199,42 @@ func TestBrowserLiveSwitchRoom(t *testing.T) {
 	}
 	if saw != "" {
 		t.Fatalf("the Live view, switched from room A to room B, showed in B's pane what was A's:%s", saw)
+	}
+}
+
+// TestBrowserLiveSwitchWhileConnecting: the user clicks "Watch" on room A
+// and, while A's WHEP offer is still on its way, on room B. A's answer,
+// come last, is for a connection the view has closed: it must neither stop
+// B (the view used to take A's failure for B's and stop watching) nor leave
+// A's session open on the node (it waited for an ICE timeout).
+func TestBrowserLiveSwitchWhileConnecting(t *testing.T) {
+	checkGoroutines(t)
+	node := newFakeNode("alpha")
+	gateA := make(chan struct{})
+	fl := &fakeLive{answer: pionAnswer(t),
+		rooms:     []live.Room{{ID: "ra", Title: "A", Live: true}, {ID: "rb", Title: "B", Live: true}},
+		watchGate: map[string]chan struct{}{"ra": gateA}}
+	ctx, _ := holdingPage(t, node, Config{Live: fl}, "en-US", "live", false)
+	const wait = 20 * time.Second
+	called := func(c string) bool { return slices.Contains(fl.called(), c) }
+
+	click(t, ctx, `#live-rooms li[data-id="ra"] .live-watch`)
+	testutil.WaitFor(t, wait, "A's offer to reach the node", func() bool { return called("watch ra") })
+	click(t, ctx, `#live-rooms li[data-id="rb"] .live-watch`)
+	browsertest.Until(t, ctx, wait, `document.querySelector("#live-player h2")?.textContent === "B"
+		&& document.querySelector("#live-video")?.peer?.connectionState === "connected"`)
+	close(gateA)
+	// A's answer is read: its session is let go, or (the bug) B's is.
+	testutil.WaitFor(t, wait, "A's late answer to end a session", func() bool {
+		return called("stop ra vSESSION") || called("stop rb vSESSION")
+	})
+	if !called("stop ra vSESSION") {
+		t.Errorf("A's session, answered after the user went to B, was left open on the node: calls %v", fl.called())
+	}
+	checkJS(t, ctx, `document.querySelector("#live-player h2")?.textContent === "B"
+		&& document.querySelector("#live-video")?.peer?.connectionState === "connected"`,
+		"A's answer, come after the user went to room B, stopped watching B")
+	if called("stop rb vSESSION") {
+		t.Errorf("B's session was stopped by A's late answer: calls %v", fl.called())
 	}
 }

@@ -29,6 +29,9 @@ type fakeLive struct {
 	// per room, in roomChildren.
 	rooms        []live.Room
 	roomChildren map[string][]mesh.ID
+	// watchGate, when it has a room, holds Watch for that room until the
+	// channel is closed: a browser's WHEP offer still on its way.
+	watchGate map[string]chan struct{}
 }
 
 const liveToken = "roomtoken0123"
@@ -84,6 +87,13 @@ func (f *fakeLive) Publish(ctx context.Context, room, token, offer string) (stri
 }
 func (f *fakeLive) Watch(ctx context.Context, room, offer string) (string, string, error) {
 	f.call("watch " + room)
+	if g := f.watchGate[room]; g != nil {
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		}
+	}
 	if f.watchErr != nil {
 		return "", "", f.watchErr
 	}

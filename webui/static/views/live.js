@@ -43,8 +43,16 @@ async function negotiate(pc, url, token) {
   if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(url, { method: 'POST', headers, body: pc.localDescription.sdp });
   if (!res.ok) throw await failure(res);
-  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
-  return res.headers.get('Location');
+  const location = res.headers.get('Location');
+  try {
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+  } catch (err) {
+    // pc was closed while the offer was on its way (the user went to
+    // another room): the node's session would wait for an ICE timeout.
+    if (location) fetch(location, { method: 'DELETE' }).catch(() => {});
+    throw err;
+  }
+  return location;
 }
 
 async function capture(source, mic) {
@@ -123,18 +131,28 @@ export default {
         stream.addTrack(e.track);
         video.srcObject = stream;
       };
-      watching = { room, pc, location: null };
+      const w = { room, pc, location: null };
+      watching = w;
       roomChanged();
       // The connection, for a look at its stats in the console (and tests).
       video.peer = pc;
       render();
+      // The user may go to another room while the offer is on its way:
+      // what comes back then is this room's, not the one now watched.
+      let location;
       try {
-        watching.location = await negotiate(pc, `api/live/rooms/${room.id}/whep`);
+        location = await negotiate(pc, `api/live/rooms/${room.id}/whep`);
       } catch (err) {
+        if (watching !== w) return;
         toast(t('live.watchFailed', { msg: err.message }));
         stopWatching();
         return;
       }
+      if (watching !== w) {
+        if (location) fetch(location, { method: 'DELETE' }).catch(() => {});
+        return;
+      }
+      w.location = location;
       if (room.chat) sendJSON('POST', `api/channels/${room.chat}/join`).catch(() => {});
       loadChat();
       refreshTree();
