@@ -114,3 +114,46 @@ func TestShareAgainUnchanged(t *testing.T) {
 		t.Error("the file's old content is still shared")
 	}
 }
+
+// TestClaimRacyShare: a service's claim (ShareFor) of a file the user
+// shared just after writing it (racy, as music's covers are) changes the
+// owner without hashing the file again or syncing the database; the
+// record stays racy, so its pieces are still checked when served.
+func TestClaimRacyShare(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	nw := meshtest.NewNetwork()
+	cfg := testConfig(t, nw.NewNode(t, "a", meshtest.Options{Configure: meshtest.Fast}))
+	s := serveTest(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "0123abcd.jpg")
+	writeRandom(t, path, 300<<10, 11)
+	tr, err := s.Share(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := func() int64 {
+		st := cfg.DB.Stats()
+		return st.TxStats.GetWrite()
+	}
+	w, h := writes(), s.shares.hashed.Load()
+	claimed, err := s.ShareFor(ctx, path, "music")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claimed.ID != tr.ID || claimed.For != "music" {
+		t.Fatalf("claimed as %s for %q, want %s for music", claimed.ID, claimed.For, tr.ID)
+	}
+	if got := s.shares.hashed.Load() - h; got != 0 {
+		t.Errorf("the claim hashed the file %d times, want 0", got)
+	}
+	if got := writes() - w; got != 0 {
+		t.Errorf("the claim wrote the database %d times, want 0 (written at the next checkpoint)", got)
+	}
+	s.shares.mu.Lock()
+	racy := s.shares.byID[tr.ID].files[0].Racy
+	s.shares.mu.Unlock()
+	if !racy {
+		t.Error("the claimed record is no longer racy: its stamp cannot vouch for its bytes")
+	}
+}

@@ -375,7 +375,11 @@ func (s *shares) share(ctx context.Context, path, folder, owner string) (Transfe
 		return Transfer{}, fmt.Errorf("%w: %s: %v", ErrNotFile, path, err)
 	}
 	prevID, prev, had := s.sharedAs(abs, folder)
-	if had && !prev.Racy {
+	if had && (!prev.Racy || prev.For != owner) {
+		// A racy file only changing hands is not hashed again: its
+		// record keeps Racy, so what it serves is still checked. Music
+		// writes a cover and shares it at once, so nearly every one it
+		// claims at its start is racy.
 		if fi, err := os.Stat(abs); err == nil && stampOf(fi) == prev.Stamp {
 			if prev.For != owner {
 				if t, ok := s.reown(prevID, prev, owner); ok {
