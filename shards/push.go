@@ -1163,12 +1163,12 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 
 // sample sends piece i to starved receiver k from the source itself,
 // directly: only a failure of the source's own call counts against k
-// (starved). Not one that says it is busy (ErrTooLarge: other senders
-// may hold its buffer) or that it forgot the push (offered again).
+// (starved). Every failure does, busy or "forgot the push" too: none
+// came for BlockTimeout+GoneAfter, so nothing holds its buffer that
+// would free it, and a receiver could answer either for ever to keep
+// the push (and the source's upload to it) going.
 func (p *pushes) sample(ctx context.Context, op *outPush, k, i int) {
-	err := p.sendSource(ctx, op, k, i, 0)
-	var re *mesh.RemoteError
-	if err == nil || ctx.Err() != nil || forgot(err) || errors.As(err, &re) && strings.Contains(re.Msg, ErrTooLarge.Error()) {
+	if err := p.sendSource(ctx, op, k, i, 0); err == nil || ctx.Err() != nil {
 		return
 	}
 	op.mu.Lock()

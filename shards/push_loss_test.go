@@ -409,3 +409,90 @@ func TestPushLyingHoldersCannotDropReceiver(t *testing.T) {
 		}
 	})
 }
+
+// answerNode answers the push blocks its answer picks for itself (nil:
+// sent on as they are), as a hostile receiver would to every sender.
+type answerNode struct {
+	Node
+	answer func(to mesh.ID, b []byte) error
+}
+
+func (a *answerNode) Request(ctx context.Context, to mesh.ID, proto string, b []byte, opts ...mesh.SendOption) ([]byte, error) {
+	if proto == ProtoPush && len(b) > 0 && b[0] == pushBlock {
+		if err := a.answer(to, b); err != nil {
+			return nil, err
+		}
+	}
+	return a.Node.Request(ctx, to, proto, b, opts...)
+}
+
+// TestPushStarvedReceiverCannotHoldPush: one of 4 receivers answers the
+// offer, every probe and order, but never takes a piece: it says it is
+// busy at each piece's last block (having taken the others: the sender
+// uploads the piece), or that it forgot the push (and takes the offer
+// again). The push must end, that one gone, and the source must not
+// upload pieces to it for ever. Before, such failures of the source's
+// own samples (sample) did not count: it was sent a piece at every few
+// checks and the push never ended.
+func TestPushStarvedReceiverCannotHoldPush(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  func(pid []byte) error
+	}{
+		{"busy", func([]byte) error { return fmt.Errorf("shards: %w: 0 bytes half-sent", ErrTooLarge) }},
+		{"forgot", func(pid []byte) error { return fmt.Errorf("%w: no push %x here", ErrUnknown, pid) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkPushGoroutines(t)
+			synctest.Test(t, func(t *testing.T) {
+				const size = 2 << 20
+				want := randomFile(54, size)
+				nw := meshtest.NewNetwork()
+				nw.Latency = 2 * time.Millisecond
+				peers := pushNet(t, nw, 5, want, DefaultPushConfig(), 0, nil)
+				src, recv := peers[0], peers[1:]
+				for _, pp := range recv {
+					pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+				}
+				hostile := recv[2].node.ID()
+				ps := PieceSizeFor(size)
+				var calls atomic.Int64 // the source's blocks to the hostile one
+				for _, pp := range []*pushPeer{src, recv[0], recv[1], recv[3]} {
+					pp.p.node = &answerNode{Node: pp.p.node, answer: func(to mesh.ID, b []byte) error {
+						if to != hostile {
+							return nil
+						}
+						if pp == src {
+							calls.Add(1)
+						}
+						piece, off := binary.BigEndian.Uint32(b[17:]), binary.BigEndian.Uint32(b[21:])
+						if tc.name == "busy" && int64(off)+int64(len(b)-blockHeader) < min(ps, size-int64(piece)*ps) {
+							return nil // taken: the sender uploads it
+						}
+						return &mesh.RemoteError{Peer: to, Msg: tc.err(b[1:17]).Error()}
+					}}
+				}
+				lim := rate.NewLimiter(rate.Limit(4<<20), BlockSize)
+				src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+				defer cancel()
+				start := time.Now()
+				pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := pushDone(t, src, pid, 20*time.Minute)
+				t.Logf("done after %v (virtual), %d blocks sent to it: %+v", time.Since(start), calls.Load(), st.Receivers[2])
+				checkAllWhole(t, src, recv, st, size, recv[2])
+				// Its stripe in the first pass (8 pieces, a few tries
+				// each), then a sample per few checks.
+				if n := calls.Load(); n > 64 {
+					t.Errorf("the source sent it %d blocks", n)
+				}
+				if up := src.src.sent.Load(); up > size*3/2 {
+					t.Errorf("the source uploaded %.3fx the file", float64(up)/size)
+				}
+			})
+		})
+	}
+}
