@@ -70,6 +70,11 @@ type DownloadsConfig struct {
 	// sized to take about RequestTimeout/16 at the peer's measured rate,
 	// so a slow peer (a few KiB/s) answers well within it.
 	RequestTimeout time.Duration
+	// CheckInterval is how often the finished downloads' files are
+	// stat'ed: one the user deleted, moved or changed is no longer listed
+	// nor served (checkFiles); default 5 s. A read that finds one changed
+	// has it checked at once.
+	CheckInterval time.Duration
 	// PushHold: a download fed by a push does not pull until this long
 	// after the last new piece the push brought (pulling the same pieces
 	// would double the traffic); default 10 s.
@@ -103,6 +108,9 @@ func (c *DownloadsConfig) fillDefaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 20 * time.Second
+	}
+	if c.CheckInterval <= 0 {
+		c.CheckInterval = 5 * time.Second
 	}
 }
 
@@ -169,6 +177,9 @@ type downloads struct {
 	all    map[MD5]*download
 	queued []*download // to start once serve runs
 	wake   chan struct{}
+	// checkNow asks checkFiles to look at the finished files soon: a
+	// read found one that is not as it was.
+	checkNow chan struct{}
 
 	// onDone, if set, is told of each download whose whole file checked
 	// out, before it is reported done: the Service lists it in the
@@ -202,7 +213,8 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 		events = new(pubsub.Topic[Event])
 	}
 	d := &downloads{cfg: cfg, node: node, db: db, log: log, holders: holders, events: events,
-		budget: newBudget(cfg.MaxBuffered, cfg.RequestTimeout), all: make(map[MD5]*download), wake: make(chan struct{}, 1)}
+		budget: newBudget(cfg.MaxBuffered, cfg.RequestTimeout), all: make(map[MD5]*download), wake: make(chan struct{}, 1),
+		checkNow: make(chan struct{}, 1)}
 	recs, haves, errs, err := loadDownloads(db)
 	if err != nil {
 		return nil, err
@@ -217,6 +229,7 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 		}
 		dl.added, dl.name, dl.state, dl.err = r.Added, r.Name, r.State, r.Error
 		dl.path, dl.modTime, dl.uploaded = r.Path, r.ModTime, r.Uploaded
+		dl.stamp = r.Stamp
 		dl.manHash = r.ManifestHash
 		maps.Copy(dl.sources, r.Sources)
 		if r.Manifest != nil {
@@ -243,6 +256,11 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 				// are on disk unrecorded: find them before fetching.
 				dl.recheck = dl.state != StateDone
 			}
+		}
+		if dl.stamp == (stamp{}) && dl.man != nil && !r.ModTime.IsZero() {
+			// A record from before stamps were kept: its size and mtime
+			// are checked, and the first check stamps it whole.
+			dl.stamp = stamp{Size: dl.man.Size, Mtime: r.ModTime.UnixNano()}
 		}
 		d.all[r.ID] = dl
 		if dl.state == StateDownloading {
@@ -288,6 +306,7 @@ func (d *downloads) serve(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 	}()
+	wg.Go(func() { d.checkFiles(ctx) })
 	for {
 		d.mu.Lock()
 		q := d.queued
@@ -787,13 +806,16 @@ type download struct {
 	pushUntil time.Time
 	path      string // the finished file
 	modTime   time.Time
-	file      *os.File // open for reads and writes; nil when closed
-	peers     map[mesh.ID]*peer
-	readers   map[*reader]int // the piece each open reader is at
-	sources   map[mesh.ID]int64
-	uploaded  int64
-	bad       map[mesh.ID]int
-	banned    map[mesh.ID]bool
+	// stamp is the finished file as it was checked (see stamp): one that
+	// differs is not served until it checks out again (checkFile).
+	stamp    stamp
+	file     *os.File // open for reads and writes; nil when closed
+	peers    map[mesh.ID]*peer
+	readers  map[*reader]int // the piece each open reader is at
+	sources  map[mesh.ID]int64
+	uploaded int64
+	bad      map[mesh.ID]int
+	banned   map[mesh.ID]bool
 	// rejected are manifests whose pieces all verified while the file
 	// was another one; manPeers are the peers that served the manifest in
 	// use: when it is rejected they are banned.
@@ -1445,7 +1467,7 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 	if err == nil {
 		dl.path = dst
 		if fi, err := f.Stat(); err == nil {
-			dl.modTime = fi.ModTime()
+			dl.modTime, dl.stamp = fi.ModTime(), stampOf(fi)
 		}
 		dl.state = StateDone
 		dl.signal()
@@ -1654,21 +1676,37 @@ func (dl *download) closeFile() {
 // changed on disk since it was checked (size or mtime) is refused.
 func (dl *download) readAt(p []byte, off int64) error {
 	dl.mu.Lock()
+	// The callers checked the bits, then let go of dl.mu: a finished file
+	// dropped since (lose) would be opened as a new part file, its holes
+	// read as the pieces they had checked.
+	if dl.man == nil || len(p) == 0 || !dl.have.HasRange(int(off/dl.man.PieceSize), int((off+int64(len(p))-1)/dl.man.PieceSize)) {
+		dl.mu.Unlock()
+		return fmt.Errorf("%w: bytes %d-%d of %s are not held", ErrUnknown, off, off+int64(len(p)), dl.id)
+	}
 	f, err := dl.openFileLocked()
 	if err != nil {
 		dl.mu.Unlock()
 		return err
 	}
-	done, path, mt, size := dl.state == StateDone, dl.path, dl.modTime, dl.man.Size
+	done, path, want := dl.state == StateDone, dl.path, dl.stamp
 	dl.mu.Unlock()
 	if done {
-		fi, err := os.Stat(path)
-		if err != nil || fi.Size() != size || !fi.ModTime().Equal(mt) {
+		// The path first: deleted, moved or replaced, the open file still
+		// reads what it was. Then the open file, after the read, for an
+		// edit made during it.
+		if fi, err := os.Stat(path); err != nil || !want.matches(stampOf(fi)) {
+			dl.d.checkSoon()
 			return fmt.Errorf("%w: %s changed on disk since it was downloaded", ErrUnknown, path)
 		}
 	}
 	if _, err := f.ReadAt(p, off); err != nil {
 		return fmt.Errorf("shards: read %s: %w", dl.id, err)
+	}
+	if done {
+		if fi, err := f.Stat(); err != nil || !want.matches(stampOf(fi)) {
+			dl.d.checkSoon()
+			return fmt.Errorf("%w: %s changed on disk since it was downloaded", ErrUnknown, path)
+		}
 	}
 	return nil
 }
@@ -1683,7 +1721,7 @@ func (dl *download) saveRecord() error {
 		return nil
 	}
 	r := downloadRecord{ID: dl.id, ManifestHash: dl.manHash, Link: dl.link, Name: dl.name, State: dl.state,
-		Error: dl.err, Path: dl.path, ModTime: dl.modTime, Added: dl.added, Uploaded: dl.uploaded,
+		Error: dl.err, Path: dl.path, ModTime: dl.modTime, Stamp: dl.stamp, Added: dl.added, Uploaded: dl.uploaded,
 		Sources: boundSources(maps.Clone(dl.sources))}
 	if dl.link.Dir != "" && filepath.Base(dl.part) != dirPartName(dl.id) {
 		r.Part = filepath.Base(dl.part)

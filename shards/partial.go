@@ -52,8 +52,10 @@ type downloadRecord struct {
 	// Part is the base name of the part file in Link.Dir when it is one
 	// of the download's own (ownPartName), not dirPartName: the other
 	// was in use by another node when it began.
-	Part     string            `json:"part,omitempty"`
-	ModTime  time.Time         `json:"modTime,omitzero"`
+	Part    string    `json:"part,omitempty"`
+	ModTime time.Time `json:"modTime,omitzero"`
+	// Stamp is the finished file as it was checked (download.stamp).
+	Stamp    stamp             `json:"stamp,omitzero"`
 	Added    time.Time         `json:"added"`
 	Uploaded int64             `json:"uploaded"`
 	Sources  map[mesh.ID]int64 `json:"sources,omitempty"`

@@ -117,7 +117,7 @@ func (dl *download) adopt(ctx context.Context, m *Manifest, path string, before 
 		dl.have.Set(i)
 	}
 	dl.countHave()
-	dl.path, dl.modTime, dl.state = path, fi.ModTime(), StateDone
+	dl.path, dl.modTime, dl.stamp, dl.state = path, fi.ModTime(), stampOf(fi), StateDone
 	dl.checking, dl.checked = "", 0
 	have := slices.Clone(dl.have)
 	dl.signal()
