@@ -219,8 +219,15 @@ func TestDoneFileHostileReads(t *testing.T) {
 			}
 		}
 	}
-	// Some looks at the files have run since (every 20 ms).
-	time.Sleep(200 * time.Millisecond)
+	// A look at the files has run since: the next one to end began after
+	// the requests (a sleep did not make sure of it on a loaded machine).
+	for range 2 {
+		select {
+		case <-sb.downloads.looked():
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
 	got, _ := sb.Transfer(ctx, tr.ID)
 	if got.State != StateDone || !listedIn(sb, tr.ID) || sb.downloads.haveOf(tr.ID).Count() != m.NumPieces() {
 		t.Fatalf("after a peer's bad requests: %+v, listed %v", got, listedIn(sb, tr.ID))
