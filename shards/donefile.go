@@ -38,6 +38,37 @@ func (want stamp) matches(got stamp) bool {
 	return got == want
 }
 
+// errStale is a finished file's read refused because its metadata changed
+// (its size did not): checkFile soon finds whether it still is the
+// resource, and the node's own reader waits for that.
+var errStale = errors.New("changed on disk")
+
+// sameFile reports whether a finished file stat'ed (fi, err) still is the
+// one stamped want; dl.mu is not held. A file that is not asks for a look.
+func (dl *download) sameFile(want stamp, fi os.FileInfo, err error) error {
+	switch {
+	case err == nil && want.matches(stampOf(fi)):
+		return nil
+	case err == nil && fi.Mode().IsRegular() && fi.Size() == want.Size:
+		dl.d.checkSoon()
+		return errStale
+	default:
+		dl.d.checkSoon()
+		return errors.New("changed on disk")
+	}
+}
+
+// looked returns a channel closed when the look at the finished files
+// under way, or the next, has ended.
+func (d *downloads) looked() <-chan struct{} {
+	d.lookMu.Lock()
+	defer d.lookMu.Unlock()
+	if d.lookEnd == nil {
+		d.lookEnd = make(chan struct{})
+	}
+	return d.lookEnd
+}
+
 // checkSoon asks checkFiles for a look at the finished files; it never
 // blocks.
 func (d *downloads) checkSoon() {
@@ -56,6 +87,12 @@ func (d *downloads) checkFiles(ctx context.Context) {
 	for {
 		last := time.Now()
 		d.checkDone(ctx)
+		d.lookMu.Lock()
+		if d.lookEnd != nil {
+			close(d.lookEnd)
+			d.lookEnd = nil
+		}
+		d.lookMu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -185,6 +222,7 @@ func (dl *download) restamp(path string, want, st stamp) {
 		dl.file.Close()
 		dl.file = nil
 	}
+	dl.signal() // a reader waits for this (errStale)
 	dl.mu.Unlock()
 	if err := dl.saveRecord(); err != nil {
 		dl.d.log.Warn("store of a finished download", "id", dl.id, "err", err)

@@ -19,10 +19,17 @@ import (
 // to be done; b looks at its finished files every 20 ms.
 func doneDownload(t *testing.T, ctx context.Context, size int) (a, b *mesh.Node, sb *Service, want []byte, tr Transfer, m *Manifest) {
 	t.Helper()
+	return doneDownloadEvery(t, ctx, size, 20*time.Millisecond)
+}
+
+// doneDownloadEvery is doneDownload with b looking at its finished files
+// every interval.
+func doneDownloadEvery(t *testing.T, ctx context.Context, size int, every time.Duration) (a, b *mesh.Node, sb *Service, want []byte, tr Transfer, m *Manifest) {
+	t.Helper()
 	a, b = newPair(t)
 	sa := serveTest(t, testConfig(t, a))
 	cfg := testConfig(t, b)
-	cfg.Downloads.CheckInterval = 20 * time.Millisecond
+	cfg.Downloads.CheckInterval = every
 	sb = serveTest(t, cfg)
 	path := filepath.Join(t.TempDir(), "f.bin")
 	want = writeRandom(t, path, size, 90)
@@ -212,8 +219,15 @@ func TestDoneFileHostileReads(t *testing.T) {
 			}
 		}
 	}
-	// Some looks at the files have run since (every 20 ms).
-	time.Sleep(200 * time.Millisecond)
+	// A look at the files has run since: the next one to end began after
+	// the requests (a sleep did not make sure of it on a loaded machine).
+	for range 2 {
+		select {
+		case <-sb.downloads.looked():
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
 	got, _ := sb.Transfer(ctx, tr.ID)
 	if got.State != StateDone || !listedIn(sb, tr.ID) || sb.downloads.haveOf(tr.ID).Count() != m.NumPieces() {
 		t.Fatalf("after a peer's bad requests: %+v, listed %v", got, listedIn(sb, tr.ID))
@@ -228,5 +242,50 @@ func TestDoneFileHostileReads(t *testing.T) {
 	whole, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(whole, want) {
 		t.Fatalf("served after: %v", err)
+	}
+}
+
+// TestDoneFileTouchedStillReads: the node's own reader of a finished file
+// whose metadata only changed (a chmod, as a backup tool or chmod -R does
+// to a whole music folder) gets the file's bytes: it waits for the file to
+// be checked. The read failed with "changed on disk" until the next look
+// at the files (every 5 s, longer behind other files' checks), and music
+// stopped playing the track.
+func TestDoneFileTouchedStillReads(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// No look but the ones reads ask for.
+	_, _, sb, want, tr, _ := doneDownloadEvery(t, ctx, 700<<10, time.Hour)
+	if err := os.Chmod(tr.Path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sb.Open(ctx, tr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read of a chmod'ed finished file: %d bytes, %v", len(got), err)
+	}
+	// An edit stays refused: the reader's wait ends with the download
+	// dropped, not with the edited bytes.
+	f, err := os.OpenFile(tr.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("edited"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := c.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(c); err == nil || bytes.HasPrefix(got, []byte("edited")) {
+		t.Fatalf("read of an edited finished file: %q..., %v", got[:min(len(got), 8)], err)
+	}
+	if got, _ := sb.Transfer(ctx, tr.ID); got.State != StateFailed {
+		t.Errorf("after the edit: %+v", got)
 	}
 }

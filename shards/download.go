@@ -180,6 +180,9 @@ type downloads struct {
 	// checkNow asks checkFiles to look at the finished files soon: a
 	// read found one that is not as it was.
 	checkNow chan struct{}
+	// lookEnd is closed as a look at the finished files ends (looked).
+	lookMu  sync.Mutex
+	lookEnd chan struct{}
 
 	// onDone, if set, is told of each download whose whole file checked
 	// out, before it is reported done: the Service lists it in the
@@ -1673,7 +1676,8 @@ func (dl *download) closeFile() {
 }
 
 // readAt reads verified bytes for a reader or a peer. A finished file that
-// changed on disk since it was checked (size or mtime) is refused.
+// changed on disk since it was checked (its stamp) is refused; one whose
+// metadata only changed with errStale, until checkFile vouches for it.
 func (dl *download) readAt(p []byte, off int64) error {
 	dl.mu.Lock()
 	// The callers checked the bits, then let go of dl.mu: a finished file
@@ -1694,18 +1698,18 @@ func (dl *download) readAt(p []byte, off int64) error {
 		// The path first: deleted, moved or replaced, the open file still
 		// reads what it was. Then the open file, after the read, for an
 		// edit made during it.
-		if fi, err := os.Stat(path); err != nil || !want.matches(stampOf(fi)) {
-			dl.d.checkSoon()
-			return fmt.Errorf("%w: %s changed on disk since it was downloaded", ErrUnknown, path)
+		fi, err := os.Stat(path)
+		if err := dl.sameFile(want, fi, err); err != nil {
+			return fmt.Errorf("%w: %s %w since it was downloaded", ErrUnknown, path, err)
 		}
 	}
 	if _, err := f.ReadAt(p, off); err != nil {
 		return fmt.Errorf("shards: read %s: %w", dl.id, err)
 	}
 	if done {
-		if fi, err := f.Stat(); err != nil || !want.matches(stampOf(fi)) {
-			dl.d.checkSoon()
-			return fmt.Errorf("%w: %s changed on disk since it was downloaded", ErrUnknown, path)
+		fi, err := f.Stat()
+		if err := dl.sameFile(want, fi, err); err != nil {
+			return fmt.Errorf("%w: %s %w since it was downloaded", ErrUnknown, path, err)
 		}
 	}
 	return nil

@@ -87,6 +87,42 @@ func (r *reader) Read(p []byte) (int, error) {
 	}
 	i := int(r.pos / psize)
 	n := min(int64(len(p)), m.PieceOffset(i)+m.PieceLen(i)-r.pos)
+	// A finished file whose metadata changed (errStale) is read once it
+	// checked out again: a chmod or a backup tool's touch is no reason
+	// for the user's player to fail. The check is waited for at most two
+	// looks at the files (the first may have begun before the change).
+	for looks := 0; ; {
+		err := r.waitPiece(i)
+		if err != nil {
+			return 0, err
+		}
+		dl.mu.Lock()
+		changed := dl.changed
+		dl.mu.Unlock()
+		looked := dl.d.looked()
+		err = dl.readAt(p[:n], r.pos)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errStale) || looks == 2 {
+			return 0, err
+		}
+		select {
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		case <-changed: // checked: restamped, or dropped
+		case <-looked:
+			looks++
+		}
+	}
+	r.pos += n
+	r.moved()
+	return int(n), nil
+}
+
+// waitPiece waits until piece i is verified.
+func (r *reader) waitPiece(i int) error {
+	dl, m := r.dl, r.man
 	for {
 		dl.mu.Lock()
 		has, changed, removed := dl.have.Has(i), dl.changed, dl.removed
@@ -94,31 +130,25 @@ func (r *reader) Read(p []byte) (int, error) {
 		st, msg, sameMan := dl.state, dl.err, dl.man == m
 		dl.mu.Unlock()
 		if !open {
-			return 0, errors.New("shards: read of a closed content")
+			return errors.New("shards: read of a closed content")
 		}
 		if !sameMan {
 			// The manifest it was opened with was rejected (wrongFile):
 			// its pieces and offsets say nothing of the resource.
-			return 0, fmt.Errorf("%w: %s: its manifest was another file's", ErrCorrupt, dl.id)
+			return fmt.Errorf("%w: %s: its manifest was another file's", ErrCorrupt, dl.id)
 		}
 		if has {
-			break
+			return nil
 		}
 		if removed || st == StateFailed {
-			return 0, fmt.Errorf("shards: read %s: %s", dl.id, msg)
+			return fmt.Errorf("shards: read %s: %s", dl.id, msg)
 		}
 		select {
 		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
+			return r.ctx.Err()
 		case <-changed:
 		}
 	}
-	if err := dl.readAt(p[:n], r.pos); err != nil {
-		return 0, err
-	}
-	r.pos += n
-	r.moved()
-	return int(n), nil
 }
 
 // Seek moves the position; the pieces at the new one are fetched next.
