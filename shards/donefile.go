@@ -80,19 +80,17 @@ func (d *downloads) checkSoon() {
 
 // checkFiles looks at the finished downloads' files at once, then every
 // CheckInterval and when a read asks (at most every minCheckGap), until
-// ctx ends.
+// ctx ends. A look is a stat of each; the files only touched are checked
+// piece by piece by verifyFiles meanwhile, so that a backup that changed
+// the ctime of a thousand large files does not keep a deleted one listed
+// while they are hashed.
 func (d *downloads) checkFiles(ctx context.Context) {
 	t := time.NewTicker(d.cfg.CheckInterval)
 	defer t.Stop()
 	for {
 		last := time.Now()
 		d.checkDone(ctx)
-		d.lookMu.Lock()
-		if d.lookEnd != nil {
-			close(d.lookEnd)
-			d.lookEnd = nil
-		}
-		d.lookMu.Unlock()
+		d.lookEnded()
 		select {
 		case <-ctx.Done():
 			return
@@ -111,7 +109,19 @@ func (d *downloads) checkFiles(ctx context.Context) {
 	}
 }
 
-// checkDone checks the file of every finished download.
+// lookEnded closes lookEnd if no touched file waits for its check: a
+// reader waiting for one is told by its download's changed channel.
+func (d *downloads) lookEnded() {
+	d.lookMu.Lock()
+	defer d.lookMu.Unlock()
+	if d.lookEnd != nil && len(d.touched) == 0 {
+		close(d.lookEnd)
+		d.lookEnd = nil
+	}
+}
+
+// checkDone stats the file of every finished download, and hands those
+// only touched to verifyFiles (once each while they wait).
 func (d *downloads) checkDone(ctx context.Context) {
 	d.mu.Lock()
 	var done []*download
@@ -127,19 +137,60 @@ func (d *downloads) checkDone(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		dl.checkFile(ctx)
+		if !dl.checkFile() {
+			continue
+		}
+		d.lookMu.Lock()
+		if !slices.Contains(d.touched, dl) {
+			d.touched = append(d.touched, dl)
+		}
+		d.lookMu.Unlock()
+		select {
+		case d.verifyNow <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// checkFile drops the finished download if its file is gone or no longer
-// the resource. A file that cannot be looked at for another reason (a
-// folder made unreadable for a while) is left listed: its reads fail, and
-// the next look decides.
-func (dl *download) checkFile(ctx context.Context) {
+// verifyFiles checks the touched finished files piece by piece, one at a
+// time, until ctx ends.
+func (d *downloads) verifyFiles(ctx context.Context) {
+	for {
+		d.lookMu.Lock()
+		var dl *download
+		if len(d.touched) > 0 {
+			dl = d.touched[0]
+		}
+		d.lookMu.Unlock()
+		if dl == nil {
+			d.lookEnded()
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.verifyNow:
+				continue
+			}
+		}
+		dl.verifyTouched(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		d.lookMu.Lock()
+		d.touched = slices.DeleteFunc(d.touched, func(x *download) bool { return x == dl })
+		d.lookMu.Unlock()
+	}
+}
+
+// checkFile drops the finished download if its stat says its file is gone
+// or no longer the resource, and reports whether its metadata only
+// changed (for verifyTouched). A file that cannot be looked at for another
+// reason (a folder made unreadable for a while) is left listed: its reads
+// fail, and the next look decides.
+func (dl *download) checkFile() (touched bool) {
 	dl.mu.Lock()
 	if dl.state != StateDone || dl.removed || dl.removal != nil || dl.path == "" || dl.man == nil {
 		dl.mu.Unlock()
-		return
+		return false
 	}
 	path, want, m := dl.path, dl.stamp, dl.man
 	dl.mu.Unlock()
@@ -156,16 +207,33 @@ func (dl *download) checkFile(ctx context.Context) {
 			dl.restamp(path, want, stampOf(fi)) // an old record's: stamped whole now
 		}
 	default:
-		st, ok, err := verifyFile(ctx, m, dl.id, path)
-		switch {
-		case err != nil:
-			dl.d.log.Debug("cannot check a finished download's file", "id", dl.id, "path", path, "err", err)
-		case ok:
-			dl.d.log.Info("a finished download's file was touched, and still is the resource", "id", dl.id, "path", path)
-			dl.restamp(path, want, st)
-		default:
-			dl.lose(path, want, "changed on disk")
-		}
+		return true
+	}
+	return false
+}
+
+// verifyTouched checks a finished file whose metadata changed piece by
+// piece, and keeps it if it still is the resource.
+func (dl *download) verifyTouched(ctx context.Context) {
+	dl.mu.Lock()
+	if dl.state != StateDone || dl.removed || dl.removal != nil || dl.path == "" || dl.man == nil {
+		dl.mu.Unlock()
+		return
+	}
+	path, want, m := dl.path, dl.stamp, dl.man
+	dl.mu.Unlock()
+	if f := dl.d.beforeVerify.Load(); f != nil {
+		(*f)(dl.id)
+	}
+	st, ok, err := verifyFile(ctx, m, dl.id, path)
+	switch {
+	case err != nil:
+		dl.d.log.Debug("cannot check a finished download's file", "id", dl.id, "path", path, "err", err)
+	case ok:
+		dl.d.log.Info("a finished download's file was touched, and still is the resource", "id", dl.id, "path", path)
+		dl.restamp(path, want, st)
+	default:
+		dl.lose(path, want, "changed on disk")
 	}
 }
 

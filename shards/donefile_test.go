@@ -289,3 +289,59 @@ func TestDoneFileTouchedStillReads(t *testing.T) {
 		t.Errorf("after the edit: %+v", got)
 	}
 }
+
+// TestDoneFileGoneWhileOthersHash: a finished file deleted while others,
+// only touched (a backup changed their ctime), are checked piece by piece
+// is dropped without waiting for that hashing: the stat of every file
+// goes on beside it. It stayed listed for the whole hashing, hours after
+// a backup touched a terabyte of downloads.
+func TestDoneFileGoneWhileOthersHash(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a, b := newPair(t)
+	sa := serveTest(t, testConfig(t, a))
+	cfg := testConfig(t, b)
+	cfg.Downloads.CheckInterval = 20 * time.Millisecond
+	sb := serveTest(t, cfg)
+	var trs []Transfer
+	for i := range 4 {
+		path := filepath.Join(t.TempDir(), "f.bin")
+		writeRandom(t, path, 300<<10, uint64(100+i))
+		l := shareLink(t, ctx, sa, path)
+		if _, err := sb.Fetch(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		trs = append(trs, waitState(t, sb.downloads, l.ID, StateDone, time.Minute))
+	}
+	gone := trs[len(trs)-1]
+	// The touched files' check hangs, as a long hash would, until the
+	// test ends.
+	hold, hashing := make(chan struct{}), make(chan struct{}, 1)
+	defer close(hold)
+	verify := func(MD5) {
+		select {
+		case hashing <- struct{}{}:
+		default:
+		}
+		<-hold
+	}
+	sb.downloads.beforeVerify.Store(&verify)
+	for _, tr := range trs[:len(trs)-1] {
+		if err := os.Chmod(tr.Path, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-hashing:
+	case <-ctx.Done():
+		t.Fatal("no touched file was checked")
+	}
+	if err := os.Remove(gone.Path); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the deleted file's download to be unlisted", func() bool {
+		got, _ := sb.Transfer(ctx, gone.ID)
+		return got.State == StateFailed && !listedIn(sb, gone.ID)
+	})
+}

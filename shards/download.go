@@ -180,9 +180,17 @@ type downloads struct {
 	// checkNow asks checkFiles to look at the finished files soon: a
 	// read found one that is not as it was.
 	checkNow chan struct{}
-	// lookEnd is closed as a look at the finished files ends (looked).
+	// lookEnd is closed as a look at the finished files ends (looked)
+	// with none of them waiting for its piece-by-piece check.
 	lookMu  sync.Mutex
 	lookEnd chan struct{}
+	// touched lists the finished files whose metadata changed, for
+	// verifyFiles to check piece by piece (under lookMu); verifyNow wakes it.
+	touched   []*download
+	verifyNow chan struct{}
+	// beforeVerify, if set (tests), is called as a touched file's check
+	// begins.
+	beforeVerify atomic.Pointer[func(MD5)]
 
 	// onDone, if set, is told of each download whose whole file checked
 	// out, before it is reported done: the Service lists it in the
@@ -217,7 +225,7 @@ func newDownloads(cfg DownloadsConfig, node Node, db *bolt.DB, holders func(MD5)
 	}
 	d := &downloads{cfg: cfg, node: node, db: db, log: log, holders: holders, events: events,
 		budget: newBudget(cfg.MaxBuffered, cfg.RequestTimeout), all: make(map[MD5]*download), wake: make(chan struct{}, 1),
-		checkNow: make(chan struct{}, 1)}
+		checkNow: make(chan struct{}, 1), verifyNow: make(chan struct{}, 1)}
 	recs, haves, errs, err := loadDownloads(db)
 	if err != nil {
 		return nil, err
@@ -310,6 +318,7 @@ func (d *downloads) serve(ctx context.Context) error {
 		d.mu.Unlock()
 	}()
 	wg.Go(func() { d.checkFiles(ctx) })
+	wg.Go(func() { d.verifyFiles(ctx) })
 	for {
 		d.mu.Lock()
 		q := d.queued
