@@ -459,9 +459,30 @@ func (p *peerPage) checkLoopback() {
 		InSDP     int      `json:"inSDP"`
 	}
 	p.evalJSON(`JSON.stringify(t.cands)`, &cands)
-	var stats map[string]iceStats
-	p.evalJSON(`readStats()`, &stats)
 	other := map[string]string{"alice": "bob", "bob": "alice"}
+	// The answering end (controlled in ICE) may use a pair of its own
+	// that works until the offerer's nomination of another one is
+	// checked from its side too; data already flows on both, so the two
+	// ends' selected pairs can differ for a moment (seconds on a starved
+	// CPU). Wait for them to agree before checking the pair each names.
+	agree := func(stats map[string]iceStats) bool {
+		for _, name := range []string{"alice", "bob"} {
+			sel, peer := stats[name].Selected, stats[other[name]].Selected
+			if sel == nil || sel.Remote == nil || peer == nil || peer.Local == nil || peer.Local.Port != sel.Remote.Port || peer.Local.Protocol != sel.Remote.Protocol {
+				return false
+			}
+		}
+		return true
+	}
+	var stats map[string]iceStats
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		stats = nil
+		p.evalJSON(`readStats()`, &stats)
+		if agree(stats) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, name := range []string{"alice", "bob"} {
 		st := stats[name]
 		sel := st.Selected
