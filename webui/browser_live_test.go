@@ -112,7 +112,9 @@ func TestBrowserLiveTreeHeldGET(t *testing.T) {
 	fl := &fakeLive{answer: pionAnswer(t)}
 	path := "/api/live/rooms/r1/tree"
 	ctx, holds := holdingPage(t, newFakeNode("alpha"), Config{Live: fl}, "en-US", "live", true, path)
-	const wait = 10 * time.Second
+	// Bounds a failure only: the first poll follows pion's answer to the
+	// page's WHEP offer, slow under -race on a starved CPU (13.5 s seen).
+	const wait = 30 * time.Second
 	held := holds[path]
 	click(t, ctx, `#live-rooms li[data-id="r1"] .live-watch`)
 	held.wait(t, wait) // it has read no child

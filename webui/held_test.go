@@ -131,6 +131,13 @@ func (h *heldGET) letGoAndWait(t *testing.T, ctx context.Context, what string, t
 // keeps stays.
 func holdingPage(t *testing.T, node Node, cfg Config, lang, view string, armAtOpen bool, paths ...string) (context.Context, map[string]*heldGET) {
 	t.Helper()
+	return holdingPageFor(t, browsertest.DefaultTimeout, node, cfg, lang, view, armAtOpen, paths...)
+}
+
+// holdingPageFor is holdingPage with a browser that lives up to timeout
+// (browsertest.NewFor), for a test longer than DefaultTimeout.
+func holdingPageFor(t *testing.T, timeout time.Duration, node Node, cfg Config, lang, view string, armAtOpen bool, paths ...string) (context.Context, map[string]*heldGET) {
+	t.Helper()
 	cfg.Addr, cfg.Version = "127.0.0.1:0", "test"
 	s, err := New(cfg, node)
 	if err != nil {
@@ -144,7 +151,7 @@ func holdingPage(t *testing.T, node Node, cfg Config, lang, view string, armAtOp
 		holds[p] = holdGET(t, s, p)
 	}
 	base, _ := serve(t, s)
-	ctx := browsertest.New(t)
+	ctx := browsertest.NewFor(t, timeout)
 	if err := browsertest.SetLanguage(ctx, lang); err != nil {
 		t.Fatal(err)
 	}
