@@ -191,6 +191,9 @@ type downloads struct {
 	// beforeVerify, if set (tests), is called as a touched file's check
 	// begins.
 	beforeVerify atomic.Pointer[func(MD5)]
+	// afterDone, if set (tests), is called as a run has made its download
+	// done, before it stores it and ends.
+	afterDone atomic.Pointer[func(MD5)]
 
 	// onDone, if set, is told of each download whose whole file checked
 	// out, before it is reported done: the Service lists it in the
@@ -935,8 +938,14 @@ func (dl *download) start(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		err := dl.run(rctx)
 		dl.mu.Lock()
+		again := false
 		if dl.done == done {
 			dl.cancel = nil
+			// A run that ended done, its file then lost (lose) and the
+			// download resumed before this: that resume's start found
+			// this run going and left it to it. Not started again here,
+			// it said "downloading" with nothing running, for ever.
+			again = err == nil && rctx.Err() == nil && dl.state == StateDownloading
 		}
 		failed := err != nil && rctx.Err() == nil
 		if failed {
@@ -944,6 +953,9 @@ func (dl *download) start(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		dl.signal()
 		dl.mu.Unlock()
+		if again {
+			dl.d.enqueue(dl)
+		}
 		if failed {
 			dl.d.log.Warn("download failed", "id", dl.id, "err", err)
 			dl.saveRecord()
@@ -1484,11 +1496,16 @@ func (dl *download) finish(ctx context.Context, f *os.File) (err error) {
 		dl.state = StateDone
 		dl.signal()
 	}
+	// Taken under dl.mu: lose may drop the bits as soon as it is done.
+	have := slices.Clone(dl.have)
 	dl.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("shards: %w", err)
 	}
-	if err := putHave(dl.d.db, dl.id, dl.have); err != nil {
+	if f := dl.d.afterDone.Load(); f != nil {
+		(*f)(dl.id)
+	}
+	if err := putHave(dl.d.db, dl.id, have); err != nil {
 		return err
 	}
 	dl.d.log.Info("download done", "id", dl.id, "path", dst)
