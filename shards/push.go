@@ -359,7 +359,8 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
 		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
 		starved: make([]time.Time, len(members)), samples: make([]int, len(members)),
-		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1)}
+		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1),
+		sent: NewBitfield(m.NumPieces()), doubted: make(map[int][]int)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
@@ -411,7 +412,16 @@ type outPush struct {
 	turn []int
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
-	fed      [][]int
+	fed [][]int
+	// sent: the pieces the source itself sent someone in this push. A
+	// piece not in it is held only by those that said they held it at
+	// the start (or got it from them), which the source cannot check: a
+	// few liars asked in turn would hold it BlockTimeout each. So once
+	// an order for such a piece lapses, doubted names its holders then,
+	// and they are not asked for it again: the source sends it (once),
+	// and the others get it from whoever received that copy.
+	sent     Bitfield
+	doubted  map[int][]int
 	uploaded int64
 	finished bool
 	// changed is poked when a receiver's pieces or state change.
@@ -964,6 +974,9 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 		return err
 	}
 	op.answered(k)
+	op.mu.Lock()
+	op.sent.Set(i)
+	op.mu.Unlock()
 	b := NewBitfield(op.Manifest.NumPieces())
 	b.Set(i)
 	op.got(k, b)
@@ -1066,16 +1079,25 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			}
 			h := rec.holder
 			if h >= 0 && (!op.live(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
+				if now.Sub(rec.at) > p.cfg.BlockTimeout && !op.sent.Has(i) && op.doubted[i] == nil {
+					// Lapsed, and the source never sent it: doubt
+					// all who claim it (see sent).
+					for g := range n {
+						if op.have[g].Has(i) {
+							op.doubted[i] = append(op.doubted[i], g)
+						}
+					}
+				}
 				rec.tried = append(rec.tried, h)
 				h = -1
 			}
-			if h >= 0 && !op.usable(h) {
-				h = -1 // failing now: another holder, this one again later
+			if h >= 0 && (!op.usable(h) || slices.Contains(op.doubted[i], h)) {
+				h = -1 // failing now (another holder, this one again later), or doubted
 			}
 			if h < 0 {
 				var holders []int
 				for g := range n {
-					if g != k && op.usable(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
+					if g != k && op.usable(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) && !slices.Contains(op.doubted[i], g) {
 						holders = append(holders, g)
 					}
 				}
