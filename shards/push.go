@@ -1329,6 +1329,7 @@ type asmKey struct {
 type assembly struct {
 	buf  []byte
 	next int64
+	at   time.Time // its last block
 }
 
 // maxAssemblies and maxAssemblyBytes bound the pieces one sender may have
@@ -1531,7 +1532,13 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		// A first block: a piece begun again (its sender's request timed
 		// out half-way) starts over.
 		ip.dropAssembly(key)
-		if ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize) {
+		peerFull := func() bool {
+			return ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize)
+		}
+		if peerFull() || ip.asmBytes+ip.Manifest.PieceLen(i) > p.maxBuffered {
+			ip.dropStale(ip.lastSeen.Add(-p.cfg.BlockTimeout))
+		}
+		if peerFull() {
 			ip.mu.Unlock()
 			p.node.Penalize(from, "too many pushed pieces at once")
 			return fmt.Errorf("%w: %d pieces half-sent at once", ErrBadFrame, maxAssemblies)
@@ -1555,6 +1562,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	}
 	copy(a.buf[r.Off:], data)
 	a.next = int64(r.Off) + int64(r.Len)
+	a.at = ip.lastSeen
 	if a.next < int64(len(a.buf)) {
 		ip.mu.Unlock()
 		return nil
@@ -1591,6 +1599,19 @@ func (ip *inPush) dropAssembly(key asmKey) {
 		delete(ip.asm, key)
 		ip.perPeer[key.from]--
 		ip.asmBytes -= int64(len(a.buf))
+	}
+}
+
+// dropStale forgets the pieces half-sent that had no block since before:
+// their senders gave up on them (their calls time out after
+// BlockTimeout), or never meant to finish them, and would hold the
+// buffer so that every sender is told it is full for good. ip.mu is
+// held.
+func (ip *inPush) dropStale(before time.Time) {
+	for key, a := range ip.asm {
+		if a.at.Before(before) {
+			ip.dropAssembly(key)
+		}
 	}
 }
 

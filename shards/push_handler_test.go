@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/catnest/catnest/mesh"
@@ -145,6 +146,44 @@ func TestPushHalfSentBytesBounded(t *testing.T) {
 	if !h.sink.held.Has(0) || !h.sink.held.Has(4) || h.node.penalties.Load() != 0 {
 		t.Errorf("held 0: %v, 4: %v; %d penalties", h.sink.held.Has(0), h.sink.held.Has(4), h.node.penalties.Load())
 	}
+}
+
+// TestPushHalfSentPiecesExpire: hostile members start pieces until the
+// half-sent bound is full and send no more of them. Before BlockTimeout
+// an honest sender's new piece is refused (busy: the hostile pieces
+// could still be finished); after it the stale ones are dropped and the
+// honest piece gets in. Before, they stayed for the whole push, and
+// the receiver answered every sender busy for good.
+func TestPushHalfSentPiecesExpire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHandlerPush(t, 16, 2*BlockSize)
+		h.p.maxBuffered = 8 * 2 * BlockSize
+		m1, m2 := fuzzMembers[1], fuzzMembers[2]
+		for i := range 8 {
+			if err := h.block([]mesh.ID{m1, m2}[i%2], i, 0); err != nil {
+				t.Fatalf("hostile piece %d: %v", i, err)
+			}
+		}
+		if err := h.block(h.src, 8, 0); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("the honest piece while the buffer is full: %v, want ErrTooLarge", err)
+		}
+		time.Sleep(h.p.cfg.BlockTimeout - time.Second)
+		if err := h.block(h.src, 8, 0); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("the honest piece before BlockTimeout: %v, want ErrTooLarge", err)
+		}
+		time.Sleep(2 * time.Second)
+		for i := 8; i < 16; i++ {
+			h.piece(t, h.src, i)
+		}
+		for i := 8; i < 16; i++ {
+			if !h.sink.held.Has(i) {
+				t.Errorf("honest piece %d not held", i)
+			}
+		}
+		if h.ip.asmBytes != 0 || len(h.ip.asm) != 0 {
+			t.Errorf("%d half-sent pieces (%d bytes) left", len(h.ip.asm), h.ip.asmBytes)
+		}
+	})
 }
 
 // TestPushRelayAskedOnlyBySource: in a matrix push a member cannot have
