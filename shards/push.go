@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -360,7 +361,8 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
 		starved: make([]time.Time, len(members)), samples: make([]int, len(members)),
 		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1),
-		sent: NewBitfield(m.NumPieces()), doubted: make(map[int][]int)}
+		sent: NewBitfield(m.NumPieces()), doubted: make(map[int][]int), sending: make([]bool, len(members)),
+		progress: make([]time.Time, len(members)), flying: make(map[int]int)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
@@ -420,8 +422,23 @@ type outPush struct {
 	// an order for such a piece lapses, doubted names its holders then,
 	// and they are not asked for it again: the source sends it (once),
 	// and the others get it from whoever received that copy.
-	sent     Bitfield
-	doubted  map[int][]int
+	sent    Bitfield
+	doubted map[int][]int
+	// sending: repair's sends from the source to the receiver are under
+	// way (sendBatch); it is given no more until they end. sends counts
+	// the batches, slots bounds their pieces in flight (the window).
+	// Repair does not wait for them: a receiver whose link drops large
+	// messages would hold every check, and the others' repair, for
+	// BlockTimeout.
+	sending []bool
+	sends   sync.WaitGroup
+	slots   chan struct{}
+	// flying: the pieces of the batches under way, and to whom. A piece
+	// is not given to another receiver while it flies to one that
+	// answered a block of the source's lately (progress): it would come
+	// twice. To one that did not (its link drops large messages), it is.
+	flying   map[int]int
+	progress []time.Time
 	uploaded int64
 	finished bool
 	// changed is poked when a receiver's pieces or state change.
@@ -628,6 +645,8 @@ func (p *pushes) notify(op *outPush) {
 // pieces, and repair until every receiver still there holds every piece.
 func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	n := len(op.Members)
+	op.slots = make(chan struct{}, p.window(op.Manifest))
+	defer op.sends.Wait()
 	// Offers: a receiver that fails one (a link not up yet, a busy node)
 	// is offered again after a backoff, a few times before the first
 	// pass and then by repair, until it counts as gone.
@@ -733,6 +752,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 			return
 		}
 	}
+	op.sends.Wait()
 	op.mu.Lock()
 	op.finished = true
 	op.mu.Unlock()
@@ -960,6 +980,7 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 		op.src.sentBlock(op.ID, to, n)
 		op.mu.Lock()
 		op.uploaded += int64(n)
+		op.progress[k] = time.Now()
 		op.mu.Unlock()
 	})
 	if err != nil {
@@ -1017,6 +1038,16 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	// a stall).
 	fanout := len(relayTargets(op.Plan, 0, n, 0)) + p.window(op.Manifest)
 	stallChecks := max(2, int(time.Duration(fanout)*op.pieceTime/p.cfg.Repair)+1)
+	// A piece flying to a receiver is left to it while a block of the
+	// source's reached it within a few block times of the source's
+	// upload, at the whole window (or a few checks).
+	m := op.Manifest
+	blockTime := op.pieceTime * time.Duration(min(BlockSize, m.PieceSize)) / time.Duration(max(1, m.PieceSize))
+	hold := 2*p.cfg.Repair + 2*time.Duration(p.window(m))*blockTime
+	flying := func(i int) bool {
+		to, ok := op.flying[i]
+		return ok && now.Sub(op.progress[to]) < hold
+	}
 	all := true
 	for k := range n {
 		if op.state[k] == "done" && op.fails[k] > 0 && !now.Before(op.retryAt[k]) {
@@ -1057,7 +1088,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 				continue
 			}
 			for i := range np {
-				if !op.have[k].Has(i) {
+				if !op.have[k].Has(i) && !op.sending[k] {
 					samples = append(samples, job{i, k})
 					sentHere[i] = true // not sent it twice (mine)
 					break
@@ -1120,12 +1151,12 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			// Nobody left holds it: the source sends it, once per
 			// check, to one receiver; the others get it from that one
 			// at a later check.
-			if !sentHere[i] {
+			to := k
+			if r := op.route(k, false); len(r) > 1 {
+				to = r[0]
+			}
+			if !sentHere[i] && !flying(i) && !op.sending[to] {
 				sentHere[i] = true
-				to := k
-				if r := op.route(k, false); len(r) > 1 {
-					to = r[0]
-				}
 				mine = append(mine, job{i, to})
 			}
 		}
@@ -1164,23 +1195,89 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	for j, pieces := range orders {
 		call(j.holder, encodeOrder(op.Push, j.to, pieces))
 	}
-	sem := make(chan struct{}, p.window(op.Manifest))
+	batches := make(map[int][]int)
 	for _, j := range mine {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			_ = p.sendSource(ctx, op, j.to, j.holder, relayFlag)
-		})
+		batches[j.to] = append(batches[j.to], j.holder)
+	}
+	op.mu.Lock()
+	for to, pieces := range batches {
+		op.sending[to], op.progress[to] = true, now
+		for _, i := range pieces {
+			op.flying[i] = to
+		}
 	}
 	for _, j := range samples {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			p.sample(ctx, op, j.to, j.holder)
+		op.sending[j.to] = true
+	}
+	op.mu.Unlock()
+	for to, pieces := range batches {
+		op.sends.Go(func() { p.sendBatch(ctx, op, to, pieces) })
+	}
+	for _, j := range samples {
+		op.sends.Go(func() {
+			defer op.doneSending(j.to)
+			if p.slot(ctx, op) {
+				p.sample(ctx, op, j.to, j.holder)
+				<-op.slots
+			}
 		})
 	}
 	wg.Wait()
 	return false
+}
+
+// sendBatch sends the pieces repair gave receiver k, half the window at
+// once: a receiver that takes none holds no more than that of the
+// source's window. It stops at the first failure: k is left out then
+// (failed) until it answers, and the rest would fail too.
+func (p *pushes) sendBatch(ctx context.Context, op *outPush, k int, pieces []int) {
+	defer func() {
+		op.mu.Lock()
+		for _, i := range pieces {
+			if op.flying[i] == k {
+				delete(op.flying, i)
+			}
+		}
+		op.mu.Unlock()
+	}()
+	defer op.doneSending(k)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	lanes := make(chan struct{}, max(1, cap(op.slots)/2))
+	var failed atomic.Bool
+	for _, i := range pieces {
+		select {
+		case lanes <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if failed.Load() || !p.slot(ctx, op) {
+			<-lanes
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-op.slots; <-lanes }()
+			if p.sendSource(ctx, op, k, i, relayFlag) != nil {
+				failed.Store(true)
+			}
+		})
+	}
+}
+
+// slot takes one of the source's repair send slots.
+func (p *pushes) slot(ctx context.Context, op *outPush) bool {
+	select {
+	case op.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (op *outPush) doneSending(k int) {
+	op.mu.Lock()
+	op.sending[k] = false
+	op.mu.Unlock()
 }
 
 // sample sends piece i to starved receiver k from the source itself,

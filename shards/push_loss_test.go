@@ -515,3 +515,96 @@ func TestPushStarvedReceiverCannotHoldPush(t *testing.T) {
 		})
 	}
 }
+
+// holeNode is a node whose link to hole drops large messages once on:
+// the push blocks to it hang until their call times out.
+type holeNode struct {
+	Node
+	hole mesh.ID
+	on   *atomic.Bool
+}
+
+func (h *holeNode) Request(ctx context.Context, to mesh.ID, proto string, b []byte, opts ...mesh.SendOption) ([]byte, error) {
+	if proto == ProtoPush && to == h.hole && len(b) > 0 && b[0] == pushBlock && h.on.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return h.Node.Request(ctx, to, proto, b, opts...)
+}
+
+// TestPushBlackHoleDoesNotStallRepair: of 5 receivers, one claims the
+// whole file and relays nothing, 3 are honest, and one's link drops
+// large messages after the first pass (every piece sent to it hangs
+// BlockTimeout). The liar's stripe must come from the source in repair
+// (once the orders to the liar lapse); the black hole, first in line,
+// is given those pieces first. Its sends must not hold the honest
+// receivers' ones: they end within one BlockTimeout (the liar's) and a
+// little. Before, repair waited for all its sends, so the check that
+// gave the black hole its pieces held the others' for BlockTimeout.
+func TestPushBlackHoleDoesNotStallRepair(t *testing.T) {
+	checkPushGoroutines(t)
+	synctest.Test(t, func(t *testing.T) {
+		const size = 2 << 20
+		want := randomFile(55, size)
+		nw := meshtest.NewNetwork()
+		nw.Latency = 2 * time.Millisecond
+		cfg := DefaultPushConfig()
+		peers := pushNet(t, nw, 6, want, cfg, 0, nil)
+		src, recv := peers[0], peers[1:]
+		hole, liar, honest := recv[0], recv[1], recv[2:]
+		for _, pp := range recv {
+			pp.p.cfg.Accept = AcceptFrom(src.node.ID())
+		}
+		var on atomic.Bool
+		for _, pp := range peers {
+			if pp != hole {
+				pp.p.node = &holeNode{Node: pp.p.node, hole: hole.node.ID(), on: &on}
+			}
+		}
+		liar.preheld = func(int) bool { return true }
+		liar.p.node = &dropNode{Node: liar.p.node, drop: func(_ mesh.ID, b []byte) bool { return b[0] == pushBlock }}
+		lim := rate.NewLimiter(rate.Limit(4<<20), BlockSize)
+		src.p.waitUpload = func(ctx context.Context, n int) error { return lim.WaitN(ctx, n) }
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		start := time.Now()
+		pid, err := src.p.push(ctx, src.src.id, ids(recv), PlanMatrix, "file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var took time.Duration
+		for {
+			whole := 0
+			for _, pp := range honest {
+				if s := pp.getSink(); s != nil && s.whole(src.src.id) {
+					whole++
+				}
+			}
+			if time.Since(start) > 10*time.Second && !on.Load() {
+				if st, _ := src.p.status(pid); st.Receivers[0].Have == 0 {
+					t.Fatal("the first pass did not reach the black hole before it went black")
+				}
+				on.Store(true)
+			}
+			if whole == len(honest) {
+				took = time.Since(start)
+				break
+			}
+			if time.Since(start) > 20*time.Minute {
+				t.Fatal("the honest receivers did not end in 20 minutes")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		st := pushDone(t, src, pid, 20*time.Minute)
+		t.Logf("honest receivers whole after %v, the push done after %v (virtual), the source uploaded %.3fx the file: %+v",
+			took, time.Since(start), float64(st.Uploaded)/size, st.Receivers)
+		for k := 2; k < len(recv); k++ {
+			if r := st.Receivers[k]; r.State != "done" {
+				t.Errorf("honest receiver %d: %+v", k, r)
+			}
+		}
+		if took > cfg.BlockTimeout+15*time.Second {
+			t.Errorf("the honest receivers took %v beside a black hole, more than BlockTimeout (%v) and 15 s", took, cfg.BlockTimeout)
+		}
+	})
+}
