@@ -361,13 +361,14 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
 		starved: make([]time.Time, len(members)), samples: make([]int, len(members)),
 		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1),
-		sent: NewBitfield(m.NumPieces()), doubted: make(map[int][]int), sending: make([]bool, len(members)),
+		given: make([]Bitfield, len(members)), doubted: make(map[int][]int), sending: make([]bool, len(members)),
 		progress: make([]time.Time, len(members)), flying: make(map[int]int)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
 		op.caught[k] = make(map[int]bool)
 		op.have[k] = NewBitfield(m.NumPieces())
+		op.given[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
 	}
 	return op
@@ -415,14 +416,16 @@ type outPush struct {
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
 	fed [][]int
-	// sent: the pieces the source itself sent someone in this push. A
-	// piece not in it is held only by those that said they held it at
-	// the start (or got it from them), which the source cannot check: a
-	// few liars asked in turn would hold it BlockTimeout each. So once
-	// an order for such a piece lapses, doubted names its holders then,
-	// and they are not asked for it again: the source sends it (once),
-	// and the others get it from whoever received that copy.
-	sent    Bitfield
+	// given: per receiver, the pieces the source itself sent it in this
+	// push. A receiver holds the others because it said so (at the
+	// start, or in a report), which the source cannot check: a few
+	// liars that claim a piece, asked in turn, would hold it
+	// BlockTimeout each. So repair asks a holder it gave the piece to
+	// first, and once an order for a piece lapses, doubted takes that
+	// holder and every one it did not give the piece to: they are not
+	// asked for it again, the source sends it itself (once) and the
+	// others get it from whoever received that copy.
+	given   []Bitfield
 	doubted map[int][]int
 	// sending: repair's sends from the source to the receiver are under
 	// way (sendBatch); it is given no more until they end. sends counts
@@ -996,7 +999,7 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 	}
 	op.answered(k)
 	op.mu.Lock()
-	op.sent.Set(i)
+	op.given[k].Set(i)
 	op.mu.Unlock()
 	b := NewBitfield(op.Manifest.NumPieces())
 	b.Set(i)
@@ -1012,8 +1015,9 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 // it, leaving out those the receiver caught sending corrupt pieces. The
 // order stands (it is sent again, which costs nothing) until the piece
 // arrives, the holder leaves, fails or is caught, or BlockTimeout
-// passes; then another holder is asked. The source sends a piece itself
-// only when no holder is left to ask: so what it uploads again does not
+// passes; then another holder is asked, one the source gave the piece
+// to first, and none that only claims it (given, doubted). The source
+// sends a piece itself only when no holder is left to ask: so what it uploads again does not
 // depend on how fast the receivers are, only on which pieces no honest
 // receiver holds. In a span it sends it to the first member on the
 // receiver's route, whose relays pass it on, so as to keep to its links.
@@ -1110,11 +1114,11 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			}
 			h := rec.holder
 			if h >= 0 && (!op.live(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
-				if now.Sub(rec.at) > p.cfg.BlockTimeout && !op.sent.Has(i) && op.doubted[i] == nil {
-					// Lapsed, and the source never sent it: doubt
-					// all who claim it (see sent).
+				if now.Sub(rec.at) > p.cfg.BlockTimeout && !op.given[h].Has(i) {
+					// Lapsed, from one that only claims it: doubt
+					// all who only claim it (see given).
 					for g := range n {
-						if op.have[g].Has(i) {
+						if op.have[g].Has(i) && !op.given[g].Has(i) && !slices.Contains(op.doubted[i], g) {
 							op.doubted[i] = append(op.doubted[i], g)
 						}
 					}
@@ -1134,6 +1138,9 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 				}
 				if near := spanNear(op.Plan, k, n, holders); len(near) > 0 {
 					holders = near
+				}
+				if given := slices.DeleteFunc(slices.Clone(holders), func(g int) bool { return !op.given[g].Has(i) }); len(given) > 0 {
+					holders = given
 				}
 				if len(holders) > 0 {
 					h = holders[(i+k)%len(holders)]
