@@ -1402,10 +1402,16 @@ type inPush struct {
 	downUntil []time.Time
 	downs     []int
 
-	bad      map[int]bool // senders that sent a corrupt piece: refused since
-	asm      map[asmKey]*assembly
-	perPeer  map[int]int // assemblies per sender (-1 the source)
-	asmBytes int64       // the bytes of all of them
+	bad     map[int]bool // senders that sent a corrupt piece: refused since
+	asm     map[asmKey]*assembly
+	perPeer map[int]int // assemblies per sender (-1 the source)
+	// expired: pieces dropStale took from a sender (at most
+	// maxAssemblies each, expiredN), until its next block of them. An
+	// honest sender whose upload held its next block past BlockTimeout
+	// gets a refusal then, not a penalty for a block out of order.
+	expired  map[asmKey]bool
+	expiredN map[int]int
+	asmBytes int64 // the bytes of all of them
 	queue    []relayJob
 	queued   map[relayJob]bool
 	// deferred holds, per member, the relays to it that wait for its
@@ -1625,6 +1631,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip.mu.Unlock()
 		return fmt.Errorf("%w: %s sent a corrupt piece of this push before", ErrCorrupt, from.Short())
 	}
+	wasExpired := ip.forgetExpired(key)
 	if ip.have.Has(i) {
 		ip.dropAssembly(key) // a copy it holds already: nothing to do
 		ip.mu.Unlock()
@@ -1659,6 +1666,9 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip.asm[key] = a
 		ip.perPeer[k]++
 		ip.asmBytes += int64(len(a.buf))
+	case a == nil && wasExpired:
+		ip.mu.Unlock()
+		return fmt.Errorf("%w: piece %d was half-sent here too long ago, begin it again", ErrTooLarge, i)
 	case a == nil || int64(r.Off) != a.next:
 		ip.mu.Unlock()
 		p.node.Penalize(from, "pushed block out of order")
@@ -1706,6 +1716,17 @@ func (ip *inPush) dropAssembly(key asmKey) {
 	}
 }
 
+// forgetExpired says whether dropStale took key, and forgets that it
+// did; ip.mu is held.
+func (ip *inPush) forgetExpired(key asmKey) bool {
+	if !ip.expired[key] {
+		return false
+	}
+	delete(ip.expired, key)
+	ip.expiredN[key.from]--
+	return true
+}
+
 // dropStale forgets the pieces half-sent that had no block since before:
 // their senders gave up on them (their calls time out after
 // BlockTimeout), or never meant to finish them, and would hold the
@@ -1715,6 +1736,13 @@ func (ip *inPush) dropStale(before time.Time) {
 	for key, a := range ip.asm {
 		if a.at.Before(before) {
 			ip.dropAssembly(key)
+			if ip.expiredN[key.from] < maxAssemblies {
+				if ip.expired == nil {
+					ip.expired, ip.expiredN = make(map[asmKey]bool), make(map[int]int)
+				}
+				ip.expired[key] = true
+				ip.expiredN[key.from]++
+			}
 		}
 	}
 }

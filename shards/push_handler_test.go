@@ -186,6 +186,42 @@ func TestPushHalfSentPiecesExpire(t *testing.T) {
 	})
 }
 
+// TestPushExpiredPieceNotPenalized: an honest sender whose uplink is
+// slow (its next block waits for its upload longer than BlockTimeout)
+// has its half-sent piece dropped as stale when the buffer fills. Its
+// next block is then refused (it starts the piece over later), not
+// scored as out of order: the drop was this node's, not an offence.
+// A block after a piece never begun still is.
+func TestPushExpiredPieceNotPenalized(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHandlerPush(t, 16, 2*BlockSize)
+		h.p.maxBuffered = 8 * 2 * BlockSize
+		m1, m2 := fuzzMembers[1], fuzzMembers[2]
+		if err := h.block(h.src, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(h.p.cfg.BlockTimeout + time.Second)
+		for i := 1; i < 8; i++ {
+			if err := h.block([]mesh.ID{m1, m2}[i%2], i, 0); err != nil {
+				t.Fatalf("piece %d: %v", i, err)
+			}
+		}
+		// The buffer is full: the honest sender's stale piece goes.
+		if err := h.block(m1, 8, 0); err != nil {
+			t.Fatalf("piece 8 once the stale piece is dropped: %v", err)
+		}
+		if err := h.block(h.src, 0, BlockSize); err == nil {
+			t.Fatal("the rest of a dropped piece was taken")
+		}
+		if n := h.node.penalties.Load(); n != 0 {
+			t.Fatalf("the slow honest sender was penalized %d times for a piece this node dropped", n)
+		}
+		if err := h.block(m2, 9, BlockSize); err == nil || h.node.penalties.Load() != 1 {
+			t.Errorf("a block of a piece never begun: %v, %d penalties", err, h.node.penalties.Load())
+		}
+	})
+}
+
 // TestPushRelayAskedOnlyBySource: in a matrix push a member cannot have
 // this node relay what it sends (that would make it upload every piece to
 // all the others again): such a block is refused and scored down; the
