@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -359,12 +360,15 @@ func newOutPush(o offer, src pieceSource) *outPush {
 		joined: make([]bool, len(members)), fails: make([]int, len(members)), hung: make([]int, len(members)),
 		failedAt: make([]time.Time, len(members)), retryAt: make([]time.Time, len(members)),
 		starved: make([]time.Time, len(members)), samples: make([]int, len(members)),
-		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1)}
+		seq: make([]uint64, len(members)), turn: make([]int, len(members)), changed: make(chan struct{}, 1),
+		given: make([]Bitfield, len(members)), doubted: make(map[int][]int), sending: make([]bool, len(members)),
+		progress: make([]time.Time, len(members)), flying: make(map[int]int)}
 	for k := range members {
 		op.orders[k] = make(map[int]*pushOrderRec)
 		op.refused[k] = make(map[int]bool)
 		op.caught[k] = make(map[int]bool)
 		op.have[k] = NewBitfield(m.NumPieces())
+		op.given[k] = NewBitfield(m.NumPieces())
 		op.state[k] = "receiving"
 	}
 	return op
@@ -411,7 +415,33 @@ type outPush struct {
 	turn []int
 	// fed lists, per receiver, the pieces the first pass sent it that no
 	// other receiver was seen to hold yet (see awaitSpread).
-	fed      [][]int
+	fed [][]int
+	// given: per receiver, the pieces the source itself sent it in this
+	// push. A receiver holds the others because it said so (at the
+	// start, or in a report), which the source cannot check: a few
+	// liars that claim a piece, asked in turn, would hold it
+	// BlockTimeout each. So repair asks a holder it gave the piece to
+	// first, and once an order for a piece lapses, doubted takes that
+	// holder and every one it did not give the piece to: they are not
+	// asked for it again, the source sends it itself (once) and the
+	// others get it from whoever received that copy.
+	given   []Bitfield
+	doubted map[int][]int
+	// sending: repair's sends from the source to the receiver are under
+	// way (sendBatch); it is given no more until they end. sends counts
+	// the batches, slots bounds their pieces in flight (the window).
+	// Repair does not wait for them: a receiver whose link drops large
+	// messages would hold every check, and the others' repair, for
+	// BlockTimeout.
+	sending []bool
+	sends   sync.WaitGroup
+	slots   chan struct{}
+	// flying: the pieces of the batches under way, and to whom. A piece
+	// is not given to another receiver while it flies to one that
+	// answered a block of the source's lately (progress): it would come
+	// twice. To one that did not (its link drops large messages), it is.
+	flying   map[int]int
+	progress []time.Time
 	uploaded int64
 	finished bool
 	// changed is poked when a receiver's pieces or state change.
@@ -618,6 +648,8 @@ func (p *pushes) notify(op *outPush) {
 // pieces, and repair until every receiver still there holds every piece.
 func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 	n := len(op.Members)
+	op.slots = make(chan struct{}, p.window(op.Manifest))
+	defer op.sends.Wait()
 	// Offers: a receiver that fails one (a link not up yet, a busy node)
 	// is offered again after a backoff, a few times before the first
 	// pass and then by repair, until it counts as gone.
@@ -723,6 +755,7 @@ func (p *pushes) runSource(ctx context.Context, op *outPush, offerMsg []byte) {
 			return
 		}
 	}
+	op.sends.Wait()
 	op.mu.Lock()
 	op.finished = true
 	op.mu.Unlock()
@@ -950,6 +983,7 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 		op.src.sentBlock(op.ID, to, n)
 		op.mu.Lock()
 		op.uploaded += int64(n)
+		op.progress[k] = time.Now()
 		op.mu.Unlock()
 	})
 	if err != nil {
@@ -964,6 +998,9 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 		return err
 	}
 	op.answered(k)
+	op.mu.Lock()
+	op.given[k].Set(i)
+	op.mu.Unlock()
 	b := NewBitfield(op.Manifest.NumPieces())
 	b.Set(i)
 	op.got(k, b)
@@ -978,8 +1015,9 @@ func (p *pushes) sendSource(ctx context.Context, op *outPush, k, i int, flags by
 // it, leaving out those the receiver caught sending corrupt pieces. The
 // order stands (it is sent again, which costs nothing) until the piece
 // arrives, the holder leaves, fails or is caught, or BlockTimeout
-// passes; then another holder is asked. The source sends a piece itself
-// only when no holder is left to ask: so what it uploads again does not
+// passes; then another holder is asked, one the source gave the piece
+// to first, and none that only claims it (given, doubted). The source
+// sends a piece itself only when no holder is left to ask: so what it uploads again does not
 // depend on how fast the receivers are, only on which pieces no honest
 // receiver holds. In a span it sends it to the first member on the
 // receiver's route, whose relays pass it on, so as to keep to its links.
@@ -1004,6 +1042,16 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	// a stall).
 	fanout := len(relayTargets(op.Plan, 0, n, 0)) + p.window(op.Manifest)
 	stallChecks := max(2, int(time.Duration(fanout)*op.pieceTime/p.cfg.Repair)+1)
+	// A piece flying to a receiver is left to it while a block of the
+	// source's reached it within a few block times of the source's
+	// upload, at the whole window (or a few checks).
+	m := op.Manifest
+	blockTime := op.pieceTime * time.Duration(min(BlockSize, m.PieceSize)) / time.Duration(max(1, m.PieceSize))
+	hold := 2*p.cfg.Repair + 2*time.Duration(p.window(m))*blockTime
+	flying := func(i int) bool {
+		to, ok := op.flying[i]
+		return ok && now.Sub(op.progress[to]) < hold
+	}
 	all := true
 	for k := range n {
 		if op.state[k] == "done" && op.fails[k] > 0 && !now.Before(op.retryAt[k]) {
@@ -1044,7 +1092,7 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 				continue
 			}
 			for i := range np {
-				if !op.have[k].Has(i) {
+				if !op.have[k].Has(i) && !op.sending[k] {
 					samples = append(samples, job{i, k})
 					sentHere[i] = true // not sent it twice (mine)
 					break
@@ -1066,21 +1114,33 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			}
 			h := rec.holder
 			if h >= 0 && (!op.live(h) || op.refused[k][h] || now.Sub(rec.at) > p.cfg.BlockTimeout) {
+				if now.Sub(rec.at) > p.cfg.BlockTimeout && !op.given[h].Has(i) {
+					// Lapsed, from one that only claims it: doubt
+					// all who only claim it (see given).
+					for g := range n {
+						if op.have[g].Has(i) && !op.given[g].Has(i) && !slices.Contains(op.doubted[i], g) {
+							op.doubted[i] = append(op.doubted[i], g)
+						}
+					}
+				}
 				rec.tried = append(rec.tried, h)
 				h = -1
 			}
-			if h >= 0 && !op.usable(h) {
-				h = -1 // failing now: another holder, this one again later
+			if h >= 0 && (!op.usable(h) || slices.Contains(op.doubted[i], h)) {
+				h = -1 // failing now (another holder, this one again later), or doubted
 			}
 			if h < 0 {
 				var holders []int
 				for g := range n {
-					if g != k && op.usable(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) {
+					if g != k && op.usable(g) && op.have[g].Has(i) && !op.refused[k][g] && !slices.Contains(rec.tried, g) && !slices.Contains(op.doubted[i], g) {
 						holders = append(holders, g)
 					}
 				}
 				if near := spanNear(op.Plan, k, n, holders); len(near) > 0 {
 					holders = near
+				}
+				if given := slices.DeleteFunc(slices.Clone(holders), func(g int) bool { return !op.given[g].Has(i) }); len(given) > 0 {
+					holders = given
 				}
 				if len(holders) > 0 {
 					h = holders[(i+k)%len(holders)]
@@ -1098,12 +1158,12 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 			// Nobody left holds it: the source sends it, once per
 			// check, to one receiver; the others get it from that one
 			// at a later check.
-			if !sentHere[i] {
+			to := k
+			if r := op.route(k, false); len(r) > 1 {
+				to = r[0]
+			}
+			if !sentHere[i] && !flying(i) && !op.sending[to] {
 				sentHere[i] = true
-				to := k
-				if r := op.route(k, false); len(r) > 1 {
-					to = r[0]
-				}
 				mine = append(mine, job{i, to})
 			}
 		}
@@ -1142,23 +1202,89 @@ func (p *pushes) repair(ctx context.Context, op *outPush, offerMsg []byte) bool 
 	for j, pieces := range orders {
 		call(j.holder, encodeOrder(op.Push, j.to, pieces))
 	}
-	sem := make(chan struct{}, p.window(op.Manifest))
+	batches := make(map[int][]int)
 	for _, j := range mine {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			_ = p.sendSource(ctx, op, j.to, j.holder, relayFlag)
-		})
+		batches[j.to] = append(batches[j.to], j.holder)
+	}
+	op.mu.Lock()
+	for to, pieces := range batches {
+		op.sending[to], op.progress[to] = true, now
+		for _, i := range pieces {
+			op.flying[i] = to
+		}
 	}
 	for _, j := range samples {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			p.sample(ctx, op, j.to, j.holder)
+		op.sending[j.to] = true
+	}
+	op.mu.Unlock()
+	for to, pieces := range batches {
+		op.sends.Go(func() { p.sendBatch(ctx, op, to, pieces) })
+	}
+	for _, j := range samples {
+		op.sends.Go(func() {
+			defer op.doneSending(j.to)
+			if p.slot(ctx, op) {
+				p.sample(ctx, op, j.to, j.holder)
+				<-op.slots
+			}
 		})
 	}
 	wg.Wait()
 	return false
+}
+
+// sendBatch sends the pieces repair gave receiver k, half the window at
+// once: a receiver that takes none holds no more than that of the
+// source's window. It stops at the first failure: k is left out then
+// (failed) until it answers, and the rest would fail too.
+func (p *pushes) sendBatch(ctx context.Context, op *outPush, k int, pieces []int) {
+	defer func() {
+		op.mu.Lock()
+		for _, i := range pieces {
+			if op.flying[i] == k {
+				delete(op.flying, i)
+			}
+		}
+		op.mu.Unlock()
+	}()
+	defer op.doneSending(k)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	lanes := make(chan struct{}, max(1, cap(op.slots)/2))
+	var failed atomic.Bool
+	for _, i := range pieces {
+		select {
+		case lanes <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if failed.Load() || !p.slot(ctx, op) {
+			<-lanes
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-op.slots; <-lanes }()
+			if p.sendSource(ctx, op, k, i, relayFlag) != nil {
+				failed.Store(true)
+			}
+		})
+	}
+}
+
+// slot takes one of the source's repair send slots.
+func (p *pushes) slot(ctx context.Context, op *outPush) bool {
+	select {
+	case op.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (op *outPush) doneSending(k int) {
+	op.mu.Lock()
+	op.sending[k] = false
+	op.mu.Unlock()
 }
 
 // sample sends piece i to starved receiver k from the source itself,
@@ -1276,10 +1402,16 @@ type inPush struct {
 	downUntil []time.Time
 	downs     []int
 
-	bad      map[int]bool // senders that sent a corrupt piece: refused since
-	asm      map[asmKey]*assembly
-	perPeer  map[int]int // assemblies per sender (-1 the source)
-	asmBytes int64       // the bytes of all of them
+	bad     map[int]bool // senders that sent a corrupt piece: refused since
+	asm     map[asmKey]*assembly
+	perPeer map[int]int // assemblies per sender (-1 the source)
+	// expired: pieces dropStale took from a sender (at most
+	// maxAssemblies each, expiredN), until its next block of them. An
+	// honest sender whose upload held its next block past BlockTimeout
+	// gets a refusal then, not a penalty for a block out of order.
+	expired  map[asmKey]bool
+	expiredN map[int]int
+	asmBytes int64 // the bytes of all of them
 	queue    []relayJob
 	queued   map[relayJob]bool
 	// deferred holds, per member, the relays to it that wait for its
@@ -1307,6 +1439,7 @@ type asmKey struct {
 type assembly struct {
 	buf  []byte
 	next int64
+	at   time.Time // its last block
 }
 
 // maxAssemblies and maxAssemblyBytes bound the pieces one sender may have
@@ -1498,6 +1631,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip.mu.Unlock()
 		return fmt.Errorf("%w: %s sent a corrupt piece of this push before", ErrCorrupt, from.Short())
 	}
+	wasExpired := ip.forgetExpired(key)
 	if ip.have.Has(i) {
 		ip.dropAssembly(key) // a copy it holds already: nothing to do
 		ip.mu.Unlock()
@@ -1509,7 +1643,13 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		// A first block: a piece begun again (its sender's request timed
 		// out half-way) starts over.
 		ip.dropAssembly(key)
-		if ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize) {
+		peerFull := func() bool {
+			return ip.perPeer[k] >= maxAssemblies || int64(ip.perPeer[k]+1)*ip.Manifest.PieceSize > max(maxAssemblyBytes, 2*ip.Manifest.PieceSize)
+		}
+		if peerFull() || ip.asmBytes+ip.Manifest.PieceLen(i) > p.maxBuffered {
+			ip.dropStale(ip.lastSeen.Add(-p.cfg.BlockTimeout))
+		}
+		if peerFull() {
 			ip.mu.Unlock()
 			p.node.Penalize(from, "too many pushed pieces at once")
 			return fmt.Errorf("%w: %d pieces half-sent at once", ErrBadFrame, maxAssemblies)
@@ -1526,6 +1666,9 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 		ip.asm[key] = a
 		ip.perPeer[k]++
 		ip.asmBytes += int64(len(a.buf))
+	case a == nil && wasExpired:
+		ip.mu.Unlock()
+		return fmt.Errorf("%w: piece %d was half-sent here too long ago, begin it again", ErrTooLarge, i)
 	case a == nil || int64(r.Off) != a.next:
 		ip.mu.Unlock()
 		p.node.Penalize(from, "pushed block out of order")
@@ -1533,6 +1676,7 @@ func (p *pushes) onBlock(ctx context.Context, from mesh.ID, pid pushID, b []byte
 	}
 	copy(a.buf[r.Off:], data)
 	a.next = int64(r.Off) + int64(r.Len)
+	a.at = ip.lastSeen
 	if a.next < int64(len(a.buf)) {
 		ip.mu.Unlock()
 		return nil
@@ -1569,6 +1713,37 @@ func (ip *inPush) dropAssembly(key asmKey) {
 		delete(ip.asm, key)
 		ip.perPeer[key.from]--
 		ip.asmBytes -= int64(len(a.buf))
+	}
+}
+
+// forgetExpired says whether dropStale took key, and forgets that it
+// did; ip.mu is held.
+func (ip *inPush) forgetExpired(key asmKey) bool {
+	if !ip.expired[key] {
+		return false
+	}
+	delete(ip.expired, key)
+	ip.expiredN[key.from]--
+	return true
+}
+
+// dropStale forgets the pieces half-sent that had no block since before:
+// their senders gave up on them (their calls time out after
+// BlockTimeout), or never meant to finish them, and would hold the
+// buffer so that every sender is told it is full for good. ip.mu is
+// held.
+func (ip *inPush) dropStale(before time.Time) {
+	for key, a := range ip.asm {
+		if a.at.Before(before) {
+			ip.dropAssembly(key)
+			if ip.expiredN[key.from] < maxAssemblies {
+				if ip.expired == nil {
+					ip.expired, ip.expiredN = make(map[asmKey]bool), make(map[int]int)
+				}
+				ip.expired[key] = true
+				ip.expiredN[key.from]++
+			}
+		}
 	}
 }
 

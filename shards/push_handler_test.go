@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/catnest/catnest/mesh"
@@ -145,6 +146,80 @@ func TestPushHalfSentBytesBounded(t *testing.T) {
 	if !h.sink.held.Has(0) || !h.sink.held.Has(4) || h.node.penalties.Load() != 0 {
 		t.Errorf("held 0: %v, 4: %v; %d penalties", h.sink.held.Has(0), h.sink.held.Has(4), h.node.penalties.Load())
 	}
+}
+
+// TestPushHalfSentPiecesExpire: hostile members start pieces until the
+// half-sent bound is full and send no more of them. Before BlockTimeout
+// an honest sender's new piece is refused (busy: the hostile pieces
+// could still be finished); after it the stale ones are dropped and the
+// honest piece gets in. Before, they stayed for the whole push, and
+// the receiver answered every sender busy for good.
+func TestPushHalfSentPiecesExpire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHandlerPush(t, 16, 2*BlockSize)
+		h.p.maxBuffered = 8 * 2 * BlockSize
+		m1, m2 := fuzzMembers[1], fuzzMembers[2]
+		for i := range 8 {
+			if err := h.block([]mesh.ID{m1, m2}[i%2], i, 0); err != nil {
+				t.Fatalf("hostile piece %d: %v", i, err)
+			}
+		}
+		if err := h.block(h.src, 8, 0); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("the honest piece while the buffer is full: %v, want ErrTooLarge", err)
+		}
+		time.Sleep(h.p.cfg.BlockTimeout - time.Second)
+		if err := h.block(h.src, 8, 0); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("the honest piece before BlockTimeout: %v, want ErrTooLarge", err)
+		}
+		time.Sleep(2 * time.Second)
+		for i := 8; i < 16; i++ {
+			h.piece(t, h.src, i)
+		}
+		for i := 8; i < 16; i++ {
+			if !h.sink.held.Has(i) {
+				t.Errorf("honest piece %d not held", i)
+			}
+		}
+		if h.ip.asmBytes != 0 || len(h.ip.asm) != 0 {
+			t.Errorf("%d half-sent pieces (%d bytes) left", len(h.ip.asm), h.ip.asmBytes)
+		}
+	})
+}
+
+// TestPushExpiredPieceNotPenalized: an honest sender whose uplink is
+// slow (its next block waits for its upload longer than BlockTimeout)
+// has its half-sent piece dropped as stale when the buffer fills. Its
+// next block is then refused (it starts the piece over later), not
+// scored as out of order: the drop was this node's, not an offence.
+// A block after a piece never begun still is.
+func TestPushExpiredPieceNotPenalized(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHandlerPush(t, 16, 2*BlockSize)
+		h.p.maxBuffered = 8 * 2 * BlockSize
+		m1, m2 := fuzzMembers[1], fuzzMembers[2]
+		if err := h.block(h.src, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(h.p.cfg.BlockTimeout + time.Second)
+		for i := 1; i < 8; i++ {
+			if err := h.block([]mesh.ID{m1, m2}[i%2], i, 0); err != nil {
+				t.Fatalf("piece %d: %v", i, err)
+			}
+		}
+		// The buffer is full: the honest sender's stale piece goes.
+		if err := h.block(m1, 8, 0); err != nil {
+			t.Fatalf("piece 8 once the stale piece is dropped: %v", err)
+		}
+		if err := h.block(h.src, 0, BlockSize); err == nil {
+			t.Fatal("the rest of a dropped piece was taken")
+		}
+		if n := h.node.penalties.Load(); n != 0 {
+			t.Fatalf("the slow honest sender was penalized %d times for a piece this node dropped", n)
+		}
+		if err := h.block(m2, 9, BlockSize); err == nil || h.node.penalties.Load() != 1 {
+			t.Errorf("a block of a piece never begun: %v, %d penalties", err, h.node.penalties.Load())
+		}
+	})
 }
 
 // TestPushRelayAskedOnlyBySource: in a matrix push a member cannot have
