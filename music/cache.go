@@ -179,6 +179,13 @@ func (s *Service) prune(ctx context.Context, all []shards.Transfer, local map[sh
 		if e == nil || t.State == shards.StateSeeding {
 			continue
 		}
+		if !e.added.IsZero() && e.added.After(t.Added) {
+			// A Stream started a new download of it after all was
+			// listed (its old one removed meanwhile): t is not it, and
+			// taken for the user's, the new one was forgotten and stayed
+			// on disk counted by nothing. The next look decides.
+			continue
+		}
 		if t.For != resourceName || (!e.added.IsZero() && !e.added.Equal(t.Added)) {
 			// Not the download Stream started, or the user fetched it
 			// too: the user's own.
